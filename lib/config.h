@@ -1,0 +1,130 @@
+/*
+ * config.h - the settings of xmppd: one table row per key drives parsing,
+ * `xmppd -t`, `-o key=value`, the reload diff and etc/xmppd.conf.example.
+ *
+ * Syntax: `key = value` lines, `#` comments, and one level of
+ * `name { ... }` blocks; a key inside block `tls` is named `tls.key`.
+ * Values may be double-quoted.  Errors read "file:line: reason"; unknown
+ * keys, bad values and out-of-range numbers are errors.  A parsed config
+ * lives in its own arena (one per generation) and is freed as a whole.
+ */
+#ifndef XMPPD_CONFIG_H
+#define XMPPD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "arena.h"
+
+enum config_type {
+	CONFIG_TYPE_STRING = 1,
+	CONFIG_TYPE_UINT,       /* unsigned decimal */
+	CONFIG_TYPE_BOOL,       /* yes/no, true/false, on/off, 1/0 */
+	CONFIG_TYPE_SIZE,       /* bytes, suffix k/K, m/M, g/G allowed */
+	CONFIG_TYPE_DURATION,   /* stored in ms; suffix ms, s (default), m, h */
+	CONFIG_TYPE_MODE,       /* octal file mode, e.g. 0660 */
+	CONFIG_TYPE_LOGLEVEL,   /* debug, info, warn, error */
+};
+
+enum config_flags {
+	CONFIG_F_RELOADABLE = 0x01, /* takes effect on SIGHUP */
+	CONFIG_F_RESTART = 0x02,    /* needs a restart; reload reports it */
+};
+
+struct config {
+	struct arena arena;     /* owns every string below */
+	uint64_t generation;    /* set by the master on load/reload */
+
+	/* general */
+	const char *hosts;      /* space-separated hosted domains */
+	unsigned workers;       /* 0: online CPUs */
+	const char *user;       /* drop to this user when started as root */
+	const char *group;
+	const char *pid_file;
+	const char *log_file;   /* "" or "-": stderr */
+	unsigned log_level;     /* enum log_level */
+	uint64_t shutdown_timeout;  /* ms */
+
+	/* c2s listeners */
+	const char *c2s_addresses;  /* space-separated */
+	unsigned c2s_port;
+	unsigned c2s_tls_port;      /* direct TLS (XEP-0368); 0 disables */
+	uint64_t c2s_timeout;       /* ms, before authentication */
+	uint64_t c2s_idle_timeout;  /* ms, ping then drop */
+	uint64_t max_stanza_size;   /* bytes */
+	unsigned max_connections_per_ip;
+	unsigned backlog;
+
+	/* tls */
+	const char *tls_certificate;
+	const char *tls_key;
+	const char *tls_ciphers;
+	const char *tls_ciphersuites;
+	unsigned tls_required;      /* STARTTLS mandatory (bool) */
+
+	/* sasl */
+	unsigned sasl_max_failures;
+	unsigned scram_iterations;
+
+	/* database */
+	const char *db_conninfo;
+
+	/* shared memory and queues */
+	unsigned session_table_size;
+	unsigned queue_outbox_frames;
+
+	/* control socket */
+	const char *control_socket;
+	const char *control_owner;
+	const char *control_group;
+	unsigned control_mode;
+};
+
+struct config_def {
+	const char *name;       /* "c2s.port" */
+	enum config_type type;
+	size_t offset;          /* offsetof(struct config, ...) */
+	const char *def;        /* default, as it would be written */
+	uint64_t min, max;      /* bounds for numeric types (max 0: none) */
+	unsigned flags;         /* enum config_flags */
+	const char *doc;        /* one line for the example file */
+};
+
+extern const struct config_def config_defs[];
+extern const size_t config_defs_count;
+
+/* A fresh config with every default applied. */
+struct config *config_new(void);
+void config_free(struct config **cfg);
+
+/* Parse a file onto cfg (defaults stay for keys not given). */
+int config_parse_file(struct config *cfg, const char *path,
+		      const char **error_r);
+/* Parse text; `name` is used in error messages. */
+int config_parse_string(struct config *cfg, const char *name,
+			const char *text, const char **error_r);
+/* Apply one "key=value" override (-o). */
+int config_set(struct config *cfg, const char *keyval, const char **error_r);
+/* Cross-key checks (e.g. key without certificate). */
+int config_check(const struct config *cfg, const char **error_r);
+
+const struct config_def *config_find(const char *name);
+/* The value of one setting, written back as text (into buf; a string
+ * setting returns its stored string, valid as long as cfg). */
+const char *config_value_str(const struct config *cfg,
+			     const struct config_def *def,
+			     char *buf, size_t size);
+/* Serialize every setting as "key = value" lines (parsable again);
+ * the text is malloc()ed, the caller frees it. */
+char *config_serialize(const struct config *cfg);
+/* Call cb for each key whose value differs. */
+void config_diff(const struct config *a, const struct config *b,
+		 void (*cb)(const struct config_def *def, const char *old,
+			    const char *new, void *ctx), void *ctx);
+/* Write the documented example (every key, default, comment). */
+void config_write_example(FILE *out);
+
+/* error strings returned by this module live in a static buffer of the
+ * calling process, valid until the next call. */
+
+#endif

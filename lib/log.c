@@ -1,0 +1,150 @@
+/*
+ * log.c - the logging API (log.h).  One line per call, written with a
+ * single write(2) so lines from several processes sharing a file do not
+ * interleave.  Failure policy: write errors are ignored.
+ */
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char log_role[32] = "xmppd";
+static char log_ctx[160];
+static char log_path[1024];
+static int log_fd = STDERR_FILENO;
+static enum log_level log_min = LOG_LEVEL_INFO;
+
+static const char *const level_names[] = {
+	"debug", "info", "warn", "error", "fatal",
+};
+
+void log_init(const char *role)
+{
+	log_set_role(role);
+}
+
+void log_set_role(const char *role)
+{
+	snprintf(log_role, sizeof(log_role), "%s", role);
+}
+
+int log_open(const char *path)
+{
+	if (path == NULL || path[0] == '\0' || strcmp(path, "-") == 0) {
+		if (log_fd != STDERR_FILENO)
+			close(log_fd);
+		log_fd = STDERR_FILENO;
+		log_path[0] = '\0';
+		return 0;
+	}
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = fd;
+	snprintf(log_path, sizeof(log_path), "%s", path);
+	return 0;
+}
+
+int log_reopen(void)
+{
+	if (log_path[0] == '\0')
+		return 0;
+	char path[sizeof(log_path)];
+	memcpy(path, log_path, sizeof(path));
+	return log_open(path);
+}
+
+void log_set_level(enum log_level level)
+{
+	log_min = level;
+}
+
+int log_level_parse(const char *name, enum log_level *level_r)
+{
+	for (unsigned i = 0; i < LOG_LEVEL_FATAL; i++) {
+		if (strcmp(name, level_names[i]) == 0) {
+			*level_r = (enum log_level)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+void log_set_context(const char *ctx)
+{
+	if (ctx == NULL)
+		log_ctx[0] = '\0';
+	else
+		snprintf(log_ctx, sizeof(log_ctx), "%s: ", ctx);
+}
+
+static void log_write(enum log_level level, const char *fmt, va_list ap)
+{
+	int saved_errno = errno;
+	char line[2048];
+	struct timespec ts;
+	struct tm tm;
+
+	if (level < log_min)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	int n = snprintf(line, sizeof(line),
+			 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: %s",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec,
+			 ts.tv_nsec / 1000000, log_role, level_names[level],
+			 log_ctx);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		n = 0;
+	errno = saved_errno;
+	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	if (m < 0)
+		m = 0;
+	size_t len = (size_t)n + (size_t)m;
+	if (len > sizeof(line) - 2)
+		len = sizeof(line) - 2;
+	line[len++] = '\n';
+	ssize_t w = write(log_fd, line, len);
+	(void)w;
+	errno = saved_errno;
+}
+
+#define LOG_FN(name, level) \
+	void name(const char *fmt, ...) \
+	{ \
+		va_list ap; \
+		va_start(ap, fmt); \
+		log_write(level, fmt, ap); \
+		va_end(ap); \
+	}
+
+LOG_FN(log_debug, LOG_LEVEL_DEBUG)
+LOG_FN(log_info, LOG_LEVEL_INFO)
+LOG_FN(log_warn, LOG_LEVEL_WARN)
+LOG_FN(log_error, LOG_LEVEL_ERROR)
+
+void log_fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_write(LOG_LEVEL_FATAL, fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void log_panic(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_write(LOG_LEVEL_FATAL, fmt, ap);
+	va_end(ap);
+	abort();
+}

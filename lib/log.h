@@ -1,0 +1,44 @@
+/*
+ * log.h - the one logging API of xmppd (master, workers, xmppctl, tests).
+ *
+ * Lines look like "2026-11-24T02:04:26Z w3 info: message".  The role
+ * ("master", "w3", "xmppctl") is set once per process; a connection's
+ * context (id, address, JID) is added by log_set_context().  Failure
+ * policy: logging never fails the caller; a write error is ignored.
+ */
+#ifndef XMPPD_LOG_H
+#define XMPPD_LOG_H
+
+#include <stdarg.h>
+
+enum log_level {
+	LOG_LEVEL_DEBUG = 0,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL_FATAL,
+};
+
+#define LOG_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+void log_init(const char *role);
+void log_set_role(const char *role);
+/* path NULL or "" logs to stderr.  Returns 0 or -1 (errno set). */
+int log_open(const char *path);
+int log_reopen(void);
+void log_set_level(enum log_level level);
+/* "debug", "info", "warn", "error": returns 0, or -1 if unknown. */
+int log_level_parse(const char *name, enum log_level *level_r);
+/* A prefix added after the level, e.g. "c42 127.0.0.1:5555"; NULL clears. */
+void log_set_context(const char *ctx);
+
+void log_debug(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_info(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_warn(const char *fmt, ...) LOG_PRINTF(1, 2);
+void log_error(const char *fmt, ...) LOG_PRINTF(1, 2);
+/* Log and exit(1). */
+void log_fatal(const char *fmt, ...) LOG_PRINTF(1, 2) __attribute__((noreturn));
+/* Our own bug: log and abort(). */
+void log_panic(const char *fmt, ...) LOG_PRINTF(1, 2) __attribute__((noreturn));
+
+#endif

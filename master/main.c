@@ -1,0 +1,281 @@
+/*
+ * main.c - xmppd's entry point and the master's supervision loop.
+ *
+ * Start-up: parse arguments and the config, bind, create the shared
+ * memory and queues, daemonize, drop privileges, fork the workers.  The
+ * loop then only supervises (STYLE.md section 3): it waits, then handles
+ * flags in a fixed order: reap, terminate, reload, reopen, control.
+ * Failure policy: start-up errors exit 1 with one line on stderr.
+ */
+#include "master.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: xmppd [-f] [-t] [-c FILE] [-o key=value]...\n"
+		"       xmppd --example | --version\n"
+		"  -f            stay in the foreground\n"
+		"  -t            check the configuration and exit\n"
+		"  -c FILE       configuration (default %s/xmppd/xmppd.conf)\n"
+		"  -o key=value  override one setting for this run\n"
+		"  --example     print the documented example configuration\n",
+		SYSCONFDIR);
+}
+
+struct args {
+	int test_only;
+	int example;
+};
+
+static void parse_args(struct master *m, struct args *a, int argc,
+		       char **argv)
+{
+	static const struct option longopts[] = {
+		{ "example", no_argument, NULL, 'E' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "ftc:o:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'f': m->foreground = 1; break;
+		case 't': a->test_only = 1; break;
+		case 'c': m->config_path = optarg; break;
+		case 'E': a->example = 1; break;
+		case 'V': printf("xmppd %s\n", PACKAGE_VERSION); exit(0);
+		case 'h': usage(stdout); exit(0);
+		case 'o':
+			if (m->noverrides == MASTER_MAX_OVERRIDES)
+				log_fatal("too many -o options");
+			m->overrides[m->noverrides++] = optarg;
+			break;
+		default: usage(stderr); exit(1);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		exit(1);
+	}
+}
+
+static unsigned slots_from_config(const struct config *cfg)
+{
+	long n = cfg->workers;
+	if (n == 0)
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	if (n > IPC_MAX_SLOTS)
+		n = IPC_MAX_SLOTS;
+	return (unsigned)n;
+}
+
+static int make_channels(struct master *m, const char **error_r)
+{
+	if (pipe2(m->dead_pipe, O_CLOEXEC) < 0) {
+		*error_r = "pipe() failed";
+		return -1;
+	}
+	for (unsigned i = 0; i < m->nslots; i++) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0,
+			       sv) < 0) {
+			*error_r = "socketpair(SOCK_SEQPACKET) failed";
+			return -1;
+		}
+		fd_set_nonblock(sv[0]);
+		m->slots[i].channel = sv[0];
+		m->slots[i].worker_channel = sv[1];
+	}
+	return 0;
+}
+
+/* Everything that must happen before the workers exist. */
+static void master_setup(struct master *m)
+{
+	const char *error;
+	m->nslots = slots_from_config(m->cfg);
+	if (master_pid_file_check(m->cfg->pid_file, &error) < 0)
+		log_fatal("%s", error);
+	if (master_listen_all(m, &error) < 0)
+		log_fatal("%s", error);
+	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
+		       &error) < 0)
+		log_fatal("shared memory: %s", error);
+	if (queue_set_create(&m->queues, m->nslots, &error) < 0)
+		log_fatal("worker queues: %s", error);
+	if (make_channels(m, &error) < 0)
+		log_fatal("%s: %m", error);
+	if (master_control_open(m, &error) < 0)
+		log_fatal("%s", error);
+	if (!m->foreground && master_daemonize(&error) < 0)
+		log_fatal("%s", error);
+	if (master_pid_file_write(m->cfg->pid_file, &error) < 0)
+		log_fatal("%s", error);
+	m->pid_file_written = 1;
+	if (master_drop_privileges(m->cfg, &error) < 0)
+		log_fatal("%s", error);
+}
+
+static void master_begin_stop(struct master *m)
+{
+	if (m->stopping)
+		return;
+	log_info("stopping: closing client streams");
+	master_notify_systemd("STOPPING=1");
+	m->stopping = 1;
+	m->stop_deadline_ms = time_now_ms() + (int64_t)m->cfg->shutdown_timeout;
+	master_broadcast_cmd(m, IPC_CMD_QUIT, NULL, 0);
+}
+
+/* Past the deadline, SIGKILL what is left; then wait a doubling delay. */
+static void master_stop_escalate(struct master *m, int64_t now)
+{
+	if (now < m->stop_deadline_ms)
+		return;
+	for (unsigned i = 0; i < m->nslots; i++) {
+		if (m->slots[i].pid > 0) {
+			log_warn("worker %u (pid %d) did not stop in time: "
+				 "SIGKILL", i, (int)m->slots[i].pid);
+			kill(m->slots[i].pid, SIGKILL);
+		}
+	}
+	m->kill_delay_ms = m->kill_delay_ms ? m->kill_delay_ms * 2 : 500;
+	m->stop_deadline_ms = now + m->kill_delay_ms;
+}
+
+static void master_handle_flags(struct master *m)
+{
+	if (master_sig_chld) {
+		master_sig_chld = 0;
+		master_reap(m);
+	}
+	if (master_sig_term) {
+		master_sig_term = 0;
+		master_begin_stop(m);
+	}
+	if (master_sig_hup) {
+		master_sig_hup = 0;
+		char *report = NULL;
+		master_reload(m, &report);
+		free(report);
+	}
+	if (master_sig_usr1) {
+		master_sig_usr1 = 0;
+		if (log_reopen() < 0)
+			log_error("reopen(%s) failed: %m", m->cfg->log_file);
+		master_broadcast_cmd(m, IPC_CMD_REOPEN_LOG, NULL, 0);
+	}
+}
+
+static int poll_timeout(const struct master *m, int64_t now)
+{
+	int64_t next = now + 1000;
+	int64_t r = master_next_respawn(m);
+	if (r > 0 && r < next)
+		next = r;
+	if (m->stopping && m->stop_deadline_ms < next)
+		next = m->stop_deadline_ms;
+	return next <= now ? 0 : (int)(next - now);
+}
+
+static void master_loop(struct master *m, int wake_fd)
+{
+	struct pollfd pfds[2 + MASTER_CONTROL_CLIENTS];
+	for (;;) {
+		pfds[0] = (struct pollfd){ .fd = wake_fd, .events = POLLIN };
+		int n = 1 + master_control_pollfds(m, &pfds[1],
+						   ARRAY_SIZE(pfds) - 1);
+		int64_t now = time_now_ms();
+		int r = poll(pfds, (nfds_t)n, poll_timeout(m, now));
+		if (r < 0 && errno != EINTR)
+			log_fatal("poll() failed: %m");
+		master_signal_drain();
+		master_handle_flags(m);
+		for (int i = 1; r > 0 && i < n; i++)
+			if (pfds[i].revents != 0)
+				master_control_handle(m, pfds[i].fd,
+						      pfds[i].revents);
+		now = time_now_ms();
+		if (!m->stopping) {
+			master_respawn_due(m, now);
+			continue;
+		}
+		if (master_live_workers(m) == 0)
+			return;
+		master_stop_escalate(m, now);
+	}
+}
+
+static void master_cleanup(struct master *m)
+{
+	master_control_close(m);
+	master_pid_file_remove(m);
+	log_info("stopped");
+}
+
+int main(int argc, char **argv)
+{
+	static struct master m;
+	struct args a = { 0, 0 };
+	const char *error;
+
+	log_init("master");
+	m.config_path = SYSCONFDIR "/xmppd/xmppd.conf";
+	m.control_fd = -1;
+	parse_args(&m, &a, argc, argv);
+	if (a.example) {
+		config_write_example(stdout);
+		return 0;
+	}
+	if (master_load_config(m.config_path, m.overrides, m.noverrides,
+			       &m.cfg, &error) < 0) {
+		fprintf(stderr, "xmppd: %s\n", error);
+		return 1;
+	}
+	if (a.test_only) {
+		printf("xmppd: configuration %s is valid\n", m.config_path);
+		return 0;
+	}
+	log_set_level((enum log_level)m.cfg->log_level);
+	if (log_open(m.cfg->log_file) < 0)
+		log_fatal("open(%s) failed: %m", m.cfg->log_file);
+	m.started = time(NULL);
+	m.generation = m.cfg->generation = 1;
+	master_setup(&m);
+
+	int wake_fd;
+	if (master_signal_init(&wake_fd, &error) < 0)
+		log_fatal("%s", error);
+	m.shm.hdr->master_pid = (int32_t)getpid();
+	m.shm.hdr->master_started = m.started;
+	m.shm.hdr->config_gen = m.generation;
+	for (unsigned i = 0; i < m.nslots; i++)
+		master_spawn_worker(&m, i);
+	log_info("xmppd %s started: %u workers, config %s", PACKAGE_VERSION,
+		 m.nslots, m.config_path);
+	master_notify_systemd("READY=1");
+	master_loop(&m, wake_fd);
+	master_cleanup(&m);
+	return 0;
+}

@@ -1,0 +1,128 @@
+/*
+ * reap.c - SIGCHLD handling: waitpid until nothing is left, log how each
+ * worker ended, sweep its session-table entries, and schedule a respawn
+ * into the same slot.  Crash loops are slowed: a worker that dies within
+ * 10 s of its start without having accepted a connection doubles the
+ * slot's delay (2 s .. 60 s, Dovecot); exit code 2 means "do not
+ * respawn" (nginx).  Any other death is respawned at once.
+ */
+#include "master.h"
+#include "log.h"
+#include "session.h"
+#include "util.h"
+
+#include <string.h>
+#include <sys/wait.h>
+
+#define REAP_FAST_DEATH_MS 10000
+#define REAP_DELAY_MIN_MS 2000
+#define REAP_DELAY_MAX_MS 60000
+
+static int reap_find_slot(const struct master *m, pid_t pid)
+{
+	for (unsigned i = 0; i < m->nslots; i++)
+		if (m->slots[i].pid == pid)
+			return (int)i;
+	return -1;
+}
+
+static void reap_log(unsigned slot, pid_t pid, int status)
+{
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		log_info("worker %u (pid %d) exited", slot, (int)pid);
+	else if (WIFEXITED(status))
+		log_error("worker %u (pid %d) exited with status %d", slot,
+			  (int)pid, WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		log_error("worker %u (pid %d) killed by signal %d (%s)%s",
+			  slot, (int)pid, WTERMSIG(status),
+			  strsignal(WTERMSIG(status)),
+			  WCOREDUMP(status) ? ", core dumped" : "");
+}
+
+static void reap_schedule(struct master *m, unsigned slot, int status,
+			  uint64_t accepted)
+{
+	struct master_slot *s = &m->slots[slot];
+	int64_t now = time_now_ms();
+	int fast = now - s->spawned_ms < REAP_FAST_DEATH_MS && accepted == 0;
+
+	if (fast) {
+		s->delay_ms = s->delay_ms ? s->delay_ms * 2 : REAP_DELAY_MIN_MS;
+		if (s->delay_ms > REAP_DELAY_MAX_MS)
+			s->delay_ms = REAP_DELAY_MAX_MS;
+		log_warn("worker %u is dying at start: respawn in %lld ms",
+			 slot, (long long)s->delay_ms);
+	} else {
+		s->delay_ms = 0;
+	}
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		s->delay_ms = 0;
+	s->respawn_at_ms = now + s->delay_ms;
+}
+
+static void reap_one(struct master *m, pid_t pid, int status)
+{
+	int slot = reap_find_slot(m, pid);
+	if (slot < 0)
+		return;
+	struct ipc_worker_stats *st = shm_worker_stats(&m->shm, (unsigned)slot);
+	uint64_t accepted = st->accepted;
+	reap_log((unsigned)slot, pid, status);
+	m->slots[slot].pid = 0;
+	st->pid = 0;
+	st->connections = 0;
+	int swept = shm_session_sweep_slot(m->shm.sessions, (uint16_t)slot,
+					   NULL, NULL);
+	if (swept > 0)
+		log_info("worker %d: swept %d sessions", slot, swept);
+	if (m->stopping)
+		return;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+		log_error("worker %d asked not to be respawned", slot);
+		return;
+	}
+	reap_schedule(m, (unsigned)slot, status, accepted);
+}
+
+void master_reap(struct master *m)
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		reap_one(m, pid, status);
+}
+
+void master_respawn_due(struct master *m, int64_t now_ms)
+{
+	for (unsigned i = 0; i < m->nslots; i++) {
+		struct master_slot *s = &m->slots[i];
+		if (s->pid != 0 || s->respawn_at_ms == 0 ||
+		    now_ms < s->respawn_at_ms)
+			continue;
+		s->restarts++;
+		if (master_spawn_worker(m, i) == 0)
+			log_info("worker %u respawned (restart %u)", i,
+				 s->restarts);
+	}
+}
+
+int64_t master_next_respawn(const struct master *m)
+{
+	int64_t next = 0;
+	for (unsigned i = 0; i < m->nslots; i++) {
+		int64_t t = m->slots[i].respawn_at_ms;
+		if (m->slots[i].pid == 0 && t > 0 && (next == 0 || t < next))
+			next = t;
+	}
+	return next;
+}
+
+unsigned master_live_workers(const struct master *m)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < m->nslots; i++)
+		if (m->slots[i].pid > 0)
+			n++;
+	return n;
+}

@@ -1,0 +1,160 @@
+/*
+ * ipc.h - the whole contract between xmppd processes.
+ *
+ * Everything that crosses a process boundary is defined here and nowhere
+ * else: the shared-memory layout (header, per-worker stats, session
+ * records), the worker queue frame header and its types, and the
+ * master<->worker channel commands.  Bump IPC_VERSION whenever a struct
+ * or an enum below changes; peers with another version are refused.
+ */
+#ifndef XMPPD_IPC_H
+#define XMPPD_IPC_H
+
+#include <stdint.h>
+#include <pthread.h>
+
+#define IPC_VERSION 1
+
+/* Hard limits. */
+#define IPC_MAX_SLOTS 64            /* worker slots */
+#define IPC_JID_MAX 3071            /* RFC 7622: 1023 + 1 + 1023 + 1 + 1023 */
+#define IPC_JID_INLINE 184          /* full JIDs up to this fit in a record */
+
+/* ---- worker queue frames --------------------------------------------- */
+
+#define IPC_FRAME_MAGIC 0x58u       /* 'X' */
+#define IPC_FRAME_HDR_SIZE 20u
+#define IPC_FRAME_MAX (1024u * 1024u)  /* one frame's payload, reassembled */
+#define IPC_DGRAM_MAX (64u * 1024u)    /* one datagram (a batch of frames) */
+#define IPC_FRAG_MAX (IPC_DGRAM_MAX - IPC_FRAME_HDR_SIZE) /* payload per chunk */
+
+enum ipc_frame_type {
+	IPC_FRAME_STANZA = 1,       /* payload: serialized stanza to conn_id/gen */
+	IPC_FRAME_BARE_STANZA,      /* payload: stanza for a bare JID's rules */
+	IPC_FRAME_SWEPT,            /* payload: full JID of a swept session */
+	IPC_FRAME_KICK,             /* payload: reason; close conn_id/gen */
+	IPC_FRAME_TEST,             /* payload: opaque, used by the tests */
+	IPC_FRAME_TYPE_MAX
+};
+
+enum ipc_frame_flags {
+	IPC_FRAME_F_MORE = 0x01,    /* payload continues in the next frame */
+};
+
+/* On the wire: little-endian host order (same machine), packed 20 bytes. */
+struct ipc_frame_header {
+	uint8_t magic;              /* IPC_FRAME_MAGIC */
+	uint8_t version;            /* IPC_VERSION */
+	uint8_t type;               /* enum ipc_frame_type */
+	uint8_t flags;              /* enum ipc_frame_flags */
+	uint32_t len;               /* payload bytes following this header */
+	uint16_t src_slot;          /* sending worker slot */
+	uint16_t reserved;          /* must be 0 */
+	uint32_t conn_id;           /* target connection id (0: none) */
+	uint32_t gen;               /* target connection generation */
+};
+_Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
+	       "frame header must be 20 bytes");
+
+/* ---- master <-> worker channel (SOCK_SEQPACKET, one pair per slot) ---- */
+
+enum ipc_cmd_type {
+	IPC_CMD_QUIT = 1,           /* close streams with system-shutdown, exit */
+	IPC_CMD_CONFIG,             /* payload: serialized config text */
+	IPC_CMD_REOPEN_LOG,         /* reopen the log file */
+	IPC_CMD_TYPE_MAX
+};
+
+#define IPC_CMD_PAYLOAD_MAX (60u * 1024u)
+
+struct ipc_cmd {
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t type;              /* enum ipc_cmd_type */
+	uint64_t generation;        /* config generation this applies to */
+	uint32_t len;               /* payload bytes following */
+	uint32_t reserved;
+};
+
+/* ---- shared memory ---------------------------------------------------- */
+
+#define IPC_SHM_MAGIC 0x584d5050444d5348ull   /* "XMPPDMSH" */
+
+/* Per-worker counters: written by one worker (relaxed atomics), read by
+ * the master and xmppctl.  The master owns pid, restarts and spawned_at. */
+struct ipc_worker_stats {
+	_Atomic int32_t pid;        /* 0 when the slot is empty */
+	_Atomic uint32_t restarts;  /* times this slot was respawned */
+	_Atomic int64_t spawned_at; /* unix time of the last fork */
+	_Atomic uint64_t config_gen;/* config generation the worker runs */
+	_Atomic uint64_t connections;   /* currently open client connections */
+	_Atomic uint64_t accepted;  /* connections accepted since spawn */
+	_Atomic uint64_t stanzas_in;
+	_Atomic uint64_t stanzas_out;
+	_Atomic uint64_t bytes_in;
+	_Atomic uint64_t bytes_out;
+	_Atomic uint64_t errors;    /* stream errors sent, bad frames, ... */
+	_Atomic uint64_t frames_in;
+	_Atomic uint64_t frames_out;
+};
+
+enum ipc_session_state {
+	IPC_SESSION_FREE = 0,
+	IPC_SESSION_USED = 0x55534544u,  /* "USED": written last on insert */
+};
+
+/* One session record.  Records are addressed by index; links are indices
+ * (-1 = none), never pointers.  A full JID longer than IPC_JID_INLINE is
+ * kept in the long-JID pool and jid_long is its index there. */
+struct ipc_session {
+	_Atomic uint32_t state;     /* enum ipc_session_state */
+	int32_t next;               /* next record in the bucket chain */
+	uint32_t hash;              /* hash of the bare JID */
+	uint16_t jid_len;           /* full JID bytes */
+	uint16_t bare_len;          /* bytes of its bare part */
+	int32_t jid_long;           /* index in the long pool, or -1 */
+	uint16_t slot;              /* owning worker slot */
+	int16_t priority;           /* presence priority */
+	uint8_t available;          /* has sent available presence */
+	uint8_t pad[3];
+	uint32_t conn_id;           /* connection id within the slot */
+	uint32_t gen;               /* connection generation */
+	int64_t since;              /* unix time the session bound */
+	char jid[IPC_JID_INLINE];   /* full JID, NUL-terminated when inline */
+};
+
+struct ipc_session_long {
+	int32_t next_free;
+	char jid[IPC_JID_MAX + 1];
+};
+
+/* Header of the session table area. */
+struct ipc_session_table {
+	uint64_t magic;             /* IPC_SHM_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t capacity;          /* records */
+	uint32_t long_capacity;     /* long-JID pool entries */
+	uint32_t nbuckets;          /* power of two */
+	pthread_mutex_t lock;       /* robust, process-shared */
+	uint32_t used;              /* records in use */
+	int32_t free_head;          /* free record list */
+	int32_t long_free_head;     /* free long-JID list */
+	uint32_t recoveries;        /* times rebuilt after a dead lock holder */
+	/* followed by: int32_t buckets[nbuckets];
+	 *              struct ipc_session records[capacity];
+	 *              struct ipc_session_long longs[long_capacity]; */
+};
+
+/* The whole region the master maps before forking. */
+struct ipc_shm_header {
+	uint64_t magic;             /* IPC_SHM_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t nslots;            /* worker slots in use */
+	uint64_t size;              /* bytes of the whole mapping */
+	int64_t master_started;     /* unix time */
+	_Atomic int32_t master_pid;
+	_Atomic uint64_t config_gen;    /* master's current generation */
+	struct ipc_worker_stats workers[IPC_MAX_SLOTS];
+	/* followed (64-byte aligned) by struct ipc_session_table */
+};
+
+#endif

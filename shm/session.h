@@ -1,0 +1,79 @@
+/*
+ * session.h - the shared session table: full JID -> (worker slot,
+ * connection id, generation, priority, availability).
+ *
+ * Fixed capacity, records addressed by index, one robust process-shared
+ * mutex.  A holder killed mid-update is detected (EOWNERDEAD) and the
+ * next locker rebuilds the free lists and hash chains from the records'
+ * state words, so the table stays consistent.  Failure policy: a full
+ * table or an over-long JID answers -1 with an error, never corrupts.
+ */
+#ifndef XMPPD_SESSION_H
+#define XMPPD_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ipc.h"
+
+struct shm_table;   /* process-local handle over the shared area */
+
+struct session_info {
+	uint16_t slot;
+	uint32_t conn_id;
+	uint32_t gen;
+	int16_t priority;
+	uint8_t available;
+	int64_t since;
+	char jid[IPC_JID_MAX + 1];  /* full JID */
+};
+
+/* Bytes needed for a table of `capacity` records. */
+size_t shm_session_size(uint32_t capacity);
+/* Initialise a table in mem (size from shm_session_size). */
+int shm_session_init(void *mem, size_t size, uint32_t capacity,
+		     const char **error_r);
+/* Open a handle on an initialised table (checks magic/version). */
+struct shm_table *shm_session_attach(void *mem, const char **error_r);
+void shm_session_detach(struct shm_table **t);
+
+/* Insert or replace the full JID in info->jid.  If a session with the
+ * same full JID existed, it is replaced and copied to *old_r (when not
+ * NULL) and 1 is returned; 0 for a new entry; -1 when full or invalid. */
+int shm_session_put(struct shm_table *t, const struct session_info *info,
+		    struct session_info *old_r, const char **error_r);
+/* 1 found (copied to info_r), 0 not found, -1 error. */
+int shm_session_get(struct shm_table *t, const char *full_jid,
+		    struct session_info *info_r);
+/* Resources of a bare JID: up to max copies to out; returns the number
+ * found (may exceed max), or -1. */
+int shm_session_list(struct shm_table *t, const char *bare_jid,
+		     struct session_info *out, unsigned max);
+/* Update priority/availability of an entry owned by (slot,conn,gen). */
+int shm_session_set_presence(struct shm_table *t, const char *full_jid,
+			     uint16_t slot, uint32_t conn_id, uint32_t gen,
+			     int16_t priority, uint8_t available);
+/* Remove full_jid only if owned by (slot, conn_id, gen): 1 removed,
+ * 0 absent or owned by another session, -1 error. */
+int shm_session_del(struct shm_table *t, const char *full_jid,
+		    uint16_t slot, uint32_t conn_id, uint32_t gen);
+/* Remove every entry of a slot; cb (may be NULL) sees each removed one
+ * after the lock is released.  Returns the count removed. */
+int shm_session_sweep_slot(struct shm_table *t, uint16_t slot,
+			   void (*cb)(const struct session_info *, void *),
+			   void *ctx);
+/* Entries in use, capacity, and recoveries after a dead lock holder. */
+void shm_session_usage(struct shm_table *t, uint32_t *used_r,
+		       uint32_t *capacity_r, uint32_t *recoveries_r);
+/* Walk all entries (for xmppctl sessions); stops when cb returns != 0. */
+int shm_session_foreach(struct shm_table *t,
+			int (*cb)(const struct session_info *, void *),
+			void *ctx);
+/* Check every invariant (chains, free lists, counts); 0 ok, -1 with
+ * error (tests and `xmppctl` diagnostics). */
+int shm_session_verify(struct shm_table *t, const char **error_r);
+
+/* Test hook: when set, called while the lock is held in the middle of
+ * an insert (after the record is claimed, before it is linked). */
+extern void (*shm_session_test_hook)(void);
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * shm.h - the shared region the master maps before forking: header,
+ * per-worker counters, the session table.  Layout structs are in ipc.h.
+ * Failure policy: shm_create fails start-up; nothing here allocates later.
+ */
+#ifndef XMPPD_SHM_H
+#define XMPPD_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ipc.h"
+
+struct shm_region {
+	void *base;                     /* the mapping */
+	size_t size;
+	struct ipc_shm_header *hdr;
+	struct shm_table *sessions;     /* process-local handle */
+};
+
+/* Map MAP_SHARED|MAP_ANONYMOUS and initialise every part. */
+int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
+	       const char **error_r);
+void shm_destroy(struct shm_region *r);
+struct ipc_worker_stats *shm_worker_stats(struct shm_region *r,
+					  unsigned slot);
+
+#endif

@@ -1,0 +1,317 @@
+/*
+ * conn.c - client connections of one worker: accept, read, coalesced
+ * writes (one flush per loop turn), timeouts, close.  A closed
+ * connection is unlinked at once but freed at the end of the loop turn,
+ * so later events of the same epoll batch never touch freed memory.
+ * Failure policy: any I/O error or overflow ends only that connection.
+ */
+#include "worker.h"
+#include "log.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CONN_READ_CHUNK 16384
+#define CONN_ACCEPT_BATCH 64
+
+static void conn_table_grow(struct worker *w)
+{
+	unsigned size = w->conn_table_size ? w->conn_table_size * 2 : 1024;
+	struct conn **t = calloc(size, sizeof(*t));
+	if (t == NULL)
+		return;     /* keep the old table: chains just get longer */
+	for (unsigned i = 0; i < w->conn_table_size; i++) {
+		struct conn *c = w->conn_table[i], *next;
+		for (; c != NULL; c = next) {
+			next = c->hnext;
+			c->hnext = t[c->id & (size - 1)];
+			t[c->id & (size - 1)] = c;
+		}
+	}
+	free(w->conn_table);
+	w->conn_table = t;
+	w->conn_table_size = size;
+}
+
+static void conn_table_add(struct worker *w, struct conn *c)
+{
+	if (w->nconns >= w->conn_table_size)
+		conn_table_grow(w);
+	struct conn **head = &w->conn_table[c->id & (w->conn_table_size - 1)];
+	c->hnext = *head;
+	*head = c;
+}
+
+static void conn_table_del(struct worker *w, struct conn *c)
+{
+	struct conn **p = &w->conn_table[c->id & (w->conn_table_size - 1)];
+	for (; *p != NULL; p = &(*p)->hnext) {
+		if (*p == c) {
+			*p = c->hnext;
+			return;
+		}
+	}
+}
+
+struct conn *conn_lookup(struct worker *w, uint32_t id, uint32_t gen)
+{
+	if (w->conn_table_size == 0 || gen != w->gen)
+		return NULL;
+	struct conn *c = w->conn_table[id & (w->conn_table_size - 1)];
+	for (; c != NULL; c = c->hnext)
+		if (c->id == id && !c->closed)
+			return c;
+	return NULL;
+}
+
+static void conn_peer_name(struct conn *c, const struct sockaddr_storage *ss)
+{
+	char addr[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &s->sin_addr, addr, sizeof(addr));
+		port = ntohs(s->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &s->sin6_addr, addr, sizeof(addr));
+		port = ntohs(s->sin6_port);
+	}
+	snprintf(c->peer, sizeof(c->peer), "%s:%u", addr, port);
+}
+
+static struct conn *conn_new(struct worker *w, int fd,
+			     const struct sockaddr_storage *ss, int direct_tls)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->w = w;
+	c->fd = fd;
+	c->gen = w->gen;
+	do
+		c->id = ++w->next_conn_id;
+	while (c->id == 0);
+	c->direct_tls = direct_tls;
+	c->state = CONN_STATE_HEADER;
+	c->deadline_ms = time_now_ms() + (int64_t)w->cfg->c2s_timeout;
+	buf_init(&c->out, (size_t)w->cfg->max_stanza_size * 4 + 65536);
+	conn_peer_name(c, ss);
+	if (stream_init(c) < 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void conn_link(struct worker *w, struct conn *c)
+{
+	c->next = w->conns;
+	if (w->conns != NULL)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	conn_table_add(w, c);
+	w->stats->connections++;
+	w->stats->accepted++;
+}
+
+static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+			 SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM)
+			worker_accept_overload(w, lfd);
+		return -1;
+	}
+	struct conn *c = conn_new(w, fd, &ss, direct_tls);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+	ev.data.u64 = (uint64_t)(uintptr_t)c;
+	if (c == NULL || epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		log_error("new connection dropped: %m");
+		if (c != NULL)
+			stream_free(c);
+		free(c);
+		close(fd);
+		return 0;
+	}
+	conn_link(w, c);
+	log_debug("c%u %s: connected", c->id, c->peer);
+	return 0;
+}
+
+void conn_accept(struct worker *w, int lfd, int direct_tls)
+{
+	for (int i = 0; i < CONN_ACCEPT_BATCH && !w->accept_paused; i++)
+		if (conn_accept_one(w, lfd, direct_tls) < 0)
+			return;
+}
+
+static void conn_read(struct conn *c)
+{
+	char data[CONN_READ_CHUNK];
+	for (int i = 0; i < 4 && !c->closed && !c->want_close; i++) {
+		ssize_t n = read(c->fd, data, sizeof(data));
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n <= 0) {
+			log_debug("c%u %s: %s", c->id, c->peer,
+				  n == 0 ? "closed by peer" : strerror(errno));
+			conn_close(c);
+			return;
+		}
+		c->w->stats->bytes_in += (uint64_t)n;
+		if (stream_feed(c, data, (size_t)n) < 0)
+			return;
+		if ((size_t)n < sizeof(data))
+			return;
+	}
+}
+
+void conn_handle(struct conn *c, uint32_t events)
+{
+	if (c->closed)
+		return;
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		conn_close(c);
+		return;
+	}
+	if (events & EPOLLOUT) {
+		conn_flush(c);
+	}
+	if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP)))
+		conn_read(c);
+}
+
+void conn_send(struct conn *c, const char *data, size_t len)
+{
+	if (c->closed)
+		return;
+	if (buf_append(&c->out, data, len) < 0) {
+		log_info("c%u %s: output buffer full: closing", c->id, c->peer);
+		conn_close(c);
+		return;
+	}
+	c->w->stats->bytes_out += len;
+	if (!c->in_out_list) {
+		c->in_out_list = 1;
+		c->out_next = c->w->flush_list;
+		c->w->flush_list = c;
+	}
+}
+
+static void conn_set_epollout(struct conn *c, int on)
+{
+	if (c->epollout == on)
+		return;
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP |
+				  (on ? EPOLLOUT : 0) };
+	ev.data.u64 = (uint64_t)(uintptr_t)c;
+	epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	c->epollout = on;
+}
+
+void conn_flush(struct conn *c)
+{
+	if (c->closed)
+		return;
+	if (buf_write_fd(&c->out, c->fd) < 0) {
+		log_debug("c%u %s: write failed: %m", c->id, c->peer);
+		conn_close(c);
+		return;
+	}
+	if (buf_used(&c->out) > 0) {
+		conn_set_epollout(c, 1);
+		return;
+	}
+	conn_set_epollout(c, 0);
+	buf_shrink(&c->out);    /* idle connections keep no buffer */
+	if (c->want_close)
+		conn_close(c);
+}
+
+void conn_flush_all(struct worker *w)
+{
+	struct conn *c = w->flush_list;
+	w->flush_list = NULL;
+	while (c != NULL) {
+		struct conn *next = c->out_next;
+		c->in_out_list = 0;
+		c->out_next = NULL;
+		conn_flush(c);
+		c = next;
+	}
+}
+
+void conn_close(struct conn *c)
+{
+	struct worker *w = c->w;
+	if (c->closed)
+		return;
+	c->closed = 1;
+	close(c->fd);
+	c->fd = -1;
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	conn_table_del(w, c);
+	w->nconns--;
+	w->stats->connections--;
+	c->next = w->dead_list;     /* freed by conn_reap_dead() */
+	w->dead_list = c;
+}
+
+void conn_reap_dead(struct worker *w)
+{
+	struct conn *c = w->dead_list;
+	w->dead_list = NULL;
+	while (c != NULL) {
+		struct conn *next = c->next;
+		if (c->in_out_list) {   /* still on the flush list: later */
+			c->next = w->dead_list;
+			w->dead_list = c;
+		} else {
+			stream_free(c);
+			buf_free(&c->out);
+			free(c);
+		}
+		c = next;
+	}
+}
+
+void conn_timeouts(struct worker *w, int64_t now)
+{
+	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
+		next = c->next;
+		if (c->deadline_ms == 0 || now < c->deadline_ms)
+			continue;
+		if (c->want_close) {
+			conn_close(c);  /* peer never read our goodbye */
+			continue;
+		}
+		log_info("c%u %s: no authentication in time", c->id, c->peer);
+		stream_error(c, "connection-timeout", NULL);
+	}
+}
+
+void conn_shutdown_all(struct worker *w)
+{
+	for (struct conn *c = w->conns; c != NULL; c = c->next)
+		if (!c->want_close)
+			stream_error(c, "system-shutdown", NULL);
+}

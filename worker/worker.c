@@ -1,0 +1,243 @@
+/*
+ * worker.c - the worker process: one epoll loop (ngx_worker_process_cycle
+ * style: run events, then act on flags and timers).  Sources: listening
+ * sockets, client connections, the slot's queue, the master channel and
+ * the master's dead-pipe.  Failure policy: EMFILE/ENFILE pause accepting
+ * for a moment instead of spinning; a dead master ends the worker.
+ */
+#include "worker.h"
+#include "log.h"
+#include "util.h"
+#include "frame.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* epoll data for non-connection sources: small numbers (a struct conn
+ * pointer is never below 4096). */
+enum worker_ev {
+	WORKER_EV_LISTEN = 1,       /* + listener index */
+	WORKER_EV_CHANNEL = 100,
+	WORKER_EV_DEAD,
+	WORKER_EV_QUEUE,
+	WORKER_EV_MAX = 4096,
+};
+
+#define WORKER_EVENTS 256
+#define WORKER_ACCEPT_PAUSE_MS 200
+
+static int worker_ep_add(struct worker *w, int fd, uint64_t data)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = data };
+	return epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void worker_listeners(struct worker *w, int on)
+{
+	for (unsigned i = 0; i < w->nlisten; i++) {
+		if (on)
+			worker_ep_add(w, w->listen_fds[i], WORKER_EV_LISTEN + i);
+		else
+			epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fds[i],
+				  NULL);
+	}
+}
+
+static void worker_init(struct worker *w, struct worker_boot *b)
+{
+	char role[16];
+	snprintf(role, sizeof(role), "w%u", b->slot);
+	log_set_role(role);
+	memset(w, 0, sizeof(*w));
+	w->slot = b->slot;
+	w->cfg = b->cfg;
+	w->shm = b->shm;
+	w->queues = b->queues;
+	w->channel = b->channel;
+	w->dead_fd = b->dead_fd;
+	w->nlisten = b->nlisten;
+	memcpy(w->listen_fds, b->listen_fds, sizeof(w->listen_fds));
+	memcpy(w->listen_tls, b->listen_tls, sizeof(w->listen_tls));
+	w->stats = shm_worker_stats(w->shm, w->slot);
+	w->stats->config_gen = w->cfg->generation;
+	w->stats->connections = 0;
+	w->stats->accepted = 0;
+	w->gen = (uint32_t)w->stats->restarts + 1;
+	w->q = queue_new(w->queues, w->slot, w->cfg->queue_outbox_frames);
+	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0 || w->q == NULL)
+		log_fatal("worker set-up failed: %m");
+	worker_listeners(w, 1);
+	worker_ep_add(w, w->channel, WORKER_EV_CHANNEL);
+	worker_ep_add(w, w->dead_fd, WORKER_EV_DEAD);
+	worker_ep_add(w, w->queues->fds[w->slot].recv, WORKER_EV_QUEUE);
+}
+
+/* EMFILE/ENFILE: shed the connection with the spare descriptor, then stop
+ * watching the listeners for a moment (jabberd2 spun at 100% here). */
+void worker_accept_overload(struct worker *w, int lfd)
+{
+	if (w->reserve_fd >= 0) {
+		close(w->reserve_fd);
+		int fd = accept(lfd, NULL, NULL);
+		if (fd >= 0)
+			close(fd);
+		w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	if (!w->accept_paused)
+		log_warn("accept() failed: %m: pausing accepts for %d ms",
+			 WORKER_ACCEPT_PAUSE_MS);
+	w->stats->errors++;
+	w->accept_paused = 1;
+	w->accept_resume_ms = time_now_ms() + WORKER_ACCEPT_PAUSE_MS;
+	worker_listeners(w, 0);
+}
+
+static void worker_begin_stop(struct worker *w)
+{
+	if (w->stopping)
+		return;
+	w->stopping = 1;
+	w->stop_deadline_ms = time_now_ms() + (int64_t)w->cfg->shutdown_timeout;
+	if (!w->accept_paused)
+		worker_listeners(w, 0);
+	conn_shutdown_all(w);
+}
+
+static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
+				const char *text, size_t len)
+{
+	const char *error;
+	struct config *cfg = config_new();
+	char *copy = strndup(text, len);
+	if (copy == NULL ||
+	    config_parse_string(cfg, "reload", copy, &error) < 0) {
+		log_error("config generation %llu refused: %s",
+			  (unsigned long long)cmd->generation,
+			  copy ? error : "out of memory");
+		config_free(&cfg);
+		free(copy);
+		return;
+	}
+	free(copy);
+	cfg->generation = cmd->generation;
+	config_free(&w->cfg);
+	w->cfg = cfg;
+	log_set_level((enum log_level)cfg->log_level);
+	if (log_open(cfg->log_file) < 0)
+		log_error("open(%s) failed: %m", cfg->log_file);
+	w->stats->config_gen = cfg->generation;
+	log_debug("running config generation %llu",
+		  (unsigned long long)cfg->generation);
+}
+
+static void worker_channel(struct worker *w)
+{
+	static char msg[sizeof(struct ipc_cmd) + IPC_CMD_PAYLOAD_MAX];
+	struct ipc_cmd cmd;
+	ssize_t n;
+	while ((n = recv(w->channel, msg, sizeof(msg), MSG_DONTWAIT)) != 0) {
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		if (n < 0)
+			break;
+		memcpy(&cmd, msg, (size_t)n < sizeof(cmd) ? (size_t)n : sizeof(cmd));
+		if ((size_t)n < sizeof(cmd) || cmd.version != IPC_VERSION ||
+		    cmd.len != (size_t)n - sizeof(cmd)) {
+			log_error("bad command from the master (%zd bytes)", n);
+			continue;
+		}
+		if (cmd.type == IPC_CMD_QUIT)
+			worker_begin_stop(w);
+		else if (cmd.type == IPC_CMD_CONFIG)
+			worker_apply_config(w, &cmd, msg + sizeof(cmd), cmd.len);
+		else if (cmd.type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
+			log_error("reopen(%s) failed: %m", w->cfg->log_file);
+	}
+	log_error("master channel closed: exiting");
+	worker_begin_stop(w);
+	w->stop_deadline_ms = time_now_ms();
+}
+
+static void worker_frame(const struct ipc_frame_header *hdr,
+			 const void *payload, size_t len, void *ctx)
+{
+	struct worker *w = ctx;
+	w->stats->frames_in++;
+	if (hdr->type != IPC_FRAME_STANZA)
+		return;
+	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
+	if (c == NULL) {
+		log_debug("frame for gone connection %u/%u dropped",
+			  hdr->conn_id, hdr->gen);
+		return;
+	}
+	conn_send(c, payload, len);
+}
+
+static void worker_event(struct worker *w, struct epoll_event *ev)
+{
+	uint64_t d = ev->data.u64;
+	if (d >= WORKER_EV_MAX) {
+		conn_handle((struct conn *)(uintptr_t)d, ev->events);
+	} else if (d >= WORKER_EV_LISTEN && d < WORKER_EV_LISTEN + w->nlisten) {
+		unsigned i = (unsigned)(d - WORKER_EV_LISTEN);
+		conn_accept(w, w->listen_fds[i], w->listen_tls[i]);
+	} else if (d == WORKER_EV_CHANNEL) {
+		worker_channel(w);
+	} else if (d == WORKER_EV_DEAD) {
+		log_error("master died: exiting");
+		worker_begin_stop(w);
+		w->stop_deadline_ms = time_now_ms();
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->dead_fd, NULL);
+	} else if (d == WORKER_EV_QUEUE) {
+		queue_receive(w->q, worker_frame, w, 64);
+	}
+}
+
+static void worker_timers(struct worker *w, int64_t now)
+{
+	static int64_t next_sweep;
+	if (w->accept_paused && now >= w->accept_resume_ms && !w->stopping) {
+		w->accept_paused = 0;
+		worker_listeners(w, 1);
+	}
+	if (now >= next_sweep) {
+		conn_timeouts(w, now);
+		next_sweep = now + 1000;
+	}
+}
+
+_Noreturn void worker_main(struct worker_boot *boot)
+{
+	static struct worker w;
+	struct epoll_event evs[WORKER_EVENTS];
+
+	worker_init(&w, boot);
+	log_debug("worker started, generation %u", w.gen);
+	for (;;) {
+		int n = epoll_wait(w.epfd, evs, WORKER_EVENTS,
+				   w.stopping || w.accept_paused ? 50 : 1000);
+		if (n < 0 && errno != EINTR)
+			log_fatal("epoll_wait() failed: %m");
+		for (int i = 0; i < n; i++)
+			worker_event(&w, &evs[i]);
+		conn_flush_all(&w);
+		queue_flush(w.q);
+		conn_reap_dead(&w);
+		int64_t now = time_now_ms();
+		worker_timers(&w, now);
+		if (w.stopping && (w.nconns == 0 || now >= w.stop_deadline_ms))
+			break;
+	}
+	log_debug("worker exiting");
+	exit(0);
+}
