@@ -64,6 +64,7 @@ struct config {
 
 	/* sasl */
 	unsigned sasl_max_failures;
+	uint64_t sasl_throttle_delay;   /* ms; doubles per failure, 0 off */
 	unsigned scram_iterations;
 
 	/* database */

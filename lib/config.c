@@ -1,0 +1,949 @@
+/*
+ * config.c - the settings table and everything driven by it: defaults,
+ * the parser, -o overrides, cross-key checks, serialization, the reload
+ * diff and the example file.  One row in config_defs[] per key.
+ * Failure policy: parse and check errors return -1 with a reason in a
+ * static buffer ("file:line: reason"); a bad default in the table is our
+ * own bug and panics.  A failed parse may leave cfg half-updated, so
+ * callers parse into a fresh config and drop it on error.
+ */
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define RELOAD CONFIG_F_RELOADABLE
+#define RESTART CONFIG_F_RESTART
+#define OFF(field) offsetof(struct config, field)
+
+const struct config_def config_defs[] = {
+	{ "hosts", CONFIG_TYPE_STRING, OFF(hosts), "localhost", 0, 0, RELOAD,
+	  "Hosted domains, space-separated" },
+	{ "workers", CONFIG_TYPE_UINT, OFF(workers), "0", 0, 64, RESTART,
+	  "Worker processes; 0 means one per online CPU" },
+	{ "user", CONFIG_TYPE_STRING, OFF(user), "xmppd", 0, 0, RESTART,
+	  "User to run as when started as root" },
+	{ "group", CONFIG_TYPE_STRING, OFF(group), "", 0, 0, RESTART,
+	  "Group to run as; empty means the user's primary group" },
+	{ "pid_file", CONFIG_TYPE_STRING, OFF(pid_file),
+	  "/run/xmppd/xmppd.pid", 0, 0, RESTART, "PID file of the master" },
+	{ "log_file", CONFIG_TYPE_STRING, OFF(log_file), "", 0, 0, RELOAD,
+	  "Log file; empty or - means stderr" },
+	{ "log_level", CONFIG_TYPE_LOGLEVEL, OFF(log_level), "info", 0, 0,
+	  RELOAD, "Least severe level logged: debug, info, warn or error" },
+	{ "shutdown_timeout", CONFIG_TYPE_DURATION, OFF(shutdown_timeout),
+	  "10s", 1000, 600000, RELOAD,
+	  "How long workers may flush sessions on shutdown" },
+	{ "c2s.addresses", CONFIG_TYPE_STRING, OFF(c2s_addresses), "0.0.0.0 ::",
+	  0, 0, RESTART, "Client listener addresses, space-separated" },
+	{ "c2s.port", CONFIG_TYPE_UINT, OFF(c2s_port), "5222", 1, 65535,
+	  RESTART, "Client port, with STARTTLS" },
+	{ "c2s.tls_port", CONFIG_TYPE_UINT, OFF(c2s_tls_port), "5223", 0, 65535,
+	  RESTART, "Direct TLS client port (XEP-0368); 0 disables it" },
+	{ "c2s.timeout", CONFIG_TYPE_DURATION, OFF(c2s_timeout), "60s",
+	  1000, 3600000, RELOAD, "Time a client has to authenticate" },
+	{ "c2s.idle_timeout", CONFIG_TYPE_DURATION, OFF(c2s_idle_timeout), "5m",
+	  1000, 0, RELOAD, "Silence before a client is pinged, then dropped" },
+	{ "c2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(max_stanza_size), "256K",
+	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send" },
+	{ "c2s.max_connections_per_ip", CONFIG_TYPE_UINT,
+	  OFF(max_connections_per_ip), "0", 0, 0, RELOAD,
+	  "Client connections per IP address; 0 means unlimited" },
+	{ "c2s.backlog", CONFIG_TYPE_UINT, OFF(backlog), "1024", 1, 65535, RESTART,
+	  "listen() backlog of the client sockets" },
+	{ "tls.certificate", CONFIG_TYPE_STRING, OFF(tls_certificate),
+	  "/etc/xmppd/cert.pem", 0, 0, RELOAD,
+	  "Certificate chain (PEM); reloads apply to new connections" },
+	{ "tls.key", CONFIG_TYPE_STRING, OFF(tls_key), "/etc/xmppd/key.pem",
+	  0, 0, RELOAD, "Private key (PEM) of the certificate" },
+	{ "tls.ciphers", CONFIG_TYPE_STRING, OFF(tls_ciphers),
+	  "ECDHE+AESGCM:ECDHE+CHACHA20", 0, 0, RELOAD,
+	  "OpenSSL cipher list for TLS 1.2" },
+	{ "tls.ciphersuites", CONFIG_TYPE_STRING, OFF(tls_ciphersuites),
+	  "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+	  "TLS_CHACHA20_POLY1305_SHA256", 0, 0, RELOAD,
+	  "OpenSSL ciphersuites for TLS 1.3" },
+	{ "tls.required", CONFIG_TYPE_BOOL, OFF(tls_required), "yes", 0, 0,
+	  RELOAD, "Refuse authentication before STARTTLS" },
+	{ "sasl.max_failures", CONFIG_TYPE_UINT, OFF(sasl_max_failures), "3",
+	  1, 100, RELOAD, "Failed authentications before disconnect" },
+	{ "sasl.throttle_delay", CONFIG_TYPE_DURATION, OFF(sasl_throttle_delay),
+	  "250ms", 0, 10000, RELOAD,
+	  "First delay of a failure answer, doubling per failure (0: off)" },
+	{ "sasl.scram_iterations", CONFIG_TYPE_UINT, OFF(scram_iterations),
+	  "4096", 4096, 1000000, RELOAD,
+	  "PBKDF2 iterations for newly stored SCRAM credentials" },
+	{ "db.conninfo", CONFIG_TYPE_STRING, OFF(db_conninfo), "dbname=xmppd",
+	  0, 0, RELOAD, "PostgreSQL connection string (libpq conninfo)" },
+	{ "session_table_size", CONFIG_TYPE_UINT, OFF(session_table_size),
+	  "65536", 16, 4000000, RESTART,
+	  "Slots in the shared session table, one per online resource" },
+	{ "queue.outbox_frames", CONFIG_TYPE_UINT, OFF(queue_outbox_frames),
+	  "65536", 64, 10000000, RELOAD,
+	  "Frames a worker may queue to another before dropping" },
+	{ "control.socket", CONFIG_TYPE_STRING, OFF(control_socket),
+	  "/run/xmppd/control.sock", 0, 0, RESTART,
+	  "Path of the control socket used by xmppctl" },
+	{ "control.owner", CONFIG_TYPE_STRING, OFF(control_owner), "", 0, 0,
+	  RESTART, "Owner of the control socket; empty means the daemon user" },
+	{ "control.group", CONFIG_TYPE_STRING, OFF(control_group), "", 0, 0,
+	  RESTART, "Group of the control socket; empty means the owner's" },
+	{ "control.mode", CONFIG_TYPE_MODE, OFF(control_mode), "0660", 0, 07777,
+	  RESTART, "Permissions of the control socket (octal)" },
+};
+const size_t config_defs_count = ARRAY_SIZE(config_defs);
+
+/* A number suffix; alias rows are accepted but never written. */
+struct config_unit {
+	const char *suffix;
+	uint64_t mult;
+	bool alias;
+};
+
+/* Largest first, so formatting picks the largest exact unit. */
+static const struct config_unit size_units[] = {
+	{ "G", 1u << 30, false }, { "g", 1u << 30, true },
+	{ "M", 1u << 20, false }, { "m", 1u << 20, true },
+	{ "K", 1u << 10, false }, { "k", 1u << 10, true },
+	{ "", 1, false }, { NULL, 0, false },
+};
+static const struct config_unit duration_units[] = {
+	{ "h", 3600000, false }, { "m", 60000, false }, { "s", 1000, false },
+	{ "", 1000, true }, { "ms", 1, false }, { NULL, 0, false },
+};
+
+static const char *const level_names[] = { "debug", "info", "warn",
+					   "error" };
+
+/* Reasons are built here, then prefixed with their location. */
+static char config_reason[512];
+static char config_error[1024];
+
+/* One parse of one text; seen[] holds the line each key was set on. */
+struct config_parser {
+	struct config *cfg;
+	const char *name;
+	unsigned line;
+	char block[32];         /* open block name, "" at top level */
+	unsigned block_line;
+	unsigned seen[ARRAY_SIZE(config_defs)];
+};
+
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(config_reason, sizeof(config_reason), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static void *field(struct config *cfg, const struct config_def *def)
+{
+	return (char *)cfg + def->offset;
+}
+
+static const void *cfield(const struct config *cfg,
+			  const struct config_def *def)
+{
+	return (const char *)cfg + def->offset;
+}
+
+static bool is_uint_type(enum config_type type)
+{
+	return type == CONFIG_TYPE_UINT || type == CONFIG_TYPE_BOOL ||
+	       type == CONFIG_TYPE_MODE || type == CONFIG_TYPE_LOGLEVEL;
+}
+
+/* ---- numbers ---------------------------------------------------------- */
+
+/* Leading decimal digits into *v_r; NULL if none or on overflow. */
+static const char *parse_digits(const char *s, uint64_t *v_r)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return NULL;
+		v = v * 10 + d;
+	}
+	*v_r = v;
+	return p == s ? NULL : p;
+}
+
+static int parse_with_units(const char *s, const struct config_unit *units,
+			    uint64_t *v_r)
+{
+	uint64_t v;
+	const char *p = parse_digits(s, &v);
+
+	if (p == NULL)
+		return -1;
+	for (; units->suffix != NULL; units++) {
+		if (strcmp(p, units->suffix) != 0)
+			continue;
+		if (v > UINT64_MAX / units->mult)
+			return -1;
+		*v_r = v * units->mult;
+		return 0;
+	}
+	return -1;
+}
+
+static void format_with_units(uint64_t v, const struct config_unit *units,
+			      char *buf, size_t size)
+{
+	for (; v != 0 && units->suffix != NULL; units++) {
+		if (!units->alias && v % units->mult == 0) {
+			snprintf(buf, size, "%llu%s",
+				 (unsigned long long)(v / units->mult),
+				 units->suffix);
+			return;
+		}
+	}
+	snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+/* A number of the given type as it would be written in the file. */
+static void format_number(enum config_type type, uint64_t v, char *buf,
+			  size_t size)
+{
+	if (type == CONFIG_TYPE_SIZE)
+		format_with_units(v, size_units, buf, size);
+	else if (type == CONFIG_TYPE_DURATION)
+		format_with_units(v, duration_units, buf, size);
+	else if (type == CONFIG_TYPE_MODE)
+		snprintf(buf, size, "0%03llo", (unsigned long long)v);
+	else
+		snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+static int parse_mode(const char *s, uint64_t *v_r)
+{
+	uint64_t v = 0;
+
+	if (*s == '\0')
+		return -1;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '7' || v > 07777)
+			return -1;
+		v = v * 8 + (uint64_t)(*s - '0');
+	}
+	*v_r = v;
+	return 0;
+}
+
+/* The text of a numeric value into *v_r, or -1 with a reason. */
+static int parse_number(const struct config_def *def, const char *s,
+			uint64_t *v_r)
+{
+	const char *end;
+
+	switch (def->type) {
+	case CONFIG_TYPE_UINT:
+		end = parse_digits(s, v_r);
+		if (end == NULL || *end != '\0')
+			return fail("bad number '%s' for '%s'", s, def->name);
+		return 0;
+	case CONFIG_TYPE_SIZE:
+		if (parse_with_units(s, size_units, v_r) < 0)
+			return fail("bad size '%s' for '%s' (use e.g. 512K, 16M)",
+				    s, def->name);
+		return 0;
+	case CONFIG_TYPE_DURATION:
+		if (parse_with_units(s, duration_units, v_r) < 0)
+			return fail("bad duration '%s' for '%s' "
+				    "(use e.g. 500ms, 30s, 5m, 1h)", s, def->name);
+		return 0;
+	case CONFIG_TYPE_MODE:
+		if (parse_mode(s, v_r) < 0)
+			return fail("bad mode '%s' for '%s' (use octal, e.g. 0660)",
+				    s, def->name);
+		return 0;
+	default:
+		log_panic("config: '%s' is not numeric", def->name);
+	}
+}
+
+/* Bounds come from the row, capped by what the field can hold. */
+static int check_range(const struct config_def *def, const char *s,
+		       uint64_t v)
+{
+	uint64_t max = is_uint_type(def->type) ? UINT_MAX : UINT64_MAX;
+	char lo[32], hi[32];
+
+	if (def->max != 0 && def->max < max)
+		max = def->max;
+	if (v >= def->min && v <= max)
+		return 0;
+	format_number(def->type, def->min, lo, sizeof(lo));
+	format_number(def->type, max, hi, sizeof(hi));
+	if (def->max != 0)
+		return fail("'%s' must be between %s and %s, got '%s'",
+			    def->name, lo, hi, s);
+	if (v < def->min)
+		return fail("'%s' must be at least %s, got '%s'",
+			    def->name, lo, s);
+	return fail("'%s' must be at most %s, got '%s'", def->name, hi, s);
+}
+
+/* ---- setting one value ------------------------------------------------ */
+
+static int parse_bool(const struct config_def *def, const char *s,
+		      uint64_t *v_r)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+		if (strcasecmp(s, yes[i]) == 0 || strcasecmp(s, no[i]) == 0) {
+			*v_r = strcasecmp(s, yes[i]) == 0;
+			return 0;
+		}
+	}
+	return fail("bad boolean '%s' for '%s' (use yes or no)", s, def->name);
+}
+
+static int parse_loglevel(const struct config_def *def, const char *s,
+			  uint64_t *v_r)
+{
+	enum log_level level;
+
+	if (log_level_parse(s, &level) < 0)
+		return fail("bad log level '%s' for '%s' "
+			    "(use debug, info, warn or error)", s, def->name);
+	*v_r = (uint64_t)level;
+	return 0;
+}
+
+static int set_string(struct config *cfg, const struct config_def *def,
+		      const char *s)
+{
+	char *copy = arena_strdup(&cfg->arena, s);
+
+	if (copy == NULL)
+		return fail("out of memory");
+	*(const char **)field(cfg, def) = copy;
+	return 0;
+}
+
+/* Parse value s for def and store it in cfg; -1 with a reason. */
+static int set_value(struct config *cfg, const struct config_def *def,
+		     const char *s)
+{
+	uint64_t v;
+	int ret;
+
+	if (def->type == CONFIG_TYPE_STRING)
+		return set_string(cfg, def, s);
+	if (*s == '\0')
+		return fail("empty value for '%s'", def->name);
+	if (def->type == CONFIG_TYPE_BOOL)
+		ret = parse_bool(def, s, &v);
+	else if (def->type == CONFIG_TYPE_LOGLEVEL)
+		ret = parse_loglevel(def, s, &v);
+	else
+		ret = parse_number(def, s, &v) < 0 ? -1 : check_range(def, s, v);
+	if (ret < 0)
+		return -1;
+	if (is_uint_type(def->type))
+		*(unsigned *)field(cfg, def) = (unsigned)v;
+	else
+		*(uint64_t *)field(cfg, def) = v;
+	return 0;
+}
+
+const struct config_def *config_find(const char *name)
+{
+	for (size_t i = 0; i < config_defs_count; i++) {
+		if (strcmp(config_defs[i].name, name) == 0)
+			return &config_defs[i];
+	}
+	return NULL;
+}
+
+struct config *config_new(void)
+{
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+
+	arena_init(&cfg->arena, 2048);
+	for (size_t i = 0; i < config_defs_count; i++) {
+		if (set_value(cfg, &config_defs[i], config_defs[i].def) < 0)
+			log_panic("config: bad default: %s", config_reason);
+	}
+	return cfg;
+}
+
+void config_free(struct config **cfg)
+{
+	if (*cfg == NULL)
+		return;
+	arena_free(&(*cfg)->arena);
+	i_free(*cfg);
+}
+
+/* ---- lexing ----------------------------------------------------------- */
+
+static const char *skip_ws(const char *s, const char *end)
+{
+	while (s < end && (*s == ' ' || *s == '\t'))
+		s++;
+	return s;
+}
+
+/* Nothing but blanks or a comment is left on the line. */
+static bool rest_is_empty(const char *s, const char *end)
+{
+	s = skip_ws(s, end);
+	return s == end || *s == '#';
+}
+
+/* Serialized values must survive a round trip, so no line breaks. */
+static int check_control_chars(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 && *s != '\t')
+			return fail("control character in value");
+		if (*s == 0x7f)
+			return fail("control character in value");
+	}
+	return 0;
+}
+
+/* Decode "..." starting at s (after the quote) into out. */
+static const char *unquote(const char *s, const char *end, char *out)
+{
+	for (; s < end && *s != '"'; s++) {
+		if (*s == '\\' && ++s < end && *s != '"' && *s != '\\') {
+			fail("bad escape '\\%c' in quoted value "
+			     "(only \\\" and \\\\)", *s);
+			return NULL;
+		}
+		if (s == end)
+			break;
+		*out++ = *s;
+	}
+	*out = '\0';
+	if (s == end) {
+		fail("unterminated quoted value");
+		return NULL;
+	}
+	return s + 1;
+}
+
+/* The value after '=' into the arena; '#' starts a comment if allowed. */
+static int lex_value(struct arena *a, const char *s, const char *end,
+		     bool comments, char **value_r)
+{
+	const char *stop;
+
+	s = skip_ws(s, end);
+	*value_r = arena_alloc(a, (size_t)(end - s) + 1);
+	if (*value_r == NULL)
+		return fail("out of memory");
+	if (s < end && *s == '"') {
+		s = unquote(s + 1, end, *value_r);
+		if (s == NULL)
+			return -1;
+		s = skip_ws(s, end);
+		if (s < end && !(comments && *s == '#'))
+			return fail("unexpected text after quoted value");
+	} else {
+		stop = comments ? memchr(s, '#', (size_t)(end - s)) : NULL;
+		end = stop != NULL ? stop : end;
+		while (end > s && (end[-1] == ' ' || end[-1] == '\t'))
+			end--;
+		memcpy(*value_r, s, (size_t)(end - s));
+		(*value_r)[end - s] = '\0';
+	}
+	return check_control_chars(*value_r);
+}
+
+/* ---- the parser ------------------------------------------------------- */
+
+static size_t key_span(const char *s, const char *end)
+{
+	const char *p = s;
+
+	while (p < end && (*p == '_' || *p == '.' || *p == '-' ||
+			   (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			   (*p >= '0' && *p <= '9')))
+		p++;
+	return (size_t)(p - s);
+}
+
+/* A block is known if some key is named "<block>.something". */
+static bool block_known(const char *name, size_t n)
+{
+	for (size_t i = 0; i < config_defs_count; i++) {
+		if (strncmp(config_defs[i].name, name, n) == 0 &&
+		    config_defs[i].name[n] == '.')
+			return true;
+	}
+	return false;
+}
+
+static int open_block(struct config_parser *p, const char *name, size_t n,
+		      const char *rest, const char *end)
+{
+	if (p->block[0] != '\0')
+		return fail("nested block '%.*s' inside '%s'", (int)n, name,
+			    p->block);
+	if (!rest_is_empty(rest, end))
+		return fail("unexpected text after '{'");
+	if (n >= sizeof(p->block) || !block_known(name, n))
+		return fail("unknown block '%.*s'", (int)n, name);
+	memcpy(p->block, name, n);
+	p->block[n] = '\0';
+	p->block_line = p->line;
+	return 0;
+}
+
+static int close_block(struct config_parser *p, const char *rest,
+		       const char *end)
+{
+	if (p->block[0] == '\0')
+		return fail("'}' without an open block");
+	if (!rest_is_empty(rest, end))
+		return fail("unexpected text after '}'");
+	p->block[0] = '\0';
+	return 0;
+}
+
+static int assign(struct config_parser *p, const char *key, size_t n,
+		  const char *rest, const char *end)
+{
+	const struct config_def *def;
+	char name[128];
+	char *value;
+	size_t i;
+
+	snprintf(name, sizeof(name), "%s%s%.*s", p->block,
+		 p->block[0] != '\0' ? "." : "", (int)n, key);
+	def = config_find(name);
+	if (def == NULL)
+		return fail("unknown key '%s'", name);
+	i = (size_t)(def - config_defs);
+	if (p->seen[i] != 0)
+		return fail("duplicate key '%s' (first set on line %u)",
+			    def->name, p->seen[i]);
+	p->seen[i] = p->line;
+	if (lex_value(&p->cfg->arena, rest, end, true, &value) < 0)
+		return -1;
+	return set_value(p->cfg, def, value);
+}
+
+static int parse_line(struct config_parser *p, const char *s,
+		      const char *end)
+{
+	const char *t;
+	size_t n;
+
+	if (end > s && end[-1] == '\r')
+		end--;                  /* tolerate CRLF files */
+	s = skip_ws(s, end);
+	if (s == end || *s == '#')
+		return 0;
+	if (*s == '}')
+		return close_block(p, s + 1, end);
+	n = key_span(s, end);
+	if (n == 0)
+		return fail("syntax error: expected 'key = value', "
+			    "'name {' or '}'");
+	t = skip_ws(s + n, end);
+	if (t < end && *t == '{')
+		return open_block(p, s, n, t + 1, end);
+	if (t < end && *t == '=')
+		return assign(p, s, n, t + 1, end);
+	return fail("missing '=' after '%.*s'", (int)n, s);
+}
+
+static int parse_fail(const struct config_parser *p, unsigned line,
+		      const char **error_r)
+{
+	snprintf(config_error, sizeof(config_error), "%s:%u: %s", p->name,
+		 line, config_reason);
+	*error_r = config_error;
+	return -1;
+}
+
+int config_parse_string(struct config *cfg, const char *name,
+			const char *text, const char **error_r)
+{
+	struct config_parser p = { .cfg = cfg, .name = name };
+	const char *s = text, *eol;
+
+	while (*s != '\0') {
+		eol = strchr(s, '\n');
+		if (eol == NULL)
+			eol = s + strlen(s);
+		p.line++;
+		if (parse_line(&p, s, eol) < 0)
+			return parse_fail(&p, p.line, error_r);
+		s = *eol != '\0' ? eol + 1 : eol;
+	}
+	if (p.block[0] != '\0') {
+		fail("block '%s' is not closed", p.block);
+		return parse_fail(&p, p.block_line, error_r);
+	}
+	return 0;
+}
+
+/* ---- files and overrides ---------------------------------------------- */
+
+static char *read_all(FILE *f, size_t *len_r)
+{
+	size_t len = 0, size = 4096, n;
+	char *buf = xmalloc(size);
+
+	while ((n = fread(buf + len, 1, size - len - 1, f)) > 0) {
+		len += n;
+		if (size - len - 1 == 0)
+			buf = xrealloc(buf, size *= 2);
+	}
+	buf[len] = '\0';
+	*len_r = len;
+	return buf;
+}
+
+static int file_fail(const char *path, const char **error_r)
+{
+	snprintf(config_error, sizeof(config_error), "%s: %s", path,
+		 config_reason);
+	*error_r = config_error;
+	return -1;
+}
+
+/* A NUL would silently end the text early; name its line instead. */
+static unsigned nul_line(const char *text)
+{
+	unsigned line = 1;
+
+	for (; *text != '\0'; text++)
+		line += *text == '\n';
+	return line;
+}
+
+int config_parse_file(struct config *cfg, const char *path,
+		      const char **error_r)
+{
+	FILE *f = fopen(path, "r");
+	char *text;
+	size_t len;
+	int ret;
+
+	if (f == NULL) {
+		fail("open() failed: %s", strerror(errno));
+		return file_fail(path, error_r);
+	}
+	text = read_all(f, &len);
+	if (ferror(f)) {
+		fail("read() failed: %s", strerror(errno));
+		ret = file_fail(path, error_r);
+	} else if (strlen(text) != len) {
+		snprintf(config_error, sizeof(config_error),
+			 "%s:%u: NUL byte in file", path, nul_line(text));
+		*error_r = config_error;
+		ret = -1;
+	} else {
+		ret = config_parse_string(cfg, path, text, error_r);
+	}
+	fclose(f);
+	free(text);
+	return ret;
+}
+
+static int set_override(struct config *cfg, const char *keyval)
+{
+	const char *eq = strchr(keyval, '=');
+	const char *end = keyval + strlen(keyval);
+	const char *k = skip_ws(keyval, end);
+	const struct config_def *def;
+	char name[128];
+	char *value;
+	size_t n;
+
+	if (eq == NULL)
+		return fail("missing '='");
+	n = (size_t)(eq - k);
+	while (n > 0 && (k[n - 1] == ' ' || k[n - 1] == '\t'))
+		n--;
+	snprintf(name, sizeof(name), "%.*s", (int)n, k);
+	def = config_find(name);
+	if (def == NULL)
+		return fail("unknown key '%s'", name);
+	/* '#' is data here: the shell already split the argument. */
+	if (lex_value(&cfg->arena, eq + 1, end, false, &value) < 0)
+		return -1;
+	return set_value(cfg, def, value);
+}
+
+int config_set(struct config *cfg, const char *keyval, const char **error_r)
+{
+	if (set_override(cfg, keyval) == 0)
+		return 0;
+	snprintf(config_error, sizeof(config_error), "-o %s: %s", keyval,
+		 config_reason);
+	*error_r = config_error;
+	return -1;
+}
+
+/* ---- cross-key checks ------------------------------------------------- */
+
+/* Letters, digits and hyphens in dot-separated labels (RFC 1035);
+ * bytes >= 0x80 pass so IDNs can be checked later by the JID code. */
+static bool host_plausible(const char *h, size_t n)
+{
+	size_t label = 0;
+
+	if (n == 0 || n > 253 || h[0] == '.' || h[n - 1] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)h[i];
+		if (c == '.') {
+			if (label == 0 || h[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (c == '-' && label == 0)
+			return false;
+		if (!(c >= 0x80 || c == '-' || (c >= '0' && c <= '9') ||
+		      ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')))
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return h[n - 1] != '-';
+}
+
+static bool host_listed_before(const char *hosts, const char *h, size_t n)
+{
+	const char *p = hosts + strspn(hosts, " \t");
+	size_t m;
+
+	for (; p < h; p += m, p += strspn(p, " \t")) {
+		m = strcspn(p, " \t");
+		if (m == n && strncasecmp(p, h, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int check_hosts(const char *hosts)
+{
+	const char *h = hosts + strspn(hosts, " \t");
+	size_t n;
+
+	if (*h == '\0')
+		return fail("'hosts' must name at least one domain");
+	for (; *h != '\0'; h += n, h += strspn(h, " \t")) {
+		n = strcspn(h, " \t");
+		if (!host_plausible(h, n))
+			return fail("'hosts': '%.*s' is not a valid domain name",
+				    (int)n, h);
+		if (host_listed_before(hosts, h, n))
+			return fail("'hosts': '%.*s' is listed twice", (int)n, h);
+	}
+	return 0;
+}
+
+static int check_tls(const struct config *cfg)
+{
+	bool cert = cfg->tls_certificate[0] != '\0';
+	bool key = cfg->tls_key[0] != '\0';
+
+	if (cert != key)
+		return fail("'%s' is set but '%s' is empty",
+			    cert ? "tls.certificate" : "tls.key",
+			    cert ? "tls.key" : "tls.certificate");
+	if (!cert && cfg->tls_required)
+		return fail("'tls.required' is yes but 'tls.certificate' "
+			    "is empty");
+	if (!cert && cfg->c2s_tls_port != 0)
+		return fail("'c2s.tls_port' is %u but 'tls.certificate' is empty"
+			    " (set the port to 0 to disable direct TLS)",
+			    cfg->c2s_tls_port);
+	return 0;
+}
+
+static int check_all(const struct config *cfg)
+{
+	if (check_hosts(cfg->hosts) < 0 || check_tls(cfg) < 0)
+		return -1;
+	if (cfg->c2s_addresses[strspn(cfg->c2s_addresses, " \t")] == '\0')
+		return fail("'c2s.addresses' is empty");
+	if (cfg->c2s_port == cfg->c2s_tls_port)
+		return fail("'c2s.port' and 'c2s.tls_port' are both %u",
+			    cfg->c2s_port);
+	/* The control socket takes privileged commands. */
+	if (cfg->control_mode & 0002)
+		return fail("'control.mode' 0%03o lets every local user "
+			    "control xmppd", cfg->control_mode);
+	return 0;
+}
+
+int config_check(const struct config *cfg, const char **error_r)
+{
+	if (check_all(cfg) == 0)
+		return 0;
+	snprintf(config_error, sizeof(config_error), "%s", config_reason);
+	*error_r = config_error;
+	return -1;
+}
+
+/* ---- output ----------------------------------------------------------- */
+
+const char *config_value_str(const struct config *cfg,
+			     const struct config_def *def,
+			     char *buf, size_t size)
+{
+	const void *p = cfield(cfg, def);
+	unsigned u = is_uint_type(def->type) ? *(const unsigned *)p : 0;
+
+	switch (def->type) {
+	case CONFIG_TYPE_STRING:
+		return *(const char *const *)p;
+	case CONFIG_TYPE_BOOL:
+		return u ? "yes" : "no";
+	case CONFIG_TYPE_LOGLEVEL:
+		if (u < ARRAY_SIZE(level_names))
+			return level_names[u];
+		break;
+	case CONFIG_TYPE_SIZE:
+	case CONFIG_TYPE_DURATION:
+		format_number(def->type, *(const uint64_t *)p, buf, size);
+		return buf;
+	default:
+		break;
+	}
+	format_number(def->type, u, buf, size);
+	return buf;
+}
+
+static void write_quoted(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', out);
+		fputc(*s, out);
+	}
+	fputc('"', out);
+}
+
+char *config_serialize(const struct config *cfg)
+{
+	char *text = NULL, buf[64];
+	size_t len = 0;
+	FILE *out = open_memstream(&text, &len);
+
+	if (out == NULL)
+		log_fatal("open_memstream() failed: %m");
+	for (size_t i = 0; i < config_defs_count; i++) {
+		const struct config_def *def = &config_defs[i];
+		fprintf(out, "%s = ", def->name);
+		write_quoted(out, config_value_str(cfg, def, buf, sizeof(buf)));
+		fputc('\n', out);
+	}
+	if (fclose(out) != 0)
+		log_fatal("config_serialize: out of memory");
+	return text;
+}
+
+void config_diff(const struct config *a, const struct config *b,
+		 void (*cb)(const struct config_def *def, const char *old,
+			    const char *new, void *ctx), void *ctx)
+{
+	char abuf[64], bbuf[64];
+
+	/* The text form is canonical, so equal text means equal value. */
+	for (size_t i = 0; i < config_defs_count; i++) {
+		const struct config_def *def = &config_defs[i];
+		const char *old = config_value_str(a, def, abuf, sizeof(abuf));
+		const char *new = config_value_str(b, def, bbuf, sizeof(bbuf));
+		if (strcmp(old, new) != 0)
+			cb(def, old, new, ctx);
+	}
+}
+
+/* ---- the example file ------------------------------------------------- */
+
+static bool needs_quotes(const char *s)
+{
+	return *s == '\0' || strpbrk(s, " \t#\"\\") != NULL;
+}
+
+static void write_example_key(FILE *out, const struct config_def *def,
+			      const char *indent, const char *key)
+{
+	fprintf(out, "%s# %s (%s)\n%s#%s = ", indent, def->doc,
+		def->flags & CONFIG_F_RESTART ? "restart-only" : "reloadable",
+		indent, key);
+	if (needs_quotes(def->def))
+		write_quoted(out, def->def);
+	else
+		fputs(def->def, out);
+	fputc('\n', out);
+}
+
+/* Write block `name` (n bytes) with all of its keys. */
+static void write_example_block(FILE *out, const char *name, size_t n)
+{
+	const char *sep = "";
+
+	fprintf(out, "\n%.*s {\n", (int)n, name);
+	for (size_t i = 0; i < config_defs_count; i++) {
+		const struct config_def *def = &config_defs[i];
+		if (strncmp(def->name, name, n) != 0 || def->name[n] != '.')
+			continue;
+		fputs(sep, out);
+		write_example_key(out, def, "\t", def->name + n + 1);
+		sep = "\n";
+	}
+	fputs("}\n", out);
+}
+
+/* True if an earlier row already opened the block of row i. */
+static bool block_written(size_t i, size_t n)
+{
+	for (size_t j = 0; j < i; j++) {
+		if (strncmp(config_defs[j].name, config_defs[i].name, n + 1) == 0)
+			return true;
+	}
+	return false;
+}
+
+void config_write_example(FILE *out)
+{
+	fputs("# xmppd.conf - every setting with its default, commented out.\n"
+	      "# Generated by `xmppd --example` from the settings table in\n"
+	      "# lib/config.c.  Syntax: `key = value`, `# comment`, and\n"
+	      "# `name { ... }` blocks; sizes take K/M/G, durations ms/s/m/h.\n"
+	      "# Reloadable keys take effect on SIGHUP; others need a restart.\n",
+	      out);
+	for (size_t i = 0; i < config_defs_count; i++) {
+		if (strchr(config_defs[i].name, '.') != NULL)
+			continue;
+		fputc('\n', out);
+		write_example_key(out, &config_defs[i], "", config_defs[i].name);
+	}
+	for (size_t i = 0; i < config_defs_count; i++) {
+		const char *dot = strchr(config_defs[i].name, '.');
+		size_t n = dot != NULL ? (size_t)(dot - config_defs[i].name) : 0;
+		if (dot != NULL && !block_written(i, n))
+			write_example_block(out, config_defs[i].name, n);
+	}
+}

@@ -1,0 +1,259 @@
+# scripts/lib.sh - shell functions shared by scripts/quickstart,
+# scripts/check and scripts/pg-test-cluster.  Sourced, never run; the
+# callers use bash with `set -euo pipefail`.  Failures end the caller
+# through die() with one line saying what to do.
+
+# Every Debian 12 package the build, the tests and the quickstart need.
+XMPPD_DEB_PACKAGES=(
+	build-essential autoconf automake pkg-config
+	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
+	libcriterion-dev
+	postgresql postgresql-contrib openssl procps
+	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp
+	valgrind
+)
+
+say()  { printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# The repository root (the parent of scripts/), as a physical path.
+repo_root() {
+	(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+}
+
+# ---- Debian packages -------------------------------------------------
+
+# Print the packages (arguments) that are not installed, one per line.
+deps_missing() {
+	local p
+	for p in "$@"; do
+		case "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null || true)" in
+		ii*) ;;
+		*) printf '%s\n' "$p" ;;
+		esac
+	done
+}
+
+# Make sure XMPPD_DEB_PACKAGES are installed: install them as root,
+# otherwise print the command to run and exit 1.
+ensure_deps() {
+	command -v dpkg-query >/dev/null 2>&1 ||
+		die "dpkg-query not found: these scripts expect Debian 12"
+	local missing
+	missing=$(deps_missing "${XMPPD_DEB_PACKAGES[@]}" | tr '\n' ' ')
+	missing=${missing% }
+	if [ -z "$missing" ]; then
+		say "dependencies: all ${#XMPPD_DEB_PACKAGES[@]} Debian packages are installed"
+		return 0
+	fi
+	if ! is_root; then
+		printf 'Missing Debian packages. Install them with:\n\n' >&2
+		printf '  sudo apt-get install -y %s\n\n' "$missing" >&2
+		printf '(run "sudo apt-get update" first if apt cannot find them), then run %s again.\n' "$0" >&2
+		exit 1
+	fi
+	say "installing missing Debian packages: $missing"
+	# shellcheck disable=SC2086 # one word per package
+	DEBIAN_FRONTEND=noninteractive apt-get update &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y $missing ||
+		die "apt-get install failed"
+	missing=$(deps_missing "${XMPPD_DEB_PACKAGES[@]}" | tr '\n' ' ')
+	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
+}
+
+# ---- users and paths -------------------------------------------------
+
+# Run a command as USER: directly when that is who we are, otherwise
+# through runuser from "/" (so the caller's working directory need not
+# be readable by USER).  Pass absolute paths only.
+as_user() {
+	local user=$1
+	shift
+	if [ "$user" = "$(id -un)" ]; then
+		"$@"
+	else
+		(cd / && runuser -u "$user" -- "$@")
+	fi
+}
+
+# Create the system user and group NAME unless they exist (root only).
+ensure_system_user() {
+	local name=$1
+	if id -u "$name" >/dev/null 2>&1; then
+		return 0
+	fi
+	say "creating system user $name"
+	adduser --quiet --system --group --no-create-home \
+		--home /nonexistent --shell /usr/sbin/nologin "$name" ||
+		die "adduser $name failed"
+}
+
+# Fail with a clear message unless USER can reach directory DIR (search
+# permission on every directory from / down to DIR).  Nothing is chmod-ed.
+check_reachable() {
+	local user=$1 dir=$2 path="" part
+	as_user "$user" test -x "$dir" 2>/dev/null && return 0
+	local IFS=/
+	for part in $dir; do
+		[ -n "$part" ] || continue
+		path="$path/$part"
+		if ! as_user "$user" test -x "$path" 2>/dev/null; then
+			die "user '$user' cannot reach $dir: $path is $(stat -c '%A %U:%G' "$path").
+  The PostgreSQL cluster and the server run as '$user' and need search (x)
+  permission on every directory above the clone. Either clone to a place
+  such as /srv or /opt, or allow it yourself: chmod o+x $path"
+		fi
+	done
+	die "user '$user' cannot reach $dir"
+}
+
+# A TCP port on 127.0.0.1 that is free right now.
+free_port() {
+	local py port
+	for py in /usr/bin/python3 python3; do
+		if port=$("$py" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' 2>/dev/null); then
+			printf '%s\n' "$port"
+			return 0
+		fi
+	done
+	local used
+	used=$(ss -Htan 2>/dev/null | awk '{print $4}' | sed 's/.*://')
+	for port in $(shuf -i 20000-60000 -n 50); do
+		grep -qx "$port" <<<"$used" || { printf '%s\n' "$port"; return 0; }
+	done
+	die "no free TCP port found"
+}
+
+# ---- PostgreSQL ------------------------------------------------------
+
+# The bin directory of the newest PostgreSQL under /usr/lib/postgresql.
+pg_bindir() {
+	local v
+	v=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null |
+		sort -V | tail -n 1)
+	[ -n "$v" ] && [ -x "/usr/lib/postgresql/$v/bin/initdb" ] ||
+		die "no PostgreSQL server found under /usr/lib/postgresql (apt-get install postgresql)"
+	printf '/usr/lib/postgresql/%s/bin\n' "$v"
+}
+
+# pg_init DATADIR USER SETTING...: initdb DATADIR as USER (trust
+# authentication: callers restrict who can reach the sockets) and append
+# each SETTING ("key = value") to its postgresql.conf.  An existing
+# cluster is kept as it is.
+pg_init() {
+	local datadir=$1 user=$2 bin
+	shift 2
+	if [ -f "$datadir/PG_VERSION" ]; then
+		say "PostgreSQL: reusing the cluster in $datadir"
+		return 0
+	fi
+	bin=$(pg_bindir)
+	say "PostgreSQL: initdb $datadir (as $user)"
+	as_user "$user" "$bin/initdb" -D "$datadir" --auth=trust \
+		--encoding=UTF8 --locale=C.UTF-8 >/dev/null ||
+		die "initdb $datadir failed"
+	local s
+	{
+		printf '\n# added by xmppd scripts/lib.sh\n'
+		for s in "$@"; do printf '%s\n' "$s"; done
+	} >>"$datadir/postgresql.conf"
+}
+
+# pg_running DATADIR USER: is that cluster's postmaster alive?
+pg_running() {
+	as_user "$2" "$(pg_bindir)/pg_ctl" -D "$1" status >/dev/null 2>&1
+}
+
+# pg_start DATADIR LOGFILE USER [POSTGRES_OPTIONS]: start unless running.
+pg_start() {
+	local datadir=$1 logfile=$2 user=$3 opts=${4:-}
+	if pg_running "$datadir" "$user"; then
+		say "PostgreSQL: already running ($datadir)"
+		return 0
+	fi
+	say "PostgreSQL: starting $datadir (log: $logfile)"
+	if ! as_user "$user" "$(pg_bindir)/pg_ctl" -D "$datadir" -l "$logfile" \
+		-o "$opts" -w -t 60 start >/dev/null; then
+		tail -n 20 "$logfile" >&2 || true
+		return 1
+	fi
+}
+
+# pg_stop DATADIR USER: fast shutdown if running (immediate if that fails).
+pg_stop() {
+	local datadir=$1 user=$2 pg_ctl
+	[ -f "$datadir/PG_VERSION" ] || return 0
+	pg_running "$datadir" "$user" || return 0
+	pg_ctl="$(pg_bindir)/pg_ctl"
+	as_user "$user" "$pg_ctl" -D "$datadir" -m fast -w -t 30 stop >/dev/null ||
+		as_user "$user" "$pg_ctl" -D "$datadir" -m immediate -w -t 30 stop >/dev/null
+}
+
+# pg_createdb HOST PORT USER DBNAME: create the database unless it exists
+# (HOST is a socket directory or an address).
+pg_createdb() {
+	local host=$1 port=$2 user=$3 db=$4 bin found
+	bin=$(pg_bindir)
+	found=$(as_user "$user" "$bin/psql" -X -h "$host" -p "$port" -U "$user" \
+		-d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'") ||
+		die "cannot connect to PostgreSQL at $host port $port"
+	[ "$found" = 1 ] && return 0
+	say "PostgreSQL: creating database $db"
+	as_user "$user" "$bin/createdb" -h "$host" -p "$port" -U "$user" "$db" ||
+		die "createdb $db failed"
+}
+
+# The user a throwaway test cluster runs as: postgres when root (initdb
+# refuses root), otherwise ourselves.
+pg_tmp_user() {
+	if is_root; then
+		id -u postgres >/dev/null 2>&1 ||
+			die "user postgres does not exist (apt-get install postgresql creates it)"
+		echo postgres
+	else
+		id -un
+	fi
+}
+
+# pg_tmp_start DIR DBNAME: a throwaway cluster in the empty directory DIR
+# (from mktemp -d), listening on 127.0.0.1 only, trust authentication,
+# tuned for tests (no fsync).  Sets PG_TMP_PORT and PG_TMP_USER.
+pg_tmp_start() {
+	local dir=$1 db=$2 try
+	PG_TMP_USER=$(pg_tmp_user)
+	chmod 0700 "$dir"
+	[ "$PG_TMP_USER" = "$(id -un)" ] || chown "$PG_TMP_USER:" "$dir"
+	check_reachable "$PG_TMP_USER" "$dir"
+	pg_init "$dir/data" "$PG_TMP_USER" \
+		"listen_addresses = '127.0.0.1'" \
+		"unix_socket_directories = '$dir'" \
+		"fsync = off" "synchronous_commit = off" "full_page_writes = off" \
+		"max_connections = 200"
+	# The port is chosen free, but could be taken before the postmaster
+	# binds it: try a few.
+	for try in 1 2 3 4 5; do
+		PG_TMP_PORT=$(free_port)
+		pg_start "$dir/data" "$dir/log" "$PG_TMP_USER" "-p $PG_TMP_PORT" &&
+			break
+		[ "$try" -lt 5 ] || die "PostgreSQL did not start (log: $dir/log)"
+		warn "PostgreSQL did not start on port $PG_TMP_PORT, trying another"
+	done
+	pg_createdb 127.0.0.1 "$PG_TMP_PORT" "$PG_TMP_USER" "$db"
+}
+
+# pg_tmp_destroy DIR: stop the throwaway cluster in DIR and remove DIR.
+# Safe to call more than once, and on a half-made DIR.
+pg_tmp_destroy() {
+	local dir=$1 user
+	[ -n "$dir" ] && [ -d "$dir" ] || return 0
+	user=${PG_TMP_USER:-$(stat -c %U "$dir")}
+	pg_stop "$dir/data" "$user" ||
+		warn "pg_ctl stop failed for $dir/data"
+	rm -rf -- "$dir"
+}

@@ -1,0 +1,469 @@
+/*
+ * queue.c - per-slot worker queues over SOCK_DGRAM socketpairs (queue.h).
+ *
+ * Each destination has one buffer of finished frames in send order; the
+ * datagram boundaries (whole frames, up to IPC_DGRAM_MAX) are chosen at
+ * flush time, so frames are never copied twice and the unsent tail is
+ * the outbox.  Failure policy: queue_send refuses past the frame bound
+ * so the caller can bounce; a full socket keeps frames for later; a bad
+ * datagram or frame from a peer is logged at warn and dropped, never
+ * fatal, because one worker's bug must not take down another.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include "queue.h"
+#include "frame.h"
+#include "../lib/buf.h"
+#include "../lib/log.h"
+
+#define QUEUE_SOCKBUF (4 * 1024 * 1024)
+#define QUEUE_OUTBOX_DEFAULT 65536u
+/* Memory kept for reuse when a buffer drains; beyond it is given back so
+ * one burst does not pin megabytes per slot. */
+#define QUEUE_KEEP_BYTES (4 * IPC_DGRAM_MAX)
+
+enum queue_reasm_state {
+	QUEUE_REASM_IDLE = 0,
+	QUEUE_REASM_ACTIVE,         /* collecting chunks of r->hdr's frame */
+	QUEUE_REASM_DISCARD,        /* skipping the rest of a dropped frame */
+};
+
+struct queue_dst {
+	struct buf out;             /* finished frames not yet sent, in order */
+	size_t frames;              /* frames in out; the outbox bound */
+	int fd;                     /* send end of the slot's socketpair */
+};
+
+struct queue_reasm {
+	struct buf data;            /* payload so far, capped at IPC_FRAME_MAX */
+	struct ipc_frame_header hdr;/* first chunk: names the frame */
+	enum queue_reasm_state state;
+};
+
+struct queue {
+	unsigned nslots;
+	unsigned my_slot;
+	unsigned outbox_max;        /* frames per destination */
+	int recv_fd;
+	uint8_t *rbuf;              /* one datagram, reused by every recv */
+	struct queue_dst dst[IPC_MAX_SLOTS];
+	struct queue_reasm reasm[IPC_MAX_SLOTS];
+};
+
+/* ---- socket set --------------------------------------------------------- */
+
+static void queue_set_bufs(int fd)
+{
+	int size = QUEUE_SOCKBUF;
+
+	/* Best effort: the kernel caps these at wmem_max/rmem_max, and the
+	 * outbox covers whatever the socket cannot hold. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+}
+
+int queue_set_create(struct queue_set *qs, unsigned nslots,
+		     const char **error_r)
+{
+	int sv[2], saved_errno;
+
+	if (nslots == 0 || nslots > IPC_MAX_SLOTS) {
+		*error_r = "bad slot count";
+		return -1;
+	}
+	qs->nslots = nslots;
+	for (unsigned i = 0; i < IPC_MAX_SLOTS; i++)
+		qs->fds[i].recv = qs->fds[i].send = -1;
+	for (unsigned i = 0; i < nslots; i++) {
+		if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK |
+			       SOCK_CLOEXEC, 0, sv) < 0) {
+			saved_errno = errno;
+			queue_set_close(qs);
+			errno = saved_errno;    /* for the caller's %m */
+			*error_r = "socketpair() failed";
+			return -1;
+		}
+		queue_set_bufs(sv[0]);
+		queue_set_bufs(sv[1]);
+		qs->fds[i].recv = sv[0];
+		qs->fds[i].send = sv[1];
+	}
+	return 0;
+}
+
+static void queue_close_fd(int *fd)
+{
+	if (*fd >= 0)
+		(void)close(*fd);
+	*fd = -1;
+}
+
+void queue_set_child(struct queue_set *qs, unsigned slot)
+{
+	for (unsigned i = 0; i < qs->nslots; i++) {
+		if (i != slot)
+			queue_close_fd(&qs->fds[i].recv);
+	}
+}
+
+void queue_set_close(struct queue_set *qs)
+{
+	for (unsigned i = 0; i < IPC_MAX_SLOTS; i++) {
+		queue_close_fd(&qs->fds[i].recv);
+		queue_close_fd(&qs->fds[i].send);
+	}
+}
+
+/* ---- queue state -------------------------------------------------------- */
+
+struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
+			unsigned outbox_max_frames)
+{
+	struct queue *q;
+
+	if (my_slot >= qs->nslots)
+		return NULL;
+	if ((q = calloc(1, sizeof(*q))) == NULL)
+		return NULL;
+	if ((q->rbuf = malloc(IPC_DGRAM_MAX)) == NULL) {
+		free(q);
+		return NULL;
+	}
+	q->nslots = qs->nslots;
+	q->my_slot = my_slot;
+	q->outbox_max = outbox_max_frames != 0 ? outbox_max_frames :
+		QUEUE_OUTBOX_DEFAULT;
+	q->recv_fd = qs->fds[my_slot].recv;
+	for (unsigned i = 0; i < IPC_MAX_SLOTS; i++) {
+		buf_init(&q->dst[i].out, 0);    /* bounded by frames instead */
+		q->dst[i].fd = i < qs->nslots ? qs->fds[i].send : -1;
+		buf_init(&q->reasm[i].data, IPC_FRAME_MAX);
+	}
+	return q;
+}
+
+void queue_free(struct queue **qp)
+{
+	struct queue *q = *qp;
+
+	if (q == NULL)
+		return;
+	for (unsigned i = 0; i < IPC_MAX_SLOTS; i++) {
+		buf_free(&q->dst[i].out);
+		buf_free(&q->reasm[i].data);
+	}
+	free(q->rbuf);
+	free(q);
+	*qp = NULL;
+}
+
+/* Empty b, keeping a modest allocation for the next burst. */
+static void queue_buf_reset(struct buf *b)
+{
+	buf_consume(b, buf_used(b));
+	if (b->cap > QUEUE_KEEP_BYTES)
+		buf_shrink(b);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static void queue_set_more(struct frame_writer *w)
+{
+	/* frame.h has no flags argument; the header is ours until sent */
+	char *hdr = w->out->data + w->out->off + w->hdr_off;
+
+	hdr[offsetof(struct ipc_frame_header, flags)] = IPC_FRAME_F_MORE;
+}
+
+static const char *queue_check_send(struct queue *q, unsigned dst_slot,
+				    uint8_t type, size_t len, size_t chunks)
+{
+	if (dst_slot >= q->nslots)
+		return "bad destination slot";
+	if (type == 0 || type >= IPC_FRAME_TYPE_MAX)
+		return "bad frame type";
+	if (len > IPC_FRAME_MAX)
+		return "frame too large";
+	if (q->dst[dst_slot].frames + chunks > q->outbox_max)
+		return "outbox full";
+	return NULL;
+}
+
+int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
+	       uint32_t conn_id, uint32_t gen, const void *payload,
+	       size_t len, const char **error_r)
+{
+	size_t chunks = len == 0 ? 1 : (len + IPC_FRAG_MAX - 1) / IPC_FRAG_MAX;
+	const uint8_t *p = payload;
+	struct frame_writer w;
+	struct buf *out;
+	size_t before, n;
+
+	if ((*error_r = queue_check_send(q, dst_slot, type, len, chunks)))
+		return -1;
+	out = &q->dst[dst_slot].out;
+	before = buf_used(out);
+	for (size_t i = 0; i < chunks; i++, p += n, len -= n) {
+		n = len < IPC_FRAG_MAX ? len : IPC_FRAG_MAX;
+		frame_begin(&w, out, type, (uint16_t)q->my_slot, conn_id, gen);
+		frame_add_raw(&w, p, n);
+		if (frame_finish(&w, error_r) < 0) {
+			/* all chunks or none: a lone head would never end */
+			out->len = out->off + before;
+			return -1;
+		}
+		if (i + 1 < chunks)
+			queue_set_more(&w);
+	}
+	q->dst[dst_slot].frames += chunks;
+	return 0;
+}
+
+/* Whole frames from the head of out that fit one datagram. */
+static size_t queue_dgram_span(const struct buf *out, size_t *frames_r)
+{
+	const char *head = buf_head(out);
+	size_t used = buf_used(out), span = 0, frames = 0, size;
+	uint32_t len;
+
+	while (span < used) {
+		memcpy(&len, head + span + offsetof(struct ipc_frame_header, len),
+		       sizeof(len));
+		size = IPC_FRAME_HDR_SIZE + (size_t)len;
+		if (span + size > IPC_DGRAM_MAX)
+			break;
+		span += size;
+		frames++;
+	}
+	*frames_r = frames;
+	return span;
+}
+
+/* 1: all sent, 0: socket full, -1: error (errno set). */
+static int queue_flush_dst(struct queue_dst *d)
+{
+	size_t span, frames;
+	ssize_t n;
+
+	while (buf_used(&d->out) > 0) {
+		span = queue_dgram_span(&d->out, &frames);
+		n = send(d->fd, buf_head(&d->out), span,
+			 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+			      errno == ENOBUFS))
+			return 0;
+		if (n < 0)
+			return -1;
+		buf_consume(&d->out, span);
+		d->frames -= frames;
+	}
+	queue_buf_reset(&d->out);
+	return 1;
+}
+
+int queue_flush(struct queue *q)
+{
+	int ret = 1;
+
+	for (unsigned i = 0; i < q->nslots; i++) {
+		if (buf_used(&q->dst[i].out) == 0)
+			continue;
+		switch (queue_flush_dst(&q->dst[i])) {
+		case 0:
+			if (ret == 1)
+				ret = 0;
+			break;
+		case -1:
+			/* no error_r in the API, so this is the one log line;
+			 * the frames stay queued under the outbox bound */
+			log_warn("queue: send(slot %u) failed: %m", i);
+			ret = -1;
+			break;
+		}
+	}
+	return ret;
+}
+
+int queue_pending_fds(struct queue *q, int *fds, unsigned max)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < q->nslots && n < max; i++) {
+		if (buf_used(&q->dst[i].out) > 0)
+			fds[n++] = q->dst[i].fd;
+	}
+	return (int)n;
+}
+
+size_t queue_backlog(struct queue *q, unsigned dst_slot)
+{
+	return dst_slot < q->nslots ? q->dst[dst_slot].frames : 0;
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void queue_reasm_reset(struct queue_reasm *r)
+{
+	queue_buf_reset(&r->data);
+	r->state = QUEUE_REASM_IDLE;
+}
+
+void queue_forget_source(struct queue *q, unsigned src_slot)
+{
+	if (src_slot < IPC_MAX_SLOTS)
+		queue_reasm_reset(&q->reasm[src_slot]);
+}
+
+static int queue_same_frame(const struct ipc_frame_header *a,
+			    const struct ipc_frame_header *b)
+{
+	return a->type == b->type && a->conn_id == b->conn_id &&
+		a->gen == b->gen;
+}
+
+/* Drop a partial frame.  Its remaining chunks must not be taken for a
+ * new frame, so they are skipped until its last chunk. */
+static void queue_reasm_drop(struct queue_reasm *r, unsigned src,
+			     const char *why)
+{
+	log_warn("queue: dropping partial frame from slot %u (%zu bytes): %s",
+		 src, buf_used(&r->data), why);
+	queue_buf_reset(&r->data);
+	r->state = QUEUE_REASM_DISCARD;
+}
+
+/* A bad frame may have been a chunk; splicing the chunks around it would
+ * deliver a corrupt frame, so every partial frame is given up. */
+static void queue_reasm_drop_all(struct queue *q)
+{
+	for (unsigned i = 0; i < q->nslots; i++) {
+		if (q->reasm[i].state == QUEUE_REASM_ACTIVE)
+			queue_reasm_drop(&q->reasm[i], i, "bad datagram");
+	}
+}
+
+static int queue_reasm_add(struct queue_reasm *r,
+			   const struct ipc_frame_header *hdr,
+			   const void *payload, queue_frame_cb *cb, void *ctx)
+{
+	struct ipc_frame_header full;
+
+	if (r->state == QUEUE_REASM_IDLE) {
+		r->hdr = *hdr;
+		r->state = QUEUE_REASM_ACTIVE;
+	}
+	if (buf_append(&r->data, payload, hdr->len) < 0) {
+		queue_reasm_drop(r, hdr->src_slot, "over IPC_FRAME_MAX");
+		if (!(hdr->flags & IPC_FRAME_F_MORE))
+			r->state = QUEUE_REASM_IDLE;
+		return 0;
+	}
+	if (hdr->flags & IPC_FRAME_F_MORE)
+		return 0;
+	full = r->hdr;
+	full.flags = 0;
+	full.len = (uint32_t)buf_used(&r->data);
+	cb(&full, buf_head(&r->data), full.len, ctx);
+	queue_reasm_reset(r);
+	return 1;
+}
+
+/* One valid frame; returns the number of frames handed to cb (0 or 1). */
+static int queue_deliver(struct queue *q, const struct ipc_frame_header *hdr,
+			 const void *payload, queue_frame_cb *cb, void *ctx)
+{
+	struct queue_reasm *r = &q->reasm[hdr->src_slot];
+	int more = (hdr->flags & IPC_FRAME_F_MORE) != 0;
+
+	if (r->state != QUEUE_REASM_IDLE && !queue_same_frame(&r->hdr, hdr)) {
+		/* the sender never interleaves, so it restarted mid-frame */
+		if (r->state == QUEUE_REASM_ACTIVE)
+			log_warn("queue: dropping partial frame from slot %u: "
+				 "next frame does not match", hdr->src_slot);
+		queue_reasm_reset(r);
+	}
+	if (r->state == QUEUE_REASM_DISCARD) {
+		if (!more)
+			r->state = QUEUE_REASM_IDLE;
+		return 0;
+	}
+	if (r->state == QUEUE_REASM_IDLE && !more) {
+		cb(hdr, payload, hdr->len, ctx);    /* common case: no copy */
+		return 1;
+	}
+	return queue_reasm_add(r, hdr, payload, cb, ctx);
+}
+
+static int queue_parse_frame(struct queue *q, size_t off, size_t n,
+			     struct ipc_frame_header *hdr_r, size_t *size_r,
+			     const char **error_r)
+{
+	if (frame_parse_header(q->rbuf + off, n - off, hdr_r, size_r,
+			       error_r) < 0)
+		return -1;
+	if (hdr_r->src_slot >= q->nslots) {
+		*error_r = "bad source slot";
+		return -1;
+	}
+	return 0;
+}
+
+static int queue_parse_dgram(struct queue *q, size_t n, queue_frame_cb *cb,
+			     void *ctx)
+{
+	struct ipc_frame_header hdr;
+	const char *error;
+	size_t off = 0, size;
+	int delivered = 0;
+
+	/* do-while: an empty datagram is malformed too */
+	do {
+		if (queue_parse_frame(q, off, n, &hdr, &size, &error) < 0) {
+			log_warn("queue: dropping rest of a %zu-byte datagram "
+				 "at offset %zu: %s", n, off, error);
+			queue_reasm_drop_all(q);
+			break;
+		}
+		delivered += queue_deliver(q, &hdr, q->rbuf + off +
+					   IPC_FRAME_HDR_SIZE, cb, ctx);
+		off += size;
+	} while (off < n);
+	return delivered;
+}
+
+int queue_receive(struct queue *q, queue_frame_cb *cb, void *ctx,
+		  unsigned max_dgrams)
+{
+	int delivered = 0;
+	ssize_t n;
+
+	/* the cap keeps the int count exact; a datagram holds < 4096 frames */
+	for (unsigned i = 0; (max_dgrams == 0 || i < max_dgrams) &&
+	     delivered < INT_MAX - 4096; i++) {
+		/* MSG_TRUNC returns the real size, so an oversized datagram
+		 * is noticed instead of parsed cut short */
+		n = recv(q->recv_fd, q->rbuf, IPC_DGRAM_MAX,
+			 MSG_DONTWAIT | MSG_TRUNC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n < 0)
+			return -1;
+		if ((size_t)n > IPC_DGRAM_MAX) {
+			log_warn("queue: dropping oversized datagram "
+				 "(%zd bytes)", n);
+			queue_reasm_drop_all(q);
+			continue;
+		}
+		delivered += queue_parse_dgram(q, (size_t)n, cb, ctx);
+	}
+	return delivered;
+}

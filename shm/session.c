@@ -1,0 +1,767 @@
+/*
+ * session.c - the shared session table (layout in ipc.h, API in session.h).
+ *
+ * One robust process-shared mutex guards the table.  Each record's state
+ * word is the truth: insert writes a whole record before storing USED,
+ * delete stores FREE before unlinking, so a locker that inherits the lock
+ * from a dead process (EOWNERDEAD) rebuilds every list from state words.
+ * Failure policy: bad input, a full table or pool answers -1 and an error
+ * string; nothing here allocates in shared memory or grows.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "session.h"
+
+/* Indices are int32 and records are 232 bytes: 4M sessions is ~1 GB,
+ * far beyond what one box serves, and keeps every size in range. */
+#define SESSION_CAPACITY_MAX (1u << 22)
+/* Small tables still get some buckets; also keeps records 8-aligned. */
+#define SESSION_BUCKETS_MIN 16u
+/* next_free of a long-pool entry that a record owns. */
+#define LONG_IN_USE (-2)
+/* sweep/foreach copy this many entries per lock hold (~50 KB of stack). */
+#define SESSION_BATCH 16
+
+_Static_assert(sizeof(struct ipc_session_table) % 8 == 0, "table header");
+_Static_assert(sizeof(struct ipc_session) % 8 == 0, "record alignment");
+_Static_assert(IPC_JID_MAX <= UINT16_MAX, "jid_len is 16 bits");
+
+struct shm_table {
+	struct ipc_session_table *hdr;
+	int32_t *buckets;
+	struct ipc_session *recs;
+	struct ipc_session_long *longs;
+	uint32_t mask;                  /* nbuckets - 1 */
+};
+
+/* A validated JID: its length, bare part and hash. */
+struct jid_key {
+	const char *jid;
+	size_t len;
+	size_t bare_len;
+	uint32_t hash;
+};
+
+void (*shm_session_test_hook)(void);
+
+/* FNV-1a with a murmur3 finaliser: FNV alone spreads low bits poorly,
+ * and the bucket index is the low bits. */
+static uint32_t jid_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint8_t)s[i];
+		h *= 16777619u;
+	}
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+static uint32_t long_capacity_for(uint32_t capacity)
+{
+	return capacity / 32 + 16;
+}
+
+static uint32_t nbuckets_for(uint32_t capacity)
+{
+	uint32_t n = SESSION_BUCKETS_MIN;
+
+	while (n < capacity)
+		n <<= 1;
+	return n;
+}
+
+/* Length 1..IPC_JID_MAX with no NUL inside (strnlen stops at the first
+ * NUL, so a longer buffer without one is "too long"), non-empty bare. */
+static int key_init(struct jid_key *k, const char *jid, bool bare_only,
+		    const char **error_r)
+{
+	const char *slash;
+
+	k->jid = jid;
+	k->len = strnlen(jid, IPC_JID_MAX + 1);
+	if (k->len == 0) {
+		*error_r = "empty JID";
+		return -1;
+	}
+	if (k->len > IPC_JID_MAX) {
+		*error_r = "JID longer than 3071 bytes";
+		return -1;
+	}
+	slash = memchr(jid, '/', k->len);
+	if (slash != NULL && bare_only) {
+		*error_r = "bare JID with a resource";
+		return -1;
+	}
+	k->bare_len = slash == NULL ? k->len : (size_t)(slash - jid);
+	if (k->bare_len == 0) {
+		*error_r = "JID with an empty bare part";
+		return -1;
+	}
+	k->hash = jid_hash(jid, k->bare_len);
+	return 0;
+}
+
+size_t shm_session_size(uint32_t capacity)
+{
+	if (capacity == 0 || capacity > SESSION_CAPACITY_MAX)
+		return 0;
+	return sizeof(struct ipc_session_table) +
+		(size_t)nbuckets_for(capacity) * sizeof(int32_t) +
+		(size_t)capacity * sizeof(struct ipc_session) +
+		(size_t)long_capacity_for(capacity) *
+		sizeof(struct ipc_session_long);
+}
+
+static void table_map(struct shm_table *t, struct ipc_session_table *hdr)
+{
+	t->hdr = hdr;
+	t->buckets = (int32_t *)(hdr + 1);
+	t->recs = (struct ipc_session *)(t->buckets + hdr->nbuckets);
+	t->longs = (struct ipc_session_long *)(t->recs + hdr->capacity);
+	t->mask = hdr->nbuckets - 1;
+}
+
+/* Empty chains, every record and long entry on its free list, in index
+ * order.  Also the tail of a rebuild, which then re-adds USED records. */
+static void table_reset_lists(struct shm_table *t)
+{
+	struct ipc_session_table *hdr = t->hdr;
+
+	for (uint32_t i = 0; i < hdr->nbuckets; i++)
+		t->buckets[i] = -1;
+	hdr->free_head = -1;
+	for (uint32_t i = hdr->capacity; i-- > 0; ) {
+		t->recs[i].next = hdr->free_head;
+		hdr->free_head = (int32_t)i;
+	}
+	hdr->long_free_head = -1;
+	for (uint32_t i = hdr->long_capacity; i-- > 0; ) {
+		t->longs[i].next_free = hdr->long_free_head;
+		hdr->long_free_head = (int32_t)i;
+	}
+	hdr->used = 0;
+}
+
+static int mutex_init_shared(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	int ret;
+
+	if (pthread_mutexattr_init(&attr) != 0)
+		return -1;
+	ret = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	if (ret == 0)
+		ret = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+	if (ret == 0)
+		ret = pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return ret == 0 ? 0 : -1;
+}
+
+int shm_session_init(void *mem, size_t size, uint32_t capacity,
+		     const char **error_r)
+{
+	struct ipc_session_table *hdr = mem;
+	struct shm_table t;
+	size_t need = shm_session_size(capacity);
+
+	if (need == 0) {
+		*error_r = "session table capacity out of range";
+		return -1;
+	}
+	if (size < need || ((uintptr_t)mem % 8) != 0) {
+		*error_r = "session table area too small or misaligned";
+		return -1;
+	}
+	memset(hdr, 0, sizeof(*hdr));
+	hdr->version = IPC_VERSION;
+	hdr->capacity = capacity;
+	hdr->long_capacity = long_capacity_for(capacity);
+	hdr->nbuckets = nbuckets_for(capacity);
+	if (mutex_init_shared(&hdr->lock) < 0) {
+		*error_r = "session table mutex init failed";
+		return -1;
+	}
+	table_map(&t, hdr);
+	memset(t.recs, 0, (size_t)capacity * sizeof(*t.recs));
+	table_reset_lists(&t);
+	/* Last, so a half-built table never passes attach's check. */
+	hdr->magic = IPC_SHM_MAGIC;
+	return 0;
+}
+
+struct shm_table *shm_session_attach(void *mem, const char **error_r)
+{
+	struct ipc_session_table *hdr = mem;
+	struct shm_table *t;
+
+	if (hdr->magic != IPC_SHM_MAGIC || hdr->version != IPC_VERSION) {
+		*error_r = "session table magic or version mismatch";
+		return NULL;
+	}
+	if (shm_session_size(hdr->capacity) == 0 ||
+	    hdr->nbuckets != nbuckets_for(hdr->capacity) ||
+	    hdr->long_capacity != long_capacity_for(hdr->capacity)) {
+		*error_r = "session table header is inconsistent";
+		return NULL;
+	}
+	t = malloc(sizeof(*t));
+	if (t == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	table_map(t, hdr);
+	return t;
+}
+
+void shm_session_detach(struct shm_table **t)
+{
+	free(*t);
+	*t = NULL;
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+/* Give a USED record back its long entry; false if that entry is out of
+ * range or already owned (only a bug can do that: drop the record). */
+static bool rebuild_claim_long(struct shm_table *t, struct ipc_session *r)
+{
+	if (r->jid_long < 0)
+		return r->jid_len < IPC_JID_INLINE;
+	if ((uint32_t)r->jid_long >= t->hdr->long_capacity ||
+	    t->longs[r->jid_long].next_free == LONG_IN_USE)
+		return false;
+	t->longs[r->jid_long].next_free = LONG_IN_USE;
+	return true;
+}
+
+/* Rebuild lists from state words.  Idempotent, so a locker that dies in
+ * here just leaves the same work to the next one. */
+static void table_rebuild(struct shm_table *t)
+{
+	struct ipc_session_table *hdr = t->hdr;
+	uint32_t capacity = hdr->capacity;
+	int32_t next_free;
+
+	table_reset_lists(t);
+	for (uint32_t i = 0; i < capacity; i++) {
+		struct ipc_session *r = &t->recs[i];
+
+		if (atomic_load(&r->state) == IPC_SESSION_USED &&
+		    rebuild_claim_long(t, r)) {
+			r->next = t->buckets[r->hash & t->mask];
+			t->buckets[r->hash & t->mask] = (int32_t)i;
+			hdr->used++;
+		} else {
+			atomic_store(&r->state, IPC_SESSION_FREE);
+		}
+	}
+	/* Free lists hold only what no USED record owns. */
+	hdr->free_head = -1;
+	for (uint32_t i = capacity; i-- > 0; ) {
+		if (atomic_load(&t->recs[i].state) != IPC_SESSION_USED) {
+			t->recs[i].next = hdr->free_head;
+			hdr->free_head = (int32_t)i;
+		}
+	}
+	next_free = -1;
+	for (uint32_t i = hdr->long_capacity; i-- > 0; ) {
+		if (t->longs[i].next_free != LONG_IN_USE) {
+			t->longs[i].next_free = next_free;
+			next_free = (int32_t)i;
+		}
+	}
+	hdr->long_free_head = next_free;
+}
+
+static int table_lock(struct shm_table *t, const char **error_r)
+{
+	int ret = pthread_mutex_lock(&t->hdr->lock);
+
+	if (ret == 0)
+		return 0;
+	if (ret != EOWNERDEAD) {
+		*error_r = "session table lock failed";
+		return -1;
+	}
+	table_rebuild(t);
+	t->hdr->recoveries++;
+	pthread_mutex_consistent(&t->hdr->lock);
+	log_warn("session table: lock holder died, lists rebuilt (%u in use)",
+		 t->hdr->used);
+	return 0;
+}
+
+static void table_unlock(struct shm_table *t)
+{
+	pthread_mutex_unlock(&t->hdr->lock);
+}
+
+/* ---- records ----------------------------------------------------------- */
+
+static const char *rec_jid(const struct shm_table *t,
+			   const struct ipc_session *r)
+{
+	return r->jid_long < 0 ? r->jid : t->longs[r->jid_long].jid;
+}
+
+static void rec_to_info(const struct shm_table *t,
+			const struct ipc_session *r, struct session_info *info)
+{
+	info->slot = r->slot;
+	info->conn_id = r->conn_id;
+	info->gen = r->gen;
+	info->priority = r->priority;
+	info->available = r->available;
+	info->since = r->since;
+	memcpy(info->jid, rec_jid(t, r), r->jid_len);
+	info->jid[r->jid_len] = '\0';
+}
+
+static bool rec_owned_by(const struct ipc_session *r, uint16_t slot,
+			 uint32_t conn_id, uint32_t gen)
+{
+	return r->slot == slot && r->conn_id == conn_id && r->gen == gen;
+}
+
+/* The link (bucket head or a record's next) that points at the record
+ * for k, or NULL.  Lock held. */
+static int32_t *table_find(struct shm_table *t, const struct jid_key *k)
+{
+	int32_t *link = &t->buckets[k->hash & t->mask];
+
+	while (*link >= 0) {
+		struct ipc_session *r = &t->recs[*link];
+
+		if (r->hash == k->hash && r->jid_len == k->len &&
+		    memcmp(rec_jid(t, r), k->jid, k->len) == 0)
+			return link;
+		link = &r->next;
+	}
+	return NULL;
+}
+
+/* FREE first, then unlink and free: a crash in between leaves a FREE
+ * record that the rebuild simply drops from its chain. */
+static void table_unlink(struct shm_table *t, int32_t *link)
+{
+	int32_t idx = *link;
+	struct ipc_session *r = &t->recs[idx];
+
+	atomic_store(&r->state, IPC_SESSION_FREE);
+	*link = r->next;
+	if (r->jid_long >= 0) {
+		t->longs[r->jid_long].next_free = t->hdr->long_free_head;
+		t->hdr->long_free_head = r->jid_long;
+	}
+	r->next = t->hdr->free_head;
+	t->hdr->free_head = idx;
+	t->hdr->used--;
+}
+
+/* Remove record idx, walking its chain for the link that points at it. */
+static void table_remove(struct shm_table *t, int32_t idx)
+{
+	int32_t *link = &t->buckets[t->recs[idx].hash & t->mask];
+
+	while (*link != idx)
+		link = &t->recs[*link].next;
+	table_unlink(t, link);
+}
+
+static void rec_fill(struct ipc_session *r, const struct jid_key *k,
+		     const struct session_info *info)
+{
+	r->hash = k->hash;
+	r->jid_len = (uint16_t)k->len;
+	r->bare_len = (uint16_t)k->bare_len;
+	r->slot = info->slot;
+	r->priority = info->priority;
+	r->available = info->available;
+	r->conn_id = info->conn_id;
+	r->gen = info->gen;
+	r->since = info->since;
+	r->jid_long = -1;
+}
+
+/* Claim a record (and a long entry if needed), fill it, then publish:
+ * state USED with release order, so a record seen USED is whole.  The
+ * caller has checked both free lists. */
+static void table_insert(struct shm_table *t, const struct jid_key *k,
+			 const struct session_info *info)
+{
+	struct ipc_session_table *hdr = t->hdr;
+	int32_t idx = hdr->free_head;
+	struct ipc_session *r = &t->recs[idx];
+	char *dst = r->jid;
+
+	hdr->free_head = r->next;
+	rec_fill(r, k, info);
+	if (k->len >= IPC_JID_INLINE) {
+		r->jid_long = hdr->long_free_head;
+		hdr->long_free_head = t->longs[r->jid_long].next_free;
+		t->longs[r->jid_long].next_free = LONG_IN_USE;
+		dst = t->longs[r->jid_long].jid;
+		r->jid[0] = '\0';
+	}
+	memcpy(dst, k->jid, k->len);
+	dst[k->len] = '\0';
+	if (shm_session_test_hook != NULL)
+		shm_session_test_hook();
+	atomic_store_explicit(&r->state, IPC_SESSION_USED,
+			      memory_order_release);
+	r->next = t->buckets[k->hash & t->mask];
+	t->buckets[k->hash & t->mask] = idx;
+	hdr->used++;
+}
+
+/* Room for k, counting what replacing the record at old frees. */
+static int table_check_room(struct shm_table *t, const struct jid_key *k,
+			    const int32_t *old, const char **error_r)
+{
+	const struct ipc_session *o = old == NULL ? NULL : &t->recs[*old];
+
+	if (o == NULL && t->hdr->free_head < 0) {
+		*error_r = "session table full";
+		return -1;
+	}
+	if (k->len >= IPC_JID_INLINE && t->hdr->long_free_head < 0 &&
+	    (o == NULL || o->jid_long < 0)) {
+		*error_r = "session table long-JID pool full";
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- API --------------------------------------------------------------- */
+
+int shm_session_put(struct shm_table *t, const struct session_info *info,
+		    struct session_info *old_r, const char **error_r)
+{
+	struct jid_key k;
+	int32_t *link;
+	int ret = 0;
+
+	if (key_init(&k, info->jid, false, error_r) < 0 ||
+	    table_lock(t, error_r) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (table_check_room(t, &k, link, error_r) < 0) {
+		table_unlock(t);
+		return -1;
+	}
+	if (link != NULL) {
+		/* Remove, then insert: no moment where a record is USED
+		 * with half old and half new owner fields. */
+		if (old_r != NULL)
+			rec_to_info(t, &t->recs[*link], old_r);
+		table_unlink(t, link);
+		ret = 1;
+	}
+	table_insert(t, &k, info);
+	table_unlock(t);
+	return ret;
+}
+
+int shm_session_get(struct shm_table *t, const char *full_jid,
+		    struct session_info *info_r)
+{
+	const char *error;
+	struct jid_key k;
+	int32_t *link;
+
+	if (key_init(&k, full_jid, false, &error) < 0 ||
+	    table_lock(t, &error) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (link != NULL)
+		rec_to_info(t, &t->recs[*link], info_r);
+	table_unlock(t);
+	return link != NULL ? 1 : 0;
+}
+
+int shm_session_list(struct shm_table *t, const char *bare_jid,
+		     struct session_info *out, unsigned max)
+{
+	const char *error;
+	struct jid_key k;
+	unsigned n = 0;
+
+	if (key_init(&k, bare_jid, true, &error) < 0 ||
+	    table_lock(t, &error) < 0)
+		return -1;
+	/* Every resource of a bare JID hashes to the same chain. */
+	for (int32_t i = t->buckets[k.hash & t->mask]; i >= 0;
+	     i = t->recs[i].next) {
+		const struct ipc_session *r = &t->recs[i];
+
+		if (r->hash != k.hash || r->bare_len != k.len ||
+		    memcmp(rec_jid(t, r), bare_jid, k.len) != 0)
+			continue;
+		if (n < max)
+			rec_to_info(t, r, &out[n]);
+		n++;
+	}
+	table_unlock(t);
+	return (int)n;
+}
+
+int shm_session_set_presence(struct shm_table *t, const char *full_jid,
+			     uint16_t slot, uint32_t conn_id, uint32_t gen,
+			     int16_t priority, uint8_t available)
+{
+	const char *error;
+	struct jid_key k;
+	int32_t *link;
+	int ret = 0;
+
+	if (key_init(&k, full_jid, false, &error) < 0 ||
+	    table_lock(t, &error) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
+		t->recs[*link].priority = priority;
+		t->recs[*link].available = available;
+		ret = 1;
+	}
+	table_unlock(t);
+	return ret;
+}
+
+int shm_session_del(struct shm_table *t, const char *full_jid,
+		    uint16_t slot, uint32_t conn_id, uint32_t gen)
+{
+	const char *error;
+	struct jid_key k;
+	int32_t *link;
+	int ret = 0;
+
+	if (key_init(&k, full_jid, false, &error) < 0 ||
+	    table_lock(t, &error) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
+		table_unlink(t, link);
+		ret = 1;
+	}
+	table_unlock(t);
+	return ret;
+}
+
+/* One lock hold of a sweep or a walk: from *pos on, copy up to
+ * SESSION_BATCH matching records to out (removing them when sweeping).
+ * Returns the number copied; *pos ends at capacity when done. */
+static int table_batch(struct shm_table *t, uint32_t *pos, int sweep_slot,
+		       struct session_info *out)
+{
+	const char *error;
+	int n = 0;
+
+	if (table_lock(t, &error) < 0)
+		return -1;
+	for (; *pos < t->hdr->capacity && n < SESSION_BATCH; (*pos)++) {
+		struct ipc_session *r = &t->recs[*pos];
+
+		if (atomic_load(&r->state) != IPC_SESSION_USED ||
+		    (sweep_slot >= 0 && r->slot != sweep_slot))
+			continue;
+		rec_to_info(t, r, &out[n++]);
+		if (sweep_slot >= 0)
+			table_remove(t, (int32_t)*pos);
+	}
+	table_unlock(t);
+	return n;
+}
+
+/* Batches keep the lock hold short and let callbacks call back into
+ * the table (the mutex is not recursive). */
+int shm_session_sweep_slot(struct shm_table *t, uint16_t slot,
+			   void (*cb)(const struct session_info *, void *),
+			   void *ctx)
+{
+	struct session_info batch[SESSION_BATCH];
+	uint32_t pos = 0;
+	int n, total = 0;
+
+	while ((n = table_batch(t, &pos, slot, batch)) > 0) {
+		for (int i = 0; i < n && cb != NULL; i++)
+			cb(&batch[i], ctx);
+		total += n;
+	}
+	return n < 0 && total == 0 ? -1 : total;
+}
+
+/* Not a snapshot: entries added or removed during the walk may or may
+ * not be seen, which is fine for listing sessions. */
+int shm_session_foreach(struct shm_table *t,
+			int (*cb)(const struct session_info *, void *),
+			void *ctx)
+{
+	struct session_info batch[SESSION_BATCH];
+	uint32_t pos = 0;
+	int n, total = 0;
+
+	while ((n = table_batch(t, &pos, -1, batch)) > 0) {
+		for (int i = 0; i < n; i++) {
+			total++;
+			if (cb(&batch[i], ctx) != 0)
+				return total;
+		}
+	}
+	return n < 0 ? -1 : total;
+}
+
+void shm_session_usage(struct shm_table *t, uint32_t *used_r,
+		       uint32_t *capacity_r, uint32_t *recoveries_r)
+{
+	const char *error;
+	bool locked = table_lock(t, &error) == 0;
+
+	*used_r = t->hdr->used;
+	*capacity_r = t->hdr->capacity;
+	*recoveries_r = t->hdr->recoveries;
+	if (locked)
+		table_unlock(t);
+}
+
+/* ---- verify ------------------------------------------------------------ */
+
+/* Each USED record is reached once, from the bucket of its bare JID's
+ * hash; seen[] marks them.  Returns the records reached or -1. */
+static int verify_chains(struct shm_table *t, uint8_t *seen,
+			 const char **error_r)
+{
+	uint32_t reached = 0;
+
+	for (uint32_t b = 0; b < t->hdr->nbuckets; b++) {
+		for (int32_t i = t->buckets[b]; i >= 0; i = t->recs[i].next) {
+			const struct ipc_session *r = &t->recs[i];
+
+			if ((uint32_t)i >= t->hdr->capacity || seen[i] != 0) {
+				*error_r = "chain index out of range, cycle or shared node";
+				return -1;
+			}
+			seen[i] = 1;
+			reached++;
+			if (atomic_load(&r->state) != IPC_SESSION_USED) {
+				*error_r = "chain holds a record not USED";
+				return -1;
+			}
+			if ((r->hash & t->mask) != b ||
+			    r->hash != jid_hash(rec_jid(t, r), r->bare_len)) {
+				*error_r = "record in the wrong bucket";
+				return -1;
+			}
+		}
+	}
+	return (int)reached;
+}
+
+/* Record fields that must hold for a USED record (seen[] == 1). */
+static int verify_records(struct shm_table *t, uint8_t *lseen,
+			  const char **error_r)
+{
+	for (uint32_t i = 0; i < t->hdr->capacity; i++) {
+		const struct ipc_session *r = &t->recs[i];
+		bool is_long = r->jid_len >= IPC_JID_INLINE;
+
+		if (atomic_load(&r->state) != IPC_SESSION_USED)
+			continue;
+		if (r->jid_len == 0 || r->jid_len > IPC_JID_MAX ||
+		    r->bare_len == 0 || r->bare_len > r->jid_len ||
+		    is_long != (r->jid_long >= 0)) {
+			*error_r = "record lengths or long flag inconsistent";
+			return -1;
+		}
+		if (!is_long) {
+			if (strnlen(r->jid, IPC_JID_INLINE) != r->jid_len) {
+				*error_r = "inline JID length mismatch";
+				return -1;
+			}
+			continue;
+		}
+		if ((uint32_t)r->jid_long >= t->hdr->long_capacity ||
+		    lseen[r->jid_long] != 0 ||
+		    t->longs[r->jid_long].next_free != LONG_IN_USE) {
+			*error_r = "long-JID entry out of range, shared or free";
+			return -1;
+		}
+		lseen[r->jid_long] = 1;
+	}
+	return 0;
+}
+
+/* A free list (records or long entries) covers exactly the unmarked. */
+static int verify_free_list(int32_t head, uint32_t n, uint8_t *seen,
+			    const int32_t *next, size_t stride,
+			    const char **error_r)
+{
+	for (int32_t i = head; i >= 0;
+	     i = *(const int32_t *)((const char *)next + (size_t)i * stride)) {
+		if ((uint32_t)i >= n || seen[i] != 0) {
+			*error_r = "free list out of range, cycle or holds a used entry";
+			return -1;
+		}
+		seen[i] = 2;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (seen[i] == 0) {
+			*error_r = "entry neither used nor on the free list";
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int verify_locked(struct shm_table *t, uint8_t *seen, uint8_t *lseen,
+			 const char **error_r)
+{
+	struct ipc_session_table *hdr = t->hdr;
+	uint32_t state_used = 0;
+	int reached = verify_chains(t, seen, error_r);
+
+	if (reached < 0)
+		return -1;
+	for (uint32_t i = 0; i < hdr->capacity; i++)
+		state_used += atomic_load(&t->recs[i].state) == IPC_SESSION_USED;
+	if ((uint32_t)reached != state_used || hdr->used != state_used) {
+		*error_r = "used count does not match records and chains";
+		return -1;
+	}
+	if (verify_records(t, lseen, error_r) < 0 ||
+	    verify_free_list(hdr->free_head, hdr->capacity, seen,
+			     &t->recs[0].next, sizeof(t->recs[0]),
+			     error_r) < 0)
+		return -1;
+	return verify_free_list(hdr->long_free_head, hdr->long_capacity,
+				lseen, &t->longs[0].next_free,
+				sizeof(t->longs[0]), error_r);
+}
+
+int shm_session_verify(struct shm_table *t, const char **error_r)
+{
+	uint8_t *seen = calloc(t->hdr->capacity, 1);
+	uint8_t *lseen = calloc(t->hdr->long_capacity, 1);
+	int ret = -1;
+
+	if (seen == NULL || lseen == NULL)
+		*error_r = "out of memory";
+	else if (table_lock(t, error_r) == 0) {
+		ret = verify_locked(t, seen, lseen, error_r);
+		table_unlock(t);
+	}
+	free(seen);
+	free(lseen);
+	return ret;
+}

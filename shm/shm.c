@@ -1,0 +1,90 @@
+/*
+ * shm.c - the one shared mapping: struct ipc_shm_header (with the
+ * per-worker counters), then, 64-byte aligned, the session table.
+ * The master creates it before forking, so every worker inherits it at
+ * the same address; contents are still addressed by index, not pointer.
+ * Failure policy: shm_create answers -1 and an error (start-up fails).
+ */
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "session.h"
+#include "shm.h"
+
+/* A cache line: the table's mutex and hot fields do not share one with
+ * the last worker's counters. */
+#define SHM_ALIGN 64u
+
+static size_t shm_table_offset(void)
+{
+	return (sizeof(struct ipc_shm_header) + SHM_ALIGN - 1) &
+		~(size_t)(SHM_ALIGN - 1);
+}
+
+static void shm_fill_header(struct ipc_shm_header *hdr, unsigned nslots,
+			    size_t size)
+{
+	/* The mapping is zero-filled: counters and pids start at 0. */
+	hdr->magic = IPC_SHM_MAGIC;
+	hdr->version = IPC_VERSION;
+	hdr->nslots = nslots;
+	hdr->size = size;
+	hdr->master_started = (int64_t)time(NULL);
+	atomic_store(&hdr->master_pid, (int32_t)getpid());
+}
+
+int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
+	       const char **error_r)
+{
+	size_t table_size = shm_session_size(capacity);
+	size_t size = shm_table_offset() + table_size;
+	void *base;
+
+	memset(r, 0, sizeof(*r));
+	if (nslots == 0 || nslots > IPC_MAX_SLOTS) {
+		*error_r = "worker slot count out of range";
+		return -1;
+	}
+	if (table_size == 0) {
+		*error_r = "session table capacity out of range";
+		return -1;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED) {
+		*error_r = "mmap() of the shared region failed";
+		return -1;
+	}
+	shm_fill_header(base, nslots, size);
+	if (shm_session_init((char *)base + shm_table_offset(), table_size,
+			     capacity, error_r) < 0 ||
+	    (r->sessions = shm_session_attach((char *)base + shm_table_offset(),
+					      error_r)) == NULL) {
+		munmap(base, size);
+		return -1;
+	}
+	r->base = base;
+	r->size = size;
+	r->hdr = base;
+	return 0;
+}
+
+void shm_destroy(struct shm_region *r)
+{
+	if (r->sessions != NULL)
+		shm_session_detach(&r->sessions);
+	if (r->base != NULL)
+		munmap(r->base, r->size);
+	memset(r, 0, sizeof(*r));
+}
+
+struct ipc_worker_stats *shm_worker_stats(struct shm_region *r,
+					  unsigned slot)
+{
+	if (r->hdr == NULL || slot >= r->hdr->nslots)
+		return NULL;
+	return &r->hdr->workers[slot];
+}

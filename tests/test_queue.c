@@ -1,0 +1,550 @@
+/*
+ * test_queue.c - worker queues: a million frames between processes with
+ * order kept (one and two senders), fragmentation, the outbox bound and
+ * malformed datagrams.  Every loop has a deadline; forked senders die
+ * with the test process and report through their exit code.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include "queue.h"
+#include "frame.h"
+#include "buf.h"
+#include "util.h"
+
+#define MILLION 1000000u
+#define FLUSH_EVERY 256u
+#define DEADLINE_MS 30000
+
+enum child_exit {
+	CHILD_OK = 0,
+	CHILD_SEND_FAILED = 10,
+	CHILD_FLUSH_FAILED,
+	CHILD_TIMEOUT,
+	CHILD_SETUP_FAILED,
+};
+
+/* Receiver bookkeeping: the next sequence number expected per source. */
+struct rx {
+	uint64_t next[IPC_MAX_SLOTS];
+	uint64_t count;
+	unsigned bad;               /* frames out of order or malformed */
+	uint32_t last_conn;
+	size_t last_len;
+	unsigned char *copy;        /* payload of conn keep_conn (any if 0) */
+	size_t copy_size;
+	uint32_t keep_conn;
+	uint32_t conns[16];         /* conn_id of each frame, in order */
+};
+
+static void rx_seq_cb(const struct ipc_frame_header *hdr, const void *payload,
+		      size_t len, void *ctx)
+{
+	struct rx *rx = ctx;
+	uint64_t seq;
+
+	if (hdr->type != IPC_FRAME_TEST || len < sizeof(seq) ||
+	    hdr->conn_id != hdr->src_slot || hdr->flags != 0) {
+		rx->bad++;
+		return;
+	}
+	memcpy(&seq, payload, sizeof(seq));
+	if (seq != rx->next[hdr->src_slot] || hdr->gen != (uint32_t)seq)
+		rx->bad++;
+	rx->next[hdr->src_slot] = seq + 1;
+	rx->count++;
+}
+
+static void rx_copy_cb(const struct ipc_frame_header *hdr, const void *payload,
+		       size_t len, void *ctx)
+{
+	struct rx *rx = ctx;
+
+	if (rx->count < ARRAY_SIZE(rx->conns))
+		rx->conns[rx->count] = hdr->conn_id;
+	rx->count++;
+	if (rx->keep_conn != 0 && hdr->conn_id != rx->keep_conn)
+		return;
+	rx->last_conn = hdr->conn_id;
+	rx->last_len = len;
+	if (hdr->flags != 0 || len > rx->copy_size)
+		rx->bad++;
+	else if (len > 0)
+		memcpy(rx->copy, payload, len);
+}
+
+static void wait_fd(int fd, short events, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = events };
+
+	(void)poll(&pfd, 1, ms);
+}
+
+/* Wait until some destination with frames waiting can take more. */
+static void wait_writable(struct queue *q)
+{
+	struct pollfd pfd[IPC_MAX_SLOTS];
+	int fds[IPC_MAX_SLOTS];
+	int n = queue_pending_fds(q, fds, IPC_MAX_SLOTS);
+
+	for (int i = 0; i < n; i++)
+		pfd[i] = (struct pollfd){ .fd = fds[i], .events = POLLOUT };
+	(void)poll(pfd, (nfds_t)n, 100);
+}
+
+static int send_seq(struct queue *q, unsigned slot, unsigned dst,
+		    uint64_t seq, int64_t deadline)
+{
+	const char *error;
+	unsigned char payload[16];
+
+	memset(payload, (int)(seq & 0xff), sizeof(payload));
+	memcpy(payload, &seq, sizeof(seq));
+	while (queue_send(q, dst, IPC_FRAME_TEST, slot, (uint32_t)seq,
+			  payload, sizeof(payload), &error) < 0) {
+		if (strcmp(error, "outbox full") != 0)
+			return CHILD_SEND_FAILED;
+		if (queue_flush(q) < 0)
+			return CHILD_FLUSH_FAILED;
+		if (time_now_ms() > deadline)
+			return CHILD_TIMEOUT;
+		wait_writable(q);
+	}
+	return CHILD_OK;
+}
+
+static int drain_outbox(struct queue *q, int64_t deadline)
+{
+	int r;
+
+	while ((r = queue_flush(q)) == 0) {
+		if (time_now_ms() > deadline)
+			return CHILD_TIMEOUT;
+		wait_writable(q);
+	}
+	return r < 0 ? CHILD_FLUSH_FAILED : CHILD_OK;
+}
+
+static int sender_run(struct queue_set *qs, unsigned slot, unsigned dst,
+		      uint64_t count)
+{
+	int64_t deadline = time_now_ms() + DEADLINE_MS;
+	struct queue *q = queue_new(qs, slot, 4096);
+	int ret = CHILD_OK;
+
+	if (q == NULL)
+		return CHILD_SETUP_FAILED;
+	for (uint64_t seq = 0; seq < count && ret == CHILD_OK; seq++) {
+		ret = send_seq(q, slot, dst, seq, deadline);
+		if (ret == CHILD_OK && (seq + 1) % FLUSH_EVERY == 0 &&
+		    queue_flush(q) < 0)
+			ret = CHILD_FLUSH_FAILED;
+	}
+	if (ret == CHILD_OK)
+		ret = drain_outbox(q, deadline);
+	queue_free(&q);
+	return ret;
+}
+
+static pid_t spawn_sender(struct queue_set *qs, unsigned slot, unsigned dst,
+			  uint64_t count)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		/* never outlive a test that failed an assertion */
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		queue_set_child(qs, slot);
+		_exit(sender_run(qs, slot, dst, count));
+	}
+	return pid;
+}
+
+/* Receive on fd (q's recv end) until rx has seen want frames. */
+static void receive_until(struct queue *q, int fd, queue_frame_cb *cb,
+			  struct rx *rx, uint64_t want)
+{
+	int64_t deadline = time_now_ms() + DEADLINE_MS;
+	int n;
+
+	while (rx->count < want) {
+		cr_assert_lt(time_now_ms(), deadline, "received only %llu of %llu",
+			     (unsigned long long)rx->count,
+			     (unsigned long long)want);
+		n = queue_receive(q, cb, rx, 0);
+		cr_assert_geq(n, 0, "queue_receive: %s", strerror(errno));
+		if (n == 0)
+			wait_fd(fd, POLLIN, 100);
+	}
+}
+
+static void reap_sender(pid_t pid)
+{
+	int status;
+
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "sender died by signal %d",
+		  WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	cr_assert_eq(WEXITSTATUS(status), CHILD_OK, "sender exit code %d",
+		     WEXITSTATUS(status));
+}
+
+static struct queue_set qs;
+static struct queue *q0, *q1;
+
+static void setup(void)
+{
+	const char *error = NULL;
+
+	cr_assert_eq(queue_set_create(&qs, 3, &error), 0, "%s: %s", error,
+		     strerror(errno));
+	q0 = queue_new(&qs, 0, 1000);
+	q1 = queue_new(&qs, 1, 1000);
+	cr_assert_not_null(q0);
+	cr_assert_not_null(q1);
+}
+
+static void teardown(void)
+{
+	queue_free(&q0);
+	queue_free(&q1);
+	cr_assert_null(q0);
+	queue_set_close(&qs);
+}
+
+TestSuite(queue, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(queue, million_frames_one_sender_in_order)
+{
+	struct rx rx = { .count = 0 };
+	pid_t pid = spawn_sender(&qs, 1, 0, MILLION);
+	int64_t start = time_now_ms();
+
+	queue_set_child(&qs, 0);
+	receive_until(q0, qs.fds[0].recv, rx_seq_cb, &rx, MILLION);
+	reap_sender(pid);
+	cr_log_info("1M frames, one sender: %lld ms",
+		    (long long)(time_now_ms() - start));
+	cr_assert_eq(rx.bad, 0, "%u frames out of order or malformed", rx.bad);
+	cr_assert_eq(rx.next[1], MILLION);
+	cr_assert_eq(queue_receive(q0, rx_seq_cb, &rx, 0), 0, "extra frames");
+}
+
+Test(queue, million_frames_two_senders_order_per_sender)
+{
+	struct rx rx = { .count = 0 };
+	pid_t a = spawn_sender(&qs, 1, 0, MILLION);
+	pid_t b = spawn_sender(&qs, 2, 0, MILLION);
+	int64_t start = time_now_ms();
+
+	queue_set_child(&qs, 0);
+	receive_until(q0, qs.fds[0].recv, rx_seq_cb, &rx, 2 * MILLION);
+	reap_sender(a);
+	reap_sender(b);
+	cr_log_info("2x1M frames, two senders: %lld ms",
+		    (long long)(time_now_ms() - start));
+	cr_assert_eq(rx.bad, 0, "%u frames out of order or malformed", rx.bad);
+	cr_assert_eq(rx.next[1], MILLION);
+	cr_assert_eq(rx.next[2], MILLION);
+}
+
+static void fill_pattern(unsigned char *p, size_t n, uint32_t seed)
+{
+	for (size_t i = 0; i < n; i++) {
+		seed = seed * 1103515245u + 12345u;
+		p[i] = (unsigned char)(seed >> 16);
+	}
+}
+
+/* Flush q0 and receive on q1 in turns, so no socket size is assumed. */
+static void pump(struct rx *rx, uint64_t want)
+{
+	int64_t deadline = time_now_ms() + DEADLINE_MS;
+
+	while (rx->count < want) {
+		cr_assert_lt(time_now_ms(), deadline, "got %llu of %llu",
+			     (unsigned long long)rx->count,
+			     (unsigned long long)want);
+		cr_assert_geq(queue_flush(q0), 0);
+		cr_assert_geq(queue_receive(q1, rx_copy_cb, rx, 0), 0);
+	}
+}
+
+static void send_blob(const unsigned char *p, size_t n, uint32_t conn)
+{
+	const char *error = NULL;
+
+	cr_assert_eq(queue_send(q0, 1, IPC_FRAME_STANZA, conn, 7, p, n,
+				&error), 0, "queue_send: %s", error);
+}
+
+Test(queue, fragmented_300k_payload_reassembled)
+{
+	size_t size = 300 * 1024;
+	unsigned char *blob = malloc(size), *got = malloc(IPC_FRAME_MAX);
+	struct rx rx = { .copy = got, .copy_size = IPC_FRAME_MAX,
+			 .keep_conn = 2 };
+
+	cr_assert(blob != NULL && got != NULL);
+	fill_pattern(blob, size, 1);
+	send_blob((const unsigned char *)"before", 6, 1);
+	send_blob(blob, size, 2);
+	cr_assert_eq(queue_backlog(q0, 1), 2 + size / IPC_FRAG_MAX,
+		     "one frame per chunk");
+	send_blob((const unsigned char *)"after", 5, 3);
+	pump(&rx, 3);
+	cr_assert_eq(rx.conns[0], 1);
+	cr_assert_eq(rx.conns[1], 2);
+	cr_assert_eq(rx.conns[2], 3);
+	cr_assert_eq(rx.last_len, size);
+	cr_assert_eq(memcmp(got, blob, size), 0, "payload differs");
+	cr_assert_eq(rx.bad, 0);
+	free(blob);
+	free(got);
+}
+
+Test(queue, largest_frame_and_one_byte_more)
+{
+	unsigned char *blob = malloc(IPC_FRAME_MAX + 1);
+	unsigned char *got = malloc(IPC_FRAME_MAX);
+	struct rx rx = { .copy = got, .copy_size = IPC_FRAME_MAX };
+	struct queue *big = queue_new(&qs, 0, 0);   /* default bound */
+	const char *error = NULL;
+
+	cr_assert(blob != NULL && got != NULL && big != NULL);
+	queue_free(&q0);
+	q0 = big;
+	fill_pattern(blob, IPC_FRAME_MAX + 1, 9);
+	cr_assert_eq(queue_send(q0, 1, IPC_FRAME_TEST, 1, 1, blob,
+				IPC_FRAME_MAX + 1, &error), -1);
+	cr_assert_str_eq(error, "frame too large");
+	cr_assert_eq(queue_backlog(q0, 1), 0);
+	send_blob(blob, IPC_FRAME_MAX, 4);
+	pump(&rx, 1);
+	cr_assert_eq(rx.last_len, IPC_FRAME_MAX);
+	cr_assert_eq(memcmp(got, blob, IPC_FRAME_MAX), 0);
+	free(blob);
+	free(got);
+}
+
+Test(queue, bad_arguments_rejected)
+{
+	const char *error = NULL;
+	struct queue_set bad;
+
+	cr_assert_eq(queue_send(q0, 3, IPC_FRAME_TEST, 0, 0, "x", 1, &error), -1);
+	cr_assert_str_eq(error, "bad destination slot");
+	cr_assert_eq(queue_send(q0, 1, 0, 0, 0, "x", 1, &error), -1);
+	cr_assert_str_eq(error, "bad frame type");
+	cr_assert_eq(queue_send(q0, 1, IPC_FRAME_TYPE_MAX, 0, 0, "x", 1,
+				&error), -1);
+	cr_assert_eq(queue_backlog(q0, 1), 0);
+	cr_assert_null(queue_new(&qs, 3, 10));
+	cr_assert_eq(queue_set_create(&bad, 0, &error), -1);
+	cr_assert_eq(queue_set_create(&bad, IPC_MAX_SLOTS + 1, &error), -1);
+}
+
+/* q0 sends to slot 1 while nobody reads slot 1. */
+static uint64_t fill_until_refused(void)
+{
+	unsigned char payload[1000] = { 0 };
+	const char *error = NULL;
+	uint64_t seq;
+
+	for (seq = 0; seq < 10 * MILLION; seq++) {
+		memcpy(payload, &seq, sizeof(seq));
+		if (queue_send(q0, 1, IPC_FRAME_TEST, 0, (uint32_t)seq, payload,
+			       sizeof(payload), &error) < 0)
+			break;
+		cr_assert_geq(queue_flush(q0), 0);
+	}
+	cr_assert_lt(seq, 10 * MILLION, "outbox never filled");
+	cr_assert_str_eq(error, "outbox full");
+	return seq;
+}
+
+static void rx_outbox_cb(const struct ipc_frame_header *hdr,
+			 const void *payload, size_t len, void *ctx)
+{
+	struct rx *rx = ctx;
+	uint64_t seq;
+
+	memcpy(&seq, payload, sizeof(seq));
+	if (len != 1000 || seq != rx->count || hdr->gen != (uint32_t)seq)
+		rx->bad++;
+	rx->count++;
+}
+
+Test(queue, outbox_bound_then_drain)
+{
+	struct rx rx = { .count = 0 };
+	uint64_t sent = fill_until_refused();
+	int64_t deadline = time_now_ms() + DEADLINE_MS;
+	int fds[4];
+
+	cr_assert_eq(queue_backlog(q0, 1), 1000);
+	cr_assert_eq(queue_flush(q0), 0, "peer should still be full");
+	cr_assert_eq(queue_pending_fds(q0, fds, 4), 1);
+	cr_assert_eq(fds[0], qs.fds[1].send);
+	cr_assert_eq(queue_pending_fds(q0, fds, 0), 0);
+	while (rx.count < sent) {
+		cr_assert_lt(time_now_ms(), deadline);
+		cr_assert_geq(queue_receive(q1, rx_outbox_cb, &rx, 0), 0);
+		cr_assert_geq(queue_flush(q0), 0);
+	}
+	cr_assert_eq(rx.count, sent);
+	cr_assert_eq(rx.bad, 0, "%u frames lost or reordered", rx.bad);
+	cr_assert_eq(queue_flush(q0), 1);
+	cr_assert_eq(queue_backlog(q0, 1), 0);
+	cr_assert_eq(queue_pending_fds(q0, fds, 4), 0);
+}
+
+/* Build one frame by hand, flags and all, for raw injection. */
+static void raw_frame(struct buf *b, uint8_t type, uint16_t src, uint32_t conn,
+		      uint8_t flags, const void *p, size_t n)
+{
+	struct ipc_frame_header hdr = {
+		.magic = IPC_FRAME_MAGIC, .version = IPC_VERSION, .type = type,
+		.flags = flags, .len = (uint32_t)n, .src_slot = src,
+		.conn_id = conn, .gen = 7,
+	};
+
+	cr_assert_eq(buf_append(b, &hdr, sizeof(hdr)), 0);
+	cr_assert_eq(buf_append(b, p, n), 0);
+}
+
+static void raw_send(struct buf *b)
+{
+	cr_assert_eq(send(qs.fds[1].send, buf_head(b), buf_used(b), 0),
+		     (ssize_t)buf_used(b), "send: %s", strerror(errno));
+	buf_consume(b, buf_used(b));
+}
+
+Test(queue, malformed_datagrams_dropped_good_frames_arrive)
+{
+	unsigned char got[64];
+	struct rx rx = { .copy = got, .copy_size = sizeof(got) };
+	struct buf b;
+	struct ipc_frame_header hdr;
+
+	buf_init(&b, 0);
+	cr_assert_eq(send(qs.fds[1].send, "junk", 4, 0), 4);
+	cr_assert_eq(send(qs.fds[1].send, "", 0, 0), 0);
+	raw_frame(&b, IPC_FRAME_TEST, 0, 1, 0, "good", 4);    /* delivered */
+	raw_frame(&b, IPC_FRAME_TEST, 0, 99, 0, "", 0);
+	memcpy(&hdr, buf_head(&b) + buf_used(&b) - sizeof(hdr), sizeof(hdr));
+	hdr.magic = 0;                   /* breaks the second frame */
+	memcpy(b.data + b.len - sizeof(hdr), &hdr, sizeof(hdr));
+	/* well-formed, but after a bad frame nothing in the datagram is
+	 * trusted: a reader that skipped the bad header would take it */
+	raw_frame(&b, IPC_FRAME_TEST, 0, 98, 0, "also", 4);
+	raw_send(&b);
+	raw_frame(&b, IPC_FRAME_TEST, 5, 97, 0, "slot", 4);   /* no slot 5 */
+	raw_send(&b);
+	raw_frame(&b, IPC_FRAME_TEST, 0, 96, 0, "cut", 3);
+	b.len--;                                              /* truncated */
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last_conn, 1);
+	cr_assert_eq(memcmp(got, "good", 4), 0);
+
+	send_blob((const unsigned char *)"fine", 4, 2);
+	send_blob((const unsigned char *)"too", 3, 3);
+	pump(&rx, 3);
+	cr_assert_eq(rx.last_conn, 3);
+	cr_assert_eq(rx.bad, 0);
+	buf_free(&b);
+}
+
+Test(queue, reassembly_mismatch_and_overflow_dropped)
+{
+	static unsigned char chunk[IPC_FRAG_MAX];
+	unsigned char got[64];
+	struct rx rx = { .copy = got, .copy_size = sizeof(got) };
+	struct buf b;
+	unsigned i;
+
+	buf_init(&b, 0);
+	/* a head from slot 2, then an unrelated frame from slot 2 */
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 1, IPC_FRAME_F_MORE, "head", 4);
+	raw_send(&b);
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 2, 0, "other", 5);
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last_conn, 2);
+	cr_assert_eq(rx.last_len, 5, "the stale head was glued on");
+
+	/* more chunks than IPC_FRAME_MAX: the whole frame is dropped, even
+	 * its tail chunks, and the next frame from slot 2 is whole */
+	for (i = 0; i * IPC_FRAG_MAX <= IPC_FRAME_MAX; i++) {
+		raw_frame(&b, IPC_FRAME_STANZA, 2, 3, IPC_FRAME_F_MORE, chunk,
+			  sizeof(chunk));
+		raw_send(&b);
+		cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 0);
+	}
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 3, IPC_FRAME_F_MORE, "x", 1);
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 3, 0, "end", 3);
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 4, 0, "next", 4);
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last_conn, 4);
+	cr_assert_eq(rx.last_len, 4);
+
+	/* a bad datagram between two chunks may have been the middle one:
+	 * the chunks around it must not be spliced into one frame */
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 5, IPC_FRAME_F_MORE, "one", 3);
+	raw_send(&b);
+	cr_assert_eq(send(qs.fds[1].send, "junk", 4, 0), 4);
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 5, 0, "three", 5);
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 6, 0, "after", 5);
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last_conn, 6);
+	cr_assert_eq(rx.bad, 0);
+	buf_free(&b);
+}
+
+Test(queue, forget_source_drops_partial)
+{
+	unsigned char got[64];
+	struct rx rx = { .copy = got, .copy_size = sizeof(got) };
+	struct buf b;
+
+	buf_init(&b, 0);
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 1, IPC_FRAME_F_MORE, "dead", 4);
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 0);
+	queue_forget_source(q1, 2);
+	/* the respawned slot 2 sends a frame with the same ids */
+	raw_frame(&b, IPC_FRAME_STANZA, 2, 1, 0, "new", 3);
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last_len, 3);
+	cr_assert_eq(memcmp(got, "new", 3), 0);
+	buf_free(&b);
+}
+
+Test(queue, receive_stops_at_max_dgrams)
+{
+	struct rx rx = { .count = 0 };
+	struct buf b;
+
+	buf_init(&b, 0);
+	for (unsigned i = 0; i < 3; i++) {
+		raw_frame(&b, IPC_FRAME_TEST, 0, 0, 0, "12345678", 8);
+		raw_frame(&b, IPC_FRAME_TEST, 0, 0, 0, "12345678", 8);
+		raw_send(&b);
+	}
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 1), 2);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 4);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 0);
+	buf_free(&b);
+}

@@ -1,0 +1,1058 @@
+/*
+ * test_session.c - unit tests for shm/shm.c and shm/session.c: the API
+ * contract, RFC 7622 length limits, full table and long-JID pool, several
+ * processes at once, and recovery after a lock holder is SIGKILLed.
+ * Layout is read through ipc.h to check what the API cannot show.
+ * Forked children always _exit() and carry an alarm(), so nothing hangs.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "session.h"
+#include "shm.h"
+#include "util.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+struct table_map {
+	void *mem;
+	size_t size;
+	struct shm_table *t;
+	struct ipc_session_table *hdr;
+};
+
+static void table_open(struct table_map *m, uint32_t capacity)
+{
+	const char *error = NULL;
+
+	m->size = shm_session_size(capacity);
+	cr_assert(m->size > 0);
+	m->mem = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(m->mem != MAP_FAILED);
+	cr_assert_eq(shm_session_init(m->mem, m->size, capacity, &error), 0,
+		     "init: %s", error);
+	m->t = shm_session_attach(m->mem, &error);
+	cr_assert_not_null(m->t, "attach: %s", error);
+	m->hdr = m->mem;
+}
+
+static void table_close(struct table_map *m)
+{
+	shm_session_detach(&m->t);
+	cr_assert_null(m->t);
+	munmap(m->mem, m->size);
+}
+
+static int32_t *layout_buckets(struct table_map *m)
+{
+	return (int32_t *)(m->hdr + 1);
+}
+
+static struct ipc_session *layout_records(struct table_map *m)
+{
+	return (struct ipc_session *)(layout_buckets(m) + m->hdr->nbuckets);
+}
+
+/* The record holding full_jid, found by scanning, or NULL. */
+static struct ipc_session *layout_find(struct table_map *m, const char *jid)
+{
+	struct ipc_session *recs = layout_records(m);
+	struct ipc_session_long *longs =
+		(struct ipc_session_long *)(recs + m->hdr->capacity);
+
+	for (uint32_t i = 0; i < m->hdr->capacity; i++) {
+		struct ipc_session *r = &recs[i];
+		const char *s = r->jid_long < 0 ? r->jid : longs[r->jid_long].jid;
+
+		if (atomic_load(&r->state) == IPC_SESSION_USED &&
+		    strcmp(s, jid) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+static void info_set(struct session_info *info, const char *jid,
+		     uint16_t slot, uint32_t conn_id, uint32_t gen)
+{
+	memset(info, 0, sizeof(*info));
+	snprintf(info->jid, sizeof(info->jid), "%s", jid);
+	info->slot = slot;
+	info->conn_id = conn_id;
+	info->gen = gen;
+	info->priority = 0;
+	info->available = 1;
+	info->since = 1700000000;
+}
+
+static int put(struct table_map *m, const char *jid, uint16_t slot,
+	       uint32_t conn_id, uint32_t gen)
+{
+	struct session_info info;
+	const char *error = NULL;
+	int ret;
+
+	info_set(&info, jid, slot, conn_id, gen);
+	ret = shm_session_put(m->t, &info, NULL, &error);
+	if (ret < 0)
+		cr_assert_not_null(error);
+	return ret;
+}
+
+static void assert_verifies(struct table_map *m)
+{
+	const char *error = NULL;
+
+	cr_assert_eq(shm_session_verify(m->t, &error), 0, "verify: %s", error);
+}
+
+static uint32_t used_of(struct table_map *m, uint32_t *recoveries_r)
+{
+	uint32_t used, capacity, recoveries;
+
+	shm_session_usage(m->t, &used, &capacity, &recoveries);
+	if (recoveries_r != NULL)
+		*recoveries_r = recoveries;
+	return used;
+}
+
+/* A JID with a resource padded to exactly len bytes. */
+static void jid_of_len(char *buf, size_t len, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+
+	cr_assert(len > plen);
+	memcpy(buf, prefix, plen);
+	memset(buf + plen, 'r', len - plen);
+	buf[len] = '\0';
+}
+
+/* Wait for child to exit, at most timeout_ms; kill it when late. */
+static int child_wait(pid_t pid, int timeout_ms)
+{
+	int status;
+
+	for (int waited = 0; waited < timeout_ms; waited += 10) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return status;
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	cr_assert_fail("child %d did not exit in %d ms", (int)pid, timeout_ms);
+	return -1;
+}
+
+static int read_timeout(int fd, void *buf, size_t len, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+	if (poll(&pfd, 1, timeout_ms) != 1)
+		return -1;
+	return (int)read(fd, buf, len);
+}
+
+/* ---- shm.c -------------------------------------------------------------- */
+
+Test(shm, create_fills_header_and_maps_shared, .timeout = 20)
+{
+	struct shm_region r;
+	const char *error = NULL;
+	struct ipc_worker_stats *ws;
+	pid_t pid;
+
+	cr_assert_eq(shm_create(&r, 4, 100, &error), 0, "%s", error);
+	cr_assert_eq(r.hdr->magic, IPC_SHM_MAGIC);
+	cr_assert_eq(r.hdr->version, IPC_VERSION);
+	cr_assert_eq(r.hdr->nslots, 4);
+	cr_assert_eq(r.hdr->size, r.size);
+	cr_assert(r.size >= sizeof(struct ipc_shm_header) +
+		  shm_session_size(100));
+	cr_assert(r.hdr->master_started > 0);
+	cr_assert_eq((void *)r.hdr, r.base);
+	for (unsigned i = 0; i < 4; i++)
+		cr_assert_eq(shm_worker_stats(&r, i), &r.hdr->workers[i]);
+	cr_assert_null(shm_worker_stats(&r, 4));
+	cr_assert_null(shm_worker_stats(&r, IPC_MAX_SLOTS));
+
+	/* A child's counter and session are seen by the parent. */
+	ws = shm_worker_stats(&r, 2);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct session_info info;
+
+		alarm(10);
+		atomic_store(&ws->stanzas_in, 42);
+		info_set(&info, "child@example.org/r", 2, 7, 1);
+		_exit(shm_session_put(r.sessions, &info, NULL, &error) == 0 ?
+		      0 : 1);
+	}
+	cr_assert_eq(child_wait(pid, 10000), 0);
+	cr_assert_eq(atomic_load(&ws->stanzas_in), 42);
+	{
+		struct session_info got;
+
+		cr_assert_eq(shm_session_get(r.sessions, "child@example.org/r",
+					     &got), 1);
+		cr_assert_eq(got.slot, 2);
+		cr_assert_eq(got.conn_id, 7);
+	}
+	shm_destroy(&r);
+	cr_assert_null(r.base);
+	cr_assert_null(r.sessions);
+}
+
+Test(shm, create_refuses_bad_arguments)
+{
+	struct shm_region r;
+	const char *error = NULL;
+
+	cr_assert_eq(shm_create(&r, 0, 100, &error), -1);
+	cr_assert_not_null(error);
+	error = NULL;
+	cr_assert_eq(shm_create(&r, IPC_MAX_SLOTS + 1, 100, &error), -1);
+	cr_assert_not_null(error);
+	error = NULL;
+	cr_assert_eq(shm_create(&r, 4, 0, &error), -1);
+	cr_assert_not_null(error);
+}
+
+/* ---- init / attach ------------------------------------------------------ */
+
+Test(session, init_and_attach_refuse_bad_input)
+{
+	const char *error = NULL;
+	size_t size = shm_session_size(10);
+	void *mem = calloc(1, size);
+
+	cr_assert_not_null(mem);
+	cr_assert_eq(shm_session_size(0), 0);
+	cr_assert_null(shm_session_attach(mem, &error), "zeroed area attached");
+	cr_assert_not_null(error);
+	error = NULL;
+	cr_assert_eq(shm_session_init(mem, size, 0, &error), -1);
+	cr_assert_not_null(error);
+	error = NULL;
+	cr_assert_eq(shm_session_init(mem, size - 1, 10, &error), -1);
+	cr_assert_not_null(error);
+	cr_assert_eq(shm_session_init(mem, size, 10, &error), 0);
+	((struct ipc_session_table *)mem)->version = IPC_VERSION + 1;
+	cr_assert_null(shm_session_attach(mem, &error));
+	free(mem);
+}
+
+/* ---- basic API ---------------------------------------------------------- */
+
+Test(session, put_get_del)
+{
+	struct table_map m;
+	struct session_info info, got;
+	const char *error = NULL;
+
+	table_open(&m, 16);
+	info_set(&info, "alice@example.org/phone", 3, 17, 9);
+	info.priority = -5;
+	info.available = 0;
+	info.since = 1234;
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), 0);
+	cr_assert_eq(shm_session_get(m.t, "alice@example.org/phone", &got), 1);
+	cr_assert_str_eq(got.jid, "alice@example.org/phone");
+	cr_assert_eq(got.slot, 3);
+	cr_assert_eq(got.conn_id, 17);
+	cr_assert_eq(got.gen, 9);
+	cr_assert_eq(got.priority, -5);
+	cr_assert_eq(got.available, 0);
+	cr_assert_eq(got.since, 1234);
+	cr_assert_eq(shm_session_get(m.t, "alice@example.org/phon", &got), 0);
+	cr_assert_eq(shm_session_get(m.t, "alice@example.org/phone2", &got), 0);
+	cr_assert_eq(shm_session_get(m.t, "alice@example.org", &got), 0);
+	cr_assert_eq(used_of(&m, NULL), 1);
+	assert_verifies(&m);
+	cr_assert_eq(shm_session_del(m.t, "alice@example.org/phone", 3, 17, 9), 1);
+	cr_assert_eq(shm_session_get(m.t, "alice@example.org/phone", &got), 0);
+	cr_assert_eq(shm_session_del(m.t, "alice@example.org/phone", 3, 17, 9), 0);
+	cr_assert_eq(used_of(&m, NULL), 0);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, replace_returns_old_owner)
+{
+	struct table_map m;
+	struct session_info info, old, got;
+	const char *error = NULL;
+
+	table_open(&m, 16);
+	info_set(&info, "bob@example.org/desk", 1, 100, 1);
+	info.priority = 7;
+	cr_assert_eq(shm_session_put(m.t, &info, &old, &error), 0);
+	info_set(&info, "bob@example.org/desk", 2, 200, 5);
+	memset(&old, 0, sizeof(old));
+	cr_assert_eq(shm_session_put(m.t, &info, &old, &error), 1);
+	cr_assert_str_eq(old.jid, "bob@example.org/desk");
+	cr_assert_eq(old.slot, 1);
+	cr_assert_eq(old.conn_id, 100);
+	cr_assert_eq(old.gen, 1);
+	cr_assert_eq(old.priority, 7);
+	cr_assert_eq(shm_session_get(m.t, "bob@example.org/desk", &got), 1);
+	cr_assert_eq(got.slot, 2);
+	cr_assert_eq(got.conn_id, 200);
+	cr_assert_eq(got.gen, 5);
+	cr_assert_eq(used_of(&m, NULL), 1);
+	/* The old owner can no longer remove the new session. */
+	cr_assert_eq(shm_session_del(m.t, "bob@example.org/desk", 1, 100, 1), 0);
+	/* old_r may be NULL. */
+	info_set(&info, "bob@example.org/desk", 3, 300, 1);
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), 1);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, del_only_by_owner)
+{
+	struct table_map m;
+	struct session_info got;
+	const char *jid = "carol@example.org/home";
+
+	table_open(&m, 16);
+	cr_assert_eq(put(&m, jid, 4, 40, 2), 0);
+	cr_assert_eq(shm_session_del(m.t, jid, 5, 40, 2), 0, "wrong slot");
+	cr_assert_eq(shm_session_del(m.t, jid, 4, 41, 2), 0, "wrong conn");
+	cr_assert_eq(shm_session_del(m.t, jid, 4, 40, 3), 0, "wrong gen");
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(shm_session_del(m.t, "", 4, 40, 2), -1);
+	cr_assert_eq(shm_session_del(m.t, jid, 4, 40, 2), 1);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 0);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, set_presence_by_owner_only)
+{
+	struct table_map m;
+	struct session_info got;
+	const char *jid = "dave@example.org/laptop";
+
+	table_open(&m, 16);
+	cr_assert_eq(put(&m, jid, 1, 10, 1), 0);
+	cr_assert_eq(shm_session_set_presence(m.t, jid, 1, 10, 1, 5, 1), 1);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.priority, 5);
+	cr_assert_eq(got.available, 1);
+	cr_assert_eq(shm_session_set_presence(m.t, jid, 1, 10, 2, -1, 0), 0);
+	cr_assert_eq(shm_session_set_presence(m.t, jid, 2, 10, 1, -1, 0), 0);
+	cr_assert_eq(shm_session_set_presence(m.t, "x@y/z", 1, 10, 1, 1, 0), 0);
+	cr_assert_eq(shm_session_set_presence(m.t, "", 1, 10, 1, 1, 0), -1);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.priority, 5, "a non-owner changed the priority");
+	cr_assert_eq(shm_session_set_presence(m.t, jid, 1, 10, 1, -128, 0), 1);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.priority, -128);
+	cr_assert_eq(got.available, 0);
+	table_close(&m);
+}
+
+static bool info_has_jid(const struct session_info *out, int n,
+			 const char *jid)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(out[i].jid, jid) == 0)
+			return true;
+	return false;
+}
+
+/* Insert bare JIDs "alice@example.orgN/x" until `want` of them share the
+ * bucket of "alice@example.org"; keep those (plus a "/y"), drop the rest.
+ * Their bare parts start with alice's, so a prefix match would mix them. */
+static int add_bucket_neighbours(struct table_map *m, char names[][64],
+				 int want)
+{
+	uint32_t mask = m->hdr->nbuckets - 1;
+	uint32_t target = layout_find(m, "alice@example.org/r1")->hash & mask;
+	int found = 0;
+
+	for (int n = 0; n < 100000 && found < want; n++) {
+		char jid[160];
+		struct ipc_session *r;
+
+		snprintf(names[found], 64, "alice@example.org%d", n);
+		snprintf(jid, sizeof(jid), "%s/x", names[found]);
+		cr_assert_eq(put(m, jid, 0, 1, 1), 0);
+		r = layout_find(m, jid);
+		cr_assert_not_null(r);
+		if ((r->hash & mask) != target) {
+			cr_assert_eq(shm_session_del(m->t, jid, 0, 1, 1), 1);
+			continue;
+		}
+		snprintf(jid, sizeof(jid), "%s/y", names[found]);
+		cr_assert_eq(put(m, jid, 0, 1, 1), 0);
+		found++;
+	}
+	return found;
+}
+
+Test(session, list_resources_of_a_bare_jid)
+{
+	struct table_map m;
+	struct session_info out[8];
+	char names[2][64];
+	int n;
+
+	table_open(&m, 64);
+	cr_assert_eq(put(&m, "alice@example.org/r1", 1, 1, 1), 0);
+	cr_assert_eq(put(&m, "alice@example.org/r2", 2, 2, 1), 0);
+	cr_assert_eq(put(&m, "alice@example.org/r3/with/slash", 3, 3, 1), 0);
+	cr_assert_eq(put(&m, "alice@example.orgX/r1", 1, 4, 1), 0);
+	cr_assert_eq(put(&m, "alice@example.or/r1", 1, 5, 1), 0);
+	cr_assert_eq(add_bucket_neighbours(&m, names, 2), 2,
+		     "no bare JIDs sharing a bucket found");
+
+	n = shm_session_list(m.t, "alice@example.org", out, 8);
+	cr_assert_eq(n, 3);
+	cr_assert(info_has_jid(out, n, "alice@example.org/r1"));
+	cr_assert(info_has_jid(out, n, "alice@example.org/r2"));
+	cr_assert(info_has_jid(out, n, "alice@example.org/r3/with/slash"));
+	for (int k = 0; k < 2; k++) {
+		char jid[160];
+
+		n = shm_session_list(m.t, names[k], out, 8);
+		cr_assert_eq(n, 2, "%s: %d", names[k], n);
+		snprintf(jid, sizeof(jid), "%s/x", names[k]);
+		cr_assert(info_has_jid(out, n, jid));
+	}
+	/* More found than room: the count is still the total. */
+	memset(out, 0x5a, sizeof(out));
+	cr_assert_eq(shm_session_list(m.t, "alice@example.org", out, 1), 3);
+	cr_assert_eq((uint8_t)out[1].jid[0], 0x5a, "wrote past max");
+	cr_assert_eq(shm_session_list(m.t, "alice@example.org", NULL, 0), 3);
+	cr_assert_eq(shm_session_list(m.t, "nobody@example.org", out, 8), 0);
+	cr_assert_eq(shm_session_list(m.t, "alice@example.org/r1", out, 8), -1);
+	cr_assert_eq(shm_session_list(m.t, "", out, 8), -1);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+/* ---- limits ------------------------------------------------------------- */
+
+Test(session, rfc7622_length_limits)
+{
+	struct table_map m;
+	static struct session_info info, got;
+	static char bare[2048], full[3080];
+	const char *error = NULL;
+
+	table_open(&m, 64);
+	memset(bare, 'l', 1023);
+	bare[1023] = '@';
+	memset(bare + 1024, 'd', 1023);
+	bare[2047] = '\0';
+	snprintf(full, sizeof(full), "%s/", bare);
+	memset(full + 2048, 'r', 1023);
+	full[3071] = '\0';
+	cr_assert_eq(strlen(full), IPC_JID_MAX);
+
+	cr_assert_eq(put(&m, full, 1, 1, 1), 0);
+	cr_assert_eq(shm_session_get(m.t, full, &got), 1);
+	cr_assert_str_eq(got.jid, full);
+	cr_assert_eq(shm_session_list(m.t, bare, &got, 1), 1);
+	cr_assert_str_eq(got.jid, full);
+	cr_assert_eq(shm_session_set_presence(m.t, full, 1, 1, 1, 3, 1), 1);
+
+	/* 3072 bytes with no NUL in the whole jid[] buffer. */
+	memset(info.jid, 'a', sizeof(info.jid));
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), -1);
+	cr_assert_not_null(error);
+	full[3071] = 'r';
+	full[3072] = '\0';
+	cr_assert_eq(shm_session_get(m.t, full, &got), -1);
+	cr_assert_eq(shm_session_del(m.t, full, 1, 1, 1), -1);
+	full[3071] = '\0';
+	cr_assert_eq(shm_session_del(m.t, full, 1, 1, 1), 1);
+
+	error = NULL;
+	info_set(&info, "", 1, 1, 1);
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), -1);
+	cr_assert_not_null(error);
+	cr_assert_eq(put(&m, "/resource", 1, 1, 1), -1);
+	cr_assert_eq(used_of(&m, NULL), 0);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, inline_and_long_boundary)
+{
+	struct table_map m;
+	struct session_info got;
+	char jid[IPC_JID_INLINE + 2];
+
+	table_open(&m, 16);
+	jid_of_len(jid, IPC_JID_INLINE - 1, "e@example.org/");
+	cr_assert_eq(put(&m, jid, 1, 1, 1), 0);
+	cr_assert_eq(layout_find(&m, jid)->jid_long, -1);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_str_eq(got.jid, jid);
+	jid_of_len(jid, IPC_JID_INLINE, "e@example.org/");
+	cr_assert_eq(put(&m, jid, 1, 1, 1), 0);
+	cr_assert_geq(layout_find(&m, jid)->jid_long, 0);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_str_eq(got.jid, jid);
+	cr_assert_eq(shm_session_list(m.t, "e@example.org", NULL, 0), 2);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, full_table_refuses_and_stays_consistent)
+{
+	struct table_map m;
+	struct session_info info, got;
+	const char *error = NULL;
+	char jid[64];
+
+	table_open(&m, 20);
+	for (int i = 0; i < 20; i++) {
+		snprintf(jid, sizeof(jid), "u%d@example.org/r", i);
+		cr_assert_eq(put(&m, jid, 1, (uint32_t)i, 1), 0);
+	}
+	info_set(&info, "extra@example.org/r", 1, 99, 1);
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), -1);
+	cr_assert_not_null(error);
+	cr_assert_eq(shm_session_get(m.t, "extra@example.org/r", &got), 0);
+	cr_assert_eq(used_of(&m, NULL), 20);
+	assert_verifies(&m);
+	/* Replacing needs no new record, so it works when full. */
+	cr_assert_eq(put(&m, "u7@example.org/r", 2, 700, 2), 1);
+	cr_assert_eq(shm_session_del(m.t, "u3@example.org/r", 1, 3, 1), 1);
+	cr_assert_eq(put(&m, "extra@example.org/r", 1, 99, 1), 0);
+	cr_assert_eq(put(&m, "extra2@example.org/r", 1, 99, 1), -1);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, long_pool_exhaustion)
+{
+	struct table_map m;
+	struct session_info info;
+	const char *error = NULL;
+	char jid[300], prefix[64];
+	uint32_t longcap;
+
+	table_open(&m, 32);
+	longcap = m.hdr->long_capacity;
+	cr_assert_eq(longcap, 32 / 32 + 16);
+	for (uint32_t i = 0; i < longcap; i++) {
+		snprintf(prefix, sizeof(prefix), "long%u@example.org/", i);
+		jid_of_len(jid, 250, prefix);
+		cr_assert_eq(put(&m, jid, 1, i, 1), 0, "long %u", i);
+	}
+	jid_of_len(jid, 250, "onemore@example.org/");
+	info_set(&info, jid, 1, 1, 1);
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), -1);
+	cr_assert_not_null(error);
+	cr_assert(strstr(error, "long") != NULL, "error: %s", error);
+	assert_verifies(&m);
+	/* Short JIDs still fit; replacing a long JID reuses its entry. */
+	cr_assert_eq(put(&m, "short@example.org/r", 1, 1, 1), 0);
+	jid_of_len(jid, 250, "long3@example.org/");
+	cr_assert_eq(put(&m, jid, 2, 2, 2), 1);
+	cr_assert_eq(shm_session_del(m.t, jid, 2, 2, 2), 1);
+	jid_of_len(jid, 250, "onemore@example.org/");
+	cr_assert_eq(put(&m, jid, 1, 1, 1), 0);
+	cr_assert_eq(used_of(&m, NULL), longcap + 1);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+/* ---- sweep and foreach -------------------------------------------------- */
+
+struct sweep_seen {
+	struct table_map *m;
+	int count;
+	int bad;
+	bool seen[64];
+};
+
+/* Also calls back into the table: the lock must be released by now. */
+static void sweep_cb(const struct session_info *info, void *ctx)
+{
+	struct sweep_seen *s = ctx;
+	struct session_info got;
+	int n = -1;
+
+	if (info->slot != 2 || sscanf(info->jid, "s2n%d@", &n) != 1 ||
+	    n < 0 || n >= 64 || s->seen[n])
+		s->bad++;
+	else
+		s->seen[n] = true;
+	if (shm_session_get(s->m->t, info->jid, &got) != 0)
+		s->bad++;
+	s->count++;
+}
+
+/* Entry i of a slot: every 5th one is long. */
+static void sweep_jid(char *buf, int slot, int i)
+{
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "s%dn%d@example.org/", slot, i);
+	jid_of_len(buf, i % 5 == 0 ? 200 : 40, prefix);
+}
+
+static void sweep_fill(struct table_map *m, int slot, int count)
+{
+	char jid[300];
+
+	for (int i = 0; i < count; i++) {
+		sweep_jid(jid, slot, i);
+		cr_assert_eq(put(m, jid, (uint16_t)slot, (uint32_t)i, 1), 0);
+	}
+}
+
+Test(session, sweep_slot_removes_exactly_that_slot)
+{
+	struct table_map m;
+	struct sweep_seen s = { 0 };
+
+	table_open(&m, 256);
+	s.m = &m;
+	sweep_fill(&m, 1, 10);
+	sweep_fill(&m, 2, 40);  /* more than one internal batch */
+	sweep_fill(&m, 3, 5);
+	cr_assert_eq(shm_session_sweep_slot(m.t, 2, sweep_cb, &s), 40);
+	cr_assert_eq(s.count, 40);
+	cr_assert_eq(s.bad, 0);
+	for (int i = 0; i < 40; i++)
+		cr_assert(s.seen[i], "entry %d not reported", i);
+	cr_assert_eq(used_of(&m, NULL), 15);
+	cr_assert_eq(shm_session_list(m.t, "s1n3@example.org", NULL, 0), 1);
+	cr_assert_eq(shm_session_list(m.t, "s3n4@example.org", NULL, 0), 1);
+	cr_assert_eq(shm_session_list(m.t, "s2n4@example.org", NULL, 0), 0);
+	assert_verifies(&m);
+	cr_assert_eq(shm_session_sweep_slot(m.t, 2, sweep_cb, &s), 0);
+	cr_assert_eq(shm_session_sweep_slot(m.t, 1, NULL, NULL), 10);
+	cr_assert_eq(used_of(&m, NULL), 5);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+static int foreach_cb(const struct session_info *info, void *ctx)
+{
+	int *seen = ctx;
+	int n;
+
+	if (sscanf(info->jid, "s1n%d@", &n) == 1 && n >= 0 && n < 30)
+		seen[n]++;
+	return 0;
+}
+
+static int foreach_stop_cb(const struct session_info *info UNUSED,
+			   void *ctx)
+{
+	(*(int *)ctx)++;
+	return 1;
+}
+
+Test(session, foreach_walks_all_and_stops)
+{
+	struct table_map m;
+	int seen[30] = { 0 }, calls = 0;
+
+	table_open(&m, 64);
+	sweep_fill(&m, 1, 30);
+	cr_assert_eq(shm_session_foreach(m.t, foreach_cb, seen), 30);
+	for (int i = 0; i < 30; i++)
+		cr_assert_eq(seen[i], 1, "entry %d seen %d times", i, seen[i]);
+	cr_assert_eq(shm_session_foreach(m.t, foreach_stop_cb, &calls), 1);
+	cr_assert_eq(calls, 1);
+	table_close(&m);
+}
+
+/* ---- verify catches damage ---------------------------------------------- */
+
+Test(session, verify_detects_corruption)
+{
+	struct table_map m;
+	const char *error = NULL;
+	struct ipc_session *r;
+	char jid[300];
+	int32_t saved;
+
+	table_open(&m, 32);
+	sweep_fill(&m, 1, 12);
+	assert_verifies(&m);
+	sweep_jid(jid, 1, 3);
+	r = layout_find(&m, jid);
+	cr_assert_not_null(r);
+
+	atomic_store(&r->state, IPC_SESSION_FREE);
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	cr_assert_not_null(error);
+	atomic_store(&r->state, IPC_SESSION_USED);
+	assert_verifies(&m);
+
+	saved = r->next;
+	r->next = (int32_t)(r - layout_records(&m));   /* a cycle */
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	r->next = saved;
+
+	m.hdr->used++;
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	m.hdr->used--;
+
+	saved = m.hdr->free_head;
+	m.hdr->free_head = -1;
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	m.hdr->free_head = saved;
+
+	r->hash ^= 1;
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	r->hash ^= 1;
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+/* ---- several processes -------------------------------------------------- */
+
+#define STRESS_CHILDREN 4
+#define STRESS_OPS 6000
+#define STRESS_PRIVATE 150
+#define STRESS_SHARED 100
+
+struct stress_report {
+	int64_t adds;       /* puts that created an entry */
+	int64_t dels;       /* dels that removed one */
+	int64_t errors;     /* results that contradict the child's own view */
+	int64_t present;    /* private entries present at the end */
+};
+
+static uint32_t xorshift(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+/* Every 10th JID is long, to exercise the long pool concurrently. */
+static void stress_jid(char *buf, bool shared, int child, int n)
+{
+	char prefix[64];
+
+	if (shared)
+		snprintf(prefix, sizeof(prefix), "sh%d@example.org/r%d-", n / 4,
+			 n % 4);
+	else
+		snprintf(prefix, sizeof(prefix), "p%d-%d@example.org/r", child, n);
+	jid_of_len(buf, n % 10 == 0 ? 200 : strlen(prefix) + 3, prefix);
+}
+
+static void stress_private(struct shm_table *t, int c, uint32_t *rnd,
+			   bool *present, struct stress_report *rep)
+{
+	struct session_info info, got;
+	const char *error;
+	char jid[256];
+	int n = (int)(xorshift(rnd) % STRESS_PRIVATE), ret;
+
+	stress_jid(jid, false, c, n);
+	info_set(&info, jid, (uint16_t)c, (uint32_t)c + 1, 1);
+	switch (xorshift(rnd) % 3) {
+	case 0:
+		ret = shm_session_put(t, &info, &got, &error);
+		rep->errors += ret != (present[n] ? 1 : 0);
+		rep->adds += ret == 0;
+		present[n] = true;
+		break;
+	case 1:
+		ret = shm_session_del(t, info.jid, (uint16_t)c, (uint32_t)c + 1, 1);
+		rep->errors += ret != (present[n] ? 1 : 0);
+		rep->dels += ret == 1;
+		present[n] = false;
+		break;
+	default:
+		ret = shm_session_get(t, info.jid, &got);
+		rep->errors += ret != (present[n] ? 1 : 0);
+		if (ret == 1 && (got.slot != c || strcmp(got.jid, info.jid) != 0))
+			rep->errors++;
+	}
+}
+
+static void stress_shared(struct shm_table *t, int c, uint32_t *rnd,
+			  struct stress_report *rep)
+{
+	struct session_info info, got, list[4];
+	const char *error;
+	char bare[32], jid[256];
+	int n = (int)(xorshift(rnd) % STRESS_SHARED), ret;
+
+	stress_jid(jid, true, c, n);
+	info_set(&info, jid, (uint16_t)c, (uint32_t)c + 1, 1);
+	switch (xorshift(rnd) % 4) {
+	case 0:
+		ret = shm_session_put(t, &info, NULL, &error);
+		rep->errors += ret < 0;
+		rep->adds += ret == 0;
+		break;
+	case 1:
+		ret = shm_session_del(t, info.jid, (uint16_t)c, (uint32_t)c + 1, 1);
+		rep->errors += ret < 0;
+		rep->dels += ret == 1;
+		break;
+	case 2:
+		ret = shm_session_get(t, info.jid, &got);
+		rep->errors += ret < 0 ||
+			(ret == 1 && (got.slot >= STRESS_CHILDREN ||
+				      strcmp(got.jid, info.jid) != 0));
+		break;
+	default:
+		snprintf(bare, sizeof(bare), "sh%d@example.org", n / 4);
+		ret = shm_session_list(t, bare, list, 4);
+		rep->errors += ret < 0 || ret > 4;
+		for (int i = 0; i < ret && i < 4; i++)
+			rep->errors += strncmp(list[i].jid, bare, strlen(bare)) != 0;
+	}
+}
+
+static void stress_child(struct shm_table *t, int c, int fd)
+{
+	struct stress_report rep = { 0 };
+	bool present[STRESS_PRIVATE] = { false };
+	uint32_t rnd = 0x9e3779b9u * (uint32_t)(c + 1);
+
+	alarm(60);
+	for (int i = 0; i < STRESS_OPS; i++) {
+		if (xorshift(&rnd) % 2 == 0)
+			stress_private(t, c, &rnd, present, &rep);
+		else
+			stress_shared(t, c, &rnd, &rep);
+	}
+	for (int n = 0; n < STRESS_PRIVATE; n++)
+		rep.present += present[n];
+	_exit(write(fd, &rep, sizeof(rep)) == sizeof(rep) ? 0 : 3);
+}
+
+static int count_private(const struct session_info *info, void *ctx)
+{
+	int64_t *counts = ctx;
+	int c, n;
+
+	if (sscanf(info->jid, "p%d-%d@", &c, &n) == 2 && c >= 0 &&
+	    c < STRESS_CHILDREN && info->slot == c)
+		counts[c]++;
+	return 0;
+}
+
+Test(session, many_processes_at_once, .timeout = 120)
+{
+	struct table_map m;
+	struct stress_report rep[STRESS_CHILDREN];
+	int64_t adds = 0, dels = 0, counts[STRESS_CHILDREN] = { 0 };
+	int fds[STRESS_CHILDREN][2];
+	pid_t pids[STRESS_CHILDREN];
+
+	table_open(&m, 4096);
+	for (int c = 0; c < STRESS_CHILDREN; c++) {
+		cr_assert_eq(pipe(fds[c]), 0);
+		pids[c] = fork();
+		cr_assert(pids[c] >= 0);
+		if (pids[c] == 0)
+			stress_child(m.t, c, fds[c][1]);
+		close(fds[c][1]);
+	}
+	for (int c = 0; c < STRESS_CHILDREN; c++) {
+		cr_assert_eq(read_timeout(fds[c][0], &rep[c], sizeof(rep[c]),
+					  90000), (int)sizeof(rep[c]));
+		cr_assert_eq(child_wait(pids[c], 10000), 0);
+		close(fds[c][0]);
+		cr_assert_eq(rep[c].errors, 0, "child %d: %lld errors", c,
+			     (long long)rep[c].errors);
+		cr_assert_gt(rep[c].adds, 100, "child %d did too little", c);
+		adds += rep[c].adds;
+		dels += rep[c].dels;
+	}
+	assert_verifies(&m);
+	cr_assert_eq((int64_t)used_of(&m, NULL), adds - dels);
+	cr_assert_geq(shm_session_foreach(m.t, count_private, counts), 0);
+	for (int c = 0; c < STRESS_CHILDREN; c++)
+		cr_assert_eq(counts[c], rep[c].present, "child %d", c);
+	table_close(&m);
+}
+
+/* ---- a lock holder killed with SIGKILL ---------------------------------- */
+
+static int hook_fd = -1;
+
+/* Runs inside insert with the lock held: tell the parent, then wait to
+ * be killed (bounded, in case the parent is gone). */
+static void hook_signal_and_sleep(void)
+{
+	if (write(hook_fd, "x", 1) != 1)
+		_exit(4);
+	for (int i = 0; i < 300; i++)
+		usleep(100000);
+	_exit(5);
+}
+
+static void kill_inside_insert(struct table_map *m, const char *victim)
+{
+	struct session_info info;
+	const char *error;
+	int fds[2], status;
+	char c;
+	pid_t pid;
+
+	cr_assert_eq(pipe(fds), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		alarm(30);
+		hook_fd = fds[1];
+		shm_session_test_hook = hook_signal_and_sleep;
+		info_set(&info, victim, 7, 7, 7);
+		shm_session_put(m->t, &info, NULL, &error);
+		_exit(6);
+	}
+	close(fds[1]);
+	cr_assert_eq(read_timeout(fds[0], &c, 1, 10000), 1,
+		     "child never reached the hook");
+	close(fds[0]);
+	cr_assert_eq(kill(pid, SIGKILL), 0);
+	status = child_wait(pid, 10000);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+/* Another process can use the table: put, get, del. */
+static void other_process_works(struct table_map *m)
+{
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct session_info info, got;
+		const char *error;
+		bool ok;
+
+		alarm(10);
+		info_set(&info, "other@example.org/r", 5, 5, 5);
+		ok = shm_session_put(m->t, &info, NULL, &error) == 0 &&
+			shm_session_get(m->t, "other@example.org/r", &got) == 1 &&
+			shm_session_del(m->t, "other@example.org/r", 5, 5, 5) == 1;
+		_exit(ok ? 0 : 1);
+	}
+	cr_assert_eq(child_wait(pid, 10000), 0);
+}
+
+/* Fill what is left: exactly free records and free long entries must
+ * be available, so the dead insert leaked nothing. */
+static void fill_to_the_brim(struct table_map *m, uint32_t used,
+			     uint32_t longs_used)
+{
+	char jid[300], prefix[64];
+	uint32_t i;
+
+	for (i = 0; i < m->hdr->long_capacity; i++) {
+		snprintf(prefix, sizeof(prefix), "fill%u@example.org/", i);
+		jid_of_len(jid, 220, prefix);
+		if (put(m, jid, 1, 1, 1) != 0)
+			break;
+	}
+	cr_assert_eq(i, m->hdr->long_capacity - longs_used);
+	used += i;
+	for (i = 0; i < m->hdr->capacity; i++) {
+		snprintf(jid, sizeof(jid), "fillshort%u@example.org/r", i);
+		if (put(m, jid, 1, 1, 1) != 0)
+			break;
+	}
+	cr_assert_eq(i, m->hdr->capacity - used);
+	assert_verifies(m);
+}
+
+Test(session, killed_lock_holder_is_recovered, .timeout = 60)
+{
+	struct table_map m;
+	struct session_info got;
+	char victim[300], keep[300];
+	uint32_t recoveries;
+
+	table_open(&m, 64);
+	sweep_fill(&m, 1, 6);   /* 2 of them long */
+	jid_of_len(victim, 250, "victim@example.org/");
+	kill_inside_insert(&m, victim);
+
+	cr_assert_eq(shm_session_get(m.t, victim, &got), 0,
+		     "half-inserted entry visible");
+	cr_assert_eq(used_of(&m, &recoveries), 6);
+	cr_assert_eq(recoveries, 1);
+	assert_verifies(&m);
+	sweep_jid(keep, 1, 0);
+	cr_assert_eq(shm_session_get(m.t, keep, &got), 1);
+	cr_assert_eq(shm_session_list(m.t, "s1n3@example.org", NULL, 0), 1);
+
+	other_process_works(&m);
+	cr_assert_eq(put(&m, "after@example.org/r", 2, 2, 2), 0);
+	cr_assert_eq(shm_session_del(m.t, "after@example.org/r", 2, 2, 2), 1);
+	cr_assert_eq(used_of(&m, &recoveries), 6);
+	cr_assert_eq(recoveries, 1, "recovered more than once");
+	fill_to_the_brim(&m, 6, 2);
+	table_close(&m);
+}
+
+/* A holder that dies with lists torn in every way the protocol allows:
+ * a FREE record still linked (delete cut short), a USED record not
+ * linked (insert cut short), free lists and count garbage. */
+Test(session, recovery_rebuilds_from_state_words, .timeout = 30)
+{
+	struct table_map m;
+	struct session_info got;
+	uint32_t recoveries;
+	char jid1[300], jid2[300];
+	pid_t pid;
+	int status;
+
+	table_open(&m, 32);
+	sweep_fill(&m, 1, 8);
+	sweep_jid(jid1, 1, 1);
+	sweep_jid(jid2, 1, 2);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct ipc_session *freed, *unlinked;
+
+		alarm(10);
+		pthread_mutex_lock(&m.hdr->lock);
+		freed = layout_find(&m, jid1);
+		unlinked = layout_find(&m, jid2);
+		if (freed == NULL || unlinked == NULL)
+			_exit(1);
+		atomic_store(&freed->state, IPC_SESSION_FREE);
+		for (uint32_t b = 0; b < m.hdr->nbuckets; b++)
+			if (layout_buckets(&m)[b] == unlinked - layout_records(&m))
+				layout_buckets(&m)[b] = unlinked->next;
+		unlinked->next = 12345;
+		m.hdr->free_head = 3;
+		m.hdr->long_free_head = -1;
+		m.hdr->used = 999;
+		raise(SIGKILL);
+		_exit(2);
+	}
+	status = child_wait(pid, 10000);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	cr_assert_eq(shm_session_get(m.t, jid1, &got), 0);
+	cr_assert_eq(shm_session_get(m.t, jid2, &got), 1);
+	cr_assert_eq(used_of(&m, &recoveries), 7);
+	cr_assert_eq(recoveries, 1);
+	assert_verifies(&m);
+	fill_to_the_brim(&m, 7, 2);
+	table_close(&m);
+}
