@@ -1,11 +1,13 @@
 /*
- * xmppctl - xmppd's admin command line.  It talks to the master's control
- * socket (docs/CONTROL.md): `status`, `reload`, `stop`.  The socket path
+ * xmppctl - xmppd's admin command line.  `status`, `reload` and `stop`
+ * talk to the master's control socket (docs/CONTROL.md); the socket path
  * comes from -s, or from the config given with -c (default the system
- * config).  Failure policy: one clear line on stderr and exit 1; exit 2
- * for usage errors.
+ * config).  `db ...` and `user ...` talk to PostgreSQL directly with the
+ * config's db.conninfo (or -d), see ctl/user.c.
+ * Failure policy: one clear line on stderr and exit 1; exit 2 for usage
+ * errors.
  */
-#include "config.h"
+#include "ctl.h"
 #include "log.h"
 #include "util.h"
 
@@ -22,16 +24,25 @@
 #define SYSCONFDIR "/etc"
 #endif
 
-static void usage(FILE *out)
+void ctl_usage(FILE *out)
 {
 	fprintf(out,
-		"usage: xmppctl [-c CONFIG | -s SOCKET] [-o key=value]... COMMAND\n"
-		"commands:\n"
-		"  status      master and worker status\n"
-		"  workers     same as status\n"
-		"  reload      reload the configuration (prints the result)\n"
-		"  stop        stop xmppd gracefully\n"
-		"  help        this text\n");
+		"usage: xmppctl [-c CONFIG | -s SOCKET] [-o key=value]... "
+		"[-d CONNINFO] COMMAND [ARG]...\n"
+		"commands (control socket):\n"
+		"  status              master and worker status\n"
+		"  workers             same as status\n"
+		"  reload              reload the configuration (prints the result)\n"
+		"  stop                stop xmppd gracefully\n"
+		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
+		"  db migrate          create or upgrade the database schema\n"
+		"  db status           show the database schema version\n"
+		"  user add JID        add an account; the password is asked twice\n"
+		"                      on a terminal, else read from stdin's first line\n"
+		"  user passwd JID     set an account's password (asked the same way)\n"
+		"  user del JID        delete an account\n"
+		"  user list [DOMAIN]  list accounts, one JID a line\n"
+		"  help                this text\n");
 }
 
 static int ctl_connect(const char *path)
@@ -100,59 +111,93 @@ static int ctl_run(const char *path, const char *cmd)
 	return ret < 0 ? 1 : 0;
 }
 
-static const char *ctl_socket_from_config(const char *path,
-					  const char *const *ov, unsigned n)
+struct config *ctl_load_config(const struct ctl_opts *opts,
+			       bool allow_missing)
 {
 	const char *error;
 	struct config *cfg = config_new();
-	if (config_parse_file(cfg, path, &error) < 0) {
-		fprintf(stderr, "xmppctl: %s\n", error);
-		exit(1);
+	bool missing = !opts->config_given &&
+		access(opts->config_path, F_OK) < 0 && errno == ENOENT;
+	if (!(allow_missing && missing) &&
+	    config_parse_file(cfg, opts->config_path, &error) < 0)
+		goto fail;
+	for (unsigned i = 0; i < opts->nov; i++) {
+		if (config_set(cfg, opts->ov[i], &error) < 0)
+			goto fail;
 	}
-	for (unsigned i = 0; i < n; i++) {
-		if (config_set(cfg, ov[i], &error) < 0) {
-			fprintf(stderr, "xmppctl: %s\n", error);
-			exit(1);
+	return cfg;
+fail:
+	fprintf(stderr, "xmppctl: %s\n", error);
+	config_free(&cfg);
+	return NULL;
+}
+
+/* A control-socket command: one word. */
+static int ctl_socket_command(const struct ctl_opts *opts, int argc,
+			      char **argv)
+{
+	if (argc != 1 || strchr(argv[0], '\n') != NULL ||
+	    strchr(argv[0], '\t') != NULL) {
+		ctl_usage(stderr);
+		return 2;
+	}
+	if (opts->socket_path != NULL)
+		return ctl_run(opts->socket_path, argv[0]);
+	struct config *cfg = ctl_load_config(opts, false);
+	if (cfg == NULL)
+		return 1;
+	int ret = ctl_run(cfg->control_socket, argv[0]);
+	config_free(&cfg);
+	return ret;
+}
+
+/* Options into opts; -1 on a usage error, 1 for -h. */
+static int ctl_parse_options(int argc, char **argv, struct ctl_opts *opts)
+{
+	int ch;
+	while ((ch = getopt(argc, argv, "c:s:o:d:h")) != -1) {
+		switch (ch) {
+		case 'c':
+			opts->config_path = optarg;
+			opts->config_given = true;
+			break;
+		case 's': opts->socket_path = optarg; break;
+		case 'd': opts->conninfo = optarg; break;
+		case 'o':
+			if (opts->nov == ARRAY_SIZE(opts->ov)) {
+				fprintf(stderr, "xmppctl: too many -o\n");
+				return -1;
+			}
+			opts->ov[opts->nov++] = optarg;
+			break;
+		case 'h': return 1;
+		default: return -1;
 		}
 	}
-	return xstrdup(cfg->control_socket);    /* cfg kept until exit */
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	const char *config_path = SYSCONFDIR "/xmppd/xmppd.conf";
-	const char *socket_path = NULL;
-	const char *ov[64];
-	unsigned nov = 0;
-	int ch;
+	struct ctl_opts opts = {
+		.config_path = SYSCONFDIR "/xmppd/xmppd.conf",
+	};
 
 	log_init("xmppctl");
-	while ((ch = getopt(argc, argv, "c:s:o:h")) != -1) {
-		switch (ch) {
-		case 'c': config_path = optarg; break;
-		case 's': socket_path = optarg; break;
-		case 'o':
-			if (nov < ARRAY_SIZE(ov))
-				ov[nov++] = optarg;
-			break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
+	int r = ctl_parse_options(argc, argv, &opts);
+	if (r != 0 || optind >= argc) {
+		ctl_usage(r > 0 ? stdout : stderr);
+		return r > 0 ? 0 : 2;
 	}
-	if (optind != argc - 1) {
-		usage(stderr);
-		return 2;
-	}
-	const char *cmd = argv[optind];
-	if (strcmp(cmd, "help") == 0) {
-		usage(stdout);
+	int n = argc - optind;
+	char **args = argv + optind;
+	if (strcmp(args[0], "help") == 0) {
+		ctl_usage(stdout);
 		return 0;
 	}
-	if (strchr(cmd, '\n') != NULL) {
-		usage(stderr);
-		return 2;
-	}
-	if (socket_path == NULL)
-		socket_path = ctl_socket_from_config(config_path, ov, nov);
-	return ctl_run(socket_path, cmd);
+	if (strcmp(args[0], "db") == 0)
+		return ctl_db_command(&opts, n, args);
+	if (strcmp(args[0], "user") == 0)
+		return ctl_user_command(&opts, n, args);
+	return ctl_socket_command(&opts, n, args);
 }

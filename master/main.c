@@ -10,6 +10,7 @@
 #include "master.h"
 #include "log.h"
 #include "util.h"
+#include "../worker/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -135,6 +136,7 @@ static void master_setup(struct master *m)
 	m->pid_file_written = 1;
 	if (master_drop_privileges(m->cfg, &error) < 0)
 		log_fatal("%s", error);
+	sasl_init_secret();
 }
 
 static void master_begin_stop(struct master *m)

@@ -10,10 +10,24 @@
 #include "log.h"
 #include "buf.h"
 #include "util.h"
+#include "../worker/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A certificate that does not load fails -t, start-up and reload alike,
+ * instead of failing every TLS handshake later. */
+static int master_check_tls(const struct config *cfg, const char **error_r)
+{
+	if (cfg->tls_certificate[0] == '\0')
+		return 0;
+	SSL_CTX *ctx = tls_context_new(cfg, error_r);
+	if (ctx == NULL)
+		return -1;
+	tls_context_free(&ctx);
+	return 0;
+}
 
 int master_load_config(const char *path, const char *const *overrides,
 		       unsigned n, struct config **cfg_r,
@@ -25,6 +39,8 @@ int master_load_config(const char *path, const char *const *overrides,
 		ret = config_set(cfg, overrides[i], error_r);
 	if (ret == 0)
 		ret = config_check(cfg, error_r);
+	if (ret == 0)
+		ret = master_check_tls(cfg, error_r);
 	if (ret < 0) {
 		config_free(&cfg);
 		return -1;

@@ -233,10 +233,14 @@ void shm_session_detach(struct shm_table **t)
 
 /* ---- recovery ---------------------------------------------------------- */
 
-/* Give a USED record back its long entry; false if that entry is out of
- * range or already owned (only a bug can do that: drop the record). */
-static bool rebuild_claim_long(struct shm_table *t, struct ipc_session *r)
+/* Give a USED record back its long entry.  False if the record is
+ * damaged (bad length, long entry out of range or already owned): only
+ * a bug can do that, and dropping the record keeps the table sound. */
+static bool rebuild_keep(struct shm_table *t, struct ipc_session *r)
 {
+	if (r->jid_len == 0 || r->jid_len > IPC_JID_MAX ||
+	    r->bare_len == 0 || r->bare_len > r->jid_len)
+		return false;
 	if (r->jid_long < 0)
 		return r->jid_len < IPC_JID_INLINE;
 	if ((uint32_t)r->jid_long >= t->hdr->long_capacity ||
@@ -259,7 +263,7 @@ static void table_rebuild(struct shm_table *t)
 		struct ipc_session *r = &t->recs[i];
 
 		if (atomic_load(&r->state) == IPC_SESSION_USED &&
-		    rebuild_claim_long(t, r)) {
+		    rebuild_keep(t, r)) {
 			r->next = t->buckets[r->hash & t->mask];
 			t->buckets[r->hash & t->mask] = (int32_t)i;
 			hdr->used++;

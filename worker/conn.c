@@ -8,6 +8,8 @@
 #include "worker.h"
 #include "log.h"
 #include "util.h"
+#include "tls.h"
+#include "../db/db.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -86,6 +88,7 @@ static void conn_peer_name(struct conn *c, const struct sockaddr_storage *ss)
 		port = ntohs(s->sin6_port);
 	}
 	snprintf(c->peer, sizeof(c->peer), "%s:%u", addr, port);
+	snprintf(c->addr, sizeof(c->addr), "%s", addr);
 }
 
 static struct conn *conn_new(struct worker *w, int fd,
@@ -148,7 +151,10 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 		return 0;
 	}
 	conn_link(w, c);
-	log_debug("c%u %s: connected", c->id, c->peer);
+	log_debug("c%u %s: connected%s", c->id, c->peer,
+		  direct_tls ? " (direct TLS)" : "");
+	if (direct_tls && (w->tls == NULL || tls_start(c, w->tls) < 0))
+		conn_close(c);
 	return 0;
 }
 
@@ -159,23 +165,59 @@ void conn_accept(struct worker *w, int lfd, int direct_tls)
 			return;
 }
 
+/* >0 bytes, 0 would block, -1 closed or failed. */
+static ssize_t conn_recv(struct conn *c, char *data, size_t len)
+{
+	if (c->ssl != NULL)
+		return tls_read(c, data, len);
+	ssize_t n = read(c->fd, data, len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0) {
+		log_debug("c%u %s: %s", c->id, c->peer,
+			  n == 0 ? "closed by peer" : strerror(errno));
+		return -1;
+	}
+	return n;
+}
+
+/* 1 ready for data, 0 wait, -1 closed. */
+static int conn_tls_progress(struct conn *c)
+{
+	if (c->ssl == NULL || !c->tls_handshaking)
+		return 1;
+	int r = tls_handshake(c);
+	if (r < 0) {
+		conn_close(c);
+		return -1;
+	}
+	conn_update_events(c);
+	return r;
+}
+
 static void conn_read(struct conn *c)
 {
 	char data[CONN_READ_CHUNK];
-	for (int i = 0; i < 4 && !c->closed && !c->want_close; i++) {
-		ssize_t n = read(c->fd, data, sizeof(data));
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	/* Plain sockets: a few chunks per turn for fairness.  TLS: until
+	 * OpenSSL has nothing buffered, or epoll would not wake us again. */
+	for (int i = 0; !c->closed && !c->want_close; i++) {
+		if (i >= 4 && c->ssl == NULL)
 			return;
-		if (n <= 0) {
-			log_debug("c%u %s: %s", c->id, c->peer,
-				  n == 0 ? "closed by peer" : strerror(errno));
+		if (conn_tls_progress(c) <= 0)
+			return;
+		ssize_t n = conn_recv(c, data, sizeof(data));
+		if (n < 0) {
 			conn_close(c);
 			return;
 		}
-		c->w->stats->bytes_in += (uint64_t)n;
-		if (stream_feed(c, data, (size_t)n) < 0)
+		if (n == 0) {
+			conn_update_events(c);
 			return;
-		if ((size_t)n < sizeof(data))
+		}
+		c->w->stats->bytes_in += (uint64_t)n;
+		c->last_read_ms = c->w->now_ms;
+		c->ping_sent = 0;
+		if (stream_feed(c, data, (size_t)n) < 0)
 			return;
 	}
 }
@@ -188,10 +230,10 @@ void conn_handle(struct conn *c, uint32_t events)
 		conn_close(c);
 		return;
 	}
-	if (events & EPOLLOUT) {
+	if (events & EPOLLOUT)
 		conn_flush(c);
-	}
-	if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP)))
+	if (!c->closed && (events & (EPOLLIN | EPOLLRDHUP) ||
+			   c->tls_want_write))
 		conn_read(c);
 }
 
@@ -212,9 +254,11 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	}
 }
 
-static void conn_set_epollout(struct conn *c, int on)
+/* EPOLLOUT while we have bytes to write or OpenSSL wants to write. */
+void conn_update_events(struct conn *c)
 {
-	if (c->epollout == on)
+	int on = buf_used(&c->out) > 0 || c->tls_want_write;
+	if (c->closed || c->epollout == on)
 		return;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP |
 				  (on ? EPOLLOUT : 0) };
@@ -227,16 +271,20 @@ void conn_flush(struct conn *c)
 {
 	if (c->closed)
 		return;
-	if (buf_write_fd(&c->out, c->fd) < 0) {
-		log_debug("c%u %s: write failed: %m", c->id, c->peer);
+	if (c->ssl != NULL && c->tls_handshaking) {
+		conn_update_events(c);  /* writes wait for the handshake */
+		return;
+	}
+	int r = c->ssl != NULL ? tls_flush(c)
+			       : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
+	if (r < 0) {
+		log_debug("c%u %s: write failed", c->id, c->peer);
 		conn_close(c);
 		return;
 	}
-	if (buf_used(&c->out) > 0) {
-		conn_set_epollout(c, 1);
+	conn_update_events(c);
+	if (buf_used(&c->out) > 0)
 		return;
-	}
-	conn_set_epollout(c, 0);
 	buf_shrink(&c->out);    /* idle connections keep no buffer */
 	if (c->want_close)
 		conn_close(c);
@@ -261,6 +309,16 @@ void conn_close(struct conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	for (struct conn **p = &w->delayed; *p != NULL; p = &(*p)->delayed_next) {
+		if (*p == c) {
+			*p = c->delayed_next;
+			break;
+		}
+	}
+	bind_release(c);
+	sasl_free(c);
+	db_cancel_conn(c);
+	tls_free(c);
 	close(c->fd);
 	c->fd = -1;
 	if (c->prev != NULL)
@@ -288,16 +346,84 @@ void conn_reap_dead(struct worker *w)
 		} else {
 			stream_free(c);
 			buf_free(&c->out);
+			free(c->user);
+			free(c->domain);
+			free(c->jid);
 			free(c);
 		}
 		c = next;
 	}
 }
 
+#define CONN_PING_WAIT_MS 30000    /* at most; less for short idle_timeout */
+
+/* XEP-0199 section 4.2: ping a client that has been silent for
+ * c2s.idle_timeout; drop it if the ping goes unanswered. */
+static void conn_idle(struct conn *c, int64_t now)
+{
+	int64_t idle = (int64_t)c->w->cfg->c2s_idle_timeout;
+	int64_t wait = idle < CONN_PING_WAIT_MS ? idle : CONN_PING_WAIT_MS;
+	if (c->last_read_ms == 0)
+		c->last_read_ms = now;
+	if (c->ping_sent && now - c->last_read_ms > idle + wait) {
+		log_info("c%u %s: no answer to ping", c->id, c->peer);
+		stream_error(c, "connection-timeout", NULL);
+		return;
+	}
+	if (c->ping_sent || now - c->last_read_ms <= idle)
+		return;
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<iq from='%s' id='ping-%u' to='", c->domain, c->id);
+	xml_escape(&out, c->jid, strlen(c->jid), 1);
+	buf_appendf(&out, "' type='get'><ping xmlns='urn:xmpp:ping'/></iq>");
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	c->ping_sent = 1;
+}
+
+void db_cancel_conn(struct conn *c)
+{
+	if (c->w->db != NULL)
+		db_cancel(c->w->db, c);
+}
+
+void conn_run_delayed(struct worker *w, int64_t now)
+{
+	struct conn **p = &w->delayed;
+	while (*p != NULL) {
+		struct conn *c = *p;
+		if (c->closed || now >= c->delay_until_ms) {
+			*p = c->delayed_next;
+			c->delayed_next = NULL;
+			c->delay_until_ms = 0;
+			if (!c->closed)
+				sasl_delayed(c);
+			continue;
+		}
+		p = &c->delayed_next;
+	}
+}
+
+int conn_next_delay(const struct worker *w, int64_t now)
+{
+	int64_t next = -1;
+	for (const struct conn *c = w->delayed; c != NULL; c = c->delayed_next) {
+		int64_t d = c->delay_until_ms - now;
+		if (d < 0)
+			d = 0;
+		if (next < 0 || d < next)
+			next = d;
+	}
+	return (int)next;
+}
+
 void conn_timeouts(struct worker *w, int64_t now)
 {
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;
+		if (c->bound && !c->want_close)
+			conn_idle(c, now);
 		if (c->deadline_ms == 0 || now < c->deadline_ms)
 			continue;
 		if (c->want_close) {

@@ -1,14 +1,17 @@
 /*
  * stream.c - the XML stream of one connection (RFC 6120 section 4),
- * parsed by expat with namespaces on.  Restricted XML (section 11.1):
- * DTDs, entity declarations, processing instructions and comments end
- * the stream with <restricted-xml/>; malformed XML or bad UTF-8 with
+ * parsed by expat with namespaces on: the stream header, features,
+ * restarts after TLS and SASL, stanza trees (worker/xml.c) and their
+ * dispatch by namespace.  Restricted XML (section 11.1): DTDs, entity
+ * declarations, processing instructions and comments end the stream
+ * with <restricted-xml/>; malformed XML or bad UTF-8 with
  * <not-well-formed/>; an oversized stanza with <policy-violation/>.
  * Failure policy: every fault ends only this stream, with the RFC's
  * stream error, after our stream header if we had not sent it yet.
  */
 #include "worker.h"
 #include "log.h"
+#include "tls.h"
 #include "util.h"
 
 #include <expat.h>
@@ -16,15 +19,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#define NS_STREAMS "http://etherx.jabber.org/streams"
-#define NS_CLIENT "jabber:client"
-#define NS_STREAM_ERR "urn:ietf:params:xml:ns:xmpp-streams"
-#define NS_SEP '\xff'           /* cannot occur in a URI or name */
 #define STREAM_MAX_DEPTH 64
 #define STREAM_MAX_ATTRS 64
+#define STREAM_CLOSE_GRACE_MS 5000
 
-static void stream_default_host(struct conn *c);
+static void stream_default_host(struct conn *c)
+{
+	size_t len = strcspn(c->w->cfg->hosts, " \t,");
+	if (len >= sizeof(c->stream_to))
+		len = sizeof(c->stream_to) - 1;
+	memcpy(c->stream_to, c->w->cfg->hosts, len);
+	c->stream_to[len] = '\0';
+}
 
 static void stream_header_out(struct conn *c)
 {
@@ -36,44 +44,62 @@ static void stream_header_out(struct conn *c)
 		return;
 	if (c->stream_to[0] == '\0')
 		stream_default_host(c);
-	const char *from = c->stream_to;
 	randombytes_buf(raw, sizeof(raw));
 	sodium_bin2hex(id, sizeof(id), raw, sizeof(raw));
 	int n = snprintf(head, sizeof(head),
 			 "<?xml version='1.0'?><stream:stream xmlns='"
 			 NS_CLIENT "' xmlns:stream='" NS_STREAMS "' id='%s'"
-			 "%s%s%s version='1.0' xml:lang='en'>", id,
-			 from[0] ? " from='" : "", from, from[0] ? "'" : "");
+			 " from='%s' version='1.0' xml:lang='en'>", id,
+			 c->stream_to);
 	conn_send(c, head, (size_t)n);
 	c->header_sent = 1;
 }
 
+static void stream_closing(struct conn *c)
+{
+	c->want_close = 1;
+	c->state = CONN_STATE_CLOSING;
+	c->deadline_ms = time_now_ms() + STREAM_CLOSE_GRACE_MS;
+	if (c->parser != NULL)
+		XML_StopParser(c->parser, XML_FALSE);
+}
+
 void stream_error(struct conn *c, const char *condition, const char *text)
 {
-	char out[512];
+	struct buf out;
 	if (c->want_close || c->closed)
 		return;
 	stream_header_out(c);
-	int n = snprintf(out, sizeof(out),
-			 "<stream:error><%s xmlns='" NS_STREAM_ERR "'/>%s%s%s"
-			 "</stream:error></stream:stream>", condition,
-			 text ? "<text xmlns='" NS_STREAM_ERR "'>" : "",
-			 text ? text : "", text ? "</text>" : "");
-	conn_send(c, out, (size_t)n);
+	buf_init(&out, 0);
+	buf_appendf(&out, "<stream:error><%s xmlns='" NS_STREAM_ERR "'/>",
+		    condition);
+	if (text != NULL) {
+		buf_appendf(&out, "<text xmlns='" NS_STREAM_ERR "'>");
+		xml_escape(&out, text, strlen(text), 0);
+		buf_appendf(&out, "</text>");
+	}
+	buf_appendf(&out, "</stream:error></stream:stream>");
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
 	c->w->stats->errors++;
-	c->want_close = 1;
-	c->state = CONN_STATE_CLOSING;
-	c->deadline_ms = time_now_ms() + 5000;  /* don't wait forever */
-	if (c->parser != NULL)
-		XML_StopParser(c->parser, XML_FALSE);
 	log_info("c%u %s: stream error <%s/>%s%s", c->id, c->peer, condition,
 		 text ? ": " : "", text ? text : "");
+	stream_closing(c);
+}
+
+void stream_send_node(struct conn *c, const struct xml_node *n)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	if (xml_serialize(&out, n, NS_CLIENT) == 0)
+		conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
 }
 
 static int stream_is(const char *name, const char *ns, const char *local)
 {
 	size_t n = strlen(ns);
-	return strncmp(name, ns, n) == 0 && name[n] == NS_SEP &&
+	return strncmp(name, ns, n) == 0 && name[n] == XML_NS_SEP &&
 	       strcmp(name + n + 1, local) == 0;
 }
 
@@ -85,9 +111,9 @@ static const char *stream_attr(const char **atts, const char *name)
 	return NULL;
 }
 
-static int stream_hosted(const struct conn *c, const char *domain)
+int stream_hosted(const struct worker *w, const char *domain)
 {
-	const char *h = c->w->cfg->hosts;
+	const char *h = w->cfg->hosts;
 	size_t n = strlen(domain);
 	while (*h != '\0') {
 		size_t len = strcspn(h, " \t,");
@@ -99,13 +125,24 @@ static int stream_hosted(const struct conn *c, const char *domain)
 	return 0;
 }
 
-static void stream_default_host(struct conn *c)
+static void stream_features(struct conn *c)
 {
-	size_t len = strcspn(c->w->cfg->hosts, " \t,");
-	if (len >= sizeof(c->stream_to))
-		len = sizeof(c->stream_to) - 1;
-	memcpy(c->stream_to, c->w->cfg->hosts, len);
-	c->stream_to[len] = '\0';
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<stream:features>");
+	if (c->ssl == NULL && c->w->tls != NULL)
+		buf_appendf(&out, "<starttls xmlns='" NS_TLS "'>%s</starttls>",
+			    c->w->cfg->tls_required ? "<required/>" : "");
+	if (!c->authenticated &&
+	    (c->ssl != NULL || !c->w->cfg->tls_required || c->w->tls == NULL))
+		sasl_features(c, &out);
+	if (c->authenticated)
+		buf_appendf(&out, "<bind xmlns='" NS_BIND "'/>"
+			    "<session xmlns='" NS_SESSION "'><optional/>"
+			    "</session>");
+	buf_appendf(&out, "</stream:features>");
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
 }
 
 /* The client's stream header (section 4.7). */
@@ -115,16 +152,21 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 	const char *version = stream_attr(atts, "version");
 
 	if (to != NULL && strlen(to) < sizeof(c->stream_to) &&
-	    stream_hosted(c, to))
+	    stream_hosted(c->w, to))
 		snprintf(c->stream_to, sizeof(c->stream_to), "%s", to);
-	else
+	else if (c->stream_to[0] == '\0' || !c->authenticated)
 		stream_default_host(c);
 	if (!stream_is(name, NS_STREAMS, "stream")) {
 		stream_error(c, "invalid-namespace", NULL);
 		return;
 	}
-	if (to != NULL && !stream_hosted(c, to)) {
+	if (to != NULL && !stream_hosted(c->w, to)) {
 		stream_error(c, "host-unknown", NULL);
+		return;
+	}
+	if (c->authenticated && to != NULL &&
+	    strcasecmp(to, c->domain) != 0) {
+		stream_error(c, "invalid-from", "domain changed after SASL");
 		return;
 	}
 	if (version == NULL || strtol(version, NULL, 10) != 1) {
@@ -133,9 +175,28 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 	}
 	c->state = CONN_STATE_OPEN;
 	stream_header_out(c);
-	/* Features grow with the next issue (STARTTLS, SASL, bind). */
-	static const char features[] = "<stream:features/>";
-	conn_send(c, features, sizeof(features) - 1);
+	stream_features(c);
+}
+
+static int stream_arena(struct conn *c)
+{
+	if (c->arena == NULL) {
+		c->arena = malloc(sizeof(*c->arena));
+		if (c->arena == NULL)
+			return -1;
+		arena_init(c->arena, 2048);
+	}
+	xml_builder_init(&c->builder, c->arena);
+	return 0;
+}
+
+static void stream_release_arena(struct conn *c)
+{
+	if (c->arena != NULL) {
+		arena_free(c->arena);
+		free(c->arena);
+		c->arena = NULL;
+	}
 }
 
 static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
@@ -154,8 +215,54 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 			     "many attributes");
 		return;
 	}
-	if (c->depth == 2)
-		c->stanza_start = c->fed;
+	if (c->depth == 2) {
+		c->stanza_start = c->parser_base +
+				  XML_GetCurrentByteIndex(c->parser);
+		if (stream_arena(c) < 0) {
+			stream_error(c, "resource-constraint", NULL);
+			return;
+		}
+	}
+	xml_builder_start(&c->builder, name, atts);
+}
+
+/* Ask for a fresh parser starting after the current event. */
+void stream_restart(struct conn *c)
+{
+	if (!c->in_parse) {
+		/* From a database callback: nothing of the client's is
+		 * buffered (it waits for our answer), start afresh now. */
+		stream_free(c);
+		c->header_sent = 0;
+		c->state = CONN_STATE_HEADER;
+		if (stream_init(c) < 0)
+			stream_error(c, "resource-constraint", NULL);
+		return;
+	}
+	c->restart_pending = 1;
+	c->restart_offset = XML_GetCurrentByteIndex(c->parser) +
+			    XML_GetCurrentByteCount(c->parser);
+	XML_StopParser(c->parser, XML_FALSE);
+}
+
+static void stream_dispatch(struct conn *c, struct xml_node *n)
+{
+	c->w->stats->stanzas_in++;
+	if (xml_is(n, NS_TLS, "starttls"))
+		stream_starttls(c);
+	else if (strcmp(n->ns, NS_SASL) == 0)
+		sasl_handle(c, n);
+	else if (strcmp(n->ns, NS_CLIENT) != 0 ||
+		 (strcmp(n->name, "iq") != 0 &&
+		  strcmp(n->name, "message") != 0 &&
+		  strcmp(n->name, "presence") != 0))
+		stream_error(c, "unsupported-stanza-type", NULL);
+	else if (!c->authenticated)
+		stream_error(c, "not-authorized", NULL);
+	else if (!c->bound || bind_is_session_iq(c, n))
+		bind_handle(c, n);
+	else
+		route_from_client(c, n);
 }
 
 static void XMLCALL stream_end(void *ud, const char *name)
@@ -168,17 +275,30 @@ static void XMLCALL stream_end(void *ud, const char *name)
 		static const char close_tag[] = "</stream:stream>";
 		stream_header_out(c);
 		conn_send(c, close_tag, sizeof(close_tag) - 1);
-		c->want_close = 1;
-		c->state = CONN_STATE_CLOSING;
-		c->deadline_ms = time_now_ms() + 5000;
-		XML_StopParser(c->parser, XML_FALSE);
+		stream_closing(c);
 		return;
 	}
-	if (c->depth == 1) {
-		c->w->stats->stanzas_in++;
-		/* Stanza routing arrives with the next issue. */
-		stream_error(c, "unsupported-stanza-type", NULL);
-	}
+	xml_builder_end(&c->builder);
+	if (c->depth > 1)
+		return;
+	int64_t end = c->parser_base + XML_GetCurrentByteIndex(c->parser) +
+		      XML_GetCurrentByteCount(c->parser);
+	struct xml_node *n = xml_builder_done(&c->builder);
+	if (end - c->stanza_start > (int64_t)c->w->cfg->max_stanza_size)
+		stream_error(c, "policy-violation", "stanza too large");
+	else if (n == NULL)
+		stream_error(c, "resource-constraint", NULL);
+	else
+		stream_dispatch(c, n);
+	if (c->arena != NULL)
+		arena_reset(c->arena);
+}
+
+static void XMLCALL stream_text(void *ud, const char *s, int len)
+{
+	struct conn *c = ud;
+	if (c->depth >= 2)
+		xml_builder_text(&c->builder, s, len);
 }
 
 static void XMLCALL stream_restricted_doctype(void *ud, const char *n,
@@ -214,16 +334,19 @@ static void XMLCALL stream_restricted_entity(void *ud, const char *name,
 
 int stream_init(struct conn *c)
 {
-	c->parser = XML_ParserCreateNS("UTF-8", NS_SEP);
+	c->parser = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
 	if (c->parser == NULL)
 		return -1;
 	XML_SetHashSalt(c->parser, randombytes_random());
 	XML_SetUserData(c->parser, c);
 	XML_SetElementHandler(c->parser, stream_start, stream_end);
+	XML_SetCharacterDataHandler(c->parser, stream_text);
 	XML_SetStartDoctypeDeclHandler(c->parser, stream_restricted_doctype);
 	XML_SetProcessingInstructionHandler(c->parser, stream_restricted_pi);
 	XML_SetCommentHandler(c->parser, stream_restricted_comment);
 	XML_SetEntityDeclHandler(c->parser, stream_restricted_entity);
+	c->parser_base = c->fed;
+	c->depth = 0;
 	return 0;
 }
 
@@ -232,6 +355,7 @@ void stream_free(struct conn *c)
 	if (c->parser != NULL)
 		XML_ParserFree(c->parser);
 	c->parser = NULL;
+	stream_release_arena(c);
 }
 
 static const char *stream_expat_condition(enum XML_Error err)
@@ -245,17 +369,52 @@ static const char *stream_expat_condition(enum XML_Error err)
 	}
 }
 
+/* Replace the parser; returns how many bytes of the chunk (of size len,
+ * which started at absolute offset start) the new parser must see. */
+static size_t stream_do_restart(struct conn *c, int64_t start, size_t len)
+{
+	int64_t abs = c->restart_offset < 0 ? -1
+		      : c->parser_base + c->restart_offset;
+	c->restart_pending = 0;
+	stream_free(c);
+	c->header_sent = 0;
+	c->state = CONN_STATE_HEADER;
+	if (stream_init(c) < 0) {
+		stream_error(c, "resource-constraint", NULL);
+		return 0;
+	}
+	if (abs < start || abs >= start + (int64_t)len)
+		return 0;       /* nothing left, or discarded (after TLS) */
+	c->parser_base = abs;
+	return (size_t)(start + (int64_t)len - abs);
+}
+
 int stream_feed(struct conn *c, const char *data, size_t len)
 {
+	int64_t start = c->fed;
 	if (c->parser == NULL || c->want_close)
 		return -1;
 	c->fed += (int64_t)len;
-	if (XML_Parse(c->parser, data, (int)len, 0) == XML_STATUS_ERROR) {
+	for (;;) {
+		c->in_parse = 1;
+		enum XML_Status st = XML_Parse(c->parser, data, (int)len, 0);
+		c->in_parse = 0;
+		if (st != XML_STATUS_ERROR)
+			break;
 		enum XML_Error err = XML_GetErrorCode(c->parser);
-		if (err != XML_ERROR_ABORTED)
+		if (err != XML_ERROR_ABORTED) {
 			stream_error(c, stream_expat_condition(err),
 				     XML_ErrorString(err));
-		return -1;
+			return -1;
+		}
+		if (!c->restart_pending || c->want_close)
+			return -1;
+		size_t rest = stream_do_restart(c, start, len);
+		if (rest == 0 || c->want_close)
+			return 0;
+		data += len - rest;
+		start += (int64_t)(len - rest);
+		len = rest;
 	}
 	if (c->depth >= 2 && c->fed - c->stanza_start >
 	    (int64_t)c->w->cfg->max_stanza_size) {
@@ -263,4 +422,28 @@ int stream_feed(struct conn *c, const char *data, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+/* RFC 6120 section 5.4.2: <proceed/>, then the TLS handshake; the
+ * stream restarts once it completes.  Bytes after <starttls/> are
+ * discarded (a client must wait for <proceed/>). */
+void stream_starttls(struct conn *c)
+{
+	static const char proceed[] = "<proceed xmlns='" NS_TLS "'/>";
+	static const char failure[] = "<failure xmlns='" NS_TLS "'/>"
+				      "</stream:stream>";
+	if (c->ssl != NULL || c->w->tls == NULL || c->authenticated) {
+		conn_send(c, failure, sizeof(failure) - 1);
+		stream_closing(c);
+		return;
+	}
+	conn_send(c, proceed, sizeof(proceed) - 1);
+	conn_flush(c);          /* in clear, before the handshake */
+	if (c->closed || tls_start(c, c->w->tls) < 0) {
+		conn_close(c);
+		return;
+	}
+	c->restart_pending = 1;
+	c->restart_offset = -1;
+	XML_StopParser(c->parser, XML_FALSE);
 }

@@ -9,6 +9,8 @@
 #include "log.h"
 #include "util.h"
 #include "frame.h"
+#include "tls.h"
+#include "../db/db.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +29,7 @@ enum worker_ev {
 	WORKER_EV_CHANNEL = 100,
 	WORKER_EV_DEAD,
 	WORKER_EV_QUEUE,
+	WORKER_EV_DB,
 	WORKER_EV_MAX = 4096,
 };
 
@@ -48,6 +51,44 @@ static void worker_listeners(struct worker *w, int on)
 			epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->listen_fds[i],
 				  NULL);
 	}
+}
+
+/* The database link's socket comes and goes with reconnects. */
+static uint32_t worker_db_last;   /* epoll events set on the db socket */
+
+static void worker_db_fd(void *ctx, int old_fd, int new_fd)
+{
+	struct worker *w = ctx;
+	worker_db_last = EPOLLIN;
+	if (old_fd >= 0)
+		epoll_ctl(w->epfd, EPOLL_CTL_DEL, old_fd, NULL);
+	if (new_fd >= 0)
+		worker_ep_add(w, new_fd, WORKER_EV_DB);
+}
+
+/* Keep the database socket's epoll interest in line with libpq's. */
+static void worker_db_events(struct worker *w)
+{
+	int fd = db_fd(w->db);
+	uint32_t want = db_events(w->db);
+	if (fd < 0 || want == worker_db_last)
+		return;
+	struct epoll_event ev = { .events = want, .data.u64 = WORKER_EV_DB };
+	epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev);
+	worker_db_last = want;
+}
+
+static void worker_tls_context(struct worker *w)
+{
+	const char *error;
+	SSL_CTX *ctx = tls_context_new(w->cfg, &error);
+	if (ctx == NULL) {
+		log_error("TLS unavailable, keeping the previous context: %s",
+			  error);
+		return;
+	}
+	tls_context_free(&w->tls);
+	w->tls = ctx;
 }
 
 static void worker_init(struct worker *w, struct worker_boot *b)
@@ -79,6 +120,9 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	worker_ep_add(w, w->channel, WORKER_EV_CHANNEL);
 	worker_ep_add(w, w->dead_fd, WORKER_EV_DEAD);
 	worker_ep_add(w, w->queues->fds[w->slot].recv, WORKER_EV_QUEUE);
+	if (w->cfg->tls_certificate[0] != '\0')
+		worker_tls_context(w);
+	w->db = db_new(w->cfg->db_conninfo, worker_db_fd, w);
 }
 
 /* EMFILE/ENFILE: shed the connection with the spare descriptor, then stop
@@ -135,6 +179,8 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	if (log_open(cfg->log_file) < 0)
 		log_error("open(%s) failed: %m", cfg->log_file);
 	w->stats->config_gen = cfg->generation;
+	worker_tls_context(w);
+	db_set_conninfo(w->db, cfg->db_conninfo);
 	log_debug("running config generation %llu",
 		  (unsigned long long)cfg->generation);
 }
@@ -172,15 +218,7 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 {
 	struct worker *w = ctx;
 	w->stats->frames_in++;
-	if (hdr->type != IPC_FRAME_STANZA)
-		return;
-	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
-	if (c == NULL) {
-		log_debug("frame for gone connection %u/%u dropped",
-			  hdr->conn_id, hdr->gen);
-		return;
-	}
-	conn_send(c, payload, len);
+	route_frame(w, hdr, payload, len);
 }
 
 static void worker_event(struct worker *w, struct epoll_event *ev)
@@ -200,12 +238,24 @@ static void worker_event(struct worker *w, struct epoll_event *ev)
 		epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->dead_fd, NULL);
 	} else if (d == WORKER_EV_QUEUE) {
 		queue_receive(w->q, worker_frame, w, 64);
+	} else if (d == WORKER_EV_DB) {
+		db_handle(w->db, ev->events);
 	}
 }
 
-static void worker_timers(struct worker *w, int64_t now)
+/* Timers: delayed SASL answers, the database link, accept pauses,
+ * connection timeouts.  Returns the ms until the next one is due. */
+static int worker_timers(struct worker *w, int64_t now)
 {
 	static int64_t next_sweep;
+	int timeout = w->stopping || w->accept_paused ? 50 : 1000;
+	conn_run_delayed(w, now);
+	int d = db_tick(w->db, now);
+	if (d >= 0 && d < timeout)
+		timeout = d;
+	d = conn_next_delay(w, now);
+	if (d >= 0 && d < timeout)
+		timeout = d;
 	if (w->accept_paused && now >= w->accept_resume_ms && !w->stopping) {
 		w->accept_paused = 0;
 		worker_listeners(w, 1);
@@ -214,6 +264,7 @@ static void worker_timers(struct worker *w, int64_t now)
 		conn_timeouts(w, now);
 		next_sweep = now + 1000;
 	}
+	return timeout;
 }
 
 _Noreturn void worker_main(struct worker_boot *boot)
@@ -223,19 +274,23 @@ _Noreturn void worker_main(struct worker_boot *boot)
 
 	worker_init(&w, boot);
 	log_debug("worker started, generation %u", w.gen);
+	int timeout = 0;
 	for (;;) {
-		int n = epoll_wait(w.epfd, evs, WORKER_EVENTS,
-				   w.stopping || w.accept_paused ? 50 : 1000);
+		worker_db_events(&w);
+		int n = epoll_wait(w.epfd, evs, WORKER_EVENTS, timeout);
 		if (n < 0 && errno != EINTR)
 			log_fatal("epoll_wait() failed: %m");
+		w.now_ms = time_now_ms();
 		for (int i = 0; i < n; i++)
 			worker_event(&w, &evs[i]);
+		timeout = worker_timers(&w, w.now_ms);
+		/* Everything written this turn, by events or timers, goes out
+		 * now: one flush per connection and one batch per queue. */
 		conn_flush_all(&w);
 		queue_flush(w.q);
 		conn_reap_dead(&w);
-		int64_t now = time_now_ms();
-		worker_timers(&w, now);
-		if (w.stopping && (w.nconns == 0 || now >= w.stop_deadline_ms))
+		if (w.stopping && (w.nconns == 0 ||
+				   w.now_ms >= w.stop_deadline_ms))
 			break;
 	}
 	log_debug("worker exiting");

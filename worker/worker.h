@@ -13,6 +13,13 @@
 #include "queue.h"
 #include "shm.h"
 #include "buf.h"
+#include "arena.h"
+#include "xml.h"
+
+typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
+struct db;
+struct sasl;
 
 #define WORKER_MAX_LISTEN 16
 
@@ -35,6 +42,16 @@ enum conn_state {
 	CONN_STATE_OPEN,        /* stream open */
 	CONN_STATE_CLOSING,     /* we sent </stream:stream>; flush, close */
 };
+
+#define NS_STREAMS "http://etherx.jabber.org/streams"
+#define NS_CLIENT "jabber:client"
+#define NS_STREAM_ERR "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_STANZA_ERR "urn:ietf:params:xml:ns:xmpp-stanzas"
+#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define NS_SESSION "urn:ietf:params:xml:ns:xmpp-session"
+#define NS_XML "http://www.w3.org/XML/1998/namespace"
 
 struct worker;
 
@@ -60,7 +77,35 @@ struct conn {
 	int in_out_list;        /* queued for a flush this turn */
 	struct conn *out_next;
 	char peer[64];          /* "address:port" for the log */
+	char addr[48];          /* peer address alone (throttling) */
 	char stream_to[256];    /* the client's `to`, our `from` */
+
+	/* TLS */
+	SSL *ssl;
+	int tls_handshaking;
+	int tls_want_write;     /* OpenSSL needs the socket writable */
+	/* stream restarts (after TLS, after SASL) */
+	int restart_pending;    /* new parser once this chunk is parsed */
+	int64_t restart_offset; /* parser byte index where the new one starts */
+	int64_t parser_base;    /* value of fed when the parser was made */
+	/* stanza being parsed (arena allocated only while one is open) */
+	struct arena *arena;
+	struct xml_builder builder;
+	/* authentication and session */
+	struct sasl *sasl;      /* exchange in progress */
+	unsigned sasl_failures;
+	int authenticated;
+	int bound;
+	char *user;             /* localpart (nodeprepped) once authenticated */
+	char *domain;           /* our domain for this stream */
+	char *jid;              /* full JID once bound */
+	int16_t priority;
+	int available;
+	int64_t last_read_ms;   /* idle pings */
+	int ping_sent;
+	int64_t delay_until_ms; /* throttled SASL failure pending */
+	struct conn *delayed_next;  /* worker's delayed list */
+	int in_parse;           /* inside XML_Parse (expat callbacks) */
 };
 
 struct worker {
@@ -89,6 +134,10 @@ struct worker {
 	unsigned nconns;
 	int stopping;
 	int64_t stop_deadline_ms;
+	SSL_CTX *tls;           /* NULL: no usable certificate */
+	struct db *db;
+	struct conn *delayed;   /* conns with delay_until_ms set */
+	int64_t now_ms;         /* loop turn's clock */
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);
@@ -101,10 +150,14 @@ void conn_handle(struct conn *c, uint32_t events);
 void conn_send(struct conn *c, const char *data, size_t len);
 void conn_close(struct conn *c);
 void conn_flush(struct conn *c);
+void conn_update_events(struct conn *c);
 void conn_flush_all(struct worker *w);
 void conn_timeouts(struct worker *w, int64_t now_ms);
 void conn_shutdown_all(struct worker *w);
+void conn_run_delayed(struct worker *w, int64_t now_ms);
+int conn_next_delay(const struct worker *w, int64_t now_ms);
 void conn_reap_dead(struct worker *w);
+void db_cancel_conn(struct conn *c);
 struct conn *conn_lookup(struct worker *w, uint32_t id, uint32_t gen);
 
 /* stream.c */
@@ -112,5 +165,31 @@ int stream_init(struct conn *c);
 void stream_free(struct conn *c);
 int stream_feed(struct conn *c, const char *data, size_t len);
 void stream_error(struct conn *c, const char *condition, const char *text);
+/* Start a new stream after TLS or SASL (section 4.3.3). */
+void stream_restart(struct conn *c);
+int stream_hosted(const struct worker *w, const char *domain);
+/* Serialize a stanza/element onto the connection. */
+void stream_send_node(struct conn *c, const struct xml_node *n);
+void stream_starttls(struct conn *c);
+
+/* sasl.c */
+void sasl_features(struct conn *c, struct buf *out);
+void sasl_handle(struct conn *c, struct xml_node *n);
+void sasl_free(struct conn *c);
+void sasl_delayed(struct conn *c);      /* a throttle delay ended */
+/* Master, before forking: the secret behind unknown users' stand-in
+ * SCRAM salts, the same in every worker so that they cannot be told
+ * apart from real accounts by asking two workers. */
+void sasl_init_secret(void);
+
+/* bind.c */
+void bind_handle(struct conn *c, struct xml_node *n);
+int bind_is_session_iq(const struct conn *c, const struct xml_node *n);
+void bind_release(struct conn *c);
+
+/* route.c */
+void route_from_client(struct conn *c, struct xml_node *stanza);
+void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
+		 const void *payload, size_t len);
 
 #endif

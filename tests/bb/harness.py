@@ -4,10 +4,15 @@ temporary config, talk to it with raw sockets and xmppctl, stop it.
 Everything is bounded: every wait has a deadline, every process started
 here is killed at the end (even when a test fails).
 """
+import base64
+import hashlib
+import hmac
 import os
 import re
+import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -55,12 +60,70 @@ def pid_alive(pid):
         return False
 
 
+_CERT = None
+
+
+def test_certificate():
+    """A self-signed EC certificate for localhost, made once per run."""
+    global _CERT
+    if _CERT is None:
+        d = tempfile.mkdtemp(prefix="xmppd-cert-")
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-days", "30", "-nodes",
+                        "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost", "-keyout", key,
+                        "-out", cert], check=True, capture_output=True)
+        _CERT = (cert, key)
+    return _CERT
+
+
+def pg_conninfo():
+    ci = os.environ.get("XMPPD_TEST_PGCONN")
+    if not ci:
+        raise AssertionError("XMPPD_TEST_PGCONN is not set: run the tests "
+                             "through scripts/check, which starts PostgreSQL")
+    return ci
+
+
+def conninfo_with_db(ci, dbname):
+    ci = re.sub(r"\bdbname=\S+", "", ci).strip()
+    return "%s dbname=%s" % (ci, dbname)
+
+
+class Database:
+    """A fresh PostgreSQL database for one server, dropped at the end."""
+
+    def __init__(self):
+        self.admin = pg_conninfo()
+        self.name = "xmppd_t_%s" % secrets.token_hex(6)
+        self.psql("CREATE DATABASE %s" % self.name)
+        self.conninfo = conninfo_with_db(self.admin, self.name)
+
+    def psql(self, sql, conninfo=None):
+        r = subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                            "-d", conninfo or self.admin, "-c", sql],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise AssertionError("psql %r failed: %s" % (sql, r.stderr))
+        return r.stdout
+
+    def drop(self):
+        try:
+            self.psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.name)
+        except AssertionError:
+            pass
+
+
 class Server:
     """One xmppd instance in its own temporary directory."""
 
     def __init__(self, workers=2, overrides=None, config_text="",
-                 foreground=True, preexec_fn=None):
+                 foreground=True, preexec_fn=None, db=False, users=()):
         self.dir = tempfile.mkdtemp(prefix="xmppd-test-")
+        cert, key = test_certificate()
+        self.db = Database() if db or users else None
+        self.users = list(users)
         self.port = free_port()
         self.tls_port = free_port()
         self.config = os.path.join(self.dir, "xmppd.conf")
@@ -81,6 +144,10 @@ class Server:
             "user": "",
             "workers": str(workers),
             "shutdown_timeout": "3s",
+            "tls.certificate": cert,
+            "tls.key": key,
+            "sasl.throttle_delay": "0",
+            "db.conninfo": self.db.conninfo if self.db else "host=127.0.0.1 port=1 dbname=none connect_timeout=1",
         }
         if overrides:
             self.overrides.update(overrides)
@@ -100,7 +167,26 @@ class Server:
             a += ["-o", "%s=%s" % (k, v)]
         return a
 
+    def ctl_config(self, *args, input=None, check=True):
+        """xmppctl with this server's config and overrides (account work)."""
+        a = [XMPPCTL, "-c", self.config]
+        for k, v in self.overrides.items():
+            a += ["-o", "%s=%s" % (k, v)]
+        r = subprocess.run(a + list(args), input=input, capture_output=True,
+                           text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError("xmppctl %s failed: %s" % (args, r.stderr))
+        return r
+
+    def add_user(self, jid, password):
+        self.ctl_config("user", "add", jid, input=password + "\n")
+
     def start(self, wait=True):
+        if self.db is not None and not getattr(self, "_migrated", False):
+            self.ctl_config("db", "migrate")
+            for jid, password in self.users:
+                self.add_user(jid, password)
+            self._migrated = True
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT,
@@ -190,6 +276,9 @@ class Server:
         for p in pids:
             if pid_alive(p):
                 os.kill(p, signal.SIGKILL)
+        if self.db is not None:
+            self.db.drop()
+            self.db = None
 
     def __enter__(self):
         return self.start()
@@ -272,6 +361,109 @@ class Client:
             self.sock.close()
         except OSError:
             pass
+
+    # ---- TLS, SASL and binding, each step asserting the exact XML ----
+
+    def wrap_tls(self, alpn=None):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.buf = b""
+
+    def open(self, to="localhost"):
+        """Send our stream header; return the features element text."""
+        self.send(stream_header(to))
+        self.read_until(SERVER_HEADER)
+        return self.read_until("<stream:features>.*?</stream:features>|<stream:features/>")
+
+    def starttls(self):
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.wrap_tls()
+        return self.open()
+
+    def auth_plain(self, user, password, authzid=""):
+        msg = ("%s\0%s\0%s" % (authzid, user, password)).encode()
+        self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>"
+                  % base64.b64encode(msg).decode())
+        return self.read_until("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>|"
+                               "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'></success>|"
+                               "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>.*?</failure>")
+
+    def auth_scram(self, user, password, hash_name="sha256", plus=None,
+                   cb_data=None, tamper_proof=False):
+        """SCRAM (RFC 5802) from scratch; plus = 'tls-exporter' or
+        'tls-server-end-point' for the -PLUS variants."""
+        mech = "SCRAM-SHA-256" if hash_name == "sha256" else "SCRAM-SHA-1"
+        gs2 = "n,,"
+        if plus:
+            mech += "-PLUS"
+            gs2 = "p=%s,," % plus
+        nonce = secrets.token_urlsafe(18)
+        first_bare = "n=%s,r=%s" % (user.replace("=", "=3D").replace(",", "=2C"), nonce)
+        self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>"
+                  % (mech, base64.b64encode((gs2 + first_bare).encode()).decode()))
+        got = self.read_until("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>[^<]*</challenge>|"
+                              "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>.*?</failure>")
+        if got.startswith("<failure"):
+            return got
+        server_first = base64.b64decode(re.search(">([^<]*)<", got).group(1)).decode()
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+        assert attrs["r"].startswith(nonce)
+        salt = base64.b64decode(attrs["s"])
+        it = int(attrs["i"])
+        salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, it)
+        client_key = hmac.new(salted, b"Client Key", hash_name).digest()
+        stored_key = hashlib.new(hash_name, client_key).digest()
+        cbind = gs2.encode() + (cb_data or b"")
+        final_bare = "c=%s,r=%s" % (base64.b64encode(cbind).decode(), attrs["r"])
+        auth_msg = ",".join([first_bare, server_first, final_bare]).encode()
+        sig = hmac.new(stored_key, auth_msg, hash_name).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig))
+        if tamper_proof:
+            proof = bytes([proof[0] ^ 1]) + proof[1:]
+        final = final_bare + ",p=" + base64.b64encode(proof).decode()
+        self.send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>"
+                  % base64.b64encode(final.encode()).decode())
+        got = self.read_until("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>[^<]*</success>|"
+                              "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>.*?</failure>")
+        if got.startswith("<success"):
+            server_key = hmac.new(salted, b"Server Key", hash_name).digest()
+            v = base64.b64decode(re.search(">([^<]*)<", got).group(1)).decode()
+            want = base64.b64encode(hmac.new(server_key, auth_msg, hash_name).digest()).decode()
+            assert v == "v=" + want, (v, want)
+        return got
+
+    def bind(self, resource=None):
+        r = "<resource>%s</resource>" % resource if resource is not None else ""
+        self.send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>%s</bind></iq>" % r)
+        got = self.read_until("<iq type='result' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                              "<jid>[^<]+</jid></bind></iq>")
+        return re.search("<jid>([^<]+)</jid>", got).group(1)
+
+    def login(self, user, password, resource=None, mech="SCRAM-SHA-256"):
+        """STARTTLS, SASL, restart, bind: returns the bound full JID."""
+        self.open()
+        self.starttls()
+        if mech == "PLAIN":
+            got = self.auth_plain(user, password)
+        else:
+            got = self.auth_scram(user, password,
+                                  "sha1" if mech == "SCRAM-SHA-1" else "sha256")
+        assert got.startswith("<success"), got
+        feats = self.open()
+        assert "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>" in feats, feats
+        return self.bind(resource)
+
+
+def tls_server_end_point(sock):
+    """RFC 5929 channel binding data: SHA-256 of the server certificate
+    (our test certificate is signed with ECDSA-SHA256)."""
+    return hashlib.sha256(sock.getpeercert(binary_form=True)).digest()
 
 
 def stream_header(to="localhost", version="1.0", extra=""):

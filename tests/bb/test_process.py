@@ -14,14 +14,19 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, SERVER_HEADER, Server, XMPPD, pid_alive,  # noqa: E402
-                     run_tests, stream_error_re, stream_header, wait_for)
+                     run_tests, stream_error_re, stream_header,
+                     test_certificate, wait_for)
+
+
+FEATURES = ("<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'>"
+            "<required/></starttls></stream:features>")
 
 
 def open_stream(port, to="localhost"):
     c = Client(port)
     c.send(stream_header(to))
     c.read_until(SERVER_HEADER)
-    c.read_until("<stream:features/>")
+    c.read_until(FEATURES)
     return c
 
 
@@ -52,7 +57,7 @@ def test_stream_open_close():
         c.send(stream_header("localhost"))
         hdr = c.read_until(SERVER_HEADER)
         assert "from='localhost'" in hdr
-        c.read_until("<stream:features/>")
+        c.read_until(FEATURES)
         close_stream(c)
 
 
@@ -220,15 +225,21 @@ def test_master_death_ends_workers():
 
 def test_config_check():
     s = Server(workers=1, config_text="workers = 2\nc2s {\n  port = 70000\n}\n")
-    r = subprocess.run([XMPPD, "-t", "-c", s.config], capture_output=True, text=True)
+    cert, key = test_certificate()
+    tls = ["-o", "tls.certificate=" + cert, "-o", "tls.key=" + key]
+    r = subprocess.run([XMPPD, "-t", "-c", s.config] + tls, capture_output=True, text=True)
     assert r.returncode == 1
     assert "xmppd.conf:3:" in r.stderr and "c2s.port" in r.stderr, r.stderr
     s.write_config("workers = 2\nc2s {\n  port = 5999\n}\n")
-    r = subprocess.run([XMPPD, "-t", "-c", s.config], capture_output=True, text=True)
+    r = subprocess.run([XMPPD, "-t", "-c", s.config] + tls, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([XMPPD, "-t", "-c", s.config, "-o", "workers=abc"],
+    r = subprocess.run([XMPPD, "-t", "-c", s.config, "-o", "workers=abc"] + tls,
                        capture_output=True, text=True)
     assert r.returncode == 1 and "workers" in r.stderr, r.stderr
+    # A certificate that does not load fails the check, naming the file.
+    r = subprocess.run([XMPPD, "-t", "-c", s.config, "-o", "tls.certificate=" + s.config,
+                        "-o", "tls.key=" + key], capture_output=True, text=True)
+    assert r.returncode == 1 and "tls.certificate(%s)" % s.config in r.stderr, r.stderr
     r = subprocess.run([XMPPD, "-t", "-c", "/nonexistent/xmppd.conf"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "/nonexistent/xmppd.conf" in r.stderr

@@ -1,0 +1,524 @@
+/*
+ * db.c - a worker's asynchronous PostgreSQL link (db.h).  One PGconn in
+ * non-blocking pipeline mode; every query is followed by its own
+ * PQpipelineSync, so a failing query aborts only itself, and answers come
+ * back in order, matched against a bounded FIFO of callbacks.  States:
+ * idle (back-off) -> connecting (PQconnectPoll) -> checking (schema
+ * version query) -> up.
+ * Failure policy: a failed connect, a lost link or a schema this binary
+ * does not know closes the socket, fails every pending callback with
+ * "database unavailable" and retries after a back-off doubling from
+ * 250 ms to 10 s.  Each distinct reason is logged once at error (retries
+ * for the same reason at debug); nothing here blocks or exits.
+ */
+#include "db.h"
+#include "log.h"
+#include "util.h"
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/stat.h>
+
+#define DB_QUEUE_MAX 10000              /* pending queries per link */
+#define DB_QUEUE_MIN 16
+#define DB_BACKOFF_MIN_MS 250
+#define DB_BACKOFF_MAX_MS 10000
+#define DB_CONNECT_TIMEOUT_MS 5000      /* connect + schema check */
+#define DB_CONNECT_TIMEOUT_TEXT "5 s"
+#define DB_ERR_DOWN "database unavailable"
+#define DB_ERR_CLOSED "database link closed"
+#define DB_VERSION_SQL "SELECT max(version) FROM schema_version"
+
+enum db_state {
+	DB_STATE_IDLE = 0,      /* no socket; next attempt at deadline_ms */
+	DB_STATE_CONNECTING,    /* PQconnectPoll in progress */
+	DB_STATE_CHECKING,      /* connected; schema version query sent */
+	DB_STATE_UP,
+};
+
+struct db_pending {
+	db_callback *cb;        /* NULL once cancelled */
+	void *ctx;
+};
+
+struct db {
+	char *conninfo;
+	void (*fd_changed)(void *loop_ctx, int old_fd, int new_fd);
+	void *loop_ctx;
+
+	PGconn *conn;
+	enum db_state state;
+	int fd;                 /* socket last reported through fd_changed */
+	ino_t fd_ino;           /* its inode: a reused number is a new socket */
+	PostgresPollingStatusType poll;  /* what PQconnectPoll waits for */
+	bool want_write;        /* PQflush left output behind: EPOLLOUT */
+	bool lost;              /* drop the link at the end of this call */
+	int64_t deadline_ms;    /* next attempt (idle) or connect timeout */
+	int backoff_ms;         /* delay before the next attempt */
+
+	struct db_pending *queue;   /* ring of unanswered queries, oldest first */
+	unsigned head, count, cap;
+	unsigned syncs;         /* PGRES_PIPELINE_SYNC results still due */
+
+	char reason[256];       /* why the link is going down */
+	char logged[256];       /* the last reason logged at error */
+	char error[256];        /* a server error, for one callback */
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+/* Copy the first line of msg (libpq messages end in "\n"). */
+static void db_copy_line(char *dst, size_t size, const char *msg)
+{
+	if (msg == NULL || *msg == '\0')
+		msg = "unknown error";
+	size_t n = strcspn(msg, "\n");
+	if (n >= size)
+		n = size - 1;
+	memcpy(dst, msg, n);
+	dst[n] = '\0';
+}
+
+/* Remember why the link must go down; the first reason wins. */
+static void db_mark_lost(struct db *db, const char *reason)
+{
+	if (db->lost)
+		return;
+	db->lost = true;
+	db_copy_line(db->reason, sizeof(db->reason), reason);
+}
+
+static void db_notice(void *arg, const char *message)
+{
+	(void)arg;
+	log_warn("database notice: %.*s", (int)strcspn(message, "\n"),
+		 message);
+}
+
+/* Report the socket to the loop when it changed (number or inode). */
+static void db_set_fd(struct db *db, int fd)
+{
+	struct stat st;
+	ino_t ino = 0;
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		ino = st.st_ino;
+	if (fd == db->fd && ino == db->fd_ino)
+		return;
+	int old = db->fd;
+	db->fd = fd;
+	db->fd_ino = ino;
+	if (db->fd_changed != NULL)
+		db->fd_changed(db->loop_ctx, old, fd);
+}
+
+/* ---- the FIFO of pending callbacks ------------------------------------ */
+
+static int db_queue_grow(struct db *db)
+{
+	unsigned ncap = db->cap == 0 ? DB_QUEUE_MIN : db->cap * 2;
+	if (ncap > DB_QUEUE_MAX)
+		ncap = DB_QUEUE_MAX;
+	if (ncap <= db->cap)
+		return -1;
+	struct db_pending *q = malloc(ncap * sizeof(*q));
+	if (q == NULL)
+		return -1;
+	for (unsigned i = 0; i < db->count; i++)
+		q[i] = db->queue[(db->head + i) % db->cap];
+	free(db->queue);
+	db->queue = q;
+	db->cap = ncap;
+	db->head = 0;
+	return 0;
+}
+
+static void db_queue_push(struct db *db, db_callback *cb, void *ctx)
+{
+	struct db_pending *p = &db->queue[(db->head + db->count) % db->cap];
+	p->cb = cb;
+	p->ctx = ctx;
+	db->count++;
+}
+
+static struct db_pending db_queue_pop(struct db *db)
+{
+	struct db_pending p = db->queue[db->head];
+	db->head = (db->head + 1) % db->cap;
+	db->count--;
+	return p;
+}
+
+/* Fail every pending callback.  Each is popped before it runs, so a
+ * callback may queue (which fails: the link is not up) or cancel. */
+static void db_fail_all(struct db *db, const char *error)
+{
+	db->syncs = 0;
+	while (db->count > 0) {
+		struct db_pending p = db_queue_pop(db);
+		if (p.cb != NULL)
+			p.cb(p.ctx, NULL, error);
+	}
+}
+
+/* ---- link state ------------------------------------------------------- */
+
+/* report: tell the loop (before the socket closes, so that it can still
+ * take it out of its epoll set). */
+static void db_close(struct db *db, bool report)
+{
+	if (report)
+		db_set_fd(db, -1);
+	if (db->conn != NULL)
+		PQfinish(db->conn);
+	db->conn = NULL;
+	db->fd = -1;
+	db->fd_ino = 0;
+	db->want_write = false;
+	db->lost = false;
+}
+
+/* Log a reason at error once; the same reason again at debug. */
+static void db_log_down(struct db *db, const char *reason)
+{
+	if (strcmp(reason, db->logged) == 0) {
+		log_debug("database still unavailable: %s", reason);
+		return;
+	}
+	log_error("database unavailable: %s", reason);
+	db_copy_line(db->logged, sizeof(db->logged), reason);
+}
+
+/* Close, schedule the next attempt, then fail the callbacks (last, so
+ * that they see a link that is down). */
+static void db_link_down(struct db *db, const char *reason)
+{
+	char why[sizeof(db->reason)];
+	db_copy_line(why, sizeof(why), reason);
+	db_log_down(db, why);
+	db_close(db, true);
+	db->state = DB_STATE_IDLE;
+	db->deadline_ms = time_now_ms() + db->backoff_ms;
+	db->backoff_ms = db->backoff_ms * 2 > DB_BACKOFF_MAX_MS ?
+		DB_BACKOFF_MAX_MS : db->backoff_ms * 2;
+	db_fail_all(db, DB_ERR_DOWN);
+}
+
+static void db_flush(struct db *db)
+{
+	int r = PQflush(db->conn);
+	if (r < 0)
+		db_mark_lost(db, PQerrorMessage(db->conn));
+	db->want_write = r == 1;
+}
+
+/* Send one query and its sync; the caller checked the state. */
+static int db_send(struct db *db, const char *sql, int nparams,
+		   const char *const *params, const int *lengths,
+		   const int *formats, int result_binary, db_callback *cb,
+		   void *ctx)
+{
+	if (db->count == db->cap && db_queue_grow(db) < 0)
+		return -1;
+	if (!PQsendQueryParams(db->conn, sql, nparams, NULL, params, lengths,
+			       formats, result_binary ? 1 : 0)) {
+		if (PQstatus(db->conn) == CONNECTION_BAD)
+			db_mark_lost(db, PQerrorMessage(db->conn));
+		else
+			log_error("PQsendQueryParams() failed: %.*s",
+				  (int)strcspn(PQerrorMessage(db->conn), "\n"),
+				  PQerrorMessage(db->conn));
+		return -1;
+	}
+	if (!PQpipelineSync(db->conn)) {
+		/* the query went out without its sync: the pipeline is
+		   out of step, so start over */
+		db_mark_lost(db, PQerrorMessage(db->conn));
+		return -1;
+	}
+	db_queue_push(db, cb, ctx);
+	db->syncs++;
+	db_flush(db);
+	return 0;
+}
+
+/* ---- connecting ------------------------------------------------------- */
+
+static void db_version_cb(void *ctx, const PGresult *res, const char *error)
+{
+	struct db *db = ctx;
+	char why[sizeof(db->reason)];
+
+	if (db->state != DB_STATE_CHECKING)
+		return;         /* the link went down meanwhile */
+	if (res == NULL) {
+		snprintf(why, sizeof(why), "schema check failed (%s): run "
+			 "'xmppctl db migrate'", error);
+		db_mark_lost(db, why);
+		return;
+	}
+	int version = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) ?
+		atoi(PQgetvalue(res, 0, 0)) : 0;
+	if (version != DB_SCHEMA_VERSION) {
+		snprintf(why, sizeof(why), "schema version %d, this xmppd "
+			 "needs %d: %s", version, DB_SCHEMA_VERSION,
+			 version > DB_SCHEMA_VERSION ? "upgrade xmppd" :
+			 "run 'xmppctl db migrate'");
+		db_mark_lost(db, why);
+		return;
+	}
+	db->state = DB_STATE_UP;
+	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	db->logged[0] = '\0';
+	log_info("database link up (schema version %d)", version);
+}
+
+static void db_connected(struct db *db)
+{
+	if (PQsetnonblocking(db->conn, 1) != 0 ||
+	    PQenterPipelineMode(db->conn) != 1) {
+		db_mark_lost(db, PQerrorMessage(db->conn));
+		return;
+	}
+	db->state = DB_STATE_CHECKING;
+	db_set_fd(db, PQsocket(db->conn));
+	if (db_send(db, DB_VERSION_SQL, 0, NULL, NULL, NULL, 0,
+		    db_version_cb, db) < 0)
+		db_mark_lost(db, "cannot send the schema check");
+}
+
+static void db_connect_poll(struct db *db)
+{
+	db->poll = PQconnectPoll(db->conn);
+	if (db->poll == PGRES_POLLING_FAILED)
+		db_mark_lost(db, PQerrorMessage(db->conn));
+	else if (db->poll == PGRES_POLLING_OK)
+		db_connected(db);
+	else
+		db_set_fd(db, PQsocket(db->conn));
+}
+
+static void db_connect_start(struct db *db)
+{
+	db->state = DB_STATE_CONNECTING;
+	db->deadline_ms = time_now_ms() + DB_CONNECT_TIMEOUT_MS;
+	db->conn = PQconnectStart(db->conninfo);
+	if (db->conn == NULL) {
+		db_mark_lost(db, "out of memory");
+		return;
+	}
+	PQsetNoticeProcessor(db->conn, db_notice, db);
+	if (PQstatus(db->conn) == CONNECTION_BAD) {
+		db_mark_lost(db, PQerrorMessage(db->conn));
+		return;
+	}
+	/* libpq: behave as if PQconnectPoll had said "writing" */
+	db->poll = PGRES_POLLING_WRITING;
+	db_set_fd(db, PQsocket(db->conn));
+}
+
+/* ---- answers ---------------------------------------------------------- */
+
+static bool db_result_fatal(const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	return sev != NULL && (strcmp(sev, "FATAL") == 0 ||
+			       strcmp(sev, "PANIC") == 0);
+}
+
+static void db_deliver(struct db *db, const PGresult *res)
+{
+	struct db_pending p = db_queue_pop(db);
+	if (p.cb == NULL)
+		return;
+	ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+		p.cb(p.ctx, res, NULL);
+		return;
+	}
+	const char *msg = res != NULL ?
+		PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	if (msg == NULL && res != NULL)
+		msg = PQresultErrorMessage(res);
+	db_copy_line(db->error, sizeof(db->error),
+		     msg != NULL ? msg : "no result");
+	p.cb(p.ctx, NULL, db->error);
+}
+
+/* One PGresult in pipeline order: the head query's answer, or a sync. */
+static void db_result(struct db *db, const PGresult *res)
+{
+	if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+		if (db->syncs > 0)
+			db->syncs--;
+		/* a sync before its query's answer: answer it now */
+		if (db->count > db->syncs)
+			db_deliver(db, NULL);
+		return;
+	}
+	if (db_result_fatal(res)) {
+		/* the server ends this session: the link is gone */
+		const char *msg = PQresultErrorField(res,
+						     PG_DIAG_MESSAGE_PRIMARY);
+		db_mark_lost(db, msg != NULL ? msg : PQresultErrorMessage(res));
+		return;
+	}
+	/* a second result of one query (count == syncs - 1 already) is
+	   dropped: we never send more than one statement */
+	if (db->count == db->syncs && db->count > 0)
+		db_deliver(db, res);
+}
+
+static void db_read(struct db *db)
+{
+	if (!PQconsumeInput(db->conn)) {
+		db_mark_lost(db, PQerrorMessage(db->conn));
+		return;
+	}
+	int nulls = 0;
+	while (db->syncs > 0 && !db->lost && !PQisBusy(db->conn)) {
+		PGresult *res = PQgetResult(db->conn);
+		if (res == NULL) {
+			/* the end of one query's results; two in a row means
+			   libpq has nothing more for now */
+			if (++nulls > 1)
+				break;
+			continue;
+		}
+		nulls = 0;
+		db_result(db, res);
+		PQclear(res);
+	}
+	if (!db->lost && PQstatus(db->conn) == CONNECTION_BAD)
+		db_mark_lost(db, PQerrorMessage(db->conn));
+}
+
+/* ---- public API ------------------------------------------------------- */
+
+struct db *db_new(const char *conninfo,
+		  void (*fd_changed)(void *loop_ctx, int old_fd, int new_fd),
+		  void *loop_ctx)
+{
+	struct db *db = xcalloc(1, sizeof(*db));
+	db->conninfo = xstrdup(conninfo);
+	db->fd_changed = fd_changed;
+	db->loop_ctx = loop_ctx;
+	db->fd = -1;
+	db->state = DB_STATE_IDLE;
+	db->deadline_ms = time_now_ms();        /* connect at the first tick */
+	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	return db;
+}
+
+void db_free(struct db **dbp)
+{
+	struct db *db = *dbp;
+	if (db == NULL)
+		return;
+	db_close(db, false);
+	db->state = DB_STATE_IDLE;
+	db_fail_all(db, DB_ERR_CLOSED);
+	free(db->queue);
+	free(db->conninfo);
+	free(db);
+	*dbp = NULL;
+}
+
+void db_set_conninfo(struct db *db, const char *conninfo)
+{
+	if (strcmp(db->conninfo, conninfo) == 0)
+		return;
+	char *copy = strdup(conninfo);
+	if (copy == NULL) {
+		log_error("db_set_conninfo: out of memory: keeping the old one");
+		return;
+	}
+	free(db->conninfo);
+	db->conninfo = copy;
+	log_info("database conninfo changed: reconnecting");
+	db_close(db, true);
+	db->state = DB_STATE_IDLE;
+	db->deadline_ms = time_now_ms();
+	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	db->logged[0] = '\0';
+	db_fail_all(db, DB_ERR_DOWN);
+}
+
+int db_fd(const struct db *db)
+{
+	return db->fd;
+}
+
+uint32_t db_events(const struct db *db)
+{
+	switch (db->state) {
+	case DB_STATE_CONNECTING:
+		return db->poll == PGRES_POLLING_READING ? EPOLLIN : EPOLLOUT;
+	case DB_STATE_CHECKING:
+	case DB_STATE_UP:
+		return EPOLLIN | (db->want_write ? EPOLLOUT : 0);
+	case DB_STATE_IDLE:
+		break;
+	}
+	return 0;
+}
+
+void db_handle(struct db *db, uint32_t events)
+{
+	if (db->state == DB_STATE_CONNECTING && !db->lost) {
+		db_connect_poll(db);
+	} else if (db->conn != NULL && !db->lost) {
+		if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+			db_read(db);
+		if (!db->lost && (db->want_write || (events & EPOLLOUT)))
+			db_flush(db);
+	}
+	if (db->lost)
+		db_link_down(db, db->reason);
+}
+
+int db_tick(struct db *db, int64_t now_ms)
+{
+	if (db->lost)
+		db_link_down(db, db->reason);
+	if (db->state == DB_STATE_IDLE && now_ms >= db->deadline_ms) {
+		db_connect_start(db);
+		if (db->lost)
+			db_link_down(db, db->reason);
+	} else if (db->state != DB_STATE_IDLE && db->state != DB_STATE_UP &&
+		   now_ms >= db->deadline_ms) {
+		db_link_down(db, "connect timed out after "
+			     DB_CONNECT_TIMEOUT_TEXT);
+	}
+	if (db->state == DB_STATE_UP)
+		return -1;
+	int64_t left = db->deadline_ms - now_ms;
+	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+}
+
+int db_is_up(const struct db *db)
+{
+	return db->state == DB_STATE_UP && !db->lost;
+}
+
+int db_query(struct db *db, const char *sql, int nparams,
+	     const char *const *params, const int *lengths,
+	     const int *formats, int result_binary, db_callback *cb,
+	     void *ctx)
+{
+	if (!db_is_up(db) || db->count >= DB_QUEUE_MAX)
+		return -1;
+	return db_send(db, sql, nparams, params, lengths, formats,
+		       result_binary, cb, ctx);
+}
+
+void db_cancel(struct db *db, void *ctx)
+{
+	for (unsigned i = 0; i < db->count; i++) {
+		struct db_pending *p = &db->queue[(db->head + i) % db->cap];
+		if (p->ctx == ctx)
+			p->cb = NULL;
+	}
+}

@@ -1,0 +1,664 @@
+/*
+ * test_xml.c - unit tests for worker/xml.c: parse -> serialize round
+ * trips, escaping, namespace declarations, attribute edits, the builder
+ * fed in small chunks, accessors, and restricted/malformed input.
+ * Golden files live in tests/xml: rt-*.in must serialize (default
+ * namespace jabber:client) to the matching .ref; err-*.in must fail with
+ * the error in the matching .ref.  Found under $XMPPD_SRCDIR (default ".").
+ */
+#include <criterion/criterion.h>
+
+#include <dirent.h>
+#include <expat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/xml.h"
+
+#define NS_CLIENT "jabber:client"
+
+static struct arena arena;
+static struct buf out;
+
+static void setup(void)
+{
+	arena_init(&arena, 1024);
+	buf_init(&out, 0);
+}
+
+static void teardown(void)
+{
+	arena_free(&arena);
+	buf_free(&out);
+}
+
+TestSuite(xml, .init = setup, .fini = teardown, .timeout = 10);
+
+/* ---- helpers --------------------------------------------------------- */
+
+static struct xml_node *parse_ok(const char *text)
+{
+	const char *error = NULL;
+	struct xml_node *n = xml_parse(&arena, text, strlen(text), &error);
+
+	cr_assert_not_null(n, "parse failed: %s: %s", error, text);
+	return n;
+}
+
+static const char *parse_err(const char *text)
+{
+	const char *error = NULL;
+
+	cr_assert_null(xml_parse(&arena, text, strlen(text), &error),
+		       "parsed: %s", text);
+	cr_assert_not_null(error);
+	return error;
+}
+
+/* Serialized n as an arena string. */
+static const char *ser(const struct xml_node *n, const char *default_ns)
+{
+	buf_consume(&out, buf_used(&out));
+	cr_assert_eq(xml_serialize(&out, n, default_ns), 0);
+	return arena_strndup(&arena, buf_head(&out), buf_used(&out));
+}
+
+static void expect_rt(const char *in, const char *want)
+{
+	const char *got = ser(parse_ok(in), NS_CLIENT);
+
+	cr_expect_str_eq(got, want, "in:   %s", in);
+	/* Our output (declaring every namespace) parses back the same. */
+	got = ser(parse_ok(ser(parse_ok(in), "")), NS_CLIENT);
+	cr_expect_str_eq(got, want, "re-parsed");
+}
+
+static const char *esc(const char *s, size_t len, int attr)
+{
+	buf_consume(&out, buf_used(&out));
+	cr_assert_eq(xml_escape(&out, s, len, attr), 0);
+	return arena_strndup(&arena, buf_head(&out), buf_used(&out));
+}
+
+static const char *srcdir(void)
+{
+	const char *dir = getenv("XMPPD_SRCDIR");
+
+	return dir != NULL && *dir != '\0' ? dir : ".";
+}
+
+/* File contents in the arena, one trailing newline dropped. */
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *text;
+	long len;
+
+	cr_assert_not_null(f, "cannot open %s", path);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	rewind(f);
+	text = arena_alloc(&arena, (size_t)len + 1);
+	cr_assert_eq(fread(text, 1, (size_t)len, f), (size_t)len);
+	if (len > 0 && text[len - 1] == '\n')
+		len--;
+	text[len] = '\0';
+	fclose(f);
+	return text;
+}
+
+static unsigned for_each_golden(const char *prefix,
+				void (*check)(const char *in, const char *ref,
+					      const char *file))
+{
+	char dir[4096], path[8192], ref[8192];
+	size_t plen = strlen(prefix);
+	struct dirent *e;
+	unsigned n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/tests/xml", srcdir());
+	d = opendir(dir);
+	cr_assert_not_null(d, "cannot open %s", dir);
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		if (strncmp(e->d_name, prefix, plen) != 0 || len < 4 ||
+		    strcmp(e->d_name + len - 3, ".in") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		snprintf(ref, sizeof(ref), "%s/%.*s.ref", dir, (int)(len - 3),
+			 e->d_name);
+		check(slurp(path), slurp(ref), e->d_name);
+		n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* ---- golden files ---------------------------------------------------- */
+
+static void check_rt(const char *in, const char *want, const char *file)
+{
+	const char *error = NULL;
+	struct xml_node *n = xml_parse(&arena, in, strlen(in), &error);
+
+	cr_assert_not_null(n, "%s: %s", file, error);
+	cr_expect_str_eq(ser(n, NS_CLIENT), want, "%s", file);
+	/* Written with every namespace declared, it parses back the same. */
+	const char *all = ser(n, "");
+	n = xml_parse(&arena, all, strlen(all), &error);
+	cr_assert_not_null(n, "%s: output does not parse: %s", file, error);
+	cr_expect_str_eq(ser(n, NS_CLIENT), want, "%s: not idempotent", file);
+}
+
+static void check_err(const char *in, const char *want, const char *file)
+{
+	const char *error = NULL;
+
+	cr_expect_null(xml_parse(&arena, in, strlen(in), &error), "%s", file);
+	cr_expect_str_eq(error != NULL ? error : "(none)", want, "%s", file);
+}
+
+Test(xml, golden_round_trips)
+{
+	cr_assert_geq(for_each_golden("rt-", check_rt), 10);
+}
+
+Test(xml, golden_errors)
+{
+	cr_assert_geq(for_each_golden("err-", check_err), 10);
+}
+
+/* ---- serializing ----------------------------------------------------- */
+
+Test(xml, brief_message_example)
+{
+	expect_rt("<message xmlns='jabber:client' from='a@b/c' to='d@e' "
+		  "type='chat' id='x'><body>hi &amp; &lt;you&gt;</body>"
+		  "<active xmlns='http://jabber.org/protocol/chatstates'/>"
+		  "</message>",
+		  "<message from='a@b/c' to='d@e' type='chat' id='x'><body>"
+		  "hi &amp; &lt;you&gt;</body><active xmlns='http://jabber.org/"
+		  "protocol/chatstates'/></message>");
+}
+
+Test(xml, default_ns_decides_top_declaration)
+{
+	struct xml_node *n = parse_ok("<presence xmlns='jabber:client'>"
+				      "<show>dnd</show></presence>");
+
+	cr_expect_str_eq(ser(n, NS_CLIENT),
+			 "<presence><show>dnd</show></presence>");
+	cr_expect_str_eq(ser(n, "jabber:server"),
+			 "<presence xmlns='jabber:client'><show>dnd</show>"
+			 "</presence>");
+	cr_expect_str_eq(ser(n, NULL), "<presence xmlns='jabber:client'>"
+			 "<show>dnd</show></presence>");
+	/* A subtree: its parent's namespace is not assumed. */
+	cr_expect_str_eq(ser(xml_first_element(n), "urn:x"),
+			 "<show xmlns='jabber:client'>dnd</show>");
+}
+
+Test(xml, empty_namespace_under_default)
+{
+	struct xml_node *n = xml_new(&arena, NS_CLIENT, "iq");
+
+	xml_add_child(&arena, n, "", "a");
+	xml_add_child(&arena, xml_add_child(&arena, n, NULL, "b"), "", "c");
+	cr_expect_str_eq(ser(n, NS_CLIENT),
+			 "<iq><a xmlns=''/><b xmlns=''><c/></b></iq>");
+	cr_expect_str_eq(ser(n, ""),
+			 "<iq xmlns='jabber:client'><a xmlns=''/><b xmlns=''>"
+			 "<c/></b></iq>");
+}
+
+Test(xml, foreign_child_then_client_grandchild)
+{
+	expect_rt("<iq xmlns='jabber:client' type='set'><pubsub xmlns='"
+		  "http://jabber.org/protocol/pubsub'><publish node='n'><item>"
+		  "<message xmlns='jabber:client'><body>b</body></message>"
+		  "</item></publish></pubsub></iq>",
+		  "<iq type='set'><pubsub xmlns='http://jabber.org/protocol/"
+		  "pubsub'><publish node='n'><item><message xmlns='jabber:"
+		  "client'><body>b</body></message></item></publish></pubsub>"
+		  "</iq>");
+}
+
+Test(xml, prefixed_input_gets_default_xmlns)
+{
+	expect_rt("<foo:x xmlns:foo='urn:a'/>", "<x xmlns='urn:a'/>");
+	expect_rt("<foo:x xmlns:foo='urn:a' xmlns='jabber:client'><y/>"
+		  "<foo:z foo:attr='v'/></foo:x>",
+		  "<x xmlns='urn:a'><y xmlns='jabber:client'/><z "
+		  "xmlns:ns1='urn:a' ns1:attr='v'/></x>");
+}
+
+Test(xml, xml_lang_written_as_xml_prefix)
+{
+	struct xml_node *n = parse_ok("<presence xmlns='jabber:client' "
+				      "xml:lang='en'><status xml:lang='fr'>"
+				      "ici</status></presence>");
+
+	cr_expect_str_eq(xml_attr_ns(n, "http://www.w3.org/XML/1998/namespace",
+				     "lang"), "en");
+	cr_expect_null(xml_attr(n, "lang"));
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<presence xml:lang='en'><status "
+			 "xml:lang='fr'>ici</status></presence>");
+}
+
+Test(xml, many_attribute_namespaces_stay_valid)
+{
+	char in[4096], tmp[128];
+	const char *error = NULL;
+
+	strcpy(in, "<x xmlns='urn:x'");
+	for (int i = 0; i < 20; i++) {
+		snprintf(tmp, sizeof(tmp), " xmlns:p%d='urn:p%d' p%d:a='%d'",
+			 i, i, i, i);
+		strcat(in, tmp);
+	}
+	strcat(in, " p3:b='again'/>");
+	const char *s = ser(parse_ok(in), "");
+	struct xml_node *n = xml_parse(&arena, s, strlen(s), &error);
+	cr_assert_not_null(n, "%s: %s", error, s);
+	cr_expect_str_eq(xml_attr_ns(n, "urn:p19", "a"), "19");
+	cr_expect_str_eq(xml_attr_ns(n, "urn:p3", "b"), "again");
+	cr_expect_not_null(strstr(s, " xmlns:ns4='urn:p3' ns4:a='3'"), "%s", s);
+	cr_expect_not_null(strstr(s, " ns4:b='again'"), "%s", s);
+}
+
+Test(xml, xmlns_attributes_never_duplicated)
+{
+	struct xml_node *n = xml_new(&arena, "urn:a", "x");
+
+	cr_assert_eq(xml_set_attr(&arena, n, "xmlns", "urn:evil"), 0);
+	cr_expect_str_eq(ser(n, ""), "<x xmlns='urn:a'/>");
+}
+
+Test(xml, deep_tree_serializes_without_recursion)
+{
+	enum { DEPTH = 100000 };
+	struct xml_node *root = xml_new(&arena, NS_CLIENT, "a");
+	struct xml_node *n = root;
+
+	for (int i = 0; i < DEPTH; i++)
+		n = xml_add_child(&arena, n, NS_CLIENT, "a");
+	cr_assert_not_null(n);
+	xml_add_text(&arena, n, "x", 1);
+	cr_assert_eq(xml_serialize(&out, root, NS_CLIENT), 0);
+	cr_expect_eq(buf_used(&out), (size_t)(DEPTH + 1) * 7 + 1);
+	cr_expect_eq(memcmp(buf_head(&out), "<a><a>", 6), 0);
+	cr_expect_eq(memcmp(buf_head(&out) + (DEPTH + 1) * 3, "x</a></a>", 9),
+		     0);
+	cr_expect_eq(memcmp(buf_head(&out) + buf_used(&out) - 8, "</a></a>", 8),
+		     0);
+}
+
+Test(xml, text_node_alone)
+{
+	struct xml_node *n = parse_ok("<b xmlns='jabber:client'>1 &lt; 2</b>");
+
+	cr_expect_str_eq(ser(n->children, NS_CLIENT), "1 &lt; 2");
+}
+
+Test(xml, full_buffer_leaves_it_unchanged)
+{
+	struct xml_node *n = parse_ok("<message xmlns='jabber:client' to='a'>"
+				      "<body>hello &amp; more text</body>"
+				      "</message>");
+	struct buf small;
+
+	buf_init(&small, 40);
+	cr_assert_eq(buf_append(&small, "prefix", 6), 0);
+	buf_consume(&small, 2);
+	cr_expect_eq(xml_serialize(&small, n, NS_CLIENT), -1);
+	cr_expect_eq(buf_used(&small), 4);
+	cr_expect_eq(memcmp(buf_head(&small), "efix", 4), 0);
+	cr_expect_eq(xml_escape(&small, "&&&&&&&&&&&&&&&&&&&&", 20, 0), -1);
+	cr_expect_eq(buf_used(&small), 4);
+	/* 60 bytes of stanza: a cap one short fails, the exact cap fits. */
+	small.max = 4 + 59;
+	cr_expect_eq(xml_serialize(&small, n, NS_CLIENT), -1);
+	cr_expect_eq(buf_used(&small), 4);
+	small.max = 4 + 60;
+	cr_expect_eq(xml_serialize(&small, n, NS_CLIENT), 0);
+	cr_expect_eq(buf_used(&small), 64);
+	buf_free(&small);
+}
+
+/* ---- escaping -------------------------------------------------------- */
+
+Test(xml, escape_text_specials)
+{
+	cr_expect_str_eq(esc("a&b<c>d'e\"f", 11, 0),
+			 "a&amp;b&lt;c&gt;d'e\"f");
+	cr_expect_str_eq(esc("]]>", 3, 0), "]]&gt;");
+	cr_expect_str_eq(esc("", 0, 0), "");
+	cr_expect_str_eq(esc("&", 1, 0), "&amp;");
+	cr_expect_str_eq(esc("tab\tlf\ncr\r", 10, 0), "tab\tlf\ncr&#13;");
+}
+
+Test(xml, escape_attr_specials)
+{
+	cr_expect_str_eq(esc("a&b<c>d'e\"f", 11, 1),
+			 "a&amp;b&lt;c&gt;d&apos;e&quot;f");
+	cr_expect_str_eq(esc("\t\n\r", 3, 1), "&#9;&#10;&#13;");
+}
+
+Test(xml, escape_utf8_and_controls)
+{
+	/* Multi-byte UTF-8 passes unchanged (no sign-extension trouble). */
+	cr_expect_str_eq(esc("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\x7f", 10, 1),
+			 "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\x7f");
+	/* NUL and other C0 controls cannot be carried by XML at all. */
+	cr_expect_str_eq(esc("a\0b\x01\x1f", 5, 0),
+			 "a\xef\xbf\xbd" "b\xef\xbf\xbd\xef\xbf\xbd");
+}
+
+Test(xml, every_byte_escapes_to_parseable_xml)
+{
+	char raw[256], in[4096], want[1024];
+	const char *error = NULL;
+	size_t w = 0;
+
+	for (int i = 0; i < 256; i++) {
+		raw[i] = (char)(i < 128 ? i : 'x');
+		if (i < 0x20 && i != '\t' && i != '\n' && i != '\r') {
+			memcpy(want + w, "\xef\xbf\xbd", 3);  /* U+FFFD */
+			w += 3;
+		} else {
+			want[w++] = raw[i];
+		}
+	}
+	want[w] = '\0';
+	for (int attr = 0; attr <= 1; attr++) {
+		const char *e = esc(raw, sizeof(raw), attr);
+		snprintf(in, sizeof(in), attr ? "<a v='%s'/>" : "<a>%s</a>", e);
+		struct xml_node *n = xml_parse(&arena, in, strlen(in), &error);
+		cr_assert_not_null(n, "%s: %s", error, in);
+		const char *back = attr ? xml_attr(n, "v")
+					: xml_text(&arena, n);
+		cr_expect_str_eq(back, want, "attr=%d", attr);
+	}
+}
+
+Test(xml, round_trip_of_all_specials)
+{
+	expect_rt("<message xmlns='jabber:client' a='&lt;&amp;&gt;&apos;"
+		  "&quot;'><body>&lt;&amp;&gt;&apos;&quot;</body></message>",
+		  "<message a='&lt;&amp;&gt;&apos;&quot;'><body>&lt;&amp;&gt;'"
+		  "\"</body></message>");
+}
+
+/* ---- attributes ------------------------------------------------------ */
+
+Test(xml, set_replace_remove_attributes)
+{
+	struct xml_node *n = parse_ok("<message xmlns='jabber:client' "
+				      "from='a' to='b' id='c' xml:lang='en'/>");
+
+	cr_assert_eq(xml_set_attr(&arena, n, "to", "x&y"), 0);
+	cr_assert_eq(xml_set_attr(&arena, n, "from", NULL), 0);
+	cr_assert_eq(xml_set_attr(&arena, n, "type", "chat"), 0);
+	cr_assert_eq(xml_set_attr(&arena, n, "nothere", NULL), 0);
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<message to='x&amp;y' id='c' "
+			 "xml:lang='en' type='chat'/>");
+	cr_expect_null(xml_attr(n, "from"));
+	cr_expect_str_eq(xml_attr(n, "to"), "x&y");
+	cr_assert_eq(xml_set_attr(&arena, n, "id", NULL), 0);
+	cr_assert_eq(xml_set_attr(&arena, n, "type", NULL), 0);
+	cr_assert_eq(xml_set_attr(&arena, n, "to", NULL), 0);
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<message xml:lang='en'/>");
+	/* "lang" unqualified is not xml:lang. */
+	cr_assert_eq(xml_set_attr(&arena, n, "lang", NULL), 0);
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<message xml:lang='en'/>");
+}
+
+Test(xml, set_attr_copies_value)
+{
+	char v[] = "one";
+	struct xml_node *n = xml_new(&arena, NS_CLIENT, "iq");
+
+	cr_assert_eq(xml_set_attr(&arena, n, "id", v), 0);
+	v[0] = 'X';
+	cr_expect_str_eq(xml_attr(n, "id"), "one");
+}
+
+/* ---- construction and access ----------------------------------------- */
+
+Test(xml, build_by_hand)
+{
+	struct xml_node *iq = xml_new(&arena, NS_CLIENT, "iq");
+	struct xml_node *q;
+
+	xml_set_attr(&arena, iq, "type", "result");
+	q = xml_add_child(&arena, iq, "jabber:iq:version", "query");
+	cr_assert_eq(xml_add_text(&arena, xml_add_child(&arena, q,
+			"jabber:iq:version", "name"), "xmppd", 5), 0);
+	cr_assert_eq(xml_add_text(&arena, q, "", 0), 0);  /* no node */
+	cr_expect_null(xml_first_element(q)->next);
+	cr_expect_str_eq(ser(iq, NS_CLIENT), "<iq type='result'><query xmlns='"
+			 "jabber:iq:version'><name>xmppd</name></query></iq>");
+}
+
+Test(xml, append_node_moves_subtree)
+{
+	struct xml_node *a = parse_ok("<a xmlns='urn:a'><b/></a>");
+	struct xml_node *m = xml_new(&arena, NS_CLIENT, "message");
+
+	xml_append_node(m, a);
+	cr_expect_eq(a->parent, m);
+	cr_expect_str_eq(ser(m, NS_CLIENT), "<message><a xmlns='urn:a'><b/>"
+			 "</a></message>");
+}
+
+Test(xml, accessors)
+{
+	struct xml_node *n = parse_ok(
+		"<iq xmlns='jabber:client' type='get'>\n <query xmlns="
+		"'jabber:iq:roster'/>\n <x xmlns='urn:x'>a<y/>b&amp;c<z/>d</x>"
+		"\n <query xmlns='urn:other'/>\n</iq>");
+	struct xml_node *x, *c;
+
+	cr_expect_eq(xml_element_count(n), 3);
+	cr_expect(xml_is(n, NS_CLIENT, "iq"));
+	cr_expect(xml_is(n, NULL, "iq"));
+	cr_expect_not(xml_is(n, "jabber:server", "iq"));
+	cr_expect_not(xml_is(n->children, NULL, NULL));   /* a text node */
+	cr_expect_not(xml_is(NULL, NULL, NULL));
+	c = xml_child(n, "urn:other", "query");
+	cr_assert_not_null(c);
+	x = xml_next_element(xml_first_element(n));
+	cr_expect_eq(c, xml_next_element(x));
+	cr_expect_null(xml_next_element(c));
+	cr_expect_eq(xml_child(n, NULL, "query"), xml_first_element(n));
+	cr_expect_eq(xml_child(n, "urn:x", NULL), x);
+	cr_expect_null(xml_child(n, NS_CLIENT, "query"));
+	cr_expect_null(xml_child(n, "jabber:iq:roster", "item"));
+	x = xml_child(n, "urn:x", "x");
+	cr_assert_not_null(x);
+	cr_expect_eq(xml_element_count(x), 2);
+	cr_expect_str_eq(xml_text(&arena, x), "ab&cd");
+	cr_expect_str_eq(xml_text(&arena, c), "");
+	cr_expect_str_eq(xml_attr(n, "type"), "get");
+	cr_expect_null(xml_attr(n, "id"));
+	cr_expect_null(xml_first_element(xml_child(x, NULL, "y")));
+	cr_expect_eq(xml_element_count(c), 0);
+}
+
+Test(xml, namespace_strings_shared_with_parent)
+{
+	struct xml_node *n = parse_ok("<message xmlns='jabber:client'><body>"
+				      "x</body><x xmlns='urn:y' a='1'/>"
+				      "</message>");
+	struct xml_node *x = xml_child(n, "urn:y", "x");
+
+	cr_expect_eq(xml_first_element(n)->ns, n->ns);
+	cr_expect_str_eq(x->attrs->ns, "");
+	cr_expect_str_eq(n->ns, NS_CLIENT);
+}
+
+/* ---- builder --------------------------------------------------------- */
+
+Test(xml, builder_merges_text_chunks)
+{
+	struct xml_builder b;
+	const char *msg[] = { "to", "a@b", "type", "chat", NULL };
+	const char *none[] = { NULL };
+	const char *text = "hello <world> & all of you, one byte at a time";
+
+	xml_builder_init(&b, &arena);
+	xml_builder_start(&b, NS_CLIENT "\xff" "message", msg);
+	xml_builder_text(&b, "\n", 1);
+	xml_builder_start(&b, NS_CLIENT "\xff" "body", none);
+	for (size_t i = 0; text[i] != '\0'; i++)
+		xml_builder_text(&b, text + i, 1);
+	xml_builder_text(&b, "", 0);
+	xml_builder_end(&b);
+	cr_expect_null(xml_builder_done(&b));   /* message still open */
+	xml_builder_text(&b, "tail", 4);
+	xml_builder_text(&b, "!", 1);
+	xml_builder_end(&b);
+	struct xml_node *n = xml_builder_done(&b);
+	cr_assert_not_null(n);
+	struct xml_node *body = xml_first_element(n);
+	cr_expect_eq(body->children, body->last_child);  /* one text node */
+	cr_expect_eq(body->children->text_len, strlen(text));
+	cr_expect_str_eq(body->children->text, text);
+	cr_expect_str_eq(n->last_child->text, "tail!");
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<message to='a@b' type='chat'>\n"
+			 "<body>hello &lt;world&gt; &amp; all of you, one byte "
+			 "at a time</body>tail!</message>");
+}
+
+Test(xml, builder_large_text_in_many_chunks)
+{
+	struct xml_builder b;
+	const char *none[] = { NULL };
+	char chunk[97];
+
+	memset(chunk, 'q', sizeof(chunk));
+	xml_builder_init(&b, &arena);
+	xml_builder_start(&b, "body", none);
+	for (int i = 0; i < 1000; i++)
+		xml_builder_text(&b, chunk, (int)sizeof(chunk));
+	xml_builder_end(&b);
+	struct xml_node *n = xml_builder_done(&b);
+	cr_assert_not_null(n);
+	cr_expect_eq(n->children, n->last_child);
+	cr_expect_eq(n->children->text_len, 97000);
+	cr_expect_eq(strlen(n->children->text), 97000);
+	cr_expect_lt(arena.total, 4 * 97000);   /* doubling, not quadratic */
+}
+
+Test(xml, builder_refuses_second_root)
+{
+	struct xml_builder b;
+	const char *none[] = { NULL };
+
+	xml_builder_init(&b, &arena);
+	xml_builder_start(&b, "a", none);
+	xml_builder_end(&b);
+	cr_expect_not_null(xml_builder_done(&b));
+	xml_builder_start(&b, "b", none);
+	cr_expect(b.failed);
+	cr_expect_null(xml_builder_done(&b));
+}
+
+Test(xml, builder_text_before_root_ignored)
+{
+	struct xml_builder b;
+	const char *none[] = { NULL };
+
+	xml_builder_init(&b, &arena);
+	xml_builder_text(&b, "junk", 4);
+	xml_builder_end(&b);
+	xml_builder_start(&b, "urn:a\xff" "a", none);
+	xml_builder_end(&b);
+	cr_assert_not_null(xml_builder_done(&b));
+	cr_expect_str_eq(ser(xml_builder_done(&b), ""), "<a xmlns='urn:a'/>");
+}
+
+/* The stream parser's way: expat fed one byte at a time. */
+static void XMLCALL feed_start(void *ud, const char *name, const char **atts)
+{
+	xml_builder_start(ud, name, atts);
+}
+
+static void XMLCALL feed_end(void *ud, const char *name)
+{
+	(void)name;
+	xml_builder_end(ud);
+}
+
+static void XMLCALL feed_text(void *ud, const char *s, int len)
+{
+	xml_builder_text(ud, s, len);
+}
+
+Test(xml, builder_from_expat_byte_by_byte)
+{
+	const char *in = "<message xmlns='jabber:client' to='r&amp;j@x'><body>"
+			 "a &amp; b\nline two &#x263A; &lt;3</body><x:y "
+			 "xmlns:x='urn:x' x:k='v'/></message>";
+	struct xml_builder b;
+	XML_Parser p = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
+
+	xml_builder_init(&b, &arena);
+	XML_SetUserData(p, &b);
+	XML_SetElementHandler(p, feed_start, feed_end);
+	XML_SetCharacterDataHandler(p, feed_text);
+	for (size_t i = 0; in[i] != '\0'; i++)
+		cr_assert_eq(XML_Parse(p, in + i, 1, 0), XML_STATUS_OK);
+	cr_assert_eq(XML_Parse(p, "", 0, 1), XML_STATUS_OK);
+	XML_ParserFree(p);
+	struct xml_node *n = xml_builder_done(&b);
+	cr_assert_not_null(n);
+	struct xml_node *body = xml_first_element(n);
+	cr_expect_eq(body->children, body->last_child);
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<message to='r&amp;j@x'><body>"
+			 "a &amp; b\nline two \xe2\x98\xba &lt;3</body>"
+			 "<y xmlns='urn:x' xmlns:ns1='urn:x' ns1:k='v'/>"
+			 "</message>");
+}
+
+/* ---- parsing --------------------------------------------------------- */
+
+Test(xml, parse_rejects_restricted_xml)
+{
+	cr_expect_str_eq(parse_err("<a><!--c--></a>"),
+			 "restricted XML: comment");
+	cr_expect_str_eq(parse_err("<a/><!--c-->"), "restricted XML: comment");
+	cr_expect_str_eq(parse_err("<a><?pi x?></a>"),
+			 "restricted XML: processing instruction");
+	cr_expect_str_eq(parse_err("<!DOCTYPE a SYSTEM 'x.dtd'><a/>"),
+			 "restricted XML: DTD");
+	/* CDATA sections are allowed; they come out as escaped text. */
+	cr_expect_str_eq(ser(parse_ok("<a><![CDATA[<x>&]]>y</a>"), ""),
+			 "<a>&lt;x&gt;&amp;y</a>");
+}
+
+Test(xml, parse_rejects_malformed)
+{
+	cr_expect_str_eq(parse_err("<a>"), "no element found");
+	cr_expect_str_eq(parse_err("<a></b>"), "mismatched tag");
+	cr_expect_str_eq(parse_err("<a x='1' x='2'/>"), "duplicate attribute");
+	cr_expect_str_eq(parse_err("<p:a/>"), "unbound prefix");
+	cr_expect_str_eq(parse_err("<a>&bogus;</a>"), "undefined entity");
+	cr_expect_str_eq(parse_err("<a/><a/>"), "junk after document element");
+	cr_expect_str_eq(parse_err("<a>\xff</a>"),
+			 "not well-formed (invalid token)");
+	cr_expect_str_eq(parse_err("<a>&#0;</a>"),
+			 "reference to invalid character number");
+}
+
+Test(xml, parse_stops_at_length)
+{
+	const char *error = NULL;
+	const char *text = "<a xmlns='urn:a'/>garbage";
+	struct xml_node *n = xml_parse(&arena, text, 18, &error);
+
+	cr_assert_not_null(n, "%s", error);
+	cr_expect_str_eq(ser(n, "urn:a"), "<a/>");
+}

@@ -1,0 +1,398 @@
+/*
+ * route.c - where a stanza goes (RFC 6120 sections 8 and 10, RFC 6121
+ * section 8.5).  The server stamps 'from' with the sender's full JID; a
+ * different 'from' ends the stream with <invalid-from/>.  'to' is parsed
+ * and prepared (RFC 7622); then: our domain -> server.c; a full JID ->
+ * the session table, then this worker's connection or another worker's
+ * queue; a bare JID -> the RFC 6121 rules (highest non-negative priority,
+ * all resources for headlines and presence); nothing online -> the
+ * stanza error the RFC names.  A frame whose connection is gone is
+ * routed again as if sent to the bare JID, so a vanishing session does
+ * not eat messages.  Failure policy: never silence where an error is due.
+ */
+#include "worker.h"
+#include "jid.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "stanza.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTE_MAX_RESOURCES 64
+
+/* Everything about one stanza on its way. */
+struct route {
+	struct worker *w;
+	struct arena *arena;
+	struct xml_node *st;
+	const char *type;       /* NULL when absent */
+	struct jid to;
+	const char *to_full;
+	const char *to_bare;
+	struct buf text;        /* serialized once, lazily */
+	int serialized;
+	/* the session it came from, skipped when rerouting */
+	int skip_valid;
+	struct session_info skip;
+};
+
+static const char *route_serialized(struct route *r, size_t *len_r)
+{
+	if (!r->serialized) {
+		buf_init(&r->text, 0);
+		if (xml_serialize(&r->text, r->st, NS_CLIENT) < 0)
+			return NULL;
+		r->serialized = 1;
+	}
+	*len_r = buf_used(&r->text);
+	return buf_head(&r->text);
+}
+
+/* Deliver to one session, local or on another worker.  0 or -1. */
+static int route_to_session(struct route *r, const struct session_info *s)
+{
+	size_t len;
+	const char *data = route_serialized(r, &len);
+	const char *error;
+	if (data == NULL)
+		return -1;
+	if (s->slot == r->w->slot) {
+		struct conn *c = conn_lookup(r->w, s->conn_id, s->gen);
+		if (c == NULL || !c->bound)
+			return -1;
+		conn_send(c, data, len);
+	} else if (queue_send(r->w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
+			      s->gen, data, len, &error) < 0) {
+		log_warn("to w%u: %s", s->slot, error);
+		return -1;
+	}
+	r->w->stats->stanzas_out++;
+	return 0;
+}
+
+/* Send the error reply for r's stanza back towards its sender. */
+static void route_bounce(struct route *r, const char *etype,
+			 const char *cond)
+{
+	struct buf out;
+	struct arena *a = r->arena;
+	const char *error;
+	if (!stanza_may_bounce(r->st) || xml_attr(r->st, "from") == NULL)
+		return;
+	buf_init(&out, 0);
+	stanza_error_xml(&out, r->st, NULL, etype, cond, NULL);
+	buf_append(&out, "", 1);
+	struct xml_node *e = stanza_parse(a, buf_head(&out), buf_used(&out) - 1,
+				       &error);
+	buf_free(&out);
+	if (e == NULL) {
+		log_error("bounce of <%s/> failed: %s", cond, error);
+		return;
+	}
+	route_stanza(r->w, a, e);
+}
+
+static int route_is(const struct route *r, const char *type)
+{
+	return r->type != NULL && strcmp(r->type, type) == 0;
+}
+
+static int route_skipped(const struct route *r, const struct session_info *s)
+{
+	return r->skip_valid && s->slot == r->skip.slot &&
+	       s->conn_id == r->skip.conn_id && s->gen == r->skip.gen;
+}
+
+/* Available resources of the bare JID: 0 none, else count (<= max). */
+static int route_resources(struct route *r, struct session_info *out,
+			   unsigned max)
+{
+	int n = shm_session_list(r->w->shm->sessions, r->to_bare, out, max);
+	int kept = 0;
+	if (n > (int)max)
+		n = (int)max;
+	for (int i = 0; i < n; i++)
+		if (out[i].available && !route_skipped(r, &out[i]))
+			out[kept++] = out[i];
+	return kept;
+}
+
+/* RFC 6121 section 8.5.2.1.1: chat and normal go to the available
+ * resources of highest non-negative priority; headlines to all with
+ * non-negative priority.  Returns how many got it. */
+static int route_message_bare(struct route *r)
+{
+	static struct session_info res[ROUTE_MAX_RESOURCES];
+	int n = route_resources(r, res, ROUTE_MAX_RESOURCES);
+	int best = -1, sent = 0;
+	int headline = route_is(r, "headline");
+	for (int i = 0; i < n; i++)
+		if (res[i].priority > best)
+			best = res[i].priority;
+	for (int i = 0; i < n && best >= 0; i++) {
+		if (res[i].priority < 0 || (!headline && res[i].priority != best))
+			continue;
+		if (route_to_session(r, &res[i]) == 0)
+			sent++;
+	}
+	return sent;
+}
+
+static void route_message(struct route *r, int to_full)
+{
+	struct session_info s;
+	if (to_full && shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
+	    !route_skipped(r, &s) && route_to_session(r, &s) == 0)
+		return;
+	/* Section 8.5.3.2.1: a full JID not online is treated as bare,
+	 * except groupchat (error) and the bare JID's own rules. */
+	if (route_is(r, "groupchat") || route_is(r, "error")) {
+		route_bounce(r, "cancel", "service-unavailable");
+		return;
+	}
+	if (route_message_bare(r) > 0 || route_is(r, "headline"))
+		return;
+	/* Offline storage arrives with RFC 6121 work; until then: */
+	route_bounce(r, "cancel", "service-unavailable");
+}
+
+static void route_presence(struct route *r, int to_full)
+{
+	static struct session_info res[ROUTE_MAX_RESOURCES];
+	struct session_info s;
+	if (route_is(r, "probe"))
+		return;         /* answered by the presence module */
+	if (to_full) {
+		if (shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
+		    !route_skipped(r, &s))
+			route_to_session(r, &s);
+		return;         /* section 8.5.3.2.3: else silently dropped */
+	}
+	int n = route_resources(r, res, ROUTE_MAX_RESOURCES);
+	for (int i = 0; i < n; i++)
+		route_to_session(r, &res[i]);
+}
+
+static void route_iq(struct route *r, int to_full)
+{
+	struct session_info s;
+	if (to_full) {
+		if (shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
+		    !route_skipped(r, &s) && route_to_session(r, &s) == 0)
+			return;
+		route_bounce(r, "cancel", "service-unavailable");
+		return;
+	}
+	/* Section 8.5.2.1.3 / RFC 6120 10.5.4: the server answers IQs to a
+	 * bare JID on the account's behalf. */
+	server_account_iq(r->w, r->arena, r->st, r->to_bare);
+}
+
+static void route_user(struct route *r)
+{
+	int to_full = r->to.resource != NULL;
+	if (strcmp(r->st->name, "message") == 0)
+		route_message(r, to_full);
+	else if (strcmp(r->st->name, "presence") == 0)
+		route_presence(r, to_full);
+	else
+		route_iq(r, to_full);
+}
+
+static int route_prepare(struct route *r, const char *to)
+{
+	const char *error;
+	if (jid_parse(r->arena, to, &r->to, &error) < 0)
+		return -1;
+	r->to_full = jid_full(r->arena, &r->to);
+	r->to_bare = jid_bare(r->arena, &r->to);
+	if (r->to_full == NULL || r->to_bare == NULL)
+		return -1;
+	return xml_set_attr(r->arena, r->st, "to", r->to_full);
+}
+
+/* Route a stanza whose 'from' is already trusted. */
+static void route_run(struct route *r)
+{
+	const char *to = xml_attr(r->st, "to");
+	r->type = xml_attr(r->st, "type");
+	if (to == NULL || route_prepare(r, to) < 0) {
+		route_bounce(r, "modify", "jid-malformed");
+		return;
+	}
+	if (!stream_hosted(r->w, r->to.domain)) {
+		/* Server-to-server arrives later. */
+		route_bounce(r, "cancel", "remote-server-not-found");
+		return;
+	}
+	if (r->to.local == NULL)
+		server_stanza(r->w, r->arena, r->st, r->to.resource != NULL);
+	else
+		route_user(r);
+	if (r->serialized)
+		buf_free(&r->text);
+}
+
+void route_stanza(struct worker *w, struct arena *a, struct xml_node *st)
+{
+	struct route r;
+	memset(&r, 0, sizeof(r));
+	r.w = w;
+	r.arena = a;
+	r.st = st;
+	route_run(&r);
+}
+
+/* RFC 6120 section 8.1.2.1: a client may put its own full JID or bare JID
+ * in 'from'; anything else is <invalid-from/>. */
+static int route_from_ok(struct conn *c, const char *from)
+{
+	struct jid j;
+	const char *error;
+	if (jid_parse(c->arena, from, &j, &error) < 0 || j.local == NULL)
+		return 0;
+	if (strcmp(j.local, c->user) != 0 || strcmp(j.domain, c->domain) != 0)
+		return 0;
+	if (j.resource == NULL)
+		return 1;
+	const char *res = strchr(c->jid, '/');
+	return res != NULL && strcmp(j.resource, res + 1) == 0;
+}
+
+static int route_iq_valid(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	unsigned n = xml_element_count(st);
+	if (type == NULL || xml_attr(st, "id") == NULL)
+		return 0;
+	if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)
+		return n == 1;
+	if (strcmp(type, "result") == 0)
+		return n <= 1;
+	return strcmp(type, "error") == 0;
+}
+
+static int route_presence_type_ok(const char *type)
+{
+	static const char *const types[] = {
+		"unavailable", "subscribe", "subscribed", "unsubscribe",
+		"unsubscribed", "probe", "error",
+	};
+	if (type == NULL)
+		return 1;
+	for (size_t i = 0; i < ARRAY_SIZE(types); i++)
+		if (strcmp(type, types[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* Presence without 'to': the session's own availability for now (the
+ * broadcast to contacts comes with the roster). */
+static void route_own_presence(struct conn *c, struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	struct xml_node *p = xml_child(st, NS_CLIENT, "priority");
+	char *prio = p ? xml_text(c->arena, p) : NULL;
+	long v = prio ? strtol(prio, NULL, 10) : 0;
+	if (v < -128 || v > 127)
+		v = 0;
+	c->available = type == NULL;
+	c->priority = (int16_t)v;
+	shm_session_set_presence(c->w->shm->sessions, c->jid,
+				 (uint16_t)c->w->slot, c->id, c->gen,
+				 c->priority, (uint8_t)c->available);
+}
+
+void route_from_client(struct conn *c, struct xml_node *st)
+{
+	const char *from = xml_attr(st, "from");
+	if (from != NULL && !route_from_ok(c, from)) {
+		stream_error(c, "invalid-from", NULL);
+		return;
+	}
+	if (xml_set_attr(c->arena, st, "from", c->jid) < 0) {
+		stream_error(c, "resource-constraint", NULL);
+		return;
+	}
+	int is_iq = strcmp(st->name, "iq") == 0;
+	if ((is_iq && !route_iq_valid(st)) ||
+	    (strcmp(st->name, "presence") == 0 &&
+	     !route_presence_type_ok(xml_attr(st, "type")))) {
+		stanza_error_reply(c, st, "modify", "bad-request", NULL);
+		return;
+	}
+	if (xml_attr(st, "to") == NULL) {
+		if (strcmp(st->name, "presence") == 0) {
+			route_own_presence(c, st);
+			return;
+		}
+		/* Section 10.3: no 'to' means the sender's bare JID. */
+		char *bare = arena_strndup(c->arena, c->jid,
+					   strcspn(c->jid, "/"));
+		if (bare == NULL || xml_set_attr(c->arena, st, "to", bare) < 0)
+			return;
+	}
+	route_stanza(c->w, c->arena, st);
+}
+
+/* A stanza frame for a connection this worker no longer has. */
+static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
+		       const void *payload, size_t len)
+{
+	static struct arena a;
+	const char *error;
+	struct route r;
+	if (a.block_size == 0)
+		arena_init(&a, 4096);
+	struct xml_node *st = stanza_parse(&a, payload, len, &error);
+	if (st == NULL) {
+		log_error("frame for a gone connection unreadable: %s", error);
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	r.w = w;
+	r.arena = &a;
+	r.st = st;
+	r.skip_valid = 1;
+	r.skip.slot = (uint16_t)w->slot;
+	r.skip.conn_id = hdr->conn_id;
+	r.skip.gen = hdr->gen;
+	/* The table entry is stale: remove it (owner-checked), so that
+	 * rerouting cannot find it again. */
+	const char *to = xml_attr(st, "to");
+	if (to != NULL)
+		shm_session_del(w->shm->sessions, to, (uint16_t)w->slot,
+				hdr->conn_id, hdr->gen);
+	/* Route as if to the bare JID: drop the resource. */
+	if (to != NULL && strcmp(st->name, "message") == 0) {
+		char *bare = arena_strndup(&a, to, strcspn(to, "/"));
+		if (bare != NULL)
+			xml_set_attr(&a, st, "to", bare);
+	}
+	route_run(&r);
+	arena_reset(&a);
+}
+
+void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
+		 const void *payload, size_t len)
+{
+	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
+	if (hdr->type == IPC_FRAME_KICK) {
+		if (c != NULL) {
+			c->bound = 0;   /* its table entry is the new session's */
+			stream_error(c, "conflict", "Replaced by new connection");
+		}
+		return;
+	}
+	if (hdr->type != IPC_FRAME_STANZA)
+		return;
+	if (c != NULL && c->bound) {
+		conn_send(c, payload, len);
+		return;
+	}
+	route_gone(w, hdr, payload, len);
+}

@@ -1,0 +1,543 @@
+/*
+ * sasl.c - SASL authentication (RFC 6120 section 6): PLAIN (only under
+ * TLS), SCRAM-SHA-1, SCRAM-SHA-256 and their -PLUS variants with
+ * tls-exporter / tls-server-end-point channel binding.  Credentials are
+ * looked up asynchronously in PostgreSQL; while the database is down a
+ * login gets <temporary-auth-failure/> at once.  Failures are answered
+ * after a growing delay per client address and per account, and the
+ * stream is closed with <policy-violation/> after sasl.max_failures.
+ * Failure policy: a client's fault ends at most its stream.
+ */
+#include "worker.h"
+#include "../db/accounts.h"
+#include "../db/db.h"
+#include "base64.h"
+#include "jid.h"
+#include "log.h"
+#include "scram.h"
+#include "tls.h"
+#include "util.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum sasl_step {
+	SASL_STEP_INITIAL = 1,  /* waiting for the initial response */
+	SASL_STEP_LOOKUP,       /* waiting for PostgreSQL */
+	SASL_STEP_FINAL,        /* SCRAM: challenge sent, waiting */
+};
+
+struct sasl {
+	struct arena arena;     /* scram strings, prepared names */
+	enum sasl_step step;
+	int plain;              /* PLAIN, else SCRAM */
+	struct scram_params params;
+	struct scram_server scram;
+	struct scram_plain creds_plain;
+	const char *user;       /* prepared localpart */
+	char *pending;          /* delayed <failure/> to send */
+	int close_after;        /* policy-violation after the failure */
+};
+
+/* Throttling: a small table of recent failures keyed by a hash of
+ * "a:<address>" or "u:<user@domain>"; entries decay after 15 minutes. */
+#define SASL_THROTTLE_SLOTS 4096
+#define SASL_THROTTLE_FORGET_MS (15 * 60 * 1000)
+#define SASL_THROTTLE_BASE_MS 250
+#define SASL_THROTTLE_MAX_MS 8000
+
+struct sasl_throttle {
+	uint64_t key;
+	uint32_t failures;
+	int64_t last_ms;
+};
+
+static struct sasl_throttle sasl_throttle_table[SASL_THROTTLE_SLOTS];
+static unsigned char sasl_unknown_secret[32];
+static int sasl_secret_ready;
+
+static uint64_t sasl_key(const char *kind, const char *a, const char *b)
+{
+	crypto_generichash_state st;
+	uint64_t k;
+	crypto_generichash_init(&st, NULL, 0, sizeof(k));
+	crypto_generichash_update(&st, (const unsigned char *)kind, strlen(kind));
+	crypto_generichash_update(&st, (const unsigned char *)a, strlen(a) + 1);
+	if (b != NULL)
+		crypto_generichash_update(&st, (const unsigned char *)b, strlen(b));
+	crypto_generichash_final(&st, (unsigned char *)&k, sizeof(k));
+	return k;
+}
+
+static struct sasl_throttle *sasl_throttle_get(uint64_t key, int64_t now)
+{
+	struct sasl_throttle *t = &sasl_throttle_table[key % SASL_THROTTLE_SLOTS];
+	if (t->key != key || now - t->last_ms > SASL_THROTTLE_FORGET_MS) {
+		t->key = key;
+		t->failures = 0;
+	}
+	return t;
+}
+
+/* Count a failure and return how long to hold the answer. */
+static int64_t sasl_throttle_fail(struct conn *c, const char *user)
+{
+	int64_t now = time_now_ms();
+	uint32_t worst = 0;
+	uint64_t keys[2] = { sasl_key("a:", c->addr, NULL), 0 };
+	if (user != NULL)
+		keys[1] = sasl_key("u:", user, c->stream_to);
+	for (unsigned i = 0; i < 2 && keys[i] != 0; i++) {
+		struct sasl_throttle *t = sasl_throttle_get(keys[i], now);
+		t->failures++;
+		t->last_ms = now;
+		if (t->failures > worst)
+			worst = t->failures;
+	}
+	int64_t base = (int64_t)c->w->cfg->sasl_throttle_delay;
+	if (base == 0 || worst <= 1)
+		return 0;
+	int64_t delay = base << (worst - 2 < 10 ? worst - 2 : 10);
+	return delay > SASL_THROTTLE_MAX_MS ? SASL_THROTTLE_MAX_MS : delay;
+}
+
+static void sasl_throttle_success(struct conn *c, const char *user)
+{
+	int64_t now = time_now_ms();
+	sasl_throttle_get(sasl_key("u:", user, c->stream_to), now)->failures = 0;
+}
+
+void sasl_features(struct conn *c, struct buf *out)
+{
+	int tls = c->ssl != NULL;
+	buf_appendf(out, "<mechanisms xmlns='" NS_SASL "'>");
+	if (tls)
+		buf_appendf(out, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
+			    "<mechanism>SCRAM-SHA-1-PLUS</mechanism>");
+	buf_appendf(out, "<mechanism>SCRAM-SHA-256</mechanism>"
+		    "<mechanism>SCRAM-SHA-1</mechanism>");
+	if (tls)
+		buf_appendf(out, "<mechanism>PLAIN</mechanism>");
+	buf_appendf(out, "</mechanisms>");
+	if (tls) {
+		/* XEP-0440: which channel bindings we support. */
+		buf_appendf(out, "<sasl-channel-binding xmlns='urn:xmpp:"
+			    "sasl-cb:0'>%s<channel-binding type='tls-server-"
+			    "end-point'/></sasl-channel-binding>",
+			    tls_is_13(c) ? "<channel-binding type='tls-"
+			    "exporter'/>" : "");
+	}
+}
+
+void sasl_free(struct conn *c)
+{
+	struct sasl *s = c->sasl;
+	if (s == NULL)
+		return;
+	scram_server_clear(&s->scram);
+	scram_plain_clear(&s->creds_plain);
+	arena_free(&s->arena);
+	free(s->pending);
+	free(s);
+	c->sasl = NULL;
+}
+
+static void sasl_send_failure(struct conn *c, const char *xml, int close_after)
+{
+	conn_send(c, xml, strlen(xml));
+	if (close_after)
+		stream_error(c, "policy-violation", "too many failed "
+			     "authentication attempts");
+}
+
+/* Answer <failure/>: at once, or after the throttle delay. */
+static void sasl_fail(struct conn *c, const char *condition, const char *text)
+{
+	char xml[512];
+	const char *user = c->sasl ? c->sasl->user : NULL;
+	snprintf(xml, sizeof(xml), "<failure xmlns='" NS_SASL "'><%s/>%s%s%s"
+		 "</failure>", condition, text ? "<text>" : "",
+		 text ? text : "", text ? "</text>" : "");
+	log_info("c%u %s: SASL failure <%s/>%s%s%s%s", c->id, c->peer,
+		 condition, user ? " for " : "", user ? user : "",
+		 text ? ": " : "", text ? text : "");
+	int counts = strcmp(condition, "aborted") != 0 &&
+		     strcmp(condition, "temporary-auth-failure") != 0;
+	int64_t delay = counts ? sasl_throttle_fail(c, user) : 0;
+	int close_after = counts &&
+			  ++c->sasl_failures >= c->w->cfg->sasl_max_failures;
+	sasl_free(c);
+	if (delay <= 0) {
+		sasl_send_failure(c, xml, close_after);
+		return;
+	}
+	c->sasl = calloc(1, sizeof(*c->sasl));
+	if (c->sasl == NULL || (c->sasl->pending = strdup(xml)) == NULL) {
+		sasl_send_failure(c, xml, close_after);
+		return;
+	}
+	arena_init(&c->sasl->arena, 256);
+	c->sasl->close_after = close_after;
+	c->delay_until_ms = time_now_ms() + delay;
+	c->delayed_next = c->w->delayed;
+	c->w->delayed = c;
+}
+
+void sasl_delayed(struct conn *c)
+{
+	struct sasl *s = c->sasl;
+	if (s == NULL || s->pending == NULL)
+		return;
+	char *xml = s->pending;
+	int close_after = s->close_after;
+	s->pending = NULL;
+	sasl_free(c);
+	sasl_send_failure(c, xml, close_after);
+	free(xml);
+}
+
+static void sasl_fail_scram(struct conn *c, enum scram_error err)
+{
+	sasl_fail(c, scram_error_condition(err), scram_error_str(err));
+}
+
+static void sasl_success(struct conn *c, const char *data, size_t len)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<success xmlns='" NS_SASL "'>");
+	if (data != NULL) {
+		char b64[1024];
+		if (base64_encode(data, len, b64, sizeof(b64)) < 0) {
+			buf_free(&out);
+			sasl_fail(c, "temporary-auth-failure", NULL);
+			return;
+		}
+		buf_appendf(&out, "%s", b64);
+	}
+	buf_appendf(&out, "</success>");
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	c->authenticated = 1;
+	c->user = strdup(c->sasl->user);
+	c->domain = strdup(c->stream_to);
+	log_info("c%u %s: authenticated as %s@%s (%s)", c->id, c->peer,
+		 c->sasl->user, c->stream_to, c->sasl->plain ? "PLAIN" :
+		 scram_mech_name(c->sasl->params.hash, c->sasl->params.plus));
+	sasl_throttle_success(c, c->sasl->user);
+	sasl_free(c);
+	if (c->user == NULL || c->domain == NULL) {
+		stream_error(c, "resource-constraint", NULL);
+		return;
+	}
+	stream_restart(c);
+}
+
+/* The prepared localpart, or NULL (then the login cannot succeed). */
+static const char *sasl_prep_user(struct sasl *s, const char *name)
+{
+	const char *out, *error;
+	if (jid_prep_part(&s->arena, JID_PART_LOCAL, name, strlen(name), &out,
+			  &error) < 0)
+		return NULL;
+	return out;
+}
+
+/* RFC 6120 section 6.4.6: an authzid must be the account's bare JID. */
+static int sasl_authzid_ok(struct conn *c, struct sasl *s, const char *authzid)
+{
+	struct jid jid;
+	const char *error;
+	if (authzid == NULL)
+		return 1;
+	if (jid_parse(&s->arena, authzid, &jid, &error) < 0 ||
+	    jid.resource != NULL || jid.local == NULL)
+		return 0;
+	return strcmp(jid.local, s->user) == 0 &&
+	       strcmp(jid.domain, c->stream_to) == 0;
+}
+
+static void sasl_send_challenge(struct conn *c, const char *msg, size_t len)
+{
+	char b64[2048];
+	struct buf out;
+	if (base64_encode(msg, len, b64, sizeof(b64)) < 0) {
+		sasl_fail(c, "temporary-auth-failure", NULL);
+		return;
+	}
+	buf_init(&out, 0);
+	buf_appendf(&out, "<challenge xmlns='" NS_SASL "'>%s</challenge>", b64);
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+}
+
+static void sasl_scram_credentials(struct conn *c,
+				   const struct accounts_login *login, int found)
+{
+	struct sasl *s = c->sasl;
+	struct scram_credentials cred;
+	const char *msg;
+	size_t len;
+
+	if (found && login->found[s->params.hash]) {
+		cred = login->cred[s->params.hash];
+	} else if (scram_credentials_unknown(s->params.hash, s->user,
+					     sasl_unknown_secret,
+					     sizeof(sasl_unknown_secret),
+					     c->w->cfg->scram_iterations,
+					     &cred) < 0) {
+		sasl_fail(c, "temporary-auth-failure", NULL);
+		return;
+	}
+	enum scram_error err = scram_server_first(&s->scram, &cred, &msg, &len);
+	sodium_memzero(&cred, sizeof(cred));
+	if (err != SCRAM_OK) {
+		sasl_fail_scram(c, err);
+		return;
+	}
+	s->step = SASL_STEP_FINAL;
+	sasl_send_challenge(c, msg, len);
+}
+
+static void sasl_plain_check(struct conn *c, const struct accounts_login *login,
+			     int found)
+{
+	struct sasl *s = c->sasl;
+	enum scram_hash h = SCRAM_HASH_SHA256;
+	if (found && !login->found[h])
+		h = SCRAM_HASH_SHA1;
+	if (!found || !login->found[h]) {
+		sasl_fail(c, "not-authorized", NULL);
+		return;
+	}
+	enum scram_error err = scram_plain_verify(s->creds_plain.password,
+						  &login->cred[h]);
+	scram_plain_clear(&s->creds_plain);
+	if (err != SCRAM_OK)
+		sasl_fail_scram(c, err);
+	else
+		sasl_success(c, NULL, 0);
+}
+
+static void sasl_db_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct conn *c = ctx;
+	struct accounts_login login;
+	const char *derr;
+	if (c->sasl == NULL || c->sasl->step != SASL_STEP_LOOKUP)
+		return;
+	if (res == NULL) {
+		log_warn("c%u: credentials lookup failed: %s", c->id, error);
+		sasl_fail(c, "temporary-auth-failure", NULL);
+		return;
+	}
+	int found = accounts_login_decode(res, &login, &derr);
+	if (found < 0) {
+		log_error("c%u: bad credentials row: %s", c->id, derr);
+		sasl_fail(c, "temporary-auth-failure", NULL);
+	} else if (c->sasl->plain) {
+		sasl_plain_check(c, &login, found);
+	} else {
+		sasl_scram_credentials(c, &login, found);
+	}
+	sodium_memzero(&login, sizeof(login));
+	conn_flush(c);
+}
+
+static void sasl_lookup(struct conn *c)
+{
+	struct sasl *s = c->sasl;
+	const char *params[2] = { s->user, c->stream_to };
+	s->step = SASL_STEP_LOOKUP;
+	if (c->w->db == NULL ||
+	    db_query(c->w->db, ACCOUNTS_LOGIN_SQL, ACCOUNTS_LOGIN_NPARAMS,
+		     params, NULL, NULL, 1, sasl_db_result, c) < 0)
+		sasl_fail(c, "temporary-auth-failure", NULL);
+}
+
+static void sasl_plain_initial(struct conn *c, const char *msg, size_t len)
+{
+	struct sasl *s = c->sasl;
+	enum scram_error err = scram_plain_parse(&s->arena, msg, len,
+						 &s->creds_plain);
+	if (err != SCRAM_OK) {
+		sasl_fail_scram(c, err);
+		return;
+	}
+	s->user = sasl_prep_user(s, s->creds_plain.authcid);
+	if (s->user == NULL) {
+		sasl_fail(c, "not-authorized", NULL);
+		return;
+	}
+	if (!sasl_authzid_ok(c, s, s->creds_plain.authzid)) {
+		sasl_fail(c, "invalid-authzid", NULL);
+		return;
+	}
+	sasl_lookup(c);
+}
+
+static void sasl_scram_initial(struct conn *c, const char *msg, size_t len)
+{
+	struct sasl *s = c->sasl;
+	enum scram_error err = scram_server_start(&s->scram, &s->arena,
+						  &s->params, msg, len);
+	if (err != SCRAM_OK) {
+		sasl_fail_scram(c, err);
+		return;
+	}
+	s->user = sasl_prep_user(s, s->scram.username);
+	if (s->user == NULL) {
+		sasl_fail(c, "not-authorized", NULL);
+		return;
+	}
+	if (!sasl_authzid_ok(c, s, s->scram.authzid)) {
+		sasl_fail(c, "invalid-authzid", NULL);
+		return;
+	}
+	sasl_lookup(c);
+}
+
+static void sasl_scram_final(struct conn *c, const char *msg, size_t len)
+{
+	struct sasl *s = c->sasl;
+	unsigned char cb[64];
+	int cb_len = 0;
+	const char *out;
+	size_t out_len;
+	if (s->scram.cb == SCRAM_CB_TLS_EXPORTER)
+		cb_len = tls_cb_exporter(c, cb, sizeof(cb));
+	else if (s->scram.cb == SCRAM_CB_TLS_SERVER_END_POINT)
+		cb_len = tls_cb_server_end_point(c, cb, sizeof(cb));
+	if (cb_len < 0) {
+		sasl_fail(c, "temporary-auth-failure", "no channel binding data");
+		return;
+	}
+	enum scram_error err = scram_server_final(&s->scram, cb_len ? cb : NULL,
+						  (size_t)cb_len, msg, len,
+						  &out, &out_len);
+	if (err != SCRAM_OK)
+		sasl_fail_scram(c, err);
+	else
+		sasl_success(c, out, out_len);
+}
+
+/* One decoded client message, whatever the step. */
+static void sasl_step(struct conn *c, const char *msg, size_t len)
+{
+	struct sasl *s = c->sasl;
+	if (s->step == SASL_STEP_INITIAL && s->plain)
+		sasl_plain_initial(c, msg, len);
+	else if (s->step == SASL_STEP_INITIAL)
+		sasl_scram_initial(c, msg, len);
+	else if (s->step == SASL_STEP_FINAL)
+		sasl_scram_final(c, msg, len);
+	else
+		sasl_fail(c, "malformed-request", "unexpected response");
+}
+
+/* Decode the element's base64 text ("=" is an empty message). */
+static int sasl_decode(struct conn *c, const struct xml_node *n,
+		       char *out, size_t size, size_t *len_r)
+{
+	char *text = xml_text(c->arena, n);
+	if (text == NULL)
+		return -1;
+	if (strcmp(text, "=") == 0) {
+		*len_r = 0;
+		return 0;
+	}
+	return base64_decode(text, strlen(text), out, size, len_r);
+}
+
+static unsigned sasl_cb_offered(struct conn *c)
+{
+	unsigned cb = 0;
+	if (c->ssl == NULL)
+		return 0;
+	cb |= SCRAM_CB_TLS_SERVER_END_POINT;
+	if (tls_is_13(c))
+		cb |= SCRAM_CB_TLS_EXPORTER;
+	return cb;
+}
+
+/* <auth mechanism='...'>: 0 to go on, -1 when already answered. */
+static int sasl_begin(struct conn *c, const char *mech)
+{
+	struct sasl *s;
+	enum scram_hash hash = SCRAM_HASH_SHA256;
+	bool plus = false;
+	int plain = mech != NULL && strcmp(mech, "PLAIN") == 0;
+
+	if (mech == NULL || (!plain && scram_mech_parse(mech, &hash, &plus) < 0) ||
+	    (plus && c->ssl == NULL)) {
+		sasl_fail(c, "invalid-mechanism", NULL);
+		return -1;
+	}
+	if (plain && c->ssl == NULL) {
+		sasl_fail(c, "encryption-required", NULL);
+		return -1;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		sasl_fail(c, "temporary-auth-failure", NULL);
+		return -1;
+	}
+	arena_init(&s->arena, 1024);
+	s->step = SASL_STEP_INITIAL;
+	s->plain = plain;
+	s->params.hash = hash;
+	s->params.plus = plus;
+	s->params.cb_offered = sasl_cb_offered(c);
+	c->sasl = s;
+	return 0;
+}
+
+static void sasl_message(struct conn *c, const struct xml_node *n, int initial)
+{
+	static char msg[SCRAM_MESSAGE_MAX];
+	size_t len;
+	if (initial && n->children == NULL) {
+		/* No initial response: an empty challenge asks for it. */
+		sasl_send_challenge(c, "", 0);
+		return;
+	}
+	if (sasl_decode(c, n, msg, sizeof(msg), &len) < 0) {
+		sasl_fail(c, "incorrect-encoding", NULL);
+		return;
+	}
+	sasl_step(c, msg, len);
+}
+
+void sasl_init_secret(void)
+{
+	randombytes_buf(sasl_unknown_secret, sizeof(sasl_unknown_secret));
+	sasl_secret_ready = 1;
+}
+
+void sasl_handle(struct conn *c, struct xml_node *n)
+{
+	if (!sasl_secret_ready)
+		sasl_init_secret();
+	if (c->authenticated) {
+		stream_error(c, "policy-violation", "already authenticated");
+	} else if (c->ssl == NULL && c->w->tls != NULL &&
+		   c->w->cfg->tls_required) {
+		sasl_fail(c, "encryption-required", NULL);
+	} else if (c->sasl != NULL && (c->sasl->pending != NULL ||
+				       c->sasl->step == SASL_STEP_LOOKUP)) {
+		log_info("c%u %s: SASL element while busy: ignored", c->id,
+			 c->peer);
+	} else if (strcmp(n->name, "auth") == 0) {
+		sasl_free(c);
+		if (sasl_begin(c, xml_attr(n, "mechanism")) == 0)
+			sasl_message(c, n, 1);
+	} else if (strcmp(n->name, "abort") == 0) {
+		sasl_fail(c, "aborted", NULL);
+	} else if (strcmp(n->name, "response") == 0 && c->sasl != NULL) {
+		sasl_message(c, n, 0);
+	} else {
+		sasl_fail(c, "malformed-request", NULL);
+	}
+}

@@ -1,0 +1,22 @@
+/*
+ * server.h - what the server itself answers: stanzas to the bare domain
+ * (XEP-0030 disco, XEP-0199 ping, XEP-0092 version, XEP-0202 time) and
+ * IQs to an account's bare JID that no feature module took.
+ */
+#ifndef XMPPD_SERVER_H
+#define XMPPD_SERVER_H
+
+#include "xml.h"
+
+struct worker;
+
+/* A stanza to our domain (to_resource: domain/resource). */
+void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
+		   int to_resource);
+/* An IQ to an account's bare JID. */
+void server_account_iq(struct worker *w, struct arena *a,
+		       struct xml_node *st, const char *bare);
+/* Route a stanza whose 'from' is trusted (route.c). */
+void route_stanza(struct worker *w, struct arena *a, struct xml_node *st);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * stanza.c - stanza error replies (RFC 6120 section 8.3).  The error
+ * goes back with 'from' and 'to' swapped and the same id; the original
+ * payload is not echoed (section 8.3.1 makes that optional, and it would
+ * double the size of every bounce).
+ */
+#include "stanza.h"
+#include "worker.h"
+
+#include <string.h>
+
+static void stanza_attr(struct buf *out, const char *name, const char *v)
+{
+	if (v == NULL)
+		return;
+	buf_appendf(out, " %s='", name);
+	xml_escape(out, v, strlen(v), 1);
+	buf_append(out, "'", 1);
+}
+
+void stanza_append_id(struct buf *out, const struct xml_node *n)
+{
+	stanza_attr(out, "id", xml_attr(n, "id"));
+}
+
+int stanza_error_xml(struct buf *out, const struct xml_node *n,
+		     const char *from_override, const char *type,
+		     const char *condition, const char *text)
+{
+	buf_appendf(out, "<%s", n->name);
+	stanza_attr(out, "from", from_override ? from_override
+					       : xml_attr(n, "to"));
+	stanza_append_id(out, n);
+	stanza_attr(out, "to", xml_attr(n, "from"));
+	buf_appendf(out, " type='error'><error type='%s'><%s xmlns='"
+		    NS_STANZA_ERR "'/>", type, condition);
+	if (text != NULL) {
+		buf_appendf(out, "<text xmlns='" NS_STANZA_ERR "'>");
+		xml_escape(out, text, strlen(text), 0);
+		buf_appendf(out, "</text>");
+	}
+	return buf_appendf(out, "</error></%s>", n->name);
+}
+
+void stanza_error_reply(struct conn *c, const struct xml_node *n,
+			const char *type, const char *condition,
+			const char *text)
+{
+	struct buf out;
+	if (!stanza_may_bounce(n))
+		return;
+	buf_init(&out, 0);
+	if (stanza_error_xml(&out, n, NULL, type, condition, text) == 0)
+		conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+}
+
+int stanza_may_bounce(const struct xml_node *n)
+{
+	const char *type = xml_attr(n, "type");
+	if (type == NULL)
+		return 1;
+	if (strcmp(type, "error") == 0)
+		return 0;
+	return !(strcmp(n->name, "iq") == 0 && strcmp(type, "result") == 0);
+}
+
+/* Give every element without a namespace the stream's default one. */
+static void stanza_adopt_ns(struct xml_node *n)
+{
+	while (n != NULL) {
+		if (n->name != NULL && n->ns[0] == '\0')
+			n->ns = NS_CLIENT;
+		if (n->children != NULL) {
+			n = n->children;
+			continue;
+		}
+		while (n != NULL && n->next == NULL)
+			n = n->parent;
+		if (n != NULL)
+			n = n->next;
+	}
+}
+
+struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
+			      const char **error_r)
+{
+	struct xml_node *n = xml_parse(a, text, len, error_r);
+	if (n != NULL) {
+		struct xml_node *parent = n->parent;
+		n->parent = NULL;       /* the walk must stop at the root */
+		stanza_adopt_ns(n);
+		n->parent = parent;
+	}
+	return n;
+}

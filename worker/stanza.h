@@ -1,0 +1,35 @@
+/*
+ * stanza.h - building stanza replies and errors (RFC 6120 section 8.3):
+ * <error type='...'><condition xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>
+ * [<text xmlns='...'>...</text>]</error>, with 'from' and 'to' swapped.
+ * Failure policy: out-of-memory drops the reply (the caller's stream
+ * goes on); nothing here closes a stream.
+ */
+#ifndef XMPPD_STANZA_H
+#define XMPPD_STANZA_H
+
+#include "buf.h"
+#include "xml.h"
+
+struct conn;
+
+/* " id='...'" when n has an id. */
+void stanza_append_id(struct buf *out, const struct xml_node *n);
+/* Write the error reply to stanza n as XML text:
+ * <NAME from='n.to' id='n.id' to='n.from' type='error'><error .../></NAME>.
+ * from_override replaces n's 'to' as the reply's 'from' when not NULL. */
+int stanza_error_xml(struct buf *out, const struct xml_node *n,
+		     const char *from_override, const char *type,
+		     const char *condition, const char *text);
+/* Send the error reply for n, a stanza the client c sent, to c itself. */
+void stanza_error_reply(struct conn *c, const struct xml_node *n,
+			const char *type, const char *condition,
+			const char *text);
+/* Parse stanza text as written on a client stream, where unqualified
+ * elements are in jabber:client (our own replies, queue frames). */
+struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
+			      const char **error_r);
+/* May an error be answered to n?  Not to errors, not to IQ results. */
+int stanza_may_bounce(const struct xml_node *n);
+
+#endif

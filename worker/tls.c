@@ -1,0 +1,211 @@
+/*
+ * tls.c - OpenSSL on non-blocking client sockets.  SSL is attached to the
+ * socket directly (SSL_set_fd); WANT_READ/WANT_WRITE map onto the
+ * connection's epoll interest.  SSL_MODE_RELEASE_BUFFERS frees record
+ * buffers of idle connections, which keeps per-connection memory small.
+ * Failure policy: a TLS error ends that connection only (logged at info:
+ * it is the client's doing far more often than ours).
+ */
+#include "tls.h"
+#include "worker.h"
+#include "log.h"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <string.h>
+
+static char tls_error[512];
+
+static const char *tls_last_error(const char *what, const char *arg)
+{
+	char e[256];
+	ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+	snprintf(tls_error, sizeof(tls_error), "%s(%s): %s", what, arg, e);
+	ERR_clear_error();
+	return tls_error;
+}
+
+/* XEP-0368: direct TLS clients may offer "xmpp-client". */
+static int tls_alpn_select(SSL *ssl, const unsigned char **out,
+			   unsigned char *outlen, const unsigned char *in,
+			   unsigned int inlen, void *arg)
+{
+	static const unsigned char want[] = "\x0bxmpp-client";
+	(void)ssl; (void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen, want,
+				  sizeof(want) - 1, in, inlen) ==
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_OK;
+	return SSL_TLSEXT_ERR_NOACK;
+}
+
+static int tls_context_setup(SSL_CTX *ctx, const struct config *cfg,
+			     const char **error_r)
+{
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+			    SSL_OP_CIPHER_SERVER_PREFERENCE |
+			    SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
+			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+			 SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
+	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
+		*error_r = tls_last_error("tls.ciphers", cfg->tls_ciphers);
+		return -1;
+	}
+	if (SSL_CTX_set_ciphersuites(ctx, cfg->tls_ciphersuites) != 1) {
+		*error_r = tls_last_error("tls.ciphersuites",
+					  cfg->tls_ciphersuites);
+		return -1;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_certificate) != 1) {
+		*error_r = tls_last_error("tls.certificate",
+					  cfg->tls_certificate);
+		return -1;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key,
+					SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		*error_r = tls_last_error("tls.key", cfg->tls_key);
+		return -1;
+	}
+	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+	return 0;
+}
+
+SSL_CTX *tls_context_new(const struct config *cfg, const char **error_r)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL) {
+		*error_r = tls_last_error("SSL_CTX_new", "");
+		return NULL;
+	}
+	if (tls_context_setup(ctx, cfg, error_r) < 0) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+void tls_context_free(SSL_CTX **ctx)
+{
+	SSL_CTX_free(*ctx);
+	*ctx = NULL;
+}
+
+int tls_start(struct conn *c, SSL_CTX *ctx)
+{
+	c->ssl = SSL_new(ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+		log_error("c%u: %s", c->id, tls_last_error("SSL_new", ""));
+		return -1;
+	}
+	SSL_set_accept_state(c->ssl);
+	c->tls_handshaking = 1;
+	return 0;
+}
+
+/* Map an SSL result onto "retry later" (0) or "failed" (-1). */
+static int tls_retry(struct conn *c, int ret, const char *what)
+{
+	int err = SSL_get_error(c->ssl, ret);
+	if (err == SSL_ERROR_WANT_READ) {
+		c->tls_want_write = 0;
+		return 0;
+	}
+	if (err == SSL_ERROR_WANT_WRITE) {
+		c->tls_want_write = 1;
+		return 0;
+	}
+	if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL) {
+		log_debug("c%u %s: TLS %s: connection closed", c->id, c->peer,
+			  what);
+	} else {
+		log_info("c%u %s: TLS %s failed: %s", c->id, c->peer, what,
+			 tls_last_error("SSL", what));
+	}
+	ERR_clear_error();
+	return -1;
+}
+
+int tls_handshake(struct conn *c)
+{
+	int ret = SSL_do_handshake(c->ssl);
+	if (ret == 1) {
+		c->tls_handshaking = 0;
+		c->tls_want_write = 0;
+		log_debug("c%u %s: %s %s", c->id, c->peer,
+			  SSL_get_version(c->ssl),
+			  SSL_get_cipher_name(c->ssl));
+		return 1;
+	}
+	return tls_retry(c, ret, "handshake");
+}
+
+ssize_t tls_read(struct conn *c, char *buf, size_t len)
+{
+	size_t n = 0;
+	int ret = SSL_read_ex(c->ssl, buf, len, &n);
+	if (ret == 1)
+		return (ssize_t)n;
+	return tls_retry(c, 0, "read") == 0 ? 0 : -1;
+}
+
+int tls_flush(struct conn *c)
+{
+	while (buf_used(&c->out) > 0) {
+		size_t n = 0;
+		if (SSL_write_ex(c->ssl, buf_head(&c->out), buf_used(&c->out),
+				 &n) != 1)
+			return tls_retry(c, 0, "write");
+		buf_consume(&c->out, n);
+	}
+	return 0;
+}
+
+void tls_free(struct conn *c)
+{
+	if (c->ssl != NULL)
+		SSL_free(c->ssl);
+	c->ssl = NULL;
+}
+
+int tls_is_13(const struct conn *c)
+{
+	return c->ssl != NULL && SSL_version(c->ssl) == TLS1_3_VERSION;
+}
+
+int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size)
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+	if (!tls_is_13(c) || size < 32)
+		return -1;
+	if (SSL_export_keying_material(c->ssl, out, 32, label,
+				       sizeof(label) - 1, NULL, 0, 0) != 1)
+		return -1;
+	return 32;
+}
+
+/* RFC 5929 section 4.1: the hash of our certificate, with SHA-256 when
+ * its signature uses MD5 or SHA-1. */
+int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size)
+{
+	X509 *cert = SSL_get_certificate(c->ssl);
+	int md_nid = NID_undef, pk_nid;
+	unsigned int len = 0;
+	if (cert == NULL ||
+	    !OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid,
+				 &pk_nid))
+		return -1;
+	const EVP_MD *md = (md_nid == NID_md5 || md_nid == NID_sha1 ||
+			    md_nid == NID_undef) ? EVP_sha256()
+					        : EVP_get_digestbynid(md_nid);
+	if (md == NULL || (size_t)EVP_MD_get_size(md) > size ||
+	    X509_digest(cert, md, out, &len) != 1)
+		return -1;
+	return (int)len;
+}

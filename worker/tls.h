@@ -1,0 +1,38 @@
+/*
+ * tls.h - TLS for client connections (OpenSSL 3): STARTTLS on the c2s
+ * port and direct TLS (XEP-0368, ALPN "xmpp-client").  TLS 1.2 and 1.3
+ * only; idle connections release their record buffers.  The context is
+ * built from the config and rebuilt on reload for new connections; a
+ * context that fails to build keeps the previous one.
+ */
+#ifndef XMPPD_TLS_H
+#define XMPPD_TLS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include "config.h"
+
+struct conn;
+typedef struct ssl_ctx_st SSL_CTX;
+
+/* Build a server context from cfg; NULL with *error_r on failure. */
+SSL_CTX *tls_context_new(const struct config *cfg, const char **error_r);
+void tls_context_free(SSL_CTX **ctx);
+
+/* Start the server side of a handshake on c's socket. 0 or -1. */
+int tls_start(struct conn *c, SSL_CTX *ctx);
+/* Drive the handshake: 1 done, 0 in progress, -1 failed. */
+int tls_handshake(struct conn *c);
+/* Read decrypted bytes: >0 bytes, 0 would block, -1 closed or error. */
+ssize_t tls_read(struct conn *c, char *buf, size_t len);
+/* Write from c->out: 0 ok (maybe partial), -1 error. */
+int tls_flush(struct conn *c);
+void tls_free(struct conn *c);
+/* Channel binding data (RFC 9266 tls-exporter, RFC 5929
+ * tls-server-end-point); returns length or -1 when not available. */
+int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size);
+int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size);
+/* The negotiated protocol is TLS 1.3. */
+int tls_is_13(const struct conn *c);
+
+#endif

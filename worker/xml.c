@@ -1,0 +1,623 @@
+/*
+ * xml.c - stanza trees (xml.h): built from expat callbacks into the
+ * stanza arena, read through small accessors, and serialized without
+ * recursion (parent links), declaring namespaces only where they change.
+ * Every node, attribute and string lives in the caller's arena; only the
+ * output buffer's growth and expat inside xml_parse() call malloc.
+ * Failure policy: out of memory returns NULL/-1 (the builder sets
+ * ->failed and ignores the rest of the stanza); a full output buffer
+ * returns -1 with the buffer as it was.  Nothing is logged here.
+ */
+#include "xml.h"
+
+#include <expat.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#define XML_NS_XML "http://www.w3.org/XML/1998/namespace"
+#define XML_NS_XMLNS "http://www.w3.org/2000/xmlns/"
+#define XML_PREFIX_SLOTS 16     /* generated prefixes reused per element */
+
+/* Namespaces shared, not copied, when a stanza uses them. */
+static const char *const xml_well_known[] = {
+	"jabber:client", "jabber:server", XML_NS_XML,
+};
+
+/* ---- building ------------------------------------------------------- */
+
+static int xml_ns_eq(const char *a, const char *b)
+{
+	return a == b || strcmp(a, b) == 0;
+}
+
+static const char *xml_intern_ns(struct arena *a, const char *s, size_t n,
+				 const char *like)
+{
+	if (n == 0)
+		return "";
+	if (like != NULL && strncmp(like, s, n) == 0 && like[n] == '\0')
+		return like;
+	for (size_t i = 0; i < sizeof(xml_well_known) / sizeof(char *); i++) {
+		const char *k = xml_well_known[i];
+		if (strncmp(k, s, n) == 0 && k[n] == '\0')
+			return k;
+	}
+	return arena_strndup(a, s, n);
+}
+
+/* Split expat's "uri<SEP>local" or "local"; a URI equal to like (the
+ * parent's) is shared rather than copied. */
+static int xml_split(struct arena *a, const char *qname, const char *like,
+		     const char **ns_r, const char **name_r)
+{
+	const char *sep = strchr(qname, XML_NS_SEP);
+
+	if (sep == NULL) {
+		*ns_r = "";
+		*name_r = arena_strdup(a, qname);
+	} else {
+		*ns_r = xml_intern_ns(a, qname, (size_t)(sep - qname), like);
+		*name_r = arena_strdup(a, sep + 1);
+	}
+	return *ns_r != NULL && *name_r != NULL ? 0 : -1;
+}
+
+static int xml_builder_attrs(struct xml_builder *b, struct xml_node *n,
+			     const char **atts)
+{
+	struct xml_attr **tail = &n->attrs;
+
+	for (; atts != NULL && atts[0] != NULL; atts += 2) {
+		struct xml_attr *at = arena_alloc(b->arena, sizeof(*at));
+		if (at == NULL || xml_split(b->arena, atts[0], n->ns, &at->ns,
+					    &at->name) < 0 ||
+		    (at->value = arena_strdup(b->arena, atts[1])) == NULL)
+			return -1;
+		at->next = NULL;
+		*tail = at;
+		tail = &at->next;
+	}
+	return 0;
+}
+
+void xml_builder_init(struct xml_builder *b, struct arena *arena)
+{
+	memset(b, 0, sizeof(*b));
+	b->arena = arena;
+}
+
+void xml_builder_start(struct xml_builder *b, const char *name,
+		       const char **atts)
+{
+	if (b->failed)
+		return;
+	if (b->root != NULL && b->cur == NULL) {        /* a second root */
+		b->failed = 1;
+		return;
+	}
+	struct xml_node *n = arena_zalloc(b->arena, sizeof(*n));
+	if (n == NULL || xml_split(b->arena, name, b->cur ? b->cur->ns : NULL,
+				   &n->ns, &n->name) < 0 ||
+	    xml_builder_attrs(b, n, atts) < 0) {
+		b->failed = 1;
+		return;
+	}
+	if (b->cur != NULL)
+		xml_append_node(b->cur, n);
+	else
+		b->root = n;
+	b->cur = n;
+}
+
+void xml_builder_end(struct xml_builder *b)
+{
+	if (!b->failed && b->cur != NULL)
+		b->cur = b->cur->parent;
+}
+
+/* Append to the text node the builder is growing; capacity doubles, so
+ * expat's many small chunks cost linear time. */
+static int xml_builder_grow(struct xml_builder *b, const char *s, size_t len)
+{
+	struct xml_node *t = b->text;
+	size_t need = t->text_len + len + 1;
+
+	if (need > b->text_cap) {
+		size_t cap = b->text_cap * 2 > need ? b->text_cap * 2 : need;
+		char *p = arena_alloc(b->arena, cap);
+		if (p == NULL)
+			return -1;
+		memcpy(p, t->text, t->text_len);
+		t->text = p;
+		b->text_cap = cap;
+	}
+	char *dst = (char *)t->text;    /* ours: allocated just above */
+	memcpy(dst + t->text_len, s, len);
+	t->text_len += len;
+	dst[t->text_len] = '\0';
+	return 0;
+}
+
+void xml_builder_text(struct xml_builder *b, const char *s, int len)
+{
+	if (b->failed || b->cur == NULL || len <= 0)
+		return;
+	if (b->text != NULL && b->cur->last_child == b->text) {
+		if (xml_builder_grow(b, s, (size_t)len) < 0)
+			b->failed = 1;
+		return;
+	}
+	if (xml_add_text(b->arena, b->cur, s, (size_t)len) < 0) {
+		b->failed = 1;
+		return;
+	}
+	b->text = b->cur->last_child;
+	b->text_cap = (size_t)len + 1;
+}
+
+struct xml_node *xml_builder_done(struct xml_builder *b)
+{
+	if (b->failed || b->cur != NULL)
+		return NULL;
+	return b->root;
+}
+
+/* ---- construction --------------------------------------------------- */
+
+struct xml_node *xml_new(struct arena *a, const char *ns, const char *name)
+{
+	struct xml_node *n = arena_zalloc(a, sizeof(*n));
+
+	if (n == NULL)
+		return NULL;
+	n->ns = ns != NULL ? xml_intern_ns(a, ns, strlen(ns), NULL) : "";
+	n->name = arena_strdup(a, name);
+	return n->ns != NULL && n->name != NULL ? n : NULL;
+}
+
+struct xml_node *xml_add_child(struct arena *a, struct xml_node *parent,
+			       const char *ns, const char *name)
+{
+	struct xml_node *n = xml_new(a, ns, name);
+
+	if (n != NULL)
+		xml_append_node(parent, n);
+	return n;
+}
+
+int xml_add_text(struct arena *a, struct xml_node *parent, const char *s,
+		 size_t len)
+{
+	if (len == 0)
+		return 0;
+	struct xml_node *t = arena_zalloc(a, sizeof(*t));
+	if (t == NULL || (t->text = arena_strndup(a, s, len)) == NULL)
+		return -1;
+	t->text_len = len;
+	xml_append_node(parent, t);
+	return 0;
+}
+
+int xml_set_attr(struct arena *a, struct xml_node *n, const char *name,
+		 const char *value)
+{
+	struct xml_attr **pp = &n->attrs;
+
+	for (; *pp != NULL; pp = &(*pp)->next)
+		if ((*pp)->ns[0] == '\0' && strcmp((*pp)->name, name) == 0)
+			break;
+	if (value == NULL) {
+		if (*pp != NULL)
+			*pp = (*pp)->next;
+		return 0;
+	}
+	const char *v = arena_strdup(a, value);
+	if (v == NULL)
+		return -1;
+	if (*pp == NULL) {      /* new: last, keeping the parsed order */
+		struct xml_attr *at = arena_alloc(a, sizeof(*at));
+		if (at == NULL || (at->name = arena_strdup(a, name)) == NULL)
+			return -1;
+		at->ns = "";
+		at->next = NULL;
+		*pp = at;
+	}
+	(*pp)->value = v;
+	return 0;
+}
+
+void xml_append_node(struct xml_node *parent, struct xml_node *child)
+{
+	child->parent = parent;
+	child->next = NULL;
+	if (parent->last_child != NULL)
+		parent->last_child->next = child;
+	else
+		parent->children = child;
+	parent->last_child = child;
+}
+
+/* ---- access --------------------------------------------------------- */
+
+const char *xml_attr_ns(const struct xml_node *n, const char *ns,
+			const char *name)
+{
+	if (ns == NULL)
+		ns = "";
+	for (const struct xml_attr *at = n->attrs; at != NULL; at = at->next)
+		if (strcmp(at->name, name) == 0 && xml_ns_eq(at->ns, ns))
+			return at->value;
+	return NULL;
+}
+
+const char *xml_attr(const struct xml_node *n, const char *name)
+{
+	return xml_attr_ns(n, "", name);
+}
+
+int xml_is(const struct xml_node *n, const char *ns, const char *name)
+{
+	return n != NULL && n->name != NULL &&
+	       (name == NULL || strcmp(n->name, name) == 0) &&
+	       (ns == NULL || xml_ns_eq(n->ns, ns));
+}
+
+struct xml_node *xml_child(const struct xml_node *n, const char *ns,
+			   const char *name)
+{
+	for (struct xml_node *c = n->children; c != NULL; c = c->next)
+		if (xml_is(c, ns, name))
+			return c;
+	return NULL;
+}
+
+static struct xml_node *xml_skip_text(struct xml_node *n)
+{
+	while (n != NULL && n->name == NULL)
+		n = n->next;
+	return n;
+}
+
+struct xml_node *xml_first_element(const struct xml_node *n)
+{
+	return xml_skip_text(n->children);
+}
+
+struct xml_node *xml_next_element(const struct xml_node *n)
+{
+	return xml_skip_text(n->next);
+}
+
+unsigned xml_element_count(const struct xml_node *n)
+{
+	unsigned count = 0;
+
+	for (const struct xml_node *c = n->children; c != NULL; c = c->next)
+		if (c->name != NULL)
+			count++;
+	return count;
+}
+
+char *xml_text(struct arena *a, const struct xml_node *n)
+{
+	const struct xml_node *c;
+	size_t len = 0;
+
+	for (c = n->children; c != NULL; c = c->next)
+		if (c->name == NULL)
+			len += c->text_len;
+	char *p = arena_alloc(a, len + 1);
+	if (p == NULL)
+		return NULL;
+	len = 0;
+	for (c = n->children; c != NULL; c = c->next) {
+		if (c->name == NULL) {
+			memcpy(p + len, c->text, c->text_len);
+			len += c->text_len;
+		}
+	}
+	p[len] = '\0';
+	return p;
+}
+
+/* ---- serializing ---------------------------------------------------- */
+
+static int xml_put(struct buf *out, const char *s, size_t n)
+{
+	return buf_append(out, s, n);
+}
+
+static int xml_puts(struct buf *out, const char *s)
+{
+	return buf_append(out, s, strlen(s));
+}
+
+/* Undo a partial write: buf_append may compact, but keeps used bytes. */
+static void xml_restore(struct buf *out, size_t used)
+{
+	out->len = out->off + used;
+}
+
+static const char *xml_entity(unsigned char c, int attr)
+{
+	switch (c) {
+	case '&': return "&amp;";
+	case '<': return "&lt;";
+	case '>': return "&gt;";
+	case '\r': return "&#13;";      /* survives end-of-line handling */
+	case '\'': return attr ? "&apos;" : NULL;
+	case '"': return attr ? "&quot;" : NULL;
+	case '\t': return attr ? "&#9;" : NULL;   /* survive attribute */
+	case '\n': return attr ? "&#10;" : NULL;  /* value normalization */
+	default: return c < 0x20 ? "\xef\xbf\xbd" : NULL;
+	}
+}
+
+int xml_escape(struct buf *out, const char *s, size_t len, int attr)
+{
+	size_t used = buf_used(out), run = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		const char *ent;
+		if (c > '>' || (ent = xml_entity(c, attr)) == NULL)
+			continue;       /* the common case: one compare */
+		if (xml_put(out, s + run, i - run) < 0 ||
+		    xml_puts(out, ent) < 0)
+			goto fail;
+		run = i + 1;
+	}
+	if (xml_put(out, s + run, len - run) == 0)
+		return 0;
+fail:
+	xml_restore(out, used);
+	return -1;
+}
+
+/* Prefixes for namespaced attributes of one start tag: xml: is fixed,
+ * others get ns1, ns2... declared on this element. */
+struct xml_prefixes {
+	const char *ns[XML_PREFIX_SLOTS];
+	unsigned used;          /* slots filled */
+	unsigned next;          /* last number handed out */
+};
+
+static int xml_write_ns_decl(struct buf *out, unsigned k, const char *ns)
+{
+	char decl[32];
+	int rc;
+
+	if (k == 0) {
+		rc = xml_put(out, " xmlns='", 8);
+	} else {
+		int n = snprintf(decl, sizeof(decl), " xmlns:ns%u='", k);
+		rc = xml_put(out, decl, (size_t)n);
+	}
+	if (rc < 0 || xml_escape(out, ns, strlen(ns), 1) < 0)
+		return -1;
+	return xml_put(out, "'", 1);
+}
+
+/* Writes " nsK:" (declaring nsK first if new on this element). */
+static int xml_write_prefix(struct buf *out, struct xml_prefixes *px,
+			    const char *ns)
+{
+	char pfx[24];
+	unsigned k = 0;
+
+	for (unsigned i = 0; i < px->used && k == 0; i++)
+		if (xml_ns_eq(px->ns[i], ns))
+			k = i + 1;
+	if (k == 0) {   /* past the slots: a fresh prefix, still valid */
+		k = ++px->next;
+		if (px->used < XML_PREFIX_SLOTS)
+			px->ns[px->used++] = ns;
+		if (xml_write_ns_decl(out, k, ns) < 0)
+			return -1;
+	}
+	int n = snprintf(pfx, sizeof(pfx), " ns%u:", k);
+	return xml_put(out, pfx, (size_t)n);
+}
+
+static int xml_write_attr(struct buf *out, struct xml_prefixes *px,
+			  const struct xml_attr *at)
+{
+	int rc;
+
+	if (at->ns[0] == '\0') {
+		if (strcmp(at->name, "xmlns") == 0)
+			return 0;       /* we write declarations ourselves */
+		rc = xml_put(out, " ", 1);
+	} else if (xml_ns_eq(at->ns, XML_NS_XML)) {
+		rc = xml_put(out, " xml:", 5);
+	} else if (xml_ns_eq(at->ns, XML_NS_XMLNS)) {
+		return 0;               /* a declaration, not data */
+	} else {
+		rc = xml_write_prefix(out, px, at->ns);
+	}
+	if (rc < 0 || xml_puts(out, at->name) < 0 ||
+	    xml_put(out, "='", 2) < 0 ||
+	    xml_escape(out, at->value, strlen(at->value), 1) < 0)
+		return -1;
+	return xml_put(out, "'", 1);
+}
+
+/* Start tag of e; scope is the default namespace around it. */
+static int xml_write_open(struct buf *out, const struct xml_node *e,
+			  const char *scope)
+{
+	struct xml_prefixes px = { .used = 0, .next = 0 };
+
+	if (xml_put(out, "<", 1) < 0 || xml_puts(out, e->name) < 0)
+		return -1;
+	if (!xml_ns_eq(e->ns, scope) && xml_write_ns_decl(out, 0, e->ns) < 0)
+		return -1;
+	for (const struct xml_attr *at = e->attrs; at != NULL; at = at->next)
+		if (xml_write_attr(out, &px, at) < 0)
+			return -1;
+	return e->children != NULL ? xml_put(out, ">", 1)
+				   : xml_put(out, "/>", 2);
+}
+
+static int xml_write_close(struct buf *out, const struct xml_node *e)
+{
+	if (xml_put(out, "</", 2) < 0 || xml_puts(out, e->name) < 0)
+		return -1;
+	return xml_put(out, ">", 1);
+}
+
+static int xml_write_enter(struct buf *out, const struct xml_node *n,
+			   const struct xml_node *top, const char *default_ns)
+{
+	if (n->name == NULL)
+		return xml_escape(out, n->text, n->text_len, 0);
+	/* Every element we write declares its namespace if it differs
+	 * from its parent's, so the parent's is the default in scope. */
+	return xml_write_open(out, n, n == top ? default_ns : n->parent->ns);
+}
+
+int xml_serialize(struct buf *out, const struct xml_node *n,
+		  const char *default_ns)
+{
+	const struct xml_node *cur = n;
+	size_t used = buf_used(out);
+
+	if (default_ns == NULL)
+		default_ns = "";
+	for (;;) {
+		if (xml_write_enter(out, cur, n, default_ns) < 0)
+			goto fail;
+		if (cur->name != NULL && cur->children != NULL) {
+			cur = cur->children;
+			continue;
+		}
+		while (cur != n && cur->next == NULL) {
+			cur = cur->parent;
+			if (xml_write_close(out, cur) < 0)
+				goto fail;
+		}
+		if (cur == n)
+			return 0;
+		cur = cur->next;
+	}
+fail:
+	xml_restore(out, used);
+	return -1;
+}
+
+/* ---- parsing (tests, tools) ----------------------------------------- */
+
+struct xml_parse_ctx {
+	struct xml_builder b;
+	XML_Parser parser;
+	const char *error;      /* first refusal, if any */
+};
+
+static void xml_parse_refuse(struct xml_parse_ctx *ctx, const char *error)
+{
+	if (ctx->error == NULL)
+		ctx->error = error;
+	XML_StopParser(ctx->parser, XML_FALSE);
+}
+
+static void XMLCALL xml_parse_start(void *ud, const char *name,
+				    const char **atts)
+{
+	struct xml_parse_ctx *ctx = ud;
+
+	xml_builder_start(&ctx->b, name, atts);
+	if (ctx->b.failed)
+		xml_parse_refuse(ctx, "out of memory");
+}
+
+static void XMLCALL xml_parse_end(void *ud, const char *name)
+{
+	struct xml_parse_ctx *ctx = ud;
+
+	(void)name;
+	xml_builder_end(&ctx->b);
+}
+
+static void XMLCALL xml_parse_text(void *ud, const char *s, int len)
+{
+	struct xml_parse_ctx *ctx = ud;
+
+	xml_builder_text(&ctx->b, s, len);
+	if (ctx->b.failed)
+		xml_parse_refuse(ctx, "out of memory");
+}
+
+static void XMLCALL xml_parse_comment(void *ud, const char *data)
+{
+	(void)data;
+	xml_parse_refuse(ud, "restricted XML: comment");
+}
+
+static void XMLCALL xml_parse_pi(void *ud, const char *target,
+				 const char *data)
+{
+	(void)target;
+	(void)data;
+	xml_parse_refuse(ud, "restricted XML: processing instruction");
+}
+
+static void XMLCALL xml_parse_doctype(void *ud, const char *name,
+				      const char *sysid, const char *pubid,
+				      int has_internal)
+{
+	(void)name;
+	(void)sysid;
+	(void)pubid;
+	(void)has_internal;
+	xml_parse_refuse(ud, "restricted XML: DTD");
+}
+
+static void XMLCALL xml_parse_entity(void *ud, const char *name, int pe,
+				     const char *value, int vlen,
+				     const char *base, const char *sysid,
+				     const char *pubid, const char *notation)
+{
+	(void)name; (void)pe; (void)value; (void)vlen; (void)base;
+	(void)sysid; (void)pubid; (void)notation;
+	xml_parse_refuse(ud, "restricted XML: entity declaration");
+}
+
+static void xml_parse_handlers(struct xml_parse_ctx *ctx)
+{
+	XML_Parser p = ctx->parser;
+
+	XML_SetUserData(p, ctx);
+	XML_SetElementHandler(p, xml_parse_start, xml_parse_end);
+	XML_SetCharacterDataHandler(p, xml_parse_text);
+	XML_SetCommentHandler(p, xml_parse_comment);
+	XML_SetProcessingInstructionHandler(p, xml_parse_pi);
+	XML_SetStartDoctypeDeclHandler(p, xml_parse_doctype);
+	XML_SetEntityDeclHandler(p, xml_parse_entity);
+}
+
+struct xml_node *xml_parse(struct arena *a, const char *text, size_t len,
+			   const char **error_r)
+{
+	struct xml_parse_ctx ctx = { .error = NULL };
+	struct xml_node *root = NULL;
+
+	if (len > INT_MAX) {
+		*error_r = "input too large";
+		return NULL;
+	}
+	ctx.parser = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
+	if (ctx.parser == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	xml_builder_init(&ctx.b, a);
+	xml_parse_handlers(&ctx);
+	if (XML_Parse(ctx.parser, text, (int)len, 1) == XML_STATUS_ERROR)
+		*error_r = ctx.error != NULL ? ctx.error :
+			   XML_ErrorString(XML_GetErrorCode(ctx.parser));
+	else if ((root = xml_builder_done(&ctx.b)) == NULL)
+		*error_r = "no complete element";
+	XML_ParserFree(ctx.parser);
+	return root;
+}

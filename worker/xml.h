@@ -1,0 +1,97 @@
+/*
+ * xml.h - stanzas as small trees in a per-stanza arena, built from expat
+ * callbacks (namespaces on, separator XML_NS_SEP), and serialized with
+ * correct escaping and namespace declarations for the receiving stream.
+ * Failure policy: allocation failures return NULL/-1; the caller ends
+ * that one stream with resource-constraint.
+ */
+#ifndef XMPPD_XML_H
+#define XMPPD_XML_H
+
+#include <stddef.h>
+#include "arena.h"
+#include "buf.h"
+
+#define XML_NS_SEP '\xff'   /* expat namespace separator: never in a name */
+
+struct xml_attr {
+	struct xml_attr *next;
+	const char *ns;         /* namespace URI, "" for none */
+	const char *name;       /* local name */
+	const char *value;
+};
+
+struct xml_node {
+	struct xml_node *parent;
+	struct xml_node *next;          /* next sibling */
+	struct xml_node *children;      /* first child */
+	struct xml_node *last_child;
+	/* element: name != NULL; text node: name == NULL */
+	const char *ns;                 /* namespace URI ("" none) */
+	const char *name;               /* local name */
+	struct xml_attr *attrs;
+	const char *text;               /* text node: the characters */
+	size_t text_len;
+};
+
+struct xml_builder {
+	struct arena *arena;
+	struct xml_node *root;
+	struct xml_node *cur;           /* open element */
+	int failed;                     /* out of memory seen */
+	struct xml_node *text;          /* cur's trailing text node, growing */
+	size_t text_cap;                /* bytes allocated for text->text */
+};
+
+void xml_builder_init(struct xml_builder *b, struct arena *arena);
+/* From expat: name is "ns<SEP>local" or "local"; atts as expat gives. */
+void xml_builder_start(struct xml_builder *b, const char *name,
+		       const char **atts);
+void xml_builder_end(struct xml_builder *b);
+void xml_builder_text(struct xml_builder *b, const char *s, int len);
+/* The finished root element (after its end), or NULL. */
+struct xml_node *xml_builder_done(struct xml_builder *b);
+
+/* Construction */
+struct xml_node *xml_new(struct arena *a, const char *ns, const char *name);
+struct xml_node *xml_add_child(struct arena *a, struct xml_node *parent,
+			       const char *ns, const char *name);
+int xml_add_text(struct arena *a, struct xml_node *parent, const char *s,
+		 size_t len);
+/* Set (replace) or, with value NULL, remove an unqualified attribute. */
+int xml_set_attr(struct arena *a, struct xml_node *n, const char *name,
+		 const char *value);
+void xml_append_node(struct xml_node *parent, struct xml_node *child);
+
+/* Access */
+const char *xml_attr(const struct xml_node *n, const char *name);
+const char *xml_attr_ns(const struct xml_node *n, const char *ns,
+			const char *name);
+struct xml_node *xml_child(const struct xml_node *n, const char *ns,
+			   const char *name);   /* ns/name NULL: any */
+struct xml_node *xml_first_element(const struct xml_node *n);
+struct xml_node *xml_next_element(const struct xml_node *n);
+unsigned xml_element_count(const struct xml_node *n);
+/* Concatenated character data of n's direct text children (arena copy). */
+char *xml_text(struct arena *a, const struct xml_node *n);
+int xml_is(const struct xml_node *n, const char *ns, const char *name);
+
+/* Serialize n (and its subtree).  default_ns is the default namespace in
+ * scope where n is written ("jabber:client" for a stanza on a c2s
+ * stream): an element in that namespace gets no xmlns attribute; others
+ * declare theirs (children inherit).  Attributes in a namespace (e.g.
+ * xml:lang) use a prefix; "http://www.w3.org/XML/1998/namespace" is
+ * always "xml".  0 or -1 (buffer cap); on -1 out is as it was. */
+int xml_serialize(struct buf *out, const struct xml_node *n,
+		  const char *default_ns);
+/* Escape for text (&, <, >) or, with attr set, also quotes.  CR (and in
+ * attributes TAB, LF) become character references so they survive a
+ * re-parse; bytes >= 0x80 pass unchanged; other C0 controls, which XML
+ * cannot carry at all, become U+FFFD.  0 or -1; on -1 out is unchanged. */
+int xml_escape(struct buf *out, const char *s, size_t len, int attr);
+
+/* Parse one complete element from text (tests, tools).  NULL on error. */
+struct xml_node *xml_parse(struct arena *a, const char *text, size_t len,
+			   const char **error_r);
+
+#endif
