@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@
 
 #define CONN_READ_CHUNK 16384
 #define CONN_ACCEPT_BATCH 64
+#define CONN_OUT_MIN_CAP (4u << 20)
+/* Past this much pending output, write at once instead of at the end of
+ * the loop turn: one turn may bring a large batch from the queues. */
+#define CONN_OUT_EAGER (256u << 10)
 
 static void conn_table_grow(struct worker *w)
 {
@@ -91,6 +96,13 @@ static void conn_peer_name(struct conn *c, const struct sockaddr_storage *ss)
 	snprintf(c->addr, sizeof(c->addr), "%s", addr);
 }
 
+/* How much may wait for a slow reader before we give up on it. */
+static size_t conn_out_cap(const struct worker *w)
+{
+	size_t cap = (size_t)w->cfg->max_stanza_size * 4 + 65536;
+	return cap < CONN_OUT_MIN_CAP ? CONN_OUT_MIN_CAP : cap;
+}
+
 static struct conn *conn_new(struct worker *w, int fd,
 			     const struct sockaddr_storage *ss, int direct_tls)
 {
@@ -106,7 +118,7 @@ static struct conn *conn_new(struct worker *w, int fd,
 	c->direct_tls = direct_tls;
 	c->state = CONN_STATE_HEADER;
 	c->deadline_ms = time_now_ms() + (int64_t)w->cfg->c2s_timeout;
-	buf_init(&c->out, (size_t)w->cfg->max_stanza_size * 4 + 65536);
+	buf_init(&c->out, conn_out_cap(w));
 	conn_peer_name(c, ss);
 	if (stream_init(c) < 0) {
 		free(c);
@@ -139,6 +151,8 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 			worker_accept_overload(w, lfd);
 		return -1;
 	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = conn_new(w, fd, &ss, direct_tls);
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
 	ev.data.u64 = (uint64_t)(uintptr_t)c;
@@ -247,6 +261,10 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		return;
 	}
 	c->w->stats->bytes_out += len;
+	if (buf_used(&c->out) >= CONN_OUT_EAGER && !c->tls_handshaking) {
+		conn_flush(c);
+		return;
+	}
 	if (!c->in_out_list) {
 		c->in_out_list = 1;
 		c->out_next = c->w->flush_list;

@@ -199,6 +199,11 @@ class Server:
             self.proc.wait(timeout=10)
             self.master_pid = wait_for(self.read_pid_file, what="pid file")
         wait_for(lambda: self.status_ok(), what="all workers up")
+        if self.db is not None:
+            # Logins before a worker's database link is up answer
+            # temporary-auth-failure: wait for every worker's link.
+            wait_for(lambda: self.log_text().count("database link up") >= self.workers,
+                     what="database links up")
         return self
 
     def read_pid_file(self):
@@ -295,6 +300,7 @@ class Client:
 
     def __init__(self, port, host="127.0.0.1", timeout=5.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.timeout = timeout
 
@@ -364,12 +370,20 @@ class Client:
 
     # ---- TLS, SASL and binding, each step asserting the exact XML ----
 
+    _tls_contexts = {}
+
     def wrap_tls(self, alpn=None):
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        if alpn:
-            ctx.set_alpn_protocols(alpn)
+        # One context per ALPN choice: making one loads the system CA
+        # store, which costs more than the handshake itself.
+        key = tuple(alpn or ())
+        ctx = Client._tls_contexts.get(key)
+        if ctx is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            if alpn:
+                ctx.set_alpn_protocols(alpn)
+            Client._tls_contexts[key] = ctx
         self.sock.settimeout(self.timeout)
         self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
