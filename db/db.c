@@ -28,6 +28,11 @@
 #define DB_BACKOFF_MAX_MS 10000
 #define DB_CONNECT_TIMEOUT_MS 5000      /* connect + schema check */
 #define DB_CONNECT_TIMEOUT_TEXT "5 s"
+/* A server that accepts but never answers must not hold logins forever:
+ * the oldest query waiting this long takes the link down (its callers
+ * get their errors) and the link reconnects. */
+#define DB_QUERY_TIMEOUT_MS 10000
+#define DB_QUERY_TIMEOUT_TEXT "10 s"
 #define DB_ERR_DOWN "database unavailable"
 #define DB_ERR_CLOSED "database link closed"
 #define DB_VERSION_SQL "SELECT max(version) FROM schema_version"
@@ -42,6 +47,7 @@ enum db_state {
 struct db_pending {
 	db_callback *cb;        /* NULL once cancelled */
 	void *ctx;
+	int64_t sent_ms;        /* when it was queued (query timeout) */
 };
 
 struct db {
@@ -140,6 +146,7 @@ static void db_queue_push(struct db *db, db_callback *cb, void *ctx)
 	struct db_pending *p = &db->queue[(db->head + db->count) % db->cap];
 	p->cb = cb;
 	p->ctx = ctx;
+	p->sent_ms = time_now_ms();
 	db->count++;
 }
 
@@ -492,8 +499,18 @@ int db_tick(struct db *db, int64_t now_ms)
 		db_link_down(db, "connect timed out after "
 			     DB_CONNECT_TIMEOUT_TEXT);
 	}
-	if (db->state == DB_STATE_UP)
+	if (db->state == DB_STATE_UP && db->count > 0 &&
+	    now_ms - db->queue[db->head].sent_ms >= DB_QUERY_TIMEOUT_MS) {
+		db_link_down(db, "no answer to a query for "
+			     DB_QUERY_TIMEOUT_TEXT);
+		return 0;
+	}
+	if (db->state == DB_STATE_UP && db->count == 0)
 		return -1;
+	if (db->state == DB_STATE_UP) {
+		int64_t due = db->queue[db->head].sent_ms + DB_QUERY_TIMEOUT_MS;
+		return due <= now_ms ? 0 : (int)(due - now_ms);
+	}
 	int64_t left = db->deadline_ms - now_ms;
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }

@@ -67,6 +67,10 @@ struct config {
 	uint64_t sasl_throttle_delay;   /* ms; doubles per failure, 0 off */
 	unsigned scram_iterations;
 
+	/* instant messaging */
+	unsigned offline_quota;
+	unsigned roster_max_items;
+
 	/* database */
 	const char *db_conninfo;
 

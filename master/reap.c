@@ -10,6 +10,9 @@
 #include "log.h"
 #include "session.h"
 #include "util.h"
+#include "frame.h"
+
+#include <sys/socket.h>
 
 #include <string.h>
 #include <sys/wait.h>
@@ -61,6 +64,48 @@ static void reap_schedule(struct master *m, unsigned slot, int status,
 	s->respawn_at_ms = now + s->delay_ms;
 }
 
+struct reap_sweep {
+	struct master *m;
+	unsigned dead;
+	int target;             /* slot that broadcasts the unavailable */
+	unsigned sent;
+};
+
+/* A live worker slot to do the dead one's last broadcasts, or the dead
+ * slot itself (its queue outlives it; the respawn reads it). */
+static int reap_pick_target(const struct master *m, unsigned dead)
+{
+	for (unsigned i = 1; i <= m->nslots; i++) {
+		unsigned s = (dead + i) % m->nslots;
+		if (m->slots[s].pid > 0)
+			return (int)s;
+	}
+	return (int)dead;
+}
+
+/* DESIGN.md: the master asks a live worker to send unavailable presence
+ * on behalf of each swept session that was available. */
+static void reap_swept(const struct session_info *info, void *ctx)
+{
+	struct reap_sweep *rs = ctx;
+	struct frame_writer fw;
+	struct buf out;
+	const char *error;
+	if (!info->available)
+		return;
+	buf_init(&out, IPC_DGRAM_MAX);
+	frame_begin(&fw, &out, IPC_FRAME_SWEPT, (uint16_t)rs->dead, 0, 0);
+	frame_add_raw(&fw, info->jid, strlen(info->jid));
+	if (frame_finish(&fw, &error) < 0 ||
+	    send(rs->m->queues.fds[rs->target].send, buf_head(&out),
+		 buf_used(&out), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_error("unavailable for %s not sent to w%d", info->jid,
+			  rs->target);
+	else
+		rs->sent++;
+	buf_free(&out);
+}
+
 static void reap_one(struct master *m, pid_t pid, int status)
 {
 	int slot = reap_find_slot(m, pid);
@@ -72,10 +117,13 @@ static void reap_one(struct master *m, pid_t pid, int status)
 	m->slots[slot].pid = 0;
 	st->pid = 0;
 	st->connections = 0;
+	struct reap_sweep rs = { m, (unsigned)slot,
+				 reap_pick_target(m, (unsigned)slot), 0 };
 	int swept = shm_session_sweep_slot(m->shm.sessions, (uint16_t)slot,
-					   NULL, NULL);
+					   reap_swept, &rs);
 	if (swept > 0)
-		log_info("worker %d: swept %d sessions", slot, swept);
+		log_info("worker %d: swept %d sessions, w%d broadcasts %u "
+			 "unavailable", slot, swept, rs.target, rs.sent);
 	if (m->stopping)
 		return;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {

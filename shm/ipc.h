@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 1
+#define IPC_VERSION 2
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -31,9 +31,15 @@
 enum ipc_frame_type {
 	IPC_FRAME_STANZA = 1,       /* payload: serialized stanza to conn_id/gen */
 	IPC_FRAME_BARE_STANZA,      /* payload: stanza for a bare JID's rules */
-	IPC_FRAME_SWEPT,            /* payload: full JID of a swept session */
+	IPC_FRAME_SWEPT,            /* payload: full JID of a swept session
+				       that was available: broadcast its
+				       unavailable presence */
 	IPC_FRAME_KICK,             /* payload: reason; close conn_id/gen */
 	IPC_FRAME_TEST,             /* payload: opaque, used by the tests */
+	IPC_FRAME_ROSTER_PUSH,      /* payload: roster push, for resources
+				       that asked for the roster */
+	IPC_FRAME_PROBE,            /* payload: a full JID to send conn's
+				       last presence to */
 	IPC_FRAME_TYPE_MAX
 };
 

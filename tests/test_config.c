@@ -159,6 +159,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "sasl.max_failures", CONFIG_F_RELOADABLE },
 	{ "sasl.throttle_delay", CONFIG_F_RELOADABLE },
 	{ "sasl.scram_iterations", CONFIG_F_RELOADABLE },
+	{ "im.offline_quota", CONFIG_F_RELOADABLE },
+	{ "im.roster_max_items", CONFIG_F_RELOADABLE },
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
 	{ "session_table_size", CONFIG_F_RESTART },
 	{ "queue.outbox_frames", CONFIG_F_RELOADABLE },

@@ -176,7 +176,7 @@ Test(migrate, empty_to_current)
 	cr_assert_eq(db_migrate(test_conn, &from, &to, &error), 0, "%s",
 		     error);
 	cr_assert_eq(from, 0);
-	cr_assert_eq(to, 1);
+	cr_assert_eq(to, DB_SCHEMA_VERSION);
 	cr_assert_eq(db_schema_check(test_conn, &version, &error), 1);
 	cr_assert_eq(version, DB_SCHEMA_VERSION);
 	cr_assert_eq(sql_int(test_conn, "SELECT count(*) FROM accounts"), 0);
@@ -196,7 +196,8 @@ Test(migrate, again_is_a_noop)
 	cr_assert_eq(from, DB_SCHEMA_VERSION);
 	cr_assert_eq(to, DB_SCHEMA_VERSION);
 	cr_assert_eq(sql_int(test_conn,
-			     "SELECT count(*) FROM schema_version"), 1);
+			     "SELECT count(*) FROM schema_version"),
+		     DB_SCHEMA_VERSION);
 }
 
 Test(migrate, newer_database_refused)
@@ -269,7 +270,8 @@ Test(migrate, concurrent_migrates_serialize)
 	cr_assert(WIFEXITED(sa) && WEXITSTATUS(sa) == 0);
 	cr_assert(WIFEXITED(sb) && WEXITSTATUS(sb) == 0);
 	cr_assert_eq(sql_int(test_conn,
-			     "SELECT count(*) FROM schema_version"), 1);
+			     "SELECT count(*) FROM schema_version"),
+		     DB_SCHEMA_VERSION);
 }
 
 /* ---- accounts --------------------------------------------------------- */

@@ -333,6 +333,7 @@ void conn_close(struct conn *c)
 			break;
 		}
 	}
+	presence_session_gone(c);
 	bind_release(c);
 	sasl_free(c);
 	db_cancel_conn(c);
@@ -367,6 +368,10 @@ void conn_reap_dead(struct worker *w)
 			free(c->user);
 			free(c->domain);
 			free(c->jid);
+			free(c->last_presence);
+			for (unsigned i = 0; i < c->ndirected; i++)
+				free(c->directed[i]);
+			free(c->directed);
 			free(c);
 		}
 		c = next;

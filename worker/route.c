@@ -74,6 +74,34 @@ static int route_to_session(struct route *r, const struct session_info *s)
 	return 0;
 }
 
+void route_to_resources(struct worker *w, const char *bare, const char *text,
+			size_t len, int frame_type, int only_available,
+			const char *skip_full)
+{
+	static struct session_info res[ROUTE_MAX_RESOURCES];
+	const char *error;
+	int n = shm_session_list(w->shm->sessions, bare, res, ROUTE_MAX_RESOURCES);
+	if (n > ROUTE_MAX_RESOURCES)
+		n = ROUTE_MAX_RESOURCES;
+	for (int i = 0; i < n; i++) {
+		const struct session_info *s = &res[i];
+		if ((only_available && !s->available) ||
+		    (skip_full != NULL && strcmp(s->jid, skip_full) == 0))
+			continue;
+		if (s->slot != w->slot) {
+			if (queue_send(w->q, s->slot, (uint8_t)frame_type,
+				       s->conn_id, s->gen, text, len, &error) < 0)
+				log_warn("to w%u: %s", s->slot, error);
+			continue;
+		}
+		struct conn *c = conn_lookup(w, s->conn_id, s->gen);
+		if (c != NULL && c->bound && (frame_type != IPC_FRAME_ROSTER_PUSH ||
+					      c->roster_requested))
+			conn_send(c, text, len);
+	}
+	w->stats->stanzas_out += (uint64_t)n;
+}
+
 /* Send the error reply for r's stanza back towards its sender. */
 static void route_bounce(struct route *r, const char *etype,
 			 const char *cond)
@@ -156,8 +184,8 @@ static void route_message(struct route *r, int to_full)
 	}
 	if (route_message_bare(r) > 0 || route_is(r, "headline"))
 		return;
-	/* Offline storage arrives with RFC 6121 work; until then: */
-	route_bounce(r, "cancel", "service-unavailable");
+	/* Section 8.5.2.2.1 / XEP-0160: normal and chat are stored. */
+	offline_store(r->w, r->st, r->to_bare);
 }
 
 static void route_presence(struct route *r, int to_full)
@@ -290,23 +318,6 @@ static int route_presence_type_ok(const char *type)
 	return 0;
 }
 
-/* Presence without 'to': the session's own availability for now (the
- * broadcast to contacts comes with the roster). */
-static void route_own_presence(struct conn *c, struct xml_node *st)
-{
-	const char *type = xml_attr(st, "type");
-	struct xml_node *p = xml_child(st, NS_CLIENT, "priority");
-	char *prio = p ? xml_text(c->arena, p) : NULL;
-	long v = prio ? strtol(prio, NULL, 10) : 0;
-	if (v < -128 || v > 127)
-		v = 0;
-	c->available = type == NULL;
-	c->priority = (int16_t)v;
-	shm_session_set_presence(c->w->shm->sessions, c->jid,
-				 (uint16_t)c->w->slot, c->id, c->gen,
-				 c->priority, (uint8_t)c->available);
-}
-
 void route_from_client(struct conn *c, struct xml_node *st)
 {
 	const char *from = xml_attr(st, "from");
@@ -325,11 +336,11 @@ void route_from_client(struct conn *c, struct xml_node *st)
 		stanza_error_reply(c, st, "modify", "bad-request", NULL);
 		return;
 	}
+	if (strcmp(st->name, "presence") == 0) {
+		presence_from_client(c, st);
+		return;
+	}
 	if (xml_attr(st, "to") == NULL) {
-		if (strcmp(st->name, "presence") == 0) {
-			route_own_presence(c, st);
-			return;
-		}
 		/* Section 10.3: no 'to' means the sender's bare JID. */
 		char *bare = arena_strndup(c->arena, c->jid,
 					   strcspn(c->jid, "/"));
@@ -367,13 +378,17 @@ static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 	if (to != NULL)
 		shm_session_del(w->shm->sessions, to, (uint16_t)w->slot,
 				hdr->conn_id, hdr->gen);
-	/* Route as if to the bare JID: drop the resource. */
+	/* Messages go on as if sent to the bare JID; an IQ is answered
+	 * with an error; presence was a broadcast copy: nothing to do. */
 	if (to != NULL && strcmp(st->name, "message") == 0) {
 		char *bare = arena_strndup(&a, to, strcspn(to, "/"));
 		if (bare != NULL)
 			xml_set_attr(&a, st, "to", bare);
+		route_run(&r);
+	} else if (strcmp(st->name, "iq") == 0) {
+		r.type = xml_attr(st, "type");
+		route_bounce(&r, "cancel", "service-unavailable");
 	}
-	route_run(&r);
 	arena_reset(&a);
 }
 
@@ -386,6 +401,30 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 			c->bound = 0;   /* its table entry is the new session's */
 			stream_error(c, "conflict", "Replaced by new connection");
 		}
+		return;
+	}
+	if (hdr->type == IPC_FRAME_SWEPT) {
+		char jid[IPC_JID_MAX + 1];
+		if (len == 0 || len > IPC_JID_MAX || memchr(payload, 0, len))
+			return;
+		memcpy(jid, payload, len);
+		jid[len] = '\0';
+		presence_swept(w, jid);
+		return;
+	}
+	if (hdr->type == IPC_FRAME_PROBE) {
+		char to[IPC_JID_MAX + 1];
+		if (c == NULL || len == 0 || len > IPC_JID_MAX ||
+		    memchr(payload, 0, len))
+			return;
+		memcpy(to, payload, len);
+		to[len] = '\0';
+		presence_answer_probe(c, to);
+		return;
+	}
+	if (hdr->type == IPC_FRAME_ROSTER_PUSH) {
+		if (c != NULL && c->bound && c->roster_requested)
+			conn_send(c, payload, len);
 		return;
 	}
 	if (hdr->type != IPC_FRAME_STANZA)

@@ -152,6 +152,24 @@ static void sasl_send_failure(struct conn *c, const char *xml, int close_after)
 			     "authentication attempts");
 }
 
+/* Only failures that could be password guesses count towards
+ * sasl.max_failures and the throttle.  Mechanism negotiation does not:
+ * slixmpp 1.8, for one, tries SCRAM-*-PLUS with tls-unique (refused:
+ * no such binding on TLS 1.3), then SCRAM with the 'y' flag (refused:
+ * RFC 5802 section 6 downgrade rule), then PLAIN; counting those would
+ * close its stream before it reaches a mechanism that works. */
+static int sasl_counts(const char *condition, const char *text)
+{
+	if (strcmp(condition, "aborted") == 0 ||
+	    strcmp(condition, "temporary-auth-failure") == 0 ||
+	    strcmp(condition, "invalid-mechanism") == 0 ||
+	    strcmp(condition, "encryption-required") == 0)
+		return 0;
+	return text == NULL ||
+	       (strcmp(text, scram_error_str(SCRAM_ERR_CB_TYPE)) != 0 &&
+		strcmp(text, scram_error_str(SCRAM_ERR_CB_DOWNGRADE)) != 0);
+}
+
 /* Answer <failure/>: at once, or after the throttle delay. */
 static void sasl_fail(struct conn *c, const char *condition, const char *text)
 {
@@ -163,8 +181,7 @@ static void sasl_fail(struct conn *c, const char *condition, const char *text)
 	log_info("c%u %s: SASL failure <%s/>%s%s%s%s", c->id, c->peer,
 		 condition, user ? " for " : "", user ? user : "",
 		 text ? ": " : "", text ? text : "");
-	int counts = strcmp(condition, "aborted") != 0 &&
-		     strcmp(condition, "temporary-auth-failure") != 0;
+	int counts = sasl_counts(condition, text);
 	int64_t delay = counts ? sasl_throttle_fail(c, user) : 0;
 	int close_after = counts &&
 			  ++c->sasl_failures >= c->w->cfg->sasl_max_failures;

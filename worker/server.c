@@ -10,6 +10,7 @@
 #include "worker.h"
 #include "log.h"
 #include "stanza.h"
+#include "handlers.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +25,18 @@
 /* Features the server itself offers, for disco#info. */
 static const char *const server_features[] = {
 	NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME,
+	NS_ROSTER, NS_VCARD, NS_PRIVATE, "msgoffline",
+};
+
+/* IQs to an account's bare JID, by payload (handlers.h). */
+static const struct {
+	const char *ns;
+	const char *name;       /* NULL: any element of the namespace */
+	void (*fn)(struct worker *w, struct xml_node *st, const char *bare);
+} server_account_handlers[] = {
+	{ NS_ROSTER, "query", roster_iq },
+	{ NS_VCARD, "vCard", vcard_iq },
+	{ NS_PRIVATE, "query", private_iq },
 };
 
 static void server_send(struct worker *w, struct arena *a, struct buf *out)
@@ -144,8 +157,18 @@ void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 		       const char *bare)
 {
-	(void)bare;
-	/* Roster, vCard, private storage and blocking attach here with the
-	 * RFC 6121 work; until then no payload is served for accounts. */
+	const char *type = xml_attr(st, "type");
+	struct xml_node *q = xml_first_element(st);
+	if (type == NULL || (strcmp(type, "get") != 0 &&
+			     strcmp(type, "set") != 0))
+		return;         /* results and errors to an account: dropped */
+	for (size_t i = 0; q != NULL && i < sizeof(server_account_handlers) /
+	     sizeof(server_account_handlers[0]); i++) {
+		if (xml_is(q, server_account_handlers[i].ns,
+			   server_account_handlers[i].name)) {
+			server_account_handlers[i].fn(w, st, bare);
+			return;
+		}
+	}
 	server_error(w, a, st, "cancel", "service-unavailable");
 }

@@ -121,7 +121,10 @@ static int tls_retry(struct conn *c, int ret, const char *what)
 		c->tls_want_write = 1;
 		return 0;
 	}
-	if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL) {
+	unsigned long e = ERR_peek_error();
+	if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL ||
+	    (err == SSL_ERROR_SSL &&
+	     ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
 		log_debug("c%u %s: TLS %s: connection closed", c->id, c->peer,
 			  what);
 	} else {

@@ -19,6 +19,7 @@
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 struct db;
+struct pg_result;
 struct sasl;
 
 #define WORKER_MAX_LISTEN 16
@@ -101,6 +102,10 @@ struct conn {
 	char *jid;              /* full JID once bound */
 	int16_t priority;
 	int available;
+	int roster_requested;   /* RFC 6121 2.1.6: an interested resource */
+	char *last_presence;    /* our last available presence, no 'to' */
+	char **directed;        /* JIDs we sent directed presence to */
+	unsigned ndirected;
 	int64_t last_read_ms;   /* idle pings */
 	int ping_sent;
 	int64_t delay_until_ms; /* throttled SASL failure pending */
@@ -187,7 +192,42 @@ void bind_handle(struct conn *c, struct xml_node *n);
 int bind_is_session_iq(const struct conn *c, const struct xml_node *n);
 void bind_release(struct conn *c);
 
+/* presence.c */
+void presence_from_client(struct conn *c, struct xml_node *st);
+/* The session went away while available (logout, lost connection). */
+void presence_session_gone(struct conn *c);
+/* Swept session of a dead worker: broadcast its unavailable presence. */
+void presence_swept(struct worker *w, const char *full_jid);
+/* Send conn's last presence to `to` (a probe answer). */
+void presence_answer_probe(struct conn *c, const char *to);
+
+/* As if from_bare had sent `type` (unsubscribe, unsubscribed) to
+ * to_bare: the contact side of RFC 6121 section 3 (roster removal). */
+void presence_sub_inbound(struct worker *w, const char *from_bare,
+			  const char *to_bare, const char *type);
+void presence_route_text(struct worker *w, const char *text);
+
+/* roster.c: push an item to the account's interested resources */
+void roster_push(struct worker *w, const char *bare, const char *item_xml,
+		 long long ver);
+/* Push from a result row: columns col.. are subscription, ask_out,
+ * name, groups (joined with \x1f), ver. */
+void roster_push_row(struct worker *w, const char *bare, const char *contact,
+		     const struct pg_result *res, int col);
+
+/* offline.c */
+/* Store a message for an account with no available resource; the
+ * sender gets an error if it cannot be stored. */
+void offline_store(struct worker *w, struct xml_node *st, const char *bare);
+/* Deliver and remove stored messages (after initial presence). */
+void offline_deliver(struct conn *c);
+
 /* route.c */
+/* Send text to every session of bare (only the available ones when
+ * only_available); frame_type is IPC_FRAME_STANZA or ROSTER_PUSH. */
+void route_to_resources(struct worker *w, const char *bare, const char *text,
+			size_t len, int frame_type, int only_available,
+			const char *skip_full);
 void route_from_client(struct conn *c, struct xml_node *stanza);
 void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		 const void *payload, size_t len);

@@ -182,6 +182,13 @@ class Server:
         self.ctl_config("user", "add", jid, input=password + "\n")
 
     def start(self, wait=True):
+        try:
+            return self._start(wait)
+        except BaseException:
+            self.stop()     # no processes or databases left behind
+            raise
+
+    def _start(self, wait):
         if self.db is not None and not getattr(self, "_migrated", False):
             self.ctl_config("db", "migrate")
             for jid, password in self.users:

@@ -79,9 +79,13 @@ def test_sasl_failures():
         assert c.auth_plain("juliet", "wrong").startswith(sasl_failure("not-authorized"))
         assert c.auth_scram("juliet", "r0m30!", tamper_proof=True).startswith(
             sasl_failure("not-authorized"))
+        # Mechanism negotiation is not a password guess: it does not count.
         c.send("<auth xmlns='%s' mechanism='DIGEST-MD5'/>" % SASL)
         c.read_until(sasl_failure("invalid-mechanism"))
-        # The third failure closes the stream with policy-violation.
+        assert not c.is_closed(timeout=0.3)
+        # The third counted failure closes the stream with policy-violation.
+        assert c.auth_scram("juliet", "nope", hash_name="sha1").startswith(
+            sasl_failure("not-authorized"))
         rest = c.read_all_until_close()
         assert re.search(stream_error_re("policy-violation"), rest), rest
 
@@ -227,7 +231,9 @@ def test_stanza_errors():
     with Server(workers=1, users=USERS) as s:
         c = Client(s.port)
         jid = c.login("juliet", "r0m30!", resource="r")
-        c.send("<message to='romeo@localhost/nowhere' type='chat' id='x1'><body>hi</body></message>")
+        # A message to an account that does not exist (an offline full JID
+        # of one that does is stored: test_im.py).
+        c.send("<message to='nobody@localhost/nowhere' type='chat' id='x1'><body>hi</body></message>")
         got = c.read_until("<message [^>]*id='x1'.*?</message>")
         assert re.fullmatch(stanza_error("message", "cancel", "service-unavailable"), got), got
         c.send("<iq to='romeo@localhost/nowhere' type='get' id='x2'><ping xmlns='urn:xmpp:ping'/></iq>")

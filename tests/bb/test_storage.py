@@ -1,0 +1,295 @@
+"""Per-account storage, black box with exact XML: XEP-0054 vcard-temp and
+XEP-0049 private XML storage, read back from the same session, from other
+sessions (on either worker), after a server restart on the same database,
+and answered with a `wait` error while PostgreSQL is away.  Needs
+XMPPD_TEST_PGCONN.
+"""
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, pid_alive, run_tests, wait_for  # noqa: E402
+from test_pgdown import PgProxy, pg_target, proxied_server, running  # noqa: E402
+
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+USERS = [("juliet@localhost", "r0m30!"), ("romeo@localhost", "jul13t?"),
+         ("nurse@localhost", "s3cret")]
+PASSWORDS = dict((j.split("@")[0], p) for j, p in USERS)
+
+VCARD = ("<vCard xmlns='vcard-temp' version='3.0'><FN>Juliet Capulet</FN>"
+         "<N><FAMILY>Capulet</FAMILY><GIVEN>Juliet</GIVEN><MIDDLE/></N>"
+         "<NICKNAME>J &amp; R &lt;3</NICKNAME><DESC>Verona \u2014 1597</DESC>"
+         "<PHOTO><TYPE>image/png</TYPE><BINVAL>iVBORw0KGgo=</BINVAL></PHOTO>"
+         "</vCard>")
+VCARD2 = "<vCard xmlns='vcard-temp'><FN>Juliet</FN></vCard>"
+EMPTY_VCARD = "<vCard xmlns='vcard-temp'/>"
+BOOKMARKS = ("<storage xmlns='storage:bookmarks'><conference "
+             "jid='council@conference.localhost' autojoin='true' "
+             "name='Council &amp; Co'><nick>Juliet</nick></conference></storage>")
+PRIVATE = "jabber:iq:private"
+
+
+# ---- helpers ------------------------------------------------------------
+
+def login(s, user, resource):
+    c = Client(s.port)
+    jid = c.login(user, PASSWORDS[user], resource=resource)
+    return c, jid
+
+
+def iq(c, body, iq_id, iq_type, to=None):
+    """Send an IQ; return the reply with that id (exact text)."""
+    t = " to='%s'" % to if to else ""
+    c.send("<iq%s type='%s' id='%s'>%s</iq>" % (t, iq_type, iq_id, body))
+    return c.read_until("<iq [^>]*id='%s'[^>]*?(/>|>.*?</iq>)" % iq_id)
+
+
+def result(frm, iq_id, to, payload=None):
+    head = "<iq from='%s' id='%s' to='%s' type='result'" % (frm, iq_id, to)
+    return head + ("/>" if payload is None else ">%s</iq>" % payload)
+
+
+def error(frm, iq_id, to, etype, cond):
+    return ("<iq from='%s' id='%s' to='%s' type='error'><error type='%s'>"
+            "<%s xmlns='%s'/></error></iq>" % (frm, iq_id, to, etype, cond, STANZAS))
+
+
+def query(inner=""):
+    if not inner:
+        return "<query xmlns='%s'/>" % PRIVATE
+    return "<query xmlns='%s'>%s</query>" % (PRIVATE, inner)
+
+
+def on_two_workers(s):
+    """juliet and romeo logged in on different workers."""
+    for attempt in range(20):
+        a, ja = login(s, "juliet", "a%d" % attempt)
+        b, jb = login(s, "romeo", "b%d" % attempt)
+        counts = wait_for(lambda: (lambda st: [w["connections"] for w in st["workers"]]
+                                   if sum(w["connections"] for w in st["workers"]) == 2
+                                   else None)(s.status()), what="connection counts")
+        if counts == [1, 1]:
+            return a, ja, b, jb
+        a.close()
+        b.close()
+        wait_for(lambda: sum(w["connections"] for w in s.status()["workers"]) == 0,
+                 what="connections gone")
+    raise AssertionError("could not place two clients on two workers")
+
+
+def restart(s):
+    """SIGTERM the master and start the same Server again: same config,
+    same database (Server.stop() would drop it)."""
+    mark = len(s.log_text())
+    os.kill(s.master_pid, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(s.master_pid), timeout=15, what="master exit")
+    s.proc.wait(timeout=5)
+    s.proc.stdout.close()
+    s.start()
+    wait_for(lambda: s.log_text()[mark:].count("database link up") >= s.workers,
+             what="database links up after the restart")
+
+
+# ---- vcard-temp ---------------------------------------------------------
+
+def test_vcard_set_get():
+    with Server(workers=2, users=USERS) as s:
+        a, ja, b, jb = on_two_workers(s)
+        # Set without 'to' (one's own vCard), read back in the same session.
+        assert iq(a, VCARD, "v1", "set") == result("juliet@localhost", "v1", ja)
+        got = iq(a, EMPTY_VCARD, "v2", "get")
+        assert got == result("juliet@localhost", "v2", ja, VCARD), got
+        # From another user on the other worker (XEP-0054 section 3.3).
+        got = iq(b, EMPTY_VCARD, "v3", "get", to="juliet@localhost")
+        assert got == result("juliet@localhost", "v3", jb, VCARD), got
+        # A set with 'to' = one's own bare JID is the same; it replaces.
+        got = iq(a, VCARD2, "v4", "set", to="juliet@localhost")
+        assert got == result("juliet@localhost", "v4", ja), got
+        got = iq(b, EMPTY_VCARD, "v5", "get", to="juliet@localhost")
+        assert got == result("juliet@localhost", "v5", jb, VCARD2), got
+        # Another session of the same account, on whichever worker.
+        c, jc = login(s, "juliet", "garden")
+        got = iq(c, EMPTY_VCARD, "v6", "get")
+        assert got == result("juliet@localhost", "v6", jc, VCARD2), got
+
+
+def test_vcard_missing():
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        b, jb = login(s, "romeo", "street")
+        # One's own, never set: an empty vCard (section 3.1).
+        got = iq(b, EMPTY_VCARD, "m1", "get")
+        assert got == result("romeo@localhost", "m1", jb, EMPTY_VCARD), got
+        # Someone else's, never set, and an account that does not exist:
+        # the same error for both (section 3.3, against harvesting).
+        got = iq(a, EMPTY_VCARD, "m2", "get", to="romeo@localhost")
+        assert got == error("romeo@localhost", "m2", ja, "cancel",
+                            "service-unavailable"), got
+        got = iq(a, EMPTY_VCARD, "m3", "get", to="nobody@localhost")
+        assert got == error("nobody@localhost", "m3", ja, "cancel",
+                            "service-unavailable"), got
+
+
+def test_vcard_forbidden_and_limits():
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        b, jb = login(s, "romeo", "street")
+        assert iq(b, VCARD2, "f0", "set") == result("romeo@localhost", "f0", jb)
+        # Someone else's vCard, or a missing account's: forbidden (3.2).
+        got = iq(a, VCARD, "f1", "set", to="romeo@localhost")
+        assert got == error("romeo@localhost", "f1", ja, "auth", "forbidden"), got
+        got = iq(a, VCARD, "f2", "set", to="nobody@localhost")
+        assert got == error("nobody@localhost", "f2", ja, "auth", "forbidden"), got
+        # More than 64 KiB serialized (the stanza itself is within the
+        # 256 KiB stanza limit): not-acceptable, and nothing changes.
+        big = "<vCard xmlns='vcard-temp'><PHOTO><BINVAL>%s</BINVAL></PHOTO></vCard>" % (
+            "A" * (70 << 10))
+        got = iq(b, big, "f3", "set")
+        assert got == error("romeo@localhost", "f3", jb, "modify", "not-acceptable"), got
+        got = iq(a, EMPTY_VCARD, "f4", "get", to="romeo@localhost")
+        assert got == result("romeo@localhost", "f4", ja, VCARD2), got
+        # Just under the limit is fine.
+        fill = (64 << 10) - len("<vCard xmlns='vcard-temp'><FN></FN></vCard>")
+        ok = "<vCard xmlns='vcard-temp'><FN>%s</FN></vCard>" % ("z" * fill)
+        assert iq(b, ok, "f5", "set") == result("romeo@localhost", "f5", jb)
+        got = iq(b, EMPTY_VCARD, "f6", "get")
+        assert got == result("romeo@localhost", "f6", jb, ok), got
+
+
+# ---- private XML storage ------------------------------------------------
+
+def test_private_round_trip():
+    with Server(workers=2, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        got = iq(a, query(BOOKMARKS), "p1", "set")
+        assert got == result("juliet@localhost", "p1", ja), got
+        got = iq(a, query("<storage xmlns='storage:bookmarks'/>"), "p2", "get")
+        assert got == result("juliet@localhost", "p2", ja, query(BOOKMARKS)), got
+        # A namespace never stored: the query as sent (XEP-0049 2.3).
+        asked = query("<prefs xmlns='exodus:prefs'/>")
+        got = iq(a, asked, "p3", "get")
+        assert got == result("juliet@localhost", "p3", ja, asked), got
+        # Several elements of one namespace, with nested namespaces.
+        multi = ("<a xmlns='urn:example:multi'>1</a><b xmlns='urn:example:multi'>"
+                 "<x xmlns='jabber:x:data' type='submit'/></b>")
+        got = iq(a, query(multi), "p4", "set", to="juliet@localhost")
+        assert got == result("juliet@localhost", "p4", ja), got
+        # From another session (either worker); a set replaces.
+        c, jc = login(s, "juliet", "garden")
+        got = iq(c, query("<a xmlns='urn:example:multi'/>"), "p5", "get")
+        assert got == result("juliet@localhost", "p5", jc, query(multi)), got
+        repl = "<storage xmlns='storage:bookmarks'/>"
+        assert iq(c, query(repl), "p6", "set") == result("juliet@localhost", "p6", jc)
+        got = iq(a, query(repl), "p7", "get")
+        assert got == result("juliet@localhost", "p7", ja, query(repl)), got
+
+
+def test_private_errors():
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        b, jb = login(s, "romeo", "street")
+        assert iq(b, query(BOOKMARKS), "e0", "set") == result("romeo@localhost", "e0", jb)
+        # Another account's data, read or write: forbidden.
+        for i, t in enumerate(("get", "set")):
+            got = iq(a, query(BOOKMARKS), "e1%d" % i, t, to="romeo@localhost")
+            assert got == error("romeo@localhost", "e1%d" % i, ja, "auth",
+                                "forbidden"), got
+        # No element, an element without a namespace of its own (it is in
+        # jabber:iq:private), in the stanza's namespace, in two
+        # namespaces: not-acceptable, get and set alike.
+        bad = ["", "   ", "<prefs/>", "<prefs xmlns='jabber:client'/>",
+               "<prefs xmlns=''/>",
+               "<a xmlns='urn:example:a'/><b xmlns='urn:example:b'/>"]
+        n = 0
+        for inner in bad:
+            for t in ("get", "set"):
+                n += 1
+                got = iq(a, query(inner), "e2%d" % n, t)
+                assert got == error("juliet@localhost", "e2%d" % n, ja, "modify",
+                                    "not-acceptable"), (inner, t, got)
+        # Too large: not-acceptable, and romeo's data is untouched.
+        big = "<big xmlns='urn:example:big'>%s</big>" % ("B" * (70 << 10))
+        got = iq(a, query(big), "e3", "set")
+        assert got == error("juliet@localhost", "e3", ja, "modify", "not-acceptable"), got
+        got = iq(b, query("<storage xmlns='storage:bookmarks'/>"), "e4", "get")
+        assert got == result("romeo@localhost", "e4", jb, query(BOOKMARKS)), got
+
+
+def test_private_namespace_quota():
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "nurse", "r")
+        for i in range(100):
+            got = iq(a, query("<d xmlns='urn:example:q%d'>%d</d>" % (i, i)), "q%d" % i, "set")
+            assert got == result("nurse@localhost", "q%d" % i, ja), got
+        got = iq(a, query("<d xmlns='urn:example:q100'/>"), "q100", "set")
+        assert got == error("nurse@localhost", "q100", ja, "modify", "not-acceptable"), got
+        # Replacing a namespace already held is still allowed.
+        got = iq(a, query("<d xmlns='urn:example:q7'>new</d>"), "q7b", "set")
+        assert got == result("nurse@localhost", "q7b", ja), got
+        got = iq(a, query("<d xmlns='urn:example:q7'/>"), "q7c", "get")
+        assert got == result("nurse@localhost", "q7c", ja,
+                             query("<d xmlns='urn:example:q7'>new</d>")), got
+
+
+# ---- persistence and database failures ----------------------------------
+
+def test_survives_restart():
+    with Server(workers=2, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        assert iq(a, VCARD, "r1", "set") == result("juliet@localhost", "r1", ja)
+        assert iq(a, query(BOOKMARKS), "r2", "set") == result("juliet@localhost", "r2", ja)
+        a.close()
+        restart(s)
+        b, jb = login(s, "romeo", "street")
+        got = iq(b, EMPTY_VCARD, "r3", "get", to="juliet@localhost")
+        assert got == result("juliet@localhost", "r3", jb, VCARD), got
+        a, ja = login(s, "juliet", "balcony")
+        got = iq(a, query("<storage xmlns='storage:bookmarks'/>"), "r4", "get")
+        assert got == result("juliet@localhost", "r4", ja, query(BOOKMARKS)), got
+
+
+def test_database_down():
+    """Link down: an immediate wait error; link lost while the query is
+    out: the same, once the loss is seen; back up: answers again."""
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS)
+        with running(s):
+            a, ja = login(s, "juliet", "balcony")
+            assert iq(a, VCARD2, "d1", "set") == result("juliet@localhost", "d1", ja)
+            mark = len(s.log_text())
+            proxy.stop()
+            wait_for(lambda: "database unavailable" in s.log_text()[mark:],
+                     what="the worker to see the link down")
+            for i, (body, t) in enumerate(((EMPTY_VCARD, "get"), (VCARD, "set"),
+                                           (query(BOOKMARKS), "set"),
+                                           (query("<storage xmlns='storage:bookmarks'/>"), "get"))):
+                got = iq(a, body, "d2%d" % i, t)
+                assert got == error("juliet@localhost", "d2%d" % i, ja, "wait",
+                                    "resource-constraint"), got
+            mark = len(s.log_text())
+            proxy.start()
+            wait_for(lambda: "database link up" in s.log_text()[mark:], timeout=20,
+                     what="the link back up")
+            got = iq(a, EMPTY_VCARD, "d3", "get")
+            assert got == result("juliet@localhost", "d3", ja, VCARD2), got
+            # A query in flight when the link goes: answered, not lost.
+            proxy.freeze()
+            a.send("<iq type='get' id='d4'>%s</iq>" % EMPTY_VCARD)
+            time.sleep(0.3)
+            assert b"id='d4'" not in a.buf
+            proxy.stop()
+            got = a.read_until("<iq [^>]*id='d4'[^>]*?(/>|>.*?</iq>)")
+            assert got == error("juliet@localhost", "d4", ja, "wait",
+                                "resource-constraint"), got
+    finally:
+        proxy.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_vcard_set_get, test_vcard_missing,
+               test_vcard_forbidden_and_limits, test_private_round_trip,
+               test_private_errors, test_private_namespace_quota,
+               test_survives_restart, test_database_down])

@@ -1,0 +1,217 @@
+/*
+ * offline.c - XEP-0160 offline messages: a chat or normal message for an
+ * account with no available resource is stored in PostgreSQL (up to
+ * im.offline_quota per account) and delivered with a XEP-0203 <delay/>
+ * after the account's next initial presence with non-negative priority,
+ * then removed.  Removal happens after delivery was written to the
+ * socket, so a crash in between delivers twice rather than never.
+ * Failure policy: a message that cannot be stored is answered with an
+ * error to its sender (service-unavailable when the account is unknown or
+ * full, internal-server-error/wait when the database is unavailable).
+ */
+#include "worker.h"
+#include "../db/db.h"
+#include "log.h"
+#include "server.h"
+#include "stanza.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct offline_job {
+	struct worker *w;
+	char *user, *domain;    /* account (domain points into user's copy) */
+	char *text;             /* the message, serialized */
+	uint32_t conn_id, gen;  /* delivery: the session */
+};
+
+static void offline_job_free(struct offline_job *j)
+{
+	if (j != NULL) {
+		free(j->user);
+		free(j->text);
+		free(j);
+	}
+}
+
+static struct offline_job *offline_job_new(struct worker *w, const char *bare)
+{
+	struct offline_job *j = calloc(1, sizeof(*j));
+	const char *at = strchr(bare, '@');
+	if (j == NULL || at == NULL) {
+		free(j);
+		return NULL;
+	}
+	j->w = w;
+	j->user = strdup(bare);
+	if (j->user == NULL) {
+		free(j);
+		return NULL;
+	}
+	j->user[at - bare] = '\0';
+	j->domain = j->user + (at - bare) + 1;
+	return j;
+}
+
+/* Answer the stored copy's sender with an error. */
+static void offline_bounce(struct worker *w, const char *text,
+			   const char *type, const char *cond)
+{
+	struct arena a;
+	struct buf out;
+	const char *error;
+	arena_init(&a, 1024);
+	buf_init(&out, 0);
+	struct xml_node *st = stanza_parse(&a, text, strlen(text), &error);
+	if (st != NULL && stanza_may_bounce(st) &&
+	    stanza_error_xml(&out, st, NULL, type, cond, NULL) == 0 &&
+	    buf_append(&out, "", 1) == 0 &&
+	    (st = stanza_parse(&a, buf_head(&out), buf_used(&out) - 1,
+			       &error)) != NULL)
+		route_stanza(w, &a, st);
+	buf_free(&out);
+	arena_free(&a);
+}
+
+static const char offline_store_sql[] =
+	"WITH a AS (SELECT xmppd_account_id($1, $2) AS acc), "
+	"ins AS (INSERT INTO offline_messages (account_id, sender, stanza) "
+	"SELECT acc, $3, $4 FROM a WHERE acc IS NOT NULL AND (SELECT count(*) "
+	"FROM offline_messages o WHERE o.account_id = a.acc) < $5::int "
+	"RETURNING id) SELECT (SELECT acc FROM a) IS NOT NULL, "
+	"(SELECT id FROM ins)";
+
+static void offline_stored(void *ctx, const PGresult *res, const char *error)
+{
+	struct offline_job *j = ctx;
+	if (res == NULL || PQntuples(res) != 1) {
+		log_warn("offline message for %s@%s not stored: %s", j->user,
+			 j->domain, error ? error : "no row");
+		offline_bounce(j->w, j->text, "wait", "internal-server-error");
+	} else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+		offline_bounce(j->w, j->text, "cancel", "service-unavailable");
+	} else if (PQgetisnull(res, 0, 1)) {
+		log_info("offline storage of %s@%s is full", j->user, j->domain);
+		offline_bounce(j->w, j->text, "cancel", "service-unavailable");
+	}
+	offline_job_free(j);
+}
+
+void offline_store(struct worker *w, struct xml_node *st, const char *bare)
+{
+	const char *type = xml_attr(st, "type");
+	const char *from = xml_attr(st, "from");
+	struct buf text;
+	char quota[16];
+	if (type != NULL && strcmp(type, "normal") != 0 &&
+	    strcmp(type, "chat") != 0)
+		return;         /* headline, groupchat, error: not stored */
+	struct offline_job *j = offline_job_new(w, bare);
+	buf_init(&text, 0);
+	if (j == NULL || from == NULL ||
+	    xml_serialize(&text, st, NS_CLIENT) < 0 ||
+	    buf_append(&text, "", 1) < 0) {
+		buf_free(&text);
+		offline_job_free(j);
+		return;
+	}
+	j->text = text.data;
+	if (w->cfg->offline_quota == 0) {
+		offline_bounce(w, j->text, "cancel", "service-unavailable");
+		offline_job_free(j);
+		return;
+	}
+	snprintf(quota, sizeof(quota), "%u", w->cfg->offline_quota);
+	const char *params[5] = { j->user, j->domain, from, j->text, quota };
+	if (w->db == NULL || db_query(w->db, offline_store_sql, 5, params, NULL,
+				      NULL, 0, offline_stored, j) < 0) {
+		offline_bounce(w, j->text, "wait", "internal-server-error");
+		offline_job_free(j);
+	}
+}
+
+/* ---- delivery ------------------------------------------------------- */
+
+static const char offline_fetch_sql[] =
+	"SELECT id, stanza, to_char(stored_at AT TIME ZONE 'UTC', "
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM offline_messages "
+	"WHERE account_id = xmppd_account_id($1, $2) ORDER BY id";
+static const char offline_delete_sql[] =
+	"DELETE FROM offline_messages WHERE account_id = "
+	"xmppd_account_id($1, $2) AND id <= $3::bigint";
+
+/* The stored message with a XEP-0203 <delay/> added. */
+static int offline_send_one(struct conn *c, const char *text,
+			    const char *stamp)
+{
+	struct arena a;
+	struct buf out;
+	const char *error;
+	int ret = -1;
+	arena_init(&a, 2048);
+	buf_init(&out, 0);
+	struct xml_node *st = stanza_parse(&a, text, strlen(text), &error);
+	struct xml_node *d = st ? xml_add_child(&a, st, "urn:xmpp:delay",
+						"delay") : NULL;
+	if (d != NULL && xml_set_attr(&a, d, "from", c->domain) == 0 &&
+	    xml_set_attr(&a, d, "stamp", stamp) == 0 &&
+	    xml_add_text(&a, d, "Offline Storage", 15) == 0 &&
+	    xml_serialize(&out, st, NS_CLIENT) == 0) {
+		conn_send(c, buf_head(&out), buf_used(&out));
+		ret = 0;
+	} else {
+		log_error("stored message unreadable: dropped");
+	}
+	buf_free(&out);
+	arena_free(&a);
+	return ret;
+}
+
+static void offline_deleted(void *ctx, const PGresult *res, const char *error)
+{
+	struct offline_job *j = ctx;
+	if (res == NULL)
+		log_warn("offline messages of %s@%s not removed (they will "
+			 "come again): %s", j->user, j->domain, error);
+	offline_job_free(j);
+}
+
+static void offline_fetched(void *ctx, const PGresult *res, const char *error)
+{
+	struct offline_job *j = ctx;
+	struct conn *c = conn_lookup(j->w, j->conn_id, j->gen);
+	int n = res ? PQntuples(res) : 0;
+	if (res == NULL)
+		log_warn("offline messages of %s@%s: %s", j->user, j->domain,
+			 error);
+	if (c == NULL || !c->bound || n == 0) {
+		offline_job_free(j);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		offline_send_one(c, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+	conn_flush(c);
+	const char *params[3] = { j->user, j->domain, PQgetvalue(res, n - 1, 0) };
+	log_info("c%u: %d offline messages delivered", j->conn_id, n);
+	if (db_query(j->w->db, offline_delete_sql, 3, params, NULL, NULL, 0,
+		     offline_deleted, j) < 0)
+		offline_deleted(j, NULL, "database unavailable");
+}
+
+void offline_deliver(struct conn *c)
+{
+	char bare[IPC_JID_MAX + 1];
+	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(c->jid, "/"), c->jid);
+	struct offline_job *j = offline_job_new(c->w, bare);
+	if (j == NULL)
+		return;
+	j->conn_id = c->id;
+	j->gen = c->gen;
+	const char *params[2] = { j->user, j->domain };
+	if (c->w->db == NULL ||
+	    db_query(c->w->db, offline_fetch_sql, 2, params, NULL, NULL, 0,
+		     offline_fetched, j) < 0)
+		offline_job_free(j);
+}

@@ -1,0 +1,569 @@
+/*
+ * presence.c - RFC 6121 presence: broadcast of a session's presence to
+ * the contacts subscribed to it (from/both) and to the account's other
+ * resources, probes of the contacts it is subscribed to (to/both) at
+ * initial presence, directed presence and its unavailable at logout,
+ * pending subscription requests redelivered at login, and the
+ * subscription state machine (db/schema/002-im.sql, xmppd_sub) for
+ * subscribe/subscribed/unsubscribe/unsubscribed in both directions.
+ * Every hosted account is handled by whichever worker holds the stanza:
+ * the database serializes state, the session table finds resources.
+ * Failure policy: a database failure loses a broadcast (logged); stored
+ * state stays consistent because each transition is one statement.
+ */
+#include "worker.h"
+#include "../db/db.h"
+#include "handlers.h"
+#include "jid.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "stanza.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PRESENCE_MAX_DIRECTED 64
+
+/* One asynchronous presence job; owns every string it holds. */
+struct pjob {
+	struct worker *w;
+	char *jid;              /* full JID of the session (or bare) */
+	char *bare;
+	char *user, *domain;    /* split bare JID */
+	char *text;             /* the presence, serialized without 'to' */
+	int initial;            /* first available presence of the session */
+	int unavailable;
+	uint32_t conn_id, gen;  /* the session, for pending/offline */
+	char **directed;
+	unsigned ndirected;
+	/* subscriptions */
+	char *contact;          /* bare JID of the other party */
+	char *type;             /* subscribe, subscribed, ... */
+	int step;               /* 0: account side, 1: contact side */
+	int granted;            /* step 1: the sender (contact) just gave us
+				   a subscription: its presence follows */
+};
+
+static void pjob_free(struct pjob *j)
+{
+	if (j == NULL)
+		return;
+	for (unsigned i = 0; i < j->ndirected; i++)
+		free(j->directed[i]);
+	free(j->directed);
+	free(j->jid);
+	free(j->bare);
+	free(j->user);
+	free(j->text);
+	free(j->contact);
+	free(j->type);
+	free(j);
+}
+
+/* Fill jid, bare, user and domain from a full or bare JID. */
+static int pjob_set_jid(struct pjob *j, const char *jid)
+{
+	size_t blen = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', blen);
+	j->jid = strdup(jid);
+	j->bare = strndup(jid, blen);
+	if (at == NULL || j->jid == NULL || j->bare == NULL)
+		return -1;
+	j->user = strndup(jid, (size_t)(at - jid));
+	if (j->user == NULL)
+		return -1;
+	j->domain = j->bare + (at - jid) + 1;
+	return 0;
+}
+
+static struct pjob *pjob_new(struct worker *w, const char *jid)
+{
+	struct pjob *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		return NULL;
+	j->w = w;
+	if (pjob_set_jid(j, jid) < 0) {
+		pjob_free(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* `text` (a presence without 'to') addressed to `to`. */
+static char *presence_with_to(const char *text, const char *to)
+{
+	struct buf out;
+	const char *end = strstr(text, "<presence") == text ? text + 9 : NULL;
+	if (end == NULL)
+		return NULL;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<presence to='");
+	xml_escape(&out, to, strlen(to), 1);
+	buf_appendf(&out, "'%s", end);
+	buf_append(&out, "", 1);
+	return out.data;
+}
+
+static void presence_send_to(struct worker *w, const char *text,
+			     const char *to_bare, const char *skip)
+{
+	char *t = presence_with_to(text, to_bare);
+	if (t != NULL)
+		route_to_resources(w, to_bare, t, strlen(t), IPC_FRAME_STANZA,
+				   1, skip);
+	free(t);
+}
+
+/* ---- broadcast (RFC 6121 sections 4.2, 4.4, 4.5) ---------------------- */
+
+static void presence_probe_contact(struct pjob *j, const char *contact)
+{
+	static struct session_info res[64];
+	struct worker *w = j->w;
+	const char *error;
+	int n = shm_session_list(w->shm->sessions, contact, res, 64);
+	for (int i = 0; i < n && i < 64; i++) {
+		if (!res[i].available)
+			continue;
+		if (res[i].slot != w->slot) {
+			if (queue_send(w->q, res[i].slot, IPC_FRAME_PROBE,
+				       res[i].conn_id, res[i].gen, j->jid,
+				       strlen(j->jid), &error) < 0)
+				log_warn("probe to w%u: %s", res[i].slot, error);
+			continue;
+		}
+		struct conn *c = conn_lookup(w, res[i].conn_id, res[i].gen);
+		if (c != NULL)
+			presence_answer_probe(c, j->jid);
+	}
+}
+
+/* Pending inbound subscription requests go to the session (3.1.3). */
+static void presence_pending(struct pjob *j, const char *stanza)
+{
+	struct conn *c = conn_lookup(j->w, j->conn_id, j->gen);
+	if (c != NULL && c->bound && stanza != NULL)
+		conn_send(c, stanza, strlen(stanza));
+}
+
+static void presence_roster_rows(void *ctx, const PGresult *res,
+				 const char *error)
+{
+	struct pjob *j = ctx;
+	if (res == NULL) {
+		log_warn("presence of %s not broadcast: %s", j->jid, error);
+		pjob_free(j);
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *contact = PQgetvalue(res, i, 0);
+		const char *sub = PQgetvalue(res, i, 1);
+		int from = strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0;
+		int to = strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0;
+		if (from)
+			presence_send_to(j->w, j->text, contact, NULL);
+		if (to && j->initial)
+			presence_probe_contact(j, contact);
+		if (j->initial && strcmp(PQgetvalue(res, i, 2), "t") == 0)
+			presence_pending(j, PQgetvalue(res, i, 3));
+	}
+	pjob_free(j);
+}
+
+static const char presence_roster_sql[] =
+	"SELECT contact, subscription, pending_in, pending_stanza "
+	"FROM roster_items WHERE account_id = xmppd_account_id($1, $2) "
+	"AND NOT removed AND (subscription <> 'none' OR pending_in)";
+
+/* Broadcast j->text to the account's other resources, its subscribers,
+ * directed-presence recipients (when unavailable); probe at initial. */
+static void presence_broadcast(struct pjob *j)
+{
+	const char *params[2] = { j->user, j->domain };
+	presence_send_to(j->w, j->text, j->bare, j->jid);
+	for (unsigned i = 0; j->unavailable && i < j->ndirected; i++) {
+		char *t = presence_with_to(j->text, j->directed[i]);
+		if (t != NULL && strchr(j->directed[i], '/') == NULL)
+			route_to_resources(j->w, j->directed[i], t, strlen(t),
+					   IPC_FRAME_STANZA, 1, NULL);
+		else if (t != NULL)
+			presence_route_text(j->w, t);
+		free(t);
+	}
+	if (j->w->db == NULL ||
+	    db_query(j->w->db, presence_roster_sql, 2, params, NULL, NULL, 0,
+		     presence_roster_rows, j) < 0) {
+		log_warn("presence of %s not broadcast: database unavailable",
+			 j->jid);
+		pjob_free(j);
+	}
+}
+
+/* Route a stanza given as text (its 'from' is ours to trust). */
+void presence_route_text(struct worker *w, const char *text)
+{
+	struct arena a;
+	const char *error;
+	arena_init(&a, 1024);
+	struct xml_node *n = stanza_parse(&a, text, strlen(text), &error);
+	if (n != NULL)
+		route_stanza(w, &a, n);
+	else
+		log_error("presence unreadable: %s", error);
+	arena_free(&a);
+}
+
+void presence_answer_probe(struct conn *c, const char *to)
+{
+	if (!c->bound || !c->available || c->last_presence == NULL)
+		return;
+	char *t = presence_with_to(c->last_presence, to);
+	if (t != NULL)
+		presence_route_text(c->w, t);
+	free(t);
+}
+
+static char *presence_serialize(struct conn *c, struct xml_node *st)
+{
+	struct buf out;
+	xml_set_attr(c->arena, st, "to", NULL);
+	buf_init(&out, 0);
+	if (xml_serialize(&out, st, NS_CLIENT) < 0 ||
+	    buf_append(&out, "", 1) < 0) {
+		buf_free(&out);
+		return NULL;
+	}
+	return out.data;
+}
+
+static void presence_take_directed(struct conn *c, struct pjob *j)
+{
+	j->directed = c->directed;
+	j->ndirected = c->ndirected;
+	c->directed = NULL;
+	c->ndirected = 0;
+}
+
+/* Presence without 'to': the session's own availability (4.2, 4.4). */
+static void presence_own(struct conn *c, struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	struct xml_node *p = xml_child(st, NS_CLIENT, "priority");
+	char *prio = p ? xml_text(c->arena, p) : NULL;
+	long v = prio ? strtol(prio, NULL, 10) : 0;
+	int was = c->available;
+	if (type != NULL && strcmp(type, "unavailable") != 0)
+		return;     /* probe/error from a client: nothing to do */
+	if (v < -128 || v > 127)
+		v = 0;
+	c->available = type == NULL;
+	c->priority = (int16_t)v;
+	shm_session_set_presence(c->w->shm->sessions, c->jid,
+				 (uint16_t)c->w->slot, c->id, c->gen,
+				 c->priority, (uint8_t)c->available);
+	if (!was && !c->available)
+		return;     /* unavailable while never available */
+	struct pjob *j = pjob_new(c->w, c->jid);
+	if (j == NULL || (j->text = presence_serialize(c, st)) == NULL) {
+		pjob_free(j);
+		return;
+	}
+	free(c->last_presence);
+	c->last_presence = c->available ? strdup(j->text) : NULL;
+	j->initial = c->available && !was;
+	j->unavailable = !c->available;
+	j->conn_id = c->id;
+	j->gen = c->gen;
+	if (j->unavailable)
+		presence_take_directed(c, j);
+	presence_broadcast(j);
+	if (j->initial && c->priority >= 0)
+		offline_deliver(c);
+}
+
+/* Directed presence (4.6): remembered, for unavailable at logout. */
+static void presence_directed(struct conn *c, struct xml_node *st)
+{
+	const char *to = xml_attr(st, "to");
+	const char *type = xml_attr(st, "type");
+	if (c->available && type == NULL && to != NULL &&
+	    c->ndirected < PRESENCE_MAX_DIRECTED) {
+		for (unsigned i = 0; i < c->ndirected; i++)
+			if (strcmp(c->directed[i], to) == 0)
+				goto route;
+		char **d = realloc(c->directed, (c->ndirected + 1) * sizeof(*d));
+		if (d != NULL) {
+			c->directed = d;
+			if ((d[c->ndirected] = strdup(to)) != NULL)
+				c->ndirected++;
+		}
+	}
+route:
+	route_stanza(c->w, c->arena, st);
+}
+
+static char *presence_unavailable_text(const char *jid)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	buf_appendf(&b, "<presence from='");
+	xml_escape(&b, jid, strlen(jid), 1);
+	buf_appendf(&b, "' type='unavailable'/>");
+	if (buf_append(&b, "", 1) < 0) {
+		buf_free(&b);
+		return NULL;
+	}
+	return b.data;
+}
+
+void presence_session_gone(struct conn *c)
+{
+	if (!c->available || c->jid == NULL)
+		return;
+	c->available = 0;
+	struct pjob *j = pjob_new(c->w, c->jid);
+	if (j == NULL || (j->text = presence_unavailable_text(c->jid)) == NULL) {
+		pjob_free(j);
+		return;
+	}
+	j->unavailable = 1;
+	presence_take_directed(c, j);
+	presence_broadcast(j);
+}
+
+void presence_swept(struct worker *w, const char *full_jid)
+{
+	struct pjob *j = pjob_new(w, full_jid);
+	if (j == NULL || (j->text = presence_unavailable_text(full_jid)) == NULL) {
+		pjob_free(j);
+		return;
+	}
+	j->unavailable = 1;
+	log_info("%s: gone with its worker: broadcasting unavailable",
+		 full_jid);
+	presence_broadcast(j);
+}
+
+/* ---- subscriptions (RFC 6121 section 3, Appendix A) ------------------- */
+
+static const char sub_sql[] =
+	"SELECT route, deliver, reply, push, granted, revoked, subscription, "
+	"ask_out, name, array_to_string(groups, E'\\x1f'), ver "
+	"FROM xmppd_sub($1, $2, $3, $4, $5, $6)";
+
+static void sub_run(struct pjob *j);
+
+static int sub_flag(const PGresult *res, int col)
+{
+	return strcmp(PQgetvalue(res, 0, col), "t") == 0;
+}
+
+/* The account's available resources send their presence to `to`
+ * (a subscription was just granted: section 3.1.5). */
+static void presence_send_current(struct worker *w, const char *bare,
+				  const char *to)
+{
+	struct pjob probe = { .w = w, .jid = (char *)to };
+	presence_probe_contact(&probe, bare);
+}
+
+/* The account's available resources send unavailable to `to` (a
+ * subscription was taken away: sections 3.2.2, 3.3.3). */
+static void presence_send_unavailable(struct worker *w, const char *bare,
+				      const char *to)
+{
+	static struct session_info res[64];
+	int n = shm_session_list(w->shm->sessions, bare, res, 64);
+	for (int i = 0; i < n && i < 64; i++) {
+		char *u = res[i].available ? presence_unavailable_text(res[i].jid)
+					   : NULL;
+		if (u != NULL)
+			presence_send_to(w, u, to, NULL);
+		free(u);
+	}
+}
+
+/* A new job for the other side of a subscription stanza. */
+static struct pjob *sub_other_side(struct pjob *j, const char *account,
+				   const char *contact, const char *type,
+				   const char *text)
+{
+	struct pjob *k = pjob_new(j->w, account);
+	if (k == NULL)
+		return NULL;
+	k->contact = strdup(contact);
+	k->type = strdup(type);
+	k->text = strdup(text);
+	k->step = 1;
+	if (k->contact == NULL || k->type == NULL || k->text == NULL) {
+		pjob_free(k);
+		return NULL;
+	}
+	return k;
+}
+
+static void sub_auto_reply(struct pjob *j)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	buf_appendf(&b, "<presence from='");
+	xml_escape(&b, j->bare, strlen(j->bare), 1);
+	buf_appendf(&b, "' to='");
+	xml_escape(&b, j->contact, strlen(j->contact), 1);
+	buf_appendf(&b, "' type='subscribed'/>");
+	buf_append(&b, "", 1);
+	struct pjob *k = sub_other_side(j, j->contact, j->bare, "subscribed",
+					buf_head(&b));
+	buf_free(&b);
+	if (k != NULL) {
+		k->granted = 1;
+		sub_run(k);
+	}
+}
+
+static void sub_account_side(struct pjob *j, const PGresult *res)
+{
+	if (sub_flag(res, 5))
+		presence_send_unavailable(j->w, j->bare, j->contact);
+	if (!sub_flag(res, 0))
+		return;
+	struct pjob *k = sub_other_side(j, j->contact, j->bare, j->type,
+					j->text);
+	if (k != NULL) {
+		k->granted = sub_flag(res, 4);
+		sub_run(k);
+	}
+}
+
+static void sub_contact_side(struct pjob *j, const PGresult *res)
+{
+	if (sub_flag(res, 1))
+		route_to_resources(j->w, j->bare, j->text, strlen(j->text),
+				   IPC_FRAME_STANZA, 1, NULL);
+	/* Section 3.1.5: after the subscribed, the presence it allows. */
+	if (j->granted)
+		presence_send_current(j->w, j->contact, j->bare);
+	if (sub_flag(res, 5))
+		presence_send_unavailable(j->w, j->bare, j->contact);
+	if (!PQgetisnull(res, 0, 2))
+		sub_auto_reply(j);
+}
+
+static void sub_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct pjob *j = ctx;
+	if (res == NULL) {
+		log_warn("%s %s -> %s failed: %s", j->type, j->bare,
+			 j->contact, error);
+	} else if (PQntuples(res) == 1) {
+		if (sub_flag(res, 3))
+			roster_push_row(j->w, j->bare, j->contact, res, 6);
+		if (j->step == 0)
+			sub_account_side(j, res);
+		else
+			sub_contact_side(j, res);
+	}
+	/* No row: no such account; presence to it is ignored (8.5.1). */
+	pjob_free(j);
+}
+
+static void sub_run(struct pjob *j)
+{
+	const char *params[6] = {
+		j->user, j->domain, j->contact, j->step ? "in" : "out",
+		j->type, j->step ? j->text : NULL,
+	};
+	if (j->w->db == NULL ||
+	    db_query(j->w->db, sub_sql, 6, params, NULL, NULL, 0, sub_result,
+		     j) < 0) {
+		log_warn("%s %s -> %s failed: database unavailable", j->type,
+			 j->bare, j->contact);
+		pjob_free(j);
+	}
+}
+
+static int presence_is_subscription(const char *type)
+{
+	return type != NULL && (strcmp(type, "subscribe") == 0 ||
+				strcmp(type, "subscribed") == 0 ||
+				strcmp(type, "unsubscribe") == 0 ||
+				strcmp(type, "unsubscribed") == 0);
+}
+
+/* Outbound subscription stanza from the client (section 3.1.2 ff.):
+ * addressed to the contact's bare JID, stamped with the user's. */
+static void presence_subscription(struct conn *c, struct xml_node *st,
+				  const char *type)
+{
+	struct jid to;
+	const char *error;
+	char *self = arena_strndup(c->arena, c->jid, strcspn(c->jid, "/"));
+	if (jid_parse(c->arena, xml_attr(st, "to"), &to, &error) < 0 ||
+	    to.local == NULL) {
+		stanza_error_reply(c, st, "modify", "jid-malformed", NULL);
+		return;
+	}
+	const char *contact = jid_bare(c->arena, &to);
+	if (self == NULL || contact == NULL ||
+	    xml_set_attr(c->arena, st, "to", contact) < 0 ||
+	    xml_set_attr(c->arena, st, "from", self) < 0)
+		return;
+	if (!stream_hosted(c->w, to.domain)) {
+		route_stanza(c->w, c->arena, st);   /* the right error */
+		return;
+	}
+	struct buf out;
+	buf_init(&out, 0);
+	xml_serialize(&out, st, NS_CLIENT);
+	buf_append(&out, "", 1);
+	struct pjob *j = pjob_new(c->w, self);
+	if (j != NULL) {
+		j->contact = strdup(contact);
+		j->type = strdup(type);
+		j->text = out.data;
+		out.data = NULL;
+	}
+	buf_free(&out);
+	if (j == NULL || j->contact == NULL || j->type == NULL) {
+		pjob_free(j);
+		return;
+	}
+	sub_run(j);
+}
+
+void presence_from_client(struct conn *c, struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	if (presence_is_subscription(type) && xml_attr(st, "to") != NULL)
+		presence_subscription(c, st, type);
+	else if (xml_attr(st, "to") == NULL)
+		presence_own(c, st);
+	else if (type != NULL && strcmp(type, "probe") == 0)
+		return;     /* probes are the server's business (4.3) */
+	else
+		presence_directed(c, st);
+}
+
+void presence_sub_inbound(struct worker *w, const char *from_bare,
+			  const char *to_bare, const char *type)
+{
+	struct pjob tmp = { .w = w };
+	struct buf b;
+	if (strcmp(type, "unsubscribed") == 0)
+		presence_send_unavailable(w, from_bare, to_bare);
+	buf_init(&b, 0);
+	buf_appendf(&b, "<presence from='");
+	xml_escape(&b, from_bare, strlen(from_bare), 1);
+	buf_appendf(&b, "' to='");
+	xml_escape(&b, to_bare, strlen(to_bare), 1);
+	buf_appendf(&b, "' type='%s'/>", type);
+	buf_append(&b, "", 1);
+	struct pjob *k = sub_other_side(&tmp, to_bare, from_bare, type,
+					buf_head(&b));
+	buf_free(&b);
+	if (k != NULL)
+		sub_run(k);
+}
