@@ -40,6 +40,8 @@ enum ipc_frame_type {
 				       that asked for the roster */
 	IPC_FRAME_PROBE,            /* payload: a full JID to send conn's
 				       last presence to */
+	IPC_FRAME_BLOCK_PUSH,       /* payload: XEP-0191 push; the session
+				       updates its copy of the blocklist */
 	IPC_FRAME_TYPE_MAX
 };
 

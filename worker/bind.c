@@ -103,6 +103,7 @@ static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 	c->jid = full;
 	c->bound = 1;
 	c->deadline_ms = 0;
+	blocking_load(c);
 	log_info("c%u %s: bound %s", c->id, c->peer, full);
 	struct buf out;
 	buf_init(&out, 0);

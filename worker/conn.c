@@ -369,6 +369,7 @@ void conn_reap_dead(struct worker *w)
 			free(c->domain);
 			free(c->jid);
 			free(c->last_presence);
+			blocking_free(c);
 			for (unsigned i = 0; i < c->ndirected; i++)
 				free(c->directed[i]);
 			free(c->directed);

@@ -80,6 +80,9 @@ static const char offline_store_sql[] =
 	"ins AS (INSERT INTO offline_messages (account_id, sender, stanza) "
 	"SELECT acc, $3, $4 FROM a WHERE acc IS NOT NULL AND (SELECT count(*) "
 	"FROM offline_messages o WHERE o.account_id = a.acc) < $5::int "
+	"AND NOT EXISTS (SELECT 1 FROM blocklist b, a WHERE b.account_id = "
+	"a.acc AND b.jid IN ($3, split_part($3, '/', 1), split_part("
+	"split_part($3, '/', 1), '@', 2))) "
 	"RETURNING id) SELECT (SELECT acc FROM a) IS NOT NULL, "
 	"(SELECT id FROM ins)";
 
@@ -93,7 +96,8 @@ static void offline_stored(void *ctx, const PGresult *res, const char *error)
 	} else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
 		offline_bounce(j->w, j->text, "cancel", "service-unavailable");
 	} else if (PQgetisnull(res, 0, 1)) {
-		log_info("offline storage of %s@%s is full", j->user, j->domain);
+		log_info("offline message for %s@%s refused (storage full or "
+			 "sender blocked)", j->user, j->domain);
 		offline_bounce(j->w, j->text, "cancel", "service-unavailable");
 	}
 	offline_job_free(j);

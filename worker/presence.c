@@ -175,8 +175,10 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 
 static const char presence_roster_sql[] =
 	"SELECT contact, subscription, pending_in, pending_stanza "
-	"FROM roster_items WHERE account_id = xmppd_account_id($1, $2) "
-	"AND NOT removed AND (subscription <> 'none' OR pending_in)";
+	"FROM roster_items i WHERE account_id = xmppd_account_id($1, $2) "
+	"AND NOT removed AND (subscription <> 'none' OR pending_in) "
+	"AND NOT EXISTS (SELECT 1 FROM blocklist b WHERE b.account_id = "
+	"i.account_id AND b.jid IN (i.contact, split_part(i.contact, '@', 2)))";
 
 /* Broadcast j->text to the account's other resources, its subscribers,
  * directed-presence recipients (when unavailable); probe at initial. */
@@ -372,8 +374,8 @@ static void presence_send_current(struct worker *w, const char *bare,
 
 /* The account's available resources send unavailable to `to` (a
  * subscription was taken away: sections 3.2.2, 3.3.3). */
-static void presence_send_unavailable(struct worker *w, const char *bare,
-				      const char *to)
+void presence_unavailable_to(struct worker *w, const char *bare,
+			     const char *to)
 {
 	static struct session_info res[64];
 	int n = shm_session_list(w->shm->sessions, bare, res, 64);
@@ -427,7 +429,7 @@ static void sub_auto_reply(struct pjob *j)
 static void sub_account_side(struct pjob *j, const PGresult *res)
 {
 	if (sub_flag(res, 5))
-		presence_send_unavailable(j->w, j->bare, j->contact);
+		presence_unavailable_to(j->w, j->bare, j->contact);
 	if (!sub_flag(res, 0))
 		return;
 	struct pjob *k = sub_other_side(j, j->contact, j->bare, j->type,
@@ -447,7 +449,7 @@ static void sub_contact_side(struct pjob *j, const PGresult *res)
 	if (j->granted)
 		presence_send_current(j->w, j->contact, j->bare);
 	if (sub_flag(res, 5))
-		presence_send_unavailable(j->w, j->bare, j->contact);
+		presence_unavailable_to(j->w, j->bare, j->contact);
 	if (!PQgetisnull(res, 0, 2))
 		sub_auto_reply(j);
 }
@@ -553,7 +555,7 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 	struct pjob tmp = { .w = w };
 	struct buf b;
 	if (strcmp(type, "unsubscribed") == 0)
-		presence_send_unavailable(w, from_bare, to_bare);
+		presence_unavailable_to(w, from_bare, to_bare);
 	buf_init(&b, 0);
 	buf_appendf(&b, "<presence from='");
 	xml_escape(&b, from_bare, strlen(from_bare), 1);

@@ -52,6 +52,58 @@ static const char *route_serialized(struct route *r, size_t *len_r)
 	return buf_head(&r->text);
 }
 
+/* XEP-0191: a local session whose account blocks the sender of st gets
+ * nothing; messages and IQs are answered service-unavailable.  Returns
+ * 1 when the stanza was stopped. */
+static int route_blocked_node(struct worker *w, struct conn *c,
+			      const struct xml_node *st, struct arena *a)
+{
+	if (c->nblocked == 0 || !blocking_matches(c, xml_attr(st, "from")))
+		return 0;
+	struct buf out;
+	const char *error;
+	buf_init(&out, 0);
+	if (strcmp(st->name, "presence") != 0 && stanza_may_bounce(st) &&
+	    stanza_error_xml(&out, st, NULL, "cancel", "service-unavailable",
+			     NULL) == 0 && buf_append(&out, "", 1) == 0) {
+		struct xml_node *e = stanza_parse(a, buf_head(&out),
+						  buf_used(&out) - 1, &error);
+		if (e != NULL)
+			route_stanza(w, a, e);
+	}
+	buf_free(&out);
+	return 1;
+}
+
+/* The same for a stanza that arrived as text (frames, broadcasts). */
+static int route_blocked_text(struct worker *w, struct conn *c,
+			      const char *text, size_t len)
+{
+	struct arena a;
+	const char *error;
+	if (c->nblocked == 0)
+		return 0;
+	arena_init(&a, 2048);
+	struct xml_node *st = stanza_parse(&a, text, len, &error);
+	int r = st != NULL && route_blocked_node(w, c, st, &a);
+	arena_free(&a);
+	return r;
+}
+
+/* A block/unblock push reaching one of the account's sessions. */
+static void route_block_push(struct conn *c, const char *text, size_t len)
+{
+	struct arena a;
+	const char *error;
+	arena_init(&a, 1024);
+	struct xml_node *st = stanza_parse(&a, text, len, &error);
+	struct xml_node *q = st ? xml_first_element(st) : NULL;
+	if (q != NULL)
+		blocking_apply_push(c, q);
+	arena_free(&a);
+	conn_send(c, text, len);
+}
+
 /* Deliver to one session, local or on another worker.  0 or -1. */
 static int route_to_session(struct route *r, const struct session_info *s)
 {
@@ -64,6 +116,8 @@ static int route_to_session(struct route *r, const struct session_info *s)
 		struct conn *c = conn_lookup(r->w, s->conn_id, s->gen);
 		if (c == NULL || !c->bound)
 			return -1;
+		if (route_blocked_node(r->w, c, r->st, r->arena))
+			return 0;
 		conn_send(c, data, len);
 	} else if (queue_send(r->w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
 			      s->gen, data, len, &error) < 0) {
@@ -95,8 +149,13 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 			continue;
 		}
 		struct conn *c = conn_lookup(w, s->conn_id, s->gen);
-		if (c != NULL && c->bound && (frame_type != IPC_FRAME_ROSTER_PUSH ||
-					      c->roster_requested))
+		if (c == NULL || !c->bound)
+			continue;
+		if (frame_type == IPC_FRAME_BLOCK_PUSH)
+			route_block_push(c, text, len);
+		else if (frame_type == IPC_FRAME_ROSTER_PUSH)
+			c->roster_requested ? conn_send(c, text, len) : (void)0;
+		else if (!route_blocked_text(w, c, text, len))
 			conn_send(c, text, len);
 	}
 	w->stats->stanzas_out += (uint64_t)n;
@@ -318,6 +377,22 @@ static int route_presence_type_ok(const char *type)
 	return 0;
 }
 
+/* XEP-0191 section 3.6: the user's own stanza to a blocked JID. */
+static void route_blocked_outbound(struct conn *c, struct xml_node *st)
+{
+	struct buf out;
+	if (strcmp(st->name, "presence") == 0 || !stanza_may_bounce(st))
+		return;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<%s", st->name);
+	stanza_append_id(&out, st);
+	buf_appendf(&out, " type='error'><error type='cancel'><not-acceptable "
+		    "xmlns='" NS_STANZA_ERR "'/><blocked xmlns='urn:xmpp:"
+		    "blocking:errors'/></error></%s>", st->name);
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+}
+
 void route_from_client(struct conn *c, struct xml_node *st)
 {
 	const char *from = xml_attr(st, "from");
@@ -336,6 +411,10 @@ void route_from_client(struct conn *c, struct xml_node *st)
 		stanza_error_reply(c, st, "modify", "bad-request", NULL);
 		return;
 	}
+	if (blocking_matches(c, xml_attr(st, "to"))) {
+		route_blocked_outbound(c, st);
+		return;
+	}
 	if (strcmp(st->name, "presence") == 0) {
 		presence_from_client(c, st);
 		return;
@@ -350,7 +429,7 @@ void route_from_client(struct conn *c, struct xml_node *st)
 	route_stanza(c->w, c->arena, st);
 }
 
-/* A stanza frame for a connection this worker no longer has. */
+/* A frame for a connection this worker no longer has. */
 static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 		       const void *payload, size_t len)
 {
@@ -427,10 +506,16 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 			conn_send(c, payload, len);
 		return;
 	}
+	if (hdr->type == IPC_FRAME_BLOCK_PUSH) {
+		if (c != NULL && c->bound)
+			route_block_push(c, payload, len);
+		return;
+	}
 	if (hdr->type != IPC_FRAME_STANZA)
 		return;
 	if (c != NULL && c->bound) {
-		conn_send(c, payload, len);
+		if (!route_blocked_text(w, c, payload, len))
+			conn_send(c, payload, len);
 		return;
 	}
 	route_gone(w, hdr, payload, len);

@@ -25,7 +25,7 @@
 /* Features the server itself offers, for disco#info. */
 static const char *const server_features[] = {
 	NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME,
-	NS_ROSTER, NS_VCARD, NS_PRIVATE, "msgoffline",
+	NS_ROSTER, NS_VCARD, NS_PRIVATE, NS_BLOCKING, "msgoffline",
 };
 
 /* IQs to an account's bare JID, by payload (handlers.h). */
@@ -37,6 +37,7 @@ static const struct {
 	{ NS_ROSTER, "query", roster_iq },
 	{ NS_VCARD, "vCard", vcard_iq },
 	{ NS_PRIVATE, "query", private_iq },
+	{ NS_BLOCKING, NULL, blocking_iq },
 };
 
 static void server_send(struct worker *w, struct arena *a, struct buf *out)

@@ -106,6 +106,8 @@ struct conn {
 	char *last_presence;    /* our last available presence, no 'to' */
 	char **directed;        /* JIDs we sent directed presence to */
 	unsigned ndirected;
+	char **blocked;         /* the account's XEP-0191 blocklist */
+	unsigned nblocked;
 	int64_t last_read_ms;   /* idle pings */
 	int ping_sent;
 	int64_t delay_until_ms; /* throttled SASL failure pending */
@@ -214,6 +216,15 @@ void roster_push(struct worker *w, const char *bare, const char *item_xml,
  * name, groups (joined with \x1f), ver. */
 void roster_push_row(struct worker *w, const char *bare, const char *contact,
 		     const struct pg_result *res, int col);
+
+/* blocking.c */
+int blocking_matches(const struct conn *c, const char *jid);
+void blocking_apply_push(struct conn *c, const struct xml_node *payload);
+void blocking_load(struct conn *c);
+void blocking_free(struct conn *c);
+/* The account's available resources send unavailable to `to`. */
+void presence_unavailable_to(struct worker *w, const char *bare,
+			     const char *to);
 
 /* offline.c */
 /* Store a message for an account with no available resource; the

@@ -1,0 +1,102 @@
+"""XEP-0191 blocking command, black box with exact XML: the block list,
+pushes to every resource on any worker, outbound stanzas to a blocked
+JID refused with <blocked/>, inbound ones dropped or answered, offline
+storage refused, presence withheld.  Needs XMPPD_TEST_PGCONN.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, run_tests  # noqa: E402
+
+NS = "urn:xmpp:blocking"
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+USERS = [("juliet@localhost", "pw1"), ("romeo@localhost", "pw2"),
+         ("tybalt@localhost", "pw3")]
+
+
+def drain(c, t=0.4):
+    end = time.monotonic() + t
+    while time.monotonic() < end:
+        try:
+            c.sock.settimeout(0.05)
+            d = c.sock.recv(65536)
+            if not d:
+                break
+            c.buf += d
+        except OSError:
+            pass
+    out, c.buf = c.buf.decode(), b""
+    return out
+
+
+def test_block_list_and_pushes():
+    with Server(workers=2, users=USERS) as s:
+        a = Client(s.port)
+        a.login("juliet", "pw1", resource="one")
+        b = Client(s.port)
+        b.login("juliet", "pw1", resource="two")
+        a.send("<iq type='get' id='g1'><blocklist xmlns='%s'/></iq>" % NS)
+        got = a.read_until("<iq [^>]*id='g1'.*?</iq>")
+        assert "<blocklist xmlns='%s'></blocklist>" % NS in got or \
+            "<blocklist xmlns='%s'/>" % NS in got, got
+        a.send("<iq type='set' id='b1'><block xmlns='%s'><item jid='tybalt@localhost'/></block></iq>" % NS)
+        a.read_until("<iq [^>]*id='b1'[^>]*type='result'/>")
+        push = "<block xmlns='%s'><item jid='tybalt@localhost'/></block>" % NS
+        a.read_until(push)
+        b.read_until(push)   # every resource, on whichever worker
+        a.send("<iq type='get' id='g2'><blocklist xmlns='%s'/></iq>" % NS)
+        got = a.read_until("<iq [^>]*id='g2'.*?</iq>")
+        assert "<item jid='tybalt@localhost'/>" in got, got
+        a.send("<iq type='set' id='u1'><unblock xmlns='%s'/></iq>" % NS)
+        a.read_until("<iq [^>]*id='u1'[^>]*type='result'/>")
+        b.read_until("<unblock xmlns='%s'></unblock>|<unblock xmlns='%s'/>" % (NS, NS))
+        a.send("<iq type='set' id='e1'><block xmlns='%s'/></iq>" % NS)
+        got = a.read_until("<iq [^>]*id='e1'.*?</iq>")
+        assert "<bad-request xmlns='%s'/>" % STANZAS in got, got
+
+
+def test_blocked_traffic():
+    with Server(workers=2, users=USERS) as s:
+        j = Client(s.port)
+        j.login("juliet", "pw1", resource="r")
+        t = Client(s.port)
+        tj = t.login("tybalt", "pw3", resource="sword")
+        j.send("<presence/>")
+        t.send("<presence/>")
+        j.send("<iq type='set' id='b1'><block xmlns='%s'><item jid='tybalt@localhost'/></block></iq>" % NS)
+        j.read_until("<iq [^>]*id='b1'[^>]*type='result'/>")
+        time.sleep(0.2)
+        # Outbound to a blocked JID: not-acceptable with <blocked/>.
+        j.send("<message to='tybalt@localhost/sword' id='m1' type='chat'><body>x</body></message>")
+        got = j.read_until("<message [^>]*id='m1'.*?</message>")
+        assert got == ("<message id='m1' type='error'><error type='cancel'><not-acceptable "
+                       "xmlns='%s'/><blocked xmlns='urn:xmpp:blocking:errors'/></error>"
+                       "</message>" % STANZAS), got
+        # Inbound from a blocked JID: service-unavailable to the sender,
+        # nothing to the user.
+        t.send("<message to='juliet@localhost/r' id='m2' type='chat'><body>y</body></message>")
+        got = t.read_until("<message [^>]*id='m2'.*?</message>")
+        assert "type='error'" in got and "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+        assert "<body>y</body>" not in drain(j)
+        # Offline storage refuses a blocked sender too.
+        j.send("</stream:stream>")
+        j.read_all_until_close()
+        time.sleep(0.3)
+        t.send("<message to='juliet@localhost' id='m3' type='chat'><body>z</body></message>")
+        got = t.read_until("<message [^>]*id='m3'.*?</message>")
+        assert "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+        # Unblocked, messages flow again.
+        j = Client(s.port)
+        j.login("juliet", "pw1", resource="r")
+        j.send("<iq type='set' id='u1'><unblock xmlns='%s'><item jid='tybalt@localhost'/></unblock></iq>" % NS)
+        j.read_until("<iq [^>]*id='u1'[^>]*type='result'/>")
+        time.sleep(0.2)
+        t.send("<message to='juliet@localhost/r' id='m4' type='chat'><body>w</body></message>")
+        got = j.read_until("<message [^>]*id='m4'.*?</message>")
+        assert "from='%s'" % tj in got, got
+
+
+if __name__ == "__main__":
+    run_tests([test_block_list_and_pushes, test_blocked_traffic])

@@ -1,0 +1,342 @@
+/*
+ * blocking.c - XEP-0191 blocking command.  The blocklist lives in
+ * PostgreSQL; each session keeps a copy of its account's list (loaded at
+ * bind, updated by the block/unblock pushes that reach every resource),
+ * so the checks on the stanza path cost no database round trip:
+ * outbound stanzas to a blocked JID get <not-acceptable/> with
+ * <blocked xmlns='urn:xmpp:blocking:errors'/>; inbound ones from a
+ * blocked JID are dropped (presence) or answered <service-unavailable/>.
+ * Failure policy: a database failure answers the IQ with a wait error;
+ * until a session's list has loaded, nothing is filtered for it.
+ */
+#include "worker.h"
+#include "../db/db.h"
+#include "handlers.h"
+#include "iq.h"
+#include "jid.h"
+#include "log.h"
+#include "session.h"
+#include "stanza.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCKING_MAX_ITEMS 1000
+
+/* ---- the session's copy ---------------------------------------------- */
+
+static void blocking_clear(struct conn *c)
+{
+	for (unsigned i = 0; i < c->nblocked; i++)
+		free(c->blocked[i]);
+	free(c->blocked);
+	c->blocked = NULL;
+	c->nblocked = 0;
+}
+
+static int blocking_has(const struct conn *c, const char *jid)
+{
+	for (unsigned i = 0; i < c->nblocked; i++)
+		if (strcmp(c->blocked[i], jid) == 0)
+			return 1;
+	return 0;
+}
+
+static void blocking_add(struct conn *c, const char *jid)
+{
+	if (blocking_has(c, jid) || c->nblocked >= BLOCKING_MAX_ITEMS)
+		return;
+	char **b = realloc(c->blocked, (c->nblocked + 1) * sizeof(*b));
+	if (b == NULL)
+		return;
+	c->blocked = b;
+	if ((b[c->nblocked] = strdup(jid)) != NULL)
+		c->nblocked++;
+}
+
+static void blocking_remove(struct conn *c, const char *jid)
+{
+	for (unsigned i = 0; i < c->nblocked; i++) {
+		if (strcmp(c->blocked[i], jid) == 0) {
+			free(c->blocked[i]);
+			c->blocked[i] = c->blocked[--c->nblocked];
+			return;
+		}
+	}
+}
+
+/* XEP-0191 section 3.4 / XEP-0016 matching: the full JID, the bare JID,
+ * the domain, or domain/resource. */
+int blocking_matches(const struct conn *c, const char *jid)
+{
+	char buf[IPC_JID_MAX + 1];
+	if (c->nblocked == 0 || jid == NULL)
+		return 0;
+	if (blocking_has(c, jid))
+		return 1;
+	size_t bare = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', bare);
+	snprintf(buf, sizeof(buf), "%.*s", (int)bare, jid);
+	if (blocking_has(c, buf))
+		return 1;
+	if (at == NULL)
+		return 0;
+	snprintf(buf, sizeof(buf), "%.*s", (int)(bare - (size_t)(at - jid) - 1),
+		 at + 1);
+	if (blocking_has(c, buf))
+		return 1;
+	snprintf(buf, sizeof(buf), "%s", at + 1);
+	return jid[bare] == '/' && blocking_has(c, buf);
+}
+
+/* A push of ours reaching a session: keep its copy current. */
+void blocking_apply_push(struct conn *c, const struct xml_node *payload)
+{
+	int block = xml_is(payload, NS_BLOCKING, "block");
+	int any = 0;
+	for (const struct xml_node *it = xml_first_element(payload); it != NULL;
+	     it = xml_next_element(it)) {
+		const char *jid = xml_attr(it, "jid");
+		if (jid == NULL)
+			continue;
+		any = 1;
+		if (block)
+			blocking_add(c, jid);
+		else
+			blocking_remove(c, jid);
+	}
+	if (!block && !any)
+		blocking_clear(c);
+}
+
+void blocking_free(struct conn *c)
+{
+	blocking_clear(c);
+}
+
+/* ---- loading at bind -------------------------------------------------- */
+
+struct blocking_load {
+	struct worker *w;
+	uint32_t conn_id, gen;
+};
+
+static const char blocking_list_sql[] =
+	"SELECT jid FROM blocklist WHERE account_id = xmppd_account_id($1, $2) "
+	"ORDER BY jid";
+
+static void blocking_loaded(void *ctx, const PGresult *res, const char *error)
+{
+	struct blocking_load *l = ctx;
+	struct conn *c = conn_lookup(l->w, l->conn_id, l->gen);
+	if (res == NULL)
+		log_warn("blocklist not loaded: %s", error);
+	for (int i = 0; c != NULL && res != NULL && i < PQntuples(res); i++)
+		blocking_add(c, PQgetvalue(res, i, 0));
+	free(l);
+}
+
+void blocking_load(struct conn *c)
+{
+	struct blocking_load *l = malloc(sizeof(*l));
+	const char *params[2] = { c->user, c->domain };
+	if (l == NULL)
+		return;
+	l->w = c->w;
+	l->conn_id = c->id;
+	l->gen = c->gen;
+	if (c->w->db == NULL ||
+	    db_query(c->w->db, blocking_list_sql, 2, params, NULL, NULL, 0,
+		     blocking_loaded, l) < 0)
+		free(l);
+}
+
+/* ---- the IQs ------------------------------------------------------------ */
+
+struct blocking_req {
+	char *user, *domain;    /* domain points into user's buffer */
+	char *bare;
+	char *items;            /* JIDs joined with \x1f */
+	int block;
+};
+
+static void blocking_req_free(struct blocking_req *r)
+{
+	if (r != NULL) {
+		free(r->user);
+		free(r->bare);
+		free(r->items);
+		free(r);
+	}
+}
+
+static struct blocking_req *blocking_req_new(const char *bare)
+{
+	struct blocking_req *r = calloc(1, sizeof(*r));
+	const char *at = strchr(bare, '@');
+	if (r == NULL || at == NULL || (r->bare = strdup(bare)) == NULL ||
+	    (r->user = strdup(bare)) == NULL) {
+		blocking_req_free(r);
+		return NULL;
+	}
+	r->user[at - bare] = '\0';
+	r->domain = r->user + (at - bare) + 1;
+	return r;
+}
+
+static void blocking_item_xml(struct buf *out, const char *items)
+{
+	while (items != NULL && *items != '\0') {
+		size_t n = strcspn(items, "\x1f");
+		buf_appendf(out, "<item jid='");
+		xml_escape(out, items, n, 1);
+		buf_appendf(out, "'/>");
+		items += n;
+		items += strspn(items, "\x1f");
+	}
+}
+
+static void blocking_push(struct worker *w, struct blocking_req *r)
+{
+	static unsigned counter;
+	struct buf out;
+	const char *name = r->block ? "block" : "unblock";
+	buf_init(&out, 0);
+	buf_appendf(&out, "<iq id='bpush-%u-%u' type='set'><%s xmlns='"
+		    NS_BLOCKING "'>", w->slot, ++counter, name);
+	blocking_item_xml(&out, r->items);
+	buf_appendf(&out, "</%s></iq>", name);
+	route_to_resources(w, r->bare, buf_head(&out), buf_used(&out),
+			   IPC_FRAME_BLOCK_PUSH, 0, NULL);
+	buf_free(&out);
+}
+
+static void blocking_list_result(void *ctx, const PGresult *res,
+				 const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct buf out;
+	if (res == NULL) {
+		log_warn("blocklist: %s", error);
+		iq_reply_error(&p, "wait", "internal-server-error");
+		return;
+	}
+	buf_init(&out, 0);
+	buf_appendf(&out, "<blocklist xmlns='" NS_BLOCKING "'>");
+	for (int i = 0; i < PQntuples(res); i++) {
+		buf_appendf(&out, "<item jid='");
+		xml_escape(&out, PQgetvalue(res, i, 0),
+			   strlen(PQgetvalue(res, i, 0)), 1);
+		buf_appendf(&out, "'/>");
+	}
+	buf_appendf(&out, "</blocklist>");
+	buf_append(&out, "", 1);
+	iq_reply_result(&p, buf_head(&out));
+	buf_free(&out);
+}
+
+static void blocking_changed(void *ctx, const PGresult *res, const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct blocking_req *r = p->data;
+	struct worker *w = p->w;
+	if (res == NULL) {
+		log_warn("blocklist of %s: %s", r->bare, error);
+		iq_reply_error(&p, "wait", "internal-server-error");
+		blocking_req_free(r);
+		return;
+	}
+	iq_reply_result(&p, NULL);
+	blocking_push(w, r);
+	/* Section 3.3: a blocked contact stops seeing us at once. */
+	for (const char *it = r->block ? r->items : ""; *it != '\0';) {
+		char jid[IPC_JID_MAX + 1];
+		size_t n = strcspn(it, "\x1f");
+		snprintf(jid, sizeof(jid), "%.*s", (int)n, it);
+		if (strchr(jid, '@') != NULL)
+			presence_unavailable_to(w, r->bare, jid);
+		it += n;
+		it += strspn(it, "\x1f");
+	}
+	blocking_req_free(r);
+}
+
+static const char blocking_block_sql[] =
+	"INSERT INTO blocklist (account_id, jid) SELECT xmppd_account_id($1, "
+	"$2), j FROM unnest(string_to_array($3, E'\\x1f')) j "
+	"ON CONFLICT DO NOTHING";
+static const char blocking_unblock_sql[] =
+	"DELETE FROM blocklist WHERE account_id = xmppd_account_id($1, $2) "
+	"AND ($3 = '' OR jid = ANY(string_to_array($3, E'\\x1f')))";
+
+/* Collect and prepare the items' JIDs; NULL condition when fine. */
+static const char *blocking_items(struct iq_pending *p, struct blocking_req *r)
+{
+	struct buf items;
+	unsigned n = 0;
+	buf_init(&items, 0);
+	for (const struct xml_node *it = xml_first_element(p->payload);
+	     it != NULL; it = xml_next_element(it)) {
+		struct jid j;
+		const char *error, *full;
+		if (!xml_is(it, NS_BLOCKING, "item") || xml_attr(it, "jid") == NULL) {
+			buf_free(&items);
+			return "bad-request";
+		}
+		if (jid_parse(&p->arena, xml_attr(it, "jid"), &j, &error) < 0 ||
+		    (full = jid_full(&p->arena, &j)) == NULL) {
+			buf_free(&items);
+			return "jid-malformed";
+		}
+		if (n++ > 0)
+			buf_append(&items, "\x1f", 1);
+		buf_append(&items, full, strlen(full));
+	}
+	buf_append(&items, "", 1);
+	r->items = items.data;
+	return n == 0 && r->block ? "bad-request" : NULL;
+}
+
+void blocking_iq(struct worker *w, struct xml_node *st, const char *bare)
+{
+	struct iq_pending *p = iq_pending_new(w, st);
+	struct blocking_req *r = blocking_req_new(bare);
+	if (p == NULL || r == NULL) {
+		iq_pending_free(&p);
+		blocking_req_free(r);
+		return;
+	}
+	const char *from_bare = iq_bare(p, p->from);
+	if (from_bare == NULL || strcmp(from_bare, bare) != 0) {
+		iq_reply_error(&p, "auth", "forbidden");
+		blocking_req_free(r);
+		return;
+	}
+	const char *params[3] = { r->user, r->domain, NULL };
+	if (strcmp(p->type, "get") == 0 && xml_is(p->payload, NS_BLOCKING,
+						  "blocklist")) {
+		if (db_query(w->db, blocking_list_sql, 2, params, NULL, NULL, 0,
+			     blocking_list_result, p) < 0)
+			iq_reply_error(&p, "wait", "internal-server-error");
+		blocking_req_free(r);   /* libpq copied the parameters */
+		return;
+	}
+	r->block = xml_is(p->payload, NS_BLOCKING, "block");
+	const char *cond = strcmp(p->type, "set") != 0 ||
+			   (!r->block && !xml_is(p->payload, NS_BLOCKING, "unblock"))
+			   ? "bad-request" : blocking_items(p, r);
+	if (cond != NULL) {
+		iq_reply_error(&p, "modify", cond);
+		blocking_req_free(r);
+		return;
+	}
+	params[2] = r->items;
+	p->data = r;
+	if (db_query(w->db, r->block ? blocking_block_sql : blocking_unblock_sql,
+		     3, params, NULL, NULL, 0, blocking_changed, p) < 0) {
+		iq_reply_error(&p, "wait", "internal-server-error");
+		blocking_req_free(r);
+	}
+}
