@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -379,7 +380,9 @@ void conn_reap_dead(struct worker *w)
 	}
 }
 
-#define CONN_PING_WAIT_MS 30000    /* at most; less for short idle_timeout */
+#define CONN_PING_WAIT_MS 30000
+/* Silence after which a stream's parser is freed (stream_park). */
+#define CONN_PARK_MS 2000    /* at most; less for short idle_timeout */
 
 /* XEP-0199 section 4.2: ping a client that has been silent for
  * c2s.idle_timeout; drop it if the ping goes unanswered. */
@@ -444,10 +447,13 @@ int conn_next_delay(const struct worker *w, int64_t now)
 
 void conn_timeouts(struct worker *w, int64_t now)
 {
+	unsigned parked = 0;
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;
 		if (c->bound && !c->want_close)
 			conn_idle(c, now);
+		if (!c->want_close && now - c->last_read_ms > CONN_PARK_MS)
+			parked += (unsigned)stream_park(c);
 		if (c->deadline_ms == 0 || now < c->deadline_ms)
 			continue;
 		if (c->want_close) {
@@ -456,6 +462,12 @@ void conn_timeouts(struct worker *w, int64_t now)
 		}
 		log_info("c%u %s: no authentication in time", c->id, c->peer);
 		stream_error(c, "connection-timeout", NULL);
+	}
+	/* Freed parsers are scattered through the heap: give the pages back
+	 * so that idle connections cost what they hold, not what they held. */
+	if (parked > 0) {
+		log_debug("%u idle streams parked their parsers", parked);
+		malloc_trim(0);
 	}
 }
 

@@ -145,6 +145,35 @@ static void stream_features(struct conn *c)
 	buf_free(&out);
 }
 
+/* Where the current parse event ends, as an absolute stream offset. */
+static void stream_mark_clean(struct conn *c)
+{
+	int count = XML_GetCurrentByteCount(c->parser);
+	/* The end event of an empty element (<presence/>) has no bytes of
+	 * its own: its tag ended where the start event's did. */
+	c->clean_at = count > 0 ? c->parser_base +
+				  XML_GetCurrentByteIndex(c->parser) + count
+				: c->tag_end;
+}
+
+/* Keep the raw start tag of the client's stream (for stream_park). */
+static void stream_keep_header(struct conn *c)
+{
+	int off = 0, size = 0;
+	const char *ctx = XML_GetInputContext(c->parser, &off, &size);
+	int count = XML_GetCurrentByteCount(c->parser);
+	free(c->header_raw);
+	c->header_raw = NULL;
+	c->header_len = 0;
+	if (ctx == NULL || count <= 0 || off + count > size)
+		return;
+	c->header_raw = malloc((size_t)count);
+	if (c->header_raw != NULL) {
+		memcpy(c->header_raw, ctx + off, (size_t)count);
+		c->header_len = (size_t)count;
+	}
+}
+
 /* The client's stream header (section 4.7). */
 static void stream_open(struct conn *c, const char *name, const char **atts)
 {
@@ -206,8 +235,14 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 	while (atts[nattrs * 2] != NULL)
 		nattrs++;
 	c->depth++;
+	c->tag_end = c->parser_base + XML_GetCurrentByteIndex(c->parser) +
+		     XML_GetCurrentByteCount(c->parser);
 	if (c->depth == 1) {
-		stream_open(c, name, atts);
+		if (!c->replaying) {
+			stream_keep_header(c);
+			stream_open(c, name, atts);
+		}
+		stream_mark_clean(c);
 		return;
 	}
 	if (c->depth > STREAM_MAX_DEPTH || nattrs > STREAM_MAX_ATTRS) {
@@ -290,8 +325,8 @@ static void XMLCALL stream_end(void *ud, const char *name)
 		stream_error(c, "resource-constraint", NULL);
 	else
 		stream_dispatch(c, n);
-	if (c->arena != NULL)
-		arena_reset(c->arena);
+	stream_release_arena(c);    /* idle streams keep no arena */
+	stream_mark_clean(c);
 }
 
 static void XMLCALL stream_text(void *ud, const char *s, int len)
@@ -299,6 +334,8 @@ static void XMLCALL stream_text(void *ud, const char *s, int len)
 	struct conn *c = ud;
 	if (c->depth >= 2)
 		xml_builder_text(&c->builder, s, len);
+	else if (c->depth == 1)
+		stream_mark_clean(c);   /* whitespace keepalive between stanzas */
 }
 
 static void XMLCALL stream_restricted_doctype(void *ud, const char *n,
@@ -355,7 +392,47 @@ void stream_free(struct conn *c)
 	if (c->parser != NULL)
 		XML_ParserFree(c->parser);
 	c->parser = NULL;
+	c->parked = 0;
 	stream_release_arena(c);
+	free(c->header_raw);
+	c->header_raw = NULL;
+	c->header_len = 0;
+}
+
+int stream_park(struct conn *c)
+{
+	if (c->parser == NULL || c->parked || c->depth != 1 ||
+	    c->state != CONN_STATE_OPEN || c->restart_pending ||
+	    c->header_raw == NULL || c->arena != NULL || c->fed != c->clean_at)
+		return 0;
+	XML_ParserFree(c->parser);
+	c->parser = NULL;
+	c->parked = 1;
+	return 1;
+}
+
+/* A parked stream receives bytes: a new parser, primed with the header. */
+static int stream_unpark(struct conn *c)
+{
+	char *header = c->header_raw;
+	size_t len = c->header_len;
+	int64_t fed = c->fed;
+	c->header_raw = NULL;       /* stream_init must not free it */
+	c->parked = 0;
+	if (stream_init(c) < 0) {
+		free(header);
+		return -1;
+	}
+	c->header_raw = header;
+	c->header_len = len;
+	c->parser_base = fed - (int64_t)len;
+	c->replaying = 1;
+	enum XML_Status st = XML_Parse(c->parser, header, (int)len, 0);
+	c->replaying = 0;
+	if (st == XML_STATUS_ERROR || c->depth != 1)
+		return -1;
+	c->state = CONN_STATE_OPEN;
+	return 0;
 }
 
 static const char *stream_expat_condition(enum XML_Error err)
@@ -392,6 +469,10 @@ static size_t stream_do_restart(struct conn *c, int64_t start, size_t len)
 int stream_feed(struct conn *c, const char *data, size_t len)
 {
 	int64_t start = c->fed;
+	if (c->parked && stream_unpark(c) < 0) {
+		stream_error(c, "resource-constraint", NULL);
+		return -1;
+	}
 	if (c->parser == NULL || c->want_close)
 		return -1;
 	c->fed += (int64_t)len;

@@ -92,6 +92,15 @@ struct conn {
 	/* stanza being parsed (arena allocated only while one is open) */
 	struct arena *arena;
 	struct xml_builder builder;
+	/* An idle stream gives its parser back (expat holds ~10 KB): the
+	 * client's stream header is kept and replayed into a new parser
+	 * when bytes arrive again. */
+	char *header_raw;       /* the client's stream start tag */
+	size_t header_len;
+	int64_t clean_at;       /* offset where nothing is half-parsed */
+	int64_t tag_end;        /* offset just past the last start tag */
+	int parked;             /* parser freed while idle */
+	int replaying;          /* feeding header_raw to a new parser */
 	/* authentication and session */
 	struct sasl *sasl;      /* exchange in progress */
 	unsigned sasl_failures;
@@ -178,6 +187,8 @@ int stream_hosted(const struct worker *w, const char *domain);
 /* Serialize a stanza/element onto the connection. */
 void stream_send_node(struct conn *c, const struct xml_node *n);
 void stream_starttls(struct conn *c);
+/* Free the parser of a stream idle between stanzas; 1 if done. */
+int stream_park(struct conn *c);
 
 /* sasl.c */
 void sasl_features(struct conn *c, struct buf *out);

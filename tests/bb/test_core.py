@@ -360,6 +360,42 @@ def test_bind_rules():
         assert "<error type='wait'><resource-constraint xmlns='%s'/>" % STANZAS in got, got
 
 
+def test_idle_stream_parks_and_resumes():
+    """An idle stream frees its parser (2 s of silence) and gets a new
+    one, primed with its stream header, when bytes come again: what the
+    client sees must not change, whatever prefix its header used."""
+    with Server(workers=1, users=USERS[:2]) as s:
+        a = Client(s.port)
+        ja = a.login("juliet", "r0m30!", resource="idle")
+        b = Client(s.port)
+        b.open()
+        b.starttls()
+        assert b.auth_plain("romeo", "jul13t?").startswith("<success")
+        # A header with another prefix for the streams namespace.
+        b.send("<s:stream xmlns:s='http://etherx.jabber.org/streams' "
+               "xmlns='jabber:client' to='localhost' version='1.0'>")
+        b.read_until("</stream:features>")
+        jb = b.bind("prefixed")
+        for c in (a, b):
+            c.send("<presence/>")
+        wait_for(lambda: "idle streams parked" in s.log_text(), timeout=6,
+                 what="parsers parked")
+        time.sleep(1.2)
+        # A stanza split over two writes after the pause.
+        b.send("<message to='%s' type='chat' id='k1'><bo" % ja)
+        time.sleep(0.2)
+        b.send("dy>after the pause</body></message>")
+        got = a.read_until("<message [^>]*id='k1'.*?</message>")
+        assert "<body>after the pause</body>" in got and "from='%s'" % jb in got, got
+        a.send("<iq to='localhost' type='get' id='p9'><ping xmlns='urn:xmpp:ping'/></iq>")
+        a.read_until("<iq from='localhost' id='p9' to='%s' type='result'/>" % ja)
+        # Restricted XML is still refused after a resume.
+        time.sleep(3.2)
+        b.send("<!-- no -->")
+        rest = b.read_all_until_close()
+        assert re.search(stream_error_re("restricted-xml"), rest), rest
+
+
 if __name__ == "__main__":
     run_tests([test_starttls_required, test_login_mechanisms,
                test_scram_plus_server_end_point, test_sasl_failures,
@@ -367,4 +403,5 @@ if __name__ == "__main__":
                test_stanza_before_auth_and_bind, test_routing_same_worker,
                test_routing_across_workers, test_server_iqs, test_stanza_errors,
                test_resource_conflict, test_direct_tls, test_generated_resource,
-               test_limits_and_timeouts, test_bind_rules])
+               test_limits_and_timeouts, test_bind_rules,
+               test_idle_stream_parks_and_resumes])
