@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 /* The schema version this binary knows (db/schema/NNN-*.sql). */
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 
 struct db;
 

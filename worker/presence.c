@@ -45,6 +45,7 @@ struct pjob {
 	int step;               /* 0: account side, 1: contact side */
 	int granted;            /* step 1: the sender (contact) just gave us
 				   a subscription: its presence follows */
+	char *origin;           /* step 0: the resource that sent it */
 };
 
 static void pjob_free(struct pjob *j)
@@ -60,6 +61,7 @@ static void pjob_free(struct pjob *j)
 	free(j->text);
 	free(j->contact);
 	free(j->type);
+	free(j->origin);
 	free(j);
 }
 
@@ -149,12 +151,41 @@ static void presence_pending(struct pjob *j, const char *stanza)
 		conn_send(c, stanza, strlen(stanza));
 }
 
+/* A subscriber got the broadcast: its directed copy would be twice. */
+static void presence_forget_directed(struct pjob *j, const char *contact)
+{
+	size_t n = strlen(contact);
+	for (unsigned i = 0; i < j->ndirected; i++) {
+		const char *d = j->directed[i];
+		if (strncmp(d, contact, n) == 0 && (d[n] == '\0' || d[n] == '/')) {
+			free(j->directed[i]);
+			j->directed[i] = j->directed[--j->ndirected];
+			i--;
+		}
+	}
+}
+
+/* Section 4.6.3: unavailable to those we sent directed presence to. */
+static void presence_directed_unavailable(struct pjob *j)
+{
+	for (unsigned i = 0; j->unavailable && i < j->ndirected; i++) {
+		char *t = presence_with_to(j->text, j->directed[i]);
+		if (t != NULL && strchr(j->directed[i], '/') == NULL)
+			route_to_resources(j->w, j->directed[i], t, strlen(t),
+					   IPC_FRAME_STANZA, 1, NULL);
+		else if (t != NULL)
+			presence_route_text(j->w, t);
+		free(t);
+	}
+}
+
 static void presence_roster_rows(void *ctx, const PGresult *res,
 				 const char *error)
 {
 	struct pjob *j = ctx;
 	if (res == NULL) {
 		log_warn("presence of %s not broadcast: %s", j->jid, error);
+		presence_directed_unavailable(j);
 		pjob_free(j);
 		return;
 	}
@@ -163,13 +194,16 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 		const char *sub = PQgetvalue(res, i, 1);
 		int from = strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0;
 		int to = strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0;
-		if (from)
+		if (from) {
 			presence_send_to(j->w, j->text, contact, NULL);
+			presence_forget_directed(j, contact);
+		}
 		if (to && j->initial)
 			presence_probe_contact(j, contact);
 		if (j->initial && strcmp(PQgetvalue(res, i, 2), "t") == 0)
 			presence_pending(j, PQgetvalue(res, i, 3));
 	}
+	presence_directed_unavailable(j);
 	pjob_free(j);
 }
 
@@ -185,21 +219,15 @@ static const char presence_roster_sql[] =
 static void presence_broadcast(struct pjob *j)
 {
 	const char *params[2] = { j->user, j->domain };
-	presence_send_to(j->w, j->text, j->bare, j->jid);
-	for (unsigned i = 0; j->unavailable && i < j->ndirected; i++) {
-		char *t = presence_with_to(j->text, j->directed[i]);
-		if (t != NULL && strchr(j->directed[i], '/') == NULL)
-			route_to_resources(j->w, j->directed[i], t, strlen(t),
-					   IPC_FRAME_STANZA, 1, NULL);
-		else if (t != NULL)
-			presence_route_text(j->w, t);
-		free(t);
-	}
+	/* Section 4.2.2: to all the account's available resources, the
+	 * one that sent it included. */
+	presence_send_to(j->w, j->text, j->bare, NULL);
 	if (j->w->db == NULL ||
 	    db_query(j->w->db, presence_roster_sql, 2, params, NULL, NULL, 0,
 		     presence_roster_rows, j) < 0) {
 		log_warn("presence of %s not broadcast: database unavailable",
 			 j->jid);
+		presence_directed_unavailable(j);
 		pjob_free(j);
 	}
 }
@@ -353,8 +381,8 @@ void presence_swept(struct worker *w, const char *full_jid)
 
 static const char sub_sql[] =
 	"SELECT route, deliver, reply, push, granted, revoked, subscription, "
-	"ask_out, name, array_to_string(groups, E'\\x1f'), ver "
-	"FROM xmppd_sub($1, $2, $3, $4, $5, $6)";
+	"ask_out, name, array_to_string(groups, E'\\x1f'), ver, approved, "
+	"refused FROM xmppd_sub($1, $2, $3, $4, $5, $6, $7::int)";
 
 static void sub_run(struct pjob *j);
 
@@ -454,6 +482,25 @@ static void sub_contact_side(struct pjob *j, const PGresult *res)
 		sub_auto_reply(j);
 }
 
+/* The roster is full (im.roster_max_items): the resource that sent the
+ * subscription stanza gets it back as an error (RFC 6121 2.3.3). */
+static void sub_refused(struct pjob *j)
+{
+	struct buf b;
+	if (j->origin == NULL)
+		return;
+	buf_init(&b, 0);
+	buf_appendf(&b, "<presence from='");
+	xml_escape(&b, j->contact, strlen(j->contact), 1);
+	buf_appendf(&b, "' to='");
+	xml_escape(&b, j->origin, strlen(j->origin), 1);
+	buf_appendf(&b, "' type='error'><error type='cancel'><not-acceptable "
+		    "xmlns='" NS_STANZA_ERR "'/></error></presence>");
+	buf_append(&b, "", 1);
+	presence_route_text(j->w, buf_head(&b));
+	buf_free(&b);
+}
+
 static void sub_result(void *ctx, const PGresult *res, const char *error)
 {
 	struct pjob *j = ctx;
@@ -461,8 +508,13 @@ static void sub_result(void *ctx, const PGresult *res, const char *error)
 		log_warn("%s %s -> %s failed: %s", j->type, j->bare,
 			 j->contact, error);
 	} else if (PQntuples(res) == 1) {
+		if (sub_flag(res, 12)) {
+			sub_refused(j);
+			pjob_free(j);
+			return;
+		}
 		if (sub_flag(res, 3))
-			roster_push_row(j->w, j->bare, j->contact, res, 6);
+			roster_push_row(j->w, j->bare, j->contact, res, 6, 11);
 		if (j->step == 0)
 			sub_account_side(j, res);
 		else
@@ -474,12 +526,14 @@ static void sub_result(void *ctx, const PGresult *res, const char *error)
 
 static void sub_run(struct pjob *j)
 {
-	const char *params[6] = {
+	char max[16];
+	snprintf(max, sizeof(max), "%u", j->w->cfg->roster_max_items);
+	const char *params[7] = {
 		j->user, j->domain, j->contact, j->step ? "in" : "out",
-		j->type, j->step ? j->text : NULL,
+		j->type, j->step ? j->text : NULL, max,
 	};
 	if (j->w->db == NULL ||
-	    db_query(j->w->db, sub_sql, 6, params, NULL, NULL, 0, sub_result,
+	    db_query(j->w->db, sub_sql, 7, params, NULL, NULL, 0, sub_result,
 		     j) < 0) {
 		log_warn("%s %s -> %s failed: database unavailable", j->type,
 			 j->bare, j->contact);
@@ -525,11 +579,13 @@ static void presence_subscription(struct conn *c, struct xml_node *st,
 	if (j != NULL) {
 		j->contact = strdup(contact);
 		j->type = strdup(type);
+		j->origin = strdup(c->jid);
 		j->text = out.data;
 		out.data = NULL;
 	}
 	buf_free(&out);
-	if (j == NULL || j->contact == NULL || j->type == NULL) {
+	if (j == NULL || j->contact == NULL || j->type == NULL ||
+	    j->origin == NULL) {
 		pjob_free(j);
 		return;
 	}

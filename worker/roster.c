@@ -36,7 +36,7 @@ static void roster_attr(struct buf *out, const char *name, const char *v)
 /* <item jid='' name='' subscription='' ask=''><group/>...</item> */
 static void roster_item_xml(struct buf *out, const char *contact,
 			    const char *name, const char *groups,
-			    const char *sub, int ask)
+			    const char *sub, int ask, int approved)
 {
 	buf_appendf(out, "<item");
 	roster_attr(out, "jid", contact);
@@ -45,6 +45,8 @@ static void roster_item_xml(struct buf *out, const char *contact,
 	roster_attr(out, "subscription", sub);
 	if (ask)
 		buf_appendf(out, " ask='subscribe'");
+	if (approved)      /* section 3.4 pre-approval */
+		buf_appendf(out, " approved='true'");
 	if (groups == NULL || groups[0] == '\0') {
 		buf_appendf(out, "/>");
 		return;
@@ -61,24 +63,53 @@ static void roster_item_xml(struct buf *out, const char *contact,
 	buf_appendf(out, "</item>");
 }
 
+static void roster_push_text(struct worker *w, struct buf *out,
+			     const char *item_xml, long long ver)
+{
+	static unsigned counter;
+	buf_appendf(out, "<iq id='push-%u-%u' type='set'><query xmlns='"
+		    NS_ROSTER "' ver='%lld'>%s</query></iq>", w->slot,
+		    ++counter, ver, item_xml);
+}
+
 void roster_push(struct worker *w, const char *bare, const char *item_xml,
 		 long long ver)
 {
-	static unsigned counter;
 	struct buf out;
 	buf_init(&out, 0);
-	buf_appendf(&out, "<iq id='push-%u-%u' type='set'><query xmlns='"
-		    NS_ROSTER "' ver='%lld'>%s</query></iq>", w->slot,
-		    ++counter, ver, item_xml);
+	roster_push_text(w, &out, item_xml, ver);
 	route_to_resources(w, bare, buf_head(&out), buf_used(&out),
 			   IPC_FRAME_ROSTER_PUSH, 0, NULL);
 	buf_free(&out);
 }
 
+/* A push for one resource only (section 2.6.3 catch-up after a get). */
+static void roster_push_one(struct worker *w, const char *full,
+			    const char *item_xml, long long ver)
+{
+	struct session_info s;
+	struct buf out;
+	const char *error;
+	if (shm_session_get(w->shm->sessions, full, &s) != 1)
+		return;
+	buf_init(&out, 0);
+	roster_push_text(w, &out, item_xml, ver);
+	if (s.slot != w->slot) {
+		if (queue_send(w->q, s.slot, IPC_FRAME_STANZA, s.conn_id, s.gen,
+			       buf_head(&out), buf_used(&out), &error) < 0)
+			log_warn("roster push to w%u: %s", s.slot, error);
+	} else {
+		struct conn *c = conn_lookup(w, s.conn_id, s.gen);
+		if (c != NULL && c->bound)
+			conn_send(c, buf_head(&out), buf_used(&out));
+	}
+	buf_free(&out);
+}
+
 /* Push the item described by res row 0 from column col: subscription,
- * ask_out, name, groups, ver. */
+ * ask_out, name, groups, ver; approved_col is the pre-approval flag's. */
 void roster_push_row(struct worker *w, const char *bare, const char *contact,
-		     const PGresult *res, int col)
+		     const PGresult *res, int col, int approved_col)
 {
 	struct buf item;
 	buf_init(&item, 0);
@@ -86,7 +117,8 @@ void roster_push_row(struct worker *w, const char *bare, const char *contact,
 			PQgetisnull(res, 0, col + 2) ? NULL
 						     : PQgetvalue(res, 0, col + 2),
 			PQgetvalue(res, 0, col + 3), PQgetvalue(res, 0, col),
-			strcmp(PQgetvalue(res, 0, col + 1), "t") == 0);
+			strcmp(PQgetvalue(res, 0, col + 1), "t") == 0,
+			strcmp(PQgetvalue(res, 0, approved_col), "t") == 0);
 	buf_append(&item, "", 1);
 	roster_push(w, bare, buf_head(&item),
 		    strtoll(PQgetvalue(res, 0, col + 4), NULL, 10));
@@ -105,8 +137,8 @@ static const char roster_get_sql[] =
 	"SELECT coalesce((SELECT ver FROM roster_versions v WHERE "
 	"v.account_id = a.acc), 0), i.contact, i.name, "
 	"array_to_string(i.groups, E'\\x1f'), i.subscription, i.ask_out, "
-	"i.ver, i.removed FROM (SELECT xmppd_account_id($1, $2) acc) a "
-	"LEFT JOIN roster_items i ON i.account_id = a.acc AND "
+	"i.ver, i.removed, i.approved FROM (SELECT xmppd_account_id($1, $2) "
+	"acc) a LEFT JOIN roster_items i ON i.account_id = a.acc AND "
 	"(i.listed OR i.removed) ORDER BY i.contact";
 
 static void roster_req_free(struct roster_req *r)
@@ -125,7 +157,8 @@ static void roster_row_item(struct buf *out, const PGresult *res, int i)
 			PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2),
 			removed ? "" : PQgetvalue(res, i, 3),
 			removed ? "remove" : PQgetvalue(res, i, 4),
-			!removed && strcmp(PQgetvalue(res, i, 5), "t") == 0);
+			!removed && strcmp(PQgetvalue(res, i, 5), "t") == 0,
+			!removed && strcmp(PQgetvalue(res, i, 8), "t") == 0);
 }
 
 /* Section 2.6.3: an empty result, then a push per item changed since
@@ -134,8 +167,24 @@ static void roster_get_pushes(struct iq_pending *p, struct roster_req *r,
 			      const PGresult *res)
 {
 	struct worker *w = p->w;
+	char *from = strdup(p->from);
+	int n = PQntuples(res);
+	int *order = calloc((size_t)n + 1, sizeof(*order));
 	iq_reply_result(&p, NULL);
-	for (int i = 0; i < PQntuples(res); i++) {
+	/* Oldest change first, so a client that drops mid-way keeps a
+	 * version that covers what it saw. */
+	for (int i = 0; order != NULL && i < n; i++) {
+		int k = i;
+		long long v = strtoll(PQgetvalue(res, i, 6), NULL, 10);
+		while (k > 0 && strtoll(PQgetvalue(res, order[k - 1], 6), NULL,
+					10) > v) {
+			order[k] = order[k - 1];
+			k--;
+		}
+		order[k] = i;
+	}
+	for (int k = 0; from != NULL && order != NULL && k < n; k++) {
+		int i = order[k];
 		if (PQgetisnull(res, i, 1) ||
 		    strtoll(PQgetvalue(res, i, 6), NULL, 10) <= r->client_ver)
 			continue;
@@ -143,10 +192,12 @@ static void roster_get_pushes(struct iq_pending *p, struct roster_req *r,
 		buf_init(&item, 0);
 		roster_row_item(&item, res, i);
 		buf_append(&item, "", 1);
-		roster_push(w, r->bare, buf_head(&item),
-			    strtoll(PQgetvalue(res, i, 6), NULL, 10));
+		roster_push_one(w, from, buf_head(&item),
+				strtoll(PQgetvalue(res, i, 6), NULL, 10));
 		buf_free(&item);
 	}
+	free(order);
+	free(from);
 }
 
 static void roster_get_result(void *ctx, const PGresult *res, const char *error)
@@ -237,7 +288,9 @@ static void roster_get(struct iq_pending *p, struct roster_req *r)
 /* ---- set and remove ----------------------------------------------------- */
 
 static const char roster_set_sql[] =
-	"SELECT ok, ver, subscription, ask_out FROM xmppd_roster_set($1, $2, "
+	"SELECT ok, ver, subscription, ask_out, (SELECT approved FROM "
+	"roster_items WHERE account_id = xmppd_account_id($1, $2) AND "
+	"contact = $3) FROM xmppd_roster_set($1, $2, "
 	"$3, $4, string_to_array($5, E'\\x1f'), $6::int)";
 static const char roster_remove_sql[] =
 	"SELECT present, had_to, had_from, had_pending_in, ver FROM "
@@ -280,7 +333,8 @@ static void roster_set_result(void *ctx, const PGresult *res, const char *error)
 		roster_item_xml(&item, r->contact, xml_attr(it, "name"),
 				buf_head(&groups) ? buf_head(&groups) : "",
 				PQgetvalue(res, 0, 2),
-				strcmp(PQgetvalue(res, 0, 3), "t") == 0);
+				strcmp(PQgetvalue(res, 0, 3), "t") == 0,
+				strcmp(PQgetvalue(res, 0, 4), "t") == 0);
 		buf_append(&item, "", 1);
 		iq_reply_result(&p, NULL);
 		roster_push(w, r->bare, buf_head(&item),
@@ -306,7 +360,7 @@ static void roster_remove_result(void *ctx, const PGresult *res,
 		struct worker *w = p->w;
 		struct buf item;
 		buf_init(&item, 0);
-		roster_item_xml(&item, r->contact, NULL, "", "remove", 0);
+		roster_item_xml(&item, r->contact, NULL, "", "remove", 0, 0);
 		buf_append(&item, "", 1);
 		iq_reply_result(&p, NULL);
 		roster_push(w, r->bare, buf_head(&item),

@@ -139,7 +139,10 @@ static void stream_features(struct conn *c)
 	if (c->authenticated)
 		buf_appendf(&out, "<bind xmlns='" NS_BIND "'/>"
 			    "<session xmlns='" NS_SESSION "'><optional/>"
-			    "</session>");
+			    "</session>"
+			    /* RFC 6121 sections 2.6.1 and 3.4 */
+			    "<ver xmlns='urn:xmpp:features:rosterver'/>"
+			    "<sub xmlns='urn:xmpp:features:pre-approval'/>");
 	buf_appendf(&out, "</stream:features>");
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);

@@ -226,7 +226,7 @@ void roster_push(struct worker *w, const char *bare, const char *item_xml,
 /* Push from a result row: columns col.. are subscription, ask_out,
  * name, groups (joined with \x1f), ver. */
 void roster_push_row(struct worker *w, const char *bare, const char *contact,
-		     const struct pg_result *res, int col);
+		     const struct pg_result *res, int col, int approved_col);
 
 /* blocking.c */
 int blocking_matches(const struct conn *c, const char *jid);

@@ -30,6 +30,39 @@ _PING = re.compile(r"<iq from='localhost' id='([^']+)' to='[^']+' type='get'>"
 _PUSH = re.compile(r"<iq id='([^']+)' type='set'><query xmlns='jabber:iq:roster'")
 
 
+# Findings that do not stop a test (so that one run shows every problem);
+# the test fails at its end if there are any (see checked()).
+SOFT = []
+
+
+def soft(cond, what):
+    if not cond:
+        SOFT.append(what)
+    return cond
+
+
+def soft_expect(im, want, what, timeout=2.0):
+    """expect(), but a miss is recorded instead of raised."""
+    try:
+        return im.expect(want, timeout)
+    except AssertionError as e:
+        SOFT.append("%s\n    (%s)" % (what, str(e).splitlines()[0]))
+        return None
+
+
+def checked(fn):
+    """Run a test; fail at its end with every soft finding."""
+    def run():
+        del SOFT[:]
+        fn()
+        if SOFT:
+            found = list(SOFT)
+            del SOFT[:]
+            raise AssertionError("%d finding(s):\n  - %s" % (len(found), "\n  - ".join(found)))
+    run.__name__ = fn.__name__
+    return run
+
+
 def exact(text):
     return re.compile(re.escape(text))
 
@@ -75,6 +108,10 @@ def error_rx(kind, frm, id_, to, etype, cond):
                                                     STANZAS, kind))
 
 
+_OWN_PRESENCE = re.compile(r"<presence(?![^>]*\bto=)(?![^>]*type='(probe|error|subscribe"
+                           r"|subscribed|unsubscribe|unsubscribed)')")
+
+
 class IM:
     """A logged-in client.  Stanzas are queued in arrival order; expect()
     takes the first queued one that matches (exactly, or a regex)."""
@@ -88,12 +125,18 @@ class IM:
         assert self.jid == "%s/%s" % (self.bare, resource), self.jid
         self.name = name or self.jid
         self.q = []             # (seq, text)
+        self.echoes = 0         # own presence echoes still to come
         self.seq = 0
         self.closed = False
         self.n = 0
 
     # ---- I/O ----
     def send(self, text):
+        # RFC 6121 4.2.2 / 4.5.2: the server sends the session's own
+        # broadcast presence back to it too; those echoes are swallowed
+        # here (and counted) so that tests see only what others send.
+        if _OWN_PRESENCE.match(text):
+            self.echoes += 1
         self.c.send(text)
 
     def _split(self):
@@ -106,6 +149,10 @@ class IM:
             p = _PING.fullmatch(st)
             if p:           # the server's idle ping: answer, do not queue
                 self.send("<iq to='localhost' id='%s' type='result'/>" % p.group(1))
+                continue
+            if self.echoes > 0 and st.startswith(
+                    "<presence to='%s' from='%s'" % (self.bare, self.jid)):
+                self.echoes -= 1
                 continue
             p = _PUSH.match(st)
             if p and not self.closed:   # RFC 6121 2.1.6: clients answer pushes
@@ -158,14 +205,19 @@ class IM:
                               " (connection closed)" if self.closed else ""))
             self._fill(deadline)
 
-    def expect_order(self, *wants, timeout=5.0):
+    def expect_order(self, *wants, timeout=5.0, soft_order=None):
         """Each of wants arrives, and in this order (others may come in
-        between)."""
+        between).  soft_order: a wrong order is a soft finding with this
+        description instead of a failure."""
         got = []
         for w in wants:
             st = self.expect(w, timeout)
             got.append((self.last_seq, st))
         if [s for s, _ in got] != sorted(s for s, _ in got):
+            if soft_order:
+                SOFT.append("%s: %s: arrived as\n      %s" % (
+                    self.name, soft_order, "\n      ".join(t for _, t in sorted(got))))
+                return [t for _, t in got]
             raise AssertionError("%s: wrong order: expected\n    %s\n  arrived as\n    %s"
                                  % (self.name, "\n    ".join(_show(w) for w in wants),
                                     "\n    ".join(t for _, t in sorted(got))))
@@ -199,6 +251,15 @@ class IM:
             raise AssertionError("%s: expected nothing%s, got %r"
                                  % (self.name, "" if want is None else
                                     " matching %r" % _show(want), bad))
+
+    def echo_seen(self, secs=2.0):
+        """True once every own presence sent has come back (4.2.2)."""
+        deadline = time.monotonic() + secs
+        self._split()
+        while self.echoes > 0 and time.monotonic() < deadline and not self.closed:
+            self._fill(deadline)
+            self._split()
+        return self.echoes == 0
 
     def drain(self, secs=0.3):
         """Forget whatever arrives within secs."""
@@ -276,7 +337,7 @@ def login(server, user, resource, roster=True, presence="<presence/>", name=None
     return im
 
 
-def subscribe_both(a, b, a_presence=True, b_presence=True):
+def subscribe_both(a, b):
     """Make a and b (both online, both interested) subscribed to each
     other through the protocol; forget the noise it makes."""
     for x, y in ((a, b), (b, a)):
