@@ -11,6 +11,7 @@
 #include "log.h"
 #include "util.h"
 #include "../worker/worker.h"
+#include "../db/db.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -111,6 +112,32 @@ static int make_channels(struct master *m, const char **error_r)
 	return 0;
 }
 
+/* Refuse to start on a database schema this binary does not know.  A
+ * database that cannot be reached is not fatal: workers reconnect, and
+ * logins answer temporary-auth-failure until it is back. */
+static void master_check_schema(const struct config *cfg)
+{
+	const char *error;
+	int version = 0;
+	/* Later keywords override those of the expanded conninfo. */
+	const char *const keys[] = { "dbname", "connect_timeout", NULL };
+	const char *const values[] = { cfg->db_conninfo, "5", NULL };
+	PGconn *conn = PQconnectdbParams(keys, values, 1);
+	if (PQstatus(conn) != CONNECTION_OK) {
+		log_warn("database not reachable at start (%s): logins will "
+			 "wait for it", PQerrorMessage(conn));
+		PQfinish(conn);
+		return;
+	}
+	int r = db_schema_check(conn, &version, &error);
+	PQfinish(conn);
+	if (r == 0)
+		log_fatal("the database has no xmppd schema: run "
+			  "'xmppctl db migrate' first");
+	if (r < 0)
+		log_fatal("database schema: %s", error);
+}
+
 /* Everything that must happen before the workers exist. */
 static void master_setup(struct master *m)
 {
@@ -118,6 +145,7 @@ static void master_setup(struct master *m)
 	m->nslots = slots_from_config(m->cfg);
 	if (master_pid_file_check(m->cfg->pid_file, &error) < 0)
 		log_fatal("%s", error);
+	master_check_schema(m->cfg);
 	if (master_listen_all(m, &error) < 0)
 		log_fatal("%s", error);
 	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
@@ -179,7 +207,9 @@ static void master_handle_flags(struct master *m)
 	if (master_sig_hup) {
 		master_sig_hup = 0;
 		char *report = NULL;
+		master_notify_systemd("RELOADING=1");
 		master_reload(m, &report);
+		master_notify_systemd("READY=1");
 		free(report);
 	}
 	if (master_sig_usr1) {

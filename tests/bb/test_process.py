@@ -245,6 +245,28 @@ def test_config_check():
     assert r.returncode == 1 and "/nonexistent/xmppd.conf" in r.stderr
 
 
+def test_unknown_schema_refused():
+    """xmppd refuses to start on a database without its schema, or with
+    a newer one, and says what to do; an unreachable database is not
+    fatal (logins wait for it)."""
+    from harness import Database
+    db = Database()
+    try:
+        s = Server(workers=1, overrides={"db.conninfo": db.conninfo})
+        r = subprocess.run(s.args(), capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1, r.returncode
+        assert "run 'xmppctl db migrate' first" in s.log_text() + r.stdout + r.stderr
+        s.ctl_config("db", "migrate")
+        db.psql("INSERT INTO schema_version (version) VALUES (999)", db.conninfo)
+        r = subprocess.run(s.args(), capture_output=True, text=True, timeout=20)
+        assert r.returncode == 1
+        assert "upgrade xmppd" in s.log_text() + r.stdout + r.stderr, s.log_text()
+    finally:
+        db.drop()
+    with Server(workers=1) as s:   # db.conninfo points at a closed port
+        assert "database not reachable at start" in s.log_text()
+
+
 def test_emfile_does_not_spin():
     def low_fd_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
@@ -279,4 +301,4 @@ if __name__ == "__main__":
                test_reload_good_file, test_sigterm_graceful,
                test_xmppctl_stop_and_errors, test_daemon_pid_file,
                test_master_death_ends_workers, test_config_check,
-               test_emfile_does_not_spin])
+               test_unknown_schema_refused, test_emfile_does_not_spin])
