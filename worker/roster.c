@@ -359,6 +359,8 @@ static void roster_remove_result(void *ctx, const PGresult *res,
 	} else {
 		struct worker *w = p->w;
 		struct buf item;
+		/* r->contact lives in p's arena, gone with the reply. */
+		char *contact = strdup(r->contact);
 		buf_init(&item, 0);
 		roster_item_xml(&item, r->contact, NULL, "", "remove", 0, 0);
 		buf_append(&item, "", 1);
@@ -368,12 +370,13 @@ static void roster_remove_result(void *ctx, const PGresult *res,
 		buf_free(&item);
 		/* Section 2.5.2: the contact learns of it as if we had sent
 		 * unsubscribe and unsubscribed. */
-		if (strcmp(PQgetvalue(res, 0, 1), "t") == 0)
-			presence_sub_inbound(w, r->bare, r->contact, "unsubscribe");
-		if (strcmp(PQgetvalue(res, 0, 2), "t") == 0 ||
-		    strcmp(PQgetvalue(res, 0, 3), "t") == 0)
-			presence_sub_inbound(w, r->bare, r->contact,
+		if (contact != NULL && strcmp(PQgetvalue(res, 0, 1), "t") == 0)
+			presence_sub_inbound(w, r->bare, contact, "unsubscribe");
+		if (contact != NULL && (strcmp(PQgetvalue(res, 0, 2), "t") == 0 ||
+					strcmp(PQgetvalue(res, 0, 3), "t") == 0))
+			presence_sub_inbound(w, r->bare, contact,
 					     "unsubscribed");
+		free(contact);
 	}
 	roster_req_free(r);
 }

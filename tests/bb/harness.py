@@ -194,8 +194,12 @@ class Server:
             for jid, password in self.users:
                 self.add_user(jid, password)
             self._migrated = True
+        # stdout/stderr to a file: sanitizer reports land there (a pipe
+        # nobody reads could also fill and block the server).
+        self.stderr_path = os.path.join(self.dir, "xmppd.stderr")
+        self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE,
+                                     stdout=self._stderr,
                                      stderr=subprocess.STDOUT,
                                      preexec_fn=self.preexec_fn)
         if not wait:
@@ -283,8 +287,8 @@ class Server:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-            if self.proc.stdout:
-                self.proc.stdout.close()
+            if getattr(self, "_stderr", None):
+                self._stderr.close()
         for p in pids:
             if pid_alive(p):
                 os.kill(p, signal.SIGKILL)
@@ -300,6 +304,18 @@ class Server:
         if exc[0] is not None:
             print("---- xmppd log (%s) ----" % self.log)
             print(self.log_text()[-6000:])
+        self.check_stderr()
+
+    def check_stderr(self):
+        """A sanitizer report or a crash message from any xmppd process
+        fails the test that ran it."""
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                text = f.read()
+        except (OSError, AttributeError):
+            return
+        if "Sanitizer" in text or "runtime error" in text:
+            raise AssertionError("xmppd reported:\n" + text[-8000:])
 
 
 class Client:

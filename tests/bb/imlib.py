@@ -396,8 +396,8 @@ class RestartableServer(Server):
         os.kill(self.master_pid, signal.SIGTERM)
         wait_for(lambda: not pid_alive(self.master_pid), timeout=15, what="master exit")
         self.proc.wait(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        if getattr(self, "_stderr", None):
+            self._stderr.close()
         self.proc = None
         for p in pids:
             wait_for(lambda: not pid_alive(p), timeout=10, what="worker %d exit" % p)

@@ -86,7 +86,6 @@ def restart(s):
     os.kill(s.master_pid, signal.SIGTERM)
     wait_for(lambda: not pid_alive(s.master_pid), timeout=15, what="master exit")
     s.proc.wait(timeout=5)
-    s.proc.stdout.close()
     s.start()
     wait_for(lambda: s.log_text()[mark:].count("database link up") >= s.workers,
              what="database links up after the restart")

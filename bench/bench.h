@@ -1,0 +1,205 @@
+/*
+ * bench.h - xmppd-bench, the load tool: shared types of its modules.  The
+ * parent (parent.c) forks -P workers (child.c), each one epoll loop over
+ * many client state machines (client.c); they talk over a socketpair with
+ * the frames of wire.c.  Standalone: links only OpenSSL and libm, not
+ * libxmppd, so that it can run on a machine without the server's deps.
+ * Failure policy: setup errors are fatal (message, exit 2); a client's
+ * failure is counted, never printed per client.
+ */
+#ifndef XMPPD_BENCH_H
+#define XMPPD_BENCH_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <openssl/ssl.h>
+
+enum bench_mech {
+	BENCH_MECH_PLAIN = 0,
+	BENCH_MECH_SCRAM_SHA1,
+	BENCH_MECH_SCRAM_SHA256,
+};
+
+#define BENCH_MAX_PIDS 64
+#define BENCH_RESOURCE "bench"
+
+struct bench_opts {
+	const char *host;
+	unsigned port;                  /* 0: 5222, or 5223 with direct_tls */
+	const char *domain;
+	const char *user_pattern;       /* printf format with one %d */
+	unsigned first;                 /* account number of client 0 */
+	const char *password;
+	unsigned clients;
+	double connect_rate;            /* logins started per second, total */
+	unsigned max_pending;           /* logins in flight per process */
+	double msg_rate;                /* messages per second, total */
+	double duration;                /* seconds of messages */
+	unsigned body_size;             /* bytes of <body/> text */
+	enum bench_mech mech;
+	bool direct_tls;
+	unsigned processes;
+	unsigned sources;               /* 0: kernel's choice of source */
+	const char *server_pid_file;
+	pid_t server_pids[BENCH_MAX_PIDS];
+	unsigned n_server_pids;
+	double idle_hold;               /* > 0: no messages, hold idle */
+	bool login_only;
+	unsigned drop_clients;          /* close these streams at half time */
+	const char *lost_file;          /* write each lost message here */
+	double login_timeout;
+	double drain;                   /* longest wait for stragglers */
+	double quiet;                   /* no delivery this long ends drain */
+
+	/* derived before the fork */
+	uint32_t run_id;                /* in every message: tells ours from
+					 * an earlier run's offline copies */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+};
+
+/* ---- hist.c: log-linear latency histogram in microseconds ---------- */
+#define HIST_SUB_BITS 7                 /* 128 per octave: < 0.8 % error */
+#define HIST_MAX_MSB 40                 /* values capped at 2^41 us */
+#define HIST_BUCKETS ((HIST_MAX_MSB - HIST_SUB_BITS + 2) << HIST_SUB_BITS)
+
+struct hist {
+	uint64_t count;
+	uint64_t max;                   /* exact, not bucketed */
+	uint32_t b[HIST_BUCKETS];
+};
+
+void hist_add(struct hist *h, uint64_t v);
+void hist_merge(struct hist *into, const struct hist *h);
+/* The value at quantile q (0..1); 0 for an empty histogram. */
+uint64_t hist_quantile(const struct hist *h, double q);
+
+/* ---- counters a worker reports ------------------------------------- */
+struct bench_counters {
+	uint64_t established;
+	uint64_t fail_connect, fail_tls, fail_auth, fail_bind, fail_closed,
+		 fail_timeout;
+	uint64_t disconnected;          /* online, then closed by the server */
+	uint64_t stream_errors;
+	uint64_t dropped;               /* --drop-clients streams closed */
+	uint64_t sent, skipped;         /* skipped: sender's output was full */
+	uint64_t received, errored;     /* raw, duplicates included */
+	uint64_t misrouted;             /* arrived at the wrong client */
+	uint64_t malformed;             /* a <message/> we could not read */
+	uint64_t stale;                 /* another run's (offline storage) */
+	int64_t t_first_connect, t_last_login;  /* CLOCK_MONOTONIC ns */
+	uint64_t rss_start_kb, rss_online_kb;   /* this worker's own RSS */
+};
+
+/* ---- wire.c: parent <-> worker frames on a socketpair -------------- */
+enum wire_type {
+	WIRE_READY = 1,         /* w->p: counters, online bitmap of its range */
+	WIRE_GO,                /* p->w: struct wire_go, online list */
+	WIRE_PROGRESS,          /* w->p: struct wire_progress */
+	WIRE_STOP,              /* p->w: report and close */
+	WIRE_REPORT,            /* w->p: counters, hists, sent[], rx, err */
+};
+
+struct wire_go {
+	int64_t t0;             /* messages start (CLOCK_MONOTONIC ns) */
+	int64_t t_drop;         /* dropped clients close (0: none) */
+	int64_t t_end;          /* messages stop */
+	uint32_t n_online;      /* followed by n_online uint32_t, sorted */
+	uint32_t n_drop;        /* the last n_drop of the online list */
+	double rate;            /* this worker's share, messages/s */
+};
+
+struct wire_progress {
+	uint64_t sent, answered;        /* answered: received + errored */
+	uint32_t done;                  /* no more sends from this worker */
+	uint32_t pad;
+};
+
+int wire_send(int fd, uint32_t type, const void *const *parts,
+	      const size_t *lens, unsigned n);
+/* Read one frame (blocking); *payload_r is malloc'd (NULL when empty).
+ * Returns 0, or -1 on EOF/error. */
+int wire_recv(int fd, uint32_t *type_r, void **payload_r, size_t *len_r);
+
+/* ---- scram.c: SASL client side -------------------------------------- */
+struct scram_client;            /* per login, freed after <success/> */
+
+const char *scram_mech_name(enum bench_mech m);
+/* Client-first message (gs2 header included), malloc'd state in *s_r. */
+int scram_start(enum bench_mech m, const char *user, struct scram_client **s_r,
+		char *out, size_t outsize);
+/* Server-first in, client-final out (both raw, not base64). */
+int scram_final(struct scram_client *s, const char *password,
+		const char *server_first, size_t len, char *out,
+		size_t outsize);
+/* Checks the server's v= against what we expect; 0 when it matches. */
+int scram_verify(const struct scram_client *s, const char *server_final,
+		 size_t len);
+void scram_free(struct scram_client **s);
+
+int b64_encode(const void *in, size_t len, char *out, size_t outsize);
+/* Returns the decoded length, or -1. */
+int b64_decode(const char *in, size_t len, void *out, size_t outsize);
+
+/* ---- xmlscan.c: top-level element splitter -------------------------- */
+enum xs_kind {
+	XS_MORE = 0,            /* incomplete: wait for more bytes */
+	XS_OPEN,                /* <stream:stream ...> */
+	XS_ELEMENT,             /* one complete top-level element */
+	XS_CLOSE,               /* </stream:stream> */
+	XS_ERROR,
+};
+
+struct xs_item {
+	size_t start, len;      /* the element (or tag) within the input */
+	size_t tag_len;         /* its start tag, '<' to '>' */
+	size_t consumed;        /* bytes to drop, leading whitespace included */
+};
+
+enum xs_kind xmlscan_next(const char *p, size_t n, bool open,
+			  struct xs_item *it);
+/* Is the element named name (e.g. "success", "stream:features")? */
+bool xmlscan_is(const char *el, size_t len, const char *name);
+/* Attribute value of the start tag (not unescaped); length or -1. */
+int xmlscan_attr(const char *tag, size_t tag_len, const char *name,
+		 char *out, size_t outsize);
+/* The text of the first element called name in el, el itself included
+ * (not unescaped); NULL if absent or empty-element. */
+const char *xmlscan_text(const char *el, size_t len, const char *name,
+			       size_t *text_len_r);
+
+/* ---- procstat.c: the server's memory and CPU from /proc ------------- */
+struct server_sample {
+	bool valid;
+	unsigned nprocs;
+	uint64_t rss_kb;        /* VmRSS summed over the processes */
+	uint64_t pss_kb;        /* Pss summed (shared pages counted once) */
+	double cpu_s;           /* utime + stime summed */
+};
+
+/* The roots and all their descendants. */
+int procstat_sample(const struct bench_opts *o, struct server_sample *out);
+uint64_t procstat_self_rss_kb(void);
+
+/* ---- child.c: one worker process ------------------------------------ */
+int child_run(const struct bench_opts *o, unsigned k, uint32_t lo,
+	      uint32_t hi, int ctl);
+
+/* ---- parent.c -------------------------------------------------------- */
+int parent_run(const struct bench_opts *o);
+
+/* ---- shared helpers (child.c) --------------------------------------- */
+int64_t bench_now_ns(void);
+/* Recipient of (sender, seq): a pure function of the online list, so
+ * that the parent can tell whom a lost message was for. */
+uint32_t bench_recipient(const uint32_t *online, uint32_t n_online,
+			 uint32_t sender, uint32_t seq);
+void bench_fatal(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2), noreturn));
+
+#endif

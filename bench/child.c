@@ -1,0 +1,433 @@
+/*
+ * child.c - one worker process: a single epoll loop over its share of the
+ * clients.  Phases, driven by the parent (wire.c frames): log everyone in
+ * at the connect rate and report READY; on GO send messages at this
+ * worker's share of the rate until the end time, closing the
+ * --drop-clients streams at half time; report PROGRESS every 100 ms; on
+ * STOP send the REPORT (raw counters, histograms, per-sender counts and
+ * every (sender, seq) received) and close all streams.
+ * A message is <message to='user@domain/bench' type='chat' id='mR.S.Q'>
+ * with the body "seq:S:Q:T:R:" padded with 'x' to --body-size: sender
+ * index, sequence number, send time (CLOCK_MONOTONIC ns, the same clock
+ * in every process) and run id R, so that copies an earlier run left in
+ * offline storage are told apart; the id identifies error bounces.
+ * Failure policy: setup errors and a lost parent are fatal (exit 2);
+ * client errors are counted by client.c.
+ */
+#include "child.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OUT_LIMIT (256u << 10)  /* a sender this far behind skips a turn */
+#define SEND_BUDGET 5000        /* messages per loop turn at most */
+#define PROGRESS_NS 100000000LL
+#define CLOSE_WAIT_NS 3000000000LL
+
+int64_t bench_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ULL;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+	return x ^ (x >> 31);
+}
+
+uint32_t bench_recipient(const uint32_t *online, uint32_t n_online,
+			 uint32_t sender, uint32_t seq)
+{
+	uint32_t j = (uint32_t)(splitmix64((uint64_t)sender << 32 | seq) %
+				n_online);
+	if (online[j] == sender)
+		j = (j + 1) % n_online;
+	return online[j];
+}
+
+static void pairvec_push(struct pairvec *pv, uint32_t sender, uint32_t seq)
+{
+	if (pv->n == pv->cap) {
+		pv->cap = pv->cap ? pv->cap * 2 : 4096;
+		pv->v = realloc(pv->v, pv->cap * sizeof(*pv->v));
+		if (pv->v == NULL)
+			bench_fatal("out of memory recording messages");
+	}
+	pv->v[pv->n++] = (uint64_t)sender << 32 | seq;
+}
+
+/* ---- callbacks from client.c ------------------------------------------ */
+
+void child_client_online(struct child *ch, struct client *c, int64_t now)
+{
+	ch->cnt.established++;
+	ch->cnt.t_last_login = now;
+	hist_add(ch->login_hist, (uint64_t)(now - c->t_start) / 1000);
+	c->sender_pos = ch->nsenders;
+	ch->senders[ch->nsenders++] = c;
+}
+
+void child_client_gone(struct child *ch, struct client *c)
+{
+	struct client *last = ch->senders[--ch->nsenders];
+	ch->senders[c->sender_pos] = last;
+	last->sender_pos = c->sender_pos;
+	c->sender_pos = NO_SENDER;
+}
+
+/* An error bounce: its id is "mR.S.Q" (run, sender, seq). */
+static void child_on_bounce(struct child *ch, const char *el,
+			    const struct xs_item *it)
+{
+	char v[96];
+	unsigned r, s, q;
+	if (xmlscan_attr(el, it->tag_len, "id", v, sizeof(v)) < 0 ||
+	    sscanf(v, "m%u.%u.%u", &r, &s, &q) != 3) {
+		ch->cnt.malformed++;
+	} else if (r != ch->o->run_id) {
+		ch->cnt.stale++;
+	} else {
+		pairvec_push(&ch->err, s, q);
+		ch->cnt.errored++;
+	}
+}
+
+/* Parse the body "seq:S:Q:T:R:" (sender, seq, send time, run) and record
+ * the message. */
+void child_on_message(struct child *ch, struct client *c, const char *el,
+		      const struct xs_item *it)
+{
+	char v[96];
+	unsigned s, q, r;
+	long long t;
+	size_t tl;
+	if (xmlscan_attr(el, it->tag_len, "type", v, sizeof(v)) > 0 &&
+	    strcmp(v, "error") == 0) {
+		child_on_bounce(ch, el, it);
+		return;
+	}
+	const char *body = xmlscan_text(el, it->len, "body", &tl);
+	if (body == NULL) {
+		ch->cnt.malformed++;
+		return;
+	}
+	tl = tl < sizeof(v) - 1 ? tl : sizeof(v) - 1;
+	memcpy(v, body, tl);
+	v[tl] = '\0';
+	if (sscanf(v, "seq:%u:%u:%lld:%u:", &s, &q, &t, &r) != 4) {
+		ch->cnt.malformed++;
+		return;
+	}
+	if (r != ch->o->run_id) {
+		ch->cnt.stale++;
+		return;
+	}
+	int64_t lat = bench_now_ns() - t;
+	hist_add(ch->lat_hist, lat > 0 ? (uint64_t)lat / 1000 : 0);
+	pairvec_push(&ch->rx, s, q);
+	ch->cnt.received++;
+	if (ch->have_go && ch->go.n_online >= 2 &&
+	    bench_recipient(ch->online, ch->go.n_online, s, q) !=
+	    client_index(ch, c))
+		ch->cnt.misrouted++;
+}
+
+/* ---- the phases --------------------------------------------------------- */
+
+static void child_connects(struct child *ch, int64_t now)
+{
+	uint32_t n = ch->hi - ch->lo;
+	double rate = ch->o->connect_rate / ch->o->processes;
+	uint64_t due = rate <= 0 ? n :
+		       (uint64_t)((double)(now - ch->t_begin) * rate / 1e9) + 1;
+	while (ch->next_start < n && ch->next_start < due &&
+	       ch->pending < ch->o->max_pending)
+		client_start(ch, &ch->clients[ch->next_start++], now);
+}
+
+static void child_timeouts(struct child *ch, int64_t now)
+{
+	int64_t limit = (int64_t)(ch->o->login_timeout * 1e9);
+	if (now - ch->t_timeouts < 1000000000LL || ch->pending == 0)
+		return;
+	ch->t_timeouts = now;
+	for (uint32_t i = 0; i < ch->next_start; i++) {
+		struct client *c = &ch->clients[i];
+		if (c->state > CS_NEW && c->state < CS_ONLINE &&
+		    now - c->t_start > limit)
+			client_fail(ch, c, FAIL_TIMEOUT);
+	}
+}
+
+static void child_ready(struct child *ch)
+{
+	uint32_t n = ch->hi - ch->lo;
+	uint8_t *online = malloc(n ? n : 1);
+	if (online == NULL)
+		bench_fatal("out of memory");
+	for (uint32_t i = 0; i < n; i++)
+		online[i] = ch->clients[i].state == CS_ONLINE;
+	ch->cnt.rss_online_kb = procstat_self_rss_kb();
+	const void *parts[] = { &ch->cnt, online };
+	size_t lens[] = { sizeof(ch->cnt), n };
+	if (wire_send(ch->ctl, WIRE_READY, parts, lens, 2) < 0)
+		bench_fatal("worker %u: parent gone", ch->k);
+	free(online);
+	ch->ready_sent = true;
+}
+
+static void child_send_one(struct child *ch)
+{
+	const struct bench_opts *o = ch->o;
+	struct client *c = ch->senders[(ch->rng = splitmix64(ch->rng)) %
+				       ch->nsenders];
+	uint32_t s = client_index(ch, c), q = c->seq;
+	uint32_t r = bench_recipient(ch->online, ch->go.n_online, s, q);
+	char user[128];
+	ch->msgs_started++;
+	if (client_out_len(c) > OUT_LIMIT) {
+		ch->cnt.skipped++;
+		return;
+	}
+	client_username(ch, r, user, sizeof(user));
+	int n = snprintf(ch->msg, ch->msg_size, "<message to='%s@%s/%s' "
+			 "type='chat' id='m%u.%u.%u'><body>", user, o->domain,
+			 BENCH_RESOURCE, o->run_id, s, q);
+	int b = snprintf(ch->msg + n, ch->msg_size - (size_t)n,
+			 "seq:%u:%u:%lld:%u:", s, q, (long long)bench_now_ns(),
+			 o->run_id);
+	size_t len = (size_t)n + (size_t)b;
+	if ((size_t)b < o->body_size) {
+		memset(ch->msg + len, 'x', o->body_size - (size_t)b);
+		len += o->body_size - (size_t)b;
+	}
+	memcpy(ch->msg + len, "</body></message>", 17);
+	len += 17;
+	if (client_send(ch, c, ch->msg, len) == 0) {
+		c->seq++;
+		ch->cnt.sent++;
+	}
+}
+
+/* --drop-clients: the last n_drop of the online list close at t_drop. */
+static void child_drop(struct child *ch)
+{
+	ch->dropped_done = true;
+	if (ch->go.n_drop == 0)
+		return;
+	uint32_t first = ch->online[ch->go.n_online - ch->go.n_drop];
+	for (uint32_t i = 0; i < ch->hi - ch->lo; i++)
+		if (ch->lo + i >= first)
+			client_begin_close(ch, &ch->clients[i], true);
+}
+
+static void child_messages(struct child *ch, int64_t now)
+{
+	if (!ch->have_go || ch->sending_done || now < ch->go.t0)
+		return;
+	if (ch->go.t_drop != 0 && !ch->dropped_done && now >= ch->go.t_drop)
+		child_drop(ch);
+	/* rate x duration in all, however late the last turn comes */
+	int64_t until = now < ch->go.t_end ? now : ch->go.t_end;
+	uint64_t due = (uint64_t)((double)(until - ch->go.t0) * ch->go.rate /
+				  1e9);
+	if (ch->go.n_online < 2)
+		due = 0;
+	for (unsigned budget = SEND_BUDGET; ch->msgs_started < due &&
+	     ch->nsenders > 0 && budget > 0; budget--)
+		child_send_one(ch);
+	if (now >= ch->go.t_end &&
+	    (ch->msgs_started >= due || ch->nsenders == 0))
+		ch->sending_done = true;
+}
+
+static void child_progress(struct child *ch, int64_t now)
+{
+	if (!ch->have_go || now - ch->t_progress < PROGRESS_NS)
+		return;
+	ch->t_progress = now;
+	struct wire_progress p = {
+		.sent = ch->cnt.sent,
+		.answered = ch->cnt.received + ch->cnt.errored,
+		.done = ch->sending_done,
+	};
+	const void *parts[] = { &p };
+	size_t lens[] = { sizeof(p) };
+	if (wire_send(ch->ctl, WIRE_PROGRESS, parts, lens, 1) < 0)
+		bench_fatal("worker %u: parent gone", ch->k);
+}
+
+static void child_ctl(struct child *ch)
+{
+	uint32_t type;
+	void *payload;
+	size_t len;
+	if (wire_recv(ch->ctl, &type, &payload, &len) < 0)
+		bench_fatal("worker %u: parent gone", ch->k);
+	if (type == WIRE_STOP) {
+		ch->stop = true;
+	} else if (type == WIRE_GO && len >= sizeof(ch->go)) {
+		memcpy(&ch->go, payload, sizeof(ch->go));
+		if (len != sizeof(ch->go) + ch->go.n_online * sizeof(uint32_t))
+			bench_fatal("worker %u: bad GO frame", ch->k);
+		ch->online = malloc(ch->go.n_online * sizeof(uint32_t) + 1);
+		if (ch->online == NULL)
+			bench_fatal("out of memory");
+		memcpy(ch->online, (char *)payload + sizeof(ch->go),
+		       ch->go.n_online * sizeof(uint32_t));
+		ch->have_go = true;
+	}
+	free(payload);
+}
+
+static void child_report(struct child *ch)
+{
+	uint32_t n = ch->hi - ch->lo;
+	uint32_t padded = (n + 1) & ~1u;        /* keeps what follows aligned */
+	uint32_t *sent = calloc(padded + 1, sizeof(*sent));
+	if (sent == NULL)
+		bench_fatal("out of memory");
+	for (uint32_t i = 0; i < n; i++)
+		sent[i] = ch->clients[i].seq;
+	uint64_t nrx = ch->rx.n, nerr = ch->err.n;
+	const void *parts[] = { &ch->cnt, ch->login_hist, ch->lat_hist, sent,
+				&nrx, ch->rx.v, &nerr, ch->err.v };
+	size_t lens[] = { sizeof(ch->cnt), sizeof(struct hist),
+			  sizeof(struct hist), padded * sizeof(*sent), sizeof(nrx),
+			  nrx * sizeof(uint64_t), sizeof(nerr),
+			  nerr * sizeof(uint64_t) };
+	if (wire_send(ch->ctl, WIRE_REPORT, parts, lens, 8) < 0)
+		bench_fatal("worker %u: parent gone", ch->k);
+	free(sent);
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void child_poll(struct child *ch, int timeout_ms)
+{
+	struct epoll_event ev[512];
+	int n = epoll_wait(ch->ep, ev, 512, timeout_ms);
+	if (n < 0 && errno != EINTR)
+		bench_fatal("epoll_wait: %s", strerror(errno));
+	for (int i = 0; i < n; i++) {
+		struct client *c = ev[i].data.ptr;
+		if (c == NULL)
+			child_ctl(ch);
+		else if (c->fd >= 0)    /* not closed earlier in this batch */
+			client_event(ch, c, ev[i].events);
+	}
+}
+
+static void child_step(struct child *ch)
+{
+	int64_t now = bench_now_ns();
+	uint32_t n = ch->hi - ch->lo;
+	child_connects(ch, now);
+	child_timeouts(ch, now);
+	child_messages(ch, now);
+	child_progress(ch, now);
+	if (!ch->ready_sent && ch->resolved == n)
+		child_ready(ch);
+	bool busy = ch->next_start < n || (ch->have_go && !ch->sending_done);
+	child_poll(ch, busy ? 1 : 50);
+}
+
+/* Close every stream politely and wait (a little) for the server's
+ * closing tags, so that its log shows clean ends rather than resets. */
+static void child_shutdown(struct child *ch)
+{
+	uint32_t n = ch->hi - ch->lo;
+	for (uint32_t i = 0; i < n; i++) {
+		struct client *c = &ch->clients[i];
+		if (c->state == CS_ONLINE)
+			client_begin_close(ch, c, false);
+		else if (c->state != CS_CLOSING && c->state != CS_CLOSED)
+			client_close(ch, c);
+	}
+	int64_t deadline = bench_now_ns() + CLOSE_WAIT_NS;
+	for (;;) {
+		uint32_t open = 0;
+		for (uint32_t i = 0; i < n; i++)
+			open += ch->clients[i].state == CS_CLOSING;
+		if (open == 0 || bench_now_ns() > deadline)
+			break;
+		child_poll(ch, 20);
+	}
+	for (uint32_t i = 0; i < n; i++)
+		client_close(ch, &ch->clients[i]);
+}
+
+static SSL_CTX *child_ssl_ctx(const struct bench_opts *o)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL)
+		bench_fatal("SSL_CTX_new failed");
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
+			 SSL_MODE_ENABLE_PARTIAL_WRITE |
+			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (o->direct_tls)
+		SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)
+					"\x0bxmpp-client", 12);
+	return ctx;
+}
+
+static struct child *child_new(const struct bench_opts *o, unsigned k,
+			       uint32_t lo, uint32_t hi, int ctl)
+{
+	struct child *ch = calloc(1, sizeof(*ch));
+	uint32_t n = hi - lo;
+	if (ch == NULL)
+		bench_fatal("out of memory");
+	*ch = (struct child){ .o = o, .k = k, .lo = lo, .hi = hi, .ctl = ctl };
+	ch->clients = calloc(n ? n : 1, sizeof(*ch->clients));
+	ch->senders = calloc(n ? n : 1, sizeof(*ch->senders));
+	ch->login_hist = calloc(1, sizeof(struct hist));
+	ch->lat_hist = calloc(1, sizeof(struct hist));
+	ch->msg_size = o->body_size + 1024;
+	ch->msg = malloc(ch->msg_size);
+	if (!ch->clients || !ch->senders || !ch->login_hist || !ch->lat_hist ||
+	    !ch->msg)
+		bench_fatal("out of memory for %u clients", n);
+	for (uint32_t i = 0; i < n; i++) {
+		ch->clients[i].fd = -1;
+		ch->clients[i].sender_pos = NO_SENDER;
+	}
+	ch->header_len = (size_t)snprintf(ch->header, sizeof(ch->header),
+		"<?xml version='1.0'?><stream:stream to='%s' version='1.0' "
+		"xmlns='jabber:client' "
+		"xmlns:stream='http://etherx.jabber.org/streams'>", o->domain);
+	ch->ssl_ctx = child_ssl_ctx(o);
+	ch->rng = splitmix64((uint64_t)getpid() << 20 ^ (uint64_t)bench_now_ns());
+	if ((ch->ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		bench_fatal("epoll_create1: %s", strerror(errno));
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	if (epoll_ctl(ch->ep, EPOLL_CTL_ADD, ctl, &ev) < 0)
+		bench_fatal("epoll_ctl: %s", strerror(errno));
+	return ch;
+}
+
+int child_run(const struct bench_opts *o, unsigned k, uint32_t lo,
+	      uint32_t hi, int ctl)
+{
+	struct child *ch = child_new(o, k, lo, hi, ctl);
+	ch->cnt.rss_start_kb = procstat_self_rss_kb();
+	ch->t_begin = bench_now_ns();
+	while (!ch->stop)
+		child_step(ch);
+	child_report(ch);
+	child_shutdown(ch);
+	SSL_CTX_free(ch->ssl_ctx);
+	return 0;
+}

@@ -1,0 +1,130 @@
+/*
+ * child.h - one worker process of xmppd-bench: its epoll loop (child.c)
+ * and the client state machines it drives (client.c).  Private to these
+ * two files.
+ */
+#ifndef XMPPD_BENCH_CHILD_H
+#define XMPPD_BENCH_CHILD_H
+
+#include "bench.h"
+
+/* A byte buffer that exists only while it holds something: an idle
+ * client has neither an input nor an output buffer. */
+struct cbuf {
+	uint32_t len, cap;
+	char data[];
+};
+
+enum client_state {
+	CS_NEW = 0,             /* not started yet */
+	CS_CONNECTING,          /* non-blocking connect() in progress */
+	CS_FEATURES_TLS,        /* stream open sent, want <starttls/> */
+	CS_PROCEED,             /* <starttls/> sent */
+	CS_TLS,                 /* TLS handshake (STARTTLS or direct) */
+	CS_FEATURES_AUTH,       /* want the SASL mechanisms */
+	CS_AUTH,                /* PLAIN sent, want <success/> */
+	CS_SCRAM_FIRST,         /* client-first sent, want <challenge/> */
+	CS_SCRAM_FINAL,         /* client-final sent, want <success/> */
+	CS_FEATURES_BIND,       /* restarted after SASL, want <bind/> */
+	CS_BIND,                /* bind IQ sent */
+	CS_ONLINE,              /* bound, <presence/> sent */
+	CS_CLOSING,             /* </stream:stream> sent, reading to EOF */
+	CS_CLOSED,              /* done (or failed): no fd, no memory */
+};
+
+enum client_flag {
+	CF_OPEN = 1 << 0,       /* the server's stream header arrived */
+	CF_TLS = 1 << 1,        /* bytes go through c->ssl */
+	CF_POLLOUT = 1 << 2,    /* EPOLLOUT is in the epoll interest */
+	CF_HS_WRITE = 1 << 3,   /* the TLS handshake wants to write */
+	CF_DROP = 1 << 4,       /* closed by --drop-clients */
+};
+
+enum client_fail {
+	FAIL_CONNECT = 0,
+	FAIL_TLS,
+	FAIL_AUTH,
+	FAIL_BIND,
+	FAIL_CLOSED,
+	FAIL_TIMEOUT,
+};
+
+/* 56 bytes; OpenSSL's state comes on top while connected. */
+struct client {
+	SSL *ssl;
+	struct cbuf *in;        /* an incomplete element, or NULL */
+	struct cbuf *out;       /* what the socket did not take, or NULL */
+	struct scram_client *scram;     /* during SCRAM only */
+	int64_t t_start;        /* login start, CLOCK_MONOTONIC ns */
+	int fd;
+	uint32_t seq;           /* messages sent so far = next sequence */
+	uint32_t sender_pos;    /* index in child->senders, or NO_SENDER */
+	uint8_t state;          /* enum client_state */
+	uint8_t flags;          /* enum client_flag */
+};
+
+#define NO_SENDER UINT32_MAX
+
+struct pairvec {                /* (sender << 32 | seq) records */
+	uint64_t *v;
+	size_t n, cap;
+};
+
+struct child {
+	const struct bench_opts *o;
+	unsigned k;             /* worker number */
+	uint32_t lo, hi;        /* global client indices [lo, hi) */
+	struct client *clients;
+	int ep, ctl;
+	SSL_CTX *ssl_ctx;
+
+	uint32_t next_start;    /* next client to connect (local index) */
+	uint32_t pending;       /* logins in progress */
+	uint32_t resolved;      /* online or failed */
+	int64_t t_begin;        /* this worker's start, for connect pacing */
+
+	struct client **senders;        /* online clients that may send */
+	uint32_t nsenders;
+
+	struct wire_go go;      /* valid when have_go */
+	uint32_t *online;       /* sorted global indices, go.n_online */
+	bool have_go, dropped_done, sending_done, ready_sent, stop;
+	uint64_t msgs_started;  /* sent + skipped */
+	int64_t t_progress, t_timeouts;
+
+	struct bench_counters cnt;
+	struct hist *login_hist, *lat_hist;
+	struct pairvec rx, err;
+	uint64_t rng;
+
+	char header[256];       /* our stream header */
+	size_t header_len;
+	char *msg;              /* scratch for one outgoing message */
+	size_t msg_size;
+	char rbuf[65536];       /* shared read buffer */
+};
+
+static inline uint32_t client_index(const struct child *ch,
+				    const struct client *c)
+{
+	return ch->lo + (uint32_t)(c - ch->clients);
+}
+
+/* client.c */
+void client_start(struct child *ch, struct client *c, int64_t now);
+void client_event(struct child *ch, struct client *c, uint32_t events);
+int client_send(struct child *ch, struct client *c, const char *p, size_t n);
+size_t client_out_len(const struct client *c);
+void client_fail(struct child *ch, struct client *c, enum client_fail why);
+void client_begin_close(struct child *ch, struct client *c, bool drop);
+void client_close(struct child *ch, struct client *c);
+void client_username(const struct child *ch, uint32_t index, char *out,
+		     size_t size);
+
+/* child.c, called by client.c */
+void child_client_online(struct child *ch, struct client *c, int64_t now);
+void child_client_gone(struct child *ch, struct client *c);
+void child_on_message(struct child *ch, struct client *c, const char *el,
+		      const struct xs_item *it);
+
+#endif

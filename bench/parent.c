@@ -1,0 +1,518 @@
+/*
+ * parent.c - xmppd-bench's coordinator: forks the workers, samples the
+ * server's /proc figures between phases (idle, everyone online, loaded,
+ * after the messages), tells the workers when to start and stop sending,
+ * then does the exact message accounting over all their reports: a
+ * message sent by a client in one worker may be received in another, so
+ * only here are sent and received lists complete.
+ * Failure policy: a worker that dies is fatal (the counts would be
+ * wrong); the exit status says whether the run itself was clean.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct worker {
+	pid_t pid;
+	int fd;
+	uint32_t lo, hi;
+	bool ready, reported;
+	uint8_t *online;                /* READY: one byte per client */
+	struct wire_progress prog;
+	unsigned char *report;          /* REPORT payload */
+	size_t report_len;
+};
+
+/* One worker's REPORT, located in its payload. */
+struct report {
+	const struct bench_counters *cnt;
+	const struct hist *login, *lat;
+	const uint32_t *sent;
+	const uint64_t *rx, *err;
+	uint64_t nrx, nerr;
+};
+
+struct parent {
+	const struct bench_opts *o;
+	struct worker *w;
+	unsigned nw;
+	uint32_t *online, n_online, n_drop;
+	struct server_sample s_idle, s_online, s_loaded, s_end;
+	double msg_seconds;             /* GO to the end of sending */
+};
+
+/* Totals over all workers. */
+struct totals {
+	struct bench_counters c;
+	struct hist login, lat;
+	uint64_t failed, sent, delivered, duplicated, errored, lost,
+		 lost_dropped, unknown;
+	int64_t t_first, t_last;
+};
+
+/* ---- workers -------------------------------------------------------------- */
+
+static void parent_fork(struct parent *p)
+{
+	const struct bench_opts *o = p->o;
+	fflush(NULL);
+	for (unsigned k = 0; k < p->nw; k++) {
+		struct worker *w = &p->w[k];
+		int sv[2];
+		w->lo = (uint32_t)((uint64_t)o->clients * k / p->nw);
+		w->hi = (uint32_t)((uint64_t)o->clients * (k + 1) / p->nw);
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			bench_fatal("socketpair: %s", strerror(errno));
+		if ((w->pid = fork()) < 0)
+			bench_fatal("fork: %s", strerror(errno));
+		if (w->pid == 0) {
+			for (unsigned j = 0; j < k; j++)
+				close(p->w[j].fd);
+			close(sv[0]);
+			_exit(child_run(o, k, w->lo, w->hi, sv[1]));
+		}
+		close(sv[1]);
+		w->fd = sv[0];
+	}
+}
+
+static void parent_frame(struct parent *p, struct worker *w, uint32_t type,
+			 void *payload, size_t len)
+{
+	size_t n = w->hi - w->lo;
+	if (type == WIRE_READY && len == sizeof(struct bench_counters) + n) {
+		w->online = malloc(n + 1);
+		if (w->online == NULL)
+			bench_fatal("out of memory");
+		memcpy(w->online, (char *)payload + sizeof(struct bench_counters),
+		       n);
+		w->ready = true;
+	} else if (type == WIRE_PROGRESS && len == sizeof(w->prog)) {
+		memcpy(&w->prog, payload, sizeof(w->prog));
+	} else if (type == WIRE_REPORT) {
+		w->report = payload;
+		w->report_len = len;
+		w->reported = true;
+		return;                 /* keeps the payload */
+	} else {
+		bench_fatal("worker %u: unexpected frame %u", (unsigned)(w - p->w),
+			    type);
+	}
+	free(payload);
+}
+
+/* Handle whatever frames arrive within timeout_ms. */
+static void parent_poll(struct parent *p, int timeout_ms)
+{
+	struct pollfd pf[p->nw];
+	for (unsigned k = 0; k < p->nw; k++)
+		pf[k] = (struct pollfd){ .fd = p->w[k].reported ? -1 : p->w[k].fd,
+					 .events = POLLIN };
+	int n = poll(pf, p->nw, timeout_ms);
+	if (n < 0 && errno != EINTR)
+		bench_fatal("poll: %s", strerror(errno));
+	for (unsigned k = 0; n > 0 && k < p->nw; k++) {
+		uint32_t type;
+		void *payload;
+		size_t len;
+		if (pf[k].revents == 0)
+			continue;
+		if (wire_recv(p->w[k].fd, &type, &payload, &len) < 0)
+			bench_fatal("worker %u (pid %d) died", k, (int)p->w[k].pid);
+		parent_frame(p, &p->w[k], type, payload, len);
+	}
+}
+
+static void parent_tell(struct parent *p, uint32_t type)
+{
+	for (unsigned k = 0; k < p->nw; k++)
+		if (wire_send(p->w[k].fd, type, NULL, NULL, 0) < 0)
+			bench_fatal("worker %u died", k);
+}
+
+/* ---- phases ----------------------------------------------------------- */
+
+static void parent_sample(const struct bench_opts *o, struct server_sample *s)
+{
+	if (o->n_server_pids > 0 || o->server_pid_file != NULL)
+		procstat_sample(o, s);
+}
+
+static void parent_online_list(struct parent *p)
+{
+	p->online = malloc(((size_t)p->o->clients + 1) * sizeof(uint32_t));
+	if (p->online == NULL)
+		bench_fatal("out of memory");
+	for (unsigned k = 0; k < p->nw; k++)
+		for (uint32_t i = 0; i < p->w[k].hi - p->w[k].lo; i++)
+			if (p->w[k].online[i])
+				p->online[p->n_online++] = p->w[k].lo + i;
+	p->n_drop = p->o->drop_clients < p->n_online ? p->o->drop_clients :
+		    p->n_online;
+}
+
+static void parent_go(struct parent *p, int64_t t0)
+{
+	const struct bench_opts *o = p->o;
+	for (unsigned k = 0; k < p->nw; k++) {
+		struct worker *w = &p->w[k];
+		uint32_t local = 0;
+		for (uint32_t i = 0; i < w->hi - w->lo; i++)
+			local += w->online[i];
+		struct wire_go go = {
+			.t0 = t0,
+			.t_end = t0 + (int64_t)(o->duration * 1e9),
+			.t_drop = p->n_drop ? t0 + (int64_t)(o->duration * 5e8) : 0,
+			.n_online = p->n_online,
+			.n_drop = p->n_drop,
+			.rate = p->n_online ? o->msg_rate * local / p->n_online : 0,
+		};
+		const void *parts[] = { &go, p->online };
+		size_t lens[] = { sizeof(go), p->n_online * sizeof(uint32_t) };
+		if (wire_send(w->fd, WIRE_GO, parts, lens, 2) < 0)
+			bench_fatal("worker %u died", k);
+	}
+}
+
+/* Messages: GO, then wait until every message is answered, or nothing
+ * arrived for --quiet seconds after sending stopped, or --drain passed. */
+static void parent_messages(struct parent *p)
+{
+	const struct bench_opts *o = p->o;
+	int64_t t0 = bench_now_ns() + 100000000LL;
+	int64_t t_end = t0 + (int64_t)(o->duration * 1e9);
+	int64_t t_change = t0, t_done = 0;
+	uint64_t last = 0;
+	parent_go(p, t0);
+	for (;;) {
+		parent_poll(p, 20);
+		int64_t now = bench_now_ns();
+		uint64_t sent = 0, answered = 0;
+		bool done = true;
+		for (unsigned k = 0; k < p->nw; k++) {
+			sent += p->w[k].prog.sent;
+			answered += p->w[k].prog.answered;
+			done &= p->w[k].prog.done != 0;
+		}
+		if (done && t_done == 0) {
+			t_done = t_change = now;
+			parent_sample(o, &p->s_loaded);
+		}
+		if (answered != last) {
+			last = answered;
+			t_change = now;
+		}
+		if ((done && answered >= sent) ||
+		    (done && now - t_change >= (int64_t)(o->quiet * 1e9)) ||
+		    now >= t_end + (int64_t)(o->drain * 1e9))
+			break;
+	}
+	if (t_done == 0)
+		parent_sample(o, &p->s_loaded);
+	p->msg_seconds = o->duration;
+}
+
+static void parent_hold(struct parent *p, double seconds)
+{
+	int64_t end = bench_now_ns() + (int64_t)(seconds * 1e9);
+	while (bench_now_ns() < end)
+		parent_poll(p, 100);
+}
+
+/* ---- accounting --------------------------------------------------------- */
+
+static void report_parse(const struct worker *w, struct report *r)
+{
+	size_t n = w->hi - w->lo, off = 0, len = w->report_len;
+	const unsigned char *b = w->report;
+#define TAKE(dst, size) do { \
+		if (off + (size) > len) \
+			bench_fatal("short report"); \
+		dst = (const void *)(b + off); \
+		off += (size); \
+	} while (0)
+	const uint64_t *cnt;
+	TAKE(r->cnt, sizeof(*r->cnt));
+	TAKE(r->login, sizeof(struct hist));
+	TAKE(r->lat, sizeof(struct hist));
+	TAKE(r->sent, ((n + 1) & ~(size_t)1) * sizeof(uint32_t));
+	TAKE(cnt, sizeof(uint64_t));
+	memcpy(&r->nrx, cnt, sizeof(r->nrx));
+	TAKE(r->rx, r->nrx * sizeof(uint64_t));
+	TAKE(cnt, sizeof(uint64_t));
+	memcpy(&r->nerr, cnt, sizeof(r->nerr));
+	TAKE(r->err, r->nerr * sizeof(uint64_t));
+#undef TAKE
+	if (off != len)
+		bench_fatal("report of %zu bytes has %zu extra", len, len - off);
+}
+
+static void totals_counters(struct totals *t, const struct bench_counters *c)
+{
+	const uint64_t *src = (const uint64_t *)c;
+	uint64_t *dst = (uint64_t *)&t->c;
+	/* every field before the timestamps is a plain count */
+	for (size_t i = 0; i < offsetof(struct bench_counters, t_first_connect) /
+	     sizeof(uint64_t); i++)
+		dst[i] += src[i];
+	if (c->t_first_connect && (!t->t_first || c->t_first_connect < t->t_first))
+		t->t_first = c->t_first_connect;
+	if (c->t_last_login > t->t_last)
+		t->t_last = c->t_last_login;
+	t->c.rss_start_kb += c->rss_start_kb;
+	t->c.rss_online_kb += c->rss_online_kb;
+}
+
+/* Mark each (sender, seq) of v in bits; count first sights in *fresh and
+ * repeats in *again. */
+static void mark_pairs(const uint64_t *v, uint64_t n, const uint32_t *sent_by,
+		       const uint64_t *base, uint32_t clients, uint8_t *bits,
+		       uint64_t *fresh, uint64_t *again, uint64_t *unknown)
+{
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t s = (uint32_t)(v[i] >> 32), q = (uint32_t)v[i];
+		if (s >= clients || q >= sent_by[s]) {
+			(*unknown)++;
+			continue;
+		}
+		uint64_t bit = base[s] + q;
+		if (bits[bit >> 3] & (1u << (bit & 7))) {
+			(*again)++;
+		} else {
+			bits[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+			(*fresh)++;
+		}
+	}
+}
+
+static FILE *parent_lost_file(const struct bench_opts *o)
+{
+	FILE *f = NULL;
+	if (o->lost_file != NULL && (f = fopen(o->lost_file, "w")) == NULL)
+		bench_fatal("%s: %s", o->lost_file, strerror(errno));
+	return f;
+}
+
+/* Lost: sent, neither delivered nor bounced.  Whom was it for? */
+static void parent_lost(const struct parent *p, struct totals *t,
+			const uint32_t *sent_by, const uint64_t *base,
+			const uint8_t *got, const uint8_t *bounced)
+{
+	const struct bench_opts *o = p->o;
+	uint32_t first_drop = p->n_drop ? p->online[p->n_online - p->n_drop] :
+			      UINT32_MAX;
+	FILE *f = parent_lost_file(o);
+	for (uint32_t s = 0; s < o->clients; s++) {
+		for (uint32_t q = 0; q < sent_by[s]; q++) {
+			uint64_t bit = base[s] + q;
+			if ((got[bit >> 3] | bounced[bit >> 3]) & (1u << (bit & 7)))
+				continue;
+			uint32_t r = bench_recipient(p->online, p->n_online, s, q);
+			t->lost++;
+			t->lost_dropped += r >= first_drop;
+			if (f != NULL)
+				fprintf(f, "%u %u %u %u\n", s, q, r,
+					r >= first_drop);
+		}
+	}
+	if (f != NULL && fclose(f) != 0)
+		bench_fatal("%s: write failed", o->lost_file);
+}
+
+static void parent_account(const struct parent *p, struct totals *t)
+{
+	uint32_t clients = p->o->clients;
+	struct report r[p->nw];
+	uint32_t *sent_by = calloc(clients, sizeof(*sent_by));
+	uint64_t *base = calloc((size_t)clients + 1, sizeof(*base));
+	if (sent_by == NULL || base == NULL)
+		bench_fatal("out of memory");
+	for (unsigned k = 0; k < p->nw; k++) {
+		report_parse(&p->w[k], &r[k]);
+		totals_counters(t, r[k].cnt);
+		hist_merge(&t->login, r[k].login);
+		hist_merge(&t->lat, r[k].lat);
+		memcpy(sent_by + p->w[k].lo, r[k].sent,
+		       (p->w[k].hi - p->w[k].lo) * sizeof(uint32_t));
+	}
+	for (uint32_t s = 0; s < clients; s++)
+		base[s + 1] = base[s] + sent_by[s];
+	t->sent = base[clients];
+	uint8_t *got = calloc(t->sent / 8 + 1, 1);
+	uint8_t *bounced = calloc(t->sent / 8 + 1, 1);
+	if (got == NULL || bounced == NULL)
+		bench_fatal("out of memory");
+	uint64_t err_again = 0;
+	for (unsigned k = 0; k < p->nw; k++) {
+		mark_pairs(r[k].rx, r[k].nrx, sent_by, base, clients, got,
+			   &t->delivered, &t->duplicated, &t->unknown);
+		mark_pairs(r[k].err, r[k].nerr, sent_by, base, clients, bounced,
+			   &t->errored, &err_again, &t->unknown);
+	}
+	t->duplicated += err_again;
+	parent_lost(p, t, sent_by, base, got, bounced);
+	t->failed = t->c.fail_connect + t->c.fail_tls + t->c.fail_auth +
+		    t->c.fail_bind + t->c.fail_closed + t->c.fail_timeout;
+	free(got);
+	free(bounced);
+	free(sent_by);
+	free(base);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+struct figure {
+	const char *key;
+	double value;
+	int decimals;           /* -1: not available */
+};
+
+static double ms(uint64_t us)
+{
+	return (double)us / 1000.0;
+}
+
+static size_t parent_figures(const struct parent *p, const struct totals *t,
+			     struct figure *f)
+{
+	const struct server_sample *idle = &p->s_idle, *on = &p->s_online;
+	const struct server_sample *ld = p->s_loaded.valid ? &p->s_loaded : on;
+	/* per connection: after the idle hold if any (settled), else right
+	 * after the logins (before message traffic adds its buffers) */
+	const struct server_sample *held = p->o->idle_hold > 0 ? ld : on;
+	double login_s = (double)(t->t_last - t->t_first) / 1e9;
+	bool srv = idle->valid && on->valid;
+	uint64_t est = t->c.established;
+	size_t n = 0;
+#define FIG(k, v, d) (f[n++] = (struct figure){ k, (double)(v), d })
+	FIG("connections_established", est, 0);
+	FIG("connections_failed", t->failed, 0);
+	FIG("logins_per_second", login_s > 0 ? (double)est / login_s : 0, 1);
+	FIG("login_latency_p50_ms", ms(hist_quantile(&t->login, .50)), 2);
+	FIG("login_latency_p90_ms", ms(hist_quantile(&t->login, .90)), 2);
+	FIG("login_latency_p99_ms", ms(hist_quantile(&t->login, .99)), 2);
+	FIG("messages_sent", t->sent, 0);
+	FIG("messages_delivered", t->delivered, 0);
+	FIG("messages_lost", t->lost, 0);
+	FIG("messages_duplicated", t->duplicated, 0);
+	FIG("messages_errored", t->errored, 0);
+	FIG("delivery_latency_p50_ms", ms(hist_quantile(&t->lat, .50)), 2);
+	FIG("delivery_latency_p90_ms", ms(hist_quantile(&t->lat, .90)), 2);
+	FIG("delivery_latency_p99_ms", ms(hist_quantile(&t->lat, .99)), 2);
+	FIG("delivery_latency_max_ms", ms(t->lat.max), 2);
+	FIG("server_rss_idle_kb", idle->rss_kb, srv ? 0 : -1);
+	FIG("server_rss_loaded_kb", ld->rss_kb, srv ? 0 : -1);
+	FIG("server_kb_per_connection", est ? ((double)held->rss_kb -
+	    (double)idle->rss_kb) / (double)est : 0, srv && est ? 2 : -1);
+	FIG("server_cpu_s_per_1000_logins", est ? (on->cpu_s - idle->cpu_s) *
+	    1000 / (double)est : 0, srv && est ? 3 : -1);
+	FIG("server_cpu_s_per_1000_messages", t->delivered ?
+	    (p->s_end.cpu_s - on->cpu_s) * 1000 / (double)t->delivered : 0,
+	    srv && p->s_end.valid && t->delivered ? 3 : -1);
+	/* beyond the list */
+	FIG("connections_failed_connect", t->c.fail_connect, 0);
+	FIG("connections_failed_tls", t->c.fail_tls, 0);
+	FIG("connections_failed_auth", t->c.fail_auth, 0);
+	FIG("connections_failed_bind", t->c.fail_bind, 0);
+	FIG("connections_failed_closed", t->c.fail_closed, 0);
+	FIG("connections_failed_timeout", t->c.fail_timeout, 0);
+	FIG("connections_disconnected", t->c.disconnected, 0);
+	FIG("connections_dropped", t->c.dropped, 0);
+	FIG("stream_errors", t->c.stream_errors, 0);
+	FIG("messages_per_second", p->msg_seconds > 0 ?
+	    (double)t->sent / p->msg_seconds : 0, 1);
+	FIG("messages_lost_to_dropped", t->lost_dropped, 0);
+	FIG("messages_skipped", t->c.skipped, 0);
+	FIG("messages_misrouted", t->c.misrouted, 0);
+	FIG("messages_malformed", t->c.malformed + t->unknown, 0);
+	FIG("messages_stale", t->c.stale, 0);
+	FIG("server_processes", ld->nprocs, srv ? 0 : -1);
+	FIG("server_rss_online_kb", on->rss_kb, srv ? 0 : -1);
+	FIG("server_pss_idle_kb", idle->pss_kb, srv ? 0 : -1);
+	FIG("server_pss_loaded_kb", ld->pss_kb, srv ? 0 : -1);
+	FIG("bench_kb_per_client", est ? ((double)t->c.rss_online_kb -
+	    (double)t->c.rss_start_kb) / (double)est : 0, est ? 2 : -1);
+#undef FIG
+	return n;
+}
+
+static void parent_print(const struct parent *p, const struct totals *t)
+{
+	struct figure f[64];
+	size_t n = parent_figures(p, t, f);
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].decimals < 0)
+			printf("%s: n/a\n", f[i].key);
+		else
+			printf("%s: %.*f\n", f[i].key, f[i].decimals, f[i].value);
+	}
+	printf("RESULT {");
+	for (size_t i = 0; i < n; i++) {
+		printf("%s\"%s\": ", i ? ", " : "", f[i].key);
+		if (f[i].decimals < 0)
+			printf("null");
+		else
+			printf("%.*f", f[i].decimals, f[i].value);
+	}
+	printf("}\n");
+	fflush(stdout);
+}
+
+int parent_run(const struct bench_opts *o)
+{
+	struct parent p = { .o = o, .nw = o->processes };
+	struct totals *t = calloc(1, sizeof(*t));
+	p.w = calloc(p.nw, sizeof(*p.w));
+	if (t == NULL || p.w == NULL)
+		bench_fatal("out of memory");
+	parent_sample(o, &p.s_idle);
+	parent_fork(&p);
+	for (bool all = false; !all;) {
+		parent_poll(&p, 100);
+		all = true;
+		for (unsigned k = 0; k < p.nw; k++)
+			all &= p.w[k].ready;
+	}
+	parent_sample(o, &p.s_online);
+	parent_online_list(&p);
+	if (o->idle_hold > 0) {
+		parent_hold(&p, o->idle_hold);
+		parent_sample(o, &p.s_loaded);
+	} else if (!o->login_only) {
+		parent_messages(&p);
+	}
+	parent_sample(o, &p.s_end);
+	parent_tell(&p, WIRE_STOP);
+	for (bool all = false; !all;) {
+		parent_poll(&p, 100);
+		all = true;
+		for (unsigned k = 0; k < p.nw; k++)
+			all &= p.w[k].reported;
+	}
+	for (unsigned k = 0; k < p.nw; k++) {
+		int st;
+		while (waitpid(p.w[k].pid, &st, 0) < 0 && errno == EINTR)
+			;
+		close(p.w[k].fd);
+	}
+	parent_account(&p, t);
+	parent_print(&p, t);
+	bool clean = t->failed == 0 && t->lost == t->lost_dropped &&
+		     t->duplicated == 0 && t->unknown == 0 &&
+		     t->c.misrouted == 0;
+	for (unsigned k = 0; k < p.nw; k++) {
+		free(p.w[k].online);
+		free(p.w[k].report);
+	}
+	free(p.w);
+	free(p.online);
+	free(t);
+	return clean ? 0 : 1;
+}

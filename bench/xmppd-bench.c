@@ -1,0 +1,278 @@
+/*
+ * xmppd-bench.c - the load tool's command line: options, checks, the
+ * server address, the open-file limit; then parent.c runs the benchmark.
+ * Output: one "key: value" line per figure and a final "RESULT {json}".
+ * Exit status: 0 clean run, 1 failed connections or lost, duplicated or
+ * misrouted messages (losses to --drop-clients streams excepted), 2 usage
+ * or setup error.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+void bench_fatal(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "xmppd-bench: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: xmppd-bench [options]\n"
+"  -H, --host ADDR           server address (127.0.0.1)\n"
+"  -p, --port N              port (5222; 5223 with --direct-tls)\n"
+"  -d, --domain D            XMPP domain (localhost)\n"
+"  -u, --user-pattern P      account name pattern with one %%d (user%%d)\n"
+"  -f, --first N             account number of the first client (1)\n"
+"  -w, --password S          password of every account (password)\n"
+"  -n, --clients N           clients (100)\n"
+"  -r, --connect-rate N      logins started per second, total (500; 0: all)\n"
+"      --max-pending N       logins in flight per process (1000)\n"
+"  -m, --msg-rate N          messages per second, total (100)\n"
+"  -t, --duration S          seconds of messages (10)\n"
+"  -b, --body-size B         bytes of message body (64)\n"
+"  -M, --mech M              PLAIN, SCRAM-SHA-1 or SCRAM-SHA-256 (default)\n"
+"      --direct-tls          TLS from the first byte (XEP-0368)\n"
+"  -P, --processes N         worker processes (1)\n"
+"  -S, --sources K           bind clients to 127.0.0.2 .. 127.0.0.(K+1)\n"
+"      --server-pid-file F   server master's pid file (for RSS and CPU)\n"
+"      --server-pids P,..    server pids (their children are added)\n"
+"      --idle-hold S         log in, hold idle S seconds, no messages\n"
+"      --login-only          log in, report, log out\n"
+"      --drop-clients K      K clients close their streams at half time\n"
+"      --lost-file F         write 'sender seq recipient to_dropped' per loss\n"
+"      --login-timeout S     a login slower than this fails (30)\n"
+"      --drain S             longest wait for late messages (10)\n"
+"      --quiet S             end the wait after S without deliveries (1)\n");
+}
+
+enum {
+	OPT_MAX_PENDING = 256, OPT_DIRECT_TLS, OPT_PID_FILE, OPT_PIDS,
+	OPT_IDLE_HOLD, OPT_LOGIN_ONLY, OPT_DROP, OPT_LOST_FILE,
+	OPT_LOGIN_TIMEOUT, OPT_DRAIN, OPT_QUIET,
+};
+
+static const struct option long_opts[] = {
+	{ "host", required_argument, NULL, 'H' },
+	{ "port", required_argument, NULL, 'p' },
+	{ "domain", required_argument, NULL, 'd' },
+	{ "user-pattern", required_argument, NULL, 'u' },
+	{ "first", required_argument, NULL, 'f' },
+	{ "password", required_argument, NULL, 'w' },
+	{ "clients", required_argument, NULL, 'n' },
+	{ "connect-rate", required_argument, NULL, 'r' },
+	{ "max-pending", required_argument, NULL, OPT_MAX_PENDING },
+	{ "msg-rate", required_argument, NULL, 'm' },
+	{ "duration", required_argument, NULL, 't' },
+	{ "body-size", required_argument, NULL, 'b' },
+	{ "mech", required_argument, NULL, 'M' },
+	{ "direct-tls", no_argument, NULL, OPT_DIRECT_TLS },
+	{ "processes", required_argument, NULL, 'P' },
+	{ "sources", required_argument, NULL, 'S' },
+	{ "server-pid-file", required_argument, NULL, OPT_PID_FILE },
+	{ "server-pids", required_argument, NULL, OPT_PIDS },
+	{ "idle-hold", required_argument, NULL, OPT_IDLE_HOLD },
+	{ "login-only", no_argument, NULL, OPT_LOGIN_ONLY },
+	{ "drop-clients", required_argument, NULL, OPT_DROP },
+	{ "lost-file", required_argument, NULL, OPT_LOST_FILE },
+	{ "login-timeout", required_argument, NULL, OPT_LOGIN_TIMEOUT },
+	{ "drain", required_argument, NULL, OPT_DRAIN },
+	{ "quiet", required_argument, NULL, OPT_QUIET },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static unsigned opt_uint(const char *name, const char *s, unsigned max)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max)
+		bench_fatal("--%s: not a number in 0..%u: %s", name, max, s);
+	return (unsigned)v;
+}
+
+static double opt_double(const char *name, const char *s)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || *end != '\0' || !(v >= 0) || v > 1e9)
+		bench_fatal("--%s: not a non-negative number: %s", name, s);
+	return v;
+}
+
+static enum bench_mech opt_mech(const char *s)
+{
+	for (enum bench_mech m = BENCH_MECH_PLAIN; m <= BENCH_MECH_SCRAM_SHA256;
+	     m++)
+		if (strcasecmp(s, scram_mech_name(m)) == 0)
+			return m;
+	bench_fatal("--mech: PLAIN, SCRAM-SHA-1 or SCRAM-SHA-256, not %s", s);
+}
+
+static void opt_pids(struct bench_opts *o, const char *s)
+{
+	char *copy = strdup(s), *save = NULL;
+	if (copy == NULL)
+		bench_fatal("out of memory");
+	for (char *t = strtok_r(copy, ",", &save); t != NULL;
+	     t = strtok_r(NULL, ",", &save)) {
+		if (o->n_server_pids == BENCH_MAX_PIDS)
+			bench_fatal("--server-pids: at most %d", BENCH_MAX_PIDS);
+		o->server_pids[o->n_server_pids++] =
+			(pid_t)opt_uint("server-pids", t, 1u << 30);
+	}
+	free(copy);
+}
+
+/* The pattern goes to snprintf: exactly one %d (flags and width allowed),
+ * any other '%' doubled. */
+static void opt_check_pattern(const char *p)
+{
+	unsigned conv = 0;
+	for (; *p != '\0'; p++) {
+		if (*p != '%')
+			continue;
+		if (p[1] == '%') {
+			p++;
+			continue;
+		}
+		p += 1 + strspn(p + 1, "0-+ 123456789");
+		if (*p != 'd' && *p != 'u')
+			bench_fatal("--user-pattern: only %%d is allowed");
+		conv++;
+	}
+	if (conv != 1)
+		bench_fatal("--user-pattern: needs exactly one %%d");
+}
+
+static void opt_parse(struct bench_opts *o, int argc, char **argv)
+{
+	int c;
+	while ((c = getopt_long(argc, argv, "H:p:d:u:f:w:n:r:m:t:b:M:P:S:h",
+				long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'H': o->host = optarg; break;
+		case 'p': o->port = opt_uint("port", optarg, 65535); break;
+		case 'd': o->domain = optarg; break;
+		case 'u': o->user_pattern = optarg; break;
+		case 'f': o->first = opt_uint("first", optarg, 1u << 30); break;
+		case 'w': o->password = optarg; break;
+		case 'n': o->clients = opt_uint("clients", optarg, 1u << 26); break;
+		case 'r': o->connect_rate = opt_double("connect-rate", optarg); break;
+		case OPT_MAX_PENDING:
+			o->max_pending = opt_uint("max-pending", optarg, 1u << 26);
+			break;
+		case 'm': o->msg_rate = opt_double("msg-rate", optarg); break;
+		case 't': o->duration = opt_double("duration", optarg); break;
+		case 'b': o->body_size = opt_uint("body-size", optarg, 1u << 20); break;
+		case 'M': o->mech = opt_mech(optarg); break;
+		case OPT_DIRECT_TLS: o->direct_tls = true; break;
+		case 'P': o->processes = opt_uint("processes", optarg, 1024); break;
+		case 'S': o->sources = opt_uint("sources", optarg, 253); break;
+		case OPT_PID_FILE: o->server_pid_file = optarg; break;
+		case OPT_PIDS: opt_pids(o, optarg); break;
+		case OPT_IDLE_HOLD: o->idle_hold = opt_double("idle-hold", optarg); break;
+		case OPT_LOGIN_ONLY: o->login_only = true; break;
+		case OPT_DROP: o->drop_clients = opt_uint("drop-clients", optarg, 1u << 26); break;
+		case OPT_LOST_FILE: o->lost_file = optarg; break;
+		case OPT_LOGIN_TIMEOUT:
+			o->login_timeout = opt_double("login-timeout", optarg);
+			break;
+		case OPT_DRAIN: o->drain = opt_double("drain", optarg); break;
+		case OPT_QUIET: o->quiet = opt_double("quiet", optarg); break;
+		case 'h': usage(stdout); exit(0);
+		default: usage(stderr); exit(2);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		exit(2);
+	}
+}
+
+static void opt_check(struct bench_opts *o)
+{
+	opt_check_pattern(o->user_pattern);
+	if (o->clients == 0 || o->processes == 0 || o->max_pending == 0)
+		bench_fatal("--clients, --processes and --max-pending must be > 0");
+	if (o->processes > o->clients)
+		o->processes = o->clients;
+	if (o->drop_clients >= o->clients && o->drop_clients > 0)
+		bench_fatal("--drop-clients must be less than --clients");
+	if ((uint64_t)o->first + o->clients > (1u << 31))
+		bench_fatal("--first + --clients is too large");
+	if (o->port == 0)
+		o->port = o->direct_tls ? 5223 : 5222;
+	if (strlen(o->domain) > 100 || strlen(o->password) > 200 ||
+	    strlen(o->user_pattern) > 60 || strpbrk(o->domain, "'<&") ||
+	    strpbrk(o->user_pattern, "'<&@/"))
+		bench_fatal("--domain, --user-pattern or --password unusable");
+}
+
+static void resolve(struct bench_opts *o)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	char port[16];
+	snprintf(port, sizeof(port), "%u", o->port);
+	int e = getaddrinfo(o->host, port, &hints, &res);
+	if (e != 0)
+		bench_fatal("%s: %s", o->host, gai_strerror(e));
+	memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
+	o->addr_len = res->ai_addrlen;
+	freeaddrinfo(res);
+	if (o->sources > 0 && o->addr.ss_family != AF_INET)
+		bench_fatal("--sources needs an IPv4 server address");
+}
+
+/* Raise the soft open-file limit to the hard one; each process needs one
+ * descriptor per client and a few more. */
+static void raise_nofile(const struct bench_opts *o)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		bench_fatal("getrlimit: %s", strerror(errno));
+	rl.rlim_cur = rl.rlim_max;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	uint64_t per = (o->clients + o->processes - 1) / o->processes;
+	if (rl.rlim_cur != RLIM_INFINITY && per + 32 > rl.rlim_cur)
+		bench_fatal("%llu clients per process need %llu open files, the "
+			    "limit is %llu: use more --processes",
+			    (unsigned long long)per,
+			    (unsigned long long)per + 32,
+			    (unsigned long long)rl.rlim_cur);
+}
+
+int main(int argc, char **argv)
+{
+	struct bench_opts o = {
+		.host = "127.0.0.1", .domain = "localhost",
+		.user_pattern = "user%d", .first = 1, .password = "password",
+		.clients = 100, .connect_rate = 500, .max_pending = 1000,
+		.msg_rate = 100, .duration = 10, .body_size = 64,
+		.mech = BENCH_MECH_SCRAM_SHA256, .processes = 1,
+		.login_timeout = 30, .drain = 10, .quiet = 1,
+	};
+	opt_parse(&o, argc, argv);
+	opt_check(&o);
+	resolve(&o);
+	raise_nofile(&o);
+	o.run_id = (uint32_t)(bench_now_ns() ^ (int64_t)getpid() << 16);
+	signal(SIGPIPE, SIG_IGN);
+	return parent_run(&o);
+}

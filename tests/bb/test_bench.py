@@ -1,0 +1,222 @@
+"""xmppd-bench, the load tool, against the real server: its counts must be
+exact, not just plausible.  Needs XMPPD_TEST_PGCONN; the tool is
+$XMPPD_BENCH or xmppd-bench in the build directory.
+
+Accounts: user1 is made by xmppctl; user2..N are copies of its
+account_scram rows (same password, same salt: fine for a benchmark, and
+the tool's SCRAM key cache then runs PBKDF2 once).
+
+How --drop-clients makes loss exactly checkable (test_drop_clients_exact):
+at half time the last K clients of the online list send </stream:stream>
+and read until the server's own closing tag, so whatever the server wrote
+to them before closing is counted as delivered.  The other clients keep
+choosing them as recipients until the end: every such message finds an
+account with no available resource, and the server stores it offline
+(XEP-0160) instead of delivering it.  The tool never logs those accounts
+in again, so from its side each of those messages is lost, and it knows
+exactly which: each message carries (sender, seq), every receiver reports
+what it got, and the parent checks every message sent.  The recipient of
+(sender, seq) is a pure function of the online list, so the tool can say
+that each loss was addressed to a dropped client.  The server's
+offline_messages table must then hold exactly the lost set, message by
+message; no count is estimated and no timing is guessed.  With
+im.offline_quota = 0 the server bounces the same messages instead, and the
+tool must count each as errored, not lost (test_bounces_are_errored).
+"""
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import BUILDDIR, Server, run_tests, wait_for  # noqa: E402
+
+BENCH = os.environ.get("XMPPD_BENCH", os.path.join(BUILDDIR, "xmppd-bench"))
+PASSWORD = "b3nch!pw"
+
+# The figures the issue lists, one "key: value" line each.
+ISSUE_KEYS = [
+    "connections_established", "connections_failed", "logins_per_second",
+    "login_latency_p50_ms", "login_latency_p90_ms", "login_latency_p99_ms",
+    "messages_sent", "messages_delivered", "messages_lost",
+    "messages_duplicated", "messages_errored", "delivery_latency_p50_ms",
+    "delivery_latency_p90_ms", "delivery_latency_p99_ms",
+    "delivery_latency_max_ms", "server_rss_idle_kb", "server_rss_loaded_kb",
+    "server_kb_per_connection", "server_cpu_s_per_1000_logins",
+    "server_cpu_s_per_1000_messages",
+]
+
+
+def bench_server(n, **kw):
+    """A started server with accounts user1..user<n>, all with PASSWORD."""
+    s = Server(users=[("user1@localhost", PASSWORD)], **kw)
+    s.start()
+    s.db.psql("INSERT INTO accounts (username, domain) "
+              "SELECT 'user' || g, 'localhost' FROM generate_series(2, %d) g; "
+              "INSERT INTO account_scram SELECT a.id, c.mechanism, c.salt, "
+              "c.iterations, c.stored_key, c.server_key FROM accounts a, "
+              "account_scram c WHERE c.account_id = (SELECT id FROM accounts "
+              "WHERE username = 'user1') AND a.username <> 'user1'" % n,
+              s.db.conninfo)
+    return s
+
+
+def bench(s, *args, port=None, timeout=120):
+    """Run the tool; return (exit status, RESULT figures, stdout)."""
+    a = [BENCH, "--host", "127.0.0.1", "--port", str(port or s.port),
+         "--domain", "localhost", "--password", PASSWORD,
+         "--server-pids", str(s.master_pid)] + list(args)
+    r = subprocess.run(a, capture_output=True, text=True, timeout=timeout)
+    m = re.search(r"^RESULT (\{.*\})$", r.stdout, re.M)
+    assert m, "no RESULT line: %r %r" % (r.stdout, r.stderr)
+    return r.returncode, json.loads(m.group(1)), r.stdout + r.stderr
+
+
+def offline_rows(s):
+    """(sender index, seq, recipient index) of each stored message."""
+    out = s.db.psql("SELECT a.username, o.stanza FROM offline_messages o "
+                    "JOIN accounts a ON a.id = o.account_id", s.db.conninfo)
+    rows = set()
+    for line in out.splitlines():
+        user, stanza = line.split("|", 1)
+        m = re.search(r"<body>seq:(\d+):(\d+):", stanza)
+        assert m, stanza
+        # account user<k> is client k-1 (--first is 1)
+        rows.add((int(m.group(1)), int(m.group(2)), int(user[4:]) - 1))
+    return rows
+
+
+def offline_count(s):
+    return int(s.db.psql("SELECT count(*) FROM offline_messages",
+                         s.db.conninfo).strip())
+
+
+def test_exact_counts():
+    """20 clients in 2 processes (so many messages cross processes), 200
+    messages/s for 3 s: exactly 600 sent, all delivered once."""
+    s = bench_server(20, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "20", "--msg-rate", "200",
+                           "--duration", "3", "--processes", "2")
+        assert rc == 0, out
+        for key in ISSUE_KEYS:
+            assert re.search(r"^%s: \S+$" % key, out, re.M), (key, out)
+        assert r["connections_established"] == 20, out
+        assert r["connections_failed"] == 0, out
+        assert r["messages_sent"] == 600, out
+        assert r["messages_delivered"] == 600, out
+        for key in ("messages_lost", "messages_duplicated", "messages_errored",
+                    "messages_misrouted", "messages_malformed",
+                    "messages_stale", "messages_skipped"):
+            assert r[key] == 0, (key, out)
+        assert 0 < r["delivery_latency_p50_ms"] <= r["delivery_latency_max_ms"]
+        assert r["server_processes"] >= 3, out      # master + 2 workers
+        assert r["server_rss_loaded_kb"] > 0 and r["server_rss_idle_kb"] > 0
+        assert r["server_cpu_s_per_1000_logins"] is not None
+        # the server agrees: nothing went to offline storage
+        assert offline_count(s) == 0
+    finally:
+        s.stop()
+
+
+def test_drop_clients_exact():
+    """See the module docstring: lost == stored offline, message by
+    message, all addressed to the three dropped clients."""
+    s = bench_server(20, workers=2)
+    try:
+        lost_file = os.path.join(s.dir, "lost.txt")
+        rc, r, out = bench(s, "--clients", "20", "--msg-rate", "200",
+                           "--duration", "4", "--processes", "2",
+                           "--mech", "SCRAM-SHA-1", "--drop-clients", "3",
+                           "--lost-file", lost_file)
+        # losses to dropped clients are the point, not a failure
+        assert rc == 0, out
+        assert r["connections_established"] == 20, out
+        assert r["connections_dropped"] == 3, out
+        sent, lost = r["messages_sent"], r["messages_lost"]
+        assert sent == 800, out
+        assert r["messages_delivered"] + lost == sent, out
+        assert r["messages_duplicated"] == 0 and r["messages_errored"] == 0
+        assert r["messages_lost_to_dropped"] == lost, out
+        # 400 messages in the second half, 3 of 19 peers each: about 63
+        assert 20 <= lost <= 120, out
+        with open(lost_file) as f:
+            lost_set = set()
+            for line in f:
+                snd, seq, rcpt, to_dropped = map(int, line.split())
+                assert to_dropped == 1, line
+                lost_set.add((snd, seq, rcpt))
+        assert len(lost_set) == lost
+        assert {rcpt for _, _, rcpt in lost_set} <= {17, 18, 19}, lost_set
+        wait_for(lambda: offline_count(s) >= lost, timeout=10,
+                 what="offline storage to settle")
+        assert offline_rows(s) == lost_set
+    finally:
+        s.stop()
+
+
+def test_bounces_are_errored():
+    """Offline storage off: the messages to the dropped clients come back
+    as type='error' and count as errored, none as lost."""
+    s = bench_server(20, workers=2, overrides={"im.offline_quota": "0"})
+    try:
+        rc, r, out = bench(s, "--clients", "20", "--msg-rate", "200",
+                           "--duration", "3", "--processes", "2",
+                           "--drop-clients", "3")
+        assert rc == 0, out
+        sent, errored = r["messages_sent"], r["messages_errored"]
+        assert sent == 600 and errored > 0, out
+        assert r["messages_lost"] == 0 and r["messages_duplicated"] == 0, out
+        assert r["messages_delivered"] + errored == sent, out
+        assert offline_count(s) == 0
+    finally:
+        s.stop()
+
+
+def test_direct_tls_plain_idle_hold_sources():
+    """Direct TLS, PLAIN, two source addresses, idle hold: no messages,
+    the server's memory per connection is measured."""
+    s = bench_server(30, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "30", "--direct-tls", "--mech",
+                           "PLAIN", "--sources", "2", "--idle-hold", "1",
+                           "--processes", "2", port=s.tls_port)
+        assert rc == 0, out
+        assert r["connections_established"] == 30, out
+        assert r["messages_sent"] == 0, out
+        assert r["server_kb_per_connection"] is not None, out
+        log = s.log_text()
+        for src in ("127.0.0.2", "127.0.0.3"):
+            assert re.search(r" %s:\d+: bound user\d+@localhost/bench" %
+                             re.escape(src), log), src
+    finally:
+        s.stop()
+
+
+def test_failures_reported():
+    """A wrong password fails every login (exit 1); more clients per
+    process than the open-file limit allows is refused up front (exit 2)."""
+    s = bench_server(5, workers=1)
+    try:
+        a = [BENCH, "--port", str(s.port), "--password", "wrong",
+             "--clients", "5", "--login-only"]
+        r = subprocess.run(a, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "connections_established: 0\n" in r.stdout, r.stdout
+        assert "connections_failed_auth: 5\n" in r.stdout, r.stdout
+    finally:
+        s.stop()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY:
+        r = subprocess.run([BENCH, "--clients", str(hard), "--processes", "1",
+                            "--login-only"], capture_output=True, text=True,
+                           timeout=20)
+        assert r.returncode == 2 and "use more --processes" in r.stderr, r.stderr
+
+
+if __name__ == "__main__":
+    run_tests([test_exact_counts, test_drop_clients_exact,
+               test_bounces_are_errored, test_direct_tls_plain_idle_hold_sources,
+               test_failures_reported])
