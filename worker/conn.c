@@ -234,6 +234,11 @@ static void conn_read(struct conn *c)
 		c->ping_sent = 0;
 		if (stream_feed(c, data, (size_t)n) < 0)
 			return;
+		/* Drained: skip the read(2) that would only say EAGAIN (the
+		 * level-triggered epoll reports what arrives later). */
+		if (c->ssl != NULL ? !tls_has_pending(c) && !c->tls_handshaking
+				   : (size_t)n < sizeof(data))
+			return;
 	}
 }
 

@@ -28,6 +28,8 @@ ssize_t tls_read(struct conn *c, char *buf, size_t len);
 /* Write from c->out: 0 ok (maybe partial), -1 error. */
 int tls_flush(struct conn *c);
 void tls_free(struct conn *c);
+/* OpenSSL holds bytes not yet returned by tls_read(). */
+int tls_has_pending(const struct conn *c);
 /* Channel binding data (RFC 9266 tls-exporter, RFC 5929
  * tls-server-end-point); returns length or -1 when not available. */
 int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size);
