@@ -45,12 +45,16 @@ struct queue_reasm {
 	enum queue_reasm_state state;
 };
 
+/* Datagrams taken per recvmmsg(2). */
+#define QUEUE_RECV_BATCH 8
+
 struct queue {
 	unsigned nslots;
 	unsigned my_slot;
 	unsigned outbox_max;        /* frames per destination */
 	int recv_fd;
-	uint8_t *rbuf;              /* one datagram, reused by every recv */
+	uint8_t *rbuf;              /* QUEUE_RECV_BATCH datagrams, reused */
+	const uint8_t *cur;         /* the datagram being parsed */
 	struct queue_dst dst[IPC_MAX_SLOTS];
 	struct queue_reasm reasm[IPC_MAX_SLOTS];
 };
@@ -130,7 +134,7 @@ struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
 		return NULL;
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return NULL;
-	if ((q->rbuf = malloc(IPC_DGRAM_MAX)) == NULL) {
+	if ((q->rbuf = malloc((size_t)IPC_DGRAM_MAX * QUEUE_RECV_BATCH)) == NULL) {
 		free(q);
 		return NULL;
 	}
@@ -405,7 +409,7 @@ static int queue_parse_frame(struct queue *q, size_t off, size_t n,
 			     struct ipc_frame_header *hdr_r, size_t *size_r,
 			     const char **error_r)
 {
-	if (frame_parse_header(q->rbuf + off, n - off, hdr_r, size_r,
+	if (frame_parse_header(q->cur + off, n - off, hdr_r, size_r,
 			       error_r) < 0)
 		return -1;
 	if (hdr_r->src_slot >= q->nslots) {
@@ -431,7 +435,7 @@ static int queue_parse_dgram(struct queue *q, size_t n, queue_frame_cb *cb,
 			queue_reasm_drop_all(q);
 			break;
 		}
-		delivered += queue_deliver(q, &hdr, q->rbuf + off +
+		delivered += queue_deliver(q, &hdr, q->cur + off +
 					   IPC_FRAME_HDR_SIZE, cb, ctx);
 		off += size;
 	} while (off < n);
@@ -441,29 +445,46 @@ static int queue_parse_dgram(struct queue *q, size_t n, queue_frame_cb *cb,
 int queue_receive(struct queue *q, queue_frame_cb *cb, void *ctx,
 		  unsigned max_dgrams)
 {
+	struct mmsghdr msgs[QUEUE_RECV_BATCH];
+	struct iovec iov[QUEUE_RECV_BATCH];
 	int delivered = 0;
-	ssize_t n;
+	unsigned got = 0;
 
+	for (unsigned i = 0; i < QUEUE_RECV_BATCH; i++) {
+		iov[i].iov_base = q->rbuf + (size_t)i * IPC_DGRAM_MAX;
+		iov[i].iov_len = IPC_DGRAM_MAX;
+	}
 	/* the cap keeps the int count exact; a datagram holds < 4096 frames */
-	for (unsigned i = 0; (max_dgrams == 0 || i < max_dgrams) &&
-	     delivered < INT_MAX - 4096; i++) {
-		/* MSG_TRUNC returns the real size, so an oversized datagram
-		 * is noticed instead of parsed cut short */
-		n = recv(q->recv_fd, q->rbuf, IPC_DGRAM_MAX,
-			 MSG_DONTWAIT | MSG_TRUNC);
+	while ((max_dgrams == 0 || got < max_dgrams) &&
+	       delivered < INT_MAX - 4096 * QUEUE_RECV_BATCH) {
+		memset(msgs, 0, sizeof(msgs));
+		for (unsigned i = 0; i < QUEUE_RECV_BATCH; i++) {
+			msgs[i].msg_hdr.msg_iov = &iov[i];
+			msgs[i].msg_hdr.msg_iovlen = 1;
+		}
+		/* Several datagrams per system call; fewer than asked for
+		 * means the queue is drained, so no recv ends in EAGAIN. */
+		int n = recvmmsg(q->recv_fd, msgs, QUEUE_RECV_BATCH,
+				 MSG_DONTWAIT, NULL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n < 0)
 			return -1;
-		if ((size_t)n > IPC_DGRAM_MAX) {
-			log_warn("queue: dropping oversized datagram "
-				 "(%zd bytes)", n);
-			queue_reasm_drop_all(q);
-			continue;
+		for (int i = 0; i < n; i++) {
+			q->cur = iov[i].iov_base;
+			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+				log_warn("queue: dropping oversized datagram");
+				queue_reasm_drop_all(q);
+				continue;
+			}
+			delivered += queue_parse_dgram(q, msgs[i].msg_len, cb,
+						       ctx);
 		}
-		delivered += queue_parse_dgram(q, (size_t)n, cb, ctx);
+		got += (unsigned)n;
+		if (n < QUEUE_RECV_BATCH)
+			break;
 	}
 	return delivered;
 }
