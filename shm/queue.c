@@ -464,8 +464,10 @@ int queue_receive(struct queue *q, queue_frame_cb *cb, void *ctx,
 		}
 		/* Several datagrams per system call; fewer than asked for
 		 * means the queue is drained, so no recv ends in EAGAIN. */
-		int n = recvmmsg(q->recv_fd, msgs, QUEUE_RECV_BATCH,
-				 MSG_DONTWAIT, NULL);
+		unsigned want = QUEUE_RECV_BATCH;
+		if (max_dgrams != 0 && max_dgrams - got < want)
+			want = max_dgrams - got;
+		int n = recvmmsg(q->recv_fd, msgs, want, MSG_DONTWAIT, NULL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -483,7 +485,7 @@ int queue_receive(struct queue *q, queue_frame_cb *cb, void *ctx,
 						       ctx);
 		}
 		got += (unsigned)n;
-		if (n < QUEUE_RECV_BATCH)
+		if ((unsigned)n < want)
 			break;
 	}
 	return delivered;
