@@ -27,6 +27,7 @@ static void bind_kick(struct conn *c, const struct session_info *old)
 		struct conn *o = conn_lookup(c->w, old->conn_id, old->gen);
 		if (o != NULL && o != c) {
 			o->bound = 0;   /* its entry already belongs to c */
+			o->available = 0;   /* no unavailable in c's name */
 			stream_error(o, "conflict", "Replaced by new connection");
 		}
 		return;

@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "log.h"
 #include "util.h"
+#include <expat.h>
 #include "tls.h"
 #include "../db/db.h"
 
@@ -333,6 +334,8 @@ void conn_close(struct conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	if (c->in_parse && c->parser != NULL)
+		XML_StopParser(c->parser, XML_FALSE);
 	for (struct conn **p = &w->delayed; *p != NULL; p = &(*p)->delayed_next) {
 		if (*p == c) {
 			*p = c->delayed_next;
@@ -478,7 +481,9 @@ void conn_timeouts(struct worker *w, int64_t now)
 
 void conn_shutdown_all(struct worker *w)
 {
-	for (struct conn *c = w->conns; c != NULL; c = c->next)
+	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
+		next = c->next;     /* stream_error may close c */
 		if (!c->want_close)
 			stream_error(c, "system-shutdown", NULL);
+	}
 }

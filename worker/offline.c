@@ -190,13 +190,21 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 	if (res == NULL)
 		log_warn("offline messages of %s@%s: %s", j->user, j->domain,
 			 error);
+	if (c != NULL)
+		c->offline_fetching = 0;
 	if (c == NULL || !c->bound || n == 0) {
 		offline_job_free(j);
 		return;
 	}
-	for (int i = 0; i < n; i++)
+	c->offline_fetching = 0;
+	for (int i = 0; i < n && !c->closed; i++)
 		offline_send_one(c, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
 	conn_flush(c);
+	if (c->closed) {
+		/* Not delivered: keep them for the next login. */
+		offline_job_free(j);
+		return;
+	}
 	const char *params[3] = { j->user, j->domain, PQgetvalue(res, n - 1, 0) };
 	log_info("c%u: %d offline messages delivered", j->conn_id, n);
 	if (db_query(j->w->db, offline_delete_sql, 3, params, NULL, NULL, 0,
@@ -207,6 +215,8 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 void offline_deliver(struct conn *c)
 {
 	char bare[IPC_JID_MAX + 1];
+	if (c->offline_fetching)
+		return;     /* one fetch at a time: no double delivery */
 	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(c->jid, "/"), c->jid);
 	struct offline_job *j = offline_job_new(c->w, bare);
 	if (j == NULL)
@@ -218,4 +228,6 @@ void offline_deliver(struct conn *c)
 	    db_query(c->w->db, offline_fetch_sql, 2, params, NULL, NULL, 0,
 		     offline_fetched, j) < 0)
 		offline_job_free(j);
+	else
+		c->offline_fetching = 1;
 }

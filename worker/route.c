@@ -334,6 +334,17 @@ void route_stanza(struct worker *w, struct arena *a, struct xml_node *st)
 	route_run(&r);
 }
 
+/* 'to' in its prepared form (RFC 7622) before any check compares it;
+ * a malformed one is left for route_stanza to answer jid-malformed. */
+static void route_prepare_to(struct conn *c, struct xml_node *st)
+{
+	const char *to = xml_attr(st, "to"), *error, *full;
+	struct jid j;
+	if (to != NULL && jid_parse(c->arena, to, &j, &error) == 0 &&
+	    (full = jid_full(c->arena, &j)) != NULL && strcmp(full, to) != 0)
+		xml_set_attr(c->arena, st, "to", full);
+}
+
 /* RFC 6120 section 8.1.2.1: a client may put its own full JID or bare JID
  * in 'from'; anything else is <invalid-from/>. */
 static int route_from_ok(struct conn *c, const char *from)
@@ -404,6 +415,7 @@ void route_from_client(struct conn *c, struct xml_node *st)
 		stream_error(c, "resource-constraint", NULL);
 		return;
 	}
+	route_prepare_to(c, st);
 	int is_iq = strcmp(st->name, "iq") == 0;
 	if ((is_iq && !route_iq_valid(st)) ||
 	    (strcmp(st->name, "presence") == 0 &&
@@ -478,6 +490,7 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	if (hdr->type == IPC_FRAME_KICK) {
 		if (c != NULL) {
 			c->bound = 0;   /* its table entry is the new session's */
+			c->available = 0;   /* and so is its presence */
 			stream_error(c, "conflict", "Replaced by new connection");
 		}
 		return;

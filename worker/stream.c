@@ -285,6 +285,10 @@ void stream_restart(struct conn *c)
 
 static void stream_dispatch(struct conn *c, struct xml_node *n)
 {
+	/* The rest of a chunk that arrived with the connection's end (or
+	 * our stream error) is not acted upon. */
+	if (c->closed || c->want_close)
+		return;
 	c->w->stats->stanzas_in++;
 	if (xml_is(n, NS_TLS, "starttls"))
 		stream_starttls(c);
@@ -500,8 +504,10 @@ int stream_feed(struct conn *c, const char *data, size_t len)
 		start += (int64_t)(len - rest);
 		len = rest;
 	}
-	if (c->depth >= 2 && c->fed - c->stanza_start >
-	    (int64_t)c->w->cfg->max_stanza_size) {
+	/* Whatever is not yet a complete event counts: a stanza, but also
+	 * an unfinished start tag or header that expat keeps buffering. */
+	int64_t open_from = c->depth >= 2 ? c->stanza_start : c->clean_at;
+	if (c->fed - open_from > (int64_t)c->w->cfg->max_stanza_size) {
 		stream_error(c, "policy-violation", "stanza too large");
 		return -1;
 	}

@@ -112,6 +112,7 @@ struct conn {
 	int16_t priority;
 	int available;
 	int roster_requested;   /* RFC 6121 2.1.6: an interested resource */
+	int offline_fetching;   /* offline messages on their way */
 	char *last_presence;    /* our last available presence, no 'to' */
 	char **directed;        /* JIDs we sent directed presence to */
 	unsigned ndirected;

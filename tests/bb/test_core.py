@@ -305,6 +305,17 @@ def test_limits_and_timeouts():
         c.send("<message to='juliet@localhost'><body>%s</body></message>" % ("x" * 12000))
         rest = c.read_all_until_close()
         assert re.search(stream_error_re("policy-violation"), rest), rest
+        # An unfinished start tag is buffered by the parser: it counts too,
+        # before authentication as well as after.
+        c = Client(s.port)
+        c.login("juliet", "r0m30!", resource="tag")
+        c.send("<message to='juliet@localhost' a='" + "x" * 12000)
+        rest = c.read_all_until_close()
+        assert re.search(stream_error_re("policy-violation"), rest), rest
+        c = Client(s.port)
+        c.send("<?xml version='1.0'?><stream:stream to='localhost' a='" + "y" * 12000)
+        rest = c.read_all_until_close()
+        assert re.search(stream_error_re("policy-violation"), rest), rest
         # Unknown top-level element: unsupported-stanza-type.
         c = Client(s.port)
         c.login("juliet", "r0m30!", resource="odd")
