@@ -57,6 +57,11 @@ static void stream_header_out(struct conn *c)
 
 static void stream_closing(struct conn *c)
 {
+	/* Nothing can be delivered after our </stream:stream>: the session
+	 * leaves the table now, so what comes for it goes to the bare JID
+	 * (another resource, offline storage), not into a closing socket. */
+	presence_session_gone(c);
+	bind_release(c);
 	c->want_close = 1;
 	c->state = CONN_STATE_CLOSING;
 	c->deadline_ms = time_now_ms() + STREAM_CLOSE_GRACE_MS;
