@@ -337,7 +337,10 @@ static void XMLCALL stream_end(void *ud, const char *name)
 		stream_error(c, "resource-constraint", NULL);
 	else
 		stream_dispatch(c, n);
-	stream_release_arena(c);    /* idle streams keep no arena */
+	/* Keep one block for the next stanza (no malloc per stanza);
+	 * stream_park() frees it when the stream goes idle. */
+	if (c->arena != NULL)
+		arena_reset(c->arena);
 	stream_mark_clean(c);
 }
 
@@ -415,9 +418,14 @@ int stream_park(struct conn *c)
 {
 	if (c->parser == NULL || c->parked || c->depth != 1 ||
 	    c->state != CONN_STATE_OPEN || c->restart_pending ||
-	    c->header_raw == NULL || c->arena != NULL || c->fed != c->clean_at)
+	    c->header_raw == NULL || c->fed != c->clean_at)
 		return 0;
 	XML_ParserFree(c->parser);
+	if (c->arena != NULL) {     /* between stanzas: nothing in it */
+		arena_free(c->arena);
+		free(c->arena);
+		c->arena = NULL;
+	}
 	c->parser = NULL;
 	c->parked = 1;
 	return 1;
