@@ -26,7 +26,8 @@ struct iq_pending {
 	void *data;                 /* the handler's own state */
 };
 
-/* A copy of st's addressing and payload, or NULL (already answered). */
+/* A copy of st's addressing and payload, or NULL when memory ran out
+ * (then no answer is sent: the caller has nothing to build it with). */
 struct iq_pending *iq_pending_new(struct worker *w, struct xml_node *st);
 void iq_pending_free(struct iq_pending **p);
 
