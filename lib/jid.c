@@ -297,3 +297,14 @@ bool jid_equal(const struct jid *x, const struct jid *y)
 	return jid_bare_equal(x, y) &&
 	       jid_part_equal(x->resource, y->resource);
 }
+
+char *jid_split_account(const char *bare, const char **domain_r)
+{
+	const char *at = strchr(bare, '@');
+	char *user;
+	if (at == NULL || (user = strdup(bare)) == NULL)
+		return NULL;
+	user[at - bare] = '\0';
+	*domain_r = user + (at - bare) + 1;
+	return user;
+}

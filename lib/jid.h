@@ -49,4 +49,10 @@ const char *jid_full(struct arena *a, const struct jid *jid);
 bool jid_equal(const struct jid *x, const struct jid *y);
 bool jid_bare_equal(const struct jid *x, const struct jid *y);
 
+/* Split a prepared account JID "user@domain" into one malloc'd buffer
+ * "user\0domain": returns the user part (free() it) and sets *domain_r
+ * into the same buffer; NULL without '@' or on out-of-memory.  Used where
+ * SQL takes the username and domain separately. */
+char *jid_split_account(const char *bare, const char **domain_r);
+
 #endif

@@ -156,7 +156,8 @@ void blocking_load(struct conn *c)
 /* ---- the IQs ------------------------------------------------------------ */
 
 struct blocking_req {
-	char *user, *domain;    /* domain points into user's buffer */
+	char *user;             /* "user\0domain" (jid_split_account) */
+	const char *domain;     /* points into user's buffer */
 	char *bare;
 	char *items;            /* JIDs joined with \x1f */
 	int block;
@@ -175,14 +176,13 @@ static void blocking_req_free(struct blocking_req *r)
 static struct blocking_req *blocking_req_new(const char *bare)
 {
 	struct blocking_req *r = calloc(1, sizeof(*r));
-	const char *at = strchr(bare, '@');
-	if (r == NULL || at == NULL || (r->bare = strdup(bare)) == NULL ||
-	    (r->user = strdup(bare)) == NULL) {
+	const char *domain;
+	if (r == NULL || (r->bare = strdup(bare)) == NULL ||
+	    (r->user = jid_split_account(bare, &domain)) == NULL) {
 		blocking_req_free(r);
 		return NULL;
 	}
-	r->user[at - bare] = '\0';
-	r->domain = r->user + (at - bare) + 1;
+	r->domain = domain;
 	return r;
 }
 

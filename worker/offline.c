@@ -11,6 +11,7 @@
  */
 #include "worker.h"
 #include "../db/db.h"
+#include "jid.h"
 #include "log.h"
 #include "server.h"
 #include "stanza.h"
@@ -22,7 +23,8 @@
 
 struct offline_job {
 	struct worker *w;
-	char *user, *domain;    /* account (domain points into user's copy) */
+	char *user;             /* "user\0domain" (jid_split_account) */
+	const char *domain;     /* points into user's buffer */
 	char *text;             /* the message, serialized */
 	uint32_t conn_id, gen;  /* delivery: the session */
 };
@@ -39,19 +41,13 @@ static void offline_job_free(struct offline_job *j)
 static struct offline_job *offline_job_new(struct worker *w, const char *bare)
 {
 	struct offline_job *j = calloc(1, sizeof(*j));
-	const char *at = strchr(bare, '@');
-	if (j == NULL || at == NULL) {
+	const char *domain;
+	if (j == NULL || (j->user = jid_split_account(bare, &domain)) == NULL) {
 		free(j);
 		return NULL;
 	}
 	j->w = w;
-	j->user = strdup(bare);
-	if (j->user == NULL) {
-		free(j);
-		return NULL;
-	}
-	j->user[at - bare] = '\0';
-	j->domain = j->user + (at - bare) + 1;
+	j->domain = domain;
 	return j;
 }
 

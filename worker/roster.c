@@ -128,7 +128,9 @@ void roster_push_row(struct worker *w, const char *bare, const char *contact,
 /* ---- get -------------------------------------------------------------- */
 
 struct roster_req {
-	char *user, *domain, *bare;
+	char *user;             /* "user\0domain" (jid_split_account) */
+	const char *domain;     /* points into user's buffer */
+	char *bare;
 	const char *contact;        /* set/remove: the item's JID */
 	long long client_ver;       /* -1: none or unusable */
 };
@@ -233,19 +235,15 @@ static void roster_get_result(void *ctx, const PGresult *res, const char *error)
 static struct roster_req *roster_req_new(const char *bare)
 {
 	struct roster_req *r = calloc(1, sizeof(*r));
-	const char *at = strchr(bare, '@');
-	if (r == NULL || at == NULL)
-		goto fail;
-	r->bare = strdup(bare);
-	r->user = strndup(bare, (size_t)(at - bare));
-	if (r->bare == NULL || r->user == NULL)
-		goto fail;
-	r->domain = r->bare + (at - bare) + 1;
+	const char *domain;
+	if (r == NULL || (r->bare = strdup(bare)) == NULL ||
+	    (r->user = jid_split_account(bare, &domain)) == NULL) {
+		roster_req_free(r);
+		return NULL;
+	}
+	r->domain = domain;
 	r->client_ver = -1;
 	return r;
-fail:
-	roster_req_free(r);
-	return NULL;
 }
 
 static void roster_query(struct iq_pending *p, struct roster_req *r,
