@@ -70,6 +70,11 @@ const struct config_def config_defs[] = {
 	  "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
 	  "TLS_CHACHA20_POLY1305_SHA256", 0, 0, RELOAD,
 	  "OpenSSL ciphersuites for TLS 1.3" },
+	{ "tls.own_record_layer", CONFIG_TYPE_BOOL, OFF(tls_own_records),
+	  "yes", 0, 0, RELOAD,
+	  "After a TLS 1.3 handshake, xmppd seals and opens records itself "
+	  "and frees OpenSSL's connection state (about 14 KB each); "
+	  "no: OpenSSL keeps every connection" },
 	{ "tls.required", CONFIG_TYPE_BOOL, OFF(tls_required), "yes", 0, 0,
 	  RELOAD, "Refuse authentication before STARTTLS" },
 	{ "sasl.max_failures", CONFIG_TYPE_UINT, OFF(sasl_max_failures), "3",

@@ -61,6 +61,7 @@ struct config {
 	const char *tls_ciphers;
 	const char *tls_ciphersuites;
 	unsigned tls_required;      /* STARTTLS mandatory (bool) */
+	unsigned tls_own_records;   /* tls13.c after TLS 1.3 handshakes */
 
 	/* sasl */
 	unsigned sasl_max_failures;

@@ -155,6 +155,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "tls.key", CONFIG_F_RELOADABLE },
 	{ "tls.ciphers", CONFIG_F_RELOADABLE },
 	{ "tls.ciphersuites", CONFIG_F_RELOADABLE },
+	{ "tls.own_record_layer", CONFIG_F_RELOADABLE },
 	{ "tls.required", CONFIG_F_RELOADABLE },
 	{ "sasl.max_failures", CONFIG_F_RELOADABLE },
 	{ "sasl.throttle_delay", CONFIG_F_RELOADABLE },
@@ -233,6 +234,7 @@ Test(defaults, match_the_spec_tls_and_below)
 	cr_expect_str_eq(cfg->tls_ciphersuites, "TLS_AES_128_GCM_SHA256:"
 			 "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
 	cr_expect_eq(cfg->tls_required, 1);
+	cr_expect_eq(cfg->tls_own_records, 1);
 	cr_expect_eq(cfg->sasl_max_failures, 3);
 	cr_expect_eq(cfg->scram_iterations, 4096);
 	cr_expect_str_eq(cfg->db_conninfo, "dbname=xmppd");

@@ -10,6 +10,7 @@
 #include "util.h"
 #include <expat.h>
 #include "tls.h"
+#include "tls13.h"
 #include "../db/db.h"
 
 #include <arpa/inet.h>
@@ -24,7 +25,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CONN_READ_CHUNK 16384
+/* Room for two whole TLS records: one may be carried over half read. */
+#define CONN_READ_CHUNK (2 * TLS13_MAX_RECORD)
 #define CONN_ACCEPT_BATCH 64
 #define CONN_OUT_MIN_CAP (4u << 20)
 /* Past this much pending output, write at once instead of at the end of
@@ -184,7 +186,7 @@ void conn_accept(struct worker *w, int lfd, int direct_tls)
 /* >0 bytes, 0 would block, -1 closed or failed. */
 static ssize_t conn_recv(struct conn *c, char *data, size_t len)
 {
-	if (c->ssl != NULL)
+	if (conn_tls(c))
 		return tls_read(c, data, len);
 	ssize_t n = read(c->fd, data, len);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -238,6 +240,7 @@ static void conn_read(struct conn *c)
 		/* Drained: skip the read(2) that would only say EAGAIN (the
 		 * level-triggered epoll reports what arrives later). */
 		if (c->ssl != NULL ? !tls_has_pending(c) && !c->tls_handshaking
+		    : c->t13 != NULL ? !tls13_more(c)
 				   : (size_t)n < sizeof(data))
 			return;
 	}
@@ -272,6 +275,11 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		conn_flush(c);
 		return;
 	}
+	conn_want_flush(c);
+}
+
+void conn_want_flush(struct conn *c)
+{
 	if (!c->in_out_list) {
 		c->in_out_list = 1;
 		c->out_next = c->w->flush_list;
@@ -282,7 +290,8 @@ void conn_send(struct conn *c, const char *data, size_t len)
 /* EPOLLOUT while we have bytes to write or OpenSSL wants to write. */
 void conn_update_events(struct conn *c)
 {
-	int on = buf_used(&c->out) > 0 || c->tls_want_write;
+	int on = buf_used(&c->out) > 0 || c->tls_want_write ||
+		 tls13_out_pending(c);
 	if (c->closed || c->epollout == on)
 		return;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP |
@@ -300,7 +309,7 @@ void conn_flush(struct conn *c)
 		conn_update_events(c);  /* writes wait for the handshake */
 		return;
 	}
-	int r = c->ssl != NULL ? tls_flush(c)
+	int r = conn_tls(c) ? tls_flush(c)
 			       : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
 	if (r < 0) {
 		log_debug("c%u %s: write failed", c->id, c->peer);
@@ -308,7 +317,7 @@ void conn_flush(struct conn *c)
 		return;
 	}
 	conn_update_events(c);
-	if (buf_used(&c->out) > 0)
+	if (buf_used(&c->out) > 0 || tls13_out_pending(c))
 		return;
 	buf_shrink(&c->out);    /* idle connections keep no buffer */
 	if (c->want_close)

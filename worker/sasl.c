@@ -111,7 +111,7 @@ static void sasl_throttle_success(struct conn *c, const char *user)
 
 void sasl_features(struct conn *c, struct buf *out)
 {
-	int tls = c->ssl != NULL;
+	int tls = conn_tls(c);
 	buf_appendf(out, "<mechanisms xmlns='" NS_SASL "'>");
 	if (tls)
 		buf_appendf(out, "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
@@ -471,7 +471,7 @@ static int sasl_decode(struct conn *c, const struct xml_node *n,
 static unsigned sasl_cb_offered(struct conn *c)
 {
 	unsigned cb = 0;
-	if (c->ssl == NULL)
+	if (!conn_tls(c))
 		return 0;
 	cb |= SCRAM_CB_TLS_SERVER_END_POINT;
 	if (tls_is_13(c))
@@ -488,11 +488,11 @@ static int sasl_begin(struct conn *c, const char *mech)
 	int plain = mech != NULL && strcmp(mech, "PLAIN") == 0;
 
 	if (mech == NULL || (!plain && scram_mech_parse(mech, &hash, &plus) < 0) ||
-	    (plus && c->ssl == NULL)) {
+	    (plus && !conn_tls(c))) {
 		sasl_fail(c, "invalid-mechanism", NULL);
 		return -1;
 	}
-	if (plain && c->ssl == NULL) {
+	if (plain && !conn_tls(c)) {
 		sasl_fail(c, "encryption-required", NULL);
 		return -1;
 	}
@@ -539,7 +539,7 @@ void sasl_handle(struct conn *c, struct xml_node *n)
 		sasl_init_secret();
 	if (c->authenticated) {
 		stream_error(c, "policy-violation", "already authenticated");
-	} else if (c->ssl == NULL && c->w->tls != NULL &&
+	} else if (!conn_tls(c) && c->w->tls != NULL &&
 		   c->w->cfg->tls_required) {
 		sasl_fail(c, "encryption-required", NULL);
 	} else if (c->sasl != NULL && (c->sasl->pending != NULL ||

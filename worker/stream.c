@@ -135,11 +135,11 @@ static void stream_features(struct conn *c)
 	struct buf out;
 	buf_init(&out, 0);
 	buf_appendf(&out, "<stream:features>");
-	if (c->ssl == NULL && c->w->tls != NULL)
+	if (!conn_tls(c) && c->w->tls != NULL)
 		buf_appendf(&out, "<starttls xmlns='" NS_TLS "'>%s</starttls>",
 			    c->w->cfg->tls_required ? "<required/>" : "");
 	if (!c->authenticated &&
-	    (c->ssl != NULL || !c->w->cfg->tls_required || c->w->tls == NULL))
+	    (conn_tls(c) || !c->w->cfg->tls_required || c->w->tls == NULL))
 		sasl_features(c, &out);
 	if (c->authenticated)
 		buf_appendf(&out, "<bind xmlns='" NS_BIND "'/>"
@@ -535,7 +535,7 @@ void stream_starttls(struct conn *c)
 	static const char proceed[] = "<proceed xmlns='" NS_TLS "'/>";
 	static const char failure[] = "<failure xmlns='" NS_TLS "'/>"
 				      "</stream:stream>";
-	if (c->ssl != NULL || c->w->tls == NULL || c->authenticated) {
+	if (conn_tls(c) || c->w->tls == NULL || c->authenticated) {
 		conn_send(c, failure, sizeof(failure) - 1);
 		stream_closing(c);
 		return;

@@ -7,6 +7,7 @@
  * it is the client's doing far more often than ours).
  */
 #include "tls.h"
+#include "tls13.h"
 #include "worker.h"
 #include "log.h"
 
@@ -39,6 +40,14 @@ static int tls_alpn_select(SSL *ssl, const unsigned char **out,
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* TLS 1.3 secrets for our own record layer (tls13.c). */
+static void tls_keylog(const SSL *ssl, const char *line)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+	if (c != NULL && c->w->cfg->tls_own_records)
+		tls13_keylog(c, line);
 }
 
 static int tls_context_setup(SSL_CTX *ctx, const struct config *cfg,
@@ -77,6 +86,7 @@ static int tls_context_setup(SSL_CTX *ctx, const struct config *cfg,
 		return -1;
 	}
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+	SSL_CTX_set_keylog_callback(ctx, tls_keylog);
 	return 0;
 }
 
@@ -107,7 +117,12 @@ int tls_start(struct conn *c, SSL_CTX *ctx)
 		log_error("c%u: %s", c->id, tls_last_error("SSL_new", ""));
 		return -1;
 	}
+	SSL_set_app_data(c->ssl, c);
 	SSL_set_accept_state(c->ssl);
+	/* Our record layer takes over right after the handshake: OpenSSL
+	 * must not have read past the client's Finished by then. */
+	if (c->w->cfg->tls_own_records)
+		SSL_set_read_ahead(c->ssl, 0);
 	c->tls_handshaking = 1;
 	return 0;
 }
@@ -144,9 +159,18 @@ int tls_handshake(struct conn *c)
 	if (ret == 1) {
 		c->tls_handshaking = 0;
 		c->tls_want_write = 0;
-		log_debug("c%u %s: %s %s", c->id, c->peer,
+		int ours = c->t13 != NULL ? tls13_take_over(c, c->ssl) : 0;
+		log_debug("c%u %s: %s %s%s", c->id, c->peer,
 			  SSL_get_version(c->ssl),
-			  SSL_get_cipher_name(c->ssl));
+			  SSL_get_cipher_name(c->ssl),
+			  ours > 0 ? " (xmppd records)" : "");
+		if (ours > 0) {
+			SSL_free(c->ssl);
+			c->ssl = NULL;
+		} else {
+			tls13_free(c);
+			SSL_set_read_ahead(c->ssl, 1);
+		}
 		return 1;
 	}
 	return tls_retry(c, ret, "handshake");
@@ -154,6 +178,8 @@ int tls_handshake(struct conn *c)
 
 ssize_t tls_read(struct conn *c, char *buf, size_t len)
 {
+	if (c->t13 != NULL)
+		return tls13_read(c, buf, len);
 	size_t n = 0;
 	int ret = SSL_read_ex(c->ssl, buf, len, &n);
 	if (ret == 1)
@@ -163,6 +189,8 @@ ssize_t tls_read(struct conn *c, char *buf, size_t len)
 
 int tls_flush(struct conn *c)
 {
+	if (c->t13 != NULL)
+		return tls13_flush(c);
 	while (buf_used(&c->out) > 0) {
 		size_t n = 0;
 		if (SSL_write_ex(c->ssl, buf_head(&c->out), buf_used(&c->out),
@@ -175,6 +203,8 @@ int tls_flush(struct conn *c)
 
 int tls_has_pending(const struct conn *c)
 {
+	if (c->t13 != NULL)
+		return tls13_more(c);
 	return c->ssl != NULL && (SSL_pending(c->ssl) > 0 ||
 				  SSL_has_pending(c->ssl));
 }
@@ -184,16 +214,20 @@ void tls_free(struct conn *c)
 	if (c->ssl != NULL)
 		SSL_free(c->ssl);
 	c->ssl = NULL;
+	tls13_free(c);
 }
 
 int tls_is_13(const struct conn *c)
 {
-	return c->ssl != NULL && SSL_version(c->ssl) == TLS1_3_VERSION;
+	return c->t13 != NULL || (c->ssl != NULL &&
+				  SSL_version(c->ssl) == TLS1_3_VERSION);
 }
 
 int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size)
 {
 	static const char label[] = "EXPORTER-Channel-Binding";
+	if (c->t13 != NULL)
+		return tls13_cb_exporter(c, out, size);
 	if (!tls_is_13(c) || size < 32)
 		return -1;
 	if (SSL_export_keying_material(c->ssl, out, 32, label,
@@ -206,7 +240,14 @@ int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size)
  * its signature uses MD5 or SHA-1. */
 int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size)
 {
-	X509 *cert = SSL_get_certificate(c->ssl);
+	if (c->t13 != NULL)
+		return tls13_cb_server_end_point(c, out, size);
+	return c->ssl != NULL ? tls_cert_end_point(c->ssl, out, size) : -1;
+}
+
+int tls_cert_end_point(SSL *ssl, unsigned char *out, size_t size)
+{
+	X509 *cert = SSL_get_certificate(ssl);
 	int md_nid = NID_undef, pk_nid;
 	unsigned int len = 0;
 	if (cert == NULL ||

@@ -1,7 +1,9 @@
 /*
  * tls.h - TLS for client connections (OpenSSL 3): STARTTLS on the c2s
  * port and direct TLS (XEP-0368, ALPN "xmpp-client").  TLS 1.2 and 1.3
- * only; idle connections release their record buffers.  The context is
+ * only; idle connections release their record buffers.  After a TLS
+ * 1.3 handshake our own record layer (tls13.h) replaces OpenSSL's unless
+ * tls.own_record_layer is off.  The context is
  * built from the config and rebuilt on reload for new connections; a
  * context that fails to build keeps the previous one.
  */
@@ -14,6 +16,7 @@
 
 struct conn;
 typedef struct ssl_ctx_st SSL_CTX;
+typedef struct ssl_st SSL;
 
 /* Build a server context from cfg; NULL with *error_r on failure. */
 SSL_CTX *tls_context_new(const struct config *cfg, const char **error_r);
@@ -34,6 +37,8 @@ int tls_has_pending(const struct conn *c);
  * tls-server-end-point); returns length or -1 when not available. */
 int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size);
 int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size);
+/* tls-server-end-point of the certificate ssl presented. */
+int tls_cert_end_point(SSL *ssl, unsigned char *out, size_t size);
 /* The negotiated protocol is TLS 1.3. */
 int tls_is_13(const struct conn *c);
 

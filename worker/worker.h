@@ -82,7 +82,8 @@ struct conn {
 	char stream_to[256];    /* the client's `to`, our `from` */
 
 	/* TLS */
-	SSL *ssl;
+	SSL *ssl;               /* OpenSSL: handshake, or TLS 1.2 */
+	struct tls13 *t13;      /* our TLS 1.3 record layer (tls13.h) */
 	int tls_handshaking;
 	int tls_want_write;     /* OpenSSL needs the socket writable */
 	/* stream restarts (after TLS, after SASL) */
@@ -125,6 +126,12 @@ struct conn {
 	int in_parse;           /* inside XML_Parse (expat callbacks) */
 };
 
+/* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
+static inline int conn_tls(const struct conn *c)
+{
+	return c->ssl != NULL || c->t13 != NULL;
+}
+
 struct worker {
 	unsigned slot;
 	struct config *cfg;
@@ -165,6 +172,8 @@ void worker_accept_overload(struct worker *w, int lfd);
 void conn_accept(struct worker *w, int lfd, int direct_tls);
 void conn_handle(struct conn *c, uint32_t events);
 void conn_send(struct conn *c, const char *data, size_t len);
+/* Write c's pending output at the end of this loop turn. */
+void conn_want_flush(struct conn *c);
 void conn_close(struct conn *c);
 void conn_flush(struct conn *c);
 void conn_update_events(struct conn *c);

@@ -1,0 +1,327 @@
+"""TLS records, black box: after a TLS 1.3 handshake xmppd seals and
+opens records itself (worker/tls13.c).  Checked against real TLS stacks:
+Python's ssl (OpenSSL) for all three TLS 1.3 suites and for TLS 1.2
+(which stays with OpenSSL), stanzas that span many records both ways,
+OpenSSL's s_client asking for KeyUpdate, a tampered record (the client
+must get bad_record_mac and nobody else may notice), close_notify, and
+the OpenSSL-only fallback (tls.own_record_layer = no).  Needs
+XMPPD_TEST_PGCONN.
+"""
+import os
+import random
+import re
+import select
+import shutil
+import socket
+import ssl
+import string
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Client, Server, run_tests,  # noqa: E402
+                     stream_header, test_certificate, wait_for)
+
+USERS = [("alice@localhost", "wonder1and"), ("bob@localhost", "bu1lder!")]
+SUITES = ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+          "TLS_CHACHA20_POLY1305_SHA256"]
+
+
+def body_text(n, seed):
+    rnd = random.Random(seed)
+    return "".join(rnd.choice(string.ascii_letters + string.digits + " ")
+                   for _ in range(n))
+
+
+def ping(c, ident):
+    c.send("<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/>"
+           "</iq>" % ident)
+    c.read_until("<iq[^>]*id='%s'[^>]*/>|<iq[^>]*id='%s'[^>]*></iq>"
+                 % (ident, ident))
+
+
+def message(c, to, body, ident):
+    c.send("<message to='%s' type='chat' id='%s'><body>%s</body></message>"
+           % (to, ident, body))
+
+
+def expect_message(c, ident, body, timeout=10):
+    got = c.read_until("<message[^>]*id='%s'[^>]*>.*?</message>" % ident,
+                       timeout=timeout)
+    text = re.search("<body>(.*)</body>", got, re.S).group(1)
+    assert text == body, "body of %s: %d bytes, want %d" % (
+        ident, len(text), len(body))
+
+
+def tls12_login(port, user, password, resource):
+    """Like Client.login, but the TLS handshake may not pass TLS 1.2."""
+    c = Client(port)
+    c.open()
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    c.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+    assert c.sock.version() == "TLSv1.2", c.sock.version()
+    c.buf = b""
+    c.open()
+    got = c.auth_scram(user, password)
+    assert got.startswith("<success"), got
+    c.open()
+    return c, c.bind(resource)
+
+
+def test_suites_and_large_stanzas():
+    """Each TLS 1.3 suite: login, a 200 KB message each way (13 records),
+    20 pipelined 30 KB messages, SCRAM-PLUS over tls-server-end-point."""
+    for suite in SUITES:
+        with Server(workers=2, users=USERS,
+                    overrides={"tls.ciphersuites": suite}) as s:
+            a, b = Client(s.port), Client(s.port)
+            ja = a.login("alice", "wonder1and", resource="a")
+            jb = b.login("bob", "bu1lder!", resource="b")
+            assert a.sock.cipher()[0] == suite, a.sock.cipher()
+            big = body_text(200 * 1024, suite)
+            message(a, jb, big, "big1")
+            expect_message(b, "big1", big)
+            message(b, ja, big[::-1], "big2")
+            expect_message(a, "big2", big[::-1])
+            bodies = [body_text(30 * 1024, i) for i in range(20)]
+            a.send("".join("<message to='%s' type='chat' id='m%d'><body>%s"
+                           "</body></message>" % (jb, i, t)
+                           for i, t in enumerate(bodies)))
+            for i, t in enumerate(bodies):
+                expect_message(b, "m%d" % i, t)
+            ping(a, "p1")
+            log = s.log_text()
+            assert re.search(r"TLSv1\.3 %s \(xmppd records\)" % suite, log), \
+                "no takeover for %s" % suite
+            # Channel binding taken before OpenSSL's state was freed.
+            c = Client(s.port)
+            c.open()
+            c.starttls()
+            from harness import tls_server_end_point
+            got = c.auth_scram("alice", "wonder1and", plus="tls-server-end-point",
+                               cb_data=tls_server_end_point(c.sock))
+            assert got.startswith("<success"), got
+            for x in (a, b, c):
+                x.close()
+
+
+def test_tls12_stays_with_openssl():
+    """A TLS 1.2 client and a TLS 1.3 client talk to each other."""
+    with Server(workers=1, users=USERS) as s:
+        old, jold = tls12_login(s.port, "alice", "wonder1and", "old")
+        new = Client(s.port)
+        jnew = new.login("bob", "bu1lder!", resource="new")
+        big = body_text(100 * 1024, 12)
+        message(old, jnew, big, "x1")
+        expect_message(new, "x1", big)
+        message(new, jold, "hello 1.2", "x2")
+        expect_message(old, "x2", "hello 1.2")
+        log = s.log_text()
+        assert re.search(r"TLSv1\.2 \S+\n", log), log[-2000:]
+        assert "(xmppd records)" in log
+        old.close()
+        new.close()
+
+
+def s_client(port, extra=()):
+    return subprocess.Popen(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+         "-starttls", "xmpp", "-xmpphost", "localhost", "-tls1_3", "-msg"]
+        + list(extra),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+
+
+def read_proc_until(p, pattern, buf, timeout=10):
+    deadline = time.monotonic() + timeout
+    rx = re.compile(pattern, re.S)
+    while not rx.search(buf[0]):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timeout waiting for %r; got %r"
+                                 % (pattern, buf[0][-1500:]))
+        r, _, _ = select.select([p.stdout], [], [], left)
+        if r:
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                raise AssertionError("s_client ended waiting for %r; got %r"
+                                     % (pattern, buf[0][-1500:]))
+            buf[0] += chunk.decode(errors="replace")
+    m = rx.search(buf[0])
+    buf[0] = buf[0][m.end():]
+    return m.group(0)
+
+
+def test_key_update_with_openssl_s_client():
+    """s_client's K asks us to update our keys too, k does not; both
+    directions must go on decrypting after each one."""
+    if shutil.which("openssl") is None:
+        raise AssertionError("openssl(1) is needed (Debian package openssl)")
+    import base64
+    with Server(workers=1, users=USERS) as s:
+        p = s_client(s.port)
+        buf = [""]
+        try:
+            read_proc_until(p, r"Verify return code", buf)
+            p.stdin.write(stream_header().encode())
+            p.stdin.flush()
+            read_proc_until(p, r"</stream:features>", buf)
+            for cmd in ("K", "k", "K"):
+                p.stdin.write(b"%s\n" % cmd.encode())
+                p.stdin.flush()
+                read_proc_until(p, r">>> TLS 1.3, Handshake \[length 0005\]"
+                                   r", KeyUpdate", buf)
+                if cmd == "K":
+                    read_proc_until(p, r"<<< TLS 1.3, Handshake \[length "
+                                       r"0005\], KeyUpdate", buf)
+                time.sleep(0.1)
+            auth = base64.b64encode(b"\0alice\0wonder1and").decode()
+            p.stdin.write(("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                           "mechanism='PLAIN'>%s</auth>\n" % auth).encode())
+            p.stdin.flush()
+            read_proc_until(p, r"<success xmlns='urn:ietf:params:xml:ns:"
+                               r"xmpp-sasl'", buf)
+        finally:
+            p.kill()
+            p.wait()
+        log = s.log_text()
+        assert log.count("TLS KeyUpdate (update requested)") == 2, log[-3000:]
+        assert log.count("TLS KeyUpdate\n") == 1, log[-3000:]
+
+
+class MemTLS:
+    """A TLS 1.3 client over memory BIOs, so that the test can see and
+    change the records on the wire."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(stream_header().encode())
+        buf = b""
+        while b"</stream:features>" not in buf:
+            buf += self.sock.recv(65536)
+        self.sock.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        while b"<proceed" not in buf:
+            buf += self.sock.recv(65536)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self.pump()
+        self.sock.sendall(self.out.read())
+
+    def pump(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        self.inc.write(chunk)
+
+    def records(self, text):
+        self.obj.write(text.encode())
+        return self.out.read()
+
+    def read_until(self, pattern, timeout=5):
+        deadline = time.monotonic() + timeout
+        got = ""
+        while not re.search(pattern, got):
+            if time.monotonic() > deadline:
+                raise AssertionError("timeout: %r" % got)
+            try:
+                got += self.obj.read(65536).decode()
+            except ssl.SSLWantReadError:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed; got %r" % got)
+                self.inc.write(chunk)
+        return got
+
+
+def test_tampered_record_and_close_notify():
+    with Server(workers=1, users=USERS) as s:
+        bystander = Client(s.port)
+        jb = bystander.login("bob", "bu1lder!", resource="by")
+        # One flipped bit in the ciphertext: bad_record_mac, then closed.
+        t = MemTLS(s.port)
+        wire = bytearray(t.records(stream_header()))
+        wire[len(wire) // 2] ^= 0x01
+        t.sock.sendall(bytes(wire))
+        err = None
+        try:
+            t.read_until("never")
+        except ssl.SSLError as e:
+            err = e
+        except ConnectionError as e:
+            err = e
+        assert err is not None and "BAD_RECORD_MAC" in str(err).upper(), err
+        assert wait_for(lambda: "record did not authenticate: sending alert 20"
+                        in s.log_text(), what="the alert in the log")
+        # A record with an unknown outer type gets unexpected_message.
+        t = MemTLS(s.port)
+        wire = bytearray(t.records(stream_header()))
+        wire[0] = 22
+        t.sock.sendall(bytes(wire))
+        try:
+            t.read_until("never")
+            raise AssertionError("not closed")
+        except (ssl.SSLError, ConnectionError) as e:
+            assert "UNEXPECTED_MESSAGE" in str(e).upper(), e
+        # close_notify: the server closes the connection, quietly.
+        t = MemTLS(s.port)
+        t.sock.sendall(t.records(stream_header()))
+        t.read_until("</stream:features>")
+        try:
+            t.obj.unwrap()
+        except ssl.SSLWantReadError:
+            pass
+        t.sock.sendall(t.out.read())
+        t.sock.settimeout(5)
+        rest = b""
+        while True:
+            chunk = t.sock.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+        assert wait_for(lambda: "TLS close_notify" in s.log_text(),
+                        what="close_notify in the log")
+        # Nobody else noticed.
+        ping(bystander, "still")
+        message(bystander, jb, "to myself", "self1")
+        expect_message(bystander, "self1", "to myself")
+        bystander.close()
+
+
+def test_openssl_only_when_switched_off():
+    with Server(workers=1, users=USERS,
+                overrides={"tls.own_record_layer": "no"}) as s:
+        a = Client(s.port)
+        ja = a.login("alice", "wonder1and", resource="x")
+        big = body_text(64 * 1024, 3)
+        message(a, ja, big, "own")
+        expect_message(a, "own", big)
+        log = s.log_text()
+        assert re.search(r"TLSv1\.3 TLS_\S+\n", log), log[-2000:]
+        assert "(xmppd records)" not in log
+        a.close()
+
+
+if __name__ == "__main__":
+    test_certificate()
+    run_tests([test_suites_and_large_stanzas, test_tls12_stays_with_openssl,
+               test_key_update_with_openssl_s_client,
+               test_tampered_record_and_close_notify,
+               test_openssl_only_when_switched_off])

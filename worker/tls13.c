@@ -1,0 +1,543 @@
+/*
+ * tls13.c - the TLS 1.3 record layer of established connections (see
+ * tls13.h for why).  Keys come from the traffic secrets by
+ * HKDF-Expand-Label (RFC 8446 section 7.1, 7.3); records are opened in
+ * place in the caller's read buffer and sealed into one scratch buffer
+ * per process, so an idle connection holds only its keys.  KeyUpdate is
+ * honoured both ways (section 4.6.3) and we update our own sending key
+ * long before the AEAD limits (section 5.5).  The AEADs are OpenSSL's
+ * (EVP), one context per suite per process, re-keyed per record.
+ * Failure policy: a record that fails to authenticate or breaks the
+ * protocol gets its fatal alert (section 6.2) and ends that connection;
+ * close_notify ends it quietly.
+ */
+#include "tls13.h"
+#include "tls.h"
+#include "worker.h"
+#include "log.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TLS13_TAG 16
+#define TLS13_MAX_PLAIN 16384
+/* Per record we add: header, inner content type, tag. */
+#define TLS13_OVERHEAD (5 + 1 + TLS13_TAG)
+/* Records sealed per write(2); a partial write keeps the rest. */
+#define TLS13_SCRATCH_RECORDS 4
+/* Our own KeyUpdate after this many records under one key: far below
+ * the AES-GCM limit of 2^24.5 records of RFC 8446 section 5.5. */
+#define TLS13_REKEY_RECORDS (1ull << 23)
+/* A peer that never reads cannot make us queue more than this. */
+#define TLS13_OUT_MAX (1u << 20)
+
+enum { ALERT_CLOSE_NOTIFY = 0, ALERT_UNEXPECTED_MESSAGE = 10,
+       ALERT_BAD_RECORD_MAC = 20, ALERT_RECORD_OVERFLOW = 22,
+       ALERT_DECODE_ERROR = 50, ALERT_INTERNAL_ERROR = 80,
+       ALERT_USER_CANCELED = 90 };
+enum { CT_ALERT = 21, CT_HANDSHAKE = 22, CT_APPLICATION_DATA = 23 };
+enum { HS_KEY_UPDATE = 24 };
+
+enum tls13_suite { SUITE_AES128, SUITE_AES256, SUITE_CHACHA, SUITE_COUNT };
+
+struct tls13_dir {
+	unsigned char secret[48];
+	unsigned char key[32];
+	unsigned char iv[12];
+	uint64_t seq;
+};
+
+struct tls13 {
+	uint8_t have_client, have_server;   /* secrets seen (key log) */
+	uint8_t suite;
+	uint8_t hash_len, key_len;
+	uint8_t more;           /* last read filled the buffer */
+	uint8_t eof;            /* close_notify or fatal alert received */
+	uint8_t cb_exporter_len, cb_end_point_len;
+	struct tls13_dir rd, wr;
+	unsigned char cb_exporter[32];
+	unsigned char cb_end_point[64];
+	char *carry;            /* an incomplete record from the last read */
+	size_t carry_len;
+	struct buf ctout;       /* sealed, not yet written */
+};
+
+static const struct {
+	const char *name;       /* OpenSSL fetch name */
+	uint16_t id;            /* RFC 8446 B.4 */
+	uint8_t key_len, hash_len;
+} suites[SUITE_COUNT] = {
+	{ "AES-128-GCM", 0x1301, 16, 32 },
+	{ "AES-256-GCM", 0x1302, 32, 48 },
+	{ "ChaCha20-Poly1305", 0x1303, 32, 32 },
+};
+
+static EVP_CIPHER_CTX *aead[SUITE_COUNT];
+static unsigned char scratch[TLS13_SCRATCH_RECORDS *
+			     (TLS13_MAX_PLAIN + TLS13_OVERHEAD)];
+
+static EVP_CIPHER_CTX *tls13_aead(unsigned suite)
+{
+	if (aead[suite] != NULL)
+		return aead[suite];
+	EVP_CIPHER *cipher = EVP_CIPHER_fetch(NULL, suites[suite].name, NULL);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	if (cipher == NULL || ctx == NULL ||
+	    EVP_CipherInit_ex2(ctx, cipher, NULL, NULL, 1, NULL) != 1) {
+		EVP_CIPHER_CTX_free(ctx);
+		ctx = NULL;
+	}
+	EVP_CIPHER_free(cipher);    /* the context keeps its reference */
+	aead[suite] = ctx;
+	return ctx;
+}
+
+static const EVP_MD *tls13_md(const struct tls13 *t)
+{
+	return t->hash_len == 48 ? EVP_sha384() : EVP_sha256();
+}
+
+/* HKDF-Expand-Label(secret, label, "", len) for len <= hash length: a
+ * single HMAC block (RFC 5869 T(1)). */
+static int tls13_expand(const struct tls13 *t, const unsigned char *secret,
+			const char *label, unsigned char *out, size_t len)
+{
+	unsigned char info[2 + 1 + 6 + 16 + 1 + 1], md[EVP_MAX_MD_SIZE];
+	size_t llen = strlen(label), n = 0;
+	unsigned mdlen = 0;
+	info[n++] = (unsigned char)(len >> 8);
+	info[n++] = (unsigned char)len;
+	info[n++] = (unsigned char)(6 + llen);
+	memcpy(info + n, "tls13 ", 6);
+	memcpy(info + n + 6, label, llen);
+	n += 6 + llen;
+	info[n++] = 0;          /* empty context */
+	info[n++] = 1;          /* T(1) */
+	if (HMAC(tls13_md(t), secret, t->hash_len, info, n, md, &mdlen) ==
+	    NULL || mdlen < len)
+		return -1;
+	memcpy(out, md, len);
+	OPENSSL_cleanse(md, sizeof(md));
+	return 0;
+}
+
+static int tls13_derive(const struct tls13 *t, struct tls13_dir *d)
+{
+	d->seq = 0;
+	return tls13_expand(t, d->secret, "key", d->key, t->key_len) < 0 ||
+	       tls13_expand(t, d->secret, "iv", d->iv, 12) < 0 ? -1 : 0;
+}
+
+/* Section 7.2: application_traffic_secret_N+1. */
+static int tls13_next_key(const struct tls13 *t, struct tls13_dir *d)
+{
+	unsigned char next[48];
+	if (tls13_expand(t, d->secret, "traffic upd", next, t->hash_len) < 0)
+		return -1;
+	memcpy(d->secret, next, t->hash_len);
+	OPENSSL_cleanse(next, sizeof(next));
+	return tls13_derive(t, d);
+}
+
+static void tls13_nonce(const struct tls13_dir *d, unsigned char nonce[12])
+{
+	memcpy(nonce, d->iv, 12);
+	for (int i = 0; i < 8; i++)
+		nonce[4 + i] ^= (unsigned char)(d->seq >> (56 - 8 * i));
+}
+
+/* Seal one record of `type` around in[len] into out (len + overhead). */
+static int tls13_seal(struct tls13 *t, unsigned type, const void *in,
+		      size_t len, unsigned char *out)
+{
+	EVP_CIPHER_CTX *ctx = tls13_aead(t->suite);
+	size_t clen = len + 1 + TLS13_TAG;
+	unsigned char nonce[12], ct = (unsigned char)type;
+	int n;
+	out[0] = CT_APPLICATION_DATA;
+	out[1] = 3;
+	out[2] = 3;
+	out[3] = (unsigned char)(clen >> 8);
+	out[4] = (unsigned char)clen;
+	tls13_nonce(&t->wr, nonce);
+	if (ctx == NULL ||
+	    EVP_CipherInit_ex2(ctx, NULL, t->wr.key, nonce, 1, NULL) != 1 ||
+	    EVP_CipherUpdate(ctx, NULL, &n, out, 5) != 1 ||
+	    (len > 0 && EVP_CipherUpdate(ctx, out + 5, &n, in, (int)len) != 1) ||
+	    EVP_CipherUpdate(ctx, out + 5 + len, &n, &ct, 1) != 1 ||
+	    EVP_CipherFinal_ex(ctx, out + 5 + len + 1, &n) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TLS13_TAG,
+				out + 5 + len + 1) != 1)
+		return -1;
+	t->wr.seq++;
+	return 0;
+}
+
+/* Open the record at rec (header included, clen bytes of ciphertext)
+ * in place: the inner plaintext is at rec + 5.  0 or -1 (bad MAC). */
+static int tls13_open(struct tls13 *t, unsigned char *rec, size_t clen)
+{
+	EVP_CIPHER_CTX *ctx = tls13_aead(t->suite);
+	unsigned char nonce[12];
+	int n, m;
+	tls13_nonce(&t->rd, nonce);
+	if (ctx == NULL ||
+	    EVP_CipherInit_ex2(ctx, NULL, t->rd.key, nonce, 0, NULL) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TLS13_TAG,
+				rec + 5 + clen - TLS13_TAG) != 1 ||
+	    EVP_CipherUpdate(ctx, NULL, &n, rec, 5) != 1 ||
+	    EVP_CipherUpdate(ctx, rec + 5, &n, rec + 5,
+			     (int)(clen - TLS13_TAG)) != 1 ||
+	    EVP_CipherFinal_ex(ctx, rec + 5 + n, &m) != 1)
+		return -1;
+	t->rd.seq++;
+	return 0;
+}
+
+/* Best effort: a fatal alert goes out now, ahead of nothing else. */
+static void tls13_alert(struct conn *c, unsigned desc, const char *why)
+{
+	struct tls13 *t = c->t13;
+	unsigned char alert[2] = { 2, (unsigned char)desc };
+	unsigned char rec[2 + TLS13_OVERHEAD];
+	log_info("c%u %s: TLS: %s: sending alert %u", c->id, c->peer, why,
+		 desc);
+	if (buf_used(&t->ctout) == 0 && tls13_seal(t, CT_ALERT, alert, 2,
+						   rec) == 0) {
+		ssize_t n = write(c->fd, rec, sizeof(rec));
+		(void)n;
+	}
+	t->eof = 1;
+}
+
+/* Queue a KeyUpdate under the current sending key, then switch keys. */
+static int tls13_send_key_update(struct tls13 *t, unsigned char *out)
+{
+	static const unsigned char msg[5] = { HS_KEY_UPDATE, 0, 0, 1, 0 };
+	if (tls13_seal(t, CT_HANDSHAKE, msg, sizeof(msg), out) < 0)
+		return -1;
+	return tls13_next_key(t, &t->wr);
+}
+
+/* Post-handshake messages from the client: only KeyUpdate is ours to
+ * take (we ask for no certificate, and tickets go the other way).  A
+ * KeyUpdate ends its record (section 5.1), so it is the whole record. */
+static int tls13_handshake_msg(struct conn *c, const unsigned char *p,
+			       size_t len)
+{
+	struct tls13 *t = c->t13;
+	if (len < 4 || p[0] != HS_KEY_UPDATE) {
+		tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+			    "handshake message after the handshake");
+		return -1;
+	}
+	if (len != 5 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1) {
+		tls13_alert(c, ALERT_DECODE_ERROR, "bad KeyUpdate");
+		return -1;
+	}
+	if (tls13_next_key(t, &t->rd) < 0) {
+		tls13_alert(c, ALERT_INTERNAL_ERROR, "key update");
+		return -1;
+	}
+	if (p[4] == 1) {        /* update_requested: answer in kind */
+		unsigned char rec[5 + TLS13_OVERHEAD];
+		if (tls13_send_key_update(t, rec) < 0 ||
+		    buf_append(&t->ctout, rec, sizeof(rec)) < 0) {
+			tls13_alert(c, ALERT_INTERNAL_ERROR, "key update");
+			return -1;
+		}
+		conn_want_flush(c);
+	}
+	log_debug("c%u %s: TLS KeyUpdate%s", c->id, c->peer,
+		  p[4] ? " (update requested)" : "");
+	return 0;
+}
+
+/* One opened record's inner plaintext: application data moves to *out;
+ * 0 go on, 1 stop (closed), -1 failed. */
+static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
+		       char *buf, size_t *out)
+{
+	struct tls13 *t = c->t13;
+	while (len > 0 && p[len - 1] == 0)      /* padding */
+		len--;
+	if (len == 0) {
+		tls13_alert(c, ALERT_UNEXPECTED_MESSAGE, "no content type");
+		return -1;
+	}
+	unsigned type = p[--len];
+	if (len > TLS13_MAX_PLAIN) {
+		tls13_alert(c, ALERT_RECORD_OVERFLOW, "record too long");
+		return -1;
+	}
+	switch (type) {
+	case CT_APPLICATION_DATA:
+		memmove(buf + *out, p, len);
+		*out += len;
+		return 0;
+	case CT_HANDSHAKE:
+		return tls13_handshake_msg(c, p, len);
+	case CT_ALERT:
+		if (len != 2) {
+			tls13_alert(c, ALERT_DECODE_ERROR, "bad alert");
+			return -1;
+		}
+		if (p[1] == ALERT_USER_CANCELED)
+			return 0;
+		if (p[1] == ALERT_CLOSE_NOTIFY)
+			log_debug("c%u %s: TLS close_notify", c->id, c->peer);
+		else
+			log_info("c%u %s: TLS alert %u from the client",
+				 c->id, c->peer, p[1]);
+		t->eof = 1;
+		return 1;
+	default:
+		tls13_alert(c, ALERT_UNEXPECTED_MESSAGE, "bad content type");
+		return -1;
+	}
+}
+
+ssize_t tls13_read(struct conn *c, char *buf, size_t len)
+{
+	struct tls13 *t = c->t13;
+	for (;;) {
+		if (t->eof)
+			return -1;
+		size_t have = 0, pos = 0, out = 0;
+		if (t->carry_len > 0) {
+			memcpy(buf, t->carry, t->carry_len);
+			have = t->carry_len;
+			free(t->carry);
+			t->carry = NULL;
+			t->carry_len = 0;
+		}
+		ssize_t n = read(c->fd, buf + have, len - have);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			log_debug("c%u %s: %m", c->id, c->peer);
+			return -1;
+		}
+		if (n == 0) {
+			log_debug("c%u %s: closed by peer", c->id, c->peer);
+			return -1;
+		}
+		if (n < 0)
+			n = 0;
+		t->more = (size_t)n == len - have;
+		have += (size_t)n;
+		while (have - pos >= 5) {
+			unsigned char *rec = (unsigned char *)buf + pos;
+			size_t clen = (size_t)rec[3] << 8 | rec[4];
+			if (rec[0] != CT_APPLICATION_DATA) {
+				tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+					    "unprotected record");
+				return -1;
+			}
+			if (clen > 16384 + 256) {
+				tls13_alert(c, ALERT_RECORD_OVERFLOW,
+					    "record too long");
+				return -1;
+			}
+			if (clen < 1 + TLS13_TAG) {
+				tls13_alert(c, ALERT_DECODE_ERROR,
+					    "record too short");
+				return -1;
+			}
+			if (have - pos < 5 + clen)
+				break;
+			if (tls13_open(t, rec, clen) < 0) {
+				tls13_alert(c, ALERT_BAD_RECORD_MAC,
+					    "record did not authenticate");
+				return -1;
+			}
+			int r = tls13_inner(c, rec + 5, clen - TLS13_TAG, buf,
+					    &out);
+			if (r < 0)
+				return -1;
+			pos += 5 + clen;
+			if (r > 0)
+				break;
+		}
+		if (!t->eof && have > pos) {
+			t->carry = malloc(have - pos);
+			if (t->carry == NULL) {
+				log_error("c%u: no memory for a TLS record",
+					  c->id);
+				return -1;
+			}
+			memcpy(t->carry, buf + pos, have - pos);
+			t->carry_len = have - pos;
+		}
+		if (out > 0)
+			return (ssize_t)out;
+		if (t->eof)
+			return -1;
+		if (!t->more)
+			return 0;
+	}
+}
+
+int tls13_flush(struct conn *c)
+{
+	struct tls13 *t = c->t13;
+	if (buf_used(&t->ctout) > 0) {
+		if (buf_write_fd(&t->ctout, c->fd) < 0)
+			return -1;
+		if (buf_used(&t->ctout) > 0)
+			return 0;
+		buf_shrink(&t->ctout);
+	}
+	while (buf_used(&c->out) > 0) {
+		size_t n = 0;
+		while (buf_used(&c->out) > 0 &&
+		       n + TLS13_MAX_PLAIN + 2 * TLS13_OVERHEAD + 5 <=
+		       sizeof(scratch)) {
+			size_t take = buf_used(&c->out);
+			if (take > TLS13_MAX_PLAIN)
+				take = TLS13_MAX_PLAIN;
+			if (t->wr.seq >= TLS13_REKEY_RECORDS) {
+				if (tls13_send_key_update(t, scratch + n) < 0)
+					return -1;
+				n += 5 + TLS13_OVERHEAD;
+			}
+			if (tls13_seal(t, CT_APPLICATION_DATA,
+				       buf_head(&c->out), take,
+				       scratch + n) < 0)
+				return -1;
+			n += take + TLS13_OVERHEAD;
+			buf_consume(&c->out, take);
+		}
+		ssize_t w = write(c->fd, scratch, n);
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return -1;
+		if (w < 0)
+			w = 0;
+		if ((size_t)w < n) {
+			if (buf_append(&t->ctout, scratch + w, n - (size_t)w) < 0)
+				return -1;
+			return 0;
+		}
+	}
+	return 0;
+}
+
+int tls13_out_pending(const struct conn *c)
+{
+	return c->t13 != NULL && buf_used(&c->t13->ctout) > 0;
+}
+
+int tls13_more(const struct conn *c)
+{
+	return c->t13 != NULL && (c->t13->more || c->t13->eof);
+}
+
+static int tls13_hex(const char *s, unsigned char *out, size_t max,
+		     uint8_t *len_r)
+{
+	size_t n = 0;
+	for (; s[0] != '\0' && s[1] != '\0' && s[0] != ' '; s += 2) {
+		int hi = OPENSSL_hexchar2int((unsigned char)s[0]);
+		int lo = OPENSSL_hexchar2int((unsigned char)s[1]);
+		if (hi < 0 || lo < 0 || n >= max)
+			return -1;
+		out[n++] = (unsigned char)(hi << 4 | lo);
+	}
+	*len_r = (uint8_t)n;
+	return n == 32 || n == 48 ? 0 : -1;
+}
+
+void tls13_keylog(struct conn *c, const char *line)
+{
+	static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ";
+	static const char server[] = "SERVER_TRAFFIC_SECRET_0 ";
+	int is_client = strncmp(line, client, sizeof(client) - 1) == 0;
+	if (!is_client && strncmp(line, server, sizeof(server) - 1) != 0)
+		return;
+	const char *secret = strchr(line + sizeof(client) - 1, ' ');
+	if (secret == NULL)
+		return;
+	if (c->t13 == NULL) {
+		c->t13 = calloc(1, sizeof(*c->t13));
+		if (c->t13 == NULL)
+			return;
+		buf_init(&c->t13->ctout, TLS13_OUT_MAX);
+	}
+	struct tls13 *t = c->t13;
+	struct tls13_dir *d = is_client ? &t->rd : &t->wr;
+	uint8_t len = 0;
+	if (tls13_hex(secret + 1, d->secret, sizeof(d->secret), &len) < 0)
+		return;
+	t->hash_len = len;
+	if (is_client)
+		t->have_client = 1;
+	else
+		t->have_server = 1;
+}
+
+int tls13_take_over(struct conn *c, SSL *ssl)
+{
+	static const char label[] = "EXPORTER-Channel-Binding";
+	struct tls13 *t = c->t13;
+	const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+	if (t == NULL || !t->have_client || !t->have_server ||
+	    SSL_version(ssl) != TLS1_3_VERSION || cipher == NULL ||
+	    SSL_pending(ssl) > 0 || SSL_has_pending(ssl))
+		return 0;
+	uint16_t id = (uint16_t)(SSL_CIPHER_get_id(cipher) & 0xffff);
+	unsigned s;
+	for (s = 0; s < SUITE_COUNT && suites[s].id != id; s++)
+		;
+	if (s == SUITE_COUNT || suites[s].hash_len != t->hash_len ||
+	    tls13_aead(s) == NULL)
+		return 0;
+	t->suite = (uint8_t)s;
+	t->key_len = suites[s].key_len;
+	if (tls13_derive(t, &t->rd) < 0 || tls13_derive(t, &t->wr) < 0)
+		return 0;
+	if (SSL_export_keying_material(ssl, t->cb_exporter, 32, label,
+				       sizeof(label) - 1, NULL, 0, 0) == 1)
+		t->cb_exporter_len = 32;
+	int n = tls_cert_end_point(ssl, t->cb_end_point,
+				   sizeof(t->cb_end_point));
+	if (n > 0)
+		t->cb_end_point_len = (uint8_t)n;
+	return 1;
+}
+
+void tls13_free(struct conn *c)
+{
+	struct tls13 *t = c->t13;
+	if (t == NULL)
+		return;
+	buf_free(&t->ctout);
+	free(t->carry);
+	OPENSSL_cleanse(t, sizeof(*t));
+	free(t);
+	c->t13 = NULL;
+}
+
+int tls13_cb_exporter(const struct conn *c, unsigned char *out, size_t size)
+{
+	const struct tls13 *t = c->t13;
+	if (t == NULL || t->cb_exporter_len == 0 || size < t->cb_exporter_len)
+		return -1;
+	memcpy(out, t->cb_exporter, t->cb_exporter_len);
+	return t->cb_exporter_len;
+}
+
+int tls13_cb_server_end_point(const struct conn *c, unsigned char *out,
+			      size_t size)
+{
+	const struct tls13 *t = c->t13;
+	if (t == NULL || t->cb_end_point_len == 0 ||
+	    size < t->cb_end_point_len)
+		return -1;
+	memcpy(out, t->cb_end_point, t->cb_end_point_len);
+	return t->cb_end_point_len;
+}

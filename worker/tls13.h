@@ -1,0 +1,46 @@
+/*
+ * tls13.h - xmppd's own TLS 1.3 record layer (RFC 8446 section 5) for
+ * established connections.  OpenSSL runs the handshake; when it ends in
+ * TLS 1.3 with one of the AEAD suites below, the connection's traffic
+ * secrets (OpenSSL's key-log callback) become a few hundred bytes of
+ * state here and the SSL object (about 14 KB while idle) is freed.
+ * Suites: TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384,
+ * TLS_CHACHA20_POLY1305_SHA256; anything else stays with OpenSSL.
+ */
+#ifndef XMPPD_TLS13_H
+#define XMPPD_TLS13_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct conn;
+typedef struct ssl_st SSL;
+
+/* The biggest record we accept: header + 2^14 + 256 (section 5.2).  A
+ * read buffer handed to tls13_read() must hold at least twice this. */
+#define TLS13_MAX_RECORD (5 + 16384 + 256)
+
+/* From OpenSSL's key-log callback: keep the application traffic
+ * secrets of c's handshake. */
+void tls13_keylog(struct conn *c, const char *line);
+/* The handshake on ssl just completed.  1: the record layer is ours now
+ * and ssl may be freed; 0: keep OpenSSL (not TLS 1.3, other suite, or
+ * OpenSSL holds unread bytes); -1: out of memory. */
+int tls13_take_over(struct conn *c, SSL *ssl);
+/* Plaintext application data: >0 bytes, 0 would block, -1 closed or
+ * failed (a fatal alert was sent when the peer broke the protocol). */
+ssize_t tls13_read(struct conn *c, char *buf, size_t len);
+/* Seal and write c->out: 0 ok (maybe partial), -1 failed. */
+int tls13_flush(struct conn *c);
+/* Sealed bytes wait for the socket to become writable. */
+int tls13_out_pending(const struct conn *c);
+/* The last read filled its buffer, or an alert is still to be acted on:
+ * call tls13_read() again before waiting for epoll. */
+int tls13_more(const struct conn *c);
+void tls13_free(struct conn *c);
+/* Channel bindings taken at the end of the handshake (-1: none). */
+int tls13_cb_exporter(const struct conn *c, unsigned char *out, size_t size);
+int tls13_cb_server_end_point(const struct conn *c, unsigned char *out,
+			      size_t size);
+
+#endif
