@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <idna.h>
 #include <stringprep.h>
@@ -193,6 +194,71 @@ static int jid_prep_domain(struct arena *a, const char *s, size_t len,
 	return rc;
 }
 
+int jid_fast_ascii = 1;
+
+/* Printable ASCII is what nearly every JID is made of, and for it the
+ * three profiles reduce to a few byte rules (RFC 3454 tables B.2, C.1.1,
+ * C.2.1; RFC 6122 appendix A.5 for Nodeprep's extra prohibitions; STD3
+ * LDH labels for the domain).  Those parts are prepared here without
+ * libidn, which costs a malloc, an NFKC pass and a UCS-4 round trip per
+ * part; anything else, valid or not, goes to libidn for its verdict.
+ * Returns 1 done (0 or -1 in *rc_r), 0 not handled here. */
+static int jid_prep_ascii(struct arena *a, enum jid_part part, const char *s,
+			  size_t len, const char **out_r, const char **error_r,
+			  int *rc_r)
+{
+	char *out;
+	size_t label = 0;
+
+	if (part == JID_PART_DOMAIN && len > 1 && s[len - 1] == '.')
+		len--;          /* RFC 7622 section 3.2: one trailing dot */
+	if (!jid_fast_ascii || len > JID_PART_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch < 0x20 || ch > 0x7e)
+			return 0;
+		switch (part) {
+		case JID_PART_LOCAL:
+			if (ch == ' ' || strchr("\"&'/:<>@", ch) != NULL)
+				return 0;
+			break;
+		case JID_PART_DOMAIN:
+			if (ch == '.') {
+				if (label == 0 || s[i - 1] == '-')
+					return 0;
+				label = 0;
+				continue;
+			}
+			if (label == 0 && len - i >= 4 &&
+			    strncasecmp(s + i, "xn--", 4) == 0)
+				return 0;   /* A-label: libidn makes it a U-label */
+			if (!((ch >= 'a' && ch <= 'z') ||
+			      (ch >= 'A' && ch <= 'Z') ||
+			      (ch >= '0' && ch <= '9') ||
+			      (ch == '-' && label > 0)) || ++label > 63)
+				return 0;
+			break;
+		case JID_PART_RESOURCE:
+			break;
+		}
+	}
+	if (part == JID_PART_DOMAIN && (label == 0 || s[len - 1] == '-'))
+		return 0;
+	if ((out = arena_strndup(a, s, len)) == NULL) {
+		*rc_r = jid_oom(error_r);
+		return 1;
+	}
+	if (part != JID_PART_RESOURCE) {
+		for (char *p = out; *p != '\0'; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+	}
+	*out_r = out;
+	*rc_r = 0;
+	return 1;
+}
+
 int jid_prep_part(struct arena *a, enum jid_part part, const char *s,
 		  size_t len, const char **out_r, const char **error_r)
 {
@@ -209,6 +275,8 @@ int jid_prep_part(struct arena *a, enum jid_part part, const char *s,
 					       jid_parts[part].prep_failed;
 		return -1;
 	}
+	if (jid_prep_ascii(a, part, s, len, out_r, error_r, &rc))
+		return rc;
 	if (part == JID_PART_DOMAIN)
 		return jid_prep_domain(a, s, len, out_r, error_r);
 	if (jid_stringprep(part, s, len, &prepped, error_r) < 0)

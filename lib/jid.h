@@ -40,6 +40,10 @@ int jid_parse(struct arena *a, const char *s, struct jid *jid_r,
 int jid_prep_part(struct arena *a, enum jid_part part, const char *s,
 		  size_t len, const char **out_r, const char **error_r);
 
+/* 1 (the default): printable-ASCII parts skip libidn, with the same
+ * results; 0 sends every part through libidn (for tests). */
+extern int jid_fast_ascii;
+
 /* "local@domain" or "domain" (the string is a new arena copy), NULL on
  * out-of-memory. */
 const char *jid_bare(struct arena *a, const struct jid *jid);
