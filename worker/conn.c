@@ -319,7 +319,8 @@ void conn_flush(struct conn *c)
 	conn_update_events(c);
 	if (buf_used(&c->out) > 0 || tls13_out_pending(c))
 		return;
-	buf_shrink(&c->out);    /* idle connections keep no buffer */
+	/* The emptied buffer stays for the next stanza; conn_timeouts
+	 * frees it once the connection has been quiet a while. */
 	if (c->want_close)
 		conn_close(c);
 }
@@ -462,15 +463,26 @@ int conn_next_delay(const struct worker *w, int64_t now)
 	return (int)next;
 }
 
+/* malloc_trim walks the whole heap: it runs once enough parsers were
+ * freed to matter, or a while after the last one, not once per turn in
+ * which one stream went quiet (that showed as latency spikes). */
+#define CONN_TRIM_PARKED 256
+#define CONN_TRIM_MS 30000
+
 void conn_timeouts(struct worker *w, int64_t now)
 {
+	static unsigned untrimmed;
+	static int64_t trimmed_at;
 	unsigned parked = 0;
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;
 		if (c->bound && !c->want_close)
 			conn_idle(c, now);
-		if (!c->want_close && now - c->last_read_ms > CONN_PARK_MS)
+		if (!c->want_close && now - c->last_read_ms > CONN_PARK_MS) {
 			parked += (unsigned)stream_park(c);
+			if (buf_used(&c->out) == 0)
+				buf_shrink(&c->out);
+		}
 		if (c->deadline_ms == 0 || now < c->deadline_ms)
 			continue;
 		if (c->want_close) {
@@ -482,9 +494,14 @@ void conn_timeouts(struct worker *w, int64_t now)
 	}
 	/* Freed parsers are scattered through the heap: give the pages back
 	 * so that idle connections cost what they hold, not what they held. */
-	if (parked > 0) {
+	if (parked > 0)
 		log_debug("%u idle streams parked their parsers", parked);
+	untrimmed += parked;
+	if (untrimmed >= CONN_TRIM_PARKED ||
+	    (untrimmed > 0 && now - trimmed_at >= CONN_TRIM_MS)) {
 		malloc_trim(0);
+		untrimmed = 0;
+		trimmed_at = now;
 	}
 }
 

@@ -269,16 +269,15 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 	xml_builder_start(&c->builder, name, atts);
 }
 
+static int stream_renew(struct conn *c);
+
 /* Ask for a fresh parser starting after the current event. */
 void stream_restart(struct conn *c)
 {
 	if (!c->in_parse) {
 		/* From a database callback: nothing of the client's is
 		 * buffered (it waits for our answer), start afresh now. */
-		stream_free(c);
-		c->header_sent = 0;
-		c->state = CONN_STATE_HEADER;
-		if (stream_init(c) < 0)
+		if (stream_renew(c) < 0)
 			stream_error(c, "resource-constraint", NULL);
 		return;
 	}
@@ -384,11 +383,9 @@ static void XMLCALL stream_restricted_entity(void *ud, const char *name,
 	stream_error(ud, "restricted-xml", NULL);
 }
 
-int stream_init(struct conn *c)
+/* Handlers and state of a new or reset parser. */
+static int stream_setup(struct conn *c)
 {
-	c->parser = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
-	if (c->parser == NULL)
-		return -1;
 	XML_SetHashSalt(c->parser, randombytes_random());
 	XML_SetUserData(c->parser, c);
 	XML_SetElementHandler(c->parser, stream_start, stream_end);
@@ -400,6 +397,32 @@ int stream_init(struct conn *c)
 	c->parser_base = c->fed;
 	c->depth = 0;
 	return 0;
+}
+
+int stream_init(struct conn *c)
+{
+	c->parser = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
+	if (c->parser == NULL)
+		return -1;
+	return stream_setup(c);
+}
+
+/* The next stream on this connection (after TLS or SASL): expat's parser
+ * is reset and reused, not freed and made again. */
+static int stream_renew(struct conn *c)
+{
+	XML_Parser p = c->parser;
+	c->parser = NULL;
+	stream_free(c);             /* the arena and the saved header */
+	c->header_sent = 0;
+	c->state = CONN_STATE_HEADER;
+	if (p != NULL && XML_ParserReset(p, "UTF-8") == XML_TRUE) {
+		c->parser = p;
+		return stream_setup(c);
+	}
+	if (p != NULL)
+		XML_ParserFree(p);
+	return stream_init(c);
 }
 
 void stream_free(struct conn *c)
@@ -473,10 +496,7 @@ static size_t stream_do_restart(struct conn *c, int64_t start, size_t len)
 	int64_t abs = c->restart_offset < 0 ? -1
 		      : c->parser_base + c->restart_offset;
 	c->restart_pending = 0;
-	stream_free(c);
-	c->header_sent = 0;
-	c->state = CONN_STATE_HEADER;
-	if (stream_init(c) < 0) {
+	if (stream_renew(c) < 0) {
 		stream_error(c, "resource-constraint", NULL);
 		return 0;
 	}

@@ -1,8 +1,10 @@
 /*
  * tls.c - OpenSSL on non-blocking client sockets.  SSL is attached to the
  * socket directly (SSL_set_fd); WANT_READ/WANT_WRITE map onto the
- * connection's epoll interest.  SSL_MODE_RELEASE_BUFFERS frees record
- * buffers of idle connections, which keeps per-connection memory small.
+ * connection's epoll interest.  After a TLS 1.3 handshake tls13.c takes
+ * the connection over and the SSL object is freed; connections that stay
+ * with OpenSSL get SSL_MODE_RELEASE_BUFFERS, which frees record buffers
+ * while idle.
  * Failure policy: a TLS error ends that connection only (logged at info:
  * it is the client's doing far more often than ours).
  */
@@ -57,8 +59,10 @@ static int tls_context_setup(SSL_CTX *ctx, const struct config *cfg,
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
 			    SSL_OP_CIPHER_SERVER_PREFERENCE |
 			    SSL_OP_NO_COMPRESSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
-			 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	/* No SSL_MODE_RELEASE_BUFFERS during the handshake (it would
+	 * free and allocate the record buffers once per flight): it is
+	 * set on the connections that stay with OpenSSL afterwards. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 			 SSL_MODE_ENABLE_PARTIAL_WRITE);
 	/* Read whole socket contents at once instead of record header,
 	 * then body: one read(2) per wakeup instead of two or three. */
@@ -170,6 +174,7 @@ int tls_handshake(struct conn *c)
 		} else {
 			tls13_free(c);
 			SSL_set_read_ahead(c->ssl, 1);
+			SSL_set_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
 		}
 		return 1;
 	}
