@@ -180,6 +180,7 @@ struct server_sample {
 	uint64_t rss_kb;        /* VmRSS summed over the processes */
 	uint64_t pss_kb;        /* Pss summed (shared pages counted once) */
 	double cpu_s;           /* utime + stime summed */
+	double sys_s;           /* stime alone: in the kernel */
 };
 
 /* The roots and all their descendants. */

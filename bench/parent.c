@@ -417,6 +417,11 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 	    (p->s_end.cpu_s - on->cpu_s) * 1000 / (double)t->delivered : 0,
 	    srv && p->s_end.valid && t->delivered ? 3 : -1);
 	/* beyond the list */
+	FIG("server_kernel_cpu_s_per_1000_logins", est ? (on->sys_s -
+	    idle->sys_s) * 1000 / (double)est : 0, srv && est ? 3 : -1);
+	FIG("server_kernel_cpu_s_per_1000_messages", t->delivered ?
+	    (p->s_end.sys_s - on->sys_s) * 1000 / (double)t->delivered : 0,
+	    srv && p->s_end.valid && t->delivered ? 3 : -1);
 	FIG("connections_failed_connect", t->c.fail_connect, 0);
 	FIG("connections_failed_tls", t->c.fail_tls, 0);
 	FIG("connections_failed_auth", t->c.fail_auth, 0);

@@ -31,7 +31,8 @@ static ssize_t procstat_read(const char *path, char *buf, size_t size)
 }
 
 /* ppid and utime+stime (clock ticks) of pid; -1 if gone. */
-static int procstat_stat(pid_t pid, pid_t *ppid_r, unsigned long long *ticks_r)
+static int procstat_stat(pid_t pid, pid_t *ppid_r, unsigned long long *ticks_r,
+			 unsigned long long *sys_r)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
@@ -46,6 +47,7 @@ static int procstat_stat(pid_t pid, pid_t *ppid_r, unsigned long long *ticks_r)
 		return -1;
 	*ppid_r = ppid;
 	*ticks_r = ut + st;
+	*sys_r = st;
 	return state == 'Z' ? -1 : 0;
 }
 
@@ -79,7 +81,7 @@ static unsigned procstat_roots(const struct bench_opts *o, pid_t *roots)
 
 struct procstat_proc {
 	pid_t pid, ppid;
-	unsigned long long ticks;
+	unsigned long long ticks, sys;
 	bool in;
 };
 
@@ -99,7 +101,8 @@ static size_t procstat_scan(struct procstat_proc **out)
 			bench_fatal("out of memory scanning /proc");
 		v[n].pid = atoi(e->d_name);
 		v[n].in = false;
-		if (procstat_stat(v[n].pid, &v[n].ppid, &v[n].ticks) == 0)
+		if (procstat_stat(v[n].pid, &v[n].ppid, &v[n].ticks,
+				  &v[n].sys) == 0)
 			n++;
 	}
 	closedir(d);
@@ -136,6 +139,7 @@ int procstat_sample(const struct bench_opts *o, struct server_sample *out)
 		snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)v[i].pid);
 		out->pss_kb += procstat_field_kb(path, "\nPss:");
 		out->cpu_s += (double)v[i].ticks / tick;
+		out->sys_s += (double)v[i].sys / tick;
 		out->nprocs++;
 	}
 	free(v);

@@ -17,7 +17,9 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <sodium.h>
 #include <stringprep.h>
 
@@ -129,14 +131,51 @@ static const EVP_MD *scram_md(enum scram_hash hash)
 	return hash == SCRAM_HASH_SHA256 ? EVP_sha256() : EVP_sha1();
 }
 
+/* HMAC() and EVP_Digest() with EVP_sha256() look the algorithms up by
+ * name on every call in OpenSSL 3 (a tenth of a login's SCRAM work was
+ * that); the server side fetches them once per process and re-keys one
+ * MAC context per hash. */
+static EVP_MAC_CTX *scram_mac_ctx(enum scram_hash hash)
+{
+	static EVP_MAC_CTX *ctx[2];
+	int i = hash == SCRAM_HASH_SHA256;
+	if (ctx[i] == NULL) {
+		EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+		EVP_MAC_CTX *c = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+		OSSL_PARAM params[] = {
+			OSSL_PARAM_construct_utf8_string(
+				OSSL_MAC_PARAM_DIGEST, i ? "SHA256" : "SHA1", 0),
+			OSSL_PARAM_construct_end(),
+		};
+		EVP_MAC_free(mac);      /* the context keeps its reference */
+		if (c == NULL || EVP_MAC_CTX_set_params(c, params) != 1) {
+			EVP_MAC_CTX_free(c);
+			return NULL;
+		}
+		ctx[i] = c;
+	}
+	return ctx[i];
+}
+
+static EVP_MD *scram_md_fetched(enum scram_hash hash)
+{
+	static EVP_MD *md[2];
+	int i = hash == SCRAM_HASH_SHA256;
+	if (md[i] == NULL)
+		md[i] = EVP_MD_fetch(NULL, i ? "SHA256" : "SHA1", NULL);
+	return md[i];
+}
+
 static int scram_hmac(enum scram_hash hash, const unsigned char *key,
 		      const void *data, size_t len, unsigned char *out)
 {
-	unsigned int out_len = 0;
-	int key_len = (int)scram_hash_len(hash);
+	EVP_MAC_CTX *ctx = scram_mac_ctx(hash);
+	size_t out_len = 0;
 
-	if (HMAC(scram_md(hash), key, key_len, data, len, out,
-		 &out_len) == NULL)
+	if (ctx == NULL ||
+	    EVP_MAC_init(ctx, key, scram_hash_len(hash), NULL) != 1 ||
+	    EVP_MAC_update(ctx, data, len) != 1 ||
+	    EVP_MAC_final(ctx, out, &out_len, scram_hash_len(hash)) != 1)
 		return -1;
 	return out_len == scram_hash_len(hash) ? 0 : -1;
 }
@@ -145,9 +184,10 @@ static int scram_digest(enum scram_hash hash, const unsigned char *data,
 			unsigned char *out)
 {
 	unsigned int out_len = 0;
+	EVP_MD *md = scram_md_fetched(hash);
 
-	if (EVP_Digest(data, scram_hash_len(hash), out, &out_len,
-		       scram_md(hash), NULL) != 1)
+	if (md == NULL || EVP_Digest(data, scram_hash_len(hash), out,
+				     &out_len, md, NULL) != 1)
 		return -1;
 	return out_len == scram_hash_len(hash) ? 0 : -1;
 }
