@@ -273,10 +273,6 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 		return -1;
 	}
 	unsigned type = p[--len];
-	if (len > TLS13_MAX_PLAIN) {
-		tls13_alert(c, ALERT_RECORD_OVERFLOW, "record too long");
-		return -1;
-	}
 	switch (type) {
 	case CT_APPLICATION_DATA:
 		memmove(buf + *out, p, len);
@@ -339,7 +335,9 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 					    "unprotected record");
 				return -1;
 			}
-			if (clen > 16384 + 256) {
+			if (clen > TLS13_MAX_PLAIN + 1 + TLS13_TAG) {
+				/* the inner plaintext, padding included,
+				 * is at most 2^14 + 1 (section 5.4) */
 				tls13_alert(c, ALERT_RECORD_OVERFLOW,
 					    "record too long");
 				return -1;
