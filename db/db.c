@@ -4,7 +4,10 @@
  * PQpipelineSync, so a failing query aborts only itself, and answers come
  * back in order, matched against a bounded FIFO of callbacks.  States:
  * idle (back-off) -> connecting (PQconnectPoll) -> checking (schema
- * version query) -> up.
+ * version query) -> up.  Until the link first fails (after db_new() or a
+ * conninfo change) it is "starting": queries are copied into a waiting
+ * list and sent once it is up, so the first logins after a (re)start do
+ * not fail; after a failure they fail at once until it is up again.
  * Failure policy: a failed connect, a lost link or a schema this binary
  * does not know closes the socket, fails every pending callback with
  * "database unavailable" and retries after a back-off doubling from
@@ -50,6 +53,21 @@ struct db_pending {
 	int64_t sent_ms;        /* when it was queued (query timeout) */
 };
 
+/* A query made while the link was starting: a copy of everything
+ * db_query() was given, in one allocation, sent once the link is up. */
+struct db_waiting {
+	struct db_waiting *next;
+	db_callback *cb;        /* NULL once cancelled (still sent) */
+	void *ctx;
+	int64_t queued_ms;      /* when db_query() was called */
+	int nparams;
+	int result_binary;
+	const char *sql;
+	const char **params;    /* each NULL (SQL NULL) or a copy */
+	int *lengths;
+	int *formats;           /* NULL: all text */
+};
+
 struct db {
 	char *conninfo;
 	void (*fd_changed)(void *loop_ctx, int old_fd, int new_fd);
@@ -68,6 +86,10 @@ struct db {
 	struct db_pending *queue;   /* ring of unanswered queries, oldest first */
 	unsigned head, count, cap;
 	unsigned syncs;         /* PGRES_PIPELINE_SYNC results still due */
+	bool starting;          /* no failure since db_new()/new conninfo:
+				   queries wait instead of failing */
+	struct db_waiting *wait_head, *wait_tail;  /* oldest first */
+	unsigned nwaiting;
 
 	char reason[256];       /* why the link is going down */
 	char logged[256];       /* the last reason logged at error */
@@ -141,12 +163,13 @@ static int db_queue_grow(struct db *db)
 	return 0;
 }
 
-static void db_queue_push(struct db *db, db_callback *cb, void *ctx)
+static void db_queue_push(struct db *db, db_callback *cb, void *ctx,
+			  int64_t since_ms)
 {
 	struct db_pending *p = &db->queue[(db->head + db->count) % db->cap];
 	p->cb = cb;
 	p->ctx = ctx;
-	p->sent_ms = time_now_ms();
+	p->sent_ms = since_ms;
 	db->count++;
 }
 
@@ -167,6 +190,97 @@ static void db_fail_all(struct db *db, const char *error)
 		struct db_pending p = db_queue_pop(db);
 		if (p.cb != NULL)
 			p.cb(p.ctx, NULL, error);
+	}
+}
+
+/* ---- queries waiting for the link to come up -------------------------- */
+
+static size_t db_param_len(const char *const *params, const int *lengths,
+			   const int *formats, int i)
+{
+	if (formats != NULL && formats[i] == 1)
+		return lengths != NULL ? (size_t)lengths[i] : 0;
+	return strlen(params[i]) + 1;
+}
+
+/* Copy a query into one allocation; NULL when out of memory. */
+static struct db_waiting *db_waiting_new(const char *sql, int nparams,
+					 const char *const *params,
+					 const int *lengths,
+					 const int *formats)
+{
+	size_t n = nparams > 0 ? (size_t)nparams : 0;
+	size_t size = sizeof(struct db_waiting) + n * sizeof(char *) +
+		2 * n * sizeof(int) + strlen(sql) + 1;
+	for (size_t i = 0; i < n; i++)
+		if (params[i] != NULL)
+			size += db_param_len(params, lengths, formats, (int)i);
+	struct db_waiting *q = calloc(1, size);
+	if (q == NULL)
+		return NULL;
+	q->nparams = (int)n;
+	q->params = (const char **)(q + 1);
+	q->lengths = (int *)(q->params + n);
+	int *fmts = q->lengths + n;
+	char *data = (char *)(fmts + n);
+	for (size_t i = 0; i < n; i++) {
+		q->lengths[i] = lengths != NULL ? lengths[i] : 0;
+		fmts[i] = formats != NULL ? formats[i] : 0;
+		if (params[i] == NULL)
+			continue;
+		size_t len = db_param_len(params, lengths, formats, (int)i);
+		memcpy(data, params[i], len);
+		q->params[i] = data;
+		data += len;
+	}
+	q->formats = formats != NULL ? fmts : NULL;
+	memcpy(data, sql, strlen(sql) + 1);
+	q->sql = data;
+	return q;
+}
+
+static int db_wait(struct db *db, const char *sql, int nparams,
+		   const char *const *params, const int *lengths,
+		   const int *formats, int result_binary, db_callback *cb,
+		   void *ctx)
+{
+	struct db_waiting *q = db_waiting_new(sql, nparams, params, lengths,
+					      formats);
+	if (q == NULL)
+		return -1;
+	q->cb = cb;
+	q->ctx = ctx;
+	q->queued_ms = time_now_ms();
+	q->result_binary = result_binary;
+	if (db->wait_tail != NULL)
+		db->wait_tail->next = q;
+	else
+		db->wait_head = q;
+	db->wait_tail = q;
+	db->nwaiting++;
+	return 0;
+}
+
+static struct db_waiting *db_wait_pop(struct db *db)
+{
+	struct db_waiting *q = db->wait_head;
+	db->wait_head = q->next;
+	if (db->wait_head == NULL)
+		db->wait_tail = NULL;
+	db->nwaiting--;
+	return q;
+}
+
+/* Fail the waiting queries queued at or before `before_ms` (all: -1).
+ * Each is unlinked before its callback runs. */
+static void db_wait_fail(struct db *db, int64_t before_ms, const char *error)
+{
+	while (db->wait_head != NULL &&
+	       (before_ms < 0 || db->wait_head->queued_ms <= before_ms)) {
+		struct db_waiting *q = db_wait_pop(db);
+		if (q->cb != NULL)
+			q->cb(q->ctx, NULL, error);
+		free(q);
 	}
 }
 
@@ -210,7 +324,9 @@ static void db_link_down(struct db *db, const char *reason)
 	db->deadline_ms = time_now_ms() + db->backoff_ms;
 	db->backoff_ms = db->backoff_ms * 2 > DB_BACKOFF_MAX_MS ?
 		DB_BACKOFF_MAX_MS : db->backoff_ms * 2;
+	db->starting = false;
 	db_fail_all(db, DB_ERR_DOWN);
+	db_wait_fail(db, -1, DB_ERR_DOWN);
 }
 
 static void db_flush(struct db *db)
@@ -221,11 +337,12 @@ static void db_flush(struct db *db)
 	db->want_write = r == 1;
 }
 
-/* Send one query and its sync; the caller checked the state. */
+/* Send one query and its sync; the caller checked the state.  since_ms
+ * starts its query timeout (when the caller asked for it). */
 static int db_send(struct db *db, const char *sql, int nparams,
 		   const char *const *params, const int *lengths,
 		   const int *formats, int result_binary, db_callback *cb,
-		   void *ctx)
+		   void *ctx, int64_t since_ms)
 {
 	if (db->count == db->cap && db_queue_grow(db) < 0)
 		return -1;
@@ -245,13 +362,28 @@ static int db_send(struct db *db, const char *sql, int nparams,
 		db_mark_lost(db, PQerrorMessage(db->conn));
 		return -1;
 	}
-	db_queue_push(db, cb, ctx);
+	db_queue_push(db, cb, ctx, since_ms);
 	db->syncs++;
 	db_flush(db);
 	return 0;
 }
 
 /* ---- connecting ------------------------------------------------------- */
+
+/* The link is up: send what waited for it, oldest first.  A query that
+ * cannot be sent fails alone; a lost link fails the rest later
+ * (db_link_down). */
+static void db_wait_flush(struct db *db)
+{
+	while (db->wait_head != NULL && db_is_up(db)) {
+		struct db_waiting *q = db_wait_pop(db);
+		if (db_send(db, q->sql, q->nparams, q->params, q->lengths,
+			    q->formats, q->result_binary, q->cb, q->ctx,
+			    q->queued_ms) < 0 && q->cb != NULL)
+			q->cb(q->ctx, NULL, DB_ERR_DOWN);
+		free(q);
+	}
+}
 
 static void db_version_cb(void *ctx, const PGresult *res, const char *error)
 {
@@ -280,6 +412,7 @@ static void db_version_cb(void *ctx, const PGresult *res, const char *error)
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
 	db->logged[0] = '\0';
 	log_info("database link up (schema version %d)", version);
+	db_wait_flush(db);
 }
 
 static void db_connected(struct db *db)
@@ -292,7 +425,7 @@ static void db_connected(struct db *db)
 	db->state = DB_STATE_CHECKING;
 	db_set_fd(db, PQsocket(db->conn));
 	if (db_send(db, DB_VERSION_SQL, 0, NULL, NULL, NULL, 0,
-		    db_version_cb, db) < 0)
+		    db_version_cb, db, time_now_ms()) < 0)
 		db_mark_lost(db, "cannot send the schema check");
 }
 
@@ -416,6 +549,7 @@ struct db *db_new(const char *conninfo,
 	db->state = DB_STATE_IDLE;
 	db->deadline_ms = time_now_ms();        /* connect at the first tick */
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	db->starting = true;
 	return db;
 }
 
@@ -427,6 +561,7 @@ void db_free(struct db **dbp)
 	db_close(db, false);
 	db->state = DB_STATE_IDLE;
 	db_fail_all(db, DB_ERR_CLOSED);
+	db_wait_fail(db, -1, DB_ERR_CLOSED);
 	free(db->queue);
 	free(db->conninfo);
 	free(db);
@@ -450,6 +585,9 @@ void db_set_conninfo(struct db *db, const char *conninfo)
 	db->deadline_ms = time_now_ms();
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
 	db->logged[0] = '\0';
+	/* a fresh start: queries wait for the new link (those already
+	   sent on the old one are lost with it) */
+	db->starting = true;
 	db_fail_all(db, DB_ERR_DOWN);
 }
 
@@ -505,13 +643,20 @@ int db_tick(struct db *db, int64_t now_ms)
 			     DB_QUERY_TIMEOUT_TEXT);
 		return 0;
 	}
+	/* Queries waiting for the link keep the query timeout too (the
+	   connect timeout, shorter, normally fails them first). */
+	db_wait_fail(db, now_ms - DB_QUERY_TIMEOUT_MS, DB_ERR_DOWN);
 	if (db->state == DB_STATE_UP && db->count == 0)
 		return -1;
 	if (db->state == DB_STATE_UP) {
 		int64_t due = db->queue[db->head].sent_ms + DB_QUERY_TIMEOUT_MS;
 		return due <= now_ms ? 0 : (int)(due - now_ms);
 	}
-	int64_t left = db->deadline_ms - now_ms;
+	int64_t next = db->deadline_ms;
+	if (db->wait_head != NULL &&
+	    db->wait_head->queued_ms + DB_QUERY_TIMEOUT_MS < next)
+		next = db->wait_head->queued_ms + DB_QUERY_TIMEOUT_MS;
+	int64_t left = next - now_ms;
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
@@ -525,10 +670,15 @@ int db_query(struct db *db, const char *sql, int nparams,
 	     const int *formats, int result_binary, db_callback *cb,
 	     void *ctx)
 {
-	if (!db_is_up(db) || db->count >= DB_QUEUE_MAX)
+	if (db->count + db->nwaiting >= DB_QUEUE_MAX)
 		return -1;
-	return db_send(db, sql, nparams, params, lengths, formats,
-		       result_binary, cb, ctx);
+	if (db_is_up(db))
+		return db_send(db, sql, nparams, params, lengths, formats,
+			       result_binary, cb, ctx, time_now_ms());
+	if (db->starting && !db->lost)
+		return db_wait(db, sql, nparams, params, lengths, formats,
+			       result_binary, cb, ctx);
+	return -1;
 }
 
 void db_cancel(struct db *db, void *ctx)
@@ -538,4 +688,7 @@ void db_cancel(struct db *db, void *ctx)
 		if (p->ctx == ctx)
 			p->cb = NULL;
 	}
+	for (struct db_waiting *q = db->wait_head; q != NULL; q = q->next)
+		if (q->ctx == ctx)
+			q->cb = NULL;
 }

@@ -3,8 +3,12 @@
  * pipeline mode).  The worker's epoll loop watches db_fd() for
  * db_events() and calls db_handle(); db_tick() drives reconnects with
  * back-off (doubling, 250 ms .. 10 s).  Queries are parameterized only.
- * While the link is down db_query() fails at once (the caller answers
- * temporary-auth-failure or a `wait` error) and the loop never blocks.
+ * While the link is first being established (after db_new() or a
+ * conninfo change, until an attempt fails) db_query() copies the query
+ * and sends it once the link is up; once an attempt has failed, and
+ * until the link is up again, db_query() fails at once (the caller
+ * answers temporary-auth-failure or a `wait` error).  The loop never
+ * blocks.
  * Failure policy: a lost link fails every pending query's callback with
  * res == NULL and an error string, then reconnects; nothing here exits.
  */
@@ -51,7 +55,9 @@ int db_is_up(const struct db *db);
 
 /* Queue one parameterized query (text params; lengths/formats may be
  * NULL for text, else as PQsendQueryParams; binary results if
- * result_binary).  0 queued, -1 link down or queue full (cb not called). */
+ * result_binary).  0 queued (sent, or copied to wait for a starting
+ * link; either way answered within the 10 s query timeout), -1 link down
+ * or queue full (cb not called). */
 int db_query(struct db *db, const char *sql, int nparams,
 	     const char *const *params, const int *lengths,
 	     const int *formats, int result_binary, db_callback *cb,

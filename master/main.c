@@ -124,8 +124,9 @@ static void master_check_schema(const struct config *cfg)
 	const char *const values[] = { cfg->db_conninfo, "5", NULL };
 	PGconn *conn = PQconnectdbParams(keys, values, 1);
 	if (PQstatus(conn) != CONNECTION_OK) {
-		log_warn("database not reachable at start (%s): logins will "
-			 "wait for it", PQerrorMessage(conn));
+		log_warn("database not reachable at start (%s): logins get "
+			 "temporary-auth-failure until it answers",
+			 PQerrorMessage(conn));
 		PQfinish(conn);
 		return;
 	}

@@ -119,8 +119,11 @@ static void reap_one(struct master *m, pid_t pid, int status)
 	st->connections = 0;
 	struct reap_sweep rs = { m, (unsigned)slot,
 				 reap_pick_target(m, (unsigned)slot), 0 };
+	/* Stopping: every contact is being disconnected, broadcast nothing
+	 * (a worker that missed shutdown_timeout can leave many rows). */
 	int swept = shm_session_sweep_slot(m->shm.sessions, (uint16_t)slot,
-					   reap_swept, &rs);
+					   m->stopping ? NULL : reap_swept,
+					   &rs);
 	if (swept > 0)
 		log_info("worker %d: swept %d sessions, w%d broadcasts %u "
 			 "unavailable", slot, swept, rs.target, rs.sent);

@@ -797,18 +797,24 @@ static bool never(struct db *db, void *arg)
 	return false;
 }
 
+/* Nothing listens: a query made before the first attempt waits for it
+ * and fails with it, promptly; once an attempt has failed, queries fail
+ * at once (the caller is not called). */
 Test(link, closed_port_fails_fast)
 {
 	struct loop l = { .fd = -1 };
-	struct answer a = { 0 };
+	struct answer first = { 0 }, a = { 0 };
 	char conninfo[128];
 
 	snprintf(conninfo, sizeof(conninfo),
 		 "hostaddr=127.0.0.1 port=%d dbname=x user=x", closed_port());
 	int64_t t0 = time_now_ms();
 	struct db *db = db_new(conninfo, loop_fd_changed, &l);
-	cr_assert_eq(query_int(db, 1, &a), -1);
+	cr_assert_eq(query_int(db, 1, &first), 0);
 	cr_assert_geq(db_tick(db, time_now_ms()), 0);
+	wait_answers(db, &first, 1);
+	cr_assert_not(first.ok);
+	cr_assert_str_eq(first.error, "database unavailable");
 	cr_assert_eq(query_int(db, 1, &a), -1);
 	pump(db, never, NULL, 300);
 	cr_assert_eq(query_int(db, 1, &a), -1);
@@ -816,6 +822,64 @@ Test(link, closed_port_fails_fast)
 	cr_assert_eq(a.calls, 0);
 	cr_assert_lt(time_now_ms() - t0, 1000);
 	db_free(&db);
+}
+
+/* Queries made right after db_new(), before any I/O, wait for the link
+ * and are answered in order once it is up, parameters intact (they were
+ * copied: the caller's buffers are gone by then). */
+Test(link, queries_wait_for_first_connect)
+{
+	struct loop l = { .fd = -1 };
+	struct answer a[3] = { 0 }, bin = { 0 };
+
+	migrate_ok(test_conn);
+	add_ok("alice", "example.com", PASSWORD);
+	struct db *db = db_new(test_conninfo, loop_fd_changed, &l);
+	cr_assert_not(db_is_up(db));
+	answer_seq = 0;
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(query_int(db, 20 + i, &a[i]), 0);
+	char user[8] = "alice", domain[16] = "example.com";
+	const char *params[2] = { user, domain };
+	cr_assert_eq(db_query(db, ACCOUNTS_LOGIN_SQL, ACCOUNTS_LOGIN_NPARAMS,
+			      params, NULL, NULL, 1, answer_cb, &bin), 0);
+	memset(user, 'x', sizeof(user) - 1);
+	memset(domain, 'y', sizeof(domain) - 1);
+	wait_answers(db, a, 3);
+	wait_answers(db, &bin, 1);
+	for (int i = 0; i < 3; i++) {
+		cr_assert(a[i].ok, "%s", a[i].error);
+		cr_assert_eq(a[i].value, 20 + i);
+		cr_assert_eq(a[i].order, i + 1);
+	}
+	cr_assert(bin.ok, "%s", bin.error);
+	cr_assert(db_is_up(db));
+	db_free(&db);
+}
+
+/* A waiting query whose caller went away is still sent, its callback
+ * forgotten; db_free() fails what still waits. */
+Test(link, waiting_cancel_and_free)
+{
+	struct loop l = { .fd = -1 };
+	struct answer a = { 0 }, b = { 0 };
+	int ctx;
+
+	migrate_ok(test_conn);
+	struct db *db = db_new(test_conninfo, loop_fd_changed, &l);
+	cr_assert_eq(db_query(db, "SELECT 1", 0, NULL, NULL, NULL, 0,
+			      cancelled_cb, &ctx), 0);
+	db_cancel(db, &ctx);
+	cr_assert_eq(query_int(db, 3, &a), 0);
+	wait_answers(db, &a, 1);
+	cr_assert_eq(a.value, 3);
+	db_free(&db);
+
+	db = db_new(test_conninfo, loop_fd_changed, &l);
+	cr_assert_eq(query_int(db, 4, &b), 0);
+	db_free(&db);
+	cr_assert_eq(b.calls, 1);
+	cr_assert_str_eq(b.error, "database link closed");
 }
 
 /* A database without our schema (or with an unknown version) is down;

@@ -8,6 +8,9 @@
  * subscribe/subscribed/unsubscribe/unsubscribed in both directions.
  * Every hosted account is handled by whichever worker holds the stanza:
  * the database serializes state, the session table finds resources.
+ * While the worker stops (shutdown, or its master died) nothing is
+ * broadcast for the sessions it closes: every contact is a local session
+ * that the same shutdown disconnects (there is no server-to-server yet).
  * Failure policy: a database failure loses a broadcast (logged); stored
  * state stays consistent because each transition is one statement.
  */
@@ -354,6 +357,8 @@ void presence_session_gone(struct conn *c)
 	if (!c->available || c->jid == NULL)
 		return;
 	c->available = 0;
+	if (c->w->stopping)
+		return;     /* its contacts are being disconnected too */
 	struct pjob *j = pjob_new(c->w, c->jid);
 	if (j == NULL || (j->text = presence_unavailable_text(c->jid)) == NULL) {
 		pjob_free(j);
@@ -366,6 +371,8 @@ void presence_session_gone(struct conn *c)
 
 void presence_swept(struct worker *w, const char *full_jid)
 {
+	if (w->stopping)
+		return;     /* as presence_session_gone() */
 	struct pjob *j = pjob_new(w, full_jid);
 	if (j == NULL || (j->text = presence_unavailable_text(full_jid)) == NULL) {
 		pjob_free(j);

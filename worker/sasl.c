@@ -3,7 +3,9 @@
  * TLS), SCRAM-SHA-1, SCRAM-SHA-256 and their -PLUS variants with
  * tls-exporter / tls-server-end-point channel binding.  Credentials are
  * looked up asynchronously in PostgreSQL; while the database is down a
- * login gets <temporary-auth-failure/> at once.  Failures are answered
+ * login gets <temporary-auth-failure/> at once (while the worker's link
+ * is still coming up after its start, the lookup waits for it: db.h).
+ * Failures are answered
  * after a growing delay per client address and per account, and the
  * stream is closed with <policy-violation/> after sasl.max_failures.
  * Failure policy: a client's fault ends at most its stream.

@@ -87,8 +87,10 @@ void stream_error(struct conn *c, const char *condition, const char *text)
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 	c->w->stats->errors++;
-	log_info("c%u %s: stream error <%s/>%s%s", c->id, c->peer, condition,
-		 text ? ": " : "", text ? text : "");
+	/* at shutdown, worker_begin_stop() logs one line for all streams */
+	if (!c->w->stopping || strcmp(condition, "system-shutdown") != 0)
+		log_info("c%u %s: stream error <%s/>%s%s", c->id, c->peer,
+			 condition, text ? ": " : "", text ? text : "");
 	stream_closing(c);
 }
 

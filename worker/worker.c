@@ -145,6 +145,9 @@ void worker_accept_overload(struct worker *w, int lfd)
 	worker_listeners(w, 0);
 }
 
+/* One line for every stream the shutdown closes: closing them logs
+ * nothing per stream and broadcasts no unavailable presence, since each
+ * contact is a session this shutdown disconnects too (presence.c). */
 static void worker_begin_stop(struct worker *w)
 {
 	if (w->stopping)
@@ -153,6 +156,12 @@ static void worker_begin_stop(struct worker *w)
 	w->stop_deadline_ms = time_now_ms() + (int64_t)w->cfg->shutdown_timeout;
 	if (!w->accept_paused)
 		worker_listeners(w, 0);
+	unsigned available = 0;
+	for (const struct conn *c = w->conns; c != NULL; c = c->next)
+		available += c->available ? 1 : 0;
+	log_info("stopping: closing %u streams with <system-shutdown/> "
+		 "(%u available sessions: no unavailable presence, their "
+		 "contacts are disconnected too)", w->nconns, available);
 	conn_shutdown_all(w);
 }
 

@@ -211,8 +211,8 @@ class Server:
             self.master_pid = wait_for(self.read_pid_file, what="pid file")
         wait_for(lambda: self.status_ok(), what="all workers up")
         if self.db is not None:
-            # Logins before a worker's database link is up answer
-            # temporary-auth-failure: wait for every worker's link.
+            # Logins made before a worker's database link is up wait
+            # for it; tests still start from a settled server.
             wait_for(lambda: self.log_text().count("database link up") >= self.workers,
                      what="database links up")
         return self

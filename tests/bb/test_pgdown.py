@@ -60,12 +60,17 @@ def via_proxy(conninfo, port):
 class PgProxy:
     """A TCP forwarder on 127.0.0.1:port, run by one selector thread.
     stop() closes the listening socket and every forwarded connection
-    (both ends); start() listens again on the same port."""
+    (both ends); start() listens again on the same port.  With delay
+    (seconds, may be set at any time) each new connection is accepted at
+    once but forwarded only that much later: a database slow to answer
+    a connect."""
 
     def __init__(self, target):
         self.target = target
         self.port = None
+        self.delay = 0.0
         self.accepted = 0           # connections accepted since creation
+        self._held = []             # (release time, pair) under delay
         self._listener = None
         self._frozen = False
         self._peer = {}             # socket -> the other end of its pair
@@ -169,7 +174,10 @@ class PgProxy:
         if frozen == self._frozen:
             return
         self._frozen = frozen
+        held = {x for _, pair in self._held for x in pair}
         for s in self._peer:
+            if s in held:
+                continue
             if frozen:
                 self._sel.unregister(s)   # registered: not frozen before
             else:
@@ -188,10 +196,24 @@ class PgProxy:
         self.accepted += 1
         for s in (c, u):
             s.settimeout(5)     # sendall below: never stuck for long
-            if not self._frozen:
+            if not self._frozen and self.delay <= 0:
                 self._sel.register(s, selectors.EVENT_READ, "conn")
         self._peer[c] = u
         self._peer[u] = c
+        if self.delay > 0:
+            self._held.append((time.monotonic() + self.delay, (c, u)))
+
+    def _release_held(self):
+        """Start forwarding the delayed pairs that are due; returns the
+        seconds until the next one (or None)."""
+        now = time.monotonic()
+        due = [h for h in self._held if h[0] <= now]
+        self._held = [h for h in self._held if h[0] > now]
+        for _, pair in due:
+            for s in pair:
+                if s in self._peer and not self._frozen:
+                    self._sel.register(s, selectors.EVENT_READ, "conn")
+        return min((h[0] for h in self._held), default=now + 0.5) - now
 
     def _forward(self, s):
         p = self._peer.get(s)
@@ -208,7 +230,8 @@ class PgProxy:
 
     def _run(self):
         while True:
-            for key, _ in self._sel.select(timeout=0.5):
+            wait = min(0.5, max(0.0, self._release_held()))
+            for key, _ in self._sel.select(timeout=wait):
                 kind = key.data
                 if kind == "wake":
                     self._wake_r.recv(4096)
