@@ -223,8 +223,10 @@ static void presence_broadcast(struct pjob *j)
 {
 	const char *params[2] = { j->user, j->domain };
 	/* Section 4.2.2: to all the account's available resources, the
-	 * one that sent it included. */
-	presence_send_to(j->w, j->text, j->bare, NULL);
+	 * one that sent it included -- but not a session that is going
+	 * away: its stream is closed or closing. */
+	presence_send_to(j->w, j->text, j->bare,
+			 j->unavailable ? j->jid : NULL);
 	if (j->w->db == NULL ||
 	    db_query(j->w->db, presence_roster_sql, 2, params, NULL, NULL, 0,
 		     presence_roster_rows, j) < 0) {

@@ -635,6 +635,23 @@ def test_directed_presence():
         closing(n, n2, t)
 
 
+def test_logout_ends_with_stream_close():
+    """A session that logs out gets nothing after our </stream:stream>
+    (not its own unavailable); its other resource does get it."""
+    with server(workers=1) as s:
+        a = login(s, "juliet", "a")
+        b = login(s, "juliet", "b")
+        a.drain(0.3)
+        b.drain(0.3)
+        a.send("</stream:stream>")
+        rest = a.c.read_all_until_close(timeout=5)
+        a.closed = True
+        a.c.close()
+        assert rest.rstrip().endswith("</stream:stream>"), rest
+        b.expect(gone("juliet@localhost", "juliet@localhost/a"), timeout=3)
+        closing(b)
+
+
 def test_negative_priority():
     """RFC 6121 8.5.2.1.1: a resource with negative priority gets no
     message to the bare JID; with no other resource the message is
@@ -874,6 +891,7 @@ if __name__ == "__main__":
              test_subscription_transitions, test_pending_request_offline,
              test_pushes_across_workers, test_roster_versioning,
              test_roster_set_errors, test_probes, test_directed_presence,
+             test_logout_ends_with_stream_close,
              test_negative_priority, test_message_rules, test_offline_storage,
              test_worker_crash, test_restart]]
     only = os.environ.get("IM_ONLY")
