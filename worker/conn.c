@@ -219,7 +219,7 @@ static void conn_read(struct conn *c)
 	/* Plain sockets: a few chunks per turn for fairness.  TLS: until
 	 * OpenSSL has nothing buffered, or epoll would not wake us again. */
 	for (int i = 0; !c->closed && !c->want_close; i++) {
-		if (i >= 4 && c->ssl == NULL)
+		if (i >= 4 && c->ssl == NULL && !tls13_eof(c))
 			return;
 		if (conn_tls_progress(c) <= 0)
 			return;

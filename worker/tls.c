@@ -68,7 +68,7 @@ static int tls_context_setup(SSL_CTX *ctx, const struct config *cfg,
 	 * then body: one read(2) per wakeup instead of two or three. */
 	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_num_tickets(ctx, 0);  /* tls13.c takes over at seq 0 */
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
 		*error_r = tls_last_error("tls.ciphers", cfg->tls_ciphers);
 		return -1;

@@ -30,8 +30,11 @@
 #define TLS13_MAX_PLAIN 16384
 /* Per record we add: header, inner content type, tag. */
 #define TLS13_OVERHEAD (5 + 1 + TLS13_TAG)
-/* Records sealed per write(2); a partial write keeps the rest. */
+/* Room for records sealed per write(2) (three full ones plus a
+ * KeyUpdate fit); a partial write keeps the rest in ctout. */
 #define TLS13_SCRATCH_RECORDS 4
+/* The longest record we accept: inner plaintext 2^14 + 1 (section 5.4). */
+#define TLS13_MAX_IN (5 + TLS13_MAX_PLAIN + 1 + TLS13_TAG)
 /* Our own KeyUpdate after this many records under one key: far below
  * the AES-GCM limit of 2^24.5 records of RFC 8446 section 5.5. */
 #define TLS13_REKEY_RECORDS (1ull << 23)
@@ -40,8 +43,8 @@
 
 enum { ALERT_CLOSE_NOTIFY = 0, ALERT_UNEXPECTED_MESSAGE = 10,
        ALERT_BAD_RECORD_MAC = 20, ALERT_RECORD_OVERFLOW = 22,
-       ALERT_DECODE_ERROR = 50, ALERT_INTERNAL_ERROR = 80,
-       ALERT_USER_CANCELED = 90 };
+       ALERT_ILLEGAL_PARAMETER = 47, ALERT_DECODE_ERROR = 50,
+       ALERT_INTERNAL_ERROR = 80, ALERT_USER_CANCELED = 90 };
 enum { CT_ALERT = 21, CT_HANDSHAKE = 22, CT_APPLICATION_DATA = 23 };
 enum { HS_KEY_UPDATE = 24 };
 
@@ -57,15 +60,19 @@ struct tls13_dir {
 struct tls13 {
 	uint8_t have_client, have_server;   /* secrets seen (key log) */
 	uint8_t suite;
+	uint8_t suite_ready;    /* keys derived: the record layer is ours */
 	uint8_t hash_len, key_len;
 	uint8_t more;           /* last read filled the buffer */
-	uint8_t eof;            /* close_notify or fatal alert received */
+	uint8_t eof;            /* close_notify or an alert, either way */
+	uint8_t alerted;        /* we sent a fatal alert: no close_notify */
+	uint8_t hs_len;         /* bytes of a KeyUpdate split across records */
+	unsigned char hs[5];
 	uint8_t cb_exporter_len, cb_end_point_len;
 	struct tls13_dir rd, wr;
 	unsigned char cb_exporter[32];
 	unsigned char cb_end_point[64];
 	char *carry;            /* an incomplete record from the last read */
-	size_t carry_len;
+	size_t carry_len;       /* (carry holds TLS13_MAX_IN bytes) */
 	struct buf ctout;       /* sealed, not yet written */
 };
 
@@ -215,6 +222,7 @@ static void tls13_alert(struct conn *c, unsigned desc, const char *why)
 		(void)n;
 	}
 	t->eof = 1;
+	t->alerted = 1;
 }
 
 /* Queue a KeyUpdate under the current sending key, then switch keys. */
@@ -227,36 +235,66 @@ static int tls13_send_key_update(struct tls13 *t, unsigned char *out)
 }
 
 /* Post-handshake messages from the client: only KeyUpdate is ours to
- * take (we ask for no certificate, and tickets go the other way).  A
- * KeyUpdate ends its record (section 5.1), so it is the whole record. */
+ * take (we ask for no certificate, and tickets go the other way).  Its
+ * five bytes may come split over records (section 5.1), but it must end
+ * its record, since the key changes after it.  0 or -1 (alert sent). */
 static int tls13_handshake_msg(struct conn *c, const unsigned char *p,
 			       size_t len)
 {
 	struct tls13 *t = c->t13;
-	if (len < 4 || p[0] != HS_KEY_UPDATE) {
+	if (len == 0) {
 		tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
-			    "handshake message after the handshake");
+			    "empty handshake record");
 		return -1;
 	}
-	if (len != 5 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1) {
-		tls13_alert(c, ALERT_DECODE_ERROR, "bad KeyUpdate");
-		return -1;
-	}
-	if (tls13_next_key(t, &t->rd) < 0) {
-		tls13_alert(c, ALERT_INTERNAL_ERROR, "key update");
-		return -1;
-	}
-	if (p[4] == 1) {        /* update_requested: answer in kind */
-		unsigned char rec[5 + TLS13_OVERHEAD];
-		if (tls13_send_key_update(t, rec) < 0 ||
-		    buf_append(&t->ctout, rec, sizeof(rec)) < 0) {
+	while (len > 0) {
+		size_t take = sizeof(t->hs) - t->hs_len;
+		if (take > len)
+			take = len;
+		memcpy(t->hs + t->hs_len, p, take);
+		t->hs_len = (uint8_t)(t->hs_len + take);
+		p += take;
+		len -= take;
+		if (t->hs[0] != HS_KEY_UPDATE) {
+			tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+				    "handshake message after the handshake");
+			return -1;
+		}
+		if (t->hs_len >= 4 &&
+		    (t->hs[1] != 0 || t->hs[2] != 0 || t->hs[3] != 1)) {
+			tls13_alert(c, ALERT_DECODE_ERROR, "bad KeyUpdate");
+			return -1;
+		}
+		if (t->hs_len < sizeof(t->hs))
+			return 0;       /* the rest comes in the next record */
+		t->hs_len = 0;
+		if (t->hs[4] > 1) {
+			tls13_alert(c, ALERT_ILLEGAL_PARAMETER,
+				    "bad KeyUpdate request_update");
+			return -1;
+		}
+		if (len > 0) {
+			tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+				    "KeyUpdate does not end its record");
+			return -1;
+		}
+		if (tls13_next_key(t, &t->rd) < 0) {
 			tls13_alert(c, ALERT_INTERNAL_ERROR, "key update");
 			return -1;
 		}
-		conn_want_flush(c);
+		if (t->hs[4] == 1) {    /* update_requested: answer in kind */
+			unsigned char rec[5 + TLS13_OVERHEAD];
+			if (tls13_send_key_update(t, rec) < 0 ||
+			    buf_append(&t->ctout, rec, sizeof(rec)) < 0) {
+				tls13_alert(c, ALERT_INTERNAL_ERROR,
+					    "key update");
+				return -1;
+			}
+			conn_want_flush(c);
+		}
+		log_debug("c%u %s: TLS KeyUpdate%s", c->id, c->peer,
+			  t->hs[4] ? " (update requested)" : "");
 	}
-	log_debug("c%u %s: TLS KeyUpdate%s", c->id, c->peer,
-		  p[4] ? " (update requested)" : "");
 	return 0;
 }
 
@@ -273,6 +311,11 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 		return -1;
 	}
 	unsigned type = p[--len];
+	if (t->hs_len > 0 && type != CT_HANDSHAKE) {
+		tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+			    "record inside a split KeyUpdate");
+		return -1;
+	}
 	switch (type) {
 	case CT_APPLICATION_DATA:
 		memmove(buf + *out, p, len);
@@ -281,6 +324,10 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 	case CT_HANDSHAKE:
 		return tls13_handshake_msg(c, p, len);
 	case CT_ALERT:
+		if (len == 0) {
+			tls13_alert(c, ALERT_UNEXPECTED_MESSAGE, "empty alert");
+			return -1;
+		}
 		if (len != 2) {
 			tls13_alert(c, ALERT_DECODE_ERROR, "bad alert");
 			return -1;
@@ -300,85 +347,78 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 	}
 }
 
+/* One read(2) per call, however many records it brings: a client that
+ * streams records without application data (empty ones, KeyUpdates)
+ * gets one pass per loop turn like everyone else. */
 ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 {
 	struct tls13 *t = c->t13;
-	for (;;) {
-		if (t->eof)
-			return -1;
-		size_t have = 0, pos = 0, out = 0;
-		if (t->carry_len > 0) {
-			memcpy(buf, t->carry, t->carry_len);
-			have = t->carry_len;
-			free(t->carry);
-			t->carry = NULL;
-			t->carry_len = 0;
-		}
-		ssize_t n = read(c->fd, buf + have, len - have);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			log_debug("c%u %s: %m", c->id, c->peer);
-			return -1;
-		}
-		if (n == 0) {
-			log_debug("c%u %s: closed by peer", c->id, c->peer);
-			return -1;
-		}
-		if (n < 0)
-			n = 0;
-		t->more = (size_t)n == len - have;
-		have += (size_t)n;
-		while (have - pos >= 5) {
-			unsigned char *rec = (unsigned char *)buf + pos;
-			size_t clen = (size_t)rec[3] << 8 | rec[4];
-			if (rec[0] != CT_APPLICATION_DATA) {
-				tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
-					    "unprotected record");
-				return -1;
-			}
-			if (clen > TLS13_MAX_PLAIN + 1 + TLS13_TAG) {
-				/* the inner plaintext, padding included,
-				 * is at most 2^14 + 1 (section 5.4) */
-				tls13_alert(c, ALERT_RECORD_OVERFLOW,
-					    "record too long");
-				return -1;
-			}
-			if (clen < 1 + TLS13_TAG) {
-				tls13_alert(c, ALERT_DECODE_ERROR,
-					    "record too short");
-				return -1;
-			}
-			if (have - pos < 5 + clen)
-				break;
-			if (tls13_open(t, rec, clen) < 0) {
-				tls13_alert(c, ALERT_BAD_RECORD_MAC,
-					    "record did not authenticate");
-				return -1;
-			}
-			int r = tls13_inner(c, rec + 5, clen - TLS13_TAG, buf,
-					    &out);
-			if (r < 0)
-				return -1;
-			pos += 5 + clen;
-			if (r > 0)
-				break;
-		}
-		if (!t->eof && have > pos) {
-			t->carry = malloc(have - pos);
-			if (t->carry == NULL) {
-				log_error("c%u: no memory for a TLS record",
-					  c->id);
-				return -1;
-			}
-			memcpy(t->carry, buf + pos, have - pos);
-			t->carry_len = have - pos;
-		}
-		if (out > 0)
-			return (ssize_t)out;
-		if (t->eof)
-			return -1;
-		if (!t->more)
-			return 0;
+	size_t have = 0, pos = 0, out = 0;
+	if (t->eof)
+		return -1;
+	if (t->carry_len > 0) {
+		memcpy(buf, t->carry, t->carry_len);
+		have = t->carry_len;
+		t->carry_len = 0;
 	}
+	ssize_t n = read(c->fd, buf + have, len - have);
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		log_debug("c%u %s: %m", c->id, c->peer);
+		return -1;
+	}
+	if (n == 0) {
+		log_debug("c%u %s: closed by peer", c->id, c->peer);
+		return -1;
+	}
+	if (n < 0)
+		n = 0;
+	t->more = (size_t)n == len - have;
+	have += (size_t)n;
+	while (have - pos >= 5) {
+		unsigned char *rec = (unsigned char *)buf + pos;
+		size_t clen = (size_t)rec[3] << 8 | rec[4];
+		if (rec[0] != CT_APPLICATION_DATA) {
+			tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+				    "unprotected record");
+			return -1;
+		}
+		if (5 + clen > TLS13_MAX_IN) {
+			tls13_alert(c, ALERT_RECORD_OVERFLOW, "record too long");
+			return -1;
+		}
+		if (clen < 1 + TLS13_TAG) {
+			tls13_alert(c, ALERT_DECODE_ERROR, "record too short");
+			return -1;
+		}
+		if (have - pos < 5 + clen)
+			break;
+		if (tls13_open(t, rec, clen) < 0) {
+			tls13_alert(c, ALERT_BAD_RECORD_MAC,
+				    "record did not authenticate");
+			return -1;
+		}
+		int r = tls13_inner(c, rec + 5, clen - TLS13_TAG, buf, &out);
+		if (r < 0)
+			return -1;
+		pos += 5 + clen;
+		if (r > 0)
+			break;
+	}
+	if (!t->eof && have > pos) {
+		/* kept while records keep arriving in pieces */
+		if (t->carry == NULL && (t->carry = malloc(TLS13_MAX_IN)) == NULL) {
+			log_error("c%u: no memory for a TLS record", c->id);
+			return -1;
+		}
+		memcpy(t->carry, buf + pos, have - pos);
+		t->carry_len = have - pos;
+	} else if (t->carry != NULL) {
+		free(t->carry);
+		t->carry = NULL;
+	}
+	if (out > 0)
+		return (ssize_t)out;
+	return t->eof ? -1 : 0;
 }
 
 int tls13_flush(struct conn *c)
@@ -435,6 +475,11 @@ int tls13_more(const struct conn *c)
 	return c->t13 != NULL && (c->t13->more || c->t13->eof);
 }
 
+int tls13_eof(const struct conn *c)
+{
+	return c->t13 != NULL && c->t13->eof;
+}
+
 static int tls13_hex(const char *s, unsigned char *out, size_t max,
 		     uint8_t *len_r)
 {
@@ -483,9 +528,16 @@ int tls13_take_over(struct conn *c, SSL *ssl)
 	static const char label[] = "EXPORTER-Channel-Binding";
 	struct tls13 *t = c->t13;
 	const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+	SSL_SESSION *sess = SSL_get_session(ssl);
+	/* Both sequence numbers start at 0 only if OpenSSL sent no ticket
+	 * and read nothing past Finished; a negotiated max_fragment_length
+	 * (RFC 6066) would bind our record size: such connections stay. */
 	if (t == NULL || !t->have_client || !t->have_server ||
 	    SSL_version(ssl) != TLS1_3_VERSION || cipher == NULL ||
-	    SSL_pending(ssl) > 0 || SSL_has_pending(ssl))
+	    SSL_pending(ssl) > 0 || SSL_has_pending(ssl) ||
+	    SSL_get_num_tickets(ssl) != 0 || sess == NULL ||
+	    SSL_SESSION_get_max_fragment_length(sess) !=
+	    TLSEXT_max_fragment_length_DISABLED)
 		return 0;
 	uint16_t id = (uint16_t)(SSL_CIPHER_get_id(cipher) & 0xffff);
 	unsigned s;
@@ -498,6 +550,7 @@ int tls13_take_over(struct conn *c, SSL *ssl)
 	t->key_len = suites[s].key_len;
 	if (tls13_derive(t, &t->rd) < 0 || tls13_derive(t, &t->wr) < 0)
 		return 0;
+	t->suite_ready = 1;
 	if (SSL_export_keying_material(ssl, t->cb_exporter, 32, label,
 				       sizeof(label) - 1, NULL, 0, 0) == 1)
 		t->cb_exporter_len = 32;
@@ -513,6 +566,16 @@ void tls13_free(struct conn *c)
 	struct tls13 *t = c->t13;
 	if (t == NULL)
 		return;
+	/* Section 6.1: close_notify before we close, unless a fatal alert
+	 * went first (best effort: the socket is about to close). */
+	if (t->suite_ready && !t->alerted && buf_used(&t->ctout) == 0) {
+		static const unsigned char notify[2] = { 1, ALERT_CLOSE_NOTIFY };
+		unsigned char rec[2 + TLS13_OVERHEAD];
+		if (tls13_seal(t, CT_ALERT, notify, 2, rec) == 0) {
+			ssize_t n = write(c->fd, rec, sizeof(rec));
+			(void)n;
+		}
+	}
 	buf_free(&t->ctout);
 	free(t->carry);
 	OPENSSL_cleanse(t, sizeof(*t));

@@ -16,16 +16,17 @@
 struct conn;
 typedef struct ssl_st SSL;
 
-/* The biggest record we accept: header + 2^14 + 256 (section 5.2).  A
- * read buffer handed to tls13_read() must hold at least twice this. */
+/* Read buffers handed to tls13_read() hold at least two records of the
+ * largest size section 5.2 allows (header + 2^14 + 256): one may be
+ * carried over incomplete from the last read. */
 #define TLS13_MAX_RECORD (5 + 16384 + 256)
 
 /* From OpenSSL's key-log callback: keep the application traffic
  * secrets of c's handshake. */
 void tls13_keylog(struct conn *c, const char *line);
 /* The handshake on ssl just completed.  1: the record layer is ours now
- * and ssl may be freed; 0: keep OpenSSL (not TLS 1.3, other suite, or
- * OpenSSL holds unread bytes); -1: out of memory. */
+ * and ssl may be freed; 0: keep OpenSSL (not TLS 1.3, another suite, a
+ * max_fragment_length, tickets, or OpenSSL holds unread bytes). */
 int tls13_take_over(struct conn *c, SSL *ssl);
 /* Plaintext application data: >0 bytes, 0 would block, -1 closed or
  * failed (a fatal alert was sent when the peer broke the protocol). */
@@ -37,6 +38,9 @@ int tls13_out_pending(const struct conn *c);
 /* The last read filled its buffer, or an alert is still to be acted on:
  * call tls13_read() again before waiting for epoll. */
 int tls13_more(const struct conn *c);
+/* The peer closed or an alert ended the connection. */
+int tls13_eof(const struct conn *c);
+/* Sends close_notify (unless a fatal alert went out), then frees. */
 void tls13_free(struct conn *c);
 /* Channel bindings taken at the end of the handshake (-1: none). */
 int tls13_cb_exporter(const struct conn *c, unsigned char *out, size_t size);

@@ -129,11 +129,12 @@ def test_tls12_stays_with_openssl():
         new.close()
 
 
-def s_client(port, extra=()):
+def s_client(port, extra=(), msg=True):
+    """openssl s_client; with msg, it prints each TLS message it sees."""
     return subprocess.Popen(
         ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
-         "-starttls", "xmpp", "-xmpphost", "localhost", "-tls1_3", "-msg"]
-        + list(extra),
+         "-starttls", "xmpp", "-xmpphost", "localhost", "-tls1_3"]
+        + (["-msg"] if msg else []) + list(extra),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT)
 
@@ -193,6 +194,46 @@ def test_key_update_with_openssl_s_client():
         log = s.log_text()
         assert log.count("TLS KeyUpdate (update requested)") == 2, log[-3000:]
         assert log.count("TLS KeyUpdate\n") == 1, log[-3000:]
+
+
+def test_max_fragment_length_stays_with_openssl():
+    """A client that negotiated max_fragment_length 512 (RFC 6066) keeps
+    OpenSSL's record layer, which honours it: a 4 KB message still
+    arrives (s_client rejects records over 512 bytes)."""
+    import base64
+    with Server(workers=1, users=USERS) as s:
+        p = s_client(s.port, ["-maxfraglen", "512"], msg=False)
+        buf = [""]
+        try:
+            read_proc_until(p, r"Verify return code", buf)
+            p.stdin.write(stream_header().encode())
+            p.stdin.flush()
+            read_proc_until(p, r"</stream:features>", buf)
+            auth = base64.b64encode(b"\0alice\0wonder1and").decode()
+            p.stdin.write(("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                           "mechanism='PLAIN'>%s</auth>\n" % auth).encode())
+            p.stdin.flush()
+            read_proc_until(p, r"<success xmlns='urn:ietf:params:xml:ns:"
+                               r"xmpp-sasl'", buf)
+            p.stdin.write(stream_header().encode())
+            p.stdin.write(b"<iq type='set' id='b1'><bind xmlns='urn:ietf:"
+                          b"params:xml:ns:xmpp-bind'><resource>m</resource>"
+                          b"</bind></iq>\n")
+            p.stdin.flush()
+            read_proc_until(p, r"<jid>alice@localhost/m</jid>", buf)
+            body = body_text(4096, 9)
+            p.stdin.write(("<message to='alice@localhost/m' id='mf'><body>"
+                           "%s</body></message>\n" % body).encode())
+            p.stdin.flush()
+            got = read_proc_until(p, r"<message[^>]*id='mf'.*?</message>",
+                                  buf)
+            assert body in got.replace("\n", ""), got[:300]
+        finally:
+            p.kill()
+            p.wait()
+        log = s.log_text()
+        assert re.search(r"TLSv1\.3 TLS_\S+\n", log), log[-2000:]
+        assert "(xmppd records)" not in log
 
 
 class MemTLS:
@@ -280,6 +321,37 @@ def test_tampered_record_and_close_notify():
             raise AssertionError("not closed")
         except (ssl.SSLError, ConnectionError) as e:
             assert "UNEXPECTED_MESSAGE" in str(e).upper(), e
+        # We close the stream: close_notify precedes the TCP close.
+        t = MemTLS(s.port)
+        t.sock.sendall(t.records(stream_header()))
+        t.read_until("</stream:features>")
+        t.sock.sendall(t.records("</stream:stream>"))
+        t.sock.settimeout(5)
+        wire = b""
+        while True:
+            chunk = t.sock.recv(65536)
+            if not chunk:
+                break
+            wire += chunk
+        t.inc.write(wire)
+        t.inc.write_eof()
+        # The last record holds 2 bytes + content type + tag: the alert.
+        sizes, off = [], 0
+        while off + 5 <= len(wire):
+            sizes.append(int.from_bytes(wire[off + 3:off + 5], "big"))
+            off += 5 + sizes[-1]
+        assert off == len(wire) and sizes and sizes[-1] == 2 + 1 + 16, sizes
+        got = ""
+        try:
+            while True:
+                data = t.obj.read(65536)
+                if not data:
+                    break   # close_notify read: a clean TLS close
+                got += data.decode()
+        except ssl.SSLZeroReturnError:
+            pass        # the same, said differently
+        # Without close_notify the EOF is ragged: SSLEOFError above.
+        assert got.endswith("</stream:stream>"), got
         # close_notify: the server closes the connection, quietly.
         t = MemTLS(s.port)
         t.sock.sendall(t.records(stream_header()))
@@ -323,5 +395,6 @@ if __name__ == "__main__":
     test_certificate()
     run_tests([test_suites_and_large_stanzas, test_tls12_stays_with_openssl,
                test_key_update_with_openssl_s_client,
+               test_max_fragment_length_stays_with_openssl,
                test_tampered_record_and_close_notify,
                test_openssl_only_when_switched_off])
