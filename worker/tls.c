@@ -250,6 +250,44 @@ int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size)
 	return c->ssl != NULL ? tls_cert_end_point(c->ssl, out, size) : -1;
 }
 
+/* The end-point hash of a context's certificate, computed once per
+ * context and freed with it. */
+struct tls_end_point {
+	int len;
+	unsigned char hash[EVP_MAX_MD_SIZE];
+};
+
+static void tls_end_point_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad,
+			       int idx, long argl, void *argp)
+{
+	(void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
+	free(ptr);
+}
+
+int tls_cert_end_point_cached(SSL *ssl, unsigned char *out, size_t size)
+{
+	static int idx = -1;
+	SSL_CTX *ctx = SSL_get_SSL_CTX(ssl);
+	if (idx < 0)
+		idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
+					       tls_end_point_free);
+	struct tls_end_point *ep = idx >= 0 ? SSL_CTX_get_ex_data(ctx, idx)
+					    : NULL;
+	if (ep == NULL && idx >= 0 && (ep = calloc(1, sizeof(*ep))) != NULL) {
+		ep->len = tls_cert_end_point(ssl, ep->hash, sizeof(ep->hash));
+		if (SSL_CTX_set_ex_data(ctx, idx, ep) != 1) {
+			free(ep);
+			ep = NULL;
+		}
+	}
+	if (ep == NULL)
+		return tls_cert_end_point(ssl, out, size);
+	if (ep->len <= 0 || (size_t)ep->len > size)
+		return -1;
+	memcpy(out, ep->hash, (size_t)ep->len);
+	return ep->len;
+}
+
 int tls_cert_end_point(SSL *ssl, unsigned char *out, size_t size)
 {
 	X509 *cert = SSL_get_certificate(ssl);

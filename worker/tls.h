@@ -39,6 +39,8 @@ int tls_cb_exporter(struct conn *c, unsigned char *out, size_t size);
 int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size);
 /* tls-server-end-point of the certificate ssl presented. */
 int tls_cert_end_point(SSL *ssl, unsigned char *out, size_t size);
+/* The same, computed once per context (the certificate is the ctx's). */
+int tls_cert_end_point_cached(SSL *ssl, unsigned char *out, size_t size);
 /* The negotiated protocol is TLS 1.3. */
 int tls_is_13(const struct conn *c);
 

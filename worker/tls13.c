@@ -17,8 +17,9 @@
 #include "log.h"
 
 #include <errno.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
@@ -67,9 +68,10 @@ struct tls13 {
 	uint8_t alerted;        /* we sent a fatal alert: no close_notify */
 	uint8_t hs_len;         /* bytes of a KeyUpdate split across records */
 	unsigned char hs[5];
-	uint8_t cb_exporter_len, cb_end_point_len;
+	uint8_t cb_end_point_len;
 	struct tls13_dir rd, wr;
-	unsigned char cb_exporter[32];
+	uint8_t have_exporter;
+	unsigned char exporter_secret[48];  /* for tls-exporter, on demand */
 	unsigned char cb_end_point[64];
 	char *carry;            /* an incomplete record from the last read */
 	size_t carry_len;       /* (carry holds TLS13_MAX_IN bytes) */
@@ -111,28 +113,65 @@ static const EVP_MD *tls13_md(const struct tls13 *t)
 	return t->hash_len == 48 ? EVP_sha384() : EVP_sha256();
 }
 
-/* HKDF-Expand-Label(secret, label, "", len) for len <= hash length: a
- * single HMAC block (RFC 5869 T(1)). */
-static int tls13_expand(const struct tls13 *t, const unsigned char *secret,
-			const char *label, unsigned char *out, size_t len)
+/* One HMAC context per hash, fetched once and re-keyed per use: HMAC()
+ * looks the algorithms up by name on every call in OpenSSL 3. */
+static EVP_MAC_CTX *tls13_hmac(unsigned hash_len)
 {
-	unsigned char info[2 + 1 + 6 + 16 + 1 + 1], md[EVP_MAX_MD_SIZE];
-	size_t llen = strlen(label), n = 0;
-	unsigned mdlen = 0;
+	static EVP_MAC_CTX *ctx[2];
+	int i = hash_len == 48;
+	if (ctx[i] == NULL) {
+		EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+		EVP_MAC_CTX *c = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+		OSSL_PARAM params[] = {
+			OSSL_PARAM_construct_utf8_string(
+				OSSL_MAC_PARAM_DIGEST, i ? "SHA384" : "SHA256", 0),
+			OSSL_PARAM_construct_end(),
+		};
+		EVP_MAC_free(mac);
+		if (c == NULL || EVP_MAC_CTX_set_params(c, params) != 1) {
+			EVP_MAC_CTX_free(c);
+			return NULL;
+		}
+		ctx[i] = c;
+	}
+	return ctx[i];
+}
+
+/* HKDF-Expand-Label(secret, label, context, len) for len <= hash length:
+ * a single HMAC block (RFC 5869 T(1)). */
+static int tls13_expand_ctx(const struct tls13 *t, const unsigned char *secret,
+			    const char *label, const unsigned char *context,
+			    size_t clen, unsigned char *out, size_t len)
+{
+	unsigned char info[2 + 1 + 6 + 32 + 1 + 48 + 1], md[EVP_MAX_MD_SIZE];
+	size_t llen = strlen(label), n = 0, mdlen = 0;
+	EVP_MAC_CTX *ctx = tls13_hmac(t->hash_len);
+	if (ctx == NULL || llen > 32 || clen > 48 || len > t->hash_len)
+		return -1;
 	info[n++] = (unsigned char)(len >> 8);
 	info[n++] = (unsigned char)len;
 	info[n++] = (unsigned char)(6 + llen);
 	memcpy(info + n, "tls13 ", 6);
 	memcpy(info + n + 6, label, llen);
 	n += 6 + llen;
-	info[n++] = 0;          /* empty context */
+	info[n++] = (unsigned char)clen;
+	memcpy(info + n, context, clen);
+	n += clen;
 	info[n++] = 1;          /* T(1) */
-	if (HMAC(tls13_md(t), secret, t->hash_len, info, n, md, &mdlen) ==
-	    NULL || mdlen < len)
+	if (EVP_MAC_init(ctx, secret, t->hash_len, NULL) != 1 ||
+	    EVP_MAC_update(ctx, info, n) != 1 ||
+	    EVP_MAC_final(ctx, md, &mdlen, sizeof(md)) != 1 ||
+	    mdlen < len)
 		return -1;
 	memcpy(out, md, len);
 	OPENSSL_cleanse(md, sizeof(md));
 	return 0;
+}
+
+static int tls13_expand(const struct tls13 *t, const unsigned char *secret,
+			const char *label, unsigned char *out, size_t len)
+{
+	return tls13_expand_ctx(t, secret, label, NULL, 0, out, len);
 }
 
 static int tls13_derive(const struct tls13 *t, struct tls13_dir *d)
@@ -499,10 +538,14 @@ void tls13_keylog(struct conn *c, const char *line)
 {
 	static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ";
 	static const char server[] = "SERVER_TRAFFIC_SECRET_0 ";
+	static const char exporter[] = "EXPORTER_SECRET ";
 	int is_client = strncmp(line, client, sizeof(client) - 1) == 0;
-	if (!is_client && strncmp(line, server, sizeof(server) - 1) != 0)
+	int is_exporter = strncmp(line, exporter, sizeof(exporter) - 1) == 0;
+	if (!is_client && !is_exporter &&
+	    strncmp(line, server, sizeof(server) - 1) != 0)
 		return;
-	const char *secret = strchr(line + sizeof(client) - 1, ' ');
+	const char *secret = strchr(line + (is_exporter ? sizeof(exporter)
+					    : sizeof(client)) - 1, ' ');
 	if (secret == NULL)
 		return;
 	if (c->t13 == NULL) {
@@ -512,8 +555,14 @@ void tls13_keylog(struct conn *c, const char *line)
 		buf_init(&c->t13->ctout, TLS13_OUT_MAX);
 	}
 	struct tls13 *t = c->t13;
-	struct tls13_dir *d = is_client ? &t->rd : &t->wr;
 	uint8_t len = 0;
+	if (is_exporter) {
+		if (tls13_hex(secret + 1, t->exporter_secret,
+			      sizeof(t->exporter_secret), &len) == 0)
+			t->have_exporter = len;
+		return;
+	}
+	struct tls13_dir *d = is_client ? &t->rd : &t->wr;
 	if (tls13_hex(secret + 1, d->secret, sizeof(d->secret), &len) < 0)
 		return;
 	t->hash_len = len;
@@ -525,7 +574,6 @@ void tls13_keylog(struct conn *c, const char *line)
 
 int tls13_take_over(struct conn *c, SSL *ssl)
 {
-	static const char label[] = "EXPORTER-Channel-Binding";
 	struct tls13 *t = c->t13;
 	const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
 	SSL_SESSION *sess = SSL_get_session(ssl);
@@ -551,11 +599,10 @@ int tls13_take_over(struct conn *c, SSL *ssl)
 	if (tls13_derive(t, &t->rd) < 0 || tls13_derive(t, &t->wr) < 0)
 		return 0;
 	t->suite_ready = 1;
-	if (SSL_export_keying_material(ssl, t->cb_exporter, 32, label,
-				       sizeof(label) - 1, NULL, 0, 0) == 1)
-		t->cb_exporter_len = 32;
-	int n = tls_cert_end_point(ssl, t->cb_end_point,
-				   sizeof(t->cb_end_point));
+	if (t->have_exporter != t->hash_len)
+		t->have_exporter = 0;
+	int n = tls_cert_end_point_cached(ssl, t->cb_end_point,
+					  sizeof(t->cb_end_point));
 	if (n > 0)
 		t->cb_end_point_len = (uint8_t)n;
 	return 1;
@@ -583,13 +630,24 @@ void tls13_free(struct conn *c)
 	c->t13 = NULL;
 }
 
+/* RFC 9266 tls-exporter: TLS-Exporter("EXPORTER-Channel-Binding", "",
+ * 32) of RFC 8446 section 7.5, derived when SASL asks for it. */
 int tls13_cb_exporter(const struct conn *c, unsigned char *out, size_t size)
 {
 	const struct tls13 *t = c->t13;
-	if (t == NULL || t->cb_exporter_len == 0 || size < t->cb_exporter_len)
+	unsigned char empty[48], derived[48];
+	unsigned int elen = 0;
+	if (t == NULL || !t->have_exporter || size < 32 ||
+	    EVP_Digest("", 0, empty, &elen, tls13_md(t), NULL) != 1 ||
+	    elen != t->hash_len)
 		return -1;
-	memcpy(out, t->cb_exporter, t->cb_exporter_len);
-	return t->cb_exporter_len;
+	int r = tls13_expand_ctx(t, t->exporter_secret,
+				 "EXPORTER-Channel-Binding", empty, elen,
+				 derived, t->hash_len) < 0 ||
+		tls13_expand_ctx(t, derived, "exporter", empty, elen, out,
+				 32) < 0 ? -1 : 32;
+	OPENSSL_cleanse(derived, sizeof(derived));
+	return r;
 }
 
 int tls13_cb_server_end_point(const struct conn *c, unsigned char *out,

@@ -111,6 +111,64 @@ def test_suites_and_large_stanzas():
                 x.close()
 
 
+def hkdf_expand_label(hash_name, secret, label, context, length):
+    """RFC 8446 7.1, for length <= the hash length (one HMAC block)."""
+    import hmac
+    import struct
+    full = b"tls13 " + label
+    info = (struct.pack(">H", length) + bytes([len(full)]) + full +
+            bytes([len(context)]) + context)
+    return hmac.new(secret, info + b"\x01", hash_name).digest()[:length]
+
+
+def test_scram_plus_tls_exporter():
+    """SCRAM-SHA-256-PLUS with tls-exporter (RFC 9266) on each suite: the
+    client derives the binding itself from its key log (RFC 8446 7.5),
+    so this checks the server's value byte for byte."""
+    import hashlib
+    import tempfile
+    for suite in SUITES:
+        with Server(workers=1, users=USERS,
+                    overrides={"tls.ciphersuites": suite}) as s, \
+                tempfile.TemporaryDirectory() as tmp:
+            c = Client(s.port)
+            c.open()
+            c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            c.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            ctx.keylog_filename = os.path.join(tmp, "keys")
+            c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+            c.buf = b""
+            feats = c.open()
+            assert "<channel-binding type='tls-exporter'/>" in feats, feats
+            secret = None
+            with open(ctx.keylog_filename) as f:
+                for line in f:
+                    if line.startswith("EXPORTER_SECRET "):
+                        secret = bytes.fromhex(line.split()[2])
+            assert secret is not None
+            h = "sha384" if suite.endswith("SHA384") else "sha256"
+            empty = hashlib.new(h, b"").digest()
+            derived = hkdf_expand_label(h, secret, b"EXPORTER-Channel-Binding",
+                                        empty, len(secret))
+            cb = hkdf_expand_label(h, derived, b"exporter", empty, 32)
+            got = c.auth_scram("alice", "wonder1and", plus="tls-exporter",
+                               cb_data=cb)
+            assert got.startswith("<success"), (suite, got)
+            c.close()
+            # A wrong binding fails: the check is real.
+            c = Client(s.port)
+            c.open()
+            c.starttls()
+            got = c.auth_scram("alice", "wonder1and", plus="tls-exporter",
+                               cb_data=cb)
+            assert got.startswith("<failure"), (suite, got)
+            c.close()
+
+
 def test_tls12_stays_with_openssl():
     """A TLS 1.2 client and a TLS 1.3 client talk to each other."""
     with Server(workers=1, users=USERS) as s:
@@ -393,7 +451,8 @@ def test_openssl_only_when_switched_off():
 
 if __name__ == "__main__":
     test_certificate()
-    run_tests([test_suites_and_large_stanzas, test_tls12_stays_with_openssl,
+    run_tests([test_suites_and_large_stanzas, test_scram_plus_tls_exporter,
+               test_tls12_stays_with_openssl,
                test_key_update_with_openssl_s_client,
                test_max_fragment_length_stays_with_openssl,
                test_tampered_record_and_close_notify,
