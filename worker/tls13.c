@@ -155,7 +155,8 @@ static int tls13_expand_ctx(const struct tls13 *t, const unsigned char *secret,
 	memcpy(info + n + 6, label, llen);
 	n += 6 + llen;
 	info[n++] = (unsigned char)clen;
-	memcpy(info + n, context, clen);
+	if (clen > 0)
+		memcpy(info + n, context, clen);
 	n += clen;
 	info[n++] = 1;          /* T(1) */
 	if (EVP_MAC_init(ctx, secret, t->hash_len, NULL) != 1 ||
