@@ -144,6 +144,8 @@ static int tls_retry(struct conn *c, int ret, const char *what)
 		return 0;
 	}
 	unsigned long e = ERR_peek_error();
+	if (err == SSL_ERROR_SSL || err == SSL_ERROR_SYSCALL)
+		c->tls_failed = 1;      /* no SSL_shutdown after these */
 	if (err == SSL_ERROR_ZERO_RETURN || err == SSL_ERROR_SYSCALL ||
 	    (err == SSL_ERROR_SSL &&
 	     ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)) {
@@ -216,6 +218,12 @@ int tls_has_pending(const struct conn *c)
 
 void tls_free(struct conn *c)
 {
+	/* RFC 8446 6.1 / RFC 5246 7.2.1: close_notify before we close
+	 * (best effort, the socket goes next), not after a fatal error. */
+	if (c->ssl != NULL && !c->tls_handshaking && !c->tls_failed) {
+		SSL_shutdown(c->ssl);
+		ERR_clear_error();
+	}
 	if (c->ssl != NULL)
 		SSL_free(c->ssl);
 	c->ssl = NULL;

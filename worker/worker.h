@@ -86,6 +86,7 @@ struct conn {
 	struct tls13 *t13;      /* our TLS 1.3 record layer (tls13.h) */
 	int tls_handshaking;
 	int tls_want_write;     /* OpenSSL needs the socket writable */
+	int tls_failed;         /* a fatal TLS error: no close_notify */
 	/* stream restarts (after TLS, after SASL) */
 	int restart_pending;    /* new parser once this chunk is parsed */
 	int64_t restart_offset; /* parser byte index where the new one starts */

@@ -10,6 +10,7 @@ import hmac
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -161,6 +162,12 @@ class Server:
 
     def args(self):
         a = [XMPPD, "-c", self.config]
+        if os.environ.get("XMPPD_TEST_VALGRIND"):
+            # Every xmppd process under memcheck (a build without
+            # sanitizers); check_stderr fails the test on any report.
+            a = ["valgrind", "--quiet", "--trace-children=yes",
+                 "--leak-check=full", "--show-leak-kinds=definite",
+                 "--log-file=" + os.path.join(self.dir, "valgrind.%p")] + a
         if self.foreground:
             a.append("-f")
         for k, v in self.overrides.items():
@@ -305,6 +312,9 @@ class Server:
             print("---- xmppd log (%s) ----" % self.log)
             print(self.log_text()[-6000:])
         self.check_stderr()
+        if exc[0] is None:
+            # Passed: nothing to look at; a failure keeps its directory.
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def check_stderr(self):
         """A sanitizer report or a crash message from any xmppd process
@@ -316,6 +326,12 @@ class Server:
             return
         if "Sanitizer" in text or "runtime error" in text:
             raise AssertionError("xmppd reported:\n" + text[-8000:])
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith("valgrind."):
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    report = f.read()
+                if report.strip():
+                    raise AssertionError("valgrind (%s):\n%s" % (name, report[-8000:]))
 
 
 class Client:

@@ -298,7 +298,7 @@ class MemTLS:
     """A TLS 1.3 client over memory BIOs, so that the test can see and
     change the records on the wire."""
 
-    def __init__(self, port):
+    def __init__(self, port, tls12=False):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.sock.sendall(stream_header().encode())
         buf = b""
@@ -310,7 +310,10 @@ class MemTLS:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        else:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
         while True:
@@ -435,6 +438,29 @@ def test_tampered_record_and_close_notify():
         bystander.close()
 
 
+def test_tls12_close_notify():
+    """On the OpenSSL path too (TLS 1.2), our stream close is followed by
+    close_notify: the last record before the TCP close is an alert."""
+    with Server(workers=1, users=USERS) as s:
+        t = MemTLS(s.port, tls12=True)
+        assert t.obj.version() == "TLSv1.2", t.obj.version()
+        t.sock.sendall(t.records(stream_header()))
+        t.read_until("</stream:features>")
+        t.sock.sendall(t.records("</stream:stream>"))
+        t.sock.settimeout(5)
+        wire = b""
+        while True:
+            chunk = t.sock.recv(65536)
+            if not chunk:
+                break
+            wire += chunk
+        types, off = [], 0
+        while off + 5 <= len(wire):
+            types.append(wire[off])
+            off += 5 + int.from_bytes(wire[off + 3:off + 5], "big")
+        assert off == len(wire) and types and types[-1] == 21, types
+
+
 def test_openssl_only_when_switched_off():
     with Server(workers=1, users=USERS,
                 overrides={"tls.own_record_layer": "no"}) as s:
@@ -455,5 +481,5 @@ if __name__ == "__main__":
                test_tls12_stays_with_openssl,
                test_key_update_with_openssl_s_client,
                test_max_fragment_length_stays_with_openssl,
-               test_tampered_record_and_close_notify,
+               test_tampered_record_and_close_notify, test_tls12_close_notify,
                test_openssl_only_when_switched_off])
