@@ -17,13 +17,11 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
-#include <openssl/hmac.h>
-#include <openssl/params.h>
 #include <sodium.h>
 #include <stringprep.h>
 
 #include "base64.h"
+#include "hmac.h"
 #include "util.h"
 
 #define SCRAM_NONCE_BYTES 18        /* 24 base64 characters */
@@ -131,32 +129,9 @@ static const EVP_MD *scram_md(enum scram_hash hash)
 	return hash == SCRAM_HASH_SHA256 ? EVP_sha256() : EVP_sha1();
 }
 
-/* HMAC() and EVP_Digest() with EVP_sha256() look the algorithms up by
- * name on every call in OpenSSL 3 (a tenth of a login's SCRAM work was
- * that); the server side fetches them once per process and re-keys one
- * MAC context per hash. */
-static EVP_MAC_CTX *scram_mac_ctx(enum scram_hash hash)
-{
-	static EVP_MAC_CTX *ctx[2];
-	int i = hash == SCRAM_HASH_SHA256;
-	if (ctx[i] == NULL) {
-		EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-		EVP_MAC_CTX *c = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
-		OSSL_PARAM params[] = {
-			OSSL_PARAM_construct_utf8_string(
-				OSSL_MAC_PARAM_DIGEST, i ? "SHA256" : "SHA1", 0),
-			OSSL_PARAM_construct_end(),
-		};
-		EVP_MAC_free(mac);      /* the context keeps its reference */
-		if (c == NULL || EVP_MAC_CTX_set_params(c, params) != 1) {
-			EVP_MAC_CTX_free(c);
-			return NULL;
-		}
-		ctx[i] = c;
-	}
-	return ctx[i];
-}
-
+/* EVP_Digest() with EVP_sha256() looks the algorithm up by name on every
+ * call in OpenSSL 3: the digests are fetched once per process (and the
+ * HMACs go through lib/hmac.c for the same reason). */
 static EVP_MD *scram_md_fetched(enum scram_hash hash)
 {
 	static EVP_MD *md[2];
@@ -169,15 +144,10 @@ static EVP_MD *scram_md_fetched(enum scram_hash hash)
 static int scram_hmac(enum scram_hash hash, const unsigned char *key,
 		      const void *data, size_t len, unsigned char *out)
 {
-	EVP_MAC_CTX *ctx = scram_mac_ctx(hash);
-	size_t out_len = 0;
-
-	if (ctx == NULL ||
-	    EVP_MAC_init(ctx, key, scram_hash_len(hash), NULL) != 1 ||
-	    EVP_MAC_update(ctx, data, len) != 1 ||
-	    EVP_MAC_final(ctx, out, &out_len, scram_hash_len(hash)) != 1)
-		return -1;
-	return out_len == scram_hash_len(hash) ? 0 : -1;
+	size_t n = scram_hash_len(hash);
+	int r = hmac(hash == SCRAM_HASH_SHA256 ? "SHA256" : "SHA1", key, n,
+		     data, len, out, n);
+	return r == (int)n ? 0 : -1;
 }
 
 static int scram_digest(enum scram_hash hash, const unsigned char *data,
@@ -401,15 +371,13 @@ int scram_credentials_unknown(enum scram_hash hash, const char *username,
 			      struct scram_credentials *cred_r)
 {
 	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int mac_len = 0;
 
 	memset(cred_r, 0, sizeof(*cred_r));
 	if (!scram_params_valid(hash, SCRAM_SALT_DEFAULT_LEN, iterations) ||
 	    secret_len > INT32_MAX || sodium_init() < 0)
 		return -1;
-	if (HMAC(EVP_sha256(), secret, (int)secret_len,
-		 (const unsigned char *)username, strlen(username), mac,
-		 &mac_len) == NULL || mac_len < SCRAM_SALT_DEFAULT_LEN)
+	if (hmac("SHA256", secret, secret_len, username, strlen(username),
+		 mac, sizeof(mac)) < SCRAM_SALT_DEFAULT_LEN)
 		return -1;
 	cred_r->hash = hash;
 	cred_r->iterations = iterations;

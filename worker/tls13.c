@@ -15,11 +15,10 @@
 #include "tls.h"
 #include "worker.h"
 #include "log.h"
+#include "hmac.h"
 
 #include <errno.h>
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <stdint.h>
@@ -113,30 +112,6 @@ static const EVP_MD *tls13_md(const struct tls13 *t)
 	return t->hash_len == 48 ? EVP_sha384() : EVP_sha256();
 }
 
-/* One HMAC context per hash, fetched once and re-keyed per use: HMAC()
- * looks the algorithms up by name on every call in OpenSSL 3. */
-static EVP_MAC_CTX *tls13_hmac(unsigned hash_len)
-{
-	static EVP_MAC_CTX *ctx[2];
-	int i = hash_len == 48;
-	if (ctx[i] == NULL) {
-		EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-		EVP_MAC_CTX *c = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
-		OSSL_PARAM params[] = {
-			OSSL_PARAM_construct_utf8_string(
-				OSSL_MAC_PARAM_DIGEST, i ? "SHA384" : "SHA256", 0),
-			OSSL_PARAM_construct_end(),
-		};
-		EVP_MAC_free(mac);
-		if (c == NULL || EVP_MAC_CTX_set_params(c, params) != 1) {
-			EVP_MAC_CTX_free(c);
-			return NULL;
-		}
-		ctx[i] = c;
-	}
-	return ctx[i];
-}
-
 /* HKDF-Expand-Label(secret, label, context, len) for len <= hash length:
  * a single HMAC block (RFC 5869 T(1)). */
 static int tls13_expand_ctx(const struct tls13 *t, const unsigned char *secret,
@@ -144,9 +119,8 @@ static int tls13_expand_ctx(const struct tls13 *t, const unsigned char *secret,
 			    size_t clen, unsigned char *out, size_t len)
 {
 	unsigned char info[2 + 1 + 6 + 32 + 1 + 48 + 1], md[EVP_MAX_MD_SIZE];
-	size_t llen = strlen(label), n = 0, mdlen = 0;
-	EVP_MAC_CTX *ctx = tls13_hmac(t->hash_len);
-	if (ctx == NULL || llen > 32 || clen > 48 || len > t->hash_len)
+	size_t llen = strlen(label), n = 0;
+	if (llen > 32 || clen > 48 || len > t->hash_len)
 		return -1;
 	info[n++] = (unsigned char)(len >> 8);
 	info[n++] = (unsigned char)len;
@@ -159,10 +133,9 @@ static int tls13_expand_ctx(const struct tls13 *t, const unsigned char *secret,
 		memcpy(info + n, context, clen);
 	n += clen;
 	info[n++] = 1;          /* T(1) */
-	if (EVP_MAC_init(ctx, secret, t->hash_len, NULL) != 1 ||
-	    EVP_MAC_update(ctx, info, n) != 1 ||
-	    EVP_MAC_final(ctx, md, &mdlen, sizeof(md)) != 1 ||
-	    mdlen < len)
+	int mdlen = hmac(t->hash_len == 48 ? "SHA384" : "SHA256", secret,
+			 t->hash_len, info, n, md, sizeof(md));
+	if (mdlen < 0 || (size_t)mdlen < len)
 		return -1;
 	memcpy(out, md, len);
 	OPENSSL_cleanse(md, sizeof(md));
