@@ -9,7 +9,7 @@ XMPPD_DEB_PACKAGES=(
 	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
 	libcriterion-dev
 	postgresql postgresql-contrib openssl procps
-	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp
+	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
 	valgrind
 )
 

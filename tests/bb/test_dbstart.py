@@ -68,17 +68,23 @@ def start_now(s):
     s.master_pid = s.proc.pid
 
 
+def start_and_log_in_four(s):
+    """Start s and log in four clients (SCRAM and PLAIN) the moment the
+    port accepts; every one must succeed."""
+    start_now(s)
+    clients = [first_client(s)]
+    clients += [Client(s.port, timeout=10) for _ in range(3)]
+    got = login_all(s, clients, ["SCRAM-SHA-256", "PLAIN"] * 2)
+    for c in clients:
+        c.close()
+    assert all(g.startswith("<success") for g in got), got
+
+
 def test_login_right_after_start():
     """The first logins, sent as soon as the port accepts, succeed."""
     s = Server(workers=2, users=USERS)
     with running(s, start=False):
-        start_now(s)
-        clients = [first_client(s)]
-        clients += [Client(s.port, timeout=10) for _ in range(3)]
-        got = login_all(s, clients, ["SCRAM-SHA-256", "PLAIN"] * 2)
-        for c in clients:
-            c.close()
-        assert all(g.startswith("<success") for g in got), got
+        start_and_log_in_four(s)
         assert "SASL failure" not in s.log_text()
 
 
@@ -110,13 +116,7 @@ def test_login_waits_for_slow_db_link():
             s.add_user(*USERS[0])
             s._migrated = True      # harness: do not migrate again
             proxy.delay = STALL     # the master's check and each link
-            start_now(s)
-            clients = [first_client(s)]
-            clients += [Client(s.port, timeout=10) for _ in range(3)]
-            got = login_all(s, clients, ["SCRAM-SHA-256", "PLAIN"] * 2)
-            for c in clients:
-                c.close()
-            assert all(g.startswith("<success") for g in got), got
+            start_and_log_in_four(s)
             log = s.log_text()
             assert "SASL failure" not in log, log[-3000:]
             # the test did what it says: some login reached a worker

@@ -294,11 +294,22 @@ def test_max_fragment_length_stays_with_openssl():
         assert "(xmppd records)" not in log
 
 
+def record_headers(wire):
+    """[(content type, length)] of the TLS records in wire, which must
+    hold whole records only."""
+    recs, off = [], 0
+    while off + 5 <= len(wire):
+        recs.append((wire[off], int.from_bytes(wire[off + 3:off + 5], "big")))
+        off += 5 + recs[-1][1]
+    assert off == len(wire), "not whole records: %r" % recs
+    return recs
+
+
 class MemTLS:
     """A TLS 1.3 client over memory BIOs, so that the test can see and
     change the records on the wire."""
 
-    def __init__(self, port, tls12=False):
+    def __init__(self, port, tls12=False, keylog=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         self.sock.sendall(stream_header().encode())
         buf = b""
@@ -314,6 +325,8 @@ class MemTLS:
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         else:
             ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        if keylog:
+            ctx.keylog_filename = keylog
         self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.inc, self.out, server_hostname="localhost")
         while True:
@@ -323,6 +336,19 @@ class MemTLS:
             except ssl.SSLWantReadError:
                 self.pump()
         self.sock.sendall(self.out.read())
+
+    def close_stream(self):
+        """Send </stream:stream>; return every byte until the TCP close."""
+        self.sock.sendall(self.records(stream_header()))
+        self.read_until("</stream:features>")
+        self.sock.sendall(self.records("</stream:stream>"))
+        self.sock.settimeout(5)
+        wire = b""
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return wire
+            wire += chunk
 
     def pump(self):
         data = self.out.read()
@@ -384,24 +410,12 @@ def test_tampered_record_and_close_notify():
             assert "UNEXPECTED_MESSAGE" in str(e).upper(), e
         # We close the stream: close_notify precedes the TCP close.
         t = MemTLS(s.port)
-        t.sock.sendall(t.records(stream_header()))
-        t.read_until("</stream:features>")
-        t.sock.sendall(t.records("</stream:stream>"))
-        t.sock.settimeout(5)
-        wire = b""
-        while True:
-            chunk = t.sock.recv(65536)
-            if not chunk:
-                break
-            wire += chunk
+        wire = t.close_stream()
         t.inc.write(wire)
         t.inc.write_eof()
         # The last record holds 2 bytes + content type + tag: the alert.
-        sizes, off = [], 0
-        while off + 5 <= len(wire):
-            sizes.append(int.from_bytes(wire[off + 3:off + 5], "big"))
-            off += 5 + sizes[-1]
-        assert off == len(wire) and sizes and sizes[-1] == 2 + 1 + 16, sizes
+        recs = record_headers(wire)
+        assert recs and recs[-1][1] == 2 + 1 + 16, recs
         got = ""
         try:
             while True:
@@ -444,21 +458,102 @@ def test_tls12_close_notify():
     with Server(workers=1, users=USERS) as s:
         t = MemTLS(s.port, tls12=True)
         assert t.obj.version() == "TLSv1.2", t.obj.version()
-        t.sock.sendall(t.records(stream_header()))
-        t.read_until("</stream:features>")
-        t.sock.sendall(t.records("</stream:stream>"))
-        t.sock.settimeout(5)
-        wire = b""
-        while True:
-            chunk = t.sock.recv(65536)
-            if not chunk:
-                break
-            wire += chunk
-        types, off = [], 0
-        while off + 5 <= len(wire):
-            types.append(wire[off])
-            off += 5 + int.from_bytes(wire[off + 3:off + 5], "big")
-        assert off == len(wire) and types and types[-1] == 21, types
+        recs = record_headers(t.close_stream())
+        assert recs and recs[-1][0] == 21, recs     # TLS 1.2: type visible
+
+
+class Crafted:
+    """Records sealed by the test itself with the client's traffic keys
+    (from its key log; TLS_AES_128_GCM_SHA256), so that it can send what
+    no TLS library sends: bad input for the server's record layer."""
+
+    def __init__(self, port, tmp):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self.AESGCM = AESGCM
+        keylog = os.path.join(tmp, "keys-%d" % time.monotonic_ns())
+        self.t = MemTLS(port, keylog=keylog)
+        with open(keylog) as f:
+            secret = [bytes.fromhex(l.split()[2]) for l in f
+                      if l.startswith("CLIENT_TRAFFIC_SECRET_0 ")][-1]
+        self.rekey(secret)
+
+    def rekey(self, secret):
+        self.secret = secret
+        self.key = hkdf_expand_label("sha256", secret, b"key", b"", 16)
+        self.iv = hkdf_expand_label("sha256", secret, b"iv", b"", 12)
+        self.seq = 0
+
+    def update(self):       # RFC 8446 7.2
+        self.rekey(hkdf_expand_label("sha256", self.secret, b"traffic upd",
+                                     b"", 32))
+
+    def send(self, content, ctype):
+        inner = content + bytes([ctype])
+        header = bytes([23, 3, 3]) + (len(inner) + 16).to_bytes(2, "big")
+        nonce = bytes(a ^ b for a, b in
+                      zip(self.iv, self.seq.to_bytes(12, "big")))
+        self.seq += 1
+        self.t.sock.sendall(header + self.AESGCM(self.key).encrypt(
+            nonce, inner, header))
+
+    def closed(self, timeout=5):
+        """True when the server closes the TCP connection."""
+        self.t.sock.settimeout(timeout)
+        try:
+            while True:
+                if not self.t.sock.recv(65536):
+                    return True
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+
+def test_crafted_records_get_their_alerts():
+    """RFC 8446: a KeyUpdate split over two records is honoured; each
+    malformed record gets its exact alert, logged with a reason, and the
+    connection closes; another client's session is not disturbed."""
+    import tempfile
+    cases = [
+        # (records as (content, type), reason logged, alert)
+        ([(b"\x18\x00\x00\x01\x02", 22)], "bad KeyUpdate request_update", 47),
+        ([(b"\x18\x00\x00\x01\x00\x00", 22)],
+         "KeyUpdate does not end its record", 10),
+        ([(b"\x18\x00", 22), (b"<x/>", 23)],
+         "record inside a split KeyUpdate", 10),
+        ([(b"\x18\x00\x00\x02\x00", 22)], "bad KeyUpdate", 50),
+        ([(b"\x01\x00\x00\x00", 22)],
+         "handshake message after the handshake", 10),
+        ([(b"", 22)], "empty handshake record", 10),
+        ([(b"", 21)], "empty alert", 10),
+        ([(b"\x02", 21)], "bad alert", 50),
+        ([(b"x" * 16385, 23)], "record too long", 22),
+        ([(b"x", 20)], "bad content type", 10),
+    ]
+    with Server(workers=1, users=USERS, overrides={
+            "tls.ciphersuites": "TLS_AES_128_GCM_SHA256"}) as s, \
+            tempfile.TemporaryDirectory() as tmp:
+        bystander = Client(s.port)
+        jb = bystander.login("bob", "bu1lder!", resource="by")
+        for records, reason, alert in cases:
+            c = Crafted(s.port, tmp)
+            for content, ctype in records:
+                c.send(content, ctype)
+            assert c.closed(), reason
+            want = "TLS: %s: sending alert %d" % (reason, alert)
+            assert wait_for(lambda: want in s.log_text(), what=want)
+        # A KeyUpdate in two records, then data under the new key: the
+        # server reads it (answers the stream header), no alert.
+        c = Crafted(s.port, tmp)
+        c.send(b"\x18\x00", 22)
+        c.send(b"\x00\x01\x00", 22)
+        c.update()
+        c.send(stream_header().encode(), 23)
+        c.t.read_until("</stream:features>")
+        assert not c.closed(0.3)
+        message(bystander, jb, "still here", "b1")
+        expect_message(bystander, "b1", "still here")
+        bystander.close()
 
 
 def test_openssl_only_when_switched_off():
@@ -482,4 +577,5 @@ if __name__ == "__main__":
                test_key_update_with_openssl_s_client,
                test_max_fragment_length_stays_with_openssl,
                test_tampered_record_and_close_notify, test_tls12_close_notify,
+               test_crafted_records_get_their_alerts,
                test_openssl_only_when_switched_off])
