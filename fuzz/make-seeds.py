@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+"""fuzz/make-seeds.py - write the binary seed files of fuzz/corpus/ that
+cannot be copied from tests/: SASL exchanges (sasl), queue datagrams
+(frame) and TLS 1.3 record scripts (tls13).  The files are committed;
+run this again only when a harness's input format changes:
+
+    /usr/bin/python3 fuzz/make-seeds.py
+
+The formats are described at the top of each fuzz/fuzz_<target>.c."""
+import base64
+import hashlib
+import hmac
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# ---- sasl: flags byte, client-first, 0xff, client-final ----------------
+SALT = b"fuzz-salt-16byte"
+CB = b"\x42" * 32
+
+
+def scram_final(hname, first_bare, server_first, without_proof):
+    h = getattr(hashlib, hname)
+    sp = hashlib.pbkdf2_hmac(hname, b"pencil", SALT, 1)
+    ck = hmac.new(sp, b"Client Key", h).digest()
+    sk = h(ck).digest()
+    auth = b",".join([first_bare, server_first, without_proof])
+    sig = hmac.new(sk, auth, h).digest()
+    proof = bytes(a ^ b for a, b in zip(ck, sig))
+    return without_proof + b",p=" + base64.b64encode(proof)
+
+
+def sasl_seed(name, flags, gs2, bare, cb=None, good=True):
+    hname = "sha256" if flags & 1 else "sha1"
+    cnonce = bare.split(b"r=", 1)[1]
+    nonce = cnonce + b"fuzzsrvnonce"
+    server_first = (b"r=" + nonce + b",s=" + base64.b64encode(SALT) +
+                    b",i=1")
+    cbind = gs2 + (cb or b"")
+    without = b"c=" + base64.b64encode(cbind) + b",r=" + nonce
+    final = (scram_final(hname, bare, server_first, without) if good
+             else without + b",p=" + base64.b64encode(b"\0" * 20))
+    write("sasl", name, bytes([flags]) + gs2 + bare + b"\xff" + final)
+
+
+sasl_seed("scram-sha1", 0x00, b"n,,", b"n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+sasl_seed("scram-sha256", 0x01, b"n,,", b"n=user,r=rOprNGfwEbeRWgbNEkqO")
+sasl_seed("scram-sha256-autoproof", 0x11, b"n,,", b"n=user,r=abc")
+sasl_seed("scram-bad-proof", 0x01, b"n,,", b"n=user,r=abc", good=False)
+sasl_seed("scram-y-flag", 0x05, b"y,,", b"n=user,r=abc")
+sasl_seed("scram-authzid", 0x01, b"n,a=user@example.com,",
+          b"n=user,r=abc")
+sasl_seed("scram-escaped-name", 0x01, b"n,,", b"n=us=2Cer=3D,r=abc")
+sasl_seed("scram-extension", 0x01, b"n,,", b"m=ext,n=user,r=abc")
+sasl_seed("scram-plus-exporter", 0x07, b"p=tls-exporter,,",
+          b"n=user,r=abc", cb=CB)
+sasl_seed("scram-plus-endpoint", 0x0b, b"p=tls-server-end-point,,",
+          b"n=user,r=abc", cb=CB)
+sasl_seed("scram-plus-autoproof", 0x17, b"p=tls-exporter,,",
+          b"n=user,r=abc", cb=CB)
+write("sasl", "scram-first-only", b"\x01n,,n=user,r=abc")
+write("sasl", "plain", b"\x20\x00user\x00pencil")
+write("sasl", "plain-authzid", b"\x20user@example.com\x00user\x00pencil")
+write("sasl", "plain-wrong", b"\x20\x00user\x00pencil2")
+write("sasl", "plain-utf8", b"\x20\x00j\xc3\xbcliet\x00p\xc3\xa4ss")

@@ -1,0 +1,98 @@
+/*
+ * stubs.c - stand-ins for the parts of the worker a harness does not
+ * link (sockets, TLS, SASL, routing), so that worker/stream.c,
+ * worker/stanza.c and worker/tls13.c run without a connection.  Output
+ * goes to the connection's out buffer; stanzas the stream dispatches go
+ * to fuzz_dispatch, which the harness sets.
+ */
+#include "fuzz.h"
+#include "stubs.h"
+#include "worker.h"
+#include "tls.h"
+
+#include <string.h>
+
+void (*fuzz_dispatch)(struct conn *c, struct xml_node *n, int kind);
+
+static void stub_dispatch(struct conn *c, struct xml_node *n, int kind)
+{
+	if (fuzz_dispatch != NULL)
+		fuzz_dispatch(c, n, kind);
+}
+
+void conn_send(struct conn *c, const char *data, size_t len)
+{
+	if (c->closed)
+		return;
+	if (buf_append(&c->out, data, len) < 0)
+		conn_close(c);
+}
+
+void conn_want_flush(struct conn *c)
+{
+	(void)c;
+}
+
+void conn_flush(struct conn *c)
+{
+	(void)c;
+}
+
+void conn_close(struct conn *c)
+{
+	c->closed = 1;
+}
+
+void presence_session_gone(struct conn *c)
+{
+	(void)c;
+}
+
+void bind_release(struct conn *c)
+{
+	(void)c;
+}
+
+int bind_is_session_iq(const struct conn *c, const struct xml_node *n)
+{
+	(void)c;
+	(void)n;
+	return 0;
+}
+
+void bind_handle(struct conn *c, struct xml_node *n)
+{
+	stub_dispatch(c, n, FUZZ_DISPATCH_BIND);
+}
+
+void route_from_client(struct conn *c, struct xml_node *n)
+{
+	stub_dispatch(c, n, FUZZ_DISPATCH_ROUTE);
+}
+
+void sasl_handle(struct conn *c, struct xml_node *n)
+{
+	stub_dispatch(c, n, FUZZ_DISPATCH_SASL);
+}
+
+void sasl_features(struct conn *c, struct buf *out)
+{
+	(void)c;
+	buf_appendf(out, "<mechanisms xmlns='" NS_SASL "'>"
+		    "<mechanism>SCRAM-SHA-256</mechanism></mechanisms>");
+}
+
+int tls_start(struct conn *c, SSL_CTX *ctx)
+{
+	(void)c;
+	(void)ctx;
+	return -1;
+}
+
+int tls_cert_end_point_cached(SSL *ssl, unsigned char *out, size_t size)
+{
+	(void)ssl;
+	(void)out;
+	(void)size;
+	return -1;
+}

@@ -1,0 +1,19 @@
+/*
+ * stubs.h - see stubs.c.
+ */
+#ifndef XMPPD_FUZZ_STUBS_H
+#define XMPPD_FUZZ_STUBS_H
+
+struct conn;
+struct xml_node;
+
+enum fuzz_dispatch_kind {
+	FUZZ_DISPATCH_SASL = 1,     /* sasl_handle */
+	FUZZ_DISPATCH_BIND,         /* bind_handle */
+	FUZZ_DISPATCH_ROUTE,        /* route_from_client */
+};
+
+/* Called for every stanza worker/stream.c hands on; NULL: ignored. */
+extern void (*fuzz_dispatch)(struct conn *c, struct xml_node *n, int kind);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * xmlcheck.c - see xmlcheck.h.
+ */
+#include "fuzz.h"
+#include "xmlcheck.h"
+#include "arena.h"
+#include "buf.h"
+
+#include <string.h>
+
+static const char *xmlcheck_attrs(const struct xml_node *a,
+				  const struct xml_node *b)
+{
+	const struct xml_attr *x = a->attrs, *y = b->attrs;
+	for (; x != NULL && y != NULL; x = x->next, y = y->next) {
+		if (strcmp(x->ns, y->ns) != 0)
+			return "attribute namespace";
+		if (strcmp(x->name, y->name) != 0)
+			return "attribute name";
+		if (strcmp(x->value, y->value) != 0)
+			return "attribute value";
+	}
+	return x == NULL && y == NULL ? NULL : "attribute count";
+}
+
+static const char *xmlcheck_node(const struct xml_node *a,
+				 const struct xml_node *b)
+{
+	if ((a->name == NULL) != (b->name == NULL))
+		return "element vs text";
+	if (a->name == NULL) {
+		if (a->text_len != b->text_len ||
+		    memcmp(a->text, b->text, a->text_len) != 0)
+			return "text";
+		return NULL;
+	}
+	if (strcmp(a->name, b->name) != 0)
+		return "element name";
+	if (strcmp(a->ns, b->ns) != 0)
+		return "element namespace";
+	return xmlcheck_attrs(a, b);
+}
+
+const char *xmlcheck_diff(const struct xml_node *a, const struct xml_node *b)
+{
+	const struct xml_node *ra = a, *rb = b;
+	const char *why;
+
+	/* parallel pre-order walk, without recursion (parent links) */
+	for (;;) {
+		if ((why = xmlcheck_node(a, b)) != NULL)
+			return why;
+		if (a->name != NULL && (a->children != NULL) !=
+		    (b->children != NULL))
+			return "children";
+		if (a->name != NULL && a->children != NULL) {
+			a = a->children;
+			b = b->children;
+			continue;
+		}
+		while (a != ra && a->next == NULL) {
+			if (b->next != NULL)
+				return "more children";
+			a = a->parent;
+			b = b->parent;
+		}
+		if (a == ra)
+			return b == rb ? NULL : "shape";
+		if (b->next == NULL)
+			return "fewer children";
+		a = a->next;
+		b = b->next;
+	}
+}
+
+void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns)
+{
+	struct buf out;
+	struct arena a;
+	const char *error = NULL;
+	/* A wrapper gives the serialized element the default namespace it
+	 * was written for, as the stream header does on the wire. */
+	static const char open1[] = "<w xmlns='", open2[] = "'>",
+			  close[] = "</w>";
+
+	buf_init(&out, 0);
+	if (default_ns != NULL && default_ns[0] != '\0') {
+		buf_append(&out, open1, sizeof(open1) - 1);
+		xml_escape(&out, default_ns, strlen(default_ns), 1);
+		buf_append(&out, open2, sizeof(open2) - 1);
+	}
+	size_t start = buf_used(&out);
+	if (xml_serialize(&out, n, default_ns) < 0) {
+		buf_free(&out);
+		return;
+	}
+	size_t end = buf_used(&out);
+	if (start > 0)
+		buf_append(&out, close, sizeof(close) - 1);
+	arena_init(&a, 4096);
+	struct xml_node *again = xml_parse(&a, buf_head(&out), buf_used(&out),
+					   &error);
+	FUZZ_CHECK(again != NULL, "serialized stanza does not parse (%s): "
+		   "%.*s", error, (int)(end - start), buf_head(&out) + start);
+	if (start > 0)
+		again = again->children;
+	FUZZ_CHECK(again != NULL, "serialized stanza vanished: %.*s",
+		   (int)(end - start), buf_head(&out) + start);
+	const char *why = xmlcheck_diff(n, again);
+	FUZZ_CHECK(why == NULL, "re-parsed stanza differs (%s): %.*s", why,
+		   (int)(end - start), buf_head(&out) + start);
+	arena_free(&a);
+	buf_free(&out);
+}

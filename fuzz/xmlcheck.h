@@ -1,0 +1,19 @@
+/*
+ * xmlcheck.h - the serialize/re-parse property of stanza trees, shared by
+ * the xml and stored-stanza harnesses.
+ */
+#ifndef XMPPD_FUZZ_XMLCHECK_H
+#define XMPPD_FUZZ_XMLCHECK_H
+
+#include "xml.h"
+
+/* NULL when the trees are equal (names, namespaces, attributes in
+ * order, text), else a static description of the first difference. */
+const char *xmlcheck_diff(const struct xml_node *a, const struct xml_node *b);
+
+/* Serialize n with default_ns in scope, parse the text again and
+ * require an equal tree; aborts (FUZZ_CHECK) otherwise.  A buffer-cap
+ * failure of xml_serialize is not a finding (returns quietly). */
+void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns);
+
+#endif
