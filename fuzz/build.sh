@@ -36,9 +36,9 @@ LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
-	xml) echo "worker/stream.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
+	xml) echo "worker/stream.c worker/xml.c worker/stanza.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	stored) echo "worker/stanza.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
-	tls13) echo "fuzz/stubs.c" ;;   # fuzz_tls13.c includes worker/tls13.c
+	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
 	*) echo "" ;;
 	esac
 }
@@ -46,7 +46,7 @@ srcs_for() {
 # compile SRC (relative to top) with EXTRA flags into OBJ unless up to
 # date (the object is newer than the source and every header we have).
 newest_header=$(ls -t "$top"/lib/*.h "$top"/shm/*.h "$top"/worker/*.h \
-	"$top"/fuzz/*.h "$top"/worker/tls13.c | head -n 1)
+	"$top"/fuzz/*.h | head -n 1)
 compile() {
 	src=$1 obj=$2 extra=$3
 	if [ -f "$obj" ] && [ "$obj" -nt "$top/$src" ] && [ "$obj" -nt "$newest_header" ] &&

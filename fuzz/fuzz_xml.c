@@ -38,6 +38,9 @@ static void fuzz_xml_dispatch(struct conn *c, struct xml_node *n, int kind)
 {
 	xmlcheck_round_trip(n, NS_CLIENT);
 	xmlcheck_round_trip(n, "");
+	/* a message for an offline account is stored like this */
+	if (kind == FUZZ_DISPATCH_ROUTE)
+		xmlcheck_store_round_trip(n);
 	/* as the SASL layer does after <success/>: a new stream starts
 	 * right after this element, in the same read */
 	if (kind == FUZZ_DISPATCH_SASL && strcmp(n->name, "auth") == 0)

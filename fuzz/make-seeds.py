@@ -72,3 +72,57 @@ write("sasl", "plain", b"\x20\x00user\x00pencil")
 write("sasl", "plain-authzid", b"\x20user@example.com\x00user\x00pencil")
 write("sasl", "plain-wrong", b"\x20\x00user\x00pencil2")
 write("sasl", "plain-utf8", b"\x20\x00j\xc3\xbcliet\x00p\xc3\xa4ss")
+
+
+# ---- frame: mode byte, then records of <u16 length><bytes> -------------
+def ipc_version():
+    with open(os.path.join(HERE, "..", "shm", "ipc.h")) as f:
+        for line in f:
+            if line.startswith("#define IPC_VERSION "):
+                return int(line.split()[2])
+    raise SystemExit("IPC_VERSION not found in shm/ipc.h")
+
+
+IPC_VERSION = ipc_version()
+
+
+def frame(ftype, payload, src=1, flags=0, conn=7, gen=0x3fffffff):
+    return struct.pack("<BBBBIHHII", 0x58, IPC_VERSION, ftype, flags,
+                       len(payload), src, 0, conn, gen) + payload
+
+
+def records(*recs):
+    return b"".join(struct.pack("<H", len(r)) + r for r in recs)
+
+
+def ops(*codes):
+    """gen naming the fields to read: 0 u8, 1 u16, 2 u32, 3 u64, 4 data,
+    5 str, 6 rest, 7 stop."""
+    g = 0
+    for i, c in enumerate(codes + (7,)):
+        g |= c << (3 * i)
+    return g & 0xffffffff
+
+
+def fdata(b):
+    return struct.pack("<I", len(b)) + b
+
+
+stanza = b"<message to='juliet@example.com'><body>hi</body></message>"
+write("frame", "raw-stanza", b"\x00" + records(frame(1, stanza, gen=ops(6))))
+write("frame", "raw-fields", b"\x00" + records(frame(
+    3, struct.pack("<BHIQ", 1, 2, 3, 4) + fdata(b"user@example.com/r"),
+    gen=ops(0, 1, 2, 3, 5))))
+write("frame", "raw-two-per-dgram", b"\x00" + records(
+    frame(1, stanza, gen=ops(6)) + frame(5, b"kick", gen=ops(4))))
+write("frame", "raw-chunks", b"\x00" + records(
+    frame(1, stanza[:20], flags=1, gen=ops(6)),
+    frame(1, stanza[20:], gen=ops(6))))
+write("frame", "raw-bad-then-good", b"\x00" + records(
+    frame(1, b"x", src=9), frame(1, stanza, gen=ops(6))))
+write("frame", "raw-truncated", b"\x00" + records(frame(1, stanza)[:-3]))
+write("frame", "raw-empty-dgram", b"\x00" + records(b""))
+write("frame", "round-trip", b"\x01" + records(b"\x00\x00" + stanza,
+                                              b"\x04\x01kick"))
+write("frame", "round-trip-chunked", b"\x01" + records(
+    b"\x00\xff" + bytes(range(256)) * 2, b"\x01\x00x"))

@@ -5,6 +5,7 @@
 #ifndef XMPPD_FUZZ_XMLCHECK_H
 #define XMPPD_FUZZ_XMLCHECK_H
 
+#include "arena.h"
 #include "xml.h"
 
 /* NULL when the trees are equal (names, namespaces, attributes in
@@ -15,5 +16,14 @@ const char *xmlcheck_diff(const struct xml_node *a, const struct xml_node *b);
  * require an equal tree; aborts (FUZZ_CHECK) otherwise.  A buffer-cap
  * failure of xml_serialize is not a finding (returns quietly). */
 void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns);
+
+/* The read path of stored stanzas: store_read_stanza() when
+ * worker/store.c is in the tree, else stanza_parse() (its forerunner). */
+struct xml_node *xmlcheck_stored_read(struct arena *a, const char *bytes,
+				      size_t len, const char **error_r);
+
+/* Store n as offline_store() does (xml_serialize with jabber:client in
+ * scope) and read it back: it must read, and equal n; aborts otherwise. */
+void xmlcheck_store_round_trip(const struct xml_node *n);
 
 #endif
