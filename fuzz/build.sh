@@ -26,7 +26,7 @@ PKG_CFLAGS=$(pkg-config --cflags $PKGS)
 PKG_LIBS=$(pkg-config --libs $PKGS)
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 WARN="-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral"
-CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/shm -I$top/worker -I$top/fuzz $PKG_CFLAGS ${FUZZ_CFLAGS:-}"
+CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/shm -I$top/fuzz $PKG_CFLAGS ${FUZZ_CFLAGS:-}"
 
 # The xmppd sources the harnesses use (lib/ and shm/ as in libxmppd.a,
 # and the worker files that run without sockets).

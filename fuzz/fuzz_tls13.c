@@ -28,8 +28,8 @@
  *   7 the server sends n * (arg + 1) bytes of application data
  */
 #include "fuzz.h"
-#include "worker.h"
-#include "tls13.h"
+#include "../worker/worker.h"
+#include "../worker/tls13.h"
 #include "hmac.h"
 #include "config.h"
 

@@ -20,7 +20,7 @@
 #include "fuzz.h"
 #include "stubs.h"
 #include "xmlcheck.h"
-#include "worker.h"
+#include "../worker/worker.h"
 #include "config.h"
 
 #include <expat.h>
@@ -34,6 +34,12 @@ static const char fuzz_header[] =
 	"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
 	"version='1.0'>";
 
+/* Where the server's output of each stream starts (a restart makes a
+ * new XML document). */
+#define FUZZ_MAX_STREAMS 64
+static size_t fuzz_stream_at[FUZZ_MAX_STREAMS];
+static unsigned fuzz_streams;
+
 static void fuzz_xml_dispatch(struct conn *c, struct xml_node *n, int kind)
 {
 	xmlcheck_round_trip(n, NS_CLIENT);
@@ -43,8 +49,11 @@ static void fuzz_xml_dispatch(struct conn *c, struct xml_node *n, int kind)
 		xmlcheck_store_round_trip(n);
 	/* as the SASL layer does after <success/>: a new stream starts
 	 * right after this element, in the same read */
-	if (kind == FUZZ_DISPATCH_SASL && strcmp(n->name, "auth") == 0)
+	if (kind == FUZZ_DISPATCH_SASL && strcmp(n->name, "auth") == 0 &&
+	    fuzz_streams < FUZZ_MAX_STREAMS) {
+		fuzz_stream_at[fuzz_streams++] = buf_used(&c->out);
 		stream_restart(c);
+	}
 }
 
 static void fuzz_init(void)
@@ -79,14 +88,20 @@ static void fuzz_check_output(const struct conn *c)
 	if (c != NULL)
 		return;
 #endif
-	XML_Parser p = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
-	FUZZ_CHECK(p != NULL, "out of memory");
-	enum XML_Status st = XML_Parse(p, buf_head(&c->out),
-				       (int)buf_used(&c->out), 0);
-	FUZZ_CHECK(st != XML_STATUS_ERROR, "server output not well-formed "
-		   "(%s): %.*s", XML_ErrorString(XML_GetErrorCode(p)),
-		   (int)buf_used(&c->out), buf_head(&c->out));
-	XML_ParserFree(p);
+	for (unsigned i = 0; i < fuzz_streams; i++) {
+		size_t from = fuzz_stream_at[i];
+		size_t to = i + 1 < fuzz_streams ? fuzz_stream_at[i + 1]
+						  : buf_used(&c->out);
+		XML_Parser p = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
+		FUZZ_CHECK(p != NULL, "out of memory");
+		const char *out = buf_head(&c->out) + from;
+		enum XML_Status st = XML_Parse(p, out, (int)(to - from), 0);
+		FUZZ_CHECK(st != XML_STATUS_ERROR, "server output not "
+			   "well-formed (%s): %.*s",
+			   XML_ErrorString(XML_GetErrorCode(p)),
+			   (int)(to - from), out);
+		XML_ParserFree(p);
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -107,6 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	c.state = CONN_STATE_HEADER;
 	c.domain = domain;
 	buf_init(&c.out, 1 << 20);
+	fuzz_stream_at[0] = 0;
+	fuzz_streams = 1;
 	/* a quarter of the inputs talk before authentication */
 	c.authenticated = c.bound = size % 4 != 0;
 	size_t chunk = size % 3 == 0 ? 0 : 1 + size % 13;

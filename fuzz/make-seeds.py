@@ -126,3 +126,38 @@ write("frame", "round-trip", b"\x01" + records(b"\x00\x00" + stanza,
                                               b"\x04\x01kick"))
 write("frame", "round-trip-chunked", b"\x01" + records(
     b"\x00\xff" + bytes(range(256)) * 2, b"\x01\x00x"))
+
+
+# ---- tls13: suite byte, then operations (see fuzz_tls13.c) -------------
+def op(kind, arg=0, data=None, extra=b""):
+    b = bytes([kind | arg << 3]) + extra
+    if data is not None:
+        b += bytes([len(data)]) + data
+    return b
+
+
+APP = b"<message to='juliet@example.com'><body>hi</body></message>"
+tls_seeds = {
+    "app": op(0, 0, APP) + op(6),
+    "app-pieces": op(0, 0, APP) + op(0, 0, APP) + op(6, 1),
+    "key-update": op(0, 0, b"one") + op(2) + op(0, 0, b"two") + op(6),
+    "key-update-requested": op(2, 1) + op(0, 0, APP) + op(6) +
+    op(7, 0, b"reply"),
+    "key-update-split": op(2, 3) + op(0, 0, APP) + op(6, 2),
+    "server-sends-much": op(7, 31, APP) + op(0, 0, b"x") + op(6),
+    "padding": op(1, 5, APP) + op(1, 31, b"") + op(6),
+    "full-record": op(0, 27, APP[:35]) + op(6, 30),
+    "record-overflow": op(0, 28, APP[:50]) + op(6),
+    "close-notify": op(0, 0, b"bye") + op(3, 0, b"\x01\x00") + op(6),
+    "user-canceled": op(3, 0, b"\x01\x5a") + op(6),
+    "fatal-alert": op(3, 0, b"\x02\x28") + op(6),
+    "raw-junk": op(4, 0, b"\x16\x03\x03\x00\x05hello") + op(6),
+    "bad-inner-type": op(5, 0, b"hello", extra=b"\x63") + op(6),
+    "handshake-not-keyupdate": op(5, 0, b"\x04\x00\x00\x00",
+                                  extra=b"\x16") + op(6),
+}
+for suite in range(3):
+    for name, ops_ in tls_seeds.items():
+        if suite == 0 or name in ("app", "key-update-requested",
+                                  "server-sends-much"):
+            write("tls13", "%s-%d" % (name, suite), bytes([suite]) + ops_)

@@ -7,8 +7,8 @@
  */
 #include "fuzz.h"
 #include "stubs.h"
-#include "worker.h"
-#include "tls.h"
+#include "../worker/worker.h"
+#include "../worker/tls.h"
 
 #include <string.h>
 

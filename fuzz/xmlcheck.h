@@ -6,7 +6,7 @@
 #define XMPPD_FUZZ_XMLCHECK_H
 
 #include "arena.h"
-#include "xml.h"
+#include "../worker/xml.h"
 
 /* NULL when the trees are equal (names, namespaces, attributes in
  * order, text), else a static description of the first difference. */
