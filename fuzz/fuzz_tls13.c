@@ -310,7 +310,7 @@ static void fill(unsigned char *dst, size_t len, const uint8_t *src,
 
 static void run_ops(struct run *r, const uint8_t *d, size_t size)
 {
-	static unsigned char big[MAX_PLAIN + 2000];
+	static unsigned char big[255 + 600 * 31];     /* op 0 at most */
 	const uint8_t *p;
 	size_t n;
 

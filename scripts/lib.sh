@@ -8,6 +8,7 @@ XMPPD_DEB_PACKAGES=(
 	build-essential autoconf automake pkg-config
 	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
 	libcriterion-dev
+	clang libclang-rt-14-dev
 	postgresql postgresql-contrib openssl procps
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
 	valgrind
