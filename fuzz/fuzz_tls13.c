@@ -369,10 +369,19 @@ static void run_ops(struct run *r, const uint8_t *d, size_t size)
 			}
 			n = take(&d, &size, &p);
 			seal(r, type, p, n, 0);
-			if (type == 23)
+			/* type 0 reads as padding (RFC 8446 section 5.4):
+			 * the last non-zero byte of the data is the type */
+			while (type == 0 && n > 0 && p[n - 1] == 0)
+				n--;
+			if (type == 0 && n > 0)
+				type = p[--n];
+			if (type == 23) {
 				buf_append(&r->sent, p, n);
-			else
+				if (n > 0)
+					r->key_updates = 0;
+			} else {
 				r->broke_rule = 1;
+			}
 			break;
 		}
 		case 6:
