@@ -41,7 +41,7 @@ def scram_final(hname, first_bare, server_first, without_proof):
 
 def sasl_seed(name, flags, gs2, bare, cb=None, good=True):
     hname = "sha256" if flags & 1 else "sha1"
-    cnonce = bare.split(b"r=", 1)[1]
+    cnonce = bare.rsplit(b",r=", 1)[1]
     nonce = cnonce + b"fuzzsrvnonce"
     server_first = (b"r=" + nonce + b",s=" + base64.b64encode(SALT) +
                     b",i=1")
