@@ -65,32 +65,8 @@ int stanza_may_bounce(const struct xml_node *n)
 	return !(strcmp(n->name, "iq") == 0 && strcmp(type, "result") == 0);
 }
 
-/* Give every element without a namespace the stream's default one. */
-static void stanza_adopt_ns(struct xml_node *n)
-{
-	while (n != NULL) {
-		if (n->name != NULL && n->ns[0] == '\0')
-			n->ns = NS_CLIENT;
-		if (n->children != NULL) {
-			n = n->children;
-			continue;
-		}
-		while (n != NULL && n->next == NULL)
-			n = n->parent;
-		if (n != NULL)
-			n = n->next;
-	}
-}
-
 struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
 			      const char **error_r)
 {
-	struct xml_node *n = xml_parse(a, text, len, error_r);
-	if (n != NULL) {
-		struct xml_node *parent = n->parent;
-		n->parent = NULL;       /* the walk must stop at the root */
-		stanza_adopt_ns(n);
-		n->parent = parent;
-	}
-	return n;
+	return xml_parse_in(a, text, len, NS_CLIENT, error_r);
 }

@@ -26,7 +26,8 @@ void stanza_error_reply(struct conn *c, const struct xml_node *n,
 			const char *type, const char *condition,
 			const char *text);
 /* Parse stanza text as written on a client stream, where unqualified
- * elements are in jabber:client (our own replies, queue frames). */
+ * elements are in jabber:client unless an xmlns='' in the text says
+ * otherwise (our own replies, queue frames; xml_parse_in()). */
 struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
 			      const char **error_r);
 /* May an error be answered to n?  Not to errors, not to IQ results. */
