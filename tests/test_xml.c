@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/store.h"
 #include "worker/xml.h"
 
 #define NS_CLIENT "jabber:client"
@@ -892,4 +893,57 @@ Test(xml, property_deep_and_wide_trees)
 	buf_append(&in, "", 1);
 	check_property_text(buf_head(&in), "wide");
 	buf_free(&in);
+}
+
+/* ---- store_read_stanza: the read path of stored stanzas --------------- */
+
+static const char *store_err(const char *text, size_t len)
+{
+	const char *error = NULL;
+
+	cr_assert_null(store_read_stanza(&arena, text, len, &error), "read: %s",
+		       text);
+	cr_assert_not_null(error);
+	return error;
+}
+
+Test(xml, store_reads_what_was_stored)
+{
+	struct xml_node *st = parse_ok("<message xmlns='jabber:client' to='j@l' "
+				       "type='chat' xml:foo='1'><body>hi</body>"
+				       "<xml:x><b/><c xmlns=''/></xml:x><e "
+				       "xmlns=''/></message>");
+	const char *error = NULL;
+	const char *stored = ser(st, NS_CLIENT);
+	struct xml_node *back = store_read_stanza(&arena, stored,
+						  strlen(stored), &error);
+
+	cr_assert_not_null(back, "%s: %s", error, stored);
+	cr_expect_null(tree_diff(st, back), "%s", stored);
+	cr_expect_str_eq(back->ns, NS_CLIENT);
+	const char *iq = "<iq type='result' id='1'/>";
+	cr_expect_not_null(store_read_stanza(&arena, iq, strlen(iq), &error));
+	const char *pr = "<presence><show>away</show></presence>";
+	cr_expect_not_null(store_read_stanza(&arena, pr, strlen(pr), &error));
+}
+
+Test(xml, store_refuses_what_is_no_stanza)
+{
+	/* What the serializer wrote for <xml:x/> before it was fixed. */
+	cr_expect_str_eq(store_err("<message><x xmlns='http://www.w3.org/XML/"
+				   "1998/namespace'/></message>", 64),
+			 "prefix must not be bound to one of the reserved "
+			 "namespace names");
+	cr_expect_str_eq(store_err("<message><body>cut", 18),
+			 "no element found");
+	cr_expect_str_eq(store_err("", 0), "empty");
+	cr_expect_str_eq(store_err("<message>\0</message>", 20), "NUL byte");
+	cr_expect_str_eq(store_err("<vCard xmlns='vcard-temp'/>", 27),
+			 "not a stanza");
+	cr_expect_str_eq(store_err("<message xmlns='jabber:server'/>", 32),
+			 "not a stanza");
+	cr_expect_str_eq(store_err("<message xmlns=''/>", 19), "not a stanza");
+	cr_expect_str_eq(store_err("<body/>", 7), "not a stanza");
+	cr_expect_str_eq(store_err("<message/><message/>", 20),
+			 "junk after document element");
 }
