@@ -22,6 +22,7 @@
 #include "server.h"
 #include "session.h"
 #include "stanza.h"
+#include "store.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -147,11 +148,29 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 }
 
 /* Pending inbound subscription requests go to the session (3.1.3). */
-static void presence_pending(struct pjob *j, const char *stanza)
+/* A stored subscription request (section 3.1.3), read back like every
+ * stored stanza (store.h); one that does not read is logged and stays. */
+static void presence_pending(struct pjob *j, const PGresult *res, int row)
 {
 	struct conn *c = conn_lookup(j->w, j->conn_id, j->gen);
-	if (c != NULL && c->bound && stanza != NULL)
-		conn_send(c, stanza, strlen(stanza));
+	if (c == NULL || !c->bound || PQgetisnull(res, row, 3))
+		return;
+	struct arena a;
+	struct buf out;
+	const char *error = NULL;
+	arena_init(&a, 1024);
+	buf_init(&out, 0);
+	struct xml_node *st = store_read_stanza(&a, PQgetvalue(res, row, 3),
+						(size_t)PQgetlength(res, row, 3),
+						&error);
+	if (st == NULL)
+		log_error("pending subscription request of %s from %s "
+			  "unreadable (%s): kept in roster_items", j->bare,
+			  PQgetvalue(res, row, 0), error);
+	else if (xml_serialize(&out, st, NS_CLIENT) == 0)
+		conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	arena_free(&a);
 }
 
 /* A subscriber got the broadcast: its directed copy would be twice. */
@@ -204,7 +223,7 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 		if (to && j->initial)
 			presence_probe_contact(j, contact);
 		if (j->initial && strcmp(PQgetvalue(res, i, 2), "t") == 0)
-			presence_pending(j, PQgetvalue(res, i, 3));
+			presence_pending(j, res, i);
 	}
 	presence_directed_unavailable(j);
 	pjob_free(j);

@@ -9,6 +9,7 @@ stream parser would; a parse error fails the test.  Needs
 XMPPD_TEST_PGCONN.
 """
 import os
+import re
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -192,6 +193,47 @@ def test_vcard():
             check_xml_x(vc, "4")
 
 
+def test_pending_subscription_request():
+    """A subscription request stored for an offline account (RFC 6121
+    3.1.3) carrying them comes at login parseable; one stored in the form
+    a version before the fix wrote is not sent raw to break the client:
+    it is logged and stays stored."""
+    with running(Server(workers=1, users=USERS)) as s:
+        r = login(s, "romeo", "orchard")
+        n = login(s, "nurse", "kitchen")
+        for im, foo in ((r, "5"), (n, "6")):
+            im.send("<presence to='juliet@localhost' type='subscribe'>"
+                    "<xml:x xml:foo='%s'/></presence>" % foo)
+        pending = ("SELECT count(*) FROM roster_items WHERE pending_in AND "
+                   "account_id = xmppd_account_id('juliet', 'localhost')")
+        wait_for(lambda: s.db.psql(pending, s.db.conninfo).strip() == "2",
+                 what="two requests stored")
+        old = s.db.psql(
+            "UPDATE roster_items SET pending_stanza = replace(pending_stanza, "
+            "$q$<xml:x xml:foo='6'/>$q$, $q$<x xmlns='%s' xml:foo='6'/>$q$) "
+            "WHERE contact = 'nurse@localhost' RETURNING pending_stanza" % NS_XML,
+            s.db.conninfo).strip()
+        assert "<x xmlns='%s'" % NS_XML in old, old
+        j = login(s, "juliet", "balcony", presence=None)
+        w = Wire(j)
+        w.send("<presence/>")
+        p = w.expect(lambda el: el.tag == C + "presence" and
+                     el.get("type") == "subscribe", "romeo's request")
+        assert p.get("from") == "romeo@localhost", ET.tostring(p)
+        assert p.find(X + "x").get(X + "foo") == "5", ET.tostring(p)
+        wait_for(lambda: re.search(
+            r" error: .*pending subscription request of juliet@localhost from "
+            r"nurse@localhost unreadable \(.+\): kept in roster_items\n",
+            s.log_text()), what="the unreadable request logged")
+        # Everything sent before the answer parsed; the request stays.
+        w.send("<iq type='get' id='ping1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        w.expect(by_id("iq", "ping1"), "ping answer")
+        assert not [el for el in w.stanzas if el.get("from") == "nurse@localhost"]
+        kept = s.db.psql("SELECT pending_stanza FROM roster_items WHERE contact = "
+                         "'nurse@localhost' AND pending_in", s.db.conninfo).strip()
+        assert kept == old, kept
+
+
 if __name__ == "__main__":
     run_tests([test_message, test_presence_broadcast, test_offline_storage,
-               test_vcard])
+               test_vcard, test_pending_subscription_request])
