@@ -334,9 +334,46 @@ def test_offline_unreadable_kept():
                              log), log[-3000:]
 
 
+def test_stored_xml_unreadable_answered():
+    """A stored vCard or private XML that no longer reads back: the get
+    is answered (internal-server-error), the row stays as it is, and
+    the log says whose it is."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        b, jb = login(s, "romeo", "street")
+        assert iq(a, VCARD2, "x1", "set") == result("juliet@localhost", "x1", ja)
+        assert iq(a, query(BOOKMARKS), "x2", "set") == result("juliet@localhost", "x2", ja)
+        cut = "<vCard xmlns='vcard-temp'><FN>cut"
+        old = "<storage xmlns='storage:bookmarks'><x xmlns='%s'/></storage>" % (
+            "http://www.w3.org/XML/1998/namespace")
+        acc = "xmppd_account_id('juliet', 'localhost')"
+        sql(s, "UPDATE vcards SET vcard = $q$%s$q$ WHERE account_id = %s" % (cut, acc))
+        sql(s, "UPDATE private_storage SET element = $q$%s$q$ WHERE account_id = %s"
+               % (old, acc))
+        got = iq(a, EMPTY_VCARD, "x3", "get")
+        assert got == error("juliet@localhost", "x3", ja, "cancel",
+                            "internal-server-error"), got
+        got = iq(b, EMPTY_VCARD, "x4", "get", to="juliet@localhost")
+        assert got == error("juliet@localhost", "x4", jb, "cancel",
+                            "internal-server-error"), got
+        got = iq(a, query("<storage xmlns='storage:bookmarks'/>"), "x5", "get")
+        assert got == error("juliet@localhost", "x5", ja, "cancel",
+                            "internal-server-error"), got
+        assert sql(s, "SELECT vcard FROM vcards WHERE account_id = %s" % acc) == cut
+        assert sql(s, "SELECT element FROM private_storage WHERE account_id = %s"
+                      % acc) == old
+        log = s.log_text()
+        for id_, frm in (("x3", ja), ("x4", jb), ("x5", ja)):
+            assert re.search(r" error: .*IQ get reply for %s \(id %s, asked of "
+                             r"juliet@localhost\) unreadable \(.+\): stored data "
+                             r"kept, answered internal-server-error\n"
+                             % (re.escape(frm), id_), log), log[-3000:]
+
+
 if __name__ == "__main__":
     run_tests([test_vcard_set_get, test_vcard_missing,
                test_vcard_forbidden_and_limits, test_private_round_trip,
                test_private_errors, test_private_namespace_quota,
                test_survives_restart, test_database_down,
-               test_offline_unreadable_kept])
+               test_offline_unreadable_kept,
+               test_stored_xml_unreadable_answered])
