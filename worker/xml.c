@@ -4,8 +4,12 @@
  * recursion (parent links), declaring namespaces only where they change.
  * Every node, attribute and string lives in the caller's arena; only the
  * output buffer's growth and expat inside xml_parse() call malloc.
+ * Output is namespace-well-formed for every tree expat builds: the XML
+ * namespace is only ever the undeclared prefix xml: (elements and
+ * attributes), and nothing is bound to it or to the xmlns namespace.
  * Failure policy: out of memory returns NULL/-1 (the builder sets
- * ->failed and ignores the rest of the stanza); a full output buffer
+ * ->failed and ignores the rest of the stanza); a full output buffer, or
+ * an element in the xmlns namespace (hand-built: expat refuses one),
  * returns -1 with the buffer as it was.  Nothing is logged here.
  */
 #include "xml.h"
