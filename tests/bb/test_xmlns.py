@@ -5,8 +5,10 @@ recipient receives: elements and attributes in the reserved XML namespace
 subscribed contact, through offline storage (delivered, not dropped), and
 in a vCard (set answered, read back).  Every received byte after login
 goes through Python's expat (xml.etree XMLPullParser) as a client's
-stream parser would; a parse error fails the test.  Needs
-XMPPD_TEST_PGCONN.
+stream parser would; a parse error fails the test.  Also a real slixmpp
+recipient, the client of the report.  Stored stanzas that do not read
+back: test_pending_subscription_request here, test_storage.py for
+offline messages, vCards and private XML.  Needs XMPPD_TEST_PGCONN.
 """
 import os
 import re
@@ -234,6 +236,32 @@ def test_pending_subscription_request():
         assert kept == old, kept
 
 
+def test_slixmpp_recipient():
+    """The client of the report: slixmpp gets the message, with its
+    <xml:x/>, and its stream stays up (it printed "Parse error" and was
+    disconnected)."""
+    from test_clients import Slix, run_async, stop_all
+    with running(Server(workers=1, users=USERS)) as s:
+        r = login(s, "romeo", "orchard")
+
+        async def go():
+            x = Slix("juliet@localhost/slix", "r0m30!")
+            try:
+                await x.online(s.port)
+                r.send("<message to='juliet@localhost/slix' type='chat' id='s1' "
+                       "xml:foo='bar'><body>hi</body>" + XML_X % "7" + "</message>")
+                msg = await x.next_message()
+                assert msg["body"] == "hi", msg
+                assert msg.xml.get(X + "foo") == "bar", msg
+                check_xml_x(msg.xml, "7")
+                assert await x["xep_0199"].ping(jid="localhost", timeout=5) is not None
+                assert x.ended is None, x.ended
+            finally:
+                await stop_all(x)
+        run_async(go())
+
+
 if __name__ == "__main__":
     run_tests([test_message, test_presence_broadcast, test_offline_storage,
-               test_vcard, test_pending_subscription_request])
+               test_vcard, test_pending_subscription_request,
+               test_slixmpp_recipient])
