@@ -137,6 +137,33 @@ def test_scram_long_nonce():
         assert "temporary-auth-failure" not in s.log_text()
 
 
+def test_error_addressing():
+    """RFC 6120 8.3.1: an error the server returns for the client's
+    stanza goes to the client's full JID, from the stanza's 'to', even
+    when the stanza is answered before routing stamps its 'from'."""
+    stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
+    with Server(workers=1, users=USERS) as s:
+        c = Client(s.port)
+        jid = c.login("juliet", "r0m30!", resource="one")
+        c.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>two</resource></bind></iq>")
+        got = c.read_until("<iq [^>]*id='b2'.*?</iq>")
+        assert got == ("<iq id='b2' to='%s' type='error'><error type='cancel'>"
+                       "<not-allowed xmlns='%s'/><text xmlns='%s'>one resource per "
+                       "stream</text></error></iq>" % (jid, stanzas, stanzas)), got
+        c.send("<iq type='get' id='b3' to='localhost'><session "
+               "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
+        got = c.read_until("<iq [^>]*id='b3'.*?</iq>")
+        assert got == ("<iq from='localhost' id='b3' to='%s' type='error'><error "
+                       "type='modify'><bad-request xmlns='%s'/></error></iq>"
+                       % (jid, stanzas)), got
+        c.send("<iq type='bogus' id='b4' to='romeo@localhost'/>")
+        got = c.read_until("<iq [^>]*id='b4'.*?</iq>")
+        assert got == ("<iq from='romeo@localhost' id='b4' to='%s' type='error'><error "
+                       "type='modify'><bad-request xmlns='%s'/></error></iq>"
+                       % (jid, stanzas)), got
+
+
 if __name__ == "__main__":
     run_tests([test_unsupported_encoding, test_stream_namespaces,
-               test_scram_long_nonce])
+               test_scram_long_nonce, test_error_addressing])
