@@ -163,6 +163,23 @@ def test_error_addressing():
                        "type='modify'><bad-request xmlns='%s'/></error></iq>"
                        % (jid, stanzas)), got
 
+    # RFC 6121 2.3.3 / RFC 6120 8.3.1: a subscription refused because the
+    # roster is full comes back from the contact, with the request's id,
+    # to the resource that sent it.
+    with Server(workers=1, users=USERS + [("romeo@localhost", "x"), ("nurse@localhost", "y")],
+                overrides={"im.roster_max_items": "1"}) as s:
+        c = Client(s.port)
+        jid = c.login("juliet", "r0m30!", resource="one")
+        c.send("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'>"
+               "<item jid='nurse@localhost'/></query></iq>")
+        c.read_until("<iq [^>]*id='r1'[^>]*type='result'/>")
+        c.send("<presence to='romeo@localhost' type='subscribe' id='s1'>"
+               "<status>hi</status></presence>")
+        got = c.read_until("<presence [^>]*type='error'.*?</presence>")
+        assert got == ("<presence from='romeo@localhost' id='s1' to='%s' type='error'>"
+                       "<error type='cancel'><not-acceptable xmlns='%s'/></error>"
+                       "</presence>" % (jid, stanzas)), got
+
 
 if __name__ == "__main__":
     run_tests([test_unsupported_encoding, test_stream_namespaces,
