@@ -432,7 +432,8 @@ static int stream_utf16(const char *data, size_t len)
 	const unsigned char *d = (const unsigned char *)data;
 	if (len < 2)
 		return 0;
-	return (d[0] == 0xfe && d[1] == 0xff) || (d[0] == 0xff && d[1] == 0xfe) ||
+	return (d[0] == 0xfe && d[1] == 0xff) ||
+	       (d[0] == 0xff && d[1] == 0xfe) ||
 	       (d[0] == 0 && d[1] == '<') || (d[0] == '<' && d[1] == 0);
 }
 
