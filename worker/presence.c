@@ -514,19 +514,24 @@ static void sub_contact_side(struct pjob *j, const PGresult *res)
  * subscription stanza gets it back as an error (RFC 6121 2.3.3). */
 static void sub_refused(struct pjob *j)
 {
+	struct arena a;
 	struct buf b;
+	const char *error;
 	if (j->origin == NULL)
 		return;
+	arena_init(&a, 512);
 	buf_init(&b, 0);
-	buf_appendf(&b, "<presence from='");
-	xml_escape(&b, j->contact, strlen(j->contact), 1);
-	buf_appendf(&b, "' to='");
-	xml_escape(&b, j->origin, strlen(j->origin), 1);
-	buf_appendf(&b, "' type='error'><error type='cancel'><not-acceptable "
-		    "xmlns='" NS_STANZA_ERR "'/></error></presence>");
-	buf_append(&b, "", 1);
-	presence_route_text(j->w, buf_head(&b));
+	/* RFC 6120 8.3.1: from the contact, with the stanza's id, to the
+	 * resource that sent it (j->text is stamped with the bare JID). */
+	struct xml_node *st = stanza_parse(&a, j->text, strlen(j->text),
+					   &error);
+	if (st != NULL &&
+	    stanza_error_xml_app(&b, st, j->contact, j->origin, "cancel",
+				 "not-acceptable", NULL, NULL) == 0 &&
+	    buf_append(&b, "", 1) == 0)
+		presence_route_text(j->w, buf_head(&b));
 	buf_free(&b);
+	arena_free(&a);
 }
 
 static void sub_result(void *ctx, const PGresult *res, const char *error)

@@ -280,14 +280,17 @@ static int sasl_authzid_ok(struct conn *c, struct sasl *s, const char *authzid)
 
 static void sasl_send_challenge(struct conn *c, const char *msg, size_t len)
 {
-	char b64[2048];
+	size_t size = BASE64_ENCODED_LEN(len) + 1;
+	char *b64 = malloc(size);
 	struct buf out;
-	if (base64_encode(msg, len, b64, sizeof(b64)) < 0) {
+	if (b64 == NULL || base64_encode(msg, len, b64, size) < 0) {
+		free(b64);
 		sasl_fail(c, "temporary-auth-failure", NULL);
 		return;
 	}
 	buf_init(&out, 0);
 	buf_appendf(&out, "<challenge xmlns='" NS_SASL "'>%s</challenge>", b64);
+	free(b64);
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 }
@@ -456,7 +459,8 @@ static void sasl_step(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "malformed-request", "unexpected response");
 }
 
-/* Decode the element's base64 text ("=" is an empty message). */
+/* Decode the element's base64 text ("=" is an empty message): 0, -1 if
+ * it is not base64, -2 if it would decode to more than size bytes. */
 static int sasl_decode(struct conn *c, const struct xml_node *n,
 		       char *out, size_t size, size_t *len_r)
 {
@@ -467,7 +471,12 @@ static int sasl_decode(struct conn *c, const struct xml_node *n,
 		*len_r = 0;
 		return 0;
 	}
-	return base64_decode(text, strlen(text), out, size, len_r);
+	size_t len = strlen(text), pad = 0;
+	while (pad < 2 && pad < len && text[len - 1 - pad] == '=')
+		pad++;
+	if (BASE64_DECODED_MAX(len) > size + pad)
+		return -2;
+	return base64_decode(text, len, out, size, len_r);
 }
 
 static unsigned sasl_cb_offered(struct conn *c)
@@ -522,8 +531,14 @@ static void sasl_message(struct conn *c, const struct xml_node *n, int initial)
 		sasl_send_challenge(c, "", 0);
 		return;
 	}
-	if (sasl_decode(c, n, msg, sizeof(msg), &len) < 0) {
-		sasl_fail(c, "incorrect-encoding", NULL);
+	int r = sasl_decode(c, n, msg, sizeof(msg), &len);
+	if (r == -2) {      /* lib/scram.h: size is SCRAM_ERR_MALFORMED */
+		sasl_fail(c, scram_error_condition(SCRAM_ERR_MALFORMED),
+			  "message too large");
+		return;
+	}
+	if (r < 0) {
+		sasl_fail(c, scram_error_condition(SCRAM_ERR_BASE64), NULL);
 		return;
 	}
 	sasl_step(c, msg, len);

@@ -69,6 +69,8 @@ struct conn {
 	struct buf out;         /* pending writes, coalesced per loop turn */
 	struct XML_ParserStruct *parser;
 	int depth;              /* element depth; 1 = inside stream */
+	int stream_ns;          /* default namespace of the client's stream
+				   header: 0 none, 1 jabber:client, -1 other */
 	int want_close;         /* close after the out buffer drains */
 	int closed;             /* fd gone; freed at the end of the turn */
 	int epollout;           /* EPOLLOUT currently requested */
