@@ -9,7 +9,8 @@ item 3): one account or one address must not be able to take the server.
   connection gets <policy-violation/> (RFC 6120 4.9.3.18) and is closed,
   while another address (::1) still gets in; a killed worker's
   connections stop counting.
-- Both change on SIGHUP without a restart.
+- One account cannot take the long-JID pool of the session table.
+- Both limits change on SIGHUP without a restart.
 Needs XMPPD_TEST_PGCONN.
 """
 import os
@@ -102,6 +103,26 @@ def test_sessions_per_account():
         assert_resource_constraint(bind_reply(h, "r5", "b8"))
         for c in list(sessions.values()) + [d, e, f, g, h]:
             c.close()
+
+
+def test_long_resources_cannot_take_the_pool():
+    """A 16-record table has 16 long-JID entries, one per account: a
+    second long resource of the same account gets a generated resource
+    (RFC 6120 7.7: the server may override it) instead of an entry, and
+    other accounts still get theirs."""
+    long_res = "x" * 200
+    with Server(workers=2, users=USERS, overrides={"session_table_size": "16"}) as s:
+        a = Client(s.port)
+        assert a.login("juliet", "r0m30!", resource=long_res) == "juliet@localhost/" + long_res
+        b = Client(s.port)
+        jb = b.login("juliet", "r0m30!", resource=long_res + "y")
+        assert re.match("juliet@localhost/[0-9a-f]{16}$", jb), jb
+        assert "resource of 201 bytes overridden: the account has no long-JID " \
+            "entry left" in s.log_text()
+        c = Client(s.port)
+        assert c.login("romeo", "jul13t?", resource=long_res) == "romeo@localhost/" + long_res
+        for x in (a, b, c):
+            x.close()
 
 
 def refused(port, host="127.0.0.1"):
@@ -225,5 +246,6 @@ def test_killed_worker_connections_stop_counting():
 
 
 if __name__ == "__main__":
-    run_tests([test_sessions_per_account, test_connections_per_address,
+    run_tests([test_sessions_per_account, test_long_resources_cannot_take_the_pool,
+               test_connections_per_address,
                test_killed_worker_connections_stop_counting])
