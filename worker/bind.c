@@ -132,8 +132,9 @@ static int bind_claim(struct conn *c, char **full_r, int chosen,
 		free(full);
 		return -1;
 	}
-	log_info("c%u %s: resource of %zu bytes overridden: the account has "
-		 "no long-JID entry left", c->id, c->peer,
+	log_info("c%u %s: resource of %zu bytes overridden: no long-JID "
+		 "entry for it (pool or the account's share used up)", c->id,
+		 c->peer,
 		 strlen(*full_r) - strlen(full) + strlen(res));
 	free(*full_r);
 	*full_r = full;
