@@ -179,6 +179,9 @@ def test_connections_per_address():
         # Each worker holds fewer than the limit: only a count shared by
         # the workers refuses the next ones, whichever worker they reach.
         assert max(by_slot) < limit, by_slot
+        # One entry per (address, worker) in the shared table.
+        m = s.status()["master"]
+        assert (m["addresses"], m["address_capacity"]) == (2, 2 * 65536), m
         for _ in range(6):
             assert refused(s.port)
         assert len(re.findall(r"stream error <policy-violation/>: %s "
@@ -196,6 +199,7 @@ def test_connections_per_address():
             raw.close()
         # Another address is not affected.
         v6 = open_stream(s.port, host="::1")
+        assert s.status()["master"]["addresses"] == 3
         # A closed connection makes room again.
         clients.pop().close()
         wait_for(lambda: not refused_or_keep(s, clients), what="a place after a close")
@@ -238,6 +242,8 @@ def test_killed_worker_connections_stop_counting():
                  what="slot respawned")
         alive = [c for c in clients if not c.is_closed(timeout=0.2)]
         assert len(alive) == limit - by_slot[victim], (len(alive), by_slot)
+        # The master dropped the dead worker's entry with its count.
+        assert s.status()["master"]["addresses"] == 1
         # Exactly the dead worker's connections are free again.
         more = [open_stream(s.port) for _ in range(by_slot[victim])]
         assert refused(s.port)
