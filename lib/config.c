@@ -54,8 +54,14 @@ const struct config_def config_defs[] = {
 	{ "c2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(max_stanza_size), "256K",
 	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send" },
 	{ "c2s.max_connections_per_ip", CONFIG_TYPE_UINT,
-	  OFF(max_connections_per_ip), "0", 0, 0, RELOAD,
-	  "Client connections per IP address; 0 means unlimited" },
+	  OFF(max_connections_per_ip), "100", 0, 0, RELOAD,
+	  "Open client connections per address (IPv4, or IPv6 /64), counted "
+	  "across all workers; more get <policy-violation/>; raise it for "
+	  "large NATs; 0 means unlimited" },
+	{ "c2s.max_sessions_per_account", CONFIG_TYPE_UINT,
+	  OFF(max_sessions_per_account), "10", 0, 1000000, RELOAD,
+	  "Bound resources per account across all workers; one more bind "
+	  "gets <resource-constraint/>; 0 means unlimited" },
 	{ "c2s.backlog", CONFIG_TYPE_UINT, OFF(backlog), "1024", 1, 65535, RESTART,
 	  "listen() backlog of the client sockets" },
 	{ "tls.certificate", CONFIG_TYPE_STRING, OFF(tls_certificate),

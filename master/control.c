@@ -10,6 +10,7 @@
 #include "master.h"
 #include "log.h"
 #include "buf.h"
+#include "addr.h"
 #include "session.h"
 #include "util.h"
 
@@ -184,13 +185,15 @@ static int control_privileged(int fd)
 
 static void control_status(struct master *m, struct buf *out)
 {
-	uint32_t used, cap, rec;
+	uint32_t used, cap, rec, aused, acap, arec;
 	shm_session_usage(m->shm.sessions, &used, &cap, &rec);
+	shm_addr_usage(m->shm.addrs, &aused, &acap, &arec);
 	buf_appendf(out, "master\tpid=%d\tuptime=%lld\tgeneration=%llu\t"
-		    "workers=%u\tsessions=%u\tcapacity=%u\tversion=%s\n",
+		    "workers=%u\tsessions=%u\tcapacity=%u\taddresses=%u\t"
+		    "address_capacity=%u\tversion=%s\n",
 		    (int)getpid(), (long long)(time(NULL) - m->started),
 		    (unsigned long long)m->generation, m->nslots, used, cap,
-		    PACKAGE_VERSION);
+		    aused, acap, PACKAGE_VERSION);
 	for (unsigned i = 0; i < m->nslots; i++) {
 		struct ipc_worker_stats *st = shm_worker_stats(&m->shm, i);
 		buf_appendf(out, "worker\tslot=%u\tpid=%d\tconnections=%llu\t"

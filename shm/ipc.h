@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 2
+#define IPC_VERSION 3
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -152,6 +152,35 @@ struct ipc_session_table {
 	 *              struct ipc_session_long longs[long_capacity]; */
 };
 
+/* Open client connections of one address on one worker slot.  The
+ * per-address limit sums an address's entries (at most one per slot, all
+ * in one chain); the master drops a dead slot's entries with its
+ * sessions.  Entries are addressed by index like session records. */
+struct ipc_addr_entry {
+	_Atomic uint32_t state;     /* enum ipc_session_state */
+	int32_t next;               /* next entry in the bucket chain */
+	uint32_t hash;              /* hash of family and key */
+	uint32_t count;             /* open connections */
+	uint16_t slot;              /* worker slot */
+	uint8_t family;             /* 4 or 6 */
+	uint8_t pad[5];
+	uint8_t key[8];             /* IPv4 address, or IPv6 /64 prefix */
+};
+
+/* Header of the address table area. */
+struct ipc_addr_table {
+	uint64_t magic;             /* IPC_SHM_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t capacity;          /* entries */
+	uint32_t nbuckets;          /* power of two */
+	uint32_t used;              /* entries in use */
+	pthread_mutex_t lock;       /* robust, process-shared */
+	int32_t free_head;          /* free entry list */
+	uint32_t recoveries;        /* times rebuilt after a dead lock holder */
+	/* followed by: int32_t buckets[nbuckets];
+	 *              struct ipc_addr_entry entries[capacity]; */
+};
+
 /* The whole region the master maps before forking. */
 struct ipc_shm_header {
 	uint64_t magic;             /* IPC_SHM_MAGIC */
@@ -162,7 +191,8 @@ struct ipc_shm_header {
 	_Atomic int32_t master_pid;
 	_Atomic uint64_t config_gen;    /* master's current generation */
 	struct ipc_worker_stats workers[IPC_MAX_SLOTS];
-	/* followed (64-byte aligned) by struct ipc_session_table */
+	/* followed (64-byte aligned) by struct ipc_session_table, then
+	 * (64-byte aligned) by struct ipc_addr_table */
 };
 
 #endif

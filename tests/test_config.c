@@ -150,6 +150,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "c2s.idle_timeout", CONFIG_F_RELOADABLE },
 	{ "c2s.max_stanza_size", CONFIG_F_RELOADABLE },
 	{ "c2s.max_connections_per_ip", CONFIG_F_RELOADABLE },
+	{ "c2s.max_sessions_per_account", CONFIG_F_RELOADABLE },
 	{ "c2s.backlog", CONFIG_F_RESTART },
 	{ "tls.certificate", CONFIG_F_RELOADABLE },
 	{ "tls.key", CONFIG_F_RELOADABLE },
@@ -219,7 +220,8 @@ Test(defaults, match_the_spec)
 	cr_expect_eq(cfg->c2s_timeout, 60000);
 	cr_expect_eq(cfg->c2s_idle_timeout, 300000);
 	cr_expect_eq(cfg->max_stanza_size, 262144);
-	cr_expect_eq(cfg->max_connections_per_ip, 0);
+	cr_expect_eq(cfg->max_connections_per_ip, 100);
+	cr_expect_eq(cfg->max_sessions_per_account, 10);
 	cr_expect_eq(cfg->backlog, 1024);
 	config_free(&cfg);
 }

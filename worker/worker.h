@@ -12,6 +12,7 @@
 #include "config.h"
 #include "queue.h"
 #include "shm.h"
+#include "addr.h"
 #include "buf.h"
 #include "arena.h"
 #include "xml.h"
@@ -81,6 +82,8 @@ struct conn {
 	struct conn *out_next;
 	char peer[64];          /* "address:port" for the log */
 	char addr[48];          /* peer address alone (throttling) */
+	struct shm_addr_key addr_key;   /* counted per address (addr.h) */
+	int addr_counted;       /* holds one count in shm addrs */
 	char stream_to[256];    /* the client's `to`, our `from` */
 
 	/* TLS */
