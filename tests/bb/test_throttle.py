@@ -1,0 +1,179 @@
+"""Login throttling shared by all workers (issue 9 item 5): failed
+authentications are counted per source address and per account over
+every connection and worker; a banned address is refused even with the
+right password while other addresses log in; a reload changes the
+thresholds; the log lines match the fail2ban filters in etc/fail2ban.
+Needs XMPPD_TEST_PGCONN.
+"""
+import base64
+import os
+import re
+import signal
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, run_tests, stream_error_re, wait_for  # noqa: E402
+
+SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+USERS = [("juliet@localhost", "r0m30!"), ("romeo@localhost", "jul13t?")]
+SRCDIR = os.environ.get("XMPPD_SRCDIR",
+                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+BANNED_TEXT = (r"<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Too many \((\d+)\) "
+               r"failed authentications from this IP address \(127\.0\.0\.1\)\. The "
+               r"address will be unblocked at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</text>")
+
+
+def sasl_failure(cond):
+    return "<failure xmlns='%s'><%s/>" % (SASL, cond)
+
+
+def tls_client(port, host="127.0.0.1"):
+    c = Client(port, host=host)
+    c.open()
+    c.starttls()
+    return c
+
+
+def fail_once(port, user="nobody"):
+    """One connection, one wrong password; returns what the server said."""
+    c = tls_client(port)
+    try:
+        return c.auth_plain(user, "wrong")
+    finally:
+        c.close()
+
+
+def fail_in_parallel(port, n, user_of=lambda i: "nobody%d" % i):
+    """n connections at once, one wrong password each."""
+    got = [None] * n
+    errors = []
+
+    def run(i):
+        try:
+            got[i] = fail_once(port, user_of(i))
+        except Exception as e:      # reported by the caller
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors, errors
+    return got
+
+
+def assert_banned(port, user="juliet", password="r0m30!"):
+    """The right password from 127.0.0.1: a policy-violation stream error
+    that says when the ban ends, never <success/>."""
+    c = tls_client(port)
+    c.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (
+        SASL, base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()))
+    rest = c.read_all_until_close()
+    assert "<success" not in rest, rest
+    assert re.search(stream_error_re("policy-violation"), rest), rest
+    m = re.search(BANNED_TEXT, rest)
+    assert m, rest
+    return int(m.group(1))
+
+
+def filter_regex(name):
+    """The failregex of an etc/fail2ban filter, <HOST> made a group."""
+    with open(os.path.join(SRCDIR, "etc", "fail2ban", "filter.d", name)) as f:
+        text = f.read()
+    m = re.search(r"^failregex\s*=\s*(.+)$", text, re.M)
+    assert m, name
+    return re.compile(m.group(1).strip().replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)"))
+
+
+def fail2ban_hosts(log, name):
+    """Hosts the filter finds, fail2ban-style: the timestamp is cut first."""
+    rx = filter_regex(name)
+    hosts = []
+    for line in log.splitlines():
+        line = re.sub(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", "", line)
+        m = rx.search(line)
+        if m:
+            hosts.append(m.group("host"))
+    return hosts
+
+
+def test_address_ban_counts_all_connections_and_workers():
+    overrides = {"c2s.addresses": "127.0.0.1 ::1",
+                 "sasl.max_failures_per_address": "6",
+                 "sasl.max_failures_per_account": "0",
+                 "sasl.max_failures": "3"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        # Six connections at once, one guess each: no connection reaches
+        # sasl.max_failures and each worker sees only some of them.
+        got = fail_in_parallel(s.port, 6)
+        assert all(g.startswith(sasl_failure("not-authorized")) for g in got), got
+        wait_for(lambda: "login failures from 127.0.0.1: banned" in s.log_text(),
+                 what="ban logged")
+        # The right password from the banned address does not go in.
+        assert assert_banned(s.port) == 6
+        # Another address logs in while 127.0.0.1 is banned.
+        c = Client(s.port, host="::1")
+        assert c.login("romeo", "jul13t?").startswith("romeo@localhost/")
+        c.close()
+        log = s.log_text()
+        assert re.search(r" w\d warn: login failures from 127\.0\.0\.1: banned for 3600 s "
+                         r"\(6 failures in \d+ s\)", log), log[-3000:]
+        fails = re.findall(r"authentication failed for nobody\d@localhost from 127\.0\.0\.1 "
+                           r"\(PLAIN\): not-authorized", log)
+        assert len(fails) == 6, fails
+        # The sample fail2ban filters find the address in those lines.
+        assert fail2ban_hosts(log, "xmppd.conf") == ["127.0.0.1"] * 6
+        assert fail2ban_hosts(log, "xmppd-ban.conf") == ["127.0.0.1"]
+
+
+def test_reload_changes_thresholds():
+    conf = ("sasl.max_failures_per_address = %s\n"
+            "sasl.max_failures_per_account = 0\n")
+    with Server(workers=2, users=USERS, config_text=conf % "0") as s:
+        # Off: four failures, and the right password still goes in.
+        for _ in range(4):
+            assert fail_once(s.port).startswith(sasl_failure("not-authorized"))
+        c = Client(s.port)
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
+        c.close()
+        # A reload turns the ban on at 5: the failures so far count.
+        s.write_config(conf % "5")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: (lambda x: x["master"]["generation"] == 2 and
+                          all(w["generation"] == 2 for w in x["workers"]))(s.status()),
+                 what="generation 2 everywhere")
+        assert fail_once(s.port).startswith(sasl_failure("not-authorized"))
+        wait_for(lambda: "login failures from 127.0.0.1: banned" in s.log_text(),
+                 what="ban logged")
+        assert assert_banned(s.port) == 5
+
+
+def test_account_throttle_is_short_and_leaves_other_accounts():
+    overrides = {"c2s.addresses": "127.0.0.1 ::1",
+                 "sasl.max_failures_per_address": "0",
+                 "sasl.max_failures_per_account": "3",
+                 "sasl.account_throttle_time": "1h"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        got = fail_in_parallel(s.port, 3, user_of=lambda i: "juliet")
+        assert all(g.startswith(sasl_failure("not-authorized")) for g in got), got
+        wait_for(lambda: "login failures for juliet@localhost: account throttled"
+                 in s.log_text(), what="throttle logged")
+        # Throttled: even the right password, from another address, gets
+        # a temporary failure (the password is not checked) ...
+        c = tls_client(s.port, host="::1")
+        got = c.auth_plain("juliet", "r0m30!")
+        assert got.startswith(sasl_failure("temporary-auth-failure")), got
+        # ... which is no password guess: the stream stays open.
+        assert not c.is_closed(timeout=0.3)
+        c.close()
+        # Other accounts, from the same address, are not affected.
+        c = Client(s.port)
+        assert c.login("romeo", "jul13t?").startswith("romeo@localhost/")
+        c.close()
+
+
+if __name__ == "__main__":
+    run_tests([test_address_ban_counts_all_connections_and_workers,
+               test_reload_changes_thresholds,
+               test_account_throttle_is_short_and_leaves_other_accounts])
