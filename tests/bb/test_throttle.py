@@ -6,8 +6,11 @@ thresholds; the log lines match the fail2ban filters in etc/fail2ban.
 Needs XMPPD_TEST_PGCONN.
 """
 import base64
+import hashlib
+import hmac
 import os
 import re
+import secrets
 import signal
 import sys
 import threading
@@ -133,6 +136,48 @@ def test_address_ban_counts_all_connections_and_workers():
         assert fail2ban_hosts(log, "xmppd-ban.conf") == ["127.0.0.1"]
 
 
+def scram_first(c, user):
+    """SCRAM-SHA-256 up to the server's challenge."""
+    nonce = secrets.token_urlsafe(18)
+    first_bare = "n=%s,r=%s" % (user, nonce)
+    c.send("<auth xmlns='%s' mechanism='SCRAM-SHA-256'>%s</auth>"
+           % (SASL, base64.b64encode(("n,," + first_bare).encode()).decode()))
+    got = c.read_until("<challenge xmlns='%s'>[^<]*</challenge>" % SASL)
+    return first_bare, base64.b64decode(re.search(">([^<]*)<", got).group(1)).decode()
+
+
+def scram_final(c, first_bare, server_first, password):
+    """Send the right proof; return all the server says until it closes."""
+    attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(),
+                                 base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    final_bare = "c=biws,r=%s" % attrs["r"]
+    auth_msg = ",".join([first_bare, server_first, final_bare]).encode()
+    sig = hmac.new(stored_key, auth_msg, "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, sig))
+    c.send("<response xmlns='%s'>%s</response>" % (SASL, base64.b64encode(
+        (final_bare + ",p=" + base64.b64encode(proof).decode()).encode()).decode()))
+    return c.read_all_until_close()
+
+
+def test_ban_stops_logins_in_flight():
+    overrides = {"sasl.max_failures_per_address": "3",
+                 "sasl.max_failures_per_account": "0"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        # A login that got its challenge before the ban ...
+        c = tls_client(s.port)
+        first_bare, server_first = scram_first(c, "juliet")
+        got = fail_in_parallel(s.port, 3)
+        assert all(g.startswith(sasl_failure("not-authorized")) for g in got), got
+        # ... is refused when it sends the right proof after it.
+        rest = scram_final(c, first_bare, server_first, "r0m30!")
+        assert "<success" not in rest, rest
+        assert re.search(BANNED_TEXT, rest), rest
+        assert re.search(stream_error_re("policy-violation"), rest), rest
+
+
 def test_reload_changes_thresholds():
     conf = ("sasl.max_failures_per_address = %s\n"
             "sasl.max_failures_per_account = 0\n")
@@ -179,5 +224,6 @@ def test_account_throttle_is_short_and_leaves_other_accounts():
 
 if __name__ == "__main__":
     run_tests([test_address_ban_counts_all_connections_and_workers,
+               test_ban_stops_logins_in_flight,
                test_reload_changes_thresholds,
                test_account_throttle_is_short_and_leaves_other_accounts])
