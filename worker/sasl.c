@@ -48,9 +48,10 @@ struct sasl {
 
 /* Failures are counted in the shared table (shm/throttle.c), per source
  * address (IPv6: its /64) and per account, over all workers.  An address
- * past sasl.max_failures_per_address is banned for sasl.ban_time: every
- * <auth/> from it, and any login still in flight when the ban starts,
- * ends with a <policy-violation/> stream error, the text worded like
+ * past sasl.max_failures_per_address is banned for sasl.ban_time: each
+ * stream header (stream.c asks sasl_address_banned), each <auth/> and
+ * any login in flight when the ban starts (checked again before the
+ * password is) end with a <policy-violation/> stream error, worded like
  * ejabberd's mod_fail2ban.  An account past sasl.max_failures_per_account
  * is only throttled: for the short sasl.account_throttle_time its logins
  * get <temporary-auth-failure/> before the password is checked (so
@@ -194,6 +195,13 @@ static int sasl_refused(struct conn *c, const char *user)
 	sasl_fail(c, "temporary-auth-failure", "too many failed "
 		  "authentications for this account; try again later");
 	return 1;
+}
+
+/* At each stream header before authentication, so a banned address is
+ * refused before it costs a TLS handshake (ejabberd does the same). */
+int sasl_address_banned(struct conn *c)
+{
+	return sasl_refused(c, NULL);
 }
 
 void sasl_features(struct conn *c, struct buf *out)

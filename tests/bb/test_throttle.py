@@ -16,7 +16,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, run_tests, stream_error_re, wait_for  # noqa: E402
+from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
+                     stream_header, wait_for)
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 USERS = [("juliet@localhost", "r0m30!"), ("romeo@localhost", "jul13t?")]
@@ -66,18 +67,28 @@ def fail_in_parallel(port, n, user_of=lambda i: "nobody%d" % i):
     return got
 
 
-def assert_banned(port, user="juliet", password="r0m30!"):
-    """The right password from 127.0.0.1: a policy-violation stream error
-    that says when the ban ends, never <success/>."""
-    c = tls_client(port)
+def assert_banned(port):
+    """A new stream from 127.0.0.1 ends at its header with a
+    policy-violation stream error that says when the ban ends."""
+    c = Client(port)
+    c.send(stream_header())
+    rest = c.read_all_until_close()
+    assert "<stream:features" not in rest, rest
+    assert re.search(stream_error_re("policy-violation"), rest), rest
+    m = re.search(BANNED_TEXT, rest)
+    assert m, rest
+    return int(m.group(1))
+
+
+def assert_auth_banned(c, user="juliet", password="r0m30!"):
+    """The right password on a stream opened before the ban: the same
+    stream error, never <success/>."""
     c.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (
         SASL, base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()))
     rest = c.read_all_until_close()
     assert "<success" not in rest, rest
     assert re.search(stream_error_re("policy-violation"), rest), rest
-    m = re.search(BANNED_TEXT, rest)
-    assert m, rest
-    return int(m.group(1))
+    assert re.search(BANNED_TEXT, rest), rest
 
 
 def filter_regex(name):
@@ -116,8 +127,11 @@ def test_address_ban_counts_all_connections_and_workers():
         assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
         c.close()
         # ... and the sixth failure in total bans the address: the right
-        # password from it no longer goes in.
+        # password from it no longer goes in, on a stream opened before
+        # the ban or on a new one.
+        before = tls_client(s.port)
         assert fail_once(s.port).startswith(sasl_failure("not-authorized"))
+        assert_auth_banned(before)
         assert assert_banned(s.port) == 6
         # Another address logs in while 127.0.0.1 is banned.
         c = Client(s.port, host="::1")
