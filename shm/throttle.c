@@ -267,6 +267,7 @@ static void rec_copy(const struct ipc_throttle_rec *r,
 {
 	if (e_r == NULL)
 		return;
+	e_r->kind = r->kind;
 	e_r->failures = r->failures;
 	e_r->window_start = r->window_start;
 	e_r->blocked_until = r->blocked_until;
@@ -368,6 +369,25 @@ int shm_throttle_remove(struct shm_throttle *t, const struct throttle_key *key)
 	}
 	table_unlock(t);
 	return r != NULL;
+}
+
+int shm_throttle_list_blocked(struct shm_throttle *t, int64_t now,
+			      struct throttle_entry *out, unsigned max)
+{
+	unsigned n = 0;
+
+	if (table_lock(t) < 0)
+		return -1;
+	for (uint32_t i = 0; i < t->hdr->capacity; i++) {
+		const struct ipc_throttle_rec *r = &t->recs[i];
+		if (r->kind == IPC_THROTTLE_FREE || r->blocked_until <= now)
+			continue;
+		if (n < max)
+			rec_copy(r, &out[n]);
+		n++;
+	}
+	table_unlock(t);
+	return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 void shm_throttle_usage(struct shm_throttle *t, struct throttle_usage *u_r)

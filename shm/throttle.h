@@ -33,6 +33,7 @@ struct throttle_limits {
 
 /* A copy of one record. */
 struct throttle_entry {
+	uint32_t kind;          /* enum ipc_throttle_kind */
 	uint32_t failures;
 	int64_t window_start;
 	int64_t blocked_until;  /* 0: not blocked */
@@ -70,6 +71,11 @@ void shm_throttle_clear(struct shm_throttle *t, const struct throttle_key *key,
 			int64_t now);
 /* Lift a block and forget the key: 1 removed, 0 absent, -1 error. */
 int shm_throttle_remove(struct shm_throttle *t, const struct throttle_key *key);
+
+/* Copy up to max keys blocked at `now` to out; returns how many are
+ * blocked (may exceed max), or -1 (xmppctl bans). */
+int shm_throttle_list_blocked(struct shm_throttle *t, int64_t now,
+			      struct throttle_entry *out, unsigned max);
 
 struct throttle_usage {
 	uint32_t used, capacity, recoveries;

@@ -226,6 +226,40 @@ Test(throttle, clear_and_remove)
 	tmap_close(&m);
 }
 
+Test(throttle, list_blocked)
+{
+	struct tmap m;
+	struct throttle_key k, u;
+	struct throttle_entry e[2];
+
+	tmap_open(&m, 64);
+	k = addr_key(&m, "2001:db8::1");
+	shm_throttle_key_account(m.t, "bob@example.org", &u);
+	cr_assert_eq(shm_throttle_list_blocked(m.t, 0, e, 2), 0);
+	for (int i = 0; i < 3; i++) {
+		shm_throttle_fail(m.t, &k, &LIM, 1000, NULL);
+		shm_throttle_fail(m.t, &u, &LIM, 2000, NULL);
+	}
+	shm_throttle_fail(m.t, &k, &LIM, 1000, NULL);
+	cr_assert_eq(shm_throttle_list_blocked(m.t, 2000, e, 1), 2,
+		     "the count goes past max");
+	cr_assert_eq(shm_throttle_list_blocked(m.t, 2000, e, 2), 2);
+	if (e[0].kind != IPC_THROTTLE_ADDRESS) {
+		struct throttle_entry tmp = e[0];
+		e[0] = e[1];
+		e[1] = tmp;
+	}
+	cr_assert_eq(e[0].kind, IPC_THROTTLE_ADDRESS);
+	cr_assert_str_eq(e[0].label, "2001:db8::/64");
+	cr_assert_eq(e[0].failures, 4);
+	cr_assert_eq(e[1].kind, IPC_THROTTLE_ACCOUNT);
+	cr_assert_str_eq(e[1].label, "bob@example.org");
+	cr_assert_eq(e[1].blocked_until, 2000 + LIM.block_ms);
+	cr_assert_eq(shm_throttle_list_blocked(m.t, 1000 + LIM.block_ms, e, 2),
+		     1, "the address block ran out first");
+	tmap_close(&m);
+}
+
 /* With capacity 8 every key shares the one probe window. */
 Test(throttle, eviction_spares_active_blocks)
 {

@@ -2,7 +2,8 @@
 authentications are counted per source address and per account over
 every connection and worker; a banned address is refused even with the
 right password while other addresses log in; a reload changes the
-thresholds; the log lines match the fail2ban filters in etc/fail2ban.
+thresholds; the log lines match the fail2ban filters in etc/fail2ban;
+xmppctl lists and lifts bans.
 Needs XMPPD_TEST_PGCONN.
 """
 import base64
@@ -148,6 +149,18 @@ def test_address_ban_counts_all_connections_and_workers():
         # The sample fail2ban filters find the address in those lines.
         assert fail2ban_hosts(log, "xmppd.conf") == ["127.0.0.1"] * 6
         assert fail2ban_hosts(log, "xmppd-ban.conf") == ["127.0.0.1"]
+        # xmppctl lists the ban and lifts it; then the address logs in.
+        r = s.ctl("bans", check=True)
+        assert re.search(r"^ban\tkind=address\tkey=127\.0\.0\.1\tfailures=6\t"
+                         r"remaining=\d+$", r.stdout, re.M), r.stdout
+        assert "bans\ttotal=1\tshown=1" in r.stdout, r.stdout
+        assert s.ctl("unban", "::1").returncode != 0      # nothing to lift
+        r = s.ctl("unban", "127.0.0.1", check=True)
+        assert r.stdout.startswith("unbanned\t127.0.0.1"), r.stdout
+        assert "bans\ttotal=0" in s.ctl("bans", check=True).stdout
+        c = Client(s.port)
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
+        c.close()
 
 
 def scram_first(c, user):
