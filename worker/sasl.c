@@ -22,6 +22,7 @@
 #include "tls.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,11 +80,24 @@ static void sasl_limits(const struct config *cfg, int account,
 				  cfg->sasl_ban_time);
 }
 
+/* "user@domain", the domain lowercased: hosted domains match
+ * case-insensitively, so one account has one key. */
+static void sasl_account_bare(const struct conn *c, const char *user,
+			      char *bare, size_t size)
+{
+	int n = snprintf(bare, size, "%s@", user);
+	for (const char *d = c->stream_to; n > 0 && (size_t)n < size - 1 &&
+	     *d != '\0'; d++)
+		bare[n++] = (char)tolower((unsigned char)*d);
+	if (n > 0 && (size_t)n < size)
+		bare[n] = '\0';
+}
+
 static void sasl_account_key(const struct conn *c, const char *user,
 			     struct throttle_key *key_r)
 {
 	char bare[IPC_JID_MAX + 1];
-	snprintf(bare, sizeof(bare), "%s@%s", user, c->stream_to);
+	sasl_account_bare(c, user, bare, sizeof(bare));
 	shm_throttle_key_account(sasl_table(c), bare, key_r);
 }
 
@@ -125,12 +139,15 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0 &&
 		    e.failures > worst)
 			worst = e.failures;
-		if (r == 1)
-			log_warn("login failures for %s@%s: account throttled for "
-				 "%llu s (%u failures in %lld s)", user,
-				 c->stream_to, (unsigned long long)
+		if (r == 1) {
+			char bare[IPC_JID_MAX + 1];
+			sasl_account_bare(c, user, bare, sizeof(bare));
+			log_warn("login failures for %s: account throttled for "
+				 "%llu s (%u failures in %lld s)", bare,
+				 (unsigned long long)
 				 (cfg->sasl_account_throttle_time / 1000),
 				 e.failures, sasl_window_s(&e, now));
+		}
 	}
 	int64_t base = (int64_t)cfg->sasl_throttle_delay;
 	if (base == 0 || worst <= 1)
