@@ -88,6 +88,30 @@ const struct config_def config_defs[] = {
 	{ "sasl.throttle_delay", CONFIG_TYPE_DURATION, OFF(sasl_throttle_delay),
 	  "250ms", 0, 10000, RELOAD,
 	  "First delay of a failure answer, doubling per failure (0: off)" },
+	{ "sasl.max_failures_per_address", CONFIG_TYPE_UINT,
+	  OFF(sasl_max_failures_per_address), "20", 0, 1000000, RELOAD,
+	  "Failed authentications from one address (IPv6: its /64), counted "
+	  "over all workers within sasl.failure_window, before the address "
+	  "is banned for sasl.ban_time (0: never)" },
+	{ "sasl.failure_window", CONFIG_TYPE_DURATION, OFF(sasl_failure_window),
+	  "10m", 1000, 86400000, RELOAD,
+	  "Failures older than this are forgotten" },
+	{ "sasl.ban_time", CONFIG_TYPE_DURATION, OFF(sasl_ban_time), "1h",
+	  1000, 604800000, RELOAD,
+	  "How long a banned address is refused (stream error "
+	  "policy-violation at <auth/>, whatever the password)" },
+	{ "sasl.max_failures_per_account", CONFIG_TYPE_UINT,
+	  OFF(sasl_max_failures_per_account), "10", 0, 1000000, RELOAD,
+	  "Failed authentications for one account, from any address, within "
+	  "sasl.failure_window before its logins are refused for "
+	  "sasl.account_throttle_time (0: never)" },
+	{ "sasl.account_throttle_time", CONFIG_TYPE_DURATION,
+	  OFF(sasl_account_throttle_time), "1m", 1000, 3600000, RELOAD,
+	  "How long a throttled account's logins get temporary-auth-failure; "
+	  "kept short so an attacker cannot lock the owner out for long" },
+	{ "sasl.throttle_table_size", CONFIG_TYPE_UINT,
+	  OFF(sasl_throttle_table_size), "16384", 64, 4000000, RESTART,
+	  "Slots in the shared table of failing addresses and accounts" },
 	{ "sasl.scram_iterations", CONFIG_TYPE_UINT, OFF(scram_iterations),
 	  "4096", 4096, 1000000, RELOAD,
 	  "PBKDF2 iterations for newly stored SCRAM credentials" },

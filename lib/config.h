@@ -67,6 +67,12 @@ struct config {
 	/* sasl */
 	unsigned sasl_max_failures;
 	uint64_t sasl_throttle_delay;   /* ms; doubles per failure, 0 off */
+	unsigned sasl_max_failures_per_address; /* 0: no ban */
+	uint64_t sasl_failure_window;   /* ms */
+	uint64_t sasl_ban_time;         /* ms */
+	unsigned sasl_max_failures_per_account; /* 0: no account throttle */
+	uint64_t sasl_account_throttle_time;    /* ms */
+	unsigned sasl_throttle_table_size;      /* shared records (restart) */
 	unsigned scram_iterations;
 
 	/* instant messaging */

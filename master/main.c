@@ -152,6 +152,9 @@ static void master_setup(struct master *m)
 	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
 		       &error) < 0)
 		log_fatal("shared memory: %s", error);
+	if (shm_create_throttle(&m->shm, m->cfg->sasl_throttle_table_size,
+				&error) < 0)
+		log_fatal("shared memory: %s", error);
 	if (queue_set_create(&m->queues, m->nslots, &error) < 0)
 		log_fatal("worker queues: %s", error);
 	if (make_channels(m, &error) < 0)

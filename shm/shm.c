@@ -1,7 +1,9 @@
 /*
- * shm.c - the one shared mapping: struct ipc_shm_header (with the
+ * shm.c - the shared mappings: first struct ipc_shm_header (with the
  * per-worker counters), then, 64-byte aligned, the session table, then,
- * 64-byte aligned, the per-address connection table.
+ * 64-byte aligned, the per-address connection table; and a second
+ * mapping for the login-failure table (throttle.c), kept apart so its
+ * size setting never moves the session table.
  * The master creates it before forking, so every worker inherits it at
  * the same address; contents are still addressed by index, not pointer.
  * Failure policy: shm_create answers -1 and an error (start-up fails).
@@ -15,6 +17,7 @@
 #include "addr.h"
 #include "session.h"
 #include "shm.h"
+#include "throttle.h"
 
 /* A cache line: the table's mutex and hot fields do not share one with
  * the last worker's counters. */
@@ -95,8 +98,38 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	return 0;
 }
 
+int shm_create_throttle(struct shm_region *r, uint32_t capacity,
+			const char **error_r)
+{
+	size_t size = shm_throttle_size(capacity);
+	void *base;
+
+	if (size == 0) {
+		*error_r = "throttle table capacity out of range";
+		return -1;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED) {
+		*error_r = "mmap() of the throttle table failed";
+		return -1;
+	}
+	if (shm_throttle_init(base, size, capacity, error_r) < 0 ||
+	    (r->throttle = shm_throttle_attach(base, error_r)) == NULL) {
+		munmap(base, size);
+		return -1;
+	}
+	r->throttle_base = base;
+	r->throttle_size = size;
+	return 0;
+}
+
 void shm_destroy(struct shm_region *r)
 {
+	if (r->throttle != NULL)
+		shm_throttle_detach(&r->throttle);
+	if (r->throttle_base != NULL)
+		munmap(r->throttle_base, r->throttle_size);
 	if (r->sessions != NULL)
 		shm_session_detach(&r->sessions);
 	if (r->addrs != NULL)

@@ -232,6 +232,8 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 		stream_error(c, "unsupported-version", NULL);
 		return;
 	}
+	if (!c->authenticated && sasl_address_banned(c))
+		return;         /* login throttling: sasl.c */
 	c->state = CONN_STATE_OPEN;
 	stream_header_out(c);
 	stream_features(c);

@@ -211,6 +211,8 @@ void sasl_features(struct conn *c, struct buf *out);
 void sasl_handle(struct conn *c, struct xml_node *n);
 void sasl_free(struct conn *c);
 void sasl_delayed(struct conn *c);      /* a throttle delay ended */
+/* 1 when c's address is banned: the stream error is sent. */
+int sasl_address_banned(struct conn *c);
 /* Master, before forking: the secret behind unknown users' stand-in
  * SCRAM salts, the same in every worker so that they cannot be told
  * apart from real accounts by asking two workers. */
