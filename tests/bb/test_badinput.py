@@ -185,6 +185,11 @@ CASES = [
     Case("xmlns namespace bound to a prefix", "Namespaces in XML 3", "bound",
          msg("r4", "romeo@localhost", "<x xmlns='urn:t' xmlns:p='http://www.w3.org/2000/xmlns/'/>"),
          stream_err("not-well-formed")),
+    Case("XML declaration inside the stream", "XML 1.0 2.8", "bound",
+         "<?xml version='1.0'?>", stream_err("not-well-formed")),
+    Case("too many attributes on one element", "RFC 6120 13.12, 4.9.3.18", "bound",
+         msg("at", "romeo@localhost", "<z xmlns='urn:z' %s/>" % " ".join("a%d='1'" % i for i in range(200))),
+         stream_err("policy-violation")),
     Case("stanza over the size limit", "RFC 6120 13.12, 4.9.3.18", "bound",
          msg("big", "romeo@localhost", "<body>%s</body>" % ("x" * 70000)),
          stream_err("policy-violation")),
@@ -212,6 +217,45 @@ CASES = [
          stream_err("invalid-from")),
     Case("spoofed from on another host part", "RFC 6120 4.9.3.9", "bound",
          "<presence from='mallory@example.net/x'/>", stream_err("invalid-from")),
+
+    Case("raw U+FFFF", "XML 1.0 2.2 Char", "bound",
+         msg("u7", "romeo@localhost", "<body>\uffff</body>"), stream_err("not-well-formed")),
+    Case("UTF-8 past U+10FFFF", "RFC 3629 3", "bound",
+         b"<message to='romeo@localhost' id='u8'><body>\xf4\x90\x80\x80</body></message>",
+         stream_err("not-well-formed")),
+    Case("truncated UTF-8 sequence", "RFC 3629 3", "bound",
+         b"<message to='romeo@localhost' id='u9'><body>\xe2\x82</body></message>",
+         stream_err("not-well-formed")),
+    Case("NUL byte", "XML 1.0 2.2 Char", "bound",
+         b"<message to='romeo@localhost' id='u10'><body>a\x00b</body></message>",
+         stream_err("not-well-formed")),
+    Case("element name starting with a digit", "XML 1.0 2.3", "bound",
+         msg("n2", "romeo@localhost", "<1x xmlns='urn:t'/>"), stream_err("not-well-formed")),
+    Case("attribute without quotes", "XML 1.0 3.1", "bound",
+         "<message to=romeo@localhost id='q1'/>", stream_err("not-well-formed")),
+    Case("'<' in an attribute value", "XML 1.0 3.1 WFC No < in Attribute Values", "bound",
+         "<message to='romeo@localhost' id='q2<'/>", stream_err("not-well-formed")),
+    Case("stream closed inside a stanza", "XML 1.0 3 WFC Element Type Match", "bound",
+         "<message to='romeo@localhost' id='q3'><body>x</stream:stream>",
+         stream_err("not-well-formed")),
+    Case("a second stream header inside the stream", "RFC 6120 4.9.3.24", "bound",
+         stream_header()[len("<?xml version='1.0'?>"):], stream_err("unsupported-stanza-type")),
+    Case("many namespace declarations, written out well-formed", "Namespaces in XML 3", "bound",
+         msg("ns", "{self}", "<body>x</body><z xmlns='urn:z' %s %s/>" % (
+             " ".join("xmlns:p%d='urn:p%d'" % (i, i) for i in range(300)),
+             " ".join("p%d:a='%d'" % (i, i) for i in range(0, 300, 6)))),
+         ("echo-wellformed", "ns")),
+    Case("generated prefix taken by the client", "Namespaces in XML 3", "bound",
+         msg("gp", "{self}", "<body>x</body><z xmlns='urn:z' xmlns:ns1='urn:q' xmlns:ns0='urn:r' "
+             "ns1:a='1' ns0:b='2'><ns1:y ns0:c='3' xmlns:ns2='urn:s' ns2:d='4'/></z>"),
+         ("echo-wellformed", "gp")),
+    Case("whitespace, tabs and newlines in attributes", "XML 1.0 3.3.3", "bound",
+         msg("ws", "{self}", "<body>x</body><z xmlns='urn:z' a='&#9;&#10;&#13;\t\n' b='&lt;&amp;&quot;&apos;'/>"),
+         ("echo-wellformed", "ws")),
+    Case("100 KB of whitespace between stanzas", "RFC 6120 4.6.1", "bound",
+         " " * 100000 + "\n", ("silence", "none")),
+    Case("closing the stream", "RFC 6120 4.4", "bound",
+         "</stream:stream>", ("stream-end",)),
 
     # ---- STARTTLS (RFC 6120 5) and TLS records ----
     Case("starttls again inside TLS", "RFC 6120 5.4.2.2", "stream",
@@ -275,9 +319,12 @@ CASES = [
     Case("bind: resource with a prohibited character", "RFC 6120 7.7.2.1, RFC 7622 3.4", "authed",
          iq("b2", "<bind xmlns='%s'><resource>a\u202eb</resource></bind>" % BIND_NS, "set"),
          stanza_err("iq", "modify", "bad-request", "b2")),
-    Case("bind: get instead of set", "RFC 6120 7.6.1", "authed",
+    Case("bind: get instead of set", "RFC 6120 7.1, 4.9.3.15", "authed",
          iq("b3", "<bind xmlns='%s'/>" % BIND_NS, "get"),
-         stanza_err("iq", "modify", "bad-request", "b3")),
+         stream_err("not-authorized")),
+    Case("bind: two resources", "RFC 6120 7.7.2.1, 8.2.3", "authed",
+         iq("b4", "<bind xmlns='%s'><resource>a</resource><resource>b</resource></bind>" % BIND_NS, "set"),
+         stanza_err("iq", "modify", "bad-request", "b4")),
 
     # ---- addresses (RFC 7622, RFC 6120 8.3.3.8) ----
     Case("to with two @", "RFC 7622 3.2, RFC 6120 8.3.3.8", "bound",
@@ -545,6 +592,9 @@ def check_answer(ctx, case):
         assert got.startswith("<message"), got
         parse_ok(got)
         assert "type='error'" not in got, got
+    elif kind == "stream-end":
+        rest = c.read_all_until_close(timeout=10)
+        assert rest.endswith("</stream:stream>") and "<stream:error>" not in rest, rest
     elif kind == "closed":
         ctx.wait_tcp_close()
     elif kind == "done":
@@ -605,7 +655,10 @@ def catalogue(transport):
     with Server(workers=2, users=USERS, overrides=overrides) as s:
         by = Bystanders(s)
         failures = []
+        only = os.environ.get("CATALOGUE_ONLY")
         for case in CASES:
+            if only and not re.search(only, case.name):
+                continue
             what = "%s [%s] (%s)" % (case.name, transport, case.ref)
             try:
                 run_case(s, transport, case)
@@ -617,6 +670,7 @@ def catalogue(transport):
                 raise AssertionError("after %s: %s\nearlier failures:\n%s"
                                      % (what, e, "\n".join(failures)))
         assert len(CASES) >= 60
+        assert by.n > 0
         if failures:
             raise AssertionError("%d of %d cases failed over %s:\n  - %s"
                                  % (len(failures), len(CASES), transport, "\n  - ".join(failures)))
