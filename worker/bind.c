@@ -66,6 +66,11 @@ static int bind_resource(struct conn *c, const struct xml_node *bind,
 	const struct xml_node *r = xml_child(bind, NS_BIND, "resource");
 	char *text = r ? xml_text(c->arena, r) : NULL;
 	const char *error;
+	*chosen_r = 0;
+	/* At most one <resource/> (the schema of RFC 6120 7.7.2.1). */
+	for (const struct xml_node *k = r ? r->next : NULL; k; k = k->next)
+		if (xml_is(k, NS_BIND, "resource"))
+			return -1;
 	*chosen_r = text != NULL && text[0] != '\0';
 	if (*chosen_r)
 		return jid_prep_part(c->arena, JID_PART_RESOURCE, text,

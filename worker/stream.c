@@ -260,6 +260,33 @@ static void stream_release_arena(struct conn *c)
 	}
 }
 
+/* A first-level child we could act on (expat's "ns<SEP>local" name):
+ * known at its start tag, so an unknown one is refused before its
+ * content is buffered (RFC 6120 4.9.3.24), e.g. a nested stream header
+ * that would otherwise be read as a stanza that never ends. */
+static int stream_top_level_known(const char *name)
+{
+	const char *sep = strchr(name, XML_NS_SEP);
+	size_t nslen;
+	const char *local;
+
+	if (sep == NULL)
+		return 0;
+	nslen = (size_t)(sep - name);
+	local = sep + 1;
+	if (nslen == strlen(NS_SASL) && memcmp(name, NS_SASL, nslen) == 0)
+		return 1;
+	if (nslen == strlen(NS_TLS) && memcmp(name, NS_TLS, nslen) == 0)
+		return strcmp(local, "starttls") == 0;
+	if (nslen == strlen(NS_STREAMS) && memcmp(name, NS_STREAMS, nslen) == 0)
+		return strcmp(local, "error") == 0;     /* the client's own */
+	if (nslen == strlen(NS_CLIENT) && memcmp(name, NS_CLIENT, nslen) == 0)
+		return strcmp(local, "iq") == 0 ||
+		       strcmp(local, "message") == 0 ||
+		       strcmp(local, "presence") == 0;
+	return 0;
+}
+
 static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 {
 	struct conn *c = ud;
@@ -283,6 +310,10 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 		return;
 	}
 	if (c->depth == 2) {
+		if (!stream_top_level_known(name)) {
+			stream_error(c, "unsupported-stanza-type", NULL);
+			return;
+		}
 		c->stanza_start = c->parser_base +
 				  XML_GetCurrentByteIndex(c->parser);
 		if (stream_arena(c) < 0) {
@@ -311,6 +342,26 @@ void stream_restart(struct conn *c)
 	XML_StopParser(c->parser, XML_FALSE);
 }
 
+/* Close our stream in answer to the client's closing (section 4.4). */
+static void stream_close_ours(struct conn *c)
+{
+	static const char close_tag[] = "</stream:stream>";
+	stream_header_out(c);
+	conn_send(c, close_tag, sizeof(close_tag) - 1);
+	stream_closing(c);
+}
+
+/* The client ends its stream with a stream error (RFC 6120 4.9.1): we
+ * log its condition and close ours, sending no error back. */
+static void stream_peer_error(struct conn *c, const struct xml_node *n)
+{
+	const struct xml_node *e = xml_first_element(n);
+
+	log_info("c%u %s: the client sent a stream error <%s/>", c->id,
+		 c->peer, e != NULL ? e->name : "?");
+	stream_close_ours(c);
+}
+
 static void stream_dispatch(struct conn *c, struct xml_node *n)
 {
 	/* The rest of a chunk that arrived with the connection's end (or
@@ -320,6 +371,8 @@ static void stream_dispatch(struct conn *c, struct xml_node *n)
 	c->w->stats->stanzas_in++;
 	if (xml_is(n, NS_TLS, "starttls"))
 		stream_starttls(c);
+	else if (xml_is(n, NS_STREAMS, "error"))
+		stream_peer_error(c, n);
 	else if (strcmp(n->ns, NS_SASL) == 0)
 		sasl_handle(c, n);
 	else if (strcmp(n->ns, NS_CLIENT) != 0 ||
@@ -341,11 +394,7 @@ static void XMLCALL stream_end(void *ud, const char *name)
 	(void)name;
 	c->depth--;
 	if (c->depth == 0) {
-		/* The client closed its stream: close ours (section 4.4). */
-		static const char close_tag[] = "</stream:stream>";
-		stream_header_out(c);
-		conn_send(c, close_tag, sizeof(close_tag) - 1);
-		stream_closing(c);
+		stream_close_ours(c);   /* the client closed its stream */
 		return;
 	}
 	xml_builder_end(&c->builder);

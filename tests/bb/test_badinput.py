@@ -254,6 +254,9 @@ CASES = [
          ("echo-wellformed", "ws")),
     Case("100 KB of whitespace between stanzas", "RFC 6120 4.6.1", "bound",
          " " * 100000 + "\n", ("silence", "none")),
+    Case("the client's own stream error", "RFC 6120 4.9.1.1", "bound",
+         "<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+         "</stream:error>", ("stream-end",)),
     Case("closing the stream", "RFC 6120 4.4", "bound",
          "</stream:stream>", ("stream-end",)),
 
