@@ -1,7 +1,11 @@
 /*
  * daemon.c - detaching, the pid file, dropping privileges, systemd
- * notification.  Failure policy: every error here is reported to the
- * caller, which treats it as fatal at start-up.
+ * notification, the daemon's default log file.  Once detached, nothing
+ * is written to the terminal that started us: stdin and stdout are
+ * /dev/null and stderr is the log file (sanitizer reports and library
+ * messages included), unless log_file is "-".  Failure policy: every
+ * error here is reported to the caller, which treats it as fatal at
+ * start-up.
  */
 #include "master.h"
 #include "log.h"
@@ -27,6 +31,14 @@ static int daemon_fail(const char *what, const char *path)
 	snprintf(daemon_error, sizeof(daemon_error), "%s(%s) failed: %s",
 		 what, path, strerror(errno));
 	return -1;
+}
+
+int master_log_default(struct config *cfg, int foreground,
+		       const char **error_r)
+{
+	if (foreground || cfg->log_file[0] != '\0')
+		return 0;
+	return config_set(cfg, "log_file=" MASTER_DAEMON_LOG_FILE, error_r);
 }
 
 int master_daemonize(const char **error_r)
@@ -56,6 +68,10 @@ int master_daemonize(const char **error_r)
 		dup2(fd, STDOUT_FILENO);
 		if (fd > STDERR_FILENO)
 			close(fd);
+	}
+	if (log_redirect_stderr() < 0) {
+		*error_r = "dup2(log file, stderr) failed";
+		return -1;
 	}
 	return 0;
 }
