@@ -175,6 +175,8 @@ def test_daemon_empty_log_file_is_not_stderr():
     try:
         s.start(wait=False)
         rc = s.proc.wait(timeout=30)
+        if rc == 0:     # stopped below, whatever happens
+            s.master_pid = wait_for(s.read_pid_file, what="pid file")
         err = stderr_text(s)
         if not os.path.isdir(os.path.dirname(default_log)):
             # Cannot log where it should: it says so, here, and stops.
@@ -183,7 +185,6 @@ def test_daemon_empty_log_file_is_not_stderr():
             assert len(lines) == 1 and "open(%s) failed" % default_log in lines[0], err
         else:
             assert rc == 0, err
-            s.master_pid = wait_for(s.read_pid_file, what="pid file")
             wait_for(lambda: "config %s" % s.config in read(default_log),
                      what="the start line in " + default_log)
             assert s.ctl("stop").returncode == 0
