@@ -18,6 +18,7 @@ static char log_ctx[160];
 static char log_path[1024];
 static int log_fd = STDERR_FILENO;
 static int log_stderr_follows;   /* dup2 every new file onto stderr */
+static int log_fatal_fd = STDERR_FILENO;
 static enum log_level log_min = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = {
@@ -82,6 +83,11 @@ int log_redirect_stderr(void)
 	return 0;
 }
 
+void log_set_fatal_fd(int fd)
+{
+	log_fatal_fd = fd;
+}
+
 void log_set_level(enum log_level level)
 {
 	log_min = level;
@@ -144,15 +150,17 @@ static void log_write(enum log_level level, const char *fmt, va_list ap)
 	log_write_to(log_fd, level, fmt, ap);
 }
 
-/* A fatal error before the daemon detached also goes to the terminal,
- * so that a failed start says why where it was started. */
+/* A fatal error also goes to log_fatal_fd (unless that is where the log
+ * goes anyway), so that a failed start says why where it was started. */
 static void log_write_fatal(const char *fmt, va_list ap)
 {
 	va_list ap2;
 	va_copy(ap2, ap);
 	log_write(LOG_LEVEL_FATAL, fmt, ap);
-	if (log_fd != STDERR_FILENO && !log_stderr_follows)
-		log_write_to(STDERR_FILENO, LOG_LEVEL_FATAL, fmt, ap2);
+	if (log_fatal_fd >= 0 && log_fatal_fd != log_fd &&
+	    !(log_fatal_fd == STDERR_FILENO &&
+	      (log_fd == STDERR_FILENO || log_stderr_follows)))
+		log_write_to(log_fatal_fd, LOG_LEVEL_FATAL, fmt, ap2);
 	va_end(ap2);
 }
 

@@ -307,6 +307,7 @@ int main(int argc, char **argv)
 	m.shm.hdr->master_pid = (int32_t)getpid();
 	m.shm.hdr->master_started = m.started;
 	m.shm.hdr->config_gen = m.generation;
+	master_daemon_ready();
 	for (unsigned i = 0; i < m.nslots; i++)
 		master_spawn_worker(&m, i);
 	log_info("xmppd %s started: %u workers, config %s", PACKAGE_VERSION,

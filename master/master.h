@@ -120,6 +120,8 @@ void master_control_handle(struct master *m, int fd, short revents);
 int master_log_default(struct config *cfg, int foreground,
 		       const char **error_r);
 int master_daemonize(const char **error_r);
+/* Set up: the process that started us exits 0 (no-op with -f). */
+void master_daemon_ready(void);
 int master_pid_file_check(const char *path, const char **error_r);
 int master_pid_file_write(const char *path, const char **error_r);
 void master_pid_file_remove(struct master *m);

@@ -9,7 +9,9 @@ the installed files expect (issue 9, item 10).
 - Daemonized (no -f), xmppd writes nothing to the terminal that started
   it: its lines land in the log file, SIGUSR1 after a rename (logrotate)
   makes the master and the workers reopen it, and an empty log_file
-  means the default log file named by `xmppd -h`, not stderr.
+  means the default log file named by `xmppd -h`, not stderr.  A start
+  that fails after detaching still fails the command that started it,
+  with the reason on its stderr.
 """
 import os
 import re
@@ -196,6 +198,28 @@ def test_daemon_empty_log_file_is_not_stderr():
     shutil.rmtree(s.dir, ignore_errors=True)
 
 
+def test_daemon_failed_start_is_reported():
+    # The pid file is written after detaching: the process started from
+    # the terminal (the init script's) must still fail, saying why.
+    s = Server(workers=1, foreground=False)
+    bad = os.path.join(s.dir, "no-such-dir", "xmppd.pid")
+    s.overrides["pid_file"] = bad
+    try:
+        s.start(wait=False)
+        rc = s.proc.wait(timeout=30)
+        err = stderr_text(s)
+        assert rc == 1, (rc, err)
+        assert "fatal: open(%s) failed: No such file or directory" % bad in err, err
+        assert err.count("\n") == 1, err
+        assert "fatal: open(%s)" % bad in s.log_text(), s.log_text()
+        assert "started" not in s.log_text()
+    finally:
+        s.stop()
+    s.check_stderr()
+    shutil.rmtree(s.dir, ignore_errors=True)
+
+
 if __name__ == "__main__":
     run_tests([test_installed_files_agree, test_daemon_logs_to_file_and_reopens,
-               test_daemon_empty_log_file_is_not_stderr])
+               test_daemon_empty_log_file_is_not_stderr,
+               test_daemon_failed_start_is_reported])
