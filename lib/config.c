@@ -35,7 +35,8 @@ const struct config_def config_defs[] = {
 	{ "pid_file", CONFIG_TYPE_STRING, OFF(pid_file),
 	  "/run/xmppd/xmppd.pid", 0, 0, RESTART, "PID file of the master" },
 	{ "log_file", CONFIG_TYPE_STRING, OFF(log_file), "", 0, 0, RELOAD,
-	  "Log file; empty or - means stderr" },
+	  "Log file; empty means stderr with -f, and when daemonized the "
+	  "default log file that xmppd -h names; - means stderr" },
 	{ "log_level", CONFIG_TYPE_LOGLEVEL, OFF(log_level), "info", 0, 0,
 	  RELOAD, "Least severe level logged: debug, info, warn or error" },
 	{ "shutdown_timeout", CONFIG_TYPE_DURATION, OFF(shutdown_timeout),

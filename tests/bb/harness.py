@@ -324,6 +324,8 @@ class Server:
                 text = f.read()
         except (OSError, AttributeError):
             return
+        # A daemon's stderr is its log file.
+        text += self.log_text()
         if "Sanitizer" in text or "runtime error" in text:
             raise AssertionError("xmppd reported:\n" + text[-8000:])
         for name in sorted(os.listdir(self.dir)):
