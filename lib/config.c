@@ -76,7 +76,7 @@ const struct config_def config_defs[] = {
 	  "and frees OpenSSL's connection state (about 14 KB each); "
 	  "no: OpenSSL keeps every connection" },
 	{ "tls.max_key_updates", CONFIG_TYPE_UINT, OFF(tls_max_key_updates),
-	  "32", 1, 1000, RELOAD,
+	  "32", 1, 255, RELOAD,
 	  "TLS 1.3 KeyUpdates a client may send in a row without application "
 	  "data before it is disconnected (unexpected_message); applies to "
 	  "new connections" },

@@ -215,7 +215,7 @@ ssize_t tls_read(struct conn *c, char *buf, size_t len)
 {
 	if (c->t13 != NULL) {
 		ssize_t n = tls13_read(c, buf, len);
-		return n < 0 && tls13_out_pending(c) ? tls_linger(c) : n;
+		return n < 0 && tls13_alert_pending(c) ? tls_linger(c) : n;
 	}
 	size_t n = 0;
 	int ret = SSL_read_ex(c->ssl, buf, len, &n);

@@ -66,12 +66,13 @@ struct tls13 {
 	uint8_t hash_len, key_len;
 	uint8_t more;           /* last read filled the buffer */
 	uint8_t eof;            /* close_notify or an alert, either way */
-	uint8_t alerted;        /* a fatal alert either way: no close_notify */
+	uint8_t alerted;        /* we sent a fatal alert: no close_notify */
+	uint8_t peer_alerted;   /* the client sent one: no close_notify */
 	uint8_t hs_len;         /* bytes of a KeyUpdate split across records */
 	unsigned char hs[5];
 	uint8_t cb_end_point_len;
-	uint16_t key_updates;   /* the client's, in a row without data */
-	uint16_t max_key_updates;       /* tls.max_key_updates */
+	uint8_t key_updates;    /* the client's, in a row without data */
+	uint8_t max_key_updates;        /* tls.max_key_updates */
 	uint32_t records_per_key;       /* tls.records_per_key */
 	struct tls13_dir rd, wr;
 	uint8_t have_exporter;
@@ -335,11 +336,12 @@ static int tls13_handshake_msg(struct conn *c, const unsigned char *p,
 		}
 		/* Each costs a key derivation and maybe a reply: a client
 		 * streaming them gets what BoringSSL gives (32 in a row). */
-		if (++t->key_updates > t->max_key_updates) {
+		if (t->key_updates >= t->max_key_updates) {
 			tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
 				    "too many KeyUpdates without data");
 			return -1;
 		}
+		t->key_updates++;
 		if (tls13_next_key(t, &t->rd) < 0) {
 			tls13_alert(c, ALERT_INTERNAL_ERROR, "key update");
 			return -1;
@@ -409,7 +411,7 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 		} else {
 			log_info("c%u %s: TLS alert %u from the client",
 				 c->id, c->peer, p[1]);
-			t->alerted = 1;
+			t->peer_alerted = 1;
 		}
 		t->eof = 1;
 		return 1;
@@ -433,7 +435,6 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 		have = t->carry_len;
 		t->carry_len = 0;
 	}
-
 	ssize_t n = read(c->fd, buf + have, len - have);
 	if (n < 0 && errno != EAGAIN && errno != EINTR) {
 		log_debug("c%u %s: %m", c->id, c->peer);
@@ -506,7 +507,7 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 int tls13_flush(struct conn *c)
 {
 	struct tls13 *t = c->t13;
-	if (t->alerted)         /* nothing goes out after a fatal alert */
+	if (t->alerted)         /* no record goes out after our fatal alert */
 		buf_consume(&c->out, buf_used(&c->out));
 	if (buf_used(&t->ctout) > 0) {
 		if (buf_write_fd(&t->ctout, c->fd) < 0)
@@ -548,6 +549,11 @@ int tls13_flush(struct conn *c)
 int tls13_out_pending(const struct conn *c)
 {
 	return c->t13 != NULL && buf_used(&c->t13->ctout) > 0;
+}
+
+int tls13_alert_pending(const struct conn *c)
+{
+	return tls13_out_pending(c) && c->t13->alerted;
 }
 
 int tls13_more(const struct conn *c)
@@ -632,7 +638,7 @@ static int tls13_setup(struct tls13 *t, uint16_t suite_id,
 	t->key_len = suites[s].key_len;
 	if (tls13_derive(t, &t->rd) < 0 || tls13_derive(t, &t->wr) < 0)
 		return -1;
-	t->max_key_updates = (uint16_t)cfg->tls_max_key_updates;
+	t->max_key_updates = (uint8_t)cfg->tls_max_key_updates;
 	t->records_per_key = cfg->tls_records_per_key;
 	t->suite_ready = 1;
 	return 0;
@@ -701,7 +707,7 @@ void tls13_free(struct conn *c)
 		return;
 	/* Section 6.1: close_notify before we close, unless a fatal alert
 	 * went either way (best effort: the socket is about to close). */
-	if (t->suite_ready && !t->alerted)
+	if (t->suite_ready && !t->alerted && !t->peer_alerted)
 		tls13_send_alert(c, 1, ALERT_CLOSE_NOTIFY);
 	buf_free(&t->ctout);
 	free(t->carry);

@@ -37,6 +37,8 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len);
 int tls13_flush(struct conn *c);
 /* Sealed bytes wait for the socket to become writable. */
 int tls13_out_pending(const struct conn *c);
+/* Our fatal alert is among them: write them before closing. */
+int tls13_alert_pending(const struct conn *c);
 /* The last read filled its buffer, or an alert is still to be acted on:
  * call tls13_read() again before waiting for epoll. */
 int tls13_more(const struct conn *c);
