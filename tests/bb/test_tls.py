@@ -765,7 +765,8 @@ def test_alert_after_pending_output():
 
 def test_user_canceled_closes():
     """user_canceled (RFC 8446 6.1) is a closure alert: the server logs
-    it and closes with its own close_notify, no fatal alert."""
+    it and closes with its own close_notify, no fatal alert.  After a
+    client's fatal alert, no close_notify."""
     import tempfile
     with Server(workers=1, users=USERS, overrides={
             "tls.ciphersuites": "TLS_AES_128_GCM_SHA256"}) as s, \
@@ -780,6 +781,16 @@ def test_user_canceled_closes():
         want = "TLS user_canceled from the client: closing"
         assert wait_for(lambda: want in s.log_text(), what=want)
         assert "sending alert" not in s.log_text()
+        # A fatal alert from the client: closed at once, and nothing
+        # more from us, not even close_notify (RFC 8446 section 6).
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        c.send(b"\x02\x28", 21)
+        got = c.until_close()
+        assert all(t == 23 for _, t, _ in got), got[-1]
+        assert wait_for(lambda: "TLS alert 40 from the client"
+                        in s.log_text(), what="the alert in the log")
 
 
 def test_records_per_key_counts_every_record():
