@@ -187,9 +187,10 @@ int tls_handshake(struct conn *c)
 
 /* A fatal alert of ours waits behind sealed bytes that the socket did
  * not take (RFC 8446 section 6: the peer must be able to read it): the
- * connection stays until they are written (conn_flush closes it then)
- * or for TLS_LINGER_MS (conn_timeouts), reading nothing more, and the
- * session leaves the table now so that nothing more is routed here. */
+ * connection stays until they are written (then tls13_flush returns -1
+ * and conn_flush closes it) or for TLS_LINGER_MS (conn_timeouts),
+ * reading nothing more, and the session leaves the table now so that
+ * nothing more is routed here. */
 #define TLS_LINGER_MS 5000
 
 static ssize_t tls_linger(struct conn *c)

@@ -507,8 +507,14 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 int tls13_flush(struct conn *c)
 {
 	struct tls13 *t = c->t13;
-	if (t->alerted)         /* no record goes out after our fatal alert */
-		buf_consume(&c->out, buf_used(&c->out));
+	if (t->alerted) {
+		/* After our fatal alert only what was sealed before it goes
+		 * out, then the connection closes (-1); c->out stays as it
+		 * is for conn_close(). */
+		if (buf_write_fd(&t->ctout, c->fd) < 0)
+			return -1;
+		return buf_used(&t->ctout) > 0 ? 0 : -1;
+	}
 	if (buf_used(&t->ctout) > 0) {
 		if (buf_write_fd(&t->ctout, c->fd) < 0)
 			return -1;
