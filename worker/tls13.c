@@ -546,6 +546,8 @@ int tls13_flush(struct conn *c)
 		if ((size_t)w < n) {
 			if (buf_append(&t->ctout, scratch + w, n - (size_t)w) < 0)
 				return -1;
+			log_debug("c%u %s: TLS output waits for the socket",
+				  c->id, c->peer);
 			return 0;
 		}
 	}

@@ -730,8 +730,9 @@ def test_key_update_flood():
 
 
 def test_alert_after_pending_output():
-    """A client that does not read has 600 KB of its own messages
-    waiting when it sends a record that does not authenticate: it still
+    """Sealed bytes wait when a record does not authenticate: a
+    KeyUpdate answer not yet written, or the client's own messages when
+    it does not read (the server's writes stalled).  The client still
     gets every record sealed before, then bad_record_mac, then the
     close (RFC 8446 section 6); another client notices nothing."""
     import tempfile
@@ -740,19 +741,44 @@ def test_alert_after_pending_output():
             tempfile.TemporaryDirectory() as tmp:
         bystander = Client(s.port)
         jb = bystander.login("bob", "bu1lder!", resource="by")
+        # In one write: a KeyUpdate asking for ours (sealed, waiting for
+        # the end of the loop turn), then a bad record: both arrive.
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        both = c.seal(KEY_UPDATE_REQUESTED, 22)
+        c.update()
+        bad = bytearray(c.seal(b"<x/>", 23))
+        bad[-1] ^= 1
+        c.t.sock.sendall(both + bytes(bad))
+        got = c.until_close()
+        assert [r[1:] for r in got[-2:]] == [
+            (22, b"\x18\x00\x00\x01\x00"), (21, b"\x02\x14")], got[-2:]
+        # The socket does not take what waits: the connection stays
+        # until it does.
         c = Crafted(s.port, tmp, rcvbuf=4096)
         ja = c.login("alice", "wonder1and", "slow")
-        bodies = [body_text(200 * 1024, i) for i in range(3)]
-        for i, b in enumerate(bodies):
+        # Messages to itself until the server's writes stop (the log
+        # says so), then a record that does not authenticate.
+        port = c.t.sock.getsockname()[1]
+        stalled = "127.0.0.1:%d: TLS output waits for the socket" % port
+        for i in range(25):
             c.send_text("<message to='%s' type='chat' id='s%d'><body>%s"
-                        "</body></message>" % (ja, i, b))
+                        "</body></message>" % (ja, i, body_text(40 * 1024, i)))
+            ping(bystander, "b%d" % i)   # the worker got past it
+            if stalled in s.log_text():
+                break
+        assert stalled in s.log_text(), "the output never stalled"
+        c.send_text("<message to='%s' type='chat' id='last'><body>%s</body>"
+                    "</message>" % (ja, body_text(40 * 1024, 99)))
+        ping(bystander, "last")
         bad = bytearray(c.seal(b"<x/>", 23))
         bad[-1] ^= 1
         c.t.sock.sendall(bytes(bad))
         want = "TLS: record did not authenticate: sending alert 20"
         assert wait_for(lambda: want in s.log_text(), what=want)
-        assert "TLS alert waits for sealed bytes to be written" in \
-            s.log_text(), "the output was not stuck: no test"
+        lingers = "TLS alert waits for sealed bytes to be written"
+        assert wait_for(lambda: lingers in s.log_text(), what=lingers)
         got = c.until_close()
         assert got[-1][1:] == (21, b"\x02\x14"), got[-1]
         assert all(t == 23 for _, t, _ in got[:-1]), \
