@@ -82,6 +82,16 @@ const struct config_def config_defs[] = {
 	  "After a TLS 1.3 handshake, xmppd seals and opens records itself "
 	  "and frees OpenSSL's connection state (about 14 KB each); "
 	  "no: OpenSSL keeps every connection" },
+	{ "tls.max_key_updates", CONFIG_TYPE_UINT, OFF(tls_max_key_updates),
+	  "32", 1, 255, RELOAD,
+	  "TLS 1.3 KeyUpdates a client may send in a row without application "
+	  "data before it is disconnected (unexpected_message); applies to "
+	  "new connections" },
+	{ "tls.records_per_key", CONFIG_TYPE_UINT, OFF(tls_records_per_key),
+	  "8388608", 1, 16777216, RELOAD,
+	  "TLS 1.3 records xmppd seals under one key before it updates its "
+	  "sending key (RFC 8446 5.5; the AES-GCM limit is 2^24.5); lower "
+	  "only for tests; applies to new connections" },
 	{ "tls.required", CONFIG_TYPE_BOOL, OFF(tls_required), "yes", 0, 0,
 	  RELOAD, "Refuse authentication before STARTTLS" },
 	{ "sasl.max_failures", CONFIG_TYPE_UINT, OFF(sasl_max_failures), "3",

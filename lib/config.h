@@ -63,6 +63,8 @@ struct config {
 	const char *tls_ciphersuites;
 	unsigned tls_required;      /* STARTTLS mandatory (bool) */
 	unsigned tls_own_records;   /* tls13.c after TLS 1.3 handshakes */
+	unsigned tls_max_key_updates;   /* in a row, without data */
+	unsigned tls_records_per_key;   /* our KeyUpdate after this many */
 
 	/* sasl */
 	unsigned sasl_max_failures;

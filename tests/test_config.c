@@ -157,6 +157,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "tls.ciphers", CONFIG_F_RELOADABLE },
 	{ "tls.ciphersuites", CONFIG_F_RELOADABLE },
 	{ "tls.own_record_layer", CONFIG_F_RELOADABLE },
+	{ "tls.max_key_updates", CONFIG_F_RELOADABLE },
+	{ "tls.records_per_key", CONFIG_F_RELOADABLE },
 	{ "tls.required", CONFIG_F_RELOADABLE },
 	{ "sasl.max_failures", CONFIG_F_RELOADABLE },
 	{ "sasl.throttle_delay", CONFIG_F_RELOADABLE },
