@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import select
+import ssl
 import sys
 import time
 import xml.parsers.expat
@@ -468,11 +469,16 @@ class Ctx:
     def raw_send(self, data, below_tls=False):
         if isinstance(data, str):
             data = data.encode()
-        if below_tls:
-            # Straight into the TCP stream, under the TLS layer.
-            os.write(self.c.sock.fileno(), data)
-        else:
-            self.c.send(data)
+        try:
+            if below_tls:
+                # Straight into the TCP stream, under the TLS layer.
+                os.write(self.c.sock.fileno(), data)
+            else:
+                self.c.send(data)
+        except (OSError, ssl.SSLError):
+            # The server may answer and close before it has read all of
+            # a long bad input: what it said is still to be read.
+            pass
 
     def wait_tcp_close(self, timeout=10.0):
         """EOF (or reset) on the TCP connection, whatever TLS says."""
