@@ -34,6 +34,8 @@ void ctl_usage(FILE *out)
 		"  workers             same as status\n"
 		"  reload              reload the configuration (prints the result)\n"
 		"  stop                stop xmppd gracefully\n"
+		"  bans                addresses and accounts refused after failed logins\n"
+		"  unban ADDR|JID      lift a ban (an IPv6 address lifts its /64)\n"
 		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
 		"  db migrate          create or upgrade the database schema\n"
 		"  db status           show the database schema version\n"
@@ -132,21 +134,31 @@ fail:
 	return NULL;
 }
 
-/* A control-socket command: one word. */
+/* A control-socket command: one word, or "unban" and its argument
+ * (sent tab-separated). */
 static int ctl_socket_command(const struct ctl_opts *opts, int argc,
 			      char **argv)
 {
-	if (argc != 1 || strchr(argv[0], '\n') != NULL ||
-	    strchr(argv[0], '\t') != NULL) {
+	char line[512];
+	int want = strcmp(argv[0], "unban") == 0 ? 2 : 1;
+
+	for (int i = 0; i < argc; i++)
+		if (strpbrk(argv[i], "\n\t") != NULL)
+			argc = -1;
+	if (argc != want || (want == 2 &&
+	    snprintf(line, sizeof(line), "%s\t%s", argv[0], argv[1]) >=
+	    (int)sizeof(line))) {
 		ctl_usage(stderr);
 		return 2;
 	}
+	if (want == 1)
+		snprintf(line, sizeof(line), "%s", argv[0]);
 	if (opts->socket_path != NULL)
-		return ctl_run(opts->socket_path, argv[0]);
+		return ctl_run(opts->socket_path, line);
 	struct config *cfg = ctl_load_config(opts, false);
 	if (cfg == NULL)
 		return 1;
-	int ret = ctl_run(cfg->control_socket, argv[0]);
+	int ret = ctl_run(cfg->control_socket, line);
 	config_free(&cfg);
 	return ret;
 }

@@ -35,7 +35,8 @@ const struct config_def config_defs[] = {
 	{ "pid_file", CONFIG_TYPE_STRING, OFF(pid_file),
 	  "/run/xmppd/xmppd.pid", 0, 0, RESTART, "PID file of the master" },
 	{ "log_file", CONFIG_TYPE_STRING, OFF(log_file), "", 0, 0, RELOAD,
-	  "Log file; empty or - means stderr" },
+	  "Log file; empty means stderr with -f, and when daemonized the "
+	  "default log file that xmppd -h names; - means stderr" },
 	{ "log_level", CONFIG_TYPE_LOGLEVEL, OFF(log_level), "info", 0, 0,
 	  RELOAD, "Least severe level logged: debug, info, warn or error" },
 	{ "shutdown_timeout", CONFIG_TYPE_DURATION, OFF(shutdown_timeout),
@@ -54,8 +55,14 @@ const struct config_def config_defs[] = {
 	{ "c2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(max_stanza_size), "256K",
 	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send" },
 	{ "c2s.max_connections_per_ip", CONFIG_TYPE_UINT,
-	  OFF(max_connections_per_ip), "0", 0, 0, RELOAD,
-	  "Client connections per IP address; 0 means unlimited" },
+	  OFF(max_connections_per_ip), "100", 0, 0, RELOAD,
+	  "Open client connections per address (IPv4, or IPv6 /64), counted "
+	  "across all workers; more get <policy-violation/>; raise it for "
+	  "large NATs; 0 means unlimited" },
+	{ "c2s.max_sessions_per_account", CONFIG_TYPE_UINT,
+	  OFF(max_sessions_per_account), "10", 0, 1000000, RELOAD,
+	  "Bound resources per account across all workers; one more bind "
+	  "gets <resource-constraint/>; 0 means unlimited" },
 	{ "c2s.backlog", CONFIG_TYPE_UINT, OFF(backlog), "1024", 1, 65535, RESTART,
 	  "listen() backlog of the client sockets" },
 	{ "tls.certificate", CONFIG_TYPE_STRING, OFF(tls_certificate),
@@ -75,6 +82,16 @@ const struct config_def config_defs[] = {
 	  "After a TLS 1.3 handshake, xmppd seals and opens records itself "
 	  "and frees OpenSSL's connection state (about 14 KB each); "
 	  "no: OpenSSL keeps every connection" },
+	{ "tls.max_key_updates", CONFIG_TYPE_UINT, OFF(tls_max_key_updates),
+	  "32", 1, 255, RELOAD,
+	  "TLS 1.3 KeyUpdates a client may send in a row without application "
+	  "data before it is disconnected (unexpected_message); applies to "
+	  "new connections" },
+	{ "tls.records_per_key", CONFIG_TYPE_UINT, OFF(tls_records_per_key),
+	  "8388608", 1, 16777216, RELOAD,
+	  "TLS 1.3 records xmppd seals under one key before it updates its "
+	  "sending key (RFC 8446 5.5; the AES-GCM limit is 2^24.5); lower "
+	  "only for tests; applies to new connections" },
 	{ "tls.required", CONFIG_TYPE_BOOL, OFF(tls_required), "yes", 0, 0,
 	  RELOAD, "Refuse authentication before STARTTLS" },
 	{ "sasl.max_failures", CONFIG_TYPE_UINT, OFF(sasl_max_failures), "3",
@@ -82,6 +99,30 @@ const struct config_def config_defs[] = {
 	{ "sasl.throttle_delay", CONFIG_TYPE_DURATION, OFF(sasl_throttle_delay),
 	  "250ms", 0, 10000, RELOAD,
 	  "First delay of a failure answer, doubling per failure (0: off)" },
+	{ "sasl.max_failures_per_address", CONFIG_TYPE_UINT,
+	  OFF(sasl_max_failures_per_address), "20", 0, 1000000, RELOAD,
+	  "Failed authentications from one address (IPv6: its /64), counted "
+	  "over all workers within sasl.failure_window, before the address "
+	  "is banned for sasl.ban_time (0: never)" },
+	{ "sasl.failure_window", CONFIG_TYPE_DURATION, OFF(sasl_failure_window),
+	  "10m", 1000, 86400000, RELOAD,
+	  "Failures older than this are forgotten" },
+	{ "sasl.ban_time", CONFIG_TYPE_DURATION, OFF(sasl_ban_time), "1h",
+	  1000, 604800000, RELOAD,
+	  "How long a banned address is refused (stream error "
+	  "policy-violation at <auth/>, whatever the password)" },
+	{ "sasl.max_failures_per_account", CONFIG_TYPE_UINT,
+	  OFF(sasl_max_failures_per_account), "10", 0, 1000000, RELOAD,
+	  "Failed authentications for one account, from any address, within "
+	  "sasl.failure_window before its logins are refused for "
+	  "sasl.account_throttle_time (0: never)" },
+	{ "sasl.account_throttle_time", CONFIG_TYPE_DURATION,
+	  OFF(sasl_account_throttle_time), "1m", 1000, 3600000, RELOAD,
+	  "How long a throttled account's logins get temporary-auth-failure; "
+	  "kept short so an attacker cannot lock the owner out for long" },
+	{ "sasl.throttle_table_size", CONFIG_TYPE_UINT,
+	  OFF(sasl_throttle_table_size), "16384", 64, 4000000, RESTART,
+	  "Slots in the shared table of failing addresses and accounts" },
 	{ "sasl.scram_iterations", CONFIG_TYPE_UINT, OFF(scram_iterations),
 	  "4096", 4096, 1000000, RELOAD,
 	  "PBKDF2 iterations for newly stored SCRAM credentials" },

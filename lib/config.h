@@ -52,7 +52,8 @@ struct config {
 	uint64_t c2s_timeout;       /* ms, before authentication */
 	uint64_t c2s_idle_timeout;  /* ms, ping then drop */
 	uint64_t max_stanza_size;   /* bytes */
-	unsigned max_connections_per_ip;
+	unsigned max_connections_per_ip;   /* 0: no limit */
+	unsigned max_sessions_per_account; /* 0: no limit */
 	unsigned backlog;
 
 	/* tls */
@@ -62,10 +63,18 @@ struct config {
 	const char *tls_ciphersuites;
 	unsigned tls_required;      /* STARTTLS mandatory (bool) */
 	unsigned tls_own_records;   /* tls13.c after TLS 1.3 handshakes */
+	unsigned tls_max_key_updates;   /* in a row, without data */
+	unsigned tls_records_per_key;   /* our KeyUpdate after this many */
 
 	/* sasl */
 	unsigned sasl_max_failures;
 	uint64_t sasl_throttle_delay;   /* ms; doubles per failure, 0 off */
+	unsigned sasl_max_failures_per_address; /* 0: no ban */
+	uint64_t sasl_failure_window;   /* ms */
+	uint64_t sasl_ban_time;         /* ms */
+	unsigned sasl_max_failures_per_account; /* 0: no account throttle */
+	uint64_t sasl_account_throttle_time;    /* ms */
+	unsigned sasl_throttle_table_size;      /* shared records (restart) */
 	unsigned scram_iterations;
 
 	/* instant messaging */

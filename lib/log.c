@@ -17,6 +17,8 @@ static char log_role[32] = "xmppd";
 static char log_ctx[160];
 static char log_path[1024];
 static int log_fd = STDERR_FILENO;
+static int log_stderr_follows;   /* dup2 every new file onto stderr */
+static int log_fatal_fd = STDERR_FILENO;
 static enum log_level log_min = LOG_LEVEL_INFO;
 
 static const char *const level_names[] = {
@@ -40,11 +42,18 @@ int log_open(const char *path)
 			close(log_fd);
 		log_fd = STDERR_FILENO;
 		log_path[0] = '\0';
+		log_stderr_follows = 0;
 		return 0;
 	}
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 	if (fd < 0)
 		return -1;
+	if (log_stderr_follows && dup2(fd, STDERR_FILENO) < 0) {
+		int saved_errno = errno;
+		close(fd);
+		errno = saved_errno;
+		return -1;
+	}
 	if (log_fd != STDERR_FILENO)
 		close(log_fd);
 	log_fd = fd;
@@ -58,7 +67,25 @@ int log_reopen(void)
 		return 0;
 	char path[sizeof(log_path)];
 	memcpy(path, log_path, sizeof(path));
-	return log_open(path);
+	if (log_open(path) < 0)
+		return -1;
+	log_info("log file %s reopened", path);
+	return 0;
+}
+
+int log_redirect_stderr(void)
+{
+	if (log_path[0] == '\0')
+		return 0;
+	if (dup2(log_fd, STDERR_FILENO) < 0)
+		return -1;
+	log_stderr_follows = 1;
+	return 0;
+}
+
+void log_set_fatal_fd(int fd)
+{
+	log_fatal_fd = fd;
 }
 
 void log_set_level(enum log_level level)
@@ -85,7 +112,8 @@ void log_set_context(const char *ctx)
 		snprintf(log_ctx, sizeof(log_ctx), "%s: ", ctx);
 }
 
-static void log_write(enum log_level level, const char *fmt, va_list ap)
+static void log_write_to(int fd, enum log_level level, const char *fmt,
+			 va_list ap)
 {
 	int saved_errno = errno;
 	char line[2048];
@@ -112,9 +140,28 @@ static void log_write(enum log_level level, const char *fmt, va_list ap)
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
-	ssize_t w = write(log_fd, line, len);
+	ssize_t w = write(fd, line, len);
 	(void)w;
 	errno = saved_errno;
+}
+
+static void log_write(enum log_level level, const char *fmt, va_list ap)
+{
+	log_write_to(log_fd, level, fmt, ap);
+}
+
+/* A fatal error also goes to log_fatal_fd (unless that is where the log
+ * goes anyway), so that a failed start says why where it was started. */
+static void log_write_fatal(const char *fmt, va_list ap)
+{
+	va_list ap2;
+	va_copy(ap2, ap);
+	log_write(LOG_LEVEL_FATAL, fmt, ap);
+	if (log_fatal_fd >= 0 && log_fatal_fd != log_fd &&
+	    !(log_fatal_fd == STDERR_FILENO &&
+	      (log_fd == STDERR_FILENO || log_stderr_follows)))
+		log_write_to(log_fatal_fd, LOG_LEVEL_FATAL, fmt, ap2);
+	va_end(ap2);
 }
 
 #define LOG_FN(name, level) \
@@ -135,7 +182,7 @@ void log_fatal(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_write(LOG_LEVEL_FATAL, fmt, ap);
+	log_write_fatal(fmt, ap);
 	va_end(ap);
 	exit(1);
 }
@@ -144,7 +191,7 @@ void log_panic(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_write(LOG_LEVEL_FATAL, fmt, ap);
+	log_write_fatal(fmt, ap);
 	va_end(ap);
 	abort();
 }

@@ -25,7 +25,17 @@ void log_init(const char *role);
 void log_set_role(const char *role);
 /* path NULL or "" logs to stderr.  Returns 0 or -1 (errno set). */
 int log_open(const char *path);
+/* Reopen the file (SIGUSR1, after logrotate renamed it); the new file
+ * starts with a line saying so.  Nothing when logging to stderr. */
 int log_reopen(void);
+/* Point stderr at the log file, now and after every reopen (a daemon's
+ * stray output, sanitizer reports included).  Nothing when logging to
+ * stderr.  Returns 0 or -1 (errno set). */
+int log_redirect_stderr(void);
+/* Fatal lines (log_fatal, log_panic) also go to fd: the terminal by
+ * default (when the log is a file), the start-up pipe of a daemonizing
+ * master; -1 for none. */
+void log_set_fatal_fd(int fd);
 void log_set_level(enum log_level level);
 /* "debug", "info", "warn", "error": returns 0, or -1 if unknown. */
 int log_level_parse(const char *name, enum log_level *level_r);

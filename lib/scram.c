@@ -575,7 +575,7 @@ static enum scram_error scram_parse_bare(struct scram_server *s,
 	if (err != SCRAM_OK)
 		return err;
 	r = scram_attr(c, 'r', &v, &len);
-	if (r < 0 || !scram_nonce_valid(v, len))
+	if (r < 0 || len > SCRAM_NONCE_MAX || !scram_nonce_valid(v, len))
 		return SCRAM_ERR_MALFORMED;
 	if ((s->nonce = arena_strndup(s->arena, v, len)) == NULL)
 		return SCRAM_ERR_NO_MEMORY;

@@ -30,6 +30,10 @@ enum scram_hash {
 #define SCRAM_AUTHZID_MAX 3071          /* a full JID */
 #define SCRAM_PASSWORD_MAX 1023
 #define SCRAM_MESSAGE_MAX 8192          /* one decoded SASL message */
+/* The client's nonce (r= of client-first): RFC 5802 sets no bound; ours
+ * keeps server-first and client-final, which repeat it, well inside
+ * SCRAM_MESSAGE_MAX.  Longer is SCRAM_ERR_MALFORMED. */
+#define SCRAM_NONCE_MAX 1024
 
 /* Channel binding types; cb_offered below is a mask of these. */
 enum scram_cb {
@@ -40,7 +44,9 @@ enum scram_cb {
 
 /*
  * Errors, with the RFC 6120 section 6.5 condition each maps to:
- *   SCRAM_ERR_MALFORMED     malformed-request  message syntax, size, NULs
+ *   SCRAM_ERR_MALFORMED     malformed-request  message syntax, size (over
+ *                                              SCRAM_MESSAGE_MAX), NULs,
+ *                                              nonce over SCRAM_NONCE_MAX
  *   SCRAM_ERR_BASE64        incorrect-encoding c= or p= not strict base64
  *   SCRAM_ERR_EXTENSION     malformed-request  mandatory extension (m=)
  *   SCRAM_ERR_USERNAME      malformed-request  n=/authcid: bad =XX escape,

@@ -10,7 +10,9 @@
 #include "master.h"
 #include "log.h"
 #include "buf.h"
+#include "addr.h"
 #include "session.h"
+#include "throttle.h"
 #include "util.h"
 
 #include <errno.h>
@@ -184,13 +186,15 @@ static int control_privileged(int fd)
 
 static void control_status(struct master *m, struct buf *out)
 {
-	uint32_t used, cap, rec;
+	uint32_t used, cap, rec, aused, acap, arec;
 	shm_session_usage(m->shm.sessions, &used, &cap, &rec);
+	shm_addr_usage(m->shm.addrs, &aused, &acap, &arec);
 	buf_appendf(out, "master\tpid=%d\tuptime=%lld\tgeneration=%llu\t"
-		    "workers=%u\tsessions=%u\tcapacity=%u\tversion=%s\n",
+		    "workers=%u\tsessions=%u\tcapacity=%u\taddresses=%u\t"
+		    "address_capacity=%u\tversion=%s\n",
 		    (int)getpid(), (long long)(time(NULL) - m->started),
 		    (unsigned long long)m->generation, m->nslots, used, cap,
-		    PACKAGE_VERSION);
+		    aused, acap, PACKAGE_VERSION);
 	for (unsigned i = 0; i < m->nslots; i++) {
 		struct ipc_worker_stats *st = shm_worker_stats(&m->shm, i);
 		buf_appendf(out, "worker\tslot=%u\tpid=%d\tconnections=%llu\t"
@@ -211,6 +215,62 @@ static void control_status(struct master *m, struct buf *out)
 	buf_appendf(out, "OK\n");
 }
 
+/* Addresses and accounts blocked now (login throttling, sasl.c). */
+#define CONTROL_BANS_MAX 4096u
+
+static void control_bans(struct master *m, struct buf *out)
+{
+	struct throttle_entry *e = calloc(CONTROL_BANS_MAX, sizeof(*e));
+	int64_t now = time_now_ms();
+	int n;
+
+	if (e == NULL || m->shm.throttle == NULL ||
+	    (n = shm_throttle_list_blocked(m->shm.throttle, now, e,
+					   CONTROL_BANS_MAX)) < 0) {
+		buf_appendf(out, "ERROR	throttle table unavailable\n");
+		free(e);
+		return;
+	}
+	for (unsigned i = 0; i < (unsigned)n && i < CONTROL_BANS_MAX; i++)
+		buf_appendf(out, "ban\tkind=%s\tkey=%s\tfailures=%u\t"
+			    "remaining=%lld\n", e[i].kind == IPC_THROTTLE_ADDRESS ?
+			    "address" : "account", e[i].label, e[i].failures,
+			    (long long)((e[i].blocked_until - now + 999) / 1000));
+	buf_appendf(out, "bans\ttotal=%d\tshown=%u\nOK\n", n,
+		    (unsigned)n < CONTROL_BANS_MAX ? (unsigned)n :
+		    CONTROL_BANS_MAX);
+	free(e);
+}
+
+/* "unban<TAB>ADDRESS" or "unban<TAB>user@domain". */
+static void control_unban(struct master *m, const char *arg,
+			  struct buf *out)
+{
+	struct throttle_key key;
+	int r;
+
+	if (m->shm.throttle == NULL) {
+		buf_appendf(out, "ERROR\tthrottle table unavailable\n");
+		return;
+	}
+	if (strchr(arg, '@') != NULL)
+		shm_throttle_key_account(m->shm.throttle, arg, &key);
+	else if (shm_throttle_key_address(m->shm.throttle, arg, &key) < 0) {
+		buf_appendf(out, "ERROR\tnot an address or user@domain\n");
+		return;
+	}
+	r = shm_throttle_remove(m->shm.throttle, &key);
+	if (r < 0) {
+		buf_appendf(out, "ERROR\tthrottle table unavailable\n");
+	} else if (r == 0) {
+		buf_appendf(out, "ERROR\t%s has no failures recorded\n",
+			    key.label);
+	} else {
+		log_info("master: %s unbanned by xmppctl", key.label);
+		buf_appendf(out, "unbanned\t%s\nOK\n", key.label);
+	}
+}
+
 static void control_reload(struct master *m, struct buf *out)
 {
 	char *report = NULL;
@@ -229,16 +289,22 @@ static void control_command(struct master *m, struct control_client *c,
 		control_status(m, out);
 	} else if (strcmp(line, "help") == 0) {
 		buf_appendf(out, "commands\tstatus\tworkers\treload\tstop\t"
-			    "help\nOK\n");
+			    "bans\tunban\thelp\nOK\n");
+	} else if (strcmp(line, "bans") == 0) {
+		control_bans(m, out);
 	} else if ((strcmp(line, "reload") == 0 ||
-		    strcmp(line, "stop") == 0) && !priv) {
-		buf_appendf(out, "ERROR\tpermission denied: '%s' needs root "
-			    "or the daemon user\n", line);
+		    strcmp(line, "stop") == 0 ||
+		    strncmp(line, "unban\t", 6) == 0) && !priv) {
+		buf_appendf(out, "ERROR\tpermission denied: '%.*s' needs root "
+			    "or the daemon user\n", (int)strcspn(line, "\t"),
+			    line);
 	} else if (strcmp(line, "reload") == 0) {
 		control_reload(m, out);
 	} else if (strcmp(line, "stop") == 0) {
 		buf_appendf(out, "OK\n");
 		master_sig_term = 1;
+	} else if (strncmp(line, "unban\t", 6) == 0) {
+		control_unban(m, line + 6, out);
 	} else {
 		buf_appendf(out, "ERROR\tunknown command '%s'\n", line);
 	}

@@ -1,7 +1,13 @@
 /*
  * daemon.c - detaching, the pid file, dropping privileges, systemd
- * notification.  Failure policy: every error here is reported to the
- * caller, which treats it as fatal at start-up.
+ * notification, the daemon's default log file.  Once detached, nothing
+ * is written to the terminal that started us: stdin and stdout are
+ * /dev/null and stderr is the log file (sanitizer reports and library
+ * messages included), unless log_file is "-".  The process started
+ * from the terminal waits until the daemon is set up (master_daemon_ready)
+ * and exits 0, or prints the daemon's fatal line and exits 1, so that
+ * the init script sees a failed start.  Failure policy: every error here
+ * is reported to the caller, which treats it as fatal at start-up.
  */
 #include "master.h"
 #include "log.h"
@@ -21,6 +27,47 @@
 #include <unistd.h>
 
 static char daemon_error[512];
+static int daemon_ready_fd = -1;      /* write end of the start-up pipe */
+
+#define DAEMON_READY "ready\n"
+
+/* The process started from the terminal: wait for the daemon's verdict. */
+static void __attribute__((noreturn)) daemon_wait_ready(int fd)
+{
+	char buf[4096];
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof(buf) - 1)
+			break;
+	}
+	buf[len] = '\0';
+	if (strcmp(buf, DAEMON_READY) == 0)
+		_exit(0);
+	if (len > 0)
+		write_full(STDERR_FILENO, buf, len);
+	else
+		dprintf(STDERR_FILENO, "xmppd: the daemon ended during start-up "
+			"without a reason; see its log file\n");
+	_exit(1);
+}
+
+void master_daemon_ready(void)
+{
+	if (daemon_ready_fd < 0)
+		return;
+	log_set_fatal_fd(-1);
+	ssize_t w = write(daemon_ready_fd, DAEMON_READY,
+			  sizeof(DAEMON_READY) - 1);
+	(void)w;
+	close(daemon_ready_fd);
+	daemon_ready_fd = -1;
+}
 
 static int daemon_fail(const char *what, const char *path)
 {
@@ -29,15 +76,33 @@ static int daemon_fail(const char *what, const char *path)
 	return -1;
 }
 
+int master_log_default(struct config *cfg, int foreground,
+		       const char **error_r)
+{
+	if (foreground || cfg->log_file[0] != '\0')
+		return 0;
+	return config_set(cfg, "log_file=" MASTER_DAEMON_LOG_FILE, error_r);
+}
+
 int master_daemonize(const char **error_r)
 {
+	int ready[2];
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		*error_r = "pipe() failed";
+		return -1;
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		*error_r = "fork() failed";
 		return -1;
 	}
-	if (pid > 0)
-		_exit(0);
+	if (pid > 0) {
+		close(ready[1]);
+		daemon_wait_ready(ready[0]);
+	}
+	close(ready[0]);
+	daemon_ready_fd = ready[1];
+	log_set_fatal_fd(ready[1]);
 	setsid();
 	pid = fork();
 	if (pid < 0) {
@@ -56,6 +121,10 @@ int master_daemonize(const char **error_r)
 		dup2(fd, STDOUT_FILENO);
 		if (fd > STDERR_FILENO)
 			close(fd);
+	}
+	if (log_redirect_stderr() < 0) {
+		*error_r = "dup2(log file, stderr) failed";
+		return -1;
 	}
 	return 0;
 }

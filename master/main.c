@@ -35,12 +35,13 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: xmppd [-f] [-t] [-c FILE] [-o key=value]...\n"
 		"       xmppd --example | --version\n"
-		"  -f            stay in the foreground\n"
+		"  -f            stay in the foreground; without it, an empty\n"
+		"                log_file means %s\n"
 		"  -t            check the configuration and exit\n"
 		"  -c FILE       configuration (default %s/xmppd/xmppd.conf)\n"
 		"  -o key=value  override one setting for this run\n"
 		"  --example     print the documented example configuration\n",
-		SYSCONFDIR);
+		MASTER_DAEMON_LOG_FILE, SYSCONFDIR);
 }
 
 struct args {
@@ -151,6 +152,9 @@ static void master_setup(struct master *m)
 		log_fatal("%s", error);
 	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
 		       &error) < 0)
+		log_fatal("shared memory: %s", error);
+	if (shm_create_throttle(&m->shm, m->cfg->sasl_throttle_table_size,
+				&error) < 0)
 		log_fatal("shared memory: %s", error);
 	if (queue_set_create(&m->queues, m->nslots, &error) < 0)
 		log_fatal("worker queues: %s", error);
@@ -290,9 +294,12 @@ int main(int argc, char **argv)
 		printf("xmppd: configuration %s is valid\n", m.config_path);
 		return 0;
 	}
+	if (master_log_default(m.cfg, m.foreground, &error) < 0)
+		log_fatal("%s", error);
 	log_set_level((enum log_level)m.cfg->log_level);
 	if (log_open(m.cfg->log_file) < 0)
-		log_fatal("open(%s) failed: %m", m.cfg->log_file);
+		log_fatal("open(%s) failed: %m (create its directory, or set "
+			  "log_file)", m.cfg->log_file);
 	m.started = time(NULL);
 	m.generation = m.cfg->generation = 1;
 	master_setup(&m);
@@ -303,6 +310,7 @@ int main(int argc, char **argv)
 	m.shm.hdr->master_pid = (int32_t)getpid();
 	m.shm.hdr->master_started = m.started;
 	m.shm.hdr->config_gen = m.generation;
+	master_daemon_ready();
 	for (unsigned i = 0; i < m.nslots; i++)
 		master_spawn_worker(&m, i);
 	log_info("xmppd %s started: %u workers, config %s", PACKAGE_VERSION,

@@ -110,7 +110,18 @@ int master_control_pollfds(struct master *m, void *pfds, unsigned max);
 void master_control_handle(struct master *m, int fd, short revents);
 
 /* daemon.c */
+/* Where a daemonized server logs when log_file is empty. */
+#ifndef LOCALSTATEDIR
+#define LOCALSTATEDIR "/var"
+#endif
+#define MASTER_DAEMON_LOG_FILE LOCALSTATEDIR "/log/xmppd/xmppd.log"
+/* Daemonized with an empty log_file, log to MASTER_DAEMON_LOG_FILE
+ * instead of the terminal that started us (cfg is changed). */
+int master_log_default(struct config *cfg, int foreground,
+		       const char **error_r);
 int master_daemonize(const char **error_r);
+/* Set up: the process that started us exits 0 (no-op with -f). */
+void master_daemon_ready(void);
 int master_pid_file_check(const char *path, const char **error_r);
 int master_pid_file_write(const char *path, const char **error_r);
 void master_pid_file_remove(struct master *m);

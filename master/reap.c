@@ -8,6 +8,7 @@
  */
 #include "master.h"
 #include "log.h"
+#include "addr.h"
 #include "session.h"
 #include "util.h"
 #include "frame.h"
@@ -127,6 +128,8 @@ static void reap_one(struct master *m, pid_t pid, int status)
 	if (swept > 0)
 		log_info("worker %d: swept %d sessions, w%d broadcasts %u "
 			 "unavailable", slot, swept, rs.target, rs.sent);
+	/* Its connections are gone: they no longer count per address. */
+	shm_addr_sweep_slot(m->shm.addrs, (uint16_t)slot);
 	if (m->stopping)
 		return;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {

@@ -102,7 +102,8 @@ int master_reload(struct master *m, char **report_r)
 
 	buf_init(&d.report, 0);
 	if (master_load_config(m->config_path, m->overrides, m->noverrides,
-			       &d.newcfg, &error) < 0) {
+			       &d.newcfg, &error) < 0 ||
+	    master_log_default(d.newcfg, m->foreground, &error) < 0) {
 		log_error("reload failed, keeping generation %llu: %s",
 			  (unsigned long long)m->generation, error);
 		buf_appendf(&d.report, "ERROR\t%s\n", error);

@@ -3,15 +3,23 @@
 # callers use bash with `set -euo pipefail`.  Failures end the caller
 # through die() with one line saying what to do.
 
-# Every Debian 12 package the build, the tests and the quickstart need.
-XMPPD_DEB_PACKAGES=(
+# The Debian 12 packages, by what needs them.  scripts/quickstart
+# installs BUILD and RUN; scripts/check installs all three.
+# shellcheck disable=SC2034 # used by the callers
+XMPPD_DEB_BUILD=(
 	build-essential autoconf automake pkg-config
 	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
+)
+# shellcheck disable=SC2034
+XMPPD_DEB_RUN=(
+	postgresql openssl procps adduser
+)
+# shellcheck disable=SC2034
+XMPPD_DEB_TEST=(
 	libcriterion-dev
 	clang libclang-rt-14-dev
-	postgresql postgresql-contrib openssl procps
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
-	valgrind
+	valgrind iproute2
 )
 
 say()  { printf '==> %s\n' "$*"; }
@@ -38,30 +46,32 @@ deps_missing() {
 	done
 }
 
-# Make sure XMPPD_DEB_PACKAGES are installed: install them as root,
-# otherwise print the command to run and exit 1.
+# ensure_deps PACKAGE...: make sure those Debian packages are installed:
+# install them as root (without Recommends: nothing but what is named
+# here and its dependencies), otherwise print the command and exit 1.
 ensure_deps() {
 	command -v dpkg-query >/dev/null 2>&1 ||
 		die "dpkg-query not found: these scripts expect Debian 12"
 	local missing
-	missing=$(deps_missing "${XMPPD_DEB_PACKAGES[@]}" | tr '\n' ' ')
+	missing=$(deps_missing "$@" | tr '\n' ' ')
 	missing=${missing% }
 	if [ -z "$missing" ]; then
-		say "dependencies: all ${#XMPPD_DEB_PACKAGES[@]} Debian packages are installed"
+		say "dependencies: all $# Debian packages are installed"
 		return 0
 	fi
 	if ! is_root; then
 		printf 'Missing Debian packages. Install them with:\n\n' >&2
-		printf '  sudo apt-get install -y %s\n\n' "$missing" >&2
+		printf '  sudo apt-get install -y --no-install-recommends %s\n\n' "$missing" >&2
 		printf '(run "sudo apt-get update" first if apt cannot find them), then run %s again.\n' "$0" >&2
 		exit 1
 	fi
 	say "installing missing Debian packages: $missing"
 	# shellcheck disable=SC2086 # one word per package
 	DEBIAN_FRONTEND=noninteractive apt-get update &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y $missing ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends $missing ||
 		die "apt-get install failed"
-	missing=$(deps_missing "${XMPPD_DEB_PACKAGES[@]}" | tr '\n' ' ')
+	missing=$(deps_missing "$@" | tr '\n' ' ')
 	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
 }
 
@@ -94,21 +104,27 @@ ensure_system_user() {
 
 # Fail with a clear message unless USER can reach directory DIR (search
 # permission on every directory from / down to DIR).  Nothing is chmod-ed.
+# A USER that does not exist yet (a system user created later, in no
+# group) is judged by the "other" permission bits, so that this can run
+# before anything is installed or created.
 check_reachable() {
-	local user=$1 dir=$2 path="" part
-	as_user "$user" test -x "$dir" 2>/dev/null && return 0
+	local user=$1 dir=$2 path="" part ok
 	local IFS=/
 	for part in $dir; do
 		[ -n "$part" ] || continue
 		path="$path/$part"
-		if ! as_user "$user" test -x "$path" 2>/dev/null; then
-			die "user '$user' cannot reach $dir: $path is $(stat -c '%A %U:%G' "$path").
+		if id -u "$user" >/dev/null 2>&1; then
+			as_user "$user" test -x "$path" 2>/dev/null && continue
+		else
+			ok=$(find "$path" -maxdepth 0 -perm -o+x 2>/dev/null)
+			[ -z "$ok" ] || continue
+		fi
+		die "user '$user' cannot reach $dir: $path is $(stat -c '%A %U:%G' "$path").
   The PostgreSQL cluster and the server run as '$user' and need search (x)
   permission on every directory above the clone. Either clone to a place
-  such as /srv or /opt, or allow it yourself: chmod o+x $path"
-		fi
+  such as /srv or /opt (git clone ... /srv/xmppd), or allow it yourself:
+  chmod o+x $path"
 	done
-	die "user '$user' cannot reach $dir"
 }
 
 # A TCP port on 127.0.0.1 that is free right now.

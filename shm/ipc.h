@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 2
+#define IPC_VERSION 4
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -152,6 +152,35 @@ struct ipc_session_table {
 	 *              struct ipc_session_long longs[long_capacity]; */
 };
 
+/* Open client connections of one address on one worker slot.  The
+ * per-address limit sums an address's entries (at most one per slot, all
+ * in one chain); the master drops a dead slot's entries with its
+ * sessions.  Entries are addressed by index like session records. */
+struct ipc_addr_entry {
+	_Atomic uint32_t state;     /* enum ipc_session_state */
+	int32_t next;               /* next entry in the bucket chain */
+	uint32_t hash;              /* hash of family and key */
+	uint32_t count;             /* open connections */
+	uint16_t slot;              /* worker slot */
+	uint8_t family;             /* 4 or 6 */
+	uint8_t pad[5];
+	uint8_t key[8];             /* IPv4 address, or IPv6 /64 prefix */
+};
+
+/* Header of the address table area. */
+struct ipc_addr_table {
+	uint64_t magic;             /* IPC_SHM_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t capacity;          /* entries */
+	uint32_t nbuckets;          /* power of two */
+	uint32_t used;              /* entries in use */
+	pthread_mutex_t lock;       /* robust, process-shared */
+	int32_t free_head;          /* free entry list */
+	uint32_t recoveries;        /* times rebuilt after a dead lock holder */
+	/* followed by: int32_t buckets[nbuckets];
+	 *              struct ipc_addr_entry entries[capacity]; */
+};
+
 /* The whole region the master maps before forking. */
 struct ipc_shm_header {
 	uint64_t magic;             /* IPC_SHM_MAGIC */
@@ -162,7 +191,48 @@ struct ipc_shm_header {
 	_Atomic int32_t master_pid;
 	_Atomic uint64_t config_gen;    /* master's current generation */
 	struct ipc_worker_stats workers[IPC_MAX_SLOTS];
-	/* followed (64-byte aligned) by struct ipc_session_table */
+	/* followed (64-byte aligned) by struct ipc_session_table, then
+	 * (64-byte aligned) by struct ipc_addr_table */
+};
+
+/* ---- login throttle table (a second mapping, shm/throttle.c) ---------- */
+
+#define IPC_THROTTLE_MAGIC 0x584d505054485254ull   /* "XMPPTHRT" */
+#define IPC_THROTTLE_PROBE 8u       /* slots a key may live in */
+#define IPC_THROTTLE_LABEL 48u      /* address prefix or bare JID, for logs */
+
+enum ipc_throttle_kind {
+	IPC_THROTTLE_FREE = 0,
+	IPC_THROTTLE_ADDRESS = 1,   /* an IPv4 address or an IPv6 /64 */
+	IPC_THROTTLE_ACCOUNT = 2,   /* a bare JID */
+};
+
+/* Failures of one source address or account.  Times are CLOCK_MONOTONIC
+ * milliseconds (one clock for every process on the machine).  Records
+ * are independent: a holder killed mid-update leaves at worst one
+ * record with an off-by-one count, never a broken structure. */
+struct ipc_throttle_rec {
+	uint64_t key;               /* keyed SipHash of kind + address/JID */
+	uint32_t kind;              /* enum ipc_throttle_kind */
+	uint32_t failures;          /* counted since window_start */
+	int64_t window_start;       /* first failure of the current window */
+	int64_t last;               /* latest failure */
+	int64_t blocked_until;      /* banned/throttled until; 0: not */
+	char label[IPC_THROTTLE_LABEL]; /* NUL-terminated, maybe truncated */
+};
+
+struct ipc_throttle_table {
+	uint64_t magic;             /* IPC_THROTTLE_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t capacity;          /* records, a power of two */
+	pthread_mutex_t lock;       /* robust, process-shared */
+	uint8_t secret[16];         /* SipHash key: addresses cannot aim
+				       at one probe window */
+	uint32_t used;              /* records not FREE */
+	uint32_t recoveries;        /* times a lock holder died */
+	uint64_t evictions;         /* counters dropped to make room */
+	uint64_t refused;           /* keys not counted: window all bans */
+	/* followed by struct ipc_throttle_rec records[capacity] */
 };
 
 #endif

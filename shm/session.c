@@ -24,6 +24,8 @@
 #define SESSION_BUCKETS_MIN 16u
 /* next_free of a long-pool entry that a record owns. */
 #define LONG_IN_USE (-2)
+/* One bare JID may hold this fraction of the long pool, at least one. */
+#define SESSION_LONG_SHARE_DIV 16u
 /* sweep/foreach copy this many entries per lock hold (~50 KB of stack). */
 #define SESSION_BATCH 16
 
@@ -430,38 +432,94 @@ static void table_insert(struct shm_table *t, const struct jid_key *k,
 	hdr->used++;
 }
 
-/* Room for k, counting what replacing the record at old frees. */
+/* Sessions and long-JID entries of k's bare JID.  Lock held.  Every
+ * resource of a bare JID hashes to the same chain, so this walks one
+ * chain: the count comes from the records themselves, and a sweep or a
+ * rebuild after a dead lock holder leaves nothing to correct. */
+static void table_count_bare(struct shm_table *t, const struct jid_key *k,
+			     uint32_t *sessions_r, uint32_t *longs_r)
+{
+	uint32_t sessions = 0, longs = 0;
+
+	for (int32_t i = t->buckets[k->hash & t->mask]; i >= 0;
+	     i = t->recs[i].next) {
+		const struct ipc_session *r = &t->recs[i];
+
+		if (r->hash != k->hash || r->bare_len != k->bare_len ||
+		    memcmp(rec_jid(t, r), k->jid, k->bare_len) != 0)
+			continue;
+		sessions++;
+		longs += r->jid_long >= 0;
+	}
+	*sessions_r = sessions;
+	*longs_r = longs;
+}
+
+static uint32_t long_share_of(const struct ipc_session_table *hdr)
+{
+	uint32_t n = hdr->long_capacity / SESSION_LONG_SHARE_DIV;
+
+	return n > 0 ? n : 1;
+}
+
+static int refuse(enum session_refusal why, const char *error,
+		  enum session_refusal *why_r, const char **error_r)
+{
+	if (why_r != NULL)
+		*why_r = why;
+	*error_r = error;
+	return -1;
+}
+
+/* Room for k, counting what replacing the record at old frees, within
+ * the bare JID's limits (a replacement keeps its count). */
 static int table_check_room(struct shm_table *t, const struct jid_key *k,
-			    const int32_t *old, const char **error_r)
+			    const int32_t *old, unsigned max_per_bare,
+			    enum session_refusal *why_r, const char **error_r)
 {
 	const struct ipc_session *o = old == NULL ? NULL : &t->recs[*old];
+	bool needs_long = k->len >= IPC_JID_INLINE &&
+			  (o == NULL || o->jid_long < 0);
+	uint32_t sessions = 0, longs = 0;
 
-	if (o == NULL && t->hdr->free_head < 0) {
-		*error_r = "session table full";
-		return -1;
-	}
-	if (k->len >= IPC_JID_INLINE && t->hdr->long_free_head < 0 &&
-	    (o == NULL || o->jid_long < 0)) {
-		*error_r = "session table long-JID pool full";
-		return -1;
-	}
+	if (o == NULL || needs_long)
+		table_count_bare(t, k, &sessions, &longs);
+	if (o == NULL && max_per_bare > 0 && sessions >= max_per_bare)
+		return refuse(SESSION_REFUSED_ACCOUNT,
+			      "account has reached its session limit",
+			      why_r, error_r);
+	if (o == NULL && t->hdr->free_head < 0)
+		return refuse(SESSION_REFUSED_FULL, "session table full",
+			      why_r, error_r);
+	if (needs_long && t->hdr->long_free_head < 0)
+		return refuse(SESSION_REFUSED_LONG,
+			      "session table long-JID pool full",
+			      why_r, error_r);
+	if (needs_long && longs >= long_share_of(t->hdr))
+		return refuse(SESSION_REFUSED_LONG,
+			      "account holds its share of the long-JID pool",
+			      why_r, error_r);
 	return 0;
 }
 
 /* ---- API --------------------------------------------------------------- */
 
-int shm_session_put(struct shm_table *t, const struct session_info *info,
-		    struct session_info *old_r, const char **error_r)
+int shm_session_put_limited(struct shm_table *t,
+			    const struct session_info *info,
+			    unsigned max_per_bare, struct session_info *old_r,
+			    enum session_refusal *why_r, const char **error_r)
 {
 	struct jid_key k;
 	int32_t *link;
 	int ret = 0;
 
+	if (why_r != NULL)
+		*why_r = SESSION_REFUSED_INVALID;
 	if (key_init(&k, info->jid, false, error_r) < 0 ||
 	    table_lock(t, error_r) < 0)
 		return -1;
 	link = table_find(t, &k);
-	if (table_check_room(t, &k, link, error_r) < 0) {
+	if (table_check_room(t, &k, link, max_per_bare, why_r, error_r) < 0) {
 		table_unlock(t);
 		return -1;
 	}
@@ -475,7 +533,20 @@ int shm_session_put(struct shm_table *t, const struct session_info *info,
 	}
 	table_insert(t, &k, info);
 	table_unlock(t);
+	if (why_r != NULL)
+		*why_r = SESSION_REFUSED_NONE;
 	return ret;
+}
+
+int shm_session_put(struct shm_table *t, const struct session_info *info,
+		    struct session_info *old_r, const char **error_r)
+{
+	return shm_session_put_limited(t, info, 0, old_r, NULL, error_r);
+}
+
+uint32_t shm_session_long_share(struct shm_table *t)
+{
+	return long_share_of(t->hdr);
 }
 
 int shm_session_get(struct shm_table *t, const char *full_jid,

@@ -36,11 +36,35 @@ int shm_session_init(void *mem, size_t size, uint32_t capacity,
 struct shm_table *shm_session_attach(void *mem, const char **error_r);
 void shm_session_detach(struct shm_table **t);
 
+/* Why shm_session_put_limited refused an entry. */
+enum session_refusal {
+	SESSION_REFUSED_NONE = 0,
+	SESSION_REFUSED_INVALID,    /* bad JID, or the lock failed */
+	SESSION_REFUSED_FULL,       /* no free record */
+	SESSION_REFUSED_ACCOUNT,    /* the bare JID has max_per_bare sessions */
+	SESSION_REFUSED_LONG,       /* no long-JID entry: the pool is full,
+				       or the bare JID holds its share */
+};
+
 /* Insert or replace the full JID in info->jid.  If a session with the
  * same full JID existed, it is replaced and copied to *old_r (when not
  * NULL) and 1 is returned; 0 for a new entry; -1 when full or invalid. */
 int shm_session_put(struct shm_table *t, const struct session_info *info,
 		    struct session_info *old_r, const char **error_r);
+/* The same, but a new full JID is refused when its bare JID already has
+ * max_per_bare entries (0: no limit); replacing the same full JID is
+ * never refused by that limit.  The count is taken under the table lock
+ * with the insert, so two workers binding at once cannot both pass.
+ * Whatever max_per_bare is, one bare JID holds at most
+ * shm_session_long_share() long-JID entries, so no account can exhaust
+ * the pool.  why_r (may be NULL) says why -1 was returned. */
+int shm_session_put_limited(struct shm_table *t,
+			    const struct session_info *info,
+			    unsigned max_per_bare, struct session_info *old_r,
+			    enum session_refusal *why_r, const char **error_r);
+/* Long-JID entries (full JIDs of IPC_JID_INLINE bytes or more) one bare
+ * JID may hold: a sixteenth of the pool, at least 1. */
+uint32_t shm_session_long_share(struct shm_table *t);
 /* 1 found (copied to info_r), 0 not found, -1 error. */
 int shm_session_get(struct shm_table *t, const char *full_jid,
 		    struct session_info *info_r);

@@ -1,6 +1,9 @@
 /*
- * shm.c - the one shared mapping: struct ipc_shm_header (with the
- * per-worker counters), then, 64-byte aligned, the session table.
+ * shm.c - the shared mappings: first struct ipc_shm_header (with the
+ * per-worker counters), then, 64-byte aligned, the session table, then,
+ * 64-byte aligned, the per-address connection table; and a second
+ * mapping for the login-failure table (throttle.c), kept apart so its
+ * size setting never moves the session table.
  * The master creates it before forking, so every worker inherits it at
  * the same address; contents are still addressed by index, not pointer.
  * Failure policy: shm_create answers -1 and an error (start-up fails).
@@ -11,17 +14,34 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "session.h"
 #include "shm.h"
+#include "throttle.h"
 
 /* A cache line: the table's mutex and hot fields do not share one with
  * the last worker's counters. */
 #define SHM_ALIGN 64u
 
+static size_t shm_align(size_t n)
+{
+	return (n + SHM_ALIGN - 1) & ~(size_t)(SHM_ALIGN - 1);
+}
+
 static size_t shm_table_offset(void)
 {
-	return (sizeof(struct ipc_shm_header) + SHM_ALIGN - 1) &
-		~(size_t)(SHM_ALIGN - 1);
+	return shm_align(sizeof(struct ipc_shm_header));
+}
+
+/* Attach both tables of a freshly initialised mapping. */
+static int shm_attach_parts(struct shm_region *r, char *base,
+			    size_t addr_offset, const char **error_r)
+{
+	r->sessions = shm_session_attach(base + shm_table_offset(), error_r);
+	if (r->sessions == NULL)
+		return -1;
+	r->addrs = shm_addr_attach(base + addr_offset, error_r);
+	return r->addrs == NULL ? -1 : 0;
 }
 
 static void shm_fill_header(struct ipc_shm_header *hdr, unsigned nslots,
@@ -40,7 +60,10 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	       const char **error_r)
 {
 	size_t table_size = shm_session_size(capacity);
-	size_t size = shm_table_offset() + table_size;
+	uint32_t addr_capacity = capacity * SHM_ADDR_PER_SESSION;
+	size_t addr_size = shm_addr_size(addr_capacity);
+	size_t addr_offset = shm_align(shm_table_offset() + table_size);
+	size_t size = addr_offset + addr_size;
 	void *base;
 
 	memset(r, 0, sizeof(*r));
@@ -48,7 +71,7 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 		*error_r = "worker slot count out of range";
 		return -1;
 	}
-	if (table_size == 0) {
+	if (table_size == 0 || addr_size == 0) {
 		*error_r = "session table capacity out of range";
 		return -1;
 	}
@@ -61,8 +84,11 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	shm_fill_header(base, nslots, size);
 	if (shm_session_init((char *)base + shm_table_offset(), table_size,
 			     capacity, error_r) < 0 ||
-	    (r->sessions = shm_session_attach((char *)base + shm_table_offset(),
-					      error_r)) == NULL) {
+	    shm_addr_init((char *)base + addr_offset, addr_size,
+			  addr_capacity, error_r) < 0 ||
+	    shm_attach_parts(r, base, addr_offset, error_r) < 0) {
+		if (r->sessions != NULL)
+			shm_session_detach(&r->sessions);
 		munmap(base, size);
 		return -1;
 	}
@@ -72,10 +98,42 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	return 0;
 }
 
+int shm_create_throttle(struct shm_region *r, uint32_t capacity,
+			const char **error_r)
+{
+	size_t size = shm_throttle_size(capacity);
+	void *base;
+
+	if (size == 0) {
+		*error_r = "throttle table capacity out of range";
+		return -1;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED) {
+		*error_r = "mmap() of the throttle table failed";
+		return -1;
+	}
+	if (shm_throttle_init(base, size, capacity, error_r) < 0 ||
+	    (r->throttle = shm_throttle_attach(base, error_r)) == NULL) {
+		munmap(base, size);
+		return -1;
+	}
+	r->throttle_base = base;
+	r->throttle_size = size;
+	return 0;
+}
+
 void shm_destroy(struct shm_region *r)
 {
+	if (r->throttle != NULL)
+		shm_throttle_detach(&r->throttle);
+	if (r->throttle_base != NULL)
+		munmap(r->throttle_base, r->throttle_size);
 	if (r->sessions != NULL)
 		shm_session_detach(&r->sessions);
+	if (r->addrs != NULL)
+		shm_addr_detach(&r->addrs);
 	if (r->base != NULL)
 		munmap(r->base, r->size);
 	memset(r, 0, sizeof(*r));

@@ -1,6 +1,8 @@
 /*
  * shm.h - the shared region the master maps before forking: header,
- * per-worker counters, the session table.  Layout structs are in ipc.h.
+ * per-worker counters, the session table, the per-address connection
+ * counts, and in a second mapping the login-failure table.  Layout
+ * structs are in ipc.h.
  * Failure policy: shm_create fails start-up; nothing here allocates later.
  */
 #ifndef XMPPD_SHM_H
@@ -15,11 +17,25 @@ struct shm_region {
 	size_t size;
 	struct ipc_shm_header *hdr;
 	struct shm_table *sessions;     /* process-local handle */
+	struct shm_addr *addrs;         /* connections per address */
+	void *throttle_base;            /* second mapping: login failures */
+	size_t throttle_size;
+	struct shm_throttle *throttle;  /* NULL until shm_create_throttle */
 };
 
-/* Map MAP_SHARED|MAP_ANONYMOUS and initialise every part. */
+/* Map MAP_SHARED|MAP_ANONYMOUS and initialise every part.  The address
+ * table gets SHM_ADDR_PER_SESSION entries per session record: an entry
+ * is one (address, worker) pair with open connections, so it fills only
+ * when that many distinct pairs are connected, and one address takes at
+ * most one entry per worker. */
+#define SHM_ADDR_PER_SESSION 2u
+
 int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	       const char **error_r);
+/* Map the login-failure table (throttle.h) as a second shared mapping;
+ * the master calls it after shm_create, before forking. */
+int shm_create_throttle(struct shm_region *r, uint32_t capacity,
+			const char **error_r);
 void shm_destroy(struct shm_region *r);
 struct ipc_worker_stats *shm_worker_stats(struct shm_region *r,
 					  unsigned slot);

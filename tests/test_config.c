@@ -150,15 +150,24 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "c2s.idle_timeout", CONFIG_F_RELOADABLE },
 	{ "c2s.max_stanza_size", CONFIG_F_RELOADABLE },
 	{ "c2s.max_connections_per_ip", CONFIG_F_RELOADABLE },
+	{ "c2s.max_sessions_per_account", CONFIG_F_RELOADABLE },
 	{ "c2s.backlog", CONFIG_F_RESTART },
 	{ "tls.certificate", CONFIG_F_RELOADABLE },
 	{ "tls.key", CONFIG_F_RELOADABLE },
 	{ "tls.ciphers", CONFIG_F_RELOADABLE },
 	{ "tls.ciphersuites", CONFIG_F_RELOADABLE },
 	{ "tls.own_record_layer", CONFIG_F_RELOADABLE },
+	{ "tls.max_key_updates", CONFIG_F_RELOADABLE },
+	{ "tls.records_per_key", CONFIG_F_RELOADABLE },
 	{ "tls.required", CONFIG_F_RELOADABLE },
 	{ "sasl.max_failures", CONFIG_F_RELOADABLE },
 	{ "sasl.throttle_delay", CONFIG_F_RELOADABLE },
+	{ "sasl.max_failures_per_address", CONFIG_F_RELOADABLE },
+	{ "sasl.failure_window", CONFIG_F_RELOADABLE },
+	{ "sasl.ban_time", CONFIG_F_RELOADABLE },
+	{ "sasl.max_failures_per_account", CONFIG_F_RELOADABLE },
+	{ "sasl.account_throttle_time", CONFIG_F_RELOADABLE },
+	{ "sasl.throttle_table_size", CONFIG_F_RESTART },
 	{ "sasl.scram_iterations", CONFIG_F_RELOADABLE },
 	{ "im.offline_quota", CONFIG_F_RELOADABLE },
 	{ "im.roster_max_items", CONFIG_F_RELOADABLE },
@@ -219,7 +228,8 @@ Test(defaults, match_the_spec)
 	cr_expect_eq(cfg->c2s_timeout, 60000);
 	cr_expect_eq(cfg->c2s_idle_timeout, 300000);
 	cr_expect_eq(cfg->max_stanza_size, 262144);
-	cr_expect_eq(cfg->max_connections_per_ip, 0);
+	cr_expect_eq(cfg->max_connections_per_ip, 100);
+	cr_expect_eq(cfg->max_sessions_per_account, 10);
 	cr_expect_eq(cfg->backlog, 1024);
 	config_free(&cfg);
 }

@@ -337,13 +337,53 @@ Test(scram, client_first_nul_and_size)
 	cr_assert_eq(scram_server_start(&s, &arena, &params_sha1,
 					"n,,n=us\0er,r=abc", 16),
 		     SCRAM_ERR_MALFORMED);
+	/* The size limit, not the nonce limit: the bulk is an extension. */
 	memset(big, 'a', sizeof(big));
-	memcpy(big, "n,,n=user,r=", 12);
+	memcpy(big, "n,,n=user,r=abc,x=", 18);
 	cr_assert_eq(scram_server_start(&s, &arena, &params_sha1, big,
 					SCRAM_MESSAGE_MAX), SCRAM_OK);
 	cr_assert_eq(scram_server_start(&s, &arena, &params_sha1, big,
 					SCRAM_MESSAGE_MAX + 1),
 		     SCRAM_ERR_MALFORMED);
+}
+
+/* A long client nonce: up to SCRAM_NONCE_MAX it goes through the whole
+ * exchange (server-first and client-final repeat it); longer is
+ * malformed-request, the client's fault, never a server-side failure. */
+Test(scram, client_nonce_limit)
+{
+	static char first[SCRAM_NONCE_MAX + 64], without_proof[2 * SCRAM_NONCE_MAX];
+	struct scram_credentials cred;
+	struct scram_server s;
+	const char *msg, *out;
+	size_t len;
+
+	creds(SCRAM_HASH_SHA1, "pencil", "QSXCR+Q6sek8bf92", 4096, &cred);
+	memcpy(first, "n,,n=user,r=", 12);
+	memset(first + 12, 'N', SCRAM_NONCE_MAX);
+	first[12 + SCRAM_NONCE_MAX] = '\0';
+	cr_assert_eq(start(&s, &params_sha1, first), SCRAM_OK);
+	cr_assert_eq(scram_server_first(&s, &cred, &msg, &len), SCRAM_OK);
+	cr_assert_eq(strlen(msg), len);
+	cr_assert(len > SCRAM_NONCE_MAX && strncmp(msg, "r=", 2) == 0 &&
+		  strncmp(msg + 2, first + 12, SCRAM_NONCE_MAX) == 0);
+	snprintf(without_proof, sizeof(without_proof), "c=biws,r=%s", s.nonce);
+	{
+		static char auth[4 * SCRAM_NONCE_MAX], fin[3 * SCRAM_NONCE_MAX];
+		char proof[64];
+		snprintf(auth, sizeof(auth), "%s,%s,%s", s.first_bare,
+			 s.server_first, without_proof);
+		client_proof(&cred, "pencil", auth, proof, sizeof(proof));
+		snprintf(fin, sizeof(fin), "%s,p=%s", without_proof, proof);
+		cr_assert_eq(scram_server_final(&s, NULL, 0, fin, strlen(fin),
+						&out, &len), SCRAM_OK);
+	}
+
+	first[12 + SCRAM_NONCE_MAX] = 'N';
+	first[13 + SCRAM_NONCE_MAX] = '\0';
+	cr_assert_eq(start(&s, &params_sha1, first), SCRAM_ERR_MALFORMED);
+	cr_assert_str_eq(scram_error_condition(SCRAM_ERR_MALFORMED),
+			 "malformed-request");
 }
 
 Test(scram, saslname_decoding)

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/store.h"
 #include "worker/xml.h"
 
 #define NS_CLIENT "jabber:client"
@@ -661,4 +662,288 @@ Test(xml, parse_stops_at_length)
 
 	cr_assert_not_null(n, "%s", error);
 	cr_expect_str_eq(ser(n, "urn:a"), "<a/>");
+}
+
+/* ---- property: parse -> serialize -> re-parse gives the same tree ----- */
+
+#define NS_XML "http://www.w3.org/XML/1998/namespace"
+
+/* Contexts a stanza is serialized for: none, a client stream, another. */
+static const char *const contexts[] = { "", NS_CLIENT, "urn:other" };
+
+static int attr_in(const struct xml_attr *at, const struct xml_node *n)
+{
+	for (const struct xml_attr *b = n->attrs; b != NULL; b = b->next)
+		if (strcmp(at->ns, b->ns) == 0 &&
+		    strcmp(at->name, b->name) == 0)
+			return strcmp(at->value, b->value) == 0;
+	return 0;
+}
+
+static unsigned attr_count(const struct xml_node *n)
+{
+	unsigned k = 0;
+
+	for (const struct xml_attr *at = n->attrs; at != NULL; at = at->next)
+		k++;
+	return k;
+}
+
+/* Same namespaces, names, attributes (as a set) and text, node by node;
+ * walked without recursion (trees may be deep).  NULL, or what differs. */
+static const char *tree_diff(const struct xml_node *a,
+			     const struct xml_node *b)
+{
+	const struct xml_node *ra = a;
+
+	for (;;) {
+		if ((a->name == NULL) != (b->name == NULL))
+			return "element vs text";
+		if (a->name == NULL) {
+			if (a->text_len != b->text_len ||
+			    memcmp(a->text, b->text, a->text_len) != 0)
+				return "text";
+		} else {
+			if (strcmp(a->ns, b->ns) != 0)
+				return "namespace";
+			if (strcmp(a->name, b->name) != 0)
+				return "name";
+			if (attr_count(a) != attr_count(b))
+				return "attribute count";
+			for (const struct xml_attr *at = a->attrs; at != NULL;
+			     at = at->next)
+				if (!attr_in(at, b))
+					return "attribute";
+			if ((a->children == NULL) != (b->children == NULL))
+				return "children";
+			if (a->children != NULL) {
+				a = a->children;
+				b = b->children;
+				continue;
+			}
+		}
+		while (a != ra && a->next == NULL) {
+			if (b->next != NULL)
+				return "more children";
+			a = a->parent;
+			b = b->parent;
+		}
+		if (a == ra)
+			return NULL;
+		if (b->next == NULL)
+			return "fewer children";
+		a = a->next;
+		b = b->next;
+	}
+}
+
+/* The property for one tree in every context: the output parses (expat
+ * checks well-formedness and the reserved namespaces), back to the same
+ * tree, both as xml_parse_in() reads it and inside a real element that
+ * declares the context's default namespace. */
+static void check_property(const struct xml_node *n, const char *label)
+{
+	const char *error = NULL;
+
+	for (size_t i = 0; i < sizeof(contexts) / sizeof(*contexts); i++) {
+		const char *d = contexts[i];
+		buf_consume(&out, buf_used(&out));
+		cr_assert_eq(xml_serialize(&out, n, d), 0, "%s", label);
+		size_t len = buf_used(&out);
+		char *s = arena_strndup(&arena, buf_head(&out), len);
+		cr_assert_null(strstr(s, "xmlns='" NS_XML "'"), "%s: %s",
+			       label, s);
+		cr_assert_null(strstr(s, "xmlns:xml="), "%s: %s", label, s);
+		struct xml_node *back = xml_parse_in(&arena, s, len, d, &error);
+		cr_assert_not_null(back, "%s [%s]: output does not parse: %s: "
+				   "%.300s", label, d, error, s);
+		const char *diff = tree_diff(n, back);
+		cr_assert_null(diff, "%s [%s]: %s differs: %.300s", label, d,
+			       diff, s);
+		if (d[0] == '\0')
+			continue;
+		buf_consume(&out, buf_used(&out));
+		buf_appendf(&out, "<w xmlns='%s'>%s</w>", d, s);
+		back = xml_parse(&arena, buf_head(&out), buf_used(&out), &error);
+		cr_assert_not_null(back, "%s [%s] in context: %s", label, d,
+				   error);
+		diff = tree_diff(n, back->children);
+		cr_assert_null(diff, "%s [%s] in context: %s differs", label,
+			       d, diff);
+	}
+}
+
+static void check_property_text(const char *in, const char *label)
+{
+	const char *error = NULL;
+	struct xml_node *n = xml_parse(&arena, in, strlen(in), &error);
+
+	cr_assert_not_null(n, "%s: corpus input does not parse: %s", label,
+			   error);
+	check_property(n, label);
+}
+
+static void check_golden_property(const char *in, const char *ref,
+				  const char *file)
+{
+	(void)ref;
+	check_property_text(in, file);
+}
+
+/* tests/xml/corpus: tricky stanzas, one per file (also a fuzzing seed
+ * corpus), and the round-trip golden inputs. */
+Test(xml, property_corpus_round_trips)
+{
+	char dir[4096], path[8192];
+	struct dirent *e;
+	unsigned n = 0;
+
+	snprintf(dir, sizeof(dir), "%s/tests/xml/corpus", srcdir());
+	DIR *d = opendir(dir);
+	cr_assert_not_null(d, "cannot open %s", dir);
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		check_property_text(slurp(path), e->d_name);
+		n++;
+	}
+	closedir(d);
+	cr_assert_geq(n, 20);
+	cr_assert_geq(for_each_golden("rt-", check_golden_property), 10);
+}
+
+Test(xml, xml_namespace_element_written_with_xml_prefix)
+{
+	struct xml_node *n = parse_ok("<message xmlns='jabber:client' to='b'>"
+				      "<xml:x xml:foo='1'/><body>hi</body>"
+				      "</message>");
+
+	cr_expect_str_eq(ser(n, NS_CLIENT), "<message to='b'><xml:x "
+			 "xml:foo='1'/><body>hi</body></message>");
+	/* Element children: their default is stated, the XML namespace is
+	 * never declared. */
+	n = parse_ok("<a xmlns='urn:a'><xml:x><b/><c xmlns=''/></xml:x></a>");
+	cr_expect_str_eq(ser(n, ""), "<a xmlns='urn:a'><xml:x xmlns=''><b "
+			 "xmlns='urn:a'/><c/></xml:x></a>");
+	cr_expect_str_eq(ser(xml_first_element(n), ""),
+			 "<xml:x><b xmlns='urn:a'/><c/></xml:x>");
+}
+
+Test(xml, xmlns_namespace_element_refused)
+{
+	struct xml_node *n = xml_new(&arena, NS_CLIENT, "message");
+
+	xml_add_child(&arena, n, "http://www.w3.org/2000/xmlns/", "x");
+	cr_assert_eq(buf_append(&out, "kept", 4), 0);
+	cr_expect_eq(xml_serialize(&out, n, NS_CLIENT), -1);
+	cr_expect_eq(buf_used(&out), 4);
+	/* expat cannot build it: nothing may be bound to that namespace. */
+	cr_expect_str_eq(parse_err("<x xmlns='http://www.w3.org/2000/xmlns/'/>"),
+			 "prefix must not be bound to one of the reserved "
+			 "namespace names");
+}
+
+Test(xml, parse_in_context_default)
+{
+	const char *error = NULL;
+	const char *s = "<message><x xmlns=''><y/></x><z xmlns='urn:z'><w "
+			"xmlns=''/></z><body/></message>";
+	struct xml_node *n = xml_parse_in(&arena, s, strlen(s), NS_CLIENT,
+					  &error);
+
+	cr_assert_not_null(n, "%s", error);
+	cr_expect_str_eq(n->ns, NS_CLIENT);
+	struct xml_node *x = xml_first_element(n);
+	cr_expect_str_eq(x->ns, "");
+	cr_expect_str_eq(xml_first_element(x)->ns, "");
+	struct xml_node *z = xml_next_element(x);
+	cr_expect_str_eq(xml_first_element(z)->ns, "");
+	cr_expect_str_eq(xml_next_element(z)->ns, NS_CLIENT);
+}
+
+/* Deep and wide trees of every kind of namespace change, built from
+ * text so that expat makes them. */
+Test(xml, property_deep_and_wide_trees)
+{
+	static const char *const opens[] = {
+		"<xml:a xml:b='1'>", "<a xmlns=''>", "<a xmlns='urn:a'>",
+		"<p:a xmlns:p='urn:p' p:b='&#13;'>", "<a>",
+		"<a xmlns='jabber:client' xmlns:ns1='urn:q' ns1:x='y'>",
+	};
+	static const char *const closes[] = {
+		"</xml:a>", "</a>", "</a>", "</p:a>", "</a>", "</a>",
+	};
+	enum { DEPTH = 3000, WIDTH = 3000, KINDS = 6 };
+	struct buf in;
+
+	buf_init(&in, 0);
+	for (int i = 0; i < DEPTH; i++)
+		buf_appendf(&in, "%s]]&gt;", opens[(i * 7 + i / 6) % KINDS]);
+	for (int i = DEPTH - 1; i >= 0; i--)
+		buf_appendf(&in, "%s", closes[(i * 7 + i / 6) % KINDS]);
+	buf_append(&in, "", 1);
+	check_property_text(buf_head(&in), "deep");
+	buf_consume(&in, buf_used(&in));
+	buf_appendf(&in, "<r xmlns='urn:r'>");
+	for (int i = 0; i < WIDTH; i++)
+		buf_appendf(&in, "%s%d%s", opens[i % KINDS], i,
+			    closes[i % KINDS]);
+	buf_appendf(&in, "</r>");
+	buf_append(&in, "", 1);
+	check_property_text(buf_head(&in), "wide");
+	buf_free(&in);
+}
+
+/* ---- store_read_stanza: the read path of stored stanzas --------------- */
+
+static const char *store_err(const char *text, size_t len)
+{
+	const char *error = NULL;
+
+	cr_assert_null(store_read_stanza(&arena, text, len, &error), "read: %s",
+		       text);
+	cr_assert_not_null(error);
+	return error;
+}
+
+Test(xml, store_reads_what_was_stored)
+{
+	struct xml_node *st = parse_ok("<message xmlns='jabber:client' to='j@l' "
+				       "type='chat' xml:foo='1'><body>hi</body>"
+				       "<xml:x><b/><c xmlns=''/></xml:x><e "
+				       "xmlns=''/></message>");
+	const char *error = NULL;
+	const char *stored = ser(st, NS_CLIENT);
+	struct xml_node *back = store_read_stanza(&arena, stored,
+						  strlen(stored), &error);
+
+	cr_assert_not_null(back, "%s: %s", error, stored);
+	cr_expect_null(tree_diff(st, back), "%s", stored);
+	cr_expect_str_eq(back->ns, NS_CLIENT);
+	const char *iq = "<iq type='result' id='1'/>";
+	cr_expect_not_null(store_read_stanza(&arena, iq, strlen(iq), &error));
+	const char *pr = "<presence><show>away</show></presence>";
+	cr_expect_not_null(store_read_stanza(&arena, pr, strlen(pr), &error));
+}
+
+Test(xml, store_refuses_what_is_no_stanza)
+{
+	/* What the serializer wrote for <xml:x/> before it was fixed. */
+	cr_expect_str_eq(store_err("<message><x xmlns='http://www.w3.org/XML/"
+				   "1998/namespace'/></message>", 64),
+			 "prefix must not be bound to one of the reserved "
+			 "namespace names");
+	cr_expect_str_eq(store_err("<message><body>cut", 18),
+			 "no element found");
+	cr_expect_str_eq(store_err("", 0), "empty");
+	cr_expect_str_eq(store_err("<message>\0</message>", 20), "NUL byte");
+	cr_expect_str_eq(store_err("<vCard xmlns='vcard-temp'/>", 27),
+			 "not a stanza");
+	cr_expect_str_eq(store_err("<message xmlns='jabber:server'/>", 32),
+			 "not a stanza");
+	cr_expect_str_eq(store_err("<message xmlns=''/>", 19), "not a stanza");
+	cr_expect_str_eq(store_err("<body/>", 7), "not a stanza");
+	cr_expect_str_eq(store_err("<message/><message/>", 20),
+			 "junk after document element");
 }

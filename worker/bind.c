@@ -3,8 +3,15 @@
  * session IQ.  A bound session is entered in the shared session table;
  * a second session binding the same full JID replaces the first, which
  * is closed with <conflict/> wherever it lives (its own worker gets a
- * KICK frame).  Failure policy: a full session table answers the bind
- * with <resource-constraint/>; nothing else is affected.
+ * KICK frame).  An account has at most c2s.max_sessions_per_account
+ * sessions, counted in the shared table with the insert; a replaced
+ * full JID does not count twice.  A client-chosen resource too long for
+ * the account's share of the long-JID pool is replaced by a generated
+ * one (RFC 6120 section 7.7 lets the server override the client's
+ * resourcepart; the client uses the JID of the result).
+ * Failure policy: a full session table or an account at its limit
+ * answers the bind with <resource-constraint/> (RFC 6120 7.6.2.1);
+ * nothing else is affected.
  */
 #include "worker.h"
 #include "jid.h"
@@ -39,66 +46,127 @@ static void bind_kick(struct conn *c, const struct session_info *old)
 			  error);
 }
 
-/* The requested resource, prepared, or a random one. 0 or -1. */
+/* A random resource: 16 hex digits. */
+static const char *bind_random_resource(struct conn *c)
+{
+	unsigned char raw[8];
+	char *hex = arena_alloc(c->arena, 17);
+	if (hex == NULL)
+		return NULL;
+	randombytes_buf(raw, sizeof(raw));
+	sodium_bin2hex(hex, 17, raw, sizeof(raw));
+	return hex;
+}
+
+/* The requested resource, prepared, or a random one. 0 or -1;
+ * *chosen_r says whether the client chose it. */
 static int bind_resource(struct conn *c, const struct xml_node *bind,
-			 const char **res_r)
+			 const char **res_r, int *chosen_r)
 {
 	const struct xml_node *r = xml_child(bind, NS_BIND, "resource");
 	char *text = r ? xml_text(c->arena, r) : NULL;
 	const char *error;
-	if (text != NULL && text[0] != '\0')
+	*chosen_r = 0;
+	/* At most one <resource/> (the schema of RFC 6120 7.7.2.1). */
+	for (const struct xml_node *k = r ? r->next : NULL; k; k = k->next)
+		if (xml_is(k, NS_BIND, "resource"))
+			return -1;
+	*chosen_r = text != NULL && text[0] != '\0';
+	if (*chosen_r)
 		return jid_prep_part(c->arena, JID_PART_RESOURCE, text,
 				     strlen(text), res_r, &error);
-	unsigned char raw[8];
-	char *hex = arena_alloc(c->arena, 17);
-	if (hex == NULL)
-		return -1;
-	randombytes_buf(raw, sizeof(raw));
-	sodium_bin2hex(hex, 17, raw, sizeof(raw));
-	*res_r = hex;
-	return 0;
+	*res_r = bind_random_resource(c);
+	return *res_r != NULL ? 0 : -1;
 }
 
-static int bind_enter(struct conn *c, const char *full)
+/* Enter full in the session table: 0, or -1 with *why_r.  A refusal
+ * is logged, except a long-JID one that the caller will retry. */
+static int bind_enter(struct conn *c, const char *full, int retry_long,
+		      enum session_refusal *why_r)
 {
 	struct session_info info, old;
 	const char *error;
+	unsigned max = c->w->cfg->max_sessions_per_account;
 	memset(&info, 0, sizeof(info));
 	snprintf(info.jid, sizeof(info.jid), "%s", full);
 	info.slot = (uint16_t)c->w->slot;
 	info.conn_id = c->id;
 	info.gen = c->gen;
 	info.since = time(NULL);
-	int r = shm_session_put(c->w->shm->sessions, &info, &old, &error);
-	if (r < 0) {
+	int r = shm_session_put_limited(c->w->shm->sessions, &info, max,
+					&old, why_r, &error);
+	if (r < 0 && *why_r == SESSION_REFUSED_ACCOUNT)
+		log_info("c%u %s: cannot bind %s: %s "
+			 "(c2s.max_sessions_per_account = %u)", c->id, c->peer,
+			 full, error, max);
+	else if (r < 0 && *why_r == SESSION_REFUSED_LONG && !retry_long)
+		log_info("c%u %s: cannot bind %s: %s", c->id, c->peer, full,
+			 error);
+	else if (r < 0 && *why_r != SESSION_REFUSED_LONG)
 		log_warn("c%u: cannot bind %s: %s", c->id, full, error);
+	if (r < 0)
 		return -1;
-	}
 	if (r == 1)
 		bind_kick(c, &old);
+	return 0;
+}
+
+/* "user@domain/res", malloc()ed, or NULL if too long. */
+static char *bind_full_jid(const struct conn *c, const char *res)
+{
+	size_t len = strlen(c->user) + strlen(c->domain) + strlen(res) + 3;
+	char *full = len - 1 > IPC_JID_MAX ? NULL : malloc(len);
+	if (full != NULL)
+		snprintf(full, len, "%s@%s/%s", c->user, c->domain, res);
+	return full;
+}
+
+/* Bind *full_r.  If its resource is the client's and would take a
+ * long-JID entry the account may not have, bind a generated resource
+ * instead and replace *full_r.  0, or -1 with *why_r. */
+static int bind_claim(struct conn *c, char **full_r, int chosen,
+		      enum session_refusal *why_r)
+{
+	if (bind_enter(c, *full_r, chosen, why_r) == 0)
+		return 0;
+	if (*why_r != SESSION_REFUSED_LONG || !chosen)
+		return -1;
+	const char *res = bind_random_resource(c);
+	char *full = res != NULL ? bind_full_jid(c, res) : NULL;
+	if (full == NULL || bind_enter(c, full, 0, why_r) < 0) {
+		free(full);
+		return -1;
+	}
+	log_info("c%u %s: resource of %zu bytes overridden: no long-JID "
+		 "entry for it (pool or the account's share used up)", c->id,
+		 c->peer,
+		 strlen(*full_r) - strlen(full) + strlen(res));
+	free(*full_r);
+	*full_r = full;
 	return 0;
 }
 
 static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 {
 	const char *res;
-	if (bind_resource(c, bind, &res) < 0) {
+	int chosen;
+	enum session_refusal why;
+	if (bind_resource(c, bind, &res, &chosen) < 0) {
 		stanza_error_reply(c, iq, "modify", "bad-request",
 				   "invalid resourcepart");
 		return;
 	}
-	size_t len = strlen(c->user) + strlen(c->domain) + strlen(res) + 3;
-	char *full = malloc(len);
-	if (full == NULL || len - 1 > IPC_JID_MAX) {
-		free(full);
+	char *full = bind_full_jid(c, res);
+	if (full == NULL) {
 		stanza_error_reply(c, iq, "modify", "bad-request",
 				   "JID too long");
 		return;
 	}
-	snprintf(full, len, "%s@%s/%s", c->user, c->domain, res);
-	if (bind_enter(c, full) < 0) {
+	if (bind_claim(c, &full, chosen, &why) < 0) {
 		free(full);
-		stanza_error_reply(c, iq, "wait", "resource-constraint", NULL);
+		stanza_error_reply(c, iq, "wait", "resource-constraint",
+				   why == SESSION_REFUSED_ACCOUNT ?
+				   "too many sessions for this account" : NULL);
 		return;
 	}
 	c->jid = full;

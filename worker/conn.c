@@ -143,6 +143,44 @@ static void conn_link(struct worker *w, struct conn *c)
 	w->stats->accepted++;
 }
 
+/* c2s.max_connections_per_ip, counted across workers (shm/addr.h).
+ * Over it: <policy-violation/> (RFC 6120 4.9.3.18) and close; a direct
+ * TLS connection is closed with a log line only, as nothing can be said
+ * before its handshake.  0, or -1 when c is closing. */
+static int conn_admit(struct conn *c, const struct sockaddr_storage *ss)
+{
+	unsigned limit = c->w->cfg->max_connections_per_ip, open = 0;
+	const char *error;
+	shm_addr_key(ss, &c->addr_key);
+	if (c->addr_key.family == 0)
+		return 0;
+	int r = shm_addr_acquire(c->w->shm->addrs, &c->addr_key,
+				 (uint16_t)c->w->slot, limit, &open, &error);
+	if (r == 1 || (r < 0 && limit == 0)) {
+		c->addr_counted = r == 1;
+		return 0;
+	}
+	if (r < 0 && !c->direct_tls) {
+		stream_error(c, "resource-constraint", "too many connections");
+		return -1;
+	}
+	if (r < 0) {
+		log_warn("c%u %s: refused: %s", c->id, c->peer, error);
+	} else if (!c->direct_tls) {
+		char text[128];
+		snprintf(text, sizeof(text), "too many connections from your "
+			 "address (c2s.max_connections_per_ip = %u)", limit);
+		stream_error(c, "policy-violation", text);
+		return -1;
+	} else {
+		log_info("c%u %s: refused: %u connections from this address "
+			 "(c2s.max_connections_per_ip = %u)", c->id, c->peer,
+			 open, limit);
+	}
+	conn_close(c);
+	return -1;
+}
+
 static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 {
 	struct sockaddr_storage ss;
@@ -171,6 +209,8 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 	conn_link(w, c);
 	log_debug("c%u %s: connected%s", c->id, c->peer,
 		  direct_tls ? " (direct TLS)" : "");
+	if (conn_admit(c, &ss) < 0)
+		return 0;
 	if (direct_tls && (w->tls == NULL || tls_start(c, w->tls) < 0))
 		conn_close(c);
 	return 0;
@@ -354,6 +394,9 @@ void conn_close(struct conn *c)
 	}
 	presence_session_gone(c);
 	bind_release(c);
+	if (c->addr_counted)
+		shm_addr_release(w->shm->addrs, &c->addr_key, (uint16_t)w->slot);
+	c->addr_counted = 0;
 	sasl_free(c);
 	db_cancel_conn(c);
 	tls_free(c);

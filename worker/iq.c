@@ -64,18 +64,6 @@ static void iq_attr(struct buf *out, const char *name, const char *v)
 	buf_append(out, "'", 1);
 }
 
-static void iq_send(struct iq_pending *p, struct buf *out)
-{
-	const char *error;
-	buf_append(out, "", 1);
-	struct xml_node *n = stanza_parse(&p->arena, buf_head(out),
-					  buf_used(out) - 1, &error);
-	if (n == NULL)
-		log_error("IQ reply unreadable: %s", error);
-	else
-		route_stanza(p->w, &p->arena, n);
-}
-
 static void iq_head(struct buf *out, struct iq_pending *p, const char *type)
 {
 	buf_appendf(out, "<iq");
@@ -84,6 +72,38 @@ static void iq_head(struct buf *out, struct iq_pending *p, const char *type)
 	iq_attr(out, "id", p->id);
 	iq_attr(out, "to", p->from);
 	buf_appendf(out, " type='%s'", type);
+}
+
+static void iq_error_text(struct buf *out, struct iq_pending *p,
+			  const char *type, const char *condition)
+{
+	iq_head(out, p, "error");
+	buf_appendf(out, "><error type='%s'><%s xmlns='" NS_STANZA_ERR
+		    "'/></error></iq>", type, condition);
+}
+
+/* A reply that does not read back holds stored data gone wrong (a stored
+ * vCard or private XML spliced in): logged, answered with an error, the
+ * row left as it is. */
+static void iq_send(struct iq_pending *p, struct buf *out)
+{
+	const char *error;
+	buf_append(out, "", 1);
+	struct xml_node *n = stanza_parse(&p->arena, buf_head(out),
+					  buf_used(out) - 1, &error);
+	if (n == NULL) {
+		log_error("IQ %s reply for %s (id %s, asked of %s) unreadable "
+			  "(%s): stored data kept, answered internal-server-"
+			  "error", p->type, p->from, p->id,
+			  p->to[0] != '\0' ? p->to : "the server", error);
+		buf_consume(out, buf_used(out));
+		iq_error_text(out, p, "cancel", "internal-server-error");
+		buf_append(out, "", 1);
+		n = stanza_parse(&p->arena, buf_head(out), buf_used(out) - 1,
+				 &error);
+	}
+	if (n != NULL)
+		route_stanza(p->w, &p->arena, n);
 }
 
 void iq_reply_result(struct iq_pending **pp, const char *payload_xml)
@@ -119,9 +139,7 @@ void iq_reply_error(struct iq_pending **pp, const char *type,
 {
 	struct buf out;
 	buf_init(&out, 0);
-	iq_head(&out, *pp, "error");
-	buf_appendf(&out, "><error type='%s'><%s xmlns='" NS_STANZA_ERR
-		    "'/></error></iq>", type, condition);
+	iq_error_text(&out, *pp, type, condition);
 	iq_send(*pp, &out);
 	buf_free(&out);
 	iq_pending_free(pp);

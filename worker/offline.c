@@ -5,6 +5,9 @@
  * after the account's next initial presence with non-negative priority,
  * then removed.  Removal happens after delivery was written to the
  * socket, so a crash in between delivers twice rather than never.
+ * Stored rows are read by store_read_stanza() (store.h); a row that does
+ * not read back is logged with its id at error level and moved to
+ * offline_unreadable for the operator, never deleted unread.
  * Failure policy: a message that cannot be stored is answered with an
  * error to its sender (service-unavailable when the account is unknown or
  * full, internal-server-error/wait when the database is unavailable).
@@ -15,6 +18,7 @@
 #include "log.h"
 #include "server.h"
 #include "stanza.h"
+#include "store.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -138,31 +142,48 @@ static const char offline_fetch_sql[] =
 	"SELECT id, stanza, to_char(stored_at AT TIME ZONE 'UTC', "
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM offline_messages "
 	"WHERE account_id = xmppd_account_id($1, $2) ORDER BY id";
+/* After delivery: rows up to $3 go, except those in $5 (not sent now);
+ * the unreadable ones ($4, reasons $6) move to offline_unreadable. */
 static const char offline_delete_sql[] =
+	"WITH r AS (SELECT * FROM unnest($4::bigint[], $6::text[]) "
+	"AS r(id, reason)), "
+	"bad AS (DELETE FROM offline_messages o USING r WHERE o.account_id = "
+	"xmppd_account_id($1, $2) AND o.id = r.id RETURNING o.id, "
+	"o.account_id, o.sender, o.stanza, o.stored_at, r.reason), "
+	"aside AS (INSERT INTO offline_unreadable (id, account_id, sender, "
+	"stanza, stored_at, reason) SELECT * FROM bad) "
 	"DELETE FROM offline_messages WHERE account_id = "
-	"xmppd_account_id($1, $2) AND id <= $3::bigint";
+	"xmppd_account_id($1, $2) AND id <= $3::bigint "
+	"AND id <> ALL($5::bigint[])";
+
+/* What became of one stored row. */
+enum offline_outcome {
+	OFFLINE_SENT,
+	OFFLINE_UNREADABLE,     /* the bytes are no stanza: move aside */
+	OFFLINE_NOT_SENT,       /* out of memory: keep for the next login */
+};
 
 /* The stored message with a XEP-0203 <delay/> added. */
-static int offline_send_one(struct conn *c, const char *text,
-			    const char *stamp)
+static enum offline_outcome offline_send_one(struct conn *c, const char *text,
+					     size_t len, const char *stamp,
+					     const char **error_r)
 {
 	struct arena a;
 	struct buf out;
-	const char *error;
-	int ret = -1;
+	enum offline_outcome ret = OFFLINE_NOT_SENT;
 	arena_init(&a, 2048);
 	buf_init(&out, 0);
-	struct xml_node *st = stanza_parse(&a, text, strlen(text), &error);
+	struct xml_node *st = store_read_stanza(&a, text, len, error_r);
 	struct xml_node *d = st ? xml_add_child(&a, st, "urn:xmpp:delay",
 						"delay") : NULL;
-	if (d != NULL && xml_set_attr(&a, d, "from", c->domain) == 0 &&
-	    xml_set_attr(&a, d, "stamp", stamp) == 0 &&
-	    xml_add_text(&a, d, "Offline Storage", 15) == 0 &&
-	    xml_serialize(&out, st, NS_CLIENT) == 0) {
+	if (st == NULL) {
+		ret = OFFLINE_UNREADABLE;
+	} else if (d != NULL && xml_set_attr(&a, d, "from", c->domain) == 0 &&
+		   xml_set_attr(&a, d, "stamp", stamp) == 0 &&
+		   xml_add_text(&a, d, "Offline Storage", 15) == 0 &&
+		   xml_serialize(&out, st, NS_CLIENT) == 0) {
 		conn_send(c, buf_head(&out), buf_used(&out));
-		ret = 0;
-	} else {
-		log_error("stored message unreadable: dropped");
+		ret = OFFLINE_SENT;
 	}
 	buf_free(&out);
 	arena_free(&a);
@@ -176,6 +197,23 @@ static void offline_deleted(void *ctx, const PGresult *res, const char *error)
 		log_warn("offline messages of %s@%s not removed (they will "
 			 "come again): %s", j->user, j->domain, error);
 	offline_job_free(j);
+}
+
+/* Append s to a PostgreSQL array literal being built in out. */
+static void offline_array_add(struct buf *out, const char *s, int quote)
+{
+	buf_append(out, buf_used(out) > 1 ? "," : "", buf_used(out) > 1);
+	if (!quote) {
+		buf_append(out, s, strlen(s));
+		return;
+	}
+	buf_append(out, "\"", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '"' || *s == '\\')
+			buf_append(out, "\\", 1);
+		buf_append(out, s, 1);
+	}
+	buf_append(out, "\"", 1);
 }
 
 static void offline_fetched(void *ctx, const PGresult *res, const char *error)
@@ -193,19 +231,58 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 		return;
 	}
 	c->offline_fetching = 0;
-	for (int i = 0; i < n && !c->closed; i++)
-		offline_send_one(c, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+	/* Array literals: unreadable ids, their reasons, ids that stay. */
+	struct buf bad, why, keep;
+	int sent = 0;
+	buf_init(&bad, 0);
+	buf_init(&why, 0);
+	buf_init(&keep, 0);
+	buf_append(&bad, "{", 1);
+	buf_append(&why, "{", 1);
+	buf_append(&keep, "{", 1);
+	for (int i = 0; i < n && !c->closed; i++) {
+		const char *id = PQgetvalue(res, i, 0), *reason = NULL;
+		switch (offline_send_one(c, PQgetvalue(res, i, 1),
+					 (size_t)PQgetlength(res, i, 1),
+					 PQgetvalue(res, i, 2), &reason)) {
+		case OFFLINE_SENT:
+			sent++;
+			break;
+		case OFFLINE_UNREADABLE:
+			log_error("offline message %s of %s@%s unreadable (%s): "
+				  "moved to offline_unreadable", id, j->user,
+				  j->domain, reason);
+			offline_array_add(&bad, id, 0);
+			offline_array_add(&why, reason, 1);
+			offline_array_add(&keep, id, 0);
+			break;
+		case OFFLINE_NOT_SENT:
+			log_warn("offline message %s of %s@%s not sent (out of "
+				 "memory): kept", id, j->user, j->domain);
+			offline_array_add(&keep, id, 0);
+			break;
+		}
+	}
 	conn_flush(c);
-	if (c->closed) {
+	if (c->closed || buf_append(&bad, "}", 2) < 0 ||
+	    buf_append(&why, "}", 2) < 0 || buf_append(&keep, "}", 2) < 0) {
 		/* Not delivered: keep them for the next login. */
+		buf_free(&bad);
+		buf_free(&why);
+		buf_free(&keep);
 		offline_job_free(j);
 		return;
 	}
-	const char *params[3] = { j->user, j->domain, PQgetvalue(res, n - 1, 0) };
-	log_info("c%u: %d offline messages delivered", j->conn_id, n);
-	if (db_query(j->w->db, offline_delete_sql, 3, params, NULL, NULL, 0,
+	const char *params[6] = { j->user, j->domain, PQgetvalue(res, n - 1, 0),
+				  buf_head(&bad), buf_head(&keep),
+				  buf_head(&why) };
+	log_info("c%u: %d offline messages delivered", j->conn_id, sent);
+	if (db_query(j->w->db, offline_delete_sql, 6, params, NULL, NULL, 0,
 		     offline_deleted, j) < 0)
 		offline_deleted(j, NULL, "database unavailable");
+	buf_free(&bad);
+	buf_free(&why);
+	buf_free(&keep);
 }
 
 void offline_deliver(struct conn *c)

@@ -22,6 +22,7 @@
 #include "server.h"
 #include "session.h"
 #include "stanza.h"
+#include "store.h"
 #include "util.h"
 
 #include <stdio.h>
@@ -147,11 +148,29 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 }
 
 /* Pending inbound subscription requests go to the session (3.1.3). */
-static void presence_pending(struct pjob *j, const char *stanza)
+/* A stored subscription request (section 3.1.3), read back like every
+ * stored stanza (store.h); one that does not read is logged and stays. */
+static void presence_pending(struct pjob *j, const PGresult *res, int row)
 {
 	struct conn *c = conn_lookup(j->w, j->conn_id, j->gen);
-	if (c != NULL && c->bound && stanza != NULL)
-		conn_send(c, stanza, strlen(stanza));
+	if (c == NULL || !c->bound || PQgetisnull(res, row, 3))
+		return;
+	struct arena a;
+	struct buf out;
+	const char *error = NULL;
+	arena_init(&a, 1024);
+	buf_init(&out, 0);
+	struct xml_node *st = store_read_stanza(&a, PQgetvalue(res, row, 3),
+						(size_t)PQgetlength(res, row, 3),
+						&error);
+	if (st == NULL)
+		log_error("pending subscription request of %s from %s "
+			  "unreadable (%s): kept in roster_items", j->bare,
+			  PQgetvalue(res, row, 0), error);
+	else if (xml_serialize(&out, st, NS_CLIENT) == 0)
+		conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	arena_free(&a);
 }
 
 /* A subscriber got the broadcast: its directed copy would be twice. */
@@ -204,7 +223,7 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 		if (to && j->initial)
 			presence_probe_contact(j, contact);
 		if (j->initial && strcmp(PQgetvalue(res, i, 2), "t") == 0)
-			presence_pending(j, PQgetvalue(res, i, 3));
+			presence_pending(j, res, i);
 	}
 	presence_directed_unavailable(j);
 	pjob_free(j);
@@ -495,19 +514,24 @@ static void sub_contact_side(struct pjob *j, const PGresult *res)
  * subscription stanza gets it back as an error (RFC 6121 2.3.3). */
 static void sub_refused(struct pjob *j)
 {
+	struct arena a;
 	struct buf b;
+	const char *error;
 	if (j->origin == NULL)
 		return;
+	arena_init(&a, 512);
 	buf_init(&b, 0);
-	buf_appendf(&b, "<presence from='");
-	xml_escape(&b, j->contact, strlen(j->contact), 1);
-	buf_appendf(&b, "' to='");
-	xml_escape(&b, j->origin, strlen(j->origin), 1);
-	buf_appendf(&b, "' type='error'><error type='cancel'><not-acceptable "
-		    "xmlns='" NS_STANZA_ERR "'/></error></presence>");
-	buf_append(&b, "", 1);
-	presence_route_text(j->w, buf_head(&b));
+	/* RFC 6120 8.3.1: from the contact, with the stanza's id, to the
+	 * resource that sent it (j->text is stamped with the bare JID). */
+	struct xml_node *st = stanza_parse(&a, j->text, strlen(j->text),
+					   &error);
+	if (st != NULL &&
+	    stanza_error_xml_app(&b, st, j->contact, j->origin, "cancel",
+				 "not-acceptable", NULL, NULL) == 0 &&
+	    buf_append(&b, "", 1) == 0)
+		presence_route_text(j->w, buf_head(&b));
 	buf_free(&b);
+	arena_free(&a);
 }
 
 static void sub_result(void *ctx, const PGresult *res, const char *error)

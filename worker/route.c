@@ -395,12 +395,11 @@ static void route_blocked_outbound(struct conn *c, struct xml_node *st)
 	if (strcmp(st->name, "presence") == 0 || !stanza_may_bounce(st))
 		return;
 	buf_init(&out, 0);
-	buf_appendf(&out, "<%s", st->name);
-	stanza_append_id(&out, st);
-	buf_appendf(&out, " type='error'><error type='cancel'><not-acceptable "
-		    "xmlns='" NS_STANZA_ERR "'/><blocked xmlns='urn:xmpp:"
-		    "blocking:errors'/></error></%s>", st->name);
-	conn_send(c, buf_head(&out), buf_used(&out));
+	/* From the blocked JID, to the sender (RFC 6120 section 8.3.1). */
+	if (stanza_error_xml_app(&out, st, NULL, NULL, "cancel",
+				 "not-acceptable", NULL, "<blocked xmlns='"
+				 "urn:xmpp:blocking:errors'/>") == 0)
+		conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 }
 

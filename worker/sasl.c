@@ -5,9 +5,10 @@
  * looked up asynchronously in PostgreSQL; while the database is down a
  * login gets <temporary-auth-failure/> at once (while the worker's link
  * is still coming up after its start, the lookup waits for it: db.h).
- * Failures are answered
- * after a growing delay per client address and per account, and the
- * stream is closed with <policy-violation/> after sasl.max_failures.
+ * Failures are counted per source address and per account in shared
+ * memory over all workers (see "Failures are counted" below); an
+ * answer is delayed as the counts grow, and one stream is closed with
+ * <policy-violation/> after sasl.max_failures.
  * Failure policy: a client's fault ends at most its stream.
  */
 #include "worker.h"
@@ -17,13 +18,16 @@
 #include "jid.h"
 #include "log.h"
 #include "scram.h"
+#include "throttle.h"
 #include "tls.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum sasl_step {
 	SASL_STEP_INITIAL = 1,  /* waiting for the initial response */
@@ -43,62 +47,109 @@ struct sasl {
 	int close_after;        /* policy-violation after the failure */
 };
 
-/* Throttling: a small table of recent failures keyed by a hash of
- * "a:<address>" or "u:<user@domain>"; entries decay after 15 minutes. */
-#define SASL_THROTTLE_SLOTS 4096
-#define SASL_THROTTLE_FORGET_MS (15 * 60 * 1000)
-#define SASL_THROTTLE_BASE_MS 250
+/* Failures are counted in the shared table (shm/throttle.c), per source
+ * address (IPv6: its /64) and per account, over all workers.  An address
+ * past sasl.max_failures_per_address is banned for sasl.ban_time: each
+ * stream header (stream.c asks sasl_address_banned), each <auth/> and
+ * any login in flight when the ban starts (checked again before the
+ * password is) end with a <policy-violation/> stream error, worded like
+ * ejabberd's mod_fail2ban.  An account past sasl.max_failures_per_account
+ * is only throttled: for the short sasl.account_throttle_time its logins
+ * get <temporary-auth-failure/> before the password is checked (so
+ * guesses stop), but an attacker cannot lock the owner out for long, and
+ * the owner's own address is never banned by it.  Each failure's answer
+ * is also delayed, doubling from sasl.throttle_delay with the worse of
+ * the two shared counts. */
 #define SASL_THROTTLE_MAX_MS 8000
 
-struct sasl_throttle {
-	uint64_t key;
-	uint32_t failures;
-	int64_t last_ms;
-};
-
-static struct sasl_throttle sasl_throttle_table[SASL_THROTTLE_SLOTS];
 static unsigned char sasl_unknown_secret[32];
 static int sasl_secret_ready;
 
-static uint64_t sasl_key(const char *kind, const char *a, const char *b)
+static struct shm_throttle *sasl_table(const struct conn *c)
 {
-	crypto_generichash_state st;
-	uint64_t k;
-	crypto_generichash_init(&st, NULL, 0, sizeof(k));
-	crypto_generichash_update(&st, (const unsigned char *)kind, strlen(kind));
-	crypto_generichash_update(&st, (const unsigned char *)a, strlen(a) + 1);
-	if (b != NULL)
-		crypto_generichash_update(&st, (const unsigned char *)b, strlen(b));
-	crypto_generichash_final(&st, (unsigned char *)&k, sizeof(k));
-	return k;
+	return c->w->shm != NULL ? c->w->shm->throttle : NULL;
 }
 
-static struct sasl_throttle *sasl_throttle_get(uint64_t key, int64_t now)
+static void sasl_limits(const struct config *cfg, int account,
+			struct throttle_limits *lim)
 {
-	struct sasl_throttle *t = &sasl_throttle_table[key % SASL_THROTTLE_SLOTS];
-	if (t->key != key || now - t->last_ms > SASL_THROTTLE_FORGET_MS) {
-		t->key = key;
-		t->failures = 0;
-	}
-	return t;
+	lim->max_failures = account ? cfg->sasl_max_failures_per_account :
+		cfg->sasl_max_failures_per_address;
+	lim->window_ms = (int64_t)cfg->sasl_failure_window;
+	lim->block_ms = (int64_t)(account ? cfg->sasl_account_throttle_time :
+				  cfg->sasl_ban_time);
 }
 
-/* Count a failure and return how long to hold the answer. */
+/* "user@domain", the domain lowercased: hosted domains match
+ * case-insensitively, so one account has one key. */
+static void sasl_account_bare(const struct conn *c, const char *user,
+			      char *bare, size_t size)
+{
+	int n = snprintf(bare, size, "%s@", user);
+	for (const char *d = c->stream_to; n > 0 && (size_t)n < size - 1 &&
+	     *d != '\0'; d++)
+		bare[n++] = (char)tolower((unsigned char)*d);
+	if (n > 0 && (size_t)n < size)
+		bare[n] = '\0';
+}
+
+static void sasl_account_key(const struct conn *c, const char *user,
+			     struct throttle_key *key_r)
+{
+	char bare[IPC_JID_MAX + 1];
+	sasl_account_bare(c, user, bare, sizeof(bare));
+	shm_throttle_key_account(sasl_table(c), bare, key_r);
+}
+
+/* Seconds since the window opened, at least 1, for the log. */
+static long long sasl_window_s(const struct throttle_entry *e, int64_t now)
+{
+	int64_t ms = now - e->window_start;
+	return ms < 1000 ? 1 : (long long)(ms / 1000);
+}
+
+/* Count a failure for c's address (and user, when known); log a ban that
+ * starts; return how long to hold the answer. */
 static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 {
+	struct shm_throttle *t = sasl_table(c);
+	const struct config *cfg = c->w->cfg;
+	struct throttle_key key;
+	struct throttle_limits lim;
+	struct throttle_entry e;
 	int64_t now = time_now_ms();
 	uint32_t worst = 0;
-	uint64_t keys[2] = { sasl_key("a:", c->addr, NULL), 0 };
-	if (user != NULL)
-		keys[1] = sasl_key("u:", user, c->stream_to);
-	for (unsigned i = 0; i < 2 && keys[i] != 0; i++) {
-		struct sasl_throttle *t = sasl_throttle_get(keys[i], now);
-		t->failures++;
-		t->last_ms = now;
-		if (t->failures > worst)
-			worst = t->failures;
+	int r;
+
+	if (t != NULL && shm_throttle_key_address(t, c->addr, &key) == 0) {
+		sasl_limits(cfg, 0, &lim);
+		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0)
+			worst = e.failures;
+		if (r == 1)
+			log_warn("login failures from %s: banned for %llu s "
+				 "(%u failures in %lld s%s%s)", c->addr,
+				 (unsigned long long)(cfg->sasl_ban_time / 1000),
+				 e.failures, sasl_window_s(&e, now),
+				 strcmp(e.label, c->addr) != 0 ? " from " : "",
+				 strcmp(e.label, c->addr) != 0 ? e.label : "");
 	}
-	int64_t base = (int64_t)c->w->cfg->sasl_throttle_delay;
+	if (t != NULL && user != NULL) {
+		sasl_account_key(c, user, &key);
+		sasl_limits(cfg, 1, &lim);
+		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0 &&
+		    e.failures > worst)
+			worst = e.failures;
+		if (r == 1) {
+			char bare[IPC_JID_MAX + 1];
+			sasl_account_bare(c, user, bare, sizeof(bare));
+			log_warn("login failures for %s: account throttled for "
+				 "%llu s (%u failures in %lld s)", bare,
+				 (unsigned long long)
+				 (cfg->sasl_account_throttle_time / 1000),
+				 e.failures, sasl_window_s(&e, now));
+		}
+	}
+	int64_t base = (int64_t)cfg->sasl_throttle_delay;
 	if (base == 0 || worst <= 1)
 		return 0;
 	int64_t delay = base << (worst - 2 < 10 ? worst - 2 : 10);
@@ -107,8 +158,67 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 
 static void sasl_throttle_success(struct conn *c, const char *user)
 {
+	struct throttle_key key;
+	if (sasl_table(c) == NULL)
+		return;
+	sasl_account_key(c, user, &key);
+	shm_throttle_clear(sasl_table(c), &key, time_now_ms());
+}
+
+static void sasl_fail(struct conn *c, const char *condition, const char *text);
+
+/* The stream error a banned address gets (ejabberd's mod_fail2ban
+ * wording, so operators recognise it). */
+static void sasl_banned(struct conn *c, const struct throttle_entry *e,
+			int64_t now)
+{
+	char when[64], text[256];
+	time_t until = time(NULL) + (time_t)((e->blocked_until - now + 999) /
+					     1000);
+	struct tm tm;
+
+	if (gmtime_r(&until, &tm) == NULL ||
+	    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(when, sizeof(when), "a later time");
+	snprintf(text, sizeof(text), "Too many (%u) failed authentications "
+		 "from this IP address (%s). The address will be unblocked "
+		 "at %s", e->failures, c->addr, when);
+	sasl_free(c);
+	stream_error(c, "policy-violation", text);
+}
+
+/* Refuse a login from a banned address, or (user known) for a throttled
+ * account.  1 when answered (c->sasl is then gone), 0 to go on; a table
+ * error lets the login go on. */
+static int sasl_refused(struct conn *c, const char *user)
+{
+	struct shm_throttle *t = sasl_table(c);
+	struct throttle_key key;
+	struct throttle_entry e;
 	int64_t now = time_now_ms();
-	sasl_throttle_get(sasl_key("u:", user, c->stream_to), now)->failures = 0;
+
+	if (t == NULL)
+		return 0;
+	if (shm_throttle_key_address(t, c->addr, &key) == 0 &&
+	    shm_throttle_check(t, &key, now, &e) == 1) {
+		sasl_banned(c, &e, now);
+		return 1;
+	}
+	if (user == NULL)
+		return 0;
+	sasl_account_key(c, user, &key);
+	if (shm_throttle_check(t, &key, now, &e) != 1)
+		return 0;
+	sasl_fail(c, "temporary-auth-failure", "too many failed "
+		  "authentications for this account; try again later");
+	return 1;
+}
+
+/* At each stream header before authentication, so a banned address is
+ * refused before it costs a TLS handshake (ejabberd does the same). */
+int sasl_address_banned(struct conn *c)
+{
+	return sasl_refused(c, NULL);
 }
 
 void sasl_features(struct conn *c, struct buf *out)
@@ -172,6 +282,15 @@ static int sasl_counts(const char *condition, const char *text)
 		strcmp(text, scram_error_str(SCRAM_ERR_CB_DOWNGRADE)) != 0);
 }
 
+static const char *sasl_mech(const struct conn *c)
+{
+	const struct sasl *s = c->sasl;
+	if (s == NULL)
+		return "-";
+	return s->plain ? "PLAIN" : scram_mech_name(s->params.hash,
+						    s->params.plus);
+}
+
 /* Answer <failure/>: at once, or after the throttle delay. */
 static void sasl_fail(struct conn *c, const char *condition, const char *text)
 {
@@ -180,10 +299,17 @@ static void sasl_fail(struct conn *c, const char *condition, const char *text)
 	snprintf(xml, sizeof(xml), "<failure xmlns='" NS_SASL "'><%s/>%s%s%s"
 		 "</failure>", condition, text ? "<text>" : "",
 		 text ? text : "", text ? "</text>" : "");
-	log_info("c%u %s: SASL failure <%s/>%s%s%s%s", c->id, c->peer,
-		 condition, user ? " for " : "", user ? user : "",
-		 text ? ": " : "", text ? text : "");
 	int counts = sasl_counts(condition, text);
+	if (!counts)
+		log_info("c%u %s: SASL failure <%s/>%s%s%s%s", c->id, c->peer,
+			 condition, user ? " for " : "", user ? user : "",
+			 text ? ": " : "", text ? text : "");
+	else    /* the line for fail2ban (etc/fail2ban/filter.d/xmppd.conf) */
+		log_info("c%u: authentication failed%s%s%s%s from %s (%s): "
+			 "%s%s%s", c->id, user ? " for " : "", user ? user : "",
+			 user ? "@" : "", user ? c->stream_to : "", c->addr,
+			 sasl_mech(c), condition, text ? ": " : "",
+			 text ? text : "");
 	int64_t delay = counts ? sasl_throttle_fail(c, user) : 0;
 	int close_after = counts &&
 			  ++c->sasl_failures >= c->w->cfg->sasl_max_failures;
@@ -280,14 +406,17 @@ static int sasl_authzid_ok(struct conn *c, struct sasl *s, const char *authzid)
 
 static void sasl_send_challenge(struct conn *c, const char *msg, size_t len)
 {
-	char b64[2048];
+	size_t size = BASE64_ENCODED_LEN(len) + 1;
+	char *b64 = malloc(size);
 	struct buf out;
-	if (base64_encode(msg, len, b64, sizeof(b64)) < 0) {
+	if (b64 == NULL || base64_encode(msg, len, b64, size) < 0) {
+		free(b64);
 		sasl_fail(c, "temporary-auth-failure", NULL);
 		return;
 	}
 	buf_init(&out, 0);
 	buf_appendf(&out, "<challenge xmlns='" NS_SASL "'>%s</challenge>", b64);
+	free(b64);
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 }
@@ -325,6 +454,10 @@ static void sasl_plain_check(struct conn *c, const struct accounts_login *login,
 {
 	struct sasl *s = c->sasl;
 	enum scram_hash h = SCRAM_HASH_SHA256;
+	/* A ban that started while this login was in flight stops it
+	 * before the password is checked. */
+	if (sasl_refused(c, s->user))
+		return;
 	if (found && !login->found[h])
 		h = SCRAM_HASH_SHA1;
 	if (!found || !login->found[h]) {
@@ -394,7 +527,8 @@ static void sasl_plain_initial(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "invalid-authzid", NULL);
 		return;
 	}
-	sasl_lookup(c);
+	if (!sasl_refused(c, s->user))
+		sasl_lookup(c);
 }
 
 static void sasl_scram_initial(struct conn *c, const char *msg, size_t len)
@@ -415,7 +549,8 @@ static void sasl_scram_initial(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "invalid-authzid", NULL);
 		return;
 	}
-	sasl_lookup(c);
+	if (!sasl_refused(c, s->user))
+		sasl_lookup(c);
 }
 
 static void sasl_scram_final(struct conn *c, const char *msg, size_t len)
@@ -425,6 +560,8 @@ static void sasl_scram_final(struct conn *c, const char *msg, size_t len)
 	int cb_len = 0;
 	const char *out;
 	size_t out_len;
+	if (sasl_refused(c, s->user))
+		return;
 	if (s->scram.cb == SCRAM_CB_TLS_EXPORTER)
 		cb_len = tls_cb_exporter(c, cb, sizeof(cb));
 	else if (s->scram.cb == SCRAM_CB_TLS_SERVER_END_POINT)
@@ -456,7 +593,8 @@ static void sasl_step(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "malformed-request", "unexpected response");
 }
 
-/* Decode the element's base64 text ("=" is an empty message). */
+/* Decode the element's base64 text ("=" is an empty message): 0, -1 if
+ * it is not base64, -2 if it would decode to more than size bytes. */
 static int sasl_decode(struct conn *c, const struct xml_node *n,
 		       char *out, size_t size, size_t *len_r)
 {
@@ -467,7 +605,12 @@ static int sasl_decode(struct conn *c, const struct xml_node *n,
 		*len_r = 0;
 		return 0;
 	}
-	return base64_decode(text, strlen(text), out, size, len_r);
+	size_t len = strlen(text), pad = 0;
+	while (pad < 2 && pad < len && text[len - 1 - pad] == '=')
+		pad++;
+	if (BASE64_DECODED_MAX(len) > size + pad)
+		return -2;
+	return base64_decode(text, len, out, size, len_r);
 }
 
 static unsigned sasl_cb_offered(struct conn *c)
@@ -522,8 +665,14 @@ static void sasl_message(struct conn *c, const struct xml_node *n, int initial)
 		sasl_send_challenge(c, "", 0);
 		return;
 	}
-	if (sasl_decode(c, n, msg, sizeof(msg), &len) < 0) {
-		sasl_fail(c, "incorrect-encoding", NULL);
+	int r = sasl_decode(c, n, msg, sizeof(msg), &len);
+	if (r == -2) {      /* lib/scram.h: size is SCRAM_ERR_MALFORMED */
+		sasl_fail(c, scram_error_condition(SCRAM_ERR_MALFORMED),
+			  "message too large");
+		return;
+	}
+	if (r < 0) {
+		sasl_fail(c, scram_error_condition(SCRAM_ERR_BASE64), NULL);
 		return;
 	}
 	sasl_step(c, msg, len);
@@ -550,7 +699,8 @@ void sasl_handle(struct conn *c, struct xml_node *n)
 			 c->peer);
 	} else if (strcmp(n->name, "auth") == 0) {
 		sasl_free(c);
-		if (sasl_begin(c, xml_attr(n, "mechanism")) == 0)
+		if (!sasl_refused(c, NULL) &&
+		    sasl_begin(c, xml_attr(n, "mechanism")) == 0)
 			sasl_message(c, n, 1);
 	} else if (strcmp(n->name, "abort") == 0) {
 		sasl_fail(c, "aborted", NULL);

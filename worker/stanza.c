@@ -23,15 +23,17 @@ void stanza_append_id(struct buf *out, const struct xml_node *n)
 	stanza_attr(out, "id", xml_attr(n, "id"));
 }
 
-int stanza_error_xml(struct buf *out, const struct xml_node *n,
-		     const char *from_override, const char *type,
-		     const char *condition, const char *text)
+int stanza_error_xml_app(struct buf *out, const struct xml_node *n,
+			 const char *from_override, const char *to_override,
+			 const char *type, const char *condition,
+			 const char *text, const char *app_xml)
 {
 	buf_appendf(out, "<%s", n->name);
 	stanza_attr(out, "from", from_override ? from_override
 					       : xml_attr(n, "to"));
 	stanza_append_id(out, n);
-	stanza_attr(out, "to", xml_attr(n, "from"));
+	stanza_attr(out, "to", to_override ? to_override
+					   : xml_attr(n, "from"));
 	buf_appendf(out, " type='error'><error type='%s'><%s xmlns='"
 		    NS_STANZA_ERR "'/>", type, condition);
 	if (text != NULL) {
@@ -39,7 +41,17 @@ int stanza_error_xml(struct buf *out, const struct xml_node *n,
 		xml_escape(out, text, strlen(text), 0);
 		buf_appendf(out, "</text>");
 	}
+	if (app_xml != NULL)
+		buf_appendf(out, "%s", app_xml);
 	return buf_appendf(out, "</error></%s>", n->name);
+}
+
+int stanza_error_xml(struct buf *out, const struct xml_node *n,
+		     const char *from_override, const char *type,
+		     const char *condition, const char *text)
+{
+	return stanza_error_xml_app(out, n, from_override, NULL, type,
+				    condition, text, NULL);
 }
 
 void stanza_error_reply(struct conn *c, const struct xml_node *n,
@@ -50,7 +62,12 @@ void stanza_error_reply(struct conn *c, const struct xml_node *n,
 	if (!stanza_may_bounce(n))
 		return;
 	buf_init(&out, 0);
-	if (stanza_error_xml(&out, n, NULL, type, condition, text) == 0)
+	/* Section 8.3.1: the error goes to the sender; a stanza read from
+	 * the stream before routing stamped it has no 'from' yet. */
+	const char *to = xml_attr(n, "from") == NULL && c->bound ? c->jid
+								 : NULL;
+	if (stanza_error_xml_app(&out, n, NULL, to, type, condition, text,
+				 NULL) == 0)
 		conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 }
@@ -65,32 +82,8 @@ int stanza_may_bounce(const struct xml_node *n)
 	return !(strcmp(n->name, "iq") == 0 && strcmp(type, "result") == 0);
 }
 
-/* Give every element without a namespace the stream's default one. */
-static void stanza_adopt_ns(struct xml_node *n)
-{
-	while (n != NULL) {
-		if (n->name != NULL && n->ns[0] == '\0')
-			n->ns = NS_CLIENT;
-		if (n->children != NULL) {
-			n = n->children;
-			continue;
-		}
-		while (n != NULL && n->next == NULL)
-			n = n->parent;
-		if (n != NULL)
-			n = n->next;
-	}
-}
-
 struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
 			      const char **error_r)
 {
-	struct xml_node *n = xml_parse(a, text, len, error_r);
-	if (n != NULL) {
-		struct xml_node *parent = n->parent;
-		n->parent = NULL;       /* the walk must stop at the root */
-		stanza_adopt_ns(n);
-		n->parent = parent;
-	}
-	return n;
+	return xml_parse_in(a, text, len, NS_CLIENT, error_r);
 }

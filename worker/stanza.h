@@ -21,12 +21,21 @@ void stanza_append_id(struct buf *out, const struct xml_node *n);
 int stanza_error_xml(struct buf *out, const struct xml_node *n,
 		     const char *from_override, const char *type,
 		     const char *condition, const char *text);
-/* Send the error reply for n, a stanza the client c sent, to c itself. */
+/* As stanza_error_xml, with app_xml (an application-specific condition
+ * element, section 8.3.4, or NULL) after the defined condition and text;
+ * to_override replaces n's 'from' as the reply's 'to' when not NULL. */
+int stanza_error_xml_app(struct buf *out, const struct xml_node *n,
+			 const char *from_override, const char *to_override,
+			 const char *type, const char *condition,
+			 const char *text, const char *app_xml);
+/* Send the error reply for n, a stanza the client c sent, to c itself
+ * (addressed to c's full JID when n has no 'from' and c is bound). */
 void stanza_error_reply(struct conn *c, const struct xml_node *n,
 			const char *type, const char *condition,
 			const char *text);
 /* Parse stanza text as written on a client stream, where unqualified
- * elements are in jabber:client (our own replies, queue frames). */
+ * elements are in jabber:client unless an xmlns='' in the text says
+ * otherwise (our own replies, queue frames; xml_parse_in()). */
 struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
 			      const char **error_r);
 /* May an error be answered to n?  Not to errors, not to IQ results. */

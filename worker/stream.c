@@ -6,6 +6,13 @@
  * declarations, processing instructions and comments end the stream
  * with <restricted-xml/>; malformed XML or bad UTF-8 with
  * <not-well-formed/>; an oversized stanza with <policy-violation/>.
+ * Only UTF-8 (section 11.6): an XML declaration naming another encoding
+ * or a UTF-16 byte order mark ends the stream with <unsupported-encoding/>.
+ * The header (section 4.8): a root element not qualified by the stream
+ * namespace, or a default namespace other than jabber:client (this is a
+ * client port; none declared counts as other), gives <invalid-namespace/>;
+ * a root element in the stream namespace but not named <stream/> gives
+ * <bad-format/> (section 4.9.3.1: XML that cannot be processed).
  * Failure policy: every fault ends only this stream, with the RFC's
  * stream error, after our stream header if we had not sent it yet.
  */
@@ -195,8 +202,21 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 		snprintf(c->stream_to, sizeof(c->stream_to), "%s", to);
 	else if (c->stream_to[0] == '\0' || !c->authenticated)
 		stream_default_host(c);
+	size_t nslen = strlen(NS_STREAMS);
+	if (strncmp(name, NS_STREAMS, nslen) != 0 ||
+	    name[nslen] != XML_NS_SEP) {
+		stream_error(c, "invalid-namespace", "the stream element is "
+			     "not in the " NS_STREAMS " namespace");
+		return;
+	}
 	if (!stream_is(name, NS_STREAMS, "stream")) {
-		stream_error(c, "invalid-namespace", NULL);
+		stream_error(c, "bad-format", "the root element is not "
+			     "<stream/>");
+		return;
+	}
+	if (c->stream_ns != 1) {
+		stream_error(c, "invalid-namespace", "the default namespace "
+			     "is not " NS_CLIENT);
 		return;
 	}
 	if (to != NULL && !stream_hosted(c->w, to)) {
@@ -212,6 +232,8 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 		stream_error(c, "unsupported-version", NULL);
 		return;
 	}
+	if (!c->authenticated && sasl_address_banned(c))
+		return;         /* login throttling: sasl.c */
 	c->state = CONN_STATE_OPEN;
 	stream_header_out(c);
 	stream_features(c);
@@ -238,6 +260,33 @@ static void stream_release_arena(struct conn *c)
 	}
 }
 
+/* A first-level child we could act on (expat's "ns<SEP>local" name):
+ * known at its start tag, so an unknown one is refused before its
+ * content is buffered (RFC 6120 4.9.3.24), e.g. a nested stream header
+ * that would otherwise be read as a stanza that never ends. */
+static int stream_top_level_known(const char *name)
+{
+	const char *sep = strchr(name, XML_NS_SEP);
+	size_t nslen;
+	const char *local;
+
+	if (sep == NULL)
+		return 0;
+	nslen = (size_t)(sep - name);
+	local = sep + 1;
+	if (nslen == strlen(NS_SASL) && memcmp(name, NS_SASL, nslen) == 0)
+		return 1;
+	if (nslen == strlen(NS_TLS) && memcmp(name, NS_TLS, nslen) == 0)
+		return strcmp(local, "starttls") == 0;
+	if (nslen == strlen(NS_STREAMS) && memcmp(name, NS_STREAMS, nslen) == 0)
+		return strcmp(local, "error") == 0;     /* the client's own */
+	if (nslen == strlen(NS_CLIENT) && memcmp(name, NS_CLIENT, nslen) == 0)
+		return strcmp(local, "iq") == 0 ||
+		       strcmp(local, "message") == 0 ||
+		       strcmp(local, "presence") == 0;
+	return 0;
+}
+
 static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 {
 	struct conn *c = ud;
@@ -261,6 +310,10 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 		return;
 	}
 	if (c->depth == 2) {
+		if (!stream_top_level_known(name)) {
+			stream_error(c, "unsupported-stanza-type", NULL);
+			return;
+		}
 		c->stanza_start = c->parser_base +
 				  XML_GetCurrentByteIndex(c->parser);
 		if (stream_arena(c) < 0) {
@@ -289,6 +342,26 @@ void stream_restart(struct conn *c)
 	XML_StopParser(c->parser, XML_FALSE);
 }
 
+/* Close our stream in answer to the client's closing (section 4.4). */
+static void stream_close_ours(struct conn *c)
+{
+	static const char close_tag[] = "</stream:stream>";
+	stream_header_out(c);
+	conn_send(c, close_tag, sizeof(close_tag) - 1);
+	stream_closing(c);
+}
+
+/* The client ends its stream with a stream error (RFC 6120 4.9.1): we
+ * log its condition and close ours, sending no error back. */
+static void stream_peer_error(struct conn *c, const struct xml_node *n)
+{
+	const struct xml_node *e = xml_first_element(n);
+
+	log_info("c%u %s: the client sent a stream error <%s/>", c->id,
+		 c->peer, e != NULL ? e->name : "?");
+	stream_close_ours(c);
+}
+
 static void stream_dispatch(struct conn *c, struct xml_node *n)
 {
 	/* The rest of a chunk that arrived with the connection's end (or
@@ -298,6 +371,8 @@ static void stream_dispatch(struct conn *c, struct xml_node *n)
 	c->w->stats->stanzas_in++;
 	if (xml_is(n, NS_TLS, "starttls"))
 		stream_starttls(c);
+	else if (xml_is(n, NS_STREAMS, "error"))
+		stream_peer_error(c, n);
 	else if (strcmp(n->ns, NS_SASL) == 0)
 		sasl_handle(c, n);
 	else if (strcmp(n->ns, NS_CLIENT) != 0 ||
@@ -319,11 +394,7 @@ static void XMLCALL stream_end(void *ud, const char *name)
 	(void)name;
 	c->depth--;
 	if (c->depth == 0) {
-		/* The client closed its stream: close ours (section 4.4). */
-		static const char close_tag[] = "</stream:stream>";
-		stream_header_out(c);
-		conn_send(c, close_tag, sizeof(close_tag) - 1);
-		stream_closing(c);
+		stream_close_ours(c);   /* the client closed its stream */
 		return;
 	}
 	xml_builder_end(&c->builder);
@@ -385,6 +456,38 @@ static void XMLCALL stream_restricted_entity(void *ud, const char *name,
 	stream_error(ud, "restricted-xml", NULL);
 }
 
+/* Section 11.6: UTF-8 only.  expat is told the encoding is UTF-8 (so it
+ * never transcodes); what the declaration names is checked here. */
+static void XMLCALL stream_xml_decl(void *ud, const char *version,
+				    const char *encoding, int standalone)
+{
+	(void)version; (void)standalone;
+	if (encoding != NULL && strcasecmp(encoding, "UTF-8") != 0)
+		stream_error(ud, "unsupported-encoding", "only UTF-8");
+}
+
+/* The default namespace the client's stream header declares. */
+static void XMLCALL stream_ns_start(void *ud, const char *prefix,
+				    const char *uri)
+{
+	struct conn *c = ud;
+	if (c->depth != 0 || prefix != NULL)
+		return;
+	c->stream_ns = uri != NULL && strcmp(uri, NS_CLIENT) == 0 ? 1 : -1;
+}
+
+/* The first bytes of a stream in UTF-16: a byte order mark, or '<'
+ * next to a NUL. */
+static int stream_utf16(const char *data, size_t len)
+{
+	const unsigned char *d = (const unsigned char *)data;
+	if (len < 2)
+		return 0;
+	return (d[0] == 0xfe && d[1] == 0xff) ||
+	       (d[0] == 0xff && d[1] == 0xfe) ||
+	       (d[0] == 0 && d[1] == '<') || (d[0] == '<' && d[1] == 0);
+}
+
 /* Handlers and state of a new or reset parser. */
 static int stream_setup(struct conn *c)
 {
@@ -396,8 +499,11 @@ static int stream_setup(struct conn *c)
 	XML_SetProcessingInstructionHandler(c->parser, stream_restricted_pi);
 	XML_SetCommentHandler(c->parser, stream_restricted_comment);
 	XML_SetEntityDeclHandler(c->parser, stream_restricted_entity);
+	XML_SetXmlDeclHandler(c->parser, stream_xml_decl);
+	XML_SetStartNamespaceDeclHandler(c->parser, stream_ns_start);
 	c->parser_base = c->fed;
 	c->depth = 0;
+	c->stream_ns = 0;
 	return 0;
 }
 
@@ -519,6 +625,10 @@ int stream_feed(struct conn *c, const char *data, size_t len)
 		return -1;
 	c->fed += (int64_t)len;
 	for (;;) {
+		if (start == c->parser_base && stream_utf16(data, len)) {
+			stream_error(c, "unsupported-encoding", "only UTF-8");
+			return -1;
+		}
 		c->in_parse = 1;
 		enum XML_Status st = XML_Parse(c->parser, data, (int)len, 0);
 		c->in_parse = 0;

@@ -12,12 +12,14 @@
 #include "tls13.h"
 #include "worker.h"
 #include "log.h"
+#include "util.h"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <string.h>
+#include <sys/epoll.h>
 
 static char tls_error[512];
 
@@ -183,10 +185,39 @@ int tls_handshake(struct conn *c)
 	return tls_retry(c, ret, "handshake");
 }
 
+/* A fatal alert of ours waits behind sealed bytes that the socket did
+ * not take (RFC 8446 section 6: the peer must be able to read it): the
+ * connection stays until they are written (then tls13_flush returns -1
+ * and conn_flush closes it) or for TLS_LINGER_MS (conn_timeouts),
+ * reading nothing more, and the session leaves the table now so that
+ * nothing more is routed here. */
+#define TLS_LINGER_MS 5000
+
+static ssize_t tls_linger(struct conn *c)
+{
+	log_debug("c%u %s: TLS alert waits for sealed bytes to be written",
+		  c->id, c->peer);
+	presence_session_gone(c);
+	bind_release(c);
+	c->want_close = 1;
+	c->state = CONN_STATE_CLOSING;
+	c->deadline_ms = time_now_ms() + TLS_LINGER_MS;
+	/* EPOLLOUT alone: bytes the client still sends would wake us for
+	 * nothing (and EPOLLHUP/EPOLLERR come anyway). */
+	struct epoll_event ev = { .events = EPOLLOUT };
+	ev.data.u64 = (uint64_t)(uintptr_t)c;
+	if (epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+		return -1;
+	c->epollout = 1;
+	return 0;
+}
+
 ssize_t tls_read(struct conn *c, char *buf, size_t len)
 {
-	if (c->t13 != NULL)
-		return tls13_read(c, buf, len);
+	if (c->t13 != NULL) {
+		ssize_t n = tls13_read(c, buf, len);
+		return n < 0 && tls13_alert_pending(c) ? tls_linger(c) : n;
+	}
 	size_t n = 0;
 	int ret = SSL_read_ex(c->ssl, buf, len, &n);
 	if (ret == 1)

@@ -4,12 +4,15 @@
  * HKDF-Expand-Label (RFC 8446 section 7.1, 7.3); records are opened in
  * place in the caller's read buffer and sealed into one scratch buffer
  * per process, so an idle connection holds only its keys.  KeyUpdate is
- * honoured both ways (section 4.6.3) and we update our own sending key
- * long before the AEAD limits (section 5.5).  The AEADs are OpenSSL's
+ * honoured both ways (section 4.6.3), but only tls.max_key_updates in a
+ * row without application data; we update our own sending key every
+ * tls.records_per_key records, whatever the record (section 5.5), and a
+ * sequence number never wraps (section 5.3).  The AEADs are OpenSSL's
  * (EVP), one context per suite per process, re-keyed per record.
  * Failure policy: a record that fails to authenticate or breaks the
- * protocol gets its fatal alert (section 6.2) and ends that connection;
- * close_notify ends it quietly.
+ * protocol gets its fatal alert (section 6.2), written after any sealed
+ * bytes still waiting, and ends that connection; close_notify and
+ * user_canceled (section 6.1) end it quietly.
  */
 #include "tls13.h"
 #include "tls.h"
@@ -30,14 +33,13 @@
 #define TLS13_MAX_PLAIN 16384
 /* Per record we add: header, inner content type, tag. */
 #define TLS13_OVERHEAD (5 + 1 + TLS13_TAG)
+/* Our own KeyUpdate record, sealed ahead of a record when it is due. */
+#define TLS13_KU_RECORD (5 + TLS13_OVERHEAD)
 /* Room for records sealed per write(2) (three full ones plus a
  * KeyUpdate fit); a partial write keeps the rest in ctout. */
 #define TLS13_SCRATCH_RECORDS 4
 /* The longest record we accept: inner plaintext 2^14 + 1 (section 5.4). */
 #define TLS13_MAX_IN (5 + TLS13_MAX_PLAIN + 1 + TLS13_TAG)
-/* Our own KeyUpdate after this many records under one key: far below
- * the AES-GCM limit of 2^24.5 records of RFC 8446 section 5.5. */
-#define TLS13_REKEY_RECORDS (1ull << 23)
 /* A peer that never reads cannot make us queue more than this. */
 #define TLS13_OUT_MAX (1u << 20)
 
@@ -65,15 +67,19 @@ struct tls13 {
 	uint8_t more;           /* last read filled the buffer */
 	uint8_t eof;            /* close_notify or an alert, either way */
 	uint8_t alerted;        /* we sent a fatal alert: no close_notify */
+	uint8_t peer_alerted;   /* the client sent one: no close_notify */
 	uint8_t hs_len;         /* bytes of a KeyUpdate split across records */
 	unsigned char hs[5];
 	uint8_t cb_end_point_len;
+	uint8_t key_updates;    /* the client's, in a row without data */
+	uint8_t max_key_updates;        /* tls.max_key_updates */
+	uint32_t records_per_key;       /* tls.records_per_key */
 	struct tls13_dir rd, wr;
 	uint8_t have_exporter;
 	unsigned char exporter_secret[48];  /* for tls-exporter, on demand */
 	unsigned char cb_end_point[64];
-	char *carry;            /* an incomplete record from the last read */
-	size_t carry_len;       /* (carry holds TLS13_MAX_IN bytes) */
+	char *carry;            /* an incomplete record from the last read: */
+	size_t carry_len;       /* exactly its bytes, freed once complete */
 	struct buf ctout;       /* sealed, not yet written */
 };
 
@@ -181,6 +187,8 @@ static int tls13_seal(struct tls13 *t, unsigned type, const void *in,
 	size_t clen = len + 1 + TLS13_TAG;
 	unsigned char nonce[12], ct = (unsigned char)type;
 	int n;
+	if (t->wr.seq == UINT64_MAX)    /* section 5.3: never wrap */
+		return -1;
 	out[0] = CT_APPLICATION_DATA;
 	out[1] = 3;
 	out[2] = 3;
@@ -207,6 +215,8 @@ static int tls13_open(struct tls13 *t, unsigned char *rec, size_t clen)
 	EVP_CIPHER_CTX *ctx = tls13_aead(t->suite);
 	unsigned char nonce[12];
 	int n, m;
+	if (t->rd.seq == UINT64_MAX)    /* section 5.3: never wrap */
+		return -1;
 	tls13_nonce(&t->rd, nonce);
 	if (ctx == NULL ||
 	    EVP_CipherInit_ex2(ctx, NULL, t->rd.key, nonce, 0, NULL) != 1 ||
@@ -221,30 +231,63 @@ static int tls13_open(struct tls13 *t, unsigned char *rec, size_t clen)
 	return 0;
 }
 
-/* Best effort: a fatal alert goes out now, ahead of nothing else. */
-static void tls13_alert(struct conn *c, unsigned desc, const char *why)
-{
-	struct tls13 *t = c->t13;
-	unsigned char alert[2] = { 2, (unsigned char)desc };
-	unsigned char rec[2 + TLS13_OVERHEAD];
-	log_info("c%u %s: TLS: %s: sending alert %u", c->id, c->peer, why,
-		 desc);
-	if (buf_used(&t->ctout) == 0 && tls13_seal(t, CT_ALERT, alert, 2,
-						   rec) == 0) {
-		ssize_t n = write(c->fd, rec, sizeof(rec));
-		(void)n;
-	}
-	t->eof = 1;
-	t->alerted = 1;
-}
-
-/* Queue a KeyUpdate under the current sending key, then switch keys. */
+/* Seal a KeyUpdate under the current sending key, then switch keys. */
 static int tls13_send_key_update(struct tls13 *t, unsigned char *out)
 {
 	static const unsigned char msg[5] = { HS_KEY_UPDATE, 0, 0, 1, 0 };
 	if (tls13_seal(t, CT_HANDSHAKE, msg, sizeof(msg), out) < 0)
 		return -1;
 	return tls13_next_key(t, &t->wr);
+}
+
+/* Every record but a KeyUpdate reply goes through here: our own
+ * KeyUpdate first once the key has sealed records_per_key records
+ * (section 5.5), alerts included.  out has room for len +
+ * TLS13_OVERHEAD + TLS13_KU_RECORD; returns the bytes sealed or -1. */
+static ssize_t tls13_seal_next(struct tls13 *t, unsigned type,
+			       const void *in, size_t len, unsigned char *out)
+{
+	size_t n = 0;
+	if (t->wr.seq >= t->records_per_key) {
+		if (tls13_send_key_update(t, out) < 0)
+			return -1;
+		n = TLS13_KU_RECORD;
+	}
+	if (tls13_seal(t, type, in, len, out + n) < 0)
+		return -1;
+	return (ssize_t)(n + len + TLS13_OVERHEAD);
+}
+
+/* Queue a record of ours after what is still waiting, and try to write
+ * (best effort: used for alerts only, which must follow those bytes for
+ * the peer to read them). */
+static void tls13_send_alert(struct conn *c, unsigned level, unsigned desc)
+{
+	struct tls13 *t = c->t13;
+	unsigned char alert[2] = { (unsigned char)level, (unsigned char)desc };
+	unsigned char rec[2 + TLS13_OVERHEAD + TLS13_KU_RECORD];
+	ssize_t n = tls13_seal_next(t, CT_ALERT, alert, 2, rec);
+	if (n < 0 || buf_append(&t->ctout, rec, (size_t)n) < 0)
+		return;
+	if (buf_write_fd(&t->ctout, c->fd) < 0)
+		buf_consume(&t->ctout, buf_used(&t->ctout));
+	if (buf_used(&t->ctout) == 0)
+		buf_shrink(&t->ctout);
+}
+
+/* A fatal alert, after the sealed bytes that still wait (the peer reads
+ * records in order): when some remain, tls_read() lets the connection
+ * linger until they and the alert are written.  No record after it. */
+static void tls13_alert(struct conn *c, unsigned desc, const char *why)
+{
+	struct tls13 *t = c->t13;
+	log_info("c%u %s: TLS: %s: sending alert %u", c->id, c->peer, why,
+		 desc);
+	t->eof = 1;
+	if (t->alerted)
+		return;
+	t->alerted = 1;
+	tls13_send_alert(c, 2, desc);
 }
 
 /* Post-handshake messages from the client: only KeyUpdate is ours to
@@ -291,6 +334,14 @@ static int tls13_handshake_msg(struct conn *c, const unsigned char *p,
 				    "KeyUpdate does not end its record");
 			return -1;
 		}
+		/* Each costs a key derivation and maybe a reply: a client
+		 * streaming them gets what BoringSSL gives (32 in a row). */
+		if (t->key_updates >= t->max_key_updates) {
+			tls13_alert(c, ALERT_UNEXPECTED_MESSAGE,
+				    "too many KeyUpdates without data");
+			return -1;
+		}
+		t->key_updates++;
 		if (tls13_next_key(t, &t->rd) < 0) {
 			tls13_alert(c, ALERT_INTERNAL_ERROR, "key update");
 			return -1;
@@ -331,6 +382,8 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 	}
 	switch (type) {
 	case CT_APPLICATION_DATA:
+		if (len > 0)
+			t->key_updates = 0;
 		memmove(buf + *out, p, len);
 		*out += len;
 		return 0;
@@ -345,13 +398,21 @@ static int tls13_inner(struct conn *c, unsigned char *p, size_t len,
 			tls13_alert(c, ALERT_DECODE_ERROR, "bad alert");
 			return -1;
 		}
-		if (p[1] == ALERT_USER_CANCELED)
-			return 0;
-		if (p[1] == ALERT_CLOSE_NOTIFY)
+		/* Section 6.1: close_notify and user_canceled are closure
+		 * alerts; the client ends the connection, and we close it
+		 * with our own close_notify (user_canceled "SHOULD be
+		 * followed by close_notify": we need not wait for it).
+		 * Anything else is an error alert (section 6). */
+		if (p[1] == ALERT_CLOSE_NOTIFY) {
 			log_debug("c%u %s: TLS close_notify", c->id, c->peer);
-		else
+		} else if (p[1] == ALERT_USER_CANCELED) {
+			log_info("c%u %s: TLS user_canceled from the client: "
+				 "closing", c->id, c->peer);
+		} else {
 			log_info("c%u %s: TLS alert %u from the client",
 				 c->id, c->peer, p[1]);
+			t->peer_alerted = 1;
+		}
 		t->eof = 1;
 		return 1;
 	default:
@@ -405,6 +466,12 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 		}
 		if (have - pos < 5 + clen)
 			break;
+		if (t->rd.seq == UINT64_MAX) {  /* section 5.3: no wrap */
+			log_info("c%u %s: TLS read sequence number exhausted: "
+				 "closing", c->id, c->peer);
+			t->eof = 1;
+			break;
+		}
 		if (tls13_open(t, rec, clen) < 0) {
 			tls13_alert(c, ALERT_BAD_RECORD_MAC,
 				    "record did not authenticate");
@@ -418,11 +485,14 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 			break;
 	}
 	if (!t->eof && have > pos) {
-		/* kept while records keep arriving in pieces */
-		if (t->carry == NULL && (t->carry = malloc(TLS13_MAX_IN)) == NULL) {
+		/* Only what arrived of the record (its header may say 16 KB
+		 * but a few bytes cost a few bytes), until it completes. */
+		char *carry = realloc(t->carry, have - pos);
+		if (carry == NULL) {
 			log_error("c%u: no memory for a TLS record", c->id);
 			return -1;
 		}
+		t->carry = carry;
 		memcpy(t->carry, buf + pos, have - pos);
 		t->carry_len = have - pos;
 	} else if (t->carry != NULL) {
@@ -437,6 +507,14 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len)
 int tls13_flush(struct conn *c)
 {
 	struct tls13 *t = c->t13;
+	if (t->alerted) {
+		/* After our fatal alert only what was sealed before it goes
+		 * out, then the connection closes (-1); c->out stays as it
+		 * is for conn_close(). */
+		if (buf_write_fd(&t->ctout, c->fd) < 0)
+			return -1;
+		return buf_used(&t->ctout) > 0 ? 0 : -1;
+	}
 	if (buf_used(&t->ctout) > 0) {
 		if (buf_write_fd(&t->ctout, c->fd) < 0)
 			return -1;
@@ -447,21 +525,17 @@ int tls13_flush(struct conn *c)
 	while (buf_used(&c->out) > 0) {
 		size_t n = 0;
 		while (buf_used(&c->out) > 0 &&
-		       n + TLS13_MAX_PLAIN + 2 * TLS13_OVERHEAD + 5 <=
-		       sizeof(scratch)) {
+		       n + TLS13_MAX_PLAIN + TLS13_OVERHEAD + TLS13_KU_RECORD
+		       <= sizeof(scratch)) {
 			size_t take = buf_used(&c->out);
 			if (take > TLS13_MAX_PLAIN)
 				take = TLS13_MAX_PLAIN;
-			if (t->wr.seq >= TLS13_REKEY_RECORDS) {
-				if (tls13_send_key_update(t, scratch + n) < 0)
-					return -1;
-				n += 5 + TLS13_OVERHEAD;
-			}
-			if (tls13_seal(t, CT_APPLICATION_DATA,
-				       buf_head(&c->out), take,
-				       scratch + n) < 0)
+			ssize_t m = tls13_seal_next(t, CT_APPLICATION_DATA,
+						    buf_head(&c->out), take,
+						    scratch + n);
+			if (m < 0)
 				return -1;
-			n += take + TLS13_OVERHEAD;
+			n += (size_t)m;
 			buf_consume(&c->out, take);
 		}
 		ssize_t w = write(c->fd, scratch, n);
@@ -472,6 +546,8 @@ int tls13_flush(struct conn *c)
 		if ((size_t)w < n) {
 			if (buf_append(&t->ctout, scratch + w, n - (size_t)w) < 0)
 				return -1;
+			log_debug("c%u %s: TLS output waits for the socket",
+				  c->id, c->peer);
 			return 0;
 		}
 	}
@@ -481,6 +557,11 @@ int tls13_flush(struct conn *c)
 int tls13_out_pending(const struct conn *c)
 {
 	return c->t13 != NULL && buf_used(&c->t13->ctout) > 0;
+}
+
+int tls13_alert_pending(const struct conn *c)
+{
+	return tls13_out_pending(c) && c->t13->alerted;
 }
 
 int tls13_more(const struct conn *c)
@@ -508,6 +589,14 @@ static int tls13_hex(const char *s, unsigned char *out, size_t max,
 	return n == 32 || n == 48 ? 0 : -1;
 }
 
+static struct tls13 *tls13_new(void)
+{
+	struct tls13 *t = calloc(1, sizeof(*t));
+	if (t != NULL)
+		buf_init(&t->ctout, TLS13_OUT_MAX);
+	return t;
+}
+
 void tls13_keylog(struct conn *c, const char *line)
 {
 	static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ";
@@ -522,12 +611,8 @@ void tls13_keylog(struct conn *c, const char *line)
 					    : sizeof(client)) - 1, ' ');
 	if (secret == NULL)
 		return;
-	if (c->t13 == NULL) {
-		c->t13 = calloc(1, sizeof(*c->t13));
-		if (c->t13 == NULL)
-			return;
-		buf_init(&c->t13->ctout, TLS13_OUT_MAX);
-	}
+	if (c->t13 == NULL && (c->t13 = tls13_new()) == NULL)
+		return;
 	struct tls13 *t = c->t13;
 	uint8_t len = 0;
 	if (is_exporter) {
@@ -546,6 +631,56 @@ void tls13_keylog(struct conn *c, const char *line)
 		t->have_server = 1;
 }
 
+/* The last step of a take-over: traffic keys from the secrets in t, and
+ * the limits of cfg (so a reload applies to new connections). */
+static int tls13_setup(struct tls13 *t, uint16_t suite_id,
+		       const struct config *cfg)
+{
+	unsigned s;
+	for (s = 0; s < SUITE_COUNT && suites[s].id != suite_id; s++)
+		;
+	if (s == SUITE_COUNT || suites[s].hash_len != t->hash_len ||
+	    tls13_aead(s) == NULL)
+		return -1;
+	t->suite = (uint8_t)s;
+	t->key_len = suites[s].key_len;
+	if (tls13_derive(t, &t->rd) < 0 || tls13_derive(t, &t->wr) < 0)
+		return -1;
+	t->max_key_updates = (uint8_t)cfg->tls_max_key_updates;
+	t->records_per_key = cfg->tls_records_per_key;
+	t->suite_ready = 1;
+	return 0;
+}
+
+int tls13_attach(struct conn *c, uint16_t suite_id,
+		 const unsigned char *client_secret,
+		 const unsigned char *server_secret, size_t secret_len,
+		 const struct config *cfg)
+{
+	struct tls13 *t = c->t13 == NULL ? tls13_new() : NULL;
+	if (t == NULL || (secret_len != 32 && secret_len != 48)) {
+		free(t);
+		return -1;
+	}
+	memcpy(t->rd.secret, client_secret, secret_len);
+	memcpy(t->wr.secret, server_secret, secret_len);
+	t->hash_len = (uint8_t)secret_len;
+	t->have_client = t->have_server = 1;
+	if (tls13_setup(t, suite_id, cfg) < 0) {
+		buf_free(&t->ctout);
+		free(t);
+		return -1;
+	}
+	c->t13 = t;
+	return 0;
+}
+
+void tls13_test_set_seq(struct conn *c, uint64_t rd, uint64_t wr)
+{
+	c->t13->rd.seq = rd;
+	c->t13->wr.seq = wr;
+}
+
 int tls13_take_over(struct conn *c, SSL *ssl)
 {
 	struct tls13 *t = c->t13;
@@ -562,17 +697,8 @@ int tls13_take_over(struct conn *c, SSL *ssl)
 	    TLSEXT_max_fragment_length_DISABLED)
 		return 0;
 	uint16_t id = (uint16_t)(SSL_CIPHER_get_id(cipher) & 0xffff);
-	unsigned s;
-	for (s = 0; s < SUITE_COUNT && suites[s].id != id; s++)
-		;
-	if (s == SUITE_COUNT || suites[s].hash_len != t->hash_len ||
-	    tls13_aead(s) == NULL)
+	if (tls13_setup(t, id, c->w->cfg) < 0)
 		return 0;
-	t->suite = (uint8_t)s;
-	t->key_len = suites[s].key_len;
-	if (tls13_derive(t, &t->rd) < 0 || tls13_derive(t, &t->wr) < 0)
-		return 0;
-	t->suite_ready = 1;
 	if (t->have_exporter != t->hash_len)
 		t->have_exporter = 0;
 	int n = tls_cert_end_point_cached(ssl, t->cb_end_point,
@@ -588,15 +714,9 @@ void tls13_free(struct conn *c)
 	if (t == NULL)
 		return;
 	/* Section 6.1: close_notify before we close, unless a fatal alert
-	 * went first (best effort: the socket is about to close). */
-	if (t->suite_ready && !t->alerted && buf_used(&t->ctout) == 0) {
-		static const unsigned char notify[2] = { 1, ALERT_CLOSE_NOTIFY };
-		unsigned char rec[2 + TLS13_OVERHEAD];
-		if (tls13_seal(t, CT_ALERT, notify, 2, rec) == 0) {
-			ssize_t n = write(c->fd, rec, sizeof(rec));
-			(void)n;
-		}
-	}
+	 * went either way (best effort: the socket is about to close). */
+	if (t->suite_ready && !t->alerted && !t->peer_alerted)
+		tls13_send_alert(c, 1, ALERT_CLOSE_NOTIFY);
 	buf_free(&t->ctout);
 	free(t->carry);
 	OPENSSL_cleanse(t, sizeof(*t));

@@ -11,9 +11,11 @@
 #define XMPPD_TLS13_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct conn;
+struct config;
 typedef struct ssl_st SSL;
 
 /* Read buffers handed to tls13_read() hold at least two records of the
@@ -35,11 +37,24 @@ ssize_t tls13_read(struct conn *c, char *buf, size_t len);
 int tls13_flush(struct conn *c);
 /* Sealed bytes wait for the socket to become writable. */
 int tls13_out_pending(const struct conn *c);
+/* Our fatal alert is among them: write them before closing. */
+int tls13_alert_pending(const struct conn *c);
 /* The last read filled its buffer, or an alert is still to be acted on:
  * call tls13_read() again before waiting for epoll. */
 int tls13_more(const struct conn *c);
 /* The peer closed or an alert ended the connection. */
 int tls13_eof(const struct conn *c);
+/* A ready record layer for c from given traffic secrets (secret_len 32
+ * or 48, matching the suite's hash), with cfg's limits: what
+ * tls13_take_over() builds after a real handshake.  For unit tests and
+ * fuzzing under a fixed key (the peer's state is the same call with the
+ * secrets swapped).  0 or -1 (c->t13 already set, unknown suite). */
+int tls13_attach(struct conn *c, uint16_t suite_id,
+		 const unsigned char *client_secret,
+		 const unsigned char *server_secret, size_t secret_len,
+		 const struct config *cfg);
+/* Tests only: sequence numbers near 2^64 (section 5.3). */
+void tls13_test_set_seq(struct conn *c, uint64_t rd, uint64_t wr);
 /* Sends close_notify (unless a fatal alert went out), then frees. */
 void tls13_free(struct conn *c);
 /* Channel bindings taken at the end of the handshake (-1: none). */

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "queue.h"
 #include "shm.h"
+#include "addr.h"
 #include "buf.h"
 #include "arena.h"
 #include "xml.h"
@@ -69,6 +70,8 @@ struct conn {
 	struct buf out;         /* pending writes, coalesced per loop turn */
 	struct XML_ParserStruct *parser;
 	int depth;              /* element depth; 1 = inside stream */
+	int stream_ns;          /* default namespace of the client's stream
+				   header: 0 none, 1 jabber:client, -1 other */
 	int want_close;         /* close after the out buffer drains */
 	int closed;             /* fd gone; freed at the end of the turn */
 	int epollout;           /* EPOLLOUT currently requested */
@@ -79,6 +82,8 @@ struct conn {
 	struct conn *out_next;
 	char peer[64];          /* "address:port" for the log */
 	char addr[48];          /* peer address alone (throttling) */
+	struct shm_addr_key addr_key;   /* counted per address (addr.h) */
+	int addr_counted;       /* holds one count in shm addrs */
 	char stream_to[256];    /* the client's `to`, our `from` */
 
 	/* TLS */
@@ -206,6 +211,8 @@ void sasl_features(struct conn *c, struct buf *out);
 void sasl_handle(struct conn *c, struct xml_node *n);
 void sasl_free(struct conn *c);
 void sasl_delayed(struct conn *c);      /* a throttle delay ended */
+/* 1 when c's address is banned: the stream error is sent. */
+int sasl_address_banned(struct conn *c);
 /* Master, before forking: the secret behind unknown users' stand-in
  * SCRAM salts, the same in every worker so that they cannot be told
  * apart from real accounts by asking two workers. */

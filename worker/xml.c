@@ -4,8 +4,12 @@
  * recursion (parent links), declaring namespaces only where they change.
  * Every node, attribute and string lives in the caller's arena; only the
  * output buffer's growth and expat inside xml_parse() call malloc.
+ * Output is namespace-well-formed for every tree expat builds: the XML
+ * namespace is only ever the undeclared prefix xml: (elements and
+ * attributes), and nothing is bound to it or to the xmlns namespace.
  * Failure policy: out of memory returns NULL/-1 (the builder sets
- * ->failed and ignores the rest of the stanza); a full output buffer
+ * ->failed and ignores the rest of the stanza); a full output buffer, or
+ * an element in the xmlns namespace (hand-built: expat refuses one),
  * returns -1 with the buffer as it was.  Nothing is logged here.
  */
 #include "xml.h"
@@ -443,16 +447,43 @@ static int xml_write_attr(struct buf *out, struct xml_prefixes *px,
 	return xml_put(out, "'", 1);
 }
 
-/* Start tag of e; scope is the default namespace around it. */
+static int xml_has_element_child(const struct xml_node *e)
+{
+	return xml_first_element(e) != NULL;
+}
+
+/* The default namespace in scope for e's children once e's start tag is
+ * written: e's own namespace, except for an element in the XML namespace,
+ * which is written as xml:NAME (the xml prefix is never declared, and
+ * the XML namespace can never be a default one).  Such an element
+ * undeclares the default (xmlns='') when it has element children, so its
+ * children's scope is "" without looking further up the tree. */
+static const char *xml_child_scope(const struct xml_node *e)
+{
+	return xml_ns_eq(e->ns, XML_NS_XML) ? "" : e->ns;
+}
+
+/* Start tag of e; scope is the default namespace around it.  -1 for an
+ * element in the xmlns namespace, which no document can carry. */
 static int xml_write_open(struct buf *out, const struct xml_node *e,
 			  const char *scope)
 {
 	struct xml_prefixes px = { .used = 0, .next = 0 };
 
-	if (xml_put(out, "<", 1) < 0 || xml_puts(out, e->name) < 0)
+	if (xml_ns_eq(e->ns, XML_NS_XMLNS))
 		return -1;
-	if (!xml_ns_eq(e->ns, scope) && xml_write_ns_decl(out, 0, e->ns) < 0)
+	if (xml_ns_eq(e->ns, XML_NS_XML)) {
+		if (xml_put(out, "<xml:", 5) < 0 ||
+		    xml_puts(out, e->name) < 0)
+			return -1;
+		if (scope[0] != '\0' && xml_has_element_child(e) &&
+		    xml_put(out, " xmlns=''", 9) < 0)
+			return -1;
+	} else if (xml_put(out, "<", 1) < 0 || xml_puts(out, e->name) < 0 ||
+		   (!xml_ns_eq(e->ns, scope) &&
+		    xml_write_ns_decl(out, 0, e->ns) < 0)) {
 		return -1;
+	}
 	for (const struct xml_attr *at = e->attrs; at != NULL; at = at->next)
 		if (xml_write_attr(out, &px, at) < 0)
 			return -1;
@@ -462,7 +493,9 @@ static int xml_write_open(struct buf *out, const struct xml_node *e,
 
 static int xml_write_close(struct buf *out, const struct xml_node *e)
 {
-	if (xml_put(out, "</", 2) < 0 || xml_puts(out, e->name) < 0)
+	if (xml_put(out, "</", 2) < 0 ||
+	    (xml_ns_eq(e->ns, XML_NS_XML) && xml_put(out, "xml:", 4) < 0) ||
+	    xml_puts(out, e->name) < 0)
 		return -1;
 	return xml_put(out, ">", 1);
 }
@@ -472,9 +505,10 @@ static int xml_write_enter(struct buf *out, const struct xml_node *n,
 {
 	if (n->name == NULL)
 		return xml_escape(out, n->text, n->text_len, 0);
-	/* Every element we write declares its namespace if it differs
-	 * from its parent's, so the parent's is the default in scope. */
-	return xml_write_open(out, n, n == top ? default_ns : n->parent->ns);
+	/* Every element we write leaves its children's default namespace
+	 * as xml_child_scope() says, so that is the scope of n. */
+	return xml_write_open(out, n, n == top ? default_ns
+					       : xml_child_scope(n->parent));
 }
 
 int xml_serialize(struct buf *out, const struct xml_node *n,
@@ -512,6 +546,8 @@ struct xml_parse_ctx {
 	struct xml_builder b;
 	XML_Parser parser;
 	const char *error;      /* first refusal, if any */
+	const char *default_ns; /* of the context the text was written in */
+	unsigned default_decls; /* xmlns='...' declarations in scope */
 };
 
 static void xml_parse_refuse(struct xml_parse_ctx *ctx, const char *error)
@@ -527,8 +563,40 @@ static void XMLCALL xml_parse_start(void *ud, const char *name,
 	struct xml_parse_ctx *ctx = ud;
 
 	xml_builder_start(&ctx->b, name, atts);
-	if (ctx->b.failed)
+	if (ctx->b.failed) {
 		xml_parse_refuse(ctx, "out of memory");
+		return;
+	}
+	/* Unqualified, and no xmlns='...' in the text says otherwise: the
+	 * default namespace of the context the text was written for. */
+	struct xml_node *n = ctx->b.cur;
+	if (n->ns[0] == '\0' && ctx->default_decls == 0 &&
+	    ctx->default_ns[0] != '\0') {
+		n->ns = xml_intern_ns(ctx->b.arena, ctx->default_ns,
+				      strlen(ctx->default_ns), NULL);
+		if (n->ns == NULL) {
+			ctx->b.failed = 1;
+			xml_parse_refuse(ctx, "out of memory");
+		}
+	}
+}
+
+static void XMLCALL xml_parse_ns_start(void *ud, const char *prefix,
+				       const char *uri)
+{
+	struct xml_parse_ctx *ctx = ud;
+
+	(void)uri;
+	if (prefix == NULL)
+		ctx->default_decls++;
+}
+
+static void XMLCALL xml_parse_ns_end(void *ud, const char *prefix)
+{
+	struct xml_parse_ctx *ctx = ud;
+
+	if (prefix == NULL && ctx->default_decls > 0)
+		ctx->default_decls--;
 }
 
 static void XMLCALL xml_parse_end(void *ud, const char *name)
@@ -594,12 +662,22 @@ static void xml_parse_handlers(struct xml_parse_ctx *ctx)
 	XML_SetProcessingInstructionHandler(p, xml_parse_pi);
 	XML_SetStartDoctypeDeclHandler(p, xml_parse_doctype);
 	XML_SetEntityDeclHandler(p, xml_parse_entity);
+	XML_SetNamespaceDeclHandler(p, xml_parse_ns_start, xml_parse_ns_end);
 }
 
 struct xml_node *xml_parse(struct arena *a, const char *text, size_t len,
 			   const char **error_r)
 {
-	struct xml_parse_ctx ctx = { .error = NULL };
+	return xml_parse_in(a, text, len, "", error_r);
+}
+
+struct xml_node *xml_parse_in(struct arena *a, const char *text, size_t len,
+			      const char *default_ns, const char **error_r)
+{
+	struct xml_parse_ctx ctx = {
+		.error = NULL,
+		.default_ns = default_ns != NULL ? default_ns : "",
+	};
 	struct xml_node *root = NULL;
 
 	if (len > INT_MAX) {

@@ -79,9 +79,15 @@ int xml_is(const struct xml_node *n, const char *ns, const char *name);
 /* Serialize n (and its subtree).  default_ns is the default namespace in
  * scope where n is written ("jabber:client" for a stanza on a c2s
  * stream): an element in that namespace gets no xmlns attribute; others
- * declare theirs (children inherit).  Attributes in a namespace (e.g.
- * xml:lang) use a prefix; "http://www.w3.org/XML/1998/namespace" is
- * always "xml".  0 or -1 (buffer cap); on -1 out is as it was. */
+ * declare theirs (children inherit).  Attributes in a namespace use a
+ * generated prefix nsK declared on their own element; the XML namespace
+ * "http://www.w3.org/XML/1998/namespace" is always the undeclared prefix
+ * "xml", for attributes (xml:lang) and elements (xml:x) alike.  The
+ * output is well-formed and namespace-well-formed for every tree expat
+ * can build (Namespaces in XML 1.0 section 3): xml_parse_in() of it with
+ * the same default_ns gives the same tree back.  0, or -1 when the buffer
+ * cap is reached or the tree has an element in the xmlns namespace
+ * (which no document can carry); on -1 out is as it was. */
 int xml_serialize(struct buf *out, const struct xml_node *n,
 		  const char *default_ns);
 /* Escape for text (&, <, >) or, with attr set, also quotes.  CR (and in
@@ -93,5 +99,10 @@ int xml_escape(struct buf *out, const char *s, size_t len, int attr);
 /* Parse one complete element from text (tests, tools).  NULL on error. */
 struct xml_node *xml_parse(struct arena *a, const char *text, size_t len,
 			   const char **error_r);
+/* The same for text xml_serialize() wrote with default_ns: an unqualified
+ * element outside any xmlns='...' declaration of the text is in
+ * default_ns (an explicit xmlns='' keeps it in no namespace). */
+struct xml_node *xml_parse_in(struct arena *a, const char *text, size_t len,
+			      const char *default_ns, const char **error_r);
 
 #endif

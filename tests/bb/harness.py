@@ -324,6 +324,8 @@ class Server:
                 text = f.read()
         except (OSError, AttributeError):
             return
+        # A daemon's stderr is its log file.
+        text += self.log_text()
         if "Sanitizer" in text or "runtime error" in text:
             raise AssertionError("xmppd reported:\n" + text[-8000:])
         for name in sorted(os.listdir(self.dir)):
@@ -448,15 +450,16 @@ class Client:
                                "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>.*?</failure>")
 
     def auth_scram(self, user, password, hash_name="sha256", plus=None,
-                   cb_data=None, tamper_proof=False):
+                   cb_data=None, tamper_proof=False, nonce=None):
         """SCRAM (RFC 5802) from scratch; plus = 'tls-exporter' or
-        'tls-server-end-point' for the -PLUS variants."""
+        'tls-server-end-point' for the -PLUS variants; nonce: the
+        client nonce (random when None)."""
         mech = "SCRAM-SHA-256" if hash_name == "sha256" else "SCRAM-SHA-1"
         gs2 = "n,,"
         if plus:
             mech += "-PLUS"
             gs2 = "p=%s,," % plus
-        nonce = secrets.token_urlsafe(18)
+        nonce = nonce or secrets.token_urlsafe(18)
         first_bare = "n=%s,r=%s" % (user.replace("=", "=3D").replace(",", "=2C"), nonce)
         self.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='%s'>%s</auth>"
                   % (mech, base64.b64encode((gs2 + first_bare).encode()).decode()))

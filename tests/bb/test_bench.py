@@ -51,7 +51,10 @@ ISSUE_KEYS = [
 
 def bench_server(n, **kw):
     """A started server with accounts user1..user<n>, all with PASSWORD."""
-    s = Server(users=[("user1@localhost", PASSWORD)], **kw)
+    # Every bench client connects from 127.0.0.1.
+    o = {"c2s.max_connections_per_ip": "0"}
+    o.update(kw.pop("overrides", {}))
+    s = Server(users=[("user1@localhost", PASSWORD)], overrides=o, **kw)
     s.start()
     s.db.psql("INSERT INTO accounts (username, domain) "
               "SELECT 'user' || g, 'localhost' FROM generate_series(2, %d) g; "

@@ -60,7 +60,7 @@ def test_block_list_and_pushes():
 def test_blocked_traffic():
     with Server(workers=2, users=USERS) as s:
         j = Client(s.port)
-        j.login("juliet", "pw1", resource="r")
+        jj = j.login("juliet", "pw1", resource="r")
         t = Client(s.port)
         tj = t.login("tybalt", "pw3", resource="sword")
         j.send("<presence/>")
@@ -68,17 +68,28 @@ def test_blocked_traffic():
         j.send("<iq type='set' id='b1'><block xmlns='%s'><item jid='tybalt@localhost'/></block></iq>" % NS)
         j.read_until("<iq [^>]*id='b1'[^>]*type='result'/>")
         time.sleep(0.2)
-        # Outbound to a blocked JID: not-acceptable with <blocked/>.
+        # Outbound to a blocked JID: not-acceptable with <blocked/>, from
+        # the blocked JID to the sender (XEP-0191 3.6, RFC 6120 8.3.1).
         j.send("<message to='tybalt@localhost/sword' id='m1' type='chat'><body>x</body></message>")
         got = j.read_until("<message [^>]*id='m1'.*?</message>")
-        assert got == ("<message id='m1' type='error'><error type='cancel'><not-acceptable "
-                       "xmlns='%s'/><blocked xmlns='urn:xmpp:blocking:errors'/></error>"
-                       "</message>" % STANZAS), got
+        assert got == ("<message from='tybalt@localhost/sword' id='m1' to='%s' type='error'>"
+                       "<error type='cancel'><not-acceptable xmlns='%s'/><blocked "
+                       "xmlns='urn:xmpp:blocking:errors'/></error></message>"
+                       % (jj, STANZAS)), got
+        j.send("<iq to='tybalt@localhost' id='q1' type='get'><query "
+               "xmlns='jabber:iq:version'/></iq>")
+        got = j.read_until("<iq [^>]*id='q1'.*?</iq>")
+        assert got == ("<iq from='tybalt@localhost' id='q1' to='%s' type='error'>"
+                       "<error type='cancel'><not-acceptable xmlns='%s'/><blocked "
+                       "xmlns='urn:xmpp:blocking:errors'/></error></iq>"
+                       % (jj, STANZAS)), got
         # Inbound from a blocked JID: service-unavailable to the sender,
         # nothing to the user.
         t.send("<message to='juliet@localhost/r' id='m2' type='chat'><body>y</body></message>")
         got = t.read_until("<message [^>]*id='m2'.*?</message>")
-        assert "type='error'" in got and "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+        assert got == ("<message from='juliet@localhost/r' id='m2' to='%s' type='error'>"
+                       "<error type='cancel'><service-unavailable xmlns='%s'/></error>"
+                       "</message>" % (tj, STANZAS)), got
         assert "<body>y</body>" not in drain(j)
         # Offline storage refuses a blocked sender too.
         j.send("</stream:stream>")
@@ -86,7 +97,9 @@ def test_blocked_traffic():
         time.sleep(0.3)
         t.send("<message to='juliet@localhost' id='m3' type='chat'><body>z</body></message>")
         got = t.read_until("<message [^>]*id='m3'.*?</message>")
-        assert "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+        assert got == ("<message from='juliet@localhost' id='m3' to='%s' type='error'>"
+                       "<error type='cancel'><service-unavailable xmlns='%s'/></error>"
+                       "</message>" % (tj, STANZAS)), got
         # Unblocked, messages flow again.
         j = Client(s.port)
         j.login("juliet", "pw1", resource="r")

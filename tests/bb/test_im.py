@@ -302,6 +302,201 @@ def test_subscription_transitions():
         closing(j, r, n, m)
 
 
+def test_resubscribe_after_removal():
+    """RFC 6121 3.1.5 after 2.5.2: juliet removed romeo; romeo's new
+    request reaches her and her approval is routed to him (not stored as
+    a pre-approval, 3.4): both rosters show the subscription."""
+    with server() as s:
+        j = login(s, "juliet", "balcony")
+        r = login(s, "romeo", "orchard")
+        subscribe_both(j, r)
+        j.drain()
+        r.drain()
+        got = j.roster_set("<item jid='romeo@localhost' subscription='remove'/>")
+        assert got == j.empty_result(j.last_id), got
+        j.expect(push_rx(None, item_rx("romeo@localhost", "remove")))
+        r.expect(pres("juliet@localhost", "romeo@localhost", "unsubscribed"))
+        r.expect(push_rx(None, item_rx("juliet@localhost", "none")))
+        j.drain()
+        r.drain()
+        r.send("<presence to='juliet@localhost' type='subscribe'/>")
+        r.expect(push_rx(None, item_rx("juliet@localhost", "none", ask=True)))
+        j.expect(sub_stanza("subscribe", "romeo@localhost", "juliet@localhost"))
+        j.send("<presence to='romeo@localhost' type='subscribed'/>")
+        j.expect(push_rx(None, item_rx("romeo@localhost", "from")))
+        r.expect(sub_stanza("subscribed", "juliet@localhost", "romeo@localhost"))
+        r.expect(push_rx(None, item_rx("juliet@localhost", "to")))
+        r.expect(relayed("romeo@localhost", "juliet@localhost/balcony"))
+        got = j.roster_get()
+        assert j.roster_result_rx(None, [item_rx("romeo@localhost", "from")]).fullmatch(got), got
+        got = r.roster_get()
+        assert r.roster_result_rx(None, [item_rx("juliet@localhost", "to")]).fullmatch(got), got
+        closing(j, r)
+
+
+# RFC 6121 Appendix A, one state of one side as (subscription, pending
+# out, pending in); the other side's state mirrors it.
+A_STATES = {
+    "None": ("none", False, False), "None + Pending Out": ("none", True, False),
+    "None + Pending In": ("none", False, True),
+    "None + Pending Out/In": ("none", True, True), "To": ("to", False, False),
+    "To + Pending In": ("to", False, True), "From": ("from", False, False),
+    "From + Pending Out": ("from", True, False), "Both": ("both", False, False),
+}
+# A.2.1 (the user's server, outbound) and A.3.1 (the contact's server,
+# inbound): the new state for each state and stanza; "" is "no state
+# change".
+A_OUT = {
+    "subscribe": {"None": "None + Pending Out", "None + Pending Out": "",
+                  "None + Pending In": "None + Pending Out/In",
+                  "None + Pending Out/In": "", "To": "", "To + Pending In": "",
+                  "From": "From + Pending Out", "From + Pending Out": "", "Both": ""},
+    "unsubscribe": {"None": "", "None + Pending Out": "None", "None + Pending In": "",
+                    "None + Pending Out/In": "None + Pending In", "To": "None",
+                    "To + Pending In": "None + Pending In", "From": "",
+                    "From + Pending Out": "From", "Both": "From"},
+    "subscribed": {"None": "", "None + Pending Out": "", "None + Pending In": "From",
+                   "None + Pending Out/In": "From + Pending Out", "To": "",
+                   "To + Pending In": "Both", "From": "", "From + Pending Out": "",
+                   "Both": ""},
+    "unsubscribed": {"None": "", "None + Pending Out": "", "None + Pending In": "None",
+                     "None + Pending Out/In": "None + Pending Out", "To": "",
+                     "To + Pending In": "To", "From": "None",
+                     "From + Pending Out": "None + Pending Out", "Both": "To"},
+}
+A_IN = {
+    "subscribe": {"None": "None + Pending In", "None + Pending Out": "None + Pending Out/In",
+                  "None + Pending In": "", "None + Pending Out/In": "",
+                  "To": "To + Pending In", "To + Pending In": "", "From": "",
+                  "From + Pending Out": "", "Both": ""},
+    "unsubscribe": {"None": "", "None + Pending Out": "", "None + Pending In": "None",
+                    "None + Pending Out/In": "None + Pending Out", "To": "",
+                    "To + Pending In": "To", "From": "None",
+                    "From + Pending Out": "None + Pending Out", "Both": "To"},
+    "subscribed": {"None": "", "None + Pending Out": "To", "None + Pending In": "",
+                   "None + Pending Out/In": "To + Pending In", "To": "",
+                   "To + Pending In": "", "From": "", "From + Pending Out": "Both",
+                   "Both": ""},
+    "unsubscribed": {"None": "", "None + Pending Out": "None", "None + Pending In": "",
+                     "None + Pending Out/In": "None + Pending In", "To": "None",
+                     "To + Pending In": "None + Pending In", "From": "",
+                     "From + Pending Out": "From", "Both": "From"},
+}
+A_MIRROR = {"None": "None", "None + Pending Out": "None + Pending In",
+            "None + Pending In": "None + Pending Out",
+            "None + Pending Out/In": "None + Pending Out/In", "To": "From",
+            "To + Pending In": "From + Pending Out", "From": "To",
+            "From + Pending Out": "To + Pending In", "Both": "Both"}
+# How to reach each state of the user u (c the contact) from None/None:
+# (sender, type) steps, each one a transition of the same tables.
+A_PATHS = {
+    "None": [], "None + Pending Out": [("u", "subscribe")],
+    "None + Pending In": [("c", "subscribe")],
+    "None + Pending Out/In": [("u", "subscribe"), ("c", "subscribe")],
+    "To": [("u", "subscribe"), ("c", "subscribed")],
+    "To + Pending In": [("u", "subscribe"), ("c", "subscribed"), ("c", "subscribe")],
+    "From": [("c", "subscribe"), ("u", "subscribed")],
+    "From + Pending Out": [("c", "subscribe"), ("u", "subscribed"), ("u", "subscribe")],
+    "Both": [("u", "subscribe"), ("c", "subscribed"), ("c", "subscribe"),
+             ("u", "subscribed")],
+}
+
+
+def _item_state(im, other, got):
+    """(subscription, ask, approved) of other's item in a roster result;
+    no item is ('none', False, False)."""
+    m = re.search(r"<item\b(?=[^>]* jid='%s')([^>]*)" % re.escape(other), got)
+    if not m:
+        return ("none", False, False)
+    a = m.group(1)
+    sub = re.search(r"subscription='([^']*)'", a)
+    return (sub.group(1) if sub else "none", "ask='subscribe'" in a,
+            "approved='true'" in a)
+
+
+def _settle(u, c):
+    """Barrier: one worker, one database pipeline in order; a roster get
+    from each side, twice, comes after the whole chain a subscription
+    stanza starts (the sender's step, the receiver's, an automatic
+    reply).  Returns both visible states."""
+    for _ in range(2):
+        gu = u.roster_get()
+        gc = c.roster_get()
+    u.q = []
+    c.q = []
+    return _item_state(u, c.bare, gu), _item_state(c, u.bare, gc)
+
+
+def _visible(state, approved=False):
+    sub, out, _ = A_STATES[state]
+    return (sub, out, approved)
+
+
+def _check_table(u, c, reset, how):
+    """Every row of A.2.1 and A.3.1: for each state of u, reached from
+    None/None after reset(), each stanza u sends moves u by A.2.1 and c
+    (in the mirrored state) by A.3.1; c's sending is exercised by the
+    paths that reach the states."""
+    bad = []
+    for state in A_STATES:
+        for typ in A_OUT:
+            reset()
+            got = _settle(u, c)
+            if got != (_visible("None"), _visible("None")):
+                bad.append("%s: reset left %r" % (how, got))
+                continue
+            ust, cst = "None", "None"
+            for who, t in A_PATHS[state]:
+                x = u if who == "u" else c
+                y = c if who == "u" else u
+                x.send("<presence to='%s' type='%s'/>" % (y.bare, t))
+                _settle(u, c)
+                xs, ys = (ust, cst) if who == "u" else (cst, ust)
+                xs, ys = A_OUT[t][xs] or xs, A_IN[t][ys] or ys
+                ust, cst = (xs, ys) if who == "u" else (ys, xs)
+            assert ust == state and cst == A_MIRROR[state], (state, ust, cst)
+            got = _settle(u, c)
+            if got != (_visible(ust), _visible(cst)):
+                bad.append("%s: reaching %s: got %r" % (how, state, got))
+                continue
+            u.send("<presence to='%s' type='%s'/>" % (c.bare, typ))
+            want_u = A_OUT[typ][ust] or ust
+            want_c = A_IN[typ][cst] or cst
+            # 3.4: subscribed with no request pending is a pre-approval.
+            pre = typ == "subscribed" and not A_STATES[ust][2] and \
+                A_STATES[ust][0] in ("none", "to")
+            got = _settle(u, c)
+            want = (_visible(want_u, pre), _visible(want_c))
+            if got != want:
+                bad.append("%s: %s, user sends %s: want %r, got %r"
+                           % (how, state, typ, want, got))
+    assert not bad, "%d of %d rows wrong:\n  %s" % (
+        len(bad), len(A_STATES) * len(A_OUT), "\n  ".join(bad))
+
+
+def test_appendix_a_after_removal():
+    """RFC 6121 Appendix A, every row of A.2.1 and A.3.1, from states
+    reached after both sides removed each other (2.5.2) or after
+    unsubscribe/unsubscribed cycles (3.2, 3.3), not from fresh accounts."""
+    with server() as s:
+        u = login(s, "juliet", "balcony")
+        c = login(s, "romeo", "orchard")
+        subscribe_both(u, c)
+
+        def remove_both():
+            for x, y in ((u, c), (c, u)):
+                x.roster_set("<item jid='%s' subscription='remove'/>" % y.bare)
+
+        def cycle():
+            for x, y in ((u, c), (c, u)):
+                for t in ("unsubscribe", "unsubscribed"):
+                    x.send("<presence to='%s' type='%s'/>" % (y.bare, t))
+
+        _check_table(u, c, remove_both, "after removal")
+        _check_table(u, c, cycle, "after unsubscribe/unsubscribed")
+        closing(u, c)
+
+
 def test_pending_request_offline():
     """RFC 6121 3.1.3: a request to an offline contact is stored and
     delivered at each of its initial presences until answered; one
@@ -888,7 +1083,8 @@ def test_restart():
 
 if __name__ == "__main__":
     tests = [checked(t) for t in [test_stream_features, test_subscription_handshake,
-             test_subscription_transitions, test_pending_request_offline,
+             test_subscription_transitions, test_resubscribe_after_removal,
+             test_appendix_a_after_removal, test_pending_request_offline,
              test_pushes_across_workers, test_roster_versioning,
              test_roster_set_errors, test_probes, test_directed_presence,
              test_logout_ends_with_stream_close,

@@ -7,14 +7,16 @@ graceful stop, pid file rules, config checking, EMFILE handling.
 """
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, SERVER_HEADER, Server, XMPPD, pid_alive,  # noqa: E402
-                     run_tests, stream_error_re, stream_header,
+from harness import (Client, SERVER_HEADER, Server, XMPPCTL, XMPPD,  # noqa: E402
+                     pid_alive, run_tests, stream_error_re, stream_header,
                      test_certificate, wait_for)
 
 
@@ -184,12 +186,22 @@ def test_xmppctl_stop_and_errors():
         assert r.returncode == 1 and "is it running?" in r.stderr, r.stderr
     # Permission: a socket we cannot connect to.
     if os.geteuid() == 0:
-        with Server(workers=1, overrides={"control.mode": "0600"}) as s:
-            r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
-                                "--clear-groups", s.args()[0].replace("xmppd", "xmppctl"),
-                                "-s", s.control, "status"],
-                               capture_output=True, text=True, timeout=10)
-            assert r.returncode == 1 and "permission denied" in r.stderr, r.stderr
+        # The build tree may be out of nobody's reach (a clone in /root):
+        # run a copy from a directory anyone can enter, so that the
+        # refusal seen is xmppctl's and not exec's.
+        bindir = tempfile.mkdtemp(prefix="xmppd-test-ctl-")
+        try:
+            os.chmod(bindir, 0o755)
+            ctl = shutil.copy(XMPPCTL, bindir)
+            with Server(workers=1, overrides={"control.mode": "0600"}) as s:
+                r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                    "--clear-groups", ctl,
+                                    "-s", s.control, "status"],
+                                   capture_output=True, text=True, timeout=10)
+                assert r.returncode == 1, r.stderr
+                assert r.stderr.startswith("xmppctl") and "permission denied" in r.stderr, r.stderr
+        finally:
+            shutil.rmtree(bindir, ignore_errors=True)
 
 
 def test_daemon_pid_file():

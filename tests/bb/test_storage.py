@@ -5,6 +5,7 @@ and answered with a `wait` error while PostgreSQL is away.  Needs
 XMPPD_TEST_PGCONN.
 """
 import os
+import re
 import signal
 import sys
 import time
@@ -287,8 +288,92 @@ def test_database_down():
         proxy.close()
 
 
+# ---- stored stanzas that do not read back --------------------------------
+
+def sql(s, text):
+    return s.db.psql(text, s.db.conninfo).strip()
+
+
+def test_offline_unreadable_kept():
+    """An offline row that does not read back as a stanza is not dropped:
+    the messages around it are delivered, it is logged with its row id at
+    error level and moved to offline_unreadable, unchanged, for the
+    operator."""
+    with Server(workers=1, users=USERS) as s:
+        r, jr = login(s, "romeo", "orchard")
+        count = "SELECT count(*) FROM offline_messages"
+        r.send("<message to='juliet@localhost' type='chat' id='u1'><body>one</body></message>")
+        wait_for(lambda: sql(s, count) == "1", what="u1 stored")
+        bad = [
+            # What a version before the xml: fix stored for <xml:x/>.
+            "<message to='juliet@localhost' type='chat' id='old' from='%s'>"
+            "<x xmlns='http://www.w3.org/XML/1998/namespace'/></message>" % jr,
+            "<message to='juliet@localhost' id='cut'><body>cut off",
+            "<vCard xmlns='vcard-temp'/>",
+        ]
+        ids = [sql(s, "INSERT INTO offline_messages (account_id, sender, stanza) "
+                      "VALUES (xmppd_account_id('juliet', 'localhost'), $q$%s$q$, "
+                      "$q$%s$q$) RETURNING id" % (jr, text)) for text in bad]
+        r.send("<message to='juliet@localhost' type='chat' id='u2'><body>two</body></message>")
+        wait_for(lambda: sql(s, count) == "5", what="u2 stored")
+
+        j, jj = login(s, "juliet", "balcony")
+        j.send("<presence/>")
+        j.read_until("<message to='juliet@localhost' type='chat' id='u1' from='%s'>"
+                     "<body>one</body><delay " % re.escape(jr))
+        j.read_until("<message to='juliet@localhost' type='chat' id='u2' from='%s'>"
+                     "<body>two</body><delay " % re.escape(jr))
+        wait_for(lambda: sql(s, count) == "0", what="delivered rows removed")
+        aside = sql(s, "SELECT id, stanza = ANY(ARRAY[$q$%s$q$]), reason <> '' "
+                       "FROM offline_unreadable ORDER BY id" % "$q$, $q$".join(bad))
+        assert aside.split("\n") == ["%s|t|t" % i for i in ids], aside
+        log = s.log_text()
+        for i in ids:
+            assert re.search(r" error: .*offline message %s of juliet@localhost "
+                             r"unreadable \(.+\): moved to offline_unreadable\n" % i,
+                             log), log[-3000:]
+
+
+def test_stored_xml_unreadable_answered():
+    """A stored vCard or private XML that no longer reads back: the get
+    is answered (internal-server-error), the row stays as it is, and
+    the log says whose it is."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "balcony")
+        b, jb = login(s, "romeo", "street")
+        assert iq(a, VCARD2, "x1", "set") == result("juliet@localhost", "x1", ja)
+        assert iq(a, query(BOOKMARKS), "x2", "set") == result("juliet@localhost", "x2", ja)
+        cut = "<vCard xmlns='vcard-temp'><FN>cut"
+        old = "<storage xmlns='storage:bookmarks'><x xmlns='%s'/></storage>" % (
+            "http://www.w3.org/XML/1998/namespace")
+        acc = "xmppd_account_id('juliet', 'localhost')"
+        sql(s, "UPDATE vcards SET vcard = $q$%s$q$ WHERE account_id = %s" % (cut, acc))
+        sql(s, "UPDATE private_storage SET element = $q$%s$q$ WHERE account_id = %s"
+               % (old, acc))
+        got = iq(a, EMPTY_VCARD, "x3", "get")
+        assert got == error("juliet@localhost", "x3", ja, "cancel",
+                            "internal-server-error"), got
+        got = iq(b, EMPTY_VCARD, "x4", "get", to="juliet@localhost")
+        assert got == error("juliet@localhost", "x4", jb, "cancel",
+                            "internal-server-error"), got
+        got = iq(a, query("<storage xmlns='storage:bookmarks'/>"), "x5", "get")
+        assert got == error("juliet@localhost", "x5", ja, "cancel",
+                            "internal-server-error"), got
+        assert sql(s, "SELECT vcard FROM vcards WHERE account_id = %s" % acc) == cut
+        assert sql(s, "SELECT element FROM private_storage WHERE account_id = %s"
+                      % acc) == old
+        log = s.log_text()
+        for id_, frm in (("x3", ja), ("x4", jb), ("x5", ja)):
+            assert re.search(r" error: .*IQ get reply for %s \(id %s, asked of "
+                             r"juliet@localhost\) unreadable \(.+\): stored data "
+                             r"kept, answered internal-server-error\n"
+                             % (re.escape(frm), id_), log), log[-3000:]
+
+
 if __name__ == "__main__":
     run_tests([test_vcard_set_get, test_vcard_missing,
                test_vcard_forbidden_and_limits, test_private_round_trip,
                test_private_errors, test_private_namespace_quota,
-               test_survives_restart, test_database_down])
+               test_survives_restart, test_database_down,
+               test_offline_unreadable_kept,
+               test_stored_xml_unreadable_answered])

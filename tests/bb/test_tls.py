@@ -309,8 +309,15 @@ class MemTLS:
     """A TLS 1.3 client over memory BIOs, so that the test can see and
     change the records on the wire."""
 
-    def __init__(self, port, tls12=False, keylog=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port, tls12=False, keylog=None, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:      # before connect: the window follows it
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            # A small MSS keeps the server's send buffer small too (the
+            # kernel sizes it in segments): its writes soon stop.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
         self.sock.sendall(stream_header().encode())
         buf = b""
         while b"</stream:features>" not in buf:
@@ -462,20 +469,127 @@ def test_tls12_close_notify():
         assert recs and recs[-1][0] == 21, recs     # TLS 1.2: type visible
 
 
+class TrafficKey:
+    """One direction's traffic key and sequence number (RFC 8446 5.3,
+    7.2, 7.3; TLS_AES_128_GCM_SHA256); gen counts KeyUpdates."""
+
+    def __init__(self, secret):
+        self.gen = -1
+        self.set(secret)
+
+    def set(self, secret):
+        self.secret = secret
+        self.key = hkdf_expand_label("sha256", secret, b"key", b"", 16)
+        self.iv = hkdf_expand_label("sha256", secret, b"iv", b"", 12)
+        self.seq = 0
+        self.gen += 1
+
+    def update(self):
+        self.set(hkdf_expand_label("sha256", self.secret, b"traffic upd",
+                                   b"", 32))
+
+    def nonce(self):
+        n = bytes(a ^ b for a, b in zip(self.iv, self.seq.to_bytes(12, "big")))
+        self.seq += 1
+        return n
+
+
 class Crafted:
     """Records sealed by the test itself with the client's traffic keys
     (from its key log; TLS_AES_128_GCM_SHA256), so that it can send what
-    no TLS library sends: bad input for the server's record layer."""
+    no TLS library sends: bad input for the server's record layer.  The
+    server's records are opened with its keys from the same key log, so
+    the test sees each one: its key generation, type and content."""
 
-    def __init__(self, port, tmp):
+    def __init__(self, port, tmp, rcvbuf=None):
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self.AESGCM = AESGCM
         keylog = os.path.join(tmp, "keys-%d" % time.monotonic_ns())
-        self.t = MemTLS(port, keylog=keylog)
+        self.t = MemTLS(port, keylog=keylog, rcvbuf=rcvbuf)
+        secrets = {}
         with open(keylog) as f:
-            secret = [bytes.fromhex(l.split()[2]) for l in f
-                      if l.startswith("CLIENT_TRAFFIC_SECRET_0 ")][-1]
-        self.rekey(secret)
+            for line in f:
+                if not line.startswith("#"):
+                    label, _, secret = line.split()
+                    secrets[label] = bytes.fromhex(secret)
+        self.rekey(secrets["CLIENT_TRAFFIC_SECRET_0"])
+        self.rd = TrafficKey(secrets["SERVER_TRAFFIC_SECRET_0"])
+        self.wire = b""     # the server's bytes, not yet a whole record
+        self.app = ""       # the server's application data, not yet read
+        self.got = []       # the server's records: (gen, type, content)
+        self.eof = False
+
+    def receive(self, timeout=5):
+        """One recv(); opens the whole records.  False at the TCP close."""
+        self.t.sock.settimeout(timeout)
+        try:
+            chunk = self.t.sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.wire += chunk
+        while len(self.wire) >= 5:
+            n = int.from_bytes(self.wire[3:5], "big")
+            if len(self.wire) < 5 + n:
+                break
+            header, body = self.wire[:5], self.wire[5:5 + n]
+            self.wire = self.wire[5 + n:]
+            gen = self.rd.gen
+            inner = self.AESGCM(self.rd.key).decrypt(self.rd.nonce(), body,
+                                                    header).rstrip(b"\0")
+            ctype, content = inner[-1], inner[:-1]
+            self.got.append((gen, ctype, content))
+            if ctype == 23:
+                self.app += content.decode()
+            if ctype == 22 and content[:1] == b"\x18":
+                self.rd.update()
+        return True
+
+    def read_app(self, pattern, timeout=10):
+        """The server's application data up to and including pattern."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.app, re.S):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.receive(left):
+                raise AssertionError("waiting for %r: %r" % (
+                    pattern, self.app[-500:]))
+        m = re.search(pattern, self.app, re.S)
+        got, self.app = self.app[:m.end()], self.app[m.end():]
+        return got
+
+    def until_close(self, timeout=10):
+        """Every record of the server until it closes the connection."""
+        deadline = time.monotonic() + timeout
+        while not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("not closed; last records %r"
+                                     % self.got[-3:])
+            try:
+                self.receive(left)
+            except socket.timeout:
+                pass
+        assert self.wire == b"", "a torn record at the close"
+        return self.got
+
+    def login(self, user, password, resource):
+        """SASL PLAIN and bind, all in crafted records; the full JID."""
+        import base64
+        self.send_text(stream_header())
+        self.read_app("</stream:features>")
+        auth = base64.b64encode(b"\0%s\0%s" % (user.encode(),
+                                               password.encode())).decode()
+        self.send_text("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                       "mechanism='PLAIN'>%s</auth>" % auth)
+        self.read_app("<success[^>]*/>|<success.*?</success>")
+        self.send_text(stream_header())
+        self.read_app("</stream:features>")
+        self.send_text("<iq type='set' id='bind1'><bind xmlns='urn:ietf:"
+                       "params:xml:ns:xmpp-bind'><resource>%s</resource>"
+                       "</bind></iq>" % resource)
+        return re.search("<jid>(.*?)</jid>", self.read_app("</iq>")).group(1)
 
     def rekey(self, secret):
         self.secret = secret
@@ -487,14 +601,23 @@ class Crafted:
         self.rekey(hkdf_expand_label("sha256", self.secret, b"traffic upd",
                                      b"", 32))
 
-    def send(self, content, ctype):
+    def seal(self, content, ctype):
+        """One record under our key (content may not pass 16 KB)."""
         inner = content + bytes([ctype])
         header = bytes([23, 3, 3]) + (len(inner) + 16).to_bytes(2, "big")
         nonce = bytes(a ^ b for a, b in
                       zip(self.iv, self.seq.to_bytes(12, "big")))
         self.seq += 1
-        self.t.sock.sendall(header + self.AESGCM(self.key).encrypt(
-            nonce, inner, header))
+        return header + self.AESGCM(self.key).encrypt(nonce, inner, header)
+
+    def send(self, content, ctype):
+        self.t.sock.sendall(self.seal(content, ctype))
+
+    def send_text(self, text):
+        """Application data in as many 16 KB records as it takes."""
+        data = text.encode()
+        self.t.sock.sendall(b"".join(self.seal(data[i:i + 16384], 23)
+                                     for i in range(0, len(data), 16384)))
 
     def closed(self, timeout=5):
         """True when the server closes the TCP connection."""
@@ -556,6 +679,209 @@ def test_crafted_records_get_their_alerts():
         bystander.close()
 
 
+KEY_UPDATE_REQUESTED = b"\x18\x00\x00\x01\x01"
+
+
+def test_key_update_flood():
+    """KeyUpdate(update_requested) in a row without application data:
+    tls.max_key_updates of them are answered, the next one gets
+    unexpected_message, after the answers already sealed (the alert is
+    never skipped because sealed bytes wait); application data between
+    them resets the count; another client notices nothing."""
+    import tempfile
+    limit = 8
+    with Server(workers=1, users=USERS, overrides={
+            "tls.ciphersuites": "TLS_AES_128_GCM_SHA256",
+            "tls.max_key_updates": str(limit)}) as s, \
+            tempfile.TemporaryDirectory() as tmp:
+        bystander = Client(s.port)
+        jb = bystander.login("bob", "bu1lder!", resource="by")
+        # Interleaved with data: never too many.
+        c = Crafted(s.port, tmp)
+        c.login("alice", "wonder1and", "ku")
+        for i in range(3 * limit):
+            c.send(KEY_UPDATE_REQUESTED, 22)
+            c.update()
+            c.send(b" ", 23)
+        c.send_text("<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/>"
+                    "</iq>")
+        c.read_app("id='after'")
+        updates = sum(1 for _, t, m in c.got if t == 22)
+        assert updates == 3 * limit, updates
+        # A flood, in one write: the server reads it in one go.
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        flood = b""
+        for i in range(10 * limit):
+            flood += c.seal(KEY_UPDATE_REQUESTED, 22)
+            c.update()
+        c.t.sock.sendall(flood)
+        got = c.until_close()
+        updates = [g for g, t, m in got if t == 22]
+        assert len(updates) == limit, len(updates)
+        assert got[-1][1:] == (21, b"\x02\x0a"), got[-3:]
+        want = "TLS: too many KeyUpdates without data: sending alert 10"
+        assert wait_for(lambda: want in s.log_text(), what=want)
+        ping(bystander, "still")
+        message(bystander, jb, "fine", "k1")
+        expect_message(bystander, "k1", "fine")
+        bystander.close()
+
+
+def test_alert_after_pending_output():
+    """Sealed bytes wait when a record does not authenticate: a
+    KeyUpdate answer not yet written, or the client's own messages when
+    it does not read (the server's writes stalled).  The client still
+    gets every record sealed before, then bad_record_mac, then the
+    close (RFC 8446 section 6); another client notices nothing."""
+    import tempfile
+    with Server(workers=1, users=USERS, overrides={
+            "tls.ciphersuites": "TLS_AES_128_GCM_SHA256"}) as s, \
+            tempfile.TemporaryDirectory() as tmp:
+        bystander = Client(s.port)
+        jb = bystander.login("bob", "bu1lder!", resource="by")
+        # In one write: a KeyUpdate asking for ours (sealed, waiting for
+        # the end of the loop turn), then a bad record: both arrive.
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        both = c.seal(KEY_UPDATE_REQUESTED, 22)
+        c.update()
+        bad = bytearray(c.seal(b"<x/>", 23))
+        bad[-1] ^= 1
+        c.t.sock.sendall(both + bytes(bad))
+        got = c.until_close()
+        assert [r[1:] for r in got[-2:]] == [
+            (22, b"\x18\x00\x00\x01\x00"), (21, b"\x02\x14")], got[-2:]
+        # The socket does not take what waits: the connection stays
+        # until it does.
+        c = Crafted(s.port, tmp, rcvbuf=4096)
+        ja = c.login("alice", "wonder1and", "slow")
+        # Messages to itself until the server's writes stop (the log
+        # says so), then a record that does not authenticate.
+        port = c.t.sock.getsockname()[1]
+        stalled = "127.0.0.1:%d: TLS output waits for the socket" % port
+        for i in range(25):
+            c.send_text("<message to='%s' type='chat' id='s%d'><body>%s"
+                        "</body></message>" % (ja, i, body_text(40 * 1024, i)))
+            ping(bystander, "b%d" % i)   # the worker got past it
+            if stalled in s.log_text():
+                break
+        assert stalled in s.log_text(), "the output never stalled"
+        c.send_text("<message to='%s' type='chat' id='last'><body>%s</body>"
+                    "</message>" % (ja, body_text(40 * 1024, 99)))
+        ping(bystander, "last")
+        bad = bytearray(c.seal(b"<x/>", 23))
+        bad[-1] ^= 1
+        c.t.sock.sendall(bytes(bad))
+        want = "TLS: record did not authenticate: sending alert 20"
+        assert wait_for(lambda: want in s.log_text(), what=want)
+        lingers = "TLS alert waits for sealed bytes to be written"
+        assert wait_for(lambda: lingers in s.log_text(), what=lingers)
+        got = c.until_close()
+        assert got[-1][1:] == (21, b"\x02\x14"), got[-1]
+        assert all(t == 23 for _, t, _ in got[:-1]), \
+            [t for _, t, _ in got if t != 23]
+        ping(bystander, "still")
+        message(bystander, jb, "fine", "p1")
+        expect_message(bystander, "p1", "fine")
+        bystander.close()
+
+
+def test_user_canceled_closes():
+    """user_canceled (RFC 8446 6.1) is a closure alert: the server logs
+    it and closes with its own close_notify, no fatal alert.  After a
+    client's fatal alert, no close_notify."""
+    import tempfile
+    with Server(workers=1, users=USERS, overrides={
+            "tls.ciphersuites": "TLS_AES_128_GCM_SHA256"}) as s, \
+            tempfile.TemporaryDirectory() as tmp:
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        c.send(b"\x01\x5a", 21)
+        got = c.until_close()
+        assert got[-1][1:] == (21, b"\x01\x00"), got[-1]
+        assert not any(t == 21 for _, t, _ in got[:-1]), got
+        want = "TLS user_canceled from the client: closing"
+        assert wait_for(lambda: want in s.log_text(), what=want)
+        assert "sending alert" not in s.log_text()
+        # A fatal alert from the client: closed at once, and nothing
+        # more from us, not even close_notify (RFC 8446 section 6).
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        c.send(b"\x02\x28", 21)
+        got = c.until_close()
+        assert all(t == 23 for _, t, _ in got), got[-1]
+        assert wait_for(lambda: "TLS alert 40 from the client"
+                        in s.log_text(), what="the alert in the log")
+
+
+def test_records_per_key_counts_every_record():
+    """With tls.records_per_key = 1 every record of ours goes under a
+    fresh key: a KeyUpdate comes before the alert as before data."""
+    import tempfile
+    with Server(workers=1, users=USERS, overrides={
+            "tls.ciphersuites": "TLS_AES_128_GCM_SHA256",
+            "tls.records_per_key": "1"}) as s, \
+            tempfile.TemporaryDirectory() as tmp:
+        c = Crafted(s.port, tmp)
+        c.send_text(stream_header())
+        c.read_app("</stream:features>")
+        c.send(b"x", 20)
+        got = c.until_close()
+        assert got[-1][1:] == (21, b"\x02\x0a"), got[-1]
+        per_key = {}
+        for gen, t, m in got:
+            if t != 22:
+                per_key[gen] = per_key.get(gen, 0) + 1
+        assert max(per_key.values()) == 1, per_key
+        assert len(per_key) >= 2, per_key
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def test_partial_record_memory():
+    """Connections that each hold the first bytes of a 16 KB record
+    cost what they hold, not a 16 KB buffer each: the worker's RSS grows
+    by less than 2 KB per connection (a whole record buffer before).
+    XMPPD_TLS_PARTIAL_CONNS sets the count (150); the figures go to
+    stdout."""
+    n = int(os.environ.get("XMPPD_TLS_PARTIAL_CONNS", "150"))
+    with Server(workers=1, users=USERS, overrides={
+            "c2s.max_connections_per_ip": "0"}) as s:
+        pid = s.worker_pids()[0]
+        barrier = Client(s.port)
+        barrier.login("bob", "bu1lder!", resource="b")
+        before = rss_kb(pid)
+        conns = []
+        for i in range(n):
+            t = MemTLS(s.port)
+            t.sock.sendall(t.records(stream_header()))
+            conns.append(t)
+        for t in conns:
+            t.read_until("</stream:features>")
+        ping(barrier, "idle")
+        idle = rss_kb(pid)
+        # A record header saying 16 KB follows, and 10 bytes of it.
+        for t in conns:
+            t.sock.sendall(bytes([23, 3, 3, 0x40, 0x11]) + b"0123456789")
+        ping(barrier, "partial")     # read after all the partial records
+        partial = rss_kb(pid)
+        print("# %d connections: idle %.1f KB each, +%.2f KB each with a "
+              "partial record" % (n, (idle - before) / n,
+                                  (partial - idle) / n), flush=True)
+        assert partial - idle < 2 * n, (before, idle, partial)
+        for t in conns:
+            t.sock.close()
+        barrier.close()
+
+
 def test_openssl_only_when_switched_off():
     with Server(workers=1, users=USERS,
                 overrides={"tls.own_record_layer": "no"}) as s:
@@ -578,4 +904,8 @@ if __name__ == "__main__":
                test_max_fragment_length_stays_with_openssl,
                test_tampered_record_and_close_notify, test_tls12_close_notify,
                test_crafted_records_get_their_alerts,
+               test_key_update_flood, test_alert_after_pending_output,
+               test_user_canceled_closes,
+               test_records_per_key_counts_every_record,
+               test_partial_record_memory,
                test_openssl_only_when_switched_off])

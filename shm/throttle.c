@@ -1,0 +1,404 @@
+/*
+ * throttle.c - the shared login-failure table (layout in ipc.h, API in
+ * throttle.h).  A key (address or account) hashes, with a secret SipHash
+ * key drawn when the master creates the table, to a window of
+ * IPC_THROTTLE_PROBE consecutive slots; it lives in one of them.
+ *
+ * Eviction, when the window is full: a FREE slot first, else the slot
+ * that is not blocked and saw its last failure longest ago.  An active
+ * block is never evicted: when all slots of a window are blocked the new
+ * key is not counted (refused++).  A flood of distinct addresses thus
+ * cannot lift bans; it can only push out half-counted keys, and because
+ * the hash is keyed it cannot aim at a chosen window: to cover one it
+ * must fill the whole table.  Failure policy: -1 on lock failure, never
+ * a broken table (records are independent, see ipc.h).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "throttle.h"
+
+/* 88-byte records: 4M of them is ~370 MB, far beyond any need. */
+#define THROTTLE_CAPACITY_MAX (1u << 22)
+
+_Static_assert(sizeof(struct ipc_throttle_table) % 8 == 0, "table header");
+_Static_assert(sizeof(struct ipc_throttle_rec) % 8 == 0, "record alignment");
+_Static_assert(crypto_shorthash_KEYBYTES == 16, "SipHash key size");
+_Static_assert(crypto_shorthash_BYTES == 8, "SipHash output size");
+
+struct shm_throttle {
+	struct ipc_throttle_table *hdr;
+	struct ipc_throttle_rec *recs;
+	uint32_t mask;                  /* capacity - 1 */
+};
+
+static uint32_t capacity_for(uint32_t capacity)
+{
+	uint32_t n = IPC_THROTTLE_PROBE;
+
+	while (n < capacity)
+		n <<= 1;
+	return n;
+}
+
+size_t shm_throttle_size(uint32_t capacity)
+{
+	if (capacity == 0 || capacity > THROTTLE_CAPACITY_MAX)
+		return 0;
+	return sizeof(struct ipc_throttle_table) +
+		(size_t)capacity_for(capacity) * sizeof(struct ipc_throttle_rec);
+}
+
+static int mutex_init_shared(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	int ret;
+
+	if (pthread_mutexattr_init(&attr) != 0)
+		return -1;
+	ret = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	if (ret == 0)
+		ret = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+	if (ret == 0)
+		ret = pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return ret == 0 ? 0 : -1;
+}
+
+int shm_throttle_init(void *mem, size_t size, uint32_t capacity,
+		      const char **error_r)
+{
+	struct ipc_throttle_table *hdr = mem;
+	size_t need = shm_throttle_size(capacity);
+
+	if (need == 0) {
+		*error_r = "throttle table capacity out of range";
+		return -1;
+	}
+	if (size < need || ((uintptr_t)mem % 8) != 0) {
+		*error_r = "throttle table area too small or misaligned";
+		return -1;
+	}
+	memset(mem, 0, need);
+	hdr->version = IPC_VERSION;
+	hdr->capacity = capacity_for(capacity);
+	randombytes_buf(hdr->secret, sizeof(hdr->secret));
+	if (mutex_init_shared(&hdr->lock) < 0) {
+		*error_r = "throttle table mutex init failed";
+		return -1;
+	}
+	/* Last, so a half-built table never passes attach's check. */
+	hdr->magic = IPC_THROTTLE_MAGIC;
+	return 0;
+}
+
+struct shm_throttle *shm_throttle_attach(void *mem, const char **error_r)
+{
+	struct ipc_throttle_table *hdr = mem;
+	struct shm_throttle *t;
+
+	if (hdr->magic != IPC_THROTTLE_MAGIC || hdr->version != IPC_VERSION ||
+	    hdr->capacity < IPC_THROTTLE_PROBE ||
+	    (hdr->capacity & (hdr->capacity - 1)) != 0) {
+		*error_r = "throttle table header is inconsistent";
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (t == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	t->hdr = hdr;
+	t->recs = (struct ipc_throttle_rec *)(hdr + 1);
+	t->mask = hdr->capacity - 1;
+	return t;
+}
+
+void shm_throttle_detach(struct shm_throttle **t)
+{
+	free(*t);
+	*t = NULL;
+}
+
+/* ---- keys --------------------------------------------------------------- */
+
+static void key_hash(const struct shm_throttle *t, struct throttle_key *k,
+		     const void *data, size_t len)
+{
+	unsigned char in[2 + IPC_JID_MAX + 1];
+	unsigned char out[crypto_shorthash_BYTES];
+
+	if (len > sizeof(in) - 1)
+		len = sizeof(in) - 1;
+	in[0] = (unsigned char)k->kind;
+	memcpy(in + 1, data, len);
+	crypto_shorthash(out, in, len + 1, t->hdr->secret);
+	memcpy(&k->hash, out, sizeof(k->hash));
+}
+
+int shm_throttle_key_address(const struct shm_throttle *t, const char *addr,
+			     struct throttle_key *key_r)
+{
+	struct in_addr v4;
+	struct in6_addr v6;
+	unsigned char bytes[9];
+	char text[INET6_ADDRSTRLEN];
+
+	memset(key_r, 0, sizeof(*key_r));
+	key_r->kind = IPC_THROTTLE_ADDRESS;
+	if (inet_pton(AF_INET, addr, &v4) == 1) {
+		bytes[0] = 4;
+		memcpy(bytes + 1, &v4, 4);
+	} else if (inet_pton(AF_INET6, addr, &v6) != 1) {
+		return -1;
+	} else if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+		bytes[0] = 4;
+		memcpy(bytes + 1, &v6.s6_addr[12], 4);
+		memcpy(&v4, &v6.s6_addr[12], 4);
+	} else {
+		/* One host usually holds a whole /64: count the prefix. */
+		bytes[0] = 6;
+		memcpy(bytes + 1, v6.s6_addr, 8);
+		memset(&v6.s6_addr[8], 0, 8);
+		inet_ntop(AF_INET6, &v6, text, sizeof(text));
+		snprintf(key_r->label, sizeof(key_r->label), "%.40s/64", text); /* at most 21 + 3 */
+		key_hash(t, key_r, bytes, 9);
+		return 0;
+	}
+	inet_ntop(AF_INET, &v4, text, sizeof(text));
+	snprintf(key_r->label, sizeof(key_r->label), "%s", text);
+	key_hash(t, key_r, bytes, 5);
+	return 0;
+}
+
+void shm_throttle_key_account(const struct shm_throttle *t, const char *bare,
+			      struct throttle_key *key_r)
+{
+	memset(key_r, 0, sizeof(*key_r));
+	key_r->kind = IPC_THROTTLE_ACCOUNT;
+	snprintf(key_r->label, sizeof(key_r->label), "%s", bare);
+	key_hash(t, key_r, bare, strnlen(bare, IPC_JID_MAX));
+}
+
+/* ---- locked helpers ------------------------------------------------------ */
+
+static int table_lock(struct shm_throttle *t)
+{
+	int ret = pthread_mutex_lock(&t->hdr->lock);
+
+	if (ret == 0)
+		return 0;
+	if (ret != EOWNERDEAD)
+		return -1;
+	/* Nothing to rebuild: each record stands alone (ipc.h). */
+	t->hdr->recoveries++;
+	pthread_mutex_consistent(&t->hdr->lock);
+	log_warn("throttle table: lock holder died, table kept");
+	return 0;
+}
+
+static void table_unlock(struct shm_throttle *t)
+{
+	pthread_mutex_unlock(&t->hdr->lock);
+}
+
+static struct ipc_throttle_rec *rec_at(struct shm_throttle *t,
+				       const struct throttle_key *k,
+				       uint32_t i)
+{
+	return &t->recs[((uint32_t)k->hash + i) & t->mask];
+}
+
+static struct ipc_throttle_rec *rec_find(struct shm_throttle *t,
+					 const struct throttle_key *k)
+{
+	for (uint32_t i = 0; i < IPC_THROTTLE_PROBE; i++) {
+		struct ipc_throttle_rec *r = rec_at(t, k, i);
+		if (r->kind == k->kind && r->key == k->hash)
+			return r;
+	}
+	return NULL;
+}
+
+/* A slot for a new key (see the eviction rule at the top), or NULL. */
+static struct ipc_throttle_rec *rec_claim(struct shm_throttle *t,
+					  const struct throttle_key *k,
+					  int64_t now)
+{
+	struct ipc_throttle_rec *victim = NULL;
+
+	for (uint32_t i = 0; i < IPC_THROTTLE_PROBE; i++) {
+		struct ipc_throttle_rec *r = rec_at(t, k, i);
+		if (r->kind == IPC_THROTTLE_FREE) {
+			t->hdr->used++;
+			victim = r;
+			break;
+		}
+		if (r->blocked_until > now)
+			continue;
+		if (victim == NULL || r->last < victim->last)
+			victim = r;
+	}
+	if (victim == NULL) {
+		t->hdr->refused++;
+		return NULL;
+	}
+	if (victim->kind != IPC_THROTTLE_FREE &&
+	    (victim->failures > 0 || victim->blocked_until != 0))
+		t->hdr->evictions++;
+	memset(victim, 0, sizeof(*victim));
+	victim->key = k->hash;
+	memcpy(victim->label, k->label, sizeof(victim->label));
+	victim->label[sizeof(victim->label) - 1] = '\0';
+	victim->window_start = now;
+	victim->last = now;
+	victim->kind = k->kind;
+	return victim;
+}
+
+static void rec_copy(const struct ipc_throttle_rec *r,
+		     struct throttle_entry *e_r)
+{
+	if (e_r == NULL)
+		return;
+	e_r->kind = r->kind;
+	e_r->failures = r->failures;
+	e_r->window_start = r->window_start;
+	e_r->blocked_until = r->blocked_until;
+	memcpy(e_r->label, r->label, sizeof(e_r->label));
+	e_r->label[sizeof(e_r->label) - 1] = '\0';
+}
+
+/* ---- API ------------------------------------------------------------------ */
+
+int shm_throttle_check(struct shm_throttle *t, const struct throttle_key *key,
+		       int64_t now, struct throttle_entry *e_r)
+{
+	struct ipc_throttle_rec *r;
+	int ret = 0;
+
+	if (table_lock(t) < 0)
+		return -1;
+	r = rec_find(t, key);
+	if (r != NULL && r->blocked_until > now) {
+		rec_copy(r, e_r);
+		ret = 1;
+	}
+	table_unlock(t);
+	return ret;
+}
+
+/* Count one failure on a record (the lock is held): 1 if it blocks. */
+static int rec_fail(struct ipc_throttle_rec *r,
+		    const struct throttle_limits *lim, int64_t now)
+{
+	if (r->blocked_until != 0 && r->blocked_until <= now) {
+		/* A block that ran out starts over with a clean count. */
+		r->blocked_until = 0;
+		r->failures = 0;
+		r->window_start = now;
+	}
+	r->last = now;
+	if (r->failures < UINT32_MAX)
+		r->failures++;
+	if (r->blocked_until != 0)
+		return 0;       /* already blocked: the count still tells */
+	if (now - r->window_start >= lim->window_ms) {
+		r->failures = 1;
+		r->window_start = now;
+	}
+	if (lim->max_failures == 0 || r->failures < lim->max_failures)
+		return 0;
+	r->blocked_until = now + (lim->block_ms > 0 ? lim->block_ms : 1);
+	return 1;
+}
+
+int shm_throttle_fail(struct shm_throttle *t, const struct throttle_key *key,
+		      const struct throttle_limits *lim, int64_t now,
+		      struct throttle_entry *e_r)
+{
+	struct ipc_throttle_rec *r;
+	int ret;
+
+	if (table_lock(t) < 0)
+		return -1;
+	r = rec_find(t, key);
+	if (r == NULL)
+		r = rec_claim(t, key, now);
+	if (r == NULL) {
+		table_unlock(t);
+		return -1;
+	}
+	ret = rec_fail(r, lim, now);
+	rec_copy(r, e_r);
+	table_unlock(t);
+	return ret;
+}
+
+void shm_throttle_clear(struct shm_throttle *t, const struct throttle_key *key,
+			int64_t now)
+{
+	struct ipc_throttle_rec *r;
+
+	if (table_lock(t) < 0)
+		return;
+	r = rec_find(t, key);
+	if (r != NULL && r->blocked_until <= now) {
+		memset(r, 0, sizeof(*r));
+		t->hdr->used--;
+	}
+	table_unlock(t);
+}
+
+int shm_throttle_remove(struct shm_throttle *t, const struct throttle_key *key)
+{
+	struct ipc_throttle_rec *r;
+
+	if (table_lock(t) < 0)
+		return -1;
+	r = rec_find(t, key);
+	if (r != NULL) {
+		memset(r, 0, sizeof(*r));
+		t->hdr->used--;
+	}
+	table_unlock(t);
+	return r != NULL;
+}
+
+int shm_throttle_list_blocked(struct shm_throttle *t, int64_t now,
+			      struct throttle_entry *out, unsigned max)
+{
+	unsigned n = 0;
+
+	if (table_lock(t) < 0)
+		return -1;
+	for (uint32_t i = 0; i < t->hdr->capacity; i++) {
+		const struct ipc_throttle_rec *r = &t->recs[i];
+		if (r->kind == IPC_THROTTLE_FREE || r->blocked_until <= now)
+			continue;
+		if (n < max)
+			rec_copy(r, &out[n]);
+		n++;
+	}
+	table_unlock(t);
+	return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+void shm_throttle_usage(struct shm_throttle *t, struct throttle_usage *u_r)
+{
+	int locked = table_lock(t) == 0;
+
+	u_r->used = t->hdr->used;
+	u_r->capacity = t->hdr->capacity;
+	u_r->recoveries = t->hdr->recoveries;
+	u_r->evictions = t->hdr->evictions;
+	u_r->refused = t->hdr->refused;
+	if (locked)
+		table_unlock(t);
+}
