@@ -394,7 +394,10 @@ static void XMLCALL stream_end(void *ud, const char *name)
 	(void)name;
 	c->depth--;
 	if (c->depth == 0) {
-		stream_close_ours(c);   /* the client closed its stream */
+		/* the client closed its stream; after our stream error
+		 * (expat still ends an empty root) ours is closed already */
+		if (!c->want_close)
+			stream_close_ours(c);
 		return;
 	}
 	xml_builder_end(&c->builder);

@@ -11,7 +11,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
-                     tls_server_end_point, wait_for)
+                     stream_header, tls_server_end_point, wait_for)
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -409,6 +409,26 @@ def test_idle_stream_parks_and_resumes():
         assert re.search(stream_error_re("restricted-xml"), rest), rest
 
 
+def test_stream_error_on_empty_root_closes_once():
+    """A stream error raised by a root element that is also its own end
+    (a self-closing stream header, or a stanza where the header should
+    be) closes our stream once: the client gets well-formed XML, not a
+    second </stream:stream> (found by fuzz/fuzz_xml.c)."""
+    with Server(workers=1) as s:
+        for send, cond in [
+            (stream_header(to="nowhere.example")[:-1] + "/>", "host-unknown"),
+            ("<?xml version='1.0'?><presence xmlns='jabber:client'/>",
+             "invalid-namespace"),
+        ]:
+            c = Client(s.port)
+            c.send(send)
+            rest = c.read_all_until_close(timeout=10)
+            c.close()
+            assert re.search(stream_error_re(cond), rest), rest
+            assert rest.count("</stream:stream>") == 1 and \
+                rest.endswith("</stream:stream>"), rest
+
+
 if __name__ == "__main__":
     run_tests([test_starttls_required, test_login_mechanisms,
                test_scram_plus_server_end_point, test_sasl_failures,
@@ -417,4 +437,5 @@ if __name__ == "__main__":
                test_routing_across_workers, test_server_iqs, test_stanza_errors,
                test_resource_conflict, test_direct_tls, test_generated_resource,
                test_limits_and_timeouts, test_bind_rules,
-               test_idle_stream_parks_and_resumes])
+               test_idle_stream_parks_and_resumes,
+               test_stream_error_on_empty_root_closes_once])
