@@ -36,8 +36,8 @@ LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
-	xml) echo "worker/stream.c worker/xml.c worker/stanza.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
-	stored) echo "worker/stanza.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
+	xml) echo "worker/stream.c worker/xml.c worker/store.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
+	stored) echo "worker/store.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
 	*) echo "" ;;
 	esac

@@ -1,9 +1,8 @@
 /*
  * fuzz_stored.c - the read path of stored stanzas (offline messages):
  * the bytes of a database row become a stanza tree, which is delivered
- * with a XEP-0203 <delay/> added.  With worker/store.c in the tree the
- * read path is store_read_stanza(); before it, stanza_parse() (what
- * worker/offline.c called).  Properties:
+ * with a XEP-0203 <delay/> added: store_read_stanza() (worker/store.c),
+ * as worker/offline.c reads rows.  Properties:
  *  - no memory error or undefined behaviour on any row;
  *  - a row that reads is stored again unchanged: xml_serialize(st,
  *    "jabber:client") (what offline_store() writes) reads back to an

@@ -98,8 +98,7 @@ int tls_cert_end_point_cached(SSL *ssl, unsigned char *out, size_t size)
 }
 
 /* Login throttling (worker/sasl.c), which stream.c asks before it sends
- * features, once the throttling work is in the tree: never banned here. */
-int sasl_address_banned(struct conn *c);
+ * features: never banned here. */
 int sasl_address_banned(struct conn *c)
 {
 	(void)c;

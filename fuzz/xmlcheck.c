@@ -8,15 +8,7 @@
 
 #include <string.h>
 
-#if __has_include("../worker/store.h")
 #include "../worker/store.h"
-/* compiled in here, so the build lists need not change when it lands */
-#include "../worker/store.c"
-#define XMLCHECK_READ store_read_stanza
-#else
-#include "../worker/stanza.h"
-#define XMLCHECK_READ stanza_parse
-#endif
 
 static const char *xmlcheck_attrs(const struct xml_node *a,
 				  const struct xml_node *b)
@@ -126,7 +118,7 @@ void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns)
 struct xml_node *xmlcheck_stored_read(struct arena *a, const char *bytes,
 				      size_t len, const char **error_r)
 {
-	return XMLCHECK_READ(a, bytes, len, error_r);
+	return store_read_stanza(a, bytes, len, error_r);
 }
 
 void xmlcheck_store_round_trip(const struct xml_node *n)
@@ -141,7 +133,7 @@ void xmlcheck_store_round_trip(const struct xml_node *n)
 		return;
 	}
 	arena_init(&a, 4096);
-	struct xml_node *again = XMLCHECK_READ(&a, buf_head(&out),
+	struct xml_node *again = store_read_stanza(&a, buf_head(&out),
 					       buf_used(&out), &error);
 	FUZZ_CHECK(again != NULL, "a stored stanza cannot be read back (%s): "
 		   "%.*s", error, (int)buf_used(&out), buf_head(&out));

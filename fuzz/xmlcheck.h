@@ -17,8 +17,7 @@ const char *xmlcheck_diff(const struct xml_node *a, const struct xml_node *b);
  * failure of xml_serialize is not a finding (returns quietly). */
 void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns);
 
-/* The read path of stored stanzas: store_read_stanza() when
- * worker/store.c is in the tree, else stanza_parse() (its forerunner). */
+/* The read path of stored stanzas: store_read_stanza(). */
 struct xml_node *xmlcheck_stored_read(struct arena *a, const char *bytes,
 				      size_t len, const char **error_r);
 
