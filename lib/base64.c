@@ -1,8 +1,9 @@
 /*
  * base64.c - strict base64 (base64.h) on top of libsodium's
  * sodium_bin2base64/sodium_base642bin with the ORIGINAL (padded) variant.
- * libsodium already rejects bad characters, bad padding and non-zero
- * trailing bits; we only add the size checks.
+ * libsodium rejects bad padding, non-zero trailing bits and bad ASCII
+ * characters; we add the size checks and refuse bytes >= 0x80, which
+ * libsodium 1.0.18 (Debian 12) decodes as '/' (found by fuzz_sasl).
  * Failure policy: -1 on bad input or a short buffer, nothing is logged.
  */
 #include "base64.h"
@@ -27,6 +28,9 @@ int base64_decode(const char *b64, size_t len, void *out, size_t outsize,
 	*len_r = 0;
 	if (len == 0)
 		return 0;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char)b64[i] >= 0x80)
+			return -1;
 	/* b64_end == NULL makes libsodium fail on any unconsumed byte. */
 	return sodium_base642bin(out, outsize, b64, len, NULL, len_r, NULL,
 				 sodium_base64_VARIANT_ORIGINAL) == 0 ? 0 : -1;

@@ -764,6 +764,9 @@ Test(scram, base64_strict)
 	static const char *const bad[] = {
 		"Zg=", "Zg", "Zh==", "Zm9v\n", "Zm 9v", "====", "Zm9v=",
 		"Zm9vYg", "Z===", "Zg==Zg==", "Zm9v*A==",
+		/* bytes >= 0x80 (libsodium 1.0.18 reads each as '/';
+		 * found by fuzz/fuzz_sasl.c in a SCRAM proof) */
+		"Zm9\x80", "Zm9\xff", "\xc3\xa9Zm", "Zg\xd6=",
 	};
 	unsigned char out[16];
 	char enc[16];
