@@ -7,10 +7,13 @@
  * Eviction, when the window is full: a FREE slot first, else the slot
  * that is not blocked and saw its last failure longest ago.  An active
  * block is never evicted: when all slots of a window are blocked the new
- * key is not counted (refused++).  A flood of distinct addresses thus
- * cannot lift bans; it can only push out half-counted keys, and because
- * the hash is keyed it cannot aim at a chosen window: to cover one it
- * must fill the whole table.  Failure policy: -1 on lock failure, never
+ * key is not counted (refused++), and the caller fails closed for it:
+ * shm_throttle_check() answers 2 ("cannot be counted") and
+ * shm_throttle_fail() -2, so such a key is treated as blocked until a
+ * slot of its window frees.  A flood of distinct addresses thus cannot
+ * lift bans nor turn throttling off; it can only push out half-counted
+ * keys, and because the hash is keyed it cannot aim at a chosen window:
+ * to cover one it must fill the whole table.  Failure policy: -1 on lock failure, never
  * a broken table (records are independent, see ipc.h).
  */
 #include <arpa/inet.h>
@@ -277,10 +280,29 @@ static void rec_copy(const struct ipc_throttle_rec *r,
 
 /* ---- API ------------------------------------------------------------------ */
 
+/* For a key without a record: 1 when no slot of its window could take
+ * it at `now` (all are active blocks), with the soonest end in *until_r. */
+static int rec_window_full(struct shm_throttle *t, const struct throttle_key *k,
+			   int64_t now, int64_t *until_r)
+{
+	int64_t until = INT64_MAX;
+
+	for (uint32_t i = 0; i < IPC_THROTTLE_PROBE; i++) {
+		const struct ipc_throttle_rec *r = rec_at(t, k, i);
+		if (r->kind == IPC_THROTTLE_FREE || r->blocked_until <= now)
+			return 0;
+		if (r->blocked_until < until)
+			until = r->blocked_until;
+	}
+	*until_r = until;
+	return 1;
+}
+
 int shm_throttle_check(struct shm_throttle *t, const struct throttle_key *key,
 		       int64_t now, struct throttle_entry *e_r)
 {
 	struct ipc_throttle_rec *r;
+	int64_t until;
 	int ret = 0;
 
 	if (table_lock(t) < 0)
@@ -289,6 +311,16 @@ int shm_throttle_check(struct shm_throttle *t, const struct throttle_key *key,
 	if (r != NULL && r->blocked_until > now) {
 		rec_copy(r, e_r);
 		ret = 1;
+	} else if (r == NULL && rec_window_full(t, key, now, &until)) {
+		/* Fail closed: a failure of this key could not be counted. */
+		if (e_r != NULL) {
+			memset(e_r, 0, sizeof(*e_r));
+			e_r->kind = key->kind;
+			e_r->blocked_until = until;
+			memcpy(e_r->label, key->label, sizeof(e_r->label));
+			e_r->label[sizeof(e_r->label) - 1] = '\0';
+		}
+		ret = 2;
 	}
 	table_unlock(t);
 	return ret;
@@ -333,7 +365,7 @@ int shm_throttle_fail(struct shm_throttle *t, const struct throttle_key *key,
 		r = rec_claim(t, key, now);
 	if (r == NULL) {
 		table_unlock(t);
-		return -1;
+		return -2;
 	}
 	ret = rec_fail(r, lim, now);
 	rec_copy(r, e_r);

@@ -108,6 +108,21 @@ static long long sasl_window_s(const struct throttle_entry *e, int64_t now)
 	return ms < 1000 ? 1 : (long long)(ms / 1000);
 }
 
+/* The table is full (a key's failure cannot be counted): warn, at most
+ * once a minute per worker; the key is then treated as throttled. */
+static void sasl_table_full(struct conn *c, const char *label)
+{
+	static int64_t warned;
+	int64_t now = time_now_ms();
+
+	if (warned != 0 && now - warned < 60000)
+		return;
+	warned = now;
+	log_warn("throttle table full: %s cannot be counted and is treated "
+		 "as throttled (sasl.throttle_table_size = %u)", label,
+		 c->w->cfg->sasl_throttle_table_size);
+}
+
 /* Count a failure for c's address (and user, when known); log a ban that
  * starts; return how long to hold the answer. */
 static int64_t sasl_throttle_fail(struct conn *c, const char *user)
@@ -125,6 +140,10 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 		sasl_limits(cfg, 0, &lim);
 		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0)
 			worst = e.failures;
+		if (r == -2) {
+			sasl_table_full(c, key.label);
+			worst = UINT32_MAX;
+		}
 		if (r == 1)
 			log_warn("login failures from %s: banned for %llu s "
 				 "(%u failures in %lld s%s%s)", c->addr,
@@ -139,6 +158,10 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0 &&
 		    e.failures > worst)
 			worst = e.failures;
+		if (r == -2) {
+			sasl_table_full(c, key.label);
+			worst = UINT32_MAX;
+		}
 		if (r == 1) {
 			char bare[IPC_JID_MAX + 1];
 			sasl_account_bare(c, user, bare, sizeof(bare));
@@ -188,9 +211,11 @@ static void sasl_banned(struct conn *c, const struct throttle_entry *e,
 }
 
 /* Refuse a login from a banned address, or (user known) for a throttled
- * account.  1 when answered (c->sasl is then gone), 0 to go on; a table
- * error lets the login go on. */
-static int sasl_refused(struct conn *c, const char *user)
+ * account.  1 when answered (c->sasl is then gone), 0 to go on; a lock
+ * error lets the login go on, a key the full table cannot count is
+ * refused with <temporary-auth-failure/> (fail closed; not at a stream
+ * header, where only a ban ends the stream). */
+static int sasl_refused(struct conn *c, const char *user, int header)
 {
 	struct shm_throttle *t = sasl_table(c);
 	struct throttle_key key;
@@ -199,15 +224,27 @@ static int sasl_refused(struct conn *c, const char *user)
 
 	if (t == NULL)
 		return 0;
-	if (shm_throttle_key_address(t, c->addr, &key) == 0 &&
-	    shm_throttle_check(t, &key, now, &e) == 1) {
-		sasl_banned(c, &e, now);
-		return 1;
+	if (shm_throttle_key_address(t, c->addr, &key) == 0) {
+		int r = shm_throttle_check(t, &key, now, &e);
+		if (r == 1) {
+			sasl_banned(c, &e, now);
+			return 1;
+		}
+		if (r == 2 && !header) {
+			/* Fail closed: its failures could not be counted. */
+			sasl_table_full(c, key.label);
+			sasl_fail(c, "temporary-auth-failure", "too many failed "
+				  "authentications; try again later");
+			return 1;
+		}
 	}
 	if (user == NULL)
 		return 0;
 	sasl_account_key(c, user, &key);
-	if (shm_throttle_check(t, &key, now, &e) != 1)
+	int r = shm_throttle_check(t, &key, now, &e);
+	if (r == 2)
+		sasl_table_full(c, key.label);
+	if (r != 1 && r != 2)
 		return 0;
 	sasl_fail(c, "temporary-auth-failure", "too many failed "
 		  "authentications for this account; try again later");
@@ -218,7 +255,7 @@ static int sasl_refused(struct conn *c, const char *user)
  * refused before it costs a TLS handshake (ejabberd does the same). */
 int sasl_address_banned(struct conn *c)
 {
-	return sasl_refused(c, NULL);
+	return sasl_refused(c, NULL, 1);
 }
 
 void sasl_features(struct conn *c, struct buf *out)
@@ -456,7 +493,7 @@ static void sasl_plain_check(struct conn *c, const struct accounts_login *login,
 	enum scram_hash h = SCRAM_HASH_SHA256;
 	/* A ban that started while this login was in flight stops it
 	 * before the password is checked. */
-	if (sasl_refused(c, s->user))
+	if (sasl_refused(c, s->user, 0))
 		return;
 	if (found && !login->found[h])
 		h = SCRAM_HASH_SHA1;
@@ -527,7 +564,7 @@ static void sasl_plain_initial(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "invalid-authzid", NULL);
 		return;
 	}
-	if (!sasl_refused(c, s->user))
+	if (!sasl_refused(c, s->user, 0))
 		sasl_lookup(c);
 }
 
@@ -549,7 +586,7 @@ static void sasl_scram_initial(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "invalid-authzid", NULL);
 		return;
 	}
-	if (!sasl_refused(c, s->user))
+	if (!sasl_refused(c, s->user, 0))
 		sasl_lookup(c);
 }
 
@@ -560,7 +597,7 @@ static void sasl_scram_final(struct conn *c, const char *msg, size_t len)
 	int cb_len = 0;
 	const char *out;
 	size_t out_len;
-	if (sasl_refused(c, s->user))
+	if (sasl_refused(c, s->user, 0))
 		return;
 	if (s->scram.cb == SCRAM_CB_TLS_EXPORTER)
 		cb_len = tls_cb_exporter(c, cb, sizeof(cb));
@@ -699,7 +736,7 @@ void sasl_handle(struct conn *c, struct xml_node *n)
 			 c->peer);
 	} else if (strcmp(n->name, "auth") == 0) {
 		sasl_free(c);
-		if (!sasl_refused(c, NULL) &&
+		if (!sasl_refused(c, NULL, 0) &&
 		    sasl_begin(c, xml_attr(n, "mechanism")) == 0)
 			sasl_message(c, n, 1);
 	} else if (strcmp(n->name, "abort") == 0) {
