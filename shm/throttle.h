@@ -57,6 +57,10 @@ int shm_throttle_key_address(const struct shm_throttle *t, const char *addr,
 /* Key of an account, "user@domain". */
 void shm_throttle_key_account(const struct shm_throttle *t, const char *bare,
 			      struct throttle_key *key_r);
+/* Key of one address (as shm_throttle_key_address) guessing at one
+ * account: -1 when addr is not an address. */
+int shm_throttle_key_pair(const struct shm_throttle *t, const char *addr,
+			  const char *bare, struct throttle_key *key_r);
 
 /* 1 when key is blocked at `now` (copied to e_r), 0 when not, -1 error;
  * 2 when it has no record and every slot it could take is an active

@@ -107,6 +107,23 @@ Test(throttle, address_keys)
 	/* Accounts and addresses never share a record. */
 	shm_throttle_key_account(m.t, "192.0.2.1", &a);
 	cr_assert_eq(a.kind, IPC_THROTTLE_ACCOUNT);
+
+	/* One address (IPv6: its /64) guessing at one account. */
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:2::1",
+					   "alice@example.org", &a), 0);
+	cr_assert_eq(a.kind, IPC_THROTTLE_PAIR);
+	cr_assert_str_eq(a.label, "2001:db8:1:2::/64 alice@example.org");
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:2::2",
+					   "alice@example.org", &b), 0);
+	cr_assert_eq(a.hash, b.hash);
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:2::2",
+					   "bob@example.org", &b), 0);
+	cr_assert_neq(a.hash, b.hash, "another account is another key");
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:3::1",
+					   "alice@example.org", &b), 0);
+	cr_assert_neq(a.hash, b.hash, "another /64 is another key");
+	cr_assert_eq(shm_throttle_key_pair(m.t, "x", "alice@example.org", &b),
+		     -1);
 	tmap_close(&m);
 }
 

@@ -54,12 +54,16 @@ struct sasl {
  * any login in flight when the ban starts (checked again before the
  * password is) end with a <policy-violation/> stream error, worded like
  * ejabberd's mod_fail2ban.  An account past sasl.max_failures_per_account
- * is only throttled: for the short sasl.account_throttle_time its logins
- * get <temporary-auth-failure/> before the password is checked (so
- * guesses stop), but an attacker cannot lock the owner out for long, and
- * the owner's own address is never banned by it.  Each failure's answer
- * is also delayed, doubling from sasl.throttle_delay with the worse of
- * the two shared counts. */
+ * is throttled for sasl.account_throttle_time, which never refuses the
+ * account as a whole (else anyone could keep its owner out): while it
+ * lasts, each failure for it also shuts the failing address (a third
+ * key, address + account) out of that account for the throttle time,
+ * with <temporary-auth-failure/> before the password is checked.  So a
+ * throttled account takes one guess per address per throttle period,
+ * each answer held for the longest delays, while its owner, from an
+ * address that has not failed at it, still logs in.  Each failure's
+ * answer is delayed, doubling from sasl.throttle_delay with the worse of
+ * the address's and the account's shared counts (up to 8 s). */
 #define SASL_THROTTLE_MAX_MS 8000
 
 static unsigned char sasl_unknown_secret[32];
@@ -99,6 +103,15 @@ static void sasl_account_key(const struct conn *c, const char *user,
 	char bare[IPC_JID_MAX + 1];
 	sasl_account_bare(c, user, bare, sizeof(bare));
 	shm_throttle_key_account(sasl_table(c), bare, key_r);
+}
+
+/* c's address guessing at user's account: -1 when c->addr is none. */
+static int sasl_pair_key(const struct conn *c, const char *user,
+			 struct throttle_key *key_r)
+{
+	char bare[IPC_JID_MAX + 1];
+	sasl_account_bare(c, user, bare, sizeof(bare));
+	return shm_throttle_key_pair(sasl_table(c), c->addr, bare, key_r);
 }
 
 /* Seconds since the window opened, at least 1, for the log. */
@@ -171,6 +184,24 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 				 (cfg->sasl_account_throttle_time / 1000),
 				 e.failures, sasl_window_s(&e, now));
 		}
+		/* A failure while the account is throttled shuts this
+		 * address out of the account for the throttle time. */
+		if ((r == -2 || (r >= 0 && e.blocked_until > now)) &&
+		    sasl_pair_key(c, user, &key) == 0) {
+			lim.max_failures = 1;
+			r = shm_throttle_fail(t, &key, &lim, now, &e);
+			if (r == -2)
+				sasl_table_full(c, key.label);
+			if (r == 1)
+				log_info("c%u: login failures for %s@%s: %s "
+					 "refused for this account for %llu s",
+					 c->id, user, c->stream_to,
+					 shm_throttle_key_address(t, c->addr,
+					 &key) == 0 ? key.label : c->addr,
+					 (unsigned long long)
+					 (cfg->sasl_account_throttle_time /
+					  1000));
+		}
 	}
 	int64_t base = (int64_t)cfg->sasl_throttle_delay;
 	if (base == 0 || worst <= 1)
@@ -240,8 +271,15 @@ static int sasl_refused(struct conn *c, const char *user, int header)
 	}
 	if (user == NULL)
 		return 0;
+	/* A throttled account stays open to addresses that have not failed
+	 * at it since: only this address's own failures shut it out, so
+	 * nobody else can lock the owner out. */
 	sasl_account_key(c, user, &key);
 	int r = shm_throttle_check(t, &key, now, &e);
+	if (r == 1 && sasl_pair_key(c, user, &key) == 0)
+		r = shm_throttle_check(t, &key, now, &e);
+	else if (r == 1)
+		r = 0;
 	if (r == 2)
 		sasl_table_full(c, key.label);
 	if (r != 1 && r != 2)

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 
@@ -225,11 +226,31 @@ def test_reload_changes_thresholds():
         assert assert_banned(s.port) == 5
 
 
-def test_account_throttle_is_short_and_leaves_other_accounts():
+def client_from(port, source):
+    """A Client whose connection comes from another loopback address."""
+    c = Client.__new__(Client)
+    c.sock = socket.create_connection(("127.0.0.1", port), timeout=5.0,
+                                      source_address=(source, 0))
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.buf = b""
+    c.timeout = 5.0
+    return c
+
+
+def auth_from(c, user, password):
+    """STARTTLS on c, then one PLAIN attempt; returns the answer, the
+    stream left open."""
+    c.open()
+    c.starttls()
+    return c.auth_plain(user, password)
+
+
+def test_account_throttle_does_not_lock_the_owner_out():
     overrides = {"c2s.addresses": "127.0.0.1 ::1",
                  "sasl.max_failures_per_address": "0",
                  "sasl.max_failures_per_account": "3",
-                 "sasl.account_throttle_time": "1h"}
+                 "sasl.account_throttle_time": "1h",
+                 "sasl.throttle_delay": "20ms"}
     with Server(workers=2, users=USERS, overrides=overrides) as s:
         got = fail_in_parallel(s.port, 2, user_of=lambda i: "juliet")
         assert all(g.startswith(sasl_failure("not-authorized")) for g in got), got
@@ -242,24 +263,49 @@ def test_account_throttle_is_short_and_leaves_other_accounts():
         c.open("LOCALHOST")
         assert c.auth_plain("juliet", "wrong").startswith(sasl_failure("not-authorized"))
         c.close()
-        # Throttled: even the right password, from another address, gets
-        # a temporary failure (the password is not checked) ...
-        c = tls_client(s.port, host="::1")
-        got = c.auth_plain("juliet", "r0m30!")
-        assert got.startswith(sasl_failure("temporary-auth-failure")), got
-        # ... which is no password guess: the stream stays open.
-        assert not c.is_closed(timeout=0.3)
+        wait_for(lambda: "login failures for juliet@localhost: account throttled for "
+                 "3600 s (3 failures in" in s.log_text(), what="throttle logged")
+        # The throttled account takes no more guesses from the address
+        # that failed at it: not even the right password is checked ...
+        for password in ("wrong", "r0m30!"):
+            c = tls_client(s.port)
+            got = c.auth_plain("juliet", password)
+            assert got.startswith(sasl_failure("temporary-auth-failure")), got
+            # ... which is no password guess: the stream stays open.
+            assert not c.is_closed(timeout=0.3)
+            c.close()
+        # The owner, from an address that has not failed at the account,
+        # logs in while 127.0.0.1 keeps failing against it.
+        c = Client(s.port, host="::1")
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
         c.close()
-        # Other accounts, from the same address, are not affected.
+        # Another address gets one guess at the throttled account, then
+        # it is shut out of that account as well.
+        c = client_from(s.port, "127.0.0.2")
+        got = auth_from(c, "juliet", "wrong")
+        assert got.startswith(sasl_failure("not-authorized")), got
+        c.close()
+        c = client_from(s.port, "127.0.0.2")
+        got = auth_from(c, "juliet", "r0m30!")
+        assert got.startswith(sasl_failure("temporary-auth-failure")), got
+        c.close()
+        # The owner still gets in; other accounts are not affected.
+        c = Client(s.port, host="::1")
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
+        c.close()
         c = Client(s.port)
         assert c.login("romeo", "jul13t?").startswith("romeo@localhost/")
         c.close()
-        assert "login failures for juliet@localhost: account throttled for 3600 s " \
-            "(3 failures in" in s.log_text()
+        log = s.log_text()
+        checked = re.findall(r"authentication failed for juliet@localhost from "
+                             r"(\S+) \(PLAIN\): not-authorized", log, re.I)
+        assert checked == ["127.0.0.1"] * 3 + ["127.0.0.2"], checked
+        assert re.search(r"login failures for juliet@localhost: 127\.0\.0\.2 refused "
+                         r"for this account for 3600 s", log), log[-3000:]
 
 
 if __name__ == "__main__":
     run_tests([test_address_ban_counts_all_connections_and_workers,
                test_ban_stops_logins_in_flight,
                test_reload_changes_thresholds,
-               test_account_throttle_is_short_and_leaves_other_accounts])
+               test_account_throttle_does_not_lock_the_owner_out])
