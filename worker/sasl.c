@@ -296,6 +296,24 @@ int sasl_address_banned(struct conn *c)
 	return sasl_refused(c, NULL, 1);
 }
 
+/* On the direct TLS port, before the handshake: nothing can be said in
+ * clear there, so a banned address is only logged and closed. */
+int sasl_address_banned_tls(struct conn *c)
+{
+	struct shm_throttle *t = sasl_table(c);
+	struct throttle_key key;
+	struct throttle_entry e;
+	int64_t now = time_now_ms();
+
+	if (t == NULL || shm_throttle_key_address(t, c->addr, &key) < 0 ||
+	    shm_throttle_check(t, &key, now, &e) != 1)
+		return 0;
+	log_info("c%u %s: refused before TLS: %s banned for %lld s more "
+		 "(%u failed authentications)", c->id, c->peer, e.label,
+		 (long long)((e.blocked_until - now + 999) / 1000), e.failures);
+	return 1;
+}
+
 void sasl_features(struct conn *c, struct buf *out)
 {
 	int tls = conn_tls(c);

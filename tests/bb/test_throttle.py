@@ -14,6 +14,7 @@ import re
 import secrets
 import signal
 import socket
+import ssl
 import sys
 import threading
 
@@ -93,6 +94,24 @@ def assert_auth_banned(c, user="juliet", password="r0m30!"):
     assert re.search(BANNED_TEXT, rest), rest
 
 
+def tls_handshake(port, host="127.0.0.1"):
+    """A TLS handshake on the direct TLS port: True when it completes,
+    False when the server closes the connection instead."""
+    sock = socket.create_connection((host, port), timeout=5.0)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    except socket.timeout:
+        raise AssertionError("TLS handshake neither done nor refused")
+    except (ssl.SSLError, ConnectionError):
+        return False
+    finally:
+        sock.close()
+    return True
+
+
 def filter_regex(name):
     """The failregex of an etc/fail2ban filter, <HOST> made a group."""
     with open(os.path.join(SRCDIR, "etc", "fail2ban", "filter.d", name)) as f:
@@ -135,6 +154,14 @@ def test_address_ban_counts_all_connections_and_workers():
         assert fail_once(s.port).startswith(sasl_failure("not-authorized"))
         assert_auth_banned(before)
         assert assert_banned(s.port) == 6
+        # On the direct TLS port a banned address gets no handshake: it
+        # is closed before one costs anything (nothing can be said in
+        # clear there); another address gets one.
+        assert not tls_handshake(s.tls_port)
+        assert tls_handshake(s.tls_port, host="::1")
+        wait_for(lambda: re.search(r"refused before TLS: 127\.0\.0\.1 banned for \d+ s "
+                                   r"more \(6 failed authentications\)", s.log_text()),
+                 what="refusal before TLS logged")
         # Another address logs in while 127.0.0.1 is banned.
         c = Client(s.port, host="::1")
         assert c.login("romeo", "jul13t?").startswith("romeo@localhost/")
@@ -162,6 +189,7 @@ def test_address_ban_counts_all_connections_and_workers():
         c = Client(s.port)
         assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
         c.close()
+        assert tls_handshake(s.tls_port)
 
 
 def scram_first(c, user):
