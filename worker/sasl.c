@@ -157,13 +157,16 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 			sasl_table_full(c, key.label);
 			worst = UINT32_MAX;
 		}
+		/* The line for fail2ban (filter.d/xmppd-ban.conf): what is
+		 * banned, an IPv4 address or an IPv6 /64, where it finds
+		 * the host; the address that failed last follows. */
 		if (r == 1)
 			log_warn("login failures from %s: banned for %llu s "
-				 "(%u failures in %lld s%s%s)", c->addr,
+				 "(%u failures in %lld s%s%s)", e.label,
 				 (unsigned long long)(cfg->sasl_ban_time / 1000),
 				 e.failures, sasl_window_s(&e, now),
-				 strcmp(e.label, c->addr) != 0 ? " from " : "",
-				 strcmp(e.label, c->addr) != 0 ? e.label : "");
+				 strcmp(e.label, c->addr) != 0 ? ", the last from "
+				 : "", strcmp(e.label, c->addr) != 0 ? c->addr : "");
 	}
 	if (t != NULL && user != NULL) {
 		sasl_account_key(c, user, &key);

@@ -42,9 +42,9 @@ def tls_client(port, host="127.0.0.1"):
     return c
 
 
-def fail_once(port, user="nobody"):
+def fail_once(port, user="nobody", host="127.0.0.1"):
     """One connection, one wrong password; returns what the server said."""
-    c = tls_client(port)
+    c = tls_client(port, host=host)
     try:
         return c.auth_plain(user, "wrong")
     finally:
@@ -113,12 +113,15 @@ def tls_handshake(port, host="127.0.0.1"):
 
 
 def filter_regex(name):
-    """The failregex of an etc/fail2ban filter, <HOST> made a group."""
+    """The failregex of an etc/fail2ban filter, <HOST> (an address) or
+    <SUBNET> (an address or ADDRESS/CIDR) made a group."""
     with open(os.path.join(SRCDIR, "etc", "fail2ban", "filter.d", name)) as f:
         text = f.read()
     m = re.search(r"^failregex\s*=\s*(.+)$", text, re.M)
     assert m, name
-    return re.compile(m.group(1).strip().replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)"))
+    return re.compile(m.group(1).strip()
+                      .replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)")
+                      .replace("<SUBNET>", r"(?P<host>[0-9A-Fa-f:.]+(?:/\d+)?)"))
 
 
 def fail2ban_hosts(log, name):
@@ -190,6 +193,29 @@ def test_address_ban_counts_all_connections_and_workers():
         assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
         c.close()
         assert tls_handshake(s.tls_port)
+
+
+def test_ipv6_ban_names_the_prefix():
+    """xmppd bans an IPv6 /64: the ban line names the prefix where the
+    fail2ban filter takes the host, so the firewall drops the same /64."""
+    overrides = {"c2s.addresses": "127.0.0.1 ::1",
+                 "sasl.max_failures_per_address": "2",
+                 "sasl.max_failures_per_account": "0"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        for _ in range(2):
+            got = fail_once(s.port, host="::1")
+            assert got.startswith(sasl_failure("not-authorized")), got
+        wait_for(lambda: "banned for 3600 s" in s.log_text(), what="ban logged")
+        log = s.log_text()
+        assert re.search(r" w\d warn: login failures from ::/64: banned for 3600 s "
+                         r"\(2 failures in \d+ s, the last from ::1\)", log), log[-3000:]
+        assert fail2ban_hosts(log, "xmppd-ban.conf") == ["::/64"]
+        # The per-failure filter still names each failing address.
+        assert fail2ban_hosts(log, "xmppd.conf") == ["::1"] * 2
+        # IPv4 is unaffected by the IPv6 prefix's ban.
+        c = Client(s.port)
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
+        c.close()
 
 
 def scram_first(c, user):
@@ -336,4 +362,5 @@ if __name__ == "__main__":
     run_tests([test_address_ban_counts_all_connections_and_workers,
                test_ban_stops_logins_in_flight,
                test_reload_changes_thresholds,
-               test_account_throttle_does_not_lock_the_owner_out])
+               test_account_throttle_does_not_lock_the_owner_out,
+               test_ipv6_ban_names_the_prefix])
