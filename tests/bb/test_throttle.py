@@ -218,6 +218,42 @@ def test_ipv6_ban_names_the_prefix():
         c.close()
 
 
+def test_full_table_fails_closed():
+    """When every slot of the shared table is an active ban, a new
+    address cannot be counted: its guesses are refused (no password
+    check) instead of going on uncounted, and a warning says so."""
+    overrides = {"sasl.max_failures_per_address": "1",
+                 "sasl.max_failures_per_account": "0",
+                 "sasl.throttle_table_size": "64",
+                 "sasl.throttle_delay": "0"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        bans = 0
+        for i in range(2, 250):
+            c = client_from(s.port, "127.0.0.%d" % i)
+            got = auth_from(c, "nobody", "wrong")
+            c.close()
+            assert (got.startswith(sasl_failure("not-authorized")) or
+                    got.startswith(sasl_failure("temporary-auth-failure"))), got
+            if i >= 65:
+                m = re.search(r"bans\ttotal=(\d+)", s.ctl("bans", check=True).stdout)
+                bans = int(m.group(1))
+                if bans == 64:
+                    break
+        assert bans == 64, bans
+        # Full of bans: a new address's guess is not checked ...
+        for host in ("127.0.0.250", "127.0.0.251"):
+            c = client_from(s.port, host)
+            got = auth_from(c, "nobody", "wrong")
+            assert got.startswith(sasl_failure("temporary-auth-failure")), got
+            c.close()
+        # ... none of the bans was lost to make room ...
+        assert "bans\ttotal=64" in s.ctl("bans", check=True).stdout
+        # ... and the operator is told.
+        assert re.search(r" w\d warn: throttle table full: \S+ cannot be counted and is "
+                         r"treated as throttled \(sasl.throttle_table_size = 64\)",
+                         s.log_text()), s.log_text()[-3000:]
+
+
 def scram_first(c, user):
     """SCRAM-SHA-256 up to the server's challenge."""
     nonce = secrets.token_urlsafe(18)
@@ -363,4 +399,5 @@ if __name__ == "__main__":
                test_ban_stops_logins_in_flight,
                test_reload_changes_thresholds,
                test_account_throttle_does_not_lock_the_owner_out,
-               test_ipv6_ban_names_the_prefix])
+               test_ipv6_ban_names_the_prefix,
+               test_full_table_fails_closed])
