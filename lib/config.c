@@ -114,12 +114,14 @@ const struct config_def config_defs[] = {
 	{ "sasl.max_failures_per_account", CONFIG_TYPE_UINT,
 	  OFF(sasl_max_failures_per_account), "10", 0, 1000000, RELOAD,
 	  "Failed authentications for one account, from any address, within "
-	  "sasl.failure_window before its logins are refused for "
-	  "sasl.account_throttle_time (0: never)" },
+	  "sasl.failure_window before it is throttled for "
+	  "sasl.account_throttle_time: then each address that fails at it is "
+	  "refused for it (temporary-auth-failure, no password check) for "
+	  "that time, while others, its owner, still log in (0: never)" },
 	{ "sasl.account_throttle_time", CONFIG_TYPE_DURATION,
 	  OFF(sasl_account_throttle_time), "1m", 1000, 3600000, RELOAD,
-	  "How long a throttled account's logins get temporary-auth-failure; "
-	  "kept short so an attacker cannot lock the owner out for long" },
+	  "How long an account stays throttled, and how long an address that "
+	  "failed at a throttled account is refused for that account" },
 	{ "sasl.throttle_table_size", CONFIG_TYPE_UINT,
 	  OFF(sasl_throttle_table_size), "16384", 64, 4000000, RESTART,
 	  "Slots in the shared table of failing addresses and accounts" },

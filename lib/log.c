@@ -1,7 +1,9 @@
 /*
  * log.c - the logging API (log.h).  One line per call, written with a
  * single write(2) so lines from several processes sharing a file do not
- * interleave.  Failure policy: write errors are ignored.
+ * interleave; control characters in a message (and the context) are
+ * written as \xNN, so nothing logged can end a line or forge one.
+ * Failure policy: write errors are ignored.
  */
 #include "log.h"
 
@@ -112,11 +114,35 @@ void log_set_context(const char *ctx)
 		snprintf(log_ctx, sizeof(log_ctx), "%s: ", ctx);
 }
 
+/* Append text to line[*len] (up to size), control characters written
+ * as \xNN so that no caller can end the line early or forge one. */
+static void log_append_escaped(char *line, size_t size, size_t *len,
+			       const char *text)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	for (const unsigned char *p = (const unsigned char *)text; *p != '\0';
+	     p++) {
+		if (*p >= 0x20 && *p != 0x7f) {
+			if (*len + 1 > size)
+				return;
+			line[(*len)++] = (char)*p;
+			continue;
+		}
+		if (*len + 4 > size)
+			return;
+		line[(*len)++] = '\\';
+		line[(*len)++] = 'x';
+		line[(*len)++] = hex[*p >> 4];
+		line[(*len)++] = hex[*p & 15];
+	}
+}
+
 static void log_write_to(int fd, enum log_level level, const char *fmt,
 			 va_list ap)
 {
 	int saved_errno = errno;
-	char line[2048];
+	char line[2048], msg[2048];
 	struct timespec ts;
 	struct tm tm;
 
@@ -125,20 +151,19 @@ static void log_write_to(int fd, enum log_level level, const char *fmt,
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	int n = snprintf(line, sizeof(line),
-			 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: %s",
+			 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
 			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
 			 tm.tm_hour, tm.tm_min, tm.tm_sec,
-			 ts.tv_nsec / 1000000, log_role, level_names[level],
-			 log_ctx);
+			 ts.tv_nsec / 1000000, log_role, level_names[level]);
 	if (n < 0 || (size_t)n >= sizeof(line) - 2)
 		n = 0;
 	errno = saved_errno;
-	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-	if (m < 0)
-		m = 0;
-	size_t len = (size_t)n + (size_t)m;
-	if (len > sizeof(line) - 2)
-		len = sizeof(line) - 2;
+	if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+		msg[0] = '\0';
+	size_t len = (size_t)n;
+	/* The context and the message may hold what a peer sent. */
+	log_append_escaped(line, sizeof(line) - 1, &len, log_ctx);
+	log_append_escaped(line, sizeof(line) - 1, &len, msg);
 	line[len++] = '\n';
 	ssize_t w = write(fd, line, len);
 	(void)w;

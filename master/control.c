@@ -234,7 +234,8 @@ static void control_bans(struct master *m, struct buf *out)
 	for (unsigned i = 0; i < (unsigned)n && i < CONTROL_BANS_MAX; i++)
 		buf_appendf(out, "ban\tkind=%s\tkey=%s\tfailures=%u\t"
 			    "remaining=%lld\n", e[i].kind == IPC_THROTTLE_ADDRESS ?
-			    "address" : "account", e[i].label, e[i].failures,
+			    "address" : e[i].kind == IPC_THROTTLE_PAIR ?
+			    "address-account" : "account", e[i].label, e[i].failures,
 			    (long long)((e[i].blocked_until - now + 999) / 1000));
 	buf_appendf(out, "bans\ttotal=%d\tshown=%u\nOK\n", n,
 		    (unsigned)n < CONTROL_BANS_MAX ? (unsigned)n :

@@ -205,6 +205,7 @@ enum ipc_throttle_kind {
 	IPC_THROTTLE_FREE = 0,
 	IPC_THROTTLE_ADDRESS = 1,   /* an IPv4 address or an IPv6 /64 */
 	IPC_THROTTLE_ACCOUNT = 2,   /* a bare JID */
+	IPC_THROTTLE_PAIR = 3,      /* one address guessing at one bare JID */
 };
 
 /* Failures of one source address or account.  Times are CLOCK_MONOTONIC

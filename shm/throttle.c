@@ -7,10 +7,13 @@
  * Eviction, when the window is full: a FREE slot first, else the slot
  * that is not blocked and saw its last failure longest ago.  An active
  * block is never evicted: when all slots of a window are blocked the new
- * key is not counted (refused++).  A flood of distinct addresses thus
- * cannot lift bans; it can only push out half-counted keys, and because
- * the hash is keyed it cannot aim at a chosen window: to cover one it
- * must fill the whole table.  Failure policy: -1 on lock failure, never
+ * key is not counted (refused++), and the caller fails closed for it:
+ * shm_throttle_check() answers 2 ("cannot be counted") and
+ * shm_throttle_fail() -2, so such a key is treated as blocked until a
+ * slot of its window frees.  A flood of distinct addresses thus cannot
+ * lift bans nor turn throttling off; it can only push out half-counted
+ * keys, and because the hash is keyed it cannot aim at a chosen window:
+ * to cover one it must fill the whole table.  Failure policy: -1 on lock failure, never
  * a broken table (records are independent, see ipc.h).
  */
 #include <arpa/inet.h>
@@ -131,7 +134,7 @@ void shm_throttle_detach(struct shm_throttle **t)
 static void key_hash(const struct shm_throttle *t, struct throttle_key *k,
 		     const void *data, size_t len)
 {
-	unsigned char in[2 + IPC_JID_MAX + 1];
+	unsigned char in[1 + 9 + IPC_JID_MAX];
 	unsigned char out[crypto_shorthash_BYTES];
 
 	if (len > sizeof(in) - 1)
@@ -142,16 +145,15 @@ static void key_hash(const struct shm_throttle *t, struct throttle_key *k,
 	memcpy(&k->hash, out, sizeof(k->hash));
 }
 
-int shm_throttle_key_address(const struct shm_throttle *t, const char *addr,
-			     struct throttle_key *key_r)
+/* The bytes an address is counted by (IPv4 and IPv4-mapped: "4" and
+ * the address; IPv6: "6" and its /64) and its label; -1 if not one. */
+static int addr_bytes(const char *addr, unsigned char bytes[9], size_t *len_r,
+		      char label[IPC_THROTTLE_LABEL])
 {
 	struct in_addr v4;
 	struct in6_addr v6;
-	unsigned char bytes[9];
 	char text[INET6_ADDRSTRLEN];
 
-	memset(key_r, 0, sizeof(*key_r));
-	key_r->kind = IPC_THROTTLE_ADDRESS;
 	if (inet_pton(AF_INET, addr, &v4) == 1) {
 		bytes[0] = 4;
 		memcpy(bytes + 1, &v4, 4);
@@ -167,13 +169,27 @@ int shm_throttle_key_address(const struct shm_throttle *t, const char *addr,
 		memcpy(bytes + 1, v6.s6_addr, 8);
 		memset(&v6.s6_addr[8], 0, 8);
 		inet_ntop(AF_INET6, &v6, text, sizeof(text));
-		snprintf(key_r->label, sizeof(key_r->label), "%.40s/64", text); /* at most 21 + 3 */
-		key_hash(t, key_r, bytes, 9);
+		snprintf(label, IPC_THROTTLE_LABEL, "%.40s/64", text); /* at most 21 + 3 */
+		*len_r = 9;
 		return 0;
 	}
 	inet_ntop(AF_INET, &v4, text, sizeof(text));
-	snprintf(key_r->label, sizeof(key_r->label), "%s", text);
-	key_hash(t, key_r, bytes, 5);
+	snprintf(label, IPC_THROTTLE_LABEL, "%s", text);
+	*len_r = 5;
+	return 0;
+}
+
+int shm_throttle_key_address(const struct shm_throttle *t, const char *addr,
+			     struct throttle_key *key_r)
+{
+	unsigned char bytes[9];
+	size_t len;
+
+	memset(key_r, 0, sizeof(*key_r));
+	key_r->kind = IPC_THROTTLE_ADDRESS;
+	if (addr_bytes(addr, bytes, &len, key_r->label) < 0)
+		return -1;
+	key_hash(t, key_r, bytes, len);
 	return 0;
 }
 
@@ -184,6 +200,27 @@ void shm_throttle_key_account(const struct shm_throttle *t, const char *bare,
 	key_r->kind = IPC_THROTTLE_ACCOUNT;
 	snprintf(key_r->label, sizeof(key_r->label), "%s", bare);
 	key_hash(t, key_r, bare, strnlen(bare, IPC_JID_MAX));
+}
+
+int shm_throttle_key_pair(const struct shm_throttle *t, const char *addr,
+			  const char *bare, struct throttle_key *key_r)
+{
+	unsigned char data[9 + IPC_JID_MAX];
+	char label[IPC_THROTTLE_LABEL];
+	size_t len, blen = strnlen(bare, IPC_JID_MAX);
+
+	memset(key_r, 0, sizeof(*key_r));
+	key_r->kind = IPC_THROTTLE_PAIR;
+	if (addr_bytes(addr, data, &len, label) < 0)
+		return -1;
+	memcpy(data + len, bare, blen);
+	key_hash(t, key_r, data, len + blen);
+	/* The address first: a long JID only truncates its own end. */
+	memcpy(key_r->label, label, sizeof(key_r->label));
+	len = strlen(key_r->label);
+	snprintf(key_r->label + len, sizeof(key_r->label) - len, " %.*s",
+		 (int)(sizeof(key_r->label) - len), bare);
+	return 0;
 }
 
 /* ---- locked helpers ------------------------------------------------------ */
@@ -277,10 +314,29 @@ static void rec_copy(const struct ipc_throttle_rec *r,
 
 /* ---- API ------------------------------------------------------------------ */
 
+/* For a key without a record: 1 when no slot of its window could take
+ * it at `now` (all are active blocks), with the soonest end in *until_r. */
+static int rec_window_full(struct shm_throttle *t, const struct throttle_key *k,
+			   int64_t now, int64_t *until_r)
+{
+	int64_t until = INT64_MAX;
+
+	for (uint32_t i = 0; i < IPC_THROTTLE_PROBE; i++) {
+		const struct ipc_throttle_rec *r = rec_at(t, k, i);
+		if (r->kind == IPC_THROTTLE_FREE || r->blocked_until <= now)
+			return 0;
+		if (r->blocked_until < until)
+			until = r->blocked_until;
+	}
+	*until_r = until;
+	return 1;
+}
+
 int shm_throttle_check(struct shm_throttle *t, const struct throttle_key *key,
 		       int64_t now, struct throttle_entry *e_r)
 {
 	struct ipc_throttle_rec *r;
+	int64_t until;
 	int ret = 0;
 
 	if (table_lock(t) < 0)
@@ -289,6 +345,16 @@ int shm_throttle_check(struct shm_throttle *t, const struct throttle_key *key,
 	if (r != NULL && r->blocked_until > now) {
 		rec_copy(r, e_r);
 		ret = 1;
+	} else if (r == NULL && rec_window_full(t, key, now, &until)) {
+		/* Fail closed: a failure of this key could not be counted. */
+		if (e_r != NULL) {
+			memset(e_r, 0, sizeof(*e_r));
+			e_r->kind = key->kind;
+			e_r->blocked_until = until;
+			memcpy(e_r->label, key->label, sizeof(e_r->label));
+			e_r->label[sizeof(e_r->label) - 1] = '\0';
+		}
+		ret = 2;
 	}
 	table_unlock(t);
 	return ret;
@@ -333,7 +399,7 @@ int shm_throttle_fail(struct shm_throttle *t, const struct throttle_key *key,
 		r = rec_claim(t, key, now);
 	if (r == NULL) {
 		table_unlock(t);
-		return -1;
+		return -2;
 	}
 	ret = rec_fail(r, lim, now);
 	rec_copy(r, e_r);

@@ -6,7 +6,8 @@
  * Fixed capacity, open addressing over IPC_THROTTLE_PROBE slots, one
  * robust process-shared mutex.  Failure policy: a lock error answers -1
  * and the caller lets the login go on (fail open: the per-connection
- * limit sasl.max_failures still applies); nothing here allocates later.
+ * limit sasl.max_failures still applies); a full table fails closed
+ * (see shm_throttle_check); nothing here allocates later.
  */
 #ifndef XMPPD_THROTTLE_H
 #define XMPPD_THROTTLE_H
@@ -56,13 +57,21 @@ int shm_throttle_key_address(const struct shm_throttle *t, const char *addr,
 /* Key of an account, "user@domain". */
 void shm_throttle_key_account(const struct shm_throttle *t, const char *bare,
 			      struct throttle_key *key_r);
+/* Key of one address (as shm_throttle_key_address) guessing at one
+ * account: -1 when addr is not an address. */
+int shm_throttle_key_pair(const struct shm_throttle *t, const char *addr,
+			  const char *bare, struct throttle_key *key_r);
 
-/* 1 when key is blocked at `now` (copied to e_r), 0 when not, -1 error. */
+/* 1 when key is blocked at `now` (copied to e_r), 0 when not, -1 error;
+ * 2 when it has no record and every slot it could take is an active
+ * block, so a failure of it could not be counted (fail closed: treat it
+ * as blocked; e_r gets the key's label and the soonest slot's end). */
 int shm_throttle_check(struct shm_throttle *t, const struct throttle_key *key,
 		       int64_t now, struct throttle_entry *e_r);
 /* Count one failure.  Returns 1 when this failure started a block, 0
  * otherwise (e_r, when not NULL, gets the record after the update), -1
- * on error or when no slot could take the key (then it is not counted). */
+ * on a lock error, -2 when no slot could take the key (then it is not
+ * counted: the caller fails closed, see shm_throttle_check). */
 int shm_throttle_fail(struct shm_throttle *t, const struct throttle_key *key,
 		      const struct throttle_limits *lim, int64_t now,
 		      struct throttle_entry *e_r);

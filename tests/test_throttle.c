@@ -107,6 +107,23 @@ Test(throttle, address_keys)
 	/* Accounts and addresses never share a record. */
 	shm_throttle_key_account(m.t, "192.0.2.1", &a);
 	cr_assert_eq(a.kind, IPC_THROTTLE_ACCOUNT);
+
+	/* One address (IPv6: its /64) guessing at one account. */
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:2::1",
+					   "alice@example.org", &a), 0);
+	cr_assert_eq(a.kind, IPC_THROTTLE_PAIR);
+	cr_assert_str_eq(a.label, "2001:db8:1:2::/64 alice@example.org");
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:2::2",
+					   "alice@example.org", &b), 0);
+	cr_assert_eq(a.hash, b.hash);
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:2::2",
+					   "bob@example.org", &b), 0);
+	cr_assert_neq(a.hash, b.hash, "another account is another key");
+	cr_assert_eq(shm_throttle_key_pair(m.t, "2001:db8:1:3::1",
+					   "alice@example.org", &b), 0);
+	cr_assert_neq(a.hash, b.hash, "another /64 is another key");
+	cr_assert_eq(shm_throttle_key_pair(m.t, "x", "alice@example.org", &b),
+		     -1);
 	tmap_close(&m);
 }
 
@@ -293,13 +310,24 @@ Test(throttle, eviction_spares_active_blocks)
 
 	tmap_close(&m);
 
-	/* Every slot blocked: a new key is refused, no block is lost. */
+	/* Every slot blocked: a new key is refused, no block is lost, and
+	 * the key that cannot be counted is treated as blocked (fail
+	 * closed) until a slot frees, not let through uncounted. */
 	tmap_open(&m, IPC_THROTTLE_PROBE);
 	for (unsigned i = 0; i < IPC_THROTTLE_PROBE; i++)
 		for (int j = 0; j < 3; j++)
-			shm_throttle_fail(m.t, &k[i], &LIM, 400, &e);
+			shm_throttle_fail(m.t, &k[i], &LIM, 400 + i, &e);
+	cr_assert_eq(shm_throttle_check(m.t, &k[IPC_THROTTLE_PROBE], 500, &e),
+		     2, "a key the full table cannot count is held as blocked");
+	cr_assert_str_eq(e.label, k[IPC_THROTTLE_PROBE].label);
+	cr_assert_eq(e.blocked_until, 400 + LIM.block_ms,
+		     "until the soonest block of its window ends");
 	cr_assert_eq(shm_throttle_fail(m.t, &k[IPC_THROTTLE_PROBE], &LIM,
-				       500, &e), -1);
+				       500, &e), -2, "not counted: told apart "
+		     "from a lock error");
+	cr_assert_eq(shm_throttle_check(m.t, &k[IPC_THROTTLE_PROBE],
+					400 + LIM.block_ms, &e), 0,
+		     "a slot is free again");
 	unsigned blocked = 0;
 	for (unsigned i = 0; i <= IPC_THROTTLE_PROBE; i++)
 		blocked += shm_throttle_check(m.t, &k[i], 500, &e) == 1;

@@ -211,7 +211,8 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 		  direct_tls ? " (direct TLS)" : "");
 	if (conn_admit(c, &ss) < 0)
 		return 0;
-	if (direct_tls && (w->tls == NULL || tls_start(c, w->tls) < 0))
+	if (direct_tls && (sasl_address_banned_tls(c) || w->tls == NULL ||
+			   tls_start(c, w->tls) < 0))
 		conn_close(c);
 	return 0;
 }

@@ -54,12 +54,16 @@ struct sasl {
  * any login in flight when the ban starts (checked again before the
  * password is) end with a <policy-violation/> stream error, worded like
  * ejabberd's mod_fail2ban.  An account past sasl.max_failures_per_account
- * is only throttled: for the short sasl.account_throttle_time its logins
- * get <temporary-auth-failure/> before the password is checked (so
- * guesses stop), but an attacker cannot lock the owner out for long, and
- * the owner's own address is never banned by it.  Each failure's answer
- * is also delayed, doubling from sasl.throttle_delay with the worse of
- * the two shared counts. */
+ * is throttled for sasl.account_throttle_time, which never refuses the
+ * account as a whole (else anyone could keep its owner out): while it
+ * lasts, each failure for it also shuts the failing address (a third
+ * key, address + account) out of that account for the throttle time,
+ * with <temporary-auth-failure/> before the password is checked.  So a
+ * throttled account takes one guess per address per throttle period,
+ * each answer held for the longest delays, while its owner, from an
+ * address that has not failed at it, still logs in.  Each failure's
+ * answer is delayed, doubling from sasl.throttle_delay with the worse of
+ * the address's and the account's shared counts (up to 8 s). */
 #define SASL_THROTTLE_MAX_MS 8000
 
 static unsigned char sasl_unknown_secret[32];
@@ -101,11 +105,35 @@ static void sasl_account_key(const struct conn *c, const char *user,
 	shm_throttle_key_account(sasl_table(c), bare, key_r);
 }
 
+/* c's address guessing at user's account: -1 when c->addr is none. */
+static int sasl_pair_key(const struct conn *c, const char *user,
+			 struct throttle_key *key_r)
+{
+	char bare[IPC_JID_MAX + 1];
+	sasl_account_bare(c, user, bare, sizeof(bare));
+	return shm_throttle_key_pair(sasl_table(c), c->addr, bare, key_r);
+}
+
 /* Seconds since the window opened, at least 1, for the log. */
 static long long sasl_window_s(const struct throttle_entry *e, int64_t now)
 {
 	int64_t ms = now - e->window_start;
 	return ms < 1000 ? 1 : (long long)(ms / 1000);
+}
+
+/* The table is full (a key's failure cannot be counted): warn, at most
+ * once a minute per worker; the key is then treated as throttled. */
+static void sasl_table_full(struct conn *c, const char *label)
+{
+	static int64_t warned;
+	int64_t now = time_now_ms();
+
+	if (warned != 0 && now - warned < 60000)
+		return;
+	warned = now;
+	log_warn("throttle table full: %s cannot be counted and is treated "
+		 "as throttled (sasl.throttle_table_size = %u)", label,
+		 c->w->cfg->sasl_throttle_table_size);
 }
 
 /* Count a failure for c's address (and user, when known); log a ban that
@@ -125,13 +153,20 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 		sasl_limits(cfg, 0, &lim);
 		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0)
 			worst = e.failures;
+		if (r == -2) {
+			sasl_table_full(c, key.label);
+			worst = UINT32_MAX;
+		}
+		/* The line for fail2ban (filter.d/xmppd-ban.conf): what is
+		 * banned, an IPv4 address or an IPv6 /64, where it finds
+		 * the host; the address that failed last follows. */
 		if (r == 1)
 			log_warn("login failures from %s: banned for %llu s "
-				 "(%u failures in %lld s%s%s)", c->addr,
+				 "(%u failures in %lld s%s%s)", e.label,
 				 (unsigned long long)(cfg->sasl_ban_time / 1000),
 				 e.failures, sasl_window_s(&e, now),
-				 strcmp(e.label, c->addr) != 0 ? " from " : "",
-				 strcmp(e.label, c->addr) != 0 ? e.label : "");
+				 strcmp(e.label, c->addr) != 0 ? ", the last from "
+				 : "", strcmp(e.label, c->addr) != 0 ? c->addr : "");
 	}
 	if (t != NULL && user != NULL) {
 		sasl_account_key(c, user, &key);
@@ -139,6 +174,10 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 		if ((r = shm_throttle_fail(t, &key, &lim, now, &e)) >= 0 &&
 		    e.failures > worst)
 			worst = e.failures;
+		if (r == -2) {
+			sasl_table_full(c, key.label);
+			worst = UINT32_MAX;
+		}
 		if (r == 1) {
 			char bare[IPC_JID_MAX + 1];
 			sasl_account_bare(c, user, bare, sizeof(bare));
@@ -147,6 +186,24 @@ static int64_t sasl_throttle_fail(struct conn *c, const char *user)
 				 (unsigned long long)
 				 (cfg->sasl_account_throttle_time / 1000),
 				 e.failures, sasl_window_s(&e, now));
+		}
+		/* A failure while the account is throttled shuts this
+		 * address out of the account for the throttle time. */
+		if ((r == -2 || (r >= 0 && e.blocked_until > now)) &&
+		    sasl_pair_key(c, user, &key) == 0) {
+			lim.max_failures = 1;
+			r = shm_throttle_fail(t, &key, &lim, now, &e);
+			if (r == -2)
+				sasl_table_full(c, key.label);
+			if (r == 1)
+				log_info("c%u: login failures for %s@%s: %s "
+					 "refused for this account for %llu s",
+					 c->id, user, c->stream_to,
+					 shm_throttle_key_address(t, c->addr,
+					 &key) == 0 ? key.label : c->addr,
+					 (unsigned long long)
+					 (cfg->sasl_account_throttle_time /
+					  1000));
 		}
 	}
 	int64_t base = (int64_t)cfg->sasl_throttle_delay;
@@ -188,9 +245,11 @@ static void sasl_banned(struct conn *c, const struct throttle_entry *e,
 }
 
 /* Refuse a login from a banned address, or (user known) for a throttled
- * account.  1 when answered (c->sasl is then gone), 0 to go on; a table
- * error lets the login go on. */
-static int sasl_refused(struct conn *c, const char *user)
+ * account.  1 when answered (c->sasl is then gone), 0 to go on; a lock
+ * error lets the login go on, a key the full table cannot count is
+ * refused with <temporary-auth-failure/> (fail closed; not at a stream
+ * header, where only a ban ends the stream). */
+static int sasl_refused(struct conn *c, const char *user, int header)
 {
 	struct shm_throttle *t = sasl_table(c);
 	struct throttle_key key;
@@ -199,15 +258,34 @@ static int sasl_refused(struct conn *c, const char *user)
 
 	if (t == NULL)
 		return 0;
-	if (shm_throttle_key_address(t, c->addr, &key) == 0 &&
-	    shm_throttle_check(t, &key, now, &e) == 1) {
-		sasl_banned(c, &e, now);
-		return 1;
+	if (shm_throttle_key_address(t, c->addr, &key) == 0) {
+		int r = shm_throttle_check(t, &key, now, &e);
+		if (r == 1) {
+			sasl_banned(c, &e, now);
+			return 1;
+		}
+		if (r == 2 && !header) {
+			/* Fail closed: its failures could not be counted. */
+			sasl_table_full(c, key.label);
+			sasl_fail(c, "temporary-auth-failure", "too many failed "
+				  "authentications; try again later");
+			return 1;
+		}
 	}
 	if (user == NULL)
 		return 0;
+	/* A throttled account stays open to addresses that have not failed
+	 * at it since: only this address's own failures shut it out, so
+	 * nobody else can lock the owner out. */
 	sasl_account_key(c, user, &key);
-	if (shm_throttle_check(t, &key, now, &e) != 1)
+	int r = shm_throttle_check(t, &key, now, &e);
+	if (r == 1 && sasl_pair_key(c, user, &key) == 0)
+		r = shm_throttle_check(t, &key, now, &e);
+	else if (r == 1)
+		r = 0;
+	if (r == 2)
+		sasl_table_full(c, key.label);
+	if (r != 1 && r != 2)
 		return 0;
 	sasl_fail(c, "temporary-auth-failure", "too many failed "
 		  "authentications for this account; try again later");
@@ -218,7 +296,25 @@ static int sasl_refused(struct conn *c, const char *user)
  * refused before it costs a TLS handshake (ejabberd does the same). */
 int sasl_address_banned(struct conn *c)
 {
-	return sasl_refused(c, NULL);
+	return sasl_refused(c, NULL, 1);
+}
+
+/* On the direct TLS port, before the handshake: nothing can be said in
+ * clear there, so a banned address is only logged and closed. */
+int sasl_address_banned_tls(struct conn *c)
+{
+	struct shm_throttle *t = sasl_table(c);
+	struct throttle_key key;
+	struct throttle_entry e;
+	int64_t now = time_now_ms();
+
+	if (t == NULL || shm_throttle_key_address(t, c->addr, &key) < 0 ||
+	    shm_throttle_check(t, &key, now, &e) != 1)
+		return 0;
+	log_info("c%u %s: refused before TLS: %s banned for %lld s more "
+		 "(%u failed authentications)", c->id, c->peer, e.label,
+		 (long long)((e.blocked_until - now + 999) / 1000), e.failures);
+	return 1;
 }
 
 void sasl_features(struct conn *c, struct buf *out)
@@ -456,7 +552,7 @@ static void sasl_plain_check(struct conn *c, const struct accounts_login *login,
 	enum scram_hash h = SCRAM_HASH_SHA256;
 	/* A ban that started while this login was in flight stops it
 	 * before the password is checked. */
-	if (sasl_refused(c, s->user))
+	if (sasl_refused(c, s->user, 0))
 		return;
 	if (found && !login->found[h])
 		h = SCRAM_HASH_SHA1;
@@ -527,7 +623,7 @@ static void sasl_plain_initial(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "invalid-authzid", NULL);
 		return;
 	}
-	if (!sasl_refused(c, s->user))
+	if (!sasl_refused(c, s->user, 0))
 		sasl_lookup(c);
 }
 
@@ -549,7 +645,7 @@ static void sasl_scram_initial(struct conn *c, const char *msg, size_t len)
 		sasl_fail(c, "invalid-authzid", NULL);
 		return;
 	}
-	if (!sasl_refused(c, s->user))
+	if (!sasl_refused(c, s->user, 0))
 		sasl_lookup(c);
 }
 
@@ -560,7 +656,7 @@ static void sasl_scram_final(struct conn *c, const char *msg, size_t len)
 	int cb_len = 0;
 	const char *out;
 	size_t out_len;
-	if (sasl_refused(c, s->user))
+	if (sasl_refused(c, s->user, 0))
 		return;
 	if (s->scram.cb == SCRAM_CB_TLS_EXPORTER)
 		cb_len = tls_cb_exporter(c, cb, sizeof(cb));
@@ -699,7 +795,7 @@ void sasl_handle(struct conn *c, struct xml_node *n)
 			 c->peer);
 	} else if (strcmp(n->name, "auth") == 0) {
 		sasl_free(c);
-		if (!sasl_refused(c, NULL) &&
+		if (!sasl_refused(c, NULL, 0) &&
 		    sasl_begin(c, xml_attr(n, "mechanism")) == 0)
 			sasl_message(c, n, 1);
 	} else if (strcmp(n->name, "abort") == 0) {

@@ -213,6 +213,8 @@ void sasl_free(struct conn *c);
 void sasl_delayed(struct conn *c);      /* a throttle delay ended */
 /* 1 when c's address is banned: the stream error is sent. */
 int sasl_address_banned(struct conn *c);
+/* 1 when c's address is banned: logged, nothing sent (direct TLS). */
+int sasl_address_banned_tls(struct conn *c);
 /* Master, before forking: the secret behind unknown users' stand-in
  * SCRAM salts, the same in every worker so that they cannot be told
  * apart from real accounts by asking two workers. */

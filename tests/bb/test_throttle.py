@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 import signal
+import socket
+import ssl
 import sys
 import threading
 
@@ -40,9 +42,9 @@ def tls_client(port, host="127.0.0.1"):
     return c
 
 
-def fail_once(port, user="nobody"):
+def fail_once(port, user="nobody", host="127.0.0.1"):
     """One connection, one wrong password; returns what the server said."""
-    c = tls_client(port)
+    c = tls_client(port, host=host)
     try:
         return c.auth_plain(user, "wrong")
     finally:
@@ -92,13 +94,34 @@ def assert_auth_banned(c, user="juliet", password="r0m30!"):
     assert re.search(BANNED_TEXT, rest), rest
 
 
+def tls_handshake(port, host="127.0.0.1"):
+    """A TLS handshake on the direct TLS port: True when it completes,
+    False when the server closes the connection instead."""
+    sock = socket.create_connection((host, port), timeout=5.0)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    except socket.timeout:
+        raise AssertionError("TLS handshake neither done nor refused")
+    except (ssl.SSLError, ConnectionError):
+        return False
+    finally:
+        sock.close()
+    return True
+
+
 def filter_regex(name):
-    """The failregex of an etc/fail2ban filter, <HOST> made a group."""
+    """The failregex of an etc/fail2ban filter, <HOST> (an address) or
+    <SUBNET> (an address or ADDRESS/CIDR) made a group."""
     with open(os.path.join(SRCDIR, "etc", "fail2ban", "filter.d", name)) as f:
         text = f.read()
     m = re.search(r"^failregex\s*=\s*(.+)$", text, re.M)
     assert m, name
-    return re.compile(m.group(1).strip().replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)"))
+    return re.compile(m.group(1).strip()
+                      .replace("<HOST>", r"(?P<host>[0-9A-Fa-f:.]+)")
+                      .replace("<SUBNET>", r"(?P<host>[0-9A-Fa-f:.]+(?:/\d+)?)"))
 
 
 def fail2ban_hosts(log, name):
@@ -134,6 +157,14 @@ def test_address_ban_counts_all_connections_and_workers():
         assert fail_once(s.port).startswith(sasl_failure("not-authorized"))
         assert_auth_banned(before)
         assert assert_banned(s.port) == 6
+        # On the direct TLS port a banned address gets no handshake: it
+        # is closed before one costs anything (nothing can be said in
+        # clear there); another address gets one.
+        assert not tls_handshake(s.tls_port)
+        assert tls_handshake(s.tls_port, host="::1")
+        wait_for(lambda: re.search(r"refused before TLS: 127\.0\.0\.1 banned for \d+ s "
+                                   r"more \(6 failed authentications\)", s.log_text()),
+                 what="refusal before TLS logged")
         # Another address logs in while 127.0.0.1 is banned.
         c = Client(s.port, host="::1")
         assert c.login("romeo", "jul13t?").startswith("romeo@localhost/")
@@ -161,6 +192,68 @@ def test_address_ban_counts_all_connections_and_workers():
         c = Client(s.port)
         assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
         c.close()
+        assert tls_handshake(s.tls_port)
+
+
+def test_ipv6_ban_names_the_prefix():
+    """xmppd bans an IPv6 /64: the ban line names the prefix where the
+    fail2ban filter takes the host, so the firewall drops the same /64."""
+    overrides = {"c2s.addresses": "127.0.0.1 ::1",
+                 "sasl.max_failures_per_address": "2",
+                 "sasl.max_failures_per_account": "0"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        for _ in range(2):
+            got = fail_once(s.port, host="::1")
+            assert got.startswith(sasl_failure("not-authorized")), got
+        wait_for(lambda: "banned for 3600 s" in s.log_text(), what="ban logged")
+        log = s.log_text()
+        assert re.search(r" w\d warn: login failures from ::/64: banned for 3600 s "
+                         r"\(2 failures in \d+ s, the last from ::1\)", log), log[-3000:]
+        assert fail2ban_hosts(log, "xmppd-ban.conf") == ["::/64"]
+        # The per-failure filter still names each failing address.
+        assert fail2ban_hosts(log, "xmppd.conf") == ["::1"] * 2
+        # IPv4 is unaffected by the IPv6 prefix's ban.
+        c = Client(s.port)
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
+        c.close()
+
+
+def test_full_table_fails_closed():
+    """When every slot of the shared table is an active ban, a new
+    address cannot be counted: its guesses are refused (no password
+    check) instead of going on uncounted, and a warning says so."""
+    overrides = {"sasl.max_failures_per_address": "1",
+                 "sasl.max_failures_per_account": "0",
+                 "sasl.throttle_table_size": "64",
+                 "sasl.throttle_delay": "0"}
+    with Server(workers=2, users=USERS, overrides=overrides) as s:
+        # No user named (an empty one is a counted malformed-request):
+        # only the addresses take slots, so the table ends all bans.
+        bans = 0
+        for i in range(2, 250):
+            c = client_from(s.port, "127.0.0.%d" % i)
+            got = auth_from(c, "", "wrong")
+            c.close()
+            assert (got.startswith(sasl_failure("malformed-request")) or
+                    got.startswith(sasl_failure("temporary-auth-failure"))), got
+            if i >= 65:
+                m = re.search(r"bans\ttotal=(\d+)", s.ctl("bans", check=True).stdout)
+                bans = int(m.group(1))
+                if bans == 64:
+                    break
+        assert bans == 64, bans
+        # Full of bans: a new address's guess is not checked ...
+        for host in ("127.0.0.250", "127.0.0.251"):
+            c = client_from(s.port, host)
+            got = auth_from(c, "", "wrong")
+            assert got.startswith(sasl_failure("temporary-auth-failure")), got
+            c.close()
+        # ... none of the bans was lost to make room ...
+        assert "bans\ttotal=64" in s.ctl("bans", check=True).stdout
+        # ... and the operator is told.
+        assert re.search(r" w\d warn: throttle table full: \S+ cannot be counted and is "
+                         r"treated as throttled \(sasl.throttle_table_size = 64\)",
+                         s.log_text()), s.log_text()[-3000:]
 
 
 def scram_first(c, user):
@@ -225,11 +318,31 @@ def test_reload_changes_thresholds():
         assert assert_banned(s.port) == 5
 
 
-def test_account_throttle_is_short_and_leaves_other_accounts():
+def client_from(port, source):
+    """A Client whose connection comes from another loopback address."""
+    c = Client.__new__(Client)
+    c.sock = socket.create_connection(("127.0.0.1", port), timeout=5.0,
+                                      source_address=(source, 0))
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.buf = b""
+    c.timeout = 5.0
+    return c
+
+
+def auth_from(c, user, password):
+    """STARTTLS on c, then one PLAIN attempt; returns the answer, the
+    stream left open."""
+    c.open()
+    c.starttls()
+    return c.auth_plain(user, password)
+
+
+def test_account_throttle_does_not_lock_the_owner_out():
     overrides = {"c2s.addresses": "127.0.0.1 ::1",
                  "sasl.max_failures_per_address": "0",
                  "sasl.max_failures_per_account": "3",
-                 "sasl.account_throttle_time": "1h"}
+                 "sasl.account_throttle_time": "1h",
+                 "sasl.throttle_delay": "20ms"}
     with Server(workers=2, users=USERS, overrides=overrides) as s:
         got = fail_in_parallel(s.port, 2, user_of=lambda i: "juliet")
         assert all(g.startswith(sasl_failure("not-authorized")) for g in got), got
@@ -242,24 +355,51 @@ def test_account_throttle_is_short_and_leaves_other_accounts():
         c.open("LOCALHOST")
         assert c.auth_plain("juliet", "wrong").startswith(sasl_failure("not-authorized"))
         c.close()
-        # Throttled: even the right password, from another address, gets
-        # a temporary failure (the password is not checked) ...
-        c = tls_client(s.port, host="::1")
-        got = c.auth_plain("juliet", "r0m30!")
-        assert got.startswith(sasl_failure("temporary-auth-failure")), got
-        # ... which is no password guess: the stream stays open.
-        assert not c.is_closed(timeout=0.3)
+        wait_for(lambda: "login failures for juliet@localhost: account throttled for "
+                 "3600 s (3 failures in" in s.log_text(), what="throttle logged")
+        # The throttled account takes no more guesses from the address
+        # that failed at it: not even the right password is checked ...
+        for password in ("wrong", "r0m30!"):
+            c = tls_client(s.port)
+            got = c.auth_plain("juliet", password)
+            assert got.startswith(sasl_failure("temporary-auth-failure")), got
+            # ... which is no password guess: the stream stays open.
+            assert not c.is_closed(timeout=0.3)
+            c.close()
+        # The owner, from an address that has not failed at the account,
+        # logs in while 127.0.0.1 keeps failing against it.
+        c = Client(s.port, host="::1")
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
         c.close()
-        # Other accounts, from the same address, are not affected.
+        # Another address gets one guess at the throttled account, then
+        # it is shut out of that account as well.
+        c = client_from(s.port, "127.0.0.2")
+        got = auth_from(c, "juliet", "wrong")
+        assert got.startswith(sasl_failure("not-authorized")), got
+        c.close()
+        c = client_from(s.port, "127.0.0.2")
+        got = auth_from(c, "juliet", "r0m30!")
+        assert got.startswith(sasl_failure("temporary-auth-failure")), got
+        c.close()
+        # The owner still gets in; other accounts are not affected.
+        c = Client(s.port, host="::1")
+        assert c.login("juliet", "r0m30!").startswith("juliet@localhost/")
+        c.close()
         c = Client(s.port)
         assert c.login("romeo", "jul13t?").startswith("romeo@localhost/")
         c.close()
-        assert "login failures for juliet@localhost: account throttled for 3600 s " \
-            "(3 failures in" in s.log_text()
+        log = s.log_text()
+        checked = re.findall(r"authentication failed for juliet@localhost from "
+                             r"(\S+) \(PLAIN\): not-authorized", log, re.I)
+        assert checked == ["127.0.0.1"] * 3 + ["127.0.0.2"], checked
+        assert re.search(r"login failures for juliet@localhost: 127\.0\.0\.2 refused "
+                         r"for this account for 3600 s", log), log[-3000:]
 
 
 if __name__ == "__main__":
     run_tests([test_address_ban_counts_all_connections_and_workers,
                test_ban_stops_logins_in_flight,
                test_reload_changes_thresholds,
-               test_account_throttle_is_short_and_leaves_other_accounts])
+               test_account_throttle_does_not_lock_the_owner_out,
+               test_ipv6_ban_names_the_prefix,
+               test_full_table_fails_closed])
