@@ -196,8 +196,10 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 	for (int i = 0; i < n && !c->closed; i++)
 		offline_send_one(c, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
 	conn_flush(c);
-	if (c->closed) {
-		/* Not delivered: keep them for the next login. */
+	/* A connection closed for not reading handed back what it did not
+	 * write (conn.c: stored again or bounced): the rows go.  Any other
+	 * close: keep them for the next login. */
+	if (c->closed && !c->out_shed) {
 		offline_job_free(j);
 		return;
 	}
