@@ -54,6 +54,10 @@ const struct config_def config_defs[] = {
 	  1000, 0, RELOAD, "Silence before a client is pinged, then dropped" },
 	{ "c2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(max_stanza_size), "256K",
 	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send" },
+	{ "c2s.max_output_bytes", CONFIG_TYPE_SIZE, OFF(c2s_max_output_bytes),
+	  "4M", 64 << 10, 1 << 30, RELOAD,
+	  "Output a client may leave unread before it is disconnected; what "
+	  "was queued for it goes to offline storage or back to its senders" },
 	{ "c2s.max_connections_per_ip", CONFIG_TYPE_UINT,
 	  OFF(max_connections_per_ip), "100", 0, 0, RELOAD,
 	  "Open client connections per address (IPv4, or IPv6 /64), counted "
@@ -140,7 +144,11 @@ const struct config_def config_defs[] = {
 	  "Slots in the shared session table, one per online resource" },
 	{ "queue.outbox_frames", CONFIG_TYPE_UINT, OFF(queue_outbox_frames),
 	  "65536", 64, 10000000, RELOAD,
-	  "Frames a worker may queue to another before dropping" },
+	  "Frames a worker may queue to another before bouncing" },
+	{ "queue.outbox_bytes", CONFIG_TYPE_SIZE, OFF(queue_outbox_bytes),
+	  "4M", 64 << 10, 1 << 30, RELOAD,
+	  "Bytes a worker may queue to another that is not reading before "
+	  "bouncing with resource-constraint" },
 	{ "control.socket", CONFIG_TYPE_STRING, OFF(control_socket),
 	  "/run/xmppd/control.sock", 0, 0, RESTART,
 	  "Path of the control socket used by xmppctl" },

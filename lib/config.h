@@ -52,6 +52,7 @@ struct config {
 	uint64_t c2s_timeout;       /* ms, before authentication */
 	uint64_t c2s_idle_timeout;  /* ms, ping then drop */
 	uint64_t max_stanza_size;   /* bytes */
+	uint64_t c2s_max_output_bytes;  /* unread output before a close */
 	unsigned max_connections_per_ip;   /* 0: no limit */
 	unsigned max_sessions_per_account; /* 0: no limit */
 	unsigned backlog;
@@ -87,6 +88,7 @@ struct config {
 	/* shared memory and queues */
 	unsigned session_table_size;
 	unsigned queue_outbox_frames;
+	uint64_t queue_outbox_bytes;    /* per destination worker */
 
 	/* control socket */
 	const char *control_socket;

@@ -4,8 +4,11 @@
  * Each destination has one buffer of finished frames in send order; the
  * datagram boundaries (whole frames, up to IPC_DGRAM_MAX) are chosen at
  * flush time, so frames are never copied twice and the unsent tail is
- * the outbox.  Failure policy: queue_send refuses past the frame bound
- * so the caller can bounce; a full socket keeps frames for later; a bad
+ * the outbox.  Failure policy: queue_send refuses past the outbox bounds
+ * (frames, and bytes: a destination that does not read costs at most
+ * outbox_bytes here) so the caller can bounce; before refusing for bytes
+ * it tries the socket once, so a burst within one loop turn is not taken
+ * for a stuck reader; a full socket keeps frames for later; a bad
  * datagram or frame from a peer is logged at warn and dropped, never
  * fatal, because one worker's bug must not take down another.
  */
@@ -23,6 +26,7 @@
 
 #define QUEUE_SOCKBUF (4 * 1024 * 1024)
 #define QUEUE_OUTBOX_DEFAULT 65536u
+#define QUEUE_OUTBOX_BYTES_DEFAULT (4u << 20)
 /* Memory kept for reuse when a buffer drains; beyond it is given back so
  * one burst does not pin megabytes per slot. */
 #define QUEUE_KEEP_BYTES (4 * IPC_DGRAM_MAX)
@@ -52,6 +56,7 @@ struct queue {
 	unsigned nslots;
 	unsigned my_slot;
 	unsigned outbox_max;        /* frames per destination */
+	size_t outbox_bytes;        /* bytes per destination */
 	int recv_fd;
 	uint8_t *rbuf;              /* QUEUE_RECV_BATCH datagrams, reused */
 	const uint8_t *cur;         /* the datagram being parsed */
@@ -126,7 +131,7 @@ void queue_set_close(struct queue_set *qs)
 /* ---- queue state -------------------------------------------------------- */
 
 struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
-			unsigned outbox_max_frames)
+			unsigned outbox_max_frames, size_t outbox_max_bytes)
 {
 	struct queue *q;
 
@@ -140,8 +145,7 @@ struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
 	}
 	q->nslots = qs->nslots;
 	q->my_slot = my_slot;
-	q->outbox_max = outbox_max_frames != 0 ? outbox_max_frames :
-		QUEUE_OUTBOX_DEFAULT;
+	queue_set_limits(q, outbox_max_frames, outbox_max_bytes);
 	q->recv_fd = qs->fds[my_slot].recv;
 	for (unsigned i = 0; i < IPC_MAX_SLOTS; i++) {
 		buf_init(&q->dst[i].out, 0);    /* bounded by frames instead */
@@ -149,6 +153,15 @@ struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
 		buf_init(&q->reasm[i].data, IPC_FRAME_MAX);
 	}
 	return q;
+}
+
+void queue_set_limits(struct queue *q, unsigned outbox_max_frames,
+		      size_t outbox_max_bytes)
+{
+	q->outbox_max = outbox_max_frames != 0 ? outbox_max_frames :
+		QUEUE_OUTBOX_DEFAULT;
+	q->outbox_bytes = outbox_max_bytes != 0 ? outbox_max_bytes :
+		QUEUE_OUTBOX_BYTES_DEFAULT;
 }
 
 void queue_free(struct queue **qp)
@@ -184,18 +197,38 @@ static void queue_set_more(struct frame_writer *w)
 	hdr[offsetof(struct ipc_frame_header, flags)] = IPC_FRAME_F_MORE;
 }
 
+static int queue_flush_dst(struct queue_dst *d);
+
+/* The frame would pass a bound of d's outbox.  An empty outbox takes any
+ * valid frame, so a bound below one frame cannot refuse everything. */
+static int queue_over(const struct queue *q, const struct queue_dst *d,
+		      size_t bytes, size_t chunks)
+{
+	size_t used = buf_used(&d->out);
+	return d->frames + chunks > q->outbox_max ||
+	       (used > 0 && used + bytes > q->outbox_bytes);
+}
+
 static const char *queue_check_send(struct queue *q, unsigned dst_slot,
 				    uint8_t type, size_t len, size_t chunks)
 {
+	struct queue_dst *d;
+	size_t bytes = len + chunks * IPC_FRAME_HDR_SIZE;
+
 	if (dst_slot >= q->nslots)
 		return "bad destination slot";
 	if (type == 0 || type >= IPC_FRAME_TYPE_MAX)
 		return "bad frame type";
 	if (len > IPC_FRAME_MAX)
 		return "frame too large";
-	if (q->dst[dst_slot].frames + chunks > q->outbox_max)
-		return "outbox full";
-	return NULL;
+	d = &q->dst[dst_slot];
+	if (!queue_over(q, d, bytes, chunks))
+		return NULL;
+	/* Frames batched this turn are not yet an outbox: give the socket
+	 * what it takes before calling the destination stuck. */
+	if (queue_flush_dst(d) < 0)
+		log_warn("queue: send(slot %u) failed: %m", dst_slot);
+	return queue_over(q, d, bytes, chunks) ? QUEUE_ERR_FULL : NULL;
 }
 
 int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
@@ -309,6 +342,11 @@ int queue_pending_fds(struct queue *q, int *fds, unsigned max)
 size_t queue_backlog(struct queue *q, unsigned dst_slot)
 {
 	return dst_slot < q->nslots ? q->dst[dst_slot].frames : 0;
+}
+
+size_t queue_backlog_bytes(struct queue *q, unsigned dst_slot)
+{
+	return dst_slot < q->nslots ? buf_used(&q->dst[dst_slot].out) : 0;
 }
 
 /* ---- receiving ---------------------------------------------------------- */

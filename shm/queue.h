@@ -8,9 +8,10 @@
  * per destination into datagrams of up to IPC_DGRAM_MAX bytes and flush
  * once per loop turn; payloads over IPC_FRAG_MAX are split into chunks
  * flagged IPC_FRAME_F_MORE and reassembled per source slot by the
- * receiver.  A destination whose socket is full keeps frames in a
- * bounded outbox (queue_outbox_frames); past the bound queue_send
- * fails so the caller can bounce the stanza with resource-constraint.
+ * receiver.  A destination whose socket is full keeps frames in an
+ * outbox bounded in frames and in bytes (queue.outbox_frames,
+ * queue.outbox_bytes); past a bound queue_send fails with QUEUE_ERR_FULL
+ * so the caller can bounce the stanza with resource-constraint.
  * A malformed datagram or frame is logged and dropped.
  */
 #ifndef XMPPD_QUEUE_H
@@ -43,13 +44,23 @@ struct queue;   /* one process's sending and receiving state */
 typedef void queue_frame_cb(const struct ipc_frame_header *hdr,
 			    const void *payload, size_t len, void *ctx);
 
+/* outbox bounds per destination; 0 picks the default (65536 frames,
+ * 4 MiB).  An empty outbox always takes one valid frame. */
 struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
-			unsigned outbox_max_frames);
+			unsigned outbox_max_frames, size_t outbox_max_bytes);
+/* New bounds (config reload); frames already queued stay. */
+void queue_set_limits(struct queue *q, unsigned outbox_max_frames,
+		      size_t outbox_max_bytes);
 void queue_free(struct queue **q);
 
+/* The error string of queue_send when an outbox bound would be passed
+ * (compare with strcmp). */
+#define QUEUE_ERR_FULL "outbox full"
+
 /* Append one frame (payload may be any size up to IPC_FRAME_MAX) to the
- * batch for dst_slot.  0, or -1 with error when the outbox is full or
- * the frame is invalid. */
+ * batch for dst_slot.  0, or -1 with error when the outbox is full
+ * (QUEUE_ERR_FULL; the destination's socket is tried first) or the frame
+ * is invalid. */
 int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
 	       uint32_t conn_id, uint32_t gen, const void *payload,
 	       size_t len, const char **error_r);
@@ -61,6 +72,8 @@ int queue_flush(struct queue *q);
 int queue_pending_fds(struct queue *q, int *fds, unsigned max);
 /* Frames waiting for dst_slot (batch + outbox). */
 size_t queue_backlog(struct queue *q, unsigned dst_slot);
+/* Bytes (headers included) waiting for dst_slot. */
+size_t queue_backlog_bytes(struct queue *q, unsigned dst_slot);
 
 /* Read every datagram waiting on my slot's recv fd (up to max_dgrams,
  * 0 = until EAGAIN), calling cb for each complete frame in order.

@@ -149,6 +149,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "c2s.timeout", CONFIG_F_RELOADABLE },
 	{ "c2s.idle_timeout", CONFIG_F_RELOADABLE },
 	{ "c2s.max_stanza_size", CONFIG_F_RELOADABLE },
+	{ "c2s.max_output_bytes", CONFIG_F_RELOADABLE },
 	{ "c2s.max_connections_per_ip", CONFIG_F_RELOADABLE },
 	{ "c2s.max_sessions_per_account", CONFIG_F_RELOADABLE },
 	{ "c2s.backlog", CONFIG_F_RESTART },
@@ -174,6 +175,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
 	{ "session_table_size", CONFIG_F_RESTART },
 	{ "queue.outbox_frames", CONFIG_F_RELOADABLE },
+	{ "queue.outbox_bytes", CONFIG_F_RELOADABLE },
 	{ "control.socket", CONFIG_F_RESTART },
 	{ "control.owner", CONFIG_F_RESTART },
 	{ "control.group", CONFIG_F_RESTART },
@@ -250,6 +252,8 @@ Test(defaults, match_the_spec_tls_and_below)
 	cr_expect_str_eq(cfg->db_conninfo, "dbname=xmppd");
 	cr_expect_eq(cfg->session_table_size, 65536);
 	cr_expect_eq(cfg->queue_outbox_frames, 65536);
+	cr_expect_eq(cfg->queue_outbox_bytes, 4u << 20);
+	cr_expect_eq(cfg->c2s_max_output_bytes, 4u << 20);
 	cr_expect_str_eq(cfg->control_socket, "/run/xmppd/control.sock");
 	cr_expect_str_eq(cfg->control_owner, "");
 	cr_expect_str_eq(cfg->control_group, "");

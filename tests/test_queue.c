@@ -1,6 +1,7 @@
 /*
  * test_queue.c - worker queues: a million frames between processes with
- * order kept (one and two senders), fragmentation, the outbox bound and
+ * order kept (one and two senders), fragmentation, the outbox bounds
+ * (frames and bytes) and
  * malformed datagrams.  Every loop has a deadline; forked senders die
  * with the test process and report through their exit code.
  */
@@ -136,7 +137,7 @@ static int sender_run(struct queue_set *qs, unsigned slot, unsigned dst,
 		      uint64_t count)
 {
 	int64_t deadline = time_now_ms() + DEADLINE_MS;
-	struct queue *q = queue_new(qs, slot, 4096);
+	struct queue *q = queue_new(qs, slot, 4096, 0);
 	int ret = CHILD_OK;
 
 	if (q == NULL)
@@ -206,8 +207,8 @@ static void setup(void)
 
 	cr_assert_eq(queue_set_create(&qs, 3, &error), 0, "%s: %s", error,
 		     strerror(errno));
-	q0 = queue_new(&qs, 0, 1000);
-	q1 = queue_new(&qs, 1, 1000);
+	q0 = queue_new(&qs, 0, 1000, 0);
+	q1 = queue_new(&qs, 1, 1000, 0);
 	cr_assert_not_null(q0);
 	cr_assert_not_null(q1);
 }
@@ -316,7 +317,7 @@ Test(queue, largest_frame_and_one_byte_more)
 	unsigned char *blob = malloc(IPC_FRAME_MAX + 1);
 	unsigned char *got = malloc(IPC_FRAME_MAX);
 	struct rx rx = { .copy = got, .copy_size = IPC_FRAME_MAX };
-	struct queue *big = queue_new(&qs, 0, 0);   /* default bound */
+	struct queue *big = queue_new(&qs, 0, 0, 0);   /* default bounds */
 	const char *error = NULL;
 
 	cr_assert(blob != NULL && got != NULL && big != NULL);
@@ -347,7 +348,7 @@ Test(queue, bad_arguments_rejected)
 	cr_assert_eq(queue_send(q0, 1, IPC_FRAME_TYPE_MAX, 0, 0, "x", 1,
 				&error), -1);
 	cr_assert_eq(queue_backlog(q0, 1), 0);
-	cr_assert_null(queue_new(&qs, 3, 10));
+	cr_assert_null(queue_new(&qs, 3, 10, 0));
 	cr_assert_eq(queue_set_create(&bad, 0, &error), -1);
 	cr_assert_eq(queue_set_create(&bad, IPC_MAX_SLOTS + 1, &error), -1);
 }
@@ -405,6 +406,104 @@ Test(queue, outbox_bound_then_drain)
 	cr_assert_eq(queue_flush(q0), 1);
 	cr_assert_eq(queue_backlog(q0, 1), 0);
 	cr_assert_eq(queue_pending_fds(q0, fds, 4), 0);
+}
+
+/* The byte bound: 200 KB payloads (a large stanza) to a slot that does
+ * not read are refused once queue.outbox_bytes is reached, not after
+ * 65536 frames; everything accepted still arrives, in order. */
+#define BIG_PAYLOAD (200u * 1000u)
+#define BYTES_CAP (1u << 20)
+
+static void rx_big_cb(const struct ipc_frame_header *hdr, const void *payload,
+		      size_t len, void *ctx)
+{
+	struct rx *rx = ctx;
+	uint64_t seq;
+
+	memcpy(&seq, payload, sizeof(seq));
+	if (len != BIG_PAYLOAD || seq != rx->count || hdr->gen != (uint32_t)seq)
+		rx->bad++;
+	rx->count++;
+}
+
+Test(queue, outbox_bytes_bound_then_drain)
+{
+	unsigned char *payload = calloc(1, BIG_PAYLOAD);
+	struct queue *q = queue_new(&qs, 0, 65536, BYTES_CAP);
+	struct rx rx = { .count = 0 };
+	const char *error = NULL;
+	int64_t deadline = time_now_ms() + DEADLINE_MS;
+	uint64_t seq;
+
+	cr_assert(payload != NULL && q != NULL);
+	for (seq = 0; seq < 1000; seq++) {
+		memcpy(payload, &seq, sizeof(seq));
+		if (queue_send(q, 1, IPC_FRAME_TEST, 0, (uint32_t)seq, payload,
+			       BIG_PAYLOAD, &error) < 0)
+			break;
+		cr_assert_geq(queue_flush(q), 0);
+		cr_assert_leq(queue_backlog_bytes(q, 1), BYTES_CAP,
+			      "outbox over its byte bound");
+	}
+	cr_assert_lt(seq, 1000, "outbox never filled");
+	cr_assert_str_eq(error, QUEUE_ERR_FULL);
+	cr_assert_gt(queue_backlog_bytes(q, 1) + BIG_PAYLOAD + 64, BYTES_CAP,
+		     "refused well before the bound");
+	while (rx.count < seq) {
+		cr_assert_lt(time_now_ms(), deadline);
+		cr_assert_geq(queue_receive(q1, rx_big_cb, &rx, 0), 0);
+		cr_assert_geq(queue_flush(q), 0);
+	}
+	cr_assert_eq(rx.bad, 0, "%u frames lost or reordered", rx.bad);
+	cr_assert_eq(queue_backlog_bytes(q, 1), 0);
+	/* drained: taken again */
+	memcpy(payload, &seq, sizeof(seq));
+	cr_assert_eq(queue_send(q, 1, IPC_FRAME_TEST, 0, (uint32_t)seq,
+				payload, BIG_PAYLOAD, &error), 0);
+	queue_free(&q);
+	free(payload);
+}
+
+/* Frames batched within one turn go to a socket with room rather than
+ * being refused; an empty outbox takes a frame larger than its byte
+ * bound; while the socket is full, one more is refused. */
+Test(queue, outbox_bytes_edges)
+{
+	unsigned char *blob = calloc(1, IPC_FRAME_MAX);
+	unsigned char small[1000] = { 0 };
+	struct queue *q = queue_new(&qs, 0, 65536, 64u << 10);
+	struct rx rx = { .count = 0 };
+	const char *error = NULL;
+	int64_t deadline = time_now_ms() + DEADLINE_MS;
+	unsigned sent = 0;
+
+	cr_assert(blob != NULL && q != NULL);
+	/* 150 KB without a flush: queue_send makes room itself */
+	for (unsigned i = 0; i < 150; i++)
+		cr_assert_eq(queue_send(q, 1, IPC_FRAME_TEST, 0, i, small,
+					sizeof(small), &error), 0,
+			     "frame %u refused: %s", i, error);
+	while (rx.count < 150) {
+		cr_assert_lt(time_now_ms(), deadline);
+		cr_assert_geq(queue_receive(q1, rx_outbox_cb, &rx, 0), 0);
+		cr_assert_geq(queue_flush(q), 0);
+	}
+	cr_assert_eq(queue_flush(q), 1);
+	cr_assert_eq(queue_backlog_bytes(q, 1), 0);
+	cr_assert_eq(queue_send(q, 1, IPC_FRAME_TEST, 0, 1, blob,
+				IPC_FRAME_MAX, &error), 0,
+		     "an empty outbox refused one frame: %s", error);
+	/* fill the socket and the outbox: nothing more leaves */
+	while (queue_send(q, 1, IPC_FRAME_TEST, 0, 0, small, sizeof(small),
+			  &error) == 0 && sent < MILLION)
+		sent++;
+	cr_assert_str_eq(error, QUEUE_ERR_FULL);
+	cr_assert_gt(queue_backlog_bytes(q, 1), 0);
+	cr_assert_eq(queue_send(q, 1, IPC_FRAME_TEST, 0, 2, blob,
+				IPC_FRAME_MAX, &error), -1);
+	cr_assert_str_eq(error, QUEUE_ERR_FULL);
+	queue_free(&q);
+	free(blob);
 }
 
 /* Build one frame by hand, flags and all, for raw injection. */

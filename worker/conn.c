@@ -3,7 +3,16 @@
  * writes (one flush per loop turn), timeouts, close.  A closed
  * connection is unlinked at once but freed at the end of the loop turn,
  * so later events of the same epoll batch never touch freed memory.
- * Failure policy: any I/O error or overflow ends only that connection.
+ * Output is bounded by c2s.max_output_bytes: a client that leaves more
+ * than that unread gets <policy-violation/>, and every stanza queued for
+ * it and not yet written is taken back (conn_send records where pieces
+ * end) and handed to route_undelivered(): messages go to another
+ * resource or offline storage, IQ requests are bounced.  A piece partly
+ * written stays, so the stream stays well-formed for a client that
+ * reads again; if the connection closes before it is written whole, it
+ * is taken back too.  Bytes already sealed into TLS records count as
+ * written.  Failure policy: any I/O error or overflow ends only that
+ * connection, and an overflow loses no one else's stanza.
  */
 #include "worker.h"
 #include "log.h"
@@ -28,7 +37,6 @@
 /* Room for two whole TLS records: one may be carried over half read. */
 #define CONN_READ_CHUNK (2 * TLS13_MAX_RECORD)
 #define CONN_ACCEPT_BATCH 64
-#define CONN_OUT_MIN_CAP (4u << 20)
 /* Past this much pending output, write at once instead of at the end of
  * the loop turn: one turn may bring a large batch from the queues. */
 #define CONN_OUT_EAGER (256u << 10)
@@ -100,13 +108,6 @@ static void conn_peer_name(struct conn *c, const struct sockaddr_storage *ss)
 	snprintf(c->addr, sizeof(c->addr), "%s", addr);
 }
 
-/* How much may wait for a slow reader before we give up on it. */
-static size_t conn_out_cap(const struct worker *w)
-{
-	size_t cap = (size_t)w->cfg->max_stanza_size * 4 + 65536;
-	return cap < CONN_OUT_MIN_CAP ? CONN_OUT_MIN_CAP : cap;
-}
-
 static struct conn *conn_new(struct worker *w, int fd,
 			     const struct sockaddr_storage *ss, int direct_tls)
 {
@@ -122,7 +123,7 @@ static struct conn *conn_new(struct worker *w, int fd,
 	c->direct_tls = direct_tls;
 	c->state = CONN_STATE_HEADER;
 	c->deadline_ms = time_now_ms() + (int64_t)w->cfg->c2s_timeout;
-	buf_init(&c->out, conn_out_cap(w));
+	buf_init(&c->out, 0);   /* bounded by conn_send */
 	conn_peer_name(c, ss);
 	if (stream_init(c) < 0) {
 		free(c);
@@ -302,15 +303,217 @@ void conn_handle(struct conn *c, uint32_t events)
 		conn_read(c);
 }
 
+/* ---- pending output and what a slow reader leaves unread ---------------- */
+
+/* out_shed while the goodbye itself is queued: appended, no cap. */
+#define CONN_SHED_GOODBYE (-1)
+
+/* Bytes of out already written (to the socket or the TLS layer). */
+static uint64_t conn_out_written(const struct conn *c)
+{
+	return c->out_total - buf_used(&c->out);
+}
+
+/* Start of the piece holding offset at (< out_total). */
+static uint64_t conn_piece_start(const struct conn *c, uint64_t at)
+{
+	uint64_t start = c->out_base;
+	for (unsigned i = 0; i < c->out_nends && c->out_ends[i] <= at; i++)
+		start = c->out_ends[i];
+	return start;
+}
+
+/* Record that a piece ends at out_total (another follows it).  Without
+ * memory the two pieces merge, which only matters if both are taken
+ * back: the merged text is then no stanza and is dropped, logged. */
+static void conn_mark_end(struct conn *c)
+{
+	if (c->out_nends == c->out_ends_cap) {
+		uint64_t written = conn_out_written(c);
+		unsigned k = 0;
+		while (k < c->out_nends && c->out_ends[k] <= written)
+			k++;
+		if (k > 0) {    /* forget pieces written whole */
+			c->out_base = c->out_ends[k - 1];
+			c->out_nends -= k;
+			memmove(c->out_ends, c->out_ends + k,
+				c->out_nends * sizeof(*c->out_ends));
+		}
+	}
+	if (c->out_nends == c->out_ends_cap) {
+		unsigned cap = c->out_ends_cap ? c->out_ends_cap * 2 : 16;
+		uint64_t *ends = realloc(c->out_ends, cap * sizeof(*ends));
+		if (ends == NULL)
+			return;
+		c->out_ends = ends;
+		c->out_ends_cap = cap;
+	}
+	c->out_ends[c->out_nends++] = c->out_total;
+}
+
+static void conn_forget_pieces(struct conn *c)
+{
+	free(c->out_ends);
+	c->out_ends = NULL;
+	c->out_nends = c->out_ends_cap = 0;
+}
+
+/* Pieces taken out of c->out, to be routed elsewhere. */
+struct conn_taken {
+	struct buf text;
+	size_t *ends;           /* end of each piece in text */
+	size_t n;
+};
+
+/* Take the pieces of out in [from, out_total) (from is where a piece
+ * starts; below the written offset only for the piece written in part,
+ * whose head buf_append keeps) and cut out there. */
+static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
+{
+	uint64_t written = conn_out_written(c);
+	const char *start = buf_head(&c->out);
+	size_t n = (size_t)(c->out_total - from);
+
+	buf_init(&t->text, 0);
+	t->ends = NULL;
+	t->n = 0;
+	if (from < written && written - from > c->out.off) {
+		log_error("c%u %s: head of a stanza written in part is gone",
+			  c->id, c->peer);
+		n -= (size_t)(written - from);
+		from = written;
+	}
+	start = from < written ? start - (size_t)(written - from)
+			       : start + (size_t)(from - written);
+	if (n > 0 && (buf_append(&t->text, start, n) < 0 ||
+		      (t->ends = calloc((size_t)c->out_nends + 1,
+					sizeof(*t->ends))) == NULL)) {
+		log_error("c%u %s: no memory to take back %zu bytes of output",
+			  c->id, c->peer, n);
+		buf_free(&t->text);
+		n = 0;
+	}
+	for (unsigned i = 0; n > 0 && i < c->out_nends; i++)
+		if (c->out_ends[i] > from)
+			t->ends[t->n++] = (size_t)(c->out_ends[i] - from);
+	if (n > 0)
+		t->ends[t->n++] = n;
+	if (from >= written) {
+		c->out.len -= (size_t)(c->out_total - from);
+		c->out_total = from;
+	} else {
+		buf_consume(&c->out, buf_used(&c->out));
+	}
+	while (c->out_nends > 0 &&
+	       c->out_ends[c->out_nends - 1] >= c->out_total)
+		c->out_nends--;
+}
+
+/* Route what conn_take took, then data (one more piece, or NULL). */
+static void conn_route_taken(struct conn *c, struct conn_taken *t,
+			     const char *data, size_t len)
+{
+	unsigned stanzas = 0, other = 0;
+	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
+		if (route_undelivered(c->w, c->id, c->gen,
+				      buf_head(&t->text) + from,
+				      t->ends[i] - from) == 0)
+			stanzas++;
+		else
+			other++;
+	}
+	if (data != NULL) {
+		if (route_undelivered(c->w, c->id, c->gen, data, len) == 0)
+			stanzas++;
+		else
+			other++;
+	}
+	if (stanzas > 0 || other > 0)
+		log_info("c%u %s: %u stanzas not written: routed elsewhere%s",
+			 c->id, c->peer, stanzas, other > 0 ? " (stream data "
+			 "dropped)" : "");
+	free(t->ends);
+	buf_free(&t->text);
+}
+
+/* A client that leaves more than c2s.max_output_bytes unread: the piece
+ * being written stays, the rest (and data) is taken back, the stream
+ * ends with <policy-violation/> (RFC 6120 section 4.9.3.17: a local
+ * limit) and what comes for it later is routed elsewhere at once. */
+static void conn_overflow(struct conn *c, const char *data, size_t len)
+{
+	uint64_t written = conn_out_written(c), cut = written;
+	struct conn_taken t;
+
+	if (conn_piece_start(c, written) < written) {   /* written in part */
+		cut = c->out_total;
+		for (unsigned i = 0; i < c->out_nends; i++) {
+			if (c->out_ends[i] > written) {
+				cut = c->out_ends[i];
+				break;
+			}
+		}
+	}
+	log_info("c%u %s: %zu bytes of output unread (c2s.max_output_bytes "
+		 "is %llu): closing", c->id, c->peer, buf_used(&c->out) + len,
+		 (unsigned long long)c->w->cfg->c2s_max_output_bytes);
+	conn_take(c, cut, &t);
+	/* stream_closing() takes the session out of the table before
+	 * anything is rerouted, so nothing finds it again */
+	c->out_shed = CONN_SHED_GOODBYE;
+	stream_error(c, "policy-violation", "Too much output left unread");
+	c->out_shed = 1;
+	conn_route_taken(c, &t, data, len);
+}
+
 void conn_send(struct conn *c, const char *data, size_t len)
 {
-	if (c->closed)
+	if (c->closed || len == 0)
 		return;
-	if (buf_append(&c->out, data, len) < 0) {
-		log_info("c%u %s: output buffer full: closing", c->id, c->peer);
-		conn_close(c);
+	if (c->out_shed > 0) {
+		if (route_undelivered(c->w, c->id, c->gen, data, len) == 0)
+			log_debug("c%u: closing: stanza routed elsewhere", c->id);
 		return;
 	}
+	size_t used = buf_used(&c->out);
+	if (used > 0 && c->out_shed == 0 &&
+	    used + len > c->w->cfg->c2s_max_output_bytes) {
+		/* unread is what the socket does not take now */
+		conn_flush(c);
+		if (c->closed) {
+			route_undelivered(c->w, c->id, c->gen, data, len);
+			return;
+		}
+		used = buf_used(&c->out);
+		if (used > 0 && used + len > c->w->cfg->c2s_max_output_bytes) {
+			conn_overflow(c, data, len);
+			return;
+		}
+	}
+	/* buf_append may compact: keep the written head of a piece written
+	 * in part, it is taken back whole if the rest never goes out */
+	size_t keep = 0;
+	if (used > 0 && c->out.off > 0 && c->out.len + len > c->out.cap) {
+		uint64_t written = conn_out_written(c);
+		keep = (size_t)(written - conn_piece_start(c, written));
+		if (keep > c->out.off)
+			keep = c->out.off;
+		c->out.off -= keep;
+	}
+	int r = buf_append(&c->out, data, len);
+	c->out.off += keep;
+	if (r < 0) {
+		log_error("c%u %s: no memory for output", c->id, c->peer);
+		conn_overflow(c, data, len);
+		return;
+	}
+	if (used == 0) {
+		c->out_nends = 0;
+		c->out_base = c->out_total;
+	} else {
+		conn_mark_end(c);
+	}
+	c->out_total += len;
 	c->w->stats->bytes_out += len;
 	if (buf_used(&c->out) >= CONN_OUT_EAGER && !c->tls_handshaking) {
 		conn_flush(c);
@@ -414,6 +617,12 @@ void conn_close(struct conn *c)
 	w->stats->connections--;
 	c->next = w->dead_list;     /* freed by conn_reap_dead() */
 	w->dead_list = c;
+	if (c->out_shed && buf_used(&c->out) > 0) {
+		/* the client never read the rest: not delivered */
+		struct conn_taken t;
+		conn_take(c, conn_piece_start(c, conn_out_written(c)), &t);
+		conn_route_taken(c, &t, NULL, 0);
+	}
 }
 
 void conn_reap_dead(struct worker *w)
@@ -428,6 +637,7 @@ void conn_reap_dead(struct worker *w)
 		} else {
 			stream_free(c);
 			buf_free(&c->out);
+			free(c->out_ends);
 			free(c->user);
 			free(c->domain);
 			free(c->jid);
@@ -524,8 +734,10 @@ void conn_timeouts(struct worker *w, int64_t now)
 			conn_idle(c, now);
 		if (!c->want_close && now - c->last_read_ms > CONN_PARK_MS) {
 			parked += (unsigned)stream_park(c);
-			if (buf_used(&c->out) == 0)
+			if (buf_used(&c->out) == 0) {
 				buf_shrink(&c->out);
+				conn_forget_pieces(c);
+			}
 		}
 		if (c->deadline_ms == 0 || now < c->deadline_ms)
 			continue;

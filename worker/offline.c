@@ -233,14 +233,14 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 	c->offline_fetching = 0;
 	/* Array literals: unreadable ids, their reasons, ids that stay. */
 	struct buf bad, why, keep;
-	int sent = 0;
+	int sent = 0, i;
 	buf_init(&bad, 0);
 	buf_init(&why, 0);
 	buf_init(&keep, 0);
 	buf_append(&bad, "{", 1);
 	buf_append(&why, "{", 1);
 	buf_append(&keep, "{", 1);
-	for (int i = 0; i < n && !c->closed; i++) {
+	for (i = 0; i < n && !c->closed; i++) {
 		const char *id = PQgetvalue(res, i, 0), *reason = NULL;
 		switch (offline_send_one(c, PQgetvalue(res, i, 1),
 					 (size_t)PQgetlength(res, i, 1),
@@ -263,10 +263,15 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 			break;
 		}
 	}
+	/* Rows not tried (the connection closed on the way) stay. */
+	for (; i < n; i++)
+		offline_array_add(&keep, PQgetvalue(res, i, 0), 0);
 	conn_flush(c);
-	if (c->closed || buf_append(&bad, "}", 2) < 0 ||
+	/* A connection closed for not reading handed back what it did not
+	 * write (conn.c: stored again or bounced): those rows go.  Any other
+	 * close: keep them all for the next login. */
+	if ((c->closed && !c->out_shed) || buf_append(&bad, "}", 2) < 0 ||
 	    buf_append(&why, "}", 2) < 0 || buf_append(&keep, "}", 2) < 0) {
-		/* Not delivered: keep them for the next login. */
 		buf_free(&bad);
 		buf_free(&why);
 		buf_free(&keep);

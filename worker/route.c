@@ -8,7 +8,10 @@
  * all resources for headlines and presence); nothing online -> the
  * stanza error the RFC names.  A frame whose connection is gone is
  * routed again as if sent to the bare JID, so a vanishing session does
- * not eat messages.  Failure policy: never silence where an error is due.
+ * not eat messages; so are the stanzas a slow reader left unread when
+ * conn.c closed it (route_undelivered).  A full outbox to another
+ * worker bounces the stanza with resource-constraint (type wait).
+ * Failure policy: never silence where an error is due.
  */
 #include "worker.h"
 #include "jid.h"
@@ -104,7 +107,12 @@ static void route_block_push(struct conn *c, const char *text, size_t len)
 	conn_send(c, text, len);
 }
 
-/* Deliver to one session, local or on another worker.  0 or -1. */
+/* route_to_session: the destination worker's outbox is full. */
+#define ROUTE_FULL (-2)
+
+/* Deliver to one session, local or on another worker.  0, -1 (gone),
+ * or ROUTE_FULL (queue.outbox_bytes or _frames reached: the stanza is
+ * to be bounced with resource-constraint, not stored). */
 static int route_to_session(struct route *r, const struct session_info *s)
 {
 	size_t len;
@@ -121,6 +129,12 @@ static int route_to_session(struct route *r, const struct session_info *s)
 		conn_send(c, data, len);
 	} else if (queue_send(r->w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
 			      s->gen, data, len, &error) < 0) {
+		if (strcmp(error, QUEUE_ERR_FULL) == 0) {
+			log_info("to w%u: %s (queue.outbox_bytes): <%s/> for "
+				 "%s refused", s->slot, error, r->st->name,
+				 s->jid);
+			return ROUTE_FULL;
+		}
 		log_warn("to w%u: %s", s->slot, error);
 		return -1;
 	}
@@ -210,8 +224,9 @@ static int route_resources(struct route *r, struct session_info *out,
 
 /* RFC 6121 section 8.5.2.1.1: chat and normal go to the available
  * resources of highest non-negative priority; headlines to all with
- * non-negative priority.  Returns how many got it. */
-static int route_message_bare(struct route *r)
+ * non-negative priority.  Returns how many got it; *full_r is set when
+ * a resource was left out because its worker's outbox is full. */
+static int route_message_bare(struct route *r, int *full_r)
 {
 	static struct session_info res[ROUTE_MAX_RESOURCES];
 	int n = route_resources(r, res, ROUTE_MAX_RESOURCES);
@@ -223,26 +238,49 @@ static int route_message_bare(struct route *r)
 	for (int i = 0; i < n && best >= 0; i++) {
 		if (res[i].priority < 0 || (!headline && res[i].priority != best))
 			continue;
-		if (route_to_session(r, &res[i]) == 0)
+		int rc = route_to_session(r, &res[i]);
+		if (rc == 0)
 			sent++;
+		else if (rc == ROUTE_FULL)
+			*full_r = 1;
 	}
 	return sent;
+}
+
+/* RFC 6120 section 8.3.3.18: the recipient is online but its worker
+ * has taken all that it may hold from us.  Not stored offline: the
+ * recipient is available, and the sender can try again. */
+static void route_full(struct route *r)
+{
+	route_bounce(r, "wait", "resource-constraint");
 }
 
 static void route_message(struct route *r, int to_full)
 {
 	struct session_info s;
+	int full = 0;
 	if (to_full && shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
-	    !route_skipped(r, &s) && route_to_session(r, &s) == 0)
-		return;
+	    !route_skipped(r, &s)) {
+		int rc = route_to_session(r, &s);
+		if (rc == 0)
+			return;
+		if (rc == ROUTE_FULL) {
+			route_full(r);
+			return;
+		}
+	}
 	/* Section 8.5.3.2.1: a full JID not online is treated as bare,
 	 * except groupchat (error) and the bare JID's own rules. */
 	if (route_is(r, "groupchat") || route_is(r, "error")) {
 		route_bounce(r, "cancel", "service-unavailable");
 		return;
 	}
-	if (route_message_bare(r) > 0 || route_is(r, "headline"))
+	if (route_message_bare(r, &full) > 0 || route_is(r, "headline"))
 		return;
+	if (full) {
+		route_full(r);
+		return;
+	}
 	/* Section 8.5.2.2.1 / XEP-0160: normal and chat are stored. */
 	offline_store(r->w, r->st, r->to_bare);
 }
@@ -268,10 +306,14 @@ static void route_iq(struct route *r, int to_full)
 {
 	struct session_info s;
 	if (to_full) {
+		int rc = -1;
 		if (shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
-		    !route_skipped(r, &s) && route_to_session(r, &s) == 0)
-			return;
-		route_bounce(r, "cancel", "service-unavailable");
+		    !route_skipped(r, &s))
+			rc = route_to_session(r, &s);
+		if (rc == ROUTE_FULL)
+			route_full(r);
+		else if (rc != 0)
+			route_bounce(r, "cancel", "service-unavailable");
 		return;
 	}
 	/* Section 8.5.2.1.3 / RFC 6120 10.5.4: the server answers IQs to a
@@ -440,19 +482,21 @@ void route_from_client(struct conn *c, struct xml_node *st)
 	route_stanza(c->w, c->arena, st);
 }
 
-/* A frame for a connection this worker no longer has. */
-static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
-		       const void *payload, size_t len)
+int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
+		      const char *text, size_t len)
 {
-	static struct arena a;
+	struct arena a;
 	const char *error;
 	struct route r;
-	if (a.block_size == 0)
-		arena_init(&a, 4096);
-	struct xml_node *st = stanza_parse(&a, payload, len, &error);
-	if (st == NULL) {
-		log_error("frame for a gone connection unreadable: %s", error);
-		return;
+	/* an arena per call: rerouting may close another slow reader,
+	 * whose stanzas come back here */
+	arena_init(&a, 4096);
+	struct xml_node *st = stanza_parse(&a, text, len, &error);
+	if (st == NULL || (strcmp(st->name, "message") != 0 &&
+			   strcmp(st->name, "iq") != 0 &&
+			   strcmp(st->name, "presence") != 0)) {
+		arena_free(&a);
+		return -1;
 	}
 	memset(&r, 0, sizeof(r));
 	r.w = w;
@@ -460,14 +504,14 @@ static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 	r.st = st;
 	r.skip_valid = 1;
 	r.skip.slot = (uint16_t)w->slot;
-	r.skip.conn_id = hdr->conn_id;
-	r.skip.gen = hdr->gen;
-	/* The table entry is stale: remove it (owner-checked), so that
-	 * rerouting cannot find it again. */
+	r.skip.conn_id = conn_id;
+	r.skip.gen = gen;
+	/* A stale table entry goes (owner-checked), so that rerouting
+	 * cannot find it again. */
 	const char *to = xml_attr(st, "to");
 	if (to != NULL)
 		shm_session_del(w->shm->sessions, to, (uint16_t)w->slot,
-				hdr->conn_id, hdr->gen);
+				conn_id, gen);
 	/* Messages go on as if sent to the bare JID; an IQ is answered
 	 * with an error; presence was a broadcast copy: nothing to do. */
 	if (to != NULL && strcmp(st->name, "message") == 0) {
@@ -479,7 +523,17 @@ static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 		r.type = xml_attr(st, "type");
 		route_bounce(&r, "cancel", "service-unavailable");
 	}
-	arena_reset(&a);
+	arena_free(&a);
+	return 0;
+}
+
+/* A frame for a connection this worker no longer has, or one that is
+ * closing (unbound). */
+static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
+		       const void *payload, size_t len)
+{
+	if (route_undelivered(w, hdr->conn_id, hdr->gen, payload, len) < 0)
+		log_error("frame for a gone connection unreadable");
 }
 
 void route_frame(struct worker *w, const struct ipc_frame_header *hdr,

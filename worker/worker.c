@@ -111,7 +111,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->stats->connections = 0;
 	w->stats->accepted = 0;
 	w->gen = (uint32_t)w->stats->restarts + 1;
-	w->q = queue_new(w->queues, w->slot, w->cfg->queue_outbox_frames);
+	w->q = queue_new(w->queues, w->slot, w->cfg->queue_outbox_frames,
+			 (size_t)w->cfg->queue_outbox_bytes);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0 || w->q == NULL)
@@ -190,6 +191,8 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	w->stats->config_gen = cfg->generation;
 	worker_tls_context(w);
 	db_set_conninfo(w->db, cfg->db_conninfo);
+	queue_set_limits(w->q, cfg->queue_outbox_frames,
+			 (size_t)cfg->queue_outbox_bytes);
 	log_debug("running config generation %llu",
 		  (unsigned long long)cfg->generation);
 }

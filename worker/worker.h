@@ -68,6 +68,16 @@ struct conn {
 	int direct_tls;
 	int64_t deadline_ms;    /* close if no progress by then (0: none) */
 	struct buf out;         /* pending writes, coalesced per loop turn */
+	/* Where each piece given to conn_send ends, so that what a client
+	 * left unread can be taken back and stored or bounced (conn.c).
+	 * Offsets count every byte ever put in out; nothing is recorded
+	 * while out holds one piece (the common case). */
+	uint64_t out_total;     /* bytes ever put in out */
+	uint64_t out_base;      /* start of the first piece in out */
+	uint64_t *out_ends;     /* ends of the pieces in out but the last */
+	unsigned out_nends, out_ends_cap;
+	int out_shed;           /* over c2s.max_output_bytes: closing, and
+				 * what comes for it is routed elsewhere */
 	struct XML_ParserStruct *parser;
 	int depth;              /* element depth; 1 = inside stream */
 	int stream_ns;          /* default namespace of the client's stream
@@ -177,6 +187,9 @@ void worker_accept_overload(struct worker *w, int lfd);
 /* conn.c */
 void conn_accept(struct worker *w, int lfd, int direct_tls);
 void conn_handle(struct conn *c, uint32_t events);
+/* Queue one piece (a stanza, or stream-level XML) for c.  Past
+ * c2s.max_output_bytes unread the stream ends with <policy-violation/>
+ * and every stanza not yet written is handed to route_undelivered(). */
 void conn_send(struct conn *c, const char *data, size_t len);
 /* Write c's pending output at the end of this loop turn. */
 void conn_want_flush(struct conn *c);
@@ -273,5 +286,12 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 void route_from_client(struct conn *c, struct xml_node *stanza);
 void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		 const void *payload, size_t len);
+/* A stanza (text) queued for local session conn_id/gen that will never
+ * be written to it: a message goes on as if sent to the bare JID
+ * (another resource, or offline storage), an IQ request is answered
+ * service-unavailable, presence is dropped (a broadcast copy).  -1 if
+ * text is no stanza. */
+int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
+		      const char *text, size_t len);
 
 #endif
