@@ -54,6 +54,12 @@ const struct config_def config_defs[] = {
 	  1000, 0, RELOAD, "Silence before a client is pinged, then dropped" },
 	{ "c2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(max_stanza_size), "256K",
 	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send" },
+	{ "c2s.max_depth", CONFIG_TYPE_UINT, OFF(max_depth), "64", 4, 1024,
+	  RELOAD, "Deepest element nesting in a stanza (the stanza is level "
+	  "1); deeper gets <policy-violation/>" },
+	{ "c2s.max_attributes", CONFIG_TYPE_UINT, OFF(max_attributes), "64", 4,
+	  1024, RELOAD, "Most attributes on one element of a stanza; more get "
+	  "<policy-violation/>" },
 	{ "c2s.max_output_bytes", CONFIG_TYPE_SIZE, OFF(c2s_max_output_bytes),
 	  "4M", 64 << 10, 1 << 30, RELOAD,
 	  "Output a client may leave unread before it is disconnected; what "

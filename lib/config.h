@@ -52,6 +52,8 @@ struct config {
 	uint64_t c2s_timeout;       /* ms, before authentication */
 	uint64_t c2s_idle_timeout;  /* ms, ping then drop */
 	uint64_t max_stanza_size;   /* bytes */
+	unsigned max_depth;         /* element nesting in a stanza */
+	unsigned max_attributes;    /* attributes on one element */
 	uint64_t c2s_max_output_bytes;  /* unread output before a close */
 	unsigned max_connections_per_ip;   /* 0: no limit */
 	unsigned max_sessions_per_account; /* 0: no limit */

@@ -149,6 +149,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "c2s.timeout", CONFIG_F_RELOADABLE },
 	{ "c2s.idle_timeout", CONFIG_F_RELOADABLE },
 	{ "c2s.max_stanza_size", CONFIG_F_RELOADABLE },
+	{ "c2s.max_depth", CONFIG_F_RELOADABLE },
+	{ "c2s.max_attributes", CONFIG_F_RELOADABLE },
 	{ "c2s.max_output_bytes", CONFIG_F_RELOADABLE },
 	{ "c2s.max_connections_per_ip", CONFIG_F_RELOADABLE },
 	{ "c2s.max_sessions_per_account", CONFIG_F_RELOADABLE },
@@ -230,6 +232,8 @@ Test(defaults, match_the_spec)
 	cr_expect_eq(cfg->c2s_timeout, 60000);
 	cr_expect_eq(cfg->c2s_idle_timeout, 300000);
 	cr_expect_eq(cfg->max_stanza_size, 262144);
+	cr_expect_eq(cfg->max_depth, 64);
+	cr_expect_eq(cfg->max_attributes, 64);
 	cr_expect_eq(cfg->max_connections_per_ip, 100);
 	cr_expect_eq(cfg->max_sessions_per_account, 10);
 	cr_expect_eq(cfg->backlog, 1024);

@@ -28,8 +28,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define STREAM_MAX_DEPTH 64
-#define STREAM_MAX_ATTRS 64
 #define STREAM_CLOSE_GRACE_MS 5000
 
 static void stream_default_host(struct conn *c)
@@ -304,7 +302,8 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 		stream_mark_clean(c);
 		return;
 	}
-	if (c->depth > STREAM_MAX_DEPTH || nattrs > STREAM_MAX_ATTRS) {
+	if ((unsigned)c->depth - 1 > c->w->cfg->max_depth ||
+	    nattrs > c->w->cfg->max_attributes) {
 		stream_error(c, "policy-violation", "element too deep or too "
 			     "many attributes");
 		return;

@@ -11,6 +11,7 @@ import base64
 import os
 import re
 import select
+import signal
 import ssl
 import sys
 import time
@@ -18,7 +19,7 @@ import xml.parsers.expat
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
-                     stream_header, NS_STREAMS)
+                     stream_header, wait_for, NS_STREAMS)
 from imlib import connect_on  # noqa: E402
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -687,6 +688,38 @@ def catalogue(transport):
                                  % (len(failures), len(CASES), transport, "\n  - ".join(failures)))
 
 
+def test_depth_and_attribute_limits_are_settings():
+    """c2s.max_depth and c2s.max_attributes bound what one stanza may
+    hold, and a reload changes them without a restart."""
+    def nested(c, ident, levels):
+        c.send(msg(ident, c.jid, "<body>x</body>" + "<x xmlns='urn:d'>" * (levels - 1)
+                   + "</x>" * (levels - 1)))
+
+    def attrs(c, ident, n):
+        c.send(msg(ident, c.jid, "<z xmlns='urn:a' %s/>" % " ".join("a%d='1'" % i for i in range(n))))
+
+    with Server(workers=1, users=USERS[:1], config_text="c2s {\n max_depth = 8\n max_attributes = 8\n}\n") as s:
+        for probe, fits, over in ((nested, 8, 9), (attrs, 8, 9)):
+            c = Client(s.port)
+            c.jid = c.login("juliet", "r0m30!", resource="lim")
+            probe(c, "fits", fits)
+            got = c.read_until("<message [^>]*id='fits'.*?</message>|<stream:error>.*?</stream:stream>")
+            assert got.startswith("<message"), got
+            probe(c, "over", over)
+            rest = c.read_all_until_close()
+            assert re.search(stream_error_re("policy-violation"), rest), rest
+        s.write_config("c2s {\n max_depth = 16\n max_attributes = 16\n}\n")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: (lambda x: x and all(w["generation"] == 2 for w in x["workers"]))(s.status()),
+                 what="reloaded")
+        c = Client(s.port)
+        c.jid = c.login("juliet", "r0m30!", resource="lim2")
+        nested(c, "deeper", 9)
+        attrs(c, "wider", 9)
+        c.read_until("<message [^>]*id='deeper'.*?</message>")
+        c.read_until("<message [^>]*id='wider'.*?</message>")
+
+
 def test_catalogue_over_starttls():
     catalogue("starttls")
 
@@ -696,4 +729,5 @@ def test_catalogue_over_direct_tls():
 
 
 if __name__ == "__main__":
-    run_tests([test_catalogue_over_starttls, test_catalogue_over_direct_tls])
+    run_tests([test_depth_and_attribute_limits_are_settings,
+               test_catalogue_over_starttls, test_catalogue_over_direct_tls])
