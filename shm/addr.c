@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "addr.h"
+#include "shm.h"
 #include "log.h"
 
 /* Far beyond the descriptors of one box; keeps every size in range. */
@@ -133,22 +134,6 @@ static void table_rebuild(struct shm_addr *a)
 	}
 }
 
-static int mutex_init_shared(pthread_mutex_t *m)
-{
-	pthread_mutexattr_t attr;
-	int ret;
-
-	if (pthread_mutexattr_init(&attr) != 0)
-		return -1;
-	ret = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	if (ret == 0)
-		ret = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-	if (ret == 0)
-		ret = pthread_mutex_init(m, &attr);
-	pthread_mutexattr_destroy(&attr);
-	return ret == 0 ? 0 : -1;
-}
-
 int shm_addr_init(void *mem, size_t size, uint32_t capacity,
 		  const char **error_r)
 {
@@ -168,7 +153,7 @@ int shm_addr_init(void *mem, size_t size, uint32_t capacity,
 	hdr->version = IPC_VERSION;
 	hdr->capacity = capacity;
 	hdr->nbuckets = nbuckets_for(capacity);
-	if (mutex_init_shared(&hdr->lock) < 0) {
+	if (shm_mutex_init(&hdr->lock) < 0) {
 		*error_r = "address table mutex init failed";
 		return -1;
 	}

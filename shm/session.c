@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "session.h"
+#include "shm.h"
 
 /* Indices are int32 and records are 232 bytes: 4M sessions is ~1 GB,
  * far beyond what one box serves, and keeps every size in range. */
@@ -155,22 +156,6 @@ static void table_reset_lists(struct shm_table *t)
 	hdr->used = 0;
 }
 
-static int mutex_init_shared(pthread_mutex_t *m)
-{
-	pthread_mutexattr_t attr;
-	int ret;
-
-	if (pthread_mutexattr_init(&attr) != 0)
-		return -1;
-	ret = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	if (ret == 0)
-		ret = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-	if (ret == 0)
-		ret = pthread_mutex_init(m, &attr);
-	pthread_mutexattr_destroy(&attr);
-	return ret == 0 ? 0 : -1;
-}
-
 int shm_session_init(void *mem, size_t size, uint32_t capacity,
 		     const char **error_r)
 {
@@ -191,7 +176,7 @@ int shm_session_init(void *mem, size_t size, uint32_t capacity,
 	hdr->capacity = capacity;
 	hdr->long_capacity = long_capacity_for(capacity);
 	hdr->nbuckets = nbuckets_for(capacity);
-	if (mutex_init_shared(&hdr->lock) < 0) {
+	if (shm_mutex_init(&hdr->lock) < 0) {
 		*error_r = "session table mutex init failed";
 		return -1;
 	}

@@ -98,6 +98,22 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	return 0;
 }
 
+int shm_mutex_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t attr;
+	int ret;
+
+	if (pthread_mutexattr_init(&attr) != 0)
+		return -1;
+	ret = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+	if (ret == 0)
+		ret = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+	if (ret == 0)
+		ret = pthread_mutex_init(m, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return ret == 0 ? 0 : -1;
+}
+
 int shm_create_throttle(struct shm_region *r, uint32_t capacity,
 			const char **error_r)
 {

@@ -8,6 +8,8 @@
 #ifndef XMPPD_SHM_H
 #define XMPPD_SHM_H
 
+#include <pthread.h>
+
 #include <stddef.h>
 #include <stdint.h>
 #include "ipc.h"
@@ -37,6 +39,8 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 int shm_create_throttle(struct shm_region *r, uint32_t capacity,
 			const char **error_r);
 void shm_destroy(struct shm_region *r);
+/* A process-shared robust mutex, as every shared table's lock is. */
+int shm_mutex_init(pthread_mutex_t *m);
 struct ipc_worker_stats *shm_worker_stats(struct shm_region *r,
 					  unsigned slot);
 

@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "throttle.h"
+#include "shm.h"
 
 /* 88-byte records: 4M of them is ~370 MB, far beyond any need. */
 #define THROTTLE_CAPACITY_MAX (1u << 22)
@@ -58,22 +59,6 @@ size_t shm_throttle_size(uint32_t capacity)
 		(size_t)capacity_for(capacity) * sizeof(struct ipc_throttle_rec);
 }
 
-static int mutex_init_shared(pthread_mutex_t *m)
-{
-	pthread_mutexattr_t attr;
-	int ret;
-
-	if (pthread_mutexattr_init(&attr) != 0)
-		return -1;
-	ret = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-	if (ret == 0)
-		ret = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-	if (ret == 0)
-		ret = pthread_mutex_init(m, &attr);
-	pthread_mutexattr_destroy(&attr);
-	return ret == 0 ? 0 : -1;
-}
-
 int shm_throttle_init(void *mem, size_t size, uint32_t capacity,
 		      const char **error_r)
 {
@@ -92,7 +77,7 @@ int shm_throttle_init(void *mem, size_t size, uint32_t capacity,
 	hdr->version = IPC_VERSION;
 	hdr->capacity = capacity_for(capacity);
 	randombytes_buf(hdr->secret, sizeof(hdr->secret));
-	if (mutex_init_shared(&hdr->lock) < 0) {
+	if (shm_mutex_init(&hdr->lock) < 0) {
 		*error_r = "throttle table mutex init failed";
 		return -1;
 	}
