@@ -142,10 +142,12 @@ static const char offline_fetch_sql[] =
 	"SELECT id, stanza, to_char(stored_at AT TIME ZONE 'UTC', "
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM offline_messages "
 	"WHERE account_id = xmppd_account_id($1, $2) ORDER BY id";
-/* After delivery: rows up to $3 go, except those in $5 (not sent now);
- * the unreadable ones ($4, reasons $6) move to offline_unreadable. */
+/* After delivery: exactly the rows sent ($3) go -- never a range, since
+ * a row with a lower id may commit after the fetch; the unreadable ones
+ * ($4, reasons $5) move to offline_unreadable.  Rows neither sent nor
+ * unreadable (out of memory) stay for the next login. */
 static const char offline_delete_sql[] =
-	"WITH r AS (SELECT * FROM unnest($4::bigint[], $6::text[]) "
+	"WITH r AS (SELECT * FROM unnest($4::bigint[], $5::text[]) "
 	"AS r(id, reason)), "
 	"bad AS (DELETE FROM offline_messages o USING r WHERE o.account_id = "
 	"xmppd_account_id($1, $2) AND o.id = r.id RETURNING o.id, "
@@ -153,8 +155,7 @@ static const char offline_delete_sql[] =
 	"aside AS (INSERT INTO offline_unreadable (id, account_id, sender, "
 	"stanza, stored_at, reason) SELECT * FROM bad) "
 	"DELETE FROM offline_messages WHERE account_id = "
-	"xmppd_account_id($1, $2) AND id <= $3::bigint "
-	"AND id <> ALL($5::bigint[])";
+	"xmppd_account_id($1, $2) AND id = ANY($3::bigint[])";
 
 /* What became of one stored row. */
 enum offline_outcome {
@@ -231,15 +232,15 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 		return;
 	}
 	c->offline_fetching = 0;
-	/* Array literals: unreadable ids, their reasons, ids that stay. */
-	struct buf bad, why, keep;
+	/* Array literals: ids sent, unreadable ids and their reasons. */
+	struct buf done, bad, why;
 	int sent = 0;
+	buf_init(&done, 0);
 	buf_init(&bad, 0);
 	buf_init(&why, 0);
-	buf_init(&keep, 0);
+	buf_append(&done, "{", 1);
 	buf_append(&bad, "{", 1);
 	buf_append(&why, "{", 1);
-	buf_append(&keep, "{", 1);
 	for (int i = 0; i < n && !c->closed; i++) {
 		const char *id = PQgetvalue(res, i, 0), *reason = NULL;
 		switch (offline_send_one(c, PQgetvalue(res, i, 1),
@@ -247,6 +248,7 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 					 PQgetvalue(res, i, 2), &reason)) {
 		case OFFLINE_SENT:
 			sent++;
+			offline_array_add(&done, id, 0);
 			break;
 		case OFFLINE_UNREADABLE:
 			log_error("offline message %s of %s@%s unreadable (%s): "
@@ -254,35 +256,32 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 				  j->domain, reason);
 			offline_array_add(&bad, id, 0);
 			offline_array_add(&why, reason, 1);
-			offline_array_add(&keep, id, 0);
 			break;
 		case OFFLINE_NOT_SENT:
 			log_warn("offline message %s of %s@%s not sent (out of "
 				 "memory): kept", id, j->user, j->domain);
-			offline_array_add(&keep, id, 0);
 			break;
 		}
 	}
 	conn_flush(c);
-	if (c->closed || buf_append(&bad, "}", 2) < 0 ||
-	    buf_append(&why, "}", 2) < 0 || buf_append(&keep, "}", 2) < 0) {
+	if (c->closed || buf_append(&done, "}", 2) < 0 ||
+	    buf_append(&bad, "}", 2) < 0 || buf_append(&why, "}", 2) < 0) {
 		/* Not delivered: keep them for the next login. */
+		buf_free(&done);
 		buf_free(&bad);
 		buf_free(&why);
-		buf_free(&keep);
 		offline_job_free(j);
 		return;
 	}
-	const char *params[6] = { j->user, j->domain, PQgetvalue(res, n - 1, 0),
-				  buf_head(&bad), buf_head(&keep),
-				  buf_head(&why) };
+	const char *params[5] = { j->user, j->domain, buf_head(&done),
+				  buf_head(&bad), buf_head(&why) };
 	log_info("c%u: %d offline messages delivered", j->conn_id, sent);
-	if (db_query(j->w->db, offline_delete_sql, 6, params, NULL, NULL, 0,
+	if (db_query(j->w->db, offline_delete_sql, 5, params, NULL, NULL, 0,
 		     offline_deleted, j) < 0)
 		offline_deleted(j, NULL, "database unavailable");
+	buf_free(&done);
 	buf_free(&bad);
 	buf_free(&why);
-	buf_free(&keep);
 }
 
 void offline_deliver(struct conn *c)
