@@ -488,6 +488,13 @@ static int stream_utf16(const char *data, size_t len)
 	       (d[0] == 0 && d[1] == '<') || (d[0] == '<' && d[1] == 0);
 }
 
+/* A byte that may start one of the two-byte patterns above. */
+static int stream_utf16_lead(char ch)
+{
+	unsigned char d = (unsigned char)ch;
+	return d == 0xfe || d == 0xff || d == 0 || d == '<';
+}
+
 /* Handlers and state of a new or reset parser. */
 static int stream_setup(struct conn *c)
 {
@@ -502,6 +509,7 @@ static int stream_setup(struct conn *c)
 	XML_SetXmlDeclHandler(c->parser, stream_xml_decl);
 	XML_SetStartNamespaceDeclHandler(c->parser, stream_ns_start);
 	c->parser_base = c->fed;
+	c->first_held = 0;
 	c->depth = 0;
 	c->stream_ns = 0;
 	return 0;
@@ -624,7 +632,32 @@ int stream_feed(struct conn *c, const char *data, size_t len)
 	if (c->parser == NULL || c->want_close)
 		return -1;
 	c->fed += (int64_t)len;
+	if (c->first_held && len > 0) {
+		/* The parser's first byte came alone: with this one, is it
+		 * UTF-16?  If not, expat gets it first, then the rest. */
+		char two[2] = { (char)c->first_byte, data[0] };
+		c->first_held = 0;
+		if (stream_utf16(two, 2)) {
+			stream_error(c, "unsupported-encoding", "only UTF-8");
+			return -1;
+		}
+		c->in_parse = 1;
+		enum XML_Status st = XML_Parse(c->parser, two, 1, 0);
+		c->in_parse = 0;
+		if (st == XML_STATUS_ERROR) {
+			enum XML_Error err = XML_GetErrorCode(c->parser);
+			stream_error(c, stream_expat_condition(err),
+				     XML_ErrorString(err));
+			return -1;
+		}
+	}
 	for (;;) {
+		if (start == c->parser_base && len == 1 &&
+		    stream_utf16_lead(data[0])) {
+			c->first_held = 1;      /* one byte tells nothing yet */
+			c->first_byte = (unsigned char)data[0];
+			return 0;
+		}
 		if (start == c->parser_base && stream_utf16(data, len)) {
 			stream_error(c, "unsupported-encoding", "only UTF-8");
 			return -1;
