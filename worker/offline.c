@@ -113,7 +113,7 @@ void offline_store(struct worker *w, struct xml_node *st, const char *bare)
 	    strcmp(type, "chat") != 0)
 		return;         /* headline, groupchat, error: not stored */
 	struct offline_job *j = offline_job_new(w, bare);
-	buf_init(&text, 0);
+	buf_init(&text, xml_out_cap(w->cfg->max_stanza_size));
 	if (j == NULL || from == NULL ||
 	    xml_serialize(&text, st, NS_CLIENT) < 0 ||
 	    buf_append(&text, "", 1) < 0) {
@@ -173,7 +173,7 @@ static enum offline_outcome offline_send_one(struct conn *c, const char *text,
 	struct buf out;
 	enum offline_outcome ret = OFFLINE_NOT_SENT;
 	arena_init(&a, 2048);
-	buf_init(&out, 0);
+	buf_init(&out, xml_out_cap(c->w->cfg->max_stanza_size));
 	struct xml_node *st = store_read_stanza(&a, text, len, error_r);
 	struct xml_node *d = st ? xml_add_child(&a, st, "urn:xmpp:delay",
 						"delay") : NULL;
@@ -181,10 +181,15 @@ static enum offline_outcome offline_send_one(struct conn *c, const char *text,
 		ret = OFFLINE_UNREADABLE;
 	} else if (d != NULL && xml_set_attr(&a, d, "from", c->domain) == 0 &&
 		   xml_set_attr(&a, d, "stamp", stamp) == 0 &&
-		   xml_add_text(&a, d, "Offline Storage", 15) == 0 &&
-		   xml_serialize(&out, st, NS_CLIENT) == 0) {
-		conn_send(c, buf_head(&out), buf_used(&out));
-		ret = OFFLINE_SENT;
+		   xml_add_text(&a, d, "Offline Storage", 15) == 0) {
+		if (xml_serialize(&out, st, NS_CLIENT) == 0) {
+			conn_send(c, buf_head(&out), buf_used(&out));
+			ret = OFFLINE_SENT;
+		} else {        /* stored under a larger limit, or before one */
+			*error_r = "larger written out than c2s.max_stanza_size "
+				   "allows";
+			ret = OFFLINE_UNREADABLE;
+		}
 	}
 	buf_free(&out);
 	arena_free(&a);

@@ -248,6 +248,8 @@ static int stream_arena(struct conn *c)
 		arena_init(c->arena, 2048);
 	}
 	xml_builder_init(&c->builder, c->arena);
+	xml_builder_bound(&c->builder,
+			  xml_out_bound(c->w->cfg->max_stanza_size));
 	return 0;
 }
 
@@ -287,6 +289,16 @@ static int stream_top_level_known(const char *name)
 	return 0;
 }
 
+/* A stanza whose tree would write out to more than XML_OUT_FACTOR times
+ * c2s.max_stanza_size (namespace declarations repeated on every element,
+ * say) is refused as it is being built. */
+static void stream_check_built(struct conn *c)
+{
+	if (c->builder.too_big)
+		stream_error(c, "policy-violation",
+			     "stanza too large once written out");
+}
+
 static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 {
 	struct conn *c = ud;
@@ -322,6 +334,7 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 		}
 	}
 	xml_builder_start(&c->builder, name, atts);
+	stream_check_built(c);
 }
 
 static int stream_renew(struct conn *c);
@@ -419,9 +432,10 @@ static void XMLCALL stream_end(void *ud, const char *name)
 static void XMLCALL stream_text(void *ud, const char *s, int len)
 {
 	struct conn *c = ud;
-	if (c->depth >= 2)
+	if (c->depth >= 2) {
 		xml_builder_text(&c->builder, s, len);
-	else if (c->depth == 1)
+		stream_check_built(c);
+	} else if (c->depth == 1)
 		stream_mark_clean(c);   /* whitespace keepalive between stanzas */
 }
 
