@@ -6,6 +6,7 @@ XMPPD_TEST_PGCONN.
 """
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -372,9 +373,9 @@ def test_stored_xml_unreadable_answered():
 
 
 class Psql:
-    """A psql session kept open, one statement at a time, so that a
-    transaction can be held between steps.  Its answers come back line
-    by line (errors too: stderr is merged); close() ends it."""
+    """A psql session kept open, so that a transaction can be held
+    between steps.  ask() sends statements that print one line and waits
+    (bounded) for it; errors come back too (stderr is merged)."""
 
     def __init__(self, s):
         self.p = subprocess.Popen(
@@ -383,14 +384,12 @@ class Psql:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1)
 
-    def ask(self, text):
+    def ask(self, text, timeout=30):
         self.p.stdin.write(text + "\n")
         self.p.stdin.flush()
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert ready, "psql gave no answer to %r in %ds" % (text, timeout)
         return self.p.stdout.readline().strip()
-
-    def send(self, text):
-        self.p.stdin.write(text + "\n")
-        self.p.stdin.flush()
 
     def close(self):
         try:
