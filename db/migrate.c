@@ -113,19 +113,15 @@ int db_schema_check(PGconn *conn, int *version_r, const char **error_r)
 			    "migrate'", *version_r, DB_SCHEMA_VERSION);
 }
 
-/* Inside the transaction: apply the step after version v (the next one
- * there is: versions may have a gap, see scripts/embed-sql), check that
- * it recorded its version, which goes to *now_r. */
-static int migrate_apply(PGconn *conn, int v, int *now_r,
-			 const char **error_r)
+/* Inside the transaction: apply the step after version v, check that it
+ * recorded its version. */
+static int migrate_apply(PGconn *conn, int v, const char **error_r)
 {
-	unsigned i = 0;
-	while (i < db_schema_steps_count && db_schema_steps[i].version <= v)
-		i++;
-	if (v < 0 || i >= db_schema_steps_count)
+	if (v < 0 || (unsigned)v >= db_schema_steps_count ||
+	    db_schema_steps[v].version != v + 1)
 		return migrate_fail(error_r, "no schema step after version %d",
 				    v);
-	const struct db_schema_step *step = &db_schema_steps[i];
+	const struct db_schema_step *step = &db_schema_steps[v];
 	int now;
 	if (migrate_exec(conn, step->name, step->sql, error_r) < 0 ||
 	    migrate_version(conn, &now, error_r) < 0)
@@ -134,7 +130,6 @@ static int migrate_apply(PGconn *conn, int v, int *now_r,
 		return migrate_fail(error_r, "%s left the schema at version "
 				    "%d, not %d", step->name, now,
 				    step->version);
-	*now_r = now;
 	return 0;
 }
 
@@ -154,12 +149,11 @@ static int migrate_step(PGconn *conn, int *before_r, int *after_r,
 		migrate_newer(v, error_r);
 		goto rollback;
 	}
-	int now = v;
-	if (v < DB_SCHEMA_VERSION && migrate_apply(conn, v, &now, error_r) < 0)
+	if (v < DB_SCHEMA_VERSION && migrate_apply(conn, v, error_r) < 0)
 		goto rollback;
 	if (migrate_exec(conn, "COMMIT", "COMMIT", error_r) < 0)
 		return -1;
-	*after_r = now;
+	*after_r = v < DB_SCHEMA_VERSION ? v + 1 : v;
 	return 0;
 rollback:
 	PQclear(PQexec(conn, "ROLLBACK"));

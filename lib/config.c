@@ -53,7 +53,9 @@ const struct config_def config_defs[] = {
 	{ "c2s.idle_timeout", CONFIG_TYPE_DURATION, OFF(c2s_idle_timeout), "5m",
 	  1000, 0, RELOAD, "Silence before a client is pinged, then dropped" },
 	{ "c2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(max_stanza_size), "256K",
-	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send" },
+	  10 << 10, 16 << 20, RELOAD, "Largest stanza a client may send; "
+	  "written out (namespace declarations, escaping) it may take at "
+	  "most twice this, or the stream ends with <policy-violation/>" },
 	{ "c2s.max_depth", CONFIG_TYPE_UINT, OFF(max_depth), "64", 4, 1024,
 	  RELOAD, "Deepest element nesting in a stanza (the stanza is level "
 	  "1); deeper gets <policy-violation/>" },

@@ -162,6 +162,7 @@ static void migrate_ok(PGconn *conn)
 TestSuite(migrate, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(accounts, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(link, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(embed_sql, .timeout = 30);
 
 /* ---- migrate ---------------------------------------------------------- */
 
@@ -197,7 +198,7 @@ Test(migrate, again_is_a_noop)
 	cr_assert_eq(to, DB_SCHEMA_VERSION);
 	cr_assert_eq(sql_int(test_conn,
 			     "SELECT count(*) FROM schema_version"),
-		     (long)db_schema_steps_count);
+		     DB_SCHEMA_VERSION);
 }
 
 Test(migrate, newer_database_refused)
@@ -220,18 +221,66 @@ Test(migrate, newer_database_refused)
 
 Test(migrate, steps_match_the_version)
 {
-	/* Increasing from 1 to DB_SCHEMA_VERSION; a gap is allowed (a
-	 * version another branch adds in parallel, scripts/embed-sql). */
-	cr_assert(db_schema_steps_count >= 1 &&
-		  db_schema_steps_count <= DB_SCHEMA_VERSION);
-	cr_assert_eq(db_schema_steps[0].version, 1);
-	for (unsigned i = 1; i < db_schema_steps_count; i++)
-		cr_assert_gt(db_schema_steps[i].version,
-			     db_schema_steps[i - 1].version);
-	cr_assert_eq(db_schema_steps[db_schema_steps_count - 1].version,
-		     DB_SCHEMA_VERSION);
+	cr_assert_eq(db_schema_steps_count, DB_SCHEMA_VERSION);
+	for (unsigned i = 0; i < db_schema_steps_count; i++)
+		cr_assert_eq(db_schema_steps[i].version, (int)i + 1);
 	cr_assert_not_null(strstr(db_schema_steps[0].sql,
 				  "CREATE TABLE account_scram"));
+}
+
+/* scripts/embed-sql on step files named as given (each a comment line)
+ * in a fresh directory: its exit status; its stderr line in err. */
+static int embed_sql(const char *const *names, char *err, size_t errlen)
+{
+	const char *dir = getenv("XMPPD_SRCDIR");
+	char tmp[] = "/tmp/xmppd-embed-XXXXXX", cmd[1024], path[256];
+	size_t n;
+
+	cr_assert_not_null(mkdtemp(tmp));
+	n = (size_t)snprintf(cmd, sizeof(cmd), "sh '%s/scripts/embed-sql'",
+			     dir != NULL && *dir != '\0' ? dir : ".");
+	for (const char *const *f = names; *f != NULL; f++) {
+		snprintf(path, sizeof(path), "%s/%s", tmp, *f);
+		FILE *out = fopen(path, "w");
+		cr_assert_not_null(out);
+		fprintf(out, "-- %s\n", *f);
+		fclose(out);
+		n += (size_t)snprintf(cmd + n, sizeof(cmd) - n, " '%s'", path);
+		cr_assert_lt(n, sizeof(cmd));
+	}
+	snprintf(cmd + n, sizeof(cmd) - n, " >/dev/null 2>'%s/err'", tmp);
+	int rc = system(cmd);
+	snprintf(path, sizeof(path), "%s/err", tmp);
+	FILE *in = fopen(path, "r");
+	cr_assert_not_null(in);
+	if (fgets(err, (int)errlen, in) == NULL)
+		err[0] = '\0';
+	fclose(in);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+	cr_assert_eq(system(cmd), 0);
+	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* Versions are 1, 2, 3, ... with no gap and no duplicate: the build
+ * fails otherwise, so migrate can apply every step in order. */
+Test(embed_sql, strict_consecutive_versions)
+{
+	static const char *const good[] = { "001-a.sql", "002-b.sql", NULL };
+	static const char *const gap[] = { "001-a.sql", "003-c.sql", NULL };
+	static const char *const dup[] = { "001-a.sql", "002-b.sql",
+					   "002-c.sql", NULL };
+	static const char *const late[] = { "002-b.sql", NULL };
+	char err[256];
+
+	cr_assert_eq(embed_sql(good, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(embed_sql(gap, err, sizeof(err)), 1);
+	cr_assert_not_null(strstr(err, "003-c.sql: version 3 out of order "
+				       "(expected 2)"), "%s", err);
+	cr_assert_eq(embed_sql(dup, err, sizeof(err)), 1);
+	cr_assert_not_null(strstr(err, "002-c.sql: version 2 out of order "
+				       "(expected 3)"), "%s", err);
+	cr_assert_eq(embed_sql(late, err, sizeof(err)), 1);
+	cr_assert_not_null(strstr(err, "expected 1"), "%s", err);
 }
 
 /* A child migrating on its own connection: exit 0 if it worked. */
@@ -278,7 +327,7 @@ Test(migrate, concurrent_migrates_serialize)
 	cr_assert(WIFEXITED(sb) && WEXITSTATUS(sb) == 0);
 	cr_assert_eq(sql_int(test_conn,
 			     "SELECT count(*) FROM schema_version"),
-		     (long)db_schema_steps_count);
+		     DB_SCHEMA_VERSION);
 }
 
 /* ---- accounts --------------------------------------------------------- */

@@ -624,6 +624,140 @@ Test(xml, builder_from_expat_byte_by_byte)
 			 "</message>");
 }
 
+/* ---- what a stanza may expand to ------------------------------------- */
+
+/* The builder fed by expat as the stream feeds it, with a bound on the
+ * serialized size (0: none).  The root, or NULL with *b telling why. */
+static struct xml_node *build(struct xml_builder *b, const char *in,
+			      size_t len, size_t bound)
+{
+	XML_Parser p = XML_ParserCreateNS("UTF-8", XML_NS_SEP);
+
+	xml_builder_init(b, &arena);
+	xml_builder_bound(b, bound);
+	XML_SetUserData(p, b);
+	XML_SetElementHandler(p, feed_start, feed_end);
+	XML_SetCharacterDataHandler(p, feed_text);
+	enum XML_Status st = XML_Parse(p, in, (int)len, 1);
+	XML_ParserFree(p);
+	cr_assert_eq(st, XML_STATUS_OK, "%.80s", in);
+	return xml_builder_done(b);
+}
+
+/* 62 KB: one 32 KB namespace URI, and 5,000 children in it under a parent
+ * in another namespace, each written out with its own declaration. */
+static char *amplifier(size_t *len_r)
+{
+	struct buf in;
+
+	buf_init(&in, 0);
+	buf_appendf(&in, "<iq xmlns='jabber:client' type='get' id='a'>"
+		    "<q xmlns='urn:q' xmlns:p='urn:");
+	for (int i = 0; i < 32000; i++)
+		buf_append(&in, "u", 1);
+	buf_append(&in, "'>", 2);
+	for (int i = 0; i < 5000; i++)
+		buf_append(&in, "<p:b/>", 6);
+	buf_appendf(&in, "</q></iq>");
+	*len_r = buf_used(&in);
+	char *s = arena_strndup(&arena, buf_head(&in), buf_used(&in));
+	buf_free(&in);
+	return s;
+}
+
+Test(xml, builder_stores_each_namespace_once)
+{
+	struct xml_builder b;
+	size_t len, before = arena.total;
+	char *in = amplifier(&len);
+
+	before = arena.total;
+	struct xml_node *n = build(&b, in, len, 0);
+	cr_assert_not_null(n);
+	size_t used = arena.total - before;
+	/* Nodes cost some bytes each, but the URI is stored once, not 5,000
+	 * times (160 MB). */
+	cr_assert_lt(used, 16 * len, "arena %zu bytes for %zu of input",
+		     used, len);
+	struct xml_node *q = xml_first_element(n);
+	const char *uri = xml_first_element(q)->ns;
+	cr_assert_eq(strlen(uri), 32004);
+	for (struct xml_node *c = xml_first_element(q); c != NULL;
+	     c = xml_next_element(c))
+		cr_assert_eq(c->ns, uri);
+}
+
+Test(xml, builder_refuses_what_would_write_out_too_large)
+{
+	struct xml_builder b;
+	size_t len, before;
+	char *in = amplifier(&len);
+
+	before = arena.total;
+	cr_assert_null(build(&b, in, len, xml_out_bound(64 << 10)));
+	cr_assert(b.too_big);
+	cr_assert(b.failed);
+	cr_assert_leq(b.out_est, xml_out_bound(64 << 10) + 40000);
+	cr_assert_lt(arena.total - before, 2 * len);
+
+	/* The same bytes as text are fine: 62 KB written out as 62 KB. */
+	struct buf text;
+	buf_init(&text, 0);
+	buf_appendf(&text, "<message xmlns='jabber:client'><body>");
+	cr_assert_eq(xml_escape(&text, in, len, 0), 0);
+	buf_appendf(&text, "</body></message>");
+	struct xml_node *n = build(&b, buf_head(&text), buf_used(&text),
+				   xml_out_bound(64 << 10));
+	cr_assert_not_null(n);
+	cr_assert(!b.too_big);
+	buf_consume(&out, buf_used(&out));
+	cr_assert_eq(xml_serialize(&out, n, NS_CLIENT), 0);
+	cr_assert_leq(buf_used(&out), b.out_est);
+	buf_free(&text);
+}
+
+/* The builder's estimate is never below what xml_serialize() writes, in
+ * any context: what it accepts fits the capped buffers. */
+static void check_estimate(const char *in, const char *label)
+{
+	struct xml_builder b;
+	struct xml_node *n = build(&b, in, strlen(in), 0);
+
+	cr_assert_not_null(n, "%s", label);
+	for (size_t i = 0; i < 3; i++) {
+		const char *d = i == 0 ? "" : i == 1 ? NS_CLIENT : "urn:other";
+		buf_consume(&out, buf_used(&out));
+		cr_assert_eq(xml_serialize(&out, n, d), 0, "%s", label);
+		cr_assert_leq(buf_used(&out), b.out_est, "%s [%s]: wrote %zu, "
+			      "estimated %zu", label, d, buf_used(&out),
+			      b.out_est);
+	}
+	/* A bound just below the estimate refuses it. */
+	cr_assert_null(build(&b, in, strlen(in), b.out_est - 1), "%s", label);
+	cr_assert(b.too_big, "%s", label);
+}
+
+Test(xml, estimate_bounds_the_output)
+{
+	static const char *const cases[] = {
+		"<a/>",
+		"<a xmlns='urn:a'><b/><c>t</c></a>",
+		"<xml:x xmlns='urn:a'><b/>t<c/></xml:x>",
+		"<a xmlns='urn:a'><xml:x>t<b/>u</xml:x><xml:y>t</xml:y></a>",
+		"<p:a xmlns:p='urn:p' p:b='1' b='2'/>",
+		"<a xmlns:ns1='urn:one'><ns1:b xmlns:q='urn:two' q:c='x'>"
+		"<ns1:d q:e='y'/></ns1:b></a>",
+		"<a x=\"&#9;&#10;&#13; ]]&gt; &apos;&quot;&lt;&amp;\">"
+		"&#13;]]&gt;</a>",
+		"<a xmlns=\"urn:'&quot;&amp;&lt;&#9;\"><b xmlns=''/></a>",
+		"<a xmlns='urn:a' xmlns:p='urn:a' p:x='1' x='2'/>",
+		"<a xmlns:p='urn:\"' p:a='1' xml:lang='en'><p:b p:c='&quot;'/>"
+		"</a>",
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++)
+		check_estimate(cases[i], cases[i]);
+}
+
 /* ---- parsing --------------------------------------------------------- */
 
 Test(xml, parse_rejects_restricted_xml)
@@ -781,6 +915,7 @@ static void check_property_text(const char *in, const char *label)
 	cr_assert_not_null(n, "%s: corpus input does not parse: %s", label,
 			   error);
 	check_property(n, label);
+	check_estimate(in, label);
 }
 
 static void check_golden_property(const char *in, const char *ref,

@@ -113,7 +113,7 @@ void offline_store(struct worker *w, struct xml_node *st, const char *bare)
 	    strcmp(type, "chat") != 0)
 		return;         /* headline, groupchat, error: not stored */
 	struct offline_job *j = offline_job_new(w, bare);
-	buf_init(&text, 0);
+	buf_init(&text, xml_out_cap(w->cfg->max_stanza_size));
 	if (j == NULL || from == NULL ||
 	    xml_serialize(&text, st, NS_CLIENT) < 0 ||
 	    buf_append(&text, "", 1) < 0) {
@@ -142,10 +142,12 @@ static const char offline_fetch_sql[] =
 	"SELECT id, stanza, to_char(stored_at AT TIME ZONE 'UTC', "
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM offline_messages "
 	"WHERE account_id = xmppd_account_id($1, $2) ORDER BY id";
-/* After delivery: rows up to $3 go, except those in $5 (not sent now);
- * the unreadable ones ($4, reasons $6) move to offline_unreadable. */
+/* After delivery: exactly the rows sent ($3) go -- never a range, since
+ * a row with a lower id may commit after the fetch; the unreadable ones
+ * ($4, reasons $5) move to offline_unreadable.  Rows neither sent nor
+ * unreadable (out of memory) stay for the next login. */
 static const char offline_delete_sql[] =
-	"WITH r AS (SELECT * FROM unnest($4::bigint[], $6::text[]) "
+	"WITH r AS (SELECT * FROM unnest($4::bigint[], $5::text[]) "
 	"AS r(id, reason)), "
 	"bad AS (DELETE FROM offline_messages o USING r WHERE o.account_id = "
 	"xmppd_account_id($1, $2) AND o.id = r.id RETURNING o.id, "
@@ -153,8 +155,7 @@ static const char offline_delete_sql[] =
 	"aside AS (INSERT INTO offline_unreadable (id, account_id, sender, "
 	"stanza, stored_at, reason) SELECT * FROM bad) "
 	"DELETE FROM offline_messages WHERE account_id = "
-	"xmppd_account_id($1, $2) AND id <= $3::bigint "
-	"AND id <> ALL($5::bigint[])";
+	"xmppd_account_id($1, $2) AND id = ANY($3::bigint[])";
 
 /* What became of one stored row. */
 enum offline_outcome {
@@ -172,7 +173,7 @@ static enum offline_outcome offline_send_one(struct conn *c, const char *text,
 	struct buf out;
 	enum offline_outcome ret = OFFLINE_NOT_SENT;
 	arena_init(&a, 2048);
-	buf_init(&out, 0);
+	buf_init(&out, xml_out_cap(c->w->cfg->max_stanza_size));
 	struct xml_node *st = store_read_stanza(&a, text, len, error_r);
 	struct xml_node *d = st ? xml_add_child(&a, st, "urn:xmpp:delay",
 						"delay") : NULL;
@@ -180,10 +181,15 @@ static enum offline_outcome offline_send_one(struct conn *c, const char *text,
 		ret = OFFLINE_UNREADABLE;
 	} else if (d != NULL && xml_set_attr(&a, d, "from", c->domain) == 0 &&
 		   xml_set_attr(&a, d, "stamp", stamp) == 0 &&
-		   xml_add_text(&a, d, "Offline Storage", 15) == 0 &&
-		   xml_serialize(&out, st, NS_CLIENT) == 0) {
-		conn_send(c, buf_head(&out), buf_used(&out));
-		ret = OFFLINE_SENT;
+		   xml_add_text(&a, d, "Offline Storage", 15) == 0) {
+		if (xml_serialize(&out, st, NS_CLIENT) == 0) {
+			conn_send(c, buf_head(&out), buf_used(&out));
+			ret = OFFLINE_SENT;
+		} else {        /* stored under a larger limit, or before one */
+			*error_r = "larger written out than c2s.max_stanza_size "
+				   "allows";
+			ret = OFFLINE_UNREADABLE;
+		}
 	}
 	buf_free(&out);
 	arena_free(&a);
@@ -231,22 +237,23 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 		return;
 	}
 	c->offline_fetching = 0;
-	/* Array literals: unreadable ids, their reasons, ids that stay. */
-	struct buf bad, why, keep;
-	int sent = 0, i;
+	/* Array literals: ids sent, unreadable ids and their reasons. */
+	struct buf done, bad, why;
+	int sent = 0;
+	buf_init(&done, 0);
 	buf_init(&bad, 0);
 	buf_init(&why, 0);
-	buf_init(&keep, 0);
+	buf_append(&done, "{", 1);
 	buf_append(&bad, "{", 1);
 	buf_append(&why, "{", 1);
-	buf_append(&keep, "{", 1);
-	for (i = 0; i < n && !c->closed; i++) {
+	for (int i = 0; i < n && !c->closed; i++) {
 		const char *id = PQgetvalue(res, i, 0), *reason = NULL;
 		switch (offline_send_one(c, PQgetvalue(res, i, 1),
 					 (size_t)PQgetlength(res, i, 1),
 					 PQgetvalue(res, i, 2), &reason)) {
 		case OFFLINE_SENT:
 			sent++;
+			offline_array_add(&done, id, 0);
 			break;
 		case OFFLINE_UNREADABLE:
 			log_error("offline message %s of %s@%s unreadable (%s): "
@@ -254,40 +261,34 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 				  j->domain, reason);
 			offline_array_add(&bad, id, 0);
 			offline_array_add(&why, reason, 1);
-			offline_array_add(&keep, id, 0);
 			break;
 		case OFFLINE_NOT_SENT:
 			log_warn("offline message %s of %s@%s not sent (out of "
 				 "memory): kept", id, j->user, j->domain);
-			offline_array_add(&keep, id, 0);
 			break;
 		}
 	}
-	/* Rows not tried (the connection closed on the way) stay. */
-	for (; i < n; i++)
-		offline_array_add(&keep, PQgetvalue(res, i, 0), 0);
 	conn_flush(c);
 	/* A connection closed for not reading handed back what it did not
-	 * write (conn.c: stored again or bounced): those rows go.  Any other
-	 * close: keep them all for the next login. */
-	if ((c->closed && !c->out_shed) || buf_append(&bad, "}", 2) < 0 ||
-	    buf_append(&why, "}", 2) < 0 || buf_append(&keep, "}", 2) < 0) {
+	 * write (conn.c: stored again or bounced): the rows sent go.  Any
+	 * other close: keep them all for the next login. */
+	if ((c->closed && !c->out_shed) || buf_append(&done, "}", 2) < 0 ||
+	    buf_append(&bad, "}", 2) < 0 || buf_append(&why, "}", 2) < 0) {
+		buf_free(&done);
 		buf_free(&bad);
 		buf_free(&why);
-		buf_free(&keep);
 		offline_job_free(j);
 		return;
 	}
-	const char *params[6] = { j->user, j->domain, PQgetvalue(res, n - 1, 0),
-				  buf_head(&bad), buf_head(&keep),
-				  buf_head(&why) };
+	const char *params[5] = { j->user, j->domain, buf_head(&done),
+				  buf_head(&bad), buf_head(&why) };
 	log_info("c%u: %d offline messages delivered", j->conn_id, sent);
-	if (db_query(j->w->db, offline_delete_sql, 6, params, NULL, NULL, 0,
+	if (db_query(j->w->db, offline_delete_sql, 5, params, NULL, NULL, 0,
 		     offline_deleted, j) < 0)
 		offline_deleted(j, NULL, "database unavailable");
+	buf_free(&done);
 	buf_free(&bad);
 	buf_free(&why);
-	buf_free(&keep);
 }
 
 void offline_deliver(struct conn *c)

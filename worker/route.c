@@ -46,7 +46,8 @@ struct route {
 static const char *route_serialized(struct route *r, size_t *len_r)
 {
 	if (!r->serialized) {
-		buf_init(&r->text, 0);
+		/* What the builder accepted fits (xml.h, XML_OUT_SLACK). */
+		buf_init(&r->text, xml_out_cap(r->w->cfg->max_stanza_size));
 		if (xml_serialize(&r->text, r->st, NS_CLIENT) < 0)
 			return NULL;
 		r->serialized = 1;

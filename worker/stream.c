@@ -246,6 +246,8 @@ static int stream_arena(struct conn *c)
 		arena_init(c->arena, 2048);
 	}
 	xml_builder_init(&c->builder, c->arena);
+	xml_builder_bound(&c->builder,
+			  xml_out_bound(c->w->cfg->max_stanza_size));
 	return 0;
 }
 
@@ -285,6 +287,16 @@ static int stream_top_level_known(const char *name)
 	return 0;
 }
 
+/* A stanza whose tree would write out to more than XML_OUT_FACTOR times
+ * c2s.max_stanza_size (namespace declarations repeated on every element,
+ * say) is refused as it is being built. */
+static void stream_check_built(struct conn *c)
+{
+	if (c->builder.too_big)
+		stream_error(c, "policy-violation",
+			     "stanza too large once written out");
+}
+
 static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 {
 	struct conn *c = ud;
@@ -321,6 +333,7 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 		}
 	}
 	xml_builder_start(&c->builder, name, atts);
+	stream_check_built(c);
 }
 
 static int stream_renew(struct conn *c);
@@ -421,9 +434,10 @@ static void XMLCALL stream_end(void *ud, const char *name)
 static void XMLCALL stream_text(void *ud, const char *s, int len)
 {
 	struct conn *c = ud;
-	if (c->depth >= 2)
+	if (c->depth >= 2) {
 		xml_builder_text(&c->builder, s, len);
-	else if (c->depth == 1)
+		stream_check_built(c);
+	} else if (c->depth == 1)
 		stream_mark_clean(c);   /* whitespace keepalive between stanzas */
 }
 
@@ -490,6 +504,13 @@ static int stream_utf16(const char *data, size_t len)
 	       (d[0] == 0 && d[1] == '<') || (d[0] == '<' && d[1] == 0);
 }
 
+/* A byte that may start one of the two-byte patterns above. */
+static int stream_utf16_lead(char ch)
+{
+	unsigned char d = (unsigned char)ch;
+	return d == 0xfe || d == 0xff || d == 0 || d == '<';
+}
+
 /* Handlers and state of a new or reset parser. */
 static int stream_setup(struct conn *c)
 {
@@ -504,6 +525,7 @@ static int stream_setup(struct conn *c)
 	XML_SetXmlDeclHandler(c->parser, stream_xml_decl);
 	XML_SetStartNamespaceDeclHandler(c->parser, stream_ns_start);
 	c->parser_base = c->fed;
+	c->first_held = 0;
 	c->depth = 0;
 	c->stream_ns = 0;
 	return 0;
@@ -626,7 +648,32 @@ int stream_feed(struct conn *c, const char *data, size_t len)
 	if (c->parser == NULL || c->want_close)
 		return -1;
 	c->fed += (int64_t)len;
+	if (c->first_held && len > 0) {
+		/* The parser's first byte came alone: with this one, is it
+		 * UTF-16?  If not, expat gets it first, then the rest. */
+		char two[2] = { (char)c->first_byte, data[0] };
+		c->first_held = 0;
+		if (stream_utf16(two, 2)) {
+			stream_error(c, "unsupported-encoding", "only UTF-8");
+			return -1;
+		}
+		c->in_parse = 1;
+		enum XML_Status st = XML_Parse(c->parser, two, 1, 0);
+		c->in_parse = 0;
+		if (st == XML_STATUS_ERROR) {
+			enum XML_Error err = XML_GetErrorCode(c->parser);
+			stream_error(c, stream_expat_condition(err),
+				     XML_ErrorString(err));
+			return -1;
+		}
+	}
 	for (;;) {
+		if (start == c->parser_base && len == 1 &&
+		    stream_utf16_lead(data[0])) {
+			c->first_held = 1;      /* one byte tells nothing yet */
+			c->first_byte = (unsigned char)data[0];
+			return 0;
+		}
 		if (start == c->parser_base && stream_utf16(data, len)) {
 			stream_error(c, "unsupported-encoding", "only UTF-8");
 			return -1;

@@ -106,6 +106,8 @@ struct conn {
 	int restart_pending;    /* new parser once this chunk is parsed */
 	int64_t restart_offset; /* parser byte index where the new one starts */
 	int64_t parser_base;    /* value of fed when the parser was made */
+	int first_held;         /* the parser's first byte, read alone, */
+	unsigned char first_byte;   /* waits for the second (UTF-16?) */
 	/* stanza being parsed (arena allocated only while one is open) */
 	struct arena *arena;
 	struct xml_builder builder;

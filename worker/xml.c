@@ -16,6 +16,7 @@
 
 #include <expat.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -30,57 +31,218 @@ static const char *const xml_well_known[] = {
 
 /* ---- building ------------------------------------------------------- */
 
+static const char *xml_entity(unsigned char c, int attr);
+
 static int xml_ns_eq(const char *a, const char *b)
 {
 	return a == b || strcmp(a, b) == 0;
 }
 
-static const char *xml_intern_ns(struct arena *a, const char *s, size_t n,
-				 const char *like)
+/* Bytes xml_escape() adds for each byte (text, attribute): from
+ * xml_entity(), filled on first use. */
+static unsigned char xml_extra[2][256];
+static int xml_extra_ready;
+
+/* Bytes xml_escape(s, len, attr) writes. */
+static size_t xml_escaped_len(const char *s, size_t len, int attr)
 {
-	if (n == 0)
-		return "";
-	if (like != NULL && strncmp(like, s, n) == 0 && like[n] == '\0')
-		return like;
+	const unsigned char *d = (const unsigned char *)s;
+	const unsigned char *extra = xml_extra[attr != 0];
+	size_t n = len;
+
+	if (!xml_extra_ready) {
+		for (unsigned c = 0; c <= '>'; c++) {
+			for (int a = 0; a < 2; a++) {
+				const char *ent = xml_entity((unsigned char)c,
+							     a);
+				xml_extra[a][c] = ent != NULL ?
+					(unsigned char)(strlen(ent) - 1) : 0;
+			}
+		}
+		xml_extra_ready = 1;
+	}
+	for (size_t i = 0; i < len; i++)
+		n += extra[d[i]];
+	return n;
+}
+
+static size_t xml_digits(size_t k)
+{
+	size_t d = 1;
+
+	while (k >= 10) {
+		k /= 10;
+		d++;
+	}
+	return d;
+}
+
+/* A well-known URI (shared, never copied), or NULL. */
+static const char *xml_well_known_ns(const char *s, size_t n)
+{
 	for (size_t i = 0; i < sizeof(xml_well_known) / sizeof(char *); i++) {
 		const char *k = xml_well_known[i];
 		if (strncmp(k, s, n) == 0 && k[n] == '\0')
 			return k;
 	}
+	return NULL;
+}
+
+static const char *xml_intern_ns(struct arena *a, const char *s, size_t n,
+				 const char *like)
+{
+	const char *k;
+
+	if (n == 0)
+		return "";
+	if (like != NULL && strncmp(like, s, n) == 0 && like[n] == '\0')
+		return like;
+	if ((k = xml_well_known_ns(s, n)) != NULL)
+		return k;
 	return arena_strndup(a, s, n);
 }
 
+/* Word at a time: the URI is hashed once per element that names it
+ * (expat has just copied it, too). */
+static size_t xml_ns_hash(const char *s, size_t n)
+{
+	uint64_t h = 0x9e3779b97f4a7c15u ^ n, w;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		memcpy(&w, s + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdu;
+		h ^= h >> 29;
+	}
+	w = 0;
+	memcpy(&w, s + i, n - i);
+	h = (h ^ w) * 0xc4ceb9fe1a85ec53u;
+	return (size_t)(h ^ (h >> 32));
+}
+
+static int xml_ns_grow(struct xml_builder *b)
+{
+	size_t cap = b->ns_cap != 0 ? b->ns_cap * 2 : 16;
+	struct xml_ns_entry *t = arena_zalloc(b->arena, cap * sizeof(*t));
+
+	if (t == NULL)
+		return -1;
+	for (size_t i = 0; i < b->ns_cap; i++) {
+		const struct xml_ns_entry *e = &b->ns_tab[i];
+		if (e->uri == NULL)
+			continue;
+		size_t j = e->hash & (cap - 1);
+		while (t[j].uri != NULL)
+			j = (j + 1) & (cap - 1);
+		t[j] = *e;
+	}
+	b->ns_tab = t;          /* the old table stays in the arena */
+	b->ns_cap = cap;
+	return 0;
+}
+
+/* The stanza's one copy of the URI s (n bytes, not terminated), with its
+ * escaped length: each distinct URI is stored once per stanza, however
+ * many elements and attributes name it. */
+static const struct xml_ns_entry *xml_ns_lookup(struct xml_builder *b,
+						const char *s, size_t n)
+{
+	size_t h = xml_ns_hash(s, n), i;
+
+	if (b->ns_count * 4 >= b->ns_cap * 3 && xml_ns_grow(b) < 0)
+		return NULL;
+	for (i = h & (b->ns_cap - 1); b->ns_tab[i].uri != NULL;
+	     i = (i + 1) & (b->ns_cap - 1)) {
+		const struct xml_ns_entry *e = &b->ns_tab[i];
+		if (e->hash == h && e->len == n && memcmp(e->uri, s, n) == 0)
+			return e;
+	}
+	const char *uri = xml_well_known_ns(s, n);
+	if (uri == NULL && (uri = arena_strndup(b->arena, s, n)) == NULL)
+		return NULL;
+	struct xml_ns_entry *e = &b->ns_tab[i];
+	e->uri = uri;
+	e->len = n;
+	e->esc_len = xml_escaped_len(s, n, 1);
+	e->hash = h;
+	b->ns_count++;
+	return e;
+}
+
 /* Split expat's "uri<SEP>local" or "local"; a URI equal to like (the
- * parent's) is shared rather than copied. */
-static int xml_split(struct arena *a, const char *qname, const char *like,
-		     const char **ns_r, const char **name_r)
+ * parent's) is shared, any other comes from the stanza's table.  The
+ * escaped length of a URI that is not like's goes to *esc_r (0 when it
+ * is like's), the local name's length to *name_len_r. */
+static int xml_split(struct xml_builder *b, const char *qname,
+		     const char *like, const char **ns_r, size_t *esc_r,
+		     const char **name_r, size_t *name_len_r)
 {
 	const char *sep = strchr(qname, XML_NS_SEP);
+	const char *local = sep != NULL ? sep + 1 : qname;
+	size_t n = sep != NULL ? (size_t)(sep - qname) : 0;
 
-	if (sep == NULL) {
+	*esc_r = 0;
+	if (n == 0) {
 		*ns_r = "";
-		*name_r = arena_strdup(a, qname);
+	} else if (like != NULL && strncmp(like, qname, n) == 0 &&
+		   like[n] == '\0') {
+		*ns_r = like;
 	} else {
-		*ns_r = xml_intern_ns(a, qname, (size_t)(sep - qname), like);
-		*name_r = arena_strdup(a, sep + 1);
+		const struct xml_ns_entry *e = xml_ns_lookup(b, qname, n);
+		if (e == NULL)
+			return -1;
+		*ns_r = e->uri;
+		*esc_r = e->esc_len;
 	}
-	return *ns_r != NULL && *name_r != NULL ? 0 : -1;
+	*name_len_r = strlen(local);
+	*name_r = arena_strndup(b->arena, local, *name_len_r);
+	return *name_r != NULL ? 0 : -1;
+}
+
+/* Count bytes the serializer may write; refuse past the bound. */
+static void xml_builder_count(struct xml_builder *b, size_t n)
+{
+	b->out_est += n;
+	if (b->out_max != 0 && b->out_est > b->out_max) {
+		b->too_big = 1;
+		b->failed = 1;
+	}
 }
 
 static int xml_builder_attrs(struct xml_builder *b, struct xml_node *n,
 			     const char **atts)
 {
 	struct xml_attr **tail = &n->attrs;
+	size_t prefixed = 0;
 
 	for (; atts != NULL && atts[0] != NULL; atts += 2) {
 		struct xml_attr *at = arena_alloc(b->arena, sizeof(*at));
-		if (at == NULL || xml_split(b->arena, atts[0], n->ns, &at->ns,
-					    &at->name) < 0 ||
-		    (at->value = arena_strdup(b->arena, atts[1])) == NULL)
+		size_t esc, name_len, vlen = strlen(atts[1]), out;
+		if (at == NULL || xml_split(b, atts[0], n->ns, &at->ns, &esc,
+					    &at->name, &name_len) < 0 ||
+		    (at->value = arena_strndup(b->arena, atts[1], vlen)) ==
+		    NULL)
 			return -1;
 		at->next = NULL;
 		*tail = at;
 		tail = &at->next;
+		/* " name='value'", " xml:name=...", or " nsK:name=..." with
+		 * " xmlns:nsK='uri'" (at most one per attribute). */
+		out = name_len + 4 + xml_escaped_len(atts[1], vlen, 1);
+		if (at->ns[0] == '\0')
+			;
+		else if (xml_ns_eq(at->ns, XML_NS_XML))
+			out += 4;
+		else if (xml_ns_eq(at->ns, XML_NS_XMLNS))
+			out = 0;
+		else {
+			size_t d = xml_digits(++prefixed);
+			if (esc == 0)   /* the element's own URI */
+				esc = xml_escaped_len(at->ns, strlen(at->ns),
+						      1);
+			out += 3 + d + 12 + d + esc;
+		}
+		xml_builder_count(b, out);
 	}
 	return 0;
 }
@@ -91,24 +253,59 @@ void xml_builder_init(struct xml_builder *b, struct arena *arena)
 	b->arena = arena;
 }
 
+void xml_builder_bound(struct xml_builder *b, size_t out_max)
+{
+	b->out_max = out_max;
+}
+
+/* p gets its first child: "<p/>" becomes "<p>...</p>". */
+static void xml_builder_opened(struct xml_builder *b, struct xml_node *p)
+{
+	if (p->children == NULL)
+		xml_builder_count(b, strlen(p->name) + 2 +
+				  (xml_ns_eq(p->ns, XML_NS_XML) ? 4 : 0));
+}
+
 void xml_builder_start(struct xml_builder *b, const char *name,
 		       const char **atts)
 {
+	struct xml_node *p = b->cur;
+	size_t esc, name_len;
+
 	if (b->failed)
 		return;
-	if (b->root != NULL && b->cur == NULL) {        /* a second root */
+	if (b->root != NULL && p == NULL) {     /* a second root */
 		b->failed = 1;
 		return;
 	}
 	struct xml_node *n = arena_zalloc(b->arena, sizeof(*n));
-	if (n == NULL || xml_split(b->arena, name, b->cur ? b->cur->ns : NULL,
-				   &n->ns, &n->name) < 0 ||
-	    xml_builder_attrs(b, n, atts) < 0) {
+	if (n == NULL || xml_split(b, name, p ? p->ns : NULL, &n->ns, &esc,
+				   &n->name, &name_len) < 0) {
 		b->failed = 1;
 		return;
 	}
-	if (b->cur != NULL)
-		xml_append_node(b->cur, n);
+	/* "<name/>" or "<xml:name/>", and " xmlns='uri'" where the default
+	 * namespace changes: always on the root (its context's default is
+	 * not known here), on a child where it differs from the parent's
+	 * scope (xml_child_scope()); an xml: parent writes xmlns='' once. */
+	int xml = xml_ns_eq(n->ns, XML_NS_XML);
+	size_t out = name_len + 3 + (xml ? 4 : 0);
+	if (p != NULL) {
+		xml_builder_opened(b, p);
+		if (xml_ns_eq(p->ns, XML_NS_XML) && xml_first_element(p) == NULL)
+			out += 9;
+	}
+	if (!xml && (p == NULL || !xml_ns_eq(n->ns, xml_ns_eq(p->ns, XML_NS_XML)
+						      ? "" : p->ns)))
+		out += 9 + (esc != 0 || n->ns[0] == '\0' ? esc
+			    : xml_escaped_len(n->ns, strlen(n->ns), 1));
+	xml_builder_count(b, out);
+	if (b->failed || xml_builder_attrs(b, n, atts) < 0) {
+		b->failed = 1;
+		return;
+	}
+	if (p != NULL)
+		xml_append_node(p, n);
 	else
 		b->root = n;
 	b->cur = n;
@@ -147,12 +344,16 @@ void xml_builder_text(struct xml_builder *b, const char *s, int len)
 {
 	if (b->failed || b->cur == NULL || len <= 0)
 		return;
+	xml_builder_count(b, xml_escaped_len(s, (size_t)len, 0));
+	if (b->failed)
+		return;
 	if (b->text != NULL && b->cur->last_child == b->text) {
 		if (xml_builder_grow(b, s, (size_t)len) < 0)
 			b->failed = 1;
 		return;
 	}
-	if (xml_add_text(b->arena, b->cur, s, (size_t)len) < 0) {
+	xml_builder_opened(b, b->cur);
+	if (b->failed || xml_add_text(b->arena, b->cur, s, (size_t)len) < 0) {
 		b->failed = 1;
 		return;
 	}

@@ -34,16 +34,44 @@ struct xml_node {
 	size_t text_len;
 };
 
+/* What a stanza may grow to once written out: xml_serialize() of a tree
+ * the builder accepted under xml_builder_bound(b, xml_out_bound(max))
+ * needs at most xml_out_bound(max) bytes, plus XML_OUT_SLACK for what the
+ * server adds before writing it (from, to, <delay/>).  Serialization
+ * buffers are capped at xml_out_cap(max).  XML_OUT_FACTOR is documented
+ * with c2s.max_stanza_size. */
+#define XML_OUT_FACTOR 2
+#define XML_OUT_SLACK ((size_t)64 << 10)
+#define xml_out_bound(max) ((size_t)(max) * XML_OUT_FACTOR)
+#define xml_out_cap(max) (xml_out_bound(max) + XML_OUT_SLACK)
+
+/* One namespace URI of the stanza being built, stored once. */
+struct xml_ns_entry {
+	const char *uri;
+	size_t len;
+	size_t esc_len;                 /* once escaped as an attribute */
+	size_t hash;
+};
+
 struct xml_builder {
 	struct arena *arena;
 	struct xml_node *root;
 	struct xml_node *cur;           /* open element */
-	int failed;                     /* out of memory seen */
+	int failed;                     /* out of memory (or too_big) seen */
+	int too_big;                    /* out_est passed out_max */
 	struct xml_node *text;          /* cur's trailing text node, growing */
 	size_t text_cap;                /* bytes allocated for text->text */
+	size_t out_max;                 /* bound on out_est; 0: none */
+	size_t out_est;                 /* xml_serialize() writes at most
+					 * this many bytes for the tree */
+	struct xml_ns_entry *ns_tab;    /* distinct URIs (open addressing) */
+	size_t ns_cap, ns_count;
 };
 
 void xml_builder_init(struct xml_builder *b, struct arena *arena);
+/* Refuse (->failed and ->too_big set) a tree whose serialized form could
+ * pass out_max bytes, whatever the default namespace it is written in. */
+void xml_builder_bound(struct xml_builder *b, size_t out_max);
 /* From expat: name is "ns<SEP>local" or "local"; atts as expat gives. */
 void xml_builder_start(struct xml_builder *b, const char *name,
 		       const char **atts);

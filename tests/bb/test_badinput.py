@@ -83,6 +83,9 @@ def iq(ident, inner, typ="get", to=None, extra=""):
 
 
 LONG = "a" * 1100
+# Under the 64K input limit, but every <p:b/> is written out with its own
+# declaration of the 32K URI (its parent is in another namespace): ~160 MB.
+AMPLIFY = "<q xmlns='urn:q' xmlns:p='urn:%s'>%s</q>" % ("u" * 32000, "<p:b/>" * 5000)
 CASES = [
     # ---- stream header (RFC 6120 4.7, 4.8, 4.9.3, 11) ----
     Case("stream ns wrong", "RFC 6120 4.9.3.10", "header",
@@ -194,6 +197,12 @@ CASES = [
          stream_err("policy-violation")),
     Case("stanza over the size limit", "RFC 6120 13.12, 4.9.3.18", "bound",
          msg("big", "romeo@localhost", "<body>%s</body>" % ("x" * 70000)),
+         stream_err("policy-violation")),
+    Case("namespace URI declared again on every element, before auth",
+         "RFC 6120 13.12, 4.9.3.18", "stream", iq("amp1", AMPLIFY),
+         stream_err("policy-violation")),
+    Case("namespace URI declared again on every element",
+         "RFC 6120 13.12, 4.9.3.18", "bound", msg("amp2", "romeo@localhost", AMPLIFY),
          stream_err("policy-violation")),
     Case("unfinished tag over the size limit", "RFC 6120 13.12", "stream",
          "<message a='" + "y" * 70000, stream_err("policy-violation")),

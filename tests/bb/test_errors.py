@@ -9,6 +9,7 @@ import base64
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (NS_STREAMS, SERVER_HEADER, Client, Server,  # noqa: E402
@@ -29,20 +30,35 @@ def header(default_ns="jabber:client", stream_ns=NS_STREAMS, name="stream",
             % (decl, name, d, stream_ns))
 
 
-def stream_error_exchange(s, data, cond):
-    """Send data on a new connection: the whole answer must be our
-    stream header, then exactly the stream error cond, then the close."""
+def stream_error_exchange(s, data, cond, split=False):
+    """Send data on a new connection (split: its first byte alone): the
+    whole answer must be our stream header, then exactly the stream
+    error cond, then the close."""
     c = Client(s.port)
-    c.send(data)
+    if split:
+        in_two(c, data)
+    else:
+        c.send(data)
     rest = c.read_all_until_close()
     c.close()
     assert re.fullmatch(SERVER_HEADER + stream_error_re(cond), rest, re.S), (cond, data, rest)
     assert "stream error <%s/>" % cond in s.log_text(), cond
 
 
-def accepted(s, data):
+def in_two(c, data):
+    """The first byte alone, and after a pause (so that the server reads
+    it alone) the rest."""
+    c.send(data[:1])
+    time.sleep(0.5)
+    c.send(data[1:])
+
+
+def accepted(s, data, split=False):
     c = Client(s.port)
-    c.send(data)
+    if split:
+        in_two(c, data.encode() if isinstance(data, str) else data)
+    else:
+        c.send(data)
     c.read_until(SERVER_HEADER)
     c.read_until(FEATURES)
     c.close()
@@ -62,6 +78,21 @@ def test_unsupported_encoding():
         stream_error_exchange(s, b"\xfe\xff" + text.encode("utf-16-be"),
                               "unsupported-encoding")
         stream_error_exchange(s, text.encode("utf-16-be"), "unsupported-encoding")
+        # The byte order mark (or the NUL) split over two reads: the
+        # first byte alone tells nothing yet (4.9.3.22).
+        stream_error_exchange(s, b"\xff\xfe" + text.encode("utf-16-le"),
+                              "unsupported-encoding", split=True)
+        stream_error_exchange(s, b"\xfe\xff" + text.encode("utf-16-be"),
+                              "unsupported-encoding", split=True)
+        stream_error_exchange(s, text.encode("utf-16-be"),
+                              "unsupported-encoding", split=True)
+        stream_error_exchange(s, text.encode("utf-16-le"),
+                              "unsupported-encoding", split=True)
+        # A lone first byte that turns out to be UTF-8 after all.
+        accepted(s, header(decl=""), split=True)
+        accepted(s, header(), split=True)
+        stream_error_exchange(s, b"\xff" + header().encode(), "not-well-formed",
+                              split=True)
         # UTF-8, declared in any case, or not declared, is fine.
         accepted(s, header(decl="<?xml version='1.0' encoding='UTF-8'?>"))
         accepted(s, header(decl="<?xml version='1.0' encoding='utf-8'?>"))

@@ -6,7 +6,9 @@ XMPPD_TEST_PGCONN.
 """
 import os
 import re
+import select
 import signal
+import subprocess
 import sys
 import time
 
@@ -370,10 +372,82 @@ def test_stored_xml_unreadable_answered():
                              % (re.escape(frm), id_), log), log[-3000:]
 
 
+class Psql:
+    """A psql session kept open, so that a transaction can be held
+    between steps.  ask() sends statements that print one line and waits
+    (bounded) for it; errors come back too (stderr is merged)."""
+
+    def __init__(self, s):
+        self.p = subprocess.Popen(
+            ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+             "-d", s.db.conninfo],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, bufsize=1)
+
+    def ask(self, text, timeout=30):
+        self.p.stdin.write(text + "\n")
+        self.p.stdin.flush()
+        ready, _, _ = select.select([self.p.stdout], [], [], timeout)
+        assert ready, "psql gave no answer to %r in %ds" % (text, timeout)
+        return self.p.stdout.readline().strip()
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+            self.p.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.p.kill()
+            self.p.wait()
+
+
+def test_offline_late_commit_kept():
+    """Delivery removes exactly the rows it read and sent.  A message
+    whose row got its id before an already committed one, but committed
+    only after the delivery read the store (another worker's INSERT in
+    flight), is not removed unread: it stays, and the next login gets it."""
+    stanza = ("<message to='juliet@localhost' type='chat' "
+              "from='romeo@localhost/x' id='%s'><body>%s</body></message>")
+    insert = ("INSERT INTO offline_messages (account_id, sender, stanza) "
+              "VALUES (xmppd_account_id('juliet', 'localhost'), "
+              "'romeo@localhost/x', $q$%s$q$) RETURNING id;")
+    count = "SELECT count(*) FROM offline_messages WHERE stanza LIKE '%%id=''%s''%%'"
+    waiting = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+               "relation = 'offline_unreadable'::regclass")
+    with Server(workers=1, users=USERS) as s:
+        early = Psql(s)
+        lock = Psql(s)
+        try:
+            # 'early' has its id but has not committed; 'late' has.
+            early_id = early.ask("BEGIN; " + insert % (stanza % ("early", "one")))
+            late_id = sql(s, insert % (stanza % ("late", "two")))
+            assert int(early_id) < int(late_id), (early_id, late_id)
+            # Hold the removal after delivery until 'early' has committed.
+            assert lock.ask("BEGIN; LOCK offline_unreadable IN ACCESS "
+                            "EXCLUSIVE MODE; SELECT 1;") == "1"
+            j, jj = login(s, "juliet", "balcony")
+            j.send("<presence/>")
+            j.read_until("<message to='juliet@localhost' type='chat' "
+                         "from='romeo@localhost/x' id='late'><body>two</body>")
+            wait_for(lambda: sql(s, waiting) == "1", what="removal waiting")
+            assert early.ask("COMMIT; SELECT 1;") == "1"
+            assert lock.ask("COMMIT; SELECT 1;") == "1"
+            wait_for(lambda: sql(s, count % "late") == "0", what="'late' removed")
+            assert sql(s, count % "early") == "1"
+        finally:
+            early.close()
+            lock.close()
+        j2, jj2 = login(s, "juliet", "window")
+        j2.send("<presence/>")
+        j2.read_until("<message to='juliet@localhost' type='chat' "
+                      "from='romeo@localhost/x' id='early'><body>one</body>")
+        wait_for(lambda: sql(s, count % "early") == "0", what="'early' removed")
+
+
 if __name__ == "__main__":
     run_tests([test_vcard_set_get, test_vcard_missing,
                test_vcard_forbidden_and_limits, test_private_round_trip,
                test_private_errors, test_private_namespace_quota,
                test_survives_restart, test_database_down,
                test_offline_unreadable_kept,
-               test_stored_xml_unreadable_answered])
+               test_stored_xml_unreadable_answered,
+               test_offline_late_commit_kept])
