@@ -712,8 +712,37 @@ Test(xml, builder_refuses_what_would_write_out_too_large)
 	cr_assert(!b.too_big);
 	buf_consume(&out, buf_used(&out));
 	cr_assert_eq(xml_serialize(&out, n, NS_CLIENT), 0);
-	cr_assert_leq(buf_used(&out), b.out_est);
+	cr_assert_leq(buf_used(&out), xml_builder_exact(&b));
 	buf_free(&text);
+}
+
+/* Escaping is measured only near the bound, and then exactly: quotes in
+ * an attribute written out as &quot; take six times their input. */
+Test(xml, builder_measures_escaping_near_the_bound)
+{
+	struct xml_builder b;
+	size_t n = 30000, bound = xml_out_bound(64 << 10);
+	char *in = malloc(n + 16);
+
+	cr_assert_not_null(in);
+	memcpy(in, "<a x='", 6);
+	memset(in + 6, '"', n);
+	memcpy(in + 6 + n, "'/>", 4);
+	cr_assert_null(build(&b, in, strlen(in), bound));
+	cr_assert(b.too_big);
+	/* A tenth of it: under the bound even escaped, never measured. */
+	memcpy(in + 6 + n / 10, "'/>", 4);
+	struct xml_node *t = build(&b, in, strlen(in), bound);
+	cr_assert_not_null(t);
+	cr_assert_neq(b.out_slack, 0);
+	buf_consume(&out, buf_used(&out));
+	cr_assert_eq(xml_serialize(&out, t, ""), 0);
+	size_t upper = b.out_est + b.out_slack;
+	cr_assert_leq(buf_used(&out), upper);
+	size_t exact = xml_builder_exact(&b);
+	cr_assert_geq(exact, buf_used(&out));
+	cr_assert_leq(exact, upper);   /* equal: every byte a quote */
+	free(in);
 }
 
 /* The builder's estimate is never below what xml_serialize() writes, in
@@ -724,6 +753,8 @@ static void check_estimate(const char *in, const char *label)
 	struct xml_node *n = build(&b, in, strlen(in), 0);
 
 	cr_assert_not_null(n, "%s", label);
+	size_t upper = b.out_est + b.out_slack;
+	cr_assert_leq(xml_builder_exact(&b), upper, "%s", label);
 	for (size_t i = 0; i < 3; i++) {
 		const char *d = i == 0 ? "" : i == 1 ? NS_CLIENT : "urn:other";
 		buf_consume(&out, buf_used(&out));

@@ -420,6 +420,8 @@ static void XMLCALL stream_end(void *ud, const char *name)
 	struct xml_node *n = xml_builder_done(&c->builder);
 	if (end - c->stanza_start > (int64_t)c->w->cfg->max_stanza_size)
 		stream_error(c, "policy-violation", "stanza too large");
+	else if (n == NULL && c->builder.too_big)
+		stream_check_built(c);  /* measured at its end */
 	else if (n == NULL)
 		stream_error(c, "resource-constraint", NULL);
 	else

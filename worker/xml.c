@@ -43,6 +43,25 @@ static int xml_ns_eq(const char *a, const char *b)
 static unsigned char xml_extra[2][256];
 static int xml_extra_ready;
 
+/* The most xml_escape() adds for one byte (text, attribute). */
+static size_t xml_extra_max[2];
+
+static void xml_extra_init(void)
+{
+	if (xml_extra_ready)
+		return;
+	for (unsigned c = 0; c <= '>'; c++) {
+		for (int a = 0; a < 2; a++) {
+			const char *ent = xml_entity((unsigned char)c, a);
+			xml_extra[a][c] = ent != NULL ?
+				(unsigned char)(strlen(ent) - 1) : 0;
+			if (xml_extra[a][c] > xml_extra_max[a])
+				xml_extra_max[a] = xml_extra[a][c];
+		}
+	}
+	xml_extra_ready = 1;
+}
+
 /* Bytes xml_escape(s, len, attr) writes. */
 static size_t xml_escaped_len(const char *s, size_t len, int attr)
 {
@@ -50,17 +69,7 @@ static size_t xml_escaped_len(const char *s, size_t len, int attr)
 	const unsigned char *extra = xml_extra[attr != 0];
 	size_t n = len;
 
-	if (!xml_extra_ready) {
-		for (unsigned c = 0; c <= '>'; c++) {
-			for (int a = 0; a < 2; a++) {
-				const char *ent = xml_entity((unsigned char)c,
-							     a);
-				xml_extra[a][c] = ent != NULL ?
-					(unsigned char)(strlen(ent) - 1) : 0;
-			}
-		}
-		xml_extra_ready = 1;
-	}
+	xml_extra_init();
 	for (size_t i = 0; i < len; i++)
 		n += extra[d[i]];
 	return n;
@@ -228,7 +237,10 @@ static int xml_builder_attrs(struct xml_builder *b, struct xml_node *n,
 		tail = &at->next;
 		/* " name='value'", " xml:name=...", or " nsK:name=..." with
 		 * " xmlns:nsK='uri'" (at most one per attribute). */
-		out = name_len + 4 + xml_escaped_len(atts[1], vlen, 1);
+		/* The value's escaping is slack, resolved only when the
+		 * bound is near (xml_builder_done). */
+		out = name_len + 4 + vlen;
+		b->out_slack += vlen * xml_extra_max[1];
 		if (at->ns[0] == '\0')
 			;
 		else if (xml_ns_eq(at->ns, XML_NS_XML))
@@ -251,6 +263,7 @@ void xml_builder_init(struct xml_builder *b, struct arena *arena)
 {
 	memset(b, 0, sizeof(*b));
 	b->arena = arena;
+	xml_extra_init();
 }
 
 void xml_builder_bound(struct xml_builder *b, size_t out_max)
@@ -344,7 +357,8 @@ void xml_builder_text(struct xml_builder *b, const char *s, int len)
 {
 	if (b->failed || b->cur == NULL || len <= 0)
 		return;
-	xml_builder_count(b, xml_escaped_len(s, (size_t)len, 0));
+	b->out_slack += (size_t)len * xml_extra_max[0];
+	xml_builder_count(b, (size_t)len);
 	if (b->failed)
 		return;
 	if (b->text != NULL && b->cur->last_child == b->text) {
@@ -361,10 +375,47 @@ void xml_builder_text(struct xml_builder *b, const char *s, int len)
 	b->text_cap = (size_t)len + 1;
 }
 
+/* What escaping adds to the text and attribute values under n. */
+static size_t xml_escaping_added(const struct xml_node *n)
+{
+	size_t add = 0;
+
+	for (; n != NULL; n = n->next) {
+		if (n->name == NULL) {
+			add += xml_escaped_len(n->text, n->text_len, 0) -
+			       n->text_len;
+			continue;
+		}
+		for (const struct xml_attr *at = n->attrs; at; at = at->next) {
+			size_t len = strlen(at->value);
+			add += xml_escaped_len(at->value, len, 1) - len;
+		}
+		add += xml_escaping_added(n->children);
+	}
+	return add;
+}
+
+size_t xml_builder_exact(struct xml_builder *b)
+{
+	if (b->out_slack != 0 && b->root != NULL) {
+		b->out_est += xml_escaping_added(b->root);
+		b->out_slack = 0;
+	}
+	return b->out_est;
+}
+
 struct xml_node *xml_builder_done(struct xml_builder *b)
 {
 	if (b->failed || b->cur != NULL)
 		return NULL;
+	/* Most stanzas are far from the bound even if every byte were
+	 * escaped; the others are measured exactly, once. */
+	if (b->out_max != 0 && b->out_est + b->out_slack > b->out_max &&
+	    xml_builder_exact(b) > b->out_max) {
+		b->too_big = 1;
+		b->failed = 1;
+		return NULL;
+	}
 	return b->root;
 }
 

@@ -63,7 +63,9 @@ struct xml_builder {
 	size_t text_cap;                /* bytes allocated for text->text */
 	size_t out_max;                 /* bound on out_est; 0: none */
 	size_t out_est;                 /* xml_serialize() writes at most
-					 * this many bytes for the tree */
+					 * this plus out_slack bytes */
+	size_t out_slack;               /* what escaping text and values
+					 * may add (0 once measured) */
 	struct xml_ns_entry *ns_tab;    /* distinct URIs (open addressing) */
 	size_t ns_cap, ns_count;
 };
@@ -79,6 +81,9 @@ void xml_builder_end(struct xml_builder *b);
 void xml_builder_text(struct xml_builder *b, const char *s, int len);
 /* The finished root element (after its end), or NULL. */
 struct xml_node *xml_builder_done(struct xml_builder *b);
+/* Measure the escaping of the finished tree exactly (slack to 0): the
+ * bytes xml_serialize() writes at most. */
+size_t xml_builder_exact(struct xml_builder *b);
 
 /* Construction */
 struct xml_node *xml_new(struct arena *a, const char *ns, const char *name);
