@@ -29,8 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PRESENCE_MAX_DIRECTED 64
-
 /* One asynchronous presence job; owns every string it holds. */
 struct pjob {
 	struct worker *w;
@@ -343,11 +341,16 @@ static void presence_directed(struct conn *c, struct xml_node *st)
 {
 	const char *to = xml_attr(st, "to");
 	const char *type = xml_attr(st, "type");
-	if (c->available && type == NULL && to != NULL &&
-	    c->ndirected < PRESENCE_MAX_DIRECTED) {
+	if (c->available && type == NULL && to != NULL) {
 		for (unsigned i = 0; i < c->ndirected; i++)
 			if (strcmp(c->directed[i], to) == 0)
 				goto route;
+		if (c->ndirected >= c->w->cfg->max_directed_presence) {
+			log_info("%s: directed presence to %s not remembered "
+				 "(im.max_directed_presence = %u)", c->jid, to,
+				 c->w->cfg->max_directed_presence);
+			goto route;
+		}
 		char **d = realloc(c->directed, (c->ndirected + 1) * sizeof(*d));
 		if (d != NULL) {
 			c->directed = d;
