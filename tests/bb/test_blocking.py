@@ -172,13 +172,13 @@ def test_blocklist_all_items_enforced():
         assert got == ("<iq from='juliet@localhost' id='b1' to='%s' type='result'/>"
                        % jj), got
         j.read_until("<item jid='tybalt@localhost'/></block>")  # push applied
-        assert block_iq(j, "b2", ["x@example.net"]).endswith(
-            "<not-acceptable xmlns='%s'/></error></iq>" % STANZAS)
         t.send("<message to='juliet@localhost/r' id='m1' type='chat'><body>y</body></message>")
         got = t.read_until("<message [^>]*id='m1'.*?</message>")
         assert got == ("<message from='juliet@localhost/r' id='m1' to='%s' type='error'>"
                        "<error type='cancel'><service-unavailable xmlns='%s'/></error>"
                        "</message>" % (tj, STANZAS)), got
+        assert block_iq(j, "b2", ["x@example.net"]).endswith(
+            "<not-acceptable xmlns='%s'/></error></iq>" % STANZAS)
         # A session that loads the list at bind has all of it too.
         j2 = Client(s.port)
         j2.login("juliet", "pw1", resource="r2")
