@@ -125,11 +125,14 @@ static void presence_send_to(struct worker *w, const char *text,
 
 static void presence_probe_contact(struct pjob *j, const char *contact)
 {
-	static struct session_info res[64];
+	static struct session_info fixed[64];
+	struct session_info *heap;
 	struct worker *w = j->w;
 	const char *error;
-	int n = shm_session_list(w->shm->sessions, contact, res, 64);
-	for (int i = 0; i < n && i < 64; i++) {
+	int n;
+	struct session_info *res = route_sessions(w, contact, fixed, 64, &n,
+						  &heap);
+	for (int i = 0; i < n; i++) {
 		if (!res[i].available)
 			continue;
 		if (res[i].slot != w->slot) {
@@ -143,6 +146,7 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 		if (c != NULL)
 			presence_answer_probe(c, j->jid);
 	}
+	free(heap);
 }
 
 /* Pending inbound subscription requests go to the session (3.1.3). */
@@ -436,15 +440,19 @@ static void presence_send_current(struct worker *w, const char *bare,
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to)
 {
-	static struct session_info res[64];
-	int n = shm_session_list(w->shm->sessions, bare, res, 64);
-	for (int i = 0; i < n && i < 64; i++) {
+	static struct session_info fixed[64];
+	struct session_info *heap;
+	int n;
+	struct session_info *res = route_sessions(w, bare, fixed, 64, &n,
+						  &heap);
+	for (int i = 0; i < n; i++) {
 		char *u = res[i].available ? presence_unavailable_text(res[i].jid)
 					   : NULL;
 		if (u != NULL)
 			presence_send_to(w, u, to, NULL);
 		free(u);
 	}
+	free(heap);
 }
 
 /* A new job for the other side of a subscription stanza. */
