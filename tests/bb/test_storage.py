@@ -235,15 +235,12 @@ def test_private_namespace_quota():
 
 # ---- the limits are settings ---------------------------------------------
 
-def test_storage_limit_settings():
-    """im.vcard_max_size, im.private_max_size and im.private_max_namespaces
-    set low: one byte over gets <not-acceptable/> type modify (and is
-    logged), exactly at the limit is stored; a namespace beyond the
-    count is refused while replacing a held one is not."""
+def test_vcard_max_size_setting():
+    """im.vcard_max_size set low: one byte over gets <not-acceptable/>
+    type modify (and is logged), nothing changes; exactly at the limit
+    is stored."""
     with Server(workers=1, users=USERS,
-                overrides={"im.vcard_max_size": "1K",
-                           "im.private_max_size": "1K",
-                           "im.private_max_namespaces": "2"}) as s:
+                overrides={"im.vcard_max_size": "1K"}) as s:
         b, jb = login(s, "romeo", "street")
         assert iq(b, VCARD2, "v0", "set") == result("romeo@localhost", "v0", jb)
         fill = 1024 - len("<vCard xmlns='vcard-temp'><FN></FN></vCard>")
@@ -259,6 +256,12 @@ def test_storage_limit_settings():
         assert "vCard of romeo@localhost refused: 1025 bytes " \
                "(im.vcard_max_size = 1024)" in s.log_text()
 
+
+def test_private_max_size_setting():
+    """im.private_max_size set low: the same for private XML."""
+    with Server(workers=1, users=USERS,
+                overrides={"im.private_max_size": "1K"}) as s:
+        b, jb = login(s, "romeo", "street")
         fill = 1024 - len("<big xmlns='urn:example:big'></big>")
         at = "<big xmlns='urn:example:big'>%s</big>" % ("B" * fill)
         over = "<big xmlns='urn:example:big'>%s</big>" % ("B" * (fill + 1))
@@ -273,7 +276,16 @@ def test_storage_limit_settings():
         assert "private XML of romeo@localhost refused: 1025 bytes " \
                "(im.private_max_size = 1024)" in s.log_text()
 
-        # urn:example:big is one namespace; a second is fine, a third not.
+
+def test_private_max_namespaces_setting():
+    """im.private_max_namespaces = 2: a third namespace is refused with
+    <not-acceptable/> type modify (logged) and not stored; replacing a
+    namespace already held still works."""
+    with Server(workers=1, users=USERS,
+                overrides={"im.private_max_namespaces": "2"}) as s:
+        b, jb = login(s, "romeo", "street")
+        got = iq(b, query("<big xmlns='urn:example:big'/>"), "n0", "set")
+        assert got == result("romeo@localhost", "n0", jb), got
         got = iq(b, query(BOOKMARKS), "n1", "set")
         assert got == result("romeo@localhost", "n1", jb), got
         got = iq(b, query("<d xmlns='urn:example:third'/>"), "n2", "set")
@@ -428,7 +440,8 @@ if __name__ == "__main__":
     run_tests([test_vcard_set_get, test_vcard_missing,
                test_vcard_forbidden_and_limits, test_private_round_trip,
                test_private_errors, test_private_namespace_quota,
-               test_storage_limit_settings,
+               test_vcard_max_size_setting, test_private_max_size_setting,
+               test_private_max_namespaces_setting,
                test_survives_restart, test_database_down,
                test_offline_unreadable_kept,
                test_stored_xml_unreadable_answered])
