@@ -145,6 +145,26 @@ const struct config_def config_defs[] = {
 	  "Offline messages kept per account (XEP-0160); 0 disables storage" },
 	{ "im.roster_max_items", CONFIG_TYPE_UINT, OFF(roster_max_items),
 	  "1000", 1, 100000, RELOAD, "Contacts per roster" },
+	{ "im.roster_max_groups", CONFIG_TYPE_UINT, OFF(roster_max_groups),
+	  "100", 1, 10000, RELOAD, "Groups on one roster item; more get "
+	  "<not-acceptable/> (RFC 6121 2.3.3)" },
+	{ "im.blocklist_max_items", CONFIG_TYPE_UINT, OFF(blocklist_max_items),
+	  "1000", 1, 100000, RELOAD, "JIDs an account may block (XEP-0191); a "
+	  "block that would exceed it gets <not-acceptable/> type cancel" },
+	{ "im.vcard_max_size", CONFIG_TYPE_SIZE, OFF(vcard_max_size), "64K",
+	  1 << 10, 16 << 20, RELOAD, "Largest stored vCard (XEP-0054), "
+	  "serialized; larger gets <not-acceptable/>" },
+	{ "im.private_max_size", CONFIG_TYPE_SIZE, OFF(private_max_size), "64K",
+	  1 << 10, 16 << 20, RELOAD, "Largest private XML (XEP-0049) stored "
+	  "in one namespace, serialized; larger gets <not-acceptable/>" },
+	{ "im.private_max_namespaces", CONFIG_TYPE_UINT,
+	  OFF(private_max_namespaces), "100", 1, 100000, RELOAD,
+	  "Private XML namespaces per account (XEP-0049); a new one beyond "
+	  "gets <not-acceptable/>" },
+	{ "im.max_directed_presence", CONFIG_TYPE_UINT,
+	  OFF(max_directed_presence), "64", 1, 100000, RELOAD,
+	  "Directed-presence targets a session remembers to send its "
+	  "unavailable to at logout (RFC 6121 4.6); later ones are not told" },
 	{ "db.conninfo", CONFIG_TYPE_STRING, OFF(db_conninfo), "dbname=xmppd",
 	  0, 0, RELOAD, "PostgreSQL connection string (libpq conninfo)" },
 	{ "session_table_size", CONFIG_TYPE_UINT, OFF(session_table_size),

@@ -83,6 +83,12 @@ struct config {
 	/* instant messaging */
 	unsigned offline_quota;
 	unsigned roster_max_items;
+	unsigned roster_max_groups;     /* groups on one roster item */
+	unsigned blocklist_max_items;
+	uint64_t vcard_max_size;        /* bytes, serialized <vCard/> */
+	uint64_t private_max_size;      /* bytes, one namespace's elements */
+	unsigned private_max_namespaces;
+	unsigned max_directed_presence; /* remembered per session */
 
 	/* database */
 	const char *db_conninfo;

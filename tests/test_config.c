@@ -174,6 +174,12 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "sasl.scram_iterations", CONFIG_F_RELOADABLE },
 	{ "im.offline_quota", CONFIG_F_RELOADABLE },
 	{ "im.roster_max_items", CONFIG_F_RELOADABLE },
+	{ "im.roster_max_groups", CONFIG_F_RELOADABLE },
+	{ "im.blocklist_max_items", CONFIG_F_RELOADABLE },
+	{ "im.vcard_max_size", CONFIG_F_RELOADABLE },
+	{ "im.private_max_size", CONFIG_F_RELOADABLE },
+	{ "im.private_max_namespaces", CONFIG_F_RELOADABLE },
+	{ "im.max_directed_presence", CONFIG_F_RELOADABLE },
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
 	{ "session_table_size", CONFIG_F_RESTART },
 	{ "queue.outbox_frames", CONFIG_F_RELOADABLE },
@@ -253,6 +259,14 @@ Test(defaults, match_the_spec_tls_and_below)
 	cr_expect_eq(cfg->tls_own_records, 1);
 	cr_expect_eq(cfg->sasl_max_failures, 3);
 	cr_expect_eq(cfg->scram_iterations, 4096);
+	cr_expect_eq(cfg->offline_quota, 1000);
+	cr_expect_eq(cfg->roster_max_items, 1000);
+	cr_expect_eq(cfg->roster_max_groups, 100);
+	cr_expect_eq(cfg->blocklist_max_items, 1000);
+	cr_expect_eq(cfg->vcard_max_size, 64u << 10);
+	cr_expect_eq(cfg->private_max_size, 64u << 10);
+	cr_expect_eq(cfg->private_max_namespaces, 100);
+	cr_expect_eq(cfg->max_directed_presence, 64);
 	cr_expect_str_eq(cfg->db_conninfo, "dbname=xmppd");
 	cr_expect_eq(cfg->session_table_size, 65536);
 	cr_expect_eq(cfg->queue_outbox_frames, 65536);
@@ -308,6 +322,8 @@ Test(parse, good_file_every_type)
 	cr_expect_eq(cfg->tls_required, 0);
 	cr_expect_eq(cfg->sasl_max_failures, 5);
 	cr_expect_eq(cfg->scram_iterations, 10000);
+	cr_expect_eq(cfg->vcard_max_size, 16 << 10);
+	cr_expect_eq(cfg->private_max_namespaces, 20);
 	cr_expect_eq(cfg->queue_outbox_frames, 128);
 	cr_expect_eq(cfg->control_mode, 0600);
 	config_free(&cfg);

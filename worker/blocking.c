@@ -6,6 +6,10 @@
  * outbound stanzas to a blocked JID get <not-acceptable/> with
  * <blocked xmlns='urn:xmpp:blocking:errors'/>; inbound ones from a
  * blocked JID are dropped (presence) or answered <service-unavailable/>.
+ * An account blocks at most im.blocklist_max_items JIDs: a block that
+ * would store more is refused whole with <not-acceptable/> type cancel
+ * (XEP-0191 names no condition; as for a full roster), so every stored
+ * item is also in the sessions' copies, which have no cap of their own.
  * Failure policy: a database failure answers the IQ with a wait error;
  * until a session's list has loaded, nothing is filtered for it.
  */
@@ -22,8 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define BLOCKING_MAX_ITEMS 1000
 
 /* ---- the session's copy ---------------------------------------------- */
 
@@ -46,7 +48,7 @@ static int blocking_has(const struct conn *c, const char *jid)
 
 static void blocking_add(struct conn *c, const char *jid)
 {
-	if (blocking_has(c, jid) || c->nblocked >= BLOCKING_MAX_ITEMS)
+	if (blocking_has(c, jid))
 		return;
 	char **b = realloc(c->blocked, (c->nblocked + 1) * sizeof(*b));
 	if (b == NULL)
@@ -248,6 +250,15 @@ static void blocking_changed(void *ctx, const PGresult *res, const char *error)
 		blocking_req_free(r);
 		return;
 	}
+	if (r->block && (PQntuples(res) != 1 ||
+			 strcmp(PQgetvalue(res, 0, 0), "t") != 0)) {
+		log_info("block by %s refused: more than %u blocked JIDs "
+			 "(im.blocklist_max_items)", r->bare,
+			 w->cfg->blocklist_max_items);
+		iq_reply_error(&p, "cancel", "not-acceptable");
+		blocking_req_free(r);
+		return;
+	}
 	iq_reply_result(&p, NULL);
 	blocking_push(w, r);
 	/* Section 3.3: a blocked contact stops seeing us at once. */
@@ -263,10 +274,19 @@ static void blocking_changed(void *ctx, const PGresult *res, const char *error)
 	blocking_req_free(r);
 }
 
+/* One row: false when the new JIDs would make more than $4 blocked
+ * (nothing stored then). */
 static const char blocking_block_sql[] =
-	"INSERT INTO blocklist (account_id, jid) SELECT xmppd_account_id($1, "
-	"$2), j FROM unnest(string_to_array($3, E'\\x1f')) j "
-	"ON CONFLICT DO NOTHING";
+	"WITH a AS (SELECT xmppd_account_id($1, $2) AS id), "
+	"n AS (SELECT DISTINCT j FROM unnest(string_to_array($3, "
+	"E'\\x1f')) j WHERE NOT EXISTS (SELECT 1 FROM blocklist b, a "
+	"WHERE b.account_id = a.id AND b.jid = j)), "
+	"ok AS (SELECT (SELECT count(*) FROM blocklist b, a "
+	"WHERE b.account_id = a.id) + (SELECT count(*) FROM n) "
+	"<= $4::int AS ok), "
+	"ins AS (INSERT INTO blocklist (account_id, jid) SELECT a.id, n.j "
+	"FROM a, n, ok WHERE ok.ok ON CONFLICT DO NOTHING) "
+	"SELECT ok FROM ok";
 static const char blocking_unblock_sql[] =
 	"DELETE FROM blocklist WHERE account_id = xmppd_account_id($1, $2) "
 	"AND ($3 = '' OR jid = ANY(string_to_array($3, E'\\x1f')))";
@@ -314,7 +334,9 @@ void blocking_iq(struct worker *w, struct xml_node *st, const char *bare)
 		blocking_req_free(r);
 		return;
 	}
-	const char *params[3] = { r->user, r->domain, NULL };
+	char max[16];
+	const char *params[4] = { r->user, r->domain, NULL, max };
+	snprintf(max, sizeof(max), "%u", w->cfg->blocklist_max_items);
 	if (strcmp(p->type, "get") == 0 && xml_is(p->payload, NS_BLOCKING,
 						  "blocklist")) {
 		if (db_query(w->db, blocking_list_sql, 2, params, NULL, NULL, 0,
@@ -335,7 +357,8 @@ void blocking_iq(struct worker *w, struct xml_node *st, const char *bare)
 	params[2] = r->items;
 	p->data = r;
 	if (db_query(w->db, r->block ? blocking_block_sql : blocking_unblock_sql,
-		     3, params, NULL, NULL, 0, blocking_changed, p) < 0) {
+		     r->block ? 4 : 3, params, NULL, NULL, 0, blocking_changed,
+		     p) < 0) {
 		iq_reply_error(&p, "wait", "internal-server-error");
 		blocking_req_free(r);
 	}

@@ -29,8 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PRESENCE_MAX_DIRECTED 64
-
 /* One asynchronous presence job; owns every string it holds. */
 struct pjob {
 	struct worker *w;
@@ -127,11 +125,14 @@ static void presence_send_to(struct worker *w, const char *text,
 
 static void presence_probe_contact(struct pjob *j, const char *contact)
 {
-	static struct session_info res[64];
+	static struct session_info fixed[64];
+	struct session_info *heap;
 	struct worker *w = j->w;
 	const char *error;
-	int n = shm_session_list(w->shm->sessions, contact, res, 64);
-	for (int i = 0; i < n && i < 64; i++) {
+	int n;
+	struct session_info *res = route_sessions(w, contact, fixed, 64, &n,
+						  &heap);
+	for (int i = 0; i < n; i++) {
 		if (!res[i].available)
 			continue;
 		if (res[i].slot != w->slot) {
@@ -145,6 +146,7 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 		if (c != NULL)
 			presence_answer_probe(c, j->jid);
 	}
+	free(heap);
 }
 
 /* Pending inbound subscription requests go to the session (3.1.3). */
@@ -343,11 +345,16 @@ static void presence_directed(struct conn *c, struct xml_node *st)
 {
 	const char *to = xml_attr(st, "to");
 	const char *type = xml_attr(st, "type");
-	if (c->available && type == NULL && to != NULL &&
-	    c->ndirected < PRESENCE_MAX_DIRECTED) {
+	if (c->available && type == NULL && to != NULL) {
 		for (unsigned i = 0; i < c->ndirected; i++)
 			if (strcmp(c->directed[i], to) == 0)
 				goto route;
+		if (c->ndirected >= c->w->cfg->max_directed_presence) {
+			log_info("%s: directed presence to %s not remembered "
+				 "(im.max_directed_presence = %u)", c->jid, to,
+				 c->w->cfg->max_directed_presence);
+			goto route;
+		}
 		char **d = realloc(c->directed, (c->ndirected + 1) * sizeof(*d));
 		if (d != NULL) {
 			c->directed = d;
@@ -433,15 +440,19 @@ static void presence_send_current(struct worker *w, const char *bare,
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to)
 {
-	static struct session_info res[64];
-	int n = shm_session_list(w->shm->sessions, bare, res, 64);
-	for (int i = 0; i < n && i < 64; i++) {
+	static struct session_info fixed[64];
+	struct session_info *heap;
+	int n;
+	struct session_info *res = route_sessions(w, bare, fixed, 64, &n,
+						  &heap);
+	for (int i = 0; i < n; i++) {
 		char *u = res[i].available ? presence_unavailable_text(res[i].jid)
 					   : NULL;
 		if (u != NULL)
 			presence_send_to(w, u, to, NULL);
 		free(u);
 	}
+	free(heap);
 }
 
 /* A new job for the other side of a subscription stanza. */

@@ -15,10 +15,8 @@
 #include "iq.h"
 #include "log.h"
 
+#include <stdio.h>
 #include <string.h>
-
-#define PRIVATE_MAX_SIZE (64 << 10)     /* serialized elements, bytes */
-#define PRIVATE_MAX_NAMESPACES "100"    /* per account (SQL text param) */
 
 static const char private_get_sql[] =
 	"SELECT element FROM private_storage "
@@ -120,9 +118,13 @@ static void private_set_result(void *ctx, const PGresult *res,
 		private_fail(&p, "unexpected result shape");
 	else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
 		iq_reply_error(&p, "cancel", "service-unavailable");
-	else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+	else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+		const struct private_req *r = p->data;
+		log_info("private XML of %s@%s: namespace %s refused "
+			 "(im.private_max_namespaces = %u)", r->user,
+			 r->domain, r->ns, p->w->cfg->private_max_namespaces);
 		iq_reply_error(&p, "modify", "not-acceptable");
-	else
+	} else
 		iq_reply_result(&p, NULL);
 }
 
@@ -146,16 +148,22 @@ static int private_serialize(struct buf *out, const struct xml_node *query)
 
 static void private_set(struct iq_pending *p, struct private_req *r)
 {
+	const struct config *cfg = p->w->cfg;
 	struct buf text;
+	char max_ns[16];
 	buf_init(&text, 0);
+	snprintf(max_ns, sizeof(max_ns), "%u", cfg->private_max_namespaces);
 	if (private_serialize(&text, p->payload) < 0)
 		iq_reply_error(&p, "wait", "resource-constraint");
-	else if (buf_used(&text) - 1 > PRIVATE_MAX_SIZE)
+	else if (buf_used(&text) - 1 > cfg->private_max_size) {
+		log_info("private XML of %s@%s refused: %zu bytes "
+			 "(im.private_max_size = %llu)", r->user, r->domain,
+			 buf_used(&text) - 1,
+			 (unsigned long long)cfg->private_max_size);
 		iq_reply_error(&p, "modify", "not-acceptable");
-	else {
+	} else {
 		const char *params[5] = { r->user, r->domain, r->ns,
-					  buf_head(&text),
-					  PRIVATE_MAX_NAMESPACES };
+					  buf_head(&text), max_ns };
 		private_query(p, private_set_sql, 5, params,
 			      private_set_result);
 	}

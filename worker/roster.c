@@ -23,7 +23,6 @@
 
 #define ROSTER_NAME_MAX 1023
 #define ROSTER_GROUP_MAX 1023
-#define ROSTER_GROUPS_MAX 100
 #define ROSTER_SEP "\x1f"   /* joins group names; never in XML text */
 
 static void roster_attr(struct buf *out, const char *name, const char *v)
@@ -396,8 +395,14 @@ static const char *roster_item_check(struct iq_pending *p,
 			continue;
 		char *gn = xml_text(&p->arena, g);
 		if (gn == NULL || gn[0] == '\0' || strlen(gn) > ROSTER_GROUP_MAX ||
-		    strchr(gn, ROSTER_SEP[0]) != NULL || ++n > ROSTER_GROUPS_MAX)
+		    strchr(gn, ROSTER_SEP[0]) != NULL)
 			return "not-acceptable";
+		if (++n > p->w->cfg->roster_max_groups) {
+			log_info("roster item refused: more than %u groups "
+				 "(im.roster_max_groups)",
+				 p->w->cfg->roster_max_groups);
+			return "not-acceptable";
+		}
 		for (const struct xml_node *h = xml_first_element(it); h != g;
 		     h = xml_next_element(h)) {
 			char *hn = xml_is(h, NS_ROSTER, "group")

@@ -25,6 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Sessions of one account listed without an allocation; an account
+ * with more (c2s.max_sessions_per_account above it, or 0) gets a heap
+ * list of all of them (route_sessions). */
 #define ROUTE_MAX_RESOURCES 64
 
 /* Everything about one stanza on its way. */
@@ -143,15 +146,41 @@ static int route_to_session(struct route *r, const struct session_info *s)
 	return 0;
 }
 
+struct session_info *route_sessions(struct worker *w, const char *bare,
+				    struct session_info *fixed, int nfixed,
+				    int *n_r, struct session_info **heap_r)
+{
+	struct session_info *out = fixed;
+	int cap = nfixed;
+	int n = shm_session_list(w->shm->sessions, bare, out, (unsigned)cap);
+	*heap_r = NULL;
+	for (int tries = 0; n > cap && tries < 3; tries++) {
+		struct session_info *more = malloc((size_t)n * sizeof(*more));
+		if (more == NULL)
+			break;
+		free(*heap_r);
+		*heap_r = out = more;
+		cap = n;
+		n = shm_session_list(w->shm->sessions, bare, out, (unsigned)cap);
+	}
+	if (n > cap) {
+		log_warn("%s: %d sessions, only %d reached", bare, n, cap);
+		n = cap;
+	}
+	*n_r = n < 0 ? 0 : n;
+	return out;
+}
+
 void route_to_resources(struct worker *w, const char *bare, const char *text,
 			size_t len, int frame_type, int only_available,
 			const char *skip_full)
 {
-	static struct session_info res[ROUTE_MAX_RESOURCES];
+	static struct session_info fixed[ROUTE_MAX_RESOURCES];
+	struct session_info *heap;
 	const char *error;
-	int n = shm_session_list(w->shm->sessions, bare, res, ROUTE_MAX_RESOURCES);
-	if (n > ROUTE_MAX_RESOURCES)
-		n = ROUTE_MAX_RESOURCES;
+	int n;
+	struct session_info *res = route_sessions(w, bare, fixed, ROUTE_MAX_RESOURCES, &n,
+						   &heap);
 	for (int i = 0; i < n; i++) {
 		const struct session_info *s = &res[i];
 		if ((only_available && !s->available) ||
@@ -174,6 +203,7 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 			conn_send(c, text, len);
 	}
 	w->stats->stanzas_out += (uint64_t)n;
+	free(heap);
 }
 
 /* Send the error reply for r's stanza back towards its sender. */
@@ -209,18 +239,22 @@ static int route_skipped(const struct route *r, const struct session_info *s)
 	       s->conn_id == r->skip.conn_id && s->gen == r->skip.gen;
 }
 
-/* Available resources of the bare JID: 0 none, else count (<= max). */
-static int route_resources(struct route *r, struct session_info *out,
-			   unsigned max)
+/* The available resources of the bare JID (route_sessions: *n_r of them,
+ * *heap_r to free). */
+static struct session_info *route_resources(struct route *r,
+					    struct session_info *fixed,
+					    int *n_r,
+					    struct session_info **heap_r)
 {
-	int n = shm_session_list(r->w->shm->sessions, r->to_bare, out, max);
-	int kept = 0;
-	if (n > (int)max)
-		n = (int)max;
+	int n, kept = 0;
+	struct session_info *out = route_sessions(r->w, r->to_bare, fixed,
+						  ROUTE_MAX_RESOURCES, &n,
+						  heap_r);
 	for (int i = 0; i < n; i++)
 		if (out[i].available && !route_skipped(r, &out[i]))
 			out[kept++] = out[i];
-	return kept;
+	*n_r = kept;
+	return out;
 }
 
 /* RFC 6121 section 8.5.2.1.1: chat and normal go to the available
@@ -229,9 +263,10 @@ static int route_resources(struct route *r, struct session_info *out,
  * a resource was left out because its worker's outbox is full. */
 static int route_message_bare(struct route *r, int *full_r)
 {
-	static struct session_info res[ROUTE_MAX_RESOURCES];
-	int n = route_resources(r, res, ROUTE_MAX_RESOURCES);
-	int best = -1, sent = 0;
+	static struct session_info fixed[ROUTE_MAX_RESOURCES];
+	struct session_info *heap;
+	int n, best = -1, sent = 0;
+	struct session_info *res = route_resources(r, fixed, &n, &heap);
 	int headline = route_is(r, "headline");
 	for (int i = 0; i < n; i++)
 		if (res[i].priority > best)
@@ -245,6 +280,7 @@ static int route_message_bare(struct route *r, int *full_r)
 		else if (rc == ROUTE_FULL)
 			*full_r = 1;
 	}
+	free(heap);
 	return sent;
 }
 
@@ -288,8 +324,9 @@ static void route_message(struct route *r, int to_full)
 
 static void route_presence(struct route *r, int to_full)
 {
-	static struct session_info res[ROUTE_MAX_RESOURCES];
-	struct session_info s;
+	static struct session_info fixed[ROUTE_MAX_RESOURCES];
+	struct session_info s, *heap, *res;
+	int n;
 	if (route_is(r, "probe"))
 		return;         /* answered by the presence module */
 	if (to_full) {
@@ -298,9 +335,10 @@ static void route_presence(struct route *r, int to_full)
 			route_to_session(r, &s);
 		return;         /* section 8.5.3.2.3: else silently dropped */
 	}
-	int n = route_resources(r, res, ROUTE_MAX_RESOURCES);
+	res = route_resources(r, fixed, &n, &heap);
 	for (int i = 0; i < n; i++)
 		route_to_session(r, &res[i]);
+	free(heap);
 }
 
 static void route_iq(struct route *r, int to_full)

@@ -17,7 +17,6 @@
 
 #include <string.h>
 
-#define VCARD_MAX_SIZE (64 << 10)   /* serialized <vCard/>, bytes */
 #define VCARD_EMPTY "<vCard xmlns='" NS_VCARD "'/>"
 
 static const char vcard_get_sql[] =
@@ -116,9 +115,12 @@ static void vcard_set(struct iq_pending *p, struct vcard_req *r)
 	if (xml_serialize(&text, p->payload, NS_CLIENT) < 0 ||
 	    buf_append(&text, "", 1) < 0)
 		iq_reply_error(&p, "wait", "resource-constraint");
-	else if (buf_used(&text) - 1 > VCARD_MAX_SIZE)
+	else if (buf_used(&text) - 1 > p->w->cfg->vcard_max_size) {
+		log_info("vCard of %s@%s refused: %zu bytes (im.vcard_max_size "
+			 "= %llu)", r->user, r->domain, buf_used(&text) - 1,
+			 (unsigned long long)p->w->cfg->vcard_max_size);
 		iq_reply_error(&p, "modify", "not-acceptable");
-	else {
+	} else {
 		const char *params[3] = { r->user, r->domain, buf_head(&text) };
 		vcard_query(p, vcard_set_sql, 3, params, vcard_set_result);
 	}

@@ -282,6 +282,15 @@ void offline_deliver(struct conn *c);
 /* route.c */
 /* Send text to every session of bare (only the available ones when
  * only_available); frame_type is IPC_FRAME_STANZA or ROSTER_PUSH. */
+/* Every session of bare: in fixed (nfixed entries) when they fit, else
+ * in a malloc()ed list left in *heap_r for the caller to free (*heap_r
+ * is NULL otherwise); *n_r of them.  Their number is bounded by
+ * c2s.max_sessions_per_account (session_table_size when that is 0).  A
+ * list that keeps growing while it is read, or no memory, leaves out the
+ * rest (logged at warn). */
+struct session_info *route_sessions(struct worker *w, const char *bare,
+				    struct session_info *fixed, int nfixed,
+				    int *n_r, struct session_info **heap_r);
 void route_to_resources(struct worker *w, const char *bare, const char *text,
 			size_t len, int frame_type, int only_available,
 			const char *skip_full);

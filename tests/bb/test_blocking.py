@@ -4,6 +4,7 @@ JID refused with <blocked/>, inbound ones dropped or answered, offline
 storage refused, presence withheld.  Needs XMPPD_TEST_PGCONN.
 """
 import os
+import re
 import sys
 import time
 
@@ -111,5 +112,83 @@ def test_blocked_traffic():
         assert "from='%s'" % tj in got, got
 
 
+def block_iq(c, iq_id, jids, name="block"):
+    items = "".join("<item jid='%s'/>" % j for j in jids)
+    c.send("<iq type='set' id='%s'><%s xmlns='%s'>%s</%s></iq>"
+           % (iq_id, name, NS, items, name))
+    return c.read_until("<iq [^>]*id='%s'[^>]*?(/>|>.*?</iq>)" % iq_id)
+
+
+def blocklist(c, iq_id):
+    c.send("<iq type='get' id='%s'><blocklist xmlns='%s'/></iq>" % (iq_id, NS))
+    got = c.read_until("<iq [^>]*id='%s'.*?</iq>" % iq_id)
+    return sorted(re.findall("<item jid='([^']*)'/>", got))
+
+
+def test_blocklist_max_items():
+    """im.blocklist_max_items bounds the stored blocklist: a block that
+    would go over it is refused whole with <not-acceptable/> type cancel
+    (XEP-0191 names no condition; the same answer as a full roster) and
+    logged; re-blocking a JID already there, or a block after an
+    unblock, is fine."""
+    with Server(workers=1, users=USERS,
+                overrides={"im.blocklist_max_items": "2"}) as s:
+        j = Client(s.port)
+        jj = j.login("juliet", "pw1", resource="r")
+
+        def refused(iq_id):
+            return ("<iq from='juliet@localhost' id='%s' to='%s' type='error'>"
+                    "<error type='cancel'><not-acceptable xmlns='%s'/></error>"
+                    "</iq>" % (iq_id, jj, STANZAS))
+
+        ok = "<iq from='juliet@localhost' id='%s' to='" + jj + "' type='result'/>"
+        assert block_iq(j, "b1", ["a@example.net", "b@example.net"]) == ok % "b1"
+        got = block_iq(j, "b2", ["c@example.net"])
+        assert got == refused("b2"), got
+        # One new JID with one already blocked is still one too many.
+        got = block_iq(j, "b3", ["a@example.net", "c@example.net"])
+        assert got == refused("b3"), got
+        assert blocklist(j, "g1") == ["a@example.net", "b@example.net"]
+        assert "block by juliet@localhost refused: more than 2 blocked JIDs " \
+               "(im.blocklist_max_items)" in s.log_text()
+        assert block_iq(j, "b4", ["a@example.net"]) == ok % "b4"
+        assert block_iq(j, "u1", ["b@example.net"], "unblock") == ok % "u1"
+        assert block_iq(j, "b5", ["c@example.net"]) == ok % "b5"
+        assert blocklist(j, "g2") == ["a@example.net", "c@example.net"]
+
+
+def test_blocklist_all_items_enforced():
+    """Every stored item is enforced: the sessions' copies used to stop
+    at 1000 JIDs while the database took more, so the 1001st blocked JID
+    still got through."""
+    fillers = ["f%04d@example.net" % i for i in range(1000)]
+    with Server(workers=1, users=USERS,
+                overrides={"im.blocklist_max_items": "1001"}) as s:
+        j = Client(s.port)
+        jj = j.login("juliet", "pw1", resource="r")
+        t = Client(s.port)
+        tj = t.login("tybalt", "pw3", resource="sword")
+        got = block_iq(j, "b1", fillers + ["tybalt@localhost"])
+        assert got == ("<iq from='juliet@localhost' id='b1' to='%s' type='result'/>"
+                       % jj), got
+        j.read_until("<item jid='tybalt@localhost'/></block>")  # push applied
+        t.send("<message to='juliet@localhost/r' id='m1' type='chat'><body>y</body></message>")
+        got = t.read_until("<message [^>]*id='m1'.*?</message>")
+        assert got == ("<message from='juliet@localhost/r' id='m1' to='%s' type='error'>"
+                       "<error type='cancel'><service-unavailable xmlns='%s'/></error>"
+                       "</message>" % (tj, STANZAS)), got
+        assert block_iq(j, "b2", ["x@example.net"]).endswith(
+            "<not-acceptable xmlns='%s'/></error></iq>" % STANZAS)
+        # A session that loads the list at bind has all of it too.
+        j2 = Client(s.port)
+        j2.login("juliet", "pw1", resource="r2")
+        j2.send("<iq type='get' id='g1'><blocklist xmlns='%s'/></iq>" % NS)
+        j2.read_until("<iq [^>]*id='g1'.*?</iq>")
+        t.send("<message to='juliet@localhost/r2' id='m2' type='chat'><body>z</body></message>")
+        got = t.read_until("<message [^>]*id='m2'.*?</message>")
+        assert "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+
+
 if __name__ == "__main__":
-    run_tests([test_block_list_and_pushes, test_blocked_traffic])
+    run_tests([test_block_list_and_pushes, test_blocked_traffic,
+               test_blocklist_max_items, test_blocklist_all_items_enforced])

@@ -596,7 +596,7 @@ def test_roster_versioning():
         id_ = "v0"
         a.send("<iq type='get' id='%s'><query xmlns='jabber:iq:roster' ver=''/></iq>" % id_)
         got = a.expect(re.compile("<iq [^>]*id='v0'.*"))
-        assert a.roster_result_rx(0, []).fullmatch(got), got
+        assert a.roster_result_rx(None, []).fullmatch(got), got
         for contact in ("romeo@localhost", "nurse@localhost", "tybalt@localhost"):
             assert a.roster_set("<item jid='%s'/>" % contact) == a.empty_result(a.last_id)
         for v in (1, 2, 3):
@@ -744,6 +744,28 @@ def test_roster_set_errors():
         closing(a)
 
 
+def test_roster_max_groups():
+    """im.roster_max_groups: an item with one group more than the setting
+    gets <not-acceptable/> type modify (RFC 6121 2.3.3, a configured
+    limit), is not stored or pushed, and the refusal is logged; at the
+    limit it is stored."""
+    with server(overrides={"im.roster_max_groups": "2"}) as s:
+        a = login(s, "juliet", "a")
+        got = a.roster_set("<item jid='nurse@localhost'><group>A</group>"
+                           "<group>B</group><group>C</group></item>")
+        assert error_rx("iq", "juliet@localhost", a.last_id, a.jid, "modify",
+                        "not-acceptable").fullmatch(got), got
+        got = a.roster_get()
+        assert a.roster_result_rx(None, []).fullmatch(got), got
+        assert ("roster item refused: more than 2 groups (im.roster_max_groups)"
+                in s.log_text())
+        got = a.roster_set("<item jid='nurse@localhost'><group>A</group>"
+                           "<group>B</group></item>")
+        assert got == a.empty_result(a.last_id), got
+        a.expect(push_rx(1, item_rx("nurse@localhost", "none", groups=("A", "B"))))
+        closing(a)
+
+
 def test_probes():
     """RFC 6121 4.2/4.3: at initial presence the server probes the
     contacts (to/both) and answers with the last presence of each
@@ -828,6 +850,34 @@ def test_directed_presence():
         j.abort()
         t.expect(gone("tybalt@localhost/t", "juliet@localhost/b3"), timeout=3)
         closing(n, n2, t)
+
+
+def test_max_directed_presence():
+    """im.max_directed_presence = 1: a session remembers one target of
+    directed presence; the second still gets the presence but not the
+    unavailable at logout (logged at info).  With one worker, nurse's
+    marker message to tybalt comes after any unavailable juliet's
+    logout sent him."""
+    with server(overrides={"im.max_directed_presence": "1"}) as s:
+        n = login(s, "nurse", "x")
+        t = login(s, "tybalt", "t")
+        j = login(s, "juliet", "balcony")
+        for x in (n, t):
+            x.drain(0.3)
+        j.send("<presence to='nurse@localhost/x'/>")
+        n.expect(relayed("nurse@localhost/x", "juliet@localhost/balcony"))
+        j.send("<presence to='tybalt@localhost/t'/>")
+        t.expect(relayed("tybalt@localhost/t", "juliet@localhost/balcony"))
+        j.close()
+        n.expect(gone("nurse@localhost/x", "juliet@localhost/balcony"), timeout=3)
+        n.send("<message to='tybalt@localhost/t' id='mark' type='chat'>"
+               "<body>after</body></message>")
+        got = t.next()
+        assert re.fullmatch("<message [^>]*id='mark'.*</message>", got), got
+        assert ("juliet@localhost/balcony: directed presence to "
+                "tybalt@localhost/t not remembered (im.max_directed_presence "
+                "= 1)" in s.log_text())
+        closing(n, t)
 
 
 def test_logout_ends_with_stream_close():
@@ -1086,7 +1136,8 @@ if __name__ == "__main__":
              test_subscription_transitions, test_resubscribe_after_removal,
              test_appendix_a_after_removal, test_pending_request_offline,
              test_pushes_across_workers, test_roster_versioning,
-             test_roster_set_errors, test_probes, test_directed_presence,
+             test_roster_set_errors, test_roster_max_groups, test_probes,
+             test_directed_presence, test_max_directed_presence,
              test_logout_ends_with_stream_close,
              test_negative_priority, test_message_rules, test_offline_storage,
              test_worker_crash, test_restart]]

@@ -105,6 +105,27 @@ def test_sessions_per_account():
             c.close()
 
 
+def test_more_sessions_than_the_route_buffer():
+    """c2s.max_sessions_per_account above 64: every session of the
+    account is reached by what goes to all of them (here the XEP-0191
+    block push), not only the first 64 the router used to list."""
+    n = 70
+    with Server(workers=2, users=USERS,
+                overrides={"c2s.max_sessions_per_account": str(n)}) as s:
+        clients = []
+        for i in range(n):
+            c = authenticated(s, "juliet", "r0m30!")
+            got = bind_reply(c, "r%d" % i, "bind%d" % i)
+            assert "type='result'" in got, got
+            clients.append(c)
+        clients[0].send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+                        "<item jid='x@example.net'/></block></iq>")
+        push = "<block xmlns='urn:xmpp:blocking'><item jid='x@example.net'/></block>"
+        for i, c in enumerate(clients):
+            got = c.read_until(re.escape(push))
+            assert push in got, (i, got)
+
+
 def test_long_resources_cannot_take_the_pool():
     """A 16-record table has 16 long-JID entries, one per account: a
     second long resource of the same account gets a generated resource
@@ -252,6 +273,7 @@ def test_killed_worker_connections_stop_counting():
 
 
 if __name__ == "__main__":
-    run_tests([test_sessions_per_account, test_long_resources_cannot_take_the_pool,
+    run_tests([test_sessions_per_account, test_more_sessions_than_the_route_buffer,
+               test_long_resources_cannot_take_the_pool,
                test_connections_per_address,
                test_killed_worker_connections_stop_counting])

@@ -235,6 +235,72 @@ def test_private_namespace_quota():
                              query("<d xmlns='urn:example:q7'>new</d>")), got
 
 
+# ---- the limits are settings ---------------------------------------------
+
+def test_vcard_max_size_setting():
+    """im.vcard_max_size set low: one byte over gets <not-acceptable/>
+    type modify (and is logged), nothing changes; exactly at the limit
+    is stored."""
+    with Server(workers=1, users=USERS,
+                overrides={"im.vcard_max_size": "1K"}) as s:
+        b, jb = login(s, "romeo", "street")
+        assert iq(b, VCARD2, "v0", "set") == result("romeo@localhost", "v0", jb)
+        fill = 1024 - len("<vCard xmlns='vcard-temp'><FN></FN></vCard>")
+        at = "<vCard xmlns='vcard-temp'><FN>%s</FN></vCard>" % ("z" * fill)
+        over = "<vCard xmlns='vcard-temp'><FN>%s</FN></vCard>" % ("z" * (fill + 1))
+        got = iq(b, over, "v1", "set")
+        assert got == error("romeo@localhost", "v1", jb, "modify", "not-acceptable"), got
+        got = iq(b, EMPTY_VCARD, "v2", "get")
+        assert got == result("romeo@localhost", "v2", jb, VCARD2), got
+        assert iq(b, at, "v3", "set") == result("romeo@localhost", "v3", jb)
+        got = iq(b, EMPTY_VCARD, "v4", "get")
+        assert got == result("romeo@localhost", "v4", jb, at), got
+        assert "vCard of romeo@localhost refused: 1025 bytes " \
+               "(im.vcard_max_size = 1024)" in s.log_text()
+
+
+def test_private_max_size_setting():
+    """im.private_max_size set low: the same for private XML."""
+    with Server(workers=1, users=USERS,
+                overrides={"im.private_max_size": "1K"}) as s:
+        b, jb = login(s, "romeo", "street")
+        fill = 1024 - len("<big xmlns='urn:example:big'></big>")
+        at = "<big xmlns='urn:example:big'>%s</big>" % ("B" * fill)
+        over = "<big xmlns='urn:example:big'>%s</big>" % ("B" * (fill + 1))
+        got = iq(b, query(over), "p1", "set")
+        assert got == error("romeo@localhost", "p1", jb, "modify", "not-acceptable"), got
+        asked = query("<big xmlns='urn:example:big'/>")
+        got = iq(b, asked, "p2", "get")
+        assert got == result("romeo@localhost", "p2", jb, asked), got   # nothing stored
+        assert iq(b, query(at), "p3", "set") == result("romeo@localhost", "p3", jb)
+        got = iq(b, asked, "p4", "get")
+        assert got == result("romeo@localhost", "p4", jb, query(at)), got
+        assert "private XML of romeo@localhost refused: 1025 bytes " \
+               "(im.private_max_size = 1024)" in s.log_text()
+
+
+def test_private_max_namespaces_setting():
+    """im.private_max_namespaces = 2: a third namespace is refused with
+    <not-acceptable/> type modify (logged) and not stored; replacing a
+    namespace already held still works."""
+    with Server(workers=1, users=USERS,
+                overrides={"im.private_max_namespaces": "2"}) as s:
+        b, jb = login(s, "romeo", "street")
+        got = iq(b, query("<big xmlns='urn:example:big'/>"), "n0", "set")
+        assert got == result("romeo@localhost", "n0", jb), got
+        got = iq(b, query(BOOKMARKS), "n1", "set")
+        assert got == result("romeo@localhost", "n1", jb), got
+        got = iq(b, query("<d xmlns='urn:example:third'/>"), "n2", "set")
+        assert got == error("romeo@localhost", "n2", jb, "modify", "not-acceptable"), got
+        got = iq(b, query("<d xmlns='urn:example:third'/>"), "n3", "get")
+        assert got == result("romeo@localhost", "n3", jb,
+                             query("<d xmlns='urn:example:third'/>")), got
+        got = iq(b, query("<storage xmlns='storage:bookmarks'/>"), "n4", "set")
+        assert got == result("romeo@localhost", "n4", jb), got
+        assert "private XML of romeo@localhost: namespace urn:example:third " \
+               "refused (im.private_max_namespaces = 2)" in s.log_text()
+
+
 # ---- persistence and database failures ----------------------------------
 
 def test_survives_restart():
@@ -447,6 +513,8 @@ if __name__ == "__main__":
     run_tests([test_vcard_set_get, test_vcard_missing,
                test_vcard_forbidden_and_limits, test_private_round_trip,
                test_private_errors, test_private_namespace_quota,
+               test_vcard_max_size_setting, test_private_max_size_setting,
+               test_private_max_namespaces_setting,
                test_survives_restart, test_database_down,
                test_offline_unreadable_kept,
                test_stored_xml_unreadable_answered,
