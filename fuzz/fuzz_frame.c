@@ -27,13 +27,8 @@
 
 #define FUZZ_MAX_FRAMES 256
 
-/* queue_new() takes a byte bound too once the outbox work (which also
- * brings QUEUE_ERR_FULL) is in the tree; 0 picks the defaults. */
-#ifdef QUEUE_ERR_FULL
+/* 0, 0: the default frame and byte bounds of the outbox. */
 #define FUZZ_QUEUE_NEW(qs, slot) queue_new(qs, slot, 0, 0)
-#else
-#define FUZZ_QUEUE_NEW(qs, slot) queue_new(qs, slot, 0)
-#endif
 
 static struct queue_set fuzz_qs;
 static struct queue *fuzz_rx, *fuzz_tx;
