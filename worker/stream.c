@@ -274,16 +274,16 @@ static int stream_top_level_known(const char *name)
 		return 0;
 	nslen = (size_t)(sep - name);
 	local = sep + 1;
+	if (nslen == strlen(NS_CLIENT) && memcmp(name, NS_CLIENT, nslen) == 0)
+		return strcmp(local, "iq") == 0 ||
+		       strcmp(local, "message") == 0 ||
+		       strcmp(local, "presence") == 0;
 	if (nslen == strlen(NS_SASL) && memcmp(name, NS_SASL, nslen) == 0)
 		return 1;
 	if (nslen == strlen(NS_TLS) && memcmp(name, NS_TLS, nslen) == 0)
 		return strcmp(local, "starttls") == 0;
 	if (nslen == strlen(NS_STREAMS) && memcmp(name, NS_STREAMS, nslen) == 0)
 		return strcmp(local, "error") == 0;     /* the client's own */
-	if (nslen == strlen(NS_CLIENT) && memcmp(name, NS_CLIENT, nslen) == 0)
-		return strcmp(local, "iq") == 0 ||
-		       strcmp(local, "message") == 0 ||
-		       strcmp(local, "presence") == 0;
 	return 0;
 }
 

@@ -33,9 +33,11 @@ static const char *const xml_well_known[] = {
 
 static const char *xml_entity(unsigned char c, int attr);
 
-static int xml_ns_eq(const char *a, const char *b)
+/* Most namespaces compared differ in their first byte (jabber:client,
+ * urn:..., http://...): no strcmp call for those. */
+static inline int xml_ns_eq(const char *a, const char *b)
 {
-	return a == b || strcmp(a, b) == 0;
+	return a == b || (a[0] == b[0] && strcmp(a, b) == 0);
 }
 
 /* Bytes xml_escape() adds for each byte (text, attribute): from
