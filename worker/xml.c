@@ -155,9 +155,24 @@ static int xml_ns_grow(struct xml_builder *b)
 /* The stanza's one copy of the URI s (n bytes, not terminated), with its
  * escaped length: each distinct URI is stored once per stanza, however
  * many elements and attributes name it. */
+/* The well-known namespaces as table entries (no escaping in them). */
+static const struct xml_ns_entry xml_well_known_entries[] = {
+	{ "jabber:client", 13, 13, 0 },
+	{ "jabber:server", 13, 13, 0 },
+	{ XML_NS_XML, sizeof(XML_NS_XML) - 1, sizeof(XML_NS_XML) - 1, 0 },
+};
+
 static const struct xml_ns_entry *xml_ns_lookup(struct xml_builder *b,
 						const char *s, size_t n)
 {
+	/* A stanza's own namespace needs no table: most stanzas never
+	 * build one. */
+	for (size_t k = 0; k < sizeof(xml_well_known_entries) /
+			       sizeof(*xml_well_known_entries); k++) {
+		const struct xml_ns_entry *w = &xml_well_known_entries[k];
+		if (w->len == n && memcmp(w->uri, s, n) == 0)
+			return w;
+	}
 	size_t h = xml_ns_hash(s, n), i;
 
 	if (b->ns_count * 4 >= b->ns_cap * 3 && xml_ns_grow(b) < 0)
@@ -168,8 +183,8 @@ static const struct xml_ns_entry *xml_ns_lookup(struct xml_builder *b,
 		if (e->hash == h && e->len == n && memcmp(e->uri, s, n) == 0)
 			return e;
 	}
-	const char *uri = xml_well_known_ns(s, n);
-	if (uri == NULL && (uri = arena_strndup(b->arena, s, n)) == NULL)
+	const char *uri = arena_strndup(b->arena, s, n);
+	if (uri == NULL)
 		return NULL;
 	struct xml_ns_entry *e = &b->ns_tab[i];
 	e->uri = uri;
