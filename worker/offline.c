@@ -17,7 +17,9 @@
  * offline_unreadable for the operator, never deleted unread.
  * Failure policy: a message that cannot be stored is answered with an
  * error to its sender (service-unavailable when the account is unknown or
- * full, internal-server-error/wait when the database is unavailable).
+ * full, internal-server-error/wait when the database is unavailable,
+ * resource-constraint/wait when too much already waits for it:
+ * db.max_queue_bytes).
  */
 #include "worker.h"
 #include "../db/db.h"
@@ -136,8 +138,16 @@ void offline_store(struct worker *w, struct xml_node *st, const char *bare)
 	}
 	snprintf(quota, sizeof(quota), "%u", w->cfg->offline_quota);
 	const char *params[5] = { j->user, j->domain, from, j->text, quota };
-	if (w->db == NULL || db_query(w->db, offline_store_sql, 5, params, NULL,
-				      NULL, 0, offline_stored, j) < 0) {
+	int r = w->db == NULL ? -1 : db_query(w->db, offline_store_sql, 5,
+					      params, NULL, NULL, 0,
+					      offline_stored, j);
+	if (r == DB_QUERY_FULL) {
+		/* RFC 6120 8.3.3.18: the server is busy; try again later */
+		log_debug("offline message for %s@%s refused: database queue "
+			 "full (db.max_queue_bytes)", j->user, j->domain);
+		offline_bounce(w, j->text, "wait", "resource-constraint");
+		offline_job_free(j);
+	} else if (r < 0) {
 		offline_bounce(w, j->text, "wait", "internal-server-error");
 		offline_job_free(j);
 	}

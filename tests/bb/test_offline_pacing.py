@@ -4,7 +4,11 @@ next one once the connection's output has drained, oldest first, each
 stored message once, and the rows are removed once written.  A client
 that stops reading in the middle is cut off by the output bound without
 losing any of it: what it was not written stays stored, in its place,
-and the next login gets the rest, none twice.  Needs XMPPD_TEST_PGCONN.
+and the next login gets the rest, none twice.  And the queries waiting
+for a hung PostgreSQL are bounded in bytes (db.max_queue_bytes): a
+message to store past the bound is bounced with <resource-constraint/>
+(wait) at once, every message is stored or bounced, none vanishes.
+Needs XMPPD_TEST_PGCONN.
 
 Bounds, not timings: every wait is bounded, no assertion is about time.
 """
@@ -17,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, stream_error_re, wait_for, run_tests  # noqa: E402
 from imlib import PW, USERS  # noqa: E402
+from test_pgdown import PgProxy, pg_target, proxied_server, running  # noqa: E402
 
 BODY = 200 * 1000           # ~200 KB per message, under max_stanza_size
 N = 30                      # 6 MB stored: 90 times the output bound
@@ -184,6 +189,81 @@ def test_stopped_reader_small_messages():
     assert stopped_reader(900, 8000) > 0, "none was taken back"
 
 
+_BOUNCE = re.compile(rb"<message [^>]*id='(m\d+)'[^>]*type='error'[^>]*>.*?"
+                     rb"<error type='wait'><([a-z-]+) xmlns='urn:ietf:params:"
+                     rb"xml:ns:xmpp-stanzas'/>.*?</message>", re.S)
+STORED_IDS = ("SELECT substring(stanza from 'id=''(m[0-9]+)''') "
+              "FROM offline_messages")
+
+
+def test_db_queue_bounded_in_bytes():
+    """PostgreSQL hangs while n large messages come for an offline account:
+    at most db.max_queue_bytes of them wait for it, the others are
+    bounced at once with <resource-constraint/> (wait, RFC 6120
+    8.3.3.18); once it answers again each message is stored or bounced,
+    exactly once."""
+    n, bound = 30, 1 << 20
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS,
+                           overrides={"db.max_queue_bytes": "1M",
+                                      "tls.required": "no"})
+        with running(s):
+            r = Client(s.port, timeout=10)
+            rj = plain_login(r, "romeo", "snd")
+            proxy.freeze()
+            for i in range(n):
+                r.send(message("juliet@localhost", "m%d" % i))
+            # a ping, answered by the server (no database) after it routed
+            # all of them: the refusals come before its answer
+            r.send("<iq to='localhost' id='routed' type='get'>"
+                   "<ping xmlns='urn:xmpp:ping'/></iq>")
+            for _ in range(600):
+                if b"id='routed'" in r.buf:
+                    break
+                try:
+                    r.sock.settimeout(0.1)
+                    r.buf += r.sock.recv(1 << 20)
+                except socket.timeout:
+                    pass
+            refused = [m.decode() for m, cond in _BOUNCE.findall(r.buf)
+                       if cond == b"resource-constraint"]
+            proxy.thaw()
+            assert refused, "nothing refused: the queue is not bounded"
+            # a message waits with its copy: at most bound / size of them
+            assert n - len(refused) <= bound // BODY + 1, refused
+
+            def accounted():
+                stored = sql(s, STORED_IDS).split()
+                try:
+                    r.sock.settimeout(0.2)
+                    r.buf += r.sock.recv(1 << 20)
+                except socket.timeout:
+                    pass
+                bounced = [m.decode() for m, _ in _BOUNCE.findall(r.buf)]
+                return stored, bounced
+
+            for _ in range(300):
+                stored, bounced = accounted()
+                if len(stored) + len(bounced) >= n:
+                    break
+                time.sleep(0.1)
+            every = stored + bounced
+            dup = sorted(set(x for x in every if every.count(x) > 1))
+            assert not dup, "stored and bounced, or twice: %s" % dup
+            missing = set("m%d" % i for i in range(n)) - set(every)
+            assert not missing, "neither stored nor bounced: %s" % sorted(missing)
+            assert re.search(r"warn: database queue full: \d+ bytes waiting for "
+                             r"PostgreSQL \(db.max_queue_bytes is %d\)" % bound,
+                             s.log_text())
+            print("  %d stored, %d bounced (%d at once: resource-constraint)"
+                  % (len(stored), len(bounced), len(refused)))
+            r.close()
+    finally:
+        proxy.close()
+
+
 if __name__ == "__main__":
     run_tests([test_backlog_in_one_login, test_stopped_reader_keeps_the_rest,
-               test_stopped_reader_small_messages])
+               test_stopped_reader_small_messages,
+               test_db_queue_bounded_in_bytes])
