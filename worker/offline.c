@@ -419,10 +419,14 @@ static void offline_fetch(struct conn *c)
 	const char *params[5] = { j->user, j->domain, after, budget, rows };
 	if (c->w->db == NULL ||
 	    db_query(c->w->db, offline_fetch_sql, 5, params, NULL, NULL, 0,
-		     offline_fetched, j) < 0)
+		     offline_fetched, j) < 0) {
+		log_warn("offline messages of %s@%s not fetched (database "
+			 "unavailable or busy): they stay for the next login",
+			 j->user, j->domain);
 		offline_job_free(j);
-	else
+	} else {
 		c->offline_fetching = 1;
+	}
 }
 
 void offline_resume(struct conn *c)
@@ -456,8 +460,9 @@ void offline_conn_gone(struct conn *c)
 
 void offline_deliver(struct conn *c)
 {
-	if (c->offline_started)
-		return;     /* once per session: no double delivery */
-	c->offline_started = 1;
+	/* one delivery at a time; a later one (available again after
+	 * unavailable) starts after the rows already handed out */
+	if (c->offline_fetching || c->offline_pending)
+		return;
 	offline_fetch(c);
 }

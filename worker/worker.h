@@ -140,7 +140,6 @@ struct conn {
 	int offline_fetching;   /* offline messages on their way */
 	/* Paced offline delivery (offline.c): a batch at a time, the next
 	 * one once out has drained, so a backlog never fills out. */
-	int offline_started;    /* delivery began for this session */
 	int offline_pending;    /* more may be stored: fetch once drained */
 	long long offline_after;    /* last stored id handled */
 	unsigned offline_count;     /* delivered (for the log) */

@@ -189,6 +189,37 @@ def test_stopped_reader_small_messages():
     assert stopped_reader(900, 8000) > 0, "none was taken back"
 
 
+def test_available_again_gets_new_ones():
+    """A session that goes unavailable and available again gets what
+    was stored meanwhile (a second delivery in the same session), and
+    not again what it already had."""
+    with Server(workers=1, users=USERS, overrides={"tls.required": "no"}) as s:
+        r = Client(s.port)
+        rj = plain_login(r, "romeo", "snd")
+        r.send(message("juliet@localhost", "m0", 100))
+        sync(r, rj, "s0")
+        wait_for(lambda: sql(s, COUNT) == "1", what="m0 stored")
+        j = Client(s.port)
+        jid = plain_login(j, "juliet", "balcony")
+        j.send("<presence/>")
+        j.read_until("<message [^>]*id='m0'")
+        wait_for(lambda: sql(s, COUNT) == "0", what="m0 removed")
+        j.send("<presence type='unavailable'/>")
+        sync(j, jid, "gone")
+        r.send(message("juliet@localhost", "m1", 100))
+        sync(r, rj, "s1")
+        wait_for(lambda: sql(s, COUNT) == "1", what="m1 stored")
+        j.buf = b""
+        j.send("<presence/>")
+        got = j.read_until("<message [^>]*id='m[0-9]+'")
+        assert "id='m1'" in got, got
+        wait_for(lambda: sql(s, COUNT) == "0", what="m1 removed")
+        sync(j, jid, "end")
+        assert b"id='m0'" not in j.buf, "m0 again"
+        j.close()
+        r.close()
+
+
 _BOUNCE = re.compile(rb"<message [^>]*id='(m\d+)'[^>]*type='error'[^>]*>.*?"
                      rb"<error type='wait'><([a-z-]+) xmlns='urn:ietf:params:"
                      rb"xml:ns:xmpp-stanzas'/>.*?</message>", re.S)
@@ -266,4 +297,5 @@ def test_db_queue_bounded_in_bytes():
 if __name__ == "__main__":
     run_tests([test_backlog_in_one_login, test_stopped_reader_keeps_the_rest,
                test_stopped_reader_small_messages,
+               test_available_again_gets_new_ones,
                test_db_queue_bounded_in_bytes])
