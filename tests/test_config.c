@@ -173,6 +173,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "im.offline_quota", CONFIG_F_RELOADABLE },
 	{ "im.roster_max_items", CONFIG_F_RELOADABLE },
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
+	{ "db.max_queue_bytes", CONFIG_F_RELOADABLE },
 	{ "session_table_size", CONFIG_F_RESTART },
 	{ "queue.outbox_frames", CONFIG_F_RELOADABLE },
 	{ "queue.outbox_bytes", CONFIG_F_RELOADABLE },
