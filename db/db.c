@@ -36,6 +36,7 @@
  * get their errors) and the link reconnects. */
 #define DB_QUERY_TIMEOUT_MS 10000
 #define DB_QUERY_TIMEOUT_TEXT "10 s"
+#define DB_REFUSED_LOG_MS 10000        /* queue full: one warning per */
 #define DB_ERR_DOWN "database unavailable"
 #define DB_ERR_CLOSED "database link closed"
 #define DB_VERSION_SQL "SELECT max(version) FROM schema_version"
@@ -51,6 +52,7 @@ struct db_pending {
 	db_callback *cb;        /* NULL once cancelled */
 	void *ctx;
 	int64_t sent_ms;        /* when it was queued (query timeout) */
+	size_t bytes;           /* its text and parameters (queued_bytes) */
 };
 
 /* A query made while the link was starting: a copy of everything
@@ -60,6 +62,7 @@ struct db_waiting {
 	db_callback *cb;        /* NULL once cancelled (still sent) */
 	void *ctx;
 	int64_t queued_ms;      /* when db_query() was called */
+	size_t bytes;           /* its text and parameters (queued_bytes) */
 	int nparams;
 	int result_binary;
 	const char *sql;
@@ -90,6 +93,12 @@ struct db {
 				   queries wait instead of failing */
 	struct db_waiting *wait_head, *wait_tail;  /* oldest first */
 	unsigned nwaiting;
+	/* Bytes of the queries sent or waiting and not yet answered (held
+	 * by libpq's buffer and by the callers' contexts), bounded by
+	 * db.max_queue_bytes: past it db_query() fails at once. */
+	size_t queued_bytes, max_queue_bytes;
+	unsigned refused;       /* refused since the last warning */
+	int64_t refused_logged_ms;
 
 	char reason[256];       /* why the link is going down */
 	char logged[256];       /* the last reason logged at error */
@@ -164,12 +173,14 @@ static int db_queue_grow(struct db *db)
 }
 
 static void db_queue_push(struct db *db, db_callback *cb, void *ctx,
-			  int64_t since_ms)
+			  int64_t since_ms, size_t bytes)
 {
 	struct db_pending *p = &db->queue[(db->head + db->count) % db->cap];
 	p->cb = cb;
 	p->ctx = ctx;
 	p->sent_ms = since_ms;
+	p->bytes = bytes;
+	db->queued_bytes += bytes;
 	db->count++;
 }
 
@@ -178,6 +189,7 @@ static struct db_pending db_queue_pop(struct db *db)
 	struct db_pending p = db->queue[db->head];
 	db->head = (db->head + 1) % db->cap;
 	db->count--;
+	db->queued_bytes -= p.bytes;
 	return p;
 }
 
@@ -242,7 +254,7 @@ static struct db_waiting *db_waiting_new(const char *sql, int nparams,
 static int db_wait(struct db *db, const char *sql, int nparams,
 		   const char *const *params, const int *lengths,
 		   const int *formats, int result_binary, db_callback *cb,
-		   void *ctx)
+		   void *ctx, size_t bytes)
 {
 	struct db_waiting *q = db_waiting_new(sql, nparams, params, lengths,
 					      formats);
@@ -252,6 +264,8 @@ static int db_wait(struct db *db, const char *sql, int nparams,
 	q->ctx = ctx;
 	q->queued_ms = time_now_ms();
 	q->result_binary = result_binary;
+	q->bytes = bytes;
+	db->queued_bytes += bytes;
 	if (db->wait_tail != NULL)
 		db->wait_tail->next = q;
 	else
@@ -268,6 +282,7 @@ static struct db_waiting *db_wait_pop(struct db *db)
 	if (db->wait_head == NULL)
 		db->wait_tail = NULL;
 	db->nwaiting--;
+	db->queued_bytes -= q->bytes;
 	return q;
 }
 
@@ -342,7 +357,7 @@ static void db_flush(struct db *db)
 static int db_send(struct db *db, const char *sql, int nparams,
 		   const char *const *params, const int *lengths,
 		   const int *formats, int result_binary, db_callback *cb,
-		   void *ctx, int64_t since_ms)
+		   void *ctx, int64_t since_ms, size_t bytes)
 {
 	if (db->count == db->cap && db_queue_grow(db) < 0)
 		return -1;
@@ -362,7 +377,7 @@ static int db_send(struct db *db, const char *sql, int nparams,
 		db_mark_lost(db, PQerrorMessage(db->conn));
 		return -1;
 	}
-	db_queue_push(db, cb, ctx, since_ms);
+	db_queue_push(db, cb, ctx, since_ms, bytes);
 	db->syncs++;
 	db_flush(db);
 	return 0;
@@ -379,7 +394,7 @@ static void db_wait_flush(struct db *db)
 		struct db_waiting *q = db_wait_pop(db);
 		if (db_send(db, q->sql, q->nparams, q->params, q->lengths,
 			    q->formats, q->result_binary, q->cb, q->ctx,
-			    q->queued_ms) < 0 && q->cb != NULL)
+			    q->queued_ms, q->bytes) < 0 && q->cb != NULL)
 			q->cb(q->ctx, NULL, DB_ERR_DOWN);
 		free(q);
 	}
@@ -425,7 +440,7 @@ static void db_connected(struct db *db)
 	db->state = DB_STATE_CHECKING;
 	db_set_fd(db, PQsocket(db->conn));
 	if (db_send(db, DB_VERSION_SQL, 0, NULL, NULL, NULL, 0,
-		    db_version_cb, db, time_now_ms()) < 0)
+		    db_version_cb, db, time_now_ms(), strlen(DB_VERSION_SQL)) < 0)
 		db_mark_lost(db, "cannot send the schema check");
 }
 
@@ -665,6 +680,28 @@ int db_is_up(const struct db *db)
 	return db->state == DB_STATE_UP && !db->lost;
 }
 
+/* db.max_queue_bytes passed: one warning per DB_REFUSED_LOG_MS with
+ * how many were refused. */
+static void db_refused(struct db *db, size_t bytes)
+{
+	int64_t now = time_now_ms();
+	db->refused++;
+	if (db->refused_logged_ms != 0 &&
+	    now - db->refused_logged_ms < DB_REFUSED_LOG_MS)
+		return;
+	log_warn("database queue full: %zu bytes waiting for PostgreSQL "
+		 "(db.max_queue_bytes is %zu): query of %zu bytes refused "
+		 "(%u refused since the last warning)", db->queued_bytes,
+		 db->max_queue_bytes, bytes, db->refused);
+	db->refused = 0;
+	db->refused_logged_ms = now;
+}
+
+void db_set_max_queue_bytes(struct db *db, size_t bytes)
+{
+	db->max_queue_bytes = bytes;
+}
+
 int db_query(struct db *db, const char *sql, int nparams,
 	     const char *const *params, const int *lengths,
 	     const int *formats, int result_binary, db_callback *cb,
@@ -672,12 +709,22 @@ int db_query(struct db *db, const char *sql, int nparams,
 {
 	if (db->count + db->nwaiting >= DB_QUEUE_MAX)
 		return -1;
+	size_t bytes = strlen(sql);
+	for (int i = 0; i < nparams; i++)
+		if (params[i] != NULL)
+			bytes += db_param_len(params, lengths, formats, i);
+	/* one query always goes, however large */
+	if (db->max_queue_bytes > 0 && db->queued_bytes > 0 &&
+	    db->queued_bytes + bytes > db->max_queue_bytes) {
+		db_refused(db, bytes);
+		return DB_QUERY_FULL;
+	}
 	if (db_is_up(db))
 		return db_send(db, sql, nparams, params, lengths, formats,
-			       result_binary, cb, ctx, time_now_ms());
+			       result_binary, cb, ctx, time_now_ms(), bytes);
 	if (db->starting && !db->lost)
 		return db_wait(db, sql, nparams, params, lengths, formats,
-			       result_binary, cb, ctx);
+			       result_binary, cb, ctx, bytes);
 	return -1;
 }
 

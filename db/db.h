@@ -57,11 +57,17 @@ int db_is_up(const struct db *db);
  * NULL for text, else as PQsendQueryParams; binary results if
  * result_binary).  0 queued (sent, or copied to wait for a starting
  * link; either way answered within the 10 s query timeout), -1 link down
- * or queue full (cb not called). */
+ * or queue full (cb not called), DB_QUERY_FULL when the bytes of the
+ * queries not yet answered would pass db.max_queue_bytes (one query
+ * alone always goes; a warning is logged at most every 10 s). */
+#define DB_QUERY_FULL (-2)
 int db_query(struct db *db, const char *sql, int nparams,
 	     const char *const *params, const int *lengths,
 	     const int *formats, int result_binary, db_callback *cb,
 	     void *ctx);
+/* db.max_queue_bytes: bytes of queries (text and parameters) sent or
+ * waiting and not yet answered; 0: no bound. */
+void db_set_max_queue_bytes(struct db *db, size_t bytes);
 /* Forget the callbacks of every pending query with this ctx (its
  * connection went away); the queries still complete. */
 void db_cancel(struct db *db, void *ctx);

@@ -167,6 +167,11 @@ const struct config_def config_defs[] = {
 	  "unavailable to at logout (RFC 6121 4.6); later ones are not told" },
 	{ "db.conninfo", CONFIG_TYPE_STRING, OFF(db_conninfo), "dbname=xmppd",
 	  0, 0, RELOAD, "PostgreSQL connection string (libpq conninfo)" },
+	{ "db.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(db_max_queue_bytes),
+	  "16M", 64 << 10, 1 << 30, RELOAD,
+	  "Bytes of queries a worker may have waiting for PostgreSQL (offline "
+	  "messages among them); past it a message to store is bounced with "
+	  "resource-constraint (wait)" },
 	{ "session_table_size", CONFIG_TYPE_UINT, OFF(session_table_size),
 	  "65536", 16, 4000000, RESTART,
 	  "Slots in the shared session table, one per online resource" },

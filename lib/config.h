@@ -92,6 +92,7 @@ struct config {
 
 	/* database */
 	const char *db_conninfo;
+	uint64_t db_max_queue_bytes;    /* queries waiting for PostgreSQL */
 
 	/* shared memory and queues */
 	unsigned session_table_size;

@@ -181,6 +181,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "im.private_max_namespaces", CONFIG_F_RELOADABLE },
 	{ "im.max_directed_presence", CONFIG_F_RELOADABLE },
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
+	{ "db.max_queue_bytes", CONFIG_F_RELOADABLE },
 	{ "session_table_size", CONFIG_F_RESTART },
 	{ "queue.outbox_frames", CONFIG_F_RELOADABLE },
 	{ "queue.outbox_bytes", CONFIG_F_RELOADABLE },

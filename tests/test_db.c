@@ -754,6 +754,52 @@ Test(link, binary_login_lookup)
 	db_free(&db);
 }
 
+/* db.max_queue_bytes: queries not yet answered are counted in bytes;
+ * past the bound db_query fails at once (callback not called), one
+ * query alone always goes, and answered ones give their room back. */
+Test(link, queue_bounded_in_bytes)
+{
+	struct loop l;
+	static struct answer a[8];
+	static char big[4][100001];
+	const char *sql = "SELECT length($1)";
+
+	memset(a, 0, sizeof(a));
+	migrate_ok(test_conn);
+	struct db *db = link_up(&l);
+	db_set_max_queue_bytes(db, 250000);
+	for (int i = 0; i < 4; i++) {
+		memset(big[i], 'a' + i, 100000);
+		big[i][100000] = '\0';
+	}
+	/* nothing is read in between: all three wait for their answer */
+	const char *p0[1] = { big[0] }, *p1[1] = { big[1] }, *p2[1] = { big[2] };
+	cr_assert_eq(db_query(db, sql, 1, p0, NULL, NULL, 0, answer_cb, &a[0]), 0);
+	cr_assert_eq(db_query(db, sql, 1, p1, NULL, NULL, 0, answer_cb, &a[1]), 0);
+	cr_assert_eq(db_query(db, sql, 1, p2, NULL, NULL, 0, answer_cb, &a[2]),
+		     DB_QUERY_FULL);
+	/* a small one still fits */
+	cr_assert_eq(query_int(db, 5, &a[3]), 0);
+	wait_answers(db, a, 2);
+	wait_answers(db, &a[3], 1);
+	cr_assert_eq(a[2].calls, 0, "a refused query's callback ran");
+	cr_assert_eq(a[0].value, 100000);
+	cr_assert_eq(a[1].value, 100000);
+	/* answered: the room is back */
+	cr_assert_eq(db_query(db, sql, 1, p2, NULL, NULL, 0, answer_cb, &a[2]), 0);
+	wait_answers(db, &a[2], 1);
+	cr_assert_eq(a[2].value, 100000);
+	/* one query larger than the bound goes when nothing waits */
+	db_set_max_queue_bytes(db, 1000);
+	const char *p3[1] = { big[3] };
+	cr_assert_eq(db_query(db, sql, 1, p3, NULL, NULL, 0, answer_cb, &a[4]), 0);
+	cr_assert_eq(db_query(db, sql, 1, p3, NULL, NULL, 0, answer_cb, &a[5]),
+		     DB_QUERY_FULL);
+	wait_answers(db, &a[4], 1);
+	cr_assert(db_is_up(db));
+	db_free(&db);
+}
+
 static void cancelled_cb(void *ctx, const PGresult *res, const char *error)
 {
 	(void)ctx;

@@ -363,6 +363,7 @@ struct conn_taken {
 	struct buf text;
 	size_t *ends;           /* end of each piece in text */
 	size_t n;
+	uint64_t from;          /* out_total offset of text's start */
 };
 
 /* Take the pieces of out in [from, out_total) (from is where a piece
@@ -383,6 +384,7 @@ static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 		n -= (size_t)(written - from);
 		from = written;
 	}
+	t->from = from;
 	start = from < written ? start - (size_t)(written - from)
 			       : start + (size_t)(from - written);
 	if (n > 0 && (buf_append(&t->text, start, n) < 0 ||
@@ -413,9 +415,13 @@ static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			     const char *data, size_t len)
 {
-	unsigned stanzas = 0, other = 0;
+	unsigned stanzas = 0, other = 0, kept = 0;
 	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
-		if (route_undelivered(c->w, c->id, c->gen,
+		/* a stored message stays stored, in its place */
+		if (c->offline_nsent > 0 &&
+		    offline_taken_back(c, t->from + t->ends[i]))
+			kept++;
+		else if (route_undelivered(c->w, c->id, c->gen,
 				      buf_head(&t->text) + from,
 				      t->ends[i] - from) == 0)
 			stanzas++;
@@ -428,10 +434,11 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 		else
 			other++;
 	}
-	if (stanzas > 0 || other > 0)
-		log_info("c%u %s: %u stanzas not written: routed elsewhere%s",
-			 c->id, c->peer, stanzas, other > 0 ? " (stream data "
-			 "dropped)" : "");
+	if (stanzas > 0 || other > 0 || kept > 0)
+		log_info("c%u %s: %u stanzas not written: routed elsewhere%s, "
+			 "%u offline messages left stored", c->id, c->peer,
+			 stanzas, other > 0 ? " (stream data dropped)" : "",
+			 kept);
 	free(t->ends);
 	buf_free(&t->text);
 }
@@ -563,6 +570,8 @@ void conn_flush(struct conn *c)
 	conn_update_events(c);
 	if (buf_used(&c->out) > 0 || tls13_out_pending(c))
 		return;
+	if (c->offline_pending)
+		offline_resume(c);      /* fetches the next batch */
 	/* The emptied buffer stays for the next stanza; conn_timeouts
 	 * frees it once the connection has been quiet a while. */
 	if (c->want_close)
@@ -623,6 +632,8 @@ void conn_close(struct conn *c)
 		conn_take(c, conn_piece_start(c, conn_out_written(c)), &t);
 		conn_route_taken(c, &t, NULL, 0);
 	}
+	if (c->offline_nsent > 0)
+		offline_conn_gone(c);
 }
 
 void conn_reap_dead(struct worker *w)
@@ -638,6 +649,7 @@ void conn_reap_dead(struct worker *w)
 			stream_free(c);
 			buf_free(&c->out);
 			free(c->out_ends);
+			free(c->offline_sent);
 			free(c->user);
 			free(c->domain);
 			free(c->jid);

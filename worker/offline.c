@@ -3,14 +3,23 @@
  * account with no available resource is stored in PostgreSQL (up to
  * im.offline_quota per account) and delivered with a XEP-0203 <delay/>
  * after the account's next initial presence with non-negative priority,
- * then removed.  Removal happens after delivery was written to the
- * socket, so a crash in between delivers twice rather than never.
+ * oldest first, then removed.  Delivery is paced: a batch of rows at a
+ * time, stopping once the connection's pending output passes half of
+ * c2s.max_output_bytes; the next batch is fetched when that output has
+ * drained (conn_flush -> offline_resume), so a backlog larger than the
+ * output bound arrives whole in one login instead of closing it.  A row
+ * is removed only once its bytes were written to the socket (exact ids),
+ * so a crash in between delivers twice rather than never; a row taken
+ * back unwritten from a slow reader (conn.c) stays stored, in its place,
+ * instead of being stored again.
  * Stored rows are read by store_read_stanza() (store.h); a row that does
  * not read back is logged with its id at error level and moved to
  * offline_unreadable for the operator, never deleted unread.
  * Failure policy: a message that cannot be stored is answered with an
  * error to its sender (service-unavailable when the account is unknown or
- * full, internal-server-error/wait when the database is unavailable).
+ * full, internal-server-error/wait when the database is unavailable,
+ * resource-constraint/wait when too much already waits for it:
+ * db.max_queue_bytes).
  */
 #include "worker.h"
 #include "../db/db.h"
@@ -129,8 +138,16 @@ void offline_store(struct worker *w, struct xml_node *st, const char *bare)
 	}
 	snprintf(quota, sizeof(quota), "%u", w->cfg->offline_quota);
 	const char *params[5] = { j->user, j->domain, from, j->text, quota };
-	if (w->db == NULL || db_query(w->db, offline_store_sql, 5, params, NULL,
-				      NULL, 0, offline_stored, j) < 0) {
+	int r = w->db == NULL ? -1 : db_query(w->db, offline_store_sql, 5,
+					      params, NULL, NULL, 0,
+					      offline_stored, j);
+	if (r == DB_QUERY_FULL) {
+		/* RFC 6120 8.3.3.18: the server is busy; try again later */
+		log_debug("offline message for %s@%s refused: database queue "
+			 "full (db.max_queue_bytes)", j->user, j->domain);
+		offline_bounce(w, j->text, "wait", "resource-constraint");
+		offline_job_free(j);
+	} else if (r < 0) {
 		offline_bounce(w, j->text, "wait", "internal-server-error");
 		offline_job_free(j);
 	}
@@ -138,14 +155,24 @@ void offline_store(struct worker *w, struct xml_node *st, const char *bare)
 
 /* ---- delivery ------------------------------------------------------- */
 
+/* Rows per fetch; a fetch also stops at its byte budget (at least one
+ * row), so a batch holds at most about half of c2s.max_output_bytes. */
+#define OFFLINE_BATCH_ROWS 100
+
+/* The oldest stored rows after $3, as many as fit in $4 bytes (the first
+ * always), at most $5. */
 static const char offline_fetch_sql[] =
 	"SELECT id, stanza, to_char(stored_at AT TIME ZONE 'UTC', "
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM offline_messages "
-	"WHERE account_id = xmppd_account_id($1, $2) ORDER BY id";
-/* After delivery: exactly the rows sent ($3) go -- never a range, since
- * a row with a lower id may commit after the fetch; the unreadable ones
- * ($4, reasons $5) move to offline_unreadable.  Rows neither sent nor
- * unreadable (out of memory) stay for the next login. */
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM (SELECT id, stanza, "
+	"stored_at, sum(octet_length(stanza)) OVER (ORDER BY id) - "
+	"octet_length(stanza) AS before FROM offline_messages "
+	"WHERE account_id = xmppd_account_id($1, $2) AND id > $3::bigint "
+	"ORDER BY id LIMIT $5::int) m WHERE before < $4::bigint ORDER BY id";
+/* Exactly the rows written ($3) go -- never a range, since a row with a
+ * lower id may commit after a fetch; the unreadable ones ($4, reasons
+ * $5) move to offline_unreadable.  Rows neither written nor unreadable
+ * (taken back, connection lost, out of memory) stay for the next
+ * login. */
 static const char offline_delete_sql[] =
 	"WITH r AS (SELECT * FROM unnest($4::bigint[], $5::text[]) "
 	"AS r(id, reason)), "
@@ -162,12 +189,40 @@ enum offline_outcome {
 	OFFLINE_SENT,
 	OFFLINE_UNREADABLE,     /* the bytes are no stanza: move aside */
 	OFFLINE_NOT_SENT,       /* out of memory: keep for the next login */
+	OFFLINE_LATER,          /* out is too full for it now */
 };
 
-/* The stored message with a XEP-0203 <delay/> added. */
+/* Half of c2s.max_output_bytes: past it a batch stops. */
+static size_t offline_room(const struct conn *c)
+{
+	return (size_t)(c->w->cfg->c2s_max_output_bytes / 2);
+}
+
+/* Remember that row id ends at out_total (removed once written). */
+static int offline_sent_add(struct conn *c, long long id)
+{
+	if (c->offline_nsent == c->offline_sent_cap) {
+		unsigned cap = c->offline_sent_cap ? c->offline_sent_cap * 2 : 16;
+		struct offline_sent *s = realloc(c->offline_sent,
+						 cap * sizeof(*s));
+		if (s == NULL)
+			return -1;
+		c->offline_sent = s;
+		c->offline_sent_cap = cap;
+	}
+	struct offline_sent *s = &c->offline_sent[c->offline_nsent++];
+	s->id = id;
+	s->end = c->out_total;
+	s->taken = 0;
+	return 0;
+}
+
+/* The stored message with a XEP-0203 <delay/> added, if out has room:
+ * out empty, or under half of c2s.max_output_bytes with it, so that it
+ * never makes out overflow. */
 static enum offline_outcome offline_send_one(struct conn *c, const char *text,
 					     size_t len, const char *stamp,
-					     const char **error_r)
+					     long long id, const char **error_r)
 {
 	struct arena a;
 	struct buf out;
@@ -177,18 +232,30 @@ static enum offline_outcome offline_send_one(struct conn *c, const char *text,
 	struct xml_node *st = store_read_stanza(&a, text, len, error_r);
 	struct xml_node *d = st ? xml_add_child(&a, st, "urn:xmpp:delay",
 						"delay") : NULL;
+	size_t used = buf_used(&c->out);
 	if (st == NULL) {
 		ret = OFFLINE_UNREADABLE;
 	} else if (d != NULL && xml_set_attr(&a, d, "from", c->domain) == 0 &&
 		   xml_set_attr(&a, d, "stamp", stamp) == 0 &&
 		   xml_add_text(&a, d, "Offline Storage", 15) == 0) {
-		if (xml_serialize(&out, st, NS_CLIENT) == 0) {
-			conn_send(c, buf_head(&out), buf_used(&out));
-			ret = OFFLINE_SENT;
-		} else {        /* stored under a larger limit, or before one */
+		if (xml_serialize(&out, st, NS_CLIENT) != 0) {
+			/* stored under a larger limit, or before one */
 			*error_r = "larger written out than c2s.max_stanza_size "
 				   "allows";
 			ret = OFFLINE_UNREADABLE;
+		} else if (used > 0 && used + buf_used(&out) > offline_room(c)) {
+			ret = OFFLINE_LATER;
+		} else if (offline_sent_add(c, id) == 0) {
+			/* unwritten if the connection closes in conn_send */
+			c->offline_sent[c->offline_nsent - 1].end = UINT64_MAX;
+			conn_send(c, buf_head(&out), buf_used(&out));
+			if (c->closed) {
+				ret = OFFLINE_LATER;    /* offline_conn_gone */
+			} else {
+				c->offline_sent[c->offline_nsent - 1].end =
+					c->out_total;
+				ret = OFFLINE_SENT;
+			}
 		}
 	}
 	buf_free(&out);
@@ -222,6 +289,57 @@ static void offline_array_add(struct buf *out, const char *s, int quote)
 	buf_append(out, "\"", 1);
 }
 
+static struct offline_job *offline_job_conn(struct conn *c)
+{
+	char bare[IPC_JID_MAX + 1];
+	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(c->jid, "/"), c->jid);
+	struct offline_job *j = offline_job_new(c->w, bare);
+	if (j != NULL) {
+		j->conn_id = c->id;
+		j->gen = c->gen;
+	}
+	return j;
+}
+
+/* Remove the rows of c written whole (all of them but those taken back
+ * when gone), and move the unreadable ones (bad, why: array literals
+ * or NULL) aside. */
+static void offline_remove(struct conn *c, int gone, const char *bad,
+			   const char *why)
+{
+	uint64_t written = c->out_total - buf_used(&c->out);
+	struct buf done;
+	char id[24];
+	unsigned k = 0, ndone = 0;
+	buf_init(&done, 0);
+	buf_append(&done, "{", 1);
+	for (unsigned i = 0; i < c->offline_nsent; i++) {
+		struct offline_sent *s = &c->offline_sent[i];
+		if (!s->taken && s->end <= written) {
+			snprintf(id, sizeof(id), "%lld", s->id);
+			offline_array_add(&done, id, 0);
+			ndone++;
+		} else if (!gone && !s->taken) {
+			c->offline_sent[k++] = *s;      /* not written yet */
+		}
+	}
+	c->offline_nsent = k;
+	struct offline_job *j = NULL;
+	if ((ndone > 0 || bad != NULL) && buf_append(&done, "}", 2) == 0 &&
+	    (j = offline_job_conn(c)) != NULL) {
+		const char *params[5] = { j->user, j->domain, buf_head(&done),
+					  bad ? bad : "{}", why ? why : "{}" };
+		if (c->w->db == NULL ||
+		    db_query(c->w->db, offline_delete_sql, 5, params, NULL,
+			     NULL, 0, offline_deleted, j) < 0)
+			offline_deleted(j, NULL, "database unavailable");
+	} else if (ndone > 0) {
+		log_warn("c%u: %u offline messages delivered but not removed "
+			 "(out of memory): they will come again", c->id, ndone);
+	}
+	buf_free(&done);
+}
+
 static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 {
 	struct offline_job *j = ctx;
@@ -232,28 +350,32 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 			 error);
 	if (c != NULL)
 		c->offline_fetching = 0;
-	if (c == NULL || !c->bound || n == 0) {
+	if (c != NULL && n == 0 && res != NULL && c->offline_count > 0)
+		log_info("c%u: %u offline messages delivered", c->id,
+			 c->offline_count);
+	if (c == NULL || !c->bound || c->want_close || c->out_shed || n == 0) {
 		offline_job_free(j);
 		return;
 	}
-	c->offline_fetching = 0;
-	/* Array literals: ids sent, unreadable ids and their reasons. */
-	struct buf done, bad, why;
-	int sent = 0;
-	buf_init(&done, 0);
+	/* Array literals: unreadable ids and their reasons. */
+	struct buf bad, why;
+	int sent = 0, nbad = 0, i;
 	buf_init(&bad, 0);
 	buf_init(&why, 0);
-	buf_append(&done, "{", 1);
 	buf_append(&bad, "{", 1);
 	buf_append(&why, "{", 1);
-	for (int i = 0; i < n && !c->closed; i++) {
+	for (i = 0; i < n && !c->closed && !c->want_close && !c->out_shed;
+	     i++) {
 		const char *id = PQgetvalue(res, i, 0), *reason = NULL;
-		switch (offline_send_one(c, PQgetvalue(res, i, 1),
-					 (size_t)PQgetlength(res, i, 1),
-					 PQgetvalue(res, i, 2), &reason)) {
+		enum offline_outcome o = offline_send_one(c,
+			PQgetvalue(res, i, 1), (size_t)PQgetlength(res, i, 1),
+			PQgetvalue(res, i, 2), strtoll(id, NULL, 10), &reason);
+		if (o == OFFLINE_LATER)
+			break;  /* this row and the rest: next batch */
+		c->offline_after = strtoll(id, NULL, 10);
+		switch (o) {
 		case OFFLINE_SENT:
 			sent++;
-			offline_array_add(&done, id, 0);
 			break;
 		case OFFLINE_UNREADABLE:
 			log_error("offline message %s of %s@%s unreadable (%s): "
@@ -261,52 +383,90 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 				  j->domain, reason);
 			offline_array_add(&bad, id, 0);
 			offline_array_add(&why, reason, 1);
+			nbad++;
 			break;
-		case OFFLINE_NOT_SENT:
+		default:
 			log_warn("offline message %s of %s@%s not sent (out of "
 				 "memory): kept", id, j->user, j->domain);
 			break;
 		}
+		if (buf_used(&c->out) >= offline_room(c))
+			break;  /* the rest once out has drained */
 	}
-	conn_flush(c);
-	/* A connection closed for not reading handed back what it did not
-	 * write (conn.c: stored again or bounced): the rows sent go.  Any
-	 * other close: keep them all for the next login. */
-	if ((c->closed && !c->out_shed) || buf_append(&done, "}", 2) < 0 ||
-	    buf_append(&bad, "}", 2) < 0 || buf_append(&why, "}", 2) < 0) {
-		buf_free(&done);
-		buf_free(&bad);
-		buf_free(&why);
-		offline_job_free(j);
-		return;
+	c->offline_count += (unsigned)sent;
+	log_debug("c%u: %d offline messages in this batch", j->conn_id, sent);
+	offline_job_free(j);
+	if (!c->closed) {
+		int ok = buf_append(&bad, "}", 2) == 0 &&
+			 buf_append(&why, "}", 2) == 0;
+		offline_remove(c, 0, ok && nbad > 0 ? buf_head(&bad) : NULL,
+			       ok && nbad > 0 ? buf_head(&why) : NULL);
+		/* more may be stored: fetch again once out has drained (an
+		 * empty fetch ends it) */
+		c->offline_pending = !c->want_close && !c->out_shed;
+		conn_flush(c);
 	}
-	const char *params[5] = { j->user, j->domain, buf_head(&done),
-				  buf_head(&bad), buf_head(&why) };
-	log_info("c%u: %d offline messages delivered", j->conn_id, sent);
-	if (db_query(j->w->db, offline_delete_sql, 5, params, NULL, NULL, 0,
-		     offline_deleted, j) < 0)
-		offline_deleted(j, NULL, "database unavailable");
-	buf_free(&done);
 	buf_free(&bad);
 	buf_free(&why);
 }
 
-void offline_deliver(struct conn *c)
+static void offline_fetch(struct conn *c)
 {
-	char bare[IPC_JID_MAX + 1];
-	if (c->offline_fetching)
-		return;     /* one fetch at a time: no double delivery */
-	snprintf(bare, sizeof(bare), "%.*s", (int)strcspn(c->jid, "/"), c->jid);
-	struct offline_job *j = offline_job_new(c->w, bare);
+	char after[24], budget[24], rows[16];
+	size_t used = buf_used(&c->out), room = offline_room(c);
+	struct offline_job *j = offline_job_conn(c);
 	if (j == NULL)
 		return;
-	j->conn_id = c->id;
-	j->gen = c->gen;
-	const char *params[2] = { j->user, j->domain };
+	snprintf(after, sizeof(after), "%lld", c->offline_after);
+	snprintf(budget, sizeof(budget), "%zu", used < room ? room - used : 1);
+	snprintf(rows, sizeof(rows), "%d", OFFLINE_BATCH_ROWS);
+	const char *params[5] = { j->user, j->domain, after, budget, rows };
 	if (c->w->db == NULL ||
-	    db_query(c->w->db, offline_fetch_sql, 2, params, NULL, NULL, 0,
-		     offline_fetched, j) < 0)
+	    db_query(c->w->db, offline_fetch_sql, 5, params, NULL, NULL, 0,
+		     offline_fetched, j) < 0) {
+		log_warn("offline messages of %s@%s not fetched (database "
+			 "unavailable or busy): they stay for the next login",
+			 j->user, j->domain);
 		offline_job_free(j);
-	else
+	} else {
 		c->offline_fetching = 1;
+	}
+}
+
+void offline_resume(struct conn *c)
+{
+	c->offline_pending = 0;
+	if (c->closed || !c->bound || c->want_close || c->out_shed ||
+	    c->offline_fetching)
+		return;
+	offline_remove(c, 0, NULL, NULL);
+	offline_fetch(c);
+}
+
+int offline_taken_back(struct conn *c, uint64_t end)
+{
+	for (unsigned i = 0; i < c->offline_nsent; i++) {
+		if (c->offline_sent[i].end == end && !c->offline_sent[i].taken) {
+			c->offline_sent[i].taken = 1;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void offline_conn_gone(struct conn *c)
+{
+	c->offline_pending = 0;
+	if (c->jid != NULL)
+		offline_remove(c, 1, NULL, NULL);
+	c->offline_nsent = 0;
+}
+
+void offline_deliver(struct conn *c)
+{
+	/* one delivery at a time; a later one (available again after
+	 * unavailable) starts after the rows already handed out */
+	if (c->offline_fetching || c->offline_pending)
+		return;
+	offline_fetch(c);
 }

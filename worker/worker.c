@@ -124,6 +124,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	if (w->cfg->tls_certificate[0] != '\0')
 		worker_tls_context(w);
 	w->db = db_new(w->cfg->db_conninfo, worker_db_fd, w);
+	db_set_max_queue_bytes(w->db, (size_t)w->cfg->db_max_queue_bytes);
 }
 
 /* EMFILE/ENFILE: shed the connection with the spare descriptor, then stop
@@ -191,6 +192,7 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	w->stats->config_gen = cfg->generation;
 	worker_tls_context(w);
 	db_set_conninfo(w->db, cfg->db_conninfo);
+	db_set_max_queue_bytes(w->db, (size_t)cfg->db_max_queue_bytes);
 	queue_set_limits(w->q, cfg->queue_outbox_frames,
 			 (size_t)cfg->queue_outbox_bytes);
 	log_debug("running config generation %llu",

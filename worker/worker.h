@@ -57,6 +57,14 @@ enum conn_state {
 
 struct worker;
 
+/* A stored message put in a connection's out, removed from the store
+ * once written (offline.c). */
+struct offline_sent {
+	long long id;
+	uint64_t end;           /* out_total just past it */
+	int taken;              /* taken back unwritten: it stays stored */
+};
+
 struct conn {
 	struct conn *next, *prev;   /* worker's connection list */
 	struct conn *hnext;         /* id hash chain */
@@ -132,6 +140,13 @@ struct conn {
 	int available;
 	int roster_requested;   /* RFC 6121 2.1.6: an interested resource */
 	int offline_fetching;   /* offline messages on their way */
+	/* Paced offline delivery (offline.c): a batch at a time, the next
+	 * one once out has drained, so a backlog never fills out. */
+	int offline_pending;    /* more may be stored: fetch once drained */
+	long long offline_after;    /* last stored id handled */
+	unsigned offline_count;     /* delivered (for the log) */
+	struct offline_sent *offline_sent;  /* rows put in out, not removed */
+	unsigned offline_nsent, offline_sent_cap;
 	char *last_presence;    /* our last available presence, no 'to' */
 	char **directed;        /* JIDs we sent directed presence to */
 	unsigned ndirected;
@@ -276,8 +291,18 @@ void presence_unavailable_to(struct worker *w, const char *bare,
 /* Store a message for an account with no available resource; the
  * sender gets an error if it cannot be stored. */
 void offline_store(struct worker *w, struct xml_node *st, const char *bare);
-/* Deliver and remove stored messages (after initial presence). */
+/* Deliver and remove stored messages (after initial presence), oldest
+ * first, in batches: a batch stops at half of c2s.max_output_bytes of
+ * pending output, the next is fetched once out has drained. */
 void offline_deliver(struct conn *c);
+/* conn.c: out of c drained while c->offline_pending: the next batch. */
+void offline_resume(struct conn *c);
+/* conn.c: the piece ending at end (an out_total offset) is taken back
+ * unwritten; 1 if it is a stored message (it stays stored: not to be
+ * routed elsewhere), else 0. */
+int offline_taken_back(struct conn *c, uint64_t end);
+/* conn.c, on close: rows written are removed, the others stay. */
+void offline_conn_gone(struct conn *c);
 
 /* route.c */
 /* Send text to every session of bare (only the available ones when
