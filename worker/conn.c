@@ -6,7 +6,9 @@
  * Output is bounded by c2s.max_output_bytes: a client that leaves more
  * than that unread gets <policy-violation/>, and every stanza queued for
  * it and not yet written is taken back (conn_send records where pieces
- * end) and handed to route_undelivered(): messages go to another
+ * end) and queued on the worker's undelivered list, which the loop
+ * hands to route_undelivered() after its flush (routing inside a send
+ * re-entered loops over session lists): messages go to another
  * resource or offline storage, IQ requests are bounced.  A piece partly
  * written stays, so the stream stays well-formed for a client that
  * reads again; if the connection closes before it is written whole, it
@@ -409,29 +411,69 @@ static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 		c->out_nends--;
 }
 
-/* Route what conn_take took, then data (one more piece, or NULL). */
+/* One stanza that did not reach its connection, queued for
+ * conn_route_undelivered(): conn_send and conn_close never route, as
+ * routing may send to (and end) other connections while the caller
+ * walks a list of sessions.  Header, then len bytes of text. */
+struct conn_undelivered {
+	uint32_t conn_id;
+	uint32_t gen;
+	uint32_t len;
+};
+
+void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
+		      const char *data, size_t len)
+{
+	struct conn_undelivered h = { conn_id, gen, (uint32_t)len };
+	size_t at = w->undelivered.len;
+	if (len > UINT32_MAX ||
+	    buf_append(&w->undelivered, &h, sizeof(h)) < 0 ||
+	    buf_append(&w->undelivered, data, len) < 0) {
+		w->undelivered.len = at;
+		log_error("c%u: no memory to reroute %zu bytes: stanza lost",
+			  conn_id, len);
+	}
+}
+
+/* Rounds per loop turn: routing may end more slow readers, whose
+ * stanzas come back; each round ends at least one, and what is left
+ * waits for the next turn. */
+#define CONN_UNDELIVERED_ROUNDS 16
+
+int conn_route_undelivered(struct worker *w)
+{
+	for (int round = 0; round < CONN_UNDELIVERED_ROUNDS &&
+	     buf_used(&w->undelivered) > 0; round++) {
+		struct buf list = w->undelivered;
+		buf_init(&w->undelivered, 0);
+		while (buf_used(&list) >= sizeof(struct conn_undelivered)) {
+			struct conn_undelivered h;
+			memcpy(&h, buf_head(&list), sizeof(h));
+			buf_consume(&list, sizeof(h));
+			if (route_undelivered(w, h.conn_id, h.gen,
+					      buf_head(&list), h.len) < 0)
+				log_debug("c%u: stream data not written: "
+					  "dropped", h.conn_id);
+			buf_consume(&list, h.len);
+		}
+		buf_free(&list);
+	}
+	return buf_used(&w->undelivered) > 0;
+}
+
+/* Queue what conn_take took, then data (one more piece, or NULL). */
 static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			     const char *data, size_t len)
 {
-	unsigned stanzas = 0, other = 0;
-	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
-		if (route_undelivered(c->w, c->id, c->gen,
-				      buf_head(&t->text) + from,
-				      t->ends[i] - from) == 0)
-			stanzas++;
-		else
-			other++;
-	}
-	if (data != NULL) {
-		if (route_undelivered(c->w, c->id, c->gen, data, len) == 0)
-			stanzas++;
-		else
-			other++;
-	}
-	if (stanzas > 0 || other > 0)
-		log_info("c%u %s: %u stanzas not written: routed elsewhere%s",
-			 c->id, c->peer, stanzas, other > 0 ? " (stream data "
-			 "dropped)" : "");
+	size_t pieces = t->n + (data != NULL);
+	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++)
+		conn_undelivered(c->w, c->id, c->gen,
+				 buf_head(&t->text) + from, t->ends[i] - from);
+	if (data != NULL)
+		conn_undelivered(c->w, c->id, c->gen, data, len);
+	if (pieces > 0)
+		log_info("c%u %s: %zu pieces not written: to be routed "
+			 "elsewhere", c->id, c->peer, pieces);
 	free(t->ends);
 	buf_free(&t->text);
 }
@@ -471,8 +513,8 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	if (c->closed || len == 0)
 		return;
 	if (c->out_shed > 0) {
-		if (route_undelivered(c->w, c->id, c->gen, data, len) == 0)
-			log_debug("c%u: closing: stanza routed elsewhere", c->id);
+		log_debug("c%u: closing: stanza to be routed elsewhere", c->id);
+		conn_undelivered(c->w, c->id, c->gen, data, len);
 		return;
 	}
 	size_t used = buf_used(&c->out);
@@ -481,7 +523,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		/* unread is what the socket does not take now */
 		conn_flush(c);
 		if (c->closed) {
-			route_undelivered(c->w, c->id, c->gen, data, len);
+			conn_undelivered(c->w, c->id, c->gen, data, len);
 			return;
 		}
 		used = buf_used(&c->out);
