@@ -530,6 +530,21 @@ void route_from_client(struct conn *c, struct xml_node *st)
 	route_stanza(c->w, c->arena, st);
 }
 
+/* Whether bare has an available session of non-negative priority other
+ * than the one r skips: one that got its own copy of a message sent to
+ * the bare JID (section 8.5.2.1.1). */
+static int route_other_copy(struct route *r, const char *bare)
+{
+	struct session_info *heap;
+	int n, found = 0;
+	struct session_info *res = route_sessions(r->w, bare, &n, &heap);
+	for (int i = 0; i < n && !found; i++)
+		found = res[i].available && res[i].priority >= 0 &&
+			!route_skipped(r, &res[i]);
+	route_sessions_done(heap);
+	return found;
+}
+
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len)
 {
@@ -560,9 +575,17 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 	if (to != NULL)
 		shm_session_del(w->shm->sessions, to, (uint16_t)w->slot,
 				conn_id, gen);
-	/* Messages go on as if sent to the bare JID; an IQ is answered
-	 * with an error; presence was a broadcast copy: nothing to do. */
-	if (to != NULL && strcmp(st->name, "message") == 0) {
+	/* A message sent to the bare JID was one copy of several, or the
+	 * only one: if another resource is available it got its own
+	 * copy, else the message is stored (the bare JID's rules, with no
+	 * resource left).  A message to this full JID goes on as if sent
+	 * to the bare JID (section 8.5.3.2.1).  An IQ is answered with an
+	 * error; presence was a broadcast copy: nothing to do. */
+	if (to != NULL && strcmp(st->name, "message") == 0 &&
+	    strchr(to, '/') == NULL && route_other_copy(&r, to)) {
+		log_debug("w%u c%u: copy of a message to %s not written: the "
+			  "other resources have theirs", w->slot, conn_id, to);
+	} else if (to != NULL && strcmp(st->name, "message") == 0) {
 		char *bare = arena_strndup(&a, to, strcspn(to, "/"));
 		if (bare != NULL)
 			xml_set_attr(&a, st, "to", bare);

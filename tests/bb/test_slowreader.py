@@ -18,11 +18,12 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, stream_error_re, wait_for, run_tests  # noqa: E402
-from imlib import PW, USERS, login, connect_on  # noqa: E402
+from imlib import IM, PW, USERS, login, connect_on  # noqa: E402
 
 # Freed memory must leave the process's accounting soon for RSS to mean
 # anything: a small ASan quarantine (the default holds 256 MB of it).
@@ -234,7 +235,101 @@ def test_stopped_worker_outbox_bound():
         j.close()
         r.close()
 
+N_BARE = 500                # 10 MB of 20 KB messages to the bare JID
+BATCH = 10                  # 200 KB at a time: under the readers' cap
+_ID = re.compile(rb"<message [^>]*id='(m\d+|end)'")
+
+
+def read_until_end(im, out, seen, done):
+    """Collect what im is sent until the message with id 'end' (bounded),
+    counting messages in seen[0]; pings are answered so that the reader
+    stays."""
+    im.c.sock.settimeout(0.2)
+    data = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and b"id='end'" not in data:
+        try:
+            ch = im.c.sock.recv(1 << 20)
+        except (socket.timeout, TimeoutError):
+            continue
+        except OSError:
+            break
+        if not ch:
+            break
+        seen[0] += (data[-9:] + ch).count(b"</message>")
+        data += ch
+        for p in re.findall(rb"id='(ping-\d+)'", ch):
+            im.c.send("<iq to='localhost' id='%s' type='result'/>"
+                      % p.decode())
+    out.append(data)
+    done.set()
+
+
+def test_bare_jid_slow_reader_no_duplicates():
+    """Chat to the bare JID reaches three resources of equal priority;
+    one stops reading and is cut.  The two readers get every message
+    exactly once: the copies the slow one left unread are not delivered
+    again (the others have theirs), and routing them back while another
+    send was in progress did not repeat or skip a resource."""
+    with Server(workers=1, users=USERS,
+                overrides={"c2s.max_output_bytes": "256K",
+                           "tls.required": "no"}) as s:
+        b = login(s, "juliet", "b")
+        c = login(s, "juliet", "c")
+        cs = Client(s.port)
+        cs.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow = IM(s, "juliet", "slow", client=cs)
+        slow.send("<presence/>")
+        r = login(s, "romeo", "snd")
+        wait_for(lambda: s.status()["master"]["sessions"] == 4,
+                 what="four sessions")
+        b.drain()
+        c.drain()
+        r.drain()
+        got = {"b": [], "c": []}
+        seen = {"b": [0], "c": [0]}
+        done = {"b": threading.Event(), "c": threading.Event()}
+        ts = [threading.Thread(target=read_until_end,
+                               args=(x, got[k], seen[k], done[k]))
+              for k, x in (("b", b), ("c", c))]
+        for t in ts:
+            t.start()
+        # in batches the readers take whole before the next: only the
+        # one that does not read passes its cap
+        for i in range(N_BARE):
+            r.c.send("<message to='juliet@localhost' id='m%d' type='chat'>"
+                     "<body>%s</body></message>" % (i, "x" * 20000))
+            if (i + 1) % BATCH == 0:
+                wait_for(lambda: min(seen["b"][0], seen["c"][0]) >= i + 1 or
+                         done["b"].is_set() or done["c"].is_set(),
+                         timeout=60, what="the readers' batch")
+        r.send("<iq to='localhost' id='sync' type='get'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        r.expect("<iq from='localhost' id='sync' to='%s' type='result'/>"
+                 % r.jid, timeout=60)
+        cut = "127.0.0.1:%d: stream error <policy-violation/>" % \
+            cs.sock.getsockname()[1]
+        wait_for(lambda: cut in s.log_text(), timeout=60,
+                 what="the slow reader cut")
+        # behind everything else on both readers' streams
+        r.c.send("<message to='juliet@localhost' id='end' type='chat'>"
+                 "<body>end</body></message>")
+        for t in ts:
+            t.join(150)
+        want = ["m%d" % i for i in range(N_BARE)] + ["end"]
+        for k in ("b", "c"):
+            ids = [x.decode() for x in _ID.findall(b"".join(got[k]))]
+            dup = sorted(set(x for x in ids if ids.count(x) > 1))
+            print("  %s: %d copies, %d distinct, %d repeated %s"
+                  % (k, len(ids), len(set(ids)), len(dup), dup[:5]))
+            assert not dup, "%s got these more than once: %s" % (k, dup[:10])
+            assert ids == want, "%s: missing %s" % (
+                k, sorted(set(want) - set(ids))[:10])
+        cs.close()
+        r.close()
+
 
 if __name__ == "__main__":
     run_tests([test_slow_reader_other_worker, test_slow_reader_same_worker,
-               test_stopped_worker_outbox_bound])
+               test_stopped_worker_outbox_bound,
+               test_bare_jid_slow_reader_no_duplicates])
