@@ -12,7 +12,9 @@
  * resource or offline storage, IQ requests are bounced.  A piece partly
  * written stays, so the stream stays well-formed for a client that
  * reads again; if the connection closes before it is written whole, it
- * is taken back too.  Bytes already sealed into TLS records count as
+ * is taken back too.  Any close (a reset, a failed write, the goodbye
+ * grace over, a TLS alert) takes back what was not written, except
+ * while the worker stops (then it is counted in the log).  Bytes already sealed into TLS records count as
  * written.  Failure policy: any I/O error or overflow ends only that
  * connection, and an overflow loses no one else's stanza.
  */
@@ -624,6 +626,27 @@ void conn_flush_all(struct worker *w)
 	}
 }
 
+/* Whatever the close (a reset, a failed write, the goodbye grace over,
+ * a TLS alert), the client never read the rest: not delivered.  While
+ * the worker stops it is not routed (offline storage could not take it
+ * before the process exits): counted, logged. */
+static void conn_take_back_all(struct conn *c)
+{
+	uint64_t from = conn_piece_start(c, conn_out_written(c));
+	if (c->w->stopping) {
+		unsigned pieces = 1;
+		for (unsigned i = 0; i < c->out_nends; i++)
+			pieces += c->out_ends[i] > from;
+		log_info("c%u %s: stopping: %u pieces of output not written "
+			 "(%zu bytes): lost", c->id, c->peer, pieces,
+			 buf_used(&c->out));
+		return;
+	}
+	struct conn_taken t;
+	conn_take(c, from, &t);
+	conn_route_taken(c, &t, NULL, 0);
+}
+
 void conn_close(struct conn *c)
 {
 	struct worker *w = c->w;
@@ -659,12 +682,8 @@ void conn_close(struct conn *c)
 	w->stats->connections--;
 	c->next = w->dead_list;     /* freed by conn_reap_dead() */
 	w->dead_list = c;
-	if (c->out_shed && buf_used(&c->out) > 0) {
-		/* the client never read the rest: not delivered */
-		struct conn_taken t;
-		conn_take(c, conn_piece_start(c, conn_out_written(c)), &t);
-		conn_route_taken(c, &t, NULL, 0);
-	}
+	if (buf_used(&c->out) > 0)
+		conn_take_back_all(c);
 }
 
 void conn_reap_dead(struct worker *w)

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -329,7 +330,66 @@ def test_bare_jid_slow_reader_no_duplicates():
         r.close()
 
 
+# 6 MB: the kernel takes up to 4 MB (tcp_wmem), the server holds the
+# rest, under the 8M cap (no overflow: the connection ends by a reset)
+N_RESET = 300
+
+
+def test_reset_reader_keeps_unwritten():
+    """A recipient that never reads and then resets its connection
+    (SO_LINGER 0): the messages still queued for it at the server are
+    stored offline, not lost with the connection.  What the kernel held
+    is gone with the reset; what the server held is the newest part, so
+    the offline store holds a tail of the messages, each once, ending
+    with the last one sent."""
+    with Server(workers=1, users=USERS,
+                overrides={"c2s.max_output_bytes": "8M",
+                           "tls.required": "no"}) as s:
+        jc = Client(s.port)
+        jc.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert plain_login(jc, "juliet", "slow") == "juliet@localhost/slow"
+        jc.send("<presence/>")
+        r = login(s, "romeo", "snd")
+        wait_for(lambda: s.status()["master"]["sessions"] == 2,
+                 what="two sessions")
+        for i in range(N_RESET):
+            r.c.send("<message to='juliet@localhost/slow' id='m%d' "
+                     "type='chat'><body>%s</body></message>"
+                     % (i, ("%d " % i).ljust(20000, "x")))
+        r.send("<iq to='localhost' id='sync' type='get'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        r.expect("<iq from='localhost' id='sync' to='%s' type='result'/>"
+                 % r.jid, timeout=60)
+        port = jc.sock.getsockname()[1]
+        jc.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                           struct.pack("ii", 1, 0))
+        jc.sock.close()
+        taken = re.compile(r"127\.0\.0\.1:%d: (\d+) pieces not written"
+                           % port)
+        wait_for(lambda: taken.search(s.log_text()), timeout=60,
+                 what="the reset connection's output taken back")
+        pieces = int(taken.search(s.log_text()).group(1))
+
+        def stored():
+            out = s.db.psql("SELECT o.stanza FROM offline_messages o JOIN "
+                            "accounts a ON a.id = o.account_id WHERE "
+                            "a.username = 'juliet'", s.db.conninfo)
+            return re.findall(r"<message [^>]*id='(m\d+)'", out)
+        wait_for(lambda: len(stored()) >= pieces, timeout=60,
+                 what="%d messages stored" % pieces)
+        ids = sorted(int(x[1:]) for x in stored())
+        print("  %d of %d messages taken back and stored offline"
+              % (len(ids), N_RESET))
+        assert ids, "nothing stored"
+        assert len(ids) == pieces, (pieces, ids)
+        assert ids == list(range(ids[0], N_RESET)), ids
+        assert not re.search(r"<message [^>]*type='error'",
+                             "".join(st for _, st in r.q)), r.q
+        r.close()
+
+
 if __name__ == "__main__":
     run_tests([test_slow_reader_other_worker, test_slow_reader_same_worker,
                test_stopped_worker_outbox_bound,
-               test_bare_jid_slow_reader_no_duplicates])
+               test_bare_jid_slow_reader_no_duplicates,
+               test_reset_reader_keeps_unwritten])
