@@ -318,13 +318,25 @@ static uint64_t conn_out_written(const struct conn *c)
 	return c->out_total - buf_used(&c->out);
 }
 
+/* Ends in c->out_ends (sorted) that are <= at. */
+static unsigned conn_ends_upto(const struct conn *c, uint64_t at)
+{
+	unsigned lo = 0, hi = c->out_nends;
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		if (c->out_ends[mid] <= at)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Start of the piece holding offset at (< out_total). */
 static uint64_t conn_piece_start(const struct conn *c, uint64_t at)
 {
-	uint64_t start = c->out_base;
-	for (unsigned i = 0; i < c->out_nends && c->out_ends[i] <= at; i++)
-		start = c->out_ends[i];
-	return start;
+	unsigned k = conn_ends_upto(c, at);
+	return k > 0 ? c->out_ends[k - 1] : c->out_base;
 }
 
 /* Record that a piece ends at out_total (another follows it).  Without
@@ -333,24 +345,24 @@ static uint64_t conn_piece_start(const struct conn *c, uint64_t at)
 static void conn_mark_end(struct conn *c)
 {
 	if (c->out_nends == c->out_ends_cap) {
-		uint64_t written = conn_out_written(c);
-		unsigned k = 0;
-		while (k < c->out_nends && c->out_ends[k] <= written)
-			k++;
-		if (k > 0) {    /* forget pieces written whole */
+		/* forget pieces written whole when they are at least half:
+		 * the move is then paid for by as many appends (else grow) */
+		unsigned k = conn_ends_upto(c, conn_out_written(c));
+		unsigned cap = c->out_ends_cap ? c->out_ends_cap * 2 : 16;
+		uint64_t *ends = NULL;
+		if (k == 0 || k < c->out_nends / 2)
+			ends = realloc(c->out_ends, cap * sizeof(*ends));
+		if (ends != NULL) {
+			c->out_ends = ends;
+			c->out_ends_cap = cap;
+		} else if (k > 0) {
 			c->out_base = c->out_ends[k - 1];
 			c->out_nends -= k;
 			memmove(c->out_ends, c->out_ends + k,
 				c->out_nends * sizeof(*c->out_ends));
-		}
-	}
-	if (c->out_nends == c->out_ends_cap) {
-		unsigned cap = c->out_ends_cap ? c->out_ends_cap * 2 : 16;
-		uint64_t *ends = realloc(c->out_ends, cap * sizeof(*ends));
-		if (ends == NULL)
+		} else {
 			return;
-		c->out_ends = ends;
-		c->out_ends_cap = cap;
+		}
 	}
 	c->out_ends[c->out_nends++] = c->out_total;
 }
