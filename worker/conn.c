@@ -558,6 +558,13 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	}
 	int r = buf_append(&c->out, data, len);
 	c->out.off += keep;
+	if (r < 0 && c->out_shed == CONN_SHED_GOODBYE) {
+		/* the goodbye itself: conn_overflow would end the stream
+		 * again (stream_error, conn_send: a recursion) */
+		log_error("c%u %s: no memory for the goodbye: dropped",
+			  c->id, c->peer);
+		return;
+	}
 	if (r < 0) {
 		log_error("c%u %s: no memory for output", c->id, c->peer);
 		conn_overflow(c, data, len);
