@@ -8,8 +8,9 @@
  * all resources for headlines and presence); nothing online -> the
  * stanza error the RFC names.  A frame whose connection is gone is
  * routed again as if sent to the bare JID, so a vanishing session does
- * not eat messages; so are the stanzas a slow reader left unread when
- * conn.c closed it (route_undelivered).  A full outbox to another
+ * not eat messages; so are the stanzas a connection left unwritten when
+ * it closed (route_undelivered, after the loop's flush), except a copy
+ * of a message to the bare JID while another resource has its own.  A full outbox to another
  * worker bounces the stanza with resource-constraint (type wait).
  * Failure policy: never silence where an error is due.
  */

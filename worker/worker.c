@@ -312,6 +312,10 @@ _Noreturn void worker_main(struct worker_boot *boot)
 				   w.now_ms >= w.stop_deadline_ms))
 			break;
 	}
+	if (buf_used(&w.undelivered) > 0)
+		log_info("exiting: %zu bytes of stanzas taken back from "
+			 "connections not routed: lost",
+			 buf_used(&w.undelivered));
 	log_debug("worker exiting");
 	exit(0);
 }
