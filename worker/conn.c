@@ -6,11 +6,15 @@
  * Output is bounded by c2s.max_output_bytes: a client that leaves more
  * than that unread gets <policy-violation/>, and every stanza queued for
  * it and not yet written is taken back (conn_send records where pieces
- * end) and handed to route_undelivered(): messages go to another
+ * end) and queued on the worker's undelivered list, which the loop
+ * hands to route_undelivered() after its flush (routing inside a send
+ * re-entered loops over session lists): messages go to another
  * resource or offline storage, IQ requests are bounced.  A piece partly
  * written stays, so the stream stays well-formed for a client that
  * reads again; if the connection closes before it is written whole, it
- * is taken back too.  Bytes already sealed into TLS records count as
+ * is taken back too.  Any close (a reset, a failed write, the goodbye
+ * grace over, a TLS alert) takes back what was not written, except
+ * while the worker stops (then it is counted in the log).  Bytes already sealed into TLS records count as
  * written.  Failure policy: any I/O error or overflow ends only that
  * connection, and an overflow loses no one else's stanza.
  */
@@ -314,13 +318,25 @@ static uint64_t conn_out_written(const struct conn *c)
 	return c->out_total - buf_used(&c->out);
 }
 
+/* Ends in c->out_ends (sorted) that are <= at. */
+static unsigned conn_ends_upto(const struct conn *c, uint64_t at)
+{
+	unsigned lo = 0, hi = c->out_nends;
+	while (lo < hi) {
+		unsigned mid = lo + (hi - lo) / 2;
+		if (c->out_ends[mid] <= at)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Start of the piece holding offset at (< out_total). */
 static uint64_t conn_piece_start(const struct conn *c, uint64_t at)
 {
-	uint64_t start = c->out_base;
-	for (unsigned i = 0; i < c->out_nends && c->out_ends[i] <= at; i++)
-		start = c->out_ends[i];
-	return start;
+	unsigned k = conn_ends_upto(c, at);
+	return k > 0 ? c->out_ends[k - 1] : c->out_base;
 }
 
 /* Record that a piece ends at out_total (another follows it).  Without
@@ -329,24 +345,24 @@ static uint64_t conn_piece_start(const struct conn *c, uint64_t at)
 static void conn_mark_end(struct conn *c)
 {
 	if (c->out_nends == c->out_ends_cap) {
-		uint64_t written = conn_out_written(c);
-		unsigned k = 0;
-		while (k < c->out_nends && c->out_ends[k] <= written)
-			k++;
-		if (k > 0) {    /* forget pieces written whole */
+		/* forget pieces written whole when they are at least half:
+		 * the move is then paid for by as many appends (else grow) */
+		unsigned k = conn_ends_upto(c, conn_out_written(c));
+		unsigned cap = c->out_ends_cap ? c->out_ends_cap * 2 : 16;
+		uint64_t *ends = NULL;
+		if (k == 0 || k < c->out_nends / 2)
+			ends = realloc(c->out_ends, cap * sizeof(*ends));
+		if (ends != NULL) {
+			c->out_ends = ends;
+			c->out_ends_cap = cap;
+		} else if (k > 0) {
 			c->out_base = c->out_ends[k - 1];
 			c->out_nends -= k;
 			memmove(c->out_ends, c->out_ends + k,
 				c->out_nends * sizeof(*c->out_ends));
-		}
-	}
-	if (c->out_nends == c->out_ends_cap) {
-		unsigned cap = c->out_ends_cap ? c->out_ends_cap * 2 : 16;
-		uint64_t *ends = realloc(c->out_ends, cap * sizeof(*ends));
-		if (ends == NULL)
+		} else {
 			return;
-		c->out_ends = ends;
-		c->out_ends_cap = cap;
+		}
 	}
 	c->out_ends[c->out_nends++] = c->out_total;
 }
@@ -411,34 +427,80 @@ static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 		c->out_nends--;
 }
 
-/* Route what conn_take took, then data (one more piece, or NULL). */
+/* One stanza that did not reach its connection, queued for
+ * conn_route_undelivered(): conn_send and conn_close never route, as
+ * routing may send to (and end) other connections while the caller
+ * walks a list of sessions.  Header, then len bytes of text. */
+struct conn_undelivered {
+	uint32_t conn_id;
+	uint32_t gen;
+	uint32_t len;
+};
+
+void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
+		      const char *data, size_t len)
+{
+	struct conn_undelivered h = { conn_id, gen, (uint32_t)len };
+	size_t at = w->undelivered.len;
+	if (len > UINT32_MAX ||
+	    buf_append(&w->undelivered, &h, sizeof(h)) < 0 ||
+	    buf_append(&w->undelivered, data, len) < 0) {
+		w->undelivered.len = at;
+		log_error("c%u: no memory to reroute %zu bytes: stanza lost",
+			  conn_id, len);
+	}
+}
+
+/* Rounds per loop turn: routing may end more slow readers, whose
+ * stanzas come back; each round ends at least one, and what is left
+ * waits for the next turn. */
+#define CONN_UNDELIVERED_ROUNDS 16
+
+int conn_route_undelivered(struct worker *w)
+{
+	for (int round = 0; round < CONN_UNDELIVERED_ROUNDS &&
+	     buf_used(&w->undelivered) > 0; round++) {
+		struct buf list = w->undelivered;
+		buf_init(&w->undelivered, 0);
+		while (buf_used(&list) >= sizeof(struct conn_undelivered)) {
+			struct conn_undelivered h;
+			memcpy(&h, buf_head(&list), sizeof(h));
+			buf_consume(&list, sizeof(h));
+			if (route_undelivered(w, h.conn_id, h.gen,
+					      buf_head(&list), h.len) < 0)
+				log_debug("c%u: stream data not written: "
+					  "dropped", h.conn_id);
+			buf_consume(&list, h.len);
+		}
+		buf_free(&list);
+	}
+	return buf_used(&w->undelivered) > 0;
+}
+
+/* Queue what conn_take took, then data (one more piece, or NULL). */
 static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			     const char *data, size_t len)
 {
-	unsigned stanzas = 0, other = 0, kept = 0;
+	size_t pieces = 0, kept = 0;
 	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
 		/* a stored message stays stored, in its place */
 		if (c->offline_nsent > 0 &&
-		    offline_taken_back(c, t->from + t->ends[i]))
+		    offline_taken_back(c, t->from + t->ends[i])) {
 			kept++;
-		else if (route_undelivered(c->w, c->id, c->gen,
-				      buf_head(&t->text) + from,
-				      t->ends[i] - from) == 0)
-			stanzas++;
-		else
-			other++;
+			continue;
+		}
+		conn_undelivered(c->w, c->id, c->gen,
+				 buf_head(&t->text) + from, t->ends[i] - from);
+		pieces++;
 	}
 	if (data != NULL) {
-		if (route_undelivered(c->w, c->id, c->gen, data, len) == 0)
-			stanzas++;
-		else
-			other++;
+		conn_undelivered(c->w, c->id, c->gen, data, len);
+		pieces++;
 	}
-	if (stanzas > 0 || other > 0 || kept > 0)
-		log_info("c%u %s: %u stanzas not written: routed elsewhere%s, "
-			 "%u offline messages left stored", c->id, c->peer,
-			 stanzas, other > 0 ? " (stream data dropped)" : "",
-			 kept);
+	if (pieces > 0 || kept > 0)
+		log_info("c%u %s: %zu pieces not written: to be routed "
+			 "elsewhere; %zu offline messages left stored", c->id,
+			 c->peer, pieces, kept);
 	free(t->ends);
 	buf_free(&t->text);
 }
@@ -478,8 +540,8 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	if (c->closed || len == 0)
 		return;
 	if (c->out_shed > 0) {
-		if (route_undelivered(c->w, c->id, c->gen, data, len) == 0)
-			log_debug("c%u: closing: stanza routed elsewhere", c->id);
+		log_debug("c%u: closing: stanza to be routed elsewhere", c->id);
+		conn_undelivered(c->w, c->id, c->gen, data, len);
 		return;
 	}
 	size_t used = buf_used(&c->out);
@@ -488,7 +550,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		/* unread is what the socket does not take now */
 		conn_flush(c);
 		if (c->closed) {
-			route_undelivered(c->w, c->id, c->gen, data, len);
+			conn_undelivered(c->w, c->id, c->gen, data, len);
 			return;
 		}
 		used = buf_used(&c->out);
@@ -509,6 +571,13 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	}
 	int r = buf_append(&c->out, data, len);
 	c->out.off += keep;
+	if (r < 0 && c->out_shed == CONN_SHED_GOODBYE) {
+		/* the goodbye itself: conn_overflow would end the stream
+		 * again (stream_error, conn_send: a recursion) */
+		log_error("c%u %s: no memory for the goodbye: dropped",
+			  c->id, c->peer);
+		return;
+	}
 	if (r < 0) {
 		log_error("c%u %s: no memory for output", c->id, c->peer);
 		conn_overflow(c, data, len);
@@ -591,6 +660,27 @@ void conn_flush_all(struct worker *w)
 	}
 }
 
+/* Whatever the close (a reset, a failed write, the goodbye grace over,
+ * a TLS alert), the client never read the rest: not delivered.  While
+ * the worker stops it is not routed (offline storage could not take it
+ * before the process exits): counted, logged. */
+static void conn_take_back_all(struct conn *c)
+{
+	uint64_t from = conn_piece_start(c, conn_out_written(c));
+	if (c->w->stopping) {
+		unsigned pieces = 1;
+		for (unsigned i = 0; i < c->out_nends; i++)
+			pieces += c->out_ends[i] > from;
+		log_info("c%u %s: stopping: %u pieces of output not written "
+			 "(%zu bytes): lost", c->id, c->peer, pieces,
+			 buf_used(&c->out));
+		return;
+	}
+	struct conn_taken t;
+	conn_take(c, from, &t);
+	conn_route_taken(c, &t, NULL, 0);
+}
+
 void conn_close(struct conn *c)
 {
 	struct worker *w = c->w;
@@ -626,12 +716,8 @@ void conn_close(struct conn *c)
 	w->stats->connections--;
 	c->next = w->dead_list;     /* freed by conn_reap_dead() */
 	w->dead_list = c;
-	if (c->out_shed && buf_used(&c->out) > 0) {
-		/* the client never read the rest: not delivered */
-		struct conn_taken t;
-		conn_take(c, conn_piece_start(c, conn_out_written(c)), &t);
-		conn_route_taken(c, &t, NULL, 0);
-	}
+	if (buf_used(&c->out) > 0)
+		conn_take_back_all(c);
 	if (c->offline_nsent > 0)
 		offline_conn_gone(c);
 }

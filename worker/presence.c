@@ -125,13 +125,11 @@ static void presence_send_to(struct worker *w, const char *text,
 
 static void presence_probe_contact(struct pjob *j, const char *contact)
 {
-	static struct session_info fixed[64];
 	struct session_info *heap;
 	struct worker *w = j->w;
 	const char *error;
 	int n;
-	struct session_info *res = route_sessions(w, contact, fixed, 64, &n,
-						  &heap);
+	struct session_info *res = route_sessions(w, contact, &n, &heap);
 	for (int i = 0; i < n; i++) {
 		if (!res[i].available)
 			continue;
@@ -146,7 +144,7 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 		if (c != NULL)
 			presence_answer_probe(c, j->jid);
 	}
-	free(heap);
+	route_sessions_done(heap);
 }
 
 /* Pending inbound subscription requests go to the session (3.1.3). */
@@ -440,11 +438,9 @@ static void presence_send_current(struct worker *w, const char *bare,
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to)
 {
-	static struct session_info fixed[64];
 	struct session_info *heap;
 	int n;
-	struct session_info *res = route_sessions(w, bare, fixed, 64, &n,
-						  &heap);
+	struct session_info *res = route_sessions(w, bare, &n, &heap);
 	for (int i = 0; i < n; i++) {
 		char *u = res[i].available ? presence_unavailable_text(res[i].jid)
 					   : NULL;
@@ -452,7 +448,7 @@ void presence_unavailable_to(struct worker *w, const char *bare,
 			presence_send_to(w, u, to, NULL);
 		free(u);
 	}
-	free(heap);
+	route_sessions_done(heap);
 }
 
 /* A new job for the other side of a subscription stanza. */

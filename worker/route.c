@@ -8,8 +8,9 @@
  * all resources for headlines and presence); nothing online -> the
  * stanza error the RFC names.  A frame whose connection is gone is
  * routed again as if sent to the bare JID, so a vanishing session does
- * not eat messages; so are the stanzas a slow reader left unread when
- * conn.c closed it (route_undelivered).  A full outbox to another
+ * not eat messages; so are the stanzas a connection left unwritten when
+ * it closed (route_undelivered, after the loop's flush), except a copy
+ * of a message to the bare JID while another resource has its own.  A full outbox to another
  * worker bounces the stanza with resource-constraint (type wait).
  * Failure policy: never silence where an error is due.
  */
@@ -29,6 +30,12 @@
  * with more (c2s.max_sessions_per_account above it, or 0) gets a heap
  * list of all of them (route_sessions). */
 #define ROUTE_MAX_RESOURCES 64
+/* Lists in use at once: a send inside a listing loop may end a slow
+ * reader's stream, whose unavailable presence lists sessions again
+ * (nested).  Each level has its own list; deeper ones use the heap. */
+#define ROUTE_POOL_DEPTH 4
+static struct session_info route_pool[ROUTE_POOL_DEPTH][ROUTE_MAX_RESOURCES];
+static unsigned route_pool_used;
 
 /* Everything about one stanza on its way. */
 struct route {
@@ -147,11 +154,15 @@ static int route_to_session(struct route *r, const struct session_info *s)
 }
 
 struct session_info *route_sessions(struct worker *w, const char *bare,
-				    struct session_info *fixed, int nfixed,
 				    int *n_r, struct session_info **heap_r)
 {
-	struct session_info *out = fixed;
-	int cap = nfixed;
+	struct session_info *out = NULL;
+	int cap = 0;
+	if (route_pool_used < ROUTE_POOL_DEPTH) {
+		out = route_pool[route_pool_used];
+		cap = ROUTE_MAX_RESOURCES;
+	}
+	route_pool_used++;
 	int n = shm_session_list(w->shm->sessions, bare, out, (unsigned)cap);
 	*heap_r = NULL;
 	for (int tries = 0; n > cap && tries < 3; tries++) {
@@ -171,16 +182,20 @@ struct session_info *route_sessions(struct worker *w, const char *bare,
 	return out;
 }
 
+void route_sessions_done(struct session_info *heap)
+{
+	route_pool_used--;
+	free(heap);
+}
+
 void route_to_resources(struct worker *w, const char *bare, const char *text,
 			size_t len, int frame_type, int only_available,
 			const char *skip_full)
 {
-	static struct session_info fixed[ROUTE_MAX_RESOURCES];
 	struct session_info *heap;
 	const char *error;
 	int n;
-	struct session_info *res = route_sessions(w, bare, fixed, ROUTE_MAX_RESOURCES, &n,
-						   &heap);
+	struct session_info *res = route_sessions(w, bare, &n, &heap);
 	for (int i = 0; i < n; i++) {
 		const struct session_info *s = &res[i];
 		if ((only_available && !s->available) ||
@@ -203,7 +218,7 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 			conn_send(c, text, len);
 	}
 	w->stats->stanzas_out += (uint64_t)n;
-	free(heap);
+	route_sessions_done(heap);
 }
 
 /* Send the error reply for r's stanza back towards its sender. */
@@ -241,14 +256,11 @@ static int route_skipped(const struct route *r, const struct session_info *s)
 
 /* The available resources of the bare JID (route_sessions: *n_r of them,
  * *heap_r to free). */
-static struct session_info *route_resources(struct route *r,
-					    struct session_info *fixed,
-					    int *n_r,
+static struct session_info *route_resources(struct route *r, int *n_r,
 					    struct session_info **heap_r)
 {
 	int n, kept = 0;
-	struct session_info *out = route_sessions(r->w, r->to_bare, fixed,
-						  ROUTE_MAX_RESOURCES, &n,
+	struct session_info *out = route_sessions(r->w, r->to_bare, &n,
 						  heap_r);
 	for (int i = 0; i < n; i++)
 		if (out[i].available && !route_skipped(r, &out[i]))
@@ -263,10 +275,9 @@ static struct session_info *route_resources(struct route *r,
  * a resource was left out because its worker's outbox is full. */
 static int route_message_bare(struct route *r, int *full_r)
 {
-	static struct session_info fixed[ROUTE_MAX_RESOURCES];
 	struct session_info *heap;
 	int n, best = -1, sent = 0;
-	struct session_info *res = route_resources(r, fixed, &n, &heap);
+	struct session_info *res = route_resources(r, &n, &heap);
 	int headline = route_is(r, "headline");
 	for (int i = 0; i < n; i++)
 		if (res[i].priority > best)
@@ -280,7 +291,7 @@ static int route_message_bare(struct route *r, int *full_r)
 		else if (rc == ROUTE_FULL)
 			*full_r = 1;
 	}
-	free(heap);
+	route_sessions_done(heap);
 	return sent;
 }
 
@@ -324,7 +335,6 @@ static void route_message(struct route *r, int to_full)
 
 static void route_presence(struct route *r, int to_full)
 {
-	static struct session_info fixed[ROUTE_MAX_RESOURCES];
 	struct session_info s, *heap, *res;
 	int n;
 	if (route_is(r, "probe"))
@@ -335,10 +345,10 @@ static void route_presence(struct route *r, int to_full)
 			route_to_session(r, &s);
 		return;         /* section 8.5.3.2.3: else silently dropped */
 	}
-	res = route_resources(r, fixed, &n, &heap);
+	res = route_resources(r, &n, &heap);
 	for (int i = 0; i < n; i++)
 		route_to_session(r, &res[i]);
-	free(heap);
+	route_sessions_done(heap);
 }
 
 static void route_iq(struct route *r, int to_full)
@@ -521,6 +531,21 @@ void route_from_client(struct conn *c, struct xml_node *st)
 	route_stanza(c->w, c->arena, st);
 }
 
+/* Whether bare has an available session of non-negative priority other
+ * than the one r skips: one that got its own copy of a message sent to
+ * the bare JID (section 8.5.2.1.1). */
+static int route_other_copy(struct route *r, const char *bare)
+{
+	struct session_info *heap;
+	int n, found = 0;
+	struct session_info *res = route_sessions(r->w, bare, &n, &heap);
+	for (int i = 0; i < n && !found; i++)
+		found = res[i].available && res[i].priority >= 0 &&
+			!route_skipped(r, &res[i]);
+	route_sessions_done(heap);
+	return found;
+}
+
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len)
 {
@@ -551,9 +576,17 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 	if (to != NULL)
 		shm_session_del(w->shm->sessions, to, (uint16_t)w->slot,
 				conn_id, gen);
-	/* Messages go on as if sent to the bare JID; an IQ is answered
-	 * with an error; presence was a broadcast copy: nothing to do. */
-	if (to != NULL && strcmp(st->name, "message") == 0) {
+	/* A message sent to the bare JID was one copy of several, or the
+	 * only one: if another resource is available it got its own
+	 * copy, else the message is stored (the bare JID's rules, with no
+	 * resource left).  A message to this full JID goes on as if sent
+	 * to the bare JID (section 8.5.3.2.1).  An IQ is answered with an
+	 * error; presence was a broadcast copy: nothing to do. */
+	if (to != NULL && strcmp(st->name, "message") == 0 &&
+	    strchr(to, '/') == NULL && route_other_copy(&r, to)) {
+		log_debug("w%u c%u: copy of a message to %s not written: the "
+			  "other resources have theirs", w->slot, conn_id, to);
+	} else if (to != NULL && strcmp(st->name, "message") == 0) {
 		char *bare = arena_strndup(&a, to, strcspn(to, "/"));
 		if (bare != NULL)
 			xml_set_attr(&a, st, "to", bare);
@@ -571,7 +604,10 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 		       const void *payload, size_t len)
 {
-	if (route_undelivered(w, hdr->conn_id, hdr->gen, payload, len) < 0)
+	/* behind what its connection gave back this turn, in order */
+	if (buf_used(&w->undelivered) > 0)
+		conn_undelivered(w, hdr->conn_id, hdr->gen, payload, len);
+	else if (route_undelivered(w, hdr->conn_id, hdr->gen, payload, len) < 0)
 		log_error("frame for a gone connection unreadable");
 }
 

@@ -301,12 +301,23 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		/* Everything written this turn, by events or timers, goes out
 		 * now: one flush per connection and one batch per queue. */
 		conn_flush_all(&w);
+		/* stanzas taken back from connections this turn (never
+		 * routed inside conn_send: that re-entered routing) */
+		if (buf_used(&w.undelivered) > 0) {
+			if (conn_route_undelivered(&w))
+				timeout = 0;
+			conn_flush_all(&w);
+		}
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		if (w.stopping && (w.nconns == 0 ||
 				   w.now_ms >= w.stop_deadline_ms))
 			break;
 	}
+	if (buf_used(&w.undelivered) > 0)
+		log_info("exiting: %zu bytes of stanzas taken back from "
+			 "connections not routed: lost",
+			 buf_used(&w.undelivered));
 	log_debug("worker exiting");
 	exit(0);
 }

@@ -186,6 +186,9 @@ struct worker {
 	struct conn *conns;
 	struct conn *flush_list;
 	struct conn *dead_list;     /* closed, freed at the end of the turn */
+	/* stanzas taken back from connections, routed after the flush
+	 * (conn_undelivered); bounded by what the connections held */
+	struct buf undelivered;
 	struct conn **conn_table;   /* id -> conn, chained */
 	unsigned conn_table_size;   /* power of two */
 	unsigned nconns;
@@ -206,7 +209,7 @@ void conn_accept(struct worker *w, int lfd, int direct_tls);
 void conn_handle(struct conn *c, uint32_t events);
 /* Queue one piece (a stanza, or stream-level XML) for c.  Past
  * c2s.max_output_bytes unread the stream ends with <policy-violation/>
- * and every stanza not yet written is handed to route_undelivered(). */
+ * and every stanza not yet written is queued with conn_undelivered(). */
 void conn_send(struct conn *c, const char *data, size_t len);
 /* Write c's pending output at the end of this loop turn. */
 void conn_want_flush(struct conn *c);
@@ -214,6 +217,13 @@ void conn_close(struct conn *c);
 void conn_flush(struct conn *c);
 void conn_update_events(struct conn *c);
 void conn_flush_all(struct worker *w);
+/* A stanza that did not reach connection conn_id: queued, and routed
+ * by conn_route_undelivered() (never inside conn_send/conn_close). */
+void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
+		      const char *data, size_t len);
+/* Route what was queued (route_undelivered); 1 when some is left for
+ * the next loop turn. */
+int conn_route_undelivered(struct worker *w);
 void conn_timeouts(struct worker *w, int64_t now_ms);
 void conn_shutdown_all(struct worker *w);
 void conn_run_delayed(struct worker *w, int64_t now_ms);
@@ -307,15 +317,17 @@ void offline_conn_gone(struct conn *c);
 /* route.c */
 /* Send text to every session of bare (only the available ones when
  * only_available); frame_type is IPC_FRAME_STANZA or ROSTER_PUSH. */
-/* Every session of bare: in fixed (nfixed entries) when they fit, else
- * in a malloc()ed list left in *heap_r for the caller to free (*heap_r
- * is NULL otherwise); *n_r of them.  Their number is bounded by
+/* Every session of bare, *n_r of them: in a list of route.c's own when
+ * they fit (one per nesting level: a send in the caller's loop may list
+ * sessions again), else in a malloc()ed list left in *heap_r (NULL
+ * otherwise).  Each call is paired with route_sessions_done(*heap_r),
+ * innermost first.  Their number is bounded by
  * c2s.max_sessions_per_account (session_table_size when that is 0).  A
  * list that keeps growing while it is read, or no memory, leaves out the
  * rest (logged at warn). */
 struct session_info *route_sessions(struct worker *w, const char *bare,
-				    struct session_info *fixed, int nfixed,
 				    int *n_r, struct session_info **heap_r);
+void route_sessions_done(struct session_info *heap);
 void route_to_resources(struct worker *w, const char *bare, const char *text,
 			size_t len, int frame_type, int only_available,
 			const char *skip_full);

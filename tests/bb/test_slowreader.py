@@ -17,12 +17,14 @@ import os
 import re
 import signal
 import socket
+import struct
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, stream_error_re, wait_for, run_tests  # noqa: E402
-from imlib import PW, USERS, login, connect_on  # noqa: E402
+from imlib import IM, PW, USERS, login, connect_on  # noqa: E402
 
 # Freed memory must leave the process's accounting soon for RSS to mean
 # anything: a small ASan quarantine (the default holds 256 MB of it).
@@ -234,7 +236,160 @@ def test_stopped_worker_outbox_bound():
         j.close()
         r.close()
 
+N_BARE = 500                # 10 MB of 20 KB messages to the bare JID
+BATCH = 10                  # 200 KB at a time: under the readers' cap
+_ID = re.compile(rb"<message [^>]*id='(m\d+|end)'")
+
+
+def read_until_end(im, out, seen, done):
+    """Collect what im is sent until the message with id 'end' (bounded),
+    counting messages in seen[0]; pings are answered so that the reader
+    stays."""
+    im.c.sock.settimeout(0.2)
+    data = b""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and b"id='end'" not in data:
+        try:
+            ch = im.c.sock.recv(1 << 20)
+        except (socket.timeout, TimeoutError):
+            continue
+        except OSError:
+            break
+        if not ch:
+            break
+        seen[0] += (data[-9:] + ch).count(b"</message>")
+        data += ch
+        for p in re.findall(rb"id='(ping-\d+)'", ch):
+            im.c.send("<iq to='localhost' id='%s' type='result'/>"
+                      % p.decode())
+    out.append(data)
+    done.set()
+
+
+def test_bare_jid_slow_reader_no_duplicates():
+    """Chat to the bare JID reaches three resources of equal priority;
+    one stops reading and is cut.  The two readers get every message
+    exactly once: the copies the slow one left unread are not delivered
+    again (the others have theirs), and routing them back while another
+    send was in progress did not repeat or skip a resource."""
+    with Server(workers=1, users=USERS,
+                overrides={"c2s.max_output_bytes": "256K",
+                           "tls.required": "no"}) as s:
+        b = login(s, "juliet", "b")
+        c = login(s, "juliet", "c")
+        cs = Client(s.port)
+        cs.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow = IM(s, "juliet", "slow", client=cs)
+        slow.send("<presence/>")
+        r = login(s, "romeo", "snd")
+        wait_for(lambda: s.status()["master"]["sessions"] == 4,
+                 what="four sessions")
+        b.drain()
+        c.drain()
+        r.drain()
+        got = {"b": [], "c": []}
+        seen = {"b": [0], "c": [0]}
+        done = {"b": threading.Event(), "c": threading.Event()}
+        ts = [threading.Thread(target=read_until_end,
+                               args=(x, got[k], seen[k], done[k]))
+              for k, x in (("b", b), ("c", c))]
+        for t in ts:
+            t.start()
+        # in batches the readers take whole before the next: only the
+        # one that does not read passes its cap
+        for i in range(N_BARE):
+            r.c.send("<message to='juliet@localhost' id='m%d' type='chat'>"
+                     "<body>%s</body></message>" % (i, "x" * 20000))
+            if (i + 1) % BATCH == 0:
+                wait_for(lambda: min(seen["b"][0], seen["c"][0]) >= i + 1 or
+                         done["b"].is_set() or done["c"].is_set(),
+                         timeout=60, what="the readers' batch")
+        r.send("<iq to='localhost' id='sync' type='get'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        r.expect("<iq from='localhost' id='sync' to='%s' type='result'/>"
+                 % r.jid, timeout=60)
+        cut = "127.0.0.1:%d: stream error <policy-violation/>" % \
+            cs.sock.getsockname()[1]
+        wait_for(lambda: cut in s.log_text(), timeout=60,
+                 what="the slow reader cut")
+        # behind everything else on both readers' streams
+        r.c.send("<message to='juliet@localhost' id='end' type='chat'>"
+                 "<body>end</body></message>")
+        for t in ts:
+            t.join(150)
+        want = ["m%d" % i for i in range(N_BARE)] + ["end"]
+        for k in ("b", "c"):
+            ids = [x.decode() for x in _ID.findall(b"".join(got[k]))]
+            dup = sorted(set(x for x in ids if ids.count(x) > 1))
+            print("  %s: %d copies, %d distinct, %d repeated %s"
+                  % (k, len(ids), len(set(ids)), len(dup), dup[:5]))
+            assert not dup, "%s got these more than once: %s" % (k, dup[:10])
+            assert ids == want, "%s: missing %s" % (
+                k, sorted(set(want) - set(ids))[:10])
+        cs.close()
+        r.close()
+
+
+# 6 MB: the kernel takes up to 4 MB (tcp_wmem), the server holds the
+# rest, under the 8M cap (no overflow: the connection ends by a reset)
+N_RESET = 300
+
+
+def test_reset_reader_keeps_unwritten():
+    """A recipient that never reads and then resets its connection
+    (SO_LINGER 0): the messages still queued for it at the server are
+    stored offline, not lost with the connection.  What the kernel held
+    is gone with the reset; what the server held is the newest part, so
+    the offline store holds a tail of the messages, each once, ending
+    with the last one sent."""
+    with Server(workers=1, users=USERS,
+                overrides={"c2s.max_output_bytes": "8M",
+                           "tls.required": "no"}) as s:
+        jc = Client(s.port)
+        jc.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        assert plain_login(jc, "juliet", "slow") == "juliet@localhost/slow"
+        jc.send("<presence/>")
+        r = login(s, "romeo", "snd")
+        wait_for(lambda: s.status()["master"]["sessions"] == 2,
+                 what="two sessions")
+        for i in range(N_RESET):
+            r.c.send("<message to='juliet@localhost/slow' id='m%d' "
+                     "type='chat'><body>%s</body></message>"
+                     % (i, ("%d " % i).ljust(20000, "x")))
+        r.send("<iq to='localhost' id='sync' type='get'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        r.expect("<iq from='localhost' id='sync' to='%s' type='result'/>"
+                 % r.jid, timeout=60)
+        port = jc.sock.getsockname()[1]
+        jc.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                           struct.pack("ii", 1, 0))
+        jc.sock.close()
+        taken = re.compile(r"127\.0\.0\.1:%d: (\d+) pieces not written"
+                           % port)
+        wait_for(lambda: taken.search(s.log_text()), timeout=60,
+                 what="the reset connection's output taken back")
+        pieces = int(taken.search(s.log_text()).group(1))
+
+        def stored():
+            out = s.db.psql("SELECT o.stanza FROM offline_messages o JOIN "
+                            "accounts a ON a.id = o.account_id WHERE "
+                            "a.username = 'juliet'", s.db.conninfo)
+            return re.findall(r"<message [^>]*id='(m\d+)'", out)
+        wait_for(lambda: len(stored()) >= pieces, timeout=60,
+                 what="%d messages stored" % pieces)
+        ids = sorted(int(x[1:]) for x in stored())
+        print("  %d of %d messages taken back and stored offline"
+              % (len(ids), N_RESET))
+        assert ids, "nothing stored"
+        assert len(ids) == pieces, (pieces, ids)
+        assert ids == list(range(ids[0], N_RESET)), ids
+        assert not re.search(r"<message [^>]*type='error'",
+                             "".join(st for _, st in r.q)), r.q
+        r.close()
+
 
 if __name__ == "__main__":
     run_tests([test_slow_reader_other_worker, test_slow_reader_same_worker,
-               test_stopped_worker_outbox_bound])
+               test_stopped_worker_outbox_bound,
+               test_bare_jid_slow_reader_no_duplicates,
+               test_reset_reader_keeps_unwritten])
