@@ -10,71 +10,6 @@
 
 #include "../worker/store.h"
 
-static const char *xmlcheck_attrs(const struct xml_node *a,
-				  const struct xml_node *b)
-{
-	const struct xml_attr *x = a->attrs, *y = b->attrs;
-	for (; x != NULL && y != NULL; x = x->next, y = y->next) {
-		if (strcmp(x->ns, y->ns) != 0)
-			return "attribute namespace";
-		if (strcmp(x->name, y->name) != 0)
-			return "attribute name";
-		if (strcmp(x->value, y->value) != 0)
-			return "attribute value";
-	}
-	return x == NULL && y == NULL ? NULL : "attribute count";
-}
-
-static const char *xmlcheck_node(const struct xml_node *a,
-				 const struct xml_node *b)
-{
-	if ((a->name == NULL) != (b->name == NULL))
-		return "element vs text";
-	if (a->name == NULL) {
-		if (a->text_len != b->text_len ||
-		    memcmp(a->text, b->text, a->text_len) != 0)
-			return "text";
-		return NULL;
-	}
-	if (strcmp(a->name, b->name) != 0)
-		return "element name";
-	if (strcmp(a->ns, b->ns) != 0)
-		return "element namespace";
-	return xmlcheck_attrs(a, b);
-}
-
-const char *xmlcheck_diff(const struct xml_node *a, const struct xml_node *b)
-{
-	const struct xml_node *ra = a, *rb = b;
-	const char *why;
-
-	/* parallel pre-order walk, without recursion (parent links) */
-	for (;;) {
-		if ((why = xmlcheck_node(a, b)) != NULL)
-			return why;
-		if (a->name != NULL && (a->children != NULL) !=
-		    (b->children != NULL))
-			return "children";
-		if (a->name != NULL && a->children != NULL) {
-			a = a->children;
-			b = b->children;
-			continue;
-		}
-		while (a != ra && a->next == NULL) {
-			if (b->next != NULL)
-				return "more children";
-			a = a->parent;
-			b = b->parent;
-		}
-		if (a == ra)
-			return b == rb ? NULL : "shape";
-		if (b->next == NULL)
-			return "fewer children";
-		a = a->next;
-		b = b->next;
-	}
-}
-
 void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns)
 {
 	struct buf out;
@@ -108,7 +43,7 @@ void xmlcheck_round_trip(const struct xml_node *n, const char *default_ns)
 		again = again->children;
 	FUZZ_CHECK(again != NULL, "serialized stanza vanished: %.*s",
 		   (int)(end - start), buf_head(&out) + start);
-	const char *why = xmlcheck_diff(n, again);
+	const char *why = xml_tree_diff(n, again);
 	FUZZ_CHECK(why == NULL, "re-parsed stanza differs (%s): %.*s", why,
 		   (int)(end - start), buf_head(&out) + start);
 	arena_free(&a);
@@ -137,7 +72,7 @@ void xmlcheck_store_round_trip(const struct xml_node *n)
 					       buf_used(&out), &error);
 	FUZZ_CHECK(again != NULL, "a stored stanza cannot be read back (%s): "
 		   "%.*s", error, (int)buf_used(&out), buf_head(&out));
-	const char *why = xmlcheck_diff(n, again);
+	const char *why = xml_tree_diff(n, again);
 	FUZZ_CHECK(why == NULL, "a stored stanza reads back different (%s): "
 		   "%.*s", why, (int)buf_used(&out), buf_head(&out));
 	arena_free(&a);

@@ -8,10 +8,6 @@
 #include "arena.h"
 #include "../worker/xml.h"
 
-/* NULL when the trees are equal (names, namespaces, attributes in
- * order, text), else a static description of the first difference. */
-const char *xmlcheck_diff(const struct xml_node *a, const struct xml_node *b);
-
 /* Serialize n with default_ns in scope, parse the text again and
  * require an equal tree; aborts (FUZZ_CHECK) otherwise.  A buffer-cap
  * failure of xml_serialize is not a finding (returns quietly). */

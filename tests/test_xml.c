@@ -836,71 +836,6 @@ Test(xml, parse_stops_at_length)
 /* Contexts a stanza is serialized for: none, a client stream, another. */
 static const char *const contexts[] = { "", NS_CLIENT, "urn:other" };
 
-static int attr_in(const struct xml_attr *at, const struct xml_node *n)
-{
-	for (const struct xml_attr *b = n->attrs; b != NULL; b = b->next)
-		if (strcmp(at->ns, b->ns) == 0 &&
-		    strcmp(at->name, b->name) == 0)
-			return strcmp(at->value, b->value) == 0;
-	return 0;
-}
-
-static unsigned attr_count(const struct xml_node *n)
-{
-	unsigned k = 0;
-
-	for (const struct xml_attr *at = n->attrs; at != NULL; at = at->next)
-		k++;
-	return k;
-}
-
-/* Same namespaces, names, attributes (as a set) and text, node by node;
- * walked without recursion (trees may be deep).  NULL, or what differs. */
-static const char *tree_diff(const struct xml_node *a,
-			     const struct xml_node *b)
-{
-	const struct xml_node *ra = a;
-
-	for (;;) {
-		if ((a->name == NULL) != (b->name == NULL))
-			return "element vs text";
-		if (a->name == NULL) {
-			if (a->text_len != b->text_len ||
-			    memcmp(a->text, b->text, a->text_len) != 0)
-				return "text";
-		} else {
-			if (strcmp(a->ns, b->ns) != 0)
-				return "namespace";
-			if (strcmp(a->name, b->name) != 0)
-				return "name";
-			if (attr_count(a) != attr_count(b))
-				return "attribute count";
-			for (const struct xml_attr *at = a->attrs; at != NULL;
-			     at = at->next)
-				if (!attr_in(at, b))
-					return "attribute";
-			if ((a->children == NULL) != (b->children == NULL))
-				return "children";
-			if (a->children != NULL) {
-				a = a->children;
-				b = b->children;
-				continue;
-			}
-		}
-		while (a != ra && a->next == NULL) {
-			if (b->next != NULL)
-				return "more children";
-			a = a->parent;
-			b = b->parent;
-		}
-		if (a == ra)
-			return NULL;
-		if (b->next == NULL)
-			return "fewer children";
-		a = a->next;
-		b = b->next;
-	}
-}
 
 /* The property for one tree in every context: the output parses (expat
  * checks well-formedness and the reserved namespaces), back to the same
@@ -922,7 +857,7 @@ static void check_property(const struct xml_node *n, const char *label)
 		struct xml_node *back = xml_parse_in(&arena, s, len, d, &error);
 		cr_assert_not_null(back, "%s [%s]: output does not parse: %s: "
 				   "%.300s", label, d, error, s);
-		const char *diff = tree_diff(n, back);
+		const char *diff = xml_tree_diff(n, back);
 		cr_assert_null(diff, "%s [%s]: %s differs: %.300s", label, d,
 			       diff, s);
 		if (d[0] == '\0')
@@ -932,7 +867,7 @@ static void check_property(const struct xml_node *n, const char *label)
 		back = xml_parse(&arena, buf_head(&out), buf_used(&out), &error);
 		cr_assert_not_null(back, "%s [%s] in context: %s", label, d,
 				   error);
-		diff = tree_diff(n, back->children);
+		diff = xml_tree_diff(n, back->children);
 		cr_assert_null(diff, "%s [%s] in context: %s differs", label,
 			       d, diff);
 	}
@@ -1085,7 +1020,7 @@ Test(xml, store_reads_what_was_stored)
 						  strlen(stored), &error);
 
 	cr_assert_not_null(back, "%s: %s", error, stored);
-	cr_expect_null(tree_diff(st, back), "%s", stored);
+	cr_expect_null(xml_tree_diff(st, back), "%s", stored);
 	cr_expect_str_eq(back->ns, NS_CLIENT);
 	const char *iq = "<iq type='result' id='1'/>";
 	cr_expect_not_null(store_read_stanza(&arena, iq, strlen(iq), &error));

@@ -436,6 +436,73 @@ struct xml_node *xml_builder_done(struct xml_builder *b)
 	return b->root;
 }
 
+/* ---- comparison ---------------------------------------------------- */
+
+static int xml_attr_in(const struct xml_attr *at, const struct xml_node *n)
+{
+	for (const struct xml_attr *b = n->attrs; b != NULL; b = b->next)
+		if (strcmp(at->ns, b->ns) == 0 &&
+		    strcmp(at->name, b->name) == 0)
+			return strcmp(at->value, b->value) == 0;
+	return 0;
+}
+
+static unsigned xml_attr_count(const struct xml_node *n)
+{
+	unsigned k = 0;
+
+	for (const struct xml_attr *at = n->attrs; at != NULL; at = at->next)
+		k++;
+	return k;
+}
+
+/* Same namespaces, names, attributes (as a set) and text, node by node;
+ * walked without recursion (trees may be deep).  NULL, or what differs. */
+const char *xml_tree_diff(const struct xml_node *a, const struct xml_node *b)
+{
+	const struct xml_node *ra = a;
+
+	for (;;) {
+		if ((a->name == NULL) != (b->name == NULL))
+			return "element vs text";
+		if (a->name == NULL) {
+			if (a->text_len != b->text_len ||
+			    memcmp(a->text, b->text, a->text_len) != 0)
+				return "text";
+		} else {
+			if (strcmp(a->ns, b->ns) != 0)
+				return "namespace";
+			if (strcmp(a->name, b->name) != 0)
+				return "name";
+			if (xml_attr_count(a) != xml_attr_count(b))
+				return "attribute count";
+			for (const struct xml_attr *at = a->attrs; at != NULL;
+			     at = at->next)
+				if (!xml_attr_in(at, b))
+					return "attribute";
+			if ((a->children == NULL) != (b->children == NULL))
+				return "children";
+			if (a->children != NULL) {
+				a = a->children;
+				b = b->children;
+				continue;
+			}
+		}
+		while (a != ra && a->next == NULL) {
+			if (b->next != NULL)
+				return "more children";
+			a = a->parent;
+			b = b->parent;
+		}
+		if (a == ra)
+			return NULL;
+		if (b->next == NULL)
+			return "fewer children";
+		a = a->next;
+		b = b->next;
+	}
+}
+
 /* ---- construction --------------------------------------------------- */
 
 struct xml_node *xml_new(struct arena *a, const char *ns, const char *name)

@@ -85,6 +85,11 @@ struct xml_node *xml_builder_done(struct xml_builder *b);
  * bytes xml_serialize() writes at most. */
 size_t xml_builder_exact(struct xml_builder *b);
 
+/* Where two trees differ (names, namespaces, attributes as a set, text,
+ * shape), or NULL when they are the same: the parse -> serialize ->
+ * re-parse property of the tests and fuzzers. */
+const char *xml_tree_diff(const struct xml_node *a, const struct xml_node *b);
+
 /* Construction */
 struct xml_node *xml_new(struct arena *a, const char *ns, const char *name);
 struct xml_node *xml_add_child(struct arena *a, struct xml_node *parent,
