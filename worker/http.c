@@ -635,6 +635,12 @@ void http_process(struct http_conn *hc)
 		}
 		if (e == HPE_PAUSED) {
 			http_parser_pause(&hc->parser, 0);
+		} else if (e == HPE_HEADER_OVERFLOW && hc->field_open == 0) {
+			/* still in the request line: its target is too long
+			 * (the parser counted it before on_url saw it) */
+			http_refuse(hc, 414, "request line over "
+				    "http.max_header_size");
+			break;
 		} else if (e != HPE_OK) {
 			const char *reason;
 			int status = http_parser_status(e, &reason);

@@ -199,13 +199,17 @@ static int httpconn_drain(struct http_conn *hc)
 {
 	char data[4096];
 	for (int i = 0; i < HTTPCONN_READS_PER_TURN; i++) {
-		ssize_t n = hc->ssl != NULL && !hc->tls_failed
-			? httpconn_read(hc, data, sizeof(data))
-			: read(hc->fd, data, sizeof(data));
-		if (n == 0 || (n < 0 && (errno == EAGAIN || errno == EINTR) &&
-			       hc->ssl == NULL))
-			return 0;
-		if (n < 0)
+		ssize_t n;
+		if (hc->ssl != NULL && !hc->tls_failed) {
+			n = httpconn_read(hc, data, sizeof(data));
+			if (n == 0)
+				return 0;       /* would block */
+		} else {
+			n = read(hc->fd, data, sizeof(data));
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				return 0;
+		}
+		if (n <= 0)
 			return 1;
 	}
 	return 0;
