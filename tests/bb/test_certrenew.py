@@ -1,0 +1,312 @@
+"""A renewed certificate, black box (issue 10): the certbot deploy hook
+(etc/certbot-deploy-hook, as built) installs a renewed certificate and
+key from a fake Let's Encrypt lineage and runs `xmppctl reload`; new
+connections, STARTTLS and direct TLS, on every worker, are then served
+the new certificate (compared by fingerprint) while connections opened
+before stay up and keep exchanging stanzas.  A key that does not match
+its certificate (a reload between the copy of one file and the other)
+is refused by the reload with a logged reason and the old certificate
+is still served; the hook itself refuses such a lineage and installs
+nothing.  Needs XMPPD_TEST_PGCONN.
+"""
+import hashlib
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (BUILDDIR, XMPPCTL, Client, Server,  # noqa: E402
+                     run_tests, tls_server_end_point, wait_for)
+
+HOOK = os.path.join(BUILDDIR, "etc", "certbot-deploy-hook")
+USERS = [("alice@localhost", "wonder1and"), ("bob@localhost", "bu1lder!")]
+NEW_CONNECTIONS = 8     # per port: enough to reach both workers
+
+
+def make_lineage(root, name):
+    """A certbot-style lineage dir (fullchain.pem, privkey.pem) with a
+    fresh self-signed EC certificate for localhost; returns (dir, sha256
+    fingerprint of the certificate)."""
+    d = os.path.join(root, "live", name)
+    os.makedirs(d)
+    cert, key = os.path.join(d, "fullchain.pem"), os.path.join(d, "privkey.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-days", "30", "-nodes",
+                    "-subj", "/CN=localhost/O=%s" % name, "-addext",
+                    "subjectAltName=DNS:localhost", "-keyout", key,
+                    "-out", cert], check=True, capture_output=True)
+    with open(cert) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    return d, hashlib.sha256(der).hexdigest()
+
+
+def fingerprint(sock):
+    return hashlib.sha256(sock.getpeercert(binary_form=True)).hexdigest()
+
+
+def starttls_cert(port):
+    """Fingerprint of the certificate a new STARTTLS connection gets."""
+    c = Client(port)
+    try:
+        c.open()
+        c.starttls()
+        return fingerprint(c.sock)
+    finally:
+        c.close()
+
+
+def direct_tls_cert(port):
+    c = Client(port)
+    try:
+        c.wrap_tls(alpn=["xmpp-client"])
+        c.open()
+        return fingerprint(c.sock)
+    finally:
+        c.close()
+
+
+def served_certs(s):
+    """The fingerprints new connections get, over both ports."""
+    return ({starttls_cert(s.port) for _ in range(NEW_CONNECTIONS)} |
+            {direct_tls_cert(s.tls_port) for _ in range(NEW_CONNECTIONS)})
+
+
+def pending_starttls(port, tls12=False):
+    """A stream past STARTTLS, not yet authenticated."""
+    c = Client(port)
+    c.open()
+    if not tls12:
+        c.starttls()
+        return c
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    c.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+    assert c.sock.version() == "TLSv1.2", c.sock.version()
+    c.buf = b""
+    c.open()
+    return c
+
+
+def finish_plus_login(c, user, password, resource):
+    """SCRAM-SHA-256-PLUS over tls-server-end-point: the server's binding
+    data must be the hash of the certificate this stream was served."""
+    got = c.auth_scram(user, password, plus="tls-server-end-point",
+                       cb_data=tls_server_end_point(c.sock))
+    assert got.startswith("<success"), got
+    c.open()
+    c.bind(resource)
+
+
+def direct_login(port, user, password, resource):
+    c = Client(port)
+    c.wrap_tls(alpn=["xmpp-client"])
+    c.open()
+    got = c.auth_scram(user, password)
+    assert got.startswith("<success"), got
+    c.open()
+    c.bind(resource)
+    return c
+
+
+def ping(c, ident):
+    c.send("<iq type='get' id='%s' to='localhost'><ping xmlns='urn:xmpp:ping'/>"
+           "</iq>" % ident)
+    c.read_until("<iq[^>]*id='%s'[^>]*/>|<iq[^>]*id='%s'[^>]*></iq>"
+                 % (ident, ident))
+
+
+def chat(frm, to_client, to_jid, ident):
+    """A message from one live stream reaches another."""
+    body = "renewed %s" % ident
+    frm.send("<message to='%s' type='chat' id='%s'><body>%s</body></message>"
+             % (to_jid, ident, body))
+    got = to_client.read_until("<message[^>]*id='%s'[^>]*>.*?</message>" % ident)
+    assert "<body>%s</body>" % body in got, got
+
+
+def run_hook(s, lineage, tls_dir, ctl=None):
+    env = dict(os.environ)
+    env.update({
+        "RENEWED_LINEAGE": lineage,
+        "RENEWED_DOMAINS": "localhost",
+        "XMPPD_CERT": os.path.join(tls_dir, "cert.pem"),
+        "XMPPD_KEY": os.path.join(tls_dir, "key.pem"),
+        "XMPPD_GROUP": subprocess.run(["id", "-gn"], capture_output=True,
+                                      text=True).stdout.strip(),
+        "XMPPCTL": ctl or "%s -s %s" % (XMPPCTL, s.control),
+    })
+    return subprocess.run(["sh", HOOK], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def workers_at(s, generation):
+    st = s.status()
+    return st and all(w["generation"] == generation for w in st["workers"])
+
+
+def install_files(tls_dir, cert_src, key_src):
+    shutil.copyfile(cert_src, os.path.join(tls_dir, "cert.pem"))
+    shutil.copyfile(key_src, os.path.join(tls_dir, "key.pem"))
+
+
+class Renewal:
+    """A server on certificate A (copied like the hook would), with
+    lineages A and B ready."""
+
+    def __enter__(self):
+        self.root = tempfile.mkdtemp(prefix="xmppd-test-certrenew-")
+        self.a, self.fp_a = make_lineage(self.root, "a")
+        self.b, self.fp_b = make_lineage(self.root, "b")
+        assert self.fp_a != self.fp_b
+        self.tls = os.path.join(self.root, "xmppd")
+        os.makedirs(self.tls)
+        install_files(self.tls, os.path.join(self.a, "fullchain.pem"),
+                      os.path.join(self.a, "privkey.pem"))
+        self.server = Server(workers=2, users=USERS, overrides={
+            "tls.certificate": os.path.join(self.tls, "cert.pem"),
+            "tls.key": os.path.join(self.tls, "key.pem")})
+        try:
+            self.s = self.server.__enter__()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.server.__exit__(*exc)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def generation(self):
+        return self.s.status()["master"]["generation"]
+
+
+def test_hook_renews_without_dropping():
+    """Logged-in streams on cert A (STARTTLS and direct TLS); the hook
+    installs lineage B and reloads; every new connection gets B, the old
+    streams still ping and message each other and the new ones."""
+    with Renewal() as r:
+        s = r.s
+        assert served_certs(s) == {r.fp_a}
+        old_st = Client(s.port)
+        old_st.login("alice", USERS[0][1], "starttls")
+        old_direct = direct_login(s.tls_port, "bob", USERS[1][1], "direct")
+        assert fingerprint(old_st.sock) == fingerprint(old_direct.sock) == r.fp_a
+        # Past the TLS handshake but not logged in yet: TLS 1.3 (xmppd's
+        # own record layer) and TLS 1.2 (OpenSSL keeps the connection).
+        pending13 = pending_starttls(s.port)
+        pending12 = pending_starttls(s.port, tls12=True)
+        gen = r.generation()
+        accepted = [w["accepted"] for w in s.status()["workers"]]
+
+        h = run_hook(s, r.b, r.tls)
+        assert h.returncode == 0, h.stdout + h.stderr
+        assert "reloaded" in h.stdout, h.stdout
+        for name, src in (("cert.pem", "fullchain.pem"), ("key.pem", "privkey.pem")):
+            with open(os.path.join(r.tls, name), "rb") as f1, \
+                    open(os.path.join(r.b, src), "rb") as f2:
+                assert f1.read() == f2.read(), name
+        assert os.stat(os.path.join(r.tls, "key.pem")).st_mode & 0o777 == 0o640
+        assert os.stat(os.path.join(r.tls, "cert.pem")).st_mode & 0o777 == 0o644
+        assert not [n for n in os.listdir(r.tls) if n.startswith(".")], \
+            os.listdir(r.tls)
+        assert r.generation() == gen + 1
+        wait_for(lambda: workers_at(s, gen + 1), what="workers on the new generation")
+
+        assert served_certs(s) == {r.fp_b}
+        # ... from every worker.
+        now = [w["accepted"] for w in s.status()["workers"]]
+        assert all(n > a for n, a in zip(now, accepted)), (accepted, now)
+        new_st = Client(s.port)
+        new_st.login("alice", USERS[0][1], "new")
+        assert fingerprint(new_st.sock) == r.fp_b
+
+        # The streams opened before the renewal are still up and served.
+        assert fingerprint(old_st.sock) == r.fp_a
+        ping(old_st, "p1")
+        ping(old_direct, "p2")
+        chat(old_st, old_direct, "bob@localhost/direct", "m1")
+        chat(old_direct, old_st, "alice@localhost/starttls", "m2")
+        chat(old_direct, new_st, "alice@localhost/new", "m3")
+        chat(new_st, old_direct, "bob@localhost/direct", "m4")
+        # Streams that did their handshake on A log in after the reload
+        # with channel binding to A.
+        for c, res in ((pending13, "p13"), (pending12, "p12")):
+            assert fingerprint(c.sock) == r.fp_a
+            finish_plus_login(c, "bob", USERS[1][1], res)
+            chat(c, new_st, "alice@localhost/new", "m-" + res)
+        for c in (old_st, old_direct, new_st, pending13, pending12):
+            c.close()
+        assert not re.search(r"TLS unavailable|reload failed", s.log_text())
+
+
+def test_mismatched_key_keeps_old_certificate():
+    """Certificate B on disk with key A (a reload between the two
+    copies): xmppctl reload fails with the reason and exits 1, the log
+    says why, new connections still get A and open streams go on.  Then
+    key B arrives and the next reload serves B.  The hook refuses a
+    lineage whose key does not match and leaves the files alone."""
+    with Renewal() as r:
+        s = r.s
+        old = Client(s.port)
+        old.login("alice", USERS[0][1], "stay")
+        gen = r.generation()
+
+        install_files(r.tls, os.path.join(r.b, "fullchain.pem"),
+                      os.path.join(r.a, "privkey.pem"))
+        res = s.ctl("reload")
+        assert res.returncode == 1, (res.returncode, res.stdout, res.stderr)
+        assert "tls.key" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert re.search(r"reload failed, keeping generation %d: .*tls\.key" % gen,
+                         s.log_text()), s.log_text()[-2000:]
+        assert r.generation() == gen
+        assert served_certs(s) == {r.fp_a}
+        ping(old, "p1")
+
+        # The hook checks the pair before touching anything.
+        bad = os.path.join(r.root, "live", "bad")
+        os.makedirs(bad)
+        shutil.copyfile(os.path.join(r.b, "fullchain.pem"),
+                        os.path.join(bad, "fullchain.pem"))
+        shutil.copyfile(os.path.join(r.a, "privkey.pem"),
+                        os.path.join(bad, "privkey.pem"))
+        install_files(r.tls, os.path.join(r.a, "fullchain.pem"),
+                      os.path.join(r.a, "privkey.pem"))
+        h = run_hook(s, bad, r.tls)
+        assert h.returncode == 1, (h.returncode, h.stdout, h.stderr)
+        assert "does not match" in h.stderr and "nothing installed" in h.stderr, h.stderr
+        with open(os.path.join(r.tls, "cert.pem"), "rb") as f1, \
+                open(os.path.join(r.a, "fullchain.pem"), "rb") as f2:
+            assert f1.read() == f2.read()
+        assert r.generation() == gen
+
+        # The key catches up: the next reload serves B.
+        install_files(r.tls, os.path.join(r.b, "fullchain.pem"),
+                      os.path.join(r.b, "privkey.pem"))
+        res = s.ctl("reload")
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: workers_at(s, gen + 1), what="workers on the new generation")
+        assert served_certs(s) == {r.fp_b}
+        ping(old, "p2")
+        old.close()
+
+        # With xmppd not answering, the hook installs and says so.
+        h = run_hook(s, r.a, r.tls, ctl="%s -s %s" % (
+            XMPPCTL, os.path.join(r.root, "none.sock")))
+        assert h.returncode == 0, h.stdout + h.stderr
+        assert "not running" in h.stdout, h.stdout
+
+
+if __name__ == "__main__":
+    run_tests([test_hook_renews_without_dropping,
+               test_mismatched_key_keeps_old_certificate])
