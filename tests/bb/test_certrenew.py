@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -307,6 +308,42 @@ def test_mismatched_key_keeps_old_certificate():
         assert "not running" in h.stdout, h.stdout
 
 
+def test_worker_keeps_context_on_mismatch():
+    """The master checked a good pair, but by the time a worker loads
+    the files the key no longer matches (the files changed in between):
+    that worker logs why and keeps serving its previous certificate,
+    the other serves the new one, and every handshake still succeeds.
+    The worker is held with SIGSTOP across the change to make the
+    interleaving certain."""
+    with Renewal() as r:
+        s = r.s
+        slow = s.status()["workers"][1]
+        gen = r.generation()
+        os.kill(slow["pid"], signal.SIGSTOP)
+        try:
+            install_files(r.tls, os.path.join(r.b, "fullchain.pem"),
+                          os.path.join(r.b, "privkey.pem"))
+            res = s.ctl("reload")
+            assert res.returncode == 0, res.stderr
+            wait_for(lambda: s.status()["workers"][0]["generation"] == gen + 1,
+                     what="worker 0 on the new generation")
+            install_files(r.tls, os.path.join(r.b, "fullchain.pem"),
+                          os.path.join(r.a, "privkey.pem"))
+        finally:
+            os.kill(slow["pid"], signal.SIGCONT)
+        wait_for(lambda: workers_at(s, gen + 1), what="workers on the new generation")
+        log = wait_for(lambda: re.search(
+            r"w%d\b.*TLS unavailable, keeping the previous context: .*tls\.key.*"
+            % slow["slot"], s.log_text()), what="the worker's error line")
+        assert len(log.group(0).splitlines()) == 1
+        assert served_certs(s) == {r.fp_a, r.fp_b}
+        c = Client(s.port)
+        c.login("alice", USERS[0][1], "after")
+        ping(c, "p1")
+        c.close()
+
+
 if __name__ == "__main__":
     run_tests([test_hook_renews_without_dropping,
-               test_mismatched_key_keeps_old_certificate])
+               test_mismatched_key_keeps_old_certificate,
+               test_worker_keeps_context_on_mismatch])
