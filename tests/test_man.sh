@@ -64,7 +64,7 @@ opts=$("$B/xmppd" --help | grep -oE '(^|[ |\[])--?[a-z]+' | sed 's/^[ |[]//' | s
 for o in $opts; do
 	has_tag "$text" "$o" || fail "xmppd(8) does not describe $o"
 done
-ok "xmppd(8) describes every option of xmppd --help:" $opts
+ok "xmppd(8) describes every option of xmppd --help: $(printf "%s\n" "$opts" | paste -sd" " -)"
 
 # ---- xmppctl(8): every command ------------------------------------------
 text=$(render "$MAN/xmppctl.8")
@@ -76,6 +76,6 @@ cmds=$("$B/xmppctl" help | awk '
 printf '%s\n' "$cmds" | while IFS= read -r c; do
 	has_tag "$text" "$c" || { echo "FAIL - xmppctl(8) does not describe '$c'"; exit 1; }
 done || failed=1
-ok "xmppctl(8) describes every command of xmppctl help:" $(printf '%s\n' "$cmds" | tr '\n' ',')
+ok "xmppctl(8) describes every command of xmppctl help: $(printf '%s\n' "$cmds" | paste -sd, -)"
 
 exit $failed
