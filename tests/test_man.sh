@@ -9,8 +9,8 @@ set -u
 B=${XMPPD_BUILDDIR:-.}
 MAN="$B/docs/man"
 failed=0
-fail() { echo "FAIL - $*"; failed=1; }
-# "ok - what" unless something failed since the last mark.
+fail() { echo "FAIL - $*"; failed=$((failed + 1)); }
+# "ok - what" unless something failed since the last ok.
 mark=0
 ok() { [ "$failed" -ne "$mark" ] || echo "ok - $*"; mark=$failed; }
 
@@ -31,8 +31,11 @@ for page in "$MAN/xmppd.8" "$MAN/xmppctl.8" "$MAN/xmppd.conf.5"; do
 	ok "$(basename "$page") renders without warnings"
 done
 
-# Plain text as a reader sees it (ASCII, no overstriking).
-render() { groff -man -Tascii -P-cbou "$1" 2>/dev/null; }
+# Plain text as a reader sees it (ASCII, no overstriking), from the
+# section header $2 to the next one, $3.
+render() {
+	groff -man -Tascii -P-cbou "$1" 2>/dev/null | sed -n "/^$2\$/,/^$3\$/p"
+}
 
 # An entry tag is a line indented 7 columns (.TP), e.g.
 # "       status, workers" or "       c2s.port = number".
@@ -41,7 +44,7 @@ has_tag() {  # TEXT WORDS
 }
 
 # ---- xmppd.conf(5): every key -----------------------------------------
-text=$(render "$MAN/xmppd.conf.5")
+text=$(render "$MAN/xmppd.conf.5" SETTINGS FILES)
 keys=$("$B/xmppd" --example | awk '
 	/^[a-z0-9_.-]+ \{/ { block = $1 "."; next }
 	/^\}/ { block = ""; next }
@@ -58,7 +61,7 @@ entries=$(printf '%s\n' "$text" | grep -cE '^       [a-z0-9_.-]+ = [a-z]+$')
 ok "xmppd.conf(5) has an entry for each of the $n settings"
 
 # ---- xmppd(8): every option ---------------------------------------------
-text=$(render "$MAN/xmppd.8")
+text=$(render "$MAN/xmppd.8" OPTIONS SIGNALS)
 opts=$("$B/xmppd" --help | grep -oE '(^|[ |\[])--?[a-z]+' | sed 's/^[ |[]//' | sort -u)
 [ -n "$opts" ] || fail "no options in xmppd --help"
 for o in $opts; do
@@ -67,15 +70,20 @@ done
 ok "xmppd(8) describes every option of xmppd --help: $(printf "%s\n" "$opts" | paste -sd" " -)"
 
 # ---- xmppctl(8): every command ------------------------------------------
-text=$(render "$MAN/xmppctl.8")
+text=$(render "$MAN/xmppctl.8" COMMANDS "EXIT STATUS")
 cmds=$("$B/xmppctl" help | awk '
 	/^  [a-z]/ {
 		sub(/^  /, ""); split($0, f, /  +/); n = split(f[1], w, " ");
 		c = w[1]; if (n > 1 && w[2] ~ /^[a-z]+$/) c = c " " w[2]; print c }')
 [ -n "$cmds" ] || fail "no commands in xmppctl help"
-printf '%s\n' "$cmds" | while IFS= read -r c; do
-	has_tag "$text" "$c" || { echo "FAIL - xmppctl(8) does not describe '$c'"; exit 1; }
-done || failed=1
+nl='
+'
+oldifs=$IFS
+IFS=$nl
+for c in $cmds; do
+	has_tag "$text" "$c" || fail "xmppctl(8) does not describe '$c'"
+done
+IFS=$oldifs
 ok "xmppctl(8) describes every command of xmppctl help: $(printf '%s\n' "$cmds" | paste -sd, -)"
 
-exit $failed
+[ "$failed" -eq 0 ]
