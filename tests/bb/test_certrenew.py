@@ -343,7 +343,64 @@ def test_worker_keeps_context_on_mismatch():
         c.close()
 
 
+def features(port):
+    c = Client(port)
+    try:
+        return c.open()
+    finally:
+        c.close()
+
+
+def test_reload_turns_tls_off_and_on():
+    """tls.certificate is reloadable: emptied (with tls.required = no) new
+    streams are offered no STARTTLS and the workers say so once, with no
+    error line, while a stream already on TLS goes on; set again, STARTTLS
+    is back with the certificate."""
+    root = tempfile.mkdtemp(prefix="xmppd-test-certrenew-")
+    try:
+        a, fp_a = make_lineage(root, "a")
+        with_tls = ("tls {\n  certificate = %s/fullchain.pem\n"
+                    "  key = %s/privkey.pem\n}\n" % (a, a))
+        server = Server(workers=2, users=USERS, config_text=with_tls,
+                        overrides={"c2s.tls_port": "0"})
+        del server.overrides["tls.certificate"], server.overrides["tls.key"]
+        with server as s:
+            assert "<starttls" in features(s.port)
+            old = Client(s.port)
+            old.login("alice", USERS[0][1], "tls")
+            gen = s.status()["master"]["generation"]
+
+            s.write_config('tls.certificate = ""\ntls.key = ""\n'
+                           'tls.required = no\n')
+            res = s.ctl("reload", check=True)
+            assert "tls.certificate" in res.stdout, res.stdout
+            wait_for(lambda: workers_at(s, gen + 1), what="new generation")
+            assert "<starttls" not in features(s.port)
+            plain = Client(s.port)
+            plain.open()
+            assert plain.auth_scram("bob", USERS[1][1]).startswith("<success")
+            plain.open()
+            plain.bind("plain")
+            chat(plain, old, "alice@localhost/tls", "m1")
+            chat(old, plain, "bob@localhost/plain", "m2")
+            log = s.log_text()
+            assert log.count("TLS off for new connections") == 2, log[-3000:]
+            assert "TLS unavailable" not in log, log[-3000:]
+
+            s.write_config(with_tls)
+            s.ctl("reload", check=True)
+            wait_for(lambda: workers_at(s, gen + 2), what="new generation")
+            assert {starttls_cert(s.port) for _ in range(NEW_CONNECTIONS)} == {fp_a}
+            ping(old, "p1")
+            for c in (old, plain):
+                c.close()
+            assert "TLS unavailable" not in s.log_text()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
     run_tests([test_hook_renews_without_dropping,
                test_mismatched_key_keeps_old_certificate,
-               test_worker_keeps_context_on_mismatch])
+               test_worker_keeps_context_on_mismatch,
+               test_reload_turns_tls_off_and_on])
