@@ -80,8 +80,10 @@ static void worker_db_events(struct worker *w)
 
 /* A context from the files tls.certificate and tls.key name, read again
  * at every reload (a renewed certificate); open connections keep a
- * reference to the one they started with.  Without a certificate, TLS
- * is off for new connections. */
+ * reference to the one they started with.  Files that do not load keep
+ * the previous context (the master checked them, but they may have
+ * changed since).  Without a certificate, TLS is off for new
+ * connections. */
 static void worker_tls_context(struct worker *w)
 {
 	const char *error;
@@ -93,9 +95,15 @@ static void worker_tls_context(struct worker *w)
 		return;
 	}
 	SSL_CTX *ctx = tls_context_new(w->cfg, &error);
+	if (ctx == NULL && w->tls != NULL) {
+		log_error("TLS certificate not reloaded, keeping the previous "
+			  "one: %s", error);
+		return;
+	}
 	if (ctx == NULL) {
-		log_error("TLS unavailable, keeping the previous context: %s",
-			  error);
+		/* stream.c and sasl.c fail closed: no login while
+		 * tls.required is yes. */
+		log_error("TLS unavailable: %s", error);
 		return;
 	}
 	tls_context_free(&w->tls);

@@ -247,7 +247,8 @@ def test_hook_renews_without_dropping():
             chat(c, new_st, "alice@localhost/new", "m-" + res)
         for c in (old_st, old_direct, new_st, pending13, pending12):
             c.close()
-        assert not re.search(r"TLS unavailable|reload failed", s.log_text())
+        assert not re.search(r"TLS unavailable|not reloaded|reload failed",
+                             s.log_text())
 
 
 def test_mismatched_key_keeps_old_certificate():
@@ -333,7 +334,7 @@ def test_worker_keeps_context_on_mismatch():
             os.kill(slow["pid"], signal.SIGCONT)
         wait_for(lambda: workers_at(s, gen + 1), what="workers on the new generation")
         log = wait_for(lambda: re.search(
-            r"w%d\b.*TLS unavailable, keeping the previous context: .*tls\.key.*"
+            r"w%d\b.*TLS certificate not reloaded, keeping the previous one: .*tls\.key.*"
             % slow["slot"], s.log_text()), what="the worker's error line")
         assert len(log.group(0).splitlines()) == 1
         assert served_certs(s) == {r.fp_a, r.fp_b}
@@ -385,7 +386,7 @@ def test_reload_turns_tls_off_and_on():
             chat(old, plain, "bob@localhost/plain", "m2")
             log = s.log_text()
             assert log.count("TLS off for new connections") == 2, log[-3000:]
-            assert "TLS unavailable" not in log, log[-3000:]
+            assert "TLS unavailable" not in log and "not reloaded" not in log, log[-3000:]
 
             s.write_config(with_tls)
             s.ctl("reload", check=True)
@@ -395,12 +396,51 @@ def test_reload_turns_tls_off_and_on():
             for c in (old, plain):
                 c.close()
             assert "TLS unavailable" not in s.log_text()
+            assert "not reloaded" not in s.log_text()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_worker_without_certificate_fails_closed():
+    """The certificate on disk is broken after the master checked it and a
+    worker restarts then: that worker logs why and, tls.required being
+    yes, lets nobody log in (no STARTTLS, no mechanisms, <auth/> gets
+    encryption-required) instead of taking logins in cleartext; the
+    other worker serves as before."""
+    with Renewal() as r:
+        s = r.s
+        victim = s.status()["workers"][1]
+        with open(os.path.join(r.tls, "cert.pem"), "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\ngarbage\n")
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def respawned():
+            st = s.status_ok()
+            return st and st["workers"][1]["pid"] != victim["pid"]
+        wait_for(respawned, what="worker 1 respawned")
+        wait_for(lambda: re.search(r"w%d\b.*TLS unavailable: .*tls\.certificate"
+                                   % victim["slot"], s.log_text()),
+                 what="the worker's error line")
+        refused = served = 0
+        for i in range(2 * NEW_CONNECTIONS):
+            c = Client(s.port)
+            feats = c.open()
+            if "<starttls" in feats:
+                served += 1
+            else:
+                refused += 1
+                assert "<mechanisms" not in feats, feats
+                c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+                       "mechanism='SCRAM-SHA-256'>biwsbj1hbGljZSxyPWFiY2Q=</auth>")
+                c.read_until("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                             "<encryption-required/></failure>")
+            c.close()
+        assert refused > 0 and served > 0, (refused, served)
 
 
 if __name__ == "__main__":
     run_tests([test_hook_renews_without_dropping,
                test_mismatched_key_keeps_old_certificate,
                test_worker_keeps_context_on_mismatch,
-               test_reload_turns_tls_off_and_on])
+               test_reload_turns_tls_off_and_on,
+               test_worker_without_certificate_fails_closed])
