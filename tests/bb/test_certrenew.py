@@ -133,7 +133,7 @@ def chat(frm, to_client, to_jid, ident):
     assert "<body>%s</body>" % body in got, got
 
 
-def run_hook(s, lineage, tls_dir, ctl=None):
+def run_hook(s, lineage, tls_dir, ctl=None, env_extra=None):
     env = dict(os.environ)
     env.update({
         "RENEWED_LINEAGE": lineage,
@@ -144,6 +144,7 @@ def run_hook(s, lineage, tls_dir, ctl=None):
                                       text=True).stdout.strip(),
         "XMPPCTL": ctl or "%s -s %s" % (XMPPCTL, s.control),
     })
+    env.update(env_extra or {})
     return subprocess.run(["sh", HOOK], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -290,6 +291,18 @@ def test_mismatched_key_keeps_old_certificate():
         with open(os.path.join(r.tls, "cert.pem"), "rb") as f1, \
                 open(os.path.join(r.a, "fullchain.pem"), "rb") as f2:
             assert f1.read() == f2.read()
+        assert r.generation() == gen
+
+        # A certificate path it cannot write: the key is not installed
+        # alone either.
+        h = run_hook(s, r.b, r.tls, env_extra={
+            "XMPPD_CERT": os.path.join(r.root, "missing", "cert.pem")})
+        assert h.returncode == 1, (h.returncode, h.stdout, h.stderr)
+        assert "nothing installed" in h.stderr, h.stderr
+        with open(os.path.join(r.tls, "key.pem"), "rb") as f1, \
+                open(os.path.join(r.a, "privkey.pem"), "rb") as f2:
+            assert f1.read() == f2.read()
+        assert sorted(os.listdir(r.tls)) == ["cert.pem", "key.pem"], os.listdir(r.tls)
         assert r.generation() == gen
 
         # The key catches up: the next reload serves B.
