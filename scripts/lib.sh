@@ -21,6 +21,7 @@ XMPPD_DEB_TEST=(
 	clang libclang-rt-14-dev
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
 	valgrind iproute2
+	groff-base man-db
 )
 
 say()  { printf '==> %s\n' "$*"; }

@@ -786,8 +786,7 @@ void sasl_handle(struct conn *c, struct xml_node *n)
 		sasl_init_secret();
 	if (c->authenticated) {
 		stream_error(c, "policy-violation", "already authenticated");
-	} else if (!conn_tls(c) && c->w->tls != NULL &&
-		   c->w->cfg->tls_required) {
+	} else if (!conn_tls(c) && c->w->cfg->tls_required) {
 		sasl_fail(c, "encryption-required", NULL);
 	} else if (c->sasl != NULL && (c->sasl->pending != NULL ||
 				       c->sasl->step == SASL_STEP_LOOKUP)) {
