@@ -7,10 +7,10 @@
  * never from argv, and are wiped after use; the database gets SCRAM
  * credentials only (db/accounts.c).
  *
- * Run as root with a conninfo that names no role (and no PGUSER),
- * xmppctl becomes the configured daemon `user` before connecting, as the
- * server does: the database role is then the daemon's, which is what
- * peer authentication over the local socket expects.  The control
+ * Run as root with a conninfo (or PGUSER) that names no role or the
+ * daemon's, xmppctl becomes the configured daemon `user` before
+ * connecting, as the server does: peer authentication over the local
+ * socket then maps it to its role.  Another role named is used as root.  The control
  * socket, needed by `user show|del` and `passwd --kick`, is opened
  * before that, as root.
  *
@@ -49,28 +49,31 @@ static void ctl_pg_notice(void *arg, const char *message)
 	(void)message;          /* NOTICEs are not errors: stay quiet */
 }
 
-/* true if conninfo (or PGUSER) names the database role. */
-static bool ctl_pg_names_role(const char *conninfo)
+/* The database role conninfo (or PGUSER) names, into buf; "" if none. */
+static void ctl_pg_role(const char *conninfo, char *buf, size_t size)
 {
 	const char *env = getenv("PGUSER");
-	bool named = env != NULL && env[0] != '\0';
+	snprintf(buf, size, "%s", env != NULL ? env : "");
 	PQconninfoOption *o = PQconninfoParse(conninfo, NULL);
 	for (PQconninfoOption *p = o; p != NULL && p->keyword != NULL; p++)
 		if (strcmp(p->keyword, "user") == 0 && p->val != NULL &&
 		    p->val[0] != '\0')
-			named = true;
+			snprintf(buf, size, "%s", p->val);
 	PQconninfoFree(o);
-	return named;
 }
 
-/* As root with no role named: become the daemon user (cfg->user), whose
- * role the server uses.  Nothing happens when that user does not exist
+/* As root, with no role named or the daemon user's: become the daemon
+ * user (cfg->user), as the server does, so that peer authentication
+ * maps it to its role.  Nothing happens when that user does not exist
  * (then PostgreSQL sees root).  0, or -1 (printed). */
 static int ctl_pg_become_daemon(const struct config *cfg,
 				const char *conninfo)
 {
-	if (geteuid() != 0 || cfg->user[0] == '\0' ||
-	    ctl_pg_names_role(conninfo))
+	char role[256];
+	if (geteuid() != 0 || cfg->user[0] == '\0')
+		return 0;
+	ctl_pg_role(conninfo, role, sizeof(role));
+	if (role[0] != '\0' && strcmp(role, cfg->user) != 0)
 		return 0;
 	struct passwd *pw = getpwnam(cfg->user);
 	if (pw == NULL)

@@ -60,9 +60,9 @@ void ctl_usage(FILE *out)
 		"  user list [DOMAIN]  list accounts, one JID a line\n"
 		"  help                this text\n"
 		"--json: sessions, status, bans, user list and user show print one\n"
-		"JSON document.  Run as root with a database role that is not root:\n"
-		"xmppctl connects to PostgreSQL as the configured 'user' (put user=\n"
-		"in db.conninfo to choose another role).\n"
+		"JSON document.  Run as root, the PostgreSQL commands run as the\n"
+		"configured daemon 'user' (xmppd) unless db.conninfo names another\n"
+		"role (user=ROLE).\n"
 		"exit status: 0 success, 1 failure (or nothing found: kick, user\n"
 		"show), 2 unknown command or wrong arguments.\n");
 }
@@ -120,7 +120,12 @@ struct config *ctl_load_config(const struct ctl_opts *opts,
 	}
 	return cfg;
 fail:
-	fprintf(stderr, "xmppctl: %s\n", error);
+	if (missing)
+		fprintf(stderr, "xmppctl: %s does not exist (the installed "
+			"default): give the server's config with -c CONFIG, or "
+			"its control socket with -s SOCKET\n", opts->config_path);
+	else
+		fprintf(stderr, "xmppctl: %s\n", error);
 	config_free(&cfg);
 	return NULL;
 }

@@ -462,7 +462,7 @@ static void control_kick(struct master *m, struct control_client *c,
 	struct ucred cred = { .uid = (uid_t)-1 };
 	socklen_t len = sizeof(cred);
 	getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
-	log_info("master: kick of %s by uid %d with <%s/>%s%s: %u of %u "
+	log_info("kick of %s by uid %d with <%s/>%s%s: %u of %u "
 		 "sessions told", jid, (int)cred.uid, cond, text[0] ? ": " : "",
 		 text, cw.kicked, cw.total);
 	if (cw.kicked < cw.total)

@@ -297,8 +297,29 @@ def test_usage_errors():
     assert r.returncode == 1 and r.stderr.startswith("xmppctl: no xmppd listening on"), r
 
 
+def test_root_uses_daemon_role():
+    """As root, with no role in db.conninfo, xmppctl connects as the
+    configured daemon user (here `nobody`, which has no role: the error
+    says so and what to do); a role named in db.conninfo is used as is."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    with Server(workers=1, users=USERS[:1]) as srv:
+        ci = srv.overrides["db.conninfo"]
+        no_role = " ".join(kv for kv in ci.split() if not kv.startswith("user="))
+        r = srv.ctl_config("-o", "user=nobody", "-o", "db.conninfo=" + no_role,
+                           "user", "list", check=False)
+        assert r.returncode == 1, r
+        assert len(r.stderr.splitlines()) == 1, r.stderr
+        assert 'role "nobody" does not exist' in r.stderr, r.stderr
+        assert "runuser -u xmppd -- xmppctl" in r.stderr, r.stderr
+        assert "user=ROLE in db.conninfo" in r.stderr, r.stderr
+        r = srv.ctl_config("-o", "user=nobody", "user", "list")
+        assert r.stdout == "alice@localhost\n", r.stdout
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
                test_passwd_kick, test_user_show_and_json_listings,
-               test_usage_errors])
+               test_usage_errors, test_root_uses_daemon_role])
