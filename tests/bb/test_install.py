@@ -102,6 +102,17 @@ def test_installed_files_agree():
                            text=True, timeout=30)
         assert r.returncode == 0 and r.stdout == example
 
+        # xmppctl without -c reads the file the daemon reads.
+        ctl = find_file(dest, "xmppctl")
+        if os.path.exists(conf):
+            print("# %s exists on this machine: xmppctl default not run" % conf)
+        else:
+            r = subprocess.run([ctl, "status"], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 1, r
+            assert r.stderr.startswith("xmppctl: %s does not exist (the installed "
+                                       "default)" % conf), r.stderr
+
         # Without the binary: a non-zero exit and a line naming it.
         if os.path.exists(daemon):
             print("# %s exists on this machine: missing-binary case not run" % daemon)
