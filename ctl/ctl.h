@@ -71,6 +71,9 @@ int ctl_exchange(int fd, const char *line, struct ctl_reply *r);
 void ctl_reply_free(struct ctl_reply *r);
 /* Open, one exchange, close: 0, or -1 (reason printed). */
 int ctl_request(const char *path, const char *line, struct ctl_reply *r);
+/* ctl_request, then the data lines as they are on stdout: the exit
+ * code. */
+int ctl_run(const char *path, const char *line);
 /* The control socket path: -s, else the config's (NULL: printed). */
 char *ctl_socket_path(const struct ctl_opts *opts);
 /* The value of key in a "kind\tk=v\t..." line, into buf; NULL if absent. */

@@ -160,6 +160,17 @@ int ctl_request(const char *path, const char *line, struct ctl_reply *r)
 	return ret;
 }
 
+int ctl_run(const char *path, const char *line)
+{
+	struct ctl_reply r;
+	if (ctl_request(path, line, &r) < 0)
+		return CTL_EXIT_FAIL;
+	for (size_t i = 0; i < r.n; i++)
+		puts(r.lines[i]);
+	ctl_reply_free(&r);
+	return CTL_EXIT_OK;
+}
+
 char *ctl_socket_path(const struct ctl_opts *opts)
 {
 	if (opts->socket_path != NULL)

@@ -136,17 +136,10 @@ fail:
 static int ctl_plain_command(const struct ctl_opts *opts, int argc,
 			     char **argv)
 {
-	struct ctl_reply r;
 	if (argc != 1)
 		return ctl_usage_error("%s takes no arguments", argv[0]);
 	char *path = ctl_socket_path(opts);
-	int ret = path != NULL && ctl_request(path, argv[0], &r) == 0 ?
-		CTL_EXIT_OK : CTL_EXIT_FAIL;
-	if (ret == CTL_EXIT_OK) {
-		for (size_t i = 0; i < r.n; i++)
-			puts(r.lines[i]);
-		ctl_reply_free(&r);
-	}
+	int ret = path != NULL ? ctl_run(path, argv[0]) : CTL_EXIT_FAIL;
 	free(path);
 	return ret;
 }
@@ -242,7 +235,6 @@ static int ctl_unban_command(const struct ctl_opts *opts, int argc,
 			     char **argv)
 {
 	char line[512];
-	struct ctl_reply r;
 	if (argc != 2)
 		return ctl_usage_error("unban needs one address or JID");
 	if (strpbrk(argv[1], "\n\t") != NULL ||
@@ -250,13 +242,7 @@ static int ctl_unban_command(const struct ctl_opts *opts, int argc,
 	    (int)sizeof(line))
 		return ctl_usage_error("unban: invalid address or JID");
 	char *path = ctl_socket_path(opts);
-	int ret = path != NULL && ctl_request(path, line, &r) == 0 ?
-		CTL_EXIT_OK : CTL_EXIT_FAIL;
-	if (ret == CTL_EXIT_OK) {
-		for (size_t i = 0; i < r.n; i++)
-			puts(r.lines[i]);
-		ctl_reply_free(&r);
-	}
+	int ret = path != NULL ? ctl_run(path, line) : CTL_EXIT_FAIL;
 	free(path);
 	return ret;
 }
