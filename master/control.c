@@ -330,6 +330,7 @@ struct control_walk {
 	struct master *m;
 	uint32_t condition;
 	const char *text;
+	int uid;
 	unsigned kicked;
 };
 
@@ -380,7 +381,7 @@ static int control_kick_one(const struct session_info *s, void *ctx)
 	size_t jl = strlen(s->jid), tl = strlen(cw->text);
 	struct ipc_kick k = {
 		.conn_id = s->conn_id, .gen = s->gen,
-		.condition = cw->condition,
+		.condition = cw->condition, .uid = cw->uid,
 		.jid_len = (uint16_t)jl, .text_len = (uint16_t)tl,
 	};
 	memcpy(msg, &k, sizeof(k));
@@ -453,15 +454,16 @@ static void control_kick(struct master *m, struct control_client *c,
 			    "characters, under 1024 bytes\n");
 		return;
 	}
+	struct ucred cred = { .uid = (uid_t)-1 };
+	socklen_t len = sizeof(cred);
+	getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
 	struct control_walk cw = { .filter = jid, .out = out, .m = m,
-				   .condition = condition, .text = text };
+				   .condition = condition, .text = text,
+				   .uid = (int)cred.uid };
 	if (shm_session_foreach(m->shm.sessions, control_kick_one, &cw) < 0) {
 		buf_appendf(out, "ERROR\tsession table unavailable\n");
 		return;
 	}
-	struct ucred cred = { .uid = (uid_t)-1 };
-	socklen_t len = sizeof(cred);
-	getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
 	log_info("kick of %s by uid %d with <%s/>%s%s: %u of %u "
 		 "sessions told", jid, (int)cred.uid, cond, text[0] ? ": " : "",
 		 text, cw.kicked, cw.total);

@@ -99,6 +99,7 @@ struct ipc_kick {
 	uint32_t conn_id;
 	uint32_t gen;
 	uint32_t condition;         /* enum ipc_kick_condition */
+	int32_t uid;                /* the control client's uid (for the log) */
 	uint16_t jid_len;
 	uint16_t text_len;
 };
