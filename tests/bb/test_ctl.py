@@ -234,12 +234,28 @@ def test_user_show_and_json_listings():
             a.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
                    "<item jid='spam@example.com'/></block></iq>")
             a.read_until("<iq [^>]*id='b1' [^>]*type='result'[^>]*/>")
+            a.send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Alice</FN>"
+                   "</vCard></iq>")
+            a.read_until("<iq [^>]*id='v1' [^>]*type='result'[^>]*/>")
+            # carol is offline: two messages wait for her
+            for i in range(2):
+                a.send("<message to='carol@localhost' type='chat' id='m%d'>"
+                       "<body>hi %d</body></message>" % (i, i))
+            deadline = time.monotonic() + 10
+            while json.loads(srv.ctl_config("--json", "user", "show",
+                                            "carol@localhost").stdout)["offline"] < 2:
+                assert time.monotonic() < deadline, "offline messages not stored"
+                time.sleep(0.1)
+            carol = json.loads(srv.ctl_config("--json", "user", "show",
+                                              "carol@localhost").stdout)
+            assert carol["offline"] == 2 and carol["roster"] == 0, carol
+            assert carol["vcard"] is False and carol["sessions"] == [], carol
             r = srv.ctl_config("--json", "user", "show", "alice@localhost")
             doc = json.loads(r.stdout)
             assert doc["jid"] == "alice@localhost" and doc["exists"] is True
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["created"]), doc
             assert doc["roster"] == 2 and doc["blocklist"] == 1, doc
-            assert doc["offline"] == 0 and doc["vcard"] is False, doc
+            assert doc["offline"] == 0 and doc["vcard"] is True, doc
             assert doc["server"] == "running"
             assert [s["jid"] for s in doc["sessions"]] == [a_full], doc
             r = srv.ctl_config("user", "show", "alice@localhost")
