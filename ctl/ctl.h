@@ -103,8 +103,10 @@ int ctl_kick_command(const struct ctl_opts *opts, int argc, char **argv);
 int ctl_sessions_of(int fd, const char *bare, bool json);
 /* End every session of a bare JID with condition and text (user del,
  * passwd --kick): one line saying how many, or that the server does not
- * run.  0, or -1 when the control socket failed (printed). */
+ * run.  watch: also the sessions that bind in the next c2s.timeout
+ * (user del: logins that read the credentials before the delete).  0, or
+ * -1 when the control socket failed (printed). */
 int ctl_end_sessions(int fd, const char *bare, const char *condition,
-		     const char *text);
+		     const char *text, bool watch);
 
 #endif

@@ -208,14 +208,16 @@ static int ctl_join(char *buf, size_t size, int argc, char **argv)
 	return 0;
 }
 
-/* Send a kick; the count told, or -1 (printed). */
+/* Send a kick (watch: late logins too, docs/CONTROL.md); the count
+ * told, or -1 (printed). */
 static long ctl_kick_send(int fd, const char *jid, const char *condition,
-			  const char *text, bool print)
+			  const char *text, bool watch, bool print)
 {
 	char line[8192], num[32];
 	struct ctl_reply r;
 	long count = 0;
-	snprintf(line, sizeof(line), "kick\t%s\t%s\t%s", jid, condition, text);
+	snprintf(line, sizeof(line), "kick\t%s\t%s\t%s%s", jid, condition,
+		 text, watch ? "\twatch" : "");
 	if (ctl_exchange(fd, line, &r) < 0)
 		return -1;
 	for (size_t i = 0; i < r.n; i++) {
@@ -257,7 +259,7 @@ int ctl_kick_command(const struct ctl_opts *opts, int argc, char **argv)
 	int fd = path != NULL ? ctl_open(path, false) : -1;
 	if (fd >= 0) {
 		long n = ctl_kick_send(fd, jid, reset ? "reset" :
-				       "policy-violation", text, true);
+				       "policy-violation", text, false, true);
 		if (n == 0)
 			ctl_fail("no session for %s", jid);
 		else if (n > 0)
@@ -300,13 +302,14 @@ int ctl_sessions_of(int fd, const char *bare, bool json)
 }
 
 int ctl_end_sessions(int fd, const char *bare, const char *condition,
-		     const char *text)
+		     const char *text, bool watch)
 {
 	if (fd == CTL_OPEN_DOWN) {
 		printf("server not running: no live sessions to end\n");
 		return 0;
 	}
-	long n = fd >= 0 ? ctl_kick_send(fd, bare, condition, text, false) : -1;
+	long n = fd >= 0 ? ctl_kick_send(fd, bare, condition, text, watch,
+					 false) : -1;
 	if (n < 0)
 		return -1;
 	printf("%ld live session%s ended\n", n, n == 1 ? "" : "s");

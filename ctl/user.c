@@ -16,9 +16,11 @@
  *
  * `user del` deletes the account, then ends its live sessions with
  * <not-authorized/> "account deleted" (Prosody does the same).  A login
- * whose credentials were read before the delete and whose resource is
- * bound after the sessions were listed survives until it disconnects
- * (it cannot log in again); `xmppctl kick JID` ends it.
+ * that read the credentials before the delete may bind after that: the
+ * kick asks the master to watch (docs/CONTROL.md), which ends such a
+ * session within a second for c2s.timeout after.  `passwd --kick` does
+ * not watch: the owner logs in again at once with the new password, and
+ * a login with the old one that raced the change keeps its session.
  * Failure policy: one line "xmppctl: reason" on stderr, exit code 1;
  * usage errors print one line and the usage, exit code 2.
  */
@@ -397,7 +399,7 @@ static int ctl_user_change(PGconn *conn, const struct config *cfg,
 		printf("deleted %s\n", bare);
 		fflush(stdout);
 		return ctl_end_sessions(ctl_fd, bare, "not-authorized",
-					"account deleted") < 0;
+					"account deleted", true) < 0;
 	}
 	/* fail before asking for a password that could not be used (the
 	   change itself checks again) */
@@ -420,7 +422,7 @@ static int ctl_user_change(PGconn *conn, const struct config *cfg,
 		return ctl_fail("%s", error);
 	if (kick)
 		return ctl_end_sessions(ctl_fd, bare, "reset",
-					"password changed") < 0;
+					"password changed", false) < 0;
 	return 0;
 }
 

@@ -125,8 +125,11 @@ static void control_client_close(struct control_client *c)
 	c->in_len = 0;
 }
 
+static void control_watch_free(void);
+
 void master_control_close(struct master *m)
 {
+	control_watch_free();
 	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
 		control_client_close(&m->clients[i]);
 	if (m->control_fd >= 0) {
@@ -372,30 +375,137 @@ static void control_sessions(struct master *m, const char *filter,
 		    cw.shown);
 }
 
-static int control_kick_one(const struct session_info *s, void *ctx)
+/* Tell s's worker to end it: 0, or -1 (logged by master_send_cmd). */
+static int control_send_kick(struct master *m, const struct session_info *s,
+			     uint32_t condition, const char *text, int uid)
 {
-	struct control_walk *cw = ctx;
 	char msg[sizeof(struct ipc_kick) + IPC_JID_MAX + 1024];
-	if (!control_jid_matches(s->jid, cw->filter))
-		return 0;
-	size_t jl = strlen(s->jid), tl = strlen(cw->text);
+	size_t jl = strlen(s->jid), tl = strlen(text);
 	struct ipc_kick k = {
 		.conn_id = s->conn_id, .gen = s->gen,
-		.condition = cw->condition, .uid = cw->uid,
+		.condition = condition, .uid = uid,
 		.jid_len = (uint16_t)jl, .text_len = (uint16_t)tl,
 	};
 	memcpy(msg, &k, sizeof(k));
 	memcpy(msg + sizeof(k), s->jid, jl);
-	memcpy(msg + sizeof(k) + jl, cw->text, tl);
+	memcpy(msg + sizeof(k) + jl, text, tl);
+	return master_send_cmd(m, s->slot, IPC_CMD_KICK, msg,
+			       sizeof(k) + jl + tl);
+}
+
+static int control_kick_one(const struct session_info *s, void *ctx)
+{
+	struct control_walk *cw = ctx;
+	if (!control_jid_matches(s->jid, cw->filter))
+		return 0;
 	cw->total++;
-	if (master_send_cmd(cw->m, s->slot, IPC_CMD_KICK, msg,
-			    sizeof(k) + jl + tl) == 0) {
+	if (control_send_kick(cw->m, s, cw->condition, cw->text,
+			      cw->uid) == 0) {
 		cw->kicked++;
 		if (buf_used(cw->out) + CONTROL_LINE_ROOM <= CONTROL_OUT_MAX)
 			buf_appendf(cw->out, "kicked\tjid=%s\tworker=%u\n",
 				    s->jid, s->slot);
 	}
 	return 0;
+}
+
+/* Kicks with `watch` (user del): for c2s.timeout after, a session of the
+ * JID that binds is ended too.  That is a login that read the account's
+ * credentials before it was deleted: a connection binds within
+ * c2s.timeout of connecting or is closed (worker/conn.c). */
+#define CONTROL_WATCH_MAX 64u
+
+struct control_watch {
+	char *jid;
+	char *text;
+	uint32_t condition;
+	int uid;
+	int64_t until_ms;
+};
+
+static struct control_watch control_watches[CONTROL_WATCH_MAX];
+static unsigned control_nwatches;
+static int64_t control_next_watch_ms;
+
+static void control_watch_add(struct master *m, const char *jid,
+			      uint32_t condition, const char *text, int uid)
+{
+	int64_t now = time_now_ms();
+	struct control_watch *w = NULL;
+	for (unsigned i = 0; i < control_nwatches && w == NULL; i++)
+		if (strcmp(control_watches[i].jid, jid) == 0)
+			w = &control_watches[i];
+	if (w == NULL && control_nwatches == CONTROL_WATCH_MAX) {
+		/* full: the oldest goes (deleting 64 accounts within
+		   c2s.timeout while their owners log in is an attack on
+		   nothing) */
+		free(control_watches[0].jid);
+		free(control_watches[0].text);
+		memmove(&control_watches[0], &control_watches[1],
+			(CONTROL_WATCH_MAX - 1) * sizeof(control_watches[0]));
+		control_nwatches--;
+	}
+	if (w == NULL) {
+		w = &control_watches[control_nwatches];
+		w->jid = strdup(jid);
+		w->text = strdup(text);
+		if (w->jid == NULL || w->text == NULL) {
+			free(w->jid);
+			free(w->text);
+			log_error("kick of %s: no memory to watch for late "
+				  "logins", jid);
+			return;
+		}
+		control_nwatches++;
+	}
+	w->condition = condition;
+	w->uid = uid;
+	w->until_ms = now + (int64_t)m->cfg->c2s_timeout + 1000;
+	if (control_next_watch_ms == 0)
+		control_next_watch_ms = now + 1000;
+}
+
+static void control_watch_free(void)
+{
+	for (unsigned i = 0; i < control_nwatches; i++) {
+		free(control_watches[i].jid);
+		free(control_watches[i].text);
+	}
+	control_nwatches = 0;
+}
+
+static int control_watch_one(const struct session_info *s, void *ctx)
+{
+	struct master *m = ctx;
+	for (unsigned i = 0; i < control_nwatches; i++) {
+		const struct control_watch *w = &control_watches[i];
+		if (!control_jid_matches(s->jid, w->jid))
+			continue;
+		log_info("kick of %s: bound while its account was deleted",
+			 s->jid);
+		control_send_kick(m, s, w->condition, w->text, w->uid);
+	}
+	return 0;
+}
+
+void master_control_tick(struct master *m, int64_t now_ms)
+{
+	if (control_nwatches == 0 || now_ms < control_next_watch_ms)
+		return;
+	unsigned kept = 0;
+	for (unsigned i = 0; i < control_nwatches; i++) {
+		struct control_watch *w = &control_watches[i];
+		if (w->until_ms <= now_ms) {
+			free(w->jid);
+			free(w->text);
+		} else {
+			control_watches[kept++] = *w;
+		}
+	}
+	control_nwatches = kept;
+	control_next_watch_ms = kept > 0 ? now_ms + 1000 : 0;
+	if (kept > 0)
+		shm_session_foreach(m->shm.sessions, control_watch_one, m);
 }
 
 /* Printable UTF-8 without control characters (it becomes <text/>). */
@@ -416,21 +526,26 @@ static int control_text_ok(const char *s)
 	return 1;
 }
 
-/* "kick<TAB>JID<TAB>CONDITION<TAB>TEXT": every session of a bare JID, or
- * the one of a full JID; each owning worker gets IPC_CMD_KICK. */
+/* "kick<TAB>JID<TAB>CONDITION<TAB>TEXT[<TAB>watch]": every session of a
+ * bare JID, or the one of a full JID; each owning worker gets
+ * IPC_CMD_KICK.  watch: late logins too (control_watch_add). */
 static void control_kick(struct master *m, struct control_client *c,
 			 char *args, struct buf *out)
 {
-	char *jid = args, *cond = NULL, *text = NULL;
+	char *jid = args, *cond = NULL, *text = NULL, *opt = NULL;
 	uint32_t condition = 0;
 	if ((cond = strchr(jid, '\t')) != NULL) {
 		*cond++ = '\0';
-		if ((text = strchr(cond, '\t')) != NULL)
+		if ((text = strchr(cond, '\t')) != NULL) {
 			*text++ = '\0';
+			if ((opt = strchr(text, '\t')) != NULL)
+				*opt++ = '\0';
+		}
 	}
-	if (cond == NULL || text == NULL) {
+	if (cond == NULL || text == NULL ||
+	    (opt != NULL && strcmp(opt, "watch") != 0)) {
 		buf_appendf(out, "ERROR\tusage: kick<TAB>JID<TAB>CONDITION<TAB>"
-			    "TEXT\n");
+			    "TEXT[<TAB>watch]\n");
 		return;
 	}
 	if (strcmp(cond, "policy-violation") == 0)
@@ -465,8 +580,11 @@ static void control_kick(struct master *m, struct control_client *c,
 		return;
 	}
 	log_info("kick of %s by uid %d with <%s/>%s%s: %u of %u "
-		 "sessions told", jid, (int)cred.uid, cond, text[0] ? ": " : "",
-		 text, cw.kicked, cw.total);
+		 "sessions told%s", jid, (int)cred.uid, cond, text[0] ? ": " : "",
+		 text, cw.kicked, cw.total, opt != NULL ? ", late logins "
+		 "watched for c2s.timeout" : "");
+	if (opt != NULL)
+		control_watch_add(m, jid, condition, text, (int)cred.uid);
 	if (cw.kicked < cw.total)
 		buf_appendf(out, "ERROR\t%u of %u sessions could not be told "
 			    "(see the log)\n", cw.total - cw.kicked, cw.total);

@@ -109,6 +109,8 @@ void master_control_close(struct master *m);
 void master_control_close_child(struct master *m);
 int master_control_pollfds(struct master *m, void *pfds, unsigned max);
 void master_control_handle(struct master *m, int fd, short revents);
+/* Once a second or so: end sessions bound after a `kick ... watch`. */
+void master_control_tick(struct master *m, int64_t now_ms);
 
 /* daemon.c */
 /* Where a daemonized server logs when log_file is empty. */

@@ -310,6 +310,8 @@ void bind_admin_kick(struct worker *w, const void *payload, size_t len)
 		log_info("kick of %s: session already gone", jid);
 		return;
 	}
+	if (c->want_close || c->closed)
+		return;     /* kicked again while its stream ends */
 	log_info("c%u %s: %s kicked by the operator (xmppctl, uid %d) with "
 		 "<%s/>%s%s", c->id, c->peer, jid, (int)k.uid, condition,
 		 text[0] ? ": " : "", text);

@@ -182,11 +182,21 @@ def test_user_del_ends_sessions():
     with Server(workers=2, users=USERS) as srv:
         a, _ = login(srv, "alice@localhost", "alice-pw", "x")
         b, b_full = login(srv, "bob@localhost", "bob-pw", "y")
+        # a login in progress: authenticated before the delete, bound after
+        late = Client(srv.port)
+        late.open()
+        late.starttls()
+        assert late.auth_scram("alice", "alice-pw").startswith("<success")
+        late.open()
         try:
             r = srv.ctl_config("user", "del", "alice@localhost")
             assert r.stdout == "deleted alice@localhost\n1 live session ended\n", r.stdout
             assert stream_error_text(a, "not-authorized") == "account deleted"
             still_online(b, "p1")
+            assert late.bind("late") == "alice@localhost/late"
+            assert stream_error_text(late, "not-authorized") == "account deleted"
+            assert "kick of alice@localhost/late: bound while its account was deleted" \
+                in srv.log_text()
             c = Client(srv.port)
             c.open()
             c.starttls()
@@ -199,6 +209,7 @@ def test_user_del_ends_sessions():
         finally:
             a.close()
             b.close()
+            late.close()
 
 
 def test_passwd_kick():
