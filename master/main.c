@@ -260,6 +260,7 @@ static void master_loop(struct master *m, int wake_fd)
 		now = time_now_ms();
 		if (!m->stopping) {
 			master_respawn_due(m, now);
+			master_control_tick(m, now);
 			continue;
 		}
 		if (master_live_workers(m) == 0)

@@ -462,6 +462,12 @@ static void sasl_success(struct conn *c, const char *data, size_t len)
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 	c->authenticated = 1;
+	c->mech = c->sasl->plain ? IPC_MECH_PLAIN :
+		c->sasl->params.hash == SCRAM_HASH_SHA1 ?
+		(c->sasl->params.plus ? IPC_MECH_SCRAM_SHA_1_PLUS :
+		 IPC_MECH_SCRAM_SHA_1) :
+		(c->sasl->params.plus ? IPC_MECH_SCRAM_SHA_256_PLUS :
+		 IPC_MECH_SCRAM_SHA_256);
 	c->user = strdup(c->sasl->user);
 	c->domain = strdup(c->stream_to);
 	log_info("c%u %s: authenticated as %s@%s (%s)", c->id, c->peer,

@@ -242,6 +242,8 @@ static void worker_channel(struct worker *w)
 			worker_begin_stop(w);
 		else if (cmd.type == IPC_CMD_CONFIG)
 			worker_apply_config(w, &cmd, msg + sizeof(cmd), cmd.len);
+		else if (cmd.type == IPC_CMD_KICK)
+			bind_admin_kick(w, msg + sizeof(cmd), cmd.len);
 		else if (cmd.type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
 			log_error("reopen(%s) failed: %m", w->cfg->log_file);
 	}

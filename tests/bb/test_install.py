@@ -133,6 +133,17 @@ def test_installed_files_agree():
         assert os.access(dest + ctl, os.X_OK), ctl
         assert os.path.dirname(conf) + "/cert.pem}" in text, text
 
+        # xmppctl without -c reads the file the daemon reads.
+        ctlbin = find_file(dest, "xmppctl")
+        if os.path.exists(conf):
+            print("# %s exists on this machine: xmppctl default not run" % conf)
+        else:
+            r = subprocess.run([ctlbin, "status"], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 1, r
+            assert r.stderr.startswith("xmppctl: %s does not exist (the installed "
+                                       "default)" % conf), r.stderr
+
         # Without the binary: a non-zero exit and a line naming it.
         if os.path.exists(daemon):
             print("# %s exists on this machine: missing-binary case not run" % daemon)
