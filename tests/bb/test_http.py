@@ -206,7 +206,7 @@ def test_bad_requests():
             (505, b"GET %s HTTP/3.1\r\nHost: x\r\n\r\n" % LIVE.encode()),
             (414, b"GET /" + b"a" * 1500 + b" HTTP/1.1\r\n\r\n"),
             # over the header limit while still in the request line
-            (414, b"GET /" + b"a" * big + b" HTTP/1.1\r\n\r\n"),
+            (414, b"GET /" + b"a" * 3 * big + b" HTTP/1.1\r\n\r\n"),
             (431, b"GET / HTTP/1.1\r\nX-Big: " + b"b" * big + b"\r\n\r\n"),
             (431, b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n"),
             (413, b"POST %s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n" % LIVE.encode()),
