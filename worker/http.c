@@ -227,7 +227,10 @@ static void http_write(struct http_conn *hc, int status, const char *ctype,
 			    HTTP_SERVER);
 	if (r == 0 && ctype != NULL)
 		r = buf_appendf(o, "Content-Type: %s\r\n", ctype);
-	if (r == 0 && status >= 200 && status != 204)
+	/* RFC 9110 6.4.1, 8.6: 204 and 304 have no body and here no
+	 * Content-Length; every other response has both */
+	int bodyless = status == 204 || status == 304;
+	if (r == 0 && !bodyless)
 		r = buf_appendf(o, "Content-Length: %zu\r\n", len);
 	if (r == 0 && f->close)
 		r = buf_appendf(o, "Connection: close\r\n");
@@ -237,7 +240,7 @@ static void http_write(struct http_conn *hc, int status, const char *ctype,
 		r = buf_append(o, buf_head(headers), buf_used(headers));
 	if (r == 0)
 		r = buf_append(o, "\r\n", 2);
-	if (r == 0 && !f->head_only && len > 0)
+	if (r == 0 && !f->head_only && !bodyless && len > 0)
 		r = buf_append(o, body, len);
 	if (r < 0) {
 		o->len = at;
