@@ -16,11 +16,14 @@ http.client where a real client fits and raw bytes for bad requests:
   http.idle_timeout (closed), with bounded waits;
 - HTTPS on http.tls_port with the c2s certificate;
 - the c2s listener keeps working while HTTP requests are in flight;
+- admin addresses and limits follow a reload; http.port = 0 listens on
+  nothing;
 - xmppd -t refuses http.tls_port without a certificate.
 """
 import http.client
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -351,6 +354,32 @@ def test_c2s_alongside():
         h.close()
 
 
+def test_reload_and_off():
+    # limits and admin addresses follow SIGHUP; port 0 is no listener
+    with http_server(config_text="http.admin_addresses = 192.0.2.1\n") as s:
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", LIVE)
+        assert c.getresponse().status == 403
+        c.close()
+        s.write_config("http.admin_addresses = 127.0.0.0/8\n"
+                       "http.max_url_size = 256\n")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: all(w["generation"] == 2 for w in s.status()["workers"]),
+                 what="generation 2 in every worker")
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", LIVE)
+        assert c.getresponse().read() == b"ok\n"
+        c.request("GET", "/" + "x" * 300)
+        assert c.getresponse().status == 414
+        c.close()
+    with http_server(**{"http.port": "0"}) as s:
+        try:
+            socket.create_connection(("127.0.0.1", s.http_port), timeout=5).close()
+            raise AssertionError("http.port = 0 still listens")
+        except ConnectionRefusedError:
+            pass
+
+
 def test_config_check():
     cert, key = test_certificate()
     s = http_server()
@@ -377,4 +406,4 @@ if __name__ == "__main__":
     run_tests([test_routes, test_keep_alive, test_pipelining_and_chunked,
                test_bad_requests, test_admin_addresses, test_https,
                test_connection_limit, test_timeouts, test_c2s_alongside,
-               test_config_check])
+               test_reload_and_off, test_config_check])
