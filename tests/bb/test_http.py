@@ -28,6 +28,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (XMPPD, Client, Server, free_port,  # noqa: E402
@@ -195,6 +196,25 @@ def test_pipelining_and_chunked():
         # the order of 404 lines in the log is the order of the requests
         log = s.log_text()
         assert log.index("GET /first-missing") < log.index("GET /second-missing")
+        # Many pipelined requests sent before reading any answer: their
+        # responses (far more than the front keeps unwritten) all come,
+        # in order, once the client reads.
+        n = 3000
+        with connect(s.http_port) as sock:
+            data = b"".join(b"GET /health/live?n=%d HTTP/1.1\r\nHost: p\r\n\r\n" % i
+                            if i % 100 else b"GET /gap-%d HTTP/1.1\r\n\r\n" % i
+                            for i in range(n))
+            # sent from a thread: the server stops reading while its
+            # answers are unread, so one thread doing both could block
+            sender = threading.Thread(target=sock.sendall, args=(data,))
+            sender.start()
+            f = sock.makefile("rb")
+            got = [read_response(f)[0] for _ in range(n)]
+            sender.join(timeout=10)
+            assert not sender.is_alive()
+            assert got == [200 if i % 100 else 404 for i in range(n)]
+        log = s.log_text()
+        assert [int(m) for m in re.findall(r"GET /gap-(\d+)", log)] == list(range(0, n, 100))
 
 
 def test_bad_requests():
