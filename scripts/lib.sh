@@ -14,6 +14,12 @@ XMPPD_DEB_BUILD=(
 XMPPD_DEB_RUN=(
 	postgresql openssl procps adduser
 )
+# What scripts/build-deb and scripts/test-deb need besides BUILD: the
+# packaging tools and the fresh Debian root of the package test.
+# shellcheck disable=SC2034
+XMPPD_DEB_PACKAGE=(
+	debhelper dpkg-dev fakeroot git debootstrap
+)
 # shellcheck disable=SC2034
 XMPPD_DEB_TEST=(
 	libcriterion-dev
