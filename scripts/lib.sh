@@ -4,7 +4,8 @@
 # through die() with one line saying what to do.
 
 # The Debian 12 packages, by what needs them.  scripts/quickstart
-# installs BUILD and RUN; scripts/check installs all three.
+# installs BUILD and RUN; scripts/check installs BUILD, RUN and TEST
+# (which holds PACKAGE); scripts/build-deb BUILD and PACKAGE.
 # shellcheck disable=SC2034 # used by the callers
 XMPPD_DEB_BUILD=(
 	build-essential autoconf automake pkg-config
@@ -26,6 +27,7 @@ XMPPD_DEB_TEST=(
 	clang libclang-rt-14-dev
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
 	valgrind iproute2
+	"${XMPPD_DEB_PACKAGE[@]}"
 )
 
 say()  { printf '==> %s\n' "$*"; }
