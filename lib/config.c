@@ -207,7 +207,8 @@ const struct config_def config_defs[] = {
 	  "Directed-presence targets a session remembers to send its "
 	  "unavailable to at logout (RFC 6121 4.6); later ones are not told" },
 	{ "db.conninfo", CONFIG_TYPE_STRING, OFF(db_conninfo), "dbname=xmppd",
-	  0, 0, RELOAD, "PostgreSQL connection string (libpq conninfo)" },
+	  0, 0, RELOAD, "PostgreSQL connection string (libpq conninfo); "
+	  "empty refuses to start" },
 	{ "db.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(db_max_queue_bytes),
 	  "16M", 64 << 10, 1 << 30, RELOAD,
 	  "Bytes of queries a worker may have waiting for PostgreSQL (offline "
