@@ -34,5 +34,7 @@ struct config *ctl_load_config(const struct ctl_opts *opts,
 /* argv[0] is "db" / "user"; the return value is the exit code. */
 int ctl_db_command(const struct ctl_opts *opts, int argc, char **argv);
 int ctl_user_command(const struct ctl_opts *opts, int argc, char **argv);
+/* argv[0] is "stats" (ctl/stats.c). */
+int ctl_stats_command(const struct ctl_opts *opts, int argc, char **argv);
 
 #endif

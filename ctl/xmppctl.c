@@ -36,6 +36,7 @@ void ctl_usage(FILE *out)
 		"  stop                stop xmppd gracefully\n"
 		"  bans                addresses and accounts refused after failed logins\n"
 		"  unban ADDR|JID      lift a ban (an IPv6 address lifts its /64)\n"
+		"  stats [--json|--openmetrics]  the figures of GET /metrics\n"
 		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
 		"  db migrate          create or upgrade the database schema\n"
 		"  db status           show the database schema version\n"
@@ -167,7 +168,7 @@ static int ctl_socket_command(const struct ctl_opts *opts, int argc,
 static int ctl_parse_options(int argc, char **argv, struct ctl_opts *opts)
 {
 	int ch;
-	while ((ch = getopt(argc, argv, "c:s:o:d:h")) != -1) {
+	while ((ch = getopt(argc, argv, "+c:s:o:d:h")) != -1) {
 		switch (ch) {
 		case 'c':
 			opts->config_path = optarg;
@@ -211,5 +212,7 @@ int main(int argc, char **argv)
 		return ctl_db_command(&opts, n, args);
 	if (strcmp(args[0], "user") == 0)
 		return ctl_user_command(&opts, n, args);
+	if (strcmp(args[0], "stats") == 0)
+		return ctl_stats_command(&opts, n, args);
 	return ctl_socket_command(&opts, n, args);
 }

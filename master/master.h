@@ -15,6 +15,7 @@
 #include "ipc.h"
 #include "queue.h"
 #include "shm.h"
+#include "metrics.h"
 
 #define MASTER_MAX_LISTENERS 16
 #define MASTER_MAX_OVERRIDES 64

@@ -171,6 +171,8 @@ static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 	}
 	c->jid = full;
 	c->bound = 1;
+	METRIC_INC(c->w->stats->sessions);
+	METRIC_INC(c->w->stats->binds);
 	c->deadline_ms = 0;
 	blocking_load(c);
 	log_info("c%u %s: bound %s", c->id, c->peer, full);
@@ -240,4 +242,5 @@ void bind_release(struct conn *c)
 	shm_session_del(c->w->shm->sessions, c->jid, (uint16_t)c->w->slot,
 			c->id, c->gen);
 	c->bound = 0;
+	METRIC_DEC(c->w->stats->sessions);
 }
