@@ -287,11 +287,18 @@ static void control_metrics(struct master *m, const char *line,
 					sizeof(reason));
 		buf_appendf(out, "health\t%s\t%s\nOK\n", ok ? "ready" :
 			    "unavailable", reason);
-	} else if (metrics_render(&m->shm, m->nslots, out,
-				  METRICS_OPENMETRICS) < 0) {
-		buf_appendf(out, "ERROR\tmetrics too large for the reply\n");
 	} else {
-		buf_appendf(out, "OK\n");
+		/* apart, so that a failure sends no half of it */
+		struct buf text;
+		buf_init(&text, out->max > 64 ? out->max - 64 : 0);
+		if (metrics_render(&m->shm, m->nslots, &text,
+				   METRICS_OPENMETRICS) < 0 ||
+		    buf_append(out, buf_head(&text), buf_used(&text)) < 0)
+			buf_appendf(out, "ERROR\tmetrics too large for the "
+				    "reply\n");
+		else
+			buf_appendf(out, "OK\n");
+		buf_free(&text);
 	}
 }
 

@@ -220,6 +220,53 @@ def test_database_down_health():
         proxy.close()
 
 
+def test_systemd_watchdog():
+    """With WATCHDOG_USEC set (systemd's WatchdogSec), the master sends
+    WATCHDOG=1 to NOTIFY_SOCKET at half the interval, and goes on doing so
+    while a worker is stopped (SIGSTOP): a stuck worker is the master's
+    business, not a reason for systemd to restart the service."""
+    import socket
+    import tempfile
+    d = tempfile.mkdtemp(prefix="xmppd-notify-")
+    path = os.path.join(d, "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    old = {k: os.environ.get(k) for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    os.environ["NOTIFY_SOCKET"] = path
+    os.environ["WATCHDOG_USEC"] = "400000"      # 0.4 s: one every 0.2 s
+    try:
+        with Server(workers=1) as s:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+            def next_watchdog():
+                while True:
+                    msg = sock.recv(256)
+                    if msg == b"WATCHDOG=1":
+                        return msg
+            next_watchdog()
+            w = s.worker_pids()[0]
+            os.kill(w, signal.SIGSTOP)
+            try:
+                for _ in range(3):
+                    next_watchdog()
+            finally:
+                os.kill(w, signal.SIGCONT)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        sock.close()
+        os.unlink(path)
+        os.rmdir(d)
+
+
 def test_unknown_stats_argument():
     with Server(workers=1) as s:
         r = s.ctl("stats", "--bogus")
@@ -233,5 +280,6 @@ if __name__ == "__main__":
         test_failed_login_by_mechanism_and_reason,
         test_killed_worker_health_and_restarts,
         test_database_down_health,
+        test_systemd_watchdog,
         test_unknown_stats_argument,
     ])
