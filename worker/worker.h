@@ -321,6 +321,10 @@ int offline_taken_back(struct conn *c, uint64_t end);
 /* conn.c, on close: rows written are removed, the others stay. */
 void offline_conn_gone(struct conn *c);
 
+/* metrics.c: registers GET /metrics and GET /health (http_init calls
+ * it with the other route owners). */
+void metrics_http_routes(void);
+
 /* route.c */
 /* Send text to every session of bare (only the available ones when
  * only_available); frame_type is IPC_FRAME_STANZA or ROSTER_PUSH. */
