@@ -293,6 +293,9 @@ static int conn_tls_progress(struct conn *c)
 		conn_close(c);
 		return -1;
 	}
+	if (r > 0)      /* the handshake is done: the connections gauge */
+		conn_metrics_move(c, tls_is_13(c) ? IPC_TLS_1_3 : IPC_TLS_1_2,
+				  c->authenticated);
 	conn_update_events(c);
 	return r;
 }

@@ -167,8 +167,6 @@ int tls_handshake(struct conn *c)
 	if (ret == 1) {
 		c->tls_handshaking = 0;
 		c->tls_want_write = 0;
-		conn_metrics_move(c, SSL_version(c->ssl) == TLS1_3_VERSION ?
-				  IPC_TLS_1_3 : IPC_TLS_1_2, c->authenticated);
 		int ours = c->t13 != NULL ? tls13_take_over(c, c->ssl) : 0;
 		log_debug("c%u %s: %s %s%s", c->id, c->peer,
 			  SSL_get_version(c->ssl),
