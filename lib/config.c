@@ -8,6 +8,7 @@
  * callers parse into a fresh config and drop it on error.
  */
 #include "config.h"
+#include "cidr.h"
 #include "log.h"
 #include "util.h"
 
@@ -106,6 +107,39 @@ const struct config_def config_defs[] = {
 	  "only for tests; applies to new connections" },
 	{ "tls.required", CONFIG_TYPE_BOOL, OFF(tls_required), "yes", 0, 0,
 	  RELOAD, "Refuse authentication before STARTTLS" },
+	{ "http.addresses", CONFIG_TYPE_STRING, OFF(http_addresses),
+	  "127.0.0.1 ::1", 0, 0, RESTART,
+	  "HTTP listener addresses (metrics, health), space-separated" },
+	{ "http.port", CONFIG_TYPE_UINT, OFF(http_port), "5280", 0, 65535,
+	  RESTART, "Plain HTTP port; 0 disables it" },
+	{ "http.tls_port", CONFIG_TYPE_UINT, OFF(http_tls_port), "0", 0, 65535,
+	  RESTART, "HTTPS port, with the c2s certificate (tls.certificate); "
+	  "0 disables it" },
+	{ "http.admin_addresses", CONFIG_TYPE_STRING, OFF(http_admin_addresses),
+	  "127.0.0.0/8 ::1", 0, 0, RELOAD,
+	  "Addresses and prefixes (address/len, IPv4 or IPv6) allowed on the "
+	  "admin routes (/metrics, /health); others get 403" },
+	{ "http.max_connections", CONFIG_TYPE_UINT, OFF(http_max_connections),
+	  "256", 1, 1000000, RELOAD,
+	  "Open HTTP connections, shared out evenly over the workers (each "
+	  "takes its share, rounded up); one more gets 503 and is closed" },
+	{ "http.max_header_size", CONFIG_TYPE_SIZE, OFF(http_max_header_size),
+	  "8K", 1 << 10, 64 << 10, RELOAD,
+	  "Largest request line plus headers; more gets 431" },
+	{ "http.max_url_size", CONFIG_TYPE_SIZE, OFF(http_max_url_size),
+	  "4K", 256, 64 << 10, RELOAD,
+	  "Longest request target (path and query); longer gets 414" },
+	{ "http.max_body_size", CONFIG_TYPE_SIZE, OFF(http_max_body_size),
+	  "1M", 0, 64 << 20, RELOAD,
+	  "Largest request body, chunked or not; more gets 413" },
+	{ "http.request_timeout", CONFIG_TYPE_DURATION,
+	  OFF(http_request_timeout), "10s", 1000, 600000, RELOAD,
+	  "Time a client has to send a whole request once it began (and to "
+	  "finish a TLS handshake); then 408 and close" },
+	{ "http.idle_timeout", CONFIG_TYPE_DURATION, OFF(http_idle_timeout),
+	  "60s", 1000, 3600000, RELOAD,
+	  "Silence allowed on a kept-alive connection between requests "
+	  "(and before the first) before it is closed" },
 	{ "sasl.max_failures", CONFIG_TYPE_UINT, OFF(sasl_max_failures), "3",
 	  1, 100, RELOAD, "Failed authentications before disconnect" },
 	{ "sasl.throttle_delay", CONFIG_TYPE_DURATION, OFF(sasl_throttle_delay),
@@ -873,6 +907,38 @@ static int check_tls(const struct config *cfg)
 	return 0;
 }
 
+static int check_http(const struct config *cfg)
+{
+	const char *error;
+	unsigned ports[] = { cfg->c2s_port, cfg->c2s_tls_port };
+	const char *names[] = { "c2s.port", "c2s.tls_port" };
+
+	if (cfg->http_tls_port != 0 && cfg->tls_certificate[0] == '\0')
+		return fail("'http.tls_port' is %u but 'tls.certificate' is "
+			    "empty (set the port to 0 to disable HTTPS)",
+			    cfg->http_tls_port);
+	if (cfg->http_port != 0 && cfg->http_port == cfg->http_tls_port)
+		return fail("'http.port' and 'http.tls_port' are both %u",
+			    cfg->http_port);
+	for (size_t i = 0; i < ARRAY_SIZE(ports); i++) {
+		if (ports[i] == 0)
+			continue;
+		if (cfg->http_port == ports[i])
+			return fail("'http.port' and '%s' are both %u",
+				    names[i], ports[i]);
+		if (cfg->http_tls_port == ports[i])
+			return fail("'http.tls_port' and '%s' are both %u",
+				    names[i], ports[i]);
+	}
+	if ((cfg->http_port != 0 || cfg->http_tls_port != 0) &&
+	    cfg->http_addresses[strspn(cfg->http_addresses, " \t")] == '\0')
+		return fail("'http.addresses' is empty (set 'http.port' and "
+			    "'http.tls_port' to 0 to disable HTTP)");
+	if (cidr_list_check(cfg->http_admin_addresses, &error) < 0)
+		return fail("'http.admin_addresses': %s", error);
+	return 0;
+}
+
 static int check_all(const struct config *cfg)
 {
 	if (check_hosts(cfg->hosts) < 0 || check_tls(cfg) < 0)
@@ -882,6 +948,8 @@ static int check_all(const struct config *cfg)
 	if (cfg->c2s_port == cfg->c2s_tls_port)
 		return fail("'c2s.port' and 'c2s.tls_port' are both %u",
 			    cfg->c2s_port);
+	if (check_http(cfg) < 0)
+		return -1;
 	/* The control socket takes privileged commands. */
 	if (cfg->control_mode & 0002)
 		return fail("'control.mode' 0%03o lets every local user "

@@ -69,6 +69,18 @@ struct config {
 	unsigned tls_max_key_updates;   /* in a row, without data */
 	unsigned tls_records_per_key;   /* our KeyUpdate after this many */
 
+	/* http front (worker/http.h) */
+	const char *http_addresses; /* space-separated */
+	unsigned http_port;         /* 0: off */
+	unsigned http_tls_port;     /* 0: off */
+	const char *http_admin_addresses;   /* prefix list (cidr.h) */
+	unsigned http_max_connections;  /* server-wide, split over workers */
+	uint64_t http_max_header_size;  /* bytes: 431 */
+	uint64_t http_max_url_size;     /* bytes: 414 */
+	uint64_t http_max_body_size;    /* bytes: 413 */
+	uint64_t http_request_timeout;  /* ms: 408 */
+	uint64_t http_idle_timeout;     /* ms, between requests */
+
 	/* sasl */
 	unsigned sasl_max_failures;
 	uint64_t sasl_throttle_delay;   /* ms; doubles per failure, 0 off */

@@ -65,13 +65,14 @@ static int listen_one(const struct sockaddr_storage *ss, socklen_t len,
 }
 
 static int listen_add(struct master *m, const char *addr, unsigned port,
-		      int direct_tls, const char **error_r)
+		      int direct_tls, int http, const char **error_r)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	if (listen_sockaddr(addr, port, &ss, &len) < 0) {
 		snprintf(listen_error, sizeof(listen_error),
-			 "c2s.addresses: '%s' is not an IP address", addr);
+			 "%s.addresses: '%s' is not an IP address",
+			 http ? "http" : "c2s", addr);
 		*error_r = listen_error;
 		return -1;
 	}
@@ -85,6 +86,7 @@ static int listen_add(struct master *m, const char *addr, unsigned port,
 	snprintf(l->address, sizeof(l->address), "%s", addr);
 	l->port = port;
 	l->direct_tls = direct_tls;
+	l->http = http;
 	for (unsigned s = 0; s < m->nslots; s++) {
 		l->fds[s] = listen_one(&ss, len, m->cfg->backlog);
 		if (l->fds[s] >= 0)
@@ -105,24 +107,37 @@ static int listen_add(struct master *m, const char *addr, unsigned port,
 	return 0;
 }
 
-int master_listen_all(struct master *m, const char **error_r)
+/* Each address of list on port (plain) and tls_port (TLS), those not 0. */
+static int listen_list(struct master *m, const char *list, unsigned port,
+		       unsigned tls_port, int http, const char **error_r)
 {
 	char addrs[1024];
-	snprintf(addrs, sizeof(addrs), "%s", m->cfg->c2s_addresses);
+	snprintf(addrs, sizeof(addrs), "%s", list);
 	char *save = NULL;
 	for (char *a = strtok_r(addrs, " \t,", &save); a != NULL;
 	     a = strtok_r(NULL, " \t,", &save)) {
-		if (listen_add(m, a, m->cfg->c2s_port, 0, error_r) < 0)
+		if (port != 0 && listen_add(m, a, port, 0, http, error_r) < 0)
 			return -1;
-		if (m->cfg->c2s_tls_port != 0 &&
-		    listen_add(m, a, m->cfg->c2s_tls_port, 1, error_r) < 0)
+		if (tls_port != 0 &&
+		    listen_add(m, a, tls_port, 1, http, error_r) < 0)
 			return -1;
 	}
+	return 0;
+}
+
+int master_listen_all(struct master *m, const char **error_r)
+{
+	const struct config *cfg = m->cfg;
+	if (listen_list(m, cfg->c2s_addresses, cfg->c2s_port,
+			cfg->c2s_tls_port, 0, error_r) < 0)
+		return -1;
 	if (m->nlisteners == 0) {
 		*error_r = "no usable listener in c2s.addresses";
 		return -1;
 	}
-	return 0;
+	/* The HTTP front (metrics, health): none is fine, e.g. no IPv6. */
+	return listen_list(m, cfg->http_addresses, cfg->http_port,
+			   cfg->http_tls_port, 1, error_r);
 }
 
 /* In a worker: close every other slot's listening sockets. */

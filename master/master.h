@@ -25,7 +25,8 @@ struct listener {
 	int family;             /* AF_INET or AF_INET6 */
 	char address[64];
 	unsigned port;
-	int direct_tls;         /* XEP-0368 port */
+	int direct_tls;         /* XEP-0368 port, or HTTPS */
+	int http;               /* the HTTP front (worker/http.h), not c2s */
 	int fds[IPC_MAX_SLOTS]; /* one SO_REUSEPORT socket per slot */
 };
 

@@ -9,10 +9,11 @@
 XMPPD_DEB_BUILD=(
 	build-essential autoconf automake pkg-config
 	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
+	libhttp-parser-dev
 )
 # shellcheck disable=SC2034
 XMPPD_DEB_RUN=(
-	postgresql openssl procps adduser
+	postgresql openssl procps adduser libhttp-parser2.9
 )
 # shellcheck disable=SC2034
 XMPPD_DEB_TEST=(

@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "metrics.h"
 #include "tls.h"
+#include "http.h"
 #include "../db/db.h"
 
 #include <errno.h>
@@ -107,6 +108,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->nlisten = b->nlisten;
 	memcpy(w->listen_fds, b->listen_fds, sizeof(w->listen_fds));
 	memcpy(w->listen_tls, b->listen_tls, sizeof(w->listen_tls));
+	memcpy(w->listen_http, b->listen_http, sizeof(w->listen_http));
+	w->nslots = b->nslots;
 	w->stats = shm_worker_stats(w->shm, w->slot);
 	metrics_self = w->stats;
 	/* gauges start from nothing; counters go on across respawns */
@@ -129,6 +132,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 		worker_tls_context(w);
 	w->db = db_new(w->cfg->db_conninfo, worker_db_fd, w);
 	db_set_max_queue_bytes(w->db, (size_t)w->cfg->db_max_queue_bytes);
+	http_init(w);
 }
 
 /* EMFILE/ENFILE: shed the connection with the spare descriptor, then stop
@@ -169,6 +173,7 @@ static void worker_begin_stop(struct worker *w)
 		 "(%u available sessions: no unavailable presence, their "
 		 "contacts are disconnected too)", w->nconns, available);
 	conn_shutdown_all(w);
+	httpconn_close_all(w);
 }
 
 static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
@@ -242,11 +247,17 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 static void worker_event(struct worker *w, struct epoll_event *ev)
 {
 	uint64_t d = ev->data.u64;
-	if (d >= WORKER_EV_MAX) {
+	if (d >= WORKER_EV_MAX && (d & HTTPCONN_EV_TAG)) {
+		httpconn_handle((struct http_conn *)(uintptr_t)
+				(d & ~(uint64_t)HTTPCONN_EV_TAG), ev->events);
+	} else if (d >= WORKER_EV_MAX) {
 		conn_handle((struct conn *)(uintptr_t)d, ev->events);
 	} else if (d >= WORKER_EV_LISTEN && d < WORKER_EV_LISTEN + w->nlisten) {
 		unsigned i = (unsigned)(d - WORKER_EV_LISTEN);
-		conn_accept(w, w->listen_fds[i], w->listen_tls[i]);
+		if (w->listen_http[i])
+			httpconn_accept(w, w->listen_fds[i], w->listen_tls[i]);
+		else
+			conn_accept(w, w->listen_fds[i], w->listen_tls[i]);
 	} else if (d == WORKER_EV_CHANNEL) {
 		worker_channel(w);
 	} else if (d == WORKER_EV_DEAD) {
@@ -280,6 +291,7 @@ static int worker_timers(struct worker *w, int64_t now)
 	}
 	if (now >= next_sweep) {
 		conn_timeouts(w, now);
+		httpconn_timeouts(w, now);
 		next_sweep = now + 1000;
 	}
 	return timeout;
@@ -321,6 +333,7 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		}
 		queue_flush(w.q);
 		conn_reap_dead(&w);
+		httpconn_reap(&w);
 		if (w.stopping && (w.nconns == 0 ||
 				   w.now_ms >= w.stop_deadline_ms))
 			break;

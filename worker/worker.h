@@ -38,6 +38,7 @@ struct worker_boot {
 	unsigned nlisten;
 	int listen_fds[WORKER_MAX_LISTEN];
 	int listen_tls[WORKER_MAX_LISTEN];  /* direct TLS listener */
+	int listen_http[WORKER_MAX_LISTEN]; /* HTTP front (http.h) */
 };
 
 enum conn_state {
@@ -57,6 +58,7 @@ enum conn_state {
 #define NS_XML "http://www.w3.org/XML/1998/namespace"
 
 struct worker;
+struct http_conn;
 
 /* A stored message put in a connection's out, removed from the store
  * once written (offline.c). */
@@ -182,6 +184,10 @@ struct worker {
 	unsigned nlisten;
 	int listen_fds[WORKER_MAX_LISTEN];
 	int listen_tls[WORKER_MAX_LISTEN];
+	int listen_http[WORKER_MAX_LISTEN];
+	unsigned nslots;        /* worker processes (http.max_connections) */
+	struct http_conn *http_conns;   /* HTTP front's connections */
+	unsigned http_nconns;
 	int accept_paused;      /* EMFILE: listeners off until the timer */
 	int64_t accept_resume_ms;
 	int reserve_fd;         /* spare fd released to shed on EMFILE */

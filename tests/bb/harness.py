@@ -127,6 +127,9 @@ class Server:
         self.users = list(users)
         self.port = free_port()
         self.tls_port = free_port()
+        # the HTTP front gets a free port of its own too (never 5280:
+        # tests run side by side)
+        self.http_port = free_port()
         self.config = os.path.join(self.dir, "xmppd.conf")
         self.log = os.path.join(self.dir, "xmppd.log")
         self.pid_file = os.path.join(self.dir, "xmppd.pid")
@@ -138,6 +141,8 @@ class Server:
             "c2s.addresses": "127.0.0.1",
             "c2s.port": str(self.port),
             "c2s.tls_port": str(self.tls_port),
+            "http.addresses": "127.0.0.1",
+            "http.port": str(self.http_port),
             "pid_file": self.pid_file,
             "control.socket": self.control,
             "log_file": self.log,

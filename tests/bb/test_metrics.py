@@ -1,10 +1,12 @@
 """Metrics and health, black box: what a monitoring system scrapes
-(`xmppctl stats --openmetrics`, and GET /metrics where the build has the
-HTTP front) parsed by prometheus_client's OpenMetrics and Prometheus
-text parsers (Debian python3-prometheus-client); counters a user would
-see move after logins, messages, a failed login, a killed worker and a
-database going away.  Needs XMPPD_TEST_PGCONN.
+(GET /metrics over HTTP, and `xmppctl stats --openmetrics` from the
+master) parsed by prometheus_client's OpenMetrics and Prometheus text
+parsers (Debian python3-prometheus-client); counters a user would see
+move after logins, messages, a failed login, a killed worker and a
+database going away; GET /health as a load balancer sees it.  Needs
+XMPPD_TEST_PGCONN.
 """
+import http.client
 import json
 import os
 import re
@@ -25,16 +27,42 @@ USERS = [("juliet@localhost", "r0m30!"), ("romeo@localhost", "jul13t?")]
 N_MESSAGES = 25
 
 
+OPENMETRICS_CT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
 def openmetrics_text(s):
     r = s.ctl("stats", "--openmetrics")
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
-def scrape(s):
+def http_get(s, path, accept=None, host="127.0.0.1", timeout=10):
+    """(status, content type, body text, headers) of one GET."""
+    c = http.client.HTTPConnection(host, s.http_port, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Accept": accept} if accept else {})
+        r = c.getresponse()
+        return (r.status, r.getheader("Content-Type"), r.read().decode(),
+                r)
+    finally:
+        c.close()
+
+
+def http_openmetrics(s):
+    # what Prometheus sends
+    status, ctype, body, _ = http_get(
+        s, "/metrics", "application/openmetrics-text;version=1.0.0,"
+        "application/openmetrics-text;version=0.0.1;q=0.75,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+    assert status == 200, (status, body)
+    assert ctype == OPENMETRICS_CT, ctype
+    return body
+
+
+def scrape(s, via="http"):
     """{(sample name, frozenset(labels)): value} through the real parser;
     the families' types are checked on the way."""
-    text = openmetrics_text(s)
+    text = http_openmetrics(s) if via == "http" else openmetrics_text(s)
     assert text.endswith("# EOF\n"), text[-200:]
     out = {}
     types = {}
@@ -83,6 +111,11 @@ def test_openmetrics_and_counters():
                      mech="SCRAM-SHA-1")
         chat(a, ja, b, jb, N_MESSAGES)
         after = scrape(s)
+        # the master's rendering (control socket) is the same function
+        # over the same memory: the same counters
+        master = scrape(s, via="ctl")
+        assert total(master, "xmppd_logins_total") == \
+            total(after, "xmppd_logins_total")
 
         def moved(name, **labels):
             return total(after, name, **labels) - total(before, name, **labels)
@@ -102,11 +135,19 @@ def test_openmetrics_and_counters():
         assert total(after, "xmppd_worker_up") == 2
         assert total(after, "xmppd_worker_resident_memory_bytes") > 0
         assert total(after, "xmppd_build_info") == 1
-        # the Prometheus 0.0.4 form of the same (the HTTP default)
-        # parses too: rendered by the master through the same function
-        fams = {f.name: f for f in prom_parse(
-            re.sub(r"# (UNIT|EOF).*\n", "", openmetrics_text(s)))}
-        assert "xmppd_logins" in fams or "xmppd_logins_total" in fams
+        # without an Accept naming OpenMetrics: Prometheus text 0.0.4
+        status, ctype, body, _ = http_get(s, "/metrics")
+        assert status == 200, (status, body)
+        assert ctype.startswith("text/plain; version=0.0.4"), ctype
+        assert "# EOF" not in body and "# UNIT" not in body
+        prom = {}
+        for fam in prom_parse(body):
+            for smp in fam.samples:
+                prom[(smp.name, frozenset(smp.labels.items()))] = smp.value
+        assert total(prom, "xmppd_logins_total") >= \
+            total(after, "xmppd_logins_total") >= 2, prom
+        assert total(prom, "xmppd_stanzas_received_total",
+                     kind="message") >= N_MESSAGES
 
         # the human and JSON forms show the same figures
         r = s.ctl("stats")
@@ -152,6 +193,14 @@ def health(s):
     return r.stdout.strip()
 
 
+def http_health(s, host="127.0.0.1", timeout=10):
+    status, ctype, body, r = http_get(s, "/health", host=host,
+                                      timeout=timeout)
+    assert ctype.startswith("text/plain"), ctype
+    assert r.getheader("Cache-Control") == "no-store"
+    return status, body.strip()
+
+
 class ControlConn:
     """One control-socket connection asking `health` again and again: a
     respawned worker is without its database link only for as long as a
@@ -180,7 +229,35 @@ class ControlConn:
 def test_killed_worker_health_and_restarts():
     with Server(workers=2, users=USERS) as s:
         wait_for(lambda: "\tready\t" in health(s), what="ready")
+        assert http_health(s) == (200, "ready")
         before = scrape(s)
+        # the master held (SIGSTOP) so that it cannot respawn: worker 0
+        # answers GET /health for the whole server, and says so.  The
+        # dead worker's listening socket stays open in the master (it
+        # carries over to the respawned worker), so the kernel still
+        # hands it some connections, which nobody accepts until then:
+        # those are given up and tried again (a new source port).
+        victim = s.worker_pids()[1]
+
+        def health_503():
+            try:
+                r = http_health(s, timeout=0.5)
+            except (TimeoutError, OSError):
+                return None
+            return r if r[0] == 503 else None
+        os.kill(s.master_pid, signal.SIGSTOP)
+        try:
+            os.kill(victim, signal.SIGKILL)
+            status, body = wait_for(health_503, what="/health 503")
+            assert body == "worker 1 is restarting", body
+        finally:
+            os.kill(s.master_pid, signal.SIGCONT)
+        wait_for(lambda: http_health(s)[0] == 200, timeout=20,
+                 what="ready again after the respawn")
+        mid = scrape(s)
+        assert total(mid, "xmppd_worker_restarts_total", worker="1") == \
+            total(before, "xmppd_worker_restarts_total", worker="1") + 1
+        before = mid
         victim = s.worker_pids()[1]
         cc = ControlConn(s)
         os.kill(victim, signal.SIGKILL)
@@ -210,12 +287,17 @@ def test_database_down_health():
                                   else None)(health(s)),
                          what="health unavailable")
             assert "database" in h, h
+            status, body = http_health(s)
+            assert status == 503, (status, body)
+            assert re.fullmatch(r"worker [01] has no database link: .+",
+                                body), body
             m = scrape(s)
             assert total(m, "xmppd_db_up") < 2, m
             assert total(m, "xmppd_db_link_downs_total") >= 1, m
             proxy.start()
             wait_for(lambda: "\tready\t" in health(s), timeout=30,
                      what="ready after the database is back")
+            assert http_health(s) == (200, "ready")
     finally:
         proxy.close()
 
@@ -267,6 +349,20 @@ def test_systemd_watchdog():
         os.rmdir(d)
 
 
+def test_health_for_anyone_metrics_for_admins():
+    """A load balancer is rarely on an admin address: /health answers
+    any peer of the listener, /metrics only the admin addresses."""
+    with Server(workers=1, users=USERS,
+                overrides={"http.addresses": "127.0.0.1 ::1",
+                           "http.admin_addresses": "::1/128"}) as s:
+        wait_for(lambda: http_health(s)[0] == 200, what="ready")
+        assert http_health(s, host="127.0.0.1") == (200, "ready")
+        status, _, _, _ = http_get(s, "/metrics", host="127.0.0.1")
+        assert status == 403
+        status, _, body, _ = http_get(s, "/metrics", host="::1")
+        assert status == 200 and "xmppd_build_info" in body
+
+
 def test_unknown_stats_argument():
     with Server(workers=1) as s:
         r = s.ctl("stats", "--bogus")
@@ -281,5 +377,6 @@ if __name__ == "__main__":
         test_killed_worker_health_and_restarts,
         test_database_down_health,
         test_systemd_watchdog,
+        test_health_for_anyone_metrics_for_admins,
         test_unknown_stats_argument,
     ])
