@@ -37,6 +37,7 @@ void ctl_usage(FILE *out)
 		"  bans                addresses and accounts refused after failed logins\n"
 		"  unban ADDR|JID      lift a ban (an IPv6 address lifts its /64)\n"
 		"  stats [--json|--openmetrics]  the figures of GET /metrics\n"
+		"  health              ready, or why not (as GET /health)\n"
 		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
 		"  db migrate          create or upgrade the database schema\n"
 		"  db status           show the database schema version\n"
