@@ -3,6 +3,8 @@
  * /metrics, asked of the master's control socket (`metrics`, the same
  * renderer over the same shared memory, docs/CONTROL.md) and shown as a
  * table (totals and per worker), as JSON (one object per sample), or raw.
+ * Parsing is for our own renderer's output (shm/metrics.c): one sample a
+ * line, `name{k="v",...} value`, label values escaped \\ \" \n.
  * Failure policy: one line on stderr and exit 1 when xmppd cannot be
  * asked; 2 for usage errors.
  */
@@ -10,13 +12,9 @@
 #include "buf.h"
 #include "util.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #define STATS_REPLY_MAX (4u * 1024 * 1024)
 #define STATS_LABELS_MAX 8
@@ -37,84 +35,23 @@ struct stats_set {
 	unsigned nworkers;
 };
 
-static int stats_connect(const char *path)
+/* The answer to `metrics` (ctl/sock.c), its lines joined again. */
+static int stats_fetch(const struct ctl_opts *opts, struct buf *out)
 {
-	struct sockaddr_un sun;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "xmppctl: socket path too long: %s\n", path);
+	struct ctl_reply r;
+	char *path = ctl_socket_path(opts);
+	if (path == NULL)
 		return -1;
-	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
-		return fd;
-	if (errno == ENOENT || errno == ECONNREFUSED)
-		fprintf(stderr, "xmppctl: no xmppd listening on %s: is it "
-			"running?\n", path);
-	else
-		fprintf(stderr, "xmppctl: connect(%s) failed: %s\n", path,
-			strerror(errno));
-	if (fd >= 0)
-		close(fd);
-	return -1;
-}
-
-/* The body of the answer to `metrics` (without the handshake and OK). */
-static int stats_fetch(const char *path, struct buf *out)
-{
-	static const char req[] = "VERSION\txmppctl\t1\nmetrics\n";
-	char chunk[16384];
-	ssize_t n;
-	int fd = stats_connect(path);
-	if (fd < 0)
+	int ret = ctl_request(path, "metrics", &r);
+	free(path);
+	if (ret < 0)
 		return -1;
-	if (write_full(fd, req, sizeof(req) - 1) < 0) {
-		fprintf(stderr, "xmppctl: write(%s) failed: %s\n", path,
-			strerror(errno));
-		close(fd);
-		return -1;
-	}
-	for (;;) {
-		size_t used = buf_used(out);
-		const char *h = used > 0 ? buf_head(out) : "";
-		if (used >= 4 && memcmp(h + used - 4, "\nOK\n", 4) == 0)
-			break;
-		/* an error answers the command line at once: "ERROR\t..."
-		 * right after the VERSION line (or instead of it) */
-		const char *nl1 = used > 0 ? memchr(h, '\n', used) : NULL;
-		const char *err = nl1 != NULL && strncmp(h, "VERSION", 7) == 0
-				  ? nl1 + 1 : h;
-		size_t rest = used - (size_t)(err - h);
-		if (rest > 6 && memcmp(err, "ERROR\t", 6) == 0 &&
-		    memchr(err, '\n', rest) != NULL) {
-			fprintf(stderr, "xmppctl: %.*s\n",
-				(int)strcspn(err + 6, "\n"), err + 6);
-			close(fd);
-			return -1;
-		}
-		n = read(fd, chunk, sizeof(chunk));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || buf_append(out, chunk, (size_t)n) < 0) {
-			fprintf(stderr, "xmppctl: %s: answer cut short\n", path);
-			close(fd);
-			return -1;
-		}
-	}
-	close(fd);
-	/* drop the VERSION line and the final OK */
-	const char *h = buf_head(out);
-	const char *nl = memchr(h, '\n', buf_used(out));
-	if (nl == NULL || strncmp(h, "VERSION\txmppd\t1", 15) != 0) {
-		fprintf(stderr, "xmppctl: %s did not answer the handshake\n",
-			path);
-		return -1;
-	}
-	out->len -= 3;                  /* "OK\n" */
-	buf_consume(out, (size_t)(nl - h) + 1);
-	return 0;
+	for (size_t i = 0; i < r.n && ret == 0; i++)
+		if (buf_append(out, r.lines[i], strlen(r.lines[i])) < 0 ||
+		    buf_append(out, "\n", 1) < 0)
+			ret = ctl_fail("the metrics do not fit in memory");
+	ctl_reply_free(&r);
+	return ret < 0 ? -1 : 0;
 }
 
 /* Un-escape a label value in place (\\ \" \n); returns past its quote. */
@@ -217,34 +154,19 @@ static int stats_parse(struct stats_set *set, struct buf *text)
 	return 0;
 }
 
-static void stats_json_string(const char *s)
-{
-	putchar('"');
-	for (; *s != '\0'; s++) {
-		unsigned char ch = (unsigned char)*s;
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
-	}
-	putchar('"');
-}
-
 static void stats_json(const struct stats_set *set)
 {
 	printf("{\"samples\":[");
 	for (unsigned i = 0; i < set->n; i++) {
 		const struct stats_sample *s = &set->s[i];
 		printf("%s\n{\"name\":", i ? "," : "");
-		stats_json_string(s->name);
+		ctl_json_string(stdout, s->name);
 		printf(",\"labels\":{");
 		for (unsigned k = 0; k < s->nlabels; k++) {
 			printf("%s", k ? "," : "");
-			stats_json_string(s->key[k]);
+			ctl_json_string(stdout, s->key[k]);
 			putchar(':');
-			stats_json_string(s->value[k]);
+			ctl_json_string(stdout, s->value[k]);
 		}
 		printf("},\"value\":%.17g}", s->v);
 	}
@@ -384,54 +306,36 @@ static void stats_human(const struct stats_set *set)
 
 int ctl_stats_command(const struct ctl_opts *opts, int argc, char **argv)
 {
-	int json = 0, raw = 0;
+	int json = opts->json, raw = 0;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--json") == 0) {
-			json = 1;
-		} else if (strcmp(argv[i], "--openmetrics") == 0) {
+		if (strcmp(argv[i], "--openmetrics") == 0)
 			raw = 1;
-		} else {
-			fprintf(stderr, "xmppctl: stats: unknown argument "
-				"'%s'\n", argv[i]);
-			ctl_usage(stderr);
-			return 2;
-		}
+		else
+			return ctl_usage_error("stats: unknown argument '%s'",
+					       argv[i]);
 	}
-	if (json && raw) {
-		fprintf(stderr, "xmppctl: stats: --json or --openmetrics, not "
-			"both\n");
-		ctl_usage(stderr);
-		return 2;
-	}
-	const char *path = opts->socket_path;
-	struct config *cfg = NULL;
-	if (path == NULL) {
-		cfg = ctl_load_config(opts, false);
-		if (cfg == NULL)
-			return 1;
-		path = cfg->control_socket;
-	}
+	if (json && raw)
+		return ctl_usage_error("stats: --json or --openmetrics, not "
+				       "both");
 	struct buf text;
 	buf_init(&text, STATS_REPLY_MAX);
-	int r = stats_fetch(path, &text);
-	config_free(&cfg);
-	if (r < 0) {
+	if (stats_fetch(opts, &text) < 0) {
 		buf_free(&text);
-		return 1;
+		return CTL_EXIT_FAIL;
 	}
 	if (raw) {
 		fwrite(buf_head(&text), 1, buf_used(&text), stdout);
 		buf_free(&text);
-		return 0;
+		return CTL_EXIT_OK;
 	}
-	/* "resident memory (KiB)": the table shows KiB */
 	struct stats_set set;
 	memset(&set, 0, sizeof(set));
 	if (stats_parse(&set, &text) < 0) {
 		free(set.s);
 		buf_free(&text);
-		return 1;
+		return CTL_EXIT_FAIL;
 	}
+	/* the table shows KiB */
 	for (unsigned i = 0; i < set.n && !json; i++)
 		if (strcmp(set.s[i].name,
 			   "xmppd_worker_resident_memory_bytes") == 0)
@@ -442,5 +346,5 @@ int ctl_stats_command(const struct ctl_opts *opts, int argc, char **argv)
 		stats_human(&set);
 	free(set.s);
 	buf_free(&text);
-	return 0;
+	return CTL_EXIT_OK;
 }

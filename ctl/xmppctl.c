@@ -1,11 +1,13 @@
 /*
- * xmppctl - xmppd's admin command line.  `status`, `reload` and `stop`
- * talk to the master's control socket (docs/CONTROL.md); the socket path
- * comes from -s, or from the config given with -c (default the system
- * config).  `db ...` and `user ...` talk to PostgreSQL directly with the
- * config's db.conninfo (or -d), see ctl/user.c.
- * Failure policy: one clear line on stderr and exit 1; exit 2 for usage
- * errors.
+ * xmppctl - xmppd's admin command line: options, the command table, and
+ * the control-socket commands that print what the master answers
+ * (status, reload, stop, bans, unban; sessions and kick are in
+ * ctl/session.c).  The socket path comes from -s, or from the config
+ * given with -c (default SYSCONFDIR/xmppd/xmppd.conf, the file make
+ * install's xmppd reads).  `db ...` and `user ...` talk to PostgreSQL
+ * directly with the config's db.conninfo (or -d), see ctl/user.c.
+ * Failure policy: one clear line on stderr and exit 1; an unknown
+ * command or wrong arguments print one line, then the usage, exit 2.
  */
 #include "ctl.h"
 #include "log.h"
@@ -13,6 +15,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,91 +31,81 @@ void ctl_usage(FILE *out)
 {
 	fprintf(out,
 		"usage: xmppctl [-c CONFIG | -s SOCKET] [-o key=value]... "
-		"[-d CONNINFO] COMMAND [ARG]...\n"
-		"commands (control socket):\n"
+		"[-d CONNINFO] [--json] COMMAND [ARG]...\n"
+		"commands (control socket of the running server):\n"
 		"  status              master and worker status\n"
 		"  workers             same as status\n"
 		"  reload              reload the configuration (prints the result)\n"
 		"  stop                stop xmppd gracefully\n"
+		"  sessions [JID|DOMAIN]\n"
+		"                      sessions online: JID, worker, address, TLS,\n"
+		"                      SASL mechanism, since, idle; then a total\n"
+		"  kick JID [REASON] [--reset]\n"
+		"                      end a full JID's session or every session of\n"
+		"                      a bare JID: <policy-violation/> (--reset:\n"
+		"                      <reset/>) with REASON as <text/>\n"
 		"  bans                addresses and accounts refused after failed logins\n"
 		"  unban ADDR|JID      lift a ban (an IPv6 address lifts its /64)\n"
-		"  stats [--json|--openmetrics]  the figures of GET /metrics\n"
+		"  stats [--json|--openmetrics]\n"
+		"                      the figures of GET /metrics: a table (totals\n"
+		"                      and per worker), JSON, or the raw text\n"
 		"  health              ready, or why not (as GET /health)\n"
 		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
 		"  db migrate          create or upgrade the database schema\n"
 		"  db status           show the database schema version\n"
 		"  user add JID        add an account; the password is asked twice\n"
 		"                      on a terminal, else read from stdin's first line\n"
-		"  user passwd JID     set an account's password (asked the same way)\n"
-		"  user del JID        delete an account\n"
+		"  user passwd JID [--kick]\n"
+		"                      set an account's password (asked the same way);\n"
+		"                      --kick ends its live sessions with <reset/>\n"
+		"  user del JID        delete an account and end its live sessions\n"
+		"  user show JID       an account: created, roster, offline messages,\n"
+		"                      vCard, blocklist, live sessions\n"
 		"  user list [DOMAIN]  list accounts, one JID a line\n"
-		"  help                this text\n");
+		"  help                this text\n"
+		"--json: sessions, status, bans, user list and user show print one\n"
+		"JSON document.  Run as root, the PostgreSQL commands run as the\n"
+		"configured daemon 'user' (xmppd) unless db.conninfo names another\n"
+		"role (user=ROLE).\n"
+		"exit status: 0 success, 1 failure (or nothing found: kick, user\n"
+		"show), 2 unknown command or wrong arguments.\n");
 }
 
-static int ctl_connect(const char *path)
+int ctl_fail(const char *fmt, ...)
 {
-	struct sockaddr_un sun;
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "xmppctl: socket path too long: %s\n", path);
-		return -1;
-	}
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
-		return fd;
-	if (errno == ENOENT || errno == ECONNREFUSED)
-		fprintf(stderr, "xmppctl: no xmppd listening on %s: is it "
-			"running?\n", path);
-	else if (errno == EACCES || errno == EPERM)
-		fprintf(stderr, "xmppctl: permission denied on %s: run as root "
-			"or as a member of the socket's group\n", path);
-	else
-		fprintf(stderr, "xmppctl: connect(%s) failed: %s\n", path,
-			strerror(errno));
-	close(fd);
-	return -1;
+	va_list ap;
+	fputs("xmppctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return CTL_EXIT_FAIL;
 }
 
-/* Read lines until "OK" or "ERROR..."; print the body. */
-static int ctl_read_reply(FILE *in, int print)
+int ctl_usage_error(const char *fmt, ...)
 {
-	char line[8192];
-	while (fgets(line, sizeof(line), in) != NULL) {
-		if (strcmp(line, "OK\n") == 0)
-			return 0;
-		if (strncmp(line, "ERROR\t", 6) == 0) {
-			fprintf(stderr, "xmppctl: %s", line + 6);
-			return -1;
-		}
-		if (print)
-			fputs(line, stdout);
-	}
-	fprintf(stderr, "xmppctl: connection closed by xmppd\n");
-	return -1;
+	va_list ap;
+	fputs("xmppctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	ctl_usage(stderr);
+	return CTL_EXIT_USAGE;
 }
 
-static int ctl_run(const char *path, const char *cmd)
+bool ctl_take_flag(int *argc, char **argv, const char *flag)
 {
-	int fd = ctl_connect(path);
-	if (fd < 0)
-		return 1;
-	FILE *in = fdopen(fd, "r");
-	char hello[64];
-	char req[256];
-	int n = snprintf(req, sizeof(req), "VERSION\txmppctl\t1\n%s\n", cmd);
-	if (write_full(fd, req, (size_t)n) < 0 ||
-	    fgets(hello, sizeof(hello), in) == NULL ||
-	    strncmp(hello, "VERSION\txmppd\t1", 15) != 0) {
-		fprintf(stderr, "xmppctl: %s did not answer the handshake\n",
-			path);
-		fclose(in);
-		return 1;
+	bool found = false;
+	int j = 1;
+	for (int i = 1; i < *argc; i++) {
+		if (strcmp(argv[i], flag) == 0)
+			found = true;
+		else
+			argv[j++] = argv[i];
 	}
-	int ret = ctl_read_reply(in, 1);
-	fclose(in);
-	return ret < 0 ? 1 : 0;
+	*argc = j;
+	return found;
 }
 
 struct config *ctl_load_config(const struct ctl_opts *opts,
@@ -131,45 +124,150 @@ struct config *ctl_load_config(const struct ctl_opts *opts,
 	}
 	return cfg;
 fail:
-	fprintf(stderr, "xmppctl: %s\n", error);
+	if (missing)
+		fprintf(stderr, "xmppctl: %s does not exist (the installed "
+			"default): give the server's config with -c CONFIG, or "
+			"its control socket with -s SOCKET\n", opts->config_path);
+	else
+		fprintf(stderr, "xmppctl: %s\n", error);
 	config_free(&cfg);
 	return NULL;
 }
 
-/* A control-socket command: one word, or "unban" and its argument
- * (sent tab-separated). */
-static int ctl_socket_command(const struct ctl_opts *opts, int argc,
-			      char **argv)
-{
-	char line[512];
-	int want = strcmp(argv[0], "unban") == 0 ? 2 : 1;
+/* ---- control-socket commands ---------------------------------------- */
 
-	for (int i = 0; i < argc; i++)
-		if (strpbrk(argv[i], "\n\t") != NULL)
-			argc = -1;
-	if (argc != want || (want == 2 &&
-	    snprintf(line, sizeof(line), "%s\t%s", argv[0], argv[1]) >=
-	    (int)sizeof(line))) {
-		ctl_usage(stderr);
-		return 2;
-	}
-	if (want == 1)
-		snprintf(line, sizeof(line), "%s", argv[0]);
-	if (opts->socket_path != NULL)
-		return ctl_run(opts->socket_path, line);
-	struct config *cfg = ctl_load_config(opts, false);
-	if (cfg == NULL)
-		return 1;
-	int ret = ctl_run(cfg->control_socket, line);
-	config_free(&cfg);
+/* No arguments, the answer as it is (reload, stop). */
+static int ctl_plain_command(const struct ctl_opts *opts, int argc,
+			     char **argv)
+{
+	if (argc != 1)
+		return ctl_usage_error("%s takes no arguments", argv[0]);
+	char *path = ctl_socket_path(opts);
+	int ret = path != NULL ? ctl_run(path, argv[0]) : CTL_EXIT_FAIL;
+	free(path);
 	return ret;
 }
 
-/* Options into opts; -1 on a usage error, 1 for -h. */
+/* The lines of kind `kind` as a JSON array. */
+static void ctl_json_lines(const struct ctl_reply *r, const char *kind)
+{
+	size_t klen = strlen(kind);
+	bool first = true;
+	fputc('[', stdout);
+	for (size_t i = 0; i < r->n; i++) {
+		if (strncmp(r->lines[i], kind, klen) != 0 ||
+		    r->lines[i][klen] != '\t')
+			continue;
+		fputs(first ? "\n  " : ",\n  ", stdout);
+		first = false;
+		ctl_json_fields(stdout, r->lines[i]);
+	}
+	fputs(first ? "]" : "\n]", stdout);
+}
+
+/* The first line of kind `kind` as a JSON object ({} when absent). */
+static void ctl_json_line(const struct ctl_reply *r, const char *kind)
+{
+	size_t klen = strlen(kind);
+	for (size_t i = 0; i < r->n; i++)
+		if (strncmp(r->lines[i], kind, klen) == 0 &&
+		    r->lines[i][klen] == '\t') {
+			ctl_json_fields(stdout, r->lines[i]);
+			return;
+		}
+	fputs("{}", stdout);
+}
+
+/* status / workers: "master" and "worker" lines, or
+ * {"master": {...}, "workers": [...]}. */
+static int ctl_status_command(const struct ctl_opts *opts, int argc,
+			      char **argv)
+{
+	struct ctl_reply r;
+	if (argc != 1)
+		return ctl_usage_error("%s takes no arguments", argv[0]);
+	if (!opts->json)
+		return ctl_plain_command(opts, argc, argv);
+	char *path = ctl_socket_path(opts);
+	int ret = path != NULL && ctl_request(path, "status", &r) == 0 ?
+		CTL_EXIT_OK : CTL_EXIT_FAIL;
+	if (ret == CTL_EXIT_OK) {
+		fputs("{\"master\": ", stdout);
+		ctl_json_line(&r, "master");
+		fputs(", \"workers\": ", stdout);
+		ctl_json_lines(&r, "worker");
+		fputs("}\n", stdout);
+		ctl_reply_free(&r);
+	}
+	free(path);
+	return ret;
+}
+
+/* bans: "ban" lines and a "bans" total, or
+ * {"bans": [...], "total": N, "shown": M}. */
+static int ctl_bans_command(const struct ctl_opts *opts, int argc,
+			    char **argv)
+{
+	struct ctl_reply r;
+	char total[32] = "0", shown[32] = "0";
+	if (argc != 1)
+		return ctl_usage_error("bans takes no arguments");
+	if (!opts->json)
+		return ctl_plain_command(opts, argc, argv);
+	char *path = ctl_socket_path(opts);
+	int ret = path != NULL && ctl_request(path, "bans", &r) == 0 ?
+		CTL_EXIT_OK : CTL_EXIT_FAIL;
+	if (ret == CTL_EXIT_OK) {
+		for (size_t i = 0; i < r.n; i++)
+			if (strncmp(r.lines[i], "bans\t", 5) == 0) {
+				ctl_field(r.lines[i], "total", total,
+					  sizeof(total));
+				ctl_field(r.lines[i], "shown", shown,
+					  sizeof(shown));
+			}
+		fputs("{\"bans\": ", stdout);
+		ctl_json_lines(&r, "ban");
+		printf(", \"total\": %ld, \"shown\": %ld}\n",
+		       strtol(total, NULL, 10), strtol(shown, NULL, 10));
+		ctl_reply_free(&r);
+	}
+	free(path);
+	return ret;
+}
+
+static int ctl_unban_command(const struct ctl_opts *opts, int argc,
+			     char **argv)
+{
+	char line[512];
+	if (argc != 2)
+		return ctl_usage_error("unban needs one address or JID");
+	if (strpbrk(argv[1], "\n\t") != NULL ||
+	    snprintf(line, sizeof(line), "unban\t%s", argv[1]) >=
+	    (int)sizeof(line))
+		return ctl_usage_error("unban: invalid address or JID");
+	char *path = ctl_socket_path(opts);
+	int ret = path != NULL ? ctl_run(path, line) : CTL_EXIT_FAIL;
+	free(path);
+	return ret;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+enum { CTL_OPT_JSON = 256 };
+
+/* Options into opts; -1 on a usage error (printed), 1 for -h.  Stops at
+ * the command: its own options (--reset, --kick) are its business. */
 static int ctl_parse_options(int argc, char **argv, struct ctl_opts *opts)
 {
+	static const struct option longopts[] = {
+		{ "json", no_argument, NULL, CTL_OPT_JSON },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
 	int ch;
-	while ((ch = getopt(argc, argv, "+c:s:o:d:h")) != -1) {
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+c:s:o:d:h", longopts,
+				 NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			opts->config_path = optarg;
@@ -179,17 +277,48 @@ static int ctl_parse_options(int argc, char **argv, struct ctl_opts *opts)
 		case 'd': opts->conninfo = optarg; break;
 		case 'o':
 			if (opts->nov == ARRAY_SIZE(opts->ov)) {
-				fprintf(stderr, "xmppctl: too many -o\n");
+				ctl_usage_error("too many -o");
 				return -1;
 			}
 			opts->ov[opts->nov++] = optarg;
 			break;
+		case CTL_OPT_JSON: opts->json = true; break;
 		case 'h': return 1;
-		default: return -1;
+		case ':':
+			ctl_usage_error("option -%c needs an argument", optopt);
+			return -1;
+		default:
+			if (optopt != 0)
+				ctl_usage_error("unknown option -%c", optopt);
+			else
+				ctl_usage_error("unknown option '%s'",
+						argv[optind - 1]);
+			return -1;
 		}
 	}
 	return 0;
 }
+
+typedef int ctl_command_fn(const struct ctl_opts *opts, int argc,
+			   char **argv);
+
+static const struct {
+	const char *name;
+	ctl_command_fn *fn;
+} ctl_commands[] = {
+	{ "status", ctl_status_command },
+	{ "workers", ctl_status_command },
+	{ "reload", ctl_plain_command },
+	{ "stop", ctl_plain_command },
+	{ "bans", ctl_bans_command },
+	{ "unban", ctl_unban_command },
+	{ "sessions", ctl_sessions_command },
+	{ "kick", ctl_kick_command },
+	{ "stats", ctl_stats_command },
+	{ "health", ctl_plain_command },
+	{ "db", ctl_db_command },
+	{ "user", ctl_user_command },
+};
 
 int main(int argc, char **argv)
 {
@@ -199,21 +328,24 @@ int main(int argc, char **argv)
 
 	log_init("xmppctl");
 	int r = ctl_parse_options(argc, argv, &opts);
-	if (r != 0 || optind >= argc) {
-		ctl_usage(r > 0 ? stdout : stderr);
-		return r > 0 ? 0 : 2;
+	if (r < 0)
+		return CTL_EXIT_USAGE;
+	if (r > 0) {
+		ctl_usage(stdout);
+		return CTL_EXIT_OK;
 	}
+	if (optind >= argc)
+		return ctl_usage_error("no command given");
 	int n = argc - optind;
 	char **args = argv + optind;
+	if (ctl_take_flag(&n, args, "--json"))
+		opts.json = true;
 	if (strcmp(args[0], "help") == 0) {
 		ctl_usage(stdout);
-		return 0;
+		return CTL_EXIT_OK;
 	}
-	if (strcmp(args[0], "db") == 0)
-		return ctl_db_command(&opts, n, args);
-	if (strcmp(args[0], "user") == 0)
-		return ctl_user_command(&opts, n, args);
-	if (strcmp(args[0], "stats") == 0)
-		return ctl_stats_command(&opts, n, args);
-	return ctl_socket_command(&opts, n, args);
+	for (size_t i = 0; i < ARRAY_SIZE(ctl_commands); i++)
+		if (strcmp(args[0], ctl_commands[i].name) == 0)
+			return ctl_commands[i].fn(&opts, n, args);
+	return ctl_usage_error("unknown command '%s'", args[0]);
 }

@@ -33,6 +33,16 @@
 	"SELECT id FROM accounts WHERE username = $1 AND domain = $2"
 #define ACCOUNTS_SQL_DELETE \
 	"DELETE FROM accounts WHERE username = $1 AND domain = $2"
+#define ACCOUNTS_SQL_SHOW \
+	"SELECT to_char(a.created_at AT TIME ZONE 'UTC', " \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), " \
+	"(SELECT count(*) FROM roster_items r WHERE r.account_id = a.id " \
+	"AND r.listed AND NOT r.removed), " \
+	"(SELECT count(*) FROM offline_messages o WHERE o.account_id = a.id), " \
+	"(SELECT count(*) FROM offline_unreadable u WHERE u.account_id = a.id), " \
+	"EXISTS (SELECT 1 FROM vcards v WHERE v.account_id = a.id), " \
+	"(SELECT count(*) FROM blocklist b WHERE b.account_id = a.id) " \
+	"FROM accounts a WHERE a.username = $1 AND a.domain = $2"
 #define ACCOUNTS_SQL_LIST \
 	"SELECT username, domain FROM accounts " \
 	"WHERE $1::text IS NULL OR domain = $1 ORDER BY domain, username"
@@ -319,6 +329,29 @@ int accounts_del(PGconn *conn, const char *user, const char *domain,
 	if (!deleted)
 		*error_r = ACCOUNTS_ERR_NO_USER;
 	return deleted ? 0 : -1;
+}
+
+int accounts_show(PGconn *conn, const char *user, const char *domain,
+		  struct accounts_summary *sum_r, const char **error_r)
+{
+	const char *params[2] = { user, domain };
+	PGresult *res = accounts_exec(conn, ACCOUNTS_SQL_SHOW, 2, params,
+				      NULL, NULL, PGRES_TUPLES_OK, error_r);
+	if (res == NULL)
+		return -1;
+	int found = PQntuples(res) == 1;
+	if (found) {
+		snprintf(sum_r->created, sizeof(sum_r->created), "%s",
+			 PQgetvalue(res, 0, 0));
+		sum_r->roster = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		sum_r->offline = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+		sum_r->offline_unreadable = strtoll(PQgetvalue(res, 0, 3),
+						    NULL, 10);
+		sum_r->vcard = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+		sum_r->blocked = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+	}
+	PQclear(res);
+	return found;
 }
 
 int accounts_list(PGconn *conn, const char *domain,

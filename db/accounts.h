@@ -61,6 +61,18 @@ int accounts_passwd(PGconn *conn, const char *user, const char *domain,
 /* Deletes the account and what hangs off it; fails with "no such user". */
 int accounts_del(PGconn *conn, const char *user, const char *domain,
 		 const char **error_r);
+/* What `xmppctl user show` prints of one account. */
+struct accounts_summary {
+	char created[32];           /* "2026-12-06T04:31:42Z" (UTC) */
+	long long roster;           /* roster items (listed, not removed) */
+	long long offline;          /* offline messages queued */
+	long long offline_unreadable;   /* moved aside (schema 004) */
+	bool vcard;                 /* a vCard is stored */
+	long long blocked;          /* blocklist entries */
+};
+/* 1 found (*sum_r filled), 0 no such account, -1 error. */
+int accounts_show(PGconn *conn, const char *user, const char *domain,
+		  struct accounts_summary *sum_r, const char **error_r);
 /* Calls cb for every account (of domain, unless NULL), sorted by domain
  * then username. */
 int accounts_list(PGconn *conn, const char *domain,

@@ -405,15 +405,26 @@ static int parse_number(const struct config_def *def, const char *s,
 	}
 }
 
+void config_format_number(const struct config_def *def, uint64_t v,
+			  char *buf, size_t size)
+{
+	format_number(def->type, v, buf, size);
+}
+
+uint64_t config_max(const struct config_def *def)
+{
+	uint64_t max = is_uint_type(def->type) ? UINT_MAX : UINT64_MAX;
+
+	return def->max != 0 && def->max < max ? def->max : max;
+}
+
 /* Bounds come from the row, capped by what the field can hold. */
 static int check_range(const struct config_def *def, const char *s,
 		       uint64_t v)
 {
-	uint64_t max = is_uint_type(def->type) ? UINT_MAX : UINT64_MAX;
+	uint64_t max = config_max(def);
 	char lo[32], hi[32];
 
-	if (def->max != 0 && def->max < max)
-		max = def->max;
 	if (v >= def->min && v <= max)
 		return 0;
 	format_number(def->type, def->min, lo, sizeof(lo));

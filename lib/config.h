@@ -161,6 +161,14 @@ void config_diff(const struct config *a, const struct config *b,
 			    const char *new, void *ctx), void *ctx);
 /* Write the documented example (every key, default, comment). */
 void config_write_example(FILE *out);
+/* Write the xmppd.conf(5) manual page (config_man.c). */
+void config_man_write(FILE *out);
+/* A number of def's type as it would be written in the file ("16M"). */
+void config_format_number(const struct config_def *def, uint64_t v,
+			  char *buf, size_t size);
+/* The largest value def accepts: its max, capped by what the field
+ * holds (def->max 0 means only that cap). */
+uint64_t config_max(const struct config_def *def);
 
 /* error strings returned by this module live in a static buffer of the
  * calling process, valid until the next call. */

@@ -15,6 +15,7 @@
 #include "throttle.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <poll.h>
@@ -124,8 +125,11 @@ static void control_client_close(struct control_client *c)
 	c->in_len = 0;
 }
 
+static void control_watch_free(void);
+
 void master_control_close(struct master *m)
 {
+	control_watch_free();
 	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
 		control_client_close(&m->clients[i]);
 	if (m->control_fd >= 0) {
@@ -302,6 +306,322 @@ static void control_metrics(struct master *m, const char *line,
 	}
 }
 
+/* ---- sessions and kick ------------------------------------------------ */
+
+/* Lines of `sessions` stop before the answer could pass the 1 MB cap. */
+#define CONTROL_OUT_MAX (1024u * 1024u)
+#define CONTROL_LINE_ROOM (IPC_JID_MAX + 512u)
+
+/* filter: a full JID (has '/'), a bare JID (has '@'), or a domain; the
+ * client prepares it (xmppctl), so bytes compare.  "" matches all. */
+static int control_jid_matches(const char *jid, const char *filter)
+{
+	size_t bare = strcspn(jid, "/");
+	size_t n = strlen(filter);
+	if (n == 0)
+		return 1;
+	if (strchr(filter, '/') != NULL)
+		return strcmp(jid, filter) == 0;
+	if (strchr(filter, '@') != NULL)
+		return bare == n && memcmp(jid, filter, n) == 0;
+	const char *at = memchr(jid, '@', bare);
+	const char *domain = at != NULL ? at + 1 : jid;
+	return (size_t)(jid + bare - domain) == n && memcmp(domain, filter, n) == 0;
+}
+
+static const char *control_tls_name(uint16_t v)
+{
+	switch (v) {
+	case 0: return "none";
+	case 0x0301: return "TLSv1.0";
+	case 0x0302: return "TLSv1.1";
+	case 0x0303: return "TLSv1.2";
+	case 0x0304: return "TLSv1.3";
+	default: return "TLS?";
+	}
+}
+
+static const char *control_mech_name(uint8_t mech)
+{
+	static const char *const names[IPC_MECH_MAX] = {
+		[IPC_MECH_NONE] = "none",
+		[IPC_MECH_PLAIN] = "PLAIN",
+		[IPC_MECH_SCRAM_SHA_1] = "SCRAM-SHA-1",
+		[IPC_MECH_SCRAM_SHA_1_PLUS] = "SCRAM-SHA-1-PLUS",
+		[IPC_MECH_SCRAM_SHA_256] = "SCRAM-SHA-256",
+		[IPC_MECH_SCRAM_SHA_256_PLUS] = "SCRAM-SHA-256-PLUS",
+	};
+	return mech < IPC_MECH_MAX ? names[mech] : "?";
+}
+
+struct control_walk {
+	const char *filter;
+	struct buf *out;
+	int64_t now;
+	unsigned total, shown;
+	/* kick */
+	struct master *m;
+	uint32_t condition;
+	const char *text;
+	int uid;
+	unsigned kicked;
+};
+
+static int control_session_line(const struct session_info *s, void *ctx)
+{
+	struct control_walk *cw = ctx;
+	char addr[INET6_ADDRSTRLEN] = "?";
+	if (!control_jid_matches(s->jid, cw->filter))
+		return 0;
+	cw->total++;
+	if (buf_used(cw->out) + CONTROL_LINE_ROOM > CONTROL_OUT_MAX)
+		return 0;
+	if (s->peer_family == 4 || s->peer_family == 6)
+		inet_ntop(s->peer_family == 4 ? AF_INET : AF_INET6,
+			  s->peer_addr, addr, sizeof(addr));
+	int64_t idle = cw->now - s->active;
+	buf_appendf(cw->out, "session\tjid=%s\tworker=%u\taddress=%s\tport=%u\t"
+		    "tls=%s\tmechanism=%s\tsince=%lld\tidle=%lld\n", s->jid,
+		    s->slot, addr, s->peer_port, control_tls_name(s->tls_version),
+		    control_mech_name(s->mech), (long long)s->since,
+		    (long long)(idle > 0 ? idle : 0));
+	cw->shown++;
+	return 0;
+}
+
+/* "sessions" or "sessions<TAB>FILTER": from the shared table, never by
+ * asking the workers. */
+static void control_sessions(struct master *m, const char *filter,
+			     struct buf *out)
+{
+	struct control_walk cw = { .filter = filter, .out = out,
+				   .now = time(NULL) };
+	if (shm_session_foreach(m->shm.sessions, control_session_line,
+				&cw) < 0) {
+		buf_appendf(out, "ERROR\tsession table unavailable\n");
+		return;
+	}
+	buf_appendf(out, "sessions\ttotal=%u\tshown=%u\nOK\n", cw.total,
+		    cw.shown);
+}
+
+/* Tell s's worker to end it: 0, or -1 (logged by master_send_cmd). */
+static int control_send_kick(struct master *m, const struct session_info *s,
+			     uint32_t condition, const char *text, int uid)
+{
+	char msg[sizeof(struct ipc_kick) + IPC_JID_MAX + 1024];
+	size_t jl = strlen(s->jid), tl = strlen(text);
+	struct ipc_kick k = {
+		.conn_id = s->conn_id, .gen = s->gen,
+		.condition = condition, .uid = uid,
+		.jid_len = (uint16_t)jl, .text_len = (uint16_t)tl,
+	};
+	memcpy(msg, &k, sizeof(k));
+	memcpy(msg + sizeof(k), s->jid, jl);
+	memcpy(msg + sizeof(k) + jl, text, tl);
+	return master_send_cmd(m, s->slot, IPC_CMD_KICK, msg,
+			       sizeof(k) + jl + tl);
+}
+
+static int control_kick_one(const struct session_info *s, void *ctx)
+{
+	struct control_walk *cw = ctx;
+	if (!control_jid_matches(s->jid, cw->filter))
+		return 0;
+	cw->total++;
+	if (control_send_kick(cw->m, s, cw->condition, cw->text,
+			      cw->uid) == 0) {
+		cw->kicked++;
+		if (buf_used(cw->out) + CONTROL_LINE_ROOM <= CONTROL_OUT_MAX)
+			buf_appendf(cw->out, "kicked\tjid=%s\tworker=%u\n",
+				    s->jid, s->slot);
+	}
+	return 0;
+}
+
+/* Kicks with `watch` (user del): for c2s.timeout after, a session of the
+ * JID that binds is ended too.  That is a login that read the account's
+ * credentials before it was deleted: a connection binds within
+ * c2s.timeout of connecting or is closed (worker/conn.c). */
+#define CONTROL_WATCH_MAX 64u
+
+struct control_watch {
+	char *jid;
+	char *text;
+	uint32_t condition;
+	int uid;
+	int64_t until_ms;
+};
+
+static struct control_watch control_watches[CONTROL_WATCH_MAX];
+static unsigned control_nwatches;
+static int64_t control_next_watch_ms;
+
+static void control_watch_add(struct master *m, const char *jid,
+			      uint32_t condition, const char *text, int uid)
+{
+	int64_t now = time_now_ms();
+	struct control_watch *w = NULL;
+	for (unsigned i = 0; i < control_nwatches && w == NULL; i++)
+		if (strcmp(control_watches[i].jid, jid) == 0)
+			w = &control_watches[i];
+	if (w == NULL && control_nwatches == CONTROL_WATCH_MAX) {
+		/* full: the oldest goes (deleting 64 accounts within
+		   c2s.timeout while their owners log in is an attack on
+		   nothing) */
+		free(control_watches[0].jid);
+		free(control_watches[0].text);
+		memmove(&control_watches[0], &control_watches[1],
+			(CONTROL_WATCH_MAX - 1) * sizeof(control_watches[0]));
+		control_nwatches--;
+	}
+	if (w == NULL) {
+		w = &control_watches[control_nwatches];
+		w->jid = strdup(jid);
+		w->text = strdup(text);
+		if (w->jid == NULL || w->text == NULL) {
+			free(w->jid);
+			free(w->text);
+			log_error("kick of %s: no memory to watch for late "
+				  "logins", jid);
+			return;
+		}
+		control_nwatches++;
+	}
+	w->condition = condition;
+	w->uid = uid;
+	w->until_ms = now + (int64_t)m->cfg->c2s_timeout + 1000;
+	if (control_next_watch_ms == 0)
+		control_next_watch_ms = now + 1000;
+}
+
+static void control_watch_free(void)
+{
+	for (unsigned i = 0; i < control_nwatches; i++) {
+		free(control_watches[i].jid);
+		free(control_watches[i].text);
+	}
+	control_nwatches = 0;
+}
+
+static int control_watch_one(const struct session_info *s, void *ctx)
+{
+	struct master *m = ctx;
+	for (unsigned i = 0; i < control_nwatches; i++) {
+		const struct control_watch *w = &control_watches[i];
+		if (!control_jid_matches(s->jid, w->jid))
+			continue;
+		log_info("kick of %s: bound while its account was deleted",
+			 s->jid);
+		control_send_kick(m, s, w->condition, w->text, w->uid);
+	}
+	return 0;
+}
+
+void master_control_tick(struct master *m, int64_t now_ms)
+{
+	if (control_nwatches == 0 || now_ms < control_next_watch_ms)
+		return;
+	unsigned kept = 0;
+	for (unsigned i = 0; i < control_nwatches; i++) {
+		struct control_watch *w = &control_watches[i];
+		if (w->until_ms <= now_ms) {
+			free(w->jid);
+			free(w->text);
+		} else {
+			control_watches[kept++] = *w;
+		}
+	}
+	control_nwatches = kept;
+	control_next_watch_ms = kept > 0 ? now_ms + 1000 : 0;
+	if (kept > 0)
+		shm_session_foreach(m->shm.sessions, control_watch_one, m);
+}
+
+/* Printable UTF-8 without control characters (it becomes <text/>). */
+static int control_text_ok(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p != '\0') {
+		unsigned n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 :
+			(*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : 4;
+		if (n == 4 || (n == 0 && (*p < 0x20 || *p == 0x7f)) ||
+		    (n == 1 && *p < 0xc2))
+			return 0;
+		for (unsigned i = 1; i <= n; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				return 0;
+		p += n + 1;
+	}
+	return 1;
+}
+
+/* "kick<TAB>JID<TAB>CONDITION<TAB>TEXT[<TAB>watch]": every session of a
+ * bare JID, or the one of a full JID; each owning worker gets
+ * IPC_CMD_KICK.  watch: late logins too (control_watch_add). */
+static void control_kick(struct master *m, struct control_client *c,
+			 char *args, struct buf *out)
+{
+	char *jid = args, *cond = NULL, *text = NULL, *opt = NULL;
+	uint32_t condition = 0;
+	if ((cond = strchr(jid, '\t')) != NULL) {
+		*cond++ = '\0';
+		if ((text = strchr(cond, '\t')) != NULL) {
+			*text++ = '\0';
+			if ((opt = strchr(text, '\t')) != NULL)
+				*opt++ = '\0';
+		}
+	}
+	if (cond == NULL || text == NULL ||
+	    (opt != NULL && strcmp(opt, "watch") != 0)) {
+		buf_appendf(out, "ERROR\tusage: kick<TAB>JID<TAB>CONDITION<TAB>"
+			    "TEXT[<TAB>watch]\n");
+		return;
+	}
+	if (strcmp(cond, "policy-violation") == 0)
+		condition = IPC_KICK_POLICY_VIOLATION;
+	else if (strcmp(cond, "reset") == 0)
+		condition = IPC_KICK_RESET;
+	else if (strcmp(cond, "not-authorized") == 0)
+		condition = IPC_KICK_NOT_AUTHORIZED;
+	if (condition == 0) {
+		buf_appendf(out, "ERROR\tunknown condition '%s' (policy-violation, "
+			    "reset or not-authorized)\n", cond);
+		return;
+	}
+	if (strchr(jid, '@') == NULL || jid[0] == '@' ||
+	    strlen(jid) > IPC_JID_MAX) {
+		buf_appendf(out, "ERROR\tnot a JID user@domain[/resource]\n");
+		return;
+	}
+	if (strlen(text) >= 1024 || !control_text_ok(text)) {
+		buf_appendf(out, "ERROR\tthe text must be UTF-8 without control "
+			    "characters, under 1024 bytes\n");
+		return;
+	}
+	struct ucred cred = { .uid = (uid_t)-1 };
+	socklen_t len = sizeof(cred);
+	getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+	struct control_walk cw = { .filter = jid, .out = out, .m = m,
+				   .condition = condition, .text = text,
+				   .uid = (int)cred.uid };
+	if (shm_session_foreach(m->shm.sessions, control_kick_one, &cw) < 0) {
+		buf_appendf(out, "ERROR\tsession table unavailable\n");
+		return;
+	}
+	log_info("kick of %s by uid %d with <%s/>%s%s: %u of %u "
+		 "sessions told%s", jid, (int)cred.uid, cond, text[0] ? ": " : "",
+		 text, cw.kicked, cw.total, opt != NULL ? ", late logins "
+		 "watched for c2s.timeout" : "");
+	if (opt != NULL)
+		control_watch_add(m, jid, condition, text, (int)cred.uid);
+	if (cw.kicked < cw.total)
+		buf_appendf(out, "ERROR\t%u of %u sessions could not be told "
+			    "(see the log)\n", cw.total - cw.kicked, cw.total);
+	else
+		buf_appendf(out, "kick\tcount=%u\nOK\n", cw.kicked);
+}
+
 static void control_reload(struct master *m, struct buf *out)
 {
 	char *report = NULL;
@@ -313,21 +633,27 @@ static void control_reload(struct master *m, struct buf *out)
 }
 
 static void control_command(struct master *m, struct control_client *c,
-			    const char *line, struct buf *out)
+			    char *line, struct buf *out)
 {
 	int priv = control_privileged(c->fd);
 	if (strcmp(line, "status") == 0 || strcmp(line, "workers") == 0) {
 		control_status(m, out);
 	} else if (strcmp(line, "help") == 0) {
 		buf_appendf(out, "commands\tstatus\tworkers\treload\tstop\t"
-			    "bans\tunban\tmetrics\thealth\thelp\nOK\n");
+			    "bans\tunban\tsessions\tkick\tmetrics\thealth\thelp\n"
+			    "OK\n");
 	} else if (strcmp(line, "bans") == 0) {
 		control_bans(m, out);
+	} else if (strcmp(line, "sessions") == 0) {
+		control_sessions(m, "", out);
+	} else if (strncmp(line, "sessions\t", 9) == 0) {
+		control_sessions(m, line + 9, out);
 	} else if (strcmp(line, "metrics") == 0 ||
 		   strcmp(line, "health") == 0) {
 		control_metrics(m, line, out);
 	} else if ((strcmp(line, "reload") == 0 ||
 		    strcmp(line, "stop") == 0 ||
+		    strncmp(line, "kick\t", 5) == 0 ||
 		    strncmp(line, "unban\t", 6) == 0) && !priv) {
 		buf_appendf(out, "ERROR\tpermission denied: '%.*s' needs root "
 			    "or the daemon user\n", (int)strcspn(line, "\t"),
@@ -339,13 +665,15 @@ static void control_command(struct master *m, struct control_client *c,
 		master_sig_term = 1;
 	} else if (strncmp(line, "unban\t", 6) == 0) {
 		control_unban(m, line + 6, out);
+	} else if (strncmp(line, "kick\t", 5) == 0) {
+		control_kick(m, c, line + 5, out);
 	} else {
 		buf_appendf(out, "ERROR\tunknown command '%s'\n", line);
 	}
 }
 
 static int control_line(struct master *m, struct control_client *c,
-			const char *line)
+			char *line)
 {
 	struct buf out;
 	int ret = 0;

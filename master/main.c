@@ -34,19 +34,21 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: xmppd [-f] [-t] [-c FILE] [-o key=value]...\n"
-		"       xmppd --example | --version\n"
+		"       xmppd --example | --man | --version\n"
 		"  -f            stay in the foreground; without it, an empty\n"
 		"                log_file means %s\n"
 		"  -t            check the configuration and exit\n"
 		"  -c FILE       configuration (default %s/xmppd/xmppd.conf)\n"
 		"  -o key=value  override one setting for this run\n"
-		"  --example     print the documented example configuration\n",
+		"  --example     print the documented example configuration\n"
+		"  --man         print the xmppd.conf(5) manual page (roff)\n",
 		MASTER_DAEMON_LOG_FILE, SYSCONFDIR);
 }
 
 struct args {
 	int test_only;
 	int example;
+	int man;
 };
 
 static void parse_args(struct master *m, struct args *a, int argc,
@@ -54,6 +56,7 @@ static void parse_args(struct master *m, struct args *a, int argc,
 {
 	static const struct option longopts[] = {
 		{ "example", no_argument, NULL, 'E' },
+		{ "man", no_argument, NULL, 'M' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -65,6 +68,7 @@ static void parse_args(struct master *m, struct args *a, int argc,
 		case 't': a->test_only = 1; break;
 		case 'c': m->config_path = optarg; break;
 		case 'E': a->example = 1; break;
+		case 'M': a->man = 1; break;
 		case 'V': printf("xmppd %s\n", PACKAGE_VERSION); exit(0);
 		case 'h': usage(stdout); exit(0);
 		case 'o':
@@ -265,6 +269,7 @@ static void master_loop(struct master *m, int wake_fd)
 		}
 		if (!m->stopping) {
 			master_respawn_due(m, now);
+			master_control_tick(m, now);
 			continue;
 		}
 		if (master_live_workers(m) == 0)
@@ -283,7 +288,7 @@ static void master_cleanup(struct master *m)
 int main(int argc, char **argv)
 {
 	static struct master m;
-	struct args a = { 0, 0 };
+	struct args a = { 0, 0, 0 };
 	const char *error;
 
 	log_init("master");
@@ -292,6 +297,10 @@ int main(int argc, char **argv)
 	parse_args(&m, &a, argc, argv);
 	if (a.example) {
 		config_write_example(stdout);
+		return 0;
+	}
+	if (a.man) {
+		config_man_write(stdout);
 		return 0;
 	}
 	if (master_load_config(m.config_path, m.overrides, m.noverrides,

@@ -43,7 +43,7 @@ struct master_slot {
 struct control_client {
 	int fd;                 /* -1: unused */
 	int handshaken;         /* VERSION line received */
-	char in[1024];
+	char in[8192];          /* a kick line holds a JID and a text */
 	size_t in_len;
 };
 
@@ -89,8 +89,9 @@ void master_listen_close_others(struct master *m, unsigned keep_slot);
 
 /* spawn.c */
 int master_spawn_worker(struct master *m, unsigned slot);
-void master_send_cmd(struct master *m, unsigned slot, uint32_t type,
-		     const void *payload, size_t len);
+/* 0 sent, -1 (slot empty, too large, or the channel refused: logged) */
+int master_send_cmd(struct master *m, unsigned slot, uint32_t type,
+		    const void *payload, size_t len);
 void master_broadcast_cmd(struct master *m, uint32_t type,
 			  const void *payload, size_t len);
 
@@ -112,6 +113,8 @@ void master_control_close(struct master *m);
 void master_control_close_child(struct master *m);
 int master_control_pollfds(struct master *m, void *pfds, unsigned max);
 void master_control_handle(struct master *m, int fd, short revents);
+/* Once a second or so: end sessions bound after a `kick ... watch`. */
+void master_control_tick(struct master *m, int64_t now_ms);
 
 /* daemon.c */
 /* Where a daemonized server logs when log_file is empty. */

@@ -84,8 +84,8 @@ int master_spawn_worker(struct master *m, unsigned slot)
 	return 0;
 }
 
-void master_send_cmd(struct master *m, unsigned slot, uint32_t type,
-		     const void *payload, size_t len)
+int master_send_cmd(struct master *m, unsigned slot, uint32_t type,
+		    const void *payload, size_t len)
 {
 	struct master_slot *s = &m->slots[slot];
 	struct ipc_cmd cmd = {
@@ -95,19 +95,22 @@ void master_send_cmd(struct master *m, unsigned slot, uint32_t type,
 	char msg[sizeof(cmd) + IPC_CMD_PAYLOAD_MAX];
 
 	if (s->pid <= 0)
-		return;
+		return -1;
 	if (len > IPC_CMD_PAYLOAD_MAX) {
 		log_error("command %u for worker %u too large (%zu bytes)",
 			  type, slot, len);
-		return;
+		return -1;
 	}
 	memcpy(msg, &cmd, sizeof(cmd));
 	if (len > 0)
 		memcpy(msg + sizeof(cmd), payload, len);
 	if (send(s->channel, msg, sizeof(cmd) + len, MSG_DONTWAIT |
-		 MSG_NOSIGNAL) < 0)
+		 MSG_NOSIGNAL) < 0) {
 		log_error("send(command %u) to worker %u failed: %m", type,
 			  slot);
+		return -1;
+	}
+	return 0;
 }
 
 void master_broadcast_cmd(struct master *m, uint32_t type,

@@ -22,6 +22,7 @@ XMPPD_DEB_TEST=(
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
 	python3-prometheus-client
 	valgrind iproute2
+	groff-base man-db
 )
 
 say()  { printf '==> %s\n' "$*"; }

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 5
+#define IPC_VERSION 6
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -70,6 +70,8 @@ enum ipc_cmd_type {
 	IPC_CMD_QUIT = 1,           /* close streams with system-shutdown, exit */
 	IPC_CMD_CONFIG,             /* payload: serialized config text */
 	IPC_CMD_REOPEN_LOG,         /* reopen the log file */
+	IPC_CMD_KICK,               /* payload: struct ipc_kick + JID + text:
+				       end that session's stream */
 	IPC_CMD_TYPE_MAX
 };
 
@@ -81,6 +83,25 @@ struct ipc_cmd {
 	uint64_t generation;        /* config generation this applies to */
 	uint32_t len;               /* payload bytes following */
 	uint32_t reserved;
+};
+
+/* The stream error an IPC_CMD_KICK ends the session with. */
+enum ipc_kick_condition {
+	IPC_KICK_POLICY_VIOLATION = 1,  /* xmppctl kick */
+	IPC_KICK_RESET,                 /* xmppctl kick --reset, passwd --kick */
+	IPC_KICK_NOT_AUTHORIZED,        /* xmppctl user del */
+};
+
+/* IPC_CMD_KICK payload: this header, then jid_len bytes of the session's
+ * full JID (checked against the connection, which may have been reused),
+ * then text_len bytes of UTF-8 <text/> (0: none).  No NULs. */
+struct ipc_kick {
+	uint32_t conn_id;
+	uint32_t gen;
+	uint32_t condition;         /* enum ipc_kick_condition */
+	int32_t uid;                /* the control client's uid (for the log) */
+	uint16_t jid_len;
+	uint16_t text_len;
 };
 
 /* ---- shared memory ---------------------------------------------------- */
@@ -107,8 +128,10 @@ enum ipc_tls_version {
 	IPC_TLS_MAX
 };
 
+/* SASL mechanism of a session (struct ipc_session.mech) and of the
+ * login counters; IPC_MECH_NONE: a failure before a known mechanism. */
 enum ipc_mech {
-	IPC_MECH_NONE = 0,          /* failed before a known mechanism */
+	IPC_MECH_NONE = 0,
 	IPC_MECH_PLAIN,
 	IPC_MECH_SCRAM_SHA_1,
 	IPC_MECH_SCRAM_SHA_1_PLUS,
@@ -228,7 +251,10 @@ enum ipc_session_state {
 
 /* One session record.  Records are addressed by index; links are indices
  * (-1 = none), never pointers.  A full JID longer than IPC_JID_INLINE is
- * kept in the long-JID pool and jid_long is its index there. */
+ * kept in the long-JID pool and jid_long is its index there.  What
+ * `xmppctl sessions` shows beyond the routing fields (peer, TLS version,
+ * mechanism) is written with the record; active is the one field written
+ * without the table lock (by the owning worker, at most once a second). */
 struct ipc_session {
 	_Atomic uint32_t state;     /* enum ipc_session_state */
 	int32_t next;               /* next record in the bucket chain */
@@ -243,6 +269,15 @@ struct ipc_session {
 	uint32_t conn_id;           /* connection id within the slot */
 	uint32_t gen;               /* connection generation */
 	int64_t since;              /* unix time the session bound */
+	_Atomic int64_t active;     /* unix time of the client's last bytes,
+				       to the second */
+	uint8_t peer_addr[16];      /* IPv4 (first 4 bytes) or IPv6 */
+	uint16_t peer_port;         /* host order */
+	uint8_t peer_family;        /* 0 unknown, 4 or 6 */
+	uint8_t mech;               /* enum ipc_mech */
+	uint16_t tls_version;       /* TLS protocol version (0x0304 = 1.3),
+				       0: plain TCP */
+	uint8_t pad2[2];
 	char jid[IPC_JID_INLINE];   /* full JID, NUL-terminated when inline */
 };
 

@@ -18,7 +18,7 @@
 #include "session.h"
 #include "shm.h"
 
-/* Indices are int32 and records are 232 bytes: 4M sessions is ~1 GB,
+/* Indices are int32 and records are 264 bytes: 4M sessions is ~1.1 GB,
  * far beyond what one box serves, and keeps every size in range. */
 #define SESSION_CAPACITY_MAX (1u << 22)
 /* Small tables still get some buckets; also keeps records 8-aligned. */
@@ -316,6 +316,13 @@ static void rec_to_info(const struct shm_table *t,
 	info->priority = r->priority;
 	info->available = r->available;
 	info->since = r->since;
+	info->active = atomic_load_explicit(&r->active, memory_order_relaxed);
+	memcpy(info->peer_addr, r->peer_addr, sizeof(info->peer_addr));
+	info->peer_port = r->peer_port;
+	info->peer_family = r->peer_family;
+	info->mech = r->mech;
+	info->tls_version = r->tls_version;
+	info->index = (int32_t)(r - t->recs);
 	memcpy(info->jid, rec_jid(t, r), r->jid_len);
 	info->jid[r->jid_len] = '\0';
 }
@@ -383,6 +390,13 @@ static void rec_fill(struct ipc_session *r, const struct jid_key *k,
 	r->conn_id = info->conn_id;
 	r->gen = info->gen;
 	r->since = info->since;
+	atomic_store_explicit(&r->active, info->active > 0 ? info->active :
+			      info->since, memory_order_relaxed);
+	memcpy(r->peer_addr, info->peer_addr, sizeof(r->peer_addr));
+	r->peer_port = info->peer_port;
+	r->peer_family = info->peer_family;
+	r->mech = info->mech;
+	r->tls_version = info->tls_version;
 	r->jid_long = -1;
 }
 
@@ -597,6 +611,20 @@ int shm_session_set_presence(struct shm_table *t, const char *full_jid,
 	}
 	table_unlock(t);
 	return ret;
+}
+
+void shm_session_touch(struct shm_table *t, int32_t index, uint16_t slot,
+		       uint32_t conn_id, uint32_t gen, int64_t now)
+{
+	struct ipc_session *r;
+
+	if (index < 0 || (uint32_t)index >= t->hdr->capacity)
+		return;
+	r = &t->recs[index];
+	if (atomic_load_explicit(&r->state, memory_order_acquire) !=
+	    IPC_SESSION_USED || !rec_owned_by(r, slot, conn_id, gen))
+		return;
+	atomic_store_explicit(&r->active, now, memory_order_relaxed);
 }
 
 int shm_session_del(struct shm_table *t, const char *full_jid,

@@ -24,6 +24,14 @@ struct session_info {
 	int16_t priority;
 	uint8_t available;
 	int64_t since;
+	int64_t active;             /* unix time of the client's last bytes */
+	uint8_t peer_addr[16];      /* see struct ipc_session */
+	uint16_t peer_port;
+	uint8_t peer_family;        /* 0, 4 or 6 */
+	uint8_t mech;               /* enum ipc_mech */
+	uint16_t tls_version;       /* 0: plain TCP */
+	int32_t index;              /* record index (out only: get, list,
+				       foreach), for shm_session_touch */
 	char jid[IPC_JID_MAX + 1];  /* full JID */
 };
 
@@ -76,6 +84,14 @@ int shm_session_list(struct shm_table *t, const char *bare_jid,
 int shm_session_set_presence(struct shm_table *t, const char *full_jid,
 			     uint16_t slot, uint32_t conn_id, uint32_t gen,
 			     int16_t priority, uint8_t available);
+/* The client of record index (from shm_session_get) sent bytes at unix
+ * time now: a relaxed store without the lock, done only while the
+ * record is USED and owned by (slot, conn_id, gen).  A record freed and
+ * reused between that check and the store gets a wrong `active` for at
+ * most a second (its own worker's next touch corrects it); nothing but
+ * the idle time shown by xmppctl reads it. */
+void shm_session_touch(struct shm_table *t, int32_t index, uint16_t slot,
+		       uint32_t conn_id, uint32_t gen, int64_t now);
 /* Remove full_jid only if owned by (slot, conn_id, gen): 1 removed,
  * 0 absent or owned by another session, -1 error. */
 int shm_session_del(struct shm_table *t, const char *full_jid,

@@ -404,6 +404,58 @@ Test(session, set_presence_by_owner_only)
 	table_close(&m);
 }
 
+/* What `xmppctl sessions` shows comes back as stored; the activity
+ * second changes only through the owner's touch of its own record. */
+Test(session, peer_fields_and_touch_by_owner_only)
+{
+	struct table_map m;
+	struct session_info info, got;
+	const char *error = NULL;
+	const char *jid = "erin@example.org/phone";
+	static const uint8_t v6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 7 };
+
+	table_open(&m, 16);
+	info_set(&info, jid, 1, 10, 1);
+	memcpy(info.peer_addr, v6, sizeof(v6));
+	info.peer_family = 6;
+	info.peer_port = 50123;
+	info.tls_version = 0x0304;
+	info.mech = IPC_MECH_SCRAM_SHA_256_PLUS;
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), 0, "%s", error);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(memcmp(got.peer_addr, v6, sizeof(v6)), 0);
+	cr_assert_eq(got.peer_family, 6);
+	cr_assert_eq(got.peer_port, 50123);
+	cr_assert_eq(got.tls_version, 0x0304);
+	cr_assert_eq(got.mech, IPC_MECH_SCRAM_SHA_256_PLUS);
+	cr_assert_eq(got.active, info.since, "active starts at the bind");
+	int32_t idx = got.index;
+	cr_assert_geq(idx, 0);
+
+	shm_session_touch(m.t, idx, 1, 10, 1, info.since + 42);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.active, info.since + 42);
+	/* another connection, slot or generation; an index out of range */
+	shm_session_touch(m.t, idx, 1, 11, 1, info.since + 99);
+	shm_session_touch(m.t, idx, 2, 10, 1, info.since + 99);
+	shm_session_touch(m.t, idx, 1, 10, 2, info.since + 99);
+	shm_session_touch(m.t, -1, 1, 10, 1, info.since + 99);
+	shm_session_touch(m.t, 1 << 30, 1, 10, 1, info.since + 99);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.active, info.since + 42, "a non-owner touched it");
+	/* the record reused by another connection: the old owner's late
+	   touch does not reach the new session */
+	cr_assert_eq(shm_session_del(m.t, jid, 1, 10, 1), 1);
+	cr_assert_eq(put(&m, jid, 1, 12, 1), 0);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.index, idx, "the freed record was reused");
+	shm_session_touch(m.t, idx, 1, 10, 1, info.since + 99);
+	cr_assert_eq(shm_session_get(m.t, jid, &got), 1);
+	cr_assert_eq(got.active, info.since);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
 static bool info_has_jid(const struct session_info *out, int n,
 			 const char *jid)
 {

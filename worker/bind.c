@@ -20,6 +20,8 @@
 #include "stanza.h"
 #include "util.h"
 
+#include <arpa/inet.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +81,20 @@ static int bind_resource(struct conn *c, const struct xml_node *bind,
 	return *res_r != NULL ? 0 : -1;
 }
 
+/* What `xmppctl sessions` shows of c: peer, TLS version, mechanism. */
+static void bind_info_peer(const struct conn *c, struct session_info *info)
+{
+	const char *colon = strrchr(c->peer, ':');
+	if (inet_pton(AF_INET, c->addr, info->peer_addr) == 1)
+		info->peer_family = 4;
+	else if (inet_pton(AF_INET6, c->addr, info->peer_addr) == 1)
+		info->peer_family = 6;
+	info->peer_port = colon != NULL ? (uint16_t)atoi(colon + 1) : 0;
+	info->tls_version = c->t13 != NULL ? TLS1_3_VERSION :
+		c->ssl != NULL ? (uint16_t)SSL_version(c->ssl) : 0;
+	info->mech = c->mech;
+}
+
 /* Enter full in the session table: 0, or -1 with *why_r.  A refusal
  * is logged, except a long-JID one that the caller will retry. */
 static int bind_enter(struct conn *c, const char *full, int retry_long,
@@ -93,6 +109,8 @@ static int bind_enter(struct conn *c, const char *full, int retry_long,
 	info.conn_id = c->id;
 	info.gen = c->gen;
 	info.since = time(NULL);
+	info.active = info.since;
+	bind_info_peer(c, &info);
 	int r = shm_session_put_limited(c->w->shm->sessions, &info, max,
 					&old, why_r, &error);
 	if (r < 0 && *why_r == SESSION_REFUSED_ACCOUNT)
@@ -174,6 +192,10 @@ static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 	METRIC_INC(c->w->stats->sessions);
 	METRIC_INC(c->w->stats->binds);
 	c->deadline_ms = 0;
+	struct session_info self;
+	c->sess_index = shm_session_get(c->w->shm->sessions, full, &self) == 1 ?
+		self.index : -1;
+	c->touched_ms = c->w->now_ms;
 	blocking_load(c);
 	log_info("c%u %s: bound %s", c->id, c->peer, full);
 	struct buf out;
@@ -243,4 +265,58 @@ void bind_release(struct conn *c)
 			c->id, c->gen);
 	c->bound = 0;
 	METRIC_DEC(c->w->stats->sessions);
+}
+
+void bind_touch_slow(struct conn *c)
+{
+	c->touched_ms = c->w->now_ms;
+	shm_session_touch(c->w->shm->sessions, c->sess_index,
+			  (uint16_t)c->w->slot, c->id, c->gen, time(NULL));
+}
+
+static const char *bind_kick_condition(uint32_t condition)
+{
+	switch (condition) {
+	case IPC_KICK_POLICY_VIOLATION: return "policy-violation";
+	case IPC_KICK_RESET: return "reset";
+	case IPC_KICK_NOT_AUTHORIZED: return "not-authorized";
+	default: return NULL;
+	}
+}
+
+/* The master found the session in the table and tells us to end it.
+ * The connection id may have been reused since: the JID must match. */
+void bind_admin_kick(struct worker *w, const void *payload, size_t len)
+{
+	struct ipc_kick k;
+	char jid[IPC_JID_MAX + 1], text[1024];
+	const char *condition;
+
+	if (len < sizeof(k)) {
+		log_error("kick command too short (%zu bytes)", len);
+		return;
+	}
+	memcpy(&k, payload, sizeof(k));
+	condition = bind_kick_condition(k.condition);
+	if (condition == NULL || k.jid_len == 0 || k.jid_len > IPC_JID_MAX ||
+	    k.text_len >= sizeof(text) ||
+	    len != sizeof(k) + k.jid_len + k.text_len) {
+		log_error("malformed kick command (%zu bytes)", len);
+		return;
+	}
+	memcpy(jid, (const char *)payload + sizeof(k), k.jid_len);
+	jid[k.jid_len] = '\0';
+	memcpy(text, (const char *)payload + sizeof(k) + k.jid_len, k.text_len);
+	text[k.text_len] = '\0';
+	struct conn *c = conn_lookup(w, k.conn_id, k.gen);
+	if (c == NULL || !c->bound || c->jid == NULL || strcmp(c->jid, jid) != 0) {
+		log_info("kick of %s: session already gone", jid);
+		return;
+	}
+	if (c->want_close || c->closed)
+		return;     /* kicked again while its stream ends */
+	log_info("c%u %s: %s kicked by the operator (xmppctl, uid %d) with "
+		 "<%s/>%s%s", c->id, c->peer, jid, (int)k.uid, condition,
+		 text[0] ? ": " : "", text);
+	stream_error(c, condition, text[0] ? text : NULL);
 }

@@ -322,6 +322,7 @@ static void conn_read(struct conn *c)
 		METRIC_ADD(c->w->stats->bytes_in, (uint64_t)n);
 		c->last_read_ms = c->w->now_ms;
 		c->ping_sent = 0;
+		bind_touch(c);
 		if (stream_feed(c, data, (size_t)n) < 0)
 			return;
 		/* Drained: skip the read(2) that would only say EAGAIN (the

@@ -487,7 +487,8 @@ static void sasl_success(struct conn *c, const char *data, size_t len)
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 	c->authenticated = 1;
-	METRIC_INC(c->w->stats->logins[sasl_mech_index(c)]);
+	c->mech = sasl_mech_index(c);
+	METRIC_INC(c->w->stats->logins[c->mech]);
 	conn_metrics_move(c, c->m_tls, 1);
 	c->user = strdup(c->sasl->user);
 	c->domain = strdup(c->stream_to);
@@ -818,8 +819,7 @@ void sasl_handle(struct conn *c, struct xml_node *n)
 		sasl_init_secret();
 	if (c->authenticated) {
 		stream_error(c, "policy-violation", "already authenticated");
-	} else if (!conn_tls(c) && c->w->tls != NULL &&
-		   c->w->cfg->tls_required) {
+	} else if (!conn_tls(c) && c->w->cfg->tls_required) {
 		sasl_fail(c, "encryption-required", NULL);
 	} else if (c->sasl != NULL && (c->sasl->pending != NULL ||
 				       c->sasl->step == SASL_STEP_LOOKUP)) {

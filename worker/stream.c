@@ -145,8 +145,9 @@ static void stream_features(struct conn *c)
 	if (!conn_tls(c) && c->w->tls != NULL)
 		buf_appendf(&out, "<starttls xmlns='" NS_TLS "'>%s</starttls>",
 			    c->w->cfg->tls_required ? "<required/>" : "");
-	if (!c->authenticated &&
-	    (conn_tls(c) || !c->w->cfg->tls_required || c->w->tls == NULL))
+	/* Without a usable certificate (worker.c could not load it) and
+	 * tls.required, nobody logs in: fail closed. */
+	if (!c->authenticated && (conn_tls(c) || !c->w->cfg->tls_required))
 		sasl_features(c, &out);
 	if (c->authenticated)
 		buf_appendf(&out, "<bind xmlns='" NS_BIND "'/>"

@@ -80,13 +80,32 @@ static void worker_db_events(struct worker *w)
 	worker_db_last = want;
 }
 
+/* A context from the files tls.certificate and tls.key name, read again
+ * at every reload (a renewed certificate); open connections keep a
+ * reference to the one they started with.  Files that do not load keep
+ * the previous context (the master checked them, but they may have
+ * changed since).  Without a certificate, TLS is off for new
+ * connections. */
 static void worker_tls_context(struct worker *w)
 {
 	const char *error;
+	if (w->cfg->tls_certificate[0] == '\0') {
+		if (w->tls != NULL)
+			log_info("TLS off for new connections: tls.certificate "
+				 "is empty");
+		tls_context_free(&w->tls);
+		return;
+	}
 	SSL_CTX *ctx = tls_context_new(w->cfg, &error);
+	if (ctx == NULL && w->tls != NULL) {
+		log_error("TLS certificate not reloaded, keeping the previous "
+			  "one: %s", error);
+		return;
+	}
 	if (ctx == NULL) {
-		log_error("TLS unavailable, keeping the previous context: %s",
-			  error);
+		/* stream.c and sasl.c fail closed: no login while
+		 * tls.required is yes. */
+		log_error("TLS unavailable: %s", error);
 		return;
 	}
 	tls_context_free(&w->tls);
@@ -128,8 +147,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	worker_ep_add(w, w->channel, WORKER_EV_CHANNEL);
 	worker_ep_add(w, w->dead_fd, WORKER_EV_DEAD);
 	worker_ep_add(w, w->queues->fds[w->slot].recv, WORKER_EV_QUEUE);
-	if (w->cfg->tls_certificate[0] != '\0')
-		worker_tls_context(w);
+	worker_tls_context(w);
 	w->db = db_new(w->cfg->db_conninfo, worker_db_fd, w);
 	db_set_max_queue_bytes(w->db, (size_t)w->cfg->db_max_queue_bytes);
 	http_init(w);
@@ -228,6 +246,8 @@ static void worker_channel(struct worker *w)
 			worker_begin_stop(w);
 		else if (cmd.type == IPC_CMD_CONFIG)
 			worker_apply_config(w, &cmd, msg + sizeof(cmd), cmd.len);
+		else if (cmd.type == IPC_CMD_KICK)
+			bind_admin_kick(w, msg + sizeof(cmd), cmd.len);
 		else if (cmd.type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
 			log_error("reopen(%s) failed: %m", w->cfg->log_file);
 	}

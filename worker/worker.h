@@ -144,6 +144,9 @@ struct conn {
 	char *jid;              /* full JID once bound */
 	int16_t priority;
 	int available;
+	uint8_t mech;           /* enum ipc_mech of the login (sasl.c) */
+	int32_t sess_index;     /* session record while bound (bind_touch) */
+	int64_t touched_ms;     /* last bind_touch that wrote the record */
 	int roster_requested;   /* RFC 6121 2.1.6: an interested resource */
 	int offline_fetching;   /* offline messages on their way */
 	/* Paced offline delivery (offline.c): a batch at a time, the next
@@ -277,6 +280,16 @@ void sasl_init_secret(void);
 void bind_handle(struct conn *c, struct xml_node *n);
 int bind_is_session_iq(const struct conn *c, const struct xml_node *n);
 void bind_release(struct conn *c);
+/* The client sent bytes: its session record's `active` second, written
+ * at most once a second (conn.c's read path). */
+void bind_touch_slow(struct conn *c);
+static inline void bind_touch(struct conn *c)
+{
+	if (c->bound && c->w->now_ms - c->touched_ms >= 1000)
+		bind_touch_slow(c);
+}
+/* IPC_CMD_KICK from the master (xmppctl kick, user del/passwd). */
+void bind_admin_kick(struct worker *w, const void *payload, size_t len);
 
 /* presence.c */
 void presence_from_client(struct conn *c, struct xml_node *st);

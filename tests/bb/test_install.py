@@ -102,6 +102,48 @@ def test_installed_files_agree():
                            text=True, timeout=30)
         assert r.returncode == 0 and r.stdout == example
 
+        # The manual pages go to man5/man8 and name the configuration
+        # this binary reads; xmppd.conf(5) is the binary's own --man.
+        pages = {}
+        for name, section in (("xmppd.8", "man8"), ("xmppctl.8", "man8"),
+                              ("xmppd.conf.5", "man5")):
+            path = find_file(dest, name)
+            assert os.path.basename(os.path.dirname(path)) == section, path
+            pages[name] = read(path)
+            assert not re.search(r"@[A-Za-z_]+@", pages[name]), name
+            assert conf in pages[name], (name, conf)
+        r = subprocess.run([installed, "--man"], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0
+        version = subprocess.run([installed, "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout.split()[1]
+        docdir = os.path.dirname(os.path.dirname(
+            find_file(dest, "xmppd.conf.example")))[len(dest):]
+        want = (r.stdout.replace("@sysconfdir@", os.path.dirname(os.path.dirname(conf)))
+                .replace("@docdir@", docdir).replace("@VERSION@", version))
+        assert pages["xmppd.conf.5"] == want, "installed xmppd.conf.5 is not xmppd --man"
+
+        # The certbot deploy hook is installed, executable, and runs the
+        # installed xmppctl with the installed configuration's paths.
+        hook = find_file(dest, "certbot-deploy-hook")
+        assert os.access(hook, os.X_OK), hook
+        text = read(hook)
+        assert not re.search(r"@[a-z_]+@", text), "unsubstituted @...@ in hook"
+        ctl = re.search(r"^XMPPCTL=\$\{XMPPCTL:-(\S+)\}$", text, re.M).group(1)
+        assert os.access(dest + ctl, os.X_OK), ctl
+        assert os.path.dirname(conf) + "/cert.pem}" in text, text
+
+        # xmppctl without -c reads the file the daemon reads.
+        ctlbin = find_file(dest, "xmppctl")
+        if os.path.exists(conf):
+            print("# %s exists on this machine: xmppctl default not run" % conf)
+        else:
+            r = subprocess.run([ctlbin, "status"], capture_output=True, text=True,
+                               timeout=30)
+            assert r.returncode == 1, r
+            assert r.stderr.startswith("xmppctl: %s does not exist (the installed "
+                                       "default)" % conf), r.stderr
+
         # Without the binary: a non-zero exit and a line naming it.
         if os.path.exists(daemon):
             print("# %s exists on this machine: missing-binary case not run" % daemon)

@@ -178,8 +178,8 @@ def test_sigterm_graceful():
 
 def test_xmppctl_stop_and_errors():
     with Server(workers=1) as s:
-        r = s.ctl("frobnicate")
-        assert r.returncode == 1 and "unknown command 'frobnicate'" in r.stderr
+        r = s.ctl("frobnicate")     # a usage error: exit 2 (docs/CONTROL.md)
+        assert r.returncode == 2 and "unknown command 'frobnicate'" in r.stderr
         assert s.ctl("stop").returncode == 0
         s.proc.wait(timeout=10)
         r = s.ctl("status")

@@ -1,0 +1,359 @@
+"""xmppctl for the operator's day (issue 10): `sessions` lists who is
+online from the shared session table (JID, worker, address, TLS version,
+SASL mechanism, since, idle) with --json; `kick` ends a full JID's
+session or every session of a bare JID with the stream error and text
+the client sees, leaving the others alone; `user del` ends the deleted
+account's sessions and `user passwd --kick` the changed one's; `user
+show`; exit codes 0/1/2 with a one-line error before the usage.
+Needs XMPPD_TEST_PGCONN.
+"""
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Client, Server, pid_alive, run_tests,  # noqa: E402
+                     stream_error_re, wait_for)
+
+NS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+USERS = [("alice@localhost", "alice-pw"), ("bob@localhost", "bob-pw"),
+         ("carol@localhost", "carol-pw")]
+PING = "<iq type='get' id='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+
+
+def login(srv, jid, password, resource, mech="SCRAM-SHA-256"):
+    c = Client(srv.port)
+    full = c.login(jid.split("@")[0], password, resource=resource, mech=mech)
+    return c, full
+
+
+def sessions_json(srv, *args):
+    r = srv.ctl("--json", "sessions", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def still_online(c, tag):
+    """The stream still answers: a ping comes back."""
+    c.send(PING % tag)
+    c.read_until("<iq [^>]*id='%s'[^>]*/>|<iq [^>]*id='%s'[^>]*>.*?</iq>" % (tag, tag))
+
+
+def stream_error_text(c, condition):
+    got = c.read_until(stream_error_re(condition))
+    m = re.search("<text xmlns='%s'>([^<]*)</text>" % re.escape(NS_ERR), got)
+    assert c.is_closed(timeout=5), "stream not closed after the error"
+    return m.group(1) if m else None
+
+
+def test_sessions_two_workers():
+    """Two clients on the two workers, each line right; --json parses;
+    filters by full JID, bare JID and domain."""
+    with Server(workers=2, users=USERS) as srv:
+        t0 = int(time.time())
+        clients = []
+        try:
+            a, a_full = login(srv, "alice@localhost", "alice-pw", "desk")
+            clients.append(a)
+            # SO_REUSEPORT picks the worker: log bob in (bounded) until
+            # one of his sessions lives on the other worker.
+            a_worker = sessions_json(srv, a_full)["sessions"][0]["worker"]
+            b = b_full = None
+            for i in range(24):
+                c, full = login(srv, "bob@localhost", "bob-pw", "r%d" % i,
+                                mech="PLAIN")
+                w = sessions_json(srv, full)["sessions"][0]["worker"]
+                if w != a_worker:
+                    b, b_full = c, full
+                    clients.append(c)
+                    break
+                c.close()
+            assert b is not None, "no connection landed on the other worker"
+            # a resource that needs JSON escaping
+            odd = 'q"uo\\te \u00e9'
+            o, o_full = login(srv, "carol@localhost", "carol-pw", odd)
+            clients.append(o)
+            assert o_full == "carol@localhost/" + odd, o_full
+
+            doc = sessions_json(srv)
+            rows = {s["jid"]: s for s in doc["sessions"]}
+            assert set(rows) == {a_full, b_full, o_full}, rows
+            assert doc["total"] == 3 and doc["shown"] == 3, doc
+            now = int(time.time())
+            for full, client, mech in ((a_full, a, "SCRAM-SHA-256"),
+                                       (b_full, b, "PLAIN")):
+                s = rows[full]
+                host, port = client.sock.getsockname()[:2]
+                assert s["address"] == host and s["port"] == port, (s, host, port)
+                want_tls = {"TLSv1.3": "TLSv1.3", "TLSv1.2": "TLSv1.2"}[client.sock.version()]
+                assert s["tls"] == want_tls, s
+                assert s["mechanism"] == mech, s
+                assert t0 - 1 <= s["since"] <= now, (s, t0, now)
+                assert 0 <= s["idle"] <= now - t0 + 1, s
+            assert {rows[a_full]["worker"], rows[b_full]["worker"]} == {0, 1}, rows
+
+            # the human listing: a header, one line each, the total
+            r = srv.ctl("sessions")
+            assert r.returncode == 0, r.stderr
+            lines = r.stdout.splitlines()
+            assert lines[0].split() == ["JID", "WORKER", "ADDRESS", "TLS",
+                                        "MECHANISM", "SINCE", "IDLE"], lines
+            assert lines[-1] == "3 sessions", lines
+            line_a = [x for x in lines if x.startswith(a_full + " ")]
+            assert len(line_a) == 1, lines
+            assert "127.0.0.1:%d" % a.sock.getsockname()[1] in line_a[0]
+            assert "SCRAM-SHA-256" in line_a[0]
+
+            # filters
+            assert [s["jid"] for s in sessions_json(srv, "alice@localhost")["sessions"]] == [a_full]
+            assert [s["jid"] for s in sessions_json(srv, b_full)["sessions"]] == [b_full]
+            assert sessions_json(srv, "localhost")["total"] == 3
+            assert sessions_json(srv, "ALICE@LocalHost")["total"] == 1
+            assert sessions_json(srv, "other.example")["total"] == 0
+            assert sessions_json(srv, "nobody@localhost") == {
+                "sessions": [], "total": 0, "shown": 0}
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_idle_counts_from_client_bytes():
+    """idle is the time since the client last sent something."""
+    with Server(workers=1, users=USERS) as srv:
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "idle")
+        try:
+            # wait (bounded) until the session has been idle 2 s
+            deadline = time.monotonic() + 10
+            while sessions_json(srv, a_full)["sessions"][0]["idle"] < 2:
+                assert time.monotonic() < deadline, "idle never grew"
+                time.sleep(0.2)
+            before = sessions_json(srv, a_full)["sessions"][0]["idle"]
+            sent = time.time()
+            still_online(a, "p-idle")
+            after = sessions_json(srv, a_full)["sessions"][0]["idle"]
+            # counted from the ping, not from the bind (whole seconds)
+            assert after <= int(time.time() - sent) + 1 < before + int(time.time() - sent), \
+                (before, after)
+        finally:
+            a.close()
+
+
+def test_kick_full_and_bare():
+    with Server(workers=2, users=USERS) as srv:
+        a1, a1_full = login(srv, "alice@localhost", "alice-pw", "one")
+        a2, a2_full = login(srv, "alice@localhost", "alice-pw", "two")
+        b, b_full = login(srv, "bob@localhost", "bob-pw", "bob")
+        try:
+            r = srv.ctl("kick", a1_full, "spamming", "<the> & room")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.splitlines()[-1] == "1 session kicked", r.stdout
+            assert stream_error_text(a1, "policy-violation") == \
+                "spamming &lt;the&gt; &amp; room"
+            still_online(a2, "p1")
+            still_online(b, "p2")
+            assert {s["jid"] for s in sessions_json(srv)["sessions"]} == {a2_full, b_full}
+            assert re.search(r"%s kicked by the operator \(xmppctl, uid %d\) with "
+                             r"<policy-violation/>: spamming <the> & room"
+                             % (re.escape(a1_full), os.geteuid()), srv.log_text())
+
+            # bare JID, --reset, no reason: <reset/> without a text
+            a3, a3_full = login(srv, "alice@localhost", "alice-pw", "three")
+            r = srv.ctl("kick", "--reset", "alice@localhost")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.splitlines()[-1] == "2 sessions kicked", r.stdout
+            assert stream_error_text(a2, "reset") is None
+            assert stream_error_text(a3, "reset") is None
+            still_online(b, "p3")
+            assert [s["jid"] for s in sessions_json(srv)["sessions"]] == [b_full]
+
+            # nobody left to kick
+            r = srv.ctl("kick", "alice@localhost")
+            assert r.returncode == 1, r
+            assert r.stderr == "xmppctl: no session for alice@localhost\n", r.stderr
+            a3.close()
+        finally:
+            for c in (a1, a2, b):
+                c.close()
+
+
+def test_user_del_ends_sessions():
+    with Server(workers=2, users=USERS) as srv:
+        a, _ = login(srv, "alice@localhost", "alice-pw", "x")
+        b, b_full = login(srv, "bob@localhost", "bob-pw", "y")
+        # a login in progress: authenticated before the delete, bound after
+        late = Client(srv.port)
+        late.open()
+        late.starttls()
+        assert late.auth_scram("alice", "alice-pw").startswith("<success")
+        late.open()
+        try:
+            r = srv.ctl_config("user", "del", "alice@localhost")
+            assert r.stdout == "deleted alice@localhost\n1 live session ended\n", r.stdout
+            assert stream_error_text(a, "not-authorized") == "account deleted"
+            still_online(b, "p1")
+            assert late.bind("late") == "alice@localhost/late"
+            assert stream_error_text(late, "not-authorized") == "account deleted"
+            assert "kick of alice@localhost/late: bound while its account was deleted" \
+                in srv.log_text()
+            c = Client(srv.port)
+            c.open()
+            c.starttls()
+            got = c.auth_scram("alice", "alice-pw")
+            assert got.startswith("<failure"), got
+            c.close()
+            r = srv.ctl_config("user", "show", "alice@localhost", check=False)
+            assert r.returncode == 1 and r.stderr == \
+                "xmppctl: no such user alice@localhost\n", r
+        finally:
+            a.close()
+            b.close()
+            late.close()
+
+
+def test_passwd_kick():
+    with Server(workers=2, users=USERS) as srv:
+        a, _ = login(srv, "alice@localhost", "alice-pw", "x")
+        b, _ = login(srv, "bob@localhost", "bob-pw", "y")
+        try:
+            # without --kick the session stays
+            r = srv.ctl_config("user", "passwd", "bob@localhost", input="bob-pw2\n")
+            assert r.stdout == "", r.stdout
+            still_online(b, "p1")
+            r = srv.ctl_config("user", "passwd", "alice@localhost", "--kick",
+                               input="alice-new\n")
+            assert r.stdout == "1 live session ended\n", r.stdout
+            assert stream_error_text(a, "reset") == "password changed"
+            still_online(b, "p2")
+            a2, full = login(srv, "alice@localhost", "alice-new", "again")
+            assert full == "alice@localhost/again"
+            a2.close()
+        finally:
+            a.close()
+            b.close()
+
+
+def test_user_show_and_json_listings():
+    with Server(workers=1, users=USERS) as srv:
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "show")
+        try:
+            for i, contact in enumerate(("bob@localhost", "carol@localhost")):
+                a.send("<iq type='set' id='r%d'><query xmlns='jabber:iq:roster'>"
+                       "<item jid='%s'/></query></iq>" % (i, contact))
+                a.read_until("<iq [^>]*id='r%d' [^>]*type='result'[^>]*/>" % i)
+            a.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+                   "<item jid='spam@example.com'/></block></iq>")
+            a.read_until("<iq [^>]*id='b1' [^>]*type='result'[^>]*/>")
+            a.send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Alice</FN>"
+                   "</vCard></iq>")
+            a.read_until("<iq [^>]*id='v1' [^>]*type='result'[^>]*/>")
+            # carol is offline: two messages wait for her
+            for i in range(2):
+                a.send("<message to='carol@localhost' type='chat' id='m%d'>"
+                       "<body>hi %d</body></message>" % (i, i))
+            deadline = time.monotonic() + 10
+            while json.loads(srv.ctl_config("--json", "user", "show",
+                                            "carol@localhost").stdout)["offline"] < 2:
+                assert time.monotonic() < deadline, "offline messages not stored"
+                time.sleep(0.1)
+            carol = json.loads(srv.ctl_config("--json", "user", "show",
+                                              "carol@localhost").stdout)
+            assert carol["offline"] == 2 and carol["roster"] == 0, carol
+            assert carol["vcard"] is False and carol["sessions"] == [], carol
+            r = srv.ctl_config("--json", "user", "show", "alice@localhost")
+            doc = json.loads(r.stdout)
+            assert doc["jid"] == "alice@localhost" and doc["exists"] is True
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", doc["created"]), doc
+            assert doc["roster"] == 2 and doc["blocklist"] == 1, doc
+            assert doc["offline"] == 0 and doc["vcard"] is True, doc
+            assert doc["server"] == "running"
+            assert [s["jid"] for s in doc["sessions"]] == [a_full], doc
+            r = srv.ctl_config("user", "show", "alice@localhost")
+            assert "roster: 2\n" in r.stdout and "blocklist: 1\n" in r.stdout, r.stdout
+            assert "sessions: 1\n" in r.stdout and a_full in r.stdout, r.stdout
+
+            doc = json.loads(srv.ctl_config("--json", "user", "list").stdout)
+            assert doc == {"users": [u for u, _ in sorted(USERS)], "total": 3}, doc
+            st = json.loads(srv.ctl("status", "--json").stdout)
+            assert st["master"]["workers"] == 1 and len(st["workers"]) == 1, st
+            assert st["workers"][0]["pid"] > 0, st
+            bans = json.loads(srv.ctl("--json", "bans").stdout)
+            assert bans == {"bans": [], "total": 0, "shown": 0}, bans
+        finally:
+            a.close()
+        r = srv.ctl("stop")
+        assert r.returncode == 0 and r.stdout == "", r
+        wait_for(lambda: not pid_alive(srv.master_pid), timeout=15,
+                 what="master exit")
+        # the server is down: the account's data, and say so
+        r = srv.ctl_config("user", "show", "bob@localhost")
+        assert r.stdout.endswith("sessions: server not running\n"), r.stdout
+        doc = json.loads(srv.ctl_config("--json", "user", "show", "bob@localhost").stdout)
+        assert doc["sessions"] is None and doc["server"] == "not running", doc
+        r = srv.ctl_config("user", "del", "carol@localhost")
+        assert r.stdout == ("deleted carol@localhost\n"
+                            "server not running: no live sessions to end\n"), r.stdout
+
+
+def test_usage_errors():
+    with Server(workers=1) as srv:
+        cases = [
+            (("frobnicate",), "xmppctl: unknown command 'frobnicate'"),
+            ((), "xmppctl: no command given"),
+            (("kick",), "xmppctl: kick needs a JID"),
+            (("kick", "nouser.example"), "xmppctl: invalid JID 'nouser.example': no user@ part"),
+            (("kick", "a@localhost", "--frob"), "xmppctl: kick: unknown option '--frob'"),
+            (("sessions", "a@localhost", "b@localhost"),
+             "xmppctl: sessions takes at most one JID or domain"),
+            (("status", "extra"), "xmppctl: status takes no arguments"),
+            (("unban",), "xmppctl: unban needs one address or JID"),
+            (("--bogus", "status"), "xmppctl: unknown option '--bogus'"),
+        ]
+        for args, first in cases:
+            r = srv.ctl(*args)
+            assert r.returncode == 2, (args, r)
+            lines = r.stderr.splitlines()
+            assert lines[0] == first, (args, lines[:2])
+            assert lines[1].startswith("usage: xmppctl"), (args, lines[:2])
+            assert r.stdout == "", (args, r.stdout)
+        r = srv.ctl("kick", "ghost@localhost/x")
+        assert (r.returncode, r.stderr) == (1, "xmppctl: no session for ghost@localhost/x\n"), r
+        for args in (("user",), ("user", "frob", "a@localhost"), ("user", "show"),
+                     ("db",), ("db", "migrate", "now")):
+            r = srv.ctl_config(*args, check=False)
+            assert r.returncode == 2 and len(r.stderr.splitlines()[0]) > 9, (args, r)
+            assert r.stderr.splitlines()[1].startswith("usage:"), (args, r.stderr)
+        r = srv.ctl("help")
+        assert r.returncode == 0 and "exit status: 0 success" in r.stdout, r
+    # the server stopped: the control socket is gone
+    r = srv.ctl("sessions")
+    assert r.returncode == 1 and r.stderr.startswith("xmppctl: no xmppd listening on"), r
+
+
+def test_root_uses_daemon_role():
+    """As root, with no role in db.conninfo, xmppctl connects as the
+    configured daemon user (here `nobody`, which has no role: the error
+    says so and what to do); a role named in db.conninfo is used as is."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    with Server(workers=1, users=USERS[:1]) as srv:
+        ci = srv.overrides["db.conninfo"]
+        no_role = " ".join(kv for kv in ci.split() if not kv.startswith("user="))
+        r = srv.ctl_config("-o", "user=nobody", "-o", "db.conninfo=" + no_role,
+                           "user", "list", check=False)
+        assert r.returncode == 1, r
+        assert len(r.stderr.splitlines()) == 1, r.stderr
+        assert 'role "nobody" does not exist' in r.stderr, r.stderr
+        assert "runuser -u xmppd -- xmppctl" in r.stderr, r.stderr
+        assert "user=ROLE in db.conninfo" in r.stderr, r.stderr
+        r = srv.ctl_config("-o", "user=nobody", "user", "list")
+        assert r.stdout == "alice@localhost\n", r.stdout
+
+
+if __name__ == "__main__":
+    run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
+               test_kick_full_and_bare, test_user_del_ends_sessions,
+               test_passwd_kick, test_user_show_and_json_listings,
+               test_usage_errors, test_root_uses_daemon_role])
