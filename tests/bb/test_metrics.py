@@ -187,6 +187,39 @@ def test_failed_login_by_mechanism_and_reason():
         c.close()
 
 
+def test_offline_and_bounces():
+    """A message to an account with no session is stored, then delivered
+    when it comes online; one to an account that does not exist bounces
+    with <service-unavailable/>: each shows in its counter."""
+    with Server(workers=1, users=USERS) as s:
+        before = scrape(s)
+        a = Client(s.port)
+        a.login("juliet", "r0m30!", resource="balcony")
+        a.send("<presence/>")
+        a.send("<message to='romeo@localhost' type='chat' id='o1'>"
+               "<body>while you were out</body></message>")
+        a.send("<message to='nobody@localhost' type='chat' id='b1'>"
+               "<body>hello?</body></message>")
+        a.read_until("id='b1'[^>]*type='error'|type='error'[^>]*id='b1'")
+        a.read_until("<service-unavailable")
+        wait_for(lambda: total(scrape(s), "xmppd_offline_stored_messages_total")
+                 > total(before, "xmppd_offline_stored_messages_total"),
+                 what="offline_stored moved")
+        b = Client(s.port)
+        b.login("romeo", "jul13t?", resource="garden")
+        b.send("<presence/>")
+        b.read_until("<body>while you were out</body>")
+        after = scrape(s)
+        assert total(after, "xmppd_offline_delivered_messages_total") == \
+            total(before, "xmppd_offline_delivered_messages_total") + 1
+        assert total(after, "xmppd_stanza_errors_total",
+                     condition="service-unavailable") >= \
+            total(before, "xmppd_stanza_errors_total",
+                  condition="service-unavailable") + 1, after
+        a.close()
+        b.close()
+
+
 def health(s):
     r = s.ctl("health")
     assert r.returncode == 0, r.stderr
@@ -374,6 +407,7 @@ if __name__ == "__main__":
     run_tests([
         test_openmetrics_and_counters,
         test_failed_login_by_mechanism_and_reason,
+        test_offline_and_bounces,
         test_killed_worker_health_and_restarts,
         test_database_down_health,
         test_systemd_watchdog,
