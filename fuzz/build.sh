@@ -23,7 +23,8 @@ command -v "$CC" >/dev/null 2>&1 ||
 
 PKGS="openssl expat libpq libsodium libidn"
 PKG_CFLAGS=$(pkg-config --cflags $PKGS)
-PKG_LIBS=$(pkg-config --libs $PKGS)
+# libhttp-parser ships no .pc file (Debian libhttp-parser-dev)
+PKG_LIBS="$(pkg-config --libs $PKGS) -lhttp_parser"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 WARN="-Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wno-format-nonliteral"
 CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/shm -I$top/fuzz $PKG_CFLAGS ${FUZZ_CFLAGS:-}"
@@ -31,7 +32,7 @@ CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/
 # The xmppd sources the harnesses use (lib/ and shm/ as in libxmppd.a,
 # and the worker files that run without sockets).
 LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
-	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c
+	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c
 	shm/frame.c shm/queue.c shm/metrics.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
@@ -39,6 +40,7 @@ srcs_for() {
 	xml) echo "worker/stream.c worker/xml.c worker/store.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	stored) echo "worker/store.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
+	http) echo "worker/http.c worker/metrics.c" ;;
 	*) echo "" ;;
 	esac
 }

@@ -161,3 +161,48 @@ for suite in range(3):
         if suite == 0 or name in ("app", "key-update-requested",
                                   "server-sends-much"):
             write("tls13", "%s-%d" % (name, suite), bytes([suite]) + ops_)
+
+
+# ---- http: flags byte, chunk size - 1, then what a client sends -------
+# flags: 1 small limits, 2 peer outside http.admin_addresses, 4 over
+# http.max_connections, 8 TLS (fuzz/fuzz_http.c)
+http_seeds = {
+    "get-live": (0, 0, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"),
+    "head-and-404": (0, 6, b"HEAD /health/live HTTP/1.1\r\n\r\n"
+                     b"GET /nope?a=b HTTP/1.1\r\nHost: y\r\n\r\n"),
+    "pipelined-echo": (0, 2, b"POST /echo/a?q=1 HTTP/1.1\r\nHost: h\r\n"
+                       b"Content-Length: 5\r\n\r\nhello"
+                       b"PUT /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       b"3\r\nabc\r\n0\r\n\r\n"
+                       b"DELETE /echo/x HTTP/1.1\r\nConnection: close\r\n\r\n"),
+    "http10-keep-alive": (0, 3, b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                          b"GET /echo HTTP/1.0\r\n\r\n"),
+    "expect-continue": (0, 9, b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\n"
+                        b"Content-Length: 2\r\n\r\nok"),
+    "status-codes": (0, 12, b"GET /status?204 HTTP/1.1\r\n\r\n"
+                     b"GET /status?304 HTTP/1.1\r\n\r\n"
+                     b"GET /status?99 HTTP/1.1\r\n\r\n"
+                     b"GET /status?503c HTTP/1.1\r\n\r\n"),
+    "405-allow": (0, 0, b"OPTIONS /health/live HTTP/1.1\r\n\r\n"),
+    "admin-403": (2, 0, b"GET /health/live HTTP/1.1\r\n\r\n"),
+    "over-limit-503": (4, 0, b"GET /health/live HTTP/1.1\r\n\r\n"),
+    "tls-echo": (8, 1, b"GET /echo HTTP/1.1\r\n\r\n"),
+    "small-431": (1, 30, b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 200 + b"\r\n"),
+    "small-414": (1, 50, b"GET /" + b"u" * 300 + b" HTTP/1.1\r\n\r\n"),
+    "small-413-chunked": (1, 7, b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"40\r\n" + b"z" * 64 + b"\r\n1\r\nz\r\n0\r\n\r\n"),
+    "505": (0, 0, b"GET / HTTP/2.0\r\n\r\n"),
+    "400-bad-header": (0, 0, b"GET / HTTP/1.1\r\nno colon\r\n\r\n"),
+    "upgrade": (0, 4, b"GET /echo HTTP/1.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n\x81\x85junk"),
+    "absolute-form": (0, 0, b"GET http://example.com/echo/abs?x HTTP/1.1\r\n\r\n"
+                      b"OPTIONS * HTTP/1.1\r\n\r\n"),
+    "metrics-both-formats": (0, 5, b"GET /metrics HTTP/1.1\r\nAccept: "
+                             b"application/openmetrics-text;version=1.0.0\r\n\r\n"
+                             b"HEAD /metrics HTTP/1.1\r\n\r\n"
+                             b"GET /metrics HTTP/1.1\r\n\r\n"),
+    "health-any-peer": (2, 0, b"GET /health HTTP/1.1\r\n\r\n"
+                        b"GET /metrics HTTP/1.1\r\n\r\n"),
+}
+for name, (flags, chunk, data) in http_seeds.items():
+    write("http", name, bytes([flags, chunk]) + data)

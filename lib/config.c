@@ -135,12 +135,13 @@ const struct config_def config_defs[] = {
 	  "Largest request body, chunked or not; more gets 413" },
 	{ "http.request_timeout", CONFIG_TYPE_DURATION,
 	  OFF(http_request_timeout), "10s", 1000, 600000, RELOAD,
-	  "Time a client has to send a whole request once it began (and to "
-	  "finish a TLS handshake); then 408 and close" },
+	  "Time a client has to send a whole request from its first byte "
+	  "(the first request: from the connection's start, TLS handshake "
+	  "included); then 408 and close" },
 	{ "http.idle_timeout", CONFIG_TYPE_DURATION, OFF(http_idle_timeout),
 	  "60s", 1000, 3600000, RELOAD,
-	  "Silence allowed on a kept-alive connection between requests "
-	  "(and before the first) before it is closed" },
+	  "Silence allowed on a kept-alive connection after a response "
+	  "before it is closed" },
 	{ "sasl.max_failures", CONFIG_TYPE_UINT, OFF(sasl_max_failures), "3",
 	  1, 100, RELOAD, "Failed authentications before disconnect" },
 	{ "sasl.throttle_delay", CONFIG_TYPE_DURATION, OFF(sasl_throttle_delay),

@@ -228,7 +228,10 @@ static void http_write(struct http_conn *hc, int status, const char *ctype,
 			    HTTP_SERVER);
 	if (r == 0 && ctype != NULL)
 		r = buf_appendf(o, "Content-Type: %s\r\n", ctype);
-	if (r == 0 && status >= 200 && status != 204)
+	/* RFC 9110 6.4.1, 8.6: 204 and 304 have no body and here no
+	 * Content-Length; every other response has both */
+	int bodyless = status == 204 || status == 304;
+	if (r == 0 && !bodyless)
 		r = buf_appendf(o, "Content-Length: %zu\r\n", len);
 	if (r == 0 && f->close)
 		r = buf_appendf(o, "Connection: close\r\n");
@@ -238,7 +241,7 @@ static void http_write(struct http_conn *hc, int status, const char *ctype,
 		r = buf_append(o, buf_head(headers), buf_used(headers));
 	if (r == 0)
 		r = buf_append(o, "\r\n", 2);
-	if (r == 0 && !f->head_only && len > 0)
+	if (r == 0 && !f->head_only && !bodyless && len > 0)
 		r = buf_append(o, body, len);
 	if (r < 0) {
 		o->len = at;
@@ -299,35 +302,46 @@ static int http_on_message_begin(http_parser *p)
 	hc->body.off = hc->body.len = 0;
 	hc->nhdrs = 0;
 	hc->url_len = 0;
+	hc->head_bytes = 16;
 	hc->field_open = 0;
+	hc->line_done = 0;
 	hc->in_request = 1;
 	return 0;
 }
 
+/* head_bytes counts the request as sent: the request line (with 16
+ * for the method, spaces, version and CRLF), each header's name and
+ * value with 4 for ": " and CRLF. */
 static int http_head_add(struct http_conn *hc, const char *data, size_t len)
 {
 	uint64_t max = hc->w->cfg->http_max_header_size;
-	if (buf_used(&hc->head) + len > max ||
-	    buf_append(&hc->head, data, len) < 0)
+	hc->head_bytes += len;
+	if (hc->head_bytes > max || buf_append(&hc->head, data, len) < 0)
 		return http_fail(hc, 431, "request headers over "
 				 "http.max_header_size");
 	return 0;
 }
 
+/* Whatever limit the target passes, it is the target that is too
+ * long: 414 (the same answer however the bytes came in). */
 static int http_on_url(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
 	hc->url_len += len;
-	if (hc->url_len > hc->w->cfg->http_max_url_size)
+	hc->head_bytes += len;
+	if (hc->url_len > hc->w->cfg->http_max_url_size ||
+	    hc->head_bytes > hc->w->cfg->http_max_header_size ||
+	    buf_append(&hc->head, at, len) < 0)
 		return http_fail(hc, 414, "request target over "
 				 "http.max_url_size");
-	return http_head_add(hc, at, len);
+	return 0;
 }
 
 static int http_on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
 	if (hc->field_open != 1) {      /* ends the url or the last value */
+		hc->head_bytes += 3;
 		if (http_head_add(hc, "", 1) < 0)
 			return -1;
 		hc->field_open = 1;
@@ -406,7 +420,8 @@ static int http_target(struct http_conn *hc)
 static int http_on_headers_complete(http_parser *p)
 {
 	struct http_conn *hc = http_of(p);
-	/* end the url (no header) or the last value */
+	/* end the url (no header) or the last value; the blank line */
+	hc->head_bytes += 1;
 	if (http_head_add(hc, "", 1) < 0)
 		return -1;
 	if (p->http_major != 1)
@@ -589,9 +604,12 @@ void http_conn_init(struct http_conn *hc)
 	const struct config *cfg = hc->w->cfg;
 	http_parser_init(&hc->parser, HTTP_REQUEST);
 	hc->parser.data = hc;
-	/* the parser's own count of request line and header bytes (a
-	 * process-wide setting: every connection has the same limit) */
-	http_parser_set_max_header_size((uint32_t)cfg->http_max_header_size);
+	/* The parser's own count of request line and header bytes is a
+	 * backstop (a process-wide setting): it also counts what reaches
+	 * no callback (separators, spaces), so it is set above ours, which
+	 * give the answer in the common case. */
+	http_parser_set_max_header_size((uint32_t)(2 * cfg->http_max_header_size +
+						   cfg->http_max_url_size));
 	buf_init(&hc->in, 0);
 	/* url, headers, then path and query copied once more */
 	buf_init(&hc->head, 2 * cfg->http_max_header_size + 4);
@@ -621,14 +639,35 @@ static int http_parser_status(enum http_errno e, const char **reason_r)
 	}
 }
 
+/* Whether the request line of the request being parsed has ended: the
+ * parser says nothing of it before the first header's name is whole.
+ * data[0..n) was parsed by this call; began: the request began in it
+ * (after any empty lines, which the parser skips). */
+static void http_line_seen(struct http_conn *hc, const char *data, size_t n,
+			   int began)
+{
+	if (hc->line_done || (!hc->in_request && !hc->complete &&
+			      hc->error_status == 0))
+		return;
+	if (began)
+		while (n > 0 && (*data == '\r' || *data == '\n')) {
+			data++;
+			n--;
+		}
+	if (memchr(data, '\n', n) != NULL)
+		hc->line_done = 1;
+}
+
 void http_process(struct http_conn *hc)
 {
 	while (!hc->want_close && !hc->closed && buf_used(&hc->in) > 0 &&
 	       buf_used(&hc->out) < HTTP_OUT_HIGH) {
+		int was_in = hc->in_request;
 		size_t n = http_parser_execute(&hc->parser, &http_settings,
 					       buf_head(&hc->in),
 					       buf_used(&hc->in));
 		enum http_errno e = HTTP_PARSER_ERRNO(&hc->parser);
+		http_line_seen(hc, buf_head(&hc->in), n, !was_in);
 		buf_consume(&hc->in, n);
 		if (hc->error_status != 0) {
 			http_refuse(hc, hc->error_status, hc->error_reason);
@@ -636,7 +675,7 @@ void http_process(struct http_conn *hc)
 		}
 		if (e == HPE_PAUSED) {
 			http_parser_pause(&hc->parser, 0);
-		} else if (e == HPE_HEADER_OVERFLOW && hc->field_open == 0) {
+		} else if (e == HPE_HEADER_OVERFLOW && !hc->line_done) {
 			/* still in the request line: its target is too long
 			 * (the parser counted it before on_url saw it) */
 			http_refuse(hc, 414, "request line over "

@@ -98,8 +98,10 @@ struct http_conn {
 	struct buf body;        /* this request's body */
 	struct buf out;         /* responses not yet written */
 	int field_open;         /* 1 in a header name, 2 in a value */
+	int line_done;          /* the request line has ended */
 	unsigned nhdrs;
 	size_t url_len;
+	uint64_t head_bytes;    /* request line and headers (http.c) */
 	int error_status;       /* a limit or bad input: answer this, close */
 	const char *error_reason;
 	int complete;           /* a whole request parsed, to answer */

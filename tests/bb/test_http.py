@@ -16,15 +16,19 @@ http.client where a real client fits and raw bytes for bad requests:
   http.idle_timeout (closed), with bounded waits;
 - HTTPS on http.tls_port with the c2s certificate;
 - the c2s listener keeps working while HTTP requests are in flight;
+- admin addresses and limits follow a reload; http.port = 0 listens on
+  nothing;
 - xmppd -t refuses http.tls_port without a certificate.
 """
 import http.client
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (XMPPD, Client, Server, free_port,  # noqa: E402
@@ -192,6 +196,25 @@ def test_pipelining_and_chunked():
         # the order of 404 lines in the log is the order of the requests
         log = s.log_text()
         assert log.index("GET /first-missing") < log.index("GET /second-missing")
+        # Many pipelined requests sent before reading any answer: their
+        # responses (far more than the front keeps unwritten) all come,
+        # in order, once the client reads.
+        n = 3000
+        with connect(s.http_port) as sock:
+            data = b"".join(b"GET /health/live?n=%d HTTP/1.1\r\nHost: p\r\n\r\n" % i
+                            if i % 100 else b"GET /gap-%d HTTP/1.1\r\n\r\n" % i
+                            for i in range(n))
+            # sent from a thread: the server stops reading while its
+            # answers are unread, so one thread doing both could block
+            sender = threading.Thread(target=sock.sendall, args=(data,))
+            sender.start()
+            f = sock.makefile("rb")
+            got = [read_response(f)[0] for _ in range(n)]
+            sender.join(timeout=10)
+            assert not sender.is_alive()
+            assert got == [200 if i % 100 else 404 for i in range(n)]
+        log = s.log_text()
+        assert [int(m) for m in re.findall(r"GET /gap-(\d+)", log)] == list(range(0, n, 100))
 
 
 def test_bad_requests():
@@ -206,7 +229,7 @@ def test_bad_requests():
             (505, b"GET %s HTTP/3.1\r\nHost: x\r\n\r\n" % LIVE.encode()),
             (414, b"GET /" + b"a" * 1500 + b" HTTP/1.1\r\n\r\n"),
             # over the header limit while still in the request line
-            (414, b"GET /" + b"a" * big + b" HTTP/1.1\r\n\r\n"),
+            (414, b"GET /" + b"a" * 3 * big + b" HTTP/1.1\r\n\r\n"),
             (431, b"GET / HTTP/1.1\r\nX-Big: " + b"b" * big + b"\r\n\r\n"),
             (431, b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n"),
             (413, b"POST %s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n" % LIVE.encode()),
@@ -351,6 +374,32 @@ def test_c2s_alongside():
         h.close()
 
 
+def test_reload_and_off():
+    # limits and admin addresses follow SIGHUP; port 0 is no listener
+    with http_server(config_text="http.admin_addresses = 192.0.2.1\n") as s:
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", LIVE)
+        assert c.getresponse().status == 403
+        c.close()
+        s.write_config("http.admin_addresses = 127.0.0.0/8\n"
+                       "http.max_url_size = 256\n")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: all(w["generation"] == 2 for w in s.status()["workers"]),
+                 what="generation 2 in every worker")
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", LIVE)
+        assert c.getresponse().read() == b"ok\n"
+        c.request("GET", "/" + "x" * 300)
+        assert c.getresponse().status == 414
+        c.close()
+    with http_server(**{"http.port": "0"}) as s:
+        try:
+            socket.create_connection(("127.0.0.1", s.http_port), timeout=5).close()
+            raise AssertionError("http.port = 0 still listens")
+        except ConnectionRefusedError:
+            pass
+
+
 def test_config_check():
     cert, key = test_certificate()
     s = http_server()
@@ -377,4 +426,4 @@ if __name__ == "__main__":
     run_tests([test_routes, test_keep_alive, test_pipelining_and_chunked,
                test_bad_requests, test_admin_addresses, test_https,
                test_connection_limit, test_timeouts, test_c2s_alongside,
-               test_config_check])
+               test_reload_and_off, test_config_check])
