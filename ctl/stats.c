@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define STATS_REPLY_MAX (4u * 1024 * 1024)
 #define STATS_LABELS_MAX 8
@@ -217,7 +218,8 @@ static void stats_human(const struct stats_set *set)
 		if (strcmp(set->s[i].name, "xmppd_build_info") == 0 &&
 		    stats_label(&set->s[i], "version") != NULL)
 			version = stats_label(&set->s[i], "version");
-	double up = stats_sum(set, "xmppd_uptime_seconds", NULL, NULL, sums);
+	double up = (double)time(NULL) - stats_sum(set,
+		"xmppd_start_time_seconds", NULL, NULL, sums);
 	double gen = stats_sum(set, "xmppd_config_generation", NULL, NULL,
 			       sums);
 	printf("xmppd %s, up %.0fd %.0fh %.0fm %.0fs, configuration "

@@ -571,7 +571,6 @@ int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
 	struct metrics_ctx m = { .out = out, .om = format ==
 				 METRICS_OPENMETRICS };
 	const struct ipc_shm_header *hdr = shm->hdr;
-	struct timespec ts;
 
 	if (nslots > IPC_MAX_SLOTS)
 		nslots = IPC_MAX_SLOTS;
@@ -582,14 +581,13 @@ int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
 	buf_appendf(out, "\",openssl=\"");
 	metrics_label_escape(out, OPENSSL_VERSION_TEXT);
 	buf_appendf(out, "\"} 1\n");
+	/* uptime is time() - this (a scraper has the time): a value that
+	 * moved with the clock would make two renderings of the same
+	 * counters differ */
 	metrics_family(&m, "xmppd_start_time_seconds", METRICS_GAUGE,
-		       "seconds", "Unix time the master started.");
+		       "seconds", "Unix time the master started (uptime: "
+		       "time() - xmppd_start_time_seconds).");
 	metrics_sample(&m, "", (unsigned long long)hdr->master_started);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	metrics_family(&m, "xmppd_uptime_seconds", METRICS_GAUGE, "seconds",
-		       "Seconds since the master started.");
-	metrics_sample_signed(&m, "", (long long)ts.tv_sec -
-				      hdr->master_started);
 	metrics_family(&m, "xmppd_config_generation", METRICS_GAUGE, NULL,
 		       "The master's configuration generation (1 at start, "
 		       "+1 per reload).");
