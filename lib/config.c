@@ -20,6 +20,12 @@
 #include <string.h>
 #include <strings.h>
 
+/* Where make install puts setup-local (Makefile.am; fuzz/build.sh has
+ * no configure). */
+#ifndef PKGDATADIR
+#define PKGDATADIR "/usr/local/share/xmppd"
+#endif
+
 #define RELOAD CONFIG_F_RELOADABLE
 #define RESTART CONFIG_F_RESTART
 #define OFF(field) offsetof(struct config, field)
@@ -958,6 +964,12 @@ static int check_all(const struct config *cfg)
 		return -1;
 	if (cfg->c2s_addresses[strspn(cfg->c2s_addresses, " \t")] == '\0')
 		return fail("'c2s.addresses' is empty");
+	/* An empty conninfo would reach whatever libpq's defaults name; the
+	 * Debian package ships it empty to mean "not set up yet". */
+	if (cfg->db_conninfo[strspn(cfg->db_conninfo, " \t")] == '\0')
+		return fail("'db.conninfo' is empty: name your PostgreSQL "
+			    "database there and run 'xmppctl db migrate', or "
+			    "run " PKGDATADIR "/setup-local for a local one");
 	if (cfg->c2s_port == cfg->c2s_tls_port)
 		return fail("'c2s.port' and 'c2s.tls_port' are both %u",
 			    cfg->c2s_port);

@@ -12,9 +12,32 @@
 #include "util.h"
 #include "../worker/tls.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#ifndef PKGDATADIR
+#define PKGDATADIR "/usr/local/share/xmppd"
+#endif
+
+/* A certificate or key file that is not there yet (a fresh install):
+ * say what to do rather than only OpenSSL's reason. */
+static int master_tls_file_missing(const char *key, const char *path,
+				   const char **error_r)
+{
+	static char msg[1024];
+	struct stat st;
+	if (stat(path, &st) == 0 || errno != ENOENT)
+		return 0;
+	snprintf(msg, sizeof(msg), "'%s' %s does not exist: put your "
+		 "certificate and key where tls.certificate and tls.key say, "
+		 "or run " PKGDATADIR "/setup-local for a self-signed one",
+		 key, path);
+	*error_r = msg;
+	return -1;
+}
 
 /* A certificate that does not load fails -t, start-up and reload alike,
  * instead of failing every TLS handshake later. */
@@ -22,6 +45,10 @@ static int master_check_tls(const struct config *cfg, const char **error_r)
 {
 	if (cfg->tls_certificate[0] == '\0')
 		return 0;
+	if (master_tls_file_missing("tls.certificate", cfg->tls_certificate,
+				    error_r) < 0 ||
+	    master_tls_file_missing("tls.key", cfg->tls_key, error_r) < 0)
+		return -1;
 	SSL_CTX *ctx = tls_context_new(cfg, error_r);
 	if (ctx == NULL)
 		return -1;

@@ -4,7 +4,8 @@
 # through die() with one line saying what to do.
 
 # The Debian 12 packages, by what needs them.  scripts/quickstart
-# installs BUILD and RUN; scripts/check installs all three.
+# installs BUILD and RUN; scripts/check installs BUILD, RUN and TEST
+# (which holds PACKAGE); scripts/build-deb BUILD and PACKAGE.
 # shellcheck disable=SC2034 # used by the callers
 XMPPD_DEB_BUILD=(
 	build-essential autoconf automake pkg-config
@@ -15,6 +16,12 @@ XMPPD_DEB_BUILD=(
 XMPPD_DEB_RUN=(
 	postgresql openssl procps adduser libhttp-parser2.9
 )
+# What scripts/build-deb and scripts/test-deb need besides BUILD: the
+# packaging tools and the fresh Debian root of the package test.
+# shellcheck disable=SC2034
+XMPPD_DEB_PACKAGE=(
+	debhelper dpkg-dev fakeroot git debootstrap
+)
 # shellcheck disable=SC2034
 XMPPD_DEB_TEST=(
 	libcriterion-dev
@@ -23,6 +30,7 @@ XMPPD_DEB_TEST=(
 	python3-prometheus-client
 	valgrind iproute2
 	groff-base man-db
+	"${XMPPD_DEB_PACKAGE[@]}"
 )
 
 say()  { printf '==> %s\n' "$*"; }

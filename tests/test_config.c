@@ -686,6 +686,10 @@ Test(check, cross_key_errors)
 				     "tls.required=no"),
 			 "'c2s.tls_port' is 5223 but 'tls.certificate' is empty"
 			 " (set the port to 0 to disable direct TLS)");
+	cr_expect_str_eq(CHECK_ERROR("db.conninfo= "),
+			 "'db.conninfo' is empty: name your PostgreSQL database "
+			 "there and run 'xmppctl db migrate', or run "
+			 PKGDATADIR "/setup-local for a local one");
 	cr_expect_str_eq(CHECK_ERROR("control.mode=0666"), "'control.mode' "
 			 "0666 lets every local user control xmppd");
 }

@@ -252,6 +252,14 @@ def test_config_check():
     r = subprocess.run([XMPPD, "-t", "-c", s.config, "-o", "tls.certificate=" + s.config,
                         "-o", "tls.key=" + key], capture_output=True, text=True)
     assert r.returncode == 1 and "tls.certificate(%s)" % s.config in r.stderr, r.stderr
+    # One that is not there yet (a fresh install): what to do, in one line.
+    missing = os.path.join(os.path.dirname(s.config), "no-such-cert.pem")
+    r = subprocess.run([XMPPD, "-t", "-c", s.config, "-o", "tls.certificate=" + missing,
+                        "-o", "tls.key=" + key], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'tls.certificate' %s does not exist" % missing in lines[0] \
+        and "/setup-local" in lines[0], r.stderr
     r = subprocess.run([XMPPD, "-t", "-c", "/nonexistent/xmppd.conf"],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "/nonexistent/xmppd.conf" in r.stderr
