@@ -108,5 +108,7 @@ int ctl_sessions_of(int fd, const char *bare, bool json);
  * -1 when the control socket failed (printed). */
 int ctl_end_sessions(int fd, const char *bare, const char *condition,
 		     const char *text, bool watch);
+/* argv[0] is "stats" (ctl/stats.c). */
+int ctl_stats_command(const struct ctl_opts *opts, int argc, char **argv);
 
 #endif

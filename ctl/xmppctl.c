@@ -46,6 +46,10 @@ void ctl_usage(FILE *out)
 		"                      <reset/>) with REASON as <text/>\n"
 		"  bans                addresses and accounts refused after failed logins\n"
 		"  unban ADDR|JID      lift a ban (an IPv6 address lifts its /64)\n"
+		"  stats [--json|--openmetrics]\n"
+		"                      the figures of GET /metrics: a table (totals\n"
+		"                      and per worker), JSON, or the raw text\n"
+		"  health              ready, or why not (as GET /health)\n"
 		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
 		"  db migrate          create or upgrade the database schema\n"
 		"  db status           show the database schema version\n"
@@ -310,6 +314,8 @@ static const struct {
 	{ "unban", ctl_unban_command },
 	{ "sessions", ctl_sessions_command },
 	{ "kick", ctl_kick_command },
+	{ "stats", ctl_stats_command },
+	{ "health", ctl_plain_command },
 	{ "db", ctl_db_command },
 	{ "user", ctl_user_command },
 };

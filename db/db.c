@@ -17,6 +17,7 @@
 #include "db.h"
 #include "log.h"
 #include "util.h"
+#include "metrics.h"
 
 #include <limits.h>
 #include <stdbool.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define DB_QUEUE_MAX 10000              /* pending queries per link */
 #define DB_QUEUE_MIN 16
@@ -52,6 +54,7 @@ struct db_pending {
 	db_callback *cb;        /* NULL once cancelled */
 	void *ctx;
 	int64_t sent_ms;        /* when it was queued (query timeout) */
+	int64_t sent_us;        /* when it was sent (latency histogram) */
 	size_t bytes;           /* its text and parameters (queued_bytes) */
 };
 
@@ -172,6 +175,13 @@ static int db_queue_grow(struct db *db)
 	return 0;
 }
 
+static int64_t db_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void db_queue_push(struct db *db, db_callback *cb, void *ctx,
 			  int64_t since_ms, size_t bytes)
 {
@@ -179,6 +189,7 @@ static void db_queue_push(struct db *db, db_callback *cb, void *ctx,
 	p->cb = cb;
 	p->ctx = ctx;
 	p->sent_ms = since_ms;
+	p->sent_us = db_now_us();
 	p->bytes = bytes;
 	db->queued_bytes += bytes;
 	db->count++;
@@ -200,6 +211,7 @@ static void db_fail_all(struct db *db, const char *error)
 	db->syncs = 0;
 	while (db->count > 0) {
 		struct db_pending p = db_queue_pop(db);
+		METRIC_INC(metrics_self->db.errors);
 		if (p.cb != NULL)
 			p.cb(p.ctx, NULL, error);
 	}
@@ -334,6 +346,7 @@ static void db_link_down(struct db *db, const char *reason)
 	char why[sizeof(db->reason)];
 	db_copy_line(why, sizeof(why), reason);
 	db_log_down(db, why);
+	metrics_db_down(&metrics_self->db, why);
 	db_close(db, true);
 	db->state = DB_STATE_IDLE;
 	db->deadline_ms = time_now_ms() + db->backoff_ms;
@@ -424,6 +437,7 @@ static void db_version_cb(void *ctx, const PGresult *res, const char *error)
 		return;
 	}
 	db->state = DB_STATE_UP;
+	metrics_db_up(&metrics_self->db);
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
 	db->logged[0] = '\0';
 	log_info("database link up (schema version %d)", version);
@@ -486,9 +500,11 @@ static bool db_result_fatal(const PGresult *res)
 static void db_deliver(struct db *db, const PGresult *res)
 {
 	struct db_pending p = db_queue_pop(db);
+	ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	metrics_db_observe(&metrics_self->db, db_now_us() - p.sent_us,
+			   st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK);
 	if (p.cb == NULL)
 		return;
-	ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
 		p.cb(p.ctx, res, NULL);
 		return;
@@ -565,6 +581,7 @@ struct db *db_new(const char *conninfo,
 	db->deadline_ms = time_now_ms();        /* connect at the first tick */
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
 	db->starting = true;
+	metrics_db_down(&metrics_self->db, "connecting");
 	return db;
 }
 
@@ -595,6 +612,8 @@ void db_set_conninfo(struct db *db, const char *conninfo)
 	free(db->conninfo);
 	db->conninfo = copy;
 	log_info("database conninfo changed: reconnecting");
+	metrics_db_down(&metrics_self->db, "reconnecting after a conninfo "
+			"change");
 	db_close(db, true);
 	db->state = DB_STATE_IDLE;
 	db->deadline_ms = time_now_ms();

@@ -33,14 +33,15 @@ CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/
 # and the worker files that run without sockets).
 LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c
-	shm/frame.c shm/queue.c"
+	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
+	shm/addr.c shm/throttle.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
 	xml) echo "worker/stream.c worker/xml.c worker/store.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	stored) echo "worker/store.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
-	http) echo "worker/http.c" ;;
+	http) echo "worker/http.c worker/metrics.c" ;;
 	*) echo "" ;;
 	esac
 }

@@ -17,7 +17,8 @@
  * http.admin_addresses, bit 2 the connection is over
  * http.max_connections, bit 3 TLS), byte 1 the chunk size - 1, then the
  * bytes a client sends.  Routes: the front's own (/health/live, an
- * admin route) and the harness's /echo (prefix, several methods: echoes
+ * admin route), the metrics' (/metrics, admin; /health) over a shared
+ * mapping of two empty worker slots, and the harness's /echo (prefix, several methods: echoes
  * what the handler saw) and /status (answers the status in the query).
  */
 #include "fuzz.h"
@@ -31,6 +32,7 @@
 #include <string.h>
 
 static struct config *cfg_default, *cfg_small;
+static struct shm_region shm;   /* what /metrics and /health read */
 
 static void echo(struct worker *w, const struct http_request *req,
 		 struct http_response *resp)
@@ -66,6 +68,10 @@ static void setup(void)
 	cfg_small->http_max_url_size = 256;
 	cfg_small->http_max_body_size = 64;
 	w0.cfg = cfg_default;
+	const char *error;
+	if (shm_create(&shm, 2, 64, &error) < 0)
+		abort();
+	w0.shm = &shm;
 	http_init(&w0);
 	if (http_route_add("/echo", HTTP_M_GET | HTTP_M_POST | HTTP_M_PUT |
 			   HTTP_M_DELETE | HTTP_M_OPTIONS, HTTP_ROUTE_PREFIX,
@@ -149,7 +155,7 @@ static int check_responses(const char *out, size_t len, size_t base,
 static void run(const struct config *cfg, uint8_t flags, const char *data,
 		size_t size, size_t chunk, struct buf *all, struct last_resp *last)
 {
-	struct worker w = { .cfg = (struct config *)cfg };
+	struct worker w = { .cfg = (struct config *)cfg, .shm = &shm };
 	struct http_conn hc = { .w = &w, .fd = -1, .tls = (flags & 8) != 0,
 				.over_limit = (flags & 4) != 0 };
 	struct sockaddr_in *sin = (struct sockaddr_in *)&hc.peer;

@@ -197,6 +197,12 @@ http_seeds = {
                 b"Connection: Upgrade\r\n\r\n\x81\x85junk"),
     "absolute-form": (0, 0, b"GET http://example.com/echo/abs?x HTTP/1.1\r\n\r\n"
                       b"OPTIONS * HTTP/1.1\r\n\r\n"),
+    "metrics-both-formats": (0, 5, b"GET /metrics HTTP/1.1\r\nAccept: "
+                             b"application/openmetrics-text;version=1.0.0\r\n\r\n"
+                             b"HEAD /metrics HTTP/1.1\r\n\r\n"
+                             b"GET /metrics HTTP/1.1\r\n\r\n"),
+    "health-any-peer": (2, 0, b"GET /health HTTP/1.1\r\n\r\n"
+                        b"GET /metrics HTTP/1.1\r\n\r\n"),
 }
 for name, (flags, chunk, data) in http_seeds.items():
     write("http", name, bytes([flags, chunk]) + data)

@@ -201,6 +201,11 @@ static void control_status(struct master *m, struct buf *out)
 		    aused, acap, PACKAGE_VERSION);
 	for (unsigned i = 0; i < m->nslots; i++) {
 		struct ipc_worker_stats *st = shm_worker_stats(&m->shm, i);
+		unsigned long long in = 0, sent = 0;
+		for (int k = 0; k < IPC_STANZA_KIND_MAX; k++) {
+			in += METRIC_GET(st->stanzas_in[k]);
+			sent += METRIC_GET(st->stanzas_out[k]);
+		}
 		buf_appendf(out, "worker\tslot=%u\tpid=%d\tconnections=%llu\t"
 			    "restarts=%u\tgeneration=%llu\taccepted=%llu\t"
 			    "stanzas_in=%llu\tstanzas_out=%llu\tbytes_in=%llu\t"
@@ -210,8 +215,7 @@ static void control_status(struct master *m, struct buf *out)
 			    m->slots[i].restarts,
 			    (unsigned long long)st->config_gen,
 			    (unsigned long long)st->accepted,
-			    (unsigned long long)st->stanzas_in,
-			    (unsigned long long)st->stanzas_out,
+			    in, sent,
 			    (unsigned long long)st->bytes_in,
 			    (unsigned long long)st->bytes_out,
 			    (unsigned long long)st->errors);
@@ -273,6 +277,32 @@ static void control_unban(struct master *m, const char *arg,
 	} else {
 		log_info("master: %s unbanned by xmppctl", key.label);
 		buf_appendf(out, "unbanned\t%s\nOK\n", key.label);
+	}
+}
+
+/* "metrics": every counter of shared memory as OpenMetrics text (the
+ * same as GET /metrics), then OK; "health": ready or the reason. */
+static void control_metrics(struct master *m, const char *line,
+			    struct buf *out)
+{
+	char reason[256];
+	if (strcmp(line, "health") == 0) {
+		int ok = metrics_health(&m->shm, m->nslots, reason,
+					sizeof(reason));
+		buf_appendf(out, "health\t%s\t%s\nOK\n", ok ? "ready" :
+			    "unavailable", reason);
+	} else {
+		/* apart, so that a failure sends no half of it */
+		struct buf text;
+		buf_init(&text, out->max > 64 ? out->max - 64 : 0);
+		if (metrics_render(&m->shm, m->nslots, &text,
+				   METRICS_OPENMETRICS) < 0 ||
+		    buf_append(out, buf_head(&text), buf_used(&text)) < 0)
+			buf_appendf(out, "ERROR\tmetrics too large for the "
+				    "reply\n");
+		else
+			buf_appendf(out, "OK\n");
+		buf_free(&text);
 	}
 }
 
@@ -610,13 +640,17 @@ static void control_command(struct master *m, struct control_client *c,
 		control_status(m, out);
 	} else if (strcmp(line, "help") == 0) {
 		buf_appendf(out, "commands\tstatus\tworkers\treload\tstop\t"
-			    "bans\tunban\tsessions\tkick\thelp\nOK\n");
+			    "bans\tunban\tsessions\tkick\tmetrics\thealth\thelp\n"
+			    "OK\n");
 	} else if (strcmp(line, "bans") == 0) {
 		control_bans(m, out);
 	} else if (strcmp(line, "sessions") == 0) {
 		control_sessions(m, "", out);
 	} else if (strncmp(line, "sessions\t", 9) == 0) {
 		control_sessions(m, line + 9, out);
+	} else if (strcmp(line, "metrics") == 0 ||
+		   strcmp(line, "health") == 0) {
+		control_metrics(m, line, out);
 	} else if ((strcmp(line, "reload") == 0 ||
 		    strcmp(line, "stop") == 0 ||
 		    strncmp(line, "kick\t", 5) == 0 ||

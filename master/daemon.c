@@ -231,6 +231,24 @@ int master_drop_privileges(const struct config *cfg, const char **error_r)
 	return 0;
 }
 
+int64_t master_watchdog_interval(void)
+{
+	const char *usec = getenv("WATCHDOG_USEC");
+	const char *pid = getenv("WATCHDOG_PID");
+	char *end;
+	if (usec == NULL || getenv("NOTIFY_SOCKET") == NULL)
+		return 0;
+	if (pid != NULL && pid[0] != '\0' &&
+	    strtol(pid, &end, 10) != (long)getpid())
+		return 0;
+	unsigned long long us = strtoull(usec, &end, 10);
+	if (end == usec || *end != '\0' || us == 0)
+		return 0;
+	/* sd_watchdog_enabled(3): notify at half the interval */
+	int64_t ms = (int64_t)(us / 2000);
+	return ms > 0 ? ms : 1;
+}
+
 /* sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET. */
 void master_notify_systemd(const char *state)
 {

@@ -237,6 +237,8 @@ static int poll_timeout(const struct master *m, int64_t now)
 		next = r;
 	if (m->stopping && m->stop_deadline_ms < next)
 		next = m->stop_deadline_ms;
+	if (m->watchdog_ms > 0 && m->watchdog_next < next)
+		next = m->watchdog_next;
 	return next <= now ? 0 : (int)(next - now);
 }
 
@@ -258,6 +260,13 @@ static void master_loop(struct master *m, int wake_fd)
 				master_control_handle(m, pfds[i].fd,
 						      pfds[i].revents);
 		now = time_now_ms();
+		/* systemd's watchdog watches the master's own loop: a worker
+		 * that hangs or dies is the master's to handle (respawn,
+		 * GET /health), not a reason to restart the service */
+		if (m->watchdog_ms > 0 && now >= m->watchdog_next) {
+			master_notify_systemd("WATCHDOG=1");
+			m->watchdog_next = now + m->watchdog_ms;
+		}
 		if (!m->stopping) {
 			master_respawn_due(m, now);
 			master_control_tick(m, now);
@@ -325,6 +334,11 @@ int main(int argc, char **argv)
 	log_info("xmppd %s started: %u workers, config %s", PACKAGE_VERSION,
 		 m.nslots, m.config_path);
 	master_notify_systemd("READY=1");
+	m.watchdog_ms = master_watchdog_interval();
+	m.watchdog_next = time_now_ms();
+	if (m.watchdog_ms > 0)
+		log_info("systemd watchdog: WATCHDOG=1 every %lld ms",
+			 (long long)m.watchdog_ms);
 	master_loop(&m, wake_fd);
 	master_cleanup(&m);
 	return 0;

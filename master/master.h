@@ -15,6 +15,7 @@
 #include "ipc.h"
 #include "queue.h"
 #include "shm.h"
+#include "metrics.h"
 
 #define MASTER_MAX_LISTENERS 16
 #define MASTER_MAX_OVERRIDES 64
@@ -71,6 +72,8 @@ struct master {
 	int64_t stop_deadline_ms;
 	int64_t kill_delay_ms;  /* escalation step while stopping */
 	int pid_file_written;
+	int64_t watchdog_ms;    /* WATCHDOG=1 every (0: no watchdog) */
+	int64_t watchdog_next;  /* CLOCK_MONOTONIC ms of the next one */
 };
 
 /* signal.c */
@@ -131,5 +134,8 @@ int master_pid_file_write(const char *path, const char **error_r);
 void master_pid_file_remove(struct master *m);
 int master_drop_privileges(const struct config *cfg, const char **error_r);
 void master_notify_systemd(const char *state);
+/* Half of systemd's WatchdogSec (WATCHDOG_USEC, for this pid when
+ * WATCHDOG_PID is set) in ms; 0 when there is no watchdog. */
+int64_t master_watchdog_interval(void);
 
 #endif

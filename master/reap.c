@@ -117,7 +117,7 @@ static void reap_one(struct master *m, pid_t pid, int status)
 	reap_log((unsigned)slot, pid, status);
 	m->slots[slot].pid = 0;
 	st->pid = 0;
-	st->connections = 0;
+	metrics_reset_gauges(st);
 	struct reap_sweep rs = { m, (unsigned)slot,
 				 reap_pick_target(m, (unsigned)slot), 0 };
 	/* Stopping: every contact is being disconnected, broadcast nothing

@@ -27,6 +27,7 @@ XMPPD_DEB_TEST=(
 	libcriterion-dev
 	clang libclang-rt-14-dev
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
+	python3-prometheus-client
 	valgrind iproute2
 	groff-base man-db
 	"${XMPPD_DEB_PACKAGE[@]}"

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 5
+#define IPC_VERSION 6
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -108,30 +108,28 @@ struct ipc_kick {
 
 #define IPC_SHM_MAGIC 0x584d5050444d5348ull   /* "XMPPDMSH" */
 
-/* Per-worker counters: written by one worker (relaxed atomics), read by
- * the master and xmppctl.  The master owns pid, restarts and spawned_at. */
-struct ipc_worker_stats {
-	_Atomic int32_t pid;        /* 0 when the slot is empty */
-	_Atomic uint32_t restarts;  /* times this slot was respawned */
-	_Atomic int64_t spawned_at; /* unix time of the last fork */
-	_Atomic uint64_t config_gen;/* config generation the worker runs */
-	_Atomic uint64_t connections;   /* currently open client connections */
-	_Atomic uint64_t accepted;  /* connections accepted since spawn */
-	_Atomic uint64_t stanzas_in;
-	_Atomic uint64_t stanzas_out;
-	_Atomic uint64_t bytes_in;
-	_Atomic uint64_t bytes_out;
-	_Atomic uint64_t errors;    /* stream errors sent, bad frames, ... */
-	_Atomic uint64_t frames_in;
-	_Atomic uint64_t frames_out;
+/* Per-worker counters (shm/metrics.h, rendered by shm/metrics.c): each
+ * is written by one process only -- the worker of its slot, except the
+ * fields the master owns (pid, restarts, spawned_at, and the gauges it
+ * clears when it reaps a worker) -- with relaxed atomic loads and stores
+ * (no read-modify-write: one writer), and read by the master and by any
+ * worker's GET /metrics.  Counters survive a respawn of the slot; gauges
+ * are reset by the new worker.  The enums index the arrays. */
+enum ipc_listener {
+	IPC_LISTENER_STARTTLS = 0,  /* c2s port (STARTTLS or plain) */
+	IPC_LISTENER_DIRECT_TLS,    /* c2s direct TLS port (XEP-0368) */
+	IPC_LISTENER_MAX
 };
 
-enum ipc_session_state {
-	IPC_SESSION_FREE = 0,
-	IPC_SESSION_USED = 0x55534544u,  /* "USED": written last on insert */
+enum ipc_tls_version {
+	IPC_TLS_NONE = 0,           /* not (yet) encrypted */
+	IPC_TLS_1_2,                /* TLS 1.2 or older */
+	IPC_TLS_1_3,
+	IPC_TLS_MAX
 };
 
-/* SASL mechanism of a session (struct ipc_session.mech). */
+/* SASL mechanism of a session (struct ipc_session.mech) and of the
+ * login counters; IPC_MECH_NONE: a failure before a known mechanism. */
 enum ipc_mech {
 	IPC_MECH_NONE = 0,
 	IPC_MECH_PLAIN,
@@ -140,6 +138,115 @@ enum ipc_mech {
 	IPC_MECH_SCRAM_SHA_256,
 	IPC_MECH_SCRAM_SHA_256_PLUS,
 	IPC_MECH_MAX
+};
+
+/* RFC 6120 section 6.5 SASL failure conditions. */
+enum ipc_sasl_reason {
+	IPC_SASL_ABORTED = 0,
+	IPC_SASL_ACCOUNT_DISABLED,
+	IPC_SASL_CREDENTIALS_EXPIRED,
+	IPC_SASL_ENCRYPTION_REQUIRED,
+	IPC_SASL_INCORRECT_ENCODING,
+	IPC_SASL_INVALID_AUTHZID,
+	IPC_SASL_INVALID_MECHANISM,
+	IPC_SASL_MALFORMED_REQUEST,
+	IPC_SASL_MECHANISM_TOO_WEAK,
+	IPC_SASL_NOT_AUTHORIZED,
+	IPC_SASL_TEMPORARY_AUTH_FAILURE,
+	IPC_SASL_REASON_MAX
+};
+
+enum ipc_stanza_kind {
+	IPC_STANZA_MESSAGE = 0,
+	IPC_STANZA_PRESENCE,
+	IPC_STANZA_IQ,
+	IPC_STANZA_OTHER,           /* in only: stream-level (SASL, STARTTLS) */
+	IPC_STANZA_KIND_MAX
+};
+
+/* RFC 6120 section 8.3.3 stanza error conditions (errors we send). */
+enum ipc_stanza_error {
+	IPC_SERR_BAD_REQUEST = 0,
+	IPC_SERR_CONFLICT,
+	IPC_SERR_FEATURE_NOT_IMPLEMENTED,
+	IPC_SERR_FORBIDDEN,
+	IPC_SERR_GONE,
+	IPC_SERR_INTERNAL_SERVER_ERROR,
+	IPC_SERR_ITEM_NOT_FOUND,
+	IPC_SERR_JID_MALFORMED,
+	IPC_SERR_NOT_ACCEPTABLE,
+	IPC_SERR_NOT_ALLOWED,
+	IPC_SERR_NOT_AUTHORIZED,
+	IPC_SERR_POLICY_VIOLATION,
+	IPC_SERR_RECIPIENT_UNAVAILABLE,
+	IPC_SERR_REDIRECT,
+	IPC_SERR_REGISTRATION_REQUIRED,
+	IPC_SERR_REMOTE_SERVER_NOT_FOUND,
+	IPC_SERR_REMOTE_SERVER_TIMEOUT,
+	IPC_SERR_RESOURCE_CONSTRAINT,
+	IPC_SERR_SERVICE_UNAVAILABLE,
+	IPC_SERR_SUBSCRIPTION_REQUIRED,
+	IPC_SERR_UNDEFINED_CONDITION,
+	IPC_SERR_UNEXPECTED_REQUEST,
+	IPC_SERR_MAX
+};
+
+/* Database round trips: upper bounds in microseconds (le), the last
+ * bucket is +Inf. */
+#define IPC_DB_BUCKETS_US 500, 1000, 2500, 5000, 10000, 25000, 50000, \
+	100000, 250000, 500000, 1000000, 2500000, 5000000
+#define IPC_DB_NBUCKETS 14          /* the 13 above and +Inf */
+#define IPC_DB_REASON 128
+
+struct ipc_db_stats {
+	_Atomic uint64_t buckets[IPC_DB_NBUCKETS];  /* not cumulative */
+	_Atomic uint64_t sum_us;    /* round trips, microseconds */
+	_Atomic uint64_t count;
+	_Atomic uint64_t errors;    /* queries answered with an error */
+	_Atomic uint64_t link_up;   /* times the link came up */
+	_Atomic uint64_t link_down; /* times it went down */
+	_Atomic uint32_t up;        /* gauge: the link is up */
+	_Atomic uint32_t reason_len;/* bytes of reason (0: none) */
+	char reason[IPC_DB_REASON]; /* why it is down, NUL-terminated */
+};
+
+struct ipc_worker_stats {
+	/* owned by the master */
+	_Atomic int32_t pid;        /* 0 when the slot is empty */
+	_Atomic uint32_t restarts;  /* times this slot was respawned */
+	_Atomic int64_t spawned_at; /* unix time of the last fork */
+	/* owned by the worker */
+	_Atomic uint64_t config_gen;/* config generation the worker runs */
+	_Atomic int64_t heartbeat_ms;   /* CLOCK_MONOTONIC ms of a loop turn
+					   (updated at most every 100 ms) */
+	_Atomic uint64_t connections;   /* gauge: open client connections */
+	_Atomic uint64_t accepted;  /* connections accepted since the
+				       worker started (reset at respawn) */
+	_Atomic int64_t conns[IPC_LISTENER_MAX][IPC_TLS_MAX][2]; /* gauge:
+				       open, by listener, TLS, authenticated */
+	_Atomic uint64_t sessions;  /* gauge: bound resources */
+	_Atomic uint64_t binds;     /* resources bound */
+	_Atomic uint64_t logins[IPC_MECH_MAX];
+	_Atomic uint64_t login_failures[IPC_MECH_MAX][IPC_SASL_REASON_MAX];
+	_Atomic uint64_t stanzas_in[IPC_STANZA_KIND_MAX];
+	_Atomic uint64_t stanzas_out[IPC_STANZA_KIND_MAX];
+	_Atomic uint64_t stanza_errors[IPC_SERR_MAX];   /* error replies */
+	_Atomic uint64_t bytes_in;
+	_Atomic uint64_t bytes_out;
+	_Atomic uint64_t errors;    /* stream errors sent, accept failures */
+	_Atomic uint64_t frames_in; /* queue frames from other workers */
+	_Atomic uint64_t frames_out;
+	_Atomic uint64_t queue_depth;   /* gauge: frames waiting in outboxes */
+	_Atomic uint64_t queue_bytes;   /* gauge: their bytes */
+	_Atomic uint64_t queue_full;    /* frames refused: outbox full */
+	_Atomic uint64_t offline_stored;
+	_Atomic uint64_t offline_delivered;
+	struct ipc_db_stats db;
+};
+
+enum ipc_session_state {
+	IPC_SESSION_FREE = 0,
+	IPC_SESSION_USED = 0x55534544u,  /* "USED": written last on insert */
 };
 
 /* One session record.  Records are addressed by index; links are indices

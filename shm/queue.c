@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include "queue.h"
 #include "frame.h"
+#include "metrics.h"
 #include "../lib/buf.h"
 #include "../lib/log.h"
 
@@ -228,7 +229,10 @@ static const char *queue_check_send(struct queue *q, unsigned dst_slot,
 	 * what it takes before calling the destination stuck. */
 	if (queue_flush_dst(d) < 0)
 		log_warn("queue: send(slot %u) failed: %m", dst_slot);
-	return queue_over(q, d, bytes, chunks) ? QUEUE_ERR_FULL : NULL;
+	if (!queue_over(q, d, bytes, chunks))
+		return NULL;
+	METRIC_INC(metrics_self->queue_full);
+	return QUEUE_ERR_FULL;
 }
 
 int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
@@ -258,6 +262,7 @@ int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
 			queue_set_more(&w);
 	}
 	q->dst[dst_slot].frames += chunks;
+	METRIC_INC(metrics_self->frames_out);
 	return 0;
 }
 
@@ -305,6 +310,18 @@ static int queue_flush_dst(struct queue_dst *d)
 	return 1;
 }
 
+/* What stays in the outboxes after a flush (the metrics' gauges). */
+static void queue_gauges(struct queue *q)
+{
+	size_t frames = 0, bytes = 0;
+	for (unsigned i = 0; i < q->nslots; i++) {
+		frames += q->dst[i].frames;
+		bytes += buf_used(&q->dst[i].out);
+	}
+	METRIC_SET(metrics_self->queue_depth, frames);
+	METRIC_SET(metrics_self->queue_bytes, bytes);
+}
+
 int queue_flush(struct queue *q)
 {
 	int ret = 1;
@@ -325,6 +342,7 @@ int queue_flush(struct queue *q)
 			break;
 		}
 	}
+	queue_gauges(q);
 	return ret;
 }
 

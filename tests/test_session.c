@@ -212,7 +212,7 @@ static bool child_counts_and_binds(void *arg)
 	struct session_info info;
 	const char *error;
 
-	atomic_store(&shm_worker_stats(r, 2)->stanzas_in, 42);
+	atomic_store(&shm_worker_stats(r, 2)->stanzas_in[IPC_STANZA_MESSAGE], 42);
 	info_set(&info, "child@example.org/r", 2, 7, 1);
 	return shm_session_put(r->sessions, &info, NULL, &error) == 0;
 }
@@ -240,7 +240,7 @@ Test(shm, create_fills_header_and_maps_shared)
 	/* A child's counter and session are seen by the parent. */
 	ws = shm_worker_stats(&r, 2);
 	cr_assert(child_run(child_counts_and_binds, &r));
-	cr_assert_eq(atomic_load(&ws->stanzas_in), 42);
+	cr_assert_eq(atomic_load(&ws->stanzas_in[IPC_STANZA_MESSAGE]), 42);
 	{
 		struct session_info got;
 

@@ -189,6 +189,8 @@ static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 	}
 	c->jid = full;
 	c->bound = 1;
+	METRIC_INC(c->w->stats->sessions);
+	METRIC_INC(c->w->stats->binds);
 	c->deadline_ms = 0;
 	struct session_info self;
 	c->sess_index = shm_session_get(c->w->shm->sessions, full, &self) == 1 ?
@@ -262,6 +264,7 @@ void bind_release(struct conn *c)
 	shm_session_del(c->w->shm->sessions, c->jid, (uint16_t)c->w->slot,
 			c->id, c->gen);
 	c->bound = 0;
+	METRIC_DEC(c->w->stats->sessions);
 }
 
 void bind_touch_slow(struct conn *c)

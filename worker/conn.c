@@ -24,6 +24,7 @@
 #include <expat.h>
 #include "tls.h"
 #include "tls13.h"
+#include "metrics.h"
 #include "../db/db.h"
 
 #include <arpa/inet.h>
@@ -136,6 +137,29 @@ static struct conn *conn_new(struct worker *w, int fd,
 	return c;
 }
 
+/* A stanza given to conn_send (each call is one stanza or one piece of
+ * stream-level XML): counted by kind from its first bytes. */
+static inline int conn_tag_end(char ch)
+{
+	return ch == ' ' || ch == '>' || ch == '/' || ch == '\t' ||
+	       ch == '\n' || ch == '\r';
+}
+
+static void conn_count_stanza(struct ipc_worker_stats *st, const char *d,
+			      size_t len)
+{
+	if (len < 4 || d[0] != '<')
+		return;
+	if (d[1] == 'm' && len > 8 && memcmp(d, "<message", 8) == 0 &&
+	    conn_tag_end(d[8]))
+		METRIC_INC(st->stanzas_out[IPC_STANZA_MESSAGE]);
+	else if (d[1] == 'p' && len > 9 && memcmp(d, "<presence", 9) == 0 &&
+		 conn_tag_end(d[9]))
+		METRIC_INC(st->stanzas_out[IPC_STANZA_PRESENCE]);
+	else if (d[1] == 'i' && d[2] == 'q' && conn_tag_end(d[3]))
+		METRIC_INC(st->stanzas_out[IPC_STANZA_IQ]);
+}
+
 static void conn_link(struct worker *w, struct conn *c)
 {
 	c->next = w->conns;
@@ -144,8 +168,22 @@ static void conn_link(struct worker *w, struct conn *c)
 	w->conns = c;
 	w->nconns++;
 	conn_table_add(w, c);
-	w->stats->connections++;
-	w->stats->accepted++;
+	METRIC_INC(w->stats->connections);
+	METRIC_INC(w->stats->accepted);
+	conn_metrics_move(c, IPC_TLS_NONE, 0);
+}
+
+void conn_metrics_move(struct conn *c, unsigned tls, unsigned auth)
+{
+	struct ipc_worker_stats *st = c->w->stats;
+	unsigned l = c->direct_tls ? IPC_LISTENER_DIRECT_TLS
+				   : IPC_LISTENER_STARTTLS;
+	if (c->m_counted)
+		METRIC_DEC(st->conns[l][c->m_tls][c->m_auth]);
+	c->m_tls = (uint8_t)(tls < IPC_TLS_MAX ? tls : IPC_TLS_1_3);
+	c->m_auth = auth ? 1 : 0;
+	c->m_counted = 1;
+	METRIC_INC(st->conns[l][c->m_tls][c->m_auth]);
 }
 
 /* c2s.max_connections_per_ip, counted across workers (shm/addr.h).
@@ -255,6 +293,9 @@ static int conn_tls_progress(struct conn *c)
 		conn_close(c);
 		return -1;
 	}
+	if (r > 0)      /* the handshake is done: the connections gauge */
+		conn_metrics_move(c, tls_is_13(c) ? IPC_TLS_1_3 : IPC_TLS_1_2,
+				  c->authenticated);
 	conn_update_events(c);
 	return r;
 }
@@ -278,7 +319,7 @@ static void conn_read(struct conn *c)
 			conn_update_events(c);
 			return;
 		}
-		c->w->stats->bytes_in += (uint64_t)n;
+		METRIC_ADD(c->w->stats->bytes_in, (uint64_t)n);
 		c->last_read_ms = c->w->now_ms;
 		c->ping_sent = 0;
 		bind_touch(c);
@@ -591,7 +632,8 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		conn_mark_end(c);
 	}
 	c->out_total += len;
-	c->w->stats->bytes_out += len;
+	METRIC_ADD(c->w->stats->bytes_out, len);
+	conn_count_stanza(c->w->stats, data, len);
 	if (buf_used(&c->out) >= CONN_OUT_EAGER && !c->tls_handshaking) {
 		conn_flush(c);
 		return;
@@ -714,7 +756,13 @@ void conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	conn_table_del(w, c);
 	w->nconns--;
-	w->stats->connections--;
+	METRIC_DEC(w->stats->connections);
+	if (c->m_counted)
+		METRIC_DEC(w->stats->conns[c->direct_tls ?
+					   IPC_LISTENER_DIRECT_TLS :
+					   IPC_LISTENER_STARTTLS]
+				 [c->m_tls][c->m_auth]);
+	c->m_counted = 0;
 	c->next = w->dead_list;     /* freed by conn_reap_dead() */
 	w->dead_list = c;
 	if (buf_used(&c->out) > 0)

@@ -116,6 +116,7 @@ static void http_routes_front(void)
  */
 static void (*const http_route_owners[])(void) = {
 	http_routes_front,
+	metrics_http_routes,
 };
 
 void http_init(struct worker *w)

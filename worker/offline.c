@@ -108,6 +108,8 @@ static void offline_stored(void *ctx, const PGresult *res, const char *error)
 		log_info("offline message for %s@%s refused (storage full or "
 			 "sender blocked)", j->user, j->domain);
 		offline_bounce(j->w, j->text, "cancel", "service-unavailable");
+	} else {
+		METRIC_INC(j->w->stats->offline_stored);
 	}
 	offline_job_free(j);
 }
@@ -394,6 +396,7 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 			break;  /* the rest once out has drained */
 	}
 	c->offline_count += (unsigned)sent;
+	METRIC_ADD(c->w->stats->offline_delivered, (uint64_t)sent);
 	log_debug("c%u: %d offline messages in this batch", j->conn_id, sent);
 	offline_job_free(j);
 	if (!c->closed) {

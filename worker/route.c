@@ -149,7 +149,6 @@ static int route_to_session(struct route *r, const struct session_info *s)
 		log_warn("to w%u: %s", s->slot, error);
 		return -1;
 	}
-	r->w->stats->stanzas_out++;
 	return 0;
 }
 
@@ -217,7 +216,6 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 		else if (!route_blocked_text(w, c, text, len))
 			conn_send(c, text, len);
 	}
-	w->stats->stanzas_out += (uint64_t)n;
 	route_sessions_done(heap);
 }
 

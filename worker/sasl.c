@@ -387,6 +387,27 @@ static const char *sasl_mech(const struct conn *c)
 						    s->params.plus);
 }
 
+/* The mechanism of c's exchange for the metrics: the one being run, or
+ * the one named by an <auth/> refused before it began. */
+static enum ipc_mech sasl_begun_mech = IPC_MECH_NONE;
+
+static enum ipc_mech sasl_mech_of(int plain, enum scram_hash hash, bool plus)
+{
+	if (plain)
+		return IPC_MECH_PLAIN;
+	if (hash == SCRAM_HASH_SHA1)
+		return plus ? IPC_MECH_SCRAM_SHA_1_PLUS : IPC_MECH_SCRAM_SHA_1;
+	return plus ? IPC_MECH_SCRAM_SHA_256_PLUS : IPC_MECH_SCRAM_SHA_256;
+}
+
+static enum ipc_mech sasl_mech_index(const struct conn *c)
+{
+	const struct sasl *s = c->sasl;
+	if (s == NULL)
+		return sasl_begun_mech;
+	return sasl_mech_of(s->plain, s->params.hash, s->params.plus);
+}
+
 /* Answer <failure/>: at once, or after the throttle delay. */
 static void sasl_fail(struct conn *c, const char *condition, const char *text)
 {
@@ -396,6 +417,10 @@ static void sasl_fail(struct conn *c, const char *condition, const char *text)
 		 "</failure>", condition, text ? "<text>" : "",
 		 text ? text : "", text ? "</text>" : "");
 	int counts = sasl_counts(condition, text);
+	int reason = metrics_sasl_reason(condition);
+	METRIC_INC(c->w->stats->login_failures[sasl_mech_index(c)]
+		   [reason >= 0 ? reason : IPC_SASL_TEMPORARY_AUTH_FAILURE]);
+	sasl_begun_mech = IPC_MECH_NONE;
 	if (!counts)
 		log_info("c%u %s: SASL failure <%s/>%s%s%s%s", c->id, c->peer,
 			 condition, user ? " for " : "", user ? user : "",
@@ -462,12 +487,9 @@ static void sasl_success(struct conn *c, const char *data, size_t len)
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 	c->authenticated = 1;
-	c->mech = c->sasl->plain ? IPC_MECH_PLAIN :
-		c->sasl->params.hash == SCRAM_HASH_SHA1 ?
-		(c->sasl->params.plus ? IPC_MECH_SCRAM_SHA_1_PLUS :
-		 IPC_MECH_SCRAM_SHA_1) :
-		(c->sasl->params.plus ? IPC_MECH_SCRAM_SHA_256_PLUS :
-		 IPC_MECH_SCRAM_SHA_256);
+	c->mech = sasl_mech_index(c);
+	METRIC_INC(c->w->stats->logins[c->mech]);
+	conn_metrics_move(c, c->m_tls, 1);
 	c->user = strdup(c->sasl->user);
 	c->domain = strdup(c->stream_to);
 	log_info("c%u %s: authenticated as %s@%s (%s)", c->id, c->peer,
@@ -734,8 +756,12 @@ static int sasl_begin(struct conn *c, const char *mech)
 	bool plus = false;
 	int plain = mech != NULL && strcmp(mech, "PLAIN") == 0;
 
-	if (mech == NULL || (!plain && scram_mech_parse(mech, &hash, &plus) < 0) ||
-	    (plus && !conn_tls(c))) {
+	if (mech == NULL || (!plain && scram_mech_parse(mech, &hash, &plus) < 0)) {
+		sasl_fail(c, "invalid-mechanism", NULL);
+		return -1;
+	}
+	sasl_begun_mech = sasl_mech_of(plain, hash, plus);
+	if (plus && !conn_tls(c)) {
 		sasl_fail(c, "invalid-mechanism", NULL);
 		return -1;
 	}
@@ -755,6 +781,7 @@ static int sasl_begin(struct conn *c, const char *mech)
 	s->params.plus = plus;
 	s->params.cb_offered = sasl_cb_offered(c);
 	c->sasl = s;
+	sasl_begun_mech = IPC_MECH_NONE;
 	return 0;
 }
 

@@ -28,6 +28,10 @@ int stanza_error_xml_app(struct buf *out, const struct xml_node *n,
 			 const char *type, const char *condition,
 			 const char *text, const char *app_xml)
 {
+	/* every stanza error we send is built here: count it */
+	int cond = metrics_stanza_error(condition);
+	METRIC_INC(metrics_self->stanza_errors[cond >= 0 ? cond :
+					       IPC_SERR_UNDEFINED_CONDITION]);
 	buf_appendf(out, "<%s", n->name);
 	stanza_attr(out, "from", from_override ? from_override
 					       : xml_attr(n, "to"));

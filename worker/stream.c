@@ -91,7 +91,7 @@ void stream_error(struct conn *c, const char *condition, const char *text)
 	buf_appendf(&out, "</stream:error></stream:stream>");
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
-	c->w->stats->errors++;
+	METRIC_INC(c->w->stats->errors);
 	/* at shutdown, worker_begin_stop() logs one line for all streams */
 	if (!c->w->stopping || strcmp(condition, "system-shutdown") != 0)
 		log_info("c%u %s: stream error <%s/>%s%s", c->id, c->peer,
@@ -375,13 +375,33 @@ static void stream_peer_error(struct conn *c, const struct xml_node *n)
 	stream_close_ours(c);
 }
 
+/* Kind of a top-level element, for the metrics. */
+static enum ipc_stanza_kind stream_kind(const struct xml_node *n)
+{
+	if (n->ns[0] != 'j' || strcmp(n->ns, NS_CLIENT) != 0)
+		return IPC_STANZA_OTHER;
+	switch (n->name[0]) {
+	case 'm':
+		return strcmp(n->name, "message") == 0 ? IPC_STANZA_MESSAGE
+						       : IPC_STANZA_OTHER;
+	case 'p':
+		return strcmp(n->name, "presence") == 0 ? IPC_STANZA_PRESENCE
+							: IPC_STANZA_OTHER;
+	case 'i':
+		return strcmp(n->name, "iq") == 0 ? IPC_STANZA_IQ
+						  : IPC_STANZA_OTHER;
+	default:
+		return IPC_STANZA_OTHER;
+	}
+}
+
 static void stream_dispatch(struct conn *c, struct xml_node *n)
 {
 	/* The rest of a chunk that arrived with the connection's end (or
 	 * our stream error) is not acted upon. */
 	if (c->closed || c->want_close)
 		return;
-	c->w->stats->stanzas_in++;
+	METRIC_INC(c->w->stats->stanzas_in[stream_kind(n)]);
 	if (xml_is(n, NS_TLS, "starttls"))
 		stream_starttls(c);
 	else if (xml_is(n, NS_STREAMS, "error"))

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "util.h"
 #include "frame.h"
+#include "metrics.h"
 #include "tls.h"
 #include "http.h"
 #include "../db/db.h"
@@ -129,10 +130,13 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	memcpy(w->listen_http, b->listen_http, sizeof(w->listen_http));
 	w->nslots = b->nslots;
 	w->stats = shm_worker_stats(w->shm, w->slot);
-	w->stats->config_gen = w->cfg->generation;
-	w->stats->connections = 0;
-	w->stats->accepted = 0;
-	w->gen = (uint32_t)w->stats->restarts + 1;
+	metrics_self = w->stats;
+	/* gauges start from nothing; counters go on across respawns */
+	metrics_reset_gauges(w->stats);
+	METRIC_SET(w->stats->config_gen, w->cfg->generation);
+	/* since this spawn: the master's crash-loop test (reap.c) */
+	METRIC_SET(w->stats->accepted, 0);
+	w->gen = (uint32_t)METRIC_GET(w->stats->restarts) + 1;
 	w->q = queue_new(w->queues, w->slot, w->cfg->queue_outbox_frames,
 			 (size_t)w->cfg->queue_outbox_bytes);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -163,7 +167,7 @@ void worker_accept_overload(struct worker *w, int lfd)
 	if (!w->accept_paused)
 		log_warn("accept() failed: %m: pausing accepts for %d ms",
 			 WORKER_ACCEPT_PAUSE_MS);
-	w->stats->errors++;
+	METRIC_INC(w->stats->errors);
 	w->accept_paused = 1;
 	w->accept_resume_ms = time_now_ms() + WORKER_ACCEPT_PAUSE_MS;
 	worker_listeners(w, 0);
@@ -212,7 +216,7 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	log_set_level((enum log_level)cfg->log_level);
 	if (log_open(cfg->log_file) < 0)
 		log_error("open(%s) failed: %m", cfg->log_file);
-	w->stats->config_gen = cfg->generation;
+	METRIC_SET(w->stats->config_gen, cfg->generation);
 	worker_tls_context(w);
 	db_set_conninfo(w->db, cfg->db_conninfo);
 	db_set_max_queue_bytes(w->db, (size_t)cfg->db_max_queue_bytes);
@@ -256,7 +260,7 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 			 const void *payload, size_t len, void *ctx)
 {
 	struct worker *w = ctx;
-	w->stats->frames_in++;
+	METRIC_INC(w->stats->frames_in);
 	route_frame(w, hdr, payload, len);
 }
 
@@ -321,12 +325,19 @@ _Noreturn void worker_main(struct worker_boot *boot)
 	worker_init(&w, boot);
 	log_debug("worker started, generation %u", w.gen);
 	int timeout = 0;
+	int64_t heartbeat = 0;
 	for (;;) {
 		worker_db_events(&w);
 		int n = epoll_wait(w.epfd, evs, WORKER_EVENTS, timeout);
 		if (n < 0 && errno != EINTR)
 			log_fatal("epoll_wait() failed: %m");
 		w.now_ms = time_now_ms();
+		/* liveness for GET /health: a store now and then, not per
+		 * turn (the cache line is read by every scrape) */
+		if (w.now_ms - heartbeat >= METRICS_HEARTBEAT_EVERY_MS) {
+			heartbeat = w.now_ms;
+			METRIC_SET(w.stats->heartbeat_ms, heartbeat);
+		}
 		for (int i = 0; i < n; i++)
 			worker_event(&w, &evs[i]);
 		timeout = worker_timers(&w, w.now_ms);

@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "arena.h"
 #include "xml.h"
+#include "metrics.h"
 
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -76,6 +77,9 @@ struct conn {
 	uint32_t gen;           /* slot generation (worker incarnation) */
 	enum conn_state state;
 	int direct_tls;
+	/* the cell of ipc_worker_stats.conns this connection is counted in
+	 * (conn_metrics_move): TLS version, authenticated */
+	uint8_t m_tls, m_auth, m_counted;
 	int64_t deadline_ms;    /* close if no progress by then (0: none) */
 	struct buf out;         /* pending writes, coalesced per loop turn */
 	/* Where each piece given to conn_send ends, so that what a client
@@ -223,6 +227,9 @@ void conn_send(struct conn *c, const char *data, size_t len);
 /* Write c's pending output at the end of this loop turn. */
 void conn_want_flush(struct conn *c);
 void conn_close(struct conn *c);
+/* The connection's TLS version (enum ipc_tls_version) or authentication
+ * changed: move it to its cell of the connections gauge. */
+void conn_metrics_move(struct conn *c, unsigned tls, unsigned auth);
 void conn_flush(struct conn *c);
 void conn_update_events(struct conn *c);
 void conn_flush_all(struct worker *w);
@@ -332,6 +339,10 @@ void offline_resume(struct conn *c);
 int offline_taken_back(struct conn *c, uint64_t end);
 /* conn.c, on close: rows written are removed, the others stay. */
 void offline_conn_gone(struct conn *c);
+
+/* metrics.c: registers GET /metrics and GET /health (http_init calls
+ * it with the other route owners). */
+void metrics_http_routes(void);
 
 /* route.c */
 /* Send text to every session of bare (only the available ones when
