@@ -148,6 +148,31 @@ static int ctl_plain_command(const struct ctl_opts *opts, int argc,
 	return ret;
 }
 
+/* health: "ready", or "unavailable" and the reason; exit 0 only when
+ * ready, so that scripts and monitors can use the exit status. */
+static int ctl_health_command(const struct ctl_opts *opts, int argc,
+			      char **argv)
+{
+	struct ctl_reply r;
+	if (argc != 1)
+		return ctl_usage_error("%s takes no arguments", argv[0]);
+	char *path = ctl_socket_path(opts);
+	int ret = path != NULL && ctl_request(path, "health", &r) == 0 ?
+		CTL_EXIT_OK : CTL_EXIT_FAIL;
+	free(path);
+	if (ret != CTL_EXIT_OK)
+		return ret;
+	ret = CTL_EXIT_FAIL;
+	for (size_t i = 0; i < r.n; i++) {
+		puts(r.lines[i]);
+		if (strncmp(r.lines[i], "health\tready\t", 13) == 0 ||
+		    strcmp(r.lines[i], "health\tready") == 0)
+			ret = CTL_EXIT_OK;
+	}
+	ctl_reply_free(&r);
+	return ret;
+}
+
 /* The lines of kind `kind` as a JSON array. */
 static void ctl_json_lines(const struct ctl_reply *r, const char *kind)
 {
@@ -315,7 +340,7 @@ static const struct {
 	{ "sessions", ctl_sessions_command },
 	{ "kick", ctl_kick_command },
 	{ "stats", ctl_stats_command },
-	{ "health", ctl_plain_command },
+	{ "health", ctl_health_command },
 	{ "db", ctl_db_command },
 	{ "user", ctl_user_command },
 };

@@ -221,9 +221,12 @@ def test_offline_and_bounces():
 
 
 def health(s):
+    """xmppctl health: exit 0 when ready, 1 with the reason when not."""
     r = s.ctl("health")
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
+    out = r.stdout.strip()
+    assert r.returncode == (0 if "\tready\t" in out else 1), (r, out)
+    assert out.startswith("health\t"), out
+    return out
 
 
 def http_health(s, host="127.0.0.1", timeout=10):
