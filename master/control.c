@@ -613,12 +613,10 @@ static void control_command(struct master *m, struct control_client *c,
 			    "bans\tunban\tsessions\tkick\thelp\nOK\n");
 	} else if (strcmp(line, "bans") == 0) {
 		control_bans(m, out);
-	} else if (strcmp(line, "sessions") == 0) {
-		control_sessions(m, "", out);
-	} else if (strncmp(line, "sessions\t", 9) == 0) {
-		control_sessions(m, line + 9, out);
 	} else if ((strcmp(line, "reload") == 0 ||
 		    strcmp(line, "stop") == 0 ||
+		    strcmp(line, "sessions") == 0 ||
+		    strncmp(line, "sessions\t", 9) == 0 ||
 		    strncmp(line, "kick\t", 5) == 0 ||
 		    strncmp(line, "unban\t", 6) == 0) && !priv) {
 		buf_appendf(out, "ERROR\tpermission denied: '%.*s' needs root "
@@ -631,6 +629,10 @@ static void control_command(struct master *m, struct control_client *c,
 		master_sig_term = 1;
 	} else if (strncmp(line, "unban\t", 6) == 0) {
 		control_unban(m, line + 6, out);
+	} else if (strcmp(line, "sessions") == 0) {
+		control_sessions(m, "", out);
+	} else if (strncmp(line, "sessions\t", 9) == 0) {
+		control_sessions(m, line + 9, out);
 	} else if (strncmp(line, "kick\t", 5) == 0) {
 		control_kick(m, c, line + 5, out);
 	} else {

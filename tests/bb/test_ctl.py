@@ -7,9 +7,12 @@ account's sessions and `user passwd --kick` the changed one's; `user
 show`; exit codes 0/1/2 with a one-line error before the usage.
 Needs XMPPD_TEST_PGCONN.
 """
+import grp
 import json
 import os
+import pwd
 import re
+import subprocess
 import sys
 import time
 
@@ -352,8 +355,60 @@ def test_root_uses_daemon_role():
         assert r.stdout == "alice@localhost\n", r.stdout
 
 
+def control_as(path, uid, gid, lines):
+    """The control socket's answer to lines, sent by uid:gid in a child."""
+    script = ("import socket,sys\n"
+              "s=socket.socket(socket.AF_UNIX)\n"
+              "s.settimeout(20)\n"
+              "s.connect(sys.argv[1])\n"
+              "s.sendall(sys.argv[2].encode())\n"
+              "s.shutdown(socket.SHUT_WR)\n"
+              "d=b''\n"
+              "while True:\n"
+              "    b=s.recv(65536)\n"
+              "    if not b: break\n"
+              "    d+=b\n"
+              "sys.stdout.write(d.decode())\n")
+    r = subprocess.run([sys.executable, "-c", script, path,
+                        "VERSION\txmppctl\t1\n" + "".join(l + "\n" for l in lines)],
+                       capture_output=True, text=True, timeout=30, user=uid,
+                       group=gid)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_sessions_and_kick_need_privilege():
+    """A local user who may open the socket (its group or mode) but is
+    neither root nor the daemon user sees status, not the sessions with
+    their client addresses, and kicks no one."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    with Server(workers=1, users=USERS[:1],
+                overrides={"control.group": "nogroup"}) as srv:
+        os.chmod(srv.dir, 0o711)
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "priv")
+        try:
+            got = control_as(srv.control, nobody, nogroup, ["status"])
+            assert "\nmaster\tpid=" in got and got.endswith("OK\n"), got
+            for line in ("sessions", "sessions\talice@localhost",
+                         "kick\talice@localhost\tpolicy-violation\tx"):
+                got = control_as(srv.control, nobody, nogroup, [line])
+                name = line.split("\t")[0]
+                assert got.split("\n")[1] == ("ERROR\tpermission denied: "
+                    "'%s' needs root or the daemon user" % name), got
+                assert "127.0.0.1" not in got and "alice" not in got, got
+            still_online(a, "priv1")
+            assert sessions_json(srv)["total"] == 1
+        finally:
+            a.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
                test_passwd_kick, test_user_show_and_json_listings,
-               test_usage_errors, test_root_uses_daemon_role])
+               test_usage_errors, test_root_uses_daemon_role,
+               test_sessions_and_kick_need_privilege])
