@@ -88,8 +88,10 @@ int master_control_open(struct master *m, const char **error_r)
 	const char *path = m->cfg->control_socket;
 
 	*error_r = control_error;
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
 		m->clients[i].fd = -1;
+		buf_init(&m->clients[i].out, 0);
+	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sun.sun_path)) {
@@ -123,6 +125,7 @@ static void control_client_close(struct control_client *c)
 	c->fd = -1;
 	c->handshaken = 0;
 	c->in_len = 0;
+	buf_free(&c->out);
 }
 
 static void control_watch_free(void);
@@ -142,9 +145,11 @@ void master_control_close(struct master *m)
 /* In a forked worker: close without unlinking the master's socket. */
 void master_control_close_child(struct master *m)
 {
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
 		if (m->clients[i].fd >= 0)
 			close(m->clients[i].fd);
+		buf_free(&m->clients[i].out);
+	}
 	if (m->control_fd >= 0)
 		close(m->control_fd);
 }
@@ -159,18 +164,23 @@ int master_control_pollfds(struct master *m, void *pfds_v, unsigned max)
 	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS && n < max; i++)
 		if (m->clients[i].fd >= 0)
 			pfds[n++] = (struct pollfd){ .fd = m->clients[i].fd,
-						     .events = POLLIN };
+				.events = buf_used(&m->clients[i].out) > 0 ?
+					POLLOUT : POLLIN };
 	return (int)n;
 }
 
 static void control_accept(struct master *m)
 {
-	int fd = accept4(m->control_fd, NULL, NULL, SOCK_CLOEXEC);
+	/* non-blocking: a client that does not read its answers must not
+	   stop the master (they wait in its out buffer) */
+	int fd = accept4(m->control_fd, NULL, NULL,
+			 SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return;
 	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
 		if (m->clients[i].fd < 0) {
 			m->clients[i].fd = fd;
+			buf_init(&m->clients[i].out, 0);
 			return;
 		}
 	}
@@ -640,6 +650,7 @@ static void control_command(struct master *m, struct control_client *c,
 	}
 }
 
+/* Answer one line into c->out (written by control_flush). */
 static int control_line(struct master *m, struct control_client *c,
 			char *line)
 {
@@ -659,43 +670,80 @@ static int control_line(struct master *m, struct control_client *c,
 	} else {
 		control_command(m, c, line, &out);
 	}
-	if (write_full(c->fd, buf_head(&out), buf_used(&out)) < 0)
+	if (buf_append(&c->out, buf_head(&out), buf_used(&out)) < 0)
 		ret = -1;
 	buf_free(&out);
 	return ret;
 }
 
+/* Write what c->out holds without blocking: 0, or -1 (closed). */
+static int control_flush(struct control_client *c)
+{
+	if (buf_write_fd(&c->out, c->fd) < 0) {
+		control_client_close(c);
+		return -1;
+	}
+	if (buf_used(&c->out) == 0)
+		buf_shrink(&c->out);
+	return 0;
+}
+
+/* The complete lines in c->in, one at a time, until an answer waits
+ * for the client to read (its next lines wait with it). */
+static void control_lines(struct master *m, struct control_client *c)
+{
+	char *nl;
+	while (c->fd >= 0 && buf_used(&c->out) == 0 &&
+	       (nl = memchr(c->in, '\n', c->in_len)) != NULL) {
+		*nl = '\0';
+		int r = control_line(m, c, c->in);
+		size_t used = (size_t)(nl - c->in) + 1;
+		memmove(c->in, nl + 1, c->in_len - used);
+		c->in_len -= used;
+		if (control_flush(c) < 0)
+			return;
+		if (r < 0) {
+			control_client_close(c);    /* after its answer */
+			return;
+		}
+	}
+	if (c->fd >= 0 && c->in_len == sizeof(c->in))
+		control_client_close(c);    /* a line too long */
+}
+
 static void control_read(struct master *m, struct control_client *c)
 {
 	ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		      errno == EINTR))
+		return;
 	if (n <= 0) {
 		control_client_close(c);
 		return;
 	}
 	c->in_len += (size_t)n;
-	char *nl;
-	while (c->fd >= 0 && (nl = memchr(c->in, '\n', c->in_len)) != NULL) {
-		*nl = '\0';
-		if (control_line(m, c, c->in) < 0) {
-			control_client_close(c);
-			return;
-		}
-		size_t used = (size_t)(nl - c->in) + 1;
-		memmove(c->in, nl + 1, c->in_len - used);
-		c->in_len -= used;
-	}
-	if (c->in_len == sizeof(c->in))
-		control_client_close(c);    /* a line too long */
+	control_lines(m, c);
 }
 
 void master_control_handle(struct master *m, int fd, short revents)
 {
-	(void)revents;
 	if (fd == m->control_fd) {
 		control_accept(m);
 		return;
 	}
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
-		if (m->clients[i].fd == fd)
-			control_read(m, &m->clients[i]);
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
+		struct control_client *c = &m->clients[i];
+		if (c->fd != fd)
+			continue;
+		if (buf_used(&c->out) > 0) {
+			if ((revents & (POLLOUT | POLLERR | POLLHUP)) == 0 ||
+			    control_flush(c) < 0)
+				return;
+			if (buf_used(&c->out) == 0)
+				control_lines(m, c);    /* lines that waited */
+		} else {
+			control_read(m, c);
+		}
+		return;
+	}
 }

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "buf.h"
 #include "config.h"
 #include "ipc.h"
 #include "queue.h"
@@ -44,6 +45,8 @@ struct control_client {
 	int handshaken;         /* VERSION line received */
 	char in[8192];          /* a kick line holds a JID and a text */
 	size_t in_len;
+	struct buf out;         /* answers not yet written: while any are
+				   left, the client's next lines wait */
 };
 
 struct master {

@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -406,9 +407,43 @@ def test_sessions_and_kick_need_privilege():
             a.close()
 
 
+def test_client_that_does_not_read():
+    """A control client that sends commands and never reads its answers
+    does not stop the master: other clients are still answered, and its
+    answers wait for it, complete."""
+    with Server(workers=1) as srv:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(srv.control)
+        try:
+            s.sendall(b"VERSION\txmppctl\t1\n")
+            s.setblocking(False)
+            chunk = b"help\n" * 1000
+            sent = 0
+            for _ in range(2000):       # until the master stops reading
+                try:
+                    sent += s.send(chunk)
+                except BlockingIOError:
+                    break
+            assert sent > 0, sent
+            r = srv.ctl("status")
+            assert r.returncode == 0 and "master\tpid=" in r.stdout, r
+            s.setblocking(True)
+            s.settimeout(20)
+            got = b""
+            while len(got) < 64 * 1024:
+                got += s.recv(65536)
+            assert got.startswith(b"VERSION\txmppd\t1\ncommands\tstatus\t"), got[:200]
+            assert got.count(b"\nOK\n") >= 100, got[:200]
+        finally:
+            s.close()
+        r = srv.ctl("status")
+        assert r.returncode == 0, r
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
                test_passwd_kick, test_user_show_and_json_listings,
                test_usage_errors, test_root_uses_daemon_role,
-               test_sessions_and_kick_need_privilege])
+               test_sessions_and_kick_need_privilege,
+               test_client_that_does_not_read])
