@@ -205,14 +205,42 @@ const char *ctl_field(const char *line, const char *key, char *buf,
 
 /* ---- JSON ------------------------------------------------------------- */
 
-/* Bytes are copied as they are (the server sends UTF-8); what JSON
- * forbids raw is escaped. */
+/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no
+ * overlong forms, surrogates or code points past U+10FFFF), or 0. */
+static size_t ctl_utf8_len(const unsigned char *s, size_t len)
+{
+	unsigned char c = s[0];
+	size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 :
+		c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+	if (n == 0 || n > len)
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
+	    (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+/* Well-formed UTF-8 is copied as it is; what JSON forbids raw is
+ * escaped, and a byte that is not UTF-8 becomes U+FFFD, so that the
+ * output is valid JSON whatever the server sent. */
 static void ctl_json_string_n(FILE *out, const char *s, size_t len)
 {
 	fputc('"', out);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		if (ch == '"' || ch == '\\')
+		if (ch >= 0x80) {
+			size_t n = ctl_utf8_len((const unsigned char *)s + i,
+						len - i);
+			if (n == 0) {
+				fputs("\\ufffd", out);
+			} else {
+				fwrite(s + i, 1, n, out);
+				i += n - 1;
+			}
+		} else if (ch == '"' || ch == '\\')
 			fprintf(out, "\\%c", ch);
 		else if (ch == '\n')
 			fputs("\\n", out);

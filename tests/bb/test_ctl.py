@@ -12,14 +12,17 @@ import json
 import os
 import pwd
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, Server, pid_alive, run_tests,  # noqa: E402
-                     stream_error_re, wait_for)
+from harness import (XMPPCTL, Client, Server, pid_alive,  # noqa: E402
+                     run_tests, stream_error_re, wait_for)
 
 NS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
 USERS = [("alice@localhost", "alice-pw"), ("bob@localhost", "bob-pw"),
@@ -440,10 +443,48 @@ def test_client_that_does_not_read():
         assert r.returncode == 0, r
 
 
+def test_json_valid_whatever_the_server_sends():
+    """--json output is valid UTF-8 JSON even when a field holds bytes
+    that are not UTF-8 or control characters (a stand-in server sends
+    them: xmppd's JIDs cannot hold either)."""
+    d = tempfile.mkdtemp(prefix="xmppctl-json-")
+    path = os.path.join(d, "fake.sock")
+    raw = b"a@b/\xff\xc0\xed\xa0\x80\xf4\x90\x80\x80x\x01\x7f\"\\y \xc3\xa9"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+    srv.settimeout(20)
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            f = c.makefile("rb")
+            f.readline()
+            c.sendall(b"VERSION\txmppd\t1\n")
+            f.readline()
+            c.sendall(b"session\tjid=" + raw + b"\tworker=0\taddress=::1\tport=5\t"
+                      b"tls=TLSv1.3\tmechanism=PLAIN\tsince=0\tidle=0\n"
+                      b"sessions\ttotal=1\tshown=1\nOK\n")
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        r = subprocess.run([XMPPCTL, "-s", path, "--json", "sessions"],
+                           capture_output=True, timeout=20)
+    finally:
+        t.join(timeout=20)
+        srv.close()
+        shutil.rmtree(d)
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout.decode("utf-8"))
+    assert got["sessions"][0]["jid"] == raw.decode("utf-8", "replace"), got
+    assert got["sessions"][0]["port"] == 5 and got["total"] == 1, got
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
                test_passwd_kick, test_user_show_and_json_listings,
                test_usage_errors, test_root_uses_daemon_role,
                test_sessions_and_kick_need_privilege,
-               test_client_that_does_not_read])
+               test_client_that_does_not_read,
+               test_json_valid_whatever_the_server_sends])
