@@ -518,19 +518,26 @@ void master_control_tick(struct master *m, int64_t now_ms)
 		shm_session_foreach(m->shm.sessions, control_watch_one, m);
 }
 
-/* Printable UTF-8 without control characters (it becomes <text/>). */
+/* Well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code
+ * points past U+10FFFF) without control characters or U+FFFE/U+FFFF,
+ * so that it is XML character data (it becomes <text/>). */
 static int control_text_ok(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	while (*p != '\0') {
-		unsigned n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 :
-			(*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : 4;
-		if (n == 4 || (n == 0 && (*p < 0x20 || *p == 0x7f)) ||
-		    (n == 1 && *p < 0xc2))
+		unsigned c = *p;
+		unsigned n = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 :
+			c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ?
+			3 : 4;
+		if (n == 4 || (n == 0 && (c < 0x20 || c == 0x7f)))
 			return 0;
 		for (unsigned i = 1; i <= n; i++)
 			if ((p[i] & 0xc0) != 0x80)
 				return 0;
+		if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) ||
+		    (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f) ||
+		    (c == 0xef && p[1] == 0xbf && p[2] >= 0xbe))
+			return 0;
 		p += n + 1;
 	}
 	return 1;

@@ -480,6 +480,26 @@ def test_json_valid_whatever_the_server_sends():
     assert got["sessions"][0]["port"] == 5 and got["total"] == 1, got
 
 
+def test_kick_reason_must_be_xml_text():
+    """A reason that is not well-formed UTF-8 or not XML character data
+    (a surrogate, an overlong form, past U+10FFFF, U+FFFF) is refused
+    before anyone is kicked: it would make the client's stream invalid."""
+    with Server(workers=1, users=USERS[:1]) as srv:
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "r")
+        try:
+            for bad in (b"\xed\xa0\x80", b"\xe0\x80\xaf", b"\xf4\x90\x80\x80",
+                        b"\xef\xbf\xbf", b"ok \xc3"):
+                r = srv.ctl("kick", a_full, b"why " + bad)
+                assert (r.returncode, r.stderr) == (1, "xmppctl: the text must be "
+                    "UTF-8 without control characters, under 1024 bytes\n"), (bad, r)
+            still_online(a, "t1")
+            r = srv.ctl("kick", a_full, "caf\u00e9 \U0001F600")
+            assert r.returncode == 0, r
+            assert stream_error_text(a, "policy-violation") == "caf\u00e9 \U0001F600"
+        finally:
+            a.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -487,4 +507,5 @@ if __name__ == "__main__":
                test_usage_errors, test_root_uses_daemon_role,
                test_sessions_and_kick_need_privilege,
                test_client_that_does_not_read,
-               test_json_valid_whatever_the_server_sends])
+               test_json_valid_whatever_the_server_sends,
+               test_kick_reason_must_be_xml_text])
