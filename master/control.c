@@ -502,6 +502,9 @@ void master_control_tick(struct master *m, int64_t now_ms)
 {
 	if (control_nwatches == 0 || now_ms < control_next_watch_ms)
 		return;
+	/* scan first: a watch's last scan comes at or after its end, so
+	   every session bound while it lasted is seen */
+	shm_session_foreach(m->shm.sessions, control_watch_one, m);
 	unsigned kept = 0;
 	for (unsigned i = 0; i < control_nwatches; i++) {
 		struct control_watch *w = &control_watches[i];
@@ -514,8 +517,6 @@ void master_control_tick(struct master *m, int64_t now_ms)
 	}
 	control_nwatches = kept;
 	control_next_watch_ms = kept > 0 ? now_ms + 1000 : 0;
-	if (kept > 0)
-		shm_session_foreach(m->shm.sessions, control_watch_one, m);
 }
 
 /* Well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code

@@ -7,12 +7,14 @@ account's sessions and `user passwd --kick` the changed one's; `user
 show`; exit codes 0/1/2 with a one-line error before the usage.
 Needs XMPPD_TEST_PGCONN.
 """
+import datetime
 import grp
 import json
 import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -500,6 +502,50 @@ def test_kick_reason_must_be_xml_text():
             a.close()
 
 
+def connected_at(srv, c):
+    """The wall-clock time the worker logged c's connection."""
+    port = c.sock.getsockname()[1]
+    pat = r"(\S+)Z w\d+ debug: c\d+ 127\.0\.0\.1:%d: connected" % port
+    m = wait_for(lambda: re.search(pat, srv.log_text()), what="connected line")
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_no_bind_after_c2s_timeout():
+    """A connection binds within c2s.timeout of connecting or never
+    (user del's late-login watch lasts that long): an authenticated
+    client that binds just after gets <connection-timeout/>, not a
+    session, also before the worker's once-a-second timeout sweep (a
+    second client keeps the worker awake, so the sweeps fall anywhere)."""
+    with Server(workers=1, users=USERS[:2], overrides={"c2s.timeout": "1s"}) as srv:
+        busy, _ = login(srv, "bob@localhost", "bob-pw", "busy")
+        try:
+            for n in range(4):
+                late = Client(srv.port)
+                try:
+                    late.open()
+                    late.starttls()
+                    assert late.auth_scram("alice", "alice-pw").startswith("<success")
+                    late.open()
+                    t = connected_at(srv, late) + 1.03
+                    for k in range(100):    # bounded: 1 s at most
+                        if time.time() >= t:
+                            break
+                        still_online(busy, "b%d_%d" % (n, k))
+                        time.sleep(0.01)
+                    late.send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:"
+                              "xml:ns:xmpp-bind'><resource>l%d</resource></bind></iq>" % n)
+                    got = late.read_until(stream_error_re("connection-timeout") +
+                                          "|<jid>[^<]*</jid>")
+                    assert "<jid>" not in got, (n, got)
+                finally:
+                    late.close()
+            assert [s["jid"] for s in sessions_json(srv)["sessions"]] == \
+                ["bob@localhost/busy"]
+        finally:
+            busy.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -508,4 +554,5 @@ if __name__ == "__main__":
                test_sessions_and_kick_need_privilege,
                test_client_that_does_not_read,
                test_json_valid_whatever_the_server_sends,
-               test_kick_reason_must_be_xml_text])
+               test_kick_reason_must_be_xml_text,
+               test_no_bind_after_c2s_timeout])
