@@ -393,6 +393,9 @@ static int ctl_user_change(PGconn *conn, const struct config *cfg,
 	int ret;
 
 	snprintf(bare, sizeof(bare), "%s@%s", user, domain);
+	if ((strcmp(verb, "del") == 0 || kick) &&
+	    ctl_may_end_sessions(ctl_fd, bare) < 0)
+		return 1;       /* nothing changed */
 	if (strcmp(verb, "del") == 0) {
 		if (accounts_del(conn, user, domain, &error) < 0)
 			return ctl_fail("%s", error);

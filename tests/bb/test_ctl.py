@@ -546,6 +546,39 @@ def test_no_bind_after_c2s_timeout():
             busy.close()
 
 
+def test_user_del_unprivileged_changes_nothing():
+    """`user del` (and `passwd --kick`) by a user who may reach the
+    database and open the control socket but may not end sessions
+    fails before the account changes: it never leaves a deleted
+    account's session online."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    with Server(workers=1, users=USERS[:1],
+                overrides={"control.group": "nogroup"}) as srv:
+        os.chmod(srv.dir, 0o711)
+        os.chmod(srv.config, 0o644)
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "stay")
+        try:
+            base = [XMPPCTL, "-c", srv.config] + sum(
+                (["-o", "%s=%s" % kv] for kv in srv.overrides.items()), [])
+            for args, inp in ((["user", "del", "alice@localhost"], None),
+                              (["user", "passwd", "alice@localhost", "--kick"], "other-pw\n")):
+                r = subprocess.run(base + args, input=inp, capture_output=True, text=True,
+                                   timeout=60, user=nobody, group=nogroup)
+                assert r.returncode == 1, (args, r)
+                assert r.stdout == "", (args, r.stdout)
+                assert r.stderr == "xmppctl: permission denied: 'sessions' needs root " \
+                    "or the daemon user\n", (args, r.stderr)
+            still_online(a, "s1")
+            b, _ = login(srv, "alice@localhost", "alice-pw", "again")
+            b.close()
+        finally:
+            a.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -555,4 +588,5 @@ if __name__ == "__main__":
                test_client_that_does_not_read,
                test_json_valid_whatever_the_server_sends,
                test_kick_reason_must_be_xml_text,
-               test_no_bind_after_c2s_timeout])
+               test_no_bind_after_c2s_timeout,
+               test_user_del_unprivileged_changes_nothing])
