@@ -423,7 +423,9 @@ static int control_kick_one(const struct session_info *s, void *ctx)
  * JID that binds is ended too.  That is a login that read the account's
  * credentials before it was deleted: a connection binds within
  * c2s.timeout of connecting or is closed (worker/conn.c). */
-#define CONTROL_WATCH_MAX 64u
+#define CONTROL_WATCH_MAX 4096u
+/* Sessions of one watched account looked up per tick (more: a walk). */
+#define CONTROL_WATCH_LIST 32u
 
 struct control_watch {
 	char *jid;
@@ -446,9 +448,11 @@ static void control_watch_add(struct master *m, const char *jid,
 		if (strcmp(control_watches[i].jid, jid) == 0)
 			w = &control_watches[i];
 	if (w == NULL && control_nwatches == CONTROL_WATCH_MAX) {
-		/* full: the oldest goes (deleting 64 accounts within
-		   c2s.timeout while their owners log in is an attack on
-		   nothing) */
+		/* full: the oldest goes (a purge of more than 4096
+		   accounts within c2s.timeout) */
+		log_warn("kick of %s: %u late-login watches already, the "
+			 "oldest (%s) ends early", jid, CONTROL_WATCH_MAX,
+			 control_watches[0].jid);
 		free(control_watches[0].jid);
 		free(control_watches[0].text);
 		memmove(&control_watches[0], &control_watches[1],
@@ -484,18 +488,46 @@ static void control_watch_free(void)
 	control_nwatches = 0;
 }
 
+struct control_watch_ctx {
+	struct master *m;
+	const struct control_watch *w;
+};
+
+static void control_watch_kick(struct master *m, const struct control_watch *w,
+			       const struct session_info *s)
+{
+	log_info("kick of %s: bound while its account was deleted", s->jid);
+	control_send_kick(m, s, w->condition, w->text, w->uid);
+}
+
 static int control_watch_one(const struct session_info *s, void *ctx)
 {
-	struct master *m = ctx;
-	for (unsigned i = 0; i < control_nwatches; i++) {
-		const struct control_watch *w = &control_watches[i];
-		if (!control_jid_matches(s->jid, w->jid))
-			continue;
-		log_info("kick of %s: bound while its account was deleted",
-			 s->jid);
-		control_send_kick(m, s, w->condition, w->text, w->uid);
-	}
+	const struct control_watch_ctx *wc = ctx;
+	if (control_jid_matches(s->jid, wc->w->jid))
+		control_watch_kick(wc->m, wc->w, s);
 	return 0;
+}
+
+/* The sessions of w's JID, by its hash chain (a walk of the whole table
+ * only for an account with very many). */
+static void control_watch_scan(struct master *m, const struct control_watch *w)
+{
+	static struct session_info found[CONTROL_WATCH_LIST];
+	int n;
+	if (strchr(w->jid, '/') != NULL) {
+		if (shm_session_get(m->shm.sessions, w->jid, &found[0]) == 1)
+			control_watch_kick(m, w, &found[0]);
+		return;
+	}
+	n = shm_session_list(m->shm.sessions, w->jid, found,
+			     CONTROL_WATCH_LIST);
+	if (n > (int)CONTROL_WATCH_LIST) {
+		struct control_watch_ctx wc = { .m = m, .w = w };
+		shm_session_foreach(m->shm.sessions, control_watch_one, &wc);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		control_watch_kick(m, w, &found[i]);
 }
 
 void master_control_tick(struct master *m, int64_t now_ms)
@@ -504,7 +536,8 @@ void master_control_tick(struct master *m, int64_t now_ms)
 		return;
 	/* scan first: a watch's last scan comes at or after its end, so
 	   every session bound while it lasted is seen */
-	shm_session_foreach(m->shm.sessions, control_watch_one, m);
+	for (unsigned i = 0; i < control_nwatches; i++)
+		control_watch_scan(m, &control_watches[i]);
 	unsigned kept = 0;
 	for (unsigned i = 0; i < control_nwatches; i++) {
 		struct control_watch *w = &control_watches[i];

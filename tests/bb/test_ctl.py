@@ -579,6 +579,29 @@ def test_user_del_unprivileged_changes_nothing():
             a.close()
 
 
+def test_user_del_many_accounts_all_watched():
+    """Deleting more accounts than before in one go (a purge of spam
+    accounts, here 70 in well under c2s.timeout) still ends a login in
+    progress for the first one when it binds after the last delete."""
+    users = [("spam%02d@localhost" % i, "pw-%02d" % i) for i in range(70)]
+    with Server(workers=1, users=users[:1], overrides={"c2s.timeout": "5m"}) as srv:
+        for jid, pw in users[1:]:
+            srv.add_user(jid, pw)
+        late = Client(srv.port)
+        try:
+            late.open()
+            late.starttls()
+            assert late.auth_scram("spam00", "pw-00").startswith("<success")
+            late.open()
+            for jid, _ in users:
+                r = srv.ctl_config("user", "del", jid)
+                assert r.stdout.startswith("deleted %s\n" % jid), r.stdout
+            assert late.bind("late") == "spam00@localhost/late"
+            assert stream_error_text(late, "not-authorized") == "account deleted"
+        finally:
+            late.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -589,4 +612,5 @@ if __name__ == "__main__":
                test_json_valid_whatever_the_server_sends,
                test_kick_reason_must_be_xml_text,
                test_no_bind_after_c2s_timeout,
-               test_user_del_unprivileged_changes_nothing])
+               test_user_del_unprivileged_changes_nothing,
+               test_user_del_many_accounts_all_watched])
