@@ -439,6 +439,25 @@ static struct control_watch control_watches[CONTROL_WATCH_MAX];
 static unsigned control_nwatches;
 static int64_t control_next_watch_ms;
 
+/* How long a watch lasts: c2s.timeout, or a longer one from before a
+ * reload while connections accepted under it may still bind (a worker
+ * keeps the deadline a connection got when it was accepted). */
+static int64_t control_c2s_max_ms, control_c2s_max_until_ms;
+
+static void control_c2s_track(const struct master *m, int64_t now_ms)
+{
+	int64_t cur = (int64_t)m->cfg->c2s_timeout;
+	if (cur >= control_c2s_max_ms) {
+		control_c2s_max_ms = cur;
+		control_c2s_max_until_ms = 0;
+	} else if (control_c2s_max_until_ms == 0) {
+		control_c2s_max_until_ms = now_ms + control_c2s_max_ms;
+	} else if (now_ms >= control_c2s_max_until_ms) {
+		control_c2s_max_ms = cur;
+		control_c2s_max_until_ms = 0;
+	}
+}
+
 static void control_watch_add(struct master *m, const char *jid,
 			      uint32_t condition, const char *text, int uid)
 {
@@ -474,7 +493,8 @@ static void control_watch_add(struct master *m, const char *jid,
 	}
 	w->condition = condition;
 	w->uid = uid;
-	w->until_ms = now + (int64_t)m->cfg->c2s_timeout + 1000;
+	control_c2s_track(m, now);
+	w->until_ms = now + control_c2s_max_ms + 1000;
 	if (control_next_watch_ms == 0)
 		control_next_watch_ms = now + 1000;
 }
@@ -532,6 +552,7 @@ static void control_watch_scan(struct master *m, const struct control_watch *w)
 
 void master_control_tick(struct master *m, int64_t now_ms)
 {
+	control_c2s_track(m, now_ms);
 	if (control_nwatches == 0 || now_ms < control_next_watch_ms)
 		return;
 	/* scan first: a watch's last scan comes at or after its end, so

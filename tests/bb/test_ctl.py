@@ -602,6 +602,31 @@ def test_user_del_many_accounts_all_watched():
             late.close()
 
 
+def test_user_del_watch_after_c2s_timeout_lowered():
+    """A login that connected while c2s.timeout was 30s keeps that long
+    to bind after a reload lowers it to 1s: `user del`'s watch lasts as
+    long, and ends it when it binds after the new, shorter timeout."""
+    with Server(workers=1, users=USERS[:1], config_text="c2s.timeout = 30s\n") as srv:
+        late = Client(srv.port)
+        try:
+            late.open()
+            late.starttls()
+            assert late.auth_scram("alice", "alice-pw").startswith("<success")
+            late.open()
+            srv.write_config("c2s.timeout = 1s\n")
+            r = srv.ctl("reload")
+            assert r.returncode == 0 and "changed\tc2s.timeout" in r.stdout, r
+            wait_for(lambda: all(w["generation"] == 2 for w in srv.status()["workers"]),
+                     what="workers on generation 2")
+            r = srv.ctl_config("user", "del", "alice@localhost")
+            assert r.stdout == "deleted alice@localhost\n0 live sessions ended\n", r.stdout
+            time.sleep(1 + 1 + 1.5)     # past a watch of the new c2s.timeout
+            assert late.bind("late") == "alice@localhost/late"
+            assert stream_error_text(late, "not-authorized") == "account deleted"
+        finally:
+            late.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -613,4 +638,5 @@ if __name__ == "__main__":
                test_kick_reason_must_be_xml_text,
                test_no_bind_after_c2s_timeout,
                test_user_del_unprivileged_changes_nothing,
-               test_user_del_many_accounts_all_watched])
+               test_user_del_many_accounts_all_watched,
+               test_user_del_watch_after_c2s_timeout_lowered])
