@@ -51,18 +51,27 @@ int ctl_open(const char *path, bool quiet_down)
 		return CTL_OPEN_FAIL;
 	}
 	static const char hello[] = "VERSION\txmppctl\t1\n";
-	char answer[64];
+	char answer[256];
 	ssize_t n = 0, got;
-	if (write_full(fd, hello, sizeof(hello) - 1) == 0) {
-		/* byte by byte: nothing of the answers after it is read */
-		while (n < (ssize_t)sizeof(answer) - 1 &&
-		       (got = read(fd, answer + n, 1)) == 1 &&
-		       answer[n++] != '\n')
-			;
+	/* the answer is read even when the hello could not be written: a
+	   master that refuses the connection says why before closing */
+	if (write_full(fd, hello, sizeof(hello) - 1) < 0 && errno != EPIPE &&
+	    errno != ECONNRESET) {
+		ctl_fail("write to %s failed: %s", path, strerror(errno));
+		close(fd);
+		return CTL_OPEN_FAIL;
 	}
+	/* byte by byte: nothing of the answers after it is read */
+	while (n < (ssize_t)sizeof(answer) - 1 &&
+	       (got = read(fd, answer + n, 1)) == 1 && answer[n++] != '\n')
+		;
 	answer[n] = '\0';
 	if (strcmp(answer, "VERSION\txmppd\t1\n") != 0) {
-		ctl_fail("%s did not answer the handshake", path);
+		if (strncmp(answer, "ERROR\t", 6) == 0)
+			ctl_fail("%.*s", (int)strcspn(answer + 6, "\n"),
+				 answer + 6);
+		else
+			ctl_fail("%s did not answer the handshake", path);
 		close(fd);
 		return CTL_OPEN_FAIL;
 	}

@@ -169,6 +169,41 @@ int master_control_pollfds(struct master *m, void *pfds_v, unsigned max)
 	return (int)n;
 }
 
+static int control_privileged(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return 0;
+	return cred.uid == 0 || cred.uid == geteuid();
+}
+
+/* A slot for a new client: a free one; when all are taken and the new
+ * client is root or the daemon user, the one of an unprivileged client
+ * idle the longest (socket-group members cannot lock root out). */
+static struct control_client *control_slot(struct master *m, int priv)
+{
+	struct control_client *victim = NULL;
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
+		struct control_client *c = &m->clients[i];
+		if (c->fd < 0)
+			return c;
+		if (priv && !c->priv &&
+		    (victim == NULL || c->last_ms < victim->last_ms))
+			victim = c;
+	}
+	if (victim != NULL) {
+		static const char bye[] = "ERROR\tconnection taken over by a "
+			"privileged client\n";
+		if (send(victim->fd, bye, sizeof(bye) - 1, MSG_DONTWAIT |
+			 MSG_NOSIGNAL) < 0) {
+			/* nothing to do: it is closed anyway */
+		}
+		control_client_close(victim);
+	}
+	return victim;
+}
+
 static void control_accept(struct master *m)
 {
 	/* non-blocking: a client that does not read its answers must not
@@ -177,25 +212,20 @@ static void control_accept(struct master *m)
 			 SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return;
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
-		if (m->clients[i].fd < 0) {
-			m->clients[i].fd = fd;
-			buf_init(&m->clients[i].out, 0);
-			return;
-		}
+	int priv = control_privileged(fd);
+	struct control_client *c = control_slot(m, priv);
+	if (c != NULL) {
+		c->fd = fd;
+		c->priv = priv;
+		c->last_ms = time_now_ms();
+		buf_init(&c->out, 0);
+		return;
 	}
 	static const char busy[] = "ERROR\ttoo many control clients\n";
-	write_full(fd, busy, sizeof(busy) - 1);
+	if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		/* closed below either way */
+	}
 	close(fd);
-}
-
-static int control_privileged(int fd)
-{
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
-		return 0;
-	return cred.uid == 0 || cred.uid == geteuid();
 }
 
 static void control_status(struct master *m, struct buf *out)
@@ -677,7 +707,7 @@ static void control_reload(struct master *m, struct buf *out)
 static void control_command(struct master *m, struct control_client *c,
 			    char *line, struct buf *out)
 {
-	int priv = control_privileged(c->fd);
+	int priv = c->priv;
 	if (strcmp(line, "status") == 0 || strcmp(line, "workers") == 0) {
 		control_status(m, out);
 	} else if (strcmp(line, "help") == 0) {
@@ -784,6 +814,7 @@ static void control_read(struct master *m, struct control_client *c)
 		return;
 	}
 	c->in_len += (size_t)n;
+	c->last_ms = time_now_ms();
 	control_lines(m, c);
 }
 

@@ -627,6 +627,43 @@ def test_user_del_watch_after_c2s_timeout_lowered():
             late.close()
 
 
+def test_unprivileged_clients_do_not_lock_out_root():
+    """A socket-group member holding every control connection open (and
+    idle) does not keep root out: root's xmppctl still gets an answer;
+    another unprivileged xmppctl is told why in one line."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    with Server(workers=1, overrides={"control.group": "nogroup"}) as srv:
+        os.chmod(srv.dir, 0o711)
+        script = ("import socket,sys,time\n"
+                  "ss=[]\n"
+                  "for i in range(40):\n"
+                  "    s=socket.socket(socket.AF_UNIX)\n"
+                  "    s.connect(sys.argv[1])\n"
+                  "    ss.append(s)\n"
+                  "print('held', flush=True)\n"
+                  "sys.stdin.read()\n")
+        holder = subprocess.Popen([sys.executable, "-c", script, srv.control],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, user=nobody, group=nogroup)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            # another unprivileged user is told, in one line
+            r = subprocess.run([XMPPCTL, "-s", srv.control, "status"], capture_output=True,
+                               text=True, timeout=20, user=nobody, group=nogroup)
+            assert (r.returncode, r.stderr) == (1, "xmppctl: too many control clients\n"), r
+            r = srv.ctl("status")
+            assert r.returncode == 0 and "master\tpid=" in r.stdout, r
+            r = srv.ctl("sessions")
+            assert r.returncode == 0, r
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=20)
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -639,4 +676,5 @@ if __name__ == "__main__":
                test_no_bind_after_c2s_timeout,
                test_user_del_unprivileged_changes_nothing,
                test_user_del_many_accounts_all_watched,
-               test_user_del_watch_after_c2s_timeout_lowered])
+               test_user_del_watch_after_c2s_timeout_lowered,
+               test_unprivileged_clients_do_not_lock_out_root])
