@@ -664,6 +664,31 @@ def test_unprivileged_clients_do_not_lock_out_root():
             holder.wait(timeout=20)
 
 
+def test_user_del_of_gone_account_ends_its_sessions():
+    """An account deleted behind xmppctl's back (in SQL, or by a user
+    del whose kick failed) but still online: `user del` says there is no
+    such user (exit 1) and still ends the live sessions, so running it
+    again is the way out."""
+    with Server(workers=1, users=USERS[:2]) as srv:
+        a, _ = login(srv, "alice@localhost", "alice-pw", "ghost")
+        b, _ = login(srv, "bob@localhost", "bob-pw", "b")
+        try:
+            srv.db.psql("DELETE FROM accounts WHERE username = 'alice'",
+                        conninfo=srv.db.conninfo)
+            r = srv.ctl_config("user", "del", "alice@localhost", check=False)
+            assert (r.returncode, r.stderr) == (1, "xmppctl: no such user "
+                                                "alice@localhost\n"), r
+            assert r.stdout == "1 live session ended\n", r.stdout
+            assert stream_error_text(a, "not-authorized") == "account deleted"
+            still_online(b, "g1")
+            r = srv.ctl_config("user", "passwd", "ghost@localhost", input="x\n", check=False)
+            assert (r.returncode, r.stderr, r.stdout) == (
+                1, "xmppctl: no such user ghost@localhost\n", ""), r
+        finally:
+            a.close()
+            b.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
@@ -677,4 +702,5 @@ if __name__ == "__main__":
                test_user_del_unprivileged_changes_nothing,
                test_user_del_many_accounts_all_watched,
                test_user_del_watch_after_c2s_timeout_lowered,
-               test_unprivileged_clients_do_not_lock_out_root])
+               test_unprivileged_clients_do_not_lock_out_root,
+               test_user_del_of_gone_account_ends_its_sessions])
