@@ -101,6 +101,10 @@ int ctl_kick_command(const struct ctl_opts *opts, int argc, char **argv);
  * the JSON member "sessions": [...] or null when the server does not
  * run); 0, or -1 when the socket failed (printed). */
 int ctl_sessions_of(int fd, const char *bare, bool json);
+/* Before a change whose sessions ctl_end_sessions will end: 0 when the
+ * master would let this user end them (or it is not running), else -1
+ * (printed: the change must not be made). */
+int ctl_may_end_sessions(int fd, const char *bare);
 /* End every session of a bare JID with condition and text (user del,
  * passwd --kick): one line saying how many, or that the server does not
  * run.  watch: also the sessions that bind in the next c2s.timeout

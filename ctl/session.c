@@ -301,6 +301,20 @@ int ctl_sessions_of(int fd, const char *bare, bool json)
 	return 0;
 }
 
+int ctl_may_end_sessions(int fd, const char *bare)
+{
+	struct ctl_reply r;
+	char line[4096];
+	if (fd == CTL_OPEN_DOWN)
+		return 0;
+	/* `sessions` needs the privilege that `kick` needs */
+	snprintf(line, sizeof(line), "sessions\t%s", bare);
+	if (fd < 0 || ctl_exchange(fd, line, &r) < 0)
+		return -1;
+	ctl_reply_free(&r);
+	return 0;
+}
+
 int ctl_end_sessions(int fd, const char *bare, const char *condition,
 		     const char *text, bool watch)
 {

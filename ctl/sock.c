@@ -51,18 +51,27 @@ int ctl_open(const char *path, bool quiet_down)
 		return CTL_OPEN_FAIL;
 	}
 	static const char hello[] = "VERSION\txmppctl\t1\n";
-	char answer[64];
+	char answer[256];
 	ssize_t n = 0, got;
-	if (write_full(fd, hello, sizeof(hello) - 1) == 0) {
-		/* byte by byte: nothing of the answers after it is read */
-		while (n < (ssize_t)sizeof(answer) - 1 &&
-		       (got = read(fd, answer + n, 1)) == 1 &&
-		       answer[n++] != '\n')
-			;
+	/* the answer is read even when the hello could not be written: a
+	   master that refuses the connection says why before closing */
+	if (write_full(fd, hello, sizeof(hello) - 1) < 0 && errno != EPIPE &&
+	    errno != ECONNRESET) {
+		ctl_fail("write to %s failed: %s", path, strerror(errno));
+		close(fd);
+		return CTL_OPEN_FAIL;
 	}
+	/* byte by byte: nothing of the answers after it is read */
+	while (n < (ssize_t)sizeof(answer) - 1 &&
+	       (got = read(fd, answer + n, 1)) == 1 && answer[n++] != '\n')
+		;
 	answer[n] = '\0';
 	if (strcmp(answer, "VERSION\txmppd\t1\n") != 0) {
-		ctl_fail("%s did not answer the handshake", path);
+		if (strncmp(answer, "ERROR\t", 6) == 0)
+			ctl_fail("%.*s", (int)strcspn(answer + 6, "\n"),
+				 answer + 6);
+		else
+			ctl_fail("%s did not answer the handshake", path);
 		close(fd);
 		return CTL_OPEN_FAIL;
 	}
@@ -205,14 +214,42 @@ const char *ctl_field(const char *line, const char *key, char *buf,
 
 /* ---- JSON ------------------------------------------------------------- */
 
-/* Bytes are copied as they are (the server sends UTF-8); what JSON
- * forbids raw is escaped. */
+/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no
+ * overlong forms, surrogates or code points past U+10FFFF), or 0. */
+static size_t ctl_utf8_len(const unsigned char *s, size_t len)
+{
+	unsigned char c = s[0];
+	size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 :
+		c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+	if (n == 0 || n > len)
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) ||
+	    (c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+/* Well-formed UTF-8 is copied as it is; what JSON forbids raw is
+ * escaped, and a byte that is not UTF-8 becomes U+FFFD, so that the
+ * output is valid JSON whatever the server sent. */
 static void ctl_json_string_n(FILE *out, const char *s, size_t len)
 {
 	fputc('"', out);
 	for (size_t i = 0; i < len; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		if (ch == '"' || ch == '\\')
+		if (ch >= 0x80) {
+			size_t n = ctl_utf8_len((const unsigned char *)s + i,
+						len - i);
+			if (n == 0) {
+				fputs("\\ufffd", out);
+			} else {
+				fwrite(s + i, 1, n, out);
+				i += n - 1;
+			}
+		} else if (ch == '"' || ch == '\\')
 			fprintf(out, "\\%c", ch);
 		else if (ch == '\n')
 			fputs("\\n", out);

@@ -393,13 +393,24 @@ static int ctl_user_change(PGconn *conn, const struct config *cfg,
 	int ret;
 
 	snprintf(bare, sizeof(bare), "%s@%s", user, domain);
+	if ((strcmp(verb, "del") == 0 || kick) &&
+	    ctl_may_end_sessions(ctl_fd, bare) < 0)
+		return 1;       /* nothing changed */
 	if (strcmp(verb, "del") == 0) {
-		if (accounts_del(conn, user, domain, &error) < 0)
-			return ctl_fail("%s", error);
-		printf("deleted %s\n", bare);
+		int gone = 0;
+		if (accounts_del(conn, user, domain, &error) < 0) {
+			if (accounts_exists(conn, user, domain, &error) != 0)
+				return ctl_fail("%s", error);
+			/* deleted before (in SQL, or by a user del whose kick
+			   failed): its sessions still end */
+			ctl_fail("no such user %s", bare);
+			gone = 1;
+		} else {
+			printf("deleted %s\n", bare);
+		}
 		fflush(stdout);
 		return ctl_end_sessions(ctl_fd, bare, "not-authorized",
-					"account deleted", true) < 0;
+					"account deleted", true) < 0 || gone;
 	}
 	/* fail before asking for a password that could not be used (the
 	   change itself checks again) */
@@ -407,8 +418,8 @@ static int ctl_user_change(PGconn *conn, const struct config *cfg,
 	if (exists < 0)
 		return ctl_fail("%s", error);
 	if (exists != (strcmp(verb, "passwd") == 0))
-		return ctl_fail(exists ? "user already exists" :
-				"no such user");
+		return ctl_fail(exists ? "user %s already exists" :
+				"no such user %s", bare);
 	if (ctl_read_password(password) < 0)
 		return 1;
 	if (strcmp(verb, "add") == 0)

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,6 +353,9 @@ int main(int argc, char **argv)
 	};
 
 	log_init("xmppctl");
+	/* a master that closes the connection is an error to print, not a
+	   silent death */
+	signal(SIGPIPE, SIG_IGN);
 	int r = ctl_parse_options(argc, argv, &opts);
 	if (r < 0)
 		return CTL_EXIT_USAGE;

@@ -88,8 +88,10 @@ int master_control_open(struct master *m, const char **error_r)
 	const char *path = m->cfg->control_socket;
 
 	*error_r = control_error;
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
 		m->clients[i].fd = -1;
+		buf_init(&m->clients[i].out, 0);
+	}
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
 	if (strlen(path) >= sizeof(sun.sun_path)) {
@@ -123,6 +125,7 @@ static void control_client_close(struct control_client *c)
 	c->fd = -1;
 	c->handshaken = 0;
 	c->in_len = 0;
+	buf_free(&c->out);
 }
 
 static void control_watch_free(void);
@@ -142,9 +145,11 @@ void master_control_close(struct master *m)
 /* In a forked worker: close without unlinking the master's socket. */
 void master_control_close_child(struct master *m)
 {
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
 		if (m->clients[i].fd >= 0)
 			close(m->clients[i].fd);
+		buf_free(&m->clients[i].out);
+	}
 	if (m->control_fd >= 0)
 		close(m->control_fd);
 }
@@ -159,24 +164,9 @@ int master_control_pollfds(struct master *m, void *pfds_v, unsigned max)
 	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS && n < max; i++)
 		if (m->clients[i].fd >= 0)
 			pfds[n++] = (struct pollfd){ .fd = m->clients[i].fd,
-						     .events = POLLIN };
+				.events = buf_used(&m->clients[i].out) > 0 ?
+					POLLOUT : POLLIN };
 	return (int)n;
-}
-
-static void control_accept(struct master *m)
-{
-	int fd = accept4(m->control_fd, NULL, NULL, SOCK_CLOEXEC);
-	if (fd < 0)
-		return;
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
-		if (m->clients[i].fd < 0) {
-			m->clients[i].fd = fd;
-			return;
-		}
-	}
-	static const char busy[] = "ERROR\ttoo many control clients\n";
-	write_full(fd, busy, sizeof(busy) - 1);
-	close(fd);
 }
 
 static int control_privileged(int fd)
@@ -186,6 +176,56 @@ static int control_privileged(int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		return 0;
 	return cred.uid == 0 || cred.uid == geteuid();
+}
+
+/* A slot for a new client: a free one; when all are taken and the new
+ * client is root or the daemon user, the one of an unprivileged client
+ * idle the longest (socket-group members cannot lock root out). */
+static struct control_client *control_slot(struct master *m, int priv)
+{
+	struct control_client *victim = NULL;
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
+		struct control_client *c = &m->clients[i];
+		if (c->fd < 0)
+			return c;
+		if (priv && !c->priv &&
+		    (victim == NULL || c->last_ms < victim->last_ms))
+			victim = c;
+	}
+	if (victim != NULL) {
+		static const char bye[] = "ERROR\tconnection taken over by a "
+			"privileged client\n";
+		if (send(victim->fd, bye, sizeof(bye) - 1, MSG_DONTWAIT |
+			 MSG_NOSIGNAL) < 0) {
+			/* nothing to do: it is closed anyway */
+		}
+		control_client_close(victim);
+	}
+	return victim;
+}
+
+static void control_accept(struct master *m)
+{
+	/* non-blocking: a client that does not read its answers must not
+	   stop the master (they wait in its out buffer) */
+	int fd = accept4(m->control_fd, NULL, NULL,
+			 SOCK_CLOEXEC | SOCK_NONBLOCK);
+	if (fd < 0)
+		return;
+	int priv = control_privileged(fd);
+	struct control_client *c = control_slot(m, priv);
+	if (c != NULL) {
+		c->fd = fd;
+		c->priv = priv;
+		c->last_ms = time_now_ms();
+		buf_init(&c->out, 0);
+		return;
+	}
+	static const char busy[] = "ERROR\ttoo many control clients\n";
+	if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		/* closed below either way */
+	}
+	close(fd);
 }
 
 static void control_status(struct master *m, struct buf *out)
@@ -443,7 +483,9 @@ static int control_kick_one(const struct session_info *s, void *ctx)
  * JID that binds is ended too.  That is a login that read the account's
  * credentials before it was deleted: a connection binds within
  * c2s.timeout of connecting or is closed (worker/conn.c). */
-#define CONTROL_WATCH_MAX 64u
+#define CONTROL_WATCH_MAX 4096u
+/* Sessions of one watched account looked up per tick (more: a walk). */
+#define CONTROL_WATCH_LIST 32u
 
 struct control_watch {
 	char *jid;
@@ -457,6 +499,25 @@ static struct control_watch control_watches[CONTROL_WATCH_MAX];
 static unsigned control_nwatches;
 static int64_t control_next_watch_ms;
 
+/* How long a watch lasts: c2s.timeout, or a longer one from before a
+ * reload while connections accepted under it may still bind (a worker
+ * keeps the deadline a connection got when it was accepted). */
+static int64_t control_c2s_max_ms, control_c2s_max_until_ms;
+
+static void control_c2s_track(const struct master *m, int64_t now_ms)
+{
+	int64_t cur = (int64_t)m->cfg->c2s_timeout;
+	if (cur >= control_c2s_max_ms) {
+		control_c2s_max_ms = cur;
+		control_c2s_max_until_ms = 0;
+	} else if (control_c2s_max_until_ms == 0) {
+		control_c2s_max_until_ms = now_ms + control_c2s_max_ms;
+	} else if (now_ms >= control_c2s_max_until_ms) {
+		control_c2s_max_ms = cur;
+		control_c2s_max_until_ms = 0;
+	}
+}
+
 static void control_watch_add(struct master *m, const char *jid,
 			      uint32_t condition, const char *text, int uid)
 {
@@ -466,9 +527,11 @@ static void control_watch_add(struct master *m, const char *jid,
 		if (strcmp(control_watches[i].jid, jid) == 0)
 			w = &control_watches[i];
 	if (w == NULL && control_nwatches == CONTROL_WATCH_MAX) {
-		/* full: the oldest goes (deleting 64 accounts within
-		   c2s.timeout while their owners log in is an attack on
-		   nothing) */
+		/* full: the oldest goes (a purge of more than 4096
+		   accounts within c2s.timeout) */
+		log_warn("kick of %s: %u late-login watches already, the "
+			 "oldest (%s) ends early", jid, CONTROL_WATCH_MAX,
+			 control_watches[0].jid);
 		free(control_watches[0].jid);
 		free(control_watches[0].text);
 		memmove(&control_watches[0], &control_watches[1],
@@ -490,7 +553,8 @@ static void control_watch_add(struct master *m, const char *jid,
 	}
 	w->condition = condition;
 	w->uid = uid;
-	w->until_ms = now + (int64_t)m->cfg->c2s_timeout + 1000;
+	control_c2s_track(m, now);
+	w->until_ms = now + control_c2s_max_ms + 1000;
 	if (control_next_watch_ms == 0)
 		control_next_watch_ms = now + 1000;
 }
@@ -504,24 +568,57 @@ static void control_watch_free(void)
 	control_nwatches = 0;
 }
 
+struct control_watch_ctx {
+	struct master *m;
+	const struct control_watch *w;
+};
+
+static void control_watch_kick(struct master *m, const struct control_watch *w,
+			       const struct session_info *s)
+{
+	log_info("kick of %s: bound while its account was deleted", s->jid);
+	control_send_kick(m, s, w->condition, w->text, w->uid);
+}
+
 static int control_watch_one(const struct session_info *s, void *ctx)
 {
-	struct master *m = ctx;
-	for (unsigned i = 0; i < control_nwatches; i++) {
-		const struct control_watch *w = &control_watches[i];
-		if (!control_jid_matches(s->jid, w->jid))
-			continue;
-		log_info("kick of %s: bound while its account was deleted",
-			 s->jid);
-		control_send_kick(m, s, w->condition, w->text, w->uid);
-	}
+	const struct control_watch_ctx *wc = ctx;
+	if (control_jid_matches(s->jid, wc->w->jid))
+		control_watch_kick(wc->m, wc->w, s);
 	return 0;
+}
+
+/* The sessions of w's JID, by its hash chain (a walk of the whole table
+ * only for an account with very many). */
+static void control_watch_scan(struct master *m, const struct control_watch *w)
+{
+	static struct session_info found[CONTROL_WATCH_LIST];
+	int n;
+	if (strchr(w->jid, '/') != NULL) {
+		if (shm_session_get(m->shm.sessions, w->jid, &found[0]) == 1)
+			control_watch_kick(m, w, &found[0]);
+		return;
+	}
+	n = shm_session_list(m->shm.sessions, w->jid, found,
+			     CONTROL_WATCH_LIST);
+	if (n > (int)CONTROL_WATCH_LIST) {
+		struct control_watch_ctx wc = { .m = m, .w = w };
+		shm_session_foreach(m->shm.sessions, control_watch_one, &wc);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		control_watch_kick(m, w, &found[i]);
 }
 
 void master_control_tick(struct master *m, int64_t now_ms)
 {
+	control_c2s_track(m, now_ms);
 	if (control_nwatches == 0 || now_ms < control_next_watch_ms)
 		return;
+	/* scan first: a watch's last scan comes at or after its end, so
+	   every session bound while it lasted is seen */
+	for (unsigned i = 0; i < control_nwatches; i++)
+		control_watch_scan(m, &control_watches[i]);
 	unsigned kept = 0;
 	for (unsigned i = 0; i < control_nwatches; i++) {
 		struct control_watch *w = &control_watches[i];
@@ -534,23 +631,28 @@ void master_control_tick(struct master *m, int64_t now_ms)
 	}
 	control_nwatches = kept;
 	control_next_watch_ms = kept > 0 ? now_ms + 1000 : 0;
-	if (kept > 0)
-		shm_session_foreach(m->shm.sessions, control_watch_one, m);
 }
 
-/* Printable UTF-8 without control characters (it becomes <text/>). */
+/* Well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code
+ * points past U+10FFFF) without control characters or U+FFFE/U+FFFF,
+ * so that it is XML character data (it becomes <text/>). */
 static int control_text_ok(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	while (*p != '\0') {
-		unsigned n = *p < 0x80 ? 0 : (*p & 0xe0) == 0xc0 ? 1 :
-			(*p & 0xf0) == 0xe0 ? 2 : (*p & 0xf8) == 0xf0 ? 3 : 4;
-		if (n == 4 || (n == 0 && (*p < 0x20 || *p == 0x7f)) ||
-		    (n == 1 && *p < 0xc2))
+		unsigned c = *p;
+		unsigned n = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 :
+			c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ?
+			3 : 4;
+		if (n == 4 || (n == 0 && (c < 0x20 || c == 0x7f)))
 			return 0;
 		for (unsigned i = 1; i <= n; i++)
 			if ((p[i] & 0xc0) != 0x80)
 				return 0;
+		if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f) ||
+		    (c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f) ||
+		    (c == 0xef && p[1] == 0xbf && p[2] >= 0xbe))
+			return 0;
 		p += n + 1;
 	}
 	return 1;
@@ -635,24 +737,21 @@ static void control_reload(struct master *m, struct buf *out)
 static void control_command(struct master *m, struct control_client *c,
 			    char *line, struct buf *out)
 {
-	int priv = control_privileged(c->fd);
+	int priv = c->priv;
 	if (strcmp(line, "status") == 0 || strcmp(line, "workers") == 0) {
 		control_status(m, out);
 	} else if (strcmp(line, "help") == 0) {
 		buf_appendf(out, "commands\tstatus\tworkers\treload\tstop\t"
 			    "bans\tunban\tsessions\tkick\tmetrics\thealth\thelp\n"
 			    "OK\n");
-	} else if (strcmp(line, "bans") == 0) {
-		control_bans(m, out);
-	} else if (strcmp(line, "sessions") == 0) {
-		control_sessions(m, "", out);
-	} else if (strncmp(line, "sessions\t", 9) == 0) {
-		control_sessions(m, line + 9, out);
 	} else if (strcmp(line, "metrics") == 0 ||
 		   strcmp(line, "health") == 0) {
 		control_metrics(m, line, out);
 	} else if ((strcmp(line, "reload") == 0 ||
 		    strcmp(line, "stop") == 0 ||
+		    strcmp(line, "bans") == 0 ||
+		    strcmp(line, "sessions") == 0 ||
+		    strncmp(line, "sessions\t", 9) == 0 ||
 		    strncmp(line, "kick\t", 5) == 0 ||
 		    strncmp(line, "unban\t", 6) == 0) && !priv) {
 		buf_appendf(out, "ERROR\tpermission denied: '%.*s' needs root "
@@ -665,6 +764,12 @@ static void control_command(struct master *m, struct control_client *c,
 		master_sig_term = 1;
 	} else if (strncmp(line, "unban\t", 6) == 0) {
 		control_unban(m, line + 6, out);
+	} else if (strcmp(line, "bans") == 0) {
+		control_bans(m, out);
+	} else if (strcmp(line, "sessions") == 0) {
+		control_sessions(m, "", out);
+	} else if (strncmp(line, "sessions\t", 9) == 0) {
+		control_sessions(m, line + 9, out);
 	} else if (strncmp(line, "kick\t", 5) == 0) {
 		control_kick(m, c, line + 5, out);
 	} else {
@@ -672,6 +777,7 @@ static void control_command(struct master *m, struct control_client *c,
 	}
 }
 
+/* Answer one line into c->out (written by control_flush). */
 static int control_line(struct master *m, struct control_client *c,
 			char *line)
 {
@@ -691,43 +797,81 @@ static int control_line(struct master *m, struct control_client *c,
 	} else {
 		control_command(m, c, line, &out);
 	}
-	if (write_full(c->fd, buf_head(&out), buf_used(&out)) < 0)
+	if (buf_append(&c->out, buf_head(&out), buf_used(&out)) < 0)
 		ret = -1;
 	buf_free(&out);
 	return ret;
 }
 
+/* Write what c->out holds without blocking: 0, or -1 (closed). */
+static int control_flush(struct control_client *c)
+{
+	if (buf_write_fd(&c->out, c->fd) < 0) {
+		control_client_close(c);
+		return -1;
+	}
+	if (buf_used(&c->out) == 0)
+		buf_shrink(&c->out);
+	return 0;
+}
+
+/* The complete lines in c->in, one at a time, until an answer waits
+ * for the client to read (its next lines wait with it). */
+static void control_lines(struct master *m, struct control_client *c)
+{
+	char *nl;
+	while (c->fd >= 0 && buf_used(&c->out) == 0 &&
+	       (nl = memchr(c->in, '\n', c->in_len)) != NULL) {
+		*nl = '\0';
+		int r = control_line(m, c, c->in);
+		size_t used = (size_t)(nl - c->in) + 1;
+		memmove(c->in, nl + 1, c->in_len - used);
+		c->in_len -= used;
+		if (control_flush(c) < 0)
+			return;
+		if (r < 0) {
+			control_client_close(c);    /* after its answer */
+			return;
+		}
+	}
+	if (c->fd >= 0 && c->in_len == sizeof(c->in))
+		control_client_close(c);    /* a line too long */
+}
+
 static void control_read(struct master *m, struct control_client *c)
 {
 	ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		      errno == EINTR))
+		return;
 	if (n <= 0) {
 		control_client_close(c);
 		return;
 	}
 	c->in_len += (size_t)n;
-	char *nl;
-	while (c->fd >= 0 && (nl = memchr(c->in, '\n', c->in_len)) != NULL) {
-		*nl = '\0';
-		if (control_line(m, c, c->in) < 0) {
-			control_client_close(c);
-			return;
-		}
-		size_t used = (size_t)(nl - c->in) + 1;
-		memmove(c->in, nl + 1, c->in_len - used);
-		c->in_len -= used;
-	}
-	if (c->in_len == sizeof(c->in))
-		control_client_close(c);    /* a line too long */
+	c->last_ms = time_now_ms();
+	control_lines(m, c);
 }
 
 void master_control_handle(struct master *m, int fd, short revents)
 {
-	(void)revents;
 	if (fd == m->control_fd) {
 		control_accept(m);
 		return;
 	}
-	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++)
-		if (m->clients[i].fd == fd)
-			control_read(m, &m->clients[i]);
+	for (unsigned i = 0; i < MASTER_CONTROL_CLIENTS; i++) {
+		struct control_client *c = &m->clients[i];
+		if (c->fd != fd)
+			continue;
+		if (buf_used(&c->out) > 0) {
+			if ((revents & (POLLOUT | POLLERR | POLLHUP)) == 0 ||
+			    control_flush(c) < 0)
+				return;
+			if (buf_used(&c->out) == 0)
+				control_lines(m, c);    /* lines that waited */
+		} else {
+			control_read(m, c);
+		}
+		return;
+	}
 }

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include "buf.h"
 #include "config.h"
 #include "ipc.h"
 #include "queue.h"
@@ -43,8 +44,12 @@ struct master_slot {
 struct control_client {
 	int fd;                 /* -1: unused */
 	int handshaken;         /* VERSION line received */
+	int priv;               /* root or the daemon user (SO_PEERCRED) */
+	int64_t last_ms;        /* accepted or last line read */
 	char in[8192];          /* a kick line holds a JID and a text */
 	size_t in_len;
+	struct buf out;         /* answers not yet written: while any are
+				   left, the client's next lines wait */
 };
 
 struct master {

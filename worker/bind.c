@@ -169,6 +169,13 @@ static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 	const char *res;
 	int chosen;
 	enum session_refusal why;
+	/* c2s.timeout holds to the millisecond, not to the next sweep:
+	   user del's late-login watch (master/control.c) relies on it */
+	if (c->deadline_ms != 0 && time_now_ms() >= c->deadline_ms) {
+		log_info("c%u %s: no authentication in time", c->id, c->peer);
+		stream_error(c, "connection-timeout", NULL);
+		return;
+	}
 	if (bind_resource(c, bind, &res, &chosen) < 0) {
 		stanza_error_reply(c, iq, "modify", "bad-request",
 				   "invalid resourcepart");

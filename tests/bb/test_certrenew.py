@@ -9,12 +9,14 @@ is refused by the reload with a logged reason and the old certificate
 is still served; the hook itself refuses such a lineage and installs
 nothing.  Needs XMPPD_TEST_PGCONN.
 """
+import grp
 import hashlib
 import os
 import re
 import shutil
 import signal
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -451,9 +453,68 @@ def test_worker_without_certificate_fails_closed():
         assert refused > 0 and served > 0, (refused, served)
 
 
+SHIM = """#!/bin/sh
+# records the modes in the target directory around each call
+snap() { for f in "$SHIM_DIR"/* "$SHIM_DIR"/.[!.]*; do
+	[ -e "$f" ] && stat -c "%a %n" "$f"; done >> "$SHIM_LOG"; }
+snap
+"/bin/$(basename "$0")" "$@"
+rc=$?
+snap
+exit $rc
+"""
+
+
+def test_hook_spaces_and_no_readable_key():
+    """The hook with spaces in RENEWED_LINEAGE and in the installed
+    paths, under umask 022: the key is installed 0640 and no file the
+    hook makes next to it is ever readable by others (each cp, chown,
+    chmod and mv is watched); xmppd not running is no failure."""
+    root = tempfile.mkdtemp(prefix="xmppd-test-hook-")
+    try:
+        lineage, _ = make_lineage(root, "my cert")
+        # a key readable by all in the lineage (as older certbot made
+        # them): the hook's own umask must keep its copies private
+        os.chmod(os.path.join(lineage, "privkey.pem"), 0o644)
+        tls = os.path.join(root, "etc dir", "xmppd conf")
+        os.makedirs(tls)
+        shims = os.path.join(root, "shims")
+        os.makedirs(shims)
+        for cmd in ("cp", "chown", "chmod", "mv"):
+            with open(os.path.join(shims, cmd), "w") as f:
+                f.write(SHIM)
+            os.chmod(os.path.join(shims, cmd), 0o755)
+        log = os.path.join(root, "modes.log")
+        open(log, "w").close()
+        env = dict(os.environ, RENEWED_LINEAGE=lineage, RENEWED_DOMAINS="localhost",
+                   XMPPD_CERT=os.path.join(tls, "cert.pem"),
+                   XMPPD_KEY=os.path.join(tls, "key.pem"),
+                   XMPPD_GROUP=grp.getgrgid(os.getgid()).gr_name,
+                   XMPPCTL="%s -s %s" % (XMPPCTL, os.path.join(root, "none.sock")),
+                   PATH=shims + ":" + os.environ["PATH"], SHIM_DIR=tls, SHIM_LOG=log)
+        h = subprocess.run(["sh", HOOK], env=env, capture_output=True, text=True,
+                           timeout=60, preexec_fn=lambda: os.umask(0o022))
+        assert h.returncode == 0, h.stdout + h.stderr
+        assert "not running" in h.stdout, h.stdout
+        assert sorted(os.listdir(tls)) == ["cert.pem", "key.pem"], os.listdir(tls)
+        for name, src, mode in (("key.pem", "privkey.pem", 0o640),
+                                ("cert.pem", "fullchain.pem", 0o644)):
+            with open(os.path.join(tls, name), "rb") as f1, \
+                    open(os.path.join(lineage, src), "rb") as f2:
+                assert f1.read() == f2.read(), name
+            assert stat.S_IMODE(os.stat(os.path.join(tls, name)).st_mode) == mode, name
+        seen = [l.split(" ", 1) for l in open(log).read().splitlines()]
+        keys = [(m, n) for m, n in seen if "key" in os.path.basename(n)]
+        assert keys, seen
+        assert all(int(m, 8) & 0o007 == 0 for m, n in keys), keys
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
     run_tests([test_hook_renews_without_dropping,
                test_mismatched_key_keeps_old_certificate,
                test_worker_keeps_context_on_mismatch,
                test_reload_turns_tls_off_and_on,
-               test_worker_without_certificate_fails_closed])
+               test_worker_without_certificate_fails_closed,
+               test_hook_spaces_and_no_readable_key])

@@ -7,15 +7,24 @@ account's sessions and `user passwd --kick` the changed one's; `user
 show`; exit codes 0/1/2 with a one-line error before the usage.
 Needs XMPPD_TEST_PGCONN.
 """
+import datetime
+import grp
 import json
 import os
+import pwd
 import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, Server, pid_alive, run_tests,  # noqa: E402
-                     stream_error_re, wait_for)
+from harness import (XMPPCTL, Client, Server, pid_alive,  # noqa: E402
+                     run_tests, stream_error_re, wait_for)
 
 NS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
 USERS = [("alice@localhost", "alice-pw"), ("bob@localhost", "bob-pw"),
@@ -352,8 +361,346 @@ def test_root_uses_daemon_role():
         assert r.stdout == "alice@localhost\n", r.stdout
 
 
+def control_as(path, uid, gid, lines):
+    """The control socket's answer to lines, sent by uid:gid in a child."""
+    script = ("import socket,sys\n"
+              "s=socket.socket(socket.AF_UNIX)\n"
+              "s.settimeout(20)\n"
+              "s.connect(sys.argv[1])\n"
+              "s.sendall(sys.argv[2].encode())\n"
+              "s.shutdown(socket.SHUT_WR)\n"
+              "d=b''\n"
+              "while True:\n"
+              "    b=s.recv(65536)\n"
+              "    if not b: break\n"
+              "    d+=b\n"
+              "sys.stdout.write(d.decode())\n")
+    r = subprocess.run([sys.executable, "-c", script, path,
+                        "VERSION\txmppctl\t1\n" + "".join(l + "\n" for l in lines)],
+                       capture_output=True, text=True, timeout=30, user=uid,
+                       group=gid)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_sessions_and_kick_need_privilege():
+    """A local user who may open the socket (its group or mode) but is
+    neither root nor the daemon user sees status, not the sessions with
+    their client addresses, and kicks no one."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    with Server(workers=1, users=USERS[:1],
+                overrides={"control.group": "nogroup"}) as srv:
+        os.chmod(srv.dir, 0o711)
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "priv")
+        try:
+            got = control_as(srv.control, nobody, nogroup, ["status"])
+            assert "\nmaster\tpid=" in got and got.endswith("OK\n"), got
+            for line in ("sessions", "sessions\talice@localhost", "bans",
+                         "kick\talice@localhost\tpolicy-violation\tx"):
+                got = control_as(srv.control, nobody, nogroup, [line])
+                name = line.split("\t")[0]
+                assert got.split("\n")[1] == ("ERROR\tpermission denied: "
+                    "'%s' needs root or the daemon user" % name), got
+                assert "127.0.0.1" not in got and "alice" not in got, got
+            still_online(a, "priv1")
+            assert sessions_json(srv)["total"] == 1
+        finally:
+            a.close()
+
+
+def test_client_that_does_not_read():
+    """A control client that sends commands and never reads its answers
+    does not stop the master: other clients are still answered, and its
+    answers wait for it, complete."""
+    with Server(workers=1) as srv:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(srv.control)
+        try:
+            s.sendall(b"VERSION\txmppctl\t1\n")
+            s.setblocking(False)
+            chunk = b"help\n" * 1000
+            sent = 0
+            for _ in range(2000):       # until the master stops reading
+                try:
+                    sent += s.send(chunk)
+                except BlockingIOError:
+                    break
+            assert sent > 0, sent
+            r = srv.ctl("status")
+            assert r.returncode == 0 and "master\tpid=" in r.stdout, r
+            s.setblocking(True)
+            s.settimeout(20)
+            got = b""
+            while len(got) < 64 * 1024:
+                got += s.recv(65536)
+            assert got.startswith(b"VERSION\txmppd\t1\ncommands\tstatus\t"), got[:200]
+            assert got.count(b"\nOK\n") >= 100, got[:200]
+        finally:
+            s.close()
+        r = srv.ctl("status")
+        assert r.returncode == 0, r
+
+
+def test_json_valid_whatever_the_server_sends():
+    """--json output is valid UTF-8 JSON even when a field holds bytes
+    that are not UTF-8 or control characters (a stand-in server sends
+    them: xmppd's JIDs cannot hold either)."""
+    d = tempfile.mkdtemp(prefix="xmppctl-json-")
+    path = os.path.join(d, "fake.sock")
+    raw = b"a@b/\xff\xc0\xed\xa0\x80\xf4\x90\x80\x80x\x01\x7f\"\\y \xc3\xa9"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+    srv.settimeout(20)
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            f = c.makefile("rb")
+            f.readline()
+            c.sendall(b"VERSION\txmppd\t1\n")
+            f.readline()
+            c.sendall(b"session\tjid=" + raw + b"\tworker=0\taddress=::1\tport=5\t"
+                      b"tls=TLSv1.3\tmechanism=PLAIN\tsince=0\tidle=0\n"
+                      b"sessions\ttotal=1\tshown=1\nOK\n")
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        r = subprocess.run([XMPPCTL, "-s", path, "--json", "sessions"],
+                           capture_output=True, timeout=20)
+    finally:
+        t.join(timeout=20)
+        srv.close()
+        shutil.rmtree(d)
+    assert r.returncode == 0, r
+    got = json.loads(r.stdout.decode("utf-8"))
+    assert got["sessions"][0]["jid"] == raw.decode("utf-8", "replace"), got
+    assert got["sessions"][0]["port"] == 5 and got["total"] == 1, got
+
+
+def test_kick_reason_must_be_xml_text():
+    """A reason that is not well-formed UTF-8 or not XML character data
+    (a surrogate, an overlong form, past U+10FFFF, U+FFFF) is refused
+    before anyone is kicked: it would make the client's stream invalid."""
+    with Server(workers=1, users=USERS[:1]) as srv:
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "r")
+        try:
+            for bad in (b"\xed\xa0\x80", b"\xe0\x80\xaf", b"\xf4\x90\x80\x80",
+                        b"\xef\xbf\xbf", b"ok \xc3"):
+                r = srv.ctl("kick", a_full, b"why " + bad)
+                assert (r.returncode, r.stderr) == (1, "xmppctl: the text must be "
+                    "UTF-8 without control characters, under 1024 bytes\n"), (bad, r)
+            still_online(a, "t1")
+            r = srv.ctl("kick", a_full, "caf\u00e9 \U0001F600")
+            assert r.returncode == 0, r
+            assert stream_error_text(a, "policy-violation") == "caf\u00e9 \U0001F600"
+        finally:
+            a.close()
+
+
+def connected_at(srv, c):
+    """The wall-clock time the worker logged c's connection."""
+    port = c.sock.getsockname()[1]
+    pat = r"(\S+)Z w\d+ debug: c\d+ 127\.0\.0\.1:%d: connected" % port
+    m = wait_for(lambda: re.search(pat, srv.log_text()), what="connected line")
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_no_bind_after_c2s_timeout():
+    """A connection binds within c2s.timeout of connecting or never
+    (user del's late-login watch lasts that long): an authenticated
+    client that binds just after gets <connection-timeout/>, not a
+    session, also before the worker's once-a-second timeout sweep (a
+    second client keeps the worker awake, so the sweeps fall anywhere)."""
+    with Server(workers=1, users=USERS[:2], overrides={"c2s.timeout": "1s"}) as srv:
+        busy, _ = login(srv, "bob@localhost", "bob-pw", "busy")
+        try:
+            for n in range(4):
+                late = Client(srv.port)
+                try:
+                    late.open()
+                    late.starttls()
+                    assert late.auth_scram("alice", "alice-pw").startswith("<success")
+                    late.open()
+                    t = connected_at(srv, late) + 1.03
+                    for k in range(100):    # bounded: 1 s at most
+                        if time.time() >= t:
+                            break
+                        still_online(busy, "b%d_%d" % (n, k))
+                        time.sleep(0.01)
+                    late.send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:"
+                              "xml:ns:xmpp-bind'><resource>l%d</resource></bind></iq>" % n)
+                    got = late.read_until(stream_error_re("connection-timeout") +
+                                          "|<jid>[^<]*</jid>")
+                    assert "<jid>" not in got, (n, got)
+                finally:
+                    late.close()
+            assert [s["jid"] for s in sessions_json(srv)["sessions"]] == \
+                ["bob@localhost/busy"]
+        finally:
+            busy.close()
+
+
+def test_user_del_unprivileged_changes_nothing():
+    """`user del` (and `passwd --kick`) by a user who may reach the
+    database and open the control socket but may not end sessions
+    fails before the account changes: it never leaves a deleted
+    account's session online."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    with Server(workers=1, users=USERS[:1],
+                overrides={"control.group": "nogroup"}) as srv:
+        os.chmod(srv.dir, 0o711)
+        os.chmod(srv.config, 0o644)
+        a, a_full = login(srv, "alice@localhost", "alice-pw", "stay")
+        try:
+            base = [XMPPCTL, "-c", srv.config] + sum(
+                (["-o", "%s=%s" % kv] for kv in srv.overrides.items()), [])
+            for args, inp in ((["user", "del", "alice@localhost"], None),
+                              (["user", "passwd", "alice@localhost", "--kick"], "other-pw\n")):
+                r = subprocess.run(base + args, input=inp, capture_output=True, text=True,
+                                   timeout=60, user=nobody, group=nogroup)
+                assert r.returncode == 1, (args, r)
+                assert r.stdout == "", (args, r.stdout)
+                assert r.stderr == "xmppctl: permission denied: 'sessions' needs root " \
+                    "or the daemon user\n", (args, r.stderr)
+            still_online(a, "s1")
+            b, _ = login(srv, "alice@localhost", "alice-pw", "again")
+            b.close()
+        finally:
+            a.close()
+
+
+def test_user_del_many_accounts_all_watched():
+    """Deleting more accounts than before in one go (a purge of spam
+    accounts, here 70 in well under c2s.timeout) still ends a login in
+    progress for the first one when it binds after the last delete."""
+    users = [("spam%02d@localhost" % i, "pw-%02d" % i) for i in range(70)]
+    with Server(workers=1, users=users[:1], overrides={"c2s.timeout": "5m"}) as srv:
+        for jid, pw in users[1:]:
+            srv.add_user(jid, pw)
+        late = Client(srv.port)
+        try:
+            late.open()
+            late.starttls()
+            assert late.auth_scram("spam00", "pw-00").startswith("<success")
+            late.open()
+            for jid, _ in users:
+                r = srv.ctl_config("user", "del", jid)
+                assert r.stdout.startswith("deleted %s\n" % jid), r.stdout
+            assert late.bind("late") == "spam00@localhost/late"
+            assert stream_error_text(late, "not-authorized") == "account deleted"
+        finally:
+            late.close()
+
+
+def test_user_del_watch_after_c2s_timeout_lowered():
+    """A login that connected while c2s.timeout was 30s keeps that long
+    to bind after a reload lowers it to 1s: `user del`'s watch lasts as
+    long, and ends it when it binds after the new, shorter timeout."""
+    with Server(workers=1, users=USERS[:1], config_text="c2s.timeout = 30s\n") as srv:
+        late = Client(srv.port)
+        try:
+            late.open()
+            late.starttls()
+            assert late.auth_scram("alice", "alice-pw").startswith("<success")
+            late.open()
+            srv.write_config("c2s.timeout = 1s\n")
+            r = srv.ctl("reload")
+            assert r.returncode == 0 and "changed\tc2s.timeout" in r.stdout, r
+            wait_for(lambda: all(w["generation"] == 2 for w in srv.status()["workers"]),
+                     what="workers on generation 2")
+            r = srv.ctl_config("user", "del", "alice@localhost")
+            assert r.stdout == "deleted alice@localhost\n0 live sessions ended\n", r.stdout
+            time.sleep(1 + 1 + 1.5)     # past a watch of the new c2s.timeout
+            assert late.bind("late") == "alice@localhost/late"
+            assert stream_error_text(late, "not-authorized") == "account deleted"
+        finally:
+            late.close()
+
+
+def test_unprivileged_clients_do_not_lock_out_root():
+    """A socket-group member holding every control connection open (and
+    idle) does not keep root out: root's xmppctl still gets an answer;
+    another unprivileged xmppctl is told why in one line."""
+    if os.geteuid() != 0:
+        print("# skipped: needs root")
+        return
+    nobody = pwd.getpwnam("nobody").pw_uid
+    nogroup = grp.getgrnam("nogroup").gr_gid
+    with Server(workers=1, overrides={"control.group": "nogroup"}) as srv:
+        os.chmod(srv.dir, 0o711)
+        script = ("import socket,sys,time\n"
+                  "ss=[]\n"
+                  "for i in range(40):\n"
+                  "    s=socket.socket(socket.AF_UNIX)\n"
+                  "    s.connect(sys.argv[1])\n"
+                  "    ss.append(s)\n"
+                  "print('held', flush=True)\n"
+                  "sys.stdin.read()\n")
+        holder = subprocess.Popen([sys.executable, "-c", script, srv.control],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, user=nobody, group=nogroup)
+        try:
+            assert holder.stdout.readline() == "held\n"
+            # another unprivileged user is told, in one line
+            r = subprocess.run([XMPPCTL, "-s", srv.control, "status"], capture_output=True,
+                               text=True, timeout=20, user=nobody, group=nogroup)
+            assert (r.returncode, r.stderr) == (1, "xmppctl: too many control clients\n"), r
+            r = srv.ctl("status")
+            assert r.returncode == 0 and "master\tpid=" in r.stdout, r
+            r = srv.ctl("sessions")
+            assert r.returncode == 0, r
+        finally:
+            holder.stdin.close()
+            holder.wait(timeout=20)
+
+
+def test_user_del_of_gone_account_ends_its_sessions():
+    """An account deleted behind xmppctl's back (in SQL, or by a user
+    del whose kick failed) but still online: `user del` says there is no
+    such user (exit 1) and still ends the live sessions, so running it
+    again is the way out."""
+    with Server(workers=1, users=USERS[:2]) as srv:
+        a, _ = login(srv, "alice@localhost", "alice-pw", "ghost")
+        b, _ = login(srv, "bob@localhost", "bob-pw", "b")
+        try:
+            srv.db.psql("DELETE FROM accounts WHERE username = 'alice'",
+                        conninfo=srv.db.conninfo)
+            r = srv.ctl_config("user", "del", "alice@localhost", check=False)
+            assert (r.returncode, r.stderr) == (1, "xmppctl: no such user "
+                                                "alice@localhost\n"), r
+            assert r.stdout == "1 live session ended\n", r.stdout
+            assert stream_error_text(a, "not-authorized") == "account deleted"
+            still_online(b, "g1")
+            r = srv.ctl_config("user", "passwd", "ghost@localhost", input="x\n", check=False)
+            assert (r.returncode, r.stderr, r.stdout) == (
+                1, "xmppctl: no such user ghost@localhost\n", ""), r
+        finally:
+            a.close()
+            b.close()
+
+
 if __name__ == "__main__":
     run_tests([test_sessions_two_workers, test_idle_counts_from_client_bytes,
                test_kick_full_and_bare, test_user_del_ends_sessions,
                test_passwd_kick, test_user_show_and_json_listings,
-               test_usage_errors, test_root_uses_daemon_role])
+               test_usage_errors, test_root_uses_daemon_role,
+               test_sessions_and_kick_need_privilege,
+               test_client_that_does_not_read,
+               test_json_valid_whatever_the_server_sends,
+               test_kick_reason_must_be_xml_text,
+               test_no_bind_after_c2s_timeout,
+               test_user_del_unprivileged_changes_nothing,
+               test_user_del_many_accounts_all_watched,
+               test_user_del_watch_after_c2s_timeout_lowered,
+               test_unprivileged_clients_do_not_lock_out_root,
+               test_user_del_of_gone_account_ends_its_sessions])
