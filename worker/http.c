@@ -339,6 +339,13 @@ static int http_on_url(http_parser *p, const char *at, size_t len)
 static int http_on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
+	/* the parser (not built strict) takes SP as a name character:
+	 * "Transfer-Encoding : chunked" or a line starting with SP would
+	 * be one header here and another or none in a proxy in front
+	 * (RFC 9112 5.1: 400) */
+	if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
+		return http_fail(hc, 400, "whitespace in or before a header "
+				 "name");
 	if (hc->field_open != 1) {      /* ends the url or the last value */
 		hc->head_bytes += 3;
 		if (http_head_add(hc, "", 1) < 0)
@@ -657,17 +664,67 @@ static void http_line_seen(struct http_conn *hc, const char *data, size_t n,
 		hc->line_done = 1;
 }
 
+/* The head's own line structure, read ahead of the parser: a line of
+ * the head that starts with SP or HT (obs-fold, or whitespace before
+ * the first header) is refused (RFC 9112 5.2, 2.2: 400).  The parser
+ * (not built strict) would join it to the value before, even to an
+ * empty one ("Transfer-Encoding:" CRLF SP "chunked"), where a proxy in
+ * front may see something else.  States: before the request line
+ * (empty lines skipped, as the parser does), in a line, at the start
+ * of a line, after the blank line (done until the next request). */
+enum { HTTP_SCAN_PRE, HTTP_SCAN_LINE, HTTP_SCAN_START, HTTP_SCAN_DONE };
+
+static int http_scan_head(struct http_conn *hc)
+{
+	const char *d = buf_head(&hc->in);
+	size_t len = buf_used(&hc->in), i = hc->scan_off;
+	for (; i < len && hc->scan != HTTP_SCAN_DONE; i++) {
+		char c = d[i];
+		switch (hc->scan) {
+		case HTTP_SCAN_PRE:
+			if (c != '\r' && c != '\n')
+				hc->scan = HTTP_SCAN_LINE;
+			break;
+		case HTTP_SCAN_LINE:
+			if (c == '\n')
+				hc->scan = HTTP_SCAN_START;
+			break;
+		default:        /* HTTP_SCAN_START */
+			if (c == ' ' || c == '\t')
+				return -1;
+			hc->scan = c == '\r' || c == '\n' ? HTTP_SCAN_DONE :
+				   HTTP_SCAN_LINE;
+			break;
+		}
+	}
+	hc->scan_off = i;
+	return 0;
+}
+
 void http_process(struct http_conn *hc)
 {
 	while (!hc->want_close && !hc->closed && buf_used(&hc->in) > 0 &&
 	       buf_used(&hc->out) < HTTP_OUT_HIGH) {
 		int was_in = hc->in_request;
+		if (http_scan_head(hc) < 0) {
+			http_refuse(hc, 400, "header line folded or starting "
+				    "with whitespace");
+			break;
+		}
 		size_t n = http_parser_execute(&hc->parser, &http_settings,
 					       buf_head(&hc->in),
 					       buf_used(&hc->in));
 		enum http_errno e = HTTP_PARSER_ERRNO(&hc->parser);
 		http_line_seen(hc, buf_head(&hc->in), n, !was_in);
 		buf_consume(&hc->in, n);
+		if (hc->complete) {
+			/* what is left is the next request's (the parser
+			 * may leave the last LF of this one: skipped) */
+			hc->scan = HTTP_SCAN_PRE;
+			hc->scan_off = 0;
+		} else {
+			hc->scan_off = hc->scan_off > n ? hc->scan_off - n : 0;
+		}
 		if (hc->error_status != 0) {
 			http_refuse(hc, hc->error_status, hc->error_reason);
 			break;

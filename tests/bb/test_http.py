@@ -258,6 +258,39 @@ def test_bad_requests():
         assert c.getresponse().status == 200
 
 
+def test_smuggling():
+    """What a proxy in front could read otherwise is refused with 400
+    and the connection closes (RFC 9112 5.1, 5.2, 6.1, 6.3): whitespace
+    in or before a header name, obs-fold (even after an empty value),
+    Content-Length with Transfer-Encoding, two Content-Lengths, a
+    Transfer-Encoding whose last coding is not chunked, a bare CR, a NUL,
+    a chunk size over 64 bits."""
+    post = b"POST %s HTTP/1.1\r\nHost: a\r\n" % LIVE.encode()
+    cases = [
+        post + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"GET %s HTTP/1.1\r\n Host: a\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n\r\n" % LIVE.encode(),
+        post + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        post + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        post + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        post + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+        post + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        post + b"X: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        post + b"X: a\0b\r\n\r\n",
+        post + b"Transfer-Encoding: chunked\r\n\r\n1FFFFFFFFFFFFFFFF\r\n",
+    ]
+    with http_server() as s:
+        for data in cases:
+            with connect(s.http_port) as sock:
+                name = "%s:%d" % sock.getsockname()[:2]
+                sock.sendall(data)
+                status, h, body = read_response(sock.makefile("rb"))
+                assert (status, h.get("connection")) == (400, "close"), (status, data)
+                assert at_eof(sock), data
+            refusal_logged(s, 400, name)
+
+
 def test_admin_addresses():
     # loopback is not an admin address here: 403 over IPv4 and IPv6
     with http_server(**{"http.admin_addresses": "192.0.2.0/24 2001:db8::/32"}) as s:
@@ -424,6 +457,6 @@ def test_config_check():
 
 if __name__ == "__main__":
     run_tests([test_routes, test_keep_alive, test_pipelining_and_chunked,
-               test_bad_requests, test_admin_addresses, test_https,
+               test_bad_requests, test_smuggling, test_admin_addresses, test_https,
                test_connection_limit, test_timeouts, test_c2s_alongside,
                test_reload_and_off, test_config_check])
