@@ -304,6 +304,7 @@ static int http_on_message_begin(http_parser *p)
 	hc->head_bytes = 16;
 	hc->field_open = 0;
 	hc->line_done = 0;
+	hc->head_done = 0;
 	hc->in_request = 1;
 	return 0;
 }
@@ -336,9 +337,24 @@ static int http_on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Trailer fields of a chunked body (the parser reports them as more
+ * headers) are counted against http.max_header_size and dropped
+ * (RFC 9110 6.5.1): nothing here reads them, and merged into the head
+ * they would shift the path and query stored after it. */
+static int http_trailer(struct http_conn *hc, size_t len)
+{
+	hc->head_bytes += len;
+	if (hc->head_bytes > hc->w->cfg->http_max_header_size)
+		return http_fail(hc, 431, "request trailers over "
+				 "http.max_header_size");
+	return 0;
+}
+
 static int http_on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
+	if (hc->head_done)
+		return http_trailer(hc, len + 4);
 	/* the parser (not built strict) takes SP as a name character:
 	 * "Transfer-Encoding : chunked" or a line starting with SP would
 	 * be one header here and another or none in a proxy in front
@@ -358,6 +374,8 @@ static int http_on_header_field(http_parser *p, const char *at, size_t len)
 static int http_on_header_value(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
+	if (hc->head_done)
+		return http_trailer(hc, len);
 	if (hc->field_open == 1) {
 		if (http_head_add(hc, "", 1) < 0)
 			return -1;
@@ -430,6 +448,7 @@ static int http_on_headers_complete(http_parser *p)
 	hc->head_bytes += 1;
 	if (http_head_add(hc, "", 1) < 0)
 		return -1;
+	hc->head_done = 1;
 	if (p->http_major != 1)
 		return http_fail(hc, 505, "HTTP major version not 1");
 	if (hc->over_limit)

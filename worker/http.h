@@ -99,6 +99,8 @@ struct http_conn {
 	struct buf out;         /* responses not yet written */
 	int field_open;         /* 1 in a header name, 2 in a value */
 	int line_done;          /* the request line has ended */
+	int head_done;          /* headers complete: what follows is body
+				 * (and trailers, which are dropped) */
 	int scan;               /* http_scan_head's state in the head */
 	size_t scan_off;        /* bytes of in it has seen */
 	unsigned nhdrs;
