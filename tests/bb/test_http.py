@@ -467,9 +467,67 @@ def test_config_check():
     r = subprocess.run(base + over + ["-o", "http.port=0"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
+def test_no_descriptor_leak():
+    """Connections cut in the middle of a request by a reload (SIGHUP)
+    or a worker's crash leave no descriptor behind: the master's and
+    the worker's counts in /proc/PID/fd come back to what they were."""
+    def nfds(pid):
+        return len(os.listdir("/proc/%d/fd" % pid))
+
+    def served():
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", LIVE)
+        ok = c.getresponse().read() == b"ok\n"
+        c.close()
+        return ok
+
+    def half_requests(n):
+        socks = [connect(s.http_port) for _ in range(n)]
+        for sock in socks:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHo" % LIVE.encode())
+        return socks
+
+    with http_server() as s:
+        assert served()
+        wpid = s.worker_pids()[0]
+        master_fds, worker_fds = nfds(s.master_pid), nfds(wpid)
+        # reload with requests half sent: they complete, then all closes
+        socks = half_requests(20)
+        wait_for(lambda: nfds(wpid) >= worker_fds + 20, what="20 connections in")
+        s.write_config("http.max_url_size = 2K\n")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: all(w["generation"] == 2 for w in s.status()["workers"]),
+                 what="generation 2")
+        for sock in socks:
+            sock.sendall(b"st: a\r\nConnection: close\r\n\r\n")
+            assert read_response(sock.makefile("rb"))[:3:2] == (200, b"ok\n")
+            assert at_eof(sock)
+            sock.close()
+        assert s.worker_pids() == [wpid]
+        wait_for(lambda: nfds(wpid) == worker_fds,
+                 what="worker back to %d descriptors" % worker_fds)
+        assert nfds(s.master_pid) == master_fds
+        # the worker dies with requests half sent: the clients see the
+        # end, the master and the new worker hold what they held
+        socks = half_requests(20)
+        wait_for(lambda: nfds(wpid) >= worker_fds + 20, what="20 connections in")
+        os.kill(wpid, signal.SIGKILL)
+        for sock in socks:
+            assert at_eof(sock)
+            sock.close()
+        wait_for(lambda: s.worker_pids()[0] not in (0, wpid) and s.status_ok(),
+                 what="a new worker")
+        wait_for(served, what="the new worker serving")
+        wpid = s.worker_pids()[0]
+        wait_for(lambda: nfds(wpid) == worker_fds,
+                 what="new worker with %d descriptors" % worker_fds)
+        wait_for(lambda: nfds(s.master_pid) == master_fds,
+                 what="master back to %d descriptors" % master_fds)
+
 
 if __name__ == "__main__":
     run_tests([test_routes, test_keep_alive, test_pipelining_and_chunked,
                test_bad_requests, test_smuggling, test_admin_addresses, test_https,
                test_connection_limit, test_timeouts, test_c2s_alongside,
-               test_reload_and_off, test_config_check])
+               test_reload_and_off, test_no_descriptor_leak,
+               test_config_check])
