@@ -19,6 +19,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,18 +142,52 @@ const char *http_header(const struct http_request *req, const char *name)
 	return NULL;
 }
 
-static int http_header_ok(const char *s)
+/* RFC 9110 5.6.2: a header name is a token. */
+static int http_token_ok(const char *s)
 {
-	return strpbrk(s, "\r\n") == NULL;
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) &&
+		    strchr("!#$%&'*+-.^_`|~", *s) == NULL)
+			return 0;
+	return 1;
 }
+
+/* RFC 9110 5.5: a value has no control character but HTAB (a CR or
+ * LF would end the line and let the rest pass for headers or body). */
+static int http_value_ok(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* What http_write says itself (framing, the connection's fate): a
+ * second one from a handler would let a client or proxy read the
+ * response's length or the connection otherwise. */
+static const char *const http_own_headers[] = {
+	"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+	"Trailer", "Date", "Server", "Content-Type",
+};
 
 void http_response_header(struct http_response *resp, const char *name,
 			  const char *value)
 {
-	if (!http_header_ok(name) || !http_header_ok(value) ||
-	    strchr(name, ':') != NULL) {
-		log_error("http: header '%s' dropped: CR, LF or ':' in it", name);
+	if (!http_token_ok(name) || !http_value_ok(value)) {
+		log_error("http: header '%s' dropped: not a token, or a "
+			  "control character in its value", name);
 		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(http_own_headers); i++) {
+		if (strcasecmp(name, http_own_headers[i]) == 0) {
+			log_error("http: header '%s' dropped: the front writes "
+				  "it (content_type, close)", name);
+			return;
+		}
 	}
 	if (buf_appendf(&resp->headers, "%s: %s\r\n", name, value) < 0)
 		log_error("http: header '%s' dropped: too many headers", name);
@@ -571,6 +606,13 @@ static void http_call(struct http_conn *hc, const struct http_route *r,
 	if (resp.close) {
 		g.close = 1;
 		g.keep_alive_10 = 0;
+	}
+	if (resp.content_type != NULL && !http_value_ok(resp.content_type)) {
+		log_error("h%u: handler of %s: control character in the "
+			  "content type: 500", hc->id, r->path);
+		resp.status = 500;
+		resp.content_type = NULL;
+		resp.body.len = resp.body.off;
 	}
 	if (resp.status < 200 || resp.status > 599) {
 		log_error("h%u: handler of %s answered status %d: 500",

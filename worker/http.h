@@ -52,8 +52,12 @@ struct http_response {
 	int close;              /* the handler wants the connection closed */
 };
 
-/* Add a header line to the response (no CR/LF in name or value: such a
- * header is dropped and logged, it would split the response). */
+/* Add a header line to the response.  Dropped and logged at error:
+ * a name that is not a token, a value with a control character but
+ * HTAB (CR/LF would split the response), and the headers the front
+ * writes itself (Content-Length, Transfer-Encoding, Connection,
+ * Keep-Alive, Trailer, Date, Server, Content-Type: use content_type and
+ * close).  A content_type with a control character gives a 500. */
 void http_response_header(struct http_response *resp, const char *name,
 			  const char *value);
 
