@@ -496,6 +496,19 @@ static int http_on_headers_complete(http_parser *p)
 				 "http.max_body_size");
 	struct http_request req = { .hdrs = http_head_hdrs(hc),
 				    .nhdrs = hc->nhdrs };
+	/* RFC 9112 3.2: an HTTP/1.1 request has one Host, an HTTP/1.0
+	 * one at most; else 400 (which Host a proxy in front and we would
+	 * each take is not to be guessed) */
+	unsigned hosts = 0;
+	const char *h = req.hdrs;
+	for (unsigned i = 0; i < req.nhdrs; i++) {
+		const char *value = h + strlen(h) + 1;
+		hosts += strcasecmp(h, "Host") == 0;
+		h = value + strlen(value) + 1;
+	}
+	if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
+		return http_fail(hc, 400, hosts > 1 ? "more than one Host "
+				 "header" : "HTTP/1.1 request without Host");
 	const char *expect = http_header(&req, "Expect");
 	if (expect != NULL) {
 		if (strcasecmp(expect, "100-continue") != 0)

@@ -202,7 +202,7 @@ def test_pipelining_and_chunked():
         n = 3000
         with connect(s.http_port) as sock:
             data = b"".join(b"GET /health/live?n=%d HTTP/1.1\r\nHost: p\r\n\r\n" % i
-                            if i % 100 else b"GET /gap-%d HTTP/1.1\r\n\r\n" % i
+                            if i % 100 else b"GET /gap-%d HTTP/1.1\r\nHost: p\r\n\r\n" % i
                             for i in range(n))
             # sent from a thread: the server stops reading while its
             # answers are unread, so one thread doing both could block
@@ -233,7 +233,7 @@ def test_bad_requests():
             (431, b"GET / HTTP/1.1\r\nX-Big: " + b"b" * big + b"\r\n\r\n"),
             (431, b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n"),
             (413, b"POST %s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n" % LIVE.encode()),
-            (413, b"POST %s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            (413, b"POST %s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"400\r\n" % LIVE.encode() + b"z" * 1024 + b"\r\n1\r\nz\r\n0\r\n\r\n"),
         ]
         for want, data in cases:
@@ -247,8 +247,9 @@ def test_bad_requests():
             refusal_logged(s, want, name)
         # a body just under the limit is read whole (405: the route is GET)
         with connect(s.http_port) as sock:
-            sock.sendall(b"POST %s HTTP/1.1\r\nContent-Length: 1024\r\n\r\n" % LIVE.encode()
-                         + b"y" * 1024 + b"GET %s HTTP/1.1\r\n\r\n" % LIVE.encode())
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: 1024\r\n\r\n"
+                         % LIVE.encode() + b"y" * 1024
+                         + b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % LIVE.encode())
             f = sock.makefile("rb")
             assert read_response(f)[0] == 405
             assert read_response(f)[:3:2] == (200, b"ok\n")
@@ -264,7 +265,8 @@ def test_smuggling():
     in or before a header name, obs-fold (even after an empty value),
     Content-Length with Transfer-Encoding, two Content-Lengths, a
     Transfer-Encoding whose last coding is not chunked, a bare CR, a NUL,
-    a chunk size over 64 bits."""
+    a chunk size over 64 bits; an HTTP/1.1 request without Host or one
+    with two."""
     post = b"POST %s HTTP/1.1\r\nHost: a\r\n" % LIVE.encode()
     cases = [
         post + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
@@ -279,6 +281,11 @@ def test_smuggling():
         post + b"X: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         post + b"X: a\0b\r\n\r\n",
         post + b"Transfer-Encoding: chunked\r\n\r\n1FFFFFFFFFFFFFFFF\r\n",
+        # RFC 9112 3.2: no Host in HTTP/1.1, two Hosts
+        b"GET %s HTTP/1.1\r\nX: y\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n" % LIVE.encode(),
     ]
     with http_server() as s:
         for data in cases:
