@@ -738,7 +738,7 @@ static void http_line_seen(struct http_conn *hc, const char *data, size_t n,
 		hc->line_done = 1;
 }
 
-/* The head's own line structure, read ahead of the parser: a line of
+/* The head's own line structure, read behind the parser: a line of
  * the head that starts with SP or HT (obs-fold, or whitespace before
  * the first header) is refused (RFC 9112 5.2, 2.2: 400).  The parser
  * (not built strict) would join it to the value before, even to an
@@ -748,11 +748,9 @@ static void http_line_seen(struct http_conn *hc, const char *data, size_t n,
  * of a line, after the blank line (done until the next request). */
 enum { HTTP_SCAN_PRE, HTTP_SCAN_LINE, HTTP_SCAN_START, HTTP_SCAN_DONE };
 
-static int http_scan_head(struct http_conn *hc)
+static int http_scan_head(struct http_conn *hc, const char *d, size_t len)
 {
-	const char *d = buf_head(&hc->in);
-	size_t len = buf_used(&hc->in), i = hc->scan_off;
-	for (; i < len && hc->scan != HTTP_SCAN_DONE; i++) {
+	for (size_t i = 0; i < len && hc->scan != HTTP_SCAN_DONE; i++) {
 		char c = d[i];
 		switch (hc->scan) {
 		case HTTP_SCAN_PRE:
@@ -771,7 +769,6 @@ static int http_scan_head(struct http_conn *hc)
 			break;
 		}
 	}
-	hc->scan_off = i;
 	return 0;
 }
 
@@ -780,24 +777,23 @@ void http_process(struct http_conn *hc)
 	while (!hc->want_close && !hc->closed && buf_used(&hc->in) > 0 &&
 	       buf_used(&hc->out) < HTTP_OUT_HIGH) {
 		int was_in = hc->in_request;
-		if (http_scan_head(hc) < 0) {
-			http_refuse(hc, 400, "header line folded or starting "
-				    "with whitespace");
-			break;
-		}
 		size_t n = http_parser_execute(&hc->parser, &http_settings,
 					       buf_head(&hc->in),
 					       buf_used(&hc->in));
 		enum http_errno e = HTTP_PARSER_ERRNO(&hc->parser);
 		http_line_seen(hc, buf_head(&hc->in), n, !was_in);
+		/* the bytes the parser took (up to its error, if any, as
+		 * whatever the reads were): a fold there comes first */
+		int folded = http_scan_head(hc, buf_head(&hc->in), n) < 0;
 		buf_consume(&hc->in, n);
-		if (hc->complete) {
-			/* what is left is the next request's (the parser
-			 * may leave the last LF of this one: skipped) */
+		if (hc->complete)       /* the next request's head follows (the
+					 * parser may leave the last LF: skipped) */
 			hc->scan = HTTP_SCAN_PRE;
-			hc->scan_off = 0;
-		} else {
-			hc->scan_off = hc->scan_off > n ? hc->scan_off - n : 0;
+		if (folded) {
+			hc->complete = 0;
+			http_refuse(hc, 400, "header line folded or starting "
+				    "with whitespace");
+			break;
 		}
 		if (hc->error_status != 0) {
 			http_refuse(hc, hc->error_status, hc->error_reason);

@@ -106,7 +106,6 @@ struct http_conn {
 	int head_done;          /* headers complete: what follows is body
 				 * (and trailers, which are dropped) */
 	int scan;               /* http_scan_head's state in the head */
-	size_t scan_off;        /* bytes of in it has seen */
 	unsigned nhdrs;
 	size_t url_len;
 	uint64_t head_bytes;    /* request line and headers (http.c) */
