@@ -324,6 +324,14 @@ def test_admin_addresses():
             assert c.getresponse().status == 404
             c.close()
         refusal_logged(s, 403)
+    # an IPv4-mapped entry is the IPv4 address it maps (peers are
+    # matched that way): 127.0.0.1 is let in
+    with http_server(**{"http.admin_addresses": "::ffff:127.0.0.0/104"}) as s:
+        for host, want in (("127.0.0.1", 200), ("::1", 403)):
+            c = http.client.HTTPConnection(host, s.http_port, timeout=10)
+            c.request("GET", LIVE)
+            assert c.getresponse().status == want, host
+            c.close()
     # IPv6 loopback only: ::1 is let in, 127.0.0.1 is not
     with http_server(**{"http.admin_addresses": "::1/128"}) as s:
         for host, want in (("::1", 200), ("127.0.0.1", 403)):
