@@ -118,6 +118,8 @@ struct http_conn {
 	int closed;
 	int over_limit;         /* past http.max_connections: 503 */
 	int peer_eof;           /* the client shut its side down */
+	int ready;              /* on httpconn.c's list to run next turn */
+	struct http_conn *ready_next;
 	int timing_request;     /* deadline_ms is http.request_timeout's */
 	unsigned requests_seen; /* `requests` when the deadline was set */
 	int events;             /* epoll interest set */
@@ -154,6 +156,11 @@ void httpconn_handle(struct http_conn *hc, uint32_t events);
 void httpconn_timeouts(struct worker *w, int64_t now_ms);
 /* The worker stops: every HTTP connection closes now. */
 void httpconn_close_all(struct worker *w);
+/* Each loop turn, after the events: run the HTTPS connections that
+ * stopped at their share of reads with input left in OpenSSL (which
+ * epoll does not see).  1 if some are left for the next turn: the
+ * loop must not wait then. */
+int httpconn_run_ready(struct worker *w);
 /* End of a loop turn: free the connections closed during it. */
 void httpconn_reap(struct worker *w);
 

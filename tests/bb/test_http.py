@@ -310,6 +310,46 @@ def test_smuggling():
             assert got[0][2] == b"ok\n"
             assert at_eof(sock)
 
+def test_https_flood_fair():
+    """One HTTPS client pipelining requests as fast as it can (and
+    reading the answers) does not keep the worker from its XMPP
+    clients: streams open meanwhile.  (The front once read a TLS
+    connection until OpenSSL ran dry, which a fast client never lets
+    happen.)  The client is openssl s_client fed by yes(1): C, fast
+    enough to keep the server's socket from running dry."""
+    tls_port = free_port()
+    with http_server(**{"http.tls_port": str(tls_port)}) as s:
+        req = "GET %s HTTP/1.1\r\nHost: f\r\n\r" % LIVE
+        flood = subprocess.Popen(
+            "yes '%s' | exec openssl s_client -quiet -connect 127.0.0.1:%d"
+            % (req, tls_port), shell=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        got = [0]
+
+        def drain():
+            while True:
+                data = flood.stdout.read1(1 << 20)
+                if not data:
+                    return
+                got[0] += len(data)
+        th = threading.Thread(target=drain, daemon=True)
+        th.start()
+        try:
+            # 100 answers' worth of bytes: the flood is on
+            wait_for(lambda: got[0] > 20000, timeout=30, what="the flood going")
+            for _ in range(3):
+                c = Client(s.port)
+                assert "starttls" in c.open()
+                c.close()
+            assert flood.poll() is None, "the flood ended early"
+            before = got[0]
+            wait_for(lambda: got[0] > before, what="the flood still answered")
+        finally:
+            os.killpg(flood.pid, signal.SIGKILL)
+            flood.wait()
+            th.join(timeout=10)
+
 
 def test_admin_addresses():
     # loopback is not an admin address here: 403 over IPv4 and IPv6
@@ -543,6 +583,7 @@ def test_no_descriptor_leak():
 if __name__ == "__main__":
     run_tests([test_routes, test_keep_alive, test_pipelining_and_chunked,
                test_bad_requests, test_smuggling, test_admin_addresses, test_https,
+               test_https_flood_fair,
                test_connection_limit, test_timeouts, test_c2s_alongside,
                test_reload_and_off, test_no_descriptor_leak,
                test_config_check])
