@@ -650,6 +650,11 @@ static void http_answer(struct http_conn *hc)
 		.close = !http_should_keep_alive(p) || p->upgrade,
 		.keep_alive_10 = p->http_minor == 0,
 	};
+	/* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing
+	 * (a 1.0 proxy in front reads the body otherwise): the connection
+	 * closes after the answer, even with Connection: keep-alive */
+	if (p->http_minor == 0 && p->uses_transfer_encoding)
+		f.close = 1;
 	if (f.close)
 		f.keep_alive_10 = 0;
 	const char *path = http_head_path(hc);

@@ -309,6 +309,14 @@ def test_smuggling():
             assert [g[0] for g in got] == [200, 405, 200], [g[0] for g in got]
             assert got[0][2] == b"ok\n"
             assert at_eof(sock)
+        # Transfer-Encoding in HTTP/1.0: answered, then closed even with
+        # keep-alive asked (RFC 9112 6.1)
+        with connect(s.http_port) as sock:
+            sock.sendall(b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % LIVE.encode())
+            status, h, body = read_response(sock.makefile("rb"))
+            assert (status, h.get("connection"), body) == (200, "close", b"ok\n")
+            assert at_eof(sock)
 
 def test_https_flood_fair():
     """One HTTPS client pipelining requests as fast as it can (and
