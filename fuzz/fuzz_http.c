@@ -28,11 +28,33 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static struct config *cfg_default, *cfg_small;
 static struct shm_region shm;   /* what /metrics and /health read */
+
+/* %XX decoded, into out (size n): how a handler could pass on bytes
+ * a request cannot carry raw (CR, LF, NUL ends the string). */
+static void unpercent(const char *s, char *out, size_t n)
+{
+	size_t o = 0;
+	while (*s != '\0' && o + 1 < n) {
+		unsigned v;
+		if (s[0] == '%' && sscanf(s + 1, "%2x", &v) == 1 && v != 0 &&
+		    isxdigit((unsigned char)s[1]) &&
+		    isxdigit((unsigned char)s[2])) {
+			out[o++] = (char)v;
+			s += 3;
+		} else {
+			out[o++] = *s++;
+		}
+	}
+	out[o] = '\0';
+}
 
 static void echo(struct worker *w, const struct http_request *req,
 		 struct http_response *resp)
@@ -47,6 +69,22 @@ static void echo(struct worker *w, const struct http_request *req,
 	if (host != NULL)
 		http_response_header(resp, "X-Host", host);
 	resp->content_type = "text/plain";
+	/* a handler passing on what a client chose: X-Set "name:value"
+	 * and X-Type (content type), %-decoded */
+	static char set[512], type[256];
+	const char *v = http_header(req, "x-set");
+	if (v != NULL) {
+		unpercent(v, set, sizeof(set));
+		char *colon = strchr(set, ':');
+		if (colon != NULL) {
+			*colon = '\0';
+			http_response_header(resp, set, colon + 1);
+		}
+	}
+	if ((v = http_header(req, "x-type")) != NULL) {
+		unpercent(v, type, sizeof(type));
+		resp->content_type = type;
+	}
 }
 
 static void status(struct worker *w, const struct http_request *req,
@@ -114,29 +152,36 @@ static int check_responses(const char *out, size_t len, size_t base,
 			   (out[11] - '0');
 		seen->at = base + (size_t)(out - start);
 		seen->status = code;
-		unsigned dates = 0, servers = 0, lengths = 0;
+		unsigned dates = 0, servers = 0, lengths = 0, conns = 0;
 		size_t clen = 0;
 		const char *last = out + head - 2;     /* the blank line */
 		for (const char *l = (const char *)memchr(out, '\n', head) + 1;
 		     l < last; l = (const char *)memchr(l, '\n',
 						(size_t)(last + 2 - l)) + 1) {
-			if (strncmp(l, "Date: ", 6) == 0)
+			if (strncasecmp(l, "Date:", 5) == 0)
 				dates++;
-			else if (strncmp(l, "Server: ", 8) == 0)
+			else if (strncasecmp(l, "Server:", 7) == 0)
 				servers++;
-			else if (strncmp(l, "Content-Length: ", 16) == 0 &&
+			else if (strncasecmp(l, "Content-Length:", 15) == 0 &&
 				 ++lengths)
-				clen = strtoul(l + 16, NULL, 10);
-			else if (strncmp(l, "Connection: close\r", 18) == 0)
-				closing = 1;
+				clen = strtoul(l + 15, NULL, 10);
+			else if (strncasecmp(l, "Connection:", 11) == 0 &&
+				 ++conns)
+				closing |= strncmp(l, "Connection: close\r", 18) == 0;
+			FUZZ_CHECK(strncasecmp(l, "Transfer-Encoding:", 18) != 0,
+				   "Transfer-Encoding in a response");
 			const char *nl = memchr(l, '\n', (size_t)(last + 2 - l));
 			FUZZ_CHECK(memchr(l, ':', (size_t)(nl - l)) != NULL,
 				   "header line without ':'");
+			FUZZ_CHECK(nl > l && nl[-1] == '\r' &&
+				   memchr(l, '\r', (size_t)(nl - l)) == nl - 1,
+				   "header line with a bare CR or LF: %.*s",
+				   (int)(nl - l), l);
 		}
-		FUZZ_CHECK(dates == 1 && servers == 1 &&
+		FUZZ_CHECK(dates == 1 && servers == 1 && conns <= 1 &&
 			   lengths == (code == 204 || code == 304 ? 0u : 1u),
-			   "status %d: %u Date, %u Server, %u Content-Length",
-			   code, dates, servers, lengths);
+			   "status %d: %u Date, %u Server, %u Content-Length, "
+			   "%u Connection", code, dates, servers, lengths, conns);
 		out += head;
 		len -= head;
 		/* no body: a HEAD answer (never a body that looks like a

@@ -49,6 +49,16 @@ static int cidr_parse(const char *s, size_t n, struct cidr *c)
 			return -1;
 		c->bits = (unsigned)bits;
 	}
+	/* ::ffff:a.b.c.d[/96+n] is IPv4 a.b.c.d[/n]: a peer is matched as
+	 * IPv4 when its address is v4-mapped (cidr_list_match), so the
+	 * entry is too, or it would never match */
+	if (c->family == AF_INET6 && c->bits >= 96 &&
+	    IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)(void *)c->addr)) {
+		memmove(c->addr, c->addr + 12, 4);
+		memset(c->addr + 4, 0, 12);
+		c->family = AF_INET;
+		c->bits -= 96;
+	}
 	return 0;
 }
 

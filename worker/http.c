@@ -19,6 +19,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,18 +143,52 @@ const char *http_header(const struct http_request *req, const char *name)
 	return NULL;
 }
 
-static int http_header_ok(const char *s)
+/* RFC 9110 5.6.2: a header name is a token. */
+static int http_token_ok(const char *s)
 {
-	return strpbrk(s, "\r\n") == NULL;
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) &&
+		    strchr("!#$%&'*+-.^_`|~", *s) == NULL)
+			return 0;
+	return 1;
 }
+
+/* RFC 9110 5.5: a value has no control character but HTAB (a CR or
+ * LF would end the line and let the rest pass for headers or body). */
+static int http_value_ok(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* What http_write says itself (framing, the connection's fate): a
+ * second one from a handler would let a client or proxy read the
+ * response's length or the connection otherwise. */
+static const char *const http_own_headers[] = {
+	"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+	"Trailer", "Date", "Server", "Content-Type",
+};
 
 void http_response_header(struct http_response *resp, const char *name,
 			  const char *value)
 {
-	if (!http_header_ok(name) || !http_header_ok(value) ||
-	    strchr(name, ':') != NULL) {
-		log_error("http: header '%s' dropped: CR, LF or ':' in it", name);
+	if (!http_token_ok(name) || !http_value_ok(value)) {
+		log_error("http: header '%s' dropped: not a token, or a "
+			  "control character in its value", name);
 		return;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(http_own_headers); i++) {
+		if (strcasecmp(name, http_own_headers[i]) == 0) {
+			log_error("http: header '%s' dropped: the front writes "
+				  "it (content_type, close)", name);
+			return;
+		}
 	}
 	if (buf_appendf(&resp->headers, "%s: %s\r\n", name, value) < 0)
 		log_error("http: header '%s' dropped: too many headers", name);
@@ -305,6 +340,7 @@ static int http_on_message_begin(http_parser *p)
 	hc->head_bytes = 16;
 	hc->field_open = 0;
 	hc->line_done = 0;
+	hc->head_done = 0;
 	hc->in_request = 1;
 	return 0;
 }
@@ -337,9 +373,31 @@ static int http_on_url(http_parser *p, const char *at, size_t len)
 	return 0;
 }
 
+/* Trailer fields of a chunked body (the parser reports them as more
+ * headers) are counted against http.max_header_size and dropped
+ * (RFC 9110 6.5.1): nothing here reads them, and merged into the head
+ * they would shift the path and query stored after it. */
+static int http_trailer(struct http_conn *hc, size_t len)
+{
+	hc->head_bytes += len;
+	if (hc->head_bytes > hc->w->cfg->http_max_header_size)
+		return http_fail(hc, 431, "request trailers over "
+				 "http.max_header_size");
+	return 0;
+}
+
 static int http_on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
+	if (hc->head_done)
+		return http_trailer(hc, len + 4);
+	/* the parser (not built strict) takes SP as a name character:
+	 * "Transfer-Encoding : chunked" or a line starting with SP would
+	 * be one header here and another or none in a proxy in front
+	 * (RFC 9112 5.1: 400) */
+	if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
+		return http_fail(hc, 400, "whitespace in or before a header "
+				 "name");
 	if (hc->field_open != 1) {      /* ends the url or the last value */
 		hc->head_bytes += 3;
 		if (http_head_add(hc, "", 1) < 0)
@@ -352,6 +410,8 @@ static int http_on_header_field(http_parser *p, const char *at, size_t len)
 static int http_on_header_value(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
+	if (hc->head_done)
+		return http_trailer(hc, len);
 	if (hc->field_open == 1) {
 		if (http_head_add(hc, "", 1) < 0)
 			return -1;
@@ -424,6 +484,7 @@ static int http_on_headers_complete(http_parser *p)
 	hc->head_bytes += 1;
 	if (http_head_add(hc, "", 1) < 0)
 		return -1;
+	hc->head_done = 1;
 	if (p->http_major != 1)
 		return http_fail(hc, 505, "HTTP major version not 1");
 	if (hc->over_limit)
@@ -436,6 +497,19 @@ static int http_on_headers_complete(http_parser *p)
 				 "http.max_body_size");
 	struct http_request req = { .hdrs = http_head_hdrs(hc),
 				    .nhdrs = hc->nhdrs };
+	/* RFC 9112 3.2: an HTTP/1.1 request has one Host, an HTTP/1.0
+	 * one at most; else 400 (which Host a proxy in front and we would
+	 * each take is not to be guessed) */
+	unsigned hosts = 0;
+	const char *h = req.hdrs;
+	for (unsigned i = 0; i < req.nhdrs; i++) {
+		const char *value = h + strlen(h) + 1;
+		hosts += strcasecmp(h, "Host") == 0;
+		h = value + strlen(value) + 1;
+	}
+	if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
+		return http_fail(hc, 400, hosts > 1 ? "more than one Host "
+				 "header" : "HTTP/1.1 request without Host");
 	const char *expect = http_header(&req, "Expect");
 	if (expect != NULL) {
 		if (strcasecmp(expect, "100-continue") != 0)
@@ -547,6 +621,13 @@ static void http_call(struct http_conn *hc, const struct http_route *r,
 		g.close = 1;
 		g.keep_alive_10 = 0;
 	}
+	if (resp.content_type != NULL && !http_value_ok(resp.content_type)) {
+		log_error("h%u: handler of %s: control character in the "
+			  "content type: 500", hc->id, r->path);
+		resp.status = 500;
+		resp.content_type = NULL;
+		resp.body.len = resp.body.off;
+	}
 	if (resp.status < 200 || resp.status > 599) {
 		log_error("h%u: handler of %s answered status %d: 500",
 			  hc->id, r->path, resp.status);
@@ -570,6 +651,11 @@ static void http_answer(struct http_conn *hc)
 		.close = !http_should_keep_alive(p) || p->upgrade,
 		.keep_alive_10 = p->http_minor == 0,
 	};
+	/* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing
+	 * (a 1.0 proxy in front reads the body otherwise): the connection
+	 * closes after the answer, even with Connection: keep-alive */
+	if (p->http_minor == 0 && p->uses_transfer_encoding)
+		f.close = 1;
 	if (f.close)
 		f.keep_alive_10 = 0;
 	const char *path = http_head_path(hc);
@@ -658,6 +744,40 @@ static void http_line_seen(struct http_conn *hc, const char *data, size_t n,
 		hc->line_done = 1;
 }
 
+/* The head's own line structure, read behind the parser: a line of
+ * the head that starts with SP or HT (obs-fold, or whitespace before
+ * the first header) is refused (RFC 9112 5.2, 2.2: 400).  The parser
+ * (not built strict) would join it to the value before, even to an
+ * empty one ("Transfer-Encoding:" CRLF SP "chunked"), where a proxy in
+ * front may see something else.  States: before the request line
+ * (empty lines skipped, as the parser does), in a line, at the start
+ * of a line, after the blank line (done until the next request). */
+enum { HTTP_SCAN_PRE, HTTP_SCAN_LINE, HTTP_SCAN_START, HTTP_SCAN_DONE };
+
+static int http_scan_head(struct http_conn *hc, const char *d, size_t len)
+{
+	for (size_t i = 0; i < len && hc->scan != HTTP_SCAN_DONE; i++) {
+		char c = d[i];
+		switch (hc->scan) {
+		case HTTP_SCAN_PRE:
+			if (c != '\r' && c != '\n')
+				hc->scan = HTTP_SCAN_LINE;
+			break;
+		case HTTP_SCAN_LINE:
+			if (c == '\n')
+				hc->scan = HTTP_SCAN_START;
+			break;
+		default:        /* HTTP_SCAN_START */
+			if (c == ' ' || c == '\t')
+				return -1;
+			hc->scan = c == '\r' || c == '\n' ? HTTP_SCAN_DONE :
+				   HTTP_SCAN_LINE;
+			break;
+		}
+	}
+	return 0;
+}
+
 void http_process(struct http_conn *hc)
 {
 	while (!hc->want_close && !hc->closed && buf_used(&hc->in) > 0 &&
@@ -668,7 +788,19 @@ void http_process(struct http_conn *hc)
 					       buf_used(&hc->in));
 		enum http_errno e = HTTP_PARSER_ERRNO(&hc->parser);
 		http_line_seen(hc, buf_head(&hc->in), n, !was_in);
+		/* the bytes the parser took (up to its error, if any, as
+		 * whatever the reads were): a fold there comes first */
+		int folded = http_scan_head(hc, buf_head(&hc->in), n) < 0;
 		buf_consume(&hc->in, n);
+		if (hc->complete)       /* the next request's head follows (the
+					 * parser may leave the last LF: skipped) */
+			hc->scan = HTTP_SCAN_PRE;
+		if (folded) {
+			hc->complete = 0;
+			http_refuse(hc, 400, "header line folded or starting "
+				    "with whitespace");
+			break;
+		}
 		if (hc->error_status != 0) {
 			http_refuse(hc, hc->error_status, hc->error_reason);
 			break;

@@ -52,8 +52,12 @@ struct http_response {
 	int close;              /* the handler wants the connection closed */
 };
 
-/* Add a header line to the response (no CR/LF in name or value: such a
- * header is dropped and logged, it would split the response). */
+/* Add a header line to the response.  Dropped and logged at error:
+ * a name that is not a token, a value with a control character but
+ * HTAB (CR/LF would split the response), and the headers the front
+ * writes itself (Content-Length, Transfer-Encoding, Connection,
+ * Keep-Alive, Trailer, Date, Server, Content-Type: use content_type and
+ * close).  A content_type with a control character gives a 500. */
 void http_response_header(struct http_response *resp, const char *name,
 			  const char *value);
 
@@ -99,6 +103,9 @@ struct http_conn {
 	struct buf out;         /* responses not yet written */
 	int field_open;         /* 1 in a header name, 2 in a value */
 	int line_done;          /* the request line has ended */
+	int head_done;          /* headers complete: what follows is body
+				 * (and trailers, which are dropped) */
+	int scan;               /* http_scan_head's state in the head */
 	unsigned nhdrs;
 	size_t url_len;
 	uint64_t head_bytes;    /* request line and headers (http.c) */
@@ -111,6 +118,8 @@ struct http_conn {
 	int closed;
 	int over_limit;         /* past http.max_connections: 503 */
 	int peer_eof;           /* the client shut its side down */
+	int ready;              /* on httpconn.c's list to run next turn */
+	struct http_conn *ready_next;
 	int timing_request;     /* deadline_ms is http.request_timeout's */
 	unsigned requests_seen; /* `requests` when the deadline was set */
 	int events;             /* epoll interest set */
@@ -147,6 +156,11 @@ void httpconn_handle(struct http_conn *hc, uint32_t events);
 void httpconn_timeouts(struct worker *w, int64_t now_ms);
 /* The worker stops: every HTTP connection closes now. */
 void httpconn_close_all(struct worker *w);
+/* Each loop turn, after the events: run the HTTPS connections that
+ * stopped at their share of reads with input left in OpenSSL (which
+ * epoll does not see).  1 if some are left for the next turn: the
+ * loop must not wait then. */
+int httpconn_run_ready(struct worker *w);
 /* End of a loop turn: free the connections closed during it. */
 void httpconn_reap(struct worker *w);
 

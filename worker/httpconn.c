@@ -33,10 +33,14 @@
  * client still sends for this long, so that closing with unread input
  * does not reset the connection before the client read the response. */
 #define HTTPCONN_LINGER_MS 2000
-/* Plain sockets: reads per wakeup (level-triggered epoll comes back). */
+/* Reads per wakeup, so that one busy client never holds the loop (and
+ * the worker's XMPP traffic): a plain socket is reported again by the
+ * level-triggered epoll, a TLS one with input left in OpenSSL goes on
+ * the ready list, run again next turn. */
 #define HTTPCONN_READS_PER_TURN 4
 
 static struct http_conn *httpconn_dead;    /* closed this turn */
+static struct http_conn *httpconn_ready;   /* to run next turn */
 static uint32_t httpconn_next_id;
 
 static void httpconn_peer_name(struct http_conn *hc)
@@ -57,12 +61,29 @@ static void httpconn_peer_name(struct http_conn *hc)
 		 addr, port);
 }
 
+static void httpconn_set_ready(struct http_conn *hc)
+{
+	if (hc->ready)
+		return;
+	hc->ready = 1;
+	hc->ready_next = httpconn_ready;
+	httpconn_ready = hc;
+}
+
 static void httpconn_close(struct http_conn *hc)
 {
 	if (hc->closed)
 		return;
 	struct worker *w = hc->w;
 	hc->closed = 1;
+	if (hc->ready) {        /* never run after its free */
+		struct http_conn **pp = &httpconn_ready;
+		while (*pp != NULL && *pp != hc)
+			pp = &(*pp)->ready_next;
+		if (*pp != NULL)
+			*pp = hc->ready_next;
+		hc->ready = 0;
+	}
 	if (hc->ssl != NULL) {
 		if (!hc->tls_handshaking && !hc->tls_failed)
 			SSL_shutdown(hc->ssl);
@@ -298,13 +319,32 @@ static void httpconn_run(struct http_conn *hc)
 			httpconn_deadline(hc);
 			continue;
 		}
-		if (hc->ssl == NULL && reads >= HTTPCONN_READS_PER_TURN)
+		if (reads >= HTTPCONN_READS_PER_TURN) {
+			if (hc->ssl != NULL && (SSL_pending(hc->ssl) > 0 ||
+						SSL_has_pending(hc->ssl)))
+				httpconn_set_ready(hc);
 			break;
+		}
 		reads++;
 		if (httpconn_fill(hc) == 0)
 			break;
 	}
 	httpconn_events(hc);
+}
+
+int httpconn_run_ready(struct worker *w)
+{
+	(void)w;
+	struct http_conn *list = httpconn_ready;
+	httpconn_ready = NULL;
+	for (struct http_conn *hc = list; hc != NULL; hc = hc->ready_next)
+		hc->ready = 0;
+	while (list != NULL) {
+		struct http_conn *hc = list;
+		list = hc->ready_next;
+		httpconn_run(hc);
+	}
+	return httpconn_ready != NULL;
 }
 
 void httpconn_handle(struct http_conn *hc, uint32_t events)

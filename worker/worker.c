@@ -341,6 +341,8 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		for (int i = 0; i < n; i++)
 			worker_event(&w, &evs[i]);
 		timeout = worker_timers(&w, w.now_ms);
+		if (httpconn_run_ready(&w))
+			timeout = 0;
 		/* Everything written this turn, by events or timers, goes out
 		 * now: one flush per connection and one batch per queue. */
 		conn_flush_all(&w);

@@ -202,7 +202,7 @@ def test_pipelining_and_chunked():
         n = 3000
         with connect(s.http_port) as sock:
             data = b"".join(b"GET /health/live?n=%d HTTP/1.1\r\nHost: p\r\n\r\n" % i
-                            if i % 100 else b"GET /gap-%d HTTP/1.1\r\n\r\n" % i
+                            if i % 100 else b"GET /gap-%d HTTP/1.1\r\nHost: p\r\n\r\n" % i
                             for i in range(n))
             # sent from a thread: the server stops reading while its
             # answers are unread, so one thread doing both could block
@@ -233,7 +233,7 @@ def test_bad_requests():
             (431, b"GET / HTTP/1.1\r\nX-Big: " + b"b" * big + b"\r\n\r\n"),
             (431, b"GET / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 300 + b"\r\n"),
             (413, b"POST %s HTTP/1.1\r\nContent-Length: 1025\r\n\r\n" % LIVE.encode()),
-            (413, b"POST %s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            (413, b"POST %s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"400\r\n" % LIVE.encode() + b"z" * 1024 + b"\r\n1\r\nz\r\n0\r\n\r\n"),
         ]
         for want, data in cases:
@@ -247,8 +247,9 @@ def test_bad_requests():
             refusal_logged(s, want, name)
         # a body just under the limit is read whole (405: the route is GET)
         with connect(s.http_port) as sock:
-            sock.sendall(b"POST %s HTTP/1.1\r\nContent-Length: 1024\r\n\r\n" % LIVE.encode()
-                         + b"y" * 1024 + b"GET %s HTTP/1.1\r\n\r\n" % LIVE.encode())
+            sock.sendall(b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: 1024\r\n\r\n"
+                         % LIVE.encode() + b"y" * 1024
+                         + b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % LIVE.encode())
             f = sock.makefile("rb")
             assert read_response(f)[0] == 405
             assert read_response(f)[:3:2] == (200, b"ok\n")
@@ -256,6 +257,106 @@ def test_bad_requests():
         c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
         c.request("GET", LIVE)
         assert c.getresponse().status == 200
+
+
+def test_smuggling():
+    """What a proxy in front could read otherwise is refused with 400
+    and the connection closes (RFC 9112 5.1, 5.2, 6.1, 6.3): whitespace
+    in or before a header name, obs-fold (even after an empty value),
+    Content-Length with Transfer-Encoding, two Content-Lengths, a
+    Transfer-Encoding whose last coding is not chunked, a bare CR, a NUL,
+    a chunk size over 64 bits; an HTTP/1.1 request without Host or one
+    with two."""
+    post = b"POST %s HTTP/1.1\r\nHost: a\r\n" % LIVE.encode()
+    cases = [
+        post + b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"GET %s HTTP/1.1\r\n Host: a\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\tc\r\n\r\n" % LIVE.encode(),
+        post + b"Transfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\n",
+        post + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        post + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        post + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+        post + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        post + b"X: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        post + b"X: a\0b\r\n\r\n",
+        post + b"Transfer-Encoding: chunked\r\n\r\n1FFFFFFFFFFFFFFFF\r\n",
+        # RFC 9112 3.2: no Host in HTTP/1.1, two Hosts
+        b"GET %s HTTP/1.1\r\nX: y\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n" % LIVE.encode(),
+        b"GET %s HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n" % LIVE.encode(),
+    ]
+    with http_server() as s:
+        for data in cases:
+            with connect(s.http_port) as sock:
+                name = "%s:%d" % sock.getsockname()[:2]
+                sock.sendall(data)
+                status, h, body = read_response(sock.makefile("rb"))
+                assert (status, h.get("connection")) == (400, "close"), (status, data)
+                assert at_eof(sock), data
+            refusal_logged(s, 400, name)
+        # trailers of a chunked body are dropped, not taken for the path
+        # or headers of the request: GET then 405 for POST, in order
+        with connect(s.http_port) as sock:
+            sock.sendall(b"GET %s?q=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"0\r\nX-Trailer: 1\r\nY: 2\r\n\r\n" % LIVE.encode()
+                         + post + b"Transfer-Encoding: chunked\r\n\r\n"
+                         b"1\r\nx\r\n0\r\nT: 1\r\n\r\n"
+                         b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % LIVE.encode())
+            f = sock.makefile("rb")
+            got = [read_response(f) for _ in range(3)]
+            assert [g[0] for g in got] == [200, 405, 200], [g[0] for g in got]
+            assert got[0][2] == b"ok\n"
+            assert at_eof(sock)
+        # Transfer-Encoding in HTTP/1.0: answered, then closed even with
+        # keep-alive asked (RFC 9112 6.1)
+        with connect(s.http_port) as sock:
+            sock.sendall(b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" % LIVE.encode())
+            status, h, body = read_response(sock.makefile("rb"))
+            assert (status, h.get("connection"), body) == (200, "close", b"ok\n")
+            assert at_eof(sock)
+
+def test_https_flood_fair():
+    """One HTTPS client pipelining requests as fast as it can (and
+    reading the answers) does not keep the worker from its XMPP
+    clients: streams open meanwhile.  (The front once read a TLS
+    connection until OpenSSL ran dry, which a fast client never lets
+    happen.)  The client is openssl s_client fed by yes(1): C, fast
+    enough to keep the server's socket from running dry."""
+    tls_port = free_port()
+    with http_server(**{"http.tls_port": str(tls_port)}) as s:
+        req = "GET %s HTTP/1.1\r\nHost: f\r\n\r" % LIVE
+        flood = subprocess.Popen(
+            "yes '%s' | exec openssl s_client -quiet -connect 127.0.0.1:%d"
+            % (req, tls_port), shell=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        got = [0]
+
+        def drain():
+            while True:
+                data = flood.stdout.read1(1 << 20)
+                if not data:
+                    return
+                got[0] += len(data)
+        th = threading.Thread(target=drain, daemon=True)
+        th.start()
+        try:
+            # 100 answers' worth of bytes: the flood is on
+            wait_for(lambda: got[0] > 20000, timeout=30, what="the flood going")
+            for _ in range(3):
+                c = Client(s.port)
+                assert "starttls" in c.open()
+                c.close()
+            assert flood.poll() is None, "the flood ended early"
+            before = got[0]
+            wait_for(lambda: got[0] > before, what="the flood still answered")
+        finally:
+            os.killpg(flood.pid, signal.SIGKILL)
+            flood.wait()
+            th.join(timeout=10)
 
 
 def test_admin_addresses():
@@ -271,6 +372,14 @@ def test_admin_addresses():
             assert c.getresponse().status == 404
             c.close()
         refusal_logged(s, 403)
+    # an IPv4-mapped entry is the IPv4 address it maps (peers are
+    # matched that way): 127.0.0.1 is let in
+    with http_server(**{"http.admin_addresses": "::ffff:127.0.0.0/104"}) as s:
+        for host, want in (("127.0.0.1", 200), ("::1", 403)):
+            c = http.client.HTTPConnection(host, s.http_port, timeout=10)
+            c.request("GET", LIVE)
+            assert c.getresponse().status == want, host
+            c.close()
     # IPv6 loopback only: ::1 is let in, 127.0.0.1 is not
     with http_server(**{"http.admin_addresses": "::1/128"}) as s:
         for host, want in (("::1", 200), ("127.0.0.1", 403)):
@@ -421,9 +530,68 @@ def test_config_check():
     r = subprocess.run(base + over + ["-o", "http.port=0"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
+def test_no_descriptor_leak():
+    """Connections cut in the middle of a request by a reload (SIGHUP)
+    or a worker's crash leave no descriptor behind: the master's and
+    the worker's counts in /proc/PID/fd come back to what they were."""
+    def nfds(pid):
+        return len(os.listdir("/proc/%d/fd" % pid))
+
+    def served():
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
+        c.request("GET", LIVE)
+        ok = c.getresponse().read() == b"ok\n"
+        c.close()
+        return ok
+
+    def half_requests(n):
+        socks = [connect(s.http_port) for _ in range(n)]
+        for sock in socks:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHo" % LIVE.encode())
+        return socks
+
+    with http_server() as s:
+        assert served()
+        wpid = s.worker_pids()[0]
+        master_fds, worker_fds = nfds(s.master_pid), nfds(wpid)
+        # reload with requests half sent: they complete, then all closes
+        socks = half_requests(20)
+        wait_for(lambda: nfds(wpid) >= worker_fds + 20, what="20 connections in")
+        s.write_config("http.max_url_size = 2K\n")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: all(w["generation"] == 2 for w in s.status()["workers"]),
+                 what="generation 2")
+        for sock in socks:
+            sock.sendall(b"st: a\r\nConnection: close\r\n\r\n")
+            assert read_response(sock.makefile("rb"))[:3:2] == (200, b"ok\n")
+            assert at_eof(sock)
+            sock.close()
+        assert s.worker_pids() == [wpid]
+        wait_for(lambda: nfds(wpid) == worker_fds,
+                 what="worker back to %d descriptors" % worker_fds)
+        assert nfds(s.master_pid) == master_fds
+        # the worker dies with requests half sent: the clients see the
+        # end, the master and the new worker hold what they held
+        socks = half_requests(20)
+        wait_for(lambda: nfds(wpid) >= worker_fds + 20, what="20 connections in")
+        os.kill(wpid, signal.SIGKILL)
+        for sock in socks:
+            assert at_eof(sock)
+            sock.close()
+        wait_for(lambda: s.worker_pids()[0] not in (0, wpid) and s.status_ok(),
+                 what="a new worker")
+        wait_for(served, what="the new worker serving")
+        wpid = s.worker_pids()[0]
+        wait_for(lambda: nfds(wpid) == worker_fds,
+                 what="new worker with %d descriptors" % worker_fds)
+        wait_for(lambda: nfds(s.master_pid) == master_fds,
+                 what="master back to %d descriptors" % master_fds)
+
 
 if __name__ == "__main__":
     run_tests([test_routes, test_keep_alive, test_pipelining_and_chunked,
-               test_bad_requests, test_admin_addresses, test_https,
+               test_bad_requests, test_smuggling, test_admin_addresses, test_https,
+               test_https_flood_fair,
                test_connection_limit, test_timeouts, test_c2s_alongside,
-               test_reload_and_off, test_config_check])
+               test_reload_and_off, test_no_descriptor_leak,
+               test_config_check])
