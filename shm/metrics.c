@@ -543,11 +543,12 @@ static void metrics_render_workers(struct metrics_ctx *m,
 		       "Stream errors sent and accept failures.");
 	METRICS_PER_WORKER(m, shm, nslots, errors);
 	metrics_family(m, "xmppd_received_bytes", METRICS_COUNTER, "bytes",
-		       "Bytes read from client sockets (before TLS "
-		       "decryption: application data).");
+		       "Bytes read from XMPP client connections (after TLS "
+		       "decryption: the XML).");
 	METRICS_PER_WORKER(m, shm, nslots, bytes_in);
 	metrics_family(m, "xmppd_sent_bytes", METRICS_COUNTER, "bytes",
-		       "Bytes queued for clients (application data).");
+		       "Bytes queued for XMPP clients (before TLS "
+		       "encryption: the XML).");
 	METRICS_PER_WORKER(m, shm, nslots, bytes_out);
 	metrics_family(m, "xmppd_routed_frames_sent", METRICS_COUNTER, NULL,
 		       "Frames sent to other workers' queues.");

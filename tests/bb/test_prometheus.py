@@ -333,8 +333,13 @@ def test_prometheus_scrapes_openmetrics():
             Prometheus(s.http_port) as p:
         p.wait_value('up{job="xmppd"}', 1.0)
         p.wait_value('up{job="prometheus"}', 1.0)
-        # nothing has happened yet
+        # nothing has happened yet: Prometheus's own requests are not
+        # client traffic
+        wait_for(lambda: (p.value('count_over_time(up{job="xmppd"}[1m])')
+                          or 0) >= 3, timeout=30, what="3 scrapes")
         p.wait_value("sum(xmppd_logins_total)", 0.0)
+        p.wait_value("sum(xmppd_received_bytes_total)", 0.0)
+        p.wait_value("sum(xmppd_connections_accepted_total)", 0.0)
 
         a = Client(s.port)
         ja = a.login("juliet", "r0m30!", resource="balcony")
