@@ -1,5 +1,5 @@
 /*
- * reap.c - SIGCHLD handling: waitpid until nothing is left, log how each
+ * reap.c - SIGCHLD handling: wait4 until nothing is left, log how each
  * worker ended, sweep its session-table entries, and schedule a respawn
  * into the same slot.  Crash loops are slowed: a worker that dies within
  * 10 s of its start without having accepted a connection doubles the
@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #define REAP_FAST_DEATH_MS 10000
@@ -107,7 +108,8 @@ static void reap_swept(const struct session_info *info, void *ctx)
 	buf_free(&out);
 }
 
-static void reap_one(struct master *m, pid_t pid, int status)
+static void reap_one(struct master *m, pid_t pid, int status,
+		     const struct rusage *ru)
 {
 	int slot = reap_find_slot(m, pid);
 	if (slot < 0)
@@ -116,6 +118,16 @@ static void reap_one(struct master *m, pid_t pid, int status)
 	uint64_t accepted = st->accepted;
 	reap_log((unsigned)slot, pid, status);
 	m->slots[slot].pid = 0;
+	/* The dead worker's CPU joins the slot's before pid is cleared: a
+	 * reader (shm/metrics.c) loads cpu_reaped_us before it reads
+	 * /proc/PID, which is gone since wait4, so it never counts the
+	 * same CPU twice, and one that sees pid 0 sees the new sum. */
+	uint64_t cpu_us = (uint64_t)ru->ru_utime.tv_sec * 1000000u +
+			  (uint64_t)ru->ru_utime.tv_usec +
+			  (uint64_t)ru->ru_stime.tv_sec * 1000000u +
+			  (uint64_t)ru->ru_stime.tv_usec;
+	METRIC_ADD(st->cpu_reaped_us, cpu_us);
+	atomic_thread_fence(memory_order_release);
 	st->pid = 0;
 	metrics_reset_gauges(st);
 	struct reap_sweep rs = { m, (unsigned)slot,
@@ -143,8 +155,9 @@ void master_reap(struct master *m)
 {
 	int status;
 	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-		reap_one(m, pid, status);
+	struct rusage ru;
+	while ((pid = wait4(-1, &status, WNOHANG, &ru)) > 0)
+		reap_one(m, pid, status, &ru);
 }
 
 void master_respawn_due(struct master *m, int64_t now_ms)

@@ -86,6 +86,70 @@ ensure_deps() {
 	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
 }
 
+# ---- Prometheus for the tests -----------------------------------------
+
+# The cache of downloaded test tools: /var/cache/xmppd-test when we can
+# write there (root; scripts/test-deb keeps its debootstrap tarball
+# there too), otherwise ~/.cache/xmppd-test.
+test_cache_dir() {
+	local d=/var/cache/xmppd-test
+	if mkdir -p "$d" 2>/dev/null && [ -w "$d" ]; then
+		printf '%s\n' "$d"
+	else
+		d=${XDG_CACHE_HOME:-$HOME/.cache}/xmppd-test
+		mkdir -p "$d" || die "cannot create the cache directory $d"
+		printf '%s\n' "$d"
+	fi
+}
+
+# prometheus_bindir: print the directory holding the prometheus and
+# promtool binaries of Debian's prometheus package, unpacked (never
+# installed: installing it would start a Prometheus daemon) under
+# CACHE/prometheus/VERSION/ by apt-get download and dpkg-deb -x.  The
+# candidate version apt knows is used, downloaded once; without apt's
+# answer (offline, no apt-get update) the newest one unpacked before.
+# Messages go to stderr: stdout is the directory only.
+prometheus_bindir() {
+	local cache version dir tmp deb
+	cache=$(test_cache_dir)/prometheus
+	mkdir -p "$cache" || die "cannot create $cache"
+	version=$(apt-cache policy prometheus 2>/dev/null |
+		awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }')
+	if [ -z "$version" ] && is_root; then
+		say "prometheus: not known to apt, running apt-get update" >&2
+		DEBIAN_FRONTEND=noninteractive apt-get update >&2 || true
+		version=$(apt-cache policy prometheus 2>/dev/null |
+			awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }')
+	fi
+	if [ -n "$version" ]; then
+		dir=$cache/${version//[^A-Za-z0-9.+~-]/_}
+		if [ ! -x "$dir/usr/bin/promtool" ] || [ ! -x "$dir/usr/bin/prometheus" ]; then
+			tmp=$(mktemp -d "$cache/download.XXXXXX")
+			say "prometheus: apt-get download prometheus=$version (unpacked in $dir, not installed)" >&2
+			if (cd "$tmp" && apt-get download "prometheus=$version" >&2) &&
+				deb=$(find "$tmp" -maxdepth 1 -name 'prometheus_*.deb' | head -n 1) &&
+				[ -n "$deb" ] && dpkg-deb -x "$deb" "$tmp/root"; then
+				rm -rf -- "$dir"
+				mv "$tmp/root" "$dir"
+			else
+				warn "prometheus: apt-get download prometheus=$version failed"
+			fi
+			rm -rf -- "$tmp"
+		fi
+	fi
+	if [ -z "$version" ] || [ ! -x "$dir/usr/bin/promtool" ]; then
+		# offline: whatever was unpacked before
+		dir=$(find "$cache" -mindepth 3 -maxdepth 3 -path '*/usr/bin' \
+			-printf '%h\n' 2>/dev/null | sed 's,/usr$,,' | sort -V | tail -n 1)
+		[ -n "$dir" ] ||
+			die "no prometheus package: apt does not know it (apt-get update?) and nothing is cached in $cache"
+		warn "prometheus: using the copy unpacked before in $dir"
+	fi
+	"$dir/usr/bin/promtool" --version >/dev/null 2>&1 ||
+		die "$dir/usr/bin/promtool does not run"
+	printf '%s\n' "$dir/usr/bin"
+}
+
 # ---- users and paths -------------------------------------------------
 
 # Run a command as USER: directly when that is who we are, otherwise

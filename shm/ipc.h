@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 6
+#define IPC_VERSION 7
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -215,13 +215,20 @@ struct ipc_worker_stats {
 	_Atomic int32_t pid;        /* 0 when the slot is empty */
 	_Atomic uint32_t restarts;  /* times this slot was respawned */
 	_Atomic int64_t spawned_at; /* unix time of the last fork */
+	_Atomic uint64_t cpu_reaped_us; /* user + system CPU of the slot's
+				       earlier (reaped) workers, from
+				       wait4: the CPU counter adds it so
+				       that it survives a respawn */
 	/* owned by the worker */
 	_Atomic uint64_t config_gen;/* config generation the worker runs */
 	_Atomic int64_t heartbeat_ms;   /* CLOCK_MONOTONIC ms of a loop turn
 					   (updated at most every 100 ms) */
 	_Atomic uint64_t connections;   /* gauge: open client connections */
 	_Atomic uint64_t accepted;  /* connections accepted since the
-				       worker started (reset at respawn) */
+				       worker started (reset at respawn:
+				       the master's crash-loop rule) */
+	_Atomic uint64_t accepted_total; /* accepted by every worker of
+				       the slot (never reset) */
 	_Atomic int64_t conns[IPC_LISTENER_MAX][IPC_TLS_MAX][2]; /* gauge:
 				       open, by listener, TLS, authenticated */
 	_Atomic uint64_t sessions;  /* gauge: bound resources */

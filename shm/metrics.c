@@ -354,12 +354,20 @@ static void metrics_render_process(struct metrics_ctx *m,
 	char l[32];
 
 	for (unsigned i = 0; i < nslots; i++) {
-		pid_t pid = METRIC_GET(shm_worker_stats(shm, i)->pid);
+		struct ipc_worker_stats *st = shm_worker_stats(shm, i);
+		/* before /proc: the master adds a reaped worker's CPU here
+		 * after wait4 (master/reap.c), when /proc/PID is gone */
+		uint64_t reaped = METRIC_GET(st->cpu_reaped_us);
+		atomic_thread_fence(memory_order_acquire);
+		pid_t pid = METRIC_GET(st->pid);
 		ok[i] = pid > 0 && metrics_proc(pid, &cpu[i], &rss[i]) == 0;
+		if (ok[i])
+			cpu[i] += (double)reaped / 1e6;
 	}
 	metrics_family(m, "xmppd_worker_cpu_seconds", METRICS_COUNTER,
-		       "seconds", "User and system CPU time of the worker "
-		       "process now in the slot (/proc/PID/stat).");
+		       "seconds", "User and system CPU time of the slot's "
+		       "worker processes, the one running now "
+		       "(/proc/PID/stat) and those before it.");
 	for (unsigned i = 0; i < nslots; i++) {
 		snprintf(l, sizeof(l), "worker=\"%u\"", i);
 		if (ok[i])
@@ -464,9 +472,8 @@ static void metrics_render_workers(struct metrics_ctx *m,
 				}
 	}
 	metrics_family(m, "xmppd_connections_accepted", METRICS_COUNTER, NULL,
-		       "Client connections accepted (since the worker in "
-		       "the slot started).");
-	METRICS_PER_WORKER(m, shm, nslots, accepted);
+		       "Client connections accepted.");
+	METRICS_PER_WORKER(m, shm, nslots, accepted_total);
 	metrics_family(m, "xmppd_sessions", METRICS_GAUGE, NULL,
 		       "Bound resources (sessions) on the worker.");
 	METRICS_PER_WORKER(m, shm, nslots, sessions);
@@ -536,11 +543,12 @@ static void metrics_render_workers(struct metrics_ctx *m,
 		       "Stream errors sent and accept failures.");
 	METRICS_PER_WORKER(m, shm, nslots, errors);
 	metrics_family(m, "xmppd_received_bytes", METRICS_COUNTER, "bytes",
-		       "Bytes read from client sockets (before TLS "
-		       "decryption: application data).");
+		       "Bytes read from XMPP client connections (after TLS "
+		       "decryption: the XML).");
 	METRICS_PER_WORKER(m, shm, nslots, bytes_in);
 	metrics_family(m, "xmppd_sent_bytes", METRICS_COUNTER, "bytes",
-		       "Bytes queued for clients (application data).");
+		       "Bytes queued for XMPP clients (before TLS "
+		       "encryption: the XML).");
 	METRICS_PER_WORKER(m, shm, nslots, bytes_out);
 	metrics_family(m, "xmppd_routed_frames_sent", METRICS_COUNTER, NULL,
 		       "Frames sent to other workers' queues.");

@@ -170,6 +170,7 @@ static void conn_link(struct worker *w, struct conn *c)
 	conn_table_add(w, c);
 	METRIC_INC(w->stats->connections);
 	METRIC_INC(w->stats->accepted);
+	METRIC_INC(w->stats->accepted_total);
 	conn_metrics_move(c, IPC_TLS_NONE, 0);
 }
 

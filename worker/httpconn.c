@@ -251,7 +251,6 @@ static int httpconn_fill(struct http_conn *hc)
 	}
 	if (n == 0)
 		return 0;
-	hc->w->stats->bytes_in += (uint64_t)n;
 	if (buf_append(&hc->in, data, (size_t)n) < 0) {
 		log_error("h%u %s: no memory for input: closing", hc->id,
 			  hc->peer_name);
