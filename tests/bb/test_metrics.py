@@ -399,6 +399,52 @@ def test_health_for_anyone_metrics_for_admins():
         assert status == 200 and "xmppd_build_info" in body
 
 
+def test_http_front_metrics():
+    """The HTTP front counts itself: open HTTP connections of each
+    worker (a gauge) and responses by status code, bad requests
+    answered by the parser included."""
+    import socket
+    with Server(workers=1, users=USERS) as s:
+        before = scrape(s)
+        # one connection kept open after a 404
+        held = http.client.HTTPConnection("127.0.0.1", s.http_port,
+                                          timeout=10)
+        held.request("GET", "/no-such-page")
+        r = held.getresponse()
+        r.read()
+        assert r.status == 404
+        # a request line no parser accepts: 400, and the connection ends
+        raw = socket.create_connection(("127.0.0.1", s.http_port),
+                                       timeout=10)
+        raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        got = b""
+        while True:
+            d = raw.recv(4096)
+            if not d:
+                break
+            got += d
+        raw.close()
+        assert got.startswith(b"HTTP/1.1 400 "), got
+        after = scrape(s)
+
+        def moved(code):
+            return (total(after, "xmppd_http_responses_total", code=code) -
+                    total(before, "xmppd_http_responses_total", code=code))
+        assert moved("404") == 1, moved("404")
+        assert moved("400") == 1, moved("400")
+        # the scrape before this one
+        assert moved("200") == 1, moved("200")
+        # the held connection and the scraper's own (the earlier
+        # scrapers' connections end when the worker sees them closed)
+        wait_for(lambda: total(scrape(s), "xmppd_http_connections",
+                               worker="0") == 2,
+                 what="the held HTTP connection and the scraper's")
+        held.close()
+        wait_for(lambda: total(scrape(s), "xmppd_http_connections",
+                               worker="0") == 1,
+                 what="the held HTTP connection no longer counted")
+
+
 def test_unknown_stats_argument():
     with Server(workers=1) as s:
         r = s.ctl("stats", "--bogus")
@@ -415,5 +461,6 @@ if __name__ == "__main__":
         test_database_down_health,
         test_systemd_watchdog,
         test_health_for_anyone_metrics_for_admins,
+        test_http_front_metrics,
         test_unknown_stats_argument,
     ])
