@@ -327,6 +327,12 @@ def test_database_down_health():
             assert status == 503, (status, body)
             assert re.fullmatch(r"worker [01] has no database link: .+",
                                 body), body
+            # for scripts: one JSON document, exit status 1
+            r = s.ctl("--json", "health")
+            doc = json.loads(r.stdout)
+            assert r.returncode == 1 and doc["ready"] is False, (r, doc)
+            assert re.fullmatch(r"worker [01] has no database link: .+",
+                                doc["reason"]), doc
             m = scrape(s)
             assert total(m, "xmppd_db_up") < 2, m
             assert total(m, "xmppd_db_link_downs_total") >= 1, m
@@ -334,6 +340,10 @@ def test_database_down_health():
             wait_for(lambda: "\tready\t" in health(s), timeout=30,
                      what="ready after the database is back")
             assert http_health(s) == (200, "ready")
+            r = s.ctl("health", "--json")
+            assert r.returncode == 0, r
+            assert json.loads(r.stdout) == {"ready": True,
+                                            "reason": "ready"}, r.stdout
     finally:
         proxy.close()
 
