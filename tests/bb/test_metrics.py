@@ -153,6 +153,17 @@ def test_openmetrics_and_counters():
         r = s.ctl("stats")
         assert r.returncode == 0, r.stderr
         assert re.search(r"^sessions\s+2\s", r.stdout, re.M), r.stdout
+        # every family of /metrics has its line: logins by mechanism (one
+        # each), CPU, database latency, the queues' refusals, the HTTP
+        # front
+        for row in (r"  SCRAM-SHA-1\s+1\s", r"  SCRAM-SHA-256\s+1\s",
+                    r"CPU seconds\s+\d+\.\d\d\s",
+                    r"database query time, mean \(ms\)\s+\d+\.\d\d\s",
+                    r"database link downs\s+0\s",
+                    r"queue refused frames\s+0\s",
+                    r"HTTP connections\s+\d+\s",
+                    r"HTTP responses\s+[1-9]\d*\s"):
+            assert re.search("^" + row, r.stdout, re.M), (row, r.stdout)
         r = s.ctl("stats", "--json")
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
@@ -216,6 +227,10 @@ def test_offline_and_bounces():
                      condition="service-unavailable") >= \
             total(before, "xmppd_stanza_errors_total",
                   condition="service-unavailable") + 1, after
+        r = s.ctl("stats")
+        assert re.search(r"^stanza errors by worker, condition:\n"
+                         r"  worker 0  service-unavailable\s+1$",
+                         r.stdout, re.M), r.stdout
         a.close()
         b.close()
 
