@@ -254,6 +254,9 @@ struct ipc_worker_stats {
 	_Atomic uint64_t offline_stored;
 	_Atomic uint64_t offline_delivered;
 	_Atomic uint64_t http_connections; /* gauge: open HTTP connections */
+	_Atomic uint32_t tls_missing;   /* gauge: tls.certificate is set but
+					   the worker has no TLS context (the
+					   files did not load): not ready */
 	_Atomic uint64_t http_responses[IPC_HTTP_STATUS_MAX]; /* by status */
 	struct ipc_db_stats db;
 };

@@ -164,6 +164,7 @@ void metrics_reset_gauges(struct ipc_worker_stats *st)
 	METRIC_SET(st->queue_depth, 0);
 	METRIC_SET(st->queue_bytes, 0);
 	METRIC_SET(st->http_connections, 0);
+	METRIC_SET(st->tls_missing, 0);
 	METRIC_SET(st->heartbeat_ms, 0);
 	METRIC_SET(st->db.up, 0);
 	METRIC_SET(st->db.reason_len, 0);
@@ -697,6 +698,11 @@ int metrics_health(struct shm_region *shm, unsigned nslots, char *reason,
 		if (now - hb > METRICS_HEARTBEAT_STALE_MS) {
 			snprintf(reason, len, "worker %u has not run its loop "
 				 "for %lld ms", i, (long long)(now - hb));
+			return 0;
+		}
+		if (METRIC_GET(st->tls_missing)) {
+			snprintf(reason, len, "worker %u has no TLS certificate "
+				 "loaded (tls.certificate; its log says why)", i);
 			return 0;
 		}
 		if (!METRIC_GET(st->db.up)) {

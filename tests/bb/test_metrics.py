@@ -363,6 +363,46 @@ def test_database_down_health():
         proxy.close()
 
 
+def test_worker_without_tls_not_ready():
+    """A worker that comes up without its certificate (the file gone
+    when it was respawned) refuses every login while tls.required is
+    yes: /health says so instead of ready, and is ready again once a
+    worker has its certificate."""
+    import shutil
+    import tempfile
+    from harness import test_certificate
+    d = tempfile.mkdtemp(prefix="xmppd-tls-")
+    try:
+        cert, key = test_certificate()
+        mine = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        shutil.copy(cert, mine[0])
+        shutil.copy(key, mine[1])
+        with Server(workers=2, users=USERS,
+                    overrides={"tls.certificate": mine[0],
+                               "tls.key": mine[1]}) as s:
+            wait_for(lambda: http_health(s) == (200, "ready"), what="ready")
+            os.rename(mine[0], mine[0] + ".away")
+            victim = s.worker_pids()[1]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: victim not in s.worker_pids() and
+                     all(p > 0 for p in s.worker_pids()),
+                     timeout=20, what="worker 1 respawned")
+            status, body = wait_for(
+                lambda: (lambda h: h if h[0] == 503 else None)(
+                    http_health(s)), what="/health 503")
+            assert body == "worker 1 has no TLS certificate loaded " \
+                "(tls.certificate; its log says why)", body
+            assert "\tunavailable\tworker 1 has no TLS" in health(s)
+            # the file back and the worker respawned: ready again
+            os.rename(mine[0] + ".away", mine[0])
+            victim = s.worker_pids()[1]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: http_health(s) == (200, "ready"), timeout=20,
+                     what="ready with the certificate back")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_systemd_watchdog():
     """With WATCHDOG_USEC set (systemd's WatchdogSec), the master sends
     WATCHDOG=1 to NOTIFY_SOCKET at half the interval, and goes on doing so
@@ -484,6 +524,7 @@ if __name__ == "__main__":
         test_offline_and_bounces,
         test_killed_worker_health_and_restarts,
         test_database_down_health,
+        test_worker_without_tls_not_ready,
         test_systemd_watchdog,
         test_health_for_anyone_metrics_for_admins,
         test_http_front_metrics,
