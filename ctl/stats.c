@@ -210,6 +210,65 @@ static void stats_row(const struct stats_set *set, const char *title,
 	putchar('\n');
 }
 
+/* The same with two decimals (seconds, milliseconds). */
+static void stats_row_float(const char *title, double total,
+			    const double *sums, unsigned nworkers)
+{
+	printf("%-28s %14.2f", title, total);
+	for (unsigned w = 0; w < nworkers; w++)
+		printf(" %12.2f", sums[w]);
+	putchar('\n');
+}
+
+/* A row per value of label k of name whose total is not 0, in the order
+ * rendered ("  VALUE"). */
+static void stats_rows_by(const struct stats_set *set, const char *name,
+			  const char *k)
+{
+	double sums[STATS_WORKERS_MAX];
+	for (unsigned i = 0; i < set->n; i++) {
+		const struct stats_sample *s = &set->s[i];
+		const char *v = stats_label(s, k);
+		if (strcmp(s->name, name) != 0 || v == NULL)
+			continue;
+		int seen = 0;
+		for (unsigned j = 0; j < i && !seen; j++)
+			seen = strcmp(set->s[j].name, name) == 0 &&
+				stats_label(&set->s[j], k) != NULL &&
+				strcmp(stats_label(&set->s[j], k), v) == 0;
+		if (seen || stats_sum(set, name, k, v, sums) == 0)
+			continue;
+		char title[64];
+		snprintf(title, sizeof(title), "  %s", v);
+		stats_row(set, title, name, k, v);
+	}
+}
+
+/* The samples of name, one line each: "  worker W  L1  L2  N" with the
+ * values of labels k1 and k2 (k2 NULL: one label). */
+static void stats_list(const struct stats_set *set, const char *name,
+		       const char *heading, const char *k1, const char *k2)
+{
+	int header = 0;
+	for (unsigned i = 0; i < set->n; i++) {
+		const struct stats_sample *s = &set->s[i];
+		if (strcmp(s->name, name) != 0)
+			continue;
+		if (!header)
+			printf("\n%s:\n", heading);
+		header = 1;
+		const char *w = stats_label(s, "worker");
+		const char *v1 = stats_label(s, k1);
+		const char *v2 = k2 != NULL ? stats_label(s, k2) : NULL;
+		if (k2 != NULL)
+			printf("  worker %s  %-20s %-24s %.0f\n", w ? w : "?",
+			       v1 ? v1 : "?", v2 ? v2 : "?", s->v);
+		else
+			printf("  worker %s  %-24s %.0f\n", w ? w : "?",
+			       v1 ? v1 : "?", s->v);
+	}
+}
+
 static void stats_human(const struct stats_set *set)
 {
 	double sums[STATS_WORKERS_MAX];
@@ -252,6 +311,7 @@ static void stats_human(const struct stats_set *set)
 		  "xmppd_connections_accepted_total", NULL, NULL);
 	stats_row(set, "sessions", "xmppd_sessions", NULL, NULL);
 	stats_row(set, "logins", "xmppd_logins_total", NULL, NULL);
+	stats_rows_by(set, "xmppd_logins_total", "mechanism");
 	stats_row(set, "login failures", "xmppd_login_failures_total", NULL,
 		  NULL);
 	stats_row(set, "messages received", "xmppd_stanzas_received_total",
@@ -278,32 +338,45 @@ static void stats_human(const struct stats_set *set)
 		  "xmppd_routed_frames_received_total", NULL, NULL);
 	stats_row(set, "queued frames", "xmppd_queue_frames", NULL, NULL);
 	stats_row(set, "queued bytes", "xmppd_queue_outbox_bytes", NULL, NULL);
+	stats_row(set, "queue refused frames",
+		  "xmppd_queue_refused_frames_total", NULL, NULL);
 	stats_row(set, "offline messages stored",
 		  "xmppd_offline_stored_messages_total", NULL, NULL);
 	stats_row(set, "offline messages delivered",
 		  "xmppd_offline_delivered_messages_total", NULL, NULL);
 	stats_row(set, "database queries",
 		  "xmppd_db_query_duration_seconds_count", NULL, NULL);
+	/* mean round trip: the histogram's sum over its count */
+	double qsum[STATS_WORKERS_MAX], qcount[STATS_WORKERS_MAX];
+	double tsum = stats_sum(set, "xmppd_db_query_duration_seconds_sum",
+				NULL, NULL, qsum);
+	double tcount = stats_sum(set, "xmppd_db_query_duration_seconds_count",
+				  NULL, NULL, qcount);
+	for (unsigned w = 0; w < set->nworkers; w++)
+		sums[w] = qcount[w] > 0 ? qsum[w] * 1000 / qcount[w] : 0;
+	stats_row_float("database query time, mean (ms)",
+			tcount > 0 ? tsum * 1000 / tcount : 0, sums,
+			set->nworkers);
 	stats_row(set, "database query errors",
 		  "xmppd_db_query_errors_total", NULL, NULL);
+	stats_row(set, "database link downs", "xmppd_db_link_downs_total",
+		  NULL, NULL);
+	stats_row(set, "HTTP connections", "xmppd_http_connections", NULL,
+		  NULL);
+	stats_row(set, "HTTP responses", "xmppd_http_responses_total", NULL,
+		  NULL);
+	stats_rows_by(set, "xmppd_http_responses_total", "code");
+	double cpu = stats_sum(set, "xmppd_worker_cpu_seconds_total", NULL,
+			       NULL, sums);
+	stats_row_float("CPU seconds", cpu, sums, set->nworkers);
 	stats_row(set, "resident memory (KiB)",
 		  "xmppd_worker_resident_memory_bytes", NULL, NULL);
-	/* the failures by mechanism and reason, as rendered (seen only) */
-	int header = 0;
-	for (unsigned i = 0; i < set->n; i++) {
-		const struct stats_sample *s = &set->s[i];
-		if (strcmp(s->name, "xmppd_login_failures_total") != 0)
-			continue;
-		if (!header)
-			printf("\nlogin failures by worker, mechanism, reason:\n");
-		header = 1;
-		printf("  worker %s  %-20s %-24s %.0f\n",
-		       stats_label(s, "worker") ? stats_label(s, "worker") : "?",
-		       stats_label(s, "mechanism") ? stats_label(s, "mechanism")
-						   : "?",
-		       stats_label(s, "reason") ? stats_label(s, "reason") : "?",
-		       s->v);
-	}
+	/* by condition, as rendered (the series seen only) */
+	stats_list(set, "xmppd_login_failures_total",
+		   "login failures by worker, mechanism, reason", "mechanism",
+		   "reason");
+	stats_list(set, "xmppd_stanza_errors_total",
+		   "stanza errors by worker, condition", "condition", NULL);
 }
 
 int ctl_stats_command(const struct ctl_opts *opts, int argc, char **argv)

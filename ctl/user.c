@@ -437,7 +437,7 @@ static int ctl_user_change(PGconn *conn, const struct config *cfg,
 	return 0;
 }
 
-/* A usage error for the arguments, or NULL. */
+/* A usage error for the arguments, "" for an unknown verb, or NULL. */
 static const char *ctl_user_args_error(int argc, char **argv)
 {
 	if (argc < 2)
@@ -446,7 +446,7 @@ static const char *ctl_user_args_error(int argc, char **argv)
 		return argc <= 3 ? NULL : "user list takes at most a domain";
 	if (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "passwd") != 0 &&
 	    strcmp(argv[1], "del") != 0 && strcmp(argv[1], "show") != 0)
-		return "unknown user command";
+		return "";  /* unknown: the caller names it */
 	if (argc != 3)
 		return "user add|passwd|del|show needs one JID";
 	if (argv[2][0] == '-')
@@ -473,6 +473,8 @@ int ctl_user_command(const struct ctl_opts *opts, int argc, char **argv)
 	bool kick = argc >= 2 && strcmp(argv[1], "passwd") == 0 &&
 		ctl_take_flag(&argc, argv, "--kick");
 	const char *why = ctl_user_args_error(argc, argv);
+	if (why != NULL && why[0] == '\0')
+		return ctl_usage_error("unknown user command '%s'", argv[1]);
 	if (why != NULL)
 		return ctl_usage_error("%s%s%s", why, argc >= 3 ? ": " : "",
 				       argc >= 3 ? argv[argc - 1] : "");

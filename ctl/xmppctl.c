@@ -64,10 +64,10 @@ void ctl_usage(FILE *out)
 		"                      vCard, blocklist, live sessions\n"
 		"  user list [DOMAIN]  list accounts, one JID a line\n"
 		"  help                this text\n"
-		"--json: sessions, status, bans, user list and user show print one\n"
-		"JSON document.  Run as root, the PostgreSQL commands run as the\n"
-		"configured daemon 'user' (xmppd) unless db.conninfo names another\n"
-		"role (user=ROLE).\n"
+		"--json: sessions, status, bans, health, user list and user show\n"
+		"print one JSON document.  Run as root, the PostgreSQL commands run\n"
+		"as the configured daemon 'user' (xmppd) unless db.conninfo names\n"
+		"another role (user=ROLE).\n"
 		"exit status: 0 success, 1 failure (or nothing found: kick, user\n"
 		"show), 2 unknown command or wrong arguments.\n");
 }
@@ -149,8 +149,9 @@ static int ctl_plain_command(const struct ctl_opts *opts, int argc,
 	return ret;
 }
 
-/* health: "ready", or "unavailable" and the reason; exit 0 only when
- * ready, so that scripts and monitors can use the exit status. */
+/* health: "ready", or "unavailable" and the reason (--json: {"ready":
+ * true|false, "reason": "..."}); exit 0 only when ready, so that scripts
+ * and monitors can use the exit status. */
 static int ctl_health_command(const struct ctl_opts *opts, int argc,
 			      char **argv)
 {
@@ -165,10 +166,22 @@ static int ctl_health_command(const struct ctl_opts *opts, int argc,
 		return ret;
 	ret = CTL_EXIT_FAIL;
 	for (size_t i = 0; i < r.n; i++) {
-		puts(r.lines[i]);
-		if (strncmp(r.lines[i], "health\tready\t", 13) == 0 ||
-		    strcmp(r.lines[i], "health\tready") == 0)
+		const char *line = r.lines[i];
+		bool ready = strncmp(line, "health\tready\t", 13) == 0 ||
+			strcmp(line, "health\tready") == 0;
+		if (ready)
 			ret = CTL_EXIT_OK;
+		if (!opts->json) {
+			puts(line);
+			continue;
+		}
+		if (strncmp(line, "health\t", 7) != 0)
+			continue;
+		/* health<TAB>STATE<TAB>REASON */
+		const char *reason = strchr(line + 7, '\t');
+		printf("{\"ready\": %s, \"reason\": ", ready ? "true" : "false");
+		ctl_json_string(stdout, reason != NULL ? reason + 1 : "");
+		fputs("}\n", stdout);
 	}
 	ctl_reply_free(&r);
 	return ret;

@@ -959,9 +959,33 @@ static int check_http(const struct config *cfg)
 	return 0;
 }
 
+/* A file a daemon opens again after it moved to / (reload, a respawned
+ * worker): a relative path would then name another file, or none. */
+static int check_paths(const struct config *cfg)
+{
+	const struct {
+		const char *key, *value;
+	} paths[] = {
+		{ "tls.certificate", cfg->tls_certificate },
+		{ "tls.key", cfg->tls_key },
+		{ "pid_file", cfg->pid_file },
+		{ "log_file", cfg->log_file },
+		{ "control.socket", cfg->control_socket },
+	};
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		const char *v = paths[i].value + strspn(paths[i].value, " \t");
+		if (v[0] == '\0' || v[0] == '/' || strcmp(v, "-") == 0)
+			continue;
+		return fail("'%s' is '%s', a relative path: give an absolute "
+			    "one (the daemon works in /)", paths[i].key, v);
+	}
+	return 0;
+}
+
 static int check_all(const struct config *cfg)
 {
-	if (check_hosts(cfg->hosts) < 0 || check_tls(cfg) < 0)
+	if (check_hosts(cfg->hosts) < 0 || check_tls(cfg) < 0 ||
+	    check_paths(cfg) < 0)
 		return -1;
 	if (cfg->c2s_addresses[strspn(cfg->c2s_addresses, " \t")] == '\0')
 		return fail("'c2s.addresses' is empty");

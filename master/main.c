@@ -312,6 +312,19 @@ int main(int argc, char **argv)
 		printf("xmppd: configuration %s is valid\n", m.config_path);
 		return 0;
 	}
+	/* a daemon works in /: a reload must read the same file */
+	if (m.config_path[0] != '/') {
+		char *cwd = getcwd(NULL, 0);
+		static char *abs_path;
+		if (cwd == NULL || asprintf(&abs_path, "%s/%s", cwd,
+					    m.config_path) < 0) {
+			fprintf(stderr, "xmppd: %s: cannot make the path "
+				"absolute: %s\n", m.config_path, strerror(errno));
+			return 1;
+		}
+		free(cwd);
+		m.config_path = abs_path;
+	}
 	if (master_log_default(m.cfg, m.foreground, &error) < 0)
 		log_fatal("%s", error);
 	log_set_level((enum log_level)m.cfg->log_level);

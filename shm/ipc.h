@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 7
+#define IPC_VERSION 8
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -196,6 +196,11 @@ enum ipc_stanza_error {
 #define IPC_DB_BUCKETS_US 500, 1000, 2500, 5000, 10000, 25000, 50000, \
 	100000, 250000, 500000, 1000000, 2500000, 5000000
 #define IPC_DB_NBUCKETS 14          /* the 13 above and +Inf */
+
+/* HTTP response status codes counted one by one (shm/metrics.c has the
+ * list, the codes the HTTP front sends); any other is counted as the
+ * last one, "other". */
+#define IPC_HTTP_STATUS_MAX 24
 #define IPC_DB_REASON 128
 
 struct ipc_db_stats {
@@ -248,6 +253,11 @@ struct ipc_worker_stats {
 	_Atomic uint64_t queue_full;    /* frames refused: outbox full */
 	_Atomic uint64_t offline_stored;
 	_Atomic uint64_t offline_delivered;
+	_Atomic uint64_t http_connections; /* gauge: open HTTP connections */
+	_Atomic uint32_t tls_missing;   /* gauge: tls.certificate is set but
+					   the worker has no TLS context (the
+					   files did not load): not ready */
+	_Atomic uint64_t http_responses[IPC_HTTP_STATUS_MAX]; /* by status */
 	struct ipc_db_stats db;
 };
 

@@ -91,6 +91,12 @@ static const char *const metrics_tls[IPC_TLS_MAX] = {
 	"none", "TLSv1.2", "TLSv1.3"
 };
 
+/* the status codes worker/http.c sends, then any other */
+static const int metrics_http_codes[IPC_HTTP_STATUS_MAX - 1] = {
+	100, 200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408,
+	411, 413, 414, 417, 429, 431, 500, 501, 503, 505
+};
+
 /* le of each bucket, canonical as OpenMetrics wants ("1.0", not "1") */
 static const char *const metrics_le[IPC_DB_NBUCKETS] = {
 	"0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
@@ -137,6 +143,14 @@ int metrics_stanza_error(const char *condition)
 	return metrics_index(metrics_stanza_errors, IPC_SERR_MAX, condition);
 }
 
+unsigned metrics_http_status(int status)
+{
+	for (unsigned i = 0; i < IPC_HTTP_STATUS_MAX - 1; i++)
+		if (metrics_http_codes[i] == status)
+			return i;
+	return IPC_HTTP_STATUS_MAX - 1;
+}
+
 /* ---- writers' helpers --------------------------------------------------- */
 
 void metrics_reset_gauges(struct ipc_worker_stats *st)
@@ -149,6 +163,8 @@ void metrics_reset_gauges(struct ipc_worker_stats *st)
 	METRIC_SET(st->sessions, 0);
 	METRIC_SET(st->queue_depth, 0);
 	METRIC_SET(st->queue_bytes, 0);
+	METRIC_SET(st->http_connections, 0);
+	METRIC_SET(st->tls_missing, 0);
 	METRIC_SET(st->heartbeat_ms, 0);
 	METRIC_SET(st->db.up, 0);
 	METRIC_SET(st->db.reason_len, 0);
@@ -571,6 +587,28 @@ static void metrics_render_workers(struct metrics_ctx *m,
 	metrics_family(m, "xmppd_offline_delivered_messages", METRICS_COUNTER,
 		       NULL, "Stored messages delivered.");
 	METRICS_PER_WORKER(m, shm, nslots, offline_delivered);
+	metrics_family(m, "xmppd_http_connections", METRICS_GAUGE, NULL,
+		       "Open connections of the HTTP front.");
+	METRICS_PER_WORKER(m, shm, nslots, http_connections);
+	metrics_family(m, "xmppd_http_responses", METRICS_COUNTER, NULL,
+		       "Responses of the HTTP front by status code (only "
+		       "those seen).");
+	for (unsigned i = 0; i < nslots; i++)
+		for (int k = 0; k < IPC_HTTP_STATUS_MAX; k++) {
+			uint64_t v = METRIC_GET(shm_worker_stats(shm, i)
+						->http_responses[k]);
+			if (v == 0)
+				continue;
+			char code[8];
+			if (k < IPC_HTTP_STATUS_MAX - 1)
+				snprintf(code, sizeof(code), "%d",
+					 metrics_http_codes[k]);
+			else
+				snprintf(code, sizeof(code), "other");
+			snprintf(l, sizeof(l), "worker=\"%u\",code=\"%s\"",
+				 i, code);
+			metrics_sample(m, l, v);
+		}
 }
 
 int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
@@ -660,6 +698,11 @@ int metrics_health(struct shm_region *shm, unsigned nslots, char *reason,
 		if (now - hb > METRICS_HEARTBEAT_STALE_MS) {
 			snprintf(reason, len, "worker %u has not run its loop "
 				 "for %lld ms", i, (long long)(now - hb));
+			return 0;
+		}
+		if (METRIC_GET(st->tls_missing)) {
+			snprintf(reason, len, "worker %u has no TLS certificate "
+				 "loaded (tls.certificate; its log says why)", i);
 			return 0;
 		}
 		if (!METRIC_GET(st->db.up)) {

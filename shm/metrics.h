@@ -75,6 +75,9 @@ const char *metrics_stanza_error_name(enum ipc_stanza_error e);
 int metrics_sasl_reason(const char *condition);
 int metrics_stanza_error(const char *condition);
 
+/* Index in http_responses of an HTTP status code. */
+unsigned metrics_http_status(int status);
+
 /* Master, when a worker died: its gauges describe nothing now. */
 void metrics_reset_gauges(struct ipc_worker_stats *st);
 

@@ -670,6 +670,15 @@ Test(check, cross_key_errors)
 {
 	cr_expect_str_eq(CHECK_ERROR("c2s.tls_port=5222"),
 			 "'c2s.port' and 'c2s.tls_port' are both 5222");
+	cr_expect_str_eq(CHECK_ERROR("tls.certificate=cert.pem"),
+			 "'tls.certificate' is 'cert.pem', a relative path: "
+			 "give an absolute one (the daemon works in /)");
+	cr_expect_str_eq(CHECK_ERROR("control.socket=run/control.sock"),
+			 "'control.socket' is 'run/control.sock', a relative "
+			 "path: give an absolute one (the daemon works in /)");
+	cr_expect_str_eq(CHECK_ERROR("log_file=xmppd.log"),
+			 "'log_file' is 'xmppd.log', a relative path: give an "
+			 "absolute one (the daemon works in /)");
 	cr_expect_str_eq(CHECK_ERROR("hosts=  "),
 			 "'hosts' must name at least one domain");
 	cr_expect_str_eq(CHECK_ERROR("hosts=a.example b.example A.example"),

@@ -86,4 +86,15 @@ done
 IFS=$oldifs
 ok "xmppctl(8) describes every command of xmppctl help: $(printf '%s\n' "$cmds" | paste -sd, -)"
 
+# ---- xmppd(8): every environment variable it reads ---------------------
+S=$(cd "$(dirname "$0")/.." && pwd)
+text=$(render "$MAN/xmppd.8" ENVIRONMENT "SEE ALSO")
+vars=$(cat "$S"/master/*.c "$S"/worker/*.c "$S"/shm/*.c "$S"/lib/*.c |
+	grep -oE 'getenv\("[A-Z_]+"\)' | sed 's/getenv("//; s/")//' | sort -u)
+[ -n "$vars" ] || fail "no getenv() found in $S/master"
+for v in $vars; do
+	has_tag "$text" "$v" || fail "xmppd(8) ENVIRONMENT does not describe $v"
+done
+ok "xmppd(8) describes every variable xmppd reads: $(printf '%s\n' "$vars" | paste -sd" " -)"
+
 [ "$failed" -eq 0 ]

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "worker.h"
 #include "cidr.h"
+#include "metrics.h"
 #include "log.h"
 #include "util.h"
 
@@ -288,6 +289,7 @@ static void http_write(struct http_conn *hc, int status, const char *ctype,
 	if (f->close)
 		hc->want_close = 1;
 	hc->requests++;
+	METRIC_INC(metrics_self->http_responses[metrics_http_status(status)]);
 }
 
 /* An error page: "404 Not Found\n". */

@@ -12,6 +12,7 @@
 #include "http.h"
 #include "worker.h"
 #include "log.h"
+#include "metrics.h"
 #include "util.h"
 
 #include <arpa/inet.h>
@@ -100,6 +101,7 @@ static void httpconn_close(struct http_conn *hc)
 	if (hc->next != NULL)
 		hc->next->prev = hc->prev;
 	w->http_nconns--;
+	METRIC_SET(metrics_self->http_connections, w->http_nconns);
 	hc->next = httpconn_dead;
 	hc->prev = NULL;
 	httpconn_dead = hc;
@@ -421,6 +423,7 @@ static int httpconn_accept_one(struct worker *w, int lfd, int tls)
 		w->http_conns->prev = hc;
 	w->http_conns = hc;
 	w->http_nconns++;
+	METRIC_SET(metrics_self->http_connections, w->http_nconns);
 	/* the TLS handshake and the first request within request_timeout */
 	hc->timing_request = 1;
 	hc->deadline_ms = time_now_ms() + (int64_t)w->cfg->http_request_timeout;

@@ -94,6 +94,7 @@ static void worker_tls_context(struct worker *w)
 			log_info("TLS off for new connections: tls.certificate "
 				 "is empty");
 		tls_context_free(&w->tls);
+		METRIC_SET(metrics_self->tls_missing, 0);
 		return;
 	}
 	SSL_CTX *ctx = tls_context_new(w->cfg, &error);
@@ -104,12 +105,14 @@ static void worker_tls_context(struct worker *w)
 	}
 	if (ctx == NULL) {
 		/* stream.c and sasl.c fail closed: no login while
-		 * tls.required is yes. */
+		 * tls.required is yes.  /health says so. */
 		log_error("TLS unavailable: %s", error);
+		METRIC_SET(metrics_self->tls_missing, 1);
 		return;
 	}
 	tls_context_free(&w->tls);
 	w->tls = ctx;
+	METRIC_SET(metrics_self->tls_missing, 0);
 }
 
 static void worker_init(struct worker *w, struct worker_boot *b)

@@ -333,6 +333,10 @@ def test_usage_errors():
             r = srv.ctl_config(*args, check=False)
             assert r.returncode == 2 and len(r.stderr.splitlines()[0]) > 9, (args, r)
             assert r.stderr.splitlines()[1].startswith("usage:"), (args, r.stderr)
+        # the error names the word that is wrong, not the JID after it
+        r = srv.ctl_config("user", "frob", "a@localhost", check=False)
+        assert r.stderr.splitlines()[0] == \
+            "xmppctl: unknown user command 'frob'", r.stderr
         r = srv.ctl("help")
         assert r.returncode == 0 and "exit status: 0 success" in r.stdout, r
     # the server stopped: the control socket is gone

@@ -153,6 +153,17 @@ def test_openmetrics_and_counters():
         r = s.ctl("stats")
         assert r.returncode == 0, r.stderr
         assert re.search(r"^sessions\s+2\s", r.stdout, re.M), r.stdout
+        # every family of /metrics has its line: logins by mechanism (one
+        # each), CPU, database latency, the queues' refusals, the HTTP
+        # front
+        for row in (r"  SCRAM-SHA-1\s+1\s", r"  SCRAM-SHA-256\s+1\s",
+                    r"CPU seconds\s+\d+\.\d\d\s",
+                    r"database query time, mean \(ms\)\s+\d+\.\d\d\s",
+                    r"database link downs\s+0\s",
+                    r"queue refused frames\s+0\s",
+                    r"HTTP connections\s+\d+\s",
+                    r"HTTP responses\s+[1-9]\d*\s"):
+            assert re.search("^" + row, r.stdout, re.M), (row, r.stdout)
         r = s.ctl("stats", "--json")
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
@@ -216,6 +227,10 @@ def test_offline_and_bounces():
                      condition="service-unavailable") >= \
             total(before, "xmppd_stanza_errors_total",
                   condition="service-unavailable") + 1, after
+        r = s.ctl("stats")
+        assert re.search(r"^stanza errors by worker, condition:\n"
+                         r"  worker 0  service-unavailable\s+1$",
+                         r.stdout, re.M), r.stdout
         a.close()
         b.close()
 
@@ -327,6 +342,12 @@ def test_database_down_health():
             assert status == 503, (status, body)
             assert re.fullmatch(r"worker [01] has no database link: .+",
                                 body), body
+            # for scripts: one JSON document, exit status 1
+            r = s.ctl("--json", "health")
+            doc = json.loads(r.stdout)
+            assert r.returncode == 1 and doc["ready"] is False, (r, doc)
+            assert re.fullmatch(r"worker [01] has no database link: .+",
+                                doc["reason"]), doc
             m = scrape(s)
             assert total(m, "xmppd_db_up") < 2, m
             assert total(m, "xmppd_db_link_downs_total") >= 1, m
@@ -334,8 +355,52 @@ def test_database_down_health():
             wait_for(lambda: "\tready\t" in health(s), timeout=30,
                      what="ready after the database is back")
             assert http_health(s) == (200, "ready")
+            r = s.ctl("health", "--json")
+            assert r.returncode == 0, r
+            assert json.loads(r.stdout) == {"ready": True,
+                                            "reason": "ready"}, r.stdout
     finally:
         proxy.close()
+
+
+def test_worker_without_tls_not_ready():
+    """A worker that comes up without its certificate (the file gone
+    when it was respawned) refuses every login while tls.required is
+    yes: /health says so instead of ready, and is ready again once a
+    worker has its certificate."""
+    import shutil
+    import tempfile
+    from harness import test_certificate
+    d = tempfile.mkdtemp(prefix="xmppd-tls-")
+    try:
+        cert, key = test_certificate()
+        mine = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        shutil.copy(cert, mine[0])
+        shutil.copy(key, mine[1])
+        with Server(workers=2, users=USERS,
+                    overrides={"tls.certificate": mine[0],
+                               "tls.key": mine[1]}) as s:
+            wait_for(lambda: http_health(s) == (200, "ready"), what="ready")
+            os.rename(mine[0], mine[0] + ".away")
+            victim = s.worker_pids()[1]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: victim not in s.worker_pids() and
+                     all(p > 0 for p in s.worker_pids()),
+                     timeout=20, what="worker 1 respawned")
+            status, body = wait_for(
+                lambda: (lambda h: h if h[0] == 503 else None)(
+                    http_health(s)), what="/health 503")
+            assert body == "worker 1 has no TLS certificate loaded " \
+                "(tls.certificate; its log says why)", body
+            assert "\tunavailable\tworker 1 has no TLS" in health(s)
+            # the file back and the worker respawned: ready again
+            os.rename(mine[0] + ".away", mine[0])
+            victim = s.worker_pids()[1]
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: http_health(s) == (200, "ready"), timeout=20,
+                     what="ready with the certificate back")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_systemd_watchdog():
@@ -399,6 +464,52 @@ def test_health_for_anyone_metrics_for_admins():
         assert status == 200 and "xmppd_build_info" in body
 
 
+def test_http_front_metrics():
+    """The HTTP front counts itself: open HTTP connections of each
+    worker (a gauge) and responses by status code, bad requests
+    answered by the parser included."""
+    import socket
+    with Server(workers=1, users=USERS) as s:
+        before = scrape(s)
+        # one connection kept open after a 404
+        held = http.client.HTTPConnection("127.0.0.1", s.http_port,
+                                          timeout=10)
+        held.request("GET", "/no-such-page")
+        r = held.getresponse()
+        r.read()
+        assert r.status == 404
+        # a request line no parser accepts: 400, and the connection ends
+        raw = socket.create_connection(("127.0.0.1", s.http_port),
+                                       timeout=10)
+        raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        got = b""
+        while True:
+            d = raw.recv(4096)
+            if not d:
+                break
+            got += d
+        raw.close()
+        assert got.startswith(b"HTTP/1.1 400 "), got
+        after = scrape(s)
+
+        def moved(code):
+            return (total(after, "xmppd_http_responses_total", code=code) -
+                    total(before, "xmppd_http_responses_total", code=code))
+        assert moved("404") == 1, moved("404")
+        assert moved("400") == 1, moved("400")
+        # the scrape before this one
+        assert moved("200") == 1, moved("200")
+        # the held connection and the scraper's own (the earlier
+        # scrapers' connections end when the worker sees them closed)
+        wait_for(lambda: total(scrape(s), "xmppd_http_connections",
+                               worker="0") == 2,
+                 what="the held HTTP connection and the scraper's")
+        held.close()
+        wait_for(lambda: total(scrape(s), "xmppd_http_connections",
+                               worker="0") == 1,
+                 what="the held HTTP connection no longer counted")
+
+
 def test_unknown_stats_argument():
     with Server(workers=1) as s:
         r = s.ctl("stats", "--bogus")
@@ -413,7 +524,9 @@ if __name__ == "__main__":
         test_offline_and_bounces,
         test_killed_worker_health_and_restarts,
         test_database_down_health,
+        test_worker_without_tls_not_ready,
         test_systemd_watchdog,
         test_health_for_anyone_metrics_for_admins,
+        test_http_front_metrics,
         test_unknown_stats_argument,
     ])

@@ -222,6 +222,26 @@ def test_daemon_pid_file():
         s.stop()
 
 
+def test_daemon_relative_config_reloads():
+    """xmppd -c FILE with a relative FILE, daemonized (it moves to /):
+    a reload reads the same file, not FILE under /."""
+    s = Server(workers=1, foreground=False)
+    s.preexec_fn = lambda: os.chdir(s.dir)
+    args = s.args
+    s.args = lambda: [os.path.basename(s.config) if a == s.config else a
+                      for a in args()]
+    try:
+        s.start()
+        s.write_config("hosts = localhost example.net\n")
+        r = s.ctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "generation\t2" in r.stdout, r.stdout
+        close_stream(open_stream(s.port, to="example.net"))
+        assert "config %s" % s.config in s.log_text(), s.log_text()
+    finally:
+        s.stop()
+
+
 def test_master_death_ends_workers():
     s = Server(workers=2)
     try:
@@ -320,5 +340,6 @@ if __name__ == "__main__":
                test_kill9_worker, test_reload_bad_file_changes_nothing,
                test_reload_good_file, test_sigterm_graceful,
                test_xmppctl_stop_and_errors, test_daemon_pid_file,
+               test_daemon_relative_config_reloads,
                test_master_death_ends_workers, test_config_check,
                test_unknown_schema_refused, test_emfile_does_not_spin])
