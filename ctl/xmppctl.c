@@ -171,14 +171,22 @@ static int ctl_health_command(const struct ctl_opts *opts, int argc,
 			strcmp(line, "health\tready") == 0;
 		if (ready)
 			ret = CTL_EXIT_OK;
-		if (!opts->json) {
-			puts(line);
+		if (strncmp(line, "health\t", 7) != 0) {
+			if (!opts->json)
+				puts(line);
 			continue;
 		}
-		if (strncmp(line, "health\t", 7) != 0)
-			continue;
 		/* health<TAB>STATE<TAB>REASON */
 		const char *reason = strchr(line + 7, '\t');
+		if (!opts->json) {
+			/* "ready", or "unavailable: REASON" */
+			if (ready)
+				puts("ready");
+			else
+				printf("unavailable: %s\n",
+				       reason != NULL ? reason + 1 : "");
+			continue;
+		}
 		printf("{\"ready\": %s, \"reason\": ", ready ? "true" : "false");
 		ctl_json_string(stdout, reason != NULL ? reason + 1 : "");
 		fputs("}\n", stdout);
