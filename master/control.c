@@ -9,6 +9,7 @@
  */
 #include "master.h"
 #include "log.h"
+#include "metrics.h"
 #include "buf.h"
 #include "addr.h"
 #include "session.h"
@@ -381,19 +382,6 @@ static const char *control_tls_name(uint16_t v)
 	}
 }
 
-static const char *control_mech_name(uint8_t mech)
-{
-	static const char *const names[IPC_MECH_MAX] = {
-		[IPC_MECH_NONE] = "none",
-		[IPC_MECH_PLAIN] = "PLAIN",
-		[IPC_MECH_SCRAM_SHA_1] = "SCRAM-SHA-1",
-		[IPC_MECH_SCRAM_SHA_1_PLUS] = "SCRAM-SHA-1-PLUS",
-		[IPC_MECH_SCRAM_SHA_256] = "SCRAM-SHA-256",
-		[IPC_MECH_SCRAM_SHA_256_PLUS] = "SCRAM-SHA-256-PLUS",
-	};
-	return mech < IPC_MECH_MAX ? names[mech] : "?";
-}
-
 struct control_walk {
 	const char *filter;
 	struct buf *out;
@@ -423,7 +411,7 @@ static int control_session_line(const struct session_info *s, void *ctx)
 	buf_appendf(cw->out, "session\tjid=%s\tworker=%u\taddress=%s\tport=%u\t"
 		    "tls=%s\tmechanism=%s\tsince=%lld\tidle=%lld\n", s->jid,
 		    s->slot, addr, s->peer_port, control_tls_name(s->tls_version),
-		    control_mech_name(s->mech), (long long)s->since,
+		    metrics_mech_name((enum ipc_mech)s->mech), (long long)s->since,
 		    (long long)(idle > 0 ? idle : 0));
 	cw->shown++;
 	return 0;

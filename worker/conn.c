@@ -228,15 +228,10 @@ static int conn_admit(struct conn *c, const struct sockaddr_storage *ss)
 static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
-			 SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM)
-			worker_accept_overload(w, lfd);
+	socklen_t len;
+	int fd = worker_accept(w, lfd, &ss, &len);
+	if (fd < 0)
 		return -1;
-	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = conn_new(w, fd, &ss, direct_tls);

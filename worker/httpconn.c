@@ -369,15 +369,10 @@ static unsigned httpconn_limit(const struct worker *w)
 static int httpconn_accept_one(struct worker *w, int lfd, int tls)
 {
 	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
-			 SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM)
-			worker_accept_overload(w, lfd);
+	socklen_t len;
+	int fd = worker_accept(w, lfd, &ss, &len);
+	if (fd < 0)
 		return -1;
-	}
 	unsigned limit = httpconn_limit(w);
 	struct http_conn *hc = calloc(1, sizeof(*hc));
 	if (hc == NULL) {

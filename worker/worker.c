@@ -158,7 +158,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 
 /* EMFILE/ENFILE: shed the connection with the spare descriptor, then stop
  * watching the listeners for a moment (jabberd2 spun at 100% here). */
-void worker_accept_overload(struct worker *w, int lfd)
+static void worker_accept_overload(struct worker *w, int lfd)
 {
 	if (w->reserve_fd >= 0) {
 		close(w->reserve_fd);
@@ -174,6 +174,18 @@ void worker_accept_overload(struct worker *w, int lfd)
 	w->accept_paused = 1;
 	w->accept_resume_ms = time_now_ms() + WORKER_ACCEPT_PAUSE_MS;
 	worker_listeners(w, 0);
+}
+
+int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
+		  socklen_t *len)
+{
+	*len = sizeof(*ss);
+	int fd = accept4(lfd, (struct sockaddr *)ss, len,
+			 SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE ||
+		       errno == ENOBUFS || errno == ENOMEM))
+		worker_accept_overload(w, lfd);
+	return fd;
 }
 
 /* One line for every stream the shutdown closes: closing them logs

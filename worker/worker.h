@@ -9,6 +9,7 @@
 #define XMPPD_WORKER_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 #include "config.h"
 #include "queue.h"
 #include "shm.h"
@@ -215,7 +216,10 @@ struct worker {
 
 _Noreturn void worker_main(struct worker_boot *boot);
 
-void worker_accept_overload(struct worker *w, int lfd);
+/* accept4() a non-blocking connection from listener lfd: the fd, or -1
+ * (out of descriptors or memory: the listeners pause for a moment). */
+int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
+		  socklen_t *len);
 
 /* conn.c */
 void conn_accept(struct worker *w, int lfd, int direct_tls);
