@@ -517,13 +517,14 @@ static int http_on_headers_complete(http_parser *p)
 		if (strcasecmp(expect, "100-continue") != 0)
 			return http_fail(hc, 417, "Expect other than "
 					 "100-continue");
-		/* RFC 9110 10.1.1: the client waits for this to send */
+		/* RFC 9110 10.1.1: the client waits for this to send;
+		 * written by http_process after the head's own line check,
+		 * so that a folded line in the same read is refused alone,
+		 * as it is when the reads split before it */
 		int body = (p->flags & F_CHUNKED) ||
 			   (p->content_length != ULLONG_MAX &&
 			    p->content_length > 0);
-		if (body && p->http_minor >= 1 && buf_append(&hc->out,
-		    "HTTP/1.1 100 Continue\r\n\r\n", 25) < 0)
-			return http_fail(hc, 503, "no memory");
+		hc->send_continue = body && p->http_minor >= 1;
 	}
 	return 0;
 }
@@ -799,9 +800,18 @@ void http_process(struct http_conn *hc)
 			hc->scan = HTTP_SCAN_PRE;
 		if (folded) {
 			hc->complete = 0;
+			hc->send_continue = 0;
 			http_refuse(hc, 400, "header line folded or starting "
 				    "with whitespace");
 			break;
+		}
+		if (hc->send_continue) {
+			hc->send_continue = 0;
+			if (buf_append(&hc->out, "HTTP/1.1 100 Continue\r\n"
+				       "\r\n", 25) < 0) {
+				http_refuse(hc, 503, "no memory");
+				break;
+			}
 		}
 		if (hc->error_status != 0) {
 			http_refuse(hc, hc->error_status, hc->error_reason);

@@ -112,6 +112,8 @@ struct http_conn {
 	int error_status;       /* a limit or bad input: answer this, close */
 	const char *error_reason;
 	int complete;           /* a whole request parsed, to answer */
+	int send_continue;      /* head asked for 100 Continue: written once
+				   the bytes parsed are known to be good */
 	int in_request;         /* bytes of a request seen, not complete */
 	int want_close;         /* close once out is written */
 	int lingering;          /* output done, reading until EOF or timer */
