@@ -391,8 +391,13 @@ static int http_trailer(struct http_conn *hc, size_t len)
 static int http_on_header_field(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
-	if (hc->head_done)
-		return http_trailer(hc, len + 4);
+	if (hc->head_done) {
+		/* a name's line costs 4 more once, however the reads split
+		 * it (the parser calls back once per piece) */
+		size_t line = hc->field_open != 1 ? 4 : 0;
+		hc->field_open = 1;
+		return http_trailer(hc, len + line);
+	}
 	/* the parser (not built strict) takes SP as a name character:
 	 * "Transfer-Encoding : chunked" or a line starting with SP would
 	 * be one header here and another or none in a proxy in front
@@ -412,8 +417,10 @@ static int http_on_header_field(http_parser *p, const char *at, size_t len)
 static int http_on_header_value(http_parser *p, const char *at, size_t len)
 {
 	struct http_conn *hc = http_of(p);
-	if (hc->head_done)
+	if (hc->head_done) {
+		hc->field_open = 2;
 		return http_trailer(hc, len);
+	}
 	if (hc->field_open == 1) {
 		if (http_head_add(hc, "", 1) < 0)
 			return -1;
