@@ -9,10 +9,14 @@
 #include "stubs.h"
 #include "../worker/worker.h"
 #include "../worker/tls.h"
+#include "../worker/ext.h"
 
 #include <string.h>
 
 void (*fuzz_dispatch)(struct conn *c, struct xml_node *n, int kind);
+
+/* No extensions in a harness: every hook array is empty. */
+struct ext_hooks ext_hooks;
 
 static void stub_dispatch(struct conn *c, struct xml_node *n, int kind)
 {

@@ -17,6 +17,7 @@
  * stream error, after our stream header if we had not sent it yet.
  */
 #include "worker.h"
+#include "ext.h"
 #include "log.h"
 #include "tls.h"
 #include "util.h"
@@ -149,13 +150,15 @@ static void stream_features(struct conn *c)
 	 * tls.required, nobody logs in: fail closed. */
 	if (!c->authenticated && (conn_tls(c) || !c->w->cfg->tls_required))
 		sasl_features(c, &out);
-	if (c->authenticated)
+	if (c->authenticated) {
 		buf_appendf(&out, "<bind xmlns='" NS_BIND "'/>"
 			    "<session xmlns='" NS_SESSION "'><optional/>"
-			    "</session>"
-			    /* RFC 6121 sections 2.6.1 and 3.4 */
-			    "<ver xmlns='urn:xmpp:features:rosterver'/>"
-			    "<sub xmlns='urn:xmpp:features:pre-approval'/>");
+			    "</session>");
+		EXT_RUN(stream_features, c, &out);
+		/* RFC 6121 section 3.4 (presence.c) */
+		buf_appendf(&out, "<sub xmlns='urn:xmpp:features:"
+			    "pre-approval'/>");
+	}
 	buf_appendf(&out, "</stream:features>");
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
