@@ -1,6 +1,6 @@
 /*
  * test_ext.c - the registry of extensions (worker/ext.c): the list in
- * ext.c names ext_roster ... ext_offline; this test links stand-ins of
+ * ext.c names roster_ext ... offline_ext; this test links stand-ins of
  * those five names, so it checks the registry (hook order, taking
  * hooks, IQ lookup, disco order, the start-up checks), not the real
  * extensions (the black-box tests do that).
@@ -62,20 +62,20 @@ static const struct ext_iq c_iqs[] = {
 static const char *const a_disco[] = { "urn:a", NULL };
 static const char *const c_disco[] = { "urn:c", "urn:c#more", NULL };
 
-const struct ext ext_roster = {
+const struct ext roster_ext = {
 	.name = "a", .disco_features = a_disco, .iq = a_iqs,
 	.config_keys = (const char *const *)roster_keys,
 	.session_bound = bound_a,
 };
-const struct ext ext_vcard = { .name = "b", .stanza_in = in_b };
-const struct ext ext_private = {
+const struct ext vcard_ext = { .name = "b", .stanza_in = in_b };
+const struct ext private_ext = {
 	.name = "c", .disco_features = c_disco, .iq = c_iqs,
 	.stanza_in = in_c,
 };
-const struct ext ext_blocking = {
+const struct ext blocking_ext = {
 	.name = "d", .session_bound = bound_d, .stanza_in = in_e,
 };
-const struct ext ext_offline = {
+const struct ext offline_ext = {
 	.name = "e", .schema = (const char *const *)offline_schema,
 };
 

@@ -455,7 +455,7 @@ static const char *const blocking_config[] = {
 };
 static const char *const blocking_schema[] = { "002-im.sql", NULL };
 
-const struct ext ext_blocking = {
+const struct ext blocking_ext = {
 	.name = "blocking",
 	.disco_features = blocking_disco,
 	.iq = blocking_iqs,

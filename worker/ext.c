@@ -13,17 +13,17 @@
 
 #include <string.h>
 
-extern const struct ext ext_roster, ext_vcard, ext_private, ext_blocking,
-	ext_offline;
+extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
+	offline_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
 const struct ext *const ext_all[] = {
-	&ext_roster,
-	&ext_vcard,
-	&ext_private,
-	&ext_blocking,
-	&ext_offline,
+	&roster_ext,
+	&vcard_ext,
+	&private_ext,
+	&blocking_ext,
+	&offline_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 

@@ -524,7 +524,7 @@ static const char *const offline_schema[] = {
 	"002-im.sql", "004-offline-unreadable.sql", NULL,
 };
 
-const struct ext ext_offline = {
+const struct ext offline_ext = {
 	.name = "offline",
 	.disco_features = offline_disco,
 	.config_keys = offline_config,

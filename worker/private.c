@@ -242,7 +242,7 @@ static const char *const private_config[] = {
 };
 static const char *const private_schema[] = { "002-im.sql", NULL };
 
-const struct ext ext_private = {
+const struct ext private_ext = {
 	.name = "private",
 	.disco_features = private_disco,
 	.iq = private_iqs,

@@ -515,7 +515,7 @@ static const char *const roster_schema[] = {
 	"002-im.sql", NULL,
 };
 
-const struct ext ext_roster = {
+const struct ext roster_ext = {
 	.name = "roster",
 	.disco_features = roster_disco,
 	.iq = roster_iqs,

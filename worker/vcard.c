@@ -164,7 +164,7 @@ static const char *const vcard_config[] = {
 };
 static const char *const vcard_schema[] = { "002-im.sql", NULL };
 
-const struct ext ext_vcard = {
+const struct ext vcard_ext = {
 	.name = "vcard",
 	.disco_features = vcard_disco,
 	.iq = vcard_iqs,
