@@ -11,6 +11,7 @@
 
 #include "arena.h"
 #include "buf.h"
+#include "../worker/worker.h"
 #include "../worker/ext.h"
 #include "../worker/xml.h"
 
@@ -108,12 +109,32 @@ Test(ext, hooks_run_in_list_order_and_skip_absent_ones)
 	cr_assert_str_eq(calls, "ad");
 }
 
-Test(ext, a_taking_hook_stops_at_the_first_taker)
+Test(ext, a_hook_nobody_has_runs_nothing)
 {
-	cr_assert_eq(ext_stanza_in(NULL, NULL), 1);
-	cr_assert_str_eq(calls, "bc");  /* d's in_e not called */
-	calls[0] = '\0';
 	cr_assert_eq(ext_frame(NULL, 0, "", 0), 0);   /* no frame hooks */
+	cr_assert_str_eq(calls, "");
+}
+
+Test(ext, stanza_filters_run_only_where_the_extension_asked)
+{
+	struct conn c;
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(ext_stanza_in(&c, NULL), 0);
+	cr_assert_str_eq(calls, "");    /* nobody filters this session */
+	ext_filter(&c, &blocking_ext, 1);
+	cr_assert_eq(ext_stanza_in(&c, NULL), 1);
+	cr_assert_str_eq(calls, "e");   /* only d's hook (in_e) */
+	calls[0] = '\0';
+	ext_filter(&c, &vcard_ext, 1);
+	ext_filter(&c, &private_ext, 1);
+	cr_assert_eq(ext_stanza_in(&c, NULL), 1);
+	cr_assert_str_eq(calls, "bc");  /* list order; e not called */
+	calls[0] = '\0';
+	ext_filter(&c, &vcard_ext, 0);
+	ext_filter(&c, &private_ext, 0);
+	ext_filter(&c, &blocking_ext, 0);
+	cr_assert_eq(c.ext_filter, 0);
+	cr_assert_eq(ext_stanza_in(&c, NULL), 0);
 	cr_assert_str_eq(calls, "");
 }
 

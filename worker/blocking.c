@@ -32,6 +32,15 @@
 
 /* ---- the session's copy ---------------------------------------------- */
 
+extern const struct ext blocking_ext;
+
+/* The stanza filters (ext.h) run for the session while its list is not
+ * empty. */
+static void blocking_filter(struct conn *c)
+{
+	ext_filter(c, &blocking_ext, c->nblocked > 0);
+}
+
 static void blocking_clear(struct conn *c)
 {
 	for (unsigned i = 0; i < c->nblocked; i++)
@@ -39,6 +48,7 @@ static void blocking_clear(struct conn *c)
 	free(c->blocked);
 	c->blocked = NULL;
 	c->nblocked = 0;
+	blocking_filter(c);
 }
 
 static int blocking_has(const struct conn *c, const char *jid)
@@ -59,6 +69,7 @@ static void blocking_add(struct conn *c, const char *jid)
 	c->blocked = b;
 	if ((b[c->nblocked] = strdup(jid)) != NULL)
 		c->nblocked++;
+	blocking_filter(c);
 }
 
 static void blocking_remove(struct conn *c, const char *jid)
@@ -67,6 +78,7 @@ static void blocking_remove(struct conn *c, const char *jid)
 		if (strcmp(c->blocked[i], jid) == 0) {
 			free(c->blocked[i]);
 			c->blocked[i] = c->blocked[--c->nblocked];
+			blocking_filter(c);
 			return;
 		}
 	}

@@ -42,7 +42,8 @@ static int ext_schema_known(const char *name)
 
 #define EXT_ADD(h) do { \
 	if (e->h != NULL) \
-		ext_hooks.h[ext_hooks.n_##h++] = e; \
+		ext_hooks.h[ext_hooks.n_##h++] = \
+			(struct ext_hook){ e, (uint32_t)1 << i }; \
 } while (0)
 
 int ext_init(const char **error_r)
@@ -82,6 +83,19 @@ int ext_init(const char **error_r)
 		EXT_ADD(conn_free);
 	}
 	return 0;
+}
+
+void ext_filter(struct conn *c, const struct ext *e, int on)
+{
+	for (unsigned i = 0; i < ext_count; i++) {
+		if (ext_all[i] != e)
+			continue;
+		if (on)
+			c->ext_filter |= (uint32_t)1 << i;
+		else
+			c->ext_filter &= ~((uint32_t)1 << i);
+		return;
+	}
 }
 
 ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type)

@@ -24,14 +24,14 @@
 #ifndef XMPPD_EXT_H
 #define XMPPD_EXT_H
 
+#include "worker.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
 struct arena;
 struct buf;
-struct conn;
 struct pg_result;
-struct worker;
 struct xml_node;
 
 /* The types of IQ an IQ handler takes (struct ext_iq.types). */
@@ -131,53 +131,76 @@ extern const unsigned ext_count;
  * *error_r (static text). */
 int ext_init(const char **error_r);
 
-/* The per-hook arrays (ext.c fills them at start-up). */
+/* The per-hook arrays (ext.c fills them at start-up): the extensions
+ * that have the hook, in list order, with each one's filter bit. */
 #define EXT_MAX 32
+struct ext_hook {
+	const struct ext *e;
+	uint32_t bit;           /* 1 << its index in ext_all */
+};
 struct ext_hooks {
 	unsigned n_stream_features, n_session_bound, n_presence_changed,
 		 n_stanza_in, n_stanza_out_node, n_stanza_out_text, n_frame,
 		 n_message_undelivered, n_subscription_changed,
 		 n_output_drained, n_taken_back, n_session_gone, n_conn_free;
-	const struct ext *stream_features[EXT_MAX], *session_bound[EXT_MAX],
-		*presence_changed[EXT_MAX], *stanza_in[EXT_MAX],
-		*stanza_out_node[EXT_MAX], *stanza_out_text[EXT_MAX],
-		*frame[EXT_MAX], *message_undelivered[EXT_MAX],
-		*subscription_changed[EXT_MAX], *output_drained[EXT_MAX],
-		*taken_back[EXT_MAX], *session_gone[EXT_MAX],
-		*conn_free[EXT_MAX];
+	struct ext_hook stream_features[EXT_MAX], session_bound[EXT_MAX],
+		presence_changed[EXT_MAX], stanza_in[EXT_MAX],
+		stanza_out_node[EXT_MAX], stanza_out_text[EXT_MAX],
+		frame[EXT_MAX], message_undelivered[EXT_MAX],
+		subscription_changed[EXT_MAX], output_drained[EXT_MAX],
+		taken_back[EXT_MAX], session_gone[EXT_MAX],
+		conn_free[EXT_MAX];
 };
 extern struct ext_hooks ext_hooks;
 
 /* Call hook h of every extension that has it, with the arguments. */
 #define EXT_RUN(h, ...) do { \
 	for (unsigned ext_i_ = 0; ext_i_ < ext_hooks.n_##h; ext_i_++) \
-		ext_hooks.h[ext_i_]->h(__VA_ARGS__); \
+		ext_hooks.h[ext_i_].e->h(__VA_ARGS__); \
 } while (0)
 
 /* The hooks that can take the event: 1 as soon as one extension
  * returns 1 (the rest are not called), else 0. */
 #define EXT_TAKE_LOOP(h, ...) \
 	for (unsigned i = 0; i < ext_hooks.n_##h; i++) \
-		if (ext_hooks.h[i]->h(__VA_ARGS__)) \
+		if (ext_hooks.h[i].e->h(__VA_ARGS__)) \
+			return 1; \
+	return 0
+
+/*
+ * The stanza filters (stanza_in, stanza_out_*) run per stanza, so they
+ * are called only for the sessions where the extension asked for them:
+ * c->ext_filter has one bit per extension, set and cleared by the
+ * extension with ext_filter() (blocking: while the list is not empty).
+ * A session no extension filters costs one test per stanza.
+ */
+void ext_filter(struct conn *c, const struct ext *e, int on);
+
+#define EXT_FILTER_LOOP(h, c, ...) \
+	if ((c)->ext_filter == 0) \
+		return 0; \
+	for (unsigned i = 0; i < ext_hooks.n_##h; i++) \
+		if (((c)->ext_filter & ext_hooks.h[i].bit) && \
+		    ext_hooks.h[i].e->h(__VA_ARGS__)) \
 			return 1; \
 	return 0
 
 static inline int ext_stanza_in(struct conn *c, struct xml_node *st)
 {
-	EXT_TAKE_LOOP(stanza_in, c, st);
+	EXT_FILTER_LOOP(stanza_in, c, c, st);
 }
 
 static inline int ext_stanza_out_node(struct conn *c,
 				      const struct xml_node *st,
 				      struct arena *a)
 {
-	EXT_TAKE_LOOP(stanza_out_node, c, st, a);
+	EXT_FILTER_LOOP(stanza_out_node, c, c, st, a);
 }
 
 static inline int ext_stanza_out_text(struct conn *c, const char *text,
 				      size_t len)
 {
-	EXT_TAKE_LOOP(stanza_out_text, c, text, len);
+	EXT_FILTER_LOOP(stanza_out_text, c, c, text, len);
 }
 
 static inline int ext_frame(struct conn *c, int type, const char *text,

@@ -155,6 +155,7 @@ struct conn {
 	int64_t delay_until_ms; /* throttled SASL failure pending */
 	struct conn *delayed_next;  /* worker's delayed list */
 	int in_parse;           /* inside XML_Parse (expat callbacks) */
+	uint32_t ext_filter;    /* extensions filtering its stanzas (ext.h) */
 
 	/* ---- per-session state of extensions (ext.h): each field is
 	 * read and written only by the extension named, which frees it in
