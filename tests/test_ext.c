@@ -49,6 +49,13 @@ static void iq_get(struct worker *w, struct xml_node *st, const char *bare)
 	(void)w; (void)st; (void)bare;
 }
 
+static void nonza_e(struct conn *c, struct xml_node *n)
+{
+	(void)c; (void)n; note('n');
+}
+
+static const char *vcard_nonza[] = { NULL, NULL };
+static const char *const e_nonza[] = { "urn:xmpp:sm:3", NULL };
 static const char *roster_keys[] = { "im.roster_max_items", NULL, NULL };
 static const char *offline_schema[] = { "002-im.sql", NULL, NULL };
 
@@ -68,7 +75,10 @@ const struct ext roster_ext = {
 	.config_keys = (const char *const *)roster_keys,
 	.session_bound = bound_a,
 };
-const struct ext vcard_ext = { .name = "b", .stanza_in = in_b };
+const struct ext vcard_ext = {
+	.name = "b", .stanza_in = in_b,
+	.nonza_ns = (const char *const *)vcard_nonza,
+};
 const struct ext private_ext = {
 	.name = "c", .disco_features = c_disco, .iq = c_iqs,
 	.stanza_in = in_c,
@@ -78,6 +88,7 @@ const struct ext blocking_ext = {
 };
 const struct ext offline_ext = {
 	.name = "e", .schema = (const char *const *)offline_schema,
+	.nonza_ns = e_nonza, .nonza = nonza_e,
 };
 
 static struct arena arena;
@@ -89,6 +100,7 @@ static void setup(void)
 	calls[0] = '\0';
 	roster_keys[1] = NULL;
 	offline_schema[1] = NULL;
+	vcard_nonza[0] = NULL;
 	cr_assert_eq(ext_init(&error), 0, "%s", error ? error : "");
 }
 
@@ -176,4 +188,21 @@ Test(ext, an_unknown_schema_step_stops_the_start)
 	offline_schema[1] = "099-missing.sql";
 	cr_assert_eq(ext_init(&error), -1);
 	cr_assert_str_eq(error, "extension names an unknown schema step");
+}
+
+Test(ext, nonzas_by_exact_namespace)
+{
+	const char *ns = "urn:xmpp:sm:3";
+	cr_assert_eq(ext_nonza_owner(ns, strlen(ns)), &offline_ext);
+	cr_assert_null(ext_nonza_owner(ns, strlen(ns) - 1));   /* a prefix */
+	cr_assert_null(ext_nonza_owner("urn:xmpp:sm:30", 14));
+	cr_assert_null(ext_nonza_owner("jabber:client", 13));
+}
+
+Test(ext, nonza_namespaces_without_a_hook_stop_the_start)
+{
+	const char *error = NULL;
+	vcard_nonza[0] = "urn:xmpp:csi:0";
+	cr_assert_eq(ext_init(&error), -1);
+	cr_assert_str_eq(error, "extension takes nonzas without a hook");
 }

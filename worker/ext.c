@@ -68,6 +68,13 @@ int ext_init(const char **error_r)
 				return -1;
 			}
 		}
+		if (e->nonza_ns != NULL && e->nonza_ns[0] != NULL &&
+		    e->nonza == NULL) {
+			log_error("extension %s: nonza namespaces without a "
+				  "nonza hook", e->name);
+			*error_r = "extension takes nonzas without a hook";
+			return -1;
+		}
 		EXT_ADD(stream_features);
 		EXT_ADD(session_bound);
 		EXT_ADD(presence_changed);
@@ -83,6 +90,15 @@ int ext_init(const char **error_r)
 		EXT_ADD(conn_free);
 	}
 	return 0;
+}
+
+const struct ext *ext_nonza_owner(const char *ns, size_t nslen)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *n = ext_all[i]->nonza_ns; n && *n; n++)
+			if (strlen(*n) == nslen && memcmp(*n, ns, nslen) == 0)
+				return ext_all[i];
+	return NULL;
 }
 
 void ext_filter(struct conn *c, const struct ext *e, int on)

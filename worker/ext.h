@@ -71,12 +71,21 @@ struct ext {
 	/* Schema steps it owns: db/schema/ file names (NNN-name.sql, one
 	 * consecutive sequence for the whole server); NULL-terminated. */
 	const char *const *schema;
+	/* Namespaces of first-level elements that are not stanzas
+	 * ("nonzas": XEP-0198 <enable/>, <r/>; XEP-0352 <active/>) that
+	 * this extension takes, in any state of the stream; NULL-terminated,
+	 * or NULL.  Requires the nonza hook. */
+	const char *const *nonza_ns;
 
 	/* ---- hooks (NULL: not needed) ---------------------------------- */
 
 	/* Stream features offer: after resource binding is offered to an
 	 * authenticated stream, add elements to <stream:features>. */
 	void (*stream_features)(struct conn *c, struct buf *out);
+	/* A nonza of one of its nonza_ns namespaces, parsed (stream.c),
+	 * whatever the stream's state (check c->authenticated, c->bound):
+	 * the extension answers, or ends the stream with stream_error(). */
+	void (*nonza)(struct conn *c, struct xml_node *n);
 	/* Session bound: c->jid is the full JID, in the session table. */
 	void (*session_bound)(struct conn *c);
 	/* Presence changed: the session sent presence; initial is 1 for
@@ -220,6 +229,10 @@ static inline int ext_taken_back(struct conn *c, uint64_t end)
 {
 	EXT_TAKE_LOOP(taken_back, c, end);
 }
+
+/* The extension that takes first-level elements of namespace
+ * ns[0..nslen), or NULL (only for elements the core does not know). */
+const struct ext *ext_nonza_owner(const char *ns, size_t nslen);
 
 /* The IQ handler for payload q of an IQ of type get or set, or NULL. */
 ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type);
