@@ -3,17 +3,20 @@
  *
  * An extension (roster, vCard, private storage, blocking, offline
  * storage, ...) lives in one unit (worker/<name>.c, or a folder) and
- * declares everything it adds in one `const struct ext`: its disco
- * features, stream features, IQ handlers by namespace and element, the
- * hooks it needs, the settings it owns and its schema steps.  The core
+ * declares everything it adds in one `const struct ext <unit>_ext`: its
+ * disco features, stream features, IQ handlers by namespace, element and
+ * type, the nonzas it takes, the hooks it needs, the settings it owns
+ * and its schema steps.  The core
  * (stream.c, route.c, presence.c, bind.c, conn.c, server.c) calls the
  * hooks through the registry below and never names an extension; the
  * list of compiled-in extensions in ext.c is the only place that does.
  *
  * Hooks run in the order of that list.  A hook left NULL costs nothing:
  * ext_init() copies the non-NULL ones into one array per hook point, and
- * the EXT_RUN* walkers are a loop over that array (no allocation, no
- * string compare, one indirect call per extension that asked).
+ * EXT_RUN and the ext_<hook>() walkers are a loop over that array (no
+ * allocation, no string compare, one indirect call per extension that
+ * asked); the per-stanza filters are skipped with one test for a
+ * session that no extension filters (ext_filter()).
  * Hooks are called on the worker's thread, with the conn valid for the
  * call only; they must not free it (conn_close() is allowed where the
  * hook's comment says so).

@@ -1,7 +1,9 @@
 /*
  * server.c - stanzas the server answers itself: to the bare domain,
  * XEP-0030 disco#info/#items, XEP-0199 ping, XEP-0092 software version,
- * XEP-0202 entity time; everything else that expects an answer gets
+ * XEP-0202 entity time, with the extensions' disco features (ext.h);
+ * IQs to an account's bare JID go to the extension that declared their
+ * payload; everything else that expects an answer gets
  * <service-unavailable/> (RFC 6120 section 10.5.4 / 8.3.3.19).  Replies
  * are routed like any stanza, so they reach the sender on any worker.
  * Failure policy: a reply that cannot be built is dropped and logged.
