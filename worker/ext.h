@@ -6,10 +6,10 @@
  * declares everything it adds in one `const struct ext <unit>_ext`: its
  * disco features, stream features, IQ handlers by namespace, element and
  * type, the nonzas it takes, the hooks it needs, the settings it owns
- * and its schema steps.  The core
- * (stream.c, route.c, presence.c, bind.c, conn.c, server.c) calls the
- * hooks through the registry below and never names an extension; the
- * list of compiled-in extensions in ext.c is the only place that does.
+ * and its schema steps.  The core (stream.c, route.c, presence.c,
+ * bind.c, conn.c, server.c) calls the hooks through the registry below
+ * and never names an extension; the list of compiled-in extensions in
+ * ext.c is the only place that does.
  *
  * Hooks run in the order of that list.  A hook left NULL costs nothing:
  * ext_init() copies the non-NULL ones into one array per hook point, and
@@ -18,8 +18,7 @@
  * asked); the per-stanza filters are skipped with one test for a
  * session that no extension filters (ext_filter()).
  * Hooks are called on the worker's thread, with the conn valid for the
- * call only; they must not free it (conn_close() is allowed where the
- * hook's comment says so).
+ * call only; they must not free or close it.
  * Failure policy: ext_init() refuses a descriptor that names a setting
  * the settings table does not have or a schema step not compiled in
  * (the worker does not start: a build error, caught by every test).
@@ -91,17 +90,20 @@ struct ext {
 	void (*nonza)(struct conn *c, struct xml_node *n);
 	/* Session bound: c->jid is the full JID, in the session table. */
 	void (*session_bound)(struct conn *c);
-	/* Presence changed: the session sent presence; initial is 1 for
-	 * its first available presence (RFC 6121 section 4.2). */
+	/* Presence changed: the session sent broadcast presence; initial
+	 * is 1 for its first available presence (RFC 6121 section 4.2). */
 	void (*presence_changed)(struct conn *c, int initial);
 	/* Stanza in: a stanza from the client, 'from' stamped, 'to'
-	 * prepared and validated, before routing.  Return 1 when the
-	 * extension dealt with it (answered or dropped): not routed. */
+	 * prepared and validated, before routing; only for sessions where
+	 * the extension set its filter bit (ext_filter() below).  Return 1
+	 * when the extension dealt with it (answered or dropped): not
+	 * routed. */
 	int (*stanza_in)(struct conn *c, struct xml_node *st);
 	/* Stanza out: a stanza about to be written to a bound local
 	 * session, parsed (node) or as text from a frame or broadcast
-	 * (text; parse only when needed).  Return 1 when the extension
-	 * took it (not written). */
+	 * (text; parse only when needed); only for sessions where the
+	 * extension set its filter bit.  Return 1 when the extension took
+	 * it (not written). */
 	int (*stanza_out_node)(struct conn *c, const struct xml_node *st,
 			       struct arena *a);
 	int (*stanza_out_text)(struct conn *c, const char *text, size_t len);
