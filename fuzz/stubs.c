@@ -9,10 +9,21 @@
 #include "stubs.h"
 #include "../worker/worker.h"
 #include "../worker/tls.h"
+#include "../worker/ext.h"
 
 #include <string.h>
 
 void (*fuzz_dispatch)(struct conn *c, struct xml_node *n, int kind);
+
+/* No extensions in a harness: every hook array is empty, no nonzas. */
+struct ext_hooks ext_hooks;
+
+const struct ext *ext_nonza_owner(const char *ns, size_t nslen)
+{
+	(void)ns;
+	(void)nslen;
+	return NULL;
+}
 
 static void stub_dispatch(struct conn *c, struct xml_node *n, int kind)
 {

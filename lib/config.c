@@ -182,20 +182,29 @@ const struct config_def config_defs[] = {
 	{ "sasl.scram_iterations", CONFIG_TYPE_UINT, OFF(scram_iterations),
 	  "4096", 4096, 1000000, RELOAD,
 	  "PBKDF2 iterations for newly stored SCRAM credentials" },
+	/* ---- Rows of extensions (worker/ext.h): one group per extension,
+	 * under a comment naming its unit, the same keys as its struct
+	 * ext's .config_keys (checked when a worker starts).  The order
+	 * here is the order of the example file and xmppd.conf(5). */
+	/* worker/offline.c */
 	{ "im.offline_quota", CONFIG_TYPE_UINT, OFF(offline_quota), "1000",
 	  0, 1000000, RELOAD,
 	  "Offline messages kept per account (XEP-0160); 0 disables storage" },
+	/* worker/roster.c */
 	{ "im.roster_max_items", CONFIG_TYPE_UINT, OFF(roster_max_items),
 	  "1000", 1, 100000, RELOAD, "Contacts per roster" },
 	{ "im.roster_max_groups", CONFIG_TYPE_UINT, OFF(roster_max_groups),
 	  "100", 1, 10000, RELOAD, "Groups on one roster item; more get "
 	  "<not-acceptable/> (RFC 6121 2.3.3)" },
+	/* worker/blocking.c */
 	{ "im.blocklist_max_items", CONFIG_TYPE_UINT, OFF(blocklist_max_items),
 	  "1000", 1, 100000, RELOAD, "JIDs an account may block (XEP-0191); a "
 	  "block that would exceed it gets <not-acceptable/> type cancel" },
+	/* worker/vcard.c */
 	{ "im.vcard_max_size", CONFIG_TYPE_SIZE, OFF(vcard_max_size), "64K",
 	  1 << 10, 16 << 20, RELOAD, "Largest stored vCard (XEP-0054), "
 	  "serialized; larger gets <not-acceptable/>" },
+	/* worker/private.c */
 	{ "im.private_max_size", CONFIG_TYPE_SIZE, OFF(private_max_size), "64K",
 	  1 << 10, 16 << 20, RELOAD, "Largest private XML (XEP-0049) stored "
 	  "in one namespace, serialized; larger gets <not-acceptable/>" },
@@ -203,6 +212,7 @@ const struct config_def config_defs[] = {
 	  OFF(private_max_namespaces), "100", 1, 100000, RELOAD,
 	  "Private XML namespaces per account (XEP-0049); a new one beyond "
 	  "gets <not-acceptable/>" },
+	/* ---- end of the extensions' rows; presence.c is core */
 	{ "im.max_directed_presence", CONFIG_TYPE_UINT,
 	  OFF(max_directed_presence), "64", 1, 100000, RELOAD,
 	  "Directed-presence targets a session remembers to send its "

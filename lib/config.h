@@ -92,7 +92,8 @@ struct config {
 	unsigned sasl_throttle_table_size;      /* shared records (restart) */
 	unsigned scram_iterations;
 
-	/* instant messaging */
+	/* instant messaging: the extensions' settings (worker/ext.h; grouped
+	 * as in config.c), then presence's */
 	unsigned offline_quota;
 	unsigned roster_max_items;
 	unsigned roster_max_groups;     /* groups on one roster item */

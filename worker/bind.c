@@ -14,6 +14,7 @@
  * nothing else is affected.
  */
 #include "worker.h"
+#include "ext.h"
 #include "jid.h"
 #include "log.h"
 #include "session.h"
@@ -203,7 +204,7 @@ static void bind_do(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 	c->sess_index = shm_session_get(c->w->shm->sessions, full, &self) == 1 ?
 		self.index : -1;
 	c->touched_ms = c->w->now_ms;
-	blocking_load(c);
+	EXT_RUN(session_bound, c);
 	log_info("c%u %s: bound %s", c->id, c->peer, full);
 	struct buf out;
 	buf_init(&out, 0);

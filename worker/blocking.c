@@ -15,7 +15,8 @@
  */
 #include "worker.h"
 #include "../db/db.h"
-#include "handlers.h"
+#include "ext.h"
+#include "server.h"
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
@@ -27,7 +28,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define NS_BLOCKING "urn:xmpp:blocking"
+
 /* ---- the session's copy ---------------------------------------------- */
+
+extern const struct ext blocking_ext;
+
+/* The stanza filters (ext.h) run for the session while its list is not
+ * empty. */
+static void blocking_filter(struct conn *c)
+{
+	ext_filter(c, &blocking_ext, c->nblocked > 0);
+}
 
 static void blocking_clear(struct conn *c)
 {
@@ -36,6 +48,7 @@ static void blocking_clear(struct conn *c)
 	free(c->blocked);
 	c->blocked = NULL;
 	c->nblocked = 0;
+	blocking_filter(c);
 }
 
 static int blocking_has(const struct conn *c, const char *jid)
@@ -56,6 +69,7 @@ static void blocking_add(struct conn *c, const char *jid)
 	c->blocked = b;
 	if ((b[c->nblocked] = strdup(jid)) != NULL)
 		c->nblocked++;
+	blocking_filter(c);
 }
 
 static void blocking_remove(struct conn *c, const char *jid)
@@ -64,6 +78,7 @@ static void blocking_remove(struct conn *c, const char *jid)
 		if (strcmp(c->blocked[i], jid) == 0) {
 			free(c->blocked[i]);
 			c->blocked[i] = c->blocked[--c->nblocked];
+			blocking_filter(c);
 			return;
 		}
 	}
@@ -71,7 +86,7 @@ static void blocking_remove(struct conn *c, const char *jid)
 
 /* XEP-0191 section 3.4 / XEP-0016 matching: the full JID, the bare JID,
  * the domain, or domain/resource. */
-int blocking_matches(const struct conn *c, const char *jid)
+static int blocking_matches(const struct conn *c, const char *jid)
 {
 	char buf[IPC_JID_MAX + 1];
 	if (c->nblocked == 0 || jid == NULL)
@@ -94,7 +109,7 @@ int blocking_matches(const struct conn *c, const char *jid)
 }
 
 /* A push of ours reaching a session: keep its copy current. */
-void blocking_apply_push(struct conn *c, const struct xml_node *payload)
+static void blocking_apply_push(struct conn *c, const struct xml_node *payload)
 {
 	int block = xml_is(payload, NS_BLOCKING, "block");
 	int any = 0;
@@ -113,7 +128,7 @@ void blocking_apply_push(struct conn *c, const struct xml_node *payload)
 		blocking_clear(c);
 }
 
-void blocking_free(struct conn *c)
+static void blocking_free(struct conn *c)
 {
 	blocking_clear(c);
 }
@@ -140,7 +155,7 @@ static void blocking_loaded(void *ctx, const PGresult *res, const char *error)
 	free(l);
 }
 
-void blocking_load(struct conn *c)
+static void blocking_load(struct conn *c)
 {
 	struct blocking_load *l = malloc(sizeof(*l));
 	const char *params[2] = { c->user, c->domain };
@@ -319,7 +334,8 @@ static const char *blocking_items(struct iq_pending *p, struct blocking_req *r)
 	return n == 0 && r->block ? "bad-request" : NULL;
 }
 
-void blocking_iq(struct worker *w, struct xml_node *st, const char *bare)
+static void blocking_iq(struct worker *w, struct xml_node *st,
+			const char *bare)
 {
 	struct iq_pending *p = iq_pending_new(w, st);
 	struct blocking_req *r = blocking_req_new(bare);
@@ -363,3 +379,104 @@ void blocking_iq(struct worker *w, struct xml_node *st, const char *bare)
 		blocking_req_free(r);
 	}
 }
+
+/* ---- the stanza path (ext.h hooks) -------------------------------------- */
+
+/* A local session whose account blocks the sender of st gets nothing;
+ * messages and IQs are answered service-unavailable.  Returns 1 when
+ * the stanza was stopped. */
+static int blocking_out_node(struct conn *c, const struct xml_node *st,
+			     struct arena *a)
+{
+	if (c->nblocked == 0 || !blocking_matches(c, xml_attr(st, "from")))
+		return 0;
+	struct buf out;
+	const char *error;
+	buf_init(&out, 0);
+	if (strcmp(st->name, "presence") != 0 && stanza_may_bounce(st) &&
+	    stanza_error_xml(&out, st, NULL, "cancel", "service-unavailable",
+			     NULL) == 0 && buf_append(&out, "", 1) == 0) {
+		struct xml_node *e = stanza_parse(a, buf_head(&out),
+						  buf_used(&out) - 1, &error);
+		if (e != NULL)
+			route_stanza(c->w, a, e);
+	}
+	buf_free(&out);
+	return 1;
+}
+
+/* The same for a stanza that arrived as text (frames, broadcasts). */
+static int blocking_out_text(struct conn *c, const char *text, size_t len)
+{
+	struct arena a;
+	const char *error;
+	if (c->nblocked == 0)
+		return 0;
+	arena_init(&a, 2048);
+	struct xml_node *st = stanza_parse(&a, text, len, &error);
+	int r = st != NULL && blocking_out_node(c, st, &a);
+	arena_free(&a);
+	return r;
+}
+
+/* A block/unblock push reaching one of the account's sessions. */
+static int blocking_frame(struct conn *c, int type, const char *text,
+			  size_t len)
+{
+	struct arena a;
+	const char *error;
+	if (type != IPC_FRAME_BLOCK_PUSH)
+		return 0;
+	arena_init(&a, 1024);
+	struct xml_node *st = stanza_parse(&a, text, len, &error);
+	struct xml_node *q = st ? xml_first_element(st) : NULL;
+	if (q != NULL)
+		blocking_apply_push(c, q);
+	arena_free(&a);
+	conn_send(c, text, len);
+	return 1;
+}
+
+/* Section 3.6: the user's own stanza to a blocked JID. */
+static int blocking_in(struct conn *c, struct xml_node *st)
+{
+	struct buf out;
+	if (!blocking_matches(c, xml_attr(st, "to")))
+		return 0;
+	if (strcmp(st->name, "presence") == 0 || !stanza_may_bounce(st))
+		return 1;
+	buf_init(&out, 0);
+	/* From the blocked JID, to the sender (RFC 6120 section 8.3.1). */
+	if (stanza_error_xml_app(&out, st, NULL, NULL, "cancel",
+				 "not-acceptable", NULL, "<blocked xmlns='"
+				 "urn:xmpp:blocking:errors'/>") == 0)
+		conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	return 1;
+}
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+static const char *const blocking_disco[] = { NS_BLOCKING, NULL };
+static const struct ext_iq blocking_iqs[] = {
+	{ NS_BLOCKING, NULL, EXT_IQ_GET | EXT_IQ_SET, blocking_iq },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const blocking_config[] = {
+	"im.blocklist_max_items", NULL,
+};
+static const char *const blocking_schema[] = { "002-im.sql", NULL };
+
+const struct ext blocking_ext = {
+	.name = "blocking",
+	.disco_features = blocking_disco,
+	.iq = blocking_iqs,
+	.config_keys = blocking_config,
+	.schema = blocking_schema,
+	.session_bound = blocking_load,
+	.stanza_in = blocking_in,
+	.stanza_out_node = blocking_out_node,
+	.stanza_out_text = blocking_out_text,
+	.frame = blocking_frame,
+	.conn_free = blocking_free,
+};

@@ -19,6 +19,7 @@
  * connection, and an overflow loses no one else's stanza.
  */
 #include "worker.h"
+#include "ext.h"
 #include "log.h"
 #include "util.h"
 #include <expat.h>
@@ -522,8 +523,7 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 	size_t pieces = 0, kept = 0;
 	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
 		/* a stored message stays stored, in its place */
-		if (c->offline_nsent > 0 &&
-		    offline_taken_back(c, t->from + t->ends[i])) {
+		if (ext_taken_back(c, t->from + t->ends[i])) {
 			kept++;
 			continue;
 		}
@@ -678,8 +678,7 @@ void conn_flush(struct conn *c)
 	conn_update_events(c);
 	if (buf_used(&c->out) > 0 || tls13_out_pending(c))
 		return;
-	if (c->offline_pending)
-		offline_resume(c);      /* fetches the next batch */
+	EXT_RUN(output_drained, c);
 	/* The emptied buffer stays for the next stanza; conn_timeouts
 	 * frees it once the connection has been quiet a while. */
 	if (c->want_close)
@@ -763,8 +762,7 @@ void conn_close(struct conn *c)
 	w->dead_list = c;
 	if (buf_used(&c->out) > 0)
 		conn_take_back_all(c);
-	if (c->offline_nsent > 0)
-		offline_conn_gone(c);
+	EXT_RUN(session_gone, c);
 }
 
 void conn_reap_dead(struct worker *w)
@@ -780,12 +778,11 @@ void conn_reap_dead(struct worker *w)
 			stream_free(c);
 			buf_free(&c->out);
 			free(c->out_ends);
-			free(c->offline_sent);
 			free(c->user);
 			free(c->domain);
 			free(c->jid);
 			free(c->last_presence);
-			blocking_free(c);
+			EXT_RUN(conn_free, c);
 			for (unsigned i = 0; i < c->ndirected; i++)
 				free(c->directed[i]);
 			free(c->directed);

@@ -6,7 +6,7 @@
  * oldest first, then removed.  Delivery is paced: a batch of rows at a
  * time, stopping once the connection's pending output passes half of
  * c2s.max_output_bytes; the next batch is fetched when that output has
- * drained (conn_flush -> offline_resume), so a backlog larger than the
+ * drained (conn_flush -> the output_drained hook), so a backlog larger than the
  * output bound arrives whole in one login instead of closing it.  A row
  * is removed only once its bytes were written to the socket (exact ids),
  * so a crash in between delivers twice rather than never; a row taken
@@ -22,6 +22,7 @@
  * db.max_queue_bytes).
  */
 #include "worker.h"
+#include "ext.h"
 #include "../db/db.h"
 #include "jid.h"
 #include "log.h"
@@ -114,7 +115,8 @@ static void offline_stored(void *ctx, const PGresult *res, const char *error)
 	offline_job_free(j);
 }
 
-void offline_store(struct worker *w, struct xml_node *st, const char *bare)
+static void offline_store(struct worker *w, struct xml_node *st,
+			  const char *bare)
 {
 	const char *type = xml_attr(st, "type");
 	const char *from = xml_attr(st, "from");
@@ -436,7 +438,7 @@ static void offline_fetch(struct conn *c)
 	}
 }
 
-void offline_resume(struct conn *c)
+static void offline_resume(struct conn *c)
 {
 	c->offline_pending = 0;
 	if (c->closed || !c->bound || c->want_close || c->out_shed ||
@@ -446,7 +448,7 @@ void offline_resume(struct conn *c)
 	offline_fetch(c);
 }
 
-int offline_taken_back(struct conn *c, uint64_t end)
+static int offline_taken_back(struct conn *c, uint64_t end)
 {
 	for (unsigned i = 0; i < c->offline_nsent; i++) {
 		if (c->offline_sent[i].end == end && !c->offline_sent[i].taken) {
@@ -457,7 +459,7 @@ int offline_taken_back(struct conn *c, uint64_t end)
 	return 0;
 }
 
-void offline_conn_gone(struct conn *c)
+static void offline_conn_gone(struct conn *c)
 {
 	c->offline_pending = 0;
 	if (c->jid != NULL)
@@ -465,7 +467,7 @@ void offline_conn_gone(struct conn *c)
 	c->offline_nsent = 0;
 }
 
-void offline_deliver(struct conn *c)
+static void offline_deliver(struct conn *c)
 {
 	/* one delivery at a time; a later one (available again after
 	 * unavailable) starts after the rows already handed out */
@@ -473,3 +475,64 @@ void offline_deliver(struct conn *c)
 		return;
 	offline_fetch(c);
 }
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+/* Section 8.5.2.2.1: chat and normal for an account with no resource
+ * that takes them are stored (or answered with an error). */
+static int offline_undelivered(struct worker *w, struct xml_node *st,
+			       const char *bare)
+{
+	offline_store(w, st, bare);
+	return 1;
+}
+
+/* Delivered after the account's next initial presence with
+ * non-negative priority. */
+static void offline_presence(struct conn *c, int initial)
+{
+	if (initial && c->priority >= 0)
+		offline_deliver(c);
+}
+
+static void offline_drained(struct conn *c)
+{
+	if (c->offline_pending)
+		offline_resume(c);      /* fetches the next batch */
+}
+
+/* A stored message taken back unwritten stays stored, in its place. */
+static int offline_taken(struct conn *c, uint64_t end)
+{
+	return c->offline_nsent > 0 && offline_taken_back(c, end);
+}
+
+static void offline_gone(struct conn *c)
+{
+	if (c->offline_nsent > 0)
+		offline_conn_gone(c);
+}
+
+static void offline_free(struct conn *c)
+{
+	free(c->offline_sent);
+}
+
+static const char *const offline_disco[] = { "msgoffline", NULL };
+static const char *const offline_config[] = { "im.offline_quota", NULL };
+static const char *const offline_schema[] = {
+	"002-im.sql", "004-offline-unreadable.sql", NULL,
+};
+
+const struct ext offline_ext = {
+	.name = "offline",
+	.disco_features = offline_disco,
+	.config_keys = offline_config,
+	.schema = offline_schema,
+	.presence_changed = offline_presence,
+	.message_undelivered = offline_undelivered,
+	.output_drained = offline_drained,
+	.taken_back = offline_taken,
+	.session_gone = offline_gone,
+	.conn_free = offline_free,
+};

@@ -16,7 +16,7 @@
  */
 #include "worker.h"
 #include "../db/db.h"
-#include "handlers.h"
+#include "ext.h"
 #include "jid.h"
 #include "log.h"
 #include "server.h"
@@ -334,8 +334,7 @@ static void presence_own(struct conn *c, struct xml_node *st)
 	if (j->unavailable)
 		presence_take_directed(c, j);
 	presence_broadcast(j);
-	if (j->initial && c->priority >= 0)
-		offline_deliver(c);
+	EXT_RUN(presence_changed, c, j->initial);
 }
 
 /* Directed presence (4.6): remembered, for unavailable at logout. */
@@ -554,7 +553,8 @@ static void sub_result(void *ctx, const PGresult *res, const char *error)
 			return;
 		}
 		if (sub_flag(res, 3))
-			roster_push_row(j->w, j->bare, j->contact, res, 6, 11);
+			EXT_RUN(subscription_changed, j->w, j->bare,
+				j->contact, res, 6, 11);
 		if (j->step == 0)
 			sub_account_side(j, res);
 		else

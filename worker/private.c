@@ -11,12 +11,14 @@
  */
 #include "worker.h"
 #include "../db/db.h"
-#include "handlers.h"
+#include "ext.h"
 #include "iq.h"
 #include "log.h"
 
 #include <stdio.h>
 #include <string.h>
+
+#define NS_PRIVATE "jabber:iq:private"
 
 static const char private_get_sql[] =
 	"SELECT element FROM private_storage "
@@ -205,7 +207,8 @@ static struct private_req *private_req_new(struct iq_pending *p,
 	return r;
 }
 
-void private_iq(struct worker *w, struct xml_node *st, const char *bare)
+static void private_iq(struct worker *w, struct xml_node *st,
+		       const char *bare)
 {
 	const char *type = xml_attr(st, "type");
 	if (type == NULL || (strcmp(type, "get") != 0 &&
@@ -226,3 +229,23 @@ void private_iq(struct worker *w, struct xml_node *st, const char *bare)
 	const char *params[3] = { r->user, r->domain, r->ns };
 	private_query(p, private_get_sql, 3, params, private_get_result);
 }
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+static const char *const private_disco[] = { NS_PRIVATE, NULL };
+static const struct ext_iq private_iqs[] = {
+	{ NS_PRIVATE, "query", EXT_IQ_GET | EXT_IQ_SET, private_iq },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const private_config[] = {
+	"im.private_max_size", "im.private_max_namespaces", NULL,
+};
+static const char *const private_schema[] = { "002-im.sql", NULL };
+
+const struct ext private_ext = {
+	.name = "private",
+	.disco_features = private_disco,
+	.iq = private_iqs,
+	.config_keys = private_config,
+	.schema = private_schema,
+};

@@ -9,7 +9,7 @@
  */
 #include "worker.h"
 #include "../db/db.h"
-#include "handlers.h"
+#include "ext.h"
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define NS_ROSTER "jabber:iq:roster"
 
 #define ROSTER_NAME_MAX 1023
 #define ROSTER_GROUP_MAX 1023
@@ -71,7 +73,7 @@ static void roster_push_text(struct worker *w, struct buf *out,
 		    ++counter, ver, item_xml);
 }
 
-void roster_push(struct worker *w, const char *bare, const char *item_xml,
+static void roster_push(struct worker *w, const char *bare, const char *item_xml,
 		 long long ver)
 {
 	struct buf out;
@@ -107,8 +109,9 @@ static void roster_push_one(struct worker *w, const char *full,
 
 /* Push the item described by res row 0 from column col: subscription,
  * ask_out, name, groups, ver; approved_col is the pre-approval flag's. */
-void roster_push_row(struct worker *w, const char *bare, const char *contact,
-		     const PGresult *res, int col, int approved_col)
+static void roster_push_row(struct worker *w, const char *bare,
+			    const char *contact, const PGresult *res, int col,
+			    int approved_col)
 {
 	struct buf item;
 	buf_init(&item, 0);
@@ -455,7 +458,8 @@ static void roster_set(struct iq_pending *p, struct roster_req *r)
 	buf_free(&groups);
 }
 
-void roster_iq(struct worker *w, struct xml_node *st, const char *bare)
+static void roster_iq(struct worker *w, struct xml_node *st,
+		      const char *bare)
 {
 	struct iq_pending *p = iq_pending_new(w, st);
 	if (p == NULL)
@@ -476,3 +480,48 @@ void roster_iq(struct worker *w, struct xml_node *st, const char *bare)
 		roster_set(p, r);
 	}
 }
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+/* RFC 6121 section 2.1.6: pushes go only to the resources that asked
+ * for the roster. */
+static int roster_frame(struct conn *c, int type, const char *text,
+			size_t len)
+{
+	if (type != IPC_FRAME_ROSTER_PUSH)
+		return 0;
+	if (c->roster_requested)
+		conn_send(c, text, len);
+	return 1;
+}
+
+/* RFC 6121 sections 2.6.1 (versioning); pre-approval is the presence
+ * code's (stream.c). */
+static void roster_stream_features(struct conn *c, struct buf *out)
+{
+	(void)c;
+	buf_appendf(out, "<ver xmlns='urn:xmpp:features:rosterver'/>");
+}
+
+static const char *const roster_disco[] = { NS_ROSTER, NULL };
+static const struct ext_iq roster_iqs[] = {
+	{ NS_ROSTER, "query", EXT_IQ_GET | EXT_IQ_SET, roster_iq },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const roster_config[] = {
+	"im.roster_max_items", "im.roster_max_groups", NULL,
+};
+static const char *const roster_schema[] = {
+	"002-im.sql", NULL,
+};
+
+const struct ext roster_ext = {
+	.name = "roster",
+	.disco_features = roster_disco,
+	.iq = roster_iqs,
+	.config_keys = roster_config,
+	.schema = roster_schema,
+	.stream_features = roster_stream_features,
+	.frame = roster_frame,
+	.subscription_changed = roster_push_row,
+};

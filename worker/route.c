@@ -15,6 +15,7 @@
  * Failure policy: never silence where an error is due.
  */
 #include "worker.h"
+#include "ext.h"
 #include "jid.h"
 #include "log.h"
 #include "server.h"
@@ -66,58 +67,6 @@ static const char *route_serialized(struct route *r, size_t *len_r)
 	return buf_head(&r->text);
 }
 
-/* XEP-0191: a local session whose account blocks the sender of st gets
- * nothing; messages and IQs are answered service-unavailable.  Returns
- * 1 when the stanza was stopped. */
-static int route_blocked_node(struct worker *w, struct conn *c,
-			      const struct xml_node *st, struct arena *a)
-{
-	if (c->nblocked == 0 || !blocking_matches(c, xml_attr(st, "from")))
-		return 0;
-	struct buf out;
-	const char *error;
-	buf_init(&out, 0);
-	if (strcmp(st->name, "presence") != 0 && stanza_may_bounce(st) &&
-	    stanza_error_xml(&out, st, NULL, "cancel", "service-unavailable",
-			     NULL) == 0 && buf_append(&out, "", 1) == 0) {
-		struct xml_node *e = stanza_parse(a, buf_head(&out),
-						  buf_used(&out) - 1, &error);
-		if (e != NULL)
-			route_stanza(w, a, e);
-	}
-	buf_free(&out);
-	return 1;
-}
-
-/* The same for a stanza that arrived as text (frames, broadcasts). */
-static int route_blocked_text(struct worker *w, struct conn *c,
-			      const char *text, size_t len)
-{
-	struct arena a;
-	const char *error;
-	if (c->nblocked == 0)
-		return 0;
-	arena_init(&a, 2048);
-	struct xml_node *st = stanza_parse(&a, text, len, &error);
-	int r = st != NULL && route_blocked_node(w, c, st, &a);
-	arena_free(&a);
-	return r;
-}
-
-/* A block/unblock push reaching one of the account's sessions. */
-static void route_block_push(struct conn *c, const char *text, size_t len)
-{
-	struct arena a;
-	const char *error;
-	arena_init(&a, 1024);
-	struct xml_node *st = stanza_parse(&a, text, len, &error);
-	struct xml_node *q = st ? xml_first_element(st) : NULL;
-	if (q != NULL)
-		blocking_apply_push(c, q);
-	arena_free(&a);
-	conn_send(c, text, len);
-}
-
 /* route_to_session: the destination worker's outbox is full. */
 #define ROUTE_FULL (-2)
 
@@ -135,7 +84,7 @@ static int route_to_session(struct route *r, const struct session_info *s)
 		struct conn *c = conn_lookup(r->w, s->conn_id, s->gen);
 		if (c == NULL || !c->bound)
 			return -1;
-		if (route_blocked_node(r->w, c, r->st, r->arena))
+		if (ext_stanza_out_node(c, r->st, r->arena))
 			return 0;
 		conn_send(c, data, len);
 	} else if (queue_send(r->w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
@@ -209,11 +158,10 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 		struct conn *c = conn_lookup(w, s->conn_id, s->gen);
 		if (c == NULL || !c->bound)
 			continue;
-		if (frame_type == IPC_FRAME_BLOCK_PUSH)
-			route_block_push(c, text, len);
-		else if (frame_type == IPC_FRAME_ROSTER_PUSH)
-			c->roster_requested ? conn_send(c, text, len) : (void)0;
-		else if (!route_blocked_text(w, c, text, len))
+		if (frame_type != IPC_FRAME_STANZA &&
+		    ext_frame(c, frame_type, text, len))
+			continue;
+		if (!ext_stanza_out_text(c, text, len))
 			conn_send(c, text, len);
 	}
 	route_sessions_done(heap);
@@ -327,8 +275,10 @@ static void route_message(struct route *r, int to_full)
 		route_full(r);
 		return;
 	}
-	/* Section 8.5.2.2.1 / XEP-0160: normal and chat are stored. */
-	offline_store(r->w, r->st, r->to_bare);
+	/* Section 8.5.2.2.1 / XEP-0160: normal and chat may be stored (an
+	 * extension keeps them); else service-unavailable. */
+	if (!ext_message_undelivered(r->w, r->st, r->to_bare))
+		route_bounce(r, "cancel", "service-unavailable");
 }
 
 static void route_presence(struct route *r, int to_full)
@@ -477,21 +427,6 @@ static int route_presence_type_ok(const char *type)
 	return 0;
 }
 
-/* XEP-0191 section 3.6: the user's own stanza to a blocked JID. */
-static void route_blocked_outbound(struct conn *c, struct xml_node *st)
-{
-	struct buf out;
-	if (strcmp(st->name, "presence") == 0 || !stanza_may_bounce(st))
-		return;
-	buf_init(&out, 0);
-	/* From the blocked JID, to the sender (RFC 6120 section 8.3.1). */
-	if (stanza_error_xml_app(&out, st, NULL, NULL, "cancel",
-				 "not-acceptable", NULL, "<blocked xmlns='"
-				 "urn:xmpp:blocking:errors'/>") == 0)
-		conn_send(c, buf_head(&out), buf_used(&out));
-	buf_free(&out);
-}
-
 void route_from_client(struct conn *c, struct xml_node *st)
 {
 	const char *from = xml_attr(st, "from");
@@ -511,10 +446,8 @@ void route_from_client(struct conn *c, struct xml_node *st)
 		stanza_error_reply(c, st, "modify", "bad-request", NULL);
 		return;
 	}
-	if (blocking_matches(c, xml_attr(st, "to"))) {
-		route_blocked_outbound(c, st);
+	if (ext_stanza_in(c, st))
 		return;
-	}
 	if (strcmp(st->name, "presence") == 0) {
 		presence_from_client(c, st);
 		return;
@@ -640,20 +573,14 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		presence_answer_probe(c, to);
 		return;
 	}
-	if (hdr->type == IPC_FRAME_ROSTER_PUSH) {
-		if (c != NULL && c->bound && c->roster_requested)
-			conn_send(c, payload, len);
-		return;
-	}
-	if (hdr->type == IPC_FRAME_BLOCK_PUSH) {
+	if (hdr->type != IPC_FRAME_STANZA) {
+		/* an extension's frame (ext.h) */
 		if (c != NULL && c->bound)
-			route_block_push(c, payload, len);
+			ext_frame(c, hdr->type, payload, len);
 		return;
 	}
-	if (hdr->type != IPC_FRAME_STANZA)
-		return;
 	if (c != NULL && c->bound) {
-		if (!route_blocked_text(w, c, payload, len))
+		if (!ext_stanza_out_text(c, payload, len))
 			conn_send(c, payload, len);
 		return;
 	}

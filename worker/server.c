@@ -1,7 +1,9 @@
 /*
  * server.c - stanzas the server answers itself: to the bare domain,
  * XEP-0030 disco#info/#items, XEP-0199 ping, XEP-0092 software version,
- * XEP-0202 entity time; everything else that expects an answer gets
+ * XEP-0202 entity time, with the extensions' disco features (ext.h);
+ * IQs to an account's bare JID go to the extension that declared their
+ * payload; everything else that expects an answer gets
  * <service-unavailable/> (RFC 6120 section 10.5.4 / 8.3.3.19).  Replies
  * are routed like any stanza, so they reach the sender on any worker.
  * Failure policy: a reply that cannot be built is dropped and logged.
@@ -10,7 +12,7 @@
 #include "worker.h"
 #include "log.h"
 #include "stanza.h"
-#include "handlers.h"
+#include "ext.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -22,22 +24,10 @@
 #define NS_VERSION "jabber:iq:version"
 #define NS_TIME "urn:xmpp:time"
 
-/* Features the server itself offers, for disco#info. */
+/* Features of the server itself, for disco#info; the extensions'
+ * follow (ext.h). */
 static const char *const server_features[] = {
 	NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, NS_TIME,
-	NS_ROSTER, NS_VCARD, NS_PRIVATE, NS_BLOCKING, "msgoffline",
-};
-
-/* IQs to an account's bare JID, by payload (handlers.h). */
-static const struct {
-	const char *ns;
-	const char *name;       /* NULL: any element of the namespace */
-	void (*fn)(struct worker *w, struct xml_node *st, const char *bare);
-} server_account_handlers[] = {
-	{ NS_ROSTER, "query", roster_iq },
-	{ NS_VCARD, "vCard", vcard_iq },
-	{ NS_PRIVATE, "query", private_iq },
-	{ NS_BLOCKING, NULL, blocking_iq },
 };
 
 static void server_send(struct worker *w, struct arena *a, struct buf *out)
@@ -86,6 +76,7 @@ static void server_disco_info(struct buf *out)
 	for (size_t i = 0; i < sizeof(server_features) /
 	     sizeof(server_features[0]); i++)
 		buf_appendf(out, "<feature var='%s'/>", server_features[i]);
+	ext_disco_features(out);
 	buf_appendf(out, "</query></iq>");
 }
 
@@ -163,13 +154,10 @@ void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 	if (type == NULL || (strcmp(type, "get") != 0 &&
 			     strcmp(type, "set") != 0))
 		return;         /* results and errors to an account: dropped */
-	for (size_t i = 0; q != NULL && i < sizeof(server_account_handlers) /
-	     sizeof(server_account_handlers[0]); i++) {
-		if (xml_is(q, server_account_handlers[i].ns,
-			   server_account_handlers[i].name)) {
-			server_account_handlers[i].fn(w, st, bare);
-			return;
-		}
+	ext_iq_fn *fn = q != NULL ? ext_iq_handler(q, type) : NULL;
+	if (fn != NULL) {
+		fn(w, st, bare);
+		return;
 	}
 	server_error(w, a, st, "cancel", "service-unavailable");
 }

@@ -1,7 +1,8 @@
 /*
  * server.h - what the server itself answers: stanzas to the bare domain
  * (XEP-0030 disco, XEP-0199 ping, XEP-0092 version, XEP-0202 time) and
- * IQs to an account's bare JID that no feature module took.
+ * IQs to an account's bare JID: to the extension that declared their
+ * payload (ext.h), else <service-unavailable/>.
  */
 #ifndef XMPPD_SERVER_H
 #define XMPPD_SERVER_H
@@ -13,7 +14,7 @@ struct worker;
 /* A stanza to our domain (to_resource: domain/resource). */
 void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 		   int to_resource);
-/* An IQ to an account's bare JID. */
+/* An IQ to an account's bare JID (ext.h: the extensions' handlers). */
 void server_account_iq(struct worker *w, struct arena *a,
 		       struct xml_node *st, const char *bare);
 /* Route a stanza whose 'from' is trusted (route.c). */

@@ -17,6 +17,7 @@
  * stream error, after our stream header if we had not sent it yet.
  */
 #include "worker.h"
+#include "ext.h"
 #include "log.h"
 #include "tls.h"
 #include "util.h"
@@ -149,13 +150,15 @@ static void stream_features(struct conn *c)
 	 * tls.required, nobody logs in: fail closed. */
 	if (!c->authenticated && (conn_tls(c) || !c->w->cfg->tls_required))
 		sasl_features(c, &out);
-	if (c->authenticated)
+	if (c->authenticated) {
 		buf_appendf(&out, "<bind xmlns='" NS_BIND "'/>"
 			    "<session xmlns='" NS_SESSION "'><optional/>"
-			    "</session>"
-			    /* RFC 6121 sections 2.6.1 and 3.4 */
-			    "<ver xmlns='urn:xmpp:features:rosterver'/>"
-			    "<sub xmlns='urn:xmpp:features:pre-approval'/>");
+			    "</session>");
+		EXT_RUN(stream_features, c, &out);
+		/* RFC 6121 section 3.4 (presence.c) */
+		buf_appendf(&out, "<sub xmlns='urn:xmpp:features:"
+			    "pre-approval'/>");
+	}
 	buf_appendf(&out, "</stream:features>");
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
@@ -285,7 +288,7 @@ static int stream_top_level_known(const char *name)
 		return strcmp(local, "starttls") == 0;
 	if (nslen == strlen(NS_STREAMS) && memcmp(name, NS_STREAMS, nslen) == 0)
 		return strcmp(local, "error") == 0;     /* the client's own */
-	return 0;
+	return ext_nonza_owner(name, nslen) != NULL;    /* ext.h */
 }
 
 /* A stanza whose tree would write out to more than XML_OUT_FACTOR times
@@ -395,6 +398,18 @@ static enum ipc_stanza_kind stream_kind(const struct xml_node *n)
 	}
 }
 
+/* Not a stanza, not SASL or STARTTLS: an extension's nonza, or an
+ * unsupported first-level element. */
+static void stream_other(struct conn *c, struct xml_node *n)
+{
+	const struct ext *e = strcmp(n->ns, NS_CLIENT) != 0 ?
+			      ext_nonza_owner(n->ns, strlen(n->ns)) : NULL;
+	if (e != NULL)
+		e->nonza(c, n);
+	else
+		stream_error(c, "unsupported-stanza-type", NULL);
+}
+
 static void stream_dispatch(struct conn *c, struct xml_node *n)
 {
 	/* The rest of a chunk that arrived with the connection's end (or
@@ -412,7 +427,7 @@ static void stream_dispatch(struct conn *c, struct xml_node *n)
 		 (strcmp(n->name, "iq") != 0 &&
 		  strcmp(n->name, "message") != 0 &&
 		  strcmp(n->name, "presence") != 0))
-		stream_error(c, "unsupported-stanza-type", NULL);
+		stream_other(c, n);
 	else if (!c->authenticated)
 		stream_error(c, "not-authorized", NULL);
 	else if (!c->bound || bind_is_session_iq(c, n))

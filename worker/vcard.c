@@ -11,11 +11,13 @@
  */
 #include "worker.h"
 #include "../db/db.h"
-#include "handlers.h"
+#include "ext.h"
 #include "iq.h"
 #include "log.h"
 
 #include <string.h>
+
+#define NS_VCARD "vcard-temp"
 
 #define VCARD_EMPTY "<vCard xmlns='" NS_VCARD "'/>"
 
@@ -127,7 +129,8 @@ static void vcard_set(struct iq_pending *p, struct vcard_req *r)
 	buf_free(&text);
 }
 
-void vcard_iq(struct worker *w, struct xml_node *st, const char *bare)
+static void vcard_iq(struct worker *w, struct xml_node *st,
+		     const char *bare)
 {
 	const char *type = xml_attr(st, "type");
 	if (type == NULL || (strcmp(type, "get") != 0 &&
@@ -148,3 +151,23 @@ void vcard_iq(struct worker *w, struct xml_node *st, const char *bare)
 	const char *params[2] = { r->user, r->domain };
 	vcard_query(p, vcard_get_sql, 2, params, vcard_get_result);
 }
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+static const char *const vcard_disco[] = { NS_VCARD, NULL };
+static const struct ext_iq vcard_iqs[] = {
+	{ NS_VCARD, "vCard", EXT_IQ_GET | EXT_IQ_SET, vcard_iq },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const vcard_config[] = {
+	"im.vcard_max_size", NULL,
+};
+static const char *const vcard_schema[] = { "002-im.sql", NULL };
+
+const struct ext vcard_ext = {
+	.name = "vcard",
+	.disco_features = vcard_disco,
+	.iq = vcard_iqs,
+	.config_keys = vcard_config,
+	.schema = vcard_schema,
+};

@@ -6,6 +6,7 @@
  * for a moment instead of spinning; a dead master ends the worker.
  */
 #include "worker.h"
+#include "ext.h"
 #include "log.h"
 #include "util.h"
 #include "frame.h"
@@ -146,6 +147,9 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0 || w->q == NULL)
 		log_fatal("worker set-up failed: %m");
+	const char *error;
+	if (ext_init(&error) < 0)
+		log_fatal("worker set-up failed: %s", error);
 	worker_listeners(w, 1);
 	worker_ep_add(w, w->channel, WORKER_EV_CHANNEL);
 	worker_ep_add(w, w->dead_fd, WORKER_EV_DEAD);

@@ -148,25 +148,32 @@ struct conn {
 	uint8_t mech;           /* enum ipc_mech of the login (sasl.c) */
 	int32_t sess_index;     /* session record while bound (bind_touch) */
 	int64_t touched_ms;     /* last bind_touch that wrote the record */
-	int roster_requested;   /* RFC 6121 2.1.6: an interested resource */
-	int offline_fetching;   /* offline messages on their way */
-	/* Paced offline delivery (offline.c): a batch at a time, the next
-	 * one once out has drained, so a backlog never fills out. */
-	int offline_pending;    /* more may be stored: fetch once drained */
-	long long offline_after;    /* last stored id handled */
-	unsigned offline_count;     /* delivered (for the log) */
-	struct offline_sent *offline_sent;  /* rows put in out, not removed */
-	unsigned offline_nsent, offline_sent_cap;
 	char *last_presence;    /* our last available presence, no 'to' */
 	char **directed;        /* JIDs we sent directed presence to */
 	unsigned ndirected;
-	char **blocked;         /* the account's XEP-0191 blocklist */
-	unsigned nblocked;
 	int64_t last_read_ms;   /* idle pings */
 	int ping_sent;
 	int64_t delay_until_ms; /* throttled SASL failure pending */
 	struct conn *delayed_next;  /* worker's delayed list */
 	int in_parse;           /* inside XML_Parse (expat callbacks) */
+	uint32_t ext_filter;    /* extensions filtering its stanzas (ext.h) */
+
+	/* ---- per-session state of extensions (ext.h): each field is
+	 * read and written only by the extension named, which frees it in
+	 * its conn_free hook; the core never touches it. */
+	/* roster.c */
+	int roster_requested;   /* RFC 6121 2.1.6: an interested resource */
+	/* offline.c: paced delivery, a batch at a time, the next one once
+	 * out has drained, so a backlog never fills out. */
+	int offline_fetching;   /* offline messages on their way */
+	int offline_pending;    /* more may be stored: fetch once drained */
+	long long offline_after;    /* last stored id handled */
+	unsigned offline_count;     /* delivered (for the log) */
+	struct offline_sent *offline_sent;  /* rows put in out, not removed */
+	unsigned offline_nsent, offline_sent_cap;
+	/* blocking.c */
+	char **blocked;         /* the account's XEP-0191 blocklist */
+	unsigned nblocked;
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
@@ -310,39 +317,9 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 			  const char *to_bare, const char *type);
 void presence_route_text(struct worker *w, const char *text);
 
-/* roster.c: push an item to the account's interested resources */
-void roster_push(struct worker *w, const char *bare, const char *item_xml,
-		 long long ver);
-/* Push from a result row: columns col.. are subscription, ask_out,
- * name, groups (joined with \x1f), ver. */
-void roster_push_row(struct worker *w, const char *bare, const char *contact,
-		     const struct pg_result *res, int col, int approved_col);
-
-/* blocking.c */
-int blocking_matches(const struct conn *c, const char *jid);
-void blocking_apply_push(struct conn *c, const struct xml_node *payload);
-void blocking_load(struct conn *c);
-void blocking_free(struct conn *c);
 /* The account's available resources send unavailable to `to`. */
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to);
-
-/* offline.c */
-/* Store a message for an account with no available resource; the
- * sender gets an error if it cannot be stored. */
-void offline_store(struct worker *w, struct xml_node *st, const char *bare);
-/* Deliver and remove stored messages (after initial presence), oldest
- * first, in batches: a batch stops at half of c2s.max_output_bytes of
- * pending output, the next is fetched once out has drained. */
-void offline_deliver(struct conn *c);
-/* conn.c: out of c drained while c->offline_pending: the next batch. */
-void offline_resume(struct conn *c);
-/* conn.c: the piece ending at end (an out_total offset) is taken back
- * unwritten; 1 if it is a stored message (it stays stored: not to be
- * routed elsewhere), else 0. */
-int offline_taken_back(struct conn *c, uint64_t end);
-/* conn.c, on close: rows written are removed, the others stay. */
-void offline_conn_gone(struct conn *c);
 
 /* metrics.c: registers GET /metrics and GET /health (http_init calls
  * it with the other route owners). */

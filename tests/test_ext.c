@@ -1,0 +1,208 @@
+/*
+ * test_ext.c - the registry of extensions (worker/ext.c): the list in
+ * ext.c names roster_ext ... offline_ext; this test links stand-ins of
+ * those five names, so it checks the registry (hook order, taking
+ * hooks, IQ lookup, disco order, the start-up checks), not the real
+ * extensions (the black-box tests do that).
+ */
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "arena.h"
+#include "buf.h"
+#include "../worker/worker.h"
+#include "../worker/ext.h"
+#include "../worker/xml.h"
+
+static char calls[64];          /* which stand-in ran, in order */
+
+static void note(char who)
+{
+	size_t n = strlen(calls);
+	if (n + 1 < sizeof(calls)) {
+		calls[n] = who;
+		calls[n + 1] = '\0';
+	}
+}
+
+static void bound_a(struct conn *c) { (void)c; note('a'); }
+static void bound_d(struct conn *c) { (void)c; note('d'); }
+static int in_b(struct conn *c, struct xml_node *st)
+{
+	(void)c; (void)st; note('b'); return 0;
+}
+static int in_c(struct conn *c, struct xml_node *st)
+{
+	(void)c; (void)st; note('c'); return 1;
+}
+static int in_e(struct conn *c, struct xml_node *st)
+{
+	(void)c; (void)st; note('e'); return 1;
+}
+static void iq_any(struct worker *w, struct xml_node *st, const char *bare)
+{
+	(void)w; (void)st; (void)bare;
+}
+static void iq_get(struct worker *w, struct xml_node *st, const char *bare)
+{
+	(void)w; (void)st; (void)bare;
+}
+
+static void nonza_e(struct conn *c, struct xml_node *n)
+{
+	(void)c; (void)n; note('n');
+}
+
+static const char *vcard_nonza[] = { NULL, NULL };
+static const char *const e_nonza[] = { "urn:xmpp:sm:3", NULL };
+static const char *roster_keys[] = { "im.roster_max_items", NULL, NULL };
+static const char *offline_schema[] = { "002-im.sql", NULL, NULL };
+
+static const struct ext_iq a_iqs[] = {
+	{ "urn:a", "query", EXT_IQ_GET | EXT_IQ_SET, iq_any },
+	{ NULL, NULL, 0, NULL },
+};
+static const struct ext_iq c_iqs[] = {
+	{ "urn:c", NULL, EXT_IQ_GET, iq_get },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const a_disco[] = { "urn:a", NULL };
+static const char *const c_disco[] = { "urn:c", "urn:c#more", NULL };
+
+const struct ext roster_ext = {
+	.name = "a", .disco_features = a_disco, .iq = a_iqs,
+	.config_keys = (const char *const *)roster_keys,
+	.session_bound = bound_a,
+};
+const struct ext vcard_ext = {
+	.name = "b", .stanza_in = in_b,
+	.nonza_ns = (const char *const *)vcard_nonza,
+};
+const struct ext private_ext = {
+	.name = "c", .disco_features = c_disco, .iq = c_iqs,
+	.stanza_in = in_c,
+};
+const struct ext blocking_ext = {
+	.name = "d", .session_bound = bound_d, .stanza_in = in_e,
+};
+const struct ext offline_ext = {
+	.name = "e", .schema = (const char *const *)offline_schema,
+	.nonza_ns = e_nonza, .nonza = nonza_e,
+};
+
+static struct arena arena;
+
+static void setup(void)
+{
+	const char *error = NULL;
+	arena_init(&arena, 4096);
+	calls[0] = '\0';
+	roster_keys[1] = NULL;
+	offline_schema[1] = NULL;
+	vcard_nonza[0] = NULL;
+	cr_assert_eq(ext_init(&error), 0, "%s", error ? error : "");
+}
+
+static void teardown(void)
+{
+	arena_free(&arena);
+}
+
+TestSuite(ext, .init = setup, .fini = teardown);
+
+Test(ext, hooks_run_in_list_order_and_skip_absent_ones)
+{
+	EXT_RUN(session_bound, NULL);
+	cr_assert_str_eq(calls, "ad");
+	cr_assert_eq(ext_hooks.n_session_bound, 2);
+	cr_assert_eq(ext_hooks.n_conn_free, 0);
+	EXT_RUN(conn_free, NULL);       /* nobody has it: nothing runs */
+	cr_assert_str_eq(calls, "ad");
+}
+
+Test(ext, a_hook_nobody_has_runs_nothing)
+{
+	cr_assert_eq(ext_frame(NULL, 0, "", 0), 0);   /* no frame hooks */
+	cr_assert_str_eq(calls, "");
+}
+
+Test(ext, stanza_filters_run_only_where_the_extension_asked)
+{
+	struct conn c;
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(ext_stanza_in(&c, NULL), 0);
+	cr_assert_str_eq(calls, "");    /* nobody filters this session */
+	ext_filter(&c, &blocking_ext, 1);
+	cr_assert_eq(ext_stanza_in(&c, NULL), 1);
+	cr_assert_str_eq(calls, "e");   /* only d's hook (in_e) */
+	calls[0] = '\0';
+	ext_filter(&c, &vcard_ext, 1);
+	ext_filter(&c, &private_ext, 1);
+	cr_assert_eq(ext_stanza_in(&c, NULL), 1);
+	cr_assert_str_eq(calls, "bc");  /* list order; e not called */
+	calls[0] = '\0';
+	ext_filter(&c, &vcard_ext, 0);
+	ext_filter(&c, &private_ext, 0);
+	ext_filter(&c, &blocking_ext, 0);
+	cr_assert_eq(c.ext_filter, 0);
+	cr_assert_eq(ext_stanza_in(&c, NULL), 0);
+	cr_assert_str_eq(calls, "");
+}
+
+Test(ext, iq_handlers_by_namespace_element_and_type)
+{
+	struct xml_node *q = xml_new(&arena, "urn:a", "query");
+	struct xml_node *other = xml_new(&arena, "urn:a", "other");
+	struct xml_node *any = xml_new(&arena, "urn:c", "whatever");
+	cr_assert_eq(ext_iq_handler(q, "get"), iq_any);
+	cr_assert_eq(ext_iq_handler(q, "set"), iq_any);
+	cr_assert_null(ext_iq_handler(other, "get"));
+	cr_assert_eq(ext_iq_handler(any, "get"), iq_get);
+	cr_assert_null(ext_iq_handler(any, "set"));   /* declared get only */
+	cr_assert_null(ext_iq_handler(q, "result"));
+}
+
+Test(ext, disco_features_in_list_order)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	ext_disco_features(&out);
+	buf_append(&out, "", 1);
+	cr_assert_str_eq(buf_head(&out), "<feature var='urn:a'/><feature "
+			 "var='urn:c'/><feature var='urn:c#more'/>");
+	buf_free(&out);
+}
+
+Test(ext, an_unknown_setting_stops_the_start)
+{
+	const char *error = NULL;
+	roster_keys[1] = "im.no_such_key";
+	cr_assert_eq(ext_init(&error), -1);
+	cr_assert_str_eq(error, "extension names an unknown setting");
+}
+
+Test(ext, an_unknown_schema_step_stops_the_start)
+{
+	const char *error = NULL;
+	offline_schema[1] = "099-missing.sql";
+	cr_assert_eq(ext_init(&error), -1);
+	cr_assert_str_eq(error, "extension names an unknown schema step");
+}
+
+Test(ext, nonzas_by_exact_namespace)
+{
+	const char *ns = "urn:xmpp:sm:3";
+	cr_assert_eq(ext_nonza_owner(ns, strlen(ns)), &offline_ext);
+	cr_assert_null(ext_nonza_owner(ns, strlen(ns) - 1));   /* a prefix */
+	cr_assert_null(ext_nonza_owner("urn:xmpp:sm:30", 14));
+	cr_assert_null(ext_nonza_owner("jabber:client", 13));
+}
+
+Test(ext, nonza_namespaces_without_a_hook_stop_the_start)
+{
+	const char *error = NULL;
+	vcard_nonza[0] = "urn:xmpp:csi:0";
+	cr_assert_eq(ext_init(&error), -1);
+	cr_assert_str_eq(error, "extension takes nonzas without a hook");
+}

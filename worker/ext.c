@@ -1,0 +1,134 @@
+/*
+ * ext.c - the registry of extensions (ext.h): the list of compiled-in
+ * extensions, which is the only place that names them, and the hook
+ * arrays the core walks.
+ * Failure policy: a descriptor naming an unknown setting or schema step
+ * stops the worker at start-up (ext_init), with one line in the log.
+ */
+#include "ext.h"
+#include "config.h"
+#include "log.h"
+#include "xml.h"
+#include "../db/db.h"
+
+#include <string.h>
+
+extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
+	offline_ext;
+
+/* The compiled-in extensions.  The order is the order of their disco
+ * features and stream features and the order in which hooks run. */
+const struct ext *const ext_all[] = {
+	&roster_ext,
+	&vcard_ext,
+	&private_ext,
+	&blocking_ext,
+	&offline_ext,
+};
+const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
+
+_Static_assert(sizeof(ext_all) / sizeof(ext_all[0]) <= EXT_MAX,
+	       "more extensions than EXT_MAX");
+
+struct ext_hooks ext_hooks;
+
+static int ext_schema_known(const char *name)
+{
+	for (unsigned i = 0; i < db_schema_steps_count; i++)
+		if (strcmp(db_schema_steps[i].name, name) == 0)
+			return 1;
+	return 0;
+}
+
+#define EXT_ADD(h) do { \
+	if (e->h != NULL) \
+		ext_hooks.h[ext_hooks.n_##h++] = \
+			(struct ext_hook){ e, (uint32_t)1 << i }; \
+} while (0)
+
+int ext_init(const char **error_r)
+{
+	memset(&ext_hooks, 0, sizeof(ext_hooks));
+	for (unsigned i = 0; i < ext_count; i++) {
+		const struct ext *e = ext_all[i];
+		for (const char *const *k = e->config_keys; k && *k; k++) {
+			if (config_find(*k) == NULL) {
+				log_error("extension %s: setting %s is not "
+					  "in the settings table", e->name, *k);
+				*error_r = "extension names an unknown setting";
+				return -1;
+			}
+		}
+		for (const char *const *s = e->schema; s && *s; s++) {
+			if (!ext_schema_known(*s)) {
+				log_error("extension %s: schema step %s is not "
+					  "compiled in", e->name, *s);
+				*error_r = "extension names an unknown schema "
+					   "step";
+				return -1;
+			}
+		}
+		if (e->nonza_ns != NULL && e->nonza_ns[0] != NULL &&
+		    e->nonza == NULL) {
+			log_error("extension %s: nonza namespaces without a "
+				  "nonza hook", e->name);
+			*error_r = "extension takes nonzas without a hook";
+			return -1;
+		}
+		EXT_ADD(stream_features);
+		EXT_ADD(session_bound);
+		EXT_ADD(presence_changed);
+		EXT_ADD(stanza_in);
+		EXT_ADD(stanza_out_node);
+		EXT_ADD(stanza_out_text);
+		EXT_ADD(frame);
+		EXT_ADD(message_undelivered);
+		EXT_ADD(subscription_changed);
+		EXT_ADD(output_drained);
+		EXT_ADD(taken_back);
+		EXT_ADD(session_gone);
+		EXT_ADD(conn_free);
+	}
+	return 0;
+}
+
+const struct ext *ext_nonza_owner(const char *ns, size_t nslen)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *n = ext_all[i]->nonza_ns; n && *n; n++)
+			if (strlen(*n) == nslen && memcmp(*n, ns, nslen) == 0)
+				return ext_all[i];
+	return NULL;
+}
+
+void ext_filter(struct conn *c, const struct ext *e, int on)
+{
+	for (unsigned i = 0; i < ext_count; i++) {
+		if (ext_all[i] != e)
+			continue;
+		if (on)
+			c->ext_filter |= (uint32_t)1 << i;
+		else
+			c->ext_filter &= ~((uint32_t)1 << i);
+		return;
+	}
+}
+
+ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type)
+{
+	unsigned t = strcmp(type, "get") == 0 ? EXT_IQ_GET :
+		     strcmp(type, "set") == 0 ? EXT_IQ_SET : 0;
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const struct ext_iq *h = ext_all[i]->iq; h && h->ns; h++)
+			if ((h->types & t) && xml_is(q, h->ns, h->name))
+				return h->fn;
+	return NULL;
+}
+
+void ext_disco_features(struct buf *out)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *f = ext_all[i]->disco_features;
+		     f && *f; f++)
+			buf_appendf(out, "<feature var='%s'/>", *f);
+}

@@ -1,0 +1,248 @@
+/*
+ * ext.h - the seam for extensions (docs/DESIGN.md "Extensions").
+ *
+ * An extension (roster, vCard, private storage, blocking, offline
+ * storage, ...) lives in one unit (worker/<name>.c, or a folder) and
+ * declares everything it adds in one `const struct ext <unit>_ext`: its
+ * disco features, stream features, IQ handlers by namespace, element and
+ * type, the nonzas it takes, the hooks it needs, the settings it owns
+ * and its schema steps.  The core (stream.c, route.c, presence.c,
+ * bind.c, conn.c, server.c) calls the hooks through the registry below
+ * and never names an extension; the list of compiled-in extensions in
+ * ext.c is the only place that does.
+ *
+ * Hooks run in the order of that list.  A hook left NULL costs nothing:
+ * ext_init() copies the non-NULL ones into one array per hook point, and
+ * EXT_RUN and the ext_<hook>() walkers are a loop over that array (no
+ * allocation, no string compare, one indirect call per extension that
+ * asked); the per-stanza filters are skipped with one test for a
+ * session that no extension filters (ext_filter()).
+ * Hooks are called on the worker's thread, with the conn valid for the
+ * call only; they must not free or close it.
+ * Failure policy: ext_init() refuses a descriptor that names a setting
+ * the settings table does not have or a schema step not compiled in
+ * (the worker does not start: a build error, caught by every test).
+ */
+#ifndef XMPPD_EXT_H
+#define XMPPD_EXT_H
+
+#include "worker.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct arena;
+struct buf;
+struct pg_result;
+struct xml_node;
+
+/* The types of IQ an IQ handler takes (struct ext_iq.types). */
+enum ext_iq_type { EXT_IQ_GET = 1, EXT_IQ_SET = 2 };
+
+/*
+ * An IQ get/set to an account's bare JID (or without 'to': the sender's
+ * own account), whose payload is {ns}name (name NULL: any element of the
+ * namespace).  The handler owns the answer: it must route a result or
+ * an error for every IQ it is given (iq.h: keep an iq_pending to answer
+ * after a database round trip).
+ *   st    the IQ (from = the requester's full JID, to = the account's
+ *         bare JID); valid only during the call
+ *   bare  the account's bare JID ("user@domain"), prepared
+ */
+typedef void ext_iq_fn(struct worker *w, struct xml_node *st,
+		       const char *bare);
+
+struct ext_iq {
+	const char *ns;
+	const char *name;       /* NULL: any element of ns */
+	unsigned types;         /* EXT_IQ_GET | EXT_IQ_SET */
+	ext_iq_fn *fn;
+};
+
+struct ext {
+	const char *name;       /* for logs and docs */
+	/* XEP-0030 features of the server (disco#info to the domain), in
+	 * the order shown; NULL-terminated, or NULL. */
+	const char *const *disco_features;
+	/* IQ handlers; terminated by an entry with ns NULL, or NULL. */
+	const struct ext_iq *iq;
+	/* Settings this extension owns: keys of rows of the one settings
+	 * table (lib/config.c, where its rows are grouped under a comment
+	 * naming the extension); NULL-terminated, or NULL. */
+	const char *const *config_keys;
+	/* Schema steps it owns: db/schema/ file names (NNN-name.sql, one
+	 * consecutive sequence for the whole server); NULL-terminated. */
+	const char *const *schema;
+	/* Namespaces of first-level elements that are not stanzas
+	 * ("nonzas": XEP-0198 <enable/>, <r/>; XEP-0352 <active/>) that
+	 * this extension takes, in any state of the stream; NULL-terminated,
+	 * or NULL.  Requires the nonza hook. */
+	const char *const *nonza_ns;
+
+	/* ---- hooks (NULL: not needed) ---------------------------------- */
+
+	/* Stream features offer: after resource binding is offered to an
+	 * authenticated stream, add elements to <stream:features>. */
+	void (*stream_features)(struct conn *c, struct buf *out);
+	/* A nonza of one of its nonza_ns namespaces, parsed (stream.c),
+	 * whatever the stream's state (check c->authenticated, c->bound):
+	 * the extension answers, or ends the stream with stream_error(). */
+	void (*nonza)(struct conn *c, struct xml_node *n);
+	/* Session bound: c->jid is the full JID, in the session table. */
+	void (*session_bound)(struct conn *c);
+	/* Presence changed: the session sent broadcast presence; initial
+	 * is 1 for its first available presence (RFC 6121 section 4.2). */
+	void (*presence_changed)(struct conn *c, int initial);
+	/* Stanza in: a stanza from the client, 'from' stamped, 'to'
+	 * prepared and validated, before routing; only for sessions where
+	 * the extension set its filter bit (ext_filter() below).  Return 1
+	 * when the extension dealt with it (answered or dropped): not
+	 * routed. */
+	int (*stanza_in)(struct conn *c, struct xml_node *st);
+	/* Stanza out: a stanza about to be written to a bound local
+	 * session, parsed (node) or as text from a frame or broadcast
+	 * (text; parse only when needed); only for sessions where the
+	 * extension set its filter bit.  Return 1 when the extension took
+	 * it (not written). */
+	int (*stanza_out_node)(struct conn *c, const struct xml_node *st,
+			       struct arena *a);
+	int (*stanza_out_text)(struct conn *c, const char *text, size_t len);
+	/* A queue frame of a type an extension defines (shm/ipc.h) for one
+	 * of this worker's bound sessions.  Return 1 when it was this
+	 * extension's type (handled), else 0. */
+	int (*frame)(struct conn *c, int type, const char *text, size_t len);
+	/* Stanza to a bare JID: a message of type normal or chat that no
+	 * resource took (RFC 6121 section 8.5.2.2.1).  Return 1 when the
+	 * extension kept it; when none does it is answered
+	 * service-unavailable. */
+	int (*message_undelivered)(struct worker *w, struct xml_node *st,
+				   const char *bare);
+	/* Roster item changed by a subscription state change in the
+	 * presence code (RFC 6121 section 3): the row of the roster_items
+	 * query, columns col.. subscription, ask_out, name, groups, ver. */
+	void (*subscription_changed)(struct worker *w, const char *bare,
+				     const char *contact,
+				     const struct pg_result *res, int col,
+				     int approved_col);
+	/* Output drained: c's output buffer was written out completely. */
+	void (*output_drained)(struct conn *c);
+	/* Message delivered or not: a piece of c's output that ended at
+	 * stream offset `end` was not written (the connection closed).
+	 * Return 1 when the extension keeps it (it is not rerouted). */
+	int (*taken_back)(struct conn *c, uint64_t end);
+	/* Session gone: the connection closed (after what it had not
+	 * written was taken back). */
+	void (*session_gone)(struct conn *c);
+	/* The conn is freed: release what the extension keeps in it. */
+	void (*conn_free)(struct conn *c);
+};
+
+/* The compiled-in extensions (ext.c), in hook order. */
+extern const struct ext *const ext_all[];
+extern const unsigned ext_count;
+
+/* Check the descriptors and fill the hook arrays.  0, or -1 with
+ * *error_r (static text). */
+int ext_init(const char **error_r);
+
+/* The per-hook arrays (ext.c fills them at start-up): the extensions
+ * that have the hook, in list order, with each one's filter bit. */
+#define EXT_MAX 32
+struct ext_hook {
+	const struct ext *e;
+	uint32_t bit;           /* 1 << its index in ext_all */
+};
+struct ext_hooks {
+	unsigned n_stream_features, n_session_bound, n_presence_changed,
+		 n_stanza_in, n_stanza_out_node, n_stanza_out_text, n_frame,
+		 n_message_undelivered, n_subscription_changed,
+		 n_output_drained, n_taken_back, n_session_gone, n_conn_free;
+	struct ext_hook stream_features[EXT_MAX], session_bound[EXT_MAX],
+		presence_changed[EXT_MAX], stanza_in[EXT_MAX],
+		stanza_out_node[EXT_MAX], stanza_out_text[EXT_MAX],
+		frame[EXT_MAX], message_undelivered[EXT_MAX],
+		subscription_changed[EXT_MAX], output_drained[EXT_MAX],
+		taken_back[EXT_MAX], session_gone[EXT_MAX],
+		conn_free[EXT_MAX];
+};
+extern struct ext_hooks ext_hooks;
+
+/* Call hook h of every extension that has it, with the arguments. */
+#define EXT_RUN(h, ...) do { \
+	for (unsigned ext_i_ = 0; ext_i_ < ext_hooks.n_##h; ext_i_++) \
+		ext_hooks.h[ext_i_].e->h(__VA_ARGS__); \
+} while (0)
+
+/* The hooks that can take the event: 1 as soon as one extension
+ * returns 1 (the rest are not called), else 0. */
+#define EXT_TAKE_LOOP(h, ...) \
+	for (unsigned i = 0; i < ext_hooks.n_##h; i++) \
+		if (ext_hooks.h[i].e->h(__VA_ARGS__)) \
+			return 1; \
+	return 0
+
+/*
+ * The stanza filters (stanza_in, stanza_out_*) run per stanza, so they
+ * are called only for the sessions where the extension asked for them:
+ * c->ext_filter has one bit per extension, set and cleared by the
+ * extension with ext_filter() (blocking: while the list is not empty).
+ * A session no extension filters costs one test per stanza.
+ */
+void ext_filter(struct conn *c, const struct ext *e, int on);
+
+#define EXT_FILTER_LOOP(h, c, ...) \
+	if ((c)->ext_filter == 0) \
+		return 0; \
+	for (unsigned i = 0; i < ext_hooks.n_##h; i++) \
+		if (((c)->ext_filter & ext_hooks.h[i].bit) && \
+		    ext_hooks.h[i].e->h(__VA_ARGS__)) \
+			return 1; \
+	return 0
+
+static inline int ext_stanza_in(struct conn *c, struct xml_node *st)
+{
+	EXT_FILTER_LOOP(stanza_in, c, c, st);
+}
+
+static inline int ext_stanza_out_node(struct conn *c,
+				      const struct xml_node *st,
+				      struct arena *a)
+{
+	EXT_FILTER_LOOP(stanza_out_node, c, c, st, a);
+}
+
+static inline int ext_stanza_out_text(struct conn *c, const char *text,
+				      size_t len)
+{
+	EXT_FILTER_LOOP(stanza_out_text, c, c, text, len);
+}
+
+static inline int ext_frame(struct conn *c, int type, const char *text,
+			    size_t len)
+{
+	EXT_TAKE_LOOP(frame, c, type, text, len);
+}
+
+static inline int ext_message_undelivered(struct worker *w,
+					  struct xml_node *st,
+					  const char *bare)
+{
+	EXT_TAKE_LOOP(message_undelivered, w, st, bare);
+}
+
+static inline int ext_taken_back(struct conn *c, uint64_t end)
+{
+	EXT_TAKE_LOOP(taken_back, c, end);
+}
+
+/* The extension that takes first-level elements of namespace
+ * ns[0..nslen), or NULL (only for elements the core does not know). */
+const struct ext *ext_nonza_owner(const char *ns, size_t nslen);
+
+/* The IQ handler for payload q of an IQ of type get or set, or NULL. */
+ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type);
+
+/* Append <feature var='...'/> for every extension's disco features. */
+void ext_disco_features(struct buf *out);
+
+#endif
