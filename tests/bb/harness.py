@@ -418,10 +418,10 @@ class Client:
 
     _tls_contexts = {}
 
-    def wrap_tls(self, alpn=None):
-        # One context per ALPN choice: making one loads the system CA
-        # store, which costs more than the handshake itself.
-        key = tuple(alpn or ())
+    def wrap_tls(self, alpn=None, max_version=None):
+        # One context per ALPN choice and version cap: making one loads
+        # the system CA store, which costs more than the handshake itself.
+        key = (tuple(alpn or ()), max_version)
         ctx = Client._tls_contexts.get(key)
         if ctx is None:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -429,6 +429,8 @@ class Client:
             ctx.verify_mode = ssl.CERT_NONE
             if alpn:
                 ctx.set_alpn_protocols(alpn)
+            if max_version is not None:
+                ctx.maximum_version = max_version
             Client._tls_contexts[key] = ctx
         self.sock.settimeout(self.timeout)
         self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
@@ -440,10 +442,12 @@ class Client:
         self.read_until(SERVER_HEADER)
         return self.read_until("<stream:features>.*?</stream:features>|<stream:features/>")
 
-    def starttls(self):
+    def starttls(self, max_version=None):
+        """STARTTLS, then the new stream; max_version caps the TLS
+        version offered (ssl.TLSVersion)."""
         self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
         self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-        self.wrap_tls()
+        self.wrap_tls(max_version=max_version)
         return self.open()
 
     def auth_plain(self, user, password, authzid=""):

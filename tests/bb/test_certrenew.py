@@ -85,16 +85,8 @@ def pending_starttls(port, tls12=False):
     if not tls12:
         c.starttls()
         return c
-    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    c.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+    c.starttls(max_version=ssl.TLSVersion.TLSv1_2)
     assert c.sock.version() == "TLSv1.2", c.sock.version()
-    c.buf = b""
-    c.open()
     return c
 
 
