@@ -72,25 +72,30 @@ void ctl_usage(FILE *out)
 		"show), 2 unknown command or wrong arguments.\n");
 }
 
+/* "xmppctl: " and the line on stderr. */
+static void __attribute__((format(printf, 1, 0)))
+ctl_vsay(const char *fmt, va_list ap)
+{
+	fputs("xmppctl: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 int ctl_fail(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("xmppctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	ctl_vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	return CTL_EXIT_FAIL;
 }
 
 int ctl_usage_error(const char *fmt, ...)
 {
 	va_list ap;
-	fputs("xmppctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	ctl_vsay(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	ctl_usage(stderr);
 	return CTL_EXIT_USAGE;
 }
