@@ -124,8 +124,9 @@ const struct config_def config_defs[] = {
 	{ "http.admin_addresses", CONFIG_TYPE_STRING, OFF(http_admin_addresses),
 	  "127.0.0.0/8 ::1", 0, 0, RELOAD,
 	  "Addresses and prefixes (address/len, IPv4 or IPv6) allowed on the "
-	  "admin routes (/metrics, /health/live); others get 403 (/health "
-	  "answers any peer of the listener, for load balancers)" },
+	  "admin routes (/metrics); others get 403 (/health and "
+	  "/health/live answer any peer of the listener, for load "
+	  "balancers)" },
 	{ "http.max_connections", CONFIG_TYPE_UINT, OFF(http_max_connections),
 	  "256", 1, 1000000, RELOAD,
 	  "Open HTTP connections, shared out evenly over the workers (each "

@@ -96,7 +96,8 @@ static const struct http_route *http_route_find(const char *path)
 }
 
 /* GET /health/live: the worker's loop answers (liveness, for a load
- * balancer or a supervisor: no database, no other worker involved). */
+ * balancer or a supervisor: no database, no other worker involved).
+ * Open to any peer of the listener, like /health: it tells nothing. */
 static void http_live(struct worker *w, const struct http_request *req,
 		      struct http_response *resp)
 {
@@ -107,7 +108,7 @@ static void http_live(struct worker *w, const struct http_request *req,
 
 static void http_routes_front(void)
 {
-	http_route_add("/health/live", HTTP_M_GET, HTTP_ROUTE_ADMIN, http_live);
+	http_route_add("/health/live", HTTP_M_GET, 0, http_live);
 }
 
 /*

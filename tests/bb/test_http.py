@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (XMPPD, Client, Server, free_port,  # noqa: E402
                      run_tests, test_certificate, wait_for)
 
-LIVE = "/health/live"       # the front's own route (liveness)
+LIVE = "/health/live"       # the front's own route (liveness, any peer)
+ADMIN = "/metrics"          # an admin route (http.admin_addresses only)
 
 
 def http_server(workers=1, config_text="", **over):
@@ -364,9 +365,13 @@ def test_admin_addresses():
     with http_server(**{"http.admin_addresses": "192.0.2.0/24 2001:db8::/32"}) as s:
         for host in ("127.0.0.1", "::1"):
             c = http.client.HTTPConnection(host, s.http_port, timeout=10)
-            c.request("GET", LIVE)
+            c.request("GET", ADMIN)
             r = c.getresponse()
             assert (r.status, r.read()) == (403, b"403 Forbidden\n"), host
+            # liveness is for load balancers, wherever they are
+            c.request("GET", LIVE)
+            r = c.getresponse()
+            assert (r.status, r.read()) == (200, b"ok\n"), host
             # the refusal keeps the connection: a 404 next on it
             c.request("GET", "/nothing")
             assert c.getresponse().status == 404
@@ -377,14 +382,14 @@ def test_admin_addresses():
     with http_server(**{"http.admin_addresses": "::ffff:127.0.0.0/104"}) as s:
         for host, want in (("127.0.0.1", 200), ("::1", 403)):
             c = http.client.HTTPConnection(host, s.http_port, timeout=10)
-            c.request("GET", LIVE)
+            c.request("GET", ADMIN)
             assert c.getresponse().status == want, host
             c.close()
     # IPv6 loopback only: ::1 is let in, 127.0.0.1 is not
     with http_server(**{"http.admin_addresses": "::1/128"}) as s:
         for host, want in (("::1", 200), ("127.0.0.1", 403)):
             c = http.client.HTTPConnection(host, s.http_port, timeout=10)
-            c.request("GET", LIVE)
+            c.request("GET", ADMIN)
             assert c.getresponse().status == want, host
             c.close()
 
@@ -487,7 +492,7 @@ def test_reload_and_off():
     # limits and admin addresses follow SIGHUP; port 0 is no listener
     with http_server(config_text="http.admin_addresses = 192.0.2.1\n") as s:
         c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
-        c.request("GET", LIVE)
+        c.request("GET", ADMIN)
         assert c.getresponse().status == 403
         c.close()
         s.write_config("http.admin_addresses = 127.0.0.0/8\n"
@@ -496,8 +501,9 @@ def test_reload_and_off():
         wait_for(lambda: all(w["generation"] == 2 for w in s.status()["workers"]),
                  what="generation 2 in every worker")
         c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=10)
-        c.request("GET", LIVE)
-        assert c.getresponse().read() == b"ok\n"
+        c.request("GET", ADMIN)
+        r = c.getresponse()
+        assert r.status == 200 and b"xmppd_build_info" in r.read()
         c.request("GET", "/" + "x" * 300)
         assert c.getresponse().status == 414
         c.close()
