@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 8
+#define IPC_VERSION 9
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -42,6 +42,13 @@ enum ipc_frame_type {
 				       last presence to */
 	IPC_FRAME_BLOCK_PUSH,       /* payload: XEP-0191 push; the session
 				       updates its copy of the blocklist */
+	/* XEP-0198 resumption across workers (worker/sm.c has the
+	 * payloads): the new connection's worker asks the record's owner
+	 * to hand the session over, the owner answers with its state and
+	 * journal, the new owner confirms so that the old frees it. */
+	IPC_FRAME_SM_TAKE,
+	IPC_FRAME_SM_GIVE,
+	IPC_FRAME_SM_DONE,
 	IPC_FRAME_TYPE_MAX
 };
 
@@ -266,6 +273,13 @@ enum ipc_session_state {
 	IPC_SESSION_USED = 0x55534544u,  /* "USED": written last on insert */
 };
 
+/* Per-session facts other workers route by (struct ipc_session.flags),
+ * set by the owning worker under the table lock. */
+enum ipc_session_flags {
+	IPC_SESSION_F_CARBONS = 0x01,   /* XEP-0280 enabled */
+	IPC_SESSION_F_DETACHED = 0x02,  /* XEP-0198 waiting for <resume/> */
+};
+
 /* One session record.  Records are addressed by index; links are indices
  * (-1 = none), never pointers.  A full JID longer than IPC_JID_INLINE is
  * kept in the long-JID pool and jid_long is its index there.  What
@@ -282,7 +296,8 @@ struct ipc_session {
 	uint16_t slot;              /* owning worker slot */
 	int16_t priority;           /* presence priority */
 	uint8_t available;          /* has sent available presence */
-	uint8_t pad[3];
+	uint8_t flags;              /* enum ipc_session_flags */
+	uint8_t pad[2];
 	uint32_t conn_id;           /* connection id within the slot */
 	uint32_t gen;               /* connection generation */
 	int64_t since;              /* unix time the session bound */
