@@ -419,4 +419,111 @@ struct ipc_throttle_table {
 	/* followed by struct ipc_throttle_rec records[capacity] */
 };
 
+/* ---- XEP-0198 journal (a third mapping, shm/smstore.c, API in
+ * shm/smstore.h) ------------------------------------------------------ */
+
+#define IPC_SM_MAGIC 0x584d5050534d4a4eull   /* "XMPPSMJN" */
+#define IPC_SM_BLOCK 256u           /* bytes of one pool block */
+#define IPC_SM_BLOCK_DATA (IPC_SM_BLOCK - 8u)   /* its payload */
+#define IPC_SM_TOKEN 16u            /* random bytes of a previd */
+#define IPC_SM_EXT_WORDS 32u        /* saved words: ext.h EXT_MAX */
+
+enum ipc_sm_block_flags {
+	IPC_SM_BLOCK_F_LAST = 0x01, /* last block of a stanza (or presence) */
+};
+
+/* A pool block.  A stanza is a chain of blocks, the last one flagged;
+ * a journal is its stanzas' chains linked one after the other.  A chain
+ * is walked by count (the record's published `unacked`), never to a -1:
+ * the last published block's `next` may already point at blocks of an
+ * append that was not published (then recovery frees them). */
+struct ipc_sm_block {
+	int32_t next;               /* next block of the journal, -1 none;
+				       free blocks: next free block */
+	uint16_t len;               /* payload bytes in this block */
+	uint16_t flags;             /* enum ipc_sm_block_flags */
+	char data[IPC_SM_BLOCK_DATA];
+};
+_Static_assert(sizeof(struct ipc_sm_block) == IPC_SM_BLOCK, "sm block");
+
+/* The part of a record that changes with stanzas, acks and presence.
+ * A record holds two; the writer fills the one not published, then
+ * flips `cur` with a release store, so a reader (or a worker killed
+ * mid-change) always sees one whole version. */
+struct ipc_sm_pub {
+	int32_t head;               /* first block of the oldest unacked
+				       stanza, -1 none */
+	int32_t tail;               /* last block of the newest, -1 none */
+	uint32_t unacked;           /* stanzas in the journal */
+	uint32_t h_acked;           /* last h the client acknowledged; the
+				       stanzas are h_acked + 1 .. (mod 2^32) */
+	uint64_t bytes;             /* stanza bytes in the journal */
+	int32_t presence;           /* first block of the last available
+				       presence, -1 none */
+	uint32_t presence_len;
+	int16_t priority;
+	uint8_t available;
+	uint8_t pad[5];
+};
+
+/* One session record (struct sm_state in smstore.h is its copy).  The
+ * slot's worker is the only writer; `state` (enum sm_record_state in
+ * smstore.h) is stored last when a record is opened and first when it
+ * is closed, with release; readers acquire it. */
+struct ipc_sm_record {
+	_Atomic uint32_t state;     /* enum sm_record_state, 0 = FREE */
+	_Atomic uint32_t seq;       /* use count: +1 at each open */
+	_Atomic uint32_t cur;       /* index of the published pub[] */
+	_Atomic uint32_t h_in;      /* stanzas handled from the client */
+	_Atomic uint64_t ids;       /* conn_id | (uint64_t)gen << 32 */
+	_Atomic int64_t detached_ms;/* CLOCK_MONOTONIC ms, 0 attached */
+	int32_t next_free;          /* free record list (writer only) */
+	uint8_t resumable;
+	_Atomic uint8_t mech;       /* enum ipc_mech */
+	uint16_t jid_len;
+	uint32_t max_s;             /* resumption timeout agreed (s) */
+	uint8_t token[IPC_SM_TOKEN];/* must match the previd's */
+	uint8_t pad[4];
+	_Atomic uint32_t ext_words[IPC_SM_EXT_WORDS]; /* by ext_all index */
+	struct ipc_sm_pub pub[2];
+	char jid[IPC_JID_MAX + 1];  /* full JID, NUL-terminated */
+};
+
+/* Per worker slot.  Free lists and high-water marks are the writer's;
+ * records and blocks above a high-water mark were never used (still
+ * zero: the mapping costs nothing until used).  Gauges are relaxed. */
+struct ipc_sm_slot {
+	_Atomic uint32_t rec_hwm;   /* records ever handed out */
+	int32_t rec_free;           /* free record list, -1 none */
+	_Atomic uint32_t blk_hwm;   /* blocks ever handed out */
+	int32_t blk_free;           /* free block list, -1 none */
+	_Atomic uint32_t records_used;  /* gauge */
+	_Atomic uint32_t blocks_used;   /* gauge */
+	_Atomic uint32_t changes;   /* bumped at each open, close, state or
+				       ids change (the master's cache) */
+	_Atomic uint32_t recoveries;    /* smstore_recover_slot runs */
+	uint64_t offset;            /* of its records from the area start;
+				       its blocks follow, 64-byte aligned */
+	uint8_t pad[24];
+};
+_Static_assert(sizeof(struct ipc_sm_slot) == 64, "sm slot header");
+
+/* Header of the journal area. */
+struct ipc_sm_area {
+	uint64_t magic;             /* IPC_SM_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t nslots;
+	uint32_t records;           /* per slot */
+	uint32_t blocks;            /* per slot */
+	uint64_t size;              /* bytes of the whole area */
+	uint64_t blocks_offset;     /* of a slot's blocks from its records */
+	uint64_t slot_size;         /* bytes of one slot's records + blocks */
+	_Atomic uint32_t max_stanzas;   /* per-session bounds, written by the */
+	uint32_t pad;
+	_Atomic uint64_t max_bytes;     /* master (sm.max_unacked_*) */
+	struct ipc_sm_slot slots[IPC_MAX_SLOTS];
+	/* followed by each slot's records then blocks (slot_size apart) */
+};
+_Static_assert(sizeof(struct ipc_sm_area) % 64 == 0, "sm area header");
+
 #endif

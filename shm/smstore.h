@@ -41,6 +41,19 @@
 #define SMSTORE_EXT_WORDS 32        /* one saved word per extension
 				       (ext.h EXT_MAX) */
 
+/* The per-session bound (sm.max_unacked_bytes) covers what a hand-over
+ * frame (IPC_FRAME_SM_GIVE) carries besides its fixed part: each
+ * unacked stanza's bytes plus SMSTORE_STANZA_OVERHEAD (its length and
+ * sequence number in the frame), and the last available presence.  The
+ * fixed part (JID, counters, extension words...) gets
+ * SMSTORE_STATE_RESERVE bytes, so a whole session always fits in one
+ * frame when sm.max_unacked_bytes <= SMSTORE_BYTES_MAX. */
+#define SMSTORE_STANZA_OVERHEAD 8u
+#define SMSTORE_STATE_RESERVE (16u * 1024u)
+#define SMSTORE_BYTES_MAX (IPC_FRAME_MAX - SMSTORE_STATE_RESERVE)
+/* Records per slot at most (sm.records_per_worker's maximum). */
+#define SMSTORE_RECORDS_MAX 1000000u
+
 struct smstore;     /* process-local handle over the whole area */
 
 /* Where a record is: its slot, its index, and its use count when the
@@ -92,6 +105,12 @@ int smstore_init(void *mem, size_t size, unsigned nslots, uint32_t records,
 /* A handle on an initialised area (master and workers, after fork). */
 struct smstore *smstore_attach(void *mem, const char **error_r);
 void smstore_detach(struct smstore **s);
+/* The per-session bounds (sm.max_unacked_stanzas, sm.max_unacked_bytes,
+ * the latter at most SMSTORE_BYTES_MAX), stored in the area by the
+ * master at start and at each reload, read by the writers at each
+ * append.  Until it is called: the maxima. */
+void smstore_set_limits(struct smstore *s, uint32_t max_stanzas,
+			uint64_t max_bytes);
 
 /* The master's sweep of a dead slot: 1 when the session conn_id/gen of
  * that slot has a resumable record that is ATTACHED or DETACHED (its
@@ -125,6 +144,13 @@ int smstore_append(struct smstore *s, const struct sm_ref *ref,
 int smstore_ack(struct smstore *s, const struct sm_ref *ref, uint32_t h);
 void smstore_set_h_in(struct smstore *s, const struct sm_ref *ref,
 		      uint32_t h_in);
+/* Added for resumption on another worker: a record opened for a
+ * session taken over keeps the session's numbering.  On an empty
+ * journal only (right after smstore_open, before the old journal is
+ * appended again): h_acked = h, so the next append is h + 1.  -1 when
+ * the journal is not empty. */
+int smstore_set_h_acked(struct smstore *s, const struct sm_ref *ref,
+			uint32_t h);
 /* The session's routing state, written whenever it changes so that a
  * resumption after a crash finds it: priority, availability, the last
  * available presence (NULL/0: none), the extensions' saved words. */
@@ -151,7 +177,9 @@ void smstore_close(struct smstore *s, const struct sm_ref *ref);
 
 /* Decode a previd and check it against its record: 1 with *ref_r when
  * it names a record in use with that token, 0 when not (item-not-found),
- * whatever the text (any bytes, any length). */
+ * whatever the text (any bytes, any length).  A record that is not
+ * resumable, or GIVEN (already handed over: the session has another id
+ * now), is not found. */
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r);
 /* A copy of the record's state; -1 when ref no longer names it. */
@@ -179,5 +207,22 @@ int smstore_foreach_record(struct smstore *s, unsigned slot,
 /* Usage of a slot (metrics): records in use, pool bytes in use. */
 void smstore_usage(struct smstore *s, unsigned slot, uint32_t *records_r,
 		   uint64_t *bytes_r);
+/* Slots, records per slot and pool bytes per slot of the area. */
+void smstore_capacity(struct smstore *s, unsigned *nslots_r,
+		      uint32_t *records_r, uint64_t *bytes_r);
+
+/* Check a slot whose writer is not running (tests, diagnostics): every
+ * published chain is whole, no block is in two chains or in a chain and
+ * the free list, free lists and gauges match the records.  0, or -1
+ * with *error_r. */
+int smstore_verify_slot(struct smstore *s, unsigned slot,
+			const char **error_r);
+
+/* Test hook: when set, the writer calls it at a named point in the
+ * middle of a change ("append": blocks written and linked, not yet
+ * published; "ack": published, blocks not yet freed; "open": record
+ * written, state not yet stored; "close": state FREE, blocks not yet
+ * freed; "presence": new chain written, not published). */
+extern void (*smstore_test_hook)(const char *point);
 
 #endif
