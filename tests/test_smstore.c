@@ -853,7 +853,9 @@ Test(smstore, sigkill_during_appends)
 	struct smap m;
 	int pipefd[2];
 
-	smap_open(&m, 1, 8, 1024 * 1024);
+	/* 1024 blocks: at most 1024 stanzas, which collect's buffer
+	 * holds. */
+	smap_open(&m, 1, 8, 1024 * IPC_SM_BLOCK);
 	struct sm_ref ref = open_rec(&m, 0, "a@b/c", 1, 1, NULL);
 	cr_assert_eq(pipe(pipefd), 0);
 	pid_t pid = fork();
