@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include "ipc.h"
 
+struct smstore;
+
 struct shm_region {
 	void *base;                     /* the mapping */
 	size_t size;
@@ -23,6 +25,8 @@ struct shm_region {
 	void *throttle_base;            /* second mapping: login failures */
 	size_t throttle_size;
 	struct shm_throttle *throttle;  /* NULL until shm_create_throttle */
+	struct smstore *smstore;        /* XEP-0198 journal (smstore.h), NULL
+					   until mapped */
 };
 
 /* Map MAP_SHARED|MAP_ANONYMOUS and initialise every part.  The address
