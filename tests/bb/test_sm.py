@@ -443,9 +443,82 @@ def test_resume_race_with_login():
                 c.close()
 
 
+def test_slixmpp_resumes():
+    """slixmpp's xep_0198 plugin (software we did not write): enable with
+    resumption, the TCP connection drops, a message arrives meanwhile,
+    slixmpp reconnects and resumes: it gets the message, its session
+    (the same full JID) goes on."""
+    import asyncio
+    import logging
+    import ssl
+    import slixmpp
+    logging.basicConfig(level=logging.DEBUG if os.environ.get(
+        "XMPPD_TEST_CLIENT_DEBUG") else logging.CRITICAL)
+
+    class Slix(slixmpp.ClientXMPP):
+        def __init__(self, jid, password):
+            super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+            self.ssl_context.check_hostname = False
+            self.ssl_context.verify_mode = ssl.CERT_NONE
+            fm = self["feature_mechanisms"]
+            default_creds = fm.sasl_callback
+
+            def creds(required, optional):
+                r = default_creds(required, optional)
+                if "channel_binding" in r:
+                    r["channel_binding"] = None     # test_clients.py
+                return r
+            fm.sasl_callback = creds
+            self.register_plugin("xep_0198")
+            self.messages = asyncio.Queue()
+            self.started = asyncio.Event()
+            self.resumed = asyncio.Event()
+            self.add_event_handler("session_start", lambda e: (self.send_presence(),
+                                                                self.started.set()))
+            self.add_event_handler("session_resumed", lambda e: self.resumed.set())
+            self.add_event_handler("message", self.messages.put_nowait)
+
+    async def body(s):
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        x = Slix("juliet@localhost/phone", "pw1")
+        x.connect(("127.0.0.1", s.port))
+        await asyncio.wait_for(x.started.wait(), 10)
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+            None, lambda: wait_for(lambda: "stream management enabled with resumption"
+                                   in s.log_text(), what="enabled")), 10)
+        full = str(x.boundjid)
+        assert full == "juliet@localhost/phone", full
+        msg(r, full, "s1", "first")
+        m = await asyncio.wait_for(x.messages.get(), 10)
+        assert m["id"] == "s1" and m["body"] == "first", m
+        # the network goes away under slixmpp's feet
+        x.transport.abort()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: wait_for(lambda: "kept for resumption" in s.log_text(),
+                                   what="detached"))
+        msg(r, full, "s2", "while-away")
+        await asyncio.sleep(0.3)
+        x.connect(("127.0.0.1", s.port))
+        await asyncio.wait_for(x.resumed.wait(), 15)
+        m = await asyncio.wait_for(x.messages.get(), 10)
+        assert m["id"] == "s2" and m["body"] == "while-away", m
+        assert str(x.boundjid) == full
+        x.send_message(mto="romeo@localhost/garden", mbody="still here", mtype="chat")
+        got = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: r.read_until("<message [^>]*>.*?</message>"))
+        assert "from='%s'" % full in got and "<body>still here</body>" in got, got
+        assert "resumed juliet@localhost/phone" in s.log_text()
+        x.disconnect()
+        await asyncio.sleep(0.2)
+
+    with Server(workers=1, users=USERS) as s:
+        asyncio.run(asyncio.wait_for(body(s), 60))
+
+
 if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
                test_resume_same_worker, test_resume_order_and_ack,
                test_resume_attached_old_connection, test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
-               test_resume_race_with_login])
+               test_resume_race_with_login, test_slixmpp_resumes])
