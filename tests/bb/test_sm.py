@@ -443,6 +443,32 @@ def test_resume_race_with_login():
                 c.close()
 
 
+def test_ctl_sessions_sm_field():
+    """xmppctl sessions: the sm field says -, on, resumable, detached Ns."""
+    import json
+    with Server(workers=2, users=USERS) as s:
+        a = Client(s.port)
+        aj = a.login("romeo", "pw2", resource="plain")
+        b, bj, _ = sm_login(s, "juliet", "acks", resume=False)
+        c, cj, _ = sm_login(s, "juliet", "mobile")
+        d, dj, _ = sm_login(s, "tybalt", "gone")
+        d.sock.close()
+        wait_for(lambda: "session tybalt@localhost/gone kept for resumption" in s.log_text(),
+                 what="detached")
+
+        def rows():
+            r = s.ctl("--json", "sessions")
+            assert r.returncode == 0, r.stderr
+            return dict((x["jid"], x["sm"]) for x in json.loads(r.stdout)["sessions"])
+        got = rows()
+        assert got[aj] == "-" and got[bj] == "on" and got[cj] == "resumable", got
+        assert re.fullmatch("detached [0-9]+s", got[dj]), got
+        r = s.ctl("sessions")
+        assert r.stdout.splitlines()[0].split()[-2:] == ["IDLE", "SM"], r.stdout
+        line = [x for x in r.stdout.splitlines() if x.startswith(dj + " ")]
+        assert len(line) == 1 and re.search("detached [0-9]+s$", line[0]), r.stdout
+
+
 def test_slixmpp_resumes():
     """slixmpp's xep_0198 plugin (software we did not write): enable with
     resumption, the TCP connection drops, a message arrives meanwhile,
@@ -521,4 +547,5 @@ if __name__ == "__main__":
                test_resume_same_worker, test_resume_order_and_ack,
                test_resume_attached_old_connection, test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
-               test_resume_race_with_login, test_slixmpp_resumes])
+               test_resume_race_with_login, test_ctl_sessions_sm_field,
+               test_slixmpp_resumes])
