@@ -246,6 +246,25 @@ const struct config_def config_defs[] = {
 	{ "session_table_size", CONFIG_TYPE_UINT, OFF(session_table_size),
 	  "65536", 16, 4000000, RESTART,
 	  "Slots in the shared session table, one per online resource" },
+	/* shm/smstore.c: the XEP-0198 journal in shared memory, which
+	 * outlives a worker (worker/sm.c's store).  The mapping is virtual:
+	 * a record or a pool block costs memory once a session used it. */
+	{ "sm.records_per_worker", CONFIG_TYPE_UINT,
+	  OFF(sm_records_per_worker), "4096", 16, 1000000, RESTART,
+	  "Stream-management sessions (XEP-0198 <enable/>) one worker may "
+	  "hold, attached or waiting for <resume/> (3.3K of shared memory "
+	  "each once used); past it <enable/> gets <failed/>" },
+	{ "sm.pool_bytes_per_worker", CONFIG_TYPE_SIZE,
+	  OFF(sm_pool_bytes_per_worker), "64M", 64 << 10, 1ull << 32, RESTART,
+	  "Shared memory per worker for the stanzas its stream-management "
+	  "sessions have not acknowledged yet (kept through a crash of the "
+	  "worker); when full, the session that needs more ends" },
+	{ "sm.max_unacked_bytes", CONFIG_TYPE_SIZE, OFF(sm_max_unacked_bytes),
+	  "512K", 16 << 10, 1008 << 10, RELOAD,
+	  "Bytes of unacknowledged stanzas (plus 8 each) and last presence "
+	  "one stream-management session may hold; past it the stream ends "
+	  "with <policy-violation/>.  At most 1008K, so that a session "
+	  "always fits in one message to another worker at resumption" },
 	{ "queue.outbox_frames", CONFIG_TYPE_UINT, OFF(queue_outbox_frames),
 	  "65536", 64, 10000000, RELOAD,
 	  "Frames a worker may queue to another before bouncing" },

@@ -113,6 +113,9 @@ struct config {
 
 	/* shared memory and queues */
 	unsigned session_table_size;
+	unsigned sm_records_per_worker;     /* XEP-0198 journal (restart) */
+	uint64_t sm_pool_bytes_per_worker;  /* bytes (restart) */
+	uint64_t sm_max_unacked_bytes;      /* per session */
 	unsigned queue_outbox_frames;
 	uint64_t queue_outbox_bytes;    /* per destination worker */
 

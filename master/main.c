@@ -160,6 +160,11 @@ static void master_setup(struct master *m)
 	if (shm_create_throttle(&m->shm, m->cfg->sasl_throttle_table_size,
 				&error) < 0)
 		log_fatal("shared memory: %s", error);
+	if (shm_create_smstore(&m->shm, m->nslots,
+			       m->cfg->sm_records_per_worker,
+			       m->cfg->sm_pool_bytes_per_worker, &error) < 0)
+		log_fatal("shared memory: %s", error);
+	master_sm_limits(m);
 	if (queue_set_create(&m->queues, m->nslots, &error) < 0)
 		log_fatal("worker queues: %s", error);
 	if (make_channels(m, &error) < 0)

@@ -108,6 +108,9 @@ unsigned master_live_workers(const struct master *m);
 
 /* reload.c: 0 on success; *report_r is a malloc'd multi-line report */
 int master_reload(struct master *m, char **report_r);
+/* The XEP-0198 journal's per-session bounds from the current config,
+ * into the shared area (at start and at each reload). */
+void master_sm_limits(struct master *m);
 int master_load_config(const char *path, const char *const *overrides,
 		       unsigned n, struct config **cfg_r,
 		       const char **error_r);

@@ -4,12 +4,16 @@
  * into the same slot.  Crash loops are slowed: a worker that dies within
  * 10 s of its start without having accepted a connection doubles the
  * slot's delay (2 s .. 60 s, Dovecot); exit code 2 means "do not
- * respawn" (nginx).  Any other death is respawned at once.
+ * respawn" (nginx).  Any other death is respawned at once.  The
+ * session-table entries of resumable XEP-0198 sessions stay (no
+ * unavailable presence for them) when the slot will be respawned: the
+ * new worker adopts them from the journal (smstore.h).
  */
 #include "master.h"
 #include "log.h"
 #include "addr.h"
 #include "session.h"
+#include "smstore.h"
 #include "util.h"
 #include "frame.h"
 
@@ -71,7 +75,20 @@ struct reap_sweep {
 	unsigned dead;
 	int target;             /* slot that broadcasts the unavailable */
 	unsigned sent;
+	unsigned kept;          /* resumable sessions left for the respawn */
 };
+
+/* Under the session table's lock: smstore_keeps reads only the journal. */
+static int reap_keep(const struct session_info *info, void *ctx)
+{
+	struct reap_sweep *rs = ctx;
+
+	if (!smstore_keeps(rs->m->shm.smstore, rs->dead, info->conn_id,
+			   info->gen))
+		return 0;
+	rs->kept++;
+	return 1;
+}
 
 /* A live worker slot to do the dead one's last broadcasts, or the dead
  * slot itself (its queue outlives it; the respawn reads it). */
@@ -131,15 +148,23 @@ static void reap_one(struct master *m, pid_t pid, int status,
 	st->pid = 0;
 	metrics_reset_gauges(st);
 	struct reap_sweep rs = { m, (unsigned)slot,
-				 reap_pick_target(m, (unsigned)slot), 0 };
+				 reap_pick_target(m, (unsigned)slot), 0, 0 };
+	/* Kept only for a respawn that will adopt them. */
+	int respawn = !m->stopping && m->shm.smstore != NULL &&
+		      !(WIFEXITED(status) && WEXITSTATUS(status) == 2);
 	/* Stopping: every contact is being disconnected, broadcast nothing
 	 * (a worker that missed shutdown_timeout can leave many rows). */
-	int swept = shm_session_sweep_slot(m->shm.sessions, (uint16_t)slot,
-					   m->stopping ? NULL : reap_swept,
-					   &rs);
+	int swept = shm_session_sweep_slot_keep(m->shm.sessions,
+						(uint16_t)slot,
+						respawn ? reap_keep : NULL,
+						m->stopping ? NULL : reap_swept,
+						&rs);
 	if (swept > 0)
 		log_info("worker %d: swept %d sessions, w%d broadcasts %u "
 			 "unavailable", slot, swept, rs.target, rs.sent);
+	if (rs.kept > 0)
+		log_info("worker %d: kept %u resumable sessions for its "
+			 "respawn", slot, rs.kept);
 	/* Its connections are gone: they no longer count per address. */
 	shm_addr_sweep_slot(m->shm.addrs, (uint16_t)slot);
 	if (m->stopping)

@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "util.h"
 #include "../worker/tls.h"
+#include "smstore.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -114,9 +115,17 @@ static void reload_diff_cb(const struct config_def *def, const char *old,
 	d->changed++;
 }
 
+void master_sm_limits(struct master *m)
+{
+	if (m->shm.smstore != NULL)
+		smstore_set_limits(m->shm.smstore, UINT32_MAX,
+				   m->cfg->sm_max_unacked_bytes);
+}
+
 static void reload_apply_local(struct master *m, const struct config *old)
 {
 	log_set_level((enum log_level)m->cfg->log_level);
+	master_sm_limits(m);
 	if (strcmp(old->log_file, m->cfg->log_file) != 0 &&
 	    log_open(m->cfg->log_file) < 0)
 		log_error("open(%s) failed: %m", m->cfg->log_file);

@@ -483,7 +483,8 @@ struct ipc_sm_record {
 	uint16_t jid_len;
 	uint32_t max_s;             /* resumption timeout agreed (s) */
 	uint8_t token[IPC_SM_TOKEN];/* must match the previd's */
-	uint8_t pad[4];
+	_Atomic uint32_t hnext;     /* next record (index + 1, 0 none) in
+				       its slot's token bucket */
 	_Atomic uint32_t ext_words[IPC_SM_EXT_WORDS]; /* by ext_all index */
 	struct ipc_sm_pub pub[2];
 	char jid[IPC_JID_MAX + 1];  /* full JID, NUL-terminated */
@@ -502,8 +503,9 @@ struct ipc_sm_slot {
 	_Atomic uint32_t changes;   /* bumped at each open, close, state or
 				       ids change (the master's cache) */
 	_Atomic uint32_t recoveries;    /* smstore_recover_slot runs */
-	uint64_t offset;            /* of its records from the area start;
-				       its blocks follow, 64-byte aligned */
+	uint64_t offset;            /* of its token buckets from the area
+				       start; its records follow, then its
+				       blocks, each 64-byte aligned */
 	uint8_t pad[24];
 };
 _Static_assert(sizeof(struct ipc_sm_slot) == 64, "sm slot header");
@@ -516,13 +518,21 @@ struct ipc_sm_area {
 	uint32_t records;           /* per slot */
 	uint32_t blocks;            /* per slot */
 	uint64_t size;              /* bytes of the whole area */
-	uint64_t blocks_offset;     /* of a slot's blocks from its records */
-	uint64_t slot_size;         /* bytes of one slot's records + blocks */
+	uint64_t records_offset;    /* of a slot's records from its buckets */
+	uint64_t blocks_offset;     /* of a slot's blocks from its buckets */
+	uint64_t slot_size;         /* bytes of one slot's buckets, records
+				       and blocks */
+	uint32_t nbuckets;          /* token buckets per slot (power of 2):
+				       uint32 record index + 1, 0 none; a
+				       record handed over keeps its previd,
+				       so smstore_find looks a token up in
+				       every slot */
 	_Atomic uint32_t max_stanzas;   /* per-session bounds, written by the */
-	uint32_t pad;
 	_Atomic uint64_t max_bytes;     /* master (sm.max_unacked_*) */
+	uint8_t pad[56];
 	struct ipc_sm_slot slots[IPC_MAX_SLOTS];
-	/* followed by each slot's records then blocks (slot_size apart) */
+	/* followed by each slot's buckets, records and blocks (slot_size
+	 * apart) */
 };
 _Static_assert(sizeof(struct ipc_sm_area) % 64 == 0, "sm area header");
 

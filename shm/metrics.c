@@ -13,6 +13,7 @@
 #include "metrics.h"
 #include "buf.h"
 #include "shm.h"
+#include "smstore.h"
 #include "util.h"
 
 #include <errno.h>
@@ -611,6 +612,46 @@ static void metrics_render_workers(struct metrics_ctx *m,
 		}
 }
 
+/* The XEP-0198 journal (smstore.h): what each worker's sessions hold in
+ * the shared mapping, and its size. */
+static void metrics_render_sm(struct metrics_ctx *m, struct shm_region *shm,
+			      unsigned nslots)
+{
+	unsigned n;
+	uint32_t records, used;
+	uint64_t bytes, pool;
+	char l[32];
+
+	if (shm->smstore == NULL)
+		return;
+	smstore_capacity(shm->smstore, &n, &records, &pool);
+	if (nslots > n)
+		nslots = n;
+	metrics_family(m, "xmppd_sm_records", METRICS_GAUGE, NULL,
+		       "Stream-management sessions with a record in the "
+		       "shared journal (attached, waiting for resume, or "
+		       "being handed over).");
+	for (unsigned i = 0; i < nslots; i++) {
+		smstore_usage(shm->smstore, i, &used, &bytes);
+		snprintf(l, sizeof(l), "worker=\"%u\"", i);
+		metrics_sample(m, l, used);
+	}
+	metrics_family(m, "xmppd_sm_pool_bytes", METRICS_GAUGE, "bytes",
+		       "Bytes of the worker's shared pool holding "
+		       "unacknowledged stanzas and last presences.");
+	for (unsigned i = 0; i < nslots; i++) {
+		smstore_usage(shm->smstore, i, &used, &bytes);
+		snprintf(l, sizeof(l), "worker=\"%u\"", i);
+		metrics_sample(m, l, bytes);
+	}
+	metrics_family(m, "xmppd_sm_records_per_worker", METRICS_GAUGE, NULL,
+		       "Records each worker has (sm.records_per_worker).");
+	metrics_sample(m, "", records);
+	metrics_family(m, "xmppd_sm_pool_size_bytes", METRICS_GAUGE, "bytes",
+		       "Pool bytes each worker has (sm.pool_bytes_per_worker).");
+	metrics_sample(m, "", pool);
+}
+
 int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
 		   enum metrics_format format)
 {
@@ -645,6 +686,7 @@ int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
 	metrics_render_workers(&m, shm, nslots);
 	metrics_render_db(&m, shm, nslots);
 	metrics_render_process(&m, shm, nslots);
+	metrics_render_sm(&m, shm, nslots);
 	if (m.om)
 		metrics_out(&m, "# EOF\n");
 	return m.failed ? -1 : 0;

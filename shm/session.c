@@ -651,7 +651,8 @@ int shm_session_del(struct shm_table *t, const char *full_jid,
  * SESSION_BATCH matching records to out (removing them when sweeping).
  * Returns the number copied; *pos ends at capacity when done. */
 static int table_batch(struct shm_table *t, uint32_t *pos, int sweep_slot,
-		       struct session_info *out)
+		       int (*keep)(const struct session_info *, void *),
+		       void *ctx, struct session_info *out)
 {
 	const char *error;
 	int n = 0;
@@ -664,7 +665,10 @@ static int table_batch(struct shm_table *t, uint32_t *pos, int sweep_slot,
 		if (atomic_load(&r->state) != IPC_SESSION_USED ||
 		    (sweep_slot >= 0 && r->slot != sweep_slot))
 			continue;
-		rec_to_info(t, r, &out[n++]);
+		rec_to_info(t, r, &out[n]);
+		if (keep != NULL && keep(&out[n], ctx))
+			continue;
+		n++;
 		if (sweep_slot >= 0)
 			table_remove(t, (int32_t)*pos);
 	}
@@ -678,11 +682,20 @@ int shm_session_sweep_slot(struct shm_table *t, uint16_t slot,
 			   void (*cb)(const struct session_info *, void *),
 			   void *ctx)
 {
+	return shm_session_sweep_slot_keep(t, slot, NULL, cb, ctx);
+}
+
+int shm_session_sweep_slot_keep(struct shm_table *t, uint16_t slot,
+				int (*keep)(const struct session_info *,
+					    void *),
+				void (*cb)(const struct session_info *, void *),
+				void *ctx)
+{
 	struct session_info batch[SESSION_BATCH];
 	uint32_t pos = 0;
 	int n, total = 0;
 
-	while ((n = table_batch(t, &pos, slot, batch)) > 0) {
+	while ((n = table_batch(t, &pos, slot, keep, ctx, batch)) > 0) {
 		for (int i = 0; i < n && cb != NULL; i++)
 			cb(&batch[i], ctx);
 		total += n;
@@ -700,7 +713,7 @@ int shm_session_foreach(struct shm_table *t,
 	uint32_t pos = 0;
 	int n, total = 0;
 
-	while ((n = table_batch(t, &pos, -1, batch)) > 0) {
+	while ((n = table_batch(t, &pos, -1, NULL, NULL, batch)) > 0) {
 		for (int i = 0; i < n; i++) {
 			total++;
 			if (cb(&batch[i], ctx) != 0)

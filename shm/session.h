@@ -101,6 +101,15 @@ int shm_session_del(struct shm_table *t, const char *full_jid,
 int shm_session_sweep_slot(struct shm_table *t, uint16_t slot,
 			   void (*cb)(const struct session_info *, void *),
 			   void *ctx);
+/* The same, but an entry for which keep(entry, ctx) answers 1 stays
+ * (called under the table lock: it must not call into the table), and
+ * cb does not see it: a resumable XEP-0198 session of a dead worker,
+ * which its respawn adopts (smstore_keeps). */
+int shm_session_sweep_slot_keep(struct shm_table *t, uint16_t slot,
+				int (*keep)(const struct session_info *,
+					    void *),
+				void (*cb)(const struct session_info *, void *),
+				void *ctx);
 /* Entries in use, capacity, and recoveries after a dead lock holder. */
 void shm_session_usage(struct shm_table *t, uint32_t *used_r,
 		       uint32_t *capacity_r, uint32_t *recoveries_r);

@@ -3,7 +3,8 @@
  * per-worker counters), then, 64-byte aligned, the session table, then,
  * 64-byte aligned, the per-address connection table; and a second
  * mapping for the login-failure table (throttle.c), kept apart so its
- * size setting never moves the session table.
+ * size setting never moves the session table, and a third for the
+ * XEP-0198 journal (smstore.c), which outlives any worker.
  * The master creates it before forking, so every worker inherits it at
  * the same address; contents are still addressed by index, not pointer.
  * Failure policy: shm_create answers -1 and an error (start-up fails).
@@ -17,6 +18,7 @@
 #include "addr.h"
 #include "session.h"
 #include "shm.h"
+#include "smstore.h"
 #include "throttle.h"
 
 /* A cache line: the table's mutex and hot fields do not share one with
@@ -140,8 +142,42 @@ int shm_create_throttle(struct shm_region *r, uint32_t capacity,
 	return 0;
 }
 
+/* MAP_NORESERVE: the journal is sized for the worst case (every worker
+ * full of detached sessions) but used sparsely, and smstore.c touches a
+ * page only once a session needs it; reserving swap for the whole of it
+ * would refuse to start on a machine that could serve the real load. */
+int shm_create_smstore(struct shm_region *r, unsigned nslots,
+		       uint32_t records, uint64_t bytes, const char **error_r)
+{
+	size_t size = smstore_size(nslots, records, bytes);
+	void *base;
+
+	if (size == 0) {
+		*error_r = "stream management pool size out of range";
+		return -1;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED) {
+		*error_r = "mmap() of the stream management journal failed";
+		return -1;
+	}
+	if (smstore_init(base, size, nslots, records, bytes, error_r) < 0 ||
+	    (r->smstore = smstore_attach(base, error_r)) == NULL) {
+		munmap(base, size);
+		return -1;
+	}
+	r->smstore_base = base;
+	r->smstore_size = size;
+	return 0;
+}
+
 void shm_destroy(struct shm_region *r)
 {
+	if (r->smstore != NULL)
+		smstore_detach(&r->smstore);
+	if (r->smstore_base != NULL)
+		munmap(r->smstore_base, r->smstore_size);
 	if (r->throttle != NULL)
 		shm_throttle_detach(&r->throttle);
 	if (r->throttle_base != NULL)

@@ -22,6 +22,8 @@ struct shm_region {
 	struct ipc_shm_header *hdr;
 	struct shm_table *sessions;     /* process-local handle */
 	struct shm_addr *addrs;         /* connections per address */
+	void *smstore_base;             /* third mapping: XEP-0198 journal */
+	size_t smstore_size;
 	void *throttle_base;            /* second mapping: login failures */
 	size_t throttle_size;
 	struct shm_throttle *throttle;  /* NULL until shm_create_throttle */
@@ -42,6 +44,12 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
  * the master calls it after shm_create, before forking. */
 int shm_create_throttle(struct shm_region *r, uint32_t capacity,
 			const char **error_r);
+/* Map the XEP-0198 journal (smstore.h) as a third shared mapping, for
+ * nslots workers of `records` sessions and `bytes` of stanza pool each
+ * (sm.records_per_worker, sm.pool_bytes_per_worker); the master calls
+ * it after shm_create, before forking. */
+int shm_create_smstore(struct shm_region *r, unsigned nslots,
+		       uint32_t records, uint64_t bytes, const char **error_r);
 void shm_destroy(struct shm_region *r);
 /* A process-shared robust mutex, as every shared table's lock is. */
 int shm_mutex_init(pthread_mutex_t *m);

@@ -77,10 +77,15 @@ static uint64_t sm_ids(uint32_t conn_id, uint32_t gen)
 
 /* ---- layout ------------------------------------------------------------ */
 
+static _Atomic uint32_t *sm_buckets(struct smstore *s, unsigned slot)
+{
+	return (_Atomic uint32_t *)(s->base + s->hdr->slots[slot].offset);
+}
+
 static struct ipc_sm_record *sm_records(struct smstore *s, unsigned slot)
 {
-	return (struct ipc_sm_record *)(s->base +
-					s->hdr->slots[slot].offset);
+	return (struct ipc_sm_record *)(s->base + s->hdr->slots[slot].offset +
+					s->hdr->records_offset);
 }
 
 static struct ipc_sm_block *sm_blocks(struct smstore *s, unsigned slot)
@@ -89,9 +94,14 @@ static struct ipc_sm_block *sm_blocks(struct smstore *s, unsigned slot)
 				       s->hdr->blocks_offset);
 }
 
+/* Where things are in a slot's section. */
+struct sm_geom {
+	uint32_t blocks, nbuckets;
+	size_t records_off, blocks_off, slot_size;
+};
+
 static int sm_geometry(unsigned nslots, uint32_t records, uint64_t bytes,
-		       uint32_t *blocks_r, size_t *blocks_off_r,
-		       size_t *slot_size_r)
+		       struct sm_geom *g)
 {
 	uint64_t blocks = bytes / IPC_SM_BLOCK;
 
@@ -99,35 +109,34 @@ static int sm_geometry(unsigned nslots, uint32_t records, uint64_t bytes,
 	    records > SMSTORE_RECORDS_MAX || blocks == 0 ||
 	    blocks > SM_BLOCKS_MAX)
 		return -1;
-	*blocks_r = (uint32_t)blocks;
-	*blocks_off_r = sm_align((size_t)records *
-				 sizeof(struct ipc_sm_record));
-	*slot_size_r = *blocks_off_r + sm_align((size_t)blocks *
-						IPC_SM_BLOCK);
+	g->blocks = (uint32_t)blocks;
+	g->nbuckets = 16;
+	while (g->nbuckets < records)
+		g->nbuckets <<= 1;
+	g->records_off = sm_align((size_t)g->nbuckets * sizeof(uint32_t));
+	g->blocks_off = g->records_off + sm_align((size_t)records *
+						  sizeof(struct ipc_sm_record));
+	g->slot_size = g->blocks_off + sm_align((size_t)blocks * IPC_SM_BLOCK);
 	return 0;
 }
 
 size_t smstore_size(unsigned nslots, uint32_t records, uint64_t bytes)
 {
-	uint32_t blocks;
-	size_t boff, slot_size;
+	struct sm_geom g;
 
-	if (sm_geometry(nslots, records, bytes, &blocks, &boff,
-			&slot_size) < 0)
+	if (sm_geometry(nslots, records, bytes, &g) < 0)
 		return 0;
-	return sm_align(sizeof(struct ipc_sm_area)) + nslots * slot_size;
+	return sm_align(sizeof(struct ipc_sm_area)) + nslots * g.slot_size;
 }
 
 int smstore_init(void *mem, size_t size, unsigned nslots, uint32_t records,
 		 uint64_t bytes, const char **error_r)
 {
 	struct ipc_sm_area *hdr = mem;
-	uint32_t blocks;
-	size_t boff, slot_size;
+	struct sm_geom g;
 	size_t need = smstore_size(nslots, records, bytes);
 
-	if (need == 0 || sm_geometry(nslots, records, bytes, &blocks, &boff,
-				     &slot_size) < 0) {
+	if (need == 0 || sm_geometry(nslots, records, bytes, &g) < 0) {
 		*error_r = "stream management pool size out of range";
 		return -1;
 	}
@@ -141,17 +150,19 @@ int smstore_init(void *mem, size_t size, unsigned nslots, uint32_t records,
 	hdr->version = IPC_VERSION;
 	hdr->nslots = nslots;
 	hdr->records = records;
-	hdr->blocks = blocks;
+	hdr->blocks = g.blocks;
 	hdr->size = need;
-	hdr->blocks_offset = boff;
-	hdr->slot_size = slot_size;
+	hdr->records_offset = g.records_off;
+	hdr->blocks_offset = g.blocks_off;
+	hdr->slot_size = g.slot_size;
+	hdr->nbuckets = g.nbuckets;
 	atomic_store(&hdr->max_stanzas, UINT32_MAX);
 	atomic_store(&hdr->max_bytes, (uint64_t)SMSTORE_BYTES_MAX);
 	for (unsigned i = 0; i < nslots; i++) {
 		hdr->slots[i].rec_free = -1;
 		hdr->slots[i].blk_free = -1;
 		hdr->slots[i].offset = sm_align(sizeof(*hdr)) +
-				       (uint64_t)i * slot_size;
+				       (uint64_t)i * g.slot_size;
 	}
 	atomic_thread_fence(memory_order_release);
 	hdr->magic = IPC_SM_MAGIC;
@@ -415,6 +426,102 @@ static void sm_id_encode(const struct sm_ref *ref, const uint8_t *token,
 	sodium_memzero(bin, sizeof(bin));
 }
 
+/* The binary of a previd text: 0, or -1 when it is not one (length,
+ * alphabet, or a second spelling through unused bits). */
+static int sm_id_decode(const char *id, size_t id_len, struct sm_ref *ref_r,
+			uint8_t token_r[IPC_SM_TOKEN])
+{
+	uint8_t bin[SM_ID_BIN];
+	char again[SMSTORE_ID_MAX];
+	size_t bin_len = 0;
+	int ret = -1;
+
+	if (id == NULL || id_len != SM_ID_TEXT ||
+	    sodium_base642bin(bin, sizeof(bin), id, id_len, NULL, &bin_len,
+			      NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+	    != 0 || bin_len != sizeof(bin))
+		goto out;
+	ref_r->slot = (uint16_t)(bin[0] | bin[1] << 8);
+	ref_r->index = get32(bin + 2);
+	ref_r->seq = get32(bin + 6);
+	memcpy(token_r, bin + 10, IPC_SM_TOKEN);
+	sm_id_encode(ref_r, token_r, again);
+	ret = memcmp(again, id, id_len) == 0 ? 0 : -1;
+out:
+	sodium_memzero(bin, sizeof(bin));
+	sodium_memzero(again, sizeof(again));
+	return ret;
+}
+
+/* ---- token buckets: a previd's token -> its record in a slot ----------- */
+
+static _Atomic uint32_t *sm_bucket(struct smstore *s, unsigned slot,
+				   const uint8_t *token)
+{
+	return &sm_buckets(s, slot)[get32(token) & (s->hdr->nbuckets - 1)];
+}
+
+static void sm_hash_insert(struct smstore *s, unsigned slot, uint32_t i)
+{
+	struct ipc_sm_record *r = &sm_records(s, slot)[i];
+	_Atomic uint32_t *b = sm_bucket(s, slot, r->token);
+
+	atomic_store_explicit(&r->hnext, atomic_load_explicit(
+		b, memory_order_relaxed), memory_order_relaxed);
+	atomic_store_explicit(b, i + 1, memory_order_release);
+}
+
+static void sm_hash_remove(struct smstore *s, unsigned slot, uint32_t i)
+{
+	struct ipc_sm_record *recs = sm_records(s, slot);
+	_Atomic uint32_t *link = sm_bucket(s, slot, recs[i].token);
+
+	for (uint32_t n = 0; n <= s->hdr->records; n++) {
+		uint32_t k = atomic_load_explicit(link, memory_order_relaxed);
+
+		if (k == 0 || k > s->hdr->records)
+			return;
+		if (k == i + 1) {
+			atomic_store_explicit(link, atomic_load_explicit(
+				&recs[i].hnext, memory_order_relaxed),
+				memory_order_release);
+			return;
+		}
+		link = &recs[k - 1].hnext;
+	}
+}
+
+static bool sm_findable(struct ipc_sm_record *r)
+{
+	uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
+
+	return st != SM_REC_FREE && st != SM_REC_GIVEN && r->resumable;
+}
+
+/* The record of the slot that is findable with this token: its index,
+ * or -1.  The slot's writer may be changing the chain: a reader bounds
+ * its walk and checks what it finds. */
+static int32_t sm_hash_lookup(struct smstore *s, unsigned slot,
+			      const uint8_t *token)
+{
+	struct ipc_sm_record *recs = sm_records(s, slot);
+	uint32_t k = atomic_load_explicit(sm_bucket(s, slot, token),
+					  memory_order_acquire);
+
+	for (uint32_t n = 0; n < s->hdr->records && k != 0; n++) {
+		struct ipc_sm_record *r;
+
+		if (k > s->hdr->records)
+			return -1;
+		r = &recs[k - 1];
+		if (sm_findable(r) &&
+		    sodium_memcmp(r->token, token, IPC_SM_TOKEN) == 0)
+			return (int32_t)(k - 1);
+		k = atomic_load_explicit(&r->hnext, memory_order_acquire);
+	}
+	return -1;
+}
+
 /* ---- master ------------------------------------------------------------ */
 
 static int sm_keep_cmp(const void *a, const void *b)
@@ -505,10 +612,11 @@ static int32_t sm_record_take(struct smstore *s, unsigned slot)
 	return (int32_t)hwm;
 }
 
-int smstore_open(struct smstore *s, unsigned slot, const char *jid,
-		 uint32_t conn_id, uint32_t gen, int resumable,
-		 uint32_t max_s, struct sm_ref *ref_r,
-		 char id_r[SMSTORE_ID_MAX], const char **error_r)
+/* smstore_open with a token: random (NULL) or an existing previd's. */
+static int sm_open(struct smstore *s, unsigned slot, const uint8_t *token,
+		   const char *jid, uint32_t conn_id, uint32_t gen,
+		   int resumable, uint32_t max_s, struct sm_ref *ref_r,
+		   const char **error_r)
 {
 	size_t len = strnlen(jid, IPC_JID_MAX + 1);
 	struct ipc_sm_record *r;
@@ -523,7 +631,10 @@ int smstore_open(struct smstore *s, unsigned slot, const char *jid,
 			       "are in use (sm.records_per_worker)", error_r);
 	r = &sm_records(s, slot)[i];
 	atomic_store(&r->seq, atomic_load(&r->seq) + 1);
-	randombytes_buf(r->token, sizeof(r->token));
+	if (token != NULL)
+		memcpy(r->token, token, sizeof(r->token));
+	else
+		randombytes_buf(r->token, sizeof(r->token));
 	memcpy(r->jid, jid, len);
 	r->jid[len] = '\0';
 	r->jid_len = (uint16_t)len;
@@ -542,16 +653,46 @@ int smstore_open(struct smstore *s, unsigned slot, const char *jid,
 	sm_hook("open");
 	atomic_store_explicit(&r->state, SM_REC_ATTACHED,
 			      memory_order_release);
+	sm_hash_insert(s, slot, (uint32_t)i);
 	sm_gauge_add(&s->hdr->slots[slot].records_used, 1);
 	sm_changed(s, slot);
 	ref_r->slot = (uint16_t)slot;
 	ref_r->index = (uint32_t)i;
 	ref_r->seq = atomic_load(&r->seq);
+	return 0;
+}
+
+int smstore_open(struct smstore *s, unsigned slot, const char *jid,
+		 uint32_t conn_id, uint32_t gen, int resumable,
+		 uint32_t max_s, struct sm_ref *ref_r,
+		 char id_r[SMSTORE_ID_MAX], const char **error_r)
+{
+	if (sm_open(s, slot, NULL, jid, conn_id, gen, resumable, max_s, ref_r,
+		    error_r) < 0)
+		return -1;
 	if (resumable)
-		sm_id_encode(ref_r, r->token, id_r);
+		sm_id_encode(ref_r, sm_records(s, slot)[ref_r->index].token,
+			     id_r);
 	else
 		id_r[0] = '\0';
 	return 0;
+}
+
+int smstore_open_as(struct smstore *s, unsigned slot, const char *id,
+		    const char *jid, uint32_t conn_id, uint32_t gen,
+		    int resumable, uint32_t max_s, struct sm_ref *ref_r,
+		    const char **error_r)
+{
+	uint8_t token[IPC_SM_TOKEN];
+	struct sm_ref old;
+	int ret;
+
+	if (id == NULL || sm_id_decode(id, strlen(id), &old, token) < 0)
+		return sm_fail("not a stream management id", error_r);
+	ret = sm_open(s, slot, token, jid, conn_id, gen, resumable, max_s,
+		      ref_r, error_r);
+	sodium_memzero(token, sizeof(token));
+	return ret;
 }
 
 /* Bytes the bound counts for a session with q's journal and presence. */
@@ -747,6 +888,7 @@ void smstore_close(struct smstore *s, const struct sm_ref *ref)
 	atomic_store_explicit(&r->state, SM_REC_FREE, memory_order_release);
 	sm_changed(s, ref->slot);
 	sm_hook("close");
+	sm_hash_remove(s, ref->slot, ref->index);
 	if (q.unacked > 0)
 		sm_chain_free(s, ref->slot, q.head, q.unacked);
 	if (q.presence >= 0 && q.presence_len > 0)
@@ -838,9 +980,13 @@ void smstore_recover_slot(struct smstore *s, unsigned slot)
 		}
 	} while (redo);
 	sl->rec_free = -1;
+	memset((void *)sm_buckets(s, slot), 0,
+	       (size_t)s->hdr->nbuckets * sizeof(uint32_t));
 	for (uint32_t i = rhwm; i-- > 0;) {
-		if (atomic_load(&recs[i].state) != SM_REC_FREE)
+		if (atomic_load(&recs[i].state) != SM_REC_FREE) {
+			sm_hash_insert(s, slot, i);
 			continue;
+		}
 		recs[i].next_free = sl->rec_free;
 		sl->rec_free = (int32_t)i;
 	}
@@ -860,39 +1006,31 @@ void smstore_recover_slot(struct smstore *s, unsigned slot)
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r)
 {
-	uint8_t bin[SM_ID_BIN];
-	char again[SMSTORE_ID_MAX];
-	size_t bin_len = 0;
-	struct ipc_sm_record *r;
+	uint8_t token[IPC_SM_TOKEN];
 	struct sm_ref ref;
-	int ok;
+	struct ipc_sm_record *r;
+	int32_t i;
+	int found = 0;
 
-	if (id == NULL || id_len != SM_ID_TEXT ||
-	    sodium_base642bin(bin, sizeof(bin), id, id_len, NULL, &bin_len,
-			      NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING)
-	    != 0 || bin_len != sizeof(bin))
+	if (sm_id_decode(id, id_len, &ref, token) < 0)
 		return 0;
-	ref.slot = (uint16_t)(bin[0] | bin[1] << 8);
-	ref.index = get32(bin + 2);
-	ref.seq = get32(bin + 6);
+	/* Where the id was made, unless the session moved since. */
 	r = sm_rec(s, &ref);
-	if (r == NULL || !r->resumable ||
-	    atomic_load_explicit(&r->state, memory_order_acquire) ==
-	    SM_REC_GIVEN) {
-		sodium_memzero(bin, sizeof(bin));
-		return 0;
+	if (r != NULL && sm_findable(r) &&
+	    sodium_memcmp(r->token, token, IPC_SM_TOKEN) == 0) {
+		*ref_r = ref;
+		found = 1;
 	}
-	/* One text per id (no second spelling through the unused bits). */
-	sm_id_encode(&ref, bin + 10, again);
-	ok = memcmp(again, id, id_len) == 0 &&
-	     sodium_memcmp(r->token, bin + 10, IPC_SM_TOKEN) == 0 &&
-	     atomic_load_explicit(&r->seq, memory_order_acquire) == ref.seq;
-	sodium_memzero(bin, sizeof(bin));
-	sodium_memzero(again, sizeof(again));
-	if (!ok)
-		return 0;
-	*ref_r = ref;
-	return 1;
+	for (unsigned slot = 0; !found && slot < s->hdr->nslots; slot++) {
+		if ((i = sm_hash_lookup(s, slot, token)) < 0)
+			continue;
+		ref_r->slot = (uint16_t)slot;
+		ref_r->index = (uint32_t)i;
+		ref_r->seq = atomic_load(&sm_records(s, slot)[i].seq);
+		found = 1;
+	}
+	sodium_memzero(token, sizeof(token));
+	return found;
 }
 
 int smstore_read(struct smstore *s, const struct sm_ref *ref,

@@ -133,6 +133,15 @@ int smstore_open(struct smstore *s, unsigned slot, const char *jid,
 		 uint32_t conn_id, uint32_t gen, int resumable,
 		 uint32_t max_s, struct sm_ref *ref_r,
 		 char id_r[SMSTORE_ID_MAX], const char **error_r);
+/* Added for resumption on another worker: XEP-0198 gives the client
+ * no new id at <resumed/>, so the record the new owner opens answers
+ * to the session's first previd `id` (NUL-terminated): smstore_open
+ * with id's token (and no id_r: the id is `id`).  -1 with *error_r
+ * when id is not a previd, or as smstore_open. */
+int smstore_open_as(struct smstore *s, unsigned slot, const char *id,
+		    const char *jid, uint32_t conn_id, uint32_t gen,
+		    int resumable, uint32_t max_s, struct sm_ref *ref_r,
+		    const char **error_r);
 /* A stanza sent to the client: appended to the journal, h_sent + 1.
  * -1 with *error_r when the pool or the per-session bound is full (the
  * caller ends the session: nothing was appended). */
@@ -177,9 +186,11 @@ void smstore_close(struct smstore *s, const struct sm_ref *ref);
 
 /* Decode a previd and check it against its record: 1 with *ref_r when
  * it names a record in use with that token, 0 when not (item-not-found),
- * whatever the text (any bytes, any length).  A record that is not
- * resumable, or GIVEN (already handed over: the session has another id
- * now), is not found. */
+ * whatever the text (any bytes, any length).  The token decides: when
+ * the record the id names does not hold it (the session moved to
+ * another worker, smstore_open_as), each slot's token index is asked
+ * (one bucket per slot).  A record that is not resumable, or GIVEN
+ * (handed over: its new record answers), is not found. */
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r);
 /* A copy of the record's state; -1 when ref no longer names it. */

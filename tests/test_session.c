@@ -738,6 +738,47 @@ Test(session, sweep_slot_removes_exactly_that_slot)
 	table_close(&m);
 }
 
+/* Keeps every third entry (a resumable XEP-0198 session the respawned
+ * worker adopts); runs under the lock, so it only looks. */
+static int sweep_keep_cb(const struct session_info *info, void *ctx)
+{
+	(void)ctx;
+	return info->conn_id % 3 == 0;
+}
+
+Test(session, sweep_slot_keep_leaves_kept_entries_unreported)
+{
+	struct table_map m;
+	struct sweep_seen s = { 0 };
+	struct session_info got;
+	char jid[300];
+
+	table_open(&m, 256);
+	s.m = &m;
+	sweep_fill(&m, 1, 10);
+	sweep_fill(&m, 2, 40);
+	cr_assert_eq(shm_session_sweep_slot_keep(m.t, 2, sweep_keep_cb,
+						 sweep_cb, &s), 26);
+	cr_assert_eq(s.count, 26);
+	cr_assert_eq(s.bad, 0);
+	for (int i = 0; i < 40; i++) {
+		sweep_jid(jid, 2, i);
+		cr_assert_eq(s.seen[i], i % 3 != 0, "entry %d", i);
+		cr_assert_eq(shm_session_get(m.t, jid, &got), i % 3 == 0,
+			     "entry %d", i);
+		if (i % 3 == 0)
+			cr_assert(got.slot == 2 && got.conn_id == (uint32_t)i);
+	}
+	cr_assert_eq(used_of(&m, NULL), 10 + 14);
+	assert_verifies(&m);
+	/* Without the keep, what was kept goes. */
+	cr_assert_eq(shm_session_sweep_slot_keep(m.t, 2, NULL, NULL, NULL),
+		     14);
+	cr_assert_eq(used_of(&m, NULL), 10);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
 static int foreach_cb(const struct session_info *info, void *ctx)
 {
 	int *seen = ctx;

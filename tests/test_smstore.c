@@ -417,8 +417,11 @@ Test(smstore, find_only_exact_live_ids)
 	bad[len / 2] = '\0';
 	cr_assert_eq(smstore_find(m.s, bad, len, &got), 0);
 	/* Each character changed to each other one of the alphabet (and
-	 * standard base64's + and /): the token, the slot, the index or
-	 * the seq no longer match, or the text is not canonical. */
+	 * standard base64's + and /).  The token decides: a change in its
+	 * characters (from the 15th on: bits 84.. of the binary) is never
+	 * found; one in the slot, index or seq (a session that moved has
+	 * an id naming its first record) finds the same session or none,
+	 * never another. */
 	static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn"
 				    "opqrstuvwxyz0123456789-_+/=";
 	for (size_t i = 0; i < len; i++) {
@@ -427,15 +430,24 @@ Test(smstore, find_only_exact_live_ids)
 				continue;
 			memcpy(bad, id, len + 1);
 			bad[i] = *a;
-			cr_assert_eq(smstore_find(m.s, bad, len, &got), 0,
-				     "%s", bad);
+			memset(&got, 0xff, sizeof(got));
+			int r = smstore_find(m.s, bad, len, &got);
+			if (i >= 14)
+				cr_assert_eq(r, 0, "%s", bad);
+			else if (r == 1)
+				cr_assert(got.slot == ref.slot &&
+					  got.index == ref.index &&
+					  got.seq == ref.seq, "%s", bad);
+			else
+				cr_assert_eq(r, 0);
 		}
 	}
-	/* The other session's id with this one's token, and vice versa:
-	 * an id names one record and carries its own token. */
+	/* The other session's slot/index/seq with this one's token finds
+	 * this one: the token names the session. */
 	memcpy(bad, id2, len + 1);
-	memcpy(bad + 14, id + 14, len - 14);
-	cr_assert_eq(smstore_find(m.s, bad, len, &got), 0);
+	memcpy(bad + 13, id + 13, len - 13);
+	cr_assert_eq(smstore_find(m.s, bad, len, &got), 1);
+	cr_assert_eq(got.index, ref.index);
 
 	/* A closed record, a reused one, a GIVEN one, a non-resumable
 	 * one: not found. */
@@ -463,12 +475,15 @@ Test(smstore, forged_slot_and_index_out_of_range)
 
 	smap_open(&m, 2, 8, 64 * 1024);
 	ref = open_rec(&m, 0, "a@b/c", 3, 1, id);
-	/* The real token under another slot, index or seq: refused by the
-	 * range checks before any memory is read out of bounds.  The id
-	 * is built by hand from the record in the mapping. */
+	/* Ids built by hand from the record in the mapping: the real
+	 * token under slots, indices and seqs out of range or wrong finds
+	 * the real record (the token decides; the rest is where to look
+	 * first), a wrong token under the right header finds nothing, and
+	 * a ref made of the forged header reads nothing. */
 	const struct ipc_sm_area *hdr = m.mem;
 	rec = (const struct ipc_sm_record *)((const char *)m.mem +
-					     hdr->slots[0].offset);
+					     hdr->slots[0].offset +
+					     hdr->records_offset);
 	struct { uint16_t slot; uint32_t index, seq; } cases[] = {
 		{ 2, 0, 1 }, { 64, 0, 1 }, { 0xffff, 0, 1 }, { 0, 8, 1 },
 		{ 0, 1, 1 }, { 0, 0xffffffffu, 1 }, { 0, 0, 0 },
@@ -489,6 +504,13 @@ Test(smstore, forged_slot_and_index_out_of_range)
 			text, sizeof(text), bin, sizeof(bin),
 			sodium_base64_VARIANT_URLSAFE_NO_PADDING));
 		cr_assert_eq(strlen(text), strlen(id));
+		cr_assert_eq(smstore_find(m.s, text, strlen(text), &got), 1,
+			     "case %u", k);
+		cr_assert(got.slot == ref.slot && got.index == ref.index &&
+			  got.seq == ref.seq, "case %u", k);
+		bin[10 + k] ^= 0x40;
+		sodium_bin2base64(text, sizeof(text), bin, sizeof(bin),
+				  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 		cr_assert_eq(smstore_find(m.s, text, strlen(text), &got), 0,
 			     "case %u", k);
 		forged.slot = cases[k].slot;
@@ -506,6 +528,54 @@ Test(smstore, forged_slot_and_index_out_of_range)
 			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	cr_assert_str_eq(text, id);
 	cr_assert_eq(smstore_find(m.s, text, strlen(text), &got), 1);
+	smap_close(&m);
+}
+
+/* A session resumed on another worker keeps its previd (XEP-0198 has
+ * no new id at <resumed/>): the new owner's record answers to it. */
+Test(smstore, moved_session_keeps_its_id)
+{
+	struct smap m;
+	struct sm_ref old, moved, got;
+	char id[SMSTORE_ID_MAX];
+	const char *error = NULL;
+
+	smap_open(&m, 3, 8, 64 * 1024);
+	open_rec(&m, 0, "x@b/1", 1, 1, NULL);
+	old = open_rec(&m, 0, "a@b/c", 2, 1, id);
+	cr_assert_eq(smstore_open_as(m.s, 2, "garbage", "a@b/c", 5, 6, 1, 300,
+				     &moved, &error), -1);
+	cr_assert_eq(smstore_open_as(m.s, 2, id, "a@b/c", 5, 6, 1, 300,
+				     &moved, &error), 0, "%s", error);
+	/* While both exist (the old one not yet GIVEN) either is the
+	 * session; once the old is GIVEN, only the new one answers. */
+	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 1);
+	smstore_set_state(m.s, &old, SM_REC_GIVEN, 0);
+	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 1);
+	cr_assert_eq(got.slot, 2);
+	cr_assert_eq(got.index, moved.index);
+	cr_assert_eq(got.seq, moved.seq);
+	smstore_close(m.s, &old);
+	/* A new session in the old record's place does not take the id. */
+	open_rec(&m, 0, "y@b/1", 3, 1, NULL);
+	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 1);
+	cr_assert_eq(got.slot, 2);
+	/* It moves on again (to slot 1), and ends. */
+	struct sm_ref again;
+	cr_assert_eq(smstore_open_as(m.s, 1, id, "a@b/c", 8, 9, 1, 300,
+				     &again, &error), 0);
+	smstore_set_state(m.s, &moved, SM_REC_GIVEN, 0);
+	smstore_close(m.s, &moved);
+	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 1);
+	cr_assert_eq(got.slot, 1);
+	/* Recovery rebuilds the token index. */
+	smstore_recover_slot(m.s, 1);
+	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 1);
+	cr_assert_eq(got.slot, 1);
+	smstore_close(m.s, &again);
+	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 0);
+	for (unsigned k = 0; k < 3; k++)
+		verify(&m, k);
 	smap_close(&m);
 }
 
@@ -783,7 +853,9 @@ Test(smstore, sigkill_during_appends)
 	struct smap m;
 	int pipefd[2];
 
-	smap_open(&m, 1, 8, 1024 * 1024);
+	/* 1024 blocks: at most 1024 stanzas, which collect's buffer
+	 * holds. */
+	smap_open(&m, 1, 8, 1024 * IPC_SM_BLOCK);
 	struct sm_ref ref = open_rec(&m, 0, "a@b/c", 1, 1, NULL);
 	cr_assert_eq(pipe(pipefd), 0);
 	pid_t pid = fork();

@@ -14,6 +14,7 @@
 #include "tls.h"
 #include "http.h"
 #include "../db/db.h"
+#include "smstore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -141,6 +142,10 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	/* since this spawn: the master's crash-loop test (reap.c) */
 	METRIC_SET(w->stats->accepted, 0);
 	w->gen = (uint32_t)METRIC_GET(w->stats->restarts) + 1;
+	/* The XEP-0198 journal of the slot: a dead predecessor may have
+	 * been anywhere in a change (smstore.h). */
+	if (w->shm->smstore != NULL)
+		smstore_recover_slot(w->shm->smstore, w->slot);
 	w->q = queue_new(w->queues, w->slot, w->cfg->queue_outbox_frames,
 			 (size_t)w->cfg->queue_outbox_bytes);
 	w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
