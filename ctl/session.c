@@ -50,6 +50,7 @@ struct ctl_session_row {
 	char jid[3200];
 	char address[80];
 	char worker[16], tls[16], mech[32], since[32], idle[40];
+	char sm[48];     /* XEP-0198: -, on, resumable, detached Ns */
 };
 
 static void ctl_session_row(const char *line, struct ctl_session_row *r)
@@ -74,6 +75,8 @@ static void ctl_session_row(const char *line, struct ctl_session_row *r)
 		snprintf(r->since, sizeof(r->since), "?");
 	snprintf(r->idle, sizeof(r->idle), "%ss",
 		 ctl_field(line, "idle", num, sizeof(num)) ? num : "?");
+	if (!ctl_field(line, "sm", r->sm, sizeof(r->sm)))
+		snprintf(r->sm, sizeof(r->sm), "-");
 }
 
 static int ctl_width(int w, const char *s)
@@ -86,7 +89,7 @@ static int ctl_width(int w, const char *s)
 static void ctl_sessions_table(const struct ctl_reply *r, const char *indent)
 {
 	struct ctl_session_row *rows = calloc(r->n + 1, sizeof(*rows));
-	int w[6] = { 3, 6, 7, 3, 9, 5 };
+	int w[7] = { 3, 6, 7, 3, 9, 5, 4 };
 	size_t n = 0;
 	if (rows == NULL) {
 		ctl_fail("out of memory");
@@ -103,16 +106,18 @@ static void ctl_sessions_table(const struct ctl_reply *r, const char *indent)
 		w[3] = ctl_width(w[3], row->tls);
 		w[4] = ctl_width(w[4], row->mech);
 		w[5] = ctl_width(w[5], row->since);
+		w[6] = ctl_width(w[6], row->idle);
 	}
 	if (n > 0)
-		printf("%s%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n", indent,
-		       w[0], "JID", w[1], "WORKER", w[2], "ADDRESS", w[3],
-		       "TLS", w[4], "MECHANISM", w[5], "SINCE", "IDLE");
+		printf("%s%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n",
+		       indent, w[0], "JID", w[1], "WORKER", w[2], "ADDRESS",
+		       w[3], "TLS", w[4], "MECHANISM", w[5], "SINCE", w[6],
+		       "IDLE", "SM");
 	for (size_t i = 0; i < n; i++)
-		printf("%s%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n", indent,
-		       w[0], rows[i].jid, w[1], rows[i].worker, w[2],
+		printf("%s%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %s\n",
+		       indent, w[0], rows[i].jid, w[1], rows[i].worker, w[2],
 		       rows[i].address, w[3], rows[i].tls, w[4], rows[i].mech,
-		       w[5], rows[i].since, rows[i].idle);
+		       w[5], rows[i].since, w[6], rows[i].idle, rows[i].sm);
 	free(rows);
 }
 

@@ -213,6 +213,23 @@ const struct config_def config_defs[] = {
 	  OFF(private_max_namespaces), "100", 1, 100000, RELOAD,
 	  "Private XML namespaces per account (XEP-0049); a new one beyond "
 	  "gets <not-acceptable/>" },
+	/* worker/sm.c */
+	{ "sm.max_resume_s", CONFIG_TYPE_UINT, OFF(sm_max_resume_s), "300",
+	  1, 86400, RELOAD, "Longest time in seconds a stream-management "
+	  "session waits for <resume/> after its connection is lost "
+	  "(XEP-0198 max; a client asking for less gets less); then its "
+	  "unacknowledged messages go to another resource or offline storage" },
+	{ "sm.max_unacked", CONFIG_TYPE_UINT, OFF(sm_max_unacked), "1000", 10,
+	  1000000, RELOAD, "Stanzas a stream-management session may leave "
+	  "unacknowledged; the server asks for an ack well before, and one "
+	  "more ends the stream with <policy-violation/> (a detached "
+	  "session ends: its stanzas go to offline storage)" },
+	{ "sm.handover_timeout", CONFIG_TYPE_DURATION, OFF(sm_handover_timeout),
+	  "5s", 100, 60000, RELOAD, "Wait for another worker to hand over "
+	  "a session being resumed; past it the client gets <failed/>" },
+	{ "sm.forward_time", CONFIG_TYPE_DURATION, OFF(sm_forward_time), "30s",
+	  1000, 600000, RELOAD, "How long stanzas still arriving for a "
+	  "resumed session's old connection are forwarded to the new one" },
 	/* ---- end of the extensions' rows; presence.c is core */
 	{ "im.max_directed_presence", CONFIG_TYPE_UINT,
 	  OFF(max_directed_presence), "64", 1, 100000, RELOAD,

@@ -101,6 +101,10 @@ struct config {
 	uint64_t vcard_max_size;        /* bytes, serialized <vCard/> */
 	uint64_t private_max_size;      /* bytes, one namespace's elements */
 	unsigned private_max_namespaces;
+	unsigned sm_max_resume_s;       /* XEP-0198 max, seconds */
+	unsigned sm_max_unacked;        /* stanzas in the journal */
+	uint64_t sm_handover_timeout;   /* ms */
+	uint64_t sm_forward_time;       /* ms */
 	unsigned max_directed_presence; /* remembered per session */
 
 	/* database */

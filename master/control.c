@@ -15,6 +15,8 @@
 #include "session.h"
 #include "throttle.h"
 #include "util.h"
+#include "smstore.h"
+#include "../worker/sm.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -382,10 +384,22 @@ static const char *control_tls_name(uint16_t v)
 	}
 }
 
+/* A session's XEP-0198 record, for the sm field: (slot, conn_id, gen)
+ * sorted, looked up by bsearch. */
+struct control_sm {
+	uint16_t slot;
+	uint32_t conn_id, gen;
+	struct sm_state st;
+};
+
 struct control_walk {
 	const char *filter;
 	struct buf *out;
 	int64_t now;
+	struct control_sm *sm;
+	size_t nsm, sm_cap;
+	unsigned sm_slot;
+	int64_t now_ms;
 	unsigned total, shown;
 	/* kick */
 	struct master *m;
@@ -394,6 +408,68 @@ struct control_walk {
 	int uid;
 	unsigned kicked;
 };
+
+static int control_sm_cmp(const void *a, const void *b)
+{
+	const struct control_sm *x = a, *y = b;
+	if (x->slot != y->slot)
+		return x->slot < y->slot ? -1 : 1;
+	if (x->conn_id != y->conn_id)
+		return x->conn_id < y->conn_id ? -1 : 1;
+	if (x->gen != y->gen)
+		return x->gen < y->gen ? -1 : 1;
+	return 0;
+}
+
+static int control_sm_record(const struct sm_ref *ref,
+			     const struct sm_state *st, void *ctx)
+{
+	struct control_walk *cw = ctx;
+	(void)ref;
+	if (st->state == SM_REC_GIVEN)
+		return 0;
+	if (cw->nsm == cw->sm_cap) {
+		size_t cap = cw->sm_cap ? cw->sm_cap * 2 : 64;
+		struct control_sm *n = realloc(cw->sm, cap * sizeof(*n));
+		if (n == NULL)
+			return 1;
+		cw->sm = n;
+		cw->sm_cap = cap;
+	}
+	struct control_sm *e = &cw->sm[cw->nsm++];
+	e->slot = (uint16_t)cw->sm_slot;
+	e->conn_id = st->conn_id;
+	e->gen = st->gen;
+	e->st = *st;
+	return 0;
+}
+
+/* The stream-management records of every slot (read while their
+ * workers write them: a snapshot good enough for a listing). */
+static void control_sm_collect(struct master *m, struct control_walk *cw)
+{
+	if (m->shm.smstore == NULL)
+		return;
+	for (unsigned slot = 0; slot < m->nslots; slot++) {
+		cw->sm_slot = slot;
+		smstore_foreach_record(m->shm.smstore, slot, control_sm_record,
+				       cw);
+	}
+	if (cw->nsm > 1)
+		qsort(cw->sm, cw->nsm, sizeof(*cw->sm), control_sm_cmp);
+}
+
+static const char *control_sm_field(const struct control_walk *cw,
+				    const struct session_info *s, char *out,
+				    size_t cap)
+{
+	struct control_sm key = { .slot = s->slot, .conn_id = s->conn_id,
+				  .gen = s->gen };
+	const struct control_sm *e = cw->nsm ?
+		bsearch(&key, cw->sm, cw->nsm, sizeof(*cw->sm),
+			control_sm_cmp) : NULL;
+	return sm_describe(e ? &e->st : NULL, cw->now_ms, out, cap);
+}
 
 static int control_session_line(const struct session_info *s, void *ctx)
 {
@@ -408,11 +484,14 @@ static int control_session_line(const struct session_info *s, void *ctx)
 		inet_ntop(s->peer_family == 4 ? AF_INET : AF_INET6,
 			  s->peer_addr, addr, sizeof(addr));
 	int64_t idle = cw->now - s->active;
+	char sm[48];
 	buf_appendf(cw->out, "session\tjid=%s\tworker=%u\taddress=%s\tport=%u\t"
-		    "tls=%s\tmechanism=%s\tsince=%lld\tidle=%lld\n", s->jid,
-		    s->slot, addr, s->peer_port, control_tls_name(s->tls_version),
+		    "tls=%s\tmechanism=%s\tsince=%lld\tidle=%lld\tsm=%s\n",
+		    s->jid, s->slot, addr, s->peer_port,
+		    control_tls_name(s->tls_version),
 		    metrics_mech_name((enum ipc_mech)s->mech), (long long)s->since,
-		    (long long)(idle > 0 ? idle : 0));
+		    (long long)(idle > 0 ? idle : 0),
+		    control_sm_field(cw, s, sm, sizeof(sm)));
 	cw->shown++;
 	return 0;
 }
@@ -423,9 +502,12 @@ static void control_sessions(struct master *m, const char *filter,
 			     struct buf *out)
 {
 	struct control_walk cw = { .filter = filter, .out = out,
-				   .now = time(NULL) };
-	if (shm_session_foreach(m->shm.sessions, control_session_line,
-				&cw) < 0) {
+				   .now = time(NULL), .now_ms = time_now_ms() };
+	control_sm_collect(m, &cw);
+	int r = shm_session_foreach(m->shm.sessions, control_session_line,
+				    &cw);
+	free(cw.sm);
+	if (r < 0) {
 		buf_appendf(out, "ERROR\tsession table unavailable\n");
 		return;
 	}

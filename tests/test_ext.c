@@ -1,7 +1,7 @@
 /*
  * test_ext.c - the registry of extensions (worker/ext.c): the list in
- * ext.c names roster_ext ... offline_ext; this test links stand-ins of
- * those five names, so it checks the registry (hook order, taking
+ * ext.c names roster_ext ... offline_ext, sm_ext; this test links
+ * stand-ins of those names, so it checks the registry (hook order, taking
  * hooks, IQ lookup, disco order, the start-up checks), not the real
  * extensions (the black-box tests do that).
  */
@@ -89,6 +89,10 @@ const struct ext blocking_ext = {
 const struct ext offline_ext = {
 	.name = "e", .schema = (const char *const *)offline_schema,
 	.nonza_ns = e_nonza, .nonza = nonza_e,
+};
+/* ext.c lists sm_ext after offline_ext (XEP-0198, worker/sm.c) */
+const struct ext sm_ext = {
+	.name = "sm",
 };
 
 static struct arena arena;

@@ -30,7 +30,7 @@
 #include <strings.h>
 #include <time.h>
 
-static void bind_kick(struct conn *c, const struct session_info *old)
+void bind_kick(struct conn *c, const struct session_info *old)
 {
 	static const char reason[] = "conflict";
 	if (old->slot == c->w->slot) {

@@ -170,6 +170,13 @@ static void blocking_load(struct conn *c)
 		free(l);
 }
 
+static void blocking_restore(struct conn *c, uint32_t word)
+{
+	(void)word;
+	blocking_clear(c);
+	blocking_load(c);
+}
+
 /* ---- the IQs ------------------------------------------------------------ */
 
 struct blocking_req {
@@ -479,4 +486,6 @@ const struct ext blocking_ext = {
 	.stanza_out_text = blocking_out_text,
 	.frame = blocking_frame,
 	.conn_free = blocking_free,
+	/* XEP-0198 resumption (sm.c), on any worker: the list again */
+	.session_restore = blocking_restore,
 };

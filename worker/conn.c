@@ -88,11 +88,12 @@ static void conn_table_del(struct worker *w, struct conn *c)
 
 struct conn *conn_lookup(struct worker *w, uint32_t id, uint32_t gen)
 {
-	if (w->conn_table_size == 0 || gen != w->gen)
+	if (w->conn_table_size == 0)
 		return NULL;
+	/* a detached conn adopted from a dead worker keeps its old gen */
 	struct conn *c = w->conn_table[id & (w->conn_table_size - 1)];
 	for (; c != NULL; c = c->hnext)
-		if (c->id == id && !c->closed)
+		if (c->id == id && c->gen == gen && !c->closed)
 			return c;
 	return NULL;
 }
@@ -159,6 +160,18 @@ static void conn_count_stanza(struct ipc_worker_stats *st, const char *d,
 		METRIC_INC(st->stanzas_out[IPC_STANZA_PRESENCE]);
 	else if (d[1] == 'i' && d[2] == 'q' && conn_tag_end(d[3]))
 		METRIC_INC(st->stanzas_out[IPC_STANZA_IQ]);
+}
+
+/* A piece that is a stanza (<message, <presence, <iq). */
+static inline int conn_is_stanza(const char *d, size_t len)
+{
+	if (len < 4 || d[0] != '<')
+		return 0;
+	return (d[1] == 'm' && len > 8 && memcmp(d, "<message", 8) == 0 &&
+		conn_tag_end(d[8])) ||
+	       (d[1] == 'p' && len > 9 && memcmp(d, "<presence", 9) == 0 &&
+		conn_tag_end(d[9])) ||
+	       (d[1] == 'i' && d[2] == 'q' && conn_tag_end(d[3]));
 }
 
 static void conn_link(struct worker *w, struct conn *c)
@@ -302,10 +315,10 @@ static void conn_read(struct conn *c)
 	char data[CONN_READ_CHUNK];
 	/* Plain sockets: a few chunks per turn for fairness.  TLS: until
 	 * OpenSSL has nothing buffered, or epoll would not wake us again. */
-	for (int i = 0; !c->closed && !c->want_close; i++) {
+	for (int i = 0; !c->closed && !c->detached && !c->want_close; i++) {
 		if (i >= 4 && c->ssl == NULL && !tls13_eof(c))
 			return;
-		if (conn_tls_progress(c) <= 0)
+		if (conn_tls_progress(c) <= 0 || c->detached)
 			return;
 		ssize_t n = conn_recv(c, data, sizeof(data));
 		if (n < 0) {
@@ -333,7 +346,7 @@ static void conn_read(struct conn *c)
 
 void conn_handle(struct conn *c, uint32_t events)
 {
-	if (c->closed)
+	if (c->closed || c->detached)
 		return;
 	if (events & (EPOLLERR | EPOLLHUP)) {
 		conn_close(c);
@@ -577,6 +590,14 @@ void conn_send(struct conn *c, const char *data, size_t len)
 {
 	if (c->closed || len == 0)
 		return;
+	if (c->detached) {
+		/* no socket: a stanza is kept by the extension that kept the
+		 * session (XEP-0198 journal); stream-level XML is dropped */
+		if (conn_is_stanza(data, len) &&
+		    ext_stanza_sent(c, data, len) < 0)
+			conn_undelivered(c->w, c->id, c->gen, data, len);
+		return;
+	}
 	if (c->out_shed > 0) {
 		log_debug("c%u: closing: stanza to be routed elsewhere", c->id);
 		conn_undelivered(c->w, c->id, c->gen, data, len);
@@ -596,6 +617,13 @@ void conn_send(struct conn *c, const char *data, size_t len)
 			conn_overflow(c, data, len);
 			return;
 		}
+	}
+	/* an extension that journals stanzas (XEP-0198) sees each one
+	 * before it is queued; one test for a session none filters */
+	if (c->ext_filter != 0 && conn_is_stanza(data, len) &&
+	    ext_stanza_sent(c, data, len) < 0) {
+		conn_undelivered(c->w, c->id, c->gen, data, len);
+		return;
 	}
 	/* buf_append may compact: keep the written head of a piece written
 	 * in part, it is taken back whole if the rest never goes out */
@@ -651,7 +679,7 @@ void conn_update_events(struct conn *c)
 {
 	int on = buf_used(&c->out) > 0 || c->tls_want_write ||
 		 tls13_out_pending(c);
-	if (c->closed || c->epollout == on)
+	if (c->closed || c->detached || c->epollout == on)
 		return;
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP |
 				  (on ? EPOLLOUT : 0) };
@@ -662,7 +690,7 @@ void conn_update_events(struct conn *c)
 
 void conn_flush(struct conn *c)
 {
-	if (c->closed)
+	if (c->closed || c->detached)
 		return;
 	if (c->ssl != NULL && c->tls_handshaking) {
 		conn_update_events(c);  /* writes wait for the handshake */
@@ -719,11 +747,79 @@ static void conn_take_back_all(struct conn *c)
 	conn_route_taken(c, &t, NULL, 0);
 }
 
+/* The connection is gone but an extension keeps its session (ext.h
+ * detach): the socket, TLS and SASL state go, the conn stays in the
+ * list and table, bound, with fd -1.  What was in out is dropped: the
+ * extension that keeps the session has every stanza of it. */
+static void conn_detach(struct conn *c)
+{
+	struct worker *w = c->w;
+	if (c->in_parse && c->parser != NULL)
+		XML_StopParser(c->parser, XML_FALSE);
+	for (struct conn **p = &w->delayed; *p != NULL; p = &(*p)->delayed_next) {
+		if (*p == c) {
+			*p = c->delayed_next;
+			break;
+		}
+	}
+	if (c->addr_counted)
+		shm_addr_release(w->shm->addrs, &c->addr_key, (uint16_t)w->slot);
+	c->addr_counted = 0;
+	sasl_free(c);
+	tls_free(c);
+	close(c->fd);
+	c->fd = -1;
+	c->detached = 1;
+	c->epollout = 0;
+	c->deadline_ms = 0;
+	buf_consume(&c->out, buf_used(&c->out));
+	buf_shrink(&c->out);
+	conn_forget_pieces(c);
+	if (!c->in_parse)
+		stream_free(c);     /* else at conn_free */
+	METRIC_DEC(w->stats->connections);
+	if (c->m_counted)
+		METRIC_DEC(w->stats->conns[c->direct_tls ?
+					   IPC_LISTENER_DIRECT_TLS :
+					   IPC_LISTENER_STARTTLS]
+				 [c->m_tls][c->m_auth]);
+	c->m_counted = 0;
+}
+
+struct conn *conn_new_detached(struct worker *w, uint32_t id, uint32_t gen)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		return NULL;
+	c->w = w;
+	c->fd = -1;
+	c->id = id;
+	c->gen = gen;
+	c->detached = 1;
+	c->state = CONN_STATE_OPEN;
+	buf_init(&c->out, 0);
+	snprintf(c->peer, sizeof(c->peer), "detached");
+	c->next = w->conns;
+	if (w->conns != NULL)
+		w->conns->prev = c;
+	w->conns = c;
+	w->nconns++;
+	conn_table_add(w, c);
+	return c;
+}
+
 void conn_close(struct conn *c)
 {
 	struct worker *w = c->w;
 	if (c->closed)
 		return;
+	if (!c->detached && !c->want_close && c->bound && !w->stopping &&
+	    ext_detach(c)) {
+		log_info("c%u %s: connection lost: session %s kept for "
+			 "resumption", c->id, c->peer, c->jid);
+		conn_detach(c);
+		return;
+	}
 	c->closed = 1;
 	if (c->in_parse && c->parser != NULL)
 		XML_StopParser(c->parser, XML_FALSE);
@@ -741,7 +837,8 @@ void conn_close(struct conn *c)
 	sasl_free(c);
 	db_cancel_conn(c);
 	tls_free(c);
-	close(c->fd);
+	if (c->fd >= 0)
+		close(c->fd);
 	c->fd = -1;
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -751,7 +848,8 @@ void conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	conn_table_del(w, c);
 	w->nconns--;
-	METRIC_DEC(w->stats->connections);
+	if (!c->detached)
+		METRIC_DEC(w->stats->connections);
 	if (c->m_counted)
 		METRIC_DEC(w->stats->conns[c->direct_tls ?
 					   IPC_LISTENER_DIRECT_TLS :
@@ -870,6 +968,8 @@ void conn_timeouts(struct worker *w, int64_t now)
 	unsigned parked = 0;
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;
+		if (c->detached)
+			continue;       /* its keeper's timer (ext.h tick) */
 		if (c->bound && !c->want_close)
 			conn_idle(c, now);
 		if (!c->want_close && now - c->last_read_ms > CONN_PARK_MS) {

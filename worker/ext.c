@@ -14,7 +14,7 @@
 #include <string.h>
 
 extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
-	offline_ext;
+	offline_ext, sm_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -24,6 +24,7 @@ const struct ext *const ext_all[] = {
 	&private_ext,
 	&blocking_ext,
 	&offline_ext,
+	&sm_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -88,6 +89,13 @@ int ext_init(const char **error_r)
 		EXT_ADD(taken_back);
 		EXT_ADD(session_gone);
 		EXT_ADD(conn_free);
+		EXT_ADD(stanza_received);
+		EXT_ADD(stanza_sent);
+		EXT_ADD(detach);
+		EXT_ADD(session_changed);
+		EXT_ADD(worker_frame);
+		EXT_ADD(conn_gone);
+		EXT_ADD(tick);
 	}
 	return 0;
 }
@@ -131,4 +139,23 @@ void ext_disco_features(struct buf *out)
 		for (const char *const *f = ext_all[i]->disco_features;
 		     f && *f; f++)
 			buf_appendf(out, "<feature var='%s'/>", *f);
+}
+
+void ext_session_changed(struct conn *c)
+{
+	EXT_RUN(session_changed, c);
+}
+
+uint32_t ext_session_word(const struct conn *c, unsigned i)
+{
+	if (i >= ext_count || ext_all[i]->session_save == NULL)
+		return 0;
+	return ext_all[i]->session_save(c);
+}
+
+void ext_session_restore(struct conn *c, const uint32_t *words, unsigned n)
+{
+	for (unsigned i = 0; i < ext_count && i < n; i++)
+		if (ext_all[i]->session_restore != NULL)
+			ext_all[i]->session_restore(c, words[i]);
 }

@@ -135,6 +135,46 @@ struct ext {
 	void (*session_gone)(struct conn *c);
 	/* The conn is freed: release what the extension keeps in it. */
 	void (*conn_free)(struct conn *c);
+
+	/* ---- XEP-0198 stream management (worker/sm.c) ------------------ */
+	/* A stanza from the client (<message/>, <presence/>, <iq/>) is
+	 * about to be handled (stream.c); only for sessions where the
+	 * extension set its filter bit. */
+	void (*stanza_received)(struct conn *c);
+	/* A stanza (<message/>, <presence/>, <iq/>) given to conn_send,
+	 * before it is queued; only where the filter bit is set.  -1: it
+	 * must not be written (the extension ended the stream): conn_send
+	 * hands it to conn_undelivered(). */
+	int (*stanza_sent)(struct conn *c, const char *data, size_t len);
+	/* The connection is lost while its stream is open (a reset, a
+	 * failed write; not a closing of the stream, not a stream error):
+	 * 1 when the extension keeps the session.  The conn becomes
+	 * detached (c->detached, fd -1, still bound, in the conn table:
+	 * what is sent to it goes to conn_send, which hands stanzas to
+	 * stanza_sent only); conn_close() on it later ends the session. */
+	int (*detach)(struct conn *c);
+	/* Per-session state kept across a resumption (XEP-0198): one word
+	 * per extension, saved while the session runs (the extension calls
+	 * ext_session_changed() when its word changes) and given back to
+	 * the conn that resumes the session, on any worker. */
+	uint32_t (*session_save)(const struct conn *c);
+	void (*session_restore)(struct conn *c, uint32_t word);
+	/* ext_session_changed(c) was called (the keeper of saved words). */
+	void (*session_changed)(struct conn *c);
+	/* A queue frame of a type the extension defines, whatever its
+	 * target connection (XEP-0198 handover frames are for conns not
+	 * bound yet, or for none).  Return 1 when taken. */
+	int (*worker_frame)(struct worker *w,
+			    const struct ipc_frame_header *hdr,
+			    const char *payload, size_t len);
+	/* A frame, or a local stanza (hdr made up: IPC_FRAME_STANZA, this
+	 * slot), for a connection of this worker that is gone or unbound:
+	 * 1 when the extension forwarded it (its session moved to another
+	 * connection); else it is routed as undelivered. */
+	int (*conn_gone)(struct worker *w, const struct ipc_frame_header *hdr,
+			 const char *payload, size_t len);
+	/* Once a second (worker timers). */
+	void (*tick)(struct worker *w, int64_t now_ms);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -156,7 +196,9 @@ struct ext_hooks {
 	unsigned n_stream_features, n_session_bound, n_presence_changed,
 		 n_stanza_in, n_stanza_out_node, n_stanza_out_text, n_frame,
 		 n_message_undelivered, n_subscription_changed,
-		 n_output_drained, n_taken_back, n_session_gone, n_conn_free;
+		 n_output_drained, n_taken_back, n_session_gone, n_conn_free,
+		 n_stanza_received, n_stanza_sent, n_detach, n_session_changed,
+		 n_worker_frame, n_conn_gone, n_tick;
 	struct ext_hook stream_features[EXT_MAX], session_bound[EXT_MAX],
 		presence_changed[EXT_MAX], stanza_in[EXT_MAX],
 		stanza_out_node[EXT_MAX], stanza_out_text[EXT_MAX],
@@ -164,6 +206,9 @@ struct ext_hooks {
 		subscription_changed[EXT_MAX], output_drained[EXT_MAX],
 		taken_back[EXT_MAX], session_gone[EXT_MAX],
 		conn_free[EXT_MAX];
+	struct ext_hook stanza_received[EXT_MAX], stanza_sent[EXT_MAX],
+		detach[EXT_MAX], session_changed[EXT_MAX],
+		worker_frame[EXT_MAX], conn_gone[EXT_MAX], tick[EXT_MAX];
 };
 extern struct ext_hooks ext_hooks;
 
@@ -234,6 +279,55 @@ static inline int ext_taken_back(struct conn *c, uint64_t end)
 {
 	EXT_TAKE_LOOP(taken_back, c, end);
 }
+
+static inline void ext_stanza_received(struct conn *c)
+{
+	if (c->ext_filter == 0)
+		return;
+	for (unsigned i = 0; i < ext_hooks.n_stanza_received; i++)
+		if (c->ext_filter & ext_hooks.stanza_received[i].bit)
+			ext_hooks.stanza_received[i].e->stanza_received(c);
+}
+
+static inline int ext_stanza_sent(struct conn *c, const char *data,
+				  size_t len)
+{
+	if (c->ext_filter == 0)
+		return 0;
+	for (unsigned i = 0; i < ext_hooks.n_stanza_sent; i++)
+		if ((c->ext_filter & ext_hooks.stanza_sent[i].bit) &&
+		    ext_hooks.stanza_sent[i].e->stanza_sent(c, data, len) < 0)
+			return -1;
+	return 0;
+}
+
+static inline int ext_detach(struct conn *c)
+{
+	EXT_TAKE_LOOP(detach, c);
+}
+
+static inline int ext_worker_frame(struct worker *w,
+				   const struct ipc_frame_header *hdr,
+				   const char *payload, size_t len)
+{
+	EXT_TAKE_LOOP(worker_frame, w, hdr, payload, len);
+}
+
+static inline int ext_conn_gone(struct worker *w,
+				const struct ipc_frame_header *hdr,
+				const char *payload, size_t len)
+{
+	EXT_TAKE_LOOP(conn_gone, w, hdr, payload, len);
+}
+
+/* An extension's word saved for resumption changed (ext.h
+ * session_save): the keeper (sm.c) writes it where it survives. */
+void ext_session_changed(struct conn *c);
+/* The saved word of extension i (0 without a session_save hook). */
+uint32_t ext_session_word(const struct conn *c, unsigned i);
+/* Give the words back to the conn resuming a session (words[i] for
+ * ext_all[i], n of them). */
+void ext_session_restore(struct conn *c, const uint32_t *words, unsigned n);
 
 /* The extension that takes first-level elements of namespace
  * ns[0..nslen), or NULL (only for elements the core does not know). */

@@ -268,8 +268,21 @@ static void roster_mark_interested(struct worker *w, const char *from)
 	    s.slot != w->slot)
 		return;
 	struct conn *c = conn_lookup(w, s.conn_id, s.gen);
-	if (c != NULL)
+	if (c != NULL && !c->roster_requested) {
 		c->roster_requested = 1;
+		ext_session_changed(c);     /* kept for resumption (sm.c) */
+	}
+}
+
+/* XEP-0198 resumption: an interested resource stays interested. */
+static uint32_t roster_save(const struct conn *c)
+{
+	return (uint32_t)c->roster_requested;
+}
+
+static void roster_restore(struct conn *c, uint32_t word)
+{
+	c->roster_requested = word != 0;
 }
 
 static void roster_get(struct iq_pending *p, struct roster_req *r)
@@ -524,4 +537,6 @@ const struct ext roster_ext = {
 	.stream_features = roster_stream_features,
 	.frame = roster_frame,
 	.subscription_changed = roster_push_row,
+	.session_save = roster_save,
+	.session_restore = roster_restore,
 };

@@ -67,6 +67,22 @@ static const char *route_serialized(struct route *r, size_t *len_r)
 	return buf_head(&r->text);
 }
 
+/* A local session that is gone may have moved (XEP-0198 resumption):
+ * 1 when an extension forwarded the stanza to where it is now. */
+static int route_moved(struct worker *w, const struct session_info *s,
+		       int type, const char *data, size_t len)
+{
+	struct ipc_frame_header hdr;
+	if (ext_hooks.n_conn_gone == 0)
+		return 0;
+	memset(&hdr, 0, sizeof(hdr));
+	hdr.type = (uint8_t)type;
+	hdr.src_slot = (uint16_t)w->slot;
+	hdr.conn_id = s->conn_id;
+	hdr.gen = s->gen;
+	return ext_conn_gone(w, &hdr, data, len);
+}
+
 /* route_to_session: the destination worker's outbox is full. */
 #define ROUTE_FULL (-2)
 
@@ -83,7 +99,8 @@ static int route_to_session(struct route *r, const struct session_info *s)
 	if (s->slot == r->w->slot) {
 		struct conn *c = conn_lookup(r->w, s->conn_id, s->gen);
 		if (c == NULL || !c->bound)
-			return -1;
+			return route_moved(r->w, s, IPC_FRAME_STANZA, data,
+					   len) ? 0 : -1;
 		if (ext_stanza_out_node(c, r->st, r->arena))
 			return 0;
 		conn_send(c, data, len);
@@ -156,8 +173,10 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 			continue;
 		}
 		struct conn *c = conn_lookup(w, s->conn_id, s->gen);
-		if (c == NULL || !c->bound)
+		if (c == NULL || !c->bound) {
+			route_moved(w, s, frame_type, text, len);
 			continue;
+		}
 		if (frame_type != IPC_FRAME_STANZA &&
 		    ext_frame(c, frame_type, text, len))
 			continue;
@@ -545,7 +564,17 @@ static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		 const void *payload, size_t len)
 {
+	/* an extension's frame for no session in particular (XEP-0198
+	 * handover, sm.c) */
+	if (hdr->type >= IPC_FRAME_SM_TAKE &&
+	    ext_worker_frame(w, hdr, payload, len))
+		return;
 	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
+	/* the session moved (XEP-0198 resumption): forwarded for a while */
+	if ((c == NULL || !c->bound) && hdr->type != IPC_FRAME_KICK &&
+	    hdr->type != IPC_FRAME_SWEPT &&
+	    ext_conn_gone(w, hdr, payload, len))
+		return;
 	if (hdr->type == IPC_FRAME_KICK) {
 		if (c != NULL) {
 			c->bound = 0;   /* its table entry is the new session's */

@@ -77,9 +77,24 @@ static void stream_closing(struct conn *c)
 
 void stream_error(struct conn *c, const char *condition, const char *text)
 {
+	stream_error_app(c, condition, text, NULL);
+}
+
+void stream_error_app(struct conn *c, const char *condition,
+		      const char *text, const char *app)
+{
 	struct buf out;
 	if (c->want_close || c->closed)
 		return;
+	if (c->detached) {
+		/* no stream to say it on: the session ends now */
+		log_info("c%u %s: detached session ends: <%s/>%s%s", c->id,
+			 c->peer, condition, text ? ": " : "", text ? text : "");
+		presence_session_gone(c);
+		bind_release(c);
+		conn_close(c);
+		return;
+	}
 	stream_header_out(c);
 	buf_init(&out, 0);
 	buf_appendf(&out, "<stream:error><%s xmlns='" NS_STREAM_ERR "'/>",
@@ -89,6 +104,8 @@ void stream_error(struct conn *c, const char *condition, const char *text)
 		xml_escape(&out, text, strlen(text), 0);
 		buf_appendf(&out, "</text>");
 	}
+	if (app != NULL)
+		buf_appendf(&out, "%s", app);
 	buf_appendf(&out, "</stream:error></stream:stream>");
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
@@ -410,6 +427,16 @@ static void stream_other(struct conn *c, struct xml_node *n)
 		stream_error(c, "unsupported-stanza-type", NULL);
 }
 
+/* A stanza of an authenticated stream. */
+static void stream_stanza(struct conn *c, struct xml_node *n)
+{
+	ext_stanza_received(c);     /* XEP-0198 counts it (sm.c) */
+	if (!c->bound || bind_is_session_iq(c, n))
+		bind_handle(c, n);
+	else
+		route_from_client(c, n);
+}
+
 static void stream_dispatch(struct conn *c, struct xml_node *n)
 {
 	/* The rest of a chunk that arrived with the connection's end (or
@@ -430,10 +457,8 @@ static void stream_dispatch(struct conn *c, struct xml_node *n)
 		stream_other(c, n);
 	else if (!c->authenticated)
 		stream_error(c, "not-authorized", NULL);
-	else if (!c->bound || bind_is_session_iq(c, n))
-		bind_handle(c, n);
 	else
-		route_from_client(c, n);
+		stream_stanza(c, n);
 }
 
 static void XMLCALL stream_end(void *ud, const char *name)

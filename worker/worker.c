@@ -336,6 +336,7 @@ static int worker_timers(struct worker *w, int64_t now)
 	if (now >= next_sweep) {
 		conn_timeouts(w, now);
 		httpconn_timeouts(w, now);
+		EXT_RUN(tick, w, now);
 		next_sweep = now + 1000;
 	}
 	return timeout;

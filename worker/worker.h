@@ -157,6 +157,8 @@ struct conn {
 	struct conn *delayed_next;  /* worker's delayed list */
 	int in_parse;           /* inside XML_Parse (expat callbacks) */
 	uint32_t ext_filter;    /* extensions filtering its stanzas (ext.h) */
+	int detached;           /* fd gone, session kept (ext.h detach):
+				   still bound, in the conn table */
 
 	/* ---- per-session state of extensions (ext.h): each field is
 	 * read and written only by the extension named, which frees it in
@@ -174,6 +176,8 @@ struct conn {
 	/* blocking.c */
 	char **blocked;         /* the account's XEP-0191 blocklist */
 	unsigned nblocked;
+	/* sm.c: XEP-0198 state, NULL until <enable/> or <resume/> */
+	struct sm_conn *sm;
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
@@ -238,6 +242,11 @@ void conn_send(struct conn *c, const char *data, size_t len);
 /* Write c's pending output at the end of this loop turn. */
 void conn_want_flush(struct conn *c);
 void conn_close(struct conn *c);
+/* A detached conn (fd -1, ext.h detach) with the given id and
+ * generation (an adopted session keeps its old ones), linked in the
+ * worker's conn list and table; NULL without memory.  The caller makes
+ * it bound (sm.c). */
+struct conn *conn_new_detached(struct worker *w, uint32_t id, uint32_t gen);
 /* The connection's TLS version (enum ipc_tls_version) or authentication
  * changed: move it to its cell of the connections gauge. */
 void conn_metrics_move(struct conn *c, unsigned tls, unsigned auth);
@@ -264,6 +273,10 @@ int stream_init(struct conn *c);
 void stream_free(struct conn *c);
 int stream_feed(struct conn *c, const char *data, size_t len);
 void stream_error(struct conn *c, const char *condition, const char *text);
+/* The same with app (XML, may be NULL) after the condition, an
+ * application-specific condition (RFC 6120 4.9.4). */
+void stream_error_app(struct conn *c, const char *condition,
+		      const char *text, const char *app);
 /* Start a new stream after TLS or SASL (section 4.3.3). */
 void stream_restart(struct conn *c);
 int stream_hosted(const struct worker *w, const char *domain);
@@ -291,6 +304,10 @@ void sasl_init_secret(void);
 void bind_handle(struct conn *c, struct xml_node *n);
 int bind_is_session_iq(const struct conn *c, const struct xml_node *n);
 void bind_release(struct conn *c);
+/* old (a session-table entry c just replaced) ends with <conflict/>,
+ * here or on its worker. */
+struct session_info;
+void bind_kick(struct conn *c, const struct session_info *old);
 /* The client sent bytes: its session record's `active` second, written
  * at most once a second (conn.c's read path). */
 void bind_touch_slow(struct conn *c);

@@ -101,6 +101,7 @@ def test_sessions_two_workers():
                 assert s["mechanism"] == mech, s
                 assert t0 - 1 <= s["since"] <= now, (s, t0, now)
                 assert 0 <= s["idle"] <= now - t0 + 1, s
+                assert s["sm"] == "-", s    # no <enable/>
             assert {rows[a_full]["worker"], rows[b_full]["worker"]} == {0, 1}, rows
 
             # the human listing: a header, one line each, the total
@@ -108,7 +109,7 @@ def test_sessions_two_workers():
             assert r.returncode == 0, r.stderr
             lines = r.stdout.splitlines()
             assert lines[0].split() == ["JID", "WORKER", "ADDRESS", "TLS",
-                                        "MECHANISM", "SINCE", "IDLE"], lines
+                                        "MECHANISM", "SINCE", "IDLE", "SM"], lines
             assert lines[-1] == "3 sessions", lines
             line_a = [x for x in lines if x.startswith(a_full + " ")]
             assert len(line_a) == 1, lines

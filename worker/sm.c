@@ -1,0 +1,1384 @@
+/*
+ * sm.c - XEP-0198 Stream Management 1.6 (urn:xmpp:sm:3): acks, the
+ * journal of unacknowledged stanzas, detached sessions and resumption on
+ * any worker (docs/DESIGN.md "Stream management").
+ *
+ * State.  A session that sent <enable/> has a record in the smstore
+ * (shm/smstore.h: shared memory that outlives the worker) and a struct
+ * sm_conn in c->sm.  Every stanza conn_send gives the session is
+ * appended to the record's journal first (stanza_sent hook) and freed
+ * when the client acknowledges it (<a h/>).  Counters are modulo 2^32;
+ * the store counts from the record's opening, the protocol from the
+ * stream's enabling: base (kept in the record as this extension's saved
+ * word) is the difference, non-zero after a handover.
+ *
+ * Detached sessions.  When the TCP connection of a resumable session is
+ * lost without a closing of the stream, conn_close asks (detach hook)
+ * and the conn stays: fd -1, bound, in the conn table and the session
+ * table, so frames and local routing still reach it; conn_send appends
+ * what comes to the journal only.  The tick hook ends it after max
+ * seconds: conn_close, whose session_gone hook hands the journal to
+ * conn_undelivered (messages to another resource or offline storage,
+ * IQ requests answered with an error, presence dropped), after the
+ * unavailable presence and the unbinding.  A clean close
+ * (</stream:stream>) or a stream error ends the session the same way
+ * at once: XEP-0198 section 5 resumes only streams that were not closed.
+ *
+ * Resumption on the same worker: the new conn N takes the old conn O's
+ * session in one go (one thread, nothing can come in between): O lets
+ * go (detached: freed; attached: <conflict/>), N gets the JID,
+ * presence, directed presence and each extension's saved word, the
+ * session-table entry is rewritten to N (shm_session_put: a concurrent
+ * login that bound the same JID meanwhile is kicked, the later binding
+ * wins as in bind.c), the record is re-pointed to N, <resumed/> is
+ * sent, then the journal after the client's h.  Frames already queued
+ * for O's id are forwarded to N (conn_gone hook).
+ *
+ * Resumption on another worker: N's worker B sends IPC_FRAME_SM_TAKE to
+ * the record's slot A.  A checks the previd, the account and h, builds
+ * IPC_FRAME_SM_GIVE (the state and the whole journal), sends it, marks
+ * the record GIVEN and drops O, and from then on forwards every frame
+ * and local stanza for O's id to B/N for sm.forward_time.  Why nothing
+ * is lost in between: until B rewrites the session-table entry, senders
+ * still address A/O; A forwards those to B on the same A->B queue, after
+ * the GIVE (queues are FIFO per pair), so B has made N the session
+ * before they arrive, and they follow the journal B re-sends.  Senders
+ * that read the entry after B rewrote it address B/N directly.  A frame
+ * for O that reaches A after the forwarding window is routed as
+ * undelivered (to the bare JID or offline): late, never lost.  B then
+ * sends IPC_FRAME_SM_DONE and A frees the record.  If the GIVE comes
+ * after B gave up waiting (sm.handover_timeout) or after N closed, B
+ * ends the session the expiry way (the stale table entry is removed
+ * first so that rerouting cannot bounce between A and B).
+ *
+ * A KICK frame for O (a new login binding the same resource) is not
+ * forwarded: if it reaches A before the TAKE, O ends and the resumption
+ * fails with <item-not-found/>; after, the login bound first and N's
+ * table write, later, replaces it (the login gets <conflict/>).  Either
+ * way exactly one session holds the JID.
+ *
+ * Frame payloads (host order, same machine; this file is their only
+ * reader and writer):
+ *   SM_TAKE  to the record's slot, header conn_id/gen = N (the taker):
+ *            struct sm_take_msg, then id_len bytes of previd and
+ *            bare_len bytes of N's bare JID.
+ *   SM_GIVE  to the taker's slot, header conn_id/gen = N:
+ *            struct sm_give_msg, then jid_len bytes of full JID,
+ *            presence_len bytes of last available presence, ndirected
+ *            times (uint16 length, bytes), nstanzas times (uint32
+ *            length, bytes): the journal from h_acked + 1, in order.
+ *            At most IPC_FRAME_MAX bytes: a session whose journal does
+ *            not fit is not moved (the client gets <failed h/> and the
+ *            journal goes the expiry way at A).
+ *   SM_DONE  to A, header conn_id/gen = O: no payload.
+ *
+ * Failure policy: every misuse gets the XEP's answer (<failed/> with a
+ * stanza error condition, or the stream error of section 4); a full
+ * store refuses <enable/> with <resource-constraint/>; a journal that
+ * cannot grow (store full, sm.max_unacked) ends that stream with
+ * <policy-violation/> and its stanzas go the undelivered way; nothing
+ * stored is dropped without an error to someone.
+ */
+#include "sm.h"
+#include "ext.h"
+#include "config.h"
+#include "log.h"
+#include "session.h"
+#include "stanza.h"
+#include "util.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+extern const struct ext sm_ext;
+
+#define NS_STANZAS NS_STANZA_ERR
+
+struct sm_conn {
+	struct sm_ref ref;
+	int has_ref;            /* a record in the store is ours */
+	int moved;              /* the session went to another conn */
+	int resumable;
+	int resending;          /* journal re-sent: not appended again */
+	int r_pending;          /* our <r/> waits for its <a/> */
+	int r_due;              /* ask before the next stanza */
+	uint32_t h_in;          /* stanzas handled from the client */
+	uint32_t h_sent;        /* stanzas sent */
+	uint32_t h_acked;       /* the client's last h */
+	uint32_t base;          /* protocol counter - store counter */
+	uint32_t max_s;
+	uint64_t out_from;      /* out_total when the journal began */
+	int64_t detached_ms;    /* CLOCK_MONOTONIC ms, 0 attached */
+	/* <resume/> waiting for another worker's SM_GIVE */
+	int64_t take_deadline;
+	uint32_t take_h;
+	uint16_t take_slot;
+	char id[SMSTORE_ID_MAX];    /* the previd the client holds */
+};
+
+/* Frames for a conn whose session moved go to where it is now. */
+struct sm_fwd {
+	uint32_t old_id, old_gen;
+	uint16_t slot;
+	uint32_t id, gen;
+	int64_t until;
+	struct sm_ref ref;      /* GIVEN record, freed on SM_DONE */
+	int ref_open;
+};
+
+static struct sm_fwd *sm_fwds;
+static unsigned sm_nfwd, sm_fwd_cap;
+
+enum sm_give_status {
+	SM_GIVE_OK = 0,
+	SM_GIVE_NOT_FOUND,      /* unknown, expired, someone else's */
+	SM_GIVE_TOO_HIGH,       /* the client's h is beyond h_sent */
+	SM_GIVE_TOO_BIG,        /* the journal does not fit a frame */
+};
+
+struct sm_take_msg {
+	uint32_t h;             /* the client's h */
+	uint16_t id_len;
+	uint16_t bare_len;
+};
+
+struct sm_give_msg {
+	uint32_t status;        /* enum sm_give_status */
+	uint32_t old_id, old_gen;   /* O, for SM_DONE */
+	uint32_t h_in, h_acked, h_sent;
+	uint32_t max_s;
+	int16_t priority;
+	uint8_t available;
+	uint8_t mech;
+	int64_t since;
+	uint32_t words[EXT_MAX];
+	uint32_t jid_len;
+	uint32_t presence_len;
+	uint32_t ndirected;
+	uint32_t nstanzas;
+};
+
+static struct smstore *sm_store(const struct worker *w)
+{
+	return w->shm->smstore;
+}
+
+static unsigned sm_index(void)
+{
+	static unsigned idx = EXT_MAX;
+	if (idx == EXT_MAX)
+		for (unsigned i = 0; i < ext_count; i++)
+			if (ext_all[i] == &sm_ext)
+				idx = i;
+	return idx;
+}
+
+/* ---- small writers ------------------------------------------------------ */
+
+static void sm_send_str(struct conn *c, const char *s)
+{
+	conn_send(c, s, strlen(s));
+}
+
+/* <failed/> with a stanza error condition, and h when known. */
+static void sm_failed(struct conn *c, const char *condition, int with_h,
+		      uint32_t h)
+{
+	char out[256];
+	if (with_h)
+		snprintf(out, sizeof(out), "<failed xmlns='" NS_SM "' h='%u'>"
+			 "<%s xmlns='" NS_STANZAS "'/></failed>", h, condition);
+	else
+		snprintf(out, sizeof(out), "<failed xmlns='" NS_SM "'>"
+			 "<%s xmlns='" NS_STANZAS "'/></failed>", condition);
+	sm_send_str(c, out);
+}
+
+/* Section 4: an h beyond what was sent. */
+static void sm_too_high(struct conn *c, uint32_t h, uint32_t sent)
+{
+	char app[160];
+	snprintf(app, sizeof(app), "<handled-count-too-high xmlns='" NS_SM
+		 "' h='%u' send-count='%u'/>", h, sent);
+	log_info("c%u %s: acknowledged %u stanzas, %u were sent", c->id,
+		 c->peer, h, sent);
+	stream_error_app(c, "undefined-condition", NULL, app);
+}
+
+static void sm_request(struct conn *c)
+{
+	static const char r[] = "<r xmlns='" NS_SM "'/>";
+	c->sm->r_pending = 1;
+	c->sm->r_due = 0;
+	conn_send(c, r, sizeof(r) - 1);
+}
+
+/* A decimal uint32 (the XEP's xs:unsignedInt); -1 if not one. */
+static int sm_parse_u32(const char *s, uint32_t *v)
+{
+	char *end;
+	if (s == NULL || *s < '0' || *s > '9' || strlen(s) > 10)
+		return -1;
+	errno = 0;
+	unsigned long long n = strtoull(s, &end, 10);
+	if (*end != '\0' || errno != 0 || n > UINT32_MAX)
+		return -1;
+	*v = (uint32_t)n;
+	return 0;
+}
+
+/* h acknowledges stanzas up to h: not beyond h_sent (mod 2^32). */
+static int sm_h_ok(uint32_t h, uint32_t acked, uint32_t sent)
+{
+	return (uint32_t)(h - acked) <= (uint32_t)(sent - acked);
+}
+
+/* The bare part of a full JID equals user@domain. */
+static int sm_same_account(const char *full, const char *user,
+			   const char *domain)
+{
+	size_t ul = strlen(user), dl = strlen(domain);
+	return strncmp(full, user, ul) == 0 && full[ul] == '@' &&
+	       strncasecmp(full + ul + 1, domain, dl) == 0 &&
+	       full[ul + 1 + dl] == '/';
+}
+
+/* ---- the journal ----------------------------------------------------------- */
+
+static void sm_save_words(struct conn *c)
+{
+	struct smstore *st = sm_store(c->w);
+	for (unsigned i = 0; i < ext_count; i++)
+		if (ext_all[i]->session_save != NULL)
+			smstore_set_ext_word(st, &c->sm->ref, i,
+					     ext_all[i]->session_save(c));
+	smstore_set_ext_word(st, &c->sm->ref, sm_index(), c->sm->base);
+}
+
+static void sm_save_presence(struct conn *c)
+{
+	const char *error;
+	const char *p = c->available ? c->last_presence : NULL;
+	if (smstore_set_presence(sm_store(c->w), &c->sm->ref, c->priority,
+				 (uint8_t)(c->available ? 1 : 0), p,
+				 p ? strlen(p) : 0, &error) < 0)
+		log_warn("c%u %s: presence not kept for resumption: %s", c->id,
+			 c->peer, error);
+}
+
+static int sm_reroute_one(uint32_t seq, const char *data, size_t len,
+			  void *ctx)
+{
+	struct conn *c = ctx;
+	(void)seq;
+	conn_undelivered(c->w, c->id, c->gen, data, len);
+	return 0;
+}
+
+/* The session ends: what the client did not acknowledge goes the way of
+ * stanzas a closed connection never wrote; the record is freed. */
+static void sm_end(struct conn *c)
+{
+	struct sm_conn *s = c->sm;
+	if (s == NULL || s->moved || !s->has_ref)
+		return;
+	uint32_t n = s->h_sent - s->h_acked;
+	if (n > 0)
+		log_info("c%u %s: stream management ends with %u stanzas "
+			 "unacknowledged: routed as undelivered", c->id,
+			 c->peer, n);
+	smstore_foreach_unacked(sm_store(c->w), &s->ref, sm_reroute_one, c);
+	smstore_close(sm_store(c->w), &s->ref);
+	s->has_ref = 0;
+}
+
+/* ---- hooks ------------------------------------------------------------------- */
+
+static void sm_features(struct conn *c, struct buf *out)
+{
+	(void)c;
+	buf_appendf(out, "<sm xmlns='" NS_SM "'/>");
+}
+
+static void sm_received(struct conn *c)
+{
+	struct sm_conn *s = c->sm;
+	if (s == NULL || s->moved || !s->has_ref)
+		return;
+	s->h_in++;
+	smstore_set_h_in(sm_store(c->w), &s->ref, s->h_in);
+}
+
+static int sm_sent(struct conn *c, const char *data, size_t len)
+{
+	struct sm_conn *s = c->sm;
+	const char *error;
+	if (s == NULL || s->moved || !s->has_ref || s->resending)
+		return 0;
+	uint32_t unacked = s->h_sent - s->h_acked;
+	if (unacked >= c->w->cfg->sm_max_unacked) {
+		log_info("c%u %s: %u stanzas unacknowledged "
+			 "(sm.max_unacked): ending the session", c->id,
+			 c->peer, unacked);
+		stream_error(c, "policy-violation",
+			     "too many unacknowledged stanzas");
+		return -1;
+	}
+	if (smstore_append(sm_store(c->w), &s->ref, data, len, &error) < 0) {
+		log_warn("c%u %s: stanza not journaled (%s): ending the "
+			 "session", c->id, c->peer, error);
+		stream_error(c, "policy-violation",
+			     "too many unacknowledged stanzas");
+		return -1;
+	}
+	/* the <r/> asked for by the previous stanza goes before this one */
+	if (s->r_due && !s->r_pending && !c->detached)
+		sm_request(c);
+	s->h_sent++;
+	if (!s->r_pending && unacked + 1 >= c->w->cfg->sm_max_unacked / 2)
+		s->r_due = 1;
+	return 0;
+}
+
+/* Output drained with stanzas unacknowledged: one <r/> at a time. */
+static void sm_drained(struct conn *c)
+{
+	struct sm_conn *s = c->sm;
+	if (s == NULL || s->moved || !s->has_ref || c->detached ||
+	    c->want_close || s->r_pending || s->h_sent == s->h_acked)
+		return;
+	sm_request(c);
+	conn_flush(c);
+}
+
+static int sm_detach(struct conn *c)
+{
+	struct sm_conn *s = c->sm;
+	if (s == NULL || s->moved || !s->has_ref || !s->resumable ||
+	    s->take_deadline != 0)
+		return 0;
+	s->detached_ms = time_now_ms();
+	s->r_pending = 0;
+	s->r_due = 0;
+	smstore_set_state(sm_store(c->w), &s->ref, SM_REC_DETACHED,
+			  s->detached_ms);
+	return 1;
+}
+
+/* Pieces of out taken back at a close: the journal has the stanzas
+ * sent since <enable/> (or the resumption); it reroutes them once. */
+static int sm_taken_back(struct conn *c, uint64_t end)
+{
+	return c->sm != NULL && (c->sm->moved || end > c->sm->out_from);
+}
+
+static void sm_gone(struct conn *c)
+{
+	sm_end(c);
+}
+
+static void sm_free(struct conn *c)
+{
+	free(c->sm);
+	c->sm = NULL;
+}
+
+static void sm_presence(struct conn *c, int initial)
+{
+	(void)initial;
+	if (c->sm != NULL && !c->sm->moved && c->sm->has_ref)
+		sm_save_presence(c);
+}
+
+static void sm_session_changed(struct conn *c)
+{
+	if (c->sm != NULL && !c->sm->moved && c->sm->has_ref)
+		sm_save_words(c);
+}
+
+/* ---- <enable/> -------------------------------------------------------------- */
+
+static void sm_enable(struct conn *c, struct xml_node *n)
+{
+	const char *resume = xml_attr(n, "resume");
+	const char *max = xml_attr(n, "max");
+	const char *error;
+	char id[SMSTORE_ID_MAX];
+	struct sm_ref ref;
+	uint32_t max_s = c->w->cfg->sm_max_resume_s, want;
+	int resumable = resume != NULL && (strcmp(resume, "true") == 0 ||
+					   strcmp(resume, "1") == 0);
+
+	if (!c->bound || c->sm != NULL) {
+		log_info("c%u %s: <enable/> %s", c->id, c->peer,
+			 c->sm ? "twice" : "before binding");
+		sm_failed(c, "unexpected-request", 0, 0);
+		return;
+	}
+	if (sm_store(c->w) == NULL) {
+		sm_failed(c, "feature-not-implemented", 0, 0);
+		return;
+	}
+	if (max != NULL && sm_parse_u32(max, &want) == 0 && want > 0 &&
+	    want < max_s)
+		max_s = want;
+	id[0] = '\0';
+	if (smstore_open(sm_store(c->w), c->w->slot, c->jid, c->id, c->gen,
+			 resumable, max_s, &ref, id, &error) < 0) {
+		log_warn("c%u %s: stream management refused: %s", c->id,
+			 c->peer, error);
+		sm_failed(c, "resource-constraint", 0, 0);
+		return;
+	}
+	struct sm_conn *s = calloc(1, sizeof(*s));
+	if (s == NULL) {
+		smstore_close(sm_store(c->w), &ref);
+		sm_failed(c, "resource-constraint", 0, 0);
+		return;
+	}
+	s->ref = ref;
+	s->has_ref = 1;
+	s->resumable = resumable;
+	s->max_s = max_s;
+	s->out_from = c->out_total;
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	c->sm = s;
+	smstore_set_mech(sm_store(c->w), &ref, c->mech);
+	sm_save_words(c);
+	if (c->available)
+		sm_save_presence(c);
+	struct buf out;
+	buf_init(&out, 0);
+	if (resumable) {
+		buf_appendf(&out, "<enabled xmlns='" NS_SM "' id='");
+		xml_escape(&out, id, strlen(id), 1);
+		buf_appendf(&out, "' resume='true' max='%u'/>", max_s);
+	} else {
+		buf_appendf(&out, "<enabled xmlns='" NS_SM "'/>");
+	}
+	conn_send(c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	/* the stanzas after <enabled/> are journaled (stanza_sent) */
+	s->out_from = c->out_total;
+	ext_filter(c, &sm_ext, 1);
+	log_info("c%u %s: stream management enabled%s (max %us)", c->id,
+		 c->peer, resumable ? " with resumption" : "", max_s);
+}
+
+/* ---- <a/> and <r/> ---------------------------------------------------------- */
+
+static void sm_ack(struct conn *c, struct xml_node *n)
+{
+	struct sm_conn *s = c->sm;
+	uint32_t h;
+	if (s == NULL || s->moved || !s->has_ref) {
+		stream_error(c, "unsupported-stanza-type",
+			     "stream management is not enabled");
+		return;
+	}
+	if (sm_parse_u32(xml_attr(n, "h"), &h) < 0) {
+		stream_error(c, "bad-format", "<a/> without a valid h");
+		return;
+	}
+	if (!sm_h_ok(h, s->h_acked, s->h_sent)) {
+		sm_too_high(c, h, s->h_sent);
+		return;
+	}
+	if (smstore_ack(sm_store(c->w), &s->ref, h - s->base) < 0) {
+		sm_too_high(c, h, s->h_sent);
+		return;
+	}
+	s->h_acked = h;
+	s->r_pending = 0;
+}
+
+static void sm_answer(struct conn *c)
+{
+	char out[64];
+	if (c->sm == NULL || c->sm->moved || !c->sm->has_ref) {
+		stream_error(c, "unsupported-stanza-type",
+			     "stream management is not enabled");
+		return;
+	}
+	snprintf(out, sizeof(out), "<a xmlns='" NS_SM "' h='%u'/>",
+		 c->sm->h_in);
+	sm_send_str(c, out);
+}
+
+/* ---- forwarding frames of a moved session ------------------------------- */
+
+static void sm_fwd_add(const struct conn *o, uint16_t slot, uint32_t id,
+		       uint32_t gen, const struct sm_ref *ref)
+{
+	if (sm_nfwd == sm_fwd_cap) {
+		unsigned cap = sm_fwd_cap ? sm_fwd_cap * 2 : 16;
+		struct sm_fwd *f = realloc(sm_fwds, cap * sizeof(*f));
+		if (f == NULL) {
+			log_error("c%u: no memory to forward the frames of a "
+				  "moved session: they go as undelivered",
+				  o->id);
+			if (ref != NULL)
+				smstore_close(sm_store(o->w), ref);
+			return;
+		}
+		sm_fwds = f;
+		sm_fwd_cap = cap;
+	}
+	struct sm_fwd *f = &sm_fwds[sm_nfwd++];
+	memset(f, 0, sizeof(*f));
+	f->old_id = o->id;
+	f->old_gen = o->gen;
+	f->slot = slot;
+	f->id = id;
+	f->gen = gen;
+	f->until = o->w->now_ms + (int64_t)o->w->cfg->sm_forward_time;
+	if (ref != NULL) {
+		f->ref = *ref;
+		f->ref_open = 1;
+	}
+}
+
+static struct sm_fwd *sm_fwd_find(uint32_t id, uint32_t gen)
+{
+	for (unsigned i = 0; i < sm_nfwd; i++)
+		if (sm_fwds[i].old_id == id && sm_fwds[i].old_gen == gen)
+			return &sm_fwds[i];
+	return NULL;
+}
+
+static int sm_conn_gone(struct worker *w, const struct ipc_frame_header *hdr,
+			const char *payload, size_t len)
+{
+	const char *error;
+	struct sm_fwd *f = sm_nfwd ? sm_fwd_find(hdr->conn_id, hdr->gen)
+				   : NULL;
+	if (f == NULL)
+		return 0;
+	if (f->slot != w->slot) {
+		if (queue_send(w->q, f->slot, hdr->type, f->id, f->gen, payload,
+			       len, &error) < 0) {
+			log_warn("forward to w%u: %s", f->slot, error);
+			return 0;
+		}
+		return 1;
+	}
+	struct ipc_frame_header h = *hdr;
+	h.conn_id = f->id;
+	h.gen = f->gen;
+	if (conn_lookup(w, f->id, f->gen) == NULL)
+		return 0;
+	route_frame(w, &h, payload, len);
+	return 1;
+}
+
+/* ---- taking a session over ------------------------------------------------ */
+
+/* What moves with a session, from O or from an SM_GIVE. */
+struct sm_moving {
+	const char *jid;
+	int16_t priority;
+	uint8_t available;
+	int64_t since;
+	uint32_t h_in, max_s;
+	char *presence;         /* malloc()ed, or NULL */
+	char **directed;        /* malloc()ed list of malloc()ed */
+	unsigned ndirected;
+	uint32_t words[EXT_MAX];
+};
+
+/* N becomes the session: the JID, presence, the session-table entry
+ * (replacing old_slot/old_id/old_gen's; any other holder is kicked). */
+static int sm_become(struct conn *n, struct sm_moving *m, uint16_t old_slot,
+		     uint32_t old_id, uint32_t old_gen)
+{
+	struct session_info info, old;
+	const char *error;
+	memset(&info, 0, sizeof(info));
+	snprintf(info.jid, sizeof(info.jid), "%s", m->jid);
+	info.slot = (uint16_t)n->w->slot;
+	info.conn_id = n->id;
+	info.gen = n->gen;
+	info.since = m->since ? m->since : time(NULL);
+	info.active = time(NULL);
+	info.priority = m->priority;
+	info.available = m->available;
+	info.mech = n->mech;
+	char *jid = strdup(m->jid);
+	if (jid == NULL)
+		return -1;
+	int r = shm_session_put(n->w->shm->sessions, &info, &old, &error);
+	if (r < 0) {
+		log_warn("c%u %s: resumption of %s: %s", n->id, n->peer, m->jid,
+			 error);
+		free(jid);
+		return -1;
+	}
+	n->jid = jid;
+	n->bound = 1;
+	n->deadline_ms = 0;
+	n->priority = m->priority;
+	n->available = m->available;
+	n->last_presence = m->presence;
+	m->presence = NULL;
+	n->directed = m->directed;
+	n->ndirected = m->ndirected;
+	m->directed = NULL;
+	m->ndirected = 0;
+	n->touched_ms = n->w->now_ms;
+	struct session_info self;
+	n->sess_index = shm_session_get(n->w->shm->sessions, n->jid, &self) == 1
+			? self.index : -1;
+	shm_session_set_presence(n->w->shm->sessions, n->jid,
+				 (uint16_t)n->w->slot, n->id, n->gen,
+				 n->priority, n->available);
+	if (r == 1 && !(old.slot == old_slot && old.conn_id == old_id &&
+			old.gen == old_gen)) {
+		/* a login bound this JID after the session was detached:
+		 * the later binding (this one) wins, as in bind.c */
+		log_info("c%u %s: %s resumed over a newer login (w%u c%u): "
+			 "that one gets <conflict/>", n->id, n->peer, n->jid,
+			 old.slot, old.conn_id);
+		bind_kick(n, &old);
+	}
+	ext_session_restore(n, m->words, EXT_MAX);
+	return 0;
+}
+
+static int sm_resend_one(uint32_t seq, const char *data, size_t len,
+			 void *ctx)
+{
+	struct conn *c = ctx;
+	(void)seq;
+	conn_send(c, data, len);
+	return 0;
+}
+
+/* <resumed/>, then the journal after the client's h. */
+static void sm_resumed(struct conn *n, uint32_t h)
+{
+	struct sm_conn *s = n->sm;
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<resumed xmlns='" NS_SM "' h='%u' previd='",
+		    s->h_in);
+	xml_escape(&out, s->id, strlen(s->id), 1);
+	buf_appendf(&out, "'/>");
+	conn_send(n, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	s->out_from = n->out_total;
+	smstore_ack(sm_store(n->w), &s->ref, h - s->base);
+	s->h_acked = h;
+	uint32_t again = s->h_sent - s->h_acked;
+	s->resending = 1;
+	smstore_foreach_unacked(sm_store(n->w), &s->ref, sm_resend_one, n);
+	s->resending = 0;
+	log_info("c%u %s: resumed %s (previd %s): %u stanzas sent again",
+		 n->id, n->peer, n->jid, s->id, again);
+	if (again > 0 && !s->r_pending)
+		sm_request(n);
+}
+
+/* O lets go of its session (moved to slot/id/gen; its struct sm_conn
+ * was taken by the caller): no presence, no unbinding, nothing
+ * rerouted; an open socket gets <conflict/> (section 5).  ref: a GIVEN
+ * record to free on SM_DONE, or NULL. */
+static void sm_let_go(struct conn *o, uint16_t slot, uint32_t id,
+		      uint32_t gen, const struct sm_ref *ref)
+{
+	struct sm_conn *marker = calloc(1, sizeof(*marker));
+	sm_fwd_add(o, slot, id, gen, ref);
+	if (marker != NULL)
+		marker->moved = 1;  /* what out holds is in the journal */
+	o->sm = marker;
+	ext_filter(o, &sm_ext, 0);
+	o->bound = 0;           /* its table entry is the new session's */
+	o->available = 0;       /* and so is its presence */
+	if (o->detached)
+		conn_close(o);
+	else
+		stream_error(o, "conflict", "Resumed by another connection");
+}
+
+/* On the same worker. */
+static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
+{
+	struct sm_conn *s = o->sm;
+	struct sm_moving m;
+	memset(&m, 0, sizeof(m));
+	m.jid = o->jid;
+	m.priority = o->priority;
+	m.available = (uint8_t)(o->available ? 1 : 0);
+	m.h_in = s->h_in;
+	m.max_s = s->max_s;
+	m.presence = o->last_presence;
+	m.directed = o->directed;
+	m.ndirected = o->ndirected;
+	struct session_info old;
+	m.since = shm_session_get(o->w->shm->sessions, o->jid, &old) == 1 ?
+		  old.since : 0;
+	for (unsigned i = 0; i < ext_count; i++)
+		m.words[i] = ext_session_word(o, i);
+	if (sm_become(n, &m, (uint16_t)o->w->slot, o->id, o->gen) < 0) {
+		sm_failed(n, "internal-server-error", 0, 0);
+		return;
+	}
+	o->last_presence = NULL;
+	o->directed = NULL;
+	o->ndirected = 0;
+	/* the session's SM state moves as it is */
+	o->sm = NULL;
+	n->sm = s;
+	s->detached_ms = 0;
+	s->r_pending = 0;
+	s->r_due = 0;
+	sm_let_go(o, (uint16_t)n->w->slot, n->id, n->gen, NULL);
+	smstore_set_ids(sm_store(n->w), &s->ref, n->id, n->gen);
+	smstore_set_state(sm_store(n->w), &s->ref, SM_REC_ATTACHED, 0);
+	smstore_set_mech(sm_store(n->w), &s->ref, n->mech);
+	ext_filter(n, &sm_ext, 1);
+	sm_resumed(n, h);
+}
+
+/* ---- <resume/> ---------------------------------------------------------------- */
+
+static void sm_resume(struct conn *n, struct xml_node *x)
+{
+	const char *previd = xml_attr(x, "previd");
+	struct sm_ref ref;
+	struct sm_state st;
+	uint32_t h;
+
+	if (!n->authenticated || n->bound || n->sm != NULL) {
+		log_info("c%u %s: <resume/> %s", n->id, n->peer,
+			 !n->authenticated ? "before authentication" :
+			 n->bound ? "after binding" : "twice");
+		sm_failed(n, "unexpected-request", 0, 0);
+		return;
+	}
+	if (sm_store(n->w) == NULL) {
+		sm_failed(n, "feature-not-implemented", 0, 0);
+		return;
+	}
+	if (previd == NULL || sm_parse_u32(xml_attr(x, "h"), &h) < 0) {
+		sm_failed(n, "bad-request", 0, 0);
+		return;
+	}
+	if (smstore_find(sm_store(n->w), previd, strlen(previd), &ref) != 1) {
+		log_info("c%u %s: <resume/> of an unknown or expired session",
+			 n->id, n->peer);
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
+	if (ref.slot != n->w->slot) {
+		/* the owner hands it over (SM_TAKE / SM_GIVE) */
+		char bare[IPC_JID_MAX + 1];
+		int bl = snprintf(bare, sizeof(bare), "%s@%s", n->user,
+				  n->domain);
+		size_t il = strlen(previd);
+		struct sm_take_msg t = { h, (uint16_t)il, (uint16_t)bl };
+		struct buf out;
+		const char *error;
+		struct sm_conn *s = calloc(1, sizeof(*s));
+		if (s == NULL || bl < 0 || (size_t)bl >= sizeof(bare) ||
+		    il >= SMSTORE_ID_MAX) {
+			free(s);
+			sm_failed(n, "item-not-found", 0, 0);
+			return;
+		}
+		buf_init(&out, 0);
+		buf_append(&out, &t, sizeof(t));
+		buf_append(&out, previd, il);
+		buf_append(&out, bare, (size_t)bl);
+		int r = queue_send(n->w->q, ref.slot, IPC_FRAME_SM_TAKE, n->id,
+				   n->gen, buf_head(&out), buf_used(&out),
+				   &error);
+		buf_free(&out);
+		if (r < 0) {
+			log_warn("c%u %s: resumption: to w%u: %s", n->id,
+				 n->peer, ref.slot, error);
+			free(s);
+			sm_failed(n, "resource-constraint", 0, 0);
+			return;
+		}
+		snprintf(s->id, sizeof(s->id), "%s", previd);
+		s->take_h = h;
+		s->take_slot = ref.slot;
+		s->take_deadline = n->w->now_ms +
+				   (int64_t)n->w->cfg->sm_handover_timeout;
+		if (s->take_deadline == 0)
+			s->take_deadline = 1;
+		n->sm = s;
+		log_info("c%u %s: resumption: asking w%u for the session",
+			 n->id, n->peer, ref.slot);
+		return;
+	}
+	struct conn *o = NULL;
+	if (smstore_read(sm_store(n->w), &ref, &st) == 0 &&
+	    (st.state == SM_REC_ATTACHED || st.state == SM_REC_DETACHED))
+		o = conn_lookup(n->w, st.conn_id, st.gen);
+	if (o == NULL || o == n || o->sm == NULL || o->sm->moved ||
+	    !o->sm->has_ref || !o->sm->resumable || !o->bound ||
+	    o->jid == NULL ||
+	    o->sm->ref.index != ref.index || o->sm->ref.seq != ref.seq) {
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
+	if (!sm_same_account(o->jid, n->user, n->domain)) {
+		/* never hand a session to another user */
+		log_warn("c%u %s: <resume/> of another account's session "
+			 "refused", n->id, n->peer);
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
+	if (!sm_h_ok(h, o->sm->h_acked, o->sm->h_sent)) {
+		sm_too_high(n, h, o->sm->h_sent);
+		return;
+	}
+	sm_resume_local(n, o, h);
+}
+
+/* ---- handover between workers ------------------------------------------- */
+
+static void sm_give_fail(struct worker *w, const struct ipc_frame_header *hdr,
+			 enum sm_give_status status, uint32_t h_in,
+			 uint32_t h_sent)
+{
+	struct sm_give_msg g;
+	const char *error;
+	memset(&g, 0, sizeof(g));
+	g.status = status;
+	g.h_in = h_in;
+	g.h_sent = h_sent;
+	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_GIVE, hdr->conn_id,
+		       hdr->gen, &g, sizeof(g), &error) < 0)
+		log_warn("resumption: answer to w%u: %s", hdr->src_slot, error);
+}
+
+struct sm_give_build {
+	struct buf *out;
+	uint32_t n;
+};
+
+static int sm_give_one(uint32_t seq, const char *data, size_t len, void *ctx)
+{
+	struct sm_give_build *b = ctx;
+	uint32_t l = (uint32_t)len;
+	(void)seq;
+	if (buf_append(b->out, &l, sizeof(l)) < 0 ||
+	    buf_append(b->out, data, len) < 0)
+		return -1;
+	b->n++;
+	return buf_used(b->out) > IPC_FRAME_MAX ? -1 : 0;
+}
+
+/* A: another worker asks for one of our sessions. */
+static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
+		       const char *p, size_t len)
+{
+	struct sm_take_msg t;
+	struct sm_ref ref;
+	struct sm_state st;
+	struct conn *o = NULL;
+	char bare[IPC_JID_MAX + 1];
+
+	if (len < sizeof(t))
+		return;
+	memcpy(&t, p, sizeof(t));
+	if (len != sizeof(t) + t.id_len + t.bare_len ||
+	    t.bare_len > IPC_JID_MAX) {
+		log_error("resumption: malformed SM_TAKE from w%u",
+			  hdr->src_slot);
+		return;
+	}
+	const char *id = p + sizeof(t);
+	memcpy(bare, id + t.id_len, t.bare_len);
+	bare[t.bare_len] = '\0';
+	if (sm_store(w) != NULL &&
+	    smstore_find(sm_store(w), id, t.id_len, &ref) == 1 &&
+	    ref.slot == w->slot && smstore_read(sm_store(w), &ref, &st) == 0 &&
+	    (st.state == SM_REC_ATTACHED || st.state == SM_REC_DETACHED))
+		o = conn_lookup(w, st.conn_id, st.gen);
+	size_t bl = strlen(bare);
+	if (o == NULL || o->sm == NULL || o->sm->moved || !o->sm->has_ref ||
+	    !o->sm->resumable || !o->bound || o->jid == NULL ||
+	    o->sm->ref.index != ref.index || o->sm->ref.seq != ref.seq ||
+	    strncmp(o->jid, bare, bl) != 0 || o->jid[bl] != '/') {
+		if (o != NULL && o->jid != NULL)
+			log_warn("resumption of %s asked by w%u for %s: "
+				 "refused", o->jid, hdr->src_slot, bare);
+		sm_give_fail(w, hdr, SM_GIVE_NOT_FOUND, 0, 0);
+		return;
+	}
+	struct sm_conn *s = o->sm;
+	if (!sm_h_ok(t.h, s->h_acked, s->h_sent)) {
+		sm_give_fail(w, hdr, SM_GIVE_TOO_HIGH, t.h, s->h_sent);
+		return;
+	}
+	struct sm_give_msg g;
+	memset(&g, 0, sizeof(g));
+	g.status = SM_GIVE_OK;
+	g.old_id = o->id;
+	g.old_gen = o->gen;
+	g.h_in = s->h_in;
+	g.h_acked = s->h_acked;
+	g.h_sent = s->h_sent;
+	g.max_s = s->max_s;
+	g.priority = o->priority;
+	g.available = (uint8_t)(o->available ? 1 : 0);
+	g.mech = o->mech;
+	struct session_info si;
+	g.since = shm_session_get(w->shm->sessions, o->jid, &si) == 1 ?
+		  si.since : 0;
+	for (unsigned i = 0; i < ext_count; i++)
+		g.words[i] = ext_session_word(o, i);
+	g.jid_len = (uint32_t)strlen(o->jid);
+	const char *pres = o->available ? o->last_presence : NULL;
+	g.presence_len = pres ? (uint32_t)strlen(pres) : 0;
+	g.ndirected = o->ndirected;
+	struct buf out;
+	buf_init(&out, 0);
+	int bad = buf_append(&out, &g, sizeof(g)) < 0 ||
+		  buf_append(&out, o->jid, g.jid_len) < 0 ||
+		  (pres && buf_append(&out, pres, g.presence_len) < 0);
+	for (unsigned i = 0; !bad && i < o->ndirected; i++) {
+		uint16_t l = (uint16_t)strlen(o->directed[i]);
+		bad = buf_append(&out, &l, sizeof(l)) < 0 ||
+		      buf_append(&out, o->directed[i], l) < 0;
+	}
+	struct sm_give_build b = { &out, 0 };
+	if (!bad)
+		bad = smstore_foreach_unacked(sm_store(w), &s->ref,
+					      sm_give_one, &b) != 0;
+	if (bad || buf_used(&out) > IPC_FRAME_MAX ||
+	    b.n != s->h_sent - s->h_acked) {
+		/* cannot move: the session ends here, the way of expiry */
+		buf_free(&out);
+		log_warn("c%u %s: session %s too large to hand over (%u "
+			 "stanzas): ended, its stanzas routed as undelivered",
+			 o->id, o->peer, o->jid, s->h_sent - s->h_acked);
+		sm_give_fail(w, hdr, SM_GIVE_TOO_BIG, s->h_in, s->h_sent);
+		if (o->detached)
+			stream_error(o, "undefined-condition", NULL);
+		else
+			stream_error(o, "conflict", "Session could not be "
+				     "resumed elsewhere");
+		return;
+	}
+	memcpy(out.data + out.off + offsetof(struct sm_give_msg, nstanzas), &b.n,
+	       sizeof(b.n));
+	const char *error;
+	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_GIVE, hdr->conn_id,
+		       hdr->gen, buf_head(&out), buf_used(&out), &error) < 0) {
+		buf_free(&out);
+		log_warn("c%u %s: hand-over of %s to w%u: %s: kept here",
+			 o->id, o->peer, o->jid, hdr->src_slot, error);
+		return;
+	}
+	buf_free(&out);
+	log_info("c%u %s: session %s handed over to w%u c%u (%u stanzas)",
+		 o->id, o->peer, o->jid, hdr->src_slot, hdr->conn_id, b.n);
+	smstore_set_state(sm_store(w), &s->ref, SM_REC_GIVEN, 0);
+	METRIC_DEC(w->stats->sessions);     /* counted by the new owner */
+	o->sm = NULL;
+	sm_let_go(o, hdr->src_slot, hdr->conn_id, hdr->gen, &s->ref);
+	free(s);
+}
+
+/* A GIVE that nobody waits for any more: the session ends the way of
+ * expiry, here. */
+static void sm_orphan(struct worker *w, const struct ipc_frame_header *hdr,
+		      const struct sm_give_msg *g, const char *jid,
+		      const char *stanzas, size_t slen)
+{
+	log_info("%s: handed over after its resumption was given up: "
+		 "ended, %u stanzas routed as undelivered", jid, g->nstanzas);
+	shm_session_del(w->shm->sessions, jid, hdr->src_slot, g->old_id,
+			g->old_gen);
+	if (g->available)
+		presence_swept(w, jid);
+	for (uint32_t i = 0; i < g->nstanzas && slen >= 4; i++) {
+		uint32_t l;
+		memcpy(&l, stanzas, 4);
+		if (l > slen - 4)
+			break;
+		route_undelivered(w, 0, 0, stanzas + 4, l);
+		stanzas += 4 + l;
+		slen -= 4 + l;
+	}
+}
+
+/* B: the session we asked for. */
+static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
+		       const char *p, size_t len)
+{
+	struct sm_give_msg g;
+	const char *error;
+	if (len < sizeof(g))
+		return;
+	memcpy(&g, p, sizeof(g));
+	struct conn *n = conn_lookup(w, hdr->conn_id, hdr->gen);
+	int waiting = n != NULL && !n->bound && n->sm != NULL &&
+		      n->sm->take_deadline != 0 && !n->want_close &&
+		      n->sm->take_slot == hdr->src_slot;
+	if (g.status != SM_GIVE_OK) {
+		if (!waiting)
+			return;
+		struct sm_conn *s = n->sm;
+		n->sm = NULL;
+		if (g.status == SM_GIVE_TOO_HIGH)
+			sm_too_high(n, s->take_h, g.h_sent);
+		else if (g.status == SM_GIVE_TOO_BIG)
+			sm_failed(n, "item-not-found", 1, g.h_in);
+		else
+			sm_failed(n, "item-not-found", 0, 0);
+		free(s);
+		return;
+	}
+	const char *q = p + sizeof(g), *end = p + len;
+	if (g.jid_len == 0 || g.jid_len > IPC_JID_MAX ||
+	    (size_t)(end - q) < (size_t)g.jid_len + g.presence_len) {
+		log_error("resumption: malformed SM_GIVE from w%u",
+			  hdr->src_slot);
+		return;
+	}
+	char jid[IPC_JID_MAX + 1];
+	memcpy(jid, q, g.jid_len);
+	jid[g.jid_len] = '\0';
+	q += g.jid_len;
+	struct sm_moving m;
+	memset(&m, 0, sizeof(m));
+	m.jid = jid;
+	m.priority = g.priority;
+	m.available = g.available;
+	m.since = g.since;
+	m.h_in = g.h_in;
+	m.max_s = g.max_s;
+	memcpy(m.words, g.words, sizeof(m.words));
+	if (g.presence_len > 0)
+		m.presence = strndup(q, g.presence_len);
+	q += g.presence_len;
+	if (g.ndirected > 0 && g.ndirected <= 100000)
+		m.directed = calloc(g.ndirected, sizeof(char *));
+	for (uint32_t i = 0; i < g.ndirected; i++) {
+		uint16_t l;
+		if (end - q < 2)
+			break;
+		memcpy(&l, q, 2);
+		q += 2;
+		if (end - q < l)
+			break;
+		if (m.directed != NULL &&
+		    (m.directed[m.ndirected] = strndup(q, l)) != NULL)
+			m.ndirected++;
+		q += l;
+	}
+	const char *stanzas = q;
+	size_t slen = (size_t)(end - q);
+	/* DONE whatever happens next: the old owner frees its record */
+	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_DONE, g.old_id,
+		       g.old_gen, NULL, 0, &error) < 0)
+		log_warn("resumption: SM_DONE to w%u: %s (it frees the record "
+			 "after sm.forward_time)", hdr->src_slot, error);
+
+	struct sm_ref ref;
+	char id[SMSTORE_ID_MAX];
+	int ok = waiting;
+	if (ok && smstore_open(sm_store(w), w->slot, jid, n->id, n->gen, 1,
+			       g.max_s, &ref, id, &error) < 0) {
+		log_warn("c%u %s: resumption of %s: %s", n->id, n->peer, jid,
+			 error);
+		ok = 0;
+	}
+	/* the journal goes into our record, in order; the store counts
+	 * from 0, the protocol from the old owner's h_acked (base) */
+	uint32_t count = 0;
+	const char *sq = stanzas;
+	size_t sl = slen;
+	for (uint32_t i = 0; ok && i < g.nstanzas && sl >= 4; i++) {
+		uint32_t l;
+		memcpy(&l, sq, 4);
+		if (l > sl - 4 ||
+		    smstore_append(sm_store(w), &ref, sq + 4, l, &error) < 0) {
+			log_warn("c%u %s: resumption of %s: journal: %s",
+				 n->id, n->peer, jid, l > sl - 4 ? "malformed"
+				 : error);
+			smstore_close(sm_store(w), &ref);
+			ok = 0;
+			break;
+		}
+		count++;
+		sq += 4 + l;
+		sl -= 4 + l;
+	}
+	if (ok && sm_become(n, &m, hdr->src_slot, g.old_id, g.old_gen) < 0) {
+		smstore_close(sm_store(w), &ref);
+		ok = 0;
+	}
+	if (!ok) {
+		if (waiting) {
+			struct sm_conn *s = n->sm;
+			n->sm = NULL;
+			free(s);
+			sm_failed(n, "item-not-found", 1, g.h_in);
+		}
+		sm_orphan(w, hdr, &g, jid, stanzas, slen);
+		free(m.presence);
+		for (unsigned i = 0; i < m.ndirected; i++)
+			free(m.directed[i]);
+		free(m.directed);
+		return;
+	}
+	METRIC_INC(w->stats->sessions);
+	struct sm_conn *s = n->sm;
+	uint32_t h = s->take_h;
+	s->ref = ref;
+	s->has_ref = 1;
+	s->resumable = 1;
+	s->max_s = g.max_s;
+	s->h_in = g.h_in;
+	s->base = g.h_acked;
+	s->h_acked = g.h_acked;
+	s->h_sent = g.h_acked + count;
+	s->take_deadline = 0;
+	/* the client keeps the previd of <enabled/> (s->id): see
+	 * /work NOTES, smstore_open_as, for a record answering to it */
+	smstore_set_h_in(sm_store(w), &ref, s->h_in);
+	smstore_set_mech(sm_store(w), &ref, n->mech);
+	ext_filter(n, &sm_ext, 1);
+	sm_save_words(n);
+	if (n->available)
+		sm_save_presence(n);
+	if (!sm_h_ok(h, s->h_acked, s->h_sent))
+		h = s->h_acked;     /* checked by the old owner */
+	sm_resumed(n, h);
+}
+
+/* A: the new owner has the session: the record goes. */
+static void sm_on_done(struct worker *w, const struct ipc_frame_header *hdr)
+{
+	struct sm_fwd *f = sm_fwd_find(hdr->conn_id, hdr->gen);
+	if (f != NULL && f->ref_open) {
+		smstore_close(sm_store(w), &f->ref);
+		f->ref_open = 0;
+	}
+}
+
+static int sm_frame(struct worker *w, const struct ipc_frame_header *hdr,
+		    const char *payload, size_t len)
+{
+	switch (hdr->type) {
+	case IPC_FRAME_SM_TAKE:
+		sm_on_take(w, hdr, payload, len);
+		return 1;
+	case IPC_FRAME_SM_GIVE:
+		sm_on_give(w, hdr, payload, len);
+		return 1;
+	case IPC_FRAME_SM_DONE:
+		sm_on_done(w, hdr);
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* ---- timers ---------------------------------------------------------------------- */
+
+static void sm_tick(struct worker *w, int64_t now)
+{
+	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
+		next = c->next;
+		struct sm_conn *s = c->sm;
+		if (s == NULL || c->closed)
+			continue;
+		if (c->detached && s->detached_ms != 0 &&
+		    now - s->detached_ms >= (int64_t)s->max_s * 1000) {
+			log_info("c%u: detached session %s expired after %us",
+				 c->id, c->jid ? c->jid : "?", s->max_s);
+			/* the next conn may be closed by it (never freed
+			 * before the end of the turn) */
+			conn_close(c);
+		} else if (s->take_deadline != 0 && now >= s->take_deadline) {
+			log_warn("c%u %s: resumption: w%u did not answer in "
+				 "time (sm.handover_timeout)", c->id, c->peer,
+				 s->take_slot);
+			c->sm = NULL;
+			free(s);
+			sm_failed(c, "item-not-found", 0, 0);
+		}
+	}
+	for (unsigned i = 0; i < sm_nfwd;) {
+		struct sm_fwd *f = &sm_fwds[i];
+		if (now < f->until) {
+			i++;
+			continue;
+		}
+		if (f->ref_open) {
+			log_warn("session handed to w%u c%u: no SM_DONE; its "
+				 "record is freed", f->slot, f->id);
+			smstore_close(sm_store(w), &f->ref);
+		}
+		sm_fwds[i] = sm_fwds[--sm_nfwd];
+	}
+}
+
+/* ---- nonzas ------------------------------------------------------------------------ */
+
+static void sm_nonza(struct conn *c, struct xml_node *n)
+{
+	if (strcmp(n->name, "r") == 0)
+		sm_answer(c);
+	else if (strcmp(n->name, "a") == 0)
+		sm_ack(c, n);
+	else if (strcmp(n->name, "enable") == 0 && c->authenticated)
+		sm_enable(c, n);
+	else if (strcmp(n->name, "enable") == 0 ||
+		 (strcmp(n->name, "resume") == 0 && !c->authenticated)) {
+		log_info("c%u %s: <%s/> before authentication", c->id, c->peer,
+			 n->name);
+		sm_failed(c, "unexpected-request", 0, 0);
+	} else if (strcmp(n->name, "resume") == 0)
+		sm_resume(c, n);
+	else
+		stream_error(c, "unsupported-stanza-type", NULL);
+}
+
+/* ---- adoption and xmppctl -------------------------------------------------- */
+
+int sm_adopt(struct worker *w, const struct sm_ref *ref,
+	     const struct sm_state *st)
+{
+	struct smstore *store = sm_store(w);
+	struct conn *c = conn_new_detached(w, st->conn_id, st->gen);
+	struct sm_conn *s = calloc(1, sizeof(*s));
+	const char *at = strchr(st->jid, '@');
+	const char *slash = at ? strchr(at, '/') : NULL;
+	if (c == NULL || s == NULL || at == NULL || slash == NULL) {
+		free(s);
+		if (c != NULL)
+			conn_close(c);
+		return -1;
+	}
+	c->sm = s;
+	s->ref = *ref;
+	s->has_ref = 1;
+	s->resumable = st->resumable;
+	s->max_s = st->max_s;
+	s->h_in = st->h_in;
+	s->base = sm_index() < SMSTORE_EXT_WORDS ?
+		  st->ext_words[sm_index()] : 0;
+	s->h_acked = st->h_acked + s->base;
+	s->h_sent = st->h_sent + s->base;
+	c->user = strndup(st->jid, (size_t)(at - st->jid));
+	c->domain = strndup(at + 1, (size_t)(slash - at - 1));
+	c->jid = strdup(st->jid);
+	c->authenticated = 1;
+	c->mech = st->mech;
+	c->priority = st->priority;
+	c->available = st->available;
+	if (st->available && st->presence_len > 0 &&
+	    (c->last_presence = malloc(st->presence_len + 1)) != NULL) {
+		long l = smstore_presence(store, ref, c->last_presence,
+					  st->presence_len + 1);
+		if (l < 0) {
+			free(c->last_presence);
+			c->last_presence = NULL;
+		} else {
+			c->last_presence[l] = '\0';
+		}
+	}
+	if (c->user == NULL || c->domain == NULL || c->jid == NULL) {
+		conn_close(c);
+		return -1;
+	}
+	/* the sweep kept its table entry; put it again all the same */
+	struct session_info info, old;
+	const char *error;
+	memset(&info, 0, sizeof(info));
+	snprintf(info.jid, sizeof(info.jid), "%s", st->jid);
+	info.slot = (uint16_t)w->slot;
+	info.conn_id = c->id;
+	info.gen = c->gen;
+	info.since = time(NULL);
+	info.active = info.since;
+	info.priority = st->priority;
+	info.available = st->available;
+	info.mech = st->mech;
+	if (shm_session_get(w->shm->sessions, st->jid, &old) == 1 &&
+	    !(old.slot == w->slot && old.conn_id == c->id &&
+	      old.gen == c->gen)) {
+		/* someone logged in with that JID since: they keep it */
+		c->bound = 0;
+		c->available = 0;
+	} else if (shm_session_put(w->shm->sessions, &info, NULL,
+				   &error) < 0) {
+		log_warn("%s: adopted session not re-entered: %s", st->jid,
+			 error);
+		c->bound = 0;
+		c->available = 0;
+	} else {
+		c->bound = 1;
+		METRIC_INC(w->stats->sessions);
+	}
+	s->out_from = 0;
+	ext_filter(c, &sm_ext, 1);
+	if (!st->resumable || !c->bound) {
+		log_info("%s: adopted after a crash, not resumable: ended, "
+			 "%u stanzas routed as undelivered", st->jid,
+			 st->unacked);
+		conn_close(c);
+		return 0;
+	}
+	ext_session_restore(c, st->ext_words, SMSTORE_EXT_WORDS < EXT_MAX ?
+			    SMSTORE_EXT_WORDS : EXT_MAX);
+	s->detached_ms = time_now_ms();
+	smstore_set_state(store, ref, SM_REC_DETACHED, s->detached_ms);
+	log_info("c%u: %s adopted after a crash: detached, resumable for "
+		 "%us", c->id, st->jid, st->max_s);
+	return 0;
+}
+
+const char *sm_describe(const struct sm_state *st, int64_t now_ms,
+			char *out, size_t cap)
+{
+	if (st == NULL || st->state == SM_REC_FREE) {
+		snprintf(out, cap, "-");
+	} else if (st->state == SM_REC_DETACHED) {
+		int64_t s = st->detached_ms ? (now_ms - st->detached_ms) / 1000
+					    : 0;
+		snprintf(out, cap, "detached %llds", (long long)s);
+	} else {
+		snprintf(out, cap, "%s", st->resumable ? "resumable" : "on");
+	}
+	return out;
+}
+
+static const char *const sm_nonza_ns[] = { NS_SM, NULL };
+static const char *const sm_config[] = {
+	"sm.max_resume_s", "sm.max_unacked", "sm.handover_timeout",
+	"sm.forward_time", NULL,
+};
+
+const struct ext sm_ext = {
+	.name = "sm",
+	.config_keys = sm_config,
+	.nonza_ns = sm_nonza_ns,
+	.stream_features = sm_features,
+	.nonza = sm_nonza,
+	.presence_changed = sm_presence,
+	.output_drained = sm_drained,
+	.taken_back = sm_taken_back,
+	.session_gone = sm_gone,
+	.conn_free = sm_free,
+	.stanza_received = sm_received,
+	.stanza_sent = sm_sent,
+	.detach = sm_detach,
+	.session_changed = sm_session_changed,
+	.worker_frame = sm_frame,
+	.conn_gone = sm_conn_gone,
+	.tick = sm_tick,
+};
