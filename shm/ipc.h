@@ -485,6 +485,10 @@ struct ipc_sm_record {
 	uint8_t token[IPC_SM_TOKEN];/* must match the previd's */
 	_Atomic uint32_t hnext;     /* next record (index + 1, 0 none) in
 				       its slot's token bucket */
+	uint32_t id_index, id_seq;  /* the previd names this record, or the
+				       one the session had first (moved) */
+	uint16_t id_slot;
+	uint8_t pad[6];
 	_Atomic uint32_t ext_words[IPC_SM_EXT_WORDS]; /* by ext_all index */
 	struct ipc_sm_pub pub[2];
 	char jid[IPC_JID_MAX + 1];  /* full JID, NUL-terminated */

@@ -612,11 +612,12 @@ static int32_t sm_record_take(struct smstore *s, unsigned slot)
 	return (int32_t)hwm;
 }
 
-/* smstore_open with a token: random (NULL) or an existing previd's. */
+/* smstore_open with a token: random (NULL) or an existing previd's
+ * (idref: what that previd names). */
 static int sm_open(struct smstore *s, unsigned slot, const uint8_t *token,
-		   const char *jid, uint32_t conn_id, uint32_t gen,
-		   int resumable, uint32_t max_s, struct sm_ref *ref_r,
-		   const char **error_r)
+		   const struct sm_ref *idref, const char *jid,
+		   uint32_t conn_id, uint32_t gen, int resumable,
+		   uint32_t max_s, struct sm_ref *ref_r, const char **error_r)
 {
 	size_t len = strnlen(jid, IPC_JID_MAX + 1);
 	struct ipc_sm_record *r;
@@ -635,6 +636,9 @@ static int sm_open(struct smstore *s, unsigned slot, const uint8_t *token,
 		memcpy(r->token, token, sizeof(r->token));
 	else
 		randombytes_buf(r->token, sizeof(r->token));
+	r->id_slot = idref != NULL ? idref->slot : (uint16_t)slot;
+	r->id_index = idref != NULL ? idref->index : (uint32_t)i;
+	r->id_seq = idref != NULL ? idref->seq : atomic_load(&r->seq);
 	memcpy(r->jid, jid, len);
 	r->jid[len] = '\0';
 	r->jid_len = (uint16_t)len;
@@ -667,14 +671,26 @@ int smstore_open(struct smstore *s, unsigned slot, const char *jid,
 		 uint32_t max_s, struct sm_ref *ref_r,
 		 char id_r[SMSTORE_ID_MAX], const char **error_r)
 {
-	if (sm_open(s, slot, NULL, jid, conn_id, gen, resumable, max_s, ref_r,
-		    error_r) < 0)
+	if (sm_open(s, slot, NULL, NULL, jid, conn_id, gen, resumable, max_s,
+		    ref_r, error_r) < 0)
 		return -1;
-	if (resumable)
-		sm_id_encode(ref_r, sm_records(s, slot)[ref_r->index].token,
-			     id_r);
-	else
+	if (!resumable || smstore_id(s, ref_r, id_r) < 0)
 		id_r[0] = '\0';
+	return 0;
+}
+
+int smstore_id(struct smstore *s, const struct sm_ref *ref,
+	       char id_r[SMSTORE_ID_MAX])
+{
+	struct ipc_sm_record *r = sm_rec(s, ref);
+	struct sm_ref idref;
+
+	if (r == NULL || !r->resumable)
+		return -1;
+	idref.slot = r->id_slot;
+	idref.index = r->id_index;
+	idref.seq = r->id_seq;
+	sm_id_encode(&idref, r->token, id_r);
 	return 0;
 }
 
@@ -689,8 +705,8 @@ int smstore_open_as(struct smstore *s, unsigned slot, const char *id,
 
 	if (id == NULL || sm_id_decode(id, strlen(id), &old, token) < 0)
 		return sm_fail("not a stream management id", error_r);
-	ret = sm_open(s, slot, token, jid, conn_id, gen, resumable, max_s,
-		      ref_r, error_r);
+	ret = sm_open(s, slot, token, &old, jid, conn_id, gen, resumable,
+		      max_s, ref_r, error_r);
 	sodium_memzero(token, sizeof(token));
 	return ret;
 }

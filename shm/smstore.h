@@ -193,6 +193,12 @@ void smstore_close(struct smstore *s, const struct sm_ref *ref);
  * (handed over: its new record answers), is not found. */
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r);
+/* Added for adoption after a crash: the previd of a resumable record,
+ * the very text the client holds (the one it was given at <enable/>,
+ * also after the session moved: smstore_open_as).  -1 when ref no
+ * longer names a resumable record. */
+int smstore_id(struct smstore *s, const struct sm_ref *ref,
+	       char id_r[SMSTORE_ID_MAX]);
 /* A copy of the record's state; -1 when ref no longer names it. */
 int smstore_read(struct smstore *s, const struct sm_ref *ref,
 		 struct sm_state *st_r);

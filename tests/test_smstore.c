@@ -460,8 +460,12 @@ Test(smstore, find_only_exact_live_ids)
 	smstore_set_state(m.s, &got, SM_REC_GIVEN, 0);
 	cr_assert_eq(smstore_find(m.s, id2, strlen(id2), &got), 0);
 	char none[SMSTORE_ID_MAX];
-	open_rec(&m, 1, "a@b/e", 5, 0, none);
+	struct sm_ref nr = open_rec(&m, 1, "a@b/e", 5, 0, none);
 	cr_assert_str_eq(none, "", "no previd without resume");
+	cr_assert_eq(smstore_id(m.s, &nr, none), -1);
+	cr_assert_eq(smstore_id(m.s, &ref, none), -1, "closed");
+	cr_assert_eq(smstore_id(m.s, &got, none), 0, "GIVEN has its id");
+	cr_assert_str_eq(none, id2);
 	verify(&m, 1);
 	smap_close(&m);
 }
@@ -547,6 +551,12 @@ Test(smstore, moved_session_keeps_its_id)
 				     &moved, &error), -1);
 	cr_assert_eq(smstore_open_as(m.s, 2, id, "a@b/c", 5, 6, 1, 300,
 				     &moved, &error), 0, "%s", error);
+	/* The moved record gives the client's id back, as the first did. */
+	char again_id[SMSTORE_ID_MAX];
+	cr_assert_eq(smstore_id(m.s, &moved, again_id), 0);
+	cr_assert_str_eq(again_id, id);
+	cr_assert_eq(smstore_id(m.s, &old, again_id), 0);
+	cr_assert_str_eq(again_id, id);
 	/* While both exist (the old one not yet GIVEN) either is the
 	 * session; once the old is GIVEN, only the new one answers. */
 	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 1);
