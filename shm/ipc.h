@@ -266,6 +266,10 @@ struct ipc_worker_stats {
 					   files did not load): not ready */
 	_Atomic uint64_t http_responses[IPC_HTTP_STATUS_MAX]; /* by status */
 	struct ipc_db_stats db;
+	_Atomic uint32_t queue_dispatching; /* owned by the worker, kept
+				       across respawns: 1 while it dispatches
+				       a datagram not yet taken off its queue
+				       (shm/queue.c) */
 };
 
 enum ipc_session_state {

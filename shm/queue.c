@@ -10,9 +10,18 @@
  * it tries the socket once, so a burst within one loop turn is not taken
  * for a stuck reader; a full socket keeps frames for later; a bad
  * datagram or frame from a peer is logged at warn and dropped, never
- * fatal, because one worker's bug must not take down another.
+ * fatal, because one worker's bug must not take down another.  A
+ * datagram is peeked, dispatched, and only then taken off the socket,
+ * so a worker killed in the middle leaves it to its respawn: frames
+ * arrive at least once through a crash (what a frame carries is never
+ * lost with the worker; XEP-0198's journal takes it from there), and
+ * a datagram that kills its reader twice is dropped (see
+ * queue_set_dispatch_flag).  Fragments of a frame longer than a
+ * datagram are taken as they come: such a frame in the middle of its
+ * reassembly when the worker dies is lost.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -50,8 +59,6 @@ struct queue_reasm {
 	enum queue_reasm_state state;
 };
 
-/* Datagrams taken per recvmmsg(2). */
-#define QUEUE_RECV_BATCH 8
 
 struct queue {
 	unsigned nslots;
@@ -59,7 +66,11 @@ struct queue {
 	unsigned outbox_max;        /* frames per destination */
 	size_t outbox_bytes;        /* bytes per destination */
 	int recv_fd;
-	uint8_t *rbuf;              /* QUEUE_RECV_BATCH datagrams, reused */
+	uint8_t *rbuf;              /* one datagram, reused */
+	_Atomic uint32_t *dispatching;  /* 1 while a peeked datagram is
+				       dispatched (shared: the respawn sees
+				       it), or local_flag */
+	_Atomic uint32_t local_flag;
 	const uint8_t *cur;         /* the datagram being parsed */
 	struct queue_dst dst[IPC_MAX_SLOTS];
 	struct queue_reasm reasm[IPC_MAX_SLOTS];
@@ -140,7 +151,8 @@ struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
 		return NULL;
 	if ((q = calloc(1, sizeof(*q))) == NULL)
 		return NULL;
-	if ((q->rbuf = malloc((size_t)IPC_DGRAM_MAX * QUEUE_RECV_BATCH)) == NULL) {
+	q->dispatching = &q->local_flag;
+	if ((q->rbuf = malloc(IPC_DGRAM_MAX)) == NULL) {
 		free(q);
 		return NULL;
 	}
@@ -498,51 +510,65 @@ static int queue_parse_dgram(struct queue *q, size_t n, queue_frame_cb *cb,
 	return delivered;
 }
 
+void queue_set_dispatch_flag(struct queue *q, _Atomic uint32_t *flag)
+{
+	q->dispatching = flag != NULL ? flag : &q->local_flag;
+}
+
+/* Take the head datagram off the socket (it was peeked). */
+static void queue_consume(struct queue *q)
+{
+	uint8_t byte;
+
+	while (recv(q->recv_fd, &byte, sizeof(byte), MSG_DONTWAIT) < 0 &&
+	       errno == EINTR)
+		;
+}
+
 int queue_receive(struct queue *q, queue_frame_cb *cb, void *ctx,
 		  unsigned max_dgrams)
 {
-	struct mmsghdr msgs[QUEUE_RECV_BATCH];
-	struct iovec iov[QUEUE_RECV_BATCH];
 	int delivered = 0;
 	unsigned got = 0;
 
-	for (unsigned i = 0; i < QUEUE_RECV_BATCH; i++) {
-		iov[i].iov_base = q->rbuf + (size_t)i * IPC_DGRAM_MAX;
-		iov[i].iov_len = IPC_DGRAM_MAX;
-	}
 	/* the cap keeps the int count exact; a datagram holds < 4096 frames */
 	while ((max_dgrams == 0 || got < max_dgrams) &&
-	       delivered < INT_MAX - 4096 * QUEUE_RECV_BATCH) {
-		memset(msgs, 0, sizeof(msgs));
-		for (unsigned i = 0; i < QUEUE_RECV_BATCH; i++) {
-			msgs[i].msg_hdr.msg_iov = &iov[i];
-			msgs[i].msg_hdr.msg_iovlen = 1;
-		}
-		/* Several datagrams per system call; fewer than asked for
-		 * means the queue is drained, so no recv ends in EAGAIN. */
-		unsigned want = QUEUE_RECV_BATCH;
-		if (max_dgrams != 0 && max_dgrams - got < want)
-			want = max_dgrams - got;
-		int n = recvmmsg(q->recv_fd, msgs, want, MSG_DONTWAIT, NULL);
+	       delivered < INT_MAX - 4096) {
+		/* 1 here: the last reader died dispatching the head
+		 * datagram.  It gets one more go, taken off first, so that
+		 * a datagram that kills its reader does not kill them all. */
+		int again = atomic_load_explicit(q->dispatching,
+						 memory_order_relaxed) != 0;
+		ssize_t n = recv(q->recv_fd, q->rbuf, IPC_DGRAM_MAX,
+				 MSG_DONTWAIT | MSG_TRUNC |
+				 (again ? 0 : MSG_PEEK));
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n < 0)
 			return -1;
-		for (int i = 0; i < n; i++) {
-			q->cur = iov[i].iov_base;
-			if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-				log_warn("queue: dropping oversized datagram");
-				queue_reasm_drop_all(q);
-				continue;
-			}
-			delivered += queue_parse_dgram(q, msgs[i].msg_len, cb,
-						       ctx);
+		got++;
+		q->cur = q->rbuf;
+		if (again) {
+			atomic_store(q->dispatching, 0);
+			log_warn("queue: the previous worker died dispatching a "
+				 "datagram: dispatched once more");
 		}
-		got += (unsigned)n;
-		if ((unsigned)n < want)
-			break;
+		if ((size_t)n > IPC_DGRAM_MAX) {
+			log_warn("queue: dropping oversized datagram");
+			queue_reasm_drop_all(q);
+			if (!again)
+				queue_consume(q);
+			continue;
+		}
+		if (!again)
+			atomic_store(q->dispatching, 1);
+		delivered += queue_parse_dgram(q, (size_t)n, cb, ctx);
+		if (!again) {
+			queue_consume(q);
+			atomic_store(q->dispatching, 0);
+		}
 	}
 	return delivered;
 }

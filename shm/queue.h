@@ -75,6 +75,12 @@ size_t queue_backlog(struct queue *q, unsigned dst_slot);
 /* Bytes (headers included) waiting for dst_slot. */
 size_t queue_backlog_bytes(struct queue *q, unsigned dst_slot);
 
+/* Where the reader notes that it is dispatching a datagram it has not
+ * taken off the socket yet: a word in shared memory that outlives the
+ * worker (struct ipc_worker_stats.queue_dispatching), so its respawn
+ * knows the head datagram was being dispatched when it died.  NULL: a
+ * private word (tests). */
+void queue_set_dispatch_flag(struct queue *q, _Atomic uint32_t *flag);
 /* Read every datagram waiting on my slot's recv fd (up to max_dgrams,
  * 0 = until EAGAIN), calling cb for each complete frame in order.
  * Returns frames delivered, or -1 on a socket error. */

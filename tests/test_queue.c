@@ -1,8 +1,9 @@
 /*
  * test_queue.c - worker queues: a million frames between processes with
  * order kept (one and two senders), fragmentation, the outbox bounds
- * (frames and bytes) and
- * malformed datagrams.  Every loop has a deadline; forked senders die
+ * (frames and bytes),
+ * malformed datagrams, and a reader killed while it dispatches (the
+ * datagram is left to the next reader once, then dropped).  Every loop has a deadline; forked senders die
  * with the test process and report through their exit code.
  */
 #include <criterion/criterion.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -646,4 +648,91 @@ Test(queue, receive_stops_at_max_dgrams)
 	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 4);
 	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 0);
 	buf_free(&b);
+}
+
+/* ---- a reader killed while it dispatches ------------------------------- */
+
+static void rx_die_cb(const struct ipc_frame_header *hdr, const void *payload,
+		      size_t len, void *ctx)
+{
+	(void)payload;
+	(void)len;
+	(void)ctx;
+	if (hdr->conn_id == 2)
+		_exit(0);
+}
+
+/* A child reads q1 with the shared flag and dies at the frame of conn 2. */
+static void reader_dies(_Atomic uint32_t *flag)
+{
+	pid_t pid = fork();
+	int status;
+
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		queue_set_dispatch_flag(q1, flag);
+		queue_receive(q1, rx_die_cb, NULL, 0);
+		_exit(3);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the reader did not die at conn 2");
+}
+
+/* Two datagrams: conns 1 and 2, then 3. */
+static void send_two_dgrams(void)
+{
+	struct buf b;
+
+	buf_init(&b, 0);
+	raw_frame(&b, IPC_FRAME_TEST, 0, 1, 0, "a", 1);
+	raw_frame(&b, IPC_FRAME_TEST, 0, 2, 0, "b", 1);
+	raw_send(&b);
+	raw_frame(&b, IPC_FRAME_TEST, 0, 3, 0, "c", 1);
+	raw_send(&b);
+	buf_free(&b);
+}
+
+/* The respawn gets the datagram the dead reader was dispatching: its
+ * frames arrive again (at least once), none is lost. */
+Test(queue, reader_killed_mid_dispatch_leaves_datagram)
+{
+	_Atomic uint32_t *flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	unsigned char got[64];
+	struct rx rx = { .copy = got, .copy_size = sizeof(got) };
+
+	cr_assert_neq(flag, MAP_FAILED);
+	send_two_dgrams();
+	reader_dies(flag);
+	cr_assert_eq(*flag, 1);
+	queue_set_dispatch_flag(q1, flag);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 3);
+	cr_assert_eq(rx.conns[0], 1);
+	cr_assert_eq(rx.conns[1], 2);
+	cr_assert_eq(rx.conns[2], 3);
+	cr_assert_eq(*flag, 0);
+	cr_assert_eq(rx.bad, 0);
+	munmap((void *)flag, 4096);
+}
+
+/* A datagram that kills its reader twice is dropped: the third reader
+ * goes on with the next one (no crash loop). */
+Test(queue, datagram_killing_two_readers_dropped)
+{
+	_Atomic uint32_t *flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	unsigned char got[64];
+	struct rx rx = { .copy = got, .copy_size = sizeof(got) };
+
+	cr_assert_neq(flag, MAP_FAILED);
+	send_two_dgrams();
+	reader_dies(flag);
+	reader_dies(flag);
+	cr_assert_eq(*flag, 0);
+	queue_set_dispatch_flag(q1, flag);
+	cr_assert_eq(queue_receive(q1, rx_copy_cb, &rx, 0), 1);
+	cr_assert_eq(rx.conns[0], 3);
+	munmap((void *)flag, 4096);
 }

@@ -243,6 +243,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (w->epfd < 0 || w->q == NULL)
 		log_fatal("worker set-up failed: %m");
+	queue_set_dispatch_flag(w->q, &w->stats->queue_dispatching);
 	const char *error;
 	if (ext_init(&error) < 0)
 		log_fatal("worker set-up failed: %s", error);

@@ -378,6 +378,9 @@ def test_kill_worker_mid_flow():
                              len(missing), " " + repr(sorted(missing)[:10]) if missing else "",
                              r.resumed, r.failed_resume))
         print("\n".join(report))
+        for line in s.log_text().splitlines():
+            if "sent again" in line or "adopted" in line or "kept" in line:
+                print(line)
         print("%d messages, %d missing, %d delivered twice" % (total, lost, dup))
         assert lost == 0, "\n".join(report)
         # the goal: resumption after the crash, as if only TCP dropped
