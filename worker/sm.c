@@ -945,7 +945,22 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 	int bad = buf_append(&out, &g, sizeof(g)) < 0 ||
 		  buf_append(&out, o->jid, g.jid_len) < 0 ||
 		  (pres && buf_append(&out, pres, g.presence_len) < 0);
-	for (unsigned i = 0; !bad && i < o->ndirected; i++) {
+	/* the fixed part stays within what the store reserves for it
+	 * (SMSTORE_STATE_RESERVE): directed presence beyond is not moved */
+	unsigned nd = 0;
+	for (size_t room = sizeof(g) + g.jid_len;
+	     nd < o->ndirected && room + 2 + strlen(o->directed[nd]) <=
+	     SMSTORE_STATE_RESERVE; nd++)
+		room += 2 + strlen(o->directed[nd]);
+	if (nd < o->ndirected)
+		log_info("c%u %s: %u directed presences not handed over (too "
+			 "many)", o->id, o->peer, o->ndirected - nd);
+	g.ndirected = nd;
+	if (!bad)
+		memcpy(out.data + out.off + offsetof(struct sm_give_msg,
+						     ndirected), &nd,
+		       sizeof(nd));
+	for (unsigned i = 0; !bad && i < nd; i++) {
 		uint16_t l = (uint16_t)strlen(o->directed[i]);
 		bad = buf_append(&out, &l, sizeof(l)) < 0 ||
 		      buf_append(&out, o->directed[i], l) < 0;
@@ -1086,10 +1101,12 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 			 "after sm.forward_time)", hdr->src_slot, error);
 
 	struct sm_ref ref;
-	char id[SMSTORE_ID_MAX];
 	int ok = waiting;
-	if (ok && smstore_open(sm_store(w), w->slot, jid, n->id, n->gen, 1,
-			       g.max_s, &ref, id, &error) < 0) {
+	/* the record answers to the previd the client holds (the token of
+	 * <enabled id/>), and numbers on from the old owner's h_acked */
+	if (ok && (smstore_open_as(sm_store(w), w->slot, n->sm->id, jid, n->id,
+				   n->gen, 1, g.max_s, &ref, &error) < 0 ||
+		   smstore_set_h_acked(sm_store(w), &ref, g.h_acked) < 0)) {
 		log_warn("c%u %s: resumption of %s: %s", n->id, n->peer, jid,
 			 error);
 		ok = 0;
@@ -1141,12 +1158,10 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	s->resumable = 1;
 	s->max_s = g.max_s;
 	s->h_in = g.h_in;
-	s->base = g.h_acked;
+	s->base = 0;
 	s->h_acked = g.h_acked;
 	s->h_sent = g.h_acked + count;
 	s->take_deadline = 0;
-	/* the client keeps the previd of <enabled/> (s->id): see
-	 * /work NOTES, smstore_open_as, for a record answering to it */
 	smstore_set_h_in(sm_store(w), &ref, s->h_in);
 	smstore_set_mech(sm_store(w), &ref, n->mech);
 	ext_filter(n, &sm_ext, 1);

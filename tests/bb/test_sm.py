@@ -358,6 +358,23 @@ def test_resume_other_worker():
         assert "from='%s'" % jj in got, got
         n.send("<r xmlns='%s'/>" % SM)
         assert n.read_until("<a [^>]*/>") == "<a xmlns='%s' h='2'/>" % SM
+        # the id of <enabled/> still names the session after the move:
+        # drop again, resume back on the first worker
+        n.send("<a xmlns='%s' h='3'/>" % SM)
+        time.sleep(0.2)
+        n.sock.close()
+        wait_for(lambda: s.log_text().count("kept for resumption") >= 2, what="detached")
+        msg(r, jj, "x4", "again")
+        time.sleep(0.2)
+        k = connect_on(s, 0)
+        authed(k, "juliet")
+        got = resume(k, smid, 3)
+        assert got == "<resumed xmlns='%s' h='2' previd='%s'/>" % (SM, smid), got
+        got = k.read_until(msg_rx("x4", "again"))
+        assert "to='%s'" % jj in got, got
+        msg(r, jj, "x5", "last")
+        k.read_until(msg_rx("x5", "last"))
+        assert "<error" not in r.buf.decode()
 
 
 def test_resume_race_with_login():
