@@ -176,6 +176,53 @@ def detach_and_send(s, who_user, resource, sender, to_full, mids):
     sender's messages go to the detached session."""
 
 
+def collect_ids(c, prefix, n, timeout=10):
+    """Read until n distinct message ids starting with prefix were seen;
+    returns the ids in arrival order (with repeats)."""
+    deadline = time.monotonic() + timeout
+    rx = re.compile("<message [^>]*id='(%s[0-9]+)'" % prefix)
+    while True:
+        ids = rx.findall(c.buf.decode(errors="replace"))
+        if len(set(ids)) >= n:
+            return ids
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("only %r; got %r" % (ids, c.buf[-800:]))
+        c.sock.settimeout(left)
+        try:
+            chunk = c.sock.recv(65536)
+        except OSError:
+            continue
+        if not chunk:
+            raise AssertionError("closed with only %r" % ids)
+        c.buf += chunk
+
+
+def test_max_unacked_ends_and_stores():
+    """A client that never acknowledges: the server asks (<r/>), and one
+    stanza past sm.max_unacked ends the stream with <policy-violation/>;
+    every message, written or not, goes to offline storage."""
+    with Server(workers=1, users=USERS, overrides={"sm.max_unacked": "10"}) as s:
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        j, jj, _ = sm_login(s, "juliet", "balcony", resume=False)
+        for i in range(12):
+            msg(r, jj, "u%d" % i, "n%d" % i)
+        got = j.read_all_until_close()
+        assert "<r xmlns='%s'/>" % SM in got, got
+        assert got.endswith("<stream:error><policy-violation xmlns='%s'/><text xmlns='%s'>"
+                            "too many unacknowledged stanzas</text></stream:error>"
+                            "</stream:stream>" % (STREAMS, STREAMS)), got
+        assert len(re.findall("<message ", got)) == 10, got
+        assert "sm.max_unacked" in s.log_text()
+        j2 = Client(s.port)
+        j2.login("juliet", "pw1", resource="later")
+        j2.send("<presence/>")
+        ids = collect_ids(j2, "u", 12)
+        assert sorted(ids) == sorted("u%d" % i for i in range(12)), ids
+        assert "<error" not in r.buf.decode()
+
+
 def test_resume_same_worker():
     with Server(workers=1, users=USERS) as s:
         r = Client(s.port)
@@ -561,6 +608,7 @@ def test_slixmpp_resumes():
 
 if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
+               test_max_unacked_ends_and_stores,
                test_resume_same_worker, test_resume_order_and_ack,
                test_resume_attached_old_connection, test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
