@@ -424,6 +424,40 @@ def test_resume_other_worker():
         assert "<error" not in r.buf.decode()
 
 
+def test_handover_timeout_and_late_give():
+    """The owner of the session does not answer in sm.handover_timeout
+    (its worker is stopped): the client gets <failed/>; when the owner
+    answers later, the session ends the expiry way and its message goes
+    to offline storage, not lost."""
+    import signal
+    with Server(workers=2, users=USERS, overrides={"sm.handover_timeout": "1s"}) as s:
+        r = connect_on(s, 1)
+        r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        msg(r, jj, "t1", "held")
+        time.sleep(0.3)
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        pid0 = s.status()["workers"][0]["pid"]
+        os.kill(pid0, signal.SIGSTOP)
+        try:
+            got = resume(n, smid, 0)
+        finally:
+            os.kill(pid0, signal.SIGCONT)
+        assert got == failed("item-not-found"), got
+        assert "did not answer in time (sm.handover_timeout)" in s.log_text()
+        wait_for(lambda: "handed over after its resumption was given up" in s.log_text(),
+                 what="late hand-over")
+        # the client may bind after <failed/>: a new session
+        assert n.bind("balcony") == jj
+        n.send("<presence/>")
+        got = n.read_until(msg_rx("t1", "held"))
+        assert "urn:xmpp:delay" in got, got
+
+
 def test_resume_race_with_login():
     """A new login of the same resource and a resumption: whichever binds
     second wins, the other ends with <conflict/> or <failed/>; exactly
@@ -612,5 +646,6 @@ if __name__ == "__main__":
                test_resume_same_worker, test_resume_order_and_ack,
                test_resume_attached_old_connection, test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
+               test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
                test_slixmpp_resumes])
