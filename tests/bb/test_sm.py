@@ -303,6 +303,26 @@ def test_resume_attached_old_connection():
         assert n.read_until("<a [^>]*/>") == "<a xmlns='%s' h='0'/>" % SM
 
 
+def test_unanswered_ping_detaches():
+    """A network gone silent: the XEP-0199 ping goes unanswered, the
+    resumable session is kept (not ended with <connection-timeout/>)
+    and the client resumes it."""
+    with Server(workers=1, users=USERS, overrides={"c2s.idle_timeout": "1s"}) as s:
+        j, jj, smid = sm_login(s, "juliet", "balcony")
+        j.read_until("<iq from='localhost' id='ping-[0-9]+' to='%s' type='get'>"
+                     "<ping xmlns='urn:xmpp:ping'/></iq>" % re.escape(jj), timeout=10)
+        wait_for(lambda: "no answer to ping" in s.log_text(), what="ping timeout")
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        got = j.read_all_until_close()
+        assert "connection-timeout" not in got, got
+        n = Client(s.port)
+        authed(n, "juliet")
+        got = resume(n, smid, 0)
+        # the ping itself is re-sent: it was never acknowledged
+        assert got == "<resumed xmlns='%s' h='0' previd='%s'/>" % (SM, smid), got
+        n.read_until("<ping xmlns='urn:xmpp:ping'/></iq>")
+
+
 def test_resume_errors():
     with Server(workers=1, users=USERS) as s:
         j, jj, smid = sm_login(s, "juliet", "balcony")
@@ -644,7 +664,8 @@ if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
                test_max_unacked_ends_and_stores,
                test_resume_same_worker, test_resume_order_and_ack,
-               test_resume_attached_old_connection, test_resume_errors,
+               test_resume_attached_old_connection, test_unanswered_ping_detaches,
+               test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
                test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
