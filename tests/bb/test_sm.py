@@ -390,6 +390,12 @@ def test_clean_close_and_expiry_go_offline():
         assert got == ("<iq from='%s' id='q1' to='%s' type='error'><error type='cancel'>"
                        "<service-unavailable xmlns='%s'/></error></iq>" % (jj2, rj, STANZAS)), got
         assert "detached session juliet@localhost/balcony expired after 2s" in s.log_text()
+        # expired: the id names nothing any more
+        k = Client(s.port)
+        authed(k, "juliet")
+        got = resume(k, smid2, 0)
+        assert got == failed("item-not-found"), got
+        k.close()
         j3 = Client(s.port)
         j3.login("juliet", "pw1", resource="later")
         j3.send("<presence/>")
