@@ -450,6 +450,44 @@ def test_resume_other_worker():
         assert "<error" not in r.buf.decode()
 
 
+def test_resume_keeps_state():
+    """After a resumption on the other worker the session is still an
+    interested resource (roster pushes reach it: RFC 6121 2.1.6) and
+    still blocks what it blocked (XEP-0191)."""
+    with Server(workers=2, users=USERS) as s:
+        t = Client(s.port)
+        tj = t.login("tybalt", "pw3", resource="sword")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
+        j.read_until("<iq [^>]*id='rg'.*?</iq>")
+        j.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+               "<item jid='tybalt@localhost'/></block></iq>")
+        j.read_until("<iq [^>]*id='b1'[^>]*type='result'/>")
+        j.read_until("<item jid='tybalt@localhost'/></block></iq>")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        got = resume(n, smid, 2)
+        assert got.startswith("<resumed "), got
+        assert "handed over to w1" in s.log_text()
+        time.sleep(0.3)     # the blocklist is loaded again on the new worker
+        # a roster push from another resource's change
+        o = Client(s.port)
+        o.login("juliet", "pw1", resource="desk")
+        o.send("<iq type='set' id='rs'><query xmlns='jabber:iq:roster'>"
+               "<item jid='nurse@localhost' name='Nurse'/></query></iq>")
+        o.read_until("<iq [^>]*id='rs'[^>]*type='result'/>")
+        got = n.read_until("<iq [^>]*type='set'><query xmlns='jabber:iq:roster'[^>]*>"
+                           "<item [^>]*jid='nurse@localhost'[^>]*/></query></iq>")
+        # blocked still
+        t.send("<message to='%s' id='bl' type='chat'><body>x</body></message>" % jj)
+        got = t.read_until("<message [^>]*id='bl'.*?</message>")
+        assert "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+        assert "<body>x</body>" not in n.buf.decode()
+
+
 def test_handover_timeout_and_late_give():
     """The owner of the session does not answer in sm.handover_timeout
     (its worker is stopped): the client gets <failed/>; when the owner
@@ -673,6 +711,6 @@ if __name__ == "__main__":
                test_resume_attached_old_connection, test_unanswered_ping_detaches,
                test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
-               test_handover_timeout_and_late_give,
+               test_resume_keeps_state, test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
                test_slixmpp_resumes])
