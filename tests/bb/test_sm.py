@@ -416,6 +416,13 @@ def test_resume_other_worker():
         wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
         msg(r, jj, "x2", "detached")
         time.sleep(0.2)
+        # another account asking the owner for it: item-not-found
+        t = connect_on(s, 1)
+        authed(t, "tybalt")
+        got = resume(t, smid, 0)
+        assert got == failed("item-not-found"), got
+        assert re.search("resumption of juliet@localhost/balcony asked by w1 for "
+                         "tybalt@localhost: refused", s.log_text()), s.log_text()[-2000:]
         n = connect_on(s, 1)
         authed(n, "juliet")
         got = resume(n, smid, 1)
