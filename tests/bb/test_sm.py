@@ -495,6 +495,50 @@ def test_resume_keeps_state():
         assert "<body>x</body>" not in n.buf.decode()
 
 
+def test_handover_forwards_frames():
+    """A frame that reaches the old owner after it handed the session
+    over (the session table still names it) is forwarded to the new
+    owner and arrives after the re-sent journal: workers are stopped
+    and continued to hold that moment open."""
+    import signal
+    with Server(workers=3, users=USERS,
+                overrides={"sm.handover_timeout": "30s"}) as s:
+        r = connect_on(s, 2)
+        r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.send("<presence/>")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        msg(r, jj, "f1", "journaled")
+        time.sleep(0.3)
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        pids = [w["pid"] for w in s.status()["workers"]]
+        os.kill(pids[0], signal.SIGSTOP)        # the owner
+        try:
+            n.send("<resume xmlns='%s' previd='%s' h='0'/>" % (SM, smid))
+            wait_for(lambda: "resumption: asking w0 for the session" in s.log_text(),
+                     what="SM_TAKE sent")
+            time.sleep(0.2)
+            os.kill(pids[1], signal.SIGSTOP)    # the taker
+            try:
+                os.kill(pids[0], signal.SIGCONT)
+                wait_for(lambda: "handed over to w1" in s.log_text(), what="SM_GIVE sent")
+                # the table still names w0: this goes there, and on
+                msg(r, jj, "f2", "forwarded")
+                time.sleep(0.5)
+            finally:
+                os.kill(pids[1], signal.SIGCONT)
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        got = n.read_until("^<resumed [^>]*/>")
+        assert got == "<resumed xmlns='%s' h='1' previd='%s'/>" % (SM, smid), got
+        data = n.read_until("^.*?" + msg_rx("f2", "forwarded"))
+        assert re.findall("id='(f\\d)'", data) == ["f1", "f2"], data
+        assert "urn:xmpp:delay" not in data, data
+
+
 def test_handover_timeout_and_late_give():
     """The owner of the session does not answer in sm.handover_timeout
     (its worker is stopped): the client gets <failed/>; when the owner
@@ -718,6 +762,7 @@ if __name__ == "__main__":
                test_resume_attached_old_connection, test_unanswered_ping_detaches,
                test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
-               test_resume_keeps_state, test_handover_timeout_and_late_give,
+               test_resume_keeps_state, test_handover_forwards_frames,
+               test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
                test_slixmpp_resumes])
