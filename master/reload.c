@@ -118,7 +118,7 @@ static void reload_diff_cb(const struct config_def *def, const char *old,
 void master_sm_limits(struct master *m)
 {
 	if (m->shm.smstore != NULL)
-		smstore_set_limits(m->shm.smstore, UINT32_MAX,
+		smstore_set_limits(m->shm.smstore, m->cfg->sm_max_unacked,
 				   m->cfg->sm_max_unacked_bytes);
 }
 

@@ -64,7 +64,12 @@ static _Noreturn void child_run(struct master *m, unsigned slot)
 int master_spawn_worker(struct master *m, unsigned slot)
 {
 	struct master_slot *s = &m->slots[slot];
+	struct ipc_worker_stats *st = shm_worker_stats(&m->shm, slot);
 	drain_worker_channel(s->worker_channel);
+	/* Before the fork: the worker's connection generation is restarts
+	 * + 1, and it must differ from its predecessor's (XEP-0198
+	 * sessions adopted after a crash keep their old conn id/gen). */
+	st->restarts = s->restarts;
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_error("fork() for worker %u failed: %m", slot);
@@ -76,10 +81,8 @@ int master_spawn_worker(struct master *m, unsigned slot)
 	s->pid = pid;
 	s->spawned_ms = time_now_ms();
 	s->respawn_at_ms = 0;
-	struct ipc_worker_stats *st = shm_worker_stats(&m->shm, slot);
 	st->pid = (int32_t)pid;
 	st->spawned_at = time(NULL);
-	st->restarts = s->restarts;
 	log_debug("worker %u started, pid %d", slot, (int)pid);
 	return 0;
 }

@@ -15,6 +15,8 @@
 #include "http.h"
 #include "../db/db.h"
 #include "smstore.h"
+#include "session.h"
+#include "sm.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,6 +119,95 @@ static void worker_tls_context(struct worker *w)
 	METRIC_SET(metrics_self->tls_missing, 0);
 }
 
+/* ---- adoption of a dead predecessor's XEP-0198 sessions -------------- */
+
+static int worker_adopt_one(const struct sm_ref *ref,
+			    const struct sm_state *st, void *ctx)
+{
+	struct worker *w = ctx;
+	struct sm_state copy;
+
+	if (st->state == SM_REC_GIVEN) {
+		/* Handed to another worker as we died: whether the hand-over
+		 * frame left is not known.  Its journal goes the undelivered
+		 * way: twice rather than never (the new owner may have
+		 * re-sent it already). */
+		log_info("%s: handed over when the worker died: its %u "
+			 "unacknowledged stanzas are routed as undelivered",
+			 st->jid, st->unacked);
+		copy = *st;
+		copy.resumable = 0;
+		st = &copy;
+	}
+	if (sm_adopt(w, ref, st) < 0)
+		log_error("%s: not adopted (out of memory): its record "
+			  "waits for the next start", st->jid);
+	return 0;
+}
+
+struct worker_orphans {
+	struct worker *w;
+	struct session_info *list;
+	size_t n, cap;
+};
+
+/* Entries of this slot that no connection owns (a record that was not
+ * adopted, or a sweep that did not run). */
+static int worker_orphan_cb(const struct session_info *info, void *ctx)
+{
+	struct worker_orphans *o = ctx;
+
+	if (info->slot != o->w->slot ||
+	    conn_lookup(o->w, info->conn_id, info->gen) != NULL)
+		return 0;
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? o->cap * 2 : 16;
+		struct session_info *l = realloc(o->list, cap * sizeof(*l));
+		if (l == NULL)
+			return 1;
+		o->list = l;
+		o->cap = cap;
+	}
+	o->list[o->n++] = *info;
+	return 0;
+}
+
+/* A respawned worker, before it reads its queue: the resumable sessions
+ * its predecessor held become detached connections with their old ids
+ * (frames sent to them meanwhile are in the queue and reach them); the
+ * session-table entries of the slot nobody owns then go, with their
+ * unavailable presence. */
+static void worker_adopt(struct worker *w)
+{
+	struct worker_orphans o = { w, NULL, 0, 0 };
+	uint32_t records;
+	uint64_t bytes;
+
+	if (w->shm->smstore == NULL)
+		return;
+	smstore_usage(w->shm->smstore, w->slot, &records, &bytes);
+	if (records > 0) {
+		log_info("adopting %u stream-management sessions of the "
+			 "previous worker", records);
+		smstore_foreach_record(w->shm->smstore, w->slot,
+				       worker_adopt_one, w);
+	}
+	if (w->gen <= 1)
+		return;
+	shm_session_foreach(w->shm->sessions, worker_orphan_cb, &o);
+	for (size_t i = 0; i < o.n; i++) {
+		const struct session_info *e = &o.list[i];
+
+		if (shm_session_del(w->shm->sessions, e->jid, e->slot,
+				    e->conn_id, e->gen) == 1 && e->available)
+			presence_swept(w, e->jid);
+	}
+	if (o.n > 0)
+		log_info("%zu sessions of the previous worker not adopted: "
+			 "removed", o.n);
+	free(o.list);
+}
+
 static void worker_init(struct worker *w, struct worker_boot *b)
 {
 	char role[16];
@@ -163,6 +254,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->db = db_new(w->cfg->db_conninfo, worker_db_fd, w);
 	db_set_max_queue_bytes(w->db, (size_t)w->cfg->db_max_queue_bytes);
 	http_init(w);
+	worker_adopt(w);
 }
 
 /* EMFILE/ENFILE: shed the connection with the spare descriptor, then stop
