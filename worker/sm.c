@@ -839,6 +839,10 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 		sm_too_high(n, h, o->sm->h_sent);
 		return;
 	}
+	/* the id the client holds (an adopted record's is not known
+	 * until now: the store keeps its token, not the text) */
+	if (strlen(previd) < sizeof(o->sm->id))
+		snprintf(o->sm->id, sizeof(o->sm->id), "%s", previd);
 	sm_resume_local(n, o, h);
 }
 
