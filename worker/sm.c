@@ -248,7 +248,7 @@ static int sm_same_account(const char *full, const char *user,
 	       full[ul + 1 + dl] == '/';
 }
 
-/* ---- the journal ----------------------------------------------------------- */
+/* ---- the journal -------------------------------------------------------- */
 
 static void sm_save_words(struct conn *c)
 {
@@ -297,7 +297,7 @@ static void sm_end(struct conn *c)
 	s->has_ref = 0;
 }
 
-/* ---- hooks ------------------------------------------------------------------- */
+/* ---- hooks -------------------------------------------------------------- */
 
 static void sm_features(struct conn *c, struct buf *out)
 {
@@ -401,7 +401,7 @@ static void sm_session_changed(struct conn *c)
 		sm_save_words(c);
 }
 
-/* ---- <enable/> -------------------------------------------------------------- */
+/* ---- <enable/> ---------------------------------------------------------- */
 
 static void sm_enable(struct conn *c, struct xml_node *n)
 {
@@ -470,7 +470,7 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 		 c->peer, resumable ? " with resumption" : "", max_s);
 }
 
-/* ---- <a/> and <r/> ---------------------------------------------------------- */
+/* ---- <a/> and <r/> ------------------------------------------------------ */
 
 static void sm_ack(struct conn *c, struct xml_node *n)
 {
@@ -576,7 +576,7 @@ static int sm_conn_gone(struct worker *w, const struct ipc_frame_header *hdr,
 	return 1;
 }
 
-/* ---- taking a session over ------------------------------------------------ */
+/* ---- taking a session over ---------------------------------------------- */
 
 /* What moves with a session, from O or from an SM_GIVE. */
 struct sm_moving {
@@ -744,7 +744,7 @@ static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
 	sm_resumed(n, h);
 }
 
-/* ---- <resume/> ---------------------------------------------------------------- */
+/* ---- <resume/> ---------------------------------------------------------- */
 
 static void sm_resume(struct conn *n, struct xml_node *x)
 {
@@ -1205,7 +1205,7 @@ static int sm_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	}
 }
 
-/* ---- timers ---------------------------------------------------------------------- */
+/* ---- timers ------------------------------------------------------------- */
 
 static void sm_tick(struct worker *w, int64_t now)
 {
@@ -1245,7 +1245,7 @@ static void sm_tick(struct worker *w, int64_t now)
 	}
 }
 
-/* ---- nonzas ------------------------------------------------------------------------ */
+/* ---- nonzas ------------------------------------------------------------- */
 
 static void sm_nonza(struct conn *c, struct xml_node *n)
 {
@@ -1266,7 +1266,7 @@ static void sm_nonza(struct conn *c, struct xml_node *n)
 		stream_error(c, "unsupported-stanza-type", NULL);
 }
 
-/* ---- adoption and xmppctl -------------------------------------------------- */
+/* ---- adoption and xmppctl ----------------------------------------------- */
 
 int sm_adopt(struct worker *w, const struct sm_ref *ref,
 	     const struct sm_state *st)
