@@ -808,18 +808,24 @@ struct conn *conn_new_detached(struct worker *w, uint32_t id, uint32_t gen)
 	return c;
 }
 
+/* The connection is lost while its stream is open: 1 when an extension
+ * keeps the session (XEP-0198) and c is now detached. */
+static int conn_try_detach(struct conn *c)
+{
+	if (c->detached || c->want_close || !c->bound || c->w->stopping ||
+	    !ext_detach(c))
+		return 0;
+	log_info("c%u %s: connection lost: session %s kept for resumption",
+		 c->id, c->peer, c->jid);
+	conn_detach(c);
+	return 1;
+}
+
 void conn_close(struct conn *c)
 {
 	struct worker *w = c->w;
-	if (c->closed)
+	if (c->closed || conn_try_detach(c))
 		return;
-	if (!c->detached && !c->want_close && c->bound && !w->stopping &&
-	    ext_detach(c)) {
-		log_info("c%u %s: connection lost: session %s kept for "
-			 "resumption", c->id, c->peer, c->jid);
-		conn_detach(c);
-		return;
-	}
 	c->closed = 1;
 	if (c->in_parse && c->parser != NULL)
 		XML_StopParser(c->parser, XML_FALSE);
@@ -904,7 +910,10 @@ static void conn_idle(struct conn *c, int64_t now)
 		c->last_read_ms = now;
 	if (c->ping_sent && now - c->last_read_ms > idle + wait) {
 		log_info("c%u %s: no answer to ping", c->id, c->peer);
-		stream_error(c, "connection-timeout", NULL);
+		/* a network gone silent (a phone out of coverage) is what
+		 * XEP-0198 resumption is for: such a session is kept */
+		if (!conn_try_detach(c))
+			stream_error(c, "connection-timeout", NULL);
 		return;
 	}
 	if (c->ping_sent || now - c->last_read_ms <= idle)

@@ -248,7 +248,7 @@ static int sm_same_account(const char *full, const char *user,
 	       full[ul + 1 + dl] == '/';
 }
 
-/* ---- the journal ----------------------------------------------------------- */
+/* ---- the journal -------------------------------------------------------- */
 
 static void sm_save_words(struct conn *c)
 {
@@ -297,7 +297,7 @@ static void sm_end(struct conn *c)
 	s->has_ref = 0;
 }
 
-/* ---- hooks ------------------------------------------------------------------- */
+/* ---- hooks -------------------------------------------------------------- */
 
 static void sm_features(struct conn *c, struct buf *out)
 {
@@ -401,7 +401,7 @@ static void sm_session_changed(struct conn *c)
 		sm_save_words(c);
 }
 
-/* ---- <enable/> -------------------------------------------------------------- */
+/* ---- <enable/> ---------------------------------------------------------- */
 
 static void sm_enable(struct conn *c, struct xml_node *n)
 {
@@ -470,7 +470,7 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 		 c->peer, resumable ? " with resumption" : "", max_s);
 }
 
-/* ---- <a/> and <r/> ---------------------------------------------------------- */
+/* ---- <a/> and <r/> ------------------------------------------------------ */
 
 static void sm_ack(struct conn *c, struct xml_node *n)
 {
@@ -576,7 +576,7 @@ static int sm_conn_gone(struct worker *w, const struct ipc_frame_header *hdr,
 	return 1;
 }
 
-/* ---- taking a session over ------------------------------------------------ */
+/* ---- taking a session over ---------------------------------------------- */
 
 /* What moves with a session, from O or from an SM_GIVE. */
 struct sm_moving {
@@ -744,7 +744,7 @@ static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
 	sm_resumed(n, h);
 }
 
-/* ---- <resume/> ---------------------------------------------------------------- */
+/* ---- <resume/> ---------------------------------------------------------- */
 
 static void sm_resume(struct conn *n, struct xml_node *x)
 {
@@ -839,6 +839,10 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 		sm_too_high(n, h, o->sm->h_sent);
 		return;
 	}
+	/* the id the client holds (an adopted record's is not known
+	 * until now: the store keeps its token, not the text) */
+	if (strlen(previd) < sizeof(o->sm->id))
+		snprintf(o->sm->id, sizeof(o->sm->id), "%s", previd);
 	sm_resume_local(n, o, h);
 }
 
@@ -945,7 +949,22 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 	int bad = buf_append(&out, &g, sizeof(g)) < 0 ||
 		  buf_append(&out, o->jid, g.jid_len) < 0 ||
 		  (pres && buf_append(&out, pres, g.presence_len) < 0);
-	for (unsigned i = 0; !bad && i < o->ndirected; i++) {
+	/* the fixed part stays within what the store reserves for it
+	 * (SMSTORE_STATE_RESERVE): directed presence beyond is not moved */
+	unsigned nd = 0;
+	for (size_t room = sizeof(g) + g.jid_len;
+	     nd < o->ndirected && room + 2 + strlen(o->directed[nd]) <=
+	     SMSTORE_STATE_RESERVE; nd++)
+		room += 2 + strlen(o->directed[nd]);
+	if (nd < o->ndirected)
+		log_info("c%u %s: %u directed presences not handed over (too "
+			 "many)", o->id, o->peer, o->ndirected - nd);
+	g.ndirected = nd;
+	if (!bad)
+		memcpy(out.data + out.off + offsetof(struct sm_give_msg,
+						     ndirected), &nd,
+		       sizeof(nd));
+	for (unsigned i = 0; !bad && i < nd; i++) {
 		uint16_t l = (uint16_t)strlen(o->directed[i]);
 		bad = buf_append(&out, &l, sizeof(l)) < 0 ||
 		      buf_append(&out, o->directed[i], l) < 0;
@@ -1086,10 +1105,12 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 			 "after sm.forward_time)", hdr->src_slot, error);
 
 	struct sm_ref ref;
-	char id[SMSTORE_ID_MAX];
 	int ok = waiting;
-	if (ok && smstore_open(sm_store(w), w->slot, jid, n->id, n->gen, 1,
-			       g.max_s, &ref, id, &error) < 0) {
+	/* the record answers to the previd the client holds (the token of
+	 * <enabled id/>), and numbers on from the old owner's h_acked */
+	if (ok && (smstore_open_as(sm_store(w), w->slot, n->sm->id, jid, n->id,
+				   n->gen, 1, g.max_s, &ref, &error) < 0 ||
+		   smstore_set_h_acked(sm_store(w), &ref, g.h_acked) < 0)) {
 		log_warn("c%u %s: resumption of %s: %s", n->id, n->peer, jid,
 			 error);
 		ok = 0;
@@ -1141,12 +1162,10 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	s->resumable = 1;
 	s->max_s = g.max_s;
 	s->h_in = g.h_in;
-	s->base = g.h_acked;
+	s->base = 0;
 	s->h_acked = g.h_acked;
 	s->h_sent = g.h_acked + count;
 	s->take_deadline = 0;
-	/* the client keeps the previd of <enabled/> (s->id): see
-	 * /work NOTES, smstore_open_as, for a record answering to it */
 	smstore_set_h_in(sm_store(w), &ref, s->h_in);
 	smstore_set_mech(sm_store(w), &ref, n->mech);
 	ext_filter(n, &sm_ext, 1);
@@ -1186,7 +1205,7 @@ static int sm_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	}
 }
 
-/* ---- timers ---------------------------------------------------------------------- */
+/* ---- timers ------------------------------------------------------------- */
 
 static void sm_tick(struct worker *w, int64_t now)
 {
@@ -1226,7 +1245,7 @@ static void sm_tick(struct worker *w, int64_t now)
 	}
 }
 
-/* ---- nonzas ------------------------------------------------------------------------ */
+/* ---- nonzas ------------------------------------------------------------- */
 
 static void sm_nonza(struct conn *c, struct xml_node *n)
 {
@@ -1247,7 +1266,7 @@ static void sm_nonza(struct conn *c, struct xml_node *n)
 		stream_error(c, "unsupported-stanza-type", NULL);
 }
 
-/* ---- adoption and xmppctl -------------------------------------------------- */
+/* ---- adoption and xmppctl ----------------------------------------------- */
 
 int sm_adopt(struct worker *w, const struct sm_ref *ref,
 	     const struct sm_state *st)

@@ -176,6 +176,54 @@ def detach_and_send(s, who_user, resource, sender, to_full, mids):
     sender's messages go to the detached session."""
 
 
+def collect_ids(c, prefix, n, timeout=10):
+    """Read until n distinct message ids starting with prefix were seen;
+    returns the ids in arrival order (with repeats)."""
+    deadline = time.monotonic() + timeout
+    rx = re.compile("<message [^>]*id='(%s[0-9]+)'" % prefix)
+    while True:
+        ids = rx.findall(c.buf.decode(errors="replace"))
+        if len(set(ids)) >= n:
+            return ids
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("only %r; got %r" % (ids, c.buf[-800:]))
+        c.sock.settimeout(left)
+        try:
+            chunk = c.sock.recv(65536)
+        except OSError:
+            continue
+        if not chunk:
+            raise AssertionError("closed with only %r" % ids)
+        c.buf += chunk
+
+
+def test_max_unacked_ends_and_stores():
+    """A client that never acknowledges: the server asks (<r/>), and one
+    stanza past sm.max_unacked ends the stream with <policy-violation/>;
+    every message, written or not, goes to offline storage."""
+    with Server(workers=1, users=USERS, overrides={"sm.max_unacked": "10"}) as s:
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        j, jj, _ = sm_login(s, "juliet", "balcony", resume=False)
+        for i in range(12):
+            msg(r, jj, "u%d" % i, "n%d" % i)
+        got = j.read_all_until_close()
+        # asked once: at most one request outstanding
+        assert got.count("<r xmlns='%s'/>" % SM) == 1, got
+        assert got.endswith("<stream:error><policy-violation xmlns='%s'/><text xmlns='%s'>"
+                            "too many unacknowledged stanzas</text></stream:error>"
+                            "</stream:stream>" % (STREAMS, STREAMS)), got
+        assert len(re.findall("<message ", got)) == 10, got
+        assert "sm.max_unacked" in s.log_text()
+        j2 = Client(s.port)
+        j2.login("juliet", "pw1", resource="later")
+        j2.send("<presence/>")
+        ids = collect_ids(j2, "u", 12)
+        assert sorted(ids) == sorted("u%d" % i for i in range(12)), ids
+        assert "<error" not in r.buf.decode()
+
+
 def test_resume_same_worker():
     with Server(workers=1, users=USERS) as s:
         r = Client(s.port)
@@ -256,6 +304,26 @@ def test_resume_attached_old_connection():
         assert n.read_until("<a [^>]*/>") == "<a xmlns='%s' h='0'/>" % SM
 
 
+def test_unanswered_ping_detaches():
+    """A network gone silent: the XEP-0199 ping goes unanswered, the
+    resumable session is kept (not ended with <connection-timeout/>)
+    and the client resumes it."""
+    with Server(workers=1, users=USERS, overrides={"c2s.idle_timeout": "1s"}) as s:
+        j, jj, smid = sm_login(s, "juliet", "balcony")
+        j.read_until("<iq from='localhost' id='ping-[0-9]+' to='%s' type='get'>"
+                     "<ping xmlns='urn:xmpp:ping'/></iq>" % re.escape(jj), timeout=10)
+        wait_for(lambda: "no answer to ping" in s.log_text(), what="ping timeout")
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        got = j.read_all_until_close()
+        assert "connection-timeout" not in got, got
+        n = Client(s.port)
+        authed(n, "juliet")
+        got = resume(n, smid, 0)
+        # the ping itself is re-sent: it was never acknowledged
+        assert got == "<resumed xmlns='%s' h='0' previd='%s'/>" % (SM, smid), got
+        n.read_until("<ping xmlns='urn:xmpp:ping'/></iq>")
+
+
 def test_resume_errors():
     with Server(workers=1, users=USERS) as s:
         j, jj, smid = sm_login(s, "juliet", "balcony")
@@ -323,6 +391,12 @@ def test_clean_close_and_expiry_go_offline():
         assert got == ("<iq from='%s' id='q1' to='%s' type='error'><error type='cancel'>"
                        "<service-unavailable xmlns='%s'/></error></iq>" % (jj2, rj, STANZAS)), got
         assert "detached session juliet@localhost/balcony expired after 2s" in s.log_text()
+        # expired: the id names nothing any more
+        k = Client(s.port)
+        authed(k, "juliet")
+        got = resume(k, smid2, 0)
+        assert got == failed("item-not-found"), got
+        k.close()
         j3 = Client(s.port)
         j3.login("juliet", "pw1", resource="later")
         j3.send("<presence/>")
@@ -343,6 +417,13 @@ def test_resume_other_worker():
         wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
         msg(r, jj, "x2", "detached")
         time.sleep(0.2)
+        # another account asking the owner for it: item-not-found
+        t = connect_on(s, 1)
+        authed(t, "tybalt")
+        got = resume(t, smid, 0)
+        assert got == failed("item-not-found"), got
+        assert re.search("resumption of juliet@localhost/balcony asked by w1 for "
+                         "tybalt@localhost: refused", s.log_text()), s.log_text()[-2000:]
         n = connect_on(s, 1)
         authed(n, "juliet")
         got = resume(n, smid, 1)
@@ -358,6 +439,139 @@ def test_resume_other_worker():
         assert "from='%s'" % jj in got, got
         n.send("<r xmlns='%s'/>" % SM)
         assert n.read_until("<a [^>]*/>") == "<a xmlns='%s' h='2'/>" % SM
+        # the id of <enabled/> still names the session after the move:
+        # drop again, resume back on the first worker
+        n.send("<a xmlns='%s' h='3'/>" % SM)
+        time.sleep(0.2)
+        n.sock.close()
+        wait_for(lambda: s.log_text().count("kept for resumption") >= 2, what="detached")
+        msg(r, jj, "x4", "again")
+        time.sleep(0.2)
+        k = connect_on(s, 0)
+        authed(k, "juliet")
+        got = resume(k, smid, 3)
+        assert got == "<resumed xmlns='%s' h='2' previd='%s'/>" % (SM, smid), got
+        got = k.read_until(msg_rx("x4", "again"))
+        assert "to='%s'" % jj in got, got
+        msg(r, jj, "x5", "last")
+        k.read_until(msg_rx("x5", "last"))
+        assert "<error" not in r.buf.decode()
+
+
+def test_resume_keeps_state():
+    """After a resumption on the other worker the session is still an
+    interested resource (roster pushes reach it: RFC 6121 2.1.6) and
+    still blocks what it blocked (XEP-0191)."""
+    with Server(workers=2, users=USERS) as s:
+        t = Client(s.port)
+        tj = t.login("tybalt", "pw3", resource="sword")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.send("<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>")
+        j.read_until("<iq [^>]*id='rg'.*?</iq>")
+        j.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+               "<item jid='tybalt@localhost'/></block></iq>")
+        j.read_until("<iq [^>]*id='b1'[^>]*type='result'/>")
+        j.read_until("<item jid='tybalt@localhost'/></block></iq>")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        got = resume(n, smid, 2)
+        assert got.startswith("<resumed "), got
+        assert "handed over to w1" in s.log_text()
+        time.sleep(0.3)     # the blocklist is loaded again on the new worker
+        # a roster push from another resource's change
+        o = Client(s.port)
+        o.login("juliet", "pw1", resource="desk")
+        o.send("<iq type='set' id='rs'><query xmlns='jabber:iq:roster'>"
+               "<item jid='nurse@localhost' name='Nurse'/></query></iq>")
+        o.read_until("<iq [^>]*id='rs'[^>]*type='result'/>")
+        got = n.read_until("<iq [^>]*type='set'><query xmlns='jabber:iq:roster'[^>]*>"
+                           "<item [^>]*jid='nurse@localhost'[^>]*/></query></iq>")
+        # blocked still
+        t.send("<message to='%s' id='bl' type='chat'><body>x</body></message>" % jj)
+        got = t.read_until("<message [^>]*id='bl'.*?</message>")
+        assert "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
+        assert "<body>x</body>" not in n.buf.decode()
+
+
+def test_handover_forwards_frames():
+    """A frame that reaches the old owner after it handed the session
+    over (the session table still names it) is forwarded to the new
+    owner and arrives after the re-sent journal: workers are stopped
+    and continued to hold that moment open."""
+    import signal
+    with Server(workers=3, users=USERS,
+                overrides={"sm.handover_timeout": "30s"}) as s:
+        r = connect_on(s, 2)
+        r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.send("<presence/>")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        msg(r, jj, "f1", "journaled")
+        time.sleep(0.3)
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        pids = [w["pid"] for w in s.status()["workers"]]
+        os.kill(pids[0], signal.SIGSTOP)        # the owner
+        try:
+            n.send("<resume xmlns='%s' previd='%s' h='0'/>" % (SM, smid))
+            wait_for(lambda: "resumption: asking w0 for the session" in s.log_text(),
+                     what="SM_TAKE sent")
+            time.sleep(0.2)
+            os.kill(pids[1], signal.SIGSTOP)    # the taker
+            try:
+                os.kill(pids[0], signal.SIGCONT)
+                wait_for(lambda: "handed over to w1" in s.log_text(), what="SM_GIVE sent")
+                # the table still names w0: this goes there, and on
+                msg(r, jj, "f2", "forwarded")
+                time.sleep(0.5)
+            finally:
+                os.kill(pids[1], signal.SIGCONT)
+        finally:
+            os.kill(pids[0], signal.SIGCONT)
+        got = n.read_until("^<resumed [^>]*/>")
+        assert got == "<resumed xmlns='%s' h='1' previd='%s'/>" % (SM, smid), got
+        data = n.read_until("^.*?" + msg_rx("f2", "forwarded"))
+        assert re.findall("id='(f\\d)'", data) == ["f1", "f2"], data
+        assert "urn:xmpp:delay" not in data, data
+
+
+def test_handover_timeout_and_late_give():
+    """The owner of the session does not answer in sm.handover_timeout
+    (its worker is stopped): the client gets <failed/>; when the owner
+    answers later, the session ends the expiry way and its message goes
+    to offline storage, not lost."""
+    import signal
+    with Server(workers=2, users=USERS, overrides={"sm.handover_timeout": "1s"}) as s:
+        r = connect_on(s, 1)
+        r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        msg(r, jj, "t1", "held")
+        time.sleep(0.3)
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        pid0 = s.status()["workers"][0]["pid"]
+        os.kill(pid0, signal.SIGSTOP)
+        try:
+            got = resume(n, smid, 0)
+        finally:
+            os.kill(pid0, signal.SIGCONT)
+        assert got == failed("item-not-found"), got
+        assert "did not answer in time (sm.handover_timeout)" in s.log_text()
+        wait_for(lambda: "handed over after its resumption was given up" in s.log_text(),
+                 what="late hand-over")
+        # the client may bind after <failed/>: a new session
+        assert n.bind("balcony") == jj
+        n.send("<presence/>")
+        got = n.read_until(msg_rx("t1", "held"))
+        assert "urn:xmpp:delay" in got, got
 
 
 def test_resume_race_with_login():
@@ -544,8 +758,12 @@ def test_slixmpp_resumes():
 
 if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
+               test_max_unacked_ends_and_stores,
                test_resume_same_worker, test_resume_order_and_ack,
-               test_resume_attached_old_connection, test_resume_errors,
+               test_resume_attached_old_connection, test_unanswered_ping_detaches,
+               test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
+               test_resume_keeps_state, test_handover_forwards_frames,
+               test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
                test_slixmpp_resumes])
