@@ -114,6 +114,7 @@ struct bench_counters {
 	uint64_t csi_records[2];        /* TLS records (SSL_read results) */
 	uint64_t csi_stanzas[2];
 	uint64_t csi_bytes[2];
+	uint64_t csi_flush_wakeups, csi_flush_stanzas;  /* after <active/> */
 	uint64_t presence_sent, chatstate_sent;
 	int64_t t_first_connect, t_last_login;  /* CLOCK_MONOTONIC ns */
 	int64_t t_first_resume, t_last_resumed;

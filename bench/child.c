@@ -28,6 +28,7 @@
 #define SEND_BUDGET 5000        /* messages per loop turn at most */
 #define PROGRESS_NS 100000000LL
 #define CLOSE_WAIT_NS 3000000000LL
+#define CSI_FLUSH_NS 1000000000LL
 
 int64_t bench_now_ns(void)
 {
@@ -331,6 +332,21 @@ static void child_drop(struct child *ch)
 			client_begin_close(ch, &ch->clients[i], true);
 }
 
+/* --csi, at the end of sending: the inactive clients say <active/>, and
+ * what the server held for them arrives (counted apart: csi_flush_*);
+ * the worker reports done only CSI_FLUSH_NS later. */
+static void child_csi_flush(struct child *ch, int64_t now)
+{
+	for (uint32_t i = 0; i < ch->hi - ch->lo; i++) {
+		struct client *c = &ch->clients[i];
+		if (c->state != CS_ONLINE || !(c->flags & CF_INACTIVE))
+			continue;
+		c->flags |= CF_FLUSHED;
+		client_send(ch, c, "<active xmlns='urn:xmpp:csi:0'/>", 32);
+	}
+	ch->t_csi_flush = now;
+}
+
 static void child_messages(struct child *ch, int64_t now)
 {
 	if (!ch->have_go || ch->sending_done || now < ch->go.t0)
@@ -347,8 +363,11 @@ static void child_messages(struct child *ch, int64_t now)
 	     ch->nsenders > 0 && budget > 0; budget--)
 		child_send_one(ch);
 	if (now >= ch->go.t_end &&
-	    (ch->msgs_started >= due || ch->nsenders == 0))
+	    (ch->msgs_started >= due || ch->nsenders == 0)) {
 		ch->sending_done = true;
+		if (ch->o->csi)
+			child_csi_flush(ch, now);
+	}
 }
 
 static void child_progress(struct child *ch, int64_t now)
@@ -360,7 +379,8 @@ static void child_progress(struct child *ch, int64_t now)
 	struct wire_progress p = {
 		.sent = ch->cnt.sent,
 		.answered = ch->cnt.received + ch->cnt.errored,
-		.done = ch->sending_done,
+		.done = ch->sending_done && (ch->t_csi_flush == 0 ||
+					     now - ch->t_csi_flush >= CSI_FLUSH_NS),
 		.resume_done = ch->resume_done,
 		.resumed = ch->cnt.resumed,
 		.resume_failed = ch->cnt.resume_failed + ch->cnt.resume_error,

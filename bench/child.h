@@ -42,7 +42,8 @@ enum client_flag {
 	CF_HS_WRITE = 1 << 3,   /* the TLS handshake wants to write */
 	CF_DROP = 1 << 4,       /* closed by --drop-clients */
 	CF_RESUMING = 1 << 5,   /* this login ends in <resume/>, not bind */
-	CF_INACTIVE = 1 << 6,   /* --csi: sent <inactive/> */
+	CF_INACTIVE = 1 << 6,   /* --csi: sent <inactive/> (its class) */
+	CF_FLUSHED = 1 << 7,    /* --csi: then <active/> at the end */
 };
 
 enum client_fail {
@@ -103,6 +104,7 @@ struct child {
 	uint32_t resume_next;   /* next detached client to resume */
 	uint32_t resume_pending;        /* dropped, not yet resolved */
 	int64_t t_resume_begin;
+	int64_t t_csi_flush;    /* the inactive clients said <active/> */
 	int64_t t_progress, t_timeouts;
 
 	struct bench_counters cnt;

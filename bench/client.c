@@ -562,7 +562,10 @@ static int client_element(struct child *ch, struct client *c, const char *el,
 		bool iq = !msg && xmlscan_is(el, len, "iq");
 		if (msg || iq || xmlscan_is(el, len, "presence")) {
 			c->h_in++;
-			ch->cnt.csi_stanzas[(c->flags & CF_INACTIVE) != 0]++;
+			if (c->flags & CF_FLUSHED)
+				ch->cnt.csi_flush_stanzas++;
+			else
+				ch->cnt.csi_stanzas[(c->flags & CF_INACTIVE) != 0]++;
 		} else if (xmlscan_is(el, len, "r") && c->state == CS_ONLINE) {
 			return client_ack(ch, c);
 		}
@@ -656,7 +659,10 @@ static void client_readable(struct child *ch, struct client *c)
 			client_fail(ch, c, FAIL_CLOSED);
 			return;
 		}
-		if (c->state == CS_ONLINE) {
+		if (c->state == CS_ONLINE && (c->flags & CF_FLUSHED)) {
+			ch->cnt.csi_flush_wakeups += !woke;
+			woke = true;
+		} else if (c->state == CS_ONLINE) {
 			ch->cnt.csi_wakeups[k] += !woke;
 			ch->cnt.csi_records[k]++;
 			ch->cnt.csi_bytes[k] += (uint64_t)n;

@@ -469,11 +469,12 @@ static size_t parent_csi_figures(const struct totals *t, struct figure *f)
 	static const char *const cls[2] = { "active", "inactive" };
 	const struct bench_counters *c = &t->c;
 	size_t n = 0;
+	double nc;
 	FIG("presence_sent", c->presence_sent, 0);
 	FIG("chatstate_sent", c->chatstate_sent, 0);
 	for (int k = 0; k < 2; k++) {
 		static char keys[2][4][48];
-		double nc = (double)c->csi_clients[k];
+		nc = (double)c->csi_clients[k];
 		snprintf(keys[k][0], 48, "csi_%s_clients", cls[k]);
 		snprintf(keys[k][1], 48, "csi_%s_wakeups_per_client", cls[k]);
 		snprintf(keys[k][2], 48, "csi_%s_stanzas_per_client", cls[k]);
@@ -498,6 +499,11 @@ static size_t parent_csi_figures(const struct totals *t, struct figure *f)
 	    (double)c->csi_clients[1] : 0;
 	FIG("csi_stanzas_spared_pct", a > 0 ? 100 * (1 - i / a) : 0,
 	    a > 0 && c->csi_clients[1] ? 1 : -1);
+	nc = (double)c->csi_clients[1];
+	FIG("csi_flush_stanzas_per_client", nc ? (double)c->csi_flush_stanzas /
+	    nc : 0, nc ? 2 : -1);
+	FIG("csi_flush_wakeups_per_client", nc ? (double)c->csi_flush_wakeups /
+	    nc : 0, nc ? 2 : -1);
 	a = c->csi_clients[0] ? (double)c->csi_records[0] /
 	    (double)c->csi_clients[0] : 0;
 	i = c->csi_clients[1] ? (double)c->csi_records[1] /
