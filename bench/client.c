@@ -690,8 +690,9 @@ void client_event(struct child *ch, struct client *c, uint32_t events)
 		client_readable(ch, c);
 }
 
-/* Send </stream:stream> and read until the server closes: what it wrote
- * before its own closing tag is still delivered to us. */
+/* Send </stream:stream> (after a last <a/> with stream management) and
+ * read until the server closes: what it wrote before its own closing tag
+ * is still delivered to us. */
 void client_begin_close(struct child *ch, struct client *c, bool drop)
 {
 	if (c->state != CS_ONLINE)
@@ -701,5 +702,10 @@ void client_begin_close(struct child *ch, struct client *c, bool drop)
 	c->state = CS_CLOSING;
 	if (drop)
 		c->flags |= CF_DROP;
+	/* XEP-0198: everything read so far is handled; without this a
+	 * server treats it as undelivered (offline storage, bounces). */
+	if (c->smid != NULL && client_sendf(ch, c, "<a xmlns='" NS_SM "' "
+					    "h='%u'/>", c->h_in) < 0)
+		return;
 	SEND_LIT(ch, c, "</stream:stream>");
 }
