@@ -577,6 +577,12 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 	FIG("server_rss_online_kb", on->rss_kb, srv ? 0 : -1);
 	FIG("server_pss_idle_kb", idle->pss_kb, srv ? 0 : -1);
 	FIG("server_pss_loaded_kb", ld->pss_kb, srv ? 0 : -1);
+	FIG("server_cpu_us_per_message", t->delivered ? (p->s_end.cpu_s -
+	    on->cpu_s) * 1e6 / (double)t->delivered : 0,
+	    srv && p->s_end.valid && t->delivered ? 2 : -1);
+	FIG("server_kernel_cpu_us_per_message", t->delivered ?
+	    (p->s_end.sys_s - on->sys_s) * 1e6 / (double)t->delivered : 0,
+	    srv && p->s_end.valid && t->delivered ? 2 : -1);
 	FIG("bench_kb_per_client", est ? ((double)t->c.rss_online_kb -
 	    (double)t->c.rss_start_kb) / (double)est : 0, est ? 2 : -1);
 	if (p->o->sm || p->o->storm) {
