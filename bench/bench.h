@@ -59,6 +59,7 @@ struct bench_opts {
 	bool storm;                     /* reconnect storm (implies sm) */
 	double storm_hold;              /* seconds detached before resuming */
 	double resume_rate;             /* resumptions started per second */
+	bool drop_at_enable;            /* the storm: reset at <enabled/> */
 	bool csi;                       /* XEP-0352: even clients go inactive */
 	double mix_presence;            /* share of sends: directed presence */
 	double mix_chatstate;           /* share of sends: chat state, no body */
@@ -214,6 +215,8 @@ struct server_sample {
 /* The roots and all their descendants. */
 int procstat_sample(const struct bench_opts *o, struct server_sample *out);
 uint64_t procstat_self_rss_kb(void);
+/* utime + stime of one process (0 if gone). */
+double procstat_pid_cpu_s(pid_t pid);
 
 /* ---- child.c: one worker process ------------------------------------ */
 int child_run(const struct bench_opts *o, unsigned k, uint32_t lo,

@@ -179,17 +179,22 @@ static void child_timeouts(struct child *ch, int64_t now)
 	}
 }
 
-/* The storm, first half: reset every stream that can be resumed. */
+void child_drop_one(struct child *ch, struct client *c)
+{
+	client_drop_hard(ch, c);
+	ch->cnt.storm_dropped++;
+	ch->resume_pending++;
+}
+
+/* The storm, first half: reset every stream that can be resumed (with
+ * --drop-at-enable each was reset as soon as it was enabled). */
 static void child_storm_drop(struct child *ch)
 {
 	ch->storm_dropped = true;
 	for (uint32_t i = 0; i < ch->hi - ch->lo; i++) {
 		struct client *c = &ch->clients[i];
-		if (c->state != CS_ONLINE || c->smid == NULL)
-			continue;
-		client_drop_hard(ch, c);
-		ch->cnt.storm_dropped++;
-		ch->resume_pending++;
+		if (c->state == CS_ONLINE && c->smid != NULL)
+			child_drop_one(ch, c);
 	}
 }
 

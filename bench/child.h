@@ -148,6 +148,7 @@ static inline void client_stanza_out(struct client *c)
 void child_client_online(struct child *ch, struct client *c, int64_t now);
 void child_client_gone(struct child *ch, struct client *c);
 void child_client_resumed(struct child *ch, struct client *c, int64_t now);
+void child_drop_one(struct child *ch, struct client *c);
 void child_on_message(struct child *ch, struct client *c, const char *el,
 		      const struct xs_item *it);
 

@@ -398,13 +398,17 @@ static int client_success(struct child *ch, struct client *c, const char *el,
 	return client_send(ch, c, ch->header, ch->header_len);
 }
 
-/* <presence/>, and with --csi even-numbered clients say they are
- * inactive at once. */
+/* <presence/> (not with --drop-at-enable), and with --csi even-numbered
+ * clients say they are inactive at once. */
 static int client_online(struct child *ch, struct client *c)
 {
-	if (SEND_LIT(ch, c, "<presence/>") < 0)
-		return -1;
-	client_stanza_out(c);
+	/* --drop-at-enable resets the stream at once: a presence could be
+	 * discarded with the socket's buffer, and h would be unknown */
+	if (!ch->o->drop_at_enable) {
+		if (SEND_LIT(ch, c, "<presence/>") < 0)
+			return -1;
+		client_stanza_out(c);
+	}
 	if (ch->o->csi && client_index(ch, c) % 2 == 0) {
 		if (SEND_LIT(ch, c, "<inactive xmlns='" NS_CSI "'/>") < 0)
 			return -1;
@@ -448,7 +452,12 @@ static int client_enabled(struct child *ch, struct client *c, const char *el,
 	}
 	c->h_in = c->h_out = 0;
 	ch->cnt.sm_enabled++;
-	return client_online(ch, c);
+	if (client_online(ch, c) < 0)
+		return -1;
+	if (!ch->o->drop_at_enable)
+		return 0;
+	child_drop_one(ch, c);
+	return 1;               /* stop parsing: the buffers are gone */
 }
 
 /* <resumed h previd/> or <failed/> to our <resume/>. */
@@ -618,7 +627,9 @@ static int client_feed(struct child *ch, struct client *c, const char *data,
 			r = client_element(ch, c, el, &it);
 		if (r < 0)
 			return -1;
-		if (r > 0) {            /* TLS starts: the rest is not ours */
+		if (r > 0) {            /* TLS starts, or the stream was reset
+					 * (--drop-at-enable): the rest is not
+					 * ours */
 			off = len;
 			break;
 		}
@@ -669,7 +680,7 @@ static void client_readable(struct child *ch, struct client *c)
 			woke = true;
 		}
 		if (client_feed(ch, c, ch->rbuf, (size_t)n) < 0 ||
-		    c->state == CS_TLS)
+		    c->state == CS_TLS || c->state == CS_DETACHED)
 			return;
 	}
 }

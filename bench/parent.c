@@ -48,6 +48,7 @@ struct parent {
 	struct server_sample s_detached;        /* the storm, before resuming */
 	double msg_seconds;             /* GO to the end of sending */
 	bool storm_timed_out;
+	double tool_cpu_resume;         /* our workers' CPU while resuming */
 };
 
 /* Totals over all workers. */
@@ -233,6 +234,9 @@ static void parent_storm(struct parent *p)
 	while (bench_now_ns() < end)
 		parent_poll(p, 100);
 	parent_sample(o, &p->s_detached);
+	double cpu0 = 0;
+	for (unsigned k = 0; k < p->nw; k++)
+		cpu0 += procstat_pid_cpu_s(p->w[k].pid);
 	parent_tell(p, WIRE_RESUME);
 	int64_t limit = bench_now_ns() + (int64_t)((o->login_timeout +
 						    o->drain + 5) * 1e9);
@@ -249,6 +253,9 @@ static void parent_storm(struct parent *p)
 		}
 	}
 	parent_sample(o, &p->s_loaded);
+	for (unsigned k = 0; k < p->nw; k++)
+		p->tool_cpu_resume += procstat_pid_cpu_s(p->w[k].pid);
+	p->tool_cpu_resume -= cpu0;
 }
 
 static void parent_hold(struct parent *p, double seconds)
@@ -459,6 +466,8 @@ static size_t parent_storm_figures(const struct parent *p,
 	    det->cpu_s) * 1000 / (double)ok : 0, srv && end->valid && ok ? 3 : -1);
 	FIG("server_kernel_cpu_s_per_1000_resumptions", ok ? (end->sys_s -
 	    det->sys_s) * 1000 / (double)ok : 0, srv && end->valid && ok ? 3 : -1);
+	FIG("bench_cpu_s_per_1000_resumptions", ok ? p->tool_cpu_resume *
+	    1000 / (double)ok : 0, ok ? 3 : -1);
 	FIG("storm_timed_out", p->storm_timed_out, 0);
 	return n;
 }

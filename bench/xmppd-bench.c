@@ -65,6 +65,10 @@ static void usage(FILE *f)
 "                            every stream at once (RST), hold, all resume\n"
 "      --storm-hold S        seconds the sessions stay detached (5)\n"
 "      --resume-rate N       resumptions started per second (0: all)\n"
+"      --drop-at-enable      the storm: reset each stream as soon as it is\n"
+"                            enabled, before any presence (no more than\n"
+"                            --max-pending streams at once: memory per\n"
+"                            detached session without online ones before)\n"
 "      --csi                 XEP-0352: even-numbered clients go inactive\n"
 "      --mix-presence F      share of sends that are directed presence (0)\n"
 "      --mix-chatstate F     share of sends that are chat states (0)\n");
@@ -74,7 +78,7 @@ enum {
 	OPT_MAX_PENDING = 256, OPT_DIRECT_TLS, OPT_PID_FILE, OPT_PIDS,
 	OPT_IDLE_HOLD, OPT_LOGIN_ONLY, OPT_DROP, OPT_LOST_FILE,
 	OPT_LOGIN_TIMEOUT, OPT_DRAIN, OPT_QUIET, OPT_SM, OPT_STORM,
-	OPT_STORM_HOLD, OPT_RESUME_RATE, OPT_CSI, OPT_MIX_PRESENCE, OPT_MIX_CHATSTATE,
+	OPT_STORM_HOLD, OPT_RESUME_RATE, OPT_DROP_AT_ENABLE, OPT_CSI, OPT_MIX_PRESENCE, OPT_MIX_CHATSTATE,
 };
 
 static const struct option long_opts[] = {
@@ -107,6 +111,7 @@ static const struct option long_opts[] = {
 	{ "storm", no_argument, NULL, OPT_STORM },
 	{ "storm-hold", required_argument, NULL, OPT_STORM_HOLD },
 	{ "resume-rate", required_argument, NULL, OPT_RESUME_RATE },
+	{ "drop-at-enable", no_argument, NULL, OPT_DROP_AT_ENABLE },
 	{ "csi", no_argument, NULL, OPT_CSI },
 	{ "mix-presence", required_argument, NULL, OPT_MIX_PRESENCE },
 	{ "mix-chatstate", required_argument, NULL, OPT_MIX_CHATSTATE },
@@ -221,6 +226,7 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 		case OPT_RESUME_RATE:
 			o->resume_rate = opt_double("resume-rate", optarg);
 			break;
+		case OPT_DROP_AT_ENABLE: o->drop_at_enable = true; break;
 		case OPT_CSI: o->csi = true; break;
 		case OPT_MIX_PRESENCE:
 			o->mix_presence = opt_double("mix-presence", optarg);
@@ -251,6 +257,8 @@ static void opt_check(struct bench_opts *o)
 		bench_fatal("--first + --clients is too large");
 	if (o->mix_presence + o->mix_chatstate > 1)
 		bench_fatal("--mix-presence + --mix-chatstate must be at most 1");
+	if (o->drop_at_enable && !o->storm)
+		bench_fatal("--drop-at-enable goes with --storm");
 	if (o->storm && (o->idle_hold > 0 || o->login_only || o->drop_clients))
 		bench_fatal("--storm goes without --idle-hold, --login-only and "
 			    "--drop-clients");
