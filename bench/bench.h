@@ -55,6 +55,14 @@ struct bench_opts {
 	double login_timeout;
 	double drain;                   /* longest wait for stragglers */
 	double quiet;                   /* no delivery this long ends drain */
+	bool sm;                        /* XEP-0198: <enable resume='true'/> */
+	bool storm;                     /* reconnect storm (implies sm) */
+	double storm_hold;              /* seconds detached before resuming */
+	double resume_rate;             /* resumptions started per second */
+	bool drop_at_enable;            /* the storm: reset at <enabled/> */
+	bool csi;                       /* XEP-0352: even clients go inactive */
+	double mix_presence;            /* share of sends: directed presence */
+	double mix_chatstate;           /* share of sends: chat state, no body */
 
 	/* derived before the fork */
 	uint32_t run_id;                /* in every message: tells ours from
@@ -92,7 +100,25 @@ struct bench_counters {
 	uint64_t misrouted;             /* arrived at the wrong client */
 	uint64_t malformed;             /* a <message/> we could not read */
 	uint64_t stale;                 /* another run's (offline storage) */
+	/* XEP-0198 and the reconnect storm */
+	uint64_t fail_sm;               /* no <enabled resume/> after bind */
+	uint64_t sm_enabled;            /* <enabled/> with an id and resume */
+	uint64_t acks_sent;             /* <a/> answering the server's <r/> */
+	uint64_t storm_dropped;         /* streams reset by the storm */
+	uint64_t resumed;               /* <resumed/> */
+	uint64_t resume_failed;         /* <failed/> to <resume/> */
+	uint64_t resume_error;          /* connect/TLS/auth/closed/timeout */
+	uint64_t resume_h_mismatch;     /* <resumed h/> != what we sent */
+	/* XEP-0352: what reached active [0] and inactive [1] clients */
+	uint64_t csi_clients[2];
+	uint64_t csi_wakeups[2];        /* readiness events that read data */
+	uint64_t csi_records[2];        /* TLS records (SSL_read results) */
+	uint64_t csi_stanzas[2];
+	uint64_t csi_bytes[2];
+	uint64_t csi_flush_wakeups, csi_flush_stanzas;  /* after <active/> */
+	uint64_t presence_sent, chatstate_sent;
 	int64_t t_first_connect, t_last_login;  /* CLOCK_MONOTONIC ns */
+	int64_t t_first_resume, t_last_resumed;
 	uint64_t rss_start_kb, rss_online_kb;   /* this worker's own RSS */
 };
 
@@ -103,6 +129,8 @@ enum wire_type {
 	WIRE_PROGRESS,          /* w->p: struct wire_progress */
 	WIRE_STOP,              /* p->w: report and close */
 	WIRE_REPORT,            /* w->p: counters, hists, sent[], rx, err */
+	WIRE_DROP,              /* p->w: reset every SM stream (the storm) */
+	WIRE_RESUME,            /* p->w: resume every dropped stream */
 };
 
 struct wire_go {
@@ -117,7 +145,8 @@ struct wire_go {
 struct wire_progress {
 	uint64_t sent, answered;        /* answered: received + errored */
 	uint32_t done;                  /* no more sends from this worker */
-	uint32_t pad;
+	uint32_t resume_done;           /* every dropped stream resolved */
+	uint64_t resumed, resume_failed;        /* failed: <failed/> or error */
 };
 
 int wire_send(int fd, uint32_t type, const void *const *parts,
@@ -186,6 +215,8 @@ struct server_sample {
 /* The roots and all their descendants. */
 int procstat_sample(const struct bench_opts *o, struct server_sample *out);
 uint64_t procstat_self_rss_kb(void);
+/* utime + stime of one process (0 if gone). */
+double procstat_pid_cpu_s(pid_t pid);
 
 /* ---- child.c: one worker process ------------------------------------ */
 int child_run(const struct bench_opts *o, unsigned k, uint32_t lo,

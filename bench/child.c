@@ -28,6 +28,7 @@
 #define SEND_BUDGET 5000        /* messages per loop turn at most */
 #define PROGRESS_NS 100000000LL
 #define CLOSE_WAIT_NS 3000000000LL
+#define CSI_FLUSH_NS 1000000000LL
 
 int64_t bench_now_ns(void)
 {
@@ -70,8 +71,18 @@ static void pairvec_push(struct pairvec *pv, uint32_t sender, uint32_t seq)
 void child_client_online(struct child *ch, struct client *c, int64_t now)
 {
 	ch->cnt.established++;
+	ch->cnt.csi_clients[(c->flags & CF_INACTIVE) != 0]++;
 	ch->cnt.t_last_login = now;
 	hist_add(ch->login_hist, (uint64_t)(now - c->t_start) / 1000);
+	c->sender_pos = ch->nsenders;
+	ch->senders[ch->nsenders++] = c;
+}
+
+void child_client_resumed(struct child *ch, struct client *c, int64_t now)
+{
+	ch->cnt.resumed++;
+	ch->cnt.t_last_resumed = now;
+	hist_add(ch->resume_hist, (uint64_t)(now - c->t_start) / 1000);
 	c->sender_pos = ch->nsenders;
 	ch->senders[ch->nsenders++] = c;
 }
@@ -168,6 +179,56 @@ static void child_timeouts(struct child *ch, int64_t now)
 	}
 }
 
+void child_drop_one(struct child *ch, struct client *c)
+{
+	client_drop_hard(ch, c);
+	ch->cnt.storm_dropped++;
+	ch->resume_pending++;
+}
+
+/* The storm, first half: reset every stream that can be resumed (with
+ * --drop-at-enable each was reset as soon as it was enabled). */
+static void child_storm_drop(struct child *ch)
+{
+	ch->storm_dropped = true;
+	for (uint32_t i = 0; i < ch->hi - ch->lo; i++) {
+		struct client *c = &ch->clients[i];
+		if (c->state == CS_ONLINE && c->smid != NULL)
+			child_drop_one(ch, c);
+	}
+}
+
+/* The storm, second half: every dropped client connects again, logs in
+ * and resumes, at --resume-rate (0: all at once), --max-pending at most
+ * in flight. */
+static void child_resumes(struct child *ch, int64_t now)
+{
+	uint32_t n = ch->hi - ch->lo;
+	if (!ch->resume_go)
+		return;
+	double rate = ch->o->resume_rate / ch->o->processes;
+	uint64_t due = rate <= 0 ? n : (uint64_t)((double)(now -
+			ch->t_resume_begin) * rate / 1e9) + 1;
+	uint64_t started = 0;
+	while (ch->resume_next < n && ch->pending < ch->o->max_pending) {
+		struct client *c = &ch->clients[ch->resume_next];
+		if (c->state != CS_DETACHED) {
+			ch->resume_next++;
+			continue;
+		}
+		if (started >= due)
+			break;
+		if (ch->cnt.t_first_resume == 0)
+			ch->cnt.t_first_resume = now;
+		c->flags = CF_RESUMING;
+		ch->resume_next++;
+		started++;
+		client_start(ch, c, now);
+	}
+	if (ch->resume_pending == 0)
+		ch->resume_done = true;
+}
+
 static void child_ready(struct child *ch)
 {
 	uint32_t n = ch->hi - ch->lo;
@@ -185,6 +246,43 @@ static void child_ready(struct child *ch)
 	ch->ready_sent = true;
 }
 
+/* --mix-presence, --mix-chatstate: what CSI holds back.  A directed
+ * presence (it needs no subscription) with a status that changes, or a
+ * chat state without a body, to a random online client; not accounted
+ * like the messages (a held presence may be replaced by a newer one). */
+static void child_send_unaccounted(struct child *ch, struct client *c,
+				   bool presence)
+{
+	static const char *const show[] = { "away", "chat", "dnd", "xa" };
+	static const char *const state[] = { "composing", "paused", "active" };
+	const struct bench_opts *o = ch->o;
+	char user[128], buf[512];
+	uint32_t s = client_index(ch, c);
+	uint32_t r = ch->online[(ch->rng = splitmix64(ch->rng)) %
+				ch->go.n_online];
+	if (r == s)
+		r = ch->online[(ch->rng >> 32) % ch->go.n_online];
+	if (r == s)
+		return;
+	client_username(ch, r, user, sizeof(user));
+	int n = presence ?
+		snprintf(buf, sizeof(buf), "<presence to='%s@%s/%s'><show>%s"
+			 "</show><status>status %llu</status></presence>", user,
+			 o->domain, BENCH_RESOURCE, show[ch->rng % 4],
+			 (unsigned long long)(ch->rng >> 40)) :
+		snprintf(buf, sizeof(buf), "<message to='%s@%s/%s' type='chat'>"
+			 "<%s xmlns='http://jabber.org/protocol/chatstates'/>"
+			 "</message>", user, o->domain, BENCH_RESOURCE,
+			 state[ch->rng % 3]);
+	if (client_send(ch, c, buf, (size_t)n) == 0) {
+		client_stanza_out(c);
+		if (presence)
+			ch->cnt.presence_sent++;
+		else
+			ch->cnt.chatstate_sent++;
+	}
+}
+
 static void child_send_one(struct child *ch)
 {
 	const struct bench_opts *o = ch->o;
@@ -197,6 +295,14 @@ static void child_send_one(struct child *ch)
 	if (client_out_len(c) > OUT_LIMIT) {
 		ch->cnt.skipped++;
 		return;
+	}
+	if (o->mix_presence > 0 || o->mix_chatstate > 0) {
+		ch->rng = splitmix64(ch->rng);
+		double x = (double)(ch->rng >> 11) / 9007199254740992.0;
+		if (x < o->mix_presence + o->mix_chatstate) {
+			child_send_unaccounted(ch, c, x < o->mix_presence);
+			return;
+		}
 	}
 	client_username(ch, r, user, sizeof(user));
 	int n = snprintf(ch->msg, ch->msg_size, "<message to='%s@%s/%s' "
@@ -215,6 +321,7 @@ static void child_send_one(struct child *ch)
 	if (client_send(ch, c, ch->msg, len) == 0) {
 		c->seq++;
 		ch->cnt.sent++;
+		client_stanza_out(c);
 	}
 }
 
@@ -228,6 +335,21 @@ static void child_drop(struct child *ch)
 	for (uint32_t i = 0; i < ch->hi - ch->lo; i++)
 		if (ch->lo + i >= first)
 			client_begin_close(ch, &ch->clients[i], true);
+}
+
+/* --csi, at the end of sending: the inactive clients say <active/>, and
+ * what the server held for them arrives (counted apart: csi_flush_*);
+ * the worker reports done only CSI_FLUSH_NS later. */
+static void child_csi_flush(struct child *ch, int64_t now)
+{
+	for (uint32_t i = 0; i < ch->hi - ch->lo; i++) {
+		struct client *c = &ch->clients[i];
+		if (c->state != CS_ONLINE || !(c->flags & CF_INACTIVE))
+			continue;
+		c->flags |= CF_FLUSHED;
+		client_send(ch, c, "<active xmlns='urn:xmpp:csi:0'/>", 32);
+	}
+	ch->t_csi_flush = now;
 }
 
 static void child_messages(struct child *ch, int64_t now)
@@ -246,19 +368,27 @@ static void child_messages(struct child *ch, int64_t now)
 	     ch->nsenders > 0 && budget > 0; budget--)
 		child_send_one(ch);
 	if (now >= ch->go.t_end &&
-	    (ch->msgs_started >= due || ch->nsenders == 0))
+	    (ch->msgs_started >= due || ch->nsenders == 0)) {
 		ch->sending_done = true;
+		if (ch->o->csi)
+			child_csi_flush(ch, now);
+	}
 }
 
 static void child_progress(struct child *ch, int64_t now)
 {
-	if (!ch->have_go || now - ch->t_progress < PROGRESS_NS)
+	if ((!ch->have_go && !ch->resume_go) ||
+	    now - ch->t_progress < PROGRESS_NS)
 		return;
 	ch->t_progress = now;
 	struct wire_progress p = {
 		.sent = ch->cnt.sent,
 		.answered = ch->cnt.received + ch->cnt.errored,
-		.done = ch->sending_done,
+		.done = ch->sending_done && (ch->t_csi_flush == 0 ||
+					     now - ch->t_csi_flush >= CSI_FLUSH_NS),
+		.resume_done = ch->resume_done,
+		.resumed = ch->cnt.resumed,
+		.resume_failed = ch->cnt.resume_failed + ch->cnt.resume_error,
 	};
 	const void *parts[] = { &p };
 	size_t lens[] = { sizeof(p) };
@@ -275,6 +405,11 @@ static void child_ctl(struct child *ch)
 		bench_fatal("worker %u: parent gone", ch->k);
 	if (type == WIRE_STOP) {
 		ch->stop = true;
+	} else if (type == WIRE_DROP) {
+		child_storm_drop(ch);
+	} else if (type == WIRE_RESUME) {
+		ch->resume_go = true;
+		ch->t_resume_begin = bench_now_ns();
 	} else if (type == WIRE_GO && len >= sizeof(ch->go)) {
 		memcpy(&ch->go, payload, sizeof(ch->go));
 		if (len != sizeof(ch->go) + ch->go.n_online * sizeof(uint32_t))
@@ -299,13 +434,15 @@ static void child_report(struct child *ch)
 	for (uint32_t i = 0; i < n; i++)
 		sent[i] = ch->clients[i].seq;
 	uint64_t nrx = ch->rx.n, nerr = ch->err.n;
-	const void *parts[] = { &ch->cnt, ch->login_hist, ch->lat_hist, sent,
-				&nrx, ch->rx.v, &nerr, ch->err.v };
+	const void *parts[] = { &ch->cnt, ch->login_hist, ch->lat_hist,
+				ch->resume_hist, sent, &nrx, ch->rx.v, &nerr,
+				ch->err.v };
 	size_t lens[] = { sizeof(ch->cnt), sizeof(struct hist),
-			  sizeof(struct hist), padded * sizeof(*sent), sizeof(nrx),
+			  sizeof(struct hist), sizeof(struct hist),
+			  padded * sizeof(*sent), sizeof(nrx),
 			  nrx * sizeof(uint64_t), sizeof(nerr),
 			  nerr * sizeof(uint64_t) };
-	if (wire_send(ch->ctl, WIRE_REPORT, parts, lens, 8) < 0)
+	if (wire_send(ch->ctl, WIRE_REPORT, parts, lens, 9) < 0)
 		bench_fatal("worker %u: parent gone", ch->k);
 	free(sent);
 }
@@ -332,12 +469,14 @@ static void child_step(struct child *ch)
 	int64_t now = bench_now_ns();
 	uint32_t n = ch->hi - ch->lo;
 	child_connects(ch, now);
+	child_resumes(ch, now);
 	child_timeouts(ch, now);
 	child_messages(ch, now);
 	child_progress(ch, now);
 	if (!ch->ready_sent && ch->resolved == n)
 		child_ready(ch);
-	bool busy = ch->next_start < n || (ch->have_go && !ch->sending_done);
+	bool busy = ch->next_start < n || (ch->have_go && !ch->sending_done) ||
+		    (ch->resume_go && !ch->resume_done);
 	child_poll(ch, busy ? 1 : 50);
 }
 
@@ -351,7 +490,7 @@ static void child_shutdown(struct child *ch)
 		if (c->state == CS_ONLINE)
 			client_begin_close(ch, c, false);
 		else if (c->state != CS_CLOSING && c->state != CS_CLOSED)
-			client_close(ch, c);
+			client_close(ch, c);    /* also a detached one's id */
 	}
 	int64_t deadline = bench_now_ns() + CLOSE_WAIT_NS;
 	for (;;) {
@@ -395,10 +534,11 @@ static struct child *child_new(const struct bench_opts *o, unsigned k,
 	ch->senders = calloc(n ? n : 1, sizeof(*ch->senders));
 	ch->login_hist = calloc(1, sizeof(struct hist));
 	ch->lat_hist = calloc(1, sizeof(struct hist));
+	ch->resume_hist = calloc(1, sizeof(struct hist));
 	ch->msg_size = o->body_size + 1024;
 	ch->msg = malloc(ch->msg_size);
 	if (!ch->clients || !ch->senders || !ch->login_hist || !ch->lat_hist ||
-	    !ch->msg)
+	    !ch->resume_hist || !ch->msg)
 		bench_fatal("out of memory for %u clients", n);
 	for (uint32_t i = 0; i < n; i++) {
 		ch->clients[i].fd = -1;

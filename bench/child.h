@@ -27,9 +27,12 @@ enum client_state {
 	CS_SCRAM_FINAL,         /* client-final sent, want <success/> */
 	CS_FEATURES_BIND,       /* restarted after SASL, want <bind/> */
 	CS_BIND,                /* bind IQ sent */
+	CS_ENABLE,              /* --sm: <enable resume/> sent */
+	CS_RESUME,              /* <resume/> sent instead of binding */
 	CS_ONLINE,              /* bound, <presence/> sent */
 	CS_CLOSING,             /* </stream:stream> sent, reading to EOF */
 	CS_CLOSED,              /* done (or failed): no fd, no memory */
+	CS_DETACHED,            /* reset by the storm: no fd, SM id kept */
 };
 
 enum client_flag {
@@ -38,6 +41,9 @@ enum client_flag {
 	CF_POLLOUT = 1 << 2,    /* EPOLLOUT is in the epoll interest */
 	CF_HS_WRITE = 1 << 3,   /* the TLS handshake wants to write */
 	CF_DROP = 1 << 4,       /* closed by --drop-clients */
+	CF_RESUMING = 1 << 5,   /* this login ends in <resume/>, not bind */
+	CF_INACTIVE = 1 << 6,   /* --csi: sent <inactive/> (its class) */
+	CF_FLUSHED = 1 << 7,    /* --csi: then <active/> at the end */
 };
 
 enum client_fail {
@@ -47,18 +53,22 @@ enum client_fail {
 	FAIL_BIND,
 	FAIL_CLOSED,
 	FAIL_TIMEOUT,
+	FAIL_SM,
 };
 
-/* 56 bytes; OpenSSL's state comes on top while connected. */
+/* 72 bytes; OpenSSL's state comes on top while connected. */
 struct client {
 	SSL *ssl;
 	struct cbuf *in;        /* an incomplete element, or NULL */
 	struct cbuf *out;       /* what the socket did not take, or NULL */
 	struct scram_client *scram;     /* during SCRAM only */
+	char *smid;             /* XEP-0198 resumption id, or NULL */
 	int64_t t_start;        /* login start, CLOCK_MONOTONIC ns */
 	int fd;
 	uint32_t seq;           /* messages sent so far = next sequence */
 	uint32_t sender_pos;    /* index in child->senders, or NO_SENDER */
+	uint32_t h_in;          /* XEP-0198: stanzas handled since enabled */
+	uint32_t h_out;         /* stanzas we sent since enable */
 	uint8_t state;          /* enum client_state */
 	uint8_t flags;          /* enum client_flag */
 };
@@ -90,10 +100,15 @@ struct child {
 	uint32_t *online;       /* sorted global indices, go.n_online */
 	bool have_go, dropped_done, sending_done, ready_sent, stop;
 	uint64_t msgs_started;  /* sent + skipped */
+	bool storm_dropped, resume_go, resume_done;
+	uint32_t resume_next;   /* next detached client to resume */
+	uint32_t resume_pending;        /* dropped, not yet resolved */
+	int64_t t_resume_begin;
+	int64_t t_csi_flush;    /* the inactive clients said <active/> */
 	int64_t t_progress, t_timeouts;
 
 	struct bench_counters cnt;
-	struct hist *login_hist, *lat_hist;
+	struct hist *login_hist, *lat_hist, *resume_hist;
 	struct pairvec rx, err;
 	uint64_t rng;
 
@@ -120,10 +135,20 @@ void client_begin_close(struct child *ch, struct client *c, bool drop);
 void client_close(struct child *ch, struct client *c);
 void client_username(const struct child *ch, uint32_t index, char *out,
 		     size_t size);
+/* The storm: reset the stream (RST, no closing tag), keep the SM state. */
+void client_drop_hard(struct child *ch, struct client *c);
+/* A stanza went out: counts for XEP-0198 once enabled. */
+static inline void client_stanza_out(struct client *c)
+{
+	if (c->smid != NULL)
+		c->h_out++;
+}
 
 /* child.c, called by client.c */
 void child_client_online(struct child *ch, struct client *c, int64_t now);
 void child_client_gone(struct child *ch, struct client *c);
+void child_client_resumed(struct child *ch, struct client *c, int64_t now);
+void child_drop_one(struct child *ch, struct client *c);
 void child_on_message(struct child *ch, struct client *c, const char *el,
 		      const struct xs_item *it);
 

@@ -16,11 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_SM "urn:xmpp:sm:3"
+#define NS_CSI "urn:xmpp:csi:0"
 #define CBUF_MAX (4u << 20)     /* an element larger than this is an error */
 #define SEND_LIT(ch, c, s) client_send(ch, c, s, sizeof(s) - 1)
 
@@ -90,7 +93,29 @@ void client_close(struct child *ch, struct client *c)
 	free(c->out);
 	c->in = c->out = NULL;
 	scram_free(&c->scram);
+	free(c->smid);
+	c->smid = NULL;
 	c->state = CS_CLOSED;
+}
+
+/* The storm: what a phone losing its network looks like to the server,
+ * without its FIN: a reset (SO_LINGER 0), no TLS close_notify, no
+ * </stream:stream>.  The SM id and counters stay for <resume/>. */
+void client_drop_hard(struct child *ch, struct client *c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	if (c->sender_pos != NO_SENDER)
+		child_client_gone(ch, c);
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	SSL_free(c->ssl);
+	c->ssl = NULL;
+	close(c->fd);
+	c->fd = -1;
+	free(c->in);
+	free(c->out);
+	c->in = c->out = NULL;
+	c->flags = 0;
+	c->state = CS_DETACHED;
 }
 
 void client_fail(struct child *ch, struct client *c, enum client_fail why)
@@ -100,7 +125,7 @@ void client_fail(struct child *ch, struct client *c, enum client_fail why)
 	} else if (c->state == CS_CLOSING) {
 		if (c->flags & CF_DROP)
 			ch->cnt.dropped++;
-	} else if (c->state != CS_CLOSED) {
+	} else if (c->state != CS_CLOSED && c->state != CS_DETACHED) {
 		uint64_t *n[] = {
 			[FAIL_CONNECT] = &ch->cnt.fail_connect,
 			[FAIL_TLS] = &ch->cnt.fail_tls,
@@ -108,10 +133,16 @@ void client_fail(struct child *ch, struct client *c, enum client_fail why)
 			[FAIL_BIND] = &ch->cnt.fail_bind,
 			[FAIL_CLOSED] = &ch->cnt.fail_closed,
 			[FAIL_TIMEOUT] = &ch->cnt.fail_timeout,
+			[FAIL_SM] = &ch->cnt.fail_sm,
 		};
-		(*n[why])++;
+		if (c->flags & CF_RESUMING) {
+			ch->cnt.resume_error++;
+			ch->resume_pending--;
+		} else {
+			(*n[why])++;
+			ch->resolved++;
+		}
 		ch->pending--;
-		ch->resolved++;
 	}
 	client_close(ch, c);
 }
@@ -244,7 +275,7 @@ void client_start(struct child *ch, struct client *c, int64_t now)
 		client_fail(ch, c, FAIL_CONNECT);
 		return;
 	}
-	c->flags = CF_POLLOUT;
+	c->flags = (uint8_t)((c->flags & CF_RESUMING) | CF_POLLOUT);
 }
 
 static int client_handshake(struct child *ch, struct client *c)
@@ -367,6 +398,29 @@ static int client_success(struct child *ch, struct client *c, const char *el,
 	return client_send(ch, c, ch->header, ch->header_len);
 }
 
+/* <presence/> (not with --drop-at-enable), and with --csi even-numbered
+ * clients say they are inactive at once. */
+static int client_online(struct child *ch, struct client *c)
+{
+	/* --drop-at-enable resets the stream at once: a presence could be
+	 * discarded with the socket's buffer, and h would be unknown */
+	if (!ch->o->drop_at_enable) {
+		if (SEND_LIT(ch, c, "<presence/>") < 0)
+			return -1;
+		client_stanza_out(c);
+	}
+	if (ch->o->csi && client_index(ch, c) % 2 == 0) {
+		if (SEND_LIT(ch, c, "<inactive xmlns='" NS_CSI "'/>") < 0)
+			return -1;
+		c->flags |= CF_INACTIVE;
+	}
+	c->state = CS_ONLINE;
+	ch->pending--;
+	ch->resolved++;
+	child_client_online(ch, c, bench_now_ns());
+	return 0;
+}
+
 static int client_bound(struct child *ch, struct client *c, const char *el,
 			const struct xs_item *it)
 {
@@ -376,13 +430,70 @@ static int client_bound(struct child *ch, struct client *c, const char *el,
 		client_fail(ch, c, FAIL_BIND);
 		return -1;
 	}
-	if (SEND_LIT(ch, c, "<presence/>") < 0)
+	if (!ch->o->sm)
+		return client_online(ch, c);
+	c->state = CS_ENABLE;
+	return SEND_LIT(ch, c, "<enable xmlns='" NS_SM "' resume='true'/>");
+}
+
+/* <enabled id resume/>: keep the id; h counts from here on both sides. */
+static int client_enabled(struct child *ch, struct client *c, const char *el,
+			  const struct xs_item *it)
+{
+	char id[512], resume[8];
+	int n = xmlscan_attr(el, it->tag_len, "id", id, sizeof(id));
+	if (!xmlscan_is(el, it->len, "enabled") || n <= 0 ||
+	    xmlscan_attr(el, it->tag_len, "resume", resume,
+			 sizeof(resume)) < 0 ||
+	    (strcmp(resume, "true") != 0 && strcmp(resume, "1") != 0) ||
+	    (c->smid = strdup(id)) == NULL) {
+		client_fail(ch, c, FAIL_SM);
 		return -1;
+	}
+	c->h_in = c->h_out = 0;
+	ch->cnt.sm_enabled++;
+	if (client_online(ch, c) < 0)
+		return -1;
+	if (!ch->o->drop_at_enable)
+		return 0;
+	child_drop_one(ch, c);
+	return 1;               /* stop parsing: the buffers are gone */
+}
+
+/* <resumed h previd/> or <failed/> to our <resume/>. */
+static int client_resumed(struct child *ch, struct client *c, const char *el,
+			  const struct xs_item *it)
+{
+	char h[16];
+	if (!xmlscan_is(el, it->len, "resumed")) {
+		if (!xmlscan_is(el, it->len, "failed")) {
+			client_fail(ch, c, FAIL_SM);
+			return -1;
+		}
+		ch->cnt.resume_failed++;
+		ch->resume_pending--;
+		ch->pending--;
+		c->state = CS_CLOSED;   /* counted here: close quietly */
+		client_close(ch, c);
+		return -1;
+	}
+	if (xmlscan_attr(el, it->tag_len, "h", h, sizeof(h)) <= 0 ||
+	    (uint32_t)strtoul(h, NULL, 10) != c->h_out)
+		ch->cnt.resume_h_mismatch++;
+	c->flags &= (uint8_t)~CF_RESUMING;
 	c->state = CS_ONLINE;
 	ch->pending--;
-	ch->resolved++;
-	child_client_online(ch, c, bench_now_ns());
+	ch->resume_pending--;
+	child_client_resumed(ch, c, bench_now_ns());
 	return 0;
+}
+
+/* After <resumed/>: how many of the next stanzas are resent ones is not
+ * on the wire; what we count is what arrived before our first <a/>. */
+static int client_ack(struct child *ch, struct client *c)
+{
+	ch->cnt.acks_sent++;
+	return client_sendf(ch, c, "<a xmlns='" NS_SM "' h='%u'/>", c->h_in);
 }
 
 /* An IQ addressed to us (the server's XEP-0199 ping): answer it. */
@@ -396,6 +507,7 @@ static int client_iq(struct child *ch, struct client *c, const char *el,
 		return 0;
 	if (xmlscan_attr(el, it->tag_len, "from", from, sizeof(from)) < 0)
 		snprintf(from, sizeof(from), "%s", ch->o->domain);
+	client_stanza_out(c);
 	return client_sendf(ch, c, "<iq type='result' id='%s' to='%s'/>", id,
 			    from);
 }
@@ -436,6 +548,12 @@ static int client_element(struct child *ch, struct client *c, const char *el,
 	case CS_FEATURES_BIND:
 		if (!xmlscan_is(el, len, "stream:features"))
 			return 0;
+		if (c->flags & CF_RESUMING) {
+			c->state = CS_RESUME;
+			return client_sendf(ch, c, "<resume xmlns='" NS_SM "' "
+					    "h='%u' previd='%s'/>", c->h_in,
+					    c->smid);
+		}
 		c->state = CS_BIND;
 		return client_sendf(ch, c, "<iq type='set' id='bind'><bind "
 				    "xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
@@ -443,13 +561,29 @@ static int client_element(struct child *ch, struct client *c, const char *el,
 				    BENCH_RESOURCE);
 	case CS_BIND:
 		return xmlscan_is(el, len, "iq") ? client_bound(ch, c, el, it) : 0;
+	case CS_ENABLE:
+		return client_enabled(ch, c, el, it);
+	case CS_RESUME:
+		return client_resumed(ch, c, el, it);
 	case CS_ONLINE:
-	case CS_CLOSING:
-		if (xmlscan_is(el, len, "message"))
+	case CS_CLOSING: {
+		bool msg = xmlscan_is(el, len, "message");
+		bool iq = !msg && xmlscan_is(el, len, "iq");
+		if (msg || iq || xmlscan_is(el, len, "presence")) {
+			c->h_in++;
+			if (c->flags & CF_FLUSHED)
+				ch->cnt.csi_flush_stanzas++;
+			else
+				ch->cnt.csi_stanzas[(c->flags & CF_INACTIVE) != 0]++;
+		} else if (xmlscan_is(el, len, "r") && c->state == CS_ONLINE) {
+			return client_ack(ch, c);
+		}
+		if (msg)
 			child_on_message(ch, c, el, it);
-		else if (xmlscan_is(el, len, "iq") && c->state == CS_ONLINE)
+		else if (iq && c->state == CS_ONLINE)
 			return client_iq(ch, c, el, it);
 		return 0;
+	}
 	default:
 		return 0;
 	}
@@ -493,7 +627,9 @@ static int client_feed(struct child *ch, struct client *c, const char *data,
 			r = client_element(ch, c, el, &it);
 		if (r < 0)
 			return -1;
-		if (r > 0) {            /* TLS starts: the rest is not ours */
+		if (r > 0) {            /* TLS starts, or the stream was reset
+					 * (--drop-at-enable): the rest is not
+					 * ours */
 			off = len;
 			break;
 		}
@@ -509,6 +645,8 @@ static int client_feed(struct child *ch, struct client *c, const char *data,
 
 static void client_readable(struct child *ch, struct client *c)
 {
+	bool woke = false;
+	unsigned k = (c->flags & CF_INACTIVE) != 0;
 	for (;;) {
 		ssize_t n;
 		if (c->flags & CF_TLS) {
@@ -532,8 +670,17 @@ static void client_readable(struct child *ch, struct client *c)
 			client_fail(ch, c, FAIL_CLOSED);
 			return;
 		}
+		if (c->state == CS_ONLINE && (c->flags & CF_FLUSHED)) {
+			ch->cnt.csi_flush_wakeups += !woke;
+			woke = true;
+		} else if (c->state == CS_ONLINE) {
+			ch->cnt.csi_wakeups[k] += !woke;
+			ch->cnt.csi_records[k]++;
+			ch->cnt.csi_bytes[k] += (uint64_t)n;
+			woke = true;
+		}
 		if (client_feed(ch, c, ch->rbuf, (size_t)n) < 0 ||
-		    c->state == CS_TLS)
+		    c->state == CS_TLS || c->state == CS_DETACHED)
 			return;
 	}
 }
@@ -554,8 +701,9 @@ void client_event(struct child *ch, struct client *c, uint32_t events)
 		client_readable(ch, c);
 }
 
-/* Send </stream:stream> and read until the server closes: what it wrote
- * before its own closing tag is still delivered to us. */
+/* Send </stream:stream> (after a last <a/> with stream management) and
+ * read until the server closes: what it wrote before its own closing tag
+ * is still delivered to us. */
 void client_begin_close(struct child *ch, struct client *c, bool drop)
 {
 	if (c->state != CS_ONLINE)
@@ -565,5 +713,10 @@ void client_begin_close(struct child *ch, struct client *c, bool drop)
 	c->state = CS_CLOSING;
 	if (drop)
 		c->flags |= CF_DROP;
+	/* XEP-0198: everything read so far is handled; without this a
+	 * server treats it as undelivered (offline storage, bounces). */
+	if (c->smid != NULL && client_sendf(ch, c, "<a xmlns='" NS_SM "' "
+					    "h='%u'/>", c->h_in) < 0)
+		return;
 	SEND_LIT(ch, c, "</stream:stream>");
 }

@@ -33,7 +33,7 @@ struct worker {
 /* One worker's REPORT, located in its payload. */
 struct report {
 	const struct bench_counters *cnt;
-	const struct hist *login, *lat;
+	const struct hist *login, *lat, *resume;
 	const uint32_t *sent;
 	const uint64_t *rx, *err;
 	uint64_t nrx, nerr;
@@ -45,13 +45,16 @@ struct parent {
 	unsigned nw;
 	uint32_t *online, n_online, n_drop;
 	struct server_sample s_idle, s_online, s_loaded, s_end;
+	struct server_sample s_detached;        /* the storm, before resuming */
 	double msg_seconds;             /* GO to the end of sending */
+	bool storm_timed_out;
+	double tool_cpu_resume;         /* our workers' CPU while resuming */
 };
 
 /* Totals over all workers. */
 struct totals {
 	struct bench_counters c;
-	struct hist login, lat;
+	struct hist login, lat, resume;
 	uint64_t failed, sent, delivered, duplicated, errored, lost,
 		 lost_dropped, unknown;
 	int64_t t_first, t_last;
@@ -219,6 +222,42 @@ static void parent_messages(struct parent *p)
 	p->msg_seconds = o->duration;
 }
 
+/* The reconnect storm: every SM stream reset at once, held detached for
+ * --storm-hold seconds (the server's memory sampled at the end of it),
+ * then all resume; wait until every one is resolved or the login
+ * timeout (plus the drain) passes. */
+static void parent_storm(struct parent *p)
+{
+	const struct bench_opts *o = p->o;
+	parent_tell(p, WIRE_DROP);
+	int64_t end = bench_now_ns() + (int64_t)(o->storm_hold * 1e9);
+	while (bench_now_ns() < end)
+		parent_poll(p, 100);
+	parent_sample(o, &p->s_detached);
+	double cpu0 = 0;
+	for (unsigned k = 0; k < p->nw; k++)
+		cpu0 += procstat_pid_cpu_s(p->w[k].pid);
+	parent_tell(p, WIRE_RESUME);
+	int64_t limit = bench_now_ns() + (int64_t)((o->login_timeout +
+						    o->drain + 5) * 1e9);
+	for (;;) {
+		parent_poll(p, 20);
+		bool done = true;
+		for (unsigned k = 0; k < p->nw; k++)
+			done &= p->w[k].prog.resume_done != 0;
+		if (done)
+			break;
+		if (bench_now_ns() > limit) {
+			p->storm_timed_out = true;
+			break;
+		}
+	}
+	parent_sample(o, &p->s_loaded);
+	for (unsigned k = 0; k < p->nw; k++)
+		p->tool_cpu_resume += procstat_pid_cpu_s(p->w[k].pid);
+	p->tool_cpu_resume -= cpu0;
+}
+
 static void parent_hold(struct parent *p, double seconds)
 {
 	int64_t end = bench_now_ns() + (int64_t)(seconds * 1e9);
@@ -242,6 +281,7 @@ static void report_parse(const struct worker *w, struct report *r)
 	TAKE(r->cnt, sizeof(*r->cnt));
 	TAKE(r->login, sizeof(struct hist));
 	TAKE(r->lat, sizeof(struct hist));
+	TAKE(r->resume, sizeof(struct hist));
 	TAKE(r->sent, ((n + 1) & ~(size_t)1) * sizeof(uint32_t));
 	TAKE(cnt, sizeof(uint64_t));
 	memcpy(&r->nrx, cnt, sizeof(r->nrx));
@@ -266,6 +306,11 @@ static void totals_counters(struct totals *t, const struct bench_counters *c)
 		t->t_first = c->t_first_connect;
 	if (c->t_last_login > t->t_last)
 		t->t_last = c->t_last_login;
+	if (c->t_first_resume && (!t->c.t_first_resume ||
+				  c->t_first_resume < t->c.t_first_resume))
+		t->c.t_first_resume = c->t_first_resume;
+	if (c->t_last_resumed > t->c.t_last_resumed)
+		t->c.t_last_resumed = c->t_last_resumed;
 	t->c.rss_start_kb += c->rss_start_kb;
 	t->c.rss_online_kb += c->rss_online_kb;
 }
@@ -339,6 +384,7 @@ static void parent_account(const struct parent *p, struct totals *t)
 		totals_counters(t, r[k].cnt);
 		hist_merge(&t->login, r[k].login);
 		hist_merge(&t->lat, r[k].lat);
+		hist_merge(&t->resume, r[k].resume);
 		memcpy(sent_by + p->w[k].lo, r[k].sent,
 		       (p->w[k].hi - p->w[k].lo) * sizeof(uint32_t));
 	}
@@ -359,7 +405,8 @@ static void parent_account(const struct parent *p, struct totals *t)
 	t->duplicated += err_again;
 	parent_lost(p, t, sent_by, base, got, bounced);
 	t->failed = t->c.fail_connect + t->c.fail_tls + t->c.fail_auth +
-		    t->c.fail_bind + t->c.fail_closed + t->c.fail_timeout;
+		    t->c.fail_bind + t->c.fail_closed + t->c.fail_timeout +
+		    t->c.fail_sm;
 	free(got);
 	free(bounced);
 	free(sent_by);
@@ -378,6 +425,103 @@ static double ms(uint64_t us)
 {
 	return (double)us / 1000.0;
 }
+
+#define FIG(k, v, d) (f[n++] = (struct figure){ k, (double)(v), d })
+
+static size_t parent_storm_figures(const struct parent *p,
+				   const struct totals *t, struct figure *f)
+{
+	const struct server_sample *idle = &p->s_idle, *on = &p->s_online;
+	const struct server_sample *det = &p->s_detached, *end = &p->s_loaded;
+	uint64_t dropped = t->c.storm_dropped, ok = t->c.resumed;
+	double secs = (double)(t->c.t_last_resumed - t->c.t_first_resume) / 1e9;
+	bool srv = idle->valid && det->valid;
+	size_t n = 0;
+	FIG("storm_dropped", dropped, 0);
+	FIG("resumptions_ok", ok, 0);
+	FIG("resumptions_failed", t->c.resume_failed, 0);
+	FIG("resumptions_error", t->c.resume_error, 0);
+	FIG("resumptions_unresolved", dropped - ok - t->c.resume_failed -
+	    t->c.resume_error, 0);
+	FIG("resumption_h_mismatch", t->c.resume_h_mismatch, 0);
+	FIG("resume_seconds_all", ok ? secs : 0, ok ? 3 : -1);
+	FIG("resumptions_per_second", ok && secs > 0 ? (double)ok / secs : 0,
+	    ok && secs > 0 ? 1 : -1);
+	FIG("resume_latency_p50_ms", ms(hist_quantile(&t->resume, .50)), 2);
+	FIG("resume_latency_p90_ms", ms(hist_quantile(&t->resume, .90)), 2);
+	FIG("resume_latency_p99_ms", ms(hist_quantile(&t->resume, .99)), 2);
+	FIG("resume_latency_max_ms", ms(t->resume.max), 2);
+	FIG("server_rss_detached_kb", det->rss_kb, srv ? 0 : -1);
+	FIG("server_pss_detached_kb", det->pss_kb, srv ? 0 : -1);
+	FIG("server_kb_per_detached_session", dropped ? ((double)det->rss_kb -
+	    (double)idle->rss_kb) / (double)dropped : 0, srv && dropped ? 2 : -1);
+	FIG("server_pss_kb_per_detached_session", dropped ?
+	    ((double)det->pss_kb - (double)idle->pss_kb) / (double)dropped : 0,
+	    srv && dropped ? 2 : -1);
+	FIG("server_kb_per_online_sm_session", dropped ? ((double)on->rss_kb -
+	    (double)idle->rss_kb) / (double)dropped : 0,
+	    srv && on->valid && dropped ? 2 : -1);
+	FIG("server_rss_resumed_kb", end->rss_kb, srv && end->valid ? 0 : -1);
+	FIG("server_cpu_s_per_1000_resumptions", ok ? (end->cpu_s -
+	    det->cpu_s) * 1000 / (double)ok : 0, srv && end->valid && ok ? 3 : -1);
+	FIG("server_kernel_cpu_s_per_1000_resumptions", ok ? (end->sys_s -
+	    det->sys_s) * 1000 / (double)ok : 0, srv && end->valid && ok ? 3 : -1);
+	FIG("bench_cpu_s_per_1000_resumptions", ok ? p->tool_cpu_resume *
+	    1000 / (double)ok : 0, ok ? 3 : -1);
+	FIG("storm_timed_out", p->storm_timed_out, 0);
+	return n;
+}
+
+/* Per client of each class: what an inactive client was spared. */
+static size_t parent_csi_figures(const struct totals *t, struct figure *f)
+{
+	static const char *const cls[2] = { "active", "inactive" };
+	const struct bench_counters *c = &t->c;
+	size_t n = 0;
+	double nc;
+	FIG("presence_sent", c->presence_sent, 0);
+	FIG("chatstate_sent", c->chatstate_sent, 0);
+	for (int k = 0; k < 2; k++) {
+		static char keys[2][4][48];
+		nc = (double)c->csi_clients[k];
+		snprintf(keys[k][0], 48, "csi_%s_clients", cls[k]);
+		snprintf(keys[k][1], 48, "csi_%s_wakeups_per_client", cls[k]);
+		snprintf(keys[k][2], 48, "csi_%s_stanzas_per_client", cls[k]);
+		snprintf(keys[k][3], 48, "csi_%s_kb_per_client", cls[k]);
+		FIG(keys[k][0], nc, 0);
+		FIG(keys[k][1], nc ? (double)c->csi_wakeups[k] / nc : 0,
+		    nc ? 2 : -1);
+		FIG(keys[k][2], nc ? (double)c->csi_stanzas[k] / nc : 0,
+		    nc ? 2 : -1);
+		FIG(keys[k][3], nc ? (double)c->csi_bytes[k] / 1024 / nc : 0,
+		    nc ? 2 : -1);
+	}
+	double a = c->csi_clients[0] ? (double)c->csi_wakeups[0] /
+		   (double)c->csi_clients[0] : 0;
+	double i = c->csi_clients[1] ? (double)c->csi_wakeups[1] /
+		   (double)c->csi_clients[1] : 0;
+	FIG("csi_wakeups_spared_pct", a > 0 ? 100 * (1 - i / a) : 0,
+	    a > 0 && c->csi_clients[1] ? 1 : -1);
+	a = c->csi_clients[0] ? (double)c->csi_stanzas[0] /
+	    (double)c->csi_clients[0] : 0;
+	i = c->csi_clients[1] ? (double)c->csi_stanzas[1] /
+	    (double)c->csi_clients[1] : 0;
+	FIG("csi_stanzas_spared_pct", a > 0 ? 100 * (1 - i / a) : 0,
+	    a > 0 && c->csi_clients[1] ? 1 : -1);
+	nc = (double)c->csi_clients[1];
+	FIG("csi_flush_stanzas_per_client", nc ? (double)c->csi_flush_stanzas /
+	    nc : 0, nc ? 2 : -1);
+	FIG("csi_flush_wakeups_per_client", nc ? (double)c->csi_flush_wakeups /
+	    nc : 0, nc ? 2 : -1);
+	a = c->csi_clients[0] ? (double)c->csi_records[0] /
+	    (double)c->csi_clients[0] : 0;
+	i = c->csi_clients[1] ? (double)c->csi_records[1] /
+	    (double)c->csi_clients[1] : 0;
+	FIG("csi_tls_records_spared_pct", a > 0 ? 100 * (1 - i / a) : 0,
+	    a > 0 && c->csi_clients[1] ? 1 : -1);
+	return n;
+}
+#undef FIG
 
 static size_t parent_figures(const struct parent *p, const struct totals *t,
 			     struct figure *f)
@@ -442,15 +586,30 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 	FIG("server_rss_online_kb", on->rss_kb, srv ? 0 : -1);
 	FIG("server_pss_idle_kb", idle->pss_kb, srv ? 0 : -1);
 	FIG("server_pss_loaded_kb", ld->pss_kb, srv ? 0 : -1);
+	FIG("server_cpu_us_per_message", t->delivered ? (p->s_end.cpu_s -
+	    on->cpu_s) * 1e6 / (double)t->delivered : 0,
+	    srv && p->s_end.valid && t->delivered ? 2 : -1);
+	FIG("server_kernel_cpu_us_per_message", t->delivered ?
+	    (p->s_end.sys_s - on->sys_s) * 1e6 / (double)t->delivered : 0,
+	    srv && p->s_end.valid && t->delivered ? 2 : -1);
 	FIG("bench_kb_per_client", est ? ((double)t->c.rss_online_kb -
 	    (double)t->c.rss_start_kb) / (double)est : 0, est ? 2 : -1);
+	if (p->o->sm || p->o->storm) {
+		FIG("connections_failed_sm", t->c.fail_sm, 0);
+		FIG("sm_enabled", t->c.sm_enabled, 0);
+		FIG("sm_acks_sent", t->c.acks_sent, 0);
+	}
+	if (p->o->storm)
+		n += parent_storm_figures(p, t, f + n);
+	if (p->o->csi || p->o->mix_presence > 0 || p->o->mix_chatstate > 0)
+		n += parent_csi_figures(t, f + n);
 #undef FIG
 	return n;
 }
 
 static void parent_print(const struct parent *p, const struct totals *t)
 {
-	struct figure f[64];
+	struct figure f[128];
 	size_t n = parent_figures(p, t, f);
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].decimals < 0)
@@ -487,7 +646,9 @@ int parent_run(const struct bench_opts *o)
 	}
 	parent_sample(o, &p.s_online);
 	parent_online_list(&p);
-	if (o->idle_hold > 0) {
+	if (o->storm) {
+		parent_storm(&p);
+	} else if (o->idle_hold > 0) {
 		parent_hold(&p, o->idle_hold);
 		parent_sample(o, &p.s_loaded);
 	} else if (!o->login_only) {
@@ -511,7 +672,10 @@ int parent_run(const struct bench_opts *o)
 	parent_print(&p, t);
 	bool clean = t->failed == 0 && t->lost == t->lost_dropped &&
 		     t->duplicated == 0 && t->unknown == 0 &&
-		     t->c.misrouted == 0;
+		     t->c.misrouted == 0 &&
+		     (!o->storm || (!p.storm_timed_out &&
+				    t->c.resumed == t->c.storm_dropped &&
+				    t->c.storm_dropped == t->c.established));
 	for (unsigned k = 0; k < p.nw; k++) {
 		free(p.w[k].online);
 		free(p.w[k].report);

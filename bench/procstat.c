@@ -60,6 +60,15 @@ static uint64_t procstat_field_kb(const char *path, const char *key)
 	return p == NULL ? 0 : strtoull(p + strlen(key), NULL, 10);
 }
 
+double procstat_pid_cpu_s(pid_t pid)
+{
+	pid_t ppid;
+	unsigned long long ticks, sys;
+	if (procstat_stat(pid, &ppid, &ticks, &sys) < 0)
+		return 0;
+	return (double)ticks / (double)sysconf(_SC_CLK_TCK);
+}
+
 uint64_t procstat_self_rss_kb(void)
 {
 	return procstat_field_kb("/proc/self/status", "\nVmRSS:");

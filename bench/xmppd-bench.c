@@ -58,13 +58,27 @@ static void usage(FILE *f)
 "      --lost-file F         write 'sender seq recipient to_dropped' per loss\n"
 "      --login-timeout S     a login slower than this fails (30)\n"
 "      --drain S             longest wait for late messages (10)\n"
-"      --quiet S             end the wait after S without deliveries (1)\n");
+"      --quiet S             end the wait after S without deliveries (1)\n"
+"      --sm                  XEP-0198: <enable resume='true'/> after bind,\n"
+"                            answer <r/> with <a h/>\n"
+"      --storm               reconnect storm (implies --sm): log in, reset\n"
+"                            every stream at once (RST), hold, all resume\n"
+"      --storm-hold S        seconds the sessions stay detached (5)\n"
+"      --resume-rate N       resumptions started per second (0: all)\n"
+"      --drop-at-enable      the storm: reset each stream as soon as it is\n"
+"                            enabled, before any presence (no more than\n"
+"                            --max-pending streams at once: memory per\n"
+"                            detached session without online ones before)\n"
+"      --csi                 XEP-0352: even-numbered clients go inactive\n"
+"      --mix-presence F      share of sends that are directed presence (0)\n"
+"      --mix-chatstate F     share of sends that are chat states (0)\n");
 }
 
 enum {
 	OPT_MAX_PENDING = 256, OPT_DIRECT_TLS, OPT_PID_FILE, OPT_PIDS,
 	OPT_IDLE_HOLD, OPT_LOGIN_ONLY, OPT_DROP, OPT_LOST_FILE,
-	OPT_LOGIN_TIMEOUT, OPT_DRAIN, OPT_QUIET,
+	OPT_LOGIN_TIMEOUT, OPT_DRAIN, OPT_QUIET, OPT_SM, OPT_STORM,
+	OPT_STORM_HOLD, OPT_RESUME_RATE, OPT_DROP_AT_ENABLE, OPT_CSI, OPT_MIX_PRESENCE, OPT_MIX_CHATSTATE,
 };
 
 static const struct option long_opts[] = {
@@ -93,6 +107,14 @@ static const struct option long_opts[] = {
 	{ "login-timeout", required_argument, NULL, OPT_LOGIN_TIMEOUT },
 	{ "drain", required_argument, NULL, OPT_DRAIN },
 	{ "quiet", required_argument, NULL, OPT_QUIET },
+	{ "sm", no_argument, NULL, OPT_SM },
+	{ "storm", no_argument, NULL, OPT_STORM },
+	{ "storm-hold", required_argument, NULL, OPT_STORM_HOLD },
+	{ "resume-rate", required_argument, NULL, OPT_RESUME_RATE },
+	{ "drop-at-enable", no_argument, NULL, OPT_DROP_AT_ENABLE },
+	{ "csi", no_argument, NULL, OPT_CSI },
+	{ "mix-presence", required_argument, NULL, OPT_MIX_PRESENCE },
+	{ "mix-chatstate", required_argument, NULL, OPT_MIX_CHATSTATE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -196,6 +218,22 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 			break;
 		case OPT_DRAIN: o->drain = opt_double("drain", optarg); break;
 		case OPT_QUIET: o->quiet = opt_double("quiet", optarg); break;
+		case OPT_SM: o->sm = true; break;
+		case OPT_STORM: o->storm = o->sm = true; break;
+		case OPT_STORM_HOLD:
+			o->storm_hold = opt_double("storm-hold", optarg);
+			break;
+		case OPT_RESUME_RATE:
+			o->resume_rate = opt_double("resume-rate", optarg);
+			break;
+		case OPT_DROP_AT_ENABLE: o->drop_at_enable = true; break;
+		case OPT_CSI: o->csi = true; break;
+		case OPT_MIX_PRESENCE:
+			o->mix_presence = opt_double("mix-presence", optarg);
+			break;
+		case OPT_MIX_CHATSTATE:
+			o->mix_chatstate = opt_double("mix-chatstate", optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -217,6 +255,13 @@ static void opt_check(struct bench_opts *o)
 		bench_fatal("--drop-clients must be less than --clients");
 	if ((uint64_t)o->first + o->clients > (1u << 31))
 		bench_fatal("--first + --clients is too large");
+	if (o->mix_presence + o->mix_chatstate > 1)
+		bench_fatal("--mix-presence + --mix-chatstate must be at most 1");
+	if (o->drop_at_enable && !o->storm)
+		bench_fatal("--drop-at-enable goes with --storm");
+	if (o->storm && (o->idle_hold > 0 || o->login_only || o->drop_clients))
+		bench_fatal("--storm goes without --idle-hold, --login-only and "
+			    "--drop-clients");
 	if (o->port == 0)
 		o->port = o->direct_tls ? 5223 : 5222;
 	if (strlen(o->domain) > 100 || strlen(o->password) > 200 ||
@@ -266,7 +311,7 @@ int main(int argc, char **argv)
 		.clients = 100, .connect_rate = 500, .max_pending = 1000,
 		.msg_rate = 100, .duration = 10, .body_size = 64,
 		.mech = BENCH_MECH_SCRAM_SHA256, .processes = 1,
-		.login_timeout = 30, .drain = 10, .quiet = 1,
+		.login_timeout = 30, .drain = 10, .quiet = 1, .storm_hold = 5,
 	};
 	opt_parse(&o, argc, argv);
 	opt_check(&o);

@@ -219,7 +219,56 @@ def test_failures_reported():
         assert r.returncode == 2 and "use more --processes" in r.stderr, r.stderr
 
 
+def test_sm_messages_acknowledged():
+    """--sm: every client enables resumable stream management, answers
+    the server's <r/> with the count of stanzas it read and says <a/>
+    before </stream:stream>: all 600 messages delivered once, and the
+    server holds none of them as unacknowledged (a wrong count would put
+    them in offline storage, or end the stream with
+    <handled-count-too-high/>)."""
+    s = bench_server(20, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "20", "--msg-rate", "200",
+                           "--duration", "3", "--processes", "2", "--sm")
+        assert rc == 0, out
+        assert r["sm_enabled"] == 20, out
+        assert r["connections_failed_sm"] == 0, out
+        assert r["messages_delivered"] == r["messages_sent"] == 600, out
+        assert r["stream_errors"] == 0, out
+        assert offline_count(s) == 0
+    finally:
+        s.stop()
+
+
+def test_storm_resumes_every_session():
+    """--storm: 40 resumable sessions in 2 tool processes on 2 workers,
+    every TCP connection reset at once, then every client connects again,
+    authenticates and resumes (on whichever worker the kernel picks): all
+    40 <resumed/>, with the server's h equal to what each client sent."""
+    s = bench_server(40, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "40", "--processes", "2",
+                           "--storm", "--storm-hold", "1")
+        assert rc == 0, out
+        assert r["connections_established"] == 40, out
+        assert r["sm_enabled"] == 40, out
+        assert r["storm_dropped"] == 40, out
+        assert r["resumptions_ok"] == 40, out
+        for key in ("resumptions_failed", "resumptions_error",
+                    "resumptions_unresolved", "resumption_h_mismatch",
+                    "storm_timed_out"):
+            assert r[key] == 0, (key, out)
+        assert r["resumptions_per_second"] > 0, out
+        assert r["server_kb_per_detached_session"] is not None, out
+        # a resumed session is not a new login: nothing offline, no
+        # unavailable broadcast needed
+        assert offline_count(s) == 0
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_exact_counts, test_drop_clients_exact,
                test_bounces_are_errored, test_direct_tls_plain_idle_hold_sources,
-               test_failures_reported])
+               test_failures_reported, test_sm_messages_acknowledged,
+               test_storm_resumes_every_session])
