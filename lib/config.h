@@ -101,6 +101,10 @@ struct config {
 	uint64_t vcard_max_size;        /* bytes, serialized <vCard/> */
 	uint64_t private_max_size;      /* bytes, one namespace's elements */
 	unsigned private_max_namespaces;
+	unsigned mam_max_page;          /* results per archive query */
+	unsigned mam_batch_rows;        /* archive rows per INSERT */
+	unsigned mam_queue_rows;        /* archive rows waiting per worker */
+	unsigned mam_retention_days;    /* 0: forever */
 	unsigned max_directed_presence; /* remembered per session */
 
 	/* database */

@@ -15,6 +15,7 @@
 
 extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
 	offline_ext;
+extern const struct ext mam_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -24,6 +25,7 @@ const struct ext *const ext_all[] = {
 	&private_ext,
 	&blocking_ext,
 	&offline_ext,
+	&mam_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -88,6 +90,9 @@ int ext_init(const char **error_r)
 		EXT_ADD(taken_back);
 		EXT_ADD(session_gone);
 		EXT_ADD(conn_free);
+		EXT_ADD(message_to_account);
+		EXT_ADD(loop_turn);
+		EXT_ADD(busy);
 	}
 	return 0;
 }
@@ -129,6 +134,33 @@ void ext_disco_features(struct buf *out)
 {
 	for (unsigned i = 0; i < ext_count; i++)
 		for (const char *const *f = ext_all[i]->disco_features;
+		     f && *f; f++)
+			buf_appendf(out, "<feature var='%s'/>", *f);
+}
+
+int ext_loop_turn(struct worker *w, int64_t now_ms)
+{
+	int least = -1;
+	for (unsigned i = 0; i < ext_hooks.n_loop_turn; i++) {
+		int d = ext_hooks.loop_turn[i].e->loop_turn(w, now_ms);
+		if (d >= 0 && (least < 0 || d < least))
+			least = d;
+	}
+	return least;
+}
+
+int ext_busy(struct worker *w)
+{
+	for (unsigned i = 0; i < ext_hooks.n_busy; i++)
+		if (ext_hooks.busy[i].e->busy(w))
+			return 1;
+	return 0;
+}
+
+void ext_account_features(struct buf *out)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *f = ext_all[i]->account_features;
 		     f && *f; f++)
 			buf_appendf(out, "<feature var='%s'/>", *f);
 }

@@ -135,6 +135,25 @@ struct ext {
 	void (*session_gone)(struct conn *c);
 	/* The conn is freed: release what the extension keeps in it. */
 	void (*conn_free)(struct conn *c);
+
+	/* ---- added for XEP-0313 (mam.c) -------------------------------- */
+	/* A message reaching a local account (route.c), before delivery,
+	 * carbons or offline storage: once per message and account (not
+	 * again when a copy comes back unwritten and is rerouted).  The
+	 * hook may change st (MAM stamps <stanza-id/>); every copy made
+	 * after it carries the change.  bare: the account, prepared. */
+	void (*message_to_account)(struct worker *w, struct xml_node *st,
+				   const char *bare);
+	/* End of each loop turn, after the turn's stanzas were routed
+	 * (batched writes go out here).  Returns the ms until it wants to
+	 * run again, or -1 (the loop turns at least once a second). */
+	int (*loop_turn)(struct worker *w, int64_t now_ms);
+	/* While the worker stops: 1 while the extension has work it must
+	 * finish (the worker waits for it, up to shutdown_timeout). */
+	int (*busy)(struct worker *w);
+	/* XEP-0030 features of an account (disco#info to its bare JID by
+	 * the account itself), in the order shown; NULL-terminated. */
+	const char *const *account_features;
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -164,6 +183,9 @@ struct ext_hooks {
 		subscription_changed[EXT_MAX], output_drained[EXT_MAX],
 		taken_back[EXT_MAX], session_gone[EXT_MAX],
 		conn_free[EXT_MAX];
+	unsigned n_message_to_account, n_loop_turn, n_busy;
+	struct ext_hook message_to_account[EXT_MAX], loop_turn[EXT_MAX],
+		busy[EXT_MAX];
 };
 extern struct ext_hooks ext_hooks;
 
@@ -234,6 +256,20 @@ static inline int ext_taken_back(struct conn *c, uint64_t end)
 {
 	EXT_TAKE_LOOP(taken_back, c, end);
 }
+
+static inline void ext_message_to_account(struct worker *w,
+					  struct xml_node *st,
+					  const char *bare)
+{
+	EXT_RUN(message_to_account, w, st, bare);
+}
+
+/* Run every loop_turn hook; the least of their delays, or -1. */
+int ext_loop_turn(struct worker *w, int64_t now_ms);
+/* 1 while an extension has work to finish before the worker exits. */
+int ext_busy(struct worker *w);
+/* Append <feature var='...'/> for every extension's account features. */
+void ext_account_features(struct buf *out);
 
 /* The extension that takes first-level elements of namespace
  * ns[0..nslen), or NULL (only for elements the core does not know). */

@@ -253,6 +253,9 @@ static void route_message(struct route *r, int to_full)
 {
 	struct session_info s;
 	int full = 0;
+	/* once per message (a rerouted copy already went through it) */
+	if (!r->skip_valid)
+		ext_message_to_account(r->w, r->st, r->to_bare);
 	if (to_full && shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
 	    !route_skipped(r, &s)) {
 		int rc = route_to_session(r, &s);
