@@ -474,11 +474,13 @@ static void mam_run(struct iq_pending *p, struct mam_req *q)
 	snprintf(s.num[0], sizeof(s.num[0]), "%lld", q->lo);
 	snprintf(s.num[1], sizeof(s.num[1]), "%lld", q->hi);
 	snprintf(s.num[2], sizeof(s.num[2]), "%u", q->max + 1);
+	/* parameter numbers first: the order in which a call's arguments
+	 * are evaluated is unspecified */
+	int pu = mam_param(&s, q->user), pd = mam_param(&s, q->domain);
+	int plo = mam_param(&s, s.num[0]), phi = mam_param(&s, s.num[1]);
 	buf_appendf(&conds, "account_id = (SELECT id FROM accounts WHERE "
-		    "username = $%d AND domain = $%d)", mam_param(&s, q->user),
-		    mam_param(&s, q->domain));
-	buf_appendf(&conds, " AND id > $%d::bigint AND id < $%d::bigint",
-		    mam_param(&s, s.num[0]), mam_param(&s, s.num[1]));
+		    "username = $%d AND domain = $%d) AND id > $%d::bigint AND "
+		    "id < $%d::bigint", pu, pd, plo, phi);
 	if (q->with_bare != NULL)
 		buf_appendf(&conds, " AND with_bare = $%d",
 			    mam_param(&s, q->with_bare));
@@ -494,19 +496,20 @@ static void mam_run(struct iq_pending *p, struct mam_req *q)
 	if (q->count_only)
 		buf_appendf(&s.text, "SELECT -2::bigint, count(*)::text FROM "
 			    "mam_messages WHERE %s", buf_head(&conds));
-	else
+	else {
+		int plim = mam_param(&s, s.num[2]);
 		buf_appendf(&s.text, "(SELECT id, stanza FROM mam_messages "
 			    "WHERE %s ORDER BY id %s LIMIT $%d::int)",
-			    buf_head(&conds), q->backward ? "DESC" : "ASC",
-			    mam_param(&s, s.num[2]));
+			    buf_head(&conds), q->backward ? "DESC" : "ASC", plim);
+	}
 	if (q->nnamed > 0) {
 		mam_id_array(&named, q->named, q->nnamed);
+		int pn = mam_param(&s, buf_head(&named));
 		buf_appendf(&s.text, " UNION ALL SELECT -1::bigint, "
 			    "count(*)::text FROM mam_messages WHERE "
 			    "account_id = (SELECT id FROM accounts WHERE "
-			    "username = $1 AND domain = $2) AND "
-			    "id = ANY($%d::bigint[])",
-			    mam_param(&s, buf_head(&named)));
+			    "username = $%d AND domain = $%d) AND "
+			    "id = ANY($%d::bigint[])", pu, pd, pn);
 	}
 	if (buf_append(&s.text, "", 1) < 0 || p->w->db == NULL ||
 	    db_query(p->w->db, buf_head(&s.text), s.n, s.params, NULL, NULL,
