@@ -13,9 +13,11 @@
  * (the message_to_account hook in route.c, before delivery, carbons or
  * offline storage, so a message to an offline account is archived as
  * well, and every copy carries the same id).  The recipient's copy is
- * stamped <stanza-id xmlns='urn:xmpp:sid:0' id='ID' by='account'/>;
- * stanza-ids that claim to be by any JID of a domain we host are removed
- * first, from what clients send and from what reaches an account.
+ * stamped <stanza-id xmlns='urn:xmpp:sid:0' id='ID' by='account'/>; the
+ * sender's gets its own archive id the same way as it leaves the filter
+ * (so that a sent carbon made later carries it), taken off again like
+ * any stanza-id that claims to be by a JID of a domain we host: those
+ * are removed from what clients send and from what reaches an account.
  *
  * Ids are made here, without asking the database: (unix ms << 21) |
  * (worker slot << 13) | counter (8192 a millisecond, then the next
@@ -27,8 +29,8 @@
  * Writes are batched: rows are queued in the worker (column arrays of one
  * INSERT ... SELECT FROM unnest(...)), a batch goes to PostgreSQL when it
  * has mam.batch_rows rows or at the end of the loop turn, pipelined on
- * the worker's link, at most MAM_INFLIGHT at once; a message is never
- * held for its archive row.  The database applies the account's
+ * the worker's link (so an archive query made on the same worker in a
+ * later turn sees it); a message is never held for its archive row.  The database applies the account's
  * preferences and blocklist in that statement (a stanza-id is stamped
  * whether or not the preferences keep the row; the id is never reused).
  * Failure policy: while PostgreSQL is down or slow the batches wait, in
@@ -57,7 +59,11 @@
 
 extern const struct ext mam_ext;
 
-#define MAM_INFLIGHT 4                  /* batches sent, unanswered */
+/* Batches sent and not answered yet: high, so that every batch goes
+ * out at the end of the turn that filled it and a query from the same
+ * worker is behind it on the pipeline (db.max_queue_bytes bounds the
+ * bytes). */
+#define MAM_INFLIGHT 256
 #define MAM_EXPIRE_ROWS 1000            /* rows per expiry statement */
 #define MAM_EXPIRE_EVERY_MS 60000       /* when nothing was left */
 #define MAM_EXPIRE_AGAIN_MS 100         /* when a full batch went */
@@ -392,6 +398,24 @@ static int mam_serialize(struct worker *w, struct buf *out,
 	return xml_serialize(out, st, NS_CLIENT);
 }
 
+/* Add <stanza-id id by/> as st's last child (nodes in the scratch
+ * arena, which lives until the end of the loop turn). */
+static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
+		     const char *by)
+{
+	char idtext[24];
+	struct arena *a = mam_arena();
+	snprintf(idtext, sizeof(idtext), "%lld", id);
+	struct xml_node *sid = xml_add_child(a, st, NS_SID, "stanza-id");
+	if (sid == NULL || xml_set_attr(a, sid, "id",
+					arena_strdup(a, idtext)) < 0 ||
+	    xml_set_attr(a, sid, "by", arena_strdup(a, by)) < 0) {
+		mam_drop(w, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 /* Sender side: a message from one of our sessions. */
 static int mam_stanza_in(struct conn *c, struct xml_node *st)
 {
@@ -414,9 +438,15 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	const char *with_bare = jid_bare(mam_arena(), &j);
 	if (with_bare == NULL || strcmp(with_bare, own) == 0)
 		return 0;       /* archived once, as received */
+	/* The sender's archive id on the message as it goes on, so that a
+	 * sent carbon (made after this filter) names it too; it is taken
+	 * off again before the message reaches an account of ours. */
+	long long id = mam_next_id(c->w);
+	if (mam_stamp(c->w, st, id, own) < 0)
+		return 0;
 	if (mam_serialize(c->w, &text, st) == 0)
-		mam_add_row(c->w, own, mam_next_id(c->w), with_bare, to, 1,
-			    buf_head(&text), buf_used(&text));
+		mam_add_row(c->w, own, id, with_bare, to, 1, buf_head(&text),
+			    buf_used(&text));
 	else
 		mam_drop(c->w, "too large");
 	buf_free(&text);
@@ -428,22 +458,14 @@ static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
 	struct buf text;
-	char idtext[24];
 	mam_strip_forged(w, st);
 	const char *from = xml_attr(st, "from");
 	if (from == NULL || !mam_archivable(st))
 		return;
 	long long id = mam_next_id(w);
-	snprintf(idtext, sizeof(idtext), "%lld", id);
-	struct arena *a = mam_arena();
-	struct xml_node *sid = xml_add_child(a, st, NS_SID, "stanza-id");
 	const char *with_bare = mam_bare_of(from);
-	if (sid == NULL || with_bare == NULL ||
-	    xml_set_attr(a, sid, "id", arena_strdup(a, idtext)) < 0 ||
-	    xml_set_attr(a, sid, "by", bare) < 0) {
-		mam_drop(w, "out of memory");
+	if (with_bare == NULL || mam_stamp(w, st, id, bare) < 0)
 		return;
-	}
 	if (mam_serialize(w, &text, st) == 0)
 		mam_add_row(w, bare, id, with_bare, from, 0, buf_head(&text),
 			    buf_used(&text));
@@ -511,9 +533,10 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 {
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
-	/* what this turn archived goes now, unless a batch is waiting (the
-	 * link is down or behind): then this one grows up to its size */
-	if (mam_cur != NULL && mam_cur->rows > 0 && mam_ready == NULL) {
+	/* what this turn archived goes now, unless a batch is waiting for
+	 * a link that is down: then this one grows up to its size */
+	if (mam_cur != NULL && mam_cur->rows > 0 &&
+	    (mam_ready == NULL || (w->db != NULL && db_is_up(w->db)))) {
 		mam_ready_push(mam_cur, 0);
 		mam_cur = NULL;
 	}
@@ -735,6 +758,7 @@ const struct ext mam_ext = {
 	.session_bound = mam_bound,
 	.stanza_in = mam_stanza_in,
 	.message_to_account = mam_to_account,
+	.taken_back = mam_taken_back,
 	.loop_turn = mam_loop_turn,
 	.busy = mam_busy,
 	.account_features = mam_features,

@@ -28,6 +28,8 @@ void mam_id_stamp(long long id, char *buf, size_t size);
 
 /* The IQ handlers of mam_query.c (ext.h ext_iq_fn). */
 void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare);
+/* ext.h taken_back: an archive result the connection never wrote. */
+int mam_taken_back(struct conn *c, uint64_t end);
 void mam_metadata_iq(struct worker *w, struct xml_node *st,
 		     const char *bare);
 

@@ -327,34 +327,85 @@ static void mam_id_array(struct buf *out, const long long *ids, unsigned n)
 
 /* ---- sending the results -------------------------------------------- */
 
-/* Send text to the full JID to (a local session or another worker's);
- * 0, or -1 when it is gone. */
-static int mam_send_to(struct worker *w, const char *to, const char *text,
-		       size_t len)
-{
+/* Where a page goes: the requesting session, on this worker (c) or on
+ * another (slot). */
+struct mam_dest {
+	struct worker *w;
+	struct conn *c;
 	struct session_info s;
+	int gone;
+};
+
+static void mam_dest_find(struct mam_dest *d, struct worker *w,
+			  const char *to)
+{
+	memset(d, 0, sizeof(*d));
+	d->w = w;
+	if (shm_session_get(w->shm->sessions, to, &d->s) != 1) {
+		d->gone = 1;
+	} else if (d->s.slot == w->slot) {
+		d->c = conn_lookup(w, d->s.conn_id, d->s.gen);
+		d->gone = d->c == NULL || !d->c->bound || d->c->closed;
+	}
+}
+
+/* Send one result; 0, or -1 when the requester is gone or its output
+ * is too full to take it (the page stops there). */
+static int mam_dest_send(struct mam_dest *d, const char *text, size_t len)
+{
 	const char *error;
-	if (shm_session_get(w->shm->sessions, to, &s) != 1)
+	if (d->gone)
 		return -1;
-	if (s.slot == w->slot) {
-		struct conn *c = conn_lookup(w, s.conn_id, s.gen);
-		if (c == NULL || !c->bound || c->closed)
+	if (d->c != NULL) {
+		struct conn *c = d->c;
+		if (c->closed || c->out_shed ||
+		    buf_used(&c->out) + len > c->w->cfg->c2s_max_output_bytes) {
+			d->gone = 1;
 			return -1;
+		}
 		if (!ext_stanza_out_text(c, text, len))
 			conn_send(c, text, len);
+		c->mam_to[(c->mam_next + CONN_MAM_RANGES - 1) %
+			  CONN_MAM_RANGES] = c->out_total;
 		return 0;
 	}
-	if (queue_send(w->q, s.slot, IPC_FRAME_STANZA, s.conn_id, s.gen, text,
-		       len, &error) < 0) {
-		log_warn("archive results to %s: %s", to, error);
+	if (queue_send(d->w->q, d->s.slot, IPC_FRAME_STANZA, d->s.conn_id,
+		       d->s.gen, text, len, &error) < 0) {
+		log_warn("archive results: %s", error);
+		d->gone = 1;
 		return -1;
 	}
 	return 0;
 }
 
-static int mam_send_result(struct iq_pending *p, const struct mam_req *q,
-			   struct buf *out, const char *id,
-			   const char *stored, size_t len)
+/* Results about to be written to c: remember where they start. */
+static void mam_dest_begin(struct mam_dest *d)
+{
+	struct conn *c = d->c;
+	if (c == NULL || d->gone)
+		return;
+	c->mam_from[c->mam_next] = c->out_total;
+	c->mam_to[c->mam_next] = c->out_total;
+	c->mam_next = (c->mam_next + 1) % CONN_MAM_RANGES;
+}
+
+/* An archive result written to c but never sent (the connection
+ * closed): dropped, not rerouted like a message (it would land in
+ * another resource or offline storage). */
+int mam_taken_back(struct conn *c, uint64_t end)
+{
+	for (unsigned i = 0; i < CONN_MAM_RANGES; i++)
+		if (end > c->mam_from[i] && end <= c->mam_to[i])
+			return 1;
+	return 0;
+}
+
+/* What one result costs on the wire besides the stored stanza. */
+#define MAM_RESULT_OVERHEAD 512
+
+static int mam_send_result(struct mam_dest *d, struct iq_pending *p,
+			   const struct mam_req *q, struct buf *out,
+			   const char *id, const char *stored, size_t len)
 {
 	char stamp[40];
 	if (len < 9 || memcmp(stored, "<message", 8) != 0 ||
@@ -381,7 +432,7 @@ static int mam_send_result(struct iq_pending *p, const struct mam_req *q,
 	buf_append(out, stored + 8, len - 8);
 	if (buf_appendf(out, "</forwarded></result></message>") < 0)
 		return -1;
-	return mam_send_to(p->w, p->from, buf_head(out), buf_used(out));
+	return mam_dest_send(d, buf_head(out), buf_used(out));
 }
 
 static void mam_fail(struct iq_pending **p, const char *error)
@@ -423,6 +474,22 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 	int complete = nrows <= (int)q->max;
 	if (nrows > (int)q->max)
 		nrows = (int)q->max;
+	/* A page stays under half of c2s.max_output_bytes: the rows
+	 * nearest to where paging starts (the oldest going forward, the
+	 * newest going back) and at least one; the rest is another page. */
+	size_t budget = (size_t)(p->w->cfg->c2s_max_output_bytes / 2), used = 0;
+	int keep = 0;
+	for (; keep < nrows; keep++) {
+		size_t cost = (size_t)PQgetlength(res, rows[keep], 1) +
+			      MAM_RESULT_OVERHEAD + strlen(p->from);
+		if (keep > 0 && used + cost > budget)
+			break;
+		used += cost;
+	}
+	if (keep < nrows) {
+		complete = 0;
+		nrows = keep;
+	}
 	/* chronological order: rows[0] oldest */
 	if (q->backward)
 		for (int i = 0; i < nrows / 2; i++) {
@@ -431,13 +498,25 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 			rows[nrows - 1 - i] = t;
 		}
 	struct buf out;
+	struct mam_dest d;
 	buf_init(&out, 0);
-	for (int k = 0; k < nrows; k++) {
+	mam_dest_find(&d, p->w, p->from);
+	mam_dest_begin(&d);
+	for (int k = 0; k < nrows && !d.gone; k++) {
 		int i = rows[q->flip ? nrows - 1 - k : k];
-		if (mam_send_result(p, q, &out, PQgetvalue(res, i, 0),
+		if (mam_send_result(&d, p, q, &out, PQgetvalue(res, i, 0),
 				    PQgetvalue(res, i, 1),
 				    (size_t)PQgetlength(res, i, 1)) < 0)
-			break;  /* the requester is gone */
+			break;
+	}
+	if (d.gone) {
+		/* gone, or its output full of other things: the page is
+		 * not whole, so no <fin/> claims it is (RFC 6120 8.3.3.18) */
+		log_info("archive query of %s: results not all written "
+			 "(session gone or output full)", q->bare);
+		buf_free(&out);
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
 	}
 	buf_consume(&out, buf_used(&out));
 	buf_appendf(&out, "<fin xmlns='" NS_MAM "' complete='%s' "

@@ -174,6 +174,12 @@ struct conn {
 	/* blocking.c */
 	char **blocked;         /* the account's XEP-0191 blocklist */
 	unsigned nblocked;
+	/* mam.c: the stream offsets (after, up to] of the last archive
+	 * query pages written to this session: results the connection
+	 * never wrote are dropped (taken_back), not rerouted */
+#define CONN_MAM_RANGES 4
+	uint64_t mam_from[CONN_MAM_RANGES], mam_to[CONN_MAM_RANGES];
+	unsigned mam_next;
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */

@@ -176,14 +176,19 @@ def test_archive_both_sides():
         # then Romeo's as she received it.
         msgs, ids, iq, iq_id = query(j, queryid="jq")
         assert len(ids) == 2 and ids[1] == sid2 and int(ids[0]) < int(ids[1]), (ids, msgs)
-        assert msgs[0] == result_xml(j, "jq", ids[0], sent1), msgs[0]
+        # (the sender's copy carries the sender's own archive id, as a
+        # sent carbon would)
+        def with_sid(stored, sid, by):
+            return stored[:-len("</message>")] + \
+                "<stanza-id xmlns='%s' id='%s' by='%s'/></message>" % (SID, sid, by)
+        assert msgs[0] == result_xml(j, "jq", ids[0], with_sid(sent1, ids[0], j.bare)), msgs[0]
         assert msgs[1] == result_xml(j, "jq", sid2, got2), msgs[1]
         assert iq == fin_xml(j, iq_id, ids, True), iq
         # Romeo's: the same two, the first with the id he was given.
         msgs, ids, iq, iq_id = query(r, queryid="rq")
         assert ids[0] == sid1 and len(ids) == 2, (ids, msgs)
         assert msgs[0] == result_xml(r, "rq", sid1, want1), msgs[0]
-        assert msgs[1] == result_xml(r, "rq", ids[1], sent2), msgs[1]
+        assert msgs[1] == result_xml(r, "rq", ids[1], with_sid(sent2, ids[1], r.bare)), msgs[1]
         assert iq == fin_xml(r, iq_id, ids, True), iq
         # A message to oneself is archived once.
         chat(j, "juliet@localhost/r", "self", "note to self")
@@ -563,8 +568,47 @@ def test_slixmpp_history():
         assert out.get("reverse") == want[::-1], out
 
 
+def test_archive_waits_for_postgresql():
+    """PostgreSQL down: messages are delivered with their stanza-ids at
+    once; the archive rows wait in the worker (bounded by mam.queue_rows,
+    what is past it counted in the log) and are written when it is
+    back."""
+    from test_pgdown import PgProxy, pg_target, proxied_server, running
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS, overrides={"mam.queue_rows": "100"})
+        with running(s):
+            wait_for(lambda: "database link up" in s.log_text(), what="link up")
+            j = login(s, "juliet", "r")
+            r = login(s, "romeo", "o")
+            mark = len(s.log_text())
+            proxy.stop()
+            wait_for(lambda: "database unavailable" in s.log_text()[mark:], what="link down")
+            sids = []
+            for i in range(60):     # 120 rows: 100 held, 20 not archived
+                chat(j, "romeo@localhost/o", "d%d" % i, "down %d" % i)
+                sids.append(stanza_id_of(received(r, "d%d" % i), "romeo@localhost"))
+            wait_for(lambda: re.search(r"error: archive: \d+ messages delivered but not archived "
+                                       r"\(too many waiting; 100 rows waiting for PostgreSQL, "
+                                       r"mam.queue_rows = 100\)", s.log_text()[mark:]),
+                     what="the loud line")
+            assert re.search(r"warn: archive: \d+ messages wait for PostgreSQL", s.log_text()[mark:])
+            proxy.start()
+
+            def archived():
+                try:
+                    _, ids, iq, _ = query(r)
+                except AssertionError:
+                    return None
+                return ids if "type='result'" in iq and len(ids) == 50 else None
+            ids = wait_for(archived, timeout=30, what="archive written after the outage")
+            assert ids == sids[:50], (ids, sids)
+    finally:
+        proxy.close()
+
+
 if __name__ == "__main__":
     run_tests([test_archive_both_sides, test_paging_both_ways, test_filters_and_errors,
                test_preferences, test_offline_and_two_devices,
                test_ctl_purge_expire_and_account_deletion, test_retention_expiry,
-               test_slixmpp_history])
+               test_slixmpp_history, test_archive_waits_for_postgresql])
