@@ -101,6 +101,7 @@ struct config {
 	uint64_t vcard_max_size;        /* bytes, serialized <vCard/> */
 	uint64_t private_max_size;      /* bytes, one namespace's elements */
 	unsigned private_max_namespaces;
+	unsigned csi_max_held;          /* XEP-0352 stanzas held, 0: none */
 	unsigned max_directed_presence; /* remembered per session */
 
 	/* database */

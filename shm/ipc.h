@@ -269,6 +269,8 @@ struct ipc_worker_stats {
 					   files did not load): not ready */
 	_Atomic uint64_t http_responses[IPC_HTTP_STATUS_MAX]; /* by status */
 	struct ipc_db_stats db;
+	_Atomic uint64_t csi_held;  /* XEP-0352: stanzas held while inactive */
+	_Atomic uint64_t csi_spared;    /* writes they spared (csi.c) */
 };
 
 enum ipc_session_state {

@@ -63,6 +63,7 @@ struct http_conn;
 
 /* A stored message put in a connection's out, removed from the store
  * once written (offline.c). */
+struct csi_held;
 struct offline_sent {
 	long long id;
 	uint64_t end;           /* out_total just past it */
@@ -174,6 +175,14 @@ struct conn {
 	/* blocking.c */
 	char **blocked;         /* the account's XEP-0191 blocklist */
 	unsigned nblocked;
+	/* carbons.c */
+	int carbons;            /* XEP-0280 enabled by this session */
+	/* csi.c: XEP-0352, what waits while the client is inactive */
+	int csi_inactive;
+	struct csi_held *csi_held;  /* in arrival order; text NULL: gone */
+	unsigned csi_nheld, csi_held_cap;   /* entries used, allocated */
+	unsigned csi_live;          /* entries with text */
+	size_t csi_bytes;           /* their bytes */
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
