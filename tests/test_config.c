@@ -188,6 +188,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "im.vcard_max_size", CONFIG_F_RELOADABLE },
 	{ "im.private_max_size", CONFIG_F_RELOADABLE },
 	{ "im.private_max_namespaces", CONFIG_F_RELOADABLE },
+	{ "csi.max_held", CONFIG_F_RELOADABLE },
 	{ "im.max_directed_presence", CONFIG_F_RELOADABLE },
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
 	{ "db.max_queue_bytes", CONFIG_F_RELOADABLE },
