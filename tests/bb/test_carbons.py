@@ -12,7 +12,10 @@ Needs XMPPD_TEST_PGCONN.
 import asyncio
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -330,6 +333,110 @@ def test_slixmpp_xep_0280():
         run_async(body())
 
 
+# ---- profanity (Debian's, in tmux) -------------------------------------------
+
+class Profanity:
+    """profanity for one account in a tmux server of its own, with a
+    fresh home (account file with the password, the test certificate
+    trusted) and a debug log; screen() is what its user sees."""
+
+    def __init__(self, jid, password, port):
+        for tool in ("profanity", "tmux"):
+            if shutil.which(tool) is None:
+                raise AssertionError("%s is needed (Debian package %s)" % (tool, tool))
+        self.home = tempfile.mkdtemp(prefix="xmppd-prof-")
+        self.sock = "xmppd-prof-%d" % os.getpid()
+        data = os.path.join(self.home, "data", "profanity")
+        conf = os.path.join(self.home, "config", "profanity")
+        os.makedirs(data)
+        os.makedirs(conf)
+        with open(os.path.join(data, "accounts"), "w") as f:
+            f.write("[%s]\nenabled=true\njid=%s\nserver=127.0.0.1\nport=%d\n"
+                    "resource=prof\npassword=%s\ntls.policy=trust\n"
+                    % (jid, jid, port, password))
+        with open(os.path.join(conf, "profrc"), "w") as f:
+            f.write("[connection]\nautoping=0\n[ui]\nsplash=false\n")
+        self.log = os.path.join(data, "logs", "profanity.log")
+        self.tmux("new-session", "-d", "-s", "p", "-x", "200", "-y", "50",
+                  "env -i PATH=/usr/bin:/bin HOME={0} XDG_DATA_HOME={0}/data "
+                  "XDG_CONFIG_HOME={0}/config TERM=xterm-256color LANG=C.UTF-8 "
+                  "profanity -l DEBUG -a {1}".format(self.home, jid))
+
+    def tmux(self, *args):
+        return subprocess.run(["tmux", "-L", self.sock, "-f", "/dev/null"] + list(args),
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout
+
+    def screen(self):
+        return "\n".join(ln.rstrip() for ln in self.tmux(
+            "capture-pane", "-p", "-J", "-t", "p").splitlines())
+
+    def wire(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def type(self, line):
+        self.tmux("send-keys", "-t", "p", "-l", line)
+        self.tmux("send-keys", "-t", "p", "Enter")
+
+    def shows(self, pattern, timeout=20):
+        rx = re.compile(pattern, re.M)
+        deadline = time.monotonic() + timeout
+        while not rx.search(self.screen()):
+            if time.monotonic() > deadline:
+                raise AssertionError("profanity never showed %r; screen:\n%s"
+                                     % (pattern, self.screen()))
+            time.sleep(0.2)
+
+    def close(self):
+        try:
+            self.tmux("kill-server")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def test_profanity():
+    """Debian's profanity enables carbons at login: no "Server error
+    enabling message carbons: service-unavailable" any more, and what
+    juliet's other resource sends and receives shows in profanity's
+    chat window with romeo."""
+    with Server(workers=2, users=USERS) as s:
+        prof = Profanity("juliet@localhost", dict(USERS)["juliet@localhost"], s.port)
+        try:
+            prof.shows(r"juliet@localhost/prof logged in successfully")
+            deadline = time.monotonic() + 15
+            while "<enable xmlns=\"urn:xmpp:carbons:2\"" not in prof.wire():
+                assert time.monotonic() < deadline, "profanity sent no carbons enable"
+                time.sleep(0.2)
+            phone = login(s, "juliet", "phone")
+            r = login(s, "romeo", "r")
+            ping(phone)
+            time.sleep(1)
+            assert "Server error enabling message carbons" not in prof.screen(), prof.screen()
+            assert "carbons" not in prof.screen().lower(), prof.screen()
+            prof.type("/msg romeo@localhost")
+            prof.shows(r"romeo@localhost")
+            phone.send("<message to='romeo@localhost/r' id='pp1' type='chat'>"
+                       "<body>sent from the phone</body></message>")
+            r.expect(re.compile("<message [^>]*id='pp1'.*</message>"))
+            prof.shows(r"me: sent from the phone$")
+            r.send("<message to='juliet@localhost/phone' id='pp2' type='chat'>"
+                   "<body>for the phone</body></message>")
+            phone.expect(re.compile("<message [^>]*id='pp2'.*</message>"))
+            prof.shows(r"romeo@localhost/r: for the phone$")
+            phone.close()
+            r.close()
+        except BaseException:
+            print("---- profanity's log (end) ----\n%s" % prof.wire()[-4000:])
+            raise
+        finally:
+            prof.close()
+
+
 if __name__ == "__main__":
     run_tests([
         test_enable_disable_and_errors,
@@ -338,4 +445,5 @@ if __name__ == "__main__":
         test_bare_jid_to_several_resources,
         test_offline_blocking_and_own_account,
         test_slixmpp_xep_0280,
+        test_profanity,
     ])
