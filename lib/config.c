@@ -228,6 +228,12 @@ const struct config_def config_defs[] = {
 	{ "mam.retention_days", CONFIG_TYPE_UINT, OFF(mam_retention_days),
 	  "0", 0, 36500, RELOAD, "Archived messages older than this many days "
 	  "are deleted (by worker 0, in small batches); 0 keeps them forever" },
+	/* worker/csi.c */
+	{ "csi.max_held", CONFIG_TYPE_UINT, OFF(csi_max_held), "100", 0,
+	  100000, RELOAD, "Stanzas held for a session while its client says "
+	  "it is inactive (XEP-0352: presence, chat states, receipts); one "
+	  "more, or more than half of c2s.max_output_bytes, writes them all "
+	  "(0: nothing is held)" },
 	/* ---- end of the extensions' rows; presence.c is core */
 	{ "im.max_directed_presence", CONFIG_TYPE_UINT,
 	  OFF(max_directed_presence), "64", 1, 100000, RELOAD,

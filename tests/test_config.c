@@ -192,6 +192,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "mam.batch_rows", CONFIG_F_RELOADABLE },
 	{ "mam.queue_rows", CONFIG_F_RELOADABLE },
 	{ "mam.retention_days", CONFIG_F_RELOADABLE },
+	{ "csi.max_held", CONFIG_F_RELOADABLE },
 	{ "im.max_directed_presence", CONFIG_F_RELOADABLE },
 	{ "db.conninfo", CONFIG_F_RELOADABLE },
 	{ "db.max_queue_bytes", CONFIG_F_RELOADABLE },

@@ -16,6 +16,7 @@
 extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
 	offline_ext;
 extern const struct ext mam_ext;
+extern const struct ext carbons_ext, csi_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -26,6 +27,8 @@ const struct ext *const ext_all[] = {
 	&blocking_ext,
 	&offline_ext,
 	&mam_ext,
+	&carbons_ext,
+	&csi_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -93,6 +96,10 @@ int ext_init(const char **error_r)
 		EXT_ADD(message_to_account);
 		EXT_ADD(loop_turn);
 		EXT_ADD(busy);
+		EXT_ADD(message_delivered);
+		if (e->message_delivered != NULL)
+			ext_hooks.delivered_flags |= e->delivered_flags;
+		EXT_ADD(client_element);
 	}
 	return 0;
 }

@@ -34,6 +34,7 @@
 struct arena;
 struct buf;
 struct pg_result;
+struct session_info;
 struct xml_node;
 
 /* The types of IQ an IQ handler takes (struct ext_iq.types). */
@@ -154,6 +155,22 @@ struct ext {
 	/* XEP-0030 features of an account (disco#info to its bare JID by
 	 * the account itself), in the order shown; NULL-terminated. */
 	const char *const *account_features;
+	/* ---- added for XEP-0280 (carbons.c) and XEP-0352 (csi.c) -------- */
+	/* A message was delivered to sessions of a local account (route.c,
+	 * RFC 6121 section 8.5): got[0..ngot) had it written or queued for
+	 * them.  Called only when one of them has a session-table flag in
+	 * delivered_flags (one test otherwise), not for a message stored
+	 * offline, and not again when a copy comes back unwritten and is
+	 * rerouted.  st, bare: as in message_undelivered. */
+	void (*message_delivered)(struct worker *w, struct xml_node *st,
+				  const char *bare,
+				  const struct session_info *got, int ngot);
+	uint8_t delivered_flags;    /* enum ipc_session_flags */
+	/* A first-level element from the client (stanza or nonza, any
+	 * namespace), before it is acted upon; only for sessions where the
+	 * extension set its filter bit (ext_filter()).  CSI: the client is
+	 * awake, what was held goes out first. */
+	void (*client_element)(struct conn *c, const struct xml_node *n);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -186,6 +203,10 @@ struct ext_hooks {
 	unsigned n_message_to_account, n_loop_turn, n_busy;
 	struct ext_hook message_to_account[EXT_MAX], loop_turn[EXT_MAX],
 		busy[EXT_MAX];
+	unsigned n_message_delivered, n_client_element;
+	struct ext_hook message_delivered[EXT_MAX],
+		client_element[EXT_MAX];
+	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
 
@@ -270,6 +291,24 @@ int ext_loop_turn(struct worker *w, int64_t now_ms);
 int ext_busy(struct worker *w);
 /* Append <feature var='...'/> for every extension's account features. */
 void ext_account_features(struct buf *out);
+static inline void ext_message_delivered(struct worker *w,
+					 struct xml_node *st,
+					 const char *bare,
+					 const struct session_info *got,
+					 int ngot)
+{
+	EXT_RUN(message_delivered, w, st, bare, got, ngot);
+}
+
+static inline void ext_client_element(struct conn *c,
+				      const struct xml_node *n)
+{
+	if (c->ext_filter == 0)
+		return;
+	for (unsigned i = 0; i < ext_hooks.n_client_element; i++)
+		if (c->ext_filter & ext_hooks.client_element[i].bit)
+			ext_hooks.client_element[i].e->client_element(c, n);
+}
 
 /* The extension that takes first-level elements of namespace
  * ns[0..nslen), or NULL (only for elements the core does not know). */
