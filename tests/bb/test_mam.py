@@ -607,8 +607,58 @@ def test_archive_waits_for_postgresql():
         proxy.close()
 
 
+def test_with_carbons_two_devices():
+    """XEP-0280 with XEP-0313: juliet's phone and laptop both have carbons
+    on.  A message to the phone reaches the laptop as a received carbon
+    with the same <stanza-id/>; a message the phone sends reaches the
+    laptop as a sent carbon carrying juliet's archive id of it.  The
+    laptop's archive query then returns exactly those two ids: nothing
+    twice, nothing missing."""
+    carbons = "urn:xmpp:carbons:2"
+    fwd = "urn:xmpp:forward:0"
+    with Server(workers=2, users=USERS) as s:
+        phone = login(s, "juliet", "phone")
+        laptop = login(s, "juliet", "laptop")
+        for c in (phone, laptop):
+            c.send("<iq type='set' id='cb'><enable xmlns='%s'/></iq>" % carbons)
+            c.read_until("<iq [^>]*id='cb'[^>]*/>")
+        r = login(s, "romeo", "o")
+        chat(r, phone.jid, "in1", "to the phone")
+        got = received(phone, "in1")
+        sid_in = stanza_id_of(got, "juliet@localhost")
+        inner = ("<message xmlns='jabber:client' to='%s' id='in1' type='chat' from='%s'>"
+                 "<body>to the phone</body><stanza-id xmlns='%s' id='%s' by='juliet@localhost'/>"
+                 "</message>" % (phone.jid, r.jid, SID, sid_in))
+        want = ("<message from='juliet@localhost' to='%s' type='chat'><received xmlns='%s'>"
+                "<forwarded xmlns='%s'>%s</forwarded></received></message>"
+                % (laptop.jid, carbons, fwd, inner))
+        got = laptop.read_until("<message from='juliet@localhost' to='%s' type='chat'>"
+                                "<received .*?</received></message>" % re.escape(laptop.jid))
+        assert got == want, got
+        chat(phone, "romeo@localhost/o", "out1", "from the phone")
+        got_r = received(r, "out1")
+        stanza_id_of(got_r, "romeo@localhost")
+        assert got_r.count("<stanza-id ") == 1, got_r    # juliet's id went
+        got = laptop.read_until("<message from='juliet@localhost' to='%s' type='chat'>"
+                                "<sent .*?</sent></message>" % re.escape(laptop.jid))
+        sid_out = stanza_id_of(got, "juliet@localhost")
+        inner = ("<message xmlns='jabber:client' to='romeo@localhost/o' id='out1' type='chat' "
+                 "from='%s'><body>from the phone</body><stanza-id xmlns='%s' id='%s' "
+                 "by='juliet@localhost'/></message>" % (phone.jid, SID, sid_out))
+        assert got == ("<message from='juliet@localhost' to='%s' type='chat'><sent xmlns='%s'>"
+                       "<forwarded xmlns='%s'>%s</forwarded></sent></message>"
+                       % (laptop.jid, carbons, fwd, inner)), got
+
+        def archived():
+            _, ids, _, _ = query(laptop)
+            return ids if len(ids) >= 2 else None
+        ids = wait_for(archived, what="archive written")
+        assert ids == [sid_in, sid_out], (ids, sid_in, sid_out)
+
+
 if __name__ == "__main__":
     run_tests([test_archive_both_sides, test_paging_both_ways, test_filters_and_errors,
                test_preferences, test_offline_and_two_devices,
                test_ctl_purge_expire_and_account_deletion, test_retention_expiry,
-               test_slixmpp_history, test_archive_waits_for_postgresql])
+               test_slixmpp_history, test_archive_waits_for_postgresql,
+               test_with_carbons_two_devices])
