@@ -112,6 +112,13 @@ int ctl_may_end_sessions(int fd, const char *bare);
  * -1 when the control socket failed (printed). */
 int ctl_end_sessions(int fd, const char *bare, const char *condition,
 		     const char *text, bool watch);
+/* The config (NULL: reason printed) and a PostgreSQL connection for it
+ * (user.c; as root, after becoming the daemon user when due). */
+struct pg_conn;
+struct config *ctl_pg_open(const struct ctl_opts *opts, bool allow_missing,
+			   struct pg_conn **conn_r);
+/* argv[0] is "archive" (ctl/archive.c). */
+int ctl_archive_command(const struct ctl_opts *opts, int argc, char **argv);
 /* argv[0] is "stats" (ctl/stats.c). */
 int ctl_stats_command(const struct ctl_opts *opts, int argc, char **argv);
 

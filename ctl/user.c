@@ -127,8 +127,8 @@ static PGconn *ctl_pg_connect(const char *conninfo)
 }
 
 /* The config (NULL: reason printed) and a connection for it. */
-static struct config *ctl_pg_open(const struct ctl_opts *opts,
-				  bool allow_missing, PGconn **conn_r)
+struct config *ctl_pg_open(const struct ctl_opts *opts, bool allow_missing,
+			   PGconn **conn_r)
 {
 	struct config *cfg = ctl_load_config(opts, allow_missing);
 	if (cfg == NULL)

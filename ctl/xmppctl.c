@@ -63,6 +63,10 @@ void ctl_usage(FILE *out)
 		"  user show JID       an account: created, roster, offline messages,\n"
 		"                      vCard, blocklist, live sessions\n"
 		"  user list [DOMAIN]  list accounts, one JID a line\n"
+		"  archive purge JID   delete an account's archived messages\n"
+		"  archive expire --before DATE\n"
+		"                      delete archived messages older than DATE\n"
+		"                      (YYYY-MM-DD or date and time; UTC)\n"
 		"  help                this text\n"
 		"--json: sessions, status, bans, health, user list and user show\n"
 		"print one JSON document.  Run as root, the PostgreSQL commands run\n"
@@ -370,6 +374,7 @@ static const struct {
 	{ "health", ctl_health_command },
 	{ "db", ctl_db_command },
 	{ "user", ctl_user_command },
+	{ "archive", ctl_archive_command },
 };
 
 int main(int argc, char **argv)

@@ -230,6 +230,27 @@ const struct config_def config_defs[] = {
 	{ "sm.forward_time", CONFIG_TYPE_DURATION, OFF(sm_forward_time), "30s",
 	  1000, 600000, RELOAD, "How long stanzas still arriving for a "
 	  "resumed session's old connection are forwarded to the new one" },
+	/* worker/mam.c */
+	{ "mam.max_page", CONFIG_TYPE_UINT, OFF(mam_max_page), "100", 1,
+	  1000, RELOAD, "Messages one archive query (XEP-0313) returns at "
+	  "most; a larger RSM <max/> is cut to it and the page is marked "
+	  "incomplete" },
+	{ "mam.batch_rows", CONFIG_TYPE_UINT, OFF(mam_batch_rows), "500", 1,
+	  10000, RELOAD, "Archived messages written to PostgreSQL in one "
+	  "statement; a worker sends what it has every loop turn" },
+	{ "mam.queue_rows", CONFIG_TYPE_UINT, OFF(mam_queue_rows), "100000",
+	  100, 10000000, RELOAD, "Archived messages a worker holds while "
+	  "PostgreSQL is slow or down; beyond it new ones are not archived "
+	  "(delivered all the same; counted in the log at error level)" },
+	{ "mam.retention_days", CONFIG_TYPE_UINT, OFF(mam_retention_days),
+	  "0", 0, 36500, RELOAD, "Archived messages older than this many days "
+	  "are deleted (by worker 0, in small batches); 0 keeps them forever" },
+	/* worker/csi.c */
+	{ "csi.max_held", CONFIG_TYPE_UINT, OFF(csi_max_held), "100", 0,
+	  100000, RELOAD, "Stanzas held for a session while its client says "
+	  "it is inactive (XEP-0352: presence, chat states, receipts); one "
+	  "more, or more than half of c2s.max_output_bytes, writes them all "
+	  "(0: nothing is held)" },
 	/* ---- end of the extensions' rows; presence.c is core */
 	{ "im.max_directed_presence", CONFIG_TYPE_UINT,
 	  OFF(max_directed_presence), "64", 1, 100000, RELOAD,

@@ -105,6 +105,11 @@ struct config {
 	unsigned sm_max_unacked;        /* stanzas in the journal */
 	uint64_t sm_handover_timeout;   /* ms */
 	uint64_t sm_forward_time;       /* ms */
+	unsigned mam_max_page;          /* results per archive query */
+	unsigned mam_batch_rows;        /* archive rows per INSERT */
+	unsigned mam_queue_rows;        /* archive rows waiting per worker */
+	unsigned mam_retention_days;    /* 0: forever */
+	unsigned csi_max_held;          /* XEP-0352 stanzas held, 0: none */
 	unsigned max_directed_presence; /* remembered per session */
 
 	/* database */

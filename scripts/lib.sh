@@ -31,6 +31,7 @@ XMPPD_DEB_TEST=(
 	valgrind iproute2
 	groff-base man-db
 	"${XMPPD_DEB_PACKAGE[@]}"
+	profanity tmux
 )
 
 say()  { printf '==> %s\n' "$*"; }

@@ -49,6 +49,9 @@ enum ipc_frame_type {
 	IPC_FRAME_SM_TAKE,
 	IPC_FRAME_SM_GIVE,
 	IPC_FRAME_SM_DONE,
+	IPC_FRAME_CARBONS,          /* payload: "1"; a session of the
+				       account enabled XEP-0280 carbons: the
+				       target copies what it sends (carbons.c) */
 	IPC_FRAME_TYPE_MAX
 };
 
@@ -270,6 +273,8 @@ struct ipc_worker_stats {
 				       across respawns: 1 while it dispatches
 				       a datagram not yet taken off its queue
 				       (shm/queue.c) */
+	_Atomic uint64_t csi_held;  /* XEP-0352: stanzas held while inactive */
+	_Atomic uint64_t csi_spared;    /* writes they spared (csi.c) */
 };
 
 enum ipc_session_state {
@@ -282,6 +287,9 @@ enum ipc_session_state {
 enum ipc_session_flags {
 	IPC_SESSION_F_CARBONS = 0x01,   /* XEP-0280 enabled */
 	IPC_SESSION_F_DETACHED = 0x02,  /* XEP-0198 waiting for <resume/> */
+	IPC_SESSION_F_SIBLING_CARBONS = 0x04,   /* another session of the
+				       same bare JID has F_CARBONS: kept by
+				       the table itself (shm/session.c) */
 };
 
 /* One session record.  Records are addressed by index; links are indices

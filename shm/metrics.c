@@ -588,6 +588,13 @@ static void metrics_render_workers(struct metrics_ctx *m,
 	metrics_family(m, "xmppd_offline_delivered_messages", METRICS_COUNTER,
 		       NULL, "Stored messages delivered.");
 	METRICS_PER_WORKER(m, shm, nslots, offline_delivered);
+	metrics_family(m, "xmppd_csi_held_stanzas", METRICS_COUNTER, NULL,
+		       "Stanzas held for inactive clients (XEP-0352).");
+	METRICS_PER_WORKER(m, shm, nslots, csi_held);
+	metrics_family(m, "xmppd_csi_writes_spared", METRICS_COUNTER, NULL,
+		       "Writes inactive clients were spared: held presence "
+		       "merged away, held stanzas written together.");
+	METRICS_PER_WORKER(m, shm, nslots, csi_spared);
 	metrics_family(m, "xmppd_http_connections", METRICS_GAUGE, NULL,
 		       "Open connections of the HTTP front.");
 	METRICS_PER_WORKER(m, shm, nslots, http_connections);

@@ -52,6 +52,10 @@ struct jid_key {
 
 void (*shm_session_test_hook)(void);
 
+static uint8_t rec_flags(const struct ipc_session *r);
+static void rec_set_flags(struct ipc_session *r, uint8_t flags);
+static void rec_sync_carbons(struct shm_table *t, const struct ipc_session *r);
+
 /* FNV-1a with a murmur3 finaliser: FNV alone spreads low bits poorly,
  * and the bucket index is the low bits. */
 static uint32_t jid_hash(const char *s, size_t len)
@@ -274,6 +278,15 @@ static void table_rebuild(struct shm_table *t)
 		}
 	}
 	hdr->long_free_head = next_free;
+	/* F_SIBLING_CARBONS may be half updated: derive it again */
+	for (uint32_t i = 0; i < capacity; i++)
+		if (atomic_load(&t->recs[i].state) == IPC_SESSION_USED)
+			rec_set_flags(&t->recs[i], rec_flags(&t->recs[i]) &
+				      (uint8_t)~IPC_SESSION_F_SIBLING_CARBONS);
+	for (uint32_t i = 0; i < capacity; i++)
+		if (atomic_load(&t->recs[i].state) == IPC_SESSION_USED &&
+		    (rec_flags(&t->recs[i]) & IPC_SESSION_F_CARBONS))
+			rec_sync_carbons(t, &t->recs[i]);
 }
 
 static int table_lock(struct shm_table *t, const char **error_r)
@@ -322,9 +335,20 @@ static void rec_to_info(const struct shm_table *t,
 	info->peer_family = r->peer_family;
 	info->mech = r->mech;
 	info->tls_version = r->tls_version;
+	info->flags = rec_flags(r);
 	info->index = (int32_t)(r - t->recs);
 	memcpy(info->jid, rec_jid(t, r), r->jid_len);
 	info->jid[r->jid_len] = '\0';
+}
+
+static uint8_t rec_flags(const struct ipc_session *r)
+{
+	return __atomic_load_n(&r->flags, __ATOMIC_RELAXED);
+}
+
+static void rec_set_flags(struct ipc_session *r, uint8_t flags)
+{
+	__atomic_store_n(&r->flags, flags, __ATOMIC_RELAXED);
 }
 
 static bool rec_owned_by(const struct ipc_session *r, uint16_t slot,
@@ -350,6 +374,45 @@ static int32_t *table_find(struct shm_table *t, const struct jid_key *k)
 	return NULL;
 }
 
+/* Records of the bare JID (hash, bare[0..bare_len)) in its chain. */
+#define FOR_BARE(t_, i_, r_, hash_, bare_, len_) \
+	for (int32_t i_ = (t_)->buckets[(hash_) & (t_)->mask]; i_ >= 0; \
+	     i_ = (t_)->recs[i_].next) \
+		if ((r_ = &(t_)->recs[i_])->hash == (hash_) && \
+		    r_->bare_len == (len_) && \
+		    memcmp(rec_jid(t_, r_), (bare_), (len_)) == 0)
+
+/* Make F_SIBLING_CARBONS true for every record of a bare JID: set on a
+ * record while another record of it has F_CARBONS.  Lock held.  One
+ * walk of the chain when the bare JID has no carbons at all. */
+static void table_sync_carbons(struct shm_table *t, uint32_t hash,
+			       const char *bare, size_t bare_len)
+{
+	struct ipc_session *r;
+	unsigned carbons = 0, marked = 0;
+
+	FOR_BARE(t, i, r, hash, bare, bare_len) {
+		carbons += (rec_flags(r) & IPC_SESSION_F_CARBONS) != 0;
+		marked += (rec_flags(r) & IPC_SESSION_F_SIBLING_CARBONS) != 0;
+	}
+	if (carbons == 0 && marked == 0)
+		return;
+	FOR_BARE(t, i, r, hash, bare, bare_len) {
+		uint8_t f = rec_flags(r);
+		unsigned others = carbons - ((f & IPC_SESSION_F_CARBONS) != 0);
+		uint8_t want = others > 0 ?
+			(uint8_t)(f | IPC_SESSION_F_SIBLING_CARBONS) :
+			(uint8_t)(f & ~IPC_SESSION_F_SIBLING_CARBONS);
+		if (want != f)
+			rec_set_flags(r, want);
+	}
+}
+
+static void rec_sync_carbons(struct shm_table *t, const struct ipc_session *r)
+{
+	table_sync_carbons(t, r->hash, rec_jid(t, r), r->bare_len);
+}
+
 /* FREE first, then unlink and free: a crash in between leaves a FREE
  * record that the rebuild simply drops from its chain. */
 static void table_unlink(struct shm_table *t, int32_t *link)
@@ -357,6 +420,11 @@ static void table_unlink(struct shm_table *t, int32_t *link)
 	int32_t idx = *link;
 	struct ipc_session *r = &t->recs[idx];
 
+	/* its siblings lose a carbons-enabled sibling */
+	if (rec_flags(r) & IPC_SESSION_F_CARBONS) {
+		rec_set_flags(r, 0);
+		rec_sync_carbons(t, r);
+	}
 	atomic_store(&r->state, IPC_SESSION_FREE);
 	*link = r->next;
 	if (r->jid_long >= 0) {
@@ -397,6 +465,7 @@ static void rec_fill(struct ipc_session *r, const struct jid_key *k,
 	r->peer_family = info->peer_family;
 	r->mech = info->mech;
 	r->tls_version = info->tls_version;
+	rec_set_flags(r, info->flags & (uint8_t)~IPC_SESSION_F_SIBLING_CARBONS);
 	r->jid_long = -1;
 }
 
@@ -429,6 +498,7 @@ static void table_insert(struct shm_table *t, const struct jid_key *k,
 	r->next = t->buckets[k->hash & t->mask];
 	t->buckets[k->hash & t->mask] = idx;
 	hdr->used++;
+	rec_sync_carbons(t, r);
 }
 
 /* Sessions and long-JID entries of k's bare JID.  Lock held.  Every
@@ -613,6 +683,48 @@ int shm_session_set_presence(struct shm_table *t, const char *full_jid,
 	return ret;
 }
 
+int shm_session_set_flags(struct shm_table *t, const char *full_jid,
+			  uint16_t slot, uint32_t conn_id, uint32_t gen,
+			  uint8_t set, uint8_t clear)
+{
+	const char *error;
+	struct jid_key k;
+	int32_t *link;
+	int ret = 0;
+
+	set &= (uint8_t)~IPC_SESSION_F_SIBLING_CARBONS;
+	clear &= (uint8_t)~IPC_SESSION_F_SIBLING_CARBONS;
+	if (key_init(&k, full_jid, false, &error) < 0 ||
+	    table_lock(t, &error) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
+		struct ipc_session *r = &t->recs[*link];
+		uint8_t old = rec_flags(r);
+		uint8_t f = (uint8_t)((old | set) & ~clear);
+		rec_set_flags(r, f);
+		if ((old ^ f) & IPC_SESSION_F_CARBONS)
+			rec_sync_carbons(t, r);
+		ret = 1;
+	}
+	table_unlock(t);
+	return ret;
+}
+
+uint8_t shm_session_flags(struct shm_table *t, int32_t index, uint16_t slot,
+			  uint32_t conn_id, uint32_t gen)
+{
+	struct ipc_session *r;
+
+	if (index < 0 || (uint32_t)index >= t->hdr->capacity)
+		return 0;
+	r = &t->recs[index];
+	if (atomic_load_explicit(&r->state, memory_order_acquire) !=
+	    IPC_SESSION_USED || !rec_owned_by(r, slot, conn_id, gen))
+		return 0;
+	return rec_flags(r);
+}
+
 void shm_session_touch(struct shm_table *t, int32_t index, uint16_t slot,
 		       uint32_t conn_id, uint32_t gen, int64_t now)
 {
@@ -769,6 +881,28 @@ static int verify_chains(struct shm_table *t, uint8_t *seen,
 	return (int)reached;
 }
 
+/* F_SIBLING_CARBONS is set exactly on the records with another record
+ * of their bare JID that has F_CARBONS. */
+static int verify_carbons(struct shm_table *t, const char **error_r)
+{
+	for (uint32_t i = 0; i < t->hdr->capacity; i++) {
+		const struct ipc_session *r = &t->recs[i], *o;
+		unsigned others = 0;
+
+		if (atomic_load(&r->state) != IPC_SESSION_USED)
+			continue;
+		FOR_BARE(t, j, o, r->hash, rec_jid(t, r), r->bare_len)
+			others += o != r &&
+				  (rec_flags(o) & IPC_SESSION_F_CARBONS);
+		if ((others > 0) !=
+		    ((rec_flags(r) & IPC_SESSION_F_SIBLING_CARBONS) != 0)) {
+			*error_r = "sibling carbons flag out of step";
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Record fields that must hold for a USED record (seen[] == 1). */
 static int verify_records(struct shm_table *t, uint8_t *lseen,
 			  const char **error_r)
@@ -800,7 +934,7 @@ static int verify_records(struct shm_table *t, uint8_t *lseen,
 		}
 		lseen[r->jid_long] = 1;
 	}
-	return 0;
+	return verify_carbons(t, error_r);
 }
 
 /* A free list (records or long entries) covers exactly the unmarked. */

@@ -30,6 +30,9 @@ struct session_info {
 	uint8_t peer_family;        /* 0, 4 or 6 */
 	uint8_t mech;               /* enum ipc_mech */
 	uint16_t tls_version;       /* 0: plain TCP */
+	uint8_t flags;              /* enum ipc_session_flags; put takes
+				       F_CARBONS and F_DETACHED from it (the
+				       table keeps F_SIBLING_CARBONS) */
 	int32_t index;              /* record index (out only: get, list,
 				       foreach), for shm_session_touch */
 	char jid[IPC_JID_MAX + 1];  /* full JID */
@@ -84,6 +87,20 @@ int shm_session_list(struct shm_table *t, const char *bare_jid,
 int shm_session_set_presence(struct shm_table *t, const char *full_jid,
 			     uint16_t slot, uint32_t conn_id, uint32_t gen,
 			     int16_t priority, uint8_t available);
+/* Set then clear bits of the flags of an entry owned by (slot, conn,
+ * gen) (F_CARBONS, F_DETACHED; F_SIBLING_CARBONS is the table's own):
+ * 1 done, 0 absent or owned by another session, -1 error.  The table
+ * keeps F_SIBLING_CARBONS of every entry of the bare JID true under the
+ * same lock hold: set while another entry of it has F_CARBONS. */
+int shm_session_set_flags(struct shm_table *t, const char *full_jid,
+			  uint16_t slot, uint32_t conn_id, uint32_t gen,
+			  uint8_t set, uint8_t clear);
+/* The flags of record index while it is USED and owned by (slot,
+ * conn_id, gen), else 0: a relaxed load without the lock (the owner's
+ * message path: no lookup).  A change racing with it is seen by the
+ * next call. */
+uint8_t shm_session_flags(struct shm_table *t, int32_t index, uint16_t slot,
+			  uint32_t conn_id, uint32_t gen);
 /* The client of record index (from shm_session_get) sent bytes at unix
  * time now: a relaxed store without the lock, done only while the
  * record is USED and owned by (slot, conn_id, gen).  A record freed and

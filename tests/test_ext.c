@@ -1,8 +1,8 @@
 /*
  * test_ext.c - the registry of extensions (worker/ext.c): the list in
- * ext.c names roster_ext ... offline_ext, sm_ext; this test links
- * stand-ins of those names, so it checks the registry (hook order, taking
- * hooks, IQ lookup, disco order, the start-up checks), not the real
+ * ext.c names roster_ext ... offline_ext, sm_ext ... csi_ext; this test
+ * links stand-ins of those names, so it checks the registry (hook order,
+ * taking hooks, IQ lookup, disco order, the start-up checks), not the real
  * extensions (the black-box tests do that).
  */
 #include <string.h>
@@ -93,6 +93,26 @@ const struct ext offline_ext = {
 /* ext.c lists sm_ext after offline_ext (XEP-0198, worker/sm.c) */
 const struct ext sm_ext = {
 	.name = "sm",
+};
+/* issue 11's extensions: named by ext.c, no hooks here */
+const struct ext mam_ext = { .name = "mam" };
+
+static void delivered_f(struct worker *w, struct xml_node *st,
+			const char *bare, const struct session_info *got,
+			int ngot)
+{
+	(void)w; (void)st; (void)bare; (void)got; (void)ngot; note('f');
+}
+static void element_g(struct conn *c, const struct xml_node *n)
+{
+	(void)c; (void)n; note('g');
+}
+/* the stand-ins of carbons_ext and csi_ext (added for issue 11) */
+const struct ext carbons_ext = {
+	.name = "f", .message_delivered = delivered_f, .delivered_flags = 4,
+};
+const struct ext csi_ext = {
+	.name = "g", .client_element = element_g,
 };
 
 static struct arena arena;
@@ -209,4 +229,22 @@ Test(ext, nonza_namespaces_without_a_hook_stop_the_start)
 	vcard_nonza[0] = "urn:xmpp:csi:0";
 	cr_assert_eq(ext_init(&error), -1);
 	cr_assert_str_eq(error, "extension takes nonzas without a hook");
+}
+
+Test(ext, delivered_flags_and_client_element_filter)
+{
+	struct conn c;
+	memset(&c, 0, sizeof(c));
+	cr_assert_eq(ext_hooks.n_message_delivered, 1);
+	cr_assert_eq(ext_hooks.delivered_flags, 4);
+	ext_message_delivered(NULL, NULL, "a@b", NULL, 0);
+	cr_assert_str_eq(calls, "f");
+	ext_client_element(&c, NULL);   /* no filter bit: not called */
+	cr_assert_str_eq(calls, "f");
+	ext_filter(&c, &carbons_ext, 1);    /* another's bit */
+	ext_client_element(&c, NULL);
+	cr_assert_str_eq(calls, "f");
+	ext_filter(&c, &csi_ext, 1);
+	ext_client_element(&c, NULL);
+	cr_assert_str_eq(calls, "fg");
 }

@@ -404,6 +404,82 @@ Test(session, set_presence_by_owner_only)
 	table_close(&m);
 }
 
+static uint8_t flags_of(struct table_map *m, const char *jid)
+{
+	struct session_info got;
+
+	cr_assert_eq(shm_session_get(m->t, jid, &got), 1, "%s absent", jid);
+	return got.flags;
+}
+
+#define SIB IPC_SESSION_F_SIBLING_CARBONS
+#define CARB IPC_SESSION_F_CARBONS
+
+/* XEP-0280 flags: set by the owner only; every other entry of the bare
+ * JID (and only of it) learns that a sibling has carbons, and forgets
+ * it when that sibling disables them, goes away or is replaced. */
+Test(session, carbons_flags_and_siblings)
+{
+	struct table_map m;
+	const char *a = "erin@example.org/a", *b = "erin@example.org/b",
+		   *c = "erin@example.org/c", *x = "erinx@example.org/a";
+	struct session_info info;
+	const char *error;
+
+	table_open(&m, 64);
+	cr_assert_eq(put(&m, a, 1, 1, 1), 0);
+	cr_assert_eq(put(&m, b, 2, 2, 1), 0);
+	cr_assert_eq(put(&m, x, 1, 3, 1), 0);
+	cr_assert_eq(flags_of(&m, a), 0);
+	cr_assert_eq(shm_session_set_flags(m.t, a, 1, 1, 2, CARB, 0), 0,
+		     "a non-owner set flags");
+	cr_assert_eq(flags_of(&m, a), 0);
+	cr_assert_eq(shm_session_set_flags(m.t, a, 1, 1, 1, CARB | SIB, 0), 1);
+	cr_assert_eq(flags_of(&m, a), CARB, "the sibling bit is the table's");
+	cr_assert_eq(flags_of(&m, b), SIB);
+	cr_assert_eq(flags_of(&m, x), 0, "another account was marked");
+	assert_verifies(&m);
+	/* a new sibling is marked at once */
+	cr_assert_eq(put(&m, c, 2, 4, 1), 0);
+	cr_assert_eq(flags_of(&m, c), SIB);
+	/* two enabled: each has a sibling */
+	cr_assert_eq(shm_session_set_flags(m.t, b, 2, 2, 1, CARB, 0), 1);
+	cr_assert_eq(flags_of(&m, a), CARB | SIB);
+	cr_assert_eq(flags_of(&m, b), CARB | SIB);
+	assert_verifies(&m);
+	/* the lock-free read of the owner, by record index */
+	struct session_info got;
+	cr_assert_eq(shm_session_get(m.t, a, &got), 1);
+	cr_assert_eq(shm_session_flags(m.t, got.index, 1, 1, 1), CARB | SIB);
+	cr_assert_eq(shm_session_flags(m.t, got.index, 1, 1, 9), 0);
+	cr_assert_eq(shm_session_flags(m.t, -1, 1, 1, 1), 0);
+	/* b goes: a has no enabled sibling left */
+	cr_assert_eq(shm_session_del(m.t, b, 2, 2, 1), 1);
+	cr_assert_eq(flags_of(&m, a), CARB);
+	cr_assert_eq(flags_of(&m, c), SIB);
+	assert_verifies(&m);
+	/* a replaced by a new login without carbons */
+	info_set(&info, a, 1, 5, 1);
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), 1);
+	cr_assert_eq(flags_of(&m, a), 0);
+	cr_assert_eq(flags_of(&m, c), 0);
+	assert_verifies(&m);
+	/* a resumed session brings its flag with it */
+	info_set(&info, a, 1, 6, 1);
+	info.flags = CARB | SIB;
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), 1);
+	cr_assert_eq(flags_of(&m, a), CARB);
+	cr_assert_eq(flags_of(&m, c), SIB);
+	cr_assert_eq(shm_session_set_flags(m.t, a, 1, 6, 1, 0, CARB), 1);
+	cr_assert_eq(flags_of(&m, c), 0);
+	/* a sweep of the slot clears the siblings too */
+	cr_assert_eq(shm_session_set_flags(m.t, a, 1, 6, 1, CARB, 0), 1);
+	cr_assert_eq(shm_session_sweep_slot(m.t, 1, NULL, NULL), 2);
+	cr_assert_eq(flags_of(&m, c), 0);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
 /* What `xmppctl sessions` shows comes back as stored; the activity
  * second changes only through the owner's touch of its own record. */
 Test(session, peer_fields_and_touch_by_owner_only)

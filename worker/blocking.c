@@ -5,7 +5,8 @@
  * so the checks on the stanza path cost no database round trip:
  * outbound stanzas to a blocked JID get <not-acceptable/> with
  * <blocked xmlns='urn:xmpp:blocking:errors'/>; inbound ones from a
- * blocked JID are dropped (presence) or answered <service-unavailable/>.
+ * blocked JID are dropped (presence) or answered <service-unavailable/>;
+ * a XEP-0280 copy of a blocked JID's message is dropped.
  * An account blocks at most im.blocklist_max_items JIDs: a block that
  * would store more is refused whole with <not-acceptable/> type cancel
  * (XEP-0191 names no condition; as for a full roster), so every stored
@@ -392,9 +393,26 @@ static void blocking_iq(struct worker *w, struct xml_node *st,
 /* A local session whose account blocks the sender of st gets nothing;
  * messages and IQs are answered service-unavailable.  Returns 1 when
  * the stanza was stopped. */
+/* The message a XEP-0280 received copy forwards, or NULL. */
+static const struct xml_node *blocking_carbon(const struct xml_node *st)
+{
+	const struct xml_node *r = xml_first_element(st), *f;
+	if (strcmp(st->name, "message") != 0 ||
+	    !xml_is(r, "urn:xmpp:carbons:2", "received") ||
+	    (f = xml_child(r, "urn:xmpp:forward:0", "forwarded")) == NULL)
+		return NULL;
+	return xml_child(f, NS_CLIENT, "message");
+}
+
 static int blocking_out_node(struct conn *c, const struct xml_node *st,
 			     struct arena *a)
 {
+	const struct xml_node *inner = blocking_carbon(st);
+	/* a copy of a blocked contact's message: dropped, no answer (the
+	 * copy is the server's own) */
+	if (inner != NULL)
+		return c->nblocked > 0 &&
+		       blocking_matches(c, xml_attr(inner, "from"));
 	if (c->nblocked == 0 || !blocking_matches(c, xml_attr(st, "from")))
 		return 0;
 	struct buf out;

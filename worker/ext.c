@@ -15,6 +15,8 @@
 
 extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
 	offline_ext, sm_ext;
+extern const struct ext mam_ext;
+extern const struct ext carbons_ext, csi_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -25,6 +27,9 @@ const struct ext *const ext_all[] = {
 	&blocking_ext,
 	&offline_ext,
 	&sm_ext,
+	&mam_ext,
+	&carbons_ext,
+	&csi_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -96,6 +101,13 @@ int ext_init(const char **error_r)
 		EXT_ADD(worker_frame);
 		EXT_ADD(conn_gone);
 		EXT_ADD(tick);
+		EXT_ADD(message_to_account);
+		EXT_ADD(loop_turn);
+		EXT_ADD(busy);
+		EXT_ADD(message_delivered);
+		if (e->message_delivered != NULL)
+			ext_hooks.delivered_flags |= e->delivered_flags;
+		EXT_ADD(client_element);
 	}
 	return 0;
 }
@@ -158,4 +170,31 @@ void ext_session_restore(struct conn *c, const uint32_t *words, unsigned n)
 	for (unsigned i = 0; i < ext_count && i < n; i++)
 		if (ext_all[i]->session_restore != NULL)
 			ext_all[i]->session_restore(c, words[i]);
+}
+
+int ext_loop_turn(struct worker *w, int64_t now_ms)
+{
+	int least = -1;
+	for (unsigned i = 0; i < ext_hooks.n_loop_turn; i++) {
+		int d = ext_hooks.loop_turn[i].e->loop_turn(w, now_ms);
+		if (d >= 0 && (least < 0 || d < least))
+			least = d;
+	}
+	return least;
+}
+
+int ext_busy(struct worker *w)
+{
+	for (unsigned i = 0; i < ext_hooks.n_busy; i++)
+		if (ext_hooks.busy[i].e->busy(w))
+			return 1;
+	return 0;
+}
+
+void ext_account_features(struct buf *out)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *f = ext_all[i]->account_features;
+		     f && *f; f++)
+			buf_appendf(out, "<feature var='%s'/>", *f);
 }

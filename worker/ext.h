@@ -34,6 +34,7 @@
 struct arena;
 struct buf;
 struct pg_result;
+struct session_info;
 struct xml_node;
 
 /* The types of IQ an IQ handler takes (struct ext_iq.types). */
@@ -175,6 +176,40 @@ struct ext {
 			 const char *payload, size_t len);
 	/* Once a second (worker timers). */
 	void (*tick)(struct worker *w, int64_t now_ms);
+	/* ---- added for XEP-0313 (mam.c) -------------------------------- */
+	/* A message reaching a local account (route.c), before delivery,
+	 * carbons or offline storage: once per message and account (not
+	 * again when a copy comes back unwritten and is rerouted).  The
+	 * hook may change st (MAM stamps <stanza-id/>); every copy made
+	 * after it carries the change.  bare: the account, prepared. */
+	void (*message_to_account)(struct worker *w, struct xml_node *st,
+				   const char *bare);
+	/* End of each loop turn, after the turn's stanzas were routed
+	 * (batched writes go out here).  Returns the ms until it wants to
+	 * run again, or -1 (the loop turns at least once a second). */
+	int (*loop_turn)(struct worker *w, int64_t now_ms);
+	/* While the worker stops: 1 while the extension has work it must
+	 * finish (the worker waits for it, up to shutdown_timeout). */
+	int (*busy)(struct worker *w);
+	/* XEP-0030 features of an account (disco#info to its bare JID by
+	 * the account itself), in the order shown; NULL-terminated. */
+	const char *const *account_features;
+	/* ---- added for XEP-0280 (carbons.c) and XEP-0352 (csi.c) -------- */
+	/* A message was delivered to sessions of a local account (route.c,
+	 * RFC 6121 section 8.5): got[0..ngot) had it written or queued for
+	 * them.  Called only when one of them has a session-table flag in
+	 * delivered_flags (one test otherwise), not for a message stored
+	 * offline, and not again when a copy comes back unwritten and is
+	 * rerouted.  st, bare: as in message_undelivered. */
+	void (*message_delivered)(struct worker *w, struct xml_node *st,
+				  const char *bare,
+				  const struct session_info *got, int ngot);
+	uint8_t delivered_flags;    /* enum ipc_session_flags */
+	/* A first-level element from the client (stanza or nonza, any
+	 * namespace), before it is acted upon; only for sessions where the
+	 * extension set its filter bit (ext_filter()).  CSI: the client is
+	 * awake, what was held goes out first. */
+	void (*client_element)(struct conn *c, const struct xml_node *n);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -209,6 +244,13 @@ struct ext_hooks {
 	struct ext_hook stanza_received[EXT_MAX], stanza_sent[EXT_MAX],
 		detach[EXT_MAX], session_changed[EXT_MAX],
 		worker_frame[EXT_MAX], conn_gone[EXT_MAX], tick[EXT_MAX];
+	unsigned n_message_to_account, n_loop_turn, n_busy;
+	struct ext_hook message_to_account[EXT_MAX], loop_turn[EXT_MAX],
+		busy[EXT_MAX];
+	unsigned n_message_delivered, n_client_element;
+	struct ext_hook message_delivered[EXT_MAX],
+		client_element[EXT_MAX];
+	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
 
@@ -328,6 +370,38 @@ uint32_t ext_session_word(const struct conn *c, unsigned i);
 /* Give the words back to the conn resuming a session (words[i] for
  * ext_all[i], n of them). */
 void ext_session_restore(struct conn *c, const uint32_t *words, unsigned n);
+
+static inline void ext_message_to_account(struct worker *w,
+					  struct xml_node *st,
+					  const char *bare)
+{
+	EXT_RUN(message_to_account, w, st, bare);
+}
+
+/* Run every loop_turn hook; the least of their delays, or -1. */
+int ext_loop_turn(struct worker *w, int64_t now_ms);
+/* 1 while an extension has work to finish before the worker exits. */
+int ext_busy(struct worker *w);
+/* Append <feature var='...'/> for every extension's account features. */
+void ext_account_features(struct buf *out);
+static inline void ext_message_delivered(struct worker *w,
+					 struct xml_node *st,
+					 const char *bare,
+					 const struct session_info *got,
+					 int ngot)
+{
+	EXT_RUN(message_delivered, w, st, bare, got, ngot);
+}
+
+static inline void ext_client_element(struct conn *c,
+				      const struct xml_node *n)
+{
+	if (c->ext_filter == 0)
+		return;
+	for (unsigned i = 0; i < ext_hooks.n_client_element; i++)
+		if (c->ext_filter & ext_hooks.client_element[i].bit)
+			ext_hooks.client_element[i].e->client_element(c, n);
+}
 
 /* The extension that takes first-level elements of namespace
  * ns[0..nslen), or NULL (only for elements the core does not know). */

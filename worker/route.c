@@ -234,6 +234,16 @@ static struct session_info *route_resources(struct route *r, int *n_r,
 	return out;
 }
 
+/* The message reached got[0..n): the extensions that asked for one of
+ * the flags of those sessions hear of it (XEP-0280 received copies),
+ * once: not for a copy rerouted after its connection closed. */
+static void route_delivered(struct route *r, const struct session_info *got,
+			    int n, uint8_t flags)
+{
+	if ((flags & ext_hooks.delivered_flags) && n > 0 && !r->skip_valid)
+		ext_message_delivered(r->w, r->st, r->to_bare, got, n);
+}
+
 /* RFC 6121 section 8.5.2.1.1: chat and normal go to the available
  * resources of highest non-negative priority; headlines to all with
  * non-negative priority.  Returns how many got it; *full_r is set when
@@ -242,6 +252,7 @@ static int route_message_bare(struct route *r, int *full_r)
 {
 	struct session_info *heap;
 	int n, best = -1, sent = 0;
+	uint8_t flags = 0;
 	struct session_info *res = route_resources(r, &n, &heap);
 	int headline = route_is(r, "headline");
 	for (int i = 0; i < n; i++)
@@ -251,11 +262,19 @@ static int route_message_bare(struct route *r, int *full_r)
 		if (res[i].priority < 0 || (!headline && res[i].priority != best))
 			continue;
 		int rc = route_to_session(r, &res[i]);
-		if (rc == 0)
-			sent++;
-		else if (rc == ROUTE_FULL)
+		if (rc == 0) {
+			/* those that got it first, for route_delivered */
+			if (i != sent) {
+				struct session_info t = res[sent];
+				res[sent] = res[i];
+				res[i] = t;
+			}
+			flags |= res[sent++].flags;
+		} else if (rc == ROUTE_FULL) {
 			*full_r = 1;
+		}
 	}
+	route_delivered(r, res, sent, flags);
 	route_sessions_done(heap);
 	return sent;
 }
@@ -272,11 +291,16 @@ static void route_message(struct route *r, int to_full)
 {
 	struct session_info s;
 	int full = 0;
+	/* once per message (a rerouted copy already went through it) */
+	if (!r->skip_valid)
+		ext_message_to_account(r->w, r->st, r->to_bare);
 	if (to_full && shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
 	    !route_skipped(r, &s)) {
 		int rc = route_to_session(r, &s);
-		if (rc == 0)
+		if (rc == 0) {
+			route_delivered(r, &s, 1, s.flags);
 			return;
+		}
 		if (rc == ROUTE_FULL) {
 			route_full(r);
 			return;
@@ -526,6 +550,20 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 	if (to != NULL)
 		shm_session_del(w->shm->sessions, to, (uint16_t)w->slot,
 				conn_id, gen);
+	/* A copy the server made for this session alone (from the
+	 * account's own bare JID to one of its resources: a XEP-0280
+	 * carbon, an archive result) is not rerouted: the message it
+	 * copies went its own way. */
+	const char *from = xml_attr(st, "from");
+	size_t flen = from != NULL ? strlen(from) : 0;
+	if (to != NULL && flen > 0 && strcmp(st->name, "message") == 0 &&
+	    strchr(from, '/') == NULL && strncmp(to, from, flen) == 0 &&
+	    to[flen] == '/') {
+		log_debug("w%u c%u: copy from %s not written: dropped", w->slot,
+			  conn_id, from);
+		arena_free(&a);
+		return 0;
+	}
 	/* A message sent to the bare JID was one copy of several, or the
 	 * only one: if another resource is available it got its own
 	 * copy, else the message is stored (the bare JID's rules, with no

@@ -3,7 +3,8 @@
  * XEP-0030 disco#info/#items, XEP-0199 ping, XEP-0092 software version,
  * XEP-0202 entity time, with the extensions' disco features (ext.h);
  * IQs to an account's bare JID go to the extension that declared their
- * payload; everything else that expects an answer gets
+ * payload, except disco#info by the account itself (identity and the
+ * extensions' account features); everything else that expects an answer gets
  * <service-unavailable/> (RFC 6120 section 10.5.4 / 8.3.3.19).  Replies
  * are routed like any stanza, so they reach the sender on any worker.
  * Failure policy: a reply that cannot be built is dropped and logged.
@@ -146,6 +147,15 @@ void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 	server_iq(w, a, st);
 }
 
+/* Whether st comes from a resource of the account bare. */
+static int server_own_account(const struct xml_node *st, const char *bare)
+{
+	const char *from = xml_attr(st, "from");
+	size_t n = strlen(bare);
+	return from != NULL && strncmp(from, bare, n) == 0 &&
+	       (from[n] == '\0' || from[n] == '/');
+}
+
 void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 		       const char *bare)
 {
@@ -154,6 +164,21 @@ void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 	if (type == NULL || (strcmp(type, "get") != 0 &&
 			     strcmp(type, "set") != 0))
 		return;         /* results and errors to an account: dropped */
+	if (q != NULL && strcmp(type, "get") == 0 &&
+	    xml_is(q, NS_DISCO_INFO, "query") && xml_attr(q, "node") == NULL &&
+	    server_own_account(st, bare)) {
+		/* XEP-0030 to the account's own bare JID, by the account:
+		 * what the server does for it (XEP-0313 section 7) */
+		struct buf out;
+		buf_init(&out, 0);
+		server_result_head(&out, st);
+		buf_appendf(&out, "><query xmlns='" NS_DISCO_INFO "'><identity "
+			    "category='account' type='registered'/>");
+		ext_account_features(&out);
+		buf_appendf(&out, "</query></iq>");
+		server_send(w, a, &out);
+		return;
+	}
 	ext_iq_fn *fn = q != NULL ? ext_iq_handler(q, type) : NULL;
 	if (fn != NULL) {
 		fn(w, st, bare);

@@ -444,6 +444,9 @@ static void stream_dispatch(struct conn *c, struct xml_node *n)
 	if (c->closed || c->want_close)
 		return;
 	METRIC_INC(c->w->stats->stanzas_in[stream_kind(n)]);
+	ext_client_element(c, n);       /* ext.h: CSI's flush */
+	if (c->closed || c->want_close)
+		return;
 	if (xml_is(n, NS_TLS, "starttls"))
 		stream_starttls(c);
 	else if (xml_is(n, NS_STREAMS, "error"))

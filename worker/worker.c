@@ -471,10 +471,14 @@ _Noreturn void worker_main(struct worker_boot *boot)
 				timeout = 0;
 			conn_flush_all(&w);
 		}
+		/* extensions' end-of-turn work (batched archive writes) */
+		int d = ext_loop_turn(&w, w.now_ms);
+		if (d >= 0 && d < timeout)
+			timeout = d;
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);
-		if (w.stopping && (w.nconns == 0 ||
+		if (w.stopping && ((w.nconns == 0 && !ext_busy(&w)) ||
 				   w.now_ms >= w.stop_deadline_ms))
 			break;
 	}

@@ -63,6 +63,7 @@ struct http_conn;
 
 /* A stored message put in a connection's out, removed from the store
  * once written (offline.c). */
+struct csi_held;
 struct offline_sent {
 	long long id;
 	uint64_t end;           /* out_total just past it */
@@ -178,6 +179,20 @@ struct conn {
 	unsigned nblocked;
 	/* sm.c: XEP-0198 state, NULL until <enable/> or <resume/> */
 	struct sm_conn *sm;
+	/* mam.c: the stream offsets (after, up to] of the last archive
+	 * query pages written to this session: results the connection
+	 * never wrote are dropped (taken_back), not rerouted */
+#define CONN_MAM_RANGES 4
+	uint64_t mam_from[CONN_MAM_RANGES], mam_to[CONN_MAM_RANGES];
+	unsigned mam_next;
+	/* carbons.c */
+	int carbons;            /* XEP-0280 enabled by this session */
+	/* csi.c: XEP-0352, what waits while the client is inactive */
+	int csi_inactive;
+	struct csi_held *csi_held;  /* in arrival order; text NULL: gone */
+	unsigned csi_nheld, csi_held_cap;   /* entries used, allocated */
+	unsigned csi_live;          /* entries with text */
+	size_t csi_bytes;           /* their bytes */
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */

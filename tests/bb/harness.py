@@ -25,6 +25,14 @@ XMPPD = os.path.join(BUILDDIR, "xmppd")
 XMPPCTL = os.path.join(BUILDDIR, "xmppctl")
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
+
+
+def stanza_id_rx(by):
+    """A regex for the <stanza-id/> (XEP-0359) the message archive
+    (worker/mam.c) adds to every archived message delivered to the
+    account by, as the last child; test_mam.py checks it exactly."""
+    return "<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' by='%s'/>" % re.escape(by)
+
 NS_STREAM_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
 
 

@@ -13,7 +13,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, pid_alive, run_tests, wait_for  # noqa: E402
+from harness import (Client, Server, pid_alive, run_tests, stanza_id_rx,  # noqa: E402
+                     wait_for)
 from test_pgdown import PgProxy, pg_target, proxied_server, running  # noqa: E402
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -388,9 +389,9 @@ def test_offline_unreadable_kept():
         j, jj = login(s, "juliet", "balcony")
         j.send("<presence/>")
         j.read_until("<message to='juliet@localhost' type='chat' id='u1' from='%s'>"
-                     "<body>one</body><delay " % re.escape(jr))
+                     "<body>one</body>%s<delay " % (re.escape(jr), stanza_id_rx(jj.split("/")[0])))
         j.read_until("<message to='juliet@localhost' type='chat' id='u2' from='%s'>"
-                     "<body>two</body><delay " % re.escape(jr))
+                     "<body>two</body>%s<delay " % (re.escape(jr), stanza_id_rx(jj.split("/")[0])))
         wait_for(lambda: sql(s, count) == "0", what="delivered rows removed")
         aside = sql(s, "SELECT id, stanza = ANY(ARRAY[$q$%s$q$]), reason <> '' "
                        "FROM offline_unreadable ORDER BY id" % "$q$, $q$".join(bad))

@@ -1,0 +1,765 @@
+/*
+ * mam.c - XEP-0313 Message Archive Management (urn:xmpp:mam:2 and
+ * #extended): archiving, XEP-0359 stanza ids, XEP-0441 preferences and
+ * retention; the queries are in mam_query.c.
+ *
+ * What is archived (XEP-0313 section 6.1.1): messages of type chat or
+ * normal (or none) with a <body/>, or with a XEP-0334 <store/> hint;
+ * never errors, groupchat, headlines, chat states alone, messages with
+ * a <no-store/> or <no-permanent-store/> hint, carbon copies or archive
+ * results.  Each is archived for its sender (the stanza_in filter, for
+ * every bound session; not for a message to the sender's own account,
+ * which is archived once, as received) and for the recipient account
+ * (the message_to_account hook in route.c, before delivery, carbons or
+ * offline storage, so a message to an offline account is archived as
+ * well, and every copy carries the same id).  The recipient's copy is
+ * stamped <stanza-id xmlns='urn:xmpp:sid:0' id='ID' by='account'/>; the
+ * sender's gets its own archive id the same way as it leaves the filter
+ * (so that a sent carbon made later carries it), taken off again like
+ * any stanza-id that claims to be by a JID of a domain we host: those
+ * are removed from what clients send and from what reaches an account.
+ *
+ * Ids are made here, without asking the database: (unix ms << 21) |
+ * (worker slot << 13) | counter (8192 a millisecond, then the next
+ * millisecond is borrowed), as decimal text.  They grow with time, so
+ * paging by id is index order and the <delay/> stamp is id >> 21; they
+ * are unique across workers, and across restarts of a worker unless the
+ * wall clock steps back past what it had handed out.
+ *
+ * Writes are batched: rows are queued in the worker (column arrays of one
+ * INSERT ... SELECT FROM unnest(...)), a batch goes to PostgreSQL when it
+ * has mam.batch_rows rows or at the end of the loop turn, pipelined on
+ * the worker's link (so an archive query made on the same worker in a
+ * later turn sees it); a message is never held for its archive row.  The database applies the account's
+ * preferences and blocklist in that statement (a stanza-id is stamped
+ * whether or not the preferences keep the row; the id is never reused).
+ * Failure policy: while PostgreSQL is down or slow the batches wait, in
+ * order, and are sent again once it is back (a batch answered with an
+ * SQL error is logged at error level with its row count and not retried:
+ * it would fail again).  The rows a worker holds are bounded by
+ * mam.queue_rows: past it a message is delivered but not archived, and
+ * the count of those is logged at error level every 10 s.  Rows still
+ * held when a worker is killed are lost (the messages were delivered);
+ * a worker that stops waits for its batches up to shutdown_timeout.
+ * Retention: worker 0 deletes rows older than mam.retention_days, 1000
+ * at a time, one statement in flight, so the database is never blocked.
+ */
+#include "worker.h"
+#include "ext.h"
+#include "iq.h"
+#include "mam.h"
+#include "../db/db.h"
+#include "jid.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+extern const struct ext mam_ext;
+
+/* Batches sent and not answered yet: high, so that every batch goes
+ * out at the end of the turn that filled it and a query from the same
+ * worker is behind it on the pipeline (db.max_queue_bytes bounds the
+ * bytes). */
+#define MAM_INFLIGHT 256
+#define MAM_EXPIRE_ROWS 1000            /* rows per expiry statement */
+#define MAM_EXPIRE_EVERY_MS 60000       /* when nothing was left */
+#define MAM_EXPIRE_AGAIN_MS 100         /* when a full batch went */
+#define MAM_LOG_EVERY_MS 10000
+#define MAM_HINTS "urn:xmpp:hints"
+#define MAM_CARBONS "urn:xmpp:carbons:2"
+
+/* ---- ids ------------------------------------------------------------ */
+
+static long long mam_last_ms;
+static unsigned mam_counter;
+
+static long long mam_real_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long mam_next_id(const struct worker *w)
+{
+	long long ms = mam_real_ms();
+	if (ms <= mam_last_ms) {
+		ms = mam_last_ms;
+		if (++mam_counter >= 8192) {
+			ms = ++mam_last_ms;
+			mam_counter = 0;
+		}
+	} else {
+		mam_last_ms = ms;
+		mam_counter = 0;
+	}
+	return (ms << MAM_ID_MS_SHIFT) | ((long long)(w->slot & 0xff) << 13) |
+	       mam_counter;
+}
+
+void mam_id_stamp(long long id, char *buf, size_t size)
+{
+	long long ms = id >> MAM_ID_MS_SHIFT;
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+		 tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+/* ---- the queue of rows ---------------------------------------------- */
+
+enum {
+	MAM_C_USER, MAM_C_DOMAIN, MAM_C_ID, MAM_C_WBARE, MAM_C_WFULL,
+	MAM_C_OUT, MAM_C_STANZA, MAM_NCOLS
+};
+
+/* One INSERT: its columns as PostgreSQL array literals. */
+struct mam_batch {
+	struct mam_batch *next;
+	struct worker *w;
+	struct buf col[MAM_NCOLS];
+	unsigned rows;
+	int closed;             /* "}" and NUL appended */
+};
+
+static const char mam_insert_sql[] =
+	"INSERT INTO mam_messages (account_id, id, with_bare, with_full, "
+	"outgoing, stanza) SELECT a.id, r.id, r.wb, r.wf, r.o, r.s "
+	"FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], "
+	"$5::text[], $6::boolean[], $7::text[]) AS r(u, d, id, wb, wf, o, s) "
+	"JOIN accounts a ON a.username = r.u AND a.domain = r.d "
+	"LEFT JOIN mam_prefs p ON p.account_id = a.id "
+	"WHERE (r.o OR NOT EXISTS (SELECT 1 FROM blocklist b WHERE "
+	"b.account_id = a.id AND b.jid IN (r.wf, r.wb, "
+	"split_part(r.wb, '@', 2)))) "
+	"AND (p.account_id IS NULL OR (NOT (r.wb = ANY(p.never) OR "
+	"r.wf = ANY(p.never)) AND (r.wb = ANY(p.always) OR "
+	"r.wf = ANY(p.always) OR p.default_mode = 'always' OR "
+	"(p.default_mode = 'roster' AND EXISTS (SELECT 1 FROM roster_items i "
+	"WHERE i.account_id = a.id AND i.contact = r.wb AND i.listed AND "
+	"NOT i.removed))))) "
+	"ON CONFLICT DO NOTHING";
+
+static struct mam_batch *mam_cur;           /* being filled */
+static struct mam_batch *mam_ready, *mam_ready_tail;   /* to send */
+static unsigned mam_inflight;
+static unsigned long mam_held;              /* rows in all of them */
+static unsigned long mam_dropped;           /* since the last log line */
+static int64_t mam_dropped_logged_ms, mam_waiting_logged_ms;
+static struct arena mam_scratch;            /* stanza-ids, one turn */
+static int mam_scratch_ready;
+
+static void mam_batch_free(struct mam_batch *b)
+{
+	for (int i = 0; i < MAM_NCOLS; i++)
+		buf_free(&b->col[i]);
+	free(b);
+}
+
+static struct mam_batch *mam_batch_new(struct worker *w)
+{
+	struct mam_batch *b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	b->w = w;
+	for (int i = 0; i < MAM_NCOLS; i++) {
+		buf_init(&b->col[i], 0);
+		if (buf_append(&b->col[i], "{", 1) < 0) {
+			mam_batch_free(b);
+			return NULL;
+		}
+	}
+	return b;
+}
+
+static void mam_ready_push(struct mam_batch *b, int front)
+{
+	if (front) {
+		b->next = mam_ready;
+		mam_ready = b;
+		if (mam_ready_tail == NULL)
+			mam_ready_tail = b;
+		return;
+	}
+	b->next = NULL;
+	if (mam_ready_tail != NULL)
+		mam_ready_tail->next = b;
+	else
+		mam_ready = b;
+	mam_ready_tail = b;
+}
+
+/* One element of an array literal: quoted, with " and \ escaped. */
+static int mam_elem(struct buf *col, unsigned rows, const char *s, size_t n)
+{
+	if (rows > 0 && buf_append(col, ",", 1) < 0)
+		return -1;
+	if (buf_append(col, "\"", 1) < 0)
+		return -1;
+	const char *start = s, *end = s + n;
+	for (const char *p = s; p < end; p++) {
+		if (*p != '"' && *p != '\\')
+			continue;
+		if (buf_append(col, start, (size_t)(p - start)) < 0 ||
+		    buf_append(col, "\\", 1) < 0)
+			return -1;
+		start = p;
+	}
+	return buf_append(col, start, (size_t)(end - start)) < 0 ||
+	       buf_append(col, "\"", 1) < 0 ? -1 : 0;
+}
+
+static void mam_drop(struct worker *w, const char *why)
+{
+	mam_dropped++;
+	int64_t now = w->now_ms;
+	if (now - mam_dropped_logged_ms >= MAM_LOG_EVERY_MS) {
+		log_error("archive: %lu messages delivered but not archived "
+			  "(%s; %lu rows waiting for PostgreSQL, "
+			  "mam.queue_rows = %u)", mam_dropped, why, mam_held,
+			  w->cfg->mam_queue_rows);
+		mam_dropped = 0;
+		mam_dropped_logged_ms = now;
+	}
+}
+
+static void mam_send_ready(struct worker *w);
+
+/* Queue one archive row for account bare. */
+static void mam_add_row(struct worker *w, const char *bare, long long id,
+			const char *with_bare, const char *with_full,
+			int outgoing, const char *text, size_t len)
+{
+	const char *at = strchr(bare, '@');
+	char idtext[24];
+	if (at == NULL)
+		return;
+	if (mam_held >= w->cfg->mam_queue_rows) {
+		mam_drop(w, "too many waiting");
+		return;
+	}
+	if (mam_cur == NULL && (mam_cur = mam_batch_new(w)) == NULL) {
+		mam_drop(w, "out of memory");
+		return;
+	}
+	struct mam_batch *b = mam_cur;
+	size_t mark[MAM_NCOLS];
+	for (int i = 0; i < MAM_NCOLS; i++)
+		mark[i] = b->col[i].len;
+	snprintf(idtext, sizeof(idtext), "%lld", id);
+	unsigned r = b->rows;
+	if (mam_elem(&b->col[MAM_C_USER], r, bare, (size_t)(at - bare)) < 0 ||
+	    mam_elem(&b->col[MAM_C_DOMAIN], r, at + 1, strlen(at + 1)) < 0 ||
+	    mam_elem(&b->col[MAM_C_ID], r, idtext, strlen(idtext)) < 0 ||
+	    mam_elem(&b->col[MAM_C_WBARE], r, with_bare, strlen(with_bare)) < 0 ||
+	    mam_elem(&b->col[MAM_C_WFULL], r, with_full, strlen(with_full)) < 0 ||
+	    mam_elem(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
+	    mam_elem(&b->col[MAM_C_STANZA], r, text, len) < 0) {
+		for (int i = 0; i < MAM_NCOLS; i++)
+			b->col[i].len = mark[i];    /* the row, undone */
+		mam_drop(w, "out of memory");
+		return;
+	}
+	b->rows++;
+	mam_held++;
+	if (b->rows >= w->cfg->mam_batch_rows) {
+		mam_cur = NULL;
+		mam_ready_push(b, 0);
+		mam_send_ready(w);
+	}
+}
+
+static void mam_written(void *ctx, const PGresult *res, const char *error)
+{
+	struct mam_batch *b = ctx;
+	struct worker *w = b->w;
+	mam_inflight--;
+	if (res != NULL) {
+		mam_held -= b->rows;
+		mam_batch_free(b);
+		return;
+	}
+	if (w->db != NULL && db_is_up(w->db)) {
+		/* PostgreSQL refused the statement: it would again */
+		log_error("archive: %u messages not archived: %s", b->rows,
+			  error);
+		mam_held -= b->rows;
+		mam_batch_free(b);
+		return;
+	}
+	log_info("archive: %u messages wait for PostgreSQL (%s)", b->rows,
+		 error);
+	mam_ready_push(b, 1);       /* again, first, once it is back */
+}
+
+static void mam_send_ready(struct worker *w)
+{
+	while (mam_ready != NULL && mam_inflight < MAM_INFLIGHT &&
+	       w->db != NULL) {
+		struct mam_batch *b = mam_ready;
+		if (!b->closed) {
+			for (int i = 0; i < MAM_NCOLS; i++)
+				if (buf_append(&b->col[i], "}", 2) < 0)
+					return;     /* out of memory: later */
+			b->closed = 1;
+		}
+		const char *params[MAM_NCOLS];
+		for (int i = 0; i < MAM_NCOLS; i++)
+			params[i] = buf_head(&b->col[i]);
+		if (db_query(w->db, mam_insert_sql, MAM_NCOLS, params, NULL,
+			     NULL, 0, mam_written, b) < 0)
+			return;     /* link down or queue full: next turn */
+		mam_ready = b->next;
+		if (mam_ready == NULL)
+			mam_ready_tail = NULL;
+		mam_inflight++;
+	}
+}
+
+/* ---- what is archived ----------------------------------------------- */
+
+static int mam_archivable(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	int body = 0, store = 0;
+	if (type != NULL && strcmp(type, "chat") != 0 &&
+	    strcmp(type, "normal") != 0)
+		return 0;
+	for (const struct xml_node *e = xml_first_element(st); e != NULL;
+	     e = xml_next_element(e)) {
+		if (strcmp(e->name, "body") == 0 && strcmp(e->ns, NS_CLIENT) == 0)
+			body = 1;
+		else if (strcmp(e->ns, MAM_HINTS) == 0) {
+			if (strcmp(e->name, "no-store") == 0 ||
+			    strcmp(e->name, "no-permanent-store") == 0)
+				return 0;
+			if (strcmp(e->name, "store") == 0)
+				store = 1;
+		} else if (strcmp(e->ns, MAM_CARBONS) == 0 ||
+			   xml_is(e, NS_MAM, "result")) {
+			return 0;
+		}
+	}
+	return body || store;
+}
+
+static struct arena *mam_arena(void)
+{
+	if (!mam_scratch_ready) {
+		arena_init(&mam_scratch, 4096);
+		mam_scratch_ready = 1;
+	}
+	return &mam_scratch;
+}
+
+/* XEP-0359 section 4: a stanza-id claiming to be by one of our JIDs was
+ * not put there by us: removed. */
+static void mam_strip_forged(struct worker *w, struct xml_node *st)
+{
+	struct xml_node *prev = NULL, *n = st->children;
+	while (n != NULL) {
+		struct xml_node *next = n->next;
+		const char *by, *error;
+		struct jid j;
+		if (n->name != NULL && xml_is(n, NS_SID, "stanza-id") &&
+		    ((by = xml_attr(n, "by")) == NULL ||
+		     jid_parse(mam_arena(), by, &j, &error) < 0 ||
+		     stream_hosted(w, j.domain))) {
+			if (prev != NULL)
+				prev->next = next;
+			else
+				st->children = next;
+			if (st->last_child == n)
+				st->last_child = prev;
+			log_debug("archive: stanza-id by '%s' removed",
+				  by ? by : "");
+		} else {
+			prev = n;
+		}
+		n = next;
+	}
+}
+
+/* The bare part of jid in the scratch arena. */
+static const char *mam_bare_of(const char *jid)
+{
+	return arena_strndup(mam_arena(), jid, strcspn(jid, "/"));
+}
+
+static int mam_serialize(struct worker *w, struct buf *out,
+			 const struct xml_node *st)
+{
+	buf_init(out, xml_out_cap(w->cfg->max_stanza_size));
+	return xml_serialize(out, st, NS_CLIENT);
+}
+
+/* Add <stanza-id id by/> as st's last child (nodes in the scratch
+ * arena, which lives until the end of the loop turn). */
+static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
+		     const char *by)
+{
+	char idtext[24];
+	struct arena *a = mam_arena();
+	snprintf(idtext, sizeof(idtext), "%lld", id);
+	struct xml_node *sid = xml_add_child(a, st, NS_SID, "stanza-id");
+	if (sid == NULL || xml_set_attr(a, sid, "id",
+					arena_strdup(a, idtext)) < 0 ||
+	    xml_set_attr(a, sid, "by", arena_strdup(a, by)) < 0) {
+		mam_drop(w, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+/* Sender side: a message from one of our sessions. */
+static int mam_stanza_in(struct conn *c, struct xml_node *st)
+{
+	struct buf text;
+	const char *error;
+	struct jid j;
+	if (strcmp(st->name, "message") != 0)
+		return 0;
+	mam_strip_forged(c->w, st);
+	if (!mam_archivable(st))
+		return 0;
+	const char *own = mam_bare_of(c->jid);
+	const char *to = xml_attr(st, "to");
+	if (own == NULL)
+		return 0;
+	if (to == NULL)
+		return 0;       /* to the sender's own account: archived there */
+	if (jid_parse(mam_arena(), to, &j, &error) < 0)
+		return 0;       /* answered jid-malformed by route.c */
+	const char *with_bare = jid_bare(mam_arena(), &j);
+	if (with_bare == NULL || strcmp(with_bare, own) == 0)
+		return 0;       /* archived once, as received */
+	/* The sender's archive id on the message as it goes on, so that a
+	 * sent carbon (made after this filter) names it too; it is taken
+	 * off again before the message reaches an account of ours. */
+	long long id = mam_next_id(c->w);
+	if (mam_stamp(c->w, st, id, own) < 0)
+		return 0;
+	if (mam_serialize(c->w, &text, st) == 0)
+		mam_add_row(c->w, own, id, with_bare, to, 1, buf_head(&text),
+			    buf_used(&text));
+	else
+		mam_drop(c->w, "too large");
+	buf_free(&text);
+	return 0;
+}
+
+/* Recipient side: a message reaching the account bare (route.c). */
+static void mam_to_account(struct worker *w, struct xml_node *st,
+			   const char *bare)
+{
+	struct buf text;
+	mam_strip_forged(w, st);
+	const char *from = xml_attr(st, "from");
+	if (from == NULL || !mam_archivable(st))
+		return;
+	long long id = mam_next_id(w);
+	const char *with_bare = mam_bare_of(from);
+	if (with_bare == NULL || mam_stamp(w, st, id, bare) < 0)
+		return;
+	if (mam_serialize(w, &text, st) == 0)
+		mam_add_row(w, bare, id, with_bare, from, 0, buf_head(&text),
+			    buf_used(&text));
+	else
+		mam_drop(w, "too large");
+	buf_free(&text);
+}
+
+/* ---- retention ------------------------------------------------------ */
+
+static int mam_expiring;
+static int64_t mam_expire_next_ms;
+
+static const char mam_expire_sql[] =
+	"WITH d AS (SELECT account_id, id FROM mam_messages "
+	"WHERE id < $1::bigint LIMIT $2::int) "
+	"DELETE FROM mam_messages m USING d "
+	"WHERE m.account_id = d.account_id AND m.id = d.id";
+
+static void mam_expired(void *ctx, const PGresult *res, const char *error)
+{
+	struct worker *w = ctx;
+	mam_expiring = 0;
+	if (res == NULL) {
+		log_warn("archive expiry: %s (tried again in a minute)", error);
+		mam_expire_next_ms = w->now_ms + MAM_EXPIRE_EVERY_MS;
+		return;
+	}
+	long n = strtol(PQcmdTuples((PGresult *)res), NULL, 10);
+	if (n > 0)
+		log_info("archive expiry: %ld messages older than %u days "
+			 "deleted", n, w->cfg->mam_retention_days);
+	mam_expire_next_ms = w->now_ms + (n >= MAM_EXPIRE_ROWS ?
+		MAM_EXPIRE_AGAIN_MS : MAM_EXPIRE_EVERY_MS);
+}
+
+static int mam_expire(struct worker *w, int64_t now)
+{
+	char cutoff[24], rows[16];
+	unsigned days = w->cfg->mam_retention_days;
+	if (w->slot != 0 || days == 0 || w->db == NULL || w->stopping)
+		return -1;
+	if (mam_expiring)
+		return -1;
+	if (now < mam_expire_next_ms)
+		return (int)(mam_expire_next_ms - now);
+	long long ms = mam_real_ms() - (long long)days * 86400000LL;
+	if (ms < 0)
+		ms = 0;
+	snprintf(cutoff, sizeof(cutoff), "%lld", ms << MAM_ID_MS_SHIFT);
+	snprintf(rows, sizeof(rows), "%d", MAM_EXPIRE_ROWS);
+	const char *params[2] = { cutoff, rows };
+	if (db_query(w->db, mam_expire_sql, 2, params, NULL, NULL, 0,
+		     mam_expired, w) < 0) {
+		mam_expire_next_ms = now + 1000;
+		return 1000;
+	}
+	mam_expiring = 1;
+	return -1;
+}
+
+/* ---- the loop ------------------------------------------------------- */
+
+static int mam_loop_turn(struct worker *w, int64_t now)
+{
+	if (mam_scratch_ready)
+		arena_reset(&mam_scratch);
+	/* what this turn archived goes now, unless a batch is waiting for
+	 * a link that is down: then this one grows up to its size */
+	if (mam_cur != NULL && mam_cur->rows > 0 &&
+	    (mam_ready == NULL || (w->db != NULL && db_is_up(w->db)))) {
+		mam_ready_push(mam_cur, 0);
+		mam_cur = NULL;
+	}
+	mam_send_ready(w);
+	if (mam_ready != NULL && now - mam_waiting_logged_ms >=
+	    MAM_LOG_EVERY_MS) {
+		mam_waiting_logged_ms = now;
+		log_warn("archive: %lu messages wait for PostgreSQL "
+			 "(mam.queue_rows = %u)", mam_held,
+			 w->cfg->mam_queue_rows);
+	}
+	return mam_expire(w, now);
+}
+
+static int mam_busy(struct worker *w)
+{
+	return mam_held > 0 && w->db != NULL && db_is_up(w->db);
+}
+
+/* ---- preferences (XEP-0441, in urn:xmpp:mam:2) ---------------------- */
+
+static const char mam_prefs_get_sql[] =
+	"SELECT p.default_mode, p.always, p.never FROM mam_prefs p "
+	"WHERE p.account_id = xmppd_account_id($1, $2)";
+
+static const char mam_prefs_set_sql[] =
+	"INSERT INTO mam_prefs (account_id, default_mode, always, never) "
+	"SELECT a, $3, $4::text[], $5::text[] FROM xmppd_account_id($1, $2) a "
+	"WHERE a IS NOT NULL ON CONFLICT (account_id) DO UPDATE SET "
+	"default_mode = EXCLUDED.default_mode, always = EXCLUDED.always, "
+	"never = EXCLUDED.never RETURNING default_mode, always, never";
+
+/* Append the elements of array literal arr (PostgreSQL's text output:
+ * "{a,b}", elements with special characters quoted with backslash
+ * escapes) as <jid/> elements of <name/>. */
+static void mam_prefs_list(struct buf *out, const char *name,
+			   const char *arr)
+{
+	struct buf el;
+	const char *p = arr;
+	int any = 0;
+	buf_init(&el, 0);
+	buf_appendf(out, "<%s", name);
+	if (*p == '{')
+		p++;
+	while (*p != '\0' && *p != '}') {
+		buf_consume(&el, buf_used(&el));
+		if (*p == '"') {
+			for (p++; *p != '\0' && *p != '"'; p++) {
+				if (*p == '\\' && p[1] != '\0')
+					p++;
+				buf_append(&el, p, 1);
+			}
+			if (*p == '"')
+				p++;
+		} else {
+			size_t n = strcspn(p, ",}");
+			buf_append(&el, p, n);
+			p += n;
+		}
+		buf_appendf(out, any++ ? "<jid>" : "><jid>");
+		xml_escape(out, buf_head(&el), buf_used(&el), 0);
+		buf_appendf(out, "</jid>");
+		if (*p == ',')
+			p++;
+	}
+	if (any)
+		buf_appendf(out, "</%s>", name);
+	else
+		buf_appendf(out, "/>");
+	buf_free(&el);
+}
+
+static void mam_prefs_reply(struct iq_pending **p, const char *def,
+			    const char *always, const char *never)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<prefs xmlns='" NS_MAM "' default='%s'>", def);
+	mam_prefs_list(&out, "always", always);
+	mam_prefs_list(&out, "never", never);
+	buf_appendf(&out, "</prefs>");
+	if (buf_append(&out, "", 1) < 0)
+		iq_reply_error(p, "wait", "resource-constraint");
+	else
+		iq_reply_result(p, buf_head(&out));
+	buf_free(&out);
+}
+
+static void mam_prefs_fail(struct iq_pending **p, const char *error)
+{
+	if (error == NULL || (*p)->w->db == NULL || !db_is_up((*p)->w->db)) {
+		iq_reply_error(p, "wait", "resource-constraint");
+		return;
+	}
+	log_error("archive preferences: %s", error);
+	iq_reply_error(p, "cancel", "internal-server-error");
+}
+
+static void mam_prefs_result(void *ctx, const PGresult *res,
+			     const char *error)
+{
+	struct iq_pending *p = ctx;
+	if (res == NULL)
+		mam_prefs_fail(&p, error);
+	else if (PQntuples(res) == 0 && strcmp(p->type, "set") == 0)
+		iq_reply_error(&p, "cancel", "service-unavailable");
+	else if (PQntuples(res) == 0)
+		mam_prefs_reply(&p, "always", "{}", "{}");
+	else
+		mam_prefs_reply(&p, PQgetvalue(res, 0, 0),
+				PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+}
+
+/* The <jid/> children of list (in prefs) as an array literal; -1 when
+ * one is not a JID. */
+static int mam_prefs_jids(struct iq_pending *p, const struct xml_node *list,
+			  struct buf *arr)
+{
+	unsigned n = 0;
+	buf_append(arr, "{", 1);
+	for (const struct xml_node *e = list ? xml_first_element(list) : NULL;
+	     e != NULL; e = xml_next_element(e)) {
+		struct jid j;
+		const char *error, *full;
+		char *text = xml_text(&p->arena, e);
+		if (!xml_is(e, NS_MAM, "jid") || text == NULL ||
+		    jid_parse(&p->arena, text, &j, &error) < 0 ||
+		    (full = jid_full(&p->arena, &j)) == NULL)
+			return -1;
+		if (mam_elem(arr, n++, full, strlen(full)) < 0)
+			return -1;
+	}
+	return buf_append(arr, "}", 2);
+}
+
+static void mam_prefs_iq(struct worker *w, struct xml_node *st,
+			 const char *bare)
+{
+	struct iq_pending *p = iq_pending_new(w, st);
+	if (p == NULL)
+		return;
+	const char *from_bare = iq_bare(p, p->from);
+	const char *at = strchr(bare, '@');
+	if (from_bare == NULL || p->payload == NULL || at == NULL) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	if (strcmp(from_bare, bare) != 0) {
+		iq_reply_error(&p, "auth", "forbidden");
+		return;
+	}
+	const char *user = arena_strndup(&p->arena, bare, (size_t)(at - bare));
+	const char *domain = at + 1;
+	int r;
+	if (strcmp(p->type, "get") == 0) {
+		const char *params[2] = { user, domain };
+		r = w->db == NULL ? -1 :
+		    db_query(w->db, mam_prefs_get_sql, 2, params, NULL, NULL, 0,
+			     mam_prefs_result, p);
+	} else {
+		const char *def = xml_attr(p->payload, "default");
+		struct buf al, nv;
+		buf_init(&al, 0);
+		buf_init(&nv, 0);
+		if (def == NULL || (strcmp(def, "always") != 0 &&
+				    strcmp(def, "never") != 0 &&
+				    strcmp(def, "roster") != 0) ||
+		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "always"),
+				   &al) < 0 ||
+		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "never"),
+				   &nv) < 0) {
+			log_info("archive preferences of %s refused: bad "
+				 "default or JID", bare);
+			buf_free(&al);
+			buf_free(&nv);
+			iq_reply_error(&p, "modify", "bad-request");
+			return;
+		}
+		const char *params[5] = { user, domain, def, buf_head(&al),
+					  buf_head(&nv) };
+		r = w->db == NULL ? -1 :
+		    db_query(w->db, mam_prefs_set_sql, 5, params, NULL, NULL, 0,
+			     mam_prefs_result, p);
+		buf_free(&al);
+		buf_free(&nv);
+	}
+	if (r < 0)
+		mam_prefs_fail(&p, NULL);
+}
+
+/* ---- the extension (ext.h) ------------------------------------------ */
+
+static void mam_bound(struct conn *c)
+{
+	ext_filter(c, &mam_ext, 1);     /* every session's sent messages */
+}
+
+static const char *const mam_features[] = {
+	NS_MAM, NS_MAM_EXTENDED, NS_SID, NULL,
+};
+static const struct ext_iq mam_iqs[] = {
+	{ NS_MAM, "query", EXT_IQ_GET | EXT_IQ_SET, mam_query_iq },
+	{ NS_MAM, "metadata", EXT_IQ_GET, mam_metadata_iq },
+	{ NS_MAM, "prefs", EXT_IQ_GET | EXT_IQ_SET, mam_prefs_iq },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const mam_config[] = {
+	"mam.max_page", "mam.batch_rows", "mam.queue_rows",
+	"mam.retention_days", NULL,
+};
+static const char *const mam_schema[] = { "006-mam.sql", NULL };
+
+const struct ext mam_ext = {
+	.name = "mam",
+	.iq = mam_iqs,
+	.config_keys = mam_config,
+	.schema = mam_schema,
+	.session_bound = mam_bound,
+	.stanza_in = mam_stanza_in,
+	.message_to_account = mam_to_account,
+	.taken_back = mam_taken_back,
+	.loop_turn = mam_loop_turn,
+	.busy = mam_busy,
+	.account_features = mam_features,
+};

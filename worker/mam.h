@@ -1,0 +1,36 @@
+/*
+ * mam.h - what the two halves of XEP-0313 share: mam.c (archiving,
+ * ids, batched writes, preferences, expiry, the extension) and
+ * mam_query.c (archive queries with XEP-0059 paging).
+ */
+#ifndef XMPPD_MAM_H
+#define XMPPD_MAM_H
+
+#include "worker.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NS_MAM "urn:xmpp:mam:2"
+#define NS_MAM_EXTENDED "urn:xmpp:mam:2#extended"
+#define NS_SID "urn:xmpp:sid:0"
+#define NS_RSM "http://jabber.org/protocol/rsm"
+#define NS_XDATA "jabber:x:data"
+#define NS_FORWARD "urn:xmpp:forward:0"
+#define NS_DELAY "urn:xmpp:delay"
+
+/* Archive ids: (unix ms << MAM_ID_MS_SHIFT) | (slot << 13) | counter. */
+#define MAM_ID_MS_SHIFT 21
+
+/* XEP-0082 stamp of an archive id ("2026-12-06T07:15:54.123Z"); buf
+ * holds at least 32 bytes. */
+void mam_id_stamp(long long id, char *buf, size_t size);
+
+/* The IQ handlers of mam_query.c (ext.h ext_iq_fn). */
+void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare);
+/* ext.h taken_back: an archive result the connection never wrote. */
+int mam_taken_back(struct conn *c, uint64_t end);
+void mam_metadata_iq(struct worker *w, struct xml_node *st,
+		     const char *bare);
+
+#endif
