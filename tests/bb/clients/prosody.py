@@ -30,7 +30,9 @@ admins = {{ }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "vcard4"; "private";
     "blocklist"; "offline"; "carbons"; "mam"; "smacks"; "csi_simple";
+    "mam_on_host";
 }}
+plugin_paths = {{ "{dir}/plugins" }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_hashed"
 storage = "internal"
@@ -52,6 +54,11 @@ class Prosody:
         self.dir = tempfile.mkdtemp(prefix="prosody-test-")
         os.makedirs(os.path.join(self.dir, "data"))
         os.makedirs(os.path.join(self.dir, "certs"))
+        # Prosody lists urn:xmpp:mam:2 on the account only; profanity
+        # looks for it on the server (see BUGS-11.md): say it there too.
+        os.makedirs(os.path.join(self.dir, "plugins"))
+        with open(os.path.join(self.dir, "plugins", "mod_mam_on_host.lua"), "w") as f:
+            f.write('module:add_feature("urn:xmpp:mam:2");\n')
         cert, key = test_certificate()
         self.port = free_port()
         self.tls_port = free_port()
