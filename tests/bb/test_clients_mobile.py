@@ -51,11 +51,14 @@ NS_SID = "urn:xmpp:sid:0"
 NS_CARBONS = "urn:xmpp:carbons:2"
 
 
-def server(workers=2, users=USERS):
+def server(workers=2, users=USERS, sm_max=None):
+    """xmppd (or Prosody, see the module docstring); sm_max: seconds a
+    detached stream-management session waits for its client."""
     if PROSODY:
         from prosody import Prosody
-        return Prosody(users=users)
-    return Server(workers=workers, users=users)
+        return Prosody(users=users, sm_max=sm_max or 300)
+    return Server(workers=workers, users=users, overrides={
+        "sm.max_resume_s": str(sm_max)} if sm_max else None)
 
 
 def xmppd_only():
@@ -306,6 +309,65 @@ def test_slixmpp_sm_resume():
             out = s.ctl_config("--json", "user", "show", "juliet@localhost").stdout
             assert json.loads(out)["offline"] == 0, \
                 "something went to offline storage:\n" + out
+
+
+def test_slixmpp_sm_gone_for_good():
+    """juliet's phone loses its link for good (it never resumes): what
+    romeo sent into the dead link and while it was away is not lost.
+    When the server gives up on the session (sm max, here 2 s), the
+    messages go to offline storage, and juliet's next login, without
+    stream management, gets each of them once, in order; romeo never
+    sees an error."""
+    with running(server(workers=2, users=USERS[:2], sm_max=2)) as s:
+        async def body():
+            proxy = await CutProxy(s.port).start()
+            phone = desk = again = None
+            try:
+                phone = Mobile("juliet@localhost/phone", PW["juliet@localhost"],
+                               plugins=["xep_0198"])
+                await phone.online(proxy.port)
+                await until(lambda: phone.sm_enabled, 10, "sm_enabled")
+                desk = Mobile("romeo@localhost/desk", PW["romeo@localhost"])
+                await desk.online(s.port)
+                await subscribe_both(phone, desk)
+                desk.send_message(mto="juliet@localhost/phone", mbody="live",
+                                  mtype="chat")
+                await phone.wait_bodies(["live"])
+                proxy.blackhole()
+                lost = []
+                for i in range(4):
+                    lost.append("into the void %d" % i)
+                    desk.send_message(mto="juliet@localhost/phone",
+                                      mbody=lost[-1], mtype="chat")
+                assert await desk["xep_0199"].ping(jid="localhost", timeout=5)
+                proxy.cut()
+                for i in range(3):
+                    lost.append("while away %d" % i)
+                    desk.send_message(mto="juliet@localhost/phone",
+                                      mbody=lost[-1], mtype="chat")
+                # the phone never comes back: romeo sees juliet go
+                # offline when the server gives up on the session
+                await until(lambda: [p for k, p in desk.inbox
+                                     if k == "presence"
+                                     and p["from"] == "juliet@localhost/phone"
+                                     and p["type"] == "unavailable"], 30,
+                            "romeo to see juliet/phone go offline")
+                phone.abort()
+                again = Mobile("juliet@localhost/phone", PW["juliet@localhost"])
+                await again.online(s.port)
+                await again.wait_bodies(lost, "romeo@localhost")
+                mark = "after the new login"
+                desk.send_message(mto="juliet@localhost/phone", mbody=mark,
+                                  mtype="chat")
+                await again.wait_bodies([mark], "romeo@localhost")
+                got = again.bodies("romeo@localhost")
+                assert got == lost + [mark], "sent %r\nreceived %r" % (
+                    lost + [mark], got)
+                assert not desk.errors(), desk.errors()
+            finally:
+                await stop_all(phone, desk, again)
+                await proxy.close()
+        run_async(body(), timeout=90)
 
 
 # ---- XEP-0198 with aioxmpp -------------------------------------------------
@@ -786,6 +848,7 @@ def test_profanity_carbons_and_mam():
 if __name__ == "__main__":
     run_tests([
         test_slixmpp_sm_resume,
+        test_slixmpp_sm_gone_for_good,
         test_aioxmpp_sm_resume,
         test_slixmpp_carbons,
         test_slixmpp_mam_paging,

@@ -40,7 +40,7 @@ archive_expires_after = "never"
 default_archive_policy = true
 c2s_require_encryption = true
 allow_unencrypted_plain_auth = false
-smacks_hibernation_time = 300
+smacks_hibernation_time = {sm_max}
 log = {{ debug = "{dir}/prosody.log" }}
 certificates = "{dir}/certs"
 ssl = {{ certificate = "{cert}"; key = "{key}" }}
@@ -50,7 +50,7 @@ VirtualHost "localhost"
 
 
 class Prosody:
-    def __init__(self, users=(), workers=1, **_ignored):
+    def __init__(self, users=(), workers=1, sm_max=300, **_ignored):
         self.dir = tempfile.mkdtemp(prefix="prosody-test-")
         os.makedirs(os.path.join(self.dir, "data"))
         os.makedirs(os.path.join(self.dir, "certs"))
@@ -68,7 +68,8 @@ class Prosody:
         self.log = os.path.join(self.dir, "prosody.log")
         with open(self.config, "w") as f:
             f.write(CONFIG.format(dir=self.dir, port=self.port,
-                                  tls_port=self.tls_port, cert=cert, key=key))
+                                  tls_port=self.tls_port, cert=cert, key=key,
+                                  sm_max=sm_max))
         self.proc = None
 
     def prosodyctl(self, *args):
