@@ -32,7 +32,7 @@ import slixmpp
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "clients"))
-from harness import Server, run_tests, wait_for  # noqa: E402
+from harness import Server, run_tests  # noqa: E402
 from cutproxy import CutProxy  # noqa: E402
 from test_clients import Slix, running, run_async, stop_all  # noqa: E402
 
