@@ -640,11 +640,11 @@ def test_slixmpp_csi():
     when it says it is active again it gets romeo's latest presence
     only.  While inactive, a message with a body still arrives (and
     romeo's presence, if held, comes before it, the latest one).  One
-    worker, so that the order of events in the server is the order in
-    which the clients' barriers (pings) return."""
-    with running(server(workers=1, users=USERS[:2])) as s:
+    worker, so that when the nurse (active) has seen romeo's last
+    presence, the server has dealt with juliet's copy too."""
+    with running(server(workers=1, users=USERS)) as s:
         async def body():
-            phone = romeo = None
+            phone = romeo = nurse = None
             try:
                 phone = Mobile("juliet@localhost/phone", PW["juliet@localhost"],
                                plugins=["xep_0352"])
@@ -655,6 +655,10 @@ def test_slixmpp_csi():
                 assert csi, "the server did not offer CSI"
                 await romeo.online(s.port)
                 await subscribe_both(phone, romeo)
+                # a witness of romeo's broadcasts
+                nurse = Mobile("nurse@localhost/desk", PW["nurse@localhost"])
+                await nurse.online(s.port)
+                await subscribe_both(nurse, romeo)
 
                 def romeos():
                     return [p for k, p in phone.inbox if k == "presence"
@@ -667,21 +671,31 @@ def test_slixmpp_csi():
                     for i, show in enumerate(["away", "xa", "dnd", "chat", "away"]):
                         romeo.send_presence(pshow=show,
                                             pstatus="round %d churn %d" % (rounds, i))
-                    assert await romeo["xep_0199"].ping(jid="localhost", timeout=5)
+                    # the server has broadcast the last one to romeo's
+                    # contacts (one loop over his roster, once the
+                    # database answered): the nurse, active, has it
+                    last = "round %d churn 4" % rounds
+                    await until(lambda: [p for k, p in nurse.inbox
+                                         if k == "presence"
+                                         and p["status"] == last], 10,
+                                "the nurse to see romeo's presence")
                     if rounds == 0:
+                        # the phone says it is active again
                         phone["xep_0352"].send_active()
                         assert await phone["xep_0199"].ping(jid="localhost",
                                                             timeout=5)
-                        got = romeos()[n:]
-                    else:
-                        romeo.send_message(mto="juliet@localhost/phone",
-                                           mbody="wake up", mtype="chat")
-                        await phone.wait_bodies(["wake up"])
-                        at = [i for i, (k, m) in enumerate(phone.inbox)
-                              if k == "message" and m["body"] == "wake up"][0]
-                        got = [p for k, p in phone.inbox[:at]
-                               if k == "presence"
-                               and p["from"] == "romeo@localhost/desk"][n:]
+                    # a message with a body: at once, even to an
+                    # inactive phone (round 1); everything romeo sent
+                    # before it is before it in the stream
+                    mark = "wake up %d" % rounds
+                    romeo.send_message(mto="juliet@localhost/phone",
+                                       mbody=mark, mtype="chat")
+                    await phone.wait_bodies([mark])
+                    at = [i for i, (k, m) in enumerate(phone.inbox)
+                          if k == "message" and m["body"] == mark][0]
+                    got = [p for k, p in phone.inbox[:at]
+                           if k == "presence"
+                           and p["from"] == "romeo@localhost/desk"][n:]
                     seen = [(p["show"], p["status"]) for p in got]
                     latest = ("away", "round %d churn 4" % rounds)
                     if PROSODY:
@@ -694,7 +708,7 @@ def test_slixmpp_csi():
                 phone["xep_0352"].send_active()
                 assert not phone.errors() and not romeo.errors()
             finally:
-                await stop_all(phone, romeo)
+                await stop_all(phone, romeo, nurse)
         run_async(body())
 
 
