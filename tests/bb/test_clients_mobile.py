@@ -785,13 +785,58 @@ class Profanity:
             shutil.rmtree(self.home, ignore_errors=True)
 
 
-def test_profanity_carbons_and_mam():
-    """profanity, as its user sees it: it logs in without a carbons
-    error; with /mam on, opening a chat window with romeo shows the
-    conversation juliet's phone had with him before profanity started,
-    fetched from the archive, in order; then what juliet's phone sends
-    to romeo and what romeo sends to the phone show in that window too
-    (carbons)."""
+async def profanity_logged_in(s):
+    """profanity started for juliet, logged in, carbons asked for:
+    what its user sees at login has no carbons error."""
+    prof = Profanity("juliet@localhost", PW["juliet@localhost"], s.port)
+    await prof.shows(r"juliet@localhost/profanity logged in successfully", 20)
+    await until(lambda: "Message carbons enabled" in prof.wire()
+                or "Error enabling carbons" in prof.wire(), 10,
+                "profanity to hear about carbons")
+    assert "Server error enabling message carbons" not in prof.screen(), \
+        prof.screen()
+    assert "Message carbons enabled" in prof.wire(), \
+        [ln for ln in prof.wire().splitlines() if "carbons" in ln]
+    return prof
+
+
+def test_profanity_carbons():
+    """profanity logs in without "Server error enabling message
+    carbons"; in its chat window with romeo, what juliet's phone sends to
+    romeo and what romeo sends to the phone show up (carbons)."""
+    with running(server(workers=2, users=USERS[:2])) as s:
+        async def body():
+            phone = romeo = prof = None
+            failed = True
+            try:
+                phone = Mobile("juliet@localhost/phone", PW["juliet@localhost"])
+                romeo = Mobile("romeo@localhost/desk", PW["romeo@localhost"])
+                await phone.online(s.port)
+                await romeo.online(s.port)
+                prof = await profanity_logged_in(s)
+                prof.type("/msg romeo@localhost")
+                await prof.shows(r"^ romeo@localhost ")
+                phone.send_message(mto="romeo@localhost/desk",
+                                   mbody="sent from the phone", mtype="chat")
+                await romeo.wait_bodies(["sent from the phone"])
+                await prof.shows(r"- me: sent from the phone$")
+                romeo.send_message(mto="juliet@localhost/phone",
+                                   mbody="received by the phone", mtype="chat")
+                await phone.wait_bodies(["received by the phone"])
+                await prof.shows(r"- romeo@localhost/desk: received by the phone$")
+                assert not phone.errors() and not romeo.errors()
+                failed = False
+            finally:
+                await stop_all(phone, romeo)
+                if prof is not None:
+                    prof.close(failed)
+        run_async(body(), timeout=90)
+
+
+def test_profanity_mam():
+    """juliet's phone and romeo talk before profanity starts; in
+    profanity, /mam on, then opening the chat window with romeo shows
+    that conversation, fetched from the archive, in order."""
     with running(server(workers=2, users=USERS[:2])) as s:
         async def body():
             phone = romeo = prof = None
@@ -813,50 +858,31 @@ def test_profanity_carbons_and_mam():
                                        mtype="chat")
                     await romeo.wait_bodies([t])
                     history.append("me: " + t)
+                await stop_all(phone, romeo)
+                phone = romeo = None
 
-                prof = Profanity("juliet@localhost", PW["juliet@localhost"],
-                                 s.port)
-                await prof.shows(r"juliet@localhost/profanity logged in "
-                                 r"successfully", 20)
-                await until(lambda: "Message carbons enabled" in prof.wire()
-                            or "Error enabling carbons" in prof.wire(), 10,
-                            "profanity to hear about carbons")
-                assert "Server error enabling message carbons" not in prof.screen(), \
-                    prof.screen()
-                assert "Message carbons enabled" in prof.wire(), \
-                    [ln for ln in prof.wire().splitlines() if "carbons" in ln]
-
+                prof = await profanity_logged_in(s)
                 prof.type("/mam on")
                 await prof.shows(r"Message Archive Management enabled")
                 prof.type("/msg romeo@localhost")
-                # the window with romeo, filled from the archive
-                await prof.shows(re.escape(history[-1]), 20)
+                await until(lambda: history[-1] in prof.screen()
+                            or "Server doesn't support MAM" in prof.screen(),
+                            20, lambda: "the history in profanity:\n"
+                            + prof.screen())
                 screen = prof.screen()
                 assert "Server doesn't support MAM" not in screen, screen
-                lines = [ln.rstrip().split(" - ", 1)[1] for ln in screen.splitlines()
+                lines = [ln.split(" - ", 1)[1] for ln in screen.splitlines()
                          if re.match(r"\d\d:\d\d:\d\d - ", ln)]
-                firsts = [ln for ln in lines if ln in history]
-                # each once, in order (profanity 0.13.1 may show the
-                # archive a second time: see the report)
-                assert firsts[:len(history)] == history, \
-                    "history in profanity's window:\n%s" % screen
-
-                # carbons, live into the open window
-                phone.send_message(mto="romeo@localhost/desk",
-                                   mbody="sent from the phone", mtype="chat")
-                await romeo.wait_bodies(["sent from the phone"])
-                await prof.shows(r"- me: sent from the phone$")
-                romeo.send_message(mto="juliet@localhost/phone",
-                                   mbody="received by the phone", mtype="chat")
-                await phone.wait_bodies(["received by the phone"])
-                await prof.shows(r"- romeo@localhost/desk: received by the phone$")
-                assert not phone.errors() and not romeo.errors()
+                # each line once, in order (profanity 0.13.1 may show the
+                # whole archive a second time below, see the report)
+                assert [ln for ln in lines if ln in history][:len(history)] \
+                    == history, "history in profanity's window:\n%s" % screen
                 failed = False
             finally:
                 await stop_all(phone, romeo)
                 if prof is not None:
                     prof.close(failed)
-        run_async(body(), timeout=120)
+        run_async(body(), timeout=90)
 
 
 if __name__ == "__main__":
@@ -867,5 +893,6 @@ if __name__ == "__main__":
         test_slixmpp_carbons,
         test_slixmpp_mam_paging,
         test_slixmpp_csi,
-        test_profanity_carbons_and_mam,
+        test_profanity_carbons,
+        test_profanity_mam,
     ])
