@@ -29,9 +29,9 @@ XMPPD_DEB_TEST=(
 	python3 python3-slixmpp python3-aioxmpp libstrophe-dev go-sendxmpp python3-cryptography
 	python3-prometheus-client
 	valgrind iproute2
-	profanity tmux
 	groff-base man-db
 	"${XMPPD_DEB_PACKAGE[@]}"
+	profanity tmux
 )
 
 say()  { printf '==> %s\n' "$*"; }
