@@ -311,6 +311,93 @@ def test_slixmpp_sm_resume():
                 "something went to offline storage:\n" + out
 
 
+def test_slixmpp_sm_resume_after_worker_crash():
+    """The worker holding juliet's phone session is killed (kill -9)
+    while romeo's messages flow to it; slixmpp sees its connection drop,
+    reconnects and resumes as if only its TCP connection had dropped
+    (session_resumed, no new login): on the other worker the first time,
+    on the respawned worker the second time.  Every message romeo sent
+    arrives exactly once, in order; romeo sees no error."""
+    if PROSODY:
+        print("# a worker crash is xmppd's: nothing to do with Prosody")
+        return
+    import signal
+    with running(server(workers=2, users=USERS[:2])) as s:
+        async def body():
+            proxy = await CutProxy(s.port, server=s).start()
+            phone = desk = None
+            try:
+                proxy.place(0)
+                phone = Mobile("juliet@localhost/phone", PW["juliet@localhost"],
+                               plugins=["xep_0198"])
+                await phone.online(proxy.port)
+                await until(lambda: phone.sm_enabled, 10, "sm_enabled")
+                sent = []
+                # crash the phone's worker, resume on the other; then
+                # crash that one, resume on the first (respawned).  The
+                # sender is on the worker that stays.
+                for cycle, (victim, other) in enumerate([(0, 1), (1, 0)]):
+                    if desk is not None:
+                        assert not desk.errors(), desk.errors()
+                        await stop_all(desk)
+                    proxy.place(other)
+                    desk = Mobile("romeo@localhost/desk%d" % cycle,
+                                  PW["romeo@localhost"])
+                    await desk.online(proxy.port)
+                    for i in range(3):
+                        sent.append("live %d.%d" % (cycle, i))
+                        desk.send_message(mto="juliet@localhost/phone",
+                                          mbody=sent[-1], mtype="chat")
+                    await phone.wait_bodies(sent, "romeo@localhost")
+                    on = sessions(s, "juliet@localhost")
+                    assert on.get("juliet@localhost/phone") == victim, on
+                    pid = s.worker_pids()[victim]
+                    disc = phone.disconnects
+                    for i in range(10):
+                        if i == 5:
+                            # some of them reached the phone: kill now
+                            await until(lambda: len(phone.bodies()) > len(sent) - 5,
+                                        10, "the first messages to arrive")
+                            os.kill(pid, signal.SIGKILL)
+                        sent.append("around the crash %d.%d" % (cycle, i))
+                        desk.send_message(mto="juliet@localhost/phone",
+                                          mbody=sent[-1], mtype="chat")
+                    await until(lambda: phone.disconnects > disc, 10,
+                                "slixmpp to notice its worker died")
+                    await until(lambda: (lambda st: st and st["workers"][victim]["pid"]
+                                         not in (0, pid))(s.status_ok()), 15,
+                                "the worker to be respawned")
+                    for i in range(3):
+                        sent.append("after the crash %d.%d" % (cycle, i))
+                        desk.send_message(mto="juliet@localhost/phone",
+                                          mbody=sent[-1], mtype="chat")
+                    resumed = phone.resumed
+                    proxy.place(other)
+                    phone.connect(("127.0.0.1", proxy.port))
+                    await until(lambda: phone.resumed > resumed or phone.sm_failed,
+                                20, "session_resumed")
+                    assert not phone.sm_failed, \
+                        "resumption after the crash failed: %s" % phone.sm_failed
+                    assert phone.sessions_started == 1, phone.sessions_started
+                    sent.append("marker %d" % cycle)
+                    desk.send_message(mto="juliet@localhost/phone",
+                                      mbody=sent[-1], mtype="chat")
+                    await phone.wait_bodies([sent[-1]], "romeo@localhost")
+                    got = phone.bodies("romeo@localhost")
+                    assert got == sent, "cycle %d: sent %r\nreceived %r" % (
+                        cycle, sent, got)
+                    on = sessions(s, "juliet@localhost")
+                    assert on.get("juliet@localhost/phone") == other, on
+                    print("# cycle %d: %s" % (cycle, " | ".join([
+                        ln for ln in s.log_text().splitlines()
+                        if "resumed juliet" in ln or "adopt" in ln][-3:])))
+                assert not desk.errors(), desk.errors()
+            finally:
+                await stop_all(phone, desk)
+                await proxy.close()
+        run_async(body(), timeout=120)
+
+
 def test_slixmpp_sm_gone_for_good():
     """juliet's phone loses its link for good (it never resumes): what
     romeo sent into the dead link and while it was away is not lost.
@@ -891,6 +978,7 @@ def test_profanity_mam():
 if __name__ == "__main__":
     run_tests([
         test_slixmpp_sm_resume,
+        test_slixmpp_sm_resume_after_worker_crash,
         test_slixmpp_sm_gone_for_good,
         test_aioxmpp_sm_resume,
         test_slixmpp_carbons,
