@@ -633,6 +633,79 @@ def test_slixmpp_carbons():
         run_async(body())
 
 
+def test_slixmpp_carbons_survive_resumption():
+    """juliet's phone (slixmpp, xep_0198 and xep_0280) enables carbons
+    once; its connection is reset and it resumes on the other worker
+    without asking again: what romeo sends to juliet's laptop meanwhile
+    and afterwards still shows on the phone as received carbons, and
+    what the laptop sends as sent carbons, each once."""
+    with running(server(workers=2, users=USERS[:2])) as s:
+        async def body():
+            proxy = await CutProxy(s.port, server=None if PROSODY else s).start()
+            phone = laptop = romeo = None
+            try:
+                if xmppd_only():
+                    proxy.place(0)
+                phone = Mobile("juliet@localhost/phone", PW["juliet@localhost"],
+                               plugins=["xep_0198", "xep_0280"])
+                carbons = []
+                phone.add_event_handler(
+                    "carbon_received",
+                    lambda m: carbons.append(("received", m["carbon_received"]["body"])))
+                phone.add_event_handler(
+                    "carbon_sent",
+                    lambda m: carbons.append(("sent", m["carbon_sent"]["body"])))
+                await phone.online(proxy.port)
+                await until(lambda: phone.sm_enabled, 10, "sm_enabled")
+                r = await phone["xep_0280"].enable(timeout=5)
+                assert r["type"] == "result", r
+                laptop = Mobile("juliet@localhost/laptop", PW["juliet@localhost"])
+                romeo = Mobile("romeo@localhost/desk", PW["romeo@localhost"])
+                await laptop.online(s.port)
+                await romeo.online(s.port)
+                want = []
+
+                async def exchange(tag):
+                    romeo.send_message(mto="juliet@localhost/laptop",
+                                       mbody="to the laptop " + tag, mtype="chat")
+                    want.append(("received", "to the laptop " + tag))
+                    await laptop.wait_bodies(["to the laptop " + tag])
+                    laptop.send_message(mto="romeo@localhost/desk",
+                                        mbody="from the laptop " + tag,
+                                        mtype="chat")
+                    want.append(("sent", "from the laptop " + tag))
+                    await romeo.wait_bodies(["from the laptop " + tag])
+
+                await exchange("before")
+                await until(lambda: len(carbons) == len(want), 10,
+                            lambda: "carbons before: %r" % carbons)
+                disc = phone.disconnects
+                proxy.cut()
+                await until(lambda: phone.disconnects > disc, 10, "the reset")
+                await exchange("while away")
+                resumed = phone.resumed
+                if xmppd_only():
+                    proxy.place(1)
+                phone.connect(("127.0.0.1", proxy.port))
+                await until(lambda: phone.resumed > resumed or phone.sm_failed,
+                            20, "session_resumed")
+                assert not phone.sm_failed, phone.sm_failed
+                await exchange("after")
+                # a marker straight to the phone: after it, no carbon of
+                # the exchanges above can still be on its way
+                romeo.send_message(mto="juliet@localhost/phone",
+                                   mbody="marker", mtype="chat")
+                await phone.wait_bodies(["marker"])
+                await until(lambda: len(carbons) >= len(want), 10,
+                            lambda: "carbons: %r" % carbons)
+                assert carbons == want, "carbons on the phone: %r\nwanted %r" % (
+                    carbons, want)
+            finally:
+                await stop_all(phone, laptop, romeo)
+                await proxy.close()
+        run_async(body(), timeout=90)
+
+
 # ---- XEP-0313 with slixmpp -------------------------------------------------
 
 def test_slixmpp_mam_paging():
@@ -982,6 +1055,7 @@ if __name__ == "__main__":
         test_slixmpp_sm_gone_for_good,
         test_aioxmpp_sm_resume,
         test_slixmpp_carbons,
+        test_slixmpp_carbons_survive_resumption,
         test_slixmpp_mam_paging,
         test_slixmpp_csi,
         test_profanity_carbons,
