@@ -12,7 +12,9 @@ is accounted for: delivered (once or more: a stanza written but not
 acknowledged is sent again after resumption), or stored offline and
 delivered at the next login, or bounced to its sender with an error --
 none missing.  The test asserts that every receiver resumed (the goal
-the issue names), not only that nothing was lost.
+the issue names), not only that nothing was lost.  A second test kills
+the worker of a session that was already detached, with messages sent
+to it before and after the kill: all come, in order, at <resume/>.
 
 Needs XMPPD_TEST_PGCONN.
 """
@@ -142,6 +144,9 @@ class Receiver(threading.Thread):
         client.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (SM, self.previd, self.h))
         got = client.read_until("<resumed [^>]*/>|<failed .*?</failed>", timeout=20)
         if got.startswith("<resumed "):
+            # the id the client holds, also from a worker that adopted
+            # the session after the crash (XEP-0198 section 5)
+            assert "previd='%s'" % self.previd in got, got
             self.resumed += 1
             self.phase = "resumed"
             self.attach(client)
@@ -390,5 +395,42 @@ def test_kill_worker_mid_flow():
         assert "adopted after a crash" in s.log_text()
 
 
+def test_kill_worker_with_detached_session():
+    """A session already waiting for <resume/> (its TCP connection gone)
+    when its worker is killed: messages sent to it before and after the
+    crash all come, in order, at the resumption."""
+    with Server(workers=2, users=USERS) as s:
+        snd = connect_on(s, 1)
+        sj = snd.login("s0", pw("s0"), resource="desk")
+        r = Receiver(s, "r0")
+        r.login(connect_on(s, 0))
+        r.c.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        for k in range(5):
+            snd.send("<message to='%s' id='d%d' type='chat'><body>%d</body></message>"
+                     % (r.jid, k, k))
+        os.kill(s.status()["workers"][0]["pid"], signal.SIGKILL)
+        for k in range(5, 10):
+            snd.send("<message to='%s' id='d%d' type='chat'><body>%d</body></message>"
+                     % (r.jid, k, k))
+        wait_for(lambda: "r0@localhost/phone adopted after a crash" in s.log_text(),
+                 what="adopted")
+        c = Client(s.port)
+        authed(c, "r0")
+        c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (SM, r.previd))
+        got = c.read_until("<resumed [^>]*/>|<failed .*?</failed>")
+        assert got == "<resumed xmlns='%s' h='0' previd='%s'/>" % (SM, r.previd), got
+        for k in range(10):
+            m = c.read_until("<message [^>]*>.*?</message>")
+            assert "id='d%d'" % k in m and "from='%s'" % sj in m, (k, m)
+        c.send("<r xmlns='%s'/>" % SM)
+        assert c.read_until("<a [^>]*/>") == "<a xmlns='%s' h='0'/>" % SM
+        c.send("<a xmlns='%s' h='10'/>" % SM)
+        c.send("</stream:stream>")
+        c.read_all_until_close()
+        # and the sender got no error for any of them
+        assert not snd.is_closed(0.2) and "type='error'" not in snd.buf.decode(), snd.buf
+
+
 if __name__ == "__main__":
-    run_tests([test_kill_worker_mid_flow])
+    run_tests([test_kill_worker_mid_flow, test_kill_worker_with_detached_session])
