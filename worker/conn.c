@@ -533,8 +533,16 @@ int conn_route_undelivered(struct worker *w)
 static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			     const char *data, size_t len)
 {
-	size_t pieces = 0, kept = 0;
+	size_t pieces = 0, kept = 0, journaled = 0;
 	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
+		/* in a journal (XEP-0198): rerouted from there, once, when
+		 * the session ends (an offline message's row goes then too,
+		 * as written: the journal's copy is stored again) */
+		if (c->out_journaled != 0 &&
+		    t->from + t->ends[i] > c->out_journaled) {
+			journaled++;
+			continue;
+		}
 		/* a stored message stays stored, in its place */
 		if (ext_taken_back(c, t->from + t->ends[i])) {
 			kept++;
@@ -552,6 +560,9 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 		log_info("c%u %s: %zu pieces not written: to be routed "
 			 "elsewhere; %zu offline messages left stored", c->id,
 			 c->peer, pieces, kept);
+	if (journaled > 0)
+		log_info("c%u %s: %zu pieces not written: in the journal",
+			 c->id, c->peer, journaled);
 	free(t->ends);
 	buf_free(&t->text);
 }
@@ -586,16 +597,20 @@ static void conn_overflow(struct conn *c, const char *data, size_t len)
 	conn_route_taken(c, &t, data, len);
 }
 
+/* No socket: a stanza is kept by the extension that kept the session
+ * (XEP-0198 journal); stream-level XML is dropped. */
+static void conn_send_detached(struct conn *c, const char *data, size_t len)
+{
+	if (conn_is_stanza(data, len) && ext_stanza_sent(c, data, len) < 0)
+		conn_undelivered(c->w, c->id, c->gen, data, len);
+}
+
 void conn_send(struct conn *c, const char *data, size_t len)
 {
 	if (c->closed || len == 0)
 		return;
 	if (c->detached) {
-		/* no socket: a stanza is kept by the extension that kept the
-		 * session (XEP-0198 journal); stream-level XML is dropped */
-		if (conn_is_stanza(data, len) &&
-		    ext_stanza_sent(c, data, len) < 0)
-			conn_undelivered(c->w, c->id, c->gen, data, len);
+		conn_send_detached(c, data, len);
 		return;
 	}
 	if (c->out_shed > 0) {
@@ -608,6 +623,10 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	    used + len > c->w->cfg->c2s_max_output_bytes) {
 		/* unread is what the socket does not take now */
 		conn_flush(c);
+		if (c->detached) {      /* the write failed: kept (sm.c) */
+			conn_send_detached(c, data, len);
+			return;
+		}
 		if (c->closed) {
 			conn_undelivered(c->w, c->id, c->gen, data, len);
 			return;

@@ -370,13 +370,6 @@ static int sm_detach(struct conn *c)
 	return 1;
 }
 
-/* Pieces of out taken back at a close: the journal has the stanzas
- * sent since <enable/> (or the resumption); it reroutes them once. */
-static int sm_taken_back(struct conn *c, uint64_t end)
-{
-	return c->sm != NULL && (c->sm->moved || end > c->sm->out_from);
-}
-
 static void sm_gone(struct conn *c)
 {
 	sm_end(c);
@@ -463,8 +456,10 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 	}
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
-	/* the stanzas after <enabled/> are journaled (stanza_sent) */
+	/* the stanzas after <enabled/> are journaled (stanza_sent): not
+	 * taken back at a close (conn.c), rerouted from the journal */
 	s->out_from = c->out_total;
+	c->out_journaled = s->out_from ? s->out_from : 1;
 	ext_filter(c, &sm_ext, 1);
 	log_info("c%u %s: stream management enabled%s (max %us)", c->id,
 		 c->peer, resumable ? " with resumption" : "", max_s);
@@ -671,6 +666,7 @@ static void sm_resumed(struct conn *n, uint32_t h)
 	conn_send(n, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 	s->out_from = n->out_total;
+	n->out_journaled = s->out_from ? s->out_from : 1;
 	smstore_ack(sm_store(n->w), &s->ref, h - s->base);
 	s->h_acked = h;
 	uint32_t again = s->h_sent - s->h_acked;
@@ -693,7 +689,8 @@ static void sm_let_go(struct conn *o, uint16_t slot, uint32_t id,
 	struct sm_conn *marker = calloc(1, sizeof(*marker));
 	sm_fwd_add(o, slot, id, gen, ref);
 	if (marker != NULL)
-		marker->moved = 1;  /* what out holds is in the journal */
+		marker->moved = 1;
+	o->out_journaled = 1;   /* what out holds is in the journal */
 	o->sm = marker;
 	ext_filter(o, &sm_ext, 0);
 	o->bound = 0;           /* its table entry is the new session's */
@@ -1390,7 +1387,6 @@ const struct ext sm_ext = {
 	.nonza = sm_nonza,
 	.presence_changed = sm_presence,
 	.output_drained = sm_drained,
-	.taken_back = sm_taken_back,
 	.session_gone = sm_gone,
 	.conn_free = sm_free,
 	.stanza_received = sm_received,

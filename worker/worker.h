@@ -160,6 +160,11 @@ struct conn {
 	uint32_t ext_filter;    /* extensions filtering its stanzas (ext.h) */
 	int detached;           /* fd gone, session kept (ext.h detach):
 				   still bound, in the conn table */
+	uint64_t out_journaled; /* out_total from which an extension keeps
+				   every stanza (XEP-0198 journal, sm.c):
+				   pieces after it are not taken back at a
+				   close (the journal reroutes them once);
+				   0: none */
 
 	/* ---- per-session state of extensions (ext.h): each field is
 	 * read and written only by the extension named, which frees it in
