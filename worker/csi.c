@@ -30,7 +30,9 @@
  * requests, errors answering the client's own stanzas) go at once and
  * do not flush.  When the session ends, what is held is handed to
  * conn_undelivered() like output it never read (messages go to another
- * resource or offline storage; presence is dropped).  /metrics counts
+ * resource or offline storage; presence is dropped); a session that
+ * XEP-0198 detached (fd -1) holds nothing more: the next stanza writes
+ * what is held to its journal, in order.  /metrics counts
  * stanzas held and writes spared: a merged presence never written, and
  * a batch of n held stanzas written as one write (n - 1, or n when it
  * goes out ahead of a stanza that is written at once anyway).
@@ -173,7 +175,9 @@ static int csi_hold(struct conn *c, const struct xml_node *st,
 {
 	const char *from;
 	unsigned max = c->w->cfg->csi_max_held;
-	if (!csi_may_wait(st, &from) || max == 0)
+	/* fd -1 on a bound session: XEP-0198 detached it; what comes goes
+	 * to its journal, in order, and a resumed stream begins active */
+	if (!csi_may_wait(st, &from) || max == 0 || c->fd < 0)
 		return -1;
 	if (from != NULL)
 		csi_merge(c, from);
