@@ -1265,6 +1265,51 @@ Test(session, recovery_rebuilds_from_state_words)
 	table_close(&m);
 }
 
+/* A holder killed in the middle of a flag change leaves the derived
+ * sibling flags half written: the next locker derives them again. */
+Test(session, recovery_derives_sibling_carbons_again)
+{
+	struct table_map m;
+	const char *a = "fay@example.org/a", *b = "fay@example.org/b",
+		   *c = "fay@example.org/c";
+	uint32_t recoveries;
+	pid_t pid;
+	int status;
+
+	table_open(&m, 32);
+	cr_assert_eq(put(&m, a, 1, 1, 1), 0);
+	cr_assert_eq(put(&m, b, 1, 2, 1), 0);
+	cr_assert_eq(put(&m, c, 1, 3, 1), 0);
+	cr_assert_eq(shm_session_set_flags(m.t, a, 1, 1, 1, CARB, 0), 1);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		struct ipc_session *rb, *rc;
+
+		alarm(10);
+		pthread_mutex_lock(&m.hdr->lock);
+		rb = layout_find(&m, b);
+		rc = layout_find(&m, c);
+		if (rb == NULL || rc == NULL)
+			_exit(1);
+		rb->flags = 0;          /* lost its sibling bit */
+		rc->flags = CARB;       /* enabled, siblings not told */
+		raise(SIGKILL);
+		_exit(2);
+	}
+	status = child_wait(pid, 10000);
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	cr_assert(child_run(other_process_works, &m),
+		  "table unusable after the lock holder died");
+	used_of(&m, &recoveries);
+	cr_assert_eq(recoveries, 1);
+	cr_assert_eq(flags_of(&m, a), CARB | SIB);
+	cr_assert_eq(flags_of(&m, b), SIB);
+	cr_assert_eq(flags_of(&m, c), CARB | SIB);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
 /* ---- sessions per account ------------------------------------------------ */
 
 static int put_limited(struct table_map *m, const char *jid, uint16_t slot,

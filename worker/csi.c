@@ -30,7 +30,9 @@
  * requests, errors answering the client's own stanzas) go at once and
  * do not flush.  When the session ends, what is held is handed to
  * conn_undelivered() like output it never read (messages go to another
- * resource or offline storage; presence is dropped).  /metrics counts
+ * resource or offline storage; presence is dropped); a session that
+ * XEP-0198 detached (fd -1) holds nothing more: the next stanza writes
+ * what is held to its journal, in order.  /metrics counts
  * stanzas held and writes spared: a merged presence never written, and
  * a batch of n held stanzas written as one write (n - 1, or n when it
  * goes out ahead of a stanza that is written at once anyway).
@@ -173,7 +175,9 @@ static int csi_hold(struct conn *c, const struct xml_node *st,
 {
 	const char *from;
 	unsigned max = c->w->cfg->csi_max_held;
-	if (!csi_may_wait(st, &from) || max == 0)
+	/* fd -1 on a bound session: XEP-0198 detached it; what comes goes
+	 * to its journal, in order, and a resumed stream begins active */
+	if (!csi_may_wait(st, &from) || max == 0 || c->fd < 0)
 		return -1;
 	if (from != NULL)
 		csi_merge(c, from);
@@ -279,25 +283,34 @@ static void csi_features(struct conn *c, struct buf *out)
 	buf_appendf(out, "<csi xmlns='" NS_CSI "'/>");
 }
 
-/* The stream ended: what is held goes where unread output goes. */
+static void csi_clear(struct conn *c)
+{
+	for (unsigned i = 0; i < c->csi_nheld; i++)
+		csi_entry_free(&c->csi_held[i]);
+	free(c->csi_held);
+	c->csi_held = NULL;
+	c->csi_nheld = c->csi_held_cap = c->csi_live = 0;
+	c->csi_bytes = 0;
+}
+
+/* The stream ended: what is held goes where unread output goes (while
+ * the worker stops, like that output, it is counted in the log). */
 static void csi_gone(struct conn *c)
 {
 	unsigned n = 0;
 	for (unsigned i = 0; i < c->csi_nheld; i++) {
 		struct csi_held *h = &c->csi_held[i];
-		if (h->text != NULL && c->jid != NULL) {
+		if (h->text == NULL)
+			continue;
+		if (!c->w->stopping)
 			conn_undelivered(c->w, c->id, c->gen, h->text, h->len);
-			n++;
-		}
-		csi_entry_free(h);
+		n++;
 	}
 	if (n > 0)
-		log_info("c%u %s: %u held stanzas (inactive) to be routed "
-			 "elsewhere", c->id, c->peer, n);
-	free(c->csi_held);
-	c->csi_held = NULL;
-	c->csi_nheld = c->csi_held_cap = c->csi_live = 0;
-	c->csi_bytes = 0;
+		log_info("c%u %s: %u stanzas held while inactive: %s", c->id,
+			 c->peer, n, c->w->stopping ? "stopping: lost"
+						    : "to be routed elsewhere");
+	csi_clear(c);
 }
 
 /* ---- the extension (ext.h) ------------------------------------------- */
@@ -314,6 +327,6 @@ const struct ext csi_ext = {
 	.stanza_out_node = csi_out_node,
 	.stanza_out_text = csi_out_text,
 	.session_gone = csi_gone,
-	.conn_free = csi_gone,
+	.conn_free = csi_clear,
 	.client_element = csi_client_element,
 };
