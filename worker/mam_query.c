@@ -590,6 +590,7 @@ static void mam_run(struct iq_pending *p, struct mam_req *q)
 			    "username = $%d AND domain = $%d) AND "
 			    "id = ANY($%d::bigint[])", pu, pd, pn);
 	}
+	mam_flush_writes(p->w);
 	if (buf_append(&s.text, "", 1) < 0 || p->w->db == NULL ||
 	    db_query(p->w->db, buf_head(&s.text), s.n, s.params, NULL, NULL,
 		     0, mam_queried, p) < 0)
@@ -716,6 +717,7 @@ void mam_metadata_iq(struct worker *w, struct xml_node *st, const char *bare)
 	if (p == NULL)
 		return;
 	const char *params[2] = { q->user, q->domain };
+	mam_flush_writes(w);
 	if (w->db == NULL || db_query(w->db, sql, 2, params, NULL, NULL, 0,
 				      mam_metadata_result, p) < 0)
 		mam_fail(&p, NULL);
