@@ -458,6 +458,8 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 		return 0;       /* to the sender's own account: archived there */
 	if (jid_parse(mam_arena(), to, &j, &error) < 0)
 		return 0;       /* answered jid-malformed by route.c */
+	if (j.local == NULL && stream_hosted(c->w, j.domain))
+		return 0;       /* to the server itself: not a conversation */
 	const char *with_bare = jid_bare(mam_arena(), &j);
 	if (with_bare == NULL || strcmp(with_bare, own) == 0)
 		return 0;       /* archived once, as received */

@@ -149,6 +149,10 @@ def test_archive_both_sides():
                "<no-store xmlns='urn:xmpp:hints'/></message>")
         for ident in ("cs", "hl", "ns"):
             received(r, ident)
+        # nor a message to the server itself (answered with an error)
+        j.send("<message to='localhost' id='srv' type='chat'><body>hello server</body></message>")
+        got = j.read_until("<message [^>]*id='srv'.*?</message>")
+        assert "type='error'" in got and "<service-unavailable " in got, got
         # Archived, with forged stanza-ids (by one of our accounts)
         # removed, a foreign one and the origin-id kept.
         extra = ("<stanza-id xmlns='%s' id='forged1' by='romeo@localhost'/>"
