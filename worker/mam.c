@@ -52,6 +52,7 @@
 #include "../db/db.h"
 #include "jid.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,6 +225,7 @@ static int mam_elem(struct buf *col, unsigned rows, const char *s, size_t n)
 static void mam_drop(struct worker *w, const char *why)
 {
 	mam_dropped++;
+	METRIC_INC(w->stats->mam_dropped);
 	int64_t now = w->now_ms;
 	if (now - mam_dropped_logged_ms >= MAM_LOG_EVERY_MS) {
 		log_error("archive: %lu messages delivered but not archived "
@@ -288,7 +290,12 @@ static void mam_written(void *ctx, const PGresult *res, const char *error)
 	struct worker *w = b->w;
 	mam_inflight--;
 	if (res != NULL) {
+		/* rows the preferences or the blocklist left out are not
+		 * counted: what was inserted is */
+		METRIC_ADD(w->stats->mam_archived,
+			   strtoull(PQcmdTuples((PGresult *)res), NULL, 10));
 		mam_held -= b->rows;
+		METRIC_SET(w->stats->mam_waiting, mam_held);
 		mam_batch_free(b);
 		mam_send_ready(w);      /* the next one, if any waits */
 		return;
@@ -297,7 +304,9 @@ static void mam_written(void *ctx, const PGresult *res, const char *error)
 		/* PostgreSQL refused the statement: it would again */
 		log_error("archive: %u messages not archived: %s", b->rows,
 			  error);
+		METRIC_ADD(w->stats->mam_dropped, b->rows);
 		mam_held -= b->rows;
+		METRIC_SET(w->stats->mam_waiting, mam_held);
 		mam_batch_free(b);
 		return;
 	}
@@ -567,6 +576,7 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 		mam_cur = NULL;
 	}
 	mam_send_ready(w);
+	METRIC_SET(w->stats->mam_waiting, mam_held);
 	if (mam_ready != NULL && now - mam_waiting_logged_ms >=
 	    MAM_LOG_EVERY_MS) {
 		mam_waiting_logged_ms = now;
