@@ -13,7 +13,10 @@
  * counted in the same statement, and any one missing is item-not-found.
  * Results are sent to the requesting resource as <message><result/>
  * </message>, in chronological order (flipped on request), then the IQ
- * result with <fin complete stable='true'><set first last/></fin>.
+ * result with <fin complete stable='true'><set first last/></fin>.  A
+ * page also stops at half of c2s.max_output_bytes (complete='false': the
+ * client asks for the next), and results its connection never wrote are
+ * dropped (taken_back), not rerouted like messages.
  * Archive ids are numbers (mam.c): an id that is not one cannot be in
  * the archive (item-not-found).  `with` a bare JID matches the other
  * party's bare JID (with the account's own JID: messages to itself); a
@@ -21,7 +24,9 @@
  * Failure policy: every query is answered: bad-request for a bad form
  * (one line in the log), feature-not-implemented for a field or RSM
  * element we do not take, forbidden for another account's archive,
- * resource-constraint (wait) when PostgreSQL is unavailable or busy.
+ * resource-constraint (wait) when PostgreSQL is unavailable or busy, or
+ * when the requester's output filled up with other stanzas before the
+ * page was written whole (the results sent are not claimed complete).
  */
 #include "worker.h"
 #include "ext.h"
