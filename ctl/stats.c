@@ -344,6 +344,12 @@ static void stats_human(const struct stats_set *set)
 		  "xmppd_offline_stored_messages_total", NULL, NULL);
 	stats_row(set, "offline messages delivered",
 		  "xmppd_offline_delivered_messages_total", NULL, NULL);
+	stats_row(set, "messages archived",
+		  "xmppd_mam_archived_messages_total", NULL, NULL);
+	stats_row(set, "messages not archived",
+		  "xmppd_mam_dropped_messages_total", NULL, NULL);
+	stats_row(set, "archive rows waiting",
+		  "xmppd_mam_waiting_messages", NULL, NULL);
 	stats_row(set, "database queries",
 		  "xmppd_db_query_duration_seconds_count", NULL, NULL);
 	/* mean round trip: the histogram's sum over its count */

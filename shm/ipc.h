@@ -275,6 +275,11 @@ struct ipc_worker_stats {
 				       (shm/queue.c) */
 	_Atomic uint64_t csi_held;  /* XEP-0352: stanzas held while inactive */
 	_Atomic uint64_t csi_spared;    /* writes they spared (csi.c) */
+	_Atomic uint64_t mam_archived;  /* XEP-0313 rows written (mam.c) */
+	_Atomic uint64_t mam_dropped;   /* rows not archived: mam.queue_rows
+					   reached, out of memory, refused
+					   by PostgreSQL */
+	_Atomic uint64_t mam_waiting;   /* gauge: rows held in the worker */
 };
 
 enum ipc_session_state {

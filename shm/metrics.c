@@ -595,6 +595,17 @@ static void metrics_render_workers(struct metrics_ctx *m,
 		       "Writes inactive clients were spared: held presence "
 		       "merged away, held stanzas written together.");
 	METRICS_PER_WORKER(m, shm, nslots, csi_spared);
+	metrics_family(m, "xmppd_mam_archived_messages", METRICS_COUNTER, NULL,
+		       "Messages written to the message archive (XEP-0313), "
+		       "one per account that keeps it.");
+	METRICS_PER_WORKER(m, shm, nslots, mam_archived);
+	metrics_family(m, "xmppd_mam_dropped_messages", METRICS_COUNTER, NULL,
+		       "Messages delivered but not archived: mam.queue_rows "
+		       "reached, out of memory, or refused by PostgreSQL.");
+	METRICS_PER_WORKER(m, shm, nslots, mam_dropped);
+	metrics_family(m, "xmppd_mam_waiting_messages", METRICS_GAUGE, NULL,
+		       "Archive rows the worker holds, not yet written.");
+	METRICS_PER_WORKER(m, shm, nslots, mam_waiting);
 	metrics_family(m, "xmppd_http_connections", METRICS_GAUGE, NULL,
 		       "Open connections of the HTTP front.");
 	METRICS_PER_WORKER(m, shm, nslots, http_connections);

@@ -28,10 +28,11 @@
  *
  * Writes are batched: rows are queued in the worker (column arrays of one
  * INSERT ... SELECT FROM unnest(...)), a batch goes to PostgreSQL when it
- * has mam.batch_rows rows or at the end of the loop turn, pipelined on
- * the worker's link (so an archive query made on the same worker in a
- * later turn sees it); a message is never held for its archive row.  The database applies the account's
- * preferences and blocklist in that statement (a stanza-id is stamped
+ * has mam.batch_rows rows or 256 KB of stanzas, or at the end of the loop
+ * turn, one at a time on the worker's pipelined link (an archive query
+ * sends what waits first, so it sees what this worker archived before
+ * it); a message is never held for its archive row.  The database
+ * applies the account's preferences and blocklist in that statement (a stanza-id is stamped
  * whether or not the preferences keep the row; the id is never reused).
  * Failure policy: while PostgreSQL is down or slow the batches wait, in
  * order, and are sent again once it is back (a batch answered with an
@@ -51,6 +52,7 @@
 #include "../db/db.h"
 #include "jid.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,11 +61,17 @@
 
 extern const struct ext mam_ext;
 
-/* Batches sent and not answered yet: high, so that every batch goes
- * out at the end of the turn that filled it and a query from the same
- * worker is behind it on the pipeline (db.max_queue_bytes bounds the
- * bytes). */
-#define MAM_INFLIGHT 256
+/* Batches sent and not answered yet: one, of at most MAM_BATCH_BYTES,
+ * so that the archive never holds much of the worker's pipeline (and of
+ * db.max_queue_bytes) ahead of logins and offline storage; the next one
+ * goes when it is answered.  An archive query first sends everything
+ * waiting (mam_flush_writes), so that it sees what this worker
+ * archived before it. */
+#define MAM_INFLIGHT 1
+/* A batch also closes at this many bytes of stanzas: one statement
+ * on the worker's pipeline stays short, so the queries behind it
+ * (logins, offline storage) do not wait long. */
+#define MAM_BATCH_BYTES (256 * 1024)
 #define MAM_EXPIRE_ROWS 1000            /* rows per expiry statement */
 #define MAM_EXPIRE_EVERY_MS 60000       /* when nothing was left */
 #define MAM_EXPIRE_AGAIN_MS 100         /* when a full batch went */
@@ -217,6 +225,7 @@ static int mam_elem(struct buf *col, unsigned rows, const char *s, size_t n)
 static void mam_drop(struct worker *w, const char *why)
 {
 	mam_dropped++;
+	METRIC_INC(w->stats->mam_dropped);
 	int64_t now = w->now_ms;
 	if (now - mam_dropped_logged_ms >= MAM_LOG_EVERY_MS) {
 		log_error("archive: %lu messages delivered but not archived "
@@ -267,7 +276,8 @@ static void mam_add_row(struct worker *w, const char *bare, long long id,
 	}
 	b->rows++;
 	mam_held++;
-	if (b->rows >= w->cfg->mam_batch_rows) {
+	if (b->rows >= w->cfg->mam_batch_rows ||
+	    b->col[MAM_C_STANZA].len >= MAM_BATCH_BYTES) {
 		mam_cur = NULL;
 		mam_ready_push(b, 0);
 		mam_send_ready(w);
@@ -280,15 +290,23 @@ static void mam_written(void *ctx, const PGresult *res, const char *error)
 	struct worker *w = b->w;
 	mam_inflight--;
 	if (res != NULL) {
+		/* rows the preferences or the blocklist left out are not
+		 * counted: what was inserted is */
+		METRIC_ADD(w->stats->mam_archived,
+			   strtoull(PQcmdTuples((PGresult *)res), NULL, 10));
 		mam_held -= b->rows;
+		METRIC_SET(w->stats->mam_waiting, mam_held);
 		mam_batch_free(b);
+		mam_send_ready(w);      /* the next one, if any waits */
 		return;
 	}
 	if (w->db != NULL && db_is_up(w->db)) {
 		/* PostgreSQL refused the statement: it would again */
 		log_error("archive: %u messages not archived: %s", b->rows,
 			  error);
+		METRIC_ADD(w->stats->mam_dropped, b->rows);
 		mam_held -= b->rows;
+		METRIC_SET(w->stats->mam_waiting, mam_held);
 		mam_batch_free(b);
 		return;
 	}
@@ -297,9 +315,9 @@ static void mam_written(void *ctx, const PGresult *res, const char *error)
 	mam_ready_push(b, 1);       /* again, first, once it is back */
 }
 
-static void mam_send_ready(struct worker *w)
+static void mam_send_batches(struct worker *w, int all)
 {
-	while (mam_ready != NULL && mam_inflight < MAM_INFLIGHT &&
+	while (mam_ready != NULL && (all || mam_inflight < MAM_INFLIGHT) &&
 	       w->db != NULL) {
 		struct mam_batch *b = mam_ready;
 		if (!b->closed) {
@@ -319,6 +337,20 @@ static void mam_send_ready(struct worker *w)
 			mam_ready_tail = NULL;
 		mam_inflight++;
 	}
+}
+
+static void mam_send_ready(struct worker *w)
+{
+	mam_send_batches(w, 0);
+}
+
+void mam_flush_writes(struct worker *w)
+{
+	if (mam_cur != NULL && mam_cur->rows > 0) {
+		mam_ready_push(mam_cur, 0);
+		mam_cur = NULL;
+	}
+	mam_send_batches(w, 1);
 }
 
 /* ---- what is archived ----------------------------------------------- */
@@ -435,6 +467,8 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 		return 0;       /* to the sender's own account: archived there */
 	if (jid_parse(mam_arena(), to, &j, &error) < 0)
 		return 0;       /* answered jid-malformed by route.c */
+	if (j.local == NULL && stream_hosted(c->w, j.domain))
+		return 0;       /* to the server itself: not a conversation */
 	const char *with_bare = jid_bare(mam_arena(), &j);
 	if (with_bare == NULL || strcmp(with_bare, own) == 0)
 		return 0;       /* archived once, as received */
@@ -533,14 +567,16 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 {
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
-	/* what this turn archived goes now, unless a batch is waiting for
-	 * a link that is down: then this one grows up to its size */
-	if (mam_cur != NULL && mam_cur->rows > 0 &&
-	    (mam_ready == NULL || (w->db != NULL && db_is_up(w->db)))) {
+	/* what this turn archived goes now, unless a batch is already
+	 * waiting (the link is down or the last batch not answered yet):
+	 * then this one grows up to its size */
+	if (mam_cur != NULL && mam_cur->rows > 0 && mam_ready == NULL &&
+	    mam_inflight < MAM_INFLIGHT) {
 		mam_ready_push(mam_cur, 0);
 		mam_cur = NULL;
 	}
 	mam_send_ready(w);
+	METRIC_SET(w->stats->mam_waiting, mam_held);
 	if (mam_ready != NULL && now - mam_waiting_logged_ms >=
 	    MAM_LOG_EVERY_MS) {
 		mam_waiting_logged_ms = now;

@@ -26,6 +26,10 @@
  * holds at least 32 bytes. */
 void mam_id_stamp(long long id, char *buf, size_t size);
 
+/* Send every archive batch waiting (before a query, which then sees
+ * them on the pipeline). */
+void mam_flush_writes(struct worker *w);
+
 /* The IQ handlers of mam_query.c (ext.h ext_iq_fn). */
 void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare);
 /* ext.h taken_back: an archive result the connection never wrote. */

@@ -13,7 +13,10 @@
  * counted in the same statement, and any one missing is item-not-found.
  * Results are sent to the requesting resource as <message><result/>
  * </message>, in chronological order (flipped on request), then the IQ
- * result with <fin complete stable='true'><set first last/></fin>.
+ * result with <fin complete stable='true'><set first last/></fin>.  A
+ * page also stops at half of c2s.max_output_bytes (complete='false': the
+ * client asks for the next), and results its connection never wrote are
+ * dropped (taken_back), not rerouted like messages.
  * Archive ids are numbers (mam.c): an id that is not one cannot be in
  * the archive (item-not-found).  `with` a bare JID matches the other
  * party's bare JID (with the account's own JID: messages to itself); a
@@ -21,7 +24,9 @@
  * Failure policy: every query is answered: bad-request for a bad form
  * (one line in the log), feature-not-implemented for a field or RSM
  * element we do not take, forbidden for another account's archive,
- * resource-constraint (wait) when PostgreSQL is unavailable or busy.
+ * resource-constraint (wait) when PostgreSQL is unavailable or busy, or
+ * when the requester's output filled up with other stanzas before the
+ * page was written whole (the results sent are not claimed complete).
  */
 #include "worker.h"
 #include "ext.h"
@@ -590,6 +595,7 @@ static void mam_run(struct iq_pending *p, struct mam_req *q)
 			    "username = $%d AND domain = $%d) AND "
 			    "id = ANY($%d::bigint[])", pu, pd, pn);
 	}
+	mam_flush_writes(p->w);
 	if (buf_append(&s.text, "", 1) < 0 || p->w->db == NULL ||
 	    db_query(p->w->db, buf_head(&s.text), s.n, s.params, NULL, NULL,
 		     0, mam_queried, p) < 0)
@@ -716,6 +722,7 @@ void mam_metadata_iq(struct worker *w, struct xml_node *st, const char *bare)
 	if (p == NULL)
 		return;
 	const char *params[2] = { q->user, q->domain };
+	mam_flush_writes(w);
 	if (w->db == NULL || db_query(w->db, sql, 2, params, NULL, NULL, 0,
 				      mam_metadata_result, p) < 0)
 		mam_fail(&p, NULL);

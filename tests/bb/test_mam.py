@@ -149,6 +149,10 @@ def test_archive_both_sides():
                "<no-store xmlns='urn:xmpp:hints'/></message>")
         for ident in ("cs", "hl", "ns"):
             received(r, ident)
+        # nor a message to the server itself (answered with an error)
+        j.send("<message to='localhost' id='srv' type='chat'><body>hello server</body></message>")
+        got = j.read_until("<message [^>]*id='srv'.*?</message>")
+        assert "type='error'" in got and "<service-unavailable " in got, got
         # Archived, with forged stanza-ids (by one of our accounts)
         # removed, a foreign one and the origin-id kept.
         extra = ("<stanza-id xmlns='%s' id='forged1' by='romeo@localhost'/>"
@@ -603,6 +607,15 @@ def test_archive_waits_for_postgresql():
                 return ids if "type='result'" in iq and len(ids) == 50 else None
             ids = wait_for(archived, timeout=30, what="archive written after the outage")
             assert ids == sids[:50], (ids, sids)
+            # the same in /metrics (xmppctl stats --openmetrics)
+
+            def metric(name):
+                out = s.ctl("stats", "--openmetrics").stdout
+                return sum(float(v) for v in re.findall(
+                    r"^%s\{worker=\"\d+\"\} (\S+)$" % name, out, re.M))
+            wait_for(lambda: metric("xmppd_mam_waiting_messages") == 0, what="nothing waits")
+            assert metric("xmppd_mam_archived_messages_total") == 100
+            assert metric("xmppd_mam_dropped_messages_total") == 20
     finally:
         proxy.close()
 
