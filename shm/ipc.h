@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 9
+#define IPC_VERSION 10
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -291,7 +291,6 @@ enum ipc_session_state {
  * set by the owning worker under the table lock. */
 enum ipc_session_flags {
 	IPC_SESSION_F_CARBONS = 0x01,   /* XEP-0280 enabled */
-	IPC_SESSION_F_DETACHED = 0x02,  /* XEP-0198 waiting for <resume/> */
 	IPC_SESSION_F_SIBLING_CARBONS = 0x04,   /* another session of the
 				       same bare JID has F_CARBONS: kept by
 				       the table itself (shm/session.c) */

@@ -275,6 +275,8 @@ static void carbons_set(struct conn *c, int on)
 {
 	int was = c->carbons;
 	c->carbons = on;
+	if (was != on)
+		ext_session_changed(c);     /* kept for resumption (sm.c) */
 	if (shm_session_set_flags(c->w->shm->sessions, c->jid,
 				  (uint16_t)c->w->slot, c->id, c->gen,
 				  on ? IPC_SESSION_F_CARBONS : 0,
@@ -338,8 +340,23 @@ static const struct ext_iq carbons_iqs[] = {
 	{ NULL, NULL, 0, NULL },
 };
 
+/* XEP-0198: the session's carbons state goes with it when it is resumed
+ * (section 4 of XEP-0280 ties it to the session, not the connection). */
+static uint32_t carbons_save(const struct conn *c)
+{
+	return (uint32_t)(c->carbons != 0);
+}
+
+static void carbons_restore(struct conn *c, uint32_t word)
+{
+	if (word != 0)
+		carbons_set(c, 1);
+}
+
 const struct ext carbons_ext = {
 	.name = "carbons",
+	.session_save = carbons_save,
+	.session_restore = carbons_restore,
 	.disco_features = carbons_disco,
 	.iq = carbons_iqs,
 	.session_bound = carbons_watch,

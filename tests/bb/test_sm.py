@@ -75,7 +75,9 @@ def msg(frm_client, to, mid, body):
 
 
 def msg_rx(mid, body):
-    return ("<message [^>]*id='%s'[^>]*><body>%s</body>(<delay [^>]*>[^<]*</delay>)?"
+    # XEP-0359: the archive's <stanza-id/> (mam.c) comes after the body
+    return ("<message [^>]*id='%s'[^>]*><body>%s</body>"
+            "(<stanza-id [^>]*/>|<delay [^>]*>[^<]*</delay>)*"
             "</message>" % (mid, body))
 
 
@@ -496,6 +498,39 @@ def test_resume_keeps_state():
         assert "<body>x</body>" not in n.buf.decode()
 
 
+def test_resume_keeps_carbons():
+    """XEP-0280 carbons are a property of the session: after a resumption
+    on the other worker the resumed session still gets sent and received
+    copies, without enabling them again."""
+    with Server(workers=2, users=USERS) as s:
+        r = Client(s.port)
+        rj = r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.send("<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        j.read_until("<iq [^>]*id='c1'[^>]*type='result'/>")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        got = resume(n, smid, 1)
+        assert got.startswith("<resumed "), got
+        assert "handed over to w1" in s.log_text()
+        d = Client(s.port)
+        dj = d.login("juliet", "pw1", resource="desk")
+        d.send("<presence/>")
+        d.send("<message to='%s' id='s1' type='chat'><body>sent</body></message>" % rj)
+        r.read_until(msg_rx("s1", "sent"))
+        got = n.read_until("<message [^>]*>\\s*<sent xmlns='urn:xmpp:carbons:2'>.*?</message>\\s*"
+                           "</forwarded></sent></message>")
+        assert "id='s1'" in got and "<body>sent</body>" in got, got
+        r.send("<message to='%s' id='r1' type='chat'><body>received</body></message>" % dj)
+        d.read_until(msg_rx("r1", "received"))
+        got = n.read_until("<message [^>]*>\\s*<received xmlns='urn:xmpp:carbons:2'>.*?"
+                           "</message>\\s*</forwarded></received></message>")
+        assert "id='r1'" in got and "<body>received</body>" in got, got
+
+
 def test_handover_forwards_frames():
     """A frame that reaches the old owner after it handed the session
     over (the session table still names it) is forwarded to the new
@@ -763,7 +798,8 @@ if __name__ == "__main__":
                test_resume_attached_old_connection, test_unanswered_ping_detaches,
                test_resume_errors,
                test_clean_close_and_expiry_go_offline, test_resume_other_worker,
-               test_resume_keeps_state, test_handover_forwards_frames,
+               test_resume_keeps_state, test_resume_keeps_carbons,
+               test_handover_forwards_frames,
                test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
                test_slixmpp_resumes])
