@@ -788,6 +788,8 @@ static const char *const mam_schema[] = { "006-mam.sql", NULL };
 
 const struct ext mam_ext = {
 	.name = "mam",
+	/* on the domain too: clients (profanity) look for them there */
+	.disco_features = mam_features,
 	.iq = mam_iqs,
 	.config_keys = mam_config,
 	.schema = mam_schema,
