@@ -32,8 +32,9 @@
  * turn, one at a time on the worker's pipelined link (an archive query
  * sends what waits first, so it sees what this worker archived before
  * it); a message is never held for its archive row.  The database
- * applies the account's preferences and blocklist in that statement (a stanza-id is stamped
- * whether or not the preferences keep the row; the id is never reused).
+ * applies the account's preferences and blocklist in that statement (a
+ * stanza-id is stamped whether or not the preferences keep the row; the
+ * id is never reused).
  * Failure policy: while PostgreSQL is down or slow the batches wait, in
  * order, and are sent again once it is back (a batch answered with an
  * SQL error is logged at error level with its row count and not retried:
@@ -788,6 +789,8 @@ static const char *const mam_schema[] = { "006-mam.sql", NULL };
 
 const struct ext mam_ext = {
 	.name = "mam",
+	/* on the domain too: clients (profanity) look for them there */
+	.disco_features = mam_features,
 	.iq = mam_iqs,
 	.config_keys = mam_config,
 	.schema = mam_schema,

@@ -336,7 +336,13 @@ def test_filters_and_errors():
                        "xmlns='%s'><start id='%s' timestamp='%s'/><end id='%s' timestamp='%s'/>"
                        "</metadata></iq>" % (j.jid, MAM, ids[0], stamp(ids[0]), ids[5],
                                              stamp(ids[5]))), got
-        # disco#info on the account's bare JID (as Conversations asks)
+        # disco#info on the domain (as profanity asks) ...
+        j.send("<iq type='get' id='d0' to='localhost'><query "
+               "xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        got = j.read_until("<iq [^>]*id='d0'.*?</iq>")
+        assert ("<feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/>"
+                "<feature var='urn:xmpp:sid:0'/>") in got, got
+        # ... and on the account's bare JID (as Conversations asks)
         j.send("<iq type='get' id='d1' to='juliet@localhost'><query "
                "xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         got = j.read_until("<iq [^>]*id='d1'.*?</iq>")
