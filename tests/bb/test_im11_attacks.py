@@ -9,6 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Server, run_tests  # noqa: E402
+from harness import Client, wait_for  # noqa: E402
+from imlib import connect_on  # noqa: E402
+from test_csi import INACTIVE, counter  # noqa: E402
+from test_sm import authed, resume, sm_login  # noqa: E402
 from test_mam import MAM, USERS, chat, error_xml, fin_xml, form, login, query, \
     received, stanza_id_of  # noqa: E402
 
@@ -42,5 +46,49 @@ def test_mam_repeated_ids_field():
         assert ids == [sid] and iq == fin_xml(j, iq_id, ids, True), (ids, iq)
 
 
+def csi_held_then_resume(workers, resume_on):
+    """What an inactive session held when its TCP connection dropped is
+    written after <resumed/>, in order, before what came while it was
+    detached (XEP-0352 + XEP-0198).  When nothing else came for the
+    session while it was detached, what was held used to be dropped at
+    the resumption (presence) or rerouted behind later messages (chat
+    states)."""
+    with Server(workers=workers, users=USERS) as s:
+        r = Client(s.port)
+        rj = r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0) if workers > 1 else None
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.send(INACTIVE)
+        held0 = counter(s, "xmppd_csi_held_stanzas")
+        # held: a directed presence and a chat state
+        r.send("<presence to='%s' id='p1'><show>away</show></presence>" % jj)
+        r.send("<message to='%s' id='c1' type='chat'><composing "
+               "xmlns='http://jabber.org/protocol/chatstates'/></message>" % jj)
+        wait_for(lambda: counter(s, "xmppd_csi_held_stanzas") >= held0 + 2,
+                 what="presence and chat state held")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = connect_on(s, resume_on) if workers > 1 else Client(s.port)
+        authed(n, "juliet")
+        got = resume(n, smid, 0)
+        assert got == "<resumed xmlns='urn:xmpp:sm:3' h='0' previd='%s'/>" % smid, got
+        r.send("<message to='%s' id='m2' type='chat'><body>later</body></message>" % jj)
+        got = n.read_until("^.*?<message [^>]*id='m2'.*?</message>")
+        assert re.findall("<(presence|message) [^>]*id='(\\w+)'", got) == \
+            [("presence", "p1"), ("message", "c1"), ("message", "m2")], got
+        assert ("<presence to='%s' id='p1' from='%s'><show>away</show></presence>"
+                % (jj, rj)) in got, got
+        assert "<error" not in r.buf.decode()
+
+
+def test_csi_held_kept_across_resumption():
+    csi_held_then_resume(1, 0)
+
+
+def test_csi_held_kept_across_resumption_other_worker():
+    csi_held_then_resume(2, 1)
+
+
 if __name__ == "__main__":
-    run_tests([test_mam_repeated_ids_field])
+    run_tests([test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
+               test_csi_held_kept_across_resumption_other_worker])
