@@ -89,6 +89,34 @@ def test_csi_held_kept_across_resumption_other_worker():
     csi_held_then_resume(2, 1)
 
 
+def test_blocked_contact_cannot_wrap_in_fake_carbon():
+    """XEP-0191: a blocked contact's message is not delivered.  Wrapped
+    in a XEP-0280 <received/> (which only the account's own bare JID may
+    send) it used to pass: the block looked only at the forwarded
+    message's 'from', which the sender writes."""
+    with Server(workers=1, users=USERS) as s:
+        j = login(s, "juliet", "r")
+        r = login(s, "romeo", "o")
+        n = login(s, "nurse", "n")
+        j.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+               "<item jid='romeo@localhost'/></block></iq>")
+        j.read_until("<iq [^>]*id='b1'[^>]*/>")
+        fake = ("<message to='%s' id='fake' type='chat'><received xmlns='urn:xmpp:carbons:2'>"
+                "<forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' "
+                "from='nurse@localhost/n' to='%s' type='chat'><body>meet me</body>"
+                "</message></forwarded></received></message>" % (j.jid, j.jid))
+        r.send(fake)
+        got = r.read_until("<message [^>]*id='fake'[^>]*type='error'.*?</message>")
+        assert "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>" in got, got
+        # the same to the bare JID
+        r.send(fake.replace("to='%s' id='fake'" % j.jid, "to='juliet@localhost' id='fake'"))
+        got = r.read_until("<message [^>]*id='fake'[^>]*type='error'.*?</message>")
+        chat(n, j.jid, "mark", "after")
+        got = j.read_until("^.*?<message [^>]*id='mark'.*?</message>")
+        assert "fake" not in got and "meet me" not in got, got
+
+
 if __name__ == "__main__":
-    run_tests([test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
+    run_tests([test_blocked_contact_cannot_wrap_in_fake_carbon,
+               test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
                test_csi_held_kept_across_resumption_other_worker])
