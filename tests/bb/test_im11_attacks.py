@@ -116,7 +116,40 @@ def test_blocked_contact_cannot_wrap_in_fake_carbon():
         assert "fake" not in got and "meet me" not in got, got
 
 
+def test_ctl_expire_far_future_date():
+    """`xmppctl archive expire --before DATE` with a date past what an
+    archive id can hold (2109) deletes every message; the cutoff used to
+    overflow (ms << 21 in bigint): nothing deleted for 2200, only the
+    messages before 2020 for 2300, while saying 'older than 2300'."""
+    with Server(workers=1, users=USERS) as s:
+        j = login(s, "juliet", "r")
+        r = login(s, "romeo", "o")
+        for i in range(2):
+            chat(j, "romeo@localhost/o", "c%d" % i)
+            received(r, "c%d" % i)
+
+        def archived():
+            return s.db.psql("SELECT count(*) FROM mam_messages",
+                             conninfo=s.db.conninfo).strip() == "4"
+        wait_for(archived, what="4 rows archived")
+        res = s.ctl_config("archive", "expire", "--before", "2200-01-01")
+        assert res.stdout == "4 messages older than 2200-01-01 deleted from the archives\n", \
+            res.stdout
+        for i in range(2, 4):
+            chat(j, "romeo@localhost/o", "c%d" % i)
+            received(r, "c%d" % i)
+        wait_for(archived, what="4 rows archived again")
+        res = s.ctl_config("archive", "expire", "--before", "2300-06-01T00:00:00Z")
+        assert res.stdout == ("4 messages older than 2300-06-01T00:00:00Z deleted from the "
+                              "archives\n"), res.stdout
+        # a date before 1970 deletes nothing
+        res = s.ctl_config("archive", "expire", "--before", "1900-01-01")
+        assert res.stdout == "0 messages older than 1900-01-01 deleted from the archives\n", \
+            res.stdout
+
+
 if __name__ == "__main__":
-    run_tests([test_blocked_contact_cannot_wrap_in_fake_carbon,
+    run_tests([test_ctl_expire_far_future_date,
+               test_blocked_contact_cannot_wrap_in_fake_carbon,
                test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
                test_csi_held_kept_across_resumption_other_worker])
