@@ -44,6 +44,9 @@
  * a worker that stops waits for its batches up to shutdown_timeout.
  * Retention: worker 0 deletes rows older than mam.retention_days, 1000
  * at a time, one statement in flight, so the database is never blocked.
+ * Preferences name at most mam.max_prefs_jids JIDs (every archived row
+ * is checked against them in the INSERT): a set naming more is refused
+ * with <not-acceptable/>, the stored preferences unchanged.
  */
 #include "worker.h"
 #include "ext.h"
@@ -688,9 +691,9 @@ static void mam_prefs_result(void *ctx, const PGresult *res,
 }
 
 /* The <jid/> children of list (in prefs) as an array literal; -1 when
- * one is not a JID. */
+ * one is not a JID.  *count_r counts them. */
 static int mam_prefs_jids(struct iq_pending *p, const struct xml_node *list,
-			  struct buf *arr)
+			  struct buf *arr, unsigned *count_r)
 {
 	unsigned n = 0;
 	buf_append(arr, "{", 1);
@@ -705,6 +708,7 @@ static int mam_prefs_jids(struct iq_pending *p, const struct xml_node *list,
 			return -1;
 		if (mam_elem(arr, n++, full, strlen(full)) < 0)
 			return -1;
+		(*count_r)++;
 	}
 	return buf_append(arr, "}", 2);
 }
@@ -735,6 +739,7 @@ static void mam_prefs_iq(struct worker *w, struct xml_node *st,
 			     mam_prefs_result, p);
 	} else {
 		const char *def = xml_attr(p->payload, "default");
+		unsigned njids = 0;
 		struct buf al, nv;
 		buf_init(&al, 0);
 		buf_init(&nv, 0);
@@ -742,14 +747,23 @@ static void mam_prefs_iq(struct worker *w, struct xml_node *st,
 				    strcmp(def, "never") != 0 &&
 				    strcmp(def, "roster") != 0) ||
 		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "always"),
-				   &al) < 0 ||
+				   &al, &njids) < 0 ||
 		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "never"),
-				   &nv) < 0) {
+				   &nv, &njids) < 0) {
 			log_info("archive preferences of %s refused: bad "
 				 "default or JID", bare);
 			buf_free(&al);
 			buf_free(&nv);
 			iq_reply_error(&p, "modify", "bad-request");
+			return;
+		}
+		if (njids > w->cfg->mam_max_prefs_jids) {
+			log_info("archive preferences of %s refused: %u JIDs "
+				 "(mam.max_prefs_jids = %u)", bare, njids,
+				 w->cfg->mam_max_prefs_jids);
+			buf_free(&al);
+			buf_free(&nv);
+			iq_reply_error(&p, "cancel", "not-acceptable");
 			return;
 		}
 		const char *params[5] = { user, domain, def, buf_head(&al),
@@ -782,7 +796,7 @@ static const struct ext_iq mam_iqs[] = {
 };
 static const char *const mam_config[] = {
 	"mam.max_page", "mam.batch_rows", "mam.queue_rows",
-	"mam.retention_days", NULL,
+	"mam.retention_days", "mam.max_prefs_jids", NULL,
 };
 static const char *const mam_schema[] = { "006-mam.sql", NULL };
 

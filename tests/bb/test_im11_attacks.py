@@ -13,8 +13,8 @@ from harness import Client, wait_for  # noqa: E402
 from imlib import connect_on  # noqa: E402
 from test_csi import INACTIVE, counter  # noqa: E402
 from test_sm import authed, resume, sm_login  # noqa: E402
-from test_mam import MAM, USERS, chat, error_xml, fin_xml, form, login, query, \
-    received, stanza_id_of  # noqa: E402
+from test_mam import MAM, USERS, chat, error_xml, fin_xml, form, login, prefs, prefs_xml, \
+    query, received, stanza_id_of  # noqa: E402
 
 
 def test_mam_repeated_ids_field():
@@ -148,8 +148,29 @@ def test_ctl_expire_far_future_date():
             res.stdout
 
 
+def test_mam_prefs_jid_limit():
+    """Archive preferences name at most mam.max_prefs_jids JIDs (each
+    archived message is checked against them in PostgreSQL): a set with
+    more is refused with <not-acceptable/> and the stored preferences
+    stay.  There was no limit but the stanza size (thousands of JIDs,
+    slowing every archive batch of the worker)."""
+    with Server(workers=1, users=USERS, overrides={"mam.max_prefs_jids": "3"}) as s:
+        j = login(s, "juliet", "r")
+        assert prefs(j, "p1", "always", always=["a@x", "b@x"], never=["c@x"]) == \
+            prefs_xml(j, "p1", "always", always=["a@x", "b@x"], never=["c@x"])
+        got = prefs(j, "p2", "never", always=["a@x", "b@x"], never=["c@x", "d@x"])
+        assert got == error_xml(j, "p2", "cancel", "not-acceptable"), got
+        assert "archive preferences of juliet@localhost refused: 4 JIDs" in s.log_text()
+        assert prefs(j, "p3") == prefs_xml(j, "p3", "always", always=["a@x", "b@x"],
+                                           never=["c@x"])
+        # thousands, well under the stanza size: refused as well
+        many = ["u%d@example.org" % i for i in range(4000)]
+        got = prefs(j, "p4", "roster", always=many)
+        assert got == error_xml(j, "p4", "cancel", "not-acceptable"), got
+
+
 if __name__ == "__main__":
-    run_tests([test_ctl_expire_far_future_date,
+    run_tests([test_mam_prefs_jid_limit, test_ctl_expire_far_future_date,
                test_blocked_contact_cannot_wrap_in_fake_carbon,
                test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
                test_csi_held_kept_across_resumption_other_worker])
