@@ -31,9 +31,10 @@
  * do not flush.  When the session ends, what is held is handed to
  * conn_undelivered() like output it never read (messages go to another
  * resource or offline storage; presence is dropped); when XEP-0198
- * detaches a session (fd -1) what is held goes to its journal at once,
- * in order (so a resumption, on any worker, writes it), and the session
- * holds nothing more.  /metrics counts
+ * detaches a session (fd -1), or resumes it on another connection while
+ * this one is still open, what is held goes to its journal at once, in
+ * order (so the resumed stream, on any worker, gets it), and the
+ * session holds nothing more.  /metrics counts
  * stanzas held and writes spared: a merged presence never written, and
  * a batch of n held stanzas written as one write (n - 1, or n when it
  * goes out ahead of a stanza that is written at once anyway).
@@ -314,10 +315,10 @@ static void csi_gone(struct conn *c)
 	csi_clear(c);
 }
 
-/* XEP-0198 kept the session when its connection was lost: what is held
- * goes to the journal now, ahead of whatever comes while it is
- * detached (conn_send on a detached conn journals). */
-static void csi_detached(struct conn *c)
+/* XEP-0198 kept the session when its connection was lost, or resumes it
+ * on another connection: what is held goes to the journal now, ahead of
+ * whatever comes later (conn_send journals). */
+static void csi_leaving(struct conn *c)
 {
 	csi_flush(c, 0);
 	c->csi_inactive = 0;
@@ -340,5 +341,5 @@ const struct ext csi_ext = {
 	.session_gone = csi_gone,
 	.conn_free = csi_clear,
 	.client_element = csi_client_element,
-	.session_detached = csi_detached,
+	.session_leaving = csi_leaving,
 };

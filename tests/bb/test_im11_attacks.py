@@ -46,13 +46,13 @@ def test_mam_repeated_ids_field():
         assert ids == [sid] and iq == fin_xml(j, iq_id, ids, True), (ids, iq)
 
 
-def csi_held_then_resume(workers, resume_on):
-    """What an inactive session held when its TCP connection dropped is
-    written after <resumed/>, in order, before what came while it was
-    detached (XEP-0352 + XEP-0198).  When nothing else came for the
-    session while it was detached, what was held used to be dropped at
-    the resumption (presence) or rerouted behind later messages (chat
-    states)."""
+def csi_held_then_resume(workers, resume_on, drop):
+    """What an inactive session held when it is resumed is written after
+    <resumed/>, in order, before what comes next (XEP-0352 + XEP-0198):
+    whether its TCP connection dropped first (detached; nothing else came
+    for it meanwhile) or is still open (a phone that changed networks:
+    the server has not noticed yet).  It used to be dropped (presence) or
+    rerouted behind later messages (chat states)."""
     with Server(workers=workers, users=USERS) as s:
         r = Client(s.port)
         rj = r.login("romeo", "pw2", resource="garden")
@@ -66,8 +66,9 @@ def csi_held_then_resume(workers, resume_on):
                "xmlns='http://jabber.org/protocol/chatstates'/></message>" % jj)
         wait_for(lambda: counter(s, "xmppd_csi_held_stanzas") >= held0 + 2,
                  what="presence and chat state held")
-        j.sock.close()
-        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        if drop:
+            j.sock.close()
+            wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
         n = connect_on(s, resume_on) if workers > 1 else Client(s.port)
         authed(n, "juliet")
         got = resume(n, smid, 0)
@@ -82,11 +83,19 @@ def csi_held_then_resume(workers, resume_on):
 
 
 def test_csi_held_kept_across_resumption():
-    csi_held_then_resume(1, 0)
+    csi_held_then_resume(1, 0, drop=True)
 
 
 def test_csi_held_kept_across_resumption_other_worker():
-    csi_held_then_resume(2, 1)
+    csi_held_then_resume(2, 1, drop=True)
+
+
+def test_csi_held_kept_resuming_over_open_connection():
+    csi_held_then_resume(1, 0, drop=False)
+
+
+def test_csi_held_kept_resuming_over_open_connection_other_worker():
+    csi_held_then_resume(2, 1, drop=False)
 
 
 def test_blocked_contact_cannot_wrap_in_fake_carbon():
@@ -173,4 +182,6 @@ if __name__ == "__main__":
     run_tests([test_mam_prefs_jid_limit, test_ctl_expire_far_future_date,
                test_blocked_contact_cannot_wrap_in_fake_carbon,
                test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
-               test_csi_held_kept_across_resumption_other_worker])
+               test_csi_held_kept_across_resumption_other_worker,
+               test_csi_held_kept_resuming_over_open_connection,
+               test_csi_held_kept_resuming_over_open_connection_other_worker])
