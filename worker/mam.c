@@ -785,6 +785,13 @@ static void mam_bound(struct conn *c)
 	ext_filter(c, &mam_ext, 1);     /* every session's sent messages */
 }
 
+/* XEP-0198: a resumed session did not bind on this conn. */
+static void mam_restore(struct conn *c, uint32_t word)
+{
+	(void)word;
+	mam_bound(c);
+}
+
 static const char *const mam_features[] = {
 	NS_MAM, NS_MAM_EXTENDED, NS_SID, NULL,
 };
@@ -806,6 +813,7 @@ const struct ext mam_ext = {
 	.config_keys = mam_config,
 	.schema = mam_schema,
 	.session_bound = mam_bound,
+	.session_restore = mam_restore,
 	.stanza_in = mam_stanza_in,
 	.message_to_account = mam_to_account,
 	.taken_back = mam_taken_back,

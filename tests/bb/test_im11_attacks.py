@@ -178,8 +178,55 @@ def test_mam_prefs_jid_limit():
         assert got == error_xml(j, "p4", "cancel", "not-acceptable"), got
 
 
+def resumed_session_sends(workers, resume_on):
+    """A session resumed with XEP-0198 is filtered like one that bound:
+    what it sends is archived for it (XEP-0313) and copied to its
+    account's carbons-enabled sessions (XEP-0280) although it did not
+    enable carbons itself.  Resumption never ran the bind-time hooks:
+    both were missing after it."""
+    with Server(workers=workers, users=USERS) as s:
+        r = Client(s.port)
+        rj = r.login("romeo", "pw2", resource="garden")
+        phone = Client(s.port)
+        phone.login("juliet", "pw1", resource="phone")
+        phone.send("<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        phone.read_until("<iq [^>]*id='c1'[^>]*type='result'/>")
+        j = connect_on(s, 0) if workers > 1 else None
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = connect_on(s, resume_on) if workers > 1 else Client(s.port)
+        authed(n, "juliet")
+        got = resume(n, smid, 0)
+        assert got.startswith("<resumed "), got
+        n.send("<message to='%s' id='s1' type='chat'><body>after resuming</body></message>" % rj)
+        got = r.read_until("<message [^>]*id='s1'.*?</message>")
+        # the carbon for the phone, naming the sender's archive id
+        got = phone.read_until("<message from='juliet@localhost' [^>]*><sent "
+                               "xmlns='urn:xmpp:carbons:2'>.*?</sent></message>")
+        assert "id='s1'" in got and "<body>after resuming</body>" in got, got
+        sid = stanza_id_of(got, "juliet@localhost")
+        # and the archive has it
+        n.jid, n.bare = jj, "juliet@localhost"
+
+        def archived():
+            _, ids, _, _ = query(n)
+            return ids or None
+        assert wait_for(archived, what="archived") == [sid]
+
+
+def test_resumed_session_archived_and_copied():
+    resumed_session_sends(1, 0)
+
+
+def test_resumed_session_archived_and_copied_other_worker():
+    resumed_session_sends(2, 1)
+
+
 if __name__ == "__main__":
-    run_tests([test_mam_prefs_jid_limit, test_ctl_expire_far_future_date,
+    run_tests([test_resumed_session_archived_and_copied,
+               test_resumed_session_archived_and_copied_other_worker,
+               test_mam_prefs_jid_limit, test_ctl_expire_far_future_date,
                test_blocked_contact_cannot_wrap_in_fake_carbon,
                test_mam_repeated_ids_field, test_csi_held_kept_across_resumption,
                test_csi_held_kept_across_resumption_other_worker,
