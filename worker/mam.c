@@ -6,7 +6,8 @@
  * What is archived (XEP-0313 section 6.1.1): messages of type chat or
  * normal (or none) with a <body/>, or with a XEP-0334 <store/> hint;
  * never errors, groupchat, headlines, chat states alone, messages with
- * a <no-store/> or <no-permanent-store/> hint, carbon copies or archive
+ * a <no-store/> or <no-permanent-store/> hint, carbon copies (<sent/>,
+ * <received/>; XEP-0280 <private/> only stops copies) or archive
  * results.  Each is archived for its sender (the stanza_in filter, for
  * every bound session; not for a message to the sender's own account,
  * which is archived once, as received) and for the recipient account
@@ -375,9 +376,10 @@ static int mam_archivable(const struct xml_node *st)
 				return 0;
 			if (strcmp(e->name, "store") == 0)
 				store = 1;
-		} else if (strcmp(e->ns, MAM_CARBONS) == 0 ||
+		} else if (xml_is(e, MAM_CARBONS, "sent") ||
+			   xml_is(e, MAM_CARBONS, "received") ||
 			   xml_is(e, NS_MAM, "result")) {
-			return 0;
+			return 0;       /* a copy (<private/> is not one) */
 		}
 	}
 	return body || store;

@@ -223,8 +223,34 @@ def test_resumed_session_archived_and_copied_other_worker():
     resumed_session_sends(2, 1)
 
 
+def test_mam_archives_private_messages():
+    """A message with XEP-0280 <private/> makes no carbons, but it is a
+    conversation message like any other: archived for its sender and its
+    recipient (XEP-0313 section 5.1.1), with the same stanza-id as the
+    message delivered.  Any carbons-namespace child used to keep it out of
+    both archives (only <sent/> and <received/> wrappers are copies)."""
+    with Server(workers=1, users=USERS) as s:
+        j = login(s, "juliet", "r")
+        r = login(s, "romeo", "o")
+        chat(j, "romeo@localhost", "p1", "private words",
+             "<private xmlns='urn:xmpp:carbons:2'/>")
+        got = received(r, "p1")
+        sid = stanza_id_of(got, "romeo@localhost")
+
+        def archived(c, n):
+            def f():
+                _, ids, _, _ = query(c)
+                return ids if len(ids) >= n else None
+            return f
+        ids = wait_for(archived(r, 1), what="archived for romeo")
+        assert ids == [sid], ids
+        ids = wait_for(archived(j, 1), what="archived for juliet")
+        assert len(ids) == 1, ids
+
+
 if __name__ == "__main__":
-    run_tests([test_resumed_session_archived_and_copied,
+    run_tests([test_mam_archives_private_messages,
+               test_resumed_session_archived_and_copied,
                test_resumed_session_archived_and_copied_other_worker,
                test_mam_prefs_jid_limit, test_ctl_expire_far_future_date,
                test_blocked_contact_cannot_wrap_in_fake_carbon,
