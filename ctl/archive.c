@@ -55,8 +55,12 @@ static int ctl_archive_expire(PGconn *conn, const char *date)
 	PGresult *r = PQexec(conn, "SET TIME ZONE 'UTC'");
 	PQclear(r);
 	const char *p1[1] = { date };
-	r = PQexecParams(conn, "SELECT (floor(extract(epoch FROM "
-			 "$1::timestamptz) * 1000)::bigint << 21)::text",
+	/* clamped to what an id holds (ms < 2^42, the year 2109): a later
+	 * date deletes everything, an earlier than 1970 nothing (the shift
+	 * would wrap around) */
+	r = PQexecParams(conn, "SELECT (LEAST(GREATEST(floor(extract(epoch "
+			 "FROM $1::timestamptz) * 1000), 0), 4398046511103)"
+			 "::bigint << 21)::text",
 			 1, NULL, p1, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
 		int ret = ctl_fail("archive expire: not a date: %s", date);
@@ -66,8 +70,6 @@ static int ctl_archive_expire(PGconn *conn, const char *date)
 	char cutoff[32];
 	snprintf(cutoff, sizeof(cutoff), "%s", PQgetvalue(r, 0, 0));
 	PQclear(r);
-	if (cutoff[0] == '-')
-		snprintf(cutoff, sizeof(cutoff), "0");
 	long long total = 0;
 	for (;;) {
 		const char *params[2] = { cutoff, CTL_ARCHIVE_BATCH };

@@ -245,6 +245,11 @@ const struct config_def config_defs[] = {
 	{ "mam.retention_days", CONFIG_TYPE_UINT, OFF(mam_retention_days),
 	  "0", 0, 36500, RELOAD, "Archived messages older than this many days "
 	  "are deleted (by worker 0, in small batches); 0 keeps them forever" },
+	{ "mam.max_prefs_jids", CONFIG_TYPE_UINT, OFF(mam_max_prefs_jids),
+	  "1000", 0, 100000, RELOAD, "JIDs an account may name in its archive "
+	  "preferences (XEP-0441 <always/> and <never/> together; each "
+	  "archived message is checked against them); a set naming more is "
+	  "refused with <not-acceptable/>" },
 	/* worker/csi.c */
 	{ "csi.max_held", CONFIG_TYPE_UINT, OFF(csi_max_held), "100", 0,
 	  100000, RELOAD, "Stanzas held for a session while its client says "

@@ -393,11 +393,17 @@ static void blocking_iq(struct worker *w, struct xml_node *st,
 /* A local session whose account blocks the sender of st gets nothing;
  * messages and IQs are answered service-unavailable.  Returns 1 when
  * the stanza was stopped. */
-/* The message a XEP-0280 received copy forwards, or NULL. */
-static const struct xml_node *blocking_carbon(const struct xml_node *st)
+/* The message a XEP-0280 received copy for c forwards, or NULL.  Only
+ * the server makes those, from the account's own bare JID: a wrapper
+ * from anyone else is that sender's own message. */
+static const struct xml_node *blocking_carbon(const struct conn *c,
+					      const struct xml_node *st)
 {
 	const struct xml_node *r = xml_first_element(st), *f;
-	if (strcmp(st->name, "message") != 0 ||
+	const char *from = xml_attr(st, "from");
+	size_t blen = strcspn(c->jid, "/");
+	if (strcmp(st->name, "message") != 0 || from == NULL ||
+	    strncmp(from, c->jid, blen) != 0 || from[blen] != '\0' ||
 	    !xml_is(r, "urn:xmpp:carbons:2", "received") ||
 	    (f = xml_child(r, "urn:xmpp:forward:0", "forwarded")) == NULL)
 		return NULL;
@@ -407,7 +413,7 @@ static const struct xml_node *blocking_carbon(const struct xml_node *st)
 static int blocking_out_node(struct conn *c, const struct xml_node *st,
 			     struct arena *a)
 {
-	const struct xml_node *inner = blocking_carbon(st);
+	const struct xml_node *inner = blocking_carbon(c, st);
 	/* a copy of a blocked contact's message: dropped, no answer (the
 	 * copy is the server's own) */
 	if (inner != NULL)

@@ -351,6 +351,8 @@ static void carbons_restore(struct conn *c, uint32_t word)
 {
 	if (word != 0)
 		carbons_set(c, 1);
+	else
+		carbons_watch(c);   /* a resumed session never bound here */
 }
 
 const struct ext carbons_ext = {

@@ -837,6 +837,7 @@ static int conn_try_detach(struct conn *c)
 	log_info("c%u %s: connection lost: session %s kept for resumption",
 		 c->id, c->peer, c->jid);
 	conn_detach(c);
+	EXT_RUN(session_leaving, c);
 	return 1;
 }
 

@@ -30,9 +30,11 @@
  * requests, errors answering the client's own stanzas) go at once and
  * do not flush.  When the session ends, what is held is handed to
  * conn_undelivered() like output it never read (messages go to another
- * resource or offline storage; presence is dropped); a session that
- * XEP-0198 detached (fd -1) holds nothing more: the next stanza writes
- * what is held to its journal, in order.  /metrics counts
+ * resource or offline storage; presence is dropped); when XEP-0198
+ * detaches a session (fd -1), or resumes it on another connection while
+ * this one is still open, what is held goes to its journal at once, in
+ * order (so the resumed stream, on any worker, gets it), and the
+ * session holds nothing more.  /metrics counts
  * stanzas held and writes spared: a merged presence never written, and
  * a batch of n held stanzas written as one write (n - 1, or n when it
  * goes out ahead of a stanza that is written at once anyway).
@@ -313,6 +315,16 @@ static void csi_gone(struct conn *c)
 	csi_clear(c);
 }
 
+/* XEP-0198 kept the session when its connection was lost, or resumes it
+ * on another connection: what is held goes to the journal now, ahead of
+ * whatever comes later (conn_send journals). */
+static void csi_leaving(struct conn *c)
+{
+	csi_flush(c, 0);
+	c->csi_inactive = 0;
+	ext_filter(c, &csi_ext, 0);
+}
+
 /* ---- the extension (ext.h) ------------------------------------------- */
 
 static const char *const csi_nonza_ns[] = { NS_CSI, NULL };
@@ -329,4 +341,5 @@ const struct ext csi_ext = {
 	.session_gone = csi_gone,
 	.conn_free = csi_clear,
 	.client_element = csi_client_element,
+	.session_leaving = csi_leaving,
 };

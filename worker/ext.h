@@ -210,6 +210,14 @@ struct ext {
 	 * extension set its filter bit (ext_filter()).  CSI: the client is
 	 * awake, what was held goes out first. */
 	void (*client_element)(struct conn *c, const struct xml_node *n);
+	/* ---- added in review (csi.c) ------------------------------------- */
+	/* The session leaves this conn while it goes on (XEP-0198): the conn
+	 * was just detached (an extension's detach hook kept the session;
+	 * c->detached, fd -1), or its session is about to be resumed on
+	 * another connection (sm.c, before the journal is read).  What the
+	 * extension held back for the socket goes to conn_send now, which
+	 * journals it, so the resumed stream gets it. */
+	void (*session_leaving)(struct conn *c);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -250,6 +258,8 @@ struct ext_hooks {
 	unsigned n_message_delivered, n_client_element;
 	struct ext_hook message_delivered[EXT_MAX],
 		client_element[EXT_MAX];
+	unsigned n_session_leaving;
+	struct ext_hook session_leaving[EXT_MAX];
 	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;

@@ -6,7 +6,8 @@
  * What is archived (XEP-0313 section 6.1.1): messages of type chat or
  * normal (or none) with a <body/>, or with a XEP-0334 <store/> hint;
  * never errors, groupchat, headlines, chat states alone, messages with
- * a <no-store/> or <no-permanent-store/> hint, carbon copies or archive
+ * a <no-store/> or <no-permanent-store/> hint, carbon copies (<sent/>,
+ * <received/>; XEP-0280 <private/> only stops copies) or archive
  * results.  Each is archived for its sender (the stanza_in filter, for
  * every bound session; not for a message to the sender's own account,
  * which is archived once, as received) and for the recipient account
@@ -45,6 +46,9 @@
  * a worker that stops waits for its batches up to shutdown_timeout.
  * Retention: worker 0 deletes rows older than mam.retention_days, 1000
  * at a time, one statement in flight, so the database is never blocked.
+ * Preferences name at most mam.max_prefs_jids JIDs (every archived row
+ * is checked against them in the INSERT): a set naming more is refused
+ * with <not-acceptable/>, the stored preferences unchanged.
  */
 #include "worker.h"
 #include "ext.h"
@@ -373,9 +377,10 @@ static int mam_archivable(const struct xml_node *st)
 				return 0;
 			if (strcmp(e->name, "store") == 0)
 				store = 1;
-		} else if (strcmp(e->ns, MAM_CARBONS) == 0 ||
+		} else if (xml_is(e, MAM_CARBONS, "sent") ||
+			   xml_is(e, MAM_CARBONS, "received") ||
 			   xml_is(e, NS_MAM, "result")) {
-			return 0;
+			return 0;       /* a copy (<private/> is not one) */
 		}
 	}
 	return body || store;
@@ -689,9 +694,9 @@ static void mam_prefs_result(void *ctx, const PGresult *res,
 }
 
 /* The <jid/> children of list (in prefs) as an array literal; -1 when
- * one is not a JID. */
+ * one is not a JID.  *count_r counts them. */
 static int mam_prefs_jids(struct iq_pending *p, const struct xml_node *list,
-			  struct buf *arr)
+			  struct buf *arr, unsigned *count_r)
 {
 	unsigned n = 0;
 	buf_append(arr, "{", 1);
@@ -706,6 +711,7 @@ static int mam_prefs_jids(struct iq_pending *p, const struct xml_node *list,
 			return -1;
 		if (mam_elem(arr, n++, full, strlen(full)) < 0)
 			return -1;
+		(*count_r)++;
 	}
 	return buf_append(arr, "}", 2);
 }
@@ -736,6 +742,7 @@ static void mam_prefs_iq(struct worker *w, struct xml_node *st,
 			     mam_prefs_result, p);
 	} else {
 		const char *def = xml_attr(p->payload, "default");
+		unsigned njids = 0;
 		struct buf al, nv;
 		buf_init(&al, 0);
 		buf_init(&nv, 0);
@@ -743,14 +750,23 @@ static void mam_prefs_iq(struct worker *w, struct xml_node *st,
 				    strcmp(def, "never") != 0 &&
 				    strcmp(def, "roster") != 0) ||
 		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "always"),
-				   &al) < 0 ||
+				   &al, &njids) < 0 ||
 		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "never"),
-				   &nv) < 0) {
+				   &nv, &njids) < 0) {
 			log_info("archive preferences of %s refused: bad "
 				 "default or JID", bare);
 			buf_free(&al);
 			buf_free(&nv);
 			iq_reply_error(&p, "modify", "bad-request");
+			return;
+		}
+		if (njids > w->cfg->mam_max_prefs_jids) {
+			log_info("archive preferences of %s refused: %u JIDs "
+				 "(mam.max_prefs_jids = %u)", bare, njids,
+				 w->cfg->mam_max_prefs_jids);
+			buf_free(&al);
+			buf_free(&nv);
+			iq_reply_error(&p, "cancel", "not-acceptable");
 			return;
 		}
 		const char *params[5] = { user, domain, def, buf_head(&al),
@@ -772,6 +788,13 @@ static void mam_bound(struct conn *c)
 	ext_filter(c, &mam_ext, 1);     /* every session's sent messages */
 }
 
+/* XEP-0198: a resumed session did not bind on this conn. */
+static void mam_restore(struct conn *c, uint32_t word)
+{
+	(void)word;
+	mam_bound(c);
+}
+
 static const char *const mam_features[] = {
 	NS_MAM, NS_MAM_EXTENDED, NS_SID, NULL,
 };
@@ -783,7 +806,7 @@ static const struct ext_iq mam_iqs[] = {
 };
 static const char *const mam_config[] = {
 	"mam.max_page", "mam.batch_rows", "mam.queue_rows",
-	"mam.retention_days", NULL,
+	"mam.retention_days", "mam.max_prefs_jids", NULL,
 };
 static const char *const mam_schema[] = { "006-mam.sql", NULL };
 
@@ -795,6 +818,7 @@ const struct ext mam_ext = {
 	.config_keys = mam_config,
 	.schema = mam_schema,
 	.session_bound = mam_bound,
+	.session_restore = mam_restore,
 	.stanza_in = mam_stanza_in,
 	.message_to_account = mam_to_account,
 	.taken_back = mam_taken_back,

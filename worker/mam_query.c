@@ -22,9 +22,10 @@
  * party's bare JID (with the account's own JID: messages to itself); a
  * full JID matches it exactly.
  * Failure policy: every query is answered: bad-request for a bad form
- * (one line in the log), feature-not-implemented for a field or RSM
- * element we do not take, forbidden for another account's archive,
- * resource-constraint (wait) when PostgreSQL is unavailable or busy, or
+ * (one line in the log; a field given twice is one),
+ * feature-not-implemented for a field or RSM element we do not take,
+ * forbidden for another account's archive, resource-constraint (wait)
+ * when PostgreSQL is unavailable or busy, or
  * when the requester's output filled up with other stanzas before the
  * page was written whole (the results sent are not claimed complete).
  */
@@ -61,6 +62,13 @@ struct mam_req {
 	unsigned nids;
 	long long *named;       /* every id the query names, distinct */
 	unsigned nnamed;
+	unsigned seen;          /* form fields given (mam_field_vars bits) */
+};
+
+/* The fields of our form; each may appear once (XEP-0004 section 3.2:
+ * a field's var is unique in its form). */
+static const char *const mam_field_vars[] = {
+	"FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids",
 };
 
 enum mam_verdict { MAM_OK, MAM_BAD, MAM_UNKNOWN_FIELD, MAM_NOT_FOUND };
@@ -166,6 +174,14 @@ static enum mam_verdict mam_field(struct iq_pending *p, struct mam_req *q,
 		}
 	if (var == NULL)
 		return MAM_BAD;
+	unsigned k = 0, nvars = sizeof(mam_field_vars) / sizeof(mam_field_vars[0]);
+	while (k < nvars && strcmp(var, mam_field_vars[k]) != 0)
+		k++;
+	if (k == nvars)
+		return MAM_UNKNOWN_FIELD;
+	if (q->seen & (1u << k))
+		return MAM_BAD;         /* given twice */
+	q->seen |= 1u << k;
 	if (strcmp(var, "FORM_TYPE") == 0)
 		return v != NULL && strcmp(v, NS_MAM) == 0 ? MAM_OK : MAM_BAD;
 	if (strcmp(var, "ids") == 0) {
@@ -187,10 +203,6 @@ static enum mam_verdict mam_field(struct iq_pending *p, struct mam_req *q,
 		}
 		return MAM_OK;
 	}
-	if (strcmp(var, "with") != 0 && strcmp(var, "start") != 0 &&
-	    strcmp(var, "end") != 0 && strcmp(var, "before-id") != 0 &&
-	    strcmp(var, "after-id") != 0)
-		return MAM_UNKNOWN_FIELD;
 	if (nvalues > 1)
 		return MAM_BAD;
 	if (v == NULL || *v == '\0')

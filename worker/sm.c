@@ -840,6 +840,12 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 	 * until now: the store keeps its token, not the text) */
 	if (strlen(previd) < sizeof(o->sm->id))
 		snprintf(o->sm->id, sizeof(o->sm->id), "%s", previd);
+	EXT_RUN(session_leaving, o);    /* held stanzas into the journal */
+	if (o->closed || !o->bound || o->sm == NULL || !o->sm->has_ref) {
+		/* writing them ended its stream (output overflow) */
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
 	sm_resume_local(n, o, h);
 }
 
@@ -918,6 +924,12 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 	struct sm_conn *s = o->sm;
 	if (!sm_h_ok(t.h, s->h_acked, s->h_sent)) {
 		sm_give_fail(w, hdr, SM_GIVE_TOO_HIGH, t.h, s->h_sent);
+		return;
+	}
+	EXT_RUN(session_leaving, o);    /* held stanzas into the journal */
+	if (o->closed || !o->bound || o->sm != s || !s->has_ref) {
+		/* writing them ended its stream (output overflow) */
+		sm_give_fail(w, hdr, SM_GIVE_NOT_FOUND, 0, 0);
 		return;
 	}
 	struct sm_give_msg g;
