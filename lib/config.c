@@ -279,7 +279,8 @@ const struct config_def config_defs[] = {
 	  OFF(sm_pool_bytes_per_worker), "64M", 64 << 10, 1ull << 32, RESTART,
 	  "Shared memory per worker for the stanzas its stream-management "
 	  "sessions have not acknowledged yet (kept through a crash of the "
-	  "worker); when full, the session that needs more ends" },
+	  "worker); when full, the worker's session holding the most of it "
+	  "ends, its stanzas going to offline storage" },
 	{ "sm.max_unacked_bytes", CONFIG_TYPE_SIZE, OFF(sm_max_unacked_bytes),
 	  "512K", 16 << 10, 1008 << 10, RELOAD,
 	  "Bytes of unacknowledged stanzas (plus 8 each) and last presence "

@@ -75,8 +75,11 @@
  * Failure policy: every misuse gets the XEP's answer (<failed/> with a
  * stanza error condition, or the stream error of section 4); a full
  * store refuses <enable/> with <resource-constraint/>; a journal that
- * cannot grow (store full, sm.max_unacked) ends that stream with
- * <policy-violation/> and its stanzas go the undelivered way; nothing
+ * cannot grow (sm.max_unacked, sm.max_unacked_bytes) ends that stream
+ * with <policy-violation/> and its stanzas go the undelivered way; a
+ * full pool ends the worker's largest journal that way (sm_evict_largest)
+ * before the session that needs room, so that clients that never
+ * acknowledge cannot end other users' sessions; nothing
  * stored is dropped without an error to someone.
  */
 #include "sm.h"
@@ -314,10 +317,72 @@ static void sm_received(struct conn *c)
 	smstore_set_h_in(sm_store(c->w), &s->ref, s->h_in);
 }
 
+/* Pool blocks a record holds, about: its bytes plus up to one block's
+ * rounding per stanza (what the pool really gives is whole blocks). */
+static uint64_t sm_pool_cost(const struct sm_state *st)
+{
+	return st->unacked_bytes + (uint64_t)st->unacked * IPC_SM_BLOCK +
+	       st->presence_len;
+}
+
+/* The worker's pool (sm.pool_bytes_per_worker) is full while c needs
+ * room: the session of this worker holding the most of it ends (its
+ * stanzas go the undelivered way, offline storage), not whichever
+ * session needs a block next, so that clients that never acknowledge
+ * cannot end everyone else's sessions.  1 when a session larger than
+ * c's was ended (its blocks are free now), 0 when c is the largest. */
+static int sm_evict_largest(struct conn *c)
+{
+	static int evicting;
+	struct smstore *st = sm_store(c->w);
+	struct sm_state *a = malloc(sizeof(*a));
+	struct conn *big = NULL;
+	uint64_t big_cost = 0, mine = 0;
+	uint32_t big_n = 0;
+	int ret = 0;
+
+	if (a == NULL || evicting)
+		goto out;
+	if (smstore_read(st, &c->sm->ref, a) == 0)
+		mine = sm_pool_cost(a);
+	big_cost = mine;
+	for (struct conn *o = c->w->conns; o != NULL; o = o->next) {
+		if (o == c || o->closed || o->sm == NULL || o->sm->moved ||
+		    !o->sm->has_ref || smstore_read(st, &o->sm->ref, a) < 0 ||
+		    sm_pool_cost(a) <= big_cost)
+			continue;
+		big = o;
+		big_cost = sm_pool_cost(a);
+		big_n = a->unacked;
+	}
+	if (big == NULL)
+		goto out;
+	log_warn("c%u %s: stream management pool full "
+		 "(sm.pool_bytes_per_worker): ending the largest journal, "
+		 "c%u %s (%u stanzas, about %llu bytes), not this one (about "
+		 "%llu bytes)", c->id, c->jid ? c->jid : c->peer, big->id,
+		 big->jid ? big->jid : big->peer, big_n,
+		 (unsigned long long)big_cost, (unsigned long long)mine);
+	evicting = 1;
+	/* the journal goes first (its blocks are free at once, and what
+	 * the goodbye sends others can be journaled), then the stream */
+	sm_end(big);
+	stream_error(big, "policy-violation",
+		     "too many unacknowledged stanzas");
+	if (!big->closed)
+		big->out_shed = 1;  /* later stanzas go elsewhere at once */
+	evicting = 0;
+	ret = 1;
+out:
+	free(a);
+	return ret;
+}
+
 static int sm_sent(struct conn *c, const char *data, size_t len)
 {
 	struct sm_conn *s = c->sm;
 	const char *error;
+	int r;
 	if (s == NULL || s->moved || !s->has_ref || s->resending)
 		return 0;
 	uint32_t unacked = s->h_sent - s->h_acked;
@@ -329,7 +394,13 @@ static int sm_sent(struct conn *c, const char *data, size_t len)
 			     "too many unacknowledged stanzas");
 		return -1;
 	}
-	if (smstore_append(sm_store(c->w), &s->ref, data, len, &error) < 0) {
+	/* a full pool: the largest journals go first, a few at most */
+	for (int i = 0; (r = smstore_append(sm_store(c->w), &s->ref, data, len,
+					    &error)) < 0 &&
+	     i < 8 && strstr(error, "sm.pool_bytes_per_worker") != NULL &&
+	     sm_evict_largest(c); i++)
+		;
+	if (r < 0) {
 		log_warn("c%u %s: stanza not journaled (%s): ending the "
 			 "session", c->id, c->peer, error);
 		stream_error(c, "policy-violation",

@@ -1,0 +1,133 @@
+"""XEP-0198 stream management under attack, black box with exact XML:
+clients that never acknowledge filling a worker's journal pool
+(sm.pool_bytes_per_worker) must not end other users' sessions; garbage
+h and previd values get the XEP's answers.  Needs XMPPD_TEST_PGCONN.
+"""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, run_tests, wait_for  # noqa: E402
+from test_sm import (SM, STREAMS, authed, collect_ids, failed, msg,  # noqa: E402
+                     resume, sm_login)
+import test_sm  # noqa: E402
+
+USERS = [("juliet@localhost", "pw1"), ("romeo@localhost", "pw2"),
+         ("tybalt@localhost", "pw3"), ("mallory@localhost", "pw4")]
+test_sm.PW["mallory"] = "pw4"
+
+BLOCK_DATA = 248            # shm/ipc.h IPC_SM_BLOCK_DATA
+POOL_BLOCKS = 256           # 64K of 256-byte blocks
+SESSION_BYTES = 16 * 1024   # sm.max_unacked_bytes
+POLICY = ("<stream:error><policy-violation xmlns='%s'/><text xmlns='%s'>"
+          "too many unacknowledged stanzas</text></stream:error>"
+          "</stream:stream>" % (STREAMS, STREAMS))
+
+
+def blocks(n):
+    return (n + BLOCK_DATA - 1) // BLOCK_DATA
+
+
+def test_pool_full_ends_the_largest_journal():
+    """One account whose sessions never acknowledge fills the worker's
+    pool to the last block.  A message then comes for another user's
+    session: that user keeps its stream and gets the message; the
+    attacker's largest journal ends instead (<policy-violation/>), its
+    stanzas go to offline storage, the operator reads why in the log,
+    and the sender gets no error."""
+    with Server(workers=1, users=USERS,
+                overrides={"sm.pool_bytes_per_worker": "64K",
+                           "sm.max_unacked_bytes": "16K"}) as s:
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        j, jj, _ = sm_login(s, "juliet", "balcony", resume=False)
+        ms = []
+        for i in range(4):
+            c, jid, _ = sm_login(s, "mallory", "r%d" % i, resume=False)
+            ms.append([c, jid, 0, []])      # client, jid, bytes, ids
+        used = 0
+        # a probe sets the body size so that each stanza is 4 blocks
+        msg(r, ms[0][1], "m000", "p" * 700)
+        got = ms[0][0].read_until("<message .*?</message>")
+        body = 700 + (4 * BLOCK_DATA - 120) - len(got.encode())
+        ms[0][2] += len(got.encode()) + 8
+        ms[0][3].append("m000")
+        used += blocks(len(got.encode()))
+        n = 1
+        for m in ms:
+            while (m[2] + 4 * BLOCK_DATA + 8 <= SESSION_BYTES and
+                   used + 4 <= POOL_BLOCKS):
+                mid = "m%03d" % n
+                n += 1
+                msg(r, m[1], mid, "x" * body)
+                got = m[0].read_until("<message [^>]*id='%s'.*?</message>" % mid)
+                L = len(got.encode())
+                assert 3 * BLOCK_DATA < L <= 4 * BLOCK_DATA, L
+                m[2] += L + 8
+                m[3].append(mid)
+                used += 4
+        assert used == POOL_BLOCKS, used
+        assert "pool full" not in s.log_text()
+        # the pool is full: a message for juliet
+        msg(r, jj, "v1", "hello")
+        got = j.read_until("<message [^>]*id='v1'.*?</message>")
+        assert "<body>hello</body>" in got, got
+        j.send("<r xmlns='%s'/>" % SM)
+        got = j.read_until("<a [^>]*/>")
+        assert got == "<a xmlns='%s' h='0'/>" % SM, got
+        wait_for(lambda: "ending the largest journal" in s.log_text(),
+                 what="eviction logged")
+        line = [x for x in s.log_text().splitlines()
+                if "ending the largest journal" in x][0]
+        assert "(sm.pool_bytes_per_worker)" in line, line
+        k = re.search(r"mallory@localhost/r(\d)", line)
+        assert k, line
+        victim = ms[int(k.group(1))]
+        got = victim[0].read_all_until_close()
+        assert got.endswith(POLICY), got[-400:]
+        # its stanzas, acknowledged by no one, are stored for mallory
+        later = Client(s.port)
+        later.login("mallory", "pw4", resource="later")
+        later.send("<presence/>")
+        ids = collect_ids(later, "m", len(victim[3]))
+        assert sorted(set(ids)) == sorted(victim[3]), (ids, victim[3])
+        # the other sessions go on, the sender saw no error
+        for m in ms:
+            if m is not victim:
+                m[0].send("<r xmlns='%s'/>" % SM)
+                got = m[0].read_until("<a [^>]*/>")
+                assert got == "<a xmlns='%s' h='0'/>" % SM, got
+        assert "<error" not in r.buf.decode()
+
+
+def test_garbage_h():
+    """<a h/> that is not a plain decimal 32-bit count ends the stream
+    with <bad-format/>; <resume/> with one gets <bad-request/>, a garbage
+    previd <item-not-found/>."""
+    bad = ["", "-1", "+1", " 1", "1 ", "4294967296", "99999999999", "1e3",
+           "0x1", "abc"]
+    with Server(workers=1, users=USERS) as s:
+        for h in bad:
+            c, _, _ = sm_login(s, "juliet", "balcony")
+            c.send("<a xmlns='%s' h='%s'/>" % (SM, h))
+            got = c.read_all_until_close()
+            assert got.endswith("<stream:error><bad-format xmlns='%s'/>"
+                                "<text xmlns='%s'>&lt;a/&gt; without a valid h"
+                                "</text></stream:error></stream:stream>"
+                                % (STREAMS, STREAMS)), (h, got)
+        # <resume/> with such an h: bad-request, the stream goes on
+        k = Client(s.port)
+        authed(k, "juliet")
+        for h in bad:
+            k.send("<resume xmlns='%s' previd='x' h='%s'/>" % (SM, h))
+            got = k.read_until("<failed .*?</failed>")
+            assert got == failed("bad-request"), (h, got)
+        # previd garbage: item-not-found, whatever the bytes
+        for p in ["", "x" * 4000, "AAAA", "%00", "&lt;&amp;"]:
+            got = resume(k, p, 0)
+            assert got == failed("item-not-found"), (p, got)
+
+
+if __name__ == "__main__":
+    run_tests([test_pool_full_ends_the_largest_journal, test_garbage_h])
