@@ -9,8 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, wait_for  # noqa: E402
+from imlib import connect_on  # noqa: E402
 from test_sm import (SM, STREAMS, authed, collect_ids, failed, msg,  # noqa: E402
-                     resume, sm_login)
+                     msg_rx, resume, sm_login)
 import test_sm  # noqa: E402
 
 USERS = [("juliet@localhost", "pw1"), ("romeo@localhost", "pw2"),
@@ -151,6 +152,88 @@ def test_garbage_h():
             assert got == failed("item-not-found"), (p, got)
 
 
+def test_same_previd_three_at_once():
+    """Three connections of the account resume one detached session at
+    once, two on the other worker: each gets <resumed/> or <failed/>,
+    and at the end exactly one stream holds the session, which gets
+    the next message once."""
+    with Server(workers=2, users=USERS) as s:
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        j = connect_on(s, 0)
+        j, jj, smid = sm_login(s, "juliet", "balcony", client=j)
+        msg(r, jj, "x1", "before")
+        j.read_until(msg_rx("x1", "before"))
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        cs = [connect_on(s, 1), connect_on(s, 1), connect_on(s, 0)]
+        for c in cs:
+            authed(c, "juliet")
+        for c in cs:
+            c.send("<resume xmlns='%s' previd='%s' h='0'/>" % (SM, smid))
+        resumed = []
+        for c in cs:
+            got = c.read_until("<resumed [^>]*/>|<failed .*?</failed>")
+            if got.startswith("<resumed "):
+                assert got == "<resumed xmlns='%s' h='0' previd='%s'/>" % (SM, smid), got
+                resumed.append(c)
+            else:
+                assert got == failed("item-not-found"), got
+        # every answer is in: each take-over is done; all but the last
+        # holder were told <conflict/>
+        assert resumed
+        holders = []
+        for c in resumed:
+            got = c.read_until("<message [^>]*id='x1'.*?</message>")
+            c.send("<r xmlns='%s'/>" % SM)
+            got = c.read_until("<a [^>]*/>|<stream:error>.*?</stream:stream>")
+            if got.startswith("<a "):
+                assert got == "<a xmlns='%s' h='0'/>" % SM, got
+                holders.append(c)
+            else:
+                assert "<conflict xmlns='%s'/>" % STREAMS in got, got
+        assert len(holders) == 1, len(holders)
+        msg(r, jj, "x2", "after")
+        holders[0].read_until(msg_rx("x2", "after"))
+        holders[0].send("<r xmlns='%s'/>" % SM)
+        got = holders[0].read_until("(?s).*?<a xmlns='%s' h='0'/>" % SM)
+        assert "<message" not in got, got     # once
+        assert "<error" not in r.buf.decode()
+
+
+def test_passwd_kick_ends_detached():
+    """`xmppctl user passwd --kick` ends a detached session too: its
+    previd names nothing any more and what it held goes to offline
+    storage."""
+    with Server(workers=1, users=USERS) as s:
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        j, jj, smid = sm_login(s, "juliet", "balcony")
+        msg(r, jj, "k1", "before")
+        j.read_until(msg_rx("k1", "before"))
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        msg(r, jj, "k2", "while")
+        s.ctl_config("user", "passwd", "juliet@localhost", "--kick", input="new-pw\n")
+        wait_for(lambda: "detached session ends: <reset/>" in s.log_text(),
+                 what="detached session kicked")
+        old = test_sm.PW["juliet"]
+        test_sm.PW["juliet"] = "new-pw"
+        try:
+            k = Client(s.port)
+            authed(k, "juliet")
+            got = resume(k, smid, 0)
+            assert got == failed("item-not-found"), got
+        finally:
+            test_sm.PW["juliet"] = old
+        n = Client(s.port)
+        n.login("juliet", "new-pw", resource="later")
+        n.send("<presence/>")
+        ids = collect_ids(n, "k", 2)
+        assert sorted(set(ids)) == ["k1", "k2"], ids
+
+
 if __name__ == "__main__":
     run_tests([test_pool_full_ends_the_largest_journal,
-               test_pool_full_ends_the_largest_detached, test_garbage_h])
+               test_pool_full_ends_the_largest_detached, test_garbage_h,
+               test_same_previd_three_at_once, test_passwd_kick_ends_detached])
