@@ -1326,6 +1326,71 @@ static void sm_tick(struct worker *w, int64_t now)
 	}
 }
 
+/* ---- the account's session limit ----------------------------------------- */
+
+/* Sessions of an account looked at, at most, for one that waits. */
+#define SM_ROOM_LIST 64
+
+/* c2s.max_sessions_per_account is reached as c binds: sessions that
+ * wait for a <resume/> (detached, on any worker) would lock the account
+ * out for up to sm.max_resume_s (a phone reconnecting without its
+ * previd, again and again), so the one detached longest ends: out of
+ * the session table here (only if the entry is still that session's),
+ * then told like a replaced session, except that its contacts see it
+ * leave (KICK with SM_KICK_ROOM); its journal goes the undelivered way
+ * (to the account's available resources, or offline storage). */
+static int sm_make_room(struct conn *c)
+{
+	struct smstore *st = sm_store(c->w);
+	struct session_info *list;
+	char bare[IPC_JID_MAX + 1];
+	int64_t best_ms = 0;
+	int n, best = -1;
+
+	if (st == NULL || c->user == NULL || c->domain == NULL ||
+	    (size_t)snprintf(bare, sizeof(bare), "%s@%s", c->user,
+			     c->domain) >= sizeof(bare) ||
+	    (list = calloc(SM_ROOM_LIST, sizeof(*list))) == NULL)
+		return 0;
+	n = shm_session_list(c->w->shm->sessions, bare, list, SM_ROOM_LIST);
+	for (int i = 0; i < n && i < SM_ROOM_LIST; i++) {
+		int64_t t = smstore_detached_ms(st, list[i].slot,
+						list[i].conn_id, list[i].gen);
+		if (t > 0 && (best < 0 || t < best_ms)) {
+			best = i;
+			best_ms = t;
+		}
+	}
+	if (best < 0 || shm_session_del(c->w->shm->sessions, list[best].jid,
+					list[best].slot, list[best].conn_id,
+					list[best].gen) != 1) {
+		free(list);
+		return 0;
+	}
+	struct session_info *v = &list[best];
+	log_info("c%u %s: %s has c2s.max_sessions_per_account sessions: %s "
+		 "(w%u c%u), waiting for <resume/> for %llds, ends to make "
+		 "room", c->id, c->peer, bare, v->jid, v->slot, v->conn_id,
+		 (long long)((time_now_ms() - best_ms) / 1000));
+	if (v->slot == c->w->slot) {
+		struct conn *o = conn_lookup(c->w, v->conn_id, v->gen);
+		if (o != NULL && o != c) {
+			o->bound = 0;   /* its entry is gone already */
+			stream_error(o, "conflict",
+				     "Replaced by new connection");
+		}
+	} else {
+		const char *error;
+		if (queue_send(c->w->q, v->slot, IPC_FRAME_KICK, v->conn_id,
+			       v->gen, SM_KICK_ROOM, sizeof(SM_KICK_ROOM) - 1,
+			       &error) < 0)
+			log_error("kick of %s on w%u failed: %s (it expires "
+				  "on its own)", v->jid, v->slot, error);
+	}
+	free(list);
+	return 1;
+}
+
 /* ---- nonzas ------------------------------------------------------------- */
 
 static void sm_nonza(struct conn *c, struct xml_node *n)
@@ -1480,4 +1545,5 @@ const struct ext sm_ext = {
 	.worker_frame = sm_frame,
 	.conn_gone = sm_conn_gone,
 	.tick = sm_tick,
+	.make_room = sm_make_room,
 };

@@ -233,7 +233,65 @@ def test_passwd_kick_ends_detached():
         assert sorted(set(ids)) == ["k1", "k2"], ids
 
 
+def test_detached_sessions_make_room():
+    """An account at c2s.max_sessions_per_account whose sessions all
+    wait for <resume/> (a phone that reconnects without its previd):
+    a new login binds, the session detached longest ends (on the other
+    worker or on this one), its previd names nothing any more and its
+    journal goes to offline storage; the others still resume."""
+    with Server(workers=2, users=USERS,
+                overrides={"c2s.max_sessions_per_account": "3"}) as s:
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        ids = {}
+        for i, w in enumerate([0, 1, 0]):
+            c, jid, smid = sm_login(s, "juliet", "p%d" % i, client=connect_on(s, w))
+            msg(r, jid, "z%d" % i, "n%d" % i)
+            c.read_until(msg_rx("z%d" % i, "n%d" % i))
+            c.sock.close()
+            wait_for(lambda: s.log_text().count("kept for resumption") == i + 1,
+                     what="detached")
+            ids[i] = smid
+        # bound on w1: p0 (w0) ends
+        a = connect_on(s, 1)
+        assert a.login("juliet", "pw1", resource="new1") == "juliet@localhost/new1"
+        assert re.search(r"juliet@localhost has c2s.max_sessions_per_account sessions: "
+                         r"juliet@localhost/p0 \(w0 c\d+\), waiting for <resume/> for "
+                         r"\d+s, ends to make room", s.log_text()), s.log_text()[-3000:]
+        wait_for(lambda: "juliet@localhost/p0" in s.log_text() and
+                 re.search("detached session ends: <conflict/>", s.log_text()),
+                 what="p0 ended")
+        k = Client(s.port)
+        authed(k, "juliet")
+        assert resume(k, ids[0], 1) == failed("item-not-found")
+        # bound on w1 again: p1, on w1 itself, ends
+        b = connect_on(s, 1)
+        assert b.login("juliet", "pw1", resource="new2") == "juliet@localhost/new2"
+        assert re.search(r"sessions: juliet@localhost/p1 \(w1 c\d+\)", s.log_text())
+        k = Client(s.port)
+        authed(k, "juliet")
+        assert resume(k, ids[1], 1) == failed("item-not-found")
+        # p2 still resumes
+        k = Client(s.port)
+        authed(k, "juliet")
+        got = resume(k, ids[2], 1)
+        assert got == "<resumed xmlns='%s' h='0' previd='%s'/>" % (SM, ids[2]), got
+        # no room left, nothing waits: refused as before
+        d = Client(s.port)
+        authed(d, "juliet")
+        d.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>new3</resource></bind></iq>")
+        got = d.read_until("<iq [^>]*id='b'.*?</iq>")
+        assert "<resource-constraint " in got, got
+        # the journals of p0 and p1 were stored
+        a.send("<presence/>")
+        got = collect_ids(a, "z", 2)
+        assert sorted(set(got)) == ["z0", "z1"], got
+        assert "<error" not in r.buf.decode()
+
+
 if __name__ == "__main__":
     run_tests([test_pool_full_ends_the_largest_journal,
                test_pool_full_ends_the_largest_detached, test_garbage_h,
-               test_same_previd_three_at_once, test_passwd_kick_ends_detached])
+               test_same_previd_three_at_once, test_passwd_kick_ends_detached,
+               test_detached_sessions_make_room])
