@@ -81,7 +81,9 @@ const struct config_def config_defs[] = {
 	{ "c2s.max_sessions_per_account", CONFIG_TYPE_UINT,
 	  OFF(max_sessions_per_account), "10", 0, 1000000, RELOAD,
 	  "Bound resources per account across all workers; one more bind "
-	  "gets <resource-constraint/>; 0 means unlimited" },
+	  "ends the account's session waiting longest for an XEP-0198 "
+	  "<resume/>, if any, else gets <resource-constraint/>; 0 means "
+	  "unlimited" },
 	{ "c2s.backlog", CONFIG_TYPE_UINT, OFF(backlog), "1024", 1, 65535, RESTART,
 	  "listen() backlog of the client sockets" },
 	{ "tls.certificate", CONFIG_TYPE_STRING, OFF(tls_certificate),
