@@ -589,6 +589,22 @@ static void sm_answer(struct conn *c)
 	sm_send_str(c, out);
 }
 
+/* What an extension held back for O (XEP-0352 CSI: presence updates,
+ * chat states of an inactive client) goes to its journal before the
+ * session moves, as when the client sends any element: it is re-sent
+ * after <resumed/>.  (Left held, it would be routed as undelivered when
+ * O closes, where presence is dropped: the resumed client would show
+ * stale presence.)  1 when O still holds its session after that. */
+static int sm_flush_held(struct conn *o)
+{
+	static const struct xml_node resume_node = {
+		.ns = NS_SM, .name = "resume",
+	};
+	ext_client_element(o, &resume_node);
+	return !o->closed && o->sm != NULL && !o->sm->moved &&
+	       o->sm->has_ref && o->bound;
+}
+
 /* ---- forwarding frames of a moved session ------------------------------- */
 
 static void sm_fwd_add(const struct conn *o, uint16_t slot, uint32_t id,
@@ -920,6 +936,10 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 		sm_too_high(n, h, o->sm->h_sent);
 		return;
 	}
+	if (!sm_flush_held(o)) {
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
 	/* the id the client holds (an adopted record's is not known
 	 * until now: the store keeps its token, not the text) */
 	if (strlen(previd) < sizeof(o->sm->id))
@@ -1004,6 +1024,11 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		sm_give_fail(w, hdr, SM_GIVE_TOO_HIGH, t.h, s->h_sent);
 		return;
 	}
+	if (!sm_flush_held(o)) {
+		sm_give_fail(w, hdr, SM_GIVE_NOT_FOUND, 0, 0);
+		return;
+	}
+	s = o->sm;
 	struct sm_give_msg g;
 	memset(&g, 0, sizeof(g));
 	g.status = SM_GIVE_OK;

@@ -1,7 +1,9 @@
 """XEP-0198 stream management under attack, black box with exact XML:
 clients that never acknowledge filling a worker's journal pool
 (sm.pool_bytes_per_worker) must not end other users' sessions; garbage
-h and previd values get the XEP's answers.  Needs XMPPD_TEST_PGCONN.
+h and previd values get the XEP's answers; concurrent resumptions,
+kicked and limit-bound detached sessions, CSI-held stanzas across a
+resumption.  Needs XMPPD_TEST_PGCONN.
 """
 import os
 import re
@@ -9,7 +11,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, wait_for  # noqa: E402
+import imlib  # noqa: E402
 from imlib import connect_on  # noqa: E402
+from test_csi import INACTIVE, counter, ping  # noqa: E402
 from test_sm import (SM, STREAMS, authed, collect_ids, failed, msg,  # noqa: E402
                      msg_rx, resume, sm_login)
 import test_sm  # noqa: E402
@@ -290,8 +294,51 @@ def test_detached_sessions_make_room():
         assert "<error" not in r.buf.decode()
 
 
+def csi_held_resumed(workers):
+    """A session made inactive (XEP-0352) holds a contact's presence
+    update; its connection drops; at <resume/> (on its worker, or on the
+    other one) the update comes with the journal, not dropped."""
+    with Server(workers=2, users=imlib.USERS) as s:
+        j = imlib.login(s, "juliet", "j", worker=0)
+        r = imlib.login(s, "romeo", "r")
+        imlib.subscribe_both(j, r)
+        j.drain()
+        j.c.send("<enable xmlns='%s' resume='true'/>" % SM)
+        got = j.c.read_until("<enabled [^>]*/>")
+        smid = re.search("id='([^']+)'", got).group(1)
+        j.c.send(INACTIVE)
+        j.c.send("<iq to='localhost' type='get' id='p0'><ping xmlns='urn:xmpp:ping'/></iq>")
+        j.c.read_until("<iq from='localhost' id='p0'[^>]*/>")
+        held0 = counter(s, "xmppd_csi_held_stanzas")
+        r.send("<presence><show>away</show></presence>")
+        r.expect(imlib.exact(ping(r, "pr")))
+        wait_for(lambda: counter(s, "xmppd_csi_held_stanzas") - held0 == 1,
+                 what="presence held")
+        j.c.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        k = connect_on(s, workers)
+        k.open()
+        k.starttls()
+        assert k.auth_scram("juliet", imlib.PW["juliet"]).startswith("<success")
+        k.open()
+        got = resume(k, smid, 1)
+        assert got.startswith("<resumed "), got
+        got = k.read_until("<presence [^>]*from='romeo@localhost/r'[^>]*>.*?</presence>")
+        assert "<show>away</show>" in got, got
+
+
+def test_csi_held_resumed_same_worker():
+    csi_held_resumed(0)
+
+
+def test_csi_held_resumed_other_worker():
+    csi_held_resumed(1)
+
+
 if __name__ == "__main__":
     run_tests([test_pool_full_ends_the_largest_journal,
                test_pool_full_ends_the_largest_detached, test_garbage_h,
                test_same_previd_three_at_once, test_passwd_kick_ends_detached,
-               test_detached_sessions_make_room])
+               test_detached_sessions_make_room,
+               test_csi_held_resumed_same_worker,
+               test_csi_held_resumed_other_worker])
