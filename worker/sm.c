@@ -1322,8 +1322,10 @@ static void sm_tick(struct worker *w, int64_t now)
 			continue;
 		if (c->detached && s->detached_ms != 0 &&
 		    now - s->detached_ms >= (int64_t)s->max_s * 1000) {
-			log_info("c%u: detached session %s expired after %us",
-				 c->id, c->jid ? c->jid : "?", s->max_s);
+			if (s->has_ref)     /* else ended for the pool */
+				log_info("c%u: detached session %s expired "
+					 "after %us", c->id,
+					 c->jid ? c->jid : "?", s->max_s);
 			/* the next conn may be closed by it (never freed
 			 * before the end of the turn) */
 			conn_close(c);
