@@ -81,7 +81,9 @@ const struct config_def config_defs[] = {
 	{ "c2s.max_sessions_per_account", CONFIG_TYPE_UINT,
 	  OFF(max_sessions_per_account), "10", 0, 1000000, RELOAD,
 	  "Bound resources per account across all workers; one more bind "
-	  "gets <resource-constraint/>; 0 means unlimited" },
+	  "ends the account's session waiting longest for an XEP-0198 "
+	  "<resume/>, if any, else gets <resource-constraint/>; 0 means "
+	  "unlimited" },
 	{ "c2s.backlog", CONFIG_TYPE_UINT, OFF(backlog), "1024", 1, 65535, RESTART,
 	  "listen() backlog of the client sockets" },
 	{ "tls.certificate", CONFIG_TYPE_STRING, OFF(tls_certificate),
@@ -284,7 +286,8 @@ const struct config_def config_defs[] = {
 	  OFF(sm_pool_bytes_per_worker), "64M", 64 << 10, 1ull << 32, RESTART,
 	  "Shared memory per worker for the stanzas its stream-management "
 	  "sessions have not acknowledged yet (kept through a crash of the "
-	  "worker); when full, the session that needs more ends" },
+	  "worker); when full, the worker's session holding the most of it "
+	  "ends, its stanzas going to offline storage" },
 	{ "sm.max_unacked_bytes", CONFIG_TYPE_SIZE, OFF(sm_max_unacked_bytes),
 	  "512K", 16 << 10, 1008 << 10, RELOAD,
 	  "Bytes of unacknowledged stanzas (plus 8 each) and last presence "

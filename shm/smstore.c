@@ -583,6 +583,33 @@ int smstore_keeps(struct smstore *s, unsigned slot, uint32_t conn_id,
 		       sm_keep_cmp) != NULL;
 }
 
+int64_t smstore_detached_ms(struct smstore *s, unsigned slot,
+			    uint32_t conn_id, uint32_t gen)
+{
+	struct ipc_sm_record *recs;
+	uint64_t ids = sm_ids(conn_id, gen);
+	uint32_t hwm;
+
+	if (slot >= s->hdr->nslots)
+		return 0;
+	recs = sm_records(s, slot);
+	hwm = atomic_load_explicit(&s->hdr->slots[slot].rec_hwm,
+				   memory_order_acquire);
+	if (hwm > s->hdr->records)
+		hwm = s->hdr->records;
+	for (uint32_t i = 0; i < hwm; i++) {
+		if (atomic_load_explicit(&recs[i].state, memory_order_acquire)
+		    != SM_REC_DETACHED || !recs[i].resumable ||
+		    atomic_load_explicit(&recs[i].ids, memory_order_relaxed)
+		    != ids)
+			continue;
+		int64_t t = atomic_load_explicit(&recs[i].detached_ms,
+						 memory_order_relaxed);
+		return t > 0 ? t : 1;
+	}
+	return 0;
+}
+
 /* ---- the slot's worker ------------------------------------------------- */
 
 static int sm_fail(const char *error, const char **error_r)

@@ -221,6 +221,13 @@ int smstore_foreach_record(struct smstore *s, unsigned slot,
 				     const struct sm_state *st, void *ctx),
 			   void *ctx);
 
+/* Added for c2s.max_sessions_per_account: when the session conn_id/gen
+ * of that slot has a resumable record waiting for <resume/> (DETACHED),
+ * the CLOCK_MONOTONIC ms it was detached at, else 0.  Any process, any
+ * time: a record changing meanwhile answers either way. */
+int64_t smstore_detached_ms(struct smstore *s, unsigned slot,
+			    uint32_t conn_id, uint32_t gen);
+
 /* Usage of a slot (metrics): records in use, pool bytes in use. */
 void smstore_usage(struct smstore *s, unsigned slot, uint32_t *records_r,
 		   uint64_t *bytes_r);

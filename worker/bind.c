@@ -114,6 +114,10 @@ static int bind_enter(struct conn *c, const char *full, int retry_long,
 	bind_info_peer(c, &info);
 	int r = shm_session_put_limited(c->w->shm->sessions, &info, max,
 					&old, why_r, &error);
+	/* sessions waiting for a resumption (XEP-0198) make way */
+	if (r < 0 && *why_r == SESSION_REFUSED_ACCOUNT && ext_make_room(c))
+		r = shm_session_put_limited(c->w->shm->sessions, &info, max,
+					    &old, why_r, &error);
 	if (r < 0 && *why_r == SESSION_REFUSED_ACCOUNT)
 		log_info("c%u %s: cannot bind %s: %s "
 			 "(c2s.max_sessions_per_account = %u)", c->id, c->peer,

@@ -199,3 +199,11 @@ void ext_account_features(struct buf *out)
 		     f && *f; f++)
 			buf_appendf(out, "<feature var='%s'/>", *f);
 }
+
+int ext_make_room(struct conn *c)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		if (ext_all[i]->make_room != NULL && ext_all[i]->make_room(c))
+			return 1;
+	return 0;
+}

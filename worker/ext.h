@@ -218,6 +218,11 @@ struct ext {
 	 * extension held back for the socket goes to conn_send now, which
 	 * journals it, so the resumed stream gets it. */
 	void (*session_leaving)(struct conn *c);
+	/* c's account is at c2s.max_sessions_per_account as c binds: an
+	 * extension that keeps sessions nobody is connected to (XEP-0198
+	 * detached) may end one of them and take it out of the session
+	 * table.  1 when it did (the bind is tried again), else 0. */
+	int (*make_room)(struct conn *c);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -394,6 +399,8 @@ int ext_loop_turn(struct worker *w, int64_t now_ms);
 int ext_busy(struct worker *w);
 /* Append <feature var='...'/> for every extension's account features. */
 void ext_account_features(struct buf *out);
+/* The first make_room hook that ends a session: 1, else 0. */
+int ext_make_room(struct conn *c);
 static inline void ext_message_delivered(struct worker *w,
 					 struct xml_node *st,
 					 const char *bare,

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "server.h"
 #include "session.h"
+#include "sm.h"
 #include "stanza.h"
 #include "util.h"
 
@@ -616,7 +617,12 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	if (hdr->type == IPC_FRAME_KICK) {
 		if (c != NULL) {
 			c->bound = 0;   /* its table entry is the new session's */
-			c->available = 0;   /* and so is its presence */
+			/* and so is its presence; but a detached XEP-0198
+			 * session ended for another resource's login
+			 * (sm_make_room) leaves: its contacts are told */
+			if (!(c->detached && len == sizeof(SM_KICK_ROOM) - 1 &&
+			      memcmp(payload, SM_KICK_ROOM, len) == 0))
+				c->available = 0;
 			stream_error(c, "conflict", "Replaced by new connection");
 		}
 		return;

@@ -75,8 +75,11 @@
  * Failure policy: every misuse gets the XEP's answer (<failed/> with a
  * stanza error condition, or the stream error of section 4); a full
  * store refuses <enable/> with <resource-constraint/>; a journal that
- * cannot grow (store full, sm.max_unacked) ends that stream with
- * <policy-violation/> and its stanzas go the undelivered way; nothing
+ * cannot grow (sm.max_unacked, sm.max_unacked_bytes) ends that stream
+ * with <policy-violation/> and its stanzas go the undelivered way; a
+ * full pool ends the worker's largest journal that way (sm_evict_largest)
+ * before the session that needs room, so that clients that never
+ * acknowledge cannot end other users' sessions; nothing
  * stored is dropped without an error to someone.
  */
 #include "sm.h"
@@ -314,12 +317,87 @@ static void sm_received(struct conn *c)
 	smstore_set_h_in(sm_store(c->w), &s->ref, s->h_in);
 }
 
+/* Pool blocks a record holds, about: its bytes plus up to one block's
+ * rounding per stanza (what the pool really gives is whole blocks). */
+static uint64_t sm_pool_cost(const struct sm_state *st)
+{
+	return st->unacked_bytes + (uint64_t)st->unacked * IPC_SM_BLOCK +
+	       st->presence_len;
+}
+
+/* The worker's pool (sm.pool_bytes_per_worker) is full while c needs
+ * room: the session of this worker holding the most of it ends (its
+ * stanzas go the undelivered way, offline storage), not whichever
+ * session needs a block next, so that clients that never acknowledge
+ * cannot end everyone else's sessions.  1 when a session larger than
+ * c's was ended (its blocks are free now), 0 when c is the largest. */
+static int sm_evict_largest(struct conn *c)
+{
+	static int evicting;
+	struct smstore *st = sm_store(c->w);
+	struct sm_state *a = malloc(sizeof(*a));
+	struct conn *big = NULL;
+	uint64_t big_cost = 0, mine = 0;
+	uint32_t big_n = 0;
+	int ret = 0;
+
+	if (a == NULL || evicting)
+		goto out;
+	if (smstore_read(st, &c->sm->ref, a) == 0)
+		mine = sm_pool_cost(a);
+	big_cost = mine;
+	for (struct conn *o = c->w->conns; o != NULL; o = o->next) {
+		if (o == c || o->closed || o->sm == NULL || o->sm->moved ||
+		    !o->sm->has_ref || smstore_read(st, &o->sm->ref, a) < 0 ||
+		    sm_pool_cost(a) <= big_cost)
+			continue;
+		big = o;
+		big_cost = sm_pool_cost(a);
+		big_n = a->unacked;
+	}
+	if (big == NULL)
+		goto out;
+	log_warn("c%u %s: stream management pool full "
+		 "(sm.pool_bytes_per_worker): ending the largest journal, "
+		 "c%u %s (%u stanzas, about %llu bytes), not this one (about "
+		 "%llu bytes)", c->id, c->jid ? c->jid : c->peer, big->id,
+		 big->jid ? big->jid : big->peer, big_n,
+		 (unsigned long long)big_cost, (unsigned long long)mine);
+	evicting = 1;
+	/* the journal goes first (its blocks are free at once, and what
+	 * the goodbye sends others can be journaled), then the stream */
+	sm_end(big);
+	if (big->detached) {
+		/* not closed here (our caller may be walking the conn list):
+		 * out of the table now, closed by the next tick; what still
+		 * comes to it goes elsewhere (sm_sent) */
+		log_info("c%u: detached session %s ends: <policy-violation/>",
+			 big->id, big->jid ? big->jid : "?");
+		presence_session_gone(big);
+		bind_release(big);
+		big->sm->detached_ms = 1;
+		big->sm->max_s = 0;
+	} else {
+		stream_error(big, "policy-violation",
+			     "too many unacknowledged stanzas");
+		big->out_shed = 1;  /* later stanzas go elsewhere at once */
+	}
+	evicting = 0;
+	ret = 1;
+out:
+	free(a);
+	return ret;
+}
+
 static int sm_sent(struct conn *c, const char *data, size_t len)
 {
 	struct sm_conn *s = c->sm;
 	const char *error;
-	if (s == NULL || s->moved || !s->has_ref || s->resending)
+	int r;
+	if (s == NULL || s->moved || s->resending)
 		return 0;
+	if (!s->has_ref)    /* a detached session whose journal ended */
+		return c->detached && s->take_deadline == 0 ? -1 : 0;
 	uint32_t unacked = s->h_sent - s->h_acked;
 	if (unacked >= c->w->cfg->sm_max_unacked) {
 		log_info("c%u %s: %u stanzas unacknowledged "
@@ -329,7 +407,13 @@ static int sm_sent(struct conn *c, const char *data, size_t len)
 			     "too many unacknowledged stanzas");
 		return -1;
 	}
-	if (smstore_append(sm_store(c->w), &s->ref, data, len, &error) < 0) {
+	/* a full pool: the largest journals go first, a few at most */
+	for (int i = 0; (r = smstore_append(sm_store(c->w), &s->ref, data, len,
+					    &error)) < 0 &&
+	     i < 8 && strstr(error, "sm.pool_bytes_per_worker") != NULL &&
+	     sm_evict_largest(c); i++)
+		;
+	if (r < 0) {
 		log_warn("c%u %s: stanza not journaled (%s): ending the "
 			 "session", c->id, c->peer, error);
 		stream_error(c, "policy-violation",
@@ -1225,8 +1309,10 @@ static void sm_tick(struct worker *w, int64_t now)
 			continue;
 		if (c->detached && s->detached_ms != 0 &&
 		    now - s->detached_ms >= (int64_t)s->max_s * 1000) {
-			log_info("c%u: detached session %s expired after %us",
-				 c->id, c->jid ? c->jid : "?", s->max_s);
+			if (s->has_ref)     /* else ended for the pool */
+				log_info("c%u: detached session %s expired "
+					 "after %us", c->id,
+					 c->jid ? c->jid : "?", s->max_s);
 			/* the next conn may be closed by it (never freed
 			 * before the end of the turn) */
 			conn_close(c);
@@ -1252,6 +1338,71 @@ static void sm_tick(struct worker *w, int64_t now)
 		}
 		sm_fwds[i] = sm_fwds[--sm_nfwd];
 	}
+}
+
+/* ---- the account's session limit ----------------------------------------- */
+
+/* Sessions of an account looked at, at most, for one that waits. */
+#define SM_ROOM_LIST 64
+
+/* c2s.max_sessions_per_account is reached as c binds: sessions that
+ * wait for a <resume/> (detached, on any worker) would lock the account
+ * out for up to sm.max_resume_s (a phone reconnecting without its
+ * previd, again and again), so the one detached longest ends: out of
+ * the session table here (only if the entry is still that session's),
+ * then told like a replaced session, except that its contacts see it
+ * leave (KICK with SM_KICK_ROOM); its journal goes the undelivered way
+ * (to the account's available resources, or offline storage). */
+static int sm_make_room(struct conn *c)
+{
+	struct smstore *st = sm_store(c->w);
+	struct session_info *list;
+	char bare[IPC_JID_MAX + 1];
+	int64_t best_ms = 0;
+	int n, best = -1;
+
+	if (st == NULL || c->user == NULL || c->domain == NULL ||
+	    (size_t)snprintf(bare, sizeof(bare), "%s@%s", c->user,
+			     c->domain) >= sizeof(bare) ||
+	    (list = calloc(SM_ROOM_LIST, sizeof(*list))) == NULL)
+		return 0;
+	n = shm_session_list(c->w->shm->sessions, bare, list, SM_ROOM_LIST);
+	for (int i = 0; i < n && i < SM_ROOM_LIST; i++) {
+		int64_t t = smstore_detached_ms(st, list[i].slot,
+						list[i].conn_id, list[i].gen);
+		if (t > 0 && (best < 0 || t < best_ms)) {
+			best = i;
+			best_ms = t;
+		}
+	}
+	if (best < 0 || shm_session_del(c->w->shm->sessions, list[best].jid,
+					list[best].slot, list[best].conn_id,
+					list[best].gen) != 1) {
+		free(list);
+		return 0;
+	}
+	struct session_info *v = &list[best];
+	log_info("c%u %s: %s has c2s.max_sessions_per_account sessions: %s "
+		 "(w%u c%u), waiting for <resume/> for %llds, ends to make "
+		 "room", c->id, c->peer, bare, v->jid, v->slot, v->conn_id,
+		 (long long)((time_now_ms() - best_ms) / 1000));
+	if (v->slot == c->w->slot) {
+		struct conn *o = conn_lookup(c->w, v->conn_id, v->gen);
+		if (o != NULL && o != c) {
+			o->bound = 0;   /* its entry is gone already */
+			stream_error(o, "conflict",
+				     "Replaced by new connection");
+		}
+	} else {
+		const char *error;
+		if (queue_send(c->w->q, v->slot, IPC_FRAME_KICK, v->conn_id,
+			       v->gen, SM_KICK_ROOM, sizeof(SM_KICK_ROOM) - 1,
+			       &error) < 0)
+			log_error("kick of %s on w%u failed: %s (it expires "
+				  "on its own)", v->jid, v->slot, error);
+	}
+	free(list);
+	return 1;
 }
 
 /* ---- nonzas ------------------------------------------------------------- */
@@ -1408,4 +1559,5 @@ const struct ext sm_ext = {
 	.worker_frame = sm_frame,
 	.conn_gone = sm_conn_gone,
 	.tick = sm_tick,
+	.make_room = sm_make_room,
 };

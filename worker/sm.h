@@ -30,4 +30,8 @@ const char *sm_describe(const struct sm_state *st, int64_t now_ms,
 int sm_adopt(struct worker *w, const struct sm_ref *ref,
 	     const struct sm_state *st);
 
+/* The payload of a KICK frame that ends a detached session to make room
+ * for a new login of its account (c2s.max_sessions_per_account). */
+#define SM_KICK_ROOM "room"
+
 #endif
