@@ -74,6 +74,10 @@ void child_client_online(struct child *ch, struct client *c, int64_t now)
 	ch->cnt.csi_clients[(c->flags & CF_INACTIVE) != 0]++;
 	ch->cnt.t_last_login = now;
 	hist_add(ch->login_hist, (uint64_t)(now - c->t_start) / 1000);
+	/* --csi: an inactive client is a phone in a pocket: it receives,
+	 * it does not send (sending would flush what the server holds) */
+	if (c->flags & CF_INACTIVE)
+		return;
 	c->sender_pos = ch->nsenders;
 	ch->senders[ch->nsenders++] = c;
 }

@@ -70,6 +70,7 @@ static void usage(FILE *f)
 "                            --max-pending streams at once: memory per\n"
 "                            detached session without online ones before)\n"
 "      --csi                 XEP-0352: even-numbered clients go inactive\n"
+"                            (and only receive)\n"
 "      --mix-presence F      share of sends that are directed presence (0)\n"
 "      --mix-chatstate F     share of sends that are chat states (0)\n");
 }
