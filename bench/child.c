@@ -3,8 +3,10 @@
  * clients.  Phases, driven by the parent (wire.c frames): log everyone in
  * at the connect rate and report READY; on GO send messages at this
  * worker's share of the rate until the end time, closing the
- * --drop-clients streams at half time; report PROGRESS every 100 ms; on
- * STOP send the REPORT (raw counters, histograms, per-sender counts and
+ * --drop-clients streams at half time; report PROGRESS every 100 ms; with
+ * --storm, on DROP reset every resumable stream and on RESUME log them in
+ * again with <resume/> (PROGRESS says when all are resolved); on STOP
+ * send the REPORT (raw counters, histograms, per-sender counts and
  * every (sender, seq) received) and close all streams.
  * A message is <message to='user@domain/bench' type='chat' id='mR.S.Q'>
  * with the body "seq:S:Q:T:R:" padded with 'x' to --body-size: sender
