@@ -1036,10 +1036,14 @@ def test_profanity_mam():
                 assert "Server doesn't support MAM" not in screen, screen
                 lines = [ln.split(" - ", 1)[1] for ln in screen.splitlines()
                          if re.match(r"\d\d:\d\d:\d\d - ", ln)]
-                # each line once, in order (profanity 0.13.1 may show the
-                # whole archive a second time below, see the report)
-                assert [ln for ln in lines if ln in history][:len(history)] \
-                    == history, "history in profanity's window:\n%s" % screen
+                shown = [ln for ln in lines if ln in history]
+                if PROSODY:
+                    # profanity 0.13.1 asks again with <after/> misplaced
+                    # in <query/> (not in an RSM <set/>); Prosody ignores
+                    # it and sends the whole archive again, shown twice
+                    shown = shown[:len(history)]
+                assert shown == history, \
+                    "history in profanity's window:\n%s" % screen
                 failed = False
             finally:
                 await stop_all(phone, romeo)
