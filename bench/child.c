@@ -3,8 +3,10 @@
  * clients.  Phases, driven by the parent (wire.c frames): log everyone in
  * at the connect rate and report READY; on GO send messages at this
  * worker's share of the rate until the end time, closing the
- * --drop-clients streams at half time; report PROGRESS every 100 ms; on
- * STOP send the REPORT (raw counters, histograms, per-sender counts and
+ * --drop-clients streams at half time; report PROGRESS every 100 ms; with
+ * --storm, on DROP reset every resumable stream and on RESUME log them in
+ * again with <resume/> (PROGRESS says when all are resolved); on STOP
+ * send the REPORT (raw counters, histograms, per-sender counts and
  * every (sender, seq) received) and close all streams.
  * A message is <message to='user@domain/bench' type='chat' id='mR.S.Q'>
  * with the body "seq:S:Q:T:R:" padded with 'x' to --body-size: sender
@@ -74,6 +76,10 @@ void child_client_online(struct child *ch, struct client *c, int64_t now)
 	ch->cnt.csi_clients[(c->flags & CF_INACTIVE) != 0]++;
 	ch->cnt.t_last_login = now;
 	hist_add(ch->login_hist, (uint64_t)(now - c->t_start) / 1000);
+	/* --csi: an inactive client is a phone in a pocket: it receives,
+	 * it does not send (sending would flush what the server holds) */
+	if (c->flags & CF_INACTIVE)
+		return;
 	c->sender_pos = ch->nsenders;
 	ch->senders[ch->nsenders++] = c;
 }

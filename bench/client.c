@@ -2,7 +2,10 @@
  * client.c - one simulated XMPP client: non-blocking connect, stream
  * open, STARTTLS (or direct TLS), SASL PLAIN or SCRAM, restart, bind,
  * <presence/>, then whatever child.c sends; incoming elements go to the
- * state's handler.  The state machine is driven by epoll events only.
+ * state's handler.  With --sm, XEP-0198 after bind (<enable resume/>, h
+ * counted both ways, <r/> answered); a client reset by the storm keeps
+ * its id and h (CS_DETACHED) and its next login ends in <resume/>
+ * instead of bind.  With --csi it may say <inactive/>.  The state machine is driven by epoll events only.
  * Memory: the struct, OpenSSL's state, and buffers only while they hold
  * bytes (SSL_MODE_RELEASE_BUFFERS drops OpenSSL's own when idle).
  * Failure policy: any error ends this client and bumps one counter.

@@ -473,13 +473,18 @@ static size_t parent_storm_figures(const struct parent *p,
 }
 
 /* Per client of each class: what an inactive client was spared. */
-static size_t parent_csi_figures(const struct totals *t, struct figure *f)
+static size_t parent_csi_figures(const struct parent *p,
+				 const struct totals *t, struct figure *f)
 {
 	static const char *const cls[2] = { "active", "inactive" };
 	const struct bench_counters *c = &t->c;
 	size_t n = 0;
 	double nc;
 	FIG("presence_sent", c->presence_sent, 0);
+	uint64_t sends = t->sent + c->presence_sent + c->chatstate_sent;
+	FIG("server_cpu_s_per_1000_sends", sends ? (p->s_end.cpu_s -
+	    p->s_online.cpu_s) * 1000 / (double)sends : 0,
+	    p->s_end.valid && p->s_online.valid && sends ? 3 : -1);
 	FIG("chatstate_sent", c->chatstate_sent, 0);
 	for (int k = 0; k < 2; k++) {
 		static char keys[2][4][48];
@@ -602,7 +607,7 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 	if (p->o->storm)
 		n += parent_storm_figures(p, t, f + n);
 	if (p->o->csi || p->o->mix_presence > 0 || p->o->mix_chatstate > 0)
-		n += parent_csi_figures(t, f + n);
+		n += parent_csi_figures(p, t, f + n);
 #undef FIG
 	return n;
 }

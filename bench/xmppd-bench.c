@@ -3,8 +3,8 @@
  * server address, the open-file limit; then parent.c runs the benchmark.
  * Output: one "key: value" line per figure and a final "RESULT {json}".
  * Exit status: 0 clean run, 1 failed connections or lost, duplicated or
- * misrouted messages (losses to --drop-clients streams excepted), 2 usage
- * or setup error.
+ * misrouted messages (losses to --drop-clients streams excepted) or, with
+ * --storm, a session that was not resumed, 2 usage or setup error.
  */
 #include "bench.h"
 
@@ -70,6 +70,7 @@ static void usage(FILE *f)
 "                            --max-pending streams at once: memory per\n"
 "                            detached session without online ones before)\n"
 "      --csi                 XEP-0352: even-numbered clients go inactive\n"
+"                            (and only receive)\n"
 "      --mix-presence F      share of sends that are directed presence (0)\n"
 "      --mix-chatstate F     share of sends that are chat states (0)\n");
 }
