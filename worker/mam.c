@@ -162,7 +162,6 @@ static unsigned long mam_dropped;           /* since the last log line */
 static int64_t mam_dropped_logged_ms, mam_waiting_logged_ms;
 static struct arena mam_scratch;            /* stanza-ids, one turn */
 static int mam_scratch_ready;
-
 static void mam_batch_free(struct mam_batch *b)
 {
 	for (int i = 0; i < MAM_NCOLS; i++)
@@ -203,24 +202,78 @@ static void mam_ready_push(struct mam_batch *b, int front)
 	mam_ready_tail = b;
 }
 
+/* The first " or \ in [p, end), or NULL. */
+static const char *mam_special(const char *p, const char *end)
+{
+	const char *q = memchr(p, '"', (size_t)(end - p));
+	const char *b = memchr(p, '\\', (size_t)((q ? q : end) - p));
+	return b != NULL ? b : q;
+}
+
+/* The bytes of col from 'from' to its end, made the inside of a quoted
+ * array element: " and \ escaped with \, in place (memchr finds none
+ * in most stanzas, and then nothing moves). */
+static int mam_escape_tail(struct buf *col, size_t from)
+{
+	const char *end = col->data + col->len;
+	size_t k = 0;
+	for (const char *p = col->data + from;
+	     (p = mam_special(p, end)) != NULL; p++)
+		k++;
+	if (k == 0)
+		return 0;
+	if (buf_reserve(col, k) < 0)
+		return -1;
+	char *src = col->data + col->len, *dst = src + k;
+	col->len += k;
+	while (dst > src) {     /* back to front, until the first one */
+		char ch = *--src;
+		*--dst = ch;
+		if (ch == '"' || ch == '\\')
+			*--dst = '\\';
+	}
+	return 0;
+}
+
+/* Opens an element of an array literal: "," unless first, and '"'. */
+static int mam_elem_open(struct buf *col, unsigned rows)
+{
+	if (buf_reserve(col, 2) < 0)
+		return -1;
+	if (rows > 0)
+		col->data[col->len++] = ',';
+	col->data[col->len++] = '"';
+	return 0;
+}
+
 /* One element of an array literal: quoted, with " and \ escaped. */
 static int mam_elem(struct buf *col, unsigned rows, const char *s, size_t n)
 {
-	if (rows > 0 && buf_append(col, ",", 1) < 0)
+	if (buf_reserve(col, n + 3) < 0)
 		return -1;
-	if (buf_append(col, "\"", 1) < 0)
+	if (rows > 0)
+		col->data[col->len++] = ',';
+	col->data[col->len++] = '"';
+	size_t from = col->len;
+	memcpy(col->data + col->len, s, n);
+	col->len += n;
+	if (mam_escape_tail(col, from) < 0 || buf_reserve(col, 1) < 0)
 		return -1;
-	const char *start = s, *end = s + n;
-	for (const char *p = s; p < end; p++) {
-		if (*p != '"' && *p != '\\')
-			continue;
-		if (buf_append(col, start, (size_t)(p - start)) < 0 ||
-		    buf_append(col, "\\", 1) < 0)
-			return -1;
-		start = p;
-	}
-	return buf_append(col, start, (size_t)(end - start)) < 0 ||
-	       buf_append(col, "\"", 1) < 0 ? -1 : 0;
+	col->data[col->len++] = '"';
+	return 0;
+}
+
+/* An element that needs no quoting (a number, t or f). */
+static int mam_elem_bare(struct buf *col, unsigned rows, const char *s,
+			 size_t n)
+{
+	if (buf_reserve(col, n + 1) < 0)
+		return -1;
+	if (rows > 0)
+		col->data[col->len++] = ',';
+	memcpy(col->data + col->len, s, n);
+	col->len += n;
+	return 0;
 }
 
 static void mam_drop(struct worker *w, const char *why)
@@ -240,13 +293,15 @@ static void mam_drop(struct worker *w, const char *why)
 
 static void mam_send_ready(struct worker *w);
 
-/* Queue one archive row for account bare. */
+/* Queue one archive row for account bare: st serialized (jabber:client)
+ * straight into the stanza column, escaped there in place. */
 static void mam_add_row(struct worker *w, const char *bare, long long id,
 			const char *with_bare, const char *with_full,
-			int outgoing, const char *text, size_t len)
+			int outgoing, const struct xml_node *st)
 {
 	const char *at = strchr(bare, '@');
 	char idtext[24];
+	size_t idlen;
 	if (at == NULL)
 		return;
 	if (mam_held >= w->cfg->mam_queue_rows) {
@@ -261,18 +316,26 @@ static void mam_add_row(struct worker *w, const char *bare, long long id,
 	size_t mark[MAM_NCOLS];
 	for (int i = 0; i < MAM_NCOLS; i++)
 		mark[i] = b->col[i].len;
-	snprintf(idtext, sizeof(idtext), "%lld", id);
+	idlen = (size_t)snprintf(idtext, sizeof(idtext), "%lld", id);
 	unsigned r = b->rows;
+	struct buf *sc = &b->col[MAM_C_STANZA];
+	size_t from;
+	const char *why = "out of memory";
 	if (mam_elem(&b->col[MAM_C_USER], r, bare, (size_t)(at - bare)) < 0 ||
 	    mam_elem(&b->col[MAM_C_DOMAIN], r, at + 1, strlen(at + 1)) < 0 ||
-	    mam_elem(&b->col[MAM_C_ID], r, idtext, strlen(idtext)) < 0 ||
+	    mam_elem_bare(&b->col[MAM_C_ID], r, idtext, idlen) < 0 ||
 	    mam_elem(&b->col[MAM_C_WBARE], r, with_bare, strlen(with_bare)) < 0 ||
 	    mam_elem(&b->col[MAM_C_WFULL], r, with_full, strlen(with_full)) < 0 ||
-	    mam_elem(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
-	    mam_elem(&b->col[MAM_C_STANZA], r, text, len) < 0) {
+	    mam_elem_bare(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
+	    mam_elem_open(sc, r) < 0 ||
+	    (from = sc->len,
+	     (xml_serialize(sc, st, NS_CLIENT) < 0 ||
+	      sc->len - from > xml_out_cap(w->cfg->max_stanza_size)) &&
+	     (why = "too large")) ||
+	    mam_escape_tail(sc, from) < 0 || buf_append(sc, "\"", 1) < 0) {
 		for (int i = 0; i < MAM_NCOLS; i++)
 			b->col[i].len = mark[i];    /* the row, undone */
-		mam_drop(w, "out of memory");
+		mam_drop(w, why);
 		return;
 	}
 	b->rows++;
@@ -424,13 +487,6 @@ static const char *mam_bare_of(const char *jid)
 	return arena_strndup(mam_arena(), jid, strcspn(jid, "/"));
 }
 
-static int mam_serialize(struct worker *w, struct buf *out,
-			 const struct xml_node *st)
-{
-	buf_init(out, xml_out_cap(w->cfg->max_stanza_size));
-	return xml_serialize(out, st, NS_CLIENT);
-}
-
 /* Add <stanza-id id by/> as st's last child (nodes in the scratch
  * arena, which lives until the end of the loop turn). */
 static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
@@ -452,7 +508,6 @@ static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
 /* Sender side: a message from one of our sessions. */
 static int mam_stanza_in(struct conn *c, struct xml_node *st)
 {
-	struct buf text;
 	const char *error;
 	struct jid j;
 	if (strcmp(st->name, "message") != 0)
@@ -479,12 +534,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	long long id = mam_next_id(c->w);
 	if (mam_stamp(c->w, st, id, own) < 0)
 		return 0;
-	if (mam_serialize(c->w, &text, st) == 0)
-		mam_add_row(c->w, own, id, with_bare, to, 1, buf_head(&text),
-			    buf_used(&text));
-	else
-		mam_drop(c->w, "too large");
-	buf_free(&text);
+	mam_add_row(c->w, own, id, with_bare, to, 1, st);
 	return 0;
 }
 
@@ -492,7 +542,6 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
-	struct buf text;
 	mam_strip_forged(w, st);
 	const char *from = xml_attr(st, "from");
 	if (from == NULL || !mam_archivable(st))
@@ -501,12 +550,7 @@ static void mam_to_account(struct worker *w, struct xml_node *st,
 	const char *with_bare = mam_bare_of(from);
 	if (with_bare == NULL || mam_stamp(w, st, id, bare) < 0)
 		return;
-	if (mam_serialize(w, &text, st) == 0)
-		mam_add_row(w, bare, id, with_bare, from, 0, buf_head(&text),
-			    buf_used(&text));
-	else
-		mam_drop(w, "too large");
-	buf_free(&text);
+	mam_add_row(w, bare, id, with_bare, from, 0, st);
 }
 
 /* ---- retention ------------------------------------------------------ */
