@@ -162,8 +162,24 @@ static unsigned long mam_dropped;           /* since the last log line */
 static int64_t mam_dropped_logged_ms, mam_waiting_logged_ms;
 static struct arena mam_scratch;            /* stanza-ids, one turn */
 static int mam_scratch_ready;
+/* One answered batch kept, its columns emptied but not their memory,
+ * for the next one: no growing and copying the columns again for every
+ * batch (at 4,000 msg/s a batch is sent every loop turn). */
+static struct mam_batch *mam_spare;
+
 static void mam_batch_free(struct mam_batch *b)
 {
+	if (mam_spare == NULL) {
+		for (int i = 0; i < MAM_NCOLS; i++) {
+			b->col[i].off = 0;
+			b->col[i].len = 1;          /* the "{" stays */
+		}
+		b->rows = 0;
+		b->closed = 0;
+		b->next = NULL;
+		mam_spare = b;
+		return;
+	}
 	for (int i = 0; i < MAM_NCOLS; i++)
 		buf_free(&b->col[i]);
 	free(b);
@@ -171,14 +187,21 @@ static void mam_batch_free(struct mam_batch *b)
 
 static struct mam_batch *mam_batch_new(struct worker *w)
 {
-	struct mam_batch *b = calloc(1, sizeof(*b));
-	if (b == NULL)
+	struct mam_batch *b = mam_spare;
+	if (b != NULL) {
+		mam_spare = NULL;
+		b->w = w;
+		return b;
+	}
+	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->w = w;
 	for (int i = 0; i < MAM_NCOLS; i++) {
 		buf_init(&b->col[i], 0);
 		if (buf_append(&b->col[i], "{", 1) < 0) {
-			mam_batch_free(b);
+			for (int j = 0; j <= i; j++)
+				buf_free(&b->col[j]);
+			free(b);
 			return NULL;
 		}
 	}
