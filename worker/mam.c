@@ -109,6 +109,26 @@ static long long mam_next_id(const struct worker *w)
 	       mam_counter;
 }
 
+/* id as decimal text into buf (at least 21 bytes), NUL-terminated;
+ * its length.  By hand: snprintf was a tenth of the archive's cost. */
+static size_t mam_id_text(long long id, char *buf)
+{
+	char tmp[24], *p = tmp + sizeof(tmp);
+	unsigned long long v = (unsigned long long)id;
+	if (id < 0)
+		v = 0 - v;
+	do {
+		*--p = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	if (id < 0)
+		*--p = '-';
+	size_t n = (size_t)(tmp + sizeof(tmp) - p);
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	return n;
+}
+
 void mam_id_stamp(long long id, char *buf, size_t size)
 {
 	long long ms = id >> MAM_ID_MS_SHIFT;
@@ -339,7 +359,7 @@ static void mam_add_row(struct worker *w, const char *bare, long long id,
 	size_t mark[MAM_NCOLS];
 	for (int i = 0; i < MAM_NCOLS; i++)
 		mark[i] = b->col[i].len;
-	idlen = (size_t)snprintf(idtext, sizeof(idtext), "%lld", id);
+	idlen = mam_id_text(id, idtext);
 	unsigned r = b->rows;
 	struct buf *sc = &b->col[MAM_C_STANZA];
 	size_t from;
@@ -517,7 +537,7 @@ static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
 {
 	char idtext[24];
 	struct arena *a = mam_arena();
-	snprintf(idtext, sizeof(idtext), "%lld", id);
+	mam_id_text(id, idtext);
 	struct xml_node *sid = xml_add_child(a, st, NS_SID, "stanza-id");
 	if (sid == NULL || xml_set_attr(a, sid, "id",
 					arena_strdup(a, idtext)) < 0 ||
