@@ -186,6 +186,7 @@ static int mam_scratch_ready;
  * for the next one: no growing and copying the columns again for every
  * batch (at 4,000 msg/s a batch is sent every loop turn). */
 static struct mam_batch *mam_spare;
+static unsigned long mam_batch_seq;         /* of mam_cur */
 
 static void mam_batch_free(struct mam_batch *b)
 {
@@ -208,6 +209,7 @@ static void mam_batch_free(struct mam_batch *b)
 static struct mam_batch *mam_batch_new(struct worker *w)
 {
 	struct mam_batch *b = mam_spare;
+	mam_batch_seq++;
 	if (b != NULL) {
 		mam_spare = NULL;
 		b->w = w;
@@ -319,6 +321,137 @@ static int mam_elem_bare(struct buf *col, unsigned rows, const char *s,
 	return 0;
 }
 
+/* A message is archived twice, for its sender (mam_stanza_in) and for
+ * its recipient (mam_to_account, later in the same call chain), and the
+ * two texts differ only in their last child, the stanza-id.  The
+ * sender's row is written as the message without its stanza-id, then
+ * the stanza-id and the end tag; what it wrote before the stanza-id is
+ * remembered here, with what the message looked like, and the
+ * recipient's row copies those bytes instead of serializing the
+ * message again when the message is still the same: the same node,
+ * its stanza-id (and nothing else) taken off by mam_strip_forged, the
+ * same attributes and other children, and the row still in the batch
+ * being filled.  Anything else, and the message is serialized again. */
+#define MAM_LAST_MAX 8          /* attributes, children remembered */
+static struct {
+	const struct xml_node *st, *sid;
+	unsigned long batch;            /* mam_batch_seq */
+	size_t from, pe;                /* the escaped text before the sid */
+	size_t plen;                    /* the same, not escaped */
+	unsigned nattrs, nkids;
+	const char *attr[MAM_LAST_MAX][2];
+	const struct xml_node *kid[MAM_LAST_MAX];
+} mam_last;
+
+/* Whether st is what mam_last remembers, once its stanza-id is off. */
+static int mam_last_same(const struct xml_node *st)
+{
+	unsigned n = 0;
+	if (mam_last.st != st || mam_cur == NULL ||
+	    mam_last.batch != mam_batch_seq)
+		return 0;
+	for (const struct xml_attr *a = st->attrs; a != NULL; a = a->next, n++)
+		if (n >= mam_last.nattrs || a->ns[0] != '\0' ||
+		    strcmp(a->name, mam_last.attr[n][0]) != 0 ||
+		    strcmp(a->value, mam_last.attr[n][1]) != 0)
+			return 0;
+	if (n != mam_last.nattrs)
+		return 0;
+	n = 0;
+	for (const struct xml_node *k = st->children; k != NULL;
+	     k = k->next, n++)
+		if (n >= mam_last.nkids || k != mam_last.kid[n])
+			return 0;
+	return n == mam_last.nkids;
+}
+
+/* Remember st (its stanza-id sid, the last child) for mam_last_same. */
+static void mam_last_keep(const struct xml_node *st,
+			  const struct xml_node *sid, size_t from, size_t pe,
+			  size_t plen)
+{
+	unsigned n = 0;
+	mam_last.st = NULL;
+	for (const struct xml_attr *a = st->attrs; a != NULL; a = a->next) {
+		if (n >= MAM_LAST_MAX || a->ns[0] != '\0')
+			return;
+		mam_last.attr[n][0] = a->name;
+		mam_last.attr[n++][1] = a->value;
+	}
+	mam_last.nattrs = n;
+	n = 0;
+	for (const struct xml_node *k = st->children; k != sid; k = k->next) {
+		if (n >= MAM_LAST_MAX)
+			return;
+		mam_last.kid[n++] = k;
+	}
+	mam_last.nkids = n;
+	mam_last.st = st;
+	mam_last.sid = sid;
+	mam_last.batch = mam_batch_seq;
+	mam_last.from = from;
+	mam_last.pe = pe;
+	mam_last.plen = plen;
+}
+
+/* The stanza column's element for st, whose last child is the stanza-id
+ * just stamped (sid): written as st without it, then the stanza-id and
+ * st's end tag (the same bytes as xml_serialize(st), since a child's
+ * default namespace is st's), escaped in place.  reuse: the part before
+ * the stanza-id copied from mam_last's row.  keep: remembered for the
+ * recipient's row.  0, -1 out of memory, -2 too large. */
+static int mam_put_stanza(struct worker *w, struct buf *sc, unsigned rows,
+			  struct xml_node *st, int reuse, int keep)
+{
+	struct xml_node *sid = st->last_child, *prev = NULL;
+	size_t from, pe, plen, clen = strlen(st->name) + 3, slen;
+	if (mam_elem_open(sc, rows) < 0)
+		return -1;
+	from = sc->len;
+	if (reuse) {
+		size_t n = mam_last.pe - mam_last.from;
+		if (buf_reserve(sc, n) < 0)
+			return -1;
+		memcpy(sc->data + sc->len, sc->data + mam_last.from, n);
+		sc->len += n;
+		plen = mam_last.plen;
+	} else {
+		for (struct xml_node *k = st->children; k != sid; k = k->next)
+			prev = k;
+		if (prev == NULL)
+			return -2;      /* never: a body or a hint is there */
+		prev->next = NULL;      /* the stanza-id off, for a moment */
+		st->last_child = prev;
+		int rc = xml_serialize(sc, st, NS_CLIENT);
+		prev->next = sid;
+		st->last_child = sid;
+		if (rc < 0)
+			return -2;
+		plen = sc->len - from - clen;   /* without "</message>" */
+		sc->len -= clen;
+		if (mam_escape_tail(sc, from) < 0)
+			return -1;
+	}
+	pe = sc->len;
+	if (xml_serialize(sc, sid, st->ns) < 0)
+		return -2;
+	if (buf_reserve(sc, clen) < 0)
+		return -1;
+	sc->data[sc->len++] = '<';
+	sc->data[sc->len++] = '/';
+	memcpy(sc->data + sc->len, st->name, clen - 3);
+	sc->len += clen - 3;
+	sc->data[sc->len++] = '>';
+	slen = sc->len - pe;
+	if (plen + slen > xml_out_cap(w->cfg->max_stanza_size))
+		return -2;
+	if (mam_escape_tail(sc, pe) < 0 || buf_append(sc, "\"", 1) < 0)
+		return -1;
+	if (keep)
+		mam_last_keep(st, sid, from, pe, plen);
+	return 0;
+}
+
 static void mam_drop(struct worker *w, const char *why)
 {
 	mam_dropped++;
@@ -337,10 +470,11 @@ static void mam_drop(struct worker *w, const char *why)
 static void mam_send_ready(struct worker *w);
 
 /* Queue one archive row for account bare: st serialized (jabber:client)
- * straight into the stanza column, escaped there in place. */
+ * straight into the stanza column, escaped there in place
+ * (mam_put_stanza; reuse and keep are its). */
 static void mam_add_row(struct worker *w, const char *bare, long long id,
 			const char *with_bare, const char *with_full,
-			int outgoing, const struct xml_node *st)
+			int outgoing, struct xml_node *st, int reuse, int keep)
 {
 	const char *at = strchr(bare, '@');
 	char idtext[24];
@@ -361,24 +495,18 @@ static void mam_add_row(struct worker *w, const char *bare, long long id,
 		mark[i] = b->col[i].len;
 	idlen = mam_id_text(id, idtext);
 	unsigned r = b->rows;
-	struct buf *sc = &b->col[MAM_C_STANZA];
-	size_t from;
-	const char *why = "out of memory";
+	int rc = 0;
 	if (mam_elem(&b->col[MAM_C_USER], r, bare, (size_t)(at - bare)) < 0 ||
 	    mam_elem(&b->col[MAM_C_DOMAIN], r, at + 1, strlen(at + 1)) < 0 ||
 	    mam_elem_bare(&b->col[MAM_C_ID], r, idtext, idlen) < 0 ||
 	    mam_elem(&b->col[MAM_C_WBARE], r, with_bare, strlen(with_bare)) < 0 ||
 	    mam_elem(&b->col[MAM_C_WFULL], r, with_full, strlen(with_full)) < 0 ||
 	    mam_elem_bare(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
-	    mam_elem_open(sc, r) < 0 ||
-	    (from = sc->len,
-	     (xml_serialize(sc, st, NS_CLIENT) < 0 ||
-	      sc->len - from > xml_out_cap(w->cfg->max_stanza_size)) &&
-	     (why = "too large")) ||
-	    mam_escape_tail(sc, from) < 0 || buf_append(sc, "\"", 1) < 0) {
+	    (rc = mam_put_stanza(w, &b->col[MAM_C_STANZA], r, st, reuse,
+				 keep)) < 0) {
 		for (int i = 0; i < MAM_NCOLS; i++)
 			b->col[i].len = mark[i];    /* the row, undone */
-		mam_drop(w, why);
+		mam_drop(w, rc == -2 ? "too large" : "out of memory");
 		return;
 	}
 	b->rows++;
@@ -497,10 +625,12 @@ static struct arena *mam_arena(void)
 }
 
 /* XEP-0359 section 4: a stanza-id claiming to be by one of our JIDs was
- * not put there by us: removed. */
-static void mam_strip_forged(struct worker *w, struct xml_node *st)
+ * not put there by us: removed.  1 when what was removed is
+ * mam_last.sid, and nothing else. */
+static int mam_strip_forged(struct worker *w, struct xml_node *st)
 {
 	struct xml_node *prev = NULL, *n = st->children;
+	int last = 0, other = 0;
 	while (n != NULL) {
 		struct xml_node *next = n->next;
 		const char *by, *error;
@@ -515,6 +645,10 @@ static void mam_strip_forged(struct worker *w, struct xml_node *st)
 				st->children = next;
 			if (st->last_child == n)
 				st->last_child = prev;
+			if (n == mam_last.sid)
+				last = 1;
+			else
+				other = 1;
 			log_debug("archive: stanza-id by '%s' removed",
 				  by ? by : "");
 		} else {
@@ -522,6 +656,7 @@ static void mam_strip_forged(struct worker *w, struct xml_node *st)
 		}
 		n = next;
 	}
+	return last && !other;
 }
 
 /* The bare part of jid in the scratch arena. */
@@ -555,6 +690,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	struct jid j;
 	if (strcmp(st->name, "message") != 0)
 		return 0;
+	mam_last.st = NULL;
 	mam_strip_forged(c->w, st);
 	if (!mam_archivable(st))
 		return 0;
@@ -577,7 +713,8 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	long long id = mam_next_id(c->w);
 	if (mam_stamp(c->w, st, id, own) < 0)
 		return 0;
-	mam_add_row(c->w, own, id, with_bare, to, 1, st);
+	mam_add_row(c->w, own, id, with_bare, to, 1, st, 0,
+		    strcmp(st->ns, NS_CLIENT) == 0);
 	return 0;
 }
 
@@ -585,7 +722,8 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
-	mam_strip_forged(w, st);
+	int reuse = mam_strip_forged(w, st) && mam_last_same(st);
+	mam_last.st = NULL;
 	const char *from = xml_attr(st, "from");
 	if (from == NULL || !mam_archivable(st))
 		return;
@@ -593,7 +731,7 @@ static void mam_to_account(struct worker *w, struct xml_node *st,
 	const char *with_bare = mam_bare_of(from);
 	if (with_bare == NULL || mam_stamp(w, st, id, bare) < 0)
 		return;
-	mam_add_row(w, bare, id, with_bare, from, 0, st);
+	mam_add_row(w, bare, id, with_bare, from, 0, st, reuse, 0);
 }
 
 /* ---- retention ------------------------------------------------------ */
@@ -653,6 +791,8 @@ static int mam_expire(struct worker *w, int64_t now)
 
 static int mam_loop_turn(struct worker *w, int64_t now)
 {
+	mam_last.st = NULL;
+	mam_last.sid = NULL;
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
 	/* what this turn archived goes now, unless a batch is already
