@@ -29,9 +29,10 @@
  * Writes are batched: rows are queued in the worker (column arrays of one
  * INSERT ... SELECT FROM unnest(...)), a batch goes to PostgreSQL when it
  * has mam.batch_rows rows or 256 KB of stanzas, or at the end of the loop
- * turn, one at a time on the worker's pipelined link (an archive query
- * sends what waits first, so it sees what this worker archived before
- * it); a message is never held for its archive row.  The database
+ * turn once its first row has waited MAM_HOLD_MS (10 ms), one at a time
+ * on the worker's pipelined link (an archive query sends what waits
+ * first, so it sees what this worker archived before it); a message is
+ * never held for its archive row.  The database
  * applies the account's preferences and blocklist in that statement (a
  * stanza-id is stamped whether or not the preferences keep the row; the
  * id is never reused).
@@ -73,6 +74,15 @@ extern const struct ext mam_ext;
  * on the worker's pipeline stays short, so the queries behind it
  * (logins, offline storage) do not wait long. */
 #define MAM_BATCH_BYTES (256 * 1024)
+/* The batch being filled goes at the end of a loop turn once its first
+ * row has waited this long (or at once while the worker stops), not at
+ * the end of every turn: at a few thousand messages a second a
+ * statement then carries tens of rows instead of a handful, and the
+ * statement's own cost (planning in PostgreSQL; the send, the answer
+ * and their system calls in the worker) is shared by that many.  A
+ * query sends what waits first, so its own worker's rows are always
+ * seen; another worker's may be seen this much later. */
+#define MAM_HOLD_MS 10
 #define MAM_EXPIRE_ROWS 1000            /* rows per expiry statement */
 #define MAM_EXPIRE_EVERY_MS 60000       /* when nothing was left */
 #define MAM_EXPIRE_AGAIN_MS 100         /* when a full batch went */
@@ -209,6 +219,7 @@ static int mam_scratch_ready;
  * batch (at 4,000 msg/s a batch is sent every loop turn). */
 static struct mam_batch *mam_spare;
 static unsigned long mam_batch_seq;         /* of mam_cur */
+static int64_t mam_cur_since;               /* mam_cur's first row */
 
 static void mam_batch_free(struct mam_batch *b)
 {
@@ -529,7 +540,8 @@ static void mam_add_row(struct worker *w, const char *bare,
 		mam_drop(w, rc == -2 ? "too large" : "out of memory");
 		return;
 	}
-	b->rows++;
+	if (b->rows++ == 0)
+		mam_cur_since = w->now_ms;
 	mam_held++;
 	if (b->rows >= w->cfg->mam_batch_rows ||
 	    b->col[MAM_C_STANZA].len >= MAM_BATCH_BYTES) {
@@ -818,13 +830,19 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 	mam_last.sid = NULL;
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
-	/* what this turn archived goes now, unless a batch is already
-	 * waiting (the link is down or the last batch not answered yet):
-	 * then this one grows up to its size */
+	/* what was archived goes once its first row waited MAM_HOLD_MS,
+	 * unless a batch is already waiting (the link is down or the last
+	 * batch not answered yet): then this one grows up to its size */
+	int hold = -1;
 	if (mam_cur != NULL && mam_cur->rows > 0 && mam_ready == NULL &&
 	    mam_inflight < MAM_INFLIGHT) {
-		mam_ready_push(mam_cur, 0);
-		mam_cur = NULL;
+		int64_t age = now - mam_cur_since;
+		if (age >= MAM_HOLD_MS || age < 0 || w->stopping) {
+			mam_ready_push(mam_cur, 0);
+			mam_cur = NULL;
+		} else {
+			hold = (int)(MAM_HOLD_MS - age);
+		}
 	}
 	mam_send_ready(w);
 	METRIC_SET(w->stats->mam_waiting, mam_held);
@@ -835,7 +853,8 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 			 "(mam.queue_rows = %u)", mam_held,
 			 w->cfg->mam_queue_rows);
 	}
-	return mam_expire(w, now);
+	int d = mam_expire(w, now);
+	return hold >= 0 && (d < 0 || hold < d) ? hold : d;
 }
 
 static int mam_busy(struct worker *w)
