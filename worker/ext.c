@@ -108,6 +108,7 @@ int ext_init(const char **error_r)
 		if (e->message_delivered != NULL)
 			ext_hooks.delivered_flags |= e->delivered_flags;
 		EXT_ADD(client_element);
+		EXT_ADD(message_text);
 	}
 	return 0;
 }

@@ -210,6 +210,13 @@ struct ext {
 	 * extension set its filter bit (ext_filter()).  CSI: the client is
 	 * awake, what was held goes out first. */
 	void (*client_element)(struct conn *c, const struct xml_node *n);
+	/* The text of message st exactly as xml_serialize(st, NS_CLIENT)
+	 * writes it, when the extension wrote those bytes a moment ago
+	 * (MAM's archive row, in message_to_account) and st has not
+	 * changed since, else NULL; valid until the extension's next
+	 * hook.  route.c copies it instead of serializing st again. */
+	const char *(*message_text)(const struct xml_node *st,
+				    size_t *len_r);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -250,6 +257,8 @@ struct ext_hooks {
 	unsigned n_message_delivered, n_client_element;
 	struct ext_hook message_delivered[EXT_MAX],
 		client_element[EXT_MAX];
+	unsigned n_message_text;
+	struct ext_hook message_text[EXT_MAX];
 	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
@@ -401,6 +410,19 @@ static inline void ext_client_element(struct conn *c,
 	for (unsigned i = 0; i < ext_hooks.n_client_element; i++)
 		if (c->ext_filter & ext_hooks.client_element[i].bit)
 			ext_hooks.client_element[i].e->client_element(c, n);
+}
+
+/* st serialized by an extension a moment ago (message_text), or NULL. */
+static inline const char *ext_message_text(const struct xml_node *st,
+					   size_t *len_r)
+{
+	for (unsigned i = 0; i < ext_hooks.n_message_text; i++) {
+		const char *t = ext_hooks.message_text[i].e->message_text(st,
+									  len_r);
+		if (t != NULL)
+			return t;
+	}
+	return NULL;
 }
 
 /* The extension that takes first-level elements of namespace

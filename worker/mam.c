@@ -366,65 +366,97 @@ static int mam_elem_bare(struct buf *col, unsigned rows, const char *s,
  * same attributes and other children, and the row still in the batch
  * being filled.  Anything else, and the message is serialized again. */
 #define MAM_LAST_MAX 8          /* attributes, children remembered */
-static struct {
+/* What a message looked like: its attributes and its children but sid. */
+struct mam_seen {
 	const struct xml_node *st, *sid;
-	unsigned long batch;            /* mam_batch_seq */
-	size_t from, pe;                /* the escaped text before the sid */
-	size_t plen;                    /* the same, not escaped */
 	unsigned nattrs, nkids;
 	const char *attr[MAM_LAST_MAX][2];
 	const struct xml_node *kid[MAM_LAST_MAX];
+};
+static struct {
+	struct mam_seen seen;
+	unsigned long batch;            /* mam_batch_seq */
+	size_t from, pe;                /* the escaped text before the sid */
+	size_t plen;                    /* the same, not escaped */
 } mam_last;
+/* The recipient's row just written, when its text needed no escaping:
+ * the bytes route.c would write for delivery (mam_message_text). */
+static struct {
+	struct mam_seen seen;
+	unsigned long batch;
+	size_t from, len;
+} mam_text;
 
-/* Whether st is what mam_last remembers, once its stanza-id is off. */
-static int mam_last_same(const struct xml_node *st)
+/* Whether st looks as m remembers it: with its stanza-id m->sid as the
+ * last child (with_sid), or without it. */
+static int mam_seen_same(const struct mam_seen *m,
+			 const struct xml_node *st, int with_sid)
 {
 	unsigned n = 0;
-	if (mam_last.st != st || mam_cur == NULL ||
-	    mam_last.batch != mam_batch_seq)
+	if (m->st != st)
 		return 0;
 	for (const struct xml_attr *a = st->attrs; a != NULL; a = a->next, n++)
-		if (n >= mam_last.nattrs || a->ns[0] != '\0' ||
-		    strcmp(a->name, mam_last.attr[n][0]) != 0 ||
-		    strcmp(a->value, mam_last.attr[n][1]) != 0)
+		if (n >= m->nattrs || a->ns[0] != '\0' ||
+		    strcmp(a->name, m->attr[n][0]) != 0 ||
+		    strcmp(a->value, m->attr[n][1]) != 0)
 			return 0;
-	if (n != mam_last.nattrs)
+	if (n != m->nattrs)
 		return 0;
 	n = 0;
-	for (const struct xml_node *k = st->children; k != NULL;
-	     k = k->next, n++)
-		if (n >= mam_last.nkids || k != mam_last.kid[n])
+	const struct xml_node *k = st->children;
+	for (; k != NULL && n < m->nkids; k = k->next, n++)
+		if (k != m->kid[n])
 			return 0;
-	return n == mam_last.nkids;
+	if (n != m->nkids)
+		return 0;
+	if (with_sid)
+		return k == m->sid && k->next == NULL;
+	return k == NULL;
 }
 
-/* Remember st (its stanza-id sid, the last child) for mam_last_same. */
-static void mam_last_keep(const struct xml_node *st,
-			  const struct xml_node *sid, size_t from, size_t pe,
-			  size_t plen)
+/* Remember st (its stanza-id sid, the last child) in m; m->st NULL when
+ * it has too many attributes or children to remember. */
+static void mam_seen_keep(struct mam_seen *m, const struct xml_node *st,
+			  const struct xml_node *sid)
 {
 	unsigned n = 0;
-	mam_last.st = NULL;
+	m->st = NULL;
 	for (const struct xml_attr *a = st->attrs; a != NULL; a = a->next) {
 		if (n >= MAM_LAST_MAX || a->ns[0] != '\0')
 			return;
-		mam_last.attr[n][0] = a->name;
-		mam_last.attr[n++][1] = a->value;
+		m->attr[n][0] = a->name;
+		m->attr[n++][1] = a->value;
 	}
-	mam_last.nattrs = n;
+	m->nattrs = n;
 	n = 0;
 	for (const struct xml_node *k = st->children; k != sid; k = k->next) {
 		if (n >= MAM_LAST_MAX)
 			return;
-		mam_last.kid[n++] = k;
+		m->kid[n++] = k;
 	}
-	mam_last.nkids = n;
-	mam_last.st = st;
-	mam_last.sid = sid;
-	mam_last.batch = mam_batch_seq;
-	mam_last.from = from;
-	mam_last.pe = pe;
-	mam_last.plen = plen;
+	m->nkids = n;
+	m->st = st;
+	m->sid = sid;
+}
+
+/* Whether st is what mam_last remembers, once its stanza-id is off. */
+static int mam_last_same(const struct xml_node *st)
+{
+	return mam_cur != NULL && mam_last.batch == mam_batch_seq &&
+	       mam_seen_same(&mam_last.seen, st, 0);
+}
+
+/* ext.h message_text: the recipient's row of st, if st is unchanged
+ * and the row still in the batch being filled. */
+static const char *mam_message_text(const struct xml_node *st,
+				    size_t *len_r)
+{
+	if (mam_text.seen.st != st || mam_cur == NULL ||
+	    mam_text.batch != mam_batch_seq ||
+	    !mam_seen_same(&mam_text.seen, st, 1))
+		return NULL;
+	*len_r = mam_text.len;
+	return mam_cur->col[MAM_C_STANZA].data + mam_text.from;
 }
 
 /* The stanza column's element for st, whose last child is the stanza-id
@@ -432,9 +464,10 @@ static void mam_last_keep(const struct xml_node *st,
  * st's end tag (the same bytes as xml_serialize(st), since a child's
  * default namespace is st's), escaped in place.  reuse: the part before
  * the stanza-id copied from mam_last's row.  keep: remembered for the
- * recipient's row.  0, -1 out of memory, -2 too large. */
+ * recipient's row; text: remembered for route.c (mam_text) when it
+ * needed no escaping.  0, -1 out of memory, -2 too large. */
 static int mam_put_stanza(struct worker *w, struct buf *sc, unsigned rows,
-			  struct xml_node *st, int reuse, int keep)
+			  struct xml_node *st, int reuse, int keep, int text)
 {
 	struct xml_node *sid = st->last_child, *prev = NULL;
 	size_t from, pe, plen, clen = strlen(st->name) + 3, slen;
@@ -478,10 +511,24 @@ static int mam_put_stanza(struct worker *w, struct buf *sc, unsigned rows,
 	slen = sc->len - pe;
 	if (plen + slen > xml_out_cap(w->cfg->max_stanza_size))
 		return -2;
-	if (mam_escape_tail(sc, pe) < 0 || buf_append(sc, "\"", 1) < 0)
+	if (mam_escape_tail(sc, pe) < 0)
 		return -1;
-	if (keep)
-		mam_last_keep(st, sid, from, pe, plen);
+	size_t len = sc->len - from;
+	if (buf_append(sc, "\"", 1) < 0)
+		return -1;
+	if (keep) {
+		mam_seen_keep(&mam_last.seen, st, sid);
+		mam_last.batch = mam_batch_seq;
+		mam_last.from = from;
+		mam_last.pe = pe;
+		mam_last.plen = plen;
+	}
+	if (text && len == plen + slen) {       /* nothing escaped */
+		mam_seen_keep(&mam_text.seen, st, sid);
+		mam_text.batch = mam_batch_seq;
+		mam_text.from = from;
+		mam_text.len = len;
+	}
 	return 0;
 }
 
@@ -504,7 +551,8 @@ static void mam_send_ready(struct worker *w);
 
 /* Queue one archive row for account bare: st serialized (jabber:client)
  * straight into the stanza column, escaped there in place
- * (mam_put_stanza; reuse and keep are its). */
+ * (mam_put_stanza; reuse and keep are its; a recipient's row is
+ * offered to route.c as the delivery text, mam_message_text). */
 static void mam_add_row(struct worker *w, const char *bare,
 			const char *idtext, size_t idlen,
 			const char *with_bare, const char *with_full,
@@ -534,7 +582,7 @@ static void mam_add_row(struct worker *w, const char *bare,
 	    mam_elem(&b->col[MAM_C_WFULL], r, with_full, strlen(with_full)) < 0 ||
 	    mam_elem_bare(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
 	    (rc = mam_put_stanza(w, &b->col[MAM_C_STANZA], r, st, reuse,
-				 keep)) < 0) {
+				 keep, !outgoing)) < 0) {
 		for (int i = 0; i < MAM_NCOLS; i++)
 			b->col[i].len = mark[i];    /* the row, undone */
 		mam_drop(w, rc == -2 ? "too large" : "out of memory");
@@ -658,17 +706,19 @@ static struct arena *mam_arena(void)
 
 /* XEP-0359 section 4: a stanza-id claiming to be by one of our JIDs was
  * not put there by us: removed.  1 when what was removed is
- * mam_last.sid, and nothing else. */
+ * mam_last.seen.sid, and nothing else. */
 static int mam_strip_forged(struct worker *w, struct xml_node *st)
 {
 	struct xml_node *prev = NULL, *n = st->children;
 	int last = 0, other = 0;
 	while (n != NULL) {
 		struct xml_node *next = n->next;
-		const char *by, *error;
+		const char *by = NULL, *error;
 		struct jid j;
+		/* (ours, stamped by mam_stanza_in: by one of our accounts,
+		 * known without parsing it again) */
 		if (n->name != NULL && xml_is(n, NS_SID, "stanza-id") &&
-		    ((by = xml_attr(n, "by")) == NULL ||
+		    (n == mam_last.seen.sid || (by = xml_attr(n, "by")) == NULL ||
 		     jid_parse(mam_arena(), by, &j, &error) < 0 ||
 		     stream_hosted(w, j.domain))) {
 			if (prev != NULL)
@@ -677,12 +727,13 @@ static int mam_strip_forged(struct worker *w, struct xml_node *st)
 				st->children = next;
 			if (st->last_child == n)
 				st->last_child = prev;
-			if (n == mam_last.sid)
+			if (n == mam_last.seen.sid) {
 				last = 1;
-			else
+			} else {
 				other = 1;
-			log_debug("archive: stanza-id by '%s' removed",
-				  by ? by : "");
+				log_debug("archive: stanza-id by '%s' removed",
+					  by ? by : "");
+			}
 		} else {
 			prev = n;
 		}
@@ -722,7 +773,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	struct jid j;
 	if (strcmp(st->name, "message") != 0)
 		return 0;
-	mam_last.st = NULL;
+	mam_last.seen.st = NULL;
 	mam_strip_forged(c->w, st);
 	if (!mam_archivable(st))
 		return 0;
@@ -756,7 +807,8 @@ static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
 	int reuse = mam_strip_forged(w, st) && mam_last_same(st);
-	mam_last.st = NULL;
+	mam_last.seen.st = NULL;
+	mam_text.seen.st = NULL;
 	const char *from = xml_attr(st, "from");
 	if (from == NULL || !mam_archivable(st))
 		return;
@@ -826,8 +878,9 @@ static int mam_expire(struct worker *w, int64_t now)
 
 static int mam_loop_turn(struct worker *w, int64_t now)
 {
-	mam_last.st = NULL;
-	mam_last.sid = NULL;
+	mam_last.seen.st = NULL;
+	mam_last.seen.sid = NULL;
+	mam_text.seen.st = NULL;
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
 	/* what was archived goes once its first row waited MAM_HOLD_MS,
@@ -1070,4 +1123,5 @@ const struct ext mam_ext = {
 	.loop_turn = mam_loop_turn,
 	.busy = mam_busy,
 	.account_features = mam_features,
+	.message_text = mam_message_text,
 };
