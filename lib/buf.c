@@ -18,7 +18,7 @@ void buf_init(struct buf *b, size_t max)
 	b->max = max;
 }
 
-static int buf_reserve(struct buf *b, size_t n)
+int buf_reserve(struct buf *b, size_t n)
 {
 	size_t used = buf_used(b);
 	if (b->max != 0 && used + n > b->max)

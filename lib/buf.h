@@ -20,6 +20,8 @@ struct buf {
 
 void buf_init(struct buf *b, size_t max);
 int buf_append(struct buf *b, const void *data, size_t n);
+/* Room for n more bytes after len (0, or -1 as buf_append). */
+int buf_reserve(struct buf *b, size_t n);
 int buf_appendf(struct buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static inline size_t buf_used(const struct buf *b) { return b->len - b->off; }

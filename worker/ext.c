@@ -109,6 +109,7 @@ int ext_init(const char **error_r)
 			ext_hooks.delivered_flags |= e->delivered_flags;
 		EXT_ADD(client_element);
 		EXT_ADD(session_leaving);
+		EXT_ADD(message_text);
 	}
 	return 0;
 }

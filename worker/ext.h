@@ -223,6 +223,13 @@ struct ext {
 	 * detached) may end one of them and take it out of the session
 	 * table.  1 when it did (the bind is tried again), else 0. */
 	int (*make_room)(struct conn *c);
+	/* The text of message st exactly as xml_serialize(st, NS_CLIENT)
+	 * writes it, when the extension wrote those bytes a moment ago
+	 * (MAM's archive row, in message_to_account) and st has not
+	 * changed since, else NULL; valid until the extension's next
+	 * hook.  route.c copies it instead of serializing st again. */
+	const char *(*message_text)(const struct xml_node *st,
+				    size_t *len_r);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -265,6 +272,8 @@ struct ext_hooks {
 		client_element[EXT_MAX];
 	unsigned n_session_leaving;
 	struct ext_hook session_leaving[EXT_MAX];
+	unsigned n_message_text;
+	struct ext_hook message_text[EXT_MAX];
 	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
@@ -418,6 +427,19 @@ static inline void ext_client_element(struct conn *c,
 	for (unsigned i = 0; i < ext_hooks.n_client_element; i++)
 		if (c->ext_filter & ext_hooks.client_element[i].bit)
 			ext_hooks.client_element[i].e->client_element(c, n);
+}
+
+/* st serialized by an extension a moment ago (message_text), or NULL. */
+static inline const char *ext_message_text(const struct xml_node *st,
+					   size_t *len_r)
+{
+	for (unsigned i = 0; i < ext_hooks.n_message_text; i++) {
+		const char *t = ext_hooks.message_text[i].e->message_text(st,
+									  len_r);
+		if (t != NULL)
+			return t;
+	}
+	return NULL;
 }
 
 /* The extension that takes first-level elements of namespace

@@ -30,9 +30,10 @@
  * Writes are batched: rows are queued in the worker (column arrays of one
  * INSERT ... SELECT FROM unnest(...)), a batch goes to PostgreSQL when it
  * has mam.batch_rows rows or 256 KB of stanzas, or at the end of the loop
- * turn, one at a time on the worker's pipelined link (an archive query
- * sends what waits first, so it sees what this worker archived before
- * it); a message is never held for its archive row.  The database
+ * turn once its first row has waited MAM_HOLD_MS (10 ms), one at a time
+ * on the worker's pipelined link (an archive query sends what waits
+ * first, so it sees what this worker archived before it); a message is
+ * never held for its archive row.  The database
  * applies the account's preferences and blocklist in that statement (a
  * stanza-id is stamped whether or not the preferences keep the row; the
  * id is never reused).
@@ -77,6 +78,15 @@ extern const struct ext mam_ext;
  * on the worker's pipeline stays short, so the queries behind it
  * (logins, offline storage) do not wait long. */
 #define MAM_BATCH_BYTES (256 * 1024)
+/* The batch being filled goes at the end of a loop turn once its first
+ * row has waited this long (or at once while the worker stops), not at
+ * the end of every turn: at a few thousand messages a second a
+ * statement then carries tens of rows instead of a handful, and the
+ * statement's own cost (planning in PostgreSQL; the send, the answer
+ * and their system calls in the worker) is shared by that many.  A
+ * query sends what waits first, so its own worker's rows are always
+ * seen; another worker's may be seen this much later. */
+#define MAM_HOLD_MS 10
 #define MAM_EXPIRE_ROWS 1000            /* rows per expiry statement */
 #define MAM_EXPIRE_EVERY_MS 60000       /* when nothing was left */
 #define MAM_EXPIRE_AGAIN_MS 100         /* when a full batch went */
@@ -113,6 +123,40 @@ static long long mam_next_id(const struct worker *w)
 	       mam_counter;
 }
 
+/* id as decimal text into buf (at least 21 bytes), NUL-terminated;
+ * its length.  By hand, two digits a step: snprintf was a tenth of the
+ * archive's cost. */
+static size_t mam_id_text(long long id, char *buf)
+{
+	static const char digits[] =
+		"00010203040506070809101112131415161718192021222324252627282930"
+		"31323334353637383940414243444546474849505152535455565758596061"
+		"62636465666768697071727374757677787980818283848586878889909192"
+		"93949596979899";
+	char tmp[24], *p = tmp + sizeof(tmp);
+	unsigned long long v = (unsigned long long)id;
+	if (id < 0)
+		v = 0 - v;
+	while (v >= 100) {
+		unsigned k = (unsigned)(v % 100) * 2;
+		v /= 100;
+		*--p = digits[k + 1];
+		*--p = digits[k];
+	}
+	if (v >= 10) {
+		*--p = digits[v * 2 + 1];
+		*--p = digits[v * 2];
+	} else {
+		*--p = (char)('0' + v);
+	}
+	if (id < 0)
+		*--p = '-';
+	size_t n = (size_t)(tmp + sizeof(tmp) - p);
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	return n;
+}
+
 void mam_id_stamp(long long id, char *buf, size_t size)
 {
 	long long ms = id >> MAM_ID_MS_SHIFT;
@@ -140,22 +184,30 @@ struct mam_batch {
 	int closed;             /* "}" and NUL appended */
 };
 
+/* The account's id by a scalar subquery, an index probe per row (a join
+ * was planned as a hash of the whole accounts table per batch), behind
+ * OFFSET 0 so that it is evaluated once per row; the roster rule the
+ * same way (an EXISTS there was planned as a hash of every listed roster
+ * item).  Planning is most of the statement's cost at a few rows. */
 static const char mam_insert_sql[] =
 	"INSERT INTO mam_messages (account_id, id, with_bare, with_full, "
-	"outgoing, stanza) SELECT a.id, r.id, r.wb, r.wf, r.o, r.s "
+	"outgoing, stanza) SELECT r.a, r.id, r.wb, r.wf, r.o, r.s "
+	"FROM (SELECT (SELECT a.id FROM accounts a WHERE a.username = r.u "
+	"AND a.domain = r.d) AS a, r.id, r.wb, r.wf, r.o, r.s "
 	"FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], "
 	"$5::text[], $6::boolean[], $7::text[]) AS r(u, d, id, wb, wf, o, s) "
-	"JOIN accounts a ON a.username = r.u AND a.domain = r.d "
-	"LEFT JOIN mam_prefs p ON p.account_id = a.id "
-	"WHERE (r.o OR NOT EXISTS (SELECT 1 FROM blocklist b WHERE "
-	"b.account_id = a.id AND b.jid IN (r.wf, r.wb, "
+	"OFFSET 0) r "
+	"LEFT JOIN mam_prefs p ON p.account_id = r.a "
+	"WHERE r.a IS NOT NULL "
+	"AND (r.o OR NOT EXISTS (SELECT 1 FROM blocklist b WHERE "
+	"b.account_id = r.a AND b.jid IN (r.wf, r.wb, "
 	"split_part(r.wb, '@', 2)))) "
 	"AND (p.account_id IS NULL OR (NOT (r.wb = ANY(p.never) OR "
 	"r.wf = ANY(p.never)) AND (r.wb = ANY(p.always) OR "
 	"r.wf = ANY(p.always) OR p.default_mode = 'always' OR "
-	"(p.default_mode = 'roster' AND EXISTS (SELECT 1 FROM roster_items i "
-	"WHERE i.account_id = a.id AND i.contact = r.wb AND i.listed AND "
-	"NOT i.removed))))) "
+	"(p.default_mode = 'roster' AND COALESCE((SELECT i.listed AND "
+	"NOT i.removed FROM roster_items i WHERE i.account_id = r.a AND "
+	"i.contact = r.wb), false))))) "
 	"ON CONFLICT DO NOTHING";
 
 static struct mam_batch *mam_cur;           /* being filled */
@@ -166,9 +218,26 @@ static unsigned long mam_dropped;           /* since the last log line */
 static int64_t mam_dropped_logged_ms, mam_waiting_logged_ms;
 static struct arena mam_scratch;            /* stanza-ids, one turn */
 static int mam_scratch_ready;
+/* One answered batch kept, its columns emptied but not their memory,
+ * for the next one: no growing and copying the columns again for every
+ * batch (at 4,000 msg/s a batch is sent every loop turn). */
+static struct mam_batch *mam_spare;
+static unsigned long mam_batch_seq;         /* of mam_cur */
+static int64_t mam_cur_since;               /* mam_cur's first row */
 
 static void mam_batch_free(struct mam_batch *b)
 {
+	if (mam_spare == NULL) {
+		for (int i = 0; i < MAM_NCOLS; i++) {
+			b->col[i].off = 0;
+			b->col[i].len = 1;          /* the "{" stays */
+		}
+		b->rows = 0;
+		b->closed = 0;
+		b->next = NULL;
+		mam_spare = b;
+		return;
+	}
 	for (int i = 0; i < MAM_NCOLS; i++)
 		buf_free(&b->col[i]);
 	free(b);
@@ -176,14 +245,22 @@ static void mam_batch_free(struct mam_batch *b)
 
 static struct mam_batch *mam_batch_new(struct worker *w)
 {
-	struct mam_batch *b = calloc(1, sizeof(*b));
-	if (b == NULL)
+	struct mam_batch *b = mam_spare;
+	mam_batch_seq++;
+	if (b != NULL) {
+		mam_spare = NULL;
+		b->w = w;
+		return b;
+	}
+	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->w = w;
 	for (int i = 0; i < MAM_NCOLS; i++) {
 		buf_init(&b->col[i], 0);
 		if (buf_append(&b->col[i], "{", 1) < 0) {
-			mam_batch_free(b);
+			for (int j = 0; j <= i; j++)
+				buf_free(&b->col[j]);
+			free(b);
 			return NULL;
 		}
 	}
@@ -207,24 +284,256 @@ static void mam_ready_push(struct mam_batch *b, int front)
 	mam_ready_tail = b;
 }
 
+/* The first " or \ in [p, end), or NULL. */
+static const char *mam_special(const char *p, const char *end)
+{
+	const char *q = memchr(p, '"', (size_t)(end - p));
+	const char *b = memchr(p, '\\', (size_t)((q ? q : end) - p));
+	return b != NULL ? b : q;
+}
+
+/* The bytes of col from 'from' to its end, made the inside of a quoted
+ * array element: " and \ escaped with \, in place (memchr finds none
+ * in most stanzas, and then nothing moves). */
+static int mam_escape_tail(struct buf *col, size_t from)
+{
+	const char *end = col->data + col->len;
+	size_t k = 0;
+	for (const char *p = col->data + from;
+	     (p = mam_special(p, end)) != NULL; p++)
+		k++;
+	if (k == 0)
+		return 0;
+	if (buf_reserve(col, k) < 0)
+		return -1;
+	char *src = col->data + col->len, *dst = src + k;
+	col->len += k;
+	while (dst > src) {     /* back to front, until the first one */
+		char ch = *--src;
+		*--dst = ch;
+		if (ch == '"' || ch == '\\')
+			*--dst = '\\';
+	}
+	return 0;
+}
+
+/* Opens an element of an array literal: "," unless first, and '"'. */
+static int mam_elem_open(struct buf *col, unsigned rows)
+{
+	if (buf_reserve(col, 2) < 0)
+		return -1;
+	if (rows > 0)
+		col->data[col->len++] = ',';
+	col->data[col->len++] = '"';
+	return 0;
+}
+
 /* One element of an array literal: quoted, with " and \ escaped. */
 static int mam_elem(struct buf *col, unsigned rows, const char *s, size_t n)
 {
-	if (rows > 0 && buf_append(col, ",", 1) < 0)
+	if (buf_reserve(col, n + 3) < 0)
 		return -1;
-	if (buf_append(col, "\"", 1) < 0)
+	if (rows > 0)
+		col->data[col->len++] = ',';
+	col->data[col->len++] = '"';
+	size_t from = col->len;
+	memcpy(col->data + col->len, s, n);
+	col->len += n;
+	if (mam_escape_tail(col, from) < 0 || buf_reserve(col, 1) < 0)
 		return -1;
-	const char *start = s, *end = s + n;
-	for (const char *p = s; p < end; p++) {
-		if (*p != '"' && *p != '\\')
-			continue;
-		if (buf_append(col, start, (size_t)(p - start)) < 0 ||
-		    buf_append(col, "\\", 1) < 0)
-			return -1;
-		start = p;
+	col->data[col->len++] = '"';
+	return 0;
+}
+
+/* An element that needs no quoting (a number, t or f). */
+static int mam_elem_bare(struct buf *col, unsigned rows, const char *s,
+			 size_t n)
+{
+	if (buf_reserve(col, n + 1) < 0)
+		return -1;
+	if (rows > 0)
+		col->data[col->len++] = ',';
+	memcpy(col->data + col->len, s, n);
+	col->len += n;
+	return 0;
+}
+
+/* A message is archived twice, for its sender (mam_stanza_in) and for
+ * its recipient (mam_to_account, later in the same call chain), and the
+ * two texts differ only in their last child, the stanza-id.  The
+ * sender's row is written as the message without its stanza-id, then
+ * the stanza-id and the end tag; what it wrote before the stanza-id is
+ * remembered here, with what the message looked like, and the
+ * recipient's row copies those bytes instead of serializing the
+ * message again when the message is still the same: the same node,
+ * its stanza-id (and nothing else) taken off by mam_strip_forged, the
+ * same attributes and other children, and the row still in the batch
+ * being filled.  Anything else, and the message is serialized again. */
+#define MAM_LAST_MAX 8          /* attributes, children remembered */
+/* What a message looked like: its attributes and its children but sid. */
+struct mam_seen {
+	const struct xml_node *st, *sid;
+	unsigned nattrs, nkids;
+	const char *attr[MAM_LAST_MAX][2];
+	const struct xml_node *kid[MAM_LAST_MAX];
+};
+static struct {
+	struct mam_seen seen;
+	unsigned long batch;            /* mam_batch_seq */
+	size_t from, pe;                /* the escaped text before the sid */
+	size_t plen;                    /* the same, not escaped */
+} mam_last;
+/* The recipient's row just written, when its text needed no escaping:
+ * the bytes route.c would write for delivery (mam_message_text). */
+static struct {
+	struct mam_seen seen;
+	unsigned long batch;
+	size_t from, len;
+} mam_text;
+
+/* Whether st looks as m remembers it: with its stanza-id m->sid as the
+ * last child (with_sid), or without it. */
+static int mam_seen_same(const struct mam_seen *m,
+			 const struct xml_node *st, int with_sid)
+{
+	unsigned n = 0;
+	if (m->st != st)
+		return 0;
+	for (const struct xml_attr *a = st->attrs; a != NULL; a = a->next, n++)
+		if (n >= m->nattrs || a->ns[0] != '\0' ||
+		    strcmp(a->name, m->attr[n][0]) != 0 ||
+		    strcmp(a->value, m->attr[n][1]) != 0)
+			return 0;
+	if (n != m->nattrs)
+		return 0;
+	n = 0;
+	const struct xml_node *k = st->children;
+	for (; k != NULL && n < m->nkids; k = k->next, n++)
+		if (k != m->kid[n])
+			return 0;
+	if (n != m->nkids)
+		return 0;
+	if (with_sid)
+		return k == m->sid && k->next == NULL;
+	return k == NULL;
+}
+
+/* Remember st (its stanza-id sid, the last child) in m; m->st NULL when
+ * it has too many attributes or children to remember. */
+static void mam_seen_keep(struct mam_seen *m, const struct xml_node *st,
+			  const struct xml_node *sid)
+{
+	unsigned n = 0;
+	m->st = NULL;
+	for (const struct xml_attr *a = st->attrs; a != NULL; a = a->next) {
+		if (n >= MAM_LAST_MAX || a->ns[0] != '\0')
+			return;
+		m->attr[n][0] = a->name;
+		m->attr[n++][1] = a->value;
 	}
-	return buf_append(col, start, (size_t)(end - start)) < 0 ||
-	       buf_append(col, "\"", 1) < 0 ? -1 : 0;
+	m->nattrs = n;
+	n = 0;
+	for (const struct xml_node *k = st->children; k != sid; k = k->next) {
+		if (n >= MAM_LAST_MAX)
+			return;
+		m->kid[n++] = k;
+	}
+	m->nkids = n;
+	m->st = st;
+	m->sid = sid;
+}
+
+/* Whether st is what mam_last remembers, once its stanza-id is off. */
+static int mam_last_same(const struct xml_node *st)
+{
+	return mam_cur != NULL && mam_last.batch == mam_batch_seq &&
+	       mam_seen_same(&mam_last.seen, st, 0);
+}
+
+/* ext.h message_text: the recipient's row of st, if st is unchanged
+ * and the row still in the batch being filled. */
+static const char *mam_message_text(const struct xml_node *st,
+				    size_t *len_r)
+{
+	if (mam_text.seen.st != st || mam_cur == NULL ||
+	    mam_text.batch != mam_batch_seq ||
+	    !mam_seen_same(&mam_text.seen, st, 1))
+		return NULL;
+	*len_r = mam_text.len;
+	return mam_cur->col[MAM_C_STANZA].data + mam_text.from;
+}
+
+/* The stanza column's element for st, whose last child is the stanza-id
+ * just stamped (sid): written as st without it, then the stanza-id and
+ * st's end tag (the same bytes as xml_serialize(st), since a child's
+ * default namespace is st's), escaped in place.  reuse: the part before
+ * the stanza-id copied from mam_last's row.  keep: remembered for the
+ * recipient's row; text: remembered for route.c (mam_text) when it
+ * needed no escaping.  0, -1 out of memory, -2 too large. */
+static int mam_put_stanza(struct worker *w, struct buf *sc, unsigned rows,
+			  struct xml_node *st, int reuse, int keep, int text)
+{
+	struct xml_node *sid = st->last_child, *prev = NULL;
+	size_t from, pe, plen, clen = strlen(st->name) + 3, slen;
+	if (mam_elem_open(sc, rows) < 0)
+		return -1;
+	from = sc->len;
+	if (reuse) {
+		size_t n = mam_last.pe - mam_last.from;
+		if (buf_reserve(sc, n) < 0)
+			return -1;
+		memcpy(sc->data + sc->len, sc->data + mam_last.from, n);
+		sc->len += n;
+		plen = mam_last.plen;
+	} else {
+		for (struct xml_node *k = st->children; k != sid; k = k->next)
+			prev = k;
+		if (prev == NULL)
+			return -2;      /* never: a body or a hint is there */
+		prev->next = NULL;      /* the stanza-id off, for a moment */
+		st->last_child = prev;
+		int rc = xml_serialize(sc, st, NS_CLIENT);
+		prev->next = sid;
+		st->last_child = sid;
+		if (rc < 0)
+			return -2;
+		plen = sc->len - from - clen;   /* without "</message>" */
+		sc->len -= clen;
+		if (mam_escape_tail(sc, from) < 0)
+			return -1;
+	}
+	pe = sc->len;
+	if (xml_serialize(sc, sid, st->ns) < 0)
+		return -2;
+	if (buf_reserve(sc, clen) < 0)
+		return -1;
+	sc->data[sc->len++] = '<';
+	sc->data[sc->len++] = '/';
+	memcpy(sc->data + sc->len, st->name, clen - 3);
+	sc->len += clen - 3;
+	sc->data[sc->len++] = '>';
+	slen = sc->len - pe;
+	if (plen + slen > xml_out_cap(w->cfg->max_stanza_size))
+		return -2;
+	if (mam_escape_tail(sc, pe) < 0)
+		return -1;
+	size_t len = sc->len - from;
+	if (buf_append(sc, "\"", 1) < 0)
+		return -1;
+	if (keep) {
+		mam_seen_keep(&mam_last.seen, st, sid);
+		mam_last.batch = mam_batch_seq;
+		mam_last.from = from;
+		mam_last.pe = pe;
+		mam_last.plen = plen;
+	}
+	if (text && len == plen + slen) {       /* nothing escaped */
+		mam_seen_keep(&mam_text.seen, st, sid);
+		mam_text.batch = mam_batch_seq;
+		mam_text.from = from;
+		mam_text.len = len;
+	}
+	return 0;
 }
 
 static void mam_drop(struct worker *w, const char *why)
@@ -244,13 +553,16 @@ static void mam_drop(struct worker *w, const char *why)
 
 static void mam_send_ready(struct worker *w);
 
-/* Queue one archive row for account bare. */
-static void mam_add_row(struct worker *w, const char *bare, long long id,
+/* Queue one archive row for account bare: st serialized (jabber:client)
+ * straight into the stanza column, escaped there in place
+ * (mam_put_stanza; reuse and keep are its; a recipient's row is
+ * offered to route.c as the delivery text, mam_message_text). */
+static void mam_add_row(struct worker *w, const char *bare,
+			const char *idtext, size_t idlen,
 			const char *with_bare, const char *with_full,
-			int outgoing, const char *text, size_t len)
+			int outgoing, struct xml_node *st, int reuse, int keep)
 {
 	const char *at = strchr(bare, '@');
-	char idtext[24];
 	if (at == NULL)
 		return;
 	if (mam_held >= w->cfg->mam_queue_rows) {
@@ -265,21 +577,23 @@ static void mam_add_row(struct worker *w, const char *bare, long long id,
 	size_t mark[MAM_NCOLS];
 	for (int i = 0; i < MAM_NCOLS; i++)
 		mark[i] = b->col[i].len;
-	snprintf(idtext, sizeof(idtext), "%lld", id);
 	unsigned r = b->rows;
+	int rc = 0;
 	if (mam_elem(&b->col[MAM_C_USER], r, bare, (size_t)(at - bare)) < 0 ||
 	    mam_elem(&b->col[MAM_C_DOMAIN], r, at + 1, strlen(at + 1)) < 0 ||
-	    mam_elem(&b->col[MAM_C_ID], r, idtext, strlen(idtext)) < 0 ||
+	    mam_elem_bare(&b->col[MAM_C_ID], r, idtext, idlen) < 0 ||
 	    mam_elem(&b->col[MAM_C_WBARE], r, with_bare, strlen(with_bare)) < 0 ||
 	    mam_elem(&b->col[MAM_C_WFULL], r, with_full, strlen(with_full)) < 0 ||
-	    mam_elem(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
-	    mam_elem(&b->col[MAM_C_STANZA], r, text, len) < 0) {
+	    mam_elem_bare(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
+	    (rc = mam_put_stanza(w, &b->col[MAM_C_STANZA], r, st, reuse,
+				 keep, !outgoing)) < 0) {
 		for (int i = 0; i < MAM_NCOLS; i++)
 			b->col[i].len = mark[i];    /* the row, undone */
-		mam_drop(w, "out of memory");
+		mam_drop(w, rc == -2 ? "too large" : "out of memory");
 		return;
 	}
-	b->rows++;
+	if (b->rows++ == 0)
+		mam_cur_since = w->now_ms;
 	mam_held++;
 	if (b->rows >= w->cfg->mam_batch_rows ||
 	    b->col[MAM_C_STANZA].len >= MAM_BATCH_BYTES) {
@@ -396,16 +710,20 @@ static struct arena *mam_arena(void)
 }
 
 /* XEP-0359 section 4: a stanza-id claiming to be by one of our JIDs was
- * not put there by us: removed. */
-static void mam_strip_forged(struct worker *w, struct xml_node *st)
+ * not put there by us: removed.  1 when what was removed is
+ * mam_last.seen.sid, and nothing else. */
+static int mam_strip_forged(struct worker *w, struct xml_node *st)
 {
 	struct xml_node *prev = NULL, *n = st->children;
+	int last = 0, other = 0;
 	while (n != NULL) {
 		struct xml_node *next = n->next;
-		const char *by, *error;
+		const char *by = NULL, *error;
 		struct jid j;
+		/* (ours, stamped by mam_stanza_in: by one of our accounts,
+		 * known without parsing it again) */
 		if (n->name != NULL && xml_is(n, NS_SID, "stanza-id") &&
-		    ((by = xml_attr(n, "by")) == NULL ||
+		    (n == mam_last.seen.sid || (by = xml_attr(n, "by")) == NULL ||
 		     jid_parse(mam_arena(), by, &j, &error) < 0 ||
 		     stream_hosted(w, j.domain))) {
 			if (prev != NULL)
@@ -414,13 +732,19 @@ static void mam_strip_forged(struct worker *w, struct xml_node *st)
 				st->children = next;
 			if (st->last_child == n)
 				st->last_child = prev;
-			log_debug("archive: stanza-id by '%s' removed",
-				  by ? by : "");
+			if (n == mam_last.seen.sid) {
+				last = 1;
+			} else {
+				other = 1;
+				log_debug("archive: stanza-id by '%s' removed",
+					  by ? by : "");
+			}
 		} else {
 			prev = n;
 		}
 		n = next;
 	}
+	return last && !other;
 }
 
 /* The bare part of jid in the scratch arena. */
@@ -429,21 +753,14 @@ static const char *mam_bare_of(const char *jid)
 	return arena_strndup(mam_arena(), jid, strcspn(jid, "/"));
 }
 
-static int mam_serialize(struct worker *w, struct buf *out,
-			 const struct xml_node *st)
-{
-	buf_init(out, xml_out_cap(w->cfg->max_stanza_size));
-	return xml_serialize(out, st, NS_CLIENT);
-}
-
 /* Add <stanza-id id by/> as st's last child (nodes in the scratch
- * arena, which lives until the end of the loop turn). */
+ * arena, which lives until the end of the loop turn); idtext is id as
+ * text, for the row too. */
 static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
-		     const char *by)
+		     const char *by, char *idtext, size_t *idlen_r)
 {
-	char idtext[24];
 	struct arena *a = mam_arena();
-	snprintf(idtext, sizeof(idtext), "%lld", id);
+	*idlen_r = mam_id_text(id, idtext);
 	struct xml_node *sid = xml_add_child(a, st, NS_SID, "stanza-id");
 	if (sid == NULL || xml_set_attr(a, sid, "id",
 					arena_strdup(a, idtext)) < 0 ||
@@ -457,11 +774,11 @@ static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
 /* Sender side: a message from one of our sessions. */
 static int mam_stanza_in(struct conn *c, struct xml_node *st)
 {
-	struct buf text;
 	const char *error;
 	struct jid j;
 	if (strcmp(st->name, "message") != 0)
 		return 0;
+	mam_last.seen.st = NULL;
 	mam_strip_forged(c->w, st);
 	if (!mam_archivable(st))
 		return 0;
@@ -481,15 +798,12 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	/* The sender's archive id on the message as it goes on, so that a
 	 * sent carbon (made after this filter) names it too; it is taken
 	 * off again before the message reaches an account of ours. */
-	long long id = mam_next_id(c->w);
-	if (mam_stamp(c->w, st, id, own) < 0)
+	char idtext[24];
+	size_t idlen;
+	if (mam_stamp(c->w, st, mam_next_id(c->w), own, idtext, &idlen) < 0)
 		return 0;
-	if (mam_serialize(c->w, &text, st) == 0)
-		mam_add_row(c->w, own, id, with_bare, to, 1, buf_head(&text),
-			    buf_used(&text));
-	else
-		mam_drop(c->w, "too large");
-	buf_free(&text);
+	mam_add_row(c->w, own, idtext, idlen, with_bare, to, 1, st, 0,
+		    strcmp(st->ns, NS_CLIENT) == 0);
 	return 0;
 }
 
@@ -497,21 +811,19 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
-	struct buf text;
-	mam_strip_forged(w, st);
+	int reuse = mam_strip_forged(w, st) && mam_last_same(st);
+	mam_last.seen.st = NULL;
+	mam_text.seen.st = NULL;
 	const char *from = xml_attr(st, "from");
 	if (from == NULL || !mam_archivable(st))
 		return;
-	long long id = mam_next_id(w);
+	char idtext[24];
+	size_t idlen;
 	const char *with_bare = mam_bare_of(from);
-	if (with_bare == NULL || mam_stamp(w, st, id, bare) < 0)
+	if (with_bare == NULL ||
+	    mam_stamp(w, st, mam_next_id(w), bare, idtext, &idlen) < 0)
 		return;
-	if (mam_serialize(w, &text, st) == 0)
-		mam_add_row(w, bare, id, with_bare, from, 0, buf_head(&text),
-			    buf_used(&text));
-	else
-		mam_drop(w, "too large");
-	buf_free(&text);
+	mam_add_row(w, bare, idtext, idlen, with_bare, from, 0, st, reuse, 0);
 }
 
 /* ---- retention ------------------------------------------------------ */
@@ -571,15 +883,24 @@ static int mam_expire(struct worker *w, int64_t now)
 
 static int mam_loop_turn(struct worker *w, int64_t now)
 {
+	mam_last.seen.st = NULL;
+	mam_last.seen.sid = NULL;
+	mam_text.seen.st = NULL;
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
-	/* what this turn archived goes now, unless a batch is already
-	 * waiting (the link is down or the last batch not answered yet):
-	 * then this one grows up to its size */
+	/* what was archived goes once its first row waited MAM_HOLD_MS,
+	 * unless a batch is already waiting (the link is down or the last
+	 * batch not answered yet): then this one grows up to its size */
+	int hold = -1;
 	if (mam_cur != NULL && mam_cur->rows > 0 && mam_ready == NULL &&
 	    mam_inflight < MAM_INFLIGHT) {
-		mam_ready_push(mam_cur, 0);
-		mam_cur = NULL;
+		int64_t age = now - mam_cur_since;
+		if (age >= MAM_HOLD_MS || age < 0 || w->stopping) {
+			mam_ready_push(mam_cur, 0);
+			mam_cur = NULL;
+		} else {
+			hold = (int)(MAM_HOLD_MS - age);
+		}
 	}
 	mam_send_ready(w);
 	METRIC_SET(w->stats->mam_waiting, mam_held);
@@ -590,7 +911,8 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 			 "(mam.queue_rows = %u)", mam_held,
 			 w->cfg->mam_queue_rows);
 	}
-	return mam_expire(w, now);
+	int d = mam_expire(w, now);
+	return hold >= 0 && (d < 0 || hold < d) ? hold : d;
 }
 
 static int mam_busy(struct worker *w)
@@ -825,4 +1147,5 @@ const struct ext mam_ext = {
 	.loop_turn = mam_loop_turn,
 	.busy = mam_busy,
 	.account_features = mam_features,
+	.message_text = mam_message_text,
 };

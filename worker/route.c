@@ -60,7 +60,11 @@ static const char *route_serialized(struct route *r, size_t *len_r)
 	if (!r->serialized) {
 		/* What the builder accepted fits (xml.h, XML_OUT_SLACK). */
 		buf_init(&r->text, xml_out_cap(r->w->cfg->max_stanza_size));
-		if (xml_serialize(&r->text, r->st, NS_CLIENT) < 0)
+		size_t n;
+		const char *t = strcmp(r->st->name, "message") == 0 ?
+				ext_message_text(r->st, &n) : NULL;
+		if (t != NULL ? buf_append(&r->text, t, n) < 0 :
+		    xml_serialize(&r->text, r->st, NS_CLIENT) < 0)
 			return NULL;
 		r->serialized = 1;
 	}
