@@ -244,6 +244,11 @@ const struct config_def config_defs[] = {
 	  100, 10000000, RELOAD, "Archived messages a worker holds while "
 	  "PostgreSQL is slow or down; beyond it new ones are not archived "
 	  "(delivered all the same; counted in the log at error level)" },
+	{ "mam.queue_bytes", CONFIG_TYPE_SIZE, OFF(mam_queue_bytes), "16M",
+	  65536, 4294967296ULL, RELOAD, "Bytes of archive rows a worker "
+	  "holds on their way to PostgreSQL (a burst of large messages, or "
+	  "PostgreSQL slow or down); beyond it new ones are not archived "
+	  "(delivered all the same; counted in the log at error level)" },
 	{ "mam.retention_days", CONFIG_TYPE_UINT, OFF(mam_retention_days),
 	  "0", 0, 36500, RELOAD, "Archived messages older than this many days "
 	  "are deleted (by worker 0, in small batches); 0 keeps them forever" },

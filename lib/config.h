@@ -108,6 +108,7 @@ struct config {
 	unsigned mam_max_page;          /* results per archive query */
 	unsigned mam_batch_rows;        /* archive rows per INSERT */
 	unsigned mam_queue_rows;        /* archive rows waiting per worker */
+	uint64_t mam_queue_bytes;       /* their bytes */
 	unsigned mam_retention_days;    /* 0: forever */
 	unsigned mam_max_prefs_jids;    /* XEP-0441 always + never JIDs */
 	unsigned csi_max_held;          /* XEP-0352 stanzas held, 0: none */

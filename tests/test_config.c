@@ -195,6 +195,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "mam.max_page", CONFIG_F_RELOADABLE },
 	{ "mam.batch_rows", CONFIG_F_RELOADABLE },
 	{ "mam.queue_rows", CONFIG_F_RELOADABLE },
+	{ "mam.queue_bytes", CONFIG_F_RELOADABLE },
 	{ "mam.retention_days", CONFIG_F_RELOADABLE },
 	{ "mam.max_prefs_jids", CONFIG_F_RELOADABLE },
 	{ "csi.max_held", CONFIG_F_RELOADABLE },

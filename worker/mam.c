@@ -42,6 +42,8 @@
  * SQL error is logged at error level with its row count and not retried:
  * it would fail again).  The rows a worker holds are bounded by
  * mam.queue_rows: past it a message is delivered but not archived, and
+ * so are their bytes, by mam.queue_bytes (a burst of large messages
+ * while the batches are written: the worker's memory stays bounded);
  * the count of those is logged at error level every 10 s.  Rows still
  * held when a worker is killed are lost (the messages were delivered);
  * a worker that stops waits for its batches up to shutdown_timeout.
@@ -181,6 +183,7 @@ struct mam_batch {
 	struct worker *w;
 	struct buf col[MAM_NCOLS];
 	unsigned rows;
+	size_t bytes;           /* the rows' bytes in the columns */
 	int closed;             /* "}" and NUL appended */
 };
 
@@ -214,6 +217,7 @@ static struct mam_batch *mam_cur;           /* being filled */
 static struct mam_batch *mam_ready, *mam_ready_tail;   /* to send */
 static unsigned mam_inflight;
 static unsigned long mam_held;              /* rows in all of them */
+static uint64_t mam_held_bytes;             /* their bytes (mam.queue_bytes) */
 static unsigned long mam_dropped;           /* since the last log line */
 static int64_t mam_dropped_logged_ms, mam_waiting_logged_ms;
 static struct arena mam_scratch;            /* stanza-ids, one turn */
@@ -227,12 +231,17 @@ static int64_t mam_cur_since;               /* mam_cur's first row */
 
 static void mam_batch_free(struct mam_batch *b)
 {
-	if (mam_spare == NULL) {
+	size_t cap = 0;
+	for (int i = 0; i < MAM_NCOLS; i++)
+		cap += b->col[i].cap;
+	/* a batch a burst of large messages grew is not kept */
+	if (mam_spare == NULL && cap <= 4 * MAM_BATCH_BYTES) {
 		for (int i = 0; i < MAM_NCOLS; i++) {
 			b->col[i].off = 0;
 			b->col[i].len = 1;          /* the "{" stays */
 		}
 		b->rows = 0;
+		b->bytes = 0;
 		b->closed = 0;
 		b->next = NULL;
 		mam_spare = b;
@@ -569,6 +578,10 @@ static void mam_add_row(struct worker *w, const char *bare,
 		mam_drop(w, "too many waiting");
 		return;
 	}
+	if (mam_held_bytes >= w->cfg->mam_queue_bytes) {
+		mam_drop(w, "mam.queue_bytes waiting");
+		return;
+	}
 	if (mam_cur == NULL && (mam_cur = mam_batch_new(w)) == NULL) {
 		mam_drop(w, "out of memory");
 		return;
@@ -595,6 +608,11 @@ static void mam_add_row(struct worker *w, const char *bare,
 	if (b->rows++ == 0)
 		mam_cur_since = w->now_ms;
 	mam_held++;
+	size_t added = 0;
+	for (int i = 0; i < MAM_NCOLS; i++)
+		added += b->col[i].len - mark[i];
+	b->bytes += added;
+	mam_held_bytes += added;
 	if (b->rows >= w->cfg->mam_batch_rows ||
 	    b->col[MAM_C_STANZA].len >= MAM_BATCH_BYTES) {
 		mam_cur = NULL;
@@ -614,6 +632,7 @@ static void mam_written(void *ctx, const PGresult *res, const char *error)
 		METRIC_ADD(w->stats->mam_archived,
 			   strtoull(PQcmdTuples((PGresult *)res), NULL, 10));
 		mam_held -= b->rows;
+		mam_held_bytes -= b->bytes;
 		METRIC_SET(w->stats->mam_waiting, mam_held);
 		mam_batch_free(b);
 		mam_send_ready(w);      /* the next one, if any waits */
@@ -625,6 +644,7 @@ static void mam_written(void *ctx, const PGresult *res, const char *error)
 			  error);
 		METRIC_ADD(w->stats->mam_dropped, b->rows);
 		mam_held -= b->rows;
+		mam_held_bytes -= b->bytes;
 		METRIC_SET(w->stats->mam_waiting, mam_held);
 		mam_batch_free(b);
 		return;
@@ -1127,7 +1147,7 @@ static const struct ext_iq mam_iqs[] = {
 	{ NULL, NULL, 0, NULL },
 };
 static const char *const mam_config[] = {
-	"mam.max_page", "mam.batch_rows", "mam.queue_rows",
+	"mam.max_page", "mam.batch_rows", "mam.queue_rows", "mam.queue_bytes",
 	"mam.retention_days", "mam.max_prefs_jids", NULL,
 };
 static const char *const mam_schema[] = { "006-mam.sql", NULL };

@@ -34,10 +34,14 @@ os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") +
 BODY = 200 * 1000           # ~200 KB per message, under max_stanza_size
 N = 80                      # 16 MB in all
 N_STOPPED = 120             # 24 MB: more than the kernel holds for a queue
-# What a sender's worker may grow by: queue.outbox_bytes (1M here), a few
-# stanzas being parsed and routed, the 4 MB quarantine and allocator
-# slack.  Without the byte bound the outbox alone held 16 MB or more.
+# What a sender's worker may grow by: queue.outbox_bytes (1M here), the
+# archive rows on their way to PostgreSQL (mam.queue_bytes, 1M here: each
+# message is archived for its sender and its recipient), a few stanzas
+# being parsed and routed, the 4 MB quarantine and allocator slack.
+# Without the byte bounds the outbox alone held 16 MB or more, and the
+# archive's batches as much again.
 MEM_BOUND_KB = 12 * 1024
+ARCHIVE_BOUND = "1M"
 _MSG = re.compile(r"<message [^>]*id='(m\d+)'[^>]*>.*?</message>", re.S)
 _BOUNCE = re.compile(r"<message [^>]*id='(m\d+)'[^>]*type='error'[^>]*>"
                      r".*?</message>", re.S)
@@ -94,6 +98,7 @@ def slow_reader(same_worker):
     with Server(workers=2, users=USERS,
                 overrides={"c2s.max_output_bytes": "256K",
                            "queue.outbox_bytes": "1M",
+                           "mam.queue_bytes": ARCHIVE_BOUND,
                            "tls.required": "no"}) as s:
         # the recipient: logged in, then it stops reading (a small
         # receive buffer, so that the server's side fills sooner)
@@ -191,6 +196,7 @@ def test_stopped_worker_outbox_bound():
     # the recipient reads; its own output bound is not what is tested
     with Server(workers=2, users=USERS,
                 overrides={"queue.outbox_bytes": "1M",
+                           "mam.queue_bytes": ARCHIVE_BOUND,
                            "c2s.max_output_bytes": "256M"}) as s:
         j = login(s, "juliet", "rcv", worker=1)
         r = login(s, "romeo", "snd", worker=0)
