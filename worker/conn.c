@@ -766,6 +766,17 @@ static void conn_take_back_all(struct conn *c)
 	conn_route_taken(c, &t, NULL, 0);
 }
 
+/* c leaves its cell of the connections gauge (conn_metrics_move). */
+static void conn_uncount(struct conn *c)
+{
+	if (c->m_counted)
+		METRIC_DEC(c->w->stats->conns[c->direct_tls ?
+					      IPC_LISTENER_DIRECT_TLS :
+					      IPC_LISTENER_STARTTLS]
+				    [c->m_tls][c->m_auth]);
+	c->m_counted = 0;
+}
+
 /* The connection is gone but an extension keeps its session (ext.h
  * detach): the socket, TLS and SASL state go, the conn stays in the
  * list and table, bound, with fd -1.  What was in out is dropped: the
@@ -797,12 +808,7 @@ static void conn_detach(struct conn *c)
 	if (!c->in_parse)
 		stream_free(c);     /* else at conn_free */
 	METRIC_DEC(w->stats->connections);
-	if (c->m_counted)
-		METRIC_DEC(w->stats->conns[c->direct_tls ?
-					   IPC_LISTENER_DIRECT_TLS :
-					   IPC_LISTENER_STARTTLS]
-				 [c->m_tls][c->m_auth]);
-	c->m_counted = 0;
+	conn_uncount(c);
 }
 
 struct conn *conn_new_detached(struct worker *w, uint32_t id, uint32_t gen)
@@ -876,12 +882,7 @@ void conn_close(struct conn *c)
 	w->nconns--;
 	if (!c->detached)
 		METRIC_DEC(w->stats->connections);
-	if (c->m_counted)
-		METRIC_DEC(w->stats->conns[c->direct_tls ?
-					   IPC_LISTENER_DIRECT_TLS :
-					   IPC_LISTENER_STARTTLS]
-				 [c->m_tls][c->m_auth]);
-	c->m_counted = 0;
+	conn_uncount(c);
 	c->next = w->dead_list;     /* freed by conn_reap_dead() */
 	w->dead_list = c;
 	if (buf_used(&c->out) > 0)
