@@ -924,8 +924,11 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 	}
 	mam_send_ready(w);
 	METRIC_SET(w->stats->mam_waiting, mam_held);
-	if (mam_ready != NULL && now - mam_waiting_logged_ms >=
-	    MAM_LOG_EVERY_MS) {
+	/* rows wait: a batch is queued behind another, or the link is down
+	 * (the batch sent may sit in the database layer's queue) */
+	int waiting = mam_ready != NULL ||
+		(mam_held > 0 && (w->db == NULL || !db_is_up(w->db)));
+	if (waiting && now - mam_waiting_logged_ms >= MAM_LOG_EVERY_MS) {
 		mam_waiting_logged_ms = now;
 		log_warn("archive: %lu messages wait for PostgreSQL "
 			 "(mam.queue_rows = %u)", mam_held,
