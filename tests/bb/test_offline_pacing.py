@@ -197,7 +197,11 @@ def test_stopped_reader_small_messages():
     """Small stored messages: several whole ones wait in the output when
     it overflows; they are taken back and stay stored, in their place
     (not stored again after the rest)."""
-    assert stopped_reader(3000, 4000, cycles=3) > 0, "none was taken back"
+    # Whether whole stored messages wait in the output at the overflow
+    # depends on how the paced fetches and the live messages interleave
+    # (the worker's database link also carries the archive's batches):
+    # up to six cut-off logins until one had some.
+    assert stopped_reader(3000, 4000, cycles=6) > 0, "none was taken back"
 
 
 def test_available_again_gets_new_ones():
