@@ -601,7 +601,8 @@ static void metrics_render_workers(struct metrics_ctx *m,
 	METRICS_PER_WORKER(m, shm, nslots, mam_archived);
 	metrics_family(m, "xmppd_mam_dropped_messages", METRICS_COUNTER, NULL,
 		       "Messages delivered but not archived: mam.queue_rows "
-		       "reached, out of memory, or refused by PostgreSQL.");
+		       "or mam.queue_bytes reached, out of memory, or refused "
+		       "by PostgreSQL.");
 	METRICS_PER_WORKER(m, shm, nslots, mam_dropped);
 	metrics_family(m, "xmppd_mam_waiting_messages", METRICS_GAUGE, NULL,
 		       "Archive rows the worker holds, not yet written.");
