@@ -10,6 +10,8 @@
 #include "../worker/worker.h"
 #include "../worker/tls.h"
 #include "../worker/ext.h"
+#include "../worker/s2s.h"
+#include "../worker/component.h"
 
 #include <string.h>
 
@@ -114,4 +116,40 @@ int sasl_address_banned(struct conn *c)
 {
 	(void)c;
 	return 0;
+}
+
+/* Server-to-server and component streams (worker/s2s.h,
+ * worker/component.h): the XML harness drives client streams only. */
+void s2s_stream_open(struct conn *c, const char *name, const char **atts)
+{
+	(void)c; (void)name; (void)atts;
+}
+
+int s2s_top_level_known(const struct conn *c, const char *name, size_t nslen)
+{
+	(void)c; (void)name; (void)nslen;
+	return 0;
+}
+
+void s2s_dispatch(struct conn *c, struct xml_node *n)
+{
+	(void)c; (void)n;
+}
+
+void component_stream_open(struct conn *c, const char *name,
+			   const char **atts)
+{
+	(void)c; (void)name; (void)atts;
+}
+
+int component_top_level_known(const struct conn *c, const char *name,
+			      size_t nslen)
+{
+	(void)c; (void)name; (void)nslen;
+	return 0;
+}
+
+void component_dispatch(struct conn *c, struct xml_node *n)
+{
+	(void)c; (void)n;
 }

@@ -8,6 +8,7 @@
 #include "master.h"
 #include "log.h"
 #include "util.h"
+#include "../worker/worker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +20,21 @@
 #include <unistd.h>
 
 static char listen_error[512];
+
+/* The settings group of a listener kind, for messages. */
+static const char *listen_kind_name(int kind)
+{
+	switch (kind) {
+	case LISTEN_HTTP:
+		return "http";
+	case LISTEN_S2S:
+		return "s2s";
+	case LISTEN_COMPONENT:
+		return "component";
+	default:
+		return "c2s";
+	}
+}
 
 static int listen_sockaddr(const char *addr, unsigned port,
 			   struct sockaddr_storage *ss, socklen_t *len_r)
@@ -65,14 +81,14 @@ static int listen_one(const struct sockaddr_storage *ss, socklen_t len,
 }
 
 static int listen_add(struct master *m, const char *addr, unsigned port,
-		      int direct_tls, int http, const char **error_r)
+		      int direct_tls, int kind, const char **error_r)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	if (listen_sockaddr(addr, port, &ss, &len) < 0) {
 		snprintf(listen_error, sizeof(listen_error),
 			 "%s.addresses: '%s' is not an IP address",
-			 http ? "http" : "c2s", addr);
+			 listen_kind_name(kind), addr);
 		*error_r = listen_error;
 		return -1;
 	}
@@ -86,7 +102,7 @@ static int listen_add(struct master *m, const char *addr, unsigned port,
 	snprintf(l->address, sizeof(l->address), "%s", addr);
 	l->port = port;
 	l->direct_tls = direct_tls;
-	l->http = http;
+	l->kind = kind;
 	for (unsigned s = 0; s < m->nslots; s++) {
 		l->fds[s] = listen_one(&ss, len, m->cfg->backlog);
 		if (l->fds[s] >= 0)
@@ -109,17 +125,17 @@ static int listen_add(struct master *m, const char *addr, unsigned port,
 
 /* Each address of list on port (plain) and tls_port (TLS), those not 0. */
 static int listen_list(struct master *m, const char *list, unsigned port,
-		       unsigned tls_port, int http, const char **error_r)
+		       unsigned tls_port, int kind, const char **error_r)
 {
 	char addrs[1024];
 	snprintf(addrs, sizeof(addrs), "%s", list);
 	char *save = NULL;
 	for (char *a = strtok_r(addrs, " \t,", &save); a != NULL;
 	     a = strtok_r(NULL, " \t,", &save)) {
-		if (port != 0 && listen_add(m, a, port, 0, http, error_r) < 0)
+		if (port != 0 && listen_add(m, a, port, 0, kind, error_r) < 0)
 			return -1;
 		if (tls_port != 0 &&
-		    listen_add(m, a, tls_port, 1, http, error_r) < 0)
+		    listen_add(m, a, tls_port, 1, kind, error_r) < 0)
 			return -1;
 	}
 	return 0;
@@ -129,7 +145,7 @@ int master_listen_all(struct master *m, const char **error_r)
 {
 	const struct config *cfg = m->cfg;
 	if (listen_list(m, cfg->c2s_addresses, cfg->c2s_port,
-			cfg->c2s_tls_port, 0, error_r) < 0)
+			cfg->c2s_tls_port, LISTEN_C2S, error_r) < 0)
 		return -1;
 	if (m->nlisteners == 0) {
 		*error_r = "no usable listener in c2s.addresses";
@@ -137,7 +153,7 @@ int master_listen_all(struct master *m, const char **error_r)
 	}
 	/* The HTTP front (metrics, health): none is fine, e.g. no IPv6. */
 	return listen_list(m, cfg->http_addresses, cfg->http_port,
-			   cfg->http_tls_port, 1, error_r);
+			   cfg->http_tls_port, LISTEN_HTTP, error_r);
 }
 
 /* In a worker: close every other slot's listening sockets. */

@@ -27,7 +27,7 @@ struct listener {
 	char address[64];
 	unsigned port;
 	int direct_tls;         /* XEP-0368 port, or HTTPS */
-	int http;               /* the HTTP front (worker/http.h), not c2s */
+	int kind;               /* enum listen_kind (worker/worker.h) */
 	int fds[IPC_MAX_SLOTS]; /* one SO_REUSEPORT socket per slot */
 };
 

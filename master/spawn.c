@@ -55,7 +55,7 @@ static _Noreturn void child_run(struct master *m, unsigned slot)
 	for (unsigned i = 0; i < m->nlisteners && i < WORKER_MAX_LISTEN; i++) {
 		boot.listen_fds[boot.nlisten] = m->listeners[i].fds[slot];
 		boot.listen_tls[boot.nlisten] = m->listeners[i].direct_tls;
-		boot.listen_http[boot.nlisten] = m->listeners[i].http;
+		boot.listen_kind[boot.nlisten] = m->listeners[i].kind;
 		boot.nlisten++;
 	}
 	worker_main(&boot);

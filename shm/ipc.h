@@ -52,6 +52,16 @@ enum ipc_frame_type {
 	IPC_FRAME_CARBONS,          /* payload: "1"; a session of the
 				       account enabled XEP-0280 carbons: the
 				       target copies what it sends (carbons.c) */
+	/* federation (worker/s2s.h) and components (worker/component.h);
+	 * their payload structs, when not a bare stanza, go in this header */
+	IPC_FRAME_S2S_OUT,          /* a stanza for the owner of the
+				     * outgoing link to a remote domain */
+	IPC_FRAME_S2S_VERIFY,       /* XEP-0220: ask the owner of the link
+				     * to the authoritative server to verify
+				     * a dialback key */
+	IPC_FRAME_S2S_VERIFIED,     /* XEP-0220: its answer, back to the
+				     * worker holding the incoming stream */
+	IPC_FRAME_COMPONENT,        /* a stanza for a component's stream */
 	IPC_FRAME_TYPE_MAX
 };
 

@@ -20,6 +20,8 @@
  */
 #include "worker.h"
 #include "ext.h"
+#include "s2s.h"
+#include "component.h"
 #include "log.h"
 #include "util.h"
 #include <expat.h>
@@ -239,7 +241,8 @@ static int conn_admit(struct conn *c, const struct sockaddr_storage *ss)
 	return -1;
 }
 
-static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
+static int conn_accept_one(struct worker *w, int lfd, int direct_tls,
+			   int kind)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -259,21 +262,31 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls)
 		close(fd);
 		return 0;
 	}
+	c->kind = kind == LISTEN_S2S ? CONN_S2S_IN :
+		  kind == LISTEN_COMPONENT ? CONN_COMPONENT : CONN_C2S;
 	conn_link(w, c);
-	log_debug("c%u %s: connected%s", c->id, c->peer,
-		  direct_tls ? " (direct TLS)" : "");
+	log_debug("c%u %s: connected%s%s", c->id, c->peer,
+		  direct_tls ? " (direct TLS)" : "",
+		  c->kind == CONN_S2S_IN ? " (s2s)" :
+		  c->kind == CONN_COMPONENT ? " (component)" : "");
 	if (conn_admit(c, &ss) < 0)
 		return 0;
 	if (direct_tls && (sasl_address_banned_tls(c) || w->tls == NULL ||
-			   tls_start(c, w->tls) < 0))
+			   tls_start(c, w->tls) < 0)) {
 		conn_close(c);
+		return 0;
+	}
+	if (c->kind == CONN_S2S_IN)
+		s2s_accepted(c);
+	else if (c->kind == CONN_COMPONENT)
+		component_accepted(c);
 	return 0;
 }
 
-void conn_accept(struct worker *w, int lfd, int direct_tls)
+void conn_accept(struct worker *w, int lfd, int direct_tls, int kind)
 {
 	for (int i = 0; i < CONN_ACCEPT_BATCH && !w->accept_paused; i++)
-		if (conn_accept_one(w, lfd, direct_tls) < 0)
+		if (conn_accept_one(w, lfd, direct_tls, kind) < 0)
 			return;
 }
 
@@ -863,6 +876,10 @@ void conn_close(struct conn *c)
 	}
 	presence_session_gone(c);
 	bind_release(c);
+	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
+		s2s_conn_gone(c);
+	else if (c->kind == CONN_COMPONENT)
+		component_conn_gone(c);
 	if (c->addr_counted)
 		shm_addr_release(w->shm->addrs, &c->addr_key, (uint16_t)w->slot);
 	c->addr_counted = 0;
@@ -908,6 +925,10 @@ void conn_reap_dead(struct worker *w)
 			free(c->jid);
 			free(c->last_presence);
 			EXT_RUN(conn_free, c);
+			if (c->s2s != NULL)
+				s2s_conn_free(c);
+			if (c->comp != NULL)
+				component_conn_free(c);
 			for (unsigned i = 0; i < c->ndirected; i++)
 				free(c->directed[i]);
 			free(c->directed);

@@ -21,6 +21,8 @@
 #include "server.h"
 #include "session.h"
 #include "sm.h"
+#include "s2s.h"
+#include "component.h"
 #include "stanza.h"
 #include "util.h"
 
@@ -399,8 +401,12 @@ static void route_run(struct route *r)
 		return;
 	}
 	if (!stream_hosted(r->w, r->to.domain)) {
-		/* Server-to-server arrives later. */
-		route_bounce(r, "cancel", "remote-server-not-found");
+		/* a component's domain (XEP-0114), else another server's */
+		if (!component_route(r->w, r->st, r->to.domain) &&
+		    s2s_route(r->w, r->st, r->to.domain) < 0)
+			route_bounce(r, "cancel", "remote-server-not-found");
+		if (r->serialized)
+			buf_free(&r->text);
 		return;
 	}
 	if (r->to.local == NULL)
@@ -611,6 +617,11 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	 * handover, sm.c) */
 	if (hdr->type >= IPC_FRAME_SM_TAKE &&
 	    ext_worker_frame(w, hdr, payload, len))
+		return;
+	/* federation's and components' own frames */
+	if (hdr->type >= IPC_FRAME_S2S_OUT &&
+	    (s2s_frame(w, hdr, payload, len) ||
+	     component_frame(w, hdr, payload, len)))
 		return;
 	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
 	/* the session moved (XEP-0198 resumption): forwarded for a while */

@@ -20,6 +20,8 @@
 #include "ext.h"
 #include "log.h"
 #include "tls.h"
+#include "s2s.h"
+#include "component.h"
 #include "util.h"
 
 #include <expat.h>
@@ -52,10 +54,12 @@ static void stream_header_out(struct conn *c)
 		stream_default_host(c);
 	randombytes_buf(raw, sizeof(raw));
 	sodium_bin2hex(id, sizeof(id), raw, sizeof(raw));
+	const char *ns = c->kind == CONN_C2S ? NS_CLIENT :
+			 c->kind == CONN_COMPONENT ? NS_COMPONENT : NS_SERVER;
 	int n = snprintf(head, sizeof(head),
-			 "<?xml version='1.0'?><stream:stream xmlns='"
-			 NS_CLIENT "' xmlns:stream='" NS_STREAMS "' id='%s'"
-			 " from='%s' version='1.0' xml:lang='en'>", id,
+			 "<?xml version='1.0'?><stream:stream xmlns='%s'"
+			 " xmlns:stream='" NS_STREAMS "' id='%s'"
+			 " from='%s' version='1.0' xml:lang='en'>", ns, id,
 			 c->stream_to);
 	conn_send(c, head, (size_t)n);
 	c->header_sent = 1;
@@ -213,6 +217,14 @@ static void stream_keep_header(struct conn *c)
 /* The client's stream header (section 4.7). */
 static void stream_open(struct conn *c, const char *name, const char **atts)
 {
+	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT) {
+		s2s_stream_open(c, name, atts);
+		return;
+	}
+	if (c->kind == CONN_COMPONENT) {
+		component_stream_open(c, name, atts);
+		return;
+	}
 	const char *to = stream_attr(atts, "to");
 	const char *version = stream_attr(atts, "version");
 
@@ -285,7 +297,7 @@ static void stream_release_arena(struct conn *c)
  * known at its start tag, so an unknown one is refused before its
  * content is buffered (RFC 6120 4.9.3.24), e.g. a nested stream header
  * that would otherwise be read as a stanza that never ends. */
-static int stream_top_level_known(const char *name)
+static int stream_top_level_known(const struct conn *c, const char *name)
 {
 	const char *sep = strchr(name, XML_NS_SEP);
 	size_t nslen;
@@ -295,6 +307,10 @@ static int stream_top_level_known(const char *name)
 		return 0;
 	nslen = (size_t)(sep - name);
 	local = sep + 1;
+	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
+		return s2s_top_level_known(c, name, nslen);
+	if (c->kind == CONN_COMPONENT)
+		return component_top_level_known(c, name, nslen);
 	if (nslen == strlen(NS_CLIENT) && memcmp(name, NS_CLIENT, nslen) == 0)
 		return strcmp(local, "iq") == 0 ||
 		       strcmp(local, "message") == 0 ||
@@ -342,7 +358,7 @@ static void XMLCALL stream_start(void *ud, const char *name, const char **atts)
 		return;
 	}
 	if (c->depth == 2) {
-		if (!stream_top_level_known(name)) {
+		if (!stream_top_level_known(c, name)) {
 			stream_error(c, "unsupported-stanza-type", NULL);
 			return;
 		}
@@ -398,7 +414,9 @@ static void stream_peer_error(struct conn *c, const struct xml_node *n)
 /* Kind of a top-level element, for the metrics. */
 static enum ipc_stanza_kind stream_kind(const struct xml_node *n)
 {
-	if (n->ns[0] != 'j' || strcmp(n->ns, NS_CLIENT) != 0)
+	if (n->ns[0] != 'j' || (strcmp(n->ns, NS_CLIENT) != 0 &&
+				strcmp(n->ns, NS_SERVER) != 0 &&
+				strcmp(n->ns, NS_COMPONENT) != 0))
 		return IPC_STANZA_OTHER;
 	switch (n->name[0]) {
 	case 'm':
@@ -444,6 +462,14 @@ static void stream_dispatch(struct conn *c, struct xml_node *n)
 	if (c->closed || c->want_close)
 		return;
 	METRIC_INC(c->w->stats->stanzas_in[stream_kind(n)]);
+	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT) {
+		s2s_dispatch(c, n);
+		return;
+	}
+	if (c->kind == CONN_COMPONENT) {
+		component_dispatch(c, n);
+		return;
+	}
 	ext_client_element(c, n);       /* ext.h: CSI's flush */
 	if (c->closed || c->want_close)
 		return;
@@ -555,7 +581,10 @@ static void XMLCALL stream_ns_start(void *ud, const char *prefix,
 	struct conn *c = ud;
 	if (c->depth != 0 || prefix != NULL)
 		return;
-	c->stream_ns = uri != NULL && strcmp(uri, NS_CLIENT) == 0 ? 1 : -1;
+	c->stream_ns = uri == NULL ? -1 :
+		       strcmp(uri, NS_CLIENT) == 0 ? 1 :
+		       strcmp(uri, NS_SERVER) == 0 ? 2 :
+		       strcmp(uri, NS_COMPONENT) == 0 ? 3 : -1;
 }
 
 /* The first bytes of a stream in UTF-16: a byte order mark, or '<'

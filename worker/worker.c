@@ -7,6 +7,7 @@
  */
 #include "worker.h"
 #include "ext.h"
+#include "s2s.h"
 #include "log.h"
 #include "util.h"
 #include "frame.h"
@@ -223,7 +224,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->nlisten = b->nlisten;
 	memcpy(w->listen_fds, b->listen_fds, sizeof(w->listen_fds));
 	memcpy(w->listen_tls, b->listen_tls, sizeof(w->listen_tls));
-	memcpy(w->listen_http, b->listen_http, sizeof(w->listen_http));
+	memcpy(w->listen_kind, b->listen_kind, sizeof(w->listen_kind));
 	w->nslots = b->nslots;
 	w->stats = shm_worker_stats(w->shm, w->slot);
 	metrics_self = w->stats;
@@ -255,6 +256,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	w->db = db_new(w->cfg->db_conninfo, worker_db_fd, w);
 	db_set_max_queue_bytes(w->db, (size_t)w->cfg->db_max_queue_bytes);
 	http_init(w);
+	if (s2s_init(w) < 0)
+		log_fatal("worker set-up failed: server-to-server");
 	worker_adopt(w);
 }
 
@@ -307,6 +310,7 @@ static void worker_begin_stop(struct worker *w)
 	log_info("stopping: closing %u streams with <system-shutdown/> "
 		 "(%u available sessions: no unavailable presence, their "
 		 "contacts are disconnected too)", w->nconns, available);
+	s2s_shutdown(w);
 	conn_shutdown_all(w);
 	httpconn_close_all(w);
 }
@@ -391,10 +395,11 @@ static void worker_event(struct worker *w, struct epoll_event *ev)
 		conn_handle((struct conn *)(uintptr_t)d, ev->events);
 	} else if (d >= WORKER_EV_LISTEN && d < WORKER_EV_LISTEN + w->nlisten) {
 		unsigned i = (unsigned)(d - WORKER_EV_LISTEN);
-		if (w->listen_http[i])
+		if (w->listen_kind[i] == LISTEN_HTTP)
 			httpconn_accept(w, w->listen_fds[i], w->listen_tls[i]);
 		else
-			conn_accept(w, w->listen_fds[i], w->listen_tls[i]);
+			conn_accept(w, w->listen_fds[i], w->listen_tls[i],
+				    w->listen_kind[i]);
 	} else if (d == WORKER_EV_CHANNEL) {
 		worker_channel(w);
 	} else if (d == WORKER_EV_DEAD) {
@@ -430,6 +435,7 @@ static int worker_timers(struct worker *w, int64_t now)
 		conn_timeouts(w, now);
 		httpconn_timeouts(w, now);
 		EXT_RUN(tick, w, now);
+		s2s_tick(w, now);
 		next_sweep = now + 1000;
 	}
 	return timeout;

@@ -39,7 +39,25 @@ struct worker_boot {
 	unsigned nlisten;
 	int listen_fds[WORKER_MAX_LISTEN];
 	int listen_tls[WORKER_MAX_LISTEN];  /* direct TLS listener */
-	int listen_http[WORKER_MAX_LISTEN]; /* HTTP front (http.h) */
+	int listen_kind[WORKER_MAX_LISTEN]; /* enum listen_kind */
+};
+
+/* What a listening socket serves (master/listen.c binds them). */
+enum listen_kind {
+	LISTEN_C2S = 0,         /* clients, jabber:client */
+	LISTEN_HTTP = 1,        /* the HTTP front (http.h) */
+	LISTEN_S2S,             /* other servers, jabber:server (s2s.h) */
+	LISTEN_COMPONENT,       /* XEP-0114 components (component.h) */
+};
+
+/* What a connection carries.  The stream machinery (conn.c, stream.c:
+ * TLS, the parser, output, parking) is shared; the stream header, the
+ * features and the first-level elements go to the kind's own code. */
+enum conn_kind {
+	CONN_C2S = 0,           /* a client */
+	CONN_S2S_IN,            /* a server that connected to us (s2s.h) */
+	CONN_S2S_OUT,           /* our connection to a server (s2s.h) */
+	CONN_COMPONENT,         /* an external component (component.h) */
 };
 
 enum conn_state {
@@ -50,6 +68,8 @@ enum conn_state {
 
 #define NS_STREAMS "http://etherx.jabber.org/streams"
 #define NS_CLIENT "jabber:client"
+#define NS_SERVER "jabber:server"
+#define NS_COMPONENT "jabber:component:accept"
 #define NS_STREAM_ERR "urn:ietf:params:xml:ns:xmpp-streams"
 #define NS_STANZA_ERR "urn:ietf:params:xml:ns:xmpp-stanzas"
 #define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
@@ -79,6 +99,7 @@ struct conn {
 	uint32_t gen;           /* slot generation (worker incarnation) */
 	enum conn_state state;
 	int direct_tls;
+	uint8_t kind;           /* enum conn_kind */
 	/* the cell of ipc_worker_stats.conns this connection is counted in
 	 * (conn_metrics_move): TLS version, authenticated */
 	uint8_t m_tls, m_auth, m_counted;
@@ -96,8 +117,10 @@ struct conn {
 				 * what comes for it is routed elsewhere */
 	struct XML_ParserStruct *parser;
 	int depth;              /* element depth; 1 = inside stream */
-	int stream_ns;          /* default namespace of the client's stream
-				   header: 0 none, 1 jabber:client, -1 other */
+	int stream_ns;          /* default namespace of the peer's stream
+				   header: 0 none, 1 jabber:client,
+				   2 jabber:server, 3 jabber:component:accept,
+				   -1 other */
 	int want_close;         /* close after the out buffer drains */
 	int closed;             /* fd gone; freed at the end of the turn */
 	int epollout;           /* EPOLLOUT currently requested */
@@ -198,6 +221,11 @@ struct conn {
 	unsigned csi_nheld, csi_held_cap;   /* entries used, allocated */
 	unsigned csi_live;          /* entries with text */
 	size_t csi_bytes;           /* their bytes */
+
+	/* ---- per-kind state (enum conn_kind), owned and freed by the
+	 * kind's code */
+	struct s2s_conn *s2s;       /* CONN_S2S_IN, CONN_S2S_OUT: s2s.c */
+	struct comp_conn *comp;     /* CONN_COMPONENT: component.c */
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
@@ -219,7 +247,7 @@ struct worker {
 	unsigned nlisten;
 	int listen_fds[WORKER_MAX_LISTEN];
 	int listen_tls[WORKER_MAX_LISTEN];
-	int listen_http[WORKER_MAX_LISTEN];
+	int listen_kind[WORKER_MAX_LISTEN];     /* enum listen_kind */
 	unsigned nslots;        /* worker processes (http.max_connections) */
 	struct http_conn *http_conns;   /* HTTP front's connections */
 	unsigned http_nconns;
@@ -253,7 +281,9 @@ int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
 		  socklen_t *len);
 
 /* conn.c */
-void conn_accept(struct worker *w, int lfd, int direct_tls);
+/* Accept what is pending on a listener of kind (enum listen_kind:
+ * LISTEN_C2S, LISTEN_S2S or LISTEN_COMPONENT). */
+void conn_accept(struct worker *w, int lfd, int direct_tls, int kind);
 void conn_handle(struct conn *c, uint32_t events);
 /* Queue one piece (a stanza, or stream-level XML) for c.  Past
  * c2s.max_output_bytes unread the stream ends with <policy-violation/>
