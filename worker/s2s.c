@@ -1,69 +1,96 @@
 /*
- * s2s.c - server-to-server streams (s2s.h).  Not built yet: no s2s
- * listener is bound and every stanza for another domain is bounced
- * remote-server-not-found by route.c.
+ * s2s.c - server-to-server streams (s2s.h): the core's entry points,
+ * dispatched by connection kind to s2s_in.c and s2s_out.c
+ * (s2s_int.h), and the owner of each outgoing link.
  */
 #include "worker.h"
 #include "s2s.h"
+#include "s2s_int.h"
+
+#include <ctype.h>
+#include <string.h>
+
+/* FNV-1a over "local remote", case-folded (domains are compared
+ * without case, RFC 7622 section 3.2). */
+unsigned s2s_owner_slot(const struct worker *w, const char *local,
+			const char *remote)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = local; *p != '\0'; p++)
+		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
+	h = (h ^ (uint8_t)' ') * 16777619u;
+	for (const char *p = remote; *p != '\0'; p++)
+		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
+	return w->nslots > 0 ? h % w->nslots : 0;
+}
 
 void s2s_accepted(struct conn *c)
 {
-	(void)c;
+	s2s_in_accepted(c);
 }
 
 void s2s_stream_open(struct conn *c, const char *name, const char **atts)
 {
-	(void)name; (void)atts;
-	stream_error(c, "unsupported-feature", "no server-to-server yet");
+	if (c->kind == CONN_S2S_OUT)
+		s2s_out_stream_open(c, name, atts);
+	else
+		s2s_in_stream_open(c, name, atts);
 }
 
 int s2s_top_level_known(const struct conn *c, const char *name, size_t nslen)
 {
-	(void)c; (void)name; (void)nslen;
-	return 0;
+	return c->kind == CONN_S2S_OUT ? s2s_out_top_level_known(c, name, nslen)
+				       : s2s_in_top_level_known(c, name, nslen);
 }
 
 void s2s_dispatch(struct conn *c, struct xml_node *n)
 {
-	(void)n;
-	stream_error(c, "unsupported-stanza-type", NULL);
+	if (c->kind == CONN_S2S_OUT)
+		s2s_out_dispatch(c, n);
+	else
+		s2s_in_dispatch(c, n);
 }
 
 void s2s_conn_gone(struct conn *c)
 {
-	(void)c;
+	if (c->kind == CONN_S2S_OUT)
+		s2s_out_gone(c);
+	else
+		s2s_in_gone(c);
 }
 
 void s2s_conn_free(struct conn *c)
 {
-	(void)c;
+	if (c->kind == CONN_S2S_OUT)
+		s2s_out_free(c);
+	else
+		s2s_in_free(c);
 }
 
 int s2s_route(struct worker *w, struct xml_node *st, const char *to_domain)
 {
-	(void)w; (void)st; (void)to_domain;
-	return -1;
+	return s2s_out_route(w, st, to_domain);
 }
 
 int s2s_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	      const void *payload, size_t len)
 {
-	(void)w; (void)hdr; (void)payload; (void)len;
-	return 0;
+	return s2s_out_frame(w, hdr, payload, len) ||
+	       s2s_in_frame(w, hdr, payload, len);
 }
 
 void s2s_tick(struct worker *w, int64_t now_ms)
 {
-	(void)w; (void)now_ms;
+	s2s_in_tick(w, now_ms);
+	s2s_out_tick(w, now_ms);
 }
 
 int s2s_init(struct worker *w)
 {
-	(void)w;
-	return 0;
+	return s2s_in_init(w) < 0 || s2s_out_init(w) < 0 ? -1 : 0;
 }
 
 void s2s_shutdown(struct worker *w)
 {
-	(void)w;
+	s2s_out_shutdown(w);
 }

@@ -1,0 +1,58 @@
+/*
+ * s2s_in.c - streams other servers open to us (s2s_int.h).  Not built
+ * yet: no s2s listener is bound.
+ */
+#include "worker.h"
+#include "s2s_int.h"
+
+void s2s_in_accepted(struct conn *c)
+{
+	(void)c;
+}
+
+void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
+{
+	(void)name; (void)atts;
+	stream_error(c, "unsupported-feature", "no server-to-server yet");
+}
+
+int s2s_in_top_level_known(const struct conn *c, const char *name,
+			   size_t nslen)
+{
+	(void)c; (void)name; (void)nslen;
+	return 0;
+}
+
+void s2s_in_dispatch(struct conn *c, struct xml_node *n)
+{
+	(void)n;
+	stream_error(c, "unsupported-stanza-type", NULL);
+}
+
+void s2s_in_gone(struct conn *c)
+{
+	(void)c;
+}
+
+void s2s_in_free(struct conn *c)
+{
+	(void)c;
+}
+
+int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
+		 const void *payload, size_t len)
+{
+	(void)w; (void)hdr; (void)payload; (void)len;
+	return 0;
+}
+
+int s2s_in_init(struct worker *w)
+{
+	(void)w;
+	return 0;
+}
+
+void s2s_in_tick(struct worker *w, int64_t now_ms)
+{
+	(void)w; (void)now_ms;
+}
