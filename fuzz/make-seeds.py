@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """fuzz/make-seeds.py - write the binary seed files of fuzz/corpus/ that
 cannot be copied from tests/: SASL exchanges (sasl), queue datagrams
-(frame) and TLS 1.3 record scripts (tls13).  The files are committed;
+(frame), TLS 1.3 record scripts (tls13), HTTP requests (http) and the
+XEP-0198 hand-over payloads, previds and h values (sm).  The files are committed;
 run this again only when a harness's input format changes:
 
     /usr/bin/python3 fuzz/make-seeds.py
