@@ -791,6 +791,87 @@ def test_slixmpp_resumes():
         asyncio.run(asyncio.wait_for(body(s), 60))
 
 
+BAD_FORMAT_A = ("<stream:error><bad-format xmlns='%s'/>"
+                "<text xmlns='%s'>&lt;a/&gt; without a valid h</text>"
+                "</stream:error></stream:stream>" % (STREAMS, STREAMS))
+
+
+def five_answers(c):
+    """Five IQ results: the server has sent five stanzas."""
+    for i in range(5):
+        c.send("<iq type='get' id='p%d'><query xmlns='jabber:iq:roster'/></iq>" % i)
+        got = c.read_until("<iq [^>]*id='p%d'.*?(/>|</iq>)" % i)
+        assert "type='result'" in got, got
+
+
+def test_h_unsigned_int_forms():
+    """h is an xs:unsignedInt (XEP-0198 schema): a leading '+', leading
+    zeros and surrounding whitespace are that number; an <a h/> going
+    back below the last acknowledged value (modulo 2^32: more than was
+    sent) is <handled-count-too-high/> in an undefined-condition stream
+    error, with h and send-count (section 4)."""
+    with Server(workers=1, users=USERS) as s:
+        c, _, _ = sm_login(s, "juliet", "balcony")
+        five_answers(c)
+        for h in ["+3", " 3 ", "0003", "&#9;+05&#10;", " +5 ", "000000000005"]:
+            c.send("<a xmlns='%s' h='%s'/>" % (SM, h))
+        # the stream goes on: the server's own count answers <r/>
+        c.send("<r xmlns='%s'/>" % SM)
+        got = c.read_until("<a [^>]*/>")
+        assert got == "<a xmlns='%s' h='5'/>" % SM, got
+        # 5 was taken: 4 now goes backwards
+        c.send("<a xmlns='%s' h='4'/>" % SM)
+        got = c.read_all_until_close()
+        assert got.endswith("<stream:error><undefined-condition xmlns='%s'/>"
+                            "<handled-count-too-high xmlns='%s' h='4' send-count='5'/>"
+                            "</stream:error></stream:stream>" % (STREAMS, SM)), got
+        assert "acknowledged 4 stanzas, 5 were sent" in s.log_text()
+        # <resume h/> takes the same forms
+        c, jid, smid = sm_login(s, "juliet", "garden")
+        five_answers(c)
+        c.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = Client(s.port)
+        authed(n, "juliet")
+        n.send("<resume xmlns='%s' previd='%s' h=' +0004 '/>" % (SM, smid))
+        got = n.read_until("<resumed [^>]*/>|<failed .*?</failed>")
+        assert got == "<resumed xmlns='%s' h='5' previd='%s'/>" % (SM, smid), got
+        # the fifth answer comes again: the client had handled four
+        got = n.read_until("<iq [^>]*id='p[0-9]'.*?(/>|</iq>)")
+        assert "id='p4'" in got and "type='result'" in got, got
+        n.send("<a xmlns='%s' h='5'/>" % SM)
+        n.send("<r xmlns='%s'/>" % SM)
+        got = n.read_until("<a [^>]*/>")
+        assert got == "<a xmlns='%s' h='5'/>" % SM, got
+
+
+def test_h_not_unsigned_int():
+    """A sign '-', hex, an empty value or more than 4294967295: <a/>
+    ends the stream with <bad-format/>, <resume/> gets <failed> with
+    <bad-request/> and the stream goes on."""
+    bad = ["-1", "0x5", "", "4294967296", "-0", "+", " ", "5 5", "+-5"]
+    with Server(workers=1, users=USERS) as s:
+        for h in bad:
+            c, _, _ = sm_login(s, "juliet", "balcony")
+            c.send("<a xmlns='%s' h='%s'/>" % (SM, h))
+            got = c.read_all_until_close()
+            assert got.endswith(BAD_FORMAT_A), (h, got)
+        j, _, smid = sm_login(s, "juliet", "garden")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        k = Client(s.port)
+        authed(k, "juliet")
+        for h in bad:
+            k.send("<resume xmlns='%s' previd='%s' h='%s'/>" % (SM, smid, h))
+            got = k.read_until("<failed .*?</failed>")
+            assert got == failed("bad-request"), (h, got)
+        # the largest h there is, for a session that sent nothing
+        got = resume(k, smid, 4294967295)
+        assert got.startswith("<stream:error><undefined-condition xmlns='%s'/>"
+                              "<handled-count-too-high xmlns='%s' h='4294967295' "
+                              "send-count='0'/>" % (STREAMS, SM)), got
+
+
 if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
                test_max_unacked_ends_and_stores,
@@ -802,4 +883,5 @@ if __name__ == "__main__":
                test_handover_forwards_frames,
                test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
-               test_slixmpp_resumes])
+               test_slixmpp_resumes,
+               test_h_unsigned_int_forms, test_h_not_unsigned_int])
