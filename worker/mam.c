@@ -734,12 +734,16 @@ static struct arena *mam_arena(void)
  * server removes <private/> before delivery (in this scan of the
  * children, which every message to an account has anyway): noted in
  * w->private_msg, so that carbons.c makes no copies of it.  1 when what
- * was removed is mam_last.seen.sid, and nothing else. */
-static int mam_strip_forged(struct worker *w, struct xml_node *st)
+ * was removed is mam_last.seen.sid, and nothing else.  received: st
+ * reaches the account (else it leaves it: <private/> stays, for the
+ * sending side's rules). */
+static int mam_strip_forged(struct worker *w, struct xml_node *st,
+			    int received)
 {
 	struct xml_node *prev = NULL, *n = st->children;
 	int last = 0, other = 0;
-	w->private_msg = NULL;
+	if (received)
+		w->private_msg = NULL;
 	while (n != NULL) {
 		struct xml_node *next = n->next;
 		const char *by = NULL, *error;
@@ -748,7 +752,7 @@ static int mam_strip_forged(struct worker *w, struct xml_node *st)
 		/* (ours, stamped by mam_stanza_in: by one of our accounts,
 		 * known without parsing it again) */
 		if (n->name != NULL &&
-		    ((private = n->name[0] == 'p' &&
+		    ((private = received && n->name[0] == 'p' &&
 				xml_is(n, MAM_CARBONS, "private")) ||
 		     (xml_is(n, NS_SID, "stanza-id") &&
 		      (n == mam_last.seen.sid ||
@@ -811,7 +815,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	if (strcmp(st->name, "message") != 0)
 		return 0;
 	mam_last.seen.st = NULL;
-	mam_strip_forged(c->w, st);
+	mam_strip_forged(c->w, st, 0);
 	if (!mam_archivable(st))
 		return 0;
 	const char *own = mam_bare_of(c->jid);
@@ -843,7 +847,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
-	int reuse = mam_strip_forged(w, st) && mam_last_same(st);
+	int reuse = mam_strip_forged(w, st, 1) && mam_last_same(st);
 	mam_last.seen.st = NULL;
 	mam_text.seen.st = NULL;
 	const char *from = xml_attr(st, "from");
