@@ -315,6 +315,13 @@ const struct config_def config_defs[] = {
 	  RESTART, "Group of the control socket; empty means the owner's" },
 	{ "control.mode", CONFIG_TYPE_MODE, OFF(control_mode), "0660", 0, 07777,
 	  RESTART, "Permissions of the control socket (octal)" },
+	{ "shutdown_drain_timeout", CONFIG_TYPE_DURATION,
+	  OFF(shutdown_drain_timeout), "5s", 100, 60000, RELOAD,
+	  "After its streams are closed, how long a stopping worker waits "
+	  "for the database writes it queued (offline messages, archive "
+	  "rows); what is left then is counted in the log at error level. "
+	  "The master kills workers after shutdown_timeout plus this plus "
+	  "1s; keep the sum below systemd's TimeoutStopSec (60s)" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

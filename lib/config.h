@@ -131,6 +131,10 @@ struct config {
 	const char *control_owner;
 	const char *control_group;
 	unsigned control_mode;
+
+	/* after shutdown_timeout: how long a stopping worker waits for
+	 * the database writes it queued (offline stores, archive rows) */
+	uint64_t shutdown_drain_timeout;    /* ms */
 };
 
 struct config_def {

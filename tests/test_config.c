@@ -212,6 +212,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "control.owner", CONFIG_F_RESTART },
 	{ "control.group", CONFIG_F_RESTART },
 	{ "control.mode", CONFIG_F_RESTART },
+	{ "shutdown_drain_timeout", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

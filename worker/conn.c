@@ -760,20 +760,11 @@ void conn_flush_all(struct worker *w)
 
 /* Whatever the close (a reset, a failed write, the goodbye grace over,
  * a TLS alert), the client never read the rest: not delivered.  While
- * the worker stops it is not routed (offline storage could not take it
- * before the process exits): counted, logged. */
+ * the worker stops too: messages go to offline storage (route.c), and
+ * the worker waits for those writes before it exits (worker.c). */
 static void conn_take_back_all(struct conn *c)
 {
 	uint64_t from = conn_piece_start(c, conn_out_written(c));
-	if (c->w->stopping) {
-		unsigned pieces = 1;
-		for (unsigned i = 0; i < c->out_nends; i++)
-			pieces += c->out_ends[i] > from;
-		log_info("c%u %s: stopping: %u pieces of output not written "
-			 "(%zu bytes): lost", c->id, c->peer, pieces,
-			 buf_used(&c->out));
-		return;
-	}
 	struct conn_taken t;
 	conn_take(c, from, &t);
 	conn_route_taken(c, &t, NULL, 0);

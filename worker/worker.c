@@ -315,6 +315,53 @@ static void worker_begin_stop(struct worker *w)
 	httpconn_close_all(w);
 }
 
+/* The streams are closed, or shutdown_timeout passed (those still open
+ * are closed now; what they had not written is rerouted).  From here the
+ * loop turns only until what closing them queued is written: stanzas
+ * taken back and journals (XEP-0198) routed to offline storage, archive
+ * rows (MAM), each database write answered, up to
+ * shutdown_drain_timeout. */
+static void worker_begin_drain(struct worker *w)
+{
+	if (w->nconns > 0) {
+		log_warn("stopping: shutdown_timeout passed with %u streams "
+			 "open: closed", w->nconns);
+		for (struct conn *c = w->conns, *next; c != NULL; c = next) {
+			next = c->next;
+			conn_close(c);
+		}
+	}
+	w->draining = 1;
+	w->drain_deadline_ms = w->now_ms +
+			       (int64_t)w->cfg->shutdown_drain_timeout;
+}
+
+/* 1 when the stopping worker may exit: its streams closed and nothing
+ * it queued left unwritten, or shutdown_drain_timeout over (what is left
+ * is counted at error level: it is lost). */
+static int worker_stop_done(struct worker *w)
+{
+	if (!w->draining) {
+		if (w->nconns > 0 && w->now_ms < w->stop_deadline_ms)
+			return 0;
+		worker_begin_drain(w);
+	}
+	unsigned long items = ext_busy(w);
+	unsigned queries = w->db != NULL ? db_unanswered(w->db) : 0;
+	size_t unrouted = buf_used(&w->undelivered);
+	if (items == 0 && queries == 0 && unrouted == 0 && w->nconns == 0)
+		return 1;
+	if (w->now_ms < w->drain_deadline_ms)
+		return 0;
+	log_error("stopping: shutdown_drain_timeout (%llu ms) over with "
+		  "%lu stanzas or archive rows not written out, %u database "
+		  "writes unanswered (offline messages among them), %zu bytes "
+		  "of stanzas not routed: lost",
+		  (unsigned long long)w->cfg->shutdown_drain_timeout, items,
+		  queries, unrouted);
+	return 1;
+}
+
 static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 				const char *text, size_t len)
 {
@@ -484,14 +531,9 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);
-		if (w.stopping && ((w.nconns == 0 && !ext_busy(&w)) ||
-				   w.now_ms >= w.stop_deadline_ms))
+		if (w.stopping && worker_stop_done(&w))
 			break;
 	}
-	if (buf_used(&w.undelivered) > 0)
-		log_info("exiting: %zu bytes of stanzas taken back from "
-			 "connections not routed: lost",
-			 buf_used(&w.undelivered));
 	log_debug("worker exiting");
 	exit(0);
 }
