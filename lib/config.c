@@ -272,7 +272,8 @@ const struct config_def config_defs[] = {
 	  "where its page alone does not bound it: an RSM count (<max>0"
 	  "</max>) counts at most this many (XEP-0059 allows an approximate "
 	  "count), and a query `with` a full JID reads at most this many of "
-	  "the conversation; one that finds its page not full by then gets "
+	  "the conversation: what it found by then is a page marked "
+	  "incomplete, and one that found nothing gets "
 	  "<resource-constraint/> with a text" },
 	/* worker/csi.c */
 	{ "csi.max_held", CONFIG_TYPE_UINT, OFF(csi_max_held), "100", 0,

@@ -65,7 +65,7 @@ enum mam_verdict mam_form_parse(struct arena *a, const struct xml_node *query,
  * (-1, n): how many of the named ids exist; (-2, n): the count of a
  * count-only query (at most scan_cap: XEP-0059 2.7 allows an
  * approximate count); (-3, n): the rows a with_full query read (n ==
- * scan_cap with the page not filled: it stopped before the end).
+ * scan_cap: it may have stopped before the end).
  * 0, or -1 on out-of-memory. */
 #define MAM_SQL_PARAMS 12
 struct mam_sql {

@@ -26,8 +26,8 @@
  * forbidden for another account's archive, policy-violation (modify,
  * with text) for more ids than mam.max_query_ids, resource-constraint
  * (wait) when PostgreSQL is unavailable or busy, with text when a `with`
- * full JID query read mam.max_scan_rows rows without filling its page,
- * or
+ * full JID query found nothing in the mam.max_scan_rows rows it read
+ * (what it found there is a page marked incomplete), or
  * when the requester's output filled up with other stanzas before the
  * page was written whole (the results sent are not claimed complete).
  */
@@ -197,20 +197,20 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 			rows[nrows++] = i;
 		}
 	}
-	if (q->with_full != NULL && !q->count_only &&
-	    scanned >= q->scan_cap && nrows <= (int)q->max) {
-		/* the page is not full and the conversation goes on past
-		 * the rows read: where it ends is not known */
-		log_info("archive query of %s refused: with %s read %lu "
-			 "messages of the conversation without filling the "
-			 "page (mam.max_scan_rows)", q->bare, q->with_full,
-			 scanned);
+	int stopped = q->with_full != NULL && scanned >= q->scan_cap;
+	if (stopped && nrows == 0) {
+		/* nothing found in the rows read, and the conversation goes
+		 * on past them: no page, not even where to go on from */
+		log_info("archive query of %s refused: with %s found nothing "
+			 "in %lu messages of the conversation "
+			 "(mam.max_scan_rows)", q->bare, q->with_full, scanned);
 		iq_reply_error_text(&p, "wait", "resource-constraint",
 				    "Too many messages to search: ask with "
 				    "the bare JID, or with start and end");
 		return;
 	}
-	int complete = nrows <= (int)q->max;
+	/* a with_full page that stopped at the rows read may go on */
+	int complete = nrows <= (int)q->max && !stopped;
 	if (nrows > (int)q->max)
 		nrows = (int)q->max;
 	/* A page stays under half of c2s.max_output_bytes: the rows
