@@ -351,32 +351,42 @@ int mam_form_sql(struct mam_sql *s, const struct mam_req *q)
 	}
 	buf_append(&conds, "", 1);
 	if (q->with_full != NULL) {
-		/* the conversation's rows, at most scan_cap of them from
-		 * where paging starts, then those of the full JID */
+		/* the ids of at most scan_cap rows of the conversation from
+		 * where paging starts (an index-only scan, ordered, that the
+		 * LIMIT stops), then the rows of the full JID in that id
+		 * range: whatever plan PostgreSQL picks for the second, it
+		 * reads that range of (account_id, with_bare, id) only */
 		int pcap = mam_form_param(s, s->num[3]);
 		int pf = mam_form_param(s, q->with_full);
-		buf_appendf(&s->text, "WITH s AS MATERIALIZED (SELECT id, "
-			    "with_full FROM mam_messages WHERE %s ORDER BY id "
-			    "%s LIMIT $%d::int) ", buf_head(&conds), dir, pcap);
+		buf_appendf(&s->text, "WITH b AS MATERIALIZED (SELECT id FROM "
+			    "mam_messages WHERE %s ORDER BY id %s LIMIT "
+			    "$%d::int), r AS MATERIALIZED (SELECT min(id) AS lo, "
+			    "max(id) AS hi, count(*) AS n FROM b) ",
+			    buf_head(&conds), dir, pcap);
 		if (q->count_only) {
 			buf_appendf(&s->text, "SELECT -2::bigint, count(*)::"
-				    "text FROM s WHERE with_full = $%d", pf);
+				    "text FROM mam_messages WHERE %s AND id >= "
+				    "(SELECT lo FROM r) AND id <= (SELECT hi "
+				    "FROM r) AND with_full = $%d",
+				    buf_head(&conds), pf);
 		} else {
 			int plim = mam_form_param(s, s->num[2]);
 			buf_appendf(&s->text, "(SELECT id, stanza FROM "
-				    "mam_messages WHERE account_id = (SELECT "
-				    "id FROM accounts WHERE username = $%d AND "
-				    "domain = $%d) AND id IN (SELECT id FROM s "
-				    "WHERE with_full = $%d ORDER BY id %s LIMIT "
-				    "$%d::int) ORDER BY id %s) UNION ALL SELECT "
-				    "-3::bigint, count(*)::text FROM s", pu, pd,
-				    pf, dir, plim, dir);
+				    "mam_messages WHERE %s AND id >= (SELECT lo "
+				    "FROM r) AND id <= (SELECT hi FROM r) AND "
+				    "with_full = $%d ORDER BY id %s LIMIT "
+				    "$%d::int) UNION ALL SELECT -3::bigint, "
+				    "n::text FROM r", buf_head(&conds), pf, dir,
+				    plim);
 		}
 	} else if (q->count_only) {
 		int pcap = mam_form_param(s, s->num[3]);
+		/* ordered, so that the LIMIT stops an index (only) scan;
+		 * unordered, PostgreSQL may read the account's whole
+		 * range into a bitmap first */
 		buf_appendf(&s->text, "SELECT -2::bigint, count(*)::text FROM "
-			    "(SELECT 1 FROM mam_messages WHERE %s LIMIT "
-			    "$%d::int) c", buf_head(&conds), pcap);
+			    "(SELECT 1 FROM mam_messages WHERE %s ORDER BY id "
+			    "%s LIMIT $%d::int) c", buf_head(&conds), dir, pcap);
 	} else {
 		int plim = mam_form_param(s, s->num[2]);
 		buf_appendf(&s->text, "(SELECT id, stanza FROM mam_messages "
