@@ -239,7 +239,8 @@ const struct config_def config_defs[] = {
 	  "incomplete" },
 	{ "mam.batch_rows", CONFIG_TYPE_UINT, OFF(mam_batch_rows), "500", 1,
 	  10000, RELOAD, "Archived messages written to PostgreSQL in one "
-	  "statement; a worker sends what it has every loop turn" },
+	  "statement; a worker sends what it has once the first has waited "
+	  "mam.batch_hold" },
 	{ "mam.queue_rows", CONFIG_TYPE_UINT, OFF(mam_queue_rows), "100000",
 	  100, 10000000, RELOAD, "Archived messages a worker holds while "
 	  "PostgreSQL is slow or down; beyond it new ones are not archived "
@@ -257,6 +258,23 @@ const struct config_def config_defs[] = {
 	  "preferences (XEP-0441 <always/> and <never/> together; each "
 	  "archived message is checked against them); a set naming more is "
 	  "refused with <not-acceptable/>" },
+	{ "mam.batch_hold", CONFIG_TYPE_DURATION, OFF(mam_batch_hold), "10ms",
+	  0, 1000, RELOAD, "How long archived messages wait for more to "
+	  "share their INSERT (the first row's wait; a batch also goes at "
+	  "mam.batch_rows rows); a query sends what waits first, so another "
+	  "worker's messages may show in archive queries this much later" },
+	{ "mam.max_query_ids", CONFIG_TYPE_UINT, OFF(mam_max_query_ids),
+	  "1000", 1, 10000, RELOAD, "Archive ids one query may name (the "
+	  "XEP-0313 #extended ids field); more get <policy-violation/> "
+	  "with a text" },
+	{ "mam.max_scan_rows", CONFIG_TYPE_UINT, OFF(mam_max_scan_rows),
+	  "10000", 100, 10000000, RELOAD, "Archive rows one query reads "
+	  "where its page alone does not bound it: an RSM count (<max>0"
+	  "</max>) counts at most this many (XEP-0059 allows an approximate "
+	  "count), and a query `with` a full JID reads at most this many of "
+	  "the conversation: what it found by then is a page marked "
+	  "incomplete, and one that found nothing gets "
+	  "<resource-constraint/> with a text" },
 	/* worker/csi.c */
 	{ "csi.max_held", CONFIG_TYPE_UINT, OFF(csi_max_held), "100", 0,
 	  100000, RELOAD, "Stanzas held for a session while its client says "

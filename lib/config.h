@@ -111,6 +111,9 @@ struct config {
 	uint64_t mam_queue_bytes;       /* their bytes */
 	unsigned mam_retention_days;    /* 0: forever */
 	unsigned mam_max_prefs_jids;    /* XEP-0441 always + never JIDs */
+	uint64_t mam_batch_hold;        /* ms a batch waits to fill */
+	unsigned mam_max_query_ids;     /* ids one archive query names */
+	unsigned mam_max_scan_rows;     /* rows a count / full-JID query reads */
 	unsigned csi_max_held;          /* XEP-0352 stanzas held, 0: none */
 	unsigned max_directed_presence; /* remembered per session */
 
