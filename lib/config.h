@@ -131,6 +131,14 @@ struct config {
 	const char *control_owner;
 	const char *control_group;
 	unsigned control_mode;
+
+	/* external components (XEP-0114, worker/component.c) */
+	const char *component_secrets_file;     /* "": no components */
+	const char *component_addresses;        /* space-separated */
+	unsigned component_port;                /* 0: off */
+	uint64_t component_timeout;             /* ms, to <handshake/> */
+	uint64_t component_max_stanza_size;     /* bytes */
+	uint64_t component_max_queue_bytes;     /* unread output */
 };
 
 struct config_def {
