@@ -275,6 +275,28 @@ def test_reload_adds_and_removes():
         Comp(s, "new.localhost").login("n3w")
 
 
+def test_limits():
+    with Server(workers=1, users=USERS[:1], components={GW: SECRET},
+                overrides={"component.timeout": "1s",
+                           "component.max_stanza_size": "10K"}) as s:
+        # no handshake in component.timeout: connection-timeout
+        slow = Comp(s)
+        slow.open()
+        got = slow.c.read_all_until_close(timeout=10)
+        assert re.fullmatch(stream_error_re("connection-timeout"), got), got
+        # a stanza over component.max_stanza_size: policy-violation
+        comp = Comp(s).login()
+        comp.c.send("<message from='%s' to='juliet@localhost'><body>%s</body></message>"
+                    % (GW, "x" * 12000))
+        got = comp.c.read_all_until_close()
+        assert re.fullmatch(stream_error_re("policy-violation"), got), got
+        # a second handshake after the first
+        comp = Comp(s).login()
+        comp.handshake(SECRET)
+        got = comp.c.read_all_until_close()
+        assert re.fullmatch(stream_error_re("policy-violation"), got), got
+
+
 SLIX_ECHO = r'''
 import asyncio, sys
 import slixmpp
@@ -332,4 +354,5 @@ if __name__ == "__main__":
     run_tests([test_handshake_good_and_wrong, test_unknown_domain,
                test_conflict_on_both_workers, test_routing_both_ways_across_workers,
                test_invalid_from_and_gone, test_subdomains,
-               test_reload_adds_and_removes, test_slixmpp_component_echo])
+               test_reload_adds_and_removes, test_limits,
+               test_slixmpp_component_echo])
