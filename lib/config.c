@@ -340,6 +340,33 @@ const struct config_def config_defs[] = {
 	  "rows); what is left then is counted in the log at error level. "
 	  "The master kills workers after shutdown_timeout plus this plus "
 	  "1s; keep the sum below systemd's TimeoutStopSec (60s)" },
+	/* worker/component.c: external components (XEP-0114) */
+	{ "component.secrets_file", CONFIG_TYPE_STRING,
+	  OFF(component_secrets_file), "", 0, 0, RELOAD,
+	  "File listing the external components (XEP-0114), one a line: "
+	  "DOMAIN SECRET [subdomains]; it must not be readable by group or "
+	  "others.  Read again at each reload: a component added may "
+	  "connect, a removed one's stream ends with <host-gone/>.  Empty "
+	  "means no components; the component listener is bound at start "
+	  "only when this is set" },
+	{ "component.addresses", CONFIG_TYPE_STRING, OFF(component_addresses),
+	  "127.0.0.1 ::1", 0, 0, RESTART,
+	  "Component listener addresses, space-separated (loopback: "
+	  "components authenticate with a shared secret over plain TCP)" },
+	{ "component.port", CONFIG_TYPE_UINT, OFF(component_port), "5347", 0,
+	  65535, RESTART, "Component port (XEP-0114); 0 disables it" },
+	{ "component.timeout", CONFIG_TYPE_DURATION, OFF(component_timeout),
+	  "30s", 1000, 3600000, RELOAD,
+	  "Time a component has to send a correct <handshake/>" },
+	{ "component.max_stanza_size", CONFIG_TYPE_SIZE,
+	  OFF(component_max_stanza_size), "256K", 10 << 10, 16 << 20, RELOAD,
+	  "Largest stanza a component may send; more ends its stream with "
+	  "<policy-violation/>" },
+	{ "component.max_queue_bytes", CONFIG_TYPE_SIZE,
+	  OFF(component_max_queue_bytes), "4M", 64 << 10, 1 << 30, RELOAD,
+	  "Output a component may leave unread before its stream ends with "
+	  "<policy-violation/>; what was queued for it goes back to its "
+	  "senders (service-unavailable)" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -138,6 +138,13 @@ struct config {
 	/* after shutdown_timeout: how long a stopping worker waits for
 	 * the database writes it queued (offline stores, archive rows) */
 	uint64_t shutdown_drain_timeout;    /* ms */
+	/* external components (XEP-0114, worker/component.c) */
+	const char *component_secrets_file;     /* "": no components */
+	const char *component_addresses;        /* space-separated */
+	unsigned component_port;                /* 0: off */
+	uint64_t component_timeout;             /* ms, to <handshake/> */
+	uint64_t component_max_stanza_size;     /* bytes */
+	uint64_t component_max_queue_bytes;     /* unread output */
 };
 
 struct config_def {

@@ -152,8 +152,15 @@ int master_listen_all(struct master *m, const char **error_r)
 		return -1;
 	}
 	/* The HTTP front (metrics, health): none is fine, e.g. no IPv6. */
-	return listen_list(m, cfg->http_addresses, cfg->http_port,
-			   cfg->http_tls_port, LISTEN_HTTP, error_r);
+	if (listen_list(m, cfg->http_addresses, cfg->http_port,
+			cfg->http_tls_port, LISTEN_HTTP, error_r) < 0)
+		return -1;
+	/* XEP-0114 components: only when some are configured */
+	if (cfg->component_secrets_file[0] != '\0' &&
+	    listen_list(m, cfg->component_addresses, cfg->component_port, 0,
+			LISTEN_COMPONENT, error_r) < 0)
+		return -1;
+	return 0;
 }
 
 /* In a worker: close every other slot's listening sockets. */

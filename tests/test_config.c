@@ -216,6 +216,12 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "control.group", CONFIG_F_RESTART },
 	{ "control.mode", CONFIG_F_RESTART },
 	{ "shutdown_drain_timeout", CONFIG_F_RELOADABLE },
+	{ "component.secrets_file", CONFIG_F_RELOADABLE },
+	{ "component.addresses", CONFIG_F_RESTART },
+	{ "component.port", CONFIG_F_RESTART },
+	{ "component.timeout", CONFIG_F_RELOADABLE },
+	{ "component.max_stanza_size", CONFIG_F_RELOADABLE },
+	{ "component.max_queue_bytes", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

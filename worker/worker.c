@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "ext.h"
 #include "s2s.h"
+#include "component.h"
 #include "log.h"
 #include "util.h"
 #include "frame.h"
@@ -258,6 +259,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	http_init(w);
 	if (s2s_init(w) < 0)
 		log_fatal("worker set-up failed: server-to-server");
+	if (component_init(w) < 0)
+		log_fatal("worker set-up failed: components");
 	worker_adopt(w);
 }
 
@@ -390,6 +393,7 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	db_set_max_queue_bytes(w->db, (size_t)cfg->db_max_queue_bytes);
 	queue_set_limits(w->q, cfg->queue_outbox_frames,
 			 (size_t)cfg->queue_outbox_bytes);
+	component_reload(w);
 	log_debug("running config generation %llu",
 		  (unsigned long long)cfg->generation);
 }
@@ -534,6 +538,7 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		if (w.stopping && worker_stop_done(&w))
 			break;
 	}
+	component_shutdown(&w);
 	log_debug("worker exiting");
 	exit(0);
 }
