@@ -32,6 +32,7 @@ XMPPD_DEB_TEST=(
 	groff-base man-db
 	"${XMPPD_DEB_PACKAGE[@]}"
 	profanity tmux
+	dnsmasq-base
 )
 
 say()  { printf '==> %s\n' "$*"; }
