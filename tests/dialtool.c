@@ -112,6 +112,7 @@ int main(int argc, char **argv)
 	while ((opt = getopt(argc, argv, "o:n:cv")) != -1) {
 		if (opt == 'o' && config_set(cfg, optarg, &error) < 0) {
 			fprintf(stderr, "dialtool: %s\n", error);
+			config_free(&cfg);
 			return 1;
 		} else if (opt == 'n') {
 			count = atoi(optarg);
@@ -120,17 +121,20 @@ int main(int argc, char **argv)
 		} else if (opt == 'v') {
 			log_set_level(LOG_LEVEL_DEBUG);
 		} else if (opt == '?') {
+			config_free(&cfg);
 			return 1;
 		}
 	}
 	if (optind + 1 != argc || count < 1) {
 		fprintf(stderr, "usage: dialtool [-o key=value]... [-n COUNT] "
 			"[-c] [-v] DOMAIN\n");
+		config_free(&cfg);
 		return 1;
 	}
 	if (config_check(cfg, &error) < 0 &&
 	    strstr(error, "s2s.") != NULL) {
 		fprintf(stderr, "dialtool: %s\n", error);
+		config_free(&cfg);
 		return 1;
 	}
 	log_set_role("dialtool");

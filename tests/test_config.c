@@ -212,6 +212,12 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "control.owner", CONFIG_F_RESTART },
 	{ "control.group", CONFIG_F_RESTART },
 	{ "control.mode", CONFIG_F_RESTART },
+	{ "s2s.dns_servers", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_max_targets", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_stagger", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_max_addresses", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)
