@@ -41,10 +41,20 @@
 enum dial_obj {
 	DIAL_OBJ_ARES = 0x5a1,  /* a c-ares socket (struct dial_watch) */
 	DIAL_OBJ_ATTEMPT,       /* a connect() in progress */
+	DIAL_OBJ_DEAD,          /* closed this turn, freed after it */
+};
+
+/* What the epoll data points to.  A watch or attempt closed while the
+ * turn's events are being handled may still have an event later in the
+ * same batch: it is marked dead and freed by the next
+ * s2s_dial_run_timers (after the events), like conn.c's dead list. */
+struct dial_obj_hdr {
+	int obj;                /* enum dial_obj */
+	struct dial_obj_hdr *grave;     /* in st->graveyard when dead */
 };
 
 struct dial_watch {
-	int obj;                /* DIAL_OBJ_ARES: first, see dial_event */
+	struct dial_obj_hdr h;  /* first */
 	int fd;
 	struct dial_watch *next;
 };
@@ -58,6 +68,7 @@ struct s2s_dial_state {
 	struct s2s_dial *finished;  /* ended, callback not run yet (FIFO) */
 	struct s2s_dial *finished_tail;
 	unsigned queries;       /* c-ares queries not answered yet */
+	struct dial_obj_hdr *graveyard; /* closed this turn (dial_obj_hdr) */
 };
 
 /* The argument of a c-ares callback: it outlives a cancelled dial (d is
@@ -75,7 +86,7 @@ struct dial_target {
 };
 
 struct dial_attempt {
-	int obj;                /* DIAL_OBJ_ATTEMPT: first, see dial_event */
+	struct dial_obj_hdr h;  /* first */
 	int fd;
 	struct s2s_dial *d;
 	struct dial_attempt *next;
@@ -117,6 +128,22 @@ struct s2s_dial {
 
 static void dial_pump(struct s2s_dial *d, int64_t now);
 
+static void dial_bury(struct s2s_dial_state *st, struct dial_obj_hdr *h)
+{
+	h->obj = DIAL_OBJ_DEAD;
+	h->grave = st->graveyard;
+	st->graveyard = h;
+}
+
+static void dial_graveyard_free(struct s2s_dial_state *st)
+{
+	while (st->graveyard != NULL) {
+		struct dial_obj_hdr *h = st->graveyard;
+		st->graveyard = h->grave;
+		free(h);
+	}
+}
+
 /* ---- c-ares sockets in the worker's epoll ------------------------------ */
 
 static void dial_sock_state(void *data, ares_socket_t fd, int readable,
@@ -131,7 +158,7 @@ static void dial_sock_state(void *data, ares_socket_t fd, int readable,
 		if (wa != NULL) {
 			epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
 			*pp = wa->next;
-			free(wa);
+			dial_bury(st, &wa->h);
 		}
 		return;
 	}
@@ -146,7 +173,7 @@ static void dial_sock_state(void *data, ares_socket_t fd, int readable,
 				  "socket");
 			return;
 		}
-		wa->obj = DIAL_OBJ_ARES;
+		wa->h.obj = DIAL_OBJ_ARES;
 		wa->fd = fd;
 		wa->next = st->watches;
 		st->watches = wa;
@@ -251,7 +278,7 @@ static void dial_attempt_close(struct dial_attempt *a)
 {
 	epoll_ctl(a->d->w->epfd, EPOLL_CTL_DEL, a->fd, NULL);
 	close(a->fd);
-	free(a);
+	dial_bury(a->d->w->dial, &a->h);
 }
 
 static void dial_detach_queries(struct s2s_dial *d)
@@ -642,7 +669,7 @@ static void dial_connect_next(struct s2s_dial *d, int64_t now)
 		dial_attempt_failed(d, peer, ENOMEM);
 		return;
 	}
-	a->obj = DIAL_OBJ_ATTEMPT;
+	a->h.obj = DIAL_OBJ_ATTEMPT;
 	a->fd = fd;
 	a->d = d;
 	a->t = d->cur;
@@ -685,7 +712,7 @@ static void dial_connected(struct s2s_dial *d, struct dial_attempt *a)
 	snprintf(r->peer, sizeof(r->peer), "%s", a->peer);
 	snprintf(d->reason, sizeof(d->reason), "%s: connected to %s (%s)",
 		 d->domain, a->peer, a->t->host);
-	free(a);
+	dial_bury(d->w->dial, &a->h);
 	dial_finish(d, NULL);
 }
 
@@ -759,14 +786,15 @@ static void dial_attempt_event(struct dial_attempt *a, uint32_t events)
 void s2s_dial_event(struct worker *w, uint64_t data, uint32_t events)
 {
 	struct s2s_dial_state *st = w->dial;
-	int *obj = (int *)(uintptr_t)data;
-	if (st == NULL)
+	const struct dial_obj_hdr *h = (const void *)(uintptr_t)data;
+	if (st == NULL || h->obj == DIAL_OBJ_DEAD)
 		return;
-	if (*obj == DIAL_OBJ_ATTEMPT) {
-		dial_attempt_event((struct dial_attempt *)obj, events);
+	if (h->obj == DIAL_OBJ_ATTEMPT) {
+		dial_attempt_event((struct dial_attempt *)(uintptr_t)data,
+				   events);
 		return;
 	}
-	const struct dial_watch *wa = (const struct dial_watch *)obj;
+	const struct dial_watch *wa = (const void *)h;
 	ares_socket_t fd = wa->fd;
 	ares_process_fd(st->ch,
 			events & (EPOLLIN | EPOLLERR | EPOLLHUP)
@@ -929,6 +957,8 @@ void s2s_dial_run_timers(struct worker *w, int64_t now_ms)
 		}
 		dial_pump(d, now_ms);
 	}
+	/* every event of this turn has been handled */
+	dial_graveyard_free(st);
 	/* callbacks last, one at a time: each may start or cancel dials */
 	while (st->finished != NULL) {
 		struct s2s_dial *d = st->finished;
@@ -969,6 +999,7 @@ void s2s_dial_shutdown(struct worker *w)
 		st->watches = wa->next;
 		free(wa);
 	}
+	dial_graveyard_free(st);
 	free(st->servers);
 	free(st);
 	w->dial = NULL;
