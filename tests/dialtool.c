@@ -7,8 +7,9 @@
  *   dialtool [-o key=value]... [-n COUNT] [-c] DOMAIN
  *
  * -o sets a config key (s2s.dns_servers, s2s.connect_timeout, ...); -n
- * dials COUNT times one after the other; -c cancels each dial right
- * after starting it (nothing may be printed but "cancelled").  Each
+ * dials COUNT times one after the other, or all at once with -p; -c
+ * cancels each dial right after starting it (nothing may be printed but
+ * "cancelled").  Each
  * result is one line:
  *   ok host=HOST port=PORT tls=0|1 peer=ADDR:PORT
  *   error CONDITION REASON
@@ -50,15 +51,19 @@ static void dialtool_done(void *ctx, const struct s2s_dial_result *r,
 	fflush(stdout);
 }
 
-static int dialtool_run(struct worker *w, const char *domain, int cancel)
+static int dialtool_run(struct worker *w, const char *domain, int cancel,
+			int parallel)
 {
 	calls = 0;
-	in_start = 1;
-	struct s2s_dial *d = s2s_dial_start(w, domain, dialtool_done, NULL);
-	in_start = 0;
-	if (d == NULL) {
-		printf("BUG s2s_dial_start returned NULL\n");
-		return -1;
+	struct s2s_dial *d = NULL;
+	for (int i = 0; i < parallel; i++) {
+		in_start = 1;
+		d = s2s_dial_start(w, domain, dialtool_done, NULL);
+		in_start = 0;
+		if (d == NULL) {
+			printf("BUG s2s_dial_start returned NULL\n");
+			return -1;
+		}
 	}
 	if (cancel) {
 		s2s_dial_cancel(d);
@@ -91,10 +96,10 @@ static int dialtool_run(struct worker *w, const char *domain, int cancel)
 		s2s_dial_run_timers(w, w->now_ms);
 		if (turns > 0)
 			turns--;
-		if (!cancel && calls > 0)
+		if (!cancel && calls >= parallel)
 			break;
 	}
-	if (calls != (cancel ? 0 : 1)) {
+	if (calls != (cancel ? 0 : parallel)) {
 		printf("BUG %d callbacks\n", calls);
 		return -1;
 	}
@@ -106,10 +111,10 @@ int main(int argc, char **argv)
 	static struct worker w;
 	struct config *cfg = config_new();
 	const char *error;
-	int count = 1, cancel = 0, opt;
+	int count = 1, cancel = 0, parallel = 0, opt;
 	if (sodium_init() < 0)
 		return 1;
-	while ((opt = getopt(argc, argv, "o:n:cv")) != -1) {
+	while ((opt = getopt(argc, argv, "o:n:cpv")) != -1) {
 		if (opt == 'o' && config_set(cfg, optarg, &error) < 0) {
 			fprintf(stderr, "dialtool: %s\n", error);
 			config_free(&cfg);
@@ -118,6 +123,8 @@ int main(int argc, char **argv)
 			count = atoi(optarg);
 		} else if (opt == 'c') {
 			cancel = 1;
+		} else if (opt == 'p') {
+			parallel = 1;
 		} else if (opt == 'v') {
 			log_set_level(LOG_LEVEL_DEBUG);
 		} else if (opt == '?') {
@@ -125,9 +132,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (optind + 1 != argc || count < 1) {
+	if (optind + 1 != argc || count < 1 || (parallel && cancel)) {
 		fprintf(stderr, "usage: dialtool [-o key=value]... [-n COUNT] "
-			"[-c] [-v] DOMAIN\n");
+			"[-p] [-c] [-v] DOMAIN\n");
 		config_free(&cfg);
 		return 1;
 	}
@@ -143,8 +150,10 @@ int main(int argc, char **argv)
 	if (w.epfd < 0 || s2s_dial_init(&w) < 0)
 		return 1;
 	int rc = 0;
-	for (int i = 0; i < count && rc == 0; i++)
-		rc = dialtool_run(&w, argv[optind], cancel);
+	if (parallel)
+		rc = dialtool_run(&w, argv[optind], 0, count);
+	for (int i = 0; !parallel && i < count && rc == 0; i++)
+		rc = dialtool_run(&w, argv[optind], cancel, 1);
 	s2s_dial_shutdown(&w);
 	close(w.epfd);
 	config_free(&cfg);

@@ -93,7 +93,7 @@ def close_all():
         _SOCKETS.pop().close()
 
 
-def dial(lab_server, domain, *opts, n=1, cancel=False):
+def dial(lab_server, domain, *opts, n=1, cancel=False, parallel=False):
     cmd = [DIALTOOL, "-o", "s2s.dns_servers=" + lab_server]
     for o in opts:
         cmd += ["-o", o]
@@ -101,6 +101,8 @@ def dial(lab_server, domain, *opts, n=1, cancel=False):
         cmd += ["-n", str(n)]
     if cancel:
         cmd.append("-c")
+    if parallel:
+        cmd.append("-p")
     cmd.append(domain)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, "dialtool %s: exit %d\n%s%s" % (
@@ -163,6 +165,11 @@ def test_srv_weights():
             nb = lines.count(ok_line("b.w.test", pb, 0, peer(addr(21), pb)))
             assert na + nb == 200, lines
             assert 110 <= nb <= 185, (na, nb)
+            # the same, 100 dials at once on one loop: each ends once
+            lines = dial(lab.server, "w.test", n=100, parallel=True)
+            na = lines.count(ok_line("a.w.test", pa, 0, peer(addr(20), pa)))
+            nb = lines.count(ok_line("b.w.test", pb, 0, peer(addr(21), pb)))
+            assert na + nb == 100 and na > 0 and nb > 0, lines
     finally:
         close_all()
 
@@ -297,6 +304,26 @@ def test_black_hole_stagger():
         close_all()
 
 
+def test_parallel_black_hole():
+    """50 dials at once, each with a silent IPv6 attempt pending when
+    its IPv4 one connects: all end once, every silent attempt closed
+    (sanitizers: nothing used after it was freed, nothing leaked)."""
+    port = closed_port(addr(75), "::1")
+    black_hole("::1", port)
+    listener(addr(75), port, backlog=128)
+    try:
+        with DnsLab() as lab:
+            lab.srv("_xmpp-server._tcp.pbh.test", "x.pbh.test", port, 0)
+            lab.host("x.pbh.test", "::1", addr(75))
+            lab.start()
+            lines = dial(lab.server, "pbh.test", "s2s.connect_timeout=300s",
+                         "s2s.connect_stagger=10ms", n=50, parallel=True)
+            assert lines == [ok_line("x.pbh.test", port, 0,
+                                     peer(addr(75), port))] * 50, lines
+    finally:
+        close_all()
+
+
 def test_all_time_out():
     """Every address silent: remote-server-timeout once each attempt's
     s2s.connect_timeout is over."""
@@ -353,5 +380,6 @@ if __name__ == "__main__":
     run_tests([test_srv_priority, test_srv_weights, test_xmpps_direct_tls,
                test_dot_target, test_no_srv_fallback, test_nxdomain,
                test_refused_then_next_address, test_black_hole_stagger,
+               test_parallel_black_hole,
                test_all_time_out, test_dns_timeout, test_cancel,
                test_bad_dns_servers])
