@@ -222,6 +222,12 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "component.timeout", CONFIG_F_RELOADABLE },
 	{ "component.max_stanza_size", CONFIG_F_RELOADABLE },
 	{ "component.max_queue_bytes", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_servers", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_max_targets", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_stagger", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_max_addresses", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

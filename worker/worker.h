@@ -280,6 +280,7 @@ struct worker {
 	 * message_delivered hook makes no received copies of it
 	 * (carbons.c).  Set for each such message, else NULL. */
 	const struct xml_node *private_msg;
+	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);
