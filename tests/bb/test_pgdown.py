@@ -715,6 +715,32 @@ def test_stop_drain_bound_pg_down():
         proxy.close()
 
 
+def test_stop_drain_pg_back():
+    """PostgreSQL is down when the server is told to stop and comes back
+    while the worker drains: the journal is stored offline, nothing is
+    counted lost."""
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS, overrides={
+            "shutdown_drain_timeout": "30s"})
+        with running(s):
+            def down(p):
+                p.stop()
+                wait_for(lambda: "database unavailable" in s.log_text(),
+                         what="the link seen down")
+                # back once the worker has begun to stop
+                threading.Thread(target=lambda: (wait_for(
+                    lambda: "w0 info: stopping: closing" in s.log_text(),
+                    what="the stop"), p.start()), daemon=True).start()
+            log, rc = journal_then_stop(s, proxy, down)
+            assert rc == 0, (rc, log[-3000:])
+            assert "shutdown_drain_timeout" not in log, log[-3000:]
+            assert "SIGKILL" not in log, log[-3000:]
+            assert offline_rows(s) == "5"
+    finally:
+        proxy.close()
+
+
 if __name__ == "__main__":
     tests = [
         test_pg_down_mid_session,
@@ -722,6 +748,7 @@ if __name__ == "__main__":
         test_pg_down_at_startup,
         test_stop_drain_bound_pg_hung,
         test_stop_drain_bound_pg_down,
+        test_stop_drain_pg_back,
     ]
     if os.environ.get("XMPPD_TEST_KNOWN_BUGS"):
         tests.append(test_pg_hung_login_is_answered)
