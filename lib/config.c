@@ -368,6 +368,24 @@ const struct config_def config_defs[] = {
 	  OFF(s2s_in_idle_timeout), "10m", 1000, 86400000, RELOAD,
 	  "An incoming server-to-server stream silent this long is closed "
 	  "(the other server opens a new one when it has something to send)" },
+	/* federation, outgoing side (worker/s2s_out.c) */
+	{ "s2s.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(s2s_max_queue_bytes),
+	  "1M", 4 << 10, 64 << 20, RELOAD, "Bytes of stanzas that may wait "
+	  "for one outgoing server-to-server link while it is set up; past "
+	  "it a stanza is bounced with resource-constraint (wait)" },
+	{ "s2s.out_idle_timeout", CONFIG_TYPE_DURATION,
+	  OFF(s2s_out_idle_timeout), "10m", 1000, 86400000, RELOAD,
+	  "An outgoing server-to-server link that carried nothing for this "
+	  "long is closed (a new stanza opens a new one)" },
+	{ "s2s.link_timeout", CONFIG_TYPE_DURATION, OFF(s2s_link_timeout),
+	  "60s", 1000, 600000, RELOAD, "Time to set up an outgoing "
+	  "server-to-server link (DNS, connect, TLS, authentication); "
+	  "then what waits for it is bounced with remote-server-timeout" },
+	{ "s2s.max_links", CONFIG_TYPE_UINT, OFF(s2s_max_links), "1000", 0,
+	  1000000, RELOAD, "Outgoing server-to-server links per worker (one "
+	  "per local and remote domain pair); a stanza needing one more is "
+	  "bounced with resource-constraint; 0 turns outgoing federation "
+	  "off (remote-server-not-found)" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

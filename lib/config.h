@@ -148,6 +148,12 @@ struct config {
 	uint64_t s2s_auth_timeout;          /* ms */
 	uint64_t s2s_verify_timeout;        /* ms */
 	uint64_t s2s_in_idle_timeout;       /* ms */
+
+	/* federation, outgoing side (s2s.*) */
+	uint64_t s2s_max_queue_bytes;   /* per link, while it is set up */
+	uint64_t s2s_out_idle_timeout;  /* ms */
+	uint64_t s2s_link_timeout;      /* ms, the whole setup */
+	unsigned s2s_max_links;         /* per worker; 0: off */
 };
 
 struct config_def {

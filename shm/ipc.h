@@ -84,6 +84,17 @@ struct ipc_frame_header {
 _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
 	       "frame header must be 20 bytes");
 
+/* IPC_FRAME_S2S_OUT: a stanza for the owner of the outgoing link
+ * local -> remote (worker/s2s_out.c; header conn_id/gen 0).  Followed by
+ * local_len bytes of our domain (the stanza's 'from' domain), remote_len
+ * bytes of the remote domain, then the stanza as written on a client
+ * stream (the rest of the payload).  No NULs. */
+struct ipc_s2s_out {
+	uint16_t local_len;
+	uint16_t remote_len;
+	uint32_t reserved;          /* 0 */
+};
+
 /* ---- master <-> worker channel (SOCK_SEQPACKET, one pair per slot) ---- */
 
 enum ipc_cmd_type {

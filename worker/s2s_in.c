@@ -39,6 +39,7 @@
 #include "component.h"
 #include "server.h"
 #include "base64.h"
+#include "certid.h"
 #include "jid.h"
 #include "log.h"
 #include "util.h"
@@ -248,12 +249,12 @@ void s2s_in_tls_done(struct conn *c, SSL *ssl)
 			 c->id, c->peer, error);
 }
 
-/* RFC 6125 for service xmpp-server: DNS-ID (SAN dNSName, a wildcard
- * only as the whole left-most label), CN only without any dNSName. */
+/* RFC 6125 for service xmpp-server (lib/certid.c): SRV-ID, DNS-ID (a
+ * wildcard only as the whole left-most label), XmppAddr; CN only
+ * without any of them. */
 static int s2s_in_cert_names(X509 *cert, const char *domain)
 {
-	return X509_check_host(cert, domain, 0,
-			       X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+	return certid_matches(cert, domain) == 1;
 }
 
 /* The peer's certificate validates and identifies domain. */

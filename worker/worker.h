@@ -271,6 +271,7 @@ struct worker {
 	struct db *db;
 	struct conn *delayed;   /* conns with delay_until_ms set */
 	int64_t now_ms;         /* loop turn's clock */
+	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);
@@ -284,6 +285,10 @@ int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
 /* Accept what is pending on a listener of kind (enum listen_kind:
  * LISTEN_C2S, LISTEN_S2S or LISTEN_COMPONENT). */
 void conn_accept(struct worker *w, int lfd, int direct_tls, int kind);
+/* A connection we opened (fd connected, non-blocking; peer "addr:port"
+ * for the log), kind CONN_S2S_OUT, in the table and epoll like an
+ * accepted one; NULL (fd closed) without memory. */
+struct conn *conn_new_outgoing(struct worker *w, int fd, const char *peer);
 void conn_handle(struct conn *c, uint32_t events);
 /* Queue one piece (a stanza, or stream-level XML) for c.  Past
  * c2s.max_output_bytes unread the stream ends with <policy-violation/>
