@@ -873,6 +873,10 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		return;
 	}
 	s2s_in_client_ns(st);
+	if (ours && strcmp(st->name, "presence") == 0) {
+		presence_from_remote(c->w, c->arena, st);  /* RFC 6121 */
+		return;
+	}
 	if (ours) {
 		route_stanza(c->w, c->arena, st);
 		return;
