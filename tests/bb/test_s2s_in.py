@@ -15,7 +15,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, run_tests, stream_error_re  # noqa: E402
+from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
+                     wait_for)
 from imlib import USERS, item_rx, login, push_rx  # noqa: E402
 from dnslab import DnsLab  # noqa: E402
 
@@ -544,6 +545,40 @@ def test_federated_subscription_and_presence():
             remote.close()
 
 
+def test_remote_sender_offline_and_blocking():
+    """Messages from another server are stored for an offline user and
+    delivered at login; a blocked remote JID (XEP-0191) reaches no one."""
+    with server() as s:
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost' "
+               "type='chat' id='o1'><body>stored</body></message>" % REMOTE)
+        wait_for(lambda: s.db.psql("SELECT count(*) FROM offline_messages",
+                                   s.db.conninfo).strip() == "1",
+                 what="the message stored")
+        romeo = login(s, "romeo", "r")
+        romeo.expect(re.compile(
+            "<message from='juliet@%s/balcony' to='romeo@localhost' "
+            "type='chat' id='o1'><body>stored</body>(<stanza-id [^>]*/>)?"
+            "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='[^']+'>"
+            "Offline Storage</delay></message>" % re.escape(REMOTE)))
+        romeo.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+                   "<item jid='juliet@%s'/></block></iq>" % REMOTE)
+        romeo.expect("<iq from='romeo@localhost' id='b1' to='romeo@localhost/r' "
+                     "type='result'/>")
+        romeo.drain()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost/r' "
+               "type='chat' id='o2'><body>blocked</body></message>"
+               "<presence from='juliet@%s/balcony' to='romeo@localhost'/>"
+               % (REMOTE, REMOTE))
+        p.send("<message from='nurse@%s' to='romeo@localhost/r' id='o3'>"
+               "<body>not blocked</body></message>" % REMOTE)
+        romeo.expect(re.compile("<message from='nurse@%s' [^>]*id='o3'>"
+                                "<body>not blocked</body>.*</message>"
+                                % re.escape(REMOTE)))
+        romeo.quiet(0.3, want=re.compile(".*juliet.*"))
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -551,4 +586,5 @@ if __name__ == "__main__":
                test_addressing_errors, test_dialback_verify_authoritative,
                test_dialback_result_errors, test_dialback_policy_pkix,
                test_limits, test_auth_timeout,
-               test_federated_subscription_and_presence])
+               test_federated_subscription_and_presence,
+               test_remote_sender_offline_and_blocking])
