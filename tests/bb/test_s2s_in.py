@@ -403,6 +403,11 @@ class RemoteListener:
         self.c = None
 
     def accept(self, timeout=15):
+        c = self.handshake(timeout)
+        self.authorize(c)
+
+    def handshake(self, timeout=15):
+        """xmppd's link up to our features after TLS (dialback offered)."""
         self.lsock.settimeout(timeout)
         sock, _ = self.lsock.accept()
         c = Client.__new__(Client)
@@ -422,6 +427,12 @@ class RemoteListener:
         c.read_until("<stream:stream [^>]*>")
         self._header(c, "i2")
         c.send("<stream:features>%s</stream:features>" % DIALBACK_FEATURE)
+        self.c = c
+        return c
+
+    def authorize(self, c):
+        """xmppd's <db:result/>, checked with xmppd as the authoritative
+        server, then answered valid."""
         m = re.match("<db:result from='localhost' to='%s'>([0-9a-f]{64})"
                      "</db:result>" % REMOTE,
                      c.read_until("<db:result [^>]*>[^<]*</db:result>"))
@@ -579,6 +590,67 @@ def test_remote_sender_offline_and_blocking():
         romeo.quiet(0.3, want=re.compile(".*juliet.*"))
 
 
+def test_dialback_result_valid():
+    """A remote server authenticates its stream by dialback: xmppd asks
+    remote.example's authoritative server (over its own outgoing link,
+    found through DNS) and accepts stanzas from that domain only."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener()
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server}) as s:
+            remote.s = s
+            romeo = login(s, "romeo", "r")
+            p = dialback_stream(s)
+            p.send("<db:result from='%s' to='localhost'>k3y-of-remote"
+                   "</db:result>" % REMOTE)
+            c = remote.handshake()
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                           "k3y-of-remote</db:verify>" % (REMOTE, p.id)), got
+            c.send("<db:verify from='%s' to='localhost' id='%s' "
+                   "type='valid'/>" % (REMOTE, p.id))
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='valid'/>" % REMOTE), got
+            p.send("<message from='juliet@%s' to='romeo@localhost/r' "
+                   "id='d1'><body>by dialback</body></message>" % REMOTE)
+            romeo.expect(re.compile(
+                "<message from='juliet@%s' to='romeo@localhost/r' id='d1'>"
+                "<body>by dialback</body>(<stanza-id [^>]*/>)?</message>"
+                % re.escape(REMOTE)))
+            # another stream whose key the authoritative server denies
+            q = dialback_stream(s)
+            q.send("<db:result from='%s' to='localhost'>bad-key</db:result>"
+                   % REMOTE)
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                           "bad-key</db:verify>" % (REMOTE, q.id)), got
+            c.send("<db:verify from='%s' to='localhost' id='%s' "
+                   "type='invalid'/>" % (REMOTE, q.id))
+            got = q.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='invalid'/>" % REMOTE), got
+            q.send("<message from='juliet@%s' to='romeo@localhost/r'>"
+                   "<body>x</body></message>" % REMOTE)
+            q.expect_error("not-authorized")
+            # a domain this stream is not authorized for
+            p.send("<message from='mallory@other.example' "
+                   "to='romeo@localhost/r'><body>x</body></message>")
+            p.expect_error("invalid-from")
+            remote.close()
+
+
+def test_idle_stream_closed():
+    with server(users=False, overrides={"s2s.in_idle_timeout": "1s"}) as s:
+        p = Peer(s)
+        p.authenticated()
+        got = p.read_all_until_close(timeout=10)
+        assert got == "</stream:stream>", got
+        log_has(s, "s2s stream idle, closed")
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -587,4 +659,5 @@ if __name__ == "__main__":
                test_dialback_result_errors, test_dialback_policy_pkix,
                test_limits, test_auth_timeout,
                test_federated_subscription_and_presence,
-               test_remote_sender_offline_and_blocking])
+               test_remote_sender_offline_and_blocking,
+               test_dialback_result_valid, test_idle_stream_closed])
