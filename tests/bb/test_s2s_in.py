@@ -552,6 +552,24 @@ def test_federated_subscription_and_presence():
                 "type='chat' id='m2'><body>hi</body>(<stanza-id "
                 "xmlns='urn:xmpp:sid:0' id='[0-9]+' by='romeo@localhost'/>)?"
                 "</message>" % re.escape(jul)))
+            # an IQ without a type: bad-request back over the link
+            p.send("<iq from='%s/balcony' to='romeo@localhost' id='q1'/>"
+                   % jul)
+            remote.expect(re.compile(
+                "<iq (?=[^>]*from='romeo@localhost')(?=[^>]*id='q1')"
+                "(?=[^>]*to='%s/balcony')(?=[^>]*type='error')[^>]*>"
+                "<error type='modify'><bad-request xmlns='%s'/></error></iq>"
+                % (re.escape(jul), NS_STANZAS)))
+            # the server answers for itself (disco#info of the domain)
+            p.send("<iq type='get' from='%s/balcony' to='localhost' id='q2'>"
+                   "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+                   "</iq>" % jul)
+            remote.expect(re.compile(
+                "<iq (?=[^>]*from='localhost')(?=[^>]*id='q2')"
+                "(?=[^>]*to='%s/balcony')(?=[^>]*type='result')[^>]*>"
+                "<query xmlns='http://jabber.org/protocol/disco#info'>"
+                "<identity category='server' .*</query></iq>"
+                % re.escape(jul)))
             # logout: the remote contact is told
             romeo.close()
             remote.expect("<presence to='%s' from='romeo@localhost/r' "
