@@ -387,6 +387,10 @@ const struct config_def config_defs[] = {
 	  OFF(s2s_in_idle_timeout), "10m", 1000, 86400000, RELOAD,
 	  "An incoming server-to-server stream silent this long is closed "
 	  "(the other server opens a new one when it has something to send)" },
+	{ "s2s.max_domain_pairs", CONFIG_TYPE_UINT, OFF(s2s_max_domain_pairs),
+	  "64", 1, 10000, RELOAD, "Domain pairs one incoming stream may ask "
+	  "to be authorized for by dialback (XEP-0220 piggybacking); past it "
+	  "a <db:result/> gets <resource-constraint/>" },
 	/* federation, outgoing side (worker/s2s_out.c) */
 	{ "s2s.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(s2s_max_queue_bytes),
 	  "1M", 4 << 10, 64 << 20, RELOAD, "Bytes of stanzas that may wait "

@@ -56,9 +56,6 @@
 
 #define S2S_IN_CLOSE_GRACE_MS 5000
 #define S2S_IN_TICK_MS 1000
-/* Domain pairs one stream may ask for (XEP-0220 section 4.2
- * piggybacking); past it the request is answered <resource-constraint/>. */
-#define S2S_IN_MAX_PAIRS 64
 
 enum s2s_pair_state {
 	S2S_PAIR_PENDING = 1,   /* verification asked, no answer yet */
@@ -617,7 +614,7 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 			     "verified already");
 		return;
 	}
-	if (s->npairs >= S2S_IN_MAX_PAIRS) {
+	if (s->npairs >= w->cfg->s2s_max_domain_pairs) {
 		s2s_in_db_answer(c, "result", d->to, d->from, NULL, "error",
 				 "wait", "resource-constraint");
 		return;

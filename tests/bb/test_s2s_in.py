@@ -672,6 +672,21 @@ def test_idle_stream_closed():
         log_has(s, "s2s stream idle, closed")
 
 
+def test_dialback_pair_limit():
+    with server(users=False, overrides={"s2s.max_domain_pairs": "1"}) as s:
+        p = dialback_stream(s)
+        # both in one write: the first is still being verified when the
+        # second is read
+        p.send("<db:result from='%s' to='localhost'>k1</db:result>"
+               "<db:result from='second.example' to='localhost'>k2"
+               "</db:result>" % REMOTE)
+        got = p.read_until("<db:result from='localhost' "
+                           "to='second.example'.*?</db:result>")
+        assert got == ("<db:result from='localhost' to='second.example' "
+                       "type='error'><error type='wait'><resource-constraint"
+                       " xmlns='%s'/></error></db:result>" % NS_STANZAS), got
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -681,4 +696,5 @@ if __name__ == "__main__":
                test_limits, test_auth_timeout,
                test_federated_subscription_and_presence,
                test_remote_sender_offline_and_blocking,
-               test_dialback_result_valid, test_idle_stream_closed])
+               test_dialback_result_valid, test_idle_stream_closed,
+               test_dialback_pair_limit])
