@@ -381,6 +381,20 @@ def test_limits():
         p.expect_error("policy-violation")
 
 
+def test_max_incoming():
+    with server(users=False, overrides={"s2s.max_incoming": "1"},
+                workers=1) as s:
+        p = Peer(s)
+        p.open()
+        q = Peer(s)
+        got = q.read_all_until_close()
+        assert re.search(stream_error_re("resource-constraint"), got), got
+        log_has(s, "too many server-to-server streams")
+        # the stream already there goes on
+        feats = p.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+
+
 def test_auth_timeout():
     with server(users=False, overrides={"s2s.auth_timeout": "1s"}) as s:
         p = Peer(s)
@@ -697,4 +711,4 @@ if __name__ == "__main__":
                test_federated_subscription_and_presence,
                test_remote_sender_offline_and_blocking,
                test_dialback_result_valid, test_idle_stream_closed,
-               test_dialback_pair_limit])
+               test_dialback_pair_limit, test_max_incoming])
