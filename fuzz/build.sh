@@ -43,6 +43,7 @@ srcs_for() {
 	stored) echo "worker/store.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
 	http) echo "worker/http.c worker/metrics.c" ;;
+	dialback) echo "worker/dialback.c worker/xml.c" ;;
 	mam) echo "worker/mam_form.c worker/xml.c" ;;
 	*) echo "" ;;
 	esac

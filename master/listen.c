@@ -160,7 +160,9 @@ int master_listen_all(struct master *m, const char **error_r)
 	    listen_list(m, cfg->component_addresses, cfg->component_port, 0,
 			LISTEN_COMPONENT, error_r) < 0)
 		return -1;
-	return 0;
+	/* Federation (s2s_in.c): s2s.port 0 and s2s.tls_port 0 bind none. */
+	return listen_list(m, cfg->s2s_addresses, cfg->s2s_port,
+			   cfg->s2s_tls_port, LISTEN_S2S, error_r);
 }
 
 /* In a worker: close every other slot's listening sockets. */

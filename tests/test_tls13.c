@@ -15,11 +15,13 @@
 
 #include "worker/worker.h"
 #include "worker/tls13.h"
+#include "worker/s2s.h"
 
 /* tls13.c and tls.c call into the rest of the worker: not needed here. */
 void conn_want_flush(struct conn *c) { (void)c; }
 void presence_session_gone(struct conn *c) { (void)c; }
 void bind_release(struct conn *c) { (void)c; }
+void s2s_tls_done(struct conn *c, SSL *ssl) { (void)c; (void)ssl; }
 
 static struct config *cfg;
 static struct conn server, client;

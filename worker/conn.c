@@ -283,6 +283,31 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls,
 	return 0;
 }
 
+struct conn *conn_new_outgoing(struct worker *w, int fd, const char *peer)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
+	getpeername(fd, (struct sockaddr *)&ss, &len);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct conn *c = conn_new(w, fd, &ss, 0);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+	ev.data.u64 = (uint64_t)(uintptr_t)c;
+	if (c == NULL || epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		log_error("outgoing connection to %s dropped: %m", peer);
+		if (c != NULL)
+			stream_free(c);
+		free(c);
+		close(fd);
+		return NULL;
+	}
+	c->kind = CONN_S2S_OUT;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	conn_link(w, c);
+	return c;
+}
+
 void conn_accept(struct worker *w, int lfd, int direct_tls, int kind)
 {
 	for (int i = 0; i < CONN_ACCEPT_BATCH && !w->accept_paused; i++)

@@ -43,6 +43,10 @@ void s2s_dispatch(struct conn *c, struct xml_node *n);
 /* The connection closes (conn_close): bounce what is queued, forget
  * the link. */
 void s2s_conn_gone(struct conn *c);
+/* The TLS handshake of an s2s stream completed (tls.c), ssl still
+ * OpenSSL's (the peer's certificate can be read). */
+typedef struct ssl_st SSL;
+void s2s_tls_done(struct conn *c, SSL *ssl);
 /* Free c->s2s (conn_reap_dead). */
 void s2s_conn_free(struct conn *c);
 

@@ -1,66 +1,982 @@
 /*
- * s2s_out.c - streams we open to other servers (s2s_int.h).  Not built
- * yet: every stanza for another domain is bounced
- * remote-server-not-found by route.c.
+ * s2s_out.c - the streams we open to other servers (RFC 6120 section 13,
+ * initiating entity; RFC 7590; XEP-0178; XEP-0220 originating side;
+ * XEP-0368).  One link per (local domain, remote domain) pair, owned by
+ * the worker s2s_owner_slot() names; other workers hand it their stanzas
+ * with IPC_FRAME_S2S_OUT.  A link is dialed (s2s_dial.h), STARTTLS'd
+ * (or direct TLS), authenticated with SASL EXTERNAL when the peer's
+ * certificate identifies it (certid.h), else with dialback when
+ * s2s.auth allows, then carries what waited in its pending queue
+ * (s2s.max_queue_bytes) and what comes later, until s2s.out_idle_timeout
+ * of silence.  The owner of link R -> O also sends <db:verify/> for the
+ * incoming side (IPC_FRAME_S2S_VERIFY) and answers IPC_FRAME_S2S_VERIFIED.
+ * Failure policy: a link that cannot be set up (dial, TLS, refused
+ * authentication, stream error, s2s.link_timeout) bounces every pending
+ * stanza to its sender with remote-server-not-found or
+ * remote-server-timeout and logs one line; errors and IQ results are
+ * dropped, never bounced.  Stanzas already written to a link that dies
+ * come back through conn.c (conn_take_back_all) and are routed once more
+ * (a new link), as no XEP-0198 runs on s2s.
  */
 #include "worker.h"
+#include "s2s.h"
 #include "s2s_int.h"
+#include "s2s_dial.h"
+#include "base64.h"
+#include "certid.h"
+#include "dialback.h"
+#include "log.h"
+#include "server.h"
+#include "stanza.h"
+#include "tls.h"
+#include "util.h"
 
+#include <expat.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define S2S_DOMAIN_MAX 255
+#define S2S_CLOSE_GRACE_MS 5000
+
+enum s2s_link_state {
+	LINK_DIALING = 1,       /* DNS and connect (s2s_dial) */
+	LINK_STREAM,            /* stream open: TLS, features */
+	LINK_AUTH,              /* <auth/> or <db:result/> sent */
+	LINK_UP,                /* authenticated: stanzas flow */
+};
+
+/* A stanza waiting for its link. */
+struct s2s_pend {
+	struct s2s_pend *next;
+	size_t len;
+	char text[];
+};
+
+/* A dialback key the incoming side asked us to verify (XEP-0220 2.3). */
+struct s2s_vreq {
+	struct s2s_vreq *next;
+	uint16_t in_slot;
+	uint32_t in_conn_id, in_gen;
+	int sent;
+	int64_t deadline_ms;
+	char stream_id[IPC_S2S_ID_MAX + 1];
+	char key[IPC_S2S_KEY_MAX + 1];
+};
+
+struct s2s_link {
+	struct s2s_link *next;
+	enum s2s_link_state state;
+	char local[S2S_DOMAIN_MAX + 1];
+	char remote[S2S_DOMAIN_MAX + 1];
+	struct s2s_dial *dial;
+	struct conn *c;
+	struct s2s_pend *head, *tail;
+	size_t pending_bytes;
+	unsigned npending;
+	struct s2s_vreq *vreqs;
+	int64_t deadline_ms;    /* the whole setup */
+	int64_t last_ms;        /* last traffic (idle close) */
+	int tls_verified;       /* chain and RFC 6125 identity ok */
+	int sasl_done;          /* EXTERNAL succeeded: restarted stream */
+	int tls_reason_logged;
+	char stream_id[IPC_S2S_ID_MAX + 1];     /* the peer's, for the key */
+	char peer[64];
+	const char *how;        /* "EXTERNAL" or "dialback" once up */
+};
+
+/* What c->s2s points to on an outgoing connection: the link, NULL once
+ * the link has let the connection go (failed, closed idle). */
+struct s2s_conn {
+	struct s2s_link *link;
+};
+
+/* This process's links (one worker per process) and its worker, for
+ * the dialer's callback. */
+static struct s2s_link *s2s_links;
+static unsigned s2s_nlinks;
+static struct worker *s2s_out_worker;
+
+static struct s2s_link *out_link(const struct conn *c)
+{
+	return c->s2s != NULL ? c->s2s->link : NULL;
+}
+
+/* Until worker/s2s_dial.c (branch h-dial) is linked: no domain can be
+ * reached, every link fails with remote-server-not-found.  The real
+ * dialer's definitions replace these. */
+__attribute__((weak)) struct s2s_dial *s2s_dial_start(struct worker *w,
+						      const char *domain,
+						      s2s_dial_cb cb,
+						      void *ctx)
+{
+	(void)w; (void)domain; (void)cb; (void)ctx;
+	return NULL;
+}
+
+__attribute__((weak)) void s2s_dial_cancel(struct s2s_dial *d)
+{
+	(void)d;
+}
+
+/* ---- policy (settings) ----------------------------------------------- */
+
+static int out_list_has(const char *list, const char *domain)
+{
+	size_t n = strlen(domain);
+	while (list != NULL && *list != '\0') {
+		size_t len = strcspn(list, " \t,");
+		if (len == n && strncasecmp(list, domain, n) == 0)
+			return 1;
+		list += len;
+		list += strspn(list, " \t,");
+	}
+	return 0;
+}
+
+static int out_dialback_allowed(const struct worker *w, const char *remote)
+{
+	return strcmp(w->cfg->s2s_auth, "dialback") == 0 ||
+	       out_list_has(w->cfg->s2s_dialback_domains, remote);
+}
+
+/* ---- bouncing --------------------------------------------------------- */
+
+/* The error reply to stanza text, routed to its (local) sender; nothing
+ * for errors and IQ results (no loops). */
+static void out_bounce_text(struct worker *w, const char *text, size_t len,
+			    const char *type, const char *cond)
+{
+	struct arena a;
+	struct buf out;
+	const char *error;
+	arena_init(&a, 2048);
+	struct xml_node *st = stanza_parse(&a, text, len, &error);
+	if (st != NULL && stanza_may_bounce(st) &&
+	    xml_attr(st, "from") != NULL) {
+		buf_init(&out, 0);
+		if (stanza_error_xml(&out, st, NULL, type, cond, NULL) == 0) {
+			struct xml_node *e = stanza_parse(&a, buf_head(&out),
+							  buf_used(&out),
+							  &error);
+			if (e != NULL)
+				route_stanza(w, &a, e);
+		}
+		buf_free(&out);
+	}
+	arena_free(&a);
+}
+
+static const char *out_error_type(const char *cond)
+{
+	return strcmp(cond, "remote-server-timeout") == 0 ||
+	       strcmp(cond, "resource-constraint") == 0 ? "wait" : "cancel";
+}
+
+/* ---- verification requests (incoming side's db:verify) --------------- */
+
+static void out_verified(struct worker *w, const struct s2s_link *l,
+			 const struct s2s_vreq *v, uint32_t result,
+			 const char *cond)
+{
+	struct ipc_s2s_verified r;
+	const char *error;
+	memset(&r, 0, sizeof(r));
+	r.in_conn_id = v->in_conn_id;
+	r.in_gen = v->in_gen;
+	r.result = result;
+	snprintf(r.local, sizeof(r.local), "%s", l->local);
+	snprintf(r.remote, sizeof(r.remote), "%s", l->remote);
+	if (cond != NULL)
+		snprintf(r.condition, sizeof(r.condition), "%s", cond);
+	/* to ourselves too: one path, the queue */
+	if (queue_send(w->q, v->in_slot, IPC_FRAME_S2S_VERIFIED, v->in_conn_id,
+		       v->in_gen, &r, sizeof(r), &error) < 0)
+		log_warn("s2s %s -> %s: verification answer to w%u lost: %s",
+			 l->local, l->remote, v->in_slot, error);
+}
+
+static void out_send_verify(struct s2s_link *l, struct s2s_vreq *v)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<db:verify from='");
+	xml_escape(&out, l->local, strlen(l->local), 1);
+	buf_appendf(&out, "' to='");
+	xml_escape(&out, l->remote, strlen(l->remote), 1);
+	buf_appendf(&out, "' id='");
+	xml_escape(&out, v->stream_id, strlen(v->stream_id), 1);
+	buf_appendf(&out, "'>");
+	xml_escape(&out, v->key, strlen(v->key), 0);
+	buf_appendf(&out, "</db:verify>");
+	conn_send(l->c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	v->sent = 1;
+}
+
+/* Send what waits, once the stream can carry dialback elements. */
+static void out_send_verifies(struct s2s_link *l)
+{
+	for (struct s2s_vreq *v = l->vreqs; v != NULL; v = v->next)
+		if (!v->sent)
+			out_send_verify(l, v);
+}
+
+static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
+			   const char *cond)
+{
+	while (l->vreqs != NULL) {
+		struct s2s_vreq *v = l->vreqs;
+		l->vreqs = v->next;
+		out_verified(w, l, v, IPC_S2S_ERROR, cond);
+		free(v);
+	}
+}
+
+/* ---- links ------------------------------------------------------------ */
+
+static struct s2s_link *out_find(const char *local, const char *remote)
+{
+	for (struct s2s_link *l = s2s_links; l != NULL; l = l->next)
+		if (strcasecmp(l->local, local) == 0 &&
+		    strcasecmp(l->remote, remote) == 0)
+			return l;
+	return NULL;
+}
+
+static void out_unlink(struct s2s_link *l)
+{
+	for (struct s2s_link **p = &s2s_links; *p != NULL; p = &(*p)->next) {
+		if (*p == l) {
+			*p = l->next;
+			s2s_nlinks--;
+			return;
+		}
+	}
+}
+
+/* The link lets its connection go (it may still be closing). */
+static void out_release_conn(struct s2s_link *l)
+{
+	if (l->c != NULL && l->c->s2s != NULL)
+		l->c->s2s->link = NULL;
+	l->c = NULL;
+}
+
+static void out_free(struct s2s_link *l)
+{
+	while (l->head != NULL) {
+		struct s2s_pend *p = l->head;
+		l->head = p->next;
+		free(p);
+	}
+	if (l->dial != NULL)
+		s2s_dial_cancel(l->dial);
+	out_release_conn(l);
+	free(l);
+}
+
+/* The link could not be set up (or is given up): every pending stanza
+ * goes back to its sender with cond, every verification is answered
+ * with an error, one line is logged, the link is forgotten. */
+static void out_fail(struct worker *w, struct s2s_link *l, const char *cond,
+		     const char *reason)
+{
+	const char *type = out_error_type(cond);
+	out_unlink(l);
+	log_info("s2s %s -> %s%s%s: %s: %u stanzas bounced with <%s/>",
+		 l->local, l->remote, l->peer[0] ? " " : "", l->peer, reason,
+		 l->npending, cond);
+	if (l->c != NULL && !l->c->closed && !l->c->want_close) {
+		struct conn *c = l->c;
+		out_release_conn(l);
+		static const char close_tag[] = "</stream:stream>";
+		conn_send(c, close_tag, sizeof(close_tag) - 1);
+		c->want_close = 1;
+		c->state = CONN_STATE_CLOSING;
+		c->deadline_ms = w->now_ms + S2S_CLOSE_GRACE_MS;
+		if (c->parser != NULL && c->in_parse)
+			XML_StopParser(c->parser, XML_FALSE);
+	}
+	out_release_conn(l);
+	out_vreqs_fail(w, l, strcmp(cond, "remote-server-timeout") == 0 ?
+			     "remote-server-timeout" :
+			     "remote-connection-failed");
+	/* bounced after the link is forgotten: a bounce routed back here
+	 * (a sender on another server) makes a new link */
+	struct s2s_pend *p = l->head;
+	l->head = l->tail = NULL;
+	l->npending = 0;
+	out_free(l);
+	while (p != NULL) {
+		struct s2s_pend *next = p->next;
+		out_bounce_text(w, p->text, p->len, type, cond);
+		free(p);
+		p = next;
+	}
+}
+
+static void out_dialed(void *ctx, const struct s2s_dial_result *r,
+		       const char *error, const char *reason);
+
+static struct s2s_link *out_new(struct worker *w, const char *local,
+				const char *remote)
+{
+	struct s2s_link *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return NULL;
+	snprintf(l->local, sizeof(l->local), "%s", local);
+	snprintf(l->remote, sizeof(l->remote), "%s", remote);
+	l->state = LINK_DIALING;
+	l->deadline_ms = w->now_ms + (int64_t)w->cfg->s2s_link_timeout;
+	l->last_ms = w->now_ms;
+	l->next = s2s_links;
+	s2s_links = l;
+	s2s_nlinks++;
+	return l;
+}
+
+/* Start dialing; the link may be gone (failed) when this returns. */
+static void out_start(struct worker *w, struct s2s_link *l)
+{
+	log_debug("s2s %s -> %s: connecting", l->local, l->remote);
+	l->dial = s2s_dial_start(w, l->remote, out_dialed, l);
+	if (l->dial == NULL)
+		out_fail(w, l, "remote-server-not-found", "the domain could "
+			 "not be looked up (no dialer, or out of memory)");
+}
+
+/* Queue a stanza (text) on the link local -> remote, owned here. */
+static void out_enqueue(struct worker *w, const char *local,
+			const char *remote, const char *text, size_t len)
+{
+	struct s2s_link *l = out_find(local, remote);
+	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
+		conn_send(l->c, text, len);
+		l->last_ms = w->now_ms;
+		return;
+	}
+	if (l == NULL && s2s_nlinks >= w->cfg->s2s_max_links) {
+		log_warn("s2s %s -> %s: %u links (s2s.max_links): stanza "
+			 "refused", local, remote, s2s_nlinks);
+		out_bounce_text(w, text, len, "wait", "resource-constraint");
+		return;
+	}
+	size_t cap = (size_t)w->cfg->s2s_max_queue_bytes;
+	if (l != NULL && l->pending_bytes + len > cap) {
+		log_info("s2s %s -> %s: %zu bytes wait (s2s.max_queue_bytes): "
+			 "stanza refused", local, remote, l->pending_bytes);
+		out_bounce_text(w, text, len, "wait", "resource-constraint");
+		return;
+	}
+	struct s2s_pend *p = malloc(sizeof(*p) + len);
+	int fresh = l == NULL;
+	if (p != NULL && l == NULL)
+		l = out_new(w, local, remote);
+	if (p == NULL || l == NULL) {
+		free(p);
+		out_bounce_text(w, text, len, "wait", "resource-constraint");
+		return;
+	}
+	memcpy(p->text, text, len);
+	p->len = len;
+	p->next = NULL;
+	if (l->tail != NULL)
+		l->tail->next = p;
+	else
+		l->head = p;
+	l->tail = p;
+	l->pending_bytes += len;
+	l->npending++;
+	if (fresh)
+		out_start(w, l);
+}
+
+/* ---- the stream ------------------------------------------------------- */
+
+static void out_header(struct s2s_link *l)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<?xml version='1.0'?><stream:stream xmlns='"
+		    NS_SERVER "' xmlns:stream='" NS_STREAMS "' xmlns:db='"
+		    NS_DIALBACK "' from='");
+	xml_escape(&out, l->local, strlen(l->local), 1);
+	buf_appendf(&out, "' to='");
+	xml_escape(&out, l->remote, strlen(l->remote), 1);
+	buf_appendf(&out, "' version='1.0' xml:lang='en'>");
+	conn_send(l->c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	l->c->header_sent = 1;
+}
+
+static void out_dialed(void *ctx, const struct s2s_dial_result *r,
+		       const char *error, const char *reason)
+{
+	struct s2s_link *l = ctx;
+	struct worker *w = s2s_out_worker;
+	l->dial = NULL;
+	if (error != NULL) {
+		out_fail(w, l, error, reason != NULL ? reason : error);
+		return;
+	}
+	snprintf(l->peer, sizeof(l->peer), "%s", r->peer);
+	struct conn *c = conn_new_outgoing(w, r->fd, r->peer);
+	struct s2s_conn *sc = calloc(1, sizeof(*sc));
+	if (c == NULL || sc == NULL) {
+		free(sc);
+		if (c != NULL)
+			conn_close(c);
+		out_fail(w, l, "remote-server-not-found", "out of memory");
+		return;
+	}
+	c->kind = CONN_S2S_OUT;
+	c->s2s = sc;
+	sc->link = l;
+	l->c = c;
+	l->state = LINK_STREAM;
+	c->direct_tls = r->direct_tls;
+	c->deadline_ms = l->deadline_ms;
+	snprintf(c->stream_to, sizeof(c->stream_to), "%s", l->local);
+	log_debug("s2s %s -> %s: connected to %s%s", l->local, l->remote,
+		  r->peer, r->direct_tls ? " (direct TLS)" : "");
+	if (r->direct_tls) {
+		if (w->tls_client == NULL ||
+		    tls_start_client(c, w->tls_client, l->remote, 1) < 0)
+			out_fail(w, l, "remote-server-not-found",
+				 "no TLS client context");
+		else
+			conn_update_events(c);
+		return;     /* the header once TLS is up */
+	}
+	out_header(l);
+}
+
+void s2s_out_tls_done(struct conn *c, SSL *ssl)
+{
+	struct s2s_link *l = out_link(c);
+	if (l == NULL)
+		return;
+	X509 *cert = SSL_get1_peer_certificate(ssl);
+	long vr = SSL_get_verify_result(ssl);
+	int id_ok = cert != NULL && certid_matches(cert, l->remote);
+	l->tls_verified = cert != NULL && vr == X509_V_OK && id_ok;
+	if (!l->tls_verified)
+		log_info("s2s %s -> %s: certificate not valid for %s: %s",
+			 l->local, l->remote, l->remote,
+			 cert == NULL ? "none" : vr != X509_V_OK ?
+			 X509_verify_cert_error_string(vr) :
+			 "the name does not match (RFC 6125)");
+	X509_free(cert);
+	out_header(l);
+}
+
+/* The peer's stream header (RFC 6120 4.7). */
 void s2s_out_stream_open(struct conn *c, const char *name,
 			 const char **atts)
 {
-	(void)name; (void)atts;
-	stream_error(c, "unsupported-feature", "no server-to-server yet");
+	struct s2s_link *l = out_link(c);
+	const char *id = NULL, *version = NULL;
+	static const char want[] = NS_STREAMS "\x01" "stream";
+	c->header_sent = 1;     /* ours went first */
+	if (l == NULL) {
+		stream_error(c, "undefined-condition", NULL);
+		return;
+	}
+	for (; atts[0] != NULL; atts += 2) {
+		if (strcmp(atts[0], "id") == 0)
+			id = atts[1];
+		else if (strcmp(atts[0], "version") == 0)
+			version = atts[1];
+	}
+	size_t nslen = strlen(NS_STREAMS);
+	if (strncmp(name, want, nslen) != 0 || name[nslen] != XML_NS_SEP ||
+	    strcmp(name + nslen + 1, "stream") != 0 || c->stream_ns != 2) {
+		stream_error(c, "invalid-namespace", NULL);
+		return;
+	}
+	if (version == NULL || strtol(version, NULL, 10) < 1) {
+		stream_error(c, "unsupported-version", "version 1.0 needed");
+		return;
+	}
+	if (id == NULL || *id == '\0' || strlen(id) > IPC_S2S_ID_MAX) {
+		stream_error(c, "invalid-id", "no usable stream id");
+		return;
+	}
+	snprintf(l->stream_id, sizeof(l->stream_id), "%s", id);
+	c->state = CONN_STATE_OPEN;
 }
 
 int s2s_out_top_level_known(const struct conn *c, const char *name,
 			    size_t nslen)
 {
-	(void)c; (void)name; (void)nslen;
+	const char *local = name + nslen + 1;
+	(void)c;
+#define OUT_NS_IS(ns) (nslen == strlen(ns) && memcmp(name, ns, nslen) == 0)
+	if (OUT_NS_IS(NS_STREAMS))
+		return strcmp(local, "features") == 0 ||
+		       strcmp(local, "error") == 0;
+	if (OUT_NS_IS(NS_TLS))
+		return strcmp(local, "proceed") == 0 ||
+		       strcmp(local, "failure") == 0;
+	if (OUT_NS_IS(NS_SASL))
+		return strcmp(local, "success") == 0 ||
+		       strcmp(local, "failure") == 0;
+	if (OUT_NS_IS(NS_DIALBACK))
+		return strcmp(local, "result") == 0 ||
+		       strcmp(local, "verify") == 0;
+#undef OUT_NS_IS
 	return 0;
+}
+
+static void out_send_result(struct s2s_link *l)
+{
+	char key[DIALBACK_KEY_HEX + 1];
+	struct buf out;
+	/* XEP-0185: the key for (receiving = remote, originating = local,
+	 * the id the receiving server gave this stream) */
+	if (dialback_key(l->remote, l->local, l->stream_id, key) < 0) {
+		out_fail(l->c->w, l, "remote-server-not-found",
+			 "dialback key failed");
+		return;
+	}
+	buf_init(&out, 0);
+	buf_appendf(&out, "<db:result from='");
+	xml_escape(&out, l->local, strlen(l->local), 1);
+	buf_appendf(&out, "' to='");
+	xml_escape(&out, l->remote, strlen(l->remote), 1);
+	buf_appendf(&out, "'>%s</db:result>", key);
+	conn_send(l->c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	l->state = LINK_AUTH;
+	l->how = "dialback";
+}
+
+static void out_send_external(struct s2s_link *l)
+{
+	char b64[BASE64_ENCODED_LEN(S2S_DOMAIN_MAX) + 1];
+	struct buf out;
+	base64_encode(l->local, strlen(l->local), b64, sizeof(b64));
+	buf_init(&out, 0);
+	buf_appendf(&out, "<auth xmlns='" NS_SASL "' mechanism='EXTERNAL'>"
+		    "%s</auth>", b64);
+	conn_send(l->c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	l->state = LINK_AUTH;
+	l->how = "EXTERNAL";
+}
+
+static int out_offers_external(const struct xml_node *features)
+{
+	const struct xml_node *m = xml_child(features, NS_SASL, "mechanisms");
+	for (const struct xml_node *e = m != NULL ? xml_first_element(m) : NULL;
+	     e != NULL; e = xml_next_element(e)) {
+		if (!xml_is(e, NS_SASL, "mechanism"))
+			continue;
+		for (const struct xml_node *t = e->children; t != NULL;
+		     t = t->next)
+			if (t->name == NULL && t->text_len == 8 &&
+			    memcmp(t->text, "EXTERNAL", 8) == 0)
+				return 1;
+	}
+	return 0;
+}
+
+/* The link is authenticated: what waited goes out. */
+static void out_up(struct worker *w, struct s2s_link *l)
+{
+	struct conn *c = l->c;
+	l->state = LINK_UP;
+	c->deadline_ms = 0;
+	c->authenticated = 1;
+	l->last_ms = w->now_ms;
+	log_info("s2s %s -> %s %s: up (%s, %s), %u stanzas waiting",
+		 l->local, l->remote, l->peer, l->how,
+		 conn_tls(c) ? "TLS" : "no TLS", l->npending);
+	while (l->head != NULL) {
+		struct s2s_pend *p = l->head;
+		l->head = p->next;
+		conn_send(c, p->text, p->len);
+		free(p);
+	}
+	l->tail = NULL;
+	l->npending = 0;
+	l->pending_bytes = 0;
+	out_send_verifies(l);
+}
+
+static void out_features(struct conn *c, struct s2s_link *l,
+			 const struct xml_node *n)
+{
+	struct worker *w = c->w;
+	if (l->sasl_done) {
+		out_up(w, l);   /* the restarted stream after <success/> */
+		return;
+	}
+	if (!conn_tls(c)) {
+		if (xml_child(n, NS_TLS, "starttls") != NULL &&
+		    w->tls_client != NULL) {
+			static const char st[] = "<starttls xmlns='" NS_TLS
+						 "'/>";
+			conn_send(c, st, sizeof(st) - 1);
+			return;
+		}
+		if (w->cfg->s2s_require_tls) {
+			out_fail(w, l, "remote-server-not-found",
+				 w->tls_client == NULL ? "no TLS client "
+				 "context (tls.certificate)" : "no STARTTLS "
+				 "offered (s2s.require_tls)");
+			return;
+		}
+	}
+	out_send_verifies(l);
+	if (l->tls_verified && out_offers_external(n))
+		out_send_external(l);
+	else if (out_dialback_allowed(w, l->remote))
+		out_send_result(l);
+	else
+		out_fail(w, l, "remote-server-not-found", l->tls_verified ?
+			 "no SASL EXTERNAL offered and s2s.auth is pkix" :
+			 "certificate not valid and s2s.auth is pkix");
+}
+
+static void out_proceed(struct conn *c, struct s2s_link *l)
+{
+	if (tls_start_client(c, c->w->tls_client, l->remote, 0) < 0) {
+		out_fail(c->w, l, "remote-server-not-found", "TLS start failed");
+		return;
+	}
+	conn_update_events(c);
+	/* the rest of this chunk was sent in clear before the handshake:
+	 * discarded; a new parser for the stream after TLS */
+	c->restart_pending = 1;
+	c->restart_offset = -1;
+	XML_StopParser(c->parser, XML_FALSE);
+}
+
+static void out_dialback(struct conn *c, struct s2s_link *l,
+			 struct xml_node *n)
+{
+	const char *type = xml_attr(n, "type");
+	const char *from = xml_attr(n, "from"), *to = xml_attr(n, "to");
+	if (strcmp(n->name, "verify") == 0) {
+		const char *id = xml_attr(n, "id");
+		for (struct s2s_vreq **p = &l->vreqs; *p != NULL;
+		     p = &(*p)->next) {
+			struct s2s_vreq *v = *p;
+			if (!v->sent || id == NULL ||
+			    strcmp(v->stream_id, id) != 0)
+				continue;
+			*p = v->next;
+			int valid = type != NULL && strcmp(type, "valid") == 0;
+			out_verified(c->w, l, v, type != NULL &&
+				     strcmp(type, "error") == 0 ?
+				     IPC_S2S_ERROR : valid ? IPC_S2S_VALID
+							   : IPC_S2S_INVALID,
+				     valid ? NULL : "remote-connection-failed");
+			free(v);
+			return;
+		}
+		log_info("s2s %s -> %s: <db:verify/> answer for no question "
+			 "(id %s): ignored", l->local, l->remote,
+			 id != NULL ? id : "none");
+		return;
+	}
+	if (l->state != LINK_AUTH || strcmp(l->how, "dialback") != 0 ||
+	    from == NULL || to == NULL || strcasecmp(from, l->remote) != 0 ||
+	    strcasecmp(to, l->local) != 0) {
+		stream_error(c, "invalid-from", "unexpected <db:result/>");
+		return;
+	}
+	if (type != NULL && strcmp(type, "valid") == 0)
+		out_up(c->w, l);
+	else
+		out_fail(c->w, l, "remote-server-not-found",
+			 type != NULL && strcmp(type, "error") == 0 ?
+			 "dialback: the peer answered with an error" :
+			 "dialback: our key was found invalid");
 }
 
 void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 {
-	(void)n;
-	stream_error(c, "unsupported-stanza-type", NULL);
+	struct s2s_link *l = out_link(c);
+	if (l == NULL)
+		return;         /* let go: closing */
+	l->last_ms = c->w->now_ms;
+	if (xml_is(n, NS_STREAMS, "error")) {
+		const struct xml_node *e = xml_first_element(n);
+		char reason[128];
+		snprintf(reason, sizeof(reason), "stream error <%s/> from the "
+			 "peer", e != NULL ? e->name : "?");
+		out_fail(c->w, l, "remote-server-not-found", reason);
+	} else if (xml_is(n, NS_STREAMS, "features")) {
+		if (l->state == LINK_STREAM || l->sasl_done)
+			out_features(c, l, n);
+	} else if (xml_is(n, NS_TLS, "proceed")) {
+		out_proceed(c, l);
+	} else if (xml_is(n, NS_TLS, "failure")) {
+		out_fail(c->w, l, "remote-server-not-found",
+			 "STARTTLS refused");
+	} else if (xml_is(n, NS_SASL, "success")) {
+		l->sasl_done = 1;
+		stream_restart(c);
+		out_header(l);
+	} else if (xml_is(n, NS_SASL, "failure")) {
+		if (out_dialback_allowed(c->w, l->remote)) {
+			log_info("s2s %s -> %s: SASL EXTERNAL refused: trying "
+				 "dialback", l->local, l->remote);
+			out_send_result(l);
+		} else {
+			out_fail(c->w, l, "remote-server-not-found",
+				 "SASL EXTERNAL refused");
+		}
+	} else if (strcmp(n->ns, NS_DIALBACK) == 0) {
+		out_dialback(c, l, n);
+	} else {
+		stream_error(c, "unsupported-stanza-type", NULL);
+	}
 }
 
 void s2s_out_gone(struct conn *c)
 {
-	(void)c;
+	struct s2s_link *l = out_link(c);
+	if (l == NULL)
+		return;
+	l->c = NULL;
+	c->s2s->link = NULL;
+	if (l->state == LINK_UP) {
+		/* what it had written but not sent comes back through
+		 * conn.c; new stanzas make a new link */
+		log_info("s2s %s -> %s %s: closed after %s", l->local,
+			 l->remote, l->peer, l->how);
+		out_unlink(l);
+		out_vreqs_fail(c->w, l, "remote-connection-failed");
+		out_free(l);
+		return;
+	}
+	int late = c->w->now_ms >= l->deadline_ms;
+	out_fail(c->w, l, late ? "remote-server-timeout"
+			       : "remote-server-not-found",
+		 late ? "not set up in time (s2s.link_timeout)"
+		      : "connection closed during setup");
 }
 
 void s2s_out_free(struct conn *c)
 {
-	(void)c;
+	free(c->s2s);
+	c->s2s = NULL;
+}
+
+/* The domain of a trusted, prepared JID. */
+static const char *out_domain(const char *jid, size_t *len_r)
+{
+	size_t slash = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', slash);
+	const char *d = at != NULL ? at + 1 : jid;
+	*len_r = slash - (size_t)(d - jid);
+	return d;
 }
 
 int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 {
-	(void)w; (void)st; (void)to_domain;
-	return -1;
+	const char *from = xml_attr(st, "from"), *error;
+	char local[S2S_DOMAIN_MAX + 1];
+	size_t dlen;
+	if (from == NULL || w->cfg->s2s_max_links == 0 ||
+	    strlen(to_domain) > S2S_DOMAIN_MAX)
+		return -1;
+	const char *d = out_domain(from, &dlen);
+	if (dlen == 0 || dlen > S2S_DOMAIN_MAX)
+		return -1;
+	memcpy(local, d, dlen);
+	local[dlen] = '\0';
+	struct buf text;
+	buf_init(&text, xml_out_cap(w->cfg->max_stanza_size));
+	struct ipc_s2s_out h;
+	memset(&h, 0, sizeof(h));
+	h.local_len = (uint16_t)dlen;
+	h.remote_len = (uint16_t)strlen(to_domain);
+	unsigned slot = s2s_owner_slot(w, local, to_domain);
+	int remote_owner = slot != w->slot;
+	if (remote_owner) {
+		buf_append(&text, &h, sizeof(h));
+		buf_append(&text, local, dlen);
+		buf_append(&text, to_domain, h.remote_len);
+	}
+	size_t off = buf_used(&text);
+	if (xml_serialize(&text, st, NS_CLIENT) < 0) {
+		buf_free(&text);
+		return -1;
+	}
+	if (!remote_owner) {
+		out_enqueue(w, local, to_domain, buf_head(&text) + off,
+			    buf_used(&text) - off);
+	} else if (queue_send(w->q, slot, IPC_FRAME_S2S_OUT, 0, 0,
+			      buf_head(&text), buf_used(&text), &error) < 0) {
+		log_info("s2s %s -> %s: to w%u: %s: stanza refused", local,
+			 to_domain, slot, error);
+		out_bounce_text(w, buf_head(&text) + off,
+				buf_used(&text) - off, "wait",
+				"resource-constraint");
+	}
+	buf_free(&text);
+	return 0;
+}
+
+static int out_frame_stanza(struct worker *w, const void *payload,
+			    size_t len)
+{
+	struct ipc_s2s_out h;
+	char local[S2S_DOMAIN_MAX + 1], remote[S2S_DOMAIN_MAX + 1];
+	const char *p = payload;
+	if (len < sizeof(h))
+		goto bad;
+	memcpy(&h, p, sizeof(h));
+	if (h.local_len == 0 || h.local_len > S2S_DOMAIN_MAX ||
+	    h.remote_len == 0 || h.remote_len > S2S_DOMAIN_MAX ||
+	    len <= sizeof(h) + h.local_len + h.remote_len)
+		goto bad;
+	memcpy(local, p + sizeof(h), h.local_len);
+	local[h.local_len] = '\0';
+	memcpy(remote, p + sizeof(h) + h.local_len, h.remote_len);
+	remote[h.remote_len] = '\0';
+	if (strlen(local) != h.local_len || strlen(remote) != h.remote_len)
+		goto bad;
+	size_t off = sizeof(h) + h.local_len + h.remote_len;
+	out_enqueue(w, local, remote, p + off, len - off);
+	return 1;
+bad:
+	log_error("IPC_FRAME_S2S_OUT: malformed payload (%zu bytes): dropped",
+		  len);
+	return 1;
+}
+
+static int out_frame_verify(struct worker *w, const void *payload,
+			    size_t len)
+{
+	struct ipc_s2s_verify r;
+	if (len != sizeof(r)) {
+		log_error("IPC_FRAME_S2S_VERIFY: %zu bytes: dropped", len);
+		return 1;
+	}
+	memcpy(&r, payload, sizeof(r));
+	r.local[sizeof(r.local) - 1] = r.remote[sizeof(r.remote) - 1] = '\0';
+	r.stream_id[sizeof(r.stream_id) - 1] = r.key[sizeof(r.key) - 1] = '\0';
+	struct s2s_vreq *v = calloc(1, sizeof(*v));
+	struct s2s_link *l = out_find(r.local, r.remote);
+	int fresh = l == NULL;
+	if (v == NULL || (l == NULL && s2s_nlinks >= w->cfg->s2s_max_links) ||
+	    (l == NULL && (l = out_new(w, r.local, r.remote)) == NULL)) {
+		struct s2s_vreq tmp = { .in_slot = r.in_slot,
+					.in_conn_id = r.in_conn_id,
+					.in_gen = r.in_gen };
+		struct s2s_link none;
+		memset(&none, 0, sizeof(none));
+		snprintf(none.local, sizeof(none.local), "%s", r.local);
+		snprintf(none.remote, sizeof(none.remote), "%s", r.remote);
+		out_verified(w, &none, &tmp, IPC_S2S_ERROR,
+			     "resource-constraint");
+		free(v);
+		return 1;
+	}
+	v->in_slot = r.in_slot;
+	v->in_conn_id = r.in_conn_id;
+	v->in_gen = r.in_gen;
+	v->deadline_ms = w->now_ms + (int64_t)w->cfg->s2s_link_timeout;
+	snprintf(v->stream_id, sizeof(v->stream_id), "%s", r.stream_id);
+	snprintf(v->key, sizeof(v->key), "%s", r.key);
+	v->next = l->vreqs;
+	l->vreqs = v;
+	/* on a stream past its features (authenticating or up): now */
+	if (l->c != NULL && (l->state == LINK_AUTH || l->state == LINK_UP))
+		out_send_verify(l, v);
+	if (fresh)
+		out_start(w, l);
+	return 1;
 }
 
 int s2s_out_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		  const void *payload, size_t len)
 {
-	(void)w; (void)hdr; (void)payload; (void)len;
+	if (hdr->type == IPC_FRAME_S2S_OUT)
+		return out_frame_stanza(w, payload, len);
+	if (hdr->type == IPC_FRAME_S2S_VERIFY)
+		return out_frame_verify(w, payload, len);
 	return 0;
 }
 
 int s2s_out_init(struct worker *w)
 {
-	(void)w;
+	const char *error;
+	s2s_out_worker = w;
+	w->tls_client = tls_client_context_new(w->cfg, &error);
+	if (w->tls_client == NULL)
+		log_error("outgoing s2s without TLS: %s", error);
 	return 0;
+}
+
+/* Verifications never answered (the link is up but the peer is mute). */
+static void out_vreq_timeouts(struct worker *w, struct s2s_link *l,
+			      int64_t now)
+{
+	for (struct s2s_vreq **p = &l->vreqs; *p != NULL;) {
+		struct s2s_vreq *v = *p;
+		if (now < v->deadline_ms) {
+			p = &v->next;
+			continue;
+		}
+		*p = v->next;
+		out_verified(w, l, v, IPC_S2S_ERROR, "remote-server-timeout");
+		free(v);
+	}
+}
+
+/* Close a link that carried nothing for s2s.out_idle_timeout. */
+static void out_idle_close(struct worker *w, struct s2s_link *l)
+{
+	struct conn *c = l->c;
+	static const char close_tag[] = "</stream:stream>";
+	log_debug("s2s %s -> %s: idle: closed", l->local, l->remote);
+	out_unlink(l);
+	out_vreqs_fail(w, l, "remote-connection-failed");
+	out_free(l);    /* lets c go */
+	conn_send(c, close_tag, sizeof(close_tag) - 1);
+	c->want_close = 1;
+	c->state = CONN_STATE_CLOSING;
+	c->deadline_ms = w->now_ms + S2S_CLOSE_GRACE_MS;
 }
 
 void s2s_out_tick(struct worker *w, int64_t now_ms)
 {
-	(void)w; (void)now_ms;
+	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
+		next = l->next;
+		out_vreq_timeouts(w, l, now_ms);
+		if (l->state != LINK_UP && now_ms >= l->deadline_ms) {
+			out_fail(w, l, "remote-server-timeout",
+				 "not set up in time (s2s.link_timeout)");
+		} else if (l->state == LINK_UP && l->c != NULL &&
+			   buf_used(&l->c->out) == 0 && l->vreqs == NULL &&
+			   now_ms - l->last_ms >=
+			   (int64_t)w->cfg->s2s_out_idle_timeout) {
+			out_idle_close(w, l);
+		}
+	}
 }
 
+/* Stop: links that are up end with </stream:stream> (the remote server
+ * sees a clean close, as Prosody's own shutdown does); what still waits
+ * for a link being set up is bounced (its senders are being
+ * disconnected too, but an error is owed). */
 void s2s_out_shutdown(struct worker *w)
 {
-	(void)w;
+	while (s2s_links != NULL) {
+		struct s2s_link *l = s2s_links;
+		if (l->state == LINK_UP && l->c != NULL)
+			out_idle_close(w, l);
+		else
+			out_fail(w, l, "remote-server-timeout",
+				 "the server is stopping");
+	}
 }

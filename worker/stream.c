@@ -43,9 +43,11 @@ static void stream_default_host(struct conn *c)
 }
 
 /* The largest stanza of c's kind (c2s.max_stanza_size,
- * component.max_stanza_size). */
+ * component.max_stanza_size, s2s.max_stanza_size). */
 static uint64_t stream_max_stanza(const struct conn *c)
 {
+	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
+		return c->w->cfg->s2s_max_stanza_size;
 	return c->kind == CONN_COMPONENT ?
 	       c->w->cfg->component_max_stanza_size : c->w->cfg->max_stanza_size;
 }

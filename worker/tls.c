@@ -11,6 +11,7 @@
 #include "tls.h"
 #include "tls13.h"
 #include "worker.h"
+#include "s2s.h"
 #include "log.h"
 #include "util.h"
 
@@ -32,15 +33,21 @@ static const char *tls_last_error(const char *what, const char *arg)
 	return tls_error;
 }
 
-/* XEP-0368: direct TLS clients may offer "xmpp-client". */
+/* XEP-0368: direct TLS clients may offer "xmpp-client", servers
+ * "xmpp-server". */
 static int tls_alpn_select(SSL *ssl, const unsigned char **out,
 			   unsigned char *outlen, const unsigned char *in,
 			   unsigned int inlen, void *arg)
 {
 	static const unsigned char want[] = "\x0bxmpp-client";
-	(void)ssl; (void)arg;
-	if (SSL_select_next_proto((unsigned char **)out, outlen, want,
-				  sizeof(want) - 1, in, inlen) ==
+	static const unsigned char want_s2s[] = "\x0bxmpp-server";
+	const struct conn *c = SSL_get_app_data(ssl);
+	int s2s = c != NULL && c->kind == CONN_S2S_IN;
+	(void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen,
+				  s2s ? want_s2s : want,
+				  (s2s ? sizeof(want_s2s) : sizeof(want)) - 1,
+				  in, inlen) ==
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_NOACK;
@@ -167,6 +174,9 @@ int tls_handshake(struct conn *c)
 	if (ret == 1) {
 		c->tls_handshaking = 0;
 		c->tls_want_write = 0;
+		/* s2s: the peer's certificate, while the SSL is ours */
+		if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
+			s2s_tls_done(c, c->ssl);
 		int ours = c->t13 != NULL ? tls13_take_over(c, c->ssl) : 0;
 		log_debug("c%u %s: %s %s%s", c->id, c->peer,
 			  SSL_get_version(c->ssl),
@@ -343,4 +353,72 @@ int tls_cert_end_point(SSL *ssl, unsigned char *out, size_t size)
 	    X509_digest(cert, md, out, &len) != 1)
 		return -1;
 	return (int)len;
+}
+
+/* ---- the client side (outgoing s2s, s2s_out.c) ------------------------ */
+
+SSL_CTX *tls_client_context_new(const struct config *cfg,
+				const char **error_r)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		*error_r = tls_last_error("SSL_CTX_new", "client");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+			    SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+			 SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	/* The chain is verified but a failure does not end the handshake:
+	 * s2s_out_tls_done reads the result, and dialback may still do
+	 * (s2s.auth). */
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1 ||
+	    SSL_CTX_set_ciphersuites(ctx, cfg->tls_ciphersuites) != 1) {
+		*error_r = tls_last_error("tls.ciphers", cfg->tls_ciphers);
+		goto fail;
+	}
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+		ERR_clear_error();      /* no system store: s2s.ca_file only */
+	if (cfg->s2s_ca_file[0] != '\0' &&
+	    SSL_CTX_load_verify_locations(ctx, cfg->s2s_ca_file, NULL) != 1) {
+		*error_r = tls_last_error("s2s.ca_file", cfg->s2s_ca_file);
+		goto fail;
+	}
+	/* our certificate, for the peer's SASL EXTERNAL (XEP-0178) */
+	if (cfg->tls_certificate[0] != '\0' &&
+	    (SSL_CTX_use_certificate_chain_file(ctx,
+						cfg->tls_certificate) != 1 ||
+	     SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key,
+					 SSL_FILETYPE_PEM) != 1)) {
+		*error_r = tls_last_error("tls.certificate",
+					  cfg->tls_certificate);
+		goto fail;
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+int tls_start_client(struct conn *c, SSL_CTX *ctx, const char *server_name,
+		     int alpn)
+{
+	static const unsigned char protos[] = "\x0bxmpp-server";
+	c->ssl = SSL_new(ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+	    SSL_set_tlsext_host_name(c->ssl, server_name) != 1 ||
+	    (alpn && SSL_set_alpn_protos(c->ssl, protos,
+					 sizeof(protos) - 1) != 0)) {
+		log_error("c%u: %s", c->id, tls_last_error("SSL_new", "client"));
+		return -1;
+	}
+	SSL_set_app_data(c->ssl, c);
+	SSL_set_connect_state(c->ssl);
+	c->tls_handshaking = 1;
+	/* the ClientHello goes now (the caller updates the epoll
+	 * interest): nothing else would wake us */
+	return tls_handshake(c) < 0 ? -1 : 0;
 }

@@ -41,6 +41,17 @@ int tls_cb_server_end_point(struct conn *c, unsigned char *out, size_t size);
 int tls_cert_end_point(SSL *ssl, unsigned char *out, size_t size);
 /* The same, computed once per context (the certificate is the ctx's). */
 int tls_cert_end_point_cached(SSL *ssl, unsigned char *out, size_t size);
+/* The client side, for outgoing s2s streams: TLS 1.2+, our certificate
+ * (tls.certificate) for the peer's SASL EXTERNAL, verification against
+ * the system store and s2s.ca_file without failing the handshake (the
+ * caller reads SSL_get_verify_result).  NULL with *error_r. */
+SSL_CTX *tls_client_context_new(const struct config *cfg,
+				const char **error_r);
+/* Start the client side of a handshake on c's socket with SNI
+ * server_name (and ALPN "xmpp-server" for XEP-0368 direct TLS when
+ * alpn); the ClientHello is sent.  0 or -1. */
+int tls_start_client(struct conn *c, SSL_CTX *ctx, const char *server_name,
+		     int alpn);
 /* The negotiated protocol is TLS 1.3. */
 int tls_is_13(const struct conn *c);
 

@@ -274,6 +274,7 @@ struct worker {
 	struct db *db;
 	struct conn *delayed;   /* conns with delay_until_ms set */
 	int64_t now_ms;         /* loop turn's clock */
+	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
 	/* The message being routed to a local account carried XEP-0280
 	 * <private/>, taken off before delivery (section 9) by the scan of
 	 * its children in the message_to_account hook (mam.c); the
@@ -294,6 +295,10 @@ int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
 /* Accept what is pending on a listener of kind (enum listen_kind:
  * LISTEN_C2S, LISTEN_S2S or LISTEN_COMPONENT). */
 void conn_accept(struct worker *w, int lfd, int direct_tls, int kind);
+/* A connection we opened (fd connected, non-blocking; peer "addr:port"
+ * for the log), kind CONN_S2S_OUT, in the table and epoll like an
+ * accepted one; NULL (fd closed) without memory. */
+struct conn *conn_new_outgoing(struct worker *w, int fd, const char *peer);
 void conn_handle(struct conn *c, uint32_t events);
 /* Queue one piece (a stanza, or stream-level XML) for c.  Past
  * c2s.max_output_bytes unread the stream ends with <policy-violation/>
@@ -397,6 +402,12 @@ void presence_route_text(struct worker *w, const char *text);
 /* The account's available resources send unavailable to `to`. */
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to);
+/* A presence stanza from another server (s2s_in.c; 'from' checked,
+ * jabber:client namespace): subscription stanzas take the contact's
+ * side of RFC 6121 section 3, probes are answered from the roster
+ * (4.3.2), the rest is routed. */
+void presence_from_remote(struct worker *w, struct arena *a,
+			  struct xml_node *st);
 
 /* metrics.c: registers GET /metrics and GET /health (http_init calls
  * it with the other route owners). */

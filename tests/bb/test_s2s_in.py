@@ -1,0 +1,714 @@
+"""Incoming server-to-server streams (RFC 6120 section 13, RFC 7590,
+XEP-0178 SASL EXTERNAL, XEP-0220 dialback, XEP-0368 direct TLS), black
+box with exact XML: a Python "remote server" connects to xmppd's s2s
+port, with certificates from a test CA (openssl) that xmppd trusts
+through s2s.ca_file.  Needs XMPPD_TEST_PGCONN (local users receive).
+"""
+import base64
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
+                     wait_for)
+from imlib import USERS, item_rx, login, push_rx  # noqa: E402
+from dnslab import DnsLab  # noqa: E402
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+REMOTE = "remote.example"
+
+# Our header on an s2s stream, exactly (the id is random hex).
+HEADER = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server' "
+          r"xmlns:stream='http://etherx.jabber.org/streams' "
+          r"xmlns:db='jabber:server:dialback' id='(?P<id>[0-9a-f]{24})' "
+          r"from='localhost' to='%s' version='1.0'>")
+FEATURES = "<stream:features>.*?</stream:features>"
+STARTTLS_FEATURES = ("<stream:features><starttls xmlns='%s'><required/>"
+                     "</starttls></stream:features>" % NS_TLS)
+DIALBACK_FEATURE = ("<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
+                    "</dialback>")
+EXTERNAL_FEATURE = ("<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism>"
+                    "</mechanisms>" % NS_SASL)
+
+_PKI = None
+
+
+def pki():
+    """A test CA and certificates it signed for remote.example and
+    other.example (made once per run)."""
+    global _PKI
+    if _PKI is not None:
+        return _PKI
+    d = tempfile.mkdtemp(prefix="xmppd-s2s-pki-")
+
+    def run(*a):
+        subprocess.run(a, check=True, capture_output=True, cwd=d)
+
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-days", "30", "-nodes", "-subj",
+        "/CN=xmppd test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    out = {"ca": os.path.join(d, "ca.pem")}
+    for name in (REMOTE, "other.example"):
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=" + name,
+            "-keyout", name + ".key", "-out", name + ".csr")
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("subjectAltName=DNS:%s\n" % name)
+        run("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem",
+            "-CAkey", "ca.key", "-CAcreateserial", "-days", "30",
+            "-extfile", name + ".ext", "-out", name + ".pem")
+        out[name] = (os.path.join(d, name + ".pem"),
+                     os.path.join(d, name + ".key"))
+    _PKI = out
+    return out
+
+
+def server(overrides=None, users=True, **kw):
+    # no query ever leaves the machine: a DNS server that is not there
+    # unless the test brings one (dnslab)
+    o = {"s2s.ca_file": pki()["ca"], "s2s.verify_timeout": "1s",
+         "s2s.dns_servers": "127.0.0.1:1"}
+    o.update(overrides or {})
+    return Server(s2s=True, users=USERS if users else (), overrides=o, **kw)
+
+
+class Peer(Client):
+    """Another server's side of an incoming s2s stream."""
+
+    def __init__(self, s, tls_port=False, cert=REMOTE, alpn=None):
+        Client.__init__(self, s.s2s_tls_port if tls_port else s.s2s_port)
+        self.cert = cert
+        self.id = None
+        if tls_port:
+            self.tls(alpn=alpn)
+
+    def tls(self, alpn=None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        if self.cert is not None:
+            ctx.load_cert_chain(*pki()[self.cert])
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.buf = b""
+
+    def header(self, frm=REMOTE, to="localhost", ns="jabber:server",
+               version="1.0"):
+        attrs = ""
+        if frm is not None:
+            attrs += " from='%s'" % frm
+        if to is not None:
+            attrs += " to='%s'" % to
+        if version is not None:
+            attrs += " version='%s'" % version
+        self.send("<?xml version='1.0'?><stream:stream xmlns='%s' "
+                  "xmlns:stream='%s' xmlns:db='jabber:server:dialback'%s>"
+                  % (ns, NS_STREAMS, attrs))
+
+    def open(self, frm=REMOTE):
+        """Our header, theirs (exact), their features (returned)."""
+        self.header(frm=frm)
+        m = re.match(HEADER % re.escape(frm),
+                     self.read_until(HEADER % re.escape(frm)))
+        self.id = m.group("id")
+        return self.read_until(FEATURES)
+
+    def starttls(self, frm=REMOTE):
+        self.send("<starttls xmlns='%s'/>" % NS_TLS)
+        self.read_until("<proceed xmlns='%s'/>" % NS_TLS)
+        self.tls()
+        return self.open(frm)
+
+    def external(self, authzid=None):
+        data = "=" if authzid is None else base64.b64encode(
+            authzid.encode()).decode()
+        self.send("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                  % (NS_SASL, data))
+        return self.read_until("<success xmlns='%s'/>|<failure .*?</failure>"
+                               % NS_SASL)
+
+    def authenticated(self):
+        """STARTTLS, SASL EXTERNAL, the restarted stream."""
+        self.open()
+        feats = self.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+        got = self.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        feats = self.open()
+        assert feats == "<stream:features></stream:features>", feats
+
+    def expect_error(self, condition):
+        got = self.read_all_until_close()
+        assert re.search(stream_error_re(condition), got), got
+        return got
+
+
+def log_has(s, text):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if text in s.log_text():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("log lacks %r" % text)
+
+
+# ---- the stream header (RFC 6120 4.7, 4.8, 4.9) ----
+
+def test_header_errors():
+    with server(users=False) as s:
+        for kw, cond in ((dict(ns="jabber:client"), "invalid-namespace"),
+                         (dict(to="elsewhere.example"), "host-unknown"),
+                         (dict(to=None), "host-unknown"),
+                         (dict(version=None), "unsupported-version"),
+                         (dict(frm="not a domain@x/y"), "invalid-from")):
+            p = Peer(s)
+            p.header(**kw)
+            p.expect_error(cond)
+            p.close()
+
+
+def test_starttls_required_first():
+    with server(users=False) as s:
+        p = Peer(s)
+        assert p.open() == STARTTLS_FEATURES
+        # RFC 7590: nothing but STARTTLS before TLS
+        p.send("<db:result from='%s' to='localhost'>abc</db:result>" % REMOTE)
+        p.expect_error("policy-violation")
+        log_has(s, "before STARTTLS")
+        p = Peer(s)
+        p.open()
+        p.send("<message from='a@%s' to='romeo@localhost'><body>x</body>"
+               "</message>" % REMOTE)
+        p.expect_error("policy-violation")
+
+
+def test_direct_tls_alpn():
+    with server(users=False, overrides={}) as s:
+        p = Peer(s, tls_port=True, alpn=["xmpp-server"])
+        assert p.sock.selected_alpn_protocol() == "xmpp-server"
+        feats = p.open()
+        assert feats == ("<stream:features>%s%s</stream:features>"
+                         % (EXTERNAL_FEATURE, DIALBACK_FEATURE)), feats
+
+
+# ---- SASL EXTERNAL (XEP-0178) ----
+
+def test_external_and_stanzas_inward():
+    with server() as s:
+        romeo = login(s, "romeo", "r")
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost/r' "
+               "type='chat' id='m1'><body>hi from afar</body></message>"
+               % REMOTE)
+        romeo.expect("<message from='juliet@%s/balcony' to='romeo@localhost/r'"
+                     " type='chat' id='m1'><body>hi from afar</body></message>"
+                     % REMOTE)
+        # an IQ to a local user's bare JID is answered by us, back over
+        # federation's outgoing side: here only that the stream stays up
+        # a forged 'from' ends the stream (RFC 6120 4.9.3.9)
+        p.send("<message from='mallory@evil.example' to='romeo@localhost'>"
+               "<body>x</body></message>")
+        p.expect_error("invalid-from")
+        log_has(s, "not authenticated for that domain")
+        romeo.quiet(0.3, want=re.compile(".*mallory.*"))
+
+
+def test_external_refused():
+    with server(users=False) as s:
+        # a certificate for another domain: no EXTERNAL offered, and
+        # asking for it fails with <not-authorized/>
+        p = Peer(s, cert="other.example")
+        p.open()
+        feats = p.starttls()
+        assert feats == ("<stream:features>%s</stream:features>"
+                         % DIALBACK_FEATURE), feats
+        got = p.external()
+        assert got == ("<failure xmlns='%s'><not-authorized/></failure>"
+                       % NS_SASL), got
+        # no certificate at all
+        p = Peer(s, cert=None)
+        p.open()
+        p.starttls()
+        assert p.external() == ("<failure xmlns='%s'><not-authorized/>"
+                                "</failure>" % NS_SASL)
+        # an authzid other than the stream's 'from' (XEP-0178 section 3)
+        p = Peer(s)
+        p.open()
+        p.starttls()
+        got = p.external(authzid="evil.example")
+        assert got == ("<failure xmlns='%s'><invalid-authzid/></failure>"
+                       % NS_SASL), got
+        # the same authzid as 'from' is fine
+        got = p.external(authzid=REMOTE)
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+
+
+def test_stanza_before_auth():
+    with server(users=False) as s:
+        p = Peer(s)
+        p.open()
+        p.starttls()
+        p.send("<message from='a@%s' to='romeo@localhost'><body>x</body>"
+               "</message>" % REMOTE)
+        p.expect_error("not-authorized")
+
+
+def test_addressing_errors():
+    with server() as s:
+        for stanza, cond in (
+                ("<message from='a@%s' to='romeo@nowhere.example'>"
+                 "<body>x</body></message>" % REMOTE, "host-unknown"),
+                ("<message to='romeo@localhost'><body>x</body></message>",
+                 "improper-addressing"),
+                ("<message from='a@%s'><body>x</body></message>" % REMOTE,
+                 "improper-addressing")):
+            p = Peer(s)
+            p.authenticated()
+            p.send(stanza)
+            p.expect_error(cond)
+
+
+# ---- dialback (XEP-0220) ----
+
+def dialback_stream(s):
+    p = Peer(s, cert=None)
+    p.open()
+    feats = p.starttls()
+    assert feats == "<stream:features>%s</stream:features>" % DIALBACK_FEATURE
+    return p
+
+
+def test_dialback_verify_authoritative():
+    with server(users=False) as s:
+        p = dialback_stream(s)
+        # a key we never made
+        p.send("<db:verify from='%s' to='localhost' id='abc123'>%s"
+               "</db:verify>" % (REMOTE, "0" * 64))
+        got = p.read_until("<db:verify .*?/>")
+        assert got == ("<db:verify from='localhost' to='%s' id='abc123' "
+                       "type='invalid'/>" % REMOTE), got
+        # not our domain: XEP-0220 2.4 item-not-found
+        p.send("<db:verify from='%s' to='elsewhere.example' id='abc'>k"
+               "</db:verify>" % REMOTE)
+        got = p.read_until("<db:verify .*?</db:verify>")
+        assert got == ("<db:verify from='elsewhere.example' to='%s' id='abc' "
+                       "type='error'><error type='cancel'><item-not-found "
+                       "xmlns='%s'/></error></db:verify>"
+                       % (REMOTE, NS_STANZAS)), got
+
+
+def test_dialback_result_errors():
+    with server(users=False,
+                overrides={"s2s.blocked_domains": "bad.example"}) as s:
+        p = dialback_stream(s)
+        p.send("<db:result from='%s' to='elsewhere.example'>k</db:result>"
+               % REMOTE)
+        got = p.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='elsewhere.example' to='%s' "
+                       "type='error'><error type='cancel'><item-not-found "
+                       "xmlns='%s'/></error></db:result>"
+                       % (REMOTE, NS_STANZAS)), got
+        p.send("<db:result from='bad.example' to='localhost'>k</db:result>")
+        got = p.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='localhost' to='bad.example' "
+                       "type='error'><error type='cancel'><forbidden "
+                       "xmlns='%s'/></error></db:result>" % NS_STANZAS), got
+        # remote.example cannot be asked (no such server): an error
+        # answer, never silence; stanzas stay refused
+        p.send("<db:result from='%s' to='localhost'>k</db:result>" % REMOTE)
+        got = p.read_until("<db:result .*?</db:result>", timeout=15)
+        assert re.fullmatch(
+            "<db:result from='localhost' to='%s' type='error'><error "
+            "type='(wait|cancel)'><(remote-server-timeout|remote-server-not-"
+            "found|remote-connection-failed) xmlns='%s'/></error></db:result>"
+            % (REMOTE, NS_STANZAS), got), got
+        p.send("<message from='a@%s' to='romeo@localhost'><body>x</body>"
+               "</message>" % REMOTE)
+        p.expect_error("not-authorized")
+
+
+def test_dialback_policy_pkix():
+    with server(users=False, overrides={"s2s.auth": "pkix"}) as s:
+        p = Peer(s, cert=None)
+        p.open()
+        feats = p.starttls()
+        assert feats == "<stream:features></stream:features>", feats
+        p.send("<db:result from='%s' to='localhost'>k</db:result>" % REMOTE)
+        got = p.read_until("<db:result .*?</db:result>")
+        assert "<forbidden xmlns='%s'/>" % NS_STANZAS in got, got
+
+
+# ---- limits ----
+
+def test_limits():
+    with server(overrides={"s2s.max_incoming_per_domain": "1",
+                           "s2s.max_stanza_rate": "5",
+                           "s2s.max_stanza_size": "10K"},
+                workers=1) as s:
+        romeo = login(s, "romeo", "r")
+        p = Peer(s)
+        p.authenticated()
+        q = Peer(s)
+        q.header()
+        q.expect_error("policy-violation")
+        # a burst over the rate: five pass, the sixth ends the stream
+        p.send("".join("<message from='a@%s/x' to='romeo@localhost/r' "
+                       "id='r%d'><body>%d</body></message>" % (REMOTE, i, i)
+                       for i in range(20)))
+        p.expect_error("policy-violation")
+        for i in range(5):
+            romeo.expect("<message from='a@%s/x' to='romeo@localhost/r' "
+                         "id='r%d'><body>%d</body></message>" % (REMOTE, i, i))
+        romeo.quiet(0.3, want=re.compile(".*id='r5'.*"))
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='a@%s' to='romeo@localhost'><body>%s</body>"
+               "</message>" % (REMOTE, "x" * 12000))
+        p.expect_error("policy-violation")
+
+
+def test_max_incoming():
+    with server(users=False, overrides={"s2s.max_incoming": "1"},
+                workers=1) as s:
+        p = Peer(s)
+        p.open()
+        q = Peer(s)
+        got = q.read_all_until_close()
+        assert re.search(stream_error_re("resource-constraint"), got), got
+        log_has(s, "too many server-to-server streams")
+        # the stream already there goes on
+        feats = p.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+
+
+def test_auth_timeout():
+    with server(users=False, overrides={"s2s.auth_timeout": "1s"}) as s:
+        p = Peer(s)
+        p.open()
+        p.expect_error("connection-timeout")
+
+
+# ---- both directions: a fake remote server that xmppd also dials ----
+
+class RemoteListener:
+    """remote.example's listening side, for the link xmppd opens to it
+    (found through dnslab's SRV record): STARTTLS with the test CA's
+    certificate, dialback only; the key xmppd sends is checked with
+    xmppd itself over a second incoming stream (<db:verify/>: xmppd is
+    the authoritative server for its own keys)."""
+
+    def __init__(self):
+        self.s = None       # the xmppd under test
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.c = None
+
+    def accept(self, timeout=15):
+        c = self.handshake(timeout)
+        self.authorize(c)
+
+    def handshake(self, timeout=15):
+        """xmppd's link up to our features after TLS (dialback offered)."""
+        self.lsock.settimeout(timeout)
+        sock, _ = self.lsock.accept()
+        c = Client.__new__(Client)
+        c.sock, c.buf, c.timeout = sock, b"", 10.0
+        hdr = c.read_until("<stream:stream [^>]*>")
+        assert "from='localhost'" in hdr and "to='%s'" % REMOTE in hdr, hdr
+        self._header(c, "i1")
+        c.send("<stream:features><starttls xmlns='%s'><required/></starttls>"
+               "</stream:features>" % NS_TLS)
+        c.read_until("<starttls xmlns='%s'/>" % NS_TLS)
+        c.send("<proceed xmlns='%s'/>" % NS_TLS)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*pki()[REMOTE])
+        c.sock.settimeout(10)
+        c.sock = ctx.wrap_socket(c.sock, server_side=True)
+        c.buf = b""
+        c.read_until("<stream:stream [^>]*>")
+        self._header(c, "i2")
+        c.send("<stream:features>%s</stream:features>" % DIALBACK_FEATURE)
+        self.c = c
+        return c
+
+    def authorize(self, c):
+        """xmppd's <db:result/>, checked with xmppd as the authoritative
+        server, then answered valid."""
+        m = re.match("<db:result from='localhost' to='%s'>([0-9a-f]{64})"
+                     "</db:result>" % REMOTE,
+                     c.read_until("<db:result [^>]*>[^<]*</db:result>"))
+        assert m, c.buf
+        # ask the authoritative server (xmppd) whether the key is its own
+        v = Peer(self.s, cert=None)
+        v.open()
+        v.starttls()
+        v.send("<db:verify from='%s' to='localhost' id='i2'>%s</db:verify>"
+               % (REMOTE, m.group(1)))
+        got = v.read_until("<db:verify [^>]*/>")
+        assert got == ("<db:verify from='localhost' to='%s' id='i2' "
+                       "type='valid'/>" % REMOTE), got
+        # the same key for another stream id is not valid
+        v.send("<db:verify from='%s' to='localhost' id='i1'>%s</db:verify>"
+               % (REMOTE, m.group(1)))
+        got = v.read_until("<db:verify [^>]*/>")
+        assert got.endswith("type='invalid'/>"), got
+        v.close()
+        c.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        self.c = c
+
+    @staticmethod
+    def _header(c, sid):
+        c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+               "xmlns:stream='%s' xmlns:db='jabber:server:dialback' "
+               "id='%s' from='%s' to='localhost' version='1.0'>"
+               % (NS_STREAMS, sid, REMOTE))
+
+    def expect(self, want):
+        """The next stanza xmppd sends over its link, exactly."""
+        got = self.c.read_until(r"<(presence|message|iq)\b[^>]*/>|"
+                                r"<(presence|message|iq)\b[^>]*[^/]>.*?</\2>")
+        if isinstance(want, str):
+            assert got == want, "got %r, want %r" % (got, want)
+        else:
+            assert want.fullmatch(got), "got %r, want %r" % (got, want)
+
+    def close(self):
+        self.lsock.close()
+        if self.c is not None:
+            self.c.close()
+
+
+def test_federated_subscription_and_presence():
+    """RFC 6121 with a contact on another server: romeo (ours) and
+    juliet@remote.example subscribe to each other, presence flows both
+    ways, probes are answered from the roster, logout tells the remote
+    contact."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener()
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server}) as s:
+            remote.s = s
+            romeo = login(s, "romeo", "r")
+            jul = "juliet@" + REMOTE
+            # our side first (roster push, ask), then out over the link
+            romeo.send("<presence to='%s' type='subscribe'/>" % jul)
+            romeo.expect(push_rx(None, item_rx(jul, "none", ask=True)))
+            remote.accept()
+            remote.expect("<presence to='%s' type='subscribe' "
+                          "from='romeo@localhost'/>" % jul)
+            p = Peer(s)
+            p.authenticated()
+            # juliet approves: romeo's roster says 'to', juliet's
+            # presence follows from her server
+            p.send("<presence from='%s' to='romeo@localhost' "
+                   "type='subscribed'/>" % jul)
+            romeo.expect(push_rx(None, item_rx(jul, "to")))
+            romeo.expect("<presence from='%s' to='romeo@localhost' "
+                         "type='subscribed'/>" % jul)
+            p.send("<presence from='%s/balcony' to='romeo@localhost'>"
+                   "<show>away</show></presence>" % jul)
+            romeo.expect("<presence from='%s/balcony' to='romeo@localhost'>"
+                         "<show>away</show></presence>" % jul)
+            # juliet asks in turn; romeo approves: 'both', and romeo's
+            # presence goes to her
+            p.send("<presence from='%s' to='romeo@localhost' "
+                   "type='subscribe' id='s1'/>" % jul)
+            romeo.expect("<presence from='%s' to='romeo@localhost' "
+                         "type='subscribe' id='s1'/>" % jul)
+            romeo.send("<presence to='%s' type='subscribed'/>" % jul)
+            romeo.expect(push_rx(None, item_rx(jul, "both")))
+            remote.expect("<presence to='%s' type='subscribed' "
+                          "from='romeo@localhost'/>" % jul)
+            remote.expect("<presence to='%s' from='romeo@localhost/r'/>"
+                          % jul)
+            # a probe from a subscriber: the available resource answers
+            p.send("<presence from='%s' to='romeo@localhost' type='probe'/>"
+                   % jul)
+            remote.expect("<presence to='%s' from='romeo@localhost/r'/>"
+                          % jul)
+            # from someone not subscribed: unsubscribed (RFC 6121 4.3.2)
+            p.send("<presence from='nurse@%s' to='romeo@localhost' "
+                   "type='probe'/>" % REMOTE)
+            remote.expect("<presence from='romeo@localhost' to='nurse@%s' "
+                          "type='unsubscribed'/>" % REMOTE)
+            # a message both ways
+            romeo.send("<message to='%s' type='chat' id='m1'><body>hello"
+                       "</body></message>" % jul)
+            # (the sender's archive id rides along: XEP-0359 says a
+            # receiver trusts only its own archive's 'by')
+            remote.expect(re.compile(
+                "<message to='%s' type='chat' id='m1' from='romeo@localhost/r'>"
+                "<body>hello</body>(<stanza-id xmlns='urn:xmpp:sid:0' "
+                "id='[0-9]+' by='romeo@localhost'/>)?</message>"
+                % re.escape(jul)))
+            p.send("<message from='%s/balcony' to='romeo@localhost/r' "
+                   "type='chat' id='m2'><body>hi</body></message>" % jul)
+            romeo.expect(re.compile(
+                "<message from='%s/balcony' to='romeo@localhost/r' "
+                "type='chat' id='m2'><body>hi</body>(<stanza-id "
+                "xmlns='urn:xmpp:sid:0' id='[0-9]+' by='romeo@localhost'/>)?"
+                "</message>" % re.escape(jul)))
+            # an IQ without a type: bad-request back over the link
+            p.send("<iq from='%s/balcony' to='romeo@localhost' id='q1'/>"
+                   % jul)
+            remote.expect(re.compile(
+                "<iq (?=[^>]*from='romeo@localhost')(?=[^>]*id='q1')"
+                "(?=[^>]*to='%s/balcony')(?=[^>]*type='error')[^>]*>"
+                "<error type='modify'><bad-request xmlns='%s'/></error></iq>"
+                % (re.escape(jul), NS_STANZAS)))
+            # the server answers for itself (disco#info of the domain)
+            p.send("<iq type='get' from='%s/balcony' to='localhost' id='q2'>"
+                   "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+                   "</iq>" % jul)
+            remote.expect(re.compile(
+                "<iq (?=[^>]*from='localhost')(?=[^>]*id='q2')"
+                "(?=[^>]*to='%s/balcony')(?=[^>]*type='result')[^>]*>"
+                "<query xmlns='http://jabber.org/protocol/disco#info'>"
+                "<identity category='server' .*</query></iq>"
+                % re.escape(jul)))
+            # logout: the remote contact is told
+            romeo.close()
+            remote.expect("<presence to='%s' from='romeo@localhost/r' "
+                          "type='unavailable'/>" % jul)
+            remote.close()
+
+
+def test_remote_sender_offline_and_blocking():
+    """Messages from another server are stored for an offline user and
+    delivered at login; a blocked remote JID (XEP-0191) reaches no one."""
+    with server() as s:
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost' "
+               "type='chat' id='o1'><body>stored</body></message>" % REMOTE)
+        wait_for(lambda: s.db.psql("SELECT count(*) FROM offline_messages",
+                                   s.db.conninfo).strip() == "1",
+                 what="the message stored")
+        romeo = login(s, "romeo", "r")
+        romeo.expect(re.compile(
+            "<message from='juliet@%s/balcony' to='romeo@localhost' "
+            "type='chat' id='o1'><body>stored</body>(<stanza-id [^>]*/>)?"
+            "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='[^']+'>"
+            "Offline Storage</delay></message>" % re.escape(REMOTE)))
+        romeo.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+                   "<item jid='juliet@%s'/></block></iq>" % REMOTE)
+        romeo.expect("<iq from='romeo@localhost' id='b1' to='romeo@localhost/r' "
+                     "type='result'/>")
+        romeo.drain()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost/r' "
+               "type='chat' id='o2'><body>blocked</body></message>"
+               "<presence from='juliet@%s/balcony' to='romeo@localhost'/>"
+               % (REMOTE, REMOTE))
+        p.send("<message from='nurse@%s' to='romeo@localhost/r' id='o3'>"
+               "<body>not blocked</body></message>" % REMOTE)
+        romeo.expect(re.compile("<message from='nurse@%s' [^>]*id='o3'>"
+                                "<body>not blocked</body>.*</message>"
+                                % re.escape(REMOTE)))
+        romeo.quiet(0.3, want=re.compile(".*juliet.*"))
+
+
+def test_dialback_result_valid():
+    """A remote server authenticates its stream by dialback: xmppd asks
+    remote.example's authoritative server (over its own outgoing link,
+    found through DNS) and accepts stanzas from that domain only."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener()
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server}) as s:
+            remote.s = s
+            romeo = login(s, "romeo", "r")
+            p = dialback_stream(s)
+            p.send("<db:result from='%s' to='localhost'>k3y-of-remote"
+                   "</db:result>" % REMOTE)
+            c = remote.handshake()
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                           "k3y-of-remote</db:verify>" % (REMOTE, p.id)), got
+            c.send("<db:verify from='%s' to='localhost' id='%s' "
+                   "type='valid'/>" % (REMOTE, p.id))
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='valid'/>" % REMOTE), got
+            p.send("<message from='juliet@%s' to='romeo@localhost/r' "
+                   "id='d1'><body>by dialback</body></message>" % REMOTE)
+            romeo.expect(re.compile(
+                "<message from='juliet@%s' to='romeo@localhost/r' id='d1'>"
+                "<body>by dialback</body>(<stanza-id [^>]*/>)?</message>"
+                % re.escape(REMOTE)))
+            # another stream whose key the authoritative server denies
+            q = dialback_stream(s)
+            q.send("<db:result from='%s' to='localhost'>bad-key</db:result>"
+                   % REMOTE)
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                           "bad-key</db:verify>" % (REMOTE, q.id)), got
+            c.send("<db:verify from='%s' to='localhost' id='%s' "
+                   "type='invalid'/>" % (REMOTE, q.id))
+            got = q.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='invalid'/>" % REMOTE), got
+            q.send("<message from='juliet@%s' to='romeo@localhost/r'>"
+                   "<body>x</body></message>" % REMOTE)
+            q.expect_error("not-authorized")
+            # a domain this stream is not authorized for
+            p.send("<message from='mallory@other.example' "
+                   "to='romeo@localhost/r'><body>x</body></message>")
+            p.expect_error("invalid-from")
+            remote.close()
+
+
+def test_idle_stream_closed():
+    with server(users=False, overrides={"s2s.in_idle_timeout": "1s"}) as s:
+        p = Peer(s)
+        p.authenticated()
+        got = p.read_all_until_close(timeout=10)
+        assert got == "</stream:stream>", got
+        log_has(s, "s2s stream idle, closed")
+
+
+def test_dialback_pair_limit():
+    with server(users=False, overrides={"s2s.max_domain_pairs": "1"}) as s:
+        p = dialback_stream(s)
+        # both in one write: the first is still being verified when the
+        # second is read
+        p.send("<db:result from='%s' to='localhost'>k1</db:result>"
+               "<db:result from='second.example' to='localhost'>k2"
+               "</db:result>" % REMOTE)
+        got = p.read_until("<db:result from='localhost' "
+                           "to='second.example'.*?</db:result>")
+        assert got == ("<db:result from='localhost' to='second.example' "
+                       "type='error'><error type='wait'><resource-constraint"
+                       " xmlns='%s'/></error></db:result>" % NS_STANZAS), got
+
+
+if __name__ == "__main__":
+    run_tests([test_header_errors, test_starttls_required_first,
+               test_direct_tls_alpn, test_external_and_stanzas_inward,
+               test_external_refused, test_stanza_before_auth,
+               test_addressing_errors, test_dialback_verify_authoritative,
+               test_dialback_result_errors, test_dialback_policy_pkix,
+               test_limits, test_auth_timeout,
+               test_federated_subscription_and_presence,
+               test_remote_sender_offline_and_blocking,
+               test_dialback_result_valid, test_idle_stream_closed,
+               test_dialback_pair_limit, test_max_incoming])
