@@ -13,19 +13,22 @@ remote side answered per 4.3.2 (available, none available, no
 subscription, no account, blocked), broadcast and unavailable at logout
 and at a lost connection (4.4, 4.5), directed presence and its
 unavailable (4.6), roster removal (2.5.2), offline storage and blocking
-(XEP-0191) for a remote sender, on two workers.
+(XEP-0191) for a remote sender, and the unavailable a remote contact
+gets when the worker holding the session is killed, on two workers.
 Needs XMPPD_TEST_PGCONN.
 """
 import hashlib
 import os
 import re
+import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests  # noqa: E402
 from imlib import (STANZAS, USERS, _STANZA, _nested_end, item_rx, login,  # noqa: E402
-                   push_rx)
+                   placed, push_rx)
+from test_component import comp_connect_on  # noqa: E402
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 GW, SECRET = "gw.localhost", "s3cr3t-gw"
@@ -37,8 +40,8 @@ class Remote:
     are queued in arrival order; expect() takes the first that matches
     exactly (or a compiled regex)."""
 
-    def __init__(self, server):
-        self.c = Client(server.component_port)
+    def __init__(self, server, client=None):
+        self.c = client or Client(server.component_port)
         self.c.send("<stream:stream xmlns='jabber:component:accept' "
                     "xmlns:stream='%s' to='%s'>" % (NS_STREAMS, GW))
         head = self.c.read_until("id='([0-9a-f]{32})'>")
@@ -505,8 +508,28 @@ def test_messages_offline_and_blocking():
         r.close()
 
 
+def test_worker_killed():
+    """4.5.2: a worker killed with SIGKILL: the remote contact of a
+    session it held gets unavailable (the master sweeps, a live worker
+    broadcasts), like a local contact."""
+    with server() as s:
+        gw = Remote(s, client=comp_connect_on(s, 1))
+        j = login(s, "juliet", "a", worker=0)
+        assert placed(s, 2) == [1, 1]
+        j.send("<presence to='%s' type='subscribed'/>" % BOT)
+        j.expect(push_rx(1, item_rx(BOT, "none", approved=True)))
+        gw.send(built(BOT, "juliet@localhost", "subscribe"))
+        gw.expect_seq(built("juliet@localhost", BOT, "subscribed"),
+                      relayed(BOT, "juliet@localhost/a"))
+        os.kill(s.status()["workers"][0]["pid"], signal.SIGKILL)
+        gw.expect_seq(gone(BOT, "juliet@localhost/a"), timeout=10)
+        gw.quiet(0.3)
+        j.abort()
+
+
 if __name__ == "__main__":
     run_tests([test_outbound_subscribe, test_domain_contact_and_probes,
                test_inbound_subscribe_and_broadcast, test_pending_while_offline,
                test_inbound_probes, test_cancel_and_unsubscribe, test_preapproval,
-               test_directed_presence, test_messages_offline_and_blocking])
+               test_directed_presence, test_messages_offline_and_blocking,
+               test_worker_killed])
