@@ -1,0 +1,304 @@
+"""Outgoing server-to-server links (RFC 6120 section 13 as the initiating
+entity, RFC 7590, XEP-0178, XEP-0220), black box with exact XML: a local
+user's stanza to another domain makes xmppd dial a fake remote server
+(fakeserver.py) found through DNS (dnslab.py, SRV records), STARTTLS,
+authenticate with SASL EXTERNAL or dialback, and carry the stanza; a link
+that cannot be set up bounces what waited with the RFC's condition.
+Needs XMPPD_TEST_PGCONN.
+"""
+import base64
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, run_tests, wait_for  # noqa: E402
+from fakeserver import (NS_SASL, STARTTLS_REQUIRED, FakeServer,  # noqa: E402
+                        TestCA, features_auth)
+
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+USERS = [("juliet@localhost", "r0m30!"), ("nurse@localhost", "s3cret")]
+REMOTE = "remote.test"
+
+_CA = None
+
+
+def ca():
+    global _CA
+    if _CA is None:
+        _CA = TestCA()
+    return _CA
+
+
+def our_header(local="localhost", remote=REMOTE):
+    return ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+            "xmlns:stream='http://etherx.jabber.org/streams' "
+            "xmlns:db='jabber:server:dialback' from='%s' to='%s' "
+            "version='1.0' xml:lang='en'>" % (local, remote))
+
+
+def lab(fake, **settings):
+    """Server overrides that make REMOTE resolve to the fake server."""
+    os.environ["XMPPD_TEST_S2S_PORT"] = str(fake.port) if fake else "1"
+    o = {"s2s.ca_file": ca().cert}
+    o.update(settings)
+    return o
+
+
+def login(s, user="juliet", resource="r"):
+    c = Client(s.port)
+    c.login(user, dict(USERS)["%s@localhost" % user], resource=resource)
+    return c
+
+
+def message(to, mid, body, frm="juliet@localhost/r"):
+    return ("<message to='%s' id='%s' type='chat'><body>%s</body></message>"
+            % (to, mid, body), frm)
+
+
+def send_message(c, to, mid, body):
+    c.send("<message to='%s' id='%s' type='chat'><body>%s</body></message>"
+           % (to, mid, body))
+
+
+def wire_message(to, mid, body, frm="juliet@localhost/r"):
+    """The message as xmppd writes it on the s2s stream (a regex: the
+    sender's archive adds its XEP-0359 stanza-id)."""
+    return (re.escape("<message to='%s' id='%s' type='chat' from='%s'><body>%s</body>"
+                      % (to, mid, frm, body)) +
+            "(<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' by='%s'/>)?</message>"
+            % re.escape(frm.split("/")[0]))
+
+
+def bounce(to, mid, etype, cond, frm="juliet@localhost/r"):
+    return ("<message from='%s' id='%s' to='%s' type='error'>"
+            "<error type='%s'><%s xmlns='%s'/></error></message>"
+            % (to, mid, frm, etype, cond, STANZAS))
+
+
+def tls_and_features(peer, features):
+    """xmppd's header, STARTTLS, its header again, our features."""
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features=STARTTLS_REQUIRED)
+    peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    peer.proceed_tls()
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features=features)
+
+
+def external(peer):
+    tls_and_features(peer, features_auth(external=True, dialback=True))
+    peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                     % (NS_SASL, base64.b64encode(b"localhost").decode()))
+    peer.send("<success xmlns='%s'/>" % NS_SASL)
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features="<stream:features/>")
+
+
+def test_external_and_link_reuse():
+    """A valid certificate: STARTTLS, SASL EXTERNAL (authzid = our domain,
+    XEP-0178), then the message; a second one reuses the link."""
+    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        send_message(c, "romeo@%s/balcony" % REMOTE, "m2", "again")
+        peer.expect_next_re(wire_message("romeo@%s/balcony" % REMOTE, "m2",
+                                      "again"))
+        assert "s2s localhost -> remote.test" in s.log_text()
+        assert re.search(r"s2s localhost -> remote.test \S+: up \(EXTERNAL, TLS\)",
+                         s.log_text()), s.log_text()[-2000:]
+
+
+def test_dialback_when_certificate_not_trusted():
+    """A self-signed certificate: no EXTERNAL even if offered, dialback
+    (XEP-0220) with a 64-hex XEP-0185 key; type='valid' opens the link."""
+    cert = ca().issue(REMOTE, self_signed=True)
+    with FakeServer(cert=cert) as fake, \
+            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        m = peer.read_until("<db:result from='localhost' to='remote.test'>"
+                            "([0-9a-f]{64})</db:result>")
+        assert m.start() == 0
+        peer.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        assert "certificate not valid for remote.test" in s.log_text()
+
+
+def test_dialback_invalid_bounces():
+    """The receiving server finds our key invalid: the waiting message
+    comes back remote-server-not-found and the stream is closed."""
+    cert = ca().issue(REMOTE, self_signed=True)
+    with FakeServer(cert=cert) as fake, \
+            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=False, dialback=True))
+        peer.read_until("<db:result from='localhost' to='remote.test'>[0-9a-f]{64}</db:result>")
+        peer.send("<db:result from='%s' to='localhost' type='invalid'/>" % REMOTE)
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        peer.expect_next("</stream:stream>")
+        assert peer.is_closed()
+
+
+def test_pkix_policy_refuses_dialback():
+    """s2s.auth = pkix: a certificate that does not validate is the end
+    of it, no dialback; s2s.dialback_domains makes an exception."""
+    cert = ca().issue(REMOTE, self_signed=True)
+    with FakeServer(cert=cert) as fake, \
+            Server(workers=1, users=USERS,
+                   overrides=lab(fake, **{"s2s.auth": "pkix"})) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        peer.expect_next("</stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert "certificate not valid and s2s.auth is pkix" in s.log_text()
+    with FakeServer(cert=cert) as fake, \
+            Server(workers=1, users=USERS,
+                   overrides=lab(fake, **{"s2s.auth": "pkix",
+                                          "s2s.dialback_domains": REMOTE})) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=False, dialback=True))
+        peer.read_until("<db:result from='localhost' to='remote.test'>[0-9a-f]{64}</db:result>")
+
+
+def test_no_starttls_offered():
+    """RFC 7590: a peer without STARTTLS is refused (s2s.require_tls)."""
+    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=features_auth(external=False))
+        peer.expect_next("</stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert "no STARTTLS offered (s2s.require_tls)" in s.log_text()
+
+
+def test_remote_down():
+    """Connection refused: remote-server-not-found; an IQ result is not
+    bounced (no error loops) but an IQ get is."""
+    with FakeServer() as fake:
+        port = fake.port
+    fake.port = port    # closed: connections to it are refused
+    with Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        c.send("<iq to='%s' id='r1' type='result'/>" % REMOTE)
+        c.send("<iq to='%s' id='q1' type='get'><ping xmlns='urn:xmpp:ping'/></iq>"
+               % REMOTE)
+        got = c.read_until("<iq [^>]*id='q1'[^>]*>.*?</iq>")
+        assert got == ("<iq from='%s' id='q1' to='juliet@localhost/r' type='error'>"
+                       "<error type='cancel'><remote-server-not-found xmlns='%s'/>"
+                       "</error></iq>" % (REMOTE, STANZAS)), got
+        # the result sent before it got nothing back
+        assert "'r1'" not in c.buf.decode(errors="replace")
+        assert "'r1'" not in got
+
+
+def test_black_hole_times_out():
+    """A server that accepts and says nothing: after s2s.link_timeout the
+    waiting stanzas come back remote-server-timeout (type wait)."""
+    with FakeServer() as fake, \
+            Server(workers=1, users=USERS,
+                   overrides=lab(fake, **{"s2s.link_timeout": "2s"})) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        send_message(c, "romeo@%s" % REMOTE, "m2", "there")
+        peer = fake.accept()
+        peer.read_header()
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "wait",
+                                      "remote-server-timeout")), timeout=15)
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "wait",
+                                      "remote-server-timeout")), timeout=15)
+        assert "2 stanzas bounced with <remote-server-timeout/>" in s.log_text()
+
+
+def test_pending_queue_bound():
+    """While the link is set up at most s2s.max_queue_bytes wait; the
+    next stanza is bounced resource-constraint (wait); the ones that
+    waited go out in order once the link is up."""
+    body = "x" * 1500
+    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+            Server(workers=1, users=USERS,
+                   overrides=lab(fake, **{"s2s.max_queue_bytes": "4K"})) as s:
+        c = login(s)
+        for i in range(3):
+            send_message(c, "romeo@%s" % REMOTE, "m%d" % i, body)
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "wait",
+                                      "resource-constraint")))
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m0", body) +
+                            wire_message("romeo@%s" % REMOTE, "m1", body))
+
+
+def test_idle_link_closed_and_reopened():
+    """s2s.out_idle_timeout: an idle link ends with </stream:stream>; the
+    next stanza opens a new one."""
+    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+            Server(workers=1, users=USERS,
+                   overrides=lab(fake, **{"s2s.out_idle_timeout": "1s"})) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        peer.expect_next("</stream:stream>", timeout=15)
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+        send_message(c, "romeo@%s" % REMOTE, "m2", "back")
+        peer2 = fake.accept()
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "m2", "back"))
+
+
+def test_other_workers_use_the_owner():
+    """Four workers, several senders: every stanza for the remote domain
+    goes over one link (the owner's), whichever worker the sender is on."""
+    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+            Server(workers=4, users=USERS, overrides=lab(fake)) as s:
+        clients = [login(s, resource="r%d" % i) for i in range(6)]
+        send_message(clients[0], "romeo@%s" % REMOTE, "a0", "first")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "a0", "first",
+                                      frm="juliet@localhost/r0"))
+        for i, c in enumerate(clients[1:], 1):
+            send_message(c, "romeo@%s" % REMOTE, "a%d" % i, "n%d" % i)
+            peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "a%d" % i,
+                                          "n%d" % i,
+                                          frm="juliet@localhost/r%d" % i))
+        assert len(fake.peers) == 1
+        slots = set(re.findall(r"w(\d+)[^\n]*juliet@localhost/r\d", s.log_text()))
+        assert slots, "sessions not in the log"
+
+
+if __name__ == "__main__":
+    run_tests([test_external_and_link_reuse,
+               test_dialback_when_certificate_not_trusted,
+               test_dialback_invalid_bounces,
+               test_pkix_policy_refuses_dialback,
+               test_no_starttls_offered,
+               test_remote_down,
+               test_black_hole_times_out,
+               test_pending_queue_bound,
+               test_idle_link_closed_and_reopened,
+               test_other_workers_use_the_owner])
