@@ -154,6 +154,14 @@ struct config {
 	uint64_t s2s_out_idle_timeout;  /* ms */
 	uint64_t s2s_link_timeout;      /* ms, the whole setup */
 	unsigned s2s_max_links;         /* per worker; 0: off */
+
+	/* s2s: finding and connecting to remote servers (s2s_dial.c) */
+	const char *s2s_dns_servers;    /* "addr[:port] ...", "": system */
+	uint64_t s2s_dns_timeout;       /* ms, per DNS step */
+	unsigned s2s_dns_max_targets;   /* SRV targets per domain */
+	uint64_t s2s_connect_timeout;   /* ms, per address */
+	uint64_t s2s_connect_stagger;   /* ms, RFC 8305 attempt delay */
+	unsigned s2s_connect_max_addresses;     /* per dial */
 };
 
 struct config_def {

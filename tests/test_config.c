@@ -231,6 +231,12 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "s2s.out_idle_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.link_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.max_links", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_servers", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.dns_max_targets", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_stagger", CONFIG_F_RELOADABLE },
+	{ "s2s.connect_max_addresses", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

@@ -272,6 +272,7 @@ struct worker {
 	struct conn *delayed;   /* conns with delay_until_ms set */
 	int64_t now_ms;         /* loop turn's clock */
 	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
+	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);

@@ -169,6 +169,11 @@ class FakePeer:
         self.send("<proceed xmlns='%s'/>" % NS_TLS)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*self.cert)
+        self.sni = None
+
+        def sni(sock, name, c):
+            self.sni = name
+        ctx.sni_callback = sni
         if client_ca:
             ctx.load_verify_locations(client_ca)
             ctx.verify_mode = ssl.CERT_OPTIONAL

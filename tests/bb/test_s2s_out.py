@@ -1,12 +1,13 @@
 """Outgoing server-to-server links (RFC 6120 section 13 as the initiating
 entity, RFC 7590, XEP-0178, XEP-0220), black box with exact XML: a local
 user's stanza to another domain makes xmppd dial a fake remote server
-(fakeserver.py) found through DNS (dnslab.py, SRV records), STARTTLS,
+(fakeserver.py) found through DNS (dnslab.py: dnsmasq with SRV records), STARTTLS,
 authenticate with SASL EXTERNAL or dialback, and carry the stanza; a link
 that cannot be set up bounces what waited with the RFC's condition.
 Needs XMPPD_TEST_PGCONN.
 """
 import base64
+import contextlib
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, wait_for  # noqa: E402
 from fakeserver import (NS_SASL, STARTTLS_REQUIRED, FakeServer,  # noqa: E402
                         TestCA, features_auth)
+from dnslab import DnsLab  # noqa: E402
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 USERS = [("juliet@localhost", "r0m30!"), ("nurse@localhost", "s3cret")]
@@ -37,12 +39,26 @@ def our_header(local="localhost", remote=REMOTE):
             "version='1.0' xml:lang='en'>" % (local, remote))
 
 
-def lab(fake, **settings):
-    """Server overrides that make REMOTE resolve to the fake server."""
-    os.environ["XMPPD_TEST_S2S_PORT"] = str(fake.port) if fake else "1"
-    o = {"s2s.ca_file": ca().cert}
-    o.update(settings)
-    return o
+@contextlib.contextmanager
+def remote(cert=None, listening=True, settings=None):
+    """A fake REMOTE server and a DNS server whose SRV record for it
+    (_xmpp-server._tcp) points at the fake's port; yields the fake and
+    the overrides for xmppd (s2s.dns_servers, the test CA).  With
+    listening False the port is closed: connections are refused."""
+    fake = FakeServer(cert=cert)
+    if not listening:
+        fake.close()
+    dns = DnsLab()
+    dns.srv("_xmpp-server._tcp.%s" % REMOTE, "xmpp.%s" % REMOTE, fake.port)
+    dns.host("xmpp.%s" % REMOTE, "127.0.0.1")
+    dns.start()
+    o = {"s2s.ca_file": ca().cert, "s2s.dns_servers": dns.server}
+    o.update(settings or {})
+    try:
+        yield fake, o
+    finally:
+        fake.close()
+        dns.stop()
 
 
 def login(s, user="juliet", resource="r"):
@@ -98,8 +114,8 @@ def external(peer):
 def test_external_and_link_reuse():
     """A valid certificate: STARTTLS, SASL EXTERNAL (authzid = our domain,
     XEP-0178), then the message; a second one reuses the link."""
-    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
-            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -108,7 +124,7 @@ def test_external_and_link_reuse():
         send_message(c, "romeo@%s/balcony" % REMOTE, "m2", "again")
         peer.expect_next_re(wire_message("romeo@%s/balcony" % REMOTE, "m2",
                                       "again"))
-        assert "s2s localhost -> remote.test" in s.log_text()
+        assert peer.sni == REMOTE
         assert re.search(r"s2s localhost -> remote.test \S+: up \(EXTERNAL, TLS\)",
                          s.log_text()), s.log_text()[-2000:]
 
@@ -117,8 +133,8 @@ def test_dialback_when_certificate_not_trusted():
     """A self-signed certificate: no EXTERNAL even if offered, dialback
     (XEP-0220) with a 64-hex XEP-0185 key; type='valid' opens the link."""
     cert = ca().issue(REMOTE, self_signed=True)
-    with FakeServer(cert=cert) as fake, \
-            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+    with remote(cert=cert) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -135,8 +151,8 @@ def test_dialback_invalid_bounces():
     """The receiving server finds our key invalid: the waiting message
     comes back remote-server-not-found and the stream is closed."""
     cert = ca().issue(REMOTE, self_signed=True)
-    with FakeServer(cert=cert) as fake, \
-            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+    with remote(cert=cert) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -153,9 +169,9 @@ def test_pkix_policy_refuses_dialback():
     """s2s.auth = pkix: a certificate that does not validate is the end
     of it, no dialback; s2s.dialback_domains makes an exception."""
     cert = ca().issue(REMOTE, self_signed=True)
-    with FakeServer(cert=cert) as fake, \
+    with remote(cert=cert, settings={"s2s.auth": "pkix"}) as (fake, o), \
             Server(workers=1, users=USERS,
-                   overrides=lab(fake, **{"s2s.auth": "pkix"})) as s:
+                   overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -164,10 +180,10 @@ def test_pkix_policy_refuses_dialback():
         c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
                                       "remote-server-not-found")))
         assert "certificate not valid and s2s.auth is pkix" in s.log_text()
-    with FakeServer(cert=cert) as fake, \
+    with remote(cert=cert, settings={"s2s.auth": "pkix",
+                                          "s2s.dialback_domains": REMOTE}) as (fake, o), \
             Server(workers=1, users=USERS,
-                   overrides=lab(fake, **{"s2s.auth": "pkix",
-                                          "s2s.dialback_domains": REMOTE})) as s:
+                   overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -177,8 +193,8 @@ def test_pkix_policy_refuses_dialback():
 
 def test_no_starttls_offered():
     """RFC 7590: a peer without STARTTLS is refused (s2s.require_tls)."""
-    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
-            Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -193,10 +209,8 @@ def test_no_starttls_offered():
 def test_remote_down():
     """Connection refused: remote-server-not-found; an IQ result is not
     bounced (no error loops) but an IQ get is."""
-    with FakeServer() as fake:
-        port = fake.port
-    fake.port = port    # closed: connections to it are refused
-    with Server(workers=1, users=USERS, overrides=lab(fake)) as s:
+    with remote(listening=False) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
@@ -213,12 +227,23 @@ def test_remote_down():
         assert "'r1'" not in got
 
 
+def test_nxdomain():
+    """No such domain (NXDOMAIN from DNS): remote-server-not-found."""
+    with remote() as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@nowhere.test", "m1", "hi")
+        c.read_until(re.escape(bounce("romeo@nowhere.test", "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert "s2s localhost -> nowhere.test" in s.log_text()
+
+
 def test_black_hole_times_out():
     """A server that accepts and says nothing: after s2s.link_timeout the
     waiting stanzas come back remote-server-timeout (type wait)."""
-    with FakeServer() as fake, \
+    with remote(settings={"s2s.link_timeout": "2s"}) as (fake, o), \
             Server(workers=1, users=USERS,
-                   overrides=lab(fake, **{"s2s.link_timeout": "2s"})) as s:
+                   overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         send_message(c, "romeo@%s" % REMOTE, "m2", "there")
@@ -236,9 +261,9 @@ def test_pending_queue_bound():
     next stanza is bounced resource-constraint (wait); the ones that
     waited go out in order once the link is up."""
     body = "x" * 1500
-    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+    with remote(cert=ca().issue(REMOTE), settings={"s2s.max_queue_bytes": "4K"}) as (fake, o), \
             Server(workers=1, users=USERS,
-                   overrides=lab(fake, **{"s2s.max_queue_bytes": "4K"})) as s:
+                   overrides=o) as s:
         c = login(s)
         for i in range(3):
             send_message(c, "romeo@%s" % REMOTE, "m%d" % i, body)
@@ -253,9 +278,9 @@ def test_pending_queue_bound():
 def test_idle_link_closed_and_reopened():
     """s2s.out_idle_timeout: an idle link ends with </stream:stream>; the
     next stanza opens a new one."""
-    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
+    with remote(cert=ca().issue(REMOTE), settings={"s2s.out_idle_timeout": "1s"}) as (fake, o), \
             Server(workers=1, users=USERS,
-                   overrides=lab(fake, **{"s2s.out_idle_timeout": "1s"})) as s:
+                   overrides=o) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -271,10 +296,10 @@ def test_idle_link_closed_and_reopened():
 
 
 def test_other_workers_use_the_owner():
-    """Four workers, several senders: every stanza for the remote domain
+    """Three workers, several senders: every stanza for the remote domain
     goes over one link (the owner's), whichever worker the sender is on."""
-    with FakeServer(cert=ca().issue(REMOTE)) as fake, \
-            Server(workers=4, users=USERS, overrides=lab(fake)) as s:
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=3, users=USERS, overrides=o) as s:
         clients = [login(s, resource="r%d" % i) for i in range(6)]
         send_message(clients[0], "romeo@%s" % REMOTE, "a0", "first")
         peer = fake.accept()
@@ -298,6 +323,7 @@ if __name__ == "__main__":
                test_pkix_policy_refuses_dialback,
                test_no_starttls_offered,
                test_remote_down,
+               test_nxdomain,
                test_black_hole_times_out,
                test_pending_queue_bound,
                test_idle_link_closed_and_reopened,
