@@ -104,23 +104,6 @@ static struct s2s_link *out_link(const struct conn *c)
 	return c->s2s != NULL ? c->s2s->link : NULL;
 }
 
-/* Until worker/s2s_dial.c (branch h-dial) is linked: no domain can be
- * reached, every link fails with remote-server-not-found.  The real
- * dialer's definitions replace these. */
-__attribute__((weak)) struct s2s_dial *s2s_dial_start(struct worker *w,
-						      const char *domain,
-						      s2s_dial_cb cb,
-						      void *ctx)
-{
-	(void)w; (void)domain; (void)cb; (void)ctx;
-	return NULL;
-}
-
-__attribute__((weak)) void s2s_dial_cancel(struct s2s_dial *d)
-{
-	(void)d;
-}
-
 /* ---- policy (settings) ----------------------------------------------- */
 
 static int out_list_has(const char *list, const char *domain)
