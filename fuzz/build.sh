@@ -42,6 +42,7 @@ srcs_for() {
 	stored) echo "worker/store.c worker/xml.c fuzz/xmlcheck.c fuzz/stubs.c" ;;
 	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
 	http) echo "worker/http.c worker/metrics.c" ;;
+	dialback) echo "worker/dialback.c worker/xml.c" ;;
 	certid) echo "lib/certid.c" ;;
 	*) echo "" ;;
 	esac

@@ -8,9 +8,14 @@
  * subscribe/subscribed/unsubscribe/unsubscribed in both directions.
  * Every hosted account is handled by whichever worker holds the stanza:
  * the database serializes state, the session table finds resources.
+ * Contacts on other servers (RFC 6121 with federation): what goes to
+ * them (broadcasts, probes, subscription stanzas, unavailable) is
+ * routed with route_stanza, which hands it to s2s; what comes from them
+ * (presence_from_remote, called by s2s_in.c) takes the contact's side
+ * of the state machine, and a probe is answered from the roster.
  * While the worker stops (shutdown, or its master died) nothing is
- * broadcast for the sessions it closes: every contact is a local session
- * that the same shutdown disconnects (there is no server-to-server yet).
+ * broadcast for the sessions it closes (local contacts are disconnected
+ * by the same shutdown; remote ones are not told: see s2s_out.c).
  * Failure policy: a database failure loses a broadcast (logged); stored
  * state stays consistent because each transition is one statement.
  */
@@ -111,14 +116,48 @@ static char *presence_with_to(const char *text, const char *to)
 	return out.data;
 }
 
+/* The JID (full or bare) is on a domain we do not host: another
+ * server's (or a component's), reached through route_stanza. */
+static int presence_remote(const struct worker *w, const char *jid)
+{
+	char domain[1024];
+	size_t blen = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', blen);
+	const char *d = at != NULL ? at + 1 : jid;
+	size_t len = blen - (size_t)(d - jid);
+	if (len >= sizeof(domain))
+		return 1;
+	memcpy(domain, d, len);
+	domain[len] = '\0';
+	return !stream_hosted(w, domain);
+}
+
 static void presence_send_to(struct worker *w, const char *text,
 			     const char *to_bare, const char *skip)
 {
 	char *t = presence_with_to(text, to_bare);
-	if (t != NULL)
+	if (t != NULL && presence_remote(w, to_bare))
+		presence_route_text(w, t);      /* federation (s2s) */
+	else if (t != NULL)
 		route_to_resources(w, to_bare, t, strlen(t), IPC_FRAME_STANZA,
 				   1, skip);
 	free(t);
+}
+
+/* A stanza (from, to, type) built and routed; with no type: none. */
+static void presence_route_simple(struct worker *w, const char *from,
+				  const char *to, const char *type)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	buf_appendf(&b, "<presence from='");
+	xml_escape(&b, from, strlen(from), 1);
+	buf_appendf(&b, "' to='");
+	xml_escape(&b, to, strlen(to), 1);
+	buf_appendf(&b, "' type='%s'/>", type);
+	if (buf_append(&b, "", 1) == 0)
+		presence_route_text(w, buf_head(&b));
+	buf_free(&b);
 }
 
 /* ---- broadcast (RFC 6121 sections 4.2, 4.4, 4.5) ---------------------- */
@@ -129,6 +168,12 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 	struct worker *w = j->w;
 	const char *error;
 	int n;
+	if (presence_remote(w, contact)) {
+		/* section 4.3.1: the contact's server answers, from the
+		 * user's bare JID */
+		presence_route_simple(w, j->bare, contact, "probe");
+		return;
+	}
 	struct session_info *res = route_sessions(w, contact, &n, &heap);
 	for (int i = 0; i < n; i++) {
 		if (!res[i].available)
@@ -192,7 +237,8 @@ static void presence_directed_unavailable(struct pjob *j)
 {
 	for (unsigned i = 0; j->unavailable && i < j->ndirected; i++) {
 		char *t = presence_with_to(j->text, j->directed[i]);
-		if (t != NULL && strchr(j->directed[i], '/') == NULL)
+		if (t != NULL && strchr(j->directed[i], '/') == NULL &&
+		    !presence_remote(j->w, j->directed[i]))
 			route_to_resources(j->w, j->directed[i], t, strlen(t),
 					   IPC_FRAME_STANZA, 1, NULL);
 		else if (t != NULL)
@@ -472,6 +518,13 @@ static struct pjob *sub_other_side(struct pjob *j, const char *account,
 static void sub_auto_reply(struct pjob *j)
 {
 	struct buf b;
+	if (presence_remote(j->w, j->contact)) {
+		/* pre-approved (section 3.4): our side is stored already;
+		 * the remote subscriber is told, then gets our presence */
+		presence_route_simple(j->w, j->bare, j->contact, "subscribed");
+		presence_send_current(j->w, j->bare, j->contact);
+		return;
+	}
 	buf_init(&b, 0);
 	buf_appendf(&b, "<presence from='");
 	xml_escape(&b, j->bare, strlen(j->bare), 1);
@@ -494,6 +547,13 @@ static void sub_account_side(struct pjob *j, const PGresult *res)
 		presence_unavailable_to(j->w, j->bare, j->contact);
 	if (!sub_flag(res, 0))
 		return;
+	if (presence_remote(j->w, j->contact)) {
+		/* the contact's server takes its side (section 3.1.3) */
+		presence_route_text(j->w, j->text);
+		if (sub_flag(res, 4))   /* section 3.1.5 */
+			presence_send_current(j->w, j->bare, j->contact);
+		return;
+	}
 	struct pjob *k = sub_other_side(j, j->contact, j->bare, j->type,
 					j->text);
 	if (k != NULL) {
@@ -607,10 +667,8 @@ static void presence_subscription(struct conn *c, struct xml_node *st,
 	    xml_set_attr(c->arena, st, "to", contact) < 0 ||
 	    xml_set_attr(c->arena, st, "from", self) < 0)
 		return;
-	if (!stream_hosted(c->w, to.domain)) {
-		route_stanza(c->w, c->arena, st);   /* the right error */
-		return;
-	}
+	/* a contact on another server: our side (roster, pending out)
+	 * first, then sub_account_side routes it there */
 	struct buf out;
 	buf_init(&out, 0);
 	xml_serialize(&out, st, NS_CLIENT);
@@ -662,6 +720,105 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 	struct pjob *k = sub_other_side(&tmp, to_bare, from_bare, type,
 					buf_head(&b));
 	buf_free(&b);
+	if (k != NULL)
+		sub_run(k);
+}
+
+/* ---- from other servers (s2s_in.c) ------------------------------------ */
+
+/* Section 4.3.2: a probe from a remote contact, answered from the
+ * account's roster. */
+static const char probe_sql[] =
+	"SELECT (SELECT subscription FROM roster_items WHERE account_id = "
+	"s.a AND contact = $3 AND NOT removed), EXISTS (SELECT 1 FROM "
+	"blocklist b WHERE b.account_id = s.a AND b.jid IN ($3, "
+	"split_part($3, '@', 2))) FROM (SELECT xmppd_account_id($1, $2) "
+	"AS a) s";
+
+static void presence_probe_result(void *ctx, const PGresult *res,
+				  const char *error)
+{
+	struct pjob *j = ctx;
+	if (res == NULL || PQntuples(res) != 1) {
+		log_warn("probe of %s from %s not answered: %s", j->bare,
+			 j->contact, res == NULL ? error : "no row");
+	} else if (strcmp(PQgetvalue(res, 0, 1), "t") == 0) {
+		/* blocked (XEP-0191): no presence at all */
+	} else if (!PQgetisnull(res, 0, 0) &&
+		   (strcmp(PQgetvalue(res, 0, 0), "from") == 0 ||
+		    strcmp(PQgetvalue(res, 0, 0), "both") == 0)) {
+		/* the available resources answer; none: no answer */
+		presence_send_current(j->w, j->bare, j->jid);
+	} else {
+		presence_route_simple(j->w, j->bare, j->contact,
+				      "unsubscribed");
+	}
+	pjob_free(j);
+}
+
+/* j: the local account (bare), contact: the prober's bare JID, jid:
+ * where answers go (the 'from' of the probe). */
+static void presence_remote_probe(struct worker *w, const char *to_bare,
+				  const char *from, const char *from_bare)
+{
+	struct pjob *j = pjob_new(w, to_bare);
+	if (j == NULL || (j->contact = strdup(from_bare)) == NULL) {
+		pjob_free(j);
+		return;
+	}
+	free(j->jid);
+	if ((j->jid = strdup(from)) == NULL) {
+		pjob_free(j);
+		return;
+	}
+	const char *params[3] = { j->user, j->domain, j->contact };
+	if (w->db == NULL || db_query(w->db, probe_sql, 3, params, NULL, NULL,
+				      0, presence_probe_result, j) < 0) {
+		log_warn("probe of %s from %s not answered: database "
+			 "unavailable", j->bare, from);
+		pjob_free(j);
+	}
+}
+
+void presence_from_remote(struct worker *w, struct arena *a,
+			  struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type"), *error;
+	struct jid to, from;
+	if ((!presence_is_subscription(type) &&
+	     (type == NULL || strcmp(type, "probe") != 0)) ||
+	    jid_parse(a, xml_attr(st, "to"), &to, &error) < 0 ||
+	    jid_parse(a, xml_attr(st, "from"), &from, &error) < 0 ||
+	    to.local == NULL || from.local == NULL ||
+	    !stream_hosted(w, to.domain)) {
+		route_stanza(w, a, st);
+		return;
+	}
+	const char *to_bare = jid_bare(a, &to);
+	const char *from_bare = jid_bare(a, &from);
+	if (to_bare == NULL || from_bare == NULL)
+		return;
+	if (strcmp(type, "probe") == 0) {
+		presence_remote_probe(w, to_bare, xml_attr(st, "from"),
+				      from_bare);
+		return;
+	}
+	/* Section 3: the contact's side of a subscription stanza, both
+	 * addresses bare (3.1.3, 3.1.5, 3.2.2, 3.3.3). */
+	struct buf out;
+	struct pjob tmp = { .w = w };
+	if (xml_set_attr(a, st, "to", to_bare) < 0 ||
+	    xml_set_attr(a, st, "from", from_bare) < 0)
+		return;
+	buf_init(&out, 0);
+	if (xml_serialize(&out, st, NS_CLIENT) < 0 ||
+	    buf_append(&out, "", 1) < 0) {
+		buf_free(&out);
+		return;
+	}
+	struct pjob *k = sub_other_side(&tmp, to_bare, from_bare, type,
+					buf_head(&out));
+	buf_free(&out);
 	if (k != NULL)
 		sub_run(k);
 }

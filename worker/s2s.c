@@ -63,6 +63,8 @@ void s2s_tls_done(struct conn *c, SSL *ssl)
 {
 	if (c->kind == CONN_S2S_OUT)
 		s2s_out_tls_done(c, ssl);
+	else
+		s2s_in_tls_done(c, ssl);
 }
 
 void s2s_conn_free(struct conn *c)

@@ -33,15 +33,21 @@ static const char *tls_last_error(const char *what, const char *arg)
 	return tls_error;
 }
 
-/* XEP-0368: direct TLS clients may offer "xmpp-client". */
+/* XEP-0368: direct TLS clients may offer "xmpp-client", servers
+ * "xmpp-server". */
 static int tls_alpn_select(SSL *ssl, const unsigned char **out,
 			   unsigned char *outlen, const unsigned char *in,
 			   unsigned int inlen, void *arg)
 {
 	static const unsigned char want[] = "\x0bxmpp-client";
-	(void)ssl; (void)arg;
-	if (SSL_select_next_proto((unsigned char **)out, outlen, want,
-				  sizeof(want) - 1, in, inlen) ==
+	static const unsigned char want_s2s[] = "\x0bxmpp-server";
+	const struct conn *c = SSL_get_app_data(ssl);
+	int s2s = c != NULL && c->kind == CONN_S2S_IN;
+	(void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen,
+				  s2s ? want_s2s : want,
+				  (s2s ? sizeof(want_s2s) : sizeof(want)) - 1,
+				  in, inlen) ==
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_NOACK;

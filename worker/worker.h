@@ -393,6 +393,12 @@ void presence_route_text(struct worker *w, const char *text);
 /* The account's available resources send unavailable to `to`. */
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to);
+/* A presence stanza from another server (s2s_in.c; 'from' checked,
+ * jabber:client namespace): subscription stanzas take the contact's
+ * side of RFC 6121 section 3, probes are answered from the roster
+ * (4.3.2), the rest is routed. */
+void presence_from_remote(struct worker *w, struct arena *a,
+			  struct xml_node *st);
 
 /* metrics.c: registers GET /metrics and GET /health (http_init calls
  * it with the other route owners). */
