@@ -92,6 +92,29 @@ def bounce(to, mid, etype, cond, frm="juliet@localhost/r"):
             % (to, mid, frm, etype, cond, STANZAS))
 
 
+class Incoming(Client):
+    """REMOTE's stream to xmppd's s2s port (the incoming side, s2s_in.c),
+    through STARTTLS without a client certificate."""
+
+    def __init__(self, s):
+        Client.__init__(self, s.s2s_port)
+        self.header()
+        self.read_until("<stream:features>.*?</stream:features>")
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.wrap_tls()
+        self.header()
+        self.read_until("<stream:features>.*?</stream:features>")
+
+    def header(self):
+        self.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' "
+                  "xmlns:db='jabber:server:dialback' from='%s' to='localhost' "
+                  "version='1.0'>" % REMOTE)
+        self.id = re.search("id='([^']+)'", self.read_until(
+            "<stream:stream [^>]*>")).group(1)
+
+
 def tls_and_features(peer, features):
     """xmppd's header, STARTTLS, its header again, our features."""
     assert peer.read_header() == our_header()
@@ -134,7 +157,7 @@ def test_dialback_when_certificate_not_trusted():
     (XEP-0220) with a 64-hex XEP-0185 key; type='valid' opens the link."""
     cert = ca().issue(REMOTE, self_signed=True)
     with remote(cert=cert) as (fake, o), \
-            Server(workers=1, users=USERS, overrides=o) as s:
+            Server(workers=1, users=USERS, overrides=o, s2s=True) as s:
         c = login(s)
         send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
         peer = fake.accept()
@@ -145,6 +168,53 @@ def test_dialback_when_certificate_not_trusted():
         peer.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
         peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
         assert "certificate not valid for remote.test" in s.log_text()
+        # the key is XEP-0185's for (remote, local, the id the fake gave
+        # our stream): xmppd's authoritative side says so, and refuses it
+        # for another stream id
+        key = m.group(1).decode()
+        v = Incoming(s)
+        v.send("<db:verify from='%s' to='localhost' id='%s'>%s</db:verify>"
+               % (REMOTE, peer.stream_id, key))
+        assert v.read_until("<db:verify [^>]*/>") == (
+            "<db:verify from='localhost' to='%s' id='%s' type='valid'/>"
+            % (REMOTE, peer.stream_id))
+        v.send("<db:verify from='%s' to='localhost' id='%s'>%s</db:verify>"
+               % (REMOTE, peer.stream_id + "x", key))
+        assert v.read_until("<db:verify [^>]*/>") == (
+            "<db:verify from='localhost' to='%s' id='%sx' type='invalid'/>"
+            % (REMOTE, peer.stream_id))
+
+
+def test_verify_for_the_incoming_side():
+    """XEP-0220 2.3 through the owner of the outgoing link: REMOTE offers
+    a dialback key on its stream to us; xmppd opens (or uses) its link to
+    REMOTE, sends <db:verify/> with our incoming stream's id there (before
+    authenticating the link), and the answer decides the incoming one."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=2, users=USERS, overrides=o, s2s=True) as s:
+        inc = Incoming(s)
+        inc.send("<db:result from='%s' to='localhost'>k3y</db:result>" % REMOTE)
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        peer.expect_next("<db:verify from='localhost' to='%s' id='%s'>k3y"
+                         "</db:verify>" % (REMOTE, inc.id))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<db:verify from='%s' to='localhost' id='%s' type='valid'/>"
+                  % (REMOTE, inc.id))
+        assert inc.read_until("<db:result [^>]*/>") == (
+            "<db:result from='localhost' to='%s' type='valid'/>" % REMOTE)
+        # a second key on another stream: the link is reused, invalid
+        inc2 = Incoming(s)
+        inc2.send("<db:result from='%s' to='localhost'>bad</db:result>" % REMOTE)
+        peer.expect("<db:verify from='localhost' to='%s' id='%s'>bad"
+                    "</db:verify>" % (REMOTE, inc2.id))
+        peer.send("<db:verify from='%s' to='localhost' id='%s' type='invalid'/>"
+                  % (REMOTE, inc2.id))
+        got = inc2.read_until("<db:result [^>]*/>")
+        assert got == ("<db:result from='localhost' to='%s' type='invalid'/>"
+                       % REMOTE), got
+        assert len(fake.peers) == 1
 
 
 def test_dialback_invalid_bounces():
@@ -319,6 +389,7 @@ def test_other_workers_use_the_owner():
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
+               test_verify_for_the_incoming_side,
                test_dialback_invalid_bounces,
                test_pkix_policy_refuses_dialback,
                test_no_starttls_offered,
