@@ -46,6 +46,9 @@ stop_anchor_services() {
 	local s
 	for s in prosody ejabberd; do
 		[ -x "/etc/init.d/$s" ] || continue
+		# nothing of it running: nothing to stop (ejabberd's stop
+		# command would start an epmd daemon just to ask)
+		pgrep -u "$s" >/dev/null 2>&1 || continue
 		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 			timeout 60 systemctl disable --now "$s" >/dev/null 2>&1 || true
 		else
