@@ -315,6 +315,59 @@ const struct config_def config_defs[] = {
 	  RESTART, "Group of the control socket; empty means the owner's" },
 	{ "control.mode", CONFIG_TYPE_MODE, OFF(control_mode), "0660", 0, 07777,
 	  RESTART, "Permissions of the control socket (octal)" },
+	/* federation, incoming side (worker/s2s_in.c) */
+	{ "s2s.addresses", CONFIG_TYPE_STRING, OFF(s2s_addresses), "0.0.0.0 ::",
+	  0, 0, RESTART, "Server-to-server listener addresses, space-separated" },
+	{ "s2s.port", CONFIG_TYPE_UINT, OFF(s2s_port), "5269", 0, 65535,
+	  RESTART, "Server-to-server port (RFC 6120 section 13), with "
+	  "STARTTLS; 0 disables federation's listener" },
+	{ "s2s.tls_port", CONFIG_TYPE_UINT, OFF(s2s_tls_port), "0", 0, 65535,
+	  RESTART, "Direct TLS server-to-server port (XEP-0368, "
+	  "_xmpps-server._tcp SRV records point at it; it has no standard "
+	  "number, so it is off until one is chosen); 0 disables it" },
+	{ "s2s.require_tls", CONFIG_TYPE_BOOL, OFF(s2s_require_tls), "yes", 0,
+	  0, RELOAD, "Server-to-server streams must be encrypted (RFC 7590): "
+	  "an incoming stream may do nothing but STARTTLS before it" },
+	{ "s2s.ca_file", CONFIG_TYPE_STRING, OFF(s2s_ca_file), "", 0, 0,
+	  RESTART, "PEM file of certificate authorities trusted for other "
+	  "servers' certificates, besides the system's store" },
+	{ "s2s.auth", CONFIG_TYPE_STRING, OFF(s2s_auth), "dialback", 0, 0,
+	  RELOAD, "How other servers authenticate: \"dialback\" (SASL "
+	  "EXTERNAL when the certificate validates, else server dialback, "
+	  "XEP-0220) or \"pkix\" (valid certificates only, except for "
+	  "the domains in s2s.dialback_domains)" },
+	{ "s2s.dialback_domains", CONFIG_TYPE_STRING, OFF(s2s_dialback_domains),
+	  "", 0, 0, RELOAD, "Domains allowed to use dialback when s2s.auth is "
+	  "pkix, space-separated" },
+	{ "s2s.blocked_domains", CONFIG_TYPE_STRING, OFF(s2s_blocked_domains),
+	  "", 0, 0, RELOAD, "Remote domains refused, space-separated: their "
+	  "streams and dialback requests end with an error" },
+	{ "s2s.max_stanza_size", CONFIG_TYPE_SIZE, OFF(s2s_max_stanza_size),
+	  "256K", 10 << 10, 16 << 20, RELOAD, "Largest stanza another server "
+	  "may send; past it the stream ends with <policy-violation/>" },
+	{ "s2s.max_stanza_rate", CONFIG_TYPE_UINT, OFF(s2s_max_stanza_rate),
+	  "1000", 0, 1000000, RELOAD, "Stanzas per second an incoming "
+	  "server-to-server stream may send on average (a bucket of as many "
+	  "tokens, refilled each second); past it <policy-violation/>; 0: no "
+	  "limit" },
+	{ "s2s.max_incoming", CONFIG_TYPE_UINT, OFF(s2s_max_incoming), "1000",
+	  1, 1000000, RELOAD, "Incoming server-to-server streams one worker "
+	  "holds; past it new ones end with <resource-constraint/>" },
+	{ "s2s.max_incoming_per_domain", CONFIG_TYPE_UINT,
+	  OFF(s2s_max_incoming_per_domain), "8", 1, 10000, RELOAD,
+	  "Incoming streams from one remote domain (its stream 'from') one "
+	  "worker holds; past it <policy-violation/>" },
+	{ "s2s.auth_timeout", CONFIG_TYPE_DURATION, OFF(s2s_auth_timeout),
+	  "60s", 1000, 3600000, RELOAD, "Time another server has to "
+	  "authenticate an incoming stream (TLS, SASL or dialback)" },
+	{ "s2s.verify_timeout", CONFIG_TYPE_DURATION, OFF(s2s_verify_timeout),
+	  "30s", 1000, 600000, RELOAD, "Time to wait for the authoritative "
+	  "server's answer to a dialback verification; then the request gets "
+	  "<db:result type='error'> with <remote-server-timeout/>" },
+	{ "s2s.in_idle_timeout", CONFIG_TYPE_DURATION,
+	  OFF(s2s_in_idle_timeout), "10m", 1000, 86400000, RELOAD,
+	  "An incoming server-to-server stream silent this long is closed "
+	  "(the other server opens a new one when it has something to send)" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 
@@ -1063,6 +1116,22 @@ static int check_paths(const struct config *cfg)
 	return 0;
 }
 
+static int check_s2s(const struct config *cfg)
+{
+	if (strcmp(cfg->s2s_auth, "dialback") != 0 &&
+	    strcmp(cfg->s2s_auth, "pkix") != 0)
+		return fail("'s2s.auth' is '%s': it is dialback or pkix",
+			    cfg->s2s_auth);
+	if (cfg->s2s_tls_port != 0 && cfg->tls_certificate[0] == '\0')
+		return fail("'s2s.tls_port' is %u but 'tls.certificate' is empty"
+			    " (set the port to 0 to disable direct TLS)",
+			    cfg->s2s_tls_port);
+	if (cfg->s2s_port != 0 && cfg->s2s_port == cfg->s2s_tls_port)
+		return fail("'s2s.port' and 's2s.tls_port' are both %u",
+			    cfg->s2s_port);
+	return 0;
+}
+
 static int check_all(const struct config *cfg)
 {
 	if (check_hosts(cfg->hosts) < 0 || check_tls(cfg) < 0 ||
@@ -1080,6 +1149,8 @@ static int check_all(const struct config *cfg)
 		return fail("'c2s.port' and 'c2s.tls_port' are both %u",
 			    cfg->c2s_port);
 	if (check_http(cfg) < 0)
+		return -1;
+	if (check_s2s(cfg) < 0)
 		return -1;
 	/* The control socket takes privileged commands. */
 	if (cfg->control_mode & 0002)

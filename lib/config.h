@@ -131,6 +131,23 @@ struct config {
 	const char *control_owner;
 	const char *control_group;
 	unsigned control_mode;
+
+	/* federation, incoming side (s2s.*) */
+	const char *s2s_addresses;  /* space-separated */
+	unsigned s2s_port;          /* 0: off */
+	unsigned s2s_tls_port;      /* direct TLS (XEP-0368); 0: off */
+	unsigned s2s_require_tls;   /* RFC 7590 (bool) */
+	const char *s2s_ca_file;    /* "" : the system store only */
+	const char *s2s_auth;       /* "dialback" or "pkix" */
+	const char *s2s_dialback_domains;   /* space-separated */
+	const char *s2s_blocked_domains;    /* space-separated */
+	uint64_t s2s_max_stanza_size;       /* bytes */
+	unsigned s2s_max_stanza_rate;       /* per second; 0: no limit */
+	unsigned s2s_max_incoming;          /* streams per worker */
+	unsigned s2s_max_incoming_per_domain;   /* per worker */
+	uint64_t s2s_auth_timeout;          /* ms */
+	uint64_t s2s_verify_timeout;        /* ms */
+	uint64_t s2s_in_idle_timeout;       /* ms */
 };
 
 struct config_def {

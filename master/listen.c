@@ -152,8 +152,12 @@ int master_listen_all(struct master *m, const char **error_r)
 		return -1;
 	}
 	/* The HTTP front (metrics, health): none is fine, e.g. no IPv6. */
-	return listen_list(m, cfg->http_addresses, cfg->http_port,
-			   cfg->http_tls_port, LISTEN_HTTP, error_r);
+	if (listen_list(m, cfg->http_addresses, cfg->http_port,
+			cfg->http_tls_port, LISTEN_HTTP, error_r) < 0)
+		return -1;
+	/* Federation (s2s_in.c): s2s.port 0 and s2s.tls_port 0 bind none. */
+	return listen_list(m, cfg->s2s_addresses, cfg->s2s_port,
+			   cfg->s2s_tls_port, LISTEN_S2S, error_r);
 }
 
 /* In a worker: close every other slot's listening sockets. */

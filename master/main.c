@@ -11,6 +11,7 @@
 #include "log.h"
 #include "util.h"
 #include "../worker/worker.h"
+#include "../worker/dialback.h"
 #include "../db/db.h"
 
 #include <errno.h>
@@ -179,6 +180,7 @@ static void master_setup(struct master *m)
 	if (master_drop_privileges(m->cfg, &error) < 0)
 		log_fatal("%s", error);
 	sasl_init_secret();
+	dialback_init_secret();     /* XEP-0185 keys, all workers */
 }
 
 static void master_begin_stop(struct master *m)

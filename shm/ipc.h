@@ -566,4 +566,46 @@ struct ipc_sm_area {
 };
 _Static_assert(sizeof(struct ipc_sm_area) % 64 == 0, "sm area header");
 
+/* ---- federation: server dialback between workers (XEP-0220) ----
+ * The worker holding an incoming stream that received
+ * <db:result from=O to=R>KEY</db:result> asks the owner of the outgoing
+ * link R -> O (s2s_owner_slot) to verify the key with O's authoritative
+ * server: IPC_FRAME_S2S_VERIFY (header conn_id/gen 0).  The owner sends
+ * <db:verify from=R to=O id=STREAM_ID>KEY</db:verify> and answers with
+ * IPC_FRAME_S2S_VERIFIED to in_slot, header conn_id/gen = in_conn_id /
+ * in_gen.  Strings are NUL-terminated. */
+#define IPC_S2S_DOMAIN_MAX 255      /* a DNS name (253) and some */
+#define IPC_S2S_ID_MAX 63           /* a stream id */
+#define IPC_S2S_KEY_MAX 128         /* a dialback key */
+
+struct ipc_s2s_verify {
+	uint32_t in_conn_id;        /* the incoming stream that asks */
+	uint32_t in_gen;
+	uint16_t in_slot;           /* its worker */
+	uint16_t reserved;          /* 0 */
+	char local[IPC_S2S_DOMAIN_MAX + 1];     /* R: our domain */
+	char remote[IPC_S2S_DOMAIN_MAX + 1];    /* O: to verify with */
+	char stream_id[IPC_S2S_ID_MAX + 1];     /* id of the incoming stream */
+	char key[IPC_S2S_KEY_MAX + 1];
+};
+
+enum ipc_s2s_result {
+	IPC_S2S_INVALID = 0,        /* <db:verify type='invalid'/> */
+	IPC_S2S_VALID = 1,          /* <db:verify type='valid'/> */
+	IPC_S2S_ERROR = 2,          /* O could not be asked: condition says
+				       why (XEP-0220 section 2.4) */
+};
+
+struct ipc_s2s_verified {
+	uint32_t in_conn_id;
+	uint32_t in_gen;
+	uint32_t result;            /* enum ipc_s2s_result */
+	char local[IPC_S2S_DOMAIN_MAX + 1];     /* R, as asked */
+	char remote[IPC_S2S_DOMAIN_MAX + 1];    /* O, as asked */
+	char condition[48];         /* IPC_S2S_ERROR: a stanza error
+				       condition, e.g. remote-server-not-
+				       found, remote-server-timeout,
+				       remote-connection-failed */
+};
+
 #endif

@@ -212,6 +212,21 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "control.owner", CONFIG_F_RESTART },
 	{ "control.group", CONFIG_F_RESTART },
 	{ "control.mode", CONFIG_F_RESTART },
+	{ "s2s.addresses", CONFIG_F_RESTART },
+	{ "s2s.port", CONFIG_F_RESTART },
+	{ "s2s.tls_port", CONFIG_F_RESTART },
+	{ "s2s.require_tls", CONFIG_F_RELOADABLE },
+	{ "s2s.ca_file", CONFIG_F_RESTART },
+	{ "s2s.auth", CONFIG_F_RELOADABLE },
+	{ "s2s.dialback_domains", CONFIG_F_RELOADABLE },
+	{ "s2s.blocked_domains", CONFIG_F_RELOADABLE },
+	{ "s2s.max_stanza_size", CONFIG_F_RELOADABLE },
+	{ "s2s.max_stanza_rate", CONFIG_F_RELOADABLE },
+	{ "s2s.max_incoming", CONFIG_F_RELOADABLE },
+	{ "s2s.max_incoming_per_domain", CONFIG_F_RELOADABLE },
+	{ "s2s.auth_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.verify_timeout", CONFIG_F_RELOADABLE },
+	{ "s2s.in_idle_timeout", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

@@ -20,6 +20,9 @@
 void conn_want_flush(struct conn *c) { (void)c; }
 void presence_session_gone(struct conn *c) { (void)c; }
 void bind_release(struct conn *c) { (void)c; }
+struct ssl_st;
+void s2s_tls_done(struct conn *c, struct ssl_st *ssl);
+void s2s_tls_done(struct conn *c, struct ssl_st *ssl) { (void)c; (void)ssl; }
 
 static struct config *cfg;
 static struct conn server, client;

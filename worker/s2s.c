@@ -59,6 +59,13 @@ void s2s_conn_gone(struct conn *c)
 		s2s_in_gone(c);
 }
 
+void s2s_tls_done(struct conn *c, struct ssl_st *ssl)
+{
+	if (c->kind == CONN_S2S_IN)
+		s2s_in_tls_done(c, ssl);
+	/* CONN_S2S_OUT: s2s_out.c checks the server's certificate */
+}
+
 void s2s_conn_free(struct conn *c)
 {
 	if (c->kind == CONN_S2S_OUT)

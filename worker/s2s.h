@@ -27,6 +27,7 @@ struct worker;
 struct conn;
 struct xml_node;
 struct ipc_frame_header;
+struct ssl_st;
 
 /* A connection was accepted on an s2s listener (c->kind is
  * CONN_S2S_IN); direct TLS has been started when the listener is one. */
@@ -43,6 +44,10 @@ void s2s_dispatch(struct conn *c, struct xml_node *n);
 /* The connection closes (conn_close): bounce what is queued, forget
  * the link. */
 void s2s_conn_gone(struct conn *c);
+/* The TLS handshake of an s2s connection completed (tls_handshake,
+ * before our TLS 1.3 record layer may free the SSL): the peer's
+ * certificate is read here. */
+void s2s_tls_done(struct conn *c, struct ssl_st *ssl);
 /* Free c->s2s (conn_reap_dead). */
 void s2s_conn_free(struct conn *c);
 

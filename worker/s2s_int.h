@@ -15,6 +15,7 @@ struct worker;
 struct conn;
 struct xml_node;
 struct ipc_frame_header;
+struct ssl_st;
 
 #define NS_DIALBACK "jabber:server:dialback"
 #define NS_DIALBACK_FEATURE "urn:xmpp:features:dialback"
@@ -31,6 +32,8 @@ int s2s_in_top_level_known(const struct conn *c, const char *name,
 			   size_t nslen);
 void s2s_in_dispatch(struct conn *c, struct xml_node *n);
 void s2s_in_gone(struct conn *c);
+/* The handshake completed: keep the peer's certificate, validated. */
+void s2s_in_tls_done(struct conn *c, struct ssl_st *ssl);
 void s2s_in_free(struct conn *c);
 /* IPC_FRAME_S2S_VERIFIED (the answer to a dialback verification this
  * worker asked for): 1 if taken. */

@@ -270,6 +270,13 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 	stream_features(c);
 }
 
+/* c2s.max_stanza_size, or s2s.max_stanza_size on a server's stream */
+static uint64_t stream_max_stanza(const struct conn *c)
+{
+	return c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT ?
+	       c->w->cfg->s2s_max_stanza_size : c->w->cfg->max_stanza_size;
+}
+
 static int stream_arena(struct conn *c)
 {
 	if (c->arena == NULL) {
@@ -280,7 +287,7 @@ static int stream_arena(struct conn *c)
 	}
 	xml_builder_init(&c->builder, c->arena);
 	xml_builder_bound(&c->builder,
-			  xml_out_bound(c->w->cfg->max_stanza_size));
+			  xml_out_bound(stream_max_stanza(c)));
 	return 0;
 }
 
@@ -508,7 +515,7 @@ static void XMLCALL stream_end(void *ud, const char *name)
 	int64_t end = c->parser_base + XML_GetCurrentByteIndex(c->parser) +
 		      XML_GetCurrentByteCount(c->parser);
 	struct xml_node *n = xml_builder_done(&c->builder);
-	if (end - c->stanza_start > (int64_t)c->w->cfg->max_stanza_size)
+	if (end - c->stanza_start > (int64_t)stream_max_stanza(c))
 		stream_error(c, "policy-violation", "stanza too large");
 	else if (n == NULL && c->builder.too_big)
 		stream_check_built(c);  /* measured at its end */
@@ -796,7 +803,7 @@ int stream_feed(struct conn *c, const char *data, size_t len)
 	/* Whatever is not yet a complete event counts: a stanza, but also
 	 * an unfinished start tag or header that expat keeps buffering. */
 	int64_t open_from = c->depth >= 2 ? c->stanza_start : c->clean_at;
-	if (c->fed - open_from > (int64_t)c->w->cfg->max_stanza_size) {
+	if (c->fed - open_from > (int64_t)stream_max_stanza(c)) {
 		stream_error(c, "policy-violation", "stanza too large");
 		return -1;
 	}

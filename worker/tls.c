@@ -11,6 +11,7 @@
 #include "tls.h"
 #include "tls13.h"
 #include "worker.h"
+#include "s2s.h"
 #include "log.h"
 #include "util.h"
 
@@ -32,15 +33,21 @@ static const char *tls_last_error(const char *what, const char *arg)
 	return tls_error;
 }
 
-/* XEP-0368: direct TLS clients may offer "xmpp-client". */
+/* XEP-0368: direct TLS clients may offer "xmpp-client", servers
+ * "xmpp-server". */
 static int tls_alpn_select(SSL *ssl, const unsigned char **out,
 			   unsigned char *outlen, const unsigned char *in,
 			   unsigned int inlen, void *arg)
 {
 	static const unsigned char want[] = "\x0bxmpp-client";
-	(void)ssl; (void)arg;
-	if (SSL_select_next_proto((unsigned char **)out, outlen, want,
-				  sizeof(want) - 1, in, inlen) ==
+	static const unsigned char want_s2s[] = "\x0bxmpp-server";
+	const struct conn *c = SSL_get_app_data(ssl);
+	int s2s = c != NULL && c->kind == CONN_S2S_IN;
+	(void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen,
+				  s2s ? want_s2s : want,
+				  (s2s ? sizeof(want_s2s) : sizeof(want)) - 1,
+				  in, inlen) ==
 	    OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_NOACK;
@@ -167,6 +174,8 @@ int tls_handshake(struct conn *c)
 	if (ret == 1) {
 		c->tls_handshaking = 0;
 		c->tls_want_write = 0;
+		if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
+			s2s_tls_done(c, c->ssl);    /* the peer's certificate */
 		int ours = c->t13 != NULL ? tls13_take_over(c, c->ssl) : 0;
 		log_debug("c%u %s: %s %s%s", c->id, c->peer,
 			  SSL_get_version(c->ssl),

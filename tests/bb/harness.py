@@ -128,7 +128,8 @@ class Server:
     """One xmppd instance in its own temporary directory."""
 
     def __init__(self, workers=2, overrides=None, config_text="",
-                 foreground=True, preexec_fn=None, db=False, users=()):
+                 foreground=True, preexec_fn=None, db=False, users=(),
+                 s2s=False):
         self.dir = tempfile.mkdtemp(prefix="xmppd-test-")
         cert, key = test_certificate()
         self.db = Database() if db or users else None
@@ -138,6 +139,10 @@ class Server:
         # the HTTP front gets a free port of its own too (never 5280:
         # tests run side by side)
         self.http_port = free_port()
+        # federation's listeners: off (never 5269: tests run side by
+        # side) unless the test asks, then on free ports
+        self.s2s_port = free_port() if s2s else 0
+        self.s2s_tls_port = free_port() if s2s else 0
         self.config = os.path.join(self.dir, "xmppd.conf")
         self.log = os.path.join(self.dir, "xmppd.log")
         self.pid_file = os.path.join(self.dir, "xmppd.pid")
@@ -151,6 +156,9 @@ class Server:
             "c2s.tls_port": str(self.tls_port),
             "http.addresses": "127.0.0.1",
             "http.port": str(self.http_port),
+            "s2s.addresses": "127.0.0.1",
+            "s2s.port": str(self.s2s_port),
+            "s2s.tls_port": str(self.s2s_tls_port),
             "pid_file": self.pid_file,
             "control.socket": self.control,
             "log_file": self.log,

@@ -1,0 +1,391 @@
+"""Incoming server-to-server streams (RFC 6120 section 13, RFC 7590,
+XEP-0178 SASL EXTERNAL, XEP-0220 dialback, XEP-0368 direct TLS), black
+box with exact XML: a Python "remote server" connects to xmppd's s2s
+port, with certificates from a test CA (openssl) that xmppd trusts
+through s2s.ca_file.  Needs XMPPD_TEST_PGCONN (local users receive).
+"""
+import base64
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, run_tests, stream_error_re  # noqa: E402
+from imlib import USERS, login  # noqa: E402
+
+NS_STREAMS = "http://etherx.jabber.org/streams"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+REMOTE = "remote.example"
+
+# Our header on an s2s stream, exactly (the id is random hex).
+HEADER = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server' "
+          r"xmlns:stream='http://etherx.jabber.org/streams' "
+          r"xmlns:db='jabber:server:dialback' id='(?P<id>[0-9a-f]{24})' "
+          r"from='localhost' to='%s' version='1.0'>")
+FEATURES = "<stream:features>.*?</stream:features>"
+STARTTLS_FEATURES = ("<stream:features><starttls xmlns='%s'><required/>"
+                     "</starttls></stream:features>" % NS_TLS)
+DIALBACK_FEATURE = ("<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
+                    "</dialback>")
+EXTERNAL_FEATURE = ("<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism>"
+                    "</mechanisms>" % NS_SASL)
+
+_PKI = None
+
+
+def pki():
+    """A test CA and certificates it signed for remote.example and
+    other.example (made once per run)."""
+    global _PKI
+    if _PKI is not None:
+        return _PKI
+    d = tempfile.mkdtemp(prefix="xmppd-s2s-pki-")
+
+    def run(*a):
+        subprocess.run(a, check=True, capture_output=True, cwd=d)
+
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+        "ec_paramgen_curve:P-256", "-days", "30", "-nodes", "-subj",
+        "/CN=xmppd test CA", "-keyout", "ca.key", "-out", "ca.pem",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign")
+    out = {"ca": os.path.join(d, "ca.pem")}
+    for name in (REMOTE, "other.example"):
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=" + name,
+            "-keyout", name + ".key", "-out", name + ".csr")
+        with open(os.path.join(d, name + ".ext"), "w") as f:
+            f.write("subjectAltName=DNS:%s\n" % name)
+        run("openssl", "x509", "-req", "-in", name + ".csr", "-CA", "ca.pem",
+            "-CAkey", "ca.key", "-CAcreateserial", "-days", "30",
+            "-extfile", name + ".ext", "-out", name + ".pem")
+        out[name] = (os.path.join(d, name + ".pem"),
+                     os.path.join(d, name + ".key"))
+    _PKI = out
+    return out
+
+
+def server(overrides=None, users=True, **kw):
+    o = {"s2s.ca_file": pki()["ca"], "s2s.verify_timeout": "1s"}
+    o.update(overrides or {})
+    return Server(s2s=True, users=USERS if users else (), overrides=o, **kw)
+
+
+class Peer(Client):
+    """Another server's side of an incoming s2s stream."""
+
+    def __init__(self, s, tls_port=False, cert=REMOTE, alpn=None):
+        Client.__init__(self, s.s2s_tls_port if tls_port else s.s2s_port)
+        self.cert = cert
+        self.id = None
+        if tls_port:
+            self.tls(alpn=alpn)
+
+    def tls(self, alpn=None):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        if self.cert is not None:
+            ctx.load_cert_chain(*pki()[self.cert])
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        self.buf = b""
+
+    def header(self, frm=REMOTE, to="localhost", ns="jabber:server",
+               version="1.0"):
+        attrs = ""
+        if frm is not None:
+            attrs += " from='%s'" % frm
+        if to is not None:
+            attrs += " to='%s'" % to
+        if version is not None:
+            attrs += " version='%s'" % version
+        self.send("<?xml version='1.0'?><stream:stream xmlns='%s' "
+                  "xmlns:stream='%s' xmlns:db='jabber:server:dialback'%s>"
+                  % (ns, NS_STREAMS, attrs))
+
+    def open(self, frm=REMOTE):
+        """Our header, theirs (exact), their features (returned)."""
+        self.header(frm=frm)
+        m = re.match(HEADER % re.escape(frm),
+                     self.read_until(HEADER % re.escape(frm)))
+        self.id = m.group("id")
+        return self.read_until(FEATURES)
+
+    def starttls(self, frm=REMOTE):
+        self.send("<starttls xmlns='%s'/>" % NS_TLS)
+        self.read_until("<proceed xmlns='%s'/>" % NS_TLS)
+        self.tls()
+        return self.open(frm)
+
+    def external(self, authzid=None):
+        data = "=" if authzid is None else base64.b64encode(
+            authzid.encode()).decode()
+        self.send("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                  % (NS_SASL, data))
+        return self.read_until("<success xmlns='%s'/>|<failure .*?</failure>"
+                               % NS_SASL)
+
+    def authenticated(self):
+        """STARTTLS, SASL EXTERNAL, the restarted stream."""
+        self.open()
+        feats = self.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+        got = self.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        feats = self.open()
+        assert feats == "<stream:features></stream:features>", feats
+
+    def expect_error(self, condition):
+        got = self.read_all_until_close()
+        assert re.search(stream_error_re(condition), got), got
+        return got
+
+
+def log_has(s, text):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if text in s.log_text():
+            return True
+        time.sleep(0.05)
+    raise AssertionError("log lacks %r" % text)
+
+
+# ---- the stream header (RFC 6120 4.7, 4.8, 4.9) ----
+
+def test_header_errors():
+    with server(users=False) as s:
+        for kw, cond in ((dict(ns="jabber:client"), "invalid-namespace"),
+                         (dict(to="elsewhere.example"), "host-unknown"),
+                         (dict(to=None), "host-unknown"),
+                         (dict(version=None), "unsupported-version"),
+                         (dict(frm="not a domain@x/y"), "invalid-from")):
+            p = Peer(s)
+            p.header(**kw)
+            p.expect_error(cond)
+            p.close()
+
+
+def test_starttls_required_first():
+    with server(users=False) as s:
+        p = Peer(s)
+        assert p.open() == STARTTLS_FEATURES
+        # RFC 7590: nothing but STARTTLS before TLS
+        p.send("<db:result from='%s' to='localhost'>abc</db:result>" % REMOTE)
+        p.expect_error("policy-violation")
+        log_has(s, "before STARTTLS")
+        p = Peer(s)
+        p.open()
+        p.send("<message from='a@%s' to='romeo@localhost'><body>x</body>"
+               "</message>" % REMOTE)
+        p.expect_error("policy-violation")
+
+
+def test_direct_tls_alpn():
+    with server(users=False, overrides={}) as s:
+        p = Peer(s, tls_port=True, alpn=["xmpp-server"])
+        assert p.sock.selected_alpn_protocol() == "xmpp-server"
+        feats = p.open()
+        assert feats == ("<stream:features>%s%s</stream:features>"
+                         % (EXTERNAL_FEATURE, DIALBACK_FEATURE)), feats
+
+
+# ---- SASL EXTERNAL (XEP-0178) ----
+
+def test_external_and_stanzas_inward():
+    with server() as s:
+        romeo = login(s, "romeo", "r")
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost/r' "
+               "type='chat' id='m1'><body>hi from afar</body></message>"
+               % REMOTE)
+        romeo.expect("<message from='juliet@%s/balcony' to='romeo@localhost/r'"
+                     " type='chat' id='m1'><body>hi from afar</body></message>"
+                     % REMOTE)
+        # an IQ to a local user's bare JID is answered by us, back over
+        # federation's outgoing side: here only that the stream stays up
+        # a forged 'from' ends the stream (RFC 6120 4.9.3.9)
+        p.send("<message from='mallory@evil.example' to='romeo@localhost'>"
+               "<body>x</body></message>")
+        p.expect_error("invalid-from")
+        log_has(s, "not authenticated for that domain")
+        romeo.quiet(0.3, want=re.compile("mallory"))
+
+
+def test_external_refused():
+    with server(users=False) as s:
+        # a certificate for another domain: no EXTERNAL offered, and
+        # asking for it fails with <not-authorized/>
+        p = Peer(s, cert="other.example")
+        p.open()
+        feats = p.starttls()
+        assert feats == ("<stream:features>%s</stream:features>"
+                         % DIALBACK_FEATURE), feats
+        got = p.external()
+        assert got == ("<failure xmlns='%s'><not-authorized/></failure>"
+                       % NS_SASL), got
+        # no certificate at all
+        p = Peer(s, cert=None)
+        p.open()
+        p.starttls()
+        assert p.external() == ("<failure xmlns='%s'><not-authorized/>"
+                                "</failure>" % NS_SASL)
+        # an authzid other than the stream's 'from' (XEP-0178 section 3)
+        p = Peer(s)
+        p.open()
+        p.starttls()
+        got = p.external(authzid="evil.example")
+        assert got == ("<failure xmlns='%s'><invalid-authzid/></failure>"
+                       % NS_SASL), got
+        # the same authzid as 'from' is fine
+        got = p.external(authzid=REMOTE)
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+
+
+def test_stanza_before_auth():
+    with server(users=False) as s:
+        p = Peer(s)
+        p.open()
+        p.starttls()
+        p.send("<message from='a@%s' to='romeo@localhost'><body>x</body>"
+               "</message>" % REMOTE)
+        p.expect_error("not-authorized")
+
+
+def test_addressing_errors():
+    with server() as s:
+        for stanza, cond in (
+                ("<message from='a@%s' to='romeo@nowhere.example'>"
+                 "<body>x</body></message>" % REMOTE, "host-unknown"),
+                ("<message to='romeo@localhost'><body>x</body></message>",
+                 "improper-addressing"),
+                ("<message from='a@%s'><body>x</body></message>" % REMOTE,
+                 "improper-addressing")):
+            p = Peer(s)
+            p.authenticated()
+            p.send(stanza)
+            p.expect_error(cond)
+
+
+# ---- dialback (XEP-0220) ----
+
+def dialback_stream(s):
+    p = Peer(s, cert=None)
+    p.open()
+    feats = p.starttls()
+    assert feats == "<stream:features>%s</stream:features>" % DIALBACK_FEATURE
+    return p
+
+
+def test_dialback_verify_authoritative():
+    with server(users=False) as s:
+        p = dialback_stream(s)
+        # a key we never made
+        p.send("<db:verify from='%s' to='localhost' id='abc123'>%s"
+               "</db:verify>" % (REMOTE, "0" * 64))
+        got = p.read_until("<db:verify .*?/>")
+        assert got == ("<db:verify from='localhost' to='%s' id='abc123' "
+                       "type='invalid'/>" % REMOTE), got
+        # not our domain: XEP-0220 2.4 item-not-found
+        p.send("<db:verify from='%s' to='elsewhere.example' id='abc'>k"
+               "</db:verify>" % REMOTE)
+        got = p.read_until("<db:verify .*?</db:verify>")
+        assert got == ("<db:verify from='elsewhere.example' to='%s' id='abc' "
+                       "type='error'><error type='cancel'><item-not-found "
+                       "xmlns='%s'/></error></db:verify>"
+                       % (REMOTE, NS_STANZAS)), got
+
+
+def test_dialback_result_errors():
+    with server(users=False,
+                overrides={"s2s.blocked_domains": "bad.example"}) as s:
+        p = dialback_stream(s)
+        p.send("<db:result from='%s' to='elsewhere.example'>k</db:result>"
+               % REMOTE)
+        got = p.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='elsewhere.example' to='%s' "
+                       "type='error'><error type='cancel'><item-not-found "
+                       "xmlns='%s'/></error></db:result>"
+                       % (REMOTE, NS_STANZAS)), got
+        p.send("<db:result from='bad.example' to='localhost'>k</db:result>")
+        got = p.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='localhost' to='bad.example' "
+                       "type='error'><error type='cancel'><forbidden "
+                       "xmlns='%s'/></error></db:result>" % NS_STANZAS), got
+        # remote.example cannot be asked (no such server): an error
+        # answer, never silence; stanzas stay refused
+        p.send("<db:result from='%s' to='localhost'>k</db:result>" % REMOTE)
+        got = p.read_until("<db:result .*?</db:result>", timeout=15)
+        assert re.fullmatch(
+            "<db:result from='localhost' to='%s' type='error'><error "
+            "type='(wait|cancel)'><(remote-server-timeout|remote-server-not-"
+            "found|remote-connection-failed) xmlns='%s'/></error></db:result>"
+            % (REMOTE, NS_STANZAS), got), got
+        p.send("<message from='a@%s' to='romeo@localhost'><body>x</body>"
+               "</message>" % REMOTE)
+        p.expect_error("not-authorized")
+
+
+def test_dialback_policy_pkix():
+    with server(users=False, overrides={"s2s.auth": "pkix"}) as s:
+        p = Peer(s, cert=None)
+        p.open()
+        feats = p.starttls()
+        assert feats == "<stream:features></stream:features>", feats
+        p.send("<db:result from='%s' to='localhost'>k</db:result>" % REMOTE)
+        got = p.read_until("<db:result .*?</db:result>")
+        assert "<forbidden xmlns='%s'/>" % NS_STANZAS in got, got
+
+
+# ---- limits ----
+
+def test_limits():
+    with server(overrides={"s2s.max_incoming_per_domain": "1",
+                           "s2s.max_stanza_rate": "5",
+                           "s2s.max_stanza_size": "10K",
+                           "workers": "1"}) as s:
+        romeo = login(s, "romeo", "r")
+        p = Peer(s)
+        p.authenticated()
+        q = Peer(s)
+        q.header()
+        q.expect_error("policy-violation")
+        # a burst over the rate: five pass, the sixth ends the stream
+        p.send("".join("<message from='a@%s/x' to='romeo@localhost/r' "
+                       "id='r%d'><body>%d</body></message>" % (REMOTE, i, i)
+                       for i in range(20)))
+        p.expect_error("policy-violation")
+        for i in range(5):
+            romeo.expect(re.compile("<message [^>]*id='r%d'" % i))
+        romeo.quiet(0.3, want=re.compile("id='r5'"))
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='a@%s' to='romeo@localhost'><body>%s</body>"
+               "</message>" % (REMOTE, "x" * 12000))
+        p.expect_error("policy-violation")
+
+
+def test_auth_timeout():
+    with server(users=False, overrides={"s2s.auth_timeout": "1s"}) as s:
+        p = Peer(s)
+        p.open()
+        p.expect_error("connection-timeout")
+
+
+if __name__ == "__main__":
+    run_tests([test_header_errors, test_starttls_required_first,
+               test_direct_tls_alpn, test_external_and_stanzas_inward,
+               test_external_refused, test_stanza_before_auth,
+               test_addressing_errors, test_dialback_verify_authoritative,
+               test_dialback_result_errors, test_dialback_policy_pkix,
+               test_limits, test_auth_timeout])
