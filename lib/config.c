@@ -9,6 +9,7 @@
  */
 #include "config.h"
 #include "cidr.h"
+#include "hostport.h"
 #include "log.h"
 #include "util.h"
 
@@ -368,6 +369,34 @@ const struct config_def config_defs[] = {
 	  OFF(s2s_in_idle_timeout), "10m", 1000, 86400000, RELOAD,
 	  "An incoming server-to-server stream silent this long is closed "
 	  "(the other server opens a new one when it has something to send)" },
+	/* worker/s2s_dial.c: finding and connecting to remote servers */
+	{ "s2s.dns_servers", CONFIG_TYPE_STRING, OFF(s2s_dns_servers), "", 0,
+	  0, RELOAD, "DNS servers asked for remote servers' SRV and A/AAAA "
+	  "records, \"address[:port] ...\" (IPv6 with a port in brackets: "
+	  "[::1]:53); empty: the system's, from /etc/resolv.conf" },
+	{ "s2s.dns_timeout", CONFIG_TYPE_DURATION, OFF(s2s_dns_timeout),
+	  "10s", 100, 300000, RELOAD, "Time one DNS step of a connection "
+	  "to a remote server (the SRV records, then each target's "
+	  "addresses) may take; then what is queued for that domain is "
+	  "bounced with remote-server-timeout" },
+	{ "s2s.dns_max_targets", CONFIG_TYPE_UINT, OFF(s2s_dns_max_targets),
+	  "16", 1, 256, RELOAD, "SRV targets (_xmpps-server and _xmpp-server "
+	  "together) tried for one remote domain, in RFC 2782 order; "
+	  "further records are ignored" },
+	{ "s2s.connect_timeout", CONFIG_TYPE_DURATION,
+	  OFF(s2s_connect_timeout), "10s", 100, 300000, RELOAD,
+	  "Time one TCP connection attempt to a remote server's address may "
+	  "take; when every address timed out, what is queued is bounced "
+	  "with remote-server-timeout" },
+	{ "s2s.connect_stagger", CONFIG_TYPE_DURATION,
+	  OFF(s2s_connect_stagger), "250ms", 10, 10000, RELOAD,
+	  "Delay before trying the next address of a remote server while "
+	  "earlier attempts are still pending (RFC 8305 \"Connection "
+	  "Attempt Delay\"); a refused attempt moves on at once" },
+	{ "s2s.connect_max_addresses", CONFIG_TYPE_UINT,
+	  OFF(s2s_connect_max_addresses), "16", 1, 256, RELOAD,
+	  "Addresses (of all SRV targets together) tried for one connection "
+	  "to a remote domain before it is given up" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 
@@ -1093,6 +1122,16 @@ static int check_http(const struct config *cfg)
 	return 0;
 }
 
+static int check_s2s_dial(const struct config *cfg)
+{
+	char csv[1024];
+	const char *error;
+	if (hostport_list_csv(cfg->s2s_dns_servers, csv, sizeof(csv),
+			      &error) < 0)
+		return fail("'s2s.dns_servers': %s", error);
+	return 0;
+}
+
 /* A file a daemon opens again after it moved to / (reload, a respawned
  * worker): a relative path would then name another file, or none. */
 static int check_paths(const struct config *cfg)
@@ -1148,7 +1187,7 @@ static int check_all(const struct config *cfg)
 	if (cfg->c2s_port == cfg->c2s_tls_port)
 		return fail("'c2s.port' and 'c2s.tls_port' are both %u",
 			    cfg->c2s_port);
-	if (check_http(cfg) < 0)
+	if (check_http(cfg) < 0 || check_s2s_dial(cfg) < 0)
 		return -1;
 	if (check_s2s(cfg) < 0)
 		return -1;

@@ -148,6 +148,13 @@ struct config {
 	uint64_t s2s_auth_timeout;          /* ms */
 	uint64_t s2s_verify_timeout;        /* ms */
 	uint64_t s2s_in_idle_timeout;       /* ms */
+	/* s2s: finding and connecting to remote servers (s2s_dial.c) */
+	const char *s2s_dns_servers;    /* "addr[:port] ...", "": system */
+	uint64_t s2s_dns_timeout;       /* ms, per DNS step */
+	unsigned s2s_dns_max_targets;   /* SRV targets per domain */
+	uint64_t s2s_connect_timeout;   /* ms, per address */
+	uint64_t s2s_connect_stagger;   /* ms, RFC 8305 attempt delay */
+	unsigned s2s_connect_max_addresses;     /* per dial */
 };
 
 struct config_def {

@@ -11,10 +11,12 @@ XMPPD_DEB_BUILD=(
 	build-essential autoconf automake pkg-config
 	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
 	libhttp-parser-dev
+	libc-ares-dev
 )
 # shellcheck disable=SC2034
 XMPPD_DEB_RUN=(
 	postgresql openssl procps adduser libhttp-parser2.9
+	libc-ares2
 )
 # What scripts/build-deb and scripts/test-deb need besides BUILD: the
 # packaging tools and the fresh Debian root of the package test.

@@ -18,13 +18,17 @@
 struct worker;
 struct s2s_dial;
 
+/* The low bits of the epoll data of a descriptor the dialer watches
+ * (its objects are 8-byte aligned; HTTPCONN_EV_TAG is 1). */
+#define S2S_DIAL_EV_TAG 2u
+
 struct s2s_dial_result {
 	int fd;                 /* connected, non-blocking; the callee owns it */
 	int direct_tls;         /* from an _xmpps-server target: TLS first */
 	char host[256];         /* the SRV target (or the domain) connected
-				   to: RFC 6125 reference identity is still
-				   the domain, this is for logs and SNI
-				   per XEP-0368 */
+				   to, for the log: the RFC 6125 reference
+				   identity and the SNI name (XEP-0368) are
+				   still the domain */
 	uint16_t port;
 	char peer[64];          /* "address:port" for the log */
 };
@@ -40,7 +44,8 @@ typedef void (*s2s_dial_cb)(void *ctx, const struct s2s_dial_result *r,
  * this call.  NULL without memory. */
 struct s2s_dial *s2s_dial_start(struct worker *w, const char *domain,
 				s2s_dial_cb cb, void *ctx);
-/* Give up: no callback; sockets closed. */
+/* Give up: no callback; sockets closed.  A dial is freed once its
+ * callback returns: cancelling it from inside the callback is a no-op. */
 void s2s_dial_cancel(struct s2s_dial *d);
 
 /* The worker's loop: set up (c-ares channel with s2s.dns_servers),
@@ -51,6 +56,8 @@ int s2s_dial_init(struct worker *w);
 void s2s_dial_event(struct worker *w, uint64_t data, uint32_t events);
 int s2s_dial_next_timeout(struct worker *w, int64_t now_ms);
 void s2s_dial_run_timers(struct worker *w, int64_t now_ms);
+/* Worker exit: dials still running are cancelled (no callback), the
+ * c-ares channel destroyed. */
 void s2s_dial_shutdown(struct worker *w);
 
 #endif

@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "ext.h"
 #include "s2s.h"
+#include "s2s_dial.h"
 #include "log.h"
 #include "util.h"
 #include "frame.h"
@@ -258,6 +259,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	http_init(w);
 	if (s2s_init(w) < 0)
 		log_fatal("worker set-up failed: server-to-server");
+	if (s2s_dial_init(w) < 0)
+		log_fatal("worker set-up failed: DNS (c-ares)");
 	worker_adopt(w);
 }
 
@@ -391,6 +394,8 @@ static void worker_event(struct worker *w, struct epoll_event *ev)
 	if (d >= WORKER_EV_MAX && (d & HTTPCONN_EV_TAG)) {
 		httpconn_handle((struct http_conn *)(uintptr_t)
 				(d & ~(uint64_t)HTTPCONN_EV_TAG), ev->events);
+	} else if (d >= WORKER_EV_MAX && (d & S2S_DIAL_EV_TAG)) {
+		s2s_dial_event(w, d & ~(uint64_t)S2S_DIAL_EV_TAG, ev->events);
 	} else if (d >= WORKER_EV_MAX) {
 		conn_handle((struct conn *)(uintptr_t)d, ev->events);
 	} else if (d >= WORKER_EV_LISTEN && d < WORKER_EV_LISTEN + w->nlisten) {
@@ -425,6 +430,10 @@ static int worker_timers(struct worker *w, int64_t now)
 	if (d >= 0 && d < timeout)
 		timeout = d;
 	d = conn_next_delay(w, now);
+	if (d >= 0 && d < timeout)
+		timeout = d;
+	s2s_dial_run_timers(w, now);
+	d = s2s_dial_next_timeout(w, now);
 	if (d >= 0 && d < timeout)
 		timeout = d;
 	if (w->accept_paused && now >= w->accept_resume_ms && !w->stopping) {
@@ -492,6 +501,7 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		log_info("exiting: %zu bytes of stanzas taken back from "
 			 "connections not routed: lost",
 			 buf_used(&w.undelivered));
+	s2s_dial_shutdown(&w);
 	log_debug("worker exiting");
 	exit(0);
 }

@@ -271,6 +271,7 @@ struct worker {
 	struct db *db;
 	struct conn *delayed;   /* conns with delay_until_ms set */
 	int64_t now_ms;         /* loop turn's clock */
+	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);
