@@ -288,6 +288,10 @@ class Lab:
                 print("---- dns queries ----")
                 print("".join(self.dns.queries()[-40:]))
         self.dns.stop()
+        if not failed:
+            for s in self.servers:      # xmppd's harness directories
+                if not s.dir.startswith(self.dir):
+                    shutil.rmtree(s.dir, ignore_errors=True)
         if self in _LIVE:
             _LIVE.remove(self)
         if not failed:
@@ -644,7 +648,7 @@ class XmppdServer(harness.Server):
         self.domain = domain
         self.secure = secure
         self.addr = addr or lab.new_addr()
-        self.s2s_port = free_port()
+        s2s_port = free_port()
         self.cert_file, self.key_file = lab.cert(
             domain, cert_kind or ("srv" if secure else "self"))
         o = {
@@ -653,7 +657,8 @@ class XmppdServer(harness.Server):
             "tls.certificate": self.cert_file,
             "tls.key": self.key_file,
             "s2s.addresses": self.addr,
-            "s2s.port": str(self.s2s_port),
+            "s2s.port": str(s2s_port),
+            "s2s.tls_port": "0",
             "s2s.ca_file": lab.ca_file,
             "s2s.auth": "pkix" if secure else "dialback",
             # filled in at start(): the DNS port is known then
@@ -661,6 +666,7 @@ class XmppdServer(harness.Server):
         }
         o.update(overrides or {})
         super().__init__(workers=workers, overrides=o, users=users, **kw)
+        self.s2s_port = s2s_port        # harness.Server set its own
         self.c2s_port = self.port
         lab.add(self)
 
