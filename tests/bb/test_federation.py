@@ -137,6 +137,7 @@ def test_remote_silent():
             x = lab.xmppd("xmppd.test",
                           users=[("carol@xmppd.test", "c4rol-pw")],
                           overrides={"s2s.connect_timeout": "2s",
+                                     "s2s.link_timeout": "3s",
                                      "s2s.auth_timeout": "3s"})
             lab.record("slow.test", "%s.251" % lab.net, sink.getsockname()[1])
             lab.start()
