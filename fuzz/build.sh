@@ -32,7 +32,7 @@ CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/
 # The xmppd sources the harnesses use (lib/ and shm/ as in libxmppd.a,
 # and the worker files that run without sockets).
 LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
-	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c
+	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/hostport.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
 	shm/addr.c shm/throttle.c shm/smstore.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.

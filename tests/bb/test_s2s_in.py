@@ -15,8 +15,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, run_tests, stream_error_re  # noqa: E402
-from imlib import USERS, login  # noqa: E402
+from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
+                     wait_for)
+from imlib import USERS, item_rx, login, push_rx  # noqa: E402
+from dnslab import DnsLab  # noqa: E402
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -73,7 +75,10 @@ def pki():
 
 
 def server(overrides=None, users=True, **kw):
-    o = {"s2s.ca_file": pki()["ca"], "s2s.verify_timeout": "1s"}
+    # no query ever leaves the machine: a DNS server that is not there
+    # unless the test brings one (dnslab)
+    o = {"s2s.ca_file": pki()["ca"], "s2s.verify_timeout": "1s",
+         "s2s.dns_servers": "127.0.0.1:1"}
     o.update(overrides or {})
     return Server(s2s=True, users=USERS if users else (), overrides=o, **kw)
 
@@ -383,10 +388,279 @@ def test_auth_timeout():
         p.expect_error("connection-timeout")
 
 
+# ---- both directions: a fake remote server that xmppd also dials ----
+
+class RemoteListener:
+    """remote.example's listening side, for the link xmppd opens to it
+    (found through dnslab's SRV record): STARTTLS with the test CA's
+    certificate, dialback only; the key xmppd sends is checked with
+    xmppd itself over a second incoming stream (<db:verify/>: xmppd is
+    the authoritative server for its own keys)."""
+
+    def __init__(self):
+        self.s = None       # the xmppd under test
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.port = self.lsock.getsockname()[1]
+        self.c = None
+
+    def accept(self, timeout=15):
+        c = self.handshake(timeout)
+        self.authorize(c)
+
+    def handshake(self, timeout=15):
+        """xmppd's link up to our features after TLS (dialback offered)."""
+        self.lsock.settimeout(timeout)
+        sock, _ = self.lsock.accept()
+        c = Client.__new__(Client)
+        c.sock, c.buf, c.timeout = sock, b"", 10.0
+        hdr = c.read_until("<stream:stream [^>]*>")
+        assert "from='localhost'" in hdr and "to='%s'" % REMOTE in hdr, hdr
+        self._header(c, "i1")
+        c.send("<stream:features><starttls xmlns='%s'><required/></starttls>"
+               "</stream:features>" % NS_TLS)
+        c.read_until("<starttls xmlns='%s'/>" % NS_TLS)
+        c.send("<proceed xmlns='%s'/>" % NS_TLS)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*pki()[REMOTE])
+        c.sock.settimeout(10)
+        c.sock = ctx.wrap_socket(c.sock, server_side=True)
+        c.buf = b""
+        c.read_until("<stream:stream [^>]*>")
+        self._header(c, "i2")
+        c.send("<stream:features>%s</stream:features>" % DIALBACK_FEATURE)
+        self.c = c
+        return c
+
+    def authorize(self, c):
+        """xmppd's <db:result/>, checked with xmppd as the authoritative
+        server, then answered valid."""
+        m = re.match("<db:result from='localhost' to='%s'>([0-9a-f]{64})"
+                     "</db:result>" % REMOTE,
+                     c.read_until("<db:result [^>]*>[^<]*</db:result>"))
+        assert m, c.buf
+        # ask the authoritative server (xmppd) whether the key is its own
+        v = Peer(self.s, cert=None)
+        v.open()
+        v.starttls()
+        v.send("<db:verify from='%s' to='localhost' id='i2'>%s</db:verify>"
+               % (REMOTE, m.group(1)))
+        got = v.read_until("<db:verify [^>]*/>")
+        assert got == ("<db:verify from='localhost' to='%s' id='i2' "
+                       "type='valid'/>" % REMOTE), got
+        # the same key for another stream id is not valid
+        v.send("<db:verify from='%s' to='localhost' id='i1'>%s</db:verify>"
+               % (REMOTE, m.group(1)))
+        got = v.read_until("<db:verify [^>]*/>")
+        assert got.endswith("type='invalid'/>"), got
+        v.close()
+        c.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        self.c = c
+
+    @staticmethod
+    def _header(c, sid):
+        c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+               "xmlns:stream='%s' xmlns:db='jabber:server:dialback' "
+               "id='%s' from='%s' to='localhost' version='1.0'>"
+               % (NS_STREAMS, sid, REMOTE))
+
+    def expect(self, want):
+        """The next stanza xmppd sends over its link, exactly."""
+        got = self.c.read_until(r"<(presence|message|iq)\b[^>]*/>|"
+                                r"<(presence|message|iq)\b[^>]*[^/]>.*?</\2>")
+        if isinstance(want, str):
+            assert got == want, "got %r, want %r" % (got, want)
+        else:
+            assert want.fullmatch(got), "got %r, want %r" % (got, want)
+
+    def close(self):
+        self.lsock.close()
+        if self.c is not None:
+            self.c.close()
+
+
+def test_federated_subscription_and_presence():
+    """RFC 6121 with a contact on another server: romeo (ours) and
+    juliet@remote.example subscribe to each other, presence flows both
+    ways, probes are answered from the roster, logout tells the remote
+    contact."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener()
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server}) as s:
+            remote.s = s
+            romeo = login(s, "romeo", "r")
+            jul = "juliet@" + REMOTE
+            # our side first (roster push, ask), then out over the link
+            romeo.send("<presence to='%s' type='subscribe'/>" % jul)
+            romeo.expect(push_rx(None, item_rx(jul, "none", ask=True)))
+            remote.accept()
+            remote.expect("<presence to='%s' type='subscribe' "
+                          "from='romeo@localhost'/>" % jul)
+            p = Peer(s)
+            p.authenticated()
+            # juliet approves: romeo's roster says 'to', juliet's
+            # presence follows from her server
+            p.send("<presence from='%s' to='romeo@localhost' "
+                   "type='subscribed'/>" % jul)
+            romeo.expect(push_rx(None, item_rx(jul, "to")))
+            romeo.expect("<presence from='%s' to='romeo@localhost' "
+                         "type='subscribed'/>" % jul)
+            p.send("<presence from='%s/balcony' to='romeo@localhost'>"
+                   "<show>away</show></presence>" % jul)
+            romeo.expect("<presence from='%s/balcony' to='romeo@localhost'>"
+                         "<show>away</show></presence>" % jul)
+            # juliet asks in turn; romeo approves: 'both', and romeo's
+            # presence goes to her
+            p.send("<presence from='%s' to='romeo@localhost' "
+                   "type='subscribe' id='s1'/>" % jul)
+            romeo.expect("<presence from='%s' to='romeo@localhost' "
+                         "type='subscribe' id='s1'/>" % jul)
+            romeo.send("<presence to='%s' type='subscribed'/>" % jul)
+            romeo.expect(push_rx(None, item_rx(jul, "both")))
+            remote.expect("<presence to='%s' type='subscribed' "
+                          "from='romeo@localhost'/>" % jul)
+            remote.expect("<presence to='%s' from='romeo@localhost/r'/>"
+                          % jul)
+            # a probe from a subscriber: the available resource answers
+            p.send("<presence from='%s' to='romeo@localhost' type='probe'/>"
+                   % jul)
+            remote.expect("<presence to='%s' from='romeo@localhost/r'/>"
+                          % jul)
+            # from someone not subscribed: unsubscribed (RFC 6121 4.3.2)
+            p.send("<presence from='nurse@%s' to='romeo@localhost' "
+                   "type='probe'/>" % REMOTE)
+            remote.expect("<presence from='romeo@localhost' to='nurse@%s' "
+                          "type='unsubscribed'/>" % REMOTE)
+            # a message both ways
+            romeo.send("<message to='%s' type='chat' id='m1'><body>hello"
+                       "</body></message>" % jul)
+            # (the sender's archive id rides along: XEP-0359 says a
+            # receiver trusts only its own archive's 'by')
+            remote.expect(re.compile(
+                "<message to='%s' type='chat' id='m1' from='romeo@localhost/r'>"
+                "<body>hello</body>(<stanza-id xmlns='urn:xmpp:sid:0' "
+                "id='[0-9]+' by='romeo@localhost'/>)?</message>"
+                % re.escape(jul)))
+            p.send("<message from='%s/balcony' to='romeo@localhost/r' "
+                   "type='chat' id='m2'><body>hi</body></message>" % jul)
+            romeo.expect(re.compile(
+                "<message from='%s/balcony' to='romeo@localhost/r' "
+                "type='chat' id='m2'><body>hi</body>(<stanza-id "
+                "xmlns='urn:xmpp:sid:0' id='[0-9]+' by='romeo@localhost'/>)?"
+                "</message>" % re.escape(jul)))
+            # logout: the remote contact is told
+            romeo.close()
+            remote.expect("<presence to='%s' from='romeo@localhost/r' "
+                          "type='unavailable'/>" % jul)
+            remote.close()
+
+
+def test_remote_sender_offline_and_blocking():
+    """Messages from another server are stored for an offline user and
+    delivered at login; a blocked remote JID (XEP-0191) reaches no one."""
+    with server() as s:
+        p = Peer(s)
+        p.authenticated()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost' "
+               "type='chat' id='o1'><body>stored</body></message>" % REMOTE)
+        wait_for(lambda: s.db.psql("SELECT count(*) FROM offline_messages",
+                                   s.db.conninfo).strip() == "1",
+                 what="the message stored")
+        romeo = login(s, "romeo", "r")
+        romeo.expect(re.compile(
+            "<message from='juliet@%s/balcony' to='romeo@localhost' "
+            "type='chat' id='o1'><body>stored</body>(<stanza-id [^>]*/>)?"
+            "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='[^']+'>"
+            "Offline Storage</delay></message>" % re.escape(REMOTE)))
+        romeo.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'>"
+                   "<item jid='juliet@%s'/></block></iq>" % REMOTE)
+        romeo.expect("<iq from='romeo@localhost' id='b1' to='romeo@localhost/r' "
+                     "type='result'/>")
+        romeo.drain()
+        p.send("<message from='juliet@%s/balcony' to='romeo@localhost/r' "
+               "type='chat' id='o2'><body>blocked</body></message>"
+               "<presence from='juliet@%s/balcony' to='romeo@localhost'/>"
+               % (REMOTE, REMOTE))
+        p.send("<message from='nurse@%s' to='romeo@localhost/r' id='o3'>"
+               "<body>not blocked</body></message>" % REMOTE)
+        romeo.expect(re.compile("<message from='nurse@%s' [^>]*id='o3'>"
+                                "<body>not blocked</body>.*</message>"
+                                % re.escape(REMOTE)))
+        romeo.quiet(0.3, want=re.compile(".*juliet.*"))
+
+
+def test_dialback_result_valid():
+    """A remote server authenticates its stream by dialback: xmppd asks
+    remote.example's authoritative server (over its own outgoing link,
+    found through DNS) and accepts stanzas from that domain only."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener()
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server}) as s:
+            remote.s = s
+            romeo = login(s, "romeo", "r")
+            p = dialback_stream(s)
+            p.send("<db:result from='%s' to='localhost'>k3y-of-remote"
+                   "</db:result>" % REMOTE)
+            c = remote.handshake()
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                           "k3y-of-remote</db:verify>" % (REMOTE, p.id)), got
+            c.send("<db:verify from='%s' to='localhost' id='%s' "
+                   "type='valid'/>" % (REMOTE, p.id))
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='valid'/>" % REMOTE), got
+            p.send("<message from='juliet@%s' to='romeo@localhost/r' "
+                   "id='d1'><body>by dialback</body></message>" % REMOTE)
+            romeo.expect(re.compile(
+                "<message from='juliet@%s' to='romeo@localhost/r' id='d1'>"
+                "<body>by dialback</body>(<stanza-id [^>]*/>)?</message>"
+                % re.escape(REMOTE)))
+            # another stream whose key the authoritative server denies
+            q = dialback_stream(s)
+            q.send("<db:result from='%s' to='localhost'>bad-key</db:result>"
+                   % REMOTE)
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                           "bad-key</db:verify>" % (REMOTE, q.id)), got
+            c.send("<db:verify from='%s' to='localhost' id='%s' "
+                   "type='invalid'/>" % (REMOTE, q.id))
+            got = q.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='invalid'/>" % REMOTE), got
+            q.send("<message from='juliet@%s' to='romeo@localhost/r'>"
+                   "<body>x</body></message>" % REMOTE)
+            q.expect_error("not-authorized")
+            # a domain this stream is not authorized for
+            p.send("<message from='mallory@other.example' "
+                   "to='romeo@localhost/r'><body>x</body></message>")
+            p.expect_error("invalid-from")
+            remote.close()
+
+
+def test_idle_stream_closed():
+    with server(users=False, overrides={"s2s.in_idle_timeout": "1s"}) as s:
+        p = Peer(s)
+        p.authenticated()
+        got = p.read_all_until_close(timeout=10)
+        assert got == "</stream:stream>", got
+        log_has(s, "s2s stream idle, closed")
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
                test_external_refused, test_stanza_before_auth,
                test_addressing_errors, test_dialback_verify_authoritative,
                test_dialback_result_errors, test_dialback_policy_pkix,
-               test_limits, test_auth_timeout])
+               test_limits, test_auth_timeout,
+               test_federated_subscription_and_presence,
+               test_remote_sender_offline_and_blocking,
+               test_dialback_result_valid, test_idle_stream_closed])
