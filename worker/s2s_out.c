@@ -485,7 +485,7 @@ void s2s_out_stream_open(struct conn *c, const char *name,
 		return;
 	}
 	if (id == NULL || *id == '\0' || strlen(id) > IPC_S2S_ID_MAX) {
-		stream_error(c, "invalid-id", "no usable stream id");
+		stream_error(c, "invalid-xml", "no usable stream id");
 		return;
 	}
 	snprintf(l->stream_id, sizeof(l->stream_id), "%s", id);
