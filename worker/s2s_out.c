@@ -767,7 +767,7 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 	const char *from = xml_attr(st, "from"), *error;
 	char local[S2S_DOMAIN_MAX + 1];
 	size_t dlen;
-	if (from == NULL || w->cfg->s2s_max_links == 0 ||
+	if (from == NULL || w->cfg->s2s_max_links == 0 || w->stopping ||
 	    strlen(to_domain) > S2S_DOMAIN_MAX)
 		return -1;
 	const char *d = out_domain(from, &dlen);
@@ -890,13 +890,30 @@ int s2s_out_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	return 0;
 }
 
-int s2s_out_init(struct worker *w)
+/* The client TLS context from the current settings (certificate
+ * renewed, s2s.ca_file changed): new links use it, links that are up
+ * keep theirs (OpenSSL counts the references). */
+static const struct config *s2s_out_cfg;
+
+static void out_tls_client(struct worker *w)
 {
 	const char *error;
+	s2s_out_cfg = w->cfg;
+	SSL_CTX *ctx = tls_client_context_new(w->cfg, &error);
+	if (ctx == NULL) {
+		log_error("outgoing s2s TLS context not made: %s%s", error,
+			  w->tls_client != NULL ? " (the previous one stays)"
+						: " (no STARTTLS on new links)");
+		return;
+	}
+	SSL_CTX_free(w->tls_client);
+	w->tls_client = ctx;
+}
+
+int s2s_out_init(struct worker *w)
+{
 	s2s_out_worker = w;
-	w->tls_client = tls_client_context_new(w->cfg, &error);
-	if (w->tls_client == NULL)
-		log_error("outgoing s2s without TLS: %s", error);
+	out_tls_client(w);
 	return 0;
 }
 
@@ -933,6 +950,8 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 
 void s2s_out_tick(struct worker *w, int64_t now_ms)
 {
+	if (w->cfg != s2s_out_cfg)     /* a reload */
+		out_tls_client(w);
 	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
 		next = l->next;
 		out_vreq_timeouts(w, l, now_ms);
@@ -962,4 +981,6 @@ void s2s_out_shutdown(struct worker *w)
 			out_fail(w, l, "remote-server-timeout",
 				 "the server is stopping");
 	}
+	SSL_CTX_free(w->tls_client);    /* links still closing hold theirs */
+	w->tls_client = NULL;
 }

@@ -10,6 +10,7 @@ import base64
 import contextlib
 import os
 import re
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -386,6 +387,62 @@ def test_other_workers_use_the_owner():
         assert slots, "sessions not in the log"
 
 
+def test_shutdown_closes_links():
+    """SIGTERM: a link that is up ends with </stream:stream> (no stream
+    error: the remote server sees a clean close, as from Prosody)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        s.stop()
+        peer.expect_next("</stream:stream>")
+        assert peer.is_closed()
+
+
+def test_owner_killed():
+    """kill -9 of the worker that owns the link: the other worker's
+    client stays online; a stanza it sends while the owner is dead waits
+    in the owner's queue, and the respawned owner dials again and
+    delivers it over a new link."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=2, users=USERS, overrides=o) as s:
+        first = login(s, resource="r0")
+        send_message(first, "romeo@%s" % REMOTE, "k0", "before")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "k0", "before",
+                                         frm="juliet@localhost/r0"))
+        owner = int(re.search(r" w(\d+) debug: s2s localhost -> remote.test: "
+                              "connecting", s.log_text()).group(1))
+        other = None
+        for i in range(1, 17):
+            c = login(s, resource="r%d" % i)
+            w = int(re.search(r" w(\d+) info: c\d+ \S+: bound "
+                              "juliet@localhost/r%d\n" % i,
+                              s.log_text()).group(1))
+            if w != owner:
+                other, res = c, "r%d" % i
+                break
+        assert other is not None, "no session on the other worker"
+        pid = s.status()["workers"][owner]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        send_message(other, "romeo@%s" % REMOTE, "k1", "after")
+        assert peer.is_closed(10)
+        wait_for(lambda: (s.status_ok() or {}).get("workers") and
+                 s.status()["workers"][owner]["pid"] != pid,
+                 what="owner respawned")
+        peer2 = fake.accept(timeout=30)
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "k1", "after",
+                                          frm="juliet@localhost/" + res))
+        # the other worker's client was never disturbed
+        other.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        other.read_until("<iq [^>]*id='p1'[^>]*type='result'[^>]*/>")
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -398,4 +455,6 @@ if __name__ == "__main__":
                test_black_hole_times_out,
                test_pending_queue_bound,
                test_idle_link_closed_and_reopened,
-               test_other_workers_use_the_owner])
+               test_other_workers_use_the_owner,
+               test_owner_killed,
+               test_shutdown_closes_links])
