@@ -41,7 +41,7 @@ def our_header(local="localhost", remote=REMOTE):
 
 
 @contextlib.contextmanager
-def remote(cert=None, listening=True, settings=None):
+def remote(cert=None, listening=True, settings=None, direct_tls=False):
     """A fake REMOTE server and a DNS server whose SRV record for it
     (_xmpp-server._tcp) points at the fake's port; yields the fake and
     the overrides for xmppd (s2s.dns_servers, the test CA).  With
@@ -50,7 +50,8 @@ def remote(cert=None, listening=True, settings=None):
     if not listening:
         fake.close()
     dns = DnsLab()
-    dns.srv("_xmpp-server._tcp.%s" % REMOTE, "xmpp.%s" % REMOTE, fake.port)
+    dns.srv("_xmpp%s-server._tcp.%s" % ("s" if direct_tls else "", REMOTE),
+            "xmpp.%s" % REMOTE, fake.port)
     dns.host("xmpp.%s" % REMOTE, "127.0.0.1")
     dns.start()
     o = {"s2s.ca_file": ca().cert, "s2s.dns_servers": dns.server}
@@ -387,6 +388,55 @@ def test_other_workers_use_the_owner():
         assert slots, "sessions not in the log"
 
 
+def test_direct_tls():
+    """XEP-0368: an _xmpps-server target gets TLS first, ALPN
+    xmpp-server and SNI the remote domain, then our stream header; no
+    STARTTLS in between."""
+    with remote(cert=ca().issue(REMOTE), direct_tls=True) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.direct_tls(alpn=["xmpp-server"]) == "xmpp-server"
+        assert peer.sni == REMOTE
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=features_auth(external=True))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<success xmlns='%s'/>" % NS_SASL)
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features="<stream:features/>")
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+
+
+def test_tls_failure_and_stream_error():
+    """A handshake that fails, then a peer that ends the stream with a
+    stream error: both bounce what waited (remote-server-not-found)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=STARTTLS_REQUIRED)
+        peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.sock.settimeout(10)
+        assert peer.sock.recv(65536)[:1] == b"\x16"     # a ClientHello
+        peer.send("this is not a TLS record at all")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        send_message(c, "romeo@%s" % REMOTE, "m2", "again")
+        peer2 = fake.accept()
+        assert peer2.read_header() == our_header()
+        peer2.send_header(REMOTE, features="<stream:error><host-unknown "
+                          "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                          "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "cancel",
+                                      "remote-server-not-found")))
+        assert "stream error <host-unknown/> from the peer" in s.log_text()
+
+
 def test_shutdown_closes_links():
     """SIGTERM: a link that is up ends with </stream:stream> (no stream
     error: the remote server sees a clean close, as from Prosody)."""
@@ -457,4 +507,6 @@ if __name__ == "__main__":
                test_idle_link_closed_and_reopened,
                test_other_workers_use_the_owner,
                test_owner_killed,
-               test_shutdown_closes_links])
+               test_shutdown_closes_links,
+               test_direct_tls,
+               test_tls_failure_and_stream_error])
