@@ -336,6 +336,15 @@ static void out_enqueue(struct worker *w, const char *local,
 			const char *remote, const char *text, size_t len)
 {
 	struct s2s_link *l = out_find(local, remote);
+	if (l != NULL && l->state == LINK_UP && l->c != NULL &&
+	    l->c->want_close) {
+		/* the peer closed its stream and ours is closing: this
+		 * stanza goes over a new link */
+		out_unlink(l);
+		out_vreqs_fail(w, l, "remote-connection-failed");
+		out_free(l);
+		l = NULL;
+	}
 	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
 		conn_send(l->c, text, len);
 		l->last_ms = w->now_ms;

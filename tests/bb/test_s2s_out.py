@@ -437,6 +437,25 @@ def test_tls_failure_and_stream_error():
         assert "stream error <host-unknown/> from the peer" in s.log_text()
 
 
+def test_peer_closes_then_new_link():
+    """The remote server ends the stream (</stream:stream>): we close
+    ours, and the next stanza goes over a new link."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        peer.send("</stream:stream>")
+        peer.expect_next("</stream:stream>")
+        send_message(c, "romeo@%s" % REMOTE, "m2", "later")
+        peer2 = fake.accept()
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "m2", "later"))
+        assert peer.is_closed()
+
+
 def test_shutdown_closes_links():
     """SIGTERM: a link that is up ends with </stream:stream> (no stream
     error: the remote server sees a clean close, as from Prosody)."""
@@ -508,5 +527,6 @@ if __name__ == "__main__":
                test_other_workers_use_the_owner,
                test_owner_killed,
                test_shutdown_closes_links,
+               test_peer_closes_then_new_link,
                test_direct_tls,
                test_tls_failure_and_stream_error])
