@@ -45,6 +45,7 @@ srcs_for() {
 	http) echo "worker/http.c worker/metrics.c" ;;
 	dialback) echo "worker/dialback.c worker/xml.c" ;;
 	mam) echo "worker/mam_form.c worker/xml.c" ;;
+	certid) echo "lib/certid.c" ;;
 	*) echo "" ;;
 	esac
 }

@@ -35,7 +35,30 @@ XMPPD_DEB_TEST=(
 	"${XMPPD_DEB_PACKAGE[@]}"
 	profanity tmux
 	dnsmasq-base
+	prosody lua-unbound ejabberd util-linux
 )
+
+# Prosody and ejabberd are there for the federation tests
+# (tests/bb/fedlab.py), which run private instances as their users;
+# lua-unbound lets Prosody use the test's DNS server.  Installing them
+# may start the system services (on 5222/5269 of every address): stop
+# them and keep them from starting again.  Root only; quiet.
+stop_anchor_services() {
+	is_root || return 0
+	local s
+	for s in prosody ejabberd; do
+		[ -x "/etc/init.d/$s" ] || continue
+		# nothing of it running: nothing to stop (ejabberd's stop
+		# command would start an epmd daemon just to ask)
+		pgrep -u "$s" >/dev/null 2>&1 || continue
+		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+			timeout 60 systemctl disable --now "$s" >/dev/null 2>&1 || true
+		else
+			timeout 60 "/etc/init.d/$s" stop >/dev/null 2>&1 || true
+			update-rc.d "$s" disable >/dev/null 2>&1 || true
+		fi
+	done
+}
 
 say()  { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }

@@ -104,23 +104,6 @@ static struct s2s_link *out_link(const struct conn *c)
 	return c->s2s != NULL ? c->s2s->link : NULL;
 }
 
-/* Until worker/s2s_dial.c (branch h-dial) is linked: no domain can be
- * reached, every link fails with remote-server-not-found.  The real
- * dialer's definitions replace these. */
-__attribute__((weak)) struct s2s_dial *s2s_dial_start(struct worker *w,
-						      const char *domain,
-						      s2s_dial_cb cb,
-						      void *ctx)
-{
-	(void)w; (void)domain; (void)cb; (void)ctx;
-	return NULL;
-}
-
-__attribute__((weak)) void s2s_dial_cancel(struct s2s_dial *d)
-{
-	(void)d;
-}
-
 /* ---- policy (settings) ----------------------------------------------- */
 
 static int out_list_has(const char *list, const char *domain)
@@ -353,6 +336,15 @@ static void out_enqueue(struct worker *w, const char *local,
 			const char *remote, const char *text, size_t len)
 {
 	struct s2s_link *l = out_find(local, remote);
+	if (l != NULL && l->state == LINK_UP && l->c != NULL &&
+	    l->c->want_close) {
+		/* the peer closed its stream and ours is closing: this
+		 * stanza goes over a new link */
+		out_unlink(l);
+		out_vreqs_fail(w, l, "remote-connection-failed");
+		out_free(l);
+		l = NULL;
+	}
 	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
 		conn_send(l->c, text, len);
 		l->last_ms = w->now_ms;
@@ -502,7 +494,7 @@ void s2s_out_stream_open(struct conn *c, const char *name,
 		return;
 	}
 	if (id == NULL || *id == '\0' || strlen(id) > IPC_S2S_ID_MAX) {
-		stream_error(c, "invalid-id", "no usable stream id");
+		stream_error(c, "invalid-xml", "no usable stream id");
 		return;
 	}
 	snprintf(l->stream_id, sizeof(l->stream_id), "%s", id);
@@ -784,7 +776,7 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 	const char *from = xml_attr(st, "from"), *error;
 	char local[S2S_DOMAIN_MAX + 1];
 	size_t dlen;
-	if (from == NULL || w->cfg->s2s_max_links == 0 ||
+	if (from == NULL || w->cfg->s2s_max_links == 0 || w->stopping ||
 	    strlen(to_domain) > S2S_DOMAIN_MAX)
 		return -1;
 	const char *d = out_domain(from, &dlen);
@@ -907,13 +899,30 @@ int s2s_out_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	return 0;
 }
 
-int s2s_out_init(struct worker *w)
+/* The client TLS context from the current settings (certificate
+ * renewed, s2s.ca_file changed): new links use it, links that are up
+ * keep theirs (OpenSSL counts the references). */
+static const struct config *s2s_out_cfg;
+
+static void out_tls_client(struct worker *w)
 {
 	const char *error;
+	s2s_out_cfg = w->cfg;
+	SSL_CTX *ctx = tls_client_context_new(w->cfg, &error);
+	if (ctx == NULL) {
+		log_error("outgoing s2s TLS context not made: %s%s", error,
+			  w->tls_client != NULL ? " (the previous one stays)"
+						: " (no STARTTLS on new links)");
+		return;
+	}
+	SSL_CTX_free(w->tls_client);
+	w->tls_client = ctx;
+}
+
+int s2s_out_init(struct worker *w)
+{
 	s2s_out_worker = w;
-	w->tls_client = tls_client_context_new(w->cfg, &error);
-	if (w->tls_client == NULL)
-		log_error("outgoing s2s without TLS: %s", error);
+	out_tls_client(w);
 	return 0;
 }
 
@@ -950,6 +959,8 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 
 void s2s_out_tick(struct worker *w, int64_t now_ms)
 {
+	if (w->cfg != s2s_out_cfg)     /* a reload */
+		out_tls_client(w);
 	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
 		next = l->next;
 		out_vreq_timeouts(w, l, now_ms);
@@ -979,4 +990,6 @@ void s2s_out_shutdown(struct worker *w)
 			out_fail(w, l, "remote-server-timeout",
 				 "the server is stopping");
 	}
+	SSL_CTX_free(w->tls_client);    /* links still closing hold theirs */
+	w->tls_client = NULL;
 }

@@ -60,8 +60,9 @@ def _free_udp_tcp_port(addr="127.0.0.1"):
 
 
 class DnsLab:
-    def __init__(self, local=("test",), addr="127.0.0.1"):
+    def __init__(self, local=("test",), addr="127.0.0.1", port=None):
         self.addr = addr
+        self.fixed_port = port      # e.g. 53 on a lab address (fedlab.py)
         self.local = list(local)
         self.args = []
         self.port = None
@@ -97,7 +98,7 @@ class DnsLab:
         self.dir = tempfile.mkdtemp(prefix="xmppd-dnslab-")
         self.log = os.path.join(self.dir, "dnsmasq.log")
         for _ in range(5):
-            self.port = _free_udp_tcp_port(self.addr)
+            self.port = self.fixed_port or _free_udp_tcp_port(self.addr)
             cmd = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null",
                    "--no-resolv", "--no-hosts", "--no-poll",
                    "--port=%d" % self.port,

@@ -1,0 +1,532 @@
+"""Outgoing server-to-server links (RFC 6120 section 13 as the initiating
+entity, RFC 7590, XEP-0178, XEP-0220), black box with exact XML: a local
+user's stanza to another domain makes xmppd dial a fake remote server
+(fakeserver.py) found through DNS (dnslab.py: dnsmasq with SRV records), STARTTLS,
+authenticate with SASL EXTERNAL or dialback, and carry the stanza; a link
+that cannot be set up bounces what waited with the RFC's condition.
+Needs XMPPD_TEST_PGCONN.
+"""
+import base64
+import contextlib
+import os
+import re
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, run_tests, wait_for  # noqa: E402
+from fakeserver import (NS_SASL, STARTTLS_REQUIRED, FakeServer,  # noqa: E402
+                        TestCA, features_auth)
+from dnslab import DnsLab  # noqa: E402
+
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+USERS = [("juliet@localhost", "r0m30!"), ("nurse@localhost", "s3cret")]
+REMOTE = "remote.test"
+
+_CA = None
+
+
+def ca():
+    global _CA
+    if _CA is None:
+        _CA = TestCA()
+    return _CA
+
+
+def our_header(local="localhost", remote=REMOTE):
+    return ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+            "xmlns:stream='http://etherx.jabber.org/streams' "
+            "xmlns:db='jabber:server:dialback' from='%s' to='%s' "
+            "version='1.0' xml:lang='en'>" % (local, remote))
+
+
+@contextlib.contextmanager
+def remote(cert=None, listening=True, settings=None, direct_tls=False):
+    """A fake REMOTE server and a DNS server whose SRV record for it
+    (_xmpp-server._tcp) points at the fake's port; yields the fake and
+    the overrides for xmppd (s2s.dns_servers, the test CA).  With
+    listening False the port is closed: connections are refused."""
+    fake = FakeServer(cert=cert)
+    if not listening:
+        fake.close()
+    dns = DnsLab()
+    dns.srv("_xmpp%s-server._tcp.%s" % ("s" if direct_tls else "", REMOTE),
+            "xmpp.%s" % REMOTE, fake.port)
+    dns.host("xmpp.%s" % REMOTE, "127.0.0.1")
+    dns.start()
+    o = {"s2s.ca_file": ca().cert, "s2s.dns_servers": dns.server}
+    o.update(settings or {})
+    try:
+        yield fake, o
+    finally:
+        fake.close()
+        dns.stop()
+
+
+def login(s, user="juliet", resource="r"):
+    c = Client(s.port)
+    c.login(user, dict(USERS)["%s@localhost" % user], resource=resource)
+    return c
+
+
+def message(to, mid, body, frm="juliet@localhost/r"):
+    return ("<message to='%s' id='%s' type='chat'><body>%s</body></message>"
+            % (to, mid, body), frm)
+
+
+def send_message(c, to, mid, body):
+    c.send("<message to='%s' id='%s' type='chat'><body>%s</body></message>"
+           % (to, mid, body))
+
+
+def wire_message(to, mid, body, frm="juliet@localhost/r"):
+    """The message as xmppd writes it on the s2s stream (a regex: the
+    sender's archive adds its XEP-0359 stanza-id)."""
+    return (re.escape("<message to='%s' id='%s' type='chat' from='%s'><body>%s</body>"
+                      % (to, mid, frm, body)) +
+            "(<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' by='%s'/>)?</message>"
+            % re.escape(frm.split("/")[0]))
+
+
+def bounce(to, mid, etype, cond, frm="juliet@localhost/r"):
+    return ("<message from='%s' id='%s' to='%s' type='error'>"
+            "<error type='%s'><%s xmlns='%s'/></error></message>"
+            % (to, mid, frm, etype, cond, STANZAS))
+
+
+class Incoming(Client):
+    """REMOTE's stream to xmppd's s2s port (the incoming side, s2s_in.c),
+    through STARTTLS without a client certificate."""
+
+    def __init__(self, s):
+        Client.__init__(self, s.s2s_port)
+        self.header()
+        self.read_until("<stream:features>.*?</stream:features>")
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        self.wrap_tls()
+        self.header()
+        self.read_until("<stream:features>.*?</stream:features>")
+
+    def header(self):
+        self.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' "
+                  "xmlns:db='jabber:server:dialback' from='%s' to='localhost' "
+                  "version='1.0'>" % REMOTE)
+        self.id = re.search("id='([^']+)'", self.read_until(
+            "<stream:stream [^>]*>")).group(1)
+
+
+def tls_and_features(peer, features):
+    """xmppd's header, STARTTLS, its header again, our features."""
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features=STARTTLS_REQUIRED)
+    peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    peer.proceed_tls()
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features=features)
+
+
+def external(peer):
+    tls_and_features(peer, features_auth(external=True, dialback=True))
+    peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                     % (NS_SASL, base64.b64encode(b"localhost").decode()))
+    peer.send("<success xmlns='%s'/>" % NS_SASL)
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features="<stream:features/>")
+
+
+def test_external_and_link_reuse():
+    """A valid certificate: STARTTLS, SASL EXTERNAL (authzid = our domain,
+    XEP-0178), then the message; a second one reuses the link."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        send_message(c, "romeo@%s/balcony" % REMOTE, "m2", "again")
+        peer.expect_next_re(wire_message("romeo@%s/balcony" % REMOTE, "m2",
+                                      "again"))
+        assert peer.sni == REMOTE
+        assert re.search(r"s2s localhost -> remote.test \S+: up \(EXTERNAL, TLS\)",
+                         s.log_text()), s.log_text()[-2000:]
+
+
+def test_dialback_when_certificate_not_trusted():
+    """A self-signed certificate: no EXTERNAL even if offered, dialback
+    (XEP-0220) with a 64-hex XEP-0185 key; type='valid' opens the link."""
+    cert = ca().issue(REMOTE, self_signed=True)
+    with remote(cert=cert) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o, s2s=True) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        m = peer.read_until("<db:result from='localhost' to='remote.test'>"
+                            "([0-9a-f]{64})</db:result>")
+        assert m.start() == 0
+        peer.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        assert "certificate not valid for remote.test" in s.log_text()
+        # the key is XEP-0185's for (remote, local, the id the fake gave
+        # our stream): xmppd's authoritative side says so, and refuses it
+        # for another stream id
+        key = m.group(1).decode()
+        v = Incoming(s)
+        v.send("<db:verify from='%s' to='localhost' id='%s'>%s</db:verify>"
+               % (REMOTE, peer.stream_id, key))
+        assert v.read_until("<db:verify [^>]*/>") == (
+            "<db:verify from='localhost' to='%s' id='%s' type='valid'/>"
+            % (REMOTE, peer.stream_id))
+        v.send("<db:verify from='%s' to='localhost' id='%s'>%s</db:verify>"
+               % (REMOTE, peer.stream_id + "x", key))
+        assert v.read_until("<db:verify [^>]*/>") == (
+            "<db:verify from='localhost' to='%s' id='%sx' type='invalid'/>"
+            % (REMOTE, peer.stream_id))
+
+
+def test_verify_for_the_incoming_side():
+    """XEP-0220 2.3 through the owner of the outgoing link: REMOTE offers
+    a dialback key on its stream to us; xmppd opens (or uses) its link to
+    REMOTE, sends <db:verify/> with our incoming stream's id there (before
+    authenticating the link), and the answer decides the incoming one."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=2, users=USERS, overrides=o, s2s=True) as s:
+        inc = Incoming(s)
+        inc.send("<db:result from='%s' to='localhost'>k3y</db:result>" % REMOTE)
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        peer.expect_next("<db:verify from='localhost' to='%s' id='%s'>k3y"
+                         "</db:verify>" % (REMOTE, inc.id))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<db:verify from='%s' to='localhost' id='%s' type='valid'/>"
+                  % (REMOTE, inc.id))
+        assert inc.read_until("<db:result [^>]*/>") == (
+            "<db:result from='localhost' to='%s' type='valid'/>" % REMOTE)
+        # a second key on another stream: the link is reused, invalid
+        inc2 = Incoming(s)
+        inc2.send("<db:result from='%s' to='localhost'>bad</db:result>" % REMOTE)
+        peer.expect("<db:verify from='localhost' to='%s' id='%s'>bad"
+                    "</db:verify>" % (REMOTE, inc2.id))
+        peer.send("<db:verify from='%s' to='localhost' id='%s' type='invalid'/>"
+                  % (REMOTE, inc2.id))
+        got = inc2.read_until("<db:result [^>]*/>")
+        assert got == ("<db:result from='localhost' to='%s' type='invalid'/>"
+                       % REMOTE), got
+        assert len(fake.peers) == 1
+
+
+def test_dialback_invalid_bounces():
+    """The receiving server finds our key invalid: the waiting message
+    comes back remote-server-not-found and the stream is closed."""
+    cert = ca().issue(REMOTE, self_signed=True)
+    with remote(cert=cert) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=False, dialback=True))
+        peer.read_until("<db:result from='localhost' to='remote.test'>[0-9a-f]{64}</db:result>")
+        peer.send("<db:result from='%s' to='localhost' type='invalid'/>" % REMOTE)
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        peer.expect_next("</stream:stream>")
+        assert peer.is_closed()
+
+
+def test_pkix_policy_refuses_dialback():
+    """s2s.auth = pkix: a certificate that does not validate is the end
+    of it, no dialback; s2s.dialback_domains makes an exception."""
+    cert = ca().issue(REMOTE, self_signed=True)
+    with remote(cert=cert, settings={"s2s.auth": "pkix"}) as (fake, o), \
+            Server(workers=1, users=USERS,
+                   overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        peer.expect_next("</stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert "certificate not valid and s2s.auth is pkix" in s.log_text()
+    with remote(cert=cert, settings={"s2s.auth": "pkix",
+                                          "s2s.dialback_domains": REMOTE}) as (fake, o), \
+            Server(workers=1, users=USERS,
+                   overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=False, dialback=True))
+        peer.read_until("<db:result from='localhost' to='remote.test'>[0-9a-f]{64}</db:result>")
+
+
+def test_no_starttls_offered():
+    """RFC 7590: a peer without STARTTLS is refused (s2s.require_tls)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=features_auth(external=False))
+        peer.expect_next("</stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert "no STARTTLS offered (s2s.require_tls)" in s.log_text()
+
+
+def test_remote_down():
+    """Connection refused: remote-server-not-found; an IQ result is not
+    bounced (no error loops) but an IQ get is."""
+    with remote(listening=False) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        c.send("<iq to='%s' id='r1' type='result'/>" % REMOTE)
+        c.send("<iq to='%s' id='q1' type='get'><ping xmlns='urn:xmpp:ping'/></iq>"
+               % REMOTE)
+        got = c.read_until("<iq [^>]*id='q1'[^>]*>.*?</iq>")
+        assert got == ("<iq from='%s' id='q1' to='juliet@localhost/r' type='error'>"
+                       "<error type='cancel'><remote-server-not-found xmlns='%s'/>"
+                       "</error></iq>" % (REMOTE, STANZAS)), got
+        # the result sent before it got nothing back
+        assert "'r1'" not in c.buf.decode(errors="replace")
+        assert "'r1'" not in got
+
+
+def test_nxdomain():
+    """No such domain (NXDOMAIN from DNS): remote-server-not-found."""
+    with remote() as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@nowhere.test", "m1", "hi")
+        c.read_until(re.escape(bounce("romeo@nowhere.test", "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert "s2s localhost -> nowhere.test" in s.log_text()
+
+
+def test_black_hole_times_out():
+    """A server that accepts and says nothing: after s2s.link_timeout the
+    waiting stanzas come back remote-server-timeout (type wait)."""
+    with remote(settings={"s2s.link_timeout": "2s"}) as (fake, o), \
+            Server(workers=1, users=USERS,
+                   overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        send_message(c, "romeo@%s" % REMOTE, "m2", "there")
+        peer = fake.accept()
+        peer.read_header()
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "wait",
+                                      "remote-server-timeout")), timeout=15)
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "wait",
+                                      "remote-server-timeout")), timeout=15)
+        assert "2 stanzas bounced with <remote-server-timeout/>" in s.log_text()
+
+
+def test_pending_queue_bound():
+    """While the link is set up at most s2s.max_queue_bytes wait; the
+    next stanza is bounced resource-constraint (wait); the ones that
+    waited go out in order once the link is up."""
+    body = "x" * 1500
+    with remote(cert=ca().issue(REMOTE), settings={"s2s.max_queue_bytes": "4K"}) as (fake, o), \
+            Server(workers=1, users=USERS,
+                   overrides=o) as s:
+        c = login(s)
+        for i in range(3):
+            send_message(c, "romeo@%s" % REMOTE, "m%d" % i, body)
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "wait",
+                                      "resource-constraint")))
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m0", body) +
+                            wire_message("romeo@%s" % REMOTE, "m1", body))
+
+
+def test_idle_link_closed_and_reopened():
+    """s2s.out_idle_timeout: an idle link ends with </stream:stream>; the
+    next stanza opens a new one."""
+    with remote(cert=ca().issue(REMOTE), settings={"s2s.out_idle_timeout": "1s"}) as (fake, o), \
+            Server(workers=1, users=USERS,
+                   overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        peer.expect_next("</stream:stream>", timeout=15)
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+        send_message(c, "romeo@%s" % REMOTE, "m2", "back")
+        peer2 = fake.accept()
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "m2", "back"))
+
+
+def test_other_workers_use_the_owner():
+    """Three workers, several senders: every stanza for the remote domain
+    goes over one link (the owner's), whichever worker the sender is on."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=3, users=USERS, overrides=o) as s:
+        clients = [login(s, resource="r%d" % i) for i in range(6)]
+        send_message(clients[0], "romeo@%s" % REMOTE, "a0", "first")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "a0", "first",
+                                      frm="juliet@localhost/r0"))
+        for i, c in enumerate(clients[1:], 1):
+            send_message(c, "romeo@%s" % REMOTE, "a%d" % i, "n%d" % i)
+            peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "a%d" % i,
+                                          "n%d" % i,
+                                          frm="juliet@localhost/r%d" % i))
+        assert len(fake.peers) == 1
+        slots = set(re.findall(r"w(\d+)[^\n]*juliet@localhost/r\d", s.log_text()))
+        assert slots, "sessions not in the log"
+
+
+def test_direct_tls():
+    """XEP-0368: an _xmpps-server target gets TLS first, ALPN
+    xmpp-server and SNI the remote domain, then our stream header; no
+    STARTTLS in between."""
+    with remote(cert=ca().issue(REMOTE), direct_tls=True) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.direct_tls(alpn=["xmpp-server"]) == "xmpp-server"
+        assert peer.sni == REMOTE
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=features_auth(external=True))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<success xmlns='%s'/>" % NS_SASL)
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features="<stream:features/>")
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+
+
+def test_tls_failure_and_stream_error():
+    """A handshake that fails, then a peer that ends the stream with a
+    stream error: both bounce what waited (remote-server-not-found)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=STARTTLS_REQUIRED)
+        peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.sock.settimeout(10)
+        assert peer.sock.recv(65536)[:1] == b"\x16"     # a ClientHello
+        peer.send("this is not a TLS record at all")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        send_message(c, "romeo@%s" % REMOTE, "m2", "again")
+        peer2 = fake.accept()
+        assert peer2.read_header() == our_header()
+        peer2.send_header(REMOTE, features="<stream:error><host-unknown "
+                          "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                          "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "cancel",
+                                      "remote-server-not-found")))
+        assert "stream error <host-unknown/> from the peer" in s.log_text()
+
+
+def test_peer_closes_then_new_link():
+    """The remote server ends the stream (</stream:stream>): we close
+    ours, and the next stanza goes over a new link."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        peer.send("</stream:stream>")
+        peer.expect_next("</stream:stream>")
+        send_message(c, "romeo@%s" % REMOTE, "m2", "later")
+        peer2 = fake.accept()
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "m2", "later"))
+        assert peer.is_closed()
+
+
+def test_shutdown_closes_links():
+    """SIGTERM: a link that is up ends with </stream:stream> (no stream
+    error: the remote server sees a clean close, as from Prosody)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        s.stop()
+        peer.expect_next("</stream:stream>")
+        assert peer.is_closed()
+
+
+def test_owner_killed():
+    """kill -9 of the worker that owns the link: the other worker's
+    client stays online; a stanza it sends while the owner is dead waits
+    in the owner's queue, and the respawned owner dials again and
+    delivers it over a new link."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=2, users=USERS, overrides=o) as s:
+        first = login(s, resource="r0")
+        send_message(first, "romeo@%s" % REMOTE, "k0", "before")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "k0", "before",
+                                         frm="juliet@localhost/r0"))
+        owner = int(re.search(r" w(\d+) debug: s2s localhost -> remote.test: "
+                              "connecting", s.log_text()).group(1))
+        other = None
+        for i in range(1, 17):
+            c = login(s, resource="r%d" % i)
+            w = int(re.search(r" w(\d+) info: c\d+ \S+: bound "
+                              "juliet@localhost/r%d\n" % i,
+                              s.log_text()).group(1))
+            if w != owner:
+                other, res = c, "r%d" % i
+                break
+        assert other is not None, "no session on the other worker"
+        pid = s.status()["workers"][owner]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        send_message(other, "romeo@%s" % REMOTE, "k1", "after")
+        assert peer.is_closed(10)
+        wait_for(lambda: (s.status_ok() or {}).get("workers") and
+                 s.status()["workers"][owner]["pid"] != pid,
+                 what="owner respawned")
+        peer2 = fake.accept(timeout=30)
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "k1", "after",
+                                          frm="juliet@localhost/" + res))
+        # the other worker's client was never disturbed
+        other.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        other.read_until("<iq [^>]*id='p1'[^>]*type='result'[^>]*/>")
+
+
+if __name__ == "__main__":
+    run_tests([test_external_and_link_reuse,
+               test_dialback_when_certificate_not_trusted,
+               test_verify_for_the_incoming_side,
+               test_dialback_invalid_bounces,
+               test_pkix_policy_refuses_dialback,
+               test_no_starttls_offered,
+               test_remote_down,
+               test_nxdomain,
+               test_black_hole_times_out,
+               test_pending_queue_bound,
+               test_idle_link_closed_and_reopened,
+               test_other_workers_use_the_owner,
+               test_owner_killed,
+               test_shutdown_closes_links,
+               test_peer_closes_then_new_link,
+               test_direct_tls,
+               test_tls_failure_and_stream_error])
