@@ -694,6 +694,11 @@ int db_tick(struct db *db, int64_t now_ms)
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
+unsigned db_unanswered(const struct db *db)
+{
+	return db->count + db->nwaiting;
+}
+
 int db_is_up(const struct db *db)
 {
 	return db->state == DB_STATE_UP && !db->lost;

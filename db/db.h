@@ -52,6 +52,9 @@ void db_handle(struct db *db, uint32_t events);
  * deadline (or -1 for none). */
 int db_tick(struct db *db, int64_t now_ms);
 int db_is_up(const struct db *db);
+/* Queries sent or waiting whose callback has not run yet (a worker that
+ * stops waits for them: offline stores, archive batches). */
+unsigned db_unanswered(const struct db *db);
 
 /* Queue one parameterized query (text params; lengths/formats may be
  * NULL for text, else as PQsendQueryParams; binary results if

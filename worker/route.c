@@ -319,8 +319,16 @@ static void route_message(struct route *r, int to_full)
 		route_bounce(r, "cancel", "service-unavailable");
 		return;
 	}
-	if (route_message_bare(r, &full) > 0 || route_is(r, "headline"))
+	/* A copy taken back while the worker stops goes to offline
+	 * storage: the other resources are being disconnected too (their
+	 * workers may be gone before a frame reaches them). */
+	if (r->skip_valid && r->w->stopping) {
+		if (route_is(r, "headline"))
+			return;
+	} else if (route_message_bare(r, &full) > 0 ||
+		   route_is(r, "headline")) {
 		return;
+	}
 	if (full) {
 		route_full(r);
 		return;

@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "ext.h"
 #include "s2s.h"
+#include "component.h"
 #include "s2s_dial.h"
 #include "log.h"
 #include "util.h"
@@ -259,6 +260,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	http_init(w);
 	if (s2s_init(w) < 0)
 		log_fatal("worker set-up failed: server-to-server");
+	if (component_init(w) < 0)
+		log_fatal("worker set-up failed: components");
 	if (s2s_dial_init(w) < 0)
 		log_fatal("worker set-up failed: DNS (c-ares)");
 	worker_adopt(w);
@@ -318,6 +321,53 @@ static void worker_begin_stop(struct worker *w)
 	httpconn_close_all(w);
 }
 
+/* The streams are closed, or shutdown_timeout passed (those still open
+ * are closed now; what they had not written is rerouted).  From here the
+ * loop turns only until what closing them queued is written: stanzas
+ * taken back and journals (XEP-0198) routed to offline storage, archive
+ * rows (MAM), each database write answered, up to
+ * shutdown_drain_timeout. */
+static void worker_begin_drain(struct worker *w)
+{
+	if (w->nconns > 0) {
+		log_warn("stopping: shutdown_timeout passed with %u streams "
+			 "open: closed", w->nconns);
+		for (struct conn *c = w->conns, *next; c != NULL; c = next) {
+			next = c->next;
+			conn_close(c);
+		}
+	}
+	w->draining = 1;
+	w->drain_deadline_ms = w->now_ms +
+			       (int64_t)w->cfg->shutdown_drain_timeout;
+}
+
+/* 1 when the stopping worker may exit: its streams closed and nothing
+ * it queued left unwritten, or shutdown_drain_timeout over (what is left
+ * is counted at error level: it is lost). */
+static int worker_stop_done(struct worker *w)
+{
+	if (!w->draining) {
+		if (w->nconns > 0 && w->now_ms < w->stop_deadline_ms)
+			return 0;
+		worker_begin_drain(w);
+	}
+	unsigned long items = ext_busy(w);
+	unsigned queries = w->db != NULL ? db_unanswered(w->db) : 0;
+	size_t unrouted = buf_used(&w->undelivered);
+	if (items == 0 && queries == 0 && unrouted == 0 && w->nconns == 0)
+		return 1;
+	if (w->now_ms < w->drain_deadline_ms)
+		return 0;
+	log_error("stopping: shutdown_drain_timeout (%llu ms) over with "
+		  "%lu stanzas or archive rows not written out, %u database "
+		  "writes unanswered (offline messages among them), %zu bytes "
+		  "of stanzas not routed: lost",
+		  (unsigned long long)w->cfg->shutdown_drain_timeout, items,
+		  queries, unrouted);
+	return 1;
+}
+
 static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 				const char *text, size_t len)
 {
@@ -346,6 +396,7 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	db_set_max_queue_bytes(w->db, (size_t)cfg->db_max_queue_bytes);
 	queue_set_limits(w->q, cfg->queue_outbox_frames,
 			 (size_t)cfg->queue_outbox_bytes);
+	component_reload(w);
 	log_debug("running config generation %llu",
 		  (unsigned long long)cfg->generation);
 }
@@ -493,14 +544,10 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);
-		if (w.stopping && ((w.nconns == 0 && !ext_busy(&w)) ||
-				   w.now_ms >= w.stop_deadline_ms))
+		if (w.stopping && worker_stop_done(&w))
 			break;
 	}
-	if (buf_used(&w.undelivered) > 0)
-		log_info("exiting: %zu bytes of stanzas taken back from "
-			 "connections not routed: lost",
-			 buf_used(&w.undelivered));
+	component_shutdown(&w);
 	s2s_dial_shutdown(&w);
 	log_debug("worker exiting");
 	exit(0);

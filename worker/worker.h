@@ -266,12 +266,21 @@ struct worker {
 	unsigned conn_table_size;   /* power of two */
 	unsigned nconns;
 	int stopping;
-	int64_t stop_deadline_ms;
+	int64_t stop_deadline_ms;   /* streams closed by then */
+	/* stopping, streams closed: waiting for the database writes */
+	int draining;
+	int64_t drain_deadline_ms;  /* shutdown_drain_timeout */
 	SSL_CTX *tls;           /* NULL: no usable certificate */
 	struct db *db;
 	struct conn *delayed;   /* conns with delay_until_ms set */
 	int64_t now_ms;         /* loop turn's clock */
 	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
+	/* The message being routed to a local account carried XEP-0280
+	 * <private/>, taken off before delivery (section 9) by the scan of
+	 * its children in the message_to_account hook (mam.c); the
+	 * message_delivered hook makes no received copies of it
+	 * (carbons.c).  Set for each such message, else NULL. */
+	const struct xml_node *private_msg;
 	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
 };
 
