@@ -265,7 +265,7 @@ const struct config_def config_defs[] = {
 	  "mam.batch_rows rows); a query sends what waits first, so another "
 	  "worker's messages may show in archive queries this much later" },
 	{ "mam.max_query_ids", CONFIG_TYPE_UINT, OFF(mam_max_query_ids),
-	  "1000", 1, 10000, RELOAD, "Archive ids one query may name (the "
+	  "1000", 1, 2000, RELOAD, "Archive ids one query may name (the "
 	  "XEP-0313 #extended ids field); more get <policy-violation/> "
 	  "with a text" },
 	{ "mam.max_scan_rows", CONFIG_TYPE_UINT, OFF(mam_max_scan_rows),

@@ -88,8 +88,14 @@ int mam_form_time(const char *s, long long *ms_r)
 	} else {
 		return -1;
 	}
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-	    sec > 60)
+	/* a day the month has (timegm() would take February 31st as
+	 * March 2nd: no xs:dateTime) */
+	static const int mdays[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30,
+				       31, 30, 31 };
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 ||
+	    mi > 59 || sec > 60 ||
+	    (mo == 2 && d == 29 && (y % 4 != 0 || (y % 100 == 0 &&
+						   y % 400 != 0))))
 		return -1;
 	tm.tm_year = y - 1900;
 	tm.tm_mon = mo - 1;

@@ -316,6 +316,13 @@ static void worker_begin_stop(struct worker *w)
 	log_info("stopping: closing %u streams with <system-shutdown/> "
 		 "(%u available sessions: no unavailable presence, their "
 		 "contacts are disconnected too)", w->nconns, available);
+	/* what closing the streams stores (journals and taken-back
+	 * output to offline storage) waits for PostgreSQL, also while it
+	 * is down: it may come back within shutdown_drain_timeout, and if
+	 * not the drain counts what is lost (a store refused at once would
+	 * bounce to senders that are being disconnected too: to no one) */
+	if (w->db != NULL)
+		db_hold(w->db);
 	s2s_shutdown(w);
 	conn_shutdown_all(w);
 	httpconn_close_all(w);
