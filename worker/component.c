@@ -21,8 +21,8 @@
  * service-unavailable back to the sender.  Stanzas from the component
  * must carry 'from' in its domain (subdomains if allowed), else
  * <invalid-from/>, and 'to', else <improper-addressing/>; then they are
- * routed like any other (route_stanza), subscription requests to local
- * users through the RFC 6121 contact-side state machine.
+ * routed like any other (route_stanza), which takes probes and
+ * subscription stanzas to local users through RFC 6121's inbound paths.
  *
  * Failure policy: a component's bad input ends that component's stream
  * with the error named above and a log line; what was queued for it is
@@ -281,17 +281,9 @@ static void comp_to_client_ns(struct xml_node *n)
 	}
 }
 
-static int comp_subscription(const char *type)
-{
-	return type != NULL && (strcmp(type, "subscribe") == 0 ||
-				strcmp(type, "subscribed") == 0 ||
-				strcmp(type, "unsubscribe") == 0 ||
-				strcmp(type, "unsubscribed") == 0);
-}
-
 static void component_stanza(struct conn *c, struct xml_node *n)
 {
-	struct jid from, to;
+	struct jid from;
 	const char *error, *full;
 	const char *f = xml_attr(n, "from"), *t = xml_attr(n, "to");
 	comp_to_client_ns(n);
@@ -311,18 +303,8 @@ static void component_stanza(struct conn *c, struct xml_node *n)
 		stream_error(c, "resource-constraint", NULL);
 		return;
 	}
-	/* RFC 6121 3.1.3, 3.2.3, 3.3.3, 3.4.3: a subscription stanza to a
-	 * local user goes through the user's subscription state. */
-	const char *type = xml_attr(n, "type");
-	if (strcmp(n->name, "presence") == 0 && comp_subscription(type) &&
-	    jid_parse(c->arena, t, &to, &error) == 0 && to.local != NULL &&
-	    stream_hosted(c->w, to.domain)) {
-		const char *fb = jid_bare(c->arena, &from);
-		const char *tb = jid_bare(c->arena, &to);
-		if (fb != NULL && tb != NULL)
-			presence_sub_inbound(c->w, fb, tb, type);
-		return;
-	}
+	/* RFC 6121: probes and subscription stanzas to a local user take
+	 * the inbound paths in route_stanza (presence_inbound) */
 	route_stanza(c->w, c->arena, n);
 }
 

@@ -343,6 +343,11 @@ static void route_presence(struct route *r, int to_full)
 {
 	struct session_info s, *heap, *res;
 	int n;
+	/* RFC 6121 sections 3 and 4.3 for a contact on another server or
+	 * a component: its probes and subscription stanzas take the
+	 * inbound paths (a local user's never come through here) */
+	if (r->type != NULL && presence_inbound(r->w, r->arena, r->st))
+		return;
 	if (route_is(r, "probe"))
 		return;         /* answered by the presence module */
 	if (to_full) {

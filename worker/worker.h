@@ -408,6 +408,11 @@ void presence_unavailable_to(struct worker *w, const char *bare,
  * (4.3.2), the rest is routed. */
 void presence_from_remote(struct worker *w, struct arena *a,
 			  struct xml_node *st);
+/* route.c, for a presence stanza to a hosted account: a probe or a
+ * subscription stanza whose 'from' (trusted) is on a domain we do not
+ * host -- another server's or a component's -- takes the inbound paths
+ * of RFC 6121 (3.1.3, 3.2.3, 3.3.3, 3.4.3, 4.3.2).  1 when taken. */
+int presence_inbound(struct worker *w, struct arena *a, struct xml_node *st);
 
 /* metrics.c: registers GET /metrics and GET /health (http_init calls
  * it with the other route owners). */
