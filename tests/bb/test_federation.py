@@ -10,9 +10,20 @@ with valid certificates from the lab CA (SASL EXTERNAL, XEP-0178) and
 with self-signed ones (Server Dialback, XEP-0220).  The anchors' own
 logs say which authentication each link used.
 
-Then what a user notices when the remote server is down (a
-<remote-server-not-found/> error for the message), silent (accepts and
-says nothing: <remote-server-timeout/>).
+Then, with each anchor, what RFC 6121 promises across servers: presence
+broadcast (available, unavailable) both ways, probes at login both ways,
+a message to an offline xmppd user stored and delivered at login, and
+XEP-0191 blocking of the remote user (<service-unavailable/> back to
+him, nothing to the blocker).
+
+And what a user notices when things go wrong: the remote server is down
+(a <remote-server-not-found/> error for the message), silent (accepts
+and says nothing: <remote-server-timeout/> after s2s.link_timeout), a
+remote server forges a `from` of another domain (<invalid-from/>, the
+stanza reaches no one), the worker holding the outgoing link is killed
+with SIGKILL (workers=2: the other worker's user stays connected, what
+she sends meanwhile is delivered after the respawn or bounced, never
+lost, and the link comes back).
 Needs XMPPD_TEST_PGCONN and root (the anchors run as their own users).
 """
 import asyncio
@@ -146,6 +157,9 @@ def test_remote_down():
             c = await User(x, "carol", "c4rol-pw").online()
             try:
                 await expect_error(c, "eve@down.test", "remote-server-not-found")
+                assert re.search(r"s2s xmppd\.test -> down\.test(?: \S+)?: .*: 1 "
+                                 r"stanzas bounced with <remote-server-not-found/>",
+                                 x.log_text()), x.log_text()[-3000:]
             finally:
                 await c.offline()
         run_async(scenario())
@@ -162,9 +176,7 @@ def test_remote_silent():
         try:
             x = lab.xmppd("xmppd.test",
                           users=[("carol@xmppd.test", "c4rol-pw")],
-                          overrides={"s2s.connect_timeout": "2s",
-                                     "s2s.link_timeout": "3s",
-                                     "s2s.auth_timeout": "3s"})
+                          overrides={"s2s.link_timeout": "3s"})
             lab.record("slow.test", "%s.251" % lab.net, sink.getsockname()[1])
             lab.start()
 
@@ -172,6 +184,12 @@ def test_remote_silent():
                 c = await User(x, "carol", "c4rol-pw").online()
                 try:
                     await expect_error(c, "eve@slow.test", "remote-server-timeout")
+                    # the whole-setup deadline did it (not a connect timeout:
+                    # the TCP connection was accepted)
+                    assert re.search(
+                        r"s2s xmppd\.test -> slow\.test(?: \S+)?: not set up in time "
+                        r"\(s2s\.link_timeout\): 1 stanzas bounced with "
+                        r"<remote-server-timeout/>", x.log_text()), x.log_text()[-3000:]
                 finally:
                     await c.offline()
             run_async(scenario())
@@ -344,6 +362,8 @@ def test_owner_killed():
                         (got if t is t1 else bounced).append(mm["body"])
                 assert sorted(got + bounced) == sorted(sent), (got, bounced)
                 assert got == [b for b in sent if b in got], got  # in order
+                print("owner killed: %d delivered after the respawn, %d "
+                      "bounced" % (len(got), len(bounced)), flush=True)
                 # the link is back: a message after the respawn and an
                 # answer the other way
                 other.send_message(mto=D, mbody="after", mtype="chat")
