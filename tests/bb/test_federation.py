@@ -38,6 +38,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, run_tests, stream_error_re,  # noqa: E402
                      wait_for)
+from fakeserver import FakeServer, features_auth  # noqa: E402
 from fedlab import (Lab, ProsodyServer, EjabberdServer, User,  # noqa: E402
                     befriend, converse, run_async)
 
@@ -48,6 +49,8 @@ NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 STARTTLS_FEATURES = ("<stream:features><starttls xmlns='%s'><required/>"
                      "</starttls></stream:features>" % NS_TLS)
+DIALBACK_FEATURE = ("<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
+                    "</dialback>")
 EXTERNAL_FEATURE = ("<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism>"
                     "</mechanisms>" % NS_SASL)
 
@@ -199,14 +202,13 @@ def test_remote_silent():
 
 class RemotePeer(Client):
     """A server of the test's own for `domain`, on an incoming s2s stream
-    to lab xmppd x, with a certificate from the lab CA: it says what the
-    test tells it to, byte by byte."""
+    to lab xmppd x: it says what the test tells it to, byte by byte."""
 
-    def __init__(self, x, domain, cert):
+    def __init__(self, x, domain):
         Client.__init__(self, x.s2s_port, host=x.addr, timeout=15)
         self.x = x
         self.domain = domain
-        self.cert = cert
+        self.id = None
 
     def open(self):
         """Our header, xmppd's (exact), its features (returned)."""
@@ -214,27 +216,34 @@ class RemotePeer(Client):
                   "xmlns:stream='%s' xmlns:db='jabber:server:dialback' "
                   "from='%s' to='%s' version='1.0'>"
                   % (NS_STREAMS, self.domain, self.x.domain))
-        self.read_until(
+        hdr = self.read_until(
             r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server' "
             r"xmlns:stream='http://etherx.jabber.org/streams' "
             r"xmlns:db='jabber:server:dialback' id='[0-9a-f]{24}' "
             r"from='%s' to='%s' version='1.0'>"
             % (re.escape(self.x.domain), re.escape(self.domain)))
+        self.id = re.search(r"id='([0-9a-f]+)'", hdr).group(1)
         return self.read_until("<stream:features>.*?</stream:features>")
 
-    def authenticate(self):
-        """STARTTLS (our certificate shown), SASL EXTERNAL (XEP-0178), the
-        restarted stream."""
+    def starttls(self, cert=None):
+        """STARTTLS (showing cert if any); the features after it."""
         assert self.open() == STARTTLS_FEATURES
         self.send("<starttls xmlns='%s'/>" % NS_TLS)
         self.read_until("<proceed xmlns='%s'/>" % NS_TLS)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.load_verify_locations(self.x.lab.ca_file)
-        ctx.load_cert_chain(*self.cert)
+        ctx.load_verify_locations(self.x.cert_file)
+        if cert:
+            ctx.load_cert_chain(*cert)
         self.sock.settimeout(self.timeout)
         self.sock = ctx.wrap_socket(self.sock, server_hostname=self.x.domain)
         self.buf = b""
-        feats = self.open()
+        return self.open()
+
+    def external(self, cert):
+        """STARTTLS with a certificate of the lab CA, SASL EXTERNAL
+        (XEP-0178), the restarted stream."""
+        feats = self.starttls(cert)
         assert EXTERNAL_FEATURE in feats, feats
         self.send("<auth xmlns='%s' mechanism='EXTERNAL'>=</auth>" % NS_SASL)
         got = self.read_until("<success xmlns='%s'/>|<failure .*?</failure>"
@@ -243,25 +252,63 @@ class RemotePeer(Client):
         feats = self.open()
         assert feats == "<stream:features></stream:features>", feats
 
+    def dialback(self, fake):
+        """XEP-0220 as the originating server, and as our own
+        authoritative server on fake (a FakeServer for our domain that
+        xmppd finds through the lab's DNS): xmppd asks it <db:verify/>
+        with this stream's id, it says valid, xmppd says valid here."""
+        feats = self.starttls()
+        assert DIALBACK_FEATURE in feats and "EXTERNAL" not in feats, feats
+        self.send("<db:result from='%s' to='%s'>k3y-of-%s</db:result>"
+                  % (self.domain, self.x.domain, self.domain))
+        auth = fake.accept(timeout=30)
+        auth.read_header()
+        auth.send_header(self.domain, features=STARTTLS_FEATURES)
+        auth.expect_next("<starttls xmlns='%s'/>" % NS_TLS)
+        auth.proceed_tls()
+        auth.read_header()
+        auth.send_header(self.domain, features=features_auth(
+            external=False, dialback=True))
+        auth.read_until(re.escape(
+            "<db:verify from='%s' to='%s' id='%s'>k3y-of-%s</db:verify>"
+            % (self.x.domain, self.domain, self.id, self.domain)))
+        auth.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
+                  % (self.domain, self.x.domain, self.id))
+        got = self.read_until("<db:result [^>]*/>")
+        assert got == ("<db:result from='%s' to='%s' type='valid'/>"
+                       % (self.x.domain, self.domain)), got
+        return auth
 
-def test_forged_from():
-    """evil.test, with a valid certificate of its own, authenticates by
-    SASL EXTERNAL, says one true thing, then sends a message from
-    someone@prosody.test to an xmppd user: the stream ends with
-    <invalid-from/> (RFC 6120 4.9.3.9) and the user gets nothing of it
-    (the next message carol gets is the real one from Prosody's user)."""
+
+def forged_from(how):
+    """evil.test authenticates (how: "external" with a valid certificate
+    of its own, "dialback" with our fake authoritative server for it),
+    says one true thing, then sends a message from someone@prosody.test
+    to an xmppd user: the stream ends with <invalid-from/> (RFC 6120
+    4.9.3.9) and the user gets nothing of it (the next message carol
+    gets is the real one from Prosody's user)."""
     with Lab() as lab:
-        x = lab.xmppd("xmppd.test", users=[("carol@xmppd.test", "c4rol-pw")])
+        o = {"s2s.dialback_domains": "evil.test"}   # xmppd is pkix otherwise
+        x = lab.xmppd("xmppd.test", users=[("carol@xmppd.test", "c4rol-pw")],
+                      overrides=o)
         p = ProsodyServer(lab, "prosody.test", users=[("dave", "d4ve-pw")])
-        evil_cert = lab.cert("evil.test", "srv")
+        fake = None
+        if how == "dialback":
+            fake = FakeServer(addr="%s.252" % lab.net,
+                              cert=lab.cert("evil.test", "self"), timeout=30)
+            lab.record("evil.test", fake.addr, fake.port)
         lab.start()
 
         async def scenario():
             c = await User(x, "carol", "c4rol-pw").online()
             d = await User(p, "dave", "d4ve-pw").online()
+            e = RemotePeer(x, "evil.test")
             try:
-                e = RemotePeer(x, "evil.test", evil_cert)
-                await asyncio.to_thread(e.authenticate)
+                if how == "external":
+                    await asyncio.to_thread(e.external,
+                                            lab.cert("evil.test", "srv"))
+                else:
+                    await asyncio.to_thread(e.dialback, fake)
                 e.send("<message from='mallory@evil.test/x' "
                        "to='carol@xmppd.test/lab' type='chat' id='e1'>"
                        "<body>from evil.test itself</body></message>")
@@ -273,7 +320,6 @@ def test_forged_from():
                        "<body>forged</body></message>")
                 got = await asyncio.to_thread(e.read_all_until_close)
                 assert re.fullmatch(stream_error_re("invalid-from"), got), got
-                e.close()
                 assert re.search(r"stanza from prosody\.test: the stream is "
                                  r"not authenticated for that domain\n",
                                  x.log_text()), x.log_text()[-3000:]
@@ -283,9 +329,22 @@ def test_forged_from():
                 assert (str(m["from"]), m["body"]) == (
                     "dave@prosody.test/lab", "the real one"), m
             finally:
+                e.close()
                 await c.offline()
                 await d.offline()
-        run_async(scenario())
+        try:
+            run_async(scenario())
+        finally:
+            if fake is not None:
+                fake.close()
+
+
+def test_forged_from_external():
+    forged_from("external")
+
+
+def test_forged_from_dialback():
+    forged_from("dialback")
 
 
 def bound_worker(x, full):
@@ -484,6 +543,7 @@ def test_ejabberd_presence_storage_blocking():
 if __name__ == "__main__":
     run_tests([test_prosody_external, test_ejabberd_external,
                test_prosody_dialback, test_ejabberd_dialback,
-               test_remote_down, test_remote_silent, test_forged_from,
+               test_remote_down, test_remote_silent, test_forged_from_external,
+               test_forged_from_dialback,
                test_owner_killed, test_prosody_presence_storage_blocking,
                test_ejabberd_presence_storage_blocking])
