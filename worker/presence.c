@@ -885,3 +885,30 @@ void presence_from_remote(struct worker *w, struct arena *a,
 	 * another domain to presence_inbound() */
 	route_stanza(w, a, st);
 }
+
+/* XEP-0191 section 3.4: an unblocked contact with a subscription to the
+ * account's presence gets the current presence of each available
+ * resource again (as a probe would), on whichever worker it lives. */
+void presence_current_to(struct worker *w, const char *bare, const char *to)
+{
+	struct session_info *heap;
+	const char *error;
+	int n;
+	struct session_info *res = route_sessions(w, bare, &n, &heap);
+	for (int i = 0; i < n; i++) {
+		if (!res[i].available)
+			continue;
+		if (res[i].slot != w->slot) {
+			if (queue_send(w->q, res[i].slot, IPC_FRAME_PROBE,
+				       res[i].conn_id, res[i].gen, to,
+				       strlen(to), &error) < 0)
+				log_warn("presence to %s via w%u: %s", to,
+					 res[i].slot, error);
+			continue;
+		}
+		struct conn *c = conn_lookup(w, res[i].conn_id, res[i].gen);
+		if (c != NULL)
+			presence_answer_probe(c, to);
+	}
+	route_sessions_done(heap);
+}

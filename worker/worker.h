@@ -400,6 +400,9 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 void presence_route_text(struct worker *w, const char *text);
 
 /* The account's available resources send unavailable to `to`. */
+/* The account's available resources send their current presence to
+ * `to` (XEP-0191 unblock), like answers to its probe. */
+void presence_current_to(struct worker *w, const char *bare, const char *to);
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to);
 /* A presence stanza from another server (s2s_in.c; 'from' checked,
