@@ -1083,6 +1083,11 @@ void conn_shutdown_all(struct worker *w)
 {
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;     /* stream_error may close c */
+		/* the links and components carry the remote unavailable
+		 * broadcast first (worker.c, s2s_close_links) */
+		if (!w->fed_closing && (c->kind == CONN_S2S_OUT ||
+					c->kind == CONN_COMPONENT))
+			continue;
 		if (!c->want_close)
 			stream_error(c, "system-shutdown", NULL);
 	}

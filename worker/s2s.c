@@ -98,6 +98,16 @@ int s2s_init(struct worker *w)
 	return s2s_in_init(w) < 0 || s2s_out_init(w) < 0 ? -1 : 0;
 }
 
+void s2s_close_links(struct worker *w)
+{
+	s2s_out_close_links(w);
+}
+
+unsigned s2s_busy(const struct worker *w)
+{
+	return s2s_out_busy(w);
+}
+
 void s2s_shutdown(struct worker *w)
 {
 	s2s_out_shutdown(w);

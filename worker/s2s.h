@@ -64,5 +64,11 @@ void s2s_tick(struct worker *w, int64_t now_ms);
 /* Worker start and stop. */
 int s2s_init(struct worker *w);
 void s2s_shutdown(struct worker *w);
+/* Stopping, the client streams closed: outgoing links end with
+ * </stream:stream> after what they carry; links still being set up
+ * carry their queue once up, then end (or fail at shutdown_timeout). */
+void s2s_close_links(struct worker *w);
+/* Outgoing links still open or being set up (the worker waits). */
+unsigned s2s_busy(const struct worker *w);
 
 #endif

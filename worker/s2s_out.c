@@ -97,6 +97,9 @@ struct s2s_conn {
  * the dialer's callback. */
 static struct s2s_link *s2s_links;
 static unsigned s2s_nlinks;
+/* Stopping, past s2s_out_close_links: a link ends once its queue is
+ * written. */
+static int out_closing;
 static struct worker *s2s_out_worker;
 
 static struct s2s_link *out_link(const struct conn *c)
@@ -388,6 +391,8 @@ static void out_enqueue(struct worker *w, const char *local,
 
 /* ---- the stream ------------------------------------------------------- */
 
+static void out_idle_close(struct worker *w, struct s2s_link *l);
+
 static void out_header(struct s2s_link *l)
 {
 	struct buf out;
@@ -597,6 +602,8 @@ static void out_up(struct worker *w, struct s2s_link *l)
 	l->npending = 0;
 	l->pending_bytes = 0;
 	out_send_verifies(l);
+	if (out_closing && l->vreqs == NULL)
+		out_idle_close(w, l);   /* stopping: what waited is written */
 }
 
 static void out_features(struct conn *c, struct s2s_link *l,
@@ -776,7 +783,9 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 	const char *from = xml_attr(st, "from"), *error;
 	char local[S2S_DOMAIN_MAX + 1];
 	size_t dlen;
-	if (from == NULL || w->cfg->s2s_max_links == 0 || w->stopping ||
+	/* while stopping too: the sessions' unavailable to remote
+	 * contacts (presence_stop_broadcast) */
+	if (from == NULL || w->cfg->s2s_max_links == 0 ||
 	    strlen(to_domain) > S2S_DOMAIN_MAX)
 		return -1;
 	const char *d = out_domain(from, &dlen);
@@ -964,9 +973,16 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
 		next = l->next;
 		out_vreq_timeouts(w, l, now_ms);
-		if (l->state != LINK_UP && now_ms >= l->deadline_ms) {
+		if (l->state != LINK_UP && w->stopping &&
+		    now_ms >= w->stop_deadline_ms) {
+			out_fail(w, l, "remote-server-timeout",
+				 "the server is stopping (shutdown_timeout)");
+		} else if (l->state != LINK_UP && now_ms >= l->deadline_ms) {
 			out_fail(w, l, "remote-server-timeout",
 				 "not set up in time (s2s.link_timeout)");
+		} else if (out_closing && l->state == LINK_UP &&
+			   l->c != NULL && l->vreqs == NULL) {
+			out_idle_close(w, l);   /* stopping */
 		} else if (l->state == LINK_UP && l->c != NULL &&
 			   buf_used(&l->c->out) == 0 && l->vreqs == NULL &&
 			   now_ms - l->last_ms >=
@@ -976,20 +992,33 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 	}
 }
 
-/* Stop: links that are up end with </stream:stream> (the remote server
- * sees a clean close, as Prosody's own shutdown does); what still waits
- * for a link being set up is bounced (its senders are being
- * disconnected too, but an error is owed). */
+/* Stop (worker_begin_stop): nothing closes yet.  The sessions' remote
+ * unavailable presence (presence_stop_broadcast) is still to come, from
+ * this worker and others; links stay, stanzas still make links, until
+ * s2s_out_close_links. */
 void s2s_out_shutdown(struct worker *w)
 {
-	while (s2s_links != NULL) {
-		struct s2s_link *l = s2s_links;
+	(void)w;
+}
+
+/* The worker's client streams are closed and the broadcast routed:
+ * links that are up end with </stream:stream> after what they carry
+ * (the remote server sees a clean close, as Prosody's own shutdown
+ * does); links being set up carry their queue once up and then end
+ * (out_up), or fail at shutdown_timeout (s2s_out_tick): what waited is
+ * bounced, with one line. */
+void s2s_out_close_links(struct worker *w)
+{
+	out_closing = 1;
+	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
+		next = l->next;
 		if (l->state == LINK_UP && l->c != NULL)
 			out_idle_close(w, l);
-		else
-			out_fail(w, l, "remote-server-timeout",
-				 "the server is stopping");
 	}
-	SSL_CTX_free(w->tls_client);    /* links still closing hold theirs */
-	w->tls_client = NULL;
+}
+
+unsigned s2s_out_busy(const struct worker *w)
+{
+	(void)w;
+	return s2s_nlinks;
 }

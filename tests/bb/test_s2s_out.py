@@ -512,6 +512,39 @@ def test_owner_killed():
         other.read_until("<iq [^>]*id='p1'[^>]*type='result'[^>]*/>")
 
 
+def test_shutdown_unavailable_to_remote():
+    """SIGTERM: a remote contact (here one the user sent directed
+    presence to, RFC 6121 4.6.3) gets <presence type='unavailable'/> from
+    the user's full JID over the link before our </stream:stream>; a
+    local user online at the same time gets nothing about her (she is
+    disconnected by the same shutdown)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        c.send("<presence/>")
+        n = login(s, user="nurse")
+        n.send("<presence/>")
+        c.send("<presence to='romeo@%s'/>" % REMOTE)
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next("<presence to='romeo@%s' from='juliet@localhost/r'/>"
+                         % REMOTE)
+        # nurse's own presence comes back to her; then quiet
+        n.read_until("<presence to='nurse@localhost' from='nurse@localhost/r'/>")
+        os.kill(s.master_pid, signal.SIGTERM)
+        got = n.read_until("<system-shutdown .*?</stream:stream>")
+        assert "unavailable" not in got, got
+        c.read_until("<system-shutdown ")
+        for cl in (c, n):
+            cl.send("</stream:stream>")
+        peer.expect_next("<presence to='romeo@%s' from='juliet@localhost/r' "
+                         "type='unavailable'/>" % REMOTE)
+        peer.expect_next("</stream:stream>")
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -527,6 +560,7 @@ if __name__ == "__main__":
                test_other_workers_use_the_owner,
                test_owner_killed,
                test_shutdown_closes_links,
+               test_shutdown_unavailable_to_remote,
                test_peer_closes_then_new_link,
                test_direct_tls,
                test_tls_failure_and_stream_error])
