@@ -807,7 +807,7 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 		buf_append(&text, to_domain, h.remote_len);
 	}
 	size_t off = buf_used(&text);
-	if (xml_serialize(&text, st, NS_CLIENT) < 0) {
+	if (route_serialize_out(w, &text, st) < 0) {
 		buf_free(&text);
 		return -1;
 	}

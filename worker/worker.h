@@ -453,5 +453,12 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
  * text is no stanza. */
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len);
+/* Serialize st (jabber:client default) for a recipient we do not host
+ * (s2s, components), without the XEP-0359 <stanza-id/>s whose 'by' is a
+ * JID of a domain we host: those are our archive's ids for the sender
+ * (the sent carbon carries them), no one else's.  st is not changed.
+ * 0/-1 as xml_serialize. */
+int route_serialize_out(struct worker *w, struct buf *out,
+			const struct xml_node *st);
 
 #endif

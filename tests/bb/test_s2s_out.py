@@ -544,6 +544,31 @@ def test_shutdown_unavailable_to_remote():
         assert peer.is_closed()
 
 
+def test_own_stanza_ids_stay_home():
+    """XEP-0359/XEP-0313: the sender's archive stamps its own
+    <stanza-id by='juliet@localhost'/> (the sent carbon carries it, for
+    her other resource); the message leaves for the other server without
+    it, while a stanza-id by another entity (not ours to remove, XEP-0359
+    rule 1) goes on untouched."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        other = login(s, resource="o")
+        other.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        other.read_until("<iq [^>]*id='cb'[^>]*/>")
+        c.send("<message to='romeo@%s' id='s1' type='chat'><body>hi</body>"
+               "<stanza-id xmlns='urn:xmpp:sid:0' id='x1' by='romeo@%s'/>"
+               "</message>" % (REMOTE, REMOTE))
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next("<message to='romeo@%s' id='s1' type='chat' "
+                         "from='juliet@localhost/r'><body>hi</body>"
+                         "<stanza-id xmlns='urn:xmpp:sid:0' id='x1' by='romeo@%s'/>"
+                         "</message>" % (REMOTE, REMOTE))
+        carbon = other.read_until("<message .*?</message></forwarded></sent></message>")
+        assert re.search("<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' "
+                         "by='juliet@localhost'/>", carbon), carbon
+
 
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
@@ -561,6 +586,7 @@ if __name__ == "__main__":
                test_owner_killed,
                test_shutdown_closes_links,
                test_shutdown_unavailable_to_remote,
+               test_own_stanza_ids_stay_home,
                test_peer_closes_then_new_link,
                test_direct_tls,
                test_tls_failure_and_stream_error])
