@@ -586,6 +586,13 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			kept++;
 			continue;
 		}
+		/* an outgoing s2s link's: once more over a new link,
+		 * then bounced (s2s_out.c) */
+		if (s2s_taken_back(c, buf_head(&t->text) + from,
+				   t->ends[i] - from, t->from + t->ends[i])) {
+			pieces++;
+			continue;
+		}
 		conn_undelivered(c->w, c->id, c->gen,
 				 buf_head(&t->text) + from, t->ends[i] - from);
 		pieces++;
