@@ -410,7 +410,7 @@ int component_route(struct worker *w, struct xml_node *st,
 	}
 	struct buf text;
 	buf_init(&text, xml_out_cap(w->cfg->max_stanza_size));
-	if (xml_serialize(&text, st, NS_CLIENT) < 0) {
+	if (route_serialize_out(w, &text, st) < 0) {
 		buf_free(&text);
 		comp_bounce(w, st, "wait", "resource-constraint");
 		return 1;

@@ -586,6 +586,13 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			kept++;
 			continue;
 		}
+		/* an outgoing s2s link's: once more over a new link,
+		 * then bounced (s2s_out.c) */
+		if (s2s_taken_back(c, buf_head(&t->text) + from,
+				   t->ends[i] - from, t->from + t->ends[i])) {
+			pieces++;
+			continue;
+		}
 		conn_undelivered(c->w, c->id, c->gen,
 				 buf_head(&t->text) + from, t->ends[i] - from);
 		pieces++;
@@ -1083,6 +1090,11 @@ void conn_shutdown_all(struct worker *w)
 {
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;     /* stream_error may close c */
+		/* the links and components carry the remote unavailable
+		 * broadcast first (worker.c, s2s_close_links) */
+		if (!w->fed_closing && (c->kind == CONN_S2S_OUT ||
+					c->kind == CONN_COMPONENT))
+			continue;
 		if (!c->want_close)
 			stream_error(c, "system-shutdown", NULL);
 	}

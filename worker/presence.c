@@ -22,9 +22,12 @@
  * unsubscribed without a subscription, nothing when blocked).  Only
  * probes and subscription stanzas from other domains cost a parse of
  * 'from' there; the local broadcast path adds no database round trip.
- * While the worker stops (shutdown, or its master died) nothing is
- * broadcast for the sessions it closes (local contacts are disconnected
- * by the same shutdown; remote ones are not told: see s2s_out.c).
+ * While the worker stops (shutdown, or its master died), each available
+ * session's unavailable goes to its contacts and directed-presence
+ * recipients on other domains and components only (presence_stop_
+ * broadcast, before the streams close: worker.c keeps the s2s links and
+ * component streams open until it is written); local contacts are
+ * disconnected by the same shutdown and get nothing.
  * Failure policy: a database failure loses a broadcast (logged); stored
  * state stays consistent because each transition is one statement.
  */
@@ -52,6 +55,7 @@ struct pjob {
 	char *text;             /* the presence, serialized without 'to' */
 	int initial;            /* first available presence of the session */
 	int unavailable;
+	int remote_only;        /* stopping: only contacts we do not host */
 	uint32_t conn_id, gen;  /* the session, for pending/offline */
 	char **directed;
 	unsigned ndirected;
@@ -245,6 +249,8 @@ static void presence_forget_directed(struct pjob *j, const char *contact)
 static void presence_directed_unavailable(struct pjob *j)
 {
 	for (unsigned i = 0; j->unavailable && i < j->ndirected; i++) {
+		if (j->remote_only && !presence_remote(j->w, j->directed[i]))
+			continue;
 		char *t = presence_with_to(j->text, j->directed[i]);
 		if (t != NULL && strchr(j->directed[i], '/') == NULL &&
 		    !presence_remote(j->w, j->directed[i]))
@@ -271,6 +277,8 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 		const char *sub = PQgetvalue(res, i, 1);
 		int from = strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0;
 		int to = strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0;
+		if (j->remote_only && !presence_remote(j->w, contact))
+			continue;
 		if (from) {
 			presence_send_to(j->w, j->text, contact, NULL);
 			presence_forget_directed(j, contact);
@@ -299,8 +307,9 @@ static void presence_broadcast(struct pjob *j)
 	/* Section 4.2.2: to all the account's available resources, the
 	 * one that sent it included -- but not a session that is going
 	 * away: its stream is closed or closing. */
-	presence_send_to(j->w, j->text, j->bare,
-			 j->unavailable ? j->jid : NULL);
+	if (!j->remote_only)
+		presence_send_to(j->w, j->text, j->bare,
+				 j->unavailable ? j->jid : NULL);
 	if (j->w->db == NULL ||
 	    db_query(j->w->db, presence_roster_sql, 2, params, NULL, NULL, 0,
 		     presence_roster_rows, j) < 0) {
@@ -456,6 +465,31 @@ void presence_session_gone(struct conn *c)
 	j->unavailable = 1;
 	presence_take_directed(c, j);
 	presence_broadcast(j);
+}
+
+void presence_stop_broadcast(struct worker *w)
+{
+	unsigned n = 0;
+	for (struct conn *c = w->conns; c != NULL; c = c->next) {
+		if (c->kind != CONN_C2S || !c->available || c->jid == NULL ||
+		    c->closed)
+			continue;
+		c->available = 0;   /* presence_session_gone: nothing more */
+		struct pjob *j = pjob_new(w, c->jid);
+		if (j == NULL ||
+		    (j->text = presence_unavailable_text(c->jid)) == NULL) {
+			pjob_free(j);
+			continue;
+		}
+		j->unavailable = 1;
+		j->remote_only = 1;
+		presence_take_directed(c, j);
+		presence_broadcast(j);
+		n++;
+	}
+	if (n > 0)
+		log_info("stopping: unavailable of %u sessions to their "
+			 "contacts on other servers and components", n);
 }
 
 void presence_swept(struct worker *w, const char *full_jid)

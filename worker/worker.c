@@ -22,6 +22,7 @@
 #include "sm.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,8 +301,11 @@ int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
 }
 
 /* One line for every stream the shutdown closes: closing them logs
- * nothing per stream and broadcasts no unavailable presence, since each
- * contact is a session this shutdown disconnects too (presence.c). */
+ * nothing per stream.  First each available session's unavailable goes
+ * to its contacts on other servers and components (presence.c; local
+ * contacts are disconnected by this shutdown too and get nothing); the
+ * s2s links and component streams stay open while the client streams
+ * close and that broadcast is written (worker_stop_done), then end. */
 static void worker_begin_stop(struct worker *w)
 {
 	if (w->stopping)
@@ -314,8 +318,8 @@ static void worker_begin_stop(struct worker *w)
 	for (const struct conn *c = w->conns; c != NULL; c = c->next)
 		available += c->available ? 1 : 0;
 	log_info("stopping: closing %u streams with <system-shutdown/> "
-		 "(%u available sessions: no unavailable presence, their "
-		 "contacts are disconnected too)", w->nconns, available);
+		 "(%u available sessions: unavailable to remote contacts only, "
+		 "local ones are disconnected too)", w->nconns, available);
 	/* what closing the streams stores (journals and taken-back
 	 * output to offline storage) waits for PostgreSQL, also while it
 	 * is down: it may come back within shutdown_drain_timeout, and if
@@ -323,9 +327,23 @@ static void worker_begin_stop(struct worker *w)
 	 * bounce to senders that are being disconnected too: to no one) */
 	if (w->db != NULL)
 		db_hold(w->db);
+	presence_stop_broadcast(w);
 	s2s_shutdown(w);
-	conn_shutdown_all(w);
+	conn_shutdown_all(w);   /* not s2s links, components: see below */
 	httpconn_close_all(w);
+}
+
+/* Stopping: the s2s links and component streams may close once no
+ * other stream is left and nothing routed is still waiting for the
+ * database (the remote unavailable broadcast of presence_stop_
+ * broadcast), or at shutdown_timeout. */
+static int worker_fed_quiet(const struct worker *w)
+{
+	for (const struct conn *c = w->conns; c != NULL; c = c->next)
+		if (c->kind != CONN_S2S_OUT && c->kind != CONN_COMPONENT)
+			return 0;
+	return (w->db == NULL || db_unanswered(w->db) == 0) &&
+	       buf_used(&w->undelivered) == 0;
 }
 
 /* The streams are closed, or shutdown_timeout passed (those still open
@@ -354,15 +372,23 @@ static void worker_begin_drain(struct worker *w)
  * is counted at error level: it is lost). */
 static int worker_stop_done(struct worker *w)
 {
+	if (!w->fed_closing && (worker_fed_quiet(w) ||
+				w->now_ms >= w->stop_deadline_ms)) {
+		w->fed_closing = 1;
+		s2s_close_links(w);     /* </stream:stream> after the output */
+		conn_shutdown_all(w);   /* components */
+	}
 	if (!w->draining) {
-		if (w->nconns > 0 && w->now_ms < w->stop_deadline_ms)
+		if ((w->nconns > 0 || s2s_busy(w)) &&
+		    w->now_ms < w->stop_deadline_ms)
 			return 0;
 		worker_begin_drain(w);
 	}
 	unsigned long items = ext_busy(w);
 	unsigned queries = w->db != NULL ? db_unanswered(w->db) : 0;
 	size_t unrouted = buf_used(&w->undelivered);
-	if (items == 0 && queries == 0 && unrouted == 0 && w->nconns == 0)
+	if (items == 0 && queries == 0 && unrouted == 0 && w->nconns == 0 &&
+	    !s2s_busy(w))
 		return 1;
 	if (w->now_ms < w->drain_deadline_ms)
 		return 0;
@@ -556,6 +582,7 @@ _Noreturn void worker_main(struct worker_boot *boot)
 	}
 	component_shutdown(&w);
 	s2s_dial_shutdown(&w);
+	SSL_CTX_free(w.tls_client);
 	log_debug("worker exiting");
 	exit(0);
 }

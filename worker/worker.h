@@ -282,6 +282,10 @@ struct worker {
 	 * (carbons.c).  Set for each such message, else NULL. */
 	const struct xml_node *private_msg;
 	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
+	/* stopping: the client streams are closed and the remote
+	 * unavailable written to the links: s2s links and component
+	 * streams are being closed too (worker.c) */
+	int fed_closing;
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);
@@ -388,6 +392,10 @@ void bind_admin_kick(struct worker *w, const void *payload, size_t len);
 void presence_from_client(struct conn *c, struct xml_node *st);
 /* The session went away while available (logout, lost connection). */
 void presence_session_gone(struct conn *c);
+/* The worker stops: each available session's unavailable to its
+ * contacts and directed-presence recipients we do not host (remote
+ * servers, components); local ones get nothing (disconnected too). */
+void presence_stop_broadcast(struct worker *w);
 /* Swept session of a dead worker: broadcast its unavailable presence. */
 void presence_swept(struct worker *w, const char *full_jid);
 /* Send conn's last presence to `to` (a probe answer). */
@@ -448,5 +456,12 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
  * text is no stanza. */
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len);
+/* Serialize st (jabber:client default) for a recipient we do not host
+ * (s2s, components), without the XEP-0359 <stanza-id/>s whose 'by' is a
+ * JID of a domain we host: those are our archive's ids for the sender
+ * (the sent carbon carries them), no one else's.  st is not changed.
+ * 0/-1 as xml_serialize. */
+int route_serialize_out(struct worker *w, struct buf *out,
+			const struct xml_node *st);
 
 #endif

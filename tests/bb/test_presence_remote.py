@@ -527,9 +527,40 @@ def test_worker_killed():
         j.abort()
 
 
+def test_shutdown_tells_remote_contacts():
+    """Stopping the server (SIGTERM): the remote contact gets the user's
+    unavailable from her full JID before the component's stream ends
+    with <system-shutdown/>; the local contact (romeo, subscribed too)
+    is disconnected by the same shutdown and gets no presence of her."""
+    with server(workers=1) as s:
+        gw = Remote(s)
+        j = login(s, "juliet", "balcony")
+        r = login(s, "romeo", "court")
+        gw.send(built(BOT, "juliet@localhost", "subscribe"))
+        j.expect(built(BOT, "juliet@localhost", "subscribe"))
+        j.send("<presence to='%s' type='subscribed'/>" % BOT)
+        j.expect(push_rx(1, item_rx(BOT, "from")))
+        gw.expect_seq(out_sub("subscribed", "juliet@localhost", BOT),
+                      relayed(BOT, "juliet@localhost/balcony"))
+        r.send("<presence to='juliet@localhost' type='subscribe'/>")
+        j.expect("<presence to='juliet@localhost' type='subscribe' "
+                 "from='romeo@localhost'/>")
+        j.send("<presence to='romeo@localhost' type='subscribed'/>")
+        r.expect(re.compile(".*from='juliet@localhost/balcony'.*"))
+        r.drain(0.3)
+        os.kill(s.master_pid, signal.SIGTERM)
+        for im in (j, r):
+            got = im.c.read_until("<system-shutdown .*?</stream:stream>")
+            assert "unavailable" not in got, got
+            im.c.send("</stream:stream>")
+        gw.expect_seq(gone(BOT, "juliet@localhost/balcony"))
+        rest = gw.c.read_all_until_close(10)
+        assert rest.startswith("<stream:error><system-shutdown "), rest
+
+
 if __name__ == "__main__":
     run_tests([test_outbound_subscribe, test_domain_contact_and_probes,
                test_inbound_subscribe_and_broadcast, test_pending_while_offline,
                test_inbound_probes, test_cancel_and_unsubscribe, test_preapproval,
                test_directed_presence, test_messages_offline_and_blocking,
-               test_worker_killed])
+               test_worker_killed, test_shutdown_tells_remote_contacts])

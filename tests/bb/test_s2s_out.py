@@ -512,6 +512,64 @@ def test_owner_killed():
         other.read_until("<iq [^>]*id='p1'[^>]*type='result'[^>]*/>")
 
 
+def test_shutdown_unavailable_to_remote():
+    """SIGTERM: a remote contact (here one the user sent directed
+    presence to, RFC 6121 4.6.3) gets <presence type='unavailable'/> from
+    the user's full JID over the link before our </stream:stream>; a
+    local user online at the same time gets nothing about her (she is
+    disconnected by the same shutdown)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        c.send("<presence/>")
+        n = login(s, user="nurse")
+        n.send("<presence/>")
+        c.send("<presence to='romeo@%s'/>" % REMOTE)
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next("<presence to='romeo@%s' from='juliet@localhost/r'/>"
+                         % REMOTE)
+        # nurse's own presence comes back to her; then quiet
+        n.read_until("<presence to='nurse@localhost' from='nurse@localhost/r'/>")
+        os.kill(s.master_pid, signal.SIGTERM)
+        got = n.read_until("<system-shutdown .*?</stream:stream>")
+        assert "unavailable" not in got, got
+        c.read_until("<system-shutdown ")
+        for cl in (c, n):
+            cl.send("</stream:stream>")
+        peer.expect_next("<presence to='romeo@%s' from='juliet@localhost/r' "
+                         "type='unavailable'/>" % REMOTE)
+        peer.expect_next("</stream:stream>")
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+
+
+def test_own_stanza_ids_stay_home():
+    """XEP-0359/XEP-0313: the sender's archive stamps its own
+    <stanza-id by='juliet@localhost'/> (the sent carbon carries it, for
+    her other resource); the message leaves for the other server without
+    it, while a stanza-id by another entity (not ours to remove, XEP-0359
+    rule 1) goes on untouched."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        other = login(s, resource="o")
+        other.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        other.read_until("<iq [^>]*id='cb'[^>]*/>")
+        c.send("<message to='romeo@%s' id='s1' type='chat'><body>hi</body>"
+               "<stanza-id xmlns='urn:xmpp:sid:0' id='x1' by='romeo@%s'/>"
+               "</message>" % (REMOTE, REMOTE))
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next("<message to='romeo@%s' id='s1' type='chat' "
+                         "from='juliet@localhost/r'><body>hi</body>"
+                         "<stanza-id xmlns='urn:xmpp:sid:0' id='x1' by='romeo@%s'/>"
+                         "</message>" % (REMOTE, REMOTE))
+        carbon = other.read_until("<message .*?</message></forwarded></sent></message>")
+        assert re.search("<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' "
+                         "by='juliet@localhost'/>", carbon), carbon
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -527,6 +585,8 @@ if __name__ == "__main__":
                test_other_workers_use_the_owner,
                test_owner_killed,
                test_shutdown_closes_links,
+               test_shutdown_unavailable_to_remote,
+               test_own_stanza_ids_stay_home,
                test_peer_closes_then_new_link,
                test_direct_tls,
                test_tls_failure_and_stream_error])
