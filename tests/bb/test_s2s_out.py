@@ -512,6 +512,85 @@ def test_owner_killed():
         other.read_until("<iq [^>]*id='p1'[^>]*type='result'[^>]*/>")
 
 
+def test_unsolicited_sasl_success_is_no_authentication():
+    """A peer (or whoever sits on the path) that answers our header with
+    a <success/> we never asked for, skipping STARTTLS and the
+    authentication: the link is not up; the stream ends with
+    <undefined-condition/>, the waiting message comes back
+    remote-server-not-found and never goes out in clear (RFC 7590,
+    s2s.require_tls)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "secret")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE)
+        peer.send("<success xmlns='%s'/>" % NS_SASL)
+        peer.expect_next("<stream:error><undefined-condition "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                         "SASL &lt;success/&gt; without &lt;auth/&gt;</text>"
+                         "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        # had the link come up, the message would follow a new header
+        peer.send_header(REMOTE, features="<stream:features/>")
+        assert peer.is_closed()
+        assert b"secret" not in peer.received
+        assert ": up (" not in s.log_text()
+
+
+def test_unsolicited_sasl_failure_no_dialback_in_clear():
+    """A SASL <failure/> we did not ask for before STARTTLS must not start
+    dialback in clear (which a forged type='valid' would then complete):
+    the stream ends, the message is bounced, nothing leaves in clear."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "secret")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE)
+        peer.send("<failure xmlns='%s'><not-authorized/></failure>" % NS_SASL)
+        peer.expect_next("<stream:error><undefined-condition "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                         "SASL &lt;failure/&gt; without &lt;auth/&gt;</text>"
+                         "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        peer.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        assert peer.is_closed()
+        assert b"secret" not in peer.received
+        assert b"db:result" not in peer.received
+        assert ": up (" not in s.log_text()
+
+
+def test_unsolicited_proceed():
+    """<proceed/> when we sent no <starttls/> (here: on the TLS stream,
+    after SASL EXTERNAL has started): the stream ends with
+    <undefined-condition/> and the message is bounced, no second TLS
+    handshake is started inside the first."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.expect_next("<stream:error><undefined-condition "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                         "TLS &lt;proceed/&gt; without &lt;starttls/&gt;</text>"
+                         "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert peer.is_closed()
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -529,4 +608,7 @@ if __name__ == "__main__":
                test_shutdown_closes_links,
                test_peer_closes_then_new_link,
                test_direct_tls,
-               test_tls_failure_and_stream_error])
+               test_tls_failure_and_stream_error,
+               test_unsolicited_sasl_success_is_no_authentication,
+               test_unsolicited_sasl_failure_no_dialback_in_clear,
+               test_unsolicited_proceed])
