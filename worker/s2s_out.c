@@ -82,6 +82,7 @@ struct s2s_link {
 	int tls_verified;       /* chain and RFC 6125 identity ok */
 	int sasl_done;          /* EXTERNAL succeeded: restarted stream */
 	int tls_reason_logged;
+	int starttls_sent;      /* <starttls/> written, <proceed/> due */
 	char stream_id[IPC_S2S_ID_MAX + 1];     /* the peer's, for the key */
 	char peer[64];
 	const char *how;        /* "EXTERNAL" or "dialback" once up */
@@ -613,6 +614,7 @@ static void out_features(struct conn *c, struct s2s_link *l,
 			static const char st[] = "<starttls xmlns='" NS_TLS
 						 "'/>";
 			conn_send(c, st, sizeof(st) - 1);
+			l->starttls_sent = 1;
 			return;
 		}
 		if (w->cfg->s2s_require_tls) {
@@ -636,6 +638,7 @@ static void out_features(struct conn *c, struct s2s_link *l,
 
 static void out_proceed(struct conn *c, struct s2s_link *l)
 {
+	l->starttls_sent = 0;
 	if (tls_start_client(c, c->w->tls_client, l->remote, 0) < 0) {
 		out_fail(c->w, l, "remote-server-not-found", "TLS start failed");
 		return;
@@ -706,11 +709,28 @@ void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 	} else if (xml_is(n, NS_STREAMS, "features")) {
 		if (l->state == LINK_STREAM || l->sasl_done)
 			out_features(c, l, n);
+	} else if (strcmp(n->ns, NS_TLS) == 0 && !l->starttls_sent) {
+		/* only the answer to our <starttls/>: a second handshake
+		 * inside the first, or one we never asked for, is not
+		 * started */
+		stream_error(c, "undefined-condition", strcmp(n->name,
+			     "proceed") == 0 ? "TLS <proceed/> without "
+			     "<starttls/>" : "TLS <failure/> without "
+			     "<starttls/>");
 	} else if (xml_is(n, NS_TLS, "proceed")) {
 		out_proceed(c, l);
 	} else if (xml_is(n, NS_TLS, "failure")) {
 		out_fail(c->w, l, "remote-server-not-found",
 			 "STARTTLS refused");
+	} else if (strcmp(n->ns, NS_SASL) == 0 &&
+		   (l->state != LINK_AUTH || l->sasl_done ||
+		    strcmp(l->how, "EXTERNAL") != 0)) {
+		/* only the answer to our <auth/>: an unasked <success/>
+		 * would bring the link up unauthenticated (before STARTTLS
+		 * even), an unasked <failure/> start dialback in clear */
+		stream_error(c, "undefined-condition", strcmp(n->name,
+			     "success") == 0 ? "SASL <success/> without "
+			     "<auth/>" : "SASL <failure/> without <auth/>");
 	} else if (xml_is(n, NS_SASL, "success")) {
 		l->sasl_done = 1;
 		stream_restart(c);
