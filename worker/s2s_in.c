@@ -397,6 +397,14 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 		stream_error(c, "invalid-from", "'from' is not a domain");
 		return;
 	}
+	if (from_prep[0] != '\0' && stream_hosted(c->w, from_prep)) {
+		/* no other server speaks for our users (a wildcard or a
+		 * hoster's shared certificate may name our domain) */
+		log_info("c%u %s: s2s stream from %s claims a domain served "
+			 "here", c->id, c->peer, from_prep);
+		stream_error(c, "invalid-from", "that domain is served here");
+		return;
+	}
 	if (s->from[0] != '\0' && strcasecmp(s->from, from_prep) != 0) {
 		stream_error(c, "invalid-from", "'from' changed after a "
 			     "restart");
@@ -592,10 +600,12 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 				 "cancel", "item-not-found");
 		return;
 	}
-	if (s2s_in_blocked(w, d->from) ||
+	if (stream_hosted(w, d->from) || s2s_in_blocked(w, d->from) ||
 	    !s2s_in_dialback_allowed(w, d->from)) {
 		log_info("c%u %s: dialback from %s refused (%s)", c->id,
-			 c->peer, d->from, s2s_in_blocked(w, d->from) ?
+			 c->peer, d->from, stream_hosted(w, d->from) ?
+			 "claims a domain served here" :
+			 s2s_in_blocked(w, d->from) ?
 			 "s2s.blocked_domains" : "s2s.auth is pkix");
 		s2s_in_db_answer(c, "result", d->to, d->from, NULL, "error",
 				 "cancel", "forbidden");
