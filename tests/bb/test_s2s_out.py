@@ -591,6 +591,51 @@ def test_unsolicited_proceed():
         assert peer.is_closed()
 
 
+def test_verifications_leave_links_for_stanzas():
+    """Dialback requests on incoming streams make the owner open links to
+    the domains they name (XEP-0220 2.3); an unauthenticated stream
+    naming many domains whose servers say nothing must not take every
+    outgoing link (s2s.max_links): links opened only to verify are held
+    to half of it, the next request is answered at once with
+    <resource-constraint/>, and a local user's message still gets its
+    link."""
+    silent = FakeServer()
+    fake = FakeServer(cert=ca().issue(REMOTE))
+    dns = DnsLab()
+    dns.srv("_xmpp-server._tcp.%s" % REMOTE, "xmpp.%s" % REMOTE, fake.port)
+    dns.host("xmpp.%s" % REMOTE, "127.0.0.1")
+    names = ["a%d.test" % i for i in range(1, 5)]
+    for d in names:
+        dns.srv("_xmpp-server._tcp." + d, "xmpp.silent.test", silent.port)
+    dns.host("xmpp.silent.test", "127.0.0.1")
+    dns.start()
+    o = {"s2s.ca_file": ca().cert, "s2s.dns_servers": dns.server,
+         "s2s.max_links": "4"}
+    try:
+        with Server(workers=1, users=USERS, overrides=o, s2s=True) as s:
+            c = login(s)
+            inc = Incoming(s)
+            inc.send("".join("<db:result from='%s' to='localhost'>k</db:result>"
+                             % d for d in names))
+            for d in names[2:]:
+                got = inc.read_until("<db:result from='localhost' to='%s'.*?"
+                                     "</db:result>" % re.escape(d))
+                assert got == ("<db:result from='localhost' to='%s' type='error'>"
+                               "<error type='wait'><resource-constraint xmlns='%s'/>"
+                               "</error></db:result>" % (d, STANZAS)), got
+            for d in names[:2]:
+                wait_for(lambda: "localhost -> %s: connecting" % d in s.log_text(),
+                         what="the link to " + d)
+            send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+            peer = fake.accept()
+            external(peer)
+            peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+    finally:
+        silent.close()
+        fake.close()
+        dns.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -611,4 +656,5 @@ if __name__ == "__main__":
                test_tls_failure_and_stream_error,
                test_unsolicited_sasl_success_is_no_authentication,
                test_unsolicited_sasl_failure_no_dialback_in_clear,
-               test_unsolicited_proceed])
+               test_unsolicited_proceed,
+               test_verifications_leave_links_for_stanzas])
