@@ -754,7 +754,9 @@ int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		log_info("c%u %s: dialback for %s -> %s: %s", c->id, c->peer,
 			 v.remote, v.local, cond);
 		s2s_in_db_answer(c, "result", v.local, v.remote, NULL, "error",
-				 "cancel", cond);
+				 strcmp(cond, "remote-server-timeout") == 0 ||
+				 strcmp(cond, "resource-constraint") == 0 ?
+				 "wait" : "cancel", cond);
 		s2s_in_pair_drop(s, p);
 	}
 	conn_want_flush(c);

@@ -83,6 +83,7 @@ struct s2s_link {
 	int sasl_done;          /* EXTERNAL succeeded: restarted stream */
 	int tls_reason_logged;
 	int starttls_sent;      /* <starttls/> written, <proceed/> due */
+	int verify_only;        /* opened for a verification, no stanza yet */
 	char stream_id[IPC_S2S_ID_MAX + 1];     /* the peer's, for the key */
 	char peer[64];
 	const char *how;        /* "EXTERNAL" or "dialback" once up */
@@ -98,6 +99,10 @@ struct s2s_conn {
  * the dialer's callback. */
 static struct s2s_link *s2s_links;
 static unsigned s2s_nlinks;
+/* Links opened only to verify dialback keys for the incoming side:
+ * requests from unauthenticated streams, so they may hold at most half
+ * of s2s.max_links and never starve local users' stanzas. */
+static unsigned s2s_nverify_links;
 static struct worker *s2s_out_worker;
 
 static struct s2s_link *out_link(const struct conn *c)
@@ -236,6 +241,9 @@ static void out_unlink(struct s2s_link *l)
 		if (*p == l) {
 			*p = l->next;
 			s2s_nlinks--;
+			if (l->verify_only)
+				s2s_nverify_links--;
+			l->verify_only = 0;
 			return;
 		}
 	}
@@ -345,6 +353,10 @@ static void out_enqueue(struct worker *w, const char *local,
 		out_vreqs_fail(w, l, "remote-connection-failed");
 		out_free(l);
 		l = NULL;
+	}
+	if (l != NULL && l->verify_only) {
+		l->verify_only = 0;     /* it carries stanzas now */
+		s2s_nverify_links--;
 	}
 	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
 		conn_send(l->c, text, len);
@@ -879,7 +891,13 @@ static int out_frame_verify(struct worker *w, const void *payload,
 	struct s2s_vreq *v = calloc(1, sizeof(*v));
 	struct s2s_link *l = out_find(r.local, r.remote);
 	int fresh = l == NULL;
-	if (v == NULL || (l == NULL && s2s_nlinks >= w->cfg->s2s_max_links) ||
+	int over = l == NULL && (s2s_nlinks >= w->cfg->s2s_max_links ||
+				 s2s_nverify_links >= w->cfg->s2s_max_links / 2);
+	if (over)
+		log_info("s2s %s -> %s: verification refused: %u links, %u of "
+			 "them only to verify (at most half of s2s.max_links)",
+			 r.local, r.remote, s2s_nlinks, s2s_nverify_links);
+	if (v == NULL || over ||
 	    (l == NULL && (l = out_new(w, r.local, r.remote)) == NULL)) {
 		struct s2s_vreq tmp = { .in_slot = r.in_slot,
 					.in_conn_id = r.in_conn_id,
@@ -901,6 +919,10 @@ static int out_frame_verify(struct worker *w, const void *payload,
 	snprintf(v->key, sizeof(v->key), "%s", r.key);
 	v->next = l->vreqs;
 	l->vreqs = v;
+	if (fresh) {
+		l->verify_only = 1;
+		s2s_nverify_links++;
+	}
 	/* on a stream past its features (authenticating or up): now */
 	if (l->c != NULL && (l->state == LINK_AUTH || l->state == LINK_UP))
 		out_send_verify(l, v);
