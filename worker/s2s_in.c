@@ -833,33 +833,6 @@ static void s2s_in_client_ns(struct xml_node *n)
 	}
 }
 
-/* RFC 6120 8.2.3, 8.3: an IQ needs an id and a known type (and one
- * child for get/set), a presence a known type.  1 if st is fine. */
-static int s2s_in_stanza_valid(const struct xml_node *st)
-{
-	static const char *const ptypes[] = {
-		"unavailable", "subscribe", "subscribed", "unsubscribe",
-		"unsubscribed", "probe", "error",
-	};
-	const char *type = xml_attr(st, "type");
-	if (strcmp(st->name, "iq") == 0) {
-		unsigned n = xml_element_count(st);
-		if (type == NULL || xml_attr(st, "id") == NULL)
-			return 0;
-		if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)
-			return n == 1;
-		if (strcmp(type, "result") == 0)
-			return n <= 1;
-		return strcmp(type, "error") == 0;
-	}
-	if (strcmp(st->name, "presence") != 0 || type == NULL)
-		return 1;
-	for (size_t i = 0; i < ARRAY_SIZE(ptypes); i++)
-		if (strcmp(type, ptypes[i]) == 0)
-			return 1;
-	return 0;
-}
-
 /* A stanza error back to the stanza's sender on the other server: it
  * goes out like any stanza for that domain (route_stanza -> s2s), never
  * on this incoming stream (RFC 6120 section 8.3; nothing answers an
@@ -932,7 +905,7 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		return;
 	}
 	s2s_in_client_ns(st);
-	if (!s2s_in_stanza_valid(st)) {
+	if (!stanza_addressable_valid(st)) {
 		log_info("c%u %s: malformed <%s/> from %s", c->id, c->peer,
 			 st->name, jf.domain);
 		s2s_in_bounce(c, st, "modify", "bad-request");
