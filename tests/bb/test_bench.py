@@ -300,7 +300,9 @@ def test_pairs_partner_server():
                                s2.log_text()))
         assert bound == {str(k) for k in range(11, 21)}, bound
         assert r["partner_processes"] == 2, out     # master + 1 worker
-        assert r["partner_cpu_us_per_message"] is not None, out
+        # per delivered message: none delivered, so n/a (null)
+        assert "partner_cpu_us_per_message" in r, out
+        assert r["partner_cpu_us_per_message"] is None, out
         assert offline_count(s2) == 0
     finally:
         s1.stop()
