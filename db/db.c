@@ -8,6 +8,9 @@
  * conninfo change) it is "starting": queries are copied into a waiting
  * list and sent once it is up, so the first logins after a (re)start do
  * not fail; after a failure they fail at once until it is up again.
+ * A stopping worker holds its link (db_hold): from then on every query
+ * waits for the link, whatever happens to it, and the worker bounds the
+ * wait itself (shutdown_drain_timeout).
  * Failure policy: a failed connect, a lost link or a schema this binary
  * does not know closes the socket, fails every pending callback with
  * "database unavailable" and retries after a back-off doubling from
@@ -94,6 +97,8 @@ struct db {
 	unsigned syncs;         /* PGRES_PIPELINE_SYNC results still due */
 	bool starting;          /* no failure since db_new()/new conninfo:
 				   queries wait instead of failing */
+	bool hold;              /* db_hold(): queries wait for the link
+				   whatever happens, until the caller exits */
 	struct db_waiting *wait_head, *wait_tail;  /* oldest first */
 	unsigned nwaiting;
 	/* Bytes of the queries sent or waiting and not yet answered (held
@@ -354,7 +359,8 @@ static void db_link_down(struct db *db, const char *reason)
 		DB_BACKOFF_MAX_MS : db->backoff_ms * 2;
 	db->starting = false;
 	db_fail_all(db, DB_ERR_DOWN);
-	db_wait_fail(db, -1, DB_ERR_DOWN);
+	if (!db->hold)
+		db_wait_fail(db, -1, DB_ERR_DOWN);
 }
 
 static void db_flush(struct db *db)
@@ -678,8 +684,10 @@ int db_tick(struct db *db, int64_t now_ms)
 		return 0;
 	}
 	/* Queries waiting for the link keep the query timeout too (the
-	   connect timeout, shorter, normally fails them first). */
-	db_wait_fail(db, now_ms - DB_QUERY_TIMEOUT_MS, DB_ERR_DOWN);
+	   connect timeout, shorter, normally fails them first); held ones
+	   wait for as long as the caller does (db_hold). */
+	if (!db->hold)
+		db_wait_fail(db, now_ms - DB_QUERY_TIMEOUT_MS, DB_ERR_DOWN);
 	if (db->state == DB_STATE_UP && db->count == 0)
 		return -1;
 	if (db->state == DB_STATE_UP) {
@@ -687,11 +695,21 @@ int db_tick(struct db *db, int64_t now_ms)
 		return due <= now_ms ? 0 : (int)(due - now_ms);
 	}
 	int64_t next = db->deadline_ms;
-	if (db->wait_head != NULL &&
+	if (db->wait_head != NULL && !db->hold &&
 	    db->wait_head->queued_ms + DB_QUERY_TIMEOUT_MS < next)
 		next = db->wait_head->queued_ms + DB_QUERY_TIMEOUT_MS;
 	int64_t left = next - now_ms;
 	return left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+}
+
+void db_hold(struct db *db)
+{
+	db->hold = true;
+}
+
+unsigned db_unanswered(const struct db *db)
+{
+	return db->count + db->nwaiting;
 }
 
 int db_is_up(const struct db *db)
@@ -741,7 +759,7 @@ int db_query(struct db *db, const char *sql, int nparams,
 	if (db_is_up(db))
 		return db_send(db, sql, nparams, params, lengths, formats,
 			       result_binary, cb, ctx, time_now_ms(), bytes);
-	if (db->starting && !db->lost)
+	if (db->hold || (db->starting && !db->lost))
 		return db_wait(db, sql, nparams, params, lengths, formats,
 			       result_binary, cb, ctx, bytes);
 	return -1;

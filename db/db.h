@@ -52,6 +52,16 @@ void db_handle(struct db *db, uint32_t events);
  * deadline (or -1 for none). */
 int db_tick(struct db *db, int64_t now_ms);
 int db_is_up(const struct db *db);
+/* Queries sent or waiting whose callback has not run yet (a worker that
+ * stops waits for them: offline stores, archive batches). */
+unsigned db_unanswered(const struct db *db);
+/* A worker that stops: from now on a query made while the link is down
+ * waits for it (as while "starting") instead of failing at once, and
+ * waiting queries are failed neither by a failed reconnect nor by the
+ * query timeout (queries already sent still fail with a lost link): the
+ * caller bounds the wait and counts what is left (db_unanswered).
+ * DB_QUEUE_MAX and db.max_queue_bytes still bound them. */
+void db_hold(struct db *db);
 
 /* Queue one parameterized query (text params; lengths/formats may be
  * NULL for text, else as PQsendQueryParams; binary results if

@@ -32,9 +32,10 @@ CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/
 # The xmppd sources the harnesses use (lib/ and shm/ as in libxmppd.a,
 # and the worker files that run without sockets).
 LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
-	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/hostport.c
+	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/compcfg.c
+	lib/hostport.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
-	shm/addr.c shm/throttle.c shm/smstore.c"
+	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
@@ -43,6 +44,7 @@ srcs_for() {
 	tls13) echo "worker/tls13.c fuzz/stubs.c" ;;
 	http) echo "worker/http.c worker/metrics.c" ;;
 	dialback) echo "worker/dialback.c worker/xml.c" ;;
+	mam) echo "worker/mam_form.c worker/xml.c" ;;
 	certid) echo "lib/certid.c" ;;
 	*) echo "" ;;
 	esac

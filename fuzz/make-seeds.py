@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """fuzz/make-seeds.py - write the binary seed files of fuzz/corpus/ that
 cannot be copied from tests/: SASL exchanges (sasl), queue datagrams
-(frame) and TLS 1.3 record scripts (tls13).  The files are committed;
+(frame), TLS 1.3 record scripts (tls13), HTTP requests (http) and the
+XEP-0198 hand-over payloads, previds and h values (sm).  The files are committed;
 run this again only when a harness's input format changes:
 
     /usr/bin/python3 fuzz/make-seeds.py
@@ -206,3 +207,71 @@ http_seeds = {
 }
 for name, (flags, chunk, data) in http_seeds.items():
     write("http", name, bytes([flags, chunk]) + data)
+
+
+# ---- sm: mode byte, then a payload or a text (see fuzz_sm.c) -----------
+SM_GIVE_HEAD = "<IIIIIIIhBBq32IIIII"   # struct ipc_sm_give, 184 bytes
+
+
+def sm_take(h, previd, bare):
+    return struct.pack("<IHH", h, len(previd), len(bare)) + previd + bare
+
+
+def sm_give(status=0, jid=b"", presence=b"", directed=(), stanzas=(),
+            h_in=3, h_acked=5, h_sent=7, available=1):
+    words = [0] * 32
+    words[7] = 2
+    head = struct.pack(SM_GIVE_HEAD, status, 12, 1, h_in, h_acked, h_sent,
+                       300, 5, available, 2, 1733450000000, *words,
+                       len(jid), len(presence), len(directed),
+                       len(stanzas))
+    if status != 0:
+        return head
+    body = jid + presence
+    body += b"".join(struct.pack("<H", len(d)) + d for d in directed)
+    body += b"".join(struct.pack("<I", len(s)) + s for s in stanzas)
+    return head + body
+
+
+PREVID = b"AAABAAAAAQAAAGJ6c1f0S2lYVf8rZ1xvBQ"   # 35 characters, no record
+JID = b"juliet@example.com/balcony"
+PRES = b"<presence><priority>5</priority></presence>"
+MSG = (b"<message from='romeo@example.com/orchard' to='juliet@example.com'"
+       b" type='chat'><body>wherefore</body></message>")
+sm_seeds = {
+    "take": b"\x00" + sm_take(5, PREVID, b"juliet@example.com"),
+    "take-max-h": b"\x00" + sm_take(0xffffffff, PREVID, b"a@b"),
+    "take-short": b"\x00" + sm_take(5, PREVID, b"juliet@example.com")[:-1],
+    "give": b"\x01" + sm_give(jid=JID, presence=PRES,
+                              directed=[b"<presence to='nurse@example.com'/>"],
+                              stanzas=[MSG, MSG + b" ", b"<iq type='get' id='x'/>"]),
+    "give-empty-journal": b"\x01" + sm_give(jid=JID, available=0),
+    "give-not-found": b"\x01" + sm_give(status=1),
+    "give-too-high": b"\x01" + sm_give(status=2, h_sent=9),
+    "give-too-big": b"\x01" + sm_give(status=3),
+    "give-trailing": b"\x01" + sm_give(jid=JID, stanzas=[MSG]) + b"\x00",
+    "give-count-beyond": b"\x01" + sm_give(jid=JID, stanzas=[MSG])[:-4],
+    "done": b"\x02",
+    "done-payload": b"\x02x",
+    "previd-garbage": b"\x03" + PREVID,
+    "previd-long": b"\x03" + PREVID * 3,
+    "previd-empty": b"\x03",
+    "previd-issued": b"\x03\x01\x00",
+    "previd-issued-1": b"\x03\x01\x01",
+    "previd-freed": b"\x03\x01\x03",
+    "previd-last-bits": b"\x03\x01\x00\x22\x01",
+    "previd-longer": b"\x03\x01\x02\x23\x41",
+    "previd-shorter": b"\x03\x01\x00\xff\x00",
+    "previd-case": b"\x03\x01\x01\x00\x20\x05\x20",
+    "build": b"\x05" + bytes([len(PRES)]) + PRES + bytes([len(MSG)]) + MSG
+             + b"\x03abc\x00",
+}
+for h in [b"5", b"+5", b" 5 ", b"\t\n+0005\r ", b"0", b"4294967295",
+          b"004294967295", b"4294967296", b"-1", b"-0", b"0x5", b"",
+          b" ", b"+", b"5 5", b"1e3", b"5.0", b"99999999999999999999"]:
+    name = "h-" + (h.decode().strip().replace(" ", "_") or "empty")
+    if h != h.strip():
+        name += "-ws"
+    sm_seeds[name] = b"\x04" + h
+for name, data in sm_seeds.items():
+    write("sm", name, data)

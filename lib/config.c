@@ -240,7 +240,8 @@ const struct config_def config_defs[] = {
 	  "incomplete" },
 	{ "mam.batch_rows", CONFIG_TYPE_UINT, OFF(mam_batch_rows), "500", 1,
 	  10000, RELOAD, "Archived messages written to PostgreSQL in one "
-	  "statement; a worker sends what it has every loop turn" },
+	  "statement; a worker sends what it has once the first has waited "
+	  "mam.batch_hold" },
 	{ "mam.queue_rows", CONFIG_TYPE_UINT, OFF(mam_queue_rows), "100000",
 	  100, 10000000, RELOAD, "Archived messages a worker holds while "
 	  "PostgreSQL is slow or down; beyond it new ones are not archived "
@@ -258,6 +259,23 @@ const struct config_def config_defs[] = {
 	  "preferences (XEP-0441 <always/> and <never/> together; each "
 	  "archived message is checked against them); a set naming more is "
 	  "refused with <not-acceptable/>" },
+	{ "mam.batch_hold", CONFIG_TYPE_DURATION, OFF(mam_batch_hold), "10ms",
+	  0, 1000, RELOAD, "How long archived messages wait for more to "
+	  "share their INSERT (the first row's wait; a batch also goes at "
+	  "mam.batch_rows rows); a query sends what waits first, so another "
+	  "worker's messages may show in archive queries this much later" },
+	{ "mam.max_query_ids", CONFIG_TYPE_UINT, OFF(mam_max_query_ids),
+	  "1000", 1, 2000, RELOAD, "Archive ids one query may name (the "
+	  "XEP-0313 #extended ids field); more get <policy-violation/> "
+	  "with a text" },
+	{ "mam.max_scan_rows", CONFIG_TYPE_UINT, OFF(mam_max_scan_rows),
+	  "10000", 100, 10000000, RELOAD, "Archive rows one query reads "
+	  "where its page alone does not bound it: an RSM count (<max>0"
+	  "</max>) counts at most this many (XEP-0059 allows an approximate "
+	  "count), and a query `with` a full JID reads at most this many of "
+	  "the conversation: what it found by then is a page marked "
+	  "incomplete, and one that found nothing gets "
+	  "<resource-constraint/> with a text" },
 	/* worker/csi.c */
 	{ "csi.max_held", CONFIG_TYPE_UINT, OFF(csi_max_held), "100", 0,
 	  100000, RELOAD, "Stanzas held for a session while its client says "
@@ -369,6 +387,10 @@ const struct config_def config_defs[] = {
 	  OFF(s2s_in_idle_timeout), "10m", 1000, 86400000, RELOAD,
 	  "An incoming server-to-server stream silent this long is closed "
 	  "(the other server opens a new one when it has something to send)" },
+	{ "s2s.max_domain_pairs", CONFIG_TYPE_UINT, OFF(s2s_max_domain_pairs),
+	  "64", 1, 10000, RELOAD, "Domain pairs one incoming stream may ask "
+	  "to be authorized for by dialback (XEP-0220 piggybacking); past it "
+	  "a <db:result/> gets <resource-constraint/>" },
 	/* federation, outgoing side (worker/s2s_out.c) */
 	{ "s2s.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(s2s_max_queue_bytes),
 	  "1M", 4 << 10, 64 << 20, RELOAD, "Bytes of stanzas that may wait "
@@ -387,6 +409,40 @@ const struct config_def config_defs[] = {
 	  "per local and remote domain pair); a stanza needing one more is "
 	  "bounced with resource-constraint; 0 turns outgoing federation "
 	  "off (remote-server-not-found)" },
+	{ "shutdown_drain_timeout", CONFIG_TYPE_DURATION,
+	  OFF(shutdown_drain_timeout), "5s", 100, 60000, RELOAD,
+	  "After its streams are closed, how long a stopping worker waits "
+	  "for the database writes it queued (offline messages, archive "
+	  "rows); what is left then is counted in the log at error level. "
+	  "The master kills workers after shutdown_timeout plus this plus "
+	  "1s; keep the sum below systemd's TimeoutStopSec (60s)" },
+	/* worker/component.c: external components (XEP-0114) */
+	{ "component.secrets_file", CONFIG_TYPE_STRING,
+	  OFF(component_secrets_file), "", 0, 0, RELOAD,
+	  "File listing the external components (XEP-0114), one a line: "
+	  "DOMAIN SECRET [subdomains]; it must not be readable by group or "
+	  "others.  Read again at each reload: a component added may "
+	  "connect, a removed one's stream ends with <host-gone/>.  Empty "
+	  "means no components; the component listener is bound at start "
+	  "only when this is set" },
+	{ "component.addresses", CONFIG_TYPE_STRING, OFF(component_addresses),
+	  "127.0.0.1 ::1", 0, 0, RESTART,
+	  "Component listener addresses, space-separated (loopback: "
+	  "components authenticate with a shared secret over plain TCP)" },
+	{ "component.port", CONFIG_TYPE_UINT, OFF(component_port), "5347", 0,
+	  65535, RESTART, "Component port (XEP-0114); 0 disables it" },
+	{ "component.timeout", CONFIG_TYPE_DURATION, OFF(component_timeout),
+	  "30s", 1000, 3600000, RELOAD,
+	  "Time a component has to send a correct <handshake/>" },
+	{ "component.max_stanza_size", CONFIG_TYPE_SIZE,
+	  OFF(component_max_stanza_size), "256K", 10 << 10, 16 << 20, RELOAD,
+	  "Largest stanza a component may send; more ends its stream with "
+	  "<policy-violation/>" },
+	{ "component.max_queue_bytes", CONFIG_TYPE_SIZE,
+	  OFF(component_max_queue_bytes), "4M", 64 << 10, 1 << 30, RELOAD,
+	  "Output a component may leave unread before its stream ends with "
+	  "<policy-violation/>; what was queued for it goes back to its "
+	  "senders (service-unavailable)" },
 	/* worker/s2s_dial.c: finding and connecting to remote servers */
 	{ "s2s.dns_servers", CONFIG_TYPE_STRING, OFF(s2s_dns_servers), "", 0,
 	  0, RELOAD, "DNS servers asked for remote servers' SRV and A/AAAA "

@@ -111,6 +111,9 @@ struct config {
 	uint64_t mam_queue_bytes;       /* their bytes */
 	unsigned mam_retention_days;    /* 0: forever */
 	unsigned mam_max_prefs_jids;    /* XEP-0441 always + never JIDs */
+	uint64_t mam_batch_hold;        /* ms a batch waits to fill */
+	unsigned mam_max_query_ids;     /* ids one archive query names */
+	unsigned mam_max_scan_rows;     /* rows a count / full-JID query reads */
 	unsigned csi_max_held;          /* XEP-0352 stanzas held, 0: none */
 	unsigned max_directed_presence; /* remembered per session */
 
@@ -148,6 +151,7 @@ struct config {
 	uint64_t s2s_auth_timeout;          /* ms */
 	uint64_t s2s_verify_timeout;        /* ms */
 	uint64_t s2s_in_idle_timeout;       /* ms */
+	unsigned s2s_max_domain_pairs;      /* dialback pairs per stream */
 
 	/* federation, outgoing side (s2s.*) */
 	uint64_t s2s_max_queue_bytes;   /* per link, while it is set up */
@@ -155,6 +159,16 @@ struct config {
 	uint64_t s2s_link_timeout;      /* ms, the whole setup */
 	unsigned s2s_max_links;         /* per worker; 0: off */
 
+	/* after shutdown_timeout: how long a stopping worker waits for
+	 * the database writes it queued (offline stores, archive rows) */
+	uint64_t shutdown_drain_timeout;    /* ms */
+	/* external components (XEP-0114, worker/component.c) */
+	const char *component_secrets_file;     /* "": no components */
+	const char *component_addresses;        /* space-separated */
+	unsigned component_port;                /* 0: off */
+	uint64_t component_timeout;             /* ms, to <handshake/> */
+	uint64_t component_max_stanza_size;     /* bytes */
+	uint64_t component_max_queue_bytes;     /* unread output */
 	/* s2s: finding and connecting to remote servers (s2s_dial.c) */
 	const char *s2s_dns_servers;    /* "addr[:port] ...", "": system */
 	uint64_t s2s_dns_timeout;       /* ms, per DNS step */

@@ -155,6 +155,11 @@ int master_listen_all(struct master *m, const char **error_r)
 	if (listen_list(m, cfg->http_addresses, cfg->http_port,
 			cfg->http_tls_port, LISTEN_HTTP, error_r) < 0)
 		return -1;
+	/* XEP-0114 components: only when some are configured */
+	if (cfg->component_secrets_file[0] != '\0' &&
+	    listen_list(m, cfg->component_addresses, cfg->component_port, 0,
+			LISTEN_COMPONENT, error_r) < 0)
+		return -1;
 	/* Federation (s2s_in.c): s2s.port 0 and s2s.tls_port 0 bind none. */
 	return listen_list(m, cfg->s2s_addresses, cfg->s2s_port,
 			   cfg->s2s_tls_port, LISTEN_S2S, error_r);

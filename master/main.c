@@ -190,7 +190,12 @@ static void master_begin_stop(struct master *m)
 	log_info("stopping: closing client streams");
 	master_notify_systemd("STOPPING=1");
 	m->stopping = 1;
-	m->stop_deadline_ms = time_now_ms() + (int64_t)m->cfg->shutdown_timeout;
+	/* workers close their streams (shutdown_timeout), then wait for
+	 * their database writes (shutdown_drain_timeout): a second more
+	 * before SIGKILL, so that their own bound comes first */
+	m->stop_deadline_ms = time_now_ms() +
+		(int64_t)m->cfg->shutdown_timeout +
+		(int64_t)m->cfg->shutdown_drain_timeout + 1000;
 	master_broadcast_cmd(m, IPC_CMD_QUIT, NULL, 0);
 }
 

@@ -12,6 +12,7 @@
 #include "util.h"
 #include "../worker/tls.h"
 #include "smstore.h"
+#include "compcfg.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -57,6 +58,28 @@ static int master_check_tls(const struct config *cfg, const char **error_r)
 	return 0;
 }
 
+/* The components' secrets file (component.secrets_file) reads and
+ * parses, and names no hosted domain: -t, start-up and reload refuse it
+ * otherwise.  The workers read it again themselves (component.c). */
+static int master_check_components(const struct config *cfg,
+				   const char **error_r)
+{
+	static char msg[512];
+	struct compcfg *list = NULL;
+	if (cfg->component_secrets_file[0] == '\0')
+		return 0;
+	if (compcfg_load(cfg->component_secrets_file, &list, error_r) < 0)
+		return -1;
+	const char *clash = compcfg_clash(list, cfg->hosts);
+	if (clash != NULL) {
+		snprintf(msg, sizeof(msg), "component.secrets_file: %s is "
+			 "also in 'hosts'", clash);
+		*error_r = msg;
+	}
+	compcfg_free(&list);
+	return clash != NULL ? -1 : 0;
+}
+
 int master_load_config(const char *path, const char *const *overrides,
 		       unsigned n, struct config **cfg_r,
 		       const char **error_r)
@@ -69,6 +92,8 @@ int master_load_config(const char *path, const char *const *overrides,
 		ret = config_check(cfg, error_r);
 	if (ret == 0)
 		ret = master_check_tls(cfg, error_r);
+	if (ret == 0)
+		ret = master_check_components(cfg, error_r);
 	if (ret < 0) {
 		config_free(&cfg);
 		return -1;

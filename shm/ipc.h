@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 10
+#define IPC_VERSION 11
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -42,10 +42,11 @@ enum ipc_frame_type {
 				       last presence to */
 	IPC_FRAME_BLOCK_PUSH,       /* payload: XEP-0191 push; the session
 				       updates its copy of the blocklist */
-	/* XEP-0198 resumption across workers (worker/sm.c has the
-	 * payloads): the new connection's worker asks the record's owner
-	 * to hand the session over, the owner answers with its state and
-	 * journal, the new owner confirms so that the old frees it. */
+	/* XEP-0198 resumption across workers (payloads: "XEP-0198
+	 * hand-over frames" at the end): the new connection's worker asks the
+	 * record's owner to hand the session over, the owner answers with
+	 * its state and journal, the new owner confirms so that the old
+	 * frees it. */
 	IPC_FRAME_SM_TAKE,
 	IPC_FRAME_SM_GIVE,
 	IPC_FRAME_SM_DONE,
@@ -618,5 +619,62 @@ struct ipc_s2s_verified {
 				       found, remote-server-timeout,
 				       remote-connection-failed */
 };
+/* ---- XEP-0198 hand-over frames (worker/sm.c writes them; shm/smwire.c
+ * decodes and encodes them, checked by fuzz/fuzz_sm.c) -----------------
+ *
+ * Host order, packed as laid out (no padding: the asserts below).  A
+ * decoder takes a payload only when every length in it adds up to the
+ * payload's size exactly (smwire.h).
+ *
+ *   IPC_FRAME_SM_TAKE  to the record's slot; header conn_id/gen = N, the
+ *       connection that sent <resume/>.  struct ipc_sm_take, then id_len
+ *       bytes of the previd (1 .. SMSTORE_ID_MAX - 1) and bare_len bytes
+ *       of N's bare JID (1 .. IPC_JID_MAX, no NUL).
+ *   IPC_FRAME_SM_GIVE  the answer, to the taker's slot; header conn_id/gen
+ *       = N.  struct ipc_sm_give; status other than IPC_SM_GIVE_OK: that
+ *       alone.  IPC_SM_GIVE_OK: then jid_len bytes of the full JID (no
+ *       NUL), presence_len bytes of the last available presence,
+ *       ndirected times (uint16 length, bytes) of directed presence, and
+ *       nstanzas times (uint32 length, bytes): the journal from h_acked
+ *       + 1, in order.  At most IPC_FRAME_MAX bytes: a session whose
+ *       journal does not fit is not moved (IPC_SM_GIVE_TOO_BIG).
+ *   IPC_FRAME_SM_DONE  to the old owner; header conn_id/gen = O (the
+ *       session's old connection, old_id/old_gen of the GIVE): no
+ *       payload.  The old owner frees the record it kept GIVEN.
+ */
+enum ipc_sm_give_status {
+	IPC_SM_GIVE_OK = 0,
+	IPC_SM_GIVE_NOT_FOUND,      /* unknown, expired, someone else's */
+	IPC_SM_GIVE_TOO_HIGH,       /* the client's h is beyond h_sent:
+				       h_sent says how many were sent */
+	IPC_SM_GIVE_TOO_BIG,        /* the journal does not fit a frame:
+				       h_in is the server's count */
+	IPC_SM_GIVE_STATUS_MAX
+};
+
+struct ipc_sm_take {
+	uint32_t h;                 /* the client's h on <resume/> */
+	uint16_t id_len;            /* previd bytes that follow */
+	uint16_t bare_len;          /* then N's bare JID bytes */
+};
+_Static_assert(sizeof(struct ipc_sm_take) == 8, "sm take");
+
+struct ipc_sm_give {
+	uint32_t status;            /* enum ipc_sm_give_status */
+	uint32_t old_id, old_gen;   /* O, for SM_DONE */
+	uint32_t h_in, h_acked, h_sent; /* protocol counters (mod 2^32) */
+	uint32_t max_s;             /* resumption timeout agreed (s) */
+	int16_t priority;           /* of the last available presence */
+	uint8_t available;          /* 0 or 1 */
+	uint8_t mech;               /* enum ipc_mech */
+	int64_t since;              /* session-table binding time */
+	uint32_t words[IPC_SM_EXT_WORDS]; /* extensions' saved words, by
+				       ext_all index (the sm one: base) */
+	uint32_t jid_len;           /* bytes that follow, in this order */
+	uint32_t presence_len;
+	uint32_t ndirected;         /* directed presences that follow */
+	uint32_t nstanzas;          /* journal stanzas that follow */
+};
+_Static_assert(sizeof(struct ipc_sm_give) == 184, "sm give");
 
 #endif

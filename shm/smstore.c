@@ -1046,6 +1046,13 @@ void smstore_recover_slot(struct smstore *s, unsigned slot)
 
 /* ---- readers ------------------------------------------------------------- */
 
+/* The record answers to the previd that decodes to idref. */
+static int sm_names(const struct ipc_sm_record *r, const struct sm_ref *idref)
+{
+	return r->id_slot == idref->slot && r->id_index == idref->index &&
+	       r->id_seq == idref->seq;
+}
+
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r)
 {
@@ -1057,15 +1064,19 @@ int smstore_find(struct smstore *s, const char *id, size_t id_len,
 
 	if (sm_id_decode(id, id_len, &ref, token) < 0)
 		return 0;
-	/* Where the id was made, unless the session moved since. */
+	/* Where the id was made, unless the session moved since.  Either
+	 * way the record must answer to this very id (the slot, index and
+	 * use count it names, smstore_id), not only to its token: one
+	 * spelling per session. */
 	r = sm_rec(s, &ref);
-	if (r != NULL && sm_findable(r) &&
+	if (r != NULL && sm_findable(r) && sm_names(r, &ref) &&
 	    sodium_memcmp(r->token, token, IPC_SM_TOKEN) == 0) {
 		*ref_r = ref;
 		found = 1;
 	}
 	for (unsigned slot = 0; !found && slot < s->hdr->nslots; slot++) {
-		if ((i = sm_hash_lookup(s, slot, token)) < 0)
+		if ((i = sm_hash_lookup(s, slot, token)) < 0 ||
+		    !sm_names(&sm_records(s, slot)[i], &ref))
 			continue;
 		ref_r->slot = (uint16_t)slot;
 		ref_r->index = (uint32_t)i;

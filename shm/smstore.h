@@ -189,8 +189,11 @@ void smstore_close(struct smstore *s, const struct sm_ref *ref);
  * whatever the text (any bytes, any length).  The token decides: when
  * the record the id names does not hold it (the session moved to
  * another worker, smstore_open_as), each slot's token index is asked
- * (one bucket per slot).  A record that is not resumable, or GIVEN
- * (handed over: its new record answers), is not found. */
+ * (one bucket per slot).  The record found must also answer to the
+ * slot, index and use count the id names (the ones smstore_id gives):
+ * the token with another header is not found, so a session has one
+ * previd text.  A record that is not resumable, or GIVEN (handed over:
+ * its new record answers), is not found. */
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r);
 /* Added for adoption after a crash: the previd of a resumable record,

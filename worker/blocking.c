@@ -284,21 +284,27 @@ static void blocking_changed(void *ctx, const PGresult *res, const char *error)
 	}
 	iq_reply_result(&p, NULL);
 	blocking_push(w, r);
-	/* Section 3.3: a blocked contact stops seeing us at once. */
-	for (const char *it = r->block ? r->items : ""; *it != '\0';) {
+	/* Section 3.3: a blocked contact allowed to see our presence (a
+	 * subscription from us) stops seeing it at once; one that is not
+	 * is told nothing (not even which resources are online). */
+	for (const char *it = r->block ? PQgetvalue(res, 0, 1) : "";
+	     *it != '\0';) {
 		char jid[IPC_JID_MAX + 1];
 		size_t n = strcspn(it, "\x1f");
 		snprintf(jid, sizeof(jid), "%.*s", (int)n, it);
-		if (strchr(jid, '@') != NULL)
-			presence_unavailable_to(w, r->bare, jid);
+		presence_unavailable_to(w, r->bare, jid);
 		it += n;
 		it += strspn(it, "\x1f");
 	}
+	/* Section 3.4: an unblocked subscriber sees us again. */
+	for (int i = 0; !r->block && i < PQntuples(res); i++)
+		presence_current_to(w, r->bare, PQgetvalue(res, i, 0));
 	blocking_req_free(r);
 }
 
 /* One row: false when the new JIDs would make more than $4 blocked
- * (nothing stored then). */
+ * (nothing stored then); and which of the JIDs are contacts with a
+ * subscription to the account's presence, \x1f-separated. */
 static const char blocking_block_sql[] =
 	"WITH a AS (SELECT xmppd_account_id($1, $2) AS id), "
 	"n AS (SELECT DISTINCT j FROM unnest(string_to_array($3, "
@@ -309,10 +315,19 @@ static const char blocking_block_sql[] =
 	"<= $4::int AS ok), "
 	"ins AS (INSERT INTO blocklist (account_id, jid) SELECT a.id, n.j "
 	"FROM a, n, ok WHERE ok.ok ON CONFLICT DO NOTHING) "
-	"SELECT ok FROM ok";
+	"SELECT ok, array_to_string(ARRAY(SELECT r.contact FROM "
+	"roster_items r, a WHERE r.account_id = a.id AND r.subscription IN "
+	"('from', 'both') AND r.contact = ANY(string_to_array($3, "
+	"E'\\x1f'))), E'\\x1f') FROM ok";
+/* The unblocked JIDs that are contacts with a subscription to the
+ * account's presence (they get it again, section 3.4). */
 static const char blocking_unblock_sql[] =
-	"DELETE FROM blocklist WHERE account_id = xmppd_account_id($1, $2) "
-	"AND ($3 = '' OR jid = ANY(string_to_array($3, E'\\x1f')))";
+	"WITH d AS (DELETE FROM blocklist WHERE account_id = "
+	"xmppd_account_id($1, $2) AND ($3 = '' OR jid = "
+	"ANY(string_to_array($3, E'\\x1f'))) RETURNING account_id, jid) "
+	"SELECT d.jid FROM d JOIN roster_items r ON r.account_id = "
+	"d.account_id AND r.contact = d.jid WHERE r.subscription IN "
+	"('from', 'both')";
 
 /* Collect and prepare the items' JIDs; NULL condition when fine. */
 static const char *blocking_items(struct iq_pending *p, struct blocking_req *r)

@@ -21,6 +21,20 @@ struct worker;
 struct conn;
 struct xml_node;
 struct ipc_frame_header;
+struct buf;
+
+/* Worker start: read component.secrets_file (0; a file that does not
+ * read is logged and leaves no components). */
+int component_init(struct worker *w);
+/* A new config generation: read the file again (a bad one keeps the
+ * list before); a connected component no longer listed ends with
+ * <host-gone/>. */
+void component_reload(struct worker *w);
+/* Worker exit: free the list. */
+void component_shutdown(struct worker *w);
+/* The configured components as disco#items <item jid='...'/> (XEP-0030
+ * items of a hosted domain): how many were written. */
+unsigned component_disco_items(struct buf *out);
 
 /* A connection was accepted on a component listener (c->kind is
  * CONN_COMPONENT). */

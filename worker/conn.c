@@ -586,6 +586,13 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			kept++;
 			continue;
 		}
+		/* an outgoing s2s link's: once more over a new link,
+		 * then bounced (s2s_out.c) */
+		if (s2s_taken_back(c, buf_head(&t->text) + from,
+				   t->ends[i] - from, t->from + t->ends[i])) {
+			pieces++;
+			continue;
+		}
 		conn_undelivered(c->w, c->id, c->gen,
 				 buf_head(&t->text) + from, t->ends[i] - from);
 		pieces++;
@@ -603,6 +610,15 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			 c->id, c->peer, journaled);
 	free(t->ends);
 	buf_free(&t->text);
+}
+
+/* Output c may leave unread (c2s.max_output_bytes,
+ * component.max_queue_bytes). */
+static uint64_t conn_max_output(const struct conn *c)
+{
+	return c->kind == CONN_COMPONENT ?
+	       c->w->cfg->component_max_queue_bytes :
+	       c->w->cfg->c2s_max_output_bytes;
 }
 
 /* A client that leaves more than c2s.max_output_bytes unread: the piece
@@ -623,9 +639,11 @@ static void conn_overflow(struct conn *c, const char *data, size_t len)
 			}
 		}
 	}
-	log_info("c%u %s: %zu bytes of output unread (c2s.max_output_bytes "
-		 "is %llu): closing", c->id, c->peer, buf_used(&c->out) + len,
-		 (unsigned long long)c->w->cfg->c2s_max_output_bytes);
+	log_info("c%u %s: %zu bytes of output unread (%s is %llu): closing",
+		 c->id, c->peer, buf_used(&c->out) + len,
+		 c->kind == CONN_COMPONENT ? "component.max_queue_bytes" :
+					     "c2s.max_output_bytes",
+		 (unsigned long long)conn_max_output(c));
 	conn_take(c, cut, &t);
 	/* stream_closing() takes the session out of the table before
 	 * anything is rerouted, so nothing finds it again */
@@ -658,7 +676,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	}
 	size_t used = buf_used(&c->out);
 	if (used > 0 && c->out_shed == 0 &&
-	    used + len > c->w->cfg->c2s_max_output_bytes) {
+	    used + len > conn_max_output(c)) {
 		/* unread is what the socket does not take now */
 		conn_flush(c);
 		if (c->detached) {      /* the write failed: kept (sm.c) */
@@ -670,7 +688,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 			return;
 		}
 		used = buf_used(&c->out);
-		if (used > 0 && used + len > c->w->cfg->c2s_max_output_bytes) {
+		if (used > 0 && used + len > conn_max_output(c)) {
 			conn_overflow(c, data, len);
 			return;
 		}
@@ -785,20 +803,11 @@ void conn_flush_all(struct worker *w)
 
 /* Whatever the close (a reset, a failed write, the goodbye grace over,
  * a TLS alert), the client never read the rest: not delivered.  While
- * the worker stops it is not routed (offline storage could not take it
- * before the process exits): counted, logged. */
+ * the worker stops too: messages go to offline storage (route.c), and
+ * the worker waits for those writes before it exits (worker.c). */
 static void conn_take_back_all(struct conn *c)
 {
 	uint64_t from = conn_piece_start(c, conn_out_written(c));
-	if (c->w->stopping) {
-		unsigned pieces = 1;
-		for (unsigned i = 0; i < c->out_nends; i++)
-			pieces += c->out_ends[i] > from;
-		log_info("c%u %s: stopping: %u pieces of output not written "
-			 "(%zu bytes): lost", c->id, c->peer, pieces,
-			 buf_used(&c->out));
-		return;
-	}
 	struct conn_taken t;
 	conn_take(c, from, &t);
 	conn_route_taken(c, &t, NULL, 0);
@@ -1081,6 +1090,11 @@ void conn_shutdown_all(struct worker *w)
 {
 	for (struct conn *c = w->conns, *next; c != NULL; c = next) {
 		next = c->next;     /* stream_error may close c */
+		/* the links and components carry the remote unavailable
+		 * broadcast first (worker.c, s2s_close_links) */
+		if (!w->fed_closing && (c->kind == CONN_S2S_OUT ||
+					c->kind == CONN_COMPONENT))
+			continue;
 		if (!c->want_close)
 			stream_error(c, "system-shutdown", NULL);
 	}

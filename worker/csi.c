@@ -296,7 +296,7 @@ static void csi_clear(struct conn *c)
 }
 
 /* The stream ended: what is held goes where unread output goes (while
- * the worker stops, like that output, it is counted in the log). */
+ * the worker stops too: offline storage, which the worker waits for). */
 static void csi_gone(struct conn *c)
 {
 	unsigned n = 0;
@@ -304,14 +304,12 @@ static void csi_gone(struct conn *c)
 		struct csi_held *h = &c->csi_held[i];
 		if (h->text == NULL)
 			continue;
-		if (!c->w->stopping)
-			conn_undelivered(c->w, c->id, c->gen, h->text, h->len);
+		conn_undelivered(c->w, c->id, c->gen, h->text, h->len);
 		n++;
 	}
 	if (n > 0)
-		log_info("c%u %s: %u stanzas held while inactive: %s", c->id,
-			 c->peer, n, c->w->stopping ? "stopping: lost"
-						    : "to be routed elsewhere");
+		log_info("c%u %s: %u stanzas held while inactive: to be "
+			 "routed elsewhere", c->id, c->peer, n);
 	csi_clear(c);
 }
 

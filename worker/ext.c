@@ -185,12 +185,12 @@ int ext_loop_turn(struct worker *w, int64_t now_ms)
 	return least;
 }
 
-int ext_busy(struct worker *w)
+unsigned long ext_busy(struct worker *w)
 {
+	unsigned long n = 0;
 	for (unsigned i = 0; i < ext_hooks.n_busy; i++)
-		if (ext_hooks.busy[i].e->busy(w))
-			return 1;
-	return 0;
+		n += ext_hooks.busy[i].e->busy(w);
+	return n;
 }
 
 void ext_account_features(struct buf *out)

@@ -188,9 +188,11 @@ struct ext {
 	 * (batched writes go out here).  Returns the ms until it wants to
 	 * run again, or -1 (the loop turns at least once a second). */
 	int (*loop_turn)(struct worker *w, int64_t now_ms);
-	/* While the worker stops: 1 while the extension has work it must
-	 * finish (the worker waits for it, up to shutdown_timeout). */
-	int (*busy)(struct worker *w);
+	/* While the worker stops, after its streams are closed: how many
+	 * items (stanzas, archive rows) the extension still has to write
+	 * out, 0 when done.  The worker turns its loop while any is left,
+	 * up to shutdown_drain_timeout, then logs what was left as lost. */
+	unsigned long (*busy)(struct worker *w);
 	/* XEP-0030 features of an account (disco#info to its bare JID by
 	 * the account itself), in the order shown; NULL-terminated. */
 	const char *const *account_features;
@@ -404,8 +406,9 @@ static inline void ext_message_to_account(struct worker *w,
 
 /* Run every loop_turn hook; the least of their delays, or -1. */
 int ext_loop_turn(struct worker *w, int64_t now_ms);
-/* 1 while an extension has work to finish before the worker exits. */
-int ext_busy(struct worker *w);
+/* The items extensions have still to write out before the worker exits
+ * (the sum of their busy hooks); 0 when none. */
+unsigned long ext_busy(struct worker *w);
 /* Append <feature var='...'/> for every extension's account features. */
 void ext_account_features(struct buf *out);
 /* The first make_room hook that ends a session: 1, else 0. */

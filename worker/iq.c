@@ -145,6 +145,21 @@ void iq_reply_error(struct iq_pending **pp, const char *type,
 	iq_pending_free(pp);
 }
 
+void iq_reply_error_text(struct iq_pending **pp, const char *type,
+			 const char *condition, const char *text)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	iq_head(&out, *pp, "error");
+	buf_appendf(&out, "><error type='%s'><%s xmlns='" NS_STANZA_ERR
+		    "'/><text xmlns='" NS_STANZA_ERR "'>", type, condition);
+	xml_escape(&out, text, strlen(text), 0);
+	buf_appendf(&out, "</text></error></iq>");
+	iq_send(*pp, &out);
+	buf_free(&out);
+	iq_pending_free(pp);
+}
+
 const char *iq_bare(struct iq_pending *p, const char *jid)
 {
 	return arena_strndup(&p->arena, jid, strcspn(jid, "/"));

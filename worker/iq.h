@@ -37,6 +37,9 @@ void iq_reply_result(struct iq_pending **p, const char *payload_xml);
 void iq_reply_node(struct iq_pending **p, const struct xml_node *payload);
 void iq_reply_error(struct iq_pending **p, const char *type,
 		    const char *condition);
+/* The same with a <text/> (RFC 6120 8.3.2) saying why. */
+void iq_reply_error_text(struct iq_pending **p, const char *type,
+			 const char *condition, const char *text);
 
 /* The bare part of a full JID, in the pending's arena. */
 const char *iq_bare(struct iq_pending *p, const char *jid);

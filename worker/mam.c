@@ -30,7 +30,7 @@
  * Writes are batched: rows are queued in the worker (column arrays of one
  * INSERT ... SELECT FROM unnest(...)), a batch goes to PostgreSQL when it
  * has mam.batch_rows rows or 256 KB of stanzas, or at the end of the loop
- * turn once its first row has waited MAM_HOLD_MS (10 ms), one at a time
+ * turn once its first row has waited mam.batch_hold (10 ms), one at a time
  * on the worker's pipelined link (an archive query sends what waits
  * first, so it sees what this worker archived before it); a message is
  * never held for its archive row.  The database
@@ -57,6 +57,7 @@
 #include "ext.h"
 #include "iq.h"
 #include "mam.h"
+#include "mam_form.h"
 #include "../db/db.h"
 #include "jid.h"
 #include "log.h"
@@ -81,14 +82,13 @@ extern const struct ext mam_ext;
  * (logins, offline storage) do not wait long. */
 #define MAM_BATCH_BYTES (256 * 1024)
 /* The batch being filled goes at the end of a loop turn once its first
- * row has waited this long (or at once while the worker stops), not at
+ * row has waited mam.batch_hold (or at once while the worker stops), not at
  * the end of every turn: at a few thousand messages a second a
  * statement then carries tens of rows instead of a handful, and the
  * statement's own cost (planning in PostgreSQL; the send, the answer
  * and their system calls in the worker) is shared by that many.  A
  * query sends what waits first, so its own worker's rows are always
  * seen; another worker's may be seen this much later. */
-#define MAM_HOLD_MS 10
 #define MAM_EXPIRE_ROWS 1000            /* rows per expiry statement */
 #define MAM_EXPIRE_EVERY_MS 60000       /* when nothing was left */
 #define MAM_EXPIRE_AGAIN_MS 100         /* when a full batch went */
@@ -730,29 +730,45 @@ static struct arena *mam_arena(void)
 }
 
 /* XEP-0359 section 4: a stanza-id claiming to be by one of our JIDs was
- * not put there by us: removed.  1 when what was removed is
- * mam_last.seen.sid, and nothing else. */
-static int mam_strip_forged(struct worker *w, struct xml_node *st)
+ * not put there by us: removed.  XEP-0280 section 9: the receiving
+ * server removes <private/> before delivery (in this scan of the
+ * children, which every message to an account has anyway): noted in
+ * w->private_msg, so that carbons.c makes no copies of it.  1 when what
+ * was removed is mam_last.seen.sid, and nothing else.  received: st
+ * reaches the account (else it leaves it: <private/> stays, for the
+ * sending side's rules). */
+static int mam_strip_forged(struct worker *w, struct xml_node *st,
+			    int received)
 {
 	struct xml_node *prev = NULL, *n = st->children;
 	int last = 0, other = 0;
+	if (received)
+		w->private_msg = NULL;
 	while (n != NULL) {
 		struct xml_node *next = n->next;
 		const char *by = NULL, *error;
 		struct jid j;
+		int private = 0;
 		/* (ours, stamped by mam_stanza_in: by one of our accounts,
 		 * known without parsing it again) */
-		if (n->name != NULL && xml_is(n, NS_SID, "stanza-id") &&
-		    (n == mam_last.seen.sid || (by = xml_attr(n, "by")) == NULL ||
-		     jid_parse(mam_arena(), by, &j, &error) < 0 ||
-		     stream_hosted(w, j.domain))) {
+		if (n->name != NULL &&
+		    ((private = received && n->name[0] == 'p' &&
+				xml_is(n, MAM_CARBONS, "private")) ||
+		     (xml_is(n, NS_SID, "stanza-id") &&
+		      (n == mam_last.seen.sid ||
+		       (by = xml_attr(n, "by")) == NULL ||
+		       jid_parse(mam_arena(), by, &j, &error) < 0 ||
+		       stream_hosted(w, j.domain))))) {
 			if (prev != NULL)
 				prev->next = next;
 			else
 				st->children = next;
 			if (st->last_child == n)
 				st->last_child = prev;
-			if (n == mam_last.seen.sid) {
+			if (private) {
+				w->private_msg = st;
+				other = 1;
+			} else if (n == mam_last.seen.sid) {
 				last = 1;
 			} else {
 				other = 1;
@@ -799,7 +815,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	if (strcmp(st->name, "message") != 0)
 		return 0;
 	mam_last.seen.st = NULL;
-	mam_strip_forged(c->w, st);
+	mam_strip_forged(c->w, st, 0);
 	if (!mam_archivable(st))
 		return 0;
 	const char *own = mam_bare_of(c->jid);
@@ -831,7 +847,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
-	int reuse = mam_strip_forged(w, st) && mam_last_same(st);
+	int reuse = mam_strip_forged(w, st, 1) && mam_last_same(st);
 	mam_last.seen.st = NULL;
 	mam_text.seen.st = NULL;
 	const char *from = xml_attr(st, "from");
@@ -908,18 +924,19 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 	mam_text.seen.st = NULL;
 	if (mam_scratch_ready)
 		arena_reset(&mam_scratch);
-	/* what was archived goes once its first row waited MAM_HOLD_MS,
+	/* what was archived goes once its first row waited mam.batch_hold,
 	 * unless a batch is already waiting (the link is down or the last
 	 * batch not answered yet): then this one grows up to its size */
 	int hold = -1;
 	if (mam_cur != NULL && mam_cur->rows > 0 && mam_ready == NULL &&
 	    mam_inflight < MAM_INFLIGHT) {
 		int64_t age = now - mam_cur_since;
-		if (age >= MAM_HOLD_MS || age < 0 || w->stopping) {
+		int64_t hold_ms = (int64_t)w->cfg->mam_batch_hold;
+		if (age >= hold_ms || age < 0 || w->stopping) {
 			mam_ready_push(mam_cur, 0);
 			mam_cur = NULL;
 		} else {
-			hold = (int)(MAM_HOLD_MS - age);
+			hold = (int)(hold_ms - age);
 		}
 	}
 	mam_send_ready(w);
@@ -938,9 +955,12 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 	return hold >= 0 && (d < 0 || hold < d) ? hold : d;
 }
 
-static int mam_busy(struct worker *w)
+/* Rows not archived yet: the stopping worker waits for them, also while
+ * the link is down (it may come back within shutdown_drain_timeout). */
+static unsigned long mam_busy(struct worker *w)
 {
-	return mam_held > 0 && w->db != NULL && db_is_up(w->db);
+	(void)w;
+	return mam_held;
 }
 
 /* ---- preferences (XEP-0441, in urn:xmpp:mam:2) ---------------------- */
@@ -956,55 +976,14 @@ static const char mam_prefs_set_sql[] =
 	"default_mode = EXCLUDED.default_mode, always = EXCLUDED.always, "
 	"never = EXCLUDED.never RETURNING default_mode, always, never";
 
-/* Append the elements of array literal arr (PostgreSQL's text output:
- * "{a,b}", elements with special characters quoted with backslash
- * escapes) as <jid/> elements of <name/>. */
-static void mam_prefs_list(struct buf *out, const char *name,
-			   const char *arr)
-{
-	struct buf el;
-	const char *p = arr;
-	int any = 0;
-	buf_init(&el, 0);
-	buf_appendf(out, "<%s", name);
-	if (*p == '{')
-		p++;
-	while (*p != '\0' && *p != '}') {
-		buf_consume(&el, buf_used(&el));
-		if (*p == '"') {
-			for (p++; *p != '\0' && *p != '"'; p++) {
-				if (*p == '\\' && p[1] != '\0')
-					p++;
-				buf_append(&el, p, 1);
-			}
-			if (*p == '"')
-				p++;
-		} else {
-			size_t n = strcspn(p, ",}");
-			buf_append(&el, p, n);
-			p += n;
-		}
-		buf_appendf(out, any++ ? "<jid>" : "><jid>");
-		xml_escape(out, buf_head(&el), buf_used(&el), 0);
-		buf_appendf(out, "</jid>");
-		if (*p == ',')
-			p++;
-	}
-	if (any)
-		buf_appendf(out, "</%s>", name);
-	else
-		buf_appendf(out, "/>");
-	buf_free(&el);
-}
-
 static void mam_prefs_reply(struct iq_pending **p, const char *def,
 			    const char *always, const char *never)
 {
 	struct buf out;
 	buf_init(&out, 0);
 	buf_appendf(&out, "<prefs xmlns='" NS_MAM "' default='%s'>", def);
-	mam_prefs_list(&out, "always", always);
-	mam_prefs_list(&out, "never", never);
+	mam_form_prefs_list(&out, "always", always);
+	mam_form_prefs_list(&out, "never", never);
 	buf_appendf(&out, "</prefs>");
 	if (buf_append(&out, "", 1) < 0)
 		iq_reply_error(p, "wait", "resource-constraint");
@@ -1038,29 +1017,6 @@ static void mam_prefs_result(void *ctx, const PGresult *res,
 				PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
 }
 
-/* The <jid/> children of list (in prefs) as an array literal; -1 when
- * one is not a JID.  *count_r counts them. */
-static int mam_prefs_jids(struct iq_pending *p, const struct xml_node *list,
-			  struct buf *arr, unsigned *count_r)
-{
-	unsigned n = 0;
-	buf_append(arr, "{", 1);
-	for (const struct xml_node *e = list ? xml_first_element(list) : NULL;
-	     e != NULL; e = xml_next_element(e)) {
-		struct jid j;
-		const char *error, *full;
-		char *text = xml_text(&p->arena, e);
-		if (!xml_is(e, NS_MAM, "jid") || text == NULL ||
-		    jid_parse(&p->arena, text, &j, &error) < 0 ||
-		    (full = jid_full(&p->arena, &j)) == NULL)
-			return -1;
-		if (mam_elem(arr, n++, full, strlen(full)) < 0)
-			return -1;
-		(*count_r)++;
-	}
-	return buf_append(arr, "}", 2);
-}
-
 static void mam_prefs_iq(struct worker *w, struct xml_node *st,
 			 const char *bare)
 {
@@ -1086,18 +1042,13 @@ static void mam_prefs_iq(struct worker *w, struct xml_node *st,
 		    db_query(w->db, mam_prefs_get_sql, 2, params, NULL, NULL, 0,
 			     mam_prefs_result, p);
 	} else {
-		const char *def = xml_attr(p->payload, "default");
+		const char *def;
 		unsigned njids = 0;
 		struct buf al, nv;
 		buf_init(&al, 0);
 		buf_init(&nv, 0);
-		if (def == NULL || (strcmp(def, "always") != 0 &&
-				    strcmp(def, "never") != 0 &&
-				    strcmp(def, "roster") != 0) ||
-		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "always"),
-				   &al, &njids) < 0 ||
-		    mam_prefs_jids(p, xml_child(p->payload, NS_MAM, "never"),
-				   &nv, &njids) < 0) {
+		if (mam_form_prefs(&p->arena, p->payload, &def, &al, &nv,
+				   &njids) < 0) {
 			log_info("archive preferences of %s refused: bad "
 				 "default or JID", bare);
 			buf_free(&al);
@@ -1151,7 +1102,8 @@ static const struct ext_iq mam_iqs[] = {
 };
 static const char *const mam_config[] = {
 	"mam.max_page", "mam.batch_rows", "mam.queue_rows", "mam.queue_bytes",
-	"mam.retention_days", "mam.max_prefs_jids", NULL,
+	"mam.retention_days", "mam.max_prefs_jids", "mam.batch_hold",
+	"mam.max_query_ids", "mam.max_scan_rows", NULL,
 };
 static const char *const mam_schema[] = { "006-mam.sql", NULL };
 

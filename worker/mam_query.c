@@ -2,15 +2,14 @@
  * mam_query.c - XEP-0313 archive queries on the account's own archive
  * (section 4) with XEP-0059 paging, and the #extended metadata query.
  *
- * <query/> get: the form of the fields we take.  <query/> set: the data
- * form (FORM_TYPE urn:xmpp:mam:2; with, start, end; before-id, after-id,
- * ids), RSM <set/> (max, after, before, before empty = the last page),
- * <flip-page/>.  One statement per query, built with only the conditions
- * asked (so PostgreSQL plans it on the right index: the primary key
- * (account_id, id), or (account_id, with_bare, id) for `with`), fetching
- * one row more than the page to know whether it is complete; the ids
- * named by the query (after, before, before-id, after-id, ids) are
- * counted in the same statement, and any one missing is item-not-found.
+ * <query/> get: the form of the fields we take.  <query/> set: parsed
+ * by mam_form.c (the data form, RSM, <flip-page/>; a pure function,
+ * fuzzed by fuzz/fuzz_mam.c), which also builds the one statement that
+ * answers it: only the conditions asked, on the right index, fetching
+ * one row more than the page to know whether it is complete, counting
+ * the ids the query names (any one missing is item-not-found), and
+ * bounded by mam.max_scan_rows where an index range alone would not
+ * bound it (a count-only query; `with` a full JID).
  * Results are sent to the requesting resource as <message><result/>
  * </message>, in chronological order (flipped on request), then the IQ
  * result with <fin complete stable='true'><set first last/></fin>.  A
@@ -24,8 +23,11 @@
  * Failure policy: every query is answered: bad-request for a bad form
  * (one line in the log; a field given twice is one),
  * feature-not-implemented for a field or RSM element we do not take,
- * forbidden for another account's archive, resource-constraint (wait)
- * when PostgreSQL is unavailable or busy, or
+ * forbidden for another account's archive, policy-violation (modify,
+ * with text) for more ids than mam.max_query_ids, resource-constraint
+ * (wait) when PostgreSQL is unavailable or busy, with text when a `with`
+ * full JID query found nothing in the mam.max_scan_rows rows it read
+ * (what it found there is a page marked incomplete), or
  * when the requester's output filled up with other stanzas before the
  * page was written whole (the results sent are not claimed complete).
  */
@@ -33,6 +35,7 @@
 #include "ext.h"
 #include "iq.h"
 #include "mam.h"
+#include "mam_form.h"
 #include "../db/db.h"
 #include "jid.h"
 #include "log.h"
@@ -44,303 +47,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define MAM_MAX_IDS 1000        /* ids one query may name */
-
-/* A query, parsed (in the pending IQ's arena). */
-struct mam_req {
-	const char *bare;
-	const char *user, *domain;
-	const char *queryid;
-	const char *with_bare, *with_full;
-	long long lo, hi;       /* id > lo AND id < hi */
-	unsigned max;           /* page size */
-	int backward;           /* RSM <before/>: the page ending there */
-	int flip;               /* XEP-0313 <flip-page/> */
-	int count_only;         /* RSM <max>0</max> */
-	long long *ids;         /* the ids field (nids) */
-	unsigned nids;
-	long long *named;       /* every id the query names, distinct */
-	unsigned nnamed;
-	unsigned seen;          /* form fields given (mam_field_vars bits) */
-};
-
-/* The fields of our form; each may appear once (XEP-0004 section 3.2:
- * a field's var is unique in its form). */
-static const char *const mam_field_vars[] = {
-	"FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids",
-};
-
-enum mam_verdict { MAM_OK, MAM_BAD, MAM_UNKNOWN_FIELD, MAM_NOT_FOUND };
-
-/* A decimal archive id, or -1. */
-static long long mam_parse_id(const char *s)
-{
-	char *end;
-	if (s == NULL || *s < '0' || *s > '9')
-		return -1;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v <= 0)
-		return -1;
-	return v;
-}
-
-/* XEP-0082 DateTime: CCYY-MM-DDThh:mm:ss[.sss](Z|(+|-)hh:mm), as unix
- * ms; 0 or -1. */
-static int mam_parse_time(const char *s, long long *ms_r)
-{
-	struct tm tm;
-	int y, mo, d, h, mi, sec, n = 0, frac_ms = 0;
-	memset(&tm, 0, sizeof(tm));
-	if (s == NULL || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d,
-				&h, &mi, &sec, &n) != 6 || n != 19)
-		return -1;
-	const char *p = s + n;
-	if (*p == '.') {
-		int digits = 0;
-		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-			if (digits < 3)
-				frac_ms = frac_ms * 10 + (*p - '0');
-		if (digits == 0)
-			return -1;
-		for (; digits < 3; digits++)
-			frac_ms *= 10;
-	}
-	long off = 0;
-	if (*p == 'Z' && p[1] == '\0') {
-		off = 0;
-	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-		int oh, om;
-		if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2 || oh > 23 || om > 59)
-			return -1;
-		off = (oh * 60L + om) * 60L * (*p == '-' ? -1 : 1);
-	} else {
-		return -1;
-	}
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-	    sec > 60)
-		return -1;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	time_t t = timegm(&tm);
-	*ms_r = ((long long)t - off) * 1000 + frac_ms;
-	return 0;
-}
-
-static void mam_lo(struct mam_req *q, long long v)
-{
-	if (v > q->lo)
-		q->lo = v;
-}
-
-static void mam_hi(struct mam_req *q, long long v)
-{
-	if (v < q->hi)
-		q->hi = v;
-}
-
-/* Remember an id the query names (checked to exist). */
-static int mam_name_id(struct iq_pending *p, struct mam_req *q, long long id)
-{
-	for (unsigned i = 0; i < q->nnamed; i++)
-		if (q->named[i] == id)
-			return 0;
-	if (q->nnamed >= MAM_MAX_IDS + 4)
-		return -1;
-	if (q->named == NULL &&
-	    (q->named = arena_alloc(&p->arena, (MAM_MAX_IDS + 4) *
-				    sizeof(long long))) == NULL)
-		return -1;
-	q->named[q->nnamed++] = id;
-	return 0;
-}
-
-static enum mam_verdict mam_field(struct iq_pending *p, struct mam_req *q,
-				  const struct xml_node *f)
-{
-	const char *var = xml_attr(f, "var");
-	const char *v = NULL;
-	unsigned nvalues = 0;
-	for (const struct xml_node *e = xml_first_element(f); e != NULL;
-	     e = xml_next_element(e))
-		if (xml_is(e, NS_XDATA, "value")) {
-			if (nvalues++ == 0)
-				v = xml_text(&p->arena, e);
-		}
-	if (var == NULL)
-		return MAM_BAD;
-	unsigned k = 0, nvars = sizeof(mam_field_vars) / sizeof(mam_field_vars[0]);
-	while (k < nvars && strcmp(var, mam_field_vars[k]) != 0)
-		k++;
-	if (k == nvars)
-		return MAM_UNKNOWN_FIELD;
-	if (q->seen & (1u << k))
-		return MAM_BAD;         /* given twice */
-	q->seen |= 1u << k;
-	if (strcmp(var, "FORM_TYPE") == 0)
-		return v != NULL && strcmp(v, NS_MAM) == 0 ? MAM_OK : MAM_BAD;
-	if (strcmp(var, "ids") == 0) {
-		if (nvalues > MAM_MAX_IDS)
-			return MAM_BAD;
-		q->ids = arena_alloc(&p->arena, (nvalues + 1) * sizeof(long long));
-		if (q->ids == NULL)
-			return MAM_BAD;
-		for (const struct xml_node *e = xml_first_element(f); e != NULL;
-		     e = xml_next_element(e)) {
-			if (!xml_is(e, NS_XDATA, "value"))
-				continue;
-			long long id = mam_parse_id(xml_text(&p->arena, e));
-			if (id < 0)
-				return MAM_NOT_FOUND;
-			q->ids[q->nids++] = id;
-			if (mam_name_id(p, q, id) < 0)
-				return MAM_BAD;
-		}
-		return MAM_OK;
-	}
-	if (nvalues > 1)
-		return MAM_BAD;
-	if (v == NULL || *v == '\0')
-		return MAM_OK;          /* an empty field filters nothing */
-	if (strcmp(var, "with") == 0) {
-		struct jid j;
-		const char *error;
-		if (jid_parse(&p->arena, v, &j, &error) < 0)
-			return MAM_BAD;
-		q->with_bare = jid_bare(&p->arena, &j);
-		if (j.resource != NULL)
-			q->with_full = jid_full(&p->arena, &j);
-		return q->with_bare != NULL ? MAM_OK : MAM_BAD;
-	}
-	if (strcmp(var, "start") == 0 || strcmp(var, "end") == 0) {
-		long long ms;
-		if (mam_parse_time(v, &ms) < 0)
-			return MAM_BAD;
-		if (ms < 0)
-			ms = 0;
-		if (ms > (LLONG_MAX >> MAM_ID_MS_SHIFT) - 1)
-			ms = (LLONG_MAX >> MAM_ID_MS_SHIFT) - 1;
-		if (var[0] == 's')
-			mam_lo(q, (ms << MAM_ID_MS_SHIFT) - 1);
-		else
-			mam_hi(q, (ms + 1) << MAM_ID_MS_SHIFT);
-		return MAM_OK;
-	}
-	long long id = mam_parse_id(v);
-	if (id < 0)
-		return MAM_NOT_FOUND;
-	if (strcmp(var, "after-id") == 0)
-		mam_lo(q, id);
-	else
-		mam_hi(q, id);
-	return mam_name_id(p, q, id) < 0 ? MAM_BAD : MAM_OK;
-}
-
-static enum mam_verdict mam_rsm(struct iq_pending *p, struct mam_req *q,
-				const struct xml_node *set, unsigned cap)
-{
-	for (const struct xml_node *e = xml_first_element(set); e != NULL;
-	     e = xml_next_element(e)) {
-		char *text = xml_text(&p->arena, e);
-		if (text == NULL)
-			return MAM_BAD;
-		if (xml_is(e, NS_RSM, "max")) {
-			char *end;
-			errno = 0;
-			unsigned long v = strtoul(text, &end, 10);
-			if (*text < '0' || *text > '9' || *end != '\0' ||
-			    errno != 0)
-				return MAM_BAD;
-			if (v == 0)
-				q->count_only = 1;
-			if (v > cap)
-				v = cap;        /* the page is marked incomplete */
-			q->max = (unsigned)v;
-		} else if (xml_is(e, NS_RSM, "after")) {
-			long long id = mam_parse_id(text);
-			if (*text == '\0')
-				return MAM_BAD;
-			if (id < 0)
-				return MAM_NOT_FOUND;
-			mam_lo(q, id);
-			if (mam_name_id(p, q, id) < 0)
-				return MAM_BAD;
-		} else if (xml_is(e, NS_RSM, "before")) {
-			q->backward = 1;
-			if (*text == '\0')
-				continue;       /* the last page */
-			long long id = mam_parse_id(text);
-			if (id < 0)
-				return MAM_NOT_FOUND;
-			mam_hi(q, id);
-			if (mam_name_id(p, q, id) < 0)
-				return MAM_BAD;
-		} else {
-			return MAM_UNKNOWN_FIELD;       /* index, ... */
-		}
-	}
-	return MAM_OK;
-}
-
-static enum mam_verdict mam_parse(struct iq_pending *p, struct mam_req *q,
-				  unsigned cap)
-{
-	const struct xml_node *query = p->payload;
-	q->lo = 0;
-	q->hi = LLONG_MAX;
-	q->max = cap;
-	q->queryid = xml_attr(query, "queryid");
-	for (const struct xml_node *e = xml_first_element(query); e != NULL;
-	     e = xml_next_element(e)) {
-		enum mam_verdict v = MAM_OK;
-		if (xml_is(e, NS_XDATA, "x")) {
-			const char *type = xml_attr(e, "type");
-			if (type != NULL && strcmp(type, "submit") != 0)
-				return MAM_BAD;
-			for (const struct xml_node *f = xml_first_element(e);
-			     f != NULL && v == MAM_OK; f = xml_next_element(f))
-				if (xml_is(f, NS_XDATA, "field"))
-					v = mam_field(p, q, f);
-		} else if (xml_is(e, NS_RSM, "set")) {
-			v = mam_rsm(p, q, e, cap);
-		} else if (xml_is(e, NS_MAM, "flip-page")) {
-			q->flip = 1;
-		} else {
-			v = MAM_UNKNOWN_FIELD;
-		}
-		if (v != MAM_OK)
-			return v;
-	}
-	return MAM_OK;
-}
-
-/* ---- the statement -------------------------------------------------- */
-
-struct mam_sql {
-	struct buf text;
-	const char *params[12];
-	char num[4][24];
-	int n;
-};
-
-static int mam_param(struct mam_sql *s, const char *v)
-{
-	s->params[s->n] = v;
-	return ++s->n;
-}
-
-static void mam_id_array(struct buf *out, const long long *ids, unsigned n)
-{
-	buf_append(out, "{", 1);
-	for (unsigned i = 0; i < n; i++)
-		buf_appendf(out, i ? ",%lld" : "%lld", ids[i]);
-	buf_append(out, "}", 2);
-}
 
 /* ---- sending the results -------------------------------------------- */
 
@@ -471,6 +177,7 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 		return;
 	}
 	int n = PQntuples(res), rows[1024], nrows = 0;
+	unsigned long scanned = 0;
 	const char *count = NULL;
 	for (int i = 0; i < n; i++) {
 		const char *id = PQgetvalue(res, i, 0);
@@ -484,11 +191,26 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 			}
 		} else if (strcmp(id, "-2") == 0) {
 			count = PQgetvalue(res, i, 1);
+		} else if (strcmp(id, "-3") == 0) {
+			scanned = strtoul(PQgetvalue(res, i, 1), NULL, 10);
 		} else if (nrows < (int)(sizeof(rows) / sizeof(rows[0]))) {
 			rows[nrows++] = i;
 		}
 	}
-	int complete = nrows <= (int)q->max;
+	int stopped = q->with_full != NULL && scanned >= q->scan_cap;
+	if (stopped && nrows == 0) {
+		/* nothing found in the rows read, and the conversation goes
+		 * on past them: no page, not even where to go on from */
+		log_info("archive query of %s refused: with %s found nothing "
+			 "in %lu messages of the conversation "
+			 "(mam.max_scan_rows)", q->bare, q->with_full, scanned);
+		iq_reply_error_text(&p, "wait", "resource-constraint",
+				    "Too many messages to search: ask with "
+				    "the bare JID, or with start and end");
+		return;
+	}
+	/* a with_full page that stopped at the rows read may go on */
+	int complete = nrows <= (int)q->max && !stopped;
 	if (nrows > (int)q->max)
 		nrows = (int)q->max;
 	/* A page stays under half of c2s.max_output_bytes: the rows
@@ -561,61 +283,13 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 static void mam_run(struct iq_pending *p, struct mam_req *q)
 {
 	struct mam_sql s;
-	struct buf conds, ids, named;
-	memset(&s, 0, sizeof(s));
-	buf_init(&s.text, 0);
-	buf_init(&conds, 0);
-	buf_init(&ids, 0);
-	buf_init(&named, 0);
-	snprintf(s.num[0], sizeof(s.num[0]), "%lld", q->lo);
-	snprintf(s.num[1], sizeof(s.num[1]), "%lld", q->hi);
-	snprintf(s.num[2], sizeof(s.num[2]), "%u", q->max + 1);
-	/* parameter numbers first: the order in which a call's arguments
-	 * are evaluated is unspecified */
-	int pu = mam_param(&s, q->user), pd = mam_param(&s, q->domain);
-	int plo = mam_param(&s, s.num[0]), phi = mam_param(&s, s.num[1]);
-	buf_appendf(&conds, "account_id = (SELECT id FROM accounts WHERE "
-		    "username = $%d AND domain = $%d) AND id > $%d::bigint AND "
-		    "id < $%d::bigint", pu, pd, plo, phi);
-	if (q->with_bare != NULL)
-		buf_appendf(&conds, " AND with_bare = $%d",
-			    mam_param(&s, q->with_bare));
-	if (q->with_full != NULL)
-		buf_appendf(&conds, " AND with_full = $%d",
-			    mam_param(&s, q->with_full));
-	if (q->ids != NULL) {
-		mam_id_array(&ids, q->ids, q->nids);
-		buf_appendf(&conds, " AND id = ANY($%d::bigint[])",
-			    mam_param(&s, buf_head(&ids)));
-	}
-	buf_append(&conds, "", 1);
-	if (q->count_only)
-		buf_appendf(&s.text, "SELECT -2::bigint, count(*)::text FROM "
-			    "mam_messages WHERE %s", buf_head(&conds));
-	else {
-		int plim = mam_param(&s, s.num[2]);
-		buf_appendf(&s.text, "(SELECT id, stanza FROM mam_messages "
-			    "WHERE %s ORDER BY id %s LIMIT $%d::int)",
-			    buf_head(&conds), q->backward ? "DESC" : "ASC", plim);
-	}
-	if (q->nnamed > 0) {
-		mam_id_array(&named, q->named, q->nnamed);
-		int pn = mam_param(&s, buf_head(&named));
-		buf_appendf(&s.text, " UNION ALL SELECT -1::bigint, "
-			    "count(*)::text FROM mam_messages WHERE "
-			    "account_id = (SELECT id FROM accounts WHERE "
-			    "username = $%d AND domain = $%d) AND "
-			    "id = ANY($%d::bigint[])", pu, pd, pn);
-	}
+	int r = mam_form_sql(&s, q);
 	mam_flush_writes(p->w);
-	if (buf_append(&s.text, "", 1) < 0 || p->w->db == NULL ||
+	if (r < 0 || p->w->db == NULL ||
 	    db_query(p->w->db, buf_head(&s.text), s.n, s.params, NULL, NULL,
 		     0, mam_queried, p) < 0)
 		mam_fail(&p, NULL);
-	buf_free(&s.text);
-	buf_free(&conds);
-	buf_free(&ids);
-	buf_free(&named);
+	mam_form_sql_free(&s);
 }
 
 /* ---- the IQs -------------------------------------------------------- */
@@ -674,7 +348,13 @@ void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare)
 		iq_reply_result(&p, mam_form);
 		return;
 	}
-	switch (mam_parse(p, q, w->cfg->mam_max_page)) {
+	struct mam_limits lim = {
+		.max_page = w->cfg->mam_max_page,
+		.max_ids = w->cfg->mam_max_query_ids,
+		.max_scan = w->cfg->mam_max_scan_rows,
+	};
+	char text[80];
+	switch (mam_form_parse(&p->arena, p->payload, &lim, q)) {
 	case MAM_OK:
 		mam_run(p, q);
 		break;
@@ -692,6 +372,13 @@ void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare)
 		log_info("archive query of %s: an id that is not in the "
 			 "archive", bare);
 		iq_reply_error(&p, "cancel", "item-not-found");
+		break;
+	case MAM_TOO_MANY_IDS:
+		log_info("archive query of %s refused: more than %u ids "
+			 "(mam.max_query_ids)", bare, lim.max_ids);
+		snprintf(text, sizeof(text), "A query names at most %u "
+			 "archive ids", lim.max_ids);
+		iq_reply_error_text(&p, "modify", "policy-violation", text);
 		break;
 	}
 }

@@ -8,14 +8,26 @@
  * subscribe/subscribed/unsubscribe/unsubscribed in both directions.
  * Every hosted account is handled by whichever worker holds the stanza:
  * the database serializes state, the session table finds resources.
- * Contacts on other servers (RFC 6121 with federation): what goes to
- * them (broadcasts, probes, subscription stanzas, unavailable) is
- * routed with route_stanza, which hands it to s2s; what comes from them
- * (presence_from_remote, called by s2s_in.c) takes the contact's side
- * of the state machine, and a probe is answered from the roster.
- * While the worker stops (shutdown, or its master died) nothing is
- * broadcast for the sessions it closes (local contacts are disconnected
- * by the same shutdown; remote ones are not told: see s2s_out.c).
+ * Contacts on other servers and components (RFC 6121 with federation,
+ * XEP-0114): any JID on a domain we do not host.  What goes to them
+ * (broadcasts, probes from the bare JID, subscription stanzas stamped
+ * with the bare JID after our side of the state machine ran, unavailable,
+ * directed presence) is routed with route_stanza, which hands it to
+ * component_route or s2s_route.  What comes from them arrives through
+ * route_stanza too (s2s_in.c, component.c): route.c gives a probe or a
+ * subscription stanza from a non-hosted domain to presence_inbound(),
+ * which runs the contact's side of the state machine (3.1.3, 3.2.3,
+ * 3.3.3, 3.4.3) or answers the probe from the roster (4.3.2: the last
+ * presence of each available resource, unavailable when none is,
+ * unsubscribed without a subscription, nothing when blocked).  Only
+ * probes and subscription stanzas from other domains cost a parse of
+ * 'from' there; the local broadcast path adds no database round trip.
+ * While the worker stops (shutdown, or its master died), each available
+ * session's unavailable goes to its contacts and directed-presence
+ * recipients on other domains and components only (presence_stop_
+ * broadcast, before the streams close: worker.c keeps the s2s links and
+ * component streams open until it is written); local contacts are
+ * disconnected by the same shutdown and get nothing.
  * Failure policy: a database failure loses a broadcast (logged); stored
  * state stays consistent because each transition is one statement.
  */
@@ -43,6 +55,7 @@ struct pjob {
 	char *text;             /* the presence, serialized without 'to' */
 	int initial;            /* first available presence of the session */
 	int unavailable;
+	int remote_only;        /* stopping: only contacts we do not host */
 	uint32_t conn_id, gen;  /* the session, for pending/offline */
 	char **directed;
 	unsigned ndirected;
@@ -236,6 +249,8 @@ static void presence_forget_directed(struct pjob *j, const char *contact)
 static void presence_directed_unavailable(struct pjob *j)
 {
 	for (unsigned i = 0; j->unavailable && i < j->ndirected; i++) {
+		if (j->remote_only && !presence_remote(j->w, j->directed[i]))
+			continue;
 		char *t = presence_with_to(j->text, j->directed[i]);
 		if (t != NULL && strchr(j->directed[i], '/') == NULL &&
 		    !presence_remote(j->w, j->directed[i]))
@@ -262,6 +277,8 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 		const char *sub = PQgetvalue(res, i, 1);
 		int from = strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0;
 		int to = strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0;
+		if (j->remote_only && !presence_remote(j->w, contact))
+			continue;
 		if (from) {
 			presence_send_to(j->w, j->text, contact, NULL);
 			presence_forget_directed(j, contact);
@@ -290,8 +307,9 @@ static void presence_broadcast(struct pjob *j)
 	/* Section 4.2.2: to all the account's available resources, the
 	 * one that sent it included -- but not a session that is going
 	 * away: its stream is closed or closing. */
-	presence_send_to(j->w, j->text, j->bare,
-			 j->unavailable ? j->jid : NULL);
+	if (!j->remote_only)
+		presence_send_to(j->w, j->text, j->bare,
+				 j->unavailable ? j->jid : NULL);
 	if (j->w->db == NULL ||
 	    db_query(j->w->db, presence_roster_sql, 2, params, NULL, NULL, 0,
 		     presence_roster_rows, j) < 0) {
@@ -404,6 +422,15 @@ static void presence_directed(struct conn *c, struct xml_node *st)
 			if ((d[c->ndirected] = strdup(to)) != NULL)
 				c->ndirected++;
 		}
+	} else if (type != NULL && strcmp(type, "unavailable") == 0 &&
+		   to != NULL) {
+		/* told already: no second unavailable at logout (4.6.3) */
+		for (unsigned i = 0; i < c->ndirected; i++)
+			if (strcmp(c->directed[i], to) == 0) {
+				free(c->directed[i]);
+				c->directed[i] = c->directed[--c->ndirected];
+				break;
+			}
 	}
 route:
 	route_stanza(c->w, c->arena, st);
@@ -438,6 +465,31 @@ void presence_session_gone(struct conn *c)
 	j->unavailable = 1;
 	presence_take_directed(c, j);
 	presence_broadcast(j);
+}
+
+void presence_stop_broadcast(struct worker *w)
+{
+	unsigned n = 0;
+	for (struct conn *c = w->conns; c != NULL; c = c->next) {
+		if (c->kind != CONN_C2S || !c->available || c->jid == NULL ||
+		    c->closed)
+			continue;
+		c->available = 0;   /* presence_session_gone: nothing more */
+		struct pjob *j = pjob_new(w, c->jid);
+		if (j == NULL ||
+		    (j->text = presence_unavailable_text(c->jid)) == NULL) {
+			pjob_free(j);
+			continue;
+		}
+		j->unavailable = 1;
+		j->remote_only = 1;
+		presence_take_directed(c, j);
+		presence_broadcast(j);
+		n++;
+	}
+	if (n > 0)
+		log_info("stopping: unavailable of %u sessions to their "
+			 "contacts on other servers and components", n);
 }
 
 void presence_swept(struct worker *w, const char *full_jid)
@@ -543,17 +595,23 @@ static void sub_auto_reply(struct pjob *j)
 
 static void sub_account_side(struct pjob *j, const PGresult *res)
 {
+	if (presence_remote(j->w, j->contact)) {
+		/* the contact's server takes its side (sections 3.1.3,
+		 * 3.2.2, 3.3.2): the stanza first, then what follows it --
+		 * our presence after subscribed (3.1.5), unavailable after
+		 * unsubscribed (3.2.2) */
+		if (sub_flag(res, 0))
+			presence_route_text(j->w, j->text);
+		if (sub_flag(res, 0) && sub_flag(res, 4))
+			presence_send_current(j->w, j->bare, j->contact);
+		if (sub_flag(res, 5))
+			presence_unavailable_to(j->w, j->bare, j->contact);
+		return;
+	}
 	if (sub_flag(res, 5))
 		presence_unavailable_to(j->w, j->bare, j->contact);
 	if (!sub_flag(res, 0))
 		return;
-	if (presence_remote(j->w, j->contact)) {
-		/* the contact's server takes its side (section 3.1.3) */
-		presence_route_text(j->w, j->text);
-		if (sub_flag(res, 4))   /* section 3.1.5 */
-			presence_send_current(j->w, j->bare, j->contact);
-		return;
-	}
 	struct pjob *k = sub_other_side(j, j->contact, j->bare, j->type,
 					j->text);
 	if (k != NULL) {
@@ -657,8 +715,10 @@ static void presence_subscription(struct conn *c, struct xml_node *st,
 	struct jid to;
 	const char *error;
 	char *self = arena_strndup(c->arena, c->jid, strcspn(c->jid, "/"));
+	/* a contact is an account: a user, or on another domain any
+	 * JID (a component's domain, user@gateway) */
 	if (jid_parse(c->arena, xml_attr(st, "to"), &to, &error) < 0 ||
-	    to.local == NULL) {
+	    (to.local == NULL && stream_hosted(c->w, to.domain))) {
 		stanza_error_reply(c, st, "modify", "jid-malformed", NULL);
 		return;
 	}
@@ -708,6 +768,13 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 {
 	struct pjob tmp = { .w = w };
 	struct buf b;
+	if (presence_remote(w, to_bare)) {
+		/* the contact's server (or component) takes its side */
+		presence_route_simple(w, from_bare, to_bare, type);
+		if (strcmp(type, "unsubscribed") == 0)
+			presence_unavailable_to(w, from_bare, to_bare);
+		return;
+	}
 	if (strcmp(type, "unsubscribed") == 0)
 		presence_unavailable_to(w, from_bare, to_bare);
 	buf_init(&b, 0);
@@ -724,10 +791,22 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 		sub_run(k);
 }
 
-/* ---- from other servers (s2s_in.c) ------------------------------------ */
+/* ---- from other servers and components -------------------------------- */
+
+/* The account's available resources: how many (0: none). */
+static int presence_available_count(struct worker *w, const char *bare)
+{
+	struct session_info *heap;
+	int n, avail = 0;
+	struct session_info *res = route_sessions(w, bare, &n, &heap);
+	for (int i = 0; i < n; i++)
+		avail += res[i].available != 0;
+	route_sessions_done(heap);
+	return avail;
+}
 
 /* Section 4.3.2: a probe from a remote contact, answered from the
- * account's roster. */
+ * account's roster.  A missing account reads as no subscription. */
 static const char probe_sql[] =
 	"SELECT (SELECT subscription FROM roster_items WHERE account_id = "
 	"s.a AND contact = $3 AND NOT removed), EXISTS (SELECT 1 FROM "
@@ -743,21 +822,29 @@ static void presence_probe_result(void *ctx, const PGresult *res,
 		log_warn("probe of %s from %s not answered: %s", j->bare,
 			 j->contact, res == NULL ? error : "no row");
 	} else if (strcmp(PQgetvalue(res, 0, 1), "t") == 0) {
-		/* blocked (XEP-0191): no presence at all */
+		/* blocked (XEP-0191 section 3.1.4): no presence at all */
+		log_debug("probe of %s from %s: blocked", j->bare, j->contact);
 	} else if (!PQgetisnull(res, 0, 0) &&
 		   (strcmp(PQgetvalue(res, 0, 0), "from") == 0 ||
 		    strcmp(PQgetvalue(res, 0, 0), "both") == 0)) {
-		/* the available resources answer; none: no answer */
-		presence_send_current(j->w, j->bare, j->jid);
+		/* the last presence of each available resource; with none
+		 * available, unavailable from the bare JID */
+		if (presence_available_count(j->w, j->bare) > 0)
+			presence_send_current(j->w, j->bare, j->jid);
+		else
+			presence_route_simple(j->w, j->bare, j->jid,
+					      "unavailable");
 	} else {
+		/* no subscription (or no such account): unsubscribed, so
+		 * that the prober's server cancels its side */
 		presence_route_simple(j->w, j->bare, j->contact,
 				      "unsubscribed");
 	}
 	pjob_free(j);
 }
 
-/* j: the local account (bare), contact: the prober's bare JID, jid:
- * where answers go (the 'from' of the probe). */
+/* to_bare: the local account, from: the 'from' of the probe (where the
+ * answers go), from_bare: the prober's bare JID (its roster item). */
 static void presence_remote_probe(struct worker *w, const char *to_bare,
 				  const char *from, const char *from_bare)
 {
@@ -780,45 +867,82 @@ static void presence_remote_probe(struct worker *w, const char *to_bare,
 	}
 }
 
-void presence_from_remote(struct worker *w, struct arena *a,
-			  struct xml_node *st)
+int presence_inbound(struct worker *w, struct arena *a, struct xml_node *st)
 {
 	const char *type = xml_attr(st, "type"), *error;
+	const char *f = xml_attr(st, "from");
 	struct jid to, from;
-	if ((!presence_is_subscription(type) &&
-	     (type == NULL || strcmp(type, "probe") != 0)) ||
-	    jid_parse(a, xml_attr(st, "to"), &to, &error) < 0 ||
-	    jid_parse(a, xml_attr(st, "from"), &from, &error) < 0 ||
-	    to.local == NULL || from.local == NULL ||
-	    !stream_hosted(w, to.domain)) {
-		route_stanza(w, a, st);
-		return;
-	}
+	if (type == NULL || (!presence_is_subscription(type) &&
+			     strcmp(type, "probe") != 0))
+		return 0;
+	if (f == NULL || jid_parse(a, f, &from, &error) < 0 ||
+	    stream_hosted(w, from.domain))
+		return 0;       /* from a local user: presence.c's own */
+	if (jid_parse(a, xml_attr(st, "to"), &to, &error) < 0 ||
+	    to.local == NULL || !stream_hosted(w, to.domain))
+		return 0;
 	const char *to_bare = jid_bare(a, &to);
 	const char *from_bare = jid_bare(a, &from);
 	if (to_bare == NULL || from_bare == NULL)
-		return;
+		return 1;
 	if (strcmp(type, "probe") == 0) {
-		presence_remote_probe(w, to_bare, xml_attr(st, "from"),
-				      from_bare);
-		return;
+		/* section 4.3: a probe is about the account (bare JID) */
+		presence_remote_probe(w, to_bare, f, from_bare);
+		return 1;
 	}
 	/* Section 3: the contact's side of a subscription stanza, both
-	 * addresses bare (3.1.3, 3.1.5, 3.2.2, 3.3.3). */
+	 * addresses bare (3.1.3, 3.2.3, 3.3.3, 3.4.3; the stanza kept
+	 * whole: <status/>, XEP-0172 <nick/>). */
 	struct buf out;
 	struct pjob tmp = { .w = w };
 	if (xml_set_attr(a, st, "to", to_bare) < 0 ||
 	    xml_set_attr(a, st, "from", from_bare) < 0)
-		return;
+		return 1;
 	buf_init(&out, 0);
 	if (xml_serialize(&out, st, NS_CLIENT) < 0 ||
 	    buf_append(&out, "", 1) < 0) {
 		buf_free(&out);
-		return;
+		return 1;
 	}
 	struct pjob *k = sub_other_side(&tmp, to_bare, from_bare, type,
 					buf_head(&out));
 	buf_free(&out);
 	if (k != NULL)
 		sub_run(k);
+	return 1;
+}
+
+void presence_from_remote(struct worker *w, struct arena *a,
+			  struct xml_node *st)
+{
+	/* route_stanza sends probes and subscription stanzas from
+	 * another domain to presence_inbound() */
+	route_stanza(w, a, st);
+}
+
+/* XEP-0191 section 3.4: an unblocked contact with a subscription to the
+ * account's presence gets the current presence of each available
+ * resource again (as a probe would), on whichever worker it lives. */
+void presence_current_to(struct worker *w, const char *bare, const char *to)
+{
+	struct session_info *heap;
+	const char *error;
+	int n;
+	struct session_info *res = route_sessions(w, bare, &n, &heap);
+	for (int i = 0; i < n; i++) {
+		if (!res[i].available)
+			continue;
+		if (res[i].slot != w->slot) {
+			if (queue_send(w->q, res[i].slot, IPC_FRAME_PROBE,
+				       res[i].conn_id, res[i].gen, to,
+				       strlen(to), &error) < 0)
+				log_warn("presence to %s via w%u: %s", to,
+					 res[i].slot, error);
+			continue;
+		}
+		struct conn *c = conn_lookup(w, res[i].conn_id, res[i].gen);
+		if (c != NULL)
+			presence_answer_probe(c, to);
+	}
+	route_sessions_done(heap);
 }

@@ -319,8 +319,16 @@ static void route_message(struct route *r, int to_full)
 		route_bounce(r, "cancel", "service-unavailable");
 		return;
 	}
-	if (route_message_bare(r, &full) > 0 || route_is(r, "headline"))
+	/* A copy taken back while the worker stops goes to offline
+	 * storage: the other resources are being disconnected too (their
+	 * workers may be gone before a frame reaches them). */
+	if (r->skip_valid && r->w->stopping) {
+		if (route_is(r, "headline"))
+			return;
+	} else if (route_message_bare(r, &full) > 0 ||
+		   route_is(r, "headline")) {
 		return;
+	}
 	if (full) {
 		route_full(r);
 		return;
@@ -335,6 +343,11 @@ static void route_presence(struct route *r, int to_full)
 {
 	struct session_info s, *heap, *res;
 	int n;
+	/* RFC 6121 sections 3 and 4.3 for a contact on another server or
+	 * a component: its probes and subscription stanzas take the
+	 * inbound paths (a local user's never come through here) */
+	if (r->type != NULL && presence_inbound(r->w, r->arena, r->st))
+		return;
 	if (route_is(r, "probe"))
 		return;         /* answered by the presence module */
 	if (to_full) {
@@ -673,4 +686,63 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		return;
 	}
 	route_gone(w, hdr, payload, len);
+}
+
+/* Whether n is a <stanza-id/> by a JID of a domain we host. */
+static int route_own_sid(struct worker *w, struct arena *a,
+			 const struct xml_node *n)
+{
+	const char *by, *error;
+	struct jid j;
+	if (n->name == NULL || strcmp(n->name, "stanza-id") != 0 ||
+	    strcmp(n->ns, "urn:xmpp:sid:0") != 0 ||
+	    (by = xml_attr(n, "by")) == NULL)
+		return 0;
+	return jid_parse(a, by, &j, &error) == 0 && stream_hosted(w, j.domain);
+}
+
+/* Own stanza-ids taken off for one serialization, at most this many
+ * (XEP-0359 allows one per 'by'; more stay, and are logged). */
+#define ROUTE_SIDS_OFF 8
+
+int route_serialize_out(struct worker *w, struct buf *out,
+			const struct xml_node *cst)
+{
+	/* the serializer walks the tree by its parent links: the nodes
+	 * are unlinked for the moment of the call and put back */
+	struct xml_node *st = (struct xml_node *)cst;
+	struct xml_node *off[ROUTE_SIDS_OFF], *prev_of[ROUTE_SIDS_OFF];
+	struct xml_node *last = st->last_child, *prev = NULL;
+	unsigned n = 0;
+	if (strcmp(st->name, "message") != 0)
+		return xml_serialize(out, st, NS_CLIENT);
+	struct arena a;
+	arena_init(&a, 512);
+	for (struct xml_node *c = st->children, *next; c != NULL; c = next) {
+		next = c->next;
+		if (n < ROUTE_SIDS_OFF && route_own_sid(w, &a, c)) {
+			off[n] = c;
+			prev_of[n++] = prev;
+			if (prev != NULL)
+				prev->next = next;
+			else
+				st->children = next;
+			if (st->last_child == c)
+				st->last_child = prev;
+		} else {
+			prev = c;
+		}
+	}
+	arena_free(&a);
+	int r = xml_serialize(out, st, NS_CLIENT);
+	while (n-- > 0) {       /* back in place, last removed first */
+		struct xml_node *c = off[n], *p = prev_of[n];
+		c->next = p != NULL ? p->next : st->children;
+		if (p != NULL)
+			p->next = c;
+		else
+			st->children = c;
+	}
+	st->last_child = last;
+	return r;
 }

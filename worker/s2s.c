@@ -98,6 +98,22 @@ int s2s_init(struct worker *w)
 	return s2s_in_init(w) < 0 || s2s_out_init(w) < 0 ? -1 : 0;
 }
 
+int s2s_taken_back(struct conn *c, const char *text, size_t len,
+		   uint64_t end)
+{
+	return c->kind == CONN_S2S_OUT ? s2s_out_taken(c, text, len, end) : 0;
+}
+
+void s2s_close_links(struct worker *w)
+{
+	s2s_out_close_links(w);
+}
+
+unsigned s2s_busy(const struct worker *w)
+{
+	return s2s_out_busy(w);
+}
+
 void s2s_shutdown(struct worker *w)
 {
 	s2s_out_shutdown(w);

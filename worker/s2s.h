@@ -47,6 +47,13 @@ void s2s_conn_gone(struct conn *c);
  * OpenSSL's (the peer's certificate can be read). */
 typedef struct ssl_st SSL;
 void s2s_tls_done(struct conn *c, SSL *ssl);
+/* A piece of an outgoing link's output that was never written (conn.c
+ * takes it back when the link closes): routed again once over a new
+ * link, or bounced if it already was; 1 when taken (stream elements are
+ * dropped), 0 for another kind of connection.  end: c->out_total where
+ * the piece ended.  Never routes inside the call (conn_close). */
+int s2s_taken_back(struct conn *c, const char *text, size_t len,
+		   uint64_t end);
 /* Free c->s2s (conn_reap_dead). */
 void s2s_conn_free(struct conn *c);
 
@@ -64,5 +71,11 @@ void s2s_tick(struct worker *w, int64_t now_ms);
 /* Worker start and stop. */
 int s2s_init(struct worker *w);
 void s2s_shutdown(struct worker *w);
+/* Stopping, the client streams closed: outgoing links end with
+ * </stream:stream> after what they carry; links still being set up
+ * carry their queue once up, then end (or fail at shutdown_timeout). */
+void s2s_close_links(struct worker *w);
+/* Outgoing links still open or being set up (the worker waits). */
+unsigned s2s_busy(const struct worker *w);
 
 #endif

@@ -38,6 +38,7 @@
 #include "dialback.h"
 #include "component.h"
 #include "server.h"
+#include "stanza.h"
 #include "base64.h"
 #include "certid.h"
 #include "jid.h"
@@ -55,9 +56,6 @@
 
 #define S2S_IN_CLOSE_GRACE_MS 5000
 #define S2S_IN_TICK_MS 1000
-/* Domain pairs one stream may ask for (XEP-0220 section 4.2
- * piggybacking); past it the request is answered <resource-constraint/>. */
-#define S2S_IN_MAX_PAIRS 64
 
 enum s2s_pair_state {
 	S2S_PAIR_PENDING = 1,   /* verification asked, no answer yet */
@@ -616,7 +614,7 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 			     "verified already");
 		return;
 	}
-	if (s->npairs >= S2S_IN_MAX_PAIRS) {
+	if (s->npairs >= w->cfg->s2s_max_domain_pairs) {
 		s2s_in_db_answer(c, "result", d->to, d->from, NULL, "error",
 				 "wait", "resource-constraint");
 		return;
@@ -823,6 +821,55 @@ static void s2s_in_client_ns(struct xml_node *n)
 	}
 }
 
+/* RFC 6120 8.2.3, 8.3: an IQ needs an id and a known type (and one
+ * child for get/set), a presence a known type.  1 if st is fine. */
+static int s2s_in_stanza_valid(const struct xml_node *st)
+{
+	static const char *const ptypes[] = {
+		"unavailable", "subscribe", "subscribed", "unsubscribe",
+		"unsubscribed", "probe", "error",
+	};
+	const char *type = xml_attr(st, "type");
+	if (strcmp(st->name, "iq") == 0) {
+		unsigned n = xml_element_count(st);
+		if (type == NULL || xml_attr(st, "id") == NULL)
+			return 0;
+		if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)
+			return n == 1;
+		if (strcmp(type, "result") == 0)
+			return n <= 1;
+		return strcmp(type, "error") == 0;
+	}
+	if (strcmp(st->name, "presence") != 0 || type == NULL)
+		return 1;
+	for (size_t i = 0; i < ARRAY_SIZE(ptypes); i++)
+		if (strcmp(type, ptypes[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A stanza error back to the stanza's sender on the other server: it
+ * goes out like any stanza for that domain (route_stanza -> s2s), never
+ * on this incoming stream (RFC 6120 section 8.3; nothing answers an
+ * error or an IQ result). */
+static void s2s_in_bounce(struct conn *c, const struct xml_node *st,
+			  const char *type, const char *condition)
+{
+	struct buf b;
+	const char *error;
+	if (!stanza_may_bounce(st))
+		return;
+	buf_init(&b, 0);
+	if (stanza_error_xml_app(&b, st, NULL, NULL, type, condition, NULL,
+				 NULL) == 0) {
+		struct xml_node *e = stanza_parse(c->arena, buf_head(&b),
+						  buf_used(&b), &error);
+		if (e != NULL)
+			route_stanza(c->w, c->arena, e);
+	}
+	buf_free(&b);
+}
+
 static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 			  struct xml_node *st)
 {
@@ -873,6 +920,12 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		return;
 	}
 	s2s_in_client_ns(st);
+	if (!s2s_in_stanza_valid(st)) {
+		log_info("c%u %s: malformed <%s/> from %s", c->id, c->peer,
+			 st->name, jf.domain);
+		s2s_in_bounce(c, st, "modify", "bad-request");
+		return;
+	}
 	if (ours && strcmp(st->name, "presence") == 0) {
 		presence_from_remote(c->w, c->arena, st);  /* RFC 6121 */
 		return;

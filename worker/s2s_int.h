@@ -59,6 +59,10 @@ int s2s_out_frame(struct worker *w, const struct ipc_frame_header *hdr,
 int s2s_out_init(struct worker *w);
 void s2s_out_tick(struct worker *w, int64_t now_ms);
 void s2s_out_shutdown(struct worker *w);
+void s2s_out_close_links(struct worker *w);
+int s2s_out_taken(struct conn *c, const char *text, size_t len,
+		  uint64_t end);
+unsigned s2s_out_busy(const struct worker *w);
 /* TLS is up on an outgoing stream (tls.c, through s2s_tls_done): check
  * the peer's certificate, send the stream header. */
 typedef struct ssl_st SSL;

@@ -52,6 +52,18 @@ enum s2s_link_state {
 struct s2s_pend {
 	struct s2s_pend *next;
 	size_t len;
+	int retried;            /* taken back once from a link that died */
+	char text[];
+};
+
+/* A stanza taken back from a link that died with it unwritten, routed
+ * again at the next s2s_out_tick (never inside conn_close): once over a
+ * new link, bounced with cond if it was already that retry. */
+struct s2s_back {
+	struct s2s_back *next;
+	char local[256], remote[256];
+	const char *cond;       /* NULL: retry; else bounce with it */
+	size_t len;
 	char text[];
 };
 
@@ -91,12 +103,20 @@ struct s2s_link {
  * the link has let the connection go (failed, closed idle). */
 struct s2s_conn {
 	struct s2s_link *link;
+	char local[256], remote[256];   /* the link's pair, for take-back */
+	const char *cond;       /* why it died (s2s_out_gone) */
+	/* where each retried stanza written here ends (c->out_total) */
+	uint64_t *retried;
+	unsigned nretried, retried_cap;
 };
 
 /* This process's links (one worker per process) and its worker, for
  * the dialer's callback. */
 static struct s2s_link *s2s_links;
 static unsigned s2s_nlinks;
+/* Stopping, past s2s_out_close_links: a link ends once its queue is
+ * written. */
+static int out_closing;
 static struct worker *s2s_out_worker;
 
 static struct s2s_link *out_link(const struct conn *c)
@@ -220,6 +240,27 @@ static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
 
 /* ---- links ------------------------------------------------------------ */
 
+/* Write a stanza on the link's connection; a retried one is remembered
+ * by where it ends, so that it is not retried twice. */
+static void out_write(struct s2s_link *l, const char *text, size_t len,
+		      int retried)
+{
+	struct conn *c = l->c;
+	conn_send(c, text, len);
+	if (!retried || c->s2s == NULL)
+		return;
+	struct s2s_conn *sc = c->s2s;
+	if (sc->nretried == sc->retried_cap) {
+		unsigned cap = sc->retried_cap ? sc->retried_cap * 2 : 8;
+		uint64_t *r = realloc(sc->retried, cap * sizeof(*r));
+		if (r == NULL)
+			return;     /* then retried once more at worst */
+		sc->retried = r;
+		sc->retried_cap = cap;
+	}
+	sc->retried[sc->nretried++] = c->out_total;
+}
+
 static struct s2s_link *out_find(const char *local, const char *remote)
 {
 	for (struct s2s_link *l = s2s_links; l != NULL; l = l->next)
@@ -333,11 +374,21 @@ static void out_start(struct worker *w, struct s2s_link *l)
 
 /* Queue a stanza (text) on the link local -> remote, owned here. */
 static void out_enqueue(struct worker *w, const char *local,
-			const char *remote, const char *text, size_t len)
+			const char *remote, const char *text, size_t len,
+			int retried)
 {
 	struct s2s_link *l = out_find(local, remote);
+	if (l != NULL && l->state == LINK_UP && l->c != NULL &&
+	    l->c->want_close) {
+		/* the peer closed its stream and ours is closing: this
+		 * stanza goes over a new link */
+		out_unlink(l);
+		out_vreqs_fail(w, l, "remote-connection-failed");
+		out_free(l);
+		l = NULL;
+	}
 	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
-		conn_send(l->c, text, len);
+		out_write(l, text, len, retried);
 		l->last_ms = w->now_ms;
 		return;
 	}
@@ -365,6 +416,7 @@ static void out_enqueue(struct worker *w, const char *local,
 	}
 	memcpy(p->text, text, len);
 	p->len = len;
+	p->retried = retried;
 	p->next = NULL;
 	if (l->tail != NULL)
 		l->tail->next = p;
@@ -378,6 +430,8 @@ static void out_enqueue(struct worker *w, const char *local,
 }
 
 /* ---- the stream ------------------------------------------------------- */
+
+static void out_idle_close(struct worker *w, struct s2s_link *l);
 
 static void out_header(struct s2s_link *l)
 {
@@ -418,6 +472,8 @@ static void out_dialed(void *ctx, const struct s2s_dial_result *r,
 	c->kind = CONN_S2S_OUT;
 	c->s2s = sc;
 	sc->link = l;
+	snprintf(sc->local, sizeof(sc->local), "%s", l->local);
+	snprintf(sc->remote, sizeof(sc->remote), "%s", l->remote);
 	l->c = c;
 	l->state = LINK_STREAM;
 	c->direct_tls = r->direct_tls;
@@ -581,13 +637,15 @@ static void out_up(struct worker *w, struct s2s_link *l)
 	while (l->head != NULL) {
 		struct s2s_pend *p = l->head;
 		l->head = p->next;
-		conn_send(c, p->text, p->len);
+		out_write(l, p->text, p->len, p->retried);
 		free(p);
 	}
 	l->tail = NULL;
 	l->npending = 0;
 	l->pending_bytes = 0;
 	out_send_verifies(l);
+	if (out_closing && l->vreqs == NULL)
+		out_idle_close(w, l);   /* stopping: what waited is written */
 }
 
 static void out_features(struct conn *c, struct s2s_link *l,
@@ -729,6 +787,9 @@ void s2s_out_gone(struct conn *c)
 		return;
 	l->c = NULL;
 	c->s2s->link = NULL;
+	/* what it had not written: the peer gone, or our deadline */
+	c->s2s->cond = c->deadline_ms != 0 && c->w->now_ms >= c->deadline_ms ?
+		       "remote-server-timeout" : "remote-server-not-found";
 	if (l->state == LINK_UP) {
 		/* what it had written but not sent comes back through
 		 * conn.c; new stanzas make a new link */
@@ -748,8 +809,77 @@ void s2s_out_gone(struct conn *c)
 
 void s2s_out_free(struct conn *c)
 {
+	free(c->s2s->retried);
 	free(c->s2s);
 	c->s2s = NULL;
+}
+
+/* Taken back this turn, routed at the next tick. */
+static struct s2s_back *out_back_head, **out_back_tail = &out_back_head;
+
+int s2s_out_taken(struct conn *c, const char *text, size_t len,
+		  uint64_t end)
+{
+	struct s2s_conn *sc = c->s2s;
+	if (sc == NULL || sc->local[0] == '\0')
+		return 0;
+	/* stanzas only: the stream's own elements (db:verify, the close)
+	 * are not routed */
+	if (!((len > 8 && memcmp(text, "<message", 8) == 0) ||
+	      (len > 9 && memcmp(text, "<presence", 9) == 0) ||
+	      (len > 3 && memcmp(text, "<iq", 3) == 0)))
+		return 1;
+	int retried = 0;
+	for (unsigned i = 0; i < sc->nretried && !retried; i++)
+		retried = sc->retried[i] == end;
+	struct s2s_back *b = malloc(sizeof(*b) + len);
+	if (b == NULL) {
+		log_error("s2s %s -> %s: no memory to route a stanza taken "
+			  "back: lost", sc->local, sc->remote);
+		return 1;
+	}
+	memcpy(b->local, sc->local, sizeof(b->local));
+	memcpy(b->remote, sc->remote, sizeof(b->remote));
+	b->cond = retried ? (sc->cond != NULL ? sc->cond
+					      : "remote-server-not-found")
+			  : NULL;
+	b->len = len;
+	memcpy(b->text, text, len);
+	b->next = NULL;
+	*out_back_tail = b;
+	out_back_tail = &b->next;
+	return 1;
+}
+
+/* What dead links gave back: over a new link once, else bounced. */
+static void out_route_back(struct worker *w)
+{
+	struct s2s_back *b = out_back_head;
+	unsigned retry = 0, bounced = 0;
+	if (b == NULL)
+		return;
+	out_back_head = NULL;
+	out_back_tail = &out_back_head;
+	while (b != NULL) {
+		struct s2s_back *next = b->next;
+		if (b->cond == NULL) {
+			out_enqueue(w, b->local, b->remote, b->text, b->len, 1);
+			retry++;
+		} else {
+			log_info("s2s %s -> %s: a stanza not written on its "
+				 "second link either: bounced with <%s/>",
+				 b->local, b->remote, b->cond);
+			out_bounce_text(w, b->text, b->len,
+					out_error_type(b->cond), b->cond);
+			bounced++;
+		}
+		free(b);
+		b = next;
+	}
+	if (retry > 0)
+		log_info("s2s: %u stanzas not written on a link that ended: "
+			 "sent once more over a new link", retry);
+	(void)bounced;
 }
 
 /* The domain of a trusted, prepared JID. */
@@ -767,7 +897,9 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 	const char *from = xml_attr(st, "from"), *error;
 	char local[S2S_DOMAIN_MAX + 1];
 	size_t dlen;
-	if (from == NULL || w->cfg->s2s_max_links == 0 || w->stopping ||
+	/* while stopping too: the sessions' unavailable to remote
+	 * contacts (presence_stop_broadcast) */
+	if (from == NULL || w->cfg->s2s_max_links == 0 ||
 	    strlen(to_domain) > S2S_DOMAIN_MAX)
 		return -1;
 	const char *d = out_domain(from, &dlen);
@@ -789,13 +921,13 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 		buf_append(&text, to_domain, h.remote_len);
 	}
 	size_t off = buf_used(&text);
-	if (xml_serialize(&text, st, NS_CLIENT) < 0) {
+	if (route_serialize_out(w, &text, st) < 0) {
 		buf_free(&text);
 		return -1;
 	}
 	if (!remote_owner) {
 		out_enqueue(w, local, to_domain, buf_head(&text) + off,
-			    buf_used(&text) - off);
+			    buf_used(&text) - off, 0);
 	} else if (queue_send(w->q, slot, IPC_FRAME_S2S_OUT, 0, 0,
 			      buf_head(&text), buf_used(&text), &error) < 0) {
 		log_info("s2s %s -> %s: to w%u: %s: stanza refused", local,
@@ -828,7 +960,7 @@ static int out_frame_stanza(struct worker *w, const void *payload,
 	if (strlen(local) != h.local_len || strlen(remote) != h.remote_len)
 		goto bad;
 	size_t off = sizeof(h) + h.local_len + h.remote_len;
-	out_enqueue(w, local, remote, p + off, len - off);
+	out_enqueue(w, local, remote, p + off, len - off, 0);
 	return 1;
 bad:
 	log_error("IPC_FRAME_S2S_OUT: malformed payload (%zu bytes): dropped",
@@ -952,12 +1084,20 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 {
 	if (w->cfg != s2s_out_cfg)     /* a reload */
 		out_tls_client(w);
+	out_route_back(w);
 	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
 		next = l->next;
 		out_vreq_timeouts(w, l, now_ms);
-		if (l->state != LINK_UP && now_ms >= l->deadline_ms) {
+		if (l->state != LINK_UP && w->stopping &&
+		    now_ms >= w->stop_deadline_ms) {
+			out_fail(w, l, "remote-server-timeout",
+				 "the server is stopping (shutdown_timeout)");
+		} else if (l->state != LINK_UP && now_ms >= l->deadline_ms) {
 			out_fail(w, l, "remote-server-timeout",
 				 "not set up in time (s2s.link_timeout)");
+		} else if (out_closing && l->state == LINK_UP &&
+			   l->c != NULL && l->vreqs == NULL) {
+			out_idle_close(w, l);   /* stopping */
 		} else if (l->state == LINK_UP && l->c != NULL &&
 			   buf_used(&l->c->out) == 0 && l->vreqs == NULL &&
 			   now_ms - l->last_ms >=
@@ -967,20 +1107,33 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 	}
 }
 
-/* Stop: links that are up end with </stream:stream> (the remote server
- * sees a clean close, as Prosody's own shutdown does); what still waits
- * for a link being set up is bounced (its senders are being
- * disconnected too, but an error is owed). */
+/* Stop (worker_begin_stop): nothing closes yet.  The sessions' remote
+ * unavailable presence (presence_stop_broadcast) is still to come, from
+ * this worker and others; links stay, stanzas still make links, until
+ * s2s_out_close_links. */
 void s2s_out_shutdown(struct worker *w)
 {
-	while (s2s_links != NULL) {
-		struct s2s_link *l = s2s_links;
+	(void)w;
+}
+
+/* The worker's client streams are closed and the broadcast routed:
+ * links that are up end with </stream:stream> after what they carry
+ * (the remote server sees a clean close, as Prosody's own shutdown
+ * does); links being set up carry their queue once up and then end
+ * (out_up), or fail at shutdown_timeout (s2s_out_tick): what waited is
+ * bounced, with one line. */
+void s2s_out_close_links(struct worker *w)
+{
+	out_closing = 1;
+	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
+		next = l->next;
 		if (l->state == LINK_UP && l->c != NULL)
 			out_idle_close(w, l);
-		else
-			out_fail(w, l, "remote-server-timeout",
-				 "the server is stopping");
 	}
-	SSL_CTX_free(w->tls_client);    /* links still closing hold theirs */
-	w->tls_client = NULL;
+}
+
+unsigned s2s_out_busy(const struct worker *w)
+{
+	(void)w;
+	return s2s_nlinks;
 }

@@ -10,6 +10,7 @@
  * Failure policy: a reply that cannot be built is dropped and logged.
  */
 #include "server.h"
+#include "component.h"
 #include "worker.h"
 #include "log.h"
 #include "stanza.h"
@@ -100,7 +101,19 @@ static int server_iq_get(const struct xml_node *q, struct buf *out)
 		server_disco_info(out);
 	else if (xml_is(q, NS_DISCO_ITEMS, "query") &&
 		 xml_attr(q, "node") == NULL)
-		buf_appendf(out, "><query xmlns='" NS_DISCO_ITEMS "'/></iq>");
+	{
+		/* XEP-0114 components are items of the host (as Prosody
+		 * and ejabberd list theirs) */
+		buf_appendf(out, "><query xmlns='" NS_DISCO_ITEMS "'");
+		size_t open = out->len;
+		buf_appendf(out, ">");
+		if (component_disco_items(out) == 0) {
+			out->len = open;
+			buf_appendf(out, "/></iq>");
+		} else {
+			buf_appendf(out, "</query></iq>");
+		}
+	}
 	else if (xml_is(q, NS_PING, "ping"))
 		buf_appendf(out, "/>");
 	else if (xml_is(q, NS_VERSION, "query"))

@@ -57,20 +57,19 @@
  * table write, later, replaces it (the login gets <conflict/>).  Either
  * way exactly one session holds the JID.
  *
- * Frame payloads (host order, same machine; this file is their only
- * reader and writer):
- *   SM_TAKE  to the record's slot, header conn_id/gen = N (the taker):
- *            struct sm_take_msg, then id_len bytes of previd and
- *            bare_len bytes of N's bare JID.
- *   SM_GIVE  to the taker's slot, header conn_id/gen = N:
- *            struct sm_give_msg, then jid_len bytes of full JID,
- *            presence_len bytes of last available presence, ndirected
- *            times (uint16 length, bytes), nstanzas times (uint32
- *            length, bytes): the journal from h_acked + 1, in order.
- *            At most IPC_FRAME_MAX bytes: a session whose journal does
- *            not fit is not moved (the client gets <failed h/> and the
- *            journal goes the expiry way at A).
- *   SM_DONE  to A, header conn_id/gen = O: no payload.
+ * Frame payloads: struct ipc_sm_take and struct ipc_sm_give with what
+ * follows them are laid out in shm/ipc.h ("XEP-0198 hand-over
+ * frames"); shm/smwire.c decodes each payload (pure functions, fuzzed by
+ * fuzz/fuzz_sm.c) and writes them for this file.  A payload that does
+ * not decode is logged and, when a client waits for it, answered
+ * <failed><item-not-found/></failed>.  A session whose journal does not
+ * fit a frame is not moved (the client gets <failed h/> and the journal
+ * goes the expiry way at A).
+ *
+ * The h attribute of <a/> and <resume/> (and <enable max/>) is read by
+ * smwire_parse_h: XEP-0198's xs:unsignedInt, so "+5", "005" and " 5 "
+ * are 5; anything else (a sign '-', hex, empty, beyond 4294967295) is
+ * bad-format on <a/> (a stream error) and bad-request on <resume/>.
  *
  * Failure policy: every misuse gets the XEP's answer (<failed/> with a
  * stanza error condition, or the stream error of section 4); a full
@@ -83,6 +82,7 @@
  * stored is dropped without an error to someone.
  */
 #include "sm.h"
+#include "smwire.h"
 #include "ext.h"
 #include "config.h"
 #include "log.h"
@@ -137,34 +137,7 @@ struct sm_fwd {
 static struct sm_fwd *sm_fwds;
 static unsigned sm_nfwd, sm_fwd_cap;
 
-enum sm_give_status {
-	SM_GIVE_OK = 0,
-	SM_GIVE_NOT_FOUND,      /* unknown, expired, someone else's */
-	SM_GIVE_TOO_HIGH,       /* the client's h is beyond h_sent */
-	SM_GIVE_TOO_BIG,        /* the journal does not fit a frame */
-};
-
-struct sm_take_msg {
-	uint32_t h;             /* the client's h */
-	uint16_t id_len;
-	uint16_t bare_len;
-};
-
-struct sm_give_msg {
-	uint32_t status;        /* enum sm_give_status */
-	uint32_t old_id, old_gen;   /* O, for SM_DONE */
-	uint32_t h_in, h_acked, h_sent;
-	uint32_t max_s;
-	int16_t priority;
-	uint8_t available;
-	uint8_t mech;
-	int64_t since;
-	uint32_t words[EXT_MAX];
-	uint32_t jid_len;
-	uint32_t presence_len;
-	uint32_t ndirected;
-	uint32_t nstanzas;
-};
+_Static_assert(IPC_SM_EXT_WORDS >= EXT_MAX, "ipc_sm_give.words");
 
 static struct smstore *sm_store(const struct worker *w)
 {
@@ -219,20 +192,6 @@ static void sm_request(struct conn *c)
 	c->sm->r_pending = 1;
 	c->sm->r_due = 0;
 	conn_send(c, r, sizeof(r) - 1);
-}
-
-/* A decimal uint32 (the XEP's xs:unsignedInt); -1 if not one. */
-static int sm_parse_u32(const char *s, uint32_t *v)
-{
-	char *end;
-	if (s == NULL || *s < '0' || *s > '9' || strlen(s) > 10)
-		return -1;
-	errno = 0;
-	unsigned long long n = strtoull(s, &end, 10);
-	if (*end != '\0' || errno != 0 || n > UINT32_MAX)
-		return -1;
-	*v = (uint32_t)n;
-	return 0;
 }
 
 /* h acknowledges stanzas up to h: not beyond h_sent (mod 2^32). */
@@ -501,7 +460,7 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 		sm_failed(c, "feature-not-implemented", 0, 0);
 		return;
 	}
-	if (max != NULL && sm_parse_u32(max, &want) == 0 && want > 0 &&
+	if (max != NULL && smwire_parse_h(max, &want) == 0 && want > 0 &&
 	    want < max_s)
 		max_s = want;
 	id[0] = '\0';
@@ -560,7 +519,7 @@ static void sm_ack(struct conn *c, struct xml_node *n)
 			     "stream management is not enabled");
 		return;
 	}
-	if (sm_parse_u32(xml_attr(n, "h"), &h) < 0) {
+	if (smwire_parse_h(xml_attr(n, "h"), &h) < 0) {
 		stream_error(c, "bad-format", "<a/> without a valid h");
 		return;
 	}
@@ -845,7 +804,7 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 		sm_failed(n, "feature-not-implemented", 0, 0);
 		return;
 	}
-	if (previd == NULL || sm_parse_u32(xml_attr(x, "h"), &h) < 0) {
+	if (previd == NULL || smwire_parse_h(xml_attr(x, "h"), &h) < 0) {
 		sm_failed(n, "bad-request", 0, 0);
 		return;
 	}
@@ -860,21 +819,19 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 		char bare[IPC_JID_MAX + 1];
 		int bl = snprintf(bare, sizeof(bare), "%s@%s", n->user,
 				  n->domain);
-		size_t il = strlen(previd);
-		struct sm_take_msg t = { h, (uint16_t)il, (uint16_t)bl };
+		struct smwire_take t = { h, previd, strlen(previd), bare,
+					 bl < 0 ? 0 : (size_t)bl };
 		struct buf out;
 		const char *error;
 		struct sm_conn *s = calloc(1, sizeof(*s));
+		buf_init(&out, 0);
 		if (s == NULL || bl < 0 || (size_t)bl >= sizeof(bare) ||
-		    il >= SMSTORE_ID_MAX) {
+		    smwire_take_encode(&out, &t, &error) < 0) {
+			buf_free(&out);
 			free(s);
 			sm_failed(n, "item-not-found", 0, 0);
 			return;
 		}
-		buf_init(&out, 0);
-		buf_append(&out, &t, sizeof(t));
-		buf_append(&out, previd, il);
-		buf_append(&out, bare, (size_t)bl);
 		int r = queue_send(n->w->q, ref.slot, IPC_FRAME_SM_TAKE, n->id,
 				   n->gen, buf_head(&out), buf_used(&out),
 				   &error);
@@ -936,10 +893,10 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 /* ---- handover between workers ------------------------------------------- */
 
 static void sm_give_fail(struct worker *w, const struct ipc_frame_header *hdr,
-			 enum sm_give_status status, uint32_t h_in,
+			 enum ipc_sm_give_status status, uint32_t h_in,
 			 uint32_t h_sent)
 {
-	struct sm_give_msg g;
+	struct ipc_sm_give g;
 	const char *error;
 	memset(&g, 0, sizeof(g));
 	g.status = status;
@@ -958,10 +915,9 @@ struct sm_give_build {
 static int sm_give_one(uint32_t seq, const char *data, size_t len, void *ctx)
 {
 	struct sm_give_build *b = ctx;
-	uint32_t l = (uint32_t)len;
+	const char *error;
 	(void)seq;
-	if (buf_append(b->out, &l, sizeof(l)) < 0 ||
-	    buf_append(b->out, data, len) < 0)
+	if (smwire_give_put_stanza(b->out, data, len, &error) < 0)
 		return -1;
 	b->n++;
 	return buf_used(b->out) > IPC_FRAME_MAX ? -1 : 0;
@@ -971,26 +927,25 @@ static int sm_give_one(uint32_t seq, const char *data, size_t len, void *ctx)
 static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		       const char *p, size_t len)
 {
-	struct sm_take_msg t;
+	struct smwire_take t;
 	struct sm_ref ref;
 	struct sm_state st;
 	struct conn *o = NULL;
 	char bare[IPC_JID_MAX + 1];
+	const char *error;
 
-	if (len < sizeof(t))
-		return;
-	memcpy(&t, p, sizeof(t));
-	if (len != sizeof(t) + t.id_len + t.bare_len ||
-	    t.bare_len > IPC_JID_MAX) {
-		log_error("resumption: malformed SM_TAKE from w%u",
-			  hdr->src_slot);
+	if (smwire_take_decode(p, len, &t, &error) < 0) {
+		/* the taker waits until sm.handover_timeout; a refusal
+		 * needs no payload of ours, so it gets one at once */
+		log_error("resumption: malformed SM_TAKE from w%u: %s",
+			  hdr->src_slot, error);
+		sm_give_fail(w, hdr, IPC_SM_GIVE_NOT_FOUND, 0, 0);
 		return;
 	}
-	const char *id = p + sizeof(t);
-	memcpy(bare, id + t.id_len, t.bare_len);
+	memcpy(bare, t.bare, t.bare_len);
 	bare[t.bare_len] = '\0';
 	if (sm_store(w) != NULL &&
-	    smstore_find(sm_store(w), id, t.id_len, &ref) == 1 &&
+	    smstore_find(sm_store(w), t.id, t.id_len, &ref) == 1 &&
 	    ref.slot == w->slot && smstore_read(sm_store(w), &ref, &st) == 0 &&
 	    (st.state == SM_REC_ATTACHED || st.state == SM_REC_DETACHED))
 		o = conn_lookup(w, st.conn_id, st.gen);
@@ -1002,23 +957,23 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		if (o != NULL && o->jid != NULL)
 			log_warn("resumption of %s asked by w%u for %s: "
 				 "refused", o->jid, hdr->src_slot, bare);
-		sm_give_fail(w, hdr, SM_GIVE_NOT_FOUND, 0, 0);
+		sm_give_fail(w, hdr, IPC_SM_GIVE_NOT_FOUND, 0, 0);
 		return;
 	}
 	struct sm_conn *s = o->sm;
 	if (!sm_h_ok(t.h, s->h_acked, s->h_sent)) {
-		sm_give_fail(w, hdr, SM_GIVE_TOO_HIGH, t.h, s->h_sent);
+		sm_give_fail(w, hdr, IPC_SM_GIVE_TOO_HIGH, t.h, s->h_sent);
 		return;
 	}
 	EXT_RUN(session_leaving, o);    /* held stanzas into the journal */
 	if (o->closed || !o->bound || o->sm != s || !s->has_ref) {
 		/* writing them ended its stream (output overflow) */
-		sm_give_fail(w, hdr, SM_GIVE_NOT_FOUND, 0, 0);
+		sm_give_fail(w, hdr, IPC_SM_GIVE_NOT_FOUND, 0, 0);
 		return;
 	}
-	struct sm_give_msg g;
+	struct ipc_sm_give g;
 	memset(&g, 0, sizeof(g));
-	g.status = SM_GIVE_OK;
+	g.status = IPC_SM_GIVE_OK;
 	g.old_id = o->id;
 	g.old_gen = o->gen;
 	g.h_in = s->h_in;
@@ -1036,12 +991,6 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 	g.jid_len = (uint32_t)strlen(o->jid);
 	const char *pres = o->available ? o->last_presence : NULL;
 	g.presence_len = pres ? (uint32_t)strlen(pres) : 0;
-	g.ndirected = o->ndirected;
-	struct buf out;
-	buf_init(&out, 0);
-	int bad = buf_append(&out, &g, sizeof(g)) < 0 ||
-		  buf_append(&out, o->jid, g.jid_len) < 0 ||
-		  (pres && buf_append(&out, pres, g.presence_len) < 0);
 	/* the fixed part stays within what the store reserves for it
 	 * (SMSTORE_STATE_RESERVE): directed presence beyond is not moved */
 	unsigned nd = 0;
@@ -1053,15 +1002,14 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		log_info("c%u %s: %u directed presences not handed over (too "
 			 "many)", o->id, o->peer, o->ndirected - nd);
 	g.ndirected = nd;
-	if (!bad)
-		memcpy(out.data + out.off + offsetof(struct sm_give_msg,
-						     ndirected), &nd,
-		       sizeof(nd));
-	for (unsigned i = 0; !bad && i < nd; i++) {
-		uint16_t l = (uint16_t)strlen(o->directed[i]);
-		bad = buf_append(&out, &l, sizeof(l)) < 0 ||
-		      buf_append(&out, o->directed[i], l) < 0;
-	}
+	g.nstanzas = 0;         /* patched once the journal is written */
+	struct buf out;
+	buf_init(&out, 0);
+	int bad = smwire_give_put_head(&out, &g, o->jid, pres, &error) < 0;
+	for (unsigned i = 0; !bad && i < nd; i++)
+		bad = smwire_give_put_directed(&out, o->directed[i],
+					       strlen(o->directed[i]),
+					       &error) < 0;
 	struct sm_give_build b = { &out, 0 };
 	if (!bad)
 		bad = smstore_foreach_unacked(sm_store(w), &s->ref,
@@ -1073,7 +1021,7 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		log_warn("c%u %s: session %s too large to hand over (%u "
 			 "stanzas): ended, its stanzas routed as undelivered",
 			 o->id, o->peer, o->jid, s->h_sent - s->h_acked);
-		sm_give_fail(w, hdr, SM_GIVE_TOO_BIG, s->h_in, s->h_sent);
+		sm_give_fail(w, hdr, IPC_SM_GIVE_TOO_BIG, s->h_in, s->h_sent);
 		if (o->detached)
 			stream_error(o, "undefined-condition", NULL);
 		else
@@ -1081,9 +1029,7 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 				     "resumed elsewhere");
 		return;
 	}
-	memcpy(out.data + out.off + offsetof(struct sm_give_msg, nstanzas), &b.n,
-	       sizeof(b.n));
-	const char *error;
+	smwire_give_set_counts(&out, 0, nd, b.n);
 	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_GIVE, hdr->conn_id,
 		       hdr->gen, buf_head(&out), buf_used(&out), &error) < 0) {
 		buf_free(&out);
@@ -1104,96 +1050,82 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 /* A GIVE that nobody waits for any more: the session ends the way of
  * expiry, here. */
 static void sm_orphan(struct worker *w, const struct ipc_frame_header *hdr,
-		      const struct sm_give_msg *g, const char *jid,
-		      const char *stanzas, size_t slen)
+		      const struct smwire_give *g, const char *jid)
 {
+	const char *p = g->stanzas, *st;
+	size_t left = g->stanzas_len, l;
 	log_info("%s: handed over after its resumption was given up: "
-		 "ended, %u stanzas routed as undelivered", jid, g->nstanzas);
-	shm_session_del(w->shm->sessions, jid, hdr->src_slot, g->old_id,
-			g->old_gen);
-	if (g->available)
+		 "ended, %u stanzas routed as undelivered", jid,
+		 g->head.nstanzas);
+	shm_session_del(w->shm->sessions, jid, hdr->src_slot, g->head.old_id,
+			g->head.old_gen);
+	if (g->head.available)
 		presence_swept(w, jid);
-	for (uint32_t i = 0; i < g->nstanzas && slen >= 4; i++) {
-		uint32_t l;
-		memcpy(&l, stanzas, 4);
-		if (l > slen - 4)
-			break;
-		route_undelivered(w, 0, 0, stanzas + 4, l);
-		stanzas += 4 + l;
-		slen -= 4 + l;
-	}
+	while (smwire_next(&p, &left, 4, &st, &l) == 1)
+		route_undelivered(w, 0, 0, st, l);
 }
 
 /* B: the session we asked for. */
 static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 		       const char *p, size_t len)
 {
-	struct sm_give_msg g;
+	struct smwire_give gv;
+	const struct ipc_sm_give *g = &gv.head;
 	const char *error;
-	if (len < sizeof(g))
-		return;
-	memcpy(&g, p, sizeof(g));
 	struct conn *n = conn_lookup(w, hdr->conn_id, hdr->gen);
 	int waiting = n != NULL && !n->bound && n->sm != NULL &&
 		      n->sm->take_deadline != 0 && !n->want_close &&
 		      n->sm->take_slot == hdr->src_slot;
-	if (g.status != SM_GIVE_OK) {
+	if (smwire_give_decode(p, len, &gv, &error) < 0) {
+		log_error("resumption: malformed SM_GIVE from w%u: %s",
+			  hdr->src_slot, error);
+		if (waiting) {
+			struct sm_conn *s = n->sm;
+			n->sm = NULL;
+			free(s);
+			sm_failed(n, "item-not-found", 0, 0);
+		}
+		return;
+	}
+	if (g->status != IPC_SM_GIVE_OK) {
 		if (!waiting)
 			return;
 		struct sm_conn *s = n->sm;
 		n->sm = NULL;
-		if (g.status == SM_GIVE_TOO_HIGH)
-			sm_too_high(n, s->take_h, g.h_sent);
-		else if (g.status == SM_GIVE_TOO_BIG)
-			sm_failed(n, "item-not-found", 1, g.h_in);
+		if (g->status == IPC_SM_GIVE_TOO_HIGH)
+			sm_too_high(n, s->take_h, g->h_sent);
+		else if (g->status == IPC_SM_GIVE_TOO_BIG)
+			sm_failed(n, "item-not-found", 1, g->h_in);
 		else
 			sm_failed(n, "item-not-found", 0, 0);
 		free(s);
 		return;
 	}
-	const char *q = p + sizeof(g), *end = p + len;
-	if (g.jid_len == 0 || g.jid_len > IPC_JID_MAX ||
-	    (size_t)(end - q) < (size_t)g.jid_len + g.presence_len) {
-		log_error("resumption: malformed SM_GIVE from w%u",
-			  hdr->src_slot);
-		return;
-	}
 	char jid[IPC_JID_MAX + 1];
-	memcpy(jid, q, g.jid_len);
-	jid[g.jid_len] = '\0';
-	q += g.jid_len;
+	memcpy(jid, gv.jid, g->jid_len);
+	jid[g->jid_len] = '\0';
 	struct sm_moving m;
 	memset(&m, 0, sizeof(m));
 	m.jid = jid;
-	m.priority = g.priority;
-	m.available = g.available;
-	m.since = g.since;
-	m.h_in = g.h_in;
-	m.max_s = g.max_s;
-	memcpy(m.words, g.words, sizeof(m.words));
-	if (g.presence_len > 0)
-		m.presence = strndup(q, g.presence_len);
-	q += g.presence_len;
-	if (g.ndirected > 0 && g.ndirected <= 100000)
-		m.directed = calloc(g.ndirected, sizeof(char *));
-	for (uint32_t i = 0; i < g.ndirected; i++) {
-		uint16_t l;
-		if (end - q < 2)
-			break;
-		memcpy(&l, q, 2);
-		q += 2;
-		if (end - q < l)
-			break;
-		if (m.directed != NULL &&
-		    (m.directed[m.ndirected] = strndup(q, l)) != NULL)
+	m.priority = g->priority;
+	m.available = g->available;
+	m.since = g->since;
+	m.h_in = g->h_in;
+	m.max_s = g->max_s;
+	memcpy(m.words, g->words, sizeof(m.words));
+	if (g->presence_len > 0)
+		m.presence = strndup(gv.presence, g->presence_len);
+	/* decoded: ndirected items, each within the payload */
+	if (g->ndirected > 0)
+		m.directed = calloc(g->ndirected, sizeof(char *));
+	const char *dp = gv.directed, *item;
+	size_t dleft = gv.directed_len, l;
+	while (m.directed != NULL && smwire_next(&dp, &dleft, 2, &item, &l) == 1)
+		if ((m.directed[m.ndirected] = strndup(item, l)) != NULL)
 			m.ndirected++;
-		q += l;
-	}
-	const char *stanzas = q;
-	size_t slen = (size_t)(end - q);
 	/* DONE whatever happens next: the old owner frees its record */
-	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_DONE, g.old_id,
-		       g.old_gen, NULL, 0, &error) < 0)
+	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_DONE, g->old_id,
+		       g->old_gen, NULL, 0, &error) < 0)
 		log_warn("resumption: SM_DONE to w%u: %s (it frees the record "
 			 "after sm.forward_time)", hdr->src_slot, error);
 
@@ -1202,8 +1134,8 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	/* the record answers to the previd the client holds (the token of
 	 * <enabled id/>), and numbers on from the old owner's h_acked */
 	if (ok && (smstore_open_as(sm_store(w), w->slot, n->sm->id, jid, n->id,
-				   n->gen, 1, g.max_s, &ref, &error) < 0 ||
-		   smstore_set_h_acked(sm_store(w), &ref, g.h_acked) < 0)) {
+				   n->gen, 1, g->max_s, &ref, &error) < 0 ||
+		   smstore_set_h_acked(sm_store(w), &ref, g->h_acked) < 0)) {
 		log_warn("c%u %s: resumption of %s: %s", n->id, n->peer, jid,
 			 error);
 		ok = 0;
@@ -1211,25 +1143,19 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	/* the journal goes into our record, in order; the store counts
 	 * from 0, the protocol from the old owner's h_acked (base) */
 	uint32_t count = 0;
-	const char *sq = stanzas;
-	size_t sl = slen;
-	for (uint32_t i = 0; ok && i < g.nstanzas && sl >= 4; i++) {
-		uint32_t l;
-		memcpy(&l, sq, 4);
-		if (l > sl - 4 ||
-		    smstore_append(sm_store(w), &ref, sq + 4, l, &error) < 0) {
+	const char *sq = gv.stanzas;
+	size_t sl = gv.stanzas_len;
+	while (ok && smwire_next(&sq, &sl, 4, &item, &l) == 1) {
+		if (smstore_append(sm_store(w), &ref, item, l, &error) < 0) {
 			log_warn("c%u %s: resumption of %s: journal: %s",
-				 n->id, n->peer, jid, l > sl - 4 ? "malformed"
-				 : error);
+				 n->id, n->peer, jid, error);
 			smstore_close(sm_store(w), &ref);
 			ok = 0;
 			break;
 		}
 		count++;
-		sq += 4 + l;
-		sl -= 4 + l;
 	}
-	if (ok && sm_become(n, &m, hdr->src_slot, g.old_id, g.old_gen) < 0) {
+	if (ok && sm_become(n, &m, hdr->src_slot, g->old_id, g->old_gen) < 0) {
 		smstore_close(sm_store(w), &ref);
 		ok = 0;
 	}
@@ -1238,9 +1164,9 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 			struct sm_conn *s = n->sm;
 			n->sm = NULL;
 			free(s);
-			sm_failed(n, "item-not-found", 1, g.h_in);
+			sm_failed(n, "item-not-found", 1, g->h_in);
 		}
-		sm_orphan(w, hdr, &g, jid, stanzas, slen);
+		sm_orphan(w, hdr, &gv, jid);
 		free(m.presence);
 		for (unsigned i = 0; i < m.ndirected; i++)
 			free(m.directed[i]);
@@ -1253,11 +1179,11 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	s->ref = ref;
 	s->has_ref = 1;
 	s->resumable = 1;
-	s->max_s = g.max_s;
-	s->h_in = g.h_in;
+	s->max_s = g->max_s;
+	s->h_in = g->h_in;
 	s->base = 0;
-	s->h_acked = g.h_acked;
-	s->h_sent = g.h_acked + count;
+	s->h_acked = g->h_acked;
+	s->h_sent = g->h_acked + count;
 	s->take_deadline = 0;
 	smstore_set_h_in(sm_store(w), &ref, s->h_in);
 	smstore_set_mech(sm_store(w), &ref, n->mech);
@@ -1271,8 +1197,13 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 }
 
 /* A: the new owner has the session: the record goes. */
-static void sm_on_done(struct worker *w, const struct ipc_frame_header *hdr)
+static void sm_on_done(struct worker *w, const struct ipc_frame_header *hdr,
+		       const char *p, size_t len)
 {
+	const char *error;
+	if (smwire_done_decode(p, len, &error) < 0)
+		log_error("resumption: SM_DONE from w%u: %s (taken as done)",
+			  hdr->src_slot, error);
 	struct sm_fwd *f = sm_fwd_find(hdr->conn_id, hdr->gen);
 	if (f != NULL && f->ref_open) {
 		smstore_close(sm_store(w), &f->ref);
@@ -1291,7 +1222,7 @@ static int sm_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		sm_on_give(w, hdr, payload, len);
 		return 1;
 	case IPC_FRAME_SM_DONE:
-		sm_on_done(w, hdr);
+		sm_on_done(w, hdr, payload, len);
 		return 1;
 	default:
 		return 0;

@@ -42,6 +42,16 @@ static void stream_default_host(struct conn *c)
 	c->stream_to[len] = '\0';
 }
 
+/* The largest stanza of c's kind (c2s.max_stanza_size,
+ * component.max_stanza_size, s2s.max_stanza_size). */
+static uint64_t stream_max_stanza(const struct conn *c)
+{
+	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
+		return c->w->cfg->s2s_max_stanza_size;
+	return c->kind == CONN_COMPONENT ?
+	       c->w->cfg->component_max_stanza_size : c->w->cfg->max_stanza_size;
+}
+
 static void stream_header_out(struct conn *c)
 {
 	unsigned char raw[12];
@@ -268,13 +278,6 @@ static void stream_open(struct conn *c, const char *name, const char **atts)
 	c->state = CONN_STATE_OPEN;
 	stream_header_out(c);
 	stream_features(c);
-}
-
-/* c2s.max_stanza_size, or s2s.max_stanza_size on a server's stream */
-static uint64_t stream_max_stanza(const struct conn *c)
-{
-	return c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT ?
-	       c->w->cfg->s2s_max_stanza_size : c->w->cfg->max_stanza_size;
 }
 
 static int stream_arena(struct conn *c)

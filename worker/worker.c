@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "ext.h"
 #include "s2s.h"
+#include "component.h"
 #include "s2s_dial.h"
 #include "log.h"
 #include "util.h"
@@ -21,6 +22,7 @@
 #include "sm.h"
 
 #include <errno.h>
+#include <openssl/ssl.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,6 +261,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	http_init(w);
 	if (s2s_init(w) < 0)
 		log_fatal("worker set-up failed: server-to-server");
+	if (component_init(w) < 0)
+		log_fatal("worker set-up failed: components");
 	if (s2s_dial_init(w) < 0)
 		log_fatal("worker set-up failed: DNS (c-ares)");
 	worker_adopt(w);
@@ -297,8 +301,11 @@ int worker_accept(struct worker *w, int lfd, struct sockaddr_storage *ss,
 }
 
 /* One line for every stream the shutdown closes: closing them logs
- * nothing per stream and broadcasts no unavailable presence, since each
- * contact is a session this shutdown disconnects too (presence.c). */
+ * nothing per stream.  First each available session's unavailable goes
+ * to its contacts on other servers and components (presence.c; local
+ * contacts are disconnected by this shutdown too and get nothing); the
+ * s2s links and component streams stay open while the client streams
+ * close and that broadcast is written (worker_stop_done), then end. */
 static void worker_begin_stop(struct worker *w)
 {
 	if (w->stopping)
@@ -311,11 +318,87 @@ static void worker_begin_stop(struct worker *w)
 	for (const struct conn *c = w->conns; c != NULL; c = c->next)
 		available += c->available ? 1 : 0;
 	log_info("stopping: closing %u streams with <system-shutdown/> "
-		 "(%u available sessions: no unavailable presence, their "
-		 "contacts are disconnected too)", w->nconns, available);
+		 "(%u available sessions: unavailable to remote contacts only, "
+		 "local ones are disconnected too)", w->nconns, available);
+	/* what closing the streams stores (journals and taken-back
+	 * output to offline storage) waits for PostgreSQL, also while it
+	 * is down: it may come back within shutdown_drain_timeout, and if
+	 * not the drain counts what is lost (a store refused at once would
+	 * bounce to senders that are being disconnected too: to no one) */
+	if (w->db != NULL)
+		db_hold(w->db);
+	presence_stop_broadcast(w);
 	s2s_shutdown(w);
-	conn_shutdown_all(w);
+	conn_shutdown_all(w);   /* not s2s links, components: see below */
 	httpconn_close_all(w);
+}
+
+/* Stopping: the s2s links and component streams may close once no
+ * other stream is left and nothing routed is still waiting for the
+ * database (the remote unavailable broadcast of presence_stop_
+ * broadcast), or at shutdown_timeout. */
+static int worker_fed_quiet(const struct worker *w)
+{
+	for (const struct conn *c = w->conns; c != NULL; c = c->next)
+		if (c->kind != CONN_S2S_OUT && c->kind != CONN_COMPONENT)
+			return 0;
+	return (w->db == NULL || db_unanswered(w->db) == 0) &&
+	       buf_used(&w->undelivered) == 0;
+}
+
+/* The streams are closed, or shutdown_timeout passed (those still open
+ * are closed now; what they had not written is rerouted).  From here the
+ * loop turns only until what closing them queued is written: stanzas
+ * taken back and journals (XEP-0198) routed to offline storage, archive
+ * rows (MAM), each database write answered, up to
+ * shutdown_drain_timeout. */
+static void worker_begin_drain(struct worker *w)
+{
+	if (w->nconns > 0) {
+		log_warn("stopping: shutdown_timeout passed with %u streams "
+			 "open: closed", w->nconns);
+		for (struct conn *c = w->conns, *next; c != NULL; c = next) {
+			next = c->next;
+			conn_close(c);
+		}
+	}
+	w->draining = 1;
+	w->drain_deadline_ms = w->now_ms +
+			       (int64_t)w->cfg->shutdown_drain_timeout;
+}
+
+/* 1 when the stopping worker may exit: its streams closed and nothing
+ * it queued left unwritten, or shutdown_drain_timeout over (what is left
+ * is counted at error level: it is lost). */
+static int worker_stop_done(struct worker *w)
+{
+	if (!w->fed_closing && (worker_fed_quiet(w) ||
+				w->now_ms >= w->stop_deadline_ms)) {
+		w->fed_closing = 1;
+		s2s_close_links(w);     /* </stream:stream> after the output */
+		conn_shutdown_all(w);   /* components */
+	}
+	if (!w->draining) {
+		if ((w->nconns > 0 || s2s_busy(w)) &&
+		    w->now_ms < w->stop_deadline_ms)
+			return 0;
+		worker_begin_drain(w);
+	}
+	unsigned long items = ext_busy(w);
+	unsigned queries = w->db != NULL ? db_unanswered(w->db) : 0;
+	size_t unrouted = buf_used(&w->undelivered);
+	if (items == 0 && queries == 0 && unrouted == 0 && w->nconns == 0 &&
+	    !s2s_busy(w))
+		return 1;
+	if (w->now_ms < w->drain_deadline_ms)
+		return 0;
+	log_error("stopping: shutdown_drain_timeout (%llu ms) over with "
+		  "%lu stanzas or archive rows not written out, %u database "
+		  "writes unanswered (offline messages among them), %zu bytes "
+		  "of stanzas not routed: lost",
+		  (unsigned long long)w->cfg->shutdown_drain_timeout, items,
+		  queries, unrouted);
+	return 1;
 }
 
 static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
@@ -346,6 +429,7 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 	db_set_max_queue_bytes(w->db, (size_t)cfg->db_max_queue_bytes);
 	queue_set_limits(w->q, cfg->queue_outbox_frames,
 			 (size_t)cfg->queue_outbox_bytes);
+	component_reload(w);
 	log_debug("running config generation %llu",
 		  (unsigned long long)cfg->generation);
 }
@@ -493,15 +577,12 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);
-		if (w.stopping && ((w.nconns == 0 && !ext_busy(&w)) ||
-				   w.now_ms >= w.stop_deadline_ms))
+		if (w.stopping && worker_stop_done(&w))
 			break;
 	}
-	if (buf_used(&w.undelivered) > 0)
-		log_info("exiting: %zu bytes of stanzas taken back from "
-			 "connections not routed: lost",
-			 buf_used(&w.undelivered));
+	component_shutdown(&w);
 	s2s_dial_shutdown(&w);
+	SSL_CTX_free(w.tls_client);
 	log_debug("worker exiting");
 	exit(0);
 }

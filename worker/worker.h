@@ -266,13 +266,26 @@ struct worker {
 	unsigned conn_table_size;   /* power of two */
 	unsigned nconns;
 	int stopping;
-	int64_t stop_deadline_ms;
+	int64_t stop_deadline_ms;   /* streams closed by then */
+	/* stopping, streams closed: waiting for the database writes */
+	int draining;
+	int64_t drain_deadline_ms;  /* shutdown_drain_timeout */
 	SSL_CTX *tls;           /* NULL: no usable certificate */
 	struct db *db;
 	struct conn *delayed;   /* conns with delay_until_ms set */
 	int64_t now_ms;         /* loop turn's clock */
 	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
+	/* The message being routed to a local account carried XEP-0280
+	 * <private/>, taken off before delivery (section 9) by the scan of
+	 * its children in the message_to_account hook (mam.c); the
+	 * message_delivered hook makes no received copies of it
+	 * (carbons.c).  Set for each such message, else NULL. */
+	const struct xml_node *private_msg;
 	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
+	/* stopping: the client streams are closed and the remote
+	 * unavailable written to the links: s2s links and component
+	 * streams are being closed too (worker.c) */
+	int fed_closing;
 };
 
 _Noreturn void worker_main(struct worker_boot *boot);
@@ -379,6 +392,10 @@ void bind_admin_kick(struct worker *w, const void *payload, size_t len);
 void presence_from_client(struct conn *c, struct xml_node *st);
 /* The session went away while available (logout, lost connection). */
 void presence_session_gone(struct conn *c);
+/* The worker stops: each available session's unavailable to its
+ * contacts and directed-presence recipients we do not host (remote
+ * servers, components); local ones get nothing (disconnected too). */
+void presence_stop_broadcast(struct worker *w);
 /* Swept session of a dead worker: broadcast its unavailable presence. */
 void presence_swept(struct worker *w, const char *full_jid);
 /* Send conn's last presence to `to` (a probe answer). */
@@ -391,6 +408,9 @@ void presence_sub_inbound(struct worker *w, const char *from_bare,
 void presence_route_text(struct worker *w, const char *text);
 
 /* The account's available resources send unavailable to `to`. */
+/* The account's available resources send their current presence to
+ * `to` (XEP-0191 unblock), like answers to its probe. */
+void presence_current_to(struct worker *w, const char *bare, const char *to);
 void presence_unavailable_to(struct worker *w, const char *bare,
 			     const char *to);
 /* A presence stanza from another server (s2s_in.c; 'from' checked,
@@ -399,6 +419,11 @@ void presence_unavailable_to(struct worker *w, const char *bare,
  * (4.3.2), the rest is routed. */
 void presence_from_remote(struct worker *w, struct arena *a,
 			  struct xml_node *st);
+/* route.c, for a presence stanza to a hosted account: a probe or a
+ * subscription stanza whose 'from' (trusted) is on a domain we do not
+ * host -- another server's or a component's -- takes the inbound paths
+ * of RFC 6121 (3.1.3, 3.2.3, 3.3.3, 3.4.3, 4.3.2).  1 when taken. */
+int presence_inbound(struct worker *w, struct arena *a, struct xml_node *st);
 
 /* metrics.c: registers GET /metrics and GET /health (http_init calls
  * it with the other route owners). */
@@ -431,5 +456,12 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
  * text is no stanza. */
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len);
+/* Serialize st (jabber:client default) for a recipient we do not host
+ * (s2s, components), without the XEP-0359 <stanza-id/>s whose 'by' is a
+ * JID of a domain we host: those are our archive's ids for the sender
+ * (the sent carbon carries them), no one else's.  st is not changed.
+ * 0/-1 as xml_serialize. */
+int route_serialize_out(struct worker *w, struct buf *out,
+			const struct xml_node *st);
 
 #endif

@@ -181,6 +181,22 @@ class FakePeer:
         self.sock = ctx.wrap_socket(self.sock, server_side=True)
         assert self.buf == b"", "bytes in clear after <starttls/>: %r" % self.buf
 
+    def direct_tls(self, alpn=None):
+        """XEP-0368: TLS first; returns the protocol ALPN selected (we
+        offer alpn, e.g. ["xmpp-server"])."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.cert)
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        self.sni = None
+
+        def sni(sock, name, c):
+            self.sni = name
+        ctx.sni_callback = sni
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_side=True)
+        return self.sock.selected_alpn_protocol()
+
     def is_closed(self, timeout=5.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

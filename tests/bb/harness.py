@@ -129,7 +129,7 @@ class Server:
 
     def __init__(self, workers=2, overrides=None, config_text="",
                  foreground=True, preexec_fn=None, db=False, users=(),
-                 s2s=False):
+                 components=None, s2s=False):
         self.dir = tempfile.mkdtemp(prefix="xmppd-test-")
         cert, key = test_certificate()
         self.db = Database() if db or users else None
@@ -171,11 +171,41 @@ class Server:
             "sasl.throttle_delay": "0",
             "db.conninfo": self.db.conninfo if self.db else "host=127.0.0.1 port=1 dbname=none connect_timeout=1",
         }
+        # XEP-0114 components (worker/component.c): components={domain:
+        # secret or (secret, subdomains)} writes the secrets file and
+        # binds the component listener on a free port (s.component_port);
+        # otherwise the listener stays off (never 5347: tests run side
+        # by side).
+        self.component_port = 0
+        self.components_file = os.path.join(self.dir, "components")
+        if components is not None:
+            self.component_port = free_port()
+            self.write_components(components)
+            self.overrides.update({
+                "component.secrets_file": self.components_file,
+                "component.addresses": "127.0.0.1",
+                "component.port": str(self.component_port),
+            })
+        else:
+            self.overrides["component.port"] = "0"
         if overrides:
             self.overrides.update(overrides)
         self.write_config(config_text)
         self.proc = None
         self.master_pid = None
+
+    def write_components(self, components):
+        """(Re)write the components' secrets file, mode 0600: one
+        "domain secret [subdomains]" line each."""
+        lines = []
+        for domain, v in components.items():
+            secret, sub = (v, False) if isinstance(v, str) else v
+            lines.append("%s %s%s\n" % (domain, secret, " subdomains" if sub else ""))
+        tmp = self.components_file + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("# written by the test harness\n" + "".join(lines))
+        os.replace(tmp, self.components_file)
 
     def write_config(self, text):
         with open(self.config, "w") as f:

@@ -189,6 +189,44 @@ def test_blocklist_all_items_enforced():
         assert "<service-unavailable xmlns='%s'/>" % STANZAS in got, got
 
 
+def test_block_and_unblock_presence():
+    """XEP-0191 3.3/3.4: a blocked subscriber gets unavailable from each
+    available resource; once unblocked it gets their current presence
+    again; a blocked JID that is no subscriber gets nothing, neither at
+    block (it would learn which resources are online) nor at unblock.
+    The resources sit on both workers."""
+    from imlib import USERS as IM_USERS, login, subscribe_both
+    with Server(workers=2, users=IM_USERS) as s:
+        j1 = login(s, "juliet", "one", worker=0)
+        j2 = login(s, "juliet", "two", worker=1)
+        r = login(s, "romeo", "r")
+        t = login(s, "nurse", "t")
+        subscribe_both(j1, r)
+        j1.send("<presence><show>away</show></presence>")
+        j2.send("<presence><status>here</status></presence>")
+        def pres(res, rest):
+            return re.compile("<presence (?=[^>]*from='juliet@localhost/%s')[^>]*%s"
+                              % (res, rest))
+        r.expect(pres("one", "><show>away</show></presence>"))
+        r.expect(pres("two", "><status>here</status></presence>"))
+        r.drain()
+        j1.send("<iq type='set' id='b1'><block xmlns='%s'><item jid='romeo@localhost'/>"
+                "<item jid='nurse@localhost'/></block></iq>" % NS)
+        j1.expect(re.compile("<iq [^>]*id='b1'[^>]*type='result'/>"))
+        for res in ("one", "two"):
+            r.expect(pres(res, "type='unavailable'/>"))
+        j1.send("<iq type='set' id='u1'><unblock xmlns='%s'/></iq>" % NS)
+        j1.expect(re.compile("<iq [^>]*id='u1'[^>]*type='result'/>"))
+        r.expect(pres("one", "><show>away</show></presence>"))
+        r.expect(pres("two", "><status>here</status></presence>"))
+        # the nurse was blocked but has no subscription: nothing
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end and not t.closed:
+            t._fill(end)
+        t._split()
+        assert not any("juliet" in x[1] for x in t.q), t.q
+
+
 if __name__ == "__main__":
-    run_tests([test_block_list_and_pushes, test_blocked_traffic,
+    run_tests([test_block_and_unblock_presence, test_block_list_and_pushes, test_blocked_traffic,
                test_blocklist_max_items, test_blocklist_all_items_enforced])

@@ -215,6 +215,41 @@ def test_not_eligible():
 
 
 @checked
+def test_private_removed_before_delivery():
+    """Section 9: the receiving server removes <private/> before it
+    delivers the message; the recipient's message is otherwise exactly
+    what was sent, and neither side makes a copy.  Recipient on the
+    other worker from the sender, and on the same one."""
+    with Server(workers=2, users=USERS) as s:
+        a = login(s, "juliet", "a", worker=0)
+        b = login(s, "juliet", "b", worker=1)
+        r = login(s, "romeo", "r", worker=1)
+        r2 = login(s, "romeo", "r2", worker=0)
+        for i, im in enumerate((a, b, r, r2)):
+            enable(im, "on%d" % i)
+        ping(r)
+        hint = "<no-copy xmlns='urn:xmpp:hints'/>"
+        thread = "<thread>t1</thread>"
+        r.send("<message to='juliet@localhost/a' id='v1' type='chat'><body>p</body>"
+               "<private xmlns='urn:xmpp:carbons:2'/>%s%s</message>" % (hint, thread))
+        a.expect(exact(plain(msg("romeo@localhost/r", "juliet@localhost/a", "v1",
+                                 "p", extra=hint + thread))))
+        # private alone, recipient on the sender's worker
+        r.send("<message to='juliet@localhost/b' id='v2' type='chat'>"
+               "<private xmlns='urn:xmpp:carbons:2'/><body>q</body></message>")
+        b.expect(exact(plain(msg("romeo@localhost/r", "juliet@localhost/b", "v2",
+                                 "q"))))
+        ping(r, "p2")
+        ping(a, "p3")
+        ping(b, "p4")
+        ping(r2, "p5")
+        for im in (a, b, r2):
+            no_message(im, 0.3)
+        for im in (a, b, r, r2):
+            im.close()
+
+
+@checked
 def test_bare_jid_to_several_resources():
     """Three resources on two workers: a and b share the highest
     priority and get the original; c (priority -1, carbons) a copy; d
@@ -442,6 +477,7 @@ if __name__ == "__main__":
         test_enable_disable_and_errors,
         test_received_and_sent_copies_across_workers,
         test_not_eligible,
+        test_private_removed_before_delivery,
         test_bare_jid_to_several_resources,
         test_offline_blocking_and_own_account,
         test_slixmpp_xep_0280,

@@ -248,8 +248,27 @@ def test_mam_archives_private_messages():
         assert len(ids) == 1, ids
 
 
+def test_mam_impossible_dates():
+    """start/end naming a day the month does not have (XEP-0082 dates are
+    xs:dateTime: February 31st is not one) are bad-request; they used to
+    be taken as a later day (timegm normalizes 2024-02-31 to March 2nd),
+    so a client got a page for a range it never asked for.  February
+    29th of a leap year is a date."""
+    with Server(workers=1, users=USERS) as s:
+        j = login(s, "juliet", "r")
+        for field, when in (("start", "2024-02-31T00:00:00Z"),
+                            ("end", "2023-02-29T10:00:00Z"),
+                            ("start", "2024-04-31T23:59:59.999+02:00"),
+                            ("end", "2024-06-31T00:00:00Z")):
+            msgs, ids, iq, iq_id = query(j, form(**{field: when}))
+            assert msgs == [] and iq == error_xml(j, iq_id, "modify", "bad-request"), \
+                (when, msgs, iq)
+        msgs, ids, iq, iq_id = query(j, form(start="2024-02-29T00:00:00Z"))
+        assert ids == [] and iq == fin_xml(j, iq_id, [], True), iq
+
+
 if __name__ == "__main__":
-    run_tests([test_mam_archives_private_messages,
+    run_tests([test_mam_impossible_dates, test_mam_archives_private_messages,
                test_resumed_session_archived_and_copied,
                test_resumed_session_archived_and_copied_other_worker,
                test_mam_prefs_jid_limit, test_ctl_expire_far_future_date,

@@ -379,6 +379,69 @@ def test_filters_and_errors():
                        % j.jid), got
 
 
+def error_text_xml(c, iq_id, etype, cond, text):
+    return ("<iq from='%s' id='%s' to='%s' type='error'><error type='%s'><%s xmlns='%s'/>"
+            "<text xmlns='%s'>%s</text></error></iq>"
+            % (c.bare, iq_id, c.jid, etype, cond, STANZAS, STANZAS, text))
+
+
+def test_bounded_queries():
+    """mam.max_query_ids: more ids in one query get policy-violation
+    with a text; mam.max_scan_rows: a count-only query counts at most
+    that many (XEP-0059 2.7: approximate), and `with` a full JID reads at
+    most that many of the conversation: a page found full before is
+    answered, one not found gets resource-constraint with a text."""
+    with Server(workers=1, users=USERS,
+                overrides={"mam.max_query_ids": "3", "mam.max_scan_rows": "100"}) as s:
+        j = login(s, "juliet", "r")
+        r = login(s, "romeo", "o")
+        n = login(s, "nurse", "n")
+        for i in range(104):
+            chat(j, "romeo@localhost/o", "b%d" % i, "line %d" % i)
+        received(r, "b103")
+        chat(j, "nurse@localhost/n", "c0")
+        received(n, "c0")
+        chat(j, "romeo@localhost/other", "c1")      # offline resource: bare
+        _, ids, _, _ = query(j, rsm(mx=3))
+        assert len(ids) == 3, ids
+        # ids: 3 are answered, 4 refused with the reason
+        _, got, iq, iq_id = query(j, form(ids=ids))
+        assert got == ids and iq == fin_xml(j, iq_id, ids, True), (got, iq)
+        _, got, iq, iq_id = query(j, form(ids=ids + ["1"]))
+        assert got == [] and iq == error_text_xml(
+            j, iq_id, "modify", "policy-violation", "A query names at most 3 archive ids"), iq
+        # counts: exact below the cap, the cap above it
+        msgs, got, iq, iq_id = query(j, rsm(mx=0))
+        assert msgs == [] and iq == fin_xml(j, iq_id, [], True, count=100), iq
+        msgs, got, iq, iq_id = query(j, form(**{"with": "nurse@localhost"}) + rsm(mx=0))
+        assert msgs == [] and iq == fin_xml(j, iq_id, [], True, count=1), iq
+        msgs, got, iq, iq_id = query(j, form(**{"with": "nurse@localhost/n"}) + rsm(mx=0))
+        assert msgs == [] and iq == fin_xml(j, iq_id, [], True, count=1), iq
+        msgs, got, iq, iq_id = query(j, form(**{"with": "nobody@localhost"}) + rsm(mx=0))
+        assert msgs == [] and iq == fin_xml(j, iq_id, [], True, count=0), iq
+        # with a full JID: the page is found within the rows read
+        msgs, got, iq, iq_id = query(j, form(**{"with": "romeo@localhost/o"}) + rsm(mx=5))
+        assert got[:3] == ids and len(got) == 5, got
+        assert iq == fin_xml(j, iq_id, got, False), iq
+        for k, m in enumerate(msgs):
+            assert "<body>line %d</body>" % k in m, m
+        # ... a resource with nothing in the first 100 rows: refused
+        _, got, iq, iq_id = query(j, form(**{"with": "romeo@localhost/other"}))
+        assert got == [] and iq == error_text_xml(
+            j, iq_id, "wait", "resource-constraint",
+            "Too many messages to search: ask with the bare JID, or with "
+            "start and end"), iq
+        # ... found in the last 100: a page, not claimed complete
+        _, got, iq, iq_id = query(j, form(**{"with": "romeo@localhost/other"}) + rsm(before=""))
+        assert len(got) == 1 and iq == fin_xml(j, iq_id, got, False), iq
+        # ... and below the cap, complete
+        _, got, iq, iq_id = query(j, form(**{"with": "nurse@localhost/n"}))
+        assert len(got) == 1 and iq == fin_xml(j, iq_id, got, True), iq
+        # the bare JID: an index range, never refused
+        _, got, iq, iq_id = query(j, form(**{"with": "romeo@localhost"}) + rsm(mx=1, before=""))
+        assert len(got) == 1 and iq == fin_xml(j, iq_id, got, False), iq
+
+
 def prefs(c, iq_id, default=None, always=(), never=()):
     if default is None:
         c.send("<iq type='get' id='%s'><prefs xmlns='%s'/></iq>" % (iq_id, MAM))
@@ -708,4 +771,4 @@ if __name__ == "__main__":
                test_preferences, test_offline_and_two_devices,
                test_ctl_purge_expire_and_account_deletion, test_retention_expiry,
                test_slixmpp_history, test_archive_waits_for_postgresql,
-               test_with_carbons_two_devices])
+               test_with_carbons_two_devices, test_bounded_queries])

@@ -12,13 +12,14 @@ import collections
 import os
 import re
 import selectors
+import signal
 import socket
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (Client, Server, pg_conninfo, run_tests, stanza_id_rx,  # noqa: E402
+from harness import (Client, Server, pg_conninfo, pid_alive, run_tests, stanza_id_rx,  # noqa: E402
                      wait_for)
 
 SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -609,11 +610,145 @@ def test_pg_down_at_startup():
         proxy.close()
 
 
+# ---- stopping while PostgreSQL is unreachable ---------------------------
+
+SM = "urn:xmpp:sm:3"
+DRAIN_MS = 2000
+DRAIN_LOST_RE = (r"w0 error: stopping: shutdown_drain_timeout \(%d ms\) over "
+                 r"with (\d+) stanzas or archive rows not written out, (\d+) "
+                 r"database writes unanswered \(offline messages among them\), "
+                 r"(\d+) bytes of stanzas not routed: lost" % DRAIN_MS)
+
+
+def journal_then_stop(s, proxy, cut, n=5):
+    """juliet (XEP-0198, resumable) gets n messages from romeo, reads them
+    without acknowledging, and her connection drops: at the stop her
+    journal goes to offline storage.  Once the archive holds all 2n rows,
+    cut(proxy) makes PostgreSQL unreachable, then SIGTERM.  Returns the
+    log written after the SIGTERM, once the master has exited by itself,
+    and its exit code."""
+    r = Client(s.port)
+    r.login("romeo", "jul13t?", resource="garden")
+    j = Client(s.port)
+    j.login("juliet", "r0m30!", resource="balcony")
+    j.send("<enable xmlns='%s' resume='true'/>" % SM)
+    got = j.read_until("<enabled [^>]*/>")
+    assert "resume='true'" in got, got
+    j.send("<presence/>")
+    for i in range(n):
+        r.send("<message to='juliet@localhost/balcony' id='d%d' type='chat'>"
+               "<body>b%d</body></message>" % (i, i))
+    for i in range(n):
+        j.read_until("<message [^>]*id='d%d'[^>]*>" % i)
+    j.sock.close()
+    wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+    wait_for(lambda: s.db.psql("SELECT count(*) FROM mam_messages",
+                               conninfo=s.db.conninfo).strip() == str(2 * n),
+             what="the archive rows written")
+    cut(proxy)
+    mark = len(s.log_text())
+    os.kill(s.master_pid, signal.SIGTERM)
+    # bounded by itself: shutdown_drain_timeout, or the master's SIGKILL
+    # one second after shutdown_timeout + shutdown_drain_timeout
+    wait_for(lambda: not pid_alive(s.master_pid), timeout=30,
+             what="master exit")
+    s.proc.wait(timeout=5)
+    r.close()
+    return s.log_text()[mark:], s.proc.returncode
+
+
+def check_drain_lost(log, rc, n):
+    """The worker gave up at shutdown_drain_timeout by itself (no
+    SIGKILL), and said at error level what it lost: juliet's n journal
+    messages, never stored, counted among the unanswered writes; none
+    stored (checked by the caller)."""
+    assert rc == 0, (rc, log[-3000:])
+    assert "SIGKILL" not in log, log[-3000:]
+    m = re.search(DRAIN_LOST_RE, log)
+    assert m, log[-3000:]
+    assert int(m.group(2)) == n, (m.group(0), log[-3000:])
+    assert int(m.group(1)) == 0 and int(m.group(3)) == 0, m.group(0)
+
+
+def offline_rows(s):
+    return s.db.psql("SELECT count(*) FROM offline_messages",
+                     conninfo=s.db.conninfo).strip()
+
+
+def test_stop_drain_bound_pg_hung():
+    """PostgreSQL hangs (the proxy forwards nothing) when the server is
+    told to stop: the journal's offline stores go unanswered; the worker
+    waits shutdown_drain_timeout for them, then exits by itself with the
+    error line counting them."""
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS, overrides={
+            "shutdown_drain_timeout": "%dms" % DRAIN_MS})
+        with running(s):
+            log, rc = journal_then_stop(s, proxy, lambda p: p.freeze())
+            check_drain_lost(log, rc, 5)
+            assert offline_rows(s) == "0"
+    finally:
+        proxy.close()
+
+
+def test_stop_drain_bound_pg_down():
+    """PostgreSQL is down (connections refused) when the server is told to
+    stop: the journal's offline stores cannot even be sent.  They wait
+    for the link like the others (it may come back within
+    shutdown_drain_timeout); it does not, and the error line counts
+    them.  (The senders are being disconnected too: an error bounced to
+    them would reach no one.)"""
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS, overrides={
+            "shutdown_drain_timeout": "%dms" % DRAIN_MS})
+        with running(s):
+            def down(p):
+                p.stop()
+                wait_for(lambda: "database unavailable" in s.log_text(),
+                         what="the link seen down")
+            log, rc = journal_then_stop(s, proxy, down)
+            check_drain_lost(log, rc, 5)
+            assert offline_rows(s) == "0"
+    finally:
+        proxy.close()
+
+
+def test_stop_drain_pg_back():
+    """PostgreSQL is down when the server is told to stop and comes back
+    while the worker drains: the journal is stored offline, nothing is
+    counted lost."""
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS, overrides={
+            "shutdown_drain_timeout": "30s"})
+        with running(s):
+            def down(p):
+                p.stop()
+                wait_for(lambda: "database unavailable" in s.log_text(),
+                         what="the link seen down")
+                # back once the worker has begun to stop
+                threading.Thread(target=lambda: (wait_for(
+                    lambda: "w0 info: stopping: closing" in s.log_text(),
+                    what="the stop"), p.start()), daemon=True).start()
+            log, rc = journal_then_stop(s, proxy, down)
+            assert rc == 0, (rc, log[-3000:])
+            assert "shutdown_drain_timeout" not in log, log[-3000:]
+            assert "SIGKILL" not in log, log[-3000:]
+            assert offline_rows(s) == "5"
+    finally:
+        proxy.close()
+
+
 if __name__ == "__main__":
     tests = [
         test_pg_down_mid_session,
         test_pg_down_during_lookup,
         test_pg_down_at_startup,
+        test_stop_drain_bound_pg_hung,
+        test_stop_drain_bound_pg_down,
+        test_stop_drain_pg_back,
     ]
     if os.environ.get("XMPPD_TEST_KNOWN_BUGS"):
         tests.append(test_pg_hung_login_is_answered)

@@ -381,6 +381,20 @@ def test_limits():
         p.expect_error("policy-violation")
 
 
+def test_max_incoming():
+    with server(users=False, overrides={"s2s.max_incoming": "1"},
+                workers=1) as s:
+        p = Peer(s)
+        p.open()
+        q = Peer(s)
+        got = q.read_all_until_close()
+        assert re.search(stream_error_re("resource-constraint"), got), got
+        log_has(s, "too many server-to-server streams")
+        # the stream already there goes on
+        feats = p.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+
+
 def test_auth_timeout():
     with server(users=False, overrides={"s2s.auth_timeout": "1s"}) as s:
         p = Peer(s)
@@ -552,6 +566,24 @@ def test_federated_subscription_and_presence():
                 "type='chat' id='m2'><body>hi</body>(<stanza-id "
                 "xmlns='urn:xmpp:sid:0' id='[0-9]+' by='romeo@localhost'/>)?"
                 "</message>" % re.escape(jul)))
+            # an IQ without a type: bad-request back over the link
+            p.send("<iq from='%s/balcony' to='romeo@localhost' id='q1'/>"
+                   % jul)
+            remote.expect(re.compile(
+                "<iq (?=[^>]*from='romeo@localhost')(?=[^>]*id='q1')"
+                "(?=[^>]*to='%s/balcony')(?=[^>]*type='error')[^>]*>"
+                "<error type='modify'><bad-request xmlns='%s'/></error></iq>"
+                % (re.escape(jul), NS_STANZAS)))
+            # the server answers for itself (disco#info of the domain)
+            p.send("<iq type='get' from='%s/balcony' to='localhost' id='q2'>"
+                   "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+                   "</iq>" % jul)
+            remote.expect(re.compile(
+                "<iq (?=[^>]*from='localhost')(?=[^>]*id='q2')"
+                "(?=[^>]*to='%s/balcony')(?=[^>]*type='result')[^>]*>"
+                "<query xmlns='http://jabber.org/protocol/disco#info'>"
+                "<identity category='server' .*</query></iq>"
+                % re.escape(jul)))
             # logout: the remote contact is told
             romeo.close()
             remote.expect("<presence to='%s' from='romeo@localhost/r' "
@@ -654,6 +686,21 @@ def test_idle_stream_closed():
         log_has(s, "s2s stream idle, closed")
 
 
+def test_dialback_pair_limit():
+    with server(users=False, overrides={"s2s.max_domain_pairs": "1"}) as s:
+        p = dialback_stream(s)
+        # both in one write: the first is still being verified when the
+        # second is read
+        p.send("<db:result from='%s' to='localhost'>k1</db:result>"
+               "<db:result from='second.example' to='localhost'>k2"
+               "</db:result>" % REMOTE)
+        got = p.read_until("<db:result from='localhost' "
+                           "to='second.example'.*?</db:result>")
+        assert got == ("<db:result from='localhost' to='second.example' "
+                       "type='error'><error type='wait'><resource-constraint"
+                       " xmlns='%s'/></error></db:result>" % NS_STANZAS), got
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -663,4 +710,5 @@ if __name__ == "__main__":
                test_limits, test_auth_timeout,
                test_federated_subscription_and_presence,
                test_remote_sender_offline_and_blocking,
-               test_dialback_result_valid, test_idle_stream_closed])
+               test_dialback_result_valid, test_idle_stream_closed,
+               test_dialback_pair_limit, test_max_incoming])

@@ -41,7 +41,7 @@ def our_header(local="localhost", remote=REMOTE):
 
 
 @contextlib.contextmanager
-def remote(cert=None, listening=True, settings=None):
+def remote(cert=None, listening=True, settings=None, direct_tls=False):
     """A fake REMOTE server and a DNS server whose SRV record for it
     (_xmpp-server._tcp) points at the fake's port; yields the fake and
     the overrides for xmppd (s2s.dns_servers, the test CA).  With
@@ -50,7 +50,8 @@ def remote(cert=None, listening=True, settings=None):
     if not listening:
         fake.close()
     dns = DnsLab()
-    dns.srv("_xmpp-server._tcp.%s" % REMOTE, "xmpp.%s" % REMOTE, fake.port)
+    dns.srv("_xmpp%s-server._tcp.%s" % ("s" if direct_tls else "", REMOTE),
+            "xmpp.%s" % REMOTE, fake.port)
     dns.host("xmpp.%s" % REMOTE, "127.0.0.1")
     dns.start()
     o = {"s2s.ca_file": ca().cert, "s2s.dns_servers": dns.server}
@@ -387,6 +388,74 @@ def test_other_workers_use_the_owner():
         assert slots, "sessions not in the log"
 
 
+def test_direct_tls():
+    """XEP-0368: an _xmpps-server target gets TLS first, ALPN
+    xmpp-server and SNI the remote domain, then our stream header; no
+    STARTTLS in between."""
+    with remote(cert=ca().issue(REMOTE), direct_tls=True) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.direct_tls(alpn=["xmpp-server"]) == "xmpp-server"
+        assert peer.sni == REMOTE
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=features_auth(external=True))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<success xmlns='%s'/>" % NS_SASL)
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features="<stream:features/>")
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+
+
+def test_tls_failure_and_stream_error():
+    """A handshake that fails, then a peer that ends the stream with a
+    stream error: both bounce what waited (remote-server-not-found)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=STARTTLS_REQUIRED)
+        peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.sock.settimeout(10)
+        assert peer.sock.recv(65536)[:1] == b"\x16"     # a ClientHello
+        peer.send("this is not a TLS record at all")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        send_message(c, "romeo@%s" % REMOTE, "m2", "again")
+        peer2 = fake.accept()
+        assert peer2.read_header() == our_header()
+        peer2.send_header(REMOTE, features="<stream:error><host-unknown "
+                          "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                          "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m2", "cancel",
+                                      "remote-server-not-found")))
+        assert "stream error <host-unknown/> from the peer" in s.log_text()
+
+
+def test_peer_closes_then_new_link():
+    """The remote server ends the stream (</stream:stream>): we close
+    ours, and the next stanza goes over a new link."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        peer.send("</stream:stream>")
+        peer.expect_next("</stream:stream>")
+        send_message(c, "romeo@%s" % REMOTE, "m2", "later")
+        peer2 = fake.accept()
+        external(peer2)
+        peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "m2", "later"))
+        assert peer.is_closed()
+
+
 def test_shutdown_closes_links():
     """SIGTERM: a link that is up ends with </stream:stream> (no stream
     error: the remote server sees a clean close, as from Prosody)."""
@@ -443,6 +512,64 @@ def test_owner_killed():
         other.read_until("<iq [^>]*id='p1'[^>]*type='result'[^>]*/>")
 
 
+def test_shutdown_unavailable_to_remote():
+    """SIGTERM: a remote contact (here one the user sent directed
+    presence to, RFC 6121 4.6.3) gets <presence type='unavailable'/> from
+    the user's full JID over the link before our </stream:stream>; a
+    local user online at the same time gets nothing about her (she is
+    disconnected by the same shutdown)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        c.send("<presence/>")
+        n = login(s, user="nurse")
+        n.send("<presence/>")
+        c.send("<presence to='romeo@%s'/>" % REMOTE)
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next("<presence to='romeo@%s' from='juliet@localhost/r'/>"
+                         % REMOTE)
+        # nurse's own presence comes back to her; then quiet
+        n.read_until("<presence to='nurse@localhost' from='nurse@localhost/r'/>")
+        os.kill(s.master_pid, signal.SIGTERM)
+        got = n.read_until("<system-shutdown .*?</stream:stream>")
+        assert "unavailable" not in got, got
+        c.read_until("<system-shutdown ")
+        for cl in (c, n):
+            cl.send("</stream:stream>")
+        peer.expect_next("<presence to='romeo@%s' from='juliet@localhost/r' "
+                         "type='unavailable'/>" % REMOTE)
+        peer.expect_next("</stream:stream>")
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+
+
+def test_own_stanza_ids_stay_home():
+    """XEP-0359/XEP-0313: the sender's archive stamps its own
+    <stanza-id by='juliet@localhost'/> (the sent carbon carries it, for
+    her other resource); the message leaves for the other server without
+    it, while a stanza-id by another entity (not ours to remove, XEP-0359
+    rule 1) goes on untouched."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        other = login(s, resource="o")
+        other.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        other.read_until("<iq [^>]*id='cb'[^>]*/>")
+        c.send("<message to='romeo@%s' id='s1' type='chat'><body>hi</body>"
+               "<stanza-id xmlns='urn:xmpp:sid:0' id='x1' by='romeo@%s'/>"
+               "</message>" % (REMOTE, REMOTE))
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next("<message to='romeo@%s' id='s1' type='chat' "
+                         "from='juliet@localhost/r'><body>hi</body>"
+                         "<stanza-id xmlns='urn:xmpp:sid:0' id='x1' by='romeo@%s'/>"
+                         "</message>" % (REMOTE, REMOTE))
+        carbon = other.read_until("<message .*?</message></forwarded></sent></message>")
+        assert re.search("<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' "
+                         "by='juliet@localhost'/>", carbon), carbon
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -457,4 +584,9 @@ if __name__ == "__main__":
                test_idle_link_closed_and_reopened,
                test_other_workers_use_the_owner,
                test_owner_killed,
-               test_shutdown_closes_links])
+               test_shutdown_closes_links,
+               test_shutdown_unavailable_to_remote,
+               test_own_stanza_ids_stay_home,
+               test_peer_closes_then_new_link,
+               test_direct_tls,
+               test_tls_failure_and_stream_error])

@@ -8,13 +8,14 @@ with a new login of the same resource.  Needs XMPPD_TEST_PGCONN.
 """
 import os
 import re
+import signal
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, stream_error_re, wait_for  # noqa: E402
-from imlib import connect_on, placed_counts  # noqa: E402
+from imlib import RestartableServer, connect_on, placed_counts  # noqa: E402
 
 SM = "urn:xmpp:sm:3"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -791,6 +792,179 @@ def test_slixmpp_resumes():
         asyncio.run(asyncio.wait_for(body(s), 60))
 
 
+BAD_FORMAT_A = ("<stream:error><bad-format xmlns='%s'/>"
+                "<text xmlns='%s'>&lt;a/&gt; without a valid h</text>"
+                "</stream:error></stream:stream>" % (STREAMS, STREAMS))
+
+
+def five_answers(c):
+    """Five IQ results: the server has sent five stanzas."""
+    for i in range(5):
+        c.send("<iq type='get' id='p%d'><query xmlns='jabber:iq:roster'/></iq>" % i)
+        got = c.read_until("<iq [^>]*id='p%d'.*?(/>|</iq>)" % i)
+        assert "type='result'" in got, got
+
+
+def test_h_unsigned_int_forms():
+    """h is an xs:unsignedInt (XEP-0198 schema): a leading '+', leading
+    zeros and surrounding whitespace are that number; an <a h/> going
+    back below the last acknowledged value (modulo 2^32: more than was
+    sent) is <handled-count-too-high/> in an undefined-condition stream
+    error, with h and send-count (section 4)."""
+    with Server(workers=1, users=USERS) as s:
+        c, _, _ = sm_login(s, "juliet", "balcony")
+        five_answers(c)
+        for h in ["+3", " 3 ", "0003", "&#9;+05&#10;", " +5 ", "000000000005"]:
+            c.send("<a xmlns='%s' h='%s'/>" % (SM, h))
+        # the stream goes on: the server's own count answers <r/>
+        c.send("<r xmlns='%s'/>" % SM)
+        got = c.read_until("<a [^>]*/>")
+        assert got == "<a xmlns='%s' h='5'/>" % SM, got
+        # 5 was taken: 4 now goes backwards
+        c.send("<a xmlns='%s' h='4'/>" % SM)
+        got = c.read_all_until_close()
+        assert got.endswith("<stream:error><undefined-condition xmlns='%s'/>"
+                            "<handled-count-too-high xmlns='%s' h='4' send-count='5'/>"
+                            "</stream:error></stream:stream>" % (STREAMS, SM)), got
+        assert "acknowledged 4 stanzas, 5 were sent" in s.log_text()
+        # <resume h/> takes the same forms
+        c, jid, smid = sm_login(s, "juliet", "garden")
+        five_answers(c)
+        c.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = Client(s.port)
+        authed(n, "juliet")
+        n.send("<resume xmlns='%s' previd='%s' h=' +0004 '/>" % (SM, smid))
+        got = n.read_until("<resumed [^>]*/>|<failed .*?</failed>")
+        assert got == "<resumed xmlns='%s' h='5' previd='%s'/>" % (SM, smid), got
+        # the fifth answer comes again: the client had handled four
+        got = n.read_until("<iq [^>]*id='p[0-9]'.*?(/>|</iq>)")
+        assert "id='p4'" in got and "type='result'" in got, got
+        n.send("<a xmlns='%s' h='5'/>" % SM)
+        n.send("<r xmlns='%s'/>" % SM)
+        got = n.read_until("<a [^>]*/>")
+        assert got == "<a xmlns='%s' h='5'/>" % SM, got
+
+
+def test_h_not_unsigned_int():
+    """A sign '-', hex, an empty value or more than 4294967295: <a/>
+    ends the stream with <bad-format/>, <resume/> gets <failed> with
+    <bad-request/> and the stream goes on."""
+    bad = ["-1", "0x5", "", "4294967296", "-0", "+", " ", "5 5", "+-5"]
+    with Server(workers=1, users=USERS) as s:
+        for h in bad:
+            c, _, _ = sm_login(s, "juliet", "balcony")
+            c.send("<a xmlns='%s' h='%s'/>" % (SM, h))
+            got = c.read_all_until_close()
+            assert got.endswith(BAD_FORMAT_A), (h, got)
+        j, _, smid = sm_login(s, "juliet", "garden")
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        k = Client(s.port)
+        authed(k, "juliet")
+        for h in bad:
+            k.send("<resume xmlns='%s' previd='%s' h='%s'/>" % (SM, smid, h))
+            got = k.read_until("<failed .*?</failed>")
+            assert got == failed("bad-request"), (h, got)
+        # the largest h there is, for a session that sent nothing
+        got = resume(k, smid, 4294967295)
+        assert got.startswith("<stream:error><undefined-condition xmlns='%s'/>"
+                              "<handled-count-too-high xmlns='%s' h='4294967295' "
+                              "send-count='0'/>" % (STREAMS, SM)), got
+def test_stop_stores_journals_and_archive():
+    """SIGTERM with a detached SM session and an attached one, both
+    holding unacknowledged messages, and a burst just sent to the
+    attached one (archived in batches): after a start on the same
+    database each recipient gets every message from offline storage,
+    and the archive holds every message for both sides."""
+    s = RestartableServer(workers=2, users=USERS)
+    s.start()
+    try:
+        r = connect_on(s, 1)
+        r.login("romeo", "pw2", resource="garden")
+        j, jj, _ = sm_login(s, "juliet", "balcony", client=connect_on(s, 0))
+        t, tj, _ = sm_login(s, "tybalt", "street", client=connect_on(s, 1))
+        j.send("<presence/>")
+        t.send("<presence/>")
+        N = 30
+        jids = ["j%d" % i for i in range(N)]
+        tids = ["t%d" % i for i in range(N)]
+        for mid in jids[:N // 2]:
+            msg(r, jj, mid, "to-" + mid)
+        for mid in jids[:N // 2]:
+            j.read_until(msg_rx(mid, "to-" + mid))
+        # read, never acknowledged; then the connection drops
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        for mid in jids[N // 2:]:
+            msg(r, jj, mid, "to-" + mid)
+        for mid in tids:
+            msg(r, tj, mid, "to-" + mid)
+        t.read_until(msg_rx(tids[-1], "to-" + tids[-1]), timeout=10)
+        # the last of romeo's messages has been routed: stop now
+        s.stop_processes()
+        r.close()
+        t.close()
+        with open(s.log + ".1", errors="replace") as f:
+            log = f.read()
+        assert "shutdown_drain_timeout" not in log, log[-3000:]
+        s.start()
+        for user, pw, ids in (("juliet", "pw1", jids), ("tybalt", "pw3", tids)):
+            c = Client(s.port)
+            c.login(user, pw, resource="later")
+            c.send("<presence/>")
+            for mid in ids:
+                got = c.read_until(msg_rx(mid, "to-" + mid), timeout=10)
+                assert "urn:xmpp:delay" in got, got
+            c.close()
+        rows = s.db.psql("SELECT a.username || ' ' || (CASE WHEN m.outgoing THEN 't' ELSE 'f' END) || ' ' || "
+                         "substring(m.stanza from 'id=.([jt][0-9]+).') "
+                         "FROM mam_messages m JOIN accounts a ON a.id = m.account_id",
+                         conninfo=s.db.conninfo).split("\n")
+        rows = sorted(x for x in rows if x)
+        want = sorted(["romeo t %s" % m for m in jids + tids] +
+                      ["juliet f %s" % m for m in jids] +
+                      ["tybalt f %s" % m for m in tids])
+        assert rows == want, (len(rows), len(want),
+                              sorted(set(want) - set(rows))[:10],
+                              sorted(set(rows) - set(want))[:10])
+    finally:
+        s.stop()
+
+
+def test_reload_keeps_workers_and_sessions():
+    """SIGHUP reloads without restarting a worker: the same worker pids,
+    and a detached SM session keeps its journal and resumes with every
+    message."""
+    with Server(workers=2, users=USERS) as s:
+        pids = s.worker_pids()
+        gen = s.status()["master"]["generation"]
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="garden")
+        j, jj, smid = sm_login(s, "juliet", "balcony")
+        j.send("<presence/>")
+        msg(r, jj, "h1", "before")
+        j.read_until(msg_rx("h1", "before"))
+        j.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        msg(r, jj, "h2", "detached")
+        os.kill(s.master_pid, signal.SIGHUP)
+        wait_for(lambda: s.status_ok() and
+                 all(w["generation"] > gen for w in s.status()["workers"]),
+                 what="workers running the reloaded config")
+        msg(r, jj, "h3", "after")
+        assert s.worker_pids() == pids, (pids, s.worker_pids())
+        n = Client(s.port)
+        authed(n, "juliet")
+        got = resume(n, smid, 0)
+        # h: its initial presence
+        assert got == "<resumed xmlns='%s' h='1' previd='%s'/>" % (SM, smid), got
+        for mid, body in (("h1", "before"), ("h2", "detached"), ("h3", "after")):
+            n.read_until(msg_rx(mid, body))
+        n.close()
+        r.close()
+
+
 if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
                test_max_unacked_ends_and_stores,
@@ -802,4 +976,7 @@ if __name__ == "__main__":
                test_handover_forwards_frames,
                test_handover_timeout_and_late_give,
                test_resume_race_with_login, test_ctl_sessions_sm_field,
-               test_slixmpp_resumes])
+               test_slixmpp_resumes,
+               test_h_unsigned_int_forms, test_h_not_unsigned_int,
+               test_stop_stores_journals_and_archive,
+               test_reload_keeps_workers_and_sessions])

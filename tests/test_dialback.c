@@ -1,0 +1,125 @@
+/*
+ * test_dialback.c - XEP-0185 dialback keys and XEP-0220 element parsing
+ * (worker/dialback.c).  Keys are checked against an independent
+ * computation written here directly on OpenSSL (the formula of XEP-0185
+ * section 2: HMAC-SHA256 keyed with the hex of SHA256(secret), over
+ * "Receiving Originating StreamID", hex output), so a slip shared by
+ * the code and its own checks cannot hide.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sodium.h>
+
+#include "arena.h"
+#include "worker/xml.h"
+#include "worker/dialback.h"
+
+static void independent(const char *secret, const char *r, const char *o,
+			const char *id, char out[65])
+{
+	unsigned char d[32], mac[32];
+	unsigned int dlen = sizeof(d), mlen = sizeof(mac);
+	char khex[65], text[1024];
+	EVP_Digest(secret, strlen(secret), d, &dlen, EVP_sha256(), NULL);
+	for (int i = 0; i < 32; i++)
+		sprintf(khex + 2 * i, "%02x", d[i]);
+	snprintf(text, sizeof(text), "%s %s %s", r, o, id);
+	HMAC(EVP_sha256(), khex, 64, (const unsigned char *)text,
+	     strlen(text), mac, &mlen);
+	for (int i = 0; i < 32; i++)
+		sprintf(out + 2 * i, "%02x", mac[i]);
+}
+
+Test(dialback, key_matches_xep0185)
+{
+	const char *cases[][4] = {
+		{ "s3cr3tf0rd14lb4ck", "example.net", "example.com",
+		  "D60000229F" },
+		{ "x", "a.test", "b.test", "0123456789abcdef01234567" },
+		{ "long secret with spaces", "xn--bcher-kva.example",
+		  "b\xc3\xbc" "cher.example", "id" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char want[65], got[DIALBACK_KEY_HEX + 1];
+		independent(cases[i][0], cases[i][1], cases[i][2], cases[i][3],
+			    want);
+		cr_assert_eq(dialback_key_with(cases[i][0], cases[i][1],
+					       cases[i][2], cases[i][3], got), 0);
+		cr_expect_str_eq(got, want, "case %zu", i);
+	}
+}
+
+Test(dialback, own_key_accepted_others_not)
+{
+	char k[DIALBACK_KEY_HEX + 1], other[DIALBACK_KEY_HEX + 1];
+	dialback_init_secret();
+	cr_assert_eq(dialback_key("r.test", "o.test", "s1", k), 0);
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s1", k), 1);
+	/* any input changed: another key */
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s2", k), 0);
+	cr_expect_eq(dialback_key_ok("o.test", "r.test", "s1", k), 0);
+	cr_expect_eq(dialback_key_ok("r.test", "x.test", "s1", k), 0);
+	memcpy(other, k, sizeof(other));
+	other[0] = other[0] == 'a' ? 'b' : 'a';
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s1", other), 0);
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s1", ""), 0);
+	/* the same secret gives the same key (every worker answers) */
+	cr_assert_eq(dialback_key("r.test", "o.test", "s1", other), 0);
+	cr_expect_str_eq(other, k);
+}
+
+static int parse(struct arena *a, const char *text, struct dialback_elem *d,
+		 const char **error_r)
+{
+	struct xml_node *n = xml_parse_in(a, text, strlen(text),
+					  "jabber:server", error_r);
+	cr_assert_not_null(n, "%s", text);
+	return dialback_parse(a, n, d, error_r);
+}
+
+#define DB "xmlns:db='jabber:server:dialback'"
+
+Test(dialback, parse)
+{
+	struct arena a;
+	struct dialback_elem d;
+	const char *error;
+	arena_init(&a, 4096);
+	cr_assert_eq(parse(&a, "<db:result " DB " from='Remote.Example' "
+			   "to='localhost'> k3y </db:result>", &d, &error), 0);
+	cr_expect_eq(d.kind, DIALBACK_RESULT);
+	cr_expect_eq(d.type, DIALBACK_REQUEST);
+	cr_expect_str_eq(d.from, "remote.example");     /* prepared */
+	cr_expect_str_eq(d.key, "k3y");                 /* trimmed */
+	cr_assert_eq(parse(&a, "<db:verify " DB " from='a.test' to='b.test' "
+			   "id='i1' type='valid'/>", &d, &error), 0);
+	cr_expect_eq(d.kind, DIALBACK_VERIFY);
+	cr_expect_eq(d.type, DIALBACK_VALID);
+	cr_expect_str_eq(d.id, "i1");
+	cr_expect_null(d.key);
+	cr_assert_eq(parse(&a, "<db:result " DB " from='a.test' to='b.test' "
+			   "type='error'><error type='cancel'><item-not-found "
+			   "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+			   "</error></db:result>", &d, &error), 0);
+	cr_expect_eq(d.type, DIALBACK_ERROR);
+	cr_expect_str_eq(d.error, "item-not-found");
+	/* refused */
+	const char *bad[] = {
+		"<db:result " DB " to='b.test'>k</db:result>",
+		"<db:result " DB " from='u@a.test' to='b.test'>k</db:result>",
+		"<db:result " DB " from='a.test/r' to='b.test'>k</db:result>",
+		"<db:result " DB " from='a.test' to='b.test'></db:result>",
+		"<db:result " DB " from='a.test' to='b.test'>k e y</db:result>",
+		"<db:result " DB " from='a.test' to='b.test' type='maybe'/>",
+		"<db:verify " DB " from='a.test' to='b.test'>k</db:verify>",
+		"<db:other " DB " from='a.test' to='b.test'>k</db:other>",
+		"<result from='a.test' to='b.test'>k</result>",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_expect_eq(parse(&a, bad[i], &d, &error), -1, "%s", bad[i]);
+	arena_free(&a);
+}
