@@ -23,9 +23,11 @@
  * stream (else <not-authorized/>), 'from' and 'to' (else
  * <improper-addressing/>), a 'from' domain the stream is authorized
  * for with that 'to' (else <invalid-from/>), a 'to' of ours or a
- * component's (else <host-unknown/>); within s2s.max_stanza_size and
- * s2s.max_stanza_rate (else <policy-violation/>).  They are then routed
- * inward with a trusted 'from', like a client's.
+ * component's (else <host-unknown/>); within s2s.max_stanza_size (else
+ * <policy-violation/>).  Past s2s.max_stanza_rate the stream is paced:
+ * its socket is not read until the bucket refills (s2s_in_pace), nothing
+ * is dropped.  They are then routed inward with a trusted 'from', like a
+ * client's.  XEP-0198 (acks only, no resumption) once SASL-authenticated.
  *
  * Failure policy: every fault of the peer ends only its stream, with
  * the RFC 6120 stream error and a one-line reason in the log; a

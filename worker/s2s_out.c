@@ -14,9 +14,14 @@
  * authentication, stream error, s2s.link_timeout) bounces every pending
  * stanza to its sender with remote-server-not-found or
  * remote-server-timeout and logs one line; errors and IQ results are
- * dropped, never bounced.  Stanzas already written to a link that dies
- * come back through conn.c (conn_take_back_all) and are routed once more
- * (a new link), as no XEP-0198 runs on s2s.
+ * dropped, never bounced.  With XEP-0198 (when the peer offers it, acks
+ * only) every stanza stays in the connection's journal until the peer's
+ * <a h/>; when a link dies what was not acknowledged is routed once
+ * more over a new link (duplicates possible), else bounced with the
+ * peer's reason (out_death_cond).  Without it, what the link had not
+ * written comes back through conn.c (conn_take_back_all), the same way;
+ * what the kernel had taken is lost unknown to us.  An up link has at
+ * most s2s.max_queue_bytes in flight; more waits in its queue.
  */
 #include "worker.h"
 #include "s2s.h"
