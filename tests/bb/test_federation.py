@@ -255,7 +255,9 @@ class RemotePeer(Client):
                               % NS_SASL)
         assert got == "<success xmlns='%s'/>" % NS_SASL, got
         feats = self.open()
-        assert feats == "<stream:features></stream:features>", feats
+        # XEP-0198 offered once authenticated (acks only)
+        assert feats == ("<stream:features><sm xmlns='urn:xmpp:sm:3'/>"
+                         "</stream:features>"), feats
 
     def dialback(self, fake):
         """XEP-0220 as the originating server, and as our own
