@@ -63,13 +63,37 @@ struct bench_opts {
 	bool csi;                       /* XEP-0352: even clients go inactive */
 	double mix_presence;            /* share of sends: directed presence */
 	double mix_chatstate;           /* share of sends: chat state, no body */
+	/* --pairs: client i < clients/2 sends only to client i + clients/2
+	 * (its partner), who only receives; with --partner-* the partners
+	 * log in to another server for another domain (federation) */
+	bool pairs;
+	const char *partner_host;       /* NULL: --host */
+	unsigned partner_port;          /* 0: --port */
+	const char *partner_domain;     /* NULL: --domain */
+	pid_t partner_pids[BENCH_MAX_PIDS];     /* the partner server */
+	unsigned n_partner_pids;
 
 	/* derived before the fork */
 	uint32_t run_id;                /* in every message: tells ours from
 					 * an earlier run's offline copies */
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
+	struct sockaddr_storage partner_addr;   /* = addr without --partner-* */
+	socklen_t partner_addr_len;
 };
+
+/* --pairs: is client index i a partner (second half: receives only)? */
+static inline bool bench_is_partner(const struct bench_opts *o, uint32_t i)
+{
+	return o->pairs && i >= o->clients / 2;
+}
+
+/* The domain client index i logs in to (its JID's domain). */
+static inline const char *bench_domain(const struct bench_opts *o,
+				       uint32_t i)
+{
+	return bench_is_partner(o, i) ? o->partner_domain : o->domain;
+}
 
 /* ---- hist.c: log-linear latency histogram in microseconds ---------- */
 #define HIST_SUB_BITS 7                 /* 128 per octave: < 0.8 % error */
@@ -214,6 +238,9 @@ struct server_sample {
 
 /* The roots and all their descendants. */
 int procstat_sample(const struct bench_opts *o, struct server_sample *out);
+/* The same for the --partner-pids server. */
+int procstat_sample_partner(const struct bench_opts *o,
+			    struct server_sample *out);
 uint64_t procstat_self_rss_kb(void);
 /* utime + stime of one process (0 if gone). */
 double procstat_pid_cpu_s(pid_t pid);
@@ -227,10 +254,11 @@ int parent_run(const struct bench_opts *o);
 
 /* ---- shared helpers (child.c) --------------------------------------- */
 int64_t bench_now_ns(void);
-/* Recipient of (sender, seq): a pure function of the online list, so
- * that the parent can tell whom a lost message was for. */
-uint32_t bench_recipient(const uint32_t *online, uint32_t n_online,
-			 uint32_t sender, uint32_t seq);
+/* Recipient of (sender, seq): a pure function of the online list (with
+ * --pairs: the sender's partner), so that the parent can tell whom a
+ * lost message was for. */
+uint32_t bench_recipient(const struct bench_opts *o, const uint32_t *online,
+			 uint32_t n_online, uint32_t sender, uint32_t seq);
 void bench_fatal(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2), noreturn));
 

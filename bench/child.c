@@ -13,6 +13,9 @@
  * index, sequence number, send time (CLOCK_MONOTONIC ns, the same clock
  * in every process) and run id R, so that copies an earlier run left in
  * offline storage are told apart; the id identifies error bounces.
+ * With --pairs the first half of the clients each send to their partner
+ * in the second half (on --partner-host for --partner-domain when given:
+ * a federated message), who only receive.
  * Failure policy: setup errors and a lost parent are fatal (exit 2);
  * client errors are counted by client.c.
  */
@@ -47,9 +50,11 @@ static uint64_t splitmix64(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-uint32_t bench_recipient(const uint32_t *online, uint32_t n_online,
-			 uint32_t sender, uint32_t seq)
+uint32_t bench_recipient(const struct bench_opts *o, const uint32_t *online,
+			 uint32_t n_online, uint32_t sender, uint32_t seq)
 {
+	if (o->pairs)
+		return sender + o->clients / 2;
 	uint32_t j = (uint32_t)(splitmix64((uint64_t)sender << 32 | seq) %
 				n_online);
 	if (online[j] == sender)
@@ -79,6 +84,9 @@ void child_client_online(struct child *ch, struct client *c, int64_t now)
 	/* --csi: an inactive client is a phone in a pocket: it receives,
 	 * it does not send (sending would flush what the server holds) */
 	if (c->flags & CF_INACTIVE)
+		return;
+	/* --pairs: the second half only receives */
+	if (bench_is_partner(ch->o, client_index(ch, c)))
 		return;
 	c->sender_pos = ch->nsenders;
 	ch->senders[ch->nsenders++] = c;
@@ -153,7 +161,7 @@ void child_on_message(struct child *ch, struct client *c, const char *el,
 	pairvec_push(&ch->rx, s, q);
 	ch->cnt.received++;
 	if (ch->have_go && ch->go.n_online >= 2 &&
-	    bench_recipient(ch->online, ch->go.n_online, s, q) !=
+	    bench_recipient(ch->o, ch->online, ch->go.n_online, s, q) !=
 	    client_index(ch, c))
 		ch->cnt.misrouted++;
 }
@@ -295,7 +303,7 @@ static void child_send_one(struct child *ch)
 	struct client *c = ch->senders[(ch->rng = splitmix64(ch->rng)) %
 				       ch->nsenders];
 	uint32_t s = client_index(ch, c), q = c->seq;
-	uint32_t r = bench_recipient(ch->online, ch->go.n_online, s, q);
+	uint32_t r = bench_recipient(ch->o, ch->online, ch->go.n_online, s, q);
 	char user[128];
 	ch->msgs_started++;
 	if (client_out_len(c) > OUT_LIMIT) {
@@ -312,7 +320,8 @@ static void child_send_one(struct child *ch)
 	}
 	client_username(ch, r, user, sizeof(user));
 	int n = snprintf(ch->msg, ch->msg_size, "<message to='%s@%s/%s' "
-			 "type='chat' id='m%u.%u.%u'><body>", user, o->domain,
+			 "type='chat' id='m%u.%u.%u'><body>", user,
+			 bench_domain(o, r),
 			 BENCH_RESOURCE, o->run_id, s, q);
 	int b = snprintf(ch->msg + n, ch->msg_size - (size_t)n,
 			 "seq:%u:%u:%lld:%u:", s, q, (long long)bench_now_ns(),
@@ -554,6 +563,11 @@ static struct child *child_new(const struct bench_opts *o, unsigned k,
 		"<?xml version='1.0'?><stream:stream to='%s' version='1.0' "
 		"xmlns='jabber:client' "
 		"xmlns:stream='http://etherx.jabber.org/streams'>", o->domain);
+	ch->pheader_len = (size_t)snprintf(ch->pheader, sizeof(ch->pheader),
+		"<?xml version='1.0'?><stream:stream to='%s' version='1.0' "
+		"xmlns='jabber:client' "
+		"xmlns:stream='http://etherx.jabber.org/streams'>",
+		o->partner_domain);
 	ch->ssl_ctx = child_ssl_ctx(o);
 	ch->rng = splitmix64((uint64_t)getpid() << 20 ^ (uint64_t)bench_now_ns());
 	if ((ch->ep = epoll_create1(EPOLL_CLOEXEC)) < 0)

@@ -114,6 +114,8 @@ struct child {
 
 	char header[256];       /* our stream header */
 	size_t header_len;
+	char pheader[256];      /* --pairs: the partners' (their domain) */
+	size_t pheader_len;
 	char *msg;              /* scratch for one outgoing message */
 	size_t msg_size;
 	char rbuf[65536];       /* shared read buffer */
@@ -123,6 +125,18 @@ static inline uint32_t client_index(const struct child *ch,
 				    const struct client *c)
 {
 	return ch->lo + (uint32_t)(c - ch->clients);
+}
+
+/* The stream header client c sends (to its own domain). */
+static inline const char *client_header(const struct child *ch,
+					const struct client *c, size_t *len_r)
+{
+	if (bench_is_partner(ch->o, client_index(ch, c))) {
+		*len_r = ch->pheader_len;
+		return ch->pheader;
+	}
+	*len_r = ch->header_len;
+	return ch->header;
 }
 
 /* client.c */

@@ -242,6 +242,13 @@ static int client_sendf(struct child *ch, struct client *c, const char *fmt,
 
 /* ---- connect and TLS ---------------------------------------------------- */
 
+static int client_send_header(struct child *ch, struct client *c)
+{
+	size_t len;
+	const char *h = client_header(ch, c, &len);
+	return client_send(ch, c, h, len);
+}
+
 void client_start(struct child *ch, struct client *c, int64_t now)
 {
 	const struct bench_opts *o = ch->o;
@@ -250,7 +257,11 @@ void client_start(struct child *ch, struct client *c, int64_t now)
 		ch->cnt.t_first_connect = now;
 	ch->pending++;
 	c->state = CS_CONNECTING;
-	c->fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	bool partner = bench_is_partner(o, client_index(ch, c));
+	const struct sockaddr_storage *addr = partner ? &o->partner_addr :
+					      &o->addr;
+	socklen_t addr_len = partner ? o->partner_addr_len : o->addr_len;
+	c->fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 		       SOCK_CLOEXEC, 0);
 	if (c->fd < 0) {
 		client_fail(ch, c, FAIL_CONNECT);
@@ -258,7 +269,7 @@ void client_start(struct child *ch, struct client *c, int64_t now)
 	}
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (o->sources > 0 && o->addr.ss_family == AF_INET) {
+	if (o->sources > 0 && addr->ss_family == AF_INET) {
 		/* Pick the port at connect(), per 4-tuple: without this,
 		 * bind() would give each source only ~28k ports in all. */
 		struct sockaddr_in src = { .sin_family = AF_INET };
@@ -272,7 +283,7 @@ void client_start(struct child *ch, struct client *c, int64_t now)
 		}
 	}
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = c };
-	if ((connect(c->fd, (struct sockaddr *)&o->addr, o->addr_len) < 0 &&
+	if ((connect(c->fd, (const struct sockaddr *)addr, addr_len) < 0 &&
 	     errno != EINPROGRESS) ||
 	    epoll_ctl(ch->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
 		client_fail(ch, c, FAIL_CONNECT);
@@ -289,7 +300,7 @@ static int client_handshake(struct child *ch, struct client *c)
 		c->flags = (uint8_t)((c->flags & ~(CF_HS_WRITE | CF_OPEN)) |
 				     CF_TLS);
 		c->state = CS_FEATURES_AUTH;
-		if (client_send(ch, c, ch->header, ch->header_len) < 0)
+		if (client_send_header(ch, c) < 0)
 			return -1;
 		client_interest(ch, c);
 		return 0;
@@ -315,7 +326,8 @@ static int client_tls_begin(struct child *ch, struct client *c)
 		client_fail(ch, c, FAIL_TLS);
 		return -1;
 	}
-	SSL_set_tlsext_host_name(c->ssl, ch->o->domain);
+	SSL_set_tlsext_host_name(c->ssl, bench_domain(ch->o,
+						      client_index(ch, c)));
 	SSL_set_connect_state(c->ssl);
 	return client_handshake(ch, c);
 }
@@ -333,7 +345,7 @@ static void client_connected(struct child *ch, struct client *c)
 		return;
 	}
 	c->state = CS_FEATURES_TLS;
-	if (client_send(ch, c, ch->header, ch->header_len) == 0)
+	if (client_send_header(ch, c) == 0)
 		client_interest(ch, c);
 }
 
@@ -398,7 +410,7 @@ static int client_success(struct child *ch, struct client *c, const char *el,
 	}
 	c->flags &= (uint8_t)~CF_OPEN;          /* stream restart */
 	c->state = CS_FEATURES_BIND;
-	return client_send(ch, c, ch->header, ch->header_len);
+	return client_send_header(ch, c);
 }
 
 /* <presence/> (not with --drop-at-enable), and with --csi even-numbered
@@ -509,7 +521,8 @@ static int client_iq(struct child *ch, struct client *c, const char *el,
 	    xmlscan_attr(el, it->tag_len, "id", id, sizeof(id)) < 0)
 		return 0;
 	if (xmlscan_attr(el, it->tag_len, "from", from, sizeof(from)) < 0)
-		snprintf(from, sizeof(from), "%s", ch->o->domain);
+		snprintf(from, sizeof(from), "%s",
+			 bench_domain(ch->o, client_index(ch, c)));
 	client_stanza_out(c);
 	return client_sendf(ch, c, "<iq type='result' id='%s' to='%s'/>", id,
 			    from);

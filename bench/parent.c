@@ -46,6 +46,7 @@ struct parent {
 	uint32_t *online, n_online, n_drop;
 	struct server_sample s_idle, s_online, s_loaded, s_end;
 	struct server_sample s_detached;        /* the storm, before resuming */
+	struct server_sample p_online, p_end;   /* --partner-pids */
 	double msg_seconds;             /* GO to the end of sending */
 	bool storm_timed_out;
 	double tool_cpu_resume;         /* our workers' CPU while resuming */
@@ -148,6 +149,13 @@ static void parent_sample(const struct bench_opts *o, struct server_sample *s)
 		procstat_sample(o, s);
 }
 
+static void parent_sample_partner(const struct bench_opts *o,
+				  struct server_sample *s)
+{
+	if (o->n_partner_pids > 0)
+		procstat_sample_partner(o, s);
+}
+
 static void parent_online_list(struct parent *p)
 {
 	p->online = malloc(((size_t)p->o->clients + 1) * sizeof(uint32_t));
@@ -166,16 +174,20 @@ static void parent_go(struct parent *p, int64_t t0)
 	const struct bench_opts *o = p->o;
 	for (unsigned k = 0; k < p->nw; k++) {
 		struct worker *w = &p->w[k];
-		uint32_t local = 0;
+		uint32_t local = 0, senders = 0;
 		for (uint32_t i = 0; i < w->hi - w->lo; i++)
-			local += w->online[i];
+			local += w->online[i] &&
+				 !bench_is_partner(o, w->lo + i);
+		/* the rate is shared by the online clients that send */
+		for (uint32_t i = 0; i < p->n_online; i++)
+			senders += !bench_is_partner(o, p->online[i]);
 		struct wire_go go = {
 			.t0 = t0,
 			.t_end = t0 + (int64_t)(o->duration * 1e9),
 			.t_drop = p->n_drop ? t0 + (int64_t)(o->duration * 5e8) : 0,
 			.n_online = p->n_online,
 			.n_drop = p->n_drop,
-			.rate = p->n_online ? o->msg_rate * local / p->n_online : 0,
+			.rate = senders ? o->msg_rate * local / senders : 0,
 		};
 		const void *parts[] = { &go, p->online };
 		size_t lens[] = { sizeof(go), p->n_online * sizeof(uint32_t) };
@@ -359,7 +371,8 @@ static void parent_lost(const struct parent *p, struct totals *t,
 			uint64_t bit = base[s] + q;
 			if ((got[bit >> 3] | bounced[bit >> 3]) & (1u << (bit & 7)))
 				continue;
-			uint32_t r = bench_recipient(p->online, p->n_online, s, q);
+			uint32_t r = bench_recipient(o, p->online, p->n_online,
+						     s, q);
 			t->lost++;
 			t->lost_dropped += r >= first_drop;
 			if (f != NULL)
@@ -604,6 +617,21 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 		FIG("sm_enabled", t->c.sm_enabled, 0);
 		FIG("sm_acks_sent", t->c.acks_sent, 0);
 	}
+	if (p->o->n_partner_pids > 0) {
+		/* --pairs across two servers: the receiving server's CPU
+		 * apart, and both together, per delivered message */
+		const struct server_sample *po = &p->p_online, *pe = &p->p_end;
+		bool ok = po->valid && pe->valid && t->delivered;
+		double d = t->delivered ? (double)t->delivered : 1;
+		FIG("partner_processes", pe->nprocs, pe->valid ? 0 : -1);
+		FIG("partner_cpu_us_per_message", (pe->cpu_s - po->cpu_s) *
+		    1e6 / d, ok ? 2 : -1);
+		FIG("partner_kernel_cpu_us_per_message", (pe->sys_s -
+		    po->sys_s) * 1e6 / d, ok ? 2 : -1);
+		FIG("both_cpu_us_per_message", (pe->cpu_s - po->cpu_s +
+		    p->s_end.cpu_s - on->cpu_s) * 1e6 / d,
+		    ok && srv && p->s_end.valid ? 2 : -1);
+	}
 	if (p->o->storm)
 		n += parent_storm_figures(p, t, f + n);
 	if (p->o->csi || p->o->mix_presence > 0 || p->o->mix_chatstate > 0)
@@ -650,6 +678,7 @@ int parent_run(const struct bench_opts *o)
 			all &= p.w[k].ready;
 	}
 	parent_sample(o, &p.s_online);
+	parent_sample_partner(o, &p.p_online);
 	parent_online_list(&p);
 	if (o->storm) {
 		parent_storm(&p);
@@ -660,6 +689,7 @@ int parent_run(const struct bench_opts *o)
 		parent_messages(&p);
 	}
 	parent_sample(o, &p.s_end);
+	parent_sample_partner(o, &p.p_end);
 	parent_tell(&p, WIRE_STOP);
 	for (bool all = false; !all;) {
 		parent_poll(&p, 100);

@@ -6,7 +6,8 @@
  * counts the shared session table once per process.  CPU is utime+stime
  * of the live processes (a worker that died takes its seconds with it).
  * Failure policy: a process that vanishes between the scan and the read
- * is skipped; no root at all makes the sample invalid.
+ * is skipped; no root at all makes the sample invalid.  With --pairs
+ * and --partner-pids, the partner server is sampled apart.
  */
 #include "bench.h"
 
@@ -74,9 +75,15 @@ uint64_t procstat_self_rss_kb(void)
 	return procstat_field_kb("/proc/self/status", "\nVmRSS:");
 }
 
-static unsigned procstat_roots(const struct bench_opts *o, pid_t *roots)
+static unsigned procstat_roots(const struct bench_opts *o, bool partner,
+			       pid_t *roots)
 {
 	unsigned n = 0;
+	if (partner) {
+		for (unsigned i = 0; i < o->n_partner_pids; i++)
+			roots[n++] = o->partner_pids[i];
+		return n;
+	}
 	for (unsigned i = 0; i < o->n_server_pids; i++)
 		roots[n++] = o->server_pids[i];
 	if (o->server_pid_file != NULL) {
@@ -119,10 +126,11 @@ static size_t procstat_scan(struct procstat_proc **out)
 	return n;
 }
 
-int procstat_sample(const struct bench_opts *o, struct server_sample *out)
+static int procstat_sample_roots(const struct bench_opts *o, bool partner,
+				 struct server_sample *out)
 {
 	pid_t roots[BENCH_MAX_PIDS + 1];
-	unsigned nroots = procstat_roots(o, roots);
+	unsigned nroots = procstat_roots(o, partner, roots);
 	struct procstat_proc *v;
 	*out = (struct server_sample){ 0 };
 	if (nroots == 0)
@@ -154,4 +162,15 @@ int procstat_sample(const struct bench_opts *o, struct server_sample *out)
 	free(v);
 	out->valid = out->nprocs > 0;
 	return out->valid ? 0 : -1;
+}
+
+int procstat_sample(const struct bench_opts *o, struct server_sample *out)
+{
+	return procstat_sample_roots(o, false, out);
+}
+
+int procstat_sample_partner(const struct bench_opts *o,
+			    struct server_sample *out)
+{
+	return procstat_sample_roots(o, true, out);
 }

@@ -72,7 +72,14 @@ static void usage(FILE *f)
 "      --csi                 XEP-0352: even-numbered clients go inactive\n"
 "                            (and only receive)\n"
 "      --mix-presence F      share of sends that are directed presence (0)\n"
-"      --mix-chatstate F     share of sends that are chat states (0)\n");
+"      --mix-chatstate F     share of sends that are chat states (0)\n"
+"      --pairs               client i of the first half sends only to client\n"
+"                            i + N/2 of the second half, who only receives\n"
+"      --partner-host ADDR   the second half logs in here (implies --pairs)\n"
+"      --partner-port N      ... on this port (--port)\n"
+"      --partner-domain D    ... for this domain (--domain): with another\n"
+"                            server, every message is a federated one\n"
+"      --partner-pids P,..   the partner server's pids (its CPU apart)\n");
 }
 
 enum {
@@ -80,6 +87,8 @@ enum {
 	OPT_IDLE_HOLD, OPT_LOGIN_ONLY, OPT_DROP, OPT_LOST_FILE,
 	OPT_LOGIN_TIMEOUT, OPT_DRAIN, OPT_QUIET, OPT_SM, OPT_STORM,
 	OPT_STORM_HOLD, OPT_RESUME_RATE, OPT_DROP_AT_ENABLE, OPT_CSI, OPT_MIX_PRESENCE, OPT_MIX_CHATSTATE,
+	OPT_PAIRS, OPT_PARTNER_HOST, OPT_PARTNER_PORT, OPT_PARTNER_DOMAIN,
+	OPT_PARTNER_PIDS,
 };
 
 static const struct option long_opts[] = {
@@ -116,6 +125,11 @@ static const struct option long_opts[] = {
 	{ "csi", no_argument, NULL, OPT_CSI },
 	{ "mix-presence", required_argument, NULL, OPT_MIX_PRESENCE },
 	{ "mix-chatstate", required_argument, NULL, OPT_MIX_CHATSTATE },
+	{ "pairs", no_argument, NULL, OPT_PAIRS },
+	{ "partner-host", required_argument, NULL, OPT_PARTNER_HOST },
+	{ "partner-port", required_argument, NULL, OPT_PARTNER_PORT },
+	{ "partner-domain", required_argument, NULL, OPT_PARTNER_DOMAIN },
+	{ "partner-pids", required_argument, NULL, OPT_PARTNER_PIDS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -148,17 +162,17 @@ static enum bench_mech opt_mech(const char *s)
 	bench_fatal("--mech: PLAIN, SCRAM-SHA-1 or SCRAM-SHA-256, not %s", s);
 }
 
-static void opt_pids(struct bench_opts *o, const char *s)
+static void opt_pids(const char *name, pid_t *pids, unsigned *n,
+		     const char *s)
 {
 	char *copy = strdup(s), *save = NULL;
 	if (copy == NULL)
 		bench_fatal("out of memory");
 	for (char *t = strtok_r(copy, ",", &save); t != NULL;
 	     t = strtok_r(NULL, ",", &save)) {
-		if (o->n_server_pids == BENCH_MAX_PIDS)
-			bench_fatal("--server-pids: at most %d", BENCH_MAX_PIDS);
-		o->server_pids[o->n_server_pids++] =
-			(pid_t)opt_uint("server-pids", t, 1u << 30);
+		if (*n == BENCH_MAX_PIDS)
+			bench_fatal("--%s: at most %d", name, BENCH_MAX_PIDS);
+		pids[(*n)++] = (pid_t)opt_uint(name, t, 1u << 30);
 	}
 	free(copy);
 }
@@ -209,7 +223,10 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 		case 'P': o->processes = opt_uint("processes", optarg, 1024); break;
 		case 'S': o->sources = opt_uint("sources", optarg, 253); break;
 		case OPT_PID_FILE: o->server_pid_file = optarg; break;
-		case OPT_PIDS: opt_pids(o, optarg); break;
+		case OPT_PIDS:
+			opt_pids("server-pids", o->server_pids,
+				 &o->n_server_pids, optarg);
+			break;
 		case OPT_IDLE_HOLD: o->idle_hold = opt_double("idle-hold", optarg); break;
 		case OPT_LOGIN_ONLY: o->login_only = true; break;
 		case OPT_DROP: o->drop_clients = opt_uint("drop-clients", optarg, 1u << 26); break;
@@ -234,6 +251,24 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 			break;
 		case OPT_MIX_CHATSTATE:
 			o->mix_chatstate = opt_double("mix-chatstate", optarg);
+			break;
+		case OPT_PAIRS: o->pairs = true; break;
+		case OPT_PARTNER_HOST:
+			o->partner_host = optarg;
+			o->pairs = true;
+			break;
+		case OPT_PARTNER_PORT:
+			o->partner_port = opt_uint("partner-port", optarg, 65535);
+			o->pairs = true;
+			break;
+		case OPT_PARTNER_DOMAIN:
+			o->partner_domain = optarg;
+			o->pairs = true;
+			break;
+		case OPT_PARTNER_PIDS:
+			opt_pids("partner-pids", o->partner_pids,
+				 &o->n_partner_pids, optarg);
+			o->pairs = true;
 			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
@@ -263,26 +298,48 @@ static void opt_check(struct bench_opts *o)
 	if (o->storm && (o->idle_hold > 0 || o->login_only || o->drop_clients))
 		bench_fatal("--storm goes without --idle-hold, --login-only and "
 			    "--drop-clients");
+	if (o->pairs && (o->clients % 2 != 0 || o->csi || o->storm ||
+			 o->drop_clients || o->mix_presence > 0 ||
+			 o->mix_chatstate > 0))
+		bench_fatal("--pairs needs an even --clients and goes without "
+			    "--csi, --storm, --drop-clients and --mix-*");
 	if (o->port == 0)
 		o->port = o->direct_tls ? 5223 : 5222;
+	if (o->partner_host == NULL)
+		o->partner_host = o->host;
+	if (o->partner_port == 0)
+		o->partner_port = o->port;
+	if (o->partner_domain == NULL)
+		o->partner_domain = o->domain;
 	if (strlen(o->domain) > 100 || strlen(o->password) > 200 ||
 	    strlen(o->user_pattern) > 60 || strpbrk(o->domain, "'<&") ||
+	    strlen(o->partner_domain) > 100 ||
+	    strpbrk(o->partner_domain, "'<&") ||
 	    strpbrk(o->user_pattern, "'<&@/"))
 		bench_fatal("--domain, --user-pattern or --password unusable");
 }
 
-static void resolve(struct bench_opts *o)
+static void resolve_one(const char *host, unsigned portnum,
+			struct sockaddr_storage *addr, socklen_t *len_r)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
 	char port[16];
-	snprintf(port, sizeof(port), "%u", o->port);
-	int e = getaddrinfo(o->host, port, &hints, &res);
+	snprintf(port, sizeof(port), "%u", portnum);
+	int e = getaddrinfo(host, port, &hints, &res);
 	if (e != 0)
-		bench_fatal("%s: %s", o->host, gai_strerror(e));
-	memcpy(&o->addr, res->ai_addr, res->ai_addrlen);
-	o->addr_len = res->ai_addrlen;
+		bench_fatal("%s: %s", host, gai_strerror(e));
+	memcpy(addr, res->ai_addr, res->ai_addrlen);
+	*len_r = res->ai_addrlen;
 	freeaddrinfo(res);
-	if (o->sources > 0 && o->addr.ss_family != AF_INET)
+}
+
+static void resolve(struct bench_opts *o)
+{
+	resolve_one(o->host, o->port, &o->addr, &o->addr_len);
+	resolve_one(o->partner_host, o->partner_port, &o->partner_addr,
+		    &o->partner_addr_len);
+	if (o->sources > 0 && (o->addr.ss_family != AF_INET ||
+			       o->partner_addr.ss_family != AF_INET))
 		bench_fatal("--sources needs an IPv4 server address");
 }
 

@@ -365,10 +365,12 @@ const struct config_def config_defs[] = {
 	  "256K", 10 << 10, 16 << 20, RELOAD, "Largest stanza another server "
 	  "may send; past it the stream ends with <policy-violation/>" },
 	{ "s2s.max_stanza_rate", CONFIG_TYPE_UINT, OFF(s2s_max_stanza_rate),
-	  "1000", 0, 1000000, RELOAD, "Stanzas per second an incoming "
+	  "10000", 0, 1000000, RELOAD, "Stanzas per second an incoming "
 	  "server-to-server stream may send on average (a bucket of as many "
-	  "tokens, refilled each second); past it <policy-violation/>; 0: no "
-	  "limit" },
+	  "tokens, refilled each second); past it the stream is not read "
+	  "until the bucket refills (the peer is slowed down by TCP, nothing "
+	  "is dropped). One link carries all the traffic of a pair of "
+	  "domains; 0: no limit" },
 	{ "s2s.max_incoming", CONFIG_TYPE_UINT, OFF(s2s_max_incoming), "1000",
 	  1, 1000000, RELOAD, "Incoming server-to-server streams one worker "
 	  "holds; past it new ones end with <resource-constraint/>" },
@@ -394,8 +396,11 @@ const struct config_def config_defs[] = {
 	/* federation, outgoing side (worker/s2s_out.c) */
 	{ "s2s.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(s2s_max_queue_bytes),
 	  "1M", 4 << 10, 64 << 20, RELOAD, "Bytes of stanzas that may wait "
-	  "for one outgoing server-to-server link while it is set up; past "
-	  "it a stanza is bounced with resource-constraint (wait)" },
+	  "for one outgoing server-to-server link while it is set up or while "
+	  "the peer reads slower than we write, past it a stanza is bounced "
+	  "with resource-constraint (wait); also the bytes a link may have "
+	  "written and not yet acknowledged (XEP-0198) or not yet handed to "
+	  "the socket, before new stanzas wait" },
 	{ "s2s.out_idle_timeout", CONFIG_TYPE_DURATION,
 	  OFF(s2s_out_idle_timeout), "10m", 1000, 86400000, RELOAD,
 	  "An outgoing server-to-server link that carried nothing for this "

@@ -353,7 +353,8 @@ static void conn_read(struct conn *c)
 	char data[CONN_READ_CHUNK];
 	/* Plain sockets: a few chunks per turn for fairness.  TLS: until
 	 * OpenSSL has nothing buffered, or epoll would not wake us again. */
-	for (int i = 0; !c->closed && !c->detached && !c->want_close; i++) {
+	for (int i = 0; !c->closed && !c->detached && !c->want_close &&
+			c->read_paused_ms == 0; i++) {
 		if (i >= 4 && c->ssl == NULL && !tls13_eof(c))
 			return;
 		if (conn_tls_progress(c) <= 0 || c->detached)
@@ -754,13 +755,18 @@ void conn_update_events(struct conn *c)
 {
 	int on = buf_used(&c->out) > 0 || c->tls_want_write ||
 		 tls13_out_pending(c);
-	if (c->closed || c->detached || c->epollout == on)
+	int noin = c->read_paused_ms != 0;
+	if (c->closed || c->detached ||
+	    (c->epollout == on && c->epoll_noin == noin))
 		return;
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP |
+	/* paused: no EPOLLIN nor EPOLLRDHUP (level-triggered, they would
+	 * wake every turn) */
+	struct epoll_event ev = { .events = (noin ? 0 : EPOLLIN | EPOLLRDHUP) |
 				  (on ? EPOLLOUT : 0) };
 	ev.data.u64 = (uint64_t)(uintptr_t)c;
 	epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
 	c->epollout = on;
+	c->epoll_noin = noin;
 }
 
 void conn_flush(struct conn *c)
@@ -782,6 +788,8 @@ void conn_flush(struct conn *c)
 	if (buf_used(&c->out) > 0 || tls13_out_pending(c))
 		return;
 	EXT_RUN(output_drained, c);
+	if (c->kind == CONN_S2S_OUT)
+		s2s_drained(c);         /* what waits for room */
 	/* The emptied buffer stays for the next stanza; conn_timeouts
 	 * frees it once the connection has been quiet a while. */
 	if (c->want_close)
@@ -1010,28 +1018,78 @@ void db_cancel_conn(struct conn *c)
 		db_cancel(c->w->db, c);
 }
 
+/* Due: a throttled SASL answer (delay_until_ms) or the end of a read
+ * pause (read_paused_ms).  A conn is on w->delayed while either is
+ * set. */
+static int conn_delay_due(const struct conn *c, int64_t now)
+{
+	return (c->delay_until_ms != 0 && now >= c->delay_until_ms) ||
+	       (c->read_paused_ms != 0 && now >= c->read_paused_ms);
+}
+
 void conn_run_delayed(struct worker *w, int64_t now)
 {
-	struct conn **p = &w->delayed;
+	struct conn *due = NULL, **p = &w->delayed;
+	/* taken off the list first: what runs may close others */
 	while (*p != NULL) {
 		struct conn *c = *p;
-		if (c->closed || now >= c->delay_until_ms) {
+		if (c->closed || c->detached || conn_delay_due(c, now)) {
 			*p = c->delayed_next;
-			c->delayed_next = NULL;
-			c->delay_until_ms = 0;
-			if (!c->closed)
-				sasl_delayed(c);
+			c->delayed_next = due;
+			due = c;
 			continue;
 		}
 		p = &c->delayed_next;
 	}
+	while (due != NULL) {
+		struct conn *c = due;
+		due = c->delayed_next;
+		c->delayed_next = NULL;
+		if (c->closed || c->detached) {
+			c->delay_until_ms = c->read_paused_ms = 0;
+			continue;
+		}
+		int sasl_due = c->delay_until_ms != 0 &&
+			       now >= c->delay_until_ms;
+		int read_due = c->read_paused_ms != 0 &&
+			       now >= c->read_paused_ms;
+		if (sasl_due)
+			c->delay_until_ms = 0;
+		if (read_due)
+			c->read_paused_ms = 0;
+		if (c->delay_until_ms != 0 || c->read_paused_ms != 0) {
+			c->delayed_next = w->delayed;
+			w->delayed = c;
+		}
+		if (sasl_due)
+			sasl_delayed(c);
+		if (read_due && !c->closed && !c->detached) {
+			conn_update_events(c);
+			conn_read(c);   /* what TLS holds decrypted too */
+		}
+	}
+}
+
+void conn_pause_read(struct conn *c, int64_t until_ms)
+{
+	if (c->closed || c->detached)
+		return;
+	if (c->delay_until_ms == 0 && c->read_paused_ms == 0) {
+		c->delayed_next = c->w->delayed;
+		c->w->delayed = c;
+	}
+	c->read_paused_ms = until_ms > 0 ? until_ms : 1;
+	conn_update_events(c);
 }
 
 int conn_next_delay(const struct worker *w, int64_t now)
 {
 	int64_t next = -1;
 	for (const struct conn *c = w->delayed; c != NULL; c = c->delayed_next) {
-		int64_t d = c->delay_until_ms - now;
+		int64_t t = c->delay_until_ms;
+		if (c->read_paused_ms != 0 && (t == 0 || c->read_paused_ms < t))
+			t = c->read_paused_ms;
+		int64_t d = t - now;
 		if (d < 0)
 			d = 0;
 		if (next < 0 || d < next)

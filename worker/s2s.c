@@ -67,6 +67,12 @@ void s2s_tls_done(struct conn *c, SSL *ssl)
 		s2s_in_tls_done(c, ssl);
 }
 
+void s2s_drained(struct conn *c)
+{
+	if (c->kind == CONN_S2S_OUT && c->s2s != NULL)
+		s2s_out_drained(c);
+}
+
 void s2s_conn_free(struct conn *c)
 {
 	if (c->kind == CONN_S2S_OUT)

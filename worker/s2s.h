@@ -54,6 +54,9 @@ void s2s_tls_done(struct conn *c, SSL *ssl);
  * the piece ended.  Never routes inside the call (conn_close). */
 int s2s_taken_back(struct conn *c, const char *text, size_t len,
 		   uint64_t end);
+/* An outgoing link's output drained (conn_flush): it writes what
+ * waited for room. */
+void s2s_drained(struct conn *c);
 /* Free c->s2s (conn_reap_dead). */
 void s2s_conn_free(struct conn *c);
 

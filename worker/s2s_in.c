@@ -23,9 +23,11 @@
  * stream (else <not-authorized/>), 'from' and 'to' (else
  * <improper-addressing/>), a 'from' domain the stream is authorized
  * for with that 'to' (else <invalid-from/>), a 'to' of ours or a
- * component's (else <host-unknown/>); within s2s.max_stanza_size and
- * s2s.max_stanza_rate (else <policy-violation/>).  They are then routed
- * inward with a trusted 'from', like a client's.
+ * component's (else <host-unknown/>); within s2s.max_stanza_size (else
+ * <policy-violation/>).  Past s2s.max_stanza_rate the stream is paced:
+ * its socket is not read until the bucket refills (s2s_in_pace), nothing
+ * is dropped.  They are then routed inward with a trusted 'from', like a
+ * client's.  XEP-0198 (acks only, no resumption) once SASL-authenticated.
  *
  * Failure policy: every fault of the peer ends only its stream, with
  * the RFC 6120 stream error and a one-line reason in the log; a
@@ -38,6 +40,7 @@
 #include "dialback.h"
 #include "component.h"
 #include "server.h"
+#include "sm.h"
 #include "stanza.h"
 #include "base64.h"
 #include "certid.h"
@@ -81,6 +84,9 @@ struct s2s_in {
 	unsigned npairs, pairs_cap;
 	double tokens;                  /* s2s.max_stanza_rate bucket */
 	int64_t tokens_at;
+	unsigned paced;                 /* read pauses (for the log) */
+	int sm_on;                      /* XEP-0198 enabled (acks only) */
+	uint32_t sm_h;                  /* stanzas handled since <enable/> */
 };
 
 static struct s2s_in *s2s_in_list;
@@ -303,6 +309,11 @@ static void s2s_in_features(struct conn *c, struct s2s_in *s)
 				    NS_DIALBACK_FEATURE "'><errors/>"
 				    "</dialback>");
 	}
+	/* XEP-0198 once authenticated (after SASL's restart): a peer
+	 * enabling it before authentication would count from a stream
+	 * that is about to restart (Prosody enables at any features) */
+	if (s->sasl_ok && !s->sm_on)
+		buf_appendf(&out, "<sm xmlns='" NS_SM "'/>");
 	buf_appendf(&out, "</stream:features>");
 	conn_send(c, buf_head(&out), buf_used(&out));
 	buf_free(&out);
@@ -453,6 +464,9 @@ int s2s_in_top_level_known(const struct conn *c, const char *name,
 		       strcmp(local, "abort") == 0;
 	if (NS_IS(NS_STREAMS))
 		return strcmp(local, "error") == 0;
+	if (NS_IS(NS_SM))
+		return strcmp(local, "enable") == 0 ||
+		       strcmp(local, "r") == 0 || strcmp(local, "a") == 0;
 #undef NS_IS
 	return 0;
 }
@@ -765,14 +779,17 @@ int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
 
 /* ---- stanzas ---- */
 
-/* s2s.max_stanza_rate: a bucket of as many tokens, refilled per second.
- * 1 if the stanza may pass. */
-static int s2s_in_rate_ok(struct conn *c, struct s2s_in *s)
+/* s2s.max_stanza_rate: a bucket of as many tokens, refilled at that
+ * rate.  Every stanza read is handled (one token each, the bucket may
+ * go into debt by the stanzas of the chunk being parsed); once it is
+ * empty the socket is not read until it holds a token again, so the
+ * peer is slowed down by TCP, never cut off. */
+static void s2s_in_pace(struct conn *c, struct s2s_in *s)
 {
 	unsigned rate = c->w->cfg->s2s_max_stanza_rate;
 	int64_t now = c->w->now_ms;
 	if (rate == 0)
-		return 1;
+		return;
 	if (s->tokens_at == 0) {
 		s->tokens = rate;
 	} else if (now > s->tokens_at) {
@@ -781,10 +798,14 @@ static int s2s_in_rate_ok(struct conn *c, struct s2s_in *s)
 			s->tokens = rate;
 	}
 	s->tokens_at = now;
-	if (s->tokens < 1.0)
-		return 0;
 	s->tokens -= 1.0;
-	return 1;
+	if (s->tokens >= 0.0 || c->read_paused_ms != 0)
+		return;
+	int64_t wait = (int64_t)((1.0 - s->tokens) * 1000.0 / rate) + 1;
+	if (s->paced++ == 0)
+		log_info("c%u %s: over s2s.max_stanza_rate (%u/s): reading "
+			 "paced", c->id, c->peer, rate);
+	conn_pause_read(c, now + wait);
 }
 
 /* The stream may carry stanzas from domain `from` to domain `to`. */
@@ -867,6 +888,8 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 			     "authenticated");
 		return;
 	}
+	if (s->sm_on)
+		s->sm_h++;      /* handled: routed, bounced, or ends here */
 	if (from == NULL || to == NULL || from[0] == '\0' || to[0] == '\0' ||
 	    jid_parse(c->arena, from, &jf, &error) < 0 ||
 	    jid_parse(c->arena, to, &jt, &error) < 0) {
@@ -890,12 +913,7 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 			     "authorized for this pair of domains");
 		return;
 	}
-	if (!s2s_in_rate_ok(c, s)) {
-		log_info("c%u %s: over s2s.max_stanza_rate (%u/s)", c->id,
-			 c->peer, c->w->cfg->s2s_max_stanza_rate);
-		stream_error(c, "policy-violation", "too many stanzas");
-		return;
-	}
+	s2s_in_pace(c, s);
 	/* prepared forms, so that later checks compare like with like */
 	if ((full = jid_full(c->arena, &jf)) == NULL ||
 	    xml_set_attr(c->arena, st, "from", full) < 0 ||
@@ -927,6 +945,36 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		 c->peer, jt.domain);
 	stream_error(c, "host-unknown", "this server does not serve the "
 		     "stanza's 'to'");
+}
+
+/* XEP-0198 on a server-to-server stream, acknowledgements only: no
+ * resumption (<enabled/> without id), no stanzas of ours to count on an
+ * incoming stream (we never send <r/> here; an <a/> is ignored). */
+static void s2s_in_sm(struct conn *c, struct s2s_in *s,
+		      const struct xml_node *n)
+{
+	char ack[64];
+	if (strcmp(n->name, "enable") == 0) {
+		static const char failed[] = "<failed xmlns='" NS_SM "'>"
+			"<unexpected-request xmlns='" NS_STANZA_ERR "'/></failed>";
+		static const char enabled[] = "<enabled xmlns='" NS_SM "'/>";
+		if (!s->sasl_ok || s->sm_on) {
+			log_info("c%u %s: <enable/> %s: failed", c->id,
+				 c->peer, s->sm_on ? "twice" :
+				 "before authentication");
+			conn_send(c, failed, sizeof(failed) - 1);
+			return;
+		}
+		s->sm_on = 1;
+		s->sm_h = 0;
+		conn_send(c, enabled, sizeof(enabled) - 1);
+		log_debug("c%u %s: stream management enabled", c->id,
+			  c->peer);
+	} else if (strcmp(n->name, "r") == 0 && s->sm_on) {
+		int len = snprintf(ack, sizeof(ack), "<a xmlns='" NS_SM
+				   "' h='%u'/>", s->sm_h);
+		conn_send(c, ack, (size_t)len);
+	}
 }
 
 void s2s_in_dispatch(struct conn *c, struct xml_node *n)
@@ -965,6 +1013,8 @@ void s2s_in_dispatch(struct conn *c, struct xml_node *n)
 	}
 	if (strcmp(n->ns, NS_SASL) == 0)
 		s2s_in_sasl(c, s, n);
+	else if (strcmp(n->ns, NS_SM) == 0)
+		s2s_in_sm(c, s, n);
 	else if (strcmp(n->ns, NS_DIALBACK) == 0)
 		s2s_in_dialback(c, s, n);
 	else if (strcmp(n->ns, NS_SERVER) == 0)

@@ -63,6 +63,8 @@ void s2s_out_close_links(struct worker *w);
 int s2s_out_taken(struct conn *c, const char *text, size_t len,
 		  uint64_t end);
 unsigned s2s_out_busy(const struct worker *w);
+/* The connection's output drained: queued stanzas, XEP-0198 <r/>. */
+void s2s_out_drained(struct conn *c);
 /* TLS is up on an outgoing stream (tls.c, through s2s_tls_done): check
  * the peer's certificate, send the stream header. */
 typedef struct ssl_st SSL;

@@ -14,9 +14,14 @@
  * authentication, stream error, s2s.link_timeout) bounces every pending
  * stanza to its sender with remote-server-not-found or
  * remote-server-timeout and logs one line; errors and IQ results are
- * dropped, never bounced.  Stanzas already written to a link that dies
- * come back through conn.c (conn_take_back_all) and are routed once more
- * (a new link), as no XEP-0198 runs on s2s.
+ * dropped, never bounced.  With XEP-0198 (when the peer offers it, acks
+ * only) every stanza stays in the connection's journal until the peer's
+ * <a h/>; when a link dies what was not acknowledged is routed once
+ * more over a new link (duplicates possible), else bounced with the
+ * peer's reason (out_death_cond).  Without it, what the link had not
+ * written comes back through conn.c (conn_take_back_all), the same way;
+ * what the kernel had taken is lost unknown to us.  An up link has at
+ * most s2s.max_queue_bytes in flight; more waits in its queue.
  */
 #include "worker.h"
 #include "s2s.h"
@@ -27,6 +32,8 @@
 #include "dialback.h"
 #include "log.h"
 #include "server.h"
+#include "sm.h"
+#include "smwire.h"
 #include "stanza.h"
 #include "tls.h"
 #include "util.h"
@@ -40,6 +47,9 @@
 
 #define S2S_DOMAIN_MAX 255
 #define S2S_CLOSE_GRACE_MS 5000
+/* XEP-0198: an <r/> after this many stanzas without one (and whenever
+ * the output drains) */
+#define S2S_SM_R_EVERY 64
 
 enum s2s_link_state {
 	LINK_DIALING = 1,       /* DNS and connect (s2s_dial) */
@@ -99,6 +109,7 @@ struct s2s_link {
 	char stream_id[IPC_S2S_ID_MAX + 1];     /* the peer's, for the key */
 	char peer[64];
 	const char *how;        /* "EXTERNAL" or "dialback" once up */
+	int sm_offered;         /* the peer's features had <sm/> (XEP-0198) */
 };
 
 /* What c->s2s points to on an outgoing connection: the link, NULL once
@@ -110,6 +121,19 @@ struct s2s_conn {
 	/* where each retried stanza written here ends (c->out_total) */
 	uint64_t *retried;
 	unsigned nretried, retried_cap;
+	int was_up;             /* the link was authenticated */
+	const char *peer_error; /* the stream error the peer ended it with */
+	/* XEP-0198, acknowledgements only: every stanza written since our
+	 * <enable/> stays here until the peer's <a h/> covers it; when the
+	 * connection goes, they are routed once more (sm_handed) */
+	int sm_on;
+	int sm_handed;          /* the journal went back: take-back skips */
+	uint32_t sm_sent;       /* stanzas written since <enable/> */
+	uint32_t sm_acked;      /* the peer's last h */
+	uint32_t sm_r_at;       /* sm_sent at our last <r/> */
+	struct s2s_pend *uhead, *utail;
+	size_t ubytes;
+	unsigned ucount;
 };
 
 /* This process's links (one worker per process) and its worker, for
@@ -248,14 +272,64 @@ static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
 
 /* Write a stanza on the link's connection; a retried one is remembered
  * by where it ends, so that it is not retried twice. */
+static void out_request_ack(struct conn *c, struct s2s_conn *sc)
+{
+	static const char r[] = "<r xmlns='" NS_SM "'/>";
+	sc->sm_r_at = sc->sm_sent;
+	conn_send(c, r, sizeof(r) - 1);
+}
+
+/* Keep a copy of a stanza written on an XEP-0198 stream. */
+static void out_journal(struct s2s_conn *sc, const char *text, size_t len,
+			int retried)
+{
+	struct s2s_pend *p = malloc(sizeof(*p) + len);
+	if (p == NULL) {
+		log_error("s2s %s -> %s: no memory to keep an unacknowledged "
+			  "stanza: lost if the link dies before the ack",
+			  sc->local, sc->remote);
+		return;
+	}
+	memcpy(p->text, text, len);
+	p->len = len;
+	p->retried = retried;
+	p->next = NULL;
+	if (sc->utail != NULL)
+		sc->utail->next = p;
+	else
+		sc->uhead = p;
+	sc->utail = p;
+	sc->ubytes += len;
+	sc->ucount++;
+}
+
+static void out_journal_free(struct s2s_conn *sc)
+{
+	while (sc->uhead != NULL) {
+		struct s2s_pend *p = sc->uhead;
+		sc->uhead = p->next;
+		free(p);
+	}
+	sc->utail = NULL;
+	sc->ubytes = 0;
+	sc->ucount = 0;
+}
+
 static void out_write(struct s2s_link *l, const char *text, size_t len,
 		      int retried)
 {
 	struct conn *c = l->c;
-	conn_send(c, text, len);
-	if (!retried || c->s2s == NULL)
-		return;
 	struct s2s_conn *sc = c->s2s;
+	if (sc != NULL && sc->sm_on) {
+		out_journal(sc, text, len, retried);
+		sc->sm_sent++;
+	}
+	conn_send(c, text, len);
+	if (sc != NULL && sc->sm_on &&
+	    sc->sm_sent - sc->sm_r_at >= S2S_SM_R_EVERY)
+		out_request_ack(c, sc);
+	if (!retried || c->s2s == NULL || (sc != NULL && sc->sm_on))
+		return;
 	if (sc->nretried == sc->retried_cap) {
 		unsigned cap = sc->retried_cap ? sc->retried_cap * 2 : 8;
 		uint64_t *r = realloc(sc->retried, cap * sizeof(*r));
@@ -274,6 +348,42 @@ static struct s2s_link *out_find(const char *local, const char *remote)
 		    strcasecmp(l->remote, remote) == 0)
 			return l;
 	return NULL;
+}
+
+/* What an up link may have in flight before new stanzas wait in its
+ * queue: s2s.max_queue_bytes of stanzas not acknowledged (XEP-0198) or
+ * not taken by the socket (without it), and never half of what conn.c
+ * lets a connection hold. */
+static size_t out_cap(const struct worker *w)
+{
+	size_t cap = (size_t)w->cfg->s2s_max_queue_bytes;
+	size_t half = (size_t)(w->cfg->c2s_max_output_bytes / 2);
+	return cap < half ? cap : half;
+}
+
+static int out_full(const struct s2s_link *l)
+{
+	const struct conn *c = l->c;
+	const struct s2s_conn *sc = c->s2s;
+	size_t used = sc != NULL && sc->sm_on ? sc->ubytes
+					      : buf_used(&c->out);
+	return used >= out_cap(c->w);
+}
+
+/* Write what waits in the queue while the link has room (all of it
+ * with force: the link is closing). */
+static void out_pump(struct s2s_link *l, int force)
+{
+	while (l->head != NULL && l->c != NULL && (force || !out_full(l))) {
+		struct s2s_pend *p = l->head;
+		l->head = p->next;
+		if (l->head == NULL)
+			l->tail = NULL;
+		l->pending_bytes -= p->len;
+		l->npending--;
+		out_write(l, p->text, p->len, p->retried);
+		free(p);
+	}
 }
 
 static void out_unlink(struct s2s_link *l)
@@ -309,6 +419,98 @@ static void out_free(struct s2s_link *l)
 		s2s_dial_cancel(l->dial);
 	out_release_conn(l);
 	free(l);
+}
+
+/* Taken back or unacknowledged, routed at the next tick. */
+static struct s2s_back *out_back_head, **out_back_tail = &out_back_head;
+
+static void out_back_add(const char *local, const char *remote,
+			 const char *text, size_t len, const char *cond)
+{
+	struct s2s_back *b = malloc(sizeof(*b) + len);
+	if (b == NULL) {
+		log_error("s2s %s -> %s: no memory to route a stanza again: "
+			  "lost", local, remote);
+		return;
+	}
+	snprintf(b->local, sizeof(b->local), "%s", local);
+	snprintf(b->remote, sizeof(b->remote), "%s", remote);
+	b->cond = cond;
+	b->len = len;
+	memcpy(b->text, text, len);
+	b->next = NULL;
+	*out_back_tail = b;
+	out_back_tail = &b->next;
+}
+
+/* Why a connection ended, as the condition a stanza it could not
+ * deliver twice is bounced with (RFC 6120 8.3.3).  remote-server-not-
+ * found and remote-server-timeout during setup (the server could not be
+ * reached); for a link that was up: the peer's stream error
+ * policy-violation or resource-constraint (its limits) gives
+ * resource-constraint (wait), host-gone/host-unknown (it does not serve
+ * the domain) remote-server-not-found, any other error undefined-
+ * condition; a link closed or timed out without an error (network,
+ * restart, system-shutdown, connection-timeout, reset)
+ * remote-server-timeout (wait: the server was there). */
+static const char *out_death_cond(const struct conn *c,
+				  const struct s2s_conn *sc)
+{
+	const char *e = sc->peer_error;
+	if (!sc->was_up)
+		return c->deadline_ms != 0 && c->w->now_ms >= c->deadline_ms ?
+		       "remote-server-timeout" : "remote-server-not-found";
+	if (e == NULL || strcmp(e, "connection-timeout") == 0 ||
+	    strcmp(e, "system-shutdown") == 0 || strcmp(e, "reset") == 0 ||
+	    strcmp(e, "remote-connection-failed") == 0)
+		return "remote-server-timeout";
+	if (strcmp(e, "policy-violation") == 0 ||
+	    strcmp(e, "resource-constraint") == 0)
+		return "resource-constraint";
+	if (strcmp(e, "host-gone") == 0 || strcmp(e, "host-unknown") == 0)
+		return "remote-server-not-found";
+	return "undefined-condition";
+}
+
+/* A stream error condition the peer sent, as a static string. */
+static const char *out_peer_error(const char *name)
+{
+	static const char *const known[] = {
+		"connection-timeout", "system-shutdown", "reset",
+		"remote-connection-failed", "policy-violation",
+		"resource-constraint", "host-gone", "host-unknown",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+		if (name != NULL && strcmp(name, known[i]) == 0)
+			return known[i];
+	return "undefined-condition";
+}
+
+/* An up link is gone or going (the peer's stream error or close, the
+ * connection lost): what waited in its queue goes over a new link (once:
+ * a stanza already retried is bounced), verifications get an error, the
+ * link is forgotten; with close, its connection is closed now, so that
+ * conn.c takes back what it had not written (XEP-0198: s2s_out_gone
+ * hands back what was not acknowledged). */
+static void out_lost(struct worker *w, struct s2s_link *l, int close)
+{
+	struct conn *c = l->c;
+	const char *cond = c != NULL && c->s2s != NULL ?
+			   out_death_cond(c, c->s2s) : "remote-server-timeout";
+	out_unlink(l);
+	out_vreqs_fail(w, l, "remote-connection-failed");
+	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
+		next = p->next;
+		out_back_add(l->local, l->remote, p->text, p->len,
+			     p->retried ? cond : NULL);
+		free(p);
+	}
+	l->head = l->tail = NULL;
+	l->npending = 0;
+	l->pending_bytes = 0;
+	out_free(l);    /* lets c go */
+	if (close && c != NULL && !c->closed)
+		conn_close(c);
 }
 
 /* The link could not be set up (or is given up): every pending stanza
@@ -391,16 +593,15 @@ static void out_enqueue(struct worker *w, const char *local,
 	    l->c->want_close) {
 		/* the peer closed its stream and ours is closing: this
 		 * stanza goes over a new link */
-		out_unlink(l);
-		out_vreqs_fail(w, l, "remote-connection-failed");
-		out_free(l);
+		out_lost(w, l, 0);
 		l = NULL;
 	}
 	if (l != NULL && l->verify_only) {
 		l->verify_only = 0;     /* it carries stanzas now */
 		s2s_nverify_links--;
 	}
-	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
+	if (l != NULL && l->state == LINK_UP && l->c != NULL &&
+	    l->head == NULL && !out_full(l)) {
 		out_write(l, text, len, retried);
 		l->last_ms = w->now_ms;
 		return;
@@ -413,8 +614,9 @@ static void out_enqueue(struct worker *w, const char *local,
 	}
 	size_t cap = (size_t)w->cfg->s2s_max_queue_bytes;
 	if (l != NULL && l->pending_bytes + len > cap) {
-		log_info("s2s %s -> %s: %zu bytes wait (s2s.max_queue_bytes): "
-			 "stanza refused", local, remote, l->pending_bytes);
+		log_info("s2s %s -> %s: %zu bytes wait (s2s.max_queue_bytes%s): "
+			 "stanza refused", local, remote, l->pending_bytes,
+			 l->state == LINK_UP ? ", the peer reads slower" : "");
 		out_bounce_text(w, text, len, "wait", "resource-constraint");
 		return;
 	}
@@ -579,6 +781,10 @@ int s2s_out_top_level_known(const struct conn *c, const char *name,
 	if (OUT_NS_IS(NS_DIALBACK))
 		return strcmp(local, "result") == 0 ||
 		       strcmp(local, "verify") == 0;
+	if (OUT_NS_IS(NS_SM))
+		return strcmp(local, "a") == 0 || strcmp(local, "r") == 0 ||
+		       strcmp(local, "enabled") == 0 ||
+		       strcmp(local, "failed") == 0;
 #undef OUT_NS_IS
 	return 0;
 }
@@ -644,18 +850,17 @@ static void out_up(struct worker *w, struct s2s_link *l)
 	c->deadline_ms = 0;
 	c->authenticated = 1;
 	l->last_ms = w->now_ms;
-	log_info("s2s %s -> %s %s: up (%s, %s), %u stanzas waiting",
+	c->s2s->was_up = 1;
+	log_info("s2s %s -> %s %s: up (%s, %s%s), %u stanzas waiting",
 		 l->local, l->remote, l->peer, l->how,
-		 conn_tls(c) ? "TLS" : "no TLS", l->npending);
-	while (l->head != NULL) {
-		struct s2s_pend *p = l->head;
-		l->head = p->next;
-		out_write(l, p->text, p->len, p->retried);
-		free(p);
+		 conn_tls(c) ? "TLS" : "no TLS",
+		 l->sm_offered ? ", XEP-0198" : "", l->npending);
+	if (l->sm_offered) {
+		static const char enable[] = "<enable xmlns='" NS_SM "'/>";
+		conn_send(c, enable, sizeof(enable) - 1);
+		c->s2s->sm_on = 1;     /* counting from here (XEP-0198 4) */
 	}
-	l->tail = NULL;
-	l->npending = 0;
-	l->pending_bytes = 0;
+	out_pump(l, 0);
 	out_send_verifies(l);
 	if (out_closing && l->vreqs == NULL)
 		out_idle_close(w, l);   /* stopping: what waited is written */
@@ -665,6 +870,7 @@ static void out_features(struct conn *c, struct s2s_link *l,
 			 const struct xml_node *n)
 {
 	struct worker *w = c->w;
+	l->sm_offered = xml_child(n, NS_SM, "sm") != NULL;
 	if (l->sasl_done) {
 		out_up(w, l);   /* the restarted stream after <success/> */
 		return;
@@ -755,9 +961,55 @@ static void out_dialback(struct conn *c, struct s2s_link *l,
 			 "dialback: our key was found invalid");
 }
 
+/* XEP-0198 elements on our stream (also while it closes: the last
+ * <a/> answers the <r/> before our </stream:stream>). */
+static void out_sm(struct conn *c, struct s2s_conn *sc,
+		   const struct xml_node *n)
+{
+	struct s2s_link *l = sc->link;
+	if (strcmp(n->name, "a") == 0 && sc->sm_on) {
+		uint32_t h;
+		if (smwire_parse_h(xml_attr(n, "h"), &h) < 0 ||
+		    h - sc->sm_acked > sc->sm_sent - sc->sm_acked) {
+			log_info("s2s %s -> %s: <a h='%s'/>: not a count of "
+				 "what we sent (%u)", sc->local, sc->remote,
+				 xml_attr(n, "h") != NULL ? xml_attr(n, "h")
+							  : "", sc->sm_sent);
+			stream_error(c, "undefined-condition", "bad <a h/>");
+			return;
+		}
+		for (uint32_t k = h - sc->sm_acked; k > 0 && sc->uhead != NULL;
+		     k--) {
+			struct s2s_pend *p = sc->uhead;
+			sc->uhead = p->next;
+			if (sc->uhead == NULL)
+				sc->utail = NULL;
+			sc->ubytes -= p->len;
+			sc->ucount--;
+			free(p);
+		}
+		sc->sm_acked = h;
+		if (l != NULL && l->state == LINK_UP)
+			out_pump(l, 0);
+	} else if (strcmp(n->name, "r") == 0) {
+		/* no stanzas come our way on this stream */
+		static const char a[] = "<a xmlns='" NS_SM "' h='0'/>";
+		conn_send(c, a, sizeof(a) - 1);
+	} else if (strcmp(n->name, "failed") == 0 && sc->sm_on) {
+		log_info("s2s %s -> %s: XEP-0198 <enable/> refused: without "
+			 "acknowledgements", sc->local, sc->remote);
+		sc->sm_on = 0;
+		out_journal_free(sc);
+	}
+}
+
 void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 {
 	struct s2s_link *l = out_link(c);
+	if (c->s2s != NULL && strcmp(n->ns, NS_SM) == 0) {
+		out_sm(c, c->s2s, n);
+		return;
+	}
 	if (l == NULL)
 		return;         /* let go: closing */
 	l->last_ms = c->w->now_ms;
@@ -766,7 +1018,17 @@ void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 		char reason[128];
 		snprintf(reason, sizeof(reason), "stream error <%s/> from the "
 			 "peer", e != NULL ? e->name : "?");
-		out_fail(c->w, l, "remote-server-not-found", reason);
+		if (l->state != LINK_UP) {
+			out_fail(c->w, l, "remote-server-not-found", reason);
+			return;
+		}
+		c->s2s->peer_error = out_peer_error(e != NULL ? e->name
+							     : NULL);
+		log_info("s2s %s -> %s %s: %s: %u stanzas queued and %u not "
+			 "acknowledged go over a new link", l->local,
+			 l->remote, l->peer, reason, l->npending,
+			 c->s2s->sm_on ? c->s2s->ucount : 0);
+		out_lost(c->w, l, 1);
 	} else if (xml_is(n, NS_STREAMS, "features")) {
 		if (l->state == LINK_STREAM || l->sasl_done)
 			out_features(c, l, n);
@@ -814,24 +1076,39 @@ void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 
 void s2s_out_gone(struct conn *c)
 {
+	struct s2s_conn *sc = c->s2s;
 	struct s2s_link *l = out_link(c);
+	if (sc == NULL)
+		return;
+	/* what it had not written (or, XEP-0198, what the peer did not
+	 * acknowledge): the peer gone, its error, or our deadline */
+	sc->cond = out_death_cond(c, sc);
+	if (sc->sm_on && sc->uhead != NULL) {
+		/* written or not, every stanza the peer did not acknowledge
+		 * goes once more over a new link (the peer may have handled
+		 * the last ones without saying so: duplicates are possible
+		 * there); conn.c's take-back then skips stanzas */
+		log_info("s2s %s -> %s: %u stanzas not acknowledged "
+			 "(XEP-0198): sent once more over a new link",
+			 sc->local, sc->remote, sc->ucount);
+		for (struct s2s_pend *p = sc->uhead; p != NULL; p = p->next)
+			out_back_add(sc->local, sc->remote, p->text, p->len,
+				     p->retried ? sc->cond : NULL);
+		out_journal_free(sc);
+	}
+	sc->sm_handed = sc->sm_on;
 	if (l == NULL)
 		return;
-	l->c = NULL;
-	c->s2s->link = NULL;
-	/* what it had not written: the peer gone, or our deadline */
-	c->s2s->cond = c->deadline_ms != 0 && c->w->now_ms >= c->deadline_ms ?
-		       "remote-server-timeout" : "remote-server-not-found";
 	if (l->state == LINK_UP) {
 		/* what it had written but not sent comes back through
 		 * conn.c; new stanzas make a new link */
 		log_info("s2s %s -> %s %s: closed after %s", l->local,
 			 l->remote, l->peer, l->how);
-		out_unlink(l);
-		out_vreqs_fail(c->w, l, "remote-connection-failed");
-		out_free(l);
+		out_lost(c->w, l, 0);
 		return;
 	}
+	l->c = NULL;
+	sc->link = NULL;
 	int late = c->w->now_ms >= l->deadline_ms;
 	out_fail(c->w, l, late ? "remote-server-timeout"
 			       : "remote-server-not-found",
@@ -841,13 +1118,11 @@ void s2s_out_gone(struct conn *c)
 
 void s2s_out_free(struct conn *c)
 {
+	out_journal_free(c->s2s);
 	free(c->s2s->retried);
 	free(c->s2s);
 	c->s2s = NULL;
 }
-
-/* Taken back this turn, routed at the next tick. */
-static struct s2s_back *out_back_head, **out_back_tail = &out_back_head;
 
 int s2s_out_taken(struct conn *c, const char *text, size_t len,
 		  uint64_t end)
@@ -861,25 +1136,15 @@ int s2s_out_taken(struct conn *c, const char *text, size_t len,
 	      (len > 9 && memcmp(text, "<presence", 9) == 0) ||
 	      (len > 3 && memcmp(text, "<iq", 3) == 0)))
 		return 1;
+	if (sc->sm_handed)
+		return 1;       /* in the journal handed back (s2s_out_gone) */
 	int retried = 0;
 	for (unsigned i = 0; i < sc->nretried && !retried; i++)
 		retried = sc->retried[i] == end;
-	struct s2s_back *b = malloc(sizeof(*b) + len);
-	if (b == NULL) {
-		log_error("s2s %s -> %s: no memory to route a stanza taken "
-			  "back: lost", sc->local, sc->remote);
-		return 1;
-	}
-	memcpy(b->local, sc->local, sizeof(b->local));
-	memcpy(b->remote, sc->remote, sizeof(b->remote));
-	b->cond = retried ? (sc->cond != NULL ? sc->cond
-					      : "remote-server-not-found")
-			  : NULL;
-	b->len = len;
-	memcpy(b->text, text, len);
-	b->next = NULL;
-	*out_back_tail = b;
-	out_back_tail = &b->next;
+	out_back_add(sc->local, sc->remote, text, len,
+		     retried ? (sc->cond != NULL ? sc->cond
+						 : "remote-server-not-found")
+			     : NULL);
 	return 1;
 }
 
@@ -1113,6 +1378,9 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	struct conn *c = l->c;
 	static const char close_tag[] = "</stream:stream>";
 	log_debug("s2s %s -> %s: idle: closed", l->local, l->remote);
+	out_pump(l, 1);         /* what waits goes before the close */
+	if (c->s2s != NULL && c->s2s->sm_on && c->s2s->uhead != NULL)
+		out_request_ack(c, c->s2s);
 	out_unlink(l);
 	out_vreqs_fail(w, l, "remote-connection-failed");
 	out_free(l);    /* lets c go */
@@ -1172,6 +1440,19 @@ void s2s_out_close_links(struct worker *w)
 		if (l->state == LINK_UP && l->c != NULL)
 			out_idle_close(w, l);
 	}
+}
+
+/* The link's output drained (conn.c): what waits for room goes out,
+ * and an <r/> for what is not acknowledged yet. */
+void s2s_out_drained(struct conn *c)
+{
+	struct s2s_link *l = out_link(c);
+	struct s2s_conn *sc = c->s2s;
+	if (l == NULL || l->state != LINK_UP || c->want_close)
+		return;
+	out_pump(l, 0);
+	if (sc->sm_on && sc->sm_sent != sc->sm_r_at)
+		out_request_ack(c, sc);
 }
 
 unsigned s2s_out_busy(const struct worker *w)

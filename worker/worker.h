@@ -226,6 +226,10 @@ struct conn {
 	 * kind's code */
 	struct s2s_conn *s2s;       /* CONN_S2S_IN, CONN_S2S_OUT: s2s.c */
 	struct comp_conn *comp;     /* CONN_COMPONENT: component.c */
+	/* reading paced (conn_pause_read): the socket is not read until
+	 * then (0: reading); the conn is on the worker's delayed list */
+	int64_t read_paused_ms;
+	int epoll_noin;         /* EPOLLIN currently off */
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
@@ -360,6 +364,9 @@ void sasl_features(struct conn *c, struct buf *out);
 void sasl_handle(struct conn *c, struct xml_node *n);
 void sasl_free(struct conn *c);
 void sasl_delayed(struct conn *c);      /* a throttle delay ended */
+/* Stop reading c's socket until until_ms (TCP back-pressure: what the
+ * peer sends waits in the kernel, then in its own buffers). */
+void conn_pause_read(struct conn *c, int64_t until_ms);
 /* 1 when c's address is banned: the stream error is sent. */
 int sasl_address_banned(struct conn *c);
 /* 1 when c's address is banned: logged, nothing sent (direct TLS). */

@@ -406,6 +406,7 @@ https_ports = {{ }}
 admins = {{ }}
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "offline"; "blocklist";
+    "smacks"; -- XEP-0198, on s2s too (smacks_enabled_s2s defaults to true)
     {dialback}
 }}
 modules_disabled = {{ }}

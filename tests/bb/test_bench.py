@@ -267,8 +267,114 @@ def test_storm_resumes_every_session():
         s.stop()
 
 
+def test_pairs_partner_server():
+    """--pairs with --partner-port: the first 10 clients log in to server
+    1 and send only to their partners (client i + 10), who log in to
+    server 2 for the same domain (no federation between them).  So every
+    message finds its recipient offline on server 1 and is stored there:
+    the offline table must hold exactly (sender i, each seq, recipient
+    i + 10) for every message sent, the tool must count each as lost,
+    and server 2 must have bound exactly the 10 partners."""
+    s1 = bench_server(20, workers=2)
+    s2 = bench_server(20, workers=1)
+    try:
+        rc, r, out = bench(s1, "--clients", "20", "--msg-rate", "100",
+                           "--duration", "2", "--processes", "2",
+                           "--partner-port", str(s2.port),
+                           "--partner-pids", str(s2.master_pid),
+                           "--drain", "2", "--quiet", "1")
+        assert rc == 1, out         # every message lost: not a clean run
+        assert r["connections_established"] == 20, out
+        assert r["messages_sent"] == 200, out
+        assert r["messages_lost"] == 200, out
+        assert r["messages_delivered"] == 0, out
+        wait_for(lambda: offline_count(s1) == 200, what="200 stored offline")
+        rows = offline_rows(s1)
+        assert len(rows) == 200, rows
+        assert {(snd, rcp) for snd, _, rcp in rows} == \
+            {(i, i + 10) for i in range(10)}, rows
+        for i in range(10):
+            seqs = sorted(q for snd, q, _ in rows if snd == i)
+            assert seqs == list(range(len(seqs))), (i, seqs)
+        bound = set(re.findall(r": bound user(\d+)@localhost/bench",
+                               s2.log_text()))
+        assert bound == {str(k) for k in range(11, 21)}, bound
+        assert r["partner_processes"] == 2, out     # master + 1 worker
+        # per delivered message: none delivered, so n/a (null)
+        assert "partner_cpu_us_per_message" in r, out
+        assert r["partner_cpu_us_per_message"] is None, out
+        assert offline_count(s2) == 0
+    finally:
+        s1.stop()
+        s2.stop()
+
+
+def test_pairs_one_server_exact():
+    """--pairs on one server: 30 clients, the first 15 send 300 messages
+    in all, each to its partner only (the tool counts any other
+    recipient as misrouted), and every one is delivered once."""
+    s = bench_server(30, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "30", "--msg-rate", "100",
+                           "--duration", "3", "--processes", "2", "--pairs")
+        assert rc == 0, out
+        assert r["messages_sent"] == 300, out
+        assert r["messages_delivered"] == 300, out
+        for key in ("messages_lost", "messages_duplicated",
+                    "messages_errored", "messages_misrouted"):
+            assert r[key] == 0, (key, out)
+        assert "partner_cpu_us_per_message" not in r, out
+    finally:
+        s.stop()
+
+
+def measure_federation(auth):
+    """scripts/measure-federation, small: (exit status, output)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "scripts", "measure-federation")
+    r = subprocess.run([sys.executable, script, "--builddir", BUILDDIR,
+                        "--smoke", "--pairs", "5", "--msg-rate", "20",
+                        "--duration", "1", "--runs", "1", "--connect-rate",
+                        "50", "--auth", auth], capture_output=True,
+                       text=True, timeout=600)
+    return r.returncode, r.stdout + r.stderr
+
+
+def table_row(out, label):
+    m = re.search(r"^%s +(\S+) +(\S+)$" % re.escape(label), out, re.M)
+    assert m, (label, out)
+    return m.group(1), m.group(2)
+
+
+def test_measure_federation_smoke():
+    """Two xmppd, a.test and b.test, federating through dnslab's SRV
+    records: with test-CA certificates the link a.test -> b.test is SASL
+    EXTERNAL on both sides, with self-signed ones it is dialback; the 20
+    messages of the federated run and of the local run are all delivered
+    and the receiving server's CPU is reported for the federated run."""
+    rc, out = measure_federation("external")
+    assert rc == 0, out
+    assert re.search(r"a\.test: .* s2s a\.test -> b\.test \S+: up "
+                     r"\(EXTERNAL, TLS\)", out), out
+    assert re.search(r"b\.test: .* s2s stream from a\.test authenticated "
+                     r"\(SASL EXTERNAL\)", out), out
+    assert table_row(out, "messages sent") == ("20", "20"), out
+    assert table_row(out, "messages delivered") == ("20", "20"), out
+    assert table_row(out, "messages lost") == ("0", "0"), out
+    fed, local = table_row(out, "receiving server CPU us/msg")
+    assert fed != "-" and local == "-", out
+    rc, out = measure_federation("dialback")
+    assert rc == 0, out
+    assert re.search(r"a\.test: .* s2s a\.test -> b\.test \S+: up "
+                     r"\(dialback, TLS\)", out), out
+    assert re.search(r"b\.test: .* s2s stream authorized for a\.test -> "
+                     r"b\.test \(dialback\)", out), out
+    assert table_row(out, "messages delivered") == ("20", "20"), out
+
+
 if __name__ == "__main__":
     run_tests([test_exact_counts, test_drop_clients_exact,
                test_bounces_are_errored, test_direct_tls_plain_idle_hold_sources,
                test_failures_reported, test_sm_messages_acknowledged,
-               test_storm_resumes_every_session])
+               test_storm_resumes_every_session, test_pairs_partner_server,
+               test_pairs_one_server_exact, test_measure_federation_smoke])

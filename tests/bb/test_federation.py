@@ -89,8 +89,13 @@ def ejabberd_accepted(elog, mech):
 def test_prosody_external():
     """xmppd <-> Prosody, valid certificates (xmppd's with XmppAddr too):
     Prosody validates xmppd's certificate on both streams, no dialback."""
-    plog, _ = federate(ProsodyServer, True, xmppd_cert="full")
+    plog, xlog = federate(ProsodyServer, True, xmppd_cert="full")
     assert plog.count("certificate identity validation result: valid") >= 2, plog[-3000:]
+    # XEP-0198 acks on s2s both ways (Prosody's mod_smacks): our link
+    # enables it, Prosody's link to us enables it on our incoming stream
+    assert re.search(r"s2s xmppd\.test -> prosody\.test \S+: up \(EXTERNAL, "
+                     r"TLS, XEP-0198\)", xlog), xlog[-3000:]
+    assert plog.count("Enabling stream management") >= 2, plog[-3000:]
     assert "falling back to dialback" not in plog, plog[-3000:]
     assert "Incoming s2s connection xmppd.test->prosody.test complete" in plog, plog[-3000:]
     assert "Outgoing s2s connection prosody.test->xmppd.test complete" in plog, plog[-3000:]
@@ -250,7 +255,9 @@ class RemotePeer(Client):
                               % NS_SASL)
         assert got == "<success xmlns='%s'/>" % NS_SASL, got
         feats = self.open()
-        assert feats == "<stream:features></stream:features>", feats
+        # XEP-0198 offered once authenticated (acks only)
+        assert feats == ("<stream:features><sm xmlns='urn:xmpp:sm:3'/>"
+                         "</stream:features>"), feats
 
     def dialback(self, fake):
         """XEP-0220 as the originating server, and as our own

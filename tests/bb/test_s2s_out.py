@@ -456,6 +456,82 @@ def test_peer_closes_then_new_link():
         assert peer.is_closed()
 
 
+NS_SM = "urn:xmpp:sm:3"
+SM_FEATURES = "<stream:features><sm xmlns='%s'/></stream:features>" % NS_SM
+POLICY = ("<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:"
+          "xmpp-streams'/></stream:error></stream:stream>")
+
+
+def external_sm(peer):
+    """EXTERNAL, the restarted stream offers XEP-0198: xmppd enables it
+    first thing."""
+    tls_and_features(peer, features_auth(external=True, dialback=True))
+    peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                     % (NS_SASL, base64.b64encode(b"localhost").decode()))
+    peer.send("<success xmlns='%s'/>" % NS_SASL)
+    assert peer.read_header() == our_header()
+    peer.send_header(REMOTE, features=SM_FEATURES)
+    peer.expect_next("<enable xmlns='%s'/>" % NS_SM)
+    peer.send("<enabled xmlns='%s'/>" % NS_SM)
+
+
+R = re.escape("<r xmlns='%s'/>" % NS_SM)
+
+
+def test_stream_management_resend():
+    """XEP-0198 on an outgoing link: stanzas the peer acknowledged are
+    forgotten; those it did not when it ends the stream (here a
+    <policy-violation/>, as a rate limit would) go once more over a new
+    link; a stanza that a second link also leaves unacknowledged is
+    bounced, with resource-constraint for the peer's policy-violation
+    (not remote-server-not-found: that server was reached)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        to = "romeo@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external_sm(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one") + R)
+        peer.send("<a xmlns='%s' h='1'/>" % NS_SM)
+        send_message(c, to, "m2", "two")
+        peer.expect_next_re(wire_message(to, "m2", "two") + R)
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three") + R)
+        # <r/> asked from us: nothing comes our way on this stream
+        peer.send("<r xmlns='%s'/>" % NS_SM)
+        peer.expect_next("<a xmlns='%s' h='0'/>" % NS_SM)
+        peer.send(POLICY)
+        assert peer.is_closed(timeout=5)
+        wait_for(lambda: "2 not acknowledged go over a new link"
+                 in s.log_text() or "2 stanzas not acknowledged"
+                 in s.log_text())
+        peer2 = fake.accept()
+        external_sm(peer2)
+        # m1 was acknowledged: not again; m2 and m3 in their order
+        peer2.expect_next_re(wire_message(to, "m2", "two") +
+                             "(%s)?" % R + wire_message(to, "m3", "three") + R)
+        peer2.send("<a xmlns='%s' h='2'/>" % NS_SM)
+        # m4 unacknowledged on this link, then on a third: bounced
+        send_message(c, to, "m4", "four")
+        peer2.expect_next_re(wire_message(to, "m4", "four") + R)
+        peer2.send(POLICY)
+        peer3 = fake.accept()
+        external_sm(peer3)
+        peer3.expect_next_re(wire_message(to, "m4", "four") + R)
+        peer3.send(POLICY)
+        c.read_until(re.escape(bounce(to, "m4", "wait",
+                                      "resource-constraint")))
+        assert "bounced with <resource-constraint/>" in s.log_text()
+        # the link after that works as ever
+        send_message(c, to, "m5", "five")
+        peer4 = fake.accept()
+        external_sm(peer4)
+        peer4.expect_next_re(wire_message(to, "m5", "five") + R)
+        for p in (peer2, peer3):
+            assert p.is_closed()
+
+
 def test_shutdown_closes_links():
     """SIGTERM: a link that is up ends with </stream:stream> (no stream
     error: the remote server sees a clean close, as from Prosody)."""
@@ -715,4 +791,5 @@ if __name__ == "__main__":
                test_unsolicited_sasl_success_is_no_authentication,
                test_unsolicited_sasl_failure_no_dialback_in_clear,
                test_unsolicited_proceed,
-               test_verifications_leave_links_for_stanzas])
+               test_verifications_leave_links_for_stanzas,
+               test_stream_management_resend])
