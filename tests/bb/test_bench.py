@@ -355,7 +355,7 @@ def test_measure_federation_smoke():
     rc, out = measure_federation("external")
     assert rc == 0, out
     assert re.search(r"a\.test: .* s2s a\.test -> b\.test \S+: up "
-                     r"\(EXTERNAL, TLS\)", out), out
+                     r"\(EXTERNAL, TLS(, XEP-0198)?\)", out), out
     assert re.search(r"b\.test: .* s2s stream from a\.test authenticated "
                      r"\(SASL EXTERNAL\)", out), out
     assert table_row(out, "messages sent") == ("20", "20"), out
@@ -366,7 +366,7 @@ def test_measure_federation_smoke():
     rc, out = measure_federation("dialback")
     assert rc == 0, out
     assert re.search(r"a\.test: .* s2s a\.test -> b\.test \S+: up "
-                     r"\(dialback, TLS\)", out), out
+                     r"\(dialback, TLS(, XEP-0198)?\)", out), out
     assert re.search(r"b\.test: .* s2s stream authorized for a\.test -> "
                      r"b\.test \(dialback\)", out), out
     assert table_row(out, "messages delivered") == ("20", "20"), out
