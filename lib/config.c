@@ -408,7 +408,9 @@ const struct config_def config_defs[] = {
 	  1000000, RELOAD, "Outgoing server-to-server links per worker (one "
 	  "per local and remote domain pair); a stanza needing one more is "
 	  "bounced with resource-constraint; 0 turns outgoing federation "
-	  "off (remote-server-not-found)" },
+	  "off (remote-server-not-found).  Links opened only to verify "
+	  "another server's dialback key take at most half of them (past "
+	  "it the request is answered with resource-constraint)" },
 	{ "shutdown_drain_timeout", CONFIG_TYPE_DURATION,
 	  OFF(shutdown_drain_timeout), "5s", 100, 60000, RELOAD,
 	  "After its streams are closed, how long a stopping worker waits "

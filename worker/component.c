@@ -281,6 +281,9 @@ static void comp_to_client_ns(struct xml_node *n)
 	}
 }
 
+static void comp_bounce(struct worker *w, const struct xml_node *st,
+			const char *etype, const char *cond);
+
 static void component_stanza(struct conn *c, struct xml_node *n)
 {
 	struct jid from;
@@ -301,6 +304,14 @@ static void component_stanza(struct conn *c, struct xml_node *n)
 	if ((full = jid_full(c->arena, &from)) == NULL ||
 	    xml_set_attr(c->arena, n, "from", full) < 0) {
 		stream_error(c, "resource-constraint", NULL);
+		return;
+	}
+	if (!stanza_addressable_valid(n)) {
+		/* RFC 6120 8.2.3: to the component, never onwards (the
+		 * core takes an IQ's type for granted) */
+		log_info("c%u %s: malformed <%s/> from component %s", c->id,
+			 c->peer, n->name, c->comp->domain);
+		comp_bounce(c->w, n, "modify", "bad-request");
 		return;
 	}
 	/* RFC 6121: probes and subscription stanzas to a local user take

@@ -397,6 +397,14 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 		stream_error(c, "invalid-from", "'from' is not a domain");
 		return;
 	}
+	if (from_prep[0] != '\0' && stream_hosted(c->w, from_prep)) {
+		/* no other server speaks for our users (a wildcard or a
+		 * hoster's shared certificate may name our domain) */
+		log_info("c%u %s: s2s stream from %s claims a domain served "
+			 "here", c->id, c->peer, from_prep);
+		stream_error(c, "invalid-from", "that domain is served here");
+		return;
+	}
 	if (s->from[0] != '\0' && strcasecmp(s->from, from_prep) != 0) {
 		stream_error(c, "invalid-from", "'from' changed after a "
 			     "restart");
@@ -592,10 +600,12 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 				 "cancel", "item-not-found");
 		return;
 	}
-	if (s2s_in_blocked(w, d->from) ||
+	if (stream_hosted(w, d->from) || s2s_in_blocked(w, d->from) ||
 	    !s2s_in_dialback_allowed(w, d->from)) {
 		log_info("c%u %s: dialback from %s refused (%s)", c->id,
-			 c->peer, d->from, s2s_in_blocked(w, d->from) ?
+			 c->peer, d->from, stream_hosted(w, d->from) ?
+			 "claims a domain served here" :
+			 s2s_in_blocked(w, d->from) ?
 			 "s2s.blocked_domains" : "s2s.auth is pkix");
 		s2s_in_db_answer(c, "result", d->to, d->from, NULL, "error",
 				 "cancel", "forbidden");
@@ -744,7 +754,9 @@ int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		log_info("c%u %s: dialback for %s -> %s: %s", c->id, c->peer,
 			 v.remote, v.local, cond);
 		s2s_in_db_answer(c, "result", v.local, v.remote, NULL, "error",
-				 "cancel", cond);
+				 strcmp(cond, "remote-server-timeout") == 0 ||
+				 strcmp(cond, "resource-constraint") == 0 ?
+				 "wait" : "cancel", cond);
 		s2s_in_pair_drop(s, p);
 	}
 	conn_want_flush(c);
@@ -821,33 +833,6 @@ static void s2s_in_client_ns(struct xml_node *n)
 	}
 }
 
-/* RFC 6120 8.2.3, 8.3: an IQ needs an id and a known type (and one
- * child for get/set), a presence a known type.  1 if st is fine. */
-static int s2s_in_stanza_valid(const struct xml_node *st)
-{
-	static const char *const ptypes[] = {
-		"unavailable", "subscribe", "subscribed", "unsubscribe",
-		"unsubscribed", "probe", "error",
-	};
-	const char *type = xml_attr(st, "type");
-	if (strcmp(st->name, "iq") == 0) {
-		unsigned n = xml_element_count(st);
-		if (type == NULL || xml_attr(st, "id") == NULL)
-			return 0;
-		if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)
-			return n == 1;
-		if (strcmp(type, "result") == 0)
-			return n <= 1;
-		return strcmp(type, "error") == 0;
-	}
-	if (strcmp(st->name, "presence") != 0 || type == NULL)
-		return 1;
-	for (size_t i = 0; i < ARRAY_SIZE(ptypes); i++)
-		if (strcmp(type, ptypes[i]) == 0)
-			return 1;
-	return 0;
-}
-
 /* A stanza error back to the stanza's sender on the other server: it
  * goes out like any stanza for that domain (route_stanza -> s2s), never
  * on this incoming stream (RFC 6120 section 8.3; nothing answers an
@@ -920,7 +905,7 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		return;
 	}
 	s2s_in_client_ns(st);
-	if (!s2s_in_stanza_valid(st)) {
+	if (!stanza_addressable_valid(st)) {
 		log_info("c%u %s: malformed <%s/> from %s", c->id, c->peer,
 			 st->name, jf.domain);
 		s2s_in_bounce(c, st, "modify", "bad-request");

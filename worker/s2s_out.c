@@ -94,6 +94,8 @@ struct s2s_link {
 	int tls_verified;       /* chain and RFC 6125 identity ok */
 	int sasl_done;          /* EXTERNAL succeeded: restarted stream */
 	int tls_reason_logged;
+	int starttls_sent;      /* <starttls/> written, <proceed/> due */
+	int verify_only;        /* opened for a verification, no stanza yet */
 	char stream_id[IPC_S2S_ID_MAX + 1];     /* the peer's, for the key */
 	char peer[64];
 	const char *how;        /* "EXTERNAL" or "dialback" once up */
@@ -117,6 +119,10 @@ static unsigned s2s_nlinks;
 /* Stopping, past s2s_out_close_links: a link ends once its queue is
  * written. */
 static int out_closing;
+/* Links opened only to verify dialback keys for the incoming side:
+ * requests from unauthenticated streams, so they may hold at most half
+ * of s2s.max_links and never starve local users' stanzas. */
+static unsigned s2s_nverify_links;
 static struct worker *s2s_out_worker;
 
 static struct s2s_link *out_link(const struct conn *c)
@@ -276,6 +282,9 @@ static void out_unlink(struct s2s_link *l)
 		if (*p == l) {
 			*p = l->next;
 			s2s_nlinks--;
+			if (l->verify_only)
+				s2s_nverify_links--;
+			l->verify_only = 0;
 			return;
 		}
 	}
@@ -386,6 +395,10 @@ static void out_enqueue(struct worker *w, const char *local,
 		out_vreqs_fail(w, l, "remote-connection-failed");
 		out_free(l);
 		l = NULL;
+	}
+	if (l != NULL && l->verify_only) {
+		l->verify_only = 0;     /* it carries stanzas now */
+		s2s_nverify_links--;
 	}
 	if (l != NULL && l->state == LINK_UP && l->c != NULL) {
 		out_write(l, text, len, retried);
@@ -662,6 +675,7 @@ static void out_features(struct conn *c, struct s2s_link *l,
 			static const char st[] = "<starttls xmlns='" NS_TLS
 						 "'/>";
 			conn_send(c, st, sizeof(st) - 1);
+			l->starttls_sent = 1;
 			return;
 		}
 		if (w->cfg->s2s_require_tls) {
@@ -685,6 +699,7 @@ static void out_features(struct conn *c, struct s2s_link *l,
 
 static void out_proceed(struct conn *c, struct s2s_link *l)
 {
+	l->starttls_sent = 0;
 	if (tls_start_client(c, c->w->tls_client, l->remote, 0) < 0) {
 		out_fail(c->w, l, "remote-server-not-found", "TLS start failed");
 		return;
@@ -755,11 +770,28 @@ void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 	} else if (xml_is(n, NS_STREAMS, "features")) {
 		if (l->state == LINK_STREAM || l->sasl_done)
 			out_features(c, l, n);
+	} else if (strcmp(n->ns, NS_TLS) == 0 && !l->starttls_sent) {
+		/* only the answer to our <starttls/>: a second handshake
+		 * inside the first, or one we never asked for, is not
+		 * started */
+		stream_error(c, "undefined-condition", strcmp(n->name,
+			     "proceed") == 0 ? "TLS <proceed/> without "
+			     "<starttls/>" : "TLS <failure/> without "
+			     "<starttls/>");
 	} else if (xml_is(n, NS_TLS, "proceed")) {
 		out_proceed(c, l);
 	} else if (xml_is(n, NS_TLS, "failure")) {
 		out_fail(c->w, l, "remote-server-not-found",
 			 "STARTTLS refused");
+	} else if (strcmp(n->ns, NS_SASL) == 0 &&
+		   (l->state != LINK_AUTH || l->sasl_done ||
+		    strcmp(l->how, "EXTERNAL") != 0)) {
+		/* only the answer to our <auth/>: an unasked <success/>
+		 * would bring the link up unauthenticated (before STARTTLS
+		 * even), an unasked <failure/> start dialback in clear */
+		stream_error(c, "undefined-condition", strcmp(n->name,
+			     "success") == 0 ? "SASL <success/> without "
+			     "<auth/>" : "SASL <failure/> without <auth/>");
 	} else if (xml_is(n, NS_SASL, "success")) {
 		l->sasl_done = 1;
 		stream_restart(c);
@@ -982,7 +1014,13 @@ static int out_frame_verify(struct worker *w, const void *payload,
 	struct s2s_vreq *v = calloc(1, sizeof(*v));
 	struct s2s_link *l = out_find(r.local, r.remote);
 	int fresh = l == NULL;
-	if (v == NULL || (l == NULL && s2s_nlinks >= w->cfg->s2s_max_links) ||
+	int over = l == NULL && (s2s_nlinks >= w->cfg->s2s_max_links ||
+				 s2s_nverify_links >= w->cfg->s2s_max_links / 2);
+	if (over)
+		log_info("s2s %s -> %s: verification refused: %u links, %u of "
+			 "them only to verify (at most half of s2s.max_links)",
+			 r.local, r.remote, s2s_nlinks, s2s_nverify_links);
+	if (v == NULL || over ||
 	    (l == NULL && (l = out_new(w, r.local, r.remote)) == NULL)) {
 		struct s2s_vreq tmp = { .in_slot = r.in_slot,
 					.in_conn_id = r.in_conn_id,
@@ -1004,6 +1042,10 @@ static int out_frame_verify(struct worker *w, const void *payload,
 	snprintf(v->key, sizeof(v->key), "%s", r.key);
 	v->next = l->vreqs;
 	l->vreqs = v;
+	if (fresh) {
+		l->verify_only = 1;
+		s2s_nverify_links++;
+	}
 	/* on a stream past its features (authenticating or up): now */
 	if (l->c != NULL && (l->state == LINK_AUTH || l->state == LINK_UP))
 		out_send_verify(l, v);

@@ -132,7 +132,8 @@ static void server_iq(struct worker *w, struct arena *a, struct xml_node *st)
 	const char *type = xml_attr(st, "type");
 	struct xml_node *q = xml_first_element(st);
 	struct buf out;
-	if (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)
+	if (type == NULL ||
+	    (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
 		return;         /* results (our pings' answers) and errors */
 	buf_init(&out, 0);
 	server_result_head(&out, st);

@@ -76,6 +76,31 @@ void stanza_error_reply(struct conn *c, const struct xml_node *n,
 	buf_free(&out);
 }
 
+int stanza_addressable_valid(const struct xml_node *st)
+{
+	static const char *const ptypes[] = {
+		"unavailable", "subscribe", "subscribed", "unsubscribe",
+		"unsubscribed", "probe", "error",
+	};
+	const char *type = xml_attr(st, "type");
+	if (strcmp(st->name, "iq") == 0) {
+		unsigned n = xml_element_count(st);
+		if (type == NULL || xml_attr(st, "id") == NULL)
+			return 0;
+		if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)
+			return n == 1;
+		if (strcmp(type, "result") == 0)
+			return n <= 1;
+		return strcmp(type, "error") == 0;
+	}
+	if (strcmp(st->name, "presence") != 0 || type == NULL)
+		return 1;
+	for (size_t i = 0; i < sizeof(ptypes) / sizeof(ptypes[0]); i++)
+		if (strcmp(type, ptypes[i]) == 0)
+			return 1;
+	return 0;
+}
+
 int stanza_may_bounce(const struct xml_node *n)
 {
 	const char *type = xml_attr(n, "type");

@@ -40,5 +40,9 @@ struct xml_node *stanza_parse(struct arena *a, const char *text, size_t len,
 			      const char **error_r);
 /* May an error be answered to n?  Not to errors, not to IQ results. */
 int stanza_may_bounce(const struct xml_node *n);
+/* RFC 6120 8.2.3, 8.3: an IQ has an id and a known type (one child for
+ * get/set, at most one for result), a presence a known type or none.
+ * 1 if st (routed from another server or a component) is fine. */
+int stanza_addressable_valid(const struct xml_node *st);
 
 #endif

@@ -350,9 +350,31 @@ def test_slixmpp_component_echo():
             out.close()
 
 
+def test_malformed_iq_from_component():
+    """RFC 6120 8.2.3: an IQ from a component without a type (or without
+    an id) is answered <bad-request/> and goes nowhere else; the worker
+    serving it is not brought down (an untyped IQ to the server's domain
+    used to crash it), and the component's next IQ is answered."""
+    with Server(workers=1, users=USERS, components={GW: SECRET}) as s:
+        comp = Comp(s).login()
+        comp.c.send("<iq from='%s' to='localhost' id='t1'>"
+                    "<ping xmlns='urn:xmpp:ping'/></iq>" % GW)
+        comp.expect(stanza_error("iq", "localhost", GW, "modify",
+                                 "bad-request", "t1"))
+        comp.c.send("<iq from='%s' to='localhost' type='get'>"
+                    "<ping xmlns='urn:xmpp:ping'/></iq>" % GW)
+        comp.expect(stanza_error("iq", "localhost", GW, "modify",
+                                 "bad-request"))
+        comp.c.send("<iq from='%s' to='localhost' id='t3' type='get'>"
+                    "<ping xmlns='urn:xmpp:ping'/></iq>" % GW)
+        comp.expect("<iq from='localhost' id='t3' to='%s' type='result'/>" % GW)
+        assert "malformed <iq/> from component" in s.log_text()
+
+
 if __name__ == "__main__":
     run_tests([test_handshake_good_and_wrong, test_unknown_domain,
                test_conflict_on_both_workers, test_routing_both_ways_across_workers,
                test_invalid_from_and_gone, test_subdomains,
                test_reload_adds_and_removes, test_limits,
-               test_slixmpp_component_echo])
+               test_slixmpp_component_echo,
+               test_malformed_iq_from_component])

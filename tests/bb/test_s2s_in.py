@@ -59,7 +59,7 @@ def pki():
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign")
     out = {"ca": os.path.join(d, "ca.pem")}
-    for name in (REMOTE, "other.example"):
+    for name in (REMOTE, "other.example", "localhost"):
         run("openssl", "req", "-newkey", "ec", "-pkeyopt",
             "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=" + name,
             "-keyout", name + ".key", "-out", name + ".csr")
@@ -701,6 +701,29 @@ def test_dialback_pair_limit():
                        " xmlns='%s'/></error></db:result>" % NS_STANZAS), got
 
 
+def test_our_own_domain_refused():
+    """Another server claiming a domain we serve (here with a certificate
+    that names it, as a wildcard or a shared hoster's certificate may):
+    its stream ends with <invalid-from/> before any feature, so it can
+    never speak for our users; a <db:result/> for it is refused with
+    <forbidden/> and asks no one."""
+    with server() as s:
+        romeo = login(s, "romeo", "r")
+        p = Peer(s, cert="localhost")
+        p.header(frm="localhost")
+        got = p.expect_error("invalid-from")
+        assert "<stream:features>" not in got, got
+        log_has(s, "claims a domain served here")
+        p = dialback_stream(s)
+        p.send("<db:result from='localhost' to='localhost'>k</db:result>")
+        got = p.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='localhost' to='localhost' "
+                       "type='error'><error type='cancel'><forbidden "
+                       "xmlns='%s'/></error></db:result>" % NS_STANZAS), got
+        romeo.quiet(0.3, want=re.compile(".*forged.*"))
+        assert "verification asked" not in s.log_text()
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -711,4 +734,5 @@ if __name__ == "__main__":
                test_federated_subscription_and_presence,
                test_remote_sender_offline_and_blocking,
                test_dialback_result_valid, test_idle_stream_closed,
-               test_dialback_pair_limit, test_max_incoming])
+               test_dialback_pair_limit, test_max_incoming,
+               test_our_own_domain_refused])

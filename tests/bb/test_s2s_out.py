@@ -570,6 +570,130 @@ def test_own_stanza_ids_stay_home():
                          "by='juliet@localhost'/>", carbon), carbon
 
 
+def test_unsolicited_sasl_success_is_no_authentication():
+    """A peer (or whoever sits on the path) that answers our header with
+    a <success/> we never asked for, skipping STARTTLS and the
+    authentication: the link is not up; the stream ends with
+    <undefined-condition/>, the waiting message comes back
+    remote-server-not-found and never goes out in clear (RFC 7590,
+    s2s.require_tls)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "secret")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE)
+        peer.send("<success xmlns='%s'/>" % NS_SASL)
+        peer.expect_next("<stream:error><undefined-condition "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                         "SASL &lt;success/&gt; without &lt;auth/&gt;</text>"
+                         "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        # had the link come up, the message would follow a new header
+        peer.send_header(REMOTE, features="<stream:features/>")
+        assert peer.is_closed()
+        assert b"secret" not in peer.received
+        assert ": up (" not in s.log_text()
+
+
+def test_unsolicited_sasl_failure_no_dialback_in_clear():
+    """A SASL <failure/> we did not ask for before STARTTLS must not start
+    dialback in clear (which a forged type='valid' would then complete):
+    the stream ends, the message is bounced, nothing leaves in clear."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "secret")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE)
+        peer.send("<failure xmlns='%s'><not-authorized/></failure>" % NS_SASL)
+        peer.expect_next("<stream:error><undefined-condition "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                         "SASL &lt;failure/&gt; without &lt;auth/&gt;</text>"
+                         "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        peer.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        assert peer.is_closed()
+        assert b"secret" not in peer.received
+        assert b"db:result" not in peer.received
+        assert ": up (" not in s.log_text()
+
+
+def test_unsolicited_proceed():
+    """<proceed/> when we sent no <starttls/> (here: on the TLS stream,
+    after SASL EXTERNAL has started): the stream ends with
+    <undefined-condition/> and the message is bounced, no second TLS
+    handshake is started inside the first."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.expect_next("<stream:error><undefined-condition "
+                         "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>"
+                         "TLS &lt;proceed/&gt; without &lt;starttls/&gt;</text>"
+                         "</stream:error></stream:stream>")
+        c.read_until(re.escape(bounce("romeo@%s" % REMOTE, "m1", "cancel",
+                                      "remote-server-not-found")))
+        assert peer.is_closed()
+
+
+def test_verifications_leave_links_for_stanzas():
+    """Dialback requests on incoming streams make the owner open links to
+    the domains they name (XEP-0220 2.3); an unauthenticated stream
+    naming many domains whose servers say nothing must not take every
+    outgoing link (s2s.max_links): links opened only to verify are held
+    to half of it, the next request is answered at once with
+    <resource-constraint/>, and a local user's message still gets its
+    link."""
+    silent = FakeServer()
+    fake = FakeServer(cert=ca().issue(REMOTE))
+    dns = DnsLab()
+    dns.srv("_xmpp-server._tcp.%s" % REMOTE, "xmpp.%s" % REMOTE, fake.port)
+    dns.host("xmpp.%s" % REMOTE, "127.0.0.1")
+    names = ["a%d.test" % i for i in range(1, 5)]
+    for d in names:
+        dns.srv("_xmpp-server._tcp." + d, "xmpp.silent.test", silent.port)
+    dns.host("xmpp.silent.test", "127.0.0.1")
+    dns.start()
+    o = {"s2s.ca_file": ca().cert, "s2s.dns_servers": dns.server,
+         "s2s.max_links": "4"}
+    try:
+        with Server(workers=1, users=USERS, overrides=o, s2s=True) as s:
+            c = login(s)
+            inc = Incoming(s)
+            inc.send("".join("<db:result from='%s' to='localhost'>k</db:result>"
+                             % d for d in names))
+            for d in names[2:]:
+                got = inc.read_until("<db:result from='localhost' to='%s'.*?"
+                                     "</db:result>" % re.escape(d))
+                assert got == ("<db:result from='localhost' to='%s' type='error'>"
+                               "<error type='wait'><resource-constraint xmlns='%s'/>"
+                               "</error></db:result>" % (d, STANZAS)), got
+            for d in names[:2]:
+                wait_for(lambda: "localhost -> %s: connecting" % d in s.log_text(),
+                         what="the link to " + d)
+            send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+            peer = fake.accept()
+            external(peer)
+            peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+    finally:
+        silent.close()
+        fake.close()
+        dns.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -589,4 +713,8 @@ if __name__ == "__main__":
                test_own_stanza_ids_stay_home,
                test_peer_closes_then_new_link,
                test_direct_tls,
-               test_tls_failure_and_stream_error])
+               test_tls_failure_and_stream_error,
+               test_unsolicited_sasl_success_is_no_authentication,
+               test_unsolicited_sasl_failure_no_dialback_in_clear,
+               test_unsolicited_proceed,
+               test_verifications_leave_links_for_stanzas])
