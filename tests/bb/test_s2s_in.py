@@ -7,6 +7,7 @@ through s2s.ca_file.  Needs XMPPD_TEST_PGCONN (local users receive).
 import base64
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,7 +18,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
                      wait_for)
-from imlib import USERS, item_rx, login, push_rx  # noqa: E402
+from imlib import (USERS, item_rx, login, placed, placed_counts,  # noqa: E402
+                   push_rx)
 from dnslab import DnsLab  # noqa: E402
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
@@ -31,6 +33,8 @@ HEADER = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server' "
           r"xmlns:stream='http://etherx.jabber.org/streams' "
           r"xmlns:db='jabber:server:dialback' id='(?P<id>[0-9a-f]{24})' "
           r"from='localhost' to='%s' version='1.0'>")
+# ... from one of our domains (ours, theirs)
+HEADER_OF = HEADER.replace("from='localhost'", "from='%s'")
 FEATURES = "<stream:features>.*?</stream:features>"
 STARTTLS_FEATURES = ("<stream:features><starttls xmlns='%s'><required/>"
                      "</starttls></stream:features>" % NS_TLS)
@@ -118,19 +122,19 @@ class Peer(Client):
                   "xmlns:stream='%s' xmlns:db='jabber:server:dialback'%s>"
                   % (ns, NS_STREAMS, attrs))
 
-    def open(self, frm=REMOTE):
+    def open(self, frm=REMOTE, to="localhost"):
         """Our header, theirs (exact), their features (returned)."""
-        self.header(frm=frm)
-        m = re.match(HEADER % re.escape(frm),
-                     self.read_until(HEADER % re.escape(frm)))
+        self.header(frm=frm, to=to)
+        rx = HEADER_OF % (re.escape(to), re.escape(frm))
+        m = re.match(rx, self.read_until(rx))
         self.id = m.group("id")
         return self.read_until(FEATURES)
 
-    def starttls(self, frm=REMOTE):
+    def starttls(self, frm=REMOTE, to="localhost"):
         self.send("<starttls xmlns='%s'/>" % NS_TLS)
         self.read_until("<proceed xmlns='%s'/>" % NS_TLS)
         self.tls()
-        return self.open(frm)
+        return self.open(frm, to)
 
     def external(self, authzid=None):
         data = "=" if authzid is None else base64.b64encode(
@@ -411,8 +415,9 @@ class RemoteListener:
     xmppd itself over a second incoming stream (<db:verify/>: xmppd is
     the authoritative server for its own keys)."""
 
-    def __init__(self):
+    def __init__(self, local="localhost"):
         self.s = None       # the xmppd under test
+        self.local = local  # our domain the link is from
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(4)
@@ -430,7 +435,8 @@ class RemoteListener:
         c = Client.__new__(Client)
         c.sock, c.buf, c.timeout = sock, b"", 10.0
         hdr = c.read_until("<stream:stream [^>]*>")
-        assert "from='localhost'" in hdr and "to='%s'" % REMOTE in hdr, hdr
+        assert ("from='%s'" % self.local in hdr and
+                "to='%s'" % REMOTE in hdr), hdr
         self._header(c, "i1")
         c.send("<stream:features><starttls xmlns='%s'><required/></starttls>"
                "</stream:features>" % NS_TLS)
@@ -450,34 +456,34 @@ class RemoteListener:
     def authorize(self, c):
         """xmppd's <db:result/>, checked with xmppd as the authoritative
         server, then answered valid."""
-        m = re.match("<db:result from='localhost' to='%s'>([0-9a-f]{64})"
-                     "</db:result>" % REMOTE,
+        lo = self.local
+        m = re.match("<db:result from='%s' to='%s'>([0-9a-f]{64})"
+                     "</db:result>" % (re.escape(lo), REMOTE),
                      c.read_until("<db:result [^>]*>[^<]*</db:result>"))
         assert m, c.buf
         # ask the authoritative server (xmppd) whether the key is its own
         v = Peer(self.s, cert=None)
-        v.open()
-        v.starttls()
-        v.send("<db:verify from='%s' to='localhost' id='i2'>%s</db:verify>"
-               % (REMOTE, m.group(1)))
+        v.open(to=lo)
+        v.starttls(to=lo)
+        v.send("<db:verify from='%s' to='%s' id='i2'>%s</db:verify>"
+               % (REMOTE, lo, m.group(1)))
         got = v.read_until("<db:verify [^>]*/>")
-        assert got == ("<db:verify from='localhost' to='%s' id='i2' "
-                       "type='valid'/>" % REMOTE), got
+        assert got == ("<db:verify from='%s' to='%s' id='i2' "
+                       "type='valid'/>" % (lo, REMOTE)), got
         # the same key for another stream id is not valid
-        v.send("<db:verify from='%s' to='localhost' id='i1'>%s</db:verify>"
-               % (REMOTE, m.group(1)))
+        v.send("<db:verify from='%s' to='%s' id='i1'>%s</db:verify>"
+               % (REMOTE, lo, m.group(1)))
         got = v.read_until("<db:verify [^>]*/>")
         assert got.endswith("type='invalid'/>"), got
         v.close()
-        c.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        c.send("<db:result from='%s' to='%s' type='valid'/>" % (REMOTE, lo))
         self.c = c
 
-    @staticmethod
-    def _header(c, sid):
+    def _header(self, c, sid):
         c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
                "xmlns:stream='%s' xmlns:db='jabber:server:dialback' "
-               "id='%s' from='%s' to='localhost' version='1.0'>"
-               % (NS_STREAMS, sid, REMOTE))
+               "id='%s' from='%s' to='%s' version='1.0'>"
+               % (NS_STREAMS, sid, REMOTE, self.local))
 
     def expect(self, want):
         """The next stanza xmppd sends over its link, exactly."""
@@ -724,6 +730,79 @@ def test_our_own_domain_refused():
         assert "verification asked" not in s.log_text()
 
 
+# ---- s2s.max_incoming_per_domain across workers ----
+
+def peer_on(s, worker, tries=40, **kw):
+    """An incoming s2s connection accepted by the given worker (index in
+    status): SO_REUSEPORT spreads connections by a hash of the address
+    pair, so connect until one lands there (imlib.connect_on's way)."""
+    for _ in range(tries):
+        before = placed(s, sum(placed_counts(s)))
+        p = Peer(s, **kw)
+        after = placed(s, sum(before) + 1)
+        if after[worker] > before[worker]:
+            return p
+        p.close()
+        wait_for(lambda: sum(placed_counts(s)) == sum(before),
+                 what="misplaced connection gone")
+    raise AssertionError("could not place a connection on worker %d" % worker)
+
+
+def test_max_incoming_per_domain_across_workers():
+    """s2s.max_incoming_per_domain = 1 with two workers: a second stream
+    from remote.example on the OTHER worker gets <policy-violation/>
+    (counted per worker, it would pass); another domain is not held
+    back; a closed stream frees its place for the other worker, and a
+    worker killed with its stream (kill -9) frees it too once the master
+    has swept the dead worker's counts."""
+    with server(users=False, workers=2,
+                overrides={"s2s.max_incoming_per_domain": "1"}) as s:
+        p = peer_on(s, 0)
+        p.open()
+        q = peer_on(s, 1)
+        q.header()
+        got = q.read_all_until_close()
+        # the header that precedes an error in place of ours
+        want = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server'"
+                r" xmlns:stream='http://etherx.jabber.org/streams' "
+                r"id='[0-9a-f]+' from='localhost' version='1.0' "
+                r"xml:lang='en'>" +
+                "<stream:error><policy-violation xmlns='urn:ietf:params:xml:"
+                "ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-"
+                "streams'>too many streams from your domain</text>"
+                "</stream:error></stream:stream>")
+        assert re.fullmatch(want, got), got
+        wait_for(lambda: re.search(
+            r"w1 info: c\d+ [^:]+:\d+: %s has 1 streams here "
+            r"\(s2s.max_incoming_per_domain\)" % re.escape(REMOTE),
+            s.log_text()), what="the refusal's log line from worker 1")
+        # another domain on the same worker meanwhile: welcome
+        o = peer_on(s, 1, cert="other.example")
+        feats = o.open(frm="other.example")
+        assert feats == STARTTLS_FEATURES, feats
+        # the stream on worker 0 ends: worker 1 takes remote.example now
+        p.send("</stream:stream>")
+        p.read_all_until_close()
+        r = peer_on(s, 1)
+        feats = r.open()
+        assert feats == STARTTLS_FEATURES, feats
+        # ... and worker 0 refuses a second one again
+        q = peer_on(s, 0)
+        q.header()
+        assert re.fullmatch(want, q.read_all_until_close())
+        # worker 1 dies with its stream: the master's sweep frees it
+        old = s.status()["workers"][1]["pid"]
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: (lambda st: st is not None and
+                          st["workers"][1]["pid"] not in (0, old))(
+                              s.status_ok()), what="worker 1 respawned")
+        r.read_all_until_close()
+        o.read_all_until_close()
+        t = peer_on(s, 0)
+        feats = t.open()
+        assert feats == STARTTLS_FEATURES, feats
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -735,4 +814,5 @@ if __name__ == "__main__":
                test_remote_sender_offline_and_blocking,
                test_dialback_result_valid, test_idle_stream_closed,
                test_dialback_pair_limit, test_max_incoming,
-               test_our_own_domain_refused])
+               test_our_own_domain_refused,
+               test_max_incoming_per_domain_across_workers])
