@@ -21,6 +21,7 @@ from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
 from imlib import (USERS, item_rx, login, placed, placed_counts,  # noqa: E402
                    push_rx)
 from dnslab import DnsLab  # noqa: E402
+from test_component import GW, SECRET, Comp  # noqa: E402
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -803,6 +804,118 @@ def test_max_incoming_per_domain_across_workers():
         assert feats == STARTTLS_FEATURES, feats
 
 
+# ---- our components' domains toward other servers ----
+
+def test_component_domain_dialback_both_ways():
+    """gw.localhost is a connected XEP-0114 component of ours; we are its
+    authoritative server toward other servers.  Out: the component's
+    message to juliet@remote.example leaves over a link FROM gw.localhost
+    with dialback, whose key remote.example verifies with us (an
+    incoming stream to gw.localhost: <db:verify/> valid; another stream
+    id: invalid).  In: remote.example's dialback for (gw.localhost,
+    remote.example) is checked over that link and answered valid, and its
+    message to bot@gw.localhost reaches the component; the pair does not
+    cover our users' domain.  Once the component is gone, a message to it
+    comes back service-unavailable over the link.  All exact XML."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener(local=GW)
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server},
+                    components={GW: SECRET}) as s:
+            remote.s = s
+            comp = Comp(s).login()
+            jul = "juliet@" + REMOTE
+            # out: the link's local domain is the component's
+            comp.c.send("<message from='bot@%s' to='%s' id='g1'>"
+                        "<body>to remote</body></message>" % (GW, jul))
+            remote.accept()
+            remote.expect("<message from='bot@%s' to='%s' id='g1'>"
+                          "<body>to remote</body></message>" % (GW, jul))
+            # in: dialback for the component's domain
+            p = Peer(s, cert=None)
+            p.open(to=GW)
+            feats = p.starttls(to=GW)
+            assert feats == ("<stream:features>%s</stream:features>"
+                             % DIALBACK_FEATURE), feats
+            p.send("<db:result from='%s' to='%s'>k3y-for-gw</db:result>"
+                   % (REMOTE, GW))
+            got = remote.c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='%s' to='%s' id='%s'>k3y-for-gw"
+                           "</db:verify>" % (GW, REMOTE, p.id)), got
+            remote.c.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
+                          % (REMOTE, GW, p.id))
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='%s' to='%s' type='valid'/>"
+                           % (GW, REMOTE)), got
+            p.send("<message from='%s/balcony' to='bot@%s' id='g2'>"
+                   "<body>to the gateway</body></message>" % (jul, GW))
+            got = comp.expect(re.compile("<message .*?</message>"))
+            assert got == ("<message from='%s/balcony' to='bot@%s' id='g2'>"
+                           "<body>to the gateway</body></message>"
+                           % (jul, GW)), got
+            # the component leaves: a stanza for it is bounced to the
+            # remote sender over the link, nothing is lost silently
+            comp.close()
+            wait_for(lambda: "component %s disconnected" % GW in s.log_text(),
+                     what="the component gone")
+            p.send("<message from='%s/balcony' to='bot@%s' id='g3'>"
+                   "<body>anyone?</body></message>" % (jul, GW))
+            remote.expect("<message from='bot@%s' id='g3' to='%s/balcony' "
+                          "type='error'><error type='cancel'>"
+                          "<service-unavailable xmlns='%s'/></error>"
+                          "</message>" % (GW, jul, NS_STANZAS))
+            # (gw.localhost, remote.example) says nothing of localhost
+            p.send("<message from='%s' to='romeo@localhost'><body>x</body>"
+                   "</message>" % jul)
+            got = p.expect_error("invalid-from")
+            assert ("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>the "
+                    "stream is not authorized for this pair of domains</text>"
+                    in got), got
+            remote.close()
+
+
+def test_component_domain_external_and_claims():
+    """SASL EXTERNAL on a stream to the component's domain (its 'to'):
+    remote.example's valid certificate authenticates it, and its
+    message reaches the component.  A remote server claiming the
+    component's domain as its own (stream 'from', or a <db:result/>
+    'from') is refused like a claim on our hosts."""
+    with server(components={GW: SECRET}) as s:
+        comp = Comp(s).login()
+        p = Peer(s)
+        feats = p.open(to=GW)
+        assert feats == STARTTLS_FEATURES, feats
+        feats = p.starttls(to=GW)
+        assert EXTERNAL_FEATURE in feats, feats
+        got = p.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        feats = p.open(to=GW)
+        assert feats == "<stream:features></stream:features>", feats
+        p.send("<message from='juliet@%s/b' to='bot@%s' id='e1'><body>by "
+               "EXTERNAL</body></message>" % (REMOTE, GW))
+        got = comp.expect(re.compile("<message .*?</message>"))
+        assert got == ("<message from='juliet@%s/b' to='bot@%s' id='e1'>"
+                       "<body>by EXTERNAL</body></message>" % (REMOTE, GW)), got
+        # claims on the component's domain
+        q = Peer(s)
+        q.header(frm=GW)
+        got = q.expect_error("invalid-from")
+        assert "<stream:features>" not in got, got
+        log_has(s, "s2s stream from %s claims a domain served here" % GW)
+        q = dialback_stream(s)
+        q.send("<db:result from='%s' to='localhost'>k</db:result>" % GW)
+        got = q.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='localhost' to='%s' type='error'>"
+                       "<error type='cancel'><forbidden xmlns='%s'/></error>"
+                       "</db:result>" % (GW, NS_STANZAS)), got
+        # a domain that is neither ours nor a component's
+        q = Peer(s)
+        q.header(to="elsewhere.localhost")
+        q.expect_error("host-unknown")
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -815,4 +928,6 @@ if __name__ == "__main__":
                test_dialback_result_valid, test_idle_stream_closed,
                test_dialback_pair_limit, test_max_incoming,
                test_our_own_domain_refused,
-               test_max_incoming_per_domain_across_workers])
+               test_max_incoming_per_domain_across_workers,
+               test_component_domain_dialback_both_ways,
+               test_component_domain_external_and_claims])
