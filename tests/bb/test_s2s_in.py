@@ -879,10 +879,11 @@ def test_component_domain_dialback_both_ways():
 def test_component_domain_external_and_claims():
     """SASL EXTERNAL on a stream to the component's domain (its 'to'):
     remote.example's valid certificate authenticates it, and its
-    message reaches the component.  A remote server claiming the
+    messages reach the component, to its domain and (configured with
+    subdomains) to a name under it.  A remote server claiming the
     component's domain as its own (stream 'from', or a <db:result/>
     'from') is refused like a claim on our hosts."""
-    with server(components={GW: SECRET}) as s:
+    with server(components={GW: (SECRET, True)}) as s:
         comp = Comp(s).login()
         p = Peer(s)
         feats = p.open(to=GW)
@@ -898,6 +899,11 @@ def test_component_domain_external_and_claims():
         got = comp.expect(re.compile("<message .*?</message>"))
         assert got == ("<message from='juliet@%s/b' to='bot@%s' id='e1'>"
                        "<body>by EXTERNAL</body></message>" % (REMOTE, GW)), got
+        p.send("<message from='juliet@%s/b' to='room@muc.%s' id='e2'>"
+               "<body>sub</body></message>" % (REMOTE, GW))
+        got = comp.expect(re.compile("<message .*?</message>"))
+        assert got == ("<message from='juliet@%s/b' to='room@muc.%s' id='e2'>"
+                       "<body>sub</body></message>" % (REMOTE, GW)), got
         # claims on the component's domain
         q = Peer(s)
         q.header(frm=GW)
