@@ -7,7 +7,9 @@
  * /64: one subscriber gets a /64, so counting single IPv6 addresses
  * would let one host use 2^64 of them.  Counts are kept per (address,
  * worker slot), so one address takes at most one entry per slot and the
- * master can drop a dead worker's counts.  Failure policy: a full table
+ * master can drop a dead worker's counts.  Incoming server-to-server
+ * streams per remote domain are counted in the same table under a
+ * family of their own (SHM_ADDR_DOMAIN).  Failure policy: a full table
  * answers -1 with an error; one robust mutex, rebuilt from state words
  * after a dead holder, as in session.c.
  */
@@ -22,9 +24,16 @@
 struct shm_addr;    /* process-local handle over the shared area */
 
 struct shm_addr_key {
-	uint8_t family;         /* 4 or 6; 0: not counted (e.g. AF_UNIX) */
-	uint8_t key[8];         /* IPv4 address, or IPv6 /64 prefix */
+	uint8_t family;         /* 4, 6 or SHM_ADDR_DOMAIN; 0: not counted
+				 * (e.g. AF_UNIX) */
+	uint8_t key[8];         /* IPv4 address, IPv6 /64 prefix, or a
+				 * domain's hash */
 };
+
+/* Family of a remote domain's incoming s2s streams
+ * (s2s.max_incoming_per_domain across workers, worker/s2s_in.c): the
+ * key is a hash of the domain. */
+#define SHM_ADDR_DOMAIN 68u
 
 /* The key of a peer address (family 0 for anything but IP). */
 void shm_addr_key(const struct sockaddr_storage *ss,

@@ -383,9 +383,9 @@ struct ipc_addr_entry {
 	uint32_t hash;              /* hash of family and key */
 	uint32_t count;             /* open connections */
 	uint16_t slot;              /* worker slot */
-	uint8_t family;             /* 4 or 6 */
+	uint8_t family;             /* 4, 6, or SHM_ADDR_DOMAIN (addr.h) */
 	uint8_t pad[5];
-	uint8_t key[8];             /* IPv4 address, or IPv6 /64 prefix */
+	uint8_t key[8];             /* IPv4 address, IPv6 /64, domain hash */
 };
 
 /* Header of the address table area. */

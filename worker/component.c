@@ -39,6 +39,7 @@
 #include "stanza.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,4 +459,15 @@ int component_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		comp_bounce_text(w, payload, len, "cancel",
 				 "service-unavailable");
 	return 1;
+}
+
+int component_serves(const char *domain)
+{
+	char low[COMPCFG_MAX_DOMAIN + 1];
+	size_t n = strlen(domain);
+	if (comp_list == NULL || n == 0 || n >= sizeof(low))
+		return 0;
+	for (size_t i = 0; i <= n; i++)
+		low[i] = (char)tolower((unsigned char)domain[i]);
+	return compcfg_find(comp_list, low) != NULL;
 }

@@ -62,5 +62,10 @@ int component_route(struct worker *w, struct xml_node *st,
  * taken. */
 int component_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		    const void *payload, size_t len);
+/* 1 if domain (case-insensitive) is a configured component's domain, or
+ * a subdomain of one configured with 'subdomains': we are its
+ * authoritative server toward other servers (dialback, SASL EXTERNAL's
+ * 'to', stanzas routed in to the component), connected or not. */
+int component_serves(const char *domain);
 
 #endif

@@ -44,6 +44,7 @@
 #include "stanza.h"
 #include "base64.h"
 #include "certid.h"
+#include "addr.h"
 #include "jid.h"
 #include "log.h"
 #include "util.h"
@@ -51,6 +52,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +89,8 @@ struct s2s_in {
 	unsigned paced;                 /* read pauses (for the log) */
 	int sm_on;                      /* XEP-0198 enabled (acks only) */
 	uint32_t sm_h;                  /* stanzas handled since <enable/> */
+	struct shm_addr_key domain_key; /* 'from' in the shared counts */
+	int domain_counted;             /* counted there (until closing) */
 };
 
 static struct s2s_in *s2s_in_list;
@@ -113,6 +117,14 @@ static int s2s_in_listed(const char *list, const char *domain)
 		h += strspn(h, " \t,");
 	}
 	return 0;
+}
+
+/* We are the authoritative server for domain: one of our hosts, or a
+ * component's domain (XEP-0114; XEP-0220 and XEP-0178 toward other
+ * servers are ours to do for it). */
+static int s2s_in_serves(const struct worker *w, const char *domain)
+{
+	return stream_hosted(w, domain) || component_serves(domain);
 }
 
 static int s2s_in_blocked(const struct worker *w, const char *domain)
@@ -319,15 +331,56 @@ static void s2s_in_features(struct conn *c, struct s2s_in *s)
 	buf_free(&out);
 }
 
-/* Streams from domain this worker holds, c's not counted. */
-static unsigned s2s_in_domain_streams(const struct conn *c, const char *domain)
+/* s2s.max_incoming_per_domain across workers: the stream's 'from' is
+ * counted in the shared per-address table (shm/addr.h) under a key of
+ * its own family, the first 8 bytes of a BLAKE2b hash of the lower-cased
+ * domain (a remote domain cannot pick a name that shares another's
+ * count), per (key, worker slot): the master's sweep of a dead worker's
+ * slot drops its streams.  0 counted; -1 the stream was ended (over the
+ * limit: <policy-violation/>; table full or lock failed:
+ * <resource-constraint/>). */
+static int s2s_in_count_domain(struct conn *c, struct s2s_in *s,
+			       const char *domain)
 {
-	unsigned n = 0;
-	for (const struct s2s_in *s = s2s_in_list; s != NULL; s = s->next)
-		if (s->c != c && !s->c->want_close &&
-		    strcasecmp(s->from, domain) == 0)
-			n++;
-	return n;
+	unsigned limit = c->w->cfg->s2s_max_incoming_per_domain, open = 0;
+	unsigned char low[DIALBACK_DOMAIN_MAX + 1], h[16];
+	size_t n = strlen(domain);
+	const char *error = NULL;
+
+	if (n >= sizeof(low))
+		n = sizeof(low) - 1;
+	for (size_t i = 0; i < n; i++)
+		low[i] = (unsigned char)tolower((unsigned char)domain[i]);
+	crypto_generichash(h, sizeof(h), low, n, NULL, 0);
+	memset(&s->domain_key, 0, sizeof(s->domain_key));
+	s->domain_key.family = SHM_ADDR_DOMAIN;
+	memcpy(s->domain_key.key, h, sizeof(s->domain_key.key));
+	int r = shm_addr_acquire(c->w->shm->addrs, &s->domain_key,
+				 (uint16_t)c->w->slot, limit, &open, &error);
+	if (r == 1) {
+		s->domain_counted = 1;
+		return 0;
+	}
+	if (r < 0) {
+		log_warn("c%u %s: stream from %s not counted: %s", c->id,
+			 c->peer, domain, error != NULL ? error : "?");
+		stream_error(c, "resource-constraint", NULL);
+		return -1;
+	}
+	log_info("c%u %s: %s has %u streams here "
+		 "(s2s.max_incoming_per_domain)", c->id, c->peer, domain, open);
+	stream_error(c, "policy-violation", "too many streams from your "
+		     "domain");
+	return -1;
+}
+
+/* The stream no longer counts for its domain (closing or gone). */
+static void s2s_in_uncount(struct worker *w, struct s2s_in *s)
+{
+	if (!s->domain_counted)
+		return;
+	shm_addr_release(w->shm->addrs, &s->domain_key, (uint16_t)w->slot);
+	s->domain_counted = 0;
 }
 
 static const char *s2s_in_attr(const char **atts, const char *name)
@@ -362,7 +415,6 @@ static int s2s_in_domain(struct conn *c, const char *s, char *out,
 void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 {
 	struct s2s_in *s = s2s_in_of(c);
-	const struct config *cfg = c->w->cfg;
 	const char *to = s2s_in_attr(atts, "to");
 	const char *from = s2s_in_attr(atts, "from");
 	const char *version = s2s_in_attr(atts, "version");
@@ -374,7 +426,7 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 		return;
 	}
 	if (to != NULL && strlen(to) < sizeof(c->stream_to) &&
-	    stream_hosted(c->w, to))
+	    s2s_in_serves(c->w, to))
 		snprintf(c->stream_to, sizeof(c->stream_to), "%s", to);
 	if (strncmp(name, NS_STREAMS, nslen) != 0 ||
 	    name[nslen] != XML_NS_SEP) {
@@ -392,7 +444,7 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 			     "is not " NS_SERVER);
 		return;
 	}
-	if (to == NULL || !stream_hosted(c->w, to)) {
+	if (to == NULL || !s2s_in_serves(c->w, to)) {
 		stream_error(c, "host-unknown", to == NULL ?
 			     "the stream has no 'to'" :
 			     "this server does not serve that domain");
@@ -408,7 +460,7 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 		stream_error(c, "invalid-from", "'from' is not a domain");
 		return;
 	}
-	if (from_prep[0] != '\0' && stream_hosted(c->w, from_prep)) {
+	if (from_prep[0] != '\0' && s2s_in_serves(c->w, from_prep)) {
 		/* no other server speaks for our users (a wildcard or a
 		 * hoster's shared certificate may name our domain) */
 		log_info("c%u %s: s2s stream from %s claims a domain served "
@@ -429,15 +481,8 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 		return;
 	}
 	if (from_prep[0] != '\0' && s->from[0] == '\0' &&
-	    s2s_in_domain_streams(c, from_prep) >=
-	    cfg->s2s_max_incoming_per_domain) {
-		log_info("c%u %s: %s has %u streams here "
-			 "(s2s.max_incoming_per_domain)", c->id, c->peer,
-			 from_prep, cfg->s2s_max_incoming_per_domain);
-		stream_error(c, "policy-violation", "too many streams from "
-			     "your domain");
+	    s2s_in_count_domain(c, s, from_prep) < 0)
 		return;
-	}
 	snprintf(s->from, sizeof(s->from), "%s", from_prep);
 	c->state = CONN_STATE_OPEN;
 	s2s_in_header(c, s);
@@ -607,17 +652,17 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 			     "answer on a stream we did not open");
 		return;
 	}
-	if (!stream_hosted(w, d->to)) {
+	if (!s2s_in_serves(w, d->to)) {
 		log_info("c%u %s: dialback for %s, not ours", c->id, c->peer,
 			 d->to);
 		s2s_in_db_answer(c, "result", d->to, d->from, NULL, "error",
 				 "cancel", "item-not-found");
 		return;
 	}
-	if (stream_hosted(w, d->from) || s2s_in_blocked(w, d->from) ||
+	if (s2s_in_serves(w, d->from) || s2s_in_blocked(w, d->from) ||
 	    !s2s_in_dialback_allowed(w, d->from)) {
 		log_info("c%u %s: dialback from %s refused (%s)", c->id,
-			 c->peer, d->from, stream_hosted(w, d->from) ?
+			 c->peer, d->from, s2s_in_serves(w, d->from) ?
 			 "claims a domain served here" :
 			 s2s_in_blocked(w, d->from) ?
 			 "s2s.blocked_domains" : "s2s.auth is pkix");
@@ -690,7 +735,7 @@ static void s2s_in_db_verify(struct conn *c, const struct dialback_elem *d)
 			     "answer on a stream we did not open");
 		return;
 	}
-	if (!stream_hosted(c->w, d->to)) {
+	if (!s2s_in_serves(c->w, d->to)) {
 		s2s_in_db_answer(c, "verify", d->to, d->from, d->id, "error",
 				 "cancel", "item-not-found");
 		return;
@@ -905,7 +950,8 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		return;
 	}
 	int ours = stream_hosted(c->w, jt.domain);
-	if (ours && !s2s_in_may(s, jt.domain, jf.domain)) {
+	int comp = !ours && component_serves(jt.domain);
+	if ((ours || comp) && !s2s_in_may(s, jt.domain, jf.domain)) {
 		log_info("c%u %s: stanza %s -> %s: that pair is not "
 			 "authorized on this stream", c->id, c->peer,
 			 jf.domain, jt.domain);
@@ -937,9 +983,9 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		route_stanza(c->w, c->arena, st);
 		return;
 	}
-	/* a component's domain (XEP-0114), when a stream authenticated
-	 * by SASL (for all our domains) addresses it */
-	if (s->sasl_ok && component_route(c->w, st, jt.domain))
+	/* a component's domain (XEP-0114): in to the component, or
+	 * service-unavailable back when it is not connected */
+	if (comp && component_route(c->w, st, jt.domain))
 		return;
 	log_info("c%u %s: stanza for %s, which is not served here", c->id,
 		 c->peer, jt.domain);
@@ -1026,8 +1072,10 @@ void s2s_in_dispatch(struct conn *c, struct xml_node *n)
 void s2s_in_gone(struct conn *c)
 {
 	struct s2s_in *s = s2s_in_of(c);
-	if (s != NULL)
-		s2s_in_unlink(s);
+	if (s == NULL)
+		return;
+	s2s_in_unlink(s);
+	s2s_in_uncount(c->w, s);
 }
 
 void s2s_in_free(struct conn *c)
@@ -1036,6 +1084,7 @@ void s2s_in_free(struct conn *c)
 	if (s == NULL)
 		return;
 	s2s_in_unlink(s);
+	s2s_in_uncount(c->w, s);
 	X509_free(s->peer_cert);
 	free(s->pairs);
 	free(s);
@@ -1068,8 +1117,11 @@ void s2s_in_tick(struct worker *w, int64_t now_ms)
 	for (struct s2s_in *s = s2s_in_list, *next; s != NULL; s = next) {
 		struct conn *c = s->c;
 		next = s->next;
-		if (c->want_close || c->closed)
+		if (c->want_close || c->closed) {
+			/* a closing stream lets its domain reconnect */
+			s2s_in_uncount(w, s);
 			continue;
+		}
 		for (unsigned i = 0; i < s->npairs;) {
 			struct s2s_pair *p = &s->pairs[i];
 			if (p->state != S2S_PAIR_PENDING ||

@@ -7,6 +7,7 @@ through s2s.ca_file.  Needs XMPPD_TEST_PGCONN (local users receive).
 import base64
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -17,8 +18,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
                      wait_for)
-from imlib import USERS, item_rx, login, push_rx  # noqa: E402
+from imlib import (USERS, item_rx, login, placed, placed_counts,  # noqa: E402
+                   push_rx)
 from dnslab import DnsLab  # noqa: E402
+from test_component import GW, SECRET, Comp  # noqa: E402
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
@@ -31,6 +34,8 @@ HEADER = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server' "
           r"xmlns:stream='http://etherx.jabber.org/streams' "
           r"xmlns:db='jabber:server:dialback' id='(?P<id>[0-9a-f]{24})' "
           r"from='localhost' to='%s' version='1.0'>")
+# ... from one of our domains (ours, theirs)
+HEADER_OF = HEADER.replace("from='localhost'", "from='%s'")
 FEATURES = "<stream:features>.*?</stream:features>"
 STARTTLS_FEATURES = ("<stream:features><starttls xmlns='%s'><required/>"
                      "</starttls></stream:features>" % NS_TLS)
@@ -120,19 +125,19 @@ class Peer(Client):
                   "xmlns:stream='%s' xmlns:db='jabber:server:dialback'%s>"
                   % (ns, NS_STREAMS, attrs))
 
-    def open(self, frm=REMOTE):
+    def open(self, frm=REMOTE, to="localhost"):
         """Our header, theirs (exact), their features (returned)."""
-        self.header(frm=frm)
-        m = re.match(HEADER % re.escape(frm),
-                     self.read_until(HEADER % re.escape(frm)))
+        self.header(frm=frm, to=to)
+        rx = HEADER_OF % (re.escape(to), re.escape(frm))
+        m = re.match(rx, self.read_until(rx))
         self.id = m.group("id")
         return self.read_until(FEATURES)
 
-    def starttls(self, frm=REMOTE):
+    def starttls(self, frm=REMOTE, to="localhost"):
         self.send("<starttls xmlns='%s'/>" % NS_TLS)
         self.read_until("<proceed xmlns='%s'/>" % NS_TLS)
         self.tls()
-        return self.open(frm)
+        return self.open(frm, to)
 
     def external(self, authzid=None):
         data = "=" if authzid is None else base64.b64encode(
@@ -464,8 +469,9 @@ class RemoteListener:
     xmppd itself over a second incoming stream (<db:verify/>: xmppd is
     the authoritative server for its own keys)."""
 
-    def __init__(self):
+    def __init__(self, local="localhost"):
         self.s = None       # the xmppd under test
+        self.local = local  # our domain the link is from
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(4)
@@ -483,7 +489,8 @@ class RemoteListener:
         c = Client.__new__(Client)
         c.sock, c.buf, c.timeout = sock, b"", 10.0
         hdr = c.read_until("<stream:stream [^>]*>")
-        assert "from='localhost'" in hdr and "to='%s'" % REMOTE in hdr, hdr
+        assert ("from='%s'" % self.local in hdr and
+                "to='%s'" % REMOTE in hdr), hdr
         self._header(c, "i1")
         c.send("<stream:features><starttls xmlns='%s'><required/></starttls>"
                "</stream:features>" % NS_TLS)
@@ -503,34 +510,34 @@ class RemoteListener:
     def authorize(self, c):
         """xmppd's <db:result/>, checked with xmppd as the authoritative
         server, then answered valid."""
-        m = re.match("<db:result from='localhost' to='%s'>([0-9a-f]{64})"
-                     "</db:result>" % REMOTE,
+        lo = self.local
+        m = re.match("<db:result from='%s' to='%s'>([0-9a-f]{64})"
+                     "</db:result>" % (re.escape(lo), REMOTE),
                      c.read_until("<db:result [^>]*>[^<]*</db:result>"))
         assert m, c.buf
         # ask the authoritative server (xmppd) whether the key is its own
         v = Peer(self.s, cert=None)
-        v.open()
-        v.starttls()
-        v.send("<db:verify from='%s' to='localhost' id='i2'>%s</db:verify>"
-               % (REMOTE, m.group(1)))
+        v.open(to=lo)
+        v.starttls(to=lo)
+        v.send("<db:verify from='%s' to='%s' id='i2'>%s</db:verify>"
+               % (REMOTE, lo, m.group(1)))
         got = v.read_until("<db:verify [^>]*/>")
-        assert got == ("<db:verify from='localhost' to='%s' id='i2' "
-                       "type='valid'/>" % REMOTE), got
+        assert got == ("<db:verify from='%s' to='%s' id='i2' "
+                       "type='valid'/>" % (lo, REMOTE)), got
         # the same key for another stream id is not valid
-        v.send("<db:verify from='%s' to='localhost' id='i1'>%s</db:verify>"
-               % (REMOTE, m.group(1)))
+        v.send("<db:verify from='%s' to='%s' id='i1'>%s</db:verify>"
+               % (REMOTE, lo, m.group(1)))
         got = v.read_until("<db:verify [^>]*/>")
         assert got.endswith("type='invalid'/>"), got
         v.close()
-        c.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        c.send("<db:result from='%s' to='%s' type='valid'/>" % (REMOTE, lo))
         self.c = c
 
-    @staticmethod
-    def _header(c, sid):
+    def _header(self, c, sid):
         c.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
                "xmlns:stream='%s' xmlns:db='jabber:server:dialback' "
-               "id='%s' from='%s' to='localhost' version='1.0'>"
-               % (NS_STREAMS, sid, REMOTE))
+               "id='%s' from='%s' to='%s' version='1.0'>"
+               % (NS_STREAMS, sid, REMOTE, self.local))
 
     def expect(self, want):
         """The next stanza xmppd sends over its link, exactly."""
@@ -777,6 +784,197 @@ def test_our_own_domain_refused():
         assert "verification asked" not in s.log_text()
 
 
+# ---- s2s.max_incoming_per_domain across workers ----
+
+def peer_on(s, worker, tries=40, **kw):
+    """An incoming s2s connection accepted by the given worker (index in
+    status): SO_REUSEPORT spreads connections by a hash of the address
+    pair, so connect until one lands there (imlib.connect_on's way)."""
+    for _ in range(tries):
+        before = placed(s, sum(placed_counts(s)))
+        p = Peer(s, **kw)
+        after = placed(s, sum(before) + 1)
+        if after[worker] > before[worker]:
+            return p
+        p.close()
+        wait_for(lambda: sum(placed_counts(s)) == sum(before),
+                 what="misplaced connection gone")
+    raise AssertionError("could not place a connection on worker %d" % worker)
+
+
+def test_max_incoming_per_domain_across_workers():
+    """s2s.max_incoming_per_domain = 1 with two workers: a second stream
+    from remote.example on the OTHER worker gets <policy-violation/>
+    (counted per worker, it would pass); another domain is not held
+    back; a closed stream frees its place for the other worker, and a
+    worker killed with its stream (kill -9) frees it too once the master
+    has swept the dead worker's counts."""
+    with server(users=False, workers=2,
+                overrides={"s2s.max_incoming_per_domain": "1"}) as s:
+        p = peer_on(s, 0)
+        p.open()
+        q = peer_on(s, 1)
+        q.header()
+        got = q.read_all_until_close()
+        # the header that precedes an error in place of ours
+        want = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server'"
+                r" xmlns:stream='http://etherx.jabber.org/streams' "
+                r"id='[0-9a-f]+' from='localhost' version='1.0' "
+                r"xml:lang='en'>" +
+                "<stream:error><policy-violation xmlns='urn:ietf:params:xml:"
+                "ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-"
+                "streams'>too many streams from your domain</text>"
+                "</stream:error></stream:stream>")
+        assert re.fullmatch(want, got), got
+        wait_for(lambda: re.search(
+            r"w1 info: c\d+ [^:]+:\d+: %s has 1 streams here "
+            r"\(s2s.max_incoming_per_domain\)" % re.escape(REMOTE),
+            s.log_text()), what="the refusal's log line from worker 1")
+        # another domain on the same worker meanwhile: welcome
+        o = peer_on(s, 1, cert="other.example")
+        feats = o.open(frm="other.example")
+        assert feats == STARTTLS_FEATURES, feats
+        # the stream on worker 0 ends: worker 1 takes remote.example now
+        p.send("</stream:stream>")
+        p.read_all_until_close()
+        r = peer_on(s, 1)
+        feats = r.open()
+        assert feats == STARTTLS_FEATURES, feats
+        # ... and worker 0 refuses a second one again
+        q = peer_on(s, 0)
+        q.header()
+        assert re.fullmatch(want, q.read_all_until_close())
+        # worker 1 dies with its stream: the master's sweep frees it
+        old = s.status()["workers"][1]["pid"]
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: (lambda st: st is not None and
+                          st["workers"][1]["pid"] not in (0, old))(
+                              s.status_ok()), what="worker 1 respawned")
+        r.read_all_until_close()
+        o.read_all_until_close()
+        t = peer_on(s, 0)
+        feats = t.open()
+        assert feats == STARTTLS_FEATURES, feats
+
+
+# ---- our components' domains toward other servers ----
+
+def test_component_domain_dialback_both_ways():
+    """gw.localhost is a connected XEP-0114 component of ours; we are its
+    authoritative server toward other servers.  Out: the component's
+    message to juliet@remote.example leaves over a link FROM gw.localhost
+    with dialback, whose key remote.example verifies with us (an
+    incoming stream to gw.localhost: <db:verify/> valid; another stream
+    id: invalid).  In: remote.example's dialback for (gw.localhost,
+    remote.example) is checked over that link and answered valid, and its
+    message to bot@gw.localhost reaches the component; the pair does not
+    cover our users' domain.  Once the component is gone, a message to it
+    comes back service-unavailable over the link.  All exact XML."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener(local=GW)
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server},
+                    components={GW: SECRET}) as s:
+            remote.s = s
+            comp = Comp(s).login()
+            jul = "juliet@" + REMOTE
+            # out: the link's local domain is the component's
+            comp.c.send("<message from='bot@%s' to='%s' id='g1'>"
+                        "<body>to remote</body></message>" % (GW, jul))
+            remote.accept()
+            remote.expect("<message from='bot@%s' to='%s' id='g1'>"
+                          "<body>to remote</body></message>" % (GW, jul))
+            # in: dialback for the component's domain
+            p = Peer(s, cert=None)
+            p.open(to=GW)
+            feats = p.starttls(to=GW)
+            assert feats == ("<stream:features>%s</stream:features>"
+                             % DIALBACK_FEATURE), feats
+            p.send("<db:result from='%s' to='%s'>k3y-for-gw</db:result>"
+                   % (REMOTE, GW))
+            got = remote.c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='%s' to='%s' id='%s'>k3y-for-gw"
+                           "</db:verify>" % (GW, REMOTE, p.id)), got
+            remote.c.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
+                          % (REMOTE, GW, p.id))
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='%s' to='%s' type='valid'/>"
+                           % (GW, REMOTE)), got
+            p.send("<message from='%s/balcony' to='bot@%s' id='g2'>"
+                   "<body>to the gateway</body></message>" % (jul, GW))
+            got = comp.expect(re.compile("<message .*?</message>"))
+            assert got == ("<message from='%s/balcony' to='bot@%s' id='g2'>"
+                           "<body>to the gateway</body></message>"
+                           % (jul, GW)), got
+            # the component leaves: a stanza for it is bounced to the
+            # remote sender over the link, nothing is lost silently
+            comp.close()
+            wait_for(lambda: "component %s disconnected" % GW in s.log_text(),
+                     what="the component gone")
+            p.send("<message from='%s/balcony' to='bot@%s' id='g3'>"
+                   "<body>anyone?</body></message>" % (jul, GW))
+            remote.expect("<message from='bot@%s' id='g3' to='%s/balcony' "
+                          "type='error'><error type='cancel'>"
+                          "<service-unavailable xmlns='%s'/></error>"
+                          "</message>" % (GW, jul, NS_STANZAS))
+            # (gw.localhost, remote.example) says nothing of localhost
+            p.send("<message from='%s' to='romeo@localhost'><body>x</body>"
+                   "</message>" % jul)
+            got = p.expect_error("invalid-from")
+            assert ("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>the "
+                    "stream is not authorized for this pair of domains</text>"
+                    in got), got
+            remote.close()
+
+
+def test_component_domain_external_and_claims():
+    """SASL EXTERNAL on a stream to the component's domain (its 'to'):
+    remote.example's valid certificate authenticates it, and its
+    messages reach the component, to its domain and (configured with
+    subdomains) to a name under it.  A remote server claiming the
+    component's domain as its own (stream 'from', or a <db:result/>
+    'from') is refused like a claim on our hosts."""
+    with server(components={GW: (SECRET, True)}) as s:
+        comp = Comp(s).login()
+        p = Peer(s)
+        feats = p.open(to=GW)
+        assert feats == STARTTLS_FEATURES, feats
+        feats = p.starttls(to=GW)
+        assert EXTERNAL_FEATURE in feats, feats
+        got = p.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        feats = p.open(to=GW)
+        assert feats == "<stream:features></stream:features>", feats
+        p.send("<message from='juliet@%s/b' to='bot@%s' id='e1'><body>by "
+               "EXTERNAL</body></message>" % (REMOTE, GW))
+        got = comp.expect(re.compile("<message .*?</message>"))
+        assert got == ("<message from='juliet@%s/b' to='bot@%s' id='e1'>"
+                       "<body>by EXTERNAL</body></message>" % (REMOTE, GW)), got
+        p.send("<message from='juliet@%s/b' to='room@muc.%s' id='e2'>"
+               "<body>sub</body></message>" % (REMOTE, GW))
+        got = comp.expect(re.compile("<message .*?</message>"))
+        assert got == ("<message from='juliet@%s/b' to='room@muc.%s' id='e2'>"
+                       "<body>sub</body></message>" % (REMOTE, GW)), got
+        # claims on the component's domain
+        q = Peer(s)
+        q.header(frm=GW)
+        got = q.expect_error("invalid-from")
+        assert "<stream:features>" not in got, got
+        log_has(s, "s2s stream from %s claims a domain served here" % GW)
+        q = dialback_stream(s)
+        q.send("<db:result from='%s' to='localhost'>k</db:result>" % GW)
+        got = q.read_until("<db:result .*?</db:result>")
+        assert got == ("<db:result from='localhost' to='%s' type='error'>"
+                       "<error type='cancel'><forbidden xmlns='%s'/></error>"
+                       "</db:result>" % (GW, NS_STANZAS)), got
+        # a domain that is neither ours nor a component's
+        q = Peer(s)
+        q.header(to="elsewhere.localhost")
+        q.expect_error("host-unknown")
+
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -789,4 +987,7 @@ if __name__ == "__main__":
                test_dialback_result_valid, test_idle_stream_closed,
                test_dialback_pair_limit, test_max_incoming,
                test_our_own_domain_refused,
-               test_stream_management])
+               test_stream_management,
+               test_max_incoming_per_domain_across_workers,
+               test_component_domain_dialback_both_ways,
+               test_component_domain_external_and_claims])

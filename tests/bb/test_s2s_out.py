@@ -644,6 +644,8 @@ def test_own_stanza_ids_stay_home():
         carbon = other.read_until("<message .*?</message></forwarded></sent></message>")
         assert re.search("<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' "
                          "by='juliet@localhost'/>", carbon), carbon
+
+
 def test_unsolicited_sasl_success_is_no_authentication():
     """A peer (or whoever sits on the path) that answers our header with
     a <success/> we never asked for, skipping STARTTLS and the
