@@ -946,7 +946,7 @@ def test_component_domain_external_and_claims():
         got = p.external()
         assert got == "<success xmlns='%s'/>" % NS_SASL, got
         feats = p.open(to=GW)
-        assert feats == "<stream:features></stream:features>", feats
+        assert feats == "<stream:features>%s</stream:features>" % SM_FEATURE, feats
         p.send("<message from='juliet@%s/b' to='bot@%s' id='e1'><body>by "
                "EXTERNAL</body></message>" % (REMOTE, GW))
         got = comp.expect(re.compile("<message .*?</message>"))
