@@ -467,33 +467,6 @@ static int route_from_ok(struct conn *c, const char *from)
 	return res != NULL && strcmp(j.resource, res + 1) == 0;
 }
 
-static int route_iq_valid(const struct xml_node *st)
-{
-	const char *type = xml_attr(st, "type");
-	unsigned n = xml_element_count(st);
-	if (type == NULL || xml_attr(st, "id") == NULL)
-		return 0;
-	if (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)
-		return n == 1;
-	if (strcmp(type, "result") == 0)
-		return n <= 1;
-	return strcmp(type, "error") == 0;
-}
-
-static int route_presence_type_ok(const char *type)
-{
-	static const char *const types[] = {
-		"unavailable", "subscribe", "subscribed", "unsubscribe",
-		"unsubscribed", "probe", "error",
-	};
-	if (type == NULL)
-		return 1;
-	for (size_t i = 0; i < ARRAY_SIZE(types); i++)
-		if (strcmp(type, types[i]) == 0)
-			return 1;
-	return 0;
-}
-
 void route_from_client(struct conn *c, struct xml_node *st)
 {
 	const char *from = xml_attr(st, "from");
@@ -506,10 +479,9 @@ void route_from_client(struct conn *c, struct xml_node *st)
 		return;
 	}
 	route_prepare_to(c, st);
-	int is_iq = strcmp(st->name, "iq") == 0;
-	if ((is_iq && !route_iq_valid(st)) ||
-	    (strcmp(st->name, "presence") == 0 &&
-	     !route_presence_type_ok(xml_attr(st, "type")))) {
+	/* RFC 6120 8.2.3, 8.3.3.1: an IQ without id or with a bad type or
+	 * payload count, a presence of unknown type */
+	if (!stanza_addressable_valid(st)) {
 		stanza_error_reply(c, st, "modify", "bad-request", NULL);
 		return;
 	}

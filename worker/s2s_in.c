@@ -103,22 +103,6 @@ static struct s2s_in *s2s_in_of(const struct conn *c)
 	return (struct s2s_in *)(void *)c->s2s;
 }
 
-/* A space-separated list setting names domain (case-insensitive). */
-static int s2s_in_listed(const char *list, const char *domain)
-{
-	size_t n = strlen(domain);
-	const char *h = list;
-	h += strspn(h, " \t,");
-	while (*h != '\0') {
-		size_t len = strcspn(h, " \t,");
-		if (len == n && strncasecmp(h, domain, n) == 0)
-			return 1;
-		h += len;
-		h += strspn(h, " \t,");
-	}
-	return 0;
-}
-
 /* We are the authoritative server for domain: one of our hosts, or a
  * component's domain (XEP-0114; XEP-0220 and XEP-0178 toward other
  * servers are ours to do for it). */
@@ -129,7 +113,7 @@ static int s2s_in_serves(const struct worker *w, const char *domain)
 
 static int s2s_in_blocked(const struct worker *w, const char *domain)
 {
-	return s2s_in_listed(w->cfg->s2s_blocked_domains, domain);
+	return stream_domain_listed(w->cfg->s2s_blocked_domains, domain);
 }
 
 /* s2s.auth: dialback for every domain, or only for the listed ones. */
@@ -138,7 +122,7 @@ static int s2s_in_dialback_allowed(const struct worker *w, const char *domain)
 	if (strcmp(w->cfg->s2s_auth, "dialback") == 0)
 		return 1;
 	return domain != NULL && domain[0] != '\0' &&
-	       s2s_in_listed(w->cfg->s2s_dialback_domains, domain);
+	       stream_domain_listed(w->cfg->s2s_dialback_domains, domain);
 }
 
 /* Our closing tag after the peer's (or to end an exchange without an

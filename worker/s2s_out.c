@@ -156,23 +156,10 @@ static struct s2s_link *out_link(const struct conn *c)
 
 /* ---- policy (settings) ----------------------------------------------- */
 
-static int out_list_has(const char *list, const char *domain)
-{
-	size_t n = strlen(domain);
-	while (list != NULL && *list != '\0') {
-		size_t len = strcspn(list, " \t,");
-		if (len == n && strncasecmp(list, domain, n) == 0)
-			return 1;
-		list += len;
-		list += strspn(list, " \t,");
-	}
-	return 0;
-}
-
 static int out_dialback_allowed(const struct worker *w, const char *remote)
 {
 	return strcmp(w->cfg->s2s_auth, "dialback") == 0 ||
-	       out_list_has(w->cfg->s2s_dialback_domains, remote);
+	       stream_domain_listed(w->cfg->s2s_dialback_domains, remote);
 }
 
 /* ---- bouncing --------------------------------------------------------- */

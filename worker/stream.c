@@ -155,10 +155,13 @@ static const char *stream_attr(const char **atts, const char *name)
 	return NULL;
 }
 
-int stream_hosted(const struct worker *w, const char *domain)
+int stream_domain_listed(const char *list, const char *domain)
 {
-	const char *h = w->cfg->hosts;
 	size_t n = strlen(domain);
+	const char *h = list;
+	if (h == NULL)
+		return 0;
+	h += strspn(h, " \t,");
 	while (*h != '\0') {
 		size_t len = strcspn(h, " \t,");
 		if (len == n && strncasecmp(h, domain, n) == 0)
@@ -167,6 +170,11 @@ int stream_hosted(const struct worker *w, const char *domain)
 		h += strspn(h, " \t,");
 	}
 	return 0;
+}
+
+int stream_hosted(const struct worker *w, const char *domain)
+{
+	return stream_domain_listed(w->cfg->hosts, domain);
 }
 
 static void stream_features(struct conn *c)

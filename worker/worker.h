@@ -353,6 +353,9 @@ void stream_error_app(struct conn *c, const char *condition,
 /* Start a new stream after TLS or SASL (section 4.3.3). */
 void stream_restart(struct conn *c);
 int stream_hosted(const struct worker *w, const char *domain);
+/* domain is in list (a setting: names separated by spaces, tabs or
+ * commas), compared without case; a NULL list names nothing. */
+int stream_domain_listed(const char *list, const char *domain);
 /* Serialize a stanza/element onto the connection. */
 void stream_send_node(struct conn *c, const struct xml_node *n);
 void stream_starttls(struct conn *c);
