@@ -111,6 +111,9 @@ int main(int argc, char **argv)
 	max_msgs = argc > 6 ? atoi(argv[6]) : 0;
 	int direct = argc > 7 && strcmp(argv[7], "direct") == 0;
 
+	/* a peer that closes first must not kill us on our last write
+	 * (libstrophe writes with send(), not MSG_NOSIGNAL) */
+	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 	xmpp_initialize();
