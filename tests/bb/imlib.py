@@ -401,13 +401,14 @@ def placed(server, n_expected, timeout=10.0):
     return wait_for(counts, timeout=timeout, what="%d connections counted" % n_expected)
 
 
-def connect_on(server, worker, tries=40):
+def connect_on(server, worker, tries=40, make=None):
     """A TCP connection accepted by the given worker (index in status):
     SO_REUSEPORT spreads connections by a hash of the address pair, so
-    connect until one lands there."""
+    connect until one lands there.  make() opens one (any object with
+    close()); a client connection by default."""
     for _ in range(tries):
         before = placed(server, sum(placed_counts(server)))
-        c = Client(server.port)
+        c = make() if make is not None else Client(server.port)
         after = placed(server, sum(before) + 1)
         if after[worker] > before[worker]:
             return c

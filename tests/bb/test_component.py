@@ -12,12 +12,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
                      wait_for)
-from imlib import login, placed, placed_counts  # noqa: E402
+from imlib import connect_on, login  # noqa: E402
 
 NS_STREAMS = "http://etherx.jabber.org/streams"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -76,18 +75,10 @@ class Comp:
         self.c.close()
 
 
-def comp_connect_on(server, worker, tries=40):
+def comp_connect_on(server, worker):
     """A component connection accepted by the given worker."""
-    for _ in range(tries):
-        before = placed(server, sum(placed_counts(server)))
-        c = Client(server.component_port)
-        after = placed(server, sum(before) + 1)
-        if after[worker] > before[worker]:
-            return c
-        c.close()
-        wait_for(lambda: sum(placed_counts(server)) == sum(before),
-                 what="misplaced connection gone")
-    raise AssertionError("could not place a component on worker %d" % worker)
+    return connect_on(server, worker,
+                      make=lambda: Client(server.component_port))
 
 
 def stanza_error(kind, frm, to, etype, cond, id_=None):

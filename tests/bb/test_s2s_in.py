@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, run_tests, stream_error_re,  # noqa: E402
                      wait_for)
-from imlib import (USERS, item_rx, login, placed, placed_counts,  # noqa: E402
+from imlib import (USERS, connect_on, item_rx, login,  # noqa: E402
                    push_rx)
 from dnslab import DnsLab  # noqa: E402
 from test_component import GW, SECRET, Comp  # noqa: E402
@@ -786,20 +786,9 @@ def test_our_own_domain_refused():
 
 # ---- s2s.max_incoming_per_domain across workers ----
 
-def peer_on(s, worker, tries=40, **kw):
-    """An incoming s2s connection accepted by the given worker (index in
-    status): SO_REUSEPORT spreads connections by a hash of the address
-    pair, so connect until one lands there (imlib.connect_on's way)."""
-    for _ in range(tries):
-        before = placed(s, sum(placed_counts(s)))
-        p = Peer(s, **kw)
-        after = placed(s, sum(before) + 1)
-        if after[worker] > before[worker]:
-            return p
-        p.close()
-        wait_for(lambda: sum(placed_counts(s)) == sum(before),
-                 what="misplaced connection gone")
-    raise AssertionError("could not place a connection on worker %d" % worker)
+def peer_on(s, worker, **kw):
+    """An incoming s2s connection accepted by the given worker."""
+    return connect_on(s, worker, make=lambda: Peer(s, **kw))
 
 
 def test_max_incoming_per_domain_across_workers():
