@@ -28,11 +28,17 @@ static size_t certid_len(const char *s, size_t n)
 	return n > 0 && s[n - 1] == '.' ? n - 1 : n;
 }
 
+/* Equal ignoring case, lengths already without their trailing dot. */
+static int certid_same(const char *a, size_t alen, const char *b, size_t blen)
+{
+	return alen > 0 && alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+/* Equal ignoring case and one trailing dot on either side (only one:
+ * "a.." is not "a"). */
 static int certid_eq(const char *a, size_t alen, const char *b, size_t blen)
 {
-	alen = certid_len(a, alen);
-	blen = certid_len(b, blen);
-	return alen > 0 && alen == blen && strncasecmp(a, b, alen) == 0;
+	return certid_same(a, certid_len(a, alen), b, certid_len(b, blen));
 }
 
 int certid_dns_match(const char *pattern, const char *domain)
@@ -40,7 +46,7 @@ int certid_dns_match(const char *pattern, const char *domain)
 	size_t plen = certid_len(pattern, strlen(pattern));
 	size_t dlen = certid_len(domain, strlen(domain));
 	if (plen == 0 || dlen == 0 || memchr(pattern, '*', plen) == NULL)
-		return certid_eq(pattern, plen, domain, dlen);
+		return certid_same(pattern, plen, domain, dlen);
 	/* "*." then at least two labels; no other '*' anywhere */
 	if (plen < 4 || pattern[0] != '*' || pattern[1] != '.' ||
 	    memchr(pattern + 1, '*', plen - 1) != NULL ||
@@ -50,7 +56,7 @@ int certid_dns_match(const char *pattern, const char *domain)
 	if (dot == NULL || dot == domain)
 		return 0;   /* the wildcard stands for one non-empty label */
 	size_t rest = dlen - (size_t)(dot - domain);
-	return certid_eq(pattern + 1, plen - 1, dot, rest);
+	return certid_same(pattern + 1, plen - 1, dot, rest);
 }
 
 /* An ASN1 string as text: data and length, or NULL when it holds a NUL

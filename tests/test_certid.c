@@ -99,6 +99,10 @@ Test(certid, dns_id)
 		{ "x", "DNS:example.com", "sub.example.com", 0 },
 		{ "x", "DNS:sub.example.com", "example.com", 0 },
 		{ "x", "DNS:other.net, DNS:example.com", "example.com", 1 },
+		/* one trailing dot is ignored, not two */
+		{ "x", "DNS:example.com..", "example.com", 0 },
+		{ "x", "DNS:example.com", "example.com..", 0 },
+		{ "x", "DNS:*.example.com..", "chat.example.com", 0 },
 	};
 	check(cases, sizeof(cases) / sizeof(cases[0]));
 }
