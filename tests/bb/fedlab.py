@@ -216,20 +216,23 @@ class Lab:
         self.ca_file, _ = self._write("ca", self.ca_cert, self.ca_key)
         os.chmod(os.path.join(self.dir, "pki", "ca.key"), 0o600)
 
-    def cert(self, domain, kind="full"):
+    def cert(self, domain, kind="full", also=()):
         """(cert path, key path) for domain: kind "full", "srv", "dns" or "self"
-        (see the module docstring)."""
+        (see the module docstring); the names in `also` (a component's
+        domain served by the same server) get the same identities."""
         key = self._key()
         now = datetime.datetime.now(datetime.timezone.utc)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-        san = [x509.DNSName(domain)]
-        if kind in ("full", "srv"):
-            san.append(x509.OtherName(ID_ON_DNSSRV, _der(
-                0x16, ("_xmpp-server." + domain).encode("ascii"))))
-        if kind == "full":
-            san.append(x509.OtherName(ID_ON_XMPPADDR, _der(
-                0x0c, domain.encode("utf-8"))))
-        elif kind not in ("srv", "dns", "self"):
+        san = []
+        for name in (domain,) + tuple(also):
+            san.append(x509.DNSName(name))
+            if kind in ("full", "srv"):
+                san.append(x509.OtherName(ID_ON_DNSSRV, _der(
+                    0x16, ("_xmpp-server." + name).encode("ascii"))))
+            if kind == "full":
+                san.append(x509.OtherName(ID_ON_XMPPADDR, _der(
+                    0x0c, name.encode("utf-8"))))
+        if kind not in ("full", "srv", "dns", "self"):
             raise ValueError(kind)
         if kind == "self":
             issuer, signer = subject, key
@@ -260,7 +263,9 @@ class Lab:
               users=(), overrides=None, **kw):
         """A harness.Server for domain with s2s on its own lab address,
         registered in the lab's DNS.  Started by lab.start() (or by the
-        test).  s.addr, s.domain, s.s2s_port as for the anchors."""
+        test).  s.addr, s.domain, s.s2s_port as for the anchors.
+        components={domain: secret}: XEP-0114 components (harness.Server),
+        their domains in the certificate and in the DNS as this xmppd."""
         return XmppdServer(self, domain, secure=secure, cert_kind=cert_kind,
                            workers=workers, users=users, overrides=overrides,
                            **kw)
@@ -644,14 +649,18 @@ class XmppdServer(harness.Server):
     kind = "xmppd"
 
     def __init__(self, lab, domain, secure=True, cert_kind=None, workers=1,
-                 users=(), overrides=None, addr=None, **kw):
+                 users=(), overrides=None, addr=None, components=None, **kw):
         self.lab = lab
         self.domain = domain
         self.secure = secure
         self.addr = addr or lab.new_addr()
         s2s_port = free_port()
+        # components={domain: secret} (XEP-0114, harness.Server): the
+        # certificate covers their domains too, and the lab's DNS sends
+        # the other servers to this xmppd's s2s port for them
         self.cert_file, self.key_file = lab.cert(
-            domain, cert_kind or ("srv" if secure else "self"))
+            domain, cert_kind or ("srv" if secure else "self"),
+            also=tuple(components or ()))
         o = {
             "hosts": domain,
             "c2s.addresses": self.addr,
@@ -666,10 +675,13 @@ class XmppdServer(harness.Server):
             "s2s.dns_servers": "",
         }
         o.update(overrides or {})
-        super().__init__(workers=workers, overrides=o, users=users, **kw)
+        super().__init__(workers=workers, overrides=o, users=users,
+                         components=components, **kw)
         self.s2s_port = s2s_port        # harness.Server set its own
         self.c2s_port = self.port
         lab.add(self)
+        for d in components or ():
+            lab.record(d, self.addr, s2s_port)
 
     def jid(self, localpart):
         return "%s@%s" % (localpart, self.domain)
