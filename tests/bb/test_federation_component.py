@@ -20,7 +20,7 @@ With each anchor, a user there (a slixmpp client) and the component:
   * the anchor authenticated the component's domain on both links
     (SASL EXTERNAL with the lab CA's certificate; the anchor's log
     and xmppd's say so), or, with self-signed certificates, by
-    dialback (xmppd's key for comp.xmppd.test verified by the anchor);
+    dialback both ways (the anchors' and xmppd's logs say so);
   * with the component gone, the user's IQ to it comes back as
     <service-unavailable/> (cancel) from comp.xmppd.test, and his
     message too (component.c; RFC 6120 8.3.3.19: the service is not
@@ -237,6 +237,17 @@ def test_prosody_component_dialback():
     assert all(xmppd_links(xlog, "prosody.test", "dialback")), xlog[-3000:]
 
 
+def test_ejabberd_component_dialback():
+    """ejabberd, self-signed certificates: dialback both ways for the
+    component's domain."""
+    elog, xlog = component_scenario(EjabberdServer, False)
+    for d, f, t in (("inbound", COMP, "ejabberd.test"),
+                    ("outbound", "ejabberd.test", COMP)):
+        assert re.search(r"Accepted %s s2s dialback authentication %s -> %s"
+                         % (d, re.escape(f), re.escape(t)), elog), elog[-3000:]
+    assert all(xmppd_links(xlog, "ejabberd.test", "dialback")), xlog[-3000:]
+
+
 if __name__ == "__main__":
     run_tests([test_prosody_component_external, test_ejabberd_component_external,
-               test_prosody_component_dialback])
+               test_prosody_component_dialback, test_ejabberd_component_dialback])
