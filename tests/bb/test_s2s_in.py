@@ -939,8 +939,9 @@ def test_component_domain_dialback_both_ways():
 def test_component_domain_external_and_claims():
     """SASL EXTERNAL on a stream to the component's domain (its 'to'):
     remote.example's valid certificate authenticates it, and its
-    messages reach the component, to its domain and (configured with
-    subdomains) to a name under it.  A remote server claiming the
+    messages reach the component, to its domain, and (configured with
+    subdomains) to a name under it over a stream to that name (not the
+    first stream: SASL covers its 'to' only).  A remote server claiming the
     component's domain as its own (stream 'from', or a <db:result/>
     'from') is refused like a claim on our hosts."""
     with server(components={GW: (SECRET, True)}) as s:
@@ -959,6 +960,18 @@ def test_component_domain_external_and_claims():
         got = comp.expect(re.compile("<message .*?</message>"))
         assert got == ("<message from='juliet@%s/b' to='bot@%s' id='e1'>"
                        "<body>by EXTERNAL</body></message>" % (REMOTE, GW)), got
+        # a name under it is another domain: EXTERNAL on this stream
+        # covers only its 'to' (RFC 6120 13.7.1), so a stream of its own
+        # (or a dialback pair on this one) carries it
+        p.send("<message from='juliet@%s/b' to='room@muc.%s' id='e0'>"
+               "<body>sub</body></message>" % (REMOTE, GW))
+        p.expect_error("invalid-from")
+        p = Peer(s)
+        p.open(to="muc." + GW)
+        p.starttls(to="muc." + GW)
+        got = p.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        p.open(to="muc." + GW)
         p.send("<message from='juliet@%s/b' to='room@muc.%s' id='e2'>"
                "<body>sub</body></message>" % (REMOTE, GW))
         got = comp.expect(re.compile("<message .*?</message>"))
