@@ -472,10 +472,30 @@ def test_max_incoming():
 
 
 def test_auth_timeout():
+    """s2s.auth_timeout bounds the whole way to authorization: a stream
+    idle before TLS, one whose TLS handshake never starts after
+    <proceed/>, and one with TLS and a valid certificate that never
+    authenticates are all ended."""
     with server(users=False, overrides={"s2s.auth_timeout": "1s"}) as s:
         p = Peer(s)
         p.open()
         p.expect_error("connection-timeout")
+        # <proceed/>, then no ClientHello: the connection is closed (the
+        # error cannot be written in the middle of a handshake: closed
+        # after the closing grace, 5 s)
+        p = Peer(s)
+        p.open()
+        p.send("<starttls xmlns='%s'/>" % NS_TLS)
+        p.read_until("<proceed xmlns='%s'/>" % NS_TLS)
+        p.read_all_until_close(timeout=30)
+        # TLS and EXTERNAL offered, never used
+        p = Peer(s)
+        p.open()
+        feats = p.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+        p.expect_error("connection-timeout")
+        wait_for(lambda: s.log_text().count("no authentication in time")
+                 >= 3, what="three 'no authentication in time' lines")
 
 
 # ---- both directions: a fake remote server that xmppd also dials ----
