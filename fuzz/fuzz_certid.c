@@ -8,7 +8,9 @@
  *    DNS-ID rule applied to it: equality or a left-most wildcard);
  *  - every listed identifier without '*' identifies itself;
  *  - certid_dns_match without '*' is case-insensitive equality, one
- *    trailing dot ignored.
+ *    trailing dot ignored;
+ *  - certid_eku_ok answers 0 or 1 with a reason exactly when 0, and
+ *    what a receiving server may present an initiating one may too.
  */
 #include "fuzz.h"
 #include "certid.h"
@@ -75,6 +77,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(certid_matches(x, l.ids[i]) == 1,
 				   "listed \"%s\" does not identify itself",
 				   l.ids[i]);
+	const char *why_s = NULL, *why_c = NULL;
+	int eku_s = certid_eku_ok(x, 0, &why_s);
+	int eku_c = certid_eku_ok(x, 1, &why_c);
+	FUZZ_CHECK((eku_s == 1 && why_s == NULL) ||
+		   (eku_s == 0 && why_s != NULL), "eku_ok(server) %d", eku_s);
+	FUZZ_CHECK((eku_c == 1 && why_c == NULL) ||
+		   (eku_c == 0 && why_c != NULL), "eku_ok(client) %d", eku_c);
+	FUZZ_CHECK(!eku_s || eku_c, "EKU valid for a receiving server, not "
+		   "for an initiating one");
 	X509_free(x);
 	return 0;
 }

@@ -204,3 +204,28 @@ int certid_domains(X509 *cert, void (*cb)(void *ctx, const char *domain),
 		certid_walk(cert, certid_list_one, &l);
 	return l.n;
 }
+
+int certid_eku_ok(X509 *cert, int as_client, const char **why_r)
+{
+	int crit = 0, ok = 0;
+	*why_r = NULL;
+	EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(cert, NID_ext_key_usage,
+						   &crit, NULL);
+	if (eku == NULL) {
+		if (crit == -1)
+			return 1;       /* no EKU: any use (RFC 5280) */
+		*why_r = "its extendedKeyUsage does not decode";
+		return 0;
+	}
+	for (int i = 0; i < sk_ASN1_OBJECT_num(eku) && !ok; i++) {
+		int nid = OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, i));
+		ok = nid == NID_server_auth || nid == NID_anyExtendedKeyUsage ||
+		     (as_client && nid == NID_client_auth);
+	}
+	sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
+	if (!ok)
+		*why_r = as_client ? "its extendedKeyUsage has neither "
+			 "serverAuth nor clientAuth" : "its extendedKeyUsage "
+			 "has no serverAuth";
+	return ok;
+}

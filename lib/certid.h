@@ -28,4 +28,15 @@ int certid_domains(X509 *cert, void (*cb)(void *ctx, const char *domain),
  * 1 if the reference domain matches presented identifier pattern. */
 int certid_dns_match(const char *pattern, const char *domain);
 
+/* The certificate's extendedKeyUsage allows it for an XMPP server
+ * (RFC 5280 4.2.1.12): 1 when it has no EKU, or lists anyExtendedKeyUsage
+ * or serverAuth, or (as_client: the initiating server of an incoming
+ * stream, RFC 6120 13.7.1.2) clientAuth; 0 otherwise (only
+ * emailProtection, codeSigning, ..., or an EKU that does not decode).
+ * serverAuth is taken from an initiating server too: public CAs issue
+ * server certificates with serverAuth only (Let's Encrypt since 2025),
+ * and every XMPP server presents the same certificate both ways.  The
+ * why_r text names the reason for the log when 0. */
+int certid_eku_ok(X509 *cert, int as_client, const char **why_r);
+
 #endif

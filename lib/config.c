@@ -366,7 +366,8 @@ const struct config_def config_defs[] = {
 	  "may send; past it the stream ends with <policy-violation/>" },
 	{ "s2s.max_stanza_rate", CONFIG_TYPE_UINT, OFF(s2s_max_stanza_rate),
 	  "10000", 0, 1000000, RELOAD, "Stanzas per second an incoming "
-	  "server-to-server stream may send on average (a bucket of as many "
+	  "server-to-server stream may send on average, its dialback, SASL "
+	  "and XEP-0198 elements counted too (a bucket of as many "
 	  "tokens, refilled each second); past it the stream is not read "
 	  "until the bucket refills (the peer is slowed down by TCP, nothing "
 	  "is dropped). One link carries all the traffic of a pair of "
@@ -393,6 +394,11 @@ const struct config_def config_defs[] = {
 	  "64", 1, 10000, RELOAD, "Domain pairs one incoming stream may ask "
 	  "to be authorized for by dialback (XEP-0220 piggybacking); past it "
 	  "a <db:result/> gets <resource-constraint/>" },
+	{ "s2s.max_dialback_requests", CONFIG_TYPE_UINT,
+	  OFF(s2s_max_dialback_requests), "128", 1, 100000, RELOAD,
+	  "Dialback verifications (<db:result/> with a key) one incoming "
+	  "stream may ask for in its life; each one makes us ask another "
+	  "server, so past it the stream ends with <policy-violation/>" },
 	/* federation, outgoing side (worker/s2s_out.c) */
 	{ "s2s.max_queue_bytes", CONFIG_TYPE_SIZE, OFF(s2s_max_queue_bytes),
 	  "1M", 4 << 10, 64 << 20, RELOAD, "Bytes of stanzas that may wait "

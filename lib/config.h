@@ -152,6 +152,7 @@ struct config {
 	uint64_t s2s_verify_timeout;        /* ms */
 	uint64_t s2s_in_idle_timeout;       /* ms */
 	unsigned s2s_max_domain_pairs;      /* dialback pairs per stream */
+	unsigned s2s_max_dialback_requests; /* verifications per stream */
 
 	/* federation, outgoing side (s2s.*) */
 	uint64_t s2s_max_queue_bytes;   /* per link, while it is set up */

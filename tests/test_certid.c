@@ -37,9 +37,21 @@ static void teardown(void)
 
 TestSuite(certid, .init = setup, .fini = teardown);
 
+/* Add an extension written in openssl's config syntax. */
+static void add_ext(X509 *x, int nid, const char *value)
+{
+	X509V3_CTX ctx;
+	X509V3_set_ctx_nodb(&ctx);
+	X509V3_set_ctx(&ctx, NULL, x, NULL, NULL, 0);
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+	cr_assert_not_null(ext, "extension %s", value);
+	X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+}
+
 /* A certificate for cn (NULL: no CN) with subjectAltName san (NULL:
- * none), signed by the test CA. */
-static X509 *issue(const char *cn, const char *san)
+ * none) and extendedKeyUsage eku (NULL: none), signed by the test CA. */
+static X509 *issue_eku(const char *cn, const char *san, const char *eku)
 {
 	X509 *x = X509_new();
 	EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -55,21 +67,19 @@ static X509 *issue(const char *cn, const char *san)
 	X509_set_subject_name(x, name);
 	X509_set_issuer_name(x, ca_name);
 	X509_set_pubkey(x, key);
-	if (san != NULL) {
-		X509V3_CTX ctx;
-		X509V3_set_ctx_nodb(&ctx);
-		X509V3_set_ctx(&ctx, NULL, x, NULL, NULL, 0);
-		X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx,
-							  NID_subject_alt_name,
-							  san);
-		cr_assert_not_null(ext, "SAN %s", san);
-		X509_add_ext(x, ext, -1);
-		X509_EXTENSION_free(ext);
-	}
+	if (san != NULL)
+		add_ext(x, NID_subject_alt_name, san);
+	if (eku != NULL)
+		add_ext(x, NID_ext_key_usage, eku);
 	cr_assert(X509_sign(x, ca_key, EVP_sha256()) > 0);
 	X509_NAME_free(name);
 	EVP_PKEY_free(key);
 	return x;
+}
+
+static X509 *issue(const char *cn, const char *san)
+{
+	return issue_eku(cn, san, NULL);
 }
 
 struct id_case {
@@ -184,4 +194,46 @@ Test(certid, domains_listed)
 	cr_expect_eq(certid_domains(x, collect, got), 1);
 	cr_expect_str_eq(got, "only.example ");
 	X509_free(x);
+}
+
+/* extendedKeyUsage (certid_eku_ok): an initiating server (as_client) may
+ * present serverAuth only (Let's Encrypt since 2025), clientAuth only,
+ * both, or none; a receiving server needs serverAuth or none; a
+ * certificate for other purposes only is refused both ways. */
+Test(certid, eku)
+{
+	static const struct {
+		const char *eku;
+		int as_client, want;
+	} cases[] = {
+		{ NULL, 1, 1 },
+		{ NULL, 0, 1 },
+		{ "serverAuth", 1, 1 },
+		{ "serverAuth", 0, 1 },
+		{ "clientAuth", 1, 1 },
+		{ "clientAuth", 0, 0 },
+		{ "serverAuth, clientAuth", 1, 1 },
+		{ "serverAuth, clientAuth", 0, 1 },
+		{ "critical, clientAuth", 1, 1 },
+		{ "emailProtection", 1, 0 },
+		{ "emailProtection", 0, 0 },
+		{ "codeSigning, emailProtection", 1, 0 },
+		{ "codeSigning, serverAuth", 0, 1 },
+		{ "anyExtendedKeyUsage", 1, 1 },
+		{ "anyExtendedKeyUsage", 0, 1 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *why = "unset";
+		X509 *x = issue_eku("example.com", "DNS:example.com",
+				    cases[i].eku);
+		int got = certid_eku_ok(x, cases[i].as_client, &why);
+		cr_expect_eq(got, cases[i].want, "EKU %s as_client %d: %d",
+			     cases[i].eku, cases[i].as_client, got);
+		if (got)
+			cr_expect_null(why);
+		else
+			cr_expect(why != NULL && strstr(why, "serverAuth") !=
+				  NULL, "EKU %s: reason %s", cases[i].eku, why);
+		X509_free(x);
+	}
 }

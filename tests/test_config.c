@@ -231,6 +231,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "s2s.verify_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.in_idle_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.max_domain_pairs", CONFIG_F_RELOADABLE },
+	{ "s2s.max_dialback_requests", CONFIG_F_RELOADABLE },
 	{ "s2s.max_queue_bytes", CONFIG_F_RELOADABLE },
 	{ "s2s.out_idle_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.link_timeout", CONFIG_F_RELOADABLE },

@@ -6,12 +6,13 @@
  * bound to it) and xmlns:db.  Features: STARTTLS (required by default,
  * RFC 7590: anything else before it ends the stream with
  * <policy-violation/>), then SASL EXTERNAL (XEP-0178) when the peer's
- * certificate validates against the system store plus s2s.ca_file and
- * names the stream's 'from' (RFC 6125), and server dialback (XEP-0220)
- * when s2s.auth allows it for that domain.
+ * certificate validates against the system store plus s2s.ca_file (any
+ * chain purpose; its extendedKeyUsage none, serverAuth or clientAuth:
+ * certid_eku_ok) and names the stream's 'from' (RFC 6125), and server
+ * dialback (XEP-0220) when s2s.auth allows it for that domain.
  *
- * A stream is authorized per domain pair: SASL gives (any of our hosts,
- * the certificate's domain); each valid <db:result/> gives (R, O).  A
+ * A stream is authorized per domain pair: SASL gives (the stream's
+ * 'to', its 'from'); each valid <db:result/> gives (R, O).  A
  * <db:result/> is verified by the worker owning our outgoing link R -> O
  * (s2s_owner_slot), which asks O's authoritative server with
  * <db:verify/> (IPC_FRAME_S2S_VERIFY) and answers with
@@ -28,6 +29,16 @@
  * its socket is not read until the bucket refills (s2s_in_pace), nothing
  * is dropped.  They are then routed inward with a trusted 'from', like a
  * client's.  XEP-0198 (acks only, no resumption) once SASL-authenticated.
+ *
+ * Bounds on what one peer can make us do: s2s.max_incoming and
+ * s2s.max_incoming_per_domain (the header's 'from', or for a stream
+ * without one the domain of its first authorized pair; counted once),
+ * s2s.auth_timeout until the first authorization (TLS and SASL
+ * included), s2s.max_domain_pairs pairs at once, s2s.max_dialback_requests
+ * verifications in a stream's life, s2s.verify_timeout each,
+ * s2s.max_stanza_size, s2s.max_stanza_rate for every element (stanzas,
+ * dialback, SASL, <r/>), c2s.max_output_bytes of answers left unread,
+ * s2s.in_idle_timeout of silence.
  *
  * Failure policy: every fault of the peer ends only its stream, with
  * the RFC 6120 stream error and a one-line reason in the log; a
@@ -80,8 +91,11 @@ struct s2s_in {
 	char id[25];                    /* our stream id */
 	char from[DIALBACK_DOMAIN_MAX + 1];     /* the stream's 'from' */
 	X509 *peer_cert;                /* kept from the TLS handshake */
-	int cert_valid;                 /* its chain validated */
+	int cert_valid;                 /* its chain and EKU validated */
+	const char *cert_why;           /* why not (static text), for logs */
 	int sasl_ok;                    /* SASL EXTERNAL for 'from' */
+	char sasl_to[DIALBACK_DOMAIN_MAX + 1];  /* ... toward this 'to' */
+	unsigned db_requests;           /* verifications asked (limit) */
 	struct s2s_pair *pairs;
 	unsigned npairs, pairs_cap;
 	double tokens;                  /* s2s.max_stanza_rate bucket */
@@ -220,11 +234,20 @@ static int s2s_in_chain_ok(X509 *cert, STACK_OF(X509) *chain,
 		*error_r = "out of memory";
 		return 0;
 	}
+	/* No purpose from OpenSSL's table: "sslclient" (what a TLS server
+	 * checks a client with) refuses an EKU of serverAuth alone, which
+	 * is what public CAs issue to servers now (Let's Encrypt dropped
+	 * clientAuth in 2025) and what every initiating XMPP server shows.
+	 * The EKU is checked by certid_eku_ok instead: none, serverAuth,
+	 * clientAuth or anyExtendedKeyUsage. */
+	X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_ANY);
 	ok = X509_verify_cert(ctx) == 1;
 	if (!ok)
 		*error_r = X509_verify_cert_error_string(
 			X509_STORE_CTX_get_error(ctx));
 	X509_STORE_CTX_free(ctx);
+	if (ok && !certid_eku_ok(cert, 1, error_r))
+		ok = 0;
 	return ok;
 }
 
@@ -244,6 +267,7 @@ void s2s_in_tls_done(struct conn *c, SSL *ssl)
 	}
 	s->cert_valid = s2s_in_chain_ok(s->peer_cert,
 					SSL_get_peer_cert_chain(ssl), &error);
+	s->cert_why = s->cert_valid ? NULL : error;
 	if (!s->cert_valid)
 		log_info("c%u %s: s2s peer certificate not trusted: %s",
 			 c->id, c->peer, error);
@@ -555,7 +579,9 @@ static void s2s_in_sasl(struct conn *c, struct s2s_in *s, struct xml_node *n)
 	if (!s2s_in_cert_ok(s, s->from)) {
 		log_info("c%u %s: SASL EXTERNAL refused: %s", c->id, c->peer,
 			 s->peer_cert == NULL ? "no certificate" :
-			 !s->cert_valid ? "certificate not trusted" :
+			 !s->cert_valid ? (s->cert_why != NULL ?
+					   s->cert_why :
+					   "certificate not trusted") :
 			 s->from[0] == '\0' ? "no 'from' on the stream" :
 			 "the certificate does not name the stream's 'from'");
 		s2s_in_sasl_failure(c, "not-authorized");
@@ -570,8 +596,9 @@ static void s2s_in_sasl(struct conn *c, struct s2s_in *s, struct xml_node *n)
 		return;
 	}
 	s->sasl_ok = 1;
-	log_info("c%u %s: s2s stream from %s authenticated (SASL EXTERNAL)",
-		 c->id, c->peer, s->from);
+	snprintf(s->sasl_to, sizeof(s->sasl_to), "%s", c->stream_to);
+	log_info("c%u %s: s2s stream from %s to %s authenticated (SASL "
+		 "EXTERNAL)", c->id, c->peer, s->from, s->sasl_to);
 	s2s_in_authorized(c);
 	conn_send(c, success, sizeof(success) - 1);
 	stream_restart(c);
@@ -672,6 +699,17 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 				 "wait", "resource-constraint");
 		return;
 	}
+	/* each request makes us ask another server (a link, a
+	 * <db:verify/>): invalid answers free their pair, so without
+	 * this a stream could ask for ever */
+	if (s->db_requests >= w->cfg->s2s_max_dialback_requests) {
+		log_info("c%u %s: %u dialback requests on one stream "
+			 "(s2s.max_dialback_requests)", c->id, c->peer,
+			 s->db_requests);
+		stream_error(c, "policy-violation", "too many dialback "
+			     "requests on this stream");
+		return;
+	}
 	if (s->npairs == s->pairs_cap) {
 		unsigned cap = s->pairs_cap ? s->pairs_cap * 2 : 2;
 		struct s2s_pair *np = realloc(s->pairs, cap * sizeof(*np));
@@ -700,6 +738,7 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 				 "wait", "internal-server-error");
 		return;
 	}
+	s->db_requests++;
 	p = &s->pairs[s->npairs++];
 	memset(p, 0, sizeof(*p));
 	snprintf(p->local, sizeof(p->local), "%s", d->to);
@@ -779,6 +818,15 @@ int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		return 1;
 	}
 	if (v.result == IPC_S2S_VALID) {
+		/* a stream without 'from' (RFC 6120 4.7.1 allows it) counts
+		 * for s2s.max_incoming_per_domain once its first pair is
+		 * authorized, for that pair's domain: once per stream (a
+		 * stream with 'from' was counted at its header) */
+		if (s->from[0] == '\0' && !s->domain_counted &&
+		    s2s_in_count_domain(c, s, v.remote) < 0) {
+			conn_want_flush(c);
+			return 1;
+		}
 		p->state = S2S_PAIR_VALID;
 		log_info("c%u %s: s2s stream authorized for %s -> %s "
 			 "(dialback)", c->id, c->peer, v.remote, v.local);
@@ -841,7 +889,11 @@ static void s2s_in_pace(struct conn *c, struct s2s_in *s)
 static int s2s_in_may(const struct s2s_in *s, const char *to,
 		      const char *from)
 {
-	if (s->sasl_ok && strcasecmp(from, s->from) == 0)
+	/* SASL authenticates the stream's 'from' toward its 'to' only
+	 * (RFC 6120 13.7.1, XEP-0178): our other hosts need a pair of
+	 * their own, by dialback on the same stream (XEP-0220 2.4) */
+	if (s->sasl_ok && strcasecmp(from, s->from) == 0 &&
+	    strcasecmp(to, s->sasl_to) == 0)
 		return 1;
 	for (unsigned i = 0; i < s->npairs; i++)
 		if (s->pairs[i].state == S2S_PAIR_VALID &&
@@ -935,6 +987,15 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 	}
 	int ours = stream_hosted(c->w, jt.domain);
 	int comp = !ours && component_serves(jt.domain);
+	/* A 'to' of ours that the stream is not authorized for with this
+	 * 'from' (e.g. SASL for another of our hosts, RFC 6120 4.9.3):
+	 * not <host-unknown/> (that is for a header 'to' we do not serve,
+	 * 4.9.3.6; this host is served), not <improper-addressing/> (the
+	 * addresses are present and valid, 4.9.3.7), but <invalid-from/>
+	 * (4.9.3.9): the 'from' is not a domain validated "as negotiated
+	 * between two servers using SASL or Server Dialback" for it, the
+	 * same answer as a forged 'from' (XEP-0220 2.4: a pair not
+	 * authorized). */
 	if ((ours || comp) && !s2s_in_may(s, jt.domain, jf.domain)) {
 		log_info("c%u %s: stanza %s -> %s: that pair is not "
 			 "authorized on this stream", c->id, c->peer,
@@ -943,7 +1004,6 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 			     "authorized for this pair of domains");
 		return;
 	}
-	s2s_in_pace(c, s);
 	/* prepared forms, so that later checks compare like with like */
 	if ((full = jid_full(c->arena, &jf)) == NULL ||
 	    xml_set_attr(c->arena, st, "from", full) < 0 ||
@@ -1034,6 +1094,9 @@ void s2s_in_dispatch(struct conn *c, struct xml_node *n)
 		s2s_in_close(c);
 		return;
 	}
+	/* every element costs a token (dialback answers, <a/> for <r/>,
+	 * SASL failures are work and output too): paced alike */
+	s2s_in_pace(c, s);
 	if (!conn_tls(c) && cfg->s2s_require_tls) {
 		log_info("c%u %s: <%s/> before STARTTLS", c->id, c->peer,
 			 n->name);

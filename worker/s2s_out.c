@@ -703,13 +703,19 @@ void s2s_out_tls_done(struct conn *c, SSL *ssl)
 	X509 *cert = SSL_get1_peer_certificate(ssl);
 	long vr = SSL_get_verify_result(ssl);
 	int id_ok = cert != NULL && certid_matches(cert, l->remote);
-	l->tls_verified = cert != NULL && vr == X509_V_OK && id_ok;
+	/* libssl checked the chain for purpose "sslserver" (an EKU without
+	 * serverAuth fails there); said again here so that the rule is
+	 * ours and the log names it (certid_eku_ok, as_client 0) */
+	const char *eku_why = NULL;
+	int eku_ok = cert != NULL && certid_eku_ok(cert, 0, &eku_why);
+	l->tls_verified = cert != NULL && vr == X509_V_OK && id_ok && eku_ok;
 	if (!l->tls_verified)
 		log_info("s2s %s -> %s: certificate not valid for %s: %s",
 			 l->local, l->remote, l->remote,
 			 cert == NULL ? "none" : vr != X509_V_OK ?
 			 X509_verify_cert_error_string(vr) :
-			 "the name does not match (RFC 6125)");
+			 !id_ok ? "the name does not match (RFC 6125)" :
+			 eku_why);
 	X509_free(cert);
 	out_header(l);
 }

@@ -19,6 +19,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <string.h>
 #include <sys/epoll.h>
 
@@ -375,6 +376,9 @@ SSL_CTX *tls_client_context_new(const struct config *cfg,
 	 * s2s_out_tls_done reads the result, and dialback may still do
 	 * (s2s.auth). */
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	/* any chain purpose: the EKU rule is certid_eku_ok's (s2s_out.c),
+	 * so that the log says which usage is missing */
+	SSL_CTX_set_purpose(ctx, X509_PURPOSE_ANY);
 	if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1 ||
 	    SSL_CTX_set_ciphersuites(ctx, cfg->tls_ciphersuites) != 1) {
 		*error_r = tls_last_error("tls.ciphers", cfg->tls_ciphers);

@@ -60,9 +60,10 @@ class TestCA:
         subprocess.run(("openssl",) + args, check=True, capture_output=True,
                        timeout=60)
 
-    def issue(self, cn, san=None, self_signed=False):
+    def issue(self, cn, san=None, self_signed=False, eku=None):
         """(cert, key) paths for cn; san is the subjectAltName value
-        (default DNS:cn); self_signed skips the CA (dialback tests)."""
+        (default DNS:cn); self_signed skips the CA (dialback tests); eku
+        an extendedKeyUsage value ("serverAuth", ...; default none)."""
         name = "%s-%s" % (cn.replace("*", "star"), secrets.token_hex(3))
         cert = os.path.join(self.dir, name + ".pem")
         key = os.path.join(self.dir, name + ".key")
@@ -77,6 +78,8 @@ class TestCA:
         ext = os.path.join(self.dir, name + ".ext")
         with open(ext, "w") as f:
             f.write("subjectAltName=%s\n" % san)
+            if eku is not None:
+                f.write("extendedKeyUsage=%s\n" % eku)
         self._run("req", "-new", "-newkey", "ec", "-pkeyopt",
                   "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=%s" % cn,
                   "-keyout", key, "-out", csr)

@@ -147,6 +147,11 @@ class Lab:
         self.dns = DnsLab(local=("test",), addr=self.dns_addr,
                           port=53 if os.geteuid() == 0 else None)
         self.started = False
+        # extendedKeyUsage of the certificates cert() issues from now on:
+        # a test may set [SERVER_AUTH] alone (what Let's Encrypt issues
+        # since 2025) before making a server
+        self.eku = [ExtendedKeyUsageOID.SERVER_AUTH,
+                    ExtendedKeyUsageOID.CLIENT_AUTH]
         self._make_ca()
         _LIVE.append(self)
 
@@ -244,9 +249,7 @@ class Lab:
              .not_valid_before(now - datetime.timedelta(hours=1))
              .not_valid_after(now + datetime.timedelta(days=7))
              .add_extension(x509.SubjectAlternativeName(san), False)
-             .add_extension(x509.ExtendedKeyUsage(
-                 [ExtendedKeyUsageOID.SERVER_AUTH,
-                  ExtendedKeyUsageOID.CLIENT_AUTH]), False))
+             .add_extension(x509.ExtendedKeyUsage(list(self.eku)), False))
         if kind == "self":
             b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         else:

@@ -35,6 +35,8 @@ import ssl
 import sys
 import xml.etree.ElementTree as ET
 
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, run_tests, stream_error_re,  # noqa: E402
                      wait_for)
@@ -55,12 +57,16 @@ EXTERNAL_FEATURE = ("<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism>"
                     "</mechanisms>" % NS_SASL)
 
 
-def federate(anchor_cls, secure, xmppd_cert=None):
+def federate(anchor_cls, secure, xmppd_cert=None, anchor_eku=None):
     """carol@xmppd.test and dave@ANCHOR befriend and talk, carol first,
-    then dave first; returns the anchor's log."""
+    then dave first; returns the anchor's log.  anchor_eku: the
+    extendedKeyUsage of the anchor's certificate (default serverAuth and
+    clientAuth)."""
     with Lab() as lab:
         x = lab.xmppd("xmppd.test", secure=secure, cert_kind=xmppd_cert,
                       users=[("carol@xmppd.test", "c4rol-pw")])
+        if anchor_eku is not None:
+            lab.eku = anchor_eku
         name = "%s.test" % anchor_cls.kind
         a = anchor_cls(lab, name, secure=secure, users=[("dave", "d4ve-pw")])
         lab.start()
@@ -104,6 +110,25 @@ def test_prosody_external():
 def test_ejabberd_external():
     """xmppd <-> ejabberd, valid certificates: EXTERNAL both ways."""
     elog, _ = federate(EjabberdServer, True)
+    assert all(ejabberd_accepted(elog, "EXTERNAL")), elog[-3000:]
+
+
+def test_serverauth_only_certificates():
+    """Prosody and ejabberd with a certificate whose extendedKeyUsage is
+    serverAuth alone, what Let's Encrypt issues since 2025: their
+    streams to xmppd still authenticate by SASL EXTERNAL (an initiating
+    server presents its server certificate; OpenSSL's "sslclient"
+    purpose would refuse it)."""
+    plog, xlog = federate(ProsodyServer, True, xmppd_cert="full",
+                          anchor_eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    assert ("s2s stream from prosody.test to xmppd.test authenticated "
+            "(SASL EXTERNAL)" in xlog), xlog[-3000:]
+    assert "Outgoing s2s connection prosody.test->xmppd.test complete" in plog, plog[-3000:]
+    assert "falling back to dialback" not in plog, plog[-3000:]
+    elog, xlog = federate(EjabberdServer, True,
+                          anchor_eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    assert ("s2s stream from ejabberd.test to xmppd.test authenticated "
+            "(SASL EXTERNAL)" in xlog), xlog[-3000:]
     assert all(ejabberd_accepted(elog, "EXTERNAL")), elog[-3000:]
 
 
@@ -553,4 +578,5 @@ if __name__ == "__main__":
                test_remote_down, test_remote_silent, test_forged_from_external,
                test_forged_from_dialback,
                test_owner_killed, test_prosody_presence_storage_blocking,
-               test_ejabberd_presence_storage_blocking])
+               test_ejabberd_presence_storage_blocking,
+               test_serverauth_only_certificates])

@@ -47,6 +47,8 @@ EXTERNAL_FEATURE = ("<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism>"
 NS_SM = "urn:xmpp:sm:3"
 SM_FEATURE = "<sm xmlns='%s'/>" % NS_SM
 _PKI = None
+EKUS = ("serverAuth", "clientAuth", "serverAuth, clientAuth", "codeSigning",
+        "emailProtection, codeSigning")
 
 
 def pki():
@@ -77,6 +79,22 @@ def pki():
             "-extfile", name + ".ext", "-out", name + ".pem")
         out[name] = (os.path.join(d, name + ".pem"),
                      os.path.join(d, name + ".key"))
+    # remote.example again, with an extendedKeyUsage each (the key
+    # "eku:VALUE"): what a public CA issues today (serverAuth only),
+    # clientAuth only, both, and purposes that are not a server's
+    for eku in EKUS:
+        stem = "remote-" + eku.replace(",", "").replace(" ", "-")
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=" + REMOTE,
+            "-keyout", stem + ".key", "-out", stem + ".csr")
+        with open(os.path.join(d, stem + ".ext"), "w") as f:
+            f.write("subjectAltName=DNS:%s\nextendedKeyUsage=%s\n"
+                    % (REMOTE, eku))
+        run("openssl", "x509", "-req", "-in", stem + ".csr", "-CA", "ca.pem",
+            "-CAkey", "ca.key", "-CAcreateserial", "-days", "30",
+            "-extfile", stem + ".ext", "-out", stem + ".pem")
+        out["eku:" + eku] = (os.path.join(d, stem + ".pem"),
+                             os.path.join(d, stem + ".key"))
     _PKI = out
     return out
 
@@ -454,10 +472,30 @@ def test_max_incoming():
 
 
 def test_auth_timeout():
+    """s2s.auth_timeout bounds the whole way to authorization: a stream
+    idle before TLS, one whose TLS handshake never starts after
+    <proceed/>, and one with TLS and a valid certificate that never
+    authenticates are all ended."""
     with server(users=False, overrides={"s2s.auth_timeout": "1s"}) as s:
         p = Peer(s)
         p.open()
         p.expect_error("connection-timeout")
+        # <proceed/>, then no ClientHello: the connection is closed (the
+        # error cannot be written in the middle of a handshake: closed
+        # after the closing grace, 5 s)
+        p = Peer(s)
+        p.open()
+        p.send("<starttls xmlns='%s'/>" % NS_TLS)
+        p.read_until("<proceed xmlns='%s'/>" % NS_TLS)
+        p.read_all_until_close(timeout=30)
+        # TLS and EXTERNAL offered, never used
+        p = Peer(s)
+        p.open()
+        feats = p.starttls()
+        assert EXTERNAL_FEATURE in feats, feats
+        p.expect_error("connection-timeout")
+        wait_for(lambda: s.log_text().count("no authentication in time")
+                 >= 3, what="three 'no authentication in time' lines")
 
 
 # ---- both directions: a fake remote server that xmppd also dials ----
@@ -921,8 +959,9 @@ def test_component_domain_dialback_both_ways():
 def test_component_domain_external_and_claims():
     """SASL EXTERNAL on a stream to the component's domain (its 'to'):
     remote.example's valid certificate authenticates it, and its
-    messages reach the component, to its domain and (configured with
-    subdomains) to a name under it.  A remote server claiming the
+    messages reach the component, to its domain, and (configured with
+    subdomains) to a name under it over a stream to that name (not the
+    first stream: SASL covers its 'to' only).  A remote server claiming the
     component's domain as its own (stream 'from', or a <db:result/>
     'from') is refused like a claim on our hosts."""
     with server(components={GW: (SECRET, True)}) as s:
@@ -941,6 +980,18 @@ def test_component_domain_external_and_claims():
         got = comp.expect(re.compile("<message .*?</message>"))
         assert got == ("<message from='juliet@%s/b' to='bot@%s' id='e1'>"
                        "<body>by EXTERNAL</body></message>" % (REMOTE, GW)), got
+        # a name under it is another domain: EXTERNAL on this stream
+        # covers only its 'to' (RFC 6120 13.7.1), so a stream of its own
+        # (or a dialback pair on this one) carries it
+        p.send("<message from='juliet@%s/b' to='room@muc.%s' id='e0'>"
+               "<body>sub</body></message>" % (REMOTE, GW))
+        p.expect_error("invalid-from")
+        p = Peer(s)
+        p.open(to="muc." + GW)
+        p.starttls(to="muc." + GW)
+        got = p.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        p.open(to="muc." + GW)
         p.send("<message from='juliet@%s/b' to='room@muc.%s' id='e2'>"
                "<body>sub</body></message>" % (REMOTE, GW))
         got = comp.expect(re.compile("<message .*?</message>"))
@@ -964,6 +1015,251 @@ def test_component_domain_external_and_claims():
         q.expect_error("host-unknown")
 
 
+
+# ---- what one authentication covers, and its bounds ----
+
+def b_user(s, user="bob", password="bob-pw", resource="r"):
+    """A client of our second host b.localhost (raw: exact reads)."""
+    c = Client(s.port)
+    c.open(to=B_HOST)
+    c.send("<starttls xmlns='%s'/>" % NS_TLS)
+    c.read_until("<proceed xmlns='%s'/>" % NS_TLS)
+    c.wrap_tls()
+    c.open(to=B_HOST)
+    got = c.auth_plain(user, password)
+    assert got.startswith("<success"), got
+    c.open(to=B_HOST)
+    assert c.bind(resource) == "%s@%s/%s" % (user, B_HOST, resource)
+    return c
+
+
+B_HOST = "b.localhost"
+
+
+def test_external_covers_the_stream_to_only():
+    """SASL EXTERNAL authenticates remote.example toward the stream's
+    'to' (localhost) only (RFC 6120 13.7.1, XEP-0178): a stanza on that
+    stream to our other host b.localhost ends it with <invalid-from/>
+    (RFC 6120 4.9.3.9: that 'from' is not validated for that 'to'), and
+    nothing reaches bob@b.localhost.  With a <db:result/> for
+    (b.localhost, remote.example) on the same stream first (XEP-0220
+    2.4), verified with remote.example's authoritative server, it is
+    delivered."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener(local=B_HOST)
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server,
+                               "hosts": "localhost " + B_HOST}) as s:
+            remote.s = s
+            s.add_user("bob@" + B_HOST, "bob-pw")
+            romeo = login(s, "romeo", "r")
+            bob = b_user(s)
+            p = Peer(s)
+            p.authenticated()
+            p.send("<message from='juliet@%s/x' to='bob@%s/r' id='bad'>"
+                   "<body>not for this stream</body></message>"
+                   % (REMOTE, B_HOST))
+            p.expect_error("invalid-from")
+            log_has(s, "stanza %s -> %s: that pair is not authorized on "
+                    "this stream" % (REMOTE, B_HOST))
+            # the same stream's own pair still works (another stream)
+            p = Peer(s)
+            p.authenticated()
+            p.send("<message from='juliet@%s/x' to='romeo@localhost/r' "
+                   "id='a1'><body>to A</body></message>" % REMOTE)
+            romeo.expect("<message from='juliet@%s/x' to='romeo@localhost/r'"
+                         " id='a1'><body>to A</body></message>" % REMOTE)
+            # dialback for the other host on the same stream
+            p.send("<db:result from='%s' to='%s'>k3y-for-b</db:result>"
+                   % (REMOTE, B_HOST))
+            c = remote.handshake()
+            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+            assert got == ("<db:verify from='%s' to='%s' id='%s'>k3y-for-b"
+                           "</db:verify>" % (B_HOST, REMOTE, p.id)), got
+            c.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
+                   % (REMOTE, B_HOST, p.id))
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='%s' to='%s' type='valid'/>"
+                           % (B_HOST, REMOTE)), got
+            p.send("<message from='juliet@%s/x' to='bob@%s/r' id='ok'>"
+                   "<body>now for b</body></message>" % (REMOTE, B_HOST))
+            # bob's first stanza is this one: 'bad' never came
+            got = bob.read_until("<message .*?</message>")
+            assert re.fullmatch(
+                "<message from='juliet@%s/x' to='bob@%s/r' id='ok'>"
+                "<body>now for b</body>(<stanza-id [^>]*/>)?</message>"
+                % (re.escape(REMOTE), re.escape(B_HOST)), got), got
+            remote.close()
+
+
+def test_external_certificate_eku():
+    """The initiating server's certificate and its extendedKeyUsage
+    (RFC 5280 4.2.1.12): serverAuth alone (what public CAs issue since
+    Let's Encrypt dropped clientAuth), clientAuth alone, or both
+    validate for SASL EXTERNAL; a certificate for other purposes only
+    does not: EXTERNAL is not offered, asking for it gets
+    <not-authorized/> with the reason in the log, and dialback is still
+    offered (s2s.auth dialback)."""
+    with server(users=False) as s:
+        for eku in ("serverAuth", "clientAuth", "serverAuth, clientAuth"):
+            p = Peer(s, cert="eku:" + eku)
+            p.open()
+            feats = p.starttls()
+            assert feats == ("<stream:features>%s%s</stream:features>"
+                             % (EXTERNAL_FEATURE, DIALBACK_FEATURE)), \
+                (eku, feats)
+            got = p.external()
+            assert got == "<success xmlns='%s'/>" % NS_SASL, (eku, got)
+            p.close()
+        for eku in ("codeSigning", "emailProtection, codeSigning"):
+            p = Peer(s, cert="eku:" + eku)
+            p.open()
+            feats = p.starttls()
+            assert feats == ("<stream:features>%s</stream:features>"
+                             % DIALBACK_FEATURE), (eku, feats)
+            got = p.external()
+            assert got == ("<failure xmlns='%s'><not-authorized/></failure>"
+                           % NS_SASL), (eku, got)
+            p.close()
+        log_has(s, "s2s peer certificate not trusted: its extendedKeyUsage "
+                "has neither serverAuth nor clientAuth")
+        log_has(s, "SASL EXTERNAL refused: its extendedKeyUsage has "
+                "neither serverAuth nor clientAuth")
+
+
+def open_without_from(p):
+    """A stream header without 'from' (RFC 6120 4.7.1), STARTTLS, and
+    the restarted stream: our header then has no 'to'."""
+    rx = (HEADER % "").replace(" to=''", "")
+    for step in range(2):
+        p.header(frm=None)
+        m = re.match(rx, p.read_until(rx))
+        p.id = m.group("id")
+        feats = p.read_until(FEATURES)
+        if step == 0:
+            assert feats == STARTTLS_FEATURES, feats
+            p.send("<starttls xmlns='%s'/>" % NS_TLS)
+            p.read_until("<proceed xmlns='%s'/>" % NS_TLS)
+            p.tls()
+    assert feats == "<stream:features>%s</stream:features>" % \
+        DIALBACK_FEATURE, feats
+
+
+def test_max_incoming_per_domain_without_from():
+    """Streams whose header has no 'from' count for
+    s2s.max_incoming_per_domain once their first pair is authorized by
+    dialback, for that pair's domain, once per stream: with a limit of 1
+    a second such stream from remote.example gets the header check's
+    <policy-violation/> when its pair is verified; when the first one
+    ends, its place is free again."""
+    with DnsLab(local=("example",)) as dns:
+        remote = RemoteListener()
+        dns.srv("_xmpp-server._tcp." + REMOTE, "xmpp." + REMOTE, remote.port)
+        dns.host("xmpp." + REMOTE, "127.0.0.1")
+        dns.start()
+        with server(overrides={"s2s.dns_servers": dns.server,
+                               "s2s.max_incoming_per_domain": "1"},
+                    workers=1) as s:
+            remote.s = s
+            romeo = login(s, "romeo", "r")
+            link = None
+
+            def dialback(p, key):
+                nonlocal link
+                p.send("<db:result from='%s' to='localhost'>%s</db:result>"
+                       % (REMOTE, key))
+                if link is None:
+                    link = remote.handshake()
+                got = link.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+                assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
+                               "%s</db:verify>" % (REMOTE, p.id, key)), got
+                link.send("<db:verify from='%s' to='localhost' id='%s' "
+                          "type='valid'/>" % (REMOTE, p.id))
+
+            p = Peer(s, cert=None)
+            open_without_from(p)
+            dialback(p, "key-p")
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='valid'/>" % REMOTE), got
+            # the same pair again: answered at once, not counted again
+            p.send("<db:result from='%s' to='localhost'>key-p</db:result>"
+                   % REMOTE)
+            got = p.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='valid'/>" % REMOTE), got
+            q = Peer(s, cert=None)
+            open_without_from(q)
+            dialback(q, "key-q")
+            got = q.read_all_until_close()
+            assert got == ("<stream:error><policy-violation xmlns='urn:ietf:"
+                           "params:xml:ns:xmpp-streams'/><text xmlns='urn:"
+                           "ietf:params:xml:ns:xmpp-streams'>too many "
+                           "streams from your domain</text></stream:error>"
+                           "</stream:stream>"), got
+            log_has(s, "%s has 1 streams here (s2s.max_incoming_per_domain)"
+                    % REMOTE)
+            # the first stream carries stanzas all along
+            p.send("<message from='juliet@%s' to='romeo@localhost/r' "
+                   "id='p1'><body>still here</body></message>" % REMOTE)
+            romeo.expect(re.compile(
+                "<message from='juliet@%s' to='romeo@localhost/r' id='p1'>"
+                "<body>still here</body>(<stanza-id [^>]*/>)?</message>"
+                % re.escape(REMOTE)))
+            # it ends: uncounted once, a new stream is welcome
+            p.send("</stream:stream>")
+            p.read_all_until_close()
+            r = Peer(s, cert=None)
+            open_without_from(r)
+            dialback(r, "key-r")
+            got = r.read_until("<db:result [^>]*/>")
+            assert got == ("<db:result from='localhost' to='%s' "
+                           "type='valid'/>" % REMOTE), got
+            remote.close()
+
+
+def test_dialback_request_limit():
+    """s2s.max_dialback_requests: each <db:result/> with a key makes us
+    ask another server; an invalid or failed answer frees its pair, so a
+    stream could ask for ever.  Past the limit the stream ends with
+    <policy-violation/>."""
+    with server(users=False,
+                overrides={"s2s.max_dialback_requests": "2"}) as s:
+        p = dialback_stream(s)
+        for i in range(2):
+            p.send("<db:result from='%s' to='localhost'>k%d</db:result>"
+                   % (REMOTE, i))
+            got = p.read_until("<db:result .*?</db:result>", timeout=15)
+            assert got.startswith("<db:result from='localhost' to='%s' "
+                                  "type='error'>" % REMOTE), got
+        p.send("<db:result from='%s' to='localhost'>k2</db:result>" % REMOTE)
+        got = p.read_all_until_close()
+        assert got == ("<stream:error><policy-violation xmlns='urn:ietf:"
+                       "params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:"
+                       "params:xml:ns:xmpp-streams'>too many dialback "
+                       "requests on this stream</text></stream:error>"
+                       "</stream:stream>"), got
+        log_has(s, "2 dialback requests on one stream "
+                "(s2s.max_dialback_requests)")
+
+
+def test_ack_requests_paced():
+    """<r/> answered with <a/> costs a token of s2s.max_stanza_rate like
+    a stanza: a flood is read at that pace (nothing dropped, every <r/>
+    answered, the stream not ended)."""
+    with server(users=False, overrides={"s2s.max_stanza_rate": "5"},
+                workers=1) as s:
+        p = Peer(s)
+        p.authenticated()
+        p.send("<enable xmlns='%s'/>" % NS_SM)
+        p.expect_next("<enabled xmlns='%s'/>" % NS_SM)
+        p.send("<r xmlns='%s'/>" % NS_SM * 20)
+        for _ in range(20):
+            p.expect_next("<a xmlns='%s' h='0'/>" % NS_SM)
+        log_has(s, "over s2s.max_stanza_rate (5/s): reading paced")
+
 if __name__ == "__main__":
     run_tests([test_header_errors, test_starttls_required_first,
                test_direct_tls_alpn, test_external_and_stanzas_inward,
@@ -979,4 +1275,9 @@ if __name__ == "__main__":
                test_stream_management,
                test_max_incoming_per_domain_across_workers,
                test_component_domain_dialback_both_ways,
-               test_component_domain_external_and_claims])
+               test_component_domain_external_and_claims,
+               test_external_covers_the_stream_to_only,
+               test_external_certificate_eku,
+               test_max_incoming_per_domain_without_from,
+               test_dialback_request_limit,
+               test_ack_requests_paced])

@@ -770,6 +770,33 @@ def test_verifications_leave_links_for_stanzas():
         dns.stop()
 
 
+
+def test_certificate_eku():
+    """The receiving server's certificate needs serverAuth in its
+    extendedKeyUsage, or none (RFC 5280 4.2.1.12): serverAuth alone gives
+    EXTERNAL; clientAuth alone (a client's certificate) is not valid for
+    EXTERNAL and the link falls back to dialback, the reason in the log."""
+    with remote(cert=ca().issue(REMOTE, eku="serverAuth")) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+    with remote(cert=ca().issue(REMOTE, eku="clientAuth")) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o, s2s=True) as s:
+        c = login(s)
+        send_message(c, "romeo@%s" % REMOTE, "m1", "hi")
+        peer = fake.accept()
+        tls_and_features(peer, features_auth(external=True, dialback=True))
+        m = peer.read_until("<db:result from='localhost' to='remote.test'>"
+                            "([0-9a-f]{64})</db:result>")
+        assert m.start() == 0
+        peer.send("<db:result from='%s' to='localhost' type='valid'/>" % REMOTE)
+        peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
+        assert ("certificate not valid for remote.test: its extendedKeyUsage "
+                "has no serverAuth" in s.log_text()), s.log_text()[-2000:]
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -794,4 +821,5 @@ if __name__ == "__main__":
                test_unsolicited_sasl_failure_no_dialback_in_clear,
                test_unsolicited_proceed,
                test_verifications_leave_links_for_stanzas,
-               test_stream_management_resend])
+               test_stream_management_resend,
+               test_certificate_eku])
