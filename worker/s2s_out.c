@@ -473,10 +473,13 @@ static void out_nopiggy_add(const char *remote)
 
 /* The link whose stream a new pair (any local, remote) may share: one
  * of remote's own links, up and willing (the peer speaks dialback, no
- * pair refused on it) or still being set up (then decided at out_up). */
-static struct s2s_link *out_carrier(const char *remote)
+ * pair refused on it) or still being set up (then decided at out_up).
+ * Only where s2s.auth allows dialback: a second pair on a stream is
+ * authenticated by dialback (SASL is once per stream). */
+static struct s2s_link *out_carrier(const struct worker *w,
+				    const char *remote)
 {
-	if (out_nopiggy_has(remote))
+	if (out_nopiggy_has(remote) || !out_dialback_allowed(w, remote))
 		return NULL;
 	for (struct s2s_link *l = s2s_links; l != NULL; l = l->next) {
 		if (l->carrier != NULL || l->no_piggy ||
@@ -798,7 +801,7 @@ static void out_enqueue(struct worker *w, const char *local,
 	}
 	struct s2s_pend *p = malloc(sizeof(*p) + len);
 	int fresh = l == NULL;
-	struct s2s_link *carrier = fresh ? out_carrier(remote) : NULL;
+	struct s2s_link *carrier = fresh ? out_carrier(w, remote) : NULL;
 	if (p != NULL && l == NULL)
 		l = out_new(w, local, remote);
 	if (p == NULL || l == NULL) {

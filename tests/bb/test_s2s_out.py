@@ -956,6 +956,32 @@ def test_multiplexing_stream_killed_no_more():
         assert "no multiplexing to remote.test" in s.log_text()
 
 
+def test_multiplexing_not_under_pkix():
+    """s2s.auth = pkix: a second pair on a stream could only be
+    authenticated by dialback (SASL is once per stream), which the
+    policy forbids: the second domain gets a link of its own, with
+    EXTERNAL, and no <db:result/> is sent on the first."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND,
+                                  **{"s2s.auth": "pkix"})) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        send_message(r, to, "m2", "two")
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        # the next thing on the first stream is m3: no <db:result/>
+        peer.expect_next_re(wire_message(to, "m3", "three"))
+
+
 def test_ack_timeout():
     """XEP-0198 on an outgoing link whose peer never answers our <r/>:
     after s2s.ack_timeout the link is taken for dead and closed; the
@@ -1032,5 +1058,6 @@ if __name__ == "__main__":
                test_multiplexing_invalid_gets_own_link,
                test_multiplexing_error_then_own_link_fails_bounces,
                test_multiplexing_stream_killed_no_more,
+               test_multiplexing_not_under_pkix,
                test_ack_timeout,
                test_ack_answered_in_time_keeps_link])
