@@ -115,6 +115,7 @@ struct s2s_link {
 	 * link owning the connection (c is its connection once asked: our
 	 * <db:result/> sent); NULL on a link with a connection of its own. */
 	struct s2s_link *carrier;
+	unsigned ncarried;      /* links with carrier == this one */
 	int db_feature;         /* the peer's features had <dialback/> */
 	int no_piggy;           /* a pair was refused here: no more asked */
 };
@@ -389,6 +390,8 @@ static void out_unlink(struct s2s_link *l)
 		if (*p == l) {
 			*p = l->next;
 			s2s_nlinks--;
+			if (l->carrier != NULL)
+				l->carrier->ncarried--;
 			if (l->verify_only)
 				s2s_nverify_links--;
 			l->verify_only = 0;
@@ -500,7 +503,8 @@ static void out_pump(struct s2s_link *l, int force);
 static void out_pump_all(struct s2s_link *carrier)
 {
 	out_pump(carrier, 0);
-	for (struct s2s_link *d = s2s_links; d != NULL; d = d->next)
+	for (struct s2s_link *d = carrier->ncarried > 0 ? s2s_links : NULL;
+	     d != NULL; d = d->next)
 		if (d->carrier == carrier && d->state == LINK_UP)
 			out_pump(d, 0);
 }
@@ -519,7 +523,8 @@ static void out_orphans(struct worker *w, struct s2s_link *carrier,
 {
 	/* pairs are added at the head: they come before their carrier, and
 	 * a caller iterating the list is past them */
-	for (struct s2s_link *d = s2s_links, *next; d != NULL; d = next) {
+	for (struct s2s_link *d = carrier->ncarried > 0 ? s2s_links : NULL,
+	     *next; d != NULL; d = next) {
 		next = d->next;
 		if (d->carrier != carrier)
 			continue;
@@ -737,6 +742,7 @@ static void out_piggy_refused(struct worker *w, struct s2s_link *d,
 		 "a link of its own, %u stanzas waiting", d->local, d->remote,
 		 cl->local, cl->remote, reason, d->npending);
 	cl->no_piggy = 1;
+	cl->ncarried--;
 	d->carrier = NULL;
 	d->c = NULL;
 	d->how = NULL;
@@ -812,6 +818,7 @@ static void out_enqueue(struct worker *w, const char *local,
 	if (carrier != NULL) {
 		/* on the stream of another of our domains to remote */
 		l->carrier = carrier;
+		carrier->ncarried++;
 		fresh = 0;
 	}
 	memcpy(p->text, text, len);
@@ -1153,7 +1160,8 @@ static void out_dialback(struct conn *c, struct s2s_link *l,
 		/* asked by this link or a pair it carries, answered here */
 		if (out_verify_answer(c, l, n))
 			return;
-		for (struct s2s_link *d = s2s_links; d != NULL; d = d->next)
+		for (struct s2s_link *d = l->ncarried > 0 ? s2s_links : NULL;
+		     d != NULL; d = d->next)
 			if (d->carrier == l && d->c == c &&
 			    out_verify_answer(c, d, n))
 				return;
@@ -1165,7 +1173,8 @@ static void out_dialback(struct conn *c, struct s2s_link *l,
 	if (l->state == LINK_UP && from != NULL && to != NULL &&
 	    strcasecmp(from, l->remote) == 0 && strcasecmp(to, l->local) != 0) {
 		/* the answer for a pair this stream carries (multiplexing) */
-		for (struct s2s_link *d = s2s_links; d != NULL; d = d->next) {
+		for (struct s2s_link *d = l->ncarried > 0 ? s2s_links : NULL;
+		     d != NULL; d = d->next) {
 			if (d->carrier != l || d->c != c ||
 			    d->state != LINK_AUTH ||
 			    strcasecmp(d->local, to) != 0)
@@ -1180,6 +1189,12 @@ static void out_dialback(struct conn *c, struct s2s_link *l,
 						  "our key invalid");
 			return;
 		}
+		/* none waits (it timed out, or was never asked): it
+		 * authorizes nothing; the stream and its pairs stay */
+		log_info("s2s %s -> %s: <db:result type='%s'/> for %s that no "
+			 "pair waits for: ignored", l->local, l->remote,
+			 type != NULL ? type : "", to);
+		return;
 	}
 	if (l->state != LINK_AUTH || strcmp(l->how, "dialback") != 0 ||
 	    from == NULL || to == NULL || strcasecmp(from, l->remote) != 0 ||
@@ -1653,6 +1668,17 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	c->deadline_ms = w->now_ms + S2S_CLOSE_GRACE_MS;
 }
 
+/* A pair carried on l waits for an answer (its <db:result/>, a
+ * verification): not idle. */
+static int out_carried_asking(const struct s2s_link *l)
+{
+	for (const struct s2s_link *d = l->ncarried > 0 ? s2s_links : NULL;
+	     d != NULL; d = d->next)
+		if (d->carrier == l && (d->state != LINK_UP || d->vreqs != NULL))
+			return 1;
+	return 0;
+}
+
 /* XEP-0198: an <r/> unanswered for s2s.ack_timeout (0: never). */
 static int out_ack_late(const struct worker *w, const struct s2s_link *l,
 			int64_t now)
@@ -1694,7 +1720,7 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 			out_idle_close(w, l);   /* stopping */
 		} else if (l->state == LINK_UP && l->c != NULL &&
 			   buf_used(&l->c->out) == 0 && l->vreqs == NULL &&
-			   now_ms - l->last_ms >=
+			   !out_carried_asking(l) && now_ms - l->last_ms >=
 			   (int64_t)w->cfg->s2s_out_idle_timeout) {
 			out_idle_close(w, l);
 		}

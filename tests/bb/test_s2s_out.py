@@ -866,6 +866,15 @@ def test_multiplexing_valid():
         send_message(r, to, "m4", "four")
         peer.expect_next_re(wire_message(to, "m4", "four",
                                          frm="romeo@%s/r" % SECOND))
+        # an answer no pair waits for (again, or for a domain never
+        # asked) authorizes nothing and leaves the stream as it is
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  "<db:result from='%s' to='third.test' type='valid'/>"
+                  % (REMOTE, SECOND, REMOTE))
+        send_message(c, to, "m5", "five")
+        peer.expect_next_re(wire_message(to, "m5", "five"))
+        assert "<db:result type='valid'/> for third.test that no pair " \
+            "waits for: ignored" in s.log_text()
         assert len(fake.peers) == 1, len(fake.peers)
         assert re.search(r"s2s %s -> %s \S+: up \(dialback on the stream "
                          r"of localhost -> %s\), 1 stanzas waiting"
