@@ -1,9 +1,12 @@
 /*
  * s2s_out.c - the streams we open to other servers (RFC 6120 section 13,
  * initiating entity; RFC 7590; XEP-0178; XEP-0220 originating side;
- * XEP-0368).  One link per (local domain, remote domain) pair, owned by
- * the worker s2s_owner_slot() names; other workers hand it their stanzas
- * with IPC_FRAME_S2S_OUT.  A link is dialed (s2s_dial.h), STARTTLS'd
+ * XEP-0368).  One link per (local domain, remote domain) pair, all of a
+ * remote domain's owned by the worker s2s_owner_slot(remote) names;
+ * other workers hand it their stanzas with IPC_FRAME_S2S_OUT.  A pair
+ * whose remote domain already has a stream rides it when the peer
+ * accepts (XEP-0220 "Multiplexing Sender Domains": <db:result/> on that stream;
+ * refused -> a stream of its own).  A link is dialed (s2s_dial.h), STARTTLS'd
  * (or direct TLS), authenticated with SASL EXTERNAL when the peer's
  * certificate identifies it (certid.h), else with dialback when
  * s2s.auth allows, then carries what waited in its pending queue
@@ -21,7 +24,9 @@
  * peer's reason (out_death_cond).  Without it, what the link had not
  * written comes back through conn.c (conn_take_back_all), the same way;
  * what the kernel had taken is lost unknown to us.  An up link has at
- * most s2s.max_queue_bytes in flight; more waits in its queue.
+ * most s2s.max_queue_bytes in flight; more waits in its queue.  An <r/>
+ * unanswered for s2s.ack_timeout: the link is dead (logged, closed,
+ * handled as above).
  */
 #include "worker.h"
 #include "s2s.h"
@@ -110,7 +115,7 @@ struct s2s_link {
 	char peer[64];
 	const char *how;        /* "EXTERNAL" or "dialback" once up */
 	int sm_offered;         /* the peer's features had <sm/> (XEP-0198) */
-	/* XEP-0220 8.4 multiplexing ("piggybacking"): a pair carried on
+	/* XEP-0220 "Multiplexing" ("piggybacking"): a pair carried on
 	 * another pair's stream to the same remote domain.  carrier is the
 	 * link owning the connection (c is its connection once asked: our
 	 * <db:result/> sent); NULL on a link with a connection of its own. */
@@ -447,7 +452,7 @@ static void out_back_add(const char *local, const char *remote,
 	out_back_tail = &b->next;
 }
 
-/* ---- multiplexing (XEP-0220 8.4) -------------------------------------- */
+/* ---- multiplexing (XEP-0220) ------------------------------------------- */
 
 /* Remote domains whose server ended a stream while one of our
  * <db:result/>s for a second pair waited on it: it does not take
@@ -701,9 +706,9 @@ static void out_start(struct worker *w, struct s2s_link *l)
 			 "not be looked up (no dialer, or out of memory)");
 }
 
-/* Ask for pair d on its carrier's stream (XEP-0220 8.4.1, sender
- * multiplexing): <db:result from=local to=remote/> with the XEP-0185
- * key for that stream's id; d's stanzas wait for the answer. */
+/* Ask for pair d on its carrier's stream (XEP-0220 "Multiplexing Sender
+ * Domains"): <db:result from=local to=remote/> with the XEP-0185 key
+ * for that stream's id; d's stanzas wait for the answer. */
 static void out_piggy_ask(struct worker *w, struct s2s_link *d)
 {
 	struct s2s_link *cl = d->carrier;

@@ -591,7 +591,7 @@ def multiplexing(anchor_cls, secure):
 
 
 def test_prosody_multiplexing():
-    """XEP-0220 8.4.1 against Prosody 0.12 (dialback, self-signed
+    """XEP-0220 sender multiplexing against Prosody 0.12 (dialback, self-signed
     certificates): the second of our domains is asked for on the stream
     of the first (<db:result from='xmppd2.test'/> there), Prosody
     verifies it with xmppd2.test's authoritative side (us) and says

@@ -771,7 +771,7 @@ def test_verifications_leave_links_for_stanzas():
         dns.stop()
 
 
-# ---- XEP-0220 8.4 multiplexing: one stream to REMOTE for our domains ----
+# ---- XEP-0220 multiplexing: one stream to REMOTE for our domains ----
 
 SECOND = "second.test"
 USERS2 = USERS + [("romeo@%s" % SECOND, "m0nt4gue")]
@@ -835,7 +835,7 @@ def multiplexed_setup(s, fake):
 
 
 def test_multiplexing_valid():
-    """XEP-0220 8.4.1 (sender multiplexing): a second of our domains to
+    """XEP-0220 "Multiplexing Sender Domains": a second of our domains to
     the same remote domain rides the stream that is up: <db:result/> on
     it, the stanza waits for type='valid', then goes on the same stream;
     both domains' stanzas keep using that one connection.  The key is
