@@ -991,6 +991,57 @@ def test_multiplexing_not_under_pkix():
         peer.expect_next_re(wire_message(to, "m3", "three"))
 
 
+def test_multiplexing_waits_for_the_link_being_set_up():
+    """The second domain's message comes while the first domain's link
+    is still being set up: it waits for that link, and once the link is
+    up its <db:result/> goes on the same stream (one connection)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        send_message(r, to, "m2", "two")
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        second_result(peer)
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND))
+        assert len(fake.peers) == 1, len(fake.peers)
+
+
+def test_multiplexing_carrier_fails_setup():
+    """The link the second domain waits for cannot be set up (the peer
+    closes it): the first domain's message is bounced, the second's goes
+    over a link of its own, and when that one fails too it is bounced
+    with remote-server-not-found: exact XML to both senders."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        send_message(r, to, "m2", "two")
+        assert peer.read_header() == our_header()
+        wait_for(lambda: "s2s localhost -> remote.test: connected" in
+                 s.log_text(), what="the first link connected")
+        peer.close()
+        c.read_until(re.escape(bounce(to, "m1", "cancel",
+                                      "remote-server-not-found")))
+        peer2 = fake.accept()
+        assert peer2.read_header() == our_header(SECOND)
+        peer2.close()
+        r.read_until(re.escape(bounce(to, "m2", "cancel",
+                                      "remote-server-not-found",
+                                      frm="romeo@%s/r" % SECOND)))
+
+
 def test_ack_timeout():
     """XEP-0198 on an outgoing link whose peer never answers our <r/>:
     after s2s.ack_timeout the link is taken for dead and closed; the
@@ -1068,5 +1119,7 @@ if __name__ == "__main__":
                test_multiplexing_error_then_own_link_fails_bounces,
                test_multiplexing_stream_killed_no_more,
                test_multiplexing_not_under_pkix,
+               test_multiplexing_waits_for_the_link_being_set_up,
+               test_multiplexing_carrier_fails_setup,
                test_ack_timeout,
                test_ack_answered_in_time_keeps_link])
