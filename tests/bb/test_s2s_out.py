@@ -1042,6 +1042,46 @@ def test_multiplexing_carrier_fails_setup():
                                       frm="romeo@%s/r" % SECOND)))
 
 
+def test_multiplexed_stream_dies_each_stanza_by_its_domain():
+    """A stream carrying two of our domains (XEP-0198 on) ends with the
+    peer's <policy-violation/>: what it had not acknowledged, of both
+    domains, goes once more, each stanza by its own sender's domain --
+    the first one given back (romeo's) makes a link from SECOND, and
+    juliet's rides it (<db:result from='localhost'/> there)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external_sm(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one") + R)
+        peer.send("<a xmlns='%s' h='1'/>" % NS_SM)
+        send_message(r, to, "m2", "two")
+        second_result(peer)
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND) + R)
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three") + R)
+        peer.send(POLICY)
+        assert peer.is_closed()
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        m = peer2.read_until("<db:result from='localhost' to='%s'>"
+                             "([0-9a-f]{64})</db:result>" % REMOTE)
+        assert m.start() == 0, m.string
+        peer2.send("<db:result from='%s' to='localhost' type='valid'/>"
+                   % REMOTE)
+        peer2.expect_next_re(wire_message(to, "m3", "three"))
+        assert len(fake.peers) == 2
+
+
 def test_ack_timeout():
     """XEP-0198 on an outgoing link whose peer never answers our <r/>:
     after s2s.ack_timeout the link is taken for dead and closed; the
@@ -1121,5 +1161,6 @@ if __name__ == "__main__":
                test_multiplexing_not_under_pkix,
                test_multiplexing_waits_for_the_link_being_set_up,
                test_multiplexing_carrier_fails_setup,
+               test_multiplexed_stream_dies_each_stanza_by_its_domain,
                test_ack_timeout,
                test_ack_answered_in_time_keeps_link])
