@@ -422,6 +422,12 @@ const struct config_def config_defs[] = {
 	  "off (remote-server-not-found).  Links opened only to verify "
 	  "another server's dialback key take at most half of them (past "
 	  "it the request is answered with resource-constraint)" },
+	{ "s2s.ack_timeout", CONFIG_TYPE_DURATION, OFF(s2s_ack_timeout),
+	  "60s", 0, 3600000, RELOAD, "An outgoing server-to-server link "
+	  "with stream management (XEP-0198) whose peer does not answer our "
+	  "<r/> with <a/> within this is taken for dead and closed; what it "
+	  "had not acknowledged goes once more over a new link, else is "
+	  "bounced with remote-server-timeout.  0 turns it off" },
 	{ "shutdown_drain_timeout", CONFIG_TYPE_DURATION,
 	  OFF(shutdown_drain_timeout), "5s", 100, 60000, RELOAD,
 	  "After its streams are closed, how long a stopping worker waits "

@@ -159,6 +159,7 @@ struct config {
 	uint64_t s2s_out_idle_timeout;  /* ms */
 	uint64_t s2s_link_timeout;      /* ms, the whole setup */
 	unsigned s2s_max_links;         /* per worker; 0: off */
+	uint64_t s2s_ack_timeout;       /* ms, XEP-0198 <r/> to <a/>; 0 off */
 
 	/* after shutdown_timeout: how long a stopping worker waits for
 	 * the database writes it queued (offline stores, archive rows) */

@@ -236,6 +236,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "s2s.out_idle_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.link_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.max_links", CONFIG_F_RELOADABLE },
+	{ "s2s.ack_timeout", CONFIG_F_RELOADABLE },
 	{ "shutdown_drain_timeout", CONFIG_F_RELOADABLE },
 	{ "component.secrets_file", CONFIG_F_RELOADABLE },
 	{ "component.addresses", CONFIG_F_RESTART },

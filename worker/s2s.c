@@ -10,15 +10,13 @@
 #include <ctype.h>
 #include <string.h>
 
-/* FNV-1a over "local remote", case-folded (domains are compared
- * without case, RFC 7622 section 3.2). */
-unsigned s2s_owner_slot(const struct worker *w, const char *local,
-			const char *remote)
+/* FNV-1a over the remote domain, case-folded (domains are compared
+ * without case, RFC 7622 section 3.2).  Of the remote domain only: one
+ * worker holds every link to it, so that one stream can carry all our
+ * domains (XEP-0220 multiplexing, s2s_out.c). */
+unsigned s2s_owner_slot(const struct worker *w, const char *remote)
 {
 	uint32_t h = 2166136261u;
-	for (const char *p = local; *p != '\0'; p++)
-		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
-	h = (h ^ (uint8_t)' ') * 16777619u;
 	for (const char *p = remote; *p != '\0'; p++)
 		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
 	return w->nslots > 0 ? h % w->nslots : 0;

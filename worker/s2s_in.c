@@ -728,7 +728,7 @@ static void s2s_in_db_result(struct conn *c, struct s2s_in *s,
 	snprintf(v.remote, sizeof(v.remote), "%s", d->from);
 	snprintf(v.stream_id, sizeof(v.stream_id), "%s", s->id);
 	snprintf(v.key, sizeof(v.key), "%s", d->key);
-	unsigned owner = s2s_owner_slot(w, d->to, d->from);
+	unsigned owner = s2s_owner_slot(w, d->from);
 	if (queue_send(w->q, owner, IPC_FRAME_S2S_VERIFY, 0, 0, &v, sizeof(v),
 		       &error) < 0) {
 		log_warn("c%u %s: dialback for %s -> %s: worker %u not "

@@ -20,10 +20,10 @@ struct ssl_st;
 #define NS_DIALBACK "jabber:server:dialback"
 #define NS_DIALBACK_FEATURE "urn:xmpp:features:dialback"
 
-/* The slot that owns the outgoing link from local to remote: every
+/* The slot that owns the outgoing links to remote (from every local
+ * domain: one stream carries them all when the peer agrees): every
  * worker computes the same answer, so no table is needed. */
-unsigned s2s_owner_slot(const struct worker *w, const char *local,
-			const char *remote);
+unsigned s2s_owner_slot(const struct worker *w, const char *remote);
 
 /* s2s_in.c: streams other servers opened to us */
 void s2s_in_accepted(struct conn *c);
@@ -42,8 +42,9 @@ int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
 int s2s_in_init(struct worker *w);
 void s2s_in_tick(struct worker *w, int64_t now_ms);
 
-/* s2s_out.c: streams we open, one per (local, remote) domain pair,
- * owned by s2s_owner_slot */
+/* s2s_out.c: streams we open, one per remote domain carrying every
+ * local domain the peer accepts on it (else one per pair), owned by
+ * s2s_owner_slot */
 void s2s_out_stream_open(struct conn *c, const char *name,
 			 const char **atts);
 int s2s_out_top_level_known(const struct conn *c, const char *name,

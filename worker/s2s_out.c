@@ -1,9 +1,12 @@
 /*
  * s2s_out.c - the streams we open to other servers (RFC 6120 section 13,
  * initiating entity; RFC 7590; XEP-0178; XEP-0220 originating side;
- * XEP-0368).  One link per (local domain, remote domain) pair, owned by
- * the worker s2s_owner_slot() names; other workers hand it their stanzas
- * with IPC_FRAME_S2S_OUT.  A link is dialed (s2s_dial.h), STARTTLS'd
+ * XEP-0368).  One link per (local domain, remote domain) pair, all of a
+ * remote domain's owned by the worker s2s_owner_slot(remote) names;
+ * other workers hand it their stanzas with IPC_FRAME_S2S_OUT.  A pair
+ * whose remote domain already has a stream rides it when the peer
+ * accepts (XEP-0220 "Multiplexing Sender Domains": <db:result/> on that stream;
+ * refused -> a stream of its own).  A link is dialed (s2s_dial.h), STARTTLS'd
  * (or direct TLS), authenticated with SASL EXTERNAL when the peer's
  * certificate identifies it (certid.h), else with dialback when
  * s2s.auth allows, then carries what waited in its pending queue
@@ -21,7 +24,9 @@
  * peer's reason (out_death_cond).  Without it, what the link had not
  * written comes back through conn.c (conn_take_back_all), the same way;
  * what the kernel had taken is lost unknown to us.  An up link has at
- * most s2s.max_queue_bytes in flight; more waits in its queue.
+ * most s2s.max_queue_bytes in flight; more waits in its queue.  An <r/>
+ * unanswered for s2s.ack_timeout: the link is dead (logged, closed,
+ * handled as above).
  */
 #include "worker.h"
 #include "s2s.h"
@@ -110,6 +115,14 @@ struct s2s_link {
 	char peer[64];
 	const char *how;        /* "EXTERNAL" or "dialback" once up */
 	int sm_offered;         /* the peer's features had <sm/> (XEP-0198) */
+	/* XEP-0220 "Multiplexing" ("piggybacking"): a pair carried on
+	 * another pair's stream to the same remote domain.  carrier is the
+	 * link owning the connection (c is its connection once asked: our
+	 * <db:result/> sent); NULL on a link with a connection of its own. */
+	struct s2s_link *carrier;
+	unsigned ncarried;      /* links with carrier == this one */
+	int db_feature;         /* the peer's features had <dialback/> */
+	int no_piggy;           /* a pair was refused here: no more asked */
 };
 
 /* What c->s2s points to on an outgoing connection: the link, NULL once
@@ -131,6 +144,7 @@ struct s2s_conn {
 	uint32_t sm_sent;       /* stanzas written since <enable/> */
 	uint32_t sm_acked;      /* the peer's last h */
 	uint32_t sm_r_at;       /* sm_sent at our last <r/> */
+	int64_t r_since_ms;     /* an <r/> unanswered since (s2s.ack_timeout) */
 	struct s2s_pend *uhead, *utail;
 	size_t ubytes;
 	unsigned ucount;
@@ -263,6 +277,8 @@ static void out_request_ack(struct conn *c, struct s2s_conn *sc)
 {
 	static const char r[] = "<r xmlns='" NS_SM "'/>";
 	sc->sm_r_at = sc->sm_sent;
+	if (sc->r_since_ms == 0)
+		sc->r_since_ms = c->w->now_ms;
 	conn_send(c, r, sizeof(r) - 1);
 }
 
@@ -379,6 +395,8 @@ static void out_unlink(struct s2s_link *l)
 		if (*p == l) {
 			*p = l->next;
 			s2s_nlinks--;
+			if (l->carrier != NULL)
+				l->carrier->ncarried--;
 			if (l->verify_only)
 				s2s_nverify_links--;
 			l->verify_only = 0;
@@ -390,6 +408,10 @@ static void out_unlink(struct s2s_link *l)
 /* The link lets its connection go (it may still be closing). */
 static void out_release_conn(struct s2s_link *l)
 {
+	if (l->carrier != NULL) {
+		l->c = NULL;    /* the carrier's connection */
+		return;
+	}
 	if (l->c != NULL && l->c->s2s != NULL)
 		l->c->s2s->link = NULL;
 	l->c = NULL;
@@ -428,6 +450,113 @@ static void out_back_add(const char *local, const char *remote,
 	b->next = NULL;
 	*out_back_tail = b;
 	out_back_tail = &b->next;
+}
+
+/* ---- multiplexing (XEP-0220) ------------------------------------------- */
+
+/* Remote domains whose server ended a stream while one of our
+ * <db:result/>s for a second pair waited on it: it does not take
+ * multiplexing, its pairs get links of their own (a small ring, the
+ * oldest forgotten first). */
+#define S2S_NOPIGGY_MAX 16
+static char out_nopiggy[S2S_NOPIGGY_MAX][S2S_DOMAIN_MAX + 1];
+static unsigned out_nopiggy_next;
+
+static int out_nopiggy_has(const char *remote)
+{
+	for (unsigned i = 0; i < S2S_NOPIGGY_MAX; i++)
+		if (strcasecmp(out_nopiggy[i], remote) == 0)
+			return 1;
+	return 0;
+}
+
+static void out_nopiggy_add(const char *remote)
+{
+	if (out_nopiggy_has(remote))
+		return;
+	snprintf(out_nopiggy[out_nopiggy_next], sizeof(out_nopiggy[0]), "%s",
+		 remote);
+	out_nopiggy_next = (out_nopiggy_next + 1) % S2S_NOPIGGY_MAX;
+}
+
+/* The link whose stream a new pair (any local, remote) may share: one
+ * of remote's own links, up and willing (the peer speaks dialback, no
+ * pair refused on it) or still being set up (then decided at out_up).
+ * Only where s2s.auth allows dialback: a second pair on a stream is
+ * authenticated by dialback (SASL is once per stream). */
+static struct s2s_link *out_carrier(const struct worker *w,
+				    const char *remote)
+{
+	if (out_nopiggy_has(remote) || !out_dialback_allowed(w, remote))
+		return NULL;
+	for (struct s2s_link *l = s2s_links; l != NULL; l = l->next) {
+		if (l->carrier != NULL || l->no_piggy ||
+		    strcasecmp(l->remote, remote) != 0)
+			continue;
+		if (l->state != LINK_UP)
+			return l;
+		if (l->c != NULL && !l->c->want_close && !l->c->closed &&
+		    (l->db_feature || strcmp(l->how, "dialback") == 0))
+			return l;
+	}
+	return NULL;
+}
+
+static void out_pump(struct s2s_link *l, int force);
+
+/* Write what waits on the carrier and on every pair it carries. */
+static void out_pump_all(struct s2s_link *carrier)
+{
+	out_pump(carrier, 0);
+	for (struct s2s_link *d = carrier->ncarried > 0 ? s2s_links : NULL;
+	     d != NULL; d = d->next)
+		if (d->carrier == carrier && d->state == LINK_UP)
+			out_pump(d, 0);
+}
+
+static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
+			   const char *cond);
+
+/* The carrier is gone or going: the pairs it carried lose their stream.
+ * With write (a clean close), what they queued is written first; what
+ * is left goes once more over a new link (out_route_back), bounced with
+ * cond if already a retry.  A pair still waiting for the answer to its
+ * <db:result/> when the peer ended the stream marks the remote as not
+ * taking multiplexing. */
+static void out_orphans(struct worker *w, struct s2s_link *carrier,
+			int write, const char *cond, int peer_ended)
+{
+	/* pairs are added at the head: they come before their carrier, and
+	 * a caller iterating the list is past them */
+	for (struct s2s_link *d = carrier->ncarried > 0 ? s2s_links : NULL,
+	     *next; d != NULL; d = next) {
+		next = d->next;
+		if (d->carrier != carrier)
+			continue;
+		if (write && d->state == LINK_UP && d->c != NULL &&
+		    !d->c->closed)
+			out_pump(d, 1);
+		if (peer_ended && d->state == LINK_AUTH) {
+			log_info("s2s %s -> %s: the peer ended the stream "
+				 "while our <db:result/> for this pair "
+				 "waited on %s's: no multiplexing to %s",
+				 d->local, d->remote, carrier->local,
+				 d->remote);
+			out_nopiggy_add(d->remote);
+		}
+		out_unlink(d);
+		out_vreqs_fail(w, d, "remote-connection-failed");
+		for (struct s2s_pend *p = d->head, *pn; p != NULL; p = pn) {
+			pn = p->next;
+			out_back_add(d->local, d->remote, p->text, p->len,
+				     p->retried ? cond : NULL);
+			free(p);
+		}
+		d->head = d->tail = NULL;
+		d->npending = 0;
+		d->pending_bytes = 0;
+		out_free(d);
+	}
 }
 
 /* Why a connection ended, as the condition a stanza it could not
@@ -482,8 +611,12 @@ static const char *out_peer_error(const char *name)
 static void out_lost(struct worker *w, struct s2s_link *l, int close)
 {
 	struct conn *c = l->c;
+	int l_own = l->carrier == NULL;
 	const char *cond = c != NULL && c->s2s != NULL ?
 			   out_death_cond(c, c->s2s) : "remote-server-timeout";
+	if (l->carrier == NULL)
+		out_orphans(w, l, 0, cond, c != NULL && c->s2s != NULL &&
+			    c->s2s->peer_error != NULL);
 	out_unlink(l);
 	out_vreqs_fail(w, l, "remote-connection-failed");
 	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
@@ -496,7 +629,7 @@ static void out_lost(struct worker *w, struct s2s_link *l, int close)
 	l->npending = 0;
 	l->pending_bytes = 0;
 	out_free(l);    /* lets c go */
-	if (close && c != NULL && !c->closed)
+	if (close && c != NULL && !c->closed && l_own)
 		conn_close(c);
 }
 
@@ -507,11 +640,14 @@ static void out_fail(struct worker *w, struct s2s_link *l, const char *cond,
 		     const char *reason)
 {
 	const char *type = out_error_type(cond);
+	if (l->carrier == NULL)
+		out_orphans(w, l, 0, cond, 0);
 	out_unlink(l);
 	log_info("s2s %s -> %s%s%s: %s: %u stanzas bounced with <%s/>",
 		 l->local, l->remote, l->peer[0] ? " " : "", l->peer, reason,
 		 l->npending, cond);
-	if (l->c != NULL && !l->c->closed && !l->c->want_close) {
+	if (l->carrier == NULL && l->c != NULL && !l->c->closed &&
+	    !l->c->want_close) {
 		struct conn *c = l->c;
 		out_release_conn(l);
 		static const char close_tag[] = "</stream:stream>";
@@ -570,6 +706,71 @@ static void out_start(struct worker *w, struct s2s_link *l)
 			 "not be looked up (no dialer, or out of memory)");
 }
 
+/* Ask for pair d on its carrier's stream (XEP-0220 "Multiplexing Sender
+ * Domains"): <db:result from=local to=remote/> with the XEP-0185 key
+ * for that stream's id; d's stanzas wait for the answer. */
+static void out_piggy_ask(struct worker *w, struct s2s_link *d)
+{
+	struct s2s_link *cl = d->carrier;
+	char key[DIALBACK_KEY_HEX + 1];
+	struct buf out;
+	if (dialback_key(d->remote, d->local, cl->stream_id, key) < 0) {
+		out_fail(w, d, "remote-server-not-found",
+			 "dialback key failed");
+		return;
+	}
+	d->c = cl->c;
+	snprintf(d->peer, sizeof(d->peer), "%s", cl->peer);
+	buf_init(&out, 0);
+	buf_appendf(&out, "<db:result from='");
+	xml_escape(&out, d->local, strlen(d->local), 1);
+	buf_appendf(&out, "' to='");
+	xml_escape(&out, d->remote, strlen(d->remote), 1);
+	buf_appendf(&out, "'>%s</db:result>", key);
+	conn_send(d->c, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+	d->state = LINK_AUTH;
+	d->how = "dialback";
+	log_debug("s2s %s -> %s: asked on the stream of %s -> %s "
+		  "(multiplexing)", d->local, d->remote, cl->local, cl->remote);
+	out_send_verifies(d);
+}
+
+/* The peer refused pair d on its carrier's stream (type invalid or
+ * error), or the carrier cannot carry it: d gets a connection of its
+ * own, as without multiplexing; the carrier is asked for no more. */
+static void out_piggy_refused(struct worker *w, struct s2s_link *d,
+			      const char *reason)
+{
+	struct s2s_link *cl = d->carrier;
+	log_info("s2s %s -> %s: not carried on the stream of %s -> %s (%s): "
+		 "a link of its own, %u stanzas waiting", d->local, d->remote,
+		 cl->local, cl->remote, reason, d->npending);
+	cl->no_piggy = 1;
+	cl->ncarried--;
+	d->carrier = NULL;
+	d->c = NULL;
+	d->how = NULL;
+	d->peer[0] = '\0';
+	d->state = LINK_DIALING;
+	d->deadline_ms = w->now_ms + (int64_t)w->cfg->s2s_link_timeout;
+	for (struct s2s_vreq *v = d->vreqs; v != NULL; v = v->next)
+		v->sent = 0;    /* asked again on its own stream */
+	out_start(w, d);
+}
+
+/* The peer accepted pair d on its carrier's stream. */
+static void out_piggy_up(struct worker *w, struct s2s_link *d)
+{
+	d->state = LINK_UP;
+	d->last_ms = w->now_ms;
+	log_info("s2s %s -> %s %s: up (dialback on the stream of %s -> %s), "
+		 "%u stanzas waiting", d->local, d->remote, d->peer,
+		 d->carrier->local, d->carrier->remote, d->npending);
+	out_pump(d, 0);
+	out_send_verifies(d);
+}
+
 /* Queue a stanza (text) on the link local -> remote, owned here. */
 static void out_enqueue(struct worker *w, const char *local,
 			const char *remote, const char *text, size_t len,
@@ -591,6 +792,8 @@ static void out_enqueue(struct worker *w, const char *local,
 	    l->head == NULL && !out_full(l)) {
 		out_write(l, text, len, retried);
 		l->last_ms = w->now_ms;
+		if (l->carrier != NULL)
+			l->carrier->last_ms = w->now_ms;
 		return;
 	}
 	if (l == NULL && s2s_nlinks >= w->cfg->s2s_max_links) {
@@ -609,12 +812,19 @@ static void out_enqueue(struct worker *w, const char *local,
 	}
 	struct s2s_pend *p = malloc(sizeof(*p) + len);
 	int fresh = l == NULL;
+	struct s2s_link *carrier = fresh ? out_carrier(w, remote) : NULL;
 	if (p != NULL && l == NULL)
 		l = out_new(w, local, remote);
 	if (p == NULL || l == NULL) {
 		free(p);
 		out_bounce_text(w, text, len, "wait", "resource-constraint");
 		return;
+	}
+	if (carrier != NULL) {
+		/* on the stream of another of our domains to remote */
+		l->carrier = carrier;
+		carrier->ncarried++;
+		fresh = 0;
 	}
 	memcpy(p->text, text, len);
 	p->len = len;
@@ -629,6 +839,8 @@ static void out_enqueue(struct worker *w, const char *local,
 	l->npending++;
 	if (fresh)
 		out_start(w, l);
+	else if (carrier != NULL && carrier->state == LINK_UP)
+		out_piggy_ask(w, l);    /* else asked when it is up */
 }
 
 /* ---- the stream ------------------------------------------------------- */
@@ -855,6 +1067,16 @@ static void out_up(struct worker *w, struct s2s_link *l)
 	}
 	out_pump(l, 0);
 	out_send_verifies(l);
+	/* the pairs that waited for this stream */
+	for (struct s2s_link *d = s2s_links, *next; d != NULL; d = next) {
+		next = d->next;
+		if (d->carrier != l || d->state != LINK_DIALING)
+			continue;
+		if (l->db_feature || strcmp(l->how, "dialback") == 0)
+			out_piggy_ask(w, d);
+		else
+			out_piggy_refused(w, d, "the peer offers no dialback");
+	}
 	if (out_closing && l->vreqs == NULL)
 		out_idle_close(w, l);   /* stopping: what waited is written */
 }
@@ -864,6 +1086,8 @@ static void out_features(struct conn *c, struct s2s_link *l,
 {
 	struct worker *w = c->w;
 	l->sm_offered = xml_child(n, NS_SM, "sm") != NULL;
+	if (xml_child(n, NS_DIALBACK_FEATURE, "dialback") != NULL)
+		l->db_feature = 1;
 	if (l->sasl_done) {
 		out_up(w, l);   /* the restarted stream after <success/> */
 		return;
@@ -911,6 +1135,32 @@ static void out_proceed(struct conn *c, struct s2s_link *l)
 	XML_StopParser(c->parser, XML_FALSE);
 }
 
+/* The answer to one of l's <db:verify/>s (matched by the stream id and
+ * the pair): 1 if it was. */
+static int out_verify_answer(struct conn *c, struct s2s_link *l,
+			     const struct xml_node *n)
+{
+	const char *type = xml_attr(n, "type"), *id = xml_attr(n, "id");
+	const char *from = xml_attr(n, "from"), *to = xml_attr(n, "to");
+	for (struct s2s_vreq **p = &l->vreqs; *p != NULL; p = &(*p)->next) {
+		struct s2s_vreq *v = *p;
+		if (!v->sent || id == NULL || strcmp(v->stream_id, id) != 0 ||
+		    from == NULL || to == NULL ||
+		    strcasecmp(from, l->remote) != 0 ||
+		    strcasecmp(to, l->local) != 0)
+			continue;
+		*p = v->next;
+		int valid = type != NULL && strcmp(type, "valid") == 0;
+		out_verified(c->w, l, v, type != NULL &&
+			     strcmp(type, "error") == 0 ? IPC_S2S_ERROR :
+			     valid ? IPC_S2S_VALID : IPC_S2S_INVALID,
+			     valid ? NULL : "remote-connection-failed");
+		free(v);
+		return 1;
+	}
+	return 0;
+}
+
 static void out_dialback(struct conn *c, struct s2s_link *l,
 			 struct xml_node *n)
 {
@@ -918,25 +1168,43 @@ static void out_dialback(struct conn *c, struct s2s_link *l,
 	const char *from = xml_attr(n, "from"), *to = xml_attr(n, "to");
 	if (strcmp(n->name, "verify") == 0) {
 		const char *id = xml_attr(n, "id");
-		for (struct s2s_vreq **p = &l->vreqs; *p != NULL;
-		     p = &(*p)->next) {
-			struct s2s_vreq *v = *p;
-			if (!v->sent || id == NULL ||
-			    strcmp(v->stream_id, id) != 0)
-				continue;
-			*p = v->next;
-			int valid = type != NULL && strcmp(type, "valid") == 0;
-			out_verified(c->w, l, v, type != NULL &&
-				     strcmp(type, "error") == 0 ?
-				     IPC_S2S_ERROR : valid ? IPC_S2S_VALID
-							   : IPC_S2S_INVALID,
-				     valid ? NULL : "remote-connection-failed");
-			free(v);
+		/* asked by this link or a pair it carries, answered here */
+		if (out_verify_answer(c, l, n))
 			return;
-		}
+		for (struct s2s_link *d = l->ncarried > 0 ? s2s_links : NULL;
+		     d != NULL; d = d->next)
+			if (d->carrier == l && d->c == c &&
+			    out_verify_answer(c, d, n))
+				return;
 		log_info("s2s %s -> %s: <db:verify/> answer for no question "
 			 "(id %s): ignored", l->local, l->remote,
 			 id != NULL ? id : "none");
+		return;
+	}
+	if (l->state == LINK_UP && from != NULL && to != NULL &&
+	    strcasecmp(from, l->remote) == 0 && strcasecmp(to, l->local) != 0) {
+		/* the answer for a pair this stream carries (multiplexing) */
+		for (struct s2s_link *d = l->ncarried > 0 ? s2s_links : NULL;
+		     d != NULL; d = d->next) {
+			if (d->carrier != l || d->c != c ||
+			    d->state != LINK_AUTH ||
+			    strcasecmp(d->local, to) != 0)
+				continue;
+			if (type != NULL && strcmp(type, "valid") == 0)
+				out_piggy_up(c->w, d);
+			else
+				out_piggy_refused(c->w, d, type != NULL &&
+						  strcmp(type, "error") == 0 ?
+						  "the peer answered with an "
+						  "error" : "the peer found "
+						  "our key invalid");
+			return;
+		}
+		/* none waits (it timed out, or was never asked): it
+		 * authorizes nothing; the stream and its pairs stay */
+		log_info("s2s %s -> %s: <db:result type='%s'/> for %s that no "
+			 "pair waits for: ignored", l->local, l->remote,
+			 type != NULL ? type : "", to);
 		return;
 	}
 	if (l->state != LINK_AUTH || strcmp(l->how, "dialback") != 0 ||
@@ -982,8 +1250,11 @@ static void out_sm(struct conn *c, struct s2s_conn *sc,
 			free(p);
 		}
 		sc->sm_acked = h;
+		/* answered: the next <r/> (or the one still open for what
+		 * was sent after this count) starts the clock again */
+		sc->r_since_ms = h == sc->sm_sent ? 0 : c->w->now_ms;
 		if (l != NULL && l->state == LINK_UP)
-			out_pump(l, 0);
+			out_pump_all(l);
 	} else if (strcmp(n->name, "r") == 0) {
 		/* no stanzas come our way on this stream */
 		static const char a[] = "<a xmlns='" NS_SM "' h='0'/>";
@@ -1141,6 +1412,38 @@ int s2s_out_taken(struct conn *c, const char *text, size_t len,
 	return 1;
 }
 
+/* The domain of a trusted, prepared JID. */
+static const char *out_domain(const char *jid, size_t *len_r)
+{
+	size_t slash = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', slash);
+	const char *d = at != NULL ? at + 1 : jid;
+	*len_r = slash - (size_t)(d - jid);
+	return d;
+}
+
+/* The local domain a stanza given back is from: its 'from' (a stream
+ * carries several of our domains), else the link's. */
+static const char *out_text_local(const struct s2s_back *b, char *local)
+{
+	struct arena a;
+	const char *error, *from;
+	const char *r = b->local;
+	arena_init(&a, 1024);
+	struct xml_node *st = stanza_parse(&a, b->text, b->len, &error);
+	if (st != NULL && (from = xml_attr(st, "from")) != NULL) {
+		size_t dlen;
+		const char *d = out_domain(from, &dlen);
+		if (dlen > 0 && dlen <= S2S_DOMAIN_MAX) {
+			memcpy(local, d, dlen);
+			local[dlen] = '\0';
+			r = local;
+		}
+	}
+	arena_free(&a);
+	return r;
+}
+
 /* What dead links gave back: over a new link once, else bounced. */
 static void out_route_back(struct worker *w)
 {
@@ -1153,7 +1456,9 @@ static void out_route_back(struct worker *w)
 	while (b != NULL) {
 		struct s2s_back *next = b->next;
 		if (b->cond == NULL) {
-			out_enqueue(w, b->local, b->remote, b->text, b->len, 1);
+			char local[S2S_DOMAIN_MAX + 1];
+			out_enqueue(w, out_text_local(b, local), b->remote,
+				    b->text, b->len, 1);
 			retry++;
 		} else {
 			log_info("s2s %s -> %s: a stanza not written on its "
@@ -1170,16 +1475,6 @@ static void out_route_back(struct worker *w)
 		log_info("s2s: %u stanzas not written on a link that ended: "
 			 "sent once more over a new link", retry);
 	(void)bounced;
-}
-
-/* The domain of a trusted, prepared JID. */
-static const char *out_domain(const char *jid, size_t *len_r)
-{
-	size_t slash = strcspn(jid, "/");
-	const char *at = memchr(jid, '@', slash);
-	const char *d = at != NULL ? at + 1 : jid;
-	*len_r = slash - (size_t)(d - jid);
-	return d;
 }
 
 int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
@@ -1203,7 +1498,7 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 	memset(&h, 0, sizeof(h));
 	h.local_len = (uint16_t)dlen;
 	h.remote_len = (uint16_t)strlen(to_domain);
-	unsigned slot = s2s_owner_slot(w, local, to_domain);
+	unsigned slot = s2s_owner_slot(w, to_domain);
 	int remote_owner = slot != w->slot;
 	if (remote_owner) {
 		buf_append(&text, &h, sizeof(h));
@@ -1372,6 +1667,7 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	static const char close_tag[] = "</stream:stream>";
 	log_debug("s2s %s -> %s: idle: closed", l->local, l->remote);
 	out_pump(l, 1);         /* what waits goes before the close */
+	out_orphans(w, l, 1, "remote-server-timeout", 0);
 	if (c->s2s != NULL && c->s2s->sm_on && c->s2s->uhead != NULL)
 		out_request_ack(c, c->s2s);
 	out_unlink(l);
@@ -1381,6 +1677,27 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	c->want_close = 1;
 	c->state = CONN_STATE_CLOSING;
 	c->deadline_ms = w->now_ms + S2S_CLOSE_GRACE_MS;
+}
+
+/* A pair carried on l waits for an answer (its <db:result/>, a
+ * verification): not idle. */
+static int out_carried_asking(const struct s2s_link *l)
+{
+	for (const struct s2s_link *d = l->ncarried > 0 ? s2s_links : NULL;
+	     d != NULL; d = d->next)
+		if (d->carrier == l && (d->state != LINK_UP || d->vreqs != NULL))
+			return 1;
+	return 0;
+}
+
+/* XEP-0198: an <r/> unanswered for s2s.ack_timeout (0: never). */
+static int out_ack_late(const struct worker *w, const struct s2s_link *l,
+			int64_t now)
+{
+	const struct s2s_conn *sc = l->c->s2s;
+	return w->cfg->s2s_ack_timeout > 0 && sc != NULL && sc->sm_on &&
+	       sc->r_since_ms != 0 && !l->c->want_close &&
+	       now - sc->r_since_ms >= (int64_t)w->cfg->s2s_ack_timeout;
 }
 
 void s2s_out_tick(struct worker *w, int64_t now_ms)
@@ -1398,12 +1715,23 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 		} else if (l->state != LINK_UP && now_ms >= l->deadline_ms) {
 			out_fail(w, l, "remote-server-timeout",
 				 "not set up in time (s2s.link_timeout)");
+		} else if (l->carrier != NULL) {
+			continue;       /* closed with its carrier */
+		} else if (l->state == LINK_UP && l->c != NULL &&
+			   out_ack_late(w, l, now_ms)) {
+			struct s2s_conn *sc = l->c->s2s;
+			log_info("s2s %s -> %s %s: no XEP-0198 <a/> within "
+				 "s2s.ack_timeout: the link is taken for dead, "
+				 "%u stanzas not acknowledged go over a new "
+				 "link", l->local, l->remote, l->peer,
+				 sc->ucount);
+			out_lost(w, l, 1);
 		} else if (out_closing && l->state == LINK_UP &&
 			   l->c != NULL && l->vreqs == NULL) {
 			out_idle_close(w, l);   /* stopping */
 		} else if (l->state == LINK_UP && l->c != NULL &&
 			   buf_used(&l->c->out) == 0 && l->vreqs == NULL &&
-			   now_ms - l->last_ms >=
+			   !out_carried_asking(l) && now_ms - l->last_ms >=
 			   (int64_t)w->cfg->s2s_out_idle_timeout) {
 			out_idle_close(w, l);
 		}
@@ -1430,7 +1758,7 @@ void s2s_out_close_links(struct worker *w)
 	out_closing = 1;
 	for (struct s2s_link *l = s2s_links, *next; l != NULL; l = next) {
 		next = l->next;
-		if (l->state == LINK_UP && l->c != NULL)
+		if (l->state == LINK_UP && l->c != NULL && l->carrier == NULL)
 			out_idle_close(w, l);
 	}
 }
@@ -1443,7 +1771,7 @@ void s2s_out_drained(struct conn *c)
 	struct s2s_conn *sc = c->s2s;
 	if (l == NULL || l->state != LINK_UP || c->want_close)
 		return;
-	out_pump(l, 0);
+	out_pump_all(l);
 	if (sc->sm_on && sc->sm_sent != sc->sm_r_at)
 		out_request_ack(c, sc);
 }

@@ -717,14 +717,19 @@ class User(slixmpp.ClientXMPP):
     roster pushes, messages.  Nothing is automatic: subscription requests
     are neither accepted nor returned unless the test does it."""
 
-    def __init__(self, server, localpart, password, resource="lab"):
-        super().__init__("%s@%s/%s" % (localpart, server.domain, resource),
-                         password)
+    def __init__(self, server, localpart, password, resource="lab",
+                 domain=None):
+        super().__init__("%s@%s/%s" % (localpart, domain or server.domain,
+                                       resource), password)
         self.home = server
         # The server's certificate (c2s and s2s are the same) comes from
-        # the lab CA or is self-signed: trust both, check the name.
+        # the lab CA or is self-signed: trust both, check the name (not
+        # for a user of another of the server's hosts: domain, whose
+        # name the certificate does not carry).
         self.ssl_context = ssl.create_default_context(cafile=server.lab.ca_file)
         self.ssl_context.load_verify_locations(server.cert_file)
+        if domain is not None and domain != server.domain:
+            self.ssl_context.check_hostname = False
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
         self.register_plugin("xep_0030")

@@ -572,6 +572,81 @@ def test_ejabberd_presence_storage_blocking():
     presence_and_storage(EjabberdServer)
 
 
+def outgoing_connections(x, a):
+    """TCP connections to the anchor's s2s port (our outgoing links: the
+    anchor's own links go to xmppd's port; the source address is the
+    kernel's choice, 127.0.0.1), counted with ss."""
+    import subprocess
+    out = subprocess.run(["ss", "-Htn", "state", "established", "dst",
+                          "%s:%d" % (a.addr, a.s2s_port)],
+                         capture_output=True, text=True, timeout=10).stdout
+    return len([l for l in out.splitlines() if l.strip()])
+
+
+def multiplexing(anchor_cls, secure):
+    """xmppd with two hosts (xmppd.test, xmppd2.test; the second's DNS
+    records name the same server): carol@xmppd.test and erin@xmppd2.test
+    both talk with dave@ANCHOR.  Returns (anchor log, xmppd log, our
+    outgoing connections to the anchor counted with ss)."""
+    with Lab() as lab:
+        x = lab.xmppd("xmppd.test", secure=secure,
+                      users=[("carol@xmppd.test", "c4rol-pw"),
+                             ("erin@xmppd2.test", "3rin-pw")],
+                      overrides={"hosts": "xmppd.test xmppd2.test"})
+        lab.record("xmppd2.test", x.addr, x.s2s_port)
+        name = "%s.test" % anchor_cls.kind
+        a = anchor_cls(lab, name, secure=secure, users=[("dave", "d4ve-pw")])
+        lab.start()
+
+        async def scenario():
+            c = await User(x, "carol", "c4rol-pw").online()
+            e = await User(x, "erin", "3rin-pw", domain="xmppd2.test").online()
+            d = await User(a, "dave", "d4ve-pw").online()
+            try:
+                await converse(c, d, TEXT)
+                await converse(e, d, "from xmppd2: " + TEXT)
+                await converse(c, d, "carol again")
+                await converse(e, d, "erin again")
+            finally:
+                await c.offline()
+                await e.offline()
+                await d.offline()
+        run_async(scenario())
+        return a.log_text(), x.log_text(), outgoing_connections(x, a)
+
+
+def test_prosody_multiplexing():
+    """XEP-0220 sender multiplexing against Prosody 0.12 (dialback, self-signed
+    certificates): the second of our domains is asked for on the stream
+    of the first (<db:result from='xmppd2.test'/> there), Prosody
+    verifies it with xmppd2.test's authoritative side (us) and says
+    valid; every message of both users reaches dave, both answers come
+    back, and ONE TCP connection carried both domains (ss)."""
+    plog, xlog, n = multiplexing(ProsodyServer, False)
+    assert re.search(r"s2s xmppd2\.test -> prosody\.test \S+: up \(dialback "
+                     r"on the stream of xmppd\.test -> prosody\.test\)",
+                     xlog), xlog[-3000:]
+    assert len(re.findall(r"s2s xmppd2?\.test -> prosody\.test \S+: up \("
+                          r"dialback, ", xlog)) == 1, xlog[-3000:]
+    assert ("connection xmppd.test->prosody.test is now authenticated for "
+            "xmppd2.test" in plog), plog[-3000:]
+    assert n == 1, n
+
+
+
+def test_ejabberd_multiplexing():
+    """The same against ejabberd 23.01 (dialback): it verifies the
+    second domain's key with our authoritative side over a link of its
+    own to xmppd2.test and answers valid; one TCP connection from us."""
+    elog, xlog, n = multiplexing(EjabberdServer, False)
+    assert re.search(r"s2s xmppd2\.test -> ejabberd\.test \S+: up \(dialback "
+                     r"on the stream of xmppd\.test -> ejabberd\.test\)",
+                     xlog), xlog[-3000:]
+    assert "Accepted inbound s2s dialback authentication xmppd2.test -> " \
+        "ejabberd.test" in elog, elog[-3000:]
+    assert n == 1, n
+
+
 if __name__ == "__main__":
     run_tests([test_prosody_external, test_ejabberd_external,
                test_prosody_dialback, test_ejabberd_dialback,
@@ -579,4 +654,5 @@ if __name__ == "__main__":
                test_forged_from_dialback,
                test_owner_killed, test_prosody_presence_storage_blocking,
                test_ejabberd_presence_storage_blocking,
-               test_serverauth_only_certificates])
+               test_serverauth_only_certificates,
+               test_prosody_multiplexing, test_ejabberd_multiplexing])

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, wait_for  # noqa: E402
@@ -796,6 +797,363 @@ def test_certificate_eku():
         peer.expect_next_re(wire_message("romeo@%s" % REMOTE, "m1", "hi"))
         assert ("certificate not valid for remote.test: its extendedKeyUsage "
                 "has no serverAuth" in s.log_text()), s.log_text()[-2000:]
+# ---- XEP-0220 multiplexing: one stream to REMOTE for our domains ----
+
+SECOND = "second.test"
+USERS2 = USERS + [("romeo@%s" % SECOND, "m0nt4gue")]
+NS_STANZAS_DB = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def login_on(s, user, password, domain, resource="r"):
+    """A client of our second host (stream to='domain')."""
+    c = Client(s.port)
+    c.open(to=domain)
+    c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    c.read_until("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    c.wrap_tls()
+    c.open(to=domain)
+    assert c.auth_scram(user, password).startswith("<success")
+    c.open(to=domain)
+    c.bind(resource)
+    return c
+
+
+def external_as(peer, local):
+    """external() for the stream of another of our domains."""
+    assert peer.read_header() == our_header(local)
+    peer.send_header(REMOTE, to=local, features=STARTTLS_REQUIRED)
+    peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    peer.proceed_tls()
+    assert peer.read_header() == our_header(local)
+    peer.send_header(REMOTE, to=local,
+                     features=features_auth(external=True, dialback=True))
+    peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                     % (NS_SASL, base64.b64encode(local.encode()).decode()))
+    peer.send("<success xmlns='%s'/>" % NS_SASL)
+    assert peer.read_header() == our_header(local)
+    peer.send_header(REMOTE, to=local, features="<stream:features/>")
+
+
+def second_result(peer):
+    """The <db:result/> for (SECOND, REMOTE) on the stream of (localhost,
+    REMOTE): its key is XEP-0185's for that stream's id (checked below
+    against our authoritative side)."""
+    m = peer.read_until("<db:result from='%s' to='%s'>([0-9a-f]{64})"
+                        "</db:result>" % (SECOND, REMOTE))
+    assert m.start() == 0, m.string
+    return m.group(1).decode()
+
+
+def multiplexed_setup(s, fake):
+    """juliet@localhost's message makes the link (EXTERNAL); then
+    romeo@SECOND's message asks for (SECOND, REMOTE) on that same
+    stream.  Returns the clients, the peer, and the key sent."""
+    c = login(s)
+    r = login_on(s, "romeo", "m0nt4gue", SECOND)
+    to = "nurse@%s" % REMOTE
+    send_message(c, to, "m1", "one")
+    peer = fake.accept()
+    external(peer)
+    peer.expect_next_re(wire_message(to, "m1", "one"))
+    send_message(r, to, "m2", "two")
+    key = second_result(peer)
+    return c, r, peer, key
+
+
+def test_multiplexing_valid():
+    """XEP-0220 "Multiplexing Sender Domains": a second of our domains to
+    the same remote domain rides the stream that is up: <db:result/> on
+    it, the stanza waits for type='valid', then goes on the same stream;
+    both domains' stanzas keep using that one connection.  The key is
+    the one our authoritative side confirms for that stream id, and
+    refuses for another domain."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=2, users=USERS2, s2s=True,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c, r, peer, key = multiplexed_setup(s, fake)
+        to = "nurse@%s" % REMOTE
+        v = Incoming(s)
+        v.send("<db:verify from='%s' to='%s' id='%s'>%s</db:verify>"
+               % (REMOTE, SECOND, peer.stream_id, key))
+        assert v.read_until("<db:verify [^>]*/>") == (
+            "<db:verify from='%s' to='%s' id='%s' type='valid'/>"
+            % (SECOND, REMOTE, peer.stream_id))
+        v.send("<db:verify from='%s' to='localhost' id='%s'>%s</db:verify>"
+               % (REMOTE, peer.stream_id, key))
+        assert v.read_until("<db:verify [^>]*/>") == (
+            "<db:verify from='localhost' to='%s' id='%s' type='invalid'/>"
+            % (REMOTE, peer.stream_id))
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three"))
+        send_message(r, to, "m4", "four")
+        peer.expect_next_re(wire_message(to, "m4", "four",
+                                         frm="romeo@%s/r" % SECOND))
+        # an answer no pair waits for (again, or for a domain never
+        # asked) authorizes nothing and leaves the stream as it is
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  "<db:result from='%s' to='third.test' type='valid'/>"
+                  % (REMOTE, SECOND, REMOTE))
+        send_message(c, to, "m5", "five")
+        peer.expect_next_re(wire_message(to, "m5", "five"))
+        assert "<db:result type='valid'/> for third.test that no pair " \
+            "waits for: ignored" in s.log_text()
+        assert len(fake.peers) == 1, len(fake.peers)
+        assert re.search(r"s2s %s -> %s \S+: up \(dialback on the stream "
+                         r"of localhost -> %s\), 1 stanzas waiting"
+                         % (SECOND, REMOTE, REMOTE), s.log_text())
+
+
+def test_multiplexing_invalid_gets_own_link():
+    """type='invalid' for the second domain: its stanza goes over a link
+    of its own, the way it would without multiplexing; the first
+    stream stays and carries its domain's stanzas."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c, r, peer, _ = multiplexed_setup(s, fake)
+        to = "nurse@%s" % REMOTE
+        peer.send("<db:result from='%s' to='%s' type='invalid'/>"
+                  % (REMOTE, SECOND))
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three"))
+        send_message(r, to, "m4", "four")
+        peer2.expect_next_re(wire_message(to, "m4", "four",
+                                          frm="romeo@%s/r" % SECOND))
+        assert "not carried on the stream of localhost -> remote.test " \
+            "(the peer found our key invalid)" in s.log_text()
+
+
+def test_multiplexing_error_then_own_link_fails_bounces():
+    """type='error' (XEP-0220 dialback error) for the second domain:
+    a link of its own; that one cannot be set up either (the peer
+    closes it): the waiting message comes back to its sender with
+    remote-server-not-found, exact XML; the first domain's stream is
+    untouched."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c, r, peer, _ = multiplexed_setup(s, fake)
+        to = "nurse@%s" % REMOTE
+        peer.send("<db:result from='%s' to='%s' type='error'><error "
+                  "type='cancel'><item-not-found xmlns='%s'/></error>"
+                  "</db:result>" % (REMOTE, SECOND, NS_STANZAS_DB))
+        peer2 = fake.accept()
+        assert peer2.read_header() == our_header(SECOND)
+        peer2.close()
+        r.read_until(re.escape(bounce(to, "m2", "cancel",
+                                      "remote-server-not-found",
+                                      frm="romeo@%s/r" % SECOND)))
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three"))
+
+
+def test_multiplexing_stream_killed_no_more():
+    """A server that does not take a second domain on a stream and ends
+    it with a stream error: what waited goes over new links, and that
+    remote domain is not asked to multiplex again (one link each)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c, r, peer, _ = multiplexed_setup(s, fake)
+        to = "nurse@%s" % REMOTE
+        peer.send("<stream:error><invalid-from xmlns='urn:ietf:params:xml:"
+                  "ns:xmpp-streams'/></stream:error></stream:stream>")
+        assert peer.is_closed()
+        peer2 = fake.accept()
+        peer2.expect_next(our_header(SECOND))
+        peer2.send_header(REMOTE, to=SECOND, features=STARTTLS_REQUIRED)
+        peer2.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:"
+                          "xmpp-tls'/>")
+        peer2.proceed_tls()
+        assert peer2.read_header() == our_header(SECOND)
+        peer2.send_header(REMOTE, to=SECOND, features=features_auth(
+            external=True, dialback=True))
+        peer2.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                          % (NS_SASL, base64.b64encode(SECOND.encode())
+                             .decode()))
+        peer2.send("<success xmlns='%s'/>" % NS_SASL)
+        assert peer2.read_header() == our_header(SECOND)
+        peer2.send_header(REMOTE, to=SECOND, features="<stream:features/>")
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        peer3 = fake.accept()
+        external(peer3)
+        peer3.expect_next_re(wire_message(to, "m3", "three"))
+        assert "no multiplexing to remote.test" in s.log_text()
+
+
+def test_multiplexing_not_under_pkix():
+    """s2s.auth = pkix: a second pair on a stream could only be
+    authenticated by dialback (SASL is once per stream), which the
+    policy forbids: the second domain gets a link of its own, with
+    EXTERNAL, and no <db:result/> is sent on the first."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND,
+                                  **{"s2s.auth": "pkix"})) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        send_message(r, to, "m2", "two")
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        # the next thing on the first stream is m3: no <db:result/>
+        peer.expect_next_re(wire_message(to, "m3", "three"))
+
+
+def test_multiplexing_waits_for_the_link_being_set_up():
+    """The second domain's message comes while the first domain's link
+    is still being set up: it waits for that link, and once the link is
+    up its <db:result/> goes on the same stream (one connection)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        send_message(r, to, "m2", "two")
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        second_result(peer)
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND))
+        assert len(fake.peers) == 1, len(fake.peers)
+
+
+def test_multiplexing_carrier_fails_setup():
+    """The link the second domain waits for cannot be set up (the peer
+    closes it): the first domain's message is bounced, the second's goes
+    over a link of its own, and when that one fails too it is bounced
+    with remote-server-not-found: exact XML to both senders."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        send_message(r, to, "m2", "two")
+        assert peer.read_header() == our_header()
+        wait_for(lambda: "s2s localhost -> remote.test: connected" in
+                 s.log_text(), what="the first link connected")
+        peer.close()
+        c.read_until(re.escape(bounce(to, "m1", "cancel",
+                                      "remote-server-not-found")))
+        peer2 = fake.accept()
+        assert peer2.read_header() == our_header(SECOND)
+        peer2.close()
+        r.read_until(re.escape(bounce(to, "m2", "cancel",
+                                      "remote-server-not-found",
+                                      frm="romeo@%s/r" % SECOND)))
+
+
+def test_multiplexed_stream_dies_each_stanza_by_its_domain():
+    """A stream carrying two of our domains (XEP-0198 on) ends with the
+    peer's <policy-violation/>: what it had not acknowledged, of both
+    domains, goes once more, each stanza by its own sender's domain --
+    the first one given back (romeo's) makes a link from SECOND, and
+    juliet's rides it (<db:result from='localhost'/> there)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external_sm(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one") + R)
+        peer.send("<a xmlns='%s' h='1'/>" % NS_SM)
+        send_message(r, to, "m2", "two")
+        second_result(peer)
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND) + R)
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three") + R)
+        peer.send(POLICY)
+        assert peer.is_closed()
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        m = peer2.read_until("<db:result from='localhost' to='%s'>"
+                             "([0-9a-f]{64})</db:result>" % REMOTE)
+        assert m.start() == 0, m.string
+        peer2.send("<db:result from='%s' to='localhost' type='valid'/>"
+                   % REMOTE)
+        peer2.expect_next_re(wire_message(to, "m3", "three"))
+        assert len(fake.peers) == 2
+
+
+def test_ack_timeout():
+    """XEP-0198 on an outgoing link whose peer never answers our <r/>:
+    after s2s.ack_timeout the link is taken for dead and closed; the
+    unacknowledged message goes once more over a new link; when that
+    one is silent too, it comes back to its sender with
+    remote-server-timeout, exact XML."""
+    with remote(cert=ca().issue(REMOTE),
+                settings={"s2s.ack_timeout": "1s"}) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        to = "romeo@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external_sm(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one") + R)
+        assert peer.is_closed(timeout=10)
+        peer2 = fake.accept()
+        external_sm(peer2)
+        peer2.expect_next_re(wire_message(to, "m1", "one") + R)
+        assert peer2.is_closed(timeout=10)
+        c.read_until(re.escape(bounce(to, "m1", "wait",
+                                      "remote-server-timeout")))
+        assert re.search(r"s2s localhost -> remote.test \S+: no XEP-0198 "
+                         r"<a/> within s2s.ack_timeout", s.log_text())
+
+
+def test_ack_answered_in_time_keeps_link():
+    """The same short s2s.ack_timeout with a peer that answers: the link
+    stays and carries the next message (the timeout is per <r/>)."""
+    with remote(cert=ca().issue(REMOTE),
+                settings={"s2s.ack_timeout": "1s"}) as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        c = login(s)
+        to = "romeo@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        external_sm(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one") + R)
+        peer.send("<a xmlns='%s' h='1'/>" % NS_SM)
+        time.sleep(2.5)     # more than s2s.ack_timeout, nothing asked
+        send_message(c, to, "m2", "two")
+        peer.expect_next_re(wire_message(to, "m2", "two") + R)
+        peer.send("<a xmlns='%s' h='2'/>" % NS_SM)
+        assert len(fake.peers) == 1
+        assert "s2s.ack_timeout" not in s.log_text()
+
 
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
@@ -822,4 +1180,14 @@ if __name__ == "__main__":
                test_unsolicited_proceed,
                test_verifications_leave_links_for_stanzas,
                test_stream_management_resend,
-               test_certificate_eku])
+               test_certificate_eku,
+               test_multiplexing_valid,
+               test_multiplexing_invalid_gets_own_link,
+               test_multiplexing_error_then_own_link_fails_bounces,
+               test_multiplexing_stream_killed_no_more,
+               test_multiplexing_not_under_pkix,
+               test_multiplexing_waits_for_the_link_being_set_up,
+               test_multiplexing_carrier_fails_setup,
+               test_multiplexed_stream_dies_each_stanza_by_its_domain,
+               test_ack_timeout,
+               test_ack_answered_in_time_keeps_link])
