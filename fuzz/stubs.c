@@ -209,13 +209,6 @@ void presence_from_remote(struct worker *w, struct arena *a,
 	stub_dispatch(fuzz_conn, st, FUZZ_DISPATCH_PRESENCE_IN);
 }
 
-/* Our own stanza-ids are not taken off here (route.c does). */
-int route_serialize_out(struct worker *w, struct buf *out,
-			const struct xml_node *st)
-{
-	(void)w;
-	return xml_serialize(out, st, NS_CLIENT);
-}
 
 /* The outgoing side of s2s (s2s_out.c: links, DNS), which worker/s2s.c
  * dispatches to: fuzz_s2s drives incoming streams only. */
