@@ -935,6 +935,14 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 	}
 	int ours = stream_hosted(c->w, jt.domain);
 	int comp = !ours && component_serves(jt.domain);
+	if (!ours && !comp) {
+		/* before any bounce: its 'from' would be this 'to' */
+		log_info("c%u %s: stanza for %s, which is not served here",
+			 c->id, c->peer, jt.domain);
+		stream_error(c, "host-unknown", "this server does not serve "
+			     "the stanza's 'to'");
+		return;
+	}
 	if ((ours || comp) && !s2s_in_may(s, jt.domain, jf.domain)) {
 		log_info("c%u %s: stanza %s -> %s: that pair is not "
 			 "authorized on this stream", c->id, c->peer,
