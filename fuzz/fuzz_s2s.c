@@ -228,8 +228,10 @@ static void fuzz_routed(struct conn *c, struct xml_node *n, int kind)
 	arena_init(&a, 1024);
 	FUZZ_CHECK(jid_parse(&a, from, &jf, &error) == 0, "routed from "
 		   "'%s': %s", from, error);
-	FUZZ_CHECK(jid_parse(&a, to, &jt, &error) == 0, "routed to '%s': "
-		   "%s", to, error);
+	/* a component's 'to' is left to route_stanza, which answers a
+	 * malformed one with jid-malformed (as route.c does for clients) */
+	int to_ok = jid_parse(&a, to, &jt, &error) == 0;
+	FUZZ_CHECK(to_ok || fuzz_component, "routed to '%s': %s", to, error);
 	if (!fuzz_component) {
 		int fwd = fuzz_pair_valid(jt.domain, jf.domain) &&
 			  fuzz_serves(jt.domain);
@@ -242,7 +244,7 @@ static void fuzz_routed(struct conn *c, struct xml_node *n, int kind)
 			   "inbound presence to %s", to);
 	} else {
 		FUZZ_CHECK(fuzz_comp_domain(jf.domain) ||
-			   (err && fuzz_comp_domain(jt.domain)),
+			   (err && to_ok && fuzz_comp_domain(jt.domain)),
 			   "component routed <%s from='%s' to='%s'/>",
 			   n->name, from, to);
 	}
