@@ -987,6 +987,14 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 	}
 	int ours = stream_hosted(c->w, jt.domain);
 	int comp = !ours && component_serves(jt.domain);
+	if (!ours && !comp) {
+		/* before any bounce: its 'from' would be this 'to' */
+		log_info("c%u %s: stanza for %s, which is not served here",
+			 c->id, c->peer, jt.domain);
+		stream_error(c, "host-unknown", "this server does not serve "
+			     "the stanza's 'to'");
+		return;
+	}
 	/* A 'to' of ours that the stream is not authorized for with this
 	 * 'from' (e.g. SASL for another of our hosts, RFC 6120 4.9.3):
 	 * not <host-unknown/> (that is for a header 'to' we do not serve,

@@ -306,7 +306,11 @@ def test_addressing_errors():
                 ("<message to='romeo@localhost'><body>x</body></message>",
                  "improper-addressing"),
                 ("<message from='a@%s'><body>x</body></message>" % REMOTE,
-                 "improper-addressing")):
+                 "improper-addressing"),
+                # malformed too (no type): host-unknown, not a bounce
+                # from a domain we do not serve (fuzz_s2s)
+                ("<iq from='a@%s' to='nowhere.example' id='q'/>" % REMOTE,
+                 "host-unknown")):
             p = Peer(s)
             p.authenticated()
             p.send(stanza)
