@@ -197,10 +197,10 @@ def xmppd_links(xlog, remote, how):
     """xmppd's own account of the component domain's links with remote."""
     out = re.search(r"s2s %s -> %s \S+: up \(%s, TLS" % (
         re.escape(COMP), re.escape(remote), how), xlog)
-    inc = re.search(r"s2s stream (?:from %s authenticated \(SASL EXTERNAL\)|"
-                    r"authorized for %s -> %s \(dialback\))" % (
-                        re.escape(remote), re.escape(remote), re.escape(COMP)),
-                    xlog)
+    inc = re.search(r"s2s stream (?:from %s to %s authenticated "
+                    r"\(SASL EXTERNAL\)|authorized for %s -> %s \(dialback\))"
+                    % (re.escape(remote), re.escape(COMP), re.escape(remote),
+                       re.escape(COMP)), xlog)
     return out, inc
 
 
