@@ -283,10 +283,10 @@ struct worker {
 	int64_t now_ms;         /* loop turn's clock */
 	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
 	/* The message being routed to a local account carried XEP-0280
-	 * <private/>, taken off before delivery (section 9) by the scan of
-	 * its children in the message_to_account hook (mam.c); the
-	 * message_delivered hook makes no received copies of it
-	 * (carbons.c).  Set for each such message, else NULL. */
+	 * <private/>, taken off before delivery (section 9) by route.c,
+	 * before the message_to_account hooks, with or without the
+	 * archive; the message_delivered hook makes no received copies of
+	 * it (carbons.c).  Set for each such message, else NULL. */
 	const struct xml_node *private_msg;
 	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
 	/* stopping: the client streams are closed and the remote
