@@ -29,9 +29,8 @@
  * a bare JID: the server cannot tell otherwise which errors answer an
  * eligible message).  Never: groupchat, headline, a message carrying
  * <private xmlns='urn:xmpp:carbons:2'/> (which the recipient's copy
- * arrives without, section 9: taken off in the scan of the children that
- * the message_to_account hook of mam.c makes anyway, and noted in
- * w->private_msg) or XEP-0334 <no-copy/>, a carbon
+ * arrives without, section 9: route.c takes it off before delivery and
+ * notes it in w->private_msg) or XEP-0334 <no-copy/>, a carbon
  * itself (<sent/>, <received/>), an error a client sends, a message
  * received at the bare JID with <x xmlns='.../muc#user'/> (sent by a
  * MUC service: invitations; MUC private messages, to a full JID, are
@@ -214,7 +213,7 @@ static void carbons_delivered(struct worker *w, struct xml_node *st,
 			      const char *bare,
 			      const struct session_info *got, int ngot)
 {
-	/* <private/> was taken off before delivery (worker.h) */
+	/* <private/> was taken off before delivery (route.c, worker.h) */
 	if (st == w->private_msg || !carbons_eligible(st, 1))
 		return;
 	carbons_fan_out(w, st, bare, "received", got, ngot,

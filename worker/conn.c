@@ -841,12 +841,7 @@ static void conn_detach(struct conn *c)
 	struct worker *w = c->w;
 	if (c->in_parse && c->parser != NULL)
 		XML_StopParser(c->parser, XML_FALSE);
-	for (struct conn **p = &w->delayed; *p != NULL; p = &(*p)->delayed_next) {
-		if (*p == c) {
-			*p = c->delayed_next;
-			break;
-		}
-	}
+	conn_undelay(c);
 	if (c->addr_counted)
 		shm_addr_release(w->shm->addrs, &c->addr_key, (uint16_t)w->slot);
 	c->addr_counted = 0;
@@ -910,12 +905,7 @@ void conn_close(struct conn *c)
 	c->closed = 1;
 	if (c->in_parse && c->parser != NULL)
 		XML_StopParser(c->parser, XML_FALSE);
-	for (struct conn **p = &w->delayed; *p != NULL; p = &(*p)->delayed_next) {
-		if (*p == c) {
-			*p = c->delayed_next;
-			break;
-		}
-	}
+	conn_undelay(c);
 	presence_session_gone(c);
 	bind_release(c);
 	if (c->kind == CONN_S2S_IN || c->kind == CONN_S2S_OUT)
@@ -1018,9 +1008,61 @@ void db_cancel_conn(struct conn *c)
 		db_cancel(c->w->db, c);
 }
 
-/* Due: a throttled SASL answer (delay_until_ms) or the end of a read
- * pause (read_paused_ms).  A conn is on w->delayed while either is
- * set. */
+/* ---- delays (conn_delay) ---------------------------------------------
+ * The rule: a conn waits for CONN_DELAY_SASL (deadline delay_until_ms:
+ * then sasl_delayed() writes the throttled <failure/>) and/or
+ * CONN_DELAY_READ (read_paused_ms: then its socket is read again).  It
+ * is on w->delayed once while either deadline is set, whichever set it
+ * first.  Each reason ends at its own deadline and runs only its own
+ * action; the other keeps waiting.  Both due in one turn: the SASL
+ * answer is written first, then reading resumes.  Delaying again for a
+ * reason moves that reason's deadline.  conn_undelay (close, detach)
+ * ends both without their actions.  Only the functions below touch the
+ * list; c->delay_list says where the conn is, so that what an action
+ * does to another due conn (close it, delay it again) stays correct. */
+enum { CONN_DELAY_NOWHERE, CONN_DELAY_LISTED, CONN_DELAY_RUNNING };
+
+static void conn_delay_push(struct conn *c)
+{
+	c->delayed_next = c->w->delayed;
+	c->w->delayed = c;
+	c->delay_list = CONN_DELAY_LISTED;
+}
+
+void conn_delay(struct conn *c, int64_t until_ms, enum conn_delay_why why)
+{
+	if (c->closed || c->detached)
+		return;
+	if (until_ms <= 0)
+		until_ms = 1;   /* 0 is "not delayed" */
+	if (why == CONN_DELAY_SASL)
+		c->delay_until_ms = until_ms;
+	else
+		c->read_paused_ms = until_ms;
+	/* (RUNNING: conn_run_delayed looks at it again, lists it if due
+	 * later) */
+	if (c->delay_list == CONN_DELAY_NOWHERE)
+		conn_delay_push(c);
+	if (why == CONN_DELAY_READ)
+		conn_update_events(c);
+}
+
+void conn_undelay(struct conn *c)
+{
+	if (c->delay_list == CONN_DELAY_LISTED) {
+		for (struct conn **p = &c->w->delayed; *p != NULL;
+		     p = &(*p)->delayed_next) {
+			if (*p == c) {
+				*p = c->delayed_next;
+				break;
+			}
+		}
+		c->delayed_next = NULL;
+		c->delay_list = CONN_DELAY_NOWHERE;
+	}
+	c->delay_until_ms = c->read_paused_ms = 0;
+}
+
 static int conn_delay_due(const struct conn *c, int64_t now)
 {
 	return (c->delay_until_ms != 0 && now >= c->delay_until_ms) ||
@@ -1036,6 +1078,7 @@ void conn_run_delayed(struct worker *w, int64_t now)
 		if (c->closed || c->detached || conn_delay_due(c, now)) {
 			*p = c->delayed_next;
 			c->delayed_next = due;
+			c->delay_list = CONN_DELAY_RUNNING;
 			due = c;
 			continue;
 		}
@@ -1045,6 +1088,7 @@ void conn_run_delayed(struct worker *w, int64_t now)
 		struct conn *c = due;
 		due = c->delayed_next;
 		c->delayed_next = NULL;
+		c->delay_list = CONN_DELAY_NOWHERE;
 		if (c->closed || c->detached) {
 			c->delay_until_ms = c->read_paused_ms = 0;
 			continue;
@@ -1057,10 +1101,8 @@ void conn_run_delayed(struct worker *w, int64_t now)
 			c->delay_until_ms = 0;
 		if (read_due)
 			c->read_paused_ms = 0;
-		if (c->delay_until_ms != 0 || c->read_paused_ms != 0) {
-			c->delayed_next = w->delayed;
-			w->delayed = c;
-		}
+		if (c->delay_until_ms != 0 || c->read_paused_ms != 0)
+			conn_delay_push(c);     /* the other reason waits */
 		if (sasl_due)
 			sasl_delayed(c);
 		if (read_due && !c->closed && !c->detached) {
@@ -1068,18 +1110,6 @@ void conn_run_delayed(struct worker *w, int64_t now)
 			conn_read(c);   /* what TLS holds decrypted too */
 		}
 	}
-}
-
-void conn_pause_read(struct conn *c, int64_t until_ms)
-{
-	if (c->closed || c->detached)
-		return;
-	if (c->delay_until_ms == 0 && c->read_paused_ms == 0) {
-		c->delayed_next = c->w->delayed;
-		c->w->delayed = c;
-	}
-	c->read_paused_ms = until_ms > 0 ? until_ms : 1;
-	conn_update_events(c);
 }
 
 int conn_next_delay(const struct worker *w, int64_t now)

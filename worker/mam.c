@@ -730,45 +730,31 @@ static struct arena *mam_arena(void)
 }
 
 /* XEP-0359 section 4: a stanza-id claiming to be by one of our JIDs was
- * not put there by us: removed.  XEP-0280 section 9: the receiving
- * server removes <private/> before delivery (in this scan of the
- * children, which every message to an account has anyway): noted in
- * w->private_msg, so that carbons.c makes no copies of it.  1 when what
- * was removed is mam_last.seen.sid, and nothing else.  received: st
- * reaches the account (else it leaves it: <private/> stays, for the
- * sending side's rules). */
-static int mam_strip_forged(struct worker *w, struct xml_node *st,
-			    int received)
+ * not put there by us: removed.  1 when what was removed is
+ * mam_last.seen.sid, and nothing else.  (XEP-0280 <private/> on a
+ * message to an account was taken off before, by route.c.) */
+static int mam_strip_forged(struct worker *w, struct xml_node *st)
 {
 	struct xml_node *prev = NULL, *n = st->children;
 	int last = 0, other = 0;
-	if (received)
-		w->private_msg = NULL;
 	while (n != NULL) {
 		struct xml_node *next = n->next;
 		const char *by = NULL, *error;
 		struct jid j;
-		int private = 0;
 		/* (ours, stamped by mam_stanza_in: by one of our accounts,
 		 * known without parsing it again) */
-		if (n->name != NULL &&
-		    ((private = received && n->name[0] == 'p' &&
-				xml_is(n, MAM_CARBONS, "private")) ||
-		     (xml_is(n, NS_SID, "stanza-id") &&
-		      (n == mam_last.seen.sid ||
-		       (by = xml_attr(n, "by")) == NULL ||
-		       jid_parse(mam_arena(), by, &j, &error) < 0 ||
-		       stream_hosted(w, j.domain))))) {
+		if (n->name != NULL && xml_is(n, NS_SID, "stanza-id") &&
+		    (n == mam_last.seen.sid ||
+		     (by = xml_attr(n, "by")) == NULL ||
+		     jid_parse(mam_arena(), by, &j, &error) < 0 ||
+		     stream_hosted(w, j.domain))) {
 			if (prev != NULL)
 				prev->next = next;
 			else
 				st->children = next;
 			if (st->last_child == n)
 				st->last_child = prev;
-			if (private) {
-				w->private_msg = st;
-				other = 1;
-			} else if (n == mam_last.seen.sid) {
+			if (n == mam_last.seen.sid) {
 				last = 1;
 			} else {
 				other = 1;
@@ -815,7 +801,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 	if (strcmp(st->name, "message") != 0)
 		return 0;
 	mam_last.seen.st = NULL;
-	mam_strip_forged(c->w, st, 0);
+	mam_strip_forged(c->w, st);
 	if (!mam_archivable(st))
 		return 0;
 	const char *own = mam_bare_of(c->jid);
@@ -847,7 +833,7 @@ static int mam_stanza_in(struct conn *c, struct xml_node *st)
 static void mam_to_account(struct worker *w, struct xml_node *st,
 			   const char *bare)
 {
-	int reuse = mam_strip_forged(w, st, 1) && mam_last_same(st);
+	int reuse = mam_strip_forged(w, st) && mam_last_same(st);
 	mam_last.seen.st = NULL;
 	mam_text.seen.st = NULL;
 	const char *from = xml_attr(st, "from");

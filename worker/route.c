@@ -11,7 +11,8 @@
  * not eat messages; so are the stanzas a connection left unwritten when
  * it closed (route_undelivered, after the loop's flush), except a copy
  * of a message to the bare JID while another resource has its own.  A full outbox to another
- * worker bounces the stanza with resource-constraint (type wait).
+ * worker bounces the stanza with resource-constraint (type wait).  A
+ * message to an account loses XEP-0280 <private/> here (section 9).
  * Failure policy: never silence where an error is due.
  */
 #include "worker.h"
@@ -34,6 +35,7 @@
  * with more (c2s.max_sessions_per_account above it, or 0) gets a heap
  * list of all of them (route_sessions). */
 #define ROUTE_MAX_RESOURCES 64
+#define NS_CARBONS_PRIVATE "urn:xmpp:carbons:2"
 /* Lists in use at once: a send inside a listing loop may end a slow
  * reader's stream, whose unavailable presence lists sessions again
  * (nested).  Each level has its own list; deeper ones use the heap. */
@@ -294,13 +296,43 @@ static void route_full(struct route *r)
 	route_bounce(r, "wait", "resource-constraint");
 }
 
+/* XEP-0280 section 9: the receiving server takes <private/> off a
+ * message before delivering it to the account, whichever extensions are
+ * built in (before message_to_account: the archive keeps it without),
+ * and notes it in w->private_msg: carbons.c makes no received copies of
+ * it.  Only the first letter of a child's name is read unless it is a
+ * 'p'. */
+static void route_strip_private(struct route *r)
+{
+	struct xml_node *st = r->st, *prev = NULL, *n = st->children;
+	r->w->private_msg = NULL;
+	while (n != NULL) {
+		struct xml_node *next = n->next;
+		if (n->name != NULL && n->name[0] == 'p' &&
+		    xml_is(n, NS_CARBONS_PRIVATE, "private")) {
+			if (prev != NULL)
+				prev->next = next;
+			else
+				st->children = next;
+			if (st->last_child == n)
+				st->last_child = prev;
+			r->w->private_msg = st;
+		} else {
+			prev = n;
+		}
+		n = next;
+	}
+}
+
 static void route_message(struct route *r, int to_full)
 {
 	struct session_info s;
 	int full = 0;
 	/* once per message (a rerouted copy already went through it) */
-	if (!r->skip_valid)
+	if (!r->skip_valid) {
+		route_strip_private(r);
 		ext_message_to_account(r->w, r->st, r->to_bare);
+	}
 	if (to_full && shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
 	    !route_skipped(r, &s)) {
 		int rc = route_to_session(r, &s);

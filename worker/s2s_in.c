@@ -882,7 +882,7 @@ static void s2s_in_pace(struct conn *c, struct s2s_in *s)
 	if (s->paced++ == 0)
 		log_info("c%u %s: over s2s.max_stanza_rate (%u/s): reading "
 			 "paced", c->id, c->peer, rate);
-	conn_pause_read(c, now + wait);
+	conn_delay(c, now + wait, CONN_DELAY_READ);
 }
 
 /* The stream may carry stanzas from domain `from` to domain `to`. */

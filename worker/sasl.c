@@ -446,9 +446,7 @@ static void sasl_fail(struct conn *c, const char *condition, const char *text)
 	}
 	arena_init(&c->sasl->arena, 256);
 	c->sasl->close_after = close_after;
-	c->delay_until_ms = time_now_ms() + delay;
-	c->delayed_next = c->w->delayed;
-	c->w->delayed = c;
+	conn_delay(c, time_now_ms() + delay, CONN_DELAY_SASL);
 }
 
 void sasl_delayed(struct conn *c)

@@ -177,7 +177,7 @@ struct conn {
 	unsigned ndirected;
 	int64_t last_read_ms;   /* idle pings */
 	int ping_sent;
-	int64_t delay_until_ms; /* throttled SASL failure pending */
+	int64_t delay_until_ms; /* CONN_DELAY_SASL's deadline (conn_delay) */
 	struct conn *delayed_next;  /* worker's delayed list */
 	int in_parse;           /* inside XML_Parse (expat callbacks) */
 	uint32_t ext_filter;    /* extensions filtering its stanzas (ext.h) */
@@ -226,10 +226,13 @@ struct conn {
 	 * kind's code */
 	struct s2s_conn *s2s;       /* CONN_S2S_IN, CONN_S2S_OUT: s2s.c */
 	struct comp_conn *comp;     /* CONN_COMPONENT: component.c */
-	/* reading paced (conn_pause_read): the socket is not read until
+	/* reading paced (CONN_DELAY_READ): the socket is not read until
 	 * then (0: reading); the conn is on the worker's delayed list */
 	int64_t read_paused_ms;
 	int epoll_noin;         /* EPOLLIN currently off */
+	/* where conn_delay keeps it: 0 nowhere, 1 w->delayed, 2 the list
+	 * of due conns conn_run_delayed is running (conn.c) */
+	uint8_t delay_list;
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
@@ -276,14 +279,14 @@ struct worker {
 	int64_t drain_deadline_ms;  /* shutdown_drain_timeout */
 	SSL_CTX *tls;           /* NULL: no usable certificate */
 	struct db *db;
-	struct conn *delayed;   /* conns with delay_until_ms set */
+	struct conn *delayed;   /* conns waiting (conn_delay, conn.c) */
 	int64_t now_ms;         /* loop turn's clock */
 	SSL_CTX *tls_client;    /* outgoing s2s (tls.c); NULL: none */
 	/* The message being routed to a local account carried XEP-0280
-	 * <private/>, taken off before delivery (section 9) by the scan of
-	 * its children in the message_to_account hook (mam.c); the
-	 * message_delivered hook makes no received copies of it
-	 * (carbons.c).  Set for each such message, else NULL. */
+	 * <private/>, taken off before delivery (section 9) by route.c,
+	 * before the message_to_account hooks, with or without the
+	 * archive; the message_delivered hook makes no received copies of
+	 * it (carbons.c).  Set for each such message, else NULL. */
 	const struct xml_node *private_msg;
 	struct s2s_dial_state *dial;    /* DNS and connecting: s2s_dial.c */
 	/* stopping: the client streams are closed and the remote
@@ -335,6 +338,20 @@ void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 int conn_route_undelivered(struct worker *w);
 void conn_timeouts(struct worker *w, int64_t now_ms);
 void conn_shutdown_all(struct worker *w);
+/* A conn waits on the worker's delayed list for up to two reasons, each
+ * with its own deadline and its own action when it passes (conn.c has
+ * the rule). */
+enum conn_delay_why {
+	CONN_DELAY_SASL,        /* a throttled SASL <failure/>: sasl_delayed() */
+	CONN_DELAY_READ,        /* reading paced: the socket is read again */
+};
+/* Delay c for why until until_ms (again: the deadline moves).  READ
+ * stops reading c's socket at once (TCP back-pressure: what the peer
+ * sends waits in the kernel, then in its own buffers). */
+void conn_delay(struct conn *c, int64_t until_ms, enum conn_delay_why why);
+/* End both delays without their actions (the conn closes or detaches). */
+void conn_undelay(struct conn *c);
+/* Run the delays that are due (one loop turn's timers). */
 void conn_run_delayed(struct worker *w, int64_t now_ms);
 int conn_next_delay(const struct worker *w, int64_t now_ms);
 void conn_reap_dead(struct worker *w);
@@ -367,9 +384,6 @@ void sasl_features(struct conn *c, struct buf *out);
 void sasl_handle(struct conn *c, struct xml_node *n);
 void sasl_free(struct conn *c);
 void sasl_delayed(struct conn *c);      /* a throttle delay ended */
-/* Stop reading c's socket until until_ms (TCP back-pressure: what the
- * peer sends waits in the kernel, then in its own buffers). */
-void conn_pause_read(struct conn *c, int64_t until_ms);
 /* 1 when c's address is banned: the stream error is sent. */
 int sasl_address_banned(struct conn *c);
 /* 1 when c's address is banned: logged, nothing sent (direct TLS). */
