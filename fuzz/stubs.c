@@ -189,11 +189,13 @@ void conn_metrics_move(struct conn *c, unsigned tls, unsigned auth)
 	(void)c; (void)tls; (void)auth;
 }
 
-/* The harness clears read_paused_ms before each read, as the loop
- * would once the time has come. */
-void conn_pause_read(struct conn *c, int64_t until_ms)
+/* Read pacing only (the harnesses have no SASL delays); the harness
+ * clears read_paused_ms before each read, as the loop would once the
+ * time has come. */
+void conn_delay(struct conn *c, int64_t until_ms, enum conn_delay_why why)
 {
-	c->read_paused_ms = until_ms;
+	if (why == CONN_DELAY_READ)
+		c->read_paused_ms = until_ms;
 }
 
 void route_stanza(struct worker *w, struct arena *a, struct xml_node *st)
