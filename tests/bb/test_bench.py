@@ -356,7 +356,7 @@ def test_measure_federation_smoke():
     assert rc == 0, out
     assert re.search(r"a\.test: .* s2s a\.test -> b\.test \S+: up "
                      r"\(EXTERNAL, TLS(, XEP-0198)?\)", out), out
-    assert re.search(r"b\.test: .* s2s stream from a\.test authenticated "
+    assert re.search(r"b\.test: .* s2s stream from a\.test to b\.test authenticated "
                      r"\(SASL EXTERNAL\)", out), out
     assert table_row(out, "messages sent") == ("20", "20"), out
     assert table_row(out, "messages delivered") == ("20", "20"), out
