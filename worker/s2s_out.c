@@ -454,7 +454,8 @@ static void out_back_add(const char *local, const char *remote,
 
 /* ---- multiplexing (XEP-0220) ------------------------------------------- */
 
-/* Remote domains whose server ended a stream while one of our
+/* Remote domains whose stream ended (its error or close, the connection
+ * lost: anything but our own close or timeout) while one of our
  * <db:result/>s for a second pair waited on it: it does not take
  * multiplexing, its pairs get links of their own (a small ring, the
  * oldest forgotten first). */
@@ -521,8 +522,11 @@ static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
  * With write (a clean close), what they queued is written first; what
  * is left goes once more over a new link (out_route_back), bounced with
  * cond if already a retry.  A pair still waiting for the answer to its
- * <db:result/> when the peer ended the stream marks the remote as not
- * taking multiplexing. */
+ * <db:result/> when the stream ended other than by our own close or
+ * timeout (peer_ended: a stream error, a bare </stream:stream>, a TCP
+ * close) marks the remote as not taking multiplexing: a peer that
+ * drops the shared stream for our <db:result/> would otherwise take
+ * it down again at every new pair. */
 static void out_orphans(struct worker *w, struct s2s_link *carrier,
 			int write, const char *cond, int peer_ended)
 {
@@ -537,9 +541,10 @@ static void out_orphans(struct worker *w, struct s2s_link *carrier,
 		    !d->c->closed)
 			out_pump(d, 1);
 		if (peer_ended && d->state == LINK_AUTH) {
-			log_info("s2s %s -> %s: the peer ended the stream "
-				 "while our <db:result/> for this pair "
-				 "waited on %s's: no multiplexing to %s",
+			log_info("s2s %s -> %s: the stream ended (the "
+				 "peer's error or close) while our "
+				 "<db:result/> for this pair waited on %s's: "
+				 "no multiplexing to %s",
 				 d->local, d->remote, carrier->local,
 				 d->remote);
 			out_nopiggy_add(d->remote);
@@ -603,20 +608,20 @@ static const char *out_peer_error(const char *name)
 }
 
 /* An up link is gone or going (the peer's stream error or close, the
- * connection lost): what waited in its queue goes over a new link (once:
+ * connection lost; ours: we end it, s2s.ack_timeout): what waited in its queue goes over a new link (once:
  * a stanza already retried is bounced), verifications get an error, the
  * link is forgotten; with close, its connection is closed now, so that
  * conn.c takes back what it had not written (XEP-0198: s2s_out_gone
  * hands back what was not acknowledged). */
-static void out_lost(struct worker *w, struct s2s_link *l, int close)
+static void out_lost(struct worker *w, struct s2s_link *l, int close,
+		     int ours)
 {
 	struct conn *c = l->c;
 	int l_own = l->carrier == NULL;
 	const char *cond = c != NULL && c->s2s != NULL ?
 			   out_death_cond(c, c->s2s) : "remote-server-timeout";
 	if (l->carrier == NULL)
-		out_orphans(w, l, 0, cond, c != NULL && c->s2s != NULL &&
-			    c->s2s->peer_error != NULL);
+		out_orphans(w, l, 0, cond, !ours);
 	out_unlink(l);
 	out_vreqs_fail(w, l, "remote-connection-failed");
 	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
@@ -781,7 +786,7 @@ static void out_enqueue(struct worker *w, const char *local,
 	    l->c->want_close) {
 		/* the peer closed its stream and ours is closing: this
 		 * stanza goes over a new link */
-		out_lost(w, l, 0);
+		out_lost(w, l, 0, 0);
 		l = NULL;
 	}
 	if (l != NULL && l->verify_only) {
@@ -1292,7 +1297,7 @@ void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 			 "acknowledged go over a new link", l->local,
 			 l->remote, l->peer, reason, l->npending,
 			 c->s2s->sm_on ? c->s2s->ucount : 0);
-		out_lost(c->w, l, 1);
+		out_lost(c->w, l, 1, 0);
 	} else if (xml_is(n, NS_STREAMS, "features")) {
 		if (l->state == LINK_STREAM || l->sasl_done)
 			out_features(c, l, n);
@@ -1368,7 +1373,7 @@ void s2s_out_gone(struct conn *c)
 		 * conn.c; new stanzas make a new link */
 		log_info("s2s %s -> %s %s: closed after %s", l->local,
 			 l->remote, l->peer, l->how);
-		out_lost(c->w, l, 0);
+		out_lost(c->w, l, 0, 0);
 		return;
 	}
 	l->c = NULL;
@@ -1725,7 +1730,7 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 				 "%u stanzas not acknowledged go over a new "
 				 "link", l->local, l->remote, l->peer,
 				 sc->ucount);
-			out_lost(w, l, 1);
+			out_lost(w, l, 1, 1);
 		} else if (out_closing && l->state == LINK_UP &&
 			   l->c != NULL && l->vreqs == NULL) {
 			out_idle_close(w, l);   /* stopping */

@@ -1155,6 +1155,49 @@ def test_ack_answered_in_time_keeps_link():
         assert "s2s.ack_timeout" not in s.log_text()
 
 
+def multiplexed_stream_dropped(drop):
+    """The peer drops the shared stream while our <db:result/> for the
+    second domain waits (drop(peer)): the second domain's stanza goes
+    over a link of its own, and the remote is not asked to multiplex
+    again: the first domain's next stanza takes a new connection of its
+    own, no <db:result/> for it on the second domain's stream (which
+    offers dialback)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c, r, peer, _ = multiplexed_setup(s, fake)
+        to = "nurse@%s" % REMOTE
+        drop(peer)
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        peer3 = fake.accept()
+        external(peer3)
+        peer3.expect_next_re(wire_message(to, "m3", "three"))
+        send_message(r, to, "m4", "four")
+        peer2.expect_next_re(wire_message(to, "m4", "four",
+                                          frm="romeo@%s/r" % SECOND))
+        assert len(fake.peers) == 3, len(fake.peers)
+        assert "no multiplexing to remote.test" in s.log_text()
+
+
+def test_multiplexing_peer_closes_no_more():
+    """A bare </stream:stream> for our multiplexed <db:result/> (no
+    stream error): as with an error, not asked to multiplex again."""
+    def drop(peer):
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+    multiplexed_stream_dropped(drop)
+
+
+def test_multiplexing_tcp_close_no_more():
+    """The connection closed for our multiplexed <db:result/> (no
+    stream error, no closing tag): not asked to multiplex again."""
+    multiplexed_stream_dropped(lambda peer: peer.close())
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -1190,4 +1233,6 @@ if __name__ == "__main__":
                test_multiplexing_carrier_fails_setup,
                test_multiplexed_stream_dies_each_stanza_by_its_domain,
                test_ack_timeout,
-               test_ack_answered_in_time_keeps_link])
+               test_ack_answered_in_time_keeps_link,
+               test_multiplexing_peer_closes_no_more,
+               test_multiplexing_tcp_close_no_more])
