@@ -121,7 +121,7 @@ struct s2s_link {
 	 * <db:result/> sent); NULL on a link with a connection of its own. */
 	struct s2s_link *carrier;
 	unsigned ncarried;      /* links with carrier == this one */
-	int db_feature;         /* the peer's features had <dialback/> */
+	int db_feature;         /* the peer's last features had <dialback/> */
 	int no_piggy;           /* a pair was refused here: no more asked */
 };
 
@@ -1091,8 +1091,11 @@ static void out_features(struct conn *c, struct s2s_link *l,
 {
 	struct worker *w = c->w;
 	l->sm_offered = xml_child(n, NS_SM, "sm") != NULL;
-	if (xml_child(n, NS_DIALBACK_FEATURE, "dialback") != NULL)
-		l->db_feature = 1;
+	/* from each features element: after the TLS and SASL restarts
+	 * the last one counts (a peer may offer dialback before TLS and
+	 * not on the authenticated stream) */
+	l->db_feature = xml_child(n, NS_DIALBACK_FEATURE,
+				  "dialback") != NULL;
 	if (l->sasl_done) {
 		out_up(w, l);   /* the restarted stream after <success/> */
 		return;
