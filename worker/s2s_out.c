@@ -736,6 +736,9 @@ static void out_piggy_ask(struct worker *w, struct s2s_link *d)
 	buf_free(&out);
 	d->state = LINK_AUTH;
 	d->how = "dialback";
+	/* s2s.link_timeout for the answer from now: the carrier may have
+	 * taken most of it to come up (d was made when it was asked for) */
+	d->deadline_ms = w->now_ms + (int64_t)w->cfg->s2s_link_timeout;
 	log_debug("s2s %s -> %s: asked on the stream of %s -> %s "
 		  "(multiplexing)", d->local, d->remote, cl->local, cl->remote);
 	out_send_verifies(d);

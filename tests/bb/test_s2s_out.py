@@ -1245,6 +1245,37 @@ def test_multiplexing_needs_dialback_on_the_last_features():
         peer.expect_next_re(wire_message(to, "m3", "three"))
 
 
+def test_multiplexed_pair_deadline_from_its_request():
+    """s2s.link_timeout for a multiplexed pair counts from its
+    <db:result/>, not from when the pair was made: the second domain's
+    stanza comes while the first link is being set up, the peer takes 3
+    of the 4 seconds to send its features, then answers the second
+    <db:result/> 2.5 s later (5.5 s after the pair was made, 2.5 s
+    after it was asked): delivered, no remote-server-timeout bounce."""
+    with remote(cert=ca().issue(REMOTE),
+                settings={"s2s.link_timeout": "4s"}) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        send_message(r, to, "m2", "two")
+        time.sleep(3)
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        second_result(peer)
+        time.sleep(2.5)
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND))
+        assert "remote-server-timeout" not in s.log_text() and \
+            "not set up in time" not in s.log_text(), s.log_text()[-2000:]
+        assert len(fake.peers) == 1, len(fake.peers)
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -1283,4 +1314,5 @@ if __name__ == "__main__":
                test_ack_answered_in_time_keeps_link,
                test_multiplexing_peer_closes_no_more,
                test_multiplexing_tcp_close_no_more,
-               test_multiplexing_needs_dialback_on_the_last_features])
+               test_multiplexing_needs_dialback_on_the_last_features,
+               test_multiplexed_pair_deadline_from_its_request])
