@@ -377,7 +377,12 @@ static int out_full(const struct s2s_link *l)
  * with force: the link is closing). */
 static void out_pump(struct s2s_link *l, int force)
 {
-	while (l->head != NULL && l->c != NULL && (force || !out_full(l))) {
+	/* a forced write past the output limit makes conn_send flush, and
+	 * a failed write closes the connection on the spot: what is left
+	 * stays queued (the caller routes it again), never written into a
+	 * closed connection */
+	while (l->head != NULL && l->c != NULL && !l->c->closed &&
+	       (force || !out_full(l))) {
 		struct s2s_pend *p = l->head;
 		l->head = p->next;
 		if (l->head == NULL)
@@ -1677,13 +1682,38 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	struct conn *c = l->c;
 	static const char close_tag[] = "</stream:stream>";
 	log_debug("s2s %s -> %s: idle: closed", l->local, l->remote);
+	/* The connection lets l go before anything is written: the forced
+	 * writes below (out_pump(..., 1), here and in out_orphans for each
+	 * carried pair) may pass the output limit, conn_send then flushes,
+	 * and a failed write closes c on the spot.  With c still leading to
+	 * l, that close would run s2s_out_gone -> out_lost(l) ->
+	 * out_orphans(l) from inside this function and inside out_orphans'
+	 * own loop, freeing l, the pair being written and the next one the
+	 * loop holds.  Let go, s2s_out_gone finds no link and only hands
+	 * back the XEP-0198 journal; what the closed connection did not
+	 * take stays queued (out_pump stops at a closed connection) and is
+	 * routed again below and by out_orphans. */
+	if (c->s2s != NULL)
+		c->s2s->link = NULL;
 	out_pump(l, 1);         /* what waits goes before the close */
 	out_orphans(w, l, 1, "remote-server-timeout", 0);
-	if (c->s2s != NULL && c->s2s->sm_on && c->s2s->uhead != NULL)
+	if (!c->closed && c->s2s != NULL && c->s2s->sm_on &&
+	    c->s2s->uhead != NULL)
 		out_request_ack(c, c->s2s);
 	out_unlink(l);
 	out_vreqs_fail(w, l, "remote-connection-failed");
+	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
+		next = p->next;         /* left by a write that failed */
+		out_back_add(l->local, l->remote, p->text, p->len,
+			     p->retried ? "remote-server-timeout" : NULL);
+		free(p);
+	}
+	l->head = l->tail = NULL;
+	l->npending = 0;
+	l->pending_bytes = 0;
 	out_free(l);    /* lets c go */
+	if (c->closed)
+		return;         /* a write failed: gone already */
 	conn_send(c, close_tag, sizeof(close_tag) - 1);
 	c->want_close = 1;
 	c->state = CONN_STATE_CLOSING;
