@@ -377,8 +377,9 @@ const struct config_def config_defs[] = {
 	  "holds; past it new ones end with <resource-constraint/>" },
 	{ "s2s.max_incoming_per_domain", CONFIG_TYPE_UINT,
 	  OFF(s2s_max_incoming_per_domain), "8", 1, 10000, RELOAD,
-	  "Incoming streams from one remote domain (its stream 'from'), "
-	  "counted across all workers; past it <policy-violation/>" },
+	  "Incoming streams authenticated for one remote domain (SASL "
+	  "EXTERNAL or their first dialback pair), counted across all "
+	  "workers; past it <policy-violation/>" },
 	{ "s2s.auth_timeout", CONFIG_TYPE_DURATION, OFF(s2s_auth_timeout),
 	  "60s", 1000, 3600000, RELOAD, "Time another server has to "
 	  "authenticate an incoming stream (TLS, SASL or dialback)" },

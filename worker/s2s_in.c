@@ -31,10 +31,12 @@
  * client's.  XEP-0198 (acks only, no resumption) once SASL-authenticated.
  *
  * Bounds on what one peer can make us do: s2s.max_incoming and
- * s2s.max_incoming_per_domain (the header's 'from', or for a stream
- * without one the domain of its first authorized pair; counted once),
- * s2s.auth_timeout until the first authorization (TLS and SASL
- * included), s2s.max_domain_pairs pairs at once, s2s.max_dialback_requests
+ * s2s.max_incoming_per_domain (counted once, at the stream's first
+ * authentication, for the domain it proved: SASL EXTERNAL's 'from' or
+ * the first valid dialback pair's; an unauthenticated header 'from'
+ * takes no place), s2s.auth_timeout until the first authorization (TLS
+ * and SASL included; with s2s.max_incoming, what bounds streams that
+ * never authenticate), s2s.max_domain_pairs pairs at once, s2s.max_dialback_requests
  * verifications in a stream's life, s2s.verify_timeout each,
  * s2s.max_stanza_size, s2s.max_stanza_rate for every element (stanzas,
  * dialback, SASL, <r/>), c2s.max_output_bytes of answers left unread,
@@ -105,6 +107,7 @@ struct s2s_in {
 	uint32_t sm_h;                  /* stanzas handled since <enable/> */
 	struct shm_addr_key domain_key; /* 'from' in the shared counts */
 	int domain_counted;             /* counted there (until closing) */
+	int domain_once;                /* counted once already: no more */
 };
 
 static struct s2s_in *s2s_in_list;
@@ -382,6 +385,23 @@ static int s2s_in_count_domain(struct conn *c, struct s2s_in *s,
 	return -1;
 }
 
+/* The stream is authenticated for domain (SASL EXTERNAL: its 'from';
+ * dialback: its first valid pair's remote domain): only now does it
+ * count for s2s.max_incoming_per_domain, under that domain, once per
+ * stream whatever it authenticates later.  Counting the header's 'from'
+ * would let anyone take a domain's places with streams that never
+ * authenticate; those are bounded by s2s.auth_timeout and
+ * s2s.max_incoming (and the global connection limits) instead.
+ * 0 counted (or counted before); -1 the stream was ended. */
+static int s2s_in_count_auth(struct conn *c, struct s2s_in *s,
+			     const char *domain)
+{
+	if (s->domain_once)
+		return 0;
+	s->domain_once = 1;
+	return s2s_in_count_domain(c, s, domain);
+}
+
 /* The stream no longer counts for its domain (closing or gone). */
 static void s2s_in_uncount(struct worker *w, struct s2s_in *s)
 {
@@ -488,9 +508,8 @@ void s2s_in_stream_open(struct conn *c, const char *name, const char **atts)
 			     "here");
 		return;
 	}
-	if (from_prep[0] != '\0' && s->from[0] == '\0' &&
-	    s2s_in_count_domain(c, s, from_prep) < 0)
-		return;
+	/* not counted for s2s.max_incoming_per_domain here: the header's
+	 * 'from' is a claim, not a proof (s2s_in_count_auth) */
 	snprintf(s->from, sizeof(s->from), "%s", from_prep);
 	c->state = CONN_STATE_OPEN;
 	s2s_in_header(c, s);
@@ -595,6 +614,8 @@ static void s2s_in_sasl(struct conn *c, struct s2s_in *s, struct xml_node *n)
 		s2s_in_sasl_failure(c, "invalid-authzid");
 		return;
 	}
+	if (s2s_in_count_auth(c, s, s->from) < 0)
+		return;
 	s->sasl_ok = 1;
 	snprintf(s->sasl_to, sizeof(s->sasl_to), "%s", c->stream_to);
 	log_info("c%u %s: s2s stream from %s to %s authenticated (SASL "
@@ -818,12 +839,11 @@ int s2s_in_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		return 1;
 	}
 	if (v.result == IPC_S2S_VALID) {
-		/* a stream without 'from' (RFC 6120 4.7.1 allows it) counts
-		 * for s2s.max_incoming_per_domain once its first pair is
-		 * authorized, for that pair's domain: once per stream (a
-		 * stream with 'from' was counted at its header) */
-		if (s->from[0] == '\0' && !s->domain_counted &&
-		    s2s_in_count_domain(c, s, v.remote) < 0) {
+		/* the stream's first authentication counts it for
+		 * s2s.max_incoming_per_domain, for this pair's domain;
+		 * past the limit the stream ends with <policy-violation/>
+		 * (the pair is not answered: the stream is gone) */
+		if (s2s_in_count_auth(c, s, v.remote) < 0) {
 			conn_want_flush(c);
 			return 1;
 		}

@@ -121,7 +121,7 @@ struct s2s_link {
 	 * <db:result/> sent); NULL on a link with a connection of its own. */
 	struct s2s_link *carrier;
 	unsigned ncarried;      /* links with carrier == this one */
-	int db_feature;         /* the peer's features had <dialback/> */
+	int db_feature;         /* the peer's last features had <dialback/> */
 	int no_piggy;           /* a pair was refused here: no more asked */
 };
 
@@ -377,7 +377,12 @@ static int out_full(const struct s2s_link *l)
  * with force: the link is closing). */
 static void out_pump(struct s2s_link *l, int force)
 {
-	while (l->head != NULL && l->c != NULL && (force || !out_full(l))) {
+	/* a forced write past the output limit makes conn_send flush, and
+	 * a failed write closes the connection on the spot: what is left
+	 * stays queued (the caller routes it again), never written into a
+	 * closed connection */
+	while (l->head != NULL && l->c != NULL && !l->c->closed &&
+	       (force || !out_full(l))) {
 		struct s2s_pend *p = l->head;
 		l->head = p->next;
 		if (l->head == NULL)
@@ -454,7 +459,8 @@ static void out_back_add(const char *local, const char *remote,
 
 /* ---- multiplexing (XEP-0220) ------------------------------------------- */
 
-/* Remote domains whose server ended a stream while one of our
+/* Remote domains whose stream ended (its error or close, the connection
+ * lost: anything but our own close or timeout) while one of our
  * <db:result/>s for a second pair waited on it: it does not take
  * multiplexing, its pairs get links of their own (a small ring, the
  * oldest forgotten first). */
@@ -521,8 +527,11 @@ static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
  * With write (a clean close), what they queued is written first; what
  * is left goes once more over a new link (out_route_back), bounced with
  * cond if already a retry.  A pair still waiting for the answer to its
- * <db:result/> when the peer ended the stream marks the remote as not
- * taking multiplexing. */
+ * <db:result/> when the stream ended other than by our own close or
+ * timeout (peer_ended: a stream error, a bare </stream:stream>, a TCP
+ * close) marks the remote as not taking multiplexing: a peer that
+ * drops the shared stream for our <db:result/> would otherwise take
+ * it down again at every new pair. */
 static void out_orphans(struct worker *w, struct s2s_link *carrier,
 			int write, const char *cond, int peer_ended)
 {
@@ -537,9 +546,10 @@ static void out_orphans(struct worker *w, struct s2s_link *carrier,
 		    !d->c->closed)
 			out_pump(d, 1);
 		if (peer_ended && d->state == LINK_AUTH) {
-			log_info("s2s %s -> %s: the peer ended the stream "
-				 "while our <db:result/> for this pair "
-				 "waited on %s's: no multiplexing to %s",
+			log_info("s2s %s -> %s: the stream ended (the "
+				 "peer's error or close) while our "
+				 "<db:result/> for this pair waited on %s's: "
+				 "no multiplexing to %s",
 				 d->local, d->remote, carrier->local,
 				 d->remote);
 			out_nopiggy_add(d->remote);
@@ -603,20 +613,20 @@ static const char *out_peer_error(const char *name)
 }
 
 /* An up link is gone or going (the peer's stream error or close, the
- * connection lost): what waited in its queue goes over a new link (once:
+ * connection lost; ours: we end it, s2s.ack_timeout): what waited in its queue goes over a new link (once:
  * a stanza already retried is bounced), verifications get an error, the
  * link is forgotten; with close, its connection is closed now, so that
  * conn.c takes back what it had not written (XEP-0198: s2s_out_gone
  * hands back what was not acknowledged). */
-static void out_lost(struct worker *w, struct s2s_link *l, int close)
+static void out_lost(struct worker *w, struct s2s_link *l, int close,
+		     int ours)
 {
 	struct conn *c = l->c;
 	int l_own = l->carrier == NULL;
 	const char *cond = c != NULL && c->s2s != NULL ?
 			   out_death_cond(c, c->s2s) : "remote-server-timeout";
 	if (l->carrier == NULL)
-		out_orphans(w, l, 0, cond, c != NULL && c->s2s != NULL &&
-			    c->s2s->peer_error != NULL);
+		out_orphans(w, l, 0, cond, !ours);
 	out_unlink(l);
 	out_vreqs_fail(w, l, "remote-connection-failed");
 	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
@@ -731,6 +741,9 @@ static void out_piggy_ask(struct worker *w, struct s2s_link *d)
 	buf_free(&out);
 	d->state = LINK_AUTH;
 	d->how = "dialback";
+	/* s2s.link_timeout for the answer from now: the carrier may have
+	 * taken most of it to come up (d was made when it was asked for) */
+	d->deadline_ms = w->now_ms + (int64_t)w->cfg->s2s_link_timeout;
 	log_debug("s2s %s -> %s: asked on the stream of %s -> %s "
 		  "(multiplexing)", d->local, d->remote, cl->local, cl->remote);
 	out_send_verifies(d);
@@ -781,7 +794,7 @@ static void out_enqueue(struct worker *w, const char *local,
 	    l->c->want_close) {
 		/* the peer closed its stream and ours is closing: this
 		 * stanza goes over a new link */
-		out_lost(w, l, 0);
+		out_lost(w, l, 0, 0);
 		l = NULL;
 	}
 	if (l != NULL && l->verify_only) {
@@ -1086,8 +1099,11 @@ static void out_features(struct conn *c, struct s2s_link *l,
 {
 	struct worker *w = c->w;
 	l->sm_offered = xml_child(n, NS_SM, "sm") != NULL;
-	if (xml_child(n, NS_DIALBACK_FEATURE, "dialback") != NULL)
-		l->db_feature = 1;
+	/* from each features element: after the TLS and SASL restarts
+	 * the last one counts (a peer may offer dialback before TLS and
+	 * not on the authenticated stream) */
+	l->db_feature = xml_child(n, NS_DIALBACK_FEATURE,
+				  "dialback") != NULL;
 	if (l->sasl_done) {
 		out_up(w, l);   /* the restarted stream after <success/> */
 		return;
@@ -1292,7 +1308,7 @@ void s2s_out_dispatch(struct conn *c, struct xml_node *n)
 			 "acknowledged go over a new link", l->local,
 			 l->remote, l->peer, reason, l->npending,
 			 c->s2s->sm_on ? c->s2s->ucount : 0);
-		out_lost(c->w, l, 1);
+		out_lost(c->w, l, 1, 0);
 	} else if (xml_is(n, NS_STREAMS, "features")) {
 		if (l->state == LINK_STREAM || l->sasl_done)
 			out_features(c, l, n);
@@ -1368,7 +1384,7 @@ void s2s_out_gone(struct conn *c)
 		 * conn.c; new stanzas make a new link */
 		log_info("s2s %s -> %s %s: closed after %s", l->local,
 			 l->remote, l->peer, l->how);
-		out_lost(c->w, l, 0);
+		out_lost(c->w, l, 0, 0);
 		return;
 	}
 	l->c = NULL;
@@ -1666,13 +1682,38 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	struct conn *c = l->c;
 	static const char close_tag[] = "</stream:stream>";
 	log_debug("s2s %s -> %s: idle: closed", l->local, l->remote);
+	/* The connection lets l go before anything is written: the forced
+	 * writes below (out_pump(..., 1), here and in out_orphans for each
+	 * carried pair) may pass the output limit, conn_send then flushes,
+	 * and a failed write closes c on the spot.  With c still leading to
+	 * l, that close would run s2s_out_gone -> out_lost(l) ->
+	 * out_orphans(l) from inside this function and inside out_orphans'
+	 * own loop, freeing l, the pair being written and the next one the
+	 * loop holds.  Let go, s2s_out_gone finds no link and only hands
+	 * back the XEP-0198 journal; what the closed connection did not
+	 * take stays queued (out_pump stops at a closed connection) and is
+	 * routed again below and by out_orphans. */
+	if (c->s2s != NULL)
+		c->s2s->link = NULL;
 	out_pump(l, 1);         /* what waits goes before the close */
 	out_orphans(w, l, 1, "remote-server-timeout", 0);
-	if (c->s2s != NULL && c->s2s->sm_on && c->s2s->uhead != NULL)
+	if (!c->closed && c->s2s != NULL && c->s2s->sm_on &&
+	    c->s2s->uhead != NULL)
 		out_request_ack(c, c->s2s);
 	out_unlink(l);
 	out_vreqs_fail(w, l, "remote-connection-failed");
+	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
+		next = p->next;         /* left by a write that failed */
+		out_back_add(l->local, l->remote, p->text, p->len,
+			     p->retried ? "remote-server-timeout" : NULL);
+		free(p);
+	}
+	l->head = l->tail = NULL;
+	l->npending = 0;
+	l->pending_bytes = 0;
 	out_free(l);    /* lets c go */
+	if (c->closed)
+		return;         /* a write failed: gone already */
 	conn_send(c, close_tag, sizeof(close_tag) - 1);
 	c->want_close = 1;
 	c->state = CONN_STATE_CLOSING;
@@ -1725,7 +1766,7 @@ void s2s_out_tick(struct worker *w, int64_t now_ms)
 				 "%u stanzas not acknowledged go over a new "
 				 "link", l->local, l->remote, l->peer,
 				 sc->ucount);
-			out_lost(w, l, 1);
+			out_lost(w, l, 1, 1);
 		} else if (out_closing && l->state == LINK_UP &&
 			   l->c != NULL && l->vreqs == NULL) {
 			out_idle_close(w, l);   /* stopping */

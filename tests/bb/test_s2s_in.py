@@ -41,6 +41,10 @@ STARTTLS_FEATURES = ("<stream:features><starttls xmlns='%s'><required/>"
                      "</starttls></stream:features>" % NS_TLS)
 DIALBACK_FEATURE = ("<dialback xmlns='urn:xmpp:features:dialback'><errors/>"
                     "</dialback>")
+TOO_MANY_ERROR = ("<stream:error><policy-violation xmlns='urn:ietf:params:"
+                  "xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:"
+                  "ns:xmpp-streams'>too many streams from your domain</text>"
+                  "</stream:error></stream:stream>")
 EXTERNAL_FEATURE = ("<mechanisms xmlns='%s'><mechanism>EXTERNAL</mechanism>"
                     "</mechanisms>" % NS_SASL)
 
@@ -397,9 +401,14 @@ def test_limits():
         romeo = login(s, "romeo", "r")
         p = Peer(s)
         p.authenticated()
+        # a second stream from remote.example: refused when it
+        # authenticates (not at its header: see
+        # test_unauthenticated_from_takes_no_place)
         q = Peer(s)
-        q.header()
-        q.expect_error("policy-violation")
+        q.open()
+        q.starttls()
+        q.send("<auth xmlns='%s' mechanism='EXTERNAL'>=</auth>" % NS_SASL)
+        assert q.read_all_until_close() == TOO_MANY_ERROR
         # a burst of four times the rate: nothing is dropped, the stream
         # is not ended; xmppd stops reading it until its bucket refills
         p.send("".join("<message from='a@%s/x' to='romeo@localhost/r' "
@@ -833,48 +842,46 @@ def peer_on(s, worker, **kw):
     return connect_on(s, worker, make=lambda: Peer(s, **kw))
 
 
+def refused_at_external(q):
+    """The stream's SASL EXTERNAL is answered with the end of the stream:
+    s2s.max_incoming_per_domain, exactly."""
+    q.open()
+    q.starttls()
+    q.send("<auth xmlns='%s' mechanism='EXTERNAL'>=</auth>" % NS_SASL)
+    got = q.read_all_until_close()
+    assert got == TOO_MANY_ERROR, got
+
+
 def test_max_incoming_per_domain_across_workers():
     """s2s.max_incoming_per_domain = 1 with two workers: a second stream
-    from remote.example on the OTHER worker gets <policy-violation/>
-    (counted per worker, it would pass); another domain is not held
-    back; a closed stream frees its place for the other worker, and a
-    worker killed with its stream (kill -9) frees it too once the master
-    has swept the dead worker's counts."""
+    from remote.example on the OTHER worker gets <policy-violation/> when
+    it authenticates (counted per worker, it would pass); another domain
+    is not held back; a closed stream frees its place for the other
+    worker, and a worker killed with its stream (kill -9) frees it too
+    once the master has swept the dead worker's counts."""
     with server(users=False, workers=2,
                 overrides={"s2s.max_incoming_per_domain": "1"}) as s:
         p = peer_on(s, 0)
-        p.open()
+        p.authenticated()
         q = peer_on(s, 1)
-        q.header()
-        got = q.read_all_until_close()
-        # the header that precedes an error in place of ours
-        want = (r"<\?xml version='1.0'\?><stream:stream xmlns='jabber:server'"
-                r" xmlns:stream='http://etherx.jabber.org/streams' "
-                r"id='[0-9a-f]+' from='localhost' version='1.0' "
-                r"xml:lang='en'>" +
-                "<stream:error><policy-violation xmlns='urn:ietf:params:xml:"
-                "ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-"
-                "streams'>too many streams from your domain</text>"
-                "</stream:error></stream:stream>")
-        assert re.fullmatch(want, got), got
+        refused_at_external(q)
         wait_for(lambda: re.search(
             r"w1 info: c\d+ [^:]+:\d+: %s has 1 streams here "
             r"\(s2s.max_incoming_per_domain\)" % re.escape(REMOTE),
             s.log_text()), what="the refusal's log line from worker 1")
         # another domain on the same worker meanwhile: welcome
         o = peer_on(s, 1, cert="other.example")
-        feats = o.open(frm="other.example")
-        assert feats == STARTTLS_FEATURES, feats
+        o.open(frm="other.example")
+        o.starttls(frm="other.example")
+        assert o.external() == "<success xmlns='%s'/>" % NS_SASL
         # the stream on worker 0 ends: worker 1 takes remote.example now
         p.send("</stream:stream>")
         p.read_all_until_close()
         r = peer_on(s, 1)
-        feats = r.open()
-        assert feats == STARTTLS_FEATURES, feats
+        r.authenticated()
         # ... and worker 0 refuses a second one again
         q = peer_on(s, 0)
-        q.header()
-        assert re.fullmatch(want, q.read_all_until_close())
+        refused_at_external(q)
         # worker 1 dies with its stream: the master's sweep frees it
         old = s.status()["workers"][1]["pid"]
         os.kill(old, signal.SIGKILL)
@@ -884,8 +891,37 @@ def test_max_incoming_per_domain_across_workers():
         r.read_all_until_close()
         o.read_all_until_close()
         t = peer_on(s, 0)
-        feats = t.open()
-        assert feats == STARTTLS_FEATURES, feats
+        t.authenticated()
+
+
+def test_unauthenticated_from_takes_no_place():
+    """(Review h-rev 26adea7.)  s2s.max_incoming_per_domain counts a
+    stream once it is authenticated, for the domain it proved, not the
+    header's unauthenticated 'from': a stream claiming
+    from='remote.example' that never authenticates takes none of
+    remote.example's places, and the real remote.example gets in."""
+    with server(users=False, workers=1,
+                overrides={"s2s.max_incoming_per_domain": "1"}) as s:
+        squatter = Peer(s, cert=None)
+        squatter.open(frm=REMOTE)          # never authenticates
+        real = Peer(s)                     # remote.example's certificate
+        real.header(frm=REMOTE)
+        got = real.read_until("<stream:features>.*?</stream:features>|"
+                              "<stream:error>.*?</stream:error>")
+        assert "too many streams from your domain" not in got, \
+            "the real %s was refused: %r" % (REMOTE, got)
+        real.starttls()
+        got = real.external()
+        assert got == "<success xmlns='%s'/>" % NS_SASL, got
+        feats = real.open()
+        assert feats == "<stream:features>%s</stream:features>" % \
+            SM_FEATURE, feats
+        # the real one holds the place now: a second authenticated
+        # remote.example is refused, at its authentication
+        refused_at_external(Peer(s))
+        log_has(s, "%s has 1 streams here (s2s.max_incoming_per_domain)"
+                % REMOTE)
+        squatter.close()
 
 
 # ---- our components' domains toward other servers ----
@@ -1283,5 +1319,6 @@ if __name__ == "__main__":
                test_external_covers_the_stream_to_only,
                test_external_certificate_eku,
                test_max_incoming_per_domain_without_from,
+               test_unauthenticated_from_takes_no_place,
                test_dialback_request_limit,
                test_ack_requests_paced])

@@ -128,13 +128,18 @@ def tls_and_features(peer, features):
     peer.send_header(REMOTE, features=features)
 
 
-def external(peer):
+# The features after SASL: dialback still offered, as Prosody does (what
+# lets a second of our domains ride the stream: the last features count).
+AFTER_SASL = features_auth(external=False, dialback=True)
+
+
+def external(peer, after=AFTER_SASL):
     tls_and_features(peer, features_auth(external=True, dialback=True))
     peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
                      % (NS_SASL, base64.b64encode(b"localhost").decode()))
     peer.send("<success xmlns='%s'/>" % NS_SASL)
     assert peer.read_header() == our_header()
-    peer.send_header(REMOTE, features="<stream:features/>")
+    peer.send_header(REMOTE, features=after)
 
 
 def test_external_and_link_reuse():
@@ -471,7 +476,9 @@ def external_sm(peer):
                      % (NS_SASL, base64.b64encode(b"localhost").decode()))
     peer.send("<success xmlns='%s'/>" % NS_SASL)
     assert peer.read_header() == our_header()
-    peer.send_header(REMOTE, features=SM_FEATURES)
+    peer.send_header(REMOTE, features=SM_FEATURES.replace(
+        "</stream:features>", "<dialback xmlns='urn:xmpp:features:dialback'>"
+        "<errors/></dialback></stream:features>"))
     peer.expect_next("<enable xmlns='%s'/>" % NS_SM)
     peer.send("<enabled xmlns='%s'/>" % NS_SM)
 
@@ -818,7 +825,7 @@ def login_on(s, user, password, domain, resource="r"):
     return c
 
 
-def external_as(peer, local):
+def external_as(peer, local, after=AFTER_SASL):
     """external() for the stream of another of our domains."""
     assert peer.read_header() == our_header(local)
     peer.send_header(REMOTE, to=local, features=STARTTLS_REQUIRED)
@@ -831,7 +838,7 @@ def external_as(peer, local):
                      % (NS_SASL, base64.b64encode(local.encode()).decode()))
     peer.send("<success xmlns='%s'/>" % NS_SASL)
     assert peer.read_header() == our_header(local)
-    peer.send_header(REMOTE, to=local, features="<stream:features/>")
+    peer.send_header(REMOTE, to=local, features=after)
 
 
 def second_result(peer):
@@ -981,7 +988,7 @@ def test_multiplexing_stream_killed_no_more():
                              .decode()))
         peer2.send("<success xmlns='%s'/>" % NS_SASL)
         assert peer2.read_header() == our_header(SECOND)
-        peer2.send_header(REMOTE, to=SECOND, features="<stream:features/>")
+        peer2.send_header(REMOTE, to=SECOND, features=AFTER_SASL)
         peer2.expect_next_re(wire_message(to, "m2", "two",
                                           frm="romeo@%s/r" % SECOND))
         send_message(c, to, "m3", "three")
@@ -1155,6 +1162,120 @@ def test_ack_answered_in_time_keeps_link():
         assert "s2s.ack_timeout" not in s.log_text()
 
 
+def multiplexed_stream_dropped(drop):
+    """The peer drops the shared stream while our <db:result/> for the
+    second domain waits (drop(peer)): the second domain's stanza goes
+    over a link of its own, and the remote is not asked to multiplex
+    again: the first domain's next stanza takes a new connection of its
+    own, no <db:result/> for it on the second domain's stream (which
+    offers dialback)."""
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c, r, peer, _ = multiplexed_setup(s, fake)
+        to = "nurse@%s" % REMOTE
+        drop(peer)
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        send_message(c, to, "m3", "three")
+        peer3 = fake.accept()
+        external(peer3)
+        peer3.expect_next_re(wire_message(to, "m3", "three"))
+        send_message(r, to, "m4", "four")
+        peer2.expect_next_re(wire_message(to, "m4", "four",
+                                          frm="romeo@%s/r" % SECOND))
+        assert len(fake.peers) == 3, len(fake.peers)
+        assert "no multiplexing to remote.test" in s.log_text()
+
+
+def test_multiplexing_peer_closes_no_more():
+    """A bare </stream:stream> for our multiplexed <db:result/> (no
+    stream error): as with an error, not asked to multiplex again."""
+    def drop(peer):
+        peer.send("</stream:stream>")
+        assert peer.is_closed()
+    multiplexed_stream_dropped(drop)
+
+
+def test_multiplexing_tcp_close_no_more():
+    """The connection closed for our multiplexed <db:result/> (no
+    stream error, no closing tag): not asked to multiplex again."""
+    multiplexed_stream_dropped(lambda peer: peer.close())
+
+
+def test_multiplexing_needs_dialback_on_the_last_features():
+    """A peer that offers dialback before TLS but not on the stream
+    restarted after SASL EXTERNAL: the last features count, so no
+    <db:result/> for the second domain on that stream; the second domain
+    gets a link of its own, the first stream carries only its own."""
+    before_tls = ("<stream:features><starttls xmlns='urn:ietf:params:xml:ns:"
+                  "xmpp-tls'><required/></starttls><dialback xmlns='urn:"
+                  "xmpp:features:dialback'><errors/></dialback>"
+                  "</stream:features>")
+    with remote(cert=ca().issue(REMOTE)) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=before_tls)
+        peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        peer.proceed_tls()
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features=features_auth(external=True,
+                                                        dialback=False))
+        peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                         % (NS_SASL, base64.b64encode(b"localhost").decode()))
+        peer.send("<success xmlns='%s'/>" % NS_SASL)
+        assert peer.read_header() == our_header()
+        peer.send_header(REMOTE, features="<stream:features/>")
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        send_message(r, to, "m2", "two")
+        peer2 = fake.accept()
+        external_as(peer2, SECOND)
+        peer2.expect_next_re(wire_message(to, "m2", "two",
+                                          frm="romeo@%s/r" % SECOND))
+        # nothing was asked on the first stream: its next bytes are m3
+        send_message(c, to, "m3", "three")
+        peer.expect_next_re(wire_message(to, "m3", "three"))
+
+
+def test_multiplexed_pair_deadline_from_its_request():
+    """s2s.link_timeout for a multiplexed pair counts from its
+    <db:result/>, not from when the pair was made: the second domain's
+    stanza comes while the first link is being set up, the peer takes 3
+    of the 4 seconds to send its features, then answers the second
+    <db:result/> 2.5 s later (5.5 s after the pair was made, 2.5 s
+    after it was asked): delivered, no remote-server-timeout bounce."""
+    with remote(cert=ca().issue(REMOTE),
+                settings={"s2s.link_timeout": "4s"}) as (fake, o), \
+            Server(workers=1, users=USERS2,
+                   overrides=dict(o, hosts="localhost %s" % SECOND)) as s:
+        c = login(s)
+        r = login_on(s, "romeo", "m0nt4gue", SECOND)
+        to = "nurse@%s" % REMOTE
+        send_message(c, to, "m1", "one")
+        peer = fake.accept()
+        send_message(r, to, "m2", "two")
+        time.sleep(3)
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m1", "one"))
+        second_result(peer)
+        time.sleep(2.5)
+        peer.send("<db:result from='%s' to='%s' type='valid'/>"
+                  % (REMOTE, SECOND))
+        peer.expect_next_re(wire_message(to, "m2", "two",
+                                         frm="romeo@%s/r" % SECOND))
+        assert "remote-server-timeout" not in s.log_text() and \
+            "not set up in time" not in s.log_text(), s.log_text()[-2000:]
+        assert len(fake.peers) == 1, len(fake.peers)
+
+
 if __name__ == "__main__":
     run_tests([test_external_and_link_reuse,
                test_dialback_when_certificate_not_trusted,
@@ -1190,4 +1311,8 @@ if __name__ == "__main__":
                test_multiplexing_carrier_fails_setup,
                test_multiplexed_stream_dies_each_stanza_by_its_domain,
                test_ack_timeout,
-               test_ack_answered_in_time_keeps_link])
+               test_ack_answered_in_time_keeps_link,
+               test_multiplexing_peer_closes_no_more,
+               test_multiplexing_tcp_close_no_more,
+               test_multiplexing_needs_dialback_on_the_last_features,
+               test_multiplexed_pair_deadline_from_its_request])
