@@ -748,12 +748,7 @@ static int mam_strip_forged(struct worker *w, struct xml_node *st)
 		     (by = xml_attr(n, "by")) == NULL ||
 		     jid_parse(mam_arena(), by, &j, &error) < 0 ||
 		     stream_hosted(w, j.domain))) {
-			if (prev != NULL)
-				prev->next = next;
-			else
-				st->children = next;
-			if (st->last_child == n)
-				st->last_child = prev;
+			xml_unlink_child(st, prev, n);
 			if (n == mam_last.seen.sid) {
 				last = 1;
 			} else {

@@ -310,12 +310,7 @@ static void route_strip_private(struct route *r)
 		struct xml_node *next = n->next;
 		if (n->name != NULL && n->name[0] == 'p' &&
 		    xml_is(n, NS_CARBONS_PRIVATE, "private")) {
-			if (prev != NULL)
-				prev->next = next;
-			else
-				st->children = next;
-			if (st->last_child == n)
-				st->last_child = prev;
+			xml_unlink_child(st, prev, n);
 			r->w->private_msg = st;
 		} else {
 			prev = n;
@@ -727,12 +722,7 @@ int route_serialize_out(struct worker *w, struct buf *out,
 		if (n < ROUTE_SIDS_OFF && route_own_sid(w, &a, c)) {
 			off[n] = c;
 			prev_of[n++] = prev;
-			if (prev != NULL)
-				prev->next = next;
-			else
-				st->children = next;
-			if (st->last_child == c)
-				st->last_child = prev;
+			xml_unlink_child(st, prev, c);
 		} else {
 			prev = c;
 		}

@@ -100,6 +100,19 @@ int xml_add_text(struct arena *a, struct xml_node *parent, const char *s,
 int xml_set_attr(struct arena *a, struct xml_node *n, const char *name,
 		 const char *value);
 void xml_append_node(struct xml_node *parent, struct xml_node *child);
+/* Take child n off parent's list; prev is the child before it (NULL:
+ * n is the first).  n's own next is left as it was, so a caller walking
+ * the list may go on from it. */
+static inline void xml_unlink_child(struct xml_node *parent,
+				    struct xml_node *prev, struct xml_node *n)
+{
+	if (prev != NULL)
+		prev->next = n->next;
+	else
+		parent->children = n->next;
+	if (parent->last_child == n)
+		parent->last_child = prev;
+}
 
 /* Access */
 const char *xml_attr(const struct xml_node *n, const char *name);
