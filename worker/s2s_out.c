@@ -523,6 +523,25 @@ static void out_pump_all(struct s2s_link *carrier)
 static void out_vreqs_fail(struct worker *w, struct s2s_link *l,
 			   const char *cond);
 
+/* A link ends: off the lists, its verification requests answered with
+ * an error, what it still queued to the route-back list (once more over
+ * a new link; bounced with cond if it was already that retry), freed. */
+static void out_end(struct worker *w, struct s2s_link *l, const char *cond)
+{
+	out_unlink(l);
+	out_vreqs_fail(w, l, "remote-connection-failed");
+	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
+		next = p->next;
+		out_back_add(l->local, l->remote, p->text, p->len,
+			     p->retried ? cond : NULL);
+		free(p);
+	}
+	l->head = l->tail = NULL;
+	l->npending = 0;
+	l->pending_bytes = 0;
+	out_free(l);
+}
+
 /* The carrier is gone or going: the pairs it carried lose their stream.
  * With write (a clean close), what they queued is written first; what
  * is left goes once more over a new link (out_route_back), bounced with
@@ -554,18 +573,7 @@ static void out_orphans(struct worker *w, struct s2s_link *carrier,
 				 d->remote);
 			out_nopiggy_add(d->remote);
 		}
-		out_unlink(d);
-		out_vreqs_fail(w, d, "remote-connection-failed");
-		for (struct s2s_pend *p = d->head, *pn; p != NULL; p = pn) {
-			pn = p->next;
-			out_back_add(d->local, d->remote, p->text, p->len,
-				     p->retried ? cond : NULL);
-			free(p);
-		}
-		d->head = d->tail = NULL;
-		d->npending = 0;
-		d->pending_bytes = 0;
-		out_free(d);
+		out_end(w, d, cond);
 	}
 }
 
@@ -627,18 +635,7 @@ static void out_lost(struct worker *w, struct s2s_link *l, int close,
 			   out_death_cond(c, c->s2s) : "remote-server-timeout";
 	if (l->carrier == NULL)
 		out_orphans(w, l, 0, cond, !ours);
-	out_unlink(l);
-	out_vreqs_fail(w, l, "remote-connection-failed");
-	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
-		next = p->next;
-		out_back_add(l->local, l->remote, p->text, p->len,
-			     p->retried ? cond : NULL);
-		free(p);
-	}
-	l->head = l->tail = NULL;
-	l->npending = 0;
-	l->pending_bytes = 0;
-	out_free(l);    /* lets c go */
+	out_end(w, l, cond);    /* lets c go */
 	if (close && c != NULL && !c->closed && l_own)
 		conn_close(c);
 }
@@ -1700,18 +1697,8 @@ static void out_idle_close(struct worker *w, struct s2s_link *l)
 	if (!c->closed && c->s2s != NULL && c->s2s->sm_on &&
 	    c->s2s->uhead != NULL)
 		out_request_ack(c, c->s2s);
-	out_unlink(l);
-	out_vreqs_fail(w, l, "remote-connection-failed");
-	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
-		next = p->next;         /* left by a write that failed */
-		out_back_add(l->local, l->remote, p->text, p->len,
-			     p->retried ? "remote-server-timeout" : NULL);
-		free(p);
-	}
-	l->head = l->tail = NULL;
-	l->npending = 0;
-	l->pending_bytes = 0;
-	out_free(l);    /* lets c go */
+	/* what is left was left by a write that failed */
+	out_end(w, l, "remote-server-timeout");    /* lets c go */
 	if (c->closed)
 		return;         /* a write failed: gone already */
 	conn_send(c, close_tag, sizeof(close_tag) - 1);
