@@ -654,6 +654,30 @@ static void conn_overflow(struct conn *c, const char *data, size_t len)
 	conn_route_taken(c, &t, data, len);
 }
 
+/* A write conn_send makes now (the buffer over CONN_OUT_EAGER, or to
+ * make room).  On an outgoing s2s link it only writes: a failure, or the
+ * buffer drained, is acted on by conn_flush_all, at the top of the loop.
+ * Closing here would run s2s_out_gone -> out_lost, which frees the link
+ * (and the pairs it carries) under the s2s_out.c code writing to it
+ * (out_pump, out_enqueue, out_send_verify...); s2s_drained here would
+ * pump that link again from inside its own pump. */
+static void conn_send_flush(struct conn *c)
+{
+	if (c->kind != CONN_S2S_OUT) {
+		conn_flush(c);
+		return;
+	}
+	if (!c->write_failed && !(c->ssl != NULL && c->tls_handshaking)) {
+		int r = conn_tls(c) ? tls_flush(c)
+				       : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
+		if (r < 0)
+			c->write_failed = 1;
+		else
+			conn_update_events(c);
+	}
+	conn_want_flush(c);
+}
+
 /* No socket: a stanza is kept by the extension that kept the session
  * (XEP-0198 journal); stream-level XML is dropped. */
 static void conn_send_detached(struct conn *c, const char *data, size_t len)
@@ -679,7 +703,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	if (used > 0 && c->out_shed == 0 &&
 	    used + len > conn_max_output(c)) {
 		/* unread is what the socket does not take now */
-		conn_flush(c);
+		conn_send_flush(c);
 		if (c->detached) {      /* the write failed: kept (sm.c) */
 			conn_send_detached(c, data, len);
 			return;
@@ -735,7 +759,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 	METRIC_ADD(c->w->stats->bytes_out, len);
 	conn_count_stanza(c->w->stats, data, len);
 	if (buf_used(&c->out) >= CONN_OUT_EAGER && !c->tls_handshaking) {
-		conn_flush(c);
+		conn_send_flush(c);
 		return;
 	}
 	conn_want_flush(c);
@@ -777,8 +801,9 @@ void conn_flush(struct conn *c)
 		conn_update_events(c);  /* writes wait for the handshake */
 		return;
 	}
-	int r = conn_tls(c) ? tls_flush(c)
-			       : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
+	int r = c->write_failed ? -1 :
+		conn_tls(c) ? tls_flush(c)
+			    : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
 	if (r < 0) {
 		log_debug("c%u %s: write failed", c->id, c->peer);
 		conn_close(c);
