@@ -389,9 +389,11 @@ def test_worker_without_tls_not_ready():
             wait_for(lambda: victim not in s.worker_pids() and
                      all(p > 0 for p in s.worker_pids()),
                      timeout=20, what="worker 1 respawned")
+            # (first "worker 1 is starting", 503 too, on a loaded machine)
             status, body = wait_for(
-                lambda: (lambda h: h if h[0] == 503 else None)(
-                    http_health(s)), what="/health 503")
+                lambda: (lambda h: h if h[0] == 503 and
+                         h[1] != "worker 1 is starting" else None)(
+                    http_health(s)), what="/health 503, worker 1 up")
             assert body == "worker 1 has no TLS certificate loaded " \
                 "(tls.certificate; its log says why)", body
             assert "\tunavailable\tworker 1 has no TLS" in health(s)
