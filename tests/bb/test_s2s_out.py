@@ -11,6 +11,8 @@ import contextlib
 import os
 import re
 import signal
+import socket
+import struct
 import sys
 import time
 
@@ -460,6 +462,78 @@ def test_peer_closes_then_new_link():
         external(peer2)
         peer2.expect_next_re(wire_message("romeo@%s" % REMOTE, "m2", "later"))
         assert peer.is_closed()
+
+
+
+def test_failed_write_to_a_reset_link_in_its_own_send():
+    """A stanza for a link whose peer reset the connection (a TCP RST
+    the worker has not handled yet) is written to it directly, and that
+    write fails: the worker must not crash (conn_send used to close the
+    connection there, freeing the link under the code writing to it),
+    and what the dead link had not written, this stanza last, goes over
+    a new link in order.  The peer reads nothing (a small receive
+    buffer) and the kernel holds at most tcp_wmem's maximum: more than
+    CONN_OUT_EAGER (256 KiB) stays in our output buffer, so that
+    conn_send writes at once; the worker is held (SIGSTOP) while the
+    stanza and the RST arrive in that order."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        wmem = int(f.read().split()[2])
+    body = "x" * 65536
+    n = (wmem + (1 << 20)) // len(body) + 1
+    with remote(cert=ca().issue(REMOTE),
+                settings={"c2s.max_output_bytes": str(8 * n * len(body)),
+                          "s2s.max_queue_bytes": str(4 * n * len(body))}) \
+            as (fake, o), \
+            Server(workers=1, users=USERS, overrides=o) as s:
+        # inherited by the accepted socket: the kernel takes little
+        fake.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c = login(s)
+        to = "romeo@%s" % REMOTE
+        send_message(c, to, "m0", "hi")
+        peer = fake.accept()
+        external(peer)
+        peer.expect_next_re(wire_message(to, "m0", "hi"))
+        # more than the kernel takes, under out_cap: every message is
+        # written to the connection at once; headlines (not archived)
+        for i in range(1, n + 1):
+            c.send("<message to='%s' id='b%d' type='headline'><body>%s"
+                   "</body></message>" % (to, i, body))
+        c.send("<iq type='get' id='sync' to='localhost'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+        c.read_until("<iq [^>]*id='sync'[^>]*type='result'[^>]*/>",
+                     timeout=30)
+        pid = s.worker_pids()[0]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # the client's stanza first, then the RST: one epoll turn
+            # handles them in that order
+            c.send("<message to='%s' id='last' type='headline'><body>"
+                   "after the reset</body></message>" % to)
+            time.sleep(0.3)
+            peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
+            peer.close()
+            time.sleep(0.3)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        fake.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        peer2 = fake.accept(timeout=20)
+        external(peer2)
+        # what the kernel had taken is lost unknown to us; the rest,
+        # at least CONN_OUT_EAGER of it, comes again in its order
+        peer2.read_until(re.escape(
+            "<message to='%s' id='last' type='headline' from='juliet@"
+            "localhost/r'><body>after the reset</body></message>" % to),
+            timeout=30)
+        got = re.findall(r"<message to='%s' id='([^']+)'" % re.escape(to),
+                         peer2.received.decode())
+        first = n + 1 - (len(got) - 1)
+        assert got == ["b%d" % i for i in range(first, n + 1)] + ["last"], got
+        assert (n - first + 1) * len(body) >= 256 << 10, got
+        # the worker that wrote it lives on: no crash, no restart
+        assert not re.search(r"worker [0-9]+ \(pid [0-9]+\) (exited|killed)",
+                             s.log_text())
+        assert s.worker_pids() == [pid]
 
 
 NS_SM = "urn:xmpp:sm:3"
@@ -1294,6 +1368,7 @@ if __name__ == "__main__":
                test_shutdown_unavailable_to_remote,
                test_own_stanza_ids_stay_home,
                test_peer_closes_then_new_link,
+               test_failed_write_to_a_reset_link_in_its_own_send,
                test_direct_tls,
                test_tls_failure_and_stream_error,
                test_unsolicited_sasl_success_is_no_authentication,
