@@ -282,21 +282,32 @@ static void out_request_ack(struct conn *c, struct s2s_conn *sc)
 	conn_send(c, r, sizeof(r) - 1);
 }
 
+/* A stanza's copy for a link's queue or a stream's journal (NULL: no
+ * memory). */
+static struct s2s_pend *out_pend_new(const char *text, size_t len,
+				     int retried)
+{
+	struct s2s_pend *p = malloc(sizeof(*p) + len);
+	if (p == NULL)
+		return NULL;
+	memcpy(p->text, text, len);
+	p->len = len;
+	p->retried = retried;
+	p->next = NULL;
+	return p;
+}
+
 /* Keep a copy of a stanza written on an XEP-0198 stream. */
 static void out_journal(struct s2s_conn *sc, const char *text, size_t len,
 			int retried)
 {
-	struct s2s_pend *p = malloc(sizeof(*p) + len);
+	struct s2s_pend *p = out_pend_new(text, len, retried);
 	if (p == NULL) {
 		log_error("s2s %s -> %s: no memory to keep an unacknowledged "
 			  "stanza: lost if the link dies before the ack",
 			  sc->local, sc->remote);
 		return;
 	}
-	memcpy(p->text, text, len);
-	p->len = len;
-	p->retried = retried;
-	p->next = NULL;
 	if (sc->utail != NULL)
 		sc->utail->next = p;
 	else
@@ -820,7 +831,7 @@ static void out_enqueue(struct worker *w, const char *local,
 		out_bounce_text(w, text, len, "wait", "resource-constraint");
 		return;
 	}
-	struct s2s_pend *p = malloc(sizeof(*p) + len);
+	struct s2s_pend *p = out_pend_new(text, len, retried);
 	int fresh = l == NULL;
 	struct s2s_link *carrier = fresh ? out_carrier(w, remote) : NULL;
 	if (p != NULL && l == NULL)
@@ -836,10 +847,6 @@ static void out_enqueue(struct worker *w, const char *local,
 		carrier->ncarried++;
 		fresh = 0;
 	}
-	memcpy(p->text, text, len);
-	p->len = len;
-	p->retried = retried;
-	p->next = NULL;
 	if (l->tail != NULL)
 		l->tail->next = p;
 	else
