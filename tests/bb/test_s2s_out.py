@@ -925,6 +925,17 @@ def second_result(peer):
     return m.group(1).decode()
 
 
+def own_link(fake, to, mid, body):
+    """The second domain's link of its own: the fake remote accepts it,
+    SASL EXTERNAL as SECOND, and the message mid from romeo@SECOND/r
+    is the first thing on it.  Returns that stream."""
+    peer2 = fake.accept()
+    external_as(peer2, SECOND)
+    peer2.expect_next_re(wire_message(to, mid, body,
+                                      frm="romeo@%s/r" % SECOND))
+    return peer2
+
+
 def multiplexed_setup(s, fake):
     """juliet@localhost's message makes the link (EXTERNAL); then
     romeo@SECOND's message asks for (SECOND, REMOTE) on that same
@@ -999,10 +1010,7 @@ def test_multiplexing_invalid_gets_own_link():
         to = "nurse@%s" % REMOTE
         peer.send("<db:result from='%s' to='%s' type='invalid'/>"
                   % (REMOTE, SECOND))
-        peer2 = fake.accept()
-        external_as(peer2, SECOND)
-        peer2.expect_next_re(wire_message(to, "m2", "two",
-                                          frm="romeo@%s/r" % SECOND))
+        peer2 = own_link(fake, to, "m2", "two")
         send_message(c, to, "m3", "three")
         peer.expect_next_re(wire_message(to, "m3", "three"))
         send_message(r, to, "m4", "four")
@@ -1089,10 +1097,7 @@ def test_multiplexing_not_under_pkix():
         external(peer)
         peer.expect_next_re(wire_message(to, "m1", "one"))
         send_message(r, to, "m2", "two")
-        peer2 = fake.accept()
-        external_as(peer2, SECOND)
-        peer2.expect_next_re(wire_message(to, "m2", "two",
-                                          frm="romeo@%s/r" % SECOND))
+        own_link(fake, to, "m2", "two")
         send_message(c, to, "m3", "three")
         # the next thing on the first stream is m3: no <db:result/>
         peer.expect_next_re(wire_message(to, "m3", "three"))
@@ -1176,10 +1181,7 @@ def test_multiplexed_stream_dies_each_stanza_by_its_domain():
         peer.expect_next_re(wire_message(to, "m3", "three") + R)
         peer.send(POLICY)
         assert peer.is_closed()
-        peer2 = fake.accept()
-        external_as(peer2, SECOND)
-        peer2.expect_next_re(wire_message(to, "m2", "two",
-                                          frm="romeo@%s/r" % SECOND))
+        peer2 = own_link(fake, to, "m2", "two")
         m = peer2.read_until("<db:result from='localhost' to='%s'>"
                              "([0-9a-f]{64})</db:result>" % REMOTE)
         assert m.start() == 0, m.string
@@ -1249,10 +1251,7 @@ def multiplexed_stream_dropped(drop):
         c, r, peer, _ = multiplexed_setup(s, fake)
         to = "nurse@%s" % REMOTE
         drop(peer)
-        peer2 = fake.accept()
-        external_as(peer2, SECOND)
-        peer2.expect_next_re(wire_message(to, "m2", "two",
-                                          frm="romeo@%s/r" % SECOND))
+        peer2 = own_link(fake, to, "m2", "two")
         send_message(c, to, "m3", "three")
         peer3 = fake.accept()
         external(peer3)
@@ -1310,10 +1309,7 @@ def test_multiplexing_needs_dialback_on_the_last_features():
         peer.send_header(REMOTE, features="<stream:features/>")
         peer.expect_next_re(wire_message(to, "m1", "one"))
         send_message(r, to, "m2", "two")
-        peer2 = fake.accept()
-        external_as(peer2, SECOND)
-        peer2.expect_next_re(wire_message(to, "m2", "two",
-                                          frm="romeo@%s/r" % SECOND))
+        own_link(fake, to, "m2", "two")
         # nothing was asked on the first stream: its next bytes are m3
         send_message(c, to, "m3", "three")
         peer.expect_next_re(wire_message(to, "m3", "three"))
