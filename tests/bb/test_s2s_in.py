@@ -323,6 +323,26 @@ def test_addressing_errors():
 
 # ---- dialback (XEP-0220) ----
 
+def dialback_valid(p, remote, link, to, key):
+    """p, a stream from REMOTE, asks dialback for REMOTE -> to with key
+    (XEP-0220); our <db:verify/> reaches the fake remote's authoritative
+    side on link (opened by remote.handshake() when None), exactly, is
+    answered valid, and p gets <db:result type='valid'/>.  Returns the
+    link."""
+    p.send("<db:result from='%s' to='%s'>%s</db:result>" % (REMOTE, to, key))
+    if link is None:
+        link = remote.handshake()
+    got = link.read_until("<db:verify [^>]*>[^<]*</db:verify>")
+    assert got == ("<db:verify from='%s' to='%s' id='%s'>%s</db:verify>"
+                   % (to, REMOTE, p.id, key)), got
+    link.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
+              % (REMOTE, to, p.id))
+    got = p.read_until("<db:result [^>]*/>")
+    assert got == ("<db:result from='%s' to='%s' type='valid'/>"
+                   % (to, REMOTE)), got
+    return link
+
+
 def dialback_stream(s):
     p = Peer(s, cert=None)
     p.open()
@@ -749,17 +769,7 @@ def test_dialback_result_valid():
             remote.s = s
             romeo = login(s, "romeo", "r")
             p = dialback_stream(s)
-            p.send("<db:result from='%s' to='localhost'>k3y-of-remote"
-                   "</db:result>" % REMOTE)
-            c = remote.handshake()
-            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
-            assert got == ("<db:verify from='localhost' to='%s' id='%s'>"
-                           "k3y-of-remote</db:verify>" % (REMOTE, p.id)), got
-            c.send("<db:verify from='%s' to='localhost' id='%s' "
-                   "type='valid'/>" % (REMOTE, p.id))
-            got = p.read_until("<db:result [^>]*/>")
-            assert got == ("<db:result from='localhost' to='%s' "
-                           "type='valid'/>" % REMOTE), got
+            c = dialback_valid(p, remote, None, "localhost", "k3y-of-remote")
             p.send("<message from='juliet@%s' to='romeo@localhost/r' "
                    "id='d1'><body>by dialback</body></message>" % REMOTE)
             romeo.expect(re.compile(
@@ -959,16 +969,7 @@ def test_component_domain_dialback_both_ways():
             feats = p.starttls(to=GW)
             assert feats == ("<stream:features>%s</stream:features>"
                              % DIALBACK_FEATURE), feats
-            p.send("<db:result from='%s' to='%s'>k3y-for-gw</db:result>"
-                   % (REMOTE, GW))
-            got = remote.c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
-            assert got == ("<db:verify from='%s' to='%s' id='%s'>k3y-for-gw"
-                           "</db:verify>" % (GW, REMOTE, p.id)), got
-            remote.c.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
-                          % (REMOTE, GW, p.id))
-            got = p.read_until("<db:result [^>]*/>")
-            assert got == ("<db:result from='%s' to='%s' type='valid'/>"
-                           % (GW, REMOTE)), got
+            dialback_valid(p, remote, remote.c, GW, "k3y-for-gw")
             p.send("<message from='%s/balcony' to='bot@%s' id='g2'>"
                    "<body>to the gateway</body></message>" % (jul, GW))
             got = comp.expect(re.compile("<message .*?</message>"))
@@ -1112,17 +1113,7 @@ def test_external_covers_the_stream_to_only():
             romeo.expect("<message from='juliet@%s/x' to='romeo@localhost/r'"
                          " id='a1'><body>to A</body></message>" % REMOTE)
             # dialback for the other host on the same stream
-            p.send("<db:result from='%s' to='%s'>k3y-for-b</db:result>"
-                   % (REMOTE, B_HOST))
-            c = remote.handshake()
-            got = c.read_until("<db:verify [^>]*>[^<]*</db:verify>")
-            assert got == ("<db:verify from='%s' to='%s' id='%s'>k3y-for-b"
-                           "</db:verify>" % (B_HOST, REMOTE, p.id)), got
-            c.send("<db:verify from='%s' to='%s' id='%s' type='valid'/>"
-                   % (REMOTE, B_HOST, p.id))
-            got = p.read_until("<db:result [^>]*/>")
-            assert got == ("<db:result from='%s' to='%s' type='valid'/>"
-                           % (B_HOST, REMOTE)), got
+            dialback_valid(p, remote, None, B_HOST, "k3y-for-b")
             p.send("<message from='juliet@%s/x' to='bob@%s/r' id='ok'>"
                    "<body>now for b</body></message>" % (REMOTE, B_HOST))
             # bob's first stanza is this one: 'bad' never came
