@@ -667,14 +667,12 @@ static void conn_send_flush(struct conn *c)
 		conn_flush(c);
 		return;
 	}
-	if (!c->write_failed && !(c->ssl != NULL && c->tls_handshaking)) {
-		int r = conn_tls(c) ? tls_flush(c)
-				       : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
-		if (r < 0)
-			c->write_failed = 1;
-		else
-			conn_update_events(c);
-	}
+	/* a socket that failed fails again there, and is closed (OpenSSL
+	 * answers a write after a fatal error with an error, no I/O) */
+	if (!(c->ssl != NULL && c->tls_handshaking) &&
+	    (conn_tls(c) ? tls_flush(c)
+			 : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0)) == 0)
+		conn_update_events(c);
 	conn_want_flush(c);
 }
 
@@ -801,9 +799,8 @@ void conn_flush(struct conn *c)
 		conn_update_events(c);  /* writes wait for the handshake */
 		return;
 	}
-	int r = c->write_failed ? -1 :
-		conn_tls(c) ? tls_flush(c)
-			    : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
+	int r = conn_tls(c) ? tls_flush(c)
+			       : (buf_write_fd(&c->out, c->fd) < 0 ? -1 : 0);
 	if (r < 0) {
 		log_debug("c%u %s: write failed", c->id, c->peer);
 		conn_close(c);

@@ -233,9 +233,6 @@ struct conn {
 	/* where conn_delay keeps it: 0 nowhere, 1 w->delayed, 2 the list
 	 * of due conns conn_run_delayed is running (conn.c) */
 	uint8_t delay_list;
-	/* a write from conn_send on an outgoing s2s link failed; the
-	 * close waits for conn_flush_all (conn_send_flush, conn.c) */
-	uint8_t write_failed;
 };
 
 /* The stream is encrypted (by OpenSSL or by our TLS 1.3 records). */
