@@ -74,6 +74,13 @@ const struct config_def config_defs[] = {
 	  "4M", 64 << 10, 1 << 30, RELOAD,
 	  "Output a client may leave unread before it is disconnected; what "
 	  "was queued for it goes to offline storage or back to its senders" },
+	{ "c2s.send_buffer", CONFIG_TYPE_SIZE, OFF(c2s_send_buffer), "0", 0,
+	  64 << 20, RELOAD,
+	  "Kernel send buffer of each new client connection (SO_SNDBUF; "
+	  "the kernel doubles it); 0 leaves it to the kernel's autotuning, "
+	  "which lets a client that stops reading hold up to "
+	  "net.ipv4.tcp_wmem's maximum there, on top of "
+	  "c2s.max_output_bytes" },
 	{ "c2s.max_connections_per_ip", CONFIG_TYPE_UINT,
 	  OFF(max_connections_per_ip), "100", 0, 0, RELOAD,
 	  "Open client connections per address (IPv4, or IPv6 /64), counted "

@@ -55,6 +55,7 @@ struct config {
 	unsigned max_depth;         /* element nesting in a stanza */
 	unsigned max_attributes;    /* attributes on one element */
 	uint64_t c2s_max_output_bytes;  /* unread output before a close */
+	uint64_t c2s_send_buffer;       /* SO_SNDBUF of clients, 0: kernel */
 	unsigned max_connections_per_ip;   /* 0: no limit */
 	unsigned max_sessions_per_account; /* 0: no limit */
 	unsigned backlog;

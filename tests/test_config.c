@@ -152,6 +152,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "c2s.max_depth", CONFIG_F_RELOADABLE },
 	{ "c2s.max_attributes", CONFIG_F_RELOADABLE },
 	{ "c2s.max_output_bytes", CONFIG_F_RELOADABLE },
+	{ "c2s.send_buffer", CONFIG_F_RELOADABLE },
 	{ "c2s.max_connections_per_ip", CONFIG_F_RELOADABLE },
 	{ "c2s.max_sessions_per_account", CONFIG_F_RELOADABLE },
 	{ "c2s.backlog", CONFIG_F_RESTART },

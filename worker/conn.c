@@ -251,6 +251,12 @@ static int conn_accept_one(struct worker *w, int lfd, int direct_tls,
 		return -1;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (kind == LISTEN_C2S && w->cfg->c2s_send_buffer > 0) {
+		int sndbuf = (int)w->cfg->c2s_send_buffer;
+		if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+			       sizeof(sndbuf)) < 0)
+			log_warn("c2s.send_buffer not set: %m");
+	}
 	struct conn *c = conn_new(w, fd, &ss, direct_tls);
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
 	ev.data.u64 = (uint64_t)(uintptr_t)c;
