@@ -10,7 +10,8 @@
  * routed again as if sent to the bare JID, so a vanishing session does
  * not eat messages; so are the stanzas a connection left unwritten when
  * it closed (route_undelivered, after the loop's flush), except a copy
- * of a message to the bare JID while another resource has its own.  A full outbox to another
+ * of a message to the bare JID while another resource has its own, and
+ * headlines (ignored for a resource not online, section 8.5.3.2.1).  A full outbox to another
  * worker bounces the stanza with resource-constraint (type wait).  A
  * message to an account loses XEP-0280 <private/> here (section 9).
  * Failure policy: never silence where an error is due.
@@ -341,9 +342,17 @@ static void route_message(struct route *r, int to_full)
 		}
 	}
 	/* Section 8.5.3.2.1: a full JID not online is treated as bare,
-	 * except groupchat (error) and the bare JID's own rules. */
+	 * except groupchat (error), headline (silently ignored: it was
+	 * for that resource; as the bare JID's it would reach all the
+	 * others, a XEP-0163 notification once per resource) and the
+	 * bare JID's own rules. */
 	if (route_is(r, "groupchat") || route_is(r, "error")) {
 		route_bounce(r, "cancel", "service-unavailable");
+		return;
+	}
+	if (to_full && route_is(r, "headline")) {
+		log_debug("headline to %s: no such resource, ignored",
+			  r->to_full);
 		return;
 	}
 	/* A copy taken back while the worker stops goes to offline
@@ -584,6 +593,17 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 	    to[flen] == '/') {
 		log_debug("w%u c%u: copy from %s not written: dropped", w->slot,
 			  conn_id, from);
+		arena_free(&a);
+		return 0;
+	}
+	/* A headline is not rerouted (section 8.5.3.2.1: one to a full
+	 * JID not online is ignored; one to the bare JID went to every
+	 * resource already). */
+	if (strcmp(st->name, "message") == 0 &&
+	    (from = xml_attr(st, "type")) != NULL &&
+	    strcmp(from, "headline") == 0) {
+		log_debug("w%u c%u: headline not written: dropped", w->slot,
+			  conn_id);
 		arena_free(&a);
 		return 0;
 	}

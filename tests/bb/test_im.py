@@ -968,6 +968,13 @@ def test_message_rules():
         hi.expect(msg("juliet@localhost", "m3", R, "3", "headline"))
         lo.expect(msg("juliet@localhost", "m3", R, "3", "headline"))
         neg.quiet(0.3, re.compile("<message .*"))
+        # Headline to a resource not online: silently ignored (8.5.3.2.1),
+        # not spread over the others as if sent to the bare JID.
+        r.send("<message to='juliet@localhost/gone' type='headline' id='m3b'><body>3b</body></message>")
+        r.send("<message to='juliet@localhost/gone' type='chat' id='m3c'><body>3c</body></message>")
+        hi.expect(re.compile("<message [^>]*id='m3c'.*", re.S))
+        for x in (hi, lo, neg, r):
+            x.quiet(0.3, re.compile(".*id='m3b'.*", re.S))
         # Groupchat to the bare JID: service-unavailable.
         r.send("<message to='juliet@localhost' type='groupchat' id='m4'><body>4</body></message>")
         r.expect(error_rx("message", "juliet@localhost", "m4", R, "cancel", "service-unavailable"))
