@@ -148,6 +148,14 @@ class Pep(Slix):
         self.roster.auto_subscribe = True
         self.add_event_handler("pubsub_publish", self._on_publish)
 
+    async def _on_session(self, event):
+        # slixmpp puts <c/> in a presence only once update_caps has
+        # assigned the ver (add_interest starts it in the background):
+        # the first presence carries the caps with every +notify
+        await self["xep_0115"].update_caps(broadcast=False)
+        self.send_presence()
+        self.session.set()
+
     def _on_publish(self, msg):
         item = msg["pubsub_event"]["items"]["item"]
         payload = item.xml[0] if len(item.xml) else None
@@ -165,7 +173,9 @@ class Pep(Slix):
                 raise AssertionError("slixmpp %s: no session after %ss"
                                      % (self.requested_jid, timeout))
             await asyncio.sleep(0.02)
-        # a round trip: the presence (with caps) is processed
+        # an interested resource (RFC 6121 2.1.6: roster pushes), then a
+        # round trip: the presence (with caps) is processed
+        await self.get_roster(timeout=10)
         await self["xep_0199"].ping(jid=self.t.domain, timeout=10)
         return self
 
@@ -173,7 +183,7 @@ class Pep(Slix):
         return [e for e in self.events if e[0] == frm and e[1] == node
                 and (item_id is None or e[2] == item_id)]
 
-    async def event(self, frm, node, item_id=None, timeout=15):
+    async def wait_event(self, frm, node, item_id=None, timeout=15):
         return await until(lambda: self.got(frm, node, item_id), timeout,
                            lambda: "%s: a PEP event from %s node %s item %s; got %r"
                            % (self.boundjid, frm, node, item_id, self.events))
@@ -190,6 +200,16 @@ async def befriend(a, b, timeout=20):
         return (B in a.client_roster and a.client_roster[B]["subscription"] == "both"
                 and A in b.client_roster and b.client_roster[A]["subscription"] == "both")
     await until(both, timeout, "%s and %s subscribed both ways" % (A, B))
+    # Each shows its presence again, as a client does after a roster
+    # change.  Prosody's PEP learns a contact's full JID and caps only
+    # from a presence that reaches the owner once the contact has 'from'
+    # on the owner's roster: the presence romeo sent when he approved
+    # juliet's request came before juliet approved his, so without this
+    # juliet's PEP would not know romeo/b until his next presence.
+    for c in (a, b):
+        c.send_presence()
+    for c in (a, b):
+        await c["xep_0199"].ping(jid=c.t.domain, timeout=10)
 
 
 def publish_options(**fields):
@@ -240,7 +260,7 @@ def test_slixmpp_tune_interest():
                                                  title="A Time for Us",
                                                  timeout=10)
                 J = t.jid("juliet")
-                ev = await b.event(J, NS_TUNE)
+                ev = await b.wait_event(J, NS_TUNE)
                 tune = ev[-1][3]
                 assert tune is not None and tune.tag == "{%s}tune" % NS_TUNE, ev
                 assert tune.findtext("{%s}title" % NS_TUNE) == "A Time for Us", ET.tostring(tune)
@@ -251,7 +271,7 @@ def test_slixmpp_tune_interest():
                 b = None
                 b2 = Pep(t, "romeo", "b2", interests=(NS_TUNE,))
                 await b2.online()
-                ev2 = await b2.event(J, NS_TUNE, item_id)
+                ev2 = await b2.wait_event(J, NS_TUNE, item_id)
                 tune2 = ev2[-1][3]
                 assert tune2.findtext("{%s}title" % NS_TUNE) == "A Time for Us", \
                     ET.tostring(tune2)
@@ -282,7 +302,7 @@ def test_slixmpp_avatar_two_devices():
                     [{"id": sha, "type": "image/png", "bytes": len(image)}],
                     timeout=10)
                 J = t.jid("juliet")
-                ev = await desk.event(J, NS_AVATAR_META, sha)
+                ev = await desk.wait_event(J, NS_AVATAR_META, sha)
                 meta = ev[-1][3]
                 info = meta.find("{%s}info" % NS_AVATAR_META)
                 assert info is not None and info.get("id") == sha, ET.tostring(meta)
