@@ -325,8 +325,6 @@ class PrivateNote(ElementBase):
     namespace = NS_PRIVATE_TEST
     name = "note"
     plugin_attrib = "private_note"
-    interfaces = {"text"}
-    sub_interfaces = interfaces
 
 
 BOOKMARK_OPTIONS = dict(persist_items="true", max_items="max",
@@ -352,7 +350,7 @@ def test_slixmpp_private_pep_and_bookmarks():
                 await romeo.online()
                 J = t.jid("juliet")
                 note = PrivateNote()
-                note["text"] = "the balcony at midnight & <not> later"
+                note.xml.text = "the balcony at midnight & <not> later"
                 await phone["xep_0223"].store(note, id="n1", timeout=10)
                 got = items_of(await desk["xep_0223"].retrieve(NS_PRIVATE_TEST, "n1",
                                                                timeout=10))
@@ -403,7 +401,7 @@ def whole_form_with(form, **changes):
     pubsub#NAME changed (what Conversations and profanity do)."""
     sub = slixmpp.plugins.xep_0004.stanza.Form()
     sub["type"] = "submit"
-    for var, field in form["fields"].items():
+    for var, field in form.get_fields().items():
         v = field["value"]
         if var.startswith("pubsub#") and var[7:] in changes:
             v = changes[var[7:]]
