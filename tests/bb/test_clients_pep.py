@@ -405,10 +405,9 @@ def whole_form_with(form, **changes):
         v = field["value"]
         if var.startswith("pubsub#") and var[7:] in changes:
             v = changes[var[7:]]
-        if var == "FORM_TYPE":
-            sub.add_field(var=var, ftype="hidden", value=v)
-        else:
-            sub.add_field(var=var, value=v)
+        # with its type: a boolean goes out as 1/0 (slixmpp writes an
+        # untyped True as "True", which no server takes for a boolean)
+        sub.add_field(var=var, ftype=field["type"] or None, value=v)
     return sub
 
 
@@ -636,6 +635,14 @@ def test_profanity_omemo():
                 pj = await profanity_online(t, "juliet")
                 pr = await profanity_online(t, "romeo")
                 for p in (pj, pr):
+                    # profanity decides at /omemo gen whether it may use
+                    # publish-options, from the server's disco#info: the
+                    # user waits for the login to settle, so does the test
+                    rx = re.compile(r'RECV: <iq [^>]*from="%s"[^>]*><query xmlns='
+                                    r'"http://jabber.org/protocol/disco#info"'
+                                    % re.escape(t.domain))
+                    await until(lambda: rx.search(p.wire()), 20,
+                                "profanity to get the server's disco#info")
                     p.type("/omemo gen")
                 for p in (pj, pr):
                     await p.shows(r"OMEMO crytographic materials generated", 60)
