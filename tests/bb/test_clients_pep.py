@@ -15,6 +15,19 @@ Two ways to run it:
     Checks of xmppd's own (the archive in PostgreSQL) are skipped there.
 
 Every wait is bounded; each test is one asyncio loop (run_async).
+
+What Prosody 0.12 does (all 7 pass there), and what the tests do about it:
+  * its PEP learns a contact's full JID and caps only from a presence
+    that reaches the owner while the contact has 'from': befriend() has
+    both clients show their presence again after the subscription;
+  * a stranger's read of a whitelist node: auth/<forbidden/> (XEP-0060
+    6.5.9.8 says cancel/<not-allowed/> + closed-node): any refusal passes;
+  * pubsub#publish-options is listed on the account's bare JID only, and
+    profanity 0.13.1 looks on the server: it logs "no PUBSUB feature
+    announced" there (asserted, so the xmppd check can fail);
+  * profanity 0.13.1 never makes an account's first devicelist (an
+    item-not-found for its own list ends the attempt): the test gives
+    each account an empty open list first, as an earlier OMEMO client.
 """
 import asyncio
 import base64
