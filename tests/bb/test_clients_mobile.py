@@ -881,7 +881,8 @@ class Profanity:
     (libstrophe's SENT:/RECV: lines: the wire).  screen() is what the
     user sees."""
 
-    def __init__(self, jid, password, port, resource="profanity"):
+    def __init__(self, jid, password, port, resource="profanity",
+                 host="127.0.0.1"):
         if shutil.which("profanity") is None or shutil.which("tmux") is None:
             raise AssertionError("profanity and tmux are needed (Debian "
                                  "packages profanity, tmux)")
@@ -892,9 +893,9 @@ class Profanity:
         os.makedirs(data)
         os.makedirs(conf)
         with open(os.path.join(data, "accounts"), "w") as f:
-            f.write("[%s]\nenabled=true\njid=%s\nserver=127.0.0.1\nport=%d\n"
+            f.write("[%s]\nenabled=true\njid=%s\nserver=%s\nport=%d\n"
                     "resource=%s\npassword=%s\ntls.policy=trust\n"
-                    % (jid, jid, port, resource, password))
+                    % (jid, jid, host, port, resource, password))
         with open(os.path.join(conf, "profrc"), "w") as f:
             f.write("[connection]\nautoping=0\n[ui]\nsplash=false\n"
                     "[notifications]\nmessage=false\n")
