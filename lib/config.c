@@ -504,9 +504,9 @@ const struct config_def config_defs[] = {
 	  "more, or publishing to a new node, gets <not-allowed/> with "
 	  "<max-nodes-exceeded/>" },
 	{ "pep.max_items", CONFIG_TYPE_UINT, OFF(pep_max_items), "256", 1,
-	  100000, RELOAD, "Items kept per PEP node, and the value of "
-	  "pubsub#max_items 'max'; a configuration asking for more gets "
-	  "<not-acceptable/>" },
+	  100000, RELOAD, "Items kept per PEP node, the value of "
+	  "pubsub#max_items 'max', and the item ids one items request may "
+	  "name; a configuration asking for more gets <not-acceptable/>" },
 	{ "pep.max_item_size", CONFIG_TYPE_SIZE, OFF(pep_max_item_size),
 	  "256K", 1 << 10, 16 << 20, RELOAD, "Largest PEP item payload, "
 	  "serialized; larger gets <not-acceptable/> with "

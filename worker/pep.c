@@ -205,7 +205,7 @@ static void pep_service(const struct config *cfg, struct pubsub_service *s,
 	s->owner_only_publish = 1;
 	s->lim.max_items = cfg->pep_max_items;
 	s->lim.max_item_size = cfg->pep_max_item_size;
-	s->max_ids = 256;
+	s->max_ids = cfg->pep_max_items;     /* more ids than items: no use */
 }
 
 /* The fields given as a text[] literal, and the groups (NULL: none
@@ -809,9 +809,11 @@ static const char pep_info_sql[] =
 	"r.subscription IN ('from', 'both')) FROM (SELECT "
 	"xmppd_account_id($1, $2) AS id) a";
 
-/* disco#info of a node: 0 rows no node, else its refusal for $4. */
+/* disco#info of a node: 0 rows no node, else its refusal for $4 and
+ * what the meta-data form shows. */
 static const char pep_node_info_sql[] =
-	"SELECT xmppd_pep_refusal(n, $4) FROM pubsub_nodes n WHERE "
+	"SELECT xmppd_pep_refusal(n, $4), n.access_model, n.title, n.type "
+	"FROM pubsub_nodes n WHERE "
 	"n.account_id = xmppd_account_id($1, $2) AND n.node = $3";
 
 /* disco#items: the account exists, then the nodes $3 may read. */
@@ -856,10 +858,37 @@ static void pep_node_info_result(void *ctx, const PGresult *res,
 	}
 	struct buf out;
 	buf_init(&out, 0);
+	if (xml_is(p->payload, NS_DISCO_ITEMS, "query")) {
+		/* the items of a leaf node are not listed (v1) */
+		buf_appendf(&out, "<query xmlns='" NS_DISCO_ITEMS "'");
+		pep_attr(&out, "node", q->r.node);
+		buf_appendf(&out, "/>");
+		pep_reply(&p, &out);
+		return;
+	}
 	buf_appendf(&out, "<query xmlns='" NS_DISCO_INFO "'");
 	pep_attr(&out, "node", q->r.node);
 	buf_appendf(&out, "><identity category='pubsub' type='leaf'/>"
-		    "<feature var='" NS_PUBSUB "'/></query>");
+		    "<feature var='" NS_PUBSUB "'/>");
+	if (xml_is(p->payload, NS_DISCO_INFO, "query")) {
+		/* XEP-0060 section 5.4: the node's meta-data */
+		static const char *const vars[] = { "pubsub#access_model",
+			"pubsub#title", "pubsub#type" };
+		buf_appendf(&out, "<x xmlns='" NS_XDATA "' type='result'>"
+			    "<field var='FORM_TYPE' type='hidden'><value>"
+			    NS_PUBSUB "#meta-data</value></field><field "
+			    "var='pubsub#owner' type='jid-list'><value>");
+		xml_escape(&out, q->bare, strlen(q->bare), 0);
+		buf_appendf(&out, "</value></field>");
+		for (int i = 0; i < 3; i++) {
+			const char *v = PQgetvalue(res, 0, i + 1);
+			buf_appendf(&out, "<field var='%s'><value>", vars[i]);
+			xml_escape(&out, v, strlen(v), 0);
+			buf_appendf(&out, "</value></field>");
+		}
+		buf_appendf(&out, "</x>");
+	}
+	buf_appendf(&out, "</query>");
 	pep_reply(&p, &out);
 }
 
@@ -918,7 +947,6 @@ static void pep_disco(struct worker *w, struct xml_node *st, const char *bare)
 	q->r.node = xml_attr(p->payload, "node");
 	if (xml_is(p->payload, NS_DISCO_ITEMS, "query")) {
 		if (q->r.node != NULL) {
-			/* the items of a leaf node are not listed (v1) */
 			const char *np[4] = { q->user, q->domain, q->r.node,
 					      q->requester };
 			pep_query(p, pep_node_info_sql, 4, np,

@@ -12,7 +12,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, run_tests  # noqa: E402
+from harness import Client, Server, run_tests, wait_for  # noqa: E402
+from test_pgdown import PgProxy, pg_target, proxied_server, running  # noqa: E402
 from test_storage import restart  # noqa: E402
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -580,7 +581,15 @@ def test_disco():
         # a node's disco#info
         assert iq(c, "<query xmlns='%s' node='op'/>" % INFO, "d9", "get", to=J) == \
             result(J, "d9", jc, "<query xmlns='%s' node='op'><identity category='pubsub' "
-                                "type='leaf'/><feature var='%s'/></query>" % (INFO, PUBSUB))
+                                "type='leaf'/><feature var='%s'/><x xmlns='jabber:x:data' "
+                                "type='result'><field var='FORM_TYPE' type='hidden'><value>"
+                                "%s#meta-data</value></field><field var='pubsub#owner' "
+                                "type='jid-list'><value>%s</value></field><field "
+                                "var='pubsub#access_model'><value>open</value></field><field "
+                                "var='pubsub#title'><value/></field><field var='pubsub#type'>"
+                                "<value/></field></x></query>" % (INFO, PUBSUB, PUBSUB, J))
+        assert iq(c, "<query xmlns='%s' node='op'/>" % ITEMS, "d9b", "get", to=J) == \
+            result(J, "d9b", jc, "<query xmlns='%s' node='op'/>" % ITEMS)
         assert iq(c, "<query xmlns='%s' node='wl'/>" % INFO, "d10", "get", to=J) == \
             error(J, "d10", jc, "cancel", "item-not-found")
         # the domain lists pubsub/pep and publish-options (profanity)
@@ -606,6 +615,37 @@ def test_restart_and_account_deletion():
         out = s.db.psql("SELECT count(*) FROM pubsub_nodes UNION ALL "
                         "SELECT count(*) FROM pubsub_items", conninfo=s.db.conninfo)
         assert re.findall(r"^\s*(\d+)\s*$", out, re.M) == ["0", "0"], out
+
+
+def test_database_down():
+    """PostgreSQL away: every PEP request gets a wait error at once; back
+    up: answered again, the items kept."""
+    proxy = PgProxy(pg_target()).start()
+    try:
+        s = proxied_server(proxy, workers=1, users=USERS)
+        with running(s):
+            a, ja = login(s, "juliet")
+            assert iq(a, publish("tune", TUNE, "t"), "w1", "set") == \
+                result(J, "w1", ja, published("tune", "t"))
+            mark = len(s.log_text())
+            proxy.stop()
+            wait_for(lambda: "database unavailable" in s.log_text()[mark:],
+                     what="the worker to see the link down")
+            for i, (body, t, to) in enumerate((
+                    (publish("tune", TUNE, "u"), "set", None),
+                    (ps("<items node='tune'/>"), "get", None),
+                    (ps("<configure node='tune'/>", OWNER), "get", None),
+                    ("<query xmlns='%s'/>" % ITEMS, "get", J))):
+                got = iq(a, body, "w2%d" % i, t, to=to)
+                assert got == error(J, "w2%d" % i, ja, "wait", "resource-constraint"), got
+            mark = len(s.log_text())
+            proxy.start()
+            wait_for(lambda: "database link up" in s.log_text()[mark:], timeout=20,
+                     what="the link back up")
+            assert iq(a, ps("<items node='tune'/>"), "w3", "get") == \
+                result(J, "w3", ja, items_of("tune", [("t", TUNE)]))
+    finally:
+        proxy.close()
 
 
 if __name__ == "__main__":
