@@ -226,7 +226,13 @@ BEGIN
 	SELECT * INTO n FROM pubsub_nodes x
 	 WHERE x.service = svc AND x.node = p_node FOR UPDATE;
 	IF NOT FOUND THEN
+		-- creating: the account's row serializes creators (the node
+		-- count), and one of them may have made this node meanwhile
 		PERFORM 1 FROM accounts a WHERE a.id = acc FOR UPDATE;
+		SELECT * INTO n FROM pubsub_nodes x
+		 WHERE x.service = svc AND x.node = p_node FOR UPDATE;
+	END IF;
+	IF NOT FOUND THEN
 		IF (SELECT count(*) FROM pubsub_nodes x
 		    WHERE x.account_id = acc) >= p_max_nodes THEN
 			status := 'max-nodes'; RETURN NEXT; RETURN;
