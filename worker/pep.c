@@ -277,6 +277,8 @@ static void pep_publish_result(void *ctx, const PGresult *res,
 	const char *trimmed[256];
 	ev.ntrimmed = pubsub_form_array(&p->arena, PQgetvalue(res, 0, 3),
 					trimmed, 256);
+	if (ev.ntrimmed < 0)
+		ev.ntrimmed = 0;        /* more than a publish can drop: none told */
 	ev.trimmed = trimmed;
 	if (pep_config_of(&p->arena, res, 4, 5, &ev.cfg) < 0) {
 		pep_fail(&p, "unreadable node configuration");
