@@ -45,6 +45,7 @@ srcs_for() {
 	http) echo "worker/http.c worker/metrics.c" ;;
 	dialback) echo "worker/dialback.c worker/xml.c" ;;
 	mam) echo "worker/mam_form.c worker/xml.c" ;;
+	pubsub) echo "worker/pubsub.c worker/pubsub_form.c worker/xml.c" ;;
 	certid) echo "lib/certid.c" ;;
 	s2s) echo "worker/s2s.c worker/s2s_in.c worker/component.c worker/stream.c
 		worker/stanza.c worker/dialback.c worker/xml.c worker/store.c

@@ -498,6 +498,23 @@ const struct config_def config_defs[] = {
 	  OFF(s2s_connect_max_addresses), "16", 1, 256, RELOAD,
 	  "Addresses (of all SRV targets together) tried for one connection "
 	  "to a remote domain before it is given up" },
+	/* worker/pep.c: XEP-0163 personal eventing (docs/DESIGN.md) */
+	{ "pep.max_nodes", CONFIG_TYPE_UINT, OFF(pep_max_nodes), "100", 1,
+	  100000, RELOAD, "PEP nodes per account (XEP-0163); creating one "
+	  "more, or publishing to a new node, gets <not-allowed/> with "
+	  "<max-nodes-exceeded/>" },
+	{ "pep.max_items", CONFIG_TYPE_UINT, OFF(pep_max_items), "256", 1,
+	  100000, RELOAD, "Items kept per PEP node, the value of "
+	  "pubsub#max_items 'max', and the item ids one items request may "
+	  "name; a configuration asking for more gets <not-acceptable/>" },
+	{ "pep.max_item_size", CONFIG_TYPE_SIZE, OFF(pep_max_item_size),
+	  "256K", 1 << 10, 16 << 20, RELOAD, "Largest PEP item payload, "
+	  "serialized; larger gets <not-acceptable/> with "
+	  "<payload-too-big/> (keep it above 64K for XEP-0084 avatars)" },
+	{ "pep.max_account_bytes", CONFIG_TYPE_SIZE,
+	  OFF(pep_max_account_bytes), "16M", 64 << 10, 1ULL << 32, RELOAD,
+	  "Payload bytes of all PEP items of one account; a publish past it "
+	  "gets <not-acceptable/>" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

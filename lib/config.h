@@ -179,6 +179,12 @@ struct config {
 	uint64_t s2s_connect_timeout;   /* ms, per address */
 	uint64_t s2s_connect_stagger;   /* ms, RFC 8305 attempt delay */
 	unsigned s2s_connect_max_addresses;     /* per dial */
+
+	/* personal eventing (worker/pep.c) */
+	unsigned pep_max_nodes;         /* nodes per account */
+	unsigned pep_max_items;         /* items per node; 'max' */
+	uint64_t pep_max_item_size;     /* bytes, serialized payload */
+	uint64_t pep_max_account_bytes; /* bytes, all items of an account */
 };
 
 struct config_def {

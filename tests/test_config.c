@@ -251,6 +251,10 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "s2s.connect_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.connect_stagger", CONFIG_F_RELOADABLE },
 	{ "s2s.connect_max_addresses", CONFIG_F_RELOADABLE },
+	{ "pep.max_nodes", CONFIG_F_RELOADABLE },
+	{ "pep.max_items", CONFIG_F_RELOADABLE },
+	{ "pep.max_item_size", CONFIG_F_RELOADABLE },
+	{ "pep.max_account_bytes", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

@@ -114,6 +114,16 @@ const struct ext carbons_ext = {
 const struct ext csi_ext = {
 	.name = "g", .client_element = element_g,
 };
+/* the stand-in of pep_ext (issue 13): identities of the domain and of
+ * accounts */
+static const char *const h_ids[] = { "<identity category='pubsub' "
+	"type='pep'/>", NULL };
+static const char *const h_acc_ids[] = { "<identity category='x' "
+	"type='y'/>", "<identity category='x' type='z'/>", NULL };
+const struct ext pep_ext = {
+	.name = "h", .disco_identities = h_ids,
+	.account_identities = h_acc_ids,
+};
 
 static struct arena arena;
 
@@ -195,6 +205,22 @@ Test(ext, disco_features_in_list_order)
 	buf_append(&out, "", 1);
 	cr_assert_str_eq(buf_head(&out), "<feature var='urn:a'/><feature "
 			 "var='urn:c'/><feature var='urn:c#more'/>");
+	buf_free(&out);
+}
+
+Test(ext, identities_in_list_order)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	ext_disco_identities(&out);
+	buf_append(&out, "", 1);
+	cr_assert_str_eq(buf_head(&out), "<identity category='pubsub' "
+			 "type='pep'/>");
+	buf_consume(&out, buf_used(&out));
+	ext_account_identities(&out);
+	buf_append(&out, "", 1);
+	cr_assert_str_eq(buf_head(&out), "<identity category='x' type='y'/>"
+			 "<identity category='x' type='z'/>");
 	buf_free(&out);
 }
 

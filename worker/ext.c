@@ -17,6 +17,7 @@ extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
 	offline_ext, sm_ext;
 extern const struct ext mam_ext;
 extern const struct ext carbons_ext, csi_ext;
+extern const struct ext pep_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -30,6 +31,7 @@ const struct ext *const ext_all[] = {
 	&mam_ext,
 	&carbons_ext,
 	&csi_ext,
+	&pep_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -207,4 +209,20 @@ int ext_make_room(struct conn *c)
 		if (ext_all[i]->make_room != NULL && ext_all[i]->make_room(c))
 			return 1;
 	return 0;
+}
+
+void ext_disco_identities(struct buf *out)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *d = ext_all[i]->disco_identities;
+		     d && *d; d++)
+			buf_appendf(out, "%s", *d);
+}
+
+void ext_account_identities(struct buf *out)
+{
+	for (unsigned i = 0; i < ext_count; i++)
+		for (const char *const *d = ext_all[i]->account_identities;
+		     d && *d; d++)
+			buf_appendf(out, "%s", *d);
 }

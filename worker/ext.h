@@ -232,6 +232,17 @@ struct ext {
 	 * hook.  route.c copies it instead of serializing st again. */
 	const char *(*message_text)(const struct xml_node *st,
 				    size_t *len_r);
+	/* ---- added for XEP-0163 (pep.c) ---------------------------------- */
+	/* XEP-0030 identities, as "<identity .../>" elements, NULL-terminated
+	 * or NULL: of the server (disco#info to the domain, after its own
+	 * server/im) and of an account (disco#info to its bare JID, after
+	 * account/registered).  An extension that also registers an IQ
+	 * handler for disco#info or disco#items queries gets those the
+	 * server does not answer itself: a node-less disco#info by someone
+	 * other than the account, any with a node, and disco#items
+	 * (server.c); without one they get <service-unavailable/>. */
+	const char *const *disco_identities;
+	const char *const *account_identities;
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -454,5 +465,8 @@ ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type);
 
 /* Append <feature var='...'/> for every extension's disco features. */
 void ext_disco_features(struct buf *out);
+/* Append every extension's disco_identities / account_identities. */
+void ext_disco_identities(struct buf *out);
+void ext_account_identities(struct buf *out);
 
 #endif

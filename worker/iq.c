@@ -164,3 +164,27 @@ const char *iq_bare(struct iq_pending *p, const char *jid)
 {
 	return arena_strndup(&p->arena, jid, strcspn(jid, "/"));
 }
+
+void iq_reply_result_keep(struct iq_pending *p, const char *payload_xml)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	iq_head(&out, p, "result");
+	if (payload_xml != NULL && payload_xml[0] != '\0')
+		buf_appendf(&out, ">%s</iq>", payload_xml);
+	else
+		buf_appendf(&out, "/>");
+	iq_send(p, &out);
+	buf_free(&out);
+}
+
+void iq_reply_error_xml(struct iq_pending **pp, const char *error_xml)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	iq_head(&out, *pp, "error");
+	buf_appendf(&out, ">%s</iq>", error_xml);
+	iq_send(*pp, &out);
+	buf_free(&out);
+	iq_pending_free(pp);
+}

@@ -41,6 +41,13 @@ void iq_reply_error(struct iq_pending **p, const char *type,
 void iq_reply_error_text(struct iq_pending **p, const char *type,
 			 const char *condition, const char *text);
 
+/* Route the result without freeing p (what the reply's data is kept
+ * for is done after it; iq_pending_free then). */
+void iq_reply_result_keep(struct iq_pending *p, const char *payload_xml);
+/* An error with the <error/> element given whole (application-specific
+ * conditions, RFC 6120 section 8.3.4); it is read back before it goes. */
+void iq_reply_error_xml(struct iq_pending **p, const char *error_xml);
+
 /* The bare part of a full JID, in the pending's arena. */
 const char *iq_bare(struct iq_pending *p, const char *jid);
 

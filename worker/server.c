@@ -75,6 +75,7 @@ static void server_disco_info(struct buf *out)
 {
 	buf_appendf(out, "><query xmlns='" NS_DISCO_INFO "'><identity "
 		    "category='server' type='im' name='xmppd'/>");
+	ext_disco_identities(out);
 	for (size_t i = 0; i < sizeof(server_features) /
 	     sizeof(server_features[0]); i++)
 		buf_appendf(out, "<feature var='%s'/>", server_features[i]);
@@ -161,6 +162,15 @@ void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 	server_iq(w, a, st);
 }
 
+void server_account_info(struct buf *out)
+{
+	buf_appendf(out, "<query xmlns='" NS_DISCO_INFO "'><identity "
+		    "category='account' type='registered'/>");
+	ext_account_identities(out);
+	ext_account_features(out);
+	buf_appendf(out, "</query>");
+}
+
 /* Whether st comes from a resource of the account bare. */
 static int server_own_account(const struct xml_node *st, const char *bare)
 {
@@ -186,10 +196,9 @@ void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 		struct buf out;
 		buf_init(&out, 0);
 		server_result_head(&out, st);
-		buf_appendf(&out, "><query xmlns='" NS_DISCO_INFO "'><identity "
-			    "category='account' type='registered'/>");
-		ext_account_features(&out);
-		buf_appendf(&out, "</query></iq>");
+		buf_appendf(&out, ">");
+		server_account_info(&out);
+		buf_appendf(&out, "</iq>");
 		server_send(w, a, &out);
 		return;
 	}

@@ -7,6 +7,7 @@
 #ifndef XMPPD_SERVER_H
 #define XMPPD_SERVER_H
 
+#include "buf.h"
 #include "xml.h"
 
 struct worker;
@@ -17,6 +18,9 @@ void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 /* An IQ to an account's bare JID (ext.h: the extensions' handlers). */
 void server_account_iq(struct worker *w, struct arena *a,
 		       struct xml_node *st, const char *bare);
+/* Append the disco#info <query/> of an account's bare JID (identities
+ * and features; XEP-0030), as the account itself gets it. */
+void server_account_info(struct buf *out);
 /* Route a stanza whose 'from' is trusted (route.c). */
 void route_stanza(struct worker *w, struct arena *a, struct xml_node *st);
 

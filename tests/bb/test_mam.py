@@ -374,9 +374,19 @@ def test_filters_and_errors():
         got = j.read_until("<iq [^>]*id='d1'.*?</iq>")
         assert got == ("<iq from='juliet@localhost' id='d1' to='%s' type='result'><query "
                        "xmlns='http://jabber.org/protocol/disco#info'><identity category='account' "
-                       "type='registered'/><feature var='urn:xmpp:mam:2'/><feature "
-                       "var='urn:xmpp:mam:2#extended'/><feature var='urn:xmpp:sid:0'/></query></iq>"
-                       % j.jid), got
+                       "type='registered'/><identity category='pubsub' type='pep'/><feature "
+                       "var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/><feature "
+                       "var='urn:xmpp:sid:0'/>%s</query></iq>" % (j.jid, PEP_FEATURES)), got
+
+
+# what PEP (worker/pep.c) adds to the account's disco#info, after MAM's
+PEP_FEATURES = "".join("<feature var='http://jabber.org/protocol/pubsub%s'/>" % f for f in [
+    ""] + ["#" + x for x in (
+        "access-presence auto-create config-node config-node-max create-and-configure "
+        "create-nodes delete-items delete-nodes item-ids member-affiliation "
+        "modify-affiliations multi-items outcast-affiliation persistent-items publish "
+        "publish-options purge-nodes retract-items retrieve-affiliations retrieve-default "
+        "retrieve-items retrieve-subscriptions pubsub-on-a-jid").split()])
 
 
 def error_text_xml(c, iq_id, etype, cond, text):

@@ -1,0 +1,1014 @@
+/*
+ * pep.c - XEP-0163 personal eventing: every account's bare JID is an
+ * XEP-0060 service (worker/pubsub.c parses the requests), its nodes and
+ * items in PostgreSQL (db/schema/007-pep.sql, one locking statement per
+ * request).  Defaults of a new node are XEP-0163 section 5's
+ * (pubsub_form_defaults); publish auto-creates with publish-options as
+ * preconditions (XEP-0060 section 7.1.5).  Only the owner publishes,
+ * retracts, configures; reads follow the node's access model (open,
+ * presence = a contact with from/both, roster = and in an allowed group,
+ * whitelist = member affiliation).  Disco#info and #items of the bare
+ * JID for anyone but the account itself are answered here (server.c
+ * answers the account's own node-less disco#info).
+ * Notifications are not sent yet: pep_event() is the one place where a
+ * publish, retract, purge or delete is complete (node configuration,
+ * item id, payload) and where they will go out.
+ * Failure policy: every get and set is answered; a database failure
+ * answers a stanza error (pep_fail) and the stream goes on; a refused
+ * request logs one line with its reason.
+ */
+#include "worker.h"
+#include "../db/db.h"
+#include "config.h"
+#include "ext.h"
+#include "iq.h"
+#include "log.h"
+#include "pubsub.h"
+#include "server.h"
+#include "stanza.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
+#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
+/* Payloads are serialized as if nothing were in scope: every element
+ * declares its namespace, so the text embeds anywhere. */
+#define PEP_NO_NS "urn:xmppd:no-namespace"
+
+/* What one publish, retract, purge or delete did: all a notification
+ * needs (pep_event). */
+enum pep_event_kind { PEP_EV_ITEM = 1, PEP_EV_RETRACT, PEP_EV_PURGE,
+		      PEP_EV_DELETE };
+struct pep_event {
+	enum pep_event_kind kind;
+	const char *owner;              /* bare JID of the service */
+	const char *publisher;          /* full JID of the requester */
+	const char *node;
+	const char *item_id;            /* ITEM, RETRACT */
+	const char *payload;            /* ITEM: serialized (PEP_NO_NS) */
+	const char *const *trimmed;     /* ITEM: ids dropped over max_items */
+	int ntrimmed;
+	struct pubsub_config cfg;       /* the node's configuration */
+	int notify;                     /* RETRACT: notify='true' asked */
+};
+
+/* The request in flight (in the iq_pending's arena). */
+struct pep_req {
+	const char *bare;               /* the service: the account */
+	const char *user, *domain;
+	const char *requester;          /* bare JID of the sender */
+	struct pubsub_req r;
+	const char *payload;            /* publish: serialized */
+	const char *item_id;            /* publish: given or generated */
+};
+
+static unsigned pep_ids;                /* this worker's item id counter */
+
+/* ---- notifications (not in this slice) ---------------------------- */
+
+/* A change is stored: the place where its events go out (XEP-0163
+ * section 4, XEP-0060 section 7.1.2.1, 7.2.2.1, 8.4.2, 8.5.2).  The IQ
+ * result is already routed when this runs. */
+static void pep_event(struct worker *w, const struct pep_event *ev)
+{
+	(void)w;
+	log_debug("pep: %s node %s of %s: event %d (item %s) not sent "
+		  "(notifications come with entity capabilities)",
+		  ev->publisher, ev->node, ev->owner, (int)ev->kind,
+		  ev->item_id != NULL ? ev->item_id : "-");
+}
+
+/* ---- replies ------------------------------------------------------- */
+
+static void pep_fail(struct iq_pending **p, const char *error)
+{
+	struct db *db = (*p)->w->db;
+	if (error == NULL || db == NULL || !db_is_up(db)) {
+		iq_reply_error(p, "wait", "resource-constraint");
+		return;
+	}
+	log_error("pep query failed: %s", error);
+	iq_reply_error(p, "cancel", "internal-server-error");
+}
+
+/* The IQ error e with the pubsub#errors element, and a <text/> why. */
+static void pep_error(struct iq_pending **p, enum pubsub_error e,
+		      const char *why)
+{
+	const struct pubsub_error_desc *d = pubsub_error_of(e);
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<error type='%s'><%s xmlns='" NS_STANZA_ERR "'/>",
+		    d->type, d->cond);
+	if (why != NULL) {
+		buf_appendf(&out, "<text xmlns='" NS_STANZA_ERR "'>");
+		xml_escape(&out, why, strlen(why), 0);
+		buf_appendf(&out, "</text>");
+	}
+	if (d->app != NULL)
+		buf_appendf(&out, "%s", d->app);
+	buf_appendf(&out, "</error>");
+	buf_append(&out, "", 1);
+	if (why != NULL)
+		log_info("pep: %s (%s) refused: %s: %s", (*p)->from, (*p)->to,
+			 d->cond, why);
+	iq_reply_error_xml(p, buf_head(&out));
+	buf_free(&out);
+}
+
+static void pep_attr(struct buf *out, const char *name, const char *v)
+{
+	buf_appendf(out, " %s='", name);
+	xml_escape(out, v, strlen(v), 1);
+	buf_append(out, "'", 1);
+}
+
+static void pep_reply(struct iq_pending **p, struct buf *out)
+{
+	if (buf_append(out, "", 1) < 0)
+		iq_reply_error(p, "wait", "resource-constraint");
+	else
+		iq_reply_result(p, buf_head(out));
+	buf_free(out);
+}
+
+/* ---- the database ------------------------------------------------ */
+
+static void pep_query(struct iq_pending *p, const char *sql, int n,
+		      const char *const *params, db_callback *cb)
+{
+	if (p->w->db == NULL ||
+	    db_query(p->w->db, sql, n, params, NULL, NULL, 0, cb, p) < 0)
+		pep_fail(&p, NULL);
+}
+
+static int pep_status(const PGresult *res, const char *s)
+{
+	return PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), s) == 0;
+}
+
+/* The common statuses of the xmppd_pep_* functions: 1 when answered. */
+static int pep_status_error(struct iq_pending **p, const PGresult *res)
+{
+	if (PQntuples(res) < 1) {
+		pep_fail(p, "no status row");
+		return 1;
+	}
+	const char *s = PQgetvalue(res, 0, 0);
+	struct { const char *status; enum pubsub_error e; const char *why; }
+	map[] = {
+		{ "no-account", PUBSUB_E_SERVICE_UNAVAILABLE, NULL },
+		{ "no-node", PUBSUB_E_ITEM_NOT_FOUND, NULL },
+		{ "no-item", PUBSUB_E_ITEM_NOT_FOUND, NULL },
+		{ "exists", PUBSUB_E_CONFLICT, "the node exists" },
+		{ "max-nodes", PUBSUB_E_MAX_NODES, "pep.max_nodes reached" },
+		{ "presence", PUBSUB_E_PRESENCE_REQUIRED, NULL },
+		{ "roster", PUBSUB_E_NOT_IN_GROUP, NULL },
+		{ "whitelist", PUBSUB_E_CLOSED_NODE, NULL },
+		{ "outcast", PUBSUB_E_FORBIDDEN, NULL },
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(s, map[i].status) == 0) {
+			pep_error(p, map[i].e, map[i].why);
+			return 1;
+		}
+	if (strcmp(s, "ok") != 0) {
+		pep_fail(p, "unknown status");
+		return 1;
+	}
+	return 0;
+}
+
+/* The configuration text[] and groups text[] columns into cfg. */
+static int pep_config_of(struct arena *a, const PGresult *res, int col,
+			 int gcol, struct pubsub_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	if (pubsub_form_array(a, PQgetvalue(res, 0, col), cfg->v,
+			      PUBSUB_F_COUNT) != PUBSUB_F_COUNT)
+		return -1;
+	int n = pubsub_form_array(a, PQgetvalue(res, 0, gcol), cfg->groups,
+				  PUBSUB_MAX_GROUPS);
+	if (n < 0)
+		return -1;
+	cfg->ngroups = (unsigned)n;
+	cfg->groups_set = 1;
+	return 0;
+}
+
+static void pep_service(const struct config *cfg, struct pubsub_service *s,
+			const char *bare)
+{
+	memset(s, 0, sizeof(*s));
+	s->jid = bare;
+	s->owner_only_publish = 1;
+	s->lim.max_items = cfg->pep_max_items;
+	s->lim.max_item_size = cfg->pep_max_item_size;
+	s->max_ids = cfg->pep_max_items;     /* more ids than items: no use */
+}
+
+/* The fields given as a text[] literal, and the groups (NULL: none
+ * given), in a's memory. */
+static int pep_cfg_params(struct arena *a, const struct pubsub_config *cfg,
+			  const char **v_r, const char **g_r)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	if (pubsub_form_array_literal(&b, cfg->v, PUBSUB_F_COUNT) < 0 ||
+	    buf_append(&b, "", 1) < 0)
+		return buf_free(&b), -1;
+	*v_r = arena_strdup(a, buf_head(&b));
+	buf_consume(&b, buf_used(&b));
+	*g_r = NULL;
+	if (cfg->groups_set) {
+		if (pubsub_form_array_literal(&b, cfg->groups, cfg->ngroups) < 0 ||
+		    buf_append(&b, "", 1) < 0)
+			return buf_free(&b), -1;
+		*g_r = arena_strdup(a, buf_head(&b));
+	}
+	buf_free(&b);
+	return *v_r == NULL || (cfg->groups_set && *g_r == NULL) ? -1 : 0;
+}
+
+/* ---- publish ------------------------------------------------------- */
+
+static const char pep_publish_sql[] =
+	"SELECT status, detail, created, trimmed, config, roster_groups "
+	"FROM xmppd_pep_publish($1, $2, $3, $4, $5, $6, $7::text[], "
+	"$8::text[], $9::int, $10::int, $11::bigint)";
+
+static void pep_publish_result(void *ctx, const PGresult *res,
+			       const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (pep_status(res, "precondition")) {
+		const char *f = PQgetvalue(res, 0, 1);
+		char why[160];
+		snprintf(why, sizeof(why), "pubsub#%.100s differs from the "
+			 "node's configuration", f);
+		pep_error(&p, PUBSUB_E_PRECONDITION, why);
+		return;
+	}
+	if (pep_status(res, "account-bytes")) {
+		log_info("pep: %s refused: pep.max_account_bytes (%llu) "
+			 "reached", p->from, (unsigned long long)
+			 p->w->cfg->pep_max_account_bytes);
+		iq_reply_error_text(&p, "modify", "not-acceptable",
+				    "PEP storage quota of the account "
+				    "reached");
+		return;
+	}
+	if (pep_status_error(&p, res))
+		return;
+	struct pep_event ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = PEP_EV_ITEM;
+	ev.owner = q->bare;
+	ev.publisher = p->from;
+	ev.node = q->r.node;
+	ev.item_id = q->item_id;
+	ev.payload = q->payload;
+	const char *trimmed[256];
+	ev.ntrimmed = pubsub_form_array(&p->arena, PQgetvalue(res, 0, 3),
+					trimmed, 256);
+	if (ev.ntrimmed < 0)
+		ev.ntrimmed = 0;        /* more than a publish can drop: none told */
+	ev.trimmed = trimmed;
+	if (pep_config_of(&p->arena, res, 4, 5, &ev.cfg) < 0) {
+		pep_fail(&p, "unreadable node configuration");
+		return;
+	}
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><publish");
+	pep_attr(&out, "node", q->r.node);
+	buf_appendf(&out, "><item");
+	pep_attr(&out, "id", q->item_id);
+	buf_appendf(&out, "/></publish></pubsub>");
+	/* the result first, then the events (the event's data lives in
+	 * p's arena, freed after) */
+	if (buf_append(&out, "", 1) < 0) {
+		buf_free(&out);
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	iq_reply_result_keep(p, buf_head(&out));
+	buf_free(&out);
+	pep_event(p->w, &ev);
+	iq_pending_free(&p);
+}
+
+static void pep_publish(struct iq_pending *p, struct pep_req *q)
+{
+	const struct config *cfg = p->w->cfg;
+	struct buf text;
+	buf_init(&text, 0);
+	if (xml_serialize(&text, q->r.payload, PEP_NO_NS) < 0 ||
+	    buf_append(&text, "", 1) < 0) {
+		buf_free(&text);
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	if (buf_used(&text) - 1 > cfg->pep_max_item_size) {
+		char why[120];
+		snprintf(why, sizeof(why), "%zu bytes (pep.max_item_size %llu)",
+			 buf_used(&text) - 1,
+			 (unsigned long long)cfg->pep_max_item_size);
+		buf_free(&text);
+		pep_error(&p, PUBSUB_E_PAYLOAD_TOO_BIG, why);
+		return;
+	}
+	q->payload = arena_strdup(&p->arena, buf_head(&text));
+	buf_free(&text);
+	q->item_id = q->r.item_id;
+	if (q->item_id == NULL) {
+		/* section 7.1.2: the service makes one, unique per node */
+		char id[48];
+		snprintf(id, sizeof(id), "%llx-%x-%x",
+			 (unsigned long long)p->w->now_ms, p->w->slot,
+			 ++pep_ids);
+		q->item_id = arena_strdup(&p->arena, id);
+	}
+	const char *pre, *groups;
+	char max_nodes[16], max_items[16], max_bytes[24];
+	snprintf(max_nodes, sizeof(max_nodes), "%u", cfg->pep_max_nodes);
+	snprintf(max_items, sizeof(max_items), "%u", cfg->pep_max_items);
+	snprintf(max_bytes, sizeof(max_bytes), "%llu",
+		 (unsigned long long)cfg->pep_max_account_bytes);
+	if (q->payload == NULL || q->item_id == NULL ||
+	    pep_cfg_params(&p->arena, &q->r.cfg, &pre, &groups) < 0) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	const char *params[11] = { q->user, q->domain, q->r.node, q->item_id,
+		q->payload, p->from, pre, groups, max_nodes, max_items,
+		max_bytes };
+	pep_query(p, pep_publish_sql, 11, params, pep_publish_result);
+}
+
+/* ---- items --------------------------------------------------------- */
+
+static const char pep_items_sql[] =
+	"SELECT status, config, item_id, payload FROM xmppd_pep_items($1, $2, "
+	"$3, $4, $5::text[], $6::int)";
+
+static void pep_items_result(void *ctx, const PGresult *res,
+			     const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (pep_status_error(&p, res))
+		return;
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><items");
+	pep_attr(&out, "node", q->r.node);
+	int n = PQntuples(res);
+	if (n <= 1)
+		buf_appendf(&out, "/>");
+	else {
+		buf_appendf(&out, ">");
+		for (int i = 1; i < n; i++) {
+			buf_appendf(&out, "<item");
+			pep_attr(&out, "id", PQgetvalue(res, i, 2));
+			buf_appendf(&out, ">%s</item>", PQgetvalue(res, i, 3));
+		}
+		buf_appendf(&out, "</items>");
+	}
+	buf_appendf(&out, "</pubsub>");
+	pep_reply(&p, &out);
+}
+
+static void pep_items(struct iq_pending *p, struct pep_req *q)
+{
+	const char *ids = NULL;
+	char last[16];
+	snprintf(last, sizeof(last), "%u", q->r.max_items ? q->r.max_items :
+		 p->w->cfg->pep_max_items);
+	if (q->r.nids > 0) {
+		struct buf b;
+		buf_init(&b, 0);
+		if (pubsub_form_array_literal(&b, q->r.ids, q->r.nids) == 0 &&
+		    buf_append(&b, "", 1) == 0)
+			ids = arena_strdup(&p->arena, buf_head(&b));
+		buf_free(&b);
+		if (ids == NULL) {
+			iq_reply_error(&p, "wait", "resource-constraint");
+			return;
+		}
+	}
+	const char *params[6] = { q->user, q->domain, q->r.node, q->requester,
+				  ids, last };
+	pep_query(p, pep_items_sql, 6, params, pep_items_result);
+}
+
+/* ---- retract, purge, delete --------------------------------------- */
+
+static const char pep_remove_sql[] =
+	"SELECT status, config, roster_groups FROM "
+	"xmppd_pep_remove($1, $2, $3, $4, $5)";
+
+static void pep_remove_result(void *ctx, const PGresult *res,
+			      const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (pep_status_error(&p, res))
+		return;
+	struct pep_event ev;
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = q->r.op == PUBSUB_OP_RETRACT ? PEP_EV_RETRACT :
+		  q->r.op == PUBSUB_OP_PURGE ? PEP_EV_PURGE : PEP_EV_DELETE;
+	ev.owner = q->bare;
+	ev.publisher = p->from;
+	ev.node = q->r.node;
+	ev.item_id = q->r.item_id;
+	ev.notify = q->r.notify;
+	if (pep_config_of(&p->arena, res, 1, 2, &ev.cfg) < 0) {
+		pep_fail(&p, "unreadable node configuration");
+		return;
+	}
+	iq_reply_result_keep(p, NULL);
+	pep_event(p->w, &ev);
+	iq_pending_free(&p);
+}
+
+static void pep_remove(struct iq_pending *p, struct pep_req *q,
+		       const char *op)
+{
+	const char *params[5] = { q->user, q->domain, q->r.node, op,
+				  q->r.item_id };
+	pep_query(p, pep_remove_sql, 5, params, pep_remove_result);
+}
+
+/* ---- create, configure, default ----------------------------------- */
+
+static const char pep_configure_sql[] =
+	"SELECT status, trimmed, config, roster_groups FROM "
+	"xmppd_pep_configure($1, $2, $3, $4::boolean, $5::text[], $6::text[], "
+	"$7::int, $8::int)";
+
+static void pep_configure_result(void *ctx, const PGresult *res,
+				 const char *error)
+{
+	struct iq_pending *p = ctx;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (pep_status_error(&p, res))
+		return;
+	/* a configuration change notifies with notify_config (later);
+	 * items trimmed by a lower max_items are not retracted events */
+	iq_reply_result(&p, NULL);
+}
+
+static void pep_configure(struct iq_pending *p, struct pep_req *q,
+			  int create)
+{
+	const struct config *cfg = p->w->cfg;
+	const char *v, *groups;
+	char max_nodes[16], max_items[16];
+	if (pep_cfg_params(&p->arena, &q->r.cfg, &v, &groups) < 0) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	snprintf(max_nodes, sizeof(max_nodes), "%u", cfg->pep_max_nodes);
+	snprintf(max_items, sizeof(max_items), "%u", cfg->pep_max_items);
+	const char *params[8] = { q->user, q->domain, q->r.node,
+		create ? "true" : "false", v, groups, max_nodes, max_items };
+	pep_query(p, pep_configure_sql, 8, params, pep_configure_result);
+}
+
+static void pep_form_reply(struct iq_pending **p, const char *wrapper,
+			   const char *node, const struct pubsub_config *c)
+{
+	struct pubsub_service s;
+	struct buf out;
+	pep_service((*p)->w->cfg, &s, "");
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB_OWNER "'><%s", wrapper);
+	if (node != NULL)
+		pep_attr(&out, "node", node);
+	buf_appendf(&out, ">");
+	pubsub_form_render(&out, c, &s.lim);
+	buf_appendf(&out, "</%s></pubsub>", wrapper);
+	pep_reply(p, &out);
+}
+
+static const char pep_config_get_sql[] =
+	"SELECT xmppd_pep_config(n), n.roster_groups FROM pubsub_nodes n "
+	"WHERE n.service = $1 AND n.node = $2";
+
+static void pep_config_get_result(void *ctx, const PGresult *res,
+				  const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	struct pubsub_config c;
+	if (res == NULL)
+		pep_fail(&p, error);
+	else if (PQntuples(res) == 0)
+		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
+	else if (pep_config_of(&p->arena, res, 0, 1, &c) < 0)
+		pep_fail(&p, "unreadable node configuration");
+	else
+		pep_form_reply(&p, "configure", q->r.node, &c);
+}
+
+/* ---- lists: subscriptions, affiliations --------------------------- */
+
+static const char pep_subs_sql[] =
+	"SELECT n.node, s.subid FROM pubsub_subscriptions s JOIN pubsub_nodes n "
+	"ON n.id = s.node_id WHERE n.service = $1 AND s.jid = $2 AND "
+	"($3::text IS NULL OR n.node = $3) ORDER BY n.node";
+
+static const char pep_affs_sql[] =
+	"SELECT n.node, CASE WHEN n.service = $2 THEN 'owner' "
+	"ELSE a.affiliation END FROM pubsub_nodes n LEFT JOIN "
+	"pubsub_affiliations a ON a.node_id = n.id AND a.jid = $2 "
+	"WHERE n.service = $1 AND ($3::text IS NULL OR n.node = $3) AND "
+	"(n.service = $2 OR a.affiliation IS NOT NULL) ORDER BY n.node";
+
+static void pep_list_result(void *ctx, const PGresult *res,
+			    const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	int subs = q->r.op == PUBSUB_OP_SUBSCRIPTIONS;
+	const char *list = subs ? "subscriptions" : "affiliations";
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><%s", list);
+	if (q->r.node != NULL)
+		pep_attr(&out, "node", q->r.node);
+	int n = PQntuples(res);
+	buf_appendf(&out, n == 0 ? "/>" : ">");
+	for (int i = 0; i < n; i++) {
+		buf_appendf(&out, subs ? "<subscription" : "<affiliation");
+		pep_attr(&out, subs ? "node" : "affiliation",
+			 PQgetvalue(res, i, subs ? 0 : 1));
+		if (subs) {
+			pep_attr(&out, "jid", q->requester);
+			buf_appendf(&out, " subscription='subscribed'");
+			pep_attr(&out, "subid", PQgetvalue(res, i, 1));
+		} else
+			pep_attr(&out, "node", PQgetvalue(res, i, 0));
+		buf_appendf(&out, "/>");
+	}
+	if (n > 0)
+		buf_appendf(&out, "</%s>", list);
+	buf_appendf(&out, "</pubsub>");
+	pep_reply(&p, &out);
+}
+
+/* Owner affiliations (section 8.9): the node's row (0 rows: no node),
+ * with each affiliation (jid NULL: none). */
+static const char pep_owner_affs_sql[] =
+	"SELECT a.jid, a.affiliation FROM pubsub_nodes n LEFT JOIN "
+	"pubsub_affiliations a ON a.node_id = n.id WHERE n.service = $1 AND "
+	"n.node = $2 ORDER BY a.jid";
+
+static const char pep_owner_subs_sql[] =
+	"SELECT s.jid, s.subid FROM pubsub_nodes n LEFT JOIN "
+	"pubsub_subscriptions s ON s.node_id = n.id WHERE n.service = $1 AND "
+	"n.node = $2 ORDER BY s.jid";
+
+static void pep_owner_list_result(void *ctx, const PGresult *res,
+				  const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (PQntuples(res) == 0) {
+		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
+		return;
+	}
+	int subs = q->r.op == PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET;
+	const char *list = subs ? "subscriptions" : "affiliations";
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB_OWNER "'><%s", list);
+	pep_attr(&out, "node", q->r.node);
+	buf_appendf(&out, ">");
+	if (!subs) {
+		buf_appendf(&out, "<affiliation");
+		pep_attr(&out, "jid", q->bare);
+		buf_appendf(&out, " affiliation='owner'/>");
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, 0))
+			continue;
+		buf_appendf(&out, subs ? "<subscription" : "<affiliation");
+		pep_attr(&out, "jid", PQgetvalue(res, i, 0));
+		if (subs) {
+			buf_appendf(&out, " subscription='subscribed'");
+			pep_attr(&out, "subid", PQgetvalue(res, i, 1));
+		} else
+			pep_attr(&out, "affiliation", PQgetvalue(res, i, 1));
+		buf_appendf(&out, "/>");
+	}
+	buf_appendf(&out, "</%s></pubsub>", list);
+	pep_reply(&p, &out);
+}
+
+/* One row: whether the node exists (the changes are made if it does). */
+static const char pep_owner_affs_set_sql[] =
+	"WITH n AS (SELECT id FROM pubsub_nodes WHERE service = $1 AND "
+	"node = $2 FOR UPDATE), u AS (SELECT * FROM unnest($3::text[], "
+	"$4::text[]) AS u(j, f)), d AS (DELETE FROM pubsub_affiliations a "
+	"USING n, u WHERE a.node_id = n.id AND a.jid = u.j AND u.f = 'none'), "
+	"i AS (INSERT INTO pubsub_affiliations (node_id, jid, affiliation) "
+	"SELECT n.id, u.j, u.f FROM n, u WHERE u.f <> 'none' "
+	"ON CONFLICT (node_id, jid) DO UPDATE "
+	"SET affiliation = EXCLUDED.affiliation) "
+	"SELECT EXISTS (SELECT 1 FROM n)";
+
+static void pep_owner_set_result(void *ctx, const PGresult *res,
+				 const char *error)
+{
+	struct iq_pending *p = ctx;
+	if (res == NULL)
+		pep_fail(&p, error);
+	else if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
+		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
+	else
+		iq_reply_result(&p, NULL);
+}
+
+static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
+{
+	const char *jids[PUBSUB_MAX_AFFS], *affs[PUBSUB_MAX_AFFS];
+	for (unsigned i = 0; i < q->r.naffs; i++) {
+		if (strcmp(q->r.affs[i].jid, q->bare) == 0) {
+			pep_error(&p, PUBSUB_E_NOT_ACCEPTABLE,
+				  "the owner's affiliation is fixed");
+			return;
+		}
+		jids[i] = q->r.affs[i].jid;
+		affs[i] = q->r.affs[i].affiliation;
+	}
+	struct buf a, b;
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	const char *ja = NULL, *fa = NULL;
+	if (pubsub_form_array_literal(&a, jids, q->r.naffs) == 0 &&
+	    buf_append(&a, "", 1) == 0 &&
+	    pubsub_form_array_literal(&b, affs, q->r.naffs) == 0 &&
+	    buf_append(&b, "", 1) == 0) {
+		ja = arena_strdup(&p->arena, buf_head(&a));
+		fa = arena_strdup(&p->arena, buf_head(&b));
+	}
+	buf_free(&a);
+	buf_free(&b);
+	if (ja == NULL || fa == NULL) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	const char *params[4] = { q->bare, q->r.node, ja, fa };
+	pep_query(p, pep_owner_affs_set_sql, 4, params, pep_owner_set_result);
+}
+
+/* ---- the IQ -------------------------------------------------------- */
+
+static struct pep_req *pep_req_new(struct iq_pending *p, const char *bare)
+{
+	struct pep_req *q = arena_zalloc(&p->arena, sizeof(*q));
+	const char *at = strchr(bare, '@');
+	if (q == NULL || at == NULL)
+		return NULL;
+	q->bare = arena_strdup(&p->arena, bare);
+	q->user = arena_strndup(&p->arena, bare, (size_t)(at - bare));
+	q->domain = arena_strdup(&p->arena, at + 1);
+	q->requester = iq_bare(p, p->from);
+	if (q->bare == NULL || q->user == NULL || q->domain == NULL ||
+	    q->requester == NULL)
+		return NULL;
+	p->data = q;
+	return q;
+}
+
+static void pep_iq(struct worker *w, struct xml_node *st, const char *bare)
+{
+	const char *type = xml_attr(st, "type");
+	if (type == NULL || (strcmp(type, "get") != 0 &&
+			     strcmp(type, "set") != 0))
+		return;
+	struct iq_pending *p = iq_pending_new(w, st);
+	if (p == NULL)
+		return;
+	struct pep_req *q = pep_req_new(p, bare);
+	if (q == NULL || p->payload == NULL) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	struct pubsub_service svc;
+	enum pubsub_error e;
+	const char *why;
+	pep_service(w->cfg, &svc, q->bare);
+	if (pubsub_parse(&p->arena, p->payload, strcmp(type, "set") == 0,
+			 &svc, q->requester, &q->r, &e, &why) < 0) {
+		pep_error(&p, e, why);
+		return;
+	}
+	const char *params[3] = { q->bare, q->requester, q->r.node };
+	switch (q->r.op) {
+	case PUBSUB_OP_PUBLISH:
+		pep_publish(p, q);
+		break;
+	case PUBSUB_OP_ITEMS:
+		pep_items(p, q);
+		break;
+	case PUBSUB_OP_RETRACT:
+		pep_remove(p, q, "retract");
+		break;
+	case PUBSUB_OP_PURGE:
+		pep_remove(p, q, "purge");
+		break;
+	case PUBSUB_OP_DELETE:
+		pep_remove(p, q, "delete");
+		break;
+	case PUBSUB_OP_CREATE:
+		pep_configure(p, q, 1);
+		break;
+	case PUBSUB_OP_CONFIGURE_SET:
+		if (q->r.cancel)
+			iq_reply_result(&p, NULL);
+		else
+			pep_configure(p, q, 0);
+		break;
+	case PUBSUB_OP_CONFIGURE_GET: {
+		const char *cp[2] = { q->bare, q->r.node };
+		pep_query(p, pep_config_get_sql, 2, cp, pep_config_get_result);
+		break;
+	}
+	case PUBSUB_OP_DEFAULT: {
+		struct pubsub_config c;
+		pubsub_form_defaults(&c);
+		pep_form_reply(&p, "default", NULL, &c);
+		break;
+	}
+	case PUBSUB_OP_SUBSCRIPTIONS:
+		pep_query(p, pep_subs_sql, 3, params, pep_list_result);
+		break;
+	case PUBSUB_OP_AFFILIATIONS:
+		pep_query(p, pep_affs_sql, 3, params, pep_list_result);
+		break;
+	case PUBSUB_OP_OWNER_AFFILIATIONS_GET: {
+		const char *op[2] = { q->bare, q->r.node };
+		pep_query(p, pep_owner_affs_sql, 2, op, pep_owner_list_result);
+		break;
+	}
+	case PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET: {
+		const char *op[2] = { q->bare, q->r.node };
+		pep_query(p, pep_owner_subs_sql, 2, op, pep_owner_list_result);
+		break;
+	}
+	case PUBSUB_OP_OWNER_AFFILIATIONS_SET:
+		pep_owner_affs_set(p, q);
+		break;
+	case PUBSUB_OP_SUBSCRIBE:
+		/* explicit subscriptions come with notifications */
+		pep_error(&p, PUBSUB_E_UNSUPPORTED_SUBSCRIBE, NULL);
+		break;
+	case PUBSUB_OP_UNSUBSCRIBE:
+		pep_error(&p, PUBSUB_E_NOT_SUBSCRIBED, NULL);
+		break;
+	default:
+		pep_error(&p, PUBSUB_E_BAD_REQUEST, "unknown request");
+		break;
+	}
+}
+
+/* ---- disco on the account's bare JID (XEP-0163 section 6) --------- */
+
+/* Node-less disco#info by others: one row, the account exists, the
+ * requester has a presence subscription (from/both). */
+static const char pep_info_sql[] =
+	"SELECT a.id IS NOT NULL, EXISTS (SELECT 1 FROM roster_items r "
+	"WHERE r.account_id = a.id AND r.contact = $3 AND NOT r.removed AND "
+	"r.subscription IN ('from', 'both')) FROM (SELECT "
+	"xmppd_account_id($1, $2) AS id) a";
+
+/* disco#info of a node: 0 rows no node, else its refusal for $4 and
+ * what the meta-data form shows. */
+static const char pep_node_info_sql[] =
+	"SELECT xmppd_pep_refusal(n, $4), n.access_model, n.title, n.type "
+	"FROM pubsub_nodes n WHERE "
+	"n.account_id = xmppd_account_id($1, $2) AND n.node = $3";
+
+/* disco#items: the account exists, then the nodes $3 may read. */
+static const char pep_items_list_sql[] =
+	"SELECT a.id IS NOT NULL, n.node, n.title FROM (SELECT "
+	"xmppd_account_id($1, $2) AS id) a LEFT JOIN pubsub_nodes n ON "
+	"n.account_id = a.id AND xmppd_pep_refusal(n, $3) IS NULL "
+	"ORDER BY n.node";
+
+static void pep_info_result(void *ctx, const PGresult *res,
+			    const char *error)
+{
+	struct iq_pending *p = ctx;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0 ||
+	    strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+		/* no account, or no subscription: the same answer */
+		iq_reply_error(&p, "cancel", "service-unavailable");
+		return;
+	}
+	struct buf out;
+	buf_init(&out, 0);
+	server_account_info(&out);
+	pep_reply(&p, &out);
+}
+
+static void pep_node_info_result(void *ctx, const PGresult *res,
+				 const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (PQntuples(res) != 1 || !PQgetisnull(res, 0, 0)) {
+		iq_reply_error(&p, "cancel", "item-not-found");
+		return;
+	}
+	struct buf out;
+	buf_init(&out, 0);
+	if (xml_is(p->payload, NS_DISCO_ITEMS, "query")) {
+		/* the items of a leaf node are not listed (v1) */
+		buf_appendf(&out, "<query xmlns='" NS_DISCO_ITEMS "'");
+		pep_attr(&out, "node", q->r.node);
+		buf_appendf(&out, "/>");
+		pep_reply(&p, &out);
+		return;
+	}
+	buf_appendf(&out, "<query xmlns='" NS_DISCO_INFO "'");
+	pep_attr(&out, "node", q->r.node);
+	buf_appendf(&out, "><identity category='pubsub' type='leaf'/>"
+		    "<feature var='" NS_PUBSUB "'/>");
+	if (xml_is(p->payload, NS_DISCO_INFO, "query")) {
+		/* XEP-0060 section 5.4: the node's meta-data */
+		static const char *const vars[] = { "pubsub#access_model",
+			"pubsub#title", "pubsub#type" };
+		buf_appendf(&out, "<x xmlns='" NS_XDATA "' type='result'>"
+			    "<field var='FORM_TYPE' type='hidden'><value>"
+			    NS_PUBSUB "#meta-data</value></field><field "
+			    "var='pubsub#owner' type='jid-list'><value>");
+		xml_escape(&out, q->bare, strlen(q->bare), 0);
+		buf_appendf(&out, "</value></field>");
+		for (int i = 0; i < 3; i++) {
+			const char *v = PQgetvalue(res, 0, i + 1);
+			buf_appendf(&out, "<field var='%s'><value>", vars[i]);
+			xml_escape(&out, v, strlen(v), 0);
+			buf_appendf(&out, "</value></field>");
+		}
+		buf_appendf(&out, "</x>");
+	}
+	buf_appendf(&out, "</query>");
+	pep_reply(&p, &out);
+}
+
+static void pep_items_list_result(void *ctx, const PGresult *res,
+				  const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+		iq_reply_error(&p, "cancel", "service-unavailable");
+		return;
+	}
+	struct buf out;
+	int any = 0;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<query xmlns='" NS_DISCO_ITEMS "'");
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, 1))
+			continue;
+		buf_appendf(&out, any ? "<item" : "><item");
+		any = 1;
+		pep_attr(&out, "jid", q->bare);
+		pep_attr(&out, "node", PQgetvalue(res, i, 1));
+		if (PQgetvalue(res, i, 2)[0] != '\0')
+			pep_attr(&out, "name", PQgetvalue(res, i, 2));
+		buf_appendf(&out, "/>");
+	}
+	buf_appendf(&out, any ? "</query>" : "/>");
+	pep_reply(&p, &out);
+}
+
+static void pep_disco(struct worker *w, struct xml_node *st, const char *bare)
+{
+	const char *type = xml_attr(st, "type");
+	if (type == NULL || strcmp(type, "get") != 0) {
+		if (type != NULL && strcmp(type, "set") == 0) {
+			struct iq_pending *p = iq_pending_new(w, st);
+			if (p != NULL)
+				iq_reply_error(&p, "cancel",
+					       "service-unavailable");
+		}
+		return;
+	}
+	struct iq_pending *p = iq_pending_new(w, st);
+	if (p == NULL)
+		return;
+	struct pep_req *q = pep_req_new(p, bare);
+	if (q == NULL || p->payload == NULL) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	q->r.node = xml_attr(p->payload, "node");
+	if (xml_is(p->payload, NS_DISCO_ITEMS, "query")) {
+		if (q->r.node != NULL) {
+			const char *np[4] = { q->user, q->domain, q->r.node,
+					      q->requester };
+			pep_query(p, pep_node_info_sql, 4, np,
+				  pep_node_info_result);
+			return;
+		}
+		const char *ip[3] = { q->user, q->domain, q->requester };
+		pep_query(p, pep_items_list_sql, 3, ip, pep_items_list_result);
+	} else if (q->r.node != NULL) {
+		const char *np[4] = { q->user, q->domain, q->r.node,
+				      q->requester };
+		pep_query(p, pep_node_info_sql, 4, np, pep_node_info_result);
+	} else {
+		const char *ip[3] = { q->user, q->domain, q->requester };
+		pep_query(p, pep_info_sql, 3, ip, pep_info_result);
+	}
+}
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+#define F(x) NS_PUBSUB "#" x
+/* The pubsub features PEP offers (XEP-0060 section 10, XEP-0163
+ * section 6).  Not yet: subscribe, auto-subscribe, presence-notifications,
+ * presence-subscribe, filtered-notifications, last-published: they come
+ * with notifications. */
+static const char *const pep_features[] = {
+	NS_PUBSUB, F("access-presence"), F("auto-create"), F("config-node"),
+	F("config-node-max"), F("create-and-configure"), F("create-nodes"),
+	F("delete-items"), F("delete-nodes"), F("item-ids"),
+	F("member-affiliation"), F("modify-affiliations"), F("multi-items"),
+	F("outcast-affiliation"), F("persistent-items"), F("publish"),
+	F("publish-options"), F("purge-nodes"), F("retract-items"),
+	F("retrieve-affiliations"), F("retrieve-default"),
+	F("retrieve-items"), F("retrieve-subscriptions"),
+	F("pubsub-on-a-jid"), NULL,
+};
+#undef F
+static const char *const pep_identities[] = {
+	"<identity category='pubsub' type='pep'/>", NULL,
+};
+static const struct ext_iq pep_iqs[] = {
+	{ NS_PUBSUB, "pubsub", EXT_IQ_GET | EXT_IQ_SET, pep_iq },
+	{ NS_PUBSUB_OWNER, "pubsub", EXT_IQ_GET | EXT_IQ_SET, pep_iq },
+	{ NS_DISCO_INFO, "query", EXT_IQ_GET | EXT_IQ_SET, pep_disco },
+	{ NS_DISCO_ITEMS, "query", EXT_IQ_GET | EXT_IQ_SET, pep_disco },
+	{ NULL, NULL, 0, NULL },
+};
+static const char *const pep_config[] = {
+	"pep.max_nodes", "pep.max_items", "pep.max_item_size",
+	"pep.max_account_bytes", NULL,
+};
+static const char *const pep_schema[] = { "007-pep.sql", NULL };
+
+const struct ext pep_ext = {
+	.name = "pep",
+	.disco_features = pep_features,
+	.account_features = pep_features,
+	.disco_identities = pep_identities,
+	.account_identities = pep_identities,
+	.iq = pep_iqs,
+	.config_keys = pep_config,
+	.schema = pep_schema,
+};
