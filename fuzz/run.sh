@@ -45,6 +45,7 @@ for t in $targets; do
 	[ -f "$top/fuzz/$t.dict" ] && dict="-dict=$top/fuzz/$t.dict"
 	[ -z "$dict" ] && [ "$t" = stored ] && dict="-dict=$top/fuzz/xml.dict"
 	[ -z "$dict" ] && [ "$t" = mam ] && dict="-dict=$top/fuzz/xml.dict"
+	[ -z "$dict" ] && [ "$t" = caps ] && dict="-dict=$top/fuzz/xml.dict"
 	regress=""
 	[ -d "$top/fuzz/regress/$t" ] && regress="$top/fuzz/regress/$t"
 	echo "==> fuzz: $t for ${time}s (log: $out/$t.log)"
