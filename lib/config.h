@@ -179,6 +179,10 @@ struct config {
 	uint64_t s2s_connect_timeout;   /* ms, per address */
 	uint64_t s2s_connect_stagger;   /* ms, RFC 8305 attempt delay */
 	unsigned s2s_connect_max_addresses;     /* per dial */
+
+	/* worker/caps_ext.c, shm/caps.c (issue 13) */
+	unsigned caps_table_size;       /* shared entries (restart) */
+	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
 };
 
 struct config_def {

@@ -297,7 +297,5 @@ Test(caps, notify_names)
 	cr_assert(strncmp(names[0], "urn:xmpp:avatar:metadata", lens[0]) == 0);
 	cr_assert(strncmp(names[1], "eu.siacs.conversations.axolotl.devicelist",
 			  lens[1]) == 0);
-	cr_assert_neq(caps_node_hash(1, names[0], lens[0]),
-		      caps_node_hash(2, names[0], lens[0]));
 	arena_free(&a);
 }

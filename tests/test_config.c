@@ -251,6 +251,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "s2s.connect_timeout", CONFIG_F_RELOADABLE },
 	{ "s2s.connect_stagger", CONFIG_F_RELOADABLE },
 	{ "s2s.connect_max_addresses", CONFIG_F_RELOADABLE },
+	{ "caps.table_size", CONFIG_F_RESTART },
+	{ "caps.query_timeout", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

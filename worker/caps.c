@@ -477,6 +477,10 @@ int caps_input(const struct xml_node *query, int v2, struct buf *out,
 		*error_r = "not a disco#info query";
 		return -1;
 	}
+	if (buf_reserve(out, 1) < 0) {   /* an empty input still has data */
+		*error_r = "out of memory";
+		return -1;
+	}
 	arena_init(&a, 1024);
 	int ret = caps_ids_features(query, v2, &ids, &feats, error_r);
 	if (ret == 0 && !v2) {
@@ -556,26 +560,4 @@ unsigned caps_notify_names(const struct xml_node *query, const char **names,
 		lens[n++] = len - sl;
 	}
 	return n;
-}
-
-uint64_t caps_node_hash(uint64_t key, const char *name, size_t len)
-{
-	/* FNV-1a over the key's 8 bytes, then the name, then a final
-	 * mix (splitmix64): a collision only ever adds a notification
-	 * (a false "wants"), never loses one */
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (int i = 0; i < 8; i++) {
-		h ^= (key >> (8 * i)) & 0xff;
-		h *= 0x100000001b3ULL;
-	}
-	for (size_t i = 0; i < len; i++) {
-		h ^= (unsigned char)name[i];
-		h *= 0x100000001b3ULL;
-	}
-	h ^= h >> 30;
-	h *= 0xbf58476d1ce4e5b9ULL;
-	h ^= h >> 27;
-	h *= 0x94d049bb133111ebULL;
-	h ^= h >> 31;
-	return h;
 }

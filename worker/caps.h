@@ -83,8 +83,4 @@ int caps_verify(const struct xml_node *query, const struct caps_ref *r,
 unsigned caps_notify_names(const struct xml_node *query, const char **names,
 			   size_t *lens, unsigned max, int *more_r);
 
-/* The keyed 64-bit hash of a node name, as the shared table keeps them
- * (key: shm/caps.h header, the same in every worker). */
-uint64_t caps_node_hash(uint64_t key, const char *name, size_t len);
-
 #endif
