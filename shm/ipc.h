@@ -302,6 +302,9 @@ struct ipc_worker_stats {
 					   reached, out of memory, refused
 					   by PostgreSQL */
 	_Atomic uint64_t mam_waiting;   /* gauge: rows held in the worker */
+	_Atomic uint64_t caps_queries;  /* XEP-0115 disco#info queries sent */
+	_Atomic uint64_t caps_verified; /* answers whose hash matched */
+	_Atomic uint64_t caps_mismatch; /* answers that did not: not cached */
 };
 
 enum ipc_session_state {

@@ -15,6 +15,9 @@
 #include <stdint.h>
 
 struct buf;
+struct conn;
+struct session_info;
+struct worker;
 struct xml_node;
 
 #define NS_CAPS "http://jabber.org/protocol/caps"
@@ -82,5 +85,24 @@ int caps_verify(const struct xml_node *query, const struct caps_ref *r,
  * names[i] point into the tree.  Returns the count. */
 unsigned caps_notify_names(const struct xml_node *query, const char **names,
 			   size_t *lens, unsigned max, int *more_r);
+
+/* ---- for PEP (worker/caps_ext.c) --------------------------------------
+ * A session's caps are known once its ver is VERIFIED in the shared
+ * cache (shm/caps.h); the session record carries the entry (caps_idx,
+ * caps_gen), so any worker can ask about any local session without a
+ * lock or a database round trip.  Unknown caps answer 0: no implicit
+ * notifications (XEP-0060 section 9.2 MUST).
+ * When a session's caps become known or change, the ext hook
+ * caps_changed(c, old, nold, now, nnow) runs on the session's worker
+ * with the keyed hashes (shm_caps_hash) of the +notify node names
+ * before and after (nold 0 the first time): PEP sends the last items of
+ * the nodes in now and not in old (XEP-0163 section 4.3.4). */
+
+/* 1 when session s (a session-table copy, any worker's) has verified
+ * caps listing node+notify, else 0. */
+int caps_session_wants(struct worker *w, const struct session_info *s,
+		       const char *node);
+/* The same for a local conn (its applied caps). */
+int caps_conn_wants(struct conn *c, const char *node);
 
 #endif
