@@ -281,8 +281,10 @@ int shm_caps_begin(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		verdict = SHM_CAPS_KNOWN;
 	} else if ((r->state == IPC_CAPS_PENDING &&
 		    now_ms - r->since_ms >= timeout_ms) ||
-		   (r->state == IPC_CAPS_INVALID &&
-		    now_ms - r->since_ms >= 10 * timeout_ms)) {
+		   r->state == IPC_CAPS_INVALID) {
+		/* INVALID: the client that answered wrong is not asked again
+		 * for 10x the timeout (caps_ext.c), but another one is, so a
+		 * liar cannot keep a popular ver unknown */
 		rec_write_begin(r);
 		r->state = IPC_CAPS_PENDING;
 		r->since_ms = now_ms;

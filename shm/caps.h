@@ -41,13 +41,14 @@ enum shm_caps_verdict {
 	SHM_CAPS_KNOWN = 1,     /* VERIFIED: apply *idx_r, *gen_r */
 	SHM_CAPS_ASK,           /* now PENDING: send the disco#info query */
 	SHM_CAPS_WAIT,          /* PENDING: a query is out (any worker) */
-	SHM_CAPS_BAD,           /* INVALID, not yet retried */
+	SHM_CAPS_BAD,           /* (unused: INVALID is asked again) */
 	SHM_CAPS_FULL,          /* no slot: no caps for now */
 };
 
 /* The entry of (algo, v2, ver), created PENDING when missing.  A PENDING
- * entry older than timeout_ms, or an INVALID one older than 10x that,
- * is handed out again as SHM_CAPS_ASK.  -1 on a lock error. */
+ * entry older than timeout_ms, or an INVALID one (another client may
+ * answer right: the one that lied is held off by its worker), is
+ * handed out again as SHM_CAPS_ASK.  -1 on a lock error. */
 int shm_caps_begin(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		   const char *ver, int64_t now_ms, int64_t timeout_ms,
 		   uint32_t *idx_r, uint32_t *gen_r);

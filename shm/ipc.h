@@ -701,7 +701,8 @@ enum ipc_caps_state {
 	IPC_CAPS_FREE = 0,
 	IPC_CAPS_PENDING,           /* a disco#info query is out */
 	IPC_CAPS_VERIFIED,          /* never changes until evicted */
-	IPC_CAPS_INVALID,           /* an answer did not match: retried
+	IPC_CAPS_INVALID,           /* an answer did not match: the next
+				       client is asked; the liar only
 				       after 10x caps.query_timeout */
 };
 
