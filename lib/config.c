@@ -515,6 +515,18 @@ const struct config_def config_defs[] = {
 	  OFF(pep_max_account_bytes), "16M", 64 << 10, 1ULL << 32, RELOAD,
 	  "Payload bytes of all PEP items of one account; a publish past it "
 	  "gets <not-acceptable/>" },
+	/* worker/caps_ext.c, shm/caps.c (issue 13) */
+	{ "caps.table_size", CONFIG_TYPE_UINT, OFF(caps_table_size), "4096",
+	  16, 65535, RESTART, "Entries of the entity capabilities cache "
+	  "shared by all workers (XEP-0115 / XEP-0390): one per client "
+	  "build (hash and ver), about 1.2K each; an entry idle for a day "
+	  "may be evicted, and a client whose ver finds no slot has no "
+	  "caps (no PEP notifications) until one frees" },
+	{ "caps.query_timeout", CONFIG_TYPE_DURATION, OFF(caps_query_timeout),
+	  "30s", 1000, 600000, RELOAD, "Time a client has to answer the "
+	  "server's disco#info query for an unknown caps ver; then the next "
+	  "client with that ver is asked.  A ver whose answer did not match "
+	  "its hash is asked again after ten times this" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

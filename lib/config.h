@@ -185,6 +185,9 @@ struct config {
 	unsigned pep_max_items;         /* items per node; 'max' */
 	uint64_t pep_max_item_size;     /* bytes, serialized payload */
 	uint64_t pep_max_account_bytes; /* bytes, all items of an account */
+	/* worker/caps_ext.c, shm/caps.c (issue 13) */
+	unsigned caps_table_size;       /* shared entries (restart) */
+	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
 };
 
 struct config_def {

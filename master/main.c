@@ -161,6 +161,8 @@ static void master_setup(struct master *m)
 	if (shm_create_throttle(&m->shm, m->cfg->sasl_throttle_table_size,
 				&error) < 0)
 		log_fatal("shared memory: %s", error);
+	if (shm_create_caps(&m->shm, m->cfg->caps_table_size, &error) < 0)
+		log_fatal("shared memory: %s", error);
 	if (shm_create_smstore(&m->shm, m->nslots,
 			       m->cfg->sm_records_per_worker,
 			       m->cfg->sm_pool_bytes_per_worker, &error) < 0)

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 11
+#define IPC_VERSION 12
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -302,6 +302,9 @@ struct ipc_worker_stats {
 					   reached, out of memory, refused
 					   by PostgreSQL */
 	_Atomic uint64_t mam_waiting;   /* gauge: rows held in the worker */
+	_Atomic uint64_t caps_queries;  /* XEP-0115 disco#info queries sent */
+	_Atomic uint64_t caps_verified; /* answers whose hash matched */
+	_Atomic uint64_t caps_mismatch; /* answers that did not: not cached */
 };
 
 enum ipc_session_state {
@@ -335,7 +338,9 @@ struct ipc_session {
 	int16_t priority;           /* presence priority */
 	uint8_t available;          /* has sent available presence */
 	uint8_t flags;              /* enum ipc_session_flags */
-	uint8_t pad[2];
+	_Atomic uint16_t caps_idx;  /* shm/caps.h entry + 1, 0: no caps (16
+				       bits: caps.table_size <= 65535, so the
+				       record keeps its size) */
 	uint32_t conn_id;           /* connection id within the slot */
 	uint32_t gen;               /* connection generation */
 	int64_t since;              /* unix time the session bound */
@@ -347,7 +352,8 @@ struct ipc_session {
 	uint8_t mech;               /* enum ipc_mech */
 	uint16_t tls_version;       /* TLS protocol version (0x0304 = 1.3),
 				       0: plain TCP */
-	uint8_t pad2[2];
+	_Atomic uint16_t caps_gen;  /* low 16 bits of the entry's gen when
+				       set: a reused entry no longer matches */
 	char jid[IPC_JID_INLINE];   /* full JID, NUL-terminated when inline */
 };
 
@@ -676,5 +682,55 @@ struct ipc_sm_give {
 	uint32_t nstanzas;          /* journal stanzas that follow */
 };
 _Static_assert(sizeof(struct ipc_sm_give) == 184, "sm give");
+
+/* ---- entity capabilities cache (shm/caps.c; issue 13) ---------------- */
+
+/* A fourth mapping made by the master before forking: one record per
+ * (algorithm, ver) of XEP-0115 / XEP-0390, with the keyed 64-bit
+ * hashes of its +notify node names.  Writers hold the robust mutex;
+ * readers take no lock: each record has a seqlock (seq odd while it is
+ * written).  Records stand alone, so a dead lock holder leaves at most
+ * one record half-written with an odd seq, which the next locker
+ * clears. */
+#define IPC_CAPS_MAGIC 0x584d505043415053ull      /* "XMPPCAPS" */
+#define IPC_CAPS_PROBE 16u          /* slots a key may live in */
+#define IPC_CAPS_VER_MAX 128u       /* base64 hash; SHA-512 is 88 */
+#define IPC_CAPS_NOTIFY_MAX 128u    /* +notify names kept per entry */
+
+enum ipc_caps_state {
+	IPC_CAPS_FREE = 0,
+	IPC_CAPS_PENDING,           /* a disco#info query is out */
+	IPC_CAPS_VERIFIED,          /* never changes until evicted */
+	IPC_CAPS_INVALID,           /* an answer did not match: the next
+				       client is asked; the liar only
+				       after 10x caps.query_timeout */
+};
+
+struct ipc_caps_rec {
+	_Atomic uint32_t seq;       /* seqlock: odd while written */
+	uint32_t state;             /* enum ipc_caps_state */
+	uint32_t gen;               /* bumped each time the slot is taken */
+	uint8_t algo;               /* enum caps_algo (worker/caps.h) */
+	uint8_t v2;                 /* XEP-0390 */
+	uint16_t nnotify;
+	uint64_t key;               /* keyed hash of (algo, v2, ver) */
+	int64_t since_ms;           /* PENDING/INVALID: when it became so */
+	_Atomic int64_t last_used;  /* ms; LRU eviction */
+	char ver[IPC_CAPS_VER_MAX + 8];
+	uint64_t notify[IPC_CAPS_NOTIFY_MAX];
+};
+
+struct ipc_caps_table {
+	uint64_t magic;             /* IPC_CAPS_MAGIC */
+	uint32_t version;           /* IPC_VERSION */
+	uint32_t capacity;          /* records, a power of two */
+	uint64_t node_key;          /* key of node-name hashes (random) */
+	pthread_mutex_t lock;       /* robust, process-shared */
+	uint32_t used;
+	uint32_t recoveries;        /* dead lock holders seen */
+	_Atomic uint64_t verified_epoch; /* bumped by each VERIFIED */
+	_Atomic uint64_t evictions;
+	uint64_t full;              /* inserts refused: window busy */
+};
 
 #endif

@@ -607,6 +607,17 @@ static void metrics_render_workers(struct metrics_ctx *m,
 	metrics_family(m, "xmppd_mam_waiting_messages", METRICS_GAUGE, NULL,
 		       "Archive rows the worker holds, not yet written.");
 	METRICS_PER_WORKER(m, shm, nslots, mam_waiting);
+	metrics_family(m, "xmppd_caps_queries", METRICS_COUNTER, NULL,
+		       "Entity capabilities (XEP-0115/0390) disco#info queries "
+		       "sent to clients for an unknown ver.");
+	METRICS_PER_WORKER(m, shm, nslots, caps_queries);
+	metrics_family(m, "xmppd_caps_verified", METRICS_COUNTER, NULL,
+		       "Caps answers whose hash matched their ver (cached).");
+	METRICS_PER_WORKER(m, shm, nslots, caps_verified);
+	metrics_family(m, "xmppd_caps_mismatch", METRICS_COUNTER, NULL,
+		       "Caps answers that did not match their ver or were "
+		       "ill-formed (never cached).");
+	METRICS_PER_WORKER(m, shm, nslots, caps_mismatch);
 	metrics_family(m, "xmppd_http_connections", METRICS_GAUGE, NULL,
 		       "Open connections of the HTTP front.");
 	METRICS_PER_WORKER(m, shm, nslots, http_connections);

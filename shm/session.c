@@ -335,6 +335,10 @@ static void rec_to_info(const struct shm_table *t,
 	info->peer_family = r->peer_family;
 	info->mech = r->mech;
 	info->tls_version = r->tls_version;
+	info->caps_idx = atomic_load_explicit(&r->caps_idx,
+					      memory_order_relaxed);
+	info->caps_gen = atomic_load_explicit(&r->caps_gen,
+					      memory_order_relaxed);
 	info->flags = rec_flags(r);
 	info->index = (int32_t)(r - t->recs);
 	memcpy(info->jid, rec_jid(t, r), r->jid_len);
@@ -465,6 +469,10 @@ static void rec_fill(struct ipc_session *r, const struct jid_key *k,
 	r->peer_family = info->peer_family;
 	r->mech = info->mech;
 	r->tls_version = info->tls_version;
+	atomic_store_explicit(&r->caps_idx, info->caps_idx,
+			      memory_order_relaxed);
+	atomic_store_explicit(&r->caps_gen, info->caps_gen,
+			      memory_order_relaxed);
 	rec_set_flags(r, info->flags & (uint8_t)~IPC_SESSION_F_SIBLING_CARBONS);
 	r->jid_long = -1;
 }
@@ -737,6 +745,22 @@ void shm_session_touch(struct shm_table *t, int32_t index, uint16_t slot,
 	    IPC_SESSION_USED || !rec_owned_by(r, slot, conn_id, gen))
 		return;
 	atomic_store_explicit(&r->active, now, memory_order_relaxed);
+}
+
+void shm_session_set_caps(struct shm_table *t, int32_t index, uint16_t slot,
+			  uint32_t conn_id, uint32_t gen, uint16_t caps_idx,
+			  uint16_t caps_gen)
+{
+	struct ipc_session *r;
+
+	if (index < 0 || (uint32_t)index >= t->hdr->capacity)
+		return;
+	r = &t->recs[index];
+	if (atomic_load_explicit(&r->state, memory_order_acquire) !=
+	    IPC_SESSION_USED || !rec_owned_by(r, slot, conn_id, gen))
+		return;
+	atomic_store_explicit(&r->caps_gen, caps_gen, memory_order_relaxed);
+	atomic_store_explicit(&r->caps_idx, caps_idx, memory_order_release);
 }
 
 int shm_session_del(struct shm_table *t, const char *full_jid,

@@ -33,6 +33,8 @@ struct session_info {
 	uint8_t flags;              /* enum ipc_session_flags; put takes
 				       F_CARBONS and F_DETACHED from it (the
 				       table keeps F_SIBLING_CARBONS) */
+	uint16_t caps_idx;          /* shm/caps.h entry + 1 (0: none) and */
+	uint16_t caps_gen;          /* its gen's low bits (see ipc.h) */
 	int32_t index;              /* record index (out only: get, list,
 				       foreach), for shm_session_touch */
 	char jid[IPC_JID_MAX + 1];  /* full JID */
@@ -109,6 +111,14 @@ uint8_t shm_session_flags(struct shm_table *t, int32_t index, uint16_t slot,
  * the idle time shown by xmppctl reads it. */
 void shm_session_touch(struct shm_table *t, int32_t index, uint16_t slot,
 		       uint32_t conn_id, uint32_t gen, int64_t now);
+/* Set the entity capabilities of record index (shm/caps.h entry + 1
+ * and its gen's low 16 bits; 0, 0: none) while it is USED and owned by
+ * (slot, conn_id, gen): relaxed atomic stores without the lock, as
+ * shm_session_touch; only the owning worker writes them.  Readers
+ * (PEP fan-out on any worker) check the gen against the caps entry. */
+void shm_session_set_caps(struct shm_table *t, int32_t index, uint16_t slot,
+			  uint32_t conn_id, uint32_t gen, uint16_t caps_idx,
+			  uint16_t caps_gen);
 /* Remove full_jid only if owned by (slot, conn_id, gen): 1 removed,
  * 0 absent or owned by another session, -1 error. */
 int shm_session_del(struct shm_table *t, const char *full_jid,

@@ -20,6 +20,7 @@
 #include "shm.h"
 #include "smstore.h"
 #include "throttle.h"
+#include "caps.h"
 
 /* A cache line: the table's mutex and hot fields do not share one with
  * the last worker's counters. */
@@ -172,8 +173,38 @@ int shm_create_smstore(struct shm_region *r, unsigned nslots,
 	return 0;
 }
 
+int shm_create_caps(struct shm_region *r, uint32_t capacity,
+		    const char **error_r)
+{
+	size_t size = shm_caps_size(capacity);
+	void *base;
+
+	if (size == 0) {
+		*error_r = "caps table capacity out of range";
+		return -1;
+	}
+	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED) {
+		*error_r = "mmap() of the caps table failed";
+		return -1;
+	}
+	if (shm_caps_init(base, size, capacity, error_r) < 0 ||
+	    (r->caps = shm_caps_attach(base, error_r)) == NULL) {
+		munmap(base, size);
+		return -1;
+	}
+	r->caps_base = base;
+	r->caps_size = size;
+	return 0;
+}
+
 void shm_destroy(struct shm_region *r)
 {
+	if (r->caps != NULL)
+		shm_caps_detach(&r->caps);
+	if (r->caps_base != NULL)
+		munmap(r->caps_base, r->caps_size);
 	if (r->smstore != NULL)
 		smstore_detach(&r->smstore);
 	if (r->smstore_base != NULL)

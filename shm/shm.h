@@ -29,6 +29,9 @@ struct shm_region {
 	struct shm_throttle *throttle;  /* NULL until shm_create_throttle */
 	struct smstore *smstore;        /* XEP-0198 journal (smstore.h), NULL
 					   until mapped */
+	void *caps_base;                /* fourth mapping: entity caps */
+	size_t caps_size;
+	struct shm_caps *caps;          /* NULL until shm_create_caps */
 };
 
 /* Map MAP_SHARED|MAP_ANONYMOUS and initialise every part.  The address
@@ -50,6 +53,10 @@ int shm_create_throttle(struct shm_region *r, uint32_t capacity,
  * it after shm_create, before forking. */
 int shm_create_smstore(struct shm_region *r, unsigned nslots,
 		       uint32_t records, uint64_t bytes, const char **error_r);
+/* Map the entity-capabilities cache (shm/caps.h, caps.table_size
+ * entries) as a fourth shared mapping, before forking. */
+int shm_create_caps(struct shm_region *r, uint32_t capacity,
+		    const char **error_r);
 void shm_destroy(struct shm_region *r);
 /* A process-shared robust mutex, as every shared table's lock is. */
 int shm_mutex_init(pthread_mutex_t *m);

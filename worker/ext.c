@@ -18,6 +18,7 @@ extern const struct ext roster_ext, vcard_ext, private_ext, blocking_ext,
 extern const struct ext mam_ext;
 extern const struct ext carbons_ext, csi_ext;
 extern const struct ext pep_ext;
+extern const struct ext caps_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -32,6 +33,7 @@ const struct ext *const ext_all[] = {
 	&carbons_ext,
 	&csi_ext,
 	&pep_ext,
+	&caps_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -86,6 +88,8 @@ int ext_init(const char **error_r)
 		EXT_ADD(stream_features);
 		EXT_ADD(session_bound);
 		EXT_ADD(presence_changed);
+		EXT_ADD(iq_result_to_account);
+		EXT_ADD(caps_changed);
 		EXT_ADD(stanza_in);
 		EXT_ADD(stanza_out_node);
 		EXT_ADD(stanza_out_text);

@@ -91,9 +91,12 @@ struct ext {
 	void (*nonza)(struct conn *c, struct xml_node *n);
 	/* Session bound: c->jid is the full JID, in the session table. */
 	void (*session_bound)(struct conn *c);
-	/* Presence changed: the session sent broadcast presence; initial
-	 * is 1 for its first available presence (RFC 6121 section 4.2). */
-	void (*presence_changed)(struct conn *c, int initial);
+	/* Presence changed: the session sent broadcast presence st
+	 * (available or unavailable, 'to' removed; valid for the call, so
+	 * that XEP-0115 <c/> can be read); initial is 1 for its first
+	 * available presence (RFC 6121 section 4.2). */
+	void (*presence_changed)(struct conn *c, const struct xml_node *st,
+				 int initial);
 	/* Stanza in: a stanza from the client, 'from' stamped, 'to'
 	 * prepared and validated, before routing; only for sessions where
 	 * the extension set its filter bit (ext_filter() below).  Return 1
@@ -243,6 +246,22 @@ struct ext {
 	 * (server.c); without one they get <service-unavailable/>. */
 	const char *const *disco_identities;
 	const char *const *account_identities;
+	/* ---- added for XEP-0115 (caps_ext.c; issue 13) ----------------- */
+	/* An IQ result or error to an account's bare JID (server.c, which
+	 * dropped them before): answers to queries the server sent on the
+	 * account's behalf (XEP-0115 disco#info).  Every extension with the
+	 * hook sees it (each checks the id it made); nothing is answered.
+	 * st, bare: as in message_undelivered.  May run on any worker. */
+	void (*iq_result_to_account)(struct worker *w,
+				     const struct xml_node *st,
+				     const char *bare);
+	/* c's entity capabilities became known or changed (caps_ext.c, on
+	 * c's worker): old[0..nold) and now[0..nnow) are the keyed hashes
+	 * (shm_caps_hash) of the +notify node names before and after;
+	 * valid for the call.  PEP sends the last items of new nodes. */
+	void (*caps_changed)(struct conn *c, const uint64_t *old,
+			     unsigned nold, const uint64_t *now,
+			     unsigned nnow);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -287,6 +306,10 @@ struct ext_hooks {
 	struct ext_hook session_leaving[EXT_MAX];
 	unsigned n_message_text;
 	struct ext_hook message_text[EXT_MAX];
+	unsigned n_iq_result_to_account;
+	struct ext_hook iq_result_to_account[EXT_MAX];
+	unsigned n_caps_changed;
+	struct ext_hook caps_changed[EXT_MAX];
 	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
@@ -454,6 +477,13 @@ static inline const char *ext_message_text(const struct xml_node *st,
 			return t;
 	}
 	return NULL;
+}
+
+static inline void ext_iq_result_to_account(struct worker *w,
+					    const struct xml_node *st,
+					    const char *bare)
+{
+	EXT_RUN(iq_result_to_account, w, st, bare);
 }
 
 /* The extension that takes first-level elements of namespace

@@ -489,8 +489,10 @@ static int offline_undelivered(struct worker *w, struct xml_node *st,
 
 /* Delivered after the account's next initial presence with
  * non-negative priority. */
-static void offline_presence(struct conn *c, int initial)
+static void offline_presence(struct conn *c, const struct xml_node *st,
+			     int initial)
 {
+	(void)st;
 	if (initial && c->priority >= 0)
 		offline_deliver(c);
 }

@@ -398,7 +398,7 @@ static void presence_own(struct conn *c, struct xml_node *st)
 	if (j->unavailable)
 		presence_take_directed(c, j);
 	presence_broadcast(j);
-	EXT_RUN(presence_changed, c, j->initial);
+	EXT_RUN(presence_changed, c, st, j->initial);
 }
 
 /* Directed presence (4.6): remembered, for unavailable at logout. */

@@ -185,9 +185,16 @@ void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 {
 	const char *type = xml_attr(st, "type");
 	struct xml_node *q = xml_first_element(st);
+	if (type != NULL && (strcmp(type, "result") == 0 ||
+			     strcmp(type, "error") == 0)) {
+		/* answers to what the server asked for the account
+		 * (XEP-0115 disco#info): the extensions' */
+		ext_iq_result_to_account(w, st, bare);
+		return;
+	}
 	if (type == NULL || (strcmp(type, "get") != 0 &&
 			     strcmp(type, "set") != 0))
-		return;         /* results and errors to an account: dropped */
+		return;
 	if (q != NULL && strcmp(type, "get") == 0 &&
 	    xml_is(q, NS_DISCO_INFO, "query") && xml_attr(q, "node") == NULL &&
 	    server_own_account(st, bare)) {

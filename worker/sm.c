@@ -424,8 +424,10 @@ static void sm_free(struct conn *c)
 	c->sm = NULL;
 }
 
-static void sm_presence(struct conn *c, int initial)
+static void sm_presence(struct conn *c, const struct xml_node *st,
+			int initial)
 {
+	(void)st;
 	(void)initial;
 	if (c->sm != NULL && !c->sm->moved && c->sm->has_ref)
 		sm_save_presence(c);

@@ -221,6 +221,8 @@ struct conn {
 	unsigned csi_nheld, csi_held_cap;   /* entries used, allocated */
 	unsigned csi_live;          /* entries with text */
 	size_t csi_bytes;           /* their bytes */
+	/* caps_ext.c: XEP-0115 / XEP-0390 state, NULL without a <c/> */
+	struct caps_conn *caps;
 
 	/* ---- per-kind state (enum conn_kind), owned and freed by the
 	 * kind's code */

@@ -1,0 +1,251 @@
+/*
+ * test_capstable.c - unit tests for shm/caps.c: an unknown ver is
+ * handed out once (ASK, then WAIT for everyone else until the timeout),
+ * VERIFIED entries answer "wants" by node hash, a mismatch is INVALID
+ * and asked again after 10x the timeout, another process sees what one
+ * wrote, LRU eviction of idle entries only (a full window refuses), and
+ * a writer SIGKILLed while holding the lock.  Times are passed in;
+ * forked children _exit() and carry an alarm().
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "caps.h"
+
+TestSuite(capstable, .timeout = 120.);
+
+struct cmap {
+	void *mem;
+	size_t size;
+	struct shm_caps *t;
+};
+
+static void cmap_open(struct cmap *m, uint32_t capacity)
+{
+	const char *error = NULL;
+	m->size = shm_caps_size(capacity);
+	cr_assert_gt(m->size, 0);
+	m->mem = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(m->mem, MAP_FAILED);
+	cr_assert_eq(shm_caps_init(m->mem, m->size, capacity, &error), 0,
+		     "%s", error);
+	m->t = shm_caps_attach(m->mem, &error);
+	cr_assert_not_null(m->t, "%s", error);
+}
+
+static void cmap_close(struct cmap *m)
+{
+	shm_caps_detach(&m->t);
+	munmap(m->mem, m->size);
+}
+
+#define VER "QgayPKawpkPSDYmwT/WM94uAlu0="
+
+Test(capstable, size_limits)
+{
+	cr_assert_eq(shm_caps_size(0), 0);
+	cr_assert_eq(shm_caps_size(65537), 0);
+	cr_assert_gt(shm_caps_size(65535), 0);
+}
+
+Test(capstable, ask_once_then_wait)
+{
+	struct cmap m;
+	uint32_t idx, gen, idx2, gen2;
+	cmap_open(&m, 64);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, &idx, &gen),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, &idx2, &gen2),
+		     SHM_CAPS_WAIT);
+	cr_assert_eq(idx, idx2);
+	/* the same ver under another algorithm or version is another key */
+	cr_assert_eq(shm_caps_begin(m.t, 2, 0, VER, 2000, 30000, &idx2, &gen2),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 1, VER, 2000, 30000, &idx2, &gen2),
+		     SHM_CAPS_ASK);
+	/* the query timed out: the next client is asked */
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 31000, 30000, &idx2, &gen2),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &idx2, &gen2),
+		     IPC_CAPS_PENDING);
+	cmap_close(&m);
+}
+
+Test(capstable, verified_wants)
+{
+	struct cmap m;
+	uint32_t idx, gen, i2, g2;
+	cmap_open(&m, 64);
+	uint64_t h[2] = { shm_caps_hash(m.t, "urn:xmpp:avatar:metadata", 24),
+			  shm_caps_hash(m.t, "tune", 4) };
+	uint64_t other = shm_caps_hash(m.t, "mood", 4);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, &idx, &gen),
+		     SHM_CAPS_ASK);
+	uint64_t epoch = shm_caps_epoch(m.t);
+	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, h, 2, 1500, &i2, &g2),
+		     0);
+	cr_assert_eq(i2, idx);
+	cr_assert_eq(g2, gen);
+	cr_assert_eq(shm_caps_epoch(m.t), epoch + 1);
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, h[0]), 1);
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, h[1]), 1);
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, other), 0);
+	/* a stale gen (the slot was reused) answers no */
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)(gen + 1), h[0]), 0);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, &i2, &g2),
+		     SHM_CAPS_KNOWN);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &i2, &g2),
+		     IPC_CAPS_VERIFIED);
+	/* verified without a query first (from PostgreSQL) */
+	cr_assert_eq(shm_caps_verified(m.t, 1, 0, "abc=", h, 1, 2000, &i2,
+				       &g2), 0);
+	uint64_t got[4];
+	cr_assert_eq(shm_caps_read(m.t, i2, (uint16_t)g2, got, 4), 1);
+	cr_assert_eq(got[0], h[0]);
+	/* an invalid answer never demotes a VERIFIED entry */
+	cr_assert_eq(shm_caps_invalid(m.t, 1, 0, VER, 3000), 0);
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, h[0]), 1);
+	cmap_close(&m);
+}
+
+/* A mismatching answer: the next client is asked at once (the liar is
+ * held off by caps_ext.c), then it is PENDING again. */
+Test(capstable, invalid_asked_again)
+{
+	struct cmap m;
+	uint32_t idx, gen;
+	cmap_open(&m, 64);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, &idx, &gen),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_invalid(m.t, 1, 0, VER, 2000), 0);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &idx, &gen),
+		     IPC_CAPS_INVALID);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 3000, 30000, &idx, &gen),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 3001, 30000, &idx, &gen),
+		     SHM_CAPS_WAIT);
+	cmap_close(&m);
+}
+
+/* Another process (another worker) sees the entry without a lock. */
+Test(capstable, shared_between_processes)
+{
+	struct cmap m;
+	uint32_t idx, gen;
+	cmap_open(&m, 64);
+	uint64_t h = shm_caps_hash(m.t, "tune", 4);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		_exit(shm_caps_verified(m.t, 1, 0, VER, &h, 1, 1000, &idx,
+					&gen) == 0 ? 0 : 1);
+	}
+	int status;
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &idx, &gen),
+		     IPC_CAPS_VERIFIED);
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, h), 1);
+	cmap_close(&m);
+}
+
+/* A full window evicts the least recently used idle entry, never a
+ * PENDING one nor one used within a day. */
+Test(capstable, eviction)
+{
+	struct cmap m;
+	uint32_t idx, gen;
+	char ver[32];
+	cmap_open(&m, 16);      /* one window: every key competes */
+	for (int i = 0; i < 16; i++) {
+		snprintf(ver, sizeof(ver), "v%d=", i);
+		cr_assert_eq(shm_caps_verified(m.t, 1, 0, ver, NULL, 0,
+					       1000 + i, &idx, &gen), 0);
+	}
+	int64_t day = SHM_CAPS_IDLE_MS;
+	/* all used within a day: refused */
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "new=", 1000 + day - 1, 30000,
+				    &idx, &gen), SHM_CAPS_FULL);
+	/* v1.. used again later; v0 is the LRU and idle */
+	for (int i = 1; i < 16; i++) {
+		uint32_t ix, g;
+		snprintf(ver, sizeof(ver), "v%d=", i);
+		cr_assert_eq(shm_caps_lookup(m.t, 1, 0, ver, &ix, &g),
+			     IPC_CAPS_VERIFIED);
+		shm_caps_touch(m.t, ix, 5000);
+	}
+	uint32_t v0idx, v0gen;
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "v0=", &v0idx, &v0gen),
+		     IPC_CAPS_VERIFIED);
+	uint64_t ev = shm_caps_evictions(m.t);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "new=", 1001 + day, 30000,
+				    &idx, &gen), SHM_CAPS_ASK);
+	cr_assert_eq(idx, v0idx);
+	cr_assert_neq(gen, v0gen);
+	cr_assert_eq(shm_caps_evictions(m.t), ev + 1);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "v0=", &idx, &gen),
+		     IPC_CAPS_FREE);
+	struct shm_caps_usage u;
+	shm_caps_usage(m.t, &u);
+	cr_assert_eq(u.used, 16);
+	cmap_close(&m);
+}
+
+/* A writer killed while holding the lock wedges no one, and the record
+ * it was writing (odd seq) is freed, not read half-written. */
+Test(capstable, dead_lock_holder)
+{
+	struct cmap m;
+	struct ipc_caps_table *hdr;
+	uint32_t idx, gen;
+	int pipefd[2];
+	char c;
+
+	cmap_open(&m, 64);
+	hdr = m.mem;
+	uint64_t h = shm_caps_hash(m.t, "tune", 4);
+	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, &h, 1, 1000, &idx,
+				       &gen), 0);
+	struct ipc_caps_rec *rec = (struct ipc_caps_rec *)(hdr + 1) + idx;
+	cr_assert_eq(pipe(pipefd), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		alarm(30);
+		pthread_mutex_lock(&hdr->lock);
+		atomic_fetch_add(&rec->seq, 1);         /* mid-write */
+		(void)write(pipefd[1], "x", 1);
+		pause();
+		_exit(0);
+	}
+	cr_assert_eq(read(pipefd[0], &c, 1), 1);
+	kill(pid, SIGKILL);
+	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	/* lock-free readers do not take a record mid-write */
+	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, h), 0);
+	/* the next writer recovers the lock and frees that record */
+	uint32_t i2, g2;
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "other=", 2000, 30000, &i2,
+				    &g2), SHM_CAPS_ASK);
+	struct shm_caps_usage u;
+	shm_caps_usage(m.t, &u);
+	cr_assert_eq(u.recoveries, 1);
+	cr_assert_eq(u.used, 1);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &i2, &g2), IPC_CAPS_FREE);
+	/* and the ver is asked again */
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, &i2, &g2),
+		     SHM_CAPS_ASK);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	cmap_close(&m);
+}

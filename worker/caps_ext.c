@@ -1,0 +1,597 @@
+/*
+ * caps_ext.c - the `caps` extension: XEP-0115 entity capabilities (and
+ * XEP-0390) of local sessions, resolved through the cache shared by all
+ * workers (shm/caps.h), backed by PostgreSQL (caps_cache, 008-caps.sql).
+ *
+ * An available presence with a <c/> (presence_changed): a VERIFIED ver
+ * applies at once (the session record's caps_idx/caps_gen, read by PEP
+ * fan-out on any worker); an unknown one is looked up in caps_cache,
+ * else the session is asked, from the account's bare JID, for
+ * disco#info node='NODE#VER' (XEP-0115 section 6.2) and parked.  The
+ * answer reaches the account's bare JID (iq_result_to_account, on the
+ * worker of the answering client), is verified (caps.c) and, when it
+ * matches, stored VERIFIED in shm and PostgreSQL; verified_epoch wakes
+ * the sessions parked on every worker (loop_turn).  A mismatching or
+ * ill-formed answer is never cached: one log line, the entry INVALID,
+ * that session not asked again for 10x caps.query_timeout (another
+ * client with the ver is asked: a liar cannot block a ver).  Presence
+ * without <c/> keeps the caps.  XEP-0198 resumption keeps them (the
+ * saved word).
+ * Failure policy: any failure (database down, table full) leaves the
+ * session without caps (no PEP notifications, XEP-0060 section 9.2),
+ * logged at info; the session goes on.
+ */
+#include "caps.h"
+#include "worker.h"
+#include "ext.h"
+#include "server.h"
+#include "stanza.h"
+#include "log.h"
+#include "../db/db.h"
+#include "../shm/caps.h"
+#include "../shm/session.h"
+#include "../shm/metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum caps_conn_state {
+	CC_NONE = 0,
+	CC_DB,          /* caps_cache lookup in flight */
+	CC_PARKED,      /* the entry is PENDING: waiting for an answer */
+	CC_APPLIED,     /* idx/gen set in the session record */
+	CC_BAD,         /* this session's answer did not match */
+};
+
+/* Per session (c->caps), freed in conn_free. */
+struct caps_conn {
+	struct conn *c;
+	struct caps_ref ref;    /* the last <c/> it sent */
+	int has_ref;
+	enum caps_conn_state state;
+	uint32_t idx;           /* applied entry */
+	uint16_t gen16;
+	int64_t bad_until;      /* CC_BAD: not asked again before (ms) */
+	uint64_t *hashes;       /* applied +notify hashes (old set) */
+	unsigned nhashes;
+	struct caps_conn *pnext, *pprev;    /* parked list */
+	int parked;
+};
+
+/* This process's (worker's) parked sessions and what it last saw. */
+static struct caps_conn *caps_parked;
+static uint64_t caps_seen_epoch;
+static uint32_t caps_query_seq;
+static int64_t caps_cleanup_ms;
+
+static const char caps_lookup_sql[] =
+	"WITH u AS (UPDATE caps_cache SET last_used = current_date "
+	"WHERE algo = $1 AND ver = $2 RETURNING notify) "
+	"SELECT n FROM u LEFT JOIN LATERAL unnest(u.notify) AS n ON true";
+static const char caps_insert_sql[] =
+	"INSERT INTO caps_cache (algo, ver, notify) VALUES ($1, $2, $3) "
+	"ON CONFLICT (algo, ver) DO UPDATE SET last_used = current_date";
+static const char caps_cleanup_sql[] =
+	"DELETE FROM caps_cache WHERE last_used < current_date - 90";
+
+/* The caps_cache key's algo column: "0115:sha-1", "0390:sha-256". */
+static void caps_db_algo(const struct caps_ref *r, char *out, size_t size)
+{
+	snprintf(out, size, "%s:%s", r->v2 ? "0390" : "0115",
+		 caps_algo_name(r->algo));
+}
+
+static void caps_park(struct caps_conn *cc)
+{
+	if (cc->parked)
+		return;
+	cc->pnext = caps_parked;
+	cc->pprev = NULL;
+	if (caps_parked != NULL)
+		caps_parked->pprev = cc;
+	caps_parked = cc;
+	cc->parked = 1;
+}
+
+static void caps_unpark(struct caps_conn *cc)
+{
+	if (!cc->parked)
+		return;
+	if (cc->pprev != NULL)
+		cc->pprev->pnext = cc->pnext;
+	else
+		caps_parked = cc->pnext;
+	if (cc->pnext != NULL)
+		cc->pnext->pprev = cc->pprev;
+	cc->pnext = cc->pprev = NULL;
+	cc->parked = 0;
+}
+
+static struct caps_conn *caps_conn_get(struct conn *c)
+{
+	if (c->caps == NULL) {
+		c->caps = calloc(1, sizeof(*c->caps));
+		if (c->caps != NULL)
+			c->caps->c = c;
+	}
+	return c->caps;
+}
+
+/* Entry idx/gen becomes the session's caps: the record, the saved
+ * word, and the extensions told (old set -> new set). */
+static void caps_apply(struct conn *c, struct caps_conn *cc, uint32_t idx,
+		       uint32_t gen)
+{
+	struct shm_caps *t = c->w->shm->caps;
+	uint64_t *now = calloc(IPC_CAPS_NOTIFY_MAX, sizeof(*now));
+	int n = now != NULL ? shm_caps_read(t, idx, (uint16_t)gen, now,
+					    IPC_CAPS_NOTIFY_MAX) : -1;
+	caps_unpark(cc);
+	if (n < 0) {            /* evicted or reused meanwhile */
+		free(now);
+		cc->state = CC_NONE;
+		return;
+	}
+	int same = cc->state == CC_APPLIED && cc->idx == idx &&
+		   cc->gen16 == (uint16_t)gen;
+	cc->state = CC_APPLIED;
+	if (same) {
+		free(now);
+		return;
+	}
+	cc->idx = idx;
+	cc->gen16 = (uint16_t)gen;
+	shm_session_set_caps(c->w->shm->sessions, c->sess_index,
+			     (uint16_t)c->w->slot, c->id, c->gen,
+			     (uint16_t)(idx + 1), (uint16_t)gen);
+	ext_session_changed(c);
+	uint64_t *old = cc->hashes;
+	unsigned nold = cc->nhashes;
+	cc->hashes = now;
+	cc->nhashes = (unsigned)n;
+	for (unsigned i = 0; i < ext_hooks.n_caps_changed; i++)
+		ext_hooks.caps_changed[i].e->caps_changed(c, old, nold, now,
+							  (unsigned)n);
+	free(old);
+}
+
+/* Send the disco#info query for cc->ref to the session, from its bare
+ * JID; the id names the version and algorithm (the answer's node names
+ * the ver). */
+static void caps_send_query(struct conn *c, struct caps_conn *cc)
+{
+	char node[CAPS_NODE_MAX + CAPS_VER_MAX + 64];
+	struct buf out;
+	struct arena a;
+	const char *error;
+	if (caps_query_node(&cc->ref, node, sizeof(node)) < 0)
+		return;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<iq from='");
+	xml_escape(&out, c->user, strlen(c->user), 1);
+	buf_appendf(&out, "@");
+	xml_escape(&out, c->domain, strlen(c->domain), 1);
+	buf_appendf(&out, "' to='");
+	xml_escape(&out, c->jid, strlen(c->jid), 1);
+	buf_appendf(&out, "' type='get' id='caps-%d-%d-%u'><query xmlns='"
+		    NS_DISCO_INFO "' node='", cc->ref.v2, (int)cc->ref.algo,
+		    ++caps_query_seq);
+	xml_escape(&out, node, strlen(node), 1);
+	buf_appendf(&out, "'/></iq>");
+	buf_append(&out, "", 1);
+	arena_init(&a, 1024);
+	struct xml_node *st = stanza_parse(&a, buf_head(&out),
+					   buf_used(&out) - 1, &error);
+	if (st == NULL) {
+		log_error("caps query unreadable: %s", error);
+	} else {
+		METRIC_INC(c->w->stats->caps_queries);
+		route_stanza(c->w, &a, st);
+	}
+	arena_free(&a);
+	buf_free(&out);
+}
+
+/* The keyed hashes of query's +notify names into out (n of them). */
+static unsigned caps_hashes(struct shm_caps *t, const char *const *names,
+			    const size_t *lens, unsigned n, uint64_t *out)
+{
+	for (unsigned i = 0; i < n; i++)
+		out[i] = shm_caps_hash(t, names[i], lens[i]);
+	return n;
+}
+
+/* ---- caps_cache (PostgreSQL) ---------------------------------------- */
+
+struct caps_db_req {
+	struct worker *w;
+	uint32_t conn_id, gen;
+	struct caps_ref ref;
+};
+
+static void caps_db_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct caps_db_req *q = ctx;
+	struct worker *w = q->w;
+	struct conn *c = conn_lookup(w, q->conn_id, q->gen);
+	struct caps_conn *cc = c != NULL ? c->caps : NULL;
+	if (cc == NULL || cc->state != CC_DB ||
+	    memcmp(&cc->ref, &q->ref, sizeof(q->ref)) != 0) {
+		free(q);
+		return;         /* gone, or it sent another <c/> since */
+	}
+	if (res != NULL && PQntuples(res) > 0) {
+		int n = PQntuples(res);
+		uint64_t *h = calloc(IPC_CAPS_NOTIFY_MAX, sizeof(*h));
+		unsigned k = 0;
+		for (int i = 0; h != NULL && i < n &&
+		     k < IPC_CAPS_NOTIFY_MAX; i++) {
+			if (PQgetisnull(res, i, 0))
+				continue;
+			const char *s = PQgetvalue(res, i, 0);
+			h[k++] = shm_caps_hash(w->shm->caps, s, strlen(s));
+		}
+		uint32_t idx, gen;
+		if (h != NULL && shm_caps_verified(w->shm->caps, q->ref.algo,
+						   (uint8_t)q->ref.v2,
+						   q->ref.ver, h, k, w->now_ms,
+						   &idx, &gen) == 0)
+			caps_apply(c, cc, idx, gen);
+		else
+			cc->state = CC_NONE;
+		free(h);
+		free(q);
+		return;
+	}
+	if (res == NULL)
+		log_info("caps_cache lookup failed (%s): asking the client",
+			 error != NULL ? error : "database down");
+	cc->state = CC_PARKED;
+	caps_park(cc);
+	caps_send_query(c, cc);
+	free(q);
+}
+
+static void caps_db_lookup(struct conn *c, struct caps_conn *cc)
+{
+	char algo[32];
+	struct caps_db_req *q = calloc(1, sizeof(*q));
+	caps_db_algo(&cc->ref, algo, sizeof(algo));
+	const char *params[2] = { algo, cc->ref.ver };
+	if (q != NULL) {
+		q->w = c->w;
+		q->conn_id = c->id;
+		q->gen = c->gen;
+		q->ref = cc->ref;
+	}
+	cc->state = CC_DB;
+	if (q == NULL || c->w->db == NULL ||
+	    db_query(c->w->db, caps_lookup_sql, 2, params, NULL, NULL, 0,
+		     caps_db_result, q) < 0) {
+		free(q);
+		cc->state = CC_PARKED;
+		caps_park(cc);
+		caps_send_query(c, cc);
+	}
+}
+
+static void caps_db_ignore(void *ctx, const PGresult *res, const char *error)
+{
+	(void)ctx;
+	(void)res;
+	if (error != NULL)
+		log_info("caps_cache write failed: %s", error);
+}
+
+/* A text[] literal of the names: {"a","b"} with \ and " escaped. */
+static void caps_db_store(struct worker *w, const struct caps_ref *r,
+			  const char *const *names, const size_t *lens,
+			  unsigned n)
+{
+	struct buf lit;
+	char algo[32];
+	buf_init(&lit, 0);
+	buf_append(&lit, "{", 1);
+	for (unsigned i = 0; i < n; i++) {
+		buf_append(&lit, i ? ",\"" : "\"", i ? 2 : 1);
+		for (size_t k = 0; k < lens[i]; k++) {
+			if (names[i][k] == '"' || names[i][k] == '\\')
+				buf_append(&lit, "\\", 1);
+			buf_append(&lit, &names[i][k], 1);
+		}
+		buf_append(&lit, "\"", 1);
+	}
+	buf_append(&lit, "}", 2);       /* with the NUL */
+	caps_db_algo(r, algo, sizeof(algo));
+	const char *params[3] = { algo, r->ver, buf_head(&lit) };
+	if (w->db != NULL)
+		db_query(w->db, caps_insert_sql, 3, params, NULL, NULL, 0,
+			 caps_db_ignore, NULL);
+	buf_free(&lit);
+}
+
+/* ---- resolving a session's ver --------------------------------------- */
+
+static void caps_resolve(struct conn *c, struct caps_conn *cc)
+{
+	uint32_t idx, gen;
+	int64_t timeout = (int64_t)c->w->cfg->caps_query_timeout;
+	int v = shm_caps_begin(c->w->shm->caps, cc->ref.algo,
+			       (uint8_t)cc->ref.v2, cc->ref.ver, c->w->now_ms,
+			       timeout, &idx, &gen);
+	switch (v) {
+	case SHM_CAPS_KNOWN:
+		caps_apply(c, cc, idx, gen);
+		break;
+	case SHM_CAPS_ASK:
+		caps_unpark(cc);
+		caps_db_lookup(c, cc);
+		break;
+	case SHM_CAPS_WAIT:
+		cc->state = CC_PARKED;
+		caps_park(cc);
+		break;
+	default:                /* BAD (not asked again yet), FULL, -1 */
+		caps_unpark(cc);
+		if (cc->state != CC_APPLIED)
+			cc->state = CC_NONE;
+		if (v == SHM_CAPS_FULL)
+			log_info("caps table full: %s %s of %s not cached",
+				 caps_algo_name(cc->ref.algo), cc->ref.ver,
+				 c->jid);
+		break;
+	}
+}
+
+static void caps_presence(struct conn *c, const struct xml_node *st,
+			  int initial)
+{
+	struct caps_ref r;
+	(void)initial;
+	if (!c->available || c->w->shm->caps == NULL ||
+	    !caps_parse_presence(st, &r))
+		return;         /* no <c/>: the caps stay (pep-plan 1.7) */
+	struct caps_conn *cc = caps_conn_get(c);
+	if (cc == NULL)
+		return;
+	if (cc->has_ref && memcmp(&cc->ref, &r, sizeof(r)) == 0) {
+		if (cc->state != CC_BAD && cc->state != CC_NONE)
+			return;         /* known, or on its way */
+		if (cc->state == CC_BAD && c->w->now_ms < cc->bad_until)
+			return;
+	}
+	cc->ref = r;
+	cc->has_ref = 1;
+	if (cc->state == CC_BAD)
+		cc->state = CC_NONE;
+	caps_resolve(c, cc);
+}
+
+/* ---- answers to the account's bare JID ------------------------------- */
+
+/* The ver named by an answer's node for (v2, algo): a pointer into
+ * node, or NULL. */
+static const char *caps_node_ver(const char *node, int v2,
+				 enum caps_algo algo)
+{
+	if (node == NULL)
+		return NULL;
+	if (v2) {
+		char pre[64];
+		snprintf(pre, sizeof(pre), NS_ECAPS2 "#%s.",
+			 caps_algo_name(algo));
+		size_t n = strlen(pre);
+		return strncmp(node, pre, n) == 0 ? node + n : NULL;
+	}
+	const char *hash = strrchr(node, '#');
+	return hash != NULL ? hash + 1 : NULL;
+}
+
+/* The local conn of full JID `from`, on this worker, or NULL. */
+static struct conn *caps_local_conn(struct worker *w, const char *from)
+{
+	struct session_info s;
+	if (shm_session_get(w->shm->sessions, from, &s) != 1 ||
+	    s.slot != w->slot)
+		return NULL;
+	return conn_lookup(w, s.conn_id, s.gen);
+}
+
+static void caps_mismatch(struct worker *w, const char *from,
+			  const struct caps_ref *r, const char *why)
+{
+	log_info("caps answer of %s for %s %s refused (%s): not cached",
+		 from, caps_algo_name(r->algo), r->ver, why);
+	METRIC_INC(w->stats->caps_mismatch);
+	shm_caps_invalid(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+			 w->now_ms);
+	struct conn *c = caps_local_conn(w, from);
+	struct caps_conn *cc = c != NULL ? c->caps : NULL;
+	if (cc != NULL && cc->has_ref &&
+	    memcmp(&cc->ref, r, sizeof(*r)) == 0 && cc->state != CC_APPLIED) {
+		caps_unpark(cc);
+		cc->state = CC_BAD;
+		cc->bad_until = w->now_ms +
+			10 * (int64_t)w->cfg->caps_query_timeout;
+	}
+}
+
+static void caps_answer(struct worker *w, const struct xml_node *st,
+			const char *from, int v2, int algo)
+{
+	const struct xml_node *q = xml_child(st, NS_DISCO_INFO, "query");
+	const char *ver = q != NULL ? caps_node_ver(xml_attr(q, "node"), v2,
+						  (enum caps_algo)algo) : NULL;
+	struct caps_ref r = { .v2 = v2, .algo = (enum caps_algo)algo };
+	uint32_t idx, gen;
+	if (ver == NULL || strlen(ver) > CAPS_VER_MAX) {
+		log_info("caps answer of %s without our node: ignored", from);
+		return;
+	}
+	memcpy(r.ver, ver, strlen(ver) + 1);
+	if (shm_caps_lookup(w->shm->caps, r.algo, (uint8_t)v2, r.ver, &idx,
+			    &gen) == IPC_CAPS_VERIFIED)
+		return;         /* another client answered first */
+	const char *error = NULL;
+	int ok = caps_verify(q, &r, &error);
+	if (ok != 1) {
+		caps_mismatch(w, from, &r, ok < 0 ? error : "hash differs");
+		return;
+	}
+	const char *names[IPC_CAPS_NOTIFY_MAX];
+	size_t lens[IPC_CAPS_NOTIFY_MAX];
+	uint64_t h[IPC_CAPS_NOTIFY_MAX];
+	int more;
+	unsigned n = caps_notify_names(q, names, lens, IPC_CAPS_NOTIFY_MAX,
+				       &more);
+	if (more)
+		log_info("caps %s %s lists more than %u +notify nodes: the "
+			 "rest are ignored", caps_algo_name(r.algo), r.ver,
+			 IPC_CAPS_NOTIFY_MAX);
+	caps_hashes(w->shm->caps, names, lens, n, h);
+	if (shm_caps_verified(w->shm->caps, r.algo, (uint8_t)v2, r.ver, h, n,
+			      w->now_ms, &idx, &gen) < 0) {
+		log_info("caps %s %s verified but not cached: table full",
+			 caps_algo_name(r.algo), r.ver);
+		return;
+	}
+	METRIC_INC(w->stats->caps_verified);
+	caps_db_store(w, &r, names, lens, n);
+}
+
+static void caps_iq_result(struct worker *w, const struct xml_node *st,
+			   const char *bare)
+{
+	const char *id = xml_attr(st, "id");
+	const char *from = xml_attr(st, "from");
+	const char *type = xml_attr(st, "type");
+	int v2, algo;
+	unsigned seq;
+	size_t bl = strlen(bare);
+	if (id == NULL || strncmp(id, "caps-", 5) != 0 || from == NULL ||
+	    w->shm->caps == NULL ||
+	    sscanf(id, "caps-%d-%d-%u", &v2, &algo, &seq) != 3 ||
+	    (v2 != 0 && v2 != 1) || algo < CAPS_SHA1 || algo > CAPS_SHA512)
+		return;
+	/* only the account's own resources answer what we asked them */
+	if (strncmp(from, bare, bl) != 0 || from[bl] != '/')
+		return;
+	if (strcmp(type, "error") == 0) {
+		log_info("caps query to %s answered with an error", from);
+		return;         /* the next client with the ver is asked */
+	}
+	caps_answer(w, st, from, v2, algo);
+}
+
+/* ---- waking parked sessions ------------------------------------------ */
+
+static void caps_rerun_parked(void)
+{
+	struct caps_conn *cc = caps_parked, *next;
+	for (; cc != NULL; cc = next) {
+		next = cc->pnext;
+		caps_resolve(cc->c, cc);
+	}
+}
+
+static int caps_loop_turn(struct worker *w, int64_t now_ms)
+{
+	(void)now_ms;
+	if (w->shm->caps == NULL || caps_parked == NULL)
+		return -1;
+	uint64_t e = shm_caps_epoch(w->shm->caps);
+	if (e != caps_seen_epoch) {
+		caps_seen_epoch = e;
+		caps_rerun_parked();
+	}
+	return -1;
+}
+
+static void caps_tick(struct worker *w, int64_t now_ms)
+{
+	if (w->shm->caps == NULL)
+		return;
+	/* queries that timed out: the next parked client is asked */
+	caps_rerun_parked();
+	if (w->slot == 0 && w->db != NULL &&
+	    now_ms - caps_cleanup_ms > 3600 * 1000) {
+		caps_cleanup_ms = now_ms;
+		db_query(w->db, caps_cleanup_sql, 0, NULL, NULL, NULL, 0,
+			 caps_db_ignore, NULL);
+	}
+}
+
+/* ---- the session's lifetime ------------------------------------------- */
+
+static void caps_conn_free(struct conn *c)
+{
+	if (c->caps == NULL)
+		return;
+	caps_unpark(c->caps);
+	free(c->caps->hashes);
+	free(c->caps);
+	c->caps = NULL;
+}
+
+static uint32_t caps_session_save(const struct conn *c)
+{
+	const struct caps_conn *cc = c->caps;
+	if (cc == NULL || cc->state != CC_APPLIED)
+		return 0;
+	return (cc->idx + 1) << 16 | cc->gen16;
+}
+
+/* Resumed (XEP-0198, any worker): the caps the session had. */
+static void caps_session_restore(struct conn *c, uint32_t word)
+{
+	struct session_info s;
+	if (word == 0 || c->w->shm->caps == NULL)
+		return;
+	struct caps_conn *cc = caps_conn_get(c);
+	if (cc == NULL || c->jid == NULL)
+		return;
+	if (shm_session_get(c->w->shm->sessions, c->jid, &s) == 1)
+		c->sess_index = s.index;
+	cc->state = CC_NONE;
+	caps_apply(c, cc, (word >> 16) - 1, word & 0xffff);
+}
+
+int caps_session_wants(struct worker *w, const struct session_info *s,
+		       const char *node)
+{
+	if (s->caps_idx == 0 || w->shm->caps == NULL)
+		return 0;
+	uint64_t h = shm_caps_hash(w->shm->caps, node, strlen(node));
+	return shm_caps_wants(w->shm->caps, (uint32_t)s->caps_idx - 1,
+			      s->caps_gen, h);
+}
+
+int caps_conn_wants(struct conn *c, const char *node)
+{
+	const struct caps_conn *cc = c->caps;
+	if (cc == NULL || cc->state != CC_APPLIED || c->w->shm->caps == NULL)
+		return 0;
+	uint64_t h = shm_caps_hash(c->w->shm->caps, node, strlen(node));
+	return shm_caps_wants(c->w->shm->caps, cc->idx, cc->gen16, h);
+}
+
+/* ---- the extension (ext.h) ------------------------------------------- */
+
+static const char *const caps_config[] = {
+	"caps.table_size", "caps.query_timeout", NULL,
+};
+static const char *const caps_schema[] = { "008-caps.sql", NULL };
+
+const struct ext caps_ext = {
+	.name = "caps",
+	.config_keys = caps_config,
+	.schema = caps_schema,
+	.presence_changed = caps_presence,
+	.iq_result_to_account = caps_iq_result,
+	.loop_turn = caps_loop_turn,
+	.tick = caps_tick,
+	.conn_free = caps_conn_free,
+	.session_save = caps_session_save,
+	.session_restore = caps_session_restore,
+};
