@@ -32,9 +32,12 @@
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-/* Payloads are serialized as if nothing were in scope: every element
- * declares its namespace, so the text embeds anywhere. */
-#define PEP_NO_NS "urn:xmppd:no-namespace"
+/* Payloads are serialized with no default namespace in scope: the root
+ * (never in no namespace: pubsub.c refuses it) declares its namespace,
+ * a descendant in no namespace gets xmlns='', so the text embeds
+ * anywhere.  No made-up namespace: an element really in it would lose
+ * its xmlns and land in the namespace it is written into. */
+#define PEP_NO_NS ""
 
 /* What one publish, retract, purge or delete did: all a notification
  * needs (pep_event). */

@@ -174,6 +174,11 @@ static int pubsub_parse_publish(struct arena *a, const struct xml_node *q,
 	if ((r->payload = pubsub_only_child(item)) == NULL)
 		FAIL(PUBSUB_E_INVALID_PAYLOAD,
 		     "an item needs exactly one payload element");
+	/* section 7.1.3.5: a payload in no namespace would be read back in
+	 * the namespace of whatever it is written into */
+	if (r->payload->ns == NULL || r->payload->ns[0] == '\0')
+		FAIL(PUBSUB_E_INVALID_PAYLOAD,
+		     "the payload element has no namespace");
 	r->item_id = xml_attr(item, "id");
 	if (r->item_id != NULL && r->item_id[0] == '\0')
 		r->item_id = NULL;

@@ -648,6 +648,29 @@ def test_database_down():
         proxy.close()
 
 
+def test_payload_namespaces():
+    """A payload keeps its namespace whatever it is (also one the server
+    might have used internally); a payload root in no namespace is
+    invalid-payload (XEP-0060 7.1.3.5), a descendant in none stays so."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet")
+        spoof = ("<items xmlns='urn:xmppd:no-namespace' node='spoof'>"
+                 "<item id='fake'/></items>")
+        assert iq(a, publish("n", spoof, "1"), "s1", "set") == \
+            result(J, "s1", ja, published("n", "1"))
+        assert iq(a, ps("<items node='n'/>"), "s2", "get") == \
+            result(J, "s2", ja, items_of("n", [("1", spoof)]))
+        assert iq(a, publish("n", "<x xmlns=''/>", "2"), "s3", "set") == \
+            error(J, "s3", ja, "modify", "bad-request", "invalid-payload",
+                  "the payload element has no namespace")
+        assert "refused: bad-request: the payload element has no namespace" in s.log_text()
+        inner = "<a xmlns='urn:a'><b xmlns=''><c/></b><d/></a>"
+        assert iq(a, ps("<publish node='m'><item id='3'>%s</item></publish>" % inner),
+                  "s4", "set") == result(J, "s4", ja, published("m", "3"))
+        assert iq(a, ps("<items node='m'/>"), "s5", "get") == \
+            result(J, "s5", ja, items_of("m", [("3", inner)]))
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([f for n, f in sorted(globals().items(), key=lambda kv: 0)
