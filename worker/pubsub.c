@@ -288,14 +288,11 @@ static int pubsub_parse_owner(struct arena *a, const struct xml_node *el,
 	return 0;
 }
 
-int pubsub_parse(struct arena *a, const struct xml_node *q, int is_set,
-		 const struct pubsub_service *svc, const char *requester,
-		 struct pubsub_req *r, enum pubsub_error *e,
-		 const char **text_r)
+static int pubsub_parse_req(struct arena *a, const struct xml_node *q,
+			    int is_set, const struct pubsub_service *svc,
+			    const char *requester, struct pubsub_req *r,
+			    enum pubsub_error *e, const char **text_r)
 {
-	memset(r, 0, sizeof(*r));
-	*e = PUBSUB_E_NONE;
-	*text_r = NULL;
 	const struct xml_node *el = xml_first_element(q);
 	if (el == NULL)
 		FAIL(PUBSUB_E_BAD_REQUEST, "empty pubsub element");

@@ -671,6 +671,23 @@ def test_payload_namespaces():
             result(J, "s5", ja, items_of("m", [("3", inner)]))
 
 
+def test_affiliations_duplicate_jid():
+    """The same JID twice in one owner affiliations set (XEP-0060 8.9.2
+    does not say which wins): bad-request, nothing changed."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet")
+        assert iq(a, publish("n", TUNE, "1"), "d1", "set") == result(J, "d1", ja, published("n", "1"))
+        assert iq(a, ps("<affiliations node='n'><affiliation jid='%s' affiliation='member'/>"
+                        "<affiliation jid='%s/x' affiliation='outcast'/></affiliations>"
+                        % (R, R), OWNER), "d2", "set") == \
+            error(J, "d2", ja, "modify", "bad-request",
+                  text="the same JID twice in an affiliations set")
+        assert "refused: bad-request: the same JID twice in an affiliations set" in s.log_text()
+        assert iq(a, ps("<affiliations node='n'/>", OWNER), "d3", "get") == \
+            result(J, "d3", ja, ps("<affiliations node='n'><affiliation jid='%s' "
+                                   "affiliation='owner'/></affiliations>" % J, OWNER))
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([f for n, f in sorted(globals().items(), key=lambda kv: 0)
