@@ -513,8 +513,9 @@ const struct config_def config_defs[] = {
 	  "<payload-too-big/> (keep it above 64K for XEP-0084 avatars)" },
 	{ "pep.max_account_bytes", CONFIG_TYPE_SIZE,
 	  OFF(pep_max_account_bytes), "16M", 64 << 10, 1ULL << 32, RELOAD,
-	  "Payload bytes of all PEP items of one account; a publish past it "
-	  "gets <not-acceptable/>" },
+	  "PEP storage of one account in bytes: item payloads and ids, node "
+	  "names, titles, types and roster groups; a publish, create or "
+	  "configure past it gets <not-acceptable/>" },
 	/* worker/caps_ext.c, shm/caps.c (issue 13) */
 	{ "caps.table_size", CONFIG_TYPE_UINT, OFF(caps_table_size), "4096",
 	  16, 65535, RESTART, "Entries of the entity capabilities cache "
@@ -527,6 +528,12 @@ const struct config_def config_defs[] = {
 	  "server's disco#info query for an unknown caps ver; then the next "
 	  "client with that ver is asked.  A ver whose answer did not match "
 	  "its hash is asked again after ten times this" },
+	/* worker/pep.c, worker/pubsub.c: review fixes (h-pepfix) */
+	{ "pep.max_id_length", CONFIG_TYPE_SIZE, OFF(pep_max_id_length),
+	  "1K", 64, 1 << 10, RELOAD, "Longest PEP node name and item id, in "
+	  "bytes; longer gets <not-acceptable/>.  Both count against "
+	  "pep.max_account_bytes; at most 1K so that a node's index row "
+	  "stays under PostgreSQL's btree limit" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

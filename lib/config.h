@@ -188,6 +188,8 @@ struct config {
 	/* worker/caps_ext.c, shm/caps.c (issue 13) */
 	unsigned caps_table_size;       /* shared entries (restart) */
 	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
+	/* worker/pep.c, worker/pubsub.c (h-pepfix) */
+	uint64_t pep_max_id_length;     /* bytes of a node name, item id */
 };
 
 struct config_def {

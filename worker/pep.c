@@ -170,6 +170,8 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		{ "roster", PUBSUB_E_NOT_IN_GROUP, NULL },
 		{ "whitelist", PUBSUB_E_CLOSED_NODE, NULL },
 		{ "outcast", PUBSUB_E_FORBIDDEN, NULL },
+		{ "account-bytes", PUBSUB_E_NOT_ACCEPTABLE,
+		  "PEP storage quota of the account reached" },
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (strcmp(s, map[i].status) == 0) {
@@ -209,6 +211,7 @@ static void pep_service(const struct config *cfg, struct pubsub_service *s,
 	s->lim.max_items = cfg->pep_max_items;
 	s->lim.max_item_size = cfg->pep_max_item_size;
 	s->max_ids = cfg->pep_max_items;     /* more ids than items: no use */
+	s->max_id_length = (size_t)cfg->pep_max_id_length;
 }
 
 /* The fields given as a text[] literal, and the groups (NULL: none
@@ -463,7 +466,7 @@ static void pep_remove(struct iq_pending *p, struct pep_req *q,
 static const char pep_configure_sql[] =
 	"SELECT status, trimmed, config, roster_groups FROM "
 	"xmppd_pep_configure($1, $2, $3, $4::boolean, $5::text[], $6::text[], "
-	"$7::int, $8::int)";
+	"$7::int, $8::int, $9::bigint)";
 
 static void pep_configure_result(void *ctx, const PGresult *res,
 				 const char *error)
@@ -485,16 +488,19 @@ static void pep_configure(struct iq_pending *p, struct pep_req *q,
 {
 	const struct config *cfg = p->w->cfg;
 	const char *v, *groups;
-	char max_nodes[16], max_items[16];
+	char max_nodes[16], max_items[16], max_bytes[24];
 	if (pep_cfg_params(&p->arena, &q->r.cfg, &v, &groups) < 0) {
 		iq_reply_error(&p, "wait", "resource-constraint");
 		return;
 	}
 	snprintf(max_nodes, sizeof(max_nodes), "%u", cfg->pep_max_nodes);
 	snprintf(max_items, sizeof(max_items), "%u", cfg->pep_max_items);
-	const char *params[8] = { q->user, q->domain, q->r.node,
-		create ? "true" : "false", v, groups, max_nodes, max_items };
-	pep_query(p, pep_configure_sql, 8, params, pep_configure_result);
+	snprintf(max_bytes, sizeof(max_bytes), "%llu",
+		 (unsigned long long)cfg->pep_max_account_bytes);
+	const char *params[9] = { q->user, q->domain, q->r.node,
+		create ? "true" : "false", v, groups, max_nodes, max_items,
+		max_bytes };
+	pep_query(p, pep_configure_sql, 9, params, pep_configure_result);
 }
 
 static void pep_form_reply(struct iq_pending **p, const char *wrapper,
@@ -1001,7 +1007,7 @@ static const struct ext_iq pep_iqs[] = {
 };
 static const char *const pep_config[] = {
 	"pep.max_nodes", "pep.max_items", "pep.max_item_size",
-	"pep.max_account_bytes", NULL,
+	"pep.max_account_bytes", "pep.max_id_length", NULL,
 };
 static const char *const pep_schema[] = { "007-pep.sql", NULL };
 

@@ -245,7 +245,15 @@ static int pubsub_parse_affs(struct arena *a, const struct xml_node *el,
 			FAIL(PUBSUB_E_NOT_ACCEPTABLE, "affiliation not offered");
 		if (r->naffs >= PUBSUB_MAX_AFFS)
 			FAIL(PUBSUB_E_NOT_ACCEPTABLE, "too many affiliations");
-		r->affs[r->naffs].jid = jid_bare(a, &j);
+		const char *bare = jid_bare(a, &j);
+		if (bare == NULL)
+			FAIL(PUBSUB_E_NONE, "out of memory");
+		/* section 8.9.2 does not say which of two wins: refused */
+		for (unsigned k = 0; k < r->naffs; k++)
+			if (strcmp(r->affs[k].jid, bare) == 0)
+				FAIL(PUBSUB_E_BAD_REQUEST, "the same JID twice "
+				     "in an affiliations set");
+		r->affs[r->naffs].jid = bare;
 		r->affs[r->naffs++].affiliation = aff;
 	}
 	return 0;
@@ -369,4 +377,30 @@ static int pubsub_parse_req(struct arena *a, const struct xml_node *q,
 		return 0;
 	}
 	FAIL(PUBSUB_E_BAD_REQUEST, "not a pubsub request we know");
+}
+
+int pubsub_parse(struct arena *a, const struct xml_node *q, int is_set,
+		 const struct pubsub_service *svc, const char *requester,
+		 struct pubsub_req *r, enum pubsub_error *e,
+		 const char **text_r)
+{
+	memset(r, 0, sizeof(*r));
+	*e = PUBSUB_E_NONE;
+	*text_r = NULL;
+	if (pubsub_parse_req(a, q, is_set, svc, requester, r, e, text_r) < 0)
+		return -1;
+	/* Names the service stores are bounded (the account's quota counts
+	 * them; an index row has a size limit).  XEP-0060 has no condition
+	 * for it: not-acceptable, as payload-too-big (RFC 6120 8.3.3.10:
+	 * the request does not meet the service's criteria); the request
+	 * is not malformed, so not bad-request. */
+	if (svc->max_id_length != 0 && r->node != NULL &&
+	    strlen(r->node) > svc->max_id_length)
+		FAIL(PUBSUB_E_NOT_ACCEPTABLE, "node name longer than "
+		     "pep.max_id_length");
+	if (svc->max_id_length != 0 && r->item_id != NULL &&
+	    strlen(r->item_id) > svc->max_id_length)
+		FAIL(PUBSUB_E_NOT_ACCEPTABLE, "item id longer than "
+		     "pep.max_id_length");
+	return 0;
 }

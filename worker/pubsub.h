@@ -24,6 +24,8 @@ struct pubsub_service {
 	int instant_nodes;              /* create without a node name */
 	struct pubsub_form_limits lim;
 	unsigned max_ids;               /* item ids in one items request */
+	size_t max_id_length;           /* bytes of a node name, an item id
+					 * (0: no bound) */
 };
 
 enum pubsub_op {

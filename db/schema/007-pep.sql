@@ -42,7 +42,7 @@ CREATE TABLE pubsub_nodes (
 	itemreply text NOT NULL DEFAULT 'none'
 		CHECK (itemreply IN ('none', 'owner', 'publisher')),
 	roster_groups text[] NOT NULL DEFAULT '{}',
-	item_bytes bigint NOT NULL DEFAULT 0,   -- sum of octet_length(payload)
+	item_bytes bigint NOT NULL DEFAULT 0,   -- sum of xmppd_pep_item_bytes
 	created_at timestamptz NOT NULL DEFAULT now(),
 	UNIQUE (service, node)
 );
@@ -74,6 +74,29 @@ CREATE TABLE pubsub_subscriptions (
 	subid text NOT NULL,
 	PRIMARY KEY (node_id, jid)
 );
+
+-- What one item costs the account's quota (pep.max_account_bytes): its
+-- id and its payload.
+CREATE FUNCTION xmppd_pep_item_bytes(p_item text, p_payload text)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+	SELECT octet_length(p_item)::bigint + octet_length(p_payload)
+$$;
+
+-- What a node itself costs the quota: its name, title, type, groups.
+CREATE FUNCTION xmppd_pep_node_bytes(n pubsub_nodes) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+	SELECT COALESCE(octet_length(n.node), 0)::bigint +
+	       COALESCE(octet_length(n.title), 0) +
+	       COALESCE(octet_length(n.type), 0) +
+	       COALESCE(octet_length(array_to_string(n.roster_groups, '')), 0)
+$$;
+
+-- All an account's PEP storage counts: nodes and their items.
+CREATE FUNCTION xmppd_pep_account_bytes(acc bigint) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+	SELECT COALESCE(sum(x.item_bytes + xmppd_pep_node_bytes(x)), 0)::bigint
+	  FROM pubsub_nodes x WHERE x.account_id = acc
+$$;
 
 -- A node's configuration as the text[] described above.
 CREATE FUNCTION xmppd_pep_config(n pubsub_nodes) RETURNS text[]
@@ -155,7 +178,8 @@ BEGIN
 		   i.seq <= (SELECT k.seq FROM pubsub_items k
 			     WHERE k.node_id = n.id ORDER BY k.seq DESC
 			     OFFSET COALESCE(n.max_items, p_max) LIMIT 1)
-		   RETURNING i.item_id, i.seq, octet_length(i.payload) AS b)
+		   RETURNING i.item_id, i.seq,
+			     xmppd_pep_item_bytes(i.item_id, i.payload) AS b)
 	SELECT array_agg(d.item_id ORDER BY d.seq), COALESCE(sum(d.b), 0)
 	  INTO gone, n.item_bytes FROM d;
 	IF gone IS NOT NULL THEN
@@ -201,9 +225,12 @@ BEGIN
 	RETURN NULL;
 END $$;
 
--- Publish (XEP-0060 section 7.1): lock or auto-create the node, check
--- the preconditions, upsert the item, trim.  status: 'ok', 'no-account',
--- 'precondition' (detail: the field), 'max-nodes', 'account-bytes'.
+-- Publish (XEP-0060 section 7.1): lock the account's row (the quota and
+-- the node count are per account: publishers on other workers wait),
+-- lock or auto-create the node, check the preconditions, upsert the
+-- item, trim.  status: 'ok', 'no-account', 'precondition' (detail: the
+-- field), 'max-nodes', 'account-bytes' (nothing stored, not even an
+-- auto-created node).
 -- config: the node's configuration after the publish (for notifying).
 CREATE FUNCTION xmppd_pep_publish(p_user text, p_domain text, p_node text,
 		p_item text, p_payload text, p_publisher text, p_pre text[],
@@ -223,15 +250,9 @@ BEGIN
 	IF acc IS NULL THEN
 		status := 'no-account'; RETURN NEXT; RETURN;
 	END IF;
+	PERFORM 1 FROM accounts a WHERE a.id = acc FOR UPDATE;
 	SELECT * INTO n FROM pubsub_nodes x
 	 WHERE x.service = svc AND x.node = p_node FOR UPDATE;
-	IF NOT FOUND THEN
-		-- creating: the account's row serializes creators (the node
-		-- count), and one of them may have made this node meanwhile
-		PERFORM 1 FROM accounts a WHERE a.id = acc FOR UPDATE;
-		SELECT * INTO n FROM pubsub_nodes x
-		 WHERE x.service = svc AND x.node = p_node FOR UPDATE;
-	END IF;
 	IF NOT FOUND THEN
 		IF (SELECT count(*) FROM pubsub_nodes x
 		    WHERE x.account_id = acc) >= p_max_nodes THEN
@@ -266,12 +287,16 @@ BEGIN
 			status := 'precondition'; RETURN NEXT; RETURN;
 		END IF;
 	END IF;
-	SELECT octet_length(i.payload) INTO old_bytes FROM pubsub_items i
-	 WHERE i.node_id = n.id AND i.item_id = p_item;
-	SELECT COALESCE(sum(x.item_bytes), 0) INTO total FROM pubsub_nodes x
-	 WHERE x.account_id = acc;
-	IF total - COALESCE(old_bytes, 0) + octet_length(p_payload) >
-	   p_max_bytes THEN
+	SELECT xmppd_pep_item_bytes(i.item_id, i.payload) INTO old_bytes
+	  FROM pubsub_items i WHERE i.node_id = n.id AND i.item_id = p_item;
+	-- with the auto-created node's row (its name counts)
+	total := xmppd_pep_account_bytes(acc);
+	IF total - COALESCE(old_bytes, 0) +
+	   xmppd_pep_item_bytes(p_item, p_payload) > p_max_bytes THEN
+		IF created THEN
+			DELETE FROM pubsub_nodes x WHERE x.id = n.id;
+			created := false;
+		END IF;
 		status := 'account-bytes';
 		RETURN NEXT; RETURN;
 	END IF;
@@ -281,7 +306,7 @@ BEGIN
 	INSERT INTO pubsub_items (node_id, item_id, publisher, payload)
 	VALUES (n.id, p_item, p_publisher, p_payload);
 	UPDATE pubsub_nodes x SET item_bytes = x.item_bytes -
-	       COALESCE(old_bytes, 0) + octet_length(p_payload)
+	       COALESCE(old_bytes, 0) + xmppd_pep_item_bytes(p_item, p_payload)
 	 WHERE x.id = n.id;
 	trimmed := xmppd_pep_trim(n, p_max_items);
 	status := 'ok'; config := xmppd_pep_config(n);
@@ -312,8 +337,8 @@ BEGIN
 	config := xmppd_pep_config(n); roster_groups := n.roster_groups;
 	IF p_op = 'retract' THEN
 		DELETE FROM pubsub_items i WHERE i.node_id = n.id AND
-		       i.item_id = p_item RETURNING octet_length(i.payload)
-		  INTO b;
+		       i.item_id = p_item
+		 RETURNING xmppd_pep_item_bytes(i.item_id, i.payload) INTO b;
 		IF NOT FOUND THEN
 			status := 'no-item'; RETURN NEXT; RETURN;
 		END IF;
@@ -329,11 +354,12 @@ BEGIN
 END $$;
 
 -- Create (p_create) or configure a node.  status: 'ok', 'no-account',
--- 'exists', 'no-node', 'max-nodes'.  Configuring trims to a lowered
--- max_items.
+-- 'exists', 'no-node', 'max-nodes', 'account-bytes' (the node's name,
+-- title, type and groups would take the account past p_max_bytes; NULL:
+-- not checked).  Configuring trims to a lowered max_items.
 CREATE FUNCTION xmppd_pep_configure(p_user text, p_domain text,
 		p_node text, p_create boolean, p_cfg text[], p_groups text[],
-		p_max_nodes int, p_max_items int)
+		p_max_nodes int, p_max_items int, p_max_bytes bigint DEFAULT NULL)
 RETURNS TABLE (status text, trimmed text[], config text[],
 	       roster_groups text[])
 LANGUAGE plpgsql AS $$
@@ -341,14 +367,14 @@ DECLARE
 	acc bigint := xmppd_account_id(p_user, p_domain);
 	svc text := p_user || '@' || p_domain;
 	n pubsub_nodes%ROWTYPE;
+	old_bytes bigint := 0;
+	c pubsub_nodes%ROWTYPE;
 BEGIN
 	trimmed := '{}';
 	IF acc IS NULL THEN
 		status := 'no-account'; RETURN NEXT; RETURN;
 	END IF;
-	IF p_create THEN
-		PERFORM 1 FROM accounts a WHERE a.id = acc FOR UPDATE;
-	END IF;
+	PERFORM 1 FROM accounts a WHERE a.id = acc FOR UPDATE;
 	SELECT * INTO n FROM pubsub_nodes x
 	 WHERE x.service = svc AND x.node = p_node FOR UPDATE;
 	IF FOUND AND p_create THEN
@@ -360,6 +386,17 @@ BEGIN
 		    WHERE x.account_id = acc) >= p_max_nodes THEN
 			status := 'max-nodes'; RETURN NEXT; RETURN;
 		END IF;
+		c := xmppd_pep_apply(NULL::pubsub_nodes, p_cfg, p_groups);
+		c.node := p_node;
+	ELSE
+		old_bytes := xmppd_pep_node_bytes(n);
+		c := xmppd_pep_apply(n, p_cfg, p_groups);
+	END IF;
+	IF p_max_bytes IS NOT NULL AND xmppd_pep_account_bytes(acc) -
+	   old_bytes + xmppd_pep_node_bytes(c) > p_max_bytes THEN
+		status := 'account-bytes'; RETURN NEXT; RETURN;
+	END IF;
+	IF n.id IS NULL THEN
 		INSERT INTO pubsub_nodes (service, account_id, node, max_items)
 		VALUES (svc, acc, p_node, 1) RETURNING * INTO n;
 	END IF;

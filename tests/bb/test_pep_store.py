@@ -671,6 +671,65 @@ def test_payload_namespaces():
             result(J, "s5", ja, items_of("m", [("3", inner)]))
 
 
+def test_long_names():
+    """Node names and item ids are bounded by pep.max_id_length (a client
+    error, not a database one); both count against the account's quota."""
+    with Server(workers=1, users=USERS,
+                overrides={"pep.max_account_bytes": "64K"}) as s:
+        a, ja = login(s, "juliet")
+        node_err = "node name longer than pep.max_id_length"
+        for k, node in enumerate(["n" * 1025, "x" * 4000]):
+            assert iq(a, publish(node, TUNE, "1"), "l%d" % k, "set") == \
+                error(J, "l%d" % k, ja, "modify", "not-acceptable", text=node_err)
+        assert iq(a, ps("<create node='%s'/>" % ("c" * 1025)), "l2", "set") == \
+            error(J, "l2", ja, "modify", "not-acceptable", text=node_err)
+        assert iq(a, ps("<items node='%s'/>" % ("c" * 1025)), "l3", "get") == \
+            error(J, "l3", ja, "modify", "not-acceptable", text=node_err)
+        assert iq(a, publish("i", TUNE, "i" * 1025), "l4", "set") == \
+            error(J, "l4", ja, "modify", "not-acceptable",
+                  text="item id longer than pep.max_id_length")
+        assert "refused: not-acceptable: " + node_err in s.log_text()
+        assert "internal-server-error" not in s.log_text()
+        # at the bound: stored and read back
+        node = "N" * 1024
+        assert iq(a, publish(node, TUNE, "I" * 1024), "l5", "set") == \
+            result(J, "l5", ja, published(node, "I" * 1024))
+        assert iq(a, ps("<items node='%s'/>" % node), "l6", "get") == \
+            result(J, "l6", ja, items_of(node, [("I" * 1024, TUNE)]))
+        # ids count: the quota holds what the bytes say, then refuses
+        assert iq(a, ps("<purge node='%s'/>" % node, OWNER), "l7", "set") == \
+            result(J, "l7", ja)
+        cfg = "<configure>%s</configure>" % form(PUBSUB + "#node_config",
+                                                 [("pubsub#max_items", "max")])
+        assert iq(a, ps("<create node='big'/>" + cfg), "l8", "set") == result(J, "l8", ja)
+        payload = "<x xmlns='y'/>"
+        per_item = 1000 + len(payload)
+        used = len(node) + len("big")
+        fits = (64 * 1024 - used) // per_item
+        for i in range(fits + 1):
+            iid = "%04d" % i + "i" * 996
+            got = iq(a, publish("big", payload, iid), "b%d" % i, "set")
+            if i < fits:
+                assert got == result(J, "b%d" % i, ja, published("big", iid)), got
+            else:
+                assert got == ("<iq from='%s' id='b%d' to='%s' type='error'><error "
+                               "type='modify'><not-acceptable xmlns='%s'/><text xmlns="
+                               "'%s'>PEP storage quota of the account reached</text>"
+                               "</error></iq>" % (J, i, ja, STANZAS, STANZAS)), got
+        # a node name counts too: a new node past the quota is refused
+        # and not left behind
+        assert iq(a, ps("<create node='%s'/>" % ("z" * 1000)), "l9", "set") == \
+            error(J, "l9", ja, "modify", "not-acceptable",
+                  text="PEP storage quota of the account reached")
+        assert iq(a, publish("z" * 1000, payload, "1"), "l10", "set") == \
+            ("<iq from='%s' id='l10' to='%s' type='error'><error type='modify'>"
+             "<not-acceptable xmlns='%s'/><text xmlns='%s'>PEP storage quota of the "
+             "account reached</text></error></iq>" % (J, ja, STANZAS, STANZAS))
+        got = iq(a, "<query xmlns='http://jabber.org/protocol/disco#items'/>", "l11", "get",
+                 to=J)
+        assert "z" * 1000 not in got and "node='big'" in got, got
+
+
 def test_affiliations_duplicate_jid():
     """The same JID twice in one owner affiliations set (XEP-0060 8.9.2
     does not say which wins): bad-request, nothing changed."""
