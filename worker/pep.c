@@ -362,7 +362,7 @@ static void pep_publish(struct iq_pending *p, struct pep_req *q)
 
 static const char pep_items_sql[] =
 	"SELECT status, config, item_id, payload FROM xmppd_pep_items($1, $2, "
-	"$3, $4, $5::text[], $6::int)";
+	"$3, $4, $5::text[], $6::int, $7::bigint)";
 
 static void pep_items_result(void *ctx, const PGresult *res,
 			     const char *error)
@@ -413,9 +413,14 @@ static void pep_items(struct iq_pending *p, struct pep_req *q)
 			return;
 		}
 	}
-	const char *params[6] = { q->user, q->domain, q->r.node, q->requester,
-				  ids, last };
-	pep_query(p, pep_items_sql, 6, params, pep_items_result);
+	/* the reply, newest items first, stays well within what a client
+	 * may leave unread (docs/DESIGN.md) */
+	char max_bytes[24];
+	snprintf(max_bytes, sizeof(max_bytes), "%llu", (unsigned long long)
+		 (p->w->cfg->c2s_max_output_bytes / 2));
+	const char *params[7] = { q->user, q->domain, q->r.node, q->requester,
+				  ids, last, max_bytes };
+	pep_query(p, pep_items_sql, 7, params, pep_items_result);
 }
 
 /* ---- retract, purge, delete --------------------------------------- */

@@ -422,9 +422,13 @@ END $$;
 -- carries the status ('ok', 'no-account', 'no-node' or a refusal of
 -- xmppd_pep_refusal) and, for 'ok', the node's configuration; the items
 -- follow oldest first (item_id NULL on the status row).  p_ids: only
--- those (NULL: all); p_last: the newest p_last of them.
+-- those (NULL: all); p_last: the newest p_last of them; p_max_bytes: and
+-- of those the newest whose ids and payloads (16 bytes of markup each)
+-- fit in it, but always the newest one (XEP-0060 section 6.5.4 lets a
+-- service return some items; NULL: no bound).
 CREATE FUNCTION xmppd_pep_items(p_user text, p_domain text, p_node text,
-		p_jid text, p_ids text[], p_last int)
+		p_jid text, p_ids text[], p_last int,
+		p_max_bytes bigint DEFAULT NULL)
 RETURNS TABLE (status text, config text[], item_id text, payload text)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -446,10 +450,16 @@ BEGIN
 	END IF;
 	status := NULL; config := NULL;
 	RETURN QUERY SELECT NULL::text, NULL::text[], l.item_id, l.payload
-	  FROM (SELECT i.item_id, i.payload, i.seq FROM pubsub_items i
+	  FROM (SELECT i.item_id, i.payload, i.seq,
+		       row_number() OVER w AS k,
+		       sum(xmppd_pep_item_bytes(i.item_id, i.payload) + 16)
+			 OVER w AS run
+		  FROM pubsub_items i
 		 WHERE i.node_id = n.id AND
 		       (p_ids IS NULL OR i.item_id = ANY (p_ids))
+		WINDOW w AS (ORDER BY i.seq DESC)
 		 ORDER BY i.seq DESC LIMIT p_last) l
+	 WHERE l.k = 1 OR p_max_bytes IS NULL OR l.run <= p_max_bytes
 	 ORDER BY l.seq;
 END $$;
 

@@ -747,6 +747,36 @@ def test_affiliations_duplicate_jid():
                                    "affiliation='owner'/></affiliations>" % J, OWNER))
 
 
+def test_items_reply_bound():
+    """An items reply holds the newest items that fit in half of
+    c2s.max_output_bytes (XEP-0060 6.5.4: some items), never none."""
+    with Server(workers=1, users=USERS,
+                overrides={"c2s.max_output_bytes": "64K"}) as s:
+        a, ja = login(s, "juliet")
+        cfg = "<configure>%s</configure>" % form(PUBSUB + "#node_config",
+                                                 [("pubsub#max_items", "max")])
+        assert iq(a, ps("<create node='big'/>" + cfg), "r0", "set") == result(J, "r0", ja)
+        blob = "<b xmlns='urn:b'>%s</b>" % ("y" * 10000)
+        for i in range(1, 6):
+            assert iq(a, publish("big", blob, str(i)), "r%d" % i, "set") == \
+                result(J, "r%d" % i, ja, published("big", str(i)))
+        fits = (64 * 1024 // 2) // (len(blob) + 1 + 16)
+        assert 1 < fits < 5
+        newest = [(str(i), blob) for i in range(6 - fits, 6)]
+        assert iq(a, ps("<items node='big'/>"), "g1", "get") == \
+            result(J, "g1", ja, items_of("big", newest))
+        assert iq(a, ps("<items node='big' max_items='2'/>"), "g2", "get") == \
+            result(J, "g2", ja, items_of("big", newest[-2:]))
+        assert iq(a, ps("<items node='big'><item id='1'/><item id='2'/></items>"), "g3",
+                  "get") == result(J, "g3", ja, items_of("big", [("1", blob), ("2", blob)]))
+        # one item larger than the bound still comes
+        huge = "<b xmlns='urn:b'>%s</b>" % ("z" * 40000)
+        assert iq(a, publish("huge", huge, "h"), "r9", "set") == \
+            result(J, "r9", ja, published("huge", "h"))
+        assert iq(a, ps("<items node='huge'/>"), "g4", "get") == \
+            result(J, "g4", ja, items_of("huge", [("h", huge)]))
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([f for n, f in sorted(globals().items(), key=lambda kv: 0)
