@@ -64,6 +64,7 @@ struct pep_req {
 	struct pubsub_req r;
 	const char *payload;            /* publish: serialized */
 	const char *item_id;            /* publish: given or generated */
+	void (*then)(struct iq_pending *, struct pep_req *);   /* pep_gate */
 };
 
 static unsigned pep_ids;                /* this worker's item id counter */
@@ -704,6 +705,59 @@ static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
 	pep_query(p, pep_owner_affs_set_sql, 4, params, pep_owner_set_result);
 }
 
+/* ---- XEP-0191: a requester the account blocks -------------------- */
+
+/* Whether the account $1@$2 blocks any of $3..$6 (XEP-0191 section 3.4
+ * matching: the full JID, the bare JID, the domain, domain/resource). */
+static const char pep_blocked_sql[] =
+	"SELECT EXISTS (SELECT 1 FROM blocklist b WHERE b.account_id = "
+	"xmppd_account_id($1, $2) AND b.jid IN ($3, $4, $5, $6))";
+
+static void pep_blocked_result(void *ctx, const PGresult *res,
+			       const char *error)
+{
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+		log_info("pep: %s (%s) refused: service-unavailable: blocked "
+			 "by the account", p->from, p->to);
+		iq_reply_error(&p, "cancel", "service-unavailable");
+		return;
+	}
+	q->then(p, q);
+}
+
+/* XEP-0191 section 3.5: an IQ from an entity the account blocks gets
+ * <service-unavailable/>, the answer for no account, whatever it asks.
+ * The account itself goes on at once; others after one query. */
+static void pep_gate(struct iq_pending *p, struct pep_req *q,
+		     void (*run)(struct iq_pending *, struct pep_req *))
+{
+	if (strcmp(q->requester, q->bare) == 0) {
+		run(p, q);
+		return;
+	}
+	const char *at = strchr(q->requester, '@');
+	const char *domain = at != NULL ? at + 1 : q->requester;
+	const char *res = strchr(p->from, '/');
+	size_t dl = strlen(domain), rl = res != NULL ? strlen(res) : 0;
+	char *domres = arena_alloc(&p->arena, dl + rl + 1);
+	if (domres == NULL) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	memcpy(domres, domain, dl);
+	memcpy(domres + dl, res != NULL ? res : "", rl + 1);
+	q->then = run;
+	const char *params[6] = { q->user, q->domain, p->from, q->requester,
+				  domain, domres };
+	pep_query(p, pep_blocked_sql, 6, params, pep_blocked_result);
+}
+
 /* ---- the IQ -------------------------------------------------------- */
 
 static struct pep_req *pep_req_new(struct iq_pending *p, const char *bare)
@@ -723,6 +777,8 @@ static struct pep_req *pep_req_new(struct iq_pending *p, const char *bare)
 	return q;
 }
 
+static void pep_iq_run(struct iq_pending *p, struct pep_req *q);
+
 static void pep_iq(struct worker *w, struct xml_node *st, const char *bare)
 {
 	const char *type = xml_attr(st, "type");
@@ -737,6 +793,13 @@ static void pep_iq(struct worker *w, struct xml_node *st, const char *bare)
 		iq_reply_error(&p, "wait", "resource-constraint");
 		return;
 	}
+	pep_gate(p, q, pep_iq_run);
+}
+
+static void pep_iq_run(struct iq_pending *p, struct pep_req *q)
+{
+	struct worker *w = p->w;
+	const char *type = p->type;
 	struct pubsub_service svc;
 	enum pubsub_error e;
 	const char *why;
@@ -940,6 +1003,8 @@ static void pep_items_list_result(void *ctx, const PGresult *res,
 	pep_reply(&p, &out);
 }
 
+static void pep_disco_run(struct iq_pending *p, struct pep_req *q);
+
 static void pep_disco(struct worker *w, struct xml_node *st, const char *bare)
 {
 	const char *type = xml_attr(st, "type");
@@ -960,6 +1025,11 @@ static void pep_disco(struct worker *w, struct xml_node *st, const char *bare)
 		iq_reply_error(&p, "wait", "resource-constraint");
 		return;
 	}
+	pep_gate(p, q, pep_disco_run);
+}
+
+static void pep_disco_run(struct iq_pending *p, struct pep_req *q)
+{
 	q->r.node = xml_attr(p->payload, "node");
 	if (xml_is(p->payload, NS_DISCO_ITEMS, "query")) {
 		if (q->r.node != NULL) {

@@ -777,6 +777,46 @@ def test_items_reply_bound():
             result(J, "g4", ja, items_of("huge", [("h", huge)]))
 
 
+def test_blocked_requester():
+    """XEP-0191 3.5: an entity the account blocks gets service-unavailable
+    for every PEP IQ (as if there were no account); others are served."""
+    with Server(workers=2, users=USERS) as s:
+        a, ja = login(s, "juliet")
+        b, jb = login(s, "romeo")
+        c, jc = login(s, "nurse", resource="bad")
+        d, jd = login(s, "nurse", resource="good")
+        subscribe_from(s, "juliet", R)
+        assert iq(a, publish("op", TUNE, "1", [("pubsub#access_model", "open")]), "p1",
+                  "set") == result(J, "p1", ja, published("op", "1"))
+        reads = [("<query xmlns='%s'/>" % INFO, "info"),
+                 ("<query xmlns='%s'/>" % ITEMS, "items"),
+                 ("<query xmlns='%s' node='op'/>" % INFO, "node"),
+                 (ps("<items node='op'/>"), "get"),
+                 (ps("<affiliations/>"), "affs"),
+                 (ps("<subscribe node='op' jid='%s'/>" % R), "sub")]
+        before = {}
+        for body, k in reads:
+            before[k] = iq(b, body, "b-" + k, "get" if k != "sub" else "set", to=J)
+        assert before["get"] == result(J, "b-get", jb, items_of("op", [("1", TUNE)]))
+        assert "type='result'" in before["info"] and "type='result'" in before["node"]
+        got = iq(a, "<block xmlns='urn:xmpp:blocking'><item jid='%s'/><item jid='%s'/>"
+                 "</block>" % (R, jc), "bl", "set")
+        assert "type='result'" in got, got
+        for body, k in reads:
+            assert iq(b, body, "a-" + k, "get" if k != "sub" else "set", to=J) == \
+                error(J, "a-" + k, jb, "cancel", "service-unavailable")
+        assert "pep: %s (%s) refused: service-unavailable: blocked by the account" % (jb, J) \
+            in s.log_text()
+        # a full-JID block is that resource only
+        assert iq(c, ps("<items node='op'/>"), "c1", "get", to=J) == \
+            error(J, "c1", jc, "cancel", "service-unavailable")
+        assert iq(d, ps("<items node='op'/>"), "c2", "get", to=J) == \
+            result(J, "c2", jd, items_of("op", [("1", TUNE)]))
+        # the owner is never blocked from their own service
+        assert iq(a, ps("<items node='op'/>"), "c3", "get") == \
+            result(J, "c3", ja, items_of("op", [("1", TUNE)]))
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([f for n, f in sorted(globals().items(), key=lambda kv: 0)
