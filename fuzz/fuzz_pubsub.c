@@ -2,13 +2,15 @@
  * fuzz_pubsub.c - XEP-0060 requests as a client sends them to a PEP
  * service: pubsub_parse() (worker/pubsub.c) with the forms of
  * pubsub_form.c, as worker/pep.c runs them.  Limits: max_items 256,
- * max_ids 8.  Properties:
+ * max_ids 8, max_id_length 64.  Properties:
  *  - no memory error or undefined behaviour (ASan, UBSan);
  *  - a request is accepted or gets a verdict of the error table, whose
  *    stanza error and pubsub#errors element are well-formed;
  *  - an accepted request is whole: a node where the operation needs
  *    one, exactly one payload element to publish, ids <= max_ids,
- *    max_items <= the server's, affiliations of bare JIDs;
+ *    max_items <= the server's, affiliations of distinct bare JIDs,
+ *    node names and item ids of at most max_id_length bytes, a payload
+ *    root in a namespace;
  *  - every configuration value accepted is normalized (booleans
  *    true/false, max_items 'max' or 1..max, list values among the
  *    options), and the node_config form rendered from it, submitted
@@ -28,7 +30,7 @@
 
 static const struct pubsub_service fuzz_svc = {
 	.jid = "juliet@localhost", .owner_only_publish = 1,
-	.lim = { 256, 262144 }, .max_ids = 8,
+	.lim = { 256, 262144 }, .max_ids = 8, .max_id_length = 64,
 };
 
 static void fuzz_check_values(const struct pubsub_config *c)
@@ -189,9 +191,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(r->nids <= fuzz_svc.max_ids, "%u ids", r->nids);
 			FUZZ_CHECK(r->max_items <= fuzz_svc.lim.max_items,
 				   "max_items %u", r->max_items);
-			for (unsigned i = 0; i < r->naffs; i++)
+			for (unsigned i = 0; i < r->naffs; i++) {
 				FUZZ_CHECK(strchr(r->affs[i].jid, '/') == NULL,
 					   "affiliation of a full JID");
+				for (unsigned k = 0; k < i; k++)
+					FUZZ_CHECK(strcmp(r->affs[i].jid,
+							  r->affs[k].jid) != 0,
+						   "JID twice in affiliations");
+			}
+			FUZZ_CHECK(r->node == NULL || strlen(r->node) <= 64,
+				   "node name of %zu bytes", strlen(r->node));
+			FUZZ_CHECK(r->item_id == NULL ||
+				   strlen(r->item_id) <= 64,
+				   "item id of %zu bytes", strlen(r->item_id));
+			if (r->op == PUBSUB_OP_PUBLISH)
+				FUZZ_CHECK(r->payload->ns != NULL &&
+					   r->payload->ns[0] != '\0',
+					   "payload root in no namespace");
 			if (r->cfg_given && !r->cancel) {
 				fuzz_check_values(&r->cfg);
 				fuzz_round_trip(&a, &r->cfg);

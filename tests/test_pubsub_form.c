@@ -270,3 +270,47 @@ Test(pubsub, other_verdicts)
 	cr_assert_str_eq(d->app, "<precondition-not-met xmlns='" NS_PUBSUB_ERRORS
 			 "'/>");
 }
+
+/* The review's cases (h-pepfix): a payload root in no namespace, a JID
+ * twice in an affiliations set, names past max_id_length. */
+Test(pubsub, review_verdicts)
+{
+	struct pubsub_service s = { .jid = "j@l", .owner_only_publish = 1,
+				    .lim = lim, .max_ids = 4,
+				    .max_id_length = 8 };
+	struct pubsub_req r;
+	enum pubsub_error e;
+	const char *why;
+	cr_assert_eq(pubsub_parse(&arena, parse(PS "<publish node='n'><item>"
+		     "<a xmlns=''/></item></publish></pubsub>"), 1, &s, "j@l",
+		     &r, &e, &why), -1);
+	cr_assert_eq(e, PUBSUB_E_INVALID_PAYLOAD);
+	cr_assert_str_eq(why, "the payload element has no namespace");
+	/* a descendant in no namespace is fine */
+	cr_assert_eq(pubsub_parse(&arena, parse(PS "<publish node='n'><item>"
+		     "<a xmlns='a'><b xmlns=''/></a></item></publish></pubsub>"),
+		     1, &s, "j@l", &r, &e, &why), 0);
+	cr_assert_eq(pubsub_parse(&arena, parse("<pubsub xmlns='"
+		     NS_PUBSUB_OWNER "'><affiliations node='n'><affiliation "
+		     "jid='x@l' affiliation='member'/><affiliation jid='X@L/r' "
+		     "affiliation='outcast'/></affiliations></pubsub>"), 1, &s,
+		     "j@l", &r, &e, &why), -1);
+	cr_assert_eq(e, PUBSUB_E_BAD_REQUEST);
+	cr_assert_str_eq(why, "the same JID twice in an affiliations set");
+	cr_assert_eq(pubsub_parse(&arena, parse(PS "<publish node='12345678'>"
+		     "<item id='12345678'><a xmlns='a'/></item></publish>"
+		     "</pubsub>"), 1, &s, "j@l", &r, &e, &why), 0);
+	cr_assert_eq(pubsub_parse(&arena, parse(PS "<publish node='123456789'>"
+		     "<item><a xmlns='a'/></item></publish></pubsub>"), 1, &s,
+		     "j@l", &r, &e, &why), -1);
+	cr_assert_eq(e, PUBSUB_E_NOT_ACCEPTABLE);
+	cr_assert_str_eq(why, "node name longer than pep.max_id_length");
+	cr_assert_eq(pubsub_parse(&arena, parse(PS "<items node='123456789'/>"
+		     "</pubsub>"), 0, &s, "x@l", &r, &e, &why), -1);
+	cr_assert_eq(e, PUBSUB_E_NOT_ACCEPTABLE);
+	cr_assert_eq(pubsub_parse(&arena, parse(PS "<retract node='n'><item "
+		     "id='123456789'/></retract></pubsub>"), 1, &s, "j@l", &r,
+		     &e, &why), -1);
+	cr_assert_eq(e, PUBSUB_E_NOT_ACCEPTABLE);
+	cr_assert_str_eq(why, "item id longer than pep.max_id_length");
+}
