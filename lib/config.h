@@ -188,6 +188,9 @@ struct config {
 	/* worker/caps_ext.c, shm/caps.c (issue 13) */
 	unsigned caps_table_size;       /* shared entries (restart) */
 	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
+	/* worker/pep_compat.c (issue 13) */
+	unsigned pep_bookmarks_compat;  /* XEP-0402 #compat (bool) */
+	unsigned pep_vcard_conversion;  /* XEP-0398 (bool) */
 };
 
 struct config_def {

@@ -124,8 +124,10 @@ const struct ext pep_ext = {
 	.name = "h", .disco_identities = h_ids,
 	.account_identities = h_acc_ids,
 };
-/* the stand-in of caps_ext (issue 13), last in the list: an iq_child
- * handler for urn:a/query with a child in urn:child, on get only */
+/* the stand-in of caps_ext (issue 13): no hooks */
+const struct ext caps_ext = { .name = "h" };
+/* the stand-in of pep_compat_ext (issue 13), last in the list: an
+ * iq_child handler for urn:a/query with a child in urn:child, get only */
 static void iq_child_get(struct worker *w, struct xml_node *st,
 			 const char *bare)
 {
@@ -135,7 +137,7 @@ static const struct ext_iq_child i_child[] = {
 	{ "urn:a", "query", "urn:child", EXT_IQ_GET, iq_child_get },
 	{ NULL, NULL, NULL, 0, NULL },
 };
-const struct ext caps_ext = { .name = "h", .iq_child = i_child };
+const struct ext pep_compat_ext = { .name = "i", .iq_child = i_child };
 
 static struct arena arena;
 

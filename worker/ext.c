@@ -19,6 +19,7 @@ extern const struct ext mam_ext;
 extern const struct ext carbons_ext, csi_ext;
 extern const struct ext pep_ext;
 extern const struct ext caps_ext;
+extern const struct ext pep_compat_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -34,6 +35,7 @@ const struct ext *const ext_all[] = {
 	&csi_ext,
 	&pep_ext,
 	&caps_ext,
+	&pep_compat_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
