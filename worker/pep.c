@@ -301,6 +301,7 @@ static void pep_publish_result(void *ctx, const PGresult *res,
 	iq_reply_result_keep(p, buf_head(&out));
 	buf_free(&out);
 	pep_event(p->w, &ev);
+	pep_compat_published(p->w, q->bare, q->r.node, q->payload);
 	iq_pending_free(&p);
 }
 

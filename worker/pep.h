@@ -40,4 +40,14 @@ int pep_stored_event(struct worker *w, struct arena *a, int retract,
 int pep_compat_pep(struct iq_pending *p, const char *bare, const char *node,
 		   int publish, const struct xml_node *payload);
 
+/* XEP-0398 (pep_compat.c): payload (serialized, PEP_NO_NS) was stored
+ * as an item of the account's node `node` by a client's publish; a
+ * urn:xmpp:avatar:metadata one is converted into the vCard PHOTO. */
+void pep_compat_published(struct worker *w, const char *bare,
+			  const char *node, const char *payload);
+/* XEP-0398 (pep_compat.c, called by vcard.c): the account set its vCard
+ * to vcard: its sessions' presence hash follows the PHOTO. */
+void pep_compat_vcard_set(struct worker *w, const char *bare,
+			  const struct xml_node *vcard);
+
 #endif

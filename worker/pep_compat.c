@@ -42,10 +42,19 @@
 #include "pubsub.h"
 #include "stanza.h"
 
+#include "base64.h"
+
+#include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NS_PRIVATE "jabber:iq:private"
+#define NS_AVATAR_META "urn:xmpp:avatar:metadata"
+#define NS_AVATAR_DATA "urn:xmpp:avatar:data"
+#define NS_VCARD "vcard-temp"
+#define NS_VCARD_UPDATE "vcard-temp:x:update"
+#define NS_VCARD_CONVERSION "urn:xmpp:pep-vcard-conversion:0"
 
 enum compat_mode { COMPAT_PRIVATE_GET = 1, COMPAT_PRIVATE_SET,
 		   COMPAT_PEP_GET, COMPAT_PEP_SET };
@@ -666,10 +675,386 @@ int pep_compat_pep(struct iq_pending *p, const char *bare, const char *node,
 	return 1;
 }
 
+/* ---- XEP-0398: XEP-0084 avatars into the vCard, and XEP-0153 presence */
+
+extern const struct ext pep_compat_ext;
+
+/* SHA-1 (lower-case hex) of the image in base64 text b64 (whitespace
+ * skipped, as XEP-0084 payloads and vCard BINVALs may wrap).  0, or -1
+ * when it is not base64 or memory ran out. */
+static int avatar_sha1(const char *b64, char hex[41])
+{
+	size_t n = strlen(b64), k = 0, bin_len = 0;
+	char *clean = malloc(n + 1);
+	unsigned char *bin = malloc(BASE64_DECODED_MAX(n) + 1);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned md_len = 0;
+	int ret = -1;
+	if (clean == NULL || bin == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		if (b64[i] != ' ' && b64[i] != '\t' && b64[i] != '\r' &&
+		    b64[i] != '\n')
+			clean[k++] = b64[i];
+	if (k == 0 || base64_decode(clean, k, bin, BASE64_DECODED_MAX(n) + 1,
+				    &bin_len) < 0 ||
+	    EVP_Digest(bin, bin_len, md, &md_len, EVP_sha1(), NULL) != 1 ||
+	    md_len != 20)
+		goto out;
+	for (unsigned i = 0; i < 20; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	ret = 0;
+out:
+	free(clean);
+	free(bin);
+	return ret;
+}
+
+/* The hash of vCard v's PHOTO into hex ("" when it has none or it is
+ * not readable). */
+static void avatar_of_vcard(struct arena *a, const struct xml_node *v,
+			    char hex[41])
+{
+	hex[0] = '\0';
+	const struct xml_node *photo = v != NULL ?
+		xml_child(v, NS_VCARD, "PHOTO") : NULL;
+	const struct xml_node *bin = photo != NULL ?
+		xml_child(photo, NS_VCARD, "BINVAL") : NULL;
+	const char *t = bin != NULL ? xml_text(a, bin) : NULL;
+	if (t != NULL && avatar_sha1(t, hex) < 0)
+		hex[0] = '\0';
+}
+
+static void avatar_set_conn(struct conn *c, const char *hex, size_t len)
+{
+	if (len >= sizeof(c->pep_avatar))
+		return;
+	memcpy(c->pep_avatar, hex, len);
+	c->pep_avatar[len] = '\0';
+	/* the presence filter runs only for an account with an avatar */
+	ext_filter(c, &pep_compat_ext, len > 0);
+}
+
+/* Every session of bare, on every worker, learns the new hash. */
+static void avatar_tell(struct worker *w, const char *bare, const char *hex)
+{
+	route_to_resources(w, bare, hex, strlen(hex), IPC_FRAME_PEP_AVATAR, 0,
+			   NULL);
+}
+
+/* IPC_FRAME_PEP_AVATAR (also for this worker's own sessions). */
+static int avatar_frame(struct conn *c, int type, const char *text,
+			size_t len)
+{
+	if (type != IPC_FRAME_PEP_AVATAR)
+		return 0;
+	if (len == 0 || len == 40)
+		avatar_set_conn(c, text, len);
+	return 1;
+}
+
+/* Section 4: the hash goes into every available presence (broadcast or
+ * directed) that does not carry <x xmlns='vcard-temp:x:update'> with a
+ * <photo/> (an empty one says "not ready / no avatar": left alone; a
+ * client's own hash is left alone too, which the XEP allows); an <x/>
+ * without <photo/> gets one. */
+static int avatar_stanza_in(struct conn *c, struct xml_node *st)
+{
+	if (strcmp(st->name, "presence") != 0 ||
+	    xml_attr(st, "type") != NULL || c->pep_avatar[0] == '\0' ||
+	    !c->w->cfg->pep_vcard_conversion)
+		return 0;
+	struct xml_node *x = xml_child(st, NS_VCARD_UPDATE, "x");
+	if (x != NULL && xml_child(x, NS_VCARD_UPDATE, "photo") != NULL)
+		return 0;
+	if (x == NULL)
+		x = xml_add_child(c->arena, st, NS_VCARD_UPDATE, "x");
+	struct xml_node *photo = x != NULL ?
+		xml_add_child(c->arena, x, NS_VCARD_UPDATE, "photo") : NULL;
+	if (photo == NULL ||
+	    xml_add_text(c->arena, photo, c->pep_avatar, 40) < 0)
+		log_warn("c%u: avatar hash not added to presence (no memory)",
+			 c->id);
+	return 0;
+}
+
+/* ---- the hash at bind ---------------------------------------------- */
+
+struct avatar_load {
+	struct worker *w;
+	uint32_t conn_id, gen;
+};
+
+static const char avatar_vcard_sql[] =
+	"SELECT vcard FROM vcards WHERE account_id = xmppd_account_id($1, $2)";
+
+static void avatar_loaded(void *ctx, const PGresult *res, const char *error)
+{
+	struct avatar_load *l = ctx;
+	struct conn *c = conn_lookup(l->w, l->conn_id, l->gen);
+	free(l);
+	if (res == NULL) {
+		log_warn("avatar hash not loaded: %s", error);
+		return;
+	}
+	if (c == NULL || PQntuples(res) < 1)
+		return;
+	struct arena a;
+	char hex[41];
+	const char *text = PQgetvalue(res, 0, 0), *err = NULL;
+	arena_init(&a, 4096);
+	avatar_of_vcard(&a, xml_parse(&a, text, strlen(text), &err), hex);
+	arena_free(&a);
+	avatar_set_conn(c, hex, strlen(hex));
+}
+
+static void avatar_load(struct conn *c)
+{
+	if (!c->w->cfg->pep_vcard_conversion)
+		return;
+	struct avatar_load *l = malloc(sizeof(*l));
+	const char *params[2] = { c->user, c->domain };
+	if (l == NULL)
+		return;
+	l->w = c->w;
+	l->conn_id = c->id;
+	l->gen = c->gen;
+	if (c->w->db == NULL ||
+	    db_query(c->w->db, avatar_vcard_sql, 2, params, NULL, NULL, 0,
+		     avatar_loaded, l) < 0)
+		free(l);
+}
+
+static void avatar_restore(struct conn *c, uint32_t word)
+{
+	(void)word;
+	c->pep_avatar[0] = '\0';
+	avatar_load(c);
+}
+
+/* ---- a metadata publish into the vCard (section 3.1) --------------- */
+
+struct avatar_conv {
+	struct worker *w;
+	char *bare, *user, *domain;
+	char id[41];                    /* "" : no avatar (empty metadata) */
+	char *type;                     /* the info's MIME type, or NULL */
+};
+
+static void avatar_conv_free(struct avatar_conv *v)
+{
+	if (v != NULL) {
+		free(v->bare);
+		free(v->user);
+		free(v->type);
+		free(v);
+	}
+}
+
+/* The data item of the id (NULL when none) and the vCard (NULL: none). */
+static const char avatar_conv_sql[] =
+	"SELECT (SELECT i.payload FROM pubsub_items i JOIN pubsub_nodes n ON "
+	"n.id = i.node_id WHERE n.service = $1 || '@' || $2 AND "
+	"n.node = '" NS_AVATAR_DATA "' AND i.item_id = $3), "
+	"(SELECT vcard FROM vcards WHERE account_id = "
+	"xmppd_account_id($1, $2))";
+
+static const char avatar_vcard_set_sql[] =
+	"INSERT INTO vcards (account_id, vcard) "
+	"SELECT a.id, $3 FROM (SELECT xmppd_account_id($1, $2) AS id) a "
+	"WHERE a.id IS NOT NULL "
+	"ON CONFLICT (account_id) DO UPDATE "
+	"SET vcard = EXCLUDED.vcard, updated_at = now()";
+
+static void avatar_written(void *ctx, const PGresult *res, const char *error)
+{
+	struct avatar_conv *v = ctx;
+	if (res == NULL)
+		log_warn("avatar of %s not written into the vCard: %s",
+			 v->bare, error);
+	else {
+		log_info("avatar of %s: vCard PHOTO %s", v->bare,
+			 v->id[0] ? v->id : "removed");
+		avatar_tell(v->w, v->bare, v->id);
+	}
+	avatar_conv_free(v);
+}
+
+/* The vCard text with its PHOTO replaced (data NULL: removed); NULL when
+ * it cannot be built. */
+static int avatar_new_vcard(struct arena *a, const char *old,
+			    const char *type, const char *data,
+			    struct buf *out)
+{
+	const char *err = NULL;
+	struct xml_node *v = old != NULL ?
+		xml_parse(a, old, strlen(old), &err) : NULL;
+	if (v == NULL || !xml_is(v, NS_VCARD, "vCard"))
+		v = xml_new(a, NS_VCARD, "vCard");
+	if (v == NULL)
+		return -1;
+	for (struct xml_node *prev = NULL, *n = v->children, *next; n != NULL;
+	     n = next) {
+		next = n->next;
+		if (xml_is(n, NS_VCARD, "PHOTO"))
+			xml_unlink_child(v, prev, n);
+		else
+			prev = n;
+	}
+	if (data != NULL) {
+		struct xml_node *photo = xml_add_child(a, v, NS_VCARD, "PHOTO");
+		struct xml_node *t = type != NULL && photo != NULL ?
+			xml_add_child(a, photo, NS_VCARD, "TYPE") : NULL;
+		struct xml_node *b = photo != NULL ?
+			xml_add_child(a, photo, NS_VCARD, "BINVAL") : NULL;
+		if (b == NULL || (type != NULL && (t == NULL ||
+		    xml_add_text(a, t, type, strlen(type)) < 0)) ||
+		    xml_add_text(a, b, data, strlen(data)) < 0)
+			return -1;
+	}
+	return xml_serialize(out, v, NS_CLIENT) < 0 ||
+	       buf_append(out, "", 1) < 0 ? -1 : 0;
+}
+
+static void avatar_conv_result(void *ctx, const PGresult *res,
+			       const char *error)
+{
+	struct avatar_conv *v = ctx;
+	struct worker *w = v->w;
+	if (res == NULL || PQntuples(res) != 1) {
+		log_warn("avatar of %s not converted: %s", v->bare,
+			 error ? error : "no row");
+		avatar_conv_free(v);
+		return;
+	}
+	struct arena a;
+	struct buf out;
+	const char *data = NULL, *err = NULL;
+	arena_init(&a, 4096);
+	buf_init(&out, 0);
+	if (v->id[0] != '\0') {
+		const char *text = PQgetisnull(res, 0, 0) ? NULL :
+				   PQgetvalue(res, 0, 0);
+		struct xml_node *d = text != NULL ?
+			xml_parse_in(&a, text, strlen(text), PEP_NO_NS, &err) :
+			NULL;
+		char hex[41];
+		data = d != NULL && xml_is(d, NS_AVATAR_DATA, "data") ?
+		       xml_text(&a, d) : NULL;
+		if (data == NULL) {
+			log_info("avatar of %s not converted: no %s item %s",
+				 v->bare, NS_AVATAR_DATA, v->id);
+			goto done;
+		}
+		if (avatar_sha1(data, hex) < 0 || strcmp(hex, v->id) != 0) {
+			log_info("avatar of %s not converted: the data of item "
+				 "%s is not base64 of an image with that SHA-1",
+				 v->bare, v->id);
+			goto done;
+		}
+	}
+	if (avatar_new_vcard(&a, PQgetisnull(res, 0, 1) ? NULL :
+			     PQgetvalue(res, 0, 1), v->type, data, &out) < 0) {
+		log_warn("avatar of %s not converted: no memory", v->bare);
+		goto done;
+	}
+	if (buf_used(&out) - 1 > w->cfg->vcard_max_size +
+				 w->cfg->pep_max_item_size) {
+		log_info("avatar of %s not converted: the vCard would be %zu "
+			 "bytes", v->bare, buf_used(&out) - 1);
+		goto done;
+	}
+	const char *params[3] = { v->user, v->domain, buf_head(&out) };
+	if (w->db != NULL &&
+	    db_query(w->db, avatar_vcard_set_sql, 3, params, NULL, NULL, 0,
+		     avatar_written, v) == 0)
+		v = NULL;
+done:
+	buf_free(&out);
+	arena_free(&a);
+	avatar_conv_free(v);
+}
+
+void pep_compat_published(struct worker *w, const char *bare,
+			  const char *node, const char *payload)
+{
+	if (!w->cfg->pep_vcard_conversion || node == NULL ||
+	    strcmp(node, NS_AVATAR_META) != 0 || payload == NULL)
+		return;
+	struct arena a;
+	const char *err = NULL;
+	arena_init(&a, 1024);
+	struct xml_node *m = xml_parse_in(&a, payload, strlen(payload),
+					  PEP_NO_NS, &err);
+	struct avatar_conv *v = calloc(1, sizeof(*v));
+	const struct xml_node *info = NULL;
+	int any = 0;
+	if (m == NULL || !xml_is(m, NS_AVATAR_META, "metadata") || v == NULL)
+		goto out;
+	/* the info without url (section 3.1; XEP-0084 section 4.2.1) */
+	for (const struct xml_node *i = xml_first_element(m); i != NULL;
+	     i = xml_next_element(i)) {
+		if (!xml_is(i, NS_AVATAR_META, "info"))
+			continue;
+		any = 1;
+		if (xml_attr(i, "url") == NULL && info == NULL)
+			info = i;
+	}
+	if (any && info == NULL)
+		goto out;       /* only hosted elsewhere: nothing to copy */
+	const char *id = info != NULL ? xml_attr(info, "id") : "";
+	size_t idlen = id != NULL ? strlen(id) : 0;
+	if (id == NULL || (info != NULL && idlen != 40) ||
+	    strspn(id, "0123456789abcdefABCDEF") != idlen) {
+		log_info("avatar of %s not converted: info id is not a SHA-1",
+			 bare);
+		goto out;
+	}
+	for (size_t k = 0; k < idlen; k++)
+		v->id[k] = (char)(id[k] >= 'A' && id[k] <= 'F' ?
+				  id[k] - 'A' + 'a' : id[k]);
+	const char *type = info != NULL ? xml_attr(info, "type") : NULL;
+	const char *at = strchr(bare, '@');
+	v->w = w;
+	v->bare = strdup(bare);
+	v->user = strdup(bare);         /* "user\0domain" in one block */
+	v->type = type != NULL ? strdup(type) : NULL;
+	if (at == NULL || v->bare == NULL || v->user == NULL ||
+	    (type != NULL && v->type == NULL))
+		goto out;
+	v->user[at - bare] = '\0';
+	v->domain = v->user + (at - bare) + 1;
+	const char *params[3] = { v->user, v->domain, v->id };
+	if (w->db != NULL &&
+	    db_query(w->db, avatar_conv_sql, 3, params, NULL, NULL, 0,
+		     avatar_conv_result, v) == 0)
+		v = NULL;
+	else
+		log_warn("avatar of %s not converted: database unavailable",
+			 bare);
+out:
+	avatar_conv_free(v);
+	arena_free(&a);
+}
+
+void pep_compat_vcard_set(struct worker *w, const char *bare,
+			  const struct xml_node *vcard)
+{
+	if (!w->cfg->pep_vcard_conversion)
+		return;
+	struct arena a;
+	char hex[41];
+	arena_init(&a, 1024);
+	avatar_of_vcard(&a, vcard, hex);
+	arena_free(&a);
+	avatar_tell(w, bare, hex);
+}
+
 /* ---- the extension (ext.h) ------------------------------------------- */
 
 static const char *const compat_account_features[] = {
-	NS_BOOKMARKS2 "#compat", NS_BOOKMARKS2 "#compat-pep", NULL,
+	NS_BOOKMARKS2 "#compat", NS_BOOKMARKS2 "#compat-pep",
+	NS_VCARD_CONVERSION, NULL,
 };
 static const struct ext_iq_child compat_iq_child[] = {
 	{ NS_PRIVATE, "query", NS_BOOKMARKS_LEGACY, EXT_IQ_GET | EXT_IQ_SET,
@@ -685,4 +1070,8 @@ const struct ext pep_compat_ext = {
 	.account_features = compat_account_features,
 	.iq_child = compat_iq_child,
 	.config_keys = compat_config,
+	.session_bound = avatar_load,
+	.session_restore = avatar_restore,
+	.frame = avatar_frame,
+	.stanza_in = avatar_stanza_in,
 };

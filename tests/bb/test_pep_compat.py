@@ -7,14 +7,18 @@ the node's XEP-0402 options; the errors; leftover private bookmarks
 migrated at first access; pep.bookmarks_compat = no.  Needs
 XMPPD_TEST_PGCONN.
 """
+import base64
+import hashlib
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, run_tests  # noqa: E402
+from harness import Client, Server, run_tests, wait_for  # noqa: E402
 from imlib import connect_on  # noqa: E402
 from test_pep_store import (OWNER, PASSWORDS, USERS, J, R, config_form, error,  # noqa: E402
-                            items_of, iq, login, ps, publish, published, result)
+                            items_of, iq, login, ps, publish, published, result,
+                            subscribe_from)
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 ERRORS = "http://jabber.org/protocol/pubsub#errors"
@@ -223,6 +227,180 @@ def test_compat_off():
         assert got == result(J, "o4", ja, published(LEGACY, "i1")), got
         got = iq(a, ps("<items node='%s'/>" % LEGACY), "o5", "get")
         assert got == result(J, "o5", ja, items_of(LEGACY, [("i1", "<x xmlns='urn:x'/>")])), got
+
+
+# ---- XEP-0084 avatars, XEP-0398 conversion, XEP-0153 presence ---------------
+
+DATA = "urn:xmpp:avatar:data"
+META = "urn:xmpp:avatar:metadata"
+UPDATE = "vcard-temp:x:update"
+IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 192     # 48K: XEP-0084 sizes
+B64 = base64.b64encode(IMAGE).decode()
+SHA = hashlib.sha1(IMAGE).hexdigest()
+
+
+def metadata(*infos):
+    if not infos:
+        return "<metadata xmlns='%s'/>" % META
+    return "<metadata xmlns='%s'>%s</metadata>" % (META, "".join(infos))
+
+
+def info(sha, url=None):
+    u = " url='%s'" % url if url else ""
+    return ("<info bytes='%d' id='%s' height='64' type='image/png' width='64'%s/>"
+            % (len(IMAGE), sha, u))
+
+
+def presence_of(c, frm, marker):
+    """The next presence from frm that carries marker (a <status/>)."""
+    return c.read_until("<presence [^>]*from='%s'[^>]*>(?:(?!</presence>).)*%s.*?</presence>"
+                        % (re.escape(frm), re.escape(marker)))
+
+
+def with_photo(sha):
+    return "<x xmlns='%s'><photo>%s</photo></x>" % (UPDATE, sha)
+
+
+def test_avatar_conversion():
+    with Server(workers=2, users=USERS) as s:
+        a, ja = login_on(s, "juliet", 0, "phone")
+        b, jb = login_on(s, "juliet", 1, "laptop")
+        r, jr = login(s, "romeo")
+        # a available first (its own presence comes back), then b
+        a.send("<presence/>")
+        a.read_until("<presence [^>]*from='%s'/>" % re.escape(ja))
+        b.send("<presence/>")
+        a.read_until("<presence [^>]*from='%s'/>" % re.escape(jb))
+        # XEP-0084: data first, then metadata (an info with a url first:
+        # the one without url is converted)
+        got = iq(a, publish(DATA, "<data xmlns='%s'>%s</data>" % (DATA, B64), SHA), "v1", "set")
+        assert got == result(J, "v1", ja, published(DATA, SHA)), got
+        other = "0" * 40
+        got = iq(a, publish(META, metadata(info(other, "https://x.example/a.png"),
+                                           info(SHA)), SHA), "v2", "set")
+        assert got == result(J, "v2", ja, published(META, SHA)), got
+        wait_for(lambda: "avatar of %s: vCard PHOTO %s" % (J, SHA) in s.log_text(),
+                 what="the conversion")
+        # XEP-0153 clients see it: the vCard PHOTO, readable by anyone
+        got = iq(r, "<vCard xmlns='vcard-temp'/>", "v3", "get", to=J)
+        assert got == result(J, "v3", jr, "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png"
+                                          "</TYPE><BINVAL>%s</BINVAL></PHOTO></vCard>" % B64), got
+        # and the hash in presence: own broadcast (session on this worker) ...
+        a.send("<presence><status>s1</status></presence>")
+        got = presence_of(b, ja, "s1")
+        assert got == "<presence to='%s' from='%s'><status>s1</status>%s</presence>" % (
+            J, ja, with_photo(SHA)), got
+        # ... the other worker's session learns it by a frame (bounded wait)
+        for k in range(50):
+            b.send("<presence><status>t%d</status></presence>" % k)
+            got = presence_of(a, jb, "t%d<" % k)
+            if "<photo>" in got:
+                break
+        assert got == "<presence to='%s' from='%s'><status>t%d</status>%s</presence>" % (
+            J, jb, k, with_photo(SHA)), got
+        # an empty <photo/> is left alone; an empty <x/> gets the hash
+        a.send("<presence><status>s2</status><x xmlns='%s'><photo/></x></presence>" % UPDATE)
+        got = presence_of(b, ja, "s2")
+        assert got == ("<presence to='%s' from='%s'><status>s2</status><x xmlns='%s'><photo/>"
+                       "</x></presence>" % (J, ja, UPDATE)), got
+        a.send("<presence><status>s3</status><x xmlns='%s'/></presence>" % UPDATE)
+        got = presence_of(b, ja, "s3")
+        assert got == "<presence to='%s' from='%s'><status>s3</status>%s</presence>" % (
+            J, ja, with_photo(SHA)), got
+        # directed presence (a MUC join) too
+        a.send("<presence to='%s'><status>d1</status></presence>" % jr)
+        got = presence_of(r, ja, "d1")
+        assert got == "<presence to='%s' from='%s'><status>d1</status>%s</presence>" % (
+            jr, ja, with_photo(SHA)), got
+        # a new session knows the hash from its bind
+        c, jc = login_on(s, "juliet", 1, "tablet")
+        iq(c, "<query xmlns='jabber:iq:roster'/>", "v4", "get")
+        c.send("<presence><status>c1</status></presence>")
+        got = presence_of(a, jc, "c1")
+        assert got == "<presence to='%s' from='%s'><status>c1</status>%s</presence>" % (
+            J, jc, with_photo(SHA)), got
+        # data whose SHA-1 is not the id: not converted, vCard unchanged
+        bad = "1" * 40
+        iq(a, publish(DATA, "<data xmlns='%s'>%s</data>" % (DATA, B64), bad), "v5", "set")
+        iq(a, publish(META, metadata(info(bad)), bad), "v6", "set")
+        wait_for(lambda: "avatar of %s not converted: the data of item %s is not base64 of "
+                         "an image with that SHA-1" % (J, bad) in s.log_text(),
+                 what="the refusal")
+        got = iq(r, "<vCard xmlns='vcard-temp'/>", "v7", "get", to=J)
+        assert "<BINVAL>%s</BINVAL>" % B64 in got, got[:300]
+        # an empty <metadata/> (no avatar) removes the PHOTO and the hash
+        iq(a, publish(META, metadata(), "none"), "v8", "set")
+        wait_for(lambda: "avatar of %s: vCard PHOTO removed" % J in s.log_text(),
+                 what="the removal")
+        got = iq(r, "<vCard xmlns='vcard-temp'/>", "v9", "get", to=J)
+        assert got == result(J, "v9", jr, "<vCard xmlns='vcard-temp'/>"), got
+        a.send("<presence><status>s4</status></presence>")
+        got = presence_of(b, ja, "s4")
+        assert got == "<presence to='%s' from='%s'><status>s4</status></presence>" % (J, ja), got
+
+
+# a XEP-0153 client's vCard (under im.vcard_max_size)
+SMALL = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+SMALL_SHA = hashlib.sha1(SMALL).hexdigest()
+VCARD_PHOTO = ("<vCard xmlns='vcard-temp'><FN>Juliet</FN><PHOTO><TYPE>image/png</TYPE>"
+               "<BINVAL>%s</BINVAL></PHOTO></vCard>" % base64.b64encode(SMALL).decode())
+
+
+def test_vcard_photo_hash_in_presence():
+    """A XEP-0153 client setting its vCard PHOTO: the hash follows in
+    the account's presence (the server computes it)."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "phone")
+        b, jb = login(s, "juliet", "laptop")
+        b.send("<presence/>")
+        b.read_until("<presence [^>]*from='%s'/>" % re.escape(jb))
+        assert iq(a, VCARD_PHOTO, "w1", "set") == result(J, "w1", ja)
+        a.send("<presence><status>p1</status></presence>")
+        got = presence_of(b, ja, "p1")
+        assert got == "<presence to='%s' from='%s'><status>p1</status>%s</presence>" % (
+            J, ja, with_photo(SMALL_SHA)), got
+
+
+def test_vcard_conversion_off():
+    with Server(workers=1, users=USERS, overrides={"pep.vcard_conversion": "no"}) as s:
+        a, ja = login(s, "juliet", "phone")
+        b, jb = login(s, "juliet", "laptop")
+        b.send("<presence/>")
+        b.read_until("<presence [^>]*from='%s'/>" % re.escape(jb))
+        assert iq(a, VCARD_PHOTO, "f1", "set") == result(J, "f1", ja)
+        a.send("<presence><status>p1</status></presence>")
+        got = presence_of(b, ja, "p1")
+        assert got == "<presence to='%s' from='%s'><status>p1</status></presence>" % (J, ja), got
+        # the metadata publish is stored, and the vCard is the client's
+        iq(a, publish(DATA, "<data xmlns='%s'>%s</data>" % (DATA, B64), SHA), "f2", "set")
+        iq(a, publish(META, metadata(info(SHA)), SHA), "f3", "set")
+        got = iq(a, ps("<items node='%s'/>" % META), "f4", "get")
+        assert got == result(J, "f4", ja, items_of(META, [(SHA, metadata(info(SHA)))])), got
+        got = iq(a, "<vCard xmlns='vcard-temp'/>", "f5", "get")
+        assert got == result(J, "f5", ja, VCARD_PHOTO), got
+        assert "avatar of" not in s.log_text()
+
+
+def test_nick():
+    """XEP-0172: a nick is a PEP item like any other; a contact with a
+    presence subscription reads it, a stranger does not."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet")
+        b, jb = login(s, "romeo")
+        c, jc = login(s, "nurse")
+        subscribe_from(s, "juliet", R)
+        nick = "<nick xmlns='http://jabber.org/protocol/nick'>Jules &amp; co</nick>"
+        node = "http://jabber.org/protocol/nick"
+        got = iq(a, publish(node, nick), "k1", "set")
+        m = re.match(re.escape("<iq from='%s' id='k1' to='%s' type='result'><pubsub xmlns="
+                               "'http://jabber.org/protocol/pubsub'><publish node='%s'><item id='"
+                               % (J, ja, node)) + "([^']+)'/></publish></pubsub></iq>$", got)
+        assert m, got
+        got = iq(b, ps("<items node='%s'/>" % node), "k2", "get", to=J)
+        assert got == result(J, "k2", jb, items_of(node, [(m.group(1), nick)])), got
+        got = iq(c, ps("<items node='%s'/>" % node), "k3", "get", to=J)
+        assert got == error(J, "k3", jc, "auth", "not-authorized",
+                            "presence-subscription-required"), got
 
 
 if __name__ == "__main__":
