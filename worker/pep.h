@@ -19,9 +19,6 @@ struct xml_node;
  * element declares its namespace, so the text embeds anywhere. */
 #define PEP_NO_NS "urn:xmppd:no-namespace"
 
-#define NS_BOOKMARKS2 "urn:xmpp:bookmarks:1"
-#define NS_BOOKMARKS_LEGACY "storage:bookmarks"
-
 /* A publish (retract 0) or retract (1) stored on owner's service by
  * publisher (a full JID) outside a pubsub IQ: told as pep.c tells a
  * client's (pep_event).  trimmed, config, groups: the text[] columns of

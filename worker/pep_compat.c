@@ -39,184 +39,30 @@
 #include "jid.h"
 #include "log.h"
 #include "pep.h"
+#include "pep_compat_form.h"
 #include "pubsub.h"
 #include "stanza.h"
 
-#include "base64.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NS_PRIVATE "jabber:iq:private"
-#define NS_AVATAR_META "urn:xmpp:avatar:metadata"
-#define NS_AVATAR_DATA "urn:xmpp:avatar:data"
-#define NS_VCARD "vcard-temp"
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
 #define NS_VCARD_CONVERSION "urn:xmpp:pep-vcard-conversion:0"
 
 enum compat_mode { COMPAT_PRIVATE_GET = 1, COMPAT_PRIVATE_SET,
 		   COMPAT_PEP_GET, COMPAT_PEP_SET };
 
-/* One bookmark, as both forms carry it. */
-struct compat_bm {
-	const char *jid;                /* the room; the item id */
-	const char *name;               /* NULL: none */
-	int autojoin;
-	const char *nick, *password;    /* NULL: none */
-	const struct xml_node *extensions; /* XEP-0402 only */
-};
-
 /* The request in flight (in the iq_pending's arena). */
 struct compat_req {
 	enum compat_mode mode;
 	const char *bare, *user, *domain;
-	struct compat_bm *want;         /* the new set (sync) */
+	struct pep_compat_bm *want;         /* the new set (sync) */
 	unsigned nwant;
 	int migrating;                  /* a get that syncs the legacy row */
 };
-
-/* ---- the two forms ------------------------------------------------- */
-
-static int compat_true(const char *v)
-{
-	return v != NULL && (strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
-}
-
-static const char *compat_child_text(struct arena *a,
-				     const struct xml_node *n,
-				     const char *ns, const char *name)
-{
-	const struct xml_node *c = xml_child(n, ns, name);
-	return c != NULL ? xml_text(a, c) : NULL;
-}
-
-/* A <conference/> of either namespace into b (jid given separately for
- * XEP-0402, where it is the item id). */
-static void compat_bm_of(struct arena *a, const struct xml_node *conf,
-			 const char *ns, struct compat_bm *b)
-{
-	b->name = xml_attr(conf, "name");
-	b->autojoin = compat_true(xml_attr(conf, "autojoin"));
-	b->nick = compat_child_text(a, conf, ns, "nick");
-	b->password = compat_child_text(a, conf, ns, "password");
-	b->extensions = strcmp(ns, NS_BOOKMARKS2) == 0 ?
-			xml_child(conf, ns, "extensions") : NULL;
-}
-
-static int compat_str_eq(const char *x, const char *y)
-{
-	return strcmp(x != NULL ? x : "", y != NULL ? y : "") == 0;
-}
-
-/* Same bookmark, as far as the legacy form can tell. */
-static int compat_bm_eq(const struct compat_bm *x, const struct compat_bm *y)
-{
-	return compat_str_eq(x->name, y->name) && x->autojoin == y->autojoin &&
-	       compat_str_eq(x->nick, y->nick) &&
-	       compat_str_eq(x->password, y->password);
-}
-
-static void compat_attr(struct buf *out, const char *name, const char *v)
-{
-	buf_appendf(out, " %s='", name);
-	xml_escape(out, v, strlen(v), 1);
-	buf_append(out, "'", 1);
-}
-
-static void compat_elem(struct buf *out, const char *name, const char *v)
-{
-	if (v == NULL)
-		return;
-	buf_appendf(out, "<%s>", name);
-	xml_escape(out, v, strlen(v), 0);
-	buf_appendf(out, "</%s>", name);
-}
-
-/* The XEP-0402 payload of b (as pep.c stores payloads: PEP_NO_NS). */
-static int compat_render_0402(struct buf *out, const struct compat_bm *b)
-{
-	buf_appendf(out, "<conference xmlns='" NS_BOOKMARKS2 "'");
-	if (b->name != NULL)
-		compat_attr(out, "name", b->name);
-	if (b->autojoin)
-		buf_appendf(out, " autojoin='true'");
-	buf_appendf(out, ">");
-	compat_elem(out, "nick", b->nick);
-	compat_elem(out, "password", b->password);
-	if (b->extensions != NULL &&
-	    xml_serialize(out, b->extensions, NS_BOOKMARKS2) < 0)
-		return -1;
-	buf_appendf(out, "</conference>");
-	return buf_append(out, "", 1);
-}
-
-/* <conference/> of XEP-0048 (inside <storage xmlns='storage:bookmarks'>). */
-static void compat_render_0048(struct buf *out, const struct compat_bm *b)
-{
-	buf_appendf(out, "<conference");
-	compat_attr(out, "jid", b->jid);
-	buf_appendf(out, " autojoin='%s'", b->autojoin ? "true" : "false");
-	if (b->name != NULL)
-		compat_attr(out, "name", b->name);
-	if (b->nick == NULL && b->password == NULL) {
-		buf_appendf(out, "/>");
-		return;
-	}
-	buf_appendf(out, ">");
-	compat_elem(out, "nick", b->nick);
-	compat_elem(out, "password", b->password);
-	buf_appendf(out, "</conference>");
-}
-
-/* The legacy <storage/> into r->want: 0, or -1 with *why.  A room named
- * twice keeps the later one. */
-static int compat_parse_storage(struct arena *a, const struct config *cfg,
-				const struct xml_node *storage,
-				struct compat_req *r, const char **why)
-{
-	unsigned n = 0;
-	for (const struct xml_node *e = xml_first_element(storage); e;
-	     e = xml_next_element(e))
-		n += xml_is(e, NS_BOOKMARKS_LEGACY, "conference");
-	if (n > cfg->pep_max_items) {
-		*why = "more bookmarks than pep.max_items";
-		return -1;
-	}
-	r->want = arena_zalloc(a, (n ? n : 1) * sizeof(*r->want));
-	if (r->want == NULL) {
-		*why = "out of memory";
-		return -1;
-	}
-	r->nwant = 0;
-	for (const struct xml_node *e = xml_first_element(storage); e;
-	     e = xml_next_element(e)) {
-		if (!xml_is(e, NS_BOOKMARKS_LEGACY, "conference"))
-			continue;       /* <url/>: no XEP-0402 form */
-		const char *s = xml_attr(e, "jid"), *err = NULL;
-		struct jid j;
-		if (s == NULL || jid_parse(a, s, &j, &err) < 0 ||
-		    j.resource != NULL || j.local == NULL) {
-			*why = "a conference without a room JID";
-			return -1;
-		}
-		struct compat_bm b = { 0 };
-		b.jid = jid_bare(a, &j);
-		if (b.jid == NULL) {
-			*why = "out of memory";
-			return -1;
-		}
-		compat_bm_of(a, e, NS_BOOKMARKS_LEGACY, &b);
-		unsigned k = 0;
-		while (k < r->nwant && strcmp(r->want[k].jid, b.jid) != 0)
-			k++;
-		r->want[k] = b;
-		if (k == r->nwant)
-			r->nwant++;
-	}
-	return 0;
-}
 
 /* ---- replies ------------------------------------------------------- */
 
@@ -277,12 +123,12 @@ static void compat_reply_storage(struct iq_pending **p, const PGresult *res)
 		if (conf == NULL || !xml_is(conf, NS_BOOKMARKS2,
 					    "conference"))
 			continue;       /* not a bookmark: not shown */
-		struct compat_bm b = { 0 };
+		struct pep_compat_bm b = { 0 };
 		b.jid = PQgetvalue(res, i, 0);
-		compat_bm_of(&(*p)->arena, conf, NS_BOOKMARKS2, &b);
+		pep_compat_form_bm_of(&(*p)->arena, conf, NS_BOOKMARKS2, &b);
 		buf_appendf(&out, any ? "" : ">");
 		any = 1;
-		compat_render_0048(&out, &b);
+		pep_compat_form_render_0048(&out, &b);
 	}
 	buf_appendf(&out, any ? "</storage>" : "/>");
 	if (r->mode == COMPAT_PRIVATE_GET)
@@ -478,10 +324,10 @@ static void compat_configure_result(void *ctx, const PGresult *res,
 						     &err);
 		if (conf == NULL || !xml_is(conf, NS_BOOKMARKS2, "conference"))
 			continue;       /* rewritten below */
-		struct compat_bm old = { 0 };
-		compat_bm_of(&p->arena, conf, NS_BOOKMARKS2, &old);
+		struct pep_compat_bm old = { 0 };
+		pep_compat_form_bm_of(&p->arena, conf, NS_BOOKMARKS2, &old);
 		r->want[k].extensions = old.extensions;    /* kept */
-		if (compat_bm_eq(&old, &r->want[k]))
+		if (pep_compat_form_bm_eq(&old, &r->want[k]))
 			kept[k] = 1;    /* unchanged: no publish, no event */
 	}
 	for (unsigned k = 0; k < r->nwant; k++) {
@@ -489,7 +335,7 @@ static void compat_configure_result(void *ctx, const PGresult *res,
 			continue;
 		struct buf b;
 		buf_init(&b, 0);
-		if (compat_render_0402(&b, &r->want[k]) < 0) {
+		if (pep_compat_form_render_0402(&b, &r->want[k]) < 0) {
 			buf_free(&b);
 			iq_reply_error(&p, "wait", "resource-constraint");
 			return;
@@ -555,8 +401,9 @@ static void compat_read_result(void *ctx, const PGresult *res,
 						   strlen(text), NS_PRIVATE,
 						   &err);
 		if (st != NULL && xml_is(st, NS_BOOKMARKS_LEGACY, "storage") &&
-		    compat_parse_storage(&p->arena, p->w->cfg, st, r,
-					 &why) == 0) {
+		    pep_compat_form_storage(&p->arena, st,
+					    p->w->cfg->pep_max_items,
+					    &r->want, &r->nwant, &why) == 0) {
 			r->migrating = 1;
 			compat_sync(p);
 			return;
@@ -608,7 +455,8 @@ static void compat_start(struct iq_pending *p, const char *bare,
 		compat_read(p);
 		return;
 	}
-	if (compat_parse_storage(&p->arena, p->w->cfg, st, r, &why) < 0) {
+	if (pep_compat_form_storage(&p->arena, st, p->w->cfg->pep_max_items,
+				    &r->want, &r->nwant, &why) < 0) {
 		compat_refuse(&p, why);
 		return;
 	}
@@ -678,52 +526,6 @@ int pep_compat_pep(struct iq_pending *p, const char *bare, const char *node,
 /* ---- XEP-0398: XEP-0084 avatars into the vCard, and XEP-0153 presence */
 
 extern const struct ext pep_compat_ext;
-
-/* SHA-1 (lower-case hex) of the image in base64 text b64 (whitespace
- * skipped, as XEP-0084 payloads and vCard BINVALs may wrap).  0, or -1
- * when it is not base64 or memory ran out. */
-static int avatar_sha1(const char *b64, char hex[41])
-{
-	size_t n = strlen(b64), k = 0, bin_len = 0;
-	char *clean = malloc(n + 1);
-	unsigned char *bin = malloc(BASE64_DECODED_MAX(n) + 1);
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned md_len = 0;
-	int ret = -1;
-	if (clean == NULL || bin == NULL)
-		goto out;
-	for (size_t i = 0; i < n; i++)
-		if (b64[i] != ' ' && b64[i] != '\t' && b64[i] != '\r' &&
-		    b64[i] != '\n')
-			clean[k++] = b64[i];
-	if (k == 0 || base64_decode(clean, k, bin, BASE64_DECODED_MAX(n) + 1,
-				    &bin_len) < 0 ||
-	    EVP_Digest(bin, bin_len, md, &md_len, EVP_sha1(), NULL) != 1 ||
-	    md_len != 20)
-		goto out;
-	for (unsigned i = 0; i < 20; i++)
-		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	ret = 0;
-out:
-	free(clean);
-	free(bin);
-	return ret;
-}
-
-/* The hash of vCard v's PHOTO into hex ("" when it has none or it is
- * not readable). */
-static void avatar_of_vcard(struct arena *a, const struct xml_node *v,
-			    char hex[41])
-{
-	hex[0] = '\0';
-	const struct xml_node *photo = v != NULL ?
-		xml_child(v, NS_VCARD, "PHOTO") : NULL;
-	const struct xml_node *bin = photo != NULL ?
-		xml_child(photo, NS_VCARD, "BINVAL") : NULL;
-	const char *t = bin != NULL ? xml_text(a, bin) : NULL;
-	if (t != NULL && avatar_sha1(t, hex) < 0)
-		hex[0] = '\0';
-}
 
 static void avatar_set_conn(struct conn *c, const char *hex, size_t len)
 {
@@ -803,7 +605,7 @@ static void avatar_loaded(void *ctx, const PGresult *res, const char *error)
 	char hex[41];
 	const char *text = PQgetvalue(res, 0, 0), *err = NULL;
 	arena_init(&a, 4096);
-	avatar_of_vcard(&a, xml_parse(&a, text, strlen(text), &err), hex);
+	pep_compat_form_vcard_hash(&a, xml_parse(&a, text, strlen(text), &err), hex);
 	arena_free(&a);
 	avatar_set_conn(c, hex, strlen(hex));
 }
@@ -946,7 +748,7 @@ static void avatar_conv_result(void *ctx, const PGresult *res,
 				 v->bare, NS_AVATAR_DATA, v->id);
 			goto done;
 		}
-		if (avatar_sha1(data, hex) < 0 || strcmp(hex, v->id) != 0) {
+		if (pep_compat_form_sha1(data, hex) < 0 || strcmp(hex, v->id) != 0) {
 			log_info("avatar of %s not converted: the data of item "
 				 "%s is not base64 of an image with that SHA-1",
 				 v->bare, v->id);
@@ -987,33 +789,14 @@ void pep_compat_published(struct worker *w, const char *bare,
 	struct xml_node *m = xml_parse_in(&a, payload, strlen(payload),
 					  PEP_NO_NS, &err);
 	struct avatar_conv *v = calloc(1, sizeof(*v));
-	const struct xml_node *info = NULL;
-	int any = 0;
-	if (m == NULL || !xml_is(m, NS_AVATAR_META, "metadata") || v == NULL)
+	const char *type = NULL, *why = NULL;
+	if (v == NULL)
 		goto out;
-	/* the info without url (section 3.1; XEP-0084 section 4.2.1) */
-	for (const struct xml_node *i = xml_first_element(m); i != NULL;
-	     i = xml_next_element(i)) {
-		if (!xml_is(i, NS_AVATAR_META, "info"))
-			continue;
-		any = 1;
-		if (xml_attr(i, "url") == NULL && info == NULL)
-			info = i;
-	}
-	if (any && info == NULL)
-		goto out;       /* only hosted elsewhere: nothing to copy */
-	const char *id = info != NULL ? xml_attr(info, "id") : "";
-	size_t idlen = id != NULL ? strlen(id) : 0;
-	if (id == NULL || (info != NULL && idlen != 40) ||
-	    strspn(id, "0123456789abcdefABCDEF") != idlen) {
-		log_info("avatar of %s not converted: info id is not a SHA-1",
-			 bare);
-		goto out;
-	}
-	for (size_t k = 0; k < idlen; k++)
-		v->id[k] = (char)(id[k] >= 'A' && id[k] <= 'F' ?
-				  id[k] - 'A' + 'a' : id[k]);
-	const char *type = info != NULL ? xml_attr(info, "type") : NULL;
+	int k = pep_compat_form_metadata(m, v->id, &type, &why);
+	if (k < 0)
+		log_info("avatar of %s not converted: %s", bare, why);
+	if (k != 0)
+		goto out;       /* refused, or only hosted elsewhere */
 	const char *at = strchr(bare, '@');
 	v->w = w;
 	v->bare = strdup(bare);
@@ -1045,7 +828,7 @@ void pep_compat_vcard_set(struct worker *w, const char *bare,
 	struct arena a;
 	char hex[41];
 	arena_init(&a, 1024);
-	avatar_of_vcard(&a, vcard, hex);
+	pep_compat_form_vcard_hash(&a, vcard, hex);
 	arena_free(&a);
 	avatar_tell(w, bare, hex);
 }
