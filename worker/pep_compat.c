@@ -163,14 +163,18 @@ static const char compat_read_sql[] =
 	"LEFT JOIN private_storage ps ON ps.account_id = a.acc AND "
 	"ps.namespace = '" NS_BOOKMARKS_LEGACY "' ORDER BY i.seq";
 
+/* XEP-0402 section 5's node options, as the text[] of pubsub_form.h's
+ * fields: access_model, max_items, persist_items, send_last. */
+#define COMPAT_OPTIONS \
+	"{whitelist,max,true,never,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL}"
+
 /* Create the node, or set XEP-0402's options on it; then the items it
  * had (oldest first). */
 static const char compat_configure_sql[] =
 	"SELECT c.status, i.item_id, i.payload FROM xmppd_pep_configure($1, "
 	"$2, '" NS_BOOKMARKS2 "', NOT EXISTS (SELECT 1 FROM pubsub_nodes x "
 	"WHERE x.service = $1 || '@' || $2 AND x.node = '" NS_BOOKMARKS2 "'), "
-	"'{whitelist,max,true,never,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,"
-	"NULL}'::text[], NULL::text[], $3::int, $4::int) c "
+	"'" COMPAT_OPTIONS "'::text[], NULL::text[], $3::int, $4::int) c "
 	"LEFT JOIN pubsub_items i ON i.node_id = (SELECT x.id FROM "
 	"pubsub_nodes x WHERE x.service = $1 || '@' || $2 AND "
 	"x.node = '" NS_BOOKMARKS2 "') ORDER BY i.seq";
@@ -178,15 +182,18 @@ static const char compat_configure_sql[] =
 /* The changed items published, the gone ones retracted (one row each:
  * kind 0 publish / 1 retract, id, status, trimmed, config, groups,
  * payload), with the statements of a client's publish and retract; the
- * legacy private XML row goes. */
+ * legacy private XML row goes.  The options go as preconditions: a node
+ * deleted since the configure is made again with them (never with the
+ * presence default: bookmarks hold passwords), and one reconfigured
+ * since is not written to ('precondition': answered as a failure). */
 static const char compat_store_sql[] =
 	"WITH d AS (DELETE FROM private_storage WHERE account_id = "
 	"xmppd_account_id($1, $2) AND namespace = '" NS_BOOKMARKS_LEGACY "') "
 	"SELECT 0, u.id, r.status, r.trimmed, r.config, r.roster_groups, "
 	"u.payload FROM unnest($3::text[], $4::text[]) AS u(id, payload), "
 	"LATERAL xmppd_pep_publish($1, $2, '" NS_BOOKMARKS2 "', u.id, "
-	"u.payload, $5, NULL::text[], NULL::text[], $6::int, $7::int, "
-	"$8::bigint) r "
+	"u.payload, $5, '" COMPAT_OPTIONS "'::text[], NULL::text[], "
+	"$6::int, $7::int, $8::bigint) r "
 	"UNION ALL SELECT 1, u.id, r.status, NULL, r.config, r.roster_groups, "
 	"NULL FROM unnest($9::text[]) AS u(id), LATERAL xmppd_pep_remove($1, "
 	"$2, '" NS_BOOKMARKS2 "', 'retract', u.id) r";
@@ -216,6 +223,12 @@ static void compat_store_result(void *ctx, const PGresult *res,
 		}
 		/* a bookmark retracted meanwhile by another device is gone
 		 * as asked */
+		if (strcmp(s, "precondition") == 0) {
+			log_info("bookmarks of %s: the node was reconfigured "
+				 "meanwhile; not written", p->from);
+			iq_reply_error(&p, "wait", "resource-constraint");
+			return;
+		}
 		if (strcmp(s, "ok") != 0 && strcmp(s, "no-item") != 0) {
 			log_error("bookmarks of %s: store status %s", p->from,
 				  s);

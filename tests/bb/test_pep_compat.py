@@ -337,6 +337,14 @@ def test_avatar_conversion():
         a.send("<presence><status>s4</status></presence>")
         got = presence_of(b, ja, "s4")
         assert got == "<presence to='%s' from='%s'><status>s4</status></presence>" % (J, ja), got
+        # the other worker's session is told "none" too (bounded wait)
+        for k in range(50):
+            b.send("<presence><status>u%d</status></presence>" % k)
+            got = presence_of(a, jb, "u%d<" % k)
+            if "<photo>" not in got:
+                break
+        assert got == "<presence to='%s' from='%s'><status>u%d</status></presence>" % (
+            J, jb, k), got
 
 
 # a XEP-0153 client's vCard (under im.vcard_max_size)
