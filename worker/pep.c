@@ -33,8 +33,9 @@
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-/* PEP_NO_NS (pep.h): payloads are serialized as if nothing were in
- * scope, so the text embeds anywhere. */
+/* Payloads are serialized as if nothing were in scope: every element
+ * declares its namespace, so the text embeds anywhere. */
+#define PEP_NO_NS "urn:xmppd:no-namespace"
 
 /* What one publish, retract, purge or delete did: all a notification
  * needs (pep_event). */

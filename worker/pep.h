@@ -16,7 +16,8 @@ struct iq_pending;
 struct xml_node;
 
 /* Payloads are serialized as if nothing were in scope (pep.c): every
- * element declares its namespace, so the text embeds anywhere. */
+ * element declares its namespace, so the text embeds anywhere.  (pep.c
+ * defines it too, identically.) */
 #define PEP_NO_NS "urn:xmppd:no-namespace"
 
 /* A publish (retract 0) or retract (1) stored on owner's service by
