@@ -46,6 +46,7 @@ for t in $targets; do
 	[ -z "$dict" ] && [ "$t" = stored ] && dict="-dict=$top/fuzz/xml.dict"
 	[ -z "$dict" ] && [ "$t" = mam ] && dict="-dict=$top/fuzz/xml.dict"
 	[ -z "$dict" ] && [ "$t" = pubsub ] && dict="-dict=$top/fuzz/xml.dict"
+	[ -z "$dict" ] && [ "$t" = pep_compat ] && dict="-dict=$top/fuzz/xml.dict"
 	[ -z "$dict" ] && [ "$t" = caps ] && dict="-dict=$top/fuzz/xml.dict"
 	regress=""
 	[ -d "$top/fuzz/regress/$t" ] && regress="$top/fuzz/regress/$t"

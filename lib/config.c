@@ -534,6 +534,20 @@ const struct config_def config_defs[] = {
 	  "bytes; longer gets <not-acceptable/>.  Both count against "
 	  "pep.max_account_bytes; at most 1K so that a node's index row "
 	  "stays under PostgreSQL's btree limit" },
+	/* worker/pep_compat.c: XEP-0402 compat, XEP-0398 (issue 13) */
+	{ "pep.bookmarks_compat", CONFIG_TYPE_BOOL,
+	  OFF(pep_bookmarks_compat), "yes", 0, 0, RELOAD, "XEP-0402 "
+	  "#compat and #compat-pep: XEP-0048 bookmarks in private XML "
+	  "storage (storage:bookmarks) and in the PEP node "
+	  "storage:bookmarks are read from and written to the "
+	  "urn:xmpp:bookmarks:1 items, so old and new clients of one "
+	  "account see the same bookmarks; no: they are separate stores" },
+	{ "pep.vcard_conversion", CONFIG_TYPE_BOOL,
+	  OFF(pep_vcard_conversion), "yes", 0, 0, RELOAD, "XEP-0398: an "
+	  "XEP-0084 avatar published over PEP is copied into the "
+	  "account's vCard PHOTO (vCards are world-readable) and its hash "
+	  "is added to the account's available presence as XEP-0153 "
+	  "<photo/>" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

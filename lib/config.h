@@ -190,6 +190,9 @@ struct config {
 	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
 	/* worker/pep.c, worker/pubsub.c (h-pepfix) */
 	uint64_t pep_max_id_length;     /* bytes of a node name, item id */
+	/* worker/pep_compat.c (issue 13) */
+	unsigned pep_bookmarks_compat;  /* XEP-0402 #compat (bool) */
+	unsigned pep_vcard_conversion;  /* XEP-0398 (bool) */
 };
 
 struct config_def {

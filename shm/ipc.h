@@ -63,6 +63,9 @@ enum ipc_frame_type {
 	IPC_FRAME_S2S_VERIFIED,     /* XEP-0220: its answer, back to the
 				     * worker holding the incoming stream */
 	IPC_FRAME_COMPONENT,        /* a stanza for a component's stream */
+	IPC_FRAME_PEP_AVATAR,       /* payload: the account's XEP-0153 photo
+				       hash (40 hex digits, or empty: none)
+				       for XEP-0398 presence (pep_compat.c) */
 	IPC_FRAME_TYPE_MAX
 };
 

@@ -258,6 +258,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "caps.table_size", CONFIG_F_RESTART },
 	{ "caps.query_timeout", CONFIG_F_RELOADABLE },
 	{ "pep.max_id_length", CONFIG_F_RELOADABLE },
+	{ "pep.bookmarks_compat", CONFIG_F_RELOADABLE },
+	{ "pep.vcard_conversion", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

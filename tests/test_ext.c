@@ -126,6 +126,18 @@ const struct ext pep_ext = {
 };
 /* the stand-in of caps_ext (issue 13): no hooks */
 const struct ext caps_ext = { .name = "h" };
+/* the stand-in of pep_compat_ext (issue 13), last in the list: an
+ * iq_child handler for urn:a/query with a child in urn:child, get only */
+static void iq_child_get(struct worker *w, struct xml_node *st,
+			 const char *bare)
+{
+	(void)w; (void)st; (void)bare;
+}
+static const struct ext_iq_child i_child[] = {
+	{ "urn:a", "query", "urn:child", EXT_IQ_GET, iq_child_get },
+	{ NULL, NULL, NULL, 0, NULL },
+};
+const struct ext pep_compat_ext = { .name = "i", .iq_child = i_child };
 
 static struct arena arena;
 
@@ -197,6 +209,25 @@ Test(ext, iq_handlers_by_namespace_element_and_type)
 	cr_assert_eq(ext_iq_handler(any, "get"), iq_get);
 	cr_assert_null(ext_iq_handler(any, "set"));   /* declared get only */
 	cr_assert_null(ext_iq_handler(q, "result"));
+}
+
+Test(ext, a_child_namespace_handler_beats_the_plain_one)
+{
+	struct xml_node *q = xml_new(&arena, "urn:a", "query");
+	xml_add_child(&arena, q, "urn:child", "storage");
+	struct xml_node *q2 = xml_new(&arena, "urn:a", "query");
+	xml_add_child(&arena, q2, "urn:other", "storage");
+	struct xml_node *empty = xml_new(&arena, "urn:a", "query");
+	struct xml_node *wrong = xml_new(&arena, "urn:b", "query");
+	xml_add_child(&arena, wrong, "urn:child", "storage");
+	/* later in the list, still first: the child namespace decides */
+	cr_assert_eq(ext_iq_handler(q, "get"), iq_child_get);
+	cr_assert_eq(ext_iq_handler_plain(q, "get"), iq_any);
+	/* set is not declared by the child handler: the plain one */
+	cr_assert_eq(ext_iq_handler(q, "set"), iq_any);
+	cr_assert_eq(ext_iq_handler(q2, "get"), iq_any);
+	cr_assert_eq(ext_iq_handler(empty, "get"), iq_any);
+	cr_assert_null(ext_iq_handler(wrong, "get"));
 }
 
 Test(ext, disco_features_in_list_order)

@@ -19,6 +19,7 @@ extern const struct ext mam_ext;
 extern const struct ext carbons_ext, csi_ext;
 extern const struct ext pep_ext;
 extern const struct ext caps_ext;
+extern const struct ext pep_compat_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -34,6 +35,7 @@ const struct ext *const ext_all[] = {
 	&csi_ext,
 	&pep_ext,
 	&caps_ext,
+	&pep_compat_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -142,10 +144,28 @@ void ext_filter(struct conn *c, const struct ext *e, int on)
 	}
 }
 
+static unsigned ext_iq_type_of(const char *type)
+{
+	return strcmp(type, "get") == 0 ? EXT_IQ_GET :
+	       strcmp(type, "set") == 0 ? EXT_IQ_SET : 0;
+}
+
 ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type)
 {
-	unsigned t = strcmp(type, "get") == 0 ? EXT_IQ_GET :
-		     strcmp(type, "set") == 0 ? EXT_IQ_SET : 0;
+	unsigned t = ext_iq_type_of(type);
+	const struct xml_node *c = xml_first_element(q);
+	for (unsigned i = 0; c != NULL && i < ext_count; i++)
+		for (const struct ext_iq_child *h = ext_all[i]->iq_child;
+		     h && h->ns; h++)
+			if ((h->types & t) && xml_is(q, h->ns, h->name) &&
+			    strcmp(c->ns, h->child_ns) == 0)
+				return h->fn;
+	return ext_iq_handler_plain(q, type);
+}
+
+ext_iq_fn *ext_iq_handler_plain(const struct xml_node *q, const char *type)
+{
+	unsigned t = ext_iq_type_of(type);
 	for (unsigned i = 0; i < ext_count; i++)
 		for (const struct ext_iq *h = ext_all[i]->iq; h && h->ns; h++)
 			if ((h->types & t) && xml_is(q, h->ns, h->name))

@@ -60,6 +60,18 @@ struct ext_iq {
 	ext_iq_fn *fn;
 };
 
+/* An IQ handler for {ns}name whose first child element is in child_ns
+ * (struct ext.iq_child).  A separate struct rather than a field of
+ * struct ext_iq: the positional ext_iq tables everywhere would then miss
+ * an initializer (-Wmissing-field-initializers under -Werror). */
+struct ext_iq_child {
+	const char *ns;
+	const char *name;
+	const char *child_ns;
+	unsigned types;         /* EXT_IQ_GET | EXT_IQ_SET */
+	ext_iq_fn *fn;
+};
+
 struct ext {
 	const char *name;       /* for logs and docs */
 	/* XEP-0030 features of the server (disco#info to the domain), in
@@ -262,6 +274,13 @@ struct ext {
 	void (*caps_changed)(struct conn *c, const uint64_t *old,
 			     unsigned nold, const uint64_t *now,
 			     unsigned nnow);
+	/* ---- added for XEP-0402 #compat (pep_compat.c; issue 13) -------- */
+	/* IQ handlers that match {ns}name AND the namespace of the
+	 * payload's first child element (struct ext_iq_child): they beat
+	 * every plain ext_iq handler of {ns}name, so PEP takes
+	 * jabber:iq:private with storage:bookmarks while private.c keeps
+	 * the rest of jabber:iq:private.  Terminated by ns NULL, or NULL. */
+	const struct ext_iq_child *iq_child;
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -490,8 +509,13 @@ static inline void ext_iq_result_to_account(struct worker *w,
  * ns[0..nslen), or NULL (only for elements the core does not know). */
 const struct ext *ext_nonza_owner(const char *ns, size_t nslen);
 
-/* The IQ handler for payload q of an IQ of type get or set, or NULL. */
+/* The IQ handler for payload q of an IQ of type get or set, or NULL: an
+ * iq_child handler matching q's first child's namespace first, else the
+ * first plain one. */
 ext_iq_fn *ext_iq_handler(const struct xml_node *q, const char *type);
+/* The plain (ext_iq) handler only, skipping iq_child ones: for a child
+ * handler that declines (its feature turned off in the settings). */
+ext_iq_fn *ext_iq_handler_plain(const struct xml_node *q, const char *type);
 
 /* Append <feature var='...'/> for every extension's disco features. */
 void ext_disco_features(struct buf *out);

@@ -23,6 +23,7 @@
 #include "ext.h"
 #include "iq.h"
 #include "log.h"
+#include "pep.h"
 #include "pubsub.h"
 #include "server.h"
 #include "stanza.h"
@@ -32,12 +33,6 @@
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-/* Payloads are serialized with no default namespace in scope: the root
- * (never in no namespace: pubsub.c refuses it) declares its namespace,
- * a descendant in no namespace gets xmlns='', so the text embeds
- * anywhere.  No made-up namespace: an element really in it would lose
- * its xmlns and land in the namespace it is written into. */
-#define PEP_NO_NS ""
 
 /* What one publish, retract, purge or delete did: all a notification
  * needs (pep_event). */
@@ -308,6 +303,7 @@ static void pep_publish_result(void *ctx, const PGresult *res,
 	iq_reply_result_keep(p, buf_head(&out));
 	buf_free(&out);
 	pep_event(p->w, &ev);
+	pep_compat_published(p->w, q->bare, q->r.node, q->payload);
 	iq_pending_free(&p);
 }
 
@@ -809,6 +805,12 @@ static void pep_iq_run(struct iq_pending *p, struct pep_req *q)
 		pep_error(&p, e, why);
 		return;
 	}
+	/* XEP-0402 #compat-pep: the owner's storage:bookmarks node */
+	if ((q->r.op == PUBSUB_OP_ITEMS || q->r.op == PUBSUB_OP_PUBLISH) &&
+	    strcmp(q->requester, q->bare) == 0 &&
+	    pep_compat_pep(p, q->bare, q->r.node,
+			   q->r.op == PUBSUB_OP_PUBLISH, q->r.payload))
+		return;
 	const char *params[3] = { q->bare, q->requester, q->r.node };
 	switch (q->r.op) {
 	case PUBSUB_OP_PUBLISH:
@@ -1096,3 +1098,40 @@ const struct ext pep_ext = {
 	.config_keys = pep_config,
 	.schema = pep_schema,
 };
+
+/* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */
+
+int pep_stored_event(struct worker *w, struct arena *a, int retract,
+		     const char *owner, const char *publisher,
+		     const char *node, const char *item_id,
+		     const char *payload, const char *trimmed,
+		     const char *config, const char *groups)
+{
+	struct pep_event ev;
+	const char *tr[256];
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = retract ? PEP_EV_RETRACT : PEP_EV_ITEM;
+	ev.owner = owner;
+	ev.publisher = publisher;
+	ev.node = node;
+	ev.item_id = item_id;
+	ev.payload = retract ? NULL : payload;
+	ev.notify = retract;            /* as a client's notify='true' */
+	if (trimmed != NULL) {
+		ev.ntrimmed = pubsub_form_array(a, trimmed, tr, 256);
+		if (ev.ntrimmed < 0)
+			ev.ntrimmed = 0;
+		ev.trimmed = tr;
+	}
+	if (pubsub_form_array(a, config, ev.cfg.v, PUBSUB_F_COUNT) !=
+	    PUBSUB_F_COUNT)
+		return -1;
+	int n = pubsub_form_array(a, groups, ev.cfg.groups,
+				  PUBSUB_MAX_GROUPS);
+	if (n < 0)
+		return -1;
+	ev.cfg.ngroups = (unsigned)n;
+	ev.cfg.groups_set = 1;
+	pep_event(w, &ev);
+	return 0;
+}

@@ -14,6 +14,7 @@
 #include "ext.h"
 #include "iq.h"
 #include "log.h"
+#include "pep.h"
 
 #include <string.h>
 
@@ -78,8 +79,14 @@ static void vcard_set_result(void *ctx, const PGresult *res,
 		vcard_fail(&p, error);
 	else if (strcmp(PQcmdTuples((PGresult *)res), "0") == 0)
 		iq_reply_error(&p, "cancel", "service-unavailable");
-	else
-		iq_reply_result(&p, NULL);
+	else {
+		/* XEP-0398: the sessions' presence hash follows the PHOTO */
+		const char *bare = iq_bare(p, p->from);
+		iq_reply_result_keep(p, NULL);
+		if (bare != NULL)
+			pep_compat_vcard_set(p->w, bare, p->payload);
+		iq_pending_free(&p);
+	}
 }
 
 static struct vcard_req *vcard_req_new(struct iq_pending *p, const char *bare)

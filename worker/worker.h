@@ -223,6 +223,9 @@ struct conn {
 	size_t csi_bytes;           /* their bytes */
 	/* caps_ext.c: XEP-0115 / XEP-0390 state, NULL without a <c/> */
 	struct caps_conn *caps;
+	/* pep_compat.c: XEP-0398, SHA-1 (hex) of the account's vCard PHOTO
+	 * put in its available presence; "" none */
+	char pep_avatar[41];
 
 	/* ---- per-kind state (enum conn_kind), owned and freed by the
 	 * kind's code */

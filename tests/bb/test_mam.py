@@ -387,6 +387,10 @@ PEP_FEATURES = "".join("<feature var='http://jabber.org/protocol/pubsub%s'/>" % 
         "modify-affiliations multi-items outcast-affiliation persistent-items publish "
         "publish-options purge-nodes retract-items retrieve-affiliations retrieve-default "
         "retrieve-items retrieve-subscriptions pubsub-on-a-jid").split()])
+# ... and pep_compat.c (XEP-0402 compat, XEP-0398)
+PEP_FEATURES += ("<feature var='urn:xmpp:bookmarks:1#compat'/>"
+                 "<feature var='urn:xmpp:bookmarks:1#compat-pep'/>"
+                 "<feature var='urn:xmpp:pep-vcard-conversion:0'/>")
 
 
 def error_text_xml(c, iq_id, etype, cond, text):

@@ -541,6 +541,10 @@ FEATURES = ["access-presence", "auto-create", "config-node", "config-node-max",
             "retrieve-items", "retrieve-subscriptions", "pubsub-on-a-jid"]
 PEP_FEATURES = "<feature var='%s'/>" % PUBSUB + "".join(
     "<feature var='%s#%s'/>" % (PUBSUB, f) for f in FEATURES)
+# worker/pep_compat.c (XEP-0402 compat, XEP-0398), after caps_ext in ext.c
+PEP_FEATURES += ("<feature var='urn:xmpp:bookmarks:1#compat'/>"
+                 "<feature var='urn:xmpp:bookmarks:1#compat-pep'/>"
+                 "<feature var='urn:xmpp:pep-vcard-conversion:0'/>")
 PEP_ID = "<identity category='pubsub' type='pep'/>"
 INFO = "http://jabber.org/protocol/disco#info"
 ITEMS = "http://jabber.org/protocol/disco#items"

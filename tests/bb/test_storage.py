@@ -33,6 +33,9 @@ BOOKMARKS = ("<storage xmlns='storage:bookmarks'><conference "
              "jid='council@conference.localhost' autojoin='true' "
              "name='Council &amp; Co'><nick>Juliet</nick></conference></storage>")
 PRIVATE = "jabber:iq:private"
+# a namespace private.c keeps itself (storage:bookmarks goes to PEP with
+# pep.bookmarks_compat, worker/pep_compat.c)
+PREFS = "<prefs xmlns='exodus:prefs'><p>1</p></prefs>"
 
 
 # ---- helpers ------------------------------------------------------------
@@ -289,14 +292,14 @@ def test_private_max_namespaces_setting():
         b, jb = login(s, "romeo", "street")
         got = iq(b, query("<big xmlns='urn:example:big'/>"), "n0", "set")
         assert got == result("romeo@localhost", "n0", jb), got
-        got = iq(b, query(BOOKMARKS), "n1", "set")
+        got = iq(b, query(PREFS), "n1", "set")
         assert got == result("romeo@localhost", "n1", jb), got
         got = iq(b, query("<d xmlns='urn:example:third'/>"), "n2", "set")
         assert got == error("romeo@localhost", "n2", jb, "modify", "not-acceptable"), got
         got = iq(b, query("<d xmlns='urn:example:third'/>"), "n3", "get")
         assert got == result("romeo@localhost", "n3", jb,
                              query("<d xmlns='urn:example:third'/>")), got
-        got = iq(b, query("<storage xmlns='storage:bookmarks'/>"), "n4", "set")
+        got = iq(b, query("<prefs xmlns='exodus:prefs'/>"), "n4", "set")
         assert got == result("romeo@localhost", "n4", jb), got
         assert "private XML of romeo@localhost: namespace urn:example:third " \
                "refused (im.private_max_namespaces = 2)" in s.log_text()
@@ -411,9 +414,9 @@ def test_stored_xml_unreadable_answered():
         a, ja = login(s, "juliet", "balcony")
         b, jb = login(s, "romeo", "street")
         assert iq(a, VCARD2, "x1", "set") == result("juliet@localhost", "x1", ja)
-        assert iq(a, query(BOOKMARKS), "x2", "set") == result("juliet@localhost", "x2", ja)
+        assert iq(a, query(PREFS), "x2", "set") == result("juliet@localhost", "x2", ja)
         cut = "<vCard xmlns='vcard-temp'><FN>cut"
-        old = "<storage xmlns='storage:bookmarks'><x xmlns='%s'/></storage>" % (
+        old = "<prefs xmlns='exodus:prefs'><x xmlns='%s'/></prefs>" % (
             "http://www.w3.org/XML/1998/namespace")
         acc = "xmppd_account_id('juliet', 'localhost')"
         sql(s, "UPDATE vcards SET vcard = $q$%s$q$ WHERE account_id = %s" % (cut, acc))
@@ -425,7 +428,7 @@ def test_stored_xml_unreadable_answered():
         got = iq(b, EMPTY_VCARD, "x4", "get", to="juliet@localhost")
         assert got == error("juliet@localhost", "x4", jb, "cancel",
                             "internal-server-error"), got
-        got = iq(a, query("<storage xmlns='storage:bookmarks'/>"), "x5", "get")
+        got = iq(a, query("<prefs xmlns='exodus:prefs'/>"), "x5", "get")
         assert got == error("juliet@localhost", "x5", ja, "cancel",
                             "internal-server-error"), got
         assert sql(s, "SELECT vcard FROM vcards WHERE account_id = %s" % acc) == cut

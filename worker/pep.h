@@ -1,0 +1,53 @@
+/*
+ * pep.h - what worker/pep.c (XEP-0163) and worker/pep_compat.c (XEP-0402
+ * compat, XEP-0398) ask of each other.  pep_compat.c stores items on the
+ * account's behalf with the same statements a client's publish uses, and
+ * tells them through pep.c's pep_event(), so notifications follow them as
+ * they follow a client's publish.
+ * Failure policy: as the callers' (pep.c, pep_compat.c).
+ */
+#ifndef XMPPD_PEP_H
+#define XMPPD_PEP_H
+
+#include "worker.h"
+
+struct arena;
+struct iq_pending;
+struct xml_node;
+
+/* Payloads are serialized with no default namespace in scope: the root
+ * (never in no namespace: pubsub.c refuses it) declares its namespace,
+ * a descendant in no namespace gets xmlns='', so the text embeds
+ * anywhere.  No made-up namespace: an element really in it would lose
+ * its xmlns and land in the namespace it is written into. */
+#define PEP_NO_NS ""
+
+/* A publish (retract 0) or retract (1) stored on owner's service by
+ * publisher (a full JID) outside a pubsub IQ: told as pep.c tells a
+ * client's (pep_event).  trimmed, config, groups: the text[] columns of
+ * xmppd_pep_publish / xmppd_pep_remove (trimmed NULL: none).  In a's
+ * memory.  0, or -1 when the configuration is unreadable (nothing
+ * told). */
+int pep_stored_event(struct worker *w, struct arena *a, int retract,
+		     const char *owner, const char *publisher,
+		     const char *node, const char *item_id,
+		     const char *payload, const char *trimmed,
+		     const char *config, const char *groups);
+
+/* XEP-0402 #compat-pep (pep_compat.c): an items request (publish 0) or
+ * a publish of the account's own node `node`, by the account.  1 when
+ * pep_compat.c took it (it answers p), 0 when pep.c goes on as usual. */
+int pep_compat_pep(struct iq_pending *p, const char *bare, const char *node,
+		   int publish, const struct xml_node *payload);
+
+/* XEP-0398 (pep_compat.c): payload (serialized, PEP_NO_NS) was stored
+ * as an item of the account's node `node` by a client's publish; a
+ * urn:xmpp:avatar:metadata one is converted into the vCard PHOTO. */
+void pep_compat_published(struct worker *w, const char *bare,
+			  const char *node, const char *payload);
+/* XEP-0398 (pep_compat.c, called by vcard.c): the account set its vCard
+ * to vcard: its sessions' presence hash follows the PHOTO. */
+void pep_compat_vcard_set(struct worker *w, const char *bare,
+			  const struct xml_node *vcard);
+
+#endif
