@@ -947,15 +947,17 @@ static void pep_disco(struct worker *w, struct xml_node *st, const char *bare)
 
 #define F(x) NS_PUBSUB "#" x
 /* The pubsub features PEP offers (XEP-0060 section 10, XEP-0163
- * section 6).  Not yet: subscribe, auto-subscribe, presence-notifications,
- * presence-subscribe, filtered-notifications, last-published: they come
- * with notifications. */
+ * section 6).  Notifications (pep_notify.c) give auto-subscribe,
+ * filtered-notifications, last-published, presence-notifications and
+ * presence-subscribe.  Not yet: subscribe (explicit subscriptions). */
 static const char *const pep_features[] = {
-	NS_PUBSUB, F("access-presence"), F("auto-create"), F("config-node"),
-	F("config-node-max"), F("create-and-configure"), F("create-nodes"),
-	F("delete-items"), F("delete-nodes"), F("item-ids"),
+	NS_PUBSUB, F("access-presence"), F("auto-create"), F("auto-subscribe"),
+	F("config-node"), F("config-node-max"), F("create-and-configure"),
+	F("create-nodes"), F("delete-items"), F("delete-nodes"),
+	F("filtered-notifications"), F("item-ids"), F("last-published"),
 	F("member-affiliation"), F("modify-affiliations"), F("multi-items"),
-	F("outcast-affiliation"), F("persistent-items"), F("publish"),
+	F("outcast-affiliation"), F("persistent-items"),
+	F("presence-notifications"), F("presence-subscribe"), F("publish"),
 	F("publish-options"), F("purge-nodes"), F("retract-items"),
 	F("retrieve-affiliations"), F("retrieve-default"),
 	F("retrieve-items"), F("retrieve-subscriptions"),
