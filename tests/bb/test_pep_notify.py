@@ -112,9 +112,10 @@ def item_body(node, item_id, payload):
     return "<items node='%s'><item id='%s'>%s</item></items>" % (node, item_id, payload)
 
 
-def any_event(node=None):
-    n = "[^>]*" if node is None else re.escape(node)
-    return re.compile("<message [^>]*><event xmlns='%s'>.*node='%s.*" % (re.escape(EVENT), n))
+def any_event():
+    """Any message carrying an event, also inside a carbon or a
+    forward."""
+    return re.compile("<message .*" + re.escape("<event xmlns='%s'>" % EVENT) + ".*", re.S)
 
 
 def pub(im, node, payload, item_id, opts=None, iq_id="p1"):
