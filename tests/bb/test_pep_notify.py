@@ -6,7 +6,7 @@ negative priority and a blocked contact get nothing; roster groups and
 whitelist; retract, purge and delete events; the last item at the first
 presence (with <delay/>, once), when caps add a node, and when the owner
 approves a subscription; events are not stored offline, not archived,
-not carbon-copied.  Needs XMPPD_TEST_PGCONN.
+not carbon-copied; CSI holds them.  Needs XMPPD_TEST_PGCONN.
 """
 import base64
 import hashlib
@@ -338,9 +338,30 @@ def test_last_item_on_approval():
         ro.expect(event_rx(ro.jid, TUNE_NS, item_body(TUNE_NS, "s2", TUNE2), jp.jid))
 
 
+def test_csi_holds_events():
+    """An inactive session (XEP-0352) gets its event when it becomes
+    active, on the publisher's worker and on the other one."""
+    with Server(workers=2, users=USERS) as s:
+        pair(s, J, R, "both", "both")
+        jp = join(s, "juliet", "pub", WANTS_TUNE, worker=0)
+        ra = join(s, "romeo", "a", WANTS_TUNE, worker=0)
+        rb = join(s, "romeo", "b", WANTS_TUNE, worker=1)
+        for im in (ra, rb):
+            im.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+            synced(im)
+            im.send("<inactive xmlns='urn:xmpp:csi:0'/>")  # the ping woke it
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        body = item_body(TUNE_NS, "s1", TUNE)
+        jp.expect(event_rx(jp.jid, TUNE_NS, body, jp.jid))
+        for im in (ra, rb):
+            im.quiet(0.5, want=any_event())
+            im.send("<active xmlns='urn:xmpp:csi:0'/>")
+            im.expect(event_rx(im.jid, TUNE_NS, body, jp.jid))
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([checked(t) for t in [
         test_publish_reaches_interested_contacts, test_access_models,
         test_retract_purge_delete_events, test_last_items_at_presence,
-        test_last_item_on_approval] if not only or t.__name__ in only])
+        test_last_item_on_approval, test_csi_holds_events] if not only or t.__name__ in only])
