@@ -91,6 +91,22 @@ Test(caps, simple_0115_ver)
 	check_ver(simple_0115, 0, CAPS_SHA1, "QgayPKawpkPSDYmwT/WM94uAlu0=");
 }
 
+/* slixmpp 1.8.3 with an avatar interest: "urn:xmpp:avatar:metadata"
+ * sorts before "urn:xmpp:avatar:metadata+notify" (the features are
+ * sorted, then '<' appended); the ver is what slixmpp sent. */
+Test(caps, prefix_feature_0115_ver)
+{
+	check_ver(Q "<identity category='client' type='bot'/>"
+		  F("urn:xmpp:avatar:metadata+notify")
+		  F("http://jabber.org/protocol/disco#info")
+		  F("urn:xmpp:ping") F("jabber:x:data")
+		  F("http://jabber.org/protocol/shim")
+		  F("http://jabber.org/protocol/shim#SubID")
+		  F("http://jabber.org/protocol/caps")
+		  F("urn:xmpp:avatar:metadata") "</query>", 0, CAPS_SHA1,
+		  "kwIV8tEtD/ks9sDgw6PFahvemVU=");
+}
+
 Test(caps, complex_0115_string)
 {
 	struct xml_node *q = parse(complex_0115);

@@ -150,13 +150,19 @@ static int caps_list_add(struct caps_list *l, const struct buf *b)
 	return 0;
 }
 
+/* Entries end in their separator ('<', 0x1f, 0x1e): the order is that
+ * of the strings without it (XEP-0115 section 5.1: sort, then append
+ * '<'), so "urn:x" comes before "urn:x+notify" ('+' < '<'). */
 static int caps_str_cmp(const void *pa, const void *pb)
 {
 	const struct caps_str *a = pa, *b = pb;
-	size_t n = a->len < b->len ? a->len : b->len;
+	size_t la = a->len > 0 ? a->len - 1 : 0, lb = b->len > 0 ? b->len - 1 : 0;
+	size_t n = la < lb ? la : lb;
 	int c = memcmp(a->s, b->s, n);
 	if (c != 0)
 		return c;
+	if (la != lb)
+		return la < lb ? -1 : 1;
 	return a->len < b->len ? -1 : a->len > b->len;
 }
 

@@ -16,6 +16,7 @@
  *            no <subject/>, only chat states (XEP-0085), receipts
  *            (XEP-0184), chat markers (XEP-0333), hints (XEP-0334),
  *            stanza ids (XEP-0359), <delay/>, <thread/>, PEP events,
+ *            extended addresses (XEP-0033: a PEP event's replyto),
  *            and carbons (XEP-0280) of such messages; type error never.
  *   at once - everything else: IQs, messages with a body or with any
  *            payload not in that list, errors, subscription presence.
@@ -71,6 +72,7 @@ static int csi_idle_ns(const struct xml_node *ch)
 		"urn:xmpp:sid:0",
 		"urn:xmpp:delay",
 		"http://jabber.org/protocol/pubsub#event",
+		"http://jabber.org/protocol/address",   /* a PEP event's replyto */
 	};
 	if (xml_is(ch, NS_CLIENT, "thread"))
 		return 1;

@@ -10,9 +10,9 @@
  * whitelist = member affiliation).  Disco#info and #items of the bare
  * JID for anyone but the account itself are answered here (server.c
  * answers the account's own node-less disco#info).
- * Notifications are not sent yet: pep_event() is the one place where a
- * publish, retract, purge or delete is complete (node configuration,
- * item id, payload) and where they will go out.
+ * pep_event() is the one place where a publish, retract, purge or
+ * delete is complete (node configuration, item id, payload): its events
+ * go out from there (worker/pep_notify.c).
  * Failure policy: every get and set is answered; a database failure
  * answers a stanza error (pep_fail) and the stream goes on; a refused
  * request logs one line with its reason.
@@ -33,24 +33,6 @@
 
 #define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
-
-/* What one publish, retract, purge or delete did: all a notification
- * needs (pep_event). */
-enum pep_event_kind { PEP_EV_ITEM = 1, PEP_EV_RETRACT, PEP_EV_PURGE,
-		      PEP_EV_DELETE };
-struct pep_event {
-	enum pep_event_kind kind;
-	const char *owner;              /* bare JID of the service */
-	const char *publisher;          /* full JID of the requester */
-	const char *node;
-	const char *item_id;            /* ITEM, RETRACT */
-	const char *payload;            /* ITEM: serialized (PEP_NO_NS) */
-	const char *const *trimmed;     /* ITEM: ids dropped over max_items */
-	int ntrimmed;
-	struct pubsub_config cfg;       /* the node's configuration */
-	int notify;                     /* RETRACT: notify='true' asked */
-};
-
 /* The request in flight (in the iq_pending's arena). */
 struct pep_req {
 	const char *bare;               /* the service: the account */
@@ -64,18 +46,14 @@ struct pep_req {
 
 static unsigned pep_ids;                /* this worker's item id counter */
 
-/* ---- notifications (not in this slice) ---------------------------- */
+/* ---- notifications (pep_notify.c) ---------------------------------- */
 
-/* A change is stored: the place where its events go out (XEP-0163
- * section 4, XEP-0060 section 7.1.2.1, 7.2.2.1, 8.4.2, 8.5.2).  The IQ
- * result is already routed when this runs. */
+/* A change is stored: its events go out (XEP-0163 section 4, XEP-0060
+ * section 7.1.2.1, 7.2.2.1, 8.4.2, 8.5.2).  The IQ result is already
+ * routed when this runs. */
 static void pep_event(struct worker *w, const struct pep_event *ev)
 {
-	(void)w;
-	log_debug("pep: %s node %s of %s: event %d (item %s) not sent "
-		  "(notifications come with entity capabilities)",
-		  ev->publisher, ev->node, ev->owner, (int)ev->kind,
-		  ev->item_id != NULL ? ev->item_id : "-");
+	pep_notify_event(w, ev);
 }
 
 /* ---- replies ------------------------------------------------------- */
@@ -1057,15 +1035,17 @@ static void pep_disco_run(struct iq_pending *p, struct pep_req *q)
 
 #define F(x) NS_PUBSUB "#" x
 /* The pubsub features PEP offers (XEP-0060 section 10, XEP-0163
- * section 6).  Not yet: subscribe, auto-subscribe, presence-notifications,
- * presence-subscribe, filtered-notifications, last-published: they come
- * with notifications. */
+ * section 6).  Notifications (pep_notify.c) give auto-subscribe,
+ * filtered-notifications, last-published, presence-notifications and
+ * presence-subscribe.  Not yet: subscribe (explicit subscriptions). */
 static const char *const pep_features[] = {
-	NS_PUBSUB, F("access-presence"), F("auto-create"), F("config-node"),
-	F("config-node-max"), F("create-and-configure"), F("create-nodes"),
-	F("delete-items"), F("delete-nodes"), F("item-ids"),
+	NS_PUBSUB, F("access-presence"), F("auto-create"), F("auto-subscribe"),
+	F("config-node"), F("config-node-max"), F("create-and-configure"),
+	F("create-nodes"), F("delete-items"), F("delete-nodes"),
+	F("filtered-notifications"), F("item-ids"), F("last-published"),
 	F("member-affiliation"), F("modify-affiliations"), F("multi-items"),
-	F("outcast-affiliation"), F("persistent-items"), F("publish"),
+	F("outcast-affiliation"), F("persistent-items"),
+	F("presence-notifications"), F("presence-subscribe"), F("publish"),
 	F("publish-options"), F("purge-nodes"), F("retract-items"),
 	F("retrieve-affiliations"), F("retrieve-default"),
 	F("retrieve-items"), F("retrieve-subscriptions"),
@@ -1086,7 +1066,8 @@ static const char *const pep_config[] = {
 	"pep.max_nodes", "pep.max_items", "pep.max_item_size",
 	"pep.max_account_bytes", "pep.max_id_length", NULL,
 };
-static const char *const pep_schema[] = { "007-pep.sql", NULL };
+static const char *const pep_schema[] = { "007-pep.sql", "009-pep-notify.sql",
+					   NULL };
 
 const struct ext pep_ext = {
 	.name = "pep",
@@ -1097,6 +1078,8 @@ const struct ext pep_ext = {
 	.iq = pep_iqs,
 	.config_keys = pep_config,
 	.schema = pep_schema,
+	.caps_changed = pep_notify_caps_changed,
+	.subscription_changed = pep_notify_subscription,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */

@@ -382,9 +382,11 @@ def test_filters_and_errors():
 # what PEP (worker/pep.c) adds to the account's disco#info, after MAM's
 PEP_FEATURES = "".join("<feature var='http://jabber.org/protocol/pubsub%s'/>" % f for f in [
     ""] + ["#" + x for x in (
-        "access-presence auto-create config-node config-node-max create-and-configure "
-        "create-nodes delete-items delete-nodes item-ids member-affiliation "
-        "modify-affiliations multi-items outcast-affiliation persistent-items publish "
+        "access-presence auto-create auto-subscribe config-node config-node-max "
+        "create-and-configure create-nodes delete-items delete-nodes "
+        "filtered-notifications item-ids last-published member-affiliation "
+        "modify-affiliations multi-items outcast-affiliation persistent-items "
+        "presence-notifications presence-subscribe publish "
         "publish-options purge-nodes retract-items retrieve-affiliations retrieve-default "
         "retrieve-items retrieve-subscriptions pubsub-on-a-jid").split()])
 # ... and pep_compat.c (XEP-0402 compat, XEP-0398)

@@ -4,7 +4,7 @@ preconditions (XEP-0060 7.1.5) including the XEP-0384 OMEMO sequence,
 items (all, by id, max_items), retract, purge, delete, create,
 configure, default, affiliations, the access models of items requests,
 disco#info/#items on an account's bare JID and the domain, the pep.*
-limits, a restart, account deletion.  No notifications yet.  Needs
+limits, a restart, account deletion.  Notifications: test_pep_notify.py.  Needs
 XMPPD_TEST_PGCONN.
 """
 import os
@@ -533,10 +533,12 @@ def test_access_models():
 
 # ---- disco ------------------------------------------------------------------
 
-FEATURES = ["access-presence", "auto-create", "config-node", "config-node-max",
-            "create-and-configure", "create-nodes", "delete-items", "delete-nodes",
-            "item-ids", "member-affiliation", "modify-affiliations", "multi-items",
-            "outcast-affiliation", "persistent-items", "publish", "publish-options",
+FEATURES = ["access-presence", "auto-create", "auto-subscribe", "config-node",
+            "config-node-max", "create-and-configure", "create-nodes", "delete-items",
+            "delete-nodes", "filtered-notifications", "item-ids", "last-published",
+            "member-affiliation", "modify-affiliations", "multi-items",
+            "outcast-affiliation", "persistent-items", "presence-notifications",
+            "presence-subscribe", "publish", "publish-options",
             "purge-nodes", "retract-items", "retrieve-affiliations", "retrieve-default",
             "retrieve-items", "retrieve-subscriptions", "pubsub-on-a-jid"]
 PEP_FEATURES = "<feature var='%s'/>" % PUBSUB + "".join(
