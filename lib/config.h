@@ -188,6 +188,7 @@ struct config {
 	/* worker/caps_ext.c, shm/caps.c (issue 13) */
 	unsigned caps_table_size;       /* shared entries (restart) */
 	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
+	unsigned caps_max_changes_per_minute; /* per session (reload) */
 };
 
 struct config_def {
