@@ -7,11 +7,17 @@
  * applies at once (the session record's caps_idx/caps_gen, read by PEP
  * fan-out on any worker); an unknown one is looked up in caps_cache,
  * else the session is asked, from the account's bare JID, for
- * disco#info node='NODE#VER' (XEP-0115 section 6.2) and parked.  The
- * answer reaches the account's bare JID (iq_result_to_account, on the
- * worker of the answering client), is verified (caps.c) and, when it
- * matches, stored VERIFIED in shm and PostgreSQL; verified_epoch wakes
- * the sessions parked on every worker (loop_turn).  A mismatching or
+ * disco#info node='NODE#VER' (XEP-0115 section 6.2) and parked; the
+ * session keeps that one query (id naming slot, conn, gen and a
+ * sequence number; the ref asked).  The answer reaches the account's
+ * bare JID (iq_result_to_account, on the asked client's worker) and
+ * counts only from exactly the full JID asked, with that id and node;
+ * it is verified (caps.c) and, when it matches, stored VERIFIED in shm
+ * and PostgreSQL; verified_epoch wakes the sessions parked on every
+ * worker (loop_turn).  One unknown ver per session (a new one frees the
+ * old PENDING entry); caps.max_changes_per_minute bounds ver changes,
+ * new or known; the tick touches live sessions' entries and resolves
+ * again those whose entry was evicted.  A mismatching or
  * ill-formed answer is never cached: one log line, the entry INVALID,
  * that session not asked again for 10x caps.query_timeout (another
  * client with the ver is asked: a liar cannot block a ver).  Presence
