@@ -509,6 +509,8 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 	if (shm_caps_lookup(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
 			    &idx, &gen) == IPC_CAPS_VERIFIED) {
 		cc->has_pend = 0;
+		if (cc->parked)
+			caps_resolve(cc->c, cc);
 		return;         /* another client answered first */
 	}
 	const char *error = NULL;
@@ -598,6 +600,8 @@ static void caps_rerun_parked(void)
 	struct caps_conn *cc = caps_parked, *next;
 	for (; cc != NULL; cc = next) {
 		next = cc->pnext;
+		if (cc->q_active)
+			continue;       /* its own query: answer or timeout */
 		caps_resolve(cc->c, cc);
 	}
 }

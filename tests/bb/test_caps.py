@@ -311,10 +311,27 @@ def test_known_vers_rate_limited():
         assert s.log_text().count(line) == 1, s.log_text()[-2000:]
 
 
+def test_unanswered_query_times_out():
+    """A client that never answers holds the ver for caps.query_timeout
+    at most: then the next client with the ver is asked (and answers),
+    and the silent one is not asked again meanwhile."""
+    with Server(workers=1, users=USERS,
+                overrides={"caps.query_timeout": "1s"}) as s:
+        qnode = "%s#%s" % (NODE, PEPPY_VER)
+        j = login(s, "juliet", "balcony", presence=presence(PEPPY_VER))
+        expect_query(j, qnode)
+        r = login(s, "romeo", "orchard", presence=presence(PEPPY_VER))
+        answer(r, expect_query(r, qnode), qnode, PEPPY)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 1, what="verified")
+        synced(j)
+        j.quiet(0.3, want=query_rx(j, qnode))
+        assert metric(s, "xmppd_caps_queries") == 2
+
+
 if __name__ == "__main__":
     run_tests([checked(t) for t in [
         test_unknown_ver_queried_and_verified, test_xep0115_example_ver,
         test_poisoned_answer_not_cached, test_answer_only_from_own_resources,
         test_survives_restart, test_no_c_and_legacy, test_xep0390,
         test_made_up_vers_do_not_fill_the_table, test_unasked_answers_ignored,
-        test_known_vers_rate_limited]])
+        test_known_vers_rate_limited, test_unanswered_query_times_out]])
