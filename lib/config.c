@@ -518,7 +518,7 @@ const struct config_def config_defs[] = {
 	  "configure past it gets <not-acceptable/>" },
 	/* worker/caps_ext.c, shm/caps.c (issue 13) */
 	{ "caps.table_size", CONFIG_TYPE_UINT, OFF(caps_table_size), "4096",
-	  16, 65535, RESTART, "Entries of the entity capabilities cache "
+	  16, 32768, RESTART, "Entries of the entity capabilities cache "
 	  "shared by all workers (XEP-0115 / XEP-0390): one per client "
 	  "build (hash and ver), about 1.2K each; an entry idle for a day "
 	  "may be evicted, and a client whose ver finds no slot has no "
@@ -526,8 +526,14 @@ const struct config_def config_defs[] = {
 	{ "caps.query_timeout", CONFIG_TYPE_DURATION, OFF(caps_query_timeout),
 	  "30s", 1000, 600000, RELOAD, "Time a client has to answer the "
 	  "server's disco#info query for an unknown caps ver; then the next "
-	  "client with that ver is asked.  A ver whose answer did not match "
-	  "its hash is asked again after ten times this" },
+	  "client with that ver is asked.  A client that did not answer, or "
+	  "whose answer did not match the hash, is not asked again before "
+	  "ten times this" },
+	{ "caps.max_changes_per_minute", CONFIG_TYPE_UINT,
+	  OFF(caps_max_changes_per_minute), "10", 1, 1000, RELOAD,
+	  "Caps vers (new or known) one session may announce in a minute; "
+	  "past it the presence is routed but its caps are not resolved "
+	  "again (no query, no PEP last items) until the minute is over" },
 	/* worker/pep.c, worker/pubsub.c: review fixes (h-pepfix) */
 	{ "pep.max_id_length", CONFIG_TYPE_SIZE, OFF(pep_max_id_length),
 	  "1K", 64, 1 << 10, RELOAD, "Longest PEP node name and item id, in "

@@ -188,6 +188,7 @@ struct config {
 	/* worker/caps_ext.c, shm/caps.c (issue 13) */
 	unsigned caps_table_size;       /* shared entries (restart) */
 	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
+	unsigned caps_max_changes_per_minute; /* per session (reload) */
 	/* worker/pep.c, worker/pubsub.c (h-pepfix) */
 	uint64_t pep_max_id_length;     /* bytes of a node name, item id */
 	/* worker/pep_compat.c (issue 13) */

@@ -17,6 +17,7 @@
  * frees (records stand alone).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,7 @@
 #include "log.h"
 #include "shm.h"
 
-#define CAPS_CAPACITY_MAX 65536u
+#define CAPS_CAPACITY_MAX 32768u      /* idx + 1 fits 16 bits */
 
 _Static_assert(sizeof(struct ipc_caps_table) % 8 == 0, "caps header");
 _Static_assert(sizeof(struct ipc_caps_rec) % 8 == 0, "caps record");
@@ -204,23 +205,35 @@ static struct ipc_caps_rec *rec_find(struct shm_caps *t, uint64_t key,
 	return NULL;
 }
 
-/* A slot for a new key: FREE, else the LRU idle non-PENDING one. */
+/* A slot for a new key: FREE; else one that holds nothing anybody
+ * waits for (INVALID, or PENDING whose query timed out: the client never
+ * answered); else the LRU VERIFIED one idle for SHM_CAPS_IDLE_MS (an
+ * eviction: workers re-resolve their sessions naming it). */
 static struct ipc_caps_rec *rec_take(struct shm_caps *t, uint64_t key,
-				     int64_t now)
+				     int64_t now, int64_t timeout)
 {
-	struct ipc_caps_rec *lru = NULL;
+	struct ipc_caps_rec *lru = NULL, *stale = NULL;
 	for (uint32_t i = 0; i < IPC_CAPS_PROBE; i++) {
 		struct ipc_caps_rec *r = &t->recs[(key + i) & t->mask];
 		if (r->state == IPC_CAPS_FREE)
 			return r;
+		if (r->state == IPC_CAPS_INVALID ||
+		    (r->state == IPC_CAPS_PENDING &&
+		     now - r->since_ms >= timeout)) {
+			if (stale == NULL || r->since_ms < stale->since_ms)
+				stale = r;
+			continue;
+		}
 		int64_t used = atomic_load_explicit(&r->last_used,
 						    memory_order_relaxed);
-		if (r->state != IPC_CAPS_PENDING &&
+		if (r->state == IPC_CAPS_VERIFIED &&
 		    now - used > SHM_CAPS_IDLE_MS &&
 		    (lru == NULL || used < atomic_load_explicit(
 			    &lru->last_used, memory_order_relaxed)))
 			lru = r;
 	}
+	if (stale != NULL)
+		return stale;
 	if (lru != NULL) {
 		atomic_fetch_add_explicit(&t->hdr->evictions, 1,
 					  memory_order_relaxed);
@@ -268,7 +281,7 @@ int shm_caps_begin(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		return -1;
 	struct ipc_caps_rec *r = rec_find(t, key, algo, v2, ver);
 	if (r == NULL) {
-		r = rec_take(t, key, now_ms);
+		r = rec_take(t, key, now_ms, timeout_ms);
 		if (r == NULL) {
 			table_unlock(t);
 			return SHM_CAPS_FULL;
@@ -343,7 +356,7 @@ int shm_caps_verified(struct shm_caps *t, uint8_t algo, uint8_t v2,
 	if (table_lock(t) < 0)
 		return -1;
 	struct ipc_caps_rec *r = rec_find(t, key, algo, v2, ver);
-	if (r == NULL && (r = rec_take(t, key, now_ms)) != NULL)
+	if (r == NULL && (r = rec_take(t, key, now_ms, INT64_MAX)) != NULL)
 		rec_fill(t, r, key, algo, v2, ver, IPC_CAPS_PENDING, now_ms);
 	if (r == NULL) {
 		table_unlock(t);
@@ -442,11 +455,46 @@ int shm_caps_wants(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 	return 0;
 }
 
-void shm_caps_touch(struct shm_caps *t, uint32_t idx, int64_t now_ms)
+int shm_caps_touch(struct shm_caps *t, uint32_t idx, uint16_t gen16,
+		   int64_t now_ms)
 {
-	if (idx <= t->mask)
-		atomic_store_explicit(&t->recs[idx].last_used, now_ms,
-				      memory_order_relaxed);
+	if (idx > t->mask)
+		return 0;
+	struct ipc_caps_rec *r = &t->recs[idx];
+	for (int tries = 0; tries < 64; tries++) {
+		uint32_t s1 = atomic_load_explicit(&r->seq,
+						   memory_order_acquire);
+		if (s1 & 1)
+			continue;
+		int ok = r->state == IPC_CAPS_VERIFIED &&
+			 (uint16_t)r->gen == gen16;
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&r->seq, memory_order_relaxed) != s1)
+			continue;
+		if (ok)
+			atomic_store_explicit(&r->last_used, now_ms,
+					      memory_order_relaxed);
+		return ok;
+	}
+	return 0;
+}
+
+int shm_caps_abandon(struct shm_caps *t, uint32_t idx, uint32_t gen)
+{
+	int freed = 0;
+	if (idx > t->mask || table_lock(t) < 0)
+		return 0;
+	struct ipc_caps_rec *r = &t->recs[idx];
+	if (r->state == IPC_CAPS_PENDING && r->gen == gen) {
+		rec_write_begin(r);
+		r->state = IPC_CAPS_FREE;
+		r->gen++;
+		rec_write_end(r);
+		t->hdr->used--;
+		freed = 1;
+	}
+	table_unlock(t);
+	return freed;
 }
 
 uint64_t shm_caps_epoch(const struct shm_caps *t)

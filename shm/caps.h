@@ -6,7 +6,9 @@
  * session want node N?") and written under one robust mutex.
  *
  * Fixed capacity (caps.table_size), open addressing over
- * IPC_CAPS_PROBE slots, LRU eviction of entries idle for a day.
+ * IPC_CAPS_PROBE slots; a new entry takes a FREE slot, else an INVALID
+ * one or a PENDING one whose query timed out, else the LRU VERIFIED
+ * entry idle for a day (live sessions' entries are touched).
  * Failure policy: a lock error or a full window answers -1 / FULL and
  * the caller goes on without caps for that session (no notifications:
  * XEP-0060 section 9.2 filtering is a MUST); nothing here allocates
@@ -25,8 +27,8 @@ struct shm_caps;        /* process-local handle over the shared area */
 #define SHM_CAPS_IDLE_MS (24LL * 3600 * 1000)
 
 /* Bytes for `capacity` records (rounded up to a power of two, at least
- * IPC_CAPS_PROBE, at most 65536 so a session record's 16-bit index
- * holds any); 0 when out of range. */
+ * IPC_CAPS_PROBE, at most 32768 so a session record's 16-bit
+ * index + 1 holds any); 0 when out of range. */
 size_t shm_caps_size(uint32_t capacity);
 int shm_caps_init(void *mem, size_t size, uint32_t capacity,
 		  const char **error_r);
@@ -73,8 +75,14 @@ int shm_caps_wants(struct shm_caps *t, uint32_t idx, uint16_t gen16,
  * gen16: the count, else -1. */
 int shm_caps_read(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 		  uint64_t *hashes, unsigned max);
-/* Mark entry idx used at now_ms (relaxed store; LRU). */
-void shm_caps_touch(struct shm_caps *t, uint32_t idx, int64_t now_ms);
+/* Lock-free: mark entry idx used at now_ms (LRU) when it is VERIFIED
+ * with gen16: 1; else 0 (evicted or reused: re-resolve the session). */
+int shm_caps_touch(struct shm_caps *t, uint32_t idx, uint16_t gen16,
+		   int64_t now_ms);
+/* Free entry idx when it is still the PENDING entry of gen (a session's
+ * own query it no longer waits for: it sent another ver, or left), so
+ * one client cannot hold many slots.  1 when freed, else 0. */
+int shm_caps_abandon(struct shm_caps *t, uint32_t idx, uint32_t gen);
 /* Bumped by each VERIFIED / each eviction: workers compare it with
  * what they saw to wake parked sessions / re-resolve. */
 uint64_t shm_caps_epoch(const struct shm_caps *t);

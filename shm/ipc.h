@@ -341,11 +341,14 @@ struct ipc_session {
 	int16_t priority;           /* presence priority */
 	uint8_t available;          /* has sent available presence */
 	uint8_t flags;              /* enum ipc_session_flags */
-	_Atomic uint16_t caps_idx;  /* shm/caps.h entry + 1, 0: no caps (16
-				       bits: caps.table_size <= 65535, so the
-				       record keeps its size) */
+	uint16_t caps_pad0;         /* unused (was caps_idx) */
 	uint32_t conn_id;           /* connection id within the slot */
 	uint32_t gen;               /* connection generation */
+	_Atomic uint32_t caps;      /* (shm/caps.h entry + 1) << 16 | the
+				       low 16 bits of the entry's gen; 0: no
+				       caps.  One word: readers never see an
+				       idx with another entry's gen
+				       (caps.table_size <= 32768) */
 	int64_t since;              /* unix time the session bound */
 	_Atomic int64_t active;     /* unix time of the client's last bytes,
 				       to the second */
@@ -355,8 +358,7 @@ struct ipc_session {
 	uint8_t mech;               /* enum ipc_mech */
 	uint16_t tls_version;       /* TLS protocol version (0x0304 = 1.3),
 				       0: plain TCP */
-	_Atomic uint16_t caps_gen;  /* low 16 bits of the entry's gen when
-				       set: a reused entry no longer matches */
+	uint16_t caps_pad1;         /* unused (was caps_gen) */
 	char jid[IPC_JID_INLINE];   /* full JID, NUL-terminated when inline */
 };
 

@@ -33,6 +33,8 @@
 _Static_assert(sizeof(struct ipc_session_table) % 8 == 0, "table header");
 _Static_assert(sizeof(struct ipc_session) % 8 == 0, "record alignment");
 _Static_assert(IPC_JID_MAX <= UINT16_MAX, "jid_len is 16 bits");
+_Static_assert(offsetof(struct ipc_session, jid) == 80,
+	       "the caps word sits in a pad: the record keeps its size");
 
 struct shm_table {
 	struct ipc_session_table *hdr;
@@ -335,10 +337,9 @@ static void rec_to_info(const struct shm_table *t,
 	info->peer_family = r->peer_family;
 	info->mech = r->mech;
 	info->tls_version = r->tls_version;
-	info->caps_idx = atomic_load_explicit(&r->caps_idx,
-					      memory_order_relaxed);
-	info->caps_gen = atomic_load_explicit(&r->caps_gen,
-					      memory_order_relaxed);
+	uint32_t caps = atomic_load_explicit(&r->caps, memory_order_acquire);
+	info->caps_idx = (uint16_t)(caps >> 16);
+	info->caps_gen = (uint16_t)caps;
 	info->flags = rec_flags(r);
 	info->index = (int32_t)(r - t->recs);
 	memcpy(info->jid, rec_jid(t, r), r->jid_len);
@@ -469,10 +470,8 @@ static void rec_fill(struct ipc_session *r, const struct jid_key *k,
 	r->peer_family = info->peer_family;
 	r->mech = info->mech;
 	r->tls_version = info->tls_version;
-	atomic_store_explicit(&r->caps_idx, info->caps_idx,
-			      memory_order_relaxed);
-	atomic_store_explicit(&r->caps_gen, info->caps_gen,
-			      memory_order_relaxed);
+	atomic_store_explicit(&r->caps, (uint32_t)info->caps_idx << 16 |
+			      info->caps_gen, memory_order_release);
 	rec_set_flags(r, info->flags & (uint8_t)~IPC_SESSION_F_SIBLING_CARBONS);
 	r->jid_long = -1;
 }
@@ -759,8 +758,8 @@ void shm_session_set_caps(struct shm_table *t, int32_t index, uint16_t slot,
 	if (atomic_load_explicit(&r->state, memory_order_acquire) !=
 	    IPC_SESSION_USED || !rec_owned_by(r, slot, conn_id, gen))
 		return;
-	atomic_store_explicit(&r->caps_gen, caps_gen, memory_order_relaxed);
-	atomic_store_explicit(&r->caps_idx, caps_idx, memory_order_release);
+	atomic_store_explicit(&r->caps, (uint32_t)caps_idx << 16 | caps_gen,
+			      memory_order_release);
 }
 
 int shm_session_del(struct shm_table *t, const char *full_jid,

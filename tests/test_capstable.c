@@ -53,8 +53,11 @@ static void cmap_close(struct cmap *m)
 Test(capstable, size_limits)
 {
 	cr_assert_eq(shm_caps_size(0), 0);
-	cr_assert_eq(shm_caps_size(65537), 0);
-	cr_assert_gt(shm_caps_size(65535), 0);
+	/* a session record holds idx + 1 in 16 bits: 32768 at most (65535
+	 * rounded up to 65536 slots, whose last idx + 1 wrapped to 0) */
+	cr_assert_eq(shm_caps_size(65535), 0);
+	cr_assert_eq(shm_caps_size(32769), 0);
+	cr_assert_gt(shm_caps_size(32768), 0);
 }
 
 Test(capstable, ask_once_then_wait)
@@ -182,7 +185,7 @@ Test(capstable, eviction)
 		snprintf(ver, sizeof(ver), "v%d=", i);
 		cr_assert_eq(shm_caps_lookup(m.t, 1, 0, ver, &ix, &g),
 			     IPC_CAPS_VERIFIED);
-		shm_caps_touch(m.t, ix, 5000);
+		cr_assert_eq(shm_caps_touch(m.t, ix, (uint16_t)g, 5000), 1);
 	}
 	uint32_t v0idx, v0gen;
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "v0=", &v0idx, &v0gen),
@@ -247,5 +250,105 @@ Test(capstable, dead_lock_holder)
 		     SHM_CAPS_ASK);
 	close(pipefd[0]);
 	close(pipefd[1]);
+	cmap_close(&m);
+}
+
+/* Made-up vers nobody answers do not fill the table for good: a PENDING
+ * entry whose query timed out, and an INVALID one, are taken for a new
+ * ver (no eviction counted: nobody was using them). */
+Test(capstable, stale_pending_and_invalid_reclaimed)
+{
+	struct cmap m;
+	uint32_t idx, gen, iidx, igen;
+	char ver[32];
+	cmap_open(&m, 16);      /* one window: every key competes */
+	for (int i = 0; i < 16; i++) {
+		snprintf(ver, sizeof(ver), "fake%d=", i);
+		cr_assert_eq(shm_caps_begin(m.t, 1, 0, ver, 1000 + i, 30000,
+					    &idx, &gen), SHM_CAPS_ASK);
+	}
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real=", 1000 + 29999, 30000,
+				    &idx, &gen), SHM_CAPS_FULL);
+	/* fake0's query timed out: its slot is taken */
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "fake0=", &iidx, &igen),
+		     IPC_CAPS_PENDING);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real=", 1000 + 30000, 30000,
+				    &idx, &gen), SHM_CAPS_ASK);
+	cr_assert_eq(idx, iidx);
+	cr_assert_neq(gen, igen);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "fake0=", &iidx, &igen),
+		     IPC_CAPS_FREE);
+	cr_assert_eq(shm_caps_evictions(m.t), 0);
+	/* an INVALID one is taken at once */
+	cr_assert_eq(shm_caps_invalid(m.t, 1, 0, "fake9=", 1000 + 30000), 0);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real2=", 1000 + 30000,
+				    30000, &idx, &gen), SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "fake9=", &iidx, &igen),
+		     IPC_CAPS_FREE);
+	struct shm_caps_usage u;
+	shm_caps_usage(m.t, &u);
+	cr_assert_eq(u.used, 16);
+	cmap_close(&m);
+}
+
+/* A session's own PENDING entry is freed when it gives it up; anything
+ * else (answered, reused) is left alone. */
+Test(capstable, abandon_own_pending)
+{
+	struct cmap m;
+	uint32_t idx, gen, i2, g2;
+	cmap_open(&m, 64);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, &idx, &gen),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_abandon(m.t, idx, gen + 1), 0);
+	cr_assert_eq(shm_caps_abandon(m.t, idx, gen), 1);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &i2, &g2),
+		     IPC_CAPS_FREE);
+	cr_assert_eq(shm_caps_abandon(m.t, idx, gen), 0);
+	/* the next client with the ver is asked at once */
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1001, 30000, &idx, &gen),
+		     SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, NULL, 0, 1002, &i2,
+				       &g2), 0);
+	cr_assert_eq(shm_caps_abandon(m.t, i2, g2), 0);
+	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &i2, &g2),
+		     IPC_CAPS_VERIFIED);
+	struct shm_caps_usage u;
+	shm_caps_usage(m.t, &u);
+	cr_assert_eq(u.used, 1);
+	cmap_close(&m);
+}
+
+/* Touch answers whether the entry is still the session's: 0 once it was
+ * evicted (the worker then resolves the ver again). */
+Test(capstable, touch_tells_evicted)
+{
+	struct cmap m;
+	uint32_t idx, gen, i2, g2;
+	char ver[32];
+	cmap_open(&m, 16);
+	cr_assert_eq(shm_caps_verified(m.t, 1, 0, "old=", NULL, 0, 1000,
+				       &idx, &gen), 0);
+	cr_assert_eq(shm_caps_touch(m.t, idx, (uint16_t)gen, 2000), 1);
+	cr_assert_eq(shm_caps_touch(m.t, idx, (uint16_t)(gen + 1), 2000), 0);
+	for (int i = 1; i < 16; i++) {
+		snprintf(ver, sizeof(ver), "v%d=", i);
+		cr_assert_eq(shm_caps_verified(m.t, 1, 0, ver, NULL, 0,
+					       3000, &i2, &g2), 0);
+	}
+	int64_t day = SHM_CAPS_IDLE_MS;
+	/* touched later than the others: a day after the others' use it
+	 * is not the LRU... */
+	cr_assert_eq(shm_caps_touch(m.t, idx, (uint16_t)gen, 4000), 1);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "new=", 3001 + day, 30000,
+				    &i2, &g2), SHM_CAPS_ASK);
+	cr_assert_neq(i2, idx);
+	cr_assert_eq(shm_caps_touch(m.t, idx, (uint16_t)gen, 5000), 1);
+	/* ...but once evicted, touch says so */
+	for (int i = 0; i < 16; i++) {
+		snprintf(ver, sizeof(ver), "n%d=", i);
+		shm_caps_verified(m.t, 1, 0, ver, NULL, 0, 10 * day, &i2, &g2);
+	}
+	cr_assert_eq(shm_caps_touch(m.t, idx, (uint16_t)gen, 10 * day), 0);
 	cmap_close(&m);
 }

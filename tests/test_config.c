@@ -257,6 +257,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.max_account_bytes", CONFIG_F_RELOADABLE },
 	{ "caps.table_size", CONFIG_F_RESTART },
 	{ "caps.query_timeout", CONFIG_F_RELOADABLE },
+	{ "caps.max_changes_per_minute", CONFIG_F_RELOADABLE },
 	{ "pep.max_id_length", CONFIG_F_RELOADABLE },
 	{ "pep.bookmarks_compat", CONFIG_F_RELOADABLE },
 	{ "pep.vcard_conversion", CONFIG_F_RELOADABLE },

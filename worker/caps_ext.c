@@ -7,11 +7,17 @@
  * applies at once (the session record's caps_idx/caps_gen, read by PEP
  * fan-out on any worker); an unknown one is looked up in caps_cache,
  * else the session is asked, from the account's bare JID, for
- * disco#info node='NODE#VER' (XEP-0115 section 6.2) and parked.  The
- * answer reaches the account's bare JID (iq_result_to_account, on the
- * worker of the answering client), is verified (caps.c) and, when it
- * matches, stored VERIFIED in shm and PostgreSQL; verified_epoch wakes
- * the sessions parked on every worker (loop_turn).  A mismatching or
+ * disco#info node='NODE#VER' (XEP-0115 section 6.2) and parked; the
+ * session keeps that one query (id naming slot, conn, gen and a
+ * sequence number; the ref asked).  The answer reaches the account's
+ * bare JID (iq_result_to_account, on the asked client's worker) and
+ * counts only from exactly the full JID asked, with that id and node;
+ * it is verified (caps.c) and, when it matches, stored VERIFIED in shm
+ * and PostgreSQL; verified_epoch wakes the sessions parked on every
+ * worker (loop_turn).  One unknown ver per session (a new one frees the
+ * old PENDING entry); caps.max_changes_per_minute bounds ver changes,
+ * new or known; the tick touches live sessions' entries and resolves
+ * again those whose entry was evicted.  A mismatching or
  * ill-formed answer is never cached: one log line, the entry INVALID,
  * that session not asked again for 10x caps.query_timeout (another
  * client with the ver is asked: a liar cannot block a ver).  Presence
@@ -57,10 +63,32 @@ struct caps_conn {
 	unsigned nhashes;
 	struct caps_conn *pnext, *pprev;    /* parked list */
 	int parked;
+	struct caps_conn *anext, *aprev;    /* all of this worker's */
+	/* The one disco#info query out to this session: an answer counts
+	 * only from exactly c->jid with this id and this node. */
+	int q_active;
+	uint32_t q_seq;
+	int64_t q_sent_ms;
+	struct caps_ref q_ref;
+	/* The PENDING entry this session was handed (ASK): freed when it
+	 * sends another ver or leaves before answering (one per session). */
+	int has_pend;
+	uint32_t pend_idx, pend_gen;
+	/* caps.max_changes_per_minute: ver changes in the window */
+	int64_t win_start;
+	unsigned win_changes;
+	int rate_logged;
+	int has_deferred;               /* a <c/> past the limit: later */
+	struct caps_ref deferred;
 };
 
 /* This process's (worker's) parked sessions and what it last saw. */
 static struct caps_conn *caps_parked;
+static struct caps_conn *caps_all;
+static uint64_t caps_seen_evictions;
+static int64_t caps_touch_ms;
+static int64_t caps_full_log_ms;        /* "table full" lines: 1/minute */
+static unsigned caps_full_quiet;
 static uint64_t caps_seen_epoch;
 static uint32_t caps_query_seq;
 static int64_t caps_cleanup_ms;
@@ -112,10 +140,26 @@ static struct caps_conn *caps_conn_get(struct conn *c)
 {
 	if (c->caps == NULL) {
 		c->caps = calloc(1, sizeof(*c->caps));
-		if (c->caps != NULL)
-			c->caps->c = c;
+		if (c->caps != NULL) {
+			struct caps_conn *cc = c->caps;
+			cc->c = c;
+			cc->anext = caps_all;
+			if (caps_all != NULL)
+				caps_all->aprev = cc;
+			caps_all = cc;
+		}
 	}
 	return c->caps;
+}
+
+/* The session no longer waits for its own query: forget it and free
+ * the PENDING entry it was handed (when nobody answered it meanwhile). */
+static void caps_drop_query(struct worker *w, struct caps_conn *cc)
+{
+	cc->q_active = 0;
+	if (cc->has_pend && w->shm->caps != NULL)
+		shm_caps_abandon(w->shm->caps, cc->pend_idx, cc->pend_gen);
+	cc->has_pend = 0;
 }
 
 /* Entry idx/gen becomes the session's caps: the record, the saved
@@ -157,8 +201,9 @@ static void caps_apply(struct conn *c, struct caps_conn *cc, uint32_t idx,
 }
 
 /* Send the disco#info query for cc->ref to the session, from its bare
- * JID; the id names the version and algorithm (the answer's node names
- * the ver). */
+ * JID; the id names the asking session (worker slot, conn id and gen)
+ * and a sequence number, and cc keeps what was asked: the answer is
+ * checked against it (caps_iq_result). */
 static void caps_send_query(struct conn *c, struct caps_conn *cc)
 {
 	char node[CAPS_NODE_MAX + CAPS_VER_MAX + 64];
@@ -174,9 +219,13 @@ static void caps_send_query(struct conn *c, struct caps_conn *cc)
 	xml_escape(&out, c->domain, strlen(c->domain), 1);
 	buf_appendf(&out, "' to='");
 	xml_escape(&out, c->jid, strlen(c->jid), 1);
-	buf_appendf(&out, "' type='get' id='caps-%d-%d-%u'><query xmlns='"
-		    NS_DISCO_INFO "' node='", cc->ref.v2, (int)cc->ref.algo,
-		    ++caps_query_seq);
+	cc->q_active = 1;
+	cc->q_seq = ++caps_query_seq;
+	cc->q_sent_ms = c->w->now_ms;
+	cc->q_ref = cc->ref;
+	buf_appendf(&out, "' type='get' id='caps-%u-%u-%u-%u'><query xmlns='"
+		    NS_DISCO_INFO "' node='", (unsigned)c->w->slot, c->id,
+		    c->gen, cc->q_seq);
 	xml_escape(&out, node, strlen(node), 1);
 	buf_appendf(&out, "'/></iq>");
 	buf_append(&out, "", 1);
@@ -326,6 +375,9 @@ static void caps_resolve(struct conn *c, struct caps_conn *cc)
 		break;
 	case SHM_CAPS_ASK:
 		caps_unpark(cc);
+		cc->has_pend = 1;
+		cc->pend_idx = idx;
+		cc->pend_gen = gen;
 		caps_db_lookup(c, cc);
 		break;
 	case SHM_CAPS_WAIT:
@@ -336,12 +388,62 @@ static void caps_resolve(struct conn *c, struct caps_conn *cc)
 		caps_unpark(cc);
 		if (cc->state != CC_APPLIED)
 			cc->state = CC_NONE;
-		if (v == SHM_CAPS_FULL)
-			log_info("caps table full: %s %s of %s not cached",
-				 caps_algo_name(cc->ref.algo), cc->ref.ver,
-				 c->jid);
+		if (v != SHM_CAPS_FULL)
+			break;
+		if (c->w->now_ms - caps_full_log_ms < 60000) {
+			caps_full_quiet++;      /* a flood: one line a minute */
+			break;
+		}
+		log_info("caps table full: %s %s of %s not cached (%u more "
+			 "in the last minute)", caps_algo_name(cc->ref.algo),
+			 cc->ref.ver, c->jid, caps_full_quiet);
+		caps_full_log_ms = c->w->now_ms;
+		caps_full_quiet = 0;
 		break;
 	}
+}
+
+/* Whether cc may resolve one more ver now (caps.max_changes_per_minute,
+ * new and known vers alike: PEP resends last items on each change). */
+static int caps_rate_ok(struct conn *c, struct caps_conn *cc)
+{
+	int64_t now = c->w->now_ms;
+	if (now - cc->win_start >= 60000) {
+		cc->win_start = now;
+		cc->win_changes = 0;
+	}
+	if (cc->win_changes < c->w->cfg->caps_max_changes_per_minute) {
+		cc->win_changes++;
+		return 1;
+	}
+	return 0;
+}
+
+/* The session announced r: resolve it, within the rate limit (past it
+ * the newest <c/> waits for the next minute, caps_tick). */
+static void caps_change(struct conn *c, struct caps_conn *cc,
+			const struct caps_ref *r)
+{
+	if (!caps_rate_ok(c, cc)) {
+		cc->deferred = *r;
+		cc->has_deferred = 1;
+		if (!cc->rate_logged) {
+			cc->rate_logged = 1;
+			log_info("caps of %s change more than %u times a "
+				 "minute: not resolved until the minute is "
+				 "over", c->jid,
+				 c->w->cfg->caps_max_changes_per_minute);
+		}
+		return;
+	}
+	cc->has_deferred = 0;
+	if (cc->has_ref && memcmp(&cc->ref, r, sizeof(*r)) != 0)
+		caps_drop_query(c->w, cc);      /* one unknown ver at a time */
+	cc->ref = *r;
+	cc->has_ref = 1;
+	if (cc->state == CC_BAD)
+		cc->state = CC_NONE;
+	caps_resolve(c, cc);
 }
 
 static void caps_presence(struct conn *c, const struct xml_node *st,
@@ -356,60 +458,22 @@ static void caps_presence(struct conn *c, const struct xml_node *st,
 	if (cc == NULL)
 		return;
 	if (cc->has_ref && memcmp(&cc->ref, &r, sizeof(r)) == 0) {
+		cc->has_deferred = 0;   /* back to what it has */
 		if (cc->state != CC_BAD && cc->state != CC_NONE)
 			return;         /* known, or on its way */
 		if (cc->state == CC_BAD && c->w->now_ms < cc->bad_until)
 			return;
 	}
-	cc->ref = r;
-	cc->has_ref = 1;
-	if (cc->state == CC_BAD)
-		cc->state = CC_NONE;
-	caps_resolve(c, cc);
+	caps_change(c, cc, &r);
 }
 
-/* ---- answers to the account's bare JID ------------------------------- */
-
-/* The ver named by an answer's node for (v2, algo): a pointer into
- * node, or NULL. */
-static const char *caps_node_ver(const char *node, int v2,
-				 enum caps_algo algo)
+/* The session's query got an error or timed out: it is not asked again
+ * for 10x caps.query_timeout; its PENDING entry is freed, so the next
+ * client with the ver is asked. */
+static void caps_query_failed(struct worker *w, struct caps_conn *cc)
 {
-	if (node == NULL)
-		return NULL;
-	if (v2) {
-		char pre[64];
-		snprintf(pre, sizeof(pre), NS_ECAPS2 "#%s.",
-			 caps_algo_name(algo));
-		size_t n = strlen(pre);
-		return strncmp(node, pre, n) == 0 ? node + n : NULL;
-	}
-	const char *hash = strrchr(node, '#');
-	return hash != NULL ? hash + 1 : NULL;
-}
-
-/* The local conn of full JID `from`, on this worker, or NULL. */
-static struct conn *caps_local_conn(struct worker *w, const char *from)
-{
-	struct session_info s;
-	if (shm_session_get(w->shm->sessions, from, &s) != 1 ||
-	    s.slot != w->slot)
-		return NULL;
-	return conn_lookup(w, s.conn_id, s.gen);
-}
-
-static void caps_mismatch(struct worker *w, const char *from,
-			  const struct caps_ref *r, const char *why)
-{
-	log_info("caps answer of %s for %s %s refused (%s): not cached",
-		 from, caps_algo_name(r->algo), r->ver, why);
-	METRIC_INC(w->stats->caps_mismatch);
-	shm_caps_invalid(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
-			 w->now_ms);
-	struct conn *c = caps_local_conn(w, from);
-	struct caps_conn *cc = c != NULL ? c->caps : NULL;
-	if (cc != NULL && cc->has_ref &&
-	    memcmp(&cc->ref, r, sizeof(*r)) == 0 && cc->state != CC_APPLIED) {
+	caps_drop_query(w, cc);
+	if (cc->state != CC_APPLIED) {
 		caps_unpark(cc);
 		cc->state = CC_BAD;
 		cc->bad_until = w->now_ms +
@@ -417,26 +481,42 @@ static void caps_mismatch(struct worker *w, const char *from,
 	}
 }
 
-static void caps_answer(struct worker *w, const struct xml_node *st,
-			const char *from, int v2, int algo)
+/* ---- answers to the account's bare JID ------------------------------- */
+
+static void caps_mismatch(struct worker *w, struct caps_conn *cc,
+			  const struct caps_ref *r, const char *why)
 {
-	const struct xml_node *q = xml_child(st, NS_DISCO_INFO, "query");
-	const char *ver = q != NULL ? caps_node_ver(xml_attr(q, "node"), v2,
-						  (enum caps_algo)algo) : NULL;
-	struct caps_ref r = { .v2 = v2, .algo = (enum caps_algo)algo };
-	uint32_t idx, gen;
-	if (ver == NULL || strlen(ver) > CAPS_VER_MAX) {
-		log_info("caps answer of %s without our node: ignored", from);
-		return;
+	log_info("caps answer of %s for %s %s refused (%s): not cached",
+		 cc->c->jid, caps_algo_name(r->algo), r->ver, why);
+	METRIC_INC(w->stats->caps_mismatch);
+	shm_caps_invalid(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+			 w->now_ms);
+	cc->has_pend = 0;               /* INVALID now: anyone may take it */
+	if (cc->has_ref && memcmp(&cc->ref, r, sizeof(*r)) == 0 &&
+	    cc->state != CC_APPLIED) {
+		caps_unpark(cc);
+		cc->state = CC_BAD;
+		cc->bad_until = w->now_ms +
+			10 * (int64_t)w->cfg->caps_query_timeout;
 	}
-	memcpy(r.ver, ver, strlen(ver) + 1);
-	if (shm_caps_lookup(w->shm->caps, r.algo, (uint8_t)v2, r.ver, &idx,
-			    &gen) == IPC_CAPS_VERIFIED)
+}
+
+/* The answer q of cc's session to its query for r (checked). */
+static void caps_answer(struct worker *w, struct caps_conn *cc,
+			const struct xml_node *q, const struct caps_ref *r)
+{
+	uint32_t idx, gen;
+	if (shm_caps_lookup(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+			    &idx, &gen) == IPC_CAPS_VERIFIED) {
+		cc->has_pend = 0;
+		if (cc->parked)
+			caps_resolve(cc->c, cc);
 		return;         /* another client answered first */
+	}
 	const char *error = NULL;
-	int ok = caps_verify(q, &r, &error);
+	int ok = caps_verify(q, r, &error);
 	if (ok != 1) {
-		caps_mismatch(w, from, &r, ok < 0 ? error : "hash differs");
+		caps_mismatch(w, cc, r, ok < 0 ? error : "hash differs");
 		return;
 	}
 	const char *names[IPC_CAPS_NOTIFY_MAX];
@@ -447,41 +527,70 @@ static void caps_answer(struct worker *w, const struct xml_node *st,
 				       &more);
 	if (more)
 		log_info("caps %s %s lists more than %u +notify nodes: the "
-			 "rest are ignored", caps_algo_name(r.algo), r.ver,
+			 "rest are ignored", caps_algo_name(r->algo), r->ver,
 			 IPC_CAPS_NOTIFY_MAX);
 	caps_hashes(w->shm->caps, names, lens, n, h);
-	if (shm_caps_verified(w->shm->caps, r.algo, (uint8_t)v2, r.ver, h, n,
-			      w->now_ms, &idx, &gen) < 0) {
+	cc->has_pend = 0;
+	if (shm_caps_verified(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+			      h, n, w->now_ms, &idx, &gen) < 0) {
 		log_info("caps %s %s verified but not cached: table full",
-			 caps_algo_name(r.algo), r.ver);
+			 caps_algo_name(r->algo), r->ver);
 		return;
 	}
 	METRIC_INC(w->stats->caps_verified);
-	caps_db_store(w, &r, names, lens, n);
+	caps_db_store(w, r, names, lens, n);
 }
 
+/* A result or error IQ to an account's bare JID.  It is an answer to
+ * our query only when its id names a session of this worker (slot,
+ * conn id, gen: the answer comes from the asked client's own stream,
+ * so it is handled on that client's worker, where the query was made)
+ * with a query out under that sequence number, it comes from exactly
+ * the full JID asked, and (a result) names the node asked.  Anything
+ * else is dropped (debug log): nothing is cached unasked. */
 static void caps_iq_result(struct worker *w, const struct xml_node *st,
 			   const char *bare)
 {
 	const char *id = xml_attr(st, "id");
 	const char *from = xml_attr(st, "from");
 	const char *type = xml_attr(st, "type");
-	int v2, algo;
-	unsigned seq;
-	size_t bl = strlen(bare);
+	unsigned slot, conn_id, gen, seq;
+	char tail;
+	(void)bare;
 	if (id == NULL || strncmp(id, "caps-", 5) != 0 || from == NULL ||
-	    w->shm->caps == NULL ||
-	    sscanf(id, "caps-%d-%d-%u", &v2, &algo, &seq) != 3 ||
-	    (v2 != 0 && v2 != 1) || algo < CAPS_SHA1 || algo > CAPS_SHA512)
+	    type == NULL || w->shm->caps == NULL)
 		return;
-	/* only the account's own resources answer what we asked them */
-	if (strncmp(from, bare, bl) != 0 || from[bl] != '/')
+	if (sscanf(id, "caps-%u-%u-%u-%u%c", &slot, &conn_id, &gen, &seq,
+		   &tail) != 4 || slot != (unsigned)w->slot) {
+		log_debug("caps answer of %s with id %s: not ours, dropped",
+			  from, id);
 		return;
+	}
+	struct conn *c = conn_lookup(w, conn_id, gen);
+	struct caps_conn *cc = c != NULL ? c->caps : NULL;
+	if (cc == NULL || !cc->q_active || cc->q_seq != seq ||
+	    c->jid == NULL || strcmp(from, c->jid) != 0) {
+		log_debug("caps answer of %s with id %s: no such query out, "
+			  "dropped", from, id);
+		return;
+	}
+	struct caps_ref r = cc->q_ref;
 	if (strcmp(type, "error") == 0) {
 		log_info("caps query to %s answered with an error", from);
-		return;         /* the next client with the ver is asked */
+		caps_query_failed(w, cc);
+		return;
 	}
-	caps_answer(w, st, from, v2, algo);
+	const struct xml_node *q = xml_child(st, NS_DISCO_INFO, "query");
+	const char *node = q != NULL ? xml_attr(q, "node") : NULL;
+	char want[CAPS_NODE_MAX + CAPS_VER_MAX + 64];
+	if (node == NULL || caps_query_node(&r, want, sizeof(want)) < 0 ||
+	    strcmp(node, want) != 0) {
+		log_debug("caps answer of %s with id %s: not the node asked, "
+			  "dropped", from, id);
+		return;
+	}
+	cc->q_active = 0;
+	caps_answer(w, cc, q, &r);
 }
 
 /* ---- waking parked sessions ------------------------------------------ */
@@ -491,6 +600,8 @@ static void caps_rerun_parked(void)
 	struct caps_conn *cc = caps_parked, *next;
 	for (; cc != NULL; cc = next) {
 		next = cc->pnext;
+		if (cc->q_active)
+			continue;       /* its own query: answer or timeout */
 		caps_resolve(cc->c, cc);
 	}
 }
@@ -508,10 +619,50 @@ static int caps_loop_turn(struct worker *w, int64_t now_ms)
 	return -1;
 }
 
+/* Entry of an applied session gone (evicted, reused): resolve its ver
+ * again (shared memory, caps_cache, else a query). */
+static void caps_reresolve(struct conn *c, struct caps_conn *cc)
+{
+	if (!cc->has_ref) {     /* restored from a saved word only */
+		cc->state = CC_NONE;
+		shm_session_set_caps(c->w->shm->sessions, c->sess_index,
+				     (uint16_t)c->w->slot, c->id, c->gen,
+				     0, 0);
+		return;
+	}
+	cc->state = CC_NONE;
+	caps_resolve(c, cc);
+}
+
 static void caps_tick(struct worker *w, int64_t now_ms)
 {
+	struct caps_conn *cc, *next;
 	if (w->shm->caps == NULL)
 		return;
+	int64_t timeout = (int64_t)w->cfg->caps_query_timeout;
+	uint64_t ev = shm_caps_evictions(w->shm->caps);
+	int touch = ev != caps_seen_evictions ||
+		    now_ms - caps_touch_ms >= 60000;
+	if (touch) {
+		caps_seen_evictions = ev;
+		caps_touch_ms = now_ms;
+	}
+	for (cc = caps_all; cc != NULL; cc = next) {
+		next = cc->anext;
+		if (cc->q_active && now_ms - cc->q_sent_ms >= timeout) {
+			log_debug("caps query to %s timed out", cc->c->jid);
+			caps_query_failed(w, cc);
+		}
+		if (cc->has_deferred && now_ms - cc->win_start >= 60000) {
+			struct caps_ref r = cc->deferred;
+			caps_change(cc->c, cc, &r);
+		}
+		/* live sessions keep their entries from LRU eviction; one
+		 * whose entry went anyway is resolved again */
+		if (touch && cc->state == CC_APPLIED &&
+		    !shm_caps_touch(w->shm->caps, cc->idx, cc->gen16, now_ms))
+			caps_reresolve(cc->c, cc);
+	}
 	/* queries that timed out: the next parked client is asked */
 	caps_rerun_parked();
 	if (w->slot == 0 && w->db != NULL &&
@@ -526,9 +677,17 @@ static void caps_tick(struct worker *w, int64_t now_ms)
 
 static void caps_conn_free(struct conn *c)
 {
-	if (c->caps == NULL)
+	struct caps_conn *cc = c->caps;
+	if (cc == NULL)
 		return;
-	caps_unpark(c->caps);
+	caps_unpark(cc);
+	caps_drop_query(c->w, cc);
+	if (cc->aprev != NULL)
+		cc->aprev->anext = cc->anext;
+	else
+		caps_all = cc->anext;
+	if (cc->anext != NULL)
+		cc->anext->aprev = cc->aprev;
 	free(c->caps->hashes);
 	free(c->caps);
 	c->caps = NULL;
@@ -579,7 +738,8 @@ int caps_conn_wants(struct conn *c, const char *node)
 /* ---- the extension (ext.h) ------------------------------------------- */
 
 static const char *const caps_config[] = {
-	"caps.table_size", "caps.query_timeout", NULL,
+	"caps.table_size", "caps.query_timeout",
+	"caps.max_changes_per_minute", NULL,
 };
 static const char *const caps_schema[] = { "008-caps.sql", NULL };
 

@@ -212,8 +212,126 @@ def test_xep0390():
                  what="caps_cache row")
 
 
+def fake_ver(i):
+    return base64.b64encode(hashlib.sha1(b"made-up %d" % i).digest()).decode()
+
+
+def test_made_up_vers_do_not_fill_the_table():
+    """A client announcing made-up vers and never answering: each new ver
+    replaces its own query (one unknown ver per session), past
+    caps.max_changes_per_minute no more queries (one log line), every
+    presence is still routed, and another client's real ver is asked at
+    once (it was "caps table full" for everyone until restart)."""
+    with Server(workers=1, users=USERS, overrides={
+            "caps.table_size": "16", "caps.max_changes_per_minute": "5"}) as s:
+        w = login(s, "juliet", "window")
+        j = login(s, "juliet", "balcony")
+        for i in range(5):
+            j.send(presence(fake_ver(i)))
+            expect_query(j, "%s#%s" % (NODE, fake_ver(i)))
+        for i in range(5, 40):
+            j.send(presence(fake_ver(i)))
+        # the last presence was routed (to the other resource), its caps
+        # not resolved
+        w.expect(presence(fake_ver(39)).replace(
+            "<presence>", "<presence to='juliet@localhost' "
+            "from='juliet@localhost/balcony'>"))
+        synced(j)
+        j.quiet(0.3, want=re.compile("<iq .*"))
+        assert metric(s, "xmppd_caps_queries") == 5
+        line = ("caps of juliet@localhost/balcony change more than 5 times a "
+                "minute: not resolved until the minute is over")
+        assert s.log_text().count(line) == 1, s.log_text()[-2000:]
+        r = login(s, "romeo", "orchard", presence=presence(PEPPY_VER))
+        qnode = "%s#%s" % (NODE, PEPPY_VER)
+        answer(r, expect_query(r, qnode), qnode, PEPPY)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 1, what="verified")
+        assert "caps table full" not in s.log_text()
+
+
+def test_unasked_answers_ignored():
+    """Only the answer to our query counts: from exactly the full JID
+    asked, with its id and its node.  A made-up self-consistent answer,
+    the right answer from another resource of the account, and an
+    answer naming another node are all dropped; nothing is cached."""
+    with Server(workers=1, users=USERS) as s:
+        j = login(s, "juliet", "balcony", presence=presence(PEPPY_VER))
+        qnode = "%s#%s" % (NODE, PEPPY_VER)
+        iq_id = expect_query(j, qnode)
+        # never asked: a ver of its own making, with a plausible id
+        made = "%s#%s" % (NODE, EXODUS_VER)
+        answer(j, "caps-0-1-%s" % iq_id.split("-")[-1], made, EXODUS)
+        answer(j, iq_id.rsplit("-", 1)[0] + "-999", made, EXODUS)
+        # the right id, but a node (and ver) not asked
+        answer(j, iq_id, made, EXODUS)
+        # the right answer from juliet's other resource
+        w = login(s, "juliet", "window")
+        answer(w, iq_id, qnode, PEPPY)
+        synced(j)
+        synced(w)
+        assert metric(s, "xmppd_caps_verified") == 0
+        assert metric(s, "xmppd_caps_mismatch") == 0
+        assert sql(s, "SELECT count(*) FROM caps_cache") == "0"
+        # the asked resource answers: taken, once
+        answer(j, iq_id, qnode, PEPPY)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 1, what="verified")
+        answer(j, iq_id, qnode, PEPPY)
+        synced(j)
+        assert metric(s, "xmppd_caps_verified") == 1
+        wait_for(lambda: sql(s, "SELECT count(*) FROM caps_cache") == "1",
+                 what="caps_cache row")
+        assert sql(s, "SELECT ver FROM caps_cache") == PEPPY_VER
+
+
+def test_known_vers_rate_limited():
+    """Switching between two known vers counts against
+    caps.max_changes_per_minute too (each change makes PEP send last
+    items): past it one log line, and no more changes applied."""
+    with Server(workers=1, users=USERS,
+                overrides={"caps.max_changes_per_minute": "3"}) as s:
+        r = login(s, "romeo", "orchard", presence=presence(PEPPY_VER))
+        qnode = "%s#%s" % (NODE, PEPPY_VER)
+        answer(r, expect_query(r, qnode), qnode, PEPPY)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 1, what="verified")
+        node = "http://code.google.com/p/exodus"
+        r.send(presence(EXODUS_VER, node=node))
+        enode = "%s#%s" % (node, EXODUS_VER)
+        answer(r, expect_query(r, enode), enode, EXODUS)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 2, what="verified")
+        line = ("caps of romeo@localhost/orchard change more than 3 times a "
+                "minute: not resolved until the minute is over")
+        assert line not in s.log_text()
+        # both known now: a third change is within the limit, the rest not
+        for i in range(10):
+            r.send(presence(PEPPY_VER) if i % 2 == 0 else
+                   presence(EXODUS_VER, node=node))
+        synced(r)
+        r.quiet(0.3, want=re.compile("<iq .*"))
+        assert metric(s, "xmppd_caps_queries") == 2
+        assert s.log_text().count(line) == 1, s.log_text()[-2000:]
+
+
+def test_unanswered_query_times_out():
+    """A client that never answers holds the ver for caps.query_timeout
+    at most: then the next client with the ver is asked (and answers),
+    and the silent one is not asked again meanwhile."""
+    with Server(workers=1, users=USERS,
+                overrides={"caps.query_timeout": "1s"}) as s:
+        qnode = "%s#%s" % (NODE, PEPPY_VER)
+        j = login(s, "juliet", "balcony", presence=presence(PEPPY_VER))
+        expect_query(j, qnode)
+        r = login(s, "romeo", "orchard", presence=presence(PEPPY_VER))
+        answer(r, expect_query(r, qnode), qnode, PEPPY)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 1, what="verified")
+        synced(j)
+        j.quiet(0.3, want=query_rx(j, qnode))
+        assert metric(s, "xmppd_caps_queries") == 2
+
+
 if __name__ == "__main__":
     run_tests([checked(t) for t in [
         test_unknown_ver_queried_and_verified, test_xep0115_example_ver,
         test_poisoned_answer_not_cached, test_answer_only_from_own_resources,
-        test_survives_restart, test_no_c_and_legacy, test_xep0390]])
+        test_survives_restart, test_no_c_and_legacy, test_xep0390,
+        test_made_up_vers_do_not_fill_the_table, test_unasked_answers_ignored,
+        test_known_vers_rate_limited, test_unanswered_query_times_out]])
