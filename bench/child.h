@@ -80,6 +80,14 @@ struct pairvec {                /* (sender << 32 | seq) records */
 	size_t n, cap;
 };
 
+/* --pep: per client (pep.c) */
+struct pep_client {
+	uint64_t seen;          /* contacts' (and own) devicelists this run */
+	uint64_t to, from;      /* the roster pass: subscription states */
+	int64_t t_presence;     /* initial presence sent */
+	bool roster, done;      /* roster loaded; all K 'both' */
+};
+
 struct child {
 	const struct bench_opts *o;
 	unsigned k;             /* worker number */
@@ -118,6 +126,7 @@ struct child {
 	size_t pheader_len;
 	char *msg;              /* scratch for one outgoing message */
 	size_t msg_size;
+	struct pep_client *pep; /* --pep: one per client */
 	char rbuf[65536];       /* shared read buffer */
 };
 
@@ -165,5 +174,13 @@ void child_client_resumed(struct child *ch, struct client *c, int64_t now);
 void child_drop_one(struct child *ch, struct client *c);
 void child_on_message(struct child *ch, struct client *c, const char *el,
 		      const struct xs_item *it);
+
+/* pep.c, called by client.c: instead of <presence/> (-1: closed) */
+int pep_online(struct child *ch, struct client *c);
+/* An element while online: -1 closed, 0 handled, 2 not ours. */
+int pep_element(struct child *ch, struct client *c, const char *el,
+		const struct xs_item *it);
+/* At STOP: count the missing pairs. */
+void pep_report(struct child *ch);
 
 #endif
