@@ -161,8 +161,10 @@ struct bench_counters {
 	uint64_t pep_stale;             /* an earlier run's item */
 	uint64_t pep_unexpected;        /* from a non-contact */
 	uint64_t pep_other;             /* another node, no device */
+	uint64_t pep_pub_due;           /* 2 per client online */
 	uint64_t pep_pub_sent, pep_pub_ok, pep_pub_err;
 	uint64_t pep_disco;             /* disco#info queries answered */
+	uint64_t pep_own_late;          /* published without own devicelist */
 	/* --pep: the roster pass */
 	uint64_t pep_setup_done;        /* clients with K 'both' contacts */
 	uint64_t pep_sub_sent, pep_subd_sent, pep_roster_pushes;

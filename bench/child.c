@@ -400,7 +400,7 @@ static void child_progress(struct child *ch, int64_t now)
 	/* --pep: what is expected and what came, pairs and publishes; the
 	 * roster pass: online clients and those whose roster is complete */
 	uint64_t sent = ch->o->pep_k == 0 ? c->sent : ch->o->pep_setup ?
-			c->established : c->pep_expected + c->pep_pub_sent;
+			c->established : c->pep_expected + c->pep_pub_due;
 	uint64_t answered = ch->o->pep_k == 0 ? c->received + c->errored :
 			    ch->o->pep_setup ? c->pep_setup_done :
 			    c->pep_pairs + c->pep_pub_ok + c->pep_pub_err;
@@ -497,6 +497,8 @@ static void child_step(struct child *ch)
 	child_resumes(ch, now);
 	child_timeouts(ch, now);
 	child_messages(ch, now);
+	if (ch->o->pep_k > 0)
+		pep_tick(ch, now);
 	child_progress(ch, now);
 	if (!ch->ready_sent && ch->resolved == n)
 		child_ready(ch);

@@ -85,7 +85,13 @@ struct pep_client {
 	uint64_t seen;          /* contacts' (and own) devicelists this run */
 	uint64_t to, from;      /* the roster pass: subscription states */
 	int64_t t_presence;     /* initial presence sent */
-	bool roster, done;      /* roster loaded; all K 'both' */
+	bool roster, done;      /* roster loaded; all K 'both' and both
+				 * nodes published */
+	uint8_t pubs_ok;        /* the roster pass: publishes that passed */
+	uint8_t retries;        /* the roster pass: publishes retried */
+	bool published;         /* the burst: devicelist and bundle sent */
+	bool own;               /* the burst: own devicelist arrived */
+	uint64_t pres;          /* the burst: contacts' presence arrived */
 };
 
 struct child {
@@ -127,6 +133,7 @@ struct child {
 	char *msg;              /* scratch for one outgoing message */
 	size_t msg_size;
 	struct pep_client *pep; /* --pep: one per client */
+	int64_t t_pep_tick;
 	char rbuf[65536];       /* shared read buffer */
 };
 
@@ -182,5 +189,7 @@ int pep_element(struct child *ch, struct client *c, const char *el,
 		const struct xs_item *it);
 /* At STOP: count the missing pairs. */
 void pep_report(struct child *ch);
+/* Each loop turn: publish for clients whose own devicelist is late. */
+void pep_tick(struct child *ch, int64_t now);
 
 #endif

@@ -403,7 +403,7 @@ static void parent_lost(const struct parent *p, struct totals *t,
 	const struct bench_opts *o = p->o;
 	uint32_t first_drop = p->n_drop ? p->online[p->n_online - p->n_drop] :
 			      UINT32_MAX;
-	FILE *f = parent_lost_file(o);
+	FILE *f = o->pep_k ? NULL : parent_lost_file(o);   /* --pep: pep.c */
 	for (uint32_t s = 0; s < o->clients; s++) {
 		for (uint32_t q = 0; q < sent_by[s]; q++) {
 			uint64_t bit = base[s] + q;
@@ -700,6 +700,8 @@ static size_t parent_pep_figures(const struct parent *p,
 		FIG("pep_setup_subscribes_sent", c->pep_sub_sent, 0);
 		FIG("pep_setup_subscribed_sent", c->pep_subd_sent, 0);
 		FIG("pep_setup_roster_pushes", c->pep_roster_pushes, 0);
+		FIG("pep_setup_publishes_ok", c->pep_pub_ok, 0);
+		FIG("pep_setup_publish_errors_retried", c->pep_pub_err, 0);
 		FIG("pep_setup_timed_out", p->pep_timed_out, 0);
 		FIG("pep_setup_server_cpu_s", end->cpu_s - idle->cpu_s,
 		    srv ? 2 : -1);
@@ -721,9 +723,10 @@ static size_t parent_pep_figures(const struct parent *p,
 	FIG("pep_publishes_sent", c->pep_pub_sent, 0);
 	FIG("pep_publishes_ok", c->pep_pub_ok, 0);
 	FIG("pep_publishes_failed", c->pep_pub_err, 0);
-	FIG("pep_publishes_unanswered", c->pep_pub_sent - c->pep_pub_ok -
+	FIG("pep_publishes_unanswered", c->pep_pub_due - c->pep_pub_ok -
 	    c->pep_pub_err, 0);
 	FIG("pep_disco_answered", c->pep_disco, 0);
+	FIG("pep_published_without_own_list", c->pep_own_late, 0);
 	FIG("publish_rtt_p50_ms", ms(hist_quantile(&t->resume, .50)), 2);
 	FIG("publish_rtt_p99_ms", ms(hist_quantile(&t->resume, .99)), 2);
 	FIG("event_latency_p50_ms", ms(hist_quantile(&t->lat, .50)), 2);
@@ -821,7 +824,7 @@ int parent_run(const struct bench_opts *o)
 		     (o->pep_k == 0 || (o->pep_setup ?
 			t->c.pep_setup_done == o->clients :
 			t->c.pep_missing == 0 && t->c.pep_pub_err == 0 &&
-			t->c.pep_pub_ok == t->c.pep_pub_sent));
+			t->c.pep_pub_ok == t->c.pep_pub_due));
 	for (unsigned k = 0; k < p.nw; k++) {
 		free(p.w[k].online);
 		free(p.w[k].report);

@@ -164,12 +164,17 @@ static int pep_send(struct child *ch, struct client *c, const char *p,
 	return 0;
 }
 
+static int pep_publish(struct child *ch, struct client *c);
+static int pep_publish_devices(struct child *ch, struct client *c);
+static int pep_publish_bundle(struct child *ch, struct client *c);
+
 /* ---- the roster pass ------------------------------------------------ */
 
 static void pep_setup_check(struct child *ch, struct pep_client *pc)
 {
 	uint64_t all = pep_all(ch->o);
-	if (!pc->done && pc->roster && (pc->to & pc->from & all) == all) {
+	if (!pc->done && pc->roster && pc->pubs_ok == 2 &&
+	    (pc->to & pc->from & all) == all) {
 		pc->done = true;
 		ch->cnt.pep_setup_done++;
 	}
@@ -220,8 +225,30 @@ static int pep_roster_loaded(struct child *ch, struct client *c)
 			return -1;
 		ch->cnt.pep_sub_sent++;
 	}
-	pep_setup_check(ch, pc);
-	return 0;
+	return pep_publish(ch, c);
+}
+
+/* The roster pass publishes both nodes once (creating them), so that the
+ * burst is the login of established OMEMO accounts; a failed publish is
+ * sent again (ejabberd 23.01 on mnesia aborts concurrent auto-creates:
+ * "cyclic" lock on pubsub_index), up to PEP_RETRIES times in all. */
+#define PEP_RETRIES 50
+static int pep_setup_answer(struct child *ch, struct client *c,
+			    const char *id, bool ok)
+{
+	struct pep_client *pc = pep_of(ch, c);
+	if (ok) {
+		ch->cnt.pep_pub_ok++;
+		pc->pubs_ok++;
+		pep_setup_check(ch, pc);
+		return 0;
+	}
+	ch->cnt.pep_pub_err++;
+	if (pc->retries >= PEP_RETRIES)
+		return 0;
+	pc->retries++;
+	return id[1] == 'd' ? pep_publish_devices(ch, c) :
+	       pep_publish_bundle(ch, c);
 }
 
 static int pep_setup_element(struct child *ch, struct client *c,
@@ -249,11 +276,16 @@ static int pep_setup_element(struct child *ch, struct client *c,
 	}
 	if (!xmlscan_is(el, len, "iq"))
 		return 0;
-	if (!strcmp(type, "result") &&
-	    xmlscan_attr(el, it->tag_len, "id", id, sizeof(id)) > 0 &&
-	    !strcmp(id, "roster")) {
-		pep_roster_items(ch, c, el, len);
-		return pep_roster_loaded(ch, c);
+	bool ok = !strcmp(type, "result");
+	if ((ok || !strcmp(type, "error")) &&
+	    xmlscan_attr(el, it->tag_len, "id", id, sizeof(id)) > 0) {
+		if (ok && !strcmp(id, "roster")) {
+			pep_roster_items(ch, c, el, len);
+			return pep_roster_loaded(ch, c);
+		}
+		if (id[0] == 'p' && (id[1] == 'd' || id[1] == 'b'))
+			return pep_setup_answer(ch, c, id, ok);
+		return 0;
 	}
 	if (!strcmp(type, "set") && memmem(el, len, NS_ROSTER,
 					   sizeof(NS_ROSTER) - 1)) {
@@ -266,21 +298,29 @@ static int pep_setup_element(struct child *ch, struct client *c,
 
 /* ---- the burst ------------------------------------------------------ */
 
-static int pep_publish(struct child *ch, struct client *c)
+static int pep_publish_devices(struct child *ch, struct client *c)
 {
 	uint32_t i = client_index(ch, c);
 	long long t = (long long)bench_now_ns();
-	char *m = ch->msg;
-	size_t size = ch->msg_size;
-	int n = snprintf(m, size, "<iq type='set' id='pd%lld'><pubsub xmlns='"
-			 NS_PUBSUB "'><publish node='" NODE_DEVICES "'><item "
-			 "id='current'><list xmlns='" NS_AXOLOTL "'><device "
-			 "id='%u' label='%u.%lld'/></list></item></publish>"
-			 OPEN_OPTIONS "</pubsub></iq>", t, i + 1,
-			 ch->o->run_id, t);
-	if (pep_send(ch, c, m, (size_t)n) < 0)
+	int n = snprintf(ch->msg, ch->msg_size, "<iq type='set' id='pd%lld'>"
+			 "<pubsub xmlns='" NS_PUBSUB "'><publish node='"
+			 NODE_DEVICES "'><item id='current'><list xmlns='"
+			 NS_AXOLOTL "'><device id='%u' label='%u.%lld'/></list>"
+			 "</item></publish>" OPEN_OPTIONS "</pubsub></iq>", t,
+			 i + 1, ch->o->run_id, t);
+	if (pep_send(ch, c, ch->msg, (size_t)n) < 0)
 		return -1;
 	ch->cnt.pep_pub_sent++;
+	return 0;
+}
+
+static int pep_publish_bundle(struct child *ch, struct client *c)
+{
+	uint32_t i = client_index(ch, c);
+	long long t;
+	char *m = ch->msg;
+	size_t size = ch->msg_size;
+	int n;
 	/* a bundle as Conversations makes one: signed pre-key, signature,
 	 * identity key and PREKEYS pre-keys, base64 of 33/64/33 bytes */
 	uint64_t x = 0x9e3779b97f4a7c15ULL * (i + 1);
@@ -322,6 +362,12 @@ static int pep_publish(struct child *ch, struct client *c)
 	return 0;
 }
 
+static int pep_publish(struct child *ch, struct client *c)
+{
+	return pep_publish_devices(ch, c) < 0 ? -1 :
+	       pep_publish_bundle(ch, c);
+}
+
 int pep_online(struct child *ch, struct client *c)
 {
 	struct pep_client *pc = pep_of(ch, c);
@@ -336,9 +382,67 @@ int pep_online(struct child *ch, struct client *c)
 			 "</presence>", ch->o->pep_ver);
 	pc->t_presence = bench_now_ns();
 	ch->cnt.pep_expected += ch->o->pep_k + 1;
-	if (pep_send(ch, c, buf, (size_t)n) < 0)
-		return -1;
+	ch->cnt.pep_pub_due += 2;
+	return pep_send(ch, c, buf, (size_t)n);
+}
+
+/* The burst's publishes, once per client, when its session has settled:
+ * its own devicelist (the last item at login: Conversations publishes
+ * after it has seen its own list) has arrived, and the presence of each
+ * contact that was online before it (same worker) has arrived; or
+ * PEP_OWN_WAIT after its presence without that.  Why the presences:
+ * ejabberd 23.01 sends a live event only to the resources whose presence
+ * the publisher's session has received (mod_caps in the c2s state), and
+ * a publish right after the initial presence lost ~0.7 % of the events
+ * of pep-100 to the probe answers still in flight. */
+#define PEP_OWN_WAIT_NS 2000000000LL
+static int pep_publish_once(struct child *ch, struct client *c, bool force)
+{
+	struct pep_client *pc = pep_of(ch, c);
+	uint32_t i = client_index(ch, c);
+	if (pc->published || (!force && !pc->own))
+		return 0;
+	for (unsigned b = 0; !force && b < ch->o->pep_k; b++) {
+		uint32_t j = pep_contact(ch->o, i, b);
+		if (j < ch->lo || j >= ch->hi || (pc->pres & (1ULL << b)))
+			continue;
+		int64_t tj = ch->pep[j - ch->lo].t_presence;
+		if (tj != 0 && tj < pc->t_presence)
+			return 0;
+	}
+	pc->published = true;
 	return pep_publish(ch, c);
+}
+
+/* An available presence from a contact. */
+static int pep_presence(struct child *ch, struct client *c, const char *el,
+			const struct xs_item *it)
+{
+	char from[300];
+	if (xmlscan_attr(el, it->tag_len, "type", from, sizeof(from)) >= 0 ||
+	    xmlscan_attr(el, it->tag_len, "from", from, sizeof(from)) <= 0)
+		return 0;
+	int b = pep_bit(ch->o, client_index(ch, c),
+			pep_jid_index(ch->o, from));
+	if (b < 0 || b >= (int)ch->o->pep_k)
+		return 0;
+	pep_of(ch, c)->pres |= 1ULL << b;
+	return pep_publish_once(ch, c, false);
+}
+
+void pep_tick(struct child *ch, int64_t now)
+{
+	if (ch->o->pep_setup || now - ch->t_pep_tick < 100000000LL)
+		return;
+	ch->t_pep_tick = now;
+	for (uint32_t i = 0; i < ch->hi - ch->lo; i++) {
+		struct pep_client *pc = &ch->pep[i];
+		if (ch->clients[i].state == CS_ONLINE && !pc->published &&
+		    pc->t_presence != 0 && now - pc->t_presence > PEP_OWN_WAIT_NS) {
+			ch->cnt.pep_own_late++;
+			pep_publish_once(ch, &ch->clients[i], true);
+		}
+	}
 }
 
 /* disco#info to us, any node: our identity and features. */
@@ -390,8 +494,8 @@ static void pep_iq_answer(struct child *ch, const char *el,
 	hist_add(ch->resume_hist, rtt > 0 ? (uint64_t)rtt / 1000 : 0);
 }
 
-static void pep_event(struct child *ch, struct client *c, const char *el,
-		      const struct xs_item *it)
+static int pep_event(struct child *ch, struct client *c, const char *el,
+		     const struct xs_item *it)
 {
 	const char *end = el + it->len;
 	char node[256], dev[16], label[64];
@@ -402,7 +506,7 @@ static void pep_event(struct child *ch, struct client *c, const char *el,
 					   sizeof(node)) < 0 ||
 	    strcmp(node, NODE_DEVICES) != 0) {
 		ch->cnt.pep_other++;
-		return;
+		return 0;
 	}
 	const char *d = pep_find_tag(items, end, "device", &tl);
 	unsigned id, run;
@@ -410,22 +514,27 @@ static void pep_event(struct child *ch, struct client *c, const char *el,
 	if (d == NULL || xmlscan_attr(d, tl, "id", dev, sizeof(dev)) <= 0 ||
 	    sscanf(dev, "%u", &id) != 1 || id == 0) {
 		ch->cnt.pep_other++;
-		return;
+		return 0;
+	}
+	if (id - 1 == client_index(ch, c)) {
+		pep_of(ch, c)->own = true;
+		if (pep_publish_once(ch, c, false) < 0)
+			return -1;
 	}
 	if (xmlscan_attr(d, tl, "label", label, sizeof(label)) <= 0 ||
 	    sscanf(label, "%u.%lld", &run, &t) != 2 || run != ch->o->run_id) {
 		ch->cnt.pep_stale++;
-		return;
+		return 0;
 	}
 	int b = pep_bit(ch->o, client_index(ch, c), id - 1);
 	if (b < 0) {
 		ch->cnt.pep_unexpected++;
-		return;
+		return 0;
 	}
 	struct pep_client *pc = pep_of(ch, c);
 	if (pc->seen & (1ULL << b)) {
 		ch->cnt.pep_dups++;
-		return;
+		return 0;
 	}
 	pc->seen |= 1ULL << b;
 	ch->cnt.pep_pairs++;
@@ -436,6 +545,7 @@ static void pep_event(struct child *ch, struct client *c, const char *el,
 	} else {
 		ch->cnt.pep_last++;
 	}
+	return 0;
 }
 
 int pep_element(struct child *ch, struct client *c, const char *el,
@@ -450,9 +560,11 @@ int pep_element(struct child *ch, struct client *c, const char *el,
 	if (xmlscan_is(el, len, "message")) {
 		if (strcmp(type, "error") != 0 &&
 		    memmem(el, len, NS_EVENT, sizeof(NS_EVENT) - 1))
-			pep_event(ch, c, el, it);
+			return pep_event(ch, c, el, it);
 		return 0;
 	}
+	if (xmlscan_is(el, len, "presence"))
+		return pep_presence(ch, c, el, it);
 	if (!xmlscan_is(el, len, "iq"))
 		return 0;
 	if (!strcmp(type, "result") || !strcmp(type, "error")) {
@@ -465,15 +577,34 @@ int pep_element(struct child *ch, struct client *c, const char *el,
 	return 2;
 }
 
+/* Count the missing pairs; with --lost-file append one line per pair:
+ * "recipient publisher" (client indices). */
 void pep_report(struct child *ch)
 {
-	if (ch->o->pep_setup)
+	const struct bench_opts *o = ch->o;
+	if (o->pep_setup)
 		return;
-	uint64_t all = pep_all(ch->o) | 1ULL << ch->o->pep_k;
+	FILE *f = o->lost_file ? fopen(o->lost_file, "a") : NULL;
+	uint64_t all = pep_all(o) | 1ULL << o->pep_k;
 	for (uint32_t i = 0; i < ch->hi - ch->lo; i++) {
+		uint64_t miss = all & ~ch->pep[i].seen;
 		if (ch->pep[i].t_presence == 0)
 			continue;
-		ch->cnt.pep_missing += (uint64_t)__builtin_popcountll(
-			all & ~ch->pep[i].seen);
+		ch->cnt.pep_missing += (uint64_t)__builtin_popcountll(miss);
+		for (unsigned b = 0; f != NULL && b <= o->pep_k; b++)
+			if (miss & (1ULL << b)) {
+				/* and when each sent its presence, ms after
+				 * this worker began (-1: another worker) */
+				uint32_t j = b == o->pep_k ? ch->lo + i :
+					     pep_contact(o, ch->lo + i, b);
+				double tj = j >= ch->lo && j < ch->hi ?
+					(double)(ch->pep[j - ch->lo].t_presence -
+						 ch->t_begin) / 1e6 : -1;
+				fprintf(f, "%u %u %.1f %.1f\n", ch->lo + i, j,
+					(double)(ch->pep[i].t_presence -
+						 ch->t_begin) / 1e6, tj);
+			}
 	}
+	if (f != NULL)
+		fclose(f);
 }

@@ -427,6 +427,7 @@ int main(int argc, char **argv)
 		o.pep_setup = true;
 		rc = parent_run(&o);
 		o.pep_setup = false;
+		o.run_id++;     /* the pass's items are not the burst's */
 	}
 	if (o.pep_phase != BENCH_PEP_SETUP) {
 		int r = parent_run(&o);
