@@ -87,7 +87,8 @@ struct pep_client {
 	int64_t t_presence;     /* initial presence sent */
 	bool roster, done;      /* roster loaded; all K 'both' and both
 				 * nodes published */
-	uint8_t pubs_ok;        /* the roster pass: publishes that passed */
+	uint8_t pubs_done;      /* the roster pass: publishes that passed
+				 * or failed PEP_RETRIES times */
 	uint8_t retries;        /* the roster pass: publishes retried */
 	bool published;         /* the burst: devicelist and bundle sent */
 	bool own;               /* the burst: own devicelist arrived */

@@ -701,7 +701,8 @@ static size_t parent_pep_figures(const struct parent *p,
 		FIG("pep_setup_subscribed_sent", c->pep_subd_sent, 0);
 		FIG("pep_setup_roster_pushes", c->pep_roster_pushes, 0);
 		FIG("pep_setup_publishes_ok", c->pep_pub_ok, 0);
-		FIG("pep_setup_publish_errors_retried", c->pep_pub_err, 0);
+		FIG("pep_setup_publish_errors", c->pep_pub_err, 0);
+		FIG("pep_setup_publishes_failed", c->pep_setup_pub_failed, 0);
 		FIG("pep_setup_timed_out", p->pep_timed_out, 0);
 		FIG("pep_setup_server_cpu_s", end->cpu_s - idle->cpu_s,
 		    srv ? 2 : -1);
@@ -822,7 +823,8 @@ int parent_run(const struct bench_opts *o)
 				    t->c.resumed == t->c.storm_dropped &&
 				    t->c.storm_dropped == t->c.established)) &&
 		     (o->pep_k == 0 || (o->pep_setup ?
-			t->c.pep_setup_done == o->clients :
+			t->c.pep_setup_done == o->clients &&
+			t->c.pep_setup_pub_failed == 0 :
 			t->c.pep_missing == 0 && t->c.pep_pub_err == 0 &&
 			t->c.pep_pub_ok == t->c.pep_pub_due));
 	for (unsigned k = 0; k < p.nw; k++) {

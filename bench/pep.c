@@ -173,7 +173,7 @@ static int pep_publish_bundle(struct child *ch, struct client *c);
 static void pep_setup_check(struct child *ch, struct pep_client *pc)
 {
 	uint64_t all = pep_all(ch->o);
-	if (!pc->done && pc->roster && pc->pubs_ok == 2 &&
+	if (!pc->done && pc->roster && pc->pubs_done == 2 &&
 	    (pc->to & pc->from & all) == all) {
 		pc->done = true;
 		ch->cnt.pep_setup_done++;
@@ -231,21 +231,24 @@ static int pep_roster_loaded(struct child *ch, struct client *c)
 /* The roster pass publishes both nodes once (creating them), so that the
  * burst is the login of established OMEMO accounts; a failed publish is
  * sent again (ejabberd 23.01 on mnesia aborts concurrent auto-creates:
- * "cyclic" lock on pubsub_index), up to PEP_RETRIES times in all. */
-#define PEP_RETRIES 50
+ * "cyclic" lock on pubsub_index), up to PEP_RETRIES times in all; then
+ * the client gives up on it (a server without PEP: counted). */
+#define PEP_RETRIES 20
 static int pep_setup_answer(struct child *ch, struct client *c,
 			    const char *id, bool ok)
 {
 	struct pep_client *pc = pep_of(ch, c);
-	if (ok) {
+	if (ok)
 		ch->cnt.pep_pub_ok++;
-		pc->pubs_ok++;
+	else
+		ch->cnt.pep_pub_err++;
+	if (ok || pc->retries >= PEP_RETRIES) {
+		if (!ok)
+			ch->cnt.pep_setup_pub_failed++;
+		pc->pubs_done++;
 		pep_setup_check(ch, pc);
 		return 0;
 	}
-	ch->cnt.pep_pub_err++;
-	if (pc->retries >= PEP_RETRIES)
-		return 0;
 	pc->retries++;
 	return id[1] == 'd' ? pep_publish_devices(ch, c) :
 	       pep_publish_bundle(ch, c);
