@@ -7,14 +7,17 @@
  * its roster, sends <presence/>, asks each contact it has no 'to'
  * subscription to with <presence type='subscribe'/>, and answers every
  * subscription request with 'subscribed'; roster pushes update its view.
- * A client is done when its roster shows all K contacts 'both' (the
- * roster is the truth, so a second run only asks what is missing).
+ * It also publishes its devicelist and bundle once (creating the nodes;
+ * failures retried, see pep_setup_answer).  A client is done when its
+ * roster shows all K contacts 'both' (the roster is the truth, so a
+ * second run only asks what is missing) and both publishes are answered.
  *
  * The burst (--pep-phase burst): each client logs in and sends initial
  * presence with XEP-0115 caps (our ver, computed at startup: identity
  * client/pc, features caps, disco#info and the OMEMO devicelist+notify);
- * it answers disco#info queries (any node) with that set; then it
- * publishes its devicelist (item 'current', <device id='i+1'
+ * it answers disco#info queries (any node) with that set; once its
+ * session has settled (pep_publish_once) it publishes its devicelist
+ * (item 'current', <device id='i+1'
  * label='RUN.T'/>: T is the send time, CLOCK_MONOTONIC ns, the same in
  * every process) and one ~4 KB bundle node, both with publish-options
  * pubsub#access_model=open.  It expects one devicelist event from each
