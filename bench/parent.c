@@ -280,7 +280,8 @@ static void parent_storm(struct parent *p)
 static void parent_pep(struct parent *p, int64_t t_start)
 {
 	const struct bench_opts *o = p->o;
-	double quiet = o->pep_setup ? 30 : (o->quiet > 3 ? o->quiet : 3);
+	/* the burst: longer than pep.c's 10 s wait for the own devicelist */
+	double quiet = o->pep_setup ? 30 : (o->quiet > 12 ? o->quiet : 12);
 	double bound = o->pep_setup ? o->pep_setup_timeout : o->drain;
 	int64_t t0 = bench_now_ns(), t_change = t0, t_last = t0;
 	uint64_t last = 0;

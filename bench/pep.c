@@ -396,12 +396,12 @@ int pep_online(struct child *ch, struct client *c)
  * its own devicelist (the last item at login: Conversations publishes
  * after it has seen its own list) has arrived, and the presence of each
  * contact that was online before it (same worker) has arrived; or
- * PEP_OWN_WAIT after its presence without that.  Why the presences:
+ * PEP_OWN_WAIT (10 s) after its presence without that.  Why the presences:
  * ejabberd 23.01 sends a live event only to the resources whose presence
  * the publisher's session has received (mod_caps in the c2s state), and
  * a publish right after the initial presence lost ~0.7 % of the events
  * of pep-100 to the probe answers still in flight. */
-#define PEP_OWN_WAIT_NS 2000000000LL
+#define PEP_OWN_WAIT_NS 10000000000LL
 static int pep_publish_once(struct child *ch, struct client *c, bool force)
 {
 	struct pep_client *pc = pep_of(ch, c);

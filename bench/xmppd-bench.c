@@ -89,7 +89,10 @@ static void usage(FILE *f)
 "      --pep-phase P         both (default): the roster pass (untimed, over\n"
 "                            the wire: subscribe/subscribed until every\n"
 "                            pair is 'both'), then the burst; setup; burst\n"
-"      --pep-setup-timeout S longest roster pass (300)\n");
+"      --pep-setup-timeout S longest roster pass (300)\n"
+"                            (the burst ends when every pair and publish\n"
+"                            is in, after --drain S, or 12 s (or --quiet)\n"
+"                            without progress)\n");
 }
 
 enum {
