@@ -169,6 +169,7 @@ struct bench_counters {
 	uint64_t pep_setup_done;        /* clients with K 'both' contacts */
 	uint64_t pep_sub_sent, pep_subd_sent, pep_roster_pushes;
 	uint64_t pep_setup_pub_failed;  /* gave up after the retries */
+	uint64_t pep_refetch;           /* roster asked again (incomplete) */
 	int64_t t_first_connect, t_last_login;  /* CLOCK_MONOTONIC ns */
 	int64_t t_first_resume, t_last_resumed;
 	uint64_t rss_start_kb, rss_online_kb;   /* this worker's own RSS */

@@ -90,6 +90,8 @@ struct pep_client {
 	uint8_t pubs_done;      /* the roster pass: publishes that passed
 				 * or failed PEP_RETRIES times */
 	uint8_t retries;        /* the roster pass: publishes retried */
+	bool want_pub;          /* the roster pass: roster done, publish */
+	bool pub_started;       /* the roster pass: want_pub taken */
 	bool published;         /* the burst: devicelist and bundle sent */
 	bool own;               /* the burst: own devicelist arrived */
 	uint64_t pres;          /* the burst: contacts' presence arrived */
@@ -135,6 +137,7 @@ struct child {
 	size_t msg_size;
 	struct pep_client *pep; /* --pep: one per client */
 	int64_t t_pep_tick;
+	uint32_t pep_inflight;  /* the roster pass: clients publishing */
 	char rbuf[65536];       /* shared read buffer */
 };
 

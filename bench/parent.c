@@ -281,7 +281,7 @@ static void parent_pep(struct parent *p, int64_t t_start)
 {
 	const struct bench_opts *o = p->o;
 	/* the burst: longer than pep.c's 10 s wait for the own devicelist */
-	double quiet = o->pep_setup ? 30 : (o->quiet > 12 ? o->quiet : 12);
+	double quiet = o->pep_setup ? 60 : (o->quiet > 12 ? o->quiet : 12);
 	double bound = o->pep_setup ? o->pep_setup_timeout : o->drain;
 	int64_t t0 = bench_now_ns(), t_change = t0, t_last = t0;
 	uint64_t last = 0;
@@ -701,6 +701,7 @@ static size_t parent_pep_figures(const struct parent *p,
 		FIG("pep_setup_subscribes_sent", c->pep_sub_sent, 0);
 		FIG("pep_setup_subscribed_sent", c->pep_subd_sent, 0);
 		FIG("pep_setup_roster_pushes", c->pep_roster_pushes, 0);
+		FIG("pep_setup_roster_refetched", c->pep_refetch, 0);
 		FIG("pep_setup_publishes_ok", c->pep_pub_ok, 0);
 		FIG("pep_setup_publish_errors", c->pep_pub_err, 0);
 		FIG("pep_setup_publishes_failed", c->pep_setup_pub_failed, 0);
