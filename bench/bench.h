@@ -72,6 +72,15 @@ struct bench_opts {
 	const char *partner_domain;     /* NULL: --domain */
 	pid_t partner_pids[BENCH_MAX_PIDS];     /* the partner server */
 	unsigned n_partner_pids;
+	/* --pep K (pep.c): a presence-time PEP burst over a ring of K
+	 * mutual contacts; pep_setup: this run is the untimed roster pass */
+	unsigned pep_k;                 /* 0: off */
+	enum bench_pep_phase {
+		BENCH_PEP_BOTH = 0, BENCH_PEP_SETUP, BENCH_PEP_BURST,
+	} pep_phase;
+	bool pep_setup;
+	double pep_setup_timeout;       /* longest roster pass */
+	char pep_ver[64];               /* our XEP-0115 ver (base64 SHA-1) */
 
 	/* derived before the fork */
 	uint32_t run_id;                /* in every message: tells ours from
@@ -141,6 +150,26 @@ struct bench_counters {
 	uint64_t csi_bytes[2];
 	uint64_t csi_flush_wakeups, csi_flush_stanzas;  /* after <active/> */
 	uint64_t presence_sent, chatstate_sent;
+	/* --pep: the burst (events are devicelist notifications) */
+	uint64_t pep_expected;          /* online clients x (K + 1) */
+	uint64_t pep_pairs;             /* (recipient, publisher) first seen */
+	uint64_t pep_missing;           /* expected, never seen (at STOP) */
+	uint64_t pep_dups;              /* this run's item seen again */
+	uint64_t pep_live, pep_last;    /* pairs: published after the
+					 * recipient's presence, or before */
+	uint64_t pep_events;            /* every pubsub#event message */
+	uint64_t pep_stale;             /* an earlier run's item */
+	uint64_t pep_unexpected;        /* from a non-contact */
+	uint64_t pep_other;             /* another node, no device */
+	uint64_t pep_pub_due;           /* 2 per client online */
+	uint64_t pep_pub_sent, pep_pub_ok, pep_pub_err;
+	uint64_t pep_disco;             /* disco#info queries answered */
+	uint64_t pep_own_late;          /* published without own devicelist */
+	/* --pep: the roster pass */
+	uint64_t pep_setup_done;        /* clients with K 'both' contacts */
+	uint64_t pep_sub_sent, pep_subd_sent, pep_roster_pushes;
+	uint64_t pep_setup_pub_failed;  /* gave up after the retries */
+	uint64_t pep_refetch;           /* roster asked again (incomplete) */
 	int64_t t_first_connect, t_last_login;  /* CLOCK_MONOTONIC ns */
 	int64_t t_first_resume, t_last_resumed;
 	uint64_t rss_start_kb, rss_online_kb;   /* this worker's own RSS */
@@ -244,6 +273,12 @@ int procstat_sample_partner(const struct bench_opts *o,
 uint64_t procstat_self_rss_kb(void);
 /* utime + stime of one process (0 if gone). */
 double procstat_pid_cpu_s(pid_t pid);
+
+/* ---- pep.c: the --pep burst ---------------------------------------- */
+/* Our disco#info identity and features, and their XEP-0115 ver. */
+void pep_caps_ver(char *out, size_t size);
+/* The bit of publisher j among client i's K contacts (K: itself), or -1. */
+int pep_bit(const struct bench_opts *o, uint32_t i, uint32_t j);
 
 /* ---- child.c: one worker process ------------------------------------ */
 int child_run(const struct bench_opts *o, unsigned k, uint32_t lo,

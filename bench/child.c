@@ -396,9 +396,17 @@ static void child_progress(struct child *ch, int64_t now)
 	    now - ch->t_progress < PROGRESS_NS)
 		return;
 	ch->t_progress = now;
+	const struct bench_counters *c = &ch->cnt;
+	/* --pep: what is expected and what came, pairs and publishes; the
+	 * roster pass: online clients and those whose roster is complete */
+	uint64_t sent = ch->o->pep_k == 0 ? c->sent : ch->o->pep_setup ?
+			c->established : c->pep_expected + c->pep_pub_due;
+	uint64_t answered = ch->o->pep_k == 0 ? c->received + c->errored :
+			    ch->o->pep_setup ? c->pep_setup_done :
+			    c->pep_pairs + c->pep_pub_ok + c->pep_pub_err;
 	struct wire_progress p = {
-		.sent = ch->cnt.sent,
-		.answered = ch->cnt.received + ch->cnt.errored,
+		.sent = sent,
+		.answered = answered,
 		.done = ch->sending_done && (ch->t_csi_flush == 0 ||
 					     now - ch->t_csi_flush >= CSI_FLUSH_NS),
 		.resume_done = ch->resume_done,
@@ -448,6 +456,8 @@ static void child_report(struct child *ch)
 		bench_fatal("out of memory");
 	for (uint32_t i = 0; i < n; i++)
 		sent[i] = ch->clients[i].seq;
+	if (ch->o->pep_k > 0)
+		pep_report(ch);
 	uint64_t nrx = ch->rx.n, nerr = ch->err.n;
 	const void *parts[] = { &ch->cnt, ch->login_hist, ch->lat_hist,
 				ch->resume_hist, sent, &nrx, ch->rx.v, &nerr,
@@ -487,6 +497,8 @@ static void child_step(struct child *ch)
 	child_resumes(ch, now);
 	child_timeouts(ch, now);
 	child_messages(ch, now);
+	if (ch->o->pep_k > 0)
+		pep_tick(ch, now);
 	child_progress(ch, now);
 	if (!ch->ready_sent && ch->resolved == n)
 		child_ready(ch);
@@ -550,10 +562,13 @@ static struct child *child_new(const struct bench_opts *o, unsigned k,
 	ch->login_hist = calloc(1, sizeof(struct hist));
 	ch->lat_hist = calloc(1, sizeof(struct hist));
 	ch->resume_hist = calloc(1, sizeof(struct hist));
-	ch->msg_size = o->body_size + 1024;
+	ch->msg_size = o->body_size + (o->pep_k ? 16384 : 1024);
 	ch->msg = malloc(ch->msg_size);
 	if (!ch->clients || !ch->senders || !ch->login_hist || !ch->lat_hist ||
 	    !ch->resume_hist || !ch->msg)
+		bench_fatal("out of memory for %u clients", n);
+	if (o->pep_k > 0 && (ch->pep = calloc(n ? n : 1,
+					      sizeof(*ch->pep))) == NULL)
 		bench_fatal("out of memory for %u clients", n);
 	for (uint32_t i = 0; i < n; i++) {
 		ch->clients[i].fd = -1;

@@ -80,6 +80,23 @@ struct pairvec {                /* (sender << 32 | seq) records */
 	size_t n, cap;
 };
 
+/* --pep: per client (pep.c) */
+struct pep_client {
+	uint64_t seen;          /* contacts' (and own) devicelists this run */
+	uint64_t to, from;      /* the roster pass: subscription states */
+	int64_t t_presence;     /* initial presence sent */
+	bool roster, done;      /* roster loaded; all K 'both' and both
+				 * nodes published */
+	uint8_t pubs_done;      /* the roster pass: publishes that passed
+				 * or failed PEP_RETRIES times */
+	uint8_t retries;        /* the roster pass: publishes retried */
+	bool want_pub;          /* the roster pass: roster done, publish */
+	bool pub_started;       /* the roster pass: want_pub taken */
+	bool published;         /* the burst: devicelist and bundle sent */
+	bool own;               /* the burst: own devicelist arrived */
+	uint64_t pres;          /* the burst: contacts' presence arrived */
+};
+
 struct child {
 	const struct bench_opts *o;
 	unsigned k;             /* worker number */
@@ -118,6 +135,9 @@ struct child {
 	size_t pheader_len;
 	char *msg;              /* scratch for one outgoing message */
 	size_t msg_size;
+	struct pep_client *pep; /* --pep: one per client */
+	int64_t t_pep_tick;
+	uint32_t pep_inflight;  /* the roster pass: clients publishing */
 	char rbuf[65536];       /* shared read buffer */
 };
 
@@ -165,5 +185,15 @@ void child_client_resumed(struct child *ch, struct client *c, int64_t now);
 void child_drop_one(struct child *ch, struct client *c);
 void child_on_message(struct child *ch, struct client *c, const char *el,
 		      const struct xs_item *it);
+
+/* pep.c, called by client.c: instead of <presence/> (-1: closed) */
+int pep_online(struct child *ch, struct client *c);
+/* An element while online: -1 closed, 0 handled, 2 not ours. */
+int pep_element(struct child *ch, struct client *c, const char *el,
+		const struct xs_item *it);
+/* At STOP: count the missing pairs. */
+void pep_report(struct child *ch);
+/* Each loop turn: publish for clients whose own devicelist is late. */
+void pep_tick(struct child *ch, int64_t now);
 
 #endif

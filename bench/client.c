@@ -419,7 +419,10 @@ static int client_online(struct child *ch, struct client *c)
 {
 	/* --drop-at-enable resets the stream at once: a presence could be
 	 * discarded with the socket's buffer, and h would be unknown */
-	if (!ch->o->drop_at_enable) {
+	if (ch->o->pep_k > 0) {
+		if (pep_online(ch, c) < 0)       /* --pep: its own presence */
+			return -1;
+	} else if (!ch->o->drop_at_enable) {
 		if (SEND_LIT(ch, c, "<presence/>") < 0)
 			return -1;
 		client_stanza_out(c);
@@ -593,6 +596,11 @@ static int client_element(struct child *ch, struct client *c, const char *el,
 				ch->cnt.csi_stanzas[(c->flags & CF_INACTIVE) != 0]++;
 		} else if (xmlscan_is(el, len, "r") && c->state == CS_ONLINE) {
 			return client_ack(ch, c);
+		}
+		if (ch->o->pep_k > 0 && c->state == CS_ONLINE) {
+			int r = pep_element(ch, c, el, it);
+			if (r <= 0)
+				return r;
 		}
 		if (msg)
 			child_on_message(ch, c, el, it);

@@ -50,6 +50,8 @@ struct parent {
 	double msg_seconds;             /* GO to the end of sending */
 	bool storm_timed_out;
 	double tool_cpu_resume;         /* our workers' CPU while resuming */
+	double pep_seconds;             /* --pep: start to the last answer */
+	bool pep_timed_out;             /* --pep: gave up waiting */
 };
 
 /* Totals over all workers. */
@@ -270,6 +272,43 @@ static void parent_storm(struct parent *p)
 	p->tool_cpu_resume -= cpu0;
 }
 
+/* --pep: after the logins, wait until every expected pair and publish
+ * answer (the roster pass: every client's roster) is in, or nothing
+ * changed for the quiet time, or the bound passed.  Events flow during
+ * the logins already: the GO only starts the workers' progress frames
+ * (no messages: rate 0, duration 0). */
+static void parent_pep(struct parent *p, int64_t t_start)
+{
+	const struct bench_opts *o = p->o;
+	/* the burst: longer than pep.c's 10 s wait for the own devicelist */
+	double quiet = o->pep_setup ? 60 : (o->quiet > 12 ? o->quiet : 12);
+	double bound = o->pep_setup ? o->pep_setup_timeout : o->drain;
+	int64_t t0 = bench_now_ns(), t_change = t0, t_last = t0;
+	uint64_t last = 0;
+	parent_go(p, t0);
+	for (;;) {
+		parent_poll(p, 20);
+		int64_t now = bench_now_ns();
+		uint64_t sent = 0, answered = 0;
+		for (unsigned k = 0; k < p->nw; k++) {
+			sent += p->w[k].prog.sent;
+			answered += p->w[k].prog.answered;
+		}
+		if (answered != last) {
+			last = answered;
+			t_change = t_last = now;
+		}
+		if (now - t0 > 200000000LL && answered >= sent)
+			break;
+		if (now - t_change >= (int64_t)(quiet * 1e9) ||
+		    now - t0 >= (int64_t)(bound * 1e9)) {
+			p->pep_timed_out = true;
+			break;
+		}
+	}
+	p->pep_seconds = (double)(t_last - t_start) / 1e9;
+}
+
 static void parent_hold(struct parent *p, double seconds)
 {
 	int64_t end = bench_now_ns() + (int64_t)(seconds * 1e9);
@@ -365,7 +404,7 @@ static void parent_lost(const struct parent *p, struct totals *t,
 	const struct bench_opts *o = p->o;
 	uint32_t first_drop = p->n_drop ? p->online[p->n_online - p->n_drop] :
 			      UINT32_MAX;
-	FILE *f = parent_lost_file(o);
+	FILE *f = o->pep_k ? NULL : parent_lost_file(o);   /* --pep: pep.c */
 	for (uint32_t s = 0; s < o->clients; s++) {
 		for (uint32_t q = 0; q < sent_by[s]; q++) {
 			uint64_t bit = base[s] + q;
@@ -640,17 +679,88 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 	return n;
 }
 
+/* --pep: the roster pass, or the burst. */
+static size_t parent_pep_figures(const struct parent *p,
+				 const struct totals *t, struct figure *f)
+{
+	const struct bench_counters *c = &t->c;
+	const struct server_sample *idle = &p->s_idle, *end = &p->s_end;
+	bool srv = idle->valid && end->valid;
+	uint64_t est = c->established, ev = c->pep_events;
+	double login_s = (double)(t->t_last - t->t_first) / 1e9;
+	size_t n = 0;
+#define FIG(k, v, d) (f[n++] = (struct figure){ k, (double)(v), d })
+	FIG("connections_established", est, 0);
+	FIG("connections_failed", t->failed, 0);
+	FIG("connections_disconnected", c->disconnected, 0);
+	FIG("stream_errors", c->stream_errors, 0);
+	if (p->o->pep_setup) {
+		FIG("pep_setup_clients_done", c->pep_setup_done, 0);
+		FIG("pep_setup_clients_incomplete", est - c->pep_setup_done, 0);
+		FIG("pep_setup_seconds", p->pep_seconds, 2);
+		FIG("pep_setup_subscribes_sent", c->pep_sub_sent, 0);
+		FIG("pep_setup_subscribed_sent", c->pep_subd_sent, 0);
+		FIG("pep_setup_roster_pushes", c->pep_roster_pushes, 0);
+		FIG("pep_setup_roster_refetched", c->pep_refetch, 0);
+		FIG("pep_setup_publishes_ok", c->pep_pub_ok, 0);
+		FIG("pep_setup_publish_errors", c->pep_pub_err, 0);
+		FIG("pep_setup_publishes_failed", c->pep_setup_pub_failed, 0);
+		FIG("pep_setup_timed_out", p->pep_timed_out, 0);
+		FIG("pep_setup_server_cpu_s", end->cpu_s - idle->cpu_s,
+		    srv ? 2 : -1);
+		return n;
+	}
+	FIG("logins_per_second", login_s > 0 ? (double)est / login_s : 0, 1);
+	FIG("login_latency_p50_ms", ms(hist_quantile(&t->login, .50)), 2);
+	FIG("login_latency_p99_ms", ms(hist_quantile(&t->login, .99)), 2);
+	FIG("pep_events_expected", c->pep_expected, 0);
+	FIG("pep_events_delivered", c->pep_pairs, 0);
+	FIG("pep_events_missing", c->pep_missing, 0);
+	FIG("pep_events_duplicated", c->pep_dups, 0);
+	FIG("pep_events_live", c->pep_live, 0);
+	FIG("pep_events_last_item", c->pep_last, 0);
+	FIG("pep_events_stale", c->pep_stale, 0);
+	FIG("pep_events_unexpected", c->pep_unexpected, 0);
+	FIG("pep_events_other", c->pep_other, 0);
+	FIG("pep_notifications", ev, 0);
+	FIG("pep_publishes_sent", c->pep_pub_sent, 0);
+	FIG("pep_publishes_ok", c->pep_pub_ok, 0);
+	FIG("pep_publishes_failed", c->pep_pub_err, 0);
+	FIG("pep_publishes_unanswered", c->pep_pub_due - c->pep_pub_ok -
+	    c->pep_pub_err, 0);
+	FIG("pep_disco_answered", c->pep_disco, 0);
+	FIG("pep_published_without_own_list", c->pep_own_late, 0);
+	FIG("publish_rtt_p50_ms", ms(hist_quantile(&t->resume, .50)), 2);
+	FIG("publish_rtt_p99_ms", ms(hist_quantile(&t->resume, .99)), 2);
+	FIG("event_latency_p50_ms", ms(hist_quantile(&t->lat, .50)), 2);
+	FIG("event_latency_p99_ms", ms(hist_quantile(&t->lat, .99)), 2);
+	FIG("event_latency_max_ms", ms(t->lat.max), 2);
+	FIG("pep_seconds_all", p->pep_seconds, 2);
+	FIG("pep_timed_out", p->pep_timed_out, 0);
+	FIG("server_cpu_s_per_1000_notifications", ev ? (end->cpu_s -
+	    idle->cpu_s) * 1000 / (double)ev : 0, srv && ev ? 3 : -1);
+	FIG("server_kernel_cpu_s_per_1000_notifications", ev ? (end->sys_s -
+	    idle->sys_s) * 1000 / (double)ev : 0, srv && ev ? 3 : -1);
+	FIG("server_cpu_s_per_1000_logins", est ? (end->cpu_s - idle->cpu_s) *
+	    1000 / (double)est : 0, srv && est ? 3 : -1);
+	FIG("server_cpu_s_burst", end->cpu_s - idle->cpu_s, srv ? 2 : -1);
+	FIG("server_rss_loaded_kb", end->rss_kb, srv ? 0 : -1);
+#undef FIG
+	return n;
+}
+
 static void parent_print(const struct parent *p, const struct totals *t)
 {
 	struct figure f[128];
-	size_t n = parent_figures(p, t, f);
+	size_t n = p->o->pep_k > 0 ? parent_pep_figures(p, t, f) :
+		   parent_figures(p, t, f);
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].decimals < 0)
 			printf("%s: n/a\n", f[i].key);
 		else
 			printf("%s: %.*f\n", f[i].key, f[i].decimals, f[i].value);
 	}
-	printf("RESULT {");
+	printf("%s {", p->o->pep_setup ? "SETUP_RESULT" : "RESULT");
 	for (size_t i = 0; i < n; i++) {
 		printf("%s\"%s\": ", i ? ", " : "", f[i].key);
 		if (f[i].decimals < 0)
@@ -669,6 +779,7 @@ int parent_run(const struct bench_opts *o)
 	p.w = calloc(p.nw, sizeof(*p.w));
 	if (t == NULL || p.w == NULL)
 		bench_fatal("out of memory");
+	int64_t t_start = bench_now_ns();
 	parent_sample(o, &p.s_idle);
 	parent_fork(&p);
 	for (bool all = false; !all;) {
@@ -685,6 +796,8 @@ int parent_run(const struct bench_opts *o)
 	} else if (o->idle_hold > 0) {
 		parent_hold(&p, o->idle_hold);
 		parent_sample(o, &p.s_loaded);
+	} else if (o->pep_k > 0) {
+		parent_pep(&p, t_start);
 	} else if (!o->login_only) {
 		parent_messages(&p);
 	}
@@ -710,7 +823,12 @@ int parent_run(const struct bench_opts *o)
 		     t->c.misrouted == 0 &&
 		     (!o->storm || (!p.storm_timed_out &&
 				    t->c.resumed == t->c.storm_dropped &&
-				    t->c.storm_dropped == t->c.established));
+				    t->c.storm_dropped == t->c.established)) &&
+		     (o->pep_k == 0 || (o->pep_setup ?
+			t->c.pep_setup_done == o->clients &&
+			t->c.pep_setup_pub_failed == 0 :
+			t->c.pep_missing == 0 && t->c.pep_pub_err == 0 &&
+			t->c.pep_pub_ok == t->c.pep_pub_due));
 	for (unsigned k = 0; k < p.nw; k++) {
 		free(p.w[k].online);
 		free(p.w[k].report);

@@ -79,7 +79,20 @@ static void usage(FILE *f)
 "      --partner-port N      ... on this port (--port)\n"
 "      --partner-domain D    ... for this domain (--domain): with another\n"
 "                            server, every message is a federated one\n"
-"      --partner-pids P,..   the partner server's pids (its CPU apart)\n");
+"      --partner-pids P,..   the partner server's pids (its CPU apart)\n"
+"      --pep K               PEP burst (XEP-0163, OMEMO-style): client i is\n"
+"                            mutually subscribed with i+-1..i+-K/2 (mod N;\n"
+"                            K even, 2..62); logs in with XEP-0115 caps\n"
+"                            (devicelist+notify), publishes its devicelist\n"
+"                            and a ~4 KB bundle (access open), expects K+1\n"
+"                            devicelist events (contacts and its own)\n"
+"      --pep-phase P         both (default): the roster pass (untimed, over\n"
+"                            the wire: subscribe/subscribed until every\n"
+"                            pair is 'both'), then the burst; setup; burst\n"
+"      --pep-setup-timeout S longest roster pass (300)\n"
+"                            (the burst ends when every pair and publish\n"
+"                            is in, after --drain S, or 12 s (or --quiet)\n"
+"                            without progress)\n");
 }
 
 enum {
@@ -88,7 +101,7 @@ enum {
 	OPT_LOGIN_TIMEOUT, OPT_DRAIN, OPT_QUIET, OPT_SM, OPT_STORM,
 	OPT_STORM_HOLD, OPT_RESUME_RATE, OPT_DROP_AT_ENABLE, OPT_CSI, OPT_MIX_PRESENCE, OPT_MIX_CHATSTATE,
 	OPT_PAIRS, OPT_PARTNER_HOST, OPT_PARTNER_PORT, OPT_PARTNER_DOMAIN,
-	OPT_PARTNER_PIDS,
+	OPT_PARTNER_PIDS, OPT_PEP, OPT_PEP_PHASE, OPT_PEP_SETUP_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -130,6 +143,9 @@ static const struct option long_opts[] = {
 	{ "partner-port", required_argument, NULL, OPT_PARTNER_PORT },
 	{ "partner-domain", required_argument, NULL, OPT_PARTNER_DOMAIN },
 	{ "partner-pids", required_argument, NULL, OPT_PARTNER_PIDS },
+	{ "pep", required_argument, NULL, OPT_PEP },
+	{ "pep-phase", required_argument, NULL, OPT_PEP_PHASE },
+	{ "pep-setup-timeout", required_argument, NULL, OPT_PEP_SETUP_TIMEOUT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -270,6 +286,21 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 				 &o->n_partner_pids, optarg);
 			o->pairs = true;
 			break;
+		case OPT_PEP: o->pep_k = opt_uint("pep", optarg, 62); break;
+		case OPT_PEP_PHASE:
+			if (!strcmp(optarg, "both"))
+				o->pep_phase = BENCH_PEP_BOTH;
+			else if (!strcmp(optarg, "setup"))
+				o->pep_phase = BENCH_PEP_SETUP;
+			else if (!strcmp(optarg, "burst"))
+				o->pep_phase = BENCH_PEP_BURST;
+			else
+				bench_fatal("--pep-phase: both, setup or burst");
+			break;
+		case OPT_PEP_SETUP_TIMEOUT:
+			o->pep_setup_timeout = opt_double("pep-setup-timeout",
+							  optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -303,6 +334,16 @@ static void opt_check(struct bench_opts *o)
 			 o->mix_chatstate > 0))
 		bench_fatal("--pairs needs an even --clients and goes without "
 			    "--csi, --storm, --drop-clients and --mix-*");
+	if (o->pep_k > 0 && (o->pep_k % 2 != 0 || o->clients <= o->pep_k ||
+			     strstr(o->user_pattern, "%d") == NULL))
+		bench_fatal("--pep K: K even, fewer than --clients, and a "
+			    "--user-pattern with a plain %%d");
+	if (o->pep_k > 0 && (o->pairs || o->storm || o->csi || o->sm ||
+			     o->idle_hold > 0 || o->login_only ||
+			     o->drop_clients || o->mix_presence > 0 ||
+			     o->mix_chatstate > 0))
+		bench_fatal("--pep goes without --pairs, --sm, --storm, --csi, "
+			    "--idle-hold, --login-only, --drop-clients, --mix-*");
 	if (o->port == 0)
 		o->port = o->direct_tls ? 5223 : 5222;
 	if (o->partner_host == NULL)
@@ -370,6 +411,7 @@ int main(int argc, char **argv)
 		.msg_rate = 100, .duration = 10, .body_size = 64,
 		.mech = BENCH_MECH_SCRAM_SHA256, .processes = 1,
 		.login_timeout = 30, .drain = 10, .quiet = 1, .storm_hold = 5,
+		.pep_setup_timeout = 300,
 	};
 	opt_parse(&o, argc, argv);
 	opt_check(&o);
@@ -377,5 +419,22 @@ int main(int argc, char **argv)
 	raise_nofile(&o);
 	o.run_id = (uint32_t)(bench_now_ns() ^ (int64_t)getpid() << 16);
 	signal(SIGPIPE, SIG_IGN);
-	return parent_run(&o);
+	if (o.pep_k == 0)
+		return parent_run(&o);
+	pep_caps_ver(o.pep_ver, sizeof(o.pep_ver));
+	printf("pep_caps_ver: %s\n", o.pep_ver);
+	o.msg_rate = 0;         /* no messages: the GO only starts progress */
+	o.duration = 0;
+	int rc = 0;
+	if (o.pep_phase != BENCH_PEP_BURST) {
+		o.pep_setup = true;
+		rc = parent_run(&o);
+		o.pep_setup = false;
+		o.run_id++;     /* the pass's items are not the burst's */
+	}
+	if (o.pep_phase != BENCH_PEP_SETUP) {
+		int r = parent_run(&o);
+		rc = r > rc ? r : rc;
+	}
+	return rc;
 }

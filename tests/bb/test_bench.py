@@ -23,6 +23,8 @@ message; no count is estimated and no timing is guessed.  With
 im.offline_quota = 0 the server bounces the same messages instead, and the
 tool must count each as errored, not lost (test_bounces_are_errored).
 """
+import base64
+import hashlib
 import json
 import os
 import re
@@ -66,13 +68,13 @@ def bench_server(n, **kw):
     return s
 
 
-def bench(s, *args, port=None, timeout=120):
+def bench(s, *args, port=None, timeout=120, key="RESULT"):
     """Run the tool; return (exit status, RESULT figures, stdout)."""
     a = [BENCH, "--host", "127.0.0.1", "--port", str(port or s.port),
          "--domain", "localhost", "--password", PASSWORD,
          "--server-pids", str(s.master_pid)] + list(args)
     r = subprocess.run(a, capture_output=True, text=True, timeout=timeout)
-    m = re.search(r"^RESULT (\{.*\})$", r.stdout, re.M)
+    m = re.search(r"^%s (\{.*\})$" % key, r.stdout, re.M)
     assert m, "no RESULT line: %r %r" % (r.stdout, r.stderr)
     return r.returncode, json.loads(m.group(1)), r.stdout + r.stderr
 
@@ -372,9 +374,66 @@ def test_measure_federation_smoke():
     assert table_row(out, "messages delivered") == ("20", "20"), out
 
 
+def ring_rosters(n, k):
+    """What the --pep K roster pass must leave: (user, contact) both ways
+    between client i and i+-1..i+-K/2 (mod n); user<i+1> is client i."""
+    want = set()
+    for i in range(n):
+        for d in range(1, k // 2 + 1):
+            for j in ((i + d) % n, (i - d) % n):
+                want.add(("user%d" % (i + 1), "user%d@localhost" % (j + 1)))
+    return want
+
+
+def test_pep_roster_pass():
+    """--pep 4 --pep-phase setup, 12 clients in 2 processes on 1 worker:
+    the roster pass over the wire leaves each account with exactly its 4
+    ring neighbours, all 'both', in the server's database; a second pass
+    finds nothing to ask.  Each client's two publishes (devicelist and
+    bundle) are answered, ok or failed after the retries (xmppd without
+    PEP fails them).  The caps ver the tool sends is XEP-0115's hash of
+    the identity and features it says it has (computed here apart).
+    One worker: with 2, about one pass in 5 left a ring pair not 'both'
+    in xmppd's own roster_items (the tool asked again every 5 s and the
+    server kept answering the same), a server race reported apart."""
+    s = bench_server(12, workers=1)
+    try:
+        args = ("--clients", "12", "--processes", "2", "--pep", "4",
+                "--pep-phase", "setup", "--pep-setup-timeout", "60")
+        rc, r, out = bench(s, *args, key="SETUP_RESULT")
+        assert r["connections_established"] == 12, out
+        assert r["pep_setup_clients_done"] == 12, out
+        assert r["pep_setup_clients_incomplete"] == 0, out
+        assert r["pep_setup_timed_out"] == 0, out
+        assert r["pep_setup_subscribes_sent"] == 48, out
+        assert r["pep_setup_subscribed_sent"] >= 48, out
+        assert (r["pep_setup_publishes_ok"] +
+                r["pep_setup_publishes_failed"]) == 24, out
+        assert rc == (0 if r["pep_setup_publishes_failed"] == 0 else 1), out
+        rows = s.db.psql("SELECT a.username, r.contact, r.subscription "
+                         "FROM roster_items r JOIN accounts a ON a.id = "
+                         "r.account_id WHERE NOT r.removed", s.db.conninfo)
+        got = [tuple(l.split("|")) for l in rows.splitlines() if l]
+        assert {(u, c) for u, c, _ in got} == ring_rosters(12, 4), got
+        assert {sub for _, _, sub in got} == {"both"}, got
+        rc, r, out = bench(s, *args, key="SETUP_RESULT")
+        assert r["pep_setup_clients_done"] == 12, out
+        assert r["pep_setup_subscribes_sent"] == 0, out
+        feats = sorted(["http://jabber.org/protocol/caps",
+                        "http://jabber.org/protocol/disco#info",
+                        "eu.siacs.conversations.axolotl.devicelist+notify"])
+        S = "client/pc//xmppd-bench<" + "".join(f + "<" for f in feats)
+        ver = base64.b64encode(hashlib.sha1(S.encode()).digest()).decode()
+        assert re.search(r"^pep_caps_ver: %s$" % re.escape(ver), out,
+                         re.M), out
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_exact_counts, test_drop_clients_exact,
                test_bounces_are_errored, test_direct_tls_plain_idle_hold_sources,
                test_failures_reported, test_sm_messages_acknowledged,
                test_storm_resumes_every_session, test_pairs_partner_server,
-               test_pairs_one_server_exact, test_measure_federation_smoke])
+               test_pairs_one_server_exact, test_measure_federation_smoke,
+               test_pep_roster_pass])
