@@ -45,6 +45,7 @@ static const struct shm_table_kind caps_kind = {
 	.range_error = "caps table capacity out of range",
 	.area_error = "caps table area too small or misaligned",
 	.mutex_error = "caps table mutex init failed",
+	.header_error = "caps table header is inconsistent",
 };
 
 size_t shm_caps_size(uint32_t capacity)
@@ -69,19 +70,13 @@ int shm_caps_init(void *mem, size_t size, uint32_t capacity,
 struct shm_caps *shm_caps_attach(void *mem, const char **error_r)
 {
 	struct ipc_caps_table *hdr = mem;
-	struct shm_caps *t;
+	struct shm_caps *t = shm_table_attach(&caps_kind,
+					hdr->magic == IPC_CAPS_MAGIC,
+					hdr->version, hdr->capacity,
+					sizeof(*t), error_r);
 
-	if (hdr->magic != IPC_CAPS_MAGIC || hdr->version != IPC_VERSION ||
-	    hdr->capacity < IPC_CAPS_PROBE ||
-	    (hdr->capacity & (hdr->capacity - 1)) != 0) {
-		*error_r = "caps table header is inconsistent";
+	if (t == NULL)
 		return NULL;
-	}
-	t = calloc(1, sizeof(*t));
-	if (t == NULL) {
-		*error_r = "out of memory";
-		return NULL;
-	}
 	t->hdr = hdr;
 	t->recs = (struct ipc_caps_rec *)(hdr + 1);
 	t->mask = hdr->capacity - 1;

@@ -10,6 +10,7 @@
  * Failure policy: shm_create answers -1 and an error (start-up fails).
  */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -182,6 +183,23 @@ int shm_table_init(const struct shm_table_kind *k, void *mem, size_t size,
 		return -1;
 	}
 	return 0;
+}
+
+void *shm_table_attach(const struct shm_table_kind *k, int magic_ok,
+		       uint32_t version, uint32_t capacity,
+		       size_t handle_size, const char **error_r)
+{
+	void *t;
+
+	if (!magic_ok || version != IPC_VERSION || capacity < k->probe ||
+	    (capacity & (capacity - 1)) != 0) {
+		*error_r = k->header_error;
+		return NULL;
+	}
+	t = calloc(1, handle_size);
+	if (t == NULL)
+		*error_r = "out of memory";
+	return t;
 }
 
 int shm_create_throttle(struct shm_region *r, uint32_t capacity,

@@ -50,6 +50,7 @@ static const struct shm_table_kind throttle_kind = {
 	.range_error = "throttle table capacity out of range",
 	.area_error = "throttle table area too small or misaligned",
 	.mutex_error = "throttle table mutex init failed",
+	.header_error = "throttle table header is inconsistent",
 };
 
 size_t shm_throttle_size(uint32_t capacity)
@@ -75,19 +76,13 @@ int shm_throttle_init(void *mem, size_t size, uint32_t capacity,
 struct shm_throttle *shm_throttle_attach(void *mem, const char **error_r)
 {
 	struct ipc_throttle_table *hdr = mem;
-	struct shm_throttle *t;
+	struct shm_throttle *t = shm_table_attach(&throttle_kind,
+					hdr->magic == IPC_THROTTLE_MAGIC,
+					hdr->version, hdr->capacity,
+					sizeof(*t), error_r);
 
-	if (hdr->magic != IPC_THROTTLE_MAGIC || hdr->version != IPC_VERSION ||
-	    hdr->capacity < IPC_THROTTLE_PROBE ||
-	    (hdr->capacity & (hdr->capacity - 1)) != 0) {
-		*error_r = "throttle table header is inconsistent";
+	if (t == NULL)
 		return NULL;
-	}
-	t = calloc(1, sizeof(*t));
-	if (t == NULL) {
-		*error_r = "out of memory";
-		return NULL;
-	}
 	t->hdr = hdr;
 	t->recs = (struct ipc_throttle_rec *)(hdr + 1);
 	t->mask = hdr->capacity - 1;
