@@ -21,7 +21,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sodium.h>
 
 #include "caps.h"
 #include "log.h"
@@ -38,45 +37,32 @@ struct shm_caps {
 	uint32_t mask;
 };
 
-static uint32_t capacity_for(uint32_t capacity)
-{
-	uint32_t n = IPC_CAPS_PROBE;
-
-	while (n < capacity)
-		n <<= 1;
-	return n;
-}
+static const struct shm_table_kind caps_kind = {
+	.probe = IPC_CAPS_PROBE,
+	.max = CAPS_CAPACITY_MAX,
+	.hdr_size = sizeof(struct ipc_caps_table),
+	.rec_size = sizeof(struct ipc_caps_rec),
+	.range_error = "caps table capacity out of range",
+	.area_error = "caps table area too small or misaligned",
+	.mutex_error = "caps table mutex init failed",
+	.header_error = "caps table header is inconsistent",
+};
 
 size_t shm_caps_size(uint32_t capacity)
 {
-	if (capacity == 0 || capacity > CAPS_CAPACITY_MAX)
-		return 0;
-	return sizeof(struct ipc_caps_table) +
-		(size_t)capacity_for(capacity) * sizeof(struct ipc_caps_rec);
+	return shm_table_size(&caps_kind, capacity);
 }
 
 int shm_caps_init(void *mem, size_t size, uint32_t capacity,
 		  const char **error_r)
 {
 	struct ipc_caps_table *hdr = mem;
-	size_t need = shm_caps_size(capacity);
 
-	if (need == 0) {
-		*error_r = "caps table capacity out of range";
+	if (shm_table_init(&caps_kind, mem, size, capacity, &hdr->node_key,
+			   sizeof(hdr->node_key), &hdr->lock, error_r) < 0)
 		return -1;
-	}
-	if (size < need || ((uintptr_t)mem % 8) != 0) {
-		*error_r = "caps table area too small or misaligned";
-		return -1;
-	}
-	memset(mem, 0, need);
 	hdr->version = IPC_VERSION;
-	hdr->capacity = capacity_for(capacity);
-	randombytes_buf(&hdr->node_key, sizeof(hdr->node_key));
-	if (shm_mutex_init(&hdr->lock) < 0) {
-		*error_r = "caps table mutex init failed";
-		return -1;
-	}
+	hdr->capacity = shm_table_capacity(&caps_kind, capacity);
 	hdr->magic = IPC_CAPS_MAGIC;
 	return 0;
 }
@@ -84,19 +70,13 @@ int shm_caps_init(void *mem, size_t size, uint32_t capacity,
 struct shm_caps *shm_caps_attach(void *mem, const char **error_r)
 {
 	struct ipc_caps_table *hdr = mem;
-	struct shm_caps *t;
+	struct shm_caps *t = shm_table_attach(&caps_kind,
+					hdr->magic == IPC_CAPS_MAGIC,
+					hdr->version, hdr->capacity,
+					sizeof(*t), error_r);
 
-	if (hdr->magic != IPC_CAPS_MAGIC || hdr->version != IPC_VERSION ||
-	    hdr->capacity < IPC_CAPS_PROBE ||
-	    (hdr->capacity & (hdr->capacity - 1)) != 0) {
-		*error_r = "caps table header is inconsistent";
+	if (t == NULL)
 		return NULL;
-	}
-	t = calloc(1, sizeof(*t));
-	if (t == NULL) {
-		*error_r = "out of memory";
-		return NULL;
-	}
 	t->hdr = hdr;
 	t->recs = (struct ipc_caps_rec *)(hdr + 1);
 	t->mask = hdr->capacity - 1;

@@ -10,6 +10,7 @@
  * Failure policy: shm_create answers -1 and an error (start-up fails).
  */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 #include "smstore.h"
 #include "throttle.h"
 #include "caps.h"
+#include <sodium.h>
 
 /* A cache line: the table's mutex and hot fields do not share one with
  * the last worker's counters. */
@@ -117,24 +119,100 @@ int shm_mutex_init(pthread_mutex_t *m)
 	return ret == 0 ? 0 : -1;
 }
 
-int shm_create_throttle(struct shm_region *r, uint32_t capacity,
-			const char **error_r)
+/* Map size bytes for a table and init it; NULL and an error if size is
+ * 0 (range_error), mmap fails (mmap_error) or init fails. */
+static void *map_table(size_t size, uint32_t capacity,
+		       int (*init)(void *, size_t, uint32_t, const char **),
+		       const char *range_error, const char *mmap_error,
+		       const char **error_r)
 {
-	size_t size = shm_throttle_size(capacity);
 	void *base;
 
 	if (size == 0) {
-		*error_r = "throttle table capacity out of range";
-		return -1;
+		*error_r = range_error;
+		return NULL;
 	}
 	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (base == MAP_FAILED) {
-		*error_r = "mmap() of the throttle table failed";
+		*error_r = mmap_error;
+		return NULL;
+	}
+	if (init(base, size, capacity, error_r) < 0) {
+		munmap(base, size);
+		return NULL;
+	}
+	return base;
+}
+
+uint32_t shm_table_capacity(const struct shm_table_kind *k, uint32_t capacity)
+{
+	uint32_t n = k->probe;
+
+	while (n < capacity)
+		n <<= 1;
+	return n;
+}
+
+size_t shm_table_size(const struct shm_table_kind *k, uint32_t capacity)
+{
+	if (capacity == 0 || capacity > k->max)
+		return 0;
+	return k->hdr_size +
+		(size_t)shm_table_capacity(k, capacity) * k->rec_size;
+}
+
+int shm_table_init(const struct shm_table_kind *k, void *mem, size_t size,
+		   uint32_t capacity, void *key, size_t key_size,
+		   pthread_mutex_t *lock, const char **error_r)
+{
+	size_t need = shm_table_size(k, capacity);
+
+	if (need == 0) {
+		*error_r = k->range_error;
 		return -1;
 	}
-	if (shm_throttle_init(base, size, capacity, error_r) < 0 ||
-	    (r->throttle = shm_throttle_attach(base, error_r)) == NULL) {
+	if (size < need || ((uintptr_t)mem % 8) != 0) {
+		*error_r = k->area_error;
+		return -1;
+	}
+	memset(mem, 0, need);
+	randombytes_buf(key, key_size);
+	if (shm_mutex_init(lock) < 0) {
+		*error_r = k->mutex_error;
+		return -1;
+	}
+	return 0;
+}
+
+void *shm_table_attach(const struct shm_table_kind *k, int magic_ok,
+		       uint32_t version, uint32_t capacity,
+		       size_t handle_size, const char **error_r)
+{
+	void *t;
+
+	if (!magic_ok || version != IPC_VERSION || capacity < k->probe ||
+	    (capacity & (capacity - 1)) != 0) {
+		*error_r = k->header_error;
+		return NULL;
+	}
+	t = calloc(1, handle_size);
+	if (t == NULL)
+		*error_r = "out of memory";
+	return t;
+}
+
+int shm_create_throttle(struct shm_region *r, uint32_t capacity,
+			const char **error_r)
+{
+	size_t size = shm_throttle_size(capacity);
+	void *base = map_table(size, capacity, shm_throttle_init,
+			       "throttle table capacity out of range",
+			       "mmap() of the throttle table failed", error_r);
+
+	if (base == NULL)
+		return -1;
+	if ((r->throttle = shm_throttle_attach(base, error_r)) == NULL) {
 		munmap(base, size);
 		return -1;
 	}
@@ -177,20 +255,13 @@ int shm_create_caps(struct shm_region *r, uint32_t capacity,
 		    const char **error_r)
 {
 	size_t size = shm_caps_size(capacity);
-	void *base;
+	void *base = map_table(size, capacity, shm_caps_init,
+			       "caps table capacity out of range",
+			       "mmap() of the caps table failed", error_r);
 
-	if (size == 0) {
-		*error_r = "caps table capacity out of range";
+	if (base == NULL)
 		return -1;
-	}
-	base = mmap(NULL, size, PROT_READ | PROT_WRITE,
-		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (base == MAP_FAILED) {
-		*error_r = "mmap() of the caps table failed";
-		return -1;
-	}
-	if (shm_caps_init(base, size, capacity, error_r) < 0 ||
-	    (r->caps = shm_caps_attach(base, error_r)) == NULL) {
+	if ((r->caps = shm_caps_attach(base, error_r)) == NULL) {
 		munmap(base, size);
 		return -1;
 	}

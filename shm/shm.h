@@ -60,6 +60,31 @@ int shm_create_caps(struct shm_region *r, uint32_t capacity,
 void shm_destroy(struct shm_region *r);
 /* A process-shared robust mutex, as every shared table's lock is. */
 int shm_mutex_init(pthread_mutex_t *m);
+
+/* What the hashed tables (throttle.c, caps.c) share: a header, then a
+ * power-of-two number (at least probe) of fixed-size records, a random
+ * key and a robust mutex in the header.  The strings are the errors. */
+struct shm_table_kind {
+	uint32_t probe;                 /* smallest capacity, a power of 2 */
+	uint32_t max;                   /* largest capacity asked for */
+	size_t hdr_size, rec_size;
+	const char *range_error, *area_error, *mutex_error, *header_error;
+};
+/* The capacity a table asked for capacity gets: a power of two. */
+uint32_t shm_table_capacity(const struct shm_table_kind *k, uint32_t capacity);
+/* Bytes of the table; 0 if capacity is 0 or above k->max. */
+size_t shm_table_size(const struct shm_table_kind *k, uint32_t capacity);
+/* Check the area, zero it, draw the key and init the lock; the caller
+ * then fills its header, the magic last.  0, or -1 and an error. */
+int shm_table_init(const struct shm_table_kind *k, void *mem, size_t size,
+		   uint32_t capacity, void *key, size_t key_size,
+		   pthread_mutex_t *lock, const char **error_r);
+/* Check a mapped header's fields (magic_ok: its magic matched) and
+ * allocate the zeroed process-local handle of handle_size bytes; NULL
+ * and an error otherwise. */
+void *shm_table_attach(const struct shm_table_kind *k, int magic_ok,
+		       uint32_t version, uint32_t capacity,
+		       size_t handle_size, const char **error_r);
 struct ipc_worker_stats *shm_worker_stats(struct shm_region *r,
 					  unsigned slot);
 

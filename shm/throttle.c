@@ -42,45 +42,32 @@ struct shm_throttle {
 	uint32_t mask;                  /* capacity - 1 */
 };
 
-static uint32_t capacity_for(uint32_t capacity)
-{
-	uint32_t n = IPC_THROTTLE_PROBE;
-
-	while (n < capacity)
-		n <<= 1;
-	return n;
-}
+static const struct shm_table_kind throttle_kind = {
+	.probe = IPC_THROTTLE_PROBE,
+	.max = THROTTLE_CAPACITY_MAX,
+	.hdr_size = sizeof(struct ipc_throttle_table),
+	.rec_size = sizeof(struct ipc_throttle_rec),
+	.range_error = "throttle table capacity out of range",
+	.area_error = "throttle table area too small or misaligned",
+	.mutex_error = "throttle table mutex init failed",
+	.header_error = "throttle table header is inconsistent",
+};
 
 size_t shm_throttle_size(uint32_t capacity)
 {
-	if (capacity == 0 || capacity > THROTTLE_CAPACITY_MAX)
-		return 0;
-	return sizeof(struct ipc_throttle_table) +
-		(size_t)capacity_for(capacity) * sizeof(struct ipc_throttle_rec);
+	return shm_table_size(&throttle_kind, capacity);
 }
 
 int shm_throttle_init(void *mem, size_t size, uint32_t capacity,
 		      const char **error_r)
 {
 	struct ipc_throttle_table *hdr = mem;
-	size_t need = shm_throttle_size(capacity);
 
-	if (need == 0) {
-		*error_r = "throttle table capacity out of range";
+	if (shm_table_init(&throttle_kind, mem, size, capacity, hdr->secret,
+			   sizeof(hdr->secret), &hdr->lock, error_r) < 0)
 		return -1;
-	}
-	if (size < need || ((uintptr_t)mem % 8) != 0) {
-		*error_r = "throttle table area too small or misaligned";
-		return -1;
-	}
-	memset(mem, 0, need);
 	hdr->version = IPC_VERSION;
-	hdr->capacity = capacity_for(capacity);
-	randombytes_buf(hdr->secret, sizeof(hdr->secret));
-	if (shm_mutex_init(&hdr->lock) < 0) {
-		*error_r = "throttle table mutex init failed";
-		return -1;
-	}
+	hdr->capacity = shm_table_capacity(&throttle_kind, capacity);
 	/* Last, so a half-built table never passes attach's check. */
 	hdr->magic = IPC_THROTTLE_MAGIC;
 	return 0;
@@ -89,19 +76,13 @@ int shm_throttle_init(void *mem, size_t size, uint32_t capacity,
 struct shm_throttle *shm_throttle_attach(void *mem, const char **error_r)
 {
 	struct ipc_throttle_table *hdr = mem;
-	struct shm_throttle *t;
+	struct shm_throttle *t = shm_table_attach(&throttle_kind,
+					hdr->magic == IPC_THROTTLE_MAGIC,
+					hdr->version, hdr->capacity,
+					sizeof(*t), error_r);
 
-	if (hdr->magic != IPC_THROTTLE_MAGIC || hdr->version != IPC_VERSION ||
-	    hdr->capacity < IPC_THROTTLE_PROBE ||
-	    (hdr->capacity & (hdr->capacity - 1)) != 0) {
-		*error_r = "throttle table header is inconsistent";
+	if (t == NULL)
 		return NULL;
-	}
-	t = calloc(1, sizeof(*t));
-	if (t == NULL) {
-		*error_r = "out of memory";
-		return NULL;
-	}
 	t->hdr = hdr;
 	t->recs = (struct ipc_throttle_rec *)(hdr + 1);
 	t->mask = hdr->capacity - 1;

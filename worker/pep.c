@@ -42,6 +42,8 @@ struct pep_req {
 	const char *payload;            /* publish: serialized */
 	const char *item_id;            /* publish: given or generated */
 	void (*then)(struct iq_pending *, struct pep_req *);   /* pep_gate */
+	void (*result)(struct iq_pending *, struct pep_req *,  /* pep_query */
+		       const PGresult *);
 };
 
 static unsigned pep_ids;                /* this worker's item id counter */
@@ -58,15 +60,20 @@ static void pep_event(struct worker *w, const struct pep_event *ev)
 
 /* ---- replies ------------------------------------------------------- */
 
-static void pep_fail(struct iq_pending **p, const char *error)
+void pep_db_fail(struct iq_pending **p, const char *what, const char *error)
 {
 	struct db *db = (*p)->w->db;
 	if (error == NULL || db == NULL || !db_is_up(db)) {
 		iq_reply_error(p, "wait", "resource-constraint");
 		return;
 	}
-	log_error("pep query failed: %s", error);
+	log_error("%s query failed: %s", what, error);
 	iq_reply_error(p, "cancel", "internal-server-error");
+}
+
+static void pep_fail(struct iq_pending **p, const char *error)
+{
+	pep_db_fail(p, "pep", error);
 }
 
 /* The IQ error e with the pubsub#errors element, and a <text/> why. */
@@ -112,11 +119,29 @@ static void pep_reply(struct iq_pending **p, struct buf *out)
 
 /* ---- the database ------------------------------------------------ */
 
-static void pep_query(struct iq_pending *p, const char *sql, int n,
-		      const char *const *params, db_callback *cb)
+/* Every query's answer: a failed one is answered here, else it goes to
+ * the result function pep_query was given (res is never NULL there). */
+static void pep_result(void *ctx, const PGresult *res, const char *error)
 {
+	struct iq_pending *p = ctx;
+	struct pep_req *q = p->data;
+	if (res == NULL) {
+		pep_fail(&p, error);
+		return;
+	}
+	q->result(p, q, res);
+}
+
+static void pep_query(struct iq_pending *p, const char *sql, int n,
+		      const char *const *params,
+		      void (*result)(struct iq_pending *, struct pep_req *,
+				     const PGresult *))
+{
+	struct pep_req *q = p->data;
+	q->result = result;
 	if (p->w->db == NULL ||
-	    db_query(p->w->db, sql, n, params, NULL, NULL, 0, cb, p) < 0)
+	    db_query(p->w->db, sql, n, params, NULL, NULL, 0, pep_result,
+		     p) < 0)
 		pep_fail(&p, NULL);
 }
 
@@ -218,15 +243,9 @@ static const char pep_publish_sql[] =
 	"FROM xmppd_pep_publish($1, $2, $3, $4, $5, $6, $7::text[], "
 	"$8::text[], $9::int, $10::int, $11::bigint)";
 
-static void pep_publish_result(void *ctx, const PGresult *res,
-			       const char *error)
+static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
+			       const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (pep_status(res, "precondition")) {
 		const char *f = PQgetvalue(res, 0, 1);
 		char why[160];
@@ -339,15 +358,9 @@ static const char pep_items_sql[] =
 	"SELECT status, config, item_id, payload FROM xmppd_pep_items($1, $2, "
 	"$3, $4, $5::text[], $6::int, $7::bigint)";
 
-static void pep_items_result(void *ctx, const PGresult *res,
-			     const char *error)
+static void pep_items_result(struct iq_pending *p, struct pep_req *q,
+			     const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (pep_status_error(&p, res))
 		return;
 	struct buf out;
@@ -404,15 +417,9 @@ static const char pep_remove_sql[] =
 	"SELECT status, config, roster_groups FROM "
 	"xmppd_pep_remove($1, $2, $3, $4, $5)";
 
-static void pep_remove_result(void *ctx, const PGresult *res,
-			      const char *error)
+static void pep_remove_result(struct iq_pending *p, struct pep_req *q,
+			      const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (pep_status_error(&p, res))
 		return;
 	struct pep_event ev;
@@ -448,14 +455,10 @@ static const char pep_configure_sql[] =
 	"xmppd_pep_configure($1, $2, $3, $4::boolean, $5::text[], $6::text[], "
 	"$7::int, $8::int, $9::bigint)";
 
-static void pep_configure_result(void *ctx, const PGresult *res,
-				 const char *error)
+static void pep_configure_result(struct iq_pending *p, struct pep_req *q,
+				 const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
+	(void)q;
 	if (pep_status_error(&p, res))
 		return;
 	/* a configuration change notifies with notify_config (later);
@@ -503,15 +506,11 @@ static const char pep_config_get_sql[] =
 	"SELECT xmppd_pep_config(n), n.roster_groups FROM pubsub_nodes n "
 	"WHERE n.service = $1 AND n.node = $2";
 
-static void pep_config_get_result(void *ctx, const PGresult *res,
-				  const char *error)
+static void pep_config_get_result(struct iq_pending *p, struct pep_req *q,
+				  const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
 	struct pubsub_config c;
-	if (res == NULL)
-		pep_fail(&p, error);
-	else if (PQntuples(res) == 0)
+	if (PQntuples(res) == 0)
 		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
 	else if (pep_config_of(&p->arena, res, 0, 1, &c) < 0)
 		pep_fail(&p, "unreadable node configuration");
@@ -533,15 +532,9 @@ static const char pep_affs_sql[] =
 	"WHERE n.service = $1 AND ($3::text IS NULL OR n.node = $3) AND "
 	"(n.service = $2 OR a.affiliation IS NOT NULL) ORDER BY n.node";
 
-static void pep_list_result(void *ctx, const PGresult *res,
-			    const char *error)
+static void pep_list_result(struct iq_pending *p, struct pep_req *q,
+			    const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	int subs = q->r.op == PUBSUB_OP_SUBSCRIPTIONS;
 	const char *list = subs ? "subscriptions" : "affiliations";
 	struct buf out;
@@ -581,15 +574,9 @@ static const char pep_owner_subs_sql[] =
 	"pubsub_subscriptions s ON s.node_id = n.id WHERE n.service = $1 AND "
 	"n.node = $2 ORDER BY s.jid";
 
-static void pep_owner_list_result(void *ctx, const PGresult *res,
-				  const char *error)
+static void pep_owner_list_result(struct iq_pending *p, struct pep_req *q,
+				  const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (PQntuples(res) == 0) {
 		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
 		return;
@@ -634,13 +621,11 @@ static const char pep_owner_affs_set_sql[] =
 	"SET affiliation = EXCLUDED.affiliation) "
 	"SELECT EXISTS (SELECT 1 FROM n)";
 
-static void pep_owner_set_result(void *ctx, const PGresult *res,
-				 const char *error)
+static void pep_owner_set_result(struct iq_pending *p, struct pep_req *q,
+				 const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	if (res == NULL)
-		pep_fail(&p, error);
-	else if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
+	(void)q;
+	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
 		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
 	else
 		iq_reply_result(&p, NULL);
@@ -687,15 +672,9 @@ static const char pep_blocked_sql[] =
 	"SELECT EXISTS (SELECT 1 FROM blocklist b WHERE b.account_id = "
 	"xmppd_account_id($1, $2) AND b.jid IN ($3, $4, $5, $6))";
 
-static void pep_blocked_result(void *ctx, const PGresult *res,
-			       const char *error)
+static void pep_blocked_result(struct iq_pending *p, struct pep_req *q,
+			       const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
 		log_info("pep: %s (%s) refused: service-unavailable: blocked "
 			 "by the account", p->from, p->to);
@@ -882,14 +861,10 @@ static const char pep_items_list_sql[] =
 	"n.account_id = a.id AND xmppd_pep_refusal(n, $3) IS NULL "
 	"ORDER BY n.node";
 
-static void pep_info_result(void *ctx, const PGresult *res,
-			    const char *error)
+static void pep_info_result(struct iq_pending *p, struct pep_req *q,
+			    const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
+	(void)q;
 	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0 ||
 	    strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
 		/* no account, or no subscription: the same answer */
@@ -902,15 +877,9 @@ static void pep_info_result(void *ctx, const PGresult *res,
 	pep_reply(&p, &out);
 }
 
-static void pep_node_info_result(void *ctx, const PGresult *res,
-				 const char *error)
+static void pep_node_info_result(struct iq_pending *p, struct pep_req *q,
+				 const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (PQntuples(res) != 1 || !PQgetisnull(res, 0, 0)) {
 		iq_reply_error(&p, "cancel", "item-not-found");
 		return;
@@ -951,15 +920,9 @@ static void pep_node_info_result(void *ctx, const PGresult *res,
 	pep_reply(&p, &out);
 }
 
-static void pep_items_list_result(void *ctx, const PGresult *res,
-				  const char *error)
+static void pep_items_list_result(struct iq_pending *p, struct pep_req *q,
+				  const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct pep_req *q = p->data;
-	if (res == NULL) {
-		pep_fail(&p, error);
-		return;
-	}
 	if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
 		iq_reply_error(&p, "cancel", "service-unavailable");
 		return;

@@ -23,6 +23,11 @@ struct pg_result;
 struct iq_pending;
 struct xml_node;
 
+/* A failed query of the IQ p answered: resource-constraint (wait) when
+ * the database is down or error is NULL, else internal-server-error and
+ * "WHAT query failed: ERROR" in the log. */
+void pep_db_fail(struct iq_pending **p, const char *what, const char *error);
+
 /* Payloads are serialized with no default namespace in scope: the root
  * (never in no namespace: pubsub.c refuses it) declares its namespace,
  * a descendant in no namespace gets xmlns='', so the text embeds

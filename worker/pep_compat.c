@@ -62,19 +62,15 @@ struct compat_req {
 	struct pep_compat_bm *want;         /* the new set (sync) */
 	unsigned nwant;
 	int migrating;                  /* a get that syncs the legacy row */
+	void (*result)(struct iq_pending *, struct compat_req *,
+		       const PGresult *);      /* compat_query's */
 };
 
 /* ---- replies ------------------------------------------------------- */
 
 static void compat_fail(struct iq_pending **p, const char *error)
 {
-	struct db *db = (*p)->w->db;
-	if (error == NULL || db == NULL || !db_is_up(db)) {
-		iq_reply_error(p, "wait", "resource-constraint");
-		return;
-	}
-	log_error("bookmarks compat query failed: %s", error);
-	iq_reply_error(p, "cancel", "internal-server-error");
+	pep_db_fail(p, "bookmarks compat", error);
 }
 
 static void compat_refuse(struct iq_pending **p, const char *why)
@@ -144,11 +140,29 @@ static void compat_reply_storage(struct iq_pending **p, const PGresult *res)
 
 /* ---- the database ------------------------------------------------ */
 
-static void compat_query(struct iq_pending *p, const char *sql, int n,
-			 const char *const *params, db_callback *cb)
+/* Every query's answer: a failed one is answered here, else it goes to
+ * the result function compat_query was given (res is never NULL). */
+static void compat_result(void *ctx, const PGresult *res, const char *error)
 {
+	struct iq_pending *p = ctx;
+	struct compat_req *r = p->data;
+	if (res == NULL) {
+		compat_fail(&p, error);
+		return;
+	}
+	r->result(p, r, res);
+}
+
+static void compat_query(struct iq_pending *p, const char *sql, int n,
+			 const char *const *params,
+			 void (*result)(struct iq_pending *,
+					struct compat_req *, const PGresult *))
+{
+	struct compat_req *r = p->data;
+	r->result = result;
 	if (p->w->db == NULL ||
-	    db_query(p->w->db, sql, n, params, NULL, NULL, 0, cb, p) < 0)
+	    db_query(p->w->db, sql, n, params, NULL, NULL, 0, compat_result,
+		     p) < 0)
 		compat_fail(&p, NULL);
 }
 
@@ -200,15 +214,9 @@ static const char compat_store_sql[] =
 
 static void compat_read(struct iq_pending *p);
 
-static void compat_store_result(void *ctx, const PGresult *res,
-				const char *error)
+static void compat_store_result(struct iq_pending *p, struct compat_req *r,
+				const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct compat_req *r = p->data;
-	if (res == NULL) {
-		compat_fail(&p, error);
-		return;
-	}
 	int n = PQntuples(res);
 	for (int i = 0; i < n; i++) {
 		const char *s = PQgetvalue(res, i, 2);
@@ -281,16 +289,11 @@ static int compat_literal(struct arena *a, const char *const *v, unsigned n,
 	return *out_r != NULL ? 0 : -1;
 }
 
-static void compat_configure_result(void *ctx, const PGresult *res,
-				    const char *error)
+static void compat_configure_result(struct iq_pending *p,
+				    struct compat_req *r,
+				    const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct compat_req *r = p->data;
 	const struct config *cfg = p->w->cfg;
-	if (res == NULL) {
-		compat_fail(&p, error);
-		return;
-	}
 	if (PQntuples(res) < 1 || strcmp(PQgetvalue(res, 0, 0), "ok") != 0) {
 		const char *s = PQntuples(res) ? PQgetvalue(res, 0, 0) : "";
 		if (strcmp(s, "max-nodes") == 0) {
@@ -395,15 +398,9 @@ static void compat_sync(struct iq_pending *p)
 		     compat_configure_result);
 }
 
-static void compat_read_result(void *ctx, const PGresult *res,
-			       const char *error)
+static void compat_read_result(struct iq_pending *p, struct compat_req *r,
+			       const PGresult *res)
 {
-	struct iq_pending *p = ctx;
-	struct compat_req *r = p->data;
-	if (res == NULL) {
-		compat_fail(&p, error);
-		return;
-	}
 	int has_node = PQntuples(res) > 0 &&
 		       strcmp(PQgetvalue(res, 0, 2), "t") == 0;
 	if (!has_node && !r->migrating && PQntuples(res) > 0 &&
