@@ -665,8 +665,10 @@ static void caps_tick(struct worker *w, int64_t now_ms)
 	}
 	/* queries that timed out: the next parked client is asked */
 	caps_rerun_parked();
-	if (w->slot == 0 && w->db != NULL &&
-	    now_ms - caps_cleanup_ms > 3600 * 1000) {
+	/* housekeeping only on an up link and never while stopping: a
+	 * query waiting for the link would hold the stop drain */
+	if (w->slot == 0 && w->db != NULL && db_is_up(w->db) &&
+	    !w->stopping && now_ms - caps_cleanup_ms > 3600 * 1000) {
 		caps_cleanup_ms = now_ms;
 		db_query(w->db, caps_cleanup_sql, 0, NULL, NULL, NULL, 0,
 			 caps_db_ignore, NULL);

@@ -460,6 +460,9 @@ static void worker_channel(struct worker *w)
 			log_error("reopen(%s) failed: %m", w->cfg->log_file);
 	}
 	log_error("master channel closed: exiting");
+	/* level-triggered: a closed channel would wake every turn of the
+	 * drain */
+	epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->channel, NULL);
 	worker_begin_stop(w);
 	w->stop_deadline_ms = time_now_ms();
 }
