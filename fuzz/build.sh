@@ -35,7 +35,7 @@ LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/compcfg.c
 	lib/hostport.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
-	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c"
+	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
