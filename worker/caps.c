@@ -145,7 +145,8 @@ static int caps_list_add(struct caps_list *l, const struct buf *b)
 	char *s = malloc(buf_used(b) + 1);
 	if (s == NULL)
 		return -1;
-	memcpy(s, buf_head(b), buf_used(b));
+	if (buf_used(b) > 0)    /* an empty buffer may have no memory */
+		memcpy(s, buf_head(b), buf_used(b));
 	l->v[l->n++] = (struct caps_str){ s, buf_used(b) };
 	return 0;
 }
