@@ -21,6 +21,7 @@
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
+#include "pep.h"
 #include "session.h"
 #include "stanza.h"
 #include "util.h"
@@ -136,39 +137,40 @@ static void blocking_free(struct conn *c)
 
 /* ---- loading at bind -------------------------------------------------- */
 
-struct blocking_load {
-	struct worker *w;
-	uint32_t conn_id, gen;
-};
-
 static const char blocking_list_sql[] =
 	"SELECT jid FROM blocklist WHERE account_id = xmppd_account_id($1, $2) "
 	"ORDER BY jid";
 
-static void blocking_loaded(void *ctx, const PGresult *res, const char *error)
+/* The one statement at bind for what a session keeps of its account:
+ * the blocklist (jid rows) and, with pep.vcard_conversion ($3), the
+ * vCard for XEP-0398's presence hash (one row with vcard set; none when
+ * the account has no vCard): pep_compat.c's load rides here, so a login
+ * costs no round trip more. */
+static const char blocking_bind_sql[] =
+	"WITH a AS (SELECT xmppd_account_id($1, $2) AS id) "
+	"SELECT b.jid, NULL::text FROM a JOIN blocklist b "
+	"ON b.account_id = a.id "
+	"UNION ALL SELECT NULL, v.vcard FROM a JOIN vcards v "
+	"ON v.account_id = a.id WHERE $3::bool";
+
+static void blocking_loaded(struct conn *c, const PGresult *res,
+			    const char *error)
 {
-	struct blocking_load *l = ctx;
-	struct conn *c = conn_lookup(l->w, l->conn_id, l->gen);
 	if (res == NULL)
 		log_warn("blocklist not loaded: %s", error);
-	for (int i = 0; c != NULL && res != NULL && i < PQntuples(res); i++)
-		blocking_add(c, PQgetvalue(res, i, 0));
-	free(l);
+	for (int i = 0; c != NULL && res != NULL && i < PQntuples(res); i++) {
+		if (!PQgetisnull(res, i, 0))
+			blocking_add(c, PQgetvalue(res, i, 0));
+		else if (!PQgetisnull(res, i, 1))
+			pep_compat_vcard_loaded(c, PQgetvalue(res, i, 1));
+	}
 }
 
 static void blocking_load(struct conn *c)
 {
-	struct blocking_load *l = malloc(sizeof(*l));
-	const char *params[2] = { c->user, c->domain };
-	if (l == NULL)
-		return;
-	l->w = c->w;
-	l->conn_id = c->id;
-	l->gen = c->gen;
-	if (c->w->db == NULL ||
-	    db_query(c->w->db, blocking_list_sql, 2, params, NULL, NULL, 0,
-		     blocking_loaded, l) < 0)
-		free(l);
+	const char *params[3] = { c->user, c->domain,
+				  c->w->cfg->pep_vcard_conversion ? "t" : "f" };
+	conn_query(c, blocking_bind_sql, 3, params, blocking_loaded);
 }
 
 static void blocking_restore(struct conn *c, uint32_t word)

@@ -100,6 +100,36 @@ struct conn *conn_lookup(struct worker *w, uint32_t id, uint32_t gen)
 	return NULL;
 }
 
+struct conn_query {
+	struct worker *w;
+	uint32_t conn_id, gen;
+	conn_query_cb *cb;
+};
+
+static void conn_query_result(void *ctx, const PGresult *res,
+			      const char *error)
+{
+	struct conn_query q = *(struct conn_query *)ctx;
+	free(ctx);
+	q.cb(conn_lookup(q.w, q.conn_id, q.gen), res, error);
+}
+
+int conn_query(struct conn *c, const char *sql, int nparams,
+	       const char *const *params, conn_query_cb *cb)
+{
+	struct conn_query *q = malloc(sizeof(*q));
+	if (q == NULL)
+		return -1;
+	*q = (struct conn_query){ c->w, c->id, c->gen, cb };
+	if (c->w->db == NULL ||
+	    db_query(c->w->db, sql, nparams, params, NULL, NULL, 0,
+		     conn_query_result, q) < 0) {
+		free(q);
+		return -1;
+	}
+	return 0;
+}
+
 static void conn_peer_name(struct conn *c, const struct sockaddr_storage *ss)
 {
 	char addr[INET6_ADDRSTRLEN] = "?";

@@ -62,6 +62,9 @@ void pep_compat_published(struct worker *w, const char *bare,
  * to vcard: its sessions' presence hash follows the PHOTO. */
 void pep_compat_vcard_set(struct worker *w, const char *bare,
 			  const struct xml_node *vcard);
+/* XEP-0398 (pep_compat.c, called by blocking.c's load at bind with
+ * pep.vcard_conversion): the account's stored vCard, for the hash. */
+void pep_compat_vcard_loaded(struct conn *c, const char *vcard);
 
 
 /* What one publish, retract, purge or delete did: all a notification

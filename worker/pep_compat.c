@@ -592,56 +592,25 @@ static int avatar_stanza_in(struct conn *c, struct xml_node *st)
 
 /* ---- the hash at bind ---------------------------------------------- */
 
-struct avatar_load {
-	struct worker *w;
-	uint32_t conn_id, gen;
-};
-
-static const char avatar_vcard_sql[] =
-	"SELECT vcard FROM vcards WHERE account_id = xmppd_account_id($1, $2)";
-
-static void avatar_loaded(void *ctx, const PGresult *res, const char *error)
+/* blocking.c's statement at bind brings the vCard (one query per login
+ * for both), only with pep.vcard_conversion. */
+void pep_compat_vcard_loaded(struct conn *c, const char *vcard)
 {
-	struct avatar_load *l = ctx;
-	struct conn *c = conn_lookup(l->w, l->conn_id, l->gen);
-	free(l);
-	if (res == NULL) {
-		log_warn("avatar hash not loaded: %s", error);
-		return;
-	}
-	if (c == NULL || PQntuples(res) < 1)
-		return;
 	struct arena a;
 	char hex[41];
-	const char *text = PQgetvalue(res, 0, 0), *err = NULL;
+	const char *err = NULL;
 	arena_init(&a, 4096);
-	pep_compat_form_vcard_hash(&a, xml_parse(&a, text, strlen(text), &err), hex);
+	pep_compat_form_vcard_hash(&a, xml_parse(&a, vcard, strlen(vcard), &err),
+				   hex);
 	arena_free(&a);
 	avatar_set_conn(c, hex, strlen(hex));
 }
 
-static void avatar_load(struct conn *c)
-{
-	if (!c->w->cfg->pep_vcard_conversion)
-		return;
-	struct avatar_load *l = malloc(sizeof(*l));
-	const char *params[2] = { c->user, c->domain };
-	if (l == NULL)
-		return;
-	l->w = c->w;
-	l->conn_id = c->id;
-	l->gen = c->gen;
-	if (c->w->db == NULL ||
-	    db_query(c->w->db, avatar_vcard_sql, 2, params, NULL, NULL, 0,
-		     avatar_loaded, l) < 0)
-		free(l);
-}
-
+/* XEP-0198 resumption: blocking.c's restore loads the vCard again. */
 static void avatar_restore(struct conn *c, uint32_t word)
 {
 	(void)word;
 	c->pep_avatar[0] = '\0';
-	avatar_load(c);
 }
 
 /* ---- a metadata publish into the vCard (section 3.1) --------------- */
@@ -863,7 +832,6 @@ const struct ext pep_compat_ext = {
 	.account_features = compat_account_features,
 	.iq_child = compat_iq_child,
 	.config_keys = compat_config,
-	.session_bound = avatar_load,
 	.session_restore = avatar_restore,
 	.frame = avatar_frame,
 	.stanza_in = avatar_stanza_in,

@@ -362,6 +362,15 @@ int conn_next_delay(const struct worker *w, int64_t now_ms);
 void conn_reap_dead(struct worker *w);
 void db_cancel_conn(struct conn *c);
 struct conn *conn_lookup(struct worker *w, uint32_t id, uint32_t gen);
+/* A database query on a session's behalf (a load at bind): cb gets the
+ * conn back, or NULL when it closed (or its id went to another) before
+ * the answer; res NULL and error on a failure.  0, or -1 (no database,
+ * no memory, the queue full): cb is not called. */
+struct pg_result;
+typedef void conn_query_cb(struct conn *c, const struct pg_result *res,
+			   const char *error);
+int conn_query(struct conn *c, const char *sql, int nparams,
+	       const char *const *params, conn_query_cb *cb);
 
 /* stream.c */
 int stream_init(struct conn *c);

@@ -369,6 +369,32 @@ def test_vcard_photo_hash_in_presence():
             J, ja, with_photo(SMALL_SHA)), got
 
 
+def test_bind_loads_blocklist_and_hash():
+    """One statement at bind brings both the blocklist and the vCard
+    hash: a new session of an account with both filters by each."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet", "phone")
+        b, jb = login(s, "juliet", "laptop")
+        b.send("<presence/>")
+        b.read_until("<presence [^>]*from='%s'/>" % re.escape(jb))
+        assert iq(a, VCARD_PHOTO, "k1", "set") == result(J, "k1", ja)
+        blocked = "tybalt@localhost"
+        assert iq(a, "<block xmlns='urn:xmpp:blocking'><item jid='%s'/></block>" % blocked,
+                  "k2", "set") == result(J, "k2", ja)
+        c, jc = login(s, "juliet", "tablet")
+        # the bind statement answered before this IQ's (one connection)
+        iq(c, "<query xmlns='jabber:iq:roster'/>", "k3", "get")
+        c.send("<presence><status>c1</status></presence>")
+        got = presence_of(b, jc, "c1")
+        assert got == "<presence to='%s' from='%s'><status>c1</status>%s</presence>" % (
+            J, jc, with_photo(SMALL_SHA)), got
+        c.send("<message to='%s' id='k4' type='chat'><body>x</body></message>" % blocked)
+        got = c.read_until("<message [^>]*id='k4'.*?</message>")
+        assert got == ("<message from='%s' id='k4' to='%s' type='error'><error type='cancel'>"
+                       "<not-acceptable xmlns='%s'/><blocked xmlns='urn:xmpp:blocking:errors'/>"
+                       "</error></message>" % (blocked, jc, STANZAS)), got
+
+
 def test_vcard_conversion_off():
     with Server(workers=1, users=USERS, overrides={"pep.vcard_conversion": "no"}) as s:
         a, ja = login(s, "juliet", "phone")
