@@ -376,3 +376,25 @@ char *jid_split_account(const char *bare, const char **domain_r)
 	*domain_r = user + (at - bare) + 1;
 	return user;
 }
+
+int jid_block_forms(const char *jid, char *buf, size_t size,
+		    const char *forms_r[JID_BLOCK_FORMS])
+{
+	size_t len = strlen(jid);
+	for (int i = 0; i < JID_BLOCK_FORMS; i++)
+		forms_r[i] = jid;
+	if (size < 2 * (len + 1))
+		return -1;
+	size_t bare = strcspn(jid, "/");
+	const char *at = memchr(jid, '@', bare);
+	const char *domain = at != NULL ? at + 1 : jid;
+	size_t dlen = bare - (size_t)(domain - jid);
+	memcpy(buf, jid, bare);
+	buf[bare] = '\0';
+	memcpy(buf + bare + 1, domain, dlen);
+	buf[bare + 1 + dlen] = '\0';
+	forms_r[1] = buf;
+	forms_r[2] = buf + bare + 1;
+	forms_r[3] = domain;
+	return 0;
+}

@@ -59,4 +59,15 @@ bool jid_bare_equal(const struct jid *x, const struct jid *y);
  * SQL takes the username and domain separately. */
 char *jid_split_account(const char *bare, const char **domain_r);
 
+/* XEP-0191 section 3.4 (XEP-0016 section 2.1): the forms of jid that a
+ * blocklist item matches: jid itself, its bare JID, its domain, and
+ * domain/resource (the same as the domain for a JID without resource).
+ * forms_r[0..3] point at them, into jid or into buf, which needs
+ * 2 * (strlen(jid) + 1) bytes: -1 when size is less (forms_r[0] = jid
+ * alone is set), else 0.  The one definition of the matching rule:
+ * blocking.c's session copies and SQL parameters (pep.c) alike. */
+#define JID_BLOCK_FORMS 4
+int jid_block_forms(const char *jid, char *buf, size_t size,
+		    const char *forms_r[JID_BLOCK_FORMS]);
+
 #endif

@@ -369,3 +369,30 @@ Test(jid, ascii_fast_path_agrees_with_libidn)
 	/* The corpus does exercise acceptance, not only rejection. */
 	cr_assert_gt(agreed_fast, 10000);
 }
+
+/* XEP-0191 section 3.4: full, bare, domain, domain/resource. */
+Test(jid, block_forms)
+{
+	char buf[64];
+	const char *f[JID_BLOCK_FORMS];
+	cr_assert_eq(jid_block_forms("juliet@example.com/balcony", buf,
+				     sizeof(buf), f), 0);
+	cr_assert_str_eq(f[0], "juliet@example.com/balcony");
+	cr_assert_str_eq(f[1], "juliet@example.com");
+	cr_assert_str_eq(f[2], "example.com");
+	cr_assert_str_eq(f[3], "example.com/balcony");
+	cr_assert_eq(jid_block_forms("juliet@example.com", buf, sizeof(buf),
+				     f), 0);
+	cr_assert_str_eq(f[1], "juliet@example.com");
+	cr_assert_str_eq(f[2], "example.com");
+	cr_assert_str_eq(f[3], "example.com");
+	cr_assert_eq(jid_block_forms("example.com/r", buf, sizeof(buf), f), 0);
+	cr_assert_str_eq(f[1], "example.com");
+	cr_assert_str_eq(f[2], "example.com");
+	cr_assert_str_eq(f[3], "example.com/r");
+	/* a buffer too small: the JID alone */
+	cr_assert_eq(jid_block_forms("juliet@example.com/balcony", buf, 20,
+				     f), -1);
+	for (int i = 0; i < JID_BLOCK_FORMS; i++)
+		cr_assert_str_eq(f[i], "juliet@example.com/balcony");
+}

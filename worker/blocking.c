@@ -86,28 +86,20 @@ static void blocking_remove(struct conn *c, const char *jid)
 	}
 }
 
-/* XEP-0191 section 3.4 / XEP-0016 matching: the full JID, the bare JID,
- * the domain, or domain/resource. */
+/* XEP-0191 section 3.4 / XEP-0016 matching (jid_block_forms): the full
+ * JID, the bare JID, the domain, or domain/resource. */
 static int blocking_matches(const struct conn *c, const char *jid)
 {
-	char buf[IPC_JID_MAX + 1];
+	char buf[2 * (IPC_JID_MAX + 1)];
+	const char *forms[JID_BLOCK_FORMS];
 	if (c->nblocked == 0 || jid == NULL)
 		return 0;
-	if (blocking_has(c, jid))
-		return 1;
-	size_t bare = strcspn(jid, "/");
-	const char *at = memchr(jid, '@', bare);
-	snprintf(buf, sizeof(buf), "%.*s", (int)bare, jid);
-	if (blocking_has(c, buf))
-		return 1;
-	if (at == NULL)
-		return 0;
-	snprintf(buf, sizeof(buf), "%.*s", (int)(bare - (size_t)(at - jid) - 1),
-		 at + 1);
-	if (blocking_has(c, buf))
-		return 1;
-	snprintf(buf, sizeof(buf), "%s", at + 1);
-	return jid[bare] == '/' && blocking_has(c, buf);
+	int n = jid_block_forms(jid, buf, sizeof(buf), forms) < 0 ? 1 :
+		JID_BLOCK_FORMS;
+	for (int i = 0; i < n; i++)
+		if (blocking_has(c, forms[i]))
+			return 1;
+	return 0;
 }
 
 /* A push of ours reaching a session: keep its copy current. */

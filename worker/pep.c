@@ -22,6 +22,7 @@
 #include "config.h"
 #include "ext.h"
 #include "iq.h"
+#include "jid.h"
 #include "log.h"
 #include "pep.h"
 #include "pubsub.h"
@@ -666,8 +667,8 @@ static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
 
 /* ---- XEP-0191: a requester the account blocks -------------------- */
 
-/* Whether the account $1@$2 blocks any of $3..$6 (XEP-0191 section 3.4
- * matching: the full JID, the bare JID, the domain, domain/resource). */
+/* Whether the account $1@$2 blocks any of $3..$6: the requester's forms
+ * of XEP-0191 section 3.4 (jid_block_forms, as blocking.c matches). */
 static const char pep_blocked_sql[] =
 	"SELECT EXISTS (SELECT 1 FROM blocklist b WHERE b.account_id = "
 	"xmppd_account_id($1, $2) AND b.jid IN ($3, $4, $5, $6))";
@@ -694,20 +695,16 @@ static void pep_gate(struct iq_pending *p, struct pep_req *q,
 		run(p, q);
 		return;
 	}
-	const char *at = strchr(q->requester, '@');
-	const char *domain = at != NULL ? at + 1 : q->requester;
-	const char *res = strchr(p->from, '/');
-	size_t dl = strlen(domain), rl = res != NULL ? strlen(res) : 0;
-	char *domres = arena_alloc(&p->arena, dl + rl + 1);
-	if (domres == NULL) {
+	size_t size = 2 * (strlen(p->from) + 1);
+	char *buf = arena_alloc(&p->arena, size);
+	const char *forms[JID_BLOCK_FORMS];
+	if (buf == NULL || jid_block_forms(p->from, buf, size, forms) < 0) {
 		iq_reply_error(&p, "wait", "resource-constraint");
 		return;
 	}
-	memcpy(domres, domain, dl);
-	memcpy(domres + dl, res != NULL ? res : "", rl + 1);
 	q->then = run;
-	const char *params[6] = { q->user, q->domain, p->from, q->requester,
-				  domain, domres };
+	const char *params[2 + JID_BLOCK_FORMS] = { q->user, q->domain,
+		forms[0], forms[1], forms[2], forms[3] };
 	pep_query(p, pep_blocked_sql, 6, params, pep_blocked_result);
 }
 
