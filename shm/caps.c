@@ -135,6 +135,47 @@ static void rec_write_end(struct ipc_caps_rec *r)
 	atomic_fetch_add_explicit(&r->seq, 1, memory_order_release);
 }
 
+/* ---- lock-free readers (seqlock) ------------------------------------ */
+
+/* A read starts at an even seq (*s_r) and stands if seq is the same
+ * after it (rec_read_done); an odd one is a write under way. */
+static int rec_read_begin(struct ipc_caps_rec *r, uint32_t *s_r)
+{
+	*s_r = atomic_load_explicit(&r->seq, memory_order_acquire);
+	return (*s_r & 1) == 0;
+}
+
+static int rec_read_done(struct ipc_caps_rec *r, uint32_t s)
+{
+	atomic_thread_fence(memory_order_acquire);
+	return atomic_load_explicit(&r->seq, memory_order_relaxed) == s;
+}
+
+#define REC_RETRY (-2)
+
+/* look's answer on a steady view of record idx while it is VERIFIED
+ * with generation gen16 (at most 64 tries), else none.  look answers
+ * REC_RETRY for a torn read it can tell. */
+static int rec_read_verified(struct shm_caps *t, uint32_t idx,
+			     uint16_t gen16, int none,
+			     int (*look)(struct ipc_caps_rec *r, void *arg),
+			     void *arg)
+{
+	if (idx > t->mask)
+		return none;
+	struct ipc_caps_rec *r = &t->recs[idx];
+	for (int tries = 0; tries < 64; tries++) {
+		uint32_t s1;
+		if (!rec_read_begin(r, &s1))
+			continue;
+		int v = r->state == IPC_CAPS_VERIFIED &&
+			(uint16_t)r->gen == gen16 ? look(r, arg) : none;
+		if (rec_read_done(r, s1) && v != REC_RETRY)
+			return v;
+	}
+	return none;
+}
+
 static int table_lock(struct shm_caps *t)
 {
 	int ret = pthread_mutex_lock(&t->hdr->lock);
@@ -303,17 +344,14 @@ int shm_caps_lookup(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		uint32_t idx = (uint32_t)((key + i) & t->mask);
 		struct ipc_caps_rec *r = &t->recs[idx];
 		for (int tries = 0; tries < 64; tries++) {
-			uint32_t s1 = atomic_load_explicit(&r->seq,
-							   memory_order_acquire);
-			if (s1 & 1)
+			uint32_t s1;
+			if (!rec_read_begin(r, &s1))
 				continue;
 			uint32_t state = r->state, gen = r->gen;
 			int match = r->key == key && r->algo == algo &&
 				    r->v2 == v2 &&
 				    strncmp(r->ver, ver, IPC_CAPS_VER_MAX) == 0;
-			atomic_thread_fence(memory_order_acquire);
-			if (atomic_load_explicit(&r->seq,
-						 memory_order_relaxed) != s1)
+			if (!rec_read_done(r, s1))
 				continue;
 			if (state != IPC_CAPS_FREE && match) {
 				*idx_r = idx;
@@ -380,83 +418,61 @@ int shm_caps_invalid(struct shm_caps *t, uint8_t algo, uint8_t v2,
 	return 0;
 }
 
+struct caps_copy {
+	uint64_t *hashes;
+	unsigned max;
+};
+
+static int caps_copy(struct ipc_caps_rec *r, void *arg)
+{
+	struct caps_copy *c = arg;
+	unsigned n = r->nnotify;
+	if (n > IPC_CAPS_NOTIFY_MAX)
+		return REC_RETRY;
+	if (n > c->max)
+		n = c->max;
+	memcpy(c->hashes, r->notify, n * sizeof(*c->hashes));
+	return (int)n;
+}
+
 int shm_caps_read(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 		  uint64_t *hashes, unsigned max)
 {
-	if (idx > t->mask)
-		return -1;
-	struct ipc_caps_rec *r = &t->recs[idx];
-	for (int tries = 0; tries < 64; tries++) {
-		uint32_t s1 = atomic_load_explicit(&r->seq,
-						   memory_order_acquire);
-		if (s1 & 1)
-			continue;
-		if (r->state != IPC_CAPS_VERIFIED ||
-		    (uint16_t)r->gen != gen16)
-			return -1;
-		unsigned n = r->nnotify;
-		if (n > IPC_CAPS_NOTIFY_MAX)
-			continue;
-		if (n > max)
-			n = max;
-		memcpy(hashes, r->notify, n * sizeof(*hashes));
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&r->seq, memory_order_relaxed) == s1)
-			return (int)n;
-	}
-	return -1;
+	struct caps_copy c = { hashes, max };
+	return rec_read_verified(t, idx, gen16, -1, caps_copy, &c);
+}
+
+static int caps_has(struct ipc_caps_rec *r, void *arg)
+{
+	uint64_t h = *(const uint64_t *)arg;
+	unsigned n = r->nnotify;
+	for (unsigned i = 0; i < n && i < IPC_CAPS_NOTIFY_MAX; i++)
+		if (r->notify[i] == h)
+			return 1;
+	return 0;
 }
 
 int shm_caps_wants(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 		   uint64_t h)
 {
-	if (idx > t->mask)
-		return 0;
-	struct ipc_caps_rec *r = &t->recs[idx];
-	for (int tries = 0; tries < 64; tries++) {
-		uint32_t s1 = atomic_load_explicit(&r->seq,
-						   memory_order_acquire);
-		if (s1 & 1)
-			continue;
-		if (r->state != IPC_CAPS_VERIFIED ||
-		    (uint16_t)r->gen != gen16)
-			return 0;
-		unsigned n = r->nnotify;
-		int found = 0;
-		for (unsigned i = 0; i < n && i < IPC_CAPS_NOTIFY_MAX; i++)
-			if (r->notify[i] == h) {
-				found = 1;
-				break;
-			}
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&r->seq, memory_order_relaxed) == s1)
-			return found;
-	}
-	return 0;
+	return rec_read_verified(t, idx, gen16, 0, caps_has, &h);
+}
+
+static int caps_verified(struct ipc_caps_rec *r, void *arg)
+{
+	(void)r;
+	(void)arg;
+	return 1;
 }
 
 int shm_caps_touch(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 		   int64_t now_ms)
 {
-	if (idx > t->mask)
-		return 0;
-	struct ipc_caps_rec *r = &t->recs[idx];
-	for (int tries = 0; tries < 64; tries++) {
-		uint32_t s1 = atomic_load_explicit(&r->seq,
-						   memory_order_acquire);
-		if (s1 & 1)
-			continue;
-		int ok = r->state == IPC_CAPS_VERIFIED &&
-			 (uint16_t)r->gen == gen16;
-		atomic_thread_fence(memory_order_acquire);
-		if (atomic_load_explicit(&r->seq, memory_order_relaxed) != s1)
-			continue;
-		if (ok)
-			atomic_store_explicit(&r->last_used, now_ms,
-					      memory_order_relaxed);
-		return ok;
-	}
-	return 0;
+	int ok = rec_read_verified(t, idx, gen16, 0, caps_verified, NULL);
+	if (ok)
+		atomic_store_explicit(&t->recs[idx].last_used, now_ms,
+				      memory_order_relaxed);
+	return ok;
 }
 
 int shm_caps_abandon(struct shm_caps *t, uint32_t idx, uint32_t gen)

@@ -19,34 +19,11 @@
 
 #include "ipc.h"
 #include "caps.h"
+#include "shm_test_map.h"
 
 TestSuite(capstable, .timeout = 120.);
 
-struct cmap {
-	void *mem;
-	size_t size;
-	struct shm_caps *t;
-};
-
-static void cmap_open(struct cmap *m, uint32_t capacity)
-{
-	const char *error = NULL;
-	m->size = shm_caps_size(capacity);
-	cr_assert_gt(m->size, 0);
-	m->mem = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	cr_assert_neq(m->mem, MAP_FAILED);
-	cr_assert_eq(shm_caps_init(m->mem, m->size, capacity, &error), 0,
-		     "%s", error);
-	m->t = shm_caps_attach(m->mem, &error);
-	cr_assert_not_null(m->t, "%s", error);
-}
-
-static void cmap_close(struct cmap *m)
-{
-	shm_caps_detach(&m->t);
-	munmap(m->mem, m->size);
-}
+SHM_TEST_MAP(cmap, shm_caps)
 
 #define VER "QgayPKawpkPSDYmwT/WM94uAlu0="
 

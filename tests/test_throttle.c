@@ -17,36 +17,12 @@
 #include "ipc.h"
 #include "shm.h"
 #include "throttle.h"
+#include "shm_test_map.h"
 
 #define TEST_TIMEOUT 120.
 TestSuite(throttle, .timeout = TEST_TIMEOUT);
 
-struct tmap {
-	void *mem;
-	size_t size;
-	struct shm_throttle *t;
-};
-
-static void tmap_open(struct tmap *m, uint32_t capacity)
-{
-	const char *error = NULL;
-
-	m->size = shm_throttle_size(capacity);
-	cr_assert_gt(m->size, 0);
-	m->mem = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	cr_assert_neq(m->mem, MAP_FAILED);
-	cr_assert_eq(shm_throttle_init(m->mem, m->size, capacity, &error), 0,
-		     "%s", error);
-	m->t = shm_throttle_attach(m->mem, &error);
-	cr_assert_not_null(m->t, "%s", error);
-}
-
-static void tmap_close(struct tmap *m)
-{
-	shm_throttle_detach(&m->t);
-	munmap(m->mem, m->size);
-}
+SHM_TEST_MAP(tmap, shm_throttle)
 
 static struct throttle_key addr_key(struct tmap *m, const char *addr)
 {
