@@ -45,6 +45,7 @@ struct pep_req {
 	void (*then)(struct iq_pending *, struct pep_req *);   /* pep_gate */
 	void (*result)(struct iq_pending *, struct pep_req *,  /* pep_query */
 		       const PGresult *);
+	int status;     /* pep_run: the statement's first row is a status */
 };
 
 static unsigned pep_ids;                /* this worker's item id counter */
@@ -122,6 +123,8 @@ static void pep_reply(struct iq_pending **p, struct buf *out)
 
 /* Every query's answer: a failed one is answered here, else it goes to
  * the result function pep_query was given (res is never NULL there). */
+static int pep_status_error(struct iq_pending **p, const PGresult *res);
+
 static void pep_result(void *ctx, const PGresult *res, const char *error)
 {
 	struct iq_pending *p = ctx;
@@ -130,25 +133,39 @@ static void pep_result(void *ctx, const PGresult *res, const char *error)
 		pep_fail(&p, error);
 		return;
 	}
+	if (q->status && pep_status_error(&p, res))
+		return;
 	q->result(p, q, res);
 }
 
-static void pep_query(struct iq_pending *p, const char *sql, int n,
-		      const char *const *params,
-		      void (*result)(struct iq_pending *, struct pep_req *,
-				     const PGresult *))
+typedef void pep_result_fn(struct iq_pending *, struct pep_req *,
+			   const PGresult *);
+
+static void pep_query_as(struct iq_pending *p, const char *sql, int n,
+			 const char *const *params, pep_result_fn *result,
+			 int status)
 {
 	struct pep_req *q = p->data;
 	q->result = result;
+	q->status = status;
 	if (p->w->db == NULL ||
 	    db_query(p->w->db, sql, n, params, NULL, NULL, 0, pep_result,
 		     p) < 0)
 		pep_fail(&p, NULL);
 }
 
-static int pep_status(const PGresult *res, const char *s)
+static void pep_query(struct iq_pending *p, const char *sql, int n,
+		      const char *const *params, pep_result_fn *result)
 {
-	return PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), s) == 0;
+	pep_query_as(p, sql, n, params, result, 0);
+}
+
+/* An xmppd_pep_* statement, whose first row is a status: result runs
+ * on "ok" only (pep_status_error answers the others). */
+static void pep_run(struct iq_pending *p, const char *sql, int n,
+		    const char *const *params, pep_result_fn *result)
+{
+	pep_query_as(p, sql, n, params, result, 1);
 }
 
 /* The common statuses of the xmppd_pep_* functions: 1 when answered. */
@@ -159,6 +176,22 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		return 1;
 	}
 	const char *s = PQgetvalue(res, 0, 0);
+	if (strcmp(s, "precondition") == 0) {       /* publish: the field */
+		char why[160];
+		snprintf(why, sizeof(why), "pubsub#%.100s differs from the "
+			 "node's configuration", PQgetvalue(res, 0, 1));
+		pep_error(p, PUBSUB_E_PRECONDITION, why);
+		return 1;
+	}
+	if (strcmp(s, "account-bytes") == 0) {
+		log_info("pep: %s refused: pep.max_account_bytes (%llu) "
+			 "reached", (*p)->from, (unsigned long long)
+			 (*p)->w->cfg->pep_max_account_bytes);
+		iq_reply_error_text(p, "modify", "not-acceptable",
+				    "PEP storage quota of the account "
+				    "reached");
+		return 1;
+	}
 	struct { const char *status; enum pubsub_error e; const char *why; }
 	map[] = {
 		{ "no-account", PUBSUB_E_SERVICE_UNAVAILABLE, NULL },
@@ -170,8 +203,6 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		{ "roster", PUBSUB_E_NOT_IN_GROUP, NULL },
 		{ "whitelist", PUBSUB_E_CLOSED_NODE, NULL },
 		{ "outcast", PUBSUB_E_FORBIDDEN, NULL },
-		{ "account-bytes", PUBSUB_E_NOT_ACCEPTABLE,
-		  "PEP storage quota of the account reached" },
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (strcmp(s, map[i].status) == 0) {
@@ -247,25 +278,6 @@ static const char pep_publish_sql[] =
 static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
 			       const PGresult *res)
 {
-	if (pep_status(res, "precondition")) {
-		const char *f = PQgetvalue(res, 0, 1);
-		char why[160];
-		snprintf(why, sizeof(why), "pubsub#%.100s differs from the "
-			 "node's configuration", f);
-		pep_error(&p, PUBSUB_E_PRECONDITION, why);
-		return;
-	}
-	if (pep_status(res, "account-bytes")) {
-		log_info("pep: %s refused: pep.max_account_bytes (%llu) "
-			 "reached", p->from, (unsigned long long)
-			 p->w->cfg->pep_max_account_bytes);
-		iq_reply_error_text(&p, "modify", "not-acceptable",
-				    "PEP storage quota of the account "
-				    "reached");
-		return;
-	}
-	if (pep_status_error(&p, res))
-		return;
 	struct pep_event ev;
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = PEP_EV_ITEM;
@@ -350,7 +362,7 @@ static void pep_publish(struct iq_pending *p, struct pep_req *q)
 	const char *params[11] = { q->user, q->domain, q->r.node, q->item_id,
 		q->payload, p->from, pre, groups, max_nodes, max_items,
 		max_bytes };
-	pep_query(p, pep_publish_sql, 11, params, pep_publish_result);
+	pep_run(p, pep_publish_sql, 11, params, pep_publish_result);
 }
 
 /* ---- items --------------------------------------------------------- */
@@ -362,8 +374,6 @@ static const char pep_items_sql[] =
 static void pep_items_result(struct iq_pending *p, struct pep_req *q,
 			     const PGresult *res)
 {
-	if (pep_status_error(&p, res))
-		return;
 	struct buf out;
 	buf_init(&out, 0);
 	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><items");
@@ -409,7 +419,7 @@ static void pep_items(struct iq_pending *p, struct pep_req *q)
 		 (p->w->cfg->c2s_max_output_bytes / 2));
 	const char *params[7] = { q->user, q->domain, q->r.node, q->requester,
 				  ids, last, max_bytes };
-	pep_query(p, pep_items_sql, 7, params, pep_items_result);
+	pep_run(p, pep_items_sql, 7, params, pep_items_result);
 }
 
 /* ---- retract, purge, delete --------------------------------------- */
@@ -421,8 +431,6 @@ static const char pep_remove_sql[] =
 static void pep_remove_result(struct iq_pending *p, struct pep_req *q,
 			      const PGresult *res)
 {
-	if (pep_status_error(&p, res))
-		return;
 	struct pep_event ev;
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = q->r.op == PUBSUB_OP_RETRACT ? PEP_EV_RETRACT :
@@ -446,7 +454,7 @@ static void pep_remove(struct iq_pending *p, struct pep_req *q,
 {
 	const char *params[5] = { q->user, q->domain, q->r.node, op,
 				  q->r.item_id };
-	pep_query(p, pep_remove_sql, 5, params, pep_remove_result);
+	pep_run(p, pep_remove_sql, 5, params, pep_remove_result);
 }
 
 /* ---- create, configure, default ----------------------------------- */
@@ -460,8 +468,7 @@ static void pep_configure_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
 {
 	(void)q;
-	if (pep_status_error(&p, res))
-		return;
+	(void)res;
 	/* a configuration change notifies with notify_config (later);
 	 * items trimmed by a lower max_items are not retracted events */
 	iq_reply_result(&p, NULL);
@@ -484,7 +491,7 @@ static void pep_configure(struct iq_pending *p, struct pep_req *q,
 	const char *params[9] = { q->user, q->domain, q->r.node,
 		create ? "true" : "false", v, groups, max_nodes, max_items,
 		max_bytes };
-	pep_query(p, pep_configure_sql, 9, params, pep_configure_result);
+	pep_run(p, pep_configure_sql, 9, params, pep_configure_result);
 }
 
 static void pep_form_reply(struct iq_pending **p, const char *wrapper,
