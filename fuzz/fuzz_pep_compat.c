@@ -13,7 +13,10 @@
  *    XEP-0048 inside <storage/> parses back to the same bookmark too;
  *  - a <metadata/> pick is a 40-digit lower-case hex id, or none, or a
  *    refusal with a reason;
- *  - the SHA-1 of any text is 40 lower-case hex digits or a refusal.
+ *  - the SHA-1 of any text is 40 lower-case hex digits or a refusal;
+ *  - the XEP-0398 conversion of any stored vCard (the input) writes a
+ *    well-formed vCard that keeps its other elements, with one PHOTO
+ *    whose hash is the data's, and none after a removal.
  * Input: one XML element (in jabber:client when unqualified).
  */
 #include "fuzz.h"
@@ -24,7 +27,8 @@
 
 #include <string.h>
 
-#define FUZZ_NO_NS "urn:xmppd:no-namespace"
+/* unqualified = no namespace, as PEP_NO_NS (worker/pep.h) */
+#define FUZZ_NO_NS ""
 
 static void fuzz_hex(const char *h)
 {
@@ -66,6 +70,56 @@ static void fuzz_bookmark(struct arena *a, const struct pep_compat_bm *b)
 		   "0048 form of %s does not read back", b->jid);
 	fuzz_same(b, &bm[0]);
 	buf_free(&out);
+}
+
+/* Elements of v other than PHOTO (in vcard-temp). */
+static unsigned fuzz_vcard_others(const struct xml_node *v, unsigned *photos)
+{
+	unsigned n = 0;
+	*photos = 0;
+	for (const struct xml_node *c = xml_first_element(v); c != NULL;
+	     c = xml_next_element(c)) {
+		if (xml_is(c, NS_VCARD, "PHOTO"))
+			(*photos)++;
+		else
+			n++;
+	}
+	return n;
+}
+
+/* XEP-0398 conversion with v as the stored vCard (changed in place):
+ * the vCard written is well-formed, keeps v's other elements, has one
+ * PHOTO whose hash is the data's (none after a removal). */
+static void fuzz_vcard_photo(struct arena *a, struct xml_node *v)
+{
+	static const char pix[] = "iVBORw0KGgoAAAANSUhEUg==";
+	char want[41], hex[41];
+	unsigned photos, others = 0;
+	const char *error;
+	int is_vcard = v != NULL && xml_is(v, NS_VCARD, "vCard");
+	if (is_vcard)
+		others = fuzz_vcard_others(v, &photos);
+	FUZZ_CHECK(pep_compat_form_sha1(pix, want) == 0, "sha1 of the seed");
+	for (int remove = 0; remove < 2; remove++) {
+		struct buf out;
+		buf_init(&out, 0);
+		FUZZ_CHECK(pep_compat_form_vcard_photo(a, v, "image/png",
+						       remove ? NULL : pix,
+						       &out) == 0,
+			   "vCard not written");
+		struct xml_node *w = xml_parse(a, buf_head(&out),
+					       buf_used(&out) - 1, &error);
+		FUZZ_CHECK(w != NULL && xml_is(w, NS_VCARD, "vCard"),
+			   "vCard written not well-formed: %s", buf_head(&out));
+		FUZZ_CHECK(fuzz_vcard_others(w, &photos) == others,
+			   "vCard lost elements: %s", buf_head(&out));
+		FUZZ_CHECK(photos == (remove ? 0u : 1u), "%u PHOTOs", photos);
+		pep_compat_form_vcard_hash(a, w, hex);
+		FUZZ_CHECK(strcmp(hex, remove ? "" : want) == 0,
+			   "PHOTO hash '%s'", hex);
+		buf_free(&out);
+		v = w;
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -120,6 +174,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const char *t = xml_text(&a, n);
 		if (t != NULL && pep_compat_form_sha1(t, hex) == 0)
 			fuzz_hex(hex);
+		fuzz_vcard_photo(&a, n);        /* last: changes n */
 	}
 	arena_reset(&a);
 	return 0;

@@ -661,42 +661,6 @@ static void avatar_written(void *ctx, const PGresult *res, const char *error)
 	avatar_conv_free(v);
 }
 
-/* The vCard text with its PHOTO replaced (data NULL: removed); NULL when
- * it cannot be built. */
-static int avatar_new_vcard(struct arena *a, const char *old,
-			    const char *type, const char *data,
-			    struct buf *out)
-{
-	const char *err = NULL;
-	struct xml_node *v = old != NULL ?
-		xml_parse(a, old, strlen(old), &err) : NULL;
-	if (v == NULL || !xml_is(v, NS_VCARD, "vCard"))
-		v = xml_new(a, NS_VCARD, "vCard");
-	if (v == NULL)
-		return -1;
-	for (struct xml_node *prev = NULL, *n = v->children, *next; n != NULL;
-	     n = next) {
-		next = n->next;
-		if (xml_is(n, NS_VCARD, "PHOTO"))
-			xml_unlink_child(v, prev, n);
-		else
-			prev = n;
-	}
-	if (data != NULL) {
-		struct xml_node *photo = xml_add_child(a, v, NS_VCARD, "PHOTO");
-		struct xml_node *t = type != NULL && photo != NULL ?
-			xml_add_child(a, photo, NS_VCARD, "TYPE") : NULL;
-		struct xml_node *b = photo != NULL ?
-			xml_add_child(a, photo, NS_VCARD, "BINVAL") : NULL;
-		if (b == NULL || (type != NULL && (t == NULL ||
-		    xml_add_text(a, t, type, strlen(type)) < 0)) ||
-		    xml_add_text(a, b, data, strlen(data)) < 0)
-			return -1;
-	}
-	return xml_serialize(out, v, NS_CLIENT) < 0 ||
-	       buf_append(out, "", 1) < 0 ? -1 : 0;
-}
-
 static void avatar_conv_result(void *ctx, const PGresult *res,
 			       const char *error)
 {
@@ -734,8 +698,10 @@ static void avatar_conv_result(void *ctx, const PGresult *res,
 			goto done;
 		}
 	}
-	if (avatar_new_vcard(&a, PQgetisnull(res, 0, 1) ? NULL :
-			     PQgetvalue(res, 0, 1), v->type, data, &out) < 0) {
+	const char *old = PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1);
+	struct xml_node *vcard = old != NULL ?
+		xml_parse(&a, old, strlen(old), &err) : NULL;
+	if (pep_compat_form_vcard_photo(&a, vcard, v->type, data, &out) < 0) {
 		log_warn("avatar of %s not converted: no memory", v->bare);
 		goto done;
 	}

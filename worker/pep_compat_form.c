@@ -250,3 +250,34 @@ void pep_compat_form_vcard_hash(struct arena *a, const struct xml_node *v,
 	if (t != NULL && pep_compat_form_sha1(t, hex) < 0)
 		hex[0] = '\0';
 }
+
+int pep_compat_form_vcard_photo(struct arena *a, struct xml_node *v,
+				const char *type, const char *data,
+				struct buf *out)
+{
+	if (v == NULL || !xml_is(v, NS_VCARD, "vCard"))
+		v = xml_new(a, NS_VCARD, "vCard");
+	if (v == NULL)
+		return -1;
+	for (struct xml_node *prev = NULL, *n = v->children, *next; n != NULL;
+	     n = next) {
+		next = n->next;
+		if (xml_is(n, NS_VCARD, "PHOTO"))
+			xml_unlink_child(v, prev, n);
+		else
+			prev = n;
+	}
+	if (data != NULL) {
+		struct xml_node *photo = xml_add_child(a, v, NS_VCARD, "PHOTO");
+		struct xml_node *t = type != NULL && photo != NULL ?
+			xml_add_child(a, photo, NS_VCARD, "TYPE") : NULL;
+		struct xml_node *b = photo != NULL ?
+			xml_add_child(a, photo, NS_VCARD, "BINVAL") : NULL;
+		if (b == NULL || (type != NULL && (t == NULL ||
+		    xml_add_text(a, t, type, strlen(type)) < 0)) ||
+		    xml_add_text(a, b, data, strlen(data)) < 0)
+			return -1;
+	}
+	return xml_serialize(out, v, "jabber:client") < 0 ||
+	       buf_append(out, "", 1) < 0 ? -1 : 0;
+}

@@ -54,5 +54,12 @@ int pep_compat_form_sha1(const char *b64, char hex[41]);
  * not readable). */
 void pep_compat_form_vcard_hash(struct arena *a, const struct xml_node *v,
 				char hex[41]);
+/* XEP-0398 section 3.1: vCard v (a parsed stored one, changed in
+ * place; NULL or not a vCard: a new one) serialized into out
+ * (NUL-terminated) with its PHOTOs replaced by one of type (may be NULL)
+ * and base64 data, or with none when data is NULL.  0, or -1 (memory). */
+int pep_compat_form_vcard_photo(struct arena *a, struct xml_node *v,
+				const char *type, const char *data,
+				struct buf *out);
 
 #endif
