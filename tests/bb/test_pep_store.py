@@ -352,15 +352,20 @@ def test_configure():
         # cancel; bad values; max_items above pep.max_items; unknown fields ignored
         assert iq(a, ps("<configure node='n'><x xmlns='jabber:x:data' type='cancel'/>"
                         "</configure>", OWNER), "f8", "set") == result(J, "f8", ja)
-        for i, (var, val) in enumerate([("pubsub#max_items", "257"),
-                                        ("pubsub#max_items", "0"),
-                                        ("pubsub#persist_items", "maybe"),
-                                        ("pubsub#access_model", "authorize")]):
+        for i, (var, val, why) in enumerate([
+                ("pubsub#max_items", "257", "bad value of pubsub#max_items"),
+                ("pubsub#max_items", "0", "bad value of pubsub#max_items"),
+                ("pubsub#persist_items", "maybe", "bad value of pubsub#persist_items"),
+                ("pubsub#access_model", "authorize", "access model authorize not offered")]):
             got = iq(a, ps("<configure node='n'>%s</configure>" % form(
                 PUBSUB + "#node_config", [(var, val)]), OWNER), "g%d" % i, "set")
-            assert got.startswith("<iq from='%s' id='g%d' to='%s' type='error'><error "
-                                  "type='modify'><not-acceptable xmlns='%s'/>"
-                                  % (J, i, ja, STANZAS)), got
+            assert got == error(J, "g%d" % i, ja, "modify", "not-acceptable", text=why), got
+            assert "refused: not-acceptable: %s" % why in s.log_text()
+        # a form of another FORM_TYPE
+        got = iq(a, ps("<configure node='n'>%s</configure>" % form(
+            PUBSUB + "#publish-options", [("pubsub#max_items", "3")]), OWNER), "g9", "set")
+        assert got == error(J, "g9", ja, "modify", "bad-request",
+                            text="not a submitted pubsub#node_config form"), got
         assert iq(a, ps("<configure node='n'>%s</configure>" % form(
             PUBSUB + "#node_config", [("x-unknown#thing", "1"), ("pubsub#title", "T")]),
             OWNER), "f9", "set") == result(J, "f9", ja)
@@ -407,6 +412,13 @@ def test_publish_options():
         assert iq(a, wrong, "o6", "set") == \
             error(J, "o6", ja, "modify", "bad-request",
                   text="not a submitted pubsub#publish-options form")
+        # a value a node cannot have, authorize: not met either
+        for i, (opts, why) in enumerate([
+                ([("pubsub#max_items", "lots")], "bad value of pubsub#max_items"),
+                ([("pubsub#access_model", "authorize")], "access model authorize not offered")]):
+            got = iq(a, publish("po", TUNE, "x", opts), "o8%d" % i, "set")
+            assert got == error(J, "o8%d" % i, ja, "cancel", "conflict", "precondition-not-met",
+                                why), got
         # nothing was stored by the refused publishes
         got = iq(a, ps("<items node='po'><item id='x'/></items>"), "o7", "get")
         assert got == result(J, "o7", ja, items_of("po", [])), got
@@ -695,7 +707,7 @@ def test_long_names():
             error(J, "l4", ja, "modify", "not-acceptable",
                   text="item id longer than pep.max_id_length")
         assert "refused: not-acceptable: " + node_err in s.log_text()
-        assert "internal-server-error" not in s.log_text()
+        assert "pep query failed" not in s.log_text()   # no internal-server-error
         # at the bound: stored and read back
         node = "N" * 1024
         assert iq(a, publish(node, TUNE, "I" * 1024), "l5", "set") == \
@@ -751,6 +763,75 @@ def test_affiliations_duplicate_jid():
         assert iq(a, ps("<affiliations node='n'/>", OWNER), "d3", "get") == \
             result(J, "d3", ja, ps("<affiliations node='n'><affiliation jid='%s' "
                                    "affiliation='owner'/></affiliations>" % J, OWNER))
+
+
+def test_request_errors():
+    """Each malformed request the parser refuses: its exact error, with
+    the reason as <text/> and in the log; the stored node is unchanged."""
+    with Server(workers=1, users=USERS, overrides={"pep.max_items": "2"}) as s:
+        a, ja = login(s, "juliet")
+        assert iq(a, publish("n", TUNE, "1"), "q0", "set") == result(J, "q0", ja, published("n", "1"))
+
+        def refused(body, iq_id, iq_type, etype, cond, app, text, ns=PUBSUB):
+            got = iq(a, ps(body, ns), iq_id, iq_type)
+            if app is not None and app.startswith("<"):
+                want = ("<iq from='%s' id='%s' to='%s' type='error'><error type='%s'>"
+                        "<%s xmlns='%s'/><text xmlns='%s'>%s</text>%s</error></iq>"
+                        % (J, iq_id, ja, etype, cond, STANZAS, STANZAS, text, app))
+            else:
+                want = error(J, iq_id, ja, etype, cond, app, text)
+            assert got == want, got
+            assert "refused: %s: %s" % (cond, text) in s.log_text()
+
+        # items (section 6.5): ids must be <item id=''/>, at most pep.max_items of them
+        refused("<items node='n'><item/></items>", "q1", "get", "modify", "bad-request",
+                None, "an item without an id")
+        refused("<items node='n'><item id='1'/><item id='2'/><item id='3'/></items>", "q2",
+                "get", "modify", "bad-request", None, "too many item ids")
+        # owner requests (section 8)
+        refused("<subscribe node='n'/>", "q3", "get", "modify", "bad-request", None,
+                "not an owner request we know", OWNER)
+        refused("<purge/>", "q4", "set", "modify", "bad-request", "nodeid-required",
+                "owner request without a node", OWNER)
+        # affiliations set (section 8.9.2)
+        affs = "<affiliations node='n'>%s</affiliations>"
+        refused(affs % ("<affiliation jid='%s'/>" % R), "q5", "set", "modify", "bad-request",
+                None, "affiliation without jid or affiliation", OWNER)
+        refused(affs % "<affiliation jid='a@b@c' affiliation='member'/>", "q6", "set",
+                "modify", "bad-request", None, "affiliation of a bad JID", OWNER)
+        refused(affs % ("<affiliation jid='%s' affiliation='publisher'/>" % R), "q7", "set",
+                "modify", "not-acceptable", None, "affiliation not offered", OWNER)
+        many = "".join("<affiliation jid='u%d@localhost' affiliation='member'/>" % k
+                       for k in range(65))
+        refused(affs % many, "q8", "set", "modify", "not-acceptable", None,
+                "too many affiliations", OWNER)
+        # the pubsub element (section 5, 6.1, 6.3)
+        refused("", "q9", "get", "modify", "bad-request", None, "empty pubsub element")
+        refused("<frobnicate node='n'/>", "q10", "set", "modify", "bad-request", None,
+                "not a pubsub request we know")
+        refused("<publish node='n'/>", "q11", "get", "modify", "bad-request", None,
+                "not a pubsub request we know")
+        refused("<subscribe node='n' jid='%s'/>" % R, "q12", "set", "modify", "bad-request",
+                "invalid-jid", "subscription jid is not the requester's")
+        refused("<subscribe jid='%s'/>" % ja, "q13", "set", "modify", "bad-request",
+                "nodeid-required", "subscription without a node")
+        refused("<options node='n' jid='%s'/>" % ja, "q14", "get", "cancel",
+                "feature-not-implemented",
+                "<unsupported xmlns='%s' feature='subscription-options'/>" % ERRORS,
+                "subscription options")
+        # explicit subscriptions are not offered (PEP's are implicit, by caps)
+        got = iq(a, ps("<subscribe node='n' jid='%s'/>" % ja), "q15", "set")
+        assert got == ("<iq from='%s' id='q15' to='%s' type='error'><error type='cancel'>"
+                       "<feature-not-implemented xmlns='%s'/><unsupported xmlns='%s' "
+                       "feature='subscribe'/></error></iq>" % (J, ja, STANZAS, ERRORS)), got
+        got = iq(a, ps("<unsubscribe node='n' jid='%s'/>" % ja), "q16", "set")
+        assert got == error(J, "q16", ja, "cancel", "unexpected-request", "not-subscribed"), got
+        # none of it touched the node
+        assert iq(a, ps("<items node='n'/>"), "q17", "get") == \
+            result(J, "q17", ja, ps("<items node='n'><item id='1'>%s</item></items>" % TUNE))
+        assert iq(a, ps("<affiliations node='n'/>", OWNER), "q18", "get") == \
+            result(J, "q18", ja, ps("<affiliations node='n'><affiliation jid='%s' "
+                                    "affiliation='owner'/></affiliations>" % J, OWNER))
 
 
 def test_items_reply_bound():
