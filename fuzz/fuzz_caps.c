@@ -16,6 +16,7 @@
  * the payload) or a disco#info <query/>.
  */
 #include "fuzz.h"
+#include "xmlinput.h"
 #include "arena.h"
 #include "buf.h"
 #include "../worker/caps.h"
@@ -82,25 +83,14 @@ static void fuzz_query(const struct xml_node *q)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct arena a;
-	static int ready;
-	const char *error;
-
-	if (!ready) {
-		fuzz_quiet_log();
-		arena_init(&a, 4096);
-		ready = 1;
-	}
-	if (size > 65536)
-		return 0;
-	struct xml_node *n = xml_parse_in(&a, (const char *)data, size,
-					  "jabber:client", &error);
+	struct arena *a;
+	struct xml_node *n = fuzz_xml_input(&a, data, size);
 	if (n != NULL && xml_is(n, "jabber:client", "presence"))
 		fuzz_presence(n);
 	else if (n != NULL && xml_is(n, "jabber:client", "iq"))
 		n = xml_first_element(n);
 	if (n != NULL && xml_is(n, NS_DISCO_INFO, "query"))
 		fuzz_query(n);
-	arena_reset(&a);
+	arena_reset(a);
 	return 0;
 }

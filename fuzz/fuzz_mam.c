@@ -24,6 +24,7 @@
  * the payload itself, <query xmlns='urn:xmpp:mam:2'/> or <prefs/>.
  */
 #include "fuzz.h"
+#include "xmlinput.h"
 #include "arena.h"
 #include "buf.h"
 #include "jid.h"
@@ -324,25 +325,14 @@ static void fuzz_prefs(struct arena *a, const struct xml_node *prefs)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct arena a;
-	static int ready;
-	const char *error;
-
-	if (!ready) {
-		fuzz_quiet_log();
-		arena_init(&a, 4096);
-		ready = 1;
-	}
-	if (size > 65536)
-		return 0;
-	struct xml_node *n = xml_parse_in(&a, (const char *)data, size,
-					  "jabber:client", &error);
+	struct arena *a;
+	struct xml_node *n = fuzz_xml_input(&a, data, size);
 	if (n != NULL && xml_is(n, "jabber:client", "iq"))
 		n = xml_first_element(n);
 	if (n != NULL && xml_is(n, NS_MAM, "query"))
-		fuzz_query(&a, n);
+		fuzz_query(a, n);
 	else if (n != NULL && xml_is(n, NS_MAM, "prefs"))
-		fuzz_prefs(&a, n);
-	arena_reset(&a);
+		fuzz_prefs(a, n);
+	arena_reset(a);
 	return 0;
 }

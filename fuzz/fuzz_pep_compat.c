@@ -20,6 +20,7 @@
  * Input: one XML element (in jabber:client when unqualified).
  */
 #include "fuzz.h"
+#include "xmlinput.h"
 #include "arena.h"
 #include "buf.h"
 #include "../worker/pep_compat_form.h"
@@ -124,24 +125,15 @@ static void fuzz_vcard_photo(struct arena *a, struct xml_node *v)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct arena a;
-	static int ready;
-	const char *error, *why = NULL, *type = NULL;
+	struct arena *a;
+	const char *why = NULL, *type = NULL;
 	char hex[41];
 
-	if (!ready) {
-		fuzz_quiet_log();
-		arena_init(&a, 4096);
-		ready = 1;
-	}
-	if (size > 65536)
-		return 0;
-	struct xml_node *n = xml_parse_in(&a, (const char *)data, size,
-					  "jabber:client", &error);
+	struct xml_node *n = fuzz_xml_input(&a, data, size);
 	if (n != NULL) {
 		struct pep_compat_bm *bm;
 		unsigned nb;
-		if (pep_compat_form_storage(&a, n, 16, &bm, &nb, &why) < 0)
+		if (pep_compat_form_storage(a, n, 16, &bm, &nb, &why) < 0)
 			FUZZ_CHECK(why != NULL, "refused without a reason");
 		else {
 			FUZZ_CHECK(nb <= 16, "%u bookmarks", nb);
@@ -153,14 +145,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					FUZZ_CHECK(strcmp(bm[i].jid,
 							  bm[k].jid) != 0,
 						   "room twice");
-				fuzz_bookmark(&a, &bm[i]);
+				fuzz_bookmark(a, &bm[i]);
 			}
 		}
 		if (xml_is(n, NS_BOOKMARKS2, "conference")) {
 			struct pep_compat_bm b = { 0 };
 			b.jid = "room@conference.localhost";
-			pep_compat_form_bm_of(&a, n, NS_BOOKMARKS2, &b);
-			fuzz_bookmark(&a, &b);
+			pep_compat_form_bm_of(a, n, NS_BOOKMARKS2, &b);
+			fuzz_bookmark(a, &b);
 		}
 		int k = pep_compat_form_metadata(n, hex, &type, &why);
 		FUZZ_CHECK(k >= -1 && k <= 1, "metadata verdict %d", k);
@@ -168,14 +160,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(why != NULL, "metadata refused without reason");
 		else if (k == 0 && hex[0] != '\0')
 			fuzz_hex(hex);
-		pep_compat_form_vcard_hash(&a, n, hex);
+		pep_compat_form_vcard_hash(a, n, hex);
 		if (hex[0] != '\0')
 			fuzz_hex(hex);
-		const char *t = xml_text(&a, n);
+		const char *t = xml_text(a, n);
 		if (t != NULL && pep_compat_form_sha1(t, hex) == 0)
 			fuzz_hex(hex);
-		fuzz_vcard_photo(&a, n);        /* last: changes n */
+		fuzz_vcard_photo(a, n);        /* last: changes n */
 	}
-	arena_reset(&a);
+	arena_reset(a);
 	return 0;
 }

@@ -20,6 +20,7 @@
  * the <pubsub/> itself; type set unless the iq says get.
  */
 #include "fuzz.h"
+#include "xmlinput.h"
 #include "arena.h"
 #include "buf.h"
 #include "../worker/pubsub.h"
@@ -146,19 +147,8 @@ static void fuzz_check_error(struct arena *a, enum pubsub_error e)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct arena a;
-	static int ready;
-	const char *error;
-
-	if (!ready) {
-		fuzz_quiet_log();
-		arena_init(&a, 4096);
-		ready = 1;
-	}
-	if (size > 65536)
-		return 0;
-	struct xml_node *n = xml_parse_in(&a, (const char *)data, size,
-					  "jabber:client", &error);
+	struct arena *a;
+	struct xml_node *n = fuzz_xml_input(&a, data, size);
 	int set = 1;
 	if (n != NULL && xml_is(n, "jabber:client", "iq")) {
 		const char *type = xml_attr(n, "type");
@@ -166,12 +156,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = xml_first_element(n);
 	}
 	if (n != NULL) {
-		struct pubsub_req *r = arena_alloc(&a, sizeof(*r));
+		struct pubsub_req *r = arena_alloc(a, sizeof(*r));
 		enum pubsub_error e;
 		const char *why;
-		if (pubsub_parse(&a, n, set, &fuzz_svc, "juliet@localhost", r,
+		if (pubsub_parse(a, n, set, &fuzz_svc, "juliet@localhost", r,
 				 &e, &why) < 0) {
-			fuzz_check_error(&a, e);
+			fuzz_check_error(a, e);
 		} else {
 			FUZZ_CHECK(r->op >= PUBSUB_OP_PUBLISH &&
 				   r->op <= PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET,
@@ -210,10 +200,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 					   "payload root in no namespace");
 			if (r->cfg_given && !r->cancel) {
 				fuzz_check_values(&r->cfg);
-				fuzz_round_trip(&a, &r->cfg);
+				fuzz_round_trip(a, &r->cfg);
 			}
 		}
 	}
-	arena_reset(&a);
+	arena_reset(a);
 	return 0;
 }
