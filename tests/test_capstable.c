@@ -188,8 +188,6 @@ Test(capstable, dead_lock_holder)
 	struct cmap m;
 	struct ipc_caps_table *hdr;
 	uint32_t idx, gen;
-	int pipefd[2];
-	char c;
 
 	cmap_open(&m, 64);
 	hdr = m.mem;
@@ -197,20 +195,7 @@ Test(capstable, dead_lock_holder)
 	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, &h, 1, 1000, &idx,
 				       &gen), 0);
 	struct ipc_caps_rec *rec = (struct ipc_caps_rec *)(hdr + 1) + idx;
-	cr_assert_eq(pipe(pipefd), 0);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		alarm(30);
-		pthread_mutex_lock(&hdr->lock);
-		atomic_fetch_add(&rec->seq, 1);         /* mid-write */
-		(void)write(pipefd[1], "x", 1);
-		pause();
-		_exit(0);
-	}
-	cr_assert_eq(read(pipefd[0], &c, 1), 1);
-	kill(pid, SIGKILL);
-	cr_assert_eq(waitpid(pid, NULL, 0), pid);
+	shm_test_die_holding(&hdr->lock, &rec->seq);    /* mid-write */
 	/* lock-free readers do not take a record mid-write */
 	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, h), 0);
 	/* the next writer recovers the lock and frees that record */
@@ -225,8 +210,6 @@ Test(capstable, dead_lock_holder)
 	/* and the ver is asked again */
 	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, &i2, &g2),
 		     SHM_CAPS_ASK);
-	close(pipefd[0]);
-	close(pipefd[1]);
 	cmap_close(&m);
 }
 

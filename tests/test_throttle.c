@@ -362,32 +362,16 @@ Test(throttle, dead_lock_holder)
 	struct throttle_entry e;
 	struct throttle_usage use;
 	struct ipc_throttle_table *hdr;
-	int pipefd[2];
-	char c;
 
 	tmap_open(&m, 64);
 	hdr = m.mem;
 	k = addr_key(&m, "192.0.2.11");
-	cr_assert_eq(pipe(pipefd), 0);
-	pid_t pid = fork();
-	cr_assert_geq(pid, 0);
-	if (pid == 0) {
-		alarm(30);
-		pthread_mutex_lock(&hdr->lock);
-		(void)write(pipefd[1], "x", 1);
-		pause();
-		_exit(0);
-	}
-	cr_assert_eq(read(pipefd[0], &c, 1), 1);
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
+	shm_test_die_holding(&hdr->lock, NULL);
 	cr_assert_eq(shm_throttle_fail(m.t, &k, &LIM, 1000, &e), 0);
 	cr_assert_eq(e.failures, 1);
 	cr_assert_eq(shm_throttle_fail(m.t, &k, &LIM, 1000, &e), 0);
 	shm_throttle_usage(m.t, &use);
 	cr_assert_eq(use.recoveries, 1);
-	close(pipefd[0]);
-	close(pipefd[1]);
 	tmap_close(&m);
 }
 
