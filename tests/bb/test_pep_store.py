@@ -536,11 +536,11 @@ def test_access_models():
 FEATURES = ["access-presence", "auto-create", "auto-subscribe", "config-node",
             "config-node-max", "create-and-configure", "create-nodes", "delete-items",
             "delete-nodes", "filtered-notifications", "item-ids", "last-published",
-            "member-affiliation", "modify-affiliations", "multi-items",
+            "manage-subscriptions", "member-affiliation", "modify-affiliations", "multi-items",
             "outcast-affiliation", "persistent-items", "presence-notifications",
             "presence-subscribe", "publish", "publish-options",
             "purge-nodes", "retract-items", "retrieve-affiliations", "retrieve-default",
-            "retrieve-items", "retrieve-subscriptions", "pubsub-on-a-jid"]
+            "retrieve-items", "retrieve-subscriptions", "subscribe", "pubsub-on-a-jid"]
 PEP_FEATURES = "<feature var='%s'/>" % PUBSUB + "".join(
     "<feature var='%s#%s'/>" % (PUBSUB, f) for f in FEATURES)
 # worker/pep_compat.c (XEP-0402 compat, XEP-0398), after caps_ext in ext.c
