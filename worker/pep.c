@@ -761,7 +761,10 @@ static void pep_subs_set_result(struct iq_pending *p, struct pep_req *q,
 		pep_error(&p, PUBSUB_E_TOO_MANY_SUBS, why);
 		return;
 	}
-	pep_owner_set_result(p, q, res);
+	(void)q;
+	if (pep_status_error(&p, res))
+		return;
+	iq_reply_result(&p, NULL);
 }
 
 static void pep_owner_subs_set(struct iq_pending *p, struct pep_req *q)
