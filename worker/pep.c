@@ -482,6 +482,8 @@ static void pep_configure_result(struct iq_pending *p, struct pep_req *q,
 	ev.lim = &svc.lim;
 	iq_reply_result_keep(p, NULL);
 	pep_event(p->w, &ev);
+	/* subscribers the new model does not admit go (section 4.5) */
+	pep_notify_sub_prune(p->w, q->bare, q->r.node, NULL);
 	iq_pending_free(&p);
 }
 
@@ -643,11 +645,14 @@ static const char pep_owner_affs_set_sql[] =
 static void pep_owner_set_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
 {
-	(void)q;
 	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
 		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
-	else
+	else {
+		/* an outcast, or a whitelist member no more: its
+		 * subscriptions go */
+		pep_notify_sub_prune(p->w, q->bare, q->r.node, NULL);
 		iq_reply_result(&p, NULL);
+	}
 }
 
 static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
@@ -1134,6 +1139,22 @@ static void pep_disco_run(struct iq_pending *p, struct pep_req *q)
 
 /* ---- the extension (ext.h) ------------------------------------------- */
 
+/* A roster item of account bare changed: the last items of a new
+ * presence subscription (pep_notify.c); a contact without from/both any
+ * more loses the subscriptions the access models no longer admit. */
+static void pep_subscription_changed(struct worker *w, const char *bare,
+				     const char *contact,
+				     const struct pg_result *res, int col,
+				     int approved_col)
+{
+	pep_notify_subscription(w, bare, contact, res, col, approved_col);
+	if (res == NULL || PQntuples(res) < 1)
+		return;
+	const char *sub = PQgetvalue(res, 0, col);
+	if (strcmp(sub, "from") != 0 && strcmp(sub, "both") != 0)
+		pep_notify_sub_prune(w, bare, NULL, contact);
+}
+
 #define F(x) NS_PUBSUB "#" x
 /* The pubsub features PEP offers (XEP-0060 section 10, XEP-0163
  * section 6).  Notifications (pep_notify.c) give auto-subscribe,
@@ -1184,7 +1205,7 @@ const struct ext pep_ext = {
 	.config_keys = pep_config,
 	.schema = pep_schema,
 	.caps_changed = pep_notify_caps_changed,
-	.subscription_changed = pep_notify_subscription,
+	.subscription_changed = pep_subscription_changed,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */

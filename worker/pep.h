@@ -104,5 +104,10 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
 			 const char *jid, const char *node,
 			 const char *item_id, const char *payload,
 			 const char *stamp);
+/* Remove the subscriptions of owner's nodes (node's only unless NULL;
+ * bare's only unless NULL) that the access model no longer admits, and
+ * tell each <subscription subscription='none'/> (one query). */
+void pep_notify_sub_prune(struct worker *w, const char *owner,
+			  const char *node, const char *bare);
 
 #endif

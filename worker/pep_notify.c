@@ -759,3 +759,81 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
 	}
 	pn_event_free(e);
 }
+
+static const char pn_prune_sql[] =
+	"SELECT node, jid FROM xmppd_pep_sub_prune($1, $2, $3, $4)";
+
+struct pn_prune {
+	struct worker *w;
+	char *owner;
+};
+
+static void pn_prune_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct pn_prune *x = ctx;
+	if (res == NULL) {
+		log_info("pep: subscriptions of %s not pruned: %s", x->owner,
+			 error != NULL ? error : "database unavailable");
+		free(x->owner);
+		free(x);
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *node = PQgetvalue(res, i, 0);
+		const char *jid = PQgetvalue(res, i, 1);
+		struct buf b;
+		buf_init(&b, 0);
+		buf_appendf(&b, "<event xmlns='" NS_PUBSUB_EVENT "'><subscription");
+		pn_attr(&b, "node", node);
+		pn_attr(&b, "jid", jid);
+		buf_appendf(&b, " subscription='none'/></event>");
+		struct pn_event *e = NULL;
+		if (buf_append(&b, "", 1) == 0)
+			e = pn_event_new(x->w, x->owner, node, "headline",
+					 buf_head(&b));
+		buf_free(&b);
+		log_info("pep: %s's subscription to %s node %s ended: the "
+			 "access model no longer admits it", jid, x->owner, node);
+		if (e == NULL)
+			continue;
+		char bare[IPC_JID_MAX + 1];
+		const char *slash = strchr(jid, '/');
+		size_t bl = slash != NULL ? (size_t)(slash - jid) : strlen(jid);
+		if (bl < sizeof(bare)) {
+			memcpy(bare, jid, bl);
+			bare[bl] = '\0';
+			const char *at = strchr(bare, '@');
+			if (stream_hosted(x->w, at != NULL ? at + 1 : bare))
+				pn_subs_local(x->w, e, bare, &jid, 1, NULL);
+			else
+				pn_subs_remote(x->w, e, jid);
+		}
+		pn_event_free(e);
+	}
+	free(x->owner);
+	free(x);
+}
+
+void pep_notify_sub_prune(struct worker *w, const char *owner,
+			  const char *node, const char *bare)
+{
+	const char *at = strchr(owner, '@');
+	char user[IPC_JID_MAX + 1];
+	if (w->db == NULL || at == NULL ||
+	    (size_t)(at - owner) >= sizeof(user))
+		return;
+	struct pn_prune *x = calloc(1, sizeof(*x));
+	if (x == NULL || (x->owner = strdup(owner)) == NULL) {
+		free(x);
+		return;
+	}
+	x->w = w;
+	memcpy(user, owner, (size_t)(at - owner));
+	user[at - owner] = '\0';
+	const char *params[4] = { user, at + 1, node, bare };
+	if (db_query(w->db, pn_prune_sql, 4, params, NULL, NULL, 0,
+		     pn_prune_result, x) < 0) {
+		free(x->owner);
+		free(x);
+	}
+}

@@ -208,6 +208,24 @@ BEGIN
 	status := 'ok'; RETURN NEXT;
 END $$;
 
+-- Subscriptions of the account's nodes (only p_node's unless NULL; only
+-- those of bare JID p_bare unless NULL) whom the node's access model no
+-- longer admits (xmppd_pep_refusal): removed, and returned so that each
+-- is told (XEP-0060 section 4.5 / 8.8.4 subscription 'none').  Run
+-- after a configuration change, an affiliation change and a lost
+-- presence subscription.
+CREATE FUNCTION xmppd_pep_sub_prune(p_user text, p_domain text,
+		p_node text, p_bare text)
+RETURNS TABLE (node text, jid text)
+LANGUAGE sql AS $$
+	DELETE FROM pubsub_subscriptions s USING pubsub_nodes n
+	 WHERE n.id = s.node_id AND n.service = p_user || '@' || p_domain
+	   AND (p_node IS NULL OR n.node = p_node)
+	   AND (p_bare IS NULL OR split_part(s.jid, '/', 1) = p_bare)
+	   AND xmppd_pep_refusal(n, split_part(s.jid, '/', 1)) IS NOT NULL
+	RETURNING n.node, s.jid
+$$;
+
 -- A local account's subscriptions (bare and full JID) go with it.
 CREATE FUNCTION xmppd_pep_subscriber_gone() RETURNS trigger
 LANGUAGE plpgsql AS $$

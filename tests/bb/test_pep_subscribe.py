@@ -9,8 +9,9 @@ events to subscribers: a bare JID's resources on both workers (not
 priority < 0), a full JID's one resource, once per session also when the
 presence-based recipients (caps) already got it, replyto only for
 contacts; no more after unsubscribe; delete tells them and removes the
-subscriptions, so does the subscriber's account going; <configuration/>
-events with notify_config.  Needs XMPPD_TEST_PGCONN.
+subscriptions, so does the subscriber's account going; a subscriber the
+access model no longer admits loses it and is told (subscription
+'none'); <configuration/> events with notify_config.  Needs XMPPD_TEST_PGCONN.
 """
 import os
 import re
@@ -268,6 +269,52 @@ def test_owner_manages_subscriptions():
         assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
         jp.expect(pub(jp, NODE, TUNE, "i3", iq_id="p3"))
         nu.quiet(0.3, want=any_event())
+
+
+def sub_none(im, node, jid):
+    return re.compile(re.escape("<message from='%s' to='%s' type='headline' id='" % (J, im.jid))
+                      + r"pep-[0-9a-f-]+" + re.escape(
+                          "'><event xmlns='%s#event'><subscription node='%s' jid='%s' "
+                          "subscription='none'/></event></message>" % (PUBSUB, node, jid)))
+
+
+def test_subscriptions_end_with_access():
+    """Section 4.5: a subscriber the node no longer admits loses the
+    subscription and is told (subscription='none'): the access model
+    changes (open -> presence), the contact cancels its presence
+    subscription, the owner makes a whitelist member an outcast."""
+    with Server(workers=2, users=USERS) as s:
+        pair(s, J, R, "both", "both")
+        jp = join(s, "juliet", "pub", WANTS_TUNE, worker=0)
+        ro = join(s, "romeo", "a", None, worker=1)
+        nu = join(s, "nurse", "n", None, worker=0)
+        jp.expect(pub(jp, NODE, TUNE, "i1", [("pubsub#access_model", "open")]))
+        jp.expect(pub(jp, "wl", TUNE, "w1", [("pubsub#access_model", "whitelist")],
+                      iq_id="p2"))
+        owner_set(jp, ps("<affiliations node='wl'><affiliation jid='%s' "
+                         "affiliation='member'/></affiliations>" % N, OWNER), "a1")
+        assert ask(nu, sub(NODE, N), "s1") == subscribed(nu, "s1", NODE, N)
+        assert ask(ro, sub(NODE, ro.jid), "s2") == subscribed(ro, "s2", NODE, ro.jid)
+        assert ask(nu, sub("wl", nu.jid), "s3") == subscribed(nu, "s3", "wl", nu.jid)
+        for im in (jp, ro, nu):
+            im.drain()
+        # open -> presence: nurse (no subscription) goes, romeo stays
+        owner_set(jp, ps("<configure node='%s'>%s</configure>" % (NODE, form(
+            PUBSUB + "#node_config", [("pubsub#access_model", "presence")])), OWNER), "c1")
+        nu.expect(sub_none(nu, NODE, N))
+        assert sql(s, "SELECT string_agg(jid, ',' ORDER BY jid) FROM pubsub_subscriptions") \
+            == "%s,%s" % (nu.jid, ro.jid)
+        ro.quiet(0.3, want=any_event())
+        # romeo cancels his presence subscription to juliet: his goes
+        ro.send("<presence to='%s' type='unsubscribe'/>" % J)
+        ro.expect(sub_none(ro, NODE, ro.jid))
+        assert sql(s, "SELECT string_agg(jid, ',') FROM pubsub_subscriptions") == nu.jid
+        # an outcast of the whitelist node
+        owner_set(jp, ps("<affiliations node='wl'><affiliation jid='%s' "
+                         "affiliation='outcast'/></affiliations>" % N, OWNER), "a2")
+        nu.expect(sub_none(nu, "wl", nu.jid))
+        assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
+        assert "pep: %s's subscription to %s node wl ended" % (nu.jid, J) in s.log_text()
 
 
 def test_config_notification():
