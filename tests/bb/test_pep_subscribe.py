@@ -11,7 +11,9 @@ presence-based recipients (caps) already got it, replyto only for
 contacts; no more after unsubscribe; delete tells them and removes the
 subscriptions, so does the subscriber's account going; a subscriber the
 access model no longer admits loses it and is told (subscription
-'none'); <configuration/> events with notify_config.  Needs XMPPD_TEST_PGCONN.
+'none'); a subscriber on another server (a component stands in) gets the
+result, the last item and the events through route_stanza;
+<configuration/> events with notify_config.  Needs XMPPD_TEST_PGCONN.
 """
 import os
 import re
@@ -315,6 +317,36 @@ def test_subscriptions_end_with_access():
         nu.expect(sub_none(nu, "wl", nu.jid))
         assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
         assert "pep: %s's subscription to %s node wl ended" % (nu.jid, J) in s.log_text()
+
+
+def test_remote_subscriber():
+    """A JID on another server (a component stands in for it: what a
+    remote server would get) subscribes: the result and the last item go
+    back through route_stanza, then each event, once, to the subscribed
+    JID; unsubscribe stops them."""
+    from test_presence_remote import GW, SECRET, Remote
+    bot = "bot@" + GW
+    with Server(workers=2, users=USERS, components={GW: SECRET}) as s:
+        jp = join(s, "juliet", "pub", WANTS_TUNE, worker=0)
+        jp.expect(pub(jp, NODE, TUNE, "i1", [("pubsub#access_model", "open")]))
+        r = Remote(s)
+        r.send("<iq from='%s/x' to='%s' type='set' id='rs1'>%s</iq>" % (bot, J, sub(NODE, bot)))
+        r.expect("<iq from='%s' id='rs1' to='%s/x' type='result'>%s</iq>" % (
+            J, bot, ps("<subscription node='%s' jid='%s' subscription='subscribed'/>"
+                       % (NODE, bot))))
+        msg = (re.escape("<message from='%s' to='%s' type='headline' id='" % (J, bot))
+               + r"pep-[0-9a-f-]+" + re.escape("'><event xmlns='%s#event'>%s</event>"
+                                               % (PUBSUB, item_body(NODE, "%s", "%s"))))
+        r.expect(re.compile(msg.replace(re.escape("%s"), "%s") % ("i1", re.escape(TUNE))
+                            + r"<delay xmlns='urn:xmpp:delay' stamp='[0-9T:Z-]+'/></message>"))
+        jp.expect(pub(jp, NODE, TUNE2, "i2", iq_id="p2"))
+        r.expect(re.compile(msg.replace(re.escape("%s"), "%s") % ("i2", re.escape(TUNE2))
+                            + "</message>"))
+        r.quiet(0.3)
+        r.send("<iq from='%s/x' to='%s' type='set' id='rs2'>%s</iq>" % (bot, J, unsub(NODE, bot)))
+        r.expect("<iq from='%s' id='rs2' to='%s/x' type='result'/>" % (J, bot))
+        jp.expect(pub(jp, NODE, TUNE, "i3", iq_id="p3"))
+        r.quiet(0.5)
 
 
 def test_config_notification():
