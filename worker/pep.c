@@ -10,9 +10,13 @@
  * whitelist = member affiliation).  Disco#info and #items of the bare
  * JID for anyone but the account itself are answered here (server.c
  * answers the account's own node-less disco#info).
- * pep_event() is the one place where a publish, retract, purge or
- * delete is complete (node configuration, item id, payload): its events
- * go out from there (worker/pep_notify.c).
+ * pep_event() is the one place where a publish, retract, purge,
+ * delete or configuration change is complete (node configuration, item
+ * id, payload): its events go out from there (worker/pep_notify.c), to
+ * the presence-based recipients and to the explicit subscribers.
+ * Subscriptions (subscribe, unsubscribe, the owner's set;
+ * 011-pep-subscribe.sql): one per JID and node, no subid, no options,
+ * at most pep.max_subscriptions per node.
  * Failure policy: every get and set is answered; a database failure
  * answers a stanza error (pep_fail) and the stream goes on; a refused
  * request logs one line with its reason.

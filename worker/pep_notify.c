@@ -26,6 +26,16 @@
  * per login); and when an owner grants a subscription
  * (subscription_changed), the owner's last items to the contact's
  * interested sessions.
+ *
+ * Explicit subscribers (XEP-0060 section 6.1; the block at the end):
+ * every event also goes, after one more query
+ * (xmppd_pep_sub_recipients, 011-pep-subscribe.sql), to each subscribed
+ * JID: a full JID's session, a bare JID's sessions with priority >= 0,
+ * a remote JID through route_stanza; a session the presence-based
+ * recipients above already reached is skipped (one event per session);
+ * replyto only to the owner and from/both contacts.  A subscription the
+ * access model no longer admits is removed and its JID told
+ * <subscription subscription='none'/> (pep_notify_sub_prune).
  * Failure policy: a notification is best effort: a database failure or
  * a full queue loses events (logged at info/warn), never the stored
  * item; the publisher's IQ result is already out.
