@@ -164,7 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_check_error(a, e);
 		} else {
 			FUZZ_CHECK(r->op >= PUBSUB_OP_PUBLISH &&
-				   r->op <= PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET,
+				   r->op <= PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET,
 				   "op %d", (int)r->op);
 			if (r->op != PUBSUB_OP_SUBSCRIPTIONS &&
 			    r->op != PUBSUB_OP_AFFILIATIONS &&
@@ -181,9 +181,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(r->nids <= fuzz_svc.max_ids, "%u ids", r->nids);
 			FUZZ_CHECK(r->max_items <= fuzz_svc.lim.max_items,
 				   "max_items %u", r->max_items);
+			if (r->op == PUBSUB_OP_SUBSCRIBE ||
+			    r->op == PUBSUB_OP_UNSUBSCRIBE)
+				FUZZ_CHECK(r->jid != NULL &&
+					   strncmp(r->jid, "juliet@localhost",
+						   16) == 0 &&
+					   (r->jid[16] == '\0' ||
+					    r->jid[16] == '/'),
+					   "subscription of another JID");
 			for (unsigned i = 0; i < r->naffs; i++) {
-				FUZZ_CHECK(strchr(r->affs[i].jid, '/') == NULL,
-					   "affiliation of a full JID");
+				if (r->op == PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET)
+					FUZZ_CHECK(strcmp(r->affs[i].affiliation,
+							  "none") == 0 ||
+						   strcmp(r->affs[i].affiliation,
+							  "subscribed") == 0,
+						   "subscription state %s",
+						   r->affs[i].affiliation);
+				else
+					FUZZ_CHECK(strchr(r->affs[i].jid, '/') ==
+						   NULL, "affiliation of a full JID");
 				for (unsigned k = 0; k < i; k++)
 					FUZZ_CHECK(strcmp(r->affs[i].jid,
 							  r->affs[k].jid) != 0,

@@ -554,6 +554,13 @@ const struct config_def config_defs[] = {
 	  "account's vCard PHOTO (vCards are world-readable) and its hash "
 	  "is added to the account's available presence as XEP-0153 "
 	  "<photo/>" },
+	/* worker/pep.c: explicit subscriptions (h-pepsub) */
+	{ "pep.max_subscriptions", CONFIG_TYPE_UINT,
+	  OFF(pep_max_subscriptions), "1000", 1, 1000000, RELOAD,
+	  "Explicit subscriptions (XEP-0060 subscribe) one PEP node keeps; "
+	  "one more gets <policy-violation/> with "
+	  "<too-many-subscriptions/>.  Each subscriber gets every event of "
+	  "the node, so this bounds the work of one publish" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -194,6 +194,8 @@ struct config {
 	/* worker/pep_compat.c (issue 13) */
 	unsigned pep_bookmarks_compat;  /* XEP-0402 #compat (bool) */
 	unsigned pep_vcard_conversion;  /* XEP-0398 (bool) */
+	/* worker/pep.c: explicit subscriptions (h-pepsub) */
+	unsigned pep_max_subscriptions; /* per node */
 };
 
 struct config_def {

@@ -261,6 +261,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.max_id_length", CONFIG_F_RELOADABLE },
 	{ "pep.bookmarks_compat", CONFIG_F_RELOADABLE },
 	{ "pep.vcard_conversion", CONFIG_F_RELOADABLE },
+	{ "pep.max_subscriptions", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

@@ -314,3 +314,47 @@ Test(pubsub, review_verdicts)
 	cr_assert_eq(e, PUBSUB_E_NOT_ACCEPTABLE);
 	cr_assert_str_eq(why, "item id longer than pep.max_id_length");
 }
+
+/* Explicit subscriptions (h-pepsub): the jid normalized, options with a
+ * subscribe refused, the owner's subscriptions set. */
+Test(pubsub, subscription_verdicts)
+{
+	struct pubsub_req r;
+	cr_assert_eq(req(PS "<subscribe node='n' jid='X@L/r'/></pubsub>", 1,
+			 "x@l", &r), PUBSUB_E_NONE);
+	cr_assert_eq(r.op, PUBSUB_OP_SUBSCRIBE);
+	cr_assert_str_eq(r.jid, "x@l/r");
+	cr_assert_eq(req(PS "<unsubscribe node='n' jid='x@L'/></pubsub>", 1,
+			 "x@l", &r), PUBSUB_E_NONE);
+	cr_assert_eq(r.op, PUBSUB_OP_UNSUBSCRIBE);
+	cr_assert_str_eq(r.jid, "x@l");
+	cr_assert_eq(req(PS "<subscribe node='n' jid='x@l'/><options/>"
+			 "</pubsub>", 1, "x@l", &r),
+		     PUBSUB_E_UNSUPPORTED_OPTIONS);
+	cr_assert_eq(req(PS "<unsubscribe node='n' jid='y@l'/></pubsub>", 1,
+			 "x@l", &r), PUBSUB_E_INVALID_JID);
+	cr_assert_eq(req("<pubsub xmlns='" NS_PUBSUB_OWNER "'><subscriptions "
+			 "node='n'><subscription jid='X@L/r' subscription="
+			 "'subscribed'/><subscription jid='x@l' subscription="
+			 "'none'/></subscriptions></pubsub>", 1, "j@l", &r),
+		     PUBSUB_E_NONE);
+	cr_assert_eq(r.op, PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET);
+	cr_assert_eq(r.naffs, 2);
+	cr_assert_str_eq(r.affs[0].jid, "x@l/r");
+	cr_assert_str_eq(r.affs[0].affiliation, "subscribed");
+	cr_assert_str_eq(r.affs[1].jid, "x@l");
+	cr_assert_eq(req("<pubsub xmlns='" NS_PUBSUB_OWNER "'><subscriptions "
+			 "node='n'><subscription jid='x@l' subscription="
+			 "'pending'/></subscriptions></pubsub>", 1, "j@l", &r),
+		     PUBSUB_E_NOT_ACCEPTABLE);
+	cr_assert_eq(req("<pubsub xmlns='" NS_PUBSUB_OWNER "'><subscriptions "
+			 "node='n'><subscription jid='x@l' subscription="
+			 "'none'/></subscriptions></pubsub>", 1, "x@l", &r),
+		     PUBSUB_E_FORBIDDEN);
+	const struct pubsub_error_desc *d =
+		pubsub_error_of(PUBSUB_E_TOO_MANY_SUBS);
+	cr_assert_str_eq(d->type, "wait");
+	cr_assert_str_eq(d->cond, "policy-violation");
+	cr_assert_str_eq(d->app, "<too-many-subscriptions xmlns='"
+			 NS_PUBSUB_ERRORS "'/>");
+}

@@ -10,9 +10,13 @@
  * whitelist = member affiliation).  Disco#info and #items of the bare
  * JID for anyone but the account itself are answered here (server.c
  * answers the account's own node-less disco#info).
- * pep_event() is the one place where a publish, retract, purge or
- * delete is complete (node configuration, item id, payload): its events
- * go out from there (worker/pep_notify.c).
+ * pep_event() is the one place where a publish, retract, purge,
+ * delete or configuration change is complete (node configuration, item
+ * id, payload): its events go out from there (worker/pep_notify.c), to
+ * the presence-based recipients and to the explicit subscribers.
+ * Subscriptions (subscribe, unsubscribe, the owner's set;
+ * 011-pep-subscribe.sql): one per JID and node, no subid, no options,
+ * at most pep.max_subscriptions per node.
  * Failure policy: every get and set is answered; a database failure
  * answers a stanza error (pep_fail) and the stream goes on; a refused
  * request logs one line with its reason.
@@ -58,6 +62,7 @@ static unsigned pep_ids;                /* this worker's item id counter */
 static void pep_event(struct worker *w, const struct pep_event *ev)
 {
 	pep_notify_event(w, ev);
+	pep_notify_subscribers(w, ev);
 }
 
 /* ---- replies ------------------------------------------------------- */
@@ -192,8 +197,17 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 				    "reached");
 		return 1;
 	}
+	if (strcmp(s, "max-subs") == 0) {   /* subscribe, subscriptions set */
+		char why[120];
+		snprintf(why, sizeof(why), "pep.max_subscriptions (%u) of the "
+			 "node reached", (*p)->w->cfg->pep_max_subscriptions);
+		pep_error(p, PUBSUB_E_TOO_MANY_SUBS, why);
+		return 1;
+	}
 	struct { const char *status; enum pubsub_error e; const char *why; }
 	map[] = {
+		{ "not-subscribed", PUBSUB_E_NOT_SUBSCRIBED,
+		  "no such subscription" },
 		{ "no-account", PUBSUB_E_SERVICE_UNAVAILABLE, NULL },
 		{ "no-node", PUBSUB_E_ITEM_NOT_FOUND, NULL },
 		{ "no-item", PUBSUB_E_ITEM_NOT_FOUND, NULL },
@@ -425,7 +439,7 @@ static void pep_items(struct iq_pending *p, struct pep_req *q)
 /* ---- retract, purge, delete --------------------------------------- */
 
 static const char pep_remove_sql[] =
-	"SELECT status, config, roster_groups FROM "
+	"SELECT status, config, roster_groups, subscribers FROM "
 	"xmppd_pep_remove($1, $2, $3, $4, $5)";
 
 static void pep_remove_result(struct iq_pending *p, struct pep_req *q,
@@ -440,6 +454,8 @@ static void pep_remove_result(struct iq_pending *p, struct pep_req *q,
 	ev.node = q->r.node;
 	ev.item_id = q->r.item_id;
 	ev.notify = q->r.notify;
+	if (!PQgetisnull(res, 0, 3))
+		ev.subscribers = PQgetvalue(res, 0, 3);
 	if (pep_config_of(&p->arena, res, 1, 2, &ev.cfg) < 0) {
 		pep_fail(&p, "unreadable node configuration");
 		return;
@@ -467,11 +483,28 @@ static const char pep_configure_sql[] =
 static void pep_configure_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
 {
-	(void)q;
-	(void)res;
-	/* a configuration change notifies with notify_config (later);
-	 * items trimmed by a lower max_items are not retracted events */
-	iq_reply_result(&p, NULL);
+	/* items trimmed by a lower max_items are not retracted events; a
+	 * configuration change tells <configuration/> with notify_config
+	 * (section 8.2.5.3; not for a create) */
+	struct pep_event ev;
+	struct pubsub_service svc;
+	memset(&ev, 0, sizeof(ev));
+	if (q->r.op != PUBSUB_OP_CONFIGURE_SET ||
+	    pep_config_of(&p->arena, res, 2, 3, &ev.cfg) < 0) {
+		iq_reply_result(&p, NULL);
+		return;
+	}
+	pep_service(p->w->cfg, &svc, q->bare);
+	ev.kind = PEP_EV_CONFIG;
+	ev.owner = q->bare;
+	ev.publisher = p->from;
+	ev.node = q->r.node;
+	ev.lim = &svc.lim;
+	iq_reply_result_keep(p, NULL);
+	pep_event(p->w, &ev);
+	/* subscribers the new model does not admit go (section 4.5) */
+	pep_notify_sub_prune(p->w, q->bare, q->r.node, NULL);
+	iq_pending_free(&p);
 }
 
 static void pep_configure(struct iq_pending *p, struct pep_req *q,
@@ -528,10 +561,11 @@ static void pep_config_get_result(struct iq_pending *p, struct pep_req *q,
 
 /* ---- lists: subscriptions, affiliations --------------------------- */
 
+/* The requester's subscriptions: its bare JID's and its full JIDs'. */
 static const char pep_subs_sql[] =
-	"SELECT n.node, s.subid FROM pubsub_subscriptions s JOIN pubsub_nodes n "
-	"ON n.id = s.node_id WHERE n.service = $1 AND s.jid = $2 AND "
-	"($3::text IS NULL OR n.node = $3) ORDER BY n.node";
+	"SELECT n.node, s.jid FROM pubsub_subscriptions s JOIN pubsub_nodes n "
+	"ON n.id = s.node_id WHERE n.service = $1 AND split_part(s.jid, '/', "
+	"1) = $2 AND ($3::text IS NULL OR n.node = $3) ORDER BY n.node, s.jid";
 
 static const char pep_affs_sql[] =
 	"SELECT n.node, CASE WHEN n.service = $2 THEN 'owner' "
@@ -557,9 +591,9 @@ static void pep_list_result(struct iq_pending *p, struct pep_req *q,
 		pep_attr(&out, subs ? "node" : "affiliation",
 			 PQgetvalue(res, i, subs ? 0 : 1));
 		if (subs) {
-			pep_attr(&out, "jid", q->requester);
+			/* one subscription per JID: no subid (6.1.6) */
+			pep_attr(&out, "jid", PQgetvalue(res, i, 1));
 			buf_appendf(&out, " subscription='subscribed'");
-			pep_attr(&out, "subid", PQgetvalue(res, i, 1));
 		} else
 			pep_attr(&out, "node", PQgetvalue(res, i, 0));
 		buf_appendf(&out, "/>");
@@ -606,10 +640,9 @@ static void pep_owner_list_result(struct iq_pending *p, struct pep_req *q,
 			continue;
 		buf_appendf(&out, subs ? "<subscription" : "<affiliation");
 		pep_attr(&out, "jid", PQgetvalue(res, i, 0));
-		if (subs) {
+		if (subs)
 			buf_appendf(&out, " subscription='subscribed'");
-			pep_attr(&out, "subid", PQgetvalue(res, i, 1));
-		} else
+		else
 			pep_attr(&out, "affiliation", PQgetvalue(res, i, 1));
 		buf_appendf(&out, "/>");
 	}
@@ -632,11 +665,14 @@ static const char pep_owner_affs_set_sql[] =
 static void pep_owner_set_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
 {
-	(void)q;
 	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
 		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
-	else
+	else {
+		/* an outcast, or a whitelist member no more: its
+		 * subscriptions go */
+		pep_notify_sub_prune(p->w, q->bare, q->r.node, NULL);
 		iq_reply_result(&p, NULL);
+	}
 }
 
 static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
@@ -670,6 +706,91 @@ static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
 	}
 	const char *params[4] = { q->bare, q->r.node, ja, fa };
 	pep_query(p, pep_owner_affs_set_sql, 4, params, pep_owner_set_result);
+}
+
+/* ---- subscribe, unsubscribe (sections 6.1, 6.2, 8.8.2) ------------- */
+
+static const char pep_subscribe_sql[] =
+	"SELECT status, item_id, payload, stamp FROM xmppd_pep_subscribe($1, "
+	"$2, $3, $4, $5, $6::int)";
+
+static void pep_subscribe_result(struct iq_pending *p, struct pep_req *q,
+				 const PGresult *res)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><subscription");
+	pep_attr(&out, "node", q->r.node);
+	pep_attr(&out, "jid", q->r.jid);
+	buf_appendf(&out, " subscription='subscribed'/></pubsub>");
+	if (buf_append(&out, "", 1) < 0) {
+		buf_free(&out);
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	/* the result, then the last item (section 6.1.7) */
+	iq_reply_result_keep(p, buf_head(&out));
+	buf_free(&out);
+	if (!PQgetisnull(res, 0, 1))
+		pep_notify_sub_last(p->w, q->bare, q->r.jid, q->r.node,
+				    PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+				    PQgetvalue(res, 0, 3));
+	iq_pending_free(&p);
+}
+
+static void pep_subscribe(struct iq_pending *p, struct pep_req *q)
+{
+	char max[16];
+	snprintf(max, sizeof(max), "%u", p->w->cfg->pep_max_subscriptions);
+	const char *params[6] = { q->user, q->domain, q->r.node, q->requester,
+				  q->r.jid, max };
+	pep_run(p, pep_subscribe_sql, 6, params, pep_subscribe_result);
+}
+
+static const char pep_unsubscribe_sql[] =
+	"SELECT status FROM xmppd_pep_unsubscribe($1, $2, $3, $4)";
+
+/* unsubscribe, owner subscriptions set: "ok" is an empty result */
+static void pep_empty_result(struct iq_pending *p, struct pep_req *q,
+			     const PGresult *res)
+{
+	(void)q;
+	(void)res;
+	iq_reply_result(&p, NULL);
+}
+
+static const char pep_subs_set_sql[] =
+	"SELECT status FROM xmppd_pep_subs_set($1, $2, $3::text[], "
+	"$4::text[], $5::int)";
+
+static void pep_owner_subs_set(struct iq_pending *p, struct pep_req *q)
+{
+	const char *jids[PUBSUB_MAX_AFFS], *subs[PUBSUB_MAX_AFFS];
+	for (unsigned i = 0; i < q->r.naffs; i++) {
+		jids[i] = q->r.affs[i].jid;
+		subs[i] = q->r.affs[i].affiliation;
+	}
+	struct buf a, b;
+	buf_init(&a, 0);
+	buf_init(&b, 0);
+	const char *ja = NULL, *sa = NULL;
+	if (pubsub_form_array_literal(&a, jids, q->r.naffs) == 0 &&
+	    buf_append(&a, "", 1) == 0 &&
+	    pubsub_form_array_literal(&b, subs, q->r.naffs) == 0 &&
+	    buf_append(&b, "", 1) == 0) {
+		ja = arena_strdup(&p->arena, buf_head(&a));
+		sa = arena_strdup(&p->arena, buf_head(&b));
+	}
+	buf_free(&a);
+	buf_free(&b);
+	if (ja == NULL || sa == NULL) {
+		iq_reply_error(&p, "wait", "resource-constraint");
+		return;
+	}
+	char max[16];
+	snprintf(max, sizeof(max), "%u", p->w->cfg->pep_max_subscriptions);
+	const char *params[5] = { q->bare, q->r.node, ja, sa, max };
+	pep_run(p, pep_subs_set_sql, 5, params, pep_empty_result);
 }
 
 /* ---- XEP-0191: a requester the account blocks -------------------- */
@@ -829,11 +950,16 @@ static void pep_iq_run(struct iq_pending *p, struct pep_req *q)
 		pep_owner_affs_set(p, q);
 		break;
 	case PUBSUB_OP_SUBSCRIBE:
-		/* explicit subscriptions come with notifications */
-		pep_error(&p, PUBSUB_E_UNSUPPORTED_SUBSCRIBE, NULL);
+		pep_subscribe(p, q);
 		break;
-	case PUBSUB_OP_UNSUBSCRIBE:
-		pep_error(&p, PUBSUB_E_NOT_SUBSCRIBED, NULL);
+	case PUBSUB_OP_UNSUBSCRIBE: {
+		const char *up[4] = { q->user, q->domain, q->r.node, q->r.jid };
+		pep_run(p, pep_unsubscribe_sql, 4, up,
+			pep_empty_result);
+		break;
+	}
+	case PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET:
+		pep_owner_subs_set(p, q);
 		break;
 	default:
 		pep_error(&p, PUBSUB_E_BAD_REQUEST, "unknown request");
@@ -1000,22 +1126,41 @@ static void pep_disco_run(struct iq_pending *p, struct pep_req *q)
 
 /* ---- the extension (ext.h) ------------------------------------------- */
 
+/* A roster item of account bare changed: the last items of a new
+ * presence subscription (pep_notify.c); a contact without from/both any
+ * more loses the subscriptions the access models no longer admit. */
+static void pep_subscription_changed(struct worker *w, const char *bare,
+				     const char *contact,
+				     const struct pg_result *res, int col,
+				     int approved_col)
+{
+	pep_notify_subscription(w, bare, contact, res, col, approved_col);
+	if (res == NULL || PQntuples(res) < 1)
+		return;
+	const char *sub = PQgetvalue(res, 0, col);
+	if (strcmp(sub, "from") != 0 && strcmp(sub, "both") != 0)
+		pep_notify_sub_prune(w, bare, NULL, contact);
+}
+
 #define F(x) NS_PUBSUB "#" x
 /* The pubsub features PEP offers (XEP-0060 section 10, XEP-0163
  * section 6).  Notifications (pep_notify.c) give auto-subscribe,
  * filtered-notifications, last-published, presence-notifications and
- * presence-subscribe.  Not yet: subscribe (explicit subscriptions). */
+ * presence-subscribe; explicit subscriptions (h-pepsub) subscribe,
+ * manage-subscriptions (and config-node notifications, which have no
+ * feature of their own). */
 static const char *const pep_features[] = {
 	NS_PUBSUB, F("access-presence"), F("auto-create"), F("auto-subscribe"),
 	F("config-node"), F("config-node-max"), F("create-and-configure"),
 	F("create-nodes"), F("delete-items"), F("delete-nodes"),
 	F("filtered-notifications"), F("item-ids"), F("last-published"),
-	F("member-affiliation"), F("modify-affiliations"), F("multi-items"),
+	F("manage-subscriptions"), F("member-affiliation"),
+	F("modify-affiliations"), F("multi-items"),
 	F("outcast-affiliation"), F("persistent-items"),
 	F("presence-notifications"), F("presence-subscribe"), F("publish"),
 	F("publish-options"), F("purge-nodes"), F("retract-items"),
 	F("retrieve-affiliations"), F("retrieve-default"),
-	F("retrieve-items"), F("retrieve-subscriptions"),
+	F("retrieve-items"), F("retrieve-subscriptions"), F("subscribe"),
 	F("pubsub-on-a-jid"), NULL,
 };
 #undef F
@@ -1031,10 +1176,11 @@ static const struct ext_iq pep_iqs[] = {
 };
 static const char *const pep_config[] = {
 	"pep.max_nodes", "pep.max_items", "pep.max_item_size",
-	"pep.max_account_bytes", "pep.max_id_length", NULL,
+	"pep.max_account_bytes", "pep.max_id_length", "pep.max_subscriptions",
+	NULL,
 };
 static const char *const pep_schema[] = { "007-pep.sql", "009-pep-notify.sql",
-					   NULL };
+					   "011-pep-subscribe.sql", NULL };
 
 const struct ext pep_ext = {
 	.name = "pep",
@@ -1046,7 +1192,7 @@ const struct ext pep_ext = {
 	.config_keys = pep_config,
 	.schema = pep_schema,
 	.caps_changed = pep_notify_caps_changed,
-	.subscription_changed = pep_notify_subscription,
+	.subscription_changed = pep_subscription_changed,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */

@@ -70,7 +70,7 @@ void pep_compat_vcard_loaded(struct conn *c, const char *vcard);
 /* What one publish, retract, purge or delete did: all a notification
  * needs. */
 enum pep_event_kind { PEP_EV_ITEM = 1, PEP_EV_RETRACT, PEP_EV_PURGE,
-		      PEP_EV_DELETE };
+		      PEP_EV_DELETE, PEP_EV_CONFIG };
 struct pep_event {
 	enum pep_event_kind kind;
 	const char *owner;              /* bare JID of the service */
@@ -82,6 +82,10 @@ struct pep_event {
 	int ntrimmed;
 	struct pubsub_config cfg;       /* the node's configuration */
 	int notify;                     /* RETRACT: notify='true' asked */
+	const char *subscribers;        /* DELETE: the deleted node's explicit
+					 * subscribers (a text[] literal);
+					 * NULL: read them (011) */
+	const struct pubsub_form_limits *lim;   /* CONFIG: the form's */
 };
 
 /* pep_notify.c: a stored change goes out to the owner's interested
@@ -94,5 +98,19 @@ void pep_notify_caps_changed(struct conn *c, const uint64_t *old,
 void pep_notify_subscription(struct worker *w, const char *bare,
 			     const char *contact, const struct pg_result *res,
 			     int col, int approved_col);
+/* Explicit subscribers (h-pepsub): ev to the node's subscribers (one
+ * query), each session once, none that the presence-based recipients
+ * already got it; and the node's last item to jid, just subscribed
+ * (XEP-0060 section 6.1.7, with <delay/> stamp). */
+void pep_notify_subscribers(struct worker *w, const struct pep_event *ev);
+void pep_notify_sub_last(struct worker *w, const char *owner,
+			 const char *jid, const char *node,
+			 const char *item_id, const char *payload,
+			 const char *stamp);
+/* Remove the subscriptions of owner's nodes (node's only unless NULL;
+ * bare's only unless NULL) that the access model no longer admits, and
+ * tell each <subscription subscription='none'/> (one query). */
+void pep_notify_sub_prune(struct worker *w, const char *owner,
+			  const char *node, const char *bare);
 
 #endif

@@ -26,6 +26,16 @@
  * per login); and when an owner grants a subscription
  * (subscription_changed), the owner's last items to the contact's
  * interested sessions.
+ *
+ * Explicit subscribers (XEP-0060 section 6.1; the block at the end):
+ * every event also goes, after one more query
+ * (xmppd_pep_sub_recipients, 011-pep-subscribe.sql), to each subscribed
+ * JID: a full JID's session, a bare JID's sessions with priority >= 0,
+ * a remote JID through route_stanza; a session the presence-based
+ * recipients above already reached is skipped (one event per session);
+ * replyto only to the owner and from/both contacts.  A subscription the
+ * access model no longer admits is removed and its JID told
+ * <subscription subscription='none'/> (pep_notify_sub_prune).
  * Failure policy: a notification is best effort: a database failure or
  * a full queue loses events (logged at info/warn), never the stored
  * item; the publisher's IQ result is already out.
@@ -41,6 +51,7 @@
 #include "log.h"
 #include "pep.h"
 #include "pubsub.h"
+#include "server.h"
 #include "stanza.h"
 
 #include <stdio.h>
@@ -186,9 +197,12 @@ static int pn_true(const char *v)
 	return v != NULL && strcmp(v, "true") == 0;
 }
 
-/* The <event/> of ev (and the replyto of a publish) into b; 0 when the
- * change tells nobody. */
-static int pn_body(struct buf *b, const struct pep_event *ev)
+static int pn_config_form(struct buf *b, const struct pep_event *ev);
+
+/* The <event/> of ev (and, with replyto, the replyto of a publish) into
+ * b; 0 when the change tells nobody. */
+static int pn_body_opt(struct buf *b, const struct pep_event *ev,
+		       int replyto)
 {
 	const struct pubsub_config *cfg = &ev->cfg;
 	if (ev->kind != PEP_EV_DELETE &&
@@ -213,7 +227,10 @@ static int pn_body(struct buf *b, const struct pep_event *ev)
 			pn_attr(b, "id", ev->trimmed[i]);
 			buf_appendf(b, "/>");
 		}
-		buf_appendf(b, "</items></event><addresses xmlns='"
+		buf_appendf(b, "</items></event>");
+		if (!replyto)
+			return 1;
+		buf_appendf(b, "<addresses xmlns='"
 			    NS_ADDRESS "'><address type='replyto'");
 		pn_attr(b, "jid", ev->publisher);
 		buf_appendf(b, "/></addresses>");
@@ -239,9 +256,20 @@ static int pn_body(struct buf *b, const struct pep_event *ev)
 		pn_attr(b, "node", ev->node);
 		buf_appendf(b, "/>");
 		break;
+	case PEP_EV_CONFIG:
+		if (!pn_true(cfg->v[PUBSUB_F_NOTIFY_CONFIG]))
+			return 0;
+		if (pn_config_form(b, ev) < 0)
+			return 0;
+		break;
 	}
 	buf_appendf(b, "</event>");
 	return 1;
+}
+
+static int pn_body(struct buf *b, const struct pep_event *ev)
+{
+	return pn_body_opt(b, ev, 1);
 }
 
 /* The owner's contacts the event may reach (section 1.5 (b)): from/both,
@@ -499,4 +527,323 @@ void pep_notify_subscription(struct worker *w, const char *bare,
 	memcpy(user, contact, (size_t)(at - contact));
 	user[at - contact] = '\0';
 	pn_last_query(l, user, at + 1, bare);
+}
+
+/* ---- explicit subscribers (XEP-0060 section 6.1; h-pepsub) ---------- */
+
+/* <configuration node='N'/> of a configuration change (XEP-0060 section
+ * 8.2.5.3 example), with the node_config form as a result form when
+ * deliver_payloads. */
+static int pn_config_form(struct buf *b, const struct pep_event *ev)
+{
+	const struct pubsub_config *cfg = &ev->cfg;
+	buf_appendf(b, "<configuration");
+	pn_attr(b, "node", ev->node);
+	if (cfg->v[PUBSUB_F_DELIVER_PAYLOADS] != NULL &&
+	    !pn_true(cfg->v[PUBSUB_F_DELIVER_PAYLOADS]))
+		return buf_appendf(b, "/>");
+	struct buf f;
+	static const char form[] = "type='form'";
+	if (ev->lim == NULL)
+		return -1;
+	buf_init(&f, 0);
+	if (pubsub_form_render(&f, cfg, ev->lim) < 0 ||
+	    buf_append(&f, "", 1) < 0) {
+		buf_free(&f);
+		return -1;
+	}
+	/* the form's values as a result (the fields as they are) */
+	const char *x = buf_head(&f), *t = strstr(x, form);
+	buf_appendf(b, ">");
+	if (t != NULL) {
+		buf_append(b, x, (size_t)(t - x));
+		buf_appendf(b, "type='result'%s", t + sizeof(form) - 1);
+	} else
+		buf_appendf(b, "%s", x);
+	buf_free(&f);
+	return buf_appendf(b, "</configuration>");
+}
+
+/* Deliver e's text to a subscribed JID's sessions of bare (local): a
+ * full JID's own session when available, a bare JID's available sessions
+ * with priority >= 0 (a headline to a bare JID, RFC 6121 section
+ * 8.5.2.1.1), once each; with admitted ('owner' / 'contact'), a session
+ * the presence-based recipients already reached (NODE+notify, and for a
+ * contact priority >= 0) is skipped.  jids: the subscribed JIDs of bare
+ * (n of them). */
+static void pn_subs_local(struct worker *w, const struct pn_event *e,
+			  const char *bare, const char *const *jids, int n,
+			  const char *admitted)
+{
+	struct session_info *heap;
+	struct buf b;
+	int ns, bare_sub = 0;
+	int owner = admitted != NULL && strcmp(admitted, "owner") == 0;
+	int contact = admitted != NULL && strcmp(admitted, "contact") == 0;
+	for (int k = 0; k < n; k++)
+		if (strcmp(jids[k], bare) == 0)
+			bare_sub = 1;
+	buf_init(&b, 0);
+	struct session_info *ss = route_sessions(w, bare, &ns, &heap);
+	for (int i = 0; i < ns; i++) {
+		const struct session_info *s = &ss[i];
+		if (!s->available)
+			continue;
+		int want = bare_sub && s->priority >= 0;
+		for (int k = 0; !want && k < n; k++)
+			want = strcmp(jids[k], s->jid) == 0;
+		if (!want)
+			continue;
+		if ((owner || (contact && s->priority >= 0)) &&
+		    caps_session_wants(w, s, e->node))
+			continue;       /* it had one already */
+		if (pn_text(&b, e, s->jid) == 0)
+			pn_send(w, s, buf_head(&b), buf_used(&b));
+	}
+	route_sessions_done(heap);
+	buf_free(&b);
+}
+
+/* e's text to jid on another server (route_stanza: s2s). */
+static void pn_subs_remote(struct worker *w, const struct pn_event *e,
+			   const char *jid)
+{
+	struct buf b;
+	struct arena a;
+	const char *error;
+	buf_init(&b, 0);
+	arena_init(&a, 1024);
+	if (pn_text(&b, e, jid) == 0) {
+		struct xml_node *n = stanza_parse(&a, buf_head(&b),
+						  buf_used(&b), &error);
+		if (n != NULL)
+			route_stanza(w, &a, n);
+		else
+			log_error("pep: event to %s unreadable: %s", jid,
+				  error);
+	}
+	arena_free(&a);
+	buf_free(&b);
+}
+
+/* The subscribers query in flight: the event with and without replyto. */
+struct pn_subs {
+	struct pn_event *with, *without;
+};
+
+static void pn_subs_free(struct pn_subs *x)
+{
+	pn_event_free(x->with);
+	pn_event_free(x->without);
+	free(x);
+}
+
+static void pn_subs_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct pn_subs *x = ctx;
+	struct worker *w = x->with->w;
+	if (res == NULL) {
+		log_info("pep: events of %s node %s to subscribers lost: %s",
+			 x->with->owner, x->with->node, error != NULL ? error :
+			 "database unavailable");
+		pn_subs_free(x);
+		return;
+	}
+	const char *jids[64];
+	int rows = PQntuples(res);
+	for (int i = 0; i < rows;) {
+		/* rows of one bare JID: jid, bare, admitted, rostered */
+		const char *bare = PQgetvalue(res, i, 1);
+		const char *admitted = PQgetisnull(res, i, 2) ? NULL :
+				       PQgetvalue(res, i, 2);
+		const struct pn_event *e =
+			strcmp(PQgetvalue(res, i, 3), "t") == 0 ? x->with :
+			x->without;
+		const char *at = strchr(bare, '@');
+		int local = stream_hosted(w, at != NULL ? at + 1 : bare);
+		int n = 0;
+		while (i < rows && strcmp(PQgetvalue(res, i, 1), bare) == 0) {
+			if (!local)
+				pn_subs_remote(w, e, PQgetvalue(res, i, 0));
+			else if (n < (int)(sizeof(jids) / sizeof(jids[0])))
+				jids[n++] = PQgetvalue(res, i, 0);
+			i++;
+		}
+		if (local && n > 0)
+			pn_subs_local(w, e, bare, jids, n, admitted);
+	}
+	pn_subs_free(x);
+}
+
+static const char pn_subs_sql[] =
+	"SELECT jid, bare, admitted, rostered FROM xmppd_pep_sub_recipients("
+	"$1, $2, $3, $4, $5::text[], $6::text[])";
+
+void pep_notify_subscribers(struct worker *w, const struct pep_event *ev)
+{
+	if (w->db == NULL || (ev->kind == PEP_EV_DELETE &&
+			      ev->subscribers != NULL &&
+			      strcmp(ev->subscribers, "{}") == 0))
+		return;
+	struct buf body, plain, g;
+	buf_init(&body, 0);
+	buf_init(&plain, 0);
+	buf_init(&g, 0);
+	struct pn_subs *x = calloc(1, sizeof(*x));
+	const char *type = ev->cfg.v[PUBSUB_F_NOTIFICATION_TYPE] != NULL &&
+			   strcmp(ev->cfg.v[PUBSUB_F_NOTIFICATION_TYPE],
+				  "normal") == 0 ? "normal" : "headline";
+	const char *at = strchr(ev->owner, '@');
+	char user[IPC_JID_MAX + 1];
+	if (x == NULL || at == NULL ||
+	    (size_t)(at - ev->owner) >= sizeof(user) ||
+	    !pn_body_opt(&body, ev, 1) || buf_append(&body, "", 1) < 0 ||
+	    !pn_body_opt(&plain, ev, 0) || buf_append(&plain, "", 1) < 0 ||
+	    pubsub_form_array_literal(&g, ev->cfg.groups,
+				      ev->cfg.ngroups) < 0 ||
+	    buf_append(&g, "", 1) < 0 ||
+	    (x->with = pn_event_new(w, ev->owner, ev->node, type,
+				    buf_head(&body))) == NULL ||
+	    (x->without = pn_event_new(w, ev->owner, ev->node, type,
+				       buf_head(&plain))) == NULL) {
+		if (x != NULL)
+			pn_subs_free(x);
+		buf_free(&body);
+		buf_free(&plain);
+		buf_free(&g);
+		return;
+	}
+	memcpy(user, ev->owner, (size_t)(at - ev->owner));
+	user[at - ev->owner] = '\0';
+	const char *access = ev->cfg.v[PUBSUB_F_ACCESS_MODEL] != NULL ?
+			     ev->cfg.v[PUBSUB_F_ACCESS_MODEL] : "presence";
+	const char *params[6] = { user, at + 1, ev->node, access, buf_head(&g),
+				  ev->kind == PEP_EV_DELETE ?
+				  ev->subscribers : NULL };
+	if (db_query(w->db, pn_subs_sql, 6, params, NULL, NULL, 0,
+		     pn_subs_result, x) < 0) {
+		log_info("pep: events of %s node %s to subscribers lost: "
+			 "database unavailable", ev->owner, ev->node);
+		pn_subs_free(x);
+	}
+	buf_free(&body);
+	buf_free(&plain);
+	buf_free(&g);
+}
+
+void pep_notify_sub_last(struct worker *w, const char *owner,
+			 const char *jid, const char *node,
+			 const char *item_id, const char *payload,
+			 const char *stamp)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	buf_appendf(&b, "<event xmlns='" NS_PUBSUB_EVENT "'><items");
+	pn_attr(&b, "node", node);
+	buf_appendf(&b, "><item");
+	pn_attr(&b, "id", item_id);
+	buf_appendf(&b, ">%s</item></items></event><delay xmlns='" NS_DELAY
+		    "'", payload);
+	pn_attr(&b, "stamp", stamp);
+	buf_appendf(&b, "/>");
+	struct pn_event *e = NULL;
+	if (buf_append(&b, "", 1) == 0)
+		e = pn_event_new(w, owner, node, "headline", buf_head(&b));
+	buf_free(&b);
+	if (e == NULL) {
+		log_warn("pep: last item of %s node %s to %s lost: no memory",
+			 owner, node, jid);
+		return;
+	}
+	char bare[IPC_JID_MAX + 1];
+	const char *slash = strchr(jid, '/');
+	size_t bl = slash != NULL ? (size_t)(slash - jid) : strlen(jid);
+	if (bl < sizeof(bare)) {
+		memcpy(bare, jid, bl);
+		bare[bl] = '\0';
+		const char *at = strchr(bare, '@');
+		if (stream_hosted(w, at != NULL ? at + 1 : bare))
+			pn_subs_local(w, e, bare, &jid, 1, NULL);
+		else
+			pn_subs_remote(w, e, jid);
+	}
+	pn_event_free(e);
+}
+
+static const char pn_prune_sql[] =
+	"SELECT node, jid FROM xmppd_pep_sub_prune($1, $2, $3, $4)";
+
+struct pn_prune {
+	struct worker *w;
+	char *owner;
+};
+
+static void pn_prune_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct pn_prune *x = ctx;
+	if (res == NULL) {
+		log_info("pep: subscriptions of %s not pruned: %s", x->owner,
+			 error != NULL ? error : "database unavailable");
+		free(x->owner);
+		free(x);
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *node = PQgetvalue(res, i, 0);
+		const char *jid = PQgetvalue(res, i, 1);
+		struct buf b;
+		buf_init(&b, 0);
+		buf_appendf(&b, "<event xmlns='" NS_PUBSUB_EVENT "'><subscription");
+		pn_attr(&b, "node", node);
+		pn_attr(&b, "jid", jid);
+		buf_appendf(&b, " subscription='none'/></event>");
+		struct pn_event *e = NULL;
+		if (buf_append(&b, "", 1) == 0)
+			e = pn_event_new(x->w, x->owner, node, "headline",
+					 buf_head(&b));
+		buf_free(&b);
+		log_info("pep: %s's subscription to %s node %s ended: the "
+			 "access model no longer admits it", jid, x->owner, node);
+		if (e == NULL)
+			continue;
+		char bare[IPC_JID_MAX + 1];
+		const char *slash = strchr(jid, '/');
+		size_t bl = slash != NULL ? (size_t)(slash - jid) : strlen(jid);
+		if (bl < sizeof(bare)) {
+			memcpy(bare, jid, bl);
+			bare[bl] = '\0';
+			const char *at = strchr(bare, '@');
+			if (stream_hosted(x->w, at != NULL ? at + 1 : bare))
+				pn_subs_local(x->w, e, bare, &jid, 1, NULL);
+			else
+				pn_subs_remote(x->w, e, jid);
+		}
+		pn_event_free(e);
+	}
+	free(x->owner);
+	free(x);
+}
+
+void pep_notify_sub_prune(struct worker *w, const char *owner,
+			  const char *node, const char *bare)
+{
+	const char *at = strchr(owner, '@');
+	char user[IPC_JID_MAX + 1];
+	if (w->db == NULL || at == NULL ||
+	    (size_t)(at - owner) >= sizeof(user))
+		return;
+	struct pn_prune *x = calloc(1, sizeof(*x));
+	if (x == NULL || (x->owner = strdup(owner)) == NULL) {
+		free(x);
+		return;
+	}
+	x->w = w;
+	memcpy(user, owner, (size_t)(at - owner));
+	user[at - owner] = '\0';
+	const char *params[4] = { user, at + 1, node, bare };
+	if (db_query(w->db, pn_prune_sql, 4, params, NULL, NULL, 0,
+		     pn_prune_result, x) < 0) {
+		free(x->owner);
+		free(x);
+	}
 }

@@ -56,6 +56,8 @@ static const struct pubsub_error_desc pubsub_errors[PUBSUB_E_COUNT] = {
 		NS_PUBSUB_ERRORS "' feature='subscribe'/>" },
 	[PUBSUB_E_SERVICE_UNAVAILABLE] = { "cancel", "service-unavailable",
 		NULL },
+	[PUBSUB_E_TOO_MANY_SUBS] = { "wait", "policy-violation",
+		APP("too-many-subscriptions") },
 };
 
 const struct pubsub_error_desc *pubsub_error_of(enum pubsub_error e)
@@ -259,6 +261,44 @@ static int pubsub_parse_affs(struct arena *a, const struct xml_node *el,
 	return 0;
 }
 
+/* Owner subscriptions set (section 8.8.2): <subscription jid=''
+ * subscription='none|subscribed'/> entries, JIDs bare or full (a
+ * subscription is to the JID given). */
+static int pubsub_parse_subs(struct arena *a, const struct xml_node *el,
+			     struct pubsub_req *r, enum pubsub_error *e,
+			     const char **text_r)
+{
+	for (const struct xml_node *i = xml_first_element(el); i != NULL;
+	     i = xml_next_element(i)) {
+		const char *jid = xml_attr(i, "jid");
+		const char *sub = xml_attr(i, "subscription");
+		struct jid j;
+		const char *error;
+		if (!xml_is(i, NS_PUBSUB_OWNER, "subscription") || jid == NULL ||
+		    sub == NULL)
+			FAIL(PUBSUB_E_BAD_REQUEST, "subscription without jid "
+			     "or subscription");
+		if (jid_parse(a, jid, &j, &error) < 0)
+			FAIL(PUBSUB_E_BAD_REQUEST, "subscription of a bad JID");
+		/* pending and unconfigured need authorize / options */
+		if (strcmp(sub, "subscribed") != 0 && strcmp(sub, "none") != 0)
+			FAIL(PUBSUB_E_NOT_ACCEPTABLE, "subscription state not "
+			     "offered");
+		if (r->naffs >= PUBSUB_MAX_AFFS)
+			FAIL(PUBSUB_E_NOT_ACCEPTABLE, "too many subscriptions");
+		const char *full = jid_full(a, &j);
+		if (full == NULL)
+			FAIL(PUBSUB_E_NONE, "out of memory");
+		for (unsigned k = 0; k < r->naffs; k++)
+			if (strcmp(r->affs[k].jid, full) == 0)
+				FAIL(PUBSUB_E_BAD_REQUEST, "the same JID twice "
+				     "in a subscriptions set");
+		r->affs[r->naffs].jid = full;
+		r->affs[r->naffs++].affiliation = sub;
+	}
+	return 0;
+}
+
 /* <pubsub xmlns='...#owner'/>: configure, default, purge, delete,
  * affiliations, subscriptions. */
 static int pubsub_parse_owner(struct arena *a, const struct xml_node *el,
@@ -280,8 +320,9 @@ static int pubsub_parse_owner(struct arena *a, const struct xml_node *el,
 	else if (xml_is(el, NS_PUBSUB_OWNER, "affiliations"))
 		r->op = is_set ? PUBSUB_OP_OWNER_AFFILIATIONS_SET :
 			PUBSUB_OP_OWNER_AFFILIATIONS_GET;
-	else if (xml_is(el, NS_PUBSUB_OWNER, "subscriptions") && !is_set)
-		r->op = PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET;
+	else if (xml_is(el, NS_PUBSUB_OWNER, "subscriptions"))
+		r->op = is_set ? PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET :
+			PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET;
 	else
 		FAIL(PUBSUB_E_BAD_REQUEST, "not an owner request we know");
 	if (!pubsub_is_owner(svc, requester))
@@ -293,6 +334,8 @@ static int pubsub_parse_owner(struct arena *a, const struct xml_node *el,
 				   text_r);
 	if (r->op == PUBSUB_OP_OWNER_AFFILIATIONS_SET)
 		return pubsub_parse_affs(a, el, r, e, text_r);
+	if (r->op == PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET)
+		return pubsub_parse_subs(a, el, r, e, text_r);
 	return 0;
 }
 
@@ -357,9 +400,17 @@ static int pubsub_parse_req(struct arena *a, const struct xml_node *q,
 		    strcmp(jid_bare(a, &j), requester) != 0)
 			FAIL(PUBSUB_E_INVALID_JID, "subscription jid is not "
 			     "the requester's");
+		if ((r->jid = jid_full(a, &j)) == NULL)
+			FAIL(PUBSUB_E_NONE, "out of memory");
 		if (r->node == NULL)
 			FAIL(PUBSUB_E_NODEID_REQUIRED, "subscription without "
 			     "a node");
+		/* section 6.3.7 subscribe and configure: options are not
+		 * offered (one subscription state, no options form) */
+		if (r->op == PUBSUB_OP_SUBSCRIBE &&
+		    xml_child(q, NS_PUBSUB, "options") != NULL)
+			FAIL(PUBSUB_E_UNSUPPORTED_OPTIONS, "subscription "
+			     "options");
 		return 0;
 	}
 	if (xml_is(el, NS_PUBSUB, "options")) {

@@ -46,6 +46,7 @@ enum pubsub_op {
 	PUBSUB_OP_OWNER_AFFILIATIONS_GET,
 	PUBSUB_OP_OWNER_AFFILIATIONS_SET,
 	PUBSUB_OP_OWNER_SUBSCRIPTIONS_GET,
+	PUBSUB_OP_OWNER_SUBSCRIPTIONS_SET,      /* affs: jid, subscription */
 };
 
 /* The errors a request can get (pubsub_error_of). */
@@ -72,14 +73,18 @@ enum pubsub_error {
 	PUBSUB_E_UNSUPPORTED_OPTIONS,   /* cancel feature-not-implemented + unsupported feature='subscription-options' */
 	PUBSUB_E_UNSUPPORTED_SUBSCRIBE, /* cancel feature-not-implemented + unsupported feature='subscribe' */
 	PUBSUB_E_SERVICE_UNAVAILABLE,   /* cancel service-unavailable */
+	PUBSUB_E_TOO_MANY_SUBS,         /* wait policy-violation + too-many-subscriptions */
 	PUBSUB_E_COUNT
 };
 
 #define PUBSUB_MAX_AFFS 64              /* entries in one affiliations set */
 
 struct pubsub_aff {
-	const char *jid;                /* bare */
-	const char *affiliation;        /* member, outcast, none, ... */
+	const char *jid;                /* bare (owner subscriptions: as
+					 * given, normalized) */
+	const char *affiliation;        /* member, outcast, none, ...;
+					 * owner subscriptions: none,
+					 * subscribed */
 };
 
 struct pubsub_req {
@@ -91,7 +96,9 @@ struct pubsub_req {
 	unsigned nids;
 	unsigned max_items;             /* items: the newest K; 0: all */
 	int notify;                     /* retract notify='1|true' */
-	const char *jid;                /* subscribe, unsubscribe */
+	const char *jid;                /* subscribe, unsubscribe: the
+					 * requester's bare or full JID,
+					 * normalized */
 	struct pubsub_config cfg;       /* publish-options, configure */
 	int cfg_given;                  /* a form was given */
 	int cancel;                     /* configure with type='cancel' */

@@ -384,11 +384,11 @@ PEP_FEATURES = "".join("<feature var='http://jabber.org/protocol/pubsub%s'/>" % 
     ""] + ["#" + x for x in (
         "access-presence auto-create auto-subscribe config-node config-node-max "
         "create-and-configure create-nodes delete-items delete-nodes "
-        "filtered-notifications item-ids last-published member-affiliation "
+        "filtered-notifications item-ids last-published manage-subscriptions member-affiliation "
         "modify-affiliations multi-items outcast-affiliation persistent-items "
         "presence-notifications presence-subscribe publish "
         "publish-options purge-nodes retract-items retrieve-affiliations retrieve-default "
-        "retrieve-items retrieve-subscriptions pubsub-on-a-jid").split()])
+        "retrieve-items retrieve-subscriptions subscribe pubsub-on-a-jid").split()])
 # ... and pep_compat.c (XEP-0402 compat, XEP-0398)
 PEP_FEATURES += ("<feature var='urn:xmpp:bookmarks:1#compat'/>"
                  "<feature var='urn:xmpp:bookmarks:1#compat-pep'/>"

@@ -548,11 +548,11 @@ def test_access_models():
 FEATURES = ["access-presence", "auto-create", "auto-subscribe", "config-node",
             "config-node-max", "create-and-configure", "create-nodes", "delete-items",
             "delete-nodes", "filtered-notifications", "item-ids", "last-published",
-            "member-affiliation", "modify-affiliations", "multi-items",
+            "manage-subscriptions", "member-affiliation", "modify-affiliations", "multi-items",
             "outcast-affiliation", "persistent-items", "presence-notifications",
             "presence-subscribe", "publish", "publish-options",
             "purge-nodes", "retract-items", "retrieve-affiliations", "retrieve-default",
-            "retrieve-items", "retrieve-subscriptions", "pubsub-on-a-jid"]
+            "retrieve-items", "retrieve-subscriptions", "subscribe", "pubsub-on-a-jid"]
 PEP_FEATURES = "<feature var='%s'/>" % PUBSUB + "".join(
     "<feature var='%s#%s'/>" % (PUBSUB, f) for f in FEATURES)
 # worker/pep_compat.c (XEP-0402 compat, XEP-0398), after caps_ext in ext.c
@@ -819,13 +819,10 @@ def test_request_errors():
                 "feature-not-implemented",
                 "<unsupported xmlns='%s' feature='subscription-options'/>" % ERRORS,
                 "subscription options")
-        # explicit subscriptions are not offered (PEP's are implicit, by caps)
-        got = iq(a, ps("<subscribe node='n' jid='%s'/>" % ja), "q15", "set")
-        assert got == ("<iq from='%s' id='q15' to='%s' type='error'><error type='cancel'>"
-                       "<feature-not-implemented xmlns='%s'/><unsupported xmlns='%s' "
-                       "feature='subscribe'/></error></iq>" % (J, ja, STANZAS, ERRORS)), got
+        # unsubscribe without a subscription (test_pep_subscribe has the rest)
         got = iq(a, ps("<unsubscribe node='n' jid='%s'/>" % ja), "q16", "set")
-        assert got == error(J, "q16", ja, "cancel", "unexpected-request", "not-subscribed"), got
+        assert got == error(J, "q16", ja, "cancel", "unexpected-request", "not-subscribed",
+                              "no such subscription"), got
         # none of it touched the node
         assert iq(a, ps("<items node='n'/>"), "q17", "get") == \
             result(J, "q17", ja, ps("<items node='n'><item id='1'>%s</item></items>" % TUNE))
