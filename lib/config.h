@@ -194,6 +194,9 @@ struct config {
 	/* worker/pep_compat.c (issue 13) */
 	unsigned pep_bookmarks_compat;  /* XEP-0402 #compat (bool) */
 	unsigned pep_vcard_conversion;  /* XEP-0398 (bool) */
+	/* worker/pep.c, worker/pep_notify.c (h-pepfix2) */
+	unsigned pep_max_affiliations;  /* per node */
+	uint64_t pep_max_last_items_bytes; /* per login / caps change */
 };
 
 struct config_def {

@@ -91,5 +91,9 @@ void pep_notify_caps_changed(struct conn *c, const uint64_t *old,
 void pep_notify_subscription(struct worker *w, const char *bare,
 			     const char *contact, const struct pg_result *res,
 			     int col, int approved_col);
+/* last items paced by the output (h-pepfix2): the next page once c's
+ * output drained; c's waiting jobs go with it */
+void pep_notify_drained(struct conn *c);
+void pep_notify_conn_free(struct conn *c);
 
 #endif
