@@ -22,10 +22,12 @@
  * <delay/>, without replyto): when a session's caps become known or
  * change (caps_changed: only the nodes new in its notify set, so once
  * per interest), from its own account and every local account having
- * it from/both (xmppd_pep_last_items, 009-pep-notify.sql, one statement
- * per login); and when an owner grants a subscription
+ * it from/both; and when an owner grants a subscription
  * (subscription_changed), the owner's last items to the contact's
- * interested sessions.
+ * interested sessions.  Only the wanted nodes are read
+ * (xmppd_pep_last_nodes, then xmppd_pep_last_items by name in pages of
+ * half of c2s.max_output_bytes, 015-pep-fixes.sql); a local conn's next
+ * page waits until its output drained, pep.max_last_items_bytes in all.
  * Failure policy: a notification is best effort: a database failure or
  * a full queue loses events (logged at info/warn), never the stored
  * item; the publisher's IQ result is already out.
