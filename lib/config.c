@@ -561,6 +561,20 @@ const struct config_def config_defs[] = {
 	  "one more gets <policy-violation/> with "
 	  "<too-many-subscriptions/>.  Each subscriber gets every event of "
 	  "the node, so this bounds the work of one publish" },
+	/* worker/pep.c, worker/pep_notify.c: review fixes (h-pepfix2) */
+	{ "pep.max_affiliations", CONFIG_TYPE_UINT,
+	  OFF(pep_max_affiliations), "1000", 1, 100000, RELOAD,
+	  "Affiliations (member, publisher, outcast) one PEP node may hold; "
+	  "an owner's change that would pass it gets <policy-violation/>.  "
+	  "Their JIDs count against pep.max_account_bytes" },
+	{ "pep.max_last_items_bytes", CONFIG_TYPE_SIZE,
+	  OFF(pep_max_last_items_bytes), "8M", 64 << 10, 1ULL << 30, RELOAD,
+	  "Bytes of last published items (ids and payloads) a session is "
+	  "sent when its entity capabilities become known or a contact "
+	  "grants it presence (XEP-0163 section 4.3.4); they are read and "
+	  "written in pages of at most half of c2s.max_output_bytes, each "
+	  "once the previous one was read by the client; past this the "
+	  "rest is not sent (logged)" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -196,6 +196,9 @@ struct config {
 	unsigned pep_vcard_conversion;  /* XEP-0398 (bool) */
 	/* worker/pep.c: explicit subscriptions (h-pepsub) */
 	unsigned pep_max_subscriptions; /* per node */
+	/* worker/pep.c, worker/pep_notify.c (h-pepfix2) */
+	unsigned pep_max_affiliations;  /* per node */
+	uint64_t pep_max_last_items_bytes; /* per login / caps change */
 };
 
 struct config_def {

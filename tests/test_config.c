@@ -262,6 +262,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.bookmarks_compat", CONFIG_F_RELOADABLE },
 	{ "pep.vcard_conversion", CONFIG_F_RELOADABLE },
 	{ "pep.max_subscriptions", CONFIG_F_RELOADABLE },
+	{ "pep.max_affiliations", CONFIG_F_RELOADABLE },
+	{ "pep.max_last_items_bytes", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

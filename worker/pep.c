@@ -197,6 +197,18 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 				    "reached");
 		return 1;
 	}
+	if (strcmp(s, "max-affiliations") == 0) {   /* owner affiliations */
+		/* a local bound of the service on what it keeps, as
+		 * XEP-0060's too-many-subscriptions: policy-violation */
+		char text[96];
+		unsigned max = (*p)->w->cfg->pep_max_affiliations;
+		snprintf(text, sizeof(text), "at most %u affiliations per "
+			 "node", max);
+		log_info("pep: %s: affiliations refused: pep.max_affiliations "
+			 "(%u) reached", (*p)->from, max);
+		iq_reply_error_text(p, "modify", "policy-violation", text);
+		return 1;
+	}
 	if (strcmp(s, "max-subs") == 0) {   /* subscribe, subscriptions set */
 		char why[120];
 		snprintf(why, sizeof(why), "pep.max_subscriptions (%u) of the "
@@ -227,6 +239,25 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		pep_fail(p, "unknown status");
 		return 1;
 	}
+	return 0;
+}
+
+/* The ids a publish trimmed (text[] literal lit) into ev, from arena a
+ * with their real count; retracts are told for the oldest max of them
+ * (pep.max_items: one event stays bounded).  -1: unreadable. */
+static int pep_trimmed(struct arena *a, const char *lit, unsigned max,
+		       struct pep_event *ev)
+{
+	size_t n = 1;
+	ev->ntrimmed = 0;
+	for (const char *s = lit; *s != '\0'; s++)
+		n += *s == ',';
+	const char **ids = arena_alloc(a, n * sizeof(*ids));
+	int got = ids != NULL ? pubsub_form_array(a, lit, ids, (int)n) : -1;
+	if (got < 0)
+		return -1;
+	ev->trimmed = ids;
+	ev->ntrimmed = (unsigned)got > max ? (int)max : got;
 	return 0;
 }
 
@@ -300,16 +331,15 @@ static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
 	ev.node = q->r.node;
 	ev.item_id = q->item_id;
 	ev.payload = q->payload;
-	const char *trimmed[256];
-	ev.ntrimmed = pubsub_form_array(&p->arena, PQgetvalue(res, 0, 3),
-					trimmed, 256);
-	if (ev.ntrimmed < 0)
-		ev.ntrimmed = 0;        /* more than a publish can drop: none told */
-	ev.trimmed = trimmed;
-	if (pep_config_of(&p->arena, res, 4, 5, &ev.cfg) < 0) {
-		pep_fail(&p, "unreadable node configuration");
-		return;
-	}
+	if (pep_trimmed(&p->arena, PQgetvalue(res, 0, 3),
+			p->w->cfg->pep_max_items, &ev) < 0)
+		log_warn("pep: %s node %s: trimmed items unreadable; no "
+			 "retract told", q->bare, q->r.node);
+	/* the item is stored: the result whatever follows */
+	int told = pep_config_of(&p->arena, res, 4, 5, &ev.cfg) == 0;
+	if (!told)
+		log_error("pep: %s node %s: stored, but its configuration is "
+			  "unreadable; no events told", q->bare, q->r.node);
 	struct buf out;
 	buf_init(&out, 0);
 	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><publish");
@@ -318,15 +348,13 @@ static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
 	pep_attr(&out, "id", q->item_id);
 	buf_appendf(&out, "/></publish></pubsub>");
 	/* the result first, then the events (the event's data lives in
-	 * p's arena, freed after) */
-	if (buf_append(&out, "", 1) < 0) {
-		buf_free(&out);
-		iq_reply_error(&p, "wait", "resource-constraint");
-		return;
-	}
-	iq_reply_result_keep(p, buf_head(&out));
+	 * p's arena, freed after); an empty result when memory is short
+	 * (XEP-0060 section 7.1.2 allows it: the item is stored) */
+	iq_reply_result_keep(p, buf_append(&out, "", 1) == 0 ?
+			     buf_head(&out) : NULL);
 	buf_free(&out);
-	pep_event(p->w, &ev);
+	if (told)
+		pep_event(p->w, &ev);
 	pep_compat_published(p->w, q->bare, q->r.node, q->payload);
 	iq_pending_free(&p);
 }
@@ -650,29 +678,20 @@ static void pep_owner_list_result(struct iq_pending *p, struct pep_req *q,
 	pep_reply(&p, &out);
 }
 
-/* One row: whether the node exists (the changes are made if it does). */
+/* One row, the status of xmppd_pep_affs_set (013-pep-fixes.sql): 'ok',
+ * 'no-node', 'max-affiliations', 'account-bytes' (nothing changed). */
 static const char pep_owner_affs_set_sql[] =
-	"WITH n AS (SELECT id FROM pubsub_nodes WHERE service = $1 AND "
-	"node = $2 FOR UPDATE), u AS (SELECT * FROM unnest($3::text[], "
-	"$4::text[]) AS u(j, f)), d AS (DELETE FROM pubsub_affiliations a "
-	"USING n, u WHERE a.node_id = n.id AND a.jid = u.j AND u.f = 'none'), "
-	"i AS (INSERT INTO pubsub_affiliations (node_id, jid, affiliation) "
-	"SELECT n.id, u.j, u.f FROM n, u WHERE u.f <> 'none' "
-	"ON CONFLICT (node_id, jid) DO UPDATE "
-	"SET affiliation = EXCLUDED.affiliation) "
-	"SELECT EXISTS (SELECT 1 FROM n)";
+	"SELECT xmppd_pep_affs_set($1, $2, $3, $4::text[], $5::text[], "
+	"$6::int, $7::bigint)";
 
 static void pep_owner_set_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
 {
-	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
-		pep_error(&p, PUBSUB_E_ITEM_NOT_FOUND, NULL);
-	else {
-		/* an outcast, or a whitelist member no more: its
-		 * subscriptions go */
-		pep_notify_sub_prune(p->w, q->bare, q->r.node, NULL);
-		iq_reply_result(&p, NULL);
-	}
+	(void)res;
+	/* an outcast, or a whitelist member no more: its subscriptions
+	 * go */
+	pep_notify_sub_prune(p->w, q->bare, q->r.node, NULL);
+	iq_reply_result(&p, NULL);
 }
 
 static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
@@ -704,8 +723,13 @@ static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
 		iq_reply_error(&p, "wait", "resource-constraint");
 		return;
 	}
-	const char *params[4] = { q->bare, q->r.node, ja, fa };
-	pep_query(p, pep_owner_affs_set_sql, 4, params, pep_owner_set_result);
+	char maxa[16], maxb[24];
+	snprintf(maxa, sizeof(maxa), "%u", p->w->cfg->pep_max_affiliations);
+	snprintf(maxb, sizeof(maxb), "%llu", (unsigned long long)
+		 p->w->cfg->pep_max_account_bytes);
+	const char *params[7] = { q->user, q->domain, q->r.node, ja, fa,
+				  maxa, maxb };
+	pep_run(p, pep_owner_affs_set_sql, 7, params, pep_owner_set_result);
 }
 
 /* ---- subscribe, unsubscribe (sections 6.1, 6.2, 8.8.2) ------------- */
@@ -1177,10 +1201,11 @@ static const struct ext_iq pep_iqs[] = {
 static const char *const pep_config[] = {
 	"pep.max_nodes", "pep.max_items", "pep.max_item_size",
 	"pep.max_account_bytes", "pep.max_id_length", "pep.max_subscriptions",
-	NULL,
+	"pep.max_affiliations", "pep.max_last_items_bytes", NULL,
 };
 static const char *const pep_schema[] = { "007-pep.sql", "009-pep-notify.sql",
-					   "011-pep-subscribe.sql", NULL };
+					   "011-pep-subscribe.sql",
+					   "013-pep-fixes.sql", NULL };
 
 const struct ext pep_ext = {
 	.name = "pep",
@@ -1193,6 +1218,8 @@ const struct ext pep_ext = {
 	.schema = pep_schema,
 	.caps_changed = pep_notify_caps_changed,
 	.subscription_changed = pep_subscription_changed,
+	.output_drained = pep_notify_drained,
+	.conn_free = pep_notify_conn_free,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */
@@ -1204,7 +1231,6 @@ int pep_stored_event(struct worker *w, struct arena *a, int retract,
 		     const char *config, const char *groups)
 {
 	struct pep_event ev;
-	const char *tr[256];
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = retract ? PEP_EV_RETRACT : PEP_EV_ITEM;
 	ev.owner = owner;
@@ -1213,12 +1239,10 @@ int pep_stored_event(struct worker *w, struct arena *a, int retract,
 	ev.item_id = item_id;
 	ev.payload = retract ? NULL : payload;
 	ev.notify = retract;            /* as a client's notify='true' */
-	if (trimmed != NULL) {
-		ev.ntrimmed = pubsub_form_array(a, trimmed, tr, 256);
-		if (ev.ntrimmed < 0)
-			ev.ntrimmed = 0;
-		ev.trimmed = tr;
-	}
+	if (trimmed != NULL &&
+	    pep_trimmed(a, trimmed, w->cfg->pep_max_items, &ev) < 0)
+		log_warn("pep: %s node %s: trimmed items unreadable; no "
+			 "retract told", owner, node);
 	if (pubsub_form_array(a, config, ev.cfg.v, PUBSUB_F_COUNT) !=
 	    PUBSUB_F_COUNT)
 		return -1;

@@ -112,5 +112,9 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
  * tell each <subscription subscription='none'/> (one query). */
 void pep_notify_sub_prune(struct worker *w, const char *owner,
 			  const char *node, const char *bare);
+/* last items paced by the output (h-pepfix2): the next page once c's
+ * output drained; c's waiting jobs go with it */
+void pep_notify_drained(struct conn *c);
+void pep_notify_conn_free(struct conn *c);
 
 #endif

@@ -199,18 +199,16 @@ static const char compat_configure_sql[] =
  * legacy private XML row goes.  The options go as preconditions: a node
  * deleted since the configure is made again with them (never with the
  * presence default: bookmarks hold passwords), and one reconfigured
- * since is not written to ('precondition': answered as a failure). */
+ * since is not written to ('precondition': answered as a failure).
+ * All or nothing (xmppd_pep_compat_store, 013-pep-fixes.sql): a status
+ * other than 'ok' / 'no-item' undoes every row, and is the one row
+ * returned, so an error answered means nothing was stored. */
 static const char compat_store_sql[] =
-	"WITH d AS (DELETE FROM private_storage WHERE account_id = "
-	"xmppd_account_id($1, $2) AND namespace = '" NS_BOOKMARKS_LEGACY "') "
-	"SELECT 0, u.id, r.status, r.trimmed, r.config, r.roster_groups, "
-	"u.payload FROM unnest($3::text[], $4::text[]) AS u(id, payload), "
-	"LATERAL xmppd_pep_publish($1, $2, '" NS_BOOKMARKS2 "', u.id, "
-	"u.payload, $5, '" COMPAT_OPTIONS "'::text[], NULL::text[], "
-	"$6::int, $7::int, $8::bigint) r "
-	"UNION ALL SELECT 1, u.id, r.status, NULL, r.config, r.roster_groups, "
-	"NULL FROM unnest($9::text[]) AS u(id), LATERAL xmppd_pep_remove($1, "
-	"$2, '" NS_BOOKMARKS2 "', 'retract', u.id) r";
+	"SELECT kind, item_id, status, trimmed, config, roster_groups, "
+	"payload FROM xmppd_pep_compat_store($1, $2, '" NS_BOOKMARKS_LEGACY
+	"', '" NS_BOOKMARKS2 "', $3::text[], $4::text[], $5, '"
+	COMPAT_OPTIONS "'::text[], $6::int, $7::int, $8::bigint, "
+	"$9::text[])";
 
 static void compat_read(struct iq_pending *p);
 

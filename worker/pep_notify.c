@@ -22,10 +22,12 @@
  * <delay/>, without replyto): when a session's caps become known or
  * change (caps_changed: only the nodes new in its notify set, so once
  * per interest), from its own account and every local account having
- * it from/both (xmppd_pep_last_items, 009-pep-notify.sql, one statement
- * per login); and when an owner grants a subscription
+ * it from/both; and when an owner grants a subscription
  * (subscription_changed), the owner's last items to the contact's
- * interested sessions.
+ * interested sessions.  Only the wanted nodes are read
+ * (xmppd_pep_last_nodes, then xmppd_pep_last_items by name in pages of
+ * half of c2s.max_output_bytes, 013-pep-fixes.sql); a local conn's next
+ * page waits until its output drained, pep.max_last_items_bytes in all.
  *
  * Explicit subscribers (XEP-0060 section 6.1; the block at the end):
  * every event also goes, after one more query
@@ -36,6 +38,7 @@
  * replyto only to the owner and from/both contacts.  A subscription the
  * access model no longer admits is removed and its JID told
  * <subscription subscription='none'/> (pep_notify_sub_prune).
+ *
  * Failure policy: a notification is best effort: a database failure or
  * a full queue loses events (logged at info/warn), never the stored
  * item; the publisher's IQ result is already out.
@@ -359,24 +362,45 @@ void pep_notify_event(struct worker *w, const struct pep_event *ev)
 
 /* ---- last items ------------------------------------------------------ */
 
+/* Two steps (013-pep-fixes.sql): the names of the nodes that could send a
+ * last item (no payloads), kept when the session's +notify set holds them;
+ * then those nodes' last items in pages of at most half of
+ * c2s.max_output_bytes (and pep.max_last_items_bytes in all), each page
+ * after the previous one was written out (a local conn: the
+ * output_drained hook), like offline delivery. */
+static const char pn_nodes_sql[] =
+	"SELECT n FROM xmppd_pep_last_nodes($1, $2, $3) n";
 static const char pn_last_sql[] =
-	"SELECT service, node, item_id, payload, stamp FROM "
-	"xmppd_pep_last_items($1, $2, $3)";
+	"SELECT service, node, item_id, payload, stamp, more FROM "
+	"xmppd_pep_last_items($1, $2, $3, $4::text[], $5::bigint, $6, $7)";
 
-/* A last-items query in flight: for one local conn (caps changed) or
- * for every interested session of a contact (subscription). */
+/* A last-items job: for one local conn (caps changed) or for every
+ * interested session of a contact (subscription). */
 struct pn_last {
 	struct worker *w;
 	uint32_t conn_id, gen;  /* the conn (caps); 0: by contact */
 	char *contact;          /* bare JID (subscription) */
 	uint64_t *want;         /* the new +notify hashes (caps) */
 	unsigned nwant;
+	char *user, *domain, *owner;    /* the query's subject */
+	char *nodes;            /* text[] literal: the wanted node names */
+	char *after_service, *after_node;       /* the last row sent */
+	uint64_t sent;          /* bytes of ids and payloads so far */
+	struct pn_last *next;   /* waiting for its conn's output to drain */
 };
+
+static struct pn_last *pn_waiting;      /* this worker's, by conn */
 
 static void pn_last_free(struct pn_last *l)
 {
 	free(l->contact);
 	free(l->want);
+	free(l->user);
+	free(l->domain);
+	free(l->owner);
+	free(l->nodes);
+	free(l->after_service);
+	free(l->after_node);
 	free(l);
 }
 
@@ -401,68 +425,266 @@ static int pn_last_text(struct buf *b, struct worker *w, const PGresult *res,
 	return buf_appendf(b, "/></message>");
 }
 
+static const char *pn_last_who(const struct pn_last *l)
+{
+	return l->contact != NULL ? l->contact : l->user;
+}
+
+/* Half of c2s.max_output_bytes: a page's bound, as offline.c's. */
+static size_t pn_room(const struct worker *w)
+{
+	return (size_t)(w->cfg->c2s_max_output_bytes / 2);
+}
+
+static void pn_last_result(void *ctx, const PGresult *res, const char *error);
+
+/* The next page of l's last items. */
+static void pn_last_page(struct pn_last *l)
+{
+	struct worker *w = l->w;
+	uint64_t max = w->cfg->pep_max_last_items_bytes;
+	uint64_t budget = pn_room(w);
+	if (l->sent >= max) {
+		log_info("pep: last items for %s cut at %llu bytes "
+			 "(pep.max_last_items_bytes)", pn_last_who(l),
+			 (unsigned long long)l->sent);
+		pn_last_free(l);
+		return;
+	}
+	if (max - l->sent < budget)
+		budget = max - l->sent;
+	char bytes[24];
+	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)budget);
+	const char *params[7] = { l->user, l->domain, l->owner, l->nodes,
+				  bytes, l->after_service, l->after_node };
+	if (w->db == NULL ||
+	    db_query(w->db, pn_last_sql, 7, params, NULL, NULL, 0,
+		     pn_last_result, l) < 0) {
+		log_info("pep: last items for %s not sent: database "
+			 "unavailable", pn_last_who(l));
+		pn_last_free(l);
+	}
+}
+
+/* Row i is the last one sent: the next page starts after it. */
+static int pn_last_after(struct pn_last *l, const PGresult *res, int i)
+{
+	free(l->after_service);
+	free(l->after_node);
+	l->after_service = strdup(PQgetvalue(res, i, 0));
+	l->after_node = strdup(PQgetvalue(res, i, 1));
+	l->sent += (uint64_t)PQgetlength(res, i, 2) +
+		   (uint64_t)PQgetlength(res, i, 3);
+	return l->after_service != NULL && l->after_node != NULL ? 0 : -1;
+}
+
+/* A page to l's conn: rows while out has room (out empty, or under half
+ * of c2s.max_output_bytes with the row); 1 when more is left. */
+static int pn_last_to_conn(struct pn_last *l, struct conn *c,
+			   const PGresult *res, struct buf *b)
+{
+	int n = PQntuples(res);
+	size_t room = pn_room(l->w);
+	for (int i = 0; i < n; i++) {
+		if (pn_last_text(b, l->w, res, i, c->jid) < 0)
+			return 0;
+		size_t used = buf_used(&c->out);
+		if (used > 0 && used + buf_used(b) > room)
+			return 1;       /* this row once out has drained */
+		if (!ext_stanza_out_text(c, buf_head(b), buf_used(b)))
+			conn_send(c, buf_head(b), buf_used(b));
+		if (pn_last_after(l, res, i) < 0 || c->closed)
+			return 0;
+	}
+	return n > 0 && strcmp(PQgetvalue(res, n - 1, 5), "t") == 0;
+}
+
+/* A page to every interested session of l->contact (any worker's; not
+ * paced by their output: one owner's nodes, pages of at most half of
+ * c2s.max_output_bytes); 1 when more is left. */
+static int pn_last_to_contact(struct pn_last *l, const PGresult *res,
+			      struct buf *b)
+{
+	struct worker *w = l->w;
+	struct session_info *heap;
+	int n, rows = PQntuples(res);
+	struct session_info *ss = route_sessions(w, l->contact, &n, &heap);
+	for (int k = 0; k < n; k++) {
+		const struct session_info *s = &ss[k];
+		if (!s->available || s->priority < 0)
+			continue;
+		for (int i = 0; i < rows; i++)
+			if (caps_session_wants(w, s, PQgetvalue(res, i, 1)) &&
+			    pn_last_text(b, w, res, i, s->jid) == 0)
+				pn_send(w, s, buf_head(b), buf_used(b));
+	}
+	route_sessions_done(heap);
+	if (rows == 0 || pn_last_after(l, res, rows - 1) < 0)
+		return 0;
+	for (int i = 0; i < rows - 1; i++)
+		l->sent += (uint64_t)PQgetlength(res, i, 2) +
+			   (uint64_t)PQgetlength(res, i, 3);
+	return strcmp(PQgetvalue(res, rows - 1, 5), "t") == 0;
+}
+
 static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 {
 	struct pn_last *l = ctx;
 	struct worker *w = l->w;
 	struct buf b;
 	if (res == NULL) {
-		log_info("pep: last items for %s lost: %s", l->contact != NULL ?
-			 l->contact : "a session", error != NULL ? error :
-			 "database unavailable");
+		log_info("pep: last items for %s lost: %s", pn_last_who(l),
+			 error != NULL ? error : "database unavailable");
 		pn_last_free(l);
 		return;
 	}
 	buf_init(&b, 0);
+	int more = 0;
+	struct conn *c = NULL;
 	if (l->contact == NULL) {
-		struct conn *c = conn_lookup(w, l->conn_id, l->gen);
-		struct shm_caps *t = w->shm->caps;
-		for (int i = 0; c != NULL && c->bound && c->available &&
-		     t != NULL && i < PQntuples(res); i++) {
-			const char *node = PQgetvalue(res, i, 1);
-			uint64_t h = shm_caps_hash(t, node, strlen(node));
-			unsigned k = 0;
-			while (k < l->nwant && l->want[k] != h)
-				k++;
-			if (k == l->nwant)
-				continue;
-			if (pn_last_text(&b, w, res, i, c->jid) < 0)
-				continue;
-			if (!ext_stanza_out_text(c, buf_head(&b), buf_used(&b)))
-				conn_send(c, buf_head(&b), buf_used(&b));
-		}
-	} else {
-		struct session_info *heap;
-		int n;
-		struct session_info *ss = route_sessions(w, l->contact, &n,
-							 &heap);
-		for (int k = 0; k < n; k++) {
-			const struct session_info *s = &ss[k];
-			if (!s->available || s->priority < 0)
-				continue;
-			for (int i = 0; i < PQntuples(res); i++)
-				if (caps_session_wants(w, s,
-						       PQgetvalue(res, i, 1)) &&
-				    pn_last_text(&b, w, res, i, s->jid) == 0)
-					pn_send(w, s, buf_head(&b),
-						buf_used(&b));
-		}
-		route_sessions_done(heap);
-	}
+		c = conn_lookup(w, l->conn_id, l->gen);
+		if (c != NULL && c->bound && c->available && !c->detached &&
+		    !c->closed)
+			more = pn_last_to_conn(l, c, res, &b);
+	} else
+		more = pn_last_to_contact(l, res, &b);
 	buf_free(&b);
-	pn_last_free(l);
+	if (!more) {
+		pn_last_free(l);
+		return;
+	}
+	if (c != NULL && (c->closed || c->want_close || c->out_shed ||
+			  c->detached)) {
+		pn_last_free(l);
+		return;
+	}
+	if (c != NULL && buf_used(&c->out) > 0) {
+		l->next = pn_waiting;   /* pep_notify_drained goes on */
+		pn_waiting = l;
+		return;
+	}
+	pn_last_page(l);
 }
 
+/* The wanted names among the candidates: in l->want (caps) or wanted by
+ * an interested session of l->contact. */
+static int pn_last_wanted(const struct pn_last *l, const char *node,
+			  const struct session_info *ss, int nss)
+{
+	if (l->contact == NULL) {
+		struct shm_caps *t = l->w->shm->caps;
+		if (t == NULL)
+			return 0;
+		uint64_t h = shm_caps_hash(t, node, strlen(node));
+		for (unsigned k = 0; k < l->nwant; k++)
+			if (l->want[k] == h)
+				return 1;
+		return 0;
+	}
+	for (int k = 0; k < nss; k++)
+		if (ss[k].available && ss[k].priority >= 0 &&
+		    caps_session_wants(l->w, &ss[k], node))
+			return 1;
+	return 0;
+}
+
+static void pn_nodes_result(void *ctx, const PGresult *res, const char *error)
+{
+	struct pn_last *l = ctx;
+	if (res == NULL) {
+		log_info("pep: last items for %s lost: %s", pn_last_who(l),
+			 error != NULL ? error : "database unavailable");
+		pn_last_free(l);
+		return;
+	}
+	int rows = PQntuples(res), n = 0, nss = 0;
+	struct session_info *heap = NULL, *ss = NULL;
+	const char **names = calloc((size_t)rows + 1, sizeof(*names));
+	if (l->contact != NULL)
+		ss = route_sessions(l->w, l->contact, &nss, &heap);
+	for (int i = 0; names != NULL && i < rows; i++)
+		if (pn_last_wanted(l, PQgetvalue(res, i, 0), ss, nss))
+			names[n++] = PQgetvalue(res, i, 0);
+	if (l->contact != NULL)
+		route_sessions_done(heap);
+	struct buf b;
+	buf_init(&b, 0);
+	if (names != NULL && n > 0 &&
+	    pubsub_form_array_literal(&b, names, (unsigned)n) == 0 &&
+	    buf_append(&b, "", 1) == 0)
+		l->nodes = strdup(buf_head(&b));
+	buf_free(&b);
+	free(names);
+	if (l->nodes == NULL) {
+		if (n > 0)
+			log_warn("pep: last items for %s lost: no memory",
+				 pn_last_who(l));
+		pn_last_free(l);
+		return;
+	}
+	pn_last_page(l);
+}
+
+/* Start job l for user@domain (its own and its contacts' nodes, or only
+ * owner's when owner is not NULL); l is freed whatever happens. */
 static void pn_last_query(struct pn_last *l, const char *user,
 			  const char *domain, const char *owner)
 {
+	l->user = strdup(user);
+	l->domain = strdup(domain);
+	l->owner = owner != NULL ? strdup(owner) : NULL;
 	const char *params[3] = { user, domain, owner };
+	if (l->user == NULL || l->domain == NULL ||
+	    (owner != NULL && l->owner == NULL)) {
+		log_warn("pep: last items for %s/%s lost: no memory", user,
+			 domain);
+		pn_last_free(l);
+		return;
+	}
 	if (l->w->db == NULL ||
-	    db_query(l->w->db, pn_last_sql, 3, params, NULL, NULL, 0,
-		     pn_last_result, l) < 0) {
+	    db_query(l->w->db, pn_nodes_sql, 3, params, NULL, NULL, 0,
+		     pn_nodes_result, l) < 0) {
 		log_info("pep: last items for %s/%s not sent: database "
 			 "unavailable", user, domain);
 		pn_last_free(l);
+	}
+}
+
+/* c's output drained: the next page of its jobs that wait. */
+void pep_notify_drained(struct conn *c)
+{
+	struct pn_last **pp = &pn_waiting, *go = NULL;
+	while (*pp != NULL) {
+		struct pn_last *l = *pp;
+		if (l->w == c->w && l->conn_id == c->id && l->gen == c->gen) {
+			*pp = l->next;
+			l->next = go;
+			go = l;
+		} else
+			pp = &l->next;
+	}
+	while (go != NULL) {
+		struct pn_last *l = go;
+		go = l->next;
+		l->next = NULL;
+		if (c->closed || !c->bound || !c->available)
+			pn_last_free(l);
+		else
+			pn_last_page(l);
+	}
+}
+
+/* c is freed: its waiting jobs go. */
+void pep_notify_conn_free(struct conn *c)
+{
+	struct pn_last **pp = &pn_waiting;
+	while (*pp != NULL) {
+		struct pn_last *l = *pp;
+		if (l->w == c->w && l->conn_id == c->id && l->gen == c->gen) {
+			*pp = l->next;
+			pn_last_free(l);
+		} else
+			pp = &l->next;
 	}
 }
 

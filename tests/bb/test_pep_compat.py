@@ -185,6 +185,24 @@ def test_errors():
         assert got == result(J, "e11", ja, query(storage())), got
 
 
+def test_store_all_or_nothing():
+    """A private XML set whose bookmarks pass the account's PEP quota part
+    way is refused whole: nothing of it is stored (not the first
+    bookmarks, and the old ones stay)."""
+    with Server(workers=1, users=USERS, overrides={"pep.max_account_bytes": "64K"}) as s:
+        a, ja = login(s, "juliet")
+        orchard = conf(ORCHARD, "false", "Orchard", "J", "p&amp;w")
+        assert iq(a, query(storage(orchard)), "s1", "set") == result(J, "s1", ja)
+        big = [conf("r%d@conference.localhost" % k, name="n" * 10000) for k in range(8)]
+        got = iq(a, query(storage(orchard, *big)), "s2", "set")
+        assert got == error_text(J, "s2", ja, "modify", "not-acceptable",
+                                 "PEP storage quota of the account reached"), got
+        got = iq(a, ps("<items node='%s'/>" % BM2), "s3", "get")
+        assert got == result(J, "s3", ja, items_of(BM2, [(ORCHARD, ORCHARD_0402)])), got
+        got = iq(a, query(storage()), "s4", "get")
+        assert got == result(J, "s4", ja, query(storage(orchard))), got
+
+
 def test_migration_at_first_access():
     """Bookmarks left in private XML storage (written before the
     compat, or while it was off) move to urn:xmpp:bookmarks:1 at the

@@ -359,9 +359,95 @@ def test_csi_holds_events():
             im.expect(event_rx(im.jid, TUNE_NS, body, jp.jid))
 
 
+BLOB = "<blob xmlns='urn:example:blob'>%s</blob>" % ("x" * 30000)
+TINY = "<t xmlns='urn:example:t'/>"
+
+
+def test_last_items_paced():
+    """A session whose caps follow 12 nodes of 30K each, on a server with
+    c2s.max_output_bytes 64K, reading only after a while: it gets every
+    last item, in (service, node) order, and its stream is not closed
+    (the items are written as its output drains); a node it does not
+    follow is not sent."""
+    import socket
+    import time
+    from harness import Client
+    from imlib import IM
+    ov = {"c2s.max_output_bytes": "64K", "c2s.send_buffer": "4K"}
+    with Server(workers=1, users=USERS, overrides=ov) as s:
+        jp = join(s, "juliet", "pub", None)
+        nodes = ["big%02d" % i for i in range(12)]
+        for i, node in enumerate(nodes):
+            jp.expect(pub(jp, node, BLOB, "1", iq_id="p%d" % i))
+        jp.expect(pub(jp, "tiny", TINY, "1", iq_id="pt"))
+        feats = [n + "+notify" for n in nodes]
+        c = Client(s.port)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        b = IM(s, "juliet", "b", client=c)
+        ver, inner = caps(feats)
+        b.send(caps_presence(feats))
+        qnode = "%s#%s" % (CAPS_NODE, ver)
+        answer(b, expect_query(b, qnode), qnode, inner)
+        time.sleep(2)           # not reading: the server must wait
+        for node in nodes:
+            b.expect(event_rx(b.jid, node, item_body(node, "1", BLOB), delay=True))
+        synced(b)
+        b.quiet(0.3, want=any_event())
+        assert "output unread" not in s.log_text()
+
+
+def test_last_items_sql_pages():
+    """xmppd_pep_last_items reads only the named nodes, in pages of
+    p_max_bytes (ids and payloads, at least one row) after a key."""
+    with Server(workers=1, users=USERS) as s:
+        jp = join(s, "juliet", "pub", None)
+        for i, node in enumerate(("big03", "big05", "big07")):
+            jp.expect(pub(jp, node, BLOB, "1", iq_id="p%d" % i))
+        jp.expect(pub(jp, "tiny", TINY, "1", iq_id="pt"))
+        one = len("1") + len(BLOB)
+
+        def page(budget, after=None):
+            a = "'%s@localhost', '%s'" % ("juliet", after) if after else "NULL, NULL"
+            return sql(s, "SELECT string_agg(node || ':' || more, ',' ORDER BY node) FROM "
+                       "xmppd_pep_last_items('juliet', 'localhost', NULL, "
+                       "'{big03,big05,tiny,nothere}', %s, %s)" % (budget, a))
+        assert page(1) == "big03:true"
+        assert page(1, "big03") == "big05:true"
+        assert page(1, "big05") == "tiny:false"
+        assert page(2 * one) == "big03:true,big05:true"
+        assert page(2 * one + len("1") + len(TINY)) == "big03:false,big05:false,tiny:false"
+        assert page("NULL") == "big03:false,big05:false,tiny:false"
+        assert sql(s, "SELECT string_agg(n, ',' ORDER BY n) FROM "
+                   "xmppd_pep_last_nodes('juliet', 'localhost', NULL) n") == \
+            "big03,big05,big07,tiny"
+
+
+def test_trimmed_retracts_all():
+    """A publish that trims 301 items (more than the old 256) tells a
+    retract for each, with notify_retract."""
+    with Server(workers=1, users=USERS, overrides={"pep.max_items": "1000"}) as s:
+        jp = join(s, "juliet", "pub", WANTS_TUNE)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "first", opts=[("pubsub#max_items", "1"),
+                                                      ("pubsub#notify_retract", "1")]))
+        jp.expect(event_rx(jp.jid, TUNE_NS, item_body(TUNE_NS, "first", TUNE), jp.jid))
+        sql(s, "INSERT INTO pubsub_items (node_id, item_id, publisher, payload) "
+            "SELECT n.id, 'i' || lpad(g::text, 3, '0'), '%s', '%s' FROM pubsub_nodes n, "
+            "generate_series(1, 300) g WHERE n.node = '%s' ORDER BY g; "
+            "UPDATE pubsub_nodes n SET item_bytes = (SELECT sum(xmppd_pep_item_bytes("
+            "i.item_id, i.payload)) FROM pubsub_items i WHERE i.node_id = n.id) "
+            "WHERE n.node = '%s'" % (J, TUNE.replace("'", "''"), TUNE_NS, TUNE_NS))
+        jp.expect(pub(jp, TUNE_NS, TUNE2, "last", iq_id="p2"))
+        gone = ["first"] + ["i%03d" % g for g in range(1, 301)]
+        body = "<items node='%s'><item id='last'>%s</item>%s</items>" % (
+            TUNE_NS, TUNE2, "".join("<retract id='%s'/>" % i for i in gone))
+        jp.expect(event_rx(jp.jid, TUNE_NS, body, jp.jid))
+        assert sql(s, "SELECT count(*) FROM pubsub_items") == "1"
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([checked(t) for t in [
         test_publish_reaches_interested_contacts, test_access_models,
         test_retract_purge_delete_events, test_last_items_at_presence,
-        test_last_item_on_approval, test_csi_holds_events] if not only or t.__name__ in only])
+        test_last_item_on_approval, test_csi_holds_events, test_last_items_paced,
+        test_last_items_sql_pages, test_trimmed_retracts_all] if not only or t.__name__ in only])

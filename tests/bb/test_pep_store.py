@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, wait_for  # noqa: E402
 from test_pgdown import PgProxy, pg_target, proxied_server, running  # noqa: E402
-from test_storage import restart  # noqa: E402
+from test_storage import restart, sql  # noqa: E402
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -899,6 +899,87 @@ def test_blocked_requester():
         # the owner is never blocked from their own service
         assert iq(a, ps("<items node='op'/>"), "c3", "get") == \
             result(J, "c3", ja, items_of("op", [("1", TUNE)]))
+
+
+def test_affiliations_bounded():
+    """pep.max_affiliations per node: a change that would pass it gets
+    policy-violation and changes nothing; removals and changes of present
+    JIDs pass; the JIDs count against pep.max_account_bytes."""
+    with Server(workers=1, users=USERS,
+                overrides={"pep.max_affiliations": "3", "pep.max_account_bytes": "64K"}) as s:
+        a, ja = login(s, "juliet")
+        assert iq(a, ps("<create node='wl'/>"), "c1", "set") == result(J, "c1", ja)
+
+        def affs(*pairs):
+            return ps("<affiliations node='wl'>%s</affiliations>" % "".join(
+                "<affiliation jid='%s' affiliation='%s'/>" % p for p in pairs), OWNER)
+
+        def listed(*pairs):
+            return result(J, "l", ja, affs((J, "owner"), *pairs))
+        m = ["m%d@localhost" % k for k in range(5)]
+        assert iq(a, affs((m[0], "member"), (m[1], "member"), (m[2], "outcast")), "a1", "set") \
+            == result(J, "a1", ja)
+        got = iq(a, affs((m[3], "member")), "a2", "set")
+        assert got == error(J, "a2", ja, "modify", "policy-violation",
+                            text="at most 3 affiliations per node"), got
+        assert "pep: %s: affiliations refused: pep.max_affiliations (3) reached" % ja \
+            in s.log_text()
+        # all or nothing: a request that removes one and adds two
+        got = iq(a, affs((m[0], "none"), (m[3], "member"), (m[4], "member")), "a3", "set")
+        assert got == error(J, "a3", ja, "modify", "policy-violation",
+                            text="at most 3 affiliations per node"), got
+        assert iq(a, ps("<affiliations node='wl'/>", OWNER), "l", "get") == \
+            listed((m[0], "member"), (m[1], "member"), (m[2], "outcast"))
+        # changing one present, and swapping one for another, pass
+        assert iq(a, affs((m[2], "member"), (m[1], "none"), (m[3], "member")), "a4", "set") \
+            == result(J, "a4", ja)
+        assert iq(a, ps("<affiliations node='wl'/>", OWNER), "l", "get") == \
+            listed((m[0], "member"), (m[2], "member"), (m[3], "member"))
+        # the quota: long JIDs on another node fill it
+        counted = int(sql(s, "SELECT xmppd_pep_account_bytes(id) FROM accounts "
+                          "WHERE username = 'juliet'"))
+        assert counted == len("wl") + len(m[0]) + len(m[2]) + len(m[3]), counted
+        refused = None
+        for k in range(40):
+            assert iq(a, ps("<create node='n%d'/>" % k), "n%d" % k, "set") == \
+                result(J, "n%d" % k, ja)
+            got = iq(a, ps("<affiliations node='n%d'>%s</affiliations>" % (k, "".join(
+                "<affiliation jid='%s%d-%d@localhost' affiliation='member'/>"
+                % ("u" * 1000, k, i) for i in range(3))), OWNER), "f%d" % k, "set")
+            if got != result(J, "f%d" % k, ja):
+                refused = k
+                assert got == error(J, "f%d" % k, ja, "modify", "not-acceptable",
+                                    text="PEP storage quota of the account reached"), got
+                break
+        assert refused is not None and refused > 10, refused
+        assert int(sql(s, "SELECT xmppd_pep_account_bytes(id) FROM accounts "
+                       "WHERE username = 'juliet'")) <= 64 << 10
+        assert sql(s, "SELECT count(*) FROM pubsub_affiliations f JOIN pubsub_nodes n "
+                   "ON n.id = f.node_id WHERE n.node = 'n%d'" % refused) == "0"
+
+
+def test_deleted_account_loses_affiliations():
+    """A deleted account's JID loses its affiliations on other accounts'
+    nodes: whoever registers the name again cannot read a whitelist node
+    the old account was a member of."""
+    with Server(workers=1, users=USERS) as s:
+        a, ja = login(s, "juliet")
+        assert iq(a, publish("wl", TUNE, "1", [("pubsub#access_model", "whitelist")]),
+                  "p1", "set") == result(J, "p1", ja, published("wl", "1"))
+        assert iq(a, ps("<affiliations node='wl'><affiliation jid='%s' affiliation='member'/>"
+                        "</affiliations>" % R, OWNER), "a1", "set") == result(J, "a1", ja)
+        b, jb = login(s, "romeo")
+        assert iq(b, ps("<items node='wl'/>"), "r1", "get", to=J) == \
+            result(J, "r1", jb, items_of("wl", [("1", TUNE)]))
+        b.close()
+        s.ctl_config("user", "del", R)
+        s.add_user(R, PASSWORDS["romeo"])
+        b, jb = login(s, "romeo")
+        assert iq(b, ps("<items node='wl'/>"), "r2", "get", to=J) == \
+            error(J, "r2", jb, "cancel", "not-allowed", "closed-node")
+        assert iq(a, ps("<affiliations node='wl'/>", OWNER), "a2", "get") == \
+            result(J, "a2", ja, ps("<affiliations node='wl'><affiliation jid='%s' "
+                                   "affiliation='owner'/></affiliations>" % J, OWNER))
 
 
 if __name__ == "__main__":
