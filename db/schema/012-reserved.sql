@@ -1,0 +1,6 @@
+-- 012-reserved.sql - schema version 12: a placeholder in this branch
+-- (h-capsfix2) only.  Version 12 belongs to another issue 13 branch;
+-- at merge this file goes and theirs takes its place (scripts/embed-sql
+-- needs consecutive steps).
+
+INSERT INTO schema_version (version) VALUES (12);
