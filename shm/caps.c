@@ -12,7 +12,8 @@
  * entry idle for idle_ms (caps.idle_timeout: the refs of a worker that
  * died are never given back, and live sessions' entries are touched
  * each minute); else the insert is refused (full++).  So a client
- * minting vers holds only the entries its live sessions use.  Each eviction bumps the gen of the slot, so a
+ * minting vers holds only the entries its live sessions use.  Each
+ * eviction bumps the gen of the slot, so a
  * session record still naming it no longer matches (caps unknown: no
  * events, never wrong ones) and the evictions counter tells workers to
  * re-resolve.  Failure policy: -1 on lock failure; a holder killed

@@ -19,6 +19,7 @@
 
 #include "ipc.h"
 #include "caps.h"
+#include "session.h"
 
 TestSuite(capstable, .timeout = 120.);
 
@@ -66,18 +67,23 @@ Test(capstable, ask_once_then_wait)
 	struct cmap m;
 	uint32_t idx, gen, idx2, gen2;
 	cmap_open(&m, 64);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_ASK);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, IDLE, &idx2, &gen2),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, IDLE,
+				    &idx2, &gen2),
 		     SHM_CAPS_WAIT);
 	cr_assert_eq(idx, idx2);
 	/* the same ver under another algorithm or version is another key */
-	cr_assert_eq(shm_caps_begin(m.t, 2, 0, VER, 2000, 30000, IDLE, &idx2, &gen2),
+	cr_assert_eq(shm_caps_begin(m.t, 2, 0, VER, 2000, 30000, IDLE,
+				    &idx2, &gen2),
 		     SHM_CAPS_ASK);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 1, VER, 2000, 30000, IDLE, &idx2, &gen2),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 1, VER, 2000, 30000, IDLE,
+				    &idx2, &gen2),
 		     SHM_CAPS_ASK);
 	/* the query timed out: the next client is asked */
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 31000, 30000, IDLE, &idx2, &gen2),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 31000, 30000, IDLE,
+				    &idx2, &gen2),
 		     SHM_CAPS_ASK);
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &idx2, &gen2),
 		     IPC_CAPS_PENDING);
@@ -92,10 +98,12 @@ Test(capstable, verified_wants)
 	uint64_t h[2] = { shm_caps_hash(m.t, "urn:xmpp:avatar:metadata", 24),
 			  shm_caps_hash(m.t, "tune", 4) };
 	uint64_t other = shm_caps_hash(m.t, "mood", 4);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_ASK);
 	uint64_t epoch = shm_caps_epoch(m.t);
-	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, h, 2, 1500, IDLE, &i2, &g2),
+	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, h, 2, 1500, IDLE,
+				       &i2, &g2),
 		     0);
 	cr_assert_eq(i2, idx);
 	cr_assert_eq(g2, gen);
@@ -105,7 +113,8 @@ Test(capstable, verified_wants)
 	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)gen, other), 0);
 	/* a stale gen (the slot was reused) answers no */
 	cr_assert_eq(shm_caps_wants(m.t, idx, (uint16_t)(gen + 1), h[0]), 0);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, IDLE, &i2, &g2),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, IDLE,
+				    &i2, &g2),
 		     SHM_CAPS_KNOWN);
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &i2, &g2),
 		     IPC_CAPS_VERIFIED);
@@ -128,14 +137,17 @@ Test(capstable, invalid_asked_again)
 	struct cmap m;
 	uint32_t idx, gen;
 	cmap_open(&m, 64);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_ASK);
 	cr_assert_eq(shm_caps_invalid(m.t, 1, 0, VER, 2000), 0);
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &idx, &gen),
 		     IPC_CAPS_INVALID);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 3000, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 3000, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_ASK);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 3001, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 3001, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_WAIT);
 	cmap_close(&m);
 }
@@ -181,8 +193,8 @@ Test(capstable, eviction)
 	}
 	int64_t day = IDLE;
 	/* all used within a day: refused */
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "new=", 1000 + day - 1, 30000, IDLE,
-				    &idx, &gen), SHM_CAPS_FULL);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "new=", 1000 + day - 1, 30000,
+				    IDLE, &idx, &gen), SHM_CAPS_FULL);
 	/* v1.. used again later; v0 is the LRU and idle */
 	for (int i = 1; i < 16; i++) {
 		uint32_t ix, g;
@@ -250,7 +262,8 @@ Test(capstable, dead_lock_holder)
 	cr_assert_eq(u.used, 1);
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, VER, &i2, &g2), IPC_CAPS_FREE);
 	/* and the ver is asked again */
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, IDLE, &i2, &g2),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 2000, 30000, IDLE,
+				    &i2, &g2),
 		     SHM_CAPS_ASK);
 	close(pipefd[0]);
 	close(pipefd[1]);
@@ -268,16 +281,16 @@ Test(capstable, stale_pending_and_invalid_reclaimed)
 	cmap_open(&m, 16);      /* one window: every key competes */
 	for (int i = 0; i < 16; i++) {
 		snprintf(ver, sizeof(ver), "fake%d=", i);
-		cr_assert_eq(shm_caps_begin(m.t, 1, 0, ver, 1000 + i, 30000, IDLE,
-					    &idx, &gen), SHM_CAPS_ASK);
+		cr_assert_eq(shm_caps_begin(m.t, 1, 0, ver, 1000 + i, 30000,
+					    IDLE, &idx, &gen), SHM_CAPS_ASK);
 	}
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real=", 1000 + 29999, 30000, IDLE,
-				    &idx, &gen), SHM_CAPS_FULL);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real=", 1000 + 29999, 30000,
+				    IDLE, &idx, &gen), SHM_CAPS_FULL);
 	/* fake0's query timed out: its slot is taken */
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "fake0=", &iidx, &igen),
 		     IPC_CAPS_PENDING);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real=", 1000 + 30000, 30000, IDLE,
-				    &idx, &gen), SHM_CAPS_ASK);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "real=", 1000 + 30000, 30000,
+				    IDLE, &idx, &gen), SHM_CAPS_ASK);
 	cr_assert_eq(idx, iidx);
 	cr_assert_neq(gen, igen);
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "fake0=", &iidx, &igen),
@@ -302,7 +315,8 @@ Test(capstable, abandon_own_pending)
 	struct cmap m;
 	uint32_t idx, gen, i2, g2;
 	cmap_open(&m, 64);
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1000, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_ASK);
 	cr_assert_eq(shm_caps_abandon(m.t, idx, gen + 1), 0);
 	cr_assert_eq(shm_caps_abandon(m.t, idx, gen), 1);
@@ -310,7 +324,8 @@ Test(capstable, abandon_own_pending)
 		     IPC_CAPS_FREE);
 	cr_assert_eq(shm_caps_abandon(m.t, idx, gen), 0);
 	/* the next client with the ver is asked at once */
-	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1001, 30000, IDLE, &idx, &gen),
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, VER, 1001, 30000, IDLE,
+				    &idx, &gen),
 		     SHM_CAPS_ASK);
 	cr_assert_eq(shm_caps_verified(m.t, 1, 0, VER, NULL, 0, 1002, IDLE, &i2,
 				       &g2), 0);
@@ -410,4 +425,56 @@ Test(capstable, unreferenced_evicted_first)
 	cr_assert_eq(shm_caps_lookup(m.t, 1, 0, "c=", &i2, &g2),
 		     IPC_CAPS_FREE);
 	cmap_close(&m);
+}
+
+/* Review F11: the caps word of a session record is written only while
+ * the writer owns the record; after a take-over (bind conflict on
+ * another worker: the record is re-filled for the new owner) the old
+ * owner's write is dropped, the new owner's lands, and 0, 0 clears. */
+Test(capstable, session_caps_word_owner_only)
+{
+	const char *error = NULL;
+	struct session_info in, out;
+	size_t size = shm_session_size(16);
+	void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert_neq(mem, MAP_FAILED);
+	cr_assert_eq(shm_session_init(mem, size, 16, &error), 0, "%s", error);
+	struct shm_table *t = shm_session_attach(mem, &error);
+	cr_assert_not_null(t, "%s", error);
+	memset(&in, 0, sizeof(in));
+	snprintf(in.jid, sizeof(in.jid), "juliet@localhost/balcony");
+	in.slot = 0;
+	in.conn_id = 7;
+	in.gen = 1;
+	in.available = 1;
+	cr_assert_eq(shm_session_put(t, &in, NULL, &error), 0, "%s", error);
+	cr_assert_eq(shm_session_get(t, in.jid, &out), 1);
+	int32_t index = out.index;
+	shm_session_set_caps(t, index, 0, 7, 1, 5, 9);
+	cr_assert_eq(shm_session_get(t, in.jid, &out), 1);
+	cr_assert_eq(out.caps_idx, 5);
+	cr_assert_eq(out.caps_gen, 9);
+	/* taken over by worker 1 (no caps yet) */
+	in.slot = 1;
+	in.conn_id = 3;
+	in.gen = 1;
+	cr_assert_eq(shm_session_put(t, &in, NULL, &error), 1, "%s", error);
+	cr_assert_eq(shm_session_get(t, in.jid, &out), 1);
+	cr_assert_eq(out.caps_idx, 0);
+	/* the old owner's write (it has not seen the take-over yet) */
+	shm_session_set_caps(t, out.index, 0, 7, 1, 6, 10);
+	shm_session_set_caps(t, index, 0, 7, 1, 6, 10);
+	cr_assert_eq(shm_session_get(t, in.jid, &out), 1);
+	cr_assert_eq(out.caps_idx, 0);
+	shm_session_set_caps(t, out.index, 1, 3, 1, 2, 4);
+	cr_assert_eq(shm_session_get(t, in.jid, &out), 1);
+	cr_assert_eq(out.caps_idx, 2);
+	cr_assert_eq(out.caps_gen, 4);
+	shm_session_set_caps(t, out.index, 1, 3, 1, 0, 0);
+	cr_assert_eq(shm_session_get(t, in.jid, &out), 1);
+	cr_assert_eq(out.caps_idx, 0);
+	cr_assert_eq(out.caps_gen, 0);
+	shm_session_detach(&t);
+	munmap(mem, size);
 }

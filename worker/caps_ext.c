@@ -62,8 +62,8 @@ struct caps_conn {
 	 * caps word names; 0: no caps, the word is 0 (F11: own worker and
 	 * the others see the same). */
 	int held;
-	int retry;              /* table full / entry lost: tick tries again */
-	int budget_logged;      /* caps.max_new_per_account_hour said once */
+	int retry;              /* table full / entry lost: tick retries */
+	int budget_logged;      /* caps.max_new_per_account_hour, logged */
 	int64_t bad_until;      /* CC_BAD: not asked again before (ms) */
 	uint64_t *hashes;       /* applied +notify hashes (old set) */
 	unsigned nhashes;
@@ -105,8 +105,8 @@ static int64_t caps_cleanup_ms;
 static const char caps_lookup_sql[] =
 	"WITH u AS (UPDATE caps_cache SET last_used = current_date "
 	"WHERE algo = $1 AND ver = $2 RETURNING notify), "
-	"r AS (SELECT count(*) AS recent FROM caps_cache WHERE account = $3 "
-	"AND verified_at > now() - interval '1 hour' "
+	"r AS (SELECT count(*) AS recent FROM caps_cache "
+	"WHERE account = $3 AND verified_at > now() - interval '1 hour' "
 	"AND NOT EXISTS (SELECT 1 FROM u)) "
 	"SELECT x.n, r.recent, x.found FROM r LEFT JOIN "
 	"(SELECT n, true AS found FROM u "
@@ -329,9 +329,9 @@ static void caps_db_result(void *ctx, const PGresult *res, const char *error)
 		uint32_t idx, gen;
 		if (h != NULL && shm_caps_verified(w->shm->caps, q->ref.algo,
 						   (uint8_t)q->ref.v2,
-						   q->ref.ver, h, k, w->now_ms,
-						   (int64_t)w->cfg->caps_idle_timeout,
-						   &idx, &gen) == 0)
+				q->ref.ver, h, k, w->now_ms,
+				(int64_t)w->cfg->caps_idle_timeout,
+				&idx, &gen) == 0)
 			caps_apply(c, cc, idx, gen, 0);
 		else
 			caps_none(c, cc);
@@ -345,9 +345,10 @@ static void caps_db_result(void *ctx, const PGresult *res, const char *error)
 	if (recent >= (long long)w->cfg->caps_max_new_per_account_hour) {
 		/* F1/F2: one account cannot mint vers without end */
 		if (!cc->budget_logged)
-			log_info("caps of %s: %lld new caps vers of the account "
-				 "cached in the last hour (caps.max_new_per_"
-				 "account_hour): %s %s not queried", c->jid,
+			log_info("caps of %s: %lld new caps vers of the "
+				 "account cached in the last hour "
+				 "(caps.max_new_per_account_hour): %s %s not "
+				 "queried", c->jid,
 				 recent, caps_algo_name(q->ref.algo),
 				 q->ref.ver);
 		cc->budget_logged = 1;
@@ -438,7 +439,8 @@ static void caps_resolve(struct conn *c, struct caps_conn *cc)
 	int64_t timeout = (int64_t)c->w->cfg->caps_query_timeout;
 	int v = shm_caps_begin(c->w->shm->caps, cc->ref.algo,
 			       (uint8_t)cc->ref.v2, cc->ref.ver, c->w->now_ms,
-			       timeout, (int64_t)c->w->cfg->caps_idle_timeout,
+			       timeout,
+			       (int64_t)c->w->cfg->caps_idle_timeout,
 			       &idx, &gen);
 	switch (v) {
 	case SHM_CAPS_KNOWN:
@@ -623,7 +625,8 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 		log_info("caps %s %s lists more than %u +notify nodes or "
 			 "%llu bytes of names (or names longer than a node "
 			 "name may be): the rest are ignored",
-			 caps_algo_name(r->algo), r->ver, IPC_CAPS_NOTIFY_MAX,
+			 caps_algo_name(r->algo), r->ver,
+			 IPC_CAPS_NOTIFY_MAX,
 			 (unsigned long long)w->cfg->caps_max_notify_bytes);
 	caps_hashes(w->shm->caps, names, lens, n, h);
 	cc->has_pend = 0;
@@ -762,7 +765,8 @@ static void caps_tick(struct worker *w, int64_t now_ms)
 		    !shm_caps_touch(w->shm->caps, cc->idx, cc->gen16, now_ms))
 			caps_reresolve(cc->c, cc);
 		else if (touch && cc->retry && cc->has_ref &&
-			 (cc->state == CC_NONE || cc->state == CC_APPLIED)) {
+			 (cc->state == CC_NONE ||
+			  cc->state == CC_APPLIED)) {
 			cc->retry = 0;  /* table was full: once a minute */
 			caps_resolve(cc->c, cc);
 		}
@@ -776,7 +780,8 @@ static void caps_tick(struct worker *w, int64_t now_ms)
 		char days[32], rows[32];
 		snprintf(days, sizeof(days), "%llu", (unsigned long long)
 			 (w->cfg->caps_cache_retention / 86400000));
-		snprintf(rows, sizeof(rows), "%u", w->cfg->caps_cache_max_rows);
+		snprintf(rows, sizeof(rows), "%u",
+			 w->cfg->caps_cache_max_rows);
 		const char *params[2] = { days, rows };
 		caps_cleanup_ms = now_ms;
 		db_query(w->db, caps_cleanup_sql, 2, params, NULL, NULL, 0,
