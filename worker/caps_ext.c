@@ -22,7 +22,12 @@
  * that session not asked again for 10x caps.query_timeout (another
  * client with the ver is asked: a liar cannot block a ver).  Presence
  * without <c/> keeps the caps.  XEP-0198 resumption keeps them (the
- * saved word).
+ * saved word) as the old set, without caps_changed: no last items again.
+ * A session holds its entry (shm_caps_ref) while it uses it, so entries
+ * no live session holds are evicted first; an account may have
+ * caps.max_new_per_account_hour new vers cached (counted in caps_cache
+ * by the lookup that precedes each query).  The record's caps word is
+ * what the session holds, cleared when its caps drop to none.
  * Failure policy: any failure (database down, table full) leaves the
  * session without caps (no PEP notifications, XEP-0060 section 9.2),
  * logged at info; the session goes on.
