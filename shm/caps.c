@@ -250,6 +250,7 @@ static void rec_fill(struct shm_caps *t, struct ipc_caps_rec *r, uint64_t key,
 	r->algo = algo;
 	r->v2 = v2;
 	r->nnotify = 0;
+	r->refs = 0;            /* a new entry: nobody holds it yet */
 	r->since_ms = now;
 	atomic_store_explicit(&r->last_used, now, memory_order_relaxed);
 	size_t n = strlen(ver);
@@ -493,15 +494,17 @@ int shm_caps_ref(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 	return ok;
 }
 
-/* The count is per slot, not per gen: a holder whose entry was evicted
- * anyway (idle_ms passed) still gives its ref back to the slot, and a
- * slot's refs never go below 0 (a worker restarted with refs lost). */
-void shm_caps_unref(struct shm_caps *t, uint32_t idx)
+/* Counted per entry (slot and gen): a new entry starts at 0, so the
+ * refs a dead worker never gave back go with its entry, and a holder
+ * whose entry was evicted anyway (idle_ms passed) changes nothing. */
+void shm_caps_unref(struct shm_caps *t, uint32_t idx, uint16_t gen16)
 {
 	if (idx > t->mask || table_lock(t) < 0)
 		return;
-	if (t->recs[idx].refs > 0)
-		t->recs[idx].refs--;
+	struct ipc_caps_rec *r = &t->recs[idx];
+	if (r->state == IPC_CAPS_VERIFIED && (uint16_t)r->gen == gen16 &&
+	    r->refs > 0)
+		r->refs--;
 	table_unlock(t);
 }
 

@@ -67,10 +67,11 @@ int shm_caps_verified(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		      uint32_t *gen_r);
 /* A session holds entry idx (VERIFIED with gen16) from now on: 1, or 0
  * when it is gone (evicted, reused: nothing held).  Each 1 is paired
- * with one shm_caps_unref(idx) when the session lets go. */
+ * with one shm_caps_unref(idx, gen16) when the session lets go (a no-op
+ * once the entry is gone). */
 int shm_caps_ref(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 		 int64_t now_ms);
-void shm_caps_unref(struct shm_caps *t, uint32_t idx);
+void shm_caps_unref(struct shm_caps *t, uint32_t idx, uint16_t gen16);
 /* Make (algo, v2, ver) INVALID (a mismatching answer): 0 or -1. */
 int shm_caps_invalid(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		     const char *ver, int64_t now_ms);

@@ -718,7 +718,7 @@ struct ipc_caps_rec {
 	uint8_t algo;               /* enum caps_algo (worker/caps.h) */
 	uint8_t v2;                 /* XEP-0390 */
 	uint16_t nnotify;
-	uint32_t refs;              /* sessions holding the slot (locked;
+	uint32_t refs;              /* sessions holding the entry (locked;
 				       shm_caps_ref/unref): 0 = evictable */
 	uint32_t refs_pad;
 	uint64_t key;               /* keyed hash of (algo, v2, ver) */

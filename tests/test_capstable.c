@@ -410,15 +410,23 @@ Test(capstable, unreferenced_evicted_first)
 	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "c=", 2003, 30000, IDLE, &i2,
 				    &g2), SHM_CAPS_FULL);
 	/* v5's holder goes (twice: the second unref changes nothing) */
-	shm_caps_unref(m.t, idx[5]);
-	shm_caps_unref(m.t, idx[5]);
+	shm_caps_unref(m.t, idx[5], (uint16_t)gen[5]);
+	shm_caps_unref(m.t, idx[5], (uint16_t)gen[5]);
 	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "c=", 2004, 30000, IDLE, &i2,
 				    &g2), SHM_CAPS_ASK);
 	cr_assert_eq(i2, idx[5]);
-	/* the new entry in v5's slot is unheld: the next new ver takes it
-	 * once verified, not a held one */
+	/* the new entry in v5's slot: once verified, held, then let go, the
+	 * next new ver takes it, not a held one */
 	cr_assert_eq(shm_caps_verified(m.t, 1, 0, "c=", NULL, 0, 2005, IDLE,
 				       &i2, &g2), 0);
+	uint32_t ci = i2, cg = g2;
+	/* the holders of v5 had gone: an unref of that old entry does not
+	 * touch c= (c= held now) */
+	cr_assert_eq(shm_caps_ref(m.t, ci, (uint16_t)cg, 2005), 1);
+	shm_caps_unref(m.t, idx[5], (uint16_t)gen[5]);
+	cr_assert_eq(shm_caps_begin(m.t, 1, 0, "d=", 2006, 30000, IDLE, &i2,
+				    &g2), SHM_CAPS_FULL);
+	shm_caps_unref(m.t, ci, (uint16_t)cg);
 	cr_assert_eq(shm_caps_verified(m.t, 1, 0, "d=", NULL, 0, 2006, IDLE,
 				       &i2, &g2), 0);
 	cr_assert_eq(i2, idx[5]);

@@ -195,7 +195,7 @@ static void caps_none(struct conn *c, struct caps_conn *cc)
 		return;
 	cc->held = 0;
 	if (c->w->shm->caps != NULL)
-		shm_caps_unref(c->w->shm->caps, cc->idx);
+		shm_caps_unref(c->w->shm->caps, cc->idx, cc->gen16);
 	shm_session_set_caps(c->w->shm->sessions, c->sess_index,
 			     (uint16_t)c->w->slot, c->id, c->gen, 0, 0);
 	free(cc->hashes);
@@ -228,7 +228,7 @@ static void caps_apply(struct conn *c, struct caps_conn *cc, uint32_t idx,
 		return;
 	}
 	if (cc->held)
-		shm_caps_unref(t, cc->idx);
+		shm_caps_unref(t, cc->idx, cc->gen16);
 	cc->held = 1;
 	cc->retry = 0;
 	cc->state = CC_APPLIED;
@@ -804,7 +804,7 @@ static void caps_conn_free(struct conn *c)
 	caps_unpark(cc);
 	caps_drop_query(c->w, cc);
 	if (cc->held && c->w->shm->caps != NULL)
-		shm_caps_unref(c->w->shm->caps, cc->idx);
+		shm_caps_unref(c->w->shm->caps, cc->idx, cc->gen16);
 	if (cc->aprev != NULL)
 		cc->aprev->anext = cc->anext;
 	else
