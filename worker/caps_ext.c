@@ -323,20 +323,28 @@ static void caps_db_result(void *ctx, const PGresult *res, const char *error)
 	    !PQgetisnull(res, 0, 2)) {
 		int n = PQntuples(res);
 		uint64_t *h = calloc(IPC_CAPS_NOTIFY_MAX, sizeof(*h));
+		uint64_t total = 0;
 		unsigned k = 0;
 		for (int i = 0; h != NULL && i < n &&
 		     k < IPC_CAPS_NOTIFY_MAX; i++) {
 			if (PQgetisnull(res, i, 0))
 				continue;
 			const char *s = PQgetvalue(res, i, 0);
-			h[k++] = shm_caps_hash(w->shm->caps, s, strlen(s));
+			size_t len = strlen(s);
+			/* the bounds of caps_answer (a row from before them,
+			 * or settings lowered since) */
+			if (len > w->cfg->pep_max_id_length ||
+			    total + len > w->cfg->caps_max_notify_bytes)
+				continue;
+			total += len;
+			h[k++] = shm_caps_hash(w->shm->caps, s, len);
 		}
 		uint32_t idx, gen;
+		int64_t idle = (int64_t)w->cfg->caps_idle_timeout;
 		if (h != NULL && shm_caps_verified(w->shm->caps, q->ref.algo,
 						   (uint8_t)q->ref.v2,
-				q->ref.ver, h, k, w->now_ms,
-				(int64_t)w->cfg->caps_idle_timeout,
-				&idx, &gen) == 0)
+						   q->ref.ver, h, k, w->now_ms,
+						   idle, &idx, &gen) == 0)
 			caps_apply(c, cc, idx, gen, 0);
 		else
 			caps_none(c, cc);
