@@ -520,9 +520,10 @@ const struct config_def config_defs[] = {
 	{ "caps.table_size", CONFIG_TYPE_UINT, OFF(caps_table_size), "4096",
 	  16, 32768, RESTART, "Entries of the entity capabilities cache "
 	  "shared by all workers (XEP-0115 / XEP-0390): one per client "
-	  "build (hash and ver), about 1.2K each; an entry idle for a day "
-	  "may be evicted, and a client whose ver finds no slot has no "
-	  "caps (no PEP notifications) until one frees" },
+	  "build (hash and ver), about 1.2K each; an entry no session "
+	  "holds may be evicted at once (see caps.idle_timeout), and a "
+	  "client whose ver finds no slot has no caps (no PEP "
+	  "notifications) until one frees" },
 	{ "caps.query_timeout", CONFIG_TYPE_DURATION, OFF(caps_query_timeout),
 	  "30s", 1000, 600000, RELOAD, "Time a client has to answer the "
 	  "server's disco#info query for an unknown caps ver; then the next "
