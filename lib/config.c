@@ -520,9 +520,10 @@ const struct config_def config_defs[] = {
 	{ "caps.table_size", CONFIG_TYPE_UINT, OFF(caps_table_size), "4096",
 	  16, 32768, RESTART, "Entries of the entity capabilities cache "
 	  "shared by all workers (XEP-0115 / XEP-0390): one per client "
-	  "build (hash and ver), about 1.2K each; an entry idle for a day "
-	  "may be evicted, and a client whose ver finds no slot has no "
-	  "caps (no PEP notifications) until one frees" },
+	  "build (hash and ver), about 1.2K each; an entry no session "
+	  "holds may be evicted at once (see caps.idle_timeout), and a "
+	  "client whose ver finds no slot has no caps (no PEP "
+	  "notifications) until one frees" },
 	{ "caps.query_timeout", CONFIG_TYPE_DURATION, OFF(caps_query_timeout),
 	  "30s", 1000, 600000, RELOAD, "Time a client has to answer the "
 	  "server's disco#info query for an unknown caps ver; then the next "
@@ -534,6 +535,31 @@ const struct config_def config_defs[] = {
 	  "Caps vers (new or known) one session may announce in a minute; "
 	  "past it the presence is routed but its caps are not resolved "
 	  "again (no query, no PEP last items) until the minute is over" },
+	{ "caps.idle_timeout", CONFIG_TYPE_DURATION, OFF(caps_idle_timeout),
+	  "10m", 180000, 86400000, RELOAD, "A cache entry that live "
+	  "sessions still hold is never evicted while they touch it (each "
+	  "minute); one untouched this long may be (its holders went with a "
+	  "worker that died).  Entries no session holds are evicted first, "
+	  "at once when a new ver needs the slot" },
+	{ "caps.max_new_per_account_hour", CONFIG_TYPE_UINT,
+	  OFF(caps_max_new_per_account_hour), "20", 1, 10000, RELOAD,
+	  "New caps vers (unknown to the server) one account may have "
+	  "verified and cached in an hour, all its sessions together; past "
+	  "it its sessions' new vers are not queried (no caps, no PEP "
+	  "notifications for that session; one log line)" },
+	{ "caps.max_notify_bytes", CONFIG_TYPE_SIZE, OFF(caps_max_notify_bytes),
+	  "8K", 1 << 10, 128 << 10, RELOAD, "Bytes of +notify node names "
+	  "kept per caps ver (at most 128 names, each at most "
+	  "pep.max_id_length); names past it are ignored: no "
+	  "notifications for those nodes (one log line)" },
+	{ "caps.cache_max_rows", CONFIG_TYPE_UINT, OFF(caps_cache_max_rows),
+	  "100000", 100, 10000000, RELOAD, "Rows of the caps_cache table "
+	  "in PostgreSQL; the least recently used past it are deleted "
+	  "hourly (their clients are asked again)" },
+	{ "caps.cache_retention", CONFIG_TYPE_DURATION,
+	  OFF(caps_cache_retention), "2160h", 86400000, 315360000000ULL,
+	  RELOAD, "caps_cache rows unused this long are deleted (hourly, "
+	  "by whole days)" },
 	/* worker/pep.c, worker/pubsub.c: review fixes (h-pepfix) */
 	{ "pep.max_id_length", CONFIG_TYPE_SIZE, OFF(pep_max_id_length),
 	  "1K", 64, 1 << 10, RELOAD, "Longest PEP node name and item id, in "

@@ -189,6 +189,11 @@ struct config {
 	unsigned caps_table_size;       /* shared entries (restart) */
 	uint64_t caps_query_timeout;    /* ms a disco#info query waits */
 	unsigned caps_max_changes_per_minute; /* per session (reload) */
+	uint64_t caps_idle_timeout;     /* ms: held entries untouched */
+	unsigned caps_max_new_per_account_hour;
+	uint64_t caps_max_notify_bytes; /* +notify names per ver */
+	unsigned caps_cache_max_rows;   /* caps_cache LRU bound */
+	uint64_t caps_cache_retention;  /* ms: caps_cache unused rows */
 	/* worker/pep.c, worker/pubsub.c (h-pepfix) */
 	uint64_t pep_max_id_length;     /* bytes of a node name, item id */
 	/* worker/pep_compat.c (issue 13) */

@@ -7,9 +7,13 @@
  * seq is odd or changed, so a worker fanning out a PEP event reads
  * other workers' sessions' caps without any lock.
  *
- * Eviction, when the window is full: the entry (not PENDING) least
- * recently used and idle for SHM_CAPS_IDLE_MS; else the insert is
- * refused (full++).  Each eviction bumps the gen of the slot, so a
+ * Eviction, when the window is full: the VERIFIED entry no session
+ * holds (refs 0), least recently used first; else the LRU VERIFIED
+ * entry idle for idle_ms (caps.idle_timeout: the refs of a worker that
+ * died are never given back, and live sessions' entries are touched
+ * each minute); else the insert is refused (full++).  So a client
+ * minting vers holds only the entries its live sessions use.  Each
+ * eviction bumps the gen of the slot, so a
  * session record still naming it no longer matches (caps unknown: no
  * events, never wrong ones) and the evictions counter tells workers to
  * re-resolve.  Failure policy: -1 on lock failure; a holder killed
@@ -228,12 +232,14 @@ static struct ipc_caps_rec *rec_find(struct shm_caps *t, uint64_t key,
 
 /* A slot for a new key: FREE; else one that holds nothing anybody
  * waits for (INVALID, or PENDING whose query timed out: the client never
- * answered); else the LRU VERIFIED one idle for SHM_CAPS_IDLE_MS (an
- * eviction: workers re-resolve their sessions naming it). */
+ * answered); else the LRU VERIFIED one no session holds; else the LRU
+ * VERIFIED one idle for idle (an eviction: workers re-resolve their
+ * sessions naming it). */
 static struct ipc_caps_rec *rec_take(struct shm_caps *t, uint64_t key,
-				     int64_t now, int64_t timeout)
+				     int64_t now, int64_t timeout,
+				     int64_t idle)
 {
-	struct ipc_caps_rec *lru = NULL, *stale = NULL;
+	struct ipc_caps_rec *lru = NULL, *stale = NULL, *unref = NULL;
 	for (uint32_t i = 0; i < IPC_CAPS_PROBE; i++) {
 		struct ipc_caps_rec *r = &t->recs[(key + i) & t->mask];
 		if (r->state == IPC_CAPS_FREE)
@@ -247,14 +253,22 @@ static struct ipc_caps_rec *rec_take(struct shm_caps *t, uint64_t key,
 		}
 		int64_t used = atomic_load_explicit(&r->last_used,
 						    memory_order_relaxed);
-		if (r->state == IPC_CAPS_VERIFIED &&
-		    now - used > SHM_CAPS_IDLE_MS &&
-		    (lru == NULL || used < atomic_load_explicit(
-			    &lru->last_used, memory_order_relaxed)))
+		if (r->state != IPC_CAPS_VERIFIED)
+			continue;
+		if (r->refs == 0) {
+			if (unref == NULL || used < atomic_load_explicit(
+				    &unref->last_used, memory_order_relaxed))
+				unref = r;
+		} else if (now - used > idle &&
+			   (lru == NULL || used < atomic_load_explicit(
+				    &lru->last_used, memory_order_relaxed))) {
 			lru = r;
+		}
 	}
 	if (stale != NULL)
 		return stale;
+	if (unref != NULL)
+		lru = unref;
 	if (lru != NULL) {
 		atomic_fetch_add_explicit(&t->hdr->evictions, 1,
 					  memory_order_relaxed);
@@ -277,6 +291,7 @@ static void rec_fill(struct shm_caps *t, struct ipc_caps_rec *r, uint64_t key,
 	r->algo = algo;
 	r->v2 = v2;
 	r->nnotify = 0;
+	r->refs = 0;            /* a new entry: nobody holds it yet */
 	r->since_ms = now;
 	atomic_store_explicit(&r->last_used, now, memory_order_relaxed);
 	size_t n = strlen(ver);
@@ -292,7 +307,7 @@ static int ver_ok(const char *ver)
 
 int shm_caps_begin(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		   const char *ver, int64_t now_ms, int64_t timeout_ms,
-		   uint32_t *idx_r, uint32_t *gen_r)
+		   int64_t idle_ms, uint32_t *idx_r, uint32_t *gen_r)
 {
 	if (!ver_ok(ver))
 		return SHM_CAPS_FULL;
@@ -302,7 +317,7 @@ int shm_caps_begin(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		return -1;
 	struct ipc_caps_rec *r = rec_find(t, key, algo, v2, ver);
 	if (r == NULL) {
-		r = rec_take(t, key, now_ms, timeout_ms);
+		r = rec_take(t, key, now_ms, timeout_ms, idle_ms);
 		if (r == NULL) {
 			table_unlock(t);
 			return SHM_CAPS_FULL;
@@ -366,7 +381,8 @@ int shm_caps_lookup(struct shm_caps *t, uint8_t algo, uint8_t v2,
 
 int shm_caps_verified(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		      const char *ver, const uint64_t *hashes, unsigned n,
-		      int64_t now_ms, uint32_t *idx_r, uint32_t *gen_r)
+		      int64_t now_ms, int64_t idle_ms, uint32_t *idx_r,
+		      uint32_t *gen_r)
 {
 	if (!ver_ok(ver) || n > IPC_CAPS_NOTIFY_MAX)
 		return -1;
@@ -374,7 +390,8 @@ int shm_caps_verified(struct shm_caps *t, uint8_t algo, uint8_t v2,
 	if (table_lock(t) < 0)
 		return -1;
 	struct ipc_caps_rec *r = rec_find(t, key, algo, v2, ver);
-	if (r == NULL && (r = rec_take(t, key, now_ms, INT64_MAX)) != NULL)
+	if (r == NULL && (r = rec_take(t, key, now_ms, INT64_MAX,
+						  idle_ms)) != NULL)
 		rec_fill(t, r, key, algo, v2, ver, IPC_CAPS_PENDING, now_ms);
 	if (r == NULL) {
 		table_unlock(t);
@@ -473,6 +490,38 @@ int shm_caps_touch(struct shm_caps *t, uint32_t idx, uint16_t gen16,
 		atomic_store_explicit(&t->recs[idx].last_used, now_ms,
 				      memory_order_relaxed);
 	return ok;
+}
+
+int shm_caps_ref(struct shm_caps *t, uint32_t idx, uint16_t gen16,
+		 int64_t now_ms)
+{
+	int ok = 0;
+	if (idx > t->mask || table_lock(t) < 0)
+		return 0;
+	struct ipc_caps_rec *r = &t->recs[idx];
+	if (r->state == IPC_CAPS_VERIFIED && (uint16_t)r->gen == gen16) {
+		/* refs is not part of what readers copy: no seq bump */
+		r->refs++;
+		atomic_store_explicit(&r->last_used, now_ms,
+				      memory_order_relaxed);
+		ok = 1;
+	}
+	table_unlock(t);
+	return ok;
+}
+
+/* Counted per entry (slot and gen): a new entry starts at 0, so the
+ * refs a dead worker never gave back go with its entry, and a holder
+ * whose entry was evicted anyway (idle_ms passed) changes nothing. */
+void shm_caps_unref(struct shm_caps *t, uint32_t idx, uint16_t gen16)
+{
+	if (idx > t->mask || table_lock(t) < 0)
+		return;
+	struct ipc_caps_rec *r = &t->recs[idx];
+	if (r->state == IPC_CAPS_VERIFIED && (uint16_t)r->gen == gen16 &&
+	    r->refs > 0)
+		r->refs--;
+	table_unlock(t);
 }
 
 int shm_caps_abandon(struct shm_caps *t, uint32_t idx, uint32_t gen)

@@ -8,7 +8,9 @@
  * Fixed capacity (caps.table_size), open addressing over
  * IPC_CAPS_PROBE slots; a new entry takes a FREE slot, else an INVALID
  * one or a PENDING one whose query timed out, else the LRU VERIFIED
- * entry idle for a day (live sessions' entries are touched).
+ * entry no session holds (refs 0: shm_caps_ref/unref), else the LRU
+ * VERIFIED entry idle for idle_ms (caps.idle_timeout: refs a dead
+ * worker never gave back; live sessions' entries are touched).
  * Failure policy: a lock error or a full window answers -1 / FULL and
  * the caller goes on without caps for that session (no notifications:
  * XEP-0060 section 9.2 filtering is a MUST); nothing here allocates
@@ -23,8 +25,6 @@
 
 struct shm_caps;        /* process-local handle over the shared area */
 
-/* How long an entry must be idle before it may be evicted. */
-#define SHM_CAPS_IDLE_MS (24LL * 3600 * 1000)
 
 /* Bytes for `capacity` records (rounded up to a power of two, at least
  * IPC_CAPS_PROBE, at most 32768 so a session record's 16-bit
@@ -53,7 +53,7 @@ enum shm_caps_verdict {
  * handed out again as SHM_CAPS_ASK.  -1 on a lock error. */
 int shm_caps_begin(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		   const char *ver, int64_t now_ms, int64_t timeout_ms,
-		   uint32_t *idx_r, uint32_t *gen_r);
+		   int64_t idle_ms, uint32_t *idx_r, uint32_t *gen_r);
 /* Lock-free: the state of (algo, v2, ver) (enum ipc_caps_state, FREE
  * when absent) and its idx and gen. */
 int shm_caps_lookup(struct shm_caps *t, uint8_t algo, uint8_t v2,
@@ -63,7 +63,15 @@ int shm_caps_lookup(struct shm_caps *t, uint8_t algo, uint8_t v2,
  * 0, or -1 (lock error, no slot). */
 int shm_caps_verified(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		      const char *ver, const uint64_t *hashes, unsigned n,
-		      int64_t now_ms, uint32_t *idx_r, uint32_t *gen_r);
+		      int64_t now_ms, int64_t idle_ms, uint32_t *idx_r,
+		      uint32_t *gen_r);
+/* A session holds entry idx (VERIFIED with gen16) from now on: 1, or 0
+ * when it is gone (evicted, reused: nothing held).  Each 1 is paired
+ * with one shm_caps_unref(idx, gen16) when the session lets go (a no-op
+ * once the entry is gone). */
+int shm_caps_ref(struct shm_caps *t, uint32_t idx, uint16_t gen16,
+		 int64_t now_ms);
+void shm_caps_unref(struct shm_caps *t, uint32_t idx, uint16_t gen16);
 /* Make (algo, v2, ver) INVALID (a mismatching answer): 0 or -1. */
 int shm_caps_invalid(struct shm_caps *t, uint8_t algo, uint8_t v2,
 		     const char *ver, int64_t now_ms);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 12
+#define IPC_VERSION 13
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -718,6 +718,9 @@ struct ipc_caps_rec {
 	uint8_t algo;               /* enum caps_algo (worker/caps.h) */
 	uint8_t v2;                 /* XEP-0390 */
 	uint16_t nnotify;
+	uint32_t refs;              /* sessions holding the entry (locked;
+				       shm_caps_ref/unref): 0 = evictable */
+	uint32_t refs_pad;
 	uint64_t key;               /* keyed hash of (algo, v2, ver) */
 	int64_t since_ms;           /* PENDING/INVALID: when it became so */
 	_Atomic int64_t last_used;  /* ms; LRU eviction */

@@ -750,16 +750,23 @@ void shm_session_set_caps(struct shm_table *t, int32_t index, uint16_t slot,
 			  uint32_t conn_id, uint32_t gen, uint16_t caps_idx,
 			  uint16_t caps_gen)
 {
+	const char *error;
 	struct ipc_session *r;
 
 	if (index < 0 || (uint32_t)index >= t->hdr->capacity)
 		return;
 	r = &t->recs[index];
-	if (atomic_load_explicit(&r->state, memory_order_acquire) !=
-	    IPC_SESSION_USED || !rec_owned_by(r, slot, conn_id, gen))
+	/* Under the table lock (review F11): a take-over (bind conflict on
+	 * another worker) re-fills the record under it, so the owner check
+	 * and the store are one step and a new owner never gets the old
+	 * owner's caps.  Rare: once per caps change of a session. */
+	if (table_lock(t, &error) < 0)
 		return;
-	atomic_store_explicit(&r->caps, (uint32_t)caps_idx << 16 | caps_gen,
-			      memory_order_release);
+	if (atomic_load_explicit(&r->state, memory_order_acquire) ==
+	    IPC_SESSION_USED && rec_owned_by(r, slot, conn_id, gen))
+		atomic_store_explicit(&r->caps, (uint32_t)caps_idx << 16 |
+				      caps_gen, memory_order_release);
+	table_unlock(t);
 }
 
 int shm_session_del(struct shm_table *t, const char *full_jid,

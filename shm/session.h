@@ -113,9 +113,10 @@ void shm_session_touch(struct shm_table *t, int32_t index, uint16_t slot,
 		       uint32_t conn_id, uint32_t gen, int64_t now);
 /* Set the entity capabilities of record index (shm/caps.h entry + 1
  * and its gen's low 16 bits; 0, 0: none) while it is USED and owned by
- * (slot, conn_id, gen): relaxed atomic stores without the lock, as
- * shm_session_touch; only the owning worker writes them.  Readers
- * (PEP fan-out on any worker) check the gen against the caps entry. */
+ * (slot, conn_id, gen): the owner check and the one-word store under
+ * the table lock, so a take-over never keeps the old owner's caps; only
+ * the owning worker writes them.  Readers (PEP fan-out on any worker)
+ * load the word lock-free and check its gen against the caps entry. */
 void shm_session_set_caps(struct shm_table *t, int32_t index, uint16_t slot,
 			  uint32_t conn_id, uint32_t gen, uint16_t caps_idx,
 			  uint16_t caps_gen);

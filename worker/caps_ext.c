@@ -22,7 +22,12 @@
  * that session not asked again for 10x caps.query_timeout (another
  * client with the ver is asked: a liar cannot block a ver).  Presence
  * without <c/> keeps the caps.  XEP-0198 resumption keeps them (the
- * saved word).
+ * saved word) as the old set, without caps_changed: no last items again.
+ * A session holds its entry (shm_caps_ref) while it uses it, so entries
+ * no live session holds are evicted first; an account may have
+ * caps.max_new_per_account_hour new vers cached (counted in caps_cache
+ * by the lookup that precedes each query).  The record's caps word is
+ * what the session holds, cleared when its caps drop to none.
  * Failure policy: any failure (database down, table full) leaves the
  * session without caps (no PEP notifications, XEP-0060 section 9.2),
  * logged at info; the session goes on.
@@ -58,6 +63,12 @@ struct caps_conn {
 	enum caps_conn_state state;
 	uint32_t idx;           /* applied entry */
 	uint16_t gen16;
+	/* idx's slot is held (shm_caps_ref) and is what the session record's
+	 * caps word names; 0: no caps, the word is 0 (F11: own worker and
+	 * the others see the same). */
+	int held;
+	int retry;              /* table full / entry lost: tick retries */
+	int budget_logged;      /* caps.max_new_per_account_hour, logged */
 	int64_t bad_until;      /* CC_BAD: not asked again before (ms) */
 	uint64_t *hashes;       /* applied +notify hashes (old set) */
 	unsigned nhashes;
@@ -93,15 +104,27 @@ static uint64_t caps_seen_epoch;
 static uint32_t caps_query_seq;
 static int64_t caps_cleanup_ms;
 
+/* Rows (n, recent, found): found not NULL when the ver is cached (its
+ * names n, one row each, or one NULL); else one row with the count of
+ * new vers account $3 had cached in the last hour. */
 static const char caps_lookup_sql[] =
 	"WITH u AS (UPDATE caps_cache SET last_used = current_date "
-	"WHERE algo = $1 AND ver = $2 RETURNING notify) "
-	"SELECT n FROM u LEFT JOIN LATERAL unnest(u.notify) AS n ON true";
+	"WHERE algo = $1 AND ver = $2 RETURNING notify), "
+	"r AS (SELECT count(*) AS recent FROM caps_cache "
+	"WHERE account = $3 AND verified_at > now() - interval '1 hour' "
+	"AND NOT EXISTS (SELECT 1 FROM u)) "
+	"SELECT x.n, r.recent, x.found FROM r LEFT JOIN "
+	"(SELECT n, true AS found FROM u "
+	"LEFT JOIN LATERAL unnest(u.notify) AS n ON true) x ON true";
 static const char caps_insert_sql[] =
-	"INSERT INTO caps_cache (algo, ver, notify) VALUES ($1, $2, $3) "
+	"INSERT INTO caps_cache (algo, ver, notify, account) "
+	"VALUES ($1, $2, $3, $4) "
 	"ON CONFLICT (algo, ver) DO UPDATE SET last_used = current_date";
+/* caps.cache_retention (whole days) and caps.cache_max_rows (LRU) */
 static const char caps_cleanup_sql[] =
-	"DELETE FROM caps_cache WHERE last_used < current_date - 90";
+	"DELETE FROM caps_cache WHERE last_used < current_date - $1::int "
+	"OR (algo, ver) IN (SELECT algo, ver FROM caps_cache "
+	"ORDER BY last_used DESC, verified_at DESC OFFSET $2::bigint)";
 
 /* The caps_cache key's algo column: "0115:sha-1", "0390:sha-256". */
 static void caps_db_algo(const struct caps_ref *r, char *out, size_t size)
@@ -162,28 +185,53 @@ static void caps_drop_query(struct worker *w, struct caps_conn *cc)
 	cc->has_pend = 0;
 }
 
-/* Entry idx/gen becomes the session's caps: the record, the saved
- * word, and the extensions told (old set -> new set). */
+/* The session no longer has caps: the slot given back, the record's
+ * word cleared (so PEP fan-out on any worker agrees with this worker),
+ * the old set forgotten (caps found again count as new). */
+static void caps_none(struct conn *c, struct caps_conn *cc)
+{
+	cc->state = CC_NONE;
+	if (!cc->held)
+		return;
+	cc->held = 0;
+	if (c->w->shm->caps != NULL)
+		shm_caps_unref(c->w->shm->caps, cc->idx, cc->gen16);
+	shm_session_set_caps(c->w->shm->sessions, c->sess_index,
+			     (uint16_t)c->w->slot, c->id, c->gen, 0, 0);
+	free(cc->hashes);
+	cc->hashes = NULL;
+	cc->nhashes = 0;
+	ext_session_changed(c);
+}
+
+/* Entry idx/gen becomes the session's caps: the slot held, the record,
+ * the saved word, and (unless restored: XEP-0198 resumption is no new
+ * presence) the extensions told (old set -> new set). */
 static void caps_apply(struct conn *c, struct caps_conn *cc, uint32_t idx,
-		       uint32_t gen)
+		       uint32_t gen, int restored)
 {
 	struct shm_caps *t = c->w->shm->caps;
+	caps_unpark(cc);
+	if (cc->held && cc->idx == idx && cc->gen16 == (uint16_t)gen &&
+	    shm_caps_touch(t, idx, (uint16_t)gen, c->w->now_ms)) {
+		cc->state = CC_APPLIED;
+		return;         /* the same entry */
+	}
 	uint64_t *now = calloc(IPC_CAPS_NOTIFY_MAX, sizeof(*now));
 	int n = now != NULL ? shm_caps_read(t, idx, (uint16_t)gen, now,
 					    IPC_CAPS_NOTIFY_MAX) : -1;
-	caps_unpark(cc);
-	if (n < 0) {            /* evicted or reused meanwhile */
+	if (n < 0 || !shm_caps_ref(t, idx, (uint16_t)gen, c->w->now_ms)) {
+		/* evicted or reused meanwhile: the tick resolves again */
 		free(now);
-		cc->state = CC_NONE;
+		caps_none(c, cc);
+		cc->retry = cc->has_ref;
 		return;
 	}
-	int same = cc->state == CC_APPLIED && cc->idx == idx &&
-		   cc->gen16 == (uint16_t)gen;
+	if (cc->held)
+		shm_caps_unref(t, cc->idx, cc->gen16);
+	cc->held = 1;
+	cc->retry = 0;
 	cc->state = CC_APPLIED;
-	if (same) {
-		free(now);
-		return;
-	}
 	cc->idx = idx;
 	cc->gen16 = (uint16_t)gen;
 	shm_session_set_caps(c->w->shm->sessions, c->sess_index,
@@ -194,9 +242,10 @@ static void caps_apply(struct conn *c, struct caps_conn *cc, uint32_t idx,
 	unsigned nold = cc->nhashes;
 	cc->hashes = now;
 	cc->nhashes = (unsigned)n;
-	for (unsigned i = 0; i < ext_hooks.n_caps_changed; i++)
-		ext_hooks.caps_changed[i].e->caps_changed(c, old, nold, now,
-							  (unsigned)n);
+	if (!restored)
+		for (unsigned i = 0; i < ext_hooks.n_caps_changed; i++)
+			ext_hooks.caps_changed[i].e->caps_changed(
+				c, old, nold, now, (unsigned)n);
 	free(old);
 }
 
@@ -270,26 +319,54 @@ static void caps_db_result(void *ctx, const PGresult *res, const char *error)
 		free(q);
 		return;         /* gone, or it sent another <c/> since */
 	}
-	if (res != NULL && PQntuples(res) > 0) {
+	if (res != NULL && PQntuples(res) > 0 && PQnfields(res) == 3 &&
+	    !PQgetisnull(res, 0, 2)) {
 		int n = PQntuples(res);
 		uint64_t *h = calloc(IPC_CAPS_NOTIFY_MAX, sizeof(*h));
+		uint64_t total = 0;
 		unsigned k = 0;
 		for (int i = 0; h != NULL && i < n &&
 		     k < IPC_CAPS_NOTIFY_MAX; i++) {
 			if (PQgetisnull(res, i, 0))
 				continue;
 			const char *s = PQgetvalue(res, i, 0);
-			h[k++] = shm_caps_hash(w->shm->caps, s, strlen(s));
+			size_t len = strlen(s);
+			/* the bounds of caps_answer (a row from before them,
+			 * or settings lowered since) */
+			if (len > w->cfg->pep_max_id_length ||
+			    total + len > w->cfg->caps_max_notify_bytes)
+				continue;
+			total += len;
+			h[k++] = shm_caps_hash(w->shm->caps, s, len);
 		}
 		uint32_t idx, gen;
+		int64_t idle = (int64_t)w->cfg->caps_idle_timeout;
 		if (h != NULL && shm_caps_verified(w->shm->caps, q->ref.algo,
 						   (uint8_t)q->ref.v2,
 						   q->ref.ver, h, k, w->now_ms,
-						   &idx, &gen) == 0)
-			caps_apply(c, cc, idx, gen);
+						   idle, &idx, &gen) == 0)
+			caps_apply(c, cc, idx, gen, 0);
 		else
-			cc->state = CC_NONE;
+			caps_none(c, cc);
 		free(h);
+		free(q);
+		return;
+	}
+	long long recent = res != NULL && PQntuples(res) > 0 &&
+		PQnfields(res) == 3 && !PQgetisnull(res, 0, 1) ?
+		atoll(PQgetvalue(res, 0, 1)) : 0;
+	if (recent >= (long long)w->cfg->caps_max_new_per_account_hour) {
+		/* F1/F2: one account cannot mint vers without end */
+		if (!cc->budget_logged)
+			log_info("caps of %s: %lld new caps vers of the "
+				 "account cached in the last hour "
+				 "(caps.max_new_per_account_hour): %s %s not "
+				 "queried", c->jid,
+				 recent, caps_algo_name(q->ref.algo),
+				 q->ref.ver);
+		cc->budget_logged = 1;
+		caps_drop_query(w, cc);
+		caps_none(c, cc);
 		free(q);
 		return;
 	}
@@ -307,7 +384,11 @@ static void caps_db_lookup(struct conn *c, struct caps_conn *cc)
 	char algo[32];
 	struct caps_db_req *q = calloc(1, sizeof(*q));
 	caps_db_algo(&cc->ref, algo, sizeof(algo));
-	const char *params[2] = { algo, cc->ref.ver };
+	size_t alen = strlen(c->user) + strlen(c->domain) + 2;
+	char *account = malloc(alen);
+	if (account != NULL)
+		snprintf(account, alen, "%s@%s", c->user, c->domain);
+	const char *params[3] = { algo, cc->ref.ver, account };
 	if (q != NULL) {
 		q->w = c->w;
 		q->conn_id = c->id;
@@ -315,14 +396,17 @@ static void caps_db_lookup(struct conn *c, struct caps_conn *cc)
 		q->ref = cc->ref;
 	}
 	cc->state = CC_DB;
-	if (q == NULL || c->w->db == NULL ||
-	    db_query(c->w->db, caps_lookup_sql, 2, params, NULL, NULL, 0,
+	if (q == NULL || account == NULL || c->w->db == NULL ||
+	    db_query(c->w->db, caps_lookup_sql, 3, params, NULL, NULL, 0,
 		     caps_db_result, q) < 0) {
+		free(account);
 		free(q);
 		cc->state = CC_PARKED;
 		caps_park(cc);
 		caps_send_query(c, cc);
+		return;
 	}
+	free(account);
 }
 
 static void caps_db_ignore(void *ctx, const PGresult *res, const char *error)
@@ -335,8 +419,8 @@ static void caps_db_ignore(void *ctx, const PGresult *res, const char *error)
 
 /* A text[] literal of the names: {"a","b"} with \ and " escaped. */
 static void caps_db_store(struct worker *w, const struct caps_ref *r,
-			  const char *const *names, const size_t *lens,
-			  unsigned n)
+			  const char *account, const char *const *names,
+			  const size_t *lens, unsigned n)
 {
 	struct buf lit;
 	char algo[32];
@@ -353,9 +437,9 @@ static void caps_db_store(struct worker *w, const struct caps_ref *r,
 	}
 	buf_append(&lit, "}", 2);       /* with the NUL */
 	caps_db_algo(r, algo, sizeof(algo));
-	const char *params[3] = { algo, r->ver, buf_head(&lit) };
+	const char *params[4] = { algo, r->ver, buf_head(&lit), account };
 	if (w->db != NULL)
-		db_query(w->db, caps_insert_sql, 3, params, NULL, NULL, 0,
+		db_query(w->db, caps_insert_sql, 4, params, NULL, NULL, 0,
 			 caps_db_ignore, NULL);
 	buf_free(&lit);
 }
@@ -368,10 +452,12 @@ static void caps_resolve(struct conn *c, struct caps_conn *cc)
 	int64_t timeout = (int64_t)c->w->cfg->caps_query_timeout;
 	int v = shm_caps_begin(c->w->shm->caps, cc->ref.algo,
 			       (uint8_t)cc->ref.v2, cc->ref.ver, c->w->now_ms,
-			       timeout, &idx, &gen);
+			       timeout,
+			       (int64_t)c->w->cfg->caps_idle_timeout,
+			       &idx, &gen);
 	switch (v) {
 	case SHM_CAPS_KNOWN:
-		caps_apply(c, cc, idx, gen);
+		caps_apply(c, cc, idx, gen, 0);
 		break;
 	case SHM_CAPS_ASK:
 		caps_unpark(cc);
@@ -387,9 +473,10 @@ static void caps_resolve(struct conn *c, struct caps_conn *cc)
 	default:                /* BAD (not asked again yet), FULL, -1 */
 		caps_unpark(cc);
 		if (cc->state != CC_APPLIED)
-			cc->state = CC_NONE;
+			caps_none(c, cc);
 		if (v != SHM_CAPS_FULL)
 			break;
+		cc->retry = 1;          /* the tick asks the table again */
 		if (c->w->now_ms - caps_full_log_ms < 60000) {
 			caps_full_quiet++;      /* a flood: one line a minute */
 			break;
@@ -467,6 +554,27 @@ static void caps_presence(struct conn *c, const struct xml_node *st,
 	caps_change(c, cc, &r);
 }
 
+/* F2: the names kept of a ver (in shm and caps_cache alike): none
+ * longer than a PEP node name may be (pep.max_id_length), at most
+ * caps.max_notify_bytes in all; *more_r set when some were dropped. */
+static unsigned caps_names_bound(struct worker *w, const char **names,
+				 size_t *lens, unsigned n, int *more_r)
+{
+	uint64_t total = 0;
+	unsigned k = 0;
+	for (unsigned i = 0; i < n; i++) {
+		if (lens[i] > w->cfg->pep_max_id_length ||
+		    total + lens[i] > w->cfg->caps_max_notify_bytes) {
+			*more_r = 1;
+			continue;
+		}
+		total += lens[i];
+		names[k] = names[i];
+		lens[k++] = lens[i];
+	}
+	return k;
+}
+
 /* The session's query got an error or timed out: it is not asked again
  * for 10x caps.query_timeout; its PENDING entry is freed, so the next
  * client with the ver is asked. */
@@ -525,20 +633,33 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 	int more;
 	unsigned n = caps_notify_names(q, names, lens, IPC_CAPS_NOTIFY_MAX,
 				       &more);
+	n = caps_names_bound(w, names, lens, n, &more);
 	if (more)
-		log_info("caps %s %s lists more than %u +notify nodes: the "
-			 "rest are ignored", caps_algo_name(r->algo), r->ver,
-			 IPC_CAPS_NOTIFY_MAX);
+		log_info("caps %s %s lists more than %u +notify nodes or "
+			 "%llu bytes of names (or names longer than a node "
+			 "name may be): the rest are ignored",
+			 caps_algo_name(r->algo), r->ver,
+			 IPC_CAPS_NOTIFY_MAX,
+			 (unsigned long long)w->cfg->caps_max_notify_bytes);
 	caps_hashes(w->shm->caps, names, lens, n, h);
 	cc->has_pend = 0;
 	if (shm_caps_verified(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
-			      h, n, w->now_ms, &idx, &gen) < 0) {
+			      h, n, w->now_ms,
+			      (int64_t)w->cfg->caps_idle_timeout, &idx,
+			      &gen) < 0) {
 		log_info("caps %s %s verified but not cached: table full",
 			 caps_algo_name(r->algo), r->ver);
 		return;
 	}
 	METRIC_INC(w->stats->caps_verified);
-	caps_db_store(w, r, names, lens, n);
+	struct conn *c = cc->c;
+	size_t alen = strlen(c->user) + strlen(c->domain) + 2;
+	char *account = malloc(alen);
+	if (account != NULL) {
+		snprintf(account, alen, "%s@%s", c->user, c->domain);
+		caps_db_store(w, r, account, names, lens, n);
+		free(account);
+	}
 }
 
 /* A result or error IQ to an account's bare JID.  It is an answer to
@@ -623,15 +744,9 @@ static int caps_loop_turn(struct worker *w, int64_t now_ms)
  * again (shared memory, caps_cache, else a query). */
 static void caps_reresolve(struct conn *c, struct caps_conn *cc)
 {
-	if (!cc->has_ref) {     /* restored from a saved word only */
-		cc->state = CC_NONE;
-		shm_session_set_caps(c->w->shm->sessions, c->sess_index,
-				     (uint16_t)c->w->slot, c->id, c->gen,
-				     0, 0);
-		return;
-	}
-	cc->state = CC_NONE;
-	caps_resolve(c, cc);
+	caps_none(c, cc);
+	if (cc->has_ref)        /* else restored from a saved word only */
+		caps_resolve(c, cc);
 }
 
 static void caps_tick(struct worker *w, int64_t now_ms)
@@ -659,9 +774,15 @@ static void caps_tick(struct worker *w, int64_t now_ms)
 		}
 		/* live sessions keep their entries from LRU eviction; one
 		 * whose entry went anyway is resolved again */
-		if (touch && cc->state == CC_APPLIED &&
+		if (touch && cc->held &&
 		    !shm_caps_touch(w->shm->caps, cc->idx, cc->gen16, now_ms))
 			caps_reresolve(cc->c, cc);
+		else if (touch && cc->retry && cc->has_ref &&
+			 (cc->state == CC_NONE ||
+			  cc->state == CC_APPLIED)) {
+			cc->retry = 0;  /* table was full: once a minute */
+			caps_resolve(cc->c, cc);
+		}
 	}
 	/* queries that timed out: the next parked client is asked */
 	caps_rerun_parked();
@@ -669,8 +790,14 @@ static void caps_tick(struct worker *w, int64_t now_ms)
 	 * query waiting for the link would hold the stop drain */
 	if (w->slot == 0 && w->db != NULL && db_is_up(w->db) &&
 	    !w->stopping && now_ms - caps_cleanup_ms > 3600 * 1000) {
+		char days[32], rows[32];
+		snprintf(days, sizeof(days), "%llu", (unsigned long long)
+			 (w->cfg->caps_cache_retention / 86400000));
+		snprintf(rows, sizeof(rows), "%u",
+			 w->cfg->caps_cache_max_rows);
+		const char *params[2] = { days, rows };
 		caps_cleanup_ms = now_ms;
-		db_query(w->db, caps_cleanup_sql, 0, NULL, NULL, NULL, 0,
+		db_query(w->db, caps_cleanup_sql, 2, params, NULL, NULL, 0,
 			 caps_db_ignore, NULL);
 	}
 }
@@ -684,6 +811,8 @@ static void caps_conn_free(struct conn *c)
 		return;
 	caps_unpark(cc);
 	caps_drop_query(c->w, cc);
+	if (cc->held && c->w->shm->caps != NULL)
+		shm_caps_unref(c->w->shm->caps, cc->idx, cc->gen16);
 	if (cc->aprev != NULL)
 		cc->aprev->anext = cc->anext;
 	else
@@ -698,12 +827,14 @@ static void caps_conn_free(struct conn *c)
 static uint32_t caps_session_save(const struct conn *c)
 {
 	const struct caps_conn *cc = c->caps;
-	if (cc == NULL || cc->state != CC_APPLIED)
+	if (cc == NULL || !cc->held)
 		return 0;
 	return (cc->idx + 1) << 16 | cc->gen16;
 }
 
-/* Resumed (XEP-0198, any worker): the caps the session had. */
+/* Resumed (XEP-0198, any worker): the caps the session had, as its
+ * old set: no caps_changed (review F5: no last items again; XEP-0163
+ * sends them on a new available presence, and a resumption is none). */
 static void caps_session_restore(struct conn *c, uint32_t word)
 {
 	struct session_info s;
@@ -715,7 +846,7 @@ static void caps_session_restore(struct conn *c, uint32_t word)
 	if (shm_session_get(c->w->shm->sessions, c->jid, &s) == 1)
 		c->sess_index = s.index;
 	cc->state = CC_NONE;
-	caps_apply(c, cc, (word >> 16) - 1, word & 0xffff);
+	caps_apply(c, cc, (word >> 16) - 1, word & 0xffff, 1);
 }
 
 int caps_session_wants(struct worker *w, const struct session_info *s,
@@ -731,7 +862,7 @@ int caps_session_wants(struct worker *w, const struct session_info *s,
 int caps_conn_wants(struct conn *c, const char *node)
 {
 	const struct caps_conn *cc = c->caps;
-	if (cc == NULL || cc->state != CC_APPLIED || c->w->shm->caps == NULL)
+	if (cc == NULL || !cc->held || c->w->shm->caps == NULL)
 		return 0;
 	uint64_t h = shm_caps_hash(c->w->shm->caps, node, strlen(node));
 	return shm_caps_wants(c->w->shm->caps, cc->idx, cc->gen16, h);
@@ -741,9 +872,12 @@ int caps_conn_wants(struct conn *c, const char *node)
 
 static const char *const caps_config[] = {
 	"caps.table_size", "caps.query_timeout",
-	"caps.max_changes_per_minute", NULL,
+	"caps.max_changes_per_minute", "caps.idle_timeout",
+	"caps.max_new_per_account_hour", "caps.max_notify_bytes",
+	"caps.cache_max_rows", "caps.cache_retention", NULL,
 };
-static const char *const caps_schema[] = { "008-caps.sql", NULL };
+static const char *const caps_schema[] = { "008-caps.sql",
+					   "014-caps-bounds.sql", NULL };
 
 const struct ext caps_ext = {
 	.name = "caps",

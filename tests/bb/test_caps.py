@@ -328,10 +328,221 @@ def test_unanswered_query_times_out():
         assert metric(s, "xmppd_caps_queries") == 2
 
 
+def made_ver(name, feats=()):
+    """A self-consistent caps ver of the client's own making (what an
+    attacker can mint at will) and the disco#info that answers it."""
+    feats = sorted([DISCO] + list(feats))
+    v = "client/pc//%s<%s" % (name, "".join(f + "<" for f in feats))
+    ver = base64.b64encode(hashlib.sha1(v.encode()).digest()).decode()
+    inner = ("<identity category='client' type='pc' name='%s'/>" % name
+             + "".join("<feature var='%s'/>" % f for f in feats))
+    return ver, inner
+
+
+def test_one_account_cannot_fill_the_table():
+    """Review F1: verified entries no live session holds are evicted
+    first, so a session minting and answering vers does not fill the
+    shared table (it was: nobody new got caps for a day); the new vers of
+    one account are bounded per hour (caps.max_new_per_account_hour, one
+    log line, all its sessions); an honest client's ver is asked while
+    the minting session is online and after it left."""
+    with Server(workers=1, users=USERS, overrides={
+            "caps.table_size": "16", "caps.max_changes_per_minute": "1000",
+            "caps.max_new_per_account_hour": "20"}) as s:
+        j = login(s, "juliet", "balcony")
+        # 20 made-up vers, each asked and answered right: more than the
+        # table holds, each one asked at once
+        for i in range(20):
+            ver, inner = made_ver("Evil %d" % i)
+            j.send(presence(ver))
+            qnode = "%s#%s" % (NODE, ver)
+            answer(j, expect_query(j, qnode), qnode, inner)
+            synced(j)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 20, what="verified")
+        wait_for(lambda: sql(s, "SELECT count(*) FROM caps_cache") == "20",
+                 what="caps_cache rows")
+        assert sql(s, "SELECT DISTINCT account FROM caps_cache") == "juliet@localhost"
+        # the 21st: not asked, one line; nor on another resource
+        ver, inner = made_ver("Evil 20")
+        j.send(presence(ver))
+        synced(j)
+        line = ("caps of juliet@localhost/balcony: 20 new caps vers of the "
+                "account cached in the last hour (caps.max_new_per_account_"
+                "hour): sha-1 %s not queried" % ver)
+        wait_for(lambda: line in s.log_text(), what="budget line")
+        j.quiet(0.3, want=query_rx(j, "%s#%s" % (NODE, ver)))
+        w = login(s, "juliet", "window", presence=presence(made_ver("Evil 21")[0]))
+        synced(w)
+        wait_for(lambda: "caps of juliet@localhost/window: 20 new caps vers"
+                 in s.log_text(), what="budget line of the other resource")
+        w.quiet(0.3, want=re.compile("<iq .*"))
+        assert metric(s, "xmppd_caps_queries") == 20
+        # romeo, honest, while juliet is online: asked and verified
+        r = login(s, "romeo", "orchard", presence=presence(PEPPY_VER))
+        qnode = "%s#%s" % (NODE, PEPPY_VER)
+        answer(r, expect_query(r, qnode), qnode, PEPPY)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 21, what="verified")
+        # juliet leaves; a new honest ver is asked too
+        j.close()
+        w.close()
+        node = "http://code.google.com/p/exodus"
+        r2 = login(s, "romeo", "garden", presence=presence(EXODUS_VER, node=node))
+        enode = "%s#%s" % (node, EXODUS_VER)
+        answer(r2, expect_query(r2, enode), enode, EXODUS)
+        wait_for(lambda: metric(s, "xmppd_caps_verified") == 22, what="verified")
+        assert "caps table full" not in s.log_text()
+
+
+def test_notify_names_bounded():
+    """Review F2: the +notify names kept of a ver (in the shared table and
+    in caps_cache alike): none longer than a node name may be
+    (pep.max_id_length), at most caps.max_notify_bytes in all; one log
+    line for the rest."""
+    with Server(workers=1, users=USERS, overrides={
+            "pep.max_id_length": "64", "caps.max_notify_bytes": "1K"}) as s:
+        long_name = "urn:example:" + "l" * 88                 # 100 bytes
+        names = ["urn:example:%02d:%s" % (i, "n" * 45) for i in range(20)]  # 60
+        feats = [long_name + "+notify"] + [n + "+notify" for n in names]
+        ver, inner = made_ver("Many", feats)
+        # in the answer: the long name first, then the 20 in order
+        inner = ("<identity category='client' type='pc' name='Many'/>"
+                 "<feature var='%s'/>" % DISCO
+                 + "".join("<feature var='%s'/>" % f for f in feats))
+        j = login(s, "juliet", "balcony", presence=presence(ver))
+        qnode = "%s#%s" % (NODE, ver)
+        answer(j, expect_query(j, qnode), qnode, inner)
+        wait_for(lambda: sql(s, "SELECT count(*) FROM caps_cache") == "1",
+                 what="caps_cache row")
+        # 17 x 60 = 1020 bytes fit in 1K
+        assert sql(s, "SELECT notify::text FROM caps_cache") == \
+            "{%s}" % ",".join(names[:17])
+        line = ("caps sha-1 %s lists more than 128 +notify nodes or 1024 "
+                "bytes of names (or names longer than a node name may be): "
+                "the rest are ignored" % ver)
+        assert s.log_text().count(line) == 1, s.log_text()[-2000:]
+
+
+def test_caps_cache_rows_bounded():
+    """Review F2: caps_cache keeps at most caps.cache_max_rows rows (the
+    least recently used go) and none unused for caps.cache_retention;
+    worker 0 deletes them hourly, the first time at start."""
+    with Server(workers=1, users=USERS, overrides={
+            "caps.cache_max_rows": "100", "caps.cache_retention": "240h"}) as s:
+        # 120 rows used 0..5 days ago, 5 used 9 days ago, 5 used 11 days ago
+        sql(s, "INSERT INTO caps_cache (algo, ver, notify, last_used) "
+            "SELECT '0115:sha-1', 'r' || i, '{}', current_date - (i % 6) "
+            "FROM generate_series(1, 120) i")
+        sql(s, "INSERT INTO caps_cache (algo, ver, notify, last_used) "
+            "SELECT '0115:sha-1', 'nine' || i, '{}', current_date - 9 "
+            "FROM generate_series(1, 5) i")
+        sql(s, "INSERT INTO caps_cache (algo, ver, notify, last_used) "
+            "SELECT '0115:sha-1', 'old' || i, '{}', current_date - 11 "
+            "FROM generate_series(1, 5) i")
+        restart(s)
+        wait_for(lambda: sql(s, "SELECT count(*) FROM caps_cache") == "100",
+                 what="caps_cache cleaned")
+        # the most recently used stay: every row of 0..3 days (80), and
+        # 20 of the 4-day-old ones; none of 5, 9 or 11 days
+        assert sql(s, "SELECT count(*) FROM caps_cache WHERE "
+                   "last_used >= current_date - 3") == "80"
+        assert sql(s, "SELECT count(*) FROM caps_cache WHERE "
+                   "last_used = current_date - 4") == "20"
+        assert sql(s, "SELECT count(*) FROM caps_cache WHERE "
+                   "last_used < current_date - 4") == "0"
+    with Server(workers=1, users=USERS, overrides={
+            "caps.cache_retention": "240h"}) as s:
+        sql(s, "INSERT INTO caps_cache (algo, ver, notify, last_used) "
+            "SELECT '0115:sha-1', 'v' || i, '{}', current_date - i "
+            "FROM generate_series(8, 12) i")
+        restart(s)
+        # unused more than 10 days: gone; 10 days or less: kept
+        wait_for(lambda: sql(s, "SELECT string_agg(ver, ',' ORDER BY ver) "
+                             "FROM caps_cache") == "v10,v8,v9",
+                 what="caps_cache retention")
+
+
+def test_resumption_sends_no_last_items():
+    """Review F5: an XEP-0198 resumption (here on the other worker) keeps
+    the session's caps but is no new available presence: no last item is
+    sent again.  The first stanza after <resumed/> is the answer to an
+    items request made after it through the same database link (the
+    last items would be read before it, and were, before the fix); a
+    publish afterwards still reaches the resumed session (caps kept)."""
+    from imlib import connect_on
+    from test_sm import USERS as SM_USERS, authed, resume, sm_login
+    pubsub = "http://jabber.org/protocol/pubsub"
+    sm = "urn:xmpp:sm:3"
+    jid = "juliet@localhost/b"
+
+    def event(item):
+        return re.compile(
+            re.escape("<message from='juliet@localhost' to='%s' type='headline' "
+                      "id='" % jid) + "pep-[0-9a-f-]+" + re.escape(
+                "'><event xmlns='%s#event'><items node='tiny'><item id='%s'>"
+                "<t xmlns='urn:example:t'/></item></items></event>" % (pubsub, item))
+            + "(<addresses xmlns='http://jabber.org/protocol/address'><address "
+            "type='replyto' jid='juliet@localhost/a'/></addresses>)?"
+            "(<delay xmlns='urn:xmpp:delay' stamp='[0-9TZ:-]+'/>)?</message>")
+
+    def upto(c, rx):
+        """Everything c read up to and with rx (a regex text)."""
+        return c.read_until(r"\A.*?" + rx)
+
+    with Server(workers=2, users=SM_USERS) as s:
+        a = connect_on(s, 0)
+        a.login("juliet", "pw1", resource="a")
+        a.send("<iq type='set' id='pt'><pubsub xmlns='%s'><publish node='tiny'>"
+               "<item id='1'><t xmlns='urn:example:t'/></item></publish></pubsub>"
+               "</iq>" % pubsub)
+        a.read_until("<iq [^>]*id='pt'[^>]*type='result'")
+        ver, inner = made_ver("R", ["tiny+notify"])
+        b = connect_on(s, 0)
+        b, _, smid = sm_login(s, "juliet", "b", client=b)
+        b.send(presence(ver))
+        got = upto(b, "<iq [^>]*type='get' id='caps-[^']*'>.*?</iq>")
+        qid = re.search("id='(caps-[^']*)'", got).group(1)
+        qnode = "%s#%s" % (NODE, ver)
+        b.send("<iq type='result' to='juliet@localhost' id='%s'><query xmlns='%s' "
+               "node='%s'>%s</query></iq>" % (qid, DISCO, qnode, inner))
+        # the last item, once (the caps are new), with its <delay/>
+        got += upto(b, event("1").pattern)
+        assert "<delay " in got
+        b.send("<iq type='get' id='s1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        got += upto(b, re.escape("<iq from='localhost' id='s1' to='%s' type='result'/>"
+                                 % jid))
+        # ack all b read, and see the ack taken (its <r/> answered after it)
+        h = len(re.findall(r"<(?:iq|message|presence)[ />]", got))
+        b.send("<a xmlns='%s' h='%d'/><r xmlns='%s'/>" % (sm, h, sm))
+        b.read_until("<a xmlns='%s' h='\\d+'/>" % sm)
+        b.sock.close()
+        wait_for(lambda: "kept for resumption" in s.log_text(), what="detached")
+        n = connect_on(s, 1)
+        authed(n, "juliet")
+        got = resume(n, smid, h)
+        assert re.fullmatch("<resumed xmlns='%s' h='\\d+' previd='%s'/>"
+                            % (sm, re.escape(smid)), got), got
+        n.send("<iq type='get' id='it1'><pubsub xmlns='%s'><items node='tiny'/>"
+               "</pubsub></iq>" % pubsub)
+        want = ("<iq from='juliet@localhost' id='it1' to='%s' type='result'>"
+                "<pubsub xmlns='%s'><items node='tiny'><item id='1'>"
+                "<t xmlns='urn:example:t'/></item></items></pubsub></iq>" % (jid, pubsub))
+        got = upto(n, re.escape(want))
+        assert got.replace("<r xmlns='%s'/>" % sm, "") == want, got
+        # the caps were kept: a new item is told at once (no <delay/>)
+        a.send("<iq type='set' id='p2'><pubsub xmlns='%s'><publish node='tiny'>"
+               "<item id='2'><t xmlns='urn:example:t'/></item></publish></pubsub>"
+               "</iq>" % pubsub)
+        got = upto(n, "<message .*?</message>")
+        assert got.replace("<r xmlns='%s'/>" % sm, "") and \
+            event("2").fullmatch(got.replace("<r xmlns='%s'/>" % sm, "")), got
+        assert "<delay " not in got, got
+
 if __name__ == "__main__":
     run_tests([checked(t) for t in [
         test_unknown_ver_queried_and_verified, test_xep0115_example_ver,
         test_poisoned_answer_not_cached, test_answer_only_from_own_resources,
         test_survives_restart, test_no_c_and_legacy, test_xep0390,
         test_made_up_vers_do_not_fill_the_table, test_unasked_answers_ignored,
-        test_known_vers_rate_limited, test_unanswered_query_times_out]])
+        test_known_vers_rate_limited, test_unanswered_query_times_out,
+        test_one_account_cannot_fill_the_table, test_notify_names_bounded,
+        test_caps_cache_rows_bounded, test_resumption_sends_no_last_items]])
