@@ -194,6 +194,9 @@ struct config {
 	/* worker/pep_compat.c (issue 13) */
 	unsigned pep_bookmarks_compat;  /* XEP-0402 #compat (bool) */
 	unsigned pep_vcard_conversion;  /* XEP-0398 (bool) */
+	/* worker/pep_remote.c (issue 13) */
+	unsigned pep_max_remote_recipients;     /* per account */
+	unsigned pep_remote_caps_queries_per_minute;    /* per worker */
 };
 
 struct config_def {

@@ -105,4 +105,14 @@ int caps_session_wants(struct worker *w, const struct session_info *s,
 /* The same for a local conn (its applied caps). */
 int caps_conn_wants(struct conn *c, const char *node);
 
+/* A disco#info answer q (from `from`, for the log) to a query for r
+ * that the server sent to a JID on another server (pep_remote.c, which
+ * checked that the query was its own).  Verified as a local client's:
+ * 1 when r is VERIFIED (now or before; *idx_r, *gen_r set, stored in
+ * shm and caps_cache), 0 when q does not match (one log line, the
+ * entry INVALID, nothing cached), -1 when it could not be stored. */
+int caps_answer_remote(struct worker *w, const struct xml_node *q,
+		       const struct caps_ref *r, const char *from,
+		       uint32_t *idx_r, uint32_t *gen_r);
+
 #endif

@@ -501,6 +501,10 @@ static void caps_mismatch(struct worker *w, struct caps_conn *cc,
 	}
 }
 
+static int caps_store(struct worker *w, const struct xml_node *q,
+		      const struct caps_ref *r, uint32_t *idx_r,
+		      uint32_t *gen_r);
+
 /* The answer q of cc's session to its query for r (checked). */
 static void caps_answer(struct worker *w, struct caps_conn *cc,
 			const struct xml_node *q, const struct caps_ref *r)
@@ -519,6 +523,16 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 		caps_mismatch(w, cc, r, ok < 0 ? error : "hash differs");
 		return;
 	}
+	cc->has_pend = 0;
+	caps_store(w, q, r, &idx, &gen);
+}
+
+/* A verified answer q for r into shm and caps_cache: 0, or -1 (table
+ * full, logged). */
+static int caps_store(struct worker *w, const struct xml_node *q,
+		      const struct caps_ref *r, uint32_t *idx_r,
+		      uint32_t *gen_r)
+{
 	const char *names[IPC_CAPS_NOTIFY_MAX];
 	size_t lens[IPC_CAPS_NOTIFY_MAX];
 	uint64_t h[IPC_CAPS_NOTIFY_MAX];
@@ -530,15 +544,38 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 			 "rest are ignored", caps_algo_name(r->algo), r->ver,
 			 IPC_CAPS_NOTIFY_MAX);
 	caps_hashes(w->shm->caps, names, lens, n, h);
-	cc->has_pend = 0;
 	if (shm_caps_verified(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
-			      h, n, w->now_ms, &idx, &gen) < 0) {
+			      h, n, w->now_ms, idx_r, gen_r) < 0) {
 		log_info("caps %s %s verified but not cached: table full",
 			 caps_algo_name(r->algo), r->ver);
-		return;
+		return -1;
 	}
 	METRIC_INC(w->stats->caps_verified);
 	caps_db_store(w, r, names, lens, n);
+	return 0;
+}
+
+int caps_answer_remote(struct worker *w, const struct xml_node *q,
+		       const struct caps_ref *r, const char *from,
+		       uint32_t *idx_r, uint32_t *gen_r)
+{
+	const char *error = NULL;
+	if (w->shm->caps == NULL)
+		return -1;
+	if (shm_caps_lookup(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+			    idx_r, gen_r) == IPC_CAPS_VERIFIED)
+		return 1;
+	int ok = caps_verify(q, r, &error);
+	if (ok != 1) {
+		log_info("caps answer of %s for %s %s refused (%s): not cached",
+			 from, caps_algo_name(r->algo), r->ver,
+			 ok < 0 ? error : "hash differs");
+		METRIC_INC(w->stats->caps_mismatch);
+		shm_caps_invalid(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+				 w->now_ms);
+		return 0;
+	}
+	return caps_store(w, q, r, idx_r, gen_r) == 0 ? 1 : -1;
 }
 
 /* A result or error IQ to an account's bare JID.  It is an answer to
