@@ -203,7 +203,10 @@ def test_who_gets_nothing():
         assert rows(s, "to@%s/t" % GW) == 1
         jp.expect(pub(jp, TUNE_NS, TUNE2, "s2", iq_id="p2"))
         quiet(gw, 0.5)
-        # the 'to' contact is granted a subscription: its last items now
+        # the 'to' contact asks for a subscription and is granted it:
+        # its last items now
+        gw.send("<presence from='to@%s' to='%s' type='subscribe'/>" % (GW, J))
+        jp.expect("<presence from='to@%s' to='%s' type='subscribe'/>" % (GW, J))
         jp.send("<presence to='to@%s' type='subscribed'/>" % GW)
         gw.expect(re.compile(re.escape("<presence to='to@%s' type='subscribed' from='%s'/>"
                                        % (GW, J))))
