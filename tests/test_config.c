@@ -261,6 +261,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.max_id_length", CONFIG_F_RELOADABLE },
 	{ "pep.bookmarks_compat", CONFIG_F_RELOADABLE },
 	{ "pep.vcard_conversion", CONFIG_F_RELOADABLE },
+	{ "pep.max_remote_recipients", CONFIG_F_RELOADABLE },
+	{ "pep.remote_caps_queries_per_minute", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

@@ -290,7 +290,8 @@ static void pn_contacts_result(void *ctx, const PGresult *res,
 		}
 		/* (c) a full JID on another server (pep_remote.c) */
 		const char *full = PQgetvalue(res, i, 1);
-		if (pep_remote_wants(e->w, PQgetvalue(res, i, 2),
+		if (e->w->cfg->pep_max_remote_recipients > 0 &&
+		    pep_remote_wants(e->w, PQgetvalue(res, i, 2),
 				     PQgetvalue(res, i, 3), e->node) &&
 		    pn_text(&b, e, full) == 0)
 			pep_remote_route(e->w, buf_head(&b), buf_used(&b));
