@@ -614,11 +614,13 @@ static void pr_iq_result(struct worker *w, const struct xml_node *st,
 		log_info("pep: caps answer of %s came too late, ignored", from);
 		return;
 	}
-	/* verified here; the row that asked (parked on the worker that
-	 * sent the query) and any waiting for the same ver see VERIFIED
-	 * at their worker's next tick and get their last items */
+	/* verified here; the rows parked on this worker for the ver get
+	 * their last items now, those parked on other workers (the one
+	 * that sent the query, when the answer came through another
+	 * worker's stream) at their next tick */
 	uint32_t idx, gen;
-	caps_answer_remote(w, q, &r, from, &idx, &gen);
+	if (caps_answer_remote(w, q, &r, from, &idx, &gen) == 1)
+		pr_tick(w, w->now_ms);  /* this worker's at once */
 }
 
 /* ---- bounces, subscriptions -------------------------------------------- */

@@ -258,8 +258,10 @@ def test_recipient_cap():
         gw = Remote(s)
         roster(s, J, BOT, "both")
         jp = join(s, "juliet", "pub", WANTS_TUNE)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s0", iq_id="p0"))
         ver, inner = rcaps(WANTS_TUNE)
         bot_online(s, gw, ver, inner)
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s0", TUNE), delay=True))
         gw.send(rpresence(BOT + "/y", ver))
         wait_for(lambda: "remote recipients of juliet@localhost full (1): "
                  "bot@gw.localhost/y gets no events" in s.log_text(), what="log line")
