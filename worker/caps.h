@@ -63,6 +63,13 @@ int caps_parse_presence(const struct xml_node *presence,
  * 0, or -1 when out is too small. */
 int caps_query_node(const struct caps_ref *r, char *out, size_t size);
 
+/* The reverse of caps_query_node for a query whose algorithm and
+ * version the caller knows (pep_remote.c: from its query id): *r from
+ * node.  0, or -1 when node is not of that form or the ver is not
+ * 1..CAPS_VER_MAX base64 characters. */
+int caps_node_parse(const char *node, enum caps_algo algo, int v2,
+		    struct caps_ref *r);
+
 /* The hash input of a disco#info <query/>: the XEP-0115 section 5.1
  * verification string (with the section 5.4 checks), or the XEP-0390
  * section 4.1 octets.  0, or -1 with *error_r (static) when the answer

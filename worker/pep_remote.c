@@ -543,36 +543,6 @@ static void pr_presence(struct worker *w, const struct xml_node *st,
 
 /* ---- answers to our caps queries --------------------------------------- */
 
-/* The ref a query node names (0115 "NODE#VER", 0390
- * "urn:xmpp:caps#ALGO.VER"), with algo and v2 from the id. */
-static int pr_node_ref(const char *node, int algo, int v2,
-		       struct caps_ref *r)
-{
-	memset(r, 0, sizeof(*r));
-	r->algo = (enum caps_algo)algo;
-	r->v2 = v2;
-	const char *ver;
-	if (v2) {
-		const char *name = caps_algo_name(r->algo);
-		size_t p = strlen("urn:xmpp:caps#");
-		if (strncmp(node, "urn:xmpp:caps#", p) != 0 ||
-		    strncmp(node + p, name, strlen(name)) != 0 ||
-		    node[p + strlen(name)] != '.')
-			return -1;
-		ver = node + p + strlen(name) + 1;
-	} else {
-		const char *hash = strrchr(node, '#');
-		if (hash == NULL || (size_t)(hash - node) > CAPS_NODE_MAX)
-			return -1;
-		memcpy(r->node, node, (size_t)(hash - node));
-		ver = hash + 1;
-	}
-	if (*ver == '\0' || strlen(ver) > CAPS_VER_MAX)
-		return -1;
-	strcpy(r->ver, ver);
-	return 0;
-}
-
 static void pr_iq_result(struct worker *w, const struct xml_node *st,
 			 const char *bare)
 {
@@ -598,7 +568,8 @@ static void pr_iq_result(struct worker *w, const struct xml_node *st,
 	const char *node = q != NULL ? xml_attr(q, "node") : NULL;
 	char head[64], mac[17];
 	struct caps_ref r;
-	if (node == NULL || pr_node_ref(node, algo, v2, &r) < 0) {
+	if (node == NULL ||
+	    caps_node_parse(node, (enum caps_algo)algo, v2, &r) < 0) {
 		log_info("pep: caps answer of %s: not the node asked", from);
 		return;
 	}
