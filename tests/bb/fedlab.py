@@ -534,6 +534,7 @@ modules:
   mod_blocking: {{}}
   mod_privacy: {{}}
 {dialback}
+{extra}
 """
 
 EJABBERDCTL_CFG = """\
@@ -568,8 +569,9 @@ class EjabberdServer(_Anchor):
     system_user = "ejabberd"
 
     def __init__(self, lab, domain, addr=None, secure=True, cert_kind=None,
-                 users=()):
+                 users=(), modules=""):
         super().__init__(lab, domain, addr, secure, cert_kind, users)
+        self.modules = modules      # more lines under modules: (YAML)
         self.node = "fedlab%s@localhost" % secrets.token_hex(4)
         self.dist_port = free_port()
         self.cookie = secrets.token_hex(16)
@@ -583,7 +585,8 @@ class EjabberdServer(_Anchor):
                 domain=self.domain, cert=self.cert_file, key=self.key_file,
                 ca=self.lab.ca_file, addr=self.addr, c2s_port=self.c2s_port,
                 s2s_port=self.s2s_port,
-                dialback="" if self.secure else "  mod_s2s_dialback: {}"))
+                dialback="" if self.secure else "  mod_s2s_dialback: {}",
+                extra=self.modules))
         p = os.path.join(self.dir, "ejabberdctl.cfg")
         with open(p, "w") as f:
             f.write(EJABBERDCTL_CFG.format(node=self.node, dir=self.dir,

@@ -1,12 +1,13 @@
 """PEP (XEP-0163) across servers with a real peer, in the federation lab
 (tests/bb/fedlab.py): carol@xmppd.test and dave@prosody.test (Debian's
-Prosody 0.12 with mod_pep), both on slixmpp with xep_0115 caps whose
+Prosody 0.12 with mod_pep), then dave@ejabberd.test (ejabberd 23.01 with
+mod_pubsub plugins flat, pep and mod_caps), both on slixmpp with xep_0115 caps whose
 features hold tune+notify, become mutual contacts; each publishes a
 tune (XEP-0118) and the other's client gets it as a PEP event from the
 publisher's bare JID; then each reconnects and gets the other's last
 tune again (xmppd: remote caps over s2s, pep_remote_presence, last
 items to a remote full JID; Prosody: our events and our caps answers).
-Skips when prosody or slixmpp is missing.  Needs XMPPD_TEST_PGCONN.
+Each skips when its server or slixmpp is missing.  Needs XMPPD_TEST_PGCONN.
 """
 import asyncio
 import os
@@ -16,9 +17,16 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import run_tests  # noqa: E402
 
+EJABBERD_PEP = ("  mod_caps: {}\n"
+                "  mod_pubsub:\n"
+                "    plugins:\n"
+                "      - flat\n"
+                "      - pep\n")
+
 try:
     import fedlab  # noqa: E402
-    from fedlab import Lab, ProsodyServer, User, befriend, run_async  # noqa: E402
+    from fedlab import (Lab, ProsodyServer, EjabberdServer, User,  # noqa: E402
+                        befriend, run_async)
 except ImportError as e:           # slixmpp missing
     fedlab = None
     MISSING = str(e)
@@ -61,6 +69,7 @@ if fedlab is not None:
 
 
 def pep_both_ways(lab, x, p):
+    """carol@xmppd and dave@peer: tunes both ways, then last items."""
     async def scenario():
         c = await PepUser(x, "carol", "c4rol-pw").online()
         d = await PepUser(p, "dave", "d4ve-pw").online()
@@ -83,23 +92,25 @@ def pep_both_ways(lab, x, p):
             await d["xep_0118"].publish_tune(artist="Dave's band", title="t2")
             await c.until(lambda: [e for e in c.tunes_from(D) if e[3] == "Dave's band"],
                           30, "dave's tune at carol (prosody -> xmppd)")
-            # reconnect: each gets the other's last tune again
+            # reconnect: each gets the other's last tune again (dave
+            # stays online meanwhile: ejabberd sends no PEP of an
+            # offline account, ignore_pep_from_offline)
             await d.offline()
             d2 = await PepUser(p, "dave", "d4ve-pw", resource="lab2").online()
             try:
                 await d2.until(lambda: [e for e in d2.tunes_from(C)
                                         if e[3] == "Carol's band"],
                                30, "carol's last tune at dave's new resource")
+                await c.offline()
+                c2 = await PepUser(x, "carol", "c4rol-pw", resource="lab2").online()
+                try:
+                    await c2.until(lambda: [e for e in c2.tunes_from(D)
+                                            if e[3] == "Dave's band"],
+                                   30, "dave's last tune at carol's new resource")
+                finally:
+                    await c2.offline()
             finally:
                 await d2.offline()
-            await c.offline()
-            c2 = await PepUser(x, "carol", "c4rol-pw", resource="lab2").online()
-            try:
-                await c2.until(lambda: [e for e in c2.tunes_from(D)
-                                        if e[3] == "Dave's band"],
-                               30, "dave's last tune at carol's new resource")
-            finally:
-                await c2.offline()
         finally:
             await c.offline()
             await d.offline()
@@ -128,5 +139,29 @@ def test_prosody_pep_both_ways():
         assert "refused" not in xlog, xlog[-3000:]
 
 
+def test_ejabberd_pep_both_ways():
+    if fedlab is None:
+        print("# skip: %s" % MISSING)
+        return
+    if shutil.which("ejabberdctl") is None:
+        print("# skip: ejabberd is not installed")
+        return
+    with Lab() as lab:
+        x = lab.xmppd("xmppd.test", workers=2, users=[("carol@xmppd.test", "c4rol-pw")])
+        e = EjabberdServer(lab, "ejabberd.test", users=[("dave", "d4ve-pw")],
+                           modules=EJABBERD_PEP)
+        lab.start()
+        try:
+            pep_both_ways(lab, x, e)
+        except BaseException:
+            print("---- xmppd log ----\n" + x.log_text()[-6000:])
+            print("---- ejabberd log ----\n" + e.log_text()[-6000:])
+            raise
+        xlog = x.log_text()
+        assert "refused" not in xlog, xlog[-3000:]
+
+
 if __name__ == "__main__":
-    run_tests([test_prosody_pep_both_ways])
+    only = sys.argv[1:]
+    run_tests([t for t in [test_prosody_pep_both_ways, test_ejabberd_pep_both_ways]
+               if not only or t.__name__ in only])
