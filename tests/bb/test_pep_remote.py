@@ -14,7 +14,10 @@ last items when the account approves the contact; pubsub requests from a
 remote JID get the access-model answers of a local requester (items,
 publish forbidden, disco); a remote PEP service's headline events to the
 bare JID reach every resource with priority >= 0 and are not stored
-offline or archived.  Needs XMPPD_TEST_PGCONN.
+offline or archived.  test_over_s2s_streams runs the main path over
+real s2s streams (fakeserver.py for xmppd's outgoing link, test_s2s_in's
+Peer for the incoming one, SASL EXTERNAL both ways), exact XML.
+Needs XMPPD_TEST_PGCONN.
 """
 import base64
 import hashlib
@@ -32,6 +35,9 @@ from test_pep_notify import (EVENT, TUNE, TUNE2, TUNE_NS, WANTS_NOTHING,  # noqa
 from test_pep_store import ERRORS, PUBSUB, STANZAS, items_of, ps  # noqa: E402
 from test_presence_remote import GW, SECRET, Remote, running  # noqa: E402
 from test_storage import sql  # noqa: E402
+from dnslab import DnsLab  # noqa: E402
+from fakeserver import FakeServer, STARTTLS_REQUIRED, features_auth  # noqa: E402
+from test_s2s_in import NS_SASL, Peer, pki  # noqa: E402
 
 DISCO = "http://jabber.org/protocol/disco#info"
 CAPS_NODE = "https://gw.localhost/caps"
@@ -340,10 +346,103 @@ def test_remote_events_to_local_resources():
         assert sql(s, "SELECT count(*) FROM mam_messages").strip() == "0"
 
 
+# ---- over real s2s streams (fakeserver.py, test_s2s_in.Peer) ----------------
+
+RX = "remote.example"           # test_s2s_in's certificates
+ROMEO = "romeo@%s/x" % RX
+
+
+def out_header():
+    return ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+            "xmlns:stream='http://etherx.jabber.org/streams' "
+            "xmlns:db='jabber:server:dialback' from='localhost' to='%s' "
+            "version='1.0' xml:lang='en'>" % RX)
+
+
+def outgoing_link(fake):
+    """xmppd dials remote.example: STARTTLS, SASL EXTERNAL (as
+    test_s2s_out.py external()), the restarted stream."""
+    peer = fake.accept()
+    assert peer.read_header() == out_header()
+    peer.send_header(RX, features=STARTTLS_REQUIRED)
+    peer.expect_next("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    peer.proceed_tls()
+    assert peer.read_header() == out_header()
+    peer.send_header(RX, features=features_auth(external=True, dialback=True))
+    peer.expect_next("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>"
+                     % (NS_SASL, base64.b64encode(b"localhost").decode()))
+    peer.send("<success xmlns='%s'/>" % NS_SASL)
+    assert peer.read_header() == out_header()
+    peer.send_header(RX, features=features_auth(external=False, dialback=True))
+    return peer
+
+
+def next_on(peer, pattern):
+    """The next stanza other than presence (juliet's broadcasts and
+    probes) on xmppd's stream matches pattern exactly: the match."""
+    m = peer.read_until(pattern)
+    skipped = m.string[:m.start()].decode()
+    assert re.fullmatch(r"(<presence [^>]*?(/>|>.*?</presence>))*", skipped, re.S), \
+        "before %r: %r" % (pattern, skipped)
+    return m
+
+
+def test_over_s2s_streams():
+    """The same path on real s2s streams, exact XML: romeo@remote.example
+    sends presence with caps over an incoming stream (SASL EXTERNAL);
+    xmppd dials remote.example and asks for his caps from juliet's bare
+    JID; his answer comes back on the incoming stream; the last item
+    (with <delay/>) and a live event go out on the outgoing one; his
+    cancel bounce ends it, with no error in return."""
+    fake = FakeServer(cert=pki()[RX])
+    dns = DnsLab(local=("example",))
+    dns.srv("_xmpp-server._tcp.%s" % RX, "xmpp.%s" % RX, fake.port)
+    dns.host("xmpp.%s" % RX, "127.0.0.1")
+    dns.start()
+    o = {"s2s.ca_file": pki()["ca"], "s2s.dns_servers": dns.server}
+    try:
+        with running(Server(workers=2, users=USERS, s2s=True, overrides=o)) as s:
+            roster(s, J, "romeo@" + RX, "both")
+            jp = join(s, "juliet", "pub", WANTS_TUNE, worker=0)
+            jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+            inc = Peer(s)
+            inc.authenticated()
+            ver, inner = rcaps(WANTS_TUNE, name="S2S")
+            inc.send("<presence from='%s' to='%s'><c xmlns='http://jabber.org/protocol/caps' "
+                     "hash='sha-1' node='%s' ver='%s'/></presence>" % (ROMEO, J, CAPS_NODE, ver))
+            peer = outgoing_link(fake)
+            rx = query_rx(J, ROMEO, ver)
+            iq_id = next_on(peer, rx.pattern).group(1).decode()
+            inc.send("<iq from='%s' to='%s' type='result' id='%s'><query xmlns='%s' "
+                     "node='%s#%s'>%s</query></iq>" % (ROMEO, J, iq_id, DISCO, CAPS_NODE,
+                                                       ver, inner))
+            last = event_rx(ROMEO, item_body(TUNE_NS, "s1", TUNE), delay=True)
+            next_on(peer, last.pattern)
+            jp.expect(pub(jp, TUNE_NS, TUNE2, "s2", iq_id="p2"))
+            live = event_rx(ROMEO, item_body(TUNE_NS, "s2", TUNE2), jp.jid)
+            ev_id = next_on(peer, live.pattern).group(1).decode()
+            inc.send("<message from='%s' to='%s' type='error' id='%s'><error type='cancel'>"
+                     "<item-not-found xmlns='%s'/></error></message>"
+                     % (ROMEO, J, ev_id, STANZAS))
+            wait_for(lambda: rows(s, ROMEO) == 0, what="row deleted")
+            jp.expect(pub(jp, TUNE_NS, TUNE, "s3", iq_id="p3"))
+            # nothing more on the outgoing stream: a ping of ours shows
+            # what comes next
+            jp.send("<message to='romeo@%s' id='m1' type='chat'><body>hi</body></message>"
+                    % RX)
+            next_on(peer, r"<message to='romeo@remote\.example' id='m1' type='chat' "
+                                r"from='juliet@localhost/pub'><body>hi</body>"
+                                r"(<stanza-id [^>]*/>)?</message>")
+    finally:
+        fake.close()
+        dns.stop()
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([checked(t) for t in [
         test_remote_recipient_lifecycle, test_who_gets_nothing,
         test_poisoned_and_forged_answers, test_recipient_cap,
-        test_remote_requester_access, test_remote_events_to_local_resources]
+        test_remote_requester_access, test_remote_events_to_local_resources,
+        test_over_s2s_streams]
         if not only or t.__name__ in only])
