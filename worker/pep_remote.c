@@ -560,14 +560,17 @@ static void pr_iq_result(struct worker *w, const struct xml_node *st,
 		log_debug("pep: answer of %s with id %s: not ours", from, id);
 		return;
 	}
-	if (strcmp(type, "error") == 0) {
-		log_info("pep: caps query to %s answered with an error", from);
-		return;
-	}
 	const struct xml_node *q = xml_child(st, NS_DISCO_INFO, "query");
 	const char *node = q != NULL ? xml_attr(q, "node") : NULL;
 	char head[64], mac[17];
 	struct caps_ref r;
+	if (strcmp(type, "error") == 0) {
+		/* an error need not carry the query: nothing to check it
+		 * against, so it changes nothing (the PENDING entry times
+		 * out and the ver is asked of the next JID that has it) */
+		log_info("pep: caps query to %s answered with an error", from);
+		return;
+	}
 	if (node == NULL ||
 	    caps_node_parse(node, (enum caps_algo)algo, v2, &r) < 0) {
 		log_info("pep: caps answer of %s: not the node asked", from);
@@ -580,7 +583,10 @@ static void pr_iq_result(struct worker *w, const struct xml_node *st,
 			 "ours to it, ignored", from, id);
 		return;
 	}
-	if ((int64_t)t > w->now_ms ||
+	/* the id's time is the sending worker's loop clock (monotonic,
+	 * one for the machine; another worker's loop turn may have
+	 * started a moment before the query was sent) */
+	if ((int64_t)t > w->now_ms + 5000 ||
 	    w->now_ms - (int64_t)t > (int64_t)w->cfg->caps_query_timeout) {
 		log_info("pep: caps answer of %s came too late, ignored", from);
 		return;

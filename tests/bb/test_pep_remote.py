@@ -6,7 +6,7 @@ would get.  Covered: a remote contact's presence with XEP-0115 caps ->
 our disco#info query from the account's bare JID -> its answer -> the
 account's last items (with <delay/>) to that full JID; live events with
 replyto; a known ver needs no query; a caps answer that does not match
-(poisoning), a forged answer and a late one are not used; an error bounce
+(poisoning) and a forged answer are not used; an error bounce
 (cancel / <gone/>) ends the events, other errors do not, and nothing
 answers an error; unavailable ends them; 'to'-only contacts and JIDs
 without interest get nothing; the cap pep.max_remote_recipients;
@@ -192,7 +192,9 @@ def test_remote_recipient_lifecycle():
 
 def test_who_gets_nothing():
     """A remote JID whose caps lack NODE+notify, a 'to'-only contact and a
-    stranger get no events; a stranger's presence is not recorded."""
+    stranger get no events; a stranger's presence is not recorded; the
+    'to' contact granted a subscription gets the last item at once; caps
+    changed to ones with NODE+notify bring the last item, once."""
     with server(workers=1) as s:
         gw = Remote(s)
         roster(s, J, BOT, "both")
@@ -217,6 +219,13 @@ def test_who_gets_nothing():
         gw.expect(re.compile(re.escape("<presence to='to@%s' type='subscribed' from='%s'/>"
                                        % (GW, J))))
         gw.expect(event_rx("to@%s/t" % GW, item_body(TUNE_NS, "s2", TUNE2), delay=True))
+        quiet(gw, 0.3)
+        # bot's caps change to a ver (known) whose notify set adds the
+        # tune: the last tune now, once
+        gw.send(rpresence(BOTX, ver))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s2", TUNE2), delay=True))
+        gw.send(rpresence(BOTX, ver))
+        quiet(gw, 0.5)
 
 
 def test_poisoned_and_forged_answers():
