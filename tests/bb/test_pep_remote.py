@@ -355,6 +355,55 @@ def test_remote_events_to_local_resources():
         assert sql(s, "SELECT count(*) FROM mam_messages").strip() == "0"
 
 
+def ecaps2(features, name="Remote2"):
+    """XEP-0390 sha-256 ver and disco#info of features (section 4.1)."""
+    def unit(x):
+        return x.encode() + b"\x1f"
+    feats = [DISCO] + features
+    data = (b"".join(sorted(unit(f) for f in feats)) + b"\x1c" + unit("client")
+            + unit("pc") + unit("") + unit(name) + b"\x1e" + b"\x1c" + b"\x1c")
+    ver = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    inner = "<identity category='client' name='%s' type='pc'/>" % name + "".join(
+        "<feature var='%s'/>" % f for f in feats)
+    return ver, inner
+
+
+def test_xep0390_and_query_bound():
+    """A remote JID with XEP-0390 caps is asked node
+    urn:xmpp:caps#sha-256.VER and gets the last item once verified;
+    pep.remote_caps_queries_per_minute bounds the queries a worker sends:
+    past it an unknown ver is not asked (one log line), its JID gets no
+    events."""
+    with server(workers=1, overrides={"pep.remote_caps_queries_per_minute": "1"}) as s:
+        gw = Remote(s)
+        roster(s, J, BOT, "both")
+        roster(s, J, "ann@" + GW, "both")
+        jp = join(s, "juliet", "pub", WANTS_TUNE)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ver, inner = ecaps2(WANTS_TUNE)
+        gw.send("<presence from='%s' to='%s'><c xmlns='urn:xmpp:caps'><hash "
+                "xmlns='urn:xmpp:hashes:2' algo='sha-256'>%s</hash></c></presence>"
+                % (BOTX, J, ver))
+        qnode = "urn:xmpp:caps#sha-256.%s" % ver
+        rx = re.compile(re.escape("<iq from='%s' to='%s' type='get' id='" % (J, BOTX))
+                        + r"(pepr-2-1-[0-9a-f]+-[0-9a-f]{16})"
+                        + re.escape("'><query xmlns='%s' node='%s'/></iq>" % (DISCO, qnode)))
+        iq_id = rx.fullmatch(gw.expect(rx)).group(1)
+        gw.send("<iq from='%s' to='%s' type='result' id='%s'><query xmlns='%s' node='%s'>"
+                "%s</query></iq>" % (BOTX, J, iq_id, DISCO, qnode, inner))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        assert sql(s, "SELECT caps_algo FROM pep_remote_presence") == "0390:sha-256"
+        # a second unknown ver within the minute: not asked
+        ver2, _ = rcaps(WANTS_TUNE, name="Other")
+        gw.send(rpresence("ann@%s/a" % GW, ver2))
+        wait_for(lambda: "caps queries to other servers in a minute" in s.log_text(),
+                 what="log line")
+        quiet(gw, 0.5)
+        jp.expect(pub(jp, TUNE_NS, TUNE2, "s2", iq_id="p2"))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s2", TUNE2), jp.jid))
+        quiet(gw, 0.5)
+
+
 # ---- over real s2s streams (fakeserver.py, test_s2s_in.Peer) ----------------
 
 RX = "remote.example"           # test_s2s_in's certificates
@@ -453,5 +502,5 @@ if __name__ == "__main__":
         test_remote_recipient_lifecycle, test_who_gets_nothing,
         test_poisoned_and_forged_answers, test_recipient_cap,
         test_remote_requester_access, test_remote_events_to_local_resources,
-        test_over_s2s_streams]
+        test_xep0390_and_query_bound, test_over_s2s_streams]
         if not only or t.__name__ in only])
