@@ -69,6 +69,7 @@ struct pr_job {
 	char full[IPC_JID_MAX + 1];
 	struct caps_ref ref;
 	int has_old;                    /* changed: the previous caps */
+	int quiet;                      /* resolve only: no last items */
 	struct caps_ref old;
 	int64_t deadline;               /* parked */
 };
@@ -232,6 +233,9 @@ static int pr_wants(struct worker *w, const char *key, const char *ver,
 	uint64_t h = shm_caps_hash(t, node, strlen(node));
 	if (!shm_caps_wants(t, idx, (uint16_t)gen, h))
 		return 0;
+	/* in use: not evicted as idle (local sessions' entries are
+	 * touched by caps_ext.c's tick) */
+	shm_caps_touch(t, idx, (uint16_t)gen, w->now_ms);
 	if (old != NULL && shm_caps_lookup(t, old->algo, (uint8_t)old->v2,
 					   old->ver, &idx, &gen) ==
 	    IPC_CAPS_VERIFIED && shm_caps_wants(t, idx, (uint16_t)gen, h))
@@ -310,6 +314,8 @@ static void pr_last(struct worker *w, const struct caps_ref *r,
 /* j's caps are VERIFIED: its last items. */
 static void pr_known(struct pr_job *j)
 {
+	if (j->quiet)
+		return;
 	pr_last(j->w, &j->ref, j->user, j->domain, j->full, NULL,
 		j->has_old ? &j->old : NULL);
 }
@@ -480,6 +486,17 @@ static void pr_upsert_result(void *ctx, const PGresult *res,
 	} else if (strcmp(status, "new") == 0) {
 		pr_resolve(j);
 		return;
+	} else if (strcmp(status, "same") == 0 && j->w->shm->caps != NULL) {
+		/* its ver left the shared table (evicted while no local
+		 * session used it): known again, no last items twice */
+		uint32_t idx, gen;
+		if (shm_caps_lookup(j->w->shm->caps, j->ref.algo,
+				    (uint8_t)j->ref.v2, j->ref.ver, &idx,
+				    &gen) != IPC_CAPS_VERIFIED) {
+			j->quiet = 1;
+			pr_resolve(j);
+			return;
+		}
 	}
 	free(j);
 }
