@@ -484,6 +484,12 @@ def test_over_s2s_streams():
                      % (ROMEO, J, ev_id, STANZAS))
             wait_for(lambda: rows(s, ROMEO) == 0, what="row deleted")
             jp.expect(pub(jp, TUNE_NS, TUNE, "s3", iq_id="p3"))
+            # his items request over s2s: the answer of a from/both
+            # contact, on the outgoing stream
+            inc.send("<iq from='%s' to='%s' type='get' id='g1'>%s</iq>"
+                     % (ROMEO, J, ps("<items node='%s'/>" % TUNE_NS)))
+            next_on(peer, re.escape("<iq from='%s' id='g1' to='%s' type='result'>%s</iq>"
+                                    % (J, ROMEO, items_of(TUNE_NS, [("s3", TUNE)]))))
             # nothing more on the outgoing stream: a ping of ours shows
             # what comes next
             jp.send("<message to='romeo@%s' id='m1' type='chat'><body>hi</body></message>"
