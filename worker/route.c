@@ -14,6 +14,9 @@
  * headlines (ignored for a resource not online, section 8.5.3.2.1).  A full outbox to another
  * worker bounces the stanza with resource-constraint (type wait).  A
  * message to an account loses XEP-0280 <private/> here (section 9).
+ * A presence from another domain to an account's bare JID (not a
+ * subscription stanza or probe) is also shown to the extensions after
+ * delivery (presence_to_account: XEP-0163 remote recipients).
  * Failure policy: never silence where an error is due.
  */
 #include "worker.h"
