@@ -11,7 +11,11 @@
  *    and an ill-formed answer always names its reason;
  *  - the answer's hash verifies against itself (caps_verify with the
  *    computed ver is 1) for both versions and every algorithm;
- *  - +notify names are non-empty, at most the max asked for.
+ *  - +notify names are non-empty, at most the max asked for;
+ *  - caps_node_parse (the node of an answer to a query sent to another
+ *    server, pep_remote.c) is the exact reverse of caps_query_node: a
+ *    parsed <c/>'s query node reads back as the same ref, and a node
+ *    that parses is rebuilt byte for byte.
  * Input: one XML element: a <presence/>, an <iq/> (its first child is
  * the payload) or a disco#info <query/>.
  */
@@ -39,6 +43,30 @@ static void fuzz_presence(const struct xml_node *p)
 	FUZZ_CHECK(r.v2 || r.node[0] != '\0', "0115 without node");
 	FUZZ_CHECK(caps_query_node(&r, node, sizeof(node)) == 0,
 		   "query node does not fit");
+	struct caps_ref back;
+	FUZZ_CHECK(caps_node_parse(node, r.algo, r.v2, &back) == 0,
+		   "query node %s does not parse back", node);
+	FUZZ_CHECK(strcmp(back.ver, r.ver) == 0 && back.algo == r.algo &&
+		   back.v2 == r.v2 && (r.v2 || strcmp(back.node, r.node) == 0),
+		   "query node %s parses back differently", node);
+}
+
+/* A node as an answer to our query would name it: parsed for each
+ * algorithm and version, it must rebuild exactly. */
+static void fuzz_node(const char *node)
+{
+	char again[CAPS_NODE_MAX + CAPS_VER_MAX + 64];
+	for (int al = CAPS_SHA1; al <= CAPS_SHA512; al++)
+		for (int v2 = 0; v2 <= 1; v2++) {
+			struct caps_ref r;
+			if (caps_node_parse(node, (enum caps_algo)al, v2,
+					    &r) != 0)
+				continue;
+			FUZZ_CHECK(caps_query_node(&r, again,
+						   sizeof(again)) == 0 &&
+				   strcmp(again, node) == 0,
+				   "node %s rebuilds as %s", node, again);
+		}
 }
 
 static void fuzz_query(const struct xml_node *q)
@@ -89,8 +117,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fuzz_presence(n);
 	else if (n != NULL && xml_is(n, "jabber:client", "iq"))
 		n = xml_first_element(n);
-	if (n != NULL && xml_is(n, NS_DISCO_INFO, "query"))
+	if (n != NULL && xml_is(n, NS_DISCO_INFO, "query")) {
 		fuzz_query(n);
+		if (xml_attr(n, "node") != NULL)
+			fuzz_node(xml_attr(n, "node"));
+	}
 	arena_reset(a);
 	return 0;
 }

@@ -601,6 +601,19 @@ const struct config_def config_defs[] = {
 	  "written in pages of at most half of c2s.max_output_bytes, each "
 	  "once the previous one was read by the client; past this the "
 	  "rest is not sent (logged)" },
+	/* worker/pep_remote.c: PEP across servers (issue 13) */
+	{ "pep.max_remote_recipients", CONFIG_TYPE_UINT,
+	  OFF(pep_max_remote_recipients), "1000", 0, 100000, RELOAD,
+	  "Full JIDs on other servers whose presence with entity "
+	  "capabilities an account keeps to send its PEP events to; "
+	  "past it a new one gets none (one log line) until another "
+	  "goes unavailable; 0 sends no PEP events to other servers" },
+	{ "pep.remote_caps_queries_per_minute", CONFIG_TYPE_UINT,
+	  OFF(pep_remote_caps_queries_per_minute), "60", 1, 10000, RELOAD,
+	  "disco#info queries each worker may send in a minute to full "
+	  "JIDs on other servers whose caps ver is not known yet (XEP-0115 "
+	  "section 6.2); past it such a JID gets PEP events only once "
+	  "another JID with its ver was verified" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

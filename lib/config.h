@@ -204,6 +204,9 @@ struct config {
 	/* worker/pep.c, worker/pep_notify.c (h-pepfix2) */
 	unsigned pep_max_affiliations;  /* per node */
 	uint64_t pep_max_last_items_bytes; /* per login / caps change */
+	/* worker/pep_remote.c (issue 13) */
+	unsigned pep_max_remote_recipients;     /* per account */
+	unsigned pep_remote_caps_queries_per_minute;    /* per worker */
 };
 
 struct config_def {

@@ -315,3 +315,32 @@ Test(caps, notify_names)
 			  lens[1]) == 0);
 	arena_free(&a);
 }
+
+/* The node of an answer from another server (pep_remote.c): the
+ * reverse of caps_query_node for the algorithm and version the query id
+ * names. */
+Test(caps, node_parse_reverses_query_node)
+{
+	struct caps_ref r;
+	char node[CAPS_NODE_MAX + CAPS_VER_MAX + 64];
+	cr_assert_eq(caps_node_parse("https://a.example/c#b#QgayPKawpkPSDYmwT/"
+				     "WM94uAlu0=", CAPS_SHA1, 0, &r), 0);
+	cr_assert_str_eq(r.node, "https://a.example/c#b");
+	cr_assert_str_eq(r.ver, "QgayPKawpkPSDYmwT/WM94uAlu0=");
+	cr_assert_eq(caps_query_node(&r, node, sizeof(node)), 0);
+	cr_assert_str_eq(node, "https://a.example/c#b#QgayPKawpkPSDYmwT/"
+			 "WM94uAlu0=");
+	cr_assert_eq(caps_node_parse("urn:xmpp:caps#sha-256.K1Njy3HZ=", CAPS_SHA256,
+				     1, &r), 0);
+	cr_assert_str_eq(r.ver, "K1Njy3HZ=");
+	cr_assert(r.v2 && r.algo == CAPS_SHA256);
+	/* another algorithm than the id's, no ver, a ver that is not
+	 * base64, no node part, an unknown algorithm */
+	cr_assert_eq(caps_node_parse("urn:xmpp:caps#sha-256.K1Nj", CAPS_SHA512,
+				     1, &r), -1);
+	cr_assert_eq(caps_node_parse("https://a#", CAPS_SHA1, 0, &r), -1);
+	cr_assert_eq(caps_node_parse("https://a#a b", CAPS_SHA1, 0, &r), -1);
+	cr_assert_eq(caps_node_parse("#QgayPKawpk", CAPS_SHA1, 0, &r), -1);
+	cr_assert_eq(caps_node_parse("n#QgayPKawpk", CAPS_ALGO_NONE, 0, &r),
+		     -1);
+}

@@ -138,6 +138,15 @@ static const struct ext_iq_child i_child[] = {
 	{ NULL, NULL, NULL, 0, NULL },
 };
 const struct ext pep_compat_ext = { .name = "i", .iq_child = i_child };
+/* the stand-in of pep_remote_ext (issue 13): presence_to_account */
+static void presence_j(struct worker *w, const struct xml_node *st,
+		       const char *bare)
+{
+	(void)w; (void)st; (void)bare; note('j');
+}
+const struct ext pep_remote_ext = {
+	.name = "j", .presence_to_account = presence_j,
+};
 
 static struct arena arena;
 
@@ -306,4 +315,11 @@ Test(ext, delivered_flags_and_client_element_filter)
 	ext_filter(&c, &csi_ext, 1);
 	ext_client_element(&c, NULL);
 	cr_assert_str_eq(calls, "fg");
+}
+
+Test(ext, presence_to_account_runs_its_hook)
+{
+	cr_assert_eq(ext_hooks.n_presence_to_account, 1);
+	ext_presence_to_account(NULL, NULL, "a@b");
+	cr_assert_str_eq(calls, "j");
 }

@@ -120,6 +120,36 @@ int caps_query_node(const struct caps_ref *r, char *out, size_t size)
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
+int caps_node_parse(const char *node, enum caps_algo algo, int v2,
+		    struct caps_ref *r)
+{
+	const char *ver;
+	memset(r, 0, sizeof(*r));
+	if (algo < CAPS_SHA1 || algo > CAPS_SHA512)
+		return -1;
+	r->algo = algo;
+	r->v2 = v2 != 0;
+	if (r->v2) {
+		const char *name = caps_algo_name(algo);
+		size_t p = strlen(NS_ECAPS2 "#"), nl = strlen(name);
+		if (strncmp(node, NS_ECAPS2 "#", p) != 0 ||
+		    strncmp(node + p, name, nl) != 0 || node[p + nl] != '.')
+			return -1;
+		ver = node + p + nl + 1;
+	} else {
+		const char *hash = strrchr(node, '#');
+		if (hash == NULL || hash == node ||
+		    (size_t)(hash - node) > CAPS_NODE_MAX)
+			return -1;
+		memcpy(r->node, node, (size_t)(hash - node));
+		ver = hash + 1;
+	}
+	if (!caps_ver_ok(ver, strlen(ver)))
+		return -1;
+	strcpy(r->ver, ver);
+	return 0;
+}
+
 /* ---- sorted lists of octet strings --------------------------------- */
 
 struct caps_str {

@@ -63,6 +63,13 @@ int caps_parse_presence(const struct xml_node *presence,
  * 0, or -1 when out is too small. */
 int caps_query_node(const struct caps_ref *r, char *out, size_t size);
 
+/* The reverse of caps_query_node for a query whose algorithm and
+ * version the caller knows (pep_remote.c: from its query id): *r from
+ * node.  0, or -1 when node is not of that form or the ver is not
+ * 1..CAPS_VER_MAX base64 characters. */
+int caps_node_parse(const char *node, enum caps_algo algo, int v2,
+		    struct caps_ref *r);
+
 /* The hash input of a disco#info <query/>: the XEP-0115 section 5.1
  * verification string (with the section 5.4 checks), or the XEP-0390
  * section 4.1 octets.  0, or -1 with *error_r (static) when the answer
@@ -104,5 +111,17 @@ int caps_session_wants(struct worker *w, const struct session_info *s,
 		       const char *node);
 /* The same for a local conn (its applied caps). */
 int caps_conn_wants(struct conn *c, const char *node);
+
+/* A disco#info answer q (from `from`, for the log) to a query for r
+ * that the server sent to a JID on another server (pep_remote.c, which
+ * checked that the query was its own; account: the local account that
+ * asked, whose caps_cache budget the new row counts in).  Verified as a
+ * local client's: 1 when r is VERIFIED (now or before; *idx_r, *gen_r
+ * set, stored in shm and caps_cache), 0 when q does not match (one log
+ * line, the entry INVALID, nothing cached), -1 when it could not be
+ * stored. */
+int caps_answer_remote(struct worker *w, const struct xml_node *q,
+		       const struct caps_ref *r, const char *from,
+		       const char *account, uint32_t *idx_r, uint32_t *gen_r);
 
 #endif

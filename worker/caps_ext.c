@@ -609,6 +609,10 @@ static void caps_mismatch(struct worker *w, struct caps_conn *cc,
 	}
 }
 
+static int caps_store(struct worker *w, const struct xml_node *q,
+		      const struct caps_ref *r, const char *account,
+		      uint32_t *idx_r, uint32_t *gen_r);
+
 /* The answer q of cc's session to its query for r (checked). */
 static void caps_answer(struct worker *w, struct caps_conn *cc,
 			const struct xml_node *q, const struct caps_ref *r)
@@ -627,6 +631,20 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 		caps_mismatch(w, cc, r, ok < 0 ? error : "hash differs");
 		return;
 	}
+	cc->has_pend = 0;
+	struct conn *c = cc->c;
+	char account[IPC_JID_MAX + 2];
+	snprintf(account, sizeof(account), "%s@%s", c->user, c->domain);
+	caps_store(w, q, r, account, &idx, &gen);
+}
+
+/* A verified answer q for r into shm and caps_cache (the row counted
+ * against account's budget of new vers): 0, or -1 (table full,
+ * logged). */
+static int caps_store(struct worker *w, const struct xml_node *q,
+		      const struct caps_ref *r, const char *account,
+		      uint32_t *idx_r, uint32_t *gen_r)
+{
 	const char *names[IPC_CAPS_NOTIFY_MAX];
 	size_t lens[IPC_CAPS_NOTIFY_MAX];
 	uint64_t h[IPC_CAPS_NOTIFY_MAX];
@@ -642,24 +660,40 @@ static void caps_answer(struct worker *w, struct caps_conn *cc,
 			 IPC_CAPS_NOTIFY_MAX,
 			 (unsigned long long)w->cfg->caps_max_notify_bytes);
 	caps_hashes(w->shm->caps, names, lens, n, h);
-	cc->has_pend = 0;
 	if (shm_caps_verified(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
 			      h, n, w->now_ms,
-			      (int64_t)w->cfg->caps_idle_timeout, &idx,
-			      &gen) < 0) {
+			      (int64_t)w->cfg->caps_idle_timeout, idx_r,
+			      gen_r) < 0) {
 		log_info("caps %s %s verified but not cached: table full",
 			 caps_algo_name(r->algo), r->ver);
-		return;
+		return -1;
 	}
 	METRIC_INC(w->stats->caps_verified);
-	struct conn *c = cc->c;
-	size_t alen = strlen(c->user) + strlen(c->domain) + 2;
-	char *account = malloc(alen);
-	if (account != NULL) {
-		snprintf(account, alen, "%s@%s", c->user, c->domain);
-		caps_db_store(w, r, account, names, lens, n);
-		free(account);
+	caps_db_store(w, r, account, names, lens, n);
+	return 0;
+}
+
+int caps_answer_remote(struct worker *w, const struct xml_node *q,
+		       const struct caps_ref *r, const char *from,
+		       const char *account, uint32_t *idx_r, uint32_t *gen_r)
+{
+	const char *error = NULL;
+	if (w->shm->caps == NULL)
+		return -1;
+	if (shm_caps_lookup(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+			    idx_r, gen_r) == IPC_CAPS_VERIFIED)
+		return 1;
+	int ok = caps_verify(q, r, &error);
+	if (ok != 1) {
+		log_info("caps answer of %s for %s %s refused (%s): not cached",
+			 from, caps_algo_name(r->algo), r->ver,
+			 ok < 0 ? error : "hash differs");
+		METRIC_INC(w->stats->caps_mismatch);
+		shm_caps_invalid(w->shm->caps, r->algo, (uint8_t)r->v2, r->ver,
+				 w->now_ms);
+		return 0;
 	}
+	return caps_store(w, q, r, account, idx_r, gen_r) == 0 ? 1 : -1;
 }
 
 /* A result or error IQ to an account's bare JID.  It is an answer to

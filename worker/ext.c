@@ -20,6 +20,7 @@ extern const struct ext carbons_ext, csi_ext;
 extern const struct ext pep_ext;
 extern const struct ext caps_ext;
 extern const struct ext pep_compat_ext;
+extern const struct ext pep_remote_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -36,6 +37,7 @@ const struct ext *const ext_all[] = {
 	&pep_ext,
 	&caps_ext,
 	&pep_compat_ext,
+	&pep_remote_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -118,6 +120,7 @@ int ext_init(const char **error_r)
 		EXT_ADD(client_element);
 		EXT_ADD(session_leaving);
 		EXT_ADD(message_text);
+		EXT_ADD(presence_to_account);
 	}
 	return 0;
 }

@@ -281,6 +281,16 @@ struct ext {
 	 * jabber:iq:private with storage:bookmarks while private.c keeps
 	 * the rest of jabber:iq:private.  Terminated by ns NULL, or NULL. */
 	const struct ext_iq_child *iq_child;
+	/* ---- added for PEP across servers (pep_remote.c; issue 13) ------ */
+	/* A presence to an account's bare JID that is not a subscription
+	 * stanza or a probe (available, unavailable, error), from a JID on
+	 * a domain we do not host (another server or a component; route.c,
+	 * after delivery to the account's resources).  XEP-0163 remote
+	 * recipients: their full JIDs and XEP-0115 caps.  st, bare: as in
+	 * message_undelivered (st not to be changed). */
+	void (*presence_to_account)(struct worker *w,
+				    const struct xml_node *st,
+				    const char *bare);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -329,6 +339,8 @@ struct ext_hooks {
 	struct ext_hook iq_result_to_account[EXT_MAX];
 	unsigned n_caps_changed;
 	struct ext_hook caps_changed[EXT_MAX];
+	unsigned n_presence_to_account;
+	struct ext_hook presence_to_account[EXT_MAX];
 	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
@@ -503,6 +515,13 @@ static inline void ext_iq_result_to_account(struct worker *w,
 					    const char *bare)
 {
 	EXT_RUN(iq_result_to_account, w, st, bare);
+}
+
+static inline void ext_presence_to_account(struct worker *w,
+					   const struct xml_node *st,
+					   const char *bare)
+{
+	EXT_RUN(presence_to_account, w, st, bare);
 }
 
 /* The extension that takes first-level elements of namespace

@@ -117,4 +117,22 @@ void pep_notify_sub_prune(struct worker *w, const char *owner,
 void pep_notify_drained(struct conn *c);
 void pep_notify_conn_free(struct conn *c);
 
+/* pep_notify.c, for pep_remote.c: a last-item message (with <delay/>)
+ * from owner to `to` into b (reset first); 0 or -1.  Whether the
+ * roster row res (subscription in column col) just gave the contact the
+ * owner's presence (granted, or a pre-approval answered). */
+struct buf;
+int pep_notify_last_text(struct buf *b, struct worker *w, const char *owner,
+			 const char *to, const char *node,
+			 const char *item_id, const char *payload,
+			 const char *stamp);
+int pep_notify_gained(const struct pg_result *res, int col);
+
+/* pep_remote.c: whether a remote recipient with caps key ("0115:sha-1")
+ * and ver (a pep_remote_presence row) asked for node+notify (its ver
+ * VERIFIED in the shared table); route an event's text to it (s2s). */
+int pep_remote_wants(struct worker *w, const char *key, const char *ver,
+		     const char *node);
+void pep_remote_route(struct worker *w, const char *text, size_t len);
+
 #endif

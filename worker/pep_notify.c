@@ -11,7 +11,10 @@
  * owner and admitted by the node's access model (roster: an allowed
  * group, whitelist: member affiliation; open and presence: from/both),
  * each of their available sessions with priority >= 0 and NODE+notify,
- * on any worker (session table + IPC frame, as route.c).  No caps, no
+ * on any worker (session table + IPC frame, as route.c); the same query
+ * gives (c) the contacts' full JIDs on other servers that sent the owner
+ * presence with caps (pep_remote.c, pep_remote_presence), each sent its
+ * own copy over s2s when its verified caps list NODE+notify.  No caps, no
  * events (XEP-0060 section 9.2).  Events are written to the session and
  * nowhere else: not stored offline, not carbon-copied, not archived; a
  * session gone meanwhile gets nothing (route.c drops headlines).
@@ -280,7 +283,10 @@ static int pn_body(struct buf *b, const struct pep_event *ev)
  * or a member (whitelist).  A deleted node's affiliations are gone: its
  * delete event reaches no whitelist member. */
 static const char pn_contacts_sql[] =
-	"SELECT i.contact FROM roster_items i "
+	"SELECT i.contact, r.full_jid, r.caps_algo, r.caps_ver "
+	"FROM roster_items i "
+	"LEFT JOIN pep_remote_presence r ON r.account_id = i.account_id AND "
+	"r.bare_jid = i.contact "
 	"LEFT JOIN pubsub_nodes n ON n.service = $1 || '@' || $2 AND "
 	"n.node = $3 "
 	"LEFT JOIN pubsub_affiliations f ON f.node_id = n.id AND "
@@ -306,8 +312,22 @@ static void pn_contacts_result(void *ctx, const PGresult *res,
 		pn_event_free(e);
 		return;
 	}
-	for (int i = 0; i < PQntuples(res); i++)
-		pn_to_bare(e->w, e, PQgetvalue(res, i, 0), 0);
+	struct buf b;
+	buf_init(&b, 0);
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, 1)) {
+			pn_to_bare(e->w, e, PQgetvalue(res, i, 0), 0);
+			continue;
+		}
+		/* (c) a full JID on another server (pep_remote.c) */
+		const char *full = PQgetvalue(res, i, 1);
+		if (e->w->cfg->pep_max_remote_recipients > 0 &&
+		    pep_remote_wants(e->w, PQgetvalue(res, i, 2),
+				     PQgetvalue(res, i, 3), e->node) &&
+		    pn_text(&b, e, full) == 0)
+			pep_remote_route(e->w, buf_head(&b), buf_used(&b));
+	}
+	buf_free(&b);
 	pn_event_free(e);
 }
 
@@ -404,25 +424,37 @@ static void pn_last_free(struct pn_last *l)
 	free(l);
 }
 
-/* The last-item message of row i of res, to jid, into b. */
-static int pn_last_text(struct buf *b, struct worker *w, const PGresult *res,
-			int i, const char *jid)
+int pep_notify_last_text(struct buf *b, struct worker *w, const char *owner,
+			 const char *to, const char *node,
+			 const char *item_id, const char *payload,
+			 const char *stamp)
 {
 	char id[64];
 	pn_id(w, id, sizeof(id));
 	buf_consume(b, buf_used(b));
 	buf_appendf(b, "<message");
-	pn_attr(b, "from", PQgetvalue(res, i, 0));
-	pn_attr(b, "to", jid);
+	pn_attr(b, "from", owner);
+	pn_attr(b, "to", to);
 	buf_appendf(b, " type='headline' id='%s'><event xmlns='"
 		    NS_PUBSUB_EVENT "'><items", id);
-	pn_attr(b, "node", PQgetvalue(res, i, 1));
+	pn_attr(b, "node", node);
 	buf_appendf(b, "><item");
-	pn_attr(b, "id", PQgetvalue(res, i, 2));
+	pn_attr(b, "id", item_id);
 	buf_appendf(b, ">%s</item></items></event><delay xmlns='" NS_DELAY
-		    "'", PQgetvalue(res, i, 3));
-	pn_attr(b, "stamp", PQgetvalue(res, i, 4));
+		    "'", payload);
+	pn_attr(b, "stamp", stamp);
 	return buf_appendf(b, "/></message>");
+}
+
+/* The last-item message of row i of res, to jid, into b. */
+static int pn_last_text(struct buf *b, struct worker *w, const PGresult *res,
+			int i, const char *jid)
+{
+	return pep_notify_last_text(b, w, PQgetvalue(res, i, 0), jid,
+				    PQgetvalue(res, i, 1),
+				    PQgetvalue(res, i, 2),
+				    PQgetvalue(res, i, 3),
+				    PQgetvalue(res, i, 4));
 }
 
 static const char *pn_last_who(const struct pn_last *l)
@@ -719,7 +751,7 @@ void pep_notify_caps_changed(struct conn *c, const uint64_t *old,
 /* Whether the owner's row (bare's item for contact) just gave contact
  * the owner's presence: "subscribed" sent (granted) or a pre-approval
  * answered. */
-static int pn_gained(const PGresult *res, int col)
+int pep_notify_gained(const PGresult *res, int col)
 {
 	int g = PQfnumber(res, "granted"), r = PQfnumber(res, "reply");
 	const char *sub = PQgetvalue(res, 0, col);
@@ -735,7 +767,7 @@ void pep_notify_subscription(struct worker *w, const char *bare,
 {
 	(void)approved_col;
 	const char *at = strchr(contact, '@');
-	if (res == NULL || PQntuples(res) < 1 || !pn_gained(res, col) ||
+	if (res == NULL || PQntuples(res) < 1 || !pep_notify_gained(res, col) ||
 	    at == NULL || !stream_hosted(w, at + 1) ||
 	    strlen(contact) > IPC_JID_MAX)
 		return;
@@ -831,20 +863,9 @@ static void pn_subs_remote(struct worker *w, const struct pn_event *e,
 			   const char *jid)
 {
 	struct buf b;
-	struct arena a;
-	const char *error;
 	buf_init(&b, 0);
-	arena_init(&a, 1024);
-	if (pn_text(&b, e, jid) == 0) {
-		struct xml_node *n = stanza_parse(&a, buf_head(&b),
-						  buf_used(&b), &error);
-		if (n != NULL)
-			route_stanza(w, &a, n);
-		else
-			log_error("pep: event to %s unreadable: %s", jid,
-				  error);
-	}
-	arena_free(&a);
+	if (pn_text(&b, e, jid) == 0)
+		pep_remote_route(w, buf_head(&b), buf_used(&b));
 	buf_free(&b);
 }
 

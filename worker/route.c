@@ -14,6 +14,9 @@
  * headlines (ignored for a resource not online, section 8.5.3.2.1).  A full outbox to another
  * worker bounces the stanza with resource-constraint (type wait).  A
  * message to an account loses XEP-0280 <private/> here (section 9).
+ * A presence from another domain to an account's bare JID (not a
+ * subscription stanza or probe) is also shown to the extensions after
+ * delivery (presence_to_account: XEP-0163 remote recipients).
  * Failure policy: never silence where an error is due.
  */
 #include "worker.h"
@@ -375,6 +378,15 @@ static void route_message(struct route *r, int to_full)
 		route_bounce(r, "cancel", "service-unavailable");
 }
 
+/* Whether r's 'from' is on a domain we do not host. */
+static int route_from_remote(const struct route *r)
+{
+	struct jid from;
+	const char *error, *f = xml_attr(r->st, "from");
+	return f != NULL && jid_parse(r->arena, f, &from, &error) == 0 &&
+	       !stream_hosted(r->w, from.domain);
+}
+
 static void route_presence(struct route *r, int to_full)
 {
 	struct session_info s, *heap, *res;
@@ -396,6 +408,11 @@ static void route_presence(struct route *r, int to_full)
 	for (int i = 0; i < n; i++)
 		route_to_session(r, &res[i]);
 	route_sessions_done(heap);
+	/* XEP-0163 remote recipients (pep_remote.c): a presence from
+	 * another domain to the bare JID, once (not for a rerouted copy) */
+	if (ext_hooks.n_presence_to_account > 0 && !r->skip_valid &&
+	    route_from_remote(r))
+		ext_presence_to_account(r->w, r->st, r->to_bare);
 }
 
 static void route_iq(struct route *r, int to_full)

@@ -84,6 +84,37 @@ LANGUAGE sql STABLE AS $$
 	 ORDER BY r.service, r.node
 $$;
 
+-- 012's last items to remote full JIDs, on the same terms: only the nodes
+-- the JID's verified caps list with +notify (their names are in
+-- caps_cache), at most p_max_bytes of ids and payloads per JID
+-- (pep.max_last_items_bytes; more: some were left out).
+DROP FUNCTION xmppd_pep_remote_last(text, text, text, text, text, text);
+CREATE FUNCTION xmppd_pep_remote_last(p_algo text, p_ver text,
+		p_user text, p_domain text, p_full text, p_bare text,
+		p_max_bytes bigint)
+RETURNS TABLE (full_jid text, caps_algo text, caps_ver text,
+	       service text, node text, item_id text, payload text,
+	       stamp text, more boolean)
+LANGUAGE sql STABLE AS $$
+	SELECT r.full_jid, r.caps_algo, r.caps_ver, l.service, l.node,
+	       l.item_id, l.payload, l.stamp, l.more
+	  FROM pep_remote_presence r
+	  JOIN accounts a ON a.id = r.account_id
+	  JOIN caps_cache k ON k.algo = r.caps_algo AND k.ver = r.caps_ver
+	 CROSS JOIN LATERAL xmppd_pep_last_items(
+		split_part(r.bare_jid, '@', 1), split_part(r.bare_jid, '@', 2),
+		a.username || '@' || a.domain, k.notify, p_max_bytes,
+		NULL, NULL) l
+	 WHERE (p_algo IS NULL OR (r.caps_algo = p_algo AND
+				   r.caps_ver = p_ver)) AND
+	       (p_user IS NULL OR (a.username = p_user AND
+				   a.domain = p_domain)) AND
+	       (p_full IS NULL OR r.full_jid = p_full) AND
+	       (p_bare IS NULL OR r.bare_jid = p_bare) AND
+	       position('@' in r.bare_jid) > 0
+	 ORDER BY r.full_jid, l.service, l.node
+$$;
+
 -- Affiliations count in the account's quota (their JIDs' bytes).
 CREATE OR REPLACE FUNCTION xmppd_pep_account_bytes(acc bigint) RETURNS bigint
 LANGUAGE sql STABLE AS $$

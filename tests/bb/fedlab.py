@@ -416,6 +416,7 @@ modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "offline"; "blocklist";
     "smacks"; -- XEP-0198, on s2s too (smacks_enabled_s2s defaults to true)
     {dialback}
+    {extra}
 }}
 modules_disabled = {{ }}
 authentication = "internal_hashed"
@@ -447,8 +448,9 @@ class ProsodyServer(_Anchor):
     system_user = "prosody"
 
     def __init__(self, lab, domain, addr=None, secure=True, cert_kind=None,
-                 users=()):
+                 users=(), modules=()):
         super().__init__(lab, domain, addr, secure, cert_kind, users)
+        self.modules = tuple(modules)   # more modules_enabled ("pep")
         self.log = os.path.join(self.dir, "prosody.log")
         self.config = os.path.join(self.dir, "prosody.cfg.lua")
         os.makedirs(os.path.join(self.dir, "data"))
@@ -460,6 +462,7 @@ class ProsodyServer(_Anchor):
                 dir=self.dir, addr=self.addr, c2s_port=self.c2s_port,
                 s2s_port=self.s2s_port, domain=self.domain,
                 dialback='"dialback";' if not self.secure else "",
+                extra="".join('"%s"; ' % m for m in self.modules),
                 secure_auth="true" if self.secure else "false",
                 dns_addr=self.lab.dns_addr, dns_port=self.lab.dns_port,
                 cert=self.cert_file,
@@ -531,6 +534,7 @@ modules:
   mod_blocking: {{}}
   mod_privacy: {{}}
 {dialback}
+{extra}
 """
 
 EJABBERDCTL_CFG = """\
@@ -565,8 +569,9 @@ class EjabberdServer(_Anchor):
     system_user = "ejabberd"
 
     def __init__(self, lab, domain, addr=None, secure=True, cert_kind=None,
-                 users=()):
+                 users=(), modules=""):
         super().__init__(lab, domain, addr, secure, cert_kind, users)
+        self.modules = modules      # more lines under modules: (YAML)
         self.node = "fedlab%s@localhost" % secrets.token_hex(4)
         self.dist_port = free_port()
         self.cookie = secrets.token_hex(16)
@@ -580,7 +585,8 @@ class EjabberdServer(_Anchor):
                 domain=self.domain, cert=self.cert_file, key=self.key_file,
                 ca=self.lab.ca_file, addr=self.addr, c2s_port=self.c2s_port,
                 s2s_port=self.s2s_port,
-                dialback="" if self.secure else "  mod_s2s_dialback: {}"))
+                dialback="" if self.secure else "  mod_s2s_dialback: {}",
+                extra=self.modules))
         p = os.path.join(self.dir, "ejabberdctl.cfg")
         with open(p, "w") as f:
             f.write(EJABBERDCTL_CFG.format(node=self.node, dir=self.dir,
