@@ -869,6 +869,25 @@ static void pn_subs_remote(struct worker *w, const struct pn_event *e,
 	buf_free(&b);
 }
 
+/* e to one subscribed JID (bare or full): its sessions here, or over
+ * s2s when its domain is not ours. */
+static void pn_to_jid(struct worker *w, const struct pn_event *e,
+		      const char *jid)
+{
+	char bare[IPC_JID_MAX + 1];
+	const char *slash = strchr(jid, '/');
+	size_t bl = slash != NULL ? (size_t)(slash - jid) : strlen(jid);
+	if (bl >= sizeof(bare))
+		return;
+	memcpy(bare, jid, bl);
+	bare[bl] = '\0';
+	const char *at = strchr(bare, '@');
+	if (stream_hosted(w, at != NULL ? at + 1 : bare))
+		pn_subs_local(w, e, bare, &jid, 1, NULL);
+	else
+		pn_subs_remote(w, e, jid);
+}
+
 /* The subscribers query in flight: the event with and without replyto. */
 struct pn_subs {
 	struct pn_event *with, *without;
@@ -998,18 +1017,7 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
 			 owner, node, jid);
 		return;
 	}
-	char bare[IPC_JID_MAX + 1];
-	const char *slash = strchr(jid, '/');
-	size_t bl = slash != NULL ? (size_t)(slash - jid) : strlen(jid);
-	if (bl < sizeof(bare)) {
-		memcpy(bare, jid, bl);
-		bare[bl] = '\0';
-		const char *at = strchr(bare, '@');
-		if (stream_hosted(w, at != NULL ? at + 1 : bare))
-			pn_subs_local(w, e, bare, &jid, 1, NULL);
-		else
-			pn_subs_remote(w, e, jid);
-	}
+	pn_to_jid(w, e, jid);
 	pn_event_free(e);
 }
 
@@ -1049,18 +1057,7 @@ static void pn_prune_result(void *ctx, const PGresult *res, const char *error)
 			 "access model no longer admits it", jid, x->owner, node);
 		if (e == NULL)
 			continue;
-		char bare[IPC_JID_MAX + 1];
-		const char *slash = strchr(jid, '/');
-		size_t bl = slash != NULL ? (size_t)(slash - jid) : strlen(jid);
-		if (bl < sizeof(bare)) {
-			memcpy(bare, jid, bl);
-			bare[bl] = '\0';
-			const char *at = strchr(bare, '@');
-			if (stream_hosted(x->w, at != NULL ? at + 1 : bare))
-				pn_subs_local(x->w, e, bare, &jid, 1, NULL);
-			else
-				pn_subs_remote(x->w, e, jid);
-		}
+		pn_to_jid(x->w, e, jid);
 		pn_event_free(e);
 	}
 	free(x->owner);

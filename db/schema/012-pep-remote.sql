@@ -72,32 +72,7 @@ BEGIN
 	status := 'new'; RETURN NEXT;
 END $$;
 
--- The owners' last items (xmppd_pep_last_items: from/both, not blocked,
--- the access model, on_sub_and_presence) for remote rows: those with
--- caps p_algo/p_ver (NULL: any), of the account p_user@p_domain (NULL:
--- any), with full JID p_full / bare JID p_bare (NULL: any).  The caller
--- filters by each row's caps (NODE+notify).
-CREATE FUNCTION xmppd_pep_remote_last(p_algo text, p_ver text,
-		p_user text, p_domain text, p_full text, p_bare text)
-RETURNS TABLE (full_jid text, caps_algo text, caps_ver text,
-	       service text, node text, item_id text, payload text,
-	       stamp text)
-LANGUAGE sql STABLE AS $$
-	SELECT r.full_jid, r.caps_algo, r.caps_ver, l.service, l.node,
-	       l.item_id, l.payload, l.stamp
-	  FROM pep_remote_presence r
-	  JOIN accounts a ON a.id = r.account_id
-	 CROSS JOIN LATERAL xmppd_pep_last_items(
-		split_part(r.bare_jid, '@', 1), split_part(r.bare_jid, '@', 2),
-		a.username || '@' || a.domain) l
-	 WHERE (p_algo IS NULL OR (r.caps_algo = p_algo AND
-				   r.caps_ver = p_ver)) AND
-	       (p_user IS NULL OR (a.username = p_user AND
-				   a.domain = p_domain)) AND
-	       (p_full IS NULL OR r.full_jid = p_full) AND
-	       (p_bare IS NULL OR r.bare_jid = p_bare) AND
-	       position('@' in r.bare_jid) > 0
-	 ORDER BY r.full_jid, l.service, l.node
-$$;
+-- Their last items: xmppd_pep_remote_last in 013-pep-fixes.sql (on the
+-- paged, name-filtered xmppd_pep_last_items made there).
 
 INSERT INTO schema_version (version) VALUES (12);

@@ -84,11 +84,14 @@ LANGUAGE sql STABLE AS $$
 	 ORDER BY r.service, r.node
 $$;
 
--- 012's last items to remote full JIDs, on the same terms: only the nodes
--- the JID's verified caps list with +notify (their names are in
--- caps_cache), at most p_max_bytes of ids and payloads per JID
--- (pep.max_last_items_bytes; more: some were left out).
-DROP FUNCTION xmppd_pep_remote_last(text, text, text, text, text, text);
+-- The owners' last items (xmppd_pep_last_items: from/both, not blocked,
+-- the access model, on_sub_and_presence) for remote rows (012): those
+-- with caps p_algo/p_ver (NULL: any), of the account p_user@p_domain
+-- (NULL: any), with full JID p_full / bare JID p_bare (NULL: any); only
+-- the nodes the row's verified caps list with +notify (their names are
+-- in caps_cache), at most p_max_bytes of ids and payloads per JID
+-- (pep.max_last_items_bytes; more: some were left out).  The caller
+-- checks each row's caps (NODE+notify) in shared memory again.
 CREATE FUNCTION xmppd_pep_remote_last(p_algo text, p_ver text,
 		p_user text, p_domain text, p_full text, p_bare text,
 		p_max_bytes bigint)
