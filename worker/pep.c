@@ -316,8 +316,8 @@ static int pep_cfg_params(struct arena *a, const struct pubsub_config *cfg,
 /* ---- publish ------------------------------------------------------- */
 
 static const char pep_publish_sql[] =
-	"SELECT status, detail, created, trimmed, config, roster_groups "
-	"FROM xmppd_pep_publish($1, $2, $3, $4, $5, $6, $7::text[], "
+	"SELECT status, detail, created, trimmed, config, roster_groups, "
+	"subscribers FROM xmppd_pep_publish($1, $2, $3, $4, $5, $6, $7::text[], "
 	"$8::text[], $9::int, $10::int, $11::bigint)";
 
 static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
@@ -331,6 +331,8 @@ static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
 	ev.node = q->r.node;
 	ev.item_id = q->item_id;
 	ev.payload = q->payload;
+	if (!PQgetisnull(res, 0, 6))
+		ev.subscribers = PQgetvalue(res, 0, 6);
 	if (pep_trimmed(&p->arena, PQgetvalue(res, 0, 3),
 			p->w->cfg->pep_max_items, &ev) < 0)
 		log_warn("pep: %s node %s: trimmed items unreadable; no "
@@ -504,7 +506,7 @@ static void pep_remove(struct iq_pending *p, struct pep_req *q,
 /* ---- create, configure, default ----------------------------------- */
 
 static const char pep_configure_sql[] =
-	"SELECT status, trimmed, config, roster_groups FROM "
+	"SELECT status, trimmed, config, roster_groups, subscribers FROM "
 	"xmppd_pep_configure($1, $2, $3, $4::boolean, $5::text[], $6::text[], "
 	"$7::int, $8::int, $9::bigint)";
 
@@ -524,6 +526,8 @@ static void pep_configure_result(struct iq_pending *p, struct pep_req *q,
 	}
 	pep_service(p->w->cfg, &svc, q->bare);
 	ev.kind = PEP_EV_CONFIG;
+	if (!PQgetisnull(res, 0, 4))
+		ev.subscribers = PQgetvalue(res, 0, 4);
 	ev.owner = q->bare;
 	ev.publisher = p->from;
 	ev.node = q->r.node;
@@ -1205,7 +1209,8 @@ static const char *const pep_config[] = {
 };
 static const char *const pep_schema[] = { "007-pep.sql", "009-pep-notify.sql",
 					   "011-pep-subscribe.sql",
-					   "013-pep-fixes.sql", NULL };
+					   "013-pep-fixes.sql",
+					   "015-pep-subs-flag.sql", NULL };
 
 const struct ext pep_ext = {
 	.name = "pep",
