@@ -1031,7 +1031,7 @@ static void pep_info_result(struct iq_pending *p, struct pep_req *q,
 	}
 	struct buf out;
 	buf_init(&out, 0);
-	server_account_info(&out);
+	server_account_info(p->w->cfg, &out);
 	pep_reply(&p, &out);
 }
 
