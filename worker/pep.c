@@ -223,6 +223,8 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		{ "no-account", PUBSUB_E_SERVICE_UNAVAILABLE, NULL },
 		{ "no-node", PUBSUB_E_ITEM_NOT_FOUND, NULL },
 		{ "no-item", PUBSUB_E_ITEM_NOT_FOUND, NULL },
+		{ "rsm-no-item", PUBSUB_E_ITEM_NOT_FOUND,
+		  "no such item for RSM after or before" },
 		{ "exists", PUBSUB_E_CONFLICT, "the node exists" },
 		{ "max-nodes", PUBSUB_E_MAX_NODES, "pep.max_nodes reached" },
 		{ "presence", PUBSUB_E_PRESENCE_REQUIRED, NULL },
@@ -438,6 +440,49 @@ static void pep_items_result(struct iq_pending *p, struct pep_req *q,
 	pep_reply(&p, &out);
 }
 
+/* XEP-0059 RSM on items (section 6.5.4; 015-pep-subs-flag.sql): the
+ * page newest first, <set/> with first, last (none on an empty page)
+ * and count. */
+static const char pep_items_rsm_sql[] =
+	"SELECT status, config, item_id, payload, total FROM "
+	"xmppd_pep_items_rsm($1, $2, $3, $4, $5::text[], $6::int, $7::bigint, "
+	"$8::int, $9, $10)";
+
+static void pep_items_rsm_result(struct iq_pending *p, struct pep_req *q,
+				 const PGresult *res)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><items");
+	pep_attr(&out, "node", q->r.node);
+	int n = PQntuples(res);
+	if (n <= 1)
+		buf_appendf(&out, "/>");
+	else {
+		buf_appendf(&out, ">");
+		for (int i = 1; i < n; i++) {
+			buf_appendf(&out, "<item");
+			pep_attr(&out, "id", PQgetvalue(res, i, 2));
+			buf_appendf(&out, ">%s</item>", PQgetvalue(res, i, 3));
+		}
+		buf_appendf(&out, "</items>");
+	}
+	buf_appendf(&out, "<set xmlns='" NS_RSM "'>");
+	if (n > 1) {
+		const char *ends[2] = { PQgetvalue(res, 1, 2),
+					PQgetvalue(res, n - 1, 2) };
+		for (int i = 0; i < 2; i++) {
+			const char *tag = i == 0 ? "first" : "last";
+			buf_appendf(&out, "<%s>", tag);
+			xml_escape(&out, ends[i], strlen(ends[i]), 0);
+			buf_appendf(&out, "</%s>", tag);
+		}
+	}
+	buf_appendf(&out, "<count>%s</count></set></pubsub>",
+		    PQgetvalue(res, 0, 4));
+	pep_reply(&p, &out);
+}
+
 static void pep_items(struct iq_pending *p, struct pep_req *q)
 {
 	const char *ids = NULL;
@@ -461,9 +506,18 @@ static void pep_items(struct iq_pending *p, struct pep_req *q)
 	char max_bytes[24];
 	snprintf(max_bytes, sizeof(max_bytes), "%llu", (unsigned long long)
 		 (p->w->cfg->c2s_max_output_bytes / 2));
-	const char *params[7] = { q->user, q->domain, q->r.node, q->requester,
-				  ids, last, max_bytes };
-	pep_run(p, pep_items_sql, 7, params, pep_items_result);
+	const char *params[10] = { q->user, q->domain, q->r.node, q->requester,
+				   ids, last, max_bytes, NULL, q->r.rsm_after,
+				   q->r.rsm_before };
+	if (!q->r.rsm) {
+		pep_run(p, pep_items_sql, 7, params, pep_items_result);
+		return;
+	}
+	char max[16];
+	snprintf(max, sizeof(max), "%u", q->r.rsm_max_set ? q->r.rsm_max :
+		 p->w->cfg->pep_max_items);
+	params[7] = max;
+	pep_run(p, pep_items_rsm_sql, 10, params, pep_items_rsm_result);
 }
 
 /* ---- retract, purge, delete --------------------------------------- */
@@ -1189,7 +1243,7 @@ static const char *const pep_features[] = {
 	F("publish-options"), F("purge-nodes"), F("retract-items"),
 	F("retrieve-affiliations"), F("retrieve-default"),
 	F("retrieve-items"), F("retrieve-subscriptions"), F("subscribe"),
-	F("pubsub-on-a-jid"), NULL,
+	F("pubsub-on-a-jid"), F("rsm"), NULL,
 };
 #undef F
 static const char *const pep_identities[] = {

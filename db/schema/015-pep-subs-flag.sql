@@ -1,4 +1,5 @@
--- 015-pep-subs-flag.sql: a publish, retract, purge or configuration
+-- 015-pep-subs-flag.sql (issue 13, h-pepmore); also the RSM items
+-- function at the end.  A publish, retract, purge or configuration
 -- change says whether the node has explicit subscribers (011), so that
 -- the worker skips the subscriber query (xmppd_pep_sub_recipients) of
 -- a node without any -- almost every PEP node (worker/pep.c,
@@ -207,6 +208,73 @@ BEGIN
 	roster_groups := n.roster_groups;
 	subscribers := xmppd_pep_subs_flag(n.id);
 	RETURN NEXT;
+END $$;
+
+-- Items with XEP-0059 RSM (XEP-0060 section 6.5.4; worker/pep.c): the
+-- set is what xmppd_pep_items reads (p_ids, the newest p_last), newest
+-- first; the status row carries its size (total).  After p_after: the
+-- items older than it; before p_before: the newer ones next to it;
+-- p_before '': the oldest (the last page); neither: the newest.  At
+-- most p_max of them (0: none, the count only), and of those the ones
+-- nearest the page's start whose ids and payloads (16 bytes of markup
+-- each) fit p_max_bytes, at least one; rows newest first.  status
+-- 'rsm-no-item': p_after / p_before is not in the set.
+CREATE FUNCTION xmppd_pep_items_rsm(p_user text, p_domain text,
+		p_node text, p_jid text, p_ids text[], p_last int,
+		p_max_bytes bigint, p_max int, p_after text, p_before text)
+RETURNS TABLE (status text, config text[], item_id text, payload text,
+	       total bigint)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	n pubsub_nodes%ROWTYPE;
+	pivot bigint;
+	back boolean := p_before IS NOT NULL;
+BEGIN
+	IF xmppd_account_id(p_user, p_domain) IS NULL THEN
+		status := 'no-account'; RETURN NEXT; RETURN;
+	END IF;
+	SELECT * INTO n FROM pubsub_nodes x
+	 WHERE x.service = p_user || '@' || p_domain AND x.node = p_node;
+	IF NOT FOUND THEN
+		status := 'no-node'; RETURN NEXT; RETURN;
+	END IF;
+	status := COALESCE(xmppd_pep_refusal(n, p_jid), 'ok');
+	IF status <> 'ok' THEN
+		RETURN NEXT; RETURN;
+	END IF;
+	SELECT count(*) INTO total FROM (SELECT 1 FROM pubsub_items i
+	 WHERE i.node_id = n.id AND (p_ids IS NULL OR i.item_id = ANY (p_ids))
+	 ORDER BY i.seq DESC LIMIT p_last) c;
+	IF p_after IS NOT NULL OR p_before <> '' THEN
+		SELECT s.seq INTO pivot FROM (SELECT i.seq, i.item_id
+		  FROM pubsub_items i WHERE i.node_id = n.id AND
+		       (p_ids IS NULL OR i.item_id = ANY (p_ids))
+		 ORDER BY i.seq DESC LIMIT p_last) s
+		 WHERE s.item_id = COALESCE(p_after, p_before);
+		IF NOT FOUND THEN
+			status := 'rsm-no-item'; total := NULL;
+			RETURN NEXT; RETURN;
+		END IF;
+	END IF;
+	config := xmppd_pep_config(n);
+	RETURN NEXT;
+	RETURN QUERY WITH s AS (SELECT i.seq, i.item_id, i.payload
+		  FROM pubsub_items i WHERE i.node_id = n.id AND
+		       (p_ids IS NULL OR i.item_id = ANY (p_ids))
+		 ORDER BY i.seq DESC LIMIT p_last),
+	pg AS (SELECT s.seq, s.item_id, s.payload,
+		      row_number() OVER w AS k,
+		      sum(xmppd_pep_item_bytes(s.item_id, s.payload) + 16)
+			OVER w AS run
+		 FROM s
+		WHERE (p_after IS NULL OR s.seq < pivot) AND
+		      (p_before IS NULL OR p_before = '' OR s.seq > pivot)
+		WINDOW w AS (ORDER BY CASE WHEN back THEN s.seq ELSE -s.seq END)
+		ORDER BY CASE WHEN back THEN s.seq ELSE -s.seq END
+		LIMIT p_max)
+	SELECT NULL::text, NULL::text[], pg.item_id, pg.payload, NULL::bigint
+	  FROM pg WHERE pg.k = 1 OR p_max_bytes IS NULL OR pg.run <= p_max_bytes
+	 ORDER BY pg.seq DESC;
 END $$;
 
 INSERT INTO schema_version (version) VALUES (15);
