@@ -441,10 +441,10 @@ static void pep_items_result(struct iq_pending *p, struct pep_req *q,
 }
 
 /* XEP-0059 RSM on items (section 6.5.4; 015-pep-subs-flag.sql): the
- * page newest first, <set/> with first, last (none on an empty page)
- * and count. */
+ * page newest first, <set/> with first (its index: its place in the
+ * set, 0 = the newest), last (none on an empty page) and count. */
 static const char pep_items_rsm_sql[] =
-	"SELECT status, config, item_id, payload, total FROM "
+	"SELECT status, config, item_id, payload, total, pos FROM "
 	"xmppd_pep_items_rsm($1, $2, $3, $4, $5::text[], $6::int, $7::bigint, "
 	"$8::int, $9, $10)";
 
@@ -471,12 +471,11 @@ static void pep_items_rsm_result(struct iq_pending *p, struct pep_req *q,
 	if (n > 1) {
 		const char *ends[2] = { PQgetvalue(res, 1, 2),
 					PQgetvalue(res, n - 1, 2) };
-		for (int i = 0; i < 2; i++) {
-			const char *tag = i == 0 ? "first" : "last";
-			buf_appendf(&out, "<%s>", tag);
-			xml_escape(&out, ends[i], strlen(ends[i]), 0);
-			buf_appendf(&out, "</%s>", tag);
-		}
+		buf_appendf(&out, "<first index='%s'>", PQgetvalue(res, 1, 5));
+		xml_escape(&out, ends[0], strlen(ends[0]), 0);
+		buf_appendf(&out, "</first><last>");
+		xml_escape(&out, ends[1], strlen(ends[1]), 0);
+		buf_appendf(&out, "</last>");
 	}
 	buf_appendf(&out, "<count>%s</count></set></pubsub>",
 		    PQgetvalue(res, 0, 4));

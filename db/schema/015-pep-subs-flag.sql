@@ -217,13 +217,14 @@ END $$;
 -- p_before '': the oldest (the last page); neither: the newest.  At
 -- most p_max of them (0: none, the count only), and of those the ones
 -- nearest the page's start whose ids and payloads (16 bytes of markup
--- each) fit p_max_bytes, at least one; rows newest first.  status
+-- each) fit p_max_bytes, at least one; rows newest first with their
+-- place in the set (pos, 0 = the newest: <first index/>).  status
 -- 'rsm-no-item': p_after / p_before is not in the set.
 CREATE FUNCTION xmppd_pep_items_rsm(p_user text, p_domain text,
 		p_node text, p_jid text, p_ids text[], p_last int,
 		p_max_bytes bigint, p_max int, p_after text, p_before text)
 RETURNS TABLE (status text, config text[], item_id text, payload text,
-	       total bigint)
+	       total bigint, pos bigint)
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
 	n pubsub_nodes%ROWTYPE;
@@ -258,11 +259,12 @@ BEGIN
 	END IF;
 	config := xmppd_pep_config(n);
 	RETURN NEXT;
-	RETURN QUERY WITH s AS (SELECT i.seq, i.item_id, i.payload
+	RETURN QUERY WITH s AS (SELECT i.seq, i.item_id, i.payload,
+		       row_number() OVER (ORDER BY i.seq DESC) - 1 AS at
 		  FROM pubsub_items i WHERE i.node_id = n.id AND
 		       (p_ids IS NULL OR i.item_id = ANY (p_ids))
 		 ORDER BY i.seq DESC LIMIT p_last),
-	pg AS (SELECT s.seq, s.item_id, s.payload,
+	pg AS (SELECT s.seq, s.item_id, s.payload, s.at,
 		      row_number() OVER w AS k,
 		      sum(xmppd_pep_item_bytes(s.item_id, s.payload) + 16)
 			OVER w AS run
@@ -272,7 +274,8 @@ BEGIN
 		WINDOW w AS (ORDER BY CASE WHEN back THEN s.seq ELSE -s.seq END)
 		ORDER BY CASE WHEN back THEN s.seq ELSE -s.seq END
 		LIMIT p_max)
-	SELECT NULL::text, NULL::text[], pg.item_id, pg.payload, NULL::bigint
+	SELECT NULL::text, NULL::text[], pg.item_id, pg.payload, NULL::bigint,
+	       pg.at
 	  FROM pg WHERE pg.k = 1 OR p_max_bytes IS NULL OR pg.run <= p_max_bytes
 	 ORDER BY pg.seq DESC;
 END $$;

@@ -986,10 +986,12 @@ def test_deleted_account_loses_affiliations():
 RSM = "http://jabber.org/protocol/rsm"
 
 
-def rsm_page(node, items, first_last, count):
-    """An items result page with its XEP-0059 <set/>, items newest first."""
+def rsm_page(node, items, first_last, count, index=0):
+    """An items result page with its XEP-0059 <set/>, items newest first;
+    index: the first's place in the set (0: the newest)."""
     inner = ps("<items node='%s'/>" % node) if not items else items_of(node, items)
-    fl = "<first>%s</first><last>%s</last>" % first_last if first_last else ""
+    fl = "<first index='%d'>%s</first><last>%s</last>" % ((index,) + first_last) \
+        if first_last else ""
     return inner[:-len("</pubsub>")] + "<set xmlns='%s'>%s<count>%d</count></set></pubsub>" \
         % (RSM, fl, count)
 
@@ -1029,15 +1031,15 @@ def test_items_rsm():
         assert ask("r1", "<max>2</max>") == result(J, "r1", ja, rsm_page(
             "feed", page("5", "4"), ("5", "4"), 5))
         assert ask("r2", "<max>2</max><after>4</after>") == result(J, "r2", ja, rsm_page(
-            "feed", page("3", "2"), ("3", "2"), 5))
+            "feed", page("3", "2"), ("3", "2"), 5, 2))
         assert ask("r3", "<max>2</max><after>2</after>") == result(J, "r3", ja, rsm_page(
-            "feed", page("1"), ("1", "1"), 5))
+            "feed", page("1"), ("1", "1"), 5, 4))
         assert ask("r4", "<max>2</max><after>1</after>") == result(J, "r4", ja, rsm_page(
             "feed", [], None, 5))
         assert ask("r5", "<max>2</max><before/>") == result(J, "r5", ja, rsm_page(
-            "feed", page("2", "1"), ("2", "1"), 5))
+            "feed", page("2", "1"), ("2", "1"), 5, 3))
         assert ask("r6", "<max>2</max><before>2</before>") == result(J, "r6", ja, rsm_page(
-            "feed", page("4", "3"), ("4", "3"), 5))
+            "feed", page("4", "3"), ("4", "3"), 5, 1))
         assert ask("r7", "<max>2</max><before>4</before>") == result(J, "r7", ja, rsm_page(
             "feed", page("5"), ("5", "5"), 5))
         assert ask("r8", "<max>0</max>") == result(J, "r8", ja, rsm_page("feed", [], None, 5))
@@ -1088,7 +1090,7 @@ def test_items_rsm():
             ids = re.findall("<item id='(b[0-9])'>", got)
             assert ids and len(ids) <= fits, got
             assert got == result(J, "g%d" % n, ja, rsm_page(
-                "big", [(i, blob) for i in ids], (ids[0], ids[-1]), 5)), got
+                "big", [(i, blob) for i in ids], (ids[0], ids[-1]), 5, len(seen))), got
             seen += ids
             after = "<after>%s</after>" % ids[-1]
         assert seen == ["b5", "b4", "b3", "b2", "b1"], seen
