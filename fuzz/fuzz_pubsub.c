@@ -10,7 +10,8 @@
  *    one, exactly one payload element to publish, ids <= max_ids,
  *    max_items <= the server's, affiliations of distinct bare JIDs,
  *    node names and item ids of at most max_id_length bytes, a payload
- *    root in a namespace;
+ *    root in a namespace; XEP-0059 <set/> only on items, its max
+ *    <= max_items, after/before ids of at most max_id_length, not both;
  *  - every configuration value accepted is normalized (booleans
  *    true/false, max_items 'max' or 1..max, list values among the
  *    options), and the node_config form rendered from it, submitted
@@ -181,6 +182,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(r->nids <= fuzz_svc.max_ids, "%u ids", r->nids);
 			FUZZ_CHECK(r->max_items <= fuzz_svc.lim.max_items,
 				   "max_items %u", r->max_items);
+			/* XEP-0059 on items: only there, bounded, the
+			 * cursors non-empty ids of at most max_id_length
+			 * (before may be empty: the last page), not both */
+			FUZZ_CHECK(!r->rsm || r->op == PUBSUB_OP_ITEMS,
+				   "RSM on op %d", (int)r->op);
+			FUZZ_CHECK(r->rsm_max <= fuzz_svc.lim.max_items,
+				   "RSM max %u", r->rsm_max);
+			FUZZ_CHECK(r->rsm_after == NULL ||
+				   (r->rsm_after[0] != '\0' &&
+				    strlen(r->rsm_after) <=
+				    fuzz_svc.max_id_length), "RSM after");
+			FUZZ_CHECK(r->rsm_before == NULL ||
+				   strlen(r->rsm_before) <=
+				   fuzz_svc.max_id_length, "RSM before");
+			FUZZ_CHECK(r->rsm_after == NULL ||
+				   r->rsm_before == NULL, "RSM after+before");
 			if (r->op == PUBSUB_OP_SUBSCRIBE ||
 			    r->op == PUBSUB_OP_UNSUBSCRIBE)
 				FUZZ_CHECK(r->jid != NULL &&

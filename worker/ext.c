@@ -222,12 +222,17 @@ unsigned long ext_busy(struct worker *w)
 	return n;
 }
 
-void ext_account_features(struct buf *out)
+void ext_account_features(const struct config *cfg, struct buf *out)
 {
-	for (unsigned i = 0; i < ext_count; i++)
-		for (const char *const *f = ext_all[i]->account_features;
-		     f && *f; f++)
-			buf_appendf(out, "<feature var='%s'/>", *f);
+	for (unsigned i = 0; i < ext_count; i++) {
+		const struct ext *e = ext_all[i];
+		for (unsigned j = 0; e->account_features &&
+				     e->account_features[j]; j++)
+			if (e->account_feature_on == NULL ||
+			    e->account_feature_on(cfg, j))
+				buf_appendf(out, "<feature var='%s'/>",
+					    e->account_features[j]);
+	}
 }
 
 int ext_make_room(struct conn *c)

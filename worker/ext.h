@@ -291,6 +291,10 @@ struct ext {
 	void (*presence_to_account)(struct worker *w,
 				    const struct xml_node *st,
 				    const char *bare);
+	/* ---- added for issue 13 (h-pepmore) ---------------------------- */
+	/* Whether account_features[i] is on under cfg (a feature turned
+	 * off in the settings is not advertised); NULL: all are. */
+	int (*account_feature_on)(const struct config *cfg, unsigned i);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -474,8 +478,9 @@ int ext_loop_turn(struct worker *w, int64_t now_ms);
 /* The items extensions have still to write out before the worker exits
  * (the sum of their busy hooks); 0 when none. */
 unsigned long ext_busy(struct worker *w);
-/* Append <feature var='...'/> for every extension's account features. */
-void ext_account_features(struct buf *out);
+/* Append <feature var='...'/> for every extension's account features
+ * that are on under cfg (account_feature_on). */
+void ext_account_features(const struct config *cfg, struct buf *out);
 /* The first make_room hook that ends a session: 1, else 0. */
 int ext_make_room(struct conn *c);
 static inline void ext_message_delivered(struct worker *w,

@@ -223,6 +223,8 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		{ "no-account", PUBSUB_E_SERVICE_UNAVAILABLE, NULL },
 		{ "no-node", PUBSUB_E_ITEM_NOT_FOUND, NULL },
 		{ "no-item", PUBSUB_E_ITEM_NOT_FOUND, NULL },
+		{ "rsm-no-item", PUBSUB_E_ITEM_NOT_FOUND,
+		  "no such item for RSM after or before" },
 		{ "exists", PUBSUB_E_CONFLICT, "the node exists" },
 		{ "max-nodes", PUBSUB_E_MAX_NODES, "pep.max_nodes reached" },
 		{ "presence", PUBSUB_E_PRESENCE_REQUIRED, NULL },
@@ -316,8 +318,8 @@ static int pep_cfg_params(struct arena *a, const struct pubsub_config *cfg,
 /* ---- publish ------------------------------------------------------- */
 
 static const char pep_publish_sql[] =
-	"SELECT status, detail, created, trimmed, config, roster_groups "
-	"FROM xmppd_pep_publish($1, $2, $3, $4, $5, $6, $7::text[], "
+	"SELECT status, detail, created, trimmed, config, roster_groups, "
+	"subscribers FROM xmppd_pep_publish($1, $2, $3, $4, $5, $6, $7::text[], "
 	"$8::text[], $9::int, $10::int, $11::bigint)";
 
 static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
@@ -331,6 +333,8 @@ static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
 	ev.node = q->r.node;
 	ev.item_id = q->item_id;
 	ev.payload = q->payload;
+	if (!PQgetisnull(res, 0, 6))
+		ev.subscribers = PQgetvalue(res, 0, 6);
 	if (pep_trimmed(&p->arena, PQgetvalue(res, 0, 3),
 			p->w->cfg->pep_max_items, &ev) < 0)
 		log_warn("pep: %s node %s: trimmed items unreadable; no "
@@ -436,6 +440,48 @@ static void pep_items_result(struct iq_pending *p, struct pep_req *q,
 	pep_reply(&p, &out);
 }
 
+/* XEP-0059 RSM on items (section 6.5.4; 015-pep-subs-flag.sql): the
+ * page newest first, <set/> with first (its index: its place in the
+ * set, 0 = the newest), last (none on an empty page) and count. */
+static const char pep_items_rsm_sql[] =
+	"SELECT status, config, item_id, payload, total, pos FROM "
+	"xmppd_pep_items_rsm($1, $2, $3, $4, $5::text[], $6::int, $7::bigint, "
+	"$8::int, $9, $10)";
+
+static void pep_items_rsm_result(struct iq_pending *p, struct pep_req *q,
+				 const PGresult *res)
+{
+	struct buf out;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><items");
+	pep_attr(&out, "node", q->r.node);
+	int n = PQntuples(res);
+	if (n <= 1)
+		buf_appendf(&out, "/>");
+	else {
+		buf_appendf(&out, ">");
+		for (int i = 1; i < n; i++) {
+			buf_appendf(&out, "<item");
+			pep_attr(&out, "id", PQgetvalue(res, i, 2));
+			buf_appendf(&out, ">%s</item>", PQgetvalue(res, i, 3));
+		}
+		buf_appendf(&out, "</items>");
+	}
+	buf_appendf(&out, "<set xmlns='" NS_RSM "'>");
+	if (n > 1) {
+		const char *ends[2] = { PQgetvalue(res, 1, 2),
+					PQgetvalue(res, n - 1, 2) };
+		buf_appendf(&out, "<first index='%s'>", PQgetvalue(res, 1, 5));
+		xml_escape(&out, ends[0], strlen(ends[0]), 0);
+		buf_appendf(&out, "</first><last>");
+		xml_escape(&out, ends[1], strlen(ends[1]), 0);
+		buf_appendf(&out, "</last>");
+	}
+	buf_appendf(&out, "<count>%s</count></set></pubsub>",
+		    PQgetvalue(res, 0, 4));
+	pep_reply(&p, &out);
+}
+
 static void pep_items(struct iq_pending *p, struct pep_req *q)
 {
 	const char *ids = NULL;
@@ -459,9 +505,18 @@ static void pep_items(struct iq_pending *p, struct pep_req *q)
 	char max_bytes[24];
 	snprintf(max_bytes, sizeof(max_bytes), "%llu", (unsigned long long)
 		 (p->w->cfg->c2s_max_output_bytes / 2));
-	const char *params[7] = { q->user, q->domain, q->r.node, q->requester,
-				  ids, last, max_bytes };
-	pep_run(p, pep_items_sql, 7, params, pep_items_result);
+	const char *params[10] = { q->user, q->domain, q->r.node, q->requester,
+				   ids, last, max_bytes, NULL, q->r.rsm_after,
+				   q->r.rsm_before };
+	if (!q->r.rsm) {
+		pep_run(p, pep_items_sql, 7, params, pep_items_result);
+		return;
+	}
+	char max[16];
+	snprintf(max, sizeof(max), "%u", q->r.rsm_max_set ? q->r.rsm_max :
+		 p->w->cfg->pep_max_items);
+	params[7] = max;
+	pep_run(p, pep_items_rsm_sql, 10, params, pep_items_rsm_result);
 }
 
 /* ---- retract, purge, delete --------------------------------------- */
@@ -504,7 +559,7 @@ static void pep_remove(struct iq_pending *p, struct pep_req *q,
 /* ---- create, configure, default ----------------------------------- */
 
 static const char pep_configure_sql[] =
-	"SELECT status, trimmed, config, roster_groups FROM "
+	"SELECT status, trimmed, config, roster_groups, subscribers FROM "
 	"xmppd_pep_configure($1, $2, $3, $4::boolean, $5::text[], $6::text[], "
 	"$7::int, $8::int, $9::bigint)";
 
@@ -524,6 +579,8 @@ static void pep_configure_result(struct iq_pending *p, struct pep_req *q,
 	}
 	pep_service(p->w->cfg, &svc, q->bare);
 	ev.kind = PEP_EV_CONFIG;
+	if (!PQgetisnull(res, 0, 4))
+		ev.subscribers = PQgetvalue(res, 0, 4);
 	ev.owner = q->bare;
 	ev.publisher = p->from;
 	ev.node = q->r.node;
@@ -1027,7 +1084,7 @@ static void pep_info_result(struct iq_pending *p, struct pep_req *q,
 	}
 	struct buf out;
 	buf_init(&out, 0);
-	server_account_info(&out);
+	server_account_info(p->w->cfg, &out);
 	pep_reply(&p, &out);
 }
 
@@ -1185,7 +1242,7 @@ static const char *const pep_features[] = {
 	F("publish-options"), F("purge-nodes"), F("retract-items"),
 	F("retrieve-affiliations"), F("retrieve-default"),
 	F("retrieve-items"), F("retrieve-subscriptions"), F("subscribe"),
-	F("pubsub-on-a-jid"), NULL,
+	F("pubsub-on-a-jid"), F("rsm"), NULL,
 };
 #undef F
 static const char *const pep_identities[] = {
@@ -1205,7 +1262,8 @@ static const char *const pep_config[] = {
 };
 static const char *const pep_schema[] = { "007-pep.sql", "009-pep-notify.sql",
 					   "011-pep-subscribe.sql",
-					   "013-pep-fixes.sql", NULL };
+					   "013-pep-fixes.sql",
+					   "015-pep-subs-flag.sql", NULL };
 
 const struct ext pep_ext = {
 	.name = "pep",

@@ -82,8 +82,9 @@ struct pep_event {
 	int ntrimmed;
 	struct pubsub_config cfg;       /* the node's configuration */
 	int notify;                     /* RETRACT: notify='true' asked */
-	const char *subscribers;        /* DELETE: the deleted node's explicit
-					 * subscribers (a text[] literal);
+	const char *subscribers;        /* "{}": the node has no explicit
+					 * subscribers (015); DELETE: the
+					 * deleted node's (a text[] literal);
 					 * NULL: read them (011) */
 	const struct pubsub_form_limits *lim;   /* CONFIG: the form's */
 };

@@ -782,6 +782,13 @@ static const char *const compat_account_features[] = {
 	NS_BOOKMARKS2 "#compat", NS_BOOKMARKS2 "#compat-pep",
 	NS_VCARD_CONVERSION, NULL,
 };
+/* Only what is on is advertised: a client that sees #compat skips its
+ * own XEP-0048 fallback (Conversations). */
+static int compat_feature_on(const struct config *cfg, unsigned i)
+{
+	return i < 2 ? cfg->pep_bookmarks_compat != 0 :
+	       cfg->pep_vcard_conversion != 0;
+}
 static const struct ext_iq_child compat_iq_child[] = {
 	{ NS_PRIVATE, "query", NS_BOOKMARKS_LEGACY, EXT_IQ_GET | EXT_IQ_SET,
 	  compat_private_iq },
@@ -794,6 +801,7 @@ static const char *const compat_config[] = {
 const struct ext pep_compat_ext = {
 	.name = "pep_compat",
 	.account_features = compat_account_features,
+	.account_feature_on = compat_feature_on,
 	.iq_child = compat_iq_child,
 	.config_keys = compat_config,
 	.session_restore = avatar_restore,

@@ -943,8 +943,7 @@ static const char pn_subs_sql[] =
 
 void pep_notify_subscribers(struct worker *w, const struct pep_event *ev)
 {
-	if (w->db == NULL || (ev->kind == PEP_EV_DELETE &&
-			      ev->subscribers != NULL &&
+	if (w->db == NULL || (ev->subscribers != NULL &&
 			      strcmp(ev->subscribers, "{}") == 0))
 		return;
 	struct buf body, plain, g;
@@ -980,8 +979,7 @@ void pep_notify_subscribers(struct worker *w, const struct pep_event *ev)
 	const char *access = ev->cfg.v[PUBSUB_F_ACCESS_MODEL] != NULL ?
 			     ev->cfg.v[PUBSUB_F_ACCESS_MODEL] : "presence";
 	const char *params[6] = { user, at + 1, ev->node, access, buf_head(&g),
-				  ev->kind == PEP_EV_DELETE ?
-				  ev->subscribers : NULL };
+				  ev->subscribers };
 	if (db_query(w->db, pn_subs_sql, 6, params, NULL, NULL, 0,
 		     pn_subs_result, x) < 0) {
 		log_info("pep: events of %s node %s to subscribers lost: "

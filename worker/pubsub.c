@@ -58,6 +58,8 @@ static const struct pubsub_error_desc pubsub_errors[PUBSUB_E_COUNT] = {
 		NULL },
 	[PUBSUB_E_TOO_MANY_SUBS] = { "wait", "policy-violation",
 		APP("too-many-subscriptions") },
+	[PUBSUB_E_NOT_IMPLEMENTED] = { "cancel", "feature-not-implemented",
+		NULL },
 };
 
 const struct pubsub_error_desc *pubsub_error_of(enum pubsub_error e)
@@ -223,6 +225,62 @@ static int pubsub_parse_items(struct arena *a, const struct xml_node *el,
 	return 0;
 }
 
+/* XEP-0059 in an items request (XEP-0060 section 6.5.4): <max/> a
+ * non-negative integer, <after/> an item id, <before/> an item id or
+ * empty (the last page), not both; <index/> (a page out of order) is
+ * not offered (XEP-0059 section 2.5: feature-not-implemented). */
+static int pubsub_parse_rsm(struct arena *a, const struct xml_node *q,
+			    const struct pubsub_service *svc,
+			    struct pubsub_req *r, enum pubsub_error *e,
+			    const char **text_r)
+{
+	const struct xml_node *set = xml_child(q, NS_RSM, "set");
+	if (set == NULL)
+		return 0;
+	r->rsm = 1;
+	for (const struct xml_node *c = xml_first_element(set); c != NULL;
+	     c = xml_next_element(c)) {
+		char *text = xml_text(a, c);
+		if (text == NULL)
+			FAIL(PUBSUB_E_NONE, "out of memory");
+		if (xml_is(c, NS_RSM, "max")) {
+			char *end;
+			errno = 0;
+			unsigned long v = strtoul(text, &end, 10);
+			if (r->rsm_max_set || text[0] < '0' || text[0] > '9' ||
+			    *end != '\0' || errno != 0)
+				FAIL(PUBSUB_E_BAD_REQUEST, "RSM max not a "
+				     "non-negative integer");
+			r->rsm_max_set = 1;
+			r->rsm_max = v > svc->lim.max_items ?
+				svc->lim.max_items : (unsigned)v;
+		} else if (xml_is(c, NS_RSM, "after")) {
+			if (r->rsm_after != NULL || text[0] == '\0')
+				FAIL(PUBSUB_E_BAD_REQUEST, "RSM after without "
+				     "an item id");
+			r->rsm_after = text;
+		} else if (xml_is(c, NS_RSM, "before")) {
+			if (r->rsm_before != NULL)
+				FAIL(PUBSUB_E_BAD_REQUEST, "RSM before twice");
+			r->rsm_before = text;
+		} else if (xml_is(c, NS_RSM, "index")) {
+			FAIL(PUBSUB_E_NOT_IMPLEMENTED, "RSM index not offered");
+		} else {
+			FAIL(PUBSUB_E_BAD_REQUEST, "unknown RSM element");
+		}
+	}
+	if (r->rsm_after != NULL && r->rsm_before != NULL)
+		FAIL(PUBSUB_E_BAD_REQUEST, "RSM after and before");
+	if (svc->max_id_length != 0 &&
+	    ((r->rsm_after != NULL &&
+	      strlen(r->rsm_after) > svc->max_id_length) ||
+	     (r->rsm_before != NULL &&
+	      strlen(r->rsm_before) > svc->max_id_length)))
+		FAIL(PUBSUB_E_ITEM_NOT_FOUND, "RSM item id longer than "
+		     "pep.max_id_length");
+	return 0;
+}
+
 static int pubsub_parse_affs(struct arena *a, const struct xml_node *el,
 			     struct pubsub_req *r, enum pubsub_error *e,
 			     const char **text_r)
@@ -356,7 +414,8 @@ static int pubsub_parse_req(struct arena *a, const struct xml_node *q,
 		return pubsub_parse_publish(a, q, el, svc, requester, r, e,
 					    text_r);
 	if (!is_set && xml_is(el, NS_PUBSUB, "items"))
-		return pubsub_parse_items(a, el, svc, r, e, text_r);
+		return pubsub_parse_items(a, el, svc, r, e, text_r) < 0 ? -1 :
+		       pubsub_parse_rsm(a, q, svc, r, e, text_r);
 	if (is_set && xml_is(el, NS_PUBSUB, "retract")) {
 		r->op = PUBSUB_OP_RETRACT;
 		if (!pubsub_is_owner(svc, requester))

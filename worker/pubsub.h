@@ -16,6 +16,9 @@
 #define NS_PUBSUB_OWNER NS_PUBSUB "#owner"
 #define NS_PUBSUB_ERRORS NS_PUBSUB "#errors"
 #define NS_PUBSUB_EVENT NS_PUBSUB "#event"
+#ifndef NS_RSM
+#define NS_RSM "http://jabber.org/protocol/rsm"
+#endif
 
 /* A pubsub service: who it is and what it allows. */
 struct pubsub_service {
@@ -74,6 +77,7 @@ enum pubsub_error {
 	PUBSUB_E_UNSUPPORTED_SUBSCRIBE, /* cancel feature-not-implemented + unsupported feature='subscribe' */
 	PUBSUB_E_SERVICE_UNAVAILABLE,   /* cancel service-unavailable */
 	PUBSUB_E_TOO_MANY_SUBS,         /* wait policy-violation + too-many-subscriptions */
+	PUBSUB_E_NOT_IMPLEMENTED,       /* cancel feature-not-implemented */
 	PUBSUB_E_COUNT
 };
 
@@ -104,6 +108,15 @@ struct pubsub_req {
 	int cancel;                     /* configure with type='cancel' */
 	struct pubsub_aff affs[PUBSUB_MAX_AFFS];
 	unsigned naffs;
+	/* items with XEP-0059 RSM: a <set/> next to <items/> (section
+	 * 6.5.4).  The set is the items newest first. */
+	int rsm;                        /* a <set/> was given */
+	int rsm_max_set;                /* with <max/>: rsm_max (0: count
+					 * only), at most lim.max_items */
+	unsigned rsm_max;
+	const char *rsm_after;          /* an item id (older ones), or NULL */
+	const char *rsm_before;         /* an item id (newer ones), "" (the
+					 * last page: the oldest), or NULL */
 };
 
 /* Parse q (the IQ's first child) of an IQ of type get (is_set 0) or set,

@@ -162,12 +162,12 @@ void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 	server_iq(w, a, st);
 }
 
-void server_account_info(struct buf *out)
+void server_account_info(const struct config *cfg, struct buf *out)
 {
 	buf_appendf(out, "<query xmlns='" NS_DISCO_INFO "'><identity "
 		    "category='account' type='registered'/>");
 	ext_account_identities(out);
-	ext_account_features(out);
+	ext_account_features(cfg, out);
 	buf_appendf(out, "</query>");
 }
 
@@ -204,7 +204,7 @@ void server_account_iq(struct worker *w, struct arena *a, struct xml_node *st,
 		buf_init(&out, 0);
 		server_result_head(&out, st);
 		buf_appendf(&out, ">");
-		server_account_info(&out);
+		server_account_info(w->cfg, &out);
 		buf_appendf(&out, "</iq>");
 		server_send(w, a, &out);
 		return;

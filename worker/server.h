@@ -11,6 +11,7 @@
 #include "xml.h"
 
 struct worker;
+struct config;
 
 /* A stanza to our domain (to_resource: domain/resource). */
 void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
@@ -19,8 +20,8 @@ void server_stanza(struct worker *w, struct arena *a, struct xml_node *st,
 void server_account_iq(struct worker *w, struct arena *a,
 		       struct xml_node *st, const char *bare);
 /* Append the disco#info <query/> of an account's bare JID (identities
- * and features; XEP-0030), as the account itself gets it. */
-void server_account_info(struct buf *out);
+ * and features on under cfg; XEP-0030), as the account itself gets it. */
+void server_account_info(const struct config *cfg, struct buf *out);
 /* Route a stanza whose 'from' is trusted (route.c). */
 void route_stanza(struct worker *w, struct arena *a, struct xml_node *st);
 

@@ -537,6 +537,53 @@ def test_resumption_sends_no_last_items():
             event("2").fullmatch(got.replace("<r xmlns='%s'/>" % sm, "")), got
         assert "<delay " not in got, got
 
+def test_legacy_c_does_no_harm():
+    """A legacy XEP-0115 <c/> (no hash attribute, section "Legacy
+    Format") cannot be verified: it is passed on to contacts unchanged
+    but resolves nothing -- no query, no caps_cache row, no PEP events
+    for it (as no caps), and none of the session's
+    caps.max_changes_per_minute: a hashed ver announced after 12 legacy
+    ones is still asked and applied; a session with hashed caps keeps
+    them when a legacy <c/> follows."""
+    from test_pep_notify import (J, R, TUNE, TUNE_NS, WANTS_TUNE, any_event,  # noqa: E402
+                                 event_rx, item_body, join, pair, pub, show_caps)
+    with Server(workers=1, users=USERS,
+                overrides={"caps.max_changes_per_minute": "3"}) as s:
+        pair(s, J, R, "both", "both")
+        jp = join(s, "juliet", "pub", WANTS_TUNE)
+        ro = join(s, "romeo", "a", None)
+        jp.drain()
+
+        def legacy(ver):
+            return ("<c xmlns='http://jabber.org/protocol/caps' node='%s' ver='%s' "
+                    "ext='a b'/>" % (NODE, ver))
+        ro.send("<presence>%s</presence>" % legacy("1.0"))
+        jp.expect("<presence to='%s' from='%s'>%s</presence>" % (J, ro.jid, legacy("1.0")))
+        synced(ro)
+        ro.quiet(0.3, want=re.compile("<iq .*"))
+        assert metric(s, "xmppd_caps_queries") == 1     # juliet's ver only
+        jp.expect(pub(jp, TUNE_NS, TUNE, "t1"))
+        jp.expect(event_rx(jp.jid, TUNE_NS, item_body(TUNE_NS, "t1", TUNE), replyto=jp.jid))
+        ro.quiet(0.3, want=any_event())
+        for i in range(12):
+            ro.send("<presence>%s</presence>" % legacy("1.%d" % i))
+        synced(ro)
+        ro.quiet(0.3, want=re.compile("<iq .*"))
+        assert sql(s, "SELECT count(*) FROM caps_cache WHERE ver LIKE '1.%'") == "0"
+        assert "change more than 3 times" not in s.log_text()
+        # a hashed ver now: asked, applied, the last item and events come
+        show_caps(s, ro, WANTS_TUNE + ["urn:example:legacy+notify"])
+        ro.expect(event_rx(ro.jid, TUNE_NS, item_body(TUNE_NS, "t1", TUNE), delay=True))
+        jp.expect(pub(jp, TUNE_NS, TUNE, "t2", iq_id="p2"))
+        ro.expect(event_rx(ro.jid, TUNE_NS, item_body(TUNE_NS, "t2", TUNE), replyto=jp.jid))
+        # a legacy <c/> after it leaves its caps as they are
+        ro.send("<presence>%s</presence>" % legacy("2.0"))
+        synced(ro)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "t3", iq_id="p3"))
+        ro.expect(event_rx(ro.jid, TUNE_NS, item_body(TUNE_NS, "t3", TUNE), replyto=jp.jid))
+        ro.quiet(0.3, want=re.compile("<iq .*"))
+
+
 if __name__ == "__main__":
     run_tests([checked(t) for t in [
         test_unknown_ver_queried_and_verified, test_xep0115_example_ver,
@@ -545,4 +592,5 @@ if __name__ == "__main__":
         test_made_up_vers_do_not_fill_the_table, test_unasked_answers_ignored,
         test_known_vers_rate_limited, test_unanswered_query_times_out,
         test_one_account_cannot_fill_the_table, test_notify_names_bounded,
-        test_caps_cache_rows_bounded, test_resumption_sends_no_last_items]])
+        test_caps_cache_rows_bounded, test_resumption_sends_no_last_items,
+        test_legacy_c_does_no_harm]])

@@ -388,7 +388,7 @@ PEP_FEATURES = "".join("<feature var='http://jabber.org/protocol/pubsub%s'/>" % 
         "modify-affiliations multi-items outcast-affiliation persistent-items "
         "presence-notifications presence-subscribe publish "
         "publish-options purge-nodes retract-items retrieve-affiliations retrieve-default "
-        "retrieve-items retrieve-subscriptions subscribe pubsub-on-a-jid").split()])
+        "retrieve-items retrieve-subscriptions subscribe pubsub-on-a-jid rsm").split()])
 # ... and pep_compat.c (XEP-0402 compat, XEP-0398)
 PEP_FEATURES += ("<feature var='urn:xmpp:bookmarks:1#compat'/>"
                  "<feature var='urn:xmpp:bookmarks:1#compat-pep'/>"

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import re
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -453,6 +454,55 @@ def test_nick():
         got = iq(c, ps("<items node='%s'/>" % node), "k3", "get", to=J)
         assert got == error(J, "k3", jc, "auth", "not-authorized",
                             "presence-subscription-required"), got
+
+
+
+
+def test_features_follow_settings():
+    """The account's disco#info (its own and a contact's) lists
+    urn:xmpp:bookmarks:1#compat and #compat-pep only with
+    pep.bookmarks_compat, urn:xmpp:pep-vcard-conversion:0 only with
+    pep.vcard_conversion (a client that sees #compat skips its own
+    fallback); a reload turns them back on."""
+    from test_pep_store import INFO, PEP_FEATURES
+    compat = ("<feature var='urn:xmpp:bookmarks:1#compat'/>"
+              "<feature var='urn:xmpp:bookmarks:1#compat-pep'/>")
+    conv = "<feature var='urn:xmpp:pep-vcard-conversion:0'/>"
+    assert PEP_FEATURES.endswith(compat + conv)
+    base = PEP_FEATURES[:-len(compat + conv)]
+
+    def infos(s, tag):
+        a, ja = login(s, "juliet", tag)
+        b, jb = login(s, "romeo", tag)
+        own = iq(a, "<query xmlns='%s'/>" % INFO, "o" + tag, "get", to=J)
+        other = iq(b, "<query xmlns='%s'/>" % INFO, "c" + tag, "get", to=J)
+        head = own[:own.index("<query")]
+        assert head == "<iq from='%s' id='o%s' to='%s' type='result'>" % (J, tag, ja), own
+        assert other == own.replace("id='o%s' to='%s'" % (tag, ja),
+                                    "id='c%s' to='%s'" % (tag, jb)), other
+        return own[len(head):]
+
+    cases = (("pep {\n bookmarks_compat = no\n}\n", base + conv),
+             ("pep {\n vcard_conversion = no\n}\n", base + compat),
+             ("pep {\n bookmarks_compat = no\n vcard_conversion = no\n}\n", base))
+    for n, (text, features) in enumerate(cases):
+        with Server(workers=1, users=USERS, config_text=text) as s:
+            subscribe_from(s, "juliet", R)
+            got = infos(s, "a")
+            assert got.endswith(features + "</query></iq>"), got
+            for f in (compat, conv):
+                for one in re.findall("<feature var='[^']*'/>", f):
+                    assert (one in got) == (one in features), (one, got)
+            if n < 2:
+                continue
+            # RELOAD: on again without a restart
+            s.write_config("")
+            os.kill(s.master_pid, signal.SIGHUP)
+            wait_for(lambda: (lambda x: x and all(w["generation"] == 2 for w in x["workers"]))(
+                s.status()), what="reloaded")
+            again = infos(s, "b")
+            assert again == got[:-len(base + "</query></iq>")] + PEP_FEATURES + \
+                "</query></iq>", again
 
 
 if __name__ == "__main__":

@@ -552,7 +552,8 @@ FEATURES = ["access-presence", "auto-create", "auto-subscribe", "config-node",
             "outcast-affiliation", "persistent-items", "presence-notifications",
             "presence-subscribe", "publish", "publish-options",
             "purge-nodes", "retract-items", "retrieve-affiliations", "retrieve-default",
-            "retrieve-items", "retrieve-subscriptions", "subscribe", "pubsub-on-a-jid"]
+            "retrieve-items", "retrieve-subscriptions", "subscribe", "pubsub-on-a-jid",
+            "rsm"]
 PEP_FEATURES = "<feature var='%s'/>" % PUBSUB + "".join(
     "<feature var='%s#%s'/>" % (PUBSUB, f) for f in FEATURES)
 # worker/pep_compat.c (XEP-0402 compat, XEP-0398), after caps_ext in ext.c
@@ -980,6 +981,120 @@ def test_deleted_account_loses_affiliations():
         assert iq(a, ps("<affiliations node='wl'/>", OWNER), "a2", "get") == \
             result(J, "a2", ja, ps("<affiliations node='wl'><affiliation jid='%s' "
                                    "affiliation='owner'/></affiliations>" % J, OWNER))
+
+
+RSM = "http://jabber.org/protocol/rsm"
+
+
+def rsm_page(node, items, first_last, count, index=0):
+    """An items result page with its XEP-0059 <set/>, items newest first;
+    index: the first's place in the set (0: the newest)."""
+    inner = ps("<items node='%s'/>" % node) if not items else items_of(node, items)
+    fl = "<first index='%d'>%s</first><last>%s</last>" % ((index,) + first_last) \
+        if first_last else ""
+    return inner[:-len("</pubsub>")] + "<set xmlns='%s'>%s<count>%d</count></set></pubsub>" \
+        % (RSM, fl, count)
+
+
+def rsm_ask(node, set_inner, items_inner=""):
+    body = "<items node='%s'>%s</items>" % (node, items_inner) if items_inner else \
+        "<items node='%s'/>" % node
+    return ps(body + "<set xmlns='%s'>%s</set>" % (RSM, set_inner))
+
+
+def test_items_rsm():
+    """XEP-0060 6.5.4 with XEP-0059: pages newest first with first, last
+    and count; after pages to older items, before to newer ones, an empty
+    before gives the oldest; max 0 the count only; with item ids; the
+    errors (unknown after/before item-not-found, a bad max, after and
+    before together and an empty after bad-request, index
+    feature-not-implemented); the access model as for items; a reply
+    bounded by half of c2s.max_output_bytes is a shorter page and the
+    client pages the rest."""
+    with Server(workers=1, users=USERS,
+                overrides={"c2s.max_output_bytes": "64K"}) as s:
+        a, ja = login(s, "juliet")
+        c, jc = login(s, "nurse")
+        cfg = "<configure>%s</configure>" % form(PUBSUB + "#node_config",
+                                                 [("pubsub#max_items", "max")])
+        assert iq(a, ps("<create node='feed'/>" + cfg), "c0", "set") == result(J, "c0", ja)
+        it = {str(i): "<e xmlns='urn:e'>%d&amp;</e>" % i for i in range(1, 6)}
+        for i in range(1, 6):
+            assert iq(a, publish("feed", it[str(i)], str(i)), "p%d" % i, "set") == \
+                result(J, "p%d" % i, ja, published("feed", str(i)))
+
+        def page(*ids):
+            return [(i, it[i]) for i in ids]
+
+        def ask(iq_id, set_inner, items_inner=""):
+            return iq(a, rsm_ask("feed", set_inner, items_inner), iq_id, "get")
+        assert ask("r1", "<max>2</max>") == result(J, "r1", ja, rsm_page(
+            "feed", page("5", "4"), ("5", "4"), 5))
+        assert ask("r2", "<max>2</max><after>4</after>") == result(J, "r2", ja, rsm_page(
+            "feed", page("3", "2"), ("3", "2"), 5, 2))
+        assert ask("r3", "<max>2</max><after>2</after>") == result(J, "r3", ja, rsm_page(
+            "feed", page("1"), ("1", "1"), 5, 4))
+        assert ask("r4", "<max>2</max><after>1</after>") == result(J, "r4", ja, rsm_page(
+            "feed", [], None, 5))
+        assert ask("r5", "<max>2</max><before/>") == result(J, "r5", ja, rsm_page(
+            "feed", page("2", "1"), ("2", "1"), 5, 3))
+        assert ask("r6", "<max>2</max><before>2</before>") == result(J, "r6", ja, rsm_page(
+            "feed", page("4", "3"), ("4", "3"), 5, 1))
+        assert ask("r7", "<max>2</max><before>4</before>") == result(J, "r7", ja, rsm_page(
+            "feed", page("5"), ("5", "5"), 5))
+        assert ask("r8", "<max>0</max>") == result(J, "r8", ja, rsm_page("feed", [], None, 5))
+        assert ask("r9", "") == result(J, "r9", ja, rsm_page(
+            "feed", page("5", "4", "3", "2", "1"), ("5", "1"), 5))
+        assert ask("r10", "<max>1</max>", "<item id='1'/><item id='3'/>") == \
+            result(J, "r10", ja, rsm_page("feed", page("3"), ("3", "3"), 2))
+        # without <set/> the reply is as before: oldest first, no <set/>
+        assert iq(a, ps("<items node='feed' max_items='2'/>"), "r11", "get") == \
+            result(J, "r11", ja, items_of("feed", page("4", "5")))
+        # errors
+        assert ask("e1", "<max>2</max><after>nope</after>") == error(
+            J, "e1", ja, "cancel", "item-not-found",
+            text="no such item for RSM after or before")
+        assert ask("e2", "<before>gone</before>") == error(
+            J, "e2", ja, "cancel", "item-not-found",
+            text="no such item for RSM after or before")
+        for n, bad in enumerate(("<max>x</max>", "<max>-1</max>", "<max/>",
+                                 "<after>1</after><before>2</before>", "<after/>",
+                                 "<max>1</max><max>2</max>", "<last>1</last>")):
+            iq_id = "b%d" % n
+            got = ask(iq_id, bad)
+            assert re.fullmatch(re.escape(
+                "<iq from='%s' id='%s' to='%s' type='error'><error type='modify'>"
+                "<bad-request xmlns='%s'/>" % (J, iq_id, ja, STANZAS))
+                + "<text xmlns='%s'>[^<]+</text></error></iq>" % re.escape(STANZAS),
+                got), (bad, got)
+        got = ask("e3", "<index>1</index>")
+        assert got == ("<iq from='%s' id='e3' to='%s' type='error'><error type='cancel'>"
+                       "<feature-not-implemented xmlns='%s'/><text xmlns='%s'>RSM index "
+                       "not offered</text></error></iq>" % (J, ja, STANZAS, STANZAS)), got
+        assert "refused: feature-not-implemented: RSM index not offered" in s.log_text()
+        # the access model: a stranger, presence node
+        assert iq(c, rsm_ask("feed", "<max>1</max>"), "e4", "get", to=J) == error(
+            J, "e4", jc, "auth", "not-authorized", "presence-subscription-required")
+        # bounded by output: a shorter page, the rest by after
+        assert iq(a, ps("<create node='big'/>" + cfg), "c1", "set") == result(J, "c1", ja)
+        blob = "<b xmlns='urn:b'>%s</b>" % ("y" * 10000)
+        for i in range(1, 6):
+            assert iq(a, publish("big", blob, "b%d" % i), "q%d" % i, "set") == \
+                result(J, "q%d" % i, ja, published("big", "b%d" % i))
+        fits = (64 * 1024 // 2) // (len(blob) + 2 + 16)
+        assert 1 < fits < 5
+        seen, after, n = [], "", 0
+        while len(seen) < 5 and n < 10:
+            n += 1
+            got = iq(a, rsm_ask("big", "<max>5</max>" + after), "g%d" % n, "get")
+            ids = re.findall("<item id='(b[0-9])'>", got)
+            assert ids and len(ids) <= fits, got
+            assert got == result(J, "g%d" % n, ja, rsm_page(
+                "big", [(i, blob) for i in ids], (ids[0], ids[-1]), 5, len(seen))), got
+            seen += ids
+            after = "<after>%s</after>" % ids[-1]
+        assert seen == ["b5", "b4", "b3", "b2", "b1"], seen
+        assert n > 1
 
 
 if __name__ == "__main__":
