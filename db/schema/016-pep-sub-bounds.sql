@@ -94,6 +94,7 @@ CREATE FUNCTION xmppd_pep_subs_set(p_service text, p_node text,
 		p_jids text[], p_states text[], p_max int)
 RETURNS TABLE (status text, jid text, state text)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
 	nid bigint;
 	added bigint;
