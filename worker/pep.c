@@ -16,7 +16,9 @@
  * the presence-based recipients and to the explicit subscribers.
  * Subscriptions (subscribe, unsubscribe, the owner's set;
  * 011-pep-subscribe.sql): one per JID and node, no subid, no options,
- * at most pep.max_subscriptions per node.
+ * at most pep.max_subscriptions per node and
+ * pep.max_subscriptions_per_jid per node and subscriber bare JID
+ * (016-pep-sub-bounds.sql), subscriber JIDs in pep.max_account_bytes.
  * Failure policy: every get and set is answered; a database failure
  * answers a stanza error (pep_fail) and the stream goes on; a refused
  * request logs one line with its reason.

@@ -27,7 +27,8 @@
  * per interest), from its own account and every local account having
  * it from/both; and when an owner grants a subscription
  * (subscription_changed), the owner's last items to the contact's
- * interested sessions.  Only the wanted nodes are read
+ * interested sessions (IPC_FRAME_PEP_LAST to each session's worker,
+ * which runs the same paced per-conn job).  Only the wanted nodes are read
  * (xmppd_pep_last_nodes, then xmppd_pep_last_items by name in pages of
  * half of c2s.max_output_bytes, 013-pep-fixes.sql); a local conn's next
  * page waits until its output drained, pep.max_last_items_bytes in all.
