@@ -457,6 +457,50 @@ def test_last_item_without_payload():
         nu.quiet(0.3, want=any_event())
 
 
+def test_subscribe_racing_prune():
+    """REVIEW-13b G6: a subscribe that passed its access check while the
+    contact's presence subscription goes does not survive the prune:
+    the prune waits for the subscribing transaction (held open here in
+    psql) and then removes its row and tells the JID."""
+    import subprocess
+    from harness import wait_for
+    with Server(workers=1, users=USERS) as s:
+        pair(s, J, R, "both", "both")
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, NODE, TUNE, "i1"))        # access model presence
+        ro = join(s, "romeo", "a", None)
+        for im in (jp, ro):
+            im.drain()
+        a = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              "-d", s.db.conninfo], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            a.stdin.write("BEGIN; SELECT status FROM xmppd_pep_subscribe('juliet', "
+                          "'localhost', '%s', '%s', '%s', 1000, 16, 16777216);\n"
+                          % (NODE, R, R))
+            a.stdin.flush()
+            assert a.stdout.readline().strip() == "ok"
+            # romeo ends his presence subscription: juliet's side prunes
+            ro.send("<presence to='%s' type='unsubscribe'/>" % J)
+            jp.expect(re.compile("<iq [^>]*type='set'[^>]*><query xmlns='jabber:iq:roster'"
+                                 "[^>]*><item [^>]*jid='%s'[^>]*subscription='to'.*" % R,
+                                 re.S))
+            waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND wait_event_type = 'Lock' AND "
+                       "query LIKE '%xmppd_pep_sub_prune%'")
+            wait_for(lambda: sql(s, waiting) == "1", timeout=5,
+                     what="the prune waiting for the subscribe")
+            a.stdin.write("COMMIT;\n")
+            a.stdin.close()
+            assert a.wait(timeout=10) == 0
+        finally:
+            if a.poll() is None:
+                a.kill()
+                a.wait()
+        ro.expect(sub_none(ro, NODE, R))
+        assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([f for n, f in sorted(globals().items(), key=lambda kv: 0)
