@@ -902,7 +902,7 @@ static void pn_subs_result(void *ctx, const PGresult *res, const char *error)
 		pn_subs_free(x);
 		return;
 	}
-	const char *jids[64];
+	const char *jids[64];   /* pep.max_subscriptions_per_jid <= 64 */
 	int rows = PQntuples(res);
 	for (int i = 0; i < rows;) {
 		/* rows of one bare JID: jid, bare, admitted, rostered */
