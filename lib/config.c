@@ -614,6 +614,16 @@ const struct config_def config_defs[] = {
 	  "JIDs on other servers whose caps ver is not known yet (XEP-0115 "
 	  "section 6.2); past it such a JID gets PEP events only once "
 	  "another JID with its ver was verified" },
+	/* worker/pep.c: subscription bounds (h-fixsub, REVIEW-13b G2) */
+	{ "pep.max_subscriptions_per_jid", CONFIG_TYPE_UINT,
+	  OFF(pep_max_subscriptions_per_jid), "16", 1, 64, RELOAD,
+	  "Explicit subscriptions one subscriber (its bare JID and any of "
+	  "its full JIDs together) may hold on one PEP node; one more gets "
+	  "<policy-violation/> with <too-many-subscriptions/>, so one "
+	  "subscriber cannot take pep.max_subscriptions with made-up "
+	  "resources (at most 64: the JIDs of one subscriber an event "
+	  "walks).  Subscriber JIDs count against the owner's "
+	  "pep.max_account_bytes" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -207,6 +207,8 @@ struct config {
 	/* worker/pep_remote.c (issue 13) */
 	unsigned pep_max_remote_recipients;     /* per account */
 	unsigned pep_remote_caps_queries_per_minute;    /* per worker */
+	/* worker/pep.c: subscription bounds (h-fixsub) */
+	unsigned pep_max_subscriptions_per_jid; /* per node and bare JID */
 };
 
 struct config_def {

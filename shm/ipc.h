@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 13
+#define IPC_VERSION 14
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -66,6 +66,10 @@ enum ipc_frame_type {
 	IPC_FRAME_PEP_AVATAR,       /* payload: the account's XEP-0153 photo
 				       hash (40 hex digits, or empty: none)
 				       for XEP-0398 presence (pep_compat.c) */
+	IPC_FRAME_PEP_LAST,         /* payload: an owner's bare JID that
+				       granted the session's account
+				       presence: send the session its last
+				       items, paced (pep_notify.c) */
 	IPC_FRAME_TYPE_MAX
 };
 

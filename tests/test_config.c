@@ -271,6 +271,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.max_last_items_bytes", CONFIG_F_RELOADABLE },
 	{ "pep.max_remote_recipients", CONFIG_F_RELOADABLE },
 	{ "pep.remote_caps_queries_per_minute", CONFIG_F_RELOADABLE },
+	{ "pep.max_subscriptions_per_jid", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

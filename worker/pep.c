@@ -16,7 +16,9 @@
  * the presence-based recipients and to the explicit subscribers.
  * Subscriptions (subscribe, unsubscribe, the owner's set;
  * 011-pep-subscribe.sql): one per JID and node, no subid, no options,
- * at most pep.max_subscriptions per node.
+ * at most pep.max_subscriptions per node and
+ * pep.max_subscriptions_per_jid per node and subscriber bare JID
+ * (016-pep-sub-bounds.sql), subscriber JIDs in pep.max_account_bytes.
  * Failure policy: every get and set is answered; a database failure
  * answers a stanza error (pep_fail) and the stream goes on; a refused
  * request logs one line with its reason.
@@ -209,6 +211,14 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 		iq_reply_error_text(p, "modify", "policy-violation", text);
 		return 1;
 	}
+	if (strcmp(s, "max-jid") == 0) {    /* subscribe (REVIEW-13b G2) */
+		char why[120];
+		snprintf(why, sizeof(why), "pep.max_subscriptions_per_jid "
+			 "(%u) of the subscriber reached",
+			 (*p)->w->cfg->pep_max_subscriptions_per_jid);
+		pep_error(p, PUBSUB_E_TOO_MANY_SUBS, why);
+		return 1;
+	}
 	if (strcmp(s, "max-subs") == 0) {   /* subscribe, subscriptions set */
 		char why[120];
 		snprintf(why, sizeof(why), "pep.max_subscriptions (%u) of the "
@@ -244,10 +254,13 @@ static int pep_status_error(struct iq_pending **p, const PGresult *res)
 	return 0;
 }
 
-/* The ids a publish trimmed (text[] literal lit) into ev, from arena a
- * with their real count; retracts are told for the oldest max of them
- * (pep.max_items: one event stays bounded).  -1: unreadable. */
-static int pep_trimmed(struct arena *a, const char *lit, unsigned max,
+/* The ids a publish trimmed (text[] literal lit) into ev, from arena a:
+ * every one of them is told as a <retract/> (REVIEW-13b G10), as long as
+ * their <retract id=''/> elements stay within half of
+ * c2s.max_stanza_size (what a client may send us in one stanza bounds
+ * one event we send; max_bytes); the ids past it are logged, not told.
+ * -1: unreadable. */
+static int pep_trimmed(struct arena *a, const char *lit, uint64_t max_bytes,
 		       struct pep_event *ev)
 {
 	size_t n = 1;
@@ -259,7 +272,20 @@ static int pep_trimmed(struct arena *a, const char *lit, unsigned max,
 	if (got < 0)
 		return -1;
 	ev->trimmed = ids;
-	ev->ntrimmed = (unsigned)got > max ? (int)max : got;
+	uint64_t bytes = 0;
+	int told = 0;
+	for (; told < got; told++) {
+		/* <retract id='...'/>, escaping at most 6 bytes a byte */
+		bytes += 16 + 6 * (uint64_t)strlen(ids[told]);
+		if (bytes > max_bytes)
+			break;
+	}
+	ev->ntrimmed = told;
+	if (told < got)
+		log_warn("pep: %s node %s: %d trimmed items told as retracts, "
+			 "%d not (half of c2s.max_stanza_size, %llu bytes, "
+			 "bounds one event)", ev->owner, ev->node, told,
+			 got - told, (unsigned long long)max_bytes);
 	return 0;
 }
 
@@ -336,7 +362,7 @@ static void pep_publish_result(struct iq_pending *p, struct pep_req *q,
 	if (!PQgetisnull(res, 0, 6))
 		ev.subscribers = PQgetvalue(res, 0, 6);
 	if (pep_trimmed(&p->arena, PQgetvalue(res, 0, 3),
-			p->w->cfg->pep_max_items, &ev) < 0)
+			p->w->cfg->max_stanza_size / 2, &ev) < 0)
 		log_warn("pep: %s node %s: trimmed items unreadable; no "
 			 "retract told", q->bare, q->r.node);
 	/* the item is stored: the result whatever follows */
@@ -793,7 +819,7 @@ static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
 
 static const char pep_subscribe_sql[] =
 	"SELECT status, item_id, payload, stamp FROM xmppd_pep_subscribe($1, "
-	"$2, $3, $4, $5, $6::int)";
+	"$2, $3, $4, $5, $6::int, $7::int, $8::bigint)";
 
 static void pep_subscribe_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
@@ -814,18 +840,25 @@ static void pep_subscribe_result(struct iq_pending *p, struct pep_req *q,
 	buf_free(&out);
 	if (!PQgetisnull(res, 0, 1))
 		pep_notify_sub_last(p->w, q->bare, q->r.jid, q->r.node,
-				    PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+				    PQgetvalue(res, 0, 1),
+				    /* NULL: deliver_payloads is off */
+				    PQgetisnull(res, 0, 2) ? NULL :
+				    PQgetvalue(res, 0, 2),
 				    PQgetvalue(res, 0, 3));
 	iq_pending_free(&p);
 }
 
 static void pep_subscribe(struct iq_pending *p, struct pep_req *q)
 {
-	char max[16];
+	char max[16], max_jid[16], max_bytes[24];
 	snprintf(max, sizeof(max), "%u", p->w->cfg->pep_max_subscriptions);
-	const char *params[6] = { q->user, q->domain, q->r.node, q->requester,
-				  q->r.jid, max };
-	pep_run(p, pep_subscribe_sql, 6, params, pep_subscribe_result);
+	snprintf(max_jid, sizeof(max_jid), "%u",
+		 p->w->cfg->pep_max_subscriptions_per_jid);
+	snprintf(max_bytes, sizeof(max_bytes), "%llu",
+		 (unsigned long long)p->w->cfg->pep_max_account_bytes);
+	const char *params[8] = { q->user, q->domain, q->r.node, q->requester,
+				  q->r.jid, max, max_jid, max_bytes };
+	pep_run(p, pep_subscribe_sql, 8, params, pep_subscribe_result);
 }
 
 static const char pep_unsubscribe_sql[] =
@@ -841,8 +874,20 @@ static void pep_empty_result(struct iq_pending *p, struct pep_req *q,
 }
 
 static const char pep_subs_set_sql[] =
-	"SELECT status FROM xmppd_pep_subs_set($1, $2, $3::text[], "
-	"$4::text[], $5::int)";
+	"SELECT status, jid, state FROM xmppd_pep_subs_set($1, $2, "
+	"$3::text[], $4::text[], $5::int)";
+
+/* owner subscriptions set: each JID whose subscription changed is told
+ * (XEP-0060 section 8.8.4), then the empty result */
+static void pep_owner_subs_result(struct iq_pending *p, struct pep_req *q,
+				  const PGresult *res)
+{
+	for (int i = 1; i < PQntuples(res); i++)
+		pep_notify_sub_state(p->w, q->bare, q->r.node,
+				     PQgetvalue(res, i, 1),
+				     PQgetvalue(res, i, 2));
+	iq_reply_result(&p, NULL);
+}
 
 static void pep_owner_subs_set(struct iq_pending *p, struct pep_req *q)
 {
@@ -871,7 +916,7 @@ static void pep_owner_subs_set(struct iq_pending *p, struct pep_req *q)
 	char max[16];
 	snprintf(max, sizeof(max), "%u", p->w->cfg->pep_max_subscriptions);
 	const char *params[5] = { q->bare, q->r.node, ja, sa, max };
-	pep_run(p, pep_subs_set_sql, 5, params, pep_empty_result);
+	pep_run(p, pep_subs_set_sql, 5, params, pep_owner_subs_result);
 }
 
 /* ---- XEP-0191: a requester the account blocks -------------------- */
@@ -1258,12 +1303,14 @@ static const struct ext_iq pep_iqs[] = {
 static const char *const pep_config[] = {
 	"pep.max_nodes", "pep.max_items", "pep.max_item_size",
 	"pep.max_account_bytes", "pep.max_id_length", "pep.max_subscriptions",
-	"pep.max_affiliations", "pep.max_last_items_bytes", NULL,
+	"pep.max_affiliations", "pep.max_last_items_bytes",
+	"pep.max_subscriptions_per_jid", NULL,
 };
 static const char *const pep_schema[] = { "007-pep.sql", "009-pep-notify.sql",
 					   "011-pep-subscribe.sql",
 					   "013-pep-fixes.sql",
-					   "015-pep-subs-flag.sql", NULL };
+					   "015-pep-subs-flag.sql",
+					   "016-pep-sub-bounds.sql", NULL };
 
 const struct ext pep_ext = {
 	.name = "pep",
@@ -1278,6 +1325,7 @@ const struct ext pep_ext = {
 	.subscription_changed = pep_subscription_changed,
 	.output_drained = pep_notify_drained,
 	.conn_free = pep_notify_conn_free,
+	.frame = pep_notify_last_frame,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */
@@ -1298,7 +1346,7 @@ int pep_stored_event(struct worker *w, struct arena *a, int retract,
 	ev.payload = retract ? NULL : payload;
 	ev.notify = retract;            /* as a client's notify='true' */
 	if (trimmed != NULL &&
-	    pep_trimmed(a, trimmed, w->cfg->pep_max_items, &ev) < 0)
+	    pep_trimmed(a, trimmed, w->cfg->max_stanza_size / 2, &ev) < 0)
 		log_warn("pep: %s node %s: trimmed items unreadable; no "
 			 "retract told", owner, node);
 	if (pubsub_form_array(a, config, ev.cfg.v, PUBSUB_F_COUNT) !=

@@ -111,11 +111,19 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
 /* Remove the subscriptions of owner's nodes (node's only unless NULL;
  * bare's only unless NULL) that the access model no longer admits, and
  * tell each <subscription subscription='none'/> (one query). */
+/* pep_notify.c: tell jid its subscription to owner's node is now state
+ * ('none', 'subscribed'; XEP-0060 section 8.8.4), here or over s2s. */
+void pep_notify_sub_state(struct worker *w, const char *owner,
+			  const char *node, const char *jid,
+			  const char *state);
 void pep_notify_sub_prune(struct worker *w, const char *owner,
 			  const char *node, const char *bare);
 /* last items paced by the output (h-pepfix2): the next page once c's
  * output drained; c's waiting jobs go with it */
 void pep_notify_drained(struct conn *c);
+/* IPC_FRAME_PEP_LAST (ext.h frame hook): c's last items of one owner. */
+int pep_notify_last_frame(struct conn *c, int type, const char *text,
+			  size_t len);
 void pep_notify_conn_free(struct conn *c);
 
 /* pep_notify.c, for pep_remote.c: a last-item message (with <delay/>)

@@ -27,7 +27,8 @@
  * per interest), from its own account and every local account having
  * it from/both; and when an owner grants a subscription
  * (subscription_changed), the owner's last items to the contact's
- * interested sessions.  Only the wanted nodes are read
+ * interested sessions (IPC_FRAME_PEP_LAST to each session's worker,
+ * which runs the same paced per-conn job).  Only the wanted nodes are read
  * (xmppd_pep_last_nodes, then xmppd_pep_last_items by name in pages of
  * half of c2s.max_output_bytes, 013-pep-fixes.sql); a local conn's next
  * page waits until its output drained, pep.max_last_items_bytes in all.
@@ -394,12 +395,14 @@ static const char pn_last_sql[] =
 	"SELECT service, node, item_id, payload, stamp, more FROM "
 	"xmppd_pep_last_items($1, $2, $3, $4::text[], $5::bigint, $6, $7)";
 
-/* A last-items job: for one local conn (caps changed) or for every
- * interested session of a contact (subscription). */
+/* A last-items job for one local conn: its caps changed (want), or an
+ * owner granted its account presence (owner set, want NULL: the nodes
+ * the conn's caps want).  A grant reaches each interested session's own
+ * worker as IPC_FRAME_PEP_LAST, so every page waits for that session's
+ * output to drain (REVIEW-13b G1). */
 struct pn_last {
 	struct worker *w;
-	uint32_t conn_id, gen;  /* the conn (caps); 0: by contact */
-	char *contact;          /* bare JID (subscription) */
+	uint32_t conn_id, gen;  /* the conn */
 	uint64_t *want;         /* the new +notify hashes (caps) */
 	unsigned nwant;
 	char *user, *domain, *owner;    /* the query's subject */
@@ -413,7 +416,6 @@ static struct pn_last *pn_waiting;      /* this worker's, by conn */
 
 static void pn_last_free(struct pn_last *l)
 {
-	free(l->contact);
 	free(l->want);
 	free(l->user);
 	free(l->domain);
@@ -459,7 +461,7 @@ static int pn_last_text(struct buf *b, struct worker *w, const PGresult *res,
 
 static const char *pn_last_who(const struct pn_last *l)
 {
-	return l->contact != NULL ? l->contact : l->user;
+	return l->user;
 }
 
 /* Half of c2s.max_output_bytes: a page's bound, as offline.c's. */
@@ -531,34 +533,6 @@ static int pn_last_to_conn(struct pn_last *l, struct conn *c,
 	return n > 0 && strcmp(PQgetvalue(res, n - 1, 5), "t") == 0;
 }
 
-/* A page to every interested session of l->contact (any worker's; not
- * paced by their output: one owner's nodes, pages of at most half of
- * c2s.max_output_bytes); 1 when more is left. */
-static int pn_last_to_contact(struct pn_last *l, const PGresult *res,
-			      struct buf *b)
-{
-	struct worker *w = l->w;
-	struct session_info *heap;
-	int n, rows = PQntuples(res);
-	struct session_info *ss = route_sessions(w, l->contact, &n, &heap);
-	for (int k = 0; k < n; k++) {
-		const struct session_info *s = &ss[k];
-		if (!s->available || s->priority < 0)
-			continue;
-		for (int i = 0; i < rows; i++)
-			if (caps_session_wants(w, s, PQgetvalue(res, i, 1)) &&
-			    pn_last_text(b, w, res, i, s->jid) == 0)
-				pn_send(w, s, buf_head(b), buf_used(b));
-	}
-	route_sessions_done(heap);
-	if (rows == 0 || pn_last_after(l, res, rows - 1) < 0)
-		return 0;
-	for (int i = 0; i < rows - 1; i++)
-		l->sent += (uint64_t)PQgetlength(res, i, 2) +
-			   (uint64_t)PQgetlength(res, i, 3);
-	return strcmp(PQgetvalue(res, rows - 1, 5), "t") == 0;
-}
-
 static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 {
 	struct pn_last *l = ctx;
@@ -572,14 +546,10 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 	}
 	buf_init(&b, 0);
 	int more = 0;
-	struct conn *c = NULL;
-	if (l->contact == NULL) {
-		c = conn_lookup(w, l->conn_id, l->gen);
-		if (c != NULL && c->bound && c->available && !c->detached &&
-		    !c->closed)
-			more = pn_last_to_conn(l, c, res, &b);
-	} else
-		more = pn_last_to_contact(l, res, &b);
+	struct conn *c = conn_lookup(w, l->conn_id, l->gen);
+	if (c != NULL && c->bound && c->available && !c->detached &&
+	    !c->closed)
+		more = pn_last_to_conn(l, c, res, &b);
 	buf_free(&b);
 	if (!more) {
 		pn_last_free(l);
@@ -598,24 +568,19 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 	pn_last_page(l);
 }
 
-/* The wanted names among the candidates: in l->want (caps) or wanted by
- * an interested session of l->contact. */
+/* The wanted names among the candidates: in l->want (caps), or wanted
+ * by the conn's caps (grant; c, NULL when gone). */
 static int pn_last_wanted(const struct pn_last *l, const char *node,
-			  const struct session_info *ss, int nss)
+			  struct conn *c)
 {
-	if (l->contact == NULL) {
-		struct shm_caps *t = l->w->shm->caps;
-		if (t == NULL)
-			return 0;
-		uint64_t h = shm_caps_hash(t, node, strlen(node));
-		for (unsigned k = 0; k < l->nwant; k++)
-			if (l->want[k] == h)
-				return 1;
+	if (l->want == NULL)
+		return c != NULL && caps_conn_wants(c, node);
+	struct shm_caps *t = l->w->shm->caps;
+	if (t == NULL)
 		return 0;
-	}
-	for (int k = 0; k < nss; k++)
-		if (ss[k].available && ss[k].priority >= 0 &&
-		    caps_session_wants(l->w, &ss[k], node))
+	uint64_t h = shm_caps_hash(t, node, strlen(node));
+	for (unsigned k = 0; k < l->nwant; k++)
+		if (l->want[k] == h)
 			return 1;
 	return 0;
 }
@@ -629,16 +594,13 @@ static void pn_nodes_result(void *ctx, const PGresult *res, const char *error)
 		pn_last_free(l);
 		return;
 	}
-	int rows = PQntuples(res), n = 0, nss = 0;
-	struct session_info *heap = NULL, *ss = NULL;
+	int rows = PQntuples(res), n = 0;
 	const char **names = calloc((size_t)rows + 1, sizeof(*names));
-	if (l->contact != NULL)
-		ss = route_sessions(l->w, l->contact, &nss, &heap);
+	struct conn *c = l->want == NULL ?
+		conn_lookup(l->w, l->conn_id, l->gen) : NULL;
 	for (int i = 0; names != NULL && i < rows; i++)
-		if (pn_last_wanted(l, PQgetvalue(res, i, 0), ss, nss))
+		if (pn_last_wanted(l, PQgetvalue(res, i, 0), c))
 			names[n++] = PQgetvalue(res, i, 0);
-	if (l->contact != NULL)
-		route_sessions_done(heap);
 	struct buf b;
 	buf_init(&b, 0);
 	if (names != NULL && n > 0 &&
@@ -771,16 +733,37 @@ void pep_notify_subscription(struct worker *w, const char *bare,
 	    at == NULL || !stream_hosted(w, at + 1) ||
 	    strlen(contact) > IPC_JID_MAX)
 		return;
+	/* each available session's own worker runs its paced job */
+	route_to_resources(w, contact, bare, strlen(bare), IPC_FRAME_PEP_LAST,
+			   1, NULL);
+}
+
+int pep_notify_last_frame(struct conn *c, int type, const char *text,
+			  size_t len)
+{
+	if (type != IPC_FRAME_PEP_LAST)
+		return 0;
+	char owner[IPC_JID_MAX + 1];
+	if (len == 0 || len > IPC_JID_MAX || memchr(text, 0, len) != NULL)
+		return 1;
+	memcpy(owner, text, len);
+	owner[len] = '\0';
+	/* a headline to a bare JID: available, priority >= 0 (RFC 6121
+	 * section 8.5.2.1.1), as the contact's other events */
+	if (!c->bound || !c->available || c->priority < 0 || c->detached ||
+	    c->closed || c->user == NULL || c->domain == NULL)
+		return 1;
 	struct pn_last *l = calloc(1, sizeof(*l));
-	if (l == NULL || (l->contact = strdup(contact)) == NULL) {
-		free(l);
-		return;
+	if (l == NULL) {
+		log_warn("pep: last items of %s for %s lost: no memory",
+			 owner, c->jid);
+		return 1;
 	}
-	l->w = w;
-	char user[IPC_JID_MAX + 1];
-	memcpy(user, contact, (size_t)(at - contact));
-	user[at - contact] = '\0';
-	pn_last_query(l, user, at + 1, bare);
+	l->w = c->w;
+	l->conn_id = c->id;
+	l->gen = c->gen;
+	pn_last_query(l, c->user, c->domain, owner);
+	return 1;
 }
 
 /* ---- explicit subscribers (XEP-0060 section 6.1; h-pepsub) ---------- */
@@ -806,6 +789,14 @@ static int pn_config_form(struct buf *b, const struct pep_event *ev)
 		buf_free(&f);
 		return -1;
 	}
+	/* the allowed roster groups are the owner's (config get is
+	 * owner-only): left out of what recipients see (REVIEW-13b G6) */
+	char *g = strstr(buf_head(&f), "<field var='"
+			 "pubsub#roster_groups_allowed'");
+	char *ge = g != NULL ? strstr(g, "</field>") : NULL;
+	if (ge != NULL)
+		memmove(g, ge + strlen("</field>"),
+			strlen(ge + strlen("</field>")) + 1);
 	/* the form's values as a result (the fields as they are) */
 	const char *x = buf_head(&f), *t = strstr(x, form);
 	buf_appendf(b, ">");
@@ -911,7 +902,7 @@ static void pn_subs_result(void *ctx, const PGresult *res, const char *error)
 		pn_subs_free(x);
 		return;
 	}
-	const char *jids[64];
+	const char *jids[64];   /* pep.max_subscriptions_per_jid <= 64 */
 	int rows = PQntuples(res);
 	for (int i = 0; i < rows;) {
 		/* rows of one bare JID: jid, bare, admitted, rostered */
@@ -1002,8 +993,11 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
 	pn_attr(&b, "node", node);
 	buf_appendf(&b, "><item");
 	pn_attr(&b, "id", item_id);
-	buf_appendf(&b, ">%s</item></items></event><delay xmlns='" NS_DELAY
-		    "'", payload);
+	if (payload == NULL)    /* deliver_payloads off (7.1.2.1) */
+		buf_appendf(&b, "/>");
+	else
+		buf_appendf(&b, ">%s</item>", payload);
+	buf_appendf(&b, "</items></event><delay xmlns='" NS_DELAY "'");
 	pn_attr(&b, "stamp", stamp);
 	buf_appendf(&b, "/>");
 	struct pn_event *e = NULL;
@@ -1013,6 +1007,30 @@ void pep_notify_sub_last(struct worker *w, const char *owner,
 	if (e == NULL) {
 		log_warn("pep: last item of %s node %s to %s lost: no memory",
 			 owner, node, jid);
+		return;
+	}
+	pn_to_jid(w, e, jid);
+	pn_event_free(e);
+}
+
+void pep_notify_sub_state(struct worker *w, const char *owner,
+			  const char *node, const char *jid,
+			  const char *state)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	buf_appendf(&b, "<event xmlns='" NS_PUBSUB_EVENT "'><subscription");
+	pn_attr(&b, "node", node);
+	pn_attr(&b, "jid", jid);
+	pn_attr(&b, "subscription", state);
+	buf_appendf(&b, "/></event>");
+	struct pn_event *e = NULL;
+	if (buf_append(&b, "", 1) == 0)
+		e = pn_event_new(w, owner, node, "headline", buf_head(&b));
+	buf_free(&b);
+	if (e == NULL) {
+		log_warn("pep: subscription notice of %s node %s to %s lost: "
+			 "no memory", owner, node, jid);
 		return;
 	}
 	pn_to_jid(w, e, jid);
@@ -1040,23 +1058,9 @@ static void pn_prune_result(void *ctx, const PGresult *res, const char *error)
 	for (int i = 0; i < PQntuples(res); i++) {
 		const char *node = PQgetvalue(res, i, 0);
 		const char *jid = PQgetvalue(res, i, 1);
-		struct buf b;
-		buf_init(&b, 0);
-		buf_appendf(&b, "<event xmlns='" NS_PUBSUB_EVENT "'><subscription");
-		pn_attr(&b, "node", node);
-		pn_attr(&b, "jid", jid);
-		buf_appendf(&b, " subscription='none'/></event>");
-		struct pn_event *e = NULL;
-		if (buf_append(&b, "", 1) == 0)
-			e = pn_event_new(x->w, x->owner, node, "headline",
-					 buf_head(&b));
-		buf_free(&b);
 		log_info("pep: %s's subscription to %s node %s ended: the "
 			 "access model no longer admits it", jid, x->owner, node);
-		if (e == NULL)
-			continue;
-		pn_to_jid(x->w, e, jid);
-		pn_event_free(e);
+		pep_notify_sub_state(x->w, x->owner, node, jid, "none");
 	}
 	free(x->owner);
 	free(x);

@@ -455,10 +455,15 @@ static int pubsub_parse_req(struct arena *a, const struct xml_node *q,
 		r->jid = xml_attr(el, "jid");
 		struct jid j;
 		const char *error;
-		if (r->jid == NULL || jid_parse(a, r->jid, &j, &error) < 0 ||
-		    strcmp(jid_bare(a, &j), requester) != 0)
-			FAIL(PUBSUB_E_INVALID_JID, "subscription jid is not "
-			     "the requester's");
+		if (r->jid == NULL || jid_parse(a, r->jid, &j, &error) < 0)
+			FAIL(PUBSUB_E_INVALID_JID, "subscription jid missing "
+			     "or not a JID");
+		/* subscribe: the JIDs do not match (6.1.3.1); unsubscribe:
+		 * insufficient privileges (6.2.3.3) */
+		if (strcmp(jid_bare(a, &j), requester) != 0)
+			FAIL(r->op == PUBSUB_OP_SUBSCRIBE ?
+			     PUBSUB_E_INVALID_JID : PUBSUB_E_FORBIDDEN,
+			     "subscription jid is not the requester's");
 		if ((r->jid = jid_full(a, &j)) == NULL)
 			FAIL(PUBSUB_E_NONE, "out of memory");
 		if (r->node == NULL)

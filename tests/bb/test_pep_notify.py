@@ -446,10 +446,94 @@ def test_trimmed_retracts_all():
         assert sql(s, "SELECT count(*) FROM pubsub_items") == "1"
 
 
+def test_grant_last_items_paced():
+    """REVIEW-13b G1: when juliet approves romeo, the last items of her 12
+    nodes of 30K (c2s.max_output_bytes 64K) reach his slow session on
+    the other worker as its output drains: all of them, in order, and
+    its stream is not closed; his session on her worker gets them too."""
+    import socket
+    import time
+    from harness import Client
+    from imlib import IM, connect_on
+    ov = {"c2s.max_output_bytes": "64K", "c2s.send_buffer": "4K"}
+    with Server(workers=2, users=USERS, overrides=ov) as s:
+        jp = join(s, "juliet", "pub", None, worker=0)
+        nodes = ["big%02d" % i for i in range(12)]
+        for i, node in enumerate(nodes):
+            jp.expect(pub(jp, node, BLOB, "1", iq_id="p%d" % i))
+        feats = [n + "+notify" for n in nodes]
+
+        def slow():
+            c = Client(s.port)
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            return c
+        rb = IM(s, "romeo", "b", client=connect_on(s, 1, make=slow))
+        ver, inner = caps(feats)
+        rb.send(caps_presence(feats))
+        qnode = "%s#%s" % (CAPS_NODE, ver)
+        answer(rb, expect_query(rb, qnode), qnode, inner)
+        synced(rb)
+        ra = login(s, "romeo", "a", presence=None, worker=0)
+        ra.send(caps_presence(feats))   # the ver is known: no query
+        synced(ra)
+        rb.send("<presence to='%s' type='subscribe'/>" % J)
+        jp.expect(re.compile("<presence [^>]*type='subscribe'[^>]*/>"))
+        jp.send("<presence to='%s' type='subscribed'/>" % R)
+        time.sleep(2)           # rb does not read: the server must wait
+        for im in (ra, rb):
+            im.expect_order(*[event_rx(im.jid, node, item_body(node, "1", BLOB),
+                                       delay=True) for node in nodes], timeout=20)
+        synced(rb)
+        rb.quiet(0.3, want=any_event())
+        assert "output unread" not in s.log_text()
+
+
+def test_trimmed_retracts_past_max_items():
+    """REVIEW-13b G10: pep.max_items lowered (10) below what a node holds
+    (301 items): the next publish tells a retract for every trimmed id,
+    not only 10; with c2s.max_stanza_size 10K the retracts of one event
+    stay within half of it and the ids not told are logged."""
+    fill = ("INSERT INTO pubsub_items (node_id, item_id, publisher, payload) "
+            "SELECT n.id, 'i' || lpad(g::text, 3, '0'), '%s', '%s' FROM pubsub_nodes n, "
+            "generate_series(1, 300) g WHERE n.node = '%s' ORDER BY g; "
+            "UPDATE pubsub_nodes n SET item_bytes = (SELECT sum(xmppd_pep_item_bytes("
+            "i.item_id, i.payload)) FROM pubsub_items i WHERE i.node_id = n.id) "
+            "WHERE n.node = '%s'" % (J, TUNE.replace("'", "''"), TUNE_NS, TUNE_NS))
+    gone = ["first"] + ["i%03d" % g for g in range(1, 301)]
+    for stanza_max, told in (("256K", len(gone)), ("10K", None)):
+        with Server(workers=1, users=USERS,
+                    overrides={"pep.max_items": "10", "c2s.max_stanza_size": stanza_max}) as s:
+            jp = join(s, "juliet", "pub", WANTS_TUNE)
+            jp.expect(pub(jp, TUNE_NS, TUNE, "first", opts=[("pubsub#max_items", "1"),
+                                                          ("pubsub#notify_retract", "1")]))
+            jp.expect(event_rx(jp.jid, TUNE_NS, item_body(TUNE_NS, "first", TUNE), jp.jid))
+            sql(s, fill)
+            jp.expect(pub(jp, TUNE_NS, TUNE2, "last", iq_id="p2"))
+            ev = jp.expect(re.compile(".*<item id='last'>.*", re.S))
+            ids = re.findall(r"<retract id='([^']*)'/>", ev)
+            assert ids == gone[:len(ids)]
+            if told is not None:
+                assert len(ids) == told
+                assert "not (half of c2s.max_stanza_size" not in s.log_text()
+            else:
+                # each <retract id=''/> is bounded as 16 + 6 x the id
+                assert 0 < len(ids) < len(gone)
+                assert sum(16 + 6 * len(i) for i in ids) <= 5 * 1024
+                assert sum(16 + 6 * len(i) for i in gone[:len(ids) + 1]) > 5 * 1024
+                assert ("pep: %s node %s: %d trimmed items told as retracts, %d not "
+                        "(half of c2s.max_stanza_size, 5120 bytes, bounds one event)"
+                        % (J, TUNE_NS, len(ids), len(gone) - len(ids))) in s.log_text()
+            assert event_rx(jp.jid, TUNE_NS, "<items node='%s'><item id='last'>%s</item>%s"
+                            "</items>" % (TUNE_NS, TUNE2, "".join(
+                                "<retract id='%s'/>" % i for i in ids)), jp.jid).fullmatch(ev)
+            assert sql(s, "SELECT count(*) FROM pubsub_items") == "1"
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     run_tests([checked(t) for t in [
         test_publish_reaches_interested_contacts, test_access_models,
         test_retract_purge_delete_events, test_last_items_at_presence,
         test_last_item_on_approval, test_csi_holds_events, test_last_items_paced,
-        test_last_items_sql_pages, test_trimmed_retracts_all] if not only or t.__name__ in only])
+        test_last_items_sql_pages, test_trimmed_retracts_all,
+        test_grant_last_items_paced, test_trimmed_retracts_past_max_items] if not only or t.__name__ in only])

@@ -105,8 +105,9 @@ def test_subscribe_refusals():
         assert ask(ro, unsub("pres", R), "u1") == error(
             J, "u1", ro.jid, "cancel", "unexpected-request", "not-subscribed",
             "no such subscription")
-        assert re.fullmatch(error_rx(J, "u2", ro.jid, "modify", "bad-request", "invalid-jid"),
-                            ask(ro, unsub("pres", N), "u2"))
+        assert ask(ro, unsub("pres", N), "u2") == error(
+            J, "u2", ro.jid, "auth", "forbidden", None,
+            "subscription jid is not the requester's")
         assert ask(ro, unsub("nothing", R), "u3") == error(J, "u3", ro.jid, "cancel",
                                                            "item-not-found")
         assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
@@ -251,6 +252,8 @@ def test_owner_manages_subscriptions():
         setsubs = ("<subscriptions node='%s'>%s</subscriptions>")
         one = "<subscription jid='%s' subscription='%s'/>"
         owner_set(jp, ps(setsubs % (NODE, one % (N, "subscribed")), OWNER), "o1")
+        # 8.8.4: the affected JID is told
+        nu.expect(sub_none(nu, NODE, N, "subscribed"))
         jp.expect(pub(jp, NODE, TUNE2, "i2", iq_id="p2"))
         nu.expect(event_rx(nu.jid, NODE, item_body(NODE, "i2", TUNE2)))
         # past pep.max_subscriptions: nothing changes
@@ -268,16 +271,20 @@ def test_owner_manages_subscriptions():
         assert ask(jp, ps(setsubs % ("nothing", one % (N, "none")), OWNER), "o5",
                    to=J) == error(J, "o5", jp.jid, "cancel", "item-not-found")
         owner_set(jp, ps(setsubs % (NODE, one % (N, "none")), OWNER), "o6")
+        nu.expect(sub_none(nu, NODE, N))
         assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
+        # setting a state a JID already has tells nobody
+        owner_set(jp, ps(setsubs % (NODE, one % (N, "none")), OWNER), "o7")
+        nu.quiet(0.3, want=re.compile(".*<subscription .*", re.S))
         jp.expect(pub(jp, NODE, TUNE, "i3", iq_id="p3"))
         nu.quiet(0.3, want=any_event())
 
 
-def sub_none(im, node, jid):
+def sub_none(im, node, jid, state="none"):
     return re.compile(re.escape("<message from='%s' to='%s' type='headline' id='" % (J, im.jid))
                       + r"pep-[0-9a-f-]+" + re.escape(
                           "'><event xmlns='%s#event'><subscription node='%s' jid='%s' "
-                          "subscription='none'/></event></message>" % (PUBSUB, node, jid)))
+                          "subscription='%s'/></event></message>" % (PUBSUB, node, jid, state)))
 
 
 def test_subscriptions_end_with_access():
@@ -366,15 +373,132 @@ def test_config_notification():
         for im in (jp, nu):
             im.quiet(0.3, want=any_event())
         owner_set(jp, cfg([("pubsub#notify_config", "1"), ("pubsub#title", "Songs")]), "c2")
-        x = config_form({"access_model": "open", "notify_config": "1", "title": "Songs"}) \
-            .replace("type='form'", "type='result'", 1).replace("<value/>", "<value></value>") \
-            .replace("subscribe'/>", "subscribe'></field>")
+        # the allowed roster groups are the owner's: not in the form
+        # recipients get (REVIEW-13b G6)
+        x = re.sub("<field var='pubsub#roster_groups_allowed'[^>]*/>", "", config_form(
+            {"access_model": "open", "notify_config": "1", "title": "Songs"})) \
+            .replace("type='form'", "type='result'", 1).replace("<value/>", "<value></value>")
         body = "<configuration node='%s'>%s</configuration>" % (TUNE_NS, x)
         nu.expect(event_rx(nu.jid, TUNE_NS, body))
+        jp.expect(event_rx(jp.jid, TUNE_NS, body))
+        owner_set(jp, cfg([("pubsub#roster_groups_allowed", "Secret Family")]), "c4")
+        got = nu.expect(event_rx(nu.jid, TUNE_NS, body))
+        assert "Secret" not in got
         jp.expect(event_rx(jp.jid, TUNE_NS, body))
         # without payloads: the bare <configuration/>
         owner_set(jp, cfg([("pubsub#deliver_payloads", "0")]), "c3")
         nu.expect(event_rx(nu.jid, TUNE_NS, "<configuration node='%s'/>" % TUNE_NS))
+
+
+def test_subscriptions_per_jid():
+    """REVIEW-13b G2: one subscriber (its bare JID and made-up resources)
+    holds at most pep.max_subscriptions_per_jid of a node, so another
+    contact can still subscribe; subscriber JIDs count against the
+    owner's pep.max_account_bytes."""
+    with Server(workers=1, users=USERS,
+                overrides={"pep.max_subscriptions": "5",
+                           "pep.max_subscriptions_per_jid": "2"}) as s:
+        pair(s, J, R, "both", "both")
+        pair(s, J, N, "both", "both")
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ro = join(s, "romeo", "a", None)
+        nu = join(s, "nurse", "a", None)
+        bytes0 = int(sql(s, "SELECT xmppd_pep_account_bytes(xmppd_account_id("
+                         "'juliet', 'localhost'))"))
+        for i in range(2):
+            jid = "%s/ghost%d" % (R, i)
+            assert ask(ro, sub(TUNE_NS, jid), "g%d" % i) == subscribed(ro, "g%d" % i,
+                                                                        TUNE_NS, jid)
+        assert ask(ro, sub(TUNE_NS, R), "g2") == error(
+            J, "g2", ro.jid, "wait", "policy-violation", "too-many-subscriptions",
+            "pep.max_subscriptions_per_jid (2) of the subscriber reached")
+        # an existing one may be asked again
+        assert ask(ro, sub(TUNE_NS, R + "/ghost1"), "g3") == subscribed(
+            ro, "g3", TUNE_NS, R + "/ghost1")
+        assert ask(nu, sub(TUNE_NS, N), "n1") == subscribed(nu, "n1", TUNE_NS, N)
+        assert sql(s, "SELECT string_agg(jid, ' ' ORDER BY jid) FROM pubsub_subscriptions") \
+            == "%s %s/ghost0 %s/ghost1" % (N, R, R)
+        assert int(sql(s, "SELECT xmppd_pep_account_bytes(xmppd_account_id("
+                       "'juliet', 'localhost'))")) == bytes0 + len(N) + 2 * len(R + "/ghost0")
+        assert "pep: %s (%s) refused: policy-violation: pep.max_subscriptions_per_jid (2)" \
+            % (ro.jid, J) in s.log_text()
+    # the quota: a subscription that would pass pep.max_account_bytes
+    # (64K) is refused; one that fits is taken
+    with Server(workers=1, users=USERS,
+                overrides={"pep.max_account_bytes": "64K"}) as s:
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, NODE, TUNE, "s1", [("pubsub#access_model", "open")]))
+        nu = join(s, "nurse", "a", None)
+        acc = "xmppd_pep_account_bytes(xmppd_account_id('juliet', 'localhost'))"
+        # the node's items made to take all but len(N) - 1 bytes
+        sql(s, "UPDATE pubsub_nodes SET item_bytes = item_bytes + %d - %s"
+            % (64 * 1024 - len(N) + 1, acc))
+        assert ask(nu, sub(NODE, N), "q1") == error(
+            J, "q1", nu.jid, "modify", "not-acceptable", None,
+            "PEP storage quota of the account reached")
+        sql(s, "UPDATE pubsub_nodes SET item_bytes = item_bytes - 1")
+        assert ask(nu, sub(NODE, N), "q2") == subscribed(nu, "q2", NODE, N)
+        assert sql(s, "SELECT %s" % acc) == str(64 * 1024)
+
+
+def test_last_item_without_payload():
+    """REVIEW-13b G6: subscribing to a node with deliver_payloads off
+    sends the last item's id without its payload (XEP-0060 7.1.2.1)."""
+    with Server(workers=1, users=USERS) as s:
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, NODE, TUNE, "i1", [("pubsub#access_model", "open"),
+                                            ("pubsub#deliver_payloads", "0")]))
+        nu = join(s, "nurse", "one", None)
+        nu.send("<iq to='%s' type='set' id='s1'>%s</iq>" % (J, sub(NODE, N)))
+        nu.expect_order(subscribed(nu, "s1", NODE, N),
+                        event_rx(nu.jid, NODE, "<items node='%s'><item id='i1'/></items>"
+                                 % NODE, delay=True))
+        nu.quiet(0.3, want=any_event())
+
+
+def test_subscribe_racing_prune():
+    """REVIEW-13b G6: a subscribe that passed its access check while the
+    contact's presence subscription goes does not survive the prune:
+    the prune waits for the subscribing transaction (held open here in
+    psql) and then removes its row and tells the JID."""
+    import subprocess
+    from harness import wait_for
+    with Server(workers=1, users=USERS) as s:
+        pair(s, J, R, "both", "both")
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, NODE, TUNE, "i1"))        # access model presence
+        ro = join(s, "romeo", "a", None)
+        for im in (jp, ro):
+            im.drain()
+        a = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                              "-d", s.db.conninfo], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            a.stdin.write("BEGIN; SELECT status FROM xmppd_pep_subscribe('juliet', "
+                          "'localhost', '%s', '%s', '%s', 1000, 16, 16777216);\n"
+                          % (NODE, R, R))
+            a.stdin.flush()
+            assert a.stdout.readline().strip() == "ok"
+            # romeo ends his presence subscription: juliet's side prunes
+            ro.send("<presence to='%s' type='unsubscribe'/>" % J)
+            jp.expect(re.compile("<iq [^>]*type='set'[^>]*><query xmlns='jabber:iq:roster'"
+                                 "[^>]*><item [^>]*jid='%s'[^>]*subscription='to'.*" % R,
+                                 re.S))
+            waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND wait_event_type = 'Lock' AND "
+                       "query LIKE '%xmppd_pep_sub_prune%'")
+            wait_for(lambda: sql(s, waiting) == "1", timeout=5,
+                     what="the prune waiting for the subscribe")
+            a.stdin.write("COMMIT;\n")
+            a.stdin.close()
+            assert a.wait(timeout=10) == 0
+        finally:
+            if a.poll() is None:
+                a.kill()
+                a.wait()
+        ro.expect(sub_none(ro, NODE, R))
+        assert sql(s, "SELECT count(*) FROM pubsub_subscriptions") == "0"
 
 
 if __name__ == "__main__":
