@@ -130,9 +130,11 @@ int pep_notify_gained(const struct pg_result *res, int col);
 
 /* pep_remote.c: whether a remote recipient with caps key ("0115:sha-1")
  * and ver (a pep_remote_presence row) asked for node+notify (its ver
- * VERIFIED in the shared table); route an event's text to it (s2s). */
+ * VERIFIED in the shared table; when the table lost the ver, cached:
+ * whether caps_cache's names hold node); route an event's text to it
+ * (s2s). */
 int pep_remote_wants(struct worker *w, const char *key, const char *ver,
-		     const char *node);
+		     const char *node, int cached);
 void pep_remote_route(struct worker *w, const char *text, size_t len);
 
 #endif

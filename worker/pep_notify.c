@@ -283,10 +283,19 @@ static int pn_body(struct buf *b, const struct pep_event *ev)
  * or a member (whitelist).  A deleted node's affiliations are gone: its
  * delete event reaches no whitelist member. */
 static const char pn_contacts_sql[] =
-	"SELECT i.contact, r.full_jid, r.caps_algo, r.caps_ver "
+	"SELECT i.contact, r.full_jid, r.caps_algo, r.caps_ver, "
+	/* review 13b G7: the names in caps_cache when the shared table
+	 * lost the ver; G12: an explicit subscriber gets it from
+	 * pep_notify_subscribers */
+	"COALESCE($3 = ANY(k.notify), false), EXISTS (SELECT 1 FROM "
+	"pubsub_subscriptions s WHERE s.node_id = n.id AND "
+	"s.jid IN (r.full_jid, r.bare_jid)) "
 	"FROM roster_items i "
 	"LEFT JOIN pep_remote_presence r ON r.account_id = i.account_id AND "
-	"r.bare_jid = i.contact "
+	"r.bare_jid = i.contact AND "
+	"r.updated_at > now() - $6::bigint * interval '1 millisecond' "
+	"LEFT JOIN caps_cache k ON k.algo = r.caps_algo AND "
+	"k.ver = r.caps_ver "
 	"LEFT JOIN pubsub_nodes n ON n.service = $1 || '@' || $2 AND "
 	"n.node = $3 "
 	"LEFT JOIN pubsub_affiliations f ON f.node_id = n.id AND "
@@ -322,8 +331,10 @@ static void pn_contacts_result(void *ctx, const PGresult *res,
 		/* (c) a full JID on another server (pep_remote.c) */
 		const char *full = PQgetvalue(res, i, 1);
 		if (e->w->cfg->pep_max_remote_recipients > 0 &&
+		    strcmp(PQgetvalue(res, i, 5), "t") != 0 &&
 		    pep_remote_wants(e->w, PQgetvalue(res, i, 2),
-				     PQgetvalue(res, i, 3), e->node) &&
+				     PQgetvalue(res, i, 3), e->node,
+				     strcmp(PQgetvalue(res, i, 4), "t") == 0) &&
 		    pn_text(&b, e, full) == 0)
 			pep_remote_route(e->w, buf_head(&b), buf_used(&b));
 	}
@@ -369,9 +380,12 @@ void pep_notify_event(struct worker *w, const struct pep_event *ev)
 	user[at - ev->owner] = '\0';
 	const char *access = ev->cfg.v[PUBSUB_F_ACCESS_MODEL] != NULL ?
 			     ev->cfg.v[PUBSUB_F_ACCESS_MODEL] : "presence";
-	const char *params[5] = { user, at + 1, ev->node, access,
-				  buf_head(&g) };
-	if (db_query(w->db, pn_contacts_sql, 5, params, NULL, NULL, 0,
+	char ttl[24];
+	snprintf(ttl, sizeof(ttl), "%llu",
+		 (unsigned long long)w->cfg->pep_remote_presence_ttl);
+	const char *params[6] = { user, at + 1, ev->node, access,
+				  buf_head(&g), ttl };
+	if (db_query(w->db, pn_contacts_sql, 6, params, NULL, NULL, 0,
 		     pn_contacts_result, e) < 0) {
 		log_info("pep: events of %s node %s to contacts lost: "
 			 "database unavailable", ev->owner, ev->node);
