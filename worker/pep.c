@@ -1220,6 +1220,8 @@ const struct ext pep_ext = {
 	.subscription_changed = pep_subscription_changed,
 	.output_drained = pep_notify_drained,
 	.conn_free = pep_notify_conn_free,
+	.session_save = pep_notify_session_save,       /* review 13b G8 */
+	.session_restore = pep_notify_session_restore,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */

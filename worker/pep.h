@@ -116,6 +116,11 @@ void pep_notify_sub_prune(struct worker *w, const char *owner,
  * output drained; c's waiting jobs go with it */
 void pep_notify_drained(struct conn *c);
 void pep_notify_conn_free(struct conn *c);
+/* XEP-0198 (review 13b G8): 1 while c's last items are pending or were
+ * cut by its drop; a resumed session with 1 gets them again (all the
+ * nodes its caps want: a few may come twice). */
+uint32_t pep_notify_session_save(const struct conn *c);
+void pep_notify_session_restore(struct conn *c, uint32_t word);
 
 /* pep_notify.c, for pep_remote.c: a last-item message (with <delay/>)
  * from owner to `to` into b (reset first); 0 or -1.  Whether the

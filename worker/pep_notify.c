@@ -420,10 +420,37 @@ struct pn_last {
 	char *nodes;            /* text[] literal: the wanted node names */
 	char *after_service, *after_node;       /* the last row sent */
 	uint64_t sent;          /* bytes of ids and payloads so far */
+	int rerun;              /* resumed: the conn's caps decide (G8) */
 	struct pn_last *next;   /* waiting for its conn's output to drain */
 };
 
 static struct pn_last *pn_waiting;      /* this worker's, by conn */
+
+/* Detached conns (XEP-0198) whose last items were cut by the drop
+ * (review 13b G8): their saved word says so, the resumed session gets
+ * them again. */
+struct pn_lost {
+	struct worker *w;
+	uint32_t conn_id, gen;
+	struct pn_lost *next;
+};
+static struct pn_lost *pn_lost;
+
+static void pn_lost_mark(struct conn *c)
+{
+	for (struct pn_lost *m = pn_lost; m != NULL; m = m->next)
+		if (m->w == c->w && m->conn_id == c->id && m->gen == c->gen)
+			return;
+	struct pn_lost *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return;
+	m->w = c->w;
+	m->conn_id = c->id;
+	m->gen = c->gen;
+	m->next = pn_lost;
+	pn_lost = m;
+	ext_session_changed(c);
+}
 
 static void pn_last_free(struct pn_last *l)
 {
@@ -592,6 +619,8 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 		if (c != NULL && c->bound && c->available && !c->detached &&
 		    !c->closed)
 			more = pn_last_to_conn(l, c, res, &b);
+		else if (c != NULL && c->detached && c->bound)
+			pn_lost_mark(c);
 	} else
 		more = pn_last_to_contact(l, res, &b);
 	buf_free(&b);
@@ -601,6 +630,8 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 	}
 	if (c != NULL && (c->closed || c->want_close || c->out_shed ||
 			  c->detached)) {
+		if (c->detached && c->bound)
+			pn_lost_mark(c);
 		pn_last_free(l);
 		return;
 	}
@@ -617,6 +648,10 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 static int pn_last_wanted(const struct pn_last *l, const char *node,
 			  const struct session_info *ss, int nss)
 {
+	if (l->contact == NULL && l->rerun) {
+		struct conn *c = conn_lookup(l->w, l->conn_id, l->gen);
+		return c != NULL && caps_conn_wants(c, node);
+	}
 	if (l->contact == NULL) {
 		struct shm_caps *t = l->w->shm->caps;
 		if (t == NULL)
@@ -723,6 +758,14 @@ void pep_notify_drained(struct conn *c)
 /* c is freed: its waiting jobs go. */
 void pep_notify_conn_free(struct conn *c)
 {
+	for (struct pn_lost **mp = &pn_lost; *mp != NULL;) {
+		struct pn_lost *m = *mp;
+		if (m->w == c->w && m->conn_id == c->id && m->gen == c->gen) {
+			*mp = m->next;
+			free(m);
+		} else
+			mp = &m->next;
+	}
 	struct pn_last **pp = &pn_waiting;
 	while (*pp != NULL) {
 		struct pn_last *l = *pp;
@@ -732,6 +775,33 @@ void pep_notify_conn_free(struct conn *c)
 		} else
 			pp = &l->next;
 	}
+}
+
+uint32_t pep_notify_session_save(const struct conn *c)
+{
+	for (struct pn_lost *m = pn_lost; m != NULL; m = m->next)
+		if (m->w == c->w && m->conn_id == c->id && m->gen == c->gen)
+			return 1;
+	for (struct pn_last *l = pn_waiting; l != NULL; l = l->next)
+		if (l->w == c->w && l->conn_id == c->id && l->gen == c->gen)
+			return 1;
+	return 0;
+}
+
+void pep_notify_session_restore(struct conn *c, uint32_t word)
+{
+	if (!(word & 1) || c->user == NULL || c->domain == NULL)
+		return;
+	struct pn_last *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return;
+	log_info("c%u: %s resumed with last PEP items not all sent: sending "
+		 "them again", c->id, c->jid != NULL ? c->jid : c->user);
+	l->w = c->w;
+	l->conn_id = c->id;
+	l->gen = c->gen;
+	l->rerun = 1;
+	pn_last_query(l, c->user, c->domain, NULL);
 }
 
 void pep_notify_caps_changed(struct conn *c, const uint64_t *old,
