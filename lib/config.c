@@ -624,6 +624,34 @@ const struct config_def config_defs[] = {
 	  "resources (at most 64: the JIDs of one subscriber an event "
 	  "walks).  Subscriber JIDs count against the owner's "
 	  "pep.max_account_bytes" },
+	/* worker/pep_remote.c: review 13b G3 G5 G11 (h-fixremote) */
+	{ "caps.max_new_per_domain_hour", CONFIG_TYPE_UINT,
+	  OFF(caps_max_new_per_domain_hour), "20", 0, 10000, RELOAD,
+	  "New caps vers that answers from JIDs of one other server may "
+	  "add to the caps cache in an hour (they never count against a "
+	  "local account's caps.max_new_per_account_hour); past it a JID "
+	  "of that server with a ver not known yet is not asked (one log "
+	  "line an hour per worker) and gets no PEP events until the ver is "
+	  "known otherwise" },
+	{ "pep.remote_presence_ttl", CONFIG_TYPE_DURATION,
+	  OFF(pep_remote_presence_ttl), "24h", 600000, 2592000000ULL, RELOAD,
+	  "A full JID on another server gets an account's PEP events this "
+	  "long after its last presence to the account (every presence "
+	  "from it renews it; the server's own presence probes at login "
+	  "bring them); older ones are deleted by worker 0 every few "
+	  "minutes: its unavailable may have been lost" },
+	{ "pep.max_remote_resources", CONFIG_TYPE_UINT,
+	  OFF(pep_max_remote_resources), "16", 1, 100000, RELOAD,
+	  "Full JIDs of one bare JID on another server an account keeps as "
+	  "PEP recipients (of pep.max_remote_recipients); past it a new "
+	  "resource gets no events (one log line) until another goes" },
+	{ "pep.remote_parked_max", CONFIG_TYPE_UINT,
+	  OFF(pep_remote_parked_max), "256", 4, 100000, RELOAD,
+	  "Full JIDs on other servers each worker keeps waiting for the "
+	  "answer to a caps query (for at most caps.query_timeout); one "
+	  "other server may hold a quarter of them; past it a JID's caps "
+	  "are not resolved until its next presence (logged at most once "
+	  "a minute)" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -209,6 +209,11 @@ struct config {
 	unsigned pep_remote_caps_queries_per_minute;    /* per worker */
 	/* worker/pep.c: subscription bounds (h-fixsub) */
 	unsigned pep_max_subscriptions_per_jid; /* per node and bare JID */
+	/* worker/pep_remote.c: review 13b (h-fixremote) */
+	unsigned caps_max_new_per_domain_hour;  /* per remote domain */
+	uint64_t pep_remote_presence_ttl;       /* ms */
+	unsigned pep_max_remote_resources;      /* per remote bare JID */
+	unsigned pep_remote_parked_max;         /* per worker */
 };
 
 struct config_def {

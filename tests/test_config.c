@@ -272,6 +272,10 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.max_remote_recipients", CONFIG_F_RELOADABLE },
 	{ "pep.remote_caps_queries_per_minute", CONFIG_F_RELOADABLE },
 	{ "pep.max_subscriptions_per_jid", CONFIG_F_RELOADABLE },
+	{ "caps.max_new_per_domain_hour", CONFIG_F_RELOADABLE },
+	{ "pep.remote_presence_ttl", CONFIG_F_RELOADABLE },
+	{ "pep.max_remote_resources", CONFIG_F_RELOADABLE },
+	{ "pep.remote_parked_max", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

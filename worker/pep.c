@@ -1326,6 +1326,8 @@ const struct ext pep_ext = {
 	.output_drained = pep_notify_drained,
 	.conn_free = pep_notify_conn_free,
 	.frame = pep_notify_last_frame,
+	.session_save = pep_notify_session_save,       /* review 13b G8 */
+	.session_restore = pep_notify_session_restore,
 };
 
 /* ---- changes made on the account's behalf (pep.h; pep_compat.c) ---- */

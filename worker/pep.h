@@ -125,6 +125,11 @@ void pep_notify_drained(struct conn *c);
 int pep_notify_last_frame(struct conn *c, int type, const char *text,
 			  size_t len);
 void pep_notify_conn_free(struct conn *c);
+/* XEP-0198 (review 13b G8): 1 while c's last items are pending or were
+ * cut by its drop; a resumed session with 1 gets them again (all the
+ * nodes its caps want: a few may come twice). */
+uint32_t pep_notify_session_save(const struct conn *c);
+void pep_notify_session_restore(struct conn *c, uint32_t word);
 
 /* pep_notify.c, for pep_remote.c: a last-item message (with <delay/>)
  * from owner to `to` into b (reset first); 0 or -1.  Whether the
@@ -139,9 +144,11 @@ int pep_notify_gained(const struct pg_result *res, int col);
 
 /* pep_remote.c: whether a remote recipient with caps key ("0115:sha-1")
  * and ver (a pep_remote_presence row) asked for node+notify (its ver
- * VERIFIED in the shared table); route an event's text to it (s2s). */
+ * VERIFIED in the shared table; when the table lost the ver, cached:
+ * whether caps_cache's names hold node); route an event's text to it
+ * (s2s). */
 int pep_remote_wants(struct worker *w, const char *key, const char *ver,
-		     const char *node);
+		     const char *node, int cached);
 void pep_remote_route(struct worker *w, const char *text, size_t len);
 
 #endif

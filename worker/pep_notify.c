@@ -284,10 +284,19 @@ static int pn_body(struct buf *b, const struct pep_event *ev)
  * or a member (whitelist).  A deleted node's affiliations are gone: its
  * delete event reaches no whitelist member. */
 static const char pn_contacts_sql[] =
-	"SELECT i.contact, r.full_jid, r.caps_algo, r.caps_ver "
+	"SELECT i.contact, r.full_jid, r.caps_algo, r.caps_ver, "
+	/* review 13b G7: the names in caps_cache when the shared table
+	 * lost the ver; G12: an explicit subscriber gets it from
+	 * pep_notify_subscribers */
+	"COALESCE($3 = ANY(k.notify), false), EXISTS (SELECT 1 FROM "
+	"pubsub_subscriptions s WHERE s.node_id = n.id AND "
+	"s.jid IN (r.full_jid, r.bare_jid)) "
 	"FROM roster_items i "
 	"LEFT JOIN pep_remote_presence r ON r.account_id = i.account_id AND "
-	"r.bare_jid = i.contact "
+	"r.bare_jid = i.contact AND "
+	"r.updated_at > now() - $6::bigint * interval '1 millisecond' "
+	"LEFT JOIN caps_cache k ON k.algo = r.caps_algo AND "
+	"k.ver = r.caps_ver "
 	"LEFT JOIN pubsub_nodes n ON n.service = $1 || '@' || $2 AND "
 	"n.node = $3 "
 	"LEFT JOIN pubsub_affiliations f ON f.node_id = n.id AND "
@@ -323,8 +332,10 @@ static void pn_contacts_result(void *ctx, const PGresult *res,
 		/* (c) a full JID on another server (pep_remote.c) */
 		const char *full = PQgetvalue(res, i, 1);
 		if (e->w->cfg->pep_max_remote_recipients > 0 &&
+		    strcmp(PQgetvalue(res, i, 5), "t") != 0 &&
 		    pep_remote_wants(e->w, PQgetvalue(res, i, 2),
-				     PQgetvalue(res, i, 3), e->node) &&
+				     PQgetvalue(res, i, 3), e->node,
+				     strcmp(PQgetvalue(res, i, 4), "t") == 0) &&
 		    pn_text(&b, e, full) == 0)
 			pep_remote_route(e->w, buf_head(&b), buf_used(&b));
 	}
@@ -370,9 +381,12 @@ void pep_notify_event(struct worker *w, const struct pep_event *ev)
 	user[at - ev->owner] = '\0';
 	const char *access = ev->cfg.v[PUBSUB_F_ACCESS_MODEL] != NULL ?
 			     ev->cfg.v[PUBSUB_F_ACCESS_MODEL] : "presence";
-	const char *params[5] = { user, at + 1, ev->node, access,
-				  buf_head(&g) };
-	if (db_query(w->db, pn_contacts_sql, 5, params, NULL, NULL, 0,
+	char ttl[24];
+	snprintf(ttl, sizeof(ttl), "%llu",
+		 (unsigned long long)w->cfg->pep_remote_presence_ttl);
+	const char *params[6] = { user, at + 1, ev->node, access,
+				  buf_head(&g), ttl };
+	if (db_query(w->db, pn_contacts_sql, 6, params, NULL, NULL, 0,
 		     pn_contacts_result, e) < 0) {
 		log_info("pep: events of %s node %s to contacts lost: "
 			 "database unavailable", ev->owner, ev->node);
@@ -409,10 +423,37 @@ struct pn_last {
 	char *nodes;            /* text[] literal: the wanted node names */
 	char *after_service, *after_node;       /* the last row sent */
 	uint64_t sent;          /* bytes of ids and payloads so far */
+	int rerun;              /* resumed: the conn's caps decide (G8) */
 	struct pn_last *next;   /* waiting for its conn's output to drain */
 };
 
 static struct pn_last *pn_waiting;      /* this worker's, by conn */
+
+/* Detached conns (XEP-0198) whose last items were cut by the drop
+ * (review 13b G8): their saved word says so, the resumed session gets
+ * them again. */
+struct pn_lost {
+	struct worker *w;
+	uint32_t conn_id, gen;
+	struct pn_lost *next;
+};
+static struct pn_lost *pn_lost;
+
+static void pn_lost_mark(struct conn *c)
+{
+	for (struct pn_lost *m = pn_lost; m != NULL; m = m->next)
+		if (m->w == c->w && m->conn_id == c->id && m->gen == c->gen)
+			return;
+	struct pn_lost *m = calloc(1, sizeof(*m));
+	if (m == NULL)
+		return;
+	m->w = c->w;
+	m->conn_id = c->id;
+	m->gen = c->gen;
+	m->next = pn_lost;
+	pn_lost = m;
+	ext_session_changed(c);
+}
 
 static void pn_last_free(struct pn_last *l)
 {
@@ -550,6 +591,8 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 	if (c != NULL && c->bound && c->available && !c->detached &&
 	    !c->closed)
 		more = pn_last_to_conn(l, c, res, &b);
+	else if (c != NULL && c->detached && c->bound)
+		pn_lost_mark(c);
 	buf_free(&b);
 	if (!more) {
 		pn_last_free(l);
@@ -557,6 +600,8 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 	}
 	if (c != NULL && (c->closed || c->want_close || c->out_shed ||
 			  c->detached)) {
+		if (c->detached && c->bound)
+			pn_lost_mark(c);
 		pn_last_free(l);
 		return;
 	}
@@ -573,7 +618,7 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 static int pn_last_wanted(const struct pn_last *l, const char *node,
 			  struct conn *c)
 {
-	if (l->want == NULL)
+	if (l->want == NULL)    /* a grant, or resumed (l->rerun) */
 		return c != NULL && caps_conn_wants(c, node);
 	struct shm_caps *t = l->w->shm->caps;
 	if (t == NULL)
@@ -671,6 +716,14 @@ void pep_notify_drained(struct conn *c)
 /* c is freed: its waiting jobs go. */
 void pep_notify_conn_free(struct conn *c)
 {
+	for (struct pn_lost **mp = &pn_lost; *mp != NULL;) {
+		struct pn_lost *m = *mp;
+		if (m->w == c->w && m->conn_id == c->id && m->gen == c->gen) {
+			*mp = m->next;
+			free(m);
+		} else
+			mp = &m->next;
+	}
 	struct pn_last **pp = &pn_waiting;
 	while (*pp != NULL) {
 		struct pn_last *l = *pp;
@@ -680,6 +733,33 @@ void pep_notify_conn_free(struct conn *c)
 		} else
 			pp = &l->next;
 	}
+}
+
+uint32_t pep_notify_session_save(const struct conn *c)
+{
+	for (struct pn_lost *m = pn_lost; m != NULL; m = m->next)
+		if (m->w == c->w && m->conn_id == c->id && m->gen == c->gen)
+			return 1;
+	for (struct pn_last *l = pn_waiting; l != NULL; l = l->next)
+		if (l->w == c->w && l->conn_id == c->id && l->gen == c->gen)
+			return 1;
+	return 0;
+}
+
+void pep_notify_session_restore(struct conn *c, uint32_t word)
+{
+	if (!(word & 1) || c->user == NULL || c->domain == NULL)
+		return;
+	struct pn_last *l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return;
+	log_info("c%u: %s resumed with last PEP items not all sent: sending "
+		 "them again", c->id, c->jid != NULL ? c->jid : c->user);
+	l->w = c->w;
+	l->conn_id = c->id;
+	l->gen = c->gen;
+	l->rerun = 1;
+	pn_last_query(l, c->user, c->domain, NULL);
 }
 
 void pep_notify_caps_changed(struct conn *c, const uint64_t *old,

@@ -60,7 +60,7 @@
 #include <string.h>
 
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
-#define PR_PARKED_MAX 256       /* rows waiting for another's answer */
+#define PR_DOMAINS 64            /* domains counted per rate window */
 
 /* A row whose caps are being resolved, or whose last items go out. */
 struct pr_job {
@@ -74,11 +74,47 @@ struct pr_job {
 	int64_t deadline;               /* parked */
 };
 
-static struct pr_job *pr_parked[PR_PARKED_MAX];
-static unsigned pr_nparked;
+/* rows waiting for another's answer (pep.remote_parked_max) */
+static struct pr_job **pr_parked;
+static unsigned pr_nparked, pr_parked_cap;
+static int64_t pr_park_log_ms;          /* refusals: one line a minute */
+static unsigned pr_park_quiet;
 static int64_t pr_win_start;            /* rate window of queries */
 static unsigned pr_win_count;
 static int pr_rate_logged;
+/* queries per remote domain in the window (G3: a quarter each) */
+static struct { uint64_t h; unsigned n; } pr_dom[PR_DOMAINS];
+static unsigned pr_ndom;
+static int64_t pr_budget_log_ms;        /* caps.max_new_per_domain_hour */
+static int64_t pr_full_log_ms;          /* "full": one line a minute */
+static unsigned pr_full_quiet;
+static int64_t pr_expire_ms;            /* worker 0: expired rows */
+
+/* The domain of a JID (no resource). */
+static void pr_domain_of(const char *jid, char *out, size_t size)
+{
+	const char *at = strchr(jid, '@');
+	const char *d = at != NULL ? at + 1 : jid;
+	size_t n = strcspn(d, "/");
+	if (n >= size)
+		n = size - 1;
+	memcpy(out, d, n);
+	out[n] = '\0';
+}
+
+/* The budget key of a remote domain in caps_cache.account. */
+static void pr_budget_key(const char *jid, char *out, size_t size)
+{
+	char d[IPC_JID_MAX + 1];
+	pr_domain_of(jid, d, sizeof(d));
+	snprintf(out, size, "remote:%s", d);
+}
+
+/* A share of a per-worker bound one remote domain may use. */
+static unsigned pr_share(unsigned bound)
+{
+	return bound / 4 > 0 ? bound / 4 : 1;
+}
 
 /* The caps_cache key ("0115:sha-1") of r, as caps_ext.c writes it. */
 static void pr_key(const struct caps_ref *r, char *out, size_t size)
@@ -157,24 +193,42 @@ static void pr_mac(struct worker *w, const char *full, const char *owner,
 		snprintf(out + 2 * i, 3, "%02x", mac[i]);
 }
 
-/* Whether a query may go out now (pep.remote_caps_queries_per_minute,
- * per worker). */
-static int pr_rate_ok(struct worker *w)
+/* Whether a query to full may go out now
+ * (pep.remote_caps_queries_per_minute per worker, a quarter of it per
+ * remote domain: one server cannot take all). */
+static int pr_rate_ok(struct worker *w, const char *full)
 {
+	char d[IPC_JID_MAX + 1];
+	unsigned limit = w->cfg->pep_remote_caps_queries_per_minute;
 	if (w->now_ms - pr_win_start >= 60000) {
 		pr_win_start = w->now_ms;
 		pr_win_count = 0;
 		pr_rate_logged = 0;
+		pr_ndom = 0;
 	}
-	if (pr_win_count < w->cfg->pep_remote_caps_queries_per_minute) {
+	pr_domain_of(full, d, sizeof(d));
+	uint64_t h = w->shm->caps != NULL ?
+		     shm_caps_hash(w->shm->caps, d, strlen(d)) : 0;
+	unsigned k = 0;
+	while (k < pr_ndom && pr_dom[k].h != h)
+		k++;
+	if (k == pr_ndom && pr_ndom < PR_DOMAINS) {
+		pr_dom[pr_ndom].h = h;
+		pr_dom[pr_ndom++].n = 0;
+	}
+	int dom_ok = k == PR_DOMAINS || pr_dom[k].n < pr_share(limit);
+	if (pr_win_count < limit && dom_ok) {
 		pr_win_count++;
+		if (k < PR_DOMAINS)
+			pr_dom[k].n++;
 		return 1;
 	}
 	if (!pr_rate_logged) {
 		pr_rate_logged = 1;
-		log_info("pep: more than %u caps queries to other servers in a "
-			 "minute: not asking until it is over",
-			 w->cfg->pep_remote_caps_queries_per_minute);
+		log_info("pep: %s caps queries to other servers in a minute "
+			 "(pep.remote_caps_queries_per_minute %u, a quarter "
+			 "of it for %s): not asking until it is over",
+			 dom_ok ? "all" : "a server's share of", limit, d);
 	}
 	return 0;
 }
@@ -222,15 +276,18 @@ struct pr_last {
 /* Whether the row's caps (VERIFIED) list node+notify, and (old given)
  * the old caps did not. */
 static int pr_wants(struct worker *w, const char *key, const char *ver,
-		    const char *node, const struct caps_ref *old)
+		    const char *node, const struct caps_ref *old, int cached)
 {
 	struct caps_ref r;
 	uint32_t idx, gen;
 	struct shm_caps *t = w->shm->caps;
-	if (t == NULL || pr_key_parse(key, ver, &r) < 0 ||
-	    shm_caps_lookup(t, r.algo, (uint8_t)r.v2, r.ver, &idx, &gen) !=
-	    IPC_CAPS_VERIFIED)
+	if (t == NULL || pr_key_parse(key, ver, &r) < 0)
 		return 0;
+	/* G7: remote rows hold no entry; one evicted since is decided
+	 * by caps_cache's names (cached) */
+	if (shm_caps_lookup(t, r.algo, (uint8_t)r.v2, r.ver, &idx, &gen) !=
+	    IPC_CAPS_VERIFIED)
+		return cached;
 	uint64_t h = shm_caps_hash(t, node, strlen(node));
 	if (!shm_caps_wants(t, idx, (uint16_t)gen, h))
 		return 0;
@@ -245,9 +302,9 @@ static int pr_wants(struct worker *w, const char *key, const char *ver,
 }
 
 int pep_remote_wants(struct worker *w, const char *key, const char *ver,
-		     const char *node)
+		     const char *node, int cached)
 {
-	return pr_wants(w, key, ver, node, NULL);
+	return pr_wants(w, key, ver, node, NULL, cached);
 }
 
 void pep_remote_route(struct worker *w, const char *text, size_t len)
@@ -276,7 +333,7 @@ static void pr_last_result(void *ctx, const PGresult *res,
 				 "pep.max_last_items_bytes", full);
 		if (!pr_wants(l->w, PQgetvalue(res, i, 1),
 			      PQgetvalue(res, i, 2), PQgetvalue(res, i, 4),
-			      l->has_old ? &l->old : NULL))
+			      l->has_old ? &l->old : NULL, 1))
 			continue;
 		if (pep_notify_last_text(&b, l->w, PQgetvalue(res, i, 3), full,
 					 PQgetvalue(res, i, 4),
@@ -331,23 +388,61 @@ static void pr_known(struct pr_job *j)
 
 /* ---- resolving a row's caps ------------------------------------------ */
 
+/* Park j (takes j): at most pep.remote_parked_max per worker, a
+ * quarter of them for one remote domain (G11). */
 static void pr_park(struct pr_job *j)
 {
-	if (pr_nparked == PR_PARKED_MAX) {
-		log_info("pep: caps of %s not resolved: %u others wait",
-			 j->full, PR_PARKED_MAX);
+	struct worker *w = j->w;
+	unsigned max = w->cfg->pep_remote_parked_max, same = 0;
+	char d[IPC_JID_MAX + 1], e[IPC_JID_MAX + 1];
+	pr_domain_of(j->full, d, sizeof(d));
+	for (unsigned i = 0; i < pr_nparked; i++) {
+		pr_domain_of(pr_parked[i]->full, e, sizeof(e));
+		same += strcmp(d, e) == 0;
+	}
+	const char *why = pr_nparked >= max ? "pep.remote_parked_max" :
+			  same >= pr_share(max) ?
+			  "a quarter of pep.remote_parked_max for one server" :
+			  NULL;
+	if (why == NULL && pr_nparked == pr_parked_cap) {
+		unsigned cap = pr_parked_cap > 0 ? 2 * pr_parked_cap : 16;
+		struct pr_job **p = realloc(pr_parked, cap * sizeof(*p));
+		if (p == NULL)
+			why = "no memory";
+		else {
+			pr_parked = p;
+			pr_parked_cap = cap;
+		}
+	}
+	if (why != NULL) {
+		if (w->now_ms - pr_park_log_ms >= 60000) {
+			log_info("pep: caps of %s not resolved: %u wait "
+				 "(%s; %u more refused in the last minute)",
+				 j->full, pr_nparked, why, pr_park_quiet);
+			pr_park_log_ms = w->now_ms;
+			pr_park_quiet = 0;
+		} else {
+			pr_park_quiet++;
+		}
 		free(j);
 		return;
 	}
-	j->deadline = j->w->now_ms +
-		      (int64_t)j->w->cfg->caps_query_timeout;
+	j->deadline = w->now_ms + (int64_t)w->cfg->caps_query_timeout;
 	pr_parked[pr_nparked++] = j;
 }
 
+/* As caps_ext.c's lookup: rows (n, recent, found); recent counts the
+ * new vers JIDs of the remote domain ($3 = 'remote:DOMAIN') cached in
+ * the last hour (caps.max_new_per_domain_hour, G3). */
 static const char pr_cache_sql[] =
 	"WITH u AS (UPDATE caps_cache SET last_used = current_date "
-	"WHERE algo = $1 AND ver = $2 RETURNING notify) "
-	"SELECT n FROM u LEFT JOIN LATERAL unnest(u.notify) AS n ON true";
+	"WHERE algo = $1 AND ver = $2 RETURNING notify), "
+	"r AS (SELECT count(*) AS recent FROM caps_cache "
+	"WHERE account = $3 AND verified_at > now() - interval '1 hour' "
+	"AND NOT EXISTS (SELECT 1 FROM u)) "
+	"SELECT x.n, r.recent, x.found FROM r LEFT JOIN "
+	"(SELECT n, true AS found FROM u "
+	"LEFT JOIN LATERAL unnest(u.notify) AS n ON true) x ON true";
 
 static void pr_cache_result(void *ctx, const PGresult *res,
 			    const char *error)
@@ -355,7 +450,9 @@ static void pr_cache_result(void *ctx, const PGresult *res,
 	struct pr_job *j = ctx;
 	struct worker *w = j->w;
 	(void)error;
-	if (res != NULL && PQntuples(res) > 0 && w->shm->caps != NULL) {
+	int found = res != NULL && PQntuples(res) > 0 &&
+		    PQnfields(res) == 3 && !PQgetisnull(res, 0, 2);
+	if (found && w->shm->caps != NULL) {
 		uint64_t h[IPC_CAPS_NOTIFY_MAX];
 		unsigned k = 0;
 		uint32_t idx, gen;
@@ -376,7 +473,24 @@ static void pr_cache_result(void *ctx, const PGresult *res,
 			return;
 		}
 	}
-	if (pr_rate_ok(w)) {
+	long long recent = !found && res != NULL && PQntuples(res) > 0 &&
+		PQnfields(res) == 3 && !PQgetisnull(res, 0, 1) ?
+		atoll(PQgetvalue(res, 0, 1)) : 0;
+	int budget_ok = found ||
+		recent < (long long)w->cfg->caps_max_new_per_domain_hour;
+	if (!budget_ok) {
+		char d[IPC_JID_MAX + 1];
+		pr_domain_of(j->full, d, sizeof(d));
+		if (pr_budget_log_ms == 0 ||
+		    w->now_ms - pr_budget_log_ms >= 3600000) {
+			pr_budget_log_ms = w->now_ms;
+			log_info("pep: caps of %s: %lld new caps vers from %s "
+				 "cached in the last hour "
+				 "(caps.max_new_per_domain_hour): %s not "
+				 "queried", j->full, recent, d, j->ref.ver);
+		}
+	}
+	if (budget_ok && pr_rate_ok(w, j->full)) {
 		pr_send_query(w, j);
 		pr_park(j);     /* the answer may come on another worker */
 	} else {
@@ -410,9 +524,11 @@ static void pr_resolve(struct pr_job *j)
 		return;
 	case SHM_CAPS_ASK: {
 		pr_key(&j->ref, key, sizeof(key));
-		const char *params[2] = { key, j->ref.ver };
+		char budget[IPC_JID_MAX + 16];
+		pr_budget_key(j->full, budget, sizeof(budget));
+		const char *params[3] = { key, j->ref.ver, budget };
 		if (w->db != NULL &&
-		    db_query(w->db, pr_cache_sql, 2, params, NULL, NULL, 0,
+		    db_query(w->db, pr_cache_sql, 3, params, NULL, NULL, 0,
 			     pr_cache_result, j) == 0)
 			return;
 		pr_cache_result(j, NULL, "database unavailable");
@@ -427,6 +543,11 @@ static void pr_resolve(struct pr_job *j)
 		return;
 	}
 }
+
+static const char pr_expire_sql[] =
+	"DELETE FROM pep_remote_presence WHERE updated_at < now() - "
+	"$1::bigint * interval '1 millisecond'";
+static void pr_ignore(void *ctx, const PGresult *res, const char *error);
 
 /* Parked rows whose ver became VERIFIED get their last items; those
  * waiting past caps.query_timeout are dropped (their next presence
@@ -452,13 +573,29 @@ static void pr_tick(struct worker *w, int64_t now_ms)
 		}
 	}
 	pr_nparked = k;
+	/* G5: worker 0 deletes rows past pep.remote_presence_ttl (their
+	 * unavailable was lost); events skip them already */
+	if (w->slot == 0 && w->db != NULL && db_is_up(w->db) &&
+	    !w->stopping && now_ms - pr_expire_ms > 300000) {
+		char ttl[24];
+		snprintf(ttl, sizeof(ttl), "%llu",
+			 (unsigned long long)w->cfg->pep_remote_presence_ttl);
+		const char *params[1] = { ttl };
+		pr_expire_ms = now_ms;
+		db_query(w->db, pr_expire_sql, 1, params, NULL, NULL, 0,
+			 pr_ignore, NULL);
+	}
 }
 
 /* ---- presence from other servers --------------------------------------- */
 
 static const char pr_upsert_sql[] =
 	"SELECT status, old_algo, old_ver FROM xmppd_pep_remote_presence("
-	"$1, $2, $3, $4, $5, $6, $7::int)";
+	"$1, $2, $3, $4, $5, $6, $7::int, $8::int, $9::bigint)";
+/* G5: a presence without caps renews the row (pep.remote_presence_ttl) */
+static const char pr_renew_sql[] =
+	"UPDATE pep_remote_presence SET updated_at = now() WHERE account_id = "
+	"xmppd_account_id($1, $2) AND full_jid = $3";
 static const char pr_gone_sql[] =
 	"DELETE FROM pep_remote_presence WHERE account_id = "
 	"xmppd_account_id($1, $2) AND (full_jid = $3 OR bare_jid = $3)";
@@ -486,10 +623,23 @@ static void pr_upsert_result(void *ctx, const PGresult *res,
 		return;
 	}
 	const char *status = PQgetvalue(res, 0, 0);
-	if (strcmp(status, "full") == 0) {
-		log_info("pep: remote recipients of %s@%s full (%u): %s gets "
-			 "no events", j->user, j->domain,
-			 j->w->cfg->pep_max_remote_recipients, j->full);
+	if (strcmp(status, "full") == 0 || strcmp(status, "full-jid") == 0) {
+		struct worker *w = j->w;
+		if (w->now_ms - pr_full_log_ms >= 60000) {
+			int all = strcmp(status, "full") == 0;
+			log_info("pep: remote recipients of %s@%s full (%s %u): "
+				 "%s gets no events (%u more in the last "
+				 "minute)", j->user, j->domain,
+				 all ? "pep.max_remote_recipients" :
+				 "pep.max_remote_resources of its bare JID",
+				 all ? w->cfg->pep_max_remote_recipients :
+				 w->cfg->pep_max_remote_resources, j->full,
+				 pr_full_quiet);
+			pr_full_log_ms = w->now_ms;
+			pr_full_quiet = 0;
+		} else {
+			pr_full_quiet++;
+		}
 	} else if (strcmp(status, "changed") == 0) {
 		j->has_old = pr_key_parse(PQgetvalue(res, 0, 1),
 					  PQgetvalue(res, 0, 2), &j->old) == 0;
@@ -547,9 +697,15 @@ static void pr_presence(struct worker *w, const struct xml_node *st,
 		return;
 	}
 	struct caps_ref r;
-	if (strchr(from, '/') == NULL || w->cfg->pep_max_remote_recipients == 0 ||
-	    !caps_parse_presence(st, &r))
-		return;         /* no <c/>: the caps stay (pep-plan 1.7) */
+	if (strchr(from, '/') == NULL || w->cfg->pep_max_remote_recipients == 0)
+		return;
+	if (!caps_parse_presence(st, &r)) {
+		/* no <c/>: the caps stay (pep-plan 1.7), the row is renewed */
+		const char *params[3] = { user, domain, from };
+		db_query(w->db, pr_renew_sql, 3, params, NULL, NULL, 0,
+			 pr_ignore, NULL);
+		return;
+	}
 	struct pr_job *j = calloc(1, sizeof(*j));
 	if (j == NULL)
 		return;
@@ -558,11 +714,16 @@ static void pr_presence(struct worker *w, const struct xml_node *st,
 	strcpy(j->domain, domain);
 	strcpy(j->full, from);
 	j->ref = r;
-	char key[32], max[16];
+	char key[32], max[16], maxres[16], ttl[24];
 	pr_key(&r, key, sizeof(key));
 	snprintf(max, sizeof(max), "%u", w->cfg->pep_max_remote_recipients);
-	const char *params[7] = { user, domain, from, fbare, key, r.ver, max };
-	if (db_query(w->db, pr_upsert_sql, 7, params, NULL, NULL, 0,
+	snprintf(maxres, sizeof(maxres), "%u",
+		 w->cfg->pep_max_remote_resources);
+	snprintf(ttl, sizeof(ttl), "%llu",
+		 (unsigned long long)w->cfg->pep_remote_presence_ttl);
+	const char *params[9] = { user, domain, from, fbare, key, r.ver, max,
+				  maxres, ttl };
+	if (db_query(w->db, pr_upsert_sql, 9, params, NULL, NULL, 0,
 		     pr_upsert_result, j) < 0) {
 		log_info("pep: remote recipient %s of %s not recorded: "
 			 "database unavailable", from, bare);
@@ -624,8 +785,12 @@ static void pr_iq_result(struct worker *w, const struct xml_node *st,
 	 * their last items now, those parked on other workers (the one
 	 * that sent the query, when the answer came through another
 	 * worker's stream) at their next tick */
+	/* G3: charged to the remote domain (caps.max_new_per_domain_hour),
+	 * never to the local account */
 	uint32_t idx, gen;
-	if (caps_answer_remote(w, q, &r, from, bare, &idx, &gen) == 1)
+	char budget[IPC_JID_MAX + 16];
+	pr_budget_key(from, budget, sizeof(budget));
+	if (caps_answer_remote(w, q, &r, from, budget, &idx, &gen) == 1)
 		pr_tick(w, w->now_ms);  /* this worker's at once */
 }
 
@@ -687,9 +852,12 @@ static void pr_subscription(struct worker *w, const char *bare,
 
 static const char *const pr_config[] = {
 	"pep.max_remote_recipients", "pep.remote_caps_queries_per_minute",
+	"caps.max_new_per_domain_hour", "pep.remote_presence_ttl",
+	"pep.max_remote_resources", "pep.remote_parked_max",
 	NULL,
 };
-static const char *const pr_schema[] = { "012-pep-remote.sql", NULL };
+static const char *const pr_schema[] = { "012-pep-remote.sql",
+					 "017-pep-remote-bounds.sql", NULL };
 
 const struct ext pep_remote_ext = {
 	.name = "pep_remote",

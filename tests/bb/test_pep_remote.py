@@ -278,8 +278,9 @@ def test_recipient_cap():
         bot_online(s, gw, ver, inner)
         gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s0", TUNE), delay=True))
         gw.send(rpresence(BOT + "/y", ver))
-        wait_for(lambda: "remote recipients of juliet@localhost full (1): "
-                 "bot@gw.localhost/y gets no events" in s.log_text(), what="log line")
+        wait_for(lambda: "remote recipients of juliet@localhost full "
+                 "(pep.max_remote_recipients 1): bot@gw.localhost/y gets no events"
+                 in s.log_text(), what="log line")
         jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
         gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), jp.jid))
         quiet(gw, 0.5)
@@ -404,6 +405,149 @@ def test_xep0390_and_query_bound():
         quiet(gw, 0.5)
 
 
+# ---- review 13b: budgets and bounds of remote recipients (h-fixremote) ------
+
+def test_remote_caps_budget_is_the_domains():
+    """G3: new vers answered by JIDs of another server are charged to
+    that server (caps_cache.account 'remote:DOMAIN',
+    caps.max_new_per_domain_hour), never to the local account: past the
+    domain's budget its next unknown ver is not asked (one log line), and
+    the account's own new client is still asked for its caps."""
+    ov = {"caps.max_new_per_account_hour": "2", "caps.max_new_per_domain_hour": "2"}
+    with server(workers=1, overrides=ov) as s:
+        gw = Remote(s)
+        roster(s, J, BOT, "to")
+        for i in range(2):
+            ver, inner = rcaps(WANTS_TUNE, name="Mint%d" % i)
+            bot_online(s, gw, ver, inner, frm=BOT + "/m%d" % i)
+        assert sql(s, "SELECT string_agg(account, ' ') FROM caps_cache").strip() == \
+            "remote:gw.localhost remote:gw.localhost"
+        ver, _ = rcaps(WANTS_TUNE, name="Mint2")
+        gw.send(rpresence(BOT + "/m2", ver))
+        wait_for(lambda: "pep: caps of bot@gw.localhost/m2: 2 new caps vers from "
+                 "gw.localhost cached in the last hour (caps.max_new_per_domain_hour): "
+                 "%s not queried" % ver in s.log_text(), what="log line")
+        quiet(gw, 0.5)
+        # juliet's own new client: asked (join fails when it is not)
+        join(s, "juliet", "new", ["urn:example:x+notify"])
+        assert "max_new_per_account_hour" not in s.log_text()
+
+
+def test_evicted_remote_entry_keeps_its_events():
+    """G7: remote rows hold no entry of the shared caps table; when
+    local churn evicts their ver, events still reach them (caps_cache's
+    names decide), with no presence from them in between."""
+    import test_caps as tc
+    ov = {"caps.table_size": "16", "caps.max_changes_per_minute": "1000",
+          "caps.max_new_per_account_hour": "1000"}
+    with server(workers=1, overrides=ov) as s:
+        gw = Remote(s)
+        roster(s, J, BOT, "both")
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ver, inner = rcaps(WANTS_TUNE)
+        bot_online(s, gw, ver, inner)
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        r = tc.login(s, "romeo", "mint")
+        before = metric(s, "xmppd_caps_verified")
+        for i in range(17):
+            v, inn = tc.made_ver("Mint%d" % i)
+            r.send(tc.presence(v))
+            q = "%s#%s" % (tc.NODE, v)
+            tc.answer(r, tc.expect_query(r, q), q, inn)
+            synced(r)
+        # 18 vers verified in a table of 16: the bot's (held by nobody)
+        # went first
+        assert metric(s, "xmppd_caps_verified") == before + 17
+        for n, (tune, item) in enumerate([(TUNE2, "s2"), (TUNE, "s3")]):
+            jp.expect(pub(jp, TUNE_NS, tune, item, iq_id="p%d" % n))
+            gw.expect(event_rx(BOTX, item_body(TUNE_NS, item, tune), jp.jid))
+        quiet(gw, 0.3)
+
+
+def test_remote_rows_expire_and_are_bounded_per_jid():
+    """G5: one remote bare JID holds at most pep.max_remote_resources
+    rows of an account (one log line, no events to the others); a row
+    past pep.remote_presence_ttl gets no events until any presence from
+    its full JID (here one without caps) renews it."""
+    ov = {"pep.max_remote_resources": "2"}
+    with server(workers=1, overrides=ov) as s:
+        gw = Remote(s)
+        roster(s, J, BOT, "both")
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ver, inner = rcaps(WANTS_TUNE)
+        bot_online(s, gw, ver, inner)
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        gw.send(rpresence(BOT + "/y", ver))
+        gw.expect(event_rx(BOT + "/y", item_body(TUNE_NS, "s1", TUNE), delay=True))
+        gw.send(rpresence(BOT + "/z", ver))
+        wait_for(lambda: "remote recipients of juliet@localhost full "
+                 "(pep.max_remote_resources of its bare JID 2): bot@gw.localhost/z "
+                 "gets no events" in s.log_text(), what="log line")
+        assert rows(s) == 2 and rows(s, BOT + "/z") == 0
+        sql(s, "UPDATE pep_remote_presence SET updated_at = now() - interval '25 hours' "
+            "WHERE full_jid = '%s'" % (BOT + "/y"))
+        jp.expect(pub(jp, TUNE_NS, TUNE2, "s2", iq_id="p2"))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s2", TUNE2), jp.jid))
+        quiet(gw, 0.5)
+        gw.send("<presence from='%s/y' to='%s'/>" % (BOT, J))
+        wait_for(lambda: sql(s, "SELECT count(*) FROM pep_remote_presence WHERE "
+                             "updated_at > now() - interval '1 hour'").strip() == "2",
+                 what="row renewed")
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s3", iq_id="p3"))
+        for to in (BOTX, BOT + "/y"):
+            gw.expect(event_rx(to, item_body(TUNE_NS, "s3", TUNE), jp.jid))
+        quiet(gw, 0.3)
+
+
+def test_remote_subscriber_gets_each_event_once():
+    """G12: a remote full JID that is a presence-based recipient (caps
+    with +notify) and also an explicit subscriber gets each event once."""
+    with server(workers=2) as s:
+        gw = Remote(s)
+        roster(s, J, BOT, "both")
+        jp = join(s, "juliet", "pub", None, worker=0)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ver, inner = rcaps(WANTS_TUNE)
+        bot_online(s, gw, ver, inner)
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        gw.send("<iq from='%s' to='%s' type='set' id='rs1'>%s</iq>" % (
+            BOTX, J, ps("<subscribe node='%s' jid='%s'/>" % (TUNE_NS, BOTX))))
+        gw.expect("<iq from='%s' id='rs1' to='%s' type='result'>%s</iq>" % (
+            J, BOTX, ps("<subscription node='%s' jid='%s' subscription='subscribed'/>"
+                        % (TUNE_NS, BOTX))))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        jp.expect(pub(jp, TUNE_NS, TUNE2, "s2", iq_id="p2"))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s2", TUNE2), jp.jid))
+        quiet(gw, 0.8)
+
+
+def test_parked_resolutions_bounded_per_server():
+    """G11: rows waiting for another's caps answer are bounded by
+    pep.remote_parked_max, a quarter of it per remote server; refusals
+    are logged once a minute, not once each."""
+    with server(workers=1, overrides={"pep.remote_parked_max": "4"}) as s:
+        gw = Remote(s)
+        roster(s, J, BOT, "both")
+        jp = join(s, "juliet", "pub", None)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ver, inner = rcaps(WANTS_TUNE)
+        gw.send(rpresence(BOTX, ver))
+        iq_id = expect_query(gw, J, BOTX, ver)
+        for r in ("a", "b", "c"):
+            gw.send(rpresence(BOT + "/" + r, ver))
+        wait_for(lambda: rows(s) == 4, what="rows")
+        line = ("pep: caps of bot@gw.localhost/a not resolved: 1 wait (a quarter "
+                "of pep.remote_parked_max for one server; 0 more refused")
+        wait_for(lambda: line in s.log_text(), what="log line")
+        time.sleep(0.3)
+        assert s.log_text().count("not resolved:") == 1
+        answer(gw, BOTX, J, iq_id, ver, inner)
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        quiet(gw, 0.5)
+
+
 # ---- over real s2s streams (fakeserver.py, test_s2s_in.Peer) ----------------
 
 RX = "remote.example"           # test_s2s_in's certificates
@@ -508,5 +652,10 @@ if __name__ == "__main__":
         test_remote_recipient_lifecycle, test_who_gets_nothing,
         test_poisoned_and_forged_answers, test_recipient_cap,
         test_remote_requester_access, test_remote_events_to_local_resources,
-        test_xep0390_and_query_bound, test_over_s2s_streams]
+        test_xep0390_and_query_bound, test_over_s2s_streams,
+        test_remote_caps_budget_is_the_domains,
+        test_evicted_remote_entry_keeps_its_events,
+        test_remote_rows_expire_and_are_bounded_per_jid,
+        test_remote_subscriber_gets_each_event_once,
+        test_parked_resolutions_bounded_per_server]
         if not only or t.__name__ in only])

@@ -965,6 +965,62 @@ def test_reload_keeps_workers_and_sessions():
         r.close()
 
 
+def test_resume_sends_pending_last_items():
+    """Review 13b G8: last PEP items still waiting for a slow client's
+    output when its link drops are not lost: after <resumed/> the
+    session gets every node's last item (some may come twice)."""
+    import socket
+    from test_pep_notify import BLOB, CAPS_NODE, caps, roster
+    ov = {"c2s.max_output_bytes": "64K", "c2s.send_buffer": "4K"}
+    with Server(workers=1, users=USERS, overrides=ov) as s:
+        roster(s, "juliet@localhost", "romeo@localhost", "both")
+        roster(s, "romeo@localhost", "juliet@localhost", "both")
+        r = Client(s.port)
+        r.login("romeo", "pw2", resource="pub")
+        nodes = ["urn:example:big%02d" % i for i in range(12)]
+        for i, node in enumerate(nodes):
+            r.send("<iq type='set' id='p%d'><pubsub xmlns='http://jabber.org/protocol/"
+                   "pubsub'><publish node='%s'><item id='i%d'>%s</item></publish>"
+                   "</pubsub></iq>" % (i, node, i, BLOB))
+            r.read_until("<iq [^>]*id='p%d'[^>]*type='result'" % i)
+        feats = [n + "+notify" for n in nodes]
+        ver, inner = caps(feats)
+        j = Client(s.port)
+        j.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        j, jj, smid = sm_login(s, "juliet", "phone", client=j)
+        j.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+               "node='%s' ver='%s'/></presence>" % (CAPS_NODE, ver))
+        qnode = "%s#%s" % (CAPS_NODE, ver)
+        got = j.read_until("<iq [^>]*><query xmlns='http://jabber.org/protocol/disco#info' "
+                           "node='%s'/></iq>" % re.escape(qnode))
+        iq_id = re.search("id='([^']+)'", got).group(1)
+        j.send("<iq type='result' to='juliet@localhost' id='%s'><query xmlns='http://"
+               "jabber.org/protocol/disco#info' node='%s'>%s</query></iq>" % (iq_id, qnode, inner))
+        # the first page is out, the rest wait for juliet to read: she
+        # does not, and her link drops
+        time.sleep(1)
+        j.sock.close()
+        wait_for(lambda: "session juliet@localhost/phone kept for resumption" in s.log_text(),
+                 what="detached")
+        n = Client(s.port)
+        authed(n, "juliet")
+        got = resume(n, smid, 0)
+        assert got.startswith("<resumed xmlns='%s' h='" % SM), got
+        seen = set()
+        deadline = time.monotonic() + 20
+        while seen != set(nodes) and time.monotonic() < deadline:
+            got = n.read_until("<message [^>]*type='headline'[^>]*><event xmlns='http://"
+                               "jabber.org/protocol/pubsub#event'><items node='([^']+)'>"
+                               "<item id='i\\d+'>.*?</message>", timeout=20)
+            seen.add(re.search("<items node='([^']+)'>", got).group(1))
+            if "<r xmlns" in n.buf.decode(errors="replace"):
+                n.send("<a xmlns='%s' h='0'/>" % SM)
+        assert seen == set(nodes), sorted(set(nodes) - seen)
+        assert "resumed with last PEP items not all sent: sending them again" in s.log_text()
+        n.close()
+        r.close()
+
+
 if __name__ == "__main__":
     run_tests([test_feature_enable_acks, test_misuse, test_enabled_max,
                test_max_unacked_ends_and_stores,
@@ -979,4 +1035,5 @@ if __name__ == "__main__":
                test_slixmpp_resumes,
                test_h_unsigned_int_forms, test_h_not_unsigned_int,
                test_stop_stores_journals_and_archive,
-               test_reload_keeps_workers_and_sessions])
+               test_reload_keeps_workers_and_sessions,
+               test_resume_sends_pending_last_items])
