@@ -331,7 +331,13 @@ Test(pubsub, subscription_verdicts)
 	cr_assert_eq(req(PS "<subscribe node='n' jid='x@l'/><options/>"
 			 "</pubsub>", 1, "x@l", &r),
 		     PUBSUB_E_UNSUPPORTED_OPTIONS);
+	/* another JID: subscribe is invalid-jid (6.1.3.1), unsubscribe
+	 * forbidden (6.2.3.3) */
+	cr_assert_eq(req(PS "<subscribe node='n' jid='y@l'/></pubsub>", 1,
+			 "x@l", &r), PUBSUB_E_INVALID_JID);
 	cr_assert_eq(req(PS "<unsubscribe node='n' jid='y@l'/></pubsub>", 1,
+			 "x@l", &r), PUBSUB_E_FORBIDDEN);
+	cr_assert_eq(req(PS "<unsubscribe node='n'/></pubsub>", 1,
 			 "x@l", &r), PUBSUB_E_INVALID_JID);
 	cr_assert_eq(req("<pubsub xmlns='" NS_PUBSUB_OWNER "'><subscriptions "
 			 "node='n'><subscription jid='X@L/r' subscription="

@@ -443,25 +443,34 @@ static const char pep_items_sql[] =
 	"SELECT status, config, item_id, payload FROM xmppd_pep_items($1, $2, "
 	"$3, $4, $5::text[], $6::int, $7::bigint)";
 
+/* <pubsub><items node='N'> with the rows after the status row (item_id
+ * in column 2, payload in 3) into out; the number of rows. */
+static int pep_items_text(struct buf *out, const struct pep_req *q,
+			  const PGresult *res)
+{
+	buf_appendf(out, "<pubsub xmlns='" NS_PUBSUB "'><items");
+	pep_attr(out, "node", q->r.node);
+	int n = PQntuples(res);
+	if (n <= 1) {
+		buf_appendf(out, "/>");
+		return n;
+	}
+	buf_appendf(out, ">");
+	for (int i = 1; i < n; i++) {
+		buf_appendf(out, "<item");
+		pep_attr(out, "id", PQgetvalue(res, i, 2));
+		buf_appendf(out, ">%s</item>", PQgetvalue(res, i, 3));
+	}
+	buf_appendf(out, "</items>");
+	return n;
+}
+
 static void pep_items_result(struct iq_pending *p, struct pep_req *q,
 			     const PGresult *res)
 {
 	struct buf out;
 	buf_init(&out, 0);
-	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><items");
-	pep_attr(&out, "node", q->r.node);
-	int n = PQntuples(res);
-	if (n <= 1)
-		buf_appendf(&out, "/>");
-	else {
-		buf_appendf(&out, ">");
-		for (int i = 1; i < n; i++) {
-			buf_appendf(&out, "<item");
-			pep_attr(&out, "id", PQgetvalue(res, i, 2));
-			buf_appendf(&out, ">%s</item>", PQgetvalue(res, i, 3));
-		}
-		buf_appendf(&out, "</items>");
-	}
+	pep_items_text(&out, q, res);
 	buf_appendf(&out, "</pubsub>");
 	pep_reply(&p, &out);
 }
@@ -479,20 +488,7 @@ static void pep_items_rsm_result(struct iq_pending *p, struct pep_req *q,
 {
 	struct buf out;
 	buf_init(&out, 0);
-	buf_appendf(&out, "<pubsub xmlns='" NS_PUBSUB "'><items");
-	pep_attr(&out, "node", q->r.node);
-	int n = PQntuples(res);
-	if (n <= 1)
-		buf_appendf(&out, "/>");
-	else {
-		buf_appendf(&out, ">");
-		for (int i = 1; i < n; i++) {
-			buf_appendf(&out, "<item");
-			pep_attr(&out, "id", PQgetvalue(res, i, 2));
-			buf_appendf(&out, ">%s</item>", PQgetvalue(res, i, 3));
-		}
-		buf_appendf(&out, "</items>");
-	}
+	int n = pep_items_text(&out, q, res);
 	buf_appendf(&out, "<set xmlns='" NS_RSM "'>");
 	if (n > 1) {
 		const char *ends[2] = { PQgetvalue(res, 1, 2),
