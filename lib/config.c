@@ -622,8 +622,8 @@ const struct config_def config_defs[] = {
 	  "<policy-violation/> with <too-many-subscriptions/>, so one "
 	  "subscriber cannot take pep.max_subscriptions with made-up "
 	  "resources (at most 64: the JIDs of one subscriber an event "
-	  "walks).  Subscriber JIDs count against the owner's "
-	  "pep.max_account_bytes" },
+	  "walks).  Subscriber JIDs do not count against the owner's "
+	  "pep.max_account_bytes (strangers could fill it)" },
 	/* worker/pep_remote.c: review 13b G3 G5 G11 (h-fixremote) */
 	{ "caps.max_new_per_domain_hour", CONFIG_TYPE_UINT,
 	  OFF(caps_max_new_per_domain_hour), "20", 0, 10000, RELOAD,

@@ -18,7 +18,8 @@
  * 011-pep-subscribe.sql): one per JID and node, no subid, no options,
  * at most pep.max_subscriptions per node and
  * pep.max_subscriptions_per_jid per node and subscriber bare JID
- * (016-pep-sub-bounds.sql), subscriber JIDs in pep.max_account_bytes.
+ * (016-pep-sub-bounds.sql); subscriber JIDs are not in the owner's
+ * pep.max_account_bytes (subscribers choose them).
  * Failure policy: every get and set is answered; a database failure
  * answers a stanza error (pep_fail) and the stream goes on; a refused
  * request logs one line with its reason.
@@ -815,7 +816,7 @@ static void pep_owner_affs_set(struct iq_pending *p, struct pep_req *q)
 
 static const char pep_subscribe_sql[] =
 	"SELECT status, item_id, payload, stamp FROM xmppd_pep_subscribe($1, "
-	"$2, $3, $4, $5, $6::int, $7::int, $8::bigint)";
+	"$2, $3, $4, $5, $6::int, $7::int)";
 
 static void pep_subscribe_result(struct iq_pending *p, struct pep_req *q,
 				 const PGresult *res)
@@ -846,15 +847,13 @@ static void pep_subscribe_result(struct iq_pending *p, struct pep_req *q,
 
 static void pep_subscribe(struct iq_pending *p, struct pep_req *q)
 {
-	char max[16], max_jid[16], max_bytes[24];
+	char max[16], max_jid[16];
 	snprintf(max, sizeof(max), "%u", p->w->cfg->pep_max_subscriptions);
 	snprintf(max_jid, sizeof(max_jid), "%u",
 		 p->w->cfg->pep_max_subscriptions_per_jid);
-	snprintf(max_bytes, sizeof(max_bytes), "%llu",
-		 (unsigned long long)p->w->cfg->pep_max_account_bytes);
-	const char *params[8] = { q->user, q->domain, q->r.node, q->requester,
-				  q->r.jid, max, max_jid, max_bytes };
-	pep_run(p, pep_subscribe_sql, 8, params, pep_subscribe_result);
+	const char *params[7] = { q->user, q->domain, q->r.node, q->requester,
+				  q->r.jid, max, max_jid };
+	pep_run(p, pep_subscribe_sql, 7, params, pep_subscribe_result);
 }
 
 static const char pep_unsubscribe_sql[] =

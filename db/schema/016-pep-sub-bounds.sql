@@ -3,8 +3,11 @@
 -- * Subscriptions per node and subscriber bare JID (its bare and full
 --   JIDs together) are bounded (pep.max_subscriptions_per_jid), so one
 --   subscriber cannot take a node's pep.max_subscriptions with made-up
---   resources; subscriber JIDs count against the owner's
---   pep.max_account_bytes like affiliations (013).
+--   resources.  Subscriber JIDs do not count in the owner's
+--   pep.max_account_bytes: subscribers choose them, so on an open node
+--   strangers could fill the owner's quota and stop its publishing
+--   (REVIEW-13c H1); subscriptions are bounded by count instead
+--   (pep.max_subscriptions per node, at most IPC_JID_MAX bytes each).
 -- * The last item on subscribe carries no payload when the node's
 --   pubsub#deliver_payloads is off (XEP-0060 section 7.1.2.1).
 -- * The owner's subscriptions set returns what changed, so that each
@@ -14,26 +17,13 @@
 --   access check is committed and seen by the delete, or waits for the
 --   prune and then sees the lost presence subscription.
 
--- Affiliation and subscriber JIDs count in the account's quota.
-CREATE OR REPLACE FUNCTION xmppd_pep_account_bytes(acc bigint) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-	SELECT COALESCE(sum(x.item_bytes + xmppd_pep_node_bytes(x) +
-			    COALESCE((SELECT sum(octet_length(a.jid))
-					FROM pubsub_affiliations a
-				       WHERE a.node_id = x.id), 0) +
-			    COALESCE((SELECT sum(octet_length(s.jid))
-					FROM pubsub_subscriptions s
-				       WHERE s.node_id = x.id), 0)), 0)::bigint
-	  FROM pubsub_nodes x WHERE x.account_id = acc
-$$;
-
 -- xmppd_pep_subscribe (011) with p_max_jid (subscriptions of one bare
--- JID per node: status 'max-jid') and p_max_bytes (the owner's quota:
--- 'account-bytes'); payload is NULL when deliver_payloads is off.
+-- JID per node: status 'max-jid'); payload is NULL when
+-- deliver_payloads is off.
 DROP FUNCTION xmppd_pep_subscribe(text, text, text, text, text, int);
 CREATE FUNCTION xmppd_pep_subscribe(p_user text, p_domain text,
 		p_node text, p_requester text, p_jid text, p_max int,
-		p_max_jid int, p_max_bytes bigint)
+		p_max_jid int)
 RETURNS TABLE (status text, item_id text, payload text, stamp text)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -65,10 +55,6 @@ BEGIN
 			  split_part(s.jid, '/', 1) = p_requester) >=
 		   p_max_jid THEN
 			status := 'max-jid'; RETURN NEXT; RETURN;
-		END IF;
-		IF xmppd_pep_account_bytes(acc) + octet_length(p_jid) >
-		   p_max_bytes THEN
-			status := 'account-bytes'; RETURN NEXT; RETURN;
 		END IF;
 		INSERT INTO pubsub_subscriptions (node_id, jid, subid)
 		VALUES (n.id, p_jid, '');
