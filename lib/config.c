@@ -638,8 +638,9 @@ const struct config_def config_defs[] = {
 	  "A full JID on another server gets an account's PEP events this "
 	  "long after its last presence to the account (every presence "
 	  "from it renews it; the server's own presence probes at login "
-	  "bring them); older ones are deleted by worker 0 every few "
-	  "minutes: its unavailable may have been lost" },
+	  "bring them, and worker 0 probes the contacts of online "
+	  "accounts half-way to it); older ones are deleted by worker 0 "
+	  "every few minutes: its unavailable may have been lost" },
 	{ "pep.max_remote_resources", CONFIG_TYPE_UINT,
 	  OFF(pep_max_remote_resources), "16", 1, 100000, RELOAD,
 	  "Full JIDs of one bare JID on another server an account keeps as "

@@ -44,6 +44,7 @@
 #include "worker.h"
 #include "../db/db.h"
 #include "../shm/caps.h"
+#include "../shm/session.h"
 #include "../shm/metrics.h"
 #include "caps.h"
 #include "config.h"
@@ -549,6 +550,59 @@ static const char pr_expire_sql[] =
 	"$1::bigint * interval '1 millisecond'";
 static void pr_ignore(void *ctx, const PGresult *res, const char *error);
 
+/* Rows half-way to pep.remote_presence_ttl (review 13c H2): a contact
+ * whose presence did not change while its account stayed online (a
+ * resumed session sends no new probes) would drop out of the events.
+ * Worker 0 probes it from the account's bare JID (RFC 6121 4.3), at
+ * most PR_REFRESH_MAX_S bare JIDs a turn; the answers renew the rows as
+ * any presence does, and a resource that is gone answers nothing and
+ * expires. */
+#define PR_REFRESH_MAX_S "500"
+static const char pr_refresh_sql[] =
+	"SELECT DISTINCT a.username || '@' || a.domain, r.bare_jid "
+	"FROM pep_remote_presence r JOIN accounts a ON a.id = r.account_id "
+	"WHERE r.updated_at < now() - $1::bigint / 2 * interval "
+	"'1 millisecond' LIMIT " PR_REFRESH_MAX_S;
+
+static void pr_refresh_result(void *ctx, const PGresult *res,
+			      const char *error)
+{
+	struct worker *w = ctx;
+	if (res == NULL) {
+		log_info("pep: remote recipients not probed: %s",
+			 error != NULL ? error : "database unavailable");
+		return;
+	}
+	struct buf b;
+	buf_init(&b, 0);
+	int probed = 0;
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *account = PQgetvalue(res, i, 0);
+		int n, online = 0;
+		struct session_info *heap;
+		struct session_info *ss = route_sessions(w, account, &n, &heap);
+		for (int k = 0; k < n && !online; k++)
+			online = ss[k].available;
+		route_sessions_done(heap);
+		if (!online)
+			continue;       /* its next login probes anyway */
+		buf_consume(&b, buf_used(&b));
+		const char *to = PQgetvalue(res, i, 1);
+		buf_appendf(&b, "<presence from='");
+		xml_escape(&b, account, strlen(account), 1);
+		buf_appendf(&b, "' to='");
+		xml_escape(&b, to, strlen(to), 1);
+		buf_appendf(&b, "' type='probe'/>");
+		pr_route_text(w, buf_head(&b), buf_used(&b));
+		probed++;
+	}
+	buf_free(&b);
+	if (probed > 0)
+		log_info("pep: %d contacts on other servers probed: their "
+			 "presence is half-way to pep.remote_presence_ttl",
+			 probed);
+}
+
 /* Parked rows whose ver became VERIFIED get their last items; those
  * waiting past caps.query_timeout are dropped (their next presence
  * tries again). */
@@ -584,6 +638,8 @@ static void pr_tick(struct worker *w, int64_t now_ms)
 		pr_expire_ms = now_ms;
 		db_query(w->db, pr_expire_sql, 1, params, NULL, NULL, 0,
 			 pr_ignore, NULL);
+		db_query(w->db, pr_refresh_sql, 1, params, NULL, NULL, 0,
+			 pr_refresh_result, w);
 	}
 }
 

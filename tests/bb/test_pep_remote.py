@@ -501,6 +501,42 @@ def test_remote_rows_expire_and_are_bounded_per_jid():
         quiet(gw, 0.3)
 
 
+def test_stale_rows_probed():
+    """Review 13c H2: a remote contact whose presence did not change for
+    half of pep.remote_presence_ttl while the account stayed online is
+    probed from the account's bare JID (worker 0's housekeeping, here
+    its first turn after a restart of worker 0); its answer renews the
+    row, so its events do not stop at the expiry."""
+    import signal
+    from harness import Client
+    from imlib import connect_on
+    with server(workers=2) as s:
+        gw = Remote(s, client=connect_on(s, 1, make=lambda: Client(s.component_port)))
+        roster(s, J, BOT, "both")
+        jp = join(s, "juliet", "pub", None, worker=1)
+        jp.expect(pub(jp, TUNE_NS, TUNE, "s1"))
+        ver, inner = rcaps(WANTS_TUNE)
+        bot_online(s, gw, ver, inner)
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s1", TUNE), delay=True))
+        sql(s, "UPDATE pep_remote_presence SET updated_at = now() - interval '13 hours'")
+        # juliet's login probe is in the queue: only a new one counts
+        gw._fill(time.monotonic() + 0.3)
+        gw._split()
+        gw.q = []
+        old = s.status()["workers"][0]["pid"]
+        os.kill(old, signal.SIGKILL)
+        probe = "<presence from='%s' to='%s' type='probe'/>" % (J, BOT)
+        assert gw.expect(probe) == probe
+        wait_for(lambda: "pep: 1 contacts on other servers probed" in s.log_text(),
+                 what="log line")
+        gw.send(rpresence(BOTX, ver))
+        wait_for(lambda: sql(s, "SELECT count(*) FROM pep_remote_presence WHERE "
+                             "updated_at > now() - interval '1 hour'").strip() == "1",
+                 what="row renewed by the answer")
+        jp.expect(pub(jp, TUNE_NS, TUNE2, "s2", iq_id="p2"))
+        gw.expect(event_rx(BOTX, item_body(TUNE_NS, "s2", TUNE2), jp.jid))
+
+
 def test_remote_subscriber_gets_each_event_once():
     """G12: a remote full JID that is a presence-based recipient (caps
     with +notify) and also an explicit subscriber gets each event once."""
@@ -657,5 +693,5 @@ if __name__ == "__main__":
         test_evicted_remote_entry_keeps_its_events,
         test_remote_rows_expire_and_are_bounded_per_jid,
         test_remote_subscriber_gets_each_event_once,
-        test_parked_resolutions_bounded_per_server]
+        test_parked_resolutions_bounded_per_server, test_stale_rows_probed]
         if not only or t.__name__ in only])
