@@ -112,6 +112,15 @@ int caps_session_wants(struct worker *w, const struct session_info *s,
 /* The same for a local conn (its applied caps). */
 int caps_conn_wants(struct conn *c, const char *node);
 
+/* caps_cache (008-caps.sql, 014-caps-bounds.sql), shared with
+ * pep_remote.c: the algo column of r ("0115:sha-1", "0390:sha-256"), and
+ * the lookup by ($1 algo, $2 ver, $3 whose budget): rows (n, recent,
+ * found), found not NULL when the ver is cached (its names n, one row
+ * each, or one NULL), else one row with the count of new vers $3 had
+ * cached in the last hour. */
+void caps_db_algo(const struct caps_ref *r, char *out, size_t size);
+extern const char caps_lookup_sql[];
+
 /* A disco#info answer q (from `from`, for the log) to a query for r
  * that the server sent to a JID on another server (pep_remote.c, which
  * checked that the query was its own; account: the local account that

@@ -107,7 +107,7 @@ static int64_t caps_cleanup_ms;
 /* Rows (n, recent, found): found not NULL when the ver is cached (its
  * names n, one row each, or one NULL); else one row with the count of
  * new vers account $3 had cached in the last hour. */
-static const char caps_lookup_sql[] =
+const char caps_lookup_sql[] =
 	"WITH u AS (UPDATE caps_cache SET last_used = current_date "
 	"WHERE algo = $1 AND ver = $2 RETURNING notify), "
 	"r AS (SELECT count(*) AS recent FROM caps_cache "
@@ -127,7 +127,7 @@ static const char caps_cleanup_sql[] =
 	"ORDER BY last_used DESC, verified_at DESC OFFSET $2::bigint)";
 
 /* The caps_cache key's algo column: "0115:sha-1", "0390:sha-256". */
-static void caps_db_algo(const struct caps_ref *r, char *out, size_t size)
+void caps_db_algo(const struct caps_ref *r, char *out, size_t size)
 {
 	snprintf(out, size, "%s:%s", r->v2 ? "0390" : "0115",
 		 caps_algo_name(r->algo));

@@ -117,13 +117,6 @@ static unsigned pr_share(unsigned bound)
 	return bound / 4 > 0 ? bound / 4 : 1;
 }
 
-/* The caps_cache key ("0115:sha-1") of r, as caps_ext.c writes it. */
-static void pr_key(const struct caps_ref *r, char *out, size_t size)
-{
-	snprintf(out, size, "%s:%s", r->v2 ? "0390" : "0115",
-		 caps_algo_name(r->algo));
-}
-
 /* The reverse: 0, or -1 for a key this build does not know. */
 static int pr_key_parse(const char *key, const char *ver,
 			struct caps_ref *r)
@@ -363,7 +356,7 @@ static void pr_last(struct worker *w, const struct caps_ref *r,
 		l->old = *old;
 	}
 	if (r != NULL)
-		pr_key(r, key, sizeof(key));
+		caps_db_algo(r, key, sizeof(key));
 	char max[24];
 	snprintf(max, sizeof(max), "%llu",
 		 (unsigned long long)w->cfg->pep_max_last_items_bytes);
@@ -432,18 +425,6 @@ static void pr_park(struct pr_job *j)
 	pr_parked[pr_nparked++] = j;
 }
 
-/* As caps_ext.c's lookup: rows (n, recent, found); recent counts the
- * new vers JIDs of the remote domain ($3 = 'remote:DOMAIN') cached in
- * the last hour (caps.max_new_per_domain_hour, G3). */
-static const char pr_cache_sql[] =
-	"WITH u AS (UPDATE caps_cache SET last_used = current_date "
-	"WHERE algo = $1 AND ver = $2 RETURNING notify), "
-	"r AS (SELECT count(*) AS recent FROM caps_cache "
-	"WHERE account = $3 AND verified_at > now() - interval '1 hour' "
-	"AND NOT EXISTS (SELECT 1 FROM u)) "
-	"SELECT x.n, r.recent, x.found FROM r LEFT JOIN "
-	"(SELECT n, true AS found FROM u "
-	"LEFT JOIN LATERAL unnest(u.notify) AS n ON true) x ON true";
 
 static void pr_cache_result(void *ctx, const PGresult *res,
 			    const char *error)
@@ -524,12 +505,12 @@ static void pr_resolve(struct pr_job *j)
 		free(j);
 		return;
 	case SHM_CAPS_ASK: {
-		pr_key(&j->ref, key, sizeof(key));
+		caps_db_algo(&j->ref, key, sizeof(key));
 		char budget[IPC_JID_MAX + 16];
 		pr_budget_key(j->full, budget, sizeof(budget));
 		const char *params[3] = { key, j->ref.ver, budget };
 		if (w->db != NULL &&
-		    db_query(w->db, pr_cache_sql, 3, params, NULL, NULL, 0,
+		    db_query(w->db, caps_lookup_sql, 3, params, NULL, NULL, 0,
 			     pr_cache_result, j) == 0)
 			return;
 		pr_cache_result(j, NULL, "database unavailable");
@@ -771,7 +752,7 @@ static void pr_presence(struct worker *w, const struct xml_node *st,
 	strcpy(j->full, from);
 	j->ref = r;
 	char key[32], max[16], maxres[16], ttl[24];
-	pr_key(&r, key, sizeof(key));
+	caps_db_algo(&r, key, sizeof(key));
 	snprintf(max, sizeof(max), "%u", w->cfg->pep_max_remote_recipients);
 	snprintf(maxres, sizeof(maxres), "%u",
 		 w->cfg->pep_max_remote_resources);
