@@ -410,8 +410,9 @@ static const char pn_last_sql[] =
 	"xmppd_pep_last_items($1, $2, $3, $4::text[], $5::bigint, $6, $7)";
 
 /* A last-items job for one local conn: its caps changed (want), or an
- * owner granted its account presence (owner set, want NULL: the nodes
- * the conn's caps want).  A grant reaches each interested session's own
+ * owner granted its account presence (owner set), or it was resumed
+ * with items unsent (owner NULL); want NULL: the nodes the conn's caps
+ * want.  A grant reaches each interested session's own
  * worker as IPC_FRAME_PEP_LAST, so every page waits for that session's
  * output to drain (REVIEW-13b G1). */
 struct pn_last {
@@ -423,7 +424,6 @@ struct pn_last {
 	char *nodes;            /* text[] literal: the wanted node names */
 	char *after_service, *after_node;       /* the last row sent */
 	uint64_t sent;          /* bytes of ids and payloads so far */
-	int rerun;              /* resumed: the conn's caps decide (G8) */
 	struct pn_last *next;   /* waiting for its conn's output to drain */
 };
 
@@ -618,7 +618,7 @@ static void pn_last_result(void *ctx, const PGresult *res, const char *error)
 static int pn_last_wanted(const struct pn_last *l, const char *node,
 			  struct conn *c)
 {
-	if (l->want == NULL)    /* a grant, or resumed (l->rerun) */
+	if (l->want == NULL)    /* a grant, or resumed (G8) */
 		return c != NULL && caps_conn_wants(c, node);
 	struct shm_caps *t = l->w->shm->caps;
 	if (t == NULL)
@@ -758,7 +758,6 @@ void pep_notify_session_restore(struct conn *c, uint32_t word)
 	l->w = c->w;
 	l->conn_id = c->id;
 	l->gen = c->gen;
-	l->rerun = 1;
 	pn_last_query(l, c->user, c->domain, NULL);
 }
 
