@@ -207,6 +207,36 @@ def not_prosody(why):
 xmppd_only = not_prosody("xmppd's own settings")
 
 
+def test_matcher_rejects():
+    """The templates can fail: a missing occupant id, an extra or wrong
+    attribute, a missing or extra status code, a wrong order of the
+    entering stanzas are all misses (no server needed)."""
+    want = occ_pres(room("c"), "N", "a@localhost/r", item("none", "participant"), (110,))
+    good = ("<presence to='a@localhost/r' from='c@%s/N'><x xmlns='%s'><status code='110'/>"
+            "<item role='participant' affiliation='none'/></x><occupant-id xmlns='%s' id='x'/>"
+            "</presence>" % (SERVICE, NS_USER, NS_OID))
+    assert want.fullmatch(good)
+    own = good.replace("<item ", "<item jid='a@localhost/r' ")
+    assert want.fullmatch(own), "its own JID may be there"
+    bad = [good.replace("<item ", "<item jid='b@localhost/r' "),
+           good.replace("<status code='110'/>", ""),
+           good.replace("<status code='110'/>", "<status code='110'/><status code='100'/>"),
+           good.replace("role='participant'", "role='visitor'"),
+           good.replace(" to=", " type='unavailable' to="),
+           good.replace("<presence ", "<presence id='z' ")]
+    if not PROSODY:
+        bad.append(good.replace("<occupant-id xmlns='%s' id='x'/>" % NS_OID, ""))
+    for b in bad:
+        assert not want.fullmatch(b), b
+    e = Err("presence", room("c") + "/N", "a@localhost/r", "e", "auth", "forbidden")
+    ok = ("<presence from='c@%s/N' to='a@localhost/r' id='e' type='error'><x xmlns='%s'/>"
+          "<error type='auth' by='c@%s'><forbidden xmlns='%s'/></error></presence>"
+          % (SERVICE, NS_MUC, SERVICE, STANZAS))
+    assert e.fullmatch(ok)
+    assert not e.fullmatch(ok.replace("forbidden", "not-allowed"))
+    assert not e.fullmatch(ok.replace("type='auth'", "type='cancel'"))
+
+
 # ---- servers and users -------------------------------------------------------
 
 PROSODY_MUC = """
@@ -1309,7 +1339,7 @@ def test_direct_invitation_passes_through():
     involved."""
     with server() as s:
         j = user(s, "juliet")
-        rj = create(j, "coven", "Juliet")
+        rj = room("coven")
         n = user(s, "nurse")
         j.send("<message to='%s' id='di'><x xmlns='%s' jid='%s' password='cauldron' "
                "reason='Hie you' continue='true' thread='e0ffe42b'/></message>"
