@@ -155,8 +155,9 @@ class Err:
     server adds it, optional text); the original payload may be echoed
     (8.3.1: MAY) and is ignored."""
 
-    def __init__(self, kind, frm, to, id_, etype, cond):
+    def __init__(self, kind, frm, to, id_, etype, cond, echo=None):
         self.want = (kind, frm, to, id_, etype, cond)
+        self.echo = echo    # a child the error must carry ({ns}name)
 
     def fullmatch(self, text):
         kind, frm, to, id_, etype, cond = self.want
@@ -166,6 +167,8 @@ class Err:
         if (a.get("from"), a.get("to"), a.get("type")) != (frm, to, "error"):
             return None
         if id_ is not None and a.get("id") != id_:
+            return None
+        if self.echo is not None and a.find(self.echo) is None:
             return None
         errs = a.findall("{jabber:client}error")
         if len(errs) != 1 or errs[0].get("type") != etype:
@@ -181,6 +184,16 @@ class Err:
 
     def __repr__(self):
         return "<%s from='%s' to='%s' id='%s' type='error'><error type='%s'><%s/>" % self.want
+
+
+def join_err(rj_nick, to, id_, etype, cond):
+    """An error to a join (7.2.6-7.2.11): from the occupant JID asked
+    for, echoing the join's <x xmlns='...muc'/> as every example of the
+    XEP does; slixmpp's xep_0045 (test_muc_clients.py) needs that echo to
+    tell the error is the answer to its join.  (Prosody 0.12 does not
+    echo it: not required when running against it.)"""
+    return Err("presence", rj_nick, to, id_, etype, cond,
+               echo=None if PROSODY else "{%s}x" % NS_MUC)
 
 
 def tree(text):
@@ -228,13 +241,15 @@ def test_matcher_rejects():
         bad.append(good.replace("<occupant-id xmlns='%s' id='x'/>" % NS_OID, ""))
     for b in bad:
         assert not want.fullmatch(b), b
-    e = Err("presence", room("c") + "/N", "a@localhost/r", "e", "auth", "forbidden")
+    e = join_err(room("c") + "/N", "a@localhost/r", "e", "auth", "forbidden")
     ok = ("<presence from='c@%s/N' to='a@localhost/r' id='e' type='error'><x xmlns='%s'/>"
           "<error type='auth' by='c@%s'><forbidden xmlns='%s'/></error></presence>"
           % (SERVICE, NS_MUC, SERVICE, STANZAS))
     assert e.fullmatch(ok)
     assert not e.fullmatch(ok.replace("forbidden", "not-allowed"))
     assert not e.fullmatch(ok.replace("type='auth'", "type='cancel'"))
+    if not PROSODY:
+        assert not e.fullmatch(ok.replace("<x xmlns='%s'/>" % NS_MUC, "")), "no echo"
 
 
 # ---- servers and users -------------------------------------------------------
@@ -563,7 +578,10 @@ def test_disco_room_info():
         ff = form_fields(forms[0])
         assert ff["FORM_TYPE"] == [ROOMINFO], ff
         assert ff["muc#roominfo_description"] == ["Talk of Verona"], ff
-        assert ff["muc#roominfo_subject"] == ["Plague"], ff
+        # optional in 6.4 (Example 10 has it); ejabberd has it, Prosody
+        # 0.12 not
+        if not PROSODY:
+            assert ff.get("muc#roominfo_subject") == ["Plague"], ff
         assert ff["muc#roominfo_occupants"] == ["1"], ff
         j.close()
         r.close()
@@ -587,7 +605,7 @@ def test_create_instant_room():
                        subject_msg(rj, j.jid))
         # 7.2.11 (locked room, 10.1.1: "MUST NOT allow entry")
         r.send(join_stanza(rj, "Romeo", id_="lk"))
-        r.expect(Err("presence", rj + "/Romeo", r.jid, "lk", "cancel", "item-not-found"))
+        r.expect(join_err(rj + "/Romeo", r.jid, "lk", "cancel", "item-not-found"))
         # 10.1.2: an empty submit accepts the default configuration
         iq(j, rj, "set", "<query xmlns='%s'><x xmlns='%s' type='submit'/></query>"
            % (NS_OWNER, NS_DATA), "inst", result(rj, j.jid, "inst"))
@@ -725,18 +743,18 @@ def test_enter_errors():
         pw = create(j, "locked", "Juliet", {"muc#roomconfig_passwordprotectedroom": "1",
                                             "muc#roomconfig_roomsecret": "cauldronburn"})
         r.send(join_stanza(pw, "Romeo", id_="e1"))
-        r.expect(Err("presence", pw + "/Romeo", r.jid, "e1", "auth", "not-authorized"))
+        r.expect(join_err(pw + "/Romeo", r.jid, "e1", "auth", "not-authorized"))
         r.send(join_stanza(pw, "Romeo", "<password>wrong</password>", "e2"))
-        r.expect(Err("presence", pw + "/Romeo", r.jid, "e2", "auth", "not-authorized"))
+        r.expect(join_err(pw + "/Romeo", r.jid, "e2", "auth", "not-authorized"))
         enter(r, pw, "Romeo", item("none", "participant"), inner="<password>cauldronburn</password>",
               others=[occ_pres(pw, "Juliet", r.jid, item("owner", "moderator"))])
         # 7.2.9: the nick is taken (a different user)
         b.send(join_stanza(pw, "Romeo", "<password>cauldronburn</password>", "e3"))
-        b.expect(Err("presence", pw + "/Romeo", b.jid, "e3", "cancel", "conflict"))
+        b.expect(join_err(pw + "/Romeo", b.jid, "e3", "cancel", "conflict"))
         # 7.2.7
         mo = create(j, "members", "Juliet", {"muc#roomconfig_membersonly": "1"})
         b.send(join_stanza(mo, "Ben", id_="e4"))
-        b.expect(Err("presence", mo + "/Ben", b.jid, "e4", "auth", "registration-required"))
+        b.expect(join_err(mo + "/Ben", b.jid, "e4", "auth", "registration-required"))
         iq(j, mo, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("member", b.bare)),
            "m1", result(mo, j.jid, "m1"))
         enter(b, mo, "Ben", item("member", "participant"),
@@ -747,7 +765,7 @@ def test_enter_errors():
         iq(j, op, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("outcast", r.bare)),
            "m2", result(op, j.jid, "m2"))
         r.send(join_stanza(op, "Romeo", id_="e5"))
-        r.expect(Err("presence", op + "/Romeo", r.jid, "e5", "auth", "forbidden"))
+        r.expect(join_err(op + "/Romeo", r.jid, "e5", "auth", "forbidden"))
         for o in (j, r, b):
             o.close()
 
@@ -770,7 +788,7 @@ def test_enter_room_full_maxusers():
         enter(r, rj, "Romeo", item("none", "participant"),
               others=[occ_pres(rj, "Juliet", r.jid, item("owner", "moderator"))])
         n.send(join_stanza(rj, "Nurse", id_="full"))
-        n.expect(Err("presence", rj + "/Nurse", n.jid, "full", "wait", "service-unavailable"))
+        n.expect(join_err(rj + "/Nurse", n.jid, "full", "wait", "service-unavailable"))
         for o in (j, r, n):
             o.close()
 
@@ -787,7 +805,7 @@ def test_nick_required():
         rj = create(j, "coven", "Juliet")
         r = user(s, "romeo")
         r.send("<presence to='%s' id='nn'><x xmlns='%s'/></presence>" % (rj, NS_MUC))
-        r.expect(Err("presence", rj, r.jid, "nn", "modify", "jid-malformed"))
+        r.expect(join_err(rj, r.jid, "nn", "modify", "jid-malformed"))
         j.close()
         r.close()
 
@@ -1136,7 +1154,7 @@ def test_ban():
                NS_ADMIN, "<item affiliation='outcast' jid='%s' role='@?@'><reason%s>Treason"
                "</reason></item>" % (r.bare, P_OPT))))
         r.send(join_stanza(rj, "Romeo", id_="b3"))
-        r.expect(Err("presence", rj + "/Romeo", r.jid, "b3", "auth", "forbidden"))
+        r.expect(join_err(rj + "/Romeo", r.jid, "b3", "auth", "forbidden"))
         iq(j, rj, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("none", r.bare)),
            "b4", result(rj, j.jid, "b4"))
         enter(r, rj, "Romeo", item("none", "participant"),
@@ -1524,7 +1542,7 @@ def test_limit_occupants_per_room():
         j, r, rj = two_in_room(s)
         n = user(s, "nurse")
         n.send(join_stanza(rj, "Nurse", id_="f1"))
-        n.expect(Err("presence", rj + "/Nurse", n.jid, "f1", "wait", "service-unavailable"))
+        n.expect(join_err(rj + "/Nurse", n.jid, "f1", "wait", "service-unavailable"))
         j.quiet(0.5, re.compile(".*Nurse.*", re.S))
         leave(r, rj, "Romeo")
         r.expect(occ_pres(rj, "Romeo", r.jid, item("none", "none"), (110,), "unavailable"))
