@@ -25,6 +25,7 @@ a bug in xmppd, not part of the suite; the tests of xmppd's own settings
 """
 import os
 import re
+import signal
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -32,8 +33,8 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "clients"))
-from harness import Client, Server, run_tests, stream_header  # noqa: E402
-from imlib import IM, PW, STANZAS, checked  # noqa: E402
+from harness import Client, Server, run_tests, stream_header, wait_for  # noqa: E402
+from imlib import IM, PW, STANZAS, checked, connect_on  # noqa: E402
 
 AGAINST = os.environ.get("XMPPD_TEST_AGAINST", "xmppd")
 PROSODY = AGAINST == "prosody"
@@ -59,6 +60,8 @@ ROOMINFO = NS_MUC + "#roominfo"
 # xmppd's settings for the limits (lib/config.c rows of the MUC work).
 SET_MAX_OCCUPANTS = "muc.max_occupants"
 SET_MSG_RATE = "muc.max_messages_per_s"
+SET_MAX_ROOMS = "muc.max_rooms"
+SET_MAX_HISTORY = "muc.max_history"
 
 USERS = [("%s@localhost" % u, p) for u, p in PW.items()]
 # XEP-0421: every presence and message from an occupant carries it.
@@ -1528,6 +1531,79 @@ def test_room_mam_members_only_forbidden():
         b.close()
 
 
+# ---- rooms kept, rooms gone, a worker crash --------------------------------
+
+@not_prosody("restarts xmppd")
+@checked
+def test_persistent_room_survives_restart():
+    """A persistent room (muc#roomconfig_persistentroom=1) is still there
+    after a restart of the server, empty, with its configuration, its
+    affiliations, its subject and its history; a temporary one (the
+    default, 10.1.2) is gone once its last occupant left (XEP-0045
+    section 4: 'destroyed if the last occupant exits')."""
+    from test_storage import restart
+    with server() as s:
+        j = user(s, "juliet")
+        rj = create(j, "keep", "Juliet", {"muc#roomconfig_persistentroom": "1",
+                                          "muc#roomconfig_roomname": "Kept",
+                                          "muc#roomconfig_publicroom": "1"})
+        iq(j, rj, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("member", "romeo@localhost")),
+           "m1", result(rj, j.jid, "m1"))
+        j.send("<message to='%s' type='groupchat' id='s1'><subject>Kept</subject></message>" % rj)
+        j.expect(subject_change(rj, "Juliet", j.jid, "Kept", "s1"))
+        say(j, rj, "remember me", "k1")
+        j.expect(gc(rj, "Juliet", j.jid, "remember me", "k1"))
+        tmp = create(j, "fleeting", "Juliet")
+        leave(j, tmp, "Juliet")
+        j.expect(occ_pres(tmp, "Juliet", j.jid, item("owner", "none", j.jid), (110,), "unavailable"))
+        # gone at once: disco#info of it is item-not-found (6.4)
+        iq(j, tmp, "get", "<query xmlns='%s'/>" % NS_DISCO_INFO, "t1",
+           Err("iq", tmp, j.jid, "t1", "cancel", "item-not-found"))
+        j.close()
+        restart(s)
+        r = user(s, "romeo")
+        t = disco(r, SERVICE, NS_DISCO_ITEMS, "i1")
+        items = [(i.get("jid"), i.get("name")) for i in t.iter("{%s}item" % NS_DISCO_ITEMS)]
+        assert items == [(rj, "Kept")], items
+        enter(r, rj, "Romeo", item("member", "participant"),
+              hist=[history(rj, "Juliet", r.jid, "remember me")],
+              subject="Kept", subject_nick="Juliet")
+        r.close()
+
+
+@not_prosody("kills an xmppd worker")
+@checked
+def test_worker_crash():
+    """Occupants on two workers; the worker of one is killed (SIGKILL):
+    the occupant on the other worker sees it leave (unavailable, 7.14),
+    the room keeps working, and the user, logged in again, re-enters
+    with its nick and role."""
+    with server() as s:
+        j = IM(s, "juliet", "r", client=connect_on(s, 0))
+        j.send("<presence/>")
+        assert j.echo_seen()
+        r = IM(s, "romeo", "r", client=connect_on(s, 1))
+        r.send("<presence/>")
+        assert r.echo_seen()
+        rj = create(j, "sturdy", "Juliet", {"muc#roomconfig_persistentroom": "1"})
+        enter(r, rj, "Romeo", item("none", "participant"),
+              others=[occ_pres(rj, "Juliet", r.jid, item("owner", "moderator"))])
+        j.expect(occ_pres(rj, "Romeo", j.jid, item("none", "participant", r.jid)))
+        os.kill(s.status()["workers"][1]["pid"], signal.SIGKILL)
+        j.expect(occ_pres(rj, "Romeo", j.jid, item("none", "none", r.jid), (), "unavailable",
+                          "<status _opt='1'>@@</status>"), timeout=15)
+        wait_for(s.status_ok, timeout=20, what="the killed worker respawned")
+        say(j, rj, "still here", "c1")
+        j.expect(gc(rj, "Juliet", j.jid, "still here", "c1"))
+        r2 = user(s, "romeo", "again")
+        enter(r2, rj, "Romeo", item("none", "participant"),
+              others=[occ_pres(rj, "Juliet", r2.jid, item("owner", "moderator"))],
+              hist=[history(rj, "Juliet", r2.jid, "still here")])
+        j.expect(occ_pres(rj, "Romeo", j.jid, item("none", "participant", r2.jid)))
+        j.close()
+        r2.close()
+
+
 # ---- xmppd's limits (muc.* settings) --------------------------------------
 
 
@@ -1575,6 +1651,41 @@ def test_limit_message_rate():
         time.sleep(1.5)
         say(r, rj, "calm", "calm")
         j.expect(gc(rj, "Romeo", j.jid, "calm", "calm"))
+        j.close()
+        r.close()
+
+
+@xmppd_only
+@checked
+def test_limit_rooms():
+    """muc.max_rooms: past the number of rooms of the service, a join
+    that would create one gets resource-constraint, type wait (as
+    Prosody's muc_max_rooms answers); joining an existing room still
+    works."""
+    with server({SET_MAX_ROOMS: "2"}) as s:
+        j = user(s, "juliet")
+        r1 = create(j, "one", "Juliet")
+        create(j, "two", "Juliet")
+        j.send(join_stanza(room("three"), "Juliet", id_="r3"))
+        j.expect(join_err(room("three") + "/Juliet", j.jid, "r3", "wait", "resource-constraint"))
+        r = user(s, "romeo")
+        enter(r, r1, "Romeo", item("none", "participant"),
+              others=[occ_pres(r1, "Juliet", r.jid, item("owner", "moderator"))])
+        j.close()
+        r.close()
+
+
+@xmppd_only
+@checked
+def test_limit_history():
+    """muc.max_history: the history sent on entering is at most that
+    many messages (the last ones), whatever maxstanzas asks (7.2.14:
+    the service may send less than asked)."""
+    with server({SET_MAX_HISTORY: "3"}) as s:
+        j, rj = room_with_history(s, 5)
+        r = user(s, "romeo")
+        assert entered_history(r, rj, "Romeo", "<history maxstanzas='100'/>") == \
+            ["line 2", "line 3", "line 4"]
         j.close()
         r.close()
 

@@ -22,7 +22,6 @@ from harness import run_tests  # noqa: E402
 try:
     import fedlab  # noqa: E402
     from fedlab import Lab, ProsodyServer, User, run_async  # noqa: E402
-    from slixmpp.exceptions import PresenceError  # noqa: E402, F401
 except ImportError as e:           # slixmpp missing
     fedlab = None
     MISSING = str(e)
