@@ -967,6 +967,31 @@ def test_private_messages():
 
 
 @checked
+def test_private_message_not_carbon_copied():
+    """XEP-0280 section 6: a message "sent by a MUC room or service ...
+    this also includes private messages from MUC participants" is not
+    eligible for carbons: juliet's other carbons-enabled resource gets no
+    copy of a private message to her occupant; an ordinary chat message
+    still is copied (the rule is about the room only)."""
+    with server() as s:
+        j, r, rj = two_in_room(s)
+        j2 = user(s, "juliet", "other")
+        for im, id_ in ((j, "cb1"), (j2, "cb2")):
+            iq(im, im.bare, "set", "<enable xmlns='urn:xmpp:carbons:2'/>", id_,
+               X("<iq from='@?@%s' id='%s' to='%s' type='result'/>" % (im.bare, id_, im.jid)))
+        r.send("<message to='%s/Juliet' type='chat' id='pc1'><body>for you alone</body>"
+               "<x xmlns='%s'/></message>" % (rj, NS_USER))
+        j.expect(re.compile(".*<body>for you alone</body>.*", re.S))
+        r.send("<message to='%s' type='chat' id='pc2'><body>direct</body></message>" % j.jid)
+        j.expect(re.compile(".*<body>direct</body>.*", re.S))
+        j2.expect(re.compile(".*<received xmlns='urn:xmpp:carbons:2'>.*<body>direct</body>.*",
+                             re.S))
+        j2.quiet(0.5, re.compile(".*for you alone.*", re.S))
+        for o in (j, j2, r):
+            o.close()
+
+
+@checked
 def test_nick_change():
     """7.6: unavailable from the old nick with 303 and the new nick in
     the item (110 too for the occupant), then available from the new
