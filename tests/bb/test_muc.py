@@ -1,5 +1,6 @@
 """XEP-0045 Multi-User Chat (1.35), black box with exact XML, section by
-section with the XEP's numbered examples as the checklist: entering a
+section with the XEP's examples as the checklist (references give the
+section's title where 7.2's numbering moved between versions): entering a
 room (the order of what the new occupant gets, the status codes), the
 errors on entry, history requests, groupchat reflection with the room's
 XEP-0359 stanza-id, private messages, nickname changes, presence
@@ -190,7 +191,7 @@ class Err:
 
 
 def join_err(rj_nick, to, id_, etype, cond):
-    """An error to a join (7.2.6-7.2.11): from the occupant JID asked
+    """An error to a join (7.2 "Password-Protected Rooms" to "Locked Room"): from the occupant JID asked
     for, echoing the join's <x xmlns='...muc'/> as every example of the
     XEP does; slixmpp's xep_0045 (test_muc_clients.py) needs that echo to
     tell the error is the answer to its join.  (Prosody 0.12 does not
@@ -332,7 +333,7 @@ def actor(nick, jid=None):
     """9.1/8.2: the <actor/> of a kick, ban or role change.  Its real
     JID only to those who may see it (moderators, or everyone in a
     non-anonymous room), and there optional: Prosody adds it, the XEP's
-    examples (Example 91 of 1.35) name only the nick."""
+    examples of kicking name only the nick."""
     return "<actor%s nick='%s'/>" % (" jid='@?@%s'" % jid if jid else "", nick)
 
 
@@ -350,7 +351,7 @@ def occ_pres(rj, nick, to, it, codes=(), ptype=None, inner="", oid=True, x_extra
     st = "".join("<status code='%d'/>" % c for c in codes)
     if 110 in codes and " jid=" not in it:
         # Its own presence (110) in a semi-anonymous room: the XEP's
-        # examples (7.2.3) leave the real JID out, Prosody puts it in:
+        # examples (7.2 "Presence Broadcast") leave the real JID out, Prosody puts it in:
         # either, but if there, it is the occupant's own.
         it = it.replace("<item ", "<item jid='@?@%s' " % to, 1)
     return X("<presence from='%s/%s' to='%s'%s>%s<x xmlns='%s'>%s%s%s</x>%s</presence>"
@@ -366,8 +367,8 @@ def gc(rj, nick, to, body, id_="@?@", extra="", sid=True):
 
 
 def history(rj, nick, to, body):
-    """A message of the discussion history (7.2.14): as it was sent, with
-    <delay/> from the room (XEP-0203, 7.2.14: 'from' is the room JID).
+    """A message of the discussion history (7.2 "Discussion History"): as it was sent, with
+    <delay/> from the room (XEP-0203; 'from' is the room JID).
     In a non-anonymous room Prosody adds the sender's real JID in a
     muc#user <x/>: optional."""
     return gc(rj, nick, to, body, extra="<delay xmlns='%s' from='%s' stamp='@TS@'/><x _opt='1' "
@@ -375,8 +376,8 @@ def history(rj, nick, to, body):
 
 
 def subject_msg(rj, to, text=None, nick=None, oid=False):
-    """7.2.15: the subject, always sent last on entering, empty when none
-    was set (1.35: a <subject/> element with no text)."""
+    """7.2 "Room Subject": the subject, always sent last on entering,
+    an empty <subject/> when none was set."""
     frm = "%s/%s" % (rj, nick) if nick else rj
     s = "<subject>%s</subject>" % text if text else "<subject/>"
     # Prosody and ejabberd stamp the time the subject was set: optional
@@ -458,8 +459,8 @@ def create(owner, name, nick, config=None, codes=(110, 201)):
 
 def enter(im, rj, nick, it, codes=(110,), others=(), hist=(), subject=None,
           subject_nick=None, inner=""):
-    """7.2.3: what a new occupant gets, in this order: the others'
-    presence (among themselves in any order: 7.2.3 names none), its
+    """7.2 "Presence Broadcast" to "Room Subject": what a new occupant gets, in this order: the others'
+    presence (among themselves in any order: the XEP names none), its
     own (status codes), the history (in order), the subject."""
     im.send(join_stanza(rj, nick, inner))
     got = []
@@ -581,7 +582,7 @@ def test_disco_room_info():
         ff = form_fields(forms[0])
         assert ff["FORM_TYPE"] == [ROOMINFO], ff
         assert ff["muc#roominfo_description"] == ["Talk of Verona"], ff
-        # optional in 6.4 (Example 10 has it); ejabberd has it, Prosody
+        # optional in 6.4 (the XEP's example has it); ejabberd has it, Prosody
         # 0.12 not
         if not PROSODY:
             assert ff.get("muc#roominfo_subject") == ["Plague"], ff
@@ -596,7 +597,7 @@ def test_disco_room_info():
 def test_create_instant_room():
     """10.1.1, 10.1.2: the first join makes the user owner and moderator,
     with 110 and 201; the room is locked (others get item-not-found,
-    7.2.11) until the owner accepts the default configuration; then
+    7.2 "Locked Room") until the owner accepts the default configuration; then
     others enter."""
     with server() as s:
         j = user(s, "juliet")
@@ -606,7 +607,7 @@ def test_create_instant_room():
         j.expect_order(occ_pres(rj, "Juliet", j.jid, item("owner", "moderator", j.jid),
                                 (110, 201)),
                        subject_msg(rj, j.jid))
-        # 7.2.11 (locked room, 10.1.1: "MUST NOT allow entry")
+        # 7.2 "Locked Room" (10.1.1: "MUST NOT allow entry")
         r.send(join_stanza(rj, "Romeo", id_="lk"))
         r.expect(join_err(rj + "/Romeo", r.jid, "lk", "cancel", "item-not-found"))
         # 10.1.2: an empty submit accepts the default configuration
@@ -678,9 +679,9 @@ LOGGED = (110, 100) if PROSODY else (110, 100, 170)
 
 @checked
 def test_enter_order_and_status_codes():
-    """7.2.3-7.2.15 in a non-anonymous (100), logged (170) room: the new
+    """7.2 "Entering a Room" in a non-anonymous (100), logged (170) room: the new
     occupant gets the others' presence, then its own with 110, 100 and
-    170, then the history (7.2.14: <delay/> from the room), then the
+    170, then the history (<delay/> from the room), then the
     subject; the others get its presence with its real JID."""
     with server() as s:
         j = user(s, "juliet")
@@ -714,7 +715,7 @@ def test_enter_order_and_status_codes():
 
 @checked
 def test_semi_anonymous_jids():
-    """7.2.4, 7.2.5: in a semi-anonymous room only moderators see real
+    """7.2 "Semi-Anonymous Rooms": in a semi-anonymous room only moderators see real
     JIDs; the participant's own presence has 110 and no 100."""
     with server() as s:
         j = user(s, "juliet")
@@ -735,9 +736,9 @@ def test_semi_anonymous_jids():
 
 @checked
 def test_enter_errors():
-    """7.2.6 password (not-authorized), 7.2.7 members-only
-    (registration-required), 7.2.8 banned (forbidden), 7.2.9 nickname in
-    use (conflict), each from the occupant JID asked for; the right
+    """7.2 "Password-Protected Rooms" (not-authorized), "Members-Only
+    Rooms" (registration-required), "Banned Users" (forbidden), "Nickname
+    Conflict" (conflict), each from the occupant JID asked for; the right
     password and a member get in."""
     with server() as s:
         j = user(s, "juliet")
@@ -751,10 +752,10 @@ def test_enter_errors():
         r.expect(join_err(pw + "/Romeo", r.jid, "e2", "auth", "not-authorized"))
         enter(r, pw, "Romeo", item("none", "participant"), inner="<password>cauldronburn</password>",
               others=[occ_pres(pw, "Juliet", r.jid, item("owner", "moderator"))])
-        # 7.2.9: the nick is taken (a different user)
+        # "Nickname Conflict": the nick is taken (a different user)
         b.send(join_stanza(pw, "Romeo", "<password>cauldronburn</password>", "e3"))
         b.expect(join_err(pw + "/Romeo", b.jid, "e3", "cancel", "conflict"))
-        # 7.2.7
+        # "Members-Only Rooms"
         mo = create(j, "members", "Juliet", {"muc#roomconfig_membersonly": "1"})
         b.send(join_stanza(mo, "Ben", id_="e4"))
         b.expect(join_err(mo + "/Ben", b.jid, "e4", "auth", "registration-required"))
@@ -762,7 +763,7 @@ def test_enter_errors():
            "m1", result(mo, j.jid, "m1"))
         enter(b, mo, "Ben", item("member", "participant"),
               others=[occ_pres(mo, "Juliet", b.jid, item("owner", "moderator"))])
-        # 7.2.8, in an open room (in a members-only one Prosody answers
+        # "Banned Users", in an open room (in a members-only one Prosody answers
         # registration-required first: an outcast is no member)
         op = create(j, "open", "Juliet")
         iq(j, op, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("outcast", r.bare)),
@@ -781,7 +782,7 @@ def item_aff(aff, jid, inner=""):
 @not_prosody("Prosody 0.12 has no muc#roomconfig_maxusers")
 @checked
 def test_enter_room_full_maxusers():
-    """7.2.10: a room at its muc#roomconfig_maxusers refuses the next
+    """7.2 "Max Users": a room at its muc#roomconfig_maxusers refuses the next
     user with service-unavailable (type wait)."""
     with server() as s:
         j = user(s, "juliet")
@@ -799,8 +800,8 @@ def test_enter_room_full_maxusers():
 @not_prosody("Prosody 0.12 answers service-unavailable")
 @checked
 def test_nick_required():
-    """7.2.1 (Example 20 of 1.35, "Service Denies Access Because No
-    Nickname Is Specified"): a join to the bare room JID is jid-malformed,
+    """7.2 (the example "Service Denies Access Because No Nickname Is
+    Specified"): a join to the bare room JID is jid-malformed,
     type modify.  (Prosody 0.12 answers service-unavailable instead: it
     predates that text.)"""
     with server() as s:
@@ -813,7 +814,7 @@ def test_nick_required():
         r.close()
 
 
-# ---- 7.2.14: history ------------------------------------------------------
+# ---- 7.2 "Discussion History" ------------------------------------------------------
 
 def room_with_history(s, n=4):
     j = user(s, "juliet")
@@ -844,7 +845,7 @@ def entered_history(im, rj, nick, inner):
 
 @checked
 def test_history_maxstanzas_maxchars():
-    """7.2.14: maxstanzas='2' gives the last two; maxchars='0' none;
+    """7.2 "Managing Discussion History": maxstanzas='2' gives the last two; maxchars='0' none;
     no <history/>: all (below the room's default of at least 4)."""
     with server() as s:
         j, rj = room_with_history(s)
@@ -863,7 +864,7 @@ def test_history_maxstanzas_maxchars():
 
 @checked
 def test_history_seconds_since():
-    """7.2.14: seconds='N' and since='T' (XEP-0082) give only what was
+    """7.2 "Managing Discussion History": seconds='N' and since='T' (XEP-0082) give only what was
     said in that window."""
     with server() as s:
         j, rj = room_with_history(s, 2)
@@ -945,7 +946,7 @@ def test_private_messages():
     """7.5: a chat message to an occupant JID goes to that occupant's
     real JID, from the sender's occupant JID (7.5: with the muc#user <x/>
     kept, the occupant id added); to a nick not in the room:
-    item-not-found (7.5, Example 51 in 1.35's numbering); from a
+    item-not-found (7.5); from a
     non-occupant: not-acceptable."""
     with server() as s:
         j, r, rj = two_in_room(s)
@@ -1165,7 +1166,7 @@ def test_ban():
     """9.1: an admin bans by bare JID with a reason: the occupant gets
     unavailable with 301 (and 110), affiliation outcast; the ban list
     (9.2) has the JID with the reason; the banned user cannot enter
-    (7.2.8 forbidden); removing the ban lets it in again."""
+    ("Banned Users": forbidden); removing the ban lets it in again."""
     with server() as s:
         j, r, rj = two_in_room(s)
         why = actor("Juliet") + "<reason>Treason</reason>"
@@ -1637,7 +1638,7 @@ def test_worker_crash():
 @checked
 def test_limit_occupants_per_room():
     """muc.max_occupants: a room at the server's limit refuses the next
-    user with service-unavailable type wait (7.2.10), whatever the
+    user with service-unavailable type wait (7.2 "Max Users"), whatever the
     room's own maxusers."""
     with server({SET_MAX_OCCUPANTS: "2"}) as s:
         j, r, rj = two_in_room(s)
@@ -1704,7 +1705,7 @@ def test_limit_rooms():
 @checked
 def test_limit_history():
     """muc.max_history: the history sent on entering is at most that
-    many messages (the last ones), whatever maxstanzas asks (7.2.14:
+    many messages (the last ones), whatever maxstanzas asks ("Managing Discussion History":
     the service may send less than asked)."""
     with server({SET_MAX_HISTORY: "3"}) as s:
         j, rj = room_with_history(s, 5)

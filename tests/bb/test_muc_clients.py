@@ -138,12 +138,12 @@ def test_slixmpp_muc():
                 except asyncio.TimeoutError:
                     # slixmpp takes a presence error as the answer to its
                     # join only when it echoes <x xmlns='...muc'/>, as the
-                    # XEP's example does (7.2.8); Prosody 0.12 does not
+                    # XEP's example does ("Banned Users"); Prosody 0.12 does not
                     if not PROSODY:
                         raise AssertionError(
                             "slixmpp saw no answer to the banned user's join: the "
                             "error presence needs the <x xmlns='%s'/> of the join "
-                            "(XEP-0045 7.2.8's example)" % test_muc.NS_MUC) from None
+                            "(XEP-0045's example in \"Banned Users\")" % test_muc.NS_MUC) from None
                 outcasts = await j["xep_0045"].get_affiliation_list(ROOM, "outcast")
                 assert [str(x) for x in outcasts] == ["romeo@localhost"], outcasts
                 # the nurse (kicked, not banned) may come back

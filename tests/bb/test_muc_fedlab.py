@@ -121,7 +121,7 @@ def muc_over_federation(x, p, room=ROOM):
             await carol.until(lambda: carol.said("Carol") == ["Welcome, Prosody"], 20,
                               "carol's own message reflected")
             # erin enters later: the history has both, in order, from
-            # the occupant JIDs, with <delay/> from the room (7.2.14)
+            # the occupant JIDs, with <delay/> from the room (7.2 "Discussion History")
             pres, subject, occupants, hist = await join(erin, "Erin", maxstanzas=20)
             got = [(m["from"].resource, m["body"], m["delay"]["from"].bare) for m in hist]
             assert got == [("Carol", "Welcome, Prosody", ROOM),
