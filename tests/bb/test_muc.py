@@ -1417,11 +1417,12 @@ def test_self_ping():
         b = user(s, "benvolio")
         iq(b, rj + "/Romeo", "get", "<ping xmlns='%s'/>" % NS_PING, "sp2",
            Err("iq", rj + "/Romeo", b.jid, "sp2", "cancel", "not-acceptable"))
+        # neither ping reached romeo's client
+        r.quiet(0.5, re.compile(".*urn:xmpp:ping.*", re.S))
         leave(r, rj, "Romeo")
         r.expect(occ_pres(rj, "Romeo", r.jid, item("none", "none"), (110,), "unavailable"))
         iq(r, rj + "/Romeo", "get", "<ping xmlns='%s'/>" % NS_PING, "sp3",
            Err("iq", rj + "/Romeo", r.jid, "sp3", "cancel", "not-acceptable"))
-        j.quiet(0.5, re.compile(".*urn:xmpp:ping.*", re.S))
         for o in (j, r, b):
             o.close()
 
