@@ -43,6 +43,16 @@ def server():
     return Server(workers=2, users=USERS)
 
 
+async def join(c, room, nick, **kw):
+    """xep_0045's join_muc_wait, a missing answer named as such (it
+    raises a bare TimeoutError)."""
+    try:
+        return await c["xep_0045"].join_muc_wait(room, nick, timeout=10, **kw)
+    except asyncio.TimeoutError:
+        raise AssertionError("%s: no self-presence and subject from %s within 10s"
+                             % (c.boundjid, room)) from None
+
+
 class Occupant(Mobile):
     """A slixmpp client with xep_0045 that records, per room, the
     groupchat messages and the room presences it gets."""
@@ -68,8 +78,7 @@ class Occupant(Mobile):
     async def create_room(self, room, nick, fields=None):
         """Join (the room is created, locked: 201), then submit the
         configuration (an instant room when fields is None)."""
-        pres, subject, occupants, hist = await self["xep_0045"].join_muc_wait(
-            room, nick, maxstanzas=0, timeout=10)
+        pres, subject, occupants, hist = await join(self, room, nick, maxstanzas=0)
         assert 201 in pres["muc"]["status_codes"], pres
         assert pres["muc"]["affiliation"] == "owner" and pres["muc"]["role"] == "moderator", pres
         form = self["xep_0004"].make_form(ftype="submit")
@@ -96,8 +105,7 @@ def test_slixmpp_muc():
                 for c in (j, r, n):
                     await c.online(s.port)
                 await j.create_room(ROOM, "Juliet", {"muc#roomconfig_roomname": "Coven"})
-                pres, subject, occupants, hist = await r["xep_0045"].join_muc_wait(
-                    ROOM, "Romeo", timeout=10)
+                pres, subject, occupants, hist = await join(r, ROOM, "Romeo")
                 assert pres["muc"]["role"] == "participant", pres
                 # (slixmpp's list has the own presence too)
                 assert [o["from"].resource for o in occupants] == ["Juliet", "Romeo"], occupants
@@ -110,8 +118,7 @@ def test_slixmpp_muc():
                 # the sender sees its own message reflected (7.4)
                 await until(lambda: r.said("Romeo") == ["I take thee at thy word"], 10,
                             "romeo's own message reflected")
-                pres, subject, occupants, hist = await n["xep_0045"].join_muc_wait(
-                    ROOM, "Nurse", maxstanzas=10, timeout=10)
+                pres, subject, occupants, hist = await join(n, ROOM, "Nurse", maxstanzas=10)
                 got = [(m["from"].resource, m["body"]) for m in hist]
                 assert got == [("Juliet", "O Romeo, Romeo"),
                                ("Romeo", "I take thee at thy word")], got
@@ -147,7 +154,7 @@ def test_slixmpp_muc():
                 outcasts = await j["xep_0045"].get_affiliation_list(ROOM, "outcast")
                 assert [str(x) for x in outcasts] == ["romeo@localhost"], outcasts
                 # the nurse (kicked, not banned) may come back
-                await n["xep_0045"].join_muc_wait(ROOM, "Nurse", maxstanzas=0, timeout=10)
+                await join(n, ROOM, "Nurse", maxstanzas=0)
                 for c in (j, r, n):
                     assert not [m for m in c.groupchat if m["type"] == "error"], c.groupchat
             finally:
