@@ -968,6 +968,30 @@ def test_private_messages():
 
 
 @checked
+def test_iq_to_occupant_forwarded():
+    """An IQ to an occupant JID (here XEP-0092 software version) reaches
+    that occupant's client from the asker's occupant JID (its real JID
+    stays hidden in a semi-anonymous room), and the answer comes back
+    from the occupant JID with the asker's own id (Prosody and ejabberd
+    route IQs between occupants this way; clients use it for versions
+    and pings of other occupants)."""
+    with server() as s:
+        j, r, rj = two_in_room(s)
+        r.send("<iq to='%s/Juliet' type='get' id='ver1'><query xmlns='jabber:iq:version'/></iq>"
+               % rj)
+        got = j.expect(X("<iq from='%s/Romeo' id='@@' to='%s' type='get'><query "
+                         "xmlns='jabber:iq:version'/></iq>" % (rj, j.jid)))
+        fid = tree(got).get("id")
+        j.send("<iq to='%s/Romeo' type='result' id='%s'><query xmlns='jabber:iq:version'>"
+               "<name>Balcony</name><version>1.0</version></query></iq>" % (rj, fid))
+        r.expect(X("<iq from='%s/Juliet' id='ver1' to='%s' type='result'><query "
+                   "xmlns='jabber:iq:version'><name>Balcony</name><version>1.0</version>"
+                   "</query></iq>" % (rj, r.jid)))
+        j.close()
+        r.close()
+
+
+@checked
 def test_private_message_not_carbon_copied():
     """XEP-0280 section 6: a message "sent by a MUC room or service ...
     this also includes private messages from MUC participants" is not
