@@ -1,9 +1,10 @@
 """A room of xmppd's MUC service joined over federation, in the lab
 (tests/bb/fedlab.py): dave@prosody.test (Debian's Prosody 0.12) enters
 lab@conference.xmppd.test, created by carol@xmppd.test; each sees the
-other's presence in the room, they exchange groupchat messages both
-ways (each reflected to its sender too, XEP-0045 7.4), erin@xmppd.test
-enters later and gets both in the history, dave gets a private message
+other's presence in the room, dave gets what carol said before he came
+as history, they exchange groupchat messages both ways (each reflected
+to its sender too, XEP-0045 7.4), erin@xmppd.test enters later and gets
+all of it in the history, dave gets a private message
 from erin, dave leaves and the others see it.  All users are slixmpp
 with its xep_0045 plugin.  Needs XMPPD_TEST_PGCONN.
 
@@ -101,13 +102,18 @@ def muc_over_federation(x, p, room=ROOM):
             form = carol["xep_0004"].make_form(ftype="submit")
             form.add_field(var="FORM_TYPE", value=ROOMCONFIG, ftype="hidden")
             await carol["xep_0045"].set_room_config(ROOM, form)
-            # dave enters from prosody.test: he sees carol, himself (110)
-            # and the subject; carol sees him
-            pres, subject, occupants, hist = await join(dave, "Dave")
+            carol.send_message(mto=ROOM, mbody="Before you came", mtype="groupchat")
+            await carol.until(lambda: carol.said("Carol") == ["Before you came"], 20,
+                              "carol's first message reflected")
+            # dave enters from prosody.test: he sees carol, himself (110),
+            # the history (what carol said before, <delay/> from the
+            # room) and the subject; carol sees him
+            pres, subject, occupants, hist = await join(dave, "Dave", maxstanzas=20)
             assert 110 in pres["muc"]["status_codes"], pres
             assert pres["muc"]["role"] == "participant", pres
             assert sorted(o["from"].resource for o in occupants) == ["Carol", "Dave"], occupants
-            assert hist == [], hist
+            got = [(m["from"].resource, m["body"], m["delay"]["from"].bare) for m in hist]
+            assert got == [("Carol", "Before you came", ROOM)], got
             await carol.until(lambda: carol.sees("Dave"), 20, "dave's presence in the room")
             # groupchat both ways, each reflected to its sender
             carol.send_message(mto=ROOM, mbody="Welcome, Prosody", mtype="groupchat")
@@ -118,13 +124,15 @@ def muc_over_federation(x, p, room=ROOM):
                               "dave's message at carol (prosody -> xmppd room)")
             await dave.until(lambda: dave.said("Dave") == ["Greetings from afar"], 20,
                              "dave's own message reflected to him over s2s")
-            await carol.until(lambda: carol.said("Carol") == ["Welcome, Prosody"], 20,
+            await carol.until(lambda: carol.said("Carol") == ["Before you came",
+                                                              "Welcome, Prosody"], 20,
                               "carol's own message reflected")
             # erin enters later: the history has both, in order, from
             # the occupant JIDs, with <delay/> from the room (7.2 "Discussion History")
             pres, subject, occupants, hist = await join(erin, "Erin", maxstanzas=20)
             got = [(m["from"].resource, m["body"], m["delay"]["from"].bare) for m in hist]
-            assert got == [("Carol", "Welcome, Prosody", ROOM),
+            assert got == [("Carol", "Before you came", ROOM),
+                           ("Carol", "Welcome, Prosody", ROOM),
                            ("Dave", "Greetings from afar", ROOM)], got
             await dave.until(lambda: dave.sees("Erin"), 20, "erin's presence at dave")
             # a private message (7.5) from erin to dave's occupant JID
