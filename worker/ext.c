@@ -21,6 +21,7 @@ extern const struct ext pep_ext;
 extern const struct ext caps_ext;
 extern const struct ext pep_compat_ext;
 extern const struct ext pep_remote_ext;
+extern const struct ext muc_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -38,6 +39,7 @@ const struct ext *const ext_all[] = {
 	&caps_ext,
 	&pep_compat_ext,
 	&pep_remote_ext,
+	&muc_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 

@@ -1,0 +1,109 @@
+/*
+ * muc.h - what the parts of the multi-user chat service share (XEP-0045;
+ * docs/DESIGN.md "Group chat"): muc.c (the service, its rooms, occupants,
+ * roles and affiliations, fan-out across workers), muc_form.c (the
+ * room's configuration: defaults, stored text, the muc#roomconfig form,
+ * disco#info and muc#roominfo) and muc_archive.c (the room's archive:
+ * XEP-0313 on rooms and the history sent on entering, in the store and
+ * with the query code of personal archives).
+ *
+ * The service is SERVICE.HOST for each hosted domain HOST (muc.service,
+ * "conference"; "" turns it off).  Each room has one owner worker,
+ * muc_owner_slot(room bare JID): every stanza to the room goes there,
+ * which holds the room's live state; PostgreSQL holds what survives a
+ * crash or restart (muc_rooms, muc_affiliations, muc_occupants).
+ */
+#ifndef XMPPD_MUC_H
+#define XMPPD_MUC_H
+
+#include "worker.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf;
+struct config;
+struct xml_node;
+
+#define NS_MUC "http://jabber.org/protocol/muc"
+#define NS_MUC_USER "http://jabber.org/protocol/muc#user"
+#define NS_MUC_ADMIN "http://jabber.org/protocol/muc#admin"
+#define NS_MUC_OWNER "http://jabber.org/protocol/muc#owner"
+#define NS_MUC_ROOMCONFIG "http://jabber.org/protocol/muc#roomconfig"
+#define NS_MUC_ROOMINFO "http://jabber.org/protocol/muc#roominfo"
+#define NS_MUC_REQUEST "http://jabber.org/protocol/muc#request"
+#define NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
+
+/* Affiliations (XEP-0045 section 5.2), ordered by rank. */
+enum muc_aff {
+	MUC_AFF_OUTCAST = -1,
+	MUC_AFF_NONE = 0,
+	MUC_AFF_MEMBER,
+	MUC_AFF_ADMIN,
+	MUC_AFF_OWNER,
+};
+
+/* Roles (section 5.1), ordered by rank. */
+enum muc_role {
+	MUC_ROLE_NONE = 0,
+	MUC_ROLE_VISITOR,
+	MUC_ROLE_PARTICIPANT,
+	MUC_ROLE_MODERATOR,
+};
+
+/* Role sets (muc#roomconfig_presencebroadcast, _getmemberlist). */
+#define MUC_ROLES_VISITOR (1u << MUC_ROLE_VISITOR)
+#define MUC_ROLES_PARTICIPANT (1u << MUC_ROLE_PARTICIPANT)
+#define MUC_ROLES_MODERATOR (1u << MUC_ROLE_MODERATOR)
+#define MUC_ROLES_ALL (MUC_ROLES_VISITOR | MUC_ROLES_PARTICIPANT | \
+		       MUC_ROLES_MODERATOR)
+
+/* Who may send private messages (muc#roomconfig_allowpm). */
+enum muc_allow_pm {
+	MUC_PM_ANYONE = 0,
+	MUC_PM_PARTICIPANTS,
+	MUC_PM_MODERATORS,
+	MUC_PM_NONE,
+};
+
+/* One room's configuration (section 10.2, the muc#roomconfig fields).
+ * Strings are heap copies owned by the struct (muc_config_free). */
+struct muc_config {
+	char *name;             /* muc#roomconfig_roomname, "" none */
+	char *description;      /* muc#roomconfig_roomdesc */
+	char *lang;             /* muc#roomconfig_lang */
+	char *password;         /* muc#roomconfig_roomsecret, "" none */
+	unsigned max_users;     /* muc#roomconfig_maxusers; 0: the service's */
+	unsigned presence_broadcast;    /* MUC_ROLES_* whose presence is sent */
+	unsigned get_member_list;       /* MUC_ROLES_* that may list members */
+	enum muc_allow_pm allow_pm;
+	unsigned persistent : 1;        /* muc#roomconfig_persistentroom */
+	unsigned public_list : 1;       /* muc#roomconfig_publicroom */
+	unsigned members_only : 1;      /* muc#roomconfig_membersonly */
+	unsigned moderated : 1;         /* muc#roomconfig_moderatedroom */
+	unsigned password_protected : 1;/* muc#roomconfig_passwordprotectedroom */
+	unsigned change_subject : 1;    /* muc#roomconfig_changesubject */
+	unsigned allow_invites : 1;     /* muc#roomconfig_allowinvites */
+	unsigned whois_anyone : 1;      /* muc#roomconfig_whois: anyone */
+	unsigned logging : 1;           /* muc#roomconfig_enablelogging
+					   (XEP-0313 archive of the room) */
+	unsigned members_by_default : 1;/* participants, not visitors, in a
+					   moderated room (muc#roomconfig_
+					   defaultroles style, Prosody/ejabberd
+					   "members_by_default") */
+};
+
+/* ---- muc_form.c --------------------------------------------------------- */
+
+/* The configuration of a new room under the service's settings. 0, or -1
+ * out of memory. */
+int muc_config_default(struct muc_config *cf, const struct config *cfg);
+void muc_config_free(struct muc_config *cf);
+/* A copy of src into dst (dst freed first).  0 or -1. */
+int muc_config_copy(struct muc_config *dst, const struct muc_config *src);
+
+/* The room's owner slot: every stanza to room_bare (prepared, lower-case)
+ * is handled there.  FNV-1a like s2s_owner_slot. */
+unsigned muc_owner_slot(const struct worker *w, const char *room_bare);
+
+#endif
