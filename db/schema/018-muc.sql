@@ -14,6 +14,10 @@ CREATE TABLE muc_rooms (
 	service text NOT NULL,          -- 'conference.example.org'
 	name text NOT NULL,             -- the room's localpart, prepared
 	config text NOT NULL,           -- muc_config_to_text (muc_form.c)
+	public boolean NOT NULL DEFAULT true,   -- listed in disco#items
+	title text NOT NULL DEFAULT '',         -- muc#roomconfig_roomname
+	-- the room's key for XEP-0421 occupant ids (stable across restarts)
+	salt text NOT NULL DEFAULT md5(random()::text || clock_timestamp()),
 	subject text NOT NULL DEFAULT '',   -- the subject's text
 	subject_by text NOT NULL DEFAULT '',-- the nick that set it
 	created_by text NOT NULL,       -- bare JID of the creator
