@@ -102,6 +102,31 @@ void muc_config_free(struct muc_config *cf);
 /* A copy of src into dst (dst freed first).  0 or -1. */
 int muc_config_copy(struct muc_config *dst, const struct muc_config *src);
 
+/* The configuration as stored (muc_rooms.config) and back: from_text
+ * starts from the defaults, so keys it does not find keep them. 0, or
+ * -1 (unreadable or out of memory: cf has the defaults). */
+int muc_config_to_text(const struct muc_config *cf, struct buf *out);
+int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
+			 const char *text, size_t len);
+
+/* The owner's muc#roomconfig form (section 10.2), the <x/> element. */
+void muc_config_form(const struct muc_config *cf, const struct config *cfg,
+		     struct buf *out);
+/* A submitted form applied to cf: 0, or -1 with a stanza error
+ * condition and a text (cf may be partly changed: the caller works on
+ * a copy). */
+int muc_config_submit(struct muc_config *cf, const struct xml_node *x,
+		      const struct config *cfg, const char **cond_r,
+		      const char **text_r);
+/* Status codes of the configuration change message (10.2.1). */
+unsigned muc_config_status_codes(const struct muc_config *old,
+				 const struct muc_config *now,
+				 unsigned *codes, unsigned max);
+/* The room's disco#info content (identity, features, muc#roominfo). */
+void muc_config_disco_info(const struct muc_config *cf, const char *fallback,
+			   const char *subject, unsigned occupants,
+			   struct buf *out);
+
 /* The room's owner slot: every stanza to room_bare (prepared, lower-case)
  * is handled there.  FNV-1a like s2s_owner_slot. */
 unsigned muc_owner_slot(const struct worker *w, const char *room_bare);
