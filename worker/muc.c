@@ -929,9 +929,6 @@ static void muc_service_stanza(struct worker *w, struct arena *a,
 			       struct xml_node *st, const struct jid *to)
 {
 	const char *error;
-	log_debug("muc: <%s/> from %s to %s", st->name,
-		  xml_attr(st, "from") ? xml_attr(st, "from") : "?",
-		  xml_attr(st, "to"));
 	if (to->local == NULL) {
 		if (strcmp(st->name, "iq") == 0 && to->resource == NULL)
 			muc_service_iq(w, a, st, to->domain);

@@ -590,9 +590,13 @@ static void muc_send_subject(struct worker *w, struct muc_room *r,
 		muc_from_nick(&t, r, r->subject_by);
 	else
 		muc_attr(&t, "from", r->jid);
-	buf_appendf(&t, "><subject>");
-	xml_escape(&t, r->subject, strlen(r->subject), 0);
-	buf_appendf(&t, "</subject></message>");
+	if (r->subject[0] == '\0') {
+		buf_appendf(&t, "><subject/></message>");
+	} else {
+		buf_appendf(&t, "><subject>");
+		xml_escape(&t, r->subject, strlen(r->subject), 0);
+		buf_appendf(&t, "</subject></message>");
+	}
 	muc_send_one(w, buf_head(&t), buf_used(&t), to, remote);
 	buf_free(&t);
 }

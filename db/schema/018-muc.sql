@@ -55,4 +55,20 @@ CREATE TABLE muc_occupants (
 -- A session swept with its crashed worker: the rooms it was in.
 CREATE INDEX muc_occupants_jid ON muc_occupants (jid);
 
+-- An account deleted takes its affiliations in every room with it, as
+-- ejabberd's mod_muc does (remove_user): whoever registers the name
+-- again starts with none.  Its rooms stay (their other owners, admins
+-- and members keep them); a room left without an owner is managed by
+-- the server's administrators.
+CREATE FUNCTION xmppd_muc_account_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+	DELETE FROM muc_affiliations
+	 WHERE jid = OLD.username || '@' || OLD.domain;
+	RETURN OLD;
+END $$;
+
+CREATE TRIGGER accounts_muc_affiliations AFTER DELETE ON accounts
+	FOR EACH ROW EXECUTE FUNCTION xmppd_muc_account_deleted();
+
 INSERT INTO schema_version (version) VALUES (18);
