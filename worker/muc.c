@@ -499,13 +499,15 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 {
 	struct muc_room *r = ctx;
 	struct worker *w = r->w;
-	muc_room_unref(r);
-	if (r->dead)
+	if (r->dead) {
+		muc_room_unref(r);
 		return;
+	}
 	if (res == NULL) {
 		log_error("muc %s: occupants not read: %s", r->jid, error);
 		muc_fail_pending(w, r);
 		muc_unlink(r);      /* read again by the next stanza */
+		muc_room_unref(r);
 		return;
 	}
 	int n = PQntuples(res);
@@ -559,9 +561,13 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 		o->last = o->nsess++;
 	}
 	r->state = MUC_READY;
+	/* the load's reference is held until the replay is done: leaving
+	 * sessions may empty and drop the room on the way */
 	if (r->exists)
 		muc_room_loaded(w, r);
-	muc_replay(w, r);
+	if (!r->dead)
+		muc_replay(w, r);
+	muc_room_unref(r);
 }
 
 static void muc_load(struct worker *w, struct muc_room *r)
@@ -608,9 +614,11 @@ static void muc_created(void *ctx, const PGresult *res, const char *error)
 {
 	struct muc_room *r = ctx;
 	struct worker *w = r->w;
-	muc_room_unref(r);
-	if (r->dead)
+	if (r->dead) {
+		muc_room_unref(r);
 		return;
+	}
+	muc_room_unref(r);      /* not dead: it stays */
 	r->state = MUC_READY;
 	if (res == NULL || PQntuples(res) == 0) {
 		/* the creator's join is answered by muc_room_stanza: the
@@ -1183,9 +1191,42 @@ static void muc_cleaned(void *ctx, const PGresult *res, const char *error)
 
 static int muc_cleanup_done;
 
+/* Rooms read and left empty (persistent ones; temporary ones went when
+ * emptied) are forgotten after MUC_IDLE_MS: a worker's memory holds the
+ * rooms in use, not every room ever touched.  The next stanza reads it
+ * again. */
+#define MUC_IDLE_MS (5 * 60 * 1000)
+static int64_t muc_next_sweep;
+
+static void muc_sweep_idle(int64_t now_ms)
+{
+	unsigned n = 0;
+	for (unsigned h = 0; h < MUC_TABLE_SIZE; h++) {
+		struct muc_room *r = muc_table[h], *next;
+		for (; r != NULL; r = next) {
+			next = r->next;
+			if (r->state != MUC_READY || r->nocc > 0 ||
+			    r->npend > 0 || r->refs > 0)
+				r->idle_since = 0;
+			else if (r->idle_since == 0)
+				r->idle_since = now_ms;
+			else if (now_ms - r->idle_since >= MUC_IDLE_MS) {
+				muc_unlink(r);
+				n++;
+			}
+		}
+	}
+	if (n > 0)
+		log_debug("muc: %u idle rooms forgotten, %u in memory", n,
+			  muc_nrooms);
+}
+
 static void muc_tick(struct worker *w, int64_t now_ms)
 {
-	(void)now_ms;
+	if (now_ms >= muc_next_sweep) {
+		muc_next_sweep = now_ms + 60000;
+		muc_sweep_idle(now_ms);
+	}
 	if (muc_cleanup_done || w->slot != 0 || w->db == NULL ||
 	    !db_is_up(w->db) || w->cfg->muc_service[0] == '\0')
 		return;

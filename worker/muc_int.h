@@ -96,6 +96,7 @@ struct muc_room {
 	unsigned nfwd;
 	uint32_t fwd_serial;
 	unsigned refs;          /* database answers still to come */
+	int64_t idle_since;     /* empty since (muc.c's sweep), 0 not */
 	int dead;               /* out of the table, freed when refs == 0 */
 };
 
