@@ -157,15 +157,21 @@ void muc_send_one(struct worker *w, const char *text, size_t len,
 		  const char *to, int remote)
 {
 	struct session_info s;
-	(void)remote;
-	if (!remote && shm_session_get(w->shm->sessions, to, &s) == 1 &&
-	    s.slot == w->slot &&
+	struct buf out;
+	const char *error;
+	int found = !remote &&
+		    shm_session_get(w->shm->sessions, to, &s) == 1;
+	if (found && s.slot == w->slot &&
 	    muc_write_local(w, s.conn_id, s.gen, text, len, to) == 0)
 		return;
-	struct buf out;
 	buf_init(&out, 0);
 	muc_splice(&out, text, len, to);
-	muc_route_text(w, buf_head(&out), buf_used(&out));
+	/* straight to the session's worker, not parsed and routed again
+	 * (a newcomer gets every occupant's presence this way) */
+	if (!found || s.slot == w->slot ||
+	    queue_send(w->q, s.slot, IPC_FRAME_STANZA, s.conn_id, s.gen,
+		       buf_head(&out), buf_used(&out), &error) < 0)
+		muc_route_text(w, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 }
 
