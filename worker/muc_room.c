@@ -1281,6 +1281,103 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 	}
 }
 
+/* The value of field var of a data form, or NULL. */
+static const char *muc_field(struct arena *a, const struct xml_node *x,
+			     const char *var)
+{
+	for (const struct xml_node *f = xml_first_element(x); f != NULL;
+	     f = xml_next_element(f)) {
+		const char *v = xml_attr(f, "var");
+		if (xml_is(f, NS_XDATA, "field") && v != NULL &&
+		    strcmp(v, var) == 0) {
+			const struct xml_node *val = xml_child(f, NS_XDATA,
+							       "value");
+			return val != NULL ? xml_text(a, val) : "";
+		}
+	}
+	return NULL;
+}
+
+static int muc_form_type_is(const struct xml_node *x, const char *ns)
+{
+	struct arena a;
+	arena_init(&a, 256);
+	const char *t = muc_field(&a, x, "FORM_TYPE");
+	int is = t != NULL && strcmp(t, ns) == 0;
+	arena_free(&a);
+	return is;
+}
+
+/* Section 7.13: a visitor asks for voice (a muc#request form with
+ * muc#role participant): every moderator gets the approval form; a
+ * moderator's submitted form with muc#request_allow true gives the
+ * occupant it names voice (section 8.6). */
+static void muc_voice_request(struct worker *w, struct muc_room *r,
+			      struct arena *a, const struct xml_node *st,
+			      struct muc_occ *o, const struct xml_node *x)
+{
+	const char *xt = xml_attr(x, "type");
+	const char *allow = muc_field(a, x, "muc#request_allow");
+	if (xt != NULL && strcmp(xt, "submit") == 0 && allow != NULL) {
+		/* a moderator's answer */
+		const char *nick = muc_field(a, x, "muc#roomnick");
+		struct muc_occ *t = nick != NULL ? muc_by_nick(r, nick) : NULL;
+		if (o->role != MUC_ROLE_MODERATOR) {
+			muc_error(w, st, "auth", "forbidden",
+				  "only moderators approve voice requests");
+			return;
+		}
+		if (t == NULL || (strcmp(allow, "1") != 0 &&
+				  strcmp(allow, "true") != 0) ||
+		    t->role != MUC_ROLE_VISITOR)
+			return;     /* denied, or nothing to do */
+		t->role = MUC_ROLE_PARTICIPANT;
+		muc_show_occupant(w, r, t, NULL, 0, o->nick, NULL);
+		for (unsigned k = 0; k < t->nsess && !r->dead; k++)
+			muc_db_occupant_put(w, r, t, &t->sess[k]);
+		return;
+	}
+	const char *role = muc_field(a, x, "muc#role");
+	if (role == NULL || strcmp(role, "participant") != 0 ||
+	    o->role != MUC_ROLE_VISITOR) {
+		muc_error(w, st, "modify", "bad-request",
+			  "a voice request is from a visitor for the role "
+			  "participant");
+		return;
+	}
+	struct buf t;
+	buf_init(&t, 0);
+	buf_appendf(&t, "<message");
+	muc_attr(&t, "from", r->jid);
+	buf_appendf(&t, "><x xmlns='" NS_XDATA "' type='form'>"
+		    "<title>Voice request</title><instructions>To approve "
+		    "this request for voice, select the &quot;Grant voice to "
+		    "this person?&quot; checkbox and click OK. To skip this "
+		    "request, click the cancel button.</instructions>"
+		    "<field var='FORM_TYPE' type='hidden'><value>"
+		    NS_MUC_REQUEST "</value></field>"
+		    "<field var='muc#role' type='list-single' label='Requested "
+		    "role'><value>participant</value></field>");
+	/* only moderators get it, and they see real JIDs */
+	buf_appendf(&t, "<field var='muc#jid' type='jid-single' "
+		    "label='User ID'><value>");
+	xml_escape(&t, o->sess[o->last].jid, strlen(o->sess[o->last].jid), 0);
+	buf_appendf(&t, "</value></field>");
+	buf_appendf(&t, "<field var='muc#roomnick' type='text-single' "
+		    "label='Room Nickname'><value>");
+	xml_escape(&t, o->nick, strlen(o->nick), 0);
+	buf_appendf(&t, "</value></field><field var='muc#request_allow' "
+		    "type='boolean' label='Grant voice to this person?'>"
+		    "<value>false</value></field></x></message>");
+	struct muc_dests ds = { 0 };
+	for (unsigned i = 0; i < r->nocc; i++)
+		if (r->occ[i]->role == MUC_ROLE_MODERATOR)
+			muc_dests_add(&ds, r->occ[i]);
+	muc_send_dests(w, r, buf_head(&t), buf_used(&t), &ds);
+	free(ds.d);
+	buf_free(&t);
+}
+
 static void muc_message(struct worker *w, struct muc_room *r,
 			struct arena *a, struct xml_node *st,
 			const char *from, const char *nick)
@@ -1308,9 +1405,13 @@ static void muc_message(struct worker *w, struct muc_room *r,
 				  "room");
 			return;
 		}
+		const struct xml_node *form = xml_child(st, NS_XDATA, "x");
+		if ((type == NULL || strcmp(type, "normal") == 0) &&
+		    form != NULL && muc_form_type_is(form, NS_MUC_REQUEST)) {
+			muc_voice_request(w, r, a, st, o, form);
+			return;
+		}
 		if (type == NULL || strcmp(type, "groupchat") != 0) {
-			/* a voice request (section 7.13) or other message
-			 * to the room itself: not taken */
 			muc_error(w, st, "modify", "bad-request",
 				  "messages to the room are groupchat");
 			return;
@@ -1807,6 +1908,27 @@ static void muc_room_iq(struct worker *w, struct muc_room *r, struct arena *a,
 		buf_appendf(&out, "<query xmlns='" NS_DISCO_INFO "'>");
 		muc_config_disco_info(&r->cf, name, r->subject, r->nocc, &out);
 		buf_appendf(&out, "</query>");
+		buf_append(&out, "", 1);
+		muc_iq_result(w, st, buf_head(&out));
+		buf_free(&out);
+	} else if (!set && xml_is(q, NS_DISCO_INFO, "query") &&
+		   strcmp(xml_attr(q, "node"), "x-roomuser-item") == 0) {
+		/* section 7.12: the asker's reserved nick, if any */
+		const char *bare = iq_bare_of(a, from);
+		const struct muc_affil *e = bare != NULL ?
+					    muc_affil_find(r, bare) : NULL;
+		struct buf out;
+		buf_init(&out, 0);
+		buf_appendf(&out, "<query xmlns='" NS_DISCO_INFO "' "
+			    "node='x-roomuser-item'");
+		if (e != NULL && e->nick[0] != '\0') {
+			buf_appendf(&out, "><identity category='conference' "
+				    "type='text'");
+			muc_attr(&out, "name", e->nick);
+			buf_appendf(&out, "/></query>");
+		} else {
+			buf_appendf(&out, "/>");
+		}
 		buf_append(&out, "", 1);
 		muc_iq_result(w, st, buf_head(&out));
 		buf_free(&out);
