@@ -1041,7 +1041,9 @@ static int muc_own_sid(struct worker *w, struct arena *a,
 }
 
 /* Take off what a client may not claim: stanza-ids by JIDs of ours
- * (XEP-0359 section 3) and occupant ids (XEP-0421 section 4). */
+ * (XEP-0359 section 3), occupant ids (XEP-0421 section 4) and muc#user
+ * elements (an <item jid=.../> would pass for the room's word on a
+ * real JID, in the archive too). */
 static void muc_strip_claims(struct worker *w, struct arena *a,
 			     struct xml_node *st)
 {
@@ -1050,6 +1052,7 @@ static void muc_strip_claims(struct worker *w, struct arena *a,
 		struct xml_node *next = n->next;
 		if (n->name != NULL &&
 		    (strcmp(n->ns, NS_OCCUPANT_ID) == 0 ||
+		     strcmp(n->ns, NS_MUC_USER) == 0 ||
 		     muc_own_sid(w, a, n)))
 			xml_unlink_child(st, prev, n);
 		else
@@ -1174,8 +1177,7 @@ static void muc_private(struct worker *w, struct muc_room *r, struct arena *a,
 	muc_strip_claims(w, a, st);
 	/* section 7.5: marked, so that the recipient's server treats it
 	 * as a MUC private message (XEP-0280 section 6) */
-	if (xml_child(st, NS_MUC_USER, "x") == NULL)
-		xml_add_child(a, st, NS_MUC_USER, "x");
+	xml_add_child(a, st, NS_MUC_USER, "x");
 	struct xml_node *oid = o->oid[0] != '\0' ?
 			       xml_add_child(a, st, NS_OCCUPANT_ID,
 					     "occupant-id") : NULL;
