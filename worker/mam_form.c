@@ -482,6 +482,34 @@ void mam_form_sql_free(struct mam_sql *s)
 	buf_free(&s->named);
 }
 
+/* ---- room history (muc_archive.c) ----------------------------------- */
+
+/* Characters of s: UTF-8 code points. */
+static size_t mam_form_chars(const char *s, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return n;
+}
+
+unsigned mam_form_fit(const char *const *stanzas, const size_t *lens,
+		      unsigned n, long maxchars)
+{
+	unsigned k = 0;
+	size_t used = 0;
+	if (maxchars < 0)
+		return n;
+	while (k < n) {
+		size_t c = mam_form_chars(stanzas[n - 1 - k], lens[n - 1 - k]);
+		if (c > (size_t)maxchars - used)
+			break;      /* older ones are not sent either */
+		used += c;
+		k++;
+	}
+	return k;
+}
+
 /* ---- preferences (XEP-0441) ----------------------------------------- */
 
 int mam_form_elem(struct buf *out, int first, const char *s, size_t n)

@@ -96,6 +96,14 @@ struct mam_sql {
 int mam_form_sql(struct mam_sql *s, const struct mam_req *q);
 void mam_form_sql_free(struct mam_sql *s);
 
+/* The history sent on entering a room (XEP-0045 section 7.2.14,
+ * muc_archive.c) under maxchars (-1: no bound): how many of the n
+ * stanzas (oldest first, lens their byte lengths) it sends, the newest
+ * whose characters (UTF-8 code points: the XEP counts characters of the
+ * whole stanzas) add up to at most maxchars; they are the last ones. */
+unsigned mam_form_fit(const char *const *stanzas, const size_t *lens,
+		      unsigned n, long maxchars);
+
 /* A PostgreSQL array literal element, quoted, " and \ escaped (first:
  * no comma before it).  0 or -1. */
 int mam_form_elem(struct buf *out, int first, const char *s, size_t n);

@@ -97,33 +97,6 @@ int muc_archive_delay(long long id, const char *room_bare, struct buf *out)
 	return buf_appendf(out, "' stamp='%s'/>", stamp);
 }
 
-/* Characters of s: UTF-8 code points (XEP-0045 counts characters). */
-static size_t muc_archive_chars(const char *s, size_t len)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < len; i++)
-		n += ((unsigned char)s[i] & 0xc0) != 0x80;
-	return n;
-}
-
-unsigned muc_archive_fit(const char *const *stanzas, const size_t *lens,
-			 unsigned n, long maxchars)
-{
-	unsigned k = 0;
-	size_t used = 0;
-	if (maxchars < 0)
-		return n;
-	while (k < n) {
-		size_t c = muc_archive_chars(stanzas[n - 1 - k],
-					     lens[n - 1 - k]);
-		if (c > (size_t)maxchars - used)
-			break;
-		used += c;
-		k++;
-	}
-	return k;
-}
-
 static void muc_hist_unlink(struct muc_hist *h)
 {
 	for (struct muc_hist **pp = &muc_hists; *pp != NULL;
@@ -181,7 +154,7 @@ static void muc_hist_deliver(struct muc_hist *h, const PGresult *res)
 		unsigned n = muc_hist_texts(h, res, &out, off, lens, ids);
 		for (unsigned i = 0; i < n; i++)
 			texts[i] = buf_head(&out) + off[i];
-		unsigned k = muc_archive_fit(texts, lens, n, h->maxchars);
+		unsigned k = mam_form_fit(texts, lens, n, h->maxchars);
 		h->cb(h->ctx, k, texts + (n - k), lens + (n - k),
 		      ids + (n - k), NULL);
 	}

@@ -64,7 +64,7 @@ typedef void muc_history_cb(void *ctx, unsigned n,
  * (muc.history_default when the <history/> asks nothing, never more than
  * muc.history_max), none older than seconds or since, and of those the
  * newest whose characters (the stanzas as cb gets them) add up to at
- * most maxchars.  0: cb will be called exactly once, later (never
+ * most maxchars (mam_form_fit).  0: cb will be called exactly once, later (never
  * before this returns); 1: no history to send (maxstanzas or maxchars 0,
  * or muc.history_max 0): cb is not called; -1: PostgreSQL cannot be
  * asked now (link down, queue full, no memory; logged): cb is not
@@ -81,13 +81,6 @@ void muc_archive_cancel(struct worker *w, void *ctx);
 /* Append <delay xmlns='urn:xmpp:delay' from='room_bare' stamp='...'/>
  * for archive id id (its time, id >> 21).  0 or -1 (out of memory). */
 int muc_archive_delay(long long id, const char *room_bare, struct buf *out);
-
-/* How many of the n stanzas (oldest first, lens their byte lengths) the
- * history sends under maxchars (-1: no bound): the newest whose
- * characters (UTF-8 code points) add up to at most maxchars; the index
- * of the first one sent is n minus that.  Pure (tests). */
-unsigned muc_archive_fit(const char *const *stanzas, const size_t *lens,
-			 unsigned n, long maxchars);
 
 /* A MAM query (XEP-0313 <query xmlns='urn:xmpp:mam:2'/>, get or set) or
  * #extended <metadata/> IQ st to the room, from a requester the room
