@@ -276,6 +276,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.remote_presence_ttl", CONFIG_F_RELOADABLE },
 	{ "pep.max_remote_resources", CONFIG_F_RELOADABLE },
 	{ "pep.remote_parked_max", CONFIG_F_RELOADABLE },
+	{ "muc.archive_retention_days", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

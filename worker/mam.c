@@ -770,13 +770,12 @@ void mam_flush_writes(struct worker *w)
 
 /* ---- what is archived ----------------------------------------------- */
 
-static int mam_archivable(const struct xml_node *st)
+/* What a message carries decides, whatever its type: a <body/> or a
+ * <store/> hint, and no <no-store/>, <no-permanent-store/> hint, carbon
+ * copy or archive result. */
+static int mam_content_archivable(const struct xml_node *st)
 {
-	const char *type = xml_attr(st, "type");
 	int body = 0, store = 0;
-	if (type != NULL && strcmp(type, "chat") != 0 &&
-	    strcmp(type, "normal") != 0)
-		return 0;
 	for (const struct xml_node *e = xml_first_element(st); e != NULL;
 	     e = xml_next_element(e)) {
 		if (strcmp(e->name, "body") == 0 && strcmp(e->ns, NS_CLIENT) == 0)
@@ -794,6 +793,22 @@ static int mam_archivable(const struct xml_node *st)
 		}
 	}
 	return body || store;
+}
+
+static int mam_archivable(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	if (type != NULL && strcmp(type, "chat") != 0 &&
+	    strcmp(type, "normal") != 0)
+		return 0;
+	return mam_content_archivable(st);
+}
+
+int mam_room_archivable(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	return type != NULL && strcmp(type, "groupchat") == 0 &&
+	       mam_content_archivable(st);
 }
 
 static struct arena *mam_arena(void)

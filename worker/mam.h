@@ -50,6 +50,10 @@ void mam_metadata_iq(struct worker *w, struct xml_node *st,
  * stanza-id). */
 int mam_room_add(struct worker *w, long long room_id, const char *room_bare,
 		 const char *nick, const char *real_bare, struct xml_node *st);
+/* Whether a room keeps st in its archive: a groupchat message with a
+ * <body/> or a XEP-0334 <store/> hint, without <no-store/> or
+ * <no-permanent-store/> (the personal archive's rule, XEP-0313 6.1). */
+int mam_room_archivable(const struct xml_node *st);
 /* A query or metadata IQ (st) to room_bare's archive (mam_query.c);
  * show_jids: results name the senders' real JIDs, and `with` may be
  * one. */

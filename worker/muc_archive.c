@@ -67,6 +67,8 @@ int muc_archive_add(struct worker *w, long long room_id, const char *room_bare,
 		    struct xml_node *st)
 {
 	muc_archive_strip(st, room_bare);
+	if (!mam_room_archivable(st))
+		return 1;
 	return mam_room_add(w, room_id, room_bare, nick, real_bare, st);
 }
 

@@ -24,16 +24,20 @@ extern const char *const muc_archive_config_keys[];
 extern const char *const muc_archive_schema[];
 
 /* Archive the groupchat message st as the room broadcasts it (from
- * room_bare/nick; a 'to' is left out of the row): a <stanza-id
- * xmlns='urn:xmpp:sid:0' by='room_bare'/> already on st is taken off
- * (XEP-0359: only the room says what its ids are), a new archive id is
- * stamped on st as its last child (in the archive's scratch arena, which
- * lives until the end of the loop turn: broadcast st in this turn), and
- * the row (nick, the sender's real bare JID real_bare) queued for
- * PostgreSQL.  0, or -1 when it is not archived (the worker's archive
- * queue is full, or st is too large: counted and logged like personal
- * archive rows; st then carries no stanza-id): broadcast it all the
- * same. */
+ * room_bare/nick; its 'to' is left out of the row).  A <stanza-id
+ * xmlns='urn:xmpp:sid:0'/> by the room already on st is taken off
+ * (XEP-0359: only the room says what its ids are).  A message the
+ * archive does not keep (not groupchat; no <body/> nor XEP-0334 <store/>
+ * hint; a <no-store/> or <no-permanent-store/> hint) is left at that:
+ * 1.  Else a new archive id is stamped on st as its last child (in the
+ * archive's scratch arena, which lives until the end of the loop turn:
+ * broadcast st in this turn) and the row (nick, the sender's real bare
+ * JID real_bare) is queued for PostgreSQL: 0; or -1 when it is not
+ * archived (the worker's archive queue is full, or st is too large:
+ * counted and logged like personal archive rows; st then carries no
+ * stanza-id).  Whatever it returns, st is broadcast.  Call it once st
+ * is as it will be broadcast (its XEP-0421 occupant-id on, anything the
+ * room takes off taken off). */
 int muc_archive_add(struct worker *w, long long room_id, const char *room_bare,
 		    const char *nick, const char *real_bare,
 		    struct xml_node *st);
