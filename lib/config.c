@@ -701,6 +701,13 @@ const struct config_def config_defs[] = {
 	  OFF(muc_max_affiliations), "10000", 10, 1000000, RELOAD,
 	  "Owners, admins, members and outcasts of one room together; "
 	  "one more gets <not-acceptable/>" },
+	/* worker/muc_archive.c (rows written and expired by worker/mam.c) */
+	{ "muc.archive_retention_days", CONFIG_TYPE_UINT,
+	  OFF(muc_archive_retention_days), "7", 0, 36500, RELOAD,
+	  "Messages of a room's archive (XEP-0313 on rooms, and the history "
+	  "sent on entering) older than this many days are deleted (by "
+	  "worker 0, in small batches); 0 keeps them forever.  7, as "
+	  "Prosody's muc_log_expires_after" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

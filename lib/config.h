@@ -227,6 +227,7 @@ struct config {
 	uint64_t muc_max_nick_bytes;
 	uint64_t muc_max_presence_bytes;        /* an occupant's presence */
 	unsigned muc_max_affiliations;  /* per room */
+	unsigned muc_archive_retention_days;    /* room archives; 0: forever */
 };
 
 struct config_def {

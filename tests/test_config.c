@@ -288,6 +288,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "muc.max_nick_bytes", CONFIG_F_RELOADABLE },
 	{ "muc.max_presence_bytes", CONFIG_F_RELOADABLE },
 	{ "muc.max_affiliations", CONFIG_F_RELOADABLE },
+	{ "muc.archive_retention_days", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)

@@ -1251,9 +1251,11 @@ static const char *const muc_config_keys[] = {
 	"muc.max_rooms_per_account", "muc.create", "muc.history_default",
 	"muc.history_max", "muc.messages_per_minute",
 	"muc.max_subject_bytes", "muc.max_nick_bytes",
-	"muc.max_presence_bytes", "muc.max_affiliations", NULL,
+	"muc.max_presence_bytes", "muc.max_affiliations",
+	"muc.archive_retention_days", NULL,
 };
-static const char *const muc_schema[] = { "018-muc.sql", NULL };
+static const char *const muc_schema[] = { "018-muc.sql",
+					  "019-muc-archive.sql", NULL };
 
 const struct ext muc_ext = {
 	.name = "muc",

@@ -25,6 +25,8 @@
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
+#include "mam.h"
+#include "muc_archive.h"
 #include "server.h"
 #include "session.h"
 #include "stanza.h"
@@ -104,28 +106,57 @@ static const char *iq_bare_of(struct arena *a, const char *jid)
 
 /* ---- the room's archive (muc_archive.c) -------------------------------- */
 
-/* Archive a groupchat message (stamps its XEP-0359 stanza-id). */
+/* Archive a groupchat message (stamps its XEP-0359 stanza-id), when the
+ * room keeps a log (muc#roomconfig_enablelogging): a room that does not
+ * stores nothing, and gives no history. */
 static void muc_archive_room(struct worker *w, struct muc_room *r,
 			     const struct muc_occ *o, struct xml_node *st)
 {
-	(void)w;
-	(void)r;
-	(void)o;
-	(void)st;
+	if (r->cf.logging)
+		muc_archive_add(w, r->id, r->jid, o->nick, o->bare, st);
 }
 
-/* A XEP-0313 query to the room: 1 when it was one (answered). */
+static struct muc_occ *muc_by_bare(const struct muc_room *r,
+				   const char *bare);
+static void muc_error(struct worker *w, const struct xml_node *st,
+		      const char *type, const char *cond, const char *text);
+
+/* A XEP-0313 query to the room: 1 when it was one (answered).  Who may
+ * read the log is who may enter: not outcasts; members in a
+ * members-only room; occupants (or members) in a password-protected
+ * one.  Real JIDs are shown to whom the room shows them. */
 static int muc_room_mam(struct worker *w, struct muc_room *r,
-			struct arena *a, const struct xml_node *st,
+			struct arena *a, struct xml_node *st,
 			const struct xml_node *q, const char *from)
 {
-	(void)w;
-	(void)r;
-	(void)a;
-	(void)st;
-	(void)q;
-	(void)from;
-	return 0;
+	int query = xml_is(q, NS_MAM, "query");
+	if (!query && !xml_is(q, NS_MAM, "metadata"))
+		return 0;
+	if (!r->cf.logging) {
+		muc_error(w, st, "cancel", "service-unavailable",
+			  "this room keeps no archive");
+		return 1;
+	}
+	const char *bare = iq_bare_of(a, from);
+	enum muc_aff aff = bare != NULL ? muc_room_aff(r, bare) : MUC_AFF_NONE;
+	struct muc_occ *o = muc_room_by_jid(r, from, NULL);
+	if (o == NULL && bare != NULL)
+		o = muc_by_bare(r, bare);
+	if (aff == MUC_AFF_OUTCAST ||
+	    (r->cf.members_only && aff < MUC_AFF_MEMBER) ||
+	    (r->cf.password_protected && r->cf.password[0] != '\0' &&
+	     o == NULL && aff < MUC_AFF_MEMBER)) {
+		muc_error(w, st, "auth", "forbidden",
+			  "you may not read this room's archive");
+		return 1;
+	}
+	int show = r->cf.whois_anyone || aff >= MUC_AFF_ADMIN ||
+		   (o != NULL && o->role == MUC_ROLE_MODERATOR);
+	if (query)
+		muc_archive_query(w, st, r->id, r->jid, show);
+	else
+		muc_archive_metadata(w, st, r->id, r->jid);
+	return 1;
 }
 
 /* ---- looking things up ---------------------------------------------- */
@@ -169,7 +200,8 @@ static struct muc_occ *muc_by_nick(const struct muc_room *r, const char *nick)
 	return NULL;
 }
 
-static struct muc_occ *muc_by_bare(const struct muc_room *r, const char *bare)
+static struct muc_occ *muc_by_bare(const struct muc_room *r,
+				   const char *bare)
 {
 	for (unsigned i = 0; i < r->nocc; i++)
 		if (strcmp(r->occ[i]->bare, bare) == 0)
@@ -601,13 +633,74 @@ static void muc_send_subject(struct worker *w, struct muc_room *r,
 	buf_free(&t);
 }
 
-/* What a newcomer gets after its self-presence: the history, then the
- * subject (section 7.2.15: always, empty when there is none). */
+/* An entrance waiting for its history. */
+struct muc_hist {
+	struct muc_room *r;     /* a reference held */
+	int remote;
+	char to[1];
+};
+
+static long muc_attr_long(const struct xml_node *n, const char *name)
+{
+	const char *v = xml_attr(n, name);
+	char *end;
+	if (v == NULL || *v == '\0')
+		return -1;
+	long x = strtol(v, &end, 10);
+	return *end != '\0' || x < 0 ? -1 : x;
+}
+
+static void muc_history_done(void *ctx, unsigned n,
+			     const char *const *stanzas, const size_t *lens,
+			     const long long *ids, const char *error)
+{
+	struct muc_hist *h = ctx;
+	struct muc_room *r = h->r;
+	(void)ids;
+	if (error != NULL)
+		log_warn("muc %s: history for %s not read: %s", r->jid, h->to,
+			 error);
+	/* the occupant may have left meanwhile */
+	if (!r->dead && muc_room_by_jid(r, h->to, NULL) != NULL) {
+		for (unsigned i = 0; i < n; i++)
+			muc_send_one(r->w, stanzas[i], lens[i], h->to,
+				     h->remote);
+		muc_send_subject(r->w, r, h->to, h->remote);
+	}
+	free(h);
+	muc_room_unref(r);
+}
+
+/* What a newcomer gets after its self-presence: the history (section
+ * 7.2.14, from the archive, as its <history/> asks), then the subject
+ * (7.2.15: always, empty when there is none). */
 static void muc_after_join(struct worker *w, struct muc_room *r,
 			   const struct xml_node *st, const char *to,
 			   int remote)
 {
-	(void)st;
+	const struct xml_node *x = xml_child(st, NS_MUC, "x");
+	const struct xml_node *hn = x != NULL ? xml_child(x, NS_MUC, "history")
+					      : NULL;
+	struct muc_history_req req = { -1, -1, -1, NULL };
+	if (hn != NULL) {
+		req.maxchars = muc_attr_long(hn, "maxchars");
+		req.maxstanzas = muc_attr_long(hn, "maxstanzas");
+		req.seconds = muc_attr_long(hn, "seconds");
+		req.since = xml_attr(hn, "since");
+	}
+	size_t n = strlen(to);
+	struct muc_hist *h = r->cf.logging ? malloc(sizeof(*h) + n) : NULL;
+	if (h != NULL) {
+		h->r = r;
+		h->remote = remote;
+		memcpy(h->to, to, n + 1);
+		r->refs++;
+		if (muc_archive_history(w, r->id, r->jid, &req,
+					muc_history_done, h) == 0)
+			return;
+		r->refs--;
+		free(h);
+	}
 	muc_send_subject(w, r, to, remote);
 }
 
@@ -1887,7 +1980,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 /* ---- IQs --------------------------------------------------------------- */
 
 static void muc_room_iq(struct worker *w, struct muc_room *r, struct arena *a,
-			const struct xml_node *st, const char *from)
+			struct xml_node *st, const char *from)
 {
 	const char *type = xml_attr(st, "type");
 	const struct xml_node *q = xml_first_element(st);
