@@ -478,6 +478,8 @@ Test(muc_form, stored_text_garbage_gets_defaults)
 		"members_only=1\r\n"           /* CR: not a boolean */
 		"\xff\xfe\n"
 		"description=\xc3\x28\n"       /* not UTF-8 */
+		"name=bell\a\n"                /* no C0 control in XML */
+		"name=\xef\xbf\xbf\n"           /* nor U+FFFF */
 		"public=0";                    /* no newline at the end */
 	cr_assert_eq(muc_config_from_text(&cf, cfg, junk, sizeof(junk) - 1), 0);
 	cr_assert_str_eq(cf.name, "Kept");
@@ -506,6 +508,30 @@ Test(muc_form, stored_text_garbage_gets_defaults)
 	cr_assert_eq(muc_config_from_text(&cf, cfg, longname,
 					  sizeof(longname) - 1), 0);
 	cr_assert_eq(strlen(cf.name), 80);
+	/* and its form submitted back unchanged is accepted, a change to
+	 * another name as long is not */
+	struct muc_config back = { 0 };
+	cr_assert_eq(muc_config_copy(&back, &cf), 0);
+	round_trip(&cf, &back);
+	muc_config_free(&back);
+	const char *cond, *text;
+	cr_assert_eq(submit(&cf, F("roomname", "1123456789012345678901234567"
+		"8901234567890123456789012345678901234567890123456789"),
+		&cond, &text), -1);
+	cr_assert_str_eq(cond, "not-acceptable");
+	muc_config_free(&cf);
+	/* a secret without its flag, or the flag without a secret: an
+	 * unprotected room without a secret (what a submission keeps) */
+	static const char half1[] = "password=x\n", half2[] =
+		"password_protected=1\n";
+	cr_assert_eq(muc_config_from_text(&cf, cfg, half1, sizeof(half1) - 1),
+		     0);
+	cr_assert_eq(cf.password_protected, 0);
+	cr_assert_str_eq(cf.password, "");
+	muc_config_free(&cf);
+	cr_assert_eq(muc_config_from_text(&cf, cfg, half2, sizeof(half2) - 1),
+		     0);
+	cr_assert_eq(cf.password_protected, 0);
 	muc_config_free(&cf);
 	muc_config_free(&def);
 }

@@ -111,8 +111,8 @@ int muc_config_to_text(const struct muc_config *cf, struct buf *out);
  * lines that are not key=value are skipped (a later version may add
  * keys), a value that is out of range or not of its key's form keeps
  * the default, and one warn line names the first such key and how many
- * there were.  0, or -1 out of memory (cf then empty, as after
- * muc_config_free). */
+ * there were.  0, or -1 out of memory (cf then has the defaults, or
+ * when even they do not fit is empty, as after muc_config_free). */
 int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
 			 const char *text, size_t len);
 

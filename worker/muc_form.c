@@ -259,12 +259,16 @@ enum muc_verdict {
 };
 
 /* Whether s[0..n) is UTF-8 (RFC 3629: no overlongs, no surrogates, at
- * most U+10FFFF): what comes back from storage is written into XML. */
-static int muc_utf8(const char *s, size_t n)
+ * most U+10FFFF) of characters XML 1.0 can carry (section 2.2: no C0
+ * control but TAB, LF, CR; not U+FFFE, U+FFFF): what comes back from
+ * storage is written into XML, and must read back the same. */
+static int muc_xml_chars(const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s, *end = p + n;
 	while (p < end) {
 		unsigned c = *p++, k, min, cp;
+		if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+			return 0;
 		if (c < 0x80)
 			continue;
 		if (c >= 0xc2 && c <= 0xdf)
@@ -282,7 +286,8 @@ static int muc_utf8(const char *s, size_t n)
 				return 0;
 			cp = cp << 6 | (*p & 0x3f);
 		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+		    cp == 0xfffe || cp == 0xffff)
 			return 0;
 	}
 	return 1;
@@ -370,9 +375,11 @@ static enum muc_verdict muc_str_set(struct muc_config *cf, enum muc_field f,
 	return MV_OK;
 }
 
-/* Set field f (not MK_ROLES) of cf from v.  A length limit applies only
- * to what an owner submits (limit_text): a name stored under a larger
- * muc.max_subject_bytes stays when the operator lowers it. */
+/* Set field f (not MK_ROLES) of cf from v.  The length limit applies
+ * only to what an owner changes (limit_text, and v not the value it
+ * had): a name stored under a larger muc.max_subject_bytes stays when
+ * the operator lowers it, and the form submitted back unchanged is
+ * still accepted. */
 static enum muc_verdict muc_set(struct muc_config *cf,
 				const struct config *cfg, enum muc_field f,
 				const char *v, int limit_text)
@@ -382,8 +389,9 @@ static enum muc_verdict muc_set(struct muc_config *cf,
 	switch (muc_fields[f].kind) {
 	case MK_TEXT:
 	case MK_SECRET:
-		if (!muc_utf8(v, strlen(v)) ||
-		    (limit_text && strlen(v) > cfg->muc_max_subject_bytes))
+		if (!muc_xml_chars(v, strlen(v)) ||
+		    (limit_text && strlen(v) > cfg->muc_max_subject_bytes &&
+		     strcmp(v, *muc_str(cf, f)) != 0))
 			return MV_VALUE;
 		return muc_str_set(cf, f, v);
 	case MK_LANG:
@@ -579,11 +587,20 @@ int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
 		size_t n = nl != NULL ? (size_t)(nl - (text + i)) : len - i;
 		int r = muc_text_line(cf, cfg, text + i, n, &bad);
 		if (r < 0) {
+			/* the room runs on with the defaults, if they fit */
 			muc_config_free(cf);
+			muc_config_default(cf, cfg);
 			return -1;
 		}
 		nbad += (unsigned)r;
 		i += n + 1;
+	}
+	/* the rule a submission keeps (muc_submit_password) */
+	if (cf->password_protected != (cf->password[0] != '\0')) {
+		if (nbad++ == 0)
+			bad = muc_fields[MF_PASSWORD_PROTECTED].key;
+		cf->password_protected = 0;
+		cf->password[0] = '\0';
 	}
 	if (nbad > 0)
 		log_warn("muc: a stored room configuration has %u value(s) "
