@@ -106,13 +106,13 @@ int muc_config_copy(struct muc_config *dst, const struct muc_config *src);
  * lines, described at the top of muc_form.c.  0, or -1 out of memory
  * (out as it was). */
 int muc_config_to_text(const struct muc_config *cf, struct buf *out);
-/* Read text (len bytes, any bytes) into cf: the defaults of
- * muc_config_default() first, then each known key; unknown keys and
- * lines that are not key=value are skipped (a later version may add
- * keys), a value that is out of range or not of its key's form keeps
- * the default, and one warn line names the first such key and how many
- * there were.  0, or -1 out of memory (cf then has the defaults, or
- * when even they do not fit is empty, as after muc_config_free). */
+/* Read text (len bytes, any bytes) into cf (freed first: a
+ * configuration, or zeroed): the defaults of muc_config_default(),
+ * then each known key; unknown keys and lines that are not key=value
+ * are skipped (a later version may add keys), a value that is out of
+ * range or not of its key's form keeps the default, and one warn line
+ * names the first such key and how many there were.  0, or -1 out of
+ * memory (cf as it was). */
 int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
 			 const char *text, size_t len);
 

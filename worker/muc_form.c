@@ -578,34 +578,36 @@ static int muc_text_line(struct muc_config *cf, const struct config *cfg,
 int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
 			 const char *text, size_t len)
 {
+	struct muc_config t;
 	const char *bad = NULL;
 	unsigned nbad = 0;
-	if (muc_config_default(cf, cfg) < 0)
+	/* read into a new one: out of memory half-way leaves cf whole */
+	if (muc_config_default(&t, cfg) < 0)
 		return -1;
 	for (size_t i = 0; i < len; ) {
 		const char *nl = memchr(text + i, '\n', len - i);
 		size_t n = nl != NULL ? (size_t)(nl - (text + i)) : len - i;
-		int r = muc_text_line(cf, cfg, text + i, n, &bad);
+		int r = muc_text_line(&t, cfg, text + i, n, &bad);
 		if (r < 0) {
-			/* the room runs on with the defaults, if they fit */
-			muc_config_free(cf);
-			muc_config_default(cf, cfg);
+			muc_config_free(&t);
 			return -1;
 		}
 		nbad += (unsigned)r;
 		i += n + 1;
 	}
 	/* the rule a submission keeps (muc_submit_password) */
-	if (cf->password_protected != (cf->password[0] != '\0')) {
+	if (t.password_protected != (t.password[0] != '\0')) {
 		if (nbad++ == 0)
 			bad = muc_fields[MF_PASSWORD_PROTECTED].key;
-		cf->password_protected = 0;
-		cf->password[0] = '\0';
+		t.password_protected = 0;
+		t.password[0] = '\0';
 	}
 	if (nbad > 0)
 		log_warn("muc: a stored room configuration has %u value(s) "
 			 "out of range or unreadable (first: %s): defaults "
 			 "used", nbad, bad);
+	muc_config_free(cf);
+	*cf = t;
 	return 0;
 }
 
