@@ -94,7 +94,7 @@ int muc_config_copy(struct muc_config *dst, const struct muc_config *src)
 	return 0;
 }
 
-/* ---- the fields ---------------------------------------------------------- */
+/* ---- the fields --------------------------------------------------------- */
 
 enum muc_field {
 	MF_NAME = 0,
@@ -249,7 +249,7 @@ static unsigned *muc_roles_of(struct muc_config *cf, enum muc_field f)
 					  : &cf->get_member_list;
 }
 
-/* ---- values --------------------------------------------------------------- */
+/* ---- values ------------------------------------------------------------- */
 
 enum muc_verdict {
 	MV_OK = 0,
@@ -286,8 +286,9 @@ static int muc_xml_chars(const char *s, size_t n)
 				return 0;
 			cp = cp << 6 | (*p & 0x3f);
 		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
-		    cp == 0xfffe || cp == 0xffff)
+		if (cp < min || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff) || cp == 0xfffe ||
+		    cp == 0xffff)
 			return 0;
 	}
 	return 1;
@@ -422,7 +423,7 @@ static enum muc_verdict muc_set(struct muc_config *cf,
 	return MV_SYNTAX;
 }
 
-/* ---- stored text ---------------------------------------------------------- */
+/* ---- stored text -------------------------------------------------------- */
 
 /* Writers return 0, or -1 when a piece did not fit (the buffer's cap,
  * or memory); a caller adds them up with |= and, on -1, cuts out back
@@ -471,7 +472,8 @@ static int muc_text_value(struct buf *out, const struct muc_config *cf,
 		return buf_appendf(out, "%s", muc_pm_words[
 			cf->allow_pm <= MUC_PM_NONE ? cf->allow_pm : 0]);
 	case MK_WHOIS:
-		return buf_appendf(out, "%s", muc_whois_words[cf->whois_anyone]);
+		return buf_appendf(out, "%s",
+				   muc_whois_words[cf->whois_anyone]);
 	case MK_MAX_USERS:
 		return buf_appendf(out, "%u", cf->max_users);
 	case MK_ROLES:
@@ -611,7 +613,7 @@ int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
 	return 0;
 }
 
-/* ---- the owner's form ----------------------------------------------------- */
+/* ---- the owner's form --------------------------------------------------- */
 
 static int muc_form_value(struct buf *out, const char *v)
 {
@@ -752,7 +754,7 @@ void muc_config_form(const struct muc_config *cf, const struct config *cfg,
 		out->len = start;
 }
 
-/* ---- submission ------------------------------------------------------------ */
+/* ---- submission --------------------------------------------------------- */
 
 struct muc_submit {
 	struct arena *a;
@@ -812,7 +814,8 @@ static int muc_submit_roles(struct muc_submit *s, struct muc_config *t,
 			return muc_refuse(s, MV_NOMEM, NULL);
 		unsigned bit = muc_role_bit(w, strlen(w));
 		if (bit == 0)
-			return muc_refuse(s, MV_VALUE, muc_value_text(MK_ROLES));
+			return muc_refuse(s, MV_VALUE,
+					  muc_value_text(MK_ROLES));
 		mask |= bit;
 	}
 	*muc_roles_of(t, f) = mask;
@@ -937,7 +940,7 @@ int muc_config_submit(struct muc_config *cf, const struct xml_node *x,
 	return 0;
 }
 
-/* ---- changes ---------------------------------------------------------------- */
+/* ---- changes ------------------------------------------------------------ */
 
 unsigned muc_config_status_codes(const struct muc_config *old,
 				 const struct muc_config *now,
@@ -957,7 +960,7 @@ unsigned muc_config_status_codes(const struct muc_config *old,
 	return n;
 }
 
-/* ---- disco#info ------------------------------------------------------------- */
+/* ---- disco#info --------------------------------------------------------- */
 
 static int muc_disco_feature(struct buf *out, const char *var)
 {
