@@ -102,30 +102,71 @@ void muc_config_free(struct muc_config *cf);
 /* A copy of src into dst (dst freed first).  0 or -1. */
 int muc_config_copy(struct muc_config *dst, const struct muc_config *src);
 
-/* The configuration as stored (muc_rooms.config) and back: from_text
- * starts from the defaults, so keys it does not find keep them. 0, or
- * -1 (unreadable or out of memory: cf has the defaults). */
+/* The stored text of cf (the muc_rooms.config column): "key=value"
+ * lines, described at the top of muc_form.c.  0, or -1 out of memory
+ * (out as it was). */
 int muc_config_to_text(const struct muc_config *cf, struct buf *out);
+/* Read text (len bytes, any bytes) into cf (freed first: a
+ * configuration, or zeroed): the defaults of muc_config_default(),
+ * then each known key; unknown keys and lines that are not key=value
+ * are skipped (a later version may add keys), a value that is out of
+ * range or not of its key's form keeps the default, and one warn line
+ * names the first such key and how many there were.  0, or -1 out of
+ * memory (cf as it was). */
 int muc_config_from_text(struct muc_config *cf, const struct config *cfg,
 			 const char *text, size_t len);
 
-/* The owner's muc#roomconfig form (section 10.2), the <x/> element. */
+/* Append the owner's configuration form of cf: <x xmlns='jabber:x:data'
+ * type='form'> of FORM_TYPE muc#roomconfig (XEP-0045 section 10.2, the
+ * fields of example 163 cf has; the maxusers options go up to
+ * muc.max_occupants).  Every value is escaped.  Out of memory: out as
+ * it was. */
 void muc_config_form(const struct muc_config *cf, const struct config *cfg,
 		     struct buf *out);
-/* A submitted form applied to cf: 0, or -1 with a stanza error
- * condition and a text (cf may be partly changed: the caller works on
- * a copy). */
+
+/* Apply the data form x an owner sent in <query xmlns='...muc#owner'/>
+ * to cf (section 10.1.3, 10.2):
+ *  0   an <x type='submit'/> applied (fields absent keep their values;
+ *      an empty one is the instant room of section 10.1.2);
+ *  1   an <x type='cancel'/>: cf untouched (the caller destroys a room
+ *      still locked, or keeps the configuration, section 10.1.3/10.2);
+ *  -1  refused: cf untouched, *cond_r the RFC 6120 condition, type
+ *      modify ("bad-request": not a submit form of FORM_TYPE
+ *      muc#roomconfig, a field given twice, more than one value for a
+ *      single-value field, a boolean that is not 0/1/false/true;
+ *      "not-acceptable": a value the room cannot take: a list value not
+ *      offered, maxusers above muc.max_occupants, a password-protected
+ *      room without a secret, a name, description or secret longer than
+ *      muc.max_subject_bytes, a lang that is not a language tag), or
+ *      "resource-constraint" (type wait) out of memory; *text_r a short
+ *      English text for the <text/> of the error.
+ * muc#roomconfig_roomowners and _roomadmins are ignored (the form does
+ * not offer them: affiliations are changed with muc#admin, section 9
+ * and 10.3-10.7), as are other fields this server does not have. */
 int muc_config_submit(struct muc_config *cf, const struct xml_node *x,
 		      const struct config *cfg, const char **cond_r,
 		      const char **text_r);
-/* Status codes of the configuration change message (10.2.1). */
+
+/* The status codes of the configuration-change message to occupants
+ * (section 10.2.1) when old becomes now: 104, then 170 or 171 when
+ * logging changed, then 172 or 173 when whois changed (this server has
+ * no fully-anonymous rooms: never 174).  At most max written; returns
+ * how many. */
+#define MUC_CONFIG_STATUS_MAX 3
 unsigned muc_config_status_codes(const struct muc_config *old,
 				 const struct muc_config *now,
 				 unsigned *codes, unsigned max);
-/* The room's disco#info content (identity, features, muc#roominfo). */
-void muc_config_disco_info(const struct muc_config *cf, const char *fallback,
-			   const char *subject, unsigned occupants,
-			   struct buf *out);
+
+/* Append the children of the room's disco#info <query/> (section 6.4):
+ * the conference/text identity named after the room (cf->name, else
+ * room_name_fallback), its features (muc, the muc_* room types, the
+ * archive's when logging, stanza ids, occupant ids, self-ping, stable
+ * ids, muc#request) and the muc#roominfo form (XEP-0128) with the
+ * description, subject (NULL: none), occupants, lang, name and whether
+ * occupants may change the subject.  Out of memory: out as it was. */
+void muc_config_disco_info(const struct muc_config *cf,
+			   const char *room_name_fallback, const char *subject,
+			   unsigned occupants, struct buf *out);
 
 /* The room's owner slot: every stanza to room_bare (prepared, lower-case)
  * is handled there.  FNV-1a like s2s_owner_slot. */

@@ -8,6 +8,7 @@ owner slot (FNV-1a of the room JID, as muc_owner_slot).
 Needs XMPPD_TEST_PGCONN.
 """
 import os
+import re
 import signal
 import sys
 import time
@@ -76,8 +77,12 @@ def enter(im, room, nick, others):
 
 
 def groupchat(room, nick, to, id_, body, oid):
-    return exact("<message to='%s' type='groupchat' id='%s' from='%s/%s'><body>%s</body>%s"
-                 "</message>" % (to, id_, room, nick, body, oid))
+    """A groupchat message as the room sends it: the occupant id, then
+    the room's archive id (XEP-0359)."""
+    return re.compile(
+        re.escape("<message to='%s' type='groupchat' id='%s' from='%s/%s'><body>%s</body>%s"
+                  % (to, id_, room, nick, body, oid)) +
+        "<stanza-id xmlns='urn:xmpp:sid:0' id='[0-9]+' by='%s'/></message>" % re.escape(room))
 
 
 @checked
