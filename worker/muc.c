@@ -141,15 +141,20 @@ static void muc_splice(struct buf *out, const char *text, size_t len,
 static int muc_write_local(struct worker *w, uint32_t conn_id, uint32_t gen,
 			   const char *text, size_t len, const char *to)
 {
+	/* one buffer for every recipient (no allocation per occupant);
+	 * conn_send copies what it keeps */
+	static struct buf out;
 	struct conn *c = conn_lookup(w, conn_id, gen);
 	if (c == NULL || !c->bound)
 		return -1;
-	struct buf out;
-	buf_init(&out, 0);
+	if (out.data == NULL)
+		buf_init(&out, 0);
+	out.len = out.off = 0;
 	muc_splice(&out, text, len, to);
 	if (!ext_stanza_out_text(c, buf_head(&out), buf_used(&out)))
 		conn_send(c, buf_head(&out), buf_used(&out));
-	buf_free(&out);
+	if (out.cap > 64 * 1024)
+		buf_free(&out);
 	return 0;
 }
 
@@ -860,7 +865,7 @@ void muc_create(struct worker *w, struct muc_room *r,
 void muc_room_forget(struct worker *w, struct muc_room *r)
 {
 	(void)w;
-	if (!r->exists && r->state == MUC_READY && r->npend == 0 &&
+	if (!r->exists && r->state == MUC_READY && r->npend == 0 && !r->busy &&
 	    r->nocc == 0)
 		muc_unlink(r);
 }
@@ -879,12 +884,19 @@ static void muc_owned(struct worker *w, struct arena *a, struct xml_node *st,
 		muc_load(w, r);
 		return;
 	}
-	if (r->state != MUC_READY) {
+	/* a room busy with a stanza gets this one after it: a write may
+	 * end a slow reader's stream on the way, whose unavailable comes
+	 * back here while the room walks its occupants */
+	if (r->state != MUC_READY || r->busy > 0) {
 		muc_hold(w, r, st);
 		return;
 	}
 	r->refs++;
+	r->busy++;
 	muc_room_stanza(w, r, a, st, to);
+	r->busy--;
+	if (!r->dead && r->npend > 0 && r->state == MUC_READY)
+		muc_replay(w, r);
 	if (!r->dead)
 		muc_room_forget(w, r);
 	muc_room_unref(r);
@@ -893,31 +905,39 @@ static void muc_owned(struct worker *w, struct arena *a, struct xml_node *st,
 /* What waited for r, in order; r may go away on the way. */
 static void muc_replay(struct worker *w, struct muc_room *r)
 {
-	struct muc_pending *p = r->pend;
-	unsigned n = r->npend;
-	r->pend = NULL;
-	r->npend = 0;
+	if (r->busy > 0)
+		return;         /* the stanza being handled replays after it */
 	r->refs++;
-	for (unsigned i = 0; i < n; i++) {
-		struct arena a;
-		const char *error;
-		struct jid to;
-		arena_init(&a, 2048);
-		struct xml_node *st = stanza_parse(&a, p[i].text, p[i].len,
-						   &error);
-		const char *t = st != NULL ? xml_attr(st, "to") : NULL;
-		if (t != NULL && jid_parse(&a, t, &to, &error) == 0) {
-			if (r->dead)
-				;   /* dropped with the room: nothing held */
-			else if (r->state == MUC_READY)
-				muc_room_stanza(w, r, &a, st, &to);
-			else
-				muc_hold(w, r, st);
+	/* what arrives while these are handled waits for the next round */
+	while (!r->dead && r->npend > 0 && r->state == MUC_READY) {
+		struct muc_pending *p = r->pend;
+		unsigned n = r->npend;
+		r->pend = NULL;
+		r->npend = 0;
+		for (unsigned i = 0; i < n; i++) {
+			struct arena a;
+			const char *error;
+			struct jid to;
+			arena_init(&a, 2048);
+			struct xml_node *st = stanza_parse(&a, p[i].text,
+							   p[i].len, &error);
+			const char *t = st != NULL ? xml_attr(st, "to") : NULL;
+			if (t != NULL && jid_parse(&a, t, &to, &error) == 0) {
+				if (r->dead) {
+					;   /* dropped with the room */
+				} else if (r->state == MUC_READY) {
+					r->busy++;
+					muc_room_stanza(w, r, &a, st, &to);
+					r->busy--;
+				} else {
+					muc_hold(w, r, st);
+				}
+			}
+			arena_free(&a);
+			free(p[i].text);
 		}
-		arena_free(&a);
-		free(p[i].text);
+		free(p);
 	}
-	free(p);
 	if (!r->dead)
 		muc_room_forget(w, r);
 	muc_room_unref(r);

@@ -97,6 +97,7 @@ struct muc_room {
 	uint32_t fwd_serial;
 	unsigned refs;          /* database answers still to come */
 	int64_t idle_since;     /* empty since (muc.c's sweep), 0 not */
+	unsigned busy;          /* handling a stanza: others wait (pend) */
 	int dead;               /* out of the table, freed when refs == 0 */
 };
 
