@@ -196,6 +196,7 @@ struct bench_counters {
 	uint64_t muc_joins_started, muc_joined;
 	uint64_t muc_join_errors;       /* <presence type='error'/> */
 	uint64_t muc_join_timeouts;     /* no status 110 in --join-timeout */
+	uint64_t muc_late_joins;        /* status 110 after that timeout */
 	uint64_t muc_created;           /* status 201: a new room */
 	uint64_t muc_instant_errors;    /* the instant-room form refused */
 	uint64_t muc_presences;         /* other occupants' presence */

@@ -106,6 +106,9 @@ enum muc_state {
 				 * its history and the subject */
 	MUC_JOINED,             /* an occupant */
 	MUC_FAILED,             /* error, timeout or the stream closed */
+	MUC_LATE,               /* failed by timeout, then status 110: the
+				 * server let it in after all (not a
+				 * member for the accounting, no sender) */
 };
 
 struct muc_client {

@@ -253,6 +253,11 @@ static int muc_presence(struct child *ch, struct client *c, const char *el,
 		ch->cnt.muc_presences++;
 		return 0;
 	}
+	if (m->state == MUC_FAILED && type[0] == '\0') {
+		ch->cnt.muc_late_joins++;
+		m->state = MUC_LATE;
+		return 0;
+	}
 	if (m->state != MUC_JOINING || type[0] != '\0')
 		return 0;
 	if (muc_status(el, it->len, "201")) {

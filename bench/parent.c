@@ -70,8 +70,10 @@ struct totals {
 		 lost_dropped, unknown;
 	/* --muc-rooms: deliveries (message x member) due, not counting
 	 * bounced messages; delivered ones to a non-member; history joins
-	 * with fewer (more) delayed messages than min(N, room's messages) */
-	uint64_t muc_due, muc_misrouted, hist_short, hist_long;
+	 * with fewer (more) delayed messages than min(N, room's messages);
+	 * deliveries to a client of the room that is no member (its join
+	 * failed, e.g. timed out, and the server let it in later) */
+	uint64_t muc_due, muc_misrouted, hist_short, hist_long, muc_nonmember;
 	int64_t t_first, t_last;
 };
 
@@ -566,9 +568,12 @@ static void muc_mark(const struct bench_opts *o, const struct muc_rooms *m,
 			continue;
 		}
 		uint32_t room = bench_muc_room(o, s);
-		if (to >= o->clients || m->rank[to] == UINT32_MAX ||
-		    bench_muc_room(o, to) != room) {
+		if (to >= o->clients || bench_muc_room(o, to) != room) {
 			t->muc_misrouted++;
+			continue;
+		}
+		if (m->rank[to] == UINT32_MAX) {
+			t->muc_nonmember++;
 			continue;
 		}
 		uint64_t bit = off[s] + (uint64_t)q * m->size[room] +
@@ -1013,6 +1018,7 @@ static size_t parent_muc_join_figures(const struct parent *p,
 	FIG("muc_joins_failed", c->muc_joins_started - c->muc_joined, 0);
 	FIG("muc_join_errors", c->muc_join_errors, 0);
 	FIG("muc_join_timeouts", c->muc_join_timeouts, 0);
+	FIG("muc_late_joins", c->muc_late_joins, 0);
 	FIG("muc_rooms_created", c->muc_created, 0);
 	FIG("muc_instant_form_errors", c->muc_instant_errors, 0);
 	FIG("muc_join_seconds_all", p->join_seconds, 2);
@@ -1066,6 +1072,7 @@ static size_t parent_muc_figures(const struct parent *p,
 	FIG("deliveries_lost", t->lost, 0);
 	FIG("deliveries_duplicated", t->duplicated, 0);
 	FIG("deliveries_misrouted", t->muc_misrouted, 0);
+	FIG("deliveries_to_non_members", t->muc_nonmember, 0);
 	FIG("deliveries_per_second", secs > 0 ? d / secs : 0, 1);
 	FIG("delivery_latency_p50_ms", ms(hist_quantile(&t->lat, .50)), 2);
 	FIG("delivery_latency_p90_ms", ms(hist_quantile(&t->lat, .90)), 2);
