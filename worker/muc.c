@@ -184,24 +184,65 @@ void muc_send_one(struct worker *w, const char *text, size_t len,
 static struct buf muc_fan[IPC_MAX_SLOTS];
 static uint32_t muc_fan_count[IPC_MAX_SLOTS];
 
+/* A fan-out frame is sent once it has this much (text and recipients:
+ * a few hundred JIDs at most), far below IPC_FRAME_MAX. */
+#define MUC_FANOUT_FLUSH (256u * 1024u)
+
+static void muc_fan_send(struct worker *w, unsigned slot, size_t len)
+{
+	struct buf *f = &muc_fan[slot];
+	struct ipc_muc_fanout h = { (uint32_t)len, muc_fan_count[slot] };
+	const char *error;
+	muc_fan_count[slot] = 0;
+	if (f->data == NULL || buf_used(f) < sizeof(h) + len) {
+		log_error("muc: fan-out of %u to w%u not sent: out of memory",
+			  h.count, slot);
+		buf_free(f);
+		return;
+	}
+	memcpy(f->data + f->off, &h, sizeof(h));
+	if (buf_used(f) > IPC_FRAME_MAX ||
+	    queue_send(w->q, slot, IPC_FRAME_MUC_FANOUT, 0, 0, buf_head(f),
+		       buf_used(f), &error) < 0)
+		log_warn("muc: fan-out of %u to w%u not sent: %s", h.count,
+			 slot, buf_used(f) > IPC_FRAME_MAX ? "too large" :
+			 error);
+	if (f->cap > 512 * 1024)
+		buf_free(f);    /* one big room does not keep it */
+	else
+		f->len = f->off = 0;
+}
+
 void muc_fanout(struct worker *w, const char *text, size_t len,
 		const struct muc_dest *dest, unsigned n, unsigned *gone,
 		unsigned *ngone)
 {
 	struct session_info s;
 	unsigned ng = 0;
-	const char *error;
 	for (unsigned i = 0; i < n; i++) {
 		const struct muc_dest *d = &dest[i];
 		if (d->remote) {
 			muc_send_one(w, text, len, d->jid, 1);
 			continue;
 		}
-		if (shm_session_get(w->shm->sessions, d->jid, &s) != 1) {
+		struct muc_sess *ms = d->sess;
+		if (ms != NULL && ms->where_ms != 0 &&
+		    w->now_ms - ms->where_ms < MUC_RECHECK_MS) {
+			s.slot = ms->slot;
+			s.conn_id = ms->conn_id;
+			s.gen = ms->gen;
+		} else if (shm_session_get(w->shm->sessions, d->jid, &s) != 1) {
 			if (gone != NULL)
 				gone[ng] = i;
 			ng++;
 			continue;
+		} else if (ms != NULL) {
+			/* one look-up per session every few seconds, not one
+			 * per message: the table's lock is every worker's */
+			ms->slot = s.slot;
+			ms->conn_id = s.conn_id;
+			ms->gen = s.gen;
+			ms->where_ms = w->now_ms != 0 ? w->now_ms : 1;
 		}
 		if (s.slot == w->slot) {
 			if (muc_write_local(w, s.conn_id, s.gen, text, len,
@@ -221,27 +262,15 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 		buf_append(f, &rc, sizeof(rc));
 		buf_append(f, d->jid, rc.jid_len);
 		muc_fan_count[s.slot]++;
+		/* a frame stays well under IPC_FRAME_MAX: a big one goes
+		 * now and the next recipients start another */
+		if (buf_used(f) >= MUC_FANOUT_FLUSH)
+			muc_fan_send(w, s.slot, len);
 	}
 	for (unsigned slot = 0; slot < w->nslots && slot < IPC_MAX_SLOTS;
-	     slot++) {
-		if (muc_fan_count[slot] == 0)
-			continue;
-		struct buf *f = &muc_fan[slot];
-		struct ipc_muc_fanout h = { (uint32_t)len,
-					    muc_fan_count[slot] };
-		muc_fan_count[slot] = 0;
-		if (f->data == NULL)
-			continue;   /* out of memory building it */
-		memcpy(f->data, &h, sizeof(h));
-		if (buf_used(f) > IPC_FRAME_MAX ||
-		    queue_send(w->q, slot, IPC_FRAME_MUC_FANOUT, 0, 0,
-			       buf_head(f), buf_used(f), &error) < 0)
-			log_warn("muc: fan-out of %u to w%u not sent: %s",
-				 h.count, slot, buf_used(f) > IPC_FRAME_MAX ?
-				 "too large" : error);
-		if (f->cap > 256 * 1024)
-			buf_free(f);    /* one big room does not keep it */
-	}
+	     slot++)
+		if (muc_fan_count[slot] > 0)
+			muc_fan_send(w, slot, len);
 	if (ngone != NULL)
 		*ngone = ng;
 }
@@ -319,11 +348,19 @@ static void muc_room_free(struct muc_room *r)
 	for (unsigned i = 0; i < r->npend; i++)
 		free(r->pend[i].text);
 	free(r->pend);
+	for (unsigned i = 0; i < r->ninvited; i++) {
+		free(r->invited[i].invitee);
+		free(r->invited[i].inviter);
+	}
+	for (unsigned i = 0; i < r->ngone; i++)
+		free(r->gone[i]);
+	free(r->gone);
 	for (unsigned i = 0; i < r->nfwd; i++) {
 		free(r->fwd[i].from);
 		free(r->fwd[i].id);
 		free(r->fwd[i].to_nick);
 		free(r->fwd[i].from_nick);
+		free(r->fwd[i].sent_to);
 	}
 	muc_config_free(&r->cf);
 	free(r->subject);
@@ -402,7 +439,7 @@ static const char *muc_db_name(const struct muc_room *r, char *buf,
 }
 
 static const char muc_load_room_sql[] =
-	"SELECT id, config, subject, subject_by, salt FROM muc_rooms "
+	"SELECT id, config, subject, subject_by, salt, locked FROM muc_rooms "
 	"WHERE service = $1 AND name = $2";
 static const char muc_load_affs_sql[] =
 	"SELECT a.jid, a.affiliation, a.nick, a.reason FROM muc_affiliations a "
@@ -448,8 +485,10 @@ static void muc_loaded_room(void *ctx, const PGresult *res,
 {
 	struct muc_room *r = ctx;
 	if (r->dead || res == NULL) {
-		if (res == NULL && !r->dead)
+		if (res == NULL && !r->dead) {
 			log_error("muc %s: not read: %s", r->jid, error);
+			r->load_failed = 1;
+		}
 		return;             /* muc_loaded_occ decides */
 	}
 	if (PQntuples(res) == 0)
@@ -457,6 +496,7 @@ static void muc_loaded_room(void *ctx, const PGresult *res,
 	struct worker *w = r->w;
 	r->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	r->exists = 1;
+	r->locked = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
 	const char *text = PQgetvalue(res, 0, 1);
 	if (muc_config_from_text(&r->cf, w->cfg, text, strlen(text)) < 0)
 		log_error("muc %s: configuration unreadable: defaults", r->jid);
@@ -481,13 +521,21 @@ static void muc_loaded_affs(void *ctx, const PGresult *res,
 			    const char *error)
 {
 	struct muc_room *r = ctx;
-	(void)error;
-	if (r->dead || res == NULL || !r->exists)
+	if (r->dead || !r->exists)
 		return;
+	if (res == NULL) {
+		/* a room without its affiliations would lift its bans and
+		 * take its owners' rights: not loaded at all */
+		log_error("muc %s: affiliations not read: %s", r->jid, error);
+		r->load_failed = 1;
+		return;
+	}
 	int n = PQntuples(res);
 	r->affs = calloc((size_t)n + 1, sizeof(*r->affs));
-	if (r->affs == NULL)
+	if (r->affs == NULL) {
+		r->load_failed = 1;
 		return;
+	}
 	for (int i = 0; i < n; i++) {
 		struct muc_affil *a = &r->affs[r->naffs];
 		if (muc_aff_parse(PQgetvalue(res, i, 1), &a->aff) < 0)
@@ -514,8 +562,10 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 		muc_room_unref(r);
 		return;
 	}
-	if (res == NULL) {
-		log_error("muc %s: occupants not read: %s", r->jid, error);
+	if (res == NULL || r->load_failed) {
+		if (res == NULL)
+			log_error("muc %s: occupants not read: %s", r->jid,
+				  error);
 		muc_fail_pending(w, r);
 		muc_unlink(r);      /* read again by the next stanza */
 		muc_room_unref(r);
@@ -576,8 +626,7 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 	 * sessions may empty and drop the room on the way */
 	if (r->exists)
 		muc_room_loaded(w, r);
-	if (!r->dead)
-		muc_replay(w, r);
+	muc_replay(w, r);
 	muc_room_unref(r);
 }
 
@@ -611,8 +660,8 @@ static void muc_load(struct worker *w, struct muc_room *r)
  * muc.max_rooms or the creator muc.max_rooms_per_account (0: none). */
 static const char muc_create_sql[] =
 	"WITH r AS (INSERT INTO muc_rooms (service, name, config, public, "
-	" persistent, title, created_by) "
-	" SELECT $1, $2, $3, $4, $5, $6, $7 "
+	" persistent, title, created_by, locked) "
+	" SELECT $1, $2, $3, $4, $5, $6, $7, true "
 	" WHERE (SELECT count(*) FROM muc_rooms WHERE service = $1) < $8 "
 	" AND ($9 = 0 OR (SELECT count(*) FROM muc_affiliations "
 	"  WHERE jid = $7 AND affiliation = 'owner') < $9) "
@@ -788,12 +837,13 @@ void muc_db_config(struct worker *w, struct muc_room *r)
 	buf_init(&cf, 0);
 	muc_config_to_text(&r->cf, &cf);
 	buf_append(&cf, "", 1);
-	const char *params[5] = { id, buf_head(&cf),
+	const char *params[6] = { id, buf_head(&cf),
 				  r->cf.public_list ? "t" : "f",
-				  r->cf.persistent ? "t" : "f", r->cf.name };
+				  r->cf.persistent ? "t" : "f", r->cf.name,
+				  r->locked ? "t" : "f" };
 	muc_write(w, r, "configuration", "UPDATE muc_rooms SET config = $2, "
-		  "public = $3, persistent = $4, title = $5 WHERE id = $1", 5,
-		  params);
+		  "public = $3, persistent = $4, title = $5, locked = $6 "
+		  "WHERE id = $1", 6, params);
 	buf_free(&cf);
 }
 
@@ -895,21 +945,29 @@ static void muc_owned(struct worker *w, struct arena *a, struct xml_node *st,
 	r->busy++;
 	muc_room_stanza(w, r, a, st, to);
 	r->busy--;
-	if (!r->dead && r->npend > 0 && r->state == MUC_READY)
-		muc_replay(w, r);
-	if (!r->dead)
-		muc_room_forget(w, r);
+	muc_replay(w, r);
 	muc_room_unref(r);
 }
 
 /* What waited for r, in order; r may go away on the way. */
+/* The room settles: the sessions found gone leave, then what waited
+ * for it is handled, in order, until nothing is left (each step may
+ * add to the other).  Each runs with the room busy, so that a stanza
+ * arriving meanwhile (nested: a write that ends a slow reader) waits. */
 static void muc_replay(struct worker *w, struct muc_room *r)
 {
 	if (r->busy > 0)
-		return;         /* the stanza being handled replays after it */
+		return;         /* the stanza being handled settles after it */
 	r->refs++;
-	/* what arrives while these are handled waits for the next round */
-	while (!r->dead && r->npend > 0 && r->state == MUC_READY) {
+	while (!r->dead) {
+		if (r->ngone > 0) {
+			r->busy++;
+			muc_room_leave_gone(w, r);
+			r->busy--;
+			continue;
+		}
+		if (r->npend == 0 || r->state != MUC_READY)
+			break;
 		struct muc_pending *p = r->pend;
 		unsigned n = r->npend;
 		r->pend = NULL;
@@ -1022,8 +1080,10 @@ static void muc_frame_gone(struct worker *w, const char *p, size_t len)
 	memcpy(jid, z + 1, len - (size_t)(z - p) - 1);
 	jid[len - (size_t)(z - p) - 1] = '\0';
 	struct muc_room *r = muc_find(room);
-	if (r != NULL && r->state == MUC_READY)
+	if (r != NULL && r->state == MUC_READY) {
 		muc_room_gone(w, r, jid);
+		muc_replay(w, r);
+	}
 }
 
 static int muc_worker_frame(struct worker *w,

@@ -997,8 +997,9 @@ static int muc_disco_features(const struct muc_config *cf, struct buf *out)
 		/* the room's archive answers what personal ones do */
 		r |= muc_disco_feature(out, "urn:xmpp:mam:2");
 		r |= muc_disco_feature(out, "urn:xmpp:mam:2#extended");
+		/* the room stamps stanza ids only on what it archives */
+		r |= muc_disco_feature(out, "urn:xmpp:sid:0");
 	}
-	r |= muc_disco_feature(out, "urn:xmpp:sid:0");
 	r |= muc_disco_feature(out, NS_OCCUPANT_ID);
 	r |= muc_disco_feature(out, NS_MUC "#self-ping-optimization");
 	r |= muc_disco_feature(out, NS_MUC "#stable_id");

@@ -23,7 +23,14 @@ struct muc_sess {
 	char *jid;              /* real full JID */
 	char *presence;         /* its presence's children, serialized
 				   (jabber:client), "" for none */
+	/* where the session was in the session table, looked up again
+	 * after MUC_RECHECK_MS (a stale place is harmless: the receiving
+	 * worker finds no such connection and routes by JID) */
+	int64_t where_ms;       /* 0: not looked up yet */
+	uint32_t conn_id, gen;
+	uint16_t slot;
 };
+#define MUC_RECHECK_MS 5000
 
 struct muc_occ {
 	char *nick;
@@ -53,10 +60,13 @@ struct muc_iqfwd {
 	char *id;               /* its id */
 	char *to_nick;          /* the occupant asked */
 	char *from_nick;        /* the asker's nick */
+	char *sent_to;          /* the JID it was passed to: the answer
+				   comes from there */
 	uint32_t serial;        /* in the forwarded id */
 	int64_t until_ms;
 };
 #define MUC_IQFWD_MAX 64
+#define MUC_IQFWD_PER_ASKER 8   /* one occupant's share of them */
 
 enum muc_state {
 	MUC_LOADING = 0,        /* its rows are being read */
@@ -69,6 +79,9 @@ struct muc_pending {
 	size_t len;
 };
 #define MUC_PENDING_MAX 256
+/* Invitations a room remembers (declines go back only to who invited
+ * the decliner), the oldest forgotten first. */
+#define MUC_INVITED_MAX 64
 
 struct muc_room {
 	struct muc_room *next;  /* hash chain */
@@ -79,6 +92,7 @@ struct muc_room {
 	long long id;           /* muc_rooms.id, 0 before it exists */
 	enum muc_state state;
 	int exists;             /* has a row (after loading/creating) */
+	int load_failed;        /* a part of it was not read */
 	int locked;             /* new, not configured yet (10.1.2) */
 	int created_now;        /* the join being replayed made it */
 	char *creator;          /* real full JID that creates it */
@@ -98,6 +112,13 @@ struct muc_room {
 	unsigned refs;          /* database answers still to come */
 	int64_t idle_since;     /* empty since (muc.c's sweep), 0 not */
 	unsigned busy;          /* handling a stanza: others wait (pend) */
+	struct {
+		char *invitee;  /* bare JID */
+		char *inviter;  /* full JID */
+	} invited[MUC_INVITED_MAX];
+	unsigned ninvited;
+	char **gone;            /* sessions to leave when it settles */
+	unsigned ngone;
 	int dead;               /* out of the table, freed when refs == 0 */
 };
 
@@ -115,6 +136,7 @@ const char *muc_boot(const struct worker *w);
 struct muc_dest {
 	const char *jid;        /* real full JID */
 	int remote;
+	struct muc_sess *sess;  /* its place's cache, or NULL */
 };
 void muc_fanout(struct worker *w, const char *text, size_t len,
 		const struct muc_dest *dest, unsigned n, unsigned *gone,
@@ -162,8 +184,13 @@ void muc_room_drop(struct worker *w, struct muc_room *r);
  * JID (to->resource NULL) or to an occupant. */
 void muc_room_stanza(struct worker *w, struct muc_room *r, struct arena *a,
 		     struct xml_node *st, const struct jid *to);
-/* A session of r was swept with its worker: it leaves (status 333). */
+/* A session of r is gone (swept with its worker, no longer in the
+ * session table, or its server bounced what the room sent it): noted;
+ * it leaves (status 333) when the room settles, after the stanza being
+ * handled (no occupant is freed under a caller that holds it). */
 void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid);
+/* The noted sessions leave (muc.c's settling, room busy). */
+void muc_room_leave_gone(struct worker *w, struct muc_room *r);
 /* Free an occupant / a room's memory. */
 void muc_occ_free(struct muc_occ *o);
 /* Affiliation of a real JID in r (its bare JID, else its domain). */

@@ -120,6 +120,7 @@ static struct muc_occ *muc_by_bare(const struct muc_room *r,
 				   const char *bare);
 static void muc_error(struct worker *w, const struct xml_node *st,
 		      const char *type, const char *cond, const char *text);
+static int muc_rate_ok(struct worker *w, struct muc_occ *o);
 
 /* A XEP-0313 query to the room: 1 when it was one (answered).  Who may
  * read the log is who may enter: not outcasts; members in a
@@ -287,7 +288,7 @@ static void muc_oid_xml(struct buf *out, const struct muc_occ *o)
 
 /* What shows an occupant in presence and lists. */
 struct muc_item {
-	const struct muc_occ *o;
+	struct muc_occ *o;
 	const char *jid;        /* real JID shown, or NULL */
 	const char *nick;       /* <item nick=.../> (303), or NULL */
 	const char *actor;      /* nick of the moderator who did it */
@@ -370,7 +371,7 @@ struct muc_dests {
 	unsigned n, cap;
 };
 
-static void muc_dests_add(struct muc_dests *ds, const struct muc_occ *o)
+static void muc_dests_add(struct muc_dests *ds, struct muc_occ *o)
 {
 	for (unsigned k = 0; k < o->nsess; k++) {
 		if (ds->n == ds->cap) {
@@ -381,13 +382,12 @@ static void muc_dests_add(struct muc_dests *ds, const struct muc_occ *o)
 			ds->d = m;
 			ds->cap = cap;
 		}
+		ds->d[ds->n].sess = &o->sess[k];
 		ds->d[ds->n].jid = o->sess[k].jid;
 		ds->d[ds->n++].remote = o->remote;
 	}
 }
 
-static void muc_leave_sessions(struct worker *w, struct muc_room *r,
-			       const char *const *jids, unsigned n);
 
 /* Send text to ds, then let the sessions found gone leave. */
 static void muc_send_dests(struct worker *w, struct muc_room *r,
@@ -398,21 +398,10 @@ static void muc_send_dests(struct worker *w, struct muc_room *r,
 		return;
 	gone = malloc(ds->n * sizeof(*gone));
 	muc_fanout(w, text, len, ds->d, ds->n, gone, &ngone);
-	if (gone != NULL && ngone > 0) {
-		/* copies: leaving changes the sessions ds points into */
-		char **copies = calloc(ngone, sizeof(*copies));
-		unsigned k = 0;
-		for (unsigned i = 0; copies != NULL && i < ngone; i++)
-			if ((copies[k] = strdup(ds->d[gone[i]].jid)) != NULL)
-				k++;
-		if (k > 0)
-			log_info("muc %s: %u occupant sessions no longer "
-				 "online: they leave", r->jid, k);
-		muc_leave_sessions(w, r, (const char *const *)copies, k);
-		for (unsigned i = 0; i < k; i++)
-			free(copies[i]);
-		free(copies);
-	}
+	/* recorded only: they leave once the stanza being handled is done
+	 * (muc_room_settle), never under a caller that holds occupants */
+	for (unsigned i = 0; gone != NULL && i < ngone; i++)
+		muc_room_gone(w, r, ds->d[gone[i]].jid);
 	free(gone);
 }
 
@@ -424,7 +413,7 @@ static void muc_broadcast_presence(struct worker *w, struct muc_room *r,
 	struct muc_dests with = { 0 }, without = { 0 };
 	struct buf t1, t2;
 	for (unsigned i = 0; i < r->nocc; i++) {
-		const struct muc_occ *p = r->occ[i];
+		struct muc_occ *p = r->occ[i];
 		if (p == it->o)
 			continue;
 		/* muc#roomconfig_presencebroadcast: moderators always */
@@ -540,53 +529,59 @@ static void muc_exit(struct worker *w, struct muc_room *r, struct muc_occ *o,
 	buf_free(&kids);
 }
 
-static void muc_leave_sessions(struct worker *w, struct muc_room *r,
-			       const char *const *jids, unsigned n)
-{
-	static const unsigned c333[] = { 333 };
-	r->refs++;
-	for (unsigned i = 0; i < n && !r->dead; i++) {
-		unsigned si;
-		struct muc_occ *o = muc_room_by_jid(r, jids[i], &si);
-		if (o != NULL)
-			muc_exit(w, r, o, si, c333, 1, NULL, NULL, NULL);
-	}
-	if (!r->dead)
-		muc_maybe_empty(w, r);
-	muc_room_unref(r);
-}
-
 void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid)
 {
-	const char *jids[1] = { jid };
-	muc_leave_sessions(w, r, jids, 1);
+	(void)w;
+	for (unsigned i = 0; i < r->ngone; i++)
+		if (strcmp(r->gone[i], jid) == 0)
+			return;
+	char **m = realloc(r->gone, (r->ngone + 1) * sizeof(*m));
+	if (m == NULL)
+		return;
+	r->gone = m;
+	if ((m[r->ngone] = strdup(jid)) != NULL)
+		r->ngone++;
+}
+
+void muc_room_leave_gone(struct worker *w, struct muc_room *r)
+{
+	static const unsigned c333[] = { 333 };
+	char **gone = r->gone;
+	unsigned n = r->ngone, left = 0;
+	r->gone = NULL;
+	r->ngone = 0;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned si;
+		struct muc_occ *o = r->dead ? NULL :
+				    muc_room_by_jid(r, gone[i], &si);
+		if (o != NULL) {
+			muc_exit(w, r, o, si, c333, 1, NULL, NULL, NULL);
+			left++;
+		}
+		free(gone[i]);
+	}
+	free(gone);
+	if (left > 0)
+		log_info("muc %s: %u occupant sessions gone (no longer "
+			 "online, or their server bounced): they left", r->jid,
+			 left);
+	if (!r->dead)
+		muc_maybe_empty(w, r);
 }
 
 void muc_room_loaded(struct worker *w, struct muc_room *r)
 {
 	struct session_info s;
-	for (unsigned i = 0; i < r->nocc; i++)
-		muc_occupant_id(r, r->occ[i]);
 	for (unsigned i = 0; i < r->nocc; i++) {
 		struct muc_occ *o = r->occ[i];
+		muc_occupant_id(r, o);
 		o->aff = muc_room_aff(r, o->bare);
-		for (unsigned k = 0; k < o->nsess && !o->remote; k++) {
+		/* gone while the room's worker was away: they leave with
+		 * the settling that follows the load */
+		for (unsigned k = 0; k < o->nsess && !o->remote; k++)
 			if (shm_session_get(w->shm->sessions, o->sess[k].jid,
-					    &s) == 1)
-				continue;
-			/* gone while the room's worker was away */
-			const char *jids[1] = { o->sess[k].jid };
-			char *copy = strdup(jids[0]);
-			if (copy == NULL)
-				continue;
-			jids[0] = copy;
-			muc_leave_sessions(w, r, jids, 1);
-			free(copy);
-			if (r->dead)
-				return;
-			i = (unsigned)-1;   /* the list changed: again */
-			break;
-		}
+					    &s) != 1)
+				muc_room_gone(w, r, o->sess[k].jid);
 	}
 }
 
@@ -743,6 +738,33 @@ static int muc_occ_grow(struct muc_room *r)
 	return 0;
 }
 
+/* The other occupants' presence, as o may see them, to o's session to
+ * (NULL: all its sessions). */
+static void muc_send_occupants(struct worker *w, struct muc_room *r,
+			       const struct muc_occ *o, const char *to)
+{
+	int sees = muc_sees_jids(r, o);
+	struct buf t;
+	buf_init(&t, 0);
+	for (unsigned i = 0; i < r->nocc; i++) {
+		struct muc_occ *p = r->occ[i];
+		if (p == o || (!(r->cf.presence_broadcast & (1u << p->role)) &&
+			       o->role != MUC_ROLE_MODERATOR))
+			continue;
+		struct muc_item it = { .o = p, .children =
+				       p->sess[p->last].presence,
+				       .jid = sees ? p->sess[p->last].jid :
+						     NULL };
+		t.len = t.off = 0;
+		muc_presence_xml(&t, r, &it);
+		for (unsigned k = 0; k < o->nsess; k++)
+			if (to == NULL || strcmp(o->sess[k].jid, to) == 0)
+				muc_send_one(w, buf_head(&t), buf_used(&t),
+					     o->sess[k].jid, o->remote);
+	}
+	buf_free(&t);
+}
+
 /* The checks passed: from enters as nick (same: the occupant it joins,
  * another session of the same account). */
 static void muc_enter(struct worker *w, struct muc_room *r,
@@ -790,22 +812,7 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 	}
 	o->last = o->nsess++;
 	/* 1: the others, to the newcomer (section 7.2.3) */
-	int sees = muc_sees_jids(r, o);
-	for (unsigned i = 0; i < r->nocc; i++) {
-		const struct muc_occ *p = r->occ[i];
-		struct buf t;
-		if (p == o || (!(r->cf.presence_broadcast & (1u << p->role)) &&
-			       o->role != MUC_ROLE_MODERATOR))
-			continue;
-		struct muc_item it = { .o = p, .children =
-				       p->sess[p->last].presence,
-				       .jid = sees ? p->sess[p->last].jid :
-						     NULL };
-		buf_init(&t, 0);
-		muc_presence_xml(&t, r, &it);
-		muc_send_one(w, buf_head(&t), buf_used(&t), from, remote);
-		buf_free(&t);
-	}
+	muc_send_occupants(w, r, o, from);
 	/* 2: the newcomer, to the others; 3: to itself (7.2.4, 7.2.5) */
 	unsigned codes[3], n = 0;
 	if (r->cf.whois_anyone)
@@ -918,6 +925,14 @@ static void muc_join(struct worker *w, struct muc_room *r,
 		 * under another nick makes this one a conflict as well */
 		muc_error(w, st, "cancel", "conflict",
 			  "that nickname is taken");
+	} else if (same != NULL &&
+		   same->nsess >= (w->cfg->max_sessions_per_account != 0 ?
+				   w->cfg->max_sessions_per_account : 64)) {
+		/* sessions of one account under one nick: as many as the
+		 * account may have here (c2s.max_sessions_per_account);
+		 * another server's accounts are bounded the same way */
+		muc_error(w, st, "wait", "service-unavailable",
+			  "too many sessions under this nickname");
 	} else if (same == NULL && aff < MUC_AFF_ADMIN &&
 		   r->nocc >= (r->cf.max_users != 0 &&
 			       r->cf.max_users < w->cfg->muc_max_occupants ?
@@ -1057,6 +1072,13 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	free(o->sess[si].presence);
 	o->sess[si].presence = p;
 	o->last = si;
+	if (!muc_rate_ok(w, o)) {
+		/* presence changes and rejoins cost a broadcast to every
+		 * occupant: they share the message budget */
+		muc_error(w, st, "wait", "resource-constraint",
+			  "too many changes (muc.messages_per_minute)");
+		return;
+	}
 	if (xml_child(st, NS_MUC, "x") != NULL) {
 		/* a join again from a session already in: a fresh view */
 		struct muc_sess s = o->sess[si];
@@ -1082,6 +1104,14 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 				}
 			muc_enter(w, r, st, jid, keep->bare, nick, keep->aff,
 				  keep->remote, NULL, s.presence, 0);
+			/* the budget is the account's, not the entrance's */
+			struct muc_occ *again = r->dead ? NULL :
+						muc_by_nick(r, nick);
+			if (again != NULL) {
+				again->tokens = keep->tokens;
+				again->tokens_ms = keep->tokens_ms;
+				again->role = keep->role;
+			}
 			muc_occ_free(keep);
 		} else {
 			muc_enter(w, r, st, jid, keep->bare, nick, keep->aff,
@@ -1134,9 +1164,11 @@ static int muc_own_sid(struct worker *w, struct arena *a,
 }
 
 /* Take off what a client may not claim: stanza-ids by JIDs of ours
- * (XEP-0359 section 3), occupant ids (XEP-0421 section 4) and muc#user
+ * (XEP-0359 section 3), occupant ids (XEP-0421 section 4), muc#user
  * elements (an <item jid=.../> would pass for the room's word on a
- * real JID, in the archive too). */
+ * real JID, in the archive too), delays (XEP-0203: a live message
+ * would show as old history; the room adds its own to history) and
+ * XEP-0033 addresses (an 'ofrom' would name a real JID). */
 static void muc_strip_claims(struct worker *w, struct arena *a,
 			     struct xml_node *st)
 {
@@ -1146,6 +1178,9 @@ static void muc_strip_claims(struct worker *w, struct arena *a,
 		if (n->name != NULL &&
 		    (strcmp(n->ns, NS_OCCUPANT_ID) == 0 ||
 		     strcmp(n->ns, NS_MUC_USER) == 0 ||
+		     strcmp(n->ns, "urn:xmpp:delay") == 0 ||
+		     strcmp(n->ns, "jabber:x:delay") == 0 ||
+		     strcmp(n->ns, "http://jabber.org/protocol/address") == 0 ||
 		     muc_own_sid(w, a, n)))
 			xml_unlink_child(st, prev, n);
 		else
@@ -1284,13 +1319,67 @@ static void muc_private(struct worker *w, struct muc_room *r, struct arena *a,
 			route_stanza(w, a, st);
 }
 
-/* Section 7.8.2: a mediated invitation from o; 7.8.2 decline. */
+/* Invitations a room remembers, so that a decline goes only back to
+ * someone who invited the decliner (MUC_INVITED_MAX, oldest forgotten
+ * first), and one message carries at most MUC_INVITES_MAX of them. */
+#define MUC_INVITES_MAX 5
+
+static void muc_invited_add(struct muc_room *r, const char *invitee,
+			    const char *inviter)
+{
+	char *a = strdup(invitee), *b = strdup(inviter);
+	if (a == NULL || b == NULL) {
+		free(a);
+		free(b);
+		return;
+	}
+	if (r->ninvited == MUC_INVITED_MAX) {
+		free(r->invited[0].invitee);
+		free(r->invited[0].inviter);
+		memmove(&r->invited[0], &r->invited[1],
+			(MUC_INVITED_MAX - 1) * sizeof(r->invited[0]));
+		r->ninvited--;
+	}
+	r->invited[r->ninvited].invitee = a;
+	r->invited[r->ninvited++].inviter = b;
+}
+
+/* The invitation of decliner (bare JID) by to (full or bare): taken
+ * from the list, 1; else 0. */
+static int muc_invited_take(struct muc_room *r, const char *decliner,
+			    const char *to)
+{
+	size_t n = strlen(to);
+	for (unsigned i = 0; i < r->ninvited; i++) {
+		const char *inv = r->invited[i].inviter;
+		if (strcmp(r->invited[i].invitee, decliner) != 0 ||
+		    (strcmp(inv, to) != 0 &&
+		     !(strncmp(inv, to, n) == 0 && inv[n] == '/')))
+			continue;
+		free(r->invited[i].invitee);
+		free(r->invited[i].inviter);
+		r->invited[i] = r->invited[--r->ninvited];
+		return 1;
+	}
+	return 0;
+}
+
+/* Section 7.8.2: mediated invitations from occupant o, and their
+ * declines (7.8.2, from anyone invited, back to who invited them). */
 static void muc_invite(struct worker *w, struct muc_room *r,
 		       const struct xml_node *st, struct muc_occ *o,
 		       const struct xml_node *x, const char *from)
 {
-	struct arena *a = NULL;
-	(void)a;
+	unsigned count = 0;
+	for (const struct xml_node *i = xml_first_element(x); i != NULL;
+	     i = xml_next_element(i))
+		count += xml_is(i, NS_MUC_USER, "invite") ||
+			 xml_is(i, NS_MUC_USER, "decline");
+	if (count > MUC_INVITES_MAX) {
+		muc_error(w, st, "modify", "not-acceptable",
+			  "too many invitations in one message");
+		return;
+	}
 	for (const struct xml_node *i = xml_first_element(x); i != NULL;
 	     i = xml_next_element(i)) {
 		if (!xml_is(i, NS_MUC_USER, "invite") &&
@@ -1300,22 +1389,33 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 		const char *to = xml_attr(i, "to");
 		const struct xml_node *reason = xml_child(i, NS_MUC_USER,
 							  "reason");
+		struct arena ar;
+		struct jid tj;
+		const char *err, *tofull, *tb;
 		if (to == NULL) {
 			muc_error(w, st, "modify", "bad-request",
 				  "an invitation names whom it is for");
 			return;
 		}
-		struct arena ar;
-		struct jid tj;
-		const char *err, *tofull;
 		arena_init(&ar, 512);
-		if (jid_parse(&ar, to, &tj, &err) < 0 ||
-		    (tofull = jid_full(&ar, &tj)) == NULL) {
+		if (jid_parse(&ar, to, &tj, &err) < 0 || tj.local == NULL ||
+		    (tofull = jid_full(&ar, &tj)) == NULL ||
+		    (tb = jid_bare(&ar, &tj)) == NULL) {
+			/* an account, not a whole server */
 			arena_free(&ar);
 			muc_error(w, st, "modify", "jid-malformed", NULL);
 			return;
 		}
-		if (!decline) {
+		if (decline) {
+			const char *mine = arena_strndup(&ar, from,
+							 strcspn(from, "/"));
+			if (mine == NULL || !muc_invited_take(r, mine, tofull)) {
+				arena_free(&ar);
+				muc_error(w, st, "cancel", "not-acceptable",
+					  "no invitation of yours from them");
+				return;
+			}
+		} else {
 			if (o == NULL) {
 				arena_free(&ar);
 				muc_error(w, st, "cancel", "not-acceptable",
@@ -1329,13 +1429,30 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 					  "only admins may invite here");
 				return;
 			}
+			if (!muc_rate_ok(w, o)) {
+				arena_free(&ar);
+				muc_error(w, st, "wait", "resource-constraint",
+					  "too many messages "
+					  "(muc.messages_per_minute)");
+				return;
+			}
 			/* section 7.8.2: in a members-only room the invitee
-			 * becomes a member */
-			const char *tb = jid_bare(&ar, &tj);
-			if (r->cf.members_only && tb != NULL &&
-			    muc_room_aff(r, tb) == MUC_AFF_NONE)
+			 * becomes a member, within muc.max_affiliations */
+			if (r->cf.members_only &&
+			    muc_room_aff(r, tb) == MUC_AFF_NONE) {
+				if (r->naffs >= w->cfg->muc_max_affiliations) {
+					arena_free(&ar);
+					muc_error(w, st, "modify",
+						  "not-acceptable",
+						  "the room has too many "
+						  "members "
+						  "(muc.max_affiliations)");
+					return;
+				}
 				muc_set_affiliation(w, r, tb, MUC_AFF_MEMBER,
 						    NULL, o->nick);
+			}
+			muc_invited_add(r, tb, from);
 		}
 		struct buf t;
 		buf_init(&t, 0);
@@ -1591,6 +1708,7 @@ int muc_set_affiliation(struct worker *w, struct muc_room *r, const char *jid,
 	for (unsigned i = 0; i < r->nocc && !r->dead; i++) {
 		struct muc_occ *o = r->occ[i];
 		enum muc_aff now = muc_room_aff(r, o->bare);
+		enum muc_aff before = o->aff;
 		if (now == o->aff)
 			continue;
 		o->aff = now;
@@ -1601,8 +1719,19 @@ int muc_set_affiliation(struct worker *w, struct muc_room *r, const char *jid,
 			muc_remove_occ(w, r, o, muc_c321, actor, reason);
 			i = (unsigned)-1;
 		} else {
-			o->role = muc_default_role(r, now);
+			/* section 5.2: a role follows the affiliation up, and
+			 * down only as far as the new one requires (a
+			 * moderator given by a moderator stays one unless the
+			 * affiliation falls) */
+			enum muc_role def = muc_default_role(r, now);
+			enum muc_role was = o->role;
+			if (now > before ? def > o->role : def < o->role)
+				o->role = def;
 			muc_show_occupant(w, r, o, NULL, 0, actor, reason);
+			if (was != MUC_ROLE_MODERATOR &&
+			    o->role == MUC_ROLE_MODERATOR &&
+			    !r->cf.whois_anyone)
+				muc_send_occupants(w, r, o, NULL);
 			for (unsigned k = 0; k < o->nsess && !r->dead; k++)
 				muc_db_occupant_put(w, r, o, &o->sess[k]);
 		}
@@ -1625,6 +1754,13 @@ static const char *muc_admin_item(struct worker *w, struct muc_room *r,
 				  const struct xml_node *item, int apply,
 				  const char **type_r)
 {
+	/* the actor may be the one removed (a ban of its own domain):
+	 * its nick is copied before anything is done */
+	const char *actor_nick = arena_strdup(a, actor->nick);
+	if (actor_nick == NULL) {
+		*type_r = "wait";
+		return "resource-constraint";
+	}
 	const char *nick = xml_attr(item, "nick");
 	const char *jid = xml_attr(item, "jid");
 	const char *role_s = xml_attr(item, "role");
@@ -1659,11 +1795,17 @@ static const char *muc_admin_item(struct worker *w, struct muc_room *r,
 		if (!apply)
 			return NULL;
 		if (role == MUC_ROLE_NONE) {
-			muc_remove_occ(w, r, t, muc_c307, actor->nick, reason);
+			muc_remove_occ(w, r, t, muc_c307, actor_nick, reason);
 		} else if (role != t->role) {
+			enum muc_role was = t->role;
 			t->role = role;
-			muc_show_occupant(w, r, t, NULL, 0, actor->nick,
+			muc_show_occupant(w, r, t, NULL, 0, actor_nick,
 					  reason);
+			/* a new moderator of a semi-anonymous room now sees
+			 * the real JIDs: the occupants again, with them */
+			if (was != MUC_ROLE_MODERATOR &&
+			    role == MUC_ROLE_MODERATOR && !r->cf.whois_anyone)
+				muc_send_occupants(w, r, t, NULL);
 			for (unsigned k = 0; k < t->nsess && !r->dead; k++)
 				muc_db_occupant_put(w, r, t, &t->sess[k]);
 		}
@@ -1701,7 +1843,7 @@ static const char *muc_admin_item(struct worker *w, struct muc_room *r,
 	}
 	if (!apply)
 		return NULL;
-	if (muc_set_affiliation(w, r, bare, aff, reason, actor->nick) < 0) {
+	if (muc_set_affiliation(w, r, bare, aff, reason, actor_nick) < 0) {
 		*type_r = "wait";
 		return "resource-constraint";
 	}
@@ -2063,6 +2205,7 @@ static void muc_fwd_drop(struct muc_room *r, struct muc_iqfwd *f)
 	free(f->id);
 	free(f->to_nick);
 	free(f->from_nick);
+	free(f->sent_to);
 	*f = r->fwd[--r->nfwd];
 }
 
@@ -2081,15 +2224,14 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 	if (type == NULL || id == NULL)
 		return;
 	if (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) {
-		/* an answer to a forwarded IQ: from the occupant asked,
-		 * to the asker's occupant JID */
+		/* an answer to a forwarded IQ: its id is the room's own,
+		 * and it comes from the JID the IQ was passed to; it goes
+		 * back to the asker from the occupant JID asked, whatever
+		 * nicks changed meanwhile.  Anything else is dropped: an
+		 * error to an IQ is not a sign that the answerer is gone */
 		struct muc_iqfwd *f = muc_fwd_find(r, id);
-		if (f == NULL || t == NULL || strcmp(f->from_nick, nick) != 0 ||
-		    o == NULL || strcmp(o->nick, f->to_nick) != 0) {
-			if (strcmp(type, "error") == 0 && o != NULL)
-				muc_room_gone(w, r, from);
+		if (f == NULL || strcmp(f->sent_to, from) != 0)
 			return;
-		}
 		char fromnick[IPC_JID_MAX + 1];
 		snprintf(fromnick, sizeof(fromnick), "%s/%s", r->jid,
 			 f->to_nick);
@@ -2118,8 +2260,12 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 	for (unsigned i = 0; i < r->nfwd; i++)
 		if (r->fwd[i].until_ms <= w->now_ms)
 			muc_fwd_drop(r, &r->fwd[i--]);
-	if (r->nfwd >= MUC_IQFWD_MAX) {
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+	unsigned mine = 0;
+	for (unsigned i = 0; i < r->nfwd; i++)
+		mine += strcmp(r->fwd[i].from, from) == 0;
+	if (r->nfwd >= MUC_IQFWD_MAX || mine >= MUC_IQFWD_PER_ASKER) {
+		muc_error(w, st, "wait", "resource-constraint",
+			  "too many questions waiting for answers");
 		return;
 	}
 	struct muc_iqfwd *f = &r->fwd[r->nfwd];
@@ -2135,13 +2281,21 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 		muc_error(w, st, "wait", "resource-constraint", NULL);
 		return;
 	}
+	const char *to = t->sess[t->last].jid;
+	if (q != NULL && xml_is(q, NS_VCARD, "vCard"))
+		to = t->bare;   /* the account answers for vcard-temp */
+	if ((f->sent_to = strdup(to)) == NULL) {
+		free(f->from);
+		free(f->id);
+		free(f->to_nick);
+		free(f->from_nick);
+		muc_error(w, st, "wait", "resource-constraint", NULL);
+		return;
+	}
 	r->nfwd++;
 	char newid[32], fromnick[IPC_JID_MAX + 1];
 	snprintf(newid, sizeof(newid), "mucfwd-%x", f->serial);
 	snprintf(fromnick, sizeof(fromnick), "%s/%s", r->jid, o->nick);
-	const char *to = t->sess[t->last].jid;
-	if (q != NULL && xml_is(q, NS_VCARD, "vCard"))
-		to = t->bare;
 	if (xml_set_attr(a, st, "from", fromnick) == 0 &&
 	    xml_set_attr(a, st, "to", to) == 0 &&
 	    xml_set_attr(a, st, "id", newid) == 0)

@@ -16,6 +16,7 @@ CREATE TABLE muc_rooms (
 	config text NOT NULL,           -- muc_config_to_text (muc_form.c)
 	public boolean NOT NULL DEFAULT true,   -- listed in disco#items
 	persistent boolean NOT NULL DEFAULT false,  -- else gone when empty
+	locked boolean NOT NULL DEFAULT false,  -- new, not configured yet
 	title text NOT NULL DEFAULT '',         -- muc#roomconfig_roomname
 	-- the room's key for XEP-0421 occupant ids (stable across restarts)
 	salt text NOT NULL DEFAULT md5(random()::text || clock_timestamp()),

@@ -162,9 +162,47 @@ def test_lost_connection_leaves():
                        % (j.jid, room, USER, r.jid, roid)), timeout=10)
 
 
+@checked
+def test_worker_with_three_occupants_and_a_moderator_dies():
+    """Three occupants, one a moderator (an admin), on a worker that is
+    killed: the room's owner worker tells the fourth, on it, that each
+    left (333), and is not taken down with them (the sessions are found
+    gone while the room is telling about another)."""
+    with Server(workers=2, users=USERS) as s:
+        room = room_on(1, 2, "three")
+        j = on(s, 1, "juliet", "balcony")
+        create(j, room, "Jul")
+        j.send("<iq to='%s' type='set' id='a1'><query xmlns='%s#admin'>"
+               "<item jid='nurse@localhost' affiliation='admin'/></query></iq>"
+               % (room, MUC))
+        j.expect(exact("<iq type='result' from='%s' to='%s' id='a1'/>" % (room, j.jid)))
+        others = []
+        for n, (user, nick) in enumerate([("romeo", "Rom"), ("nurse", "Nur"),
+                                          ("benvolio", "Ben")]):
+            im = on(s, 0, user, "r%d" % n)
+            enter(im, room, nick, 1 + n)
+            j.next()
+            others.append(im)
+        pids = s.worker_pids()
+        os.kill(pids[0], signal.SIGKILL)
+        gone = set()
+        for _ in range(3):
+            p = j.next(timeout=10)
+            m = re.match(r"<presence to='%s' from='%s/(\w+)' type='unavailable'>"
+                         % (re.escape(j.jid), re.escape(room)), p)
+            assert m and "<status code='333'/>" in p, p
+            gone.add(m.group(1))
+        assert gone == {"Rom", "Nur", "Ben"}, gone
+        assert s.worker_pids()[1] == pids[1], "the room's worker died too"
+        # and the room still answers
+        j.send("<message to='%s' type='groupchat' id='m1'><body>alone</body></message>" % room)
+        assert "<body>alone</body>" in j.next()
+
+
 if __name__ == "__main__":
     run_tests([
         test_owner_crash_keeps_room_and_occupants,
         test_occupant_worker_crash_leaves_with_333,
         test_lost_connection_leaves,
+        test_worker_with_three_occupants_and_a_moderator_dies,
     ])
