@@ -244,6 +244,11 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 			ms->gen = s.gen;
 			ms->where_ms = w->now_ms != 0 ? w->now_ms : 1;
 		}
+		if (s.slot >= w->nslots || s.slot >= IPC_MAX_SLOTS) {
+			/* a worker count that changed under the table */
+			muc_send_one(w, text, len, d->jid, 0);
+			continue;
+		}
 		if (s.slot == w->slot) {
 			if (muc_write_local(w, s.conn_id, s.gen, text, len,
 					    d->jid) < 0)
@@ -612,6 +617,7 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 		if (m == NULL)
 			break;
 		o->sess = m;
+		memset(&m[o->nsess], 0, sizeof(m[o->nsess]));
 		m[o->nsess].jid = strdup(jid);
 		m[o->nsess].presence = strdup(PQgetvalue(res, i, 3));
 		if (m[o->nsess].jid == NULL || m[o->nsess].presence == NULL) {

@@ -800,6 +800,7 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 		return;
 	}
 	o->sess = m;
+	memset(&m[o->nsess], 0, sizeof(m[o->nsess]));
 	m[o->nsess].jid = strdup(from);
 	m[o->nsess].presence = strdup(kids);
 	if (m[o->nsess].jid == NULL || m[o->nsess].presence == NULL) {
