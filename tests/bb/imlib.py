@@ -94,11 +94,17 @@ def exact(text):
 
 
 def _want_rx(want):
-    return want if isinstance(want, re.Pattern) else exact(want)
+    # A matcher object with fullmatch(text) (test_muc.py's XML trees)
+    # is used as it is, like a compiled regex.
+    if isinstance(want, re.Pattern) or hasattr(want, "fullmatch"):
+        return want
+    return exact(want)
 
 
 def _show(want):
-    return want.pattern if isinstance(want, re.Pattern) else want
+    if isinstance(want, re.Pattern):
+        return want.pattern
+    return want if isinstance(want, str) else repr(want)
 
 
 def item_rx(jid, sub, ask=False, approved=False, name=None, groups=()):
