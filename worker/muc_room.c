@@ -714,6 +714,36 @@ static int muc_text_is(const struct xml_node *n, const char *s)
 	return off == len;
 }
 
+/* An entrance refused (section 7.2): the error presence from the
+ * occupant JID asked, with the <x xmlns='...muc'/> of the join before
+ * the <error/>, as the XEP's examples (clients match on it). */
+static void muc_join_error(struct worker *w, const struct xml_node *st,
+			   const char *type, const char *cond,
+			   const char *text)
+{
+	struct buf out;
+	const char *from = xml_attr(st, "from"), *to = xml_attr(st, "to");
+	if (from == NULL || to == NULL)
+		return;
+	buf_init(&out, 0);
+	buf_appendf(&out, "<presence");
+	muc_attr(&out, "from", to);
+	muc_attr(&out, "to", from);
+	stanza_append_id(&out, st);
+	buf_appendf(&out, " type='error'><x xmlns='" NS_MUC "'/>"
+		    "<error type='%s'><%s xmlns='urn:ietf:params:xml:ns:"
+		    "xmpp-stanzas'/>", type, cond);
+	if (text != NULL) {
+		buf_appendf(&out, "<text xmlns='urn:ietf:params:xml:ns:"
+			    "xmpp-stanzas'>");
+		xml_escape(&out, text, strlen(text), 0);
+		buf_appendf(&out, "</text>");
+	}
+	buf_appendf(&out, "</error></presence>");
+	muc_route_text(w, buf_head(&out), buf_used(&out));
+	buf_free(&out);
+}
+
 /* The role an affiliation enters with (sections 5.1, 5.2). */
 static enum muc_role muc_default_role(const struct muc_room *r,
 				      enum muc_aff aff)
@@ -853,18 +883,18 @@ static void muc_join(struct worker *w, struct muc_room *r,
 		int refused = r->created_now;
 		r->created_now = 0;
 		if (refused == -2) {
-			muc_error(w, st, "wait", "internal-server-error",
+			muc_join_error(w, st, "wait", "internal-server-error",
 				  "the room could not be created");
 		} else if (refused == -1) {
-			muc_error(w, st, "cancel", "not-allowed",
+			muc_join_error(w, st, "cancel", "not-allowed",
 				  "too many rooms (muc.max_rooms or "
 				  "muc.max_rooms_per_account)");
 		} else if (strcmp(w->cfg->muc_create, "nobody") == 0 ||
 			   (remote && strcmp(w->cfg->muc_create, "anyone") != 0)) {
-			muc_error(w, st, "cancel", "not-allowed",
+			muc_join_error(w, st, "cancel", "not-allowed",
 				  "rooms are not created here by you");
 		} else if ((r->creator = strdup(from)) == NULL) {
-			muc_error(w, st, "wait", "resource-constraint", NULL);
+			muc_join_error(w, st, "wait", "resource-constraint", NULL);
 		} else {
 			muc_create(w, r, st);
 		}
@@ -904,27 +934,27 @@ static void muc_join(struct worker *w, struct muc_room *r,
 	struct buf kids;
 	buf_init(&kids, 0);
 	if (strlen(nick) > w->cfg->muc_max_nick_bytes) {
-		muc_error(w, st, "modify", "jid-malformed",
+		muc_join_error(w, st, "modify", "jid-malformed",
 			  "the nickname is too long (muc.max_nick_bytes)");
 	} else if (aff == MUC_AFF_OUTCAST) {
-		muc_error(w, st, "auth", "forbidden", "you are banned");
+		muc_join_error(w, st, "auth", "forbidden", "you are banned");
 	} else if (r->locked && aff != MUC_AFF_OWNER) {
-		muc_error(w, st, "cancel", "item-not-found",
+		muc_join_error(w, st, "cancel", "item-not-found",
 			  "the room is being set up");
 	} else if (r->cf.members_only && aff < MUC_AFF_MEMBER) {
-		muc_error(w, st, "auth", "registration-required",
+		muc_join_error(w, st, "auth", "registration-required",
 			  "the room is for members only");
 	} else if (r->cf.password_protected && r->cf.password[0] != '\0' &&
 		   aff < MUC_AFF_ADMIN &&
 		   (pw == NULL || !muc_text_is(pw, r->cf.password))) {
-		muc_error(w, st, "auth", "not-authorized",
+		muc_join_error(w, st, "auth", "not-authorized",
 			  "a password is required");
 	} else if ((same != NULL && strcmp(same->bare, bare) != 0) ||
 		   holder != NULL ||
 		   (mine != NULL && strcmp(mine->nick, nick) != 0)) {
 		/* one nick per account: another session of it that is in
 		 * under another nick makes this one a conflict as well */
-		muc_error(w, st, "cancel", "conflict",
+		muc_join_error(w, st, "cancel", "conflict",
 			  "that nickname is taken");
 	} else if (same != NULL &&
 		   same->nsess >= (w->cfg->max_sessions_per_account != 0 ?
@@ -932,17 +962,17 @@ static void muc_join(struct worker *w, struct muc_room *r,
 		/* sessions of one account under one nick: as many as the
 		 * account may have here (c2s.max_sessions_per_account);
 		 * another server's accounts are bounded the same way */
-		muc_error(w, st, "wait", "service-unavailable",
+		muc_join_error(w, st, "wait", "service-unavailable",
 			  "too many sessions under this nickname");
 	} else if (same == NULL && aff < MUC_AFF_ADMIN &&
 		   r->nocc >= (r->cf.max_users != 0 &&
 			       r->cf.max_users < w->cfg->muc_max_occupants ?
 			       r->cf.max_users : w->cfg->muc_max_occupants)) {
-		muc_error(w, st, "wait", "service-unavailable",
+		muc_join_error(w, st, "wait", "service-unavailable",
 			  "the room is full");
 	} else if (muc_presence_children(st, &kids,
 					 w->cfg->muc_max_presence_bytes) < 0) {
-		muc_error(w, st, "modify", "not-acceptable",
+		muc_join_error(w, st, "modify", "not-acceptable",
 			  "the presence is too large (muc.max_presence_bytes)");
 	} else {
 		muc_enter(w, r, st, from, bare, nick, aff, remote, same,
