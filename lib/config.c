@@ -661,7 +661,7 @@ const struct config_def config_defs[] = {
 	{ "muc.max_rooms", CONFIG_TYPE_UINT, OFF(muc_max_rooms), "10000", 1,
 	  10000000, RELOAD, "Rooms one service holds (persistent ones and "
 	  "temporary ones in use); entering a new room past it gets "
-	  "<not-allowed/>" },
+	  "<resource-constraint/> (type wait)" },
 	{ "muc.max_occupants", CONFIG_TYPE_UINT, OFF(muc_max_occupants),
 	  "5000", 2, 100000, RELOAD, "Occupants of one room, and the most "
 	  "muc#roomconfig_maxusers may be; one more gets "

@@ -154,7 +154,7 @@ static void changed(struct muc_config *cf)
 		"<field var='muc#roomconfig_roomdesc'><value>line1\nline2\\"
 		"</value></field>"
 		"<field var='muc#roomconfig_lang'><value>en-GB</value></field>"
-		"<field var='muc#roomconfig_enablelogging'><value>0</value>"
+		"<field var='muc#roomconfig_enablearchiving'><value>0</value>"
 		"</field>"
 		"<field var='muc#roomconfig_changesubject'><value>true</value>"
 		"</field>"
@@ -245,7 +245,7 @@ Test(muc_form, form_fields_labels_and_options)
 			 "visitor");
 	cr_assert_str_eq(values(x, "muc#roomconfig_getmemberlist"),
 			 "moderator participant|moderator participant visitor");
-	cr_assert_str_eq(values(x, "muc#roomconfig_enablelogging"), "1");
+	cr_assert_str_eq(values(x, "muc#roomconfig_enablearchiving"), "1");
 	cr_assert_str_eq(values(x, "muc#roomconfig_publicroom"), "1");
 	cr_assert_str_eq(values(x, "muc#roomconfig_persistentroom"), "0");
 	/* up to muc.max_occupants (75), which is offered itself */
@@ -563,19 +563,19 @@ Test(muc_form, status_codes_of_a_change)
 	fresh(&a);
 	fresh(&b);
 	cr_assert_str_eq(codes(&a, &b, 8), "104");
+	/* the archive is not XEP-0045's public logging: no 170/171 */
 	b.logging = 0;
-	cr_assert_str_eq(codes(&a, &b, 8), "104 171");
-	cr_assert_str_eq(codes(&b, &a, 8), "104 170");
+	cr_assert_str_eq(codes(&a, &b, 8), "104");
 	b.whois_anyone = 1;
-	cr_assert_str_eq(codes(&a, &b, 8), "104 171 172");
-	cr_assert_str_eq(codes(&b, &a, 8), "104 170 173");
-	cr_assert_str_eq(codes(&b, &a, 2), "104 170");
+	cr_assert_str_eq(codes(&a, &b, 8), "104 172");
+	cr_assert_str_eq(codes(&b, &a, 8), "104 173");
+	cr_assert_str_eq(codes(&b, &a, 1), "104");
 	cr_assert_str_eq(codes(&b, &a, 0), "");
 	/* changes that are not about privacy: 104 only */
 	a.members_only = 1;
 	a.moderated = 1;
 	a.max_users = 9;
-	cr_assert_str_eq(codes(&b, &a, 8), "104 170 173");
+	cr_assert_str_eq(codes(&b, &a, 8), "104 173");
 	muc_config_free(&a);
 	muc_config_free(&b);
 }
@@ -610,7 +610,7 @@ static const char *features(const struct xml_node *q)
 	return s;
 }
 
-#define COMMON_TAIL "urn:xmpp:sid:0 urn:xmpp:occupant-id:0 " \
+#define COMMON_TAIL "urn:xmpp:occupant-id:0 " \
 	"http://jabber.org/protocol/muc#self-ping-optimization " \
 	"http://jabber.org/protocol/muc#stable_id " \
 	"http://jabber.org/protocol/muc#request"
@@ -623,14 +623,15 @@ Test(muc_form, disco_features_per_configuration)
 		"http://jabber.org/protocol/disco#info "
 		"http://jabber.org/protocol/muc muc_public muc_temporary "
 		"muc_open muc_unmoderated muc_semianonymous muc_unsecured "
-		"urn:xmpp:mam:2 urn:xmpp:mam:2#extended " COMMON_TAIL);
+		"urn:xmpp:mam:2 urn:xmpp:mam:2#extended urn:xmpp:sid:0 "
+		COMMON_TAIL);
 	muc_config_free(&cf);
 	changed(&cf);
 	cr_assert_str_eq(features(disco(&cf, "room", NULL, 0)),
 		"http://jabber.org/protocol/disco#info "
 		"http://jabber.org/protocol/muc muc_hidden muc_persistent "
 		"muc_membersonly muc_moderated muc_nonanonymous "
-		"muc_passwordprotected " COMMON_TAIL);
+		"muc_passwordprotected " COMMON_TAIL);  /* no archive: no ids */
 	muc_config_free(&cf);
 }
 

@@ -665,16 +665,17 @@ static void muc_load(struct worker *w, struct muc_room *r)
 /* The row and its creator's owner affiliation, unless the service has
  * muc.max_rooms or the creator muc.max_rooms_per_account (0: none). */
 static const char muc_create_sql[] =
-	"WITH r AS (INSERT INTO muc_rooms (service, name, config, public, "
+	"WITH n AS (SELECT (SELECT count(*) FROM muc_rooms WHERE service = $1) "
+	" AS rooms, (SELECT count(*) FROM muc_affiliations "
+	" WHERE jid = $7 AND affiliation = 'owner') AS owned), "
+	"r AS (INSERT INTO muc_rooms (service, name, config, public, "
 	" persistent, title, created_by, locked) "
-	" SELECT $1, $2, $3, $4, $5, $6, $7, true "
-	" WHERE (SELECT count(*) FROM muc_rooms WHERE service = $1) < $8 "
-	" AND ($9 = 0 OR (SELECT count(*) FROM muc_affiliations "
-	"  WHERE jid = $7 AND affiliation = 'owner') < $9) "
+	" SELECT $1, $2, $3, $4, $5, $6, $7, true FROM n "
+	" WHERE n.rooms < $8 AND ($9 = 0 OR n.owned < $9) "
 	" ON CONFLICT DO NOTHING RETURNING id, salt), "
 	"a AS (INSERT INTO muc_affiliations (room_id, jid, affiliation) "
 	" SELECT id, $7, 'owner' FROM r) "
-	"SELECT id, salt FROM r";
+	"SELECT r.id, r.salt, n.rooms >= $8 FROM n LEFT JOIN r ON true";
 
 static void muc_created(void *ctx, const PGresult *res, const char *error)
 {
@@ -686,12 +687,16 @@ static void muc_created(void *ctx, const PGresult *res, const char *error)
 	}
 	muc_room_unref(r);      /* not dead: it stays */
 	r->state = MUC_READY;
-	if (res == NULL || PQntuples(res) == 0) {
+	if (res == NULL || PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
 		/* the creator's join is answered by muc_room_stanza: the
-		 * room does not exist, and created_now says why */
+		 * room does not exist, and created_now says why (-3 the
+		 * service is full, -1 the creator owns too many) */
 		if (res == NULL)
 			log_error("muc %s: not created: %s", r->jid, error);
-		r->created_now = res == NULL ? -2 : -1;
+		r->created_now = res == NULL ? -2 :
+				 PQntuples(res) > 0 &&
+				 strcmp(PQgetvalue(res, 0, 2), "t") == 0 ? -3 :
+				 -1;
 		muc_replay(w, r);
 		return;
 	}

@@ -148,11 +148,11 @@ int muc_config_submit(struct muc_config *cf, const struct xml_node *x,
 		      const char **text_r);
 
 /* The status codes of the configuration-change message to occupants
- * (section 10.2.1) when old becomes now: 104, then 170 or 171 when
- * logging changed, then 172 or 173 when whois changed (this server has
- * no fully-anonymous rooms: never 174).  At most max written; returns
+ * (section 10.2.1) when old becomes now: 104, then 172 or 173 when
+ * whois changed (this server has no fully-anonymous rooms: never 174,
+ * and no public logs: never 170/171; the archive is not one).  At most max written; returns
  * how many. */
-#define MUC_CONFIG_STATUS_MAX 3
+#define MUC_CONFIG_STATUS_MAX 2
 unsigned muc_config_status_codes(const struct muc_config *old,
 				 const struct muc_config *now,
 				 unsigned *codes, unsigned max);

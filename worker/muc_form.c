@@ -144,8 +144,12 @@ static const struct {
 		"Short Description of Room", MK_TEXT },
 	[MF_LANG] = { "lang", "muc#roomconfig_lang",
 		"Natural Language for Room Discussions", MK_LANG },
-	[MF_LOGGING] = { "logging", "muc#roomconfig_enablelogging",
-		"Enable Public Logging?", MK_BOOL },
+	/* the room's archive (XEP-0313) and the history on entering, as
+	 * Prosody's muc_mam names it; not XEP-0045's "public logging"
+	 * (muc#roomconfig_enablelogging, status 170), which is about
+	 * logs published on the web and which this server has not */
+	[MF_LOGGING] = { "logging", "muc#roomconfig_enablearchiving",
+		"Archive messages (history and XEP-0313)", MK_BOOL },
 	[MF_CHANGE_SUBJECT] = { "change_subject",
 		"muc#roomconfig_changesubject",
 		"Allow Occupants to Change Subject?", MK_BOOL },
@@ -950,8 +954,6 @@ unsigned muc_config_status_codes(const struct muc_config *old,
 	/* 104 always: clients re-read the configuration on it, and any
 	 * submitted form may have changed something they show */
 	all[n++] = 104;
-	if (old->logging != now->logging)
-		all[n++] = now->logging ? 170 : 171;
 	if (old->whois_anyone != now->whois_anyone)
 		all[n++] = now->whois_anyone ? 172 : 173;
 	if (n > max)

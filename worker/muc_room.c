@@ -5,7 +5,7 @@
  * Entering (section 7.2): the checks in the XEP's order (nick, ban,
  * locked, members-only, password, nick conflict, capacity), then the
  * other occupants' presence to the newcomer, its presence to them, its
- * self-presence (110, 100, 170, 201), the history and the subject.
+ * self-presence (110, 100, 201), the history and the subject.
  * Several sessions of one account may share a nick: one occupant, each
  * session gets what the occupant gets.  Messages (7.4, 7.5), nick and
  * presence changes (7.6, 7.7), exits (7.14), moderation (section 8),
@@ -848,8 +848,6 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 	unsigned codes[3], n = 0;
 	if (r->cf.whois_anyone)
 		codes[n++] = 100;
-	if (r->cf.logging)
-		codes[n++] = 170;
 	if (creating)
 		codes[n++] = 201;
 	struct muc_item it = { .o = o, .children = kids };
@@ -885,10 +883,15 @@ static void muc_join(struct worker *w, struct muc_room *r,
 		if (refused == -2) {
 			muc_join_error(w, st, "wait", "internal-server-error",
 				  "the room could not be created");
+		} else if (refused == -3) {
+			/* as Prosody's muc_max_rooms */
+			muc_join_error(w, st, "wait", "resource-constraint",
+				  "the service has all the rooms it may "
+				  "(muc.max_rooms)");
 		} else if (refused == -1) {
 			muc_join_error(w, st, "cancel", "not-allowed",
-				  "too many rooms (muc.max_rooms or "
-				  "muc.max_rooms_per_account)");
+				  "you own as many rooms as you may "
+				  "(muc.max_rooms_per_account)");
 		} else if (strcmp(w->cfg->muc_create, "nobody") == 0 ||
 			   (remote && strcmp(w->cfg->muc_create, "anyone") != 0)) {
 			muc_join_error(w, st, "cancel", "not-allowed",
