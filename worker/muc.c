@@ -1091,8 +1091,17 @@ static void muc_frame_gone(struct worker *w, const char *p, size_t len)
 	memcpy(jid, z + 1, len - (size_t)(z - p) - 1);
 	jid[len - (size_t)(z - p) - 1] = '\0';
 	struct muc_room *r = muc_find(room);
-	if (r != NULL && r->state == MUC_READY) {
-		muc_room_gone(w, r, jid);
+	if (r == NULL) {
+		/* not in memory (this worker was respawned: it died with
+		 * the occupant's): read it now, so that the others hear of
+		 * the exit without waiting for the next stanza (the load
+		 * finds the session gone) */
+		if ((r = muc_room_new(w, room)) != NULL)
+			muc_load(w, r);
+		return;
+	}
+	if (r->state == MUC_READY) {
+		muc_room_gone(w, r, jid, 1);
 		muc_replay(w, r);
 	}
 }

@@ -184,11 +184,14 @@ void muc_room_drop(struct worker *w, struct muc_room *r);
  * JID (to->resource NULL) or to an occupant. */
 void muc_room_stanza(struct worker *w, struct muc_room *r, struct arena *a,
 		     struct xml_node *st, const struct jid *to);
-/* A session of r is gone (swept with its worker, no longer in the
- * session table, or its server bounced what the room sent it): noted;
- * it leaves (status 333) when the room settles, after the stanza being
- * handled (no occupant is freed under a caller that holds it). */
-void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid);
+/* A session of r is gone: it ended (swept with its worker, or found
+ * missing from the session table; ended 1: it leaves as at a
+ * disconnection) or its server bounced what the room sent it (ended 0:
+ * it leaves with status 333).  Noted; it leaves when the room settles,
+ * after the stanza being handled (no occupant is freed under a caller
+ * that holds it). */
+void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid,
+		   int ended);
 /* The noted sessions leave (muc.c's settling, room busy). */
 void muc_room_leave_gone(struct worker *w, struct muc_room *r);
 /* Free an occupant / a room's memory. */

@@ -297,6 +297,8 @@ struct muc_item {
 	unsigned ncodes;
 	int self;               /* add 110 */
 	int unavailable;
+	int keep_role;          /* unavailable but its role shown (303:
+				   the occupant stays, renamed) */
 	const char *destroy;    /* <destroy/> element, whole, or NULL */
 	const char *children;   /* presence children, or NULL */
 };
@@ -318,8 +320,8 @@ static void muc_presence_xml(struct buf *out, const struct muc_room *r,
 	} else {
 		buf_appendf(out, "<item affiliation='%s' role='%s'",
 			    muc_aff_name(it->o->aff),
-			    muc_role_name(it->unavailable ? MUC_ROLE_NONE :
-					  it->o->role));
+			    muc_role_name(it->unavailable && !it->keep_role ?
+					  MUC_ROLE_NONE : it->o->role));
 		if (it->jid != NULL)
 			muc_attr(out, "jid", it->jid);
 		if (it->nick != NULL)
@@ -401,7 +403,7 @@ static void muc_send_dests(struct worker *w, struct muc_room *r,
 	/* recorded only: they leave once the stanza being handled is done
 	 * (muc_room_settle), never under a caller that holds occupants */
 	for (unsigned i = 0; gone != NULL && i < ngone; i++)
-		muc_room_gone(w, r, ds->d[gone[i]].jid);
+		muc_room_gone(w, r, ds->d[gone[i]].jid, 1);
 	free(gone);
 }
 
@@ -529,18 +531,24 @@ static void muc_exit(struct worker *w, struct muc_room *r, struct muc_occ *o,
 	buf_free(&kids);
 }
 
-void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid)
+void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid,
+		   int ended)
 {
+	/* each entry is "E" (ended) or "X" (an error), then the JID */
 	(void)w;
 	for (unsigned i = 0; i < r->ngone; i++)
-		if (strcmp(r->gone[i], jid) == 0)
+		if (strcmp(r->gone[i] + 1, jid) == 0)
 			return;
 	char **m = realloc(r->gone, (r->ngone + 1) * sizeof(*m));
+	size_t n = strlen(jid);
 	if (m == NULL)
 		return;
 	r->gone = m;
-	if ((m[r->ngone] = strdup(jid)) != NULL)
-		r->ngone++;
+	if ((m[r->ngone] = malloc(n + 2)) == NULL)
+		return;
+	m[r->ngone][0] = ended ? 'E' : 'X';
+	memcpy(m[r->ngone] + 1, jid, n + 1);
+	r->ngone++;
 }
 
 void muc_room_leave_gone(struct worker *w, struct muc_room *r)
@@ -553,18 +561,26 @@ void muc_room_leave_gone(struct worker *w, struct muc_room *r)
 	for (unsigned i = 0; i < n; i++) {
 		unsigned si;
 		struct muc_occ *o = r->dead ? NULL :
-				    muc_room_by_jid(r, gone[i], &si);
+				    muc_room_by_jid(r, gone[i] + 1, &si);
+		/* a session that ended without a word (its worker
+		 * crashed, it is no longer in the session table) leaves as
+		 * at a disconnection; one whose server bounced what the room
+		 * sent leaves with 333 ("removed for technical reasons",
+		 * XEP-0410) */
 		if (o != NULL) {
-			muc_exit(w, r, o, si, c333, 1, NULL, NULL, NULL);
+			if (gone[i][0] == 'E')
+				muc_exit(w, r, o, si, NULL, 0, NULL, NULL, NULL);
+			else
+				muc_exit(w, r, o, si, c333, 1, NULL, NULL,
+					 NULL);
 			left++;
 		}
 		free(gone[i]);
 	}
 	free(gone);
 	if (left > 0)
-		log_info("muc %s: %u occupant sessions gone (no longer "
-			 "online, or their server bounced): they left", r->jid,
-			 left);
+		log_info("muc %s: %u occupant sessions gone (ended, or "
+			 "their server bounced): they left", r->jid, left);
 	if (!r->dead)
 		muc_maybe_empty(w, r);
 }
@@ -581,7 +597,7 @@ void muc_room_loaded(struct worker *w, struct muc_room *r)
 		for (unsigned k = 0; k < o->nsess && !o->remote; k++)
 			if (shm_session_get(w->shm->sessions, o->sess[k].jid,
 					    &s) != 1)
-				muc_room_gone(w, r, o->sess[k].jid);
+				muc_room_gone(w, r, o->sess[k].jid, 1);
 	}
 }
 
@@ -927,7 +943,6 @@ static void muc_join(struct worker *w, struct muc_room *r,
 	const struct xml_node *pw = x != NULL ? xml_child(x, NS_MUC, "password")
 					      : NULL;
 	struct muc_occ *same = muc_by_nick(r, nick);
-	struct muc_occ *mine = muc_by_bare(r, bare);
 	const struct muc_affil *holder = NULL;
 	for (unsigned i = 0; i < r->naffs; i++)
 		if (r->affs[i].nick[0] != '\0' &&
@@ -953,10 +968,9 @@ static void muc_join(struct worker *w, struct muc_room *r,
 		muc_join_error(w, st, "auth", "not-authorized",
 			  "a password is required");
 	} else if ((same != NULL && strcmp(same->bare, bare) != 0) ||
-		   holder != NULL ||
-		   (mine != NULL && strcmp(mine->nick, nick) != 0)) {
-		/* one nick per account: another session of it that is in
-		 * under another nick makes this one a conflict as well */
+		   holder != NULL) {
+		/* another account's nick, or one reserved for another;
+		 * sessions of one account may be in under several nicks */
 		muc_join_error(w, st, "cancel", "conflict",
 			  "that nickname is taken");
 	} else if (same != NULL &&
@@ -1022,7 +1036,8 @@ static void muc_nick_change(struct worker *w, struct muc_room *r,
 	}
 	struct muc_sess *s = &o->sess[o->last];
 	struct muc_item it = { .o = o, .nick = nick, .codes = c303,
-			       .ncodes = 1, .unavailable = 1 };
+			       .ncodes = 1, .unavailable = 1,
+			       .keep_role = 1 };
 	r->refs++;
 	muc_broadcast_presence(w, r, &it, s->jid);
 	it.jid = s->jid;
@@ -1051,7 +1066,7 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 		/* the occupant's server could not deliver (e.g. it is gone):
 		 * it leaves (status 333) */
 		if (o != NULL)
-			muc_room_gone(w, r, from);
+			muc_room_gone(w, r, from, 0);
 		return;
 	}
 	if (type != NULL && strcmp(type, "unavailable") == 0) {
@@ -1076,8 +1091,8 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	if (type != NULL)
 		return;         /* subscription stanzas, probes: not ours */
 	if (nick == NULL || nick[0] == '\0') {
-		muc_error(w, st, "modify", "jid-malformed",
-			  "a nickname is required");
+		muc_join_error(w, st, "modify", "jid-malformed",
+			       "a nickname is required");
 		return;
 	}
 	if (o == NULL) {
@@ -1635,7 +1650,7 @@ static void muc_message(struct worker *w, struct muc_room *r,
 		/* a groupchat message or PM we sent bounced: the session
 		 * is gone (section 7.? / XEP-0410: 333) */
 		if (o != NULL)
-			muc_room_gone(w, r, from);
+			muc_room_gone(w, r, from, 0);
 		return;
 	}
 	if (nick == NULL) {
@@ -1646,7 +1661,7 @@ static void muc_message(struct worker *w, struct muc_room *r,
 			return;
 		}
 		if (o == NULL) {
-			muc_error(w, st, "modify", "not-acceptable",
+			muc_error(w, st, "cancel", "not-acceptable",
 				  "only occupants may send messages to the "
 				  "room");
 			return;
@@ -1666,7 +1681,7 @@ static void muc_message(struct worker *w, struct muc_room *r,
 		return;
 	}
 	if (o == NULL) {
-		muc_error(w, st, "modify", "not-acceptable",
+		muc_error(w, st, "cancel", "not-acceptable",
 			  "only occupants may send private messages");
 		return;
 	}
