@@ -81,6 +81,16 @@ struct bench_opts {
 	bool pep_setup;
 	double pep_setup_timeout;       /* longest roster pass */
 	char pep_ver[64];               /* our XEP-0115 ver (base64 SHA-1) */
+	/* --muc-rooms R (muc.c): group chat.  The first clients - K are
+	 * occupants, client i in room i % R; the last K (--history-joiners)
+	 * join after the messages with <history maxstanzas=N/> */
+	unsigned muc_rooms;             /* 0: off */
+	const char *muc_service;        /* NULL: conference.<domain> */
+	double join_rate;               /* joins started per second, total */
+	unsigned history_joiners;       /* K */
+	unsigned history_stanzas;       /* N */
+	double history_join_rate;       /* their joins per second, total */
+	double join_timeout;            /* a slower join fails */
 
 	/* derived before the fork */
 	uint32_t run_id;                /* in every message: tells ours from
@@ -90,6 +100,18 @@ struct bench_opts {
 	struct sockaddr_storage partner_addr;   /* = addr without --partner-* */
 	socklen_t partner_addr_len;
 };
+
+/* --muc-rooms: the clients that join before the messages. */
+static inline uint32_t bench_muc_occupants(const struct bench_opts *o)
+{
+	return o->clients - o->history_joiners;
+}
+
+/* --muc-rooms: the room of client i (occupant or history joiner). */
+static inline uint32_t bench_muc_room(const struct bench_opts *o, uint32_t i)
+{
+	return i % o->muc_rooms;
+}
 
 /* --pairs: is client index i a partner (second half: receives only)? */
 static inline bool bench_is_partner(const struct bench_opts *o, uint32_t i)
@@ -170,8 +192,27 @@ struct bench_counters {
 	uint64_t pep_sub_sent, pep_subd_sent, pep_roster_pushes;
 	uint64_t pep_setup_pub_failed;  /* gave up after the retries */
 	uint64_t pep_refetch;           /* roster asked again (incomplete) */
+	/* --muc-rooms: joins (occupants before the messages) */
+	uint64_t muc_joins_started, muc_joined;
+	uint64_t muc_join_errors;       /* <presence type='error'/> */
+	uint64_t muc_join_timeouts;     /* no status 110 in --join-timeout */
+	uint64_t muc_late_joins;        /* status 110 after that timeout */
+	uint64_t muc_created;           /* status 201: a new room */
+	uint64_t muc_instant_errors;    /* the instant-room form refused */
+	uint64_t muc_presences;         /* other occupants' presence */
+	uint64_t muc_subjects;          /* <subject/> messages */
+	uint64_t muc_other;             /* groupchat without body/subject */
+	/* --muc-rooms: deliveries each sender's messages are due (the
+	 * room's members at GO) and those of bounced messages */
+	uint64_t muc_expected, muc_err_deliveries;
+	/* --history-joiners: joins with history after the messages */
+	uint64_t muc_hist_started, muc_hist_joined, muc_hist_failed;
+	uint64_t muc_hist_msgs;         /* delayed messages of this run */
+	uint64_t muc_hist_wrong;        /* delayed: another room or run */
+	uint64_t muc_delayed_live;      /* delayed, to an occupant */
 	int64_t t_first_connect, t_last_login;  /* CLOCK_MONOTONIC ns */
 	int64_t t_first_resume, t_last_resumed;
+	int64_t t_last_rx;                      /* --muc-rooms: last delivery */
 	uint64_t rss_start_kb, rss_online_kb;   /* this worker's own RSS */
 };
 
@@ -184,6 +225,8 @@ enum wire_type {
 	WIRE_REPORT,            /* w->p: counters, hists, sent[], rx, err */
 	WIRE_DROP,              /* p->w: reset every SM stream (the storm) */
 	WIRE_RESUME,            /* p->w: resume every dropped stream */
+	WIRE_JOIN,              /* p->w: uint32_t phase (muc.c) */
+	WIRE_JOINED,            /* w->p: uint32_t phase, joined bitmap */
 };
 
 struct wire_go {
@@ -279,6 +322,16 @@ double procstat_pid_cpu_s(pid_t pid);
 void pep_caps_ver(char *out, size_t size);
 /* The bit of publisher j among client i's K contacts (K: itself), or -1. */
 int pep_bit(const struct bench_opts *o, uint32_t i, uint32_t j);
+
+/* ---- muc.c: --muc-rooms ------------------------------------------- */
+enum muc_phase {
+	MUC_PHASE_CREATORS = 0, /* the first occupant of each room */
+	MUC_PHASE_OCCUPANTS,    /* the others, before the messages */
+	MUC_PHASE_HISTORY,      /* --history-joiners, after them */
+};
+
+/* The phase client i joins in. */
+enum muc_phase muc_phase_of(const struct bench_opts *o, uint32_t i);
 
 /* ---- child.c: one worker process ------------------------------------ */
 int child_run(const struct bench_opts *o, unsigned k, uint32_t lo,

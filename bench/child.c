@@ -62,7 +62,7 @@ uint32_t bench_recipient(const struct bench_opts *o, const uint32_t *online,
 	return online[j];
 }
 
-static void pairvec_push(struct pairvec *pv, uint32_t sender, uint32_t seq)
+void pairvec_push(struct pairvec *pv, uint32_t sender, uint32_t seq)
 {
 	if (pv->n == pv->cap) {
 		pv->cap = pv->cap ? pv->cap * 2 : 4096;
@@ -85,8 +85,9 @@ void child_client_online(struct child *ch, struct client *c, int64_t now)
 	 * it does not send (sending would flush what the server holds) */
 	if (c->flags & CF_INACTIVE)
 		return;
-	/* --pairs: the second half only receives */
-	if (bench_is_partner(ch->o, client_index(ch, c)))
+	/* --pairs: the second half only receives; --muc-rooms: an
+	 * occupant sends once it is in its room (muc.c) */
+	if (bench_is_partner(ch->o, client_index(ch, c)) || ch->o->muc_rooms)
 		return;
 	c->sender_pos = ch->nsenders;
 	ch->senders[ch->nsenders++] = c;
@@ -303,7 +304,6 @@ static void child_send_one(struct child *ch)
 	struct client *c = ch->senders[(ch->rng = splitmix64(ch->rng)) %
 				       ch->nsenders];
 	uint32_t s = client_index(ch, c), q = c->seq;
-	uint32_t r = bench_recipient(ch->o, ch->online, ch->go.n_online, s, q);
 	char user[128];
 	ch->msgs_started++;
 	if (client_out_len(c) > OUT_LIMIT) {
@@ -318,11 +318,18 @@ static void child_send_one(struct child *ch)
 			return;
 		}
 	}
-	client_username(ch, r, user, sizeof(user));
-	int n = snprintf(ch->msg, ch->msg_size, "<message to='%s@%s/%s' "
-			 "type='chat' id='m%u.%u.%u'><body>", user,
-			 bench_domain(o, r),
-			 BENCH_RESOURCE, o->run_id, s, q);
+	int n;
+	if (o->muc_rooms > 0) {
+		n = (int)muc_message_head(ch, s, q);
+	} else {
+		uint32_t r = bench_recipient(o, ch->online, ch->go.n_online,
+					     s, q);
+		client_username(ch, r, user, sizeof(user));
+		n = snprintf(ch->msg, ch->msg_size, "<message to='%s@%s/%s' "
+			     "type='chat' id='m%u.%u.%u'><body>", user,
+			     bench_domain(o, r), BENCH_RESOURCE, o->run_id, s,
+			     q);
+	}
 	int b = snprintf(ch->msg + n, ch->msg_size - (size_t)n,
 			 "seq:%u:%u:%lld:%u:", s, q, (long long)bench_now_ns(),
 			 o->run_id);
@@ -337,6 +344,9 @@ static void child_send_one(struct child *ch)
 		c->seq++;
 		ch->cnt.sent++;
 		client_stanza_out(c);
+		if (o->muc_rooms > 0)   /* every member gets it, itself too */
+			ch->cnt.muc_expected +=
+				ch->muc_members[bench_muc_room(o, s)];
 	}
 }
 
@@ -404,6 +414,12 @@ static void child_progress(struct child *ch, int64_t now)
 	uint64_t answered = ch->o->pep_k == 0 ? c->received + c->errored :
 			    ch->o->pep_setup ? c->pep_setup_done :
 			    c->pep_pairs + c->pep_pub_ok + c->pep_pub_err;
+	/* --muc-rooms: deliveries due and made (a bounce stands for all
+	 * the deliveries of its message) */
+	if (ch->o->muc_rooms > 0) {
+		sent = c->muc_expected;
+		answered = c->received + c->muc_err_deliveries;
+	}
 	struct wire_progress p = {
 		.sent = sent,
 		.answered = answered,
@@ -430,6 +446,11 @@ static void child_ctl(struct child *ch)
 		ch->stop = true;
 	} else if (type == WIRE_DROP) {
 		child_storm_drop(ch);
+	} else if (type == WIRE_JOIN && len == sizeof(uint32_t) &&
+		   ch->muc != NULL) {
+		uint32_t phase;
+		memcpy(&phase, payload, sizeof(phase));
+		muc_phase_start(ch, (enum muc_phase)phase, bench_now_ns());
 	} else if (type == WIRE_RESUME) {
 		ch->resume_go = true;
 		ch->t_resume_begin = bench_now_ns();
@@ -443,6 +464,8 @@ static void child_ctl(struct child *ch)
 		memcpy(ch->online, (char *)payload + sizeof(ch->go),
 		       ch->go.n_online * sizeof(uint32_t));
 		ch->have_go = true;
+		if (ch->muc != NULL)
+			muc_on_go(ch);
 	}
 	free(payload);
 }
@@ -452,24 +475,35 @@ static void child_report(struct child *ch)
 	uint32_t n = ch->hi - ch->lo;
 	uint32_t padded = (n + 1) & ~1u;        /* keeps what follows aligned */
 	uint32_t *sent = calloc(padded + 1, sizeof(*sent));
-	if (sent == NULL)
+	/* --muc-rooms: the history messages each joiner got */
+	uint32_t *hcount = calloc(padded + 1, sizeof(*hcount));
+	if (sent == NULL || hcount == NULL)
 		bench_fatal("out of memory");
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		sent[i] = ch->clients[i].seq;
+		hcount[i] = ch->muc ? ch->muc[i].hist : 0;
+	}
 	if (ch->o->pep_k > 0)
 		pep_report(ch);
-	uint64_t nrx = ch->rx.n, nerr = ch->err.n;
+	uint64_t nrx = ch->rx.n, nerr = ch->err.n, nto = ch->rxto.n;
+	static const struct hist empty;
 	const void *parts[] = { &ch->cnt, ch->login_hist, ch->lat_hist,
-				ch->resume_hist, sent, &nrx, ch->rx.v, &nerr,
-				ch->err.v };
+				ch->resume_hist,
+				ch->join_hist ? ch->join_hist : &empty,
+				ch->hjoin_hist ? ch->hjoin_hist : &empty,
+				sent, hcount, &nrx, ch->rx.v, &nerr,
+				ch->err.v, &nto, ch->rxto.v };
 	size_t lens[] = { sizeof(ch->cnt), sizeof(struct hist),
 			  sizeof(struct hist), sizeof(struct hist),
-			  padded * sizeof(*sent), sizeof(nrx),
-			  nrx * sizeof(uint64_t), sizeof(nerr),
-			  nerr * sizeof(uint64_t) };
-	if (wire_send(ch->ctl, WIRE_REPORT, parts, lens, 9) < 0)
+			  sizeof(struct hist), sizeof(struct hist),
+			  padded * sizeof(*sent), padded * sizeof(*hcount),
+			  sizeof(nrx), nrx * sizeof(uint64_t), sizeof(nerr),
+			  nerr * sizeof(uint64_t), sizeof(nto),
+			  nto * sizeof(uint32_t) };
+	if (wire_send(ch->ctl, WIRE_REPORT, parts, lens, 14) < 0)
 		bench_fatal("worker %u: parent gone", ch->k);
 	free(sent);
+	free(hcount);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -499,11 +533,14 @@ static void child_step(struct child *ch)
 	child_messages(ch, now);
 	if (ch->o->pep_k > 0)
 		pep_tick(ch, now);
+	if (ch->muc != NULL)
+		muc_tick(ch, now);
 	child_progress(ch, now);
 	if (!ch->ready_sent && ch->resolved == n)
 		child_ready(ch);
 	bool busy = ch->next_start < n || (ch->have_go && !ch->sending_done) ||
-		    (ch->resume_go && !ch->resume_done);
+		    (ch->resume_go && !ch->resume_done) || (ch->muc != NULL &&
+		    ch->muc_phase >= 0);
 	child_poll(ch, busy ? 1 : 50);
 }
 
@@ -570,6 +607,8 @@ static struct child *child_new(const struct bench_opts *o, unsigned k,
 	if (o->pep_k > 0 && (ch->pep = calloc(n ? n : 1,
 					      sizeof(*ch->pep))) == NULL)
 		bench_fatal("out of memory for %u clients", n);
+	if (o->muc_rooms > 0)
+		muc_child_init(ch);
 	for (uint32_t i = 0; i < n; i++) {
 		ch->clients[i].fd = -1;
 		ch->clients[i].sender_pos = NO_SENDER;

@@ -97,6 +97,33 @@ struct pep_client {
 	uint64_t pres;          /* the burst: contacts' presence arrived */
 };
 
+/* --muc-rooms: per client (muc.c) */
+enum muc_state {
+	MUC_OUT = 0,            /* not in its room (yet) */
+	MUC_JOINING,            /* join presence sent, want status 110 */
+	MUC_CONFIGURING,        /* status 201: instant-room form sent; a
+				 * history joiner: status 110 seen, wants
+				 * its history and the subject */
+	MUC_JOINED,             /* an occupant */
+	MUC_FAILED,             /* error, timeout or the stream closed */
+	MUC_LATE,               /* failed by timeout, then status 110: the
+				 * server let it in after all (not a
+				 * member for the accounting, no sender) */
+};
+
+struct muc_client {
+	int64_t t_join;         /* join presence sent, CLOCK_MONOTONIC ns */
+	uint16_t hist;          /* history joiner: delayed messages seen */
+	uint8_t state;          /* enum muc_state */
+	bool history;           /* joins in MUC_PHASE_HISTORY */
+};
+
+/* A growable uint32_t array. */
+struct u32vec {
+	uint32_t *v;
+	size_t n, cap;
+};
+
 struct child {
 	const struct bench_opts *o;
 	unsigned k;             /* worker number */
@@ -138,6 +165,16 @@ struct child {
 	struct pep_client *pep; /* --pep: one per client */
 	int64_t t_pep_tick;
 	uint32_t pep_inflight;  /* the roster pass: clients publishing */
+	struct muc_client *muc; /* --muc-rooms: one per client */
+	uint32_t *muc_members;  /* per room: joined occupants at GO */
+	struct u32vec rxto;     /* --muc-rooms: recipient of each rx pair */
+	struct hist *join_hist, *hjoin_hist;    /* join, join with history */
+	int muc_phase;          /* the join phase running, -1: none */
+	uint32_t muc_next;      /* next local client to consider */
+	uint64_t muc_started;   /* joins started in this phase */
+	uint32_t muc_pending;   /* joins started, not resolved */
+	int64_t t_muc_begin;    /* the phase's WIRE_JOIN */
+	int64_t t_muc_timeouts;
 	char rbuf[65536];       /* shared read buffer */
 };
 
@@ -183,6 +220,7 @@ void child_client_online(struct child *ch, struct client *c, int64_t now);
 void child_client_gone(struct child *ch, struct client *c);
 void child_client_resumed(struct child *ch, struct client *c, int64_t now);
 void child_drop_one(struct child *ch, struct client *c);
+void pairvec_push(struct pairvec *pv, uint32_t sender, uint32_t seq);
 void child_on_message(struct child *ch, struct client *c, const char *el,
 		      const struct xs_item *it);
 
@@ -195,5 +233,22 @@ int pep_element(struct child *ch, struct client *c, const char *el,
 void pep_report(struct child *ch);
 /* Each loop turn: publish for clients whose own devicelist is late. */
 void pep_tick(struct child *ch, int64_t now);
+
+/* muc.c, called by child.c and client.c */
+void muc_child_init(struct child *ch);
+/* WIRE_JOIN: start the phase's joins (paced by muc_tick). */
+void muc_phase_start(struct child *ch, enum muc_phase phase, int64_t now);
+/* Each loop turn: start joins, time them out, report a finished phase. */
+void muc_tick(struct child *ch, int64_t now);
+/* WIRE_GO: the members of each room (the online list is the joined). */
+void muc_on_go(struct child *ch);
+/* The start of message q of sender s to its room, up to <body>, into
+ * ch->msg; its length. */
+size_t muc_message_head(struct child *ch, uint32_t s, uint32_t q);
+/* An element while online: -1 closed, 0 handled, 2 not ours. */
+int muc_element(struct child *ch, struct client *c, const char *el,
+		const struct xs_item *it);
+/* The stream of c closed: a join in flight fails. */
+void muc_client_closed(struct child *ch, struct client *c);
 
 #endif

@@ -84,6 +84,8 @@ void client_close(struct child *ch, struct client *c)
 {
 	if (c->sender_pos != NO_SENDER)
 		child_client_gone(ch, c);
+	if (ch->muc != NULL)
+		muc_client_closed(ch, c);
 	if (c->ssl != NULL) {
 		SSL_free(c->ssl);
 		c->ssl = NULL;
@@ -596,6 +598,11 @@ static int client_element(struct child *ch, struct client *c, const char *el,
 				ch->cnt.csi_stanzas[(c->flags & CF_INACTIVE) != 0]++;
 		} else if (xmlscan_is(el, len, "r") && c->state == CS_ONLINE) {
 			return client_ack(ch, c);
+		}
+		if (ch->muc != NULL) {  /* closing too: rx and rxto pair */
+			int r = muc_element(ch, c, el, it);
+			if (r <= 0)
+				return r;
 		}
 		if (ch->o->pep_k > 0 && c->state == CS_ONLINE) {
 			int r = pep_element(ch, c, el, it);

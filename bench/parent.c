@@ -24,6 +24,7 @@ struct worker {
 	int fd;
 	uint32_t lo, hi;
 	bool ready, reported;
+	uint32_t joined_phase;          /* --muc-rooms: last WIRE_JOINED + 1 */
 	uint8_t *online;                /* READY: one byte per client */
 	struct wire_progress prog;
 	unsigned char *report;          /* REPORT payload */
@@ -33,10 +34,11 @@ struct worker {
 /* One worker's REPORT, located in its payload. */
 struct report {
 	const struct bench_counters *cnt;
-	const struct hist *login, *lat, *resume;
-	const uint32_t *sent;
+	const struct hist *login, *lat, *resume, *join, *hjoin;
+	const uint32_t *sent, *hcount;
 	const uint64_t *rx, *err;
-	uint64_t nrx, nerr;
+	const uint32_t *rxto;           /* --muc-rooms: recipient of rx[i] */
+	uint64_t nrx, nerr, nto;
 };
 
 struct parent {
@@ -48,18 +50,30 @@ struct parent {
 	struct server_sample s_detached;        /* the storm, before resuming */
 	struct server_sample p_online, p_end;   /* --partner-pids */
 	double msg_seconds;             /* GO to the end of sending */
+	int64_t t_go;                   /* messages start */
 	bool storm_timed_out;
 	double tool_cpu_resume;         /* our workers' CPU while resuming */
 	double pep_seconds;             /* --pep: start to the last answer */
 	bool pep_timed_out;             /* --pep: gave up waiting */
+	/* --muc-rooms: after the joins (before: s_online), after the
+	 * history joins; the wall time of each join pass */
+	struct server_sample s_joined, s_hist;
+	double join_seconds, hist_seconds;
+	bool muc_timed_out;             /* a join phase did not finish */
 };
 
 /* Totals over all workers. */
 struct totals {
 	struct bench_counters c;
-	struct hist login, lat, resume;
+	struct hist login, lat, resume, join, hjoin;
 	uint64_t failed, sent, delivered, duplicated, errored, lost,
 		 lost_dropped, unknown;
+	/* --muc-rooms: deliveries (message x member) due, not counting
+	 * bounced messages; delivered ones to a non-member; history joins
+	 * with fewer (more) delayed messages than min(N, room's messages);
+	 * deliveries to a client of the room that is no member (its join
+	 * failed, e.g. timed out, and the server let it in later) */
+	uint64_t muc_due, muc_misrouted, hist_short, hist_long, muc_nonmember;
 	int64_t t_first, t_last;
 };
 
@@ -100,6 +114,11 @@ static void parent_frame(struct parent *p, struct worker *w, uint32_t type,
 		memcpy(w->online, (char *)payload + sizeof(struct bench_counters),
 		       n);
 		w->ready = true;
+	} else if (type == WIRE_JOINED && len == sizeof(uint32_t) + n) {
+		uint32_t phase;
+		memcpy(&phase, payload, sizeof(phase));
+		memcpy(w->online, (char *)payload + sizeof(phase), n);
+		w->joined_phase = phase + 1;
 	} else if (type == WIRE_PROGRESS && len == sizeof(w->prog)) {
 		memcpy(&w->prog, payload, sizeof(w->prog));
 	} else if (type == WIRE_REPORT) {
@@ -207,6 +226,7 @@ static void parent_messages(struct parent *p)
 	int64_t t_end = t0 + (int64_t)(o->duration * 1e9);
 	int64_t t_change = t0, t_done = 0;
 	uint64_t last = 0;
+	p->t_go = t0;
 	parent_go(p, t0);
 	for (;;) {
 		parent_poll(p, 20);
@@ -316,6 +336,68 @@ static void parent_hold(struct parent *p, double seconds)
 		parent_poll(p, 100);
 }
 
+/* --muc-rooms: one join phase; every worker answers with WIRE_JOINED
+ * (its joins time out on their own, so the bound is only a guard). */
+static void parent_muc_phase(struct parent *p, enum muc_phase phase,
+			     double rate, uint32_t joins)
+{
+	const struct bench_opts *o = p->o;
+	uint32_t ph = (uint32_t)phase;
+	double pacing = rate > 0 ? joins / rate : 0;
+	int64_t limit = bench_now_ns() + (int64_t)((pacing + o->join_timeout +
+						    30) * 1e9);
+	for (unsigned k = 0; k < p->nw; k++) {
+		const void *parts[] = { &ph };
+		size_t lens[] = { sizeof(ph) };
+		p->w[k].joined_phase = 0;
+		if (wire_send(p->w[k].fd, WIRE_JOIN, parts, lens, 1) < 0)
+			bench_fatal("worker %u died", k);
+	}
+	for (;;) {
+		parent_poll(p, 20);
+		bool done = true;
+		for (unsigned k = 0; k < p->nw; k++)
+			done &= p->w[k].joined_phase == ph + 1;
+		if (done)
+			return;
+		if (bench_now_ns() > limit) {
+			p->muc_timed_out = true;
+			return;
+		}
+	}
+}
+
+/* --muc-rooms: the creators, then the other occupants; the server's
+ * memory after; the online list becomes the joined occupants (the GO's
+ * list: the senders, and the members each delivery is checked against). */
+static void parent_muc_joins(struct parent *p)
+{
+	const struct bench_opts *o = p->o;
+	int64_t t0 = bench_now_ns();
+	uint32_t occ = bench_muc_occupants(o);
+	parent_muc_phase(p, MUC_PHASE_CREATORS, o->join_rate, o->muc_rooms);
+	parent_muc_phase(p, MUC_PHASE_OCCUPANTS, o->join_rate,
+			 occ - o->muc_rooms);
+	p->join_seconds = (double)(bench_now_ns() - t0) / 1e9;
+	parent_sample(o, &p->s_joined);
+	free(p->online);
+	p->online = NULL;
+	p->n_online = 0;
+	parent_online_list(p);
+	p->n_drop = 0;
+}
+
+/* --history-joiners: after the messages (and their CPU sample). */
+static void parent_muc_history(struct parent *p)
+{
+	const struct bench_opts *o = p->o;
+	int64_t t0 = bench_now_ns();
+	parent_muc_phase(p, MUC_PHASE_HISTORY, o->history_join_rate,
+			 o->history_joiners);
+	p->hist_seconds = (double)(bench_now_ns() - t0) / 1e9;
+	parent_sample(o, &p->s_hist);
+}
+
 /* ---- accounting --------------------------------------------------------- */
 
 static void report_parse(const struct worker *w, struct report *r)
@@ -333,13 +415,19 @@ static void report_parse(const struct worker *w, struct report *r)
 	TAKE(r->login, sizeof(struct hist));
 	TAKE(r->lat, sizeof(struct hist));
 	TAKE(r->resume, sizeof(struct hist));
+	TAKE(r->join, sizeof(struct hist));
+	TAKE(r->hjoin, sizeof(struct hist));
 	TAKE(r->sent, ((n + 1) & ~(size_t)1) * sizeof(uint32_t));
+	TAKE(r->hcount, ((n + 1) & ~(size_t)1) * sizeof(uint32_t));
 	TAKE(cnt, sizeof(uint64_t));
 	memcpy(&r->nrx, cnt, sizeof(r->nrx));
 	TAKE(r->rx, r->nrx * sizeof(uint64_t));
 	TAKE(cnt, sizeof(uint64_t));
 	memcpy(&r->nerr, cnt, sizeof(r->nerr));
 	TAKE(r->err, r->nerr * sizeof(uint64_t));
+	TAKE(cnt, sizeof(uint64_t));
+	memcpy(&r->nto, cnt, sizeof(r->nto));
+	TAKE(r->rxto, r->nto * sizeof(uint32_t));
 #undef TAKE
 	if (off != len)
 		bench_fatal("report of %zu bytes has %zu extra", len, len - off);
@@ -362,6 +450,8 @@ static void totals_counters(struct totals *t, const struct bench_counters *c)
 		t->c.t_first_resume = c->t_first_resume;
 	if (c->t_last_resumed > t->c.t_last_resumed)
 		t->c.t_last_resumed = c->t_last_resumed;
+	if (c->t_last_rx > t->c.t_last_rx)
+		t->c.t_last_rx = c->t_last_rx;
 	t->c.rss_start_kb += c->rss_start_kb;
 	t->c.rss_online_kb += c->rss_online_kb;
 }
@@ -423,6 +513,163 @@ static void parent_lost(const struct parent *p, struct totals *t,
 		bench_fatal("%s: write failed", o->lost_file);
 }
 
+/* The members of each room at GO: rank_r[i] is client i's place in its
+ * room (UINT32_MAX: not a member), size_r[room] the room's count;
+ * member_r[first_r[room] + rank] is the client. */
+struct muc_rooms {
+	uint32_t *rank, *size, *first, *member;
+};
+
+static void muc_rooms_build(const struct parent *p, struct muc_rooms *m)
+{
+	const struct bench_opts *o = p->o;
+	uint32_t rooms = o->muc_rooms;
+	m->rank = malloc(((size_t)o->clients + 1) * sizeof(uint32_t));
+	m->size = calloc(rooms, sizeof(uint32_t));
+	m->first = calloc((size_t)rooms + 1, sizeof(uint32_t));
+	m->member = malloc(((size_t)p->n_online + 1) * sizeof(uint32_t));
+	if (!m->rank || !m->size || !m->first || !m->member)
+		bench_fatal("out of memory");
+	memset(m->rank, 0xff, (size_t)o->clients * sizeof(uint32_t));
+	for (uint32_t j = 0; j < p->n_online; j++) {
+		uint32_t i = p->online[j];
+		m->rank[i] = m->size[bench_muc_room(o, i)]++;
+	}
+	for (uint32_t r = 0; r < rooms; r++)
+		m->first[r + 1] = m->first[r] + m->size[r];
+	for (uint32_t j = 0; j < p->n_online; j++) {
+		uint32_t i = p->online[j], r = bench_muc_room(o, i);
+		m->member[m->first[r] + m->rank[i]] = i;
+	}
+}
+
+static void muc_rooms_free(struct muc_rooms *m)
+{
+	free(m->rank);
+	free(m->size);
+	free(m->first);
+	free(m->member);
+}
+
+/* Mark each (sender, seq, recipient) delivery of one worker. */
+static void muc_mark(const struct bench_opts *o, const struct muc_rooms *m,
+		     const struct report *r, const uint32_t *sent_by,
+		     const uint64_t *off, uint8_t *got, struct totals *t)
+{
+	if (r->nto != r->nrx)
+		bench_fatal("report: %llu recipients for %llu deliveries",
+			    (unsigned long long)r->nto,
+			    (unsigned long long)r->nrx);
+	for (uint64_t i = 0; i < r->nrx; i++) {
+		uint32_t s = (uint32_t)(r->rx[i] >> 32), q = (uint32_t)r->rx[i];
+		uint32_t to = r->rxto[i];
+		if (s >= o->clients || q >= sent_by[s]) {
+			t->unknown++;
+			continue;
+		}
+		uint32_t room = bench_muc_room(o, s);
+		if (to >= o->clients || bench_muc_room(o, to) != room) {
+			t->muc_misrouted++;
+			continue;
+		}
+		if (m->rank[to] == UINT32_MAX) {
+			t->muc_nonmember++;
+			continue;
+		}
+		uint64_t bit = off[s] + (uint64_t)q * m->size[room] +
+			       m->rank[to];
+		if (got[bit >> 3] & (1u << (bit & 7))) {
+			t->duplicated++;
+		} else {
+			got[bit >> 3] |= (uint8_t)(1u << (bit & 7));
+			t->delivered++;
+		}
+	}
+}
+
+/* Lost: a member never got a message its room did not refuse. */
+static void muc_lost(const struct parent *p, const struct muc_rooms *m,
+		     const uint32_t *sent_by, const uint64_t *base,
+		     const uint64_t *off, const uint8_t *got,
+		     const uint8_t *bounced, struct totals *t)
+{
+	const struct bench_opts *o = p->o;
+	FILE *f = parent_lost_file(o);
+	for (uint32_t s = 0; s < o->clients; s++) {
+		uint32_t room = bench_muc_room(o, s), size = m->size[room];
+		for (uint32_t q = 0; q < sent_by[s]; q++) {
+			uint64_t b = base[s] + q;
+			if (bounced[b >> 3] & (1u << (b & 7)))
+				continue;
+			t->muc_due += size;
+			for (uint32_t k = 0; k < size; k++) {
+				uint64_t bit = off[s] + (uint64_t)q * size + k;
+				if (got[bit >> 3] & (1u << (bit & 7)))
+					continue;
+				t->lost++;
+				if (f != NULL)
+					fprintf(f, "%u %u %u 0\n", s, q,
+						m->member[m->first[room] + k]);
+			}
+		}
+	}
+	if (f != NULL && fclose(f) != 0)
+		bench_fatal("%s: write failed", o->lost_file);
+}
+
+/* History joiners: each should have had min(N, its room's messages). */
+static void muc_history_check(const struct parent *p, const struct report *r,
+			      const uint32_t *sent_by, struct totals *t)
+{
+	const struct bench_opts *o = p->o;
+	uint64_t *room_msgs = calloc(o->muc_rooms, sizeof(uint64_t));
+	if (room_msgs == NULL)
+		bench_fatal("out of memory");
+	for (uint32_t s = 0; s < o->clients; s++)
+		room_msgs[bench_muc_room(o, s)] += sent_by[s];
+	for (unsigned k = 0; k < p->nw; k++) {
+		const struct worker *w = &p->w[k];
+		for (uint32_t i = w->lo; i < w->hi; i++) {
+			if (muc_phase_of(o, i) != MUC_PHASE_HISTORY ||
+			    !w->online[i - w->lo])
+				continue;
+			uint64_t want = room_msgs[bench_muc_room(o, i)];
+			uint32_t got = r[k].hcount[i - w->lo];
+			want = want < o->history_stanzas ? want :
+			       o->history_stanzas;
+			t->hist_short += got < want;
+			t->hist_long += got > want;
+		}
+	}
+	free(room_msgs);
+}
+
+/* --muc-rooms: every message of a room reaches every member once. */
+static void parent_muc_account(const struct parent *p, struct totals *t,
+			       const struct report *r, const uint32_t *sent_by,
+			       const uint64_t *base, const uint8_t *bounced)
+{
+	const struct bench_opts *o = p->o;
+	struct muc_rooms m;
+	muc_rooms_build(p, &m);
+	uint64_t *off = calloc((size_t)o->clients + 1, sizeof(*off));
+	if (off == NULL)
+		bench_fatal("out of memory");
+	for (uint32_t s = 0; s < o->clients; s++)
+		off[s + 1] = off[s] + (uint64_t)sent_by[s] *
+			     m.size[bench_muc_room(o, s)];
+	uint8_t *got = calloc(off[o->clients] / 8 + 1, 1);
+	if (got == NULL)
+		bench_fatal("out of memory");
+	for (unsigned k = 0; k < p->nw; k++)
+		muc_mark(o, &m, &r[k], sent_by, off, got, t);
+	muc_lost(p, &m, sent_by, base, off, got, bounced, t);
+	muc_history_check(p, r, sent_by, t);
+	free(got);
+	free(off);
+	muc_rooms_free(&m);
+}
+
 static void parent_account(const struct parent *p, struct totals *t)
 {
 	uint32_t clients = p->o->clients;
@@ -437,6 +684,8 @@ static void parent_account(const struct parent *p, struct totals *t)
 		hist_merge(&t->login, r[k].login);
 		hist_merge(&t->lat, r[k].lat);
 		hist_merge(&t->resume, r[k].resume);
+		hist_merge(&t->join, r[k].join);
+		hist_merge(&t->hjoin, r[k].hjoin);
 		memcpy(sent_by + p->w[k].lo, r[k].sent,
 		       (p->w[k].hi - p->w[k].lo) * sizeof(uint32_t));
 	}
@@ -449,13 +698,18 @@ static void parent_account(const struct parent *p, struct totals *t)
 		bench_fatal("out of memory");
 	uint64_t err_again = 0;
 	for (unsigned k = 0; k < p->nw; k++) {
-		mark_pairs(r[k].rx, r[k].nrx, sent_by, base, clients, got,
-			   &t->delivered, &t->duplicated, &t->unknown);
+		if (p->o->muc_rooms == 0)
+			mark_pairs(r[k].rx, r[k].nrx, sent_by, base, clients,
+				   got, &t->delivered, &t->duplicated,
+				   &t->unknown);
 		mark_pairs(r[k].err, r[k].nerr, sent_by, base, clients, bounced,
 			   &t->errored, &err_again, &t->unknown);
 	}
 	t->duplicated += err_again;
-	parent_lost(p, t, sent_by, base, got, bounced);
+	if (p->o->muc_rooms > 0)
+		parent_muc_account(p, t, r, sent_by, base, bounced);
+	else
+		parent_lost(p, t, sent_by, base, got, bounced);
 	t->failed = t->c.fail_connect + t->c.fail_tls + t->c.fail_auth +
 		    t->c.fail_bind + t->c.fail_closed + t->c.fail_timeout +
 		    t->c.fail_sm;
@@ -749,10 +1003,119 @@ static size_t parent_pep_figures(const struct parent *p,
 	return n;
 }
 
+/* --muc-rooms: joins, deliveries, the server's cost, history joins. */
+static size_t parent_muc_join_figures(const struct parent *p,
+				      const struct totals *t, struct figure *f)
+{
+	const struct bench_counters *c = &t->c;
+	const struct server_sample *on = &p->s_online, *jn = &p->s_joined;
+	bool srv = on->valid && jn->valid;
+	double occ = (double)c->muc_joined;
+	size_t n = 0;
+#define FIG(k, v, d) (f[n++] = (struct figure){ k, (double)(v), d })
+	FIG("muc_rooms", p->o->muc_rooms, 0);
+	FIG("muc_occupants", c->muc_joined, 0);
+	FIG("muc_joins_failed", c->muc_joins_started - c->muc_joined, 0);
+	FIG("muc_join_errors", c->muc_join_errors, 0);
+	FIG("muc_join_timeouts", c->muc_join_timeouts, 0);
+	FIG("muc_late_joins", c->muc_late_joins, 0);
+	FIG("muc_rooms_created", c->muc_created, 0);
+	FIG("muc_instant_form_errors", c->muc_instant_errors, 0);
+	FIG("muc_join_seconds_all", p->join_seconds, 2);
+	FIG("join_latency_p50_ms", ms(hist_quantile(&t->join, .50)), 2);
+	FIG("join_latency_p99_ms", ms(hist_quantile(&t->join, .99)), 2);
+	FIG("join_latency_max_ms", ms(t->join.max), 2);
+	FIG("server_rss_online_kb", on->rss_kb, srv ? 0 : -1);
+	FIG("server_rss_joined_kb", jn->rss_kb, srv ? 0 : -1);
+	FIG("server_kb_per_occupant", occ ? ((double)jn->rss_kb -
+	    (double)on->rss_kb) / occ : 0, srv && occ ? 2 : -1);
+	FIG("server_pss_kb_per_occupant", occ ? ((double)jn->pss_kb -
+	    (double)on->pss_kb) / occ : 0, srv && occ ? 2 : -1);
+	FIG("server_cpu_s_per_1000_joins", occ ? (jn->cpu_s - on->cpu_s) *
+	    1000 / occ : 0, srv && occ ? 3 : -1);
+	FIG("muc_presences_received", c->muc_presences, 0);
+	FIG("muc_join_timed_out", p->muc_timed_out, 0);
+#undef FIG
+	return n;
+}
+
+static size_t parent_muc_figures(const struct parent *p,
+				 const struct totals *t, struct figure *f)
+{
+	const struct bench_counters *c = &t->c;
+	const struct server_sample *jn = &p->s_joined, *end = &p->s_end;
+	bool srv = jn->valid && end->valid;
+	double login_s = (double)(t->t_last - t->t_first) / 1e9;
+	double d = (double)t->delivered, sent = (double)t->sent;
+	/* to the last delivery when the server fell behind */
+	double secs = c->t_last_rx > p->t_go ?
+		      (double)(c->t_last_rx - p->t_go) / 1e9 : 0;
+	secs = secs > p->msg_seconds ? secs : p->msg_seconds;
+	double hj = (double)c->muc_hist_joined;
+	size_t n = 0;
+#define FIG(k, v, d) (f[n++] = (struct figure){ k, (double)(v), d })
+	FIG("connections_established", c->established, 0);
+	FIG("connections_failed", t->failed, 0);
+	FIG("connections_disconnected", c->disconnected, 0);
+	FIG("stream_errors", c->stream_errors, 0);
+	FIG("logins_per_second", login_s > 0 ? c->established / login_s : 0, 1);
+	FIG("login_latency_p50_ms", ms(hist_quantile(&t->login, .50)), 2);
+	FIG("login_latency_p99_ms", ms(hist_quantile(&t->login, .99)), 2);
+	n += parent_muc_join_figures(p, t, f + n);
+	FIG("groupchat_sent", t->sent, 0);
+	FIG("groupchat_per_second", p->msg_seconds > 0 ? sent /
+	    p->msg_seconds : 0, 1);
+	FIG("groupchat_errored", t->errored, 0);
+	FIG("groupchat_skipped", c->skipped, 0);
+	FIG("deliveries_due", t->muc_due, 0);
+	FIG("deliveries", t->delivered, 0);
+	FIG("deliveries_lost", t->lost, 0);
+	FIG("deliveries_duplicated", t->duplicated, 0);
+	FIG("deliveries_misrouted", t->muc_misrouted, 0);
+	FIG("deliveries_to_non_members", t->muc_nonmember, 0);
+	FIG("deliveries_per_second", secs > 0 ? d / secs : 0, 1);
+	FIG("delivery_latency_p50_ms", ms(hist_quantile(&t->lat, .50)), 2);
+	FIG("delivery_latency_p90_ms", ms(hist_quantile(&t->lat, .90)), 2);
+	FIG("delivery_latency_p99_ms", ms(hist_quantile(&t->lat, .99)), 2);
+	FIG("delivery_latency_max_ms", ms(t->lat.max), 2);
+	FIG("server_cpu_s_per_1000_deliveries", d ? (end->cpu_s - jn->cpu_s) *
+	    1000 / d : 0, srv && d ? 4 : -1);
+	FIG("server_kernel_cpu_s_per_1000_deliveries", d ? (end->sys_s -
+	    jn->sys_s) * 1000 / d : 0, srv && d ? 4 : -1);
+	FIG("server_cpu_s_per_1000_groupchat", sent ? (end->cpu_s -
+	    jn->cpu_s) * 1000 / sent : 0, srv && sent ? 3 : -1);
+	FIG("server_rss_loaded_kb", end->rss_kb, srv ? 0 : -1);
+	FIG("history_joiners", p->o->history_joiners, 0);
+	FIG("history_joins_ok", c->muc_hist_joined, 0);
+	FIG("history_joins_failed", c->muc_hist_started - c->muc_hist_joined, 0);
+	FIG("history_join_seconds_all", p->hist_seconds, 2);
+	FIG("history_join_latency_p50_ms", ms(hist_quantile(&t->hjoin, .50)),
+	    2);
+	FIG("history_join_latency_p99_ms", ms(hist_quantile(&t->hjoin, .99)),
+	    2);
+	FIG("history_join_latency_max_ms", ms(t->hjoin.max), 2);
+	FIG("history_messages_per_join", hj ? (double)c->muc_hist_msgs / hj :
+	    0, hj ? 2 : -1);
+	FIG("history_joins_short", t->hist_short, 0);
+	FIG("history_joins_long", t->hist_long, 0);
+	FIG("history_messages_wrong", c->muc_hist_wrong, 0);
+	FIG("muc_subjects_received", c->muc_subjects, 0);
+	FIG("muc_delayed_to_occupants", c->muc_delayed_live, 0);
+	FIG("muc_other_messages", c->muc_other, 0);
+	FIG("messages_malformed", c->malformed + t->unknown, 0);
+	FIG("messages_stale", c->stale, 0);
+	FIG("bench_kb_per_client", c->established ? ((double)c->rss_online_kb -
+	    (double)c->rss_start_kb) / (double)c->established : 0,
+	    c->established ? 2 : -1);
+#undef FIG
+	return n;
+}
+
 static void parent_print(const struct parent *p, const struct totals *t)
 {
 	struct figure f[128];
 	size_t n = p->o->pep_k > 0 ? parent_pep_figures(p, t, f) :
+		   p->o->muc_rooms > 0 ? parent_muc_figures(p, t, f) :
 		   parent_figures(p, t, f);
 	for (size_t i = 0; i < n; i++) {
 		if (f[i].decimals < 0)
@@ -770,6 +1133,19 @@ static void parent_print(const struct parent *p, const struct totals *t)
 	}
 	printf("}\n");
 	fflush(stdout);
+}
+
+/* --muc-rooms: every client in its room, no message refused or lost,
+ * every history join complete; the losses themselves are checked by
+ * the generic terms. */
+static bool parent_muc_clean(const struct parent *p, const struct totals *t)
+{
+	const struct bench_counters *c = &t->c;
+	return !p->muc_timed_out && c->muc_joined == bench_muc_occupants(p->o) &&
+	       c->muc_hist_joined == p->o->history_joiners &&
+	       t->errored == 0 && t->muc_misrouted == 0 &&
+	       t->hist_short == 0 && t->hist_long == 0 &&
+	       c->muc_hist_wrong == 0 && c->muc_delayed_live == 0;
 }
 
 int parent_run(const struct bench_opts *o)
@@ -791,6 +1167,8 @@ int parent_run(const struct bench_opts *o)
 	parent_sample(o, &p.s_online);
 	parent_sample_partner(o, &p.p_online);
 	parent_online_list(&p);
+	if (o->muc_rooms > 0)
+		parent_muc_joins(&p);
 	if (o->storm) {
 		parent_storm(&p);
 	} else if (o->idle_hold > 0) {
@@ -803,6 +1181,8 @@ int parent_run(const struct bench_opts *o)
 	}
 	parent_sample(o, &p.s_end);
 	parent_sample_partner(o, &p.p_end);
+	if (o->muc_rooms > 0 && o->history_joiners > 0)
+		parent_muc_history(&p);
 	parent_tell(&p, WIRE_STOP);
 	for (bool all = false; !all;) {
 		parent_poll(&p, 100);
@@ -828,7 +1208,8 @@ int parent_run(const struct bench_opts *o)
 			t->c.pep_setup_done == o->clients &&
 			t->c.pep_setup_pub_failed == 0 :
 			t->c.pep_missing == 0 && t->c.pep_pub_err == 0 &&
-			t->c.pep_pub_ok == t->c.pep_pub_due));
+			t->c.pep_pub_ok == t->c.pep_pub_due)) &&
+		     (o->muc_rooms == 0 || parent_muc_clean(&p, t));
 	for (unsigned k = 0; k < p.nw; k++) {
 		free(p.w[k].online);
 		free(p.w[k].report);

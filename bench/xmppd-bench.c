@@ -4,7 +4,9 @@
  * Output: one "key: value" line per figure and a final "RESULT {json}".
  * Exit status: 0 clean run, 1 failed connections or lost, duplicated or
  * misrouted messages (losses to --drop-clients streams excepted) or, with
- * --storm, a session that was not resumed, 2 usage or setup error.
+ * --storm, a session that was not resumed, or with --muc-rooms a join
+ * that failed, a refused groupchat message or an incomplete history,
+ * 2 usage or setup error.
  */
 #include "bench.h"
 
@@ -92,7 +94,19 @@ static void usage(FILE *f)
 "      --pep-setup-timeout S longest roster pass (300)\n"
 "                            (the burst ends when every pair and publish\n"
 "                            is in, after --drain S, or 12 s (or --quiet)\n"
-"                            without progress)\n");
+"                            without progress)\n"
+"      --muc-rooms R         group chat (XEP-0045): the clients join R rooms\n"
+"                            (client i: room i %% R, nick u<i>; rooms\n"
+"                            RUN-r@SERVICE, new each run) with maxstanzas\n"
+"                            0; the messages are groupchat, each checked\n"
+"                            at every member (the sender's reflection too)\n"
+"      --muc-service S       the MUC service (conference.DOMAIN)\n"
+"      --join-rate N         joins started per second, total (200; 0: all)\n"
+"      --join-timeout S      a join without status 110 fails (60)\n"
+"      --history-joiners K   the last K clients join after the messages,\n"
+"                            with maxstanzas=N, timed to the subject (0)\n"
+"      --history-stanzas N   their maxstanzas (20)\n"
+"      --history-join-rate N their joins per second, total (10)\n");
 }
 
 enum {
@@ -102,6 +116,8 @@ enum {
 	OPT_STORM_HOLD, OPT_RESUME_RATE, OPT_DROP_AT_ENABLE, OPT_CSI, OPT_MIX_PRESENCE, OPT_MIX_CHATSTATE,
 	OPT_PAIRS, OPT_PARTNER_HOST, OPT_PARTNER_PORT, OPT_PARTNER_DOMAIN,
 	OPT_PARTNER_PIDS, OPT_PEP, OPT_PEP_PHASE, OPT_PEP_SETUP_TIMEOUT,
+	OPT_MUC_ROOMS, OPT_MUC_SERVICE, OPT_JOIN_RATE, OPT_JOIN_TIMEOUT,
+	OPT_HISTORY_JOINERS, OPT_HISTORY_STANZAS, OPT_HISTORY_JOIN_RATE,
 };
 
 static const struct option long_opts[] = {
@@ -146,6 +162,13 @@ static const struct option long_opts[] = {
 	{ "pep", required_argument, NULL, OPT_PEP },
 	{ "pep-phase", required_argument, NULL, OPT_PEP_PHASE },
 	{ "pep-setup-timeout", required_argument, NULL, OPT_PEP_SETUP_TIMEOUT },
+	{ "muc-rooms", required_argument, NULL, OPT_MUC_ROOMS },
+	{ "muc-service", required_argument, NULL, OPT_MUC_SERVICE },
+	{ "join-rate", required_argument, NULL, OPT_JOIN_RATE },
+	{ "join-timeout", required_argument, NULL, OPT_JOIN_TIMEOUT },
+	{ "history-joiners", required_argument, NULL, OPT_HISTORY_JOINERS },
+	{ "history-stanzas", required_argument, NULL, OPT_HISTORY_STANZAS },
+	{ "history-join-rate", required_argument, NULL, OPT_HISTORY_JOIN_RATE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -301,6 +324,28 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 			o->pep_setup_timeout = opt_double("pep-setup-timeout",
 							  optarg);
 			break;
+		case OPT_MUC_ROOMS:
+			o->muc_rooms = opt_uint("muc-rooms", optarg, 1u << 20);
+			break;
+		case OPT_MUC_SERVICE: o->muc_service = optarg; break;
+		case OPT_JOIN_RATE:
+			o->join_rate = opt_double("join-rate", optarg);
+			break;
+		case OPT_JOIN_TIMEOUT:
+			o->join_timeout = opt_double("join-timeout", optarg);
+			break;
+		case OPT_HISTORY_JOINERS:
+			o->history_joiners = opt_uint("history-joiners", optarg,
+						      1u << 26);
+			break;
+		case OPT_HISTORY_STANZAS:
+			o->history_stanzas = opt_uint("history-stanzas", optarg,
+						      65535);
+			break;
+		case OPT_HISTORY_JOIN_RATE:
+			o->history_join_rate = opt_double("history-join-rate",
+							  optarg);
+			break;
 		case 'h': usage(stdout); exit(0);
 		default: usage(stderr); exit(2);
 		}
@@ -309,6 +354,33 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 		usage(stderr);
 		exit(2);
 	}
+}
+
+static void opt_check_muc(struct bench_opts *o)
+{
+	static char service[128];
+	if (o->muc_rooms == 0) {
+		if (o->history_joiners > 0 || o->muc_service != NULL)
+			bench_fatal("--history-joiners and --muc-service go "
+				    "with --muc-rooms");
+		return;
+	}
+	if (o->history_joiners >= o->clients ||
+	    o->clients - o->history_joiners < o->muc_rooms)
+		bench_fatal("--muc-rooms R: at least R clients besides the "
+			    "--history-joiners");
+	if (o->pairs || o->storm || o->csi || o->pep_k > 0 ||
+	    o->idle_hold > 0 || o->login_only || o->drop_clients ||
+	    o->mix_presence > 0 || o->mix_chatstate > 0)
+		bench_fatal("--muc-rooms goes without --pairs, --storm, --csi, "
+			    "--pep, --idle-hold, --login-only, --drop-clients, "
+			    "--mix-*");
+	if (o->muc_service == NULL) {
+		snprintf(service, sizeof(service), "conference.%s", o->domain);
+		o->muc_service = service;
+	}
+	if (strlen(o->muc_service) > 100 || strpbrk(o->muc_service, "'<&@/"))
+		bench_fatal("--muc-service unusable");
 }
 
 static void opt_check(struct bench_opts *o)
@@ -344,6 +416,7 @@ static void opt_check(struct bench_opts *o)
 			     o->mix_chatstate > 0))
 		bench_fatal("--pep goes without --pairs, --sm, --storm, --csi, "
 			    "--idle-hold, --login-only, --drop-clients, --mix-*");
+	opt_check_muc(o);
 	if (o->port == 0)
 		o->port = o->direct_tls ? 5223 : 5222;
 	if (o->partner_host == NULL)
@@ -411,7 +484,8 @@ int main(int argc, char **argv)
 		.msg_rate = 100, .duration = 10, .body_size = 64,
 		.mech = BENCH_MECH_SCRAM_SHA256, .processes = 1,
 		.login_timeout = 30, .drain = 10, .quiet = 1, .storm_hold = 5,
-		.pep_setup_timeout = 300,
+		.pep_setup_timeout = 300, .join_rate = 200, .join_timeout = 60,
+		.history_stanzas = 20, .history_join_rate = 10,
 	};
 	opt_parse(&o, argc, argv);
 	opt_check(&o);

@@ -2,10 +2,13 @@
  * archive.c - the xmppctl commands on message archives (XEP-0313,
  * worker/mam.c), straight to PostgreSQL like `user`:
  *   archive purge JID           delete every archived message of one
- *                               account (the account stays)
+ *                               account (the account stays), or of one
+ *                               room (XEP-0045, worker/muc_archive.c:
+ *                               room@SERVICE.HOST; the room stays)
  *   archive expire --before DATE
  *                               delete every archived message of every
- *                               account older than DATE (YYYY-MM-DD or
+ *                               account and room older than DATE
+ *                               (YYYY-MM-DD or
  *                               an ISO 8601 / XEP-0082 date and time;
  *                               UTC unless it says otherwise)
  * Archive ids carry their time (id >> 21 is unix ms), so expiry is a
@@ -30,22 +33,31 @@ static int ctl_archive_purge(PGconn *conn, const char *user,
 			     const char *domain)
 {
 	const char *params[2] = { user, domain };
+	/* an account's JID, or a room's (a room's service is no hosted
+	 * domain, so at most one of the two exists) */
 	PGresult *r = PQexecParams(conn,
 		"WITH a AS (SELECT id FROM accounts WHERE username = $1 AND "
 		"domain = $2), d AS (DELETE FROM mam_messages m USING a WHERE "
-		"m.account_id = a.id RETURNING 1) "
-		"SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM d)",
+		"m.account_id = a.id RETURNING 1), "
+		"o AS (SELECT id FROM muc_rooms WHERE name = $1 AND "
+		"service = $2), e AS (DELETE FROM muc_messages m USING o "
+		"WHERE m.room_id = o.id RETURNING 1) "
+		"SELECT (SELECT count(*) FROM a), (SELECT count(*) FROM d), "
+		"(SELECT count(*) FROM o), (SELECT count(*) FROM e)",
 		2, NULL, params, NULL, NULL, 0);
 	int ret = CTL_EXIT_OK;
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
 		ret = ctl_fail("archive purge: %.*s",
 			       (int)strcspn(PQerrorMessage(conn), "\n"),
 			       PQerrorMessage(conn));
-	else if (strcmp(PQgetvalue(r, 0, 0), "0") == 0)
-		ret = ctl_fail("no account %s@%s", user, domain);
-	else
+	else if (strcmp(PQgetvalue(r, 0, 0), "0") != 0)
 		printf("%s messages deleted from the archive of %s@%s\n",
 		       PQgetvalue(r, 0, 1), user, domain);
+	else if (strcmp(PQgetvalue(r, 0, 2), "0") != 0)
+		printf("%s messages deleted from the archive of room "
+		       "%s@%s\n", PQgetvalue(r, 0, 3), user, domain);
+	else
+		ret = ctl_fail("no account %s@%s", user, domain);
 	PQclear(r);
 	return ret;
 }
@@ -70,14 +82,18 @@ static int ctl_archive_expire(PGconn *conn, const char *date)
 	char cutoff[32];
 	snprintf(cutoff, sizeof(cutoff), "%s", PQgetvalue(r, 0, 0));
 	PQclear(r);
+	static const char *const sql[2] = {
+		"WITH d AS (SELECT account_id, id FROM mam_messages WHERE "
+		"id < $1::bigint LIMIT $2::int) DELETE FROM mam_messages m "
+		"USING d WHERE m.account_id = d.account_id AND m.id = d.id",
+		"WITH d AS (SELECT room_id, id FROM muc_messages WHERE "
+		"id < $1::bigint LIMIT $2::int) DELETE FROM muc_messages m "
+		"USING d WHERE m.room_id = d.room_id AND m.id = d.id",
+	};
 	long long total = 0;
-	for (;;) {
+	for (int t = 0; t < 2;) {
 		const char *params[2] = { cutoff, CTL_ARCHIVE_BATCH };
-		r = PQexecParams(conn, "WITH d AS (SELECT account_id, id FROM "
-				 "mam_messages WHERE id < $1::bigint LIMIT "
-				 "$2::int) DELETE FROM mam_messages m USING d "
-				 "WHERE m.account_id = d.account_id AND "
-				 "m.id = d.id", 2, NULL, params, NULL, NULL, 0);
+		r = PQexecParams(conn, sql[t], 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 			int ret = ctl_fail("archive expire: %.*s (%lld "
 					   "messages deleted before)",
@@ -91,7 +107,7 @@ static int ctl_archive_expire(PGconn *conn, const char *date)
 		PQclear(r);
 		total += n;
 		if (n < atoll(CTL_ARCHIVE_BATCH))
-			break;
+			t++;            /* this table done: the next */
 	}
 	printf("%lld messages older than %s deleted from the archives\n",
 	       total, date);

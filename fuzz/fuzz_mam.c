@@ -17,6 +17,9 @@
  *  - the statement names exactly its parameters $1..$n, and each
  *    parameter's text is valid for the type it is cast to (bigint,
  *    int > 0, bigint[] literal of positive ids; text: valid UTF-8);
+ *  - the same query to a room's archive (mam_form_room_with, with and
+ *    without show_jids): the same properties, on muc_messages only,
+ *    `with` a real JID only when the requester may see those;
  *  - a preferences set that is accepted gives text[] literals that parse
  *    (strictly, as PostgreSQL would) to exactly the prepared JIDs, and
  *    read back by mam_form_prefs_list() to XML listing those JIDs.
@@ -137,6 +140,39 @@ static void fuzz_check_sql(const struct mam_req *q)
 	mam_form_sql_free(&s);
 }
 
+/* The same query to a room's archive (muc_archive.c): `with` mapped to
+ * a column only as mam_form_room_with says (a real JID only for a
+ * requester who may see them), and a statement on muc_messages alone
+ * with the same parameter properties. */
+static void fuzz_check_room(const struct mam_req *q0, int show_jids)
+{
+	static const char room[] = "room@conference.localhost";
+	struct mam_req q = *q0;
+	struct mam_sql s;
+	q.room_id = "42";
+	q.show_jids = show_jids;
+	mam_form_room_with(&q, room);
+	FUZZ_CHECK(q.with_bare == NULL && q.with_full == NULL, "with kept");
+	if (q.with_col != NULL) {
+		FUZZ_CHECK(!q.with_none && q.with_val != NULL, "with value");
+		FUZZ_CHECK(strcmp(q.with_col, "nick") == 0 ||
+			   (strcmp(q.with_col, "occupant_jid") == 0 &&
+			    show_jids), "with column %s", q.with_col);
+	}
+	if (q0->with_bare != NULL && strcmp(q0->with_bare, room) == 0)
+		FUZZ_CHECK(!q.with_none && (q0->with_full == NULL) ==
+			   (q.with_col == NULL), "the room's own JID");
+	else if (q0->with_bare != NULL)
+		FUZZ_CHECK(q.with_none != (q.with_col != NULL), "another JID");
+	fuzz_check_sql(&q);
+	FUZZ_CHECK(mam_form_sql(&s, &q) == 0, "room statement not built");
+	FUZZ_CHECK(strstr(buf_head(&s.text), "mam_messages") == NULL &&
+		   strstr(buf_head(&s.text), "account") == NULL &&
+		   strstr(buf_head(&s.text), "muc_messages") != NULL,
+		   "room statement %s", buf_head(&s.text));
+	mam_form_sql_free(&s);
+}
+
 /* An accepted XEP-0082 time, formatted again, reads the same. */
 static void fuzz_check_time(const char *v)
 {
@@ -220,6 +256,8 @@ static void fuzz_query(struct arena *a, const struct xml_node *query)
 			   "with '%s' is not a full JID", q.with_full);
 	}
 	fuzz_check_sql(&q);
+	fuzz_check_room(&q, 0);
+	fuzz_check_room(&q, 1);
 }
 
 /* Parse a text[] literal as PostgreSQL's array_in would (the subset

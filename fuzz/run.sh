@@ -48,6 +48,7 @@ for t in $targets; do
 	[ -z "$dict" ] && [ "$t" = pubsub ] && dict="-dict=$top/fuzz/xml.dict"
 	[ -z "$dict" ] && [ "$t" = pep_compat ] && dict="-dict=$top/fuzz/xml.dict"
 	[ -z "$dict" ] && [ "$t" = caps ] && dict="-dict=$top/fuzz/xml.dict"
+	[ -z "$dict" ] && [ "$t" = muc_config ] && dict="-dict=$top/fuzz/xml.dict"
 	regress=""
 	[ -d "$top/fuzz/regress/$t" ] && regress="$top/fuzz/regress/$t"
 	echo "==> fuzz: $t for ${time}s (log: $out/$t.log)"

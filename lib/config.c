@@ -653,6 +653,61 @@ const struct config_def config_defs[] = {
 	  "other server may hold a quarter of them; past it a JID's caps "
 	  "are not resolved until its next presence (logged at most once "
 	  "a minute)" },
+	/* worker/muc.c: XEP-0045 multi-user chat (issue 14) */
+	{ "muc.service", CONFIG_TYPE_STRING, OFF(muc_service), "conference",
+	  0, 0, RESTART, "The multi-user chat service (XEP-0045) of each "
+	  "hosted domain HOST is SERVICE.HOST, listed in the domain's "
+	  "disco#items; \"\" turns group chat off" },
+	{ "muc.max_rooms", CONFIG_TYPE_UINT, OFF(muc_max_rooms), "10000", 1,
+	  10000000, RELOAD, "Rooms one service holds (persistent ones and "
+	  "temporary ones in use); entering a new room past it gets "
+	  "<resource-constraint/> (type wait)" },
+	{ "muc.max_occupants", CONFIG_TYPE_UINT, OFF(muc_max_occupants),
+	  "5000", 2, 100000, RELOAD, "Occupants of one room, and the most "
+	  "muc#roomconfig_maxusers may be; one more gets "
+	  "<service-unavailable/> (section 7.2.10), owners and admins "
+	  "excepted" },
+	{ "muc.max_rooms_per_account", CONFIG_TYPE_UINT,
+	  OFF(muc_max_rooms_per_account), "100", 0, 1000000, RELOAD,
+	  "Rooms one account may own (own created ones, persistent or "
+	  "occupied); creating one more gets <not-allowed/>; 0: no limit" },
+	{ "muc.create", CONFIG_TYPE_STRING, OFF(muc_create), "local", 0, 0,
+	  RELOAD, "Who may create rooms: local (accounts of this server), "
+	  "anyone (remote users too), or nobody (rooms made with xmppctl "
+	  "only); others get <not-allowed/>" },
+	{ "muc.history_default", CONFIG_TYPE_UINT, OFF(muc_history_default),
+	  "20", 0, 1000, RELOAD, "Messages of the room's archive sent to "
+	  "an occupant entering without a <history/> request" },
+	{ "muc.history_max", CONFIG_TYPE_UINT, OFF(muc_history_max), "100",
+	  0, 10000, RELOAD, "The most messages of history one entrance "
+	  "gets, whatever it asks (maxstanzas, seconds, since); a room "
+	  "archive query (XEP-0313) pages through all of it" },
+	{ "muc.messages_per_minute", CONFIG_TYPE_UINT,
+	  OFF(muc_messages_per_minute), "120", 1, 1000000, RELOAD,
+	  "Groupchat and private messages one occupant may send in a "
+	  "minute (a burst of a tenth of it at once); past it the message "
+	  "is refused with <resource-constraint/> (type wait)" },
+	{ "muc.max_subject_bytes", CONFIG_TYPE_SIZE, OFF(muc_max_subject_bytes),
+	  "4K", 64, 1 << 20, RELOAD, "Longest room subject; longer gets "
+	  "<not-acceptable/>" },
+	{ "muc.max_nick_bytes", CONFIG_TYPE_SIZE, OFF(muc_max_nick_bytes),
+	  "128", 8, 1023, RELOAD, "Longest room nickname (the occupant "
+	  "JID's resource); longer gets <jid-malformed/>" },
+	{ "muc.max_presence_bytes", CONFIG_TYPE_SIZE,
+	  OFF(muc_max_presence_bytes), "8K", 512, 1 << 20, RELOAD,
+	  "Largest presence an occupant may have in a room (kept and sent "
+	  "to each newcomer); larger gets <not-acceptable/>" },
+	{ "muc.max_affiliations", CONFIG_TYPE_UINT,
+	  OFF(muc_max_affiliations), "10000", 10, 1000000, RELOAD,
+	  "Owners, admins, members and outcasts of one room together; "
+	  "one more gets <not-acceptable/>" },
+	/* worker/muc_archive.c (rows written and expired by worker/mam.c) */
+	{ "muc.archive_retention_days", CONFIG_TYPE_UINT,
+	  OFF(muc_archive_retention_days), "7", 0, 36500, RELOAD,
+	  "Messages of a room's archive (XEP-0313 on rooms, and the history "
+	  "sent on entering) older than this many days are deleted (by "
+	  "worker 0, in small batches); 0 keeps them forever.  7, as "
+	  "Prosody's muc_log_expires_after" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 
@@ -1411,6 +1466,25 @@ static int check_paths(const struct config *cfg)
 	return 0;
 }
 
+static int check_muc(const struct config *cfg)
+{
+	const char *s = cfg->muc_service;
+	if (strcmp(cfg->muc_create, "local") != 0 &&
+	    strcmp(cfg->muc_create, "anyone") != 0 &&
+	    strcmp(cfg->muc_create, "nobody") != 0)
+		return fail("'muc.create' is '%s': it is local, anyone or "
+			    "nobody", cfg->muc_create);
+	/* one DNS label: SERVICE.HOST must be a domain of its own */
+	for (const char *p = s; *p != '\0'; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+		      (*p == '-' && p != s && p[1] != '\0')))
+			return fail("'muc.service' is '%s': one DNS label of "
+				    "a-z, 0-9 and inner '-', or \"\"", s);
+	if (strlen(s) > 63)
+		return fail("'muc.service' is longer than a DNS label (63)");
+	return 0;
+}
+
 static int check_s2s(const struct config *cfg)
 {
 	if (strcmp(cfg->s2s_auth, "dialback") != 0 &&
@@ -1445,7 +1519,7 @@ static int check_all(const struct config *cfg)
 			    cfg->c2s_port);
 	if (check_http(cfg) < 0 || check_s2s_dial(cfg) < 0)
 		return -1;
-	if (check_s2s(cfg) < 0)
+	if (check_s2s(cfg) < 0 || check_muc(cfg) < 0)
 		return -1;
 	/* The control socket takes privileged commands. */
 	if (cfg->control_mode & 0002)

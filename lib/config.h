@@ -214,6 +214,20 @@ struct config {
 	uint64_t pep_remote_presence_ttl;       /* ms */
 	unsigned pep_max_remote_resources;      /* per remote bare JID */
 	unsigned pep_remote_parked_max;         /* per worker */
+	/* worker/muc.c: XEP-0045 multi-user chat (issue 14) */
+	const char *muc_service;        /* label: SERVICE.HOST; "" none */
+	unsigned muc_max_rooms;         /* per service */
+	unsigned muc_max_occupants;     /* per room */
+	unsigned muc_max_rooms_per_account;     /* created by one account */
+	const char *muc_create;         /* who creates rooms: local/anyone/admins */
+	unsigned muc_history_default;   /* messages sent on entering */
+	unsigned muc_history_max;       /* messages a client may ask for */
+	unsigned muc_messages_per_minute;       /* per occupant */
+	uint64_t muc_max_subject_bytes;
+	uint64_t muc_max_nick_bytes;
+	uint64_t muc_max_presence_bytes;        /* an occupant's presence */
+	unsigned muc_max_affiliations;  /* per room */
+	unsigned muc_archive_retention_days;    /* room archives; 0: forever */
 };
 
 struct config_def {

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 14
+#define IPC_VERSION 15
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
@@ -70,6 +70,17 @@ enum ipc_frame_type {
 				       granted the session's account
 				       presence: send the session its last
 				       items, paced (pep_notify.c) */
+	IPC_FRAME_MUC,              /* XEP-0045: a stanza (text, 'from' and
+				       'to' set) for a room, to the room's
+				       owner worker (muc.c) */
+	IPC_FRAME_MUC_FANOUT,       /* a room's stanza for occupants on the
+				       receiving worker: struct
+				       ipc_muc_fanout, the text without
+				       'to', then the recipients (muc.c) */
+	IPC_FRAME_MUC_GONE,         /* payload: "room@service\0full JID":
+				       that occupant's session was swept
+				       with its crashed worker, to the
+				       room's owner worker (muc.c) */
 	IPC_FRAME_TYPE_MAX
 };
 
@@ -91,6 +102,22 @@ struct ipc_frame_header {
 };
 _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
 	       "frame header must be 20 bytes");
+
+/* IPC_FRAME_MUC_FANOUT: one stanza of a room for several sessions of
+ * the receiving worker, written once per worker rather than once per
+ * occupant.  The payload is this header, text_len bytes of the stanza
+ * as sent to every occupant but without 'to' (the receiver puts each
+ * recipient's JID in), then count recipients, each a
+ * struct ipc_muc_recipient followed by jid_len bytes of its full JID. */
+struct ipc_muc_fanout {
+	uint32_t text_len;
+	uint32_t count;
+};
+struct ipc_muc_recipient {
+	uint32_t conn_id;
+	uint32_t gen;
+	uint32_t jid_len;
+};
 
 /* IPC_FRAME_S2S_OUT: a stanza for the owner of the outgoing link
  * local -> remote (worker/s2s_out.c; header conn_id/gen 0).  Followed by

@@ -276,6 +276,19 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "pep.remote_presence_ttl", CONFIG_F_RELOADABLE },
 	{ "pep.max_remote_resources", CONFIG_F_RELOADABLE },
 	{ "pep.remote_parked_max", CONFIG_F_RELOADABLE },
+	{ "muc.service", CONFIG_F_RESTART },
+	{ "muc.max_rooms", CONFIG_F_RELOADABLE },
+	{ "muc.max_occupants", CONFIG_F_RELOADABLE },
+	{ "muc.max_rooms_per_account", CONFIG_F_RELOADABLE },
+	{ "muc.create", CONFIG_F_RELOADABLE },
+	{ "muc.history_default", CONFIG_F_RELOADABLE },
+	{ "muc.history_max", CONFIG_F_RELOADABLE },
+	{ "muc.messages_per_minute", CONFIG_F_RELOADABLE },
+	{ "muc.max_subject_bytes", CONFIG_F_RELOADABLE },
+	{ "muc.max_nick_bytes", CONFIG_F_RELOADABLE },
+	{ "muc.max_presence_bytes", CONFIG_F_RELOADABLE },
+	{ "muc.max_affiliations", CONFIG_F_RELOADABLE },
+	{ "muc.archive_retention_days", CONFIG_F_RELOADABLE },
 };
 
 Test(table, keys_and_flags_match_the_spec)
@@ -779,6 +792,14 @@ Test(check, cross_key_errors)
 			 PKGDATADIR "/setup-local for a local one");
 	cr_expect_str_eq(CHECK_ERROR("control.mode=0666"), "'control.mode' "
 			 "0666 lets every local user control xmppd");
+	cr_expect_str_eq(CHECK_ERROR("muc.create=everyone"), "'muc.create' "
+			 "is 'everyone': it is local, anyone or nobody");
+	cr_expect_str_eq(CHECK_ERROR("muc.service=chat.rooms"),
+			 "'muc.service' is 'chat.rooms': one DNS label of "
+			 "a-z, 0-9 and inner '-', or \"\"");
+	cr_expect_str_eq(CHECK_ERROR("muc.service=-muc"),
+			 "'muc.service' is '-muc': one DNS label of "
+			 "a-z, 0-9 and inner '-', or \"\"");
 }
 
 Test(check, bad_host_names)

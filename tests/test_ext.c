@@ -147,6 +147,33 @@ static void presence_j(struct worker *w, const struct xml_node *st,
 const struct ext pep_remote_ext = {
 	.name = "j", .presence_to_account = presence_j,
 };
+/* the stand-in of muc_ext (issue 14): a service on svc.example, its
+ * item in a host's disco#items, the swept sessions */
+static int serves_k(const struct worker *w, const char *domain)
+{
+	(void)w;
+	return strcmp(domain, "svc.example") == 0;
+}
+static void stanza_k(struct worker *w, struct arena *a, struct xml_node *st,
+		     const struct jid *to)
+{
+	(void)w; (void)a; (void)st; (void)to; note('k');
+}
+static unsigned items_k(const struct worker *w, const char *host,
+			struct buf *out)
+{
+	(void)w;
+	buf_appendf(out, "<item jid='svc.%s'/>", host);
+	return 1;
+}
+static void swept_k(struct worker *w, const char *jid)
+{
+	(void)w; (void)jid; note('s');
+}
+const struct ext muc_ext = {
+	.name = "k", .service_serves = serves_k, .service_stanza = stanza_k,
+	.domain_items = items_k, .session_swept = swept_k,
+};
 
 static struct arena arena;
 
@@ -322,4 +349,22 @@ Test(ext, presence_to_account_runs_its_hook)
 	cr_assert_eq(ext_hooks.n_presence_to_account, 1);
 	ext_presence_to_account(NULL, NULL, "a@b");
 	cr_assert_str_eq(calls, "j");
+}
+
+Test(ext, a_service_takes_its_domain_only)
+{
+	struct buf out;
+	const struct ext *e = ext_service(NULL, "svc.example");
+	cr_assert_eq(e, &muc_ext);
+	e->service_stanza(NULL, NULL, NULL, NULL);
+	cr_assert_str_eq(calls, "k");
+	cr_assert_null(ext_service(NULL, "example"));
+	cr_assert_null(ext_service(NULL, "other.svc.example"));
+	buf_init(&out, 0);
+	cr_assert_eq(ext_domain_items(NULL, "example", &out), 1);
+	buf_append(&out, "", 1);
+	cr_assert_str_eq(buf_head(&out), "<item jid='svc.example'/>");
+	buf_free(&out);
+	ext_session_swept(NULL, "a@b/c");
+	cr_assert_str_eq(calls, "ks");
 }

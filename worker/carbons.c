@@ -32,9 +32,9 @@
  * arrives without, section 9: route.c takes it off before delivery and
  * notes it in w->private_msg) or XEP-0334 <no-copy/>, a carbon
  * itself (<sent/>, <received/>), an error a client sends, a message
- * received at the bare JID with <x xmlns='.../muc#user'/> (sent by a
- * MUC service: invitations; MUC private messages, to a full JID, are
- * copied as chat).  A message between two resources of one account
+ * received with <x xmlns='.../muc#user'/> (sent by a MUC room or
+ * service: invitations to the bare JID, private messages from
+ * occupants to a full JID; XEP-0280 1.0.1 section 6).  A message between two resources of one account
  * makes no sent copies; its received copies skip the sender.
  * The wrapper keeps the type, comes from the account's bare JID and goes
  * to the full JID of the copy's session.  A message stored offline
@@ -86,7 +86,9 @@ static int carbons_eligible(const struct xml_node *st, int received)
 		else if (xml_is(ch, NS_MUC_USER, "x"))
 			muc = 1;
 	}
-	if (received && muc && carbons_is_bare(xml_attr(st, "to")))
+	/* section 6: what a MUC room or service sends is not copied,
+	 * private messages from occupants included (to a full JID) */
+	if (received && muc)
 		return 0;
 	if (type == NULL || strcmp(type, "normal") == 0)
 		return body;

@@ -21,6 +21,7 @@ extern const struct ext pep_ext;
 extern const struct ext caps_ext;
 extern const struct ext pep_compat_ext;
 extern const struct ext pep_remote_ext;
+extern const struct ext muc_ext;
 
 /* The compiled-in extensions.  The order is the order of their disco
  * features and stream features and the order in which hooks run. */
@@ -38,6 +39,7 @@ const struct ext *const ext_all[] = {
 	&caps_ext,
 	&pep_compat_ext,
 	&pep_remote_ext,
+	&muc_ext,
 };
 const unsigned ext_count = sizeof(ext_all) / sizeof(ext_all[0]);
 
@@ -121,6 +123,16 @@ int ext_init(const char **error_r)
 		EXT_ADD(session_leaving);
 		EXT_ADD(message_text);
 		EXT_ADD(presence_to_account);
+		EXT_ADD(session_swept);
+		if ((e->service_serves != NULL) != (e->service_stanza != NULL)) {
+			log_error("extension %s: service_serves and "
+				  "service_stanza go together", e->name);
+			*error_r = "extension serves a domain without a handler";
+			return -1;
+		}
+		if (e->service_serves != NULL)
+			ext_hooks.service[ext_hooks.n_service++] =
+				(struct ext_hook){ e, (uint32_t)1 << i };
 	}
 	return 0;
 }
@@ -182,6 +194,16 @@ void ext_disco_features(struct buf *out)
 		for (const char *const *f = ext_all[i]->disco_features;
 		     f && *f; f++)
 			buf_appendf(out, "<feature var='%s'/>", *f);
+}
+
+unsigned ext_domain_items(const struct worker *w, const char *host,
+			  struct buf *out)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < ext_count; i++)
+		if (ext_all[i]->domain_items != NULL)
+			n += ext_all[i]->domain_items(w, host, out);
+	return n;
 }
 
 void ext_session_changed(struct conn *c)

@@ -33,6 +33,7 @@
 
 struct arena;
 struct buf;
+struct jid;
 struct pg_result;
 struct session_info;
 struct xml_node;
@@ -295,6 +296,26 @@ struct ext {
 	/* Whether account_features[i] is on under cfg (a feature turned
 	 * off in the settings is not advertised); NULL: all are. */
 	int (*account_feature_on)(const struct config *cfg, unsigned i);
+	/* ---- added for XEP-0045 (muc.c; issue 14) ------------------------ */
+	/* A service of ours on a domain of its own (the MUC service
+	 * SERVICE.HOST): 1 if domain (prepared) is one of the extension's.
+	 * route.c sends stanzas to such a domain to service_stanza instead
+	 * of another server; s2s_in.c accepts them from other servers and
+	 * vouches for the domain (dialback), as for a hosted domain. */
+	int (*service_serves)(const struct worker *w, const char *domain);
+	/* A stanza to one of those domains: 'from' trusted (a local
+	 * session's full JID, or a verified remote one), 'to' prepared
+	 * (*to parsed from it); on any worker; st valid for the call. */
+	void (*service_stanza)(struct worker *w, struct arena *a,
+			       struct xml_node *st, const struct jid *to);
+	/* disco#items of a hosted domain host: append the services'
+	 * <item jid='...' name='...'/>; how many were written. */
+	unsigned (*domain_items)(const struct worker *w, const char *host,
+				 struct buf *out);
+	/* A session of a dead worker was swept from the session table
+	 * (route.c, IPC_FRAME_SWEPT, on the worker the master chose):
+	 * its unavailable presence is being broadcast to its contacts. */
+	void (*session_swept)(struct worker *w, const char *full_jid);
 };
 
 /* The compiled-in extensions (ext.c), in hook order. */
@@ -345,6 +366,8 @@ struct ext_hooks {
 	struct ext_hook caps_changed[EXT_MAX];
 	unsigned n_presence_to_account;
 	struct ext_hook presence_to_account[EXT_MAX];
+	unsigned n_service, n_session_swept;
+	struct ext_hook service[EXT_MAX], session_swept[EXT_MAX];
 	uint8_t delivered_flags;    /* the extensions' delivered_flags */
 };
 extern struct ext_hooks ext_hooks;
@@ -528,6 +551,26 @@ static inline void ext_presence_to_account(struct worker *w,
 {
 	EXT_RUN(presence_to_account, w, st, bare);
 }
+
+/* The extension serving domain as a service of its own (ext.h
+ * service_serves), or NULL: one test when no extension has one. */
+static inline const struct ext *ext_service(const struct worker *w,
+					    const char *domain)
+{
+	for (unsigned i = 0; i < ext_hooks.n_service; i++)
+		if (ext_hooks.service[i].e->service_serves(w, domain))
+			return ext_hooks.service[i].e;
+	return NULL;
+}
+
+static inline void ext_session_swept(struct worker *w, const char *full_jid)
+{
+	EXT_RUN(session_swept, w, full_jid);
+}
+
+/* Append every service's disco#items of host; how many. */
+unsigned ext_domain_items(const struct worker *w, const char *host,
+			  struct buf *out);
 
 /* The extension that takes first-level elements of namespace
  * ns[0..nslen), or NULL (only for elements the core does not know). */

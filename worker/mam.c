@@ -49,6 +49,12 @@
  * a worker that stops waits for its batches up to shutdown_timeout.
  * Retention: worker 0 deletes rows older than mam.retention_days, 1000
  * at a time, one statement in flight, so the database is never blocked.
+ * Rooms: the same batches write the rooms' archives (muc_messages, for
+ * muc_archive.c: mam_room_add), a second target with its own batch being
+ * filled and its own INSERT; both share the queue, its bounds
+ * (mam.queue_rows, mam.queue_bytes), mam.batch_rows, mam.batch_hold, the
+ * one statement in flight, the failure policy above and expiry (rows
+ * older than muc.archive_retention_days, the same way).
  * Preferences name at most mam.max_prefs_jids JIDs (every archived row
  * is checked against them in the INSERT): a set naming more is refused
  * with <not-acceptable/>, the stored preferences unchanged.
@@ -176,12 +182,26 @@ enum {
 	MAM_C_USER, MAM_C_DOMAIN, MAM_C_ID, MAM_C_WBARE, MAM_C_WFULL,
 	MAM_C_OUT, MAM_C_STANZA, MAM_NCOLS
 };
+/* A room's row (muc_messages): its columns, in a batch of MAM_T_ROOM. */
+enum {
+	MAM_R_ROOM, MAM_R_ID, MAM_R_NICK, MAM_R_REAL, MAM_R_STANZA, MAM_R_NCOLS
+};
+
+/* What a batch writes: an account's archive rows or a room's.  Each
+ * target fills its own batch (a batch is one INSERT into one table);
+ * the batches of both wait in one queue, in order. */
+enum mam_target {
+	MAM_T_ACCOUNT = 0,
+	MAM_T_ROOM,
+	MAM_NTARGETS
+};
 
 /* One INSERT: its columns as PostgreSQL array literals. */
 struct mam_batch {
 	struct mam_batch *next;
 	struct worker *w;
-	struct buf col[MAM_NCOLS];
+	enum mam_target target;
+	struct buf col[MAM_NCOLS];      /* the target's first ncols used */
 	unsigned rows;
 	size_t bytes;           /* the rows' bytes in the columns */
 	int closed;             /* "}" and NUL appended */
@@ -213,7 +233,28 @@ static const char mam_insert_sql[] =
 	"i.contact = r.wb), false))))) "
 	"ON CONFLICT DO NOTHING";
 
-static struct mam_batch *mam_cur;           /* being filled */
+/* A room's rows; a room destroyed (its rows deleted with it) before its
+ * batch is written loses them here rather than failing the statement,
+ * which would lose every other room's rows in the batch too. */
+static const char mam_room_insert_sql[] =
+	"INSERT INTO muc_messages (room_id, id, nick, occupant_jid, stanza) "
+	"SELECT r.room, r.id, r.n, r.j, r.s FROM unnest($1::bigint[], "
+	"$2::bigint[], $3::text[], $4::text[], $5::text[]) "
+	"AS r(room, id, n, j, s) "
+	"WHERE EXISTS (SELECT 1 FROM muc_rooms m WHERE m.id = r.room) "
+	"ON CONFLICT DO NOTHING";
+
+static const struct {
+	const char *sql;
+	int ncols;
+	int stanza_col;         /* closes the batch at MAM_BATCH_BYTES */
+} mam_targets[MAM_NTARGETS] = {
+	[MAM_T_ACCOUNT] = { mam_insert_sql, MAM_NCOLS, MAM_C_STANZA },
+	[MAM_T_ROOM] = { mam_room_insert_sql, MAM_R_NCOLS, MAM_R_STANZA },
+};
+
+/* The batch being filled of each target. */
+static struct mam_batch *mam_fill[MAM_NTARGETS];
 static struct mam_batch *mam_ready, *mam_ready_tail;   /* to send */
 static unsigned mam_inflight;
 static unsigned long mam_held;              /* rows in all of them */
@@ -226,8 +267,8 @@ static int mam_scratch_ready;
  * for the next one: no growing and copying the columns again for every
  * batch (at 4,000 msg/s a batch is sent every loop turn). */
 static struct mam_batch *mam_spare;
-static unsigned long mam_batch_seq;         /* of mam_cur */
-static int64_t mam_cur_since;               /* mam_cur's first row */
+static unsigned long mam_batch_seq;         /* the account batch's */
+static int64_t mam_fill_since[MAM_NTARGETS];/* their first row */
 
 static void mam_batch_free(struct mam_batch *b)
 {
@@ -252,18 +293,22 @@ static void mam_batch_free(struct mam_batch *b)
 	free(b);
 }
 
-static struct mam_batch *mam_batch_new(struct worker *w)
+static struct mam_batch *mam_batch_new(struct worker *w,
+					enum mam_target t)
 {
 	struct mam_batch *b = mam_spare;
-	mam_batch_seq++;
+	if (t == MAM_T_ACCOUNT)
+		mam_batch_seq++;        /* (mam_last and mam_text name it) */
 	if (b != NULL) {
 		mam_spare = NULL;
 		b->w = w;
+		b->target = t;
 		return b;
 	}
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	b->w = w;
+	b->target = t;
 	for (int i = 0; i < MAM_NCOLS; i++) {
 		buf_init(&b->col[i], 0);
 		if (buf_append(&b->col[i], "{", 1) < 0) {
@@ -455,7 +500,8 @@ static void mam_seen_keep(struct mam_seen *m, const struct xml_node *st,
 /* Whether st is what mam_last remembers, once its stanza-id is off. */
 static int mam_last_same(const struct xml_node *st)
 {
-	return mam_cur != NULL && mam_last.batch == mam_batch_seq &&
+	return mam_fill[MAM_T_ACCOUNT] != NULL &&
+	       mam_last.batch == mam_batch_seq &&
 	       mam_seen_same(&mam_last.seen, st, 0);
 }
 
@@ -464,12 +510,13 @@ static int mam_last_same(const struct xml_node *st)
 static const char *mam_message_text(const struct xml_node *st,
 				    size_t *len_r)
 {
-	if (mam_text.seen.st != st || mam_cur == NULL ||
+	const struct mam_batch *b = mam_fill[MAM_T_ACCOUNT];
+	if (mam_text.seen.st != st || b == NULL ||
 	    mam_text.batch != mam_batch_seq ||
 	    !mam_seen_same(&mam_text.seen, st, 1))
 		return NULL;
 	*len_r = mam_text.len;
-	return mam_cur->col[MAM_C_STANZA].data + mam_text.from;
+	return b->col[MAM_C_STANZA].data + mam_text.from;
 }
 
 /* The stanza column's element for st, whose last child is the stanza-id
@@ -562,6 +609,60 @@ static void mam_drop(struct worker *w, const char *why)
 
 static void mam_send_ready(struct worker *w);
 
+/* The batch a row of target t goes into, with its columns' lengths in
+ * mark (to undo the row); NULL when the row is not archived (the
+ * bounds, or no memory: counted by mam_drop). */
+static struct mam_batch *mam_row_begin(struct worker *w, enum mam_target t,
+				       size_t *mark)
+{
+	if (mam_held >= w->cfg->mam_queue_rows) {
+		mam_drop(w, "too many waiting");
+		return NULL;
+	}
+	if (mam_held_bytes >= w->cfg->mam_queue_bytes) {
+		mam_drop(w, "mam.queue_bytes waiting");
+		return NULL;
+	}
+	if (mam_fill[t] == NULL && (mam_fill[t] = mam_batch_new(w, t)) == NULL) {
+		mam_drop(w, "out of memory");
+		return NULL;
+	}
+	struct mam_batch *b = mam_fill[t];
+	for (int i = 0; i < MAM_NCOLS; i++)
+		mark[i] = b->col[i].len;
+	return b;
+}
+
+/* A row that could not be written whole: undone (rc -2: too large). */
+static void mam_row_undo(struct worker *w, struct mam_batch *b,
+			 const size_t *mark, int rc)
+{
+	for (int i = 0; i < MAM_NCOLS; i++)
+		b->col[i].len = mark[i];
+	mam_drop(w, rc == -2 ? "too large" : "out of memory");
+}
+
+/* The row is in b: counted; b goes when it is full. */
+static void mam_row_done(struct worker *w, struct mam_batch *b,
+			 const size_t *mark)
+{
+	enum mam_target t = b->target;
+	if (b->rows++ == 0)
+		mam_fill_since[t] = w->now_ms;
+	mam_held++;
+	size_t added = 0;
+	for (int i = 0; i < MAM_NCOLS; i++)
+		added += b->col[i].len - mark[i];
+	b->bytes += added;
+	mam_held_bytes += added;
+	if (b->rows >= w->cfg->mam_batch_rows ||
+	    b->col[mam_targets[t].stanza_col].len >= MAM_BATCH_BYTES) {
+		mam_fill[t] = NULL;
+		mam_ready_push(b, 0);
+		mam_send_ready(w);
+	}
+}
+
 /* Queue one archive row for account bare: st serialized (jabber:client)
  * straight into the stanza column, escaped there in place
  * (mam_put_stanza; reuse and keep are its; a recipient's row is
@@ -572,24 +673,12 @@ static void mam_add_row(struct worker *w, const char *bare,
 			int outgoing, struct xml_node *st, int reuse, int keep)
 {
 	const char *at = strchr(bare, '@');
+	size_t mark[MAM_NCOLS];
 	if (at == NULL)
 		return;
-	if (mam_held >= w->cfg->mam_queue_rows) {
-		mam_drop(w, "too many waiting");
+	struct mam_batch *b = mam_row_begin(w, MAM_T_ACCOUNT, mark);
+	if (b == NULL)
 		return;
-	}
-	if (mam_held_bytes >= w->cfg->mam_queue_bytes) {
-		mam_drop(w, "mam.queue_bytes waiting");
-		return;
-	}
-	if (mam_cur == NULL && (mam_cur = mam_batch_new(w)) == NULL) {
-		mam_drop(w, "out of memory");
-		return;
-	}
-	struct mam_batch *b = mam_cur;
-	size_t mark[MAM_NCOLS];
-	for (int i = 0; i < MAM_NCOLS; i++)
-		mark[i] = b->col[i].len;
 	unsigned r = b->rows;
 	int rc = 0;
 	if (mam_elem(&b->col[MAM_C_USER], r, bare, (size_t)(at - bare)) < 0 ||
@@ -600,25 +689,10 @@ static void mam_add_row(struct worker *w, const char *bare,
 	    mam_elem_bare(&b->col[MAM_C_OUT], r, outgoing ? "t" : "f", 1) < 0 ||
 	    (rc = mam_put_stanza(w, &b->col[MAM_C_STANZA], r, st, reuse,
 				 keep, !outgoing)) < 0) {
-		for (int i = 0; i < MAM_NCOLS; i++)
-			b->col[i].len = mark[i];    /* the row, undone */
-		mam_drop(w, rc == -2 ? "too large" : "out of memory");
+		mam_row_undo(w, b, mark, rc);
 		return;
 	}
-	if (b->rows++ == 0)
-		mam_cur_since = w->now_ms;
-	mam_held++;
-	size_t added = 0;
-	for (int i = 0; i < MAM_NCOLS; i++)
-		added += b->col[i].len - mark[i];
-	b->bytes += added;
-	mam_held_bytes += added;
-	if (b->rows >= w->cfg->mam_batch_rows ||
-	    b->col[MAM_C_STANZA].len >= MAM_BATCH_BYTES) {
-		mam_cur = NULL;
-		mam_ready_push(b, 0);
-		mam_send_ready(w);
-	}
+	mam_row_done(w, b, mark);
 }
 
 static void mam_written(void *ctx, const PGresult *res, const char *error)
@@ -659,17 +733,18 @@ static void mam_send_batches(struct worker *w, int all)
 	while (mam_ready != NULL && (all || mam_inflight < MAM_INFLIGHT) &&
 	       w->db != NULL) {
 		struct mam_batch *b = mam_ready;
+		int n = mam_targets[b->target].ncols;
 		if (!b->closed) {
-			for (int i = 0; i < MAM_NCOLS; i++)
+			for (int i = 0; i < n; i++)
 				if (buf_append(&b->col[i], "}", 2) < 0)
 					return;     /* out of memory: later */
 			b->closed = 1;
 		}
 		const char *params[MAM_NCOLS];
-		for (int i = 0; i < MAM_NCOLS; i++)
+		for (int i = 0; i < n; i++)
 			params[i] = buf_head(&b->col[i]);
-		if (db_query(w->db, mam_insert_sql, MAM_NCOLS, params, NULL,
-			     NULL, 0, mam_written, b) < 0)
+		if (db_query(w->db, mam_targets[b->target].sql, n, params,
+			     NULL, NULL, 0, mam_written, b) < 0)
 			return;     /* link down or queue full: next turn */
 		mam_ready = b->next;
 		if (mam_ready == NULL)
@@ -685,22 +760,22 @@ static void mam_send_ready(struct worker *w)
 
 void mam_flush_writes(struct worker *w)
 {
-	if (mam_cur != NULL && mam_cur->rows > 0) {
-		mam_ready_push(mam_cur, 0);
-		mam_cur = NULL;
-	}
+	for (int t = 0; t < MAM_NTARGETS; t++)
+		if (mam_fill[t] != NULL && mam_fill[t]->rows > 0) {
+			mam_ready_push(mam_fill[t], 0);
+			mam_fill[t] = NULL;
+		}
 	mam_send_batches(w, 1);
 }
 
 /* ---- what is archived ----------------------------------------------- */
 
-static int mam_archivable(const struct xml_node *st)
+/* What a message carries decides, whatever its type: a <body/> or a
+ * <store/> hint, and no <no-store/>, <no-permanent-store/> hint, carbon
+ * copy or archive result. */
+static int mam_content_archivable(const struct xml_node *st)
 {
-	const char *type = xml_attr(st, "type");
 	int body = 0, store = 0;
-	if (type != NULL && strcmp(type, "chat") != 0 &&
-	    strcmp(type, "normal") != 0)
-		return 0;
 	for (const struct xml_node *e = xml_first_element(st); e != NULL;
 	     e = xml_next_element(e)) {
 		if (strcmp(e->name, "body") == 0 && strcmp(e->ns, NS_CLIENT) == 0)
@@ -718,6 +793,22 @@ static int mam_archivable(const struct xml_node *st)
 		}
 	}
 	return body || store;
+}
+
+static int mam_archivable(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	if (type != NULL && strcmp(type, "chat") != 0 &&
+	    strcmp(type, "normal") != 0)
+		return 0;
+	return mam_content_archivable(st);
+}
+
+int mam_room_archivable(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	return type != NULL && strcmp(type, "groupchat") == 0 &&
+	       mam_content_archivable(st);
 }
 
 static struct arena *mam_arena(void)
@@ -788,6 +879,18 @@ static int mam_stamp(struct worker *w, struct xml_node *st, long long id,
 	return 0;
 }
 
+/* The stanza-id mam_stamp just added (st's last child) taken off: the
+ * row it names was not archived. */
+static void mam_unstamp(struct xml_node *st)
+{
+	struct xml_node *prev = NULL, *sid = st->last_child;
+	if (sid == NULL || !xml_is(sid, NS_SID, "stanza-id"))
+		return;
+	for (struct xml_node *k = st->children; k != sid; k = k->next)
+		prev = k;
+	xml_unlink_child(st, prev, sid);
+}
+
 /* Sender side: a message from one of our sessions. */
 static int mam_stanza_in(struct conn *c, struct xml_node *st)
 {
@@ -843,57 +946,156 @@ static void mam_to_account(struct worker *w, struct xml_node *st,
 	mam_add_row(w, bare, idtext, idlen, with_bare, from, 0, st, reuse, 0);
 }
 
+/* ---- rooms (muc_archive.c) ----------------------------------------- */
+
+/* st whole, as the stanza column's element of a room's row: serialized
+ * (jabber:client) without its 'to' (the row is the message as every
+ * occupant gets it), escaped in place.  0, -1 out of memory, -2 too
+ * large. */
+static int mam_put_whole(struct worker *w, struct buf *sc, unsigned rows,
+			 struct xml_node *st)
+{
+	struct xml_attr **link = &st->attrs, *to = NULL;
+	for (; *link != NULL; link = &(*link)->next)
+		if ((*link)->ns[0] == '\0' && strcmp((*link)->name, "to") == 0) {
+			to = *link;
+			*link = to->next;       /* off for a moment */
+			break;
+		}
+	if (mam_elem_open(sc, rows) < 0) {
+		if (to != NULL)
+			*link = to;
+		return -1;
+	}
+	size_t from = sc->len;
+	int rc = xml_serialize(sc, st, NS_CLIENT);
+	if (to != NULL)
+		*link = to;
+	if (rc < 0 || sc->len - from > xml_out_cap(w->cfg->max_stanza_size))
+		return -2;
+	if (mam_escape_tail(sc, from) < 0 || buf_append(sc, "\"", 1) < 0)
+		return -1;
+	return 0;
+}
+
+int mam_room_add(struct worker *w, long long room_id, const char *room_bare,
+		 const char *nick, const char *real_bare, struct xml_node *st)
+{
+	char idtext[24], roomtext[24];
+	size_t idlen, mark[MAM_NCOLS];
+	struct mam_batch *b = mam_row_begin(w, MAM_T_ROOM, mark);
+	if (b == NULL)
+		return -1;
+	/* the row's place in the batch is taken before the id is: a
+	 * message not archived gets no stanza-id claiming it is */
+	if (mam_stamp(w, st, mam_next_id(w), room_bare, idtext, &idlen) < 0)
+		return -1;
+	size_t roomlen = mam_id_text(room_id, roomtext);
+	unsigned r = b->rows;
+	int rc = 0;
+	if (mam_elem_bare(&b->col[MAM_R_ROOM], r, roomtext, roomlen) < 0 ||
+	    mam_elem_bare(&b->col[MAM_R_ID], r, idtext, idlen) < 0 ||
+	    mam_elem(&b->col[MAM_R_NICK], r, nick, strlen(nick)) < 0 ||
+	    mam_elem(&b->col[MAM_R_REAL], r, real_bare, strlen(real_bare)) < 0 ||
+	    (rc = mam_put_whole(w, &b->col[MAM_R_STANZA], r, st)) < 0) {
+		mam_row_undo(w, b, mark, rc);
+		mam_unstamp(st);
+		return -1;
+	}
+	mam_row_done(w, b, mark);
+	return 0;
+}
+
 /* ---- retention ------------------------------------------------------ */
 
+/* Each archive's table expires on its own schedule, one statement in
+ * flight for both. */
+static const struct {
+	const char *sql;
+	const char *what;       /* for the log */
+} mam_expiry[MAM_NTARGETS] = {
+	[MAM_T_ACCOUNT] = {
+		"WITH d AS (SELECT account_id, id FROM mam_messages "
+		"WHERE id < $1::bigint LIMIT $2::int) "
+		"DELETE FROM mam_messages m USING d "
+		"WHERE m.account_id = d.account_id AND m.id = d.id",
+		"archived messages" },
+	[MAM_T_ROOM] = {
+		"WITH d AS (SELECT room_id, id FROM muc_messages "
+		"WHERE id < $1::bigint LIMIT $2::int) "
+		"DELETE FROM muc_messages m USING d "
+		"WHERE m.room_id = d.room_id AND m.id = d.id",
+		"room messages" },
+};
 static int mam_expiring;
-static int64_t mam_expire_next_ms;
+static int64_t mam_expire_next_ms[MAM_NTARGETS];
+/* The callback's context: the worker and which table. */
+static struct mam_expiry_ctx {
+	struct worker *w;
+	enum mam_target t;
+} mam_expiry_ctx[MAM_NTARGETS];
 
-static const char mam_expire_sql[] =
-	"WITH d AS (SELECT account_id, id FROM mam_messages "
-	"WHERE id < $1::bigint LIMIT $2::int) "
-	"DELETE FROM mam_messages m USING d "
-	"WHERE m.account_id = d.account_id AND m.id = d.id";
+static unsigned mam_retention_days(const struct worker *w, enum mam_target t)
+{
+	return t == MAM_T_ROOM ? w->cfg->muc_archive_retention_days :
+				 w->cfg->mam_retention_days;
+}
 
 static void mam_expired(void *ctx, const PGresult *res, const char *error)
 {
-	struct worker *w = ctx;
+	struct mam_expiry_ctx *x = ctx;
+	struct worker *w = x->w;
 	mam_expiring = 0;
 	if (res == NULL) {
 		log_warn("archive expiry: %s (tried again in a minute)", error);
-		mam_expire_next_ms = w->now_ms + MAM_EXPIRE_EVERY_MS;
+		mam_expire_next_ms[x->t] = w->now_ms + MAM_EXPIRE_EVERY_MS;
 		return;
 	}
 	long n = strtol(PQcmdTuples((PGresult *)res), NULL, 10);
 	if (n > 0)
-		log_info("archive expiry: %ld messages older than %u days "
-			 "deleted", n, w->cfg->mam_retention_days);
-	mam_expire_next_ms = w->now_ms + (n >= MAM_EXPIRE_ROWS ?
+		log_info("archive expiry: %ld %s older than %u days deleted",
+			 n, mam_expiry[x->t].what, mam_retention_days(w, x->t));
+	mam_expire_next_ms[x->t] = w->now_ms + (n >= MAM_EXPIRE_ROWS ?
 		MAM_EXPIRE_AGAIN_MS : MAM_EXPIRE_EVERY_MS);
 }
 
-static int mam_expire(struct worker *w, int64_t now)
+/* Send the expiry statement of t if it is due: -1 sent (or nothing to
+ * expire), else ms until it is. */
+static int mam_expire_one(struct worker *w, enum mam_target t, int64_t now)
 {
 	char cutoff[24], rows[16];
-	unsigned days = w->cfg->mam_retention_days;
-	if (w->slot != 0 || days == 0 || w->db == NULL || w->stopping)
+	unsigned days = mam_retention_days(w, t);
+	if (days == 0)
 		return -1;
-	if (mam_expiring)
-		return -1;
-	if (now < mam_expire_next_ms)
-		return (int)(mam_expire_next_ms - now);
+	if (now < mam_expire_next_ms[t])
+		return (int)(mam_expire_next_ms[t] - now);
 	long long ms = mam_real_ms() - (long long)days * 86400000LL;
 	if (ms < 0)
 		ms = 0;
 	snprintf(cutoff, sizeof(cutoff), "%lld", ms << MAM_ID_MS_SHIFT);
 	snprintf(rows, sizeof(rows), "%d", MAM_EXPIRE_ROWS);
 	const char *params[2] = { cutoff, rows };
-	if (db_query(w->db, mam_expire_sql, 2, params, NULL, NULL, 0,
-		     mam_expired, w) < 0) {
-		mam_expire_next_ms = now + 1000;
+	mam_expiry_ctx[t] = (struct mam_expiry_ctx){ w, t };
+	if (db_query(w->db, mam_expiry[t].sql, 2, params, NULL, NULL, 0,
+		     mam_expired, &mam_expiry_ctx[t]) < 0) {
+		mam_expire_next_ms[t] = now + 1000;
 		return 1000;
 	}
 	mam_expiring = 1;
 	return -1;
+}
+
+static int mam_expire(struct worker *w, int64_t now)
+{
+	int next = -1;
+	if (w->slot != 0 || w->db == NULL || w->stopping)
+		return -1;
+	for (int t = 0; t < MAM_NTARGETS && !mam_expiring; t++) {
+		int d = mam_expire_one(w, (enum mam_target)t, now);
+		if (d >= 0 && (next < 0 || d < next))
+			next = d;
+	}
+	return mam_expiring ? -1 : next;
 }
 
 /* ---- the loop ------------------------------------------------------- */
@@ -909,14 +1111,17 @@ static int mam_loop_turn(struct worker *w, int64_t now)
 	 * unless a batch is already waiting (the link is down or the last
 	 * batch not answered yet): then this one grows up to its size */
 	int hold = -1;
-	if (mam_cur != NULL && mam_cur->rows > 0 && mam_ready == NULL &&
-	    mam_inflight < MAM_INFLIGHT) {
-		int64_t age = now - mam_cur_since;
+	for (int t = 0; t < MAM_NTARGETS; t++) {
+		struct mam_batch *b = mam_fill[t];
+		if (b == NULL || b->rows == 0 || mam_ready != NULL ||
+		    mam_inflight >= MAM_INFLIGHT)
+			continue;
+		int64_t age = now - mam_fill_since[t];
 		int64_t hold_ms = (int64_t)w->cfg->mam_batch_hold;
 		if (age >= hold_ms || age < 0 || w->stopping) {
-			mam_ready_push(mam_cur, 0);
-			mam_cur = NULL;
-		} else {
+			mam_ready_push(b, 0);
+			mam_fill[t] = NULL;
+		} else if (hold < 0 || hold_ms - age < hold) {
 			hold = (int)(hold_ms - age);
 		}
 	}

@@ -11,7 +11,10 @@
  * when the exact one would be resource-intensive), and a `with` full JID
  * (checked on the conversation's rows, not in the index) reads at most
  * that many rows of the conversation.  Every other shape reads an index
- * range with a LIMIT, or the ids it names.
+ * range with a LIMIT, or the ids it names.  A room's archive
+ * (muc_messages) is queried with the same statements on its primary key
+ * (room_id, id), `with` mapped to the sender's nick or real JID
+ * (mam_form_room_with), each on its own index.
  * Failure policy: each verdict names the error the query gets (see
  * enum mam_verdict); a field given twice is bad-request (XEP-0004 3.2),
  * naming more ids than mam.max_query_ids is policy-violation;
@@ -326,28 +329,108 @@ static int mam_form_id_array(struct buf *out, const long long *ids,
 	return buf_append(out, "}", 2);
 }
 
+void mam_form_room_with(struct mam_req *q, const char *room_bare)
+{
+	size_t n = strlen(room_bare);
+	q->with_col = NULL;
+	q->with_val = NULL;
+	q->with_none = 0;
+	if (q->with_bare == NULL)
+		return;
+	if (strcmp(q->with_bare, room_bare) == 0) {
+		if (q->with_full != NULL && q->with_full[n] == '/') {
+			q->with_col = "nick";
+			q->with_val = q->with_full + n + 1;
+		}
+	} else if (q->with_full == NULL && q->show_jids) {
+		q->with_col = "occupant_jid";
+		q->with_val = q->with_bare;
+	} else {
+		q->with_none = 1;
+	}
+	q->with_bare = NULL;
+	q->with_full = NULL;
+}
+
+/* Whose archive: an account's (by its name: one index probe) or a
+ * room's; the parameters it takes are added to s. */
+static void mam_form_owner(struct buf *out, struct mam_sql *s,
+			   const struct mam_req *q)
+{
+	if (q->room_id != NULL) {
+		buf_appendf(out, "room_id = $%d::bigint",
+			    mam_form_param(s, q->room_id));
+		return;
+	}
+	int pu = mam_form_param(s, q->user), pd = mam_form_param(s, q->domain);
+	buf_appendf(out, "account_id = (SELECT id FROM accounts WHERE "
+		    "username = $%d AND domain = $%d)", pu, pd);
+}
+
+/* The statement of a with_full query (accounts only): the ids of at
+ * most scan_cap rows of the conversation from where paging starts (an
+ * index-only scan, ordered, that the LIMIT stops), then the rows of the
+ * full JID in that id range: whatever plan PostgreSQL picks for the
+ * second, it reads that range of (account_id, with_bare, id) only. */
+static void mam_form_sql_full(struct mam_sql *s, const struct mam_req *q,
+			      const char *conds, const char *dir)
+{
+	int pcap = mam_form_param(s, s->num[3]);
+	int pf = mam_form_param(s, q->with_full);
+	buf_appendf(&s->text, "WITH b AS MATERIALIZED (SELECT id FROM "
+		    "mam_messages WHERE %s ORDER BY id %s LIMIT "
+		    "$%d::int), r AS MATERIALIZED (SELECT min(id) AS lo, "
+		    "max(id) AS hi, count(*) AS n FROM b) ", conds, dir, pcap);
+	if (q->count_only) {
+		buf_appendf(&s->text, "SELECT -2::bigint, count(*)::"
+			    "text FROM mam_messages WHERE %s AND id >= "
+			    "(SELECT lo FROM r) AND id <= (SELECT hi "
+			    "FROM r) AND with_full = $%d", conds, pf);
+	} else {
+		int plim = mam_form_param(s, s->num[2]);
+		buf_appendf(&s->text, "(SELECT id, stanza FROM "
+			    "mam_messages WHERE %s AND id >= (SELECT lo "
+			    "FROM r) AND id <= (SELECT hi FROM r) AND "
+			    "with_full = $%d ORDER BY id %s LIMIT "
+			    "$%d::int) UNION ALL SELECT -3::bigint, "
+			    "n::text FROM r", conds, pf, dir, plim);
+	}
+}
+
 int mam_form_sql(struct mam_sql *s, const struct mam_req *q)
 {
-	struct buf conds;
+	struct buf conds, owner;
 	const char *dir = q->backward ? "DESC" : "ASC";
+	int room = q->room_id != NULL;
+	/* a room's rows carry the sender's real JID, and every row of the
+	 * statement has the same columns */
+	const char *table = room ? "muc_messages" : "mam_messages";
+	const char *cols = room ? "id, stanza, occupant_jid" : "id, stanza";
+	const char *pad = room ? ", ''" : "";
 	memset(s, 0, sizeof(*s));
 	buf_init(&s->text, 0);
 	buf_init(&s->ids, 0);
 	buf_init(&s->named, 0);
 	buf_init(&conds, 0);
+	buf_init(&owner, 0);
 	snprintf(s->num[0], sizeof(s->num[0]), "%lld", q->lo);
 	snprintf(s->num[1], sizeof(s->num[1]), "%lld", q->hi);
 	snprintf(s->num[2], sizeof(s->num[2]), "%u", q->max + 1);
 	snprintf(s->num[3], sizeof(s->num[3]), "%u", q->scan_cap);
 	/* parameter numbers first: the order in which a call's arguments
 	 * are evaluated is unspecified */
-	int pu = mam_form_param(s, q->user), pd = mam_form_param(s, q->domain);
+	mam_form_owner(&owner, s, q);
+	buf_append(&owner, "", 1);
 	int plo = mam_form_param(s, s->num[0]);
 	int phi = mam_form_param(s, s->num[1]);
-	buf_appendf(&conds, "account_id = (SELECT id FROM accounts WHERE "
-		    "username = $%d AND domain = $%d) AND id > $%d::bigint AND "
-		    "id < $%d::bigint", pu, pd, plo, phi);
-	if (q->with_bare != NULL)
+	buf_appendf(&conds, "%s AND id > $%d::bigint AND id < $%d::bigint",
+		    buf_head(&owner), plo, phi);
+	if (room && q->with_none)
+		buf_appendf(&conds, " AND false");
+	else if (room && q->with_col != NULL)
+		buf_appendf(&conds, " AND %s = $%d", q->with_col,
+			    mam_form_param(s, q->with_val));
+	else if (!room && q->with_bare != NULL)
 		buf_appendf(&conds, " AND with_bare = $%d",
 			    mam_form_param(s, q->with_bare));
 	if (q->ids != NULL) {
@@ -356,64 +439,39 @@ int mam_form_sql(struct mam_sql *s, const struct mam_req *q)
 			    mam_form_param(s, buf_head(&s->ids)));
 	}
 	buf_append(&conds, "", 1);
-	if (q->with_full != NULL) {
-		/* the ids of at most scan_cap rows of the conversation from
-		 * where paging starts (an index-only scan, ordered, that the
-		 * LIMIT stops), then the rows of the full JID in that id
-		 * range: whatever plan PostgreSQL picks for the second, it
-		 * reads that range of (account_id, with_bare, id) only */
-		int pcap = mam_form_param(s, s->num[3]);
-		int pf = mam_form_param(s, q->with_full);
-		buf_appendf(&s->text, "WITH b AS MATERIALIZED (SELECT id FROM "
-			    "mam_messages WHERE %s ORDER BY id %s LIMIT "
-			    "$%d::int), r AS MATERIALIZED (SELECT min(id) AS lo, "
-			    "max(id) AS hi, count(*) AS n FROM b) ",
-			    buf_head(&conds), dir, pcap);
-		if (q->count_only) {
-			buf_appendf(&s->text, "SELECT -2::bigint, count(*)::"
-				    "text FROM mam_messages WHERE %s AND id >= "
-				    "(SELECT lo FROM r) AND id <= (SELECT hi "
-				    "FROM r) AND with_full = $%d",
-				    buf_head(&conds), pf);
-		} else {
-			int plim = mam_form_param(s, s->num[2]);
-			buf_appendf(&s->text, "(SELECT id, stanza FROM "
-				    "mam_messages WHERE %s AND id >= (SELECT lo "
-				    "FROM r) AND id <= (SELECT hi FROM r) AND "
-				    "with_full = $%d ORDER BY id %s LIMIT "
-				    "$%d::int) UNION ALL SELECT -3::bigint, "
-				    "n::text FROM r", buf_head(&conds), pf, dir,
-				    plim);
-		}
+	if (!room && q->with_full != NULL) {
+		mam_form_sql_full(s, q, buf_head(&conds), dir);
 	} else if (q->count_only) {
 		int pcap = mam_form_param(s, s->num[3]);
 		/* ordered, so that the LIMIT stops an index (only) scan;
 		 * unordered, PostgreSQL may read the account's whole
 		 * range into a bitmap first */
-		buf_appendf(&s->text, "SELECT -2::bigint, count(*)::text FROM "
-			    "(SELECT 1 FROM mam_messages WHERE %s ORDER BY id "
-			    "%s LIMIT $%d::int) c", buf_head(&conds), dir, pcap);
+		buf_appendf(&s->text, "SELECT -2::bigint, count(*)::text%s "
+			    "FROM (SELECT 1 FROM %s WHERE %s ORDER BY id %s "
+			    "LIMIT $%d::int) c", pad, table, buf_head(&conds),
+			    dir, pcap);
 	} else {
 		int plim = mam_form_param(s, s->num[2]);
-		buf_appendf(&s->text, "(SELECT id, stanza FROM mam_messages "
-			    "WHERE %s ORDER BY id %s LIMIT $%d::int)",
+		buf_appendf(&s->text, "(SELECT %s FROM %s WHERE %s ORDER BY "
+			    "id %s LIMIT $%d::int)", cols, table,
 			    buf_head(&conds), dir, plim);
 	}
 	if (q->nnamed > 0) {
 		mam_form_id_array(&s->named, q->named, q->nnamed);
 		int pn = mam_form_param(s, buf_head(&s->named));
 		buf_appendf(&s->text, " UNION ALL SELECT -1::bigint, "
-			    "count(*)::text FROM mam_messages WHERE "
-			    "account_id = (SELECT id FROM accounts WHERE "
-			    "username = $%d AND domain = $%d) AND "
-			    "id = ANY($%d::bigint[])", pu, pd, pn);
+			    "count(*)::text%s FROM %s WHERE %s AND "
+			    "id = ANY($%d::bigint[])", pad, table,
+			    buf_head(&owner), pn);
 	}
 	/* a failed append leaves its buffer short of what follows it */
 	int r = buf_append(&s->text, "", 1);
-	if (buf_used(&conds) == 0 || (q->ids != NULL && buf_used(&s->ids) == 0) ||
+	if (buf_used(&conds) == 0 || buf_used(&owner) == 0 ||
+	    (q->ids != NULL && buf_used(&s->ids) == 0) ||
 	    (q->nnamed > 0 && buf_used(&s->named) == 0))
 		r = -1;
 	buf_free(&conds);
+	buf_free(&owner);
 	return r;
 }
 
@@ -422,6 +480,34 @@ void mam_form_sql_free(struct mam_sql *s)
 	buf_free(&s->text);
 	buf_free(&s->ids);
 	buf_free(&s->named);
+}
+
+/* ---- room history (muc_archive.c) ----------------------------------- */
+
+/* Characters of s: UTF-8 code points. */
+static size_t mam_form_chars(const char *s, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += ((unsigned char)s[i] & 0xc0) != 0x80;
+	return n;
+}
+
+unsigned mam_form_fit(const char *const *stanzas, const size_t *lens,
+		      unsigned n, long maxchars)
+{
+	unsigned k = 0;
+	size_t used = 0;
+	if (maxchars < 0)
+		return n;
+	while (k < n) {
+		size_t c = mam_form_chars(stanzas[n - 1 - k], lens[n - 1 - k]);
+		if (c > (size_t)maxchars - used)
+			break;      /* older ones are not sent either */
+		used += c;
+		k++;
+	}
+	return k;
 }
 
 /* ---- preferences (XEP-0441) ----------------------------------------- */

@@ -47,6 +47,14 @@ struct mam_req {
 	unsigned named_cap;
 	unsigned seen;          /* form fields given (bits) */
 	unsigned scan_cap;      /* rows a with_full query reads at most */
+	/* A room's archive (muc_messages, muc_archive.c) instead of the
+	 * account's: set by the caller after parsing, which maps `with`
+	 * (mam_form_room_with); with_bare and with_full are then unused. */
+	const char *room_id;    /* muc_rooms.id as decimal text; NULL: none */
+	int show_jids;          /* the requester may see real JIDs */
+	const char *with_col;   /* "nick" or "occupant_jid", or NULL */
+	const char *with_val;   /* its value */
+	int with_none;          /* `with` names no one the requester may see */
 };
 
 /* A decimal archive id (1..LLONG_MAX, digits only), or -1. */
@@ -60,8 +68,18 @@ enum mam_verdict mam_form_parse(struct arena *a, const struct xml_node *query,
 				const struct mam_limits *lim,
 				struct mam_req *q);
 
+/* A room query's `with` (q->with_bare, q->with_full as parsed) mapped
+ * onto the room's columns, for the room room_bare (prepared): the
+ * room's own bare JID filters nothing; room_bare/NICK is that nick's
+ * messages; another bare JID is the real JID of the sender only when
+ * q->show_jids (else, and for another full JID, nothing matches: real
+ * JIDs are stored bare, and a requester who may not see them learns
+ * nothing from them). */
+void mam_form_room_with(struct mam_req *q, const char *room_bare);
+
 /* The statement for q: text and parameters (pointing into s and q).
- * Rows: (id, stanza) of the page, in index order, at most max + 1;
+ * Rows: (id, stanza) of the page, in index order, at most max + 1
+ * (a room's: (id, stanza, occupant_jid));
  * (-1, n): how many of the named ids exist; (-2, n): the count of a
  * count-only query (at most scan_cap: XEP-0059 2.7 allows an
  * approximate count); (-3, n): the rows a with_full query read (n ==
@@ -77,6 +95,14 @@ struct mam_sql {
 };
 int mam_form_sql(struct mam_sql *s, const struct mam_req *q);
 void mam_form_sql_free(struct mam_sql *s);
+
+/* The history sent on entering a room (XEP-0045 section 7.2.14,
+ * muc_archive.c) under maxchars (-1: no bound): how many of the n
+ * stanzas (oldest first, lens their byte lengths) it sends, the newest
+ * whose characters (UTF-8 code points: the XEP counts characters of the
+ * whole stanzas) add up to at most maxchars; they are the last ones. */
+unsigned mam_form_fit(const char *const *stanzas, const size_t *lens,
+		      unsigned n, long maxchars);
 
 /* A PostgreSQL array literal element, quoted, " and \ escaped (first:
  * no comma before it).  0 or -1. */

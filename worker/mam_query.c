@@ -1,6 +1,10 @@
 /*
  * mam_query.c - XEP-0313 archive queries on the account's own archive
- * (section 4) with XEP-0059 paging, and the #extended metadata query.
+ * (section 4) with XEP-0059 paging, and the #extended metadata query;
+ * the same for a room's archive (muc_archive.c: the room decided the
+ * requester may query it; `with` is an occupant JID room@service/nick,
+ * or a real bare JID when the requester may see those, and then each
+ * result carries the sender's real JID in <x muc#user><item jid/>).
  *
  * <query/> get: the form of the fields we take.  <query/> set: parsed
  * by mam_form.c (the data form, RSM, <flip-page/>; a pure function,
@@ -39,6 +43,7 @@
 #include "../db/db.h"
 #include "jid.h"
 #include "log.h"
+#include "server.h"
 #include "session.h"
 
 #include <errno.h>
@@ -51,20 +56,41 @@
 /* ---- sending the results -------------------------------------------- */
 
 /* Where a page goes: the requesting session, on this worker (c) or on
- * another (slot). */
+ * another (slot), or on another server (remote: a room's occupant from
+ * there; routed as any stanza, each result parsed back in a's arena). */
 struct mam_dest {
 	struct worker *w;
 	struct conn *c;
 	struct session_info s;
 	int gone;
+	int remote;
+	struct arena a;
 };
+
+/* Whether full JID to is of a domain we do not host. */
+static int mam_dest_remote(struct worker *w, const char *to)
+{
+	const char *at = strchr(to, '@'), *slash;
+	const char *dom = at != NULL ? at + 1 : to;
+	char host[1024];
+	slash = strchr(dom, '/');
+	size_t n = slash != NULL ? (size_t)(slash - dom) : strlen(dom);
+	if (n >= sizeof(host))
+		return 0;
+	memcpy(host, dom, n);
+	host[n] = '\0';
+	return !stream_hosted(w, host);
+}
 
 static void mam_dest_find(struct mam_dest *d, struct worker *w,
 			  const char *to)
 {
 	memset(d, 0, sizeof(*d));
 	d->w = w;
-	if (shm_session_get(w->shm->sessions, to, &d->s) != 1) {
+	if (mam_dest_remote(w, to)) {
+		d->remote = 1;
+		arena_init(&d->a, 4096);
+	} else if (shm_session_get(w->shm->sessions, to, &d->s) != 1) {
 		d->gone = 1;
 	} else if (d->s.slot == w->slot) {
 		d->c = conn_lookup(w, d->s.conn_id, d->s.gen);
@@ -79,6 +105,18 @@ static int mam_dest_send(struct mam_dest *d, const char *text, size_t len)
 	const char *error;
 	if (d->gone)
 		return -1;
+	if (d->remote) {
+		struct xml_node *st = xml_parse_in(&d->a, text, len, NS_CLIENT,
+						   &error);
+		if (st == NULL) {
+			log_error("archive result unreadable (%s): not sent",
+				  error);
+			return 0;
+		}
+		route_stanza(d->w, &d->a, st);
+		arena_reset(&d->a);
+		return 0;
+	}
 	if (d->c != NULL) {
 		struct conn *c = d->c;
 		if (c->closed || c->out_shed ||
@@ -99,6 +137,12 @@ static int mam_dest_send(struct mam_dest *d, const char *text, size_t len)
 		return -1;
 	}
 	return 0;
+}
+
+static void mam_dest_done(struct mam_dest *d)
+{
+	if (d->remote)
+		arena_free(&d->a);
 }
 
 /* Results about to be written to c: remember where they start. */
@@ -126,9 +170,28 @@ int mam_taken_back(struct conn *c, uint64_t end)
 /* What one result costs on the wire besides the stored stanza. */
 #define MAM_RESULT_OVERHEAD 512
 
+/* The forwarded message's end: a room's with the sender's real JID
+ * when the requester may see it (XEP-0313 section 5.1.2, as
+ * XEP-0045 puts it in presence: <x muc#user><item jid/></x>). */
+static int mam_result_end(struct buf *out, const struct mam_req *q,
+			  const char *stored, size_t len, const char *real)
+{
+	static const char end[] = "</message>";
+	size_t n = sizeof(end) - 1;
+	if (q->room_id == NULL || !q->show_jids || real == NULL ||
+	    *real == '\0' || len < n || memcmp(stored + len - n, end, n) != 0)
+		return buf_append(out, stored + 8, len - 8);
+	buf_append(out, stored + 8, len - 8 - n);
+	buf_appendf(out, "<x xmlns='http://jabber.org/protocol/muc#user'>"
+		    "<item jid='");
+	xml_escape(out, real, strlen(real), 1);
+	return buf_appendf(out, "'/></x></message>");
+}
+
 static int mam_send_result(struct mam_dest *d, struct iq_pending *p,
 			   const struct mam_req *q, struct buf *out,
-			   const char *id, const char *stored, size_t len)
+			   const char *id, const char *stored, size_t len,
+			   const char *real)
 {
 	char stamp[40];
 	if (len < 9 || memcmp(stored, "<message", 8) != 0 ||
@@ -152,7 +215,7 @@ static int mam_send_result(struct mam_dest *d, struct iq_pending *p,
 	buf_appendf(out, " id='%s'><forwarded xmlns='" NS_FORWARD "'><delay "
 		    "xmlns='" NS_DELAY "' stamp='%s'/><message xmlns='"
 		    NS_CLIENT "'", id, stamp);
-	buf_append(out, stored + 8, len - 8);
+	mam_result_end(out, q, stored, len, real);
 	if (buf_appendf(out, "</forwarded></result></message>") < 0)
 		return -1;
 	return mam_dest_send(d, buf_head(out), buf_used(out));
@@ -245,9 +308,12 @@ static void mam_queried(void *ctx, const PGresult *res, const char *error)
 		int i = rows[q->flip ? nrows - 1 - k : k];
 		if (mam_send_result(&d, p, q, &out, PQgetvalue(res, i, 0),
 				    PQgetvalue(res, i, 1),
-				    (size_t)PQgetlength(res, i, 1)) < 0)
+				    (size_t)PQgetlength(res, i, 1),
+				    PQnfields(res) > 2 ?
+				    PQgetvalue(res, i, 2) : NULL) < 0)
 			break;
 	}
+	mam_dest_done(&d);
 	if (d.gone) {
 		/* gone, or its output full of other things: the page is
 		 * not whole, so no <fin/> claims it is (RFC 6120 8.3.3.18) */
@@ -306,10 +372,12 @@ static const char mam_form[] =
 	"xmlns='http://jabber.org/protocol/xdata-validate' "
 	"datatype='xs:string'><open/></validate></field></x></query>";
 
-/* The pending IQ and its request for the account bare, or NULL when an
- * error was answered. */
+/* The pending IQ and its request for the archive of bare: an account's
+ * (room_id 0), which only the account may query, or a room's (the room
+ * decided who may); NULL when an error was answered. */
 static struct iq_pending *mam_begin(struct worker *w, struct xml_node *st,
-				    const char *bare, struct mam_req **q_r)
+				    const char *bare, long long room_id,
+				    struct mam_req **q_r)
 {
 	struct iq_pending *p = iq_pending_new(w, st);
 	if (p == NULL)
@@ -320,6 +388,19 @@ static struct iq_pending *mam_begin(struct worker *w, struct xml_node *st,
 	if (from_bare == NULL || p->payload == NULL || at == NULL || q == NULL) {
 		iq_reply_error(&p, "wait", "resource-constraint");
 		return NULL;
+	}
+	if (room_id > 0) {
+		char num[24];
+		snprintf(num, sizeof(num), "%lld", room_id);
+		q->bare = arena_strdup(&p->arena, bare);
+		q->room_id = arena_strdup(&p->arena, num);
+		if (q->bare == NULL || q->room_id == NULL) {
+			iq_reply_error(&p, "wait", "resource-constraint");
+			return NULL;
+		}
+		p->data = q;
+		*q_r = q;
+		return p;
 	}
 	if (strcmp(from_bare, bare) != 0) {
 		log_info("archive of %s: query by %s refused", bare, p->from);
@@ -338,10 +419,12 @@ static struct iq_pending *mam_begin(struct worker *w, struct xml_node *st,
 	return p;
 }
 
-void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare)
+/* A query of bare's archive (room_id > 0: a room's). */
+static void mam_query(struct worker *w, struct xml_node *st,
+		      const char *bare, long long room_id, int show_jids)
 {
 	struct mam_req *q;
-	struct iq_pending *p = mam_begin(w, st, bare, &q);
+	struct iq_pending *p = mam_begin(w, st, bare, room_id, &q);
 	if (p == NULL)
 		return;
 	if (strcmp(p->type, "get") == 0) {
@@ -356,6 +439,10 @@ void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare)
 	char text[80];
 	switch (mam_form_parse(&p->arena, p->payload, &lim, q)) {
 	case MAM_OK:
+		if (room_id > 0) {
+			q->show_jids = show_jids;
+			mam_form_room_with(q, bare);
+		}
 		mam_run(p, q);
 		break;
 	case MAM_BAD:
@@ -381,6 +468,21 @@ void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare)
 		iq_reply_error_text(&p, "modify", "policy-violation", text);
 		break;
 	}
+}
+
+void mam_query_iq(struct worker *w, struct xml_node *st, const char *bare)
+{
+	mam_query(w, st, bare, 0, 0);
+}
+
+void mam_room_query_iq(struct worker *w, struct xml_node *st,
+		       long long room_id, const char *room_bare, int show_jids)
+{
+	if (room_id <= 0) {
+		log_error("archive query of %s: no room id", room_bare);
+		return;
+	}
+	mam_query(w, st, room_bare, room_id, show_jids);
 }
 
 static void mam_metadata_result(void *ctx, const PGresult *res,
@@ -411,18 +513,41 @@ static void mam_metadata_result(void *ctx, const PGresult *res,
 	buf_free(&out);
 }
 
-void mam_metadata_iq(struct worker *w, struct xml_node *st, const char *bare)
+/* The first and last ids of bare's archive (room_id > 0: a room's). */
+static void mam_metadata(struct worker *w, struct xml_node *st,
+			 const char *bare, long long room_id)
 {
 	static const char sql[] =
 		"SELECT min(id), max(id) FROM mam_messages WHERE account_id = "
 		"(SELECT id FROM accounts WHERE username = $1 AND domain = $2)";
+	static const char room_sql[] =
+		"SELECT min(id), max(id) FROM muc_messages "
+		"WHERE room_id = $1::bigint";
 	struct mam_req *q;
-	struct iq_pending *p = mam_begin(w, st, bare, &q);
+	struct iq_pending *p = mam_begin(w, st, bare, room_id, &q);
 	if (p == NULL)
 		return;
 	const char *params[2] = { q->user, q->domain };
+	if (room_id > 0)
+		params[0] = q->room_id;
 	mam_flush_writes(w);
-	if (w->db == NULL || db_query(w->db, sql, 2, params, NULL, NULL, 0,
-				      mam_metadata_result, p) < 0)
+	if (w->db == NULL ||
+	    db_query(w->db, room_id > 0 ? room_sql : sql, room_id > 0 ? 1 : 2,
+		     params, NULL, NULL, 0, mam_metadata_result, p) < 0)
 		mam_fail(&p, NULL);
+}
+
+void mam_metadata_iq(struct worker *w, struct xml_node *st, const char *bare)
+{
+	mam_metadata(w, st, bare, 0);
+}
+
+void mam_room_metadata_iq(struct worker *w, struct xml_node *st,
+			  long long room_id, const char *room_bare)
+{
+	if (room_id <= 0) {
+		log_error("archive metadata of %s: no room id", room_bare);
+		return;
+	}
+	mam_metadata(w, st, room_bare, room_id);
 }

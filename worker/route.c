@@ -467,8 +467,12 @@ static void route_run(struct route *r)
 		return;
 	}
 	if (!stream_hosted(r->w, r->to.domain)) {
-		/* a component's domain (XEP-0114), else another server's */
-		if (!component_route(r->w, r->st, r->to.domain) &&
+		/* a service of ours (XEP-0045 rooms), a component's domain
+		 * (XEP-0114), else another server's */
+		const struct ext *svc = ext_service(r->w, r->to.domain);
+		if (svc != NULL)
+			svc->service_stanza(r->w, r->arena, r->st, &r->to);
+		else if (!component_route(r->w, r->st, r->to.domain) &&
 		    s2s_route(r->w, r->st, r->to.domain) < 0)
 			route_bounce(r, "cancel", "remote-server-not-found");
 		if (r->serialized)
@@ -698,6 +702,7 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		memcpy(jid, payload, len);
 		jid[len] = '\0';
 		presence_swept(w, jid);
+		ext_session_swept(w, jid);
 		return;
 	}
 	if (hdr->type == IPC_FRAME_PROBE) {

@@ -51,6 +51,7 @@
 #include "s2s.h"
 #include "s2s_int.h"
 #include "dialback.h"
+#include "ext.h"
 #include "component.h"
 #include "server.h"
 #include "sm.h"
@@ -125,7 +126,8 @@ static struct s2s_in *s2s_in_of(const struct conn *c)
  * servers are ours to do for it). */
 static int s2s_in_serves(const struct worker *w, const char *domain)
 {
-	return stream_hosted(w, domain) || component_serves(domain);
+	return stream_hosted(w, domain) || component_serves(domain) ||
+	       ext_service(w, domain) != NULL;
 }
 
 static int s2s_in_blocked(const struct worker *w, const char *domain)
@@ -1006,8 +1008,9 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 		return;
 	}
 	int ours = stream_hosted(c->w, jt.domain);
-	int comp = !ours && component_serves(jt.domain);
-	if (!ours && !comp) {
+	const struct ext *svc = ours ? NULL : ext_service(c->w, jt.domain);
+	int comp = !ours && svc == NULL && component_serves(jt.domain);
+	if (!ours && !comp && svc == NULL) {
 		/* before any bounce: its 'from' would be this 'to' */
 		log_info("c%u %s: stanza for %s, which is not served here",
 			 c->id, c->peer, jt.domain);
@@ -1024,7 +1027,7 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 	 * between two servers using SASL or Server Dialback" for it, the
 	 * same answer as a forged 'from' (XEP-0220 2.4: a pair not
 	 * authorized). */
-	if ((ours || comp) && !s2s_in_may(s, jt.domain, jf.domain)) {
+	if (!s2s_in_may(s, jt.domain, jf.domain)) {
 		log_info("c%u %s: stanza %s -> %s: that pair is not "
 			 "authorized on this stream", c->id, c->peer,
 			 jf.domain, jt.domain);
@@ -1053,6 +1056,11 @@ static void s2s_in_stanza(struct conn *c, struct s2s_in *s,
 	}
 	if (ours) {
 		route_stanza(c->w, c->arena, st);
+		return;
+	}
+	/* a service of ours (XEP-0045 rooms) */
+	if (svc != NULL) {
+		svc->service_stanza(c->w, c->arena, st, &jt);
 		return;
 	}
 	/* a component's domain (XEP-0114): in to the component, or

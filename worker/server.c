@@ -95,20 +95,23 @@ static void server_time(struct buf *out)
 		    tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 }
 
-/* An IQ get to the domain: 1 answered into out, 0 unknown. */
-static int server_iq_get(const struct xml_node *q, struct buf *out)
+/* An IQ get to the domain host: 1 answered into out, 0 unknown. */
+static int server_iq_get(const struct worker *w, const char *host,
+			 const struct xml_node *q, struct buf *out)
 {
 	if (xml_is(q, NS_DISCO_INFO, "query") && xml_attr(q, "node") == NULL)
 		server_disco_info(out);
 	else if (xml_is(q, NS_DISCO_ITEMS, "query") &&
 		 xml_attr(q, "node") == NULL)
 	{
-		/* XEP-0114 components are items of the host (as Prosody
-		 * and ejabberd list theirs) */
+		/* XEP-0114 components and the services of extensions
+		 * (XEP-0045 rooms) are items of the host (as Prosody and
+		 * ejabberd list theirs) */
 		buf_appendf(out, "><query xmlns='" NS_DISCO_ITEMS "'");
 		size_t open = out->len;
 		buf_appendf(out, ">");
-		if (component_disco_items(out) == 0) {
+		if (component_disco_items(out) +
+		    ext_domain_items(w, host, out) == 0) {
 			out->len = open;
 			buf_appendf(out, "/></iq>");
 		} else {
@@ -138,7 +141,8 @@ static void server_iq(struct worker *w, struct arena *a, struct xml_node *st)
 		return;         /* results (our pings' answers) and errors */
 	buf_init(&out, 0);
 	server_result_head(&out, st);
-	if (strcmp(type, "get") == 0 && q != NULL && server_iq_get(q, &out)) {
+	if (strcmp(type, "get") == 0 && q != NULL &&
+	    server_iq_get(w, xml_attr(st, "to"), q, &out)) {
 		server_send(w, a, &out);
 		return;
 	}

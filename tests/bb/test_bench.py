@@ -431,10 +431,75 @@ def test_pep_roster_pass():
         s.stop()
 
 
+def xmppd_has_muc():
+    """Does this build know muc.service (issue 14's MUC)?"""
+    out = subprocess.run([os.path.join(BUILDDIR, "xmppd"), "--example"],
+                         capture_output=True, text=True, timeout=60).stdout
+    return re.search(r"^muc \{", out, re.M) is not None or \
+        re.search(r"^#?\s*muc\.service\s*=", out, re.M) is not None
+
+
+def test_muc_joins_unanswered_fail():
+    """--muc-rooms against a JID that is no MUC service (the server's own
+    domain: each join presence goes to an account that does not exist,
+    which RFC 6121 8.5.1 says to ignore, or comes back as an error): no
+    client gets its self-presence, so every join fails, nobody sends, and
+    the tool exits 1.  Proves a join counts only at status 110."""
+    s = bench_server(8, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "8", "--processes", "2",
+                           "--muc-rooms", "2", "--muc-service", "localhost",
+                           "--join-timeout", "2", "--msg-rate", "50",
+                           "--duration", "1")
+        assert rc == 1, out
+        assert r["connections_established"] == 8, out
+        assert r["muc_occupants"] == 0, out
+        assert r["muc_joins_failed"] == 8, out
+        assert r["muc_join_timeouts"] + r["muc_join_errors"] == 8, out
+        assert r["groupchat_sent"] == 0 and r["deliveries"] == 0, out
+    finally:
+        s.stop()
+
+
+def test_muc_exact_counts():
+    """30 occupants in 3 rooms of 10 spread over 2 tool processes and 2
+    workers, 30 groupchat messages/s for 3 s, then 2 history joiners with
+    maxstanzas 20: every message reaches each of the 10 members of its
+    room exactly once (the sender's reflected copy included), so the
+    deliveries are exactly 10 x the messages; each history joiner gets
+    min(20, its room's messages) delayed ones and then the subject.  Runs
+    once xmppd has its MUC (muc.service); skipped (passes) before."""
+    if not xmppd_has_muc():
+        print("# skipped: this xmppd has no muc.service yet")
+        return
+    s = bench_server(32, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "32", "--processes", "2",
+                           "--muc-rooms", "3", "--history-joiners", "2",
+                           "--msg-rate", "30", "--duration", "3")
+        assert rc == 0, out
+        assert r["muc_occupants"] == 30 and r["muc_joins_failed"] == 0, out
+        assert r["muc_rooms_created"] == 3, out
+        assert r["groupchat_sent"] == 90, out
+        assert r["deliveries_due"] == 900 and r["deliveries"] == 900, out
+        for key in ("deliveries_lost", "deliveries_duplicated",
+                    "deliveries_misrouted", "groupchat_errored",
+                    "history_joins_failed", "history_joins_short",
+                    "history_joins_long", "history_messages_wrong",
+                    "muc_delayed_to_occupants", "messages_malformed"):
+            assert r[key] == 0, (key, out)
+        assert r["history_joins_ok"] == 2, out
+        assert 0 < r["join_latency_p50_ms"] <= r["join_latency_max_ms"]
+        assert r["server_kb_per_occupant"] is not None, out
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     run_tests([test_exact_counts, test_drop_clients_exact,
                test_bounces_are_errored, test_direct_tls_plain_idle_hold_sources,
                test_failures_reported, test_sm_messages_acknowledged,
                test_storm_resumes_every_session, test_pairs_partner_server,
                test_pairs_one_server_exact, test_measure_federation_smoke,
-               test_pep_roster_pass])
+               test_pep_roster_pass, test_muc_joins_unanswered_fail,
+               test_muc_exact_counts])

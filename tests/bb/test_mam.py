@@ -6,7 +6,9 @@ backward to the end, the with/start/end/before-id/after-id/ids filters,
 the form, errors for bad queries, preferences (always, never, roster),
 offline messages archived once, two devices, metadata, disco on the
 account, `xmppctl archive purge|expire`, retention expiry by the server,
-account deletion, and slixmpp's xep_0313 plugin retrieving history.
+account deletion, and slixmpp's xep_0313 plugin retrieving history; a
+room's archive rows (written by hand until worker/muc.c drives them)
+purged, expired by xmppctl and by the server.
 Needs XMPPD_TEST_PGCONN.
 """
 import asyncio
@@ -15,6 +17,7 @@ import os
 import re
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Client, Server, run_tests, wait_for  # noqa: E402
@@ -616,6 +619,61 @@ def test_retention_expiry():
         assert "archive expiry: " in s.log_text()
 
 
+def room_rows(s, room, first_id, n, nick="witch"):
+    """n archive rows of room (made here) from first_id on, by hand: the
+    room's side of the archive is written by worker/muc_archive.c."""
+    s.db.psql("INSERT INTO muc_rooms (service, name, config, created_by) "
+              "VALUES ('conference.localhost', '%s', '', 'juliet@localhost') "
+              "ON CONFLICT DO NOTHING" % room, conninfo=s.db.conninfo)
+    s.db.psql("INSERT INTO muc_messages SELECT r.id, %d + n, '%s', "
+              "'juliet@localhost', '<message from=''%s@conference.localhost/%s'' "
+              "type=''groupchat''><body>old</body></message>' FROM muc_rooms r, "
+              "generate_series(0, %d) n WHERE r.name = '%s'"
+              % (first_id, nick, room, nick, n - 1, room), conninfo=s.db.conninfo)
+
+
+def room_count(s, room):
+    return s.db.psql("SELECT count(*) FROM muc_messages m JOIN muc_rooms r ON "
+                     "r.id = m.room_id WHERE r.name = '%s'" % room,
+                     conninfo=s.db.conninfo).strip()
+
+
+def test_room_archive_ctl_and_expiry():
+    """A room's archive (muc_messages) goes with `xmppctl archive purge
+    ROOM` and `archive expire`, and the server expires it by itself past
+    muc.archive_retention_days, 1000 rows at a time, leaving the recent
+    ones and the personal archives alone."""
+    off = "mam {\n retention_days = 0\n}\nmuc {\n archive_retention_days = 0\n}\n"
+    with Server(workers=2, users=USERS, config_text=off) as s:
+        old = (946684800000 << 21) | 7          # 2000-01-01
+        later = (1104537600000 << 21) | 7       # 2005-01-01
+        now = (int(time.time() * 1000) << 21) | 7
+        room_rows(s, "coven", later, 2500)
+        room_rows(s, "coven", now, 2)
+        room_rows(s, "other", old, 3)
+        room_rows(s, "third", old, 1)
+        res = s.ctl_config("archive", "purge", "other@conference.localhost")
+        assert res.stdout == ("3 messages deleted from the archive of room "
+                              "other@conference.localhost\n"), res.stdout
+        assert room_count(s, "other") == "0" and room_count(s, "coven") == "2502"
+        res = s.ctl_config("archive", "purge", "nobody@conference.localhost", check=False)
+        assert res.returncode == 1 and \
+            res.stderr == "xmppctl: no account nobody@conference.localhost\n", res.stderr
+        res = s.ctl_config("archive", "expire", "--before", "2001-01-01")
+        assert res.stdout == "1 messages older than 2001-01-01 deleted from the archives\n", \
+            res.stdout
+        assert room_count(s, "third") == "0" and room_count(s, "coven") == "2502"
+        s.write_config("muc {\n archive_retention_days = 30\n}\n"
+                       "mam {\n retention_days = 0\n}\n")
+        os.kill(s.master_pid, signal.SIGHUP)
+
+        def left():
+            n = room_count(s, "coven")
+            return n == "2" and n
+        wait_for(left, timeout=20, what="old room messages expired")
+        assert "room messages older than 30 days deleted" in s.log_text()
+
+
 def test_slixmpp_history():
     """slixmpp's xep_0313 plugin (with xep_0059 paging, 5 a page) gets
     the whole conversation, in order, both ways; xep_0030 finds the
@@ -787,4 +845,5 @@ if __name__ == "__main__":
                test_preferences, test_offline_and_two_devices,
                test_ctl_purge_expire_and_account_deletion, test_retention_expiry,
                test_slixmpp_history, test_archive_waits_for_postgresql,
-               test_with_carbons_two_devices, test_bounded_queries])
+               test_with_carbons_two_devices, test_bounded_queries,
+               test_room_archive_ctl_and_expiry])
