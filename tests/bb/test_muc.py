@@ -1300,10 +1300,12 @@ def test_config_change_notifications():
         r.expect(X("<message from='%s' id='@?@' to='%s' type='groupchat'><x xmlns='%s'>"
                    "<status _opt='1' code='104'/><status code='172'/></x></message>"
                    % (rj, r.jid, NS_USER)))
-        # archiving off: a change, but not XEP-0045's public logging
-        # (no 171)
+        # archiving off: a change, but not XEP-0045's public logging:
+        # 104 (xmppd); Prosody 0.12 (mod_muc_mam) says 171 for it,
+        # though it sends no 170 on entering an archived room: either
         configure(j, rj, {"muc#roomconfig_enablearchiving": "0"}, "c3")
-        r.expect(note(r, 104))
+        got = r.expect(re.compile("<message .*", re.S))
+        assert note(r, 104).fullmatch(got) or note(r, 171).fullmatch(got), got
         j.close()
         r.close()
 
