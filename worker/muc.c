@@ -1016,8 +1016,8 @@ static void muc_replay(struct worker *w, struct muc_room *r)
 static void muc_service_iq(struct worker *w, struct arena *a,
 			   struct xml_node *st, const char *service);
 
-static void muc_bounce(struct worker *w, const struct xml_node *st,
-		       const char *type, const char *cond, const char *text)
+void muc_bounce(struct worker *w, const struct xml_node *st,
+		const char *type, const char *cond, const char *text)
 {
 	struct buf out;
 	if (!stanza_may_bounce(st) || xml_attr(st, "from") == NULL)

@@ -144,6 +144,10 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 /* One stanza text (no 'to') to one real full JID. */
 void muc_send_one(struct worker *w, const char *text, size_t len,
 		  const char *to, int remote);
+/* The error reply to st (RFC 6120 8.3: 'from' and 'to' swapped), routed;
+ * nothing for an error or a result, or without 'from'. */
+void muc_bounce(struct worker *w, const struct xml_node *st,
+		const char *type, const char *cond, const char *text);
 /* Route a stanza given whole as text ('to' set). */
 void muc_route_text(struct worker *w, const char *text, size_t len);
 

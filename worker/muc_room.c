@@ -118,8 +118,6 @@ static void muc_archive_room(struct worker *w, struct muc_room *r,
 
 static struct muc_occ *muc_by_bare(const struct muc_room *r,
 				   const char *bare);
-static void muc_error(struct worker *w, const struct xml_node *st,
-		      const char *type, const char *cond, const char *text);
 static int muc_rate_ok(struct worker *w, struct muc_occ *o);
 
 /* A XEP-0313 query to the room: 1 when it was one (answered).  Who may
@@ -134,7 +132,7 @@ static int muc_room_mam(struct worker *w, struct muc_room *r,
 	if (!query && !xml_is(q, NS_MAM, "metadata"))
 		return 0;
 	if (!r->cf.logging) {
-		muc_error(w, st, "cancel", "service-unavailable",
+		muc_bounce(w, st, "cancel", "service-unavailable",
 			  "this room keeps no archive");
 		return 1;
 	}
@@ -147,7 +145,7 @@ static int muc_room_mam(struct worker *w, struct muc_room *r,
 	    (r->cf.members_only && aff < MUC_AFF_MEMBER) ||
 	    (r->cf.password_protected && r->cf.password[0] != '\0' &&
 	     o == NULL && aff < MUC_AFF_MEMBER)) {
-		muc_error(w, st, "auth", "forbidden",
+		muc_bounce(w, st, "auth", "forbidden",
 			  "you may not read this room's archive");
 		return 1;
 	}
@@ -212,17 +210,7 @@ static struct muc_occ *muc_by_bare(const struct muc_room *r,
 
 /* ---- errors and small replies --------------------------------------- */
 
-static void muc_error(struct worker *w, const struct xml_node *st,
-		      const char *type, const char *cond, const char *text)
-{
-	struct buf out;
-	if (!stanza_may_bounce(st) || xml_attr(st, "from") == NULL)
-		return;
-	buf_init(&out, 0);
-	stanza_error_xml(&out, st, NULL, type, cond, text);
-	muc_route_text(w, buf_head(&out), buf_used(&out));
-	buf_free(&out);
-}
+
 
 /* An IQ result from the room's JID with payload (NULL: empty). */
 static void muc_iq_result(struct worker *w, const struct xml_node *st,
@@ -822,13 +810,13 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 	struct muc_occ *o = same;
 	if (o == NULL) {
 		if (muc_occ_grow(r) < 0 || (o = calloc(1, sizeof(*o))) == NULL) {
-			muc_error(w, st, "wait", "resource-constraint", NULL);
+			muc_bounce(w, st, "wait", "resource-constraint", NULL);
 			return;
 		}
 		if ((o->nick = strdup(nick)) == NULL ||
 		    (o->bare = strdup(bare)) == NULL) {
 			muc_occ_free(o);
-			muc_error(w, st, "wait", "resource-constraint", NULL);
+			muc_bounce(w, st, "wait", "resource-constraint", NULL);
 			return;
 		}
 		o->aff = aff;
@@ -840,7 +828,7 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 	}
 	struct muc_sess *m = realloc(o->sess, (o->nsess + 1) * sizeof(*m));
 	if (m == NULL) {
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		if (o->nsess == 0)
 			muc_occ_remove(r, o);
 		return;
@@ -852,7 +840,7 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 	if (m[o->nsess].jid == NULL || m[o->nsess].presence == NULL) {
 		free(m[o->nsess].jid);
 		free(m[o->nsess].presence);
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		if (o->nsess == 0)
 			muc_occ_remove(r, o);
 		return;
@@ -1014,24 +1002,24 @@ static void muc_nick_change(struct worker *w, struct muc_room *r,
 		if (r->affs[i].nick[0] != '\0' &&
 		    strcmp(r->affs[i].nick, nick) == 0 &&
 		    strcmp(r->affs[i].jid, bare) != 0) {
-			muc_error(w, st, "cancel", "conflict",
+			muc_bounce(w, st, "cancel", "conflict",
 				  "that nickname is reserved");
 			return;
 		}
 	struct muc_occ *same = muc_by_nick(r, nick);
 	if (same != NULL) {
-		muc_error(w, st, "cancel", "conflict",
+		muc_bounce(w, st, "cancel", "conflict",
 			  "that nickname is taken");
 		return;
 	}
 	if (strlen(nick) > w->cfg->muc_max_nick_bytes) {
-		muc_error(w, st, "modify", "jid-malformed",
+		muc_bounce(w, st, "modify", "jid-malformed",
 			  "the nickname is too long (muc.max_nick_bytes)");
 		return;
 	}
 	char *nn = strdup(nick);
 	if (nn == NULL) {
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		return;
 	}
 	struct muc_sess *s = &o->sess[o->last];
@@ -1109,7 +1097,7 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	buf_init(&kids, 0);
 	if (muc_presence_children(st, &kids,
 				  w->cfg->muc_max_presence_bytes) < 0) {
-		muc_error(w, st, "modify", "not-acceptable",
+		muc_bounce(w, st, "modify", "not-acceptable",
 			  "the presence is too large (muc.max_presence_bytes)");
 		buf_free(&kids);
 		return;
@@ -1124,7 +1112,7 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	if (!muc_rate_ok(w, o)) {
 		/* presence changes and rejoins cost a broadcast to every
 		 * occupant: they share the message budget */
-		muc_error(w, st, "wait", "resource-constraint",
+		muc_bounce(w, st, "wait", "resource-constraint",
 			  "too many changes (muc.messages_per_minute)");
 		return;
 	}
@@ -1253,12 +1241,12 @@ static void muc_groupchat(struct worker *w, struct muc_room *r,
 	const struct xml_node *subj = xml_child(st, NS_CLIENT, "subject");
 	const struct xml_node *body = xml_child(st, NS_CLIENT, "body");
 	if (o->role < MUC_ROLE_PARTICIPANT) {
-		muc_error(w, st, "auth", "forbidden",
+		muc_bounce(w, st, "auth", "forbidden",
 			  "visitors may not speak in this room");
 		return;
 	}
 	if (!muc_rate_ok(w, o)) {
-		muc_error(w, st, "wait", "resource-constraint",
+		muc_bounce(w, st, "wait", "resource-constraint",
 			  "too many messages (muc.messages_per_minute)");
 		return;
 	}
@@ -1266,17 +1254,17 @@ static void muc_groupchat(struct worker *w, struct muc_room *r,
 	char *subject = NULL;
 	if (subject_change) {
 		if (o->role != MUC_ROLE_MODERATOR && !r->cf.change_subject) {
-			muc_error(w, st, "auth", "forbidden",
+			muc_bounce(w, st, "auth", "forbidden",
 				  "only moderators may change the subject");
 			return;
 		}
 		subject = xml_text(a, subj);
 		if (subject == NULL) {
-			muc_error(w, st, "wait", "resource-constraint", NULL);
+			muc_bounce(w, st, "wait", "resource-constraint", NULL);
 			return;
 		}
 		if (strlen(subject) > w->cfg->muc_max_subject_bytes) {
-			muc_error(w, st, "modify", "not-acceptable",
+			muc_bounce(w, st, "modify", "not-acceptable",
 				  "the subject is too long "
 				  "(muc.max_subject_bytes)");
 			return;
@@ -1287,7 +1275,7 @@ static void muc_groupchat(struct worker *w, struct muc_room *r,
 	snprintf(from, sizeof(from), "%s/%s", r->jid, o->nick);
 	if (xml_set_attr(a, st, "from", from) < 0 ||
 	    xml_set_attr(a, st, "to", NULL) < 0) {
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		return;
 	}
 	muc_strip_claims(w, a, st);
@@ -1330,19 +1318,19 @@ static void muc_private(struct worker *w, struct muc_room *r, struct arena *a,
 	struct muc_occ *t = muc_by_nick(r, nick);
 	enum muc_allow_pm pm = r->cf.allow_pm;
 	if (t == NULL) {
-		muc_error(w, st, "cancel", "item-not-found",
+		muc_bounce(w, st, "cancel", "item-not-found",
 			  "no occupant has that nickname");
 		return;
 	}
 	if (pm == MUC_PM_NONE ||
 	    (pm == MUC_PM_MODERATORS && o->role != MUC_ROLE_MODERATOR) ||
 	    (pm == MUC_PM_PARTICIPANTS && o->role < MUC_ROLE_PARTICIPANT)) {
-		muc_error(w, st, "cancel", "not-allowed",
+		muc_bounce(w, st, "cancel", "not-allowed",
 			  "private messages are not allowed here");
 		return;
 	}
 	if (!muc_rate_ok(w, o)) {
-		muc_error(w, st, "wait", "resource-constraint",
+		muc_bounce(w, st, "wait", "resource-constraint",
 			  "too many messages (muc.messages_per_minute)");
 		return;
 	}
@@ -1425,7 +1413,7 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 		count += xml_is(i, NS_MUC_USER, "invite") ||
 			 xml_is(i, NS_MUC_USER, "decline");
 	if (count > MUC_INVITES_MAX) {
-		muc_error(w, st, "modify", "not-acceptable",
+		muc_bounce(w, st, "modify", "not-acceptable",
 			  "too many invitations in one message");
 		return;
 	}
@@ -1442,7 +1430,7 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 		struct jid tj;
 		const char *err, *tofull, *tb;
 		if (to == NULL) {
-			muc_error(w, st, "modify", "bad-request",
+			muc_bounce(w, st, "modify", "bad-request",
 				  "an invitation names whom it is for");
 			return;
 		}
@@ -1452,7 +1440,7 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 		    (tb = jid_bare(&ar, &tj)) == NULL) {
 			/* an account, not a whole server */
 			arena_free(&ar);
-			muc_error(w, st, "modify", "jid-malformed", NULL);
+			muc_bounce(w, st, "modify", "jid-malformed", NULL);
 			return;
 		}
 		if (decline) {
@@ -1460,27 +1448,27 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 							 strcspn(from, "/"));
 			if (mine == NULL || !muc_invited_take(r, mine, tofull)) {
 				arena_free(&ar);
-				muc_error(w, st, "cancel", "not-acceptable",
+				muc_bounce(w, st, "cancel", "not-acceptable",
 					  "no invitation of yours from them");
 				return;
 			}
 		} else {
 			if (o == NULL) {
 				arena_free(&ar);
-				muc_error(w, st, "cancel", "not-acceptable",
+				muc_bounce(w, st, "cancel", "not-acceptable",
 					  "only occupants may invite");
 				return;
 			}
 			if (r->cf.members_only && !r->cf.allow_invites &&
 			    o->aff < MUC_AFF_ADMIN) {
 				arena_free(&ar);
-				muc_error(w, st, "auth", "forbidden",
+				muc_bounce(w, st, "auth", "forbidden",
 					  "only admins may invite here");
 				return;
 			}
 			if (!muc_rate_ok(w, o)) {
 				arena_free(&ar);
-				muc_error(w, st, "wait", "resource-constraint",
+				muc_bounce(w, st, "wait", "resource-constraint",
 					  "too many messages "
 					  "(muc.messages_per_minute)");
 				return;
@@ -1491,7 +1479,7 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 			    muc_room_aff(r, tb) == MUC_AFF_NONE) {
 				if (r->naffs >= w->cfg->muc_max_affiliations) {
 					arena_free(&ar);
-					muc_error(w, st, "modify",
+					muc_bounce(w, st, "modify",
 						  "not-acceptable",
 						  "the room has too many "
 						  "members "
@@ -1584,7 +1572,7 @@ static void muc_voice_request(struct worker *w, struct muc_room *r,
 		const char *nick = muc_field(a, x, "muc#roomnick");
 		struct muc_occ *t = nick != NULL ? muc_by_nick(r, nick) : NULL;
 		if (o->role != MUC_ROLE_MODERATOR) {
-			muc_error(w, st, "auth", "forbidden",
+			muc_bounce(w, st, "auth", "forbidden",
 				  "only moderators approve voice requests");
 			return;
 		}
@@ -1601,7 +1589,7 @@ static void muc_voice_request(struct worker *w, struct muc_room *r,
 	const char *role = muc_field(a, x, "muc#role");
 	if (role == NULL || strcmp(role, "participant") != 0 ||
 	    o->role != MUC_ROLE_VISITOR) {
-		muc_error(w, st, "modify", "bad-request",
+		muc_bounce(w, st, "modify", "bad-request",
 			  "a voice request is from a visitor for the role "
 			  "participant");
 		return;
@@ -1661,7 +1649,7 @@ static void muc_message(struct worker *w, struct muc_room *r,
 			return;
 		}
 		if (o == NULL) {
-			muc_error(w, st, "cancel", "not-acceptable",
+			muc_bounce(w, st, "cancel", "not-acceptable",
 				  "only occupants may send messages to the "
 				  "room");
 			return;
@@ -1673,7 +1661,7 @@ static void muc_message(struct worker *w, struct muc_room *r,
 			return;
 		}
 		if (type == NULL || strcmp(type, "groupchat") != 0) {
-			muc_error(w, st, "modify", "bad-request",
+			muc_bounce(w, st, "modify", "bad-request",
 				  "messages to the room are groupchat");
 			return;
 		}
@@ -1681,12 +1669,12 @@ static void muc_message(struct worker *w, struct muc_room *r,
 		return;
 	}
 	if (o == NULL) {
-		muc_error(w, st, "cancel", "not-acceptable",
+		muc_bounce(w, st, "cancel", "not-acceptable",
 			  "only occupants may send private messages");
 		return;
 	}
 	if (type != NULL && strcmp(type, "groupchat") == 0) {
-		muc_error(w, st, "modify", "bad-request",
+		muc_bounce(w, st, "modify", "bad-request",
 			  "a private message is not groupchat");
 		return;
 	}
@@ -1915,7 +1903,7 @@ static void muc_admin_list(struct worker *w, struct muc_room *r,
 	    role != MUC_ROLE_NONE) {
 		if (actor->role != MUC_ROLE_MODERATOR) {
 			buf_free(&out);
-			muc_error(w, st, "auth", "forbidden", NULL);
+			muc_bounce(w, st, "auth", "forbidden", NULL);
 			return;
 		}
 		for (unsigned i = 0; i < r->nocc; i++) {
@@ -1936,7 +1924,7 @@ static void muc_admin_list(struct worker *w, struct muc_room *r,
 			   (r->cf.get_member_list & (1u << actor->role)));
 		if (!may) {
 			buf_free(&out);
-			muc_error(w, st, "auth", "forbidden", NULL);
+			muc_bounce(w, st, "auth", "forbidden", NULL);
 			return;
 		}
 		for (unsigned i = 0; i < r->naffs; i++) {
@@ -1959,7 +1947,7 @@ static void muc_admin_list(struct worker *w, struct muc_room *r,
 		}
 	} else {
 		buf_free(&out);
-		muc_error(w, st, "modify", "bad-request",
+		muc_bounce(w, st, "modify", "bad-request",
 			  "ask for one role or one affiliation");
 		return;
 	}
@@ -1985,7 +1973,7 @@ static void muc_admin(struct worker *w, struct muc_room *r, struct arena *a,
 	}
 	const struct xml_node *first = xml_child(q, NS_MUC_ADMIN, "item");
 	if (first == NULL) {
-		muc_error(w, st, "modify", "bad-request", "no <item/>");
+		muc_bounce(w, st, "modify", "bad-request", "no <item/>");
 		return;
 	}
 	if (!set) {
@@ -2000,7 +1988,7 @@ static void muc_admin(struct worker *w, struct muc_room *r, struct arena *a,
 		if (xml_is(i, NS_MUC_ADMIN, "item"))
 			cond = muc_admin_item(w, r, a, actor, i, 0, &type);
 	if (cond != NULL) {
-		muc_error(w, st, type, cond, NULL);
+		muc_bounce(w, st, type, cond, NULL);
 		return;
 	}
 	r->refs++;
@@ -2070,7 +2058,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 {
 	const char *bare = iq_bare_of(a, from);
 	if (bare == NULL || muc_room_aff(r, bare) != MUC_AFF_OWNER) {
-		muc_error(w, st, "auth", "forbidden",
+		muc_bounce(w, st, "auth", "forbidden",
 			  "only owners configure the room");
 		return;
 	}
@@ -2094,7 +2082,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 	const struct xml_node *x = xml_child(q, NS_XDATA, "x");
 	const char *xt = x != NULL ? xml_attr(x, "type") : NULL;
 	if (x == NULL || xt == NULL) {
-		muc_error(w, st, "modify", "bad-request",
+		muc_bounce(w, st, "modify", "bad-request",
 			  "a data form of type submit or cancel");
 		return;
 	}
@@ -2111,7 +2099,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 		return;
 	}
 	if (strcmp(xt, "submit") != 0) {
-		muc_error(w, st, "modify", "bad-request",
+		muc_bounce(w, st, "modify", "bad-request",
 			  "a data form of type submit or cancel");
 		return;
 	}
@@ -2119,12 +2107,12 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 	const char *cond = NULL, *text = NULL;
 	memset(&now, 0, sizeof(now));
 	if (muc_config_copy(&now, &r->cf) < 0) {
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		return;
 	}
 	if (muc_config_submit(&now, x, w->cfg, &cond, &text) < 0) {
 		muc_config_free(&now);
-		muc_error(w, st, "modify", cond != NULL ? cond : "bad-request",
+		muc_bounce(w, st, "modify", cond != NULL ? cond : "bad-request",
 			  text);
 		return;
 	}
@@ -2180,7 +2168,7 @@ static void muc_room_iq(struct worker *w, struct muc_room *r, struct arena *a,
 		return;
 	int set = strcmp(type, "set") == 0;
 	if (q == NULL) {
-		muc_error(w, st, "modify", "bad-request", NULL);
+		muc_bounce(w, st, "modify", "bad-request", NULL);
 		return;
 	}
 	if (!set && xml_is(q, NS_DISCO_INFO, "query") &&
@@ -2229,7 +2217,7 @@ static void muc_room_iq(struct worker *w, struct muc_room *r, struct arena *a,
 	} else if (muc_room_mam(w, r, a, st, q, from)) {
 		;
 	} else {
-		muc_error(w, st, "cancel", "service-unavailable", NULL);
+		muc_bounce(w, st, "cancel", "service-unavailable", NULL);
 	}
 }
 
@@ -2292,12 +2280,12 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 		return;
 	}
 	if (o == NULL) {
-		muc_error(w, st, "cancel", "not-acceptable",
+		muc_bounce(w, st, "cancel", "not-acceptable",
 			  "you are not in the room");
 		return;
 	}
 	if (t == NULL) {
-		muc_error(w, st, "cancel", "item-not-found",
+		muc_bounce(w, st, "cancel", "item-not-found",
 			  "no occupant has that nickname");
 		return;
 	}
@@ -2313,7 +2301,7 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 	for (unsigned i = 0; i < r->nfwd; i++)
 		mine += strcmp(r->fwd[i].from, from) == 0;
 	if (r->nfwd >= MUC_IQFWD_MAX || mine >= MUC_IQFWD_PER_ASKER) {
-		muc_error(w, st, "wait", "resource-constraint",
+		muc_bounce(w, st, "wait", "resource-constraint",
 			  "too many questions waiting for answers");
 		return;
 	}
@@ -2327,7 +2315,7 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 		free(f->from);
 		free(f->id);
 		free(f->to_nick);
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		return;
 	}
 	const char *to = t->sess[t->last].jid;
@@ -2338,7 +2326,7 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 		free(f->id);
 		free(f->to_nick);
 		free(f->from_nick);
-		muc_error(w, st, "wait", "resource-constraint", NULL);
+		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 		return;
 	}
 	r->nfwd++;
@@ -2366,7 +2354,7 @@ void muc_room_stanza(struct worker *w, struct muc_room *r, struct arena *a,
 	}
 	if (!r->exists) {
 		/* section 6.? : a room that does not exist */
-		muc_error(w, st, "cancel", "item-not-found",
+		muc_bounce(w, st, "cancel", "item-not-found",
 			  "no such room");
 		return;
 	}

@@ -170,11 +170,13 @@ def test_routing_both_ways_across_workers():
             comp.expect("<iq to='%s' id='v1' type='result' from='%s'><query "
                         "xmlns='jabber:iq:version'><name>test</name></query></iq>"
                         % (GW, im.jid))
-        # disco#items of the host lists the component
+        # disco#items of the host lists the component (and the MUC
+        # service, XEP-0045, the server's own)
         j.send("<iq to='localhost' id='d1' type='get'>"
                "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
         j.expect("<iq from='localhost' id='d1' to='%s' type='result'><query xmlns="
-                 "'http://jabber.org/protocol/disco#items'><item jid='%s'/></query></iq>"
+                 "'http://jabber.org/protocol/disco#items'><item jid='%s'/>"
+                 "<item jid='conference.localhost' name='Chatrooms'/></query></iq>"
                  % (j.jid, GW))
         # a subscription request from the component reaches the user
         # through her subscription state (RFC 6121 3.1.3)

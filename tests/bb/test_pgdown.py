@@ -670,7 +670,11 @@ def check_drain_lost(log, rc, n):
         in log, log[-3000:]
     m = re.search(DRAIN_LOST_RE, log)
     assert m, log[-3000:]
-    assert int(m.group(2)) == n + 1, (m.group(0), log[-3000:])
+    # n + 1, plus worker 0's maintenance statements that may be in
+    # flight when PostgreSQL hangs (the room archive's expiry,
+    # muc.archive_retention_days; the start-up clean-up of rooms of an
+    # earlier run): at most one each
+    assert n + 1 <= int(m.group(2)) <= n + 3, (m.group(0), log[-3000:])
     assert int(m.group(1)) == 0 and int(m.group(3)) == 0, m.group(0)
 
 
