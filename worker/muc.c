@@ -69,6 +69,10 @@ unsigned muc_owner_slot(const struct worker *w, const char *room_bare)
 	return w->nslots > 0 ? h % w->nslots : 0;
 }
 
+/* The depth of MUC handling on this worker (see muc_later below). */
+static unsigned muc_depth;
+static void muc_settle_later(struct worker *w);
+
 /* ---- the service's domains ------------------------------------------- */
 
 /* The host whose service domain is, or NULL. */
@@ -184,8 +188,8 @@ void muc_send_one(struct worker *w, const char *text, size_t len,
 static struct buf muc_fan[IPC_MAX_SLOTS];
 static uint32_t muc_fan_count[IPC_MAX_SLOTS];
 
-/* A fan-out frame is sent once it has this much (text and recipients:
- * a few hundred JIDs at most), far below IPC_FRAME_MAX. */
+/* A fan-out frame is sent once its recipients take this much (a few
+ * thousand JIDs), below IPC_FRAME_MAX with the text. */
 #define MUC_FANOUT_FLUSH (256u * 1024u)
 
 static void muc_fan_send(struct worker *w, unsigned slot, size_t len)
@@ -251,8 +255,11 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 		}
 		if (s.slot == w->slot) {
 			if (muc_write_local(w, s.conn_id, s.gen, text, len,
-					    d->jid) < 0)
+					    d->jid) < 0) {
+				if (ms != NULL)
+					ms->where_ms = 0;   /* look again */
 				muc_send_one(w, text, len, d->jid, 0);
+			}
 			continue;
 		}
 		struct buf *f = &muc_fan[s.slot];
@@ -267,9 +274,13 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 		buf_append(f, &rc, sizeof(rc));
 		buf_append(f, d->jid, rc.jid_len);
 		muc_fan_count[s.slot]++;
-		/* a frame stays well under IPC_FRAME_MAX: a big one goes
-		 * now and the next recipients start another */
-		if (buf_used(f) >= MUC_FANOUT_FLUSH)
+		/* a frame stays under IPC_FRAME_MAX: once its recipients
+		 * (not the text, which every frame carries once) pass
+		 * MUC_FANOUT_FLUSH, or the next could not fit, it goes and
+		 * the next recipients start another */
+		size_t recs = buf_used(f) - sizeof(struct ipc_muc_fanout) - len;
+		if (recs >= MUC_FANOUT_FLUSH ||
+		    buf_used(f) + sizeof(rc) + IPC_JID_MAX > IPC_FRAME_MAX)
 			muc_fan_send(w, s.slot, len);
 	}
 	for (unsigned slot = 0; slot < w->nslots && slot < IPC_MAX_SLOTS;
@@ -307,13 +318,17 @@ static void muc_frame_fanout(struct worker *w, const char *p, size_t len)
 		memcpy(jid, p + off, rc.jid_len);
 		jid[rc.jid_len] = '\0';
 		off += rc.jid_len;
+		muc_depth++;    /* rooms wait while these are written */
 		if (muc_write_local(w, rc.conn_id, rc.gen, text, h.text_len,
 				    jid) < 0)
 			muc_send_one(w, text, h.text_len, jid, 0);
+		muc_depth--;
 	}
+	muc_settle_later(w);
 	return;
 bad:
 	log_error("muc: fan-out frame malformed (%zu bytes)", len);
+	muc_settle_later(w);
 }
 
 /* ---- the rooms this worker owns ---------------------------------------- */
@@ -328,6 +343,61 @@ static unsigned muc_hash(const char *jid)
 	for (const char *p = jid; *p != '\0'; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
 	return h % MUC_TABLE_SIZE;
+}
+
+/* Rooms are handled one stanza at a time per worker, not only per room:
+ * a write may end a slow reader's stream, whose unavailable presence is
+ * routed at once (presence.c, when the database cannot take it) to
+ * other rooms of this worker, while the fan-out buffers and the
+ * occupants being walked are in use.  While muc_depth > 0 a stanza for
+ * any room waits in that room (muc_hold) and the room is listed in
+ * muc_later; the outermost handler settles them when it is done. */
+static struct muc_room **muc_later;
+static unsigned muc_nlater, muc_later_cap;
+
+static void muc_later_add(struct muc_room *r)
+{
+	if (r->later)
+		return;
+	if (muc_nlater == muc_later_cap) {
+		unsigned cap = muc_later_cap ? muc_later_cap * 2 : 16;
+		struct muc_room **m = realloc(muc_later, cap * sizeof(*m));
+		if (m == NULL) {
+			log_error("muc %s: out of memory: its waiting stanzas "
+				  "go with its next one", r->jid);
+			return;
+		}
+		muc_later = m;
+		muc_later_cap = cap;
+	}
+	r->later = 1;
+	r->refs++;
+	muc_later[muc_nlater++] = r;
+}
+
+static void muc_replay(struct worker *w, struct muc_room *r);
+
+void muc_busy_enter(void)
+{
+	muc_depth++;
+}
+
+void muc_busy_leave(struct worker *w)
+{
+	muc_depth--;
+	muc_settle_later(w);
+}
+
+/* The outermost handler is done: the rooms that waited settle. */
+static void muc_settle_later(struct worker *w)
+{
+	while (muc_depth == 0 && muc_nlater > 0) {
+		struct muc_room *r = muc_later[--muc_nlater];
+		r->later = 0;
+		if (!r->dead)
+			muc_replay(w, r);
+		muc_room_unref(r);
+	}
 }
 
 static struct muc_room *muc_find(const char *jid)
@@ -353,6 +423,8 @@ static void muc_room_free(struct muc_room *r)
 	for (unsigned i = 0; i < r->npend; i++)
 		free(r->pend[i].text);
 	free(r->pend);
+	for (unsigned i = 0; i < MUC_LEFT_MAX; i++)
+		free(r->left[i].bare);
 	for (unsigned i = 0; i < r->ninvited; i++) {
 		free(r->invited[i].invitee);
 		free(r->invited[i].inviter);
@@ -948,16 +1020,21 @@ static void muc_owned(struct worker *w, struct arena *a, struct xml_node *st,
 	/* a room busy with a stanza gets this one after it: a write may
 	 * end a slow reader's stream on the way, whose unavailable comes
 	 * back here while the room walks its occupants */
-	if (r->state != MUC_READY || r->busy > 0) {
+	if (r->state != MUC_READY || r->busy > 0 || muc_depth > 0) {
 		muc_hold(w, r, st);
+		if (r->state == MUC_READY)
+			muc_later_add(r);
 		return;
 	}
 	r->refs++;
 	r->busy++;
+	muc_depth++;
 	muc_room_stanza(w, r, a, st, to);
+	muc_depth--;
 	r->busy--;
 	muc_replay(w, r);
 	muc_room_unref(r);
+	muc_settle_later(w);
 }
 
 /* What waited for r, in order; r may go away on the way. */
@@ -967,13 +1044,20 @@ static void muc_owned(struct worker *w, struct arena *a, struct xml_node *st,
  * arriving meanwhile (nested: a write that ends a slow reader) waits. */
 static void muc_replay(struct worker *w, struct muc_room *r)
 {
-	if (r->busy > 0)
-		return;         /* the stanza being handled settles after it */
+	if (r->busy > 0 || muc_depth > 0) {
+		/* the stanza being handled (this room's or another's)
+		 * settles it after it */
+		if (r->state == MUC_READY && (r->npend > 0 || r->ngone > 0))
+			muc_later_add(r);
+		return;
+	}
 	r->refs++;
 	while (!r->dead) {
 		if (r->ngone > 0) {
 			r->busy++;
+			muc_depth++;
 			muc_room_leave_gone(w, r);
+			muc_depth--;
 			r->busy--;
 			continue;
 		}
@@ -996,12 +1080,39 @@ static void muc_replay(struct worker *w, struct muc_room *r)
 					;   /* dropped with the room */
 				} else if (r->state == MUC_READY) {
 					r->busy++;
+					muc_depth++;
 					muc_room_stanza(w, r, &a, st, &to);
+					muc_depth--;
 					r->busy--;
 				} else {
 					muc_hold(w, r, st);
 				}
 			}
+			arena_free(&a);
+			free(p[i].text);
+		}
+		free(p);
+	}
+	if (r->dead && r->npend > 0) {
+		/* the room went (destroyed, or left empty) with stanzas
+		 * waiting: they are for the room of that name as it is now
+		 * (a join creates it again, anything else is answered
+		 * item-not-found), not dropped */
+		struct muc_pending *p = r->pend;
+		unsigned n = r->npend;
+		r->pend = NULL;
+		r->npend = 0;
+		for (unsigned i = 0; i < n; i++) {
+			struct arena a;
+			const char *error, *t, *room;
+			struct jid to;
+			arena_init(&a, 2048);
+			struct xml_node *st = stanza_parse(&a, p[i].text,
+							   p[i].len, &error);
+			if (st != NULL && (t = xml_attr(st, "to")) != NULL &&
+			    jid_parse(&a, t, &to, &error) == 0 &&
+			    (room = jid_bare(&a, &to)) != NULL)
+				muc_owned(w, &a, st, &to, room);
 			arena_free(&a);
 			free(p[i].text);
 		}

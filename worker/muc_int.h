@@ -82,6 +82,8 @@ struct muc_pending {
 /* Invitations a room remembers (declines go back only to who invited
  * the decliner), the oldest forgotten first. */
 #define MUC_INVITED_MAX 64
+/* Accounts that left lately whose message budget a room remembers. */
+#define MUC_LEFT_MAX 16
 
 struct muc_room {
 	struct muc_room *next;  /* hash chain */
@@ -112,11 +114,18 @@ struct muc_room {
 	unsigned refs;          /* database answers still to come */
 	int64_t idle_since;     /* empty since (muc.c's sweep), 0 not */
 	unsigned busy;          /* handling a stanza: others wait (pend) */
+	int later;              /* listed in muc.c's muc_later */
 	struct {
 		char *invitee;  /* bare JID */
 		char *inviter;  /* full JID */
 	} invited[MUC_INVITED_MAX];
 	unsigned ninvited;
+	struct {
+		char *bare;
+		double tokens;
+		int64_t tokens_ms;
+	} left[MUC_LEFT_MAX];
+	unsigned left_next;
 	char **gone;            /* sessions to leave when it settles */
 	unsigned ngone;
 	int dead;               /* out of the table, freed when refs == 0 */
@@ -175,6 +184,10 @@ void muc_room_unref(struct muc_room *r);
  * refused (-1 limits, -2 database). */
 void muc_create(struct worker *w, struct muc_room *r,
 		const struct xml_node *st);
+/* The MUC code of this worker is writing (muc.c): history callbacks
+ * and the like call these around their writes, so that rooms wait. */
+void muc_busy_enter(void);
+void muc_busy_leave(struct worker *w);
 /* A room not existing, with nothing waiting: forgotten (no row). */
 void muc_room_forget(struct worker *w, struct muc_room *r);
 

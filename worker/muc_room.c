@@ -466,8 +466,36 @@ static void muc_show_occupant(struct worker *w, struct muc_room *r,
 
 /* ---- occupants coming and going -------------------------------------- */
 
+/* The budgets of accounts that left lately (MUC_LEFT_MAX, the oldest
+ * forgotten first): entering again is no refill (muc_enter). */
+static void muc_left_put(struct muc_room *r, const struct muc_occ *o)
+{
+	unsigned i = r->left_next++ % MUC_LEFT_MAX;
+	char *b = strdup(o->bare);
+	if (b == NULL)
+		return;
+	free(r->left[i].bare);
+	r->left[i].bare = b;
+	r->left[i].tokens = o->tokens;
+	r->left[i].tokens_ms = o->tokens_ms;
+}
+
+static void muc_left_take(struct muc_room *r, const char *bare,
+			  struct muc_occ *o)
+{
+	for (unsigned i = 0; i < MUC_LEFT_MAX; i++)
+		if (r->left[i].bare != NULL &&
+		    strcmp(r->left[i].bare, bare) == 0) {
+			o->tokens = r->left[i].tokens;
+			o->tokens_ms = r->left[i].tokens_ms;
+			return;
+		}
+}
+
 static void muc_occ_remove(struct muc_room *r, struct muc_occ *o)
 {
+	if (o->tokens >= 0)
+		muc_left_put(r, o);
 	for (unsigned i = 0; i < r->nocc; i++)
 		if (r->occ[i] == o) {
 			memmove(&r->occ[i], &r->occ[i + 1],
@@ -550,6 +578,12 @@ void muc_room_leave_gone(struct worker *w, struct muc_room *r)
 		unsigned si;
 		struct muc_occ *o = r->dead ? NULL :
 				    muc_room_by_jid(r, gone[i] + 1, &si);
+		struct session_info now;
+		/* an ended session back online (it reconnected with the
+		 * same resource and entered again meanwhile) stays */
+		if (o != NULL && gone[i][0] == 'E' && !o->remote &&
+		    shm_session_get(w->shm->sessions, gone[i] + 1, &now) == 1)
+			o = NULL;
 		/* a session that ended without a word (its worker
 		 * crashed, it is no longer in the session table) leaves as
 		 * at a disconnection; one whose server bounced what the room
@@ -589,6 +623,22 @@ void muc_room_loaded(struct worker *w, struct muc_room *r)
 	}
 }
 
+/* What an occupant may not put in what the room sends in its name:
+ * occupant ids (XEP-0421 section 4), muc#user elements (an <item
+ * jid=.../> would pass for the room's word on a real JID, in the
+ * archive too), delays (XEP-0203: a live stanza would show as old
+ * history; the room adds its own to history) and XEP-0033 addresses
+ * (an 'ofrom' would name a real JID).  Stanza ids: muc_strip_claims,
+ * and every one in presence. */
+static int muc_claimed(const struct xml_node *n)
+{
+	return strcmp(n->ns, NS_OCCUPANT_ID) == 0 ||
+	       strcmp(n->ns, NS_MUC_USER) == 0 ||
+	       strcmp(n->ns, "urn:xmpp:delay") == 0 ||
+	       strcmp(n->ns, "jabber:x:delay") == 0 ||
+	       strcmp(n->ns, "http://jabber.org/protocol/address") == 0;
+}
+
 /* The presence's children worth keeping for the others: what the
  * client put in, but its <x xmlns='...muc'/> (and any muc#user or
  * occupant-id it claims). */
@@ -598,9 +648,8 @@ static int muc_presence_children(const struct xml_node *st, struct buf *out,
 	for (const struct xml_node *c = st->children; c != NULL; c = c->next) {
 		if (c->name == NULL)
 			continue;
-		if (strcmp(c->ns, NS_MUC) == 0 ||
-		    strcmp(c->ns, NS_MUC_USER) == 0 ||
-		    strcmp(c->ns, NS_OCCUPANT_ID) == 0)
+		if (strcmp(c->ns, NS_MUC) == 0 || muc_claimed(c) ||
+		    xml_is(c, NS_SID, "stanza-id"))
 			continue;
 		if (xml_serialize(out, c, NS_CLIENT) < 0)
 			return -1;
@@ -660,14 +709,17 @@ static void muc_history_done(void *ctx, unsigned n,
 		log_warn("muc %s: history for %s not read: %s", r->jid, h->to,
 			 error);
 	/* the occupant may have left meanwhile */
+	struct worker *w = r->w;
+	muc_busy_enter();
 	if (!r->dead && muc_room_by_jid(r, h->to, NULL) != NULL) {
 		for (unsigned i = 0; i < n; i++)
-			muc_send_one(r->w, stanzas[i], lens[i], h->to,
+			muc_send_one(w, stanzas[i], lens[i], h->to,
 				     h->remote);
-		muc_send_subject(r->w, r, h->to, h->remote);
+		muc_send_subject(w, r, h->to, h->remote);
 	}
 	free(h);
 	muc_room_unref(r);
+	muc_busy_leave(w);
 }
 
 /* What a newcomer gets after its self-presence: the history (section
@@ -805,7 +857,7 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 		      const struct xml_node *st, const char *from,
 		      const char *bare, const char *nick, enum muc_aff aff,
 		      int remote, struct muc_occ *same, const char *kids,
-		      int creating)
+		      int creating, const struct muc_occ *was)
 {
 	struct muc_occ *o = same;
 	if (o == NULL) {
@@ -823,6 +875,17 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 		o->role = muc_default_role(r, aff);
 		o->remote = remote;
 		o->tokens = -1;         /* full at the first message */
+		if (was != NULL) {
+			/* the same occupant entering again in place: its
+			 * role and budget stay */
+			o->role = was->role;
+			o->tokens = was->tokens;
+			o->tokens_ms = was->tokens_ms;
+		} else {
+			/* an account that left a moment ago gets back the
+			 * budget it left with (leaving is no refill) */
+			muc_left_take(r, bare, o);
+		}
 		muc_occupant_id(r, o);
 		r->occ[r->nocc++] = o;
 	}
@@ -981,7 +1044,7 @@ static void muc_join(struct worker *w, struct muc_room *r,
 			  "the presence is too large (muc.max_presence_bytes)");
 	} else {
 		muc_enter(w, r, st, from, bare, nick, aff, remote, same,
-			  buf_head(&kids), creating);
+			  buf_head(&kids), creating, NULL);
 	}
 	buf_free(&kids);
 	free(bare);
@@ -1010,6 +1073,12 @@ static void muc_nick_change(struct worker *w, struct muc_room *r,
 	if (same != NULL) {
 		muc_bounce(w, st, "cancel", "conflict",
 			  "that nickname is taken");
+		return;
+	}
+	if (!muc_rate_ok(w, o)) {
+		/* four broadcasts to every occupant: the message budget */
+		muc_bounce(w, st, "wait", "resource-constraint",
+			  "too many changes (muc.messages_per_minute)");
 		return;
 	}
 	if (strlen(nick) > w->cfg->muc_max_nick_bytes) {
@@ -1043,6 +1112,41 @@ static void muc_nick_change(struct worker *w, struct muc_room *r,
 	muc_room_unref(r);
 }
 
+/* An error from session from of occupant o, to what the room sent it:
+ * whether it says the session is gone.  A local session: when it is no
+ * longer in the session table (it ended: it leaves as at a
+ * disconnection).  A remote one: when its server says so (RFC 6120
+ * 8.3.3: gone, item-not-found, recipient-unavailable,
+ * remote-server-*); it leaves with 333.  Any other error (a blocking
+ * list's service-unavailable, a client's refusal) is only that: 0. */
+static int muc_error_gone(struct worker *w, struct muc_room *r,
+			  const struct muc_occ *o, const struct xml_node *st,
+			  const char *from)
+{
+	static const char *const gone[] = {
+		"gone", "item-not-found", "recipient-unavailable",
+		"remote-server-not-found", "remote-server-timeout", NULL,
+	};
+	struct session_info si;
+	if (!o->remote) {
+		if (shm_session_get(w->shm->sessions, from, &si) == 1)
+			return 0;
+		muc_room_gone(w, r, from, 1);
+		return 1;
+	}
+	const struct xml_node *e = xml_child(st, NS_CLIENT, "error");
+	const struct xml_node *c = e != NULL ? xml_first_element(e) : NULL;
+	if (c == NULL ||
+	    strcmp(c->ns, "urn:ietf:params:xml:ns:xmpp-stanzas") != 0)
+		return 0;
+	for (const char *const *g = gone; *g != NULL; g++)
+		if (strcmp(c->name, *g) == 0) {
+			muc_room_gone(w, r, from, 0);
+			return 1;
+		}
+	return 0;
+}
+
 static void muc_presence(struct worker *w, struct muc_room *r,
 			 const struct xml_node *st, const char *from,
 			 const char *nick)
@@ -1051,10 +1155,8 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	unsigned si;
 	struct muc_occ *o = muc_room_by_jid(r, from, &si);
 	if (type != NULL && strcmp(type, "error") == 0) {
-		/* the occupant's server could not deliver (e.g. it is gone):
-		 * it leaves (status 333) */
 		if (o != NULL)
-			muc_room_gone(w, r, from, 0);
+			muc_error_gone(w, r, o, st, from);
 		return;
 	}
 	if (type != NULL && strcmp(type, "unavailable") == 0) {
@@ -1102,6 +1204,16 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 		buf_free(&kids);
 		return;
 	}
+	if (!muc_rate_ok(w, o)) {
+		/* presence changes and rejoins cost a broadcast to every
+		 * occupant: they share the message budget.  Past it the
+		 * change is dropped, not answered: an error presence from
+		 * its own occupant JID means "you are out" to clients */
+		buf_free(&kids);
+		log_debug("muc %s: presence of %s over the budget: dropped",
+			  r->jid, from);
+		return;
+	}
 	char *p = strdup(buf_head(&kids));
 	buf_free(&kids);
 	if (p == NULL)
@@ -1109,13 +1221,6 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	free(o->sess[si].presence);
 	o->sess[si].presence = p;
 	o->last = si;
-	if (!muc_rate_ok(w, o)) {
-		/* presence changes and rejoins cost a broadcast to every
-		 * occupant: they share the message budget */
-		muc_bounce(w, st, "wait", "resource-constraint",
-			  "too many changes (muc.messages_per_minute)");
-		return;
-	}
 	if (xml_child(st, NS_MUC, "x") != NULL) {
 		/* a join again from a session already in: a fresh view */
 		struct muc_sess s = o->sess[si];
@@ -1140,19 +1245,11 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 					break;
 				}
 			muc_enter(w, r, st, jid, keep->bare, nick, keep->aff,
-				  keep->remote, NULL, s.presence, 0);
-			/* the budget is the account's, not the entrance's */
-			struct muc_occ *again = r->dead ? NULL :
-						muc_by_nick(r, nick);
-			if (again != NULL) {
-				again->tokens = keep->tokens;
-				again->tokens_ms = keep->tokens_ms;
-				again->role = keep->role;
-			}
+				  keep->remote, NULL, s.presence, 0, keep);
 			muc_occ_free(keep);
 		} else {
 			muc_enter(w, r, st, jid, keep->bare, nick, keep->aff,
-				  keep->remote, keep, s.presence, 0);
+				  keep->remote, keep, s.presence, 0, NULL);
 		}
 		free(s.presence);
 		free(jid);
@@ -1200,12 +1297,8 @@ static int muc_own_sid(struct worker *w, struct arena *a,
 	return stream_hosted(w, j.domain) || muc_serves_domain(w, j.domain);
 }
 
-/* Take off what a client may not claim: stanza-ids by JIDs of ours
- * (XEP-0359 section 3), occupant ids (XEP-0421 section 4), muc#user
- * elements (an <item jid=.../> would pass for the room's word on a
- * real JID, in the archive too), delays (XEP-0203: a live message
- * would show as old history; the room adds its own to history) and
- * XEP-0033 addresses (an 'ofrom' would name a real JID). */
+/* Take off what a client may not claim (muc_claimed) and stanza-ids
+ * by JIDs of ours (XEP-0359 section 3). */
 static void muc_strip_claims(struct worker *w, struct arena *a,
 			     struct xml_node *st)
 {
@@ -1213,12 +1306,7 @@ static void muc_strip_claims(struct worker *w, struct arena *a,
 	while (n != NULL) {
 		struct xml_node *next = n->next;
 		if (n->name != NULL &&
-		    (strcmp(n->ns, NS_OCCUPANT_ID) == 0 ||
-		     strcmp(n->ns, NS_MUC_USER) == 0 ||
-		     strcmp(n->ns, "urn:xmpp:delay") == 0 ||
-		     strcmp(n->ns, "jabber:x:delay") == 0 ||
-		     strcmp(n->ns, "http://jabber.org/protocol/address") == 0 ||
-		     muc_own_sid(w, a, n)))
+		    (muc_claimed(n) || muc_own_sid(w, a, n)))
 			xml_unlink_child(st, prev, n);
 		else
 			prev = n;
@@ -1635,10 +1723,9 @@ static void muc_message(struct worker *w, struct muc_room *r,
 	unsigned si;
 	struct muc_occ *o = muc_room_by_jid(r, from, &si);
 	if (type != NULL && strcmp(type, "error") == 0) {
-		/* a groupchat message or PM we sent bounced: the session
-		 * is gone (section 7.? / XEP-0410: 333) */
+		/* a groupchat message or PM the room sent bounced */
 		if (o != NULL)
-			muc_room_gone(w, r, from, 0);
+			muc_error_gone(w, r, o, st, from);
 		return;
 	}
 	if (nick == NULL) {
@@ -2297,9 +2384,13 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 	for (unsigned i = 0; i < r->nfwd; i++)
 		if (r->fwd[i].until_ms <= w->now_ms)
 			muc_fwd_drop(r, &r->fwd[i--]);
+	/* the asker's share: its account's, whatever its resources */
 	unsigned mine = 0;
+	size_t blen = strcspn(from, "/");
 	for (unsigned i = 0; i < r->nfwd; i++)
-		mine += strcmp(r->fwd[i].from, from) == 0;
+		mine += strncmp(r->fwd[i].from, from, blen) == 0 &&
+			(r->fwd[i].from[blen] == '/' ||
+			 r->fwd[i].from[blen] == '\0');
 	if (r->nfwd >= MUC_IQFWD_MAX || mine >= MUC_IQFWD_PER_ASKER) {
 		muc_bounce(w, st, "wait", "resource-constraint",
 			  "too many questions waiting for answers");
