@@ -1787,6 +1787,75 @@ def test_service_name_setting():
         j.close()
 
 
+@xmppd_only
+@checked
+def test_voice_request():
+    """7.13 "Requesting Voice": a visitor in a moderated room sends the
+    muc#request form; the moderators get the approval form with its
+    nick and real JID; a moderator's form with muc#request_allow true
+    makes it a participant (8.6 "Granting Voice to a Visitor", with
+    the moderator as actor), and its messages then reach the room."""
+    with server() as s:
+        j = user(s, "juliet")
+        r = user(s, "romeo")
+        rj = create(j, "stage", "Juliet", {"muc#roomconfig_moderatedroom": "1"})
+        enter(r, rj, "Romeo", item("none", "visitor"),
+              others=[occ_pres(rj, "Juliet", r.jid, item("owner", "moderator"))])
+        j.expect(occ_pres(rj, "Romeo", j.jid, item("none", "visitor", r.jid)))
+        r.send("<message to='%s'><x xmlns='jabber:x:data' type='submit'>"
+               "<field var='FORM_TYPE'><value>%s</value></field>"
+               "<field var='muc#role'><value>participant</value></field></x></message>"
+               % (rj, NS_MUC + "#request"))
+        form = j.expect(re.compile(r"<message to='%s' from='%s'><x xmlns='jabber:x:data' "
+                                   r"type='form'>.*</message>" % (re.escape(j.jid),
+                                                                  re.escape(rj)), re.S))
+        assert "<field var='muc#roomnick' type='text-single' label='Room Nickname'>" \
+               "<value>Romeo</value>" in form, form
+        assert "<value>%s</value>" % r.jid in form, form   # moderators see it
+        j.send("<message to='%s'><x xmlns='jabber:x:data' type='submit'>"
+               "<field var='FORM_TYPE'><value>%s</value></field>"
+               "<field var='muc#roomnick'><value>Romeo</value></field>"
+               "<field var='muc#request_allow'><value>true</value></field></x></message>"
+               % (rj, NS_MUC + "#request"))
+        p = r.expect(re.compile(r"<presence to='%s' from='%s/Romeo'>.*role='participant'.*"
+                                % (re.escape(r.jid), re.escape(rj)), re.S))
+        assert "<actor nick='Juliet'/>" in p and "<status code='110'/>" in p, p
+        j.expect(re.compile(r"<presence to='%s' from='%s/Romeo'>.*role='participant'.*"
+                            % (re.escape(j.jid), re.escape(rj)), re.S))
+        say(r, rj, "thank you", "v1")
+        j.expect(gc(rj, "Romeo", j.jid, "thank you", "v1"))
+        # a participant asking for nothing it lacks: bad-request
+        r.send("<message to='%s' id='v2'><x xmlns='jabber:x:data' type='submit'>"
+               "<field var='FORM_TYPE'><value>%s</value></field>"
+               "<field var='muc#role'><value>participant</value></field></x></message>"
+               % (rj, NS_MUC + "#request"))
+        r.expect(Err("message", rj, r.jid, "v2", "modify", "bad-request"))
+        j.close()
+        r.close()
+
+
+@xmppd_only
+@checked
+def test_deleted_account_loses_affiliation():
+    """An account deleted (xmppctl user del) loses its affiliations in
+    every room, as ejabberd's mod_muc does: whoever registers the name
+    again enters as nobody in particular, not as the old admin."""
+    from test_storage import restart
+    with server() as s:
+        j = user(s, "juliet")
+        rj = create(j, "club", "Juliet", {"muc#roomconfig_persistentroom": "1"})
+        iq(j, rj, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("admin", "romeo@localhost")),
+           "a1", result(rj, j.jid, "a1"))
+        leave(j, rj, "Juliet")
+        j.close()
+        s.ctl_config("user", "del", "romeo@localhost")
+        s.add_user("romeo@localhost", PW["romeo"])
+        restart(s)      # the room is read afresh from the database
+        r = user(s, "romeo")
+        enter(r, rj, "Romeo", item("none", "participant"))
+        r.close()
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     tests = [f for n, f in list(globals().items()) if n.startswith("test_") and callable(f)]
