@@ -1873,11 +1873,20 @@ static unsigned muc_owner_count(const struct muc_room *r)
 }
 
 /* One <item/> of an admin set: checked only (apply 0) or done. */
+/* What the items of one admin set checked so far would change: the
+ * request is all or nothing (the checks of later items count the
+ * earlier ones). */
+struct muc_admin_sim {
+	unsigned owners_removed;
+	unsigned affs_added;
+};
+
 static const char *muc_admin_item(struct worker *w, struct muc_room *r,
 				  struct arena *a, struct muc_occ *actor,
-				  const struct xml_node *item, int apply,
-				  const char **type_r)
+				  const struct xml_node *item,
+				  struct muc_admin_sim *sim, const char **type_r)
 {
+	int apply = sim == NULL;
 	/* the actor may be the one removed (a ban of its own domain):
 	 * its nick is copied before anything is done */
 	const char *actor_nick = arena_strdup(a, actor->nick);
@@ -1957,16 +1966,23 @@ static const char *muc_admin_item(struct worker *w, struct muc_room *r,
 	if (actor->aff < MUC_AFF_OWNER &&
 	    (cur >= MUC_AFF_ADMIN || aff >= MUC_AFF_ADMIN))
 		return "not-allowed";
+	unsigned removed = sim != NULL ? sim->owners_removed : 0;
+	unsigned added = sim != NULL ? sim->affs_added : 0;
 	if (cur == MUC_AFF_OWNER && aff != MUC_AFF_OWNER &&
-	    muc_owner_count(r) <= 1)
+	    muc_owner_count(r) <= removed + 1)
 		return "conflict";
 	if (aff != MUC_AFF_NONE && muc_affil_find(r, bare) == NULL &&
-	    r->naffs >= w->cfg->muc_max_affiliations) {
+	    r->naffs + added >= w->cfg->muc_max_affiliations) {
 		*type_r = "modify";
 		return "not-acceptable";
 	}
-	if (!apply)
+	if (!apply) {
+		if (cur == MUC_AFF_OWNER && aff != MUC_AFF_OWNER)
+			sim->owners_removed++;
+		if (aff != MUC_AFF_NONE && muc_affil_find(r, bare) == NULL)
+			sim->affs_added++;
 		return NULL;
+	}
 	if (muc_set_affiliation(w, r, bare, aff, reason, actor_nick) < 0) {
 		*type_r = "wait";
 		return "resource-constraint";
@@ -2067,13 +2083,14 @@ static void muc_admin(struct worker *w, struct muc_room *r, struct arena *a,
 		muc_admin_list(w, r, st, actor, first);
 		return;
 	}
-	/* all items are checked before any is done (section 9.?: the
-	 * request is atomic) */
+	/* all items are checked, each counting the ones before it, before
+	 * any is done: the request is all or nothing */
 	const char *type, *cond = NULL;
+	struct muc_admin_sim sim = { 0, 0 };
 	for (const struct xml_node *i = first; i != NULL && cond == NULL;
 	     i = xml_next_element(i))
 		if (xml_is(i, NS_MUC_ADMIN, "item"))
-			cond = muc_admin_item(w, r, a, actor, i, 0, &type);
+			cond = muc_admin_item(w, r, a, actor, i, &sim, &type);
 	if (cond != NULL) {
 		muc_bounce(w, st, type, cond, NULL);
 		return;
@@ -2091,7 +2108,7 @@ static void muc_admin(struct worker *w, struct muc_room *r, struct arena *a,
 		stand.aff = bare != NULL ? muc_room_aff(r, bare) : stand.aff;
 		if (stand.nick == NULL)
 			stand.nick = (char *)"";
-		muc_admin_item(w, r, a, act, i, 1, &type);
+		muc_admin_item(w, r, a, act, i, NULL, &type);
 	}
 	muc_iq_result(w, st, NULL);
 	if (!r->dead)

@@ -1856,6 +1856,27 @@ def test_deleted_account_loses_affiliation():
         r.close()
 
 
+@xmppd_only
+@checked
+def test_admin_set_all_or_nothing():
+    """An admin set is done whole or not at all: two items that together
+    would leave the room without an owner get conflict (10.8 "the last
+    owner"), and neither is done."""
+    with server() as s:
+        j = user(s, "juliet")
+        rj = create(j, "pair", "Juliet")
+        iq(j, rj, "set", "<query xmlns='%s'>%s</query>" % (NS_ADMIN, item_aff("owner", "romeo@localhost")),
+           "o1", result(rj, j.jid, "o1"))
+        iq(j, rj, "set", "<query xmlns='%s'>%s%s</query>" % (
+            NS_ADMIN, item_aff("admin", "romeo@localhost"), item_aff("admin", "juliet@localhost")),
+           "o2", Err("iq", rj, j.jid, "o2", "cancel", "conflict"))
+        got = tree(iq(j, rj, "get", "<query xmlns='%s'><item affiliation='owner'/></query>"
+                      % NS_ADMIN, "o3"))
+        owners = sorted(i.get("jid") for i in got.iter("{%s}item" % NS_ADMIN))
+        assert owners == ["juliet@localhost", "romeo@localhost"], owners
+        j.close()
+
+
 if __name__ == "__main__":
     only = sys.argv[1:]
     tests = [f for n, f in list(globals().items()) if n.startswith("test_") and callable(f)]
