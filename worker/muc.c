@@ -493,7 +493,6 @@ static struct muc_room *muc_room_new(struct worker *w, const char *jid)
 	char *at = strchr(r->jid, '@');
 	r->w = w;
 	r->service = at + 1;
-	r->name = r->jid;       /* read up to '@' (muc_db_name) */
 	unsigned h = muc_hash(jid);
 	r->next = muc_table[h];
 	muc_table[h] = r;
@@ -503,9 +502,7 @@ static struct muc_room *muc_room_new(struct worker *w, const char *jid)
 
 /* ---- reading a room ----------------------------------------------------- */
 
-/* The localpart of r's JID in buf. */
-static const char *muc_db_name(const struct muc_room *r, char *buf,
-			       size_t size)
+const char *muc_room_name(const struct muc_room *r, char *buf, size_t size)
 {
 	size_t n = (size_t)(r->service - 1 - r->jid);
 	if (n >= size)
@@ -711,7 +708,7 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 static void muc_load(struct worker *w, struct muc_room *r)
 {
 	char name[JID_PART_MAX + 1];
-	const char *params[3] = { r->service, muc_db_name(r, name, sizeof(name)),
+	const char *params[3] = { r->service, muc_room_name(r, name, sizeof(name)),
 				  muc_boot(w) };
 	r->state = MUC_LOADING;
 	if (muc_config_default(&r->cf, w->cfg) < 0 || w->db == NULL ||
@@ -796,7 +793,7 @@ void muc_db_create(struct worker *w, struct muc_room *r)
 	snprintf(max, sizeof(max), "%u", w->cfg->muc_max_rooms);
 	snprintf(per, sizeof(per), "%u", w->cfg->muc_max_rooms_per_account);
 	const char *params[9] = {
-		r->service, muc_db_name(r, name, sizeof(name)), buf_head(&cf),
+		r->service, muc_room_name(r, name, sizeof(name)), buf_head(&cf),
 		r->cf.public_list ? "t" : "f", r->cf.persistent ? "t" : "f",
 		r->cf.name, bare, max, per,
 	};

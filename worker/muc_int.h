@@ -89,7 +89,6 @@ struct muc_room {
 	struct muc_room *next;  /* hash chain */
 	struct worker *w;       /* for database answers */
 	char *jid;              /* room@service, prepared */
-	const char *name;       /* into jid: the localpart */
 	const char *service;    /* into jid: after '@' */
 	long long id;           /* muc_rooms.id, 0 before it exists */
 	enum muc_state state;
@@ -135,6 +134,8 @@ struct muc_room {
 
 /* 1 if domain is a MUC service of ours. */
 int muc_serves_domain(const struct worker *w, const char *domain);
+/* The localpart of r's JID, in buf (size JID_PART_MAX + 1 holds it). */
+const char *muc_room_name(const struct muc_room *r, char *buf, size_t size);
 /* Boot id of this run of the server (muc_occupants.boot). */
 const char *muc_boot(const struct worker *w);
 /* Send text (a stanza without 'to', from the room) to the given real

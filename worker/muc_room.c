@@ -133,7 +133,7 @@ static int muc_room_mam(struct worker *w, struct muc_room *r,
 		return 0;
 	if (!r->cf.logging) {
 		muc_bounce(w, st, "cancel", "service-unavailable",
-			  "this room keeps no archive");
+			   "this room keeps no archive");
 		return 1;
 	}
 	const char *bare = iq_bare_of(a, from);
@@ -146,7 +146,7 @@ static int muc_room_mam(struct worker *w, struct muc_room *r,
 	    (r->cf.password_protected && r->cf.password[0] != '\0' &&
 	     o == NULL && aff < MUC_AFF_MEMBER)) {
 		muc_bounce(w, st, "auth", "forbidden",
-			  "you may not read this room's archive");
+			   "you may not read this room's archive");
 		return 1;
 	}
 	int show = r->cf.whois_anyone || aff >= MUC_AFF_ADMIN ||
@@ -1066,24 +1066,24 @@ static void muc_nick_change(struct worker *w, struct muc_room *r,
 		    strcmp(r->affs[i].nick, nick) == 0 &&
 		    strcmp(r->affs[i].jid, bare) != 0) {
 			muc_bounce(w, st, "cancel", "conflict",
-				  "that nickname is reserved");
+				   "that nickname is reserved");
 			return;
 		}
 	struct muc_occ *same = muc_by_nick(r, nick);
 	if (same != NULL) {
 		muc_bounce(w, st, "cancel", "conflict",
-			  "that nickname is taken");
+			   "that nickname is taken");
 		return;
 	}
 	if (!muc_rate_ok(w, o)) {
 		/* four broadcasts to every occupant: the message budget */
 		muc_bounce(w, st, "wait", "resource-constraint",
-			  "too many changes (muc.messages_per_minute)");
+			   "too many changes (muc.messages_per_minute)");
 		return;
 	}
 	if (strlen(nick) > w->cfg->muc_max_nick_bytes) {
 		muc_bounce(w, st, "modify", "jid-malformed",
-			  "the nickname is too long (muc.max_nick_bytes)");
+			   "the nickname is too long (muc.max_nick_bytes)");
 		return;
 	}
 	char *nn = strdup(nick);
@@ -1200,7 +1200,7 @@ static void muc_presence(struct worker *w, struct muc_room *r,
 	if (muc_presence_children(st, &kids,
 				  w->cfg->muc_max_presence_bytes) < 0) {
 		muc_bounce(w, st, "modify", "not-acceptable",
-			  "the presence is too large (muc.max_presence_bytes)");
+			   "the presence is too large (muc.max_presence_bytes)");
 		buf_free(&kids);
 		return;
 	}
@@ -1330,12 +1330,12 @@ static void muc_groupchat(struct worker *w, struct muc_room *r,
 	const struct xml_node *body = xml_child(st, NS_CLIENT, "body");
 	if (o->role < MUC_ROLE_PARTICIPANT) {
 		muc_bounce(w, st, "auth", "forbidden",
-			  "visitors may not speak in this room");
+			   "visitors may not speak in this room");
 		return;
 	}
 	if (!muc_rate_ok(w, o)) {
 		muc_bounce(w, st, "wait", "resource-constraint",
-			  "too many messages (muc.messages_per_minute)");
+			   "too many messages (muc.messages_per_minute)");
 		return;
 	}
 	int subject_change = subj != NULL && body == NULL;
@@ -1343,7 +1343,7 @@ static void muc_groupchat(struct worker *w, struct muc_room *r,
 	if (subject_change) {
 		if (o->role != MUC_ROLE_MODERATOR && !r->cf.change_subject) {
 			muc_bounce(w, st, "auth", "forbidden",
-				  "only moderators may change the subject");
+				   "only moderators may change the subject");
 			return;
 		}
 		subject = xml_text(a, subj);
@@ -1353,8 +1353,8 @@ static void muc_groupchat(struct worker *w, struct muc_room *r,
 		}
 		if (strlen(subject) > w->cfg->muc_max_subject_bytes) {
 			muc_bounce(w, st, "modify", "not-acceptable",
-				  "the subject is too long "
-				  "(muc.max_subject_bytes)");
+				   "the subject is too long "
+				   "(muc.max_subject_bytes)");
 			return;
 		}
 	}
@@ -1407,19 +1407,19 @@ static void muc_private(struct worker *w, struct muc_room *r, struct arena *a,
 	enum muc_allow_pm pm = r->cf.allow_pm;
 	if (t == NULL) {
 		muc_bounce(w, st, "cancel", "item-not-found",
-			  "no occupant has that nickname");
+			   "no occupant has that nickname");
 		return;
 	}
 	if (pm == MUC_PM_NONE ||
 	    (pm == MUC_PM_MODERATORS && o->role != MUC_ROLE_MODERATOR) ||
 	    (pm == MUC_PM_PARTICIPANTS && o->role < MUC_ROLE_PARTICIPANT)) {
 		muc_bounce(w, st, "cancel", "not-allowed",
-			  "private messages are not allowed here");
+			   "private messages are not allowed here");
 		return;
 	}
 	if (!muc_rate_ok(w, o)) {
 		muc_bounce(w, st, "wait", "resource-constraint",
-			  "too many messages (muc.messages_per_minute)");
+			   "too many messages (muc.messages_per_minute)");
 		return;
 	}
 	char from[IPC_JID_MAX + 1];
@@ -1502,7 +1502,7 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 			 xml_is(i, NS_MUC_USER, "decline");
 	if (count > MUC_INVITES_MAX) {
 		muc_bounce(w, st, "modify", "not-acceptable",
-			  "too many invitations in one message");
+			   "too many invitations in one message");
 		return;
 	}
 	for (const struct xml_node *i = xml_first_element(x); i != NULL;
@@ -1519,7 +1519,7 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 		const char *err, *tofull, *tb;
 		if (to == NULL) {
 			muc_bounce(w, st, "modify", "bad-request",
-				  "an invitation names whom it is for");
+				   "an invitation names whom it is for");
 			return;
 		}
 		arena_init(&ar, 512);
@@ -1537,28 +1537,28 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 			if (mine == NULL || !muc_invited_take(r, mine, tofull)) {
 				arena_free(&ar);
 				muc_bounce(w, st, "cancel", "not-acceptable",
-					  "no invitation of yours from them");
+					   "no invitation of yours from them");
 				return;
 			}
 		} else {
 			if (o == NULL) {
 				arena_free(&ar);
 				muc_bounce(w, st, "cancel", "not-acceptable",
-					  "only occupants may invite");
+					   "only occupants may invite");
 				return;
 			}
 			if (r->cf.members_only && !r->cf.allow_invites &&
 			    o->aff < MUC_AFF_ADMIN) {
 				arena_free(&ar);
 				muc_bounce(w, st, "auth", "forbidden",
-					  "only admins may invite here");
+					   "only admins may invite here");
 				return;
 			}
 			if (!muc_rate_ok(w, o)) {
 				arena_free(&ar);
 				muc_bounce(w, st, "wait", "resource-constraint",
-					  "too many messages "
-					  "(muc.messages_per_minute)");
+					   "too many messages "
+					   "(muc.messages_per_minute)");
 				return;
 			}
 			/* section 7.8.2: in a members-only room the invitee
@@ -1568,10 +1568,10 @@ static void muc_invite(struct worker *w, struct muc_room *r,
 				if (r->naffs >= w->cfg->muc_max_affiliations) {
 					arena_free(&ar);
 					muc_bounce(w, st, "modify",
-						  "not-acceptable",
-						  "the room has too many "
-						  "members "
-						  "(muc.max_affiliations)");
+						   "not-acceptable",
+						   "the room has too many "
+						   "members "
+						   "(muc.max_affiliations)");
 					return;
 				}
 				muc_set_affiliation(w, r, tb, MUC_AFF_MEMBER,
@@ -1661,7 +1661,7 @@ static void muc_voice_request(struct worker *w, struct muc_room *r,
 		struct muc_occ *t = nick != NULL ? muc_by_nick(r, nick) : NULL;
 		if (o->role != MUC_ROLE_MODERATOR) {
 			muc_bounce(w, st, "auth", "forbidden",
-				  "only moderators approve voice requests");
+				   "only moderators approve voice requests");
 			return;
 		}
 		if (t == NULL || (strcmp(allow, "1") != 0 &&
@@ -1678,8 +1678,8 @@ static void muc_voice_request(struct worker *w, struct muc_room *r,
 	if (role == NULL || strcmp(role, "participant") != 0 ||
 	    o->role != MUC_ROLE_VISITOR) {
 		muc_bounce(w, st, "modify", "bad-request",
-			  "a voice request is from a visitor for the role "
-			  "participant");
+			   "a voice request is from a visitor for the role "
+			   "participant");
 		return;
 	}
 	struct buf t;
@@ -1737,8 +1737,8 @@ static void muc_message(struct worker *w, struct muc_room *r,
 		}
 		if (o == NULL) {
 			muc_bounce(w, st, "cancel", "not-acceptable",
-				  "only occupants may send messages to the "
-				  "room");
+				   "only occupants may send messages to the "
+				   "room");
 			return;
 		}
 		const struct xml_node *form = xml_child(st, NS_XDATA, "x");
@@ -1749,7 +1749,7 @@ static void muc_message(struct worker *w, struct muc_room *r,
 		}
 		if (type == NULL || strcmp(type, "groupchat") != 0) {
 			muc_bounce(w, st, "modify", "bad-request",
-				  "messages to the room are groupchat");
+				   "messages to the room are groupchat");
 			return;
 		}
 		muc_groupchat(w, r, a, st, o);
@@ -1757,12 +1757,12 @@ static void muc_message(struct worker *w, struct muc_room *r,
 	}
 	if (o == NULL) {
 		muc_bounce(w, st, "cancel", "not-acceptable",
-			  "only occupants may send private messages");
+			   "only occupants may send private messages");
 		return;
 	}
 	if (type != NULL && strcmp(type, "groupchat") == 0) {
 		muc_bounce(w, st, "modify", "bad-request",
-			  "a private message is not groupchat");
+			   "a private message is not groupchat");
 		return;
 	}
 	muc_private(w, r, a, st, o, nick);
@@ -2051,7 +2051,7 @@ static void muc_admin_list(struct worker *w, struct muc_room *r,
 	} else {
 		buf_free(&out);
 		muc_bounce(w, st, "modify", "bad-request",
-			  "ask for one role or one affiliation");
+			   "ask for one role or one affiliation");
 		return;
 	}
 	buf_appendf(&out, "</query>");
@@ -2163,7 +2163,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 	const char *bare = iq_bare_of(a, from);
 	if (bare == NULL || muc_room_aff(r, bare) != MUC_AFF_OWNER) {
 		muc_bounce(w, st, "auth", "forbidden",
-			  "only owners configure the room");
+			   "only owners configure the room");
 		return;
 	}
 	if (!set) {
@@ -2187,7 +2187,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 	const char *xt = x != NULL ? xml_attr(x, "type") : NULL;
 	if (x == NULL || xt == NULL) {
 		muc_bounce(w, st, "modify", "bad-request",
-			  "a data form of type submit or cancel");
+			   "a data form of type submit or cancel");
 		return;
 	}
 	if (strcmp(xt, "cancel") == 0) {
@@ -2204,7 +2204,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 	}
 	if (strcmp(xt, "submit") != 0) {
 		muc_bounce(w, st, "modify", "bad-request",
-			  "a data form of type submit or cancel");
+			   "a data form of type submit or cancel");
 		return;
 	}
 	struct muc_config now;
@@ -2217,7 +2217,7 @@ static void muc_owner(struct worker *w, struct muc_room *r, struct arena *a,
 	if (muc_config_submit(&now, x, w->cfg, &cond, &text) < 0) {
 		muc_config_free(&now);
 		muc_bounce(w, st, "modify", cond != NULL ? cond : "bad-request",
-			  text);
+			   text);
 		return;
 	}
 	unsigned codes[8];
@@ -2279,9 +2279,7 @@ static void muc_room_iq(struct worker *w, struct muc_room *r, struct arena *a,
 	    xml_attr(q, "node") == NULL) {
 		struct buf out;
 		char name[JID_PART_MAX + 1];
-		size_t n = (size_t)(r->service - 1 - r->jid);
-		memcpy(name, r->jid, n < sizeof(name) ? n : sizeof(name) - 1);
-		name[n < sizeof(name) ? n : sizeof(name) - 1] = '\0';
+		muc_room_name(r, name, sizeof(name));
 		buf_init(&out, 0);
 		buf_appendf(&out, "<query xmlns='" NS_DISCO_INFO "'>");
 		muc_config_disco_info(&r->cf, name, r->subject, r->nocc, &out);
@@ -2385,12 +2383,12 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 	}
 	if (o == NULL) {
 		muc_bounce(w, st, "cancel", "not-acceptable",
-			  "you are not in the room");
+			   "you are not in the room");
 		return;
 	}
 	if (t == NULL) {
 		muc_bounce(w, st, "cancel", "item-not-found",
-			  "no occupant has that nickname");
+			   "no occupant has that nickname");
 		return;
 	}
 	if (t == o && q != NULL && xml_is(q, NS_PING, "ping")) {
@@ -2410,7 +2408,7 @@ static void muc_occupant_iq(struct worker *w, struct muc_room *r,
 			 r->fwd[i].from[blen] == '\0');
 	if (r->nfwd >= MUC_IQFWD_MAX || mine >= MUC_IQFWD_PER_ASKER) {
 		muc_bounce(w, st, "wait", "resource-constraint",
-			  "too many questions waiting for answers");
+			   "too many questions waiting for answers");
 		return;
 	}
 	struct muc_iqfwd *f = &r->fwd[r->nfwd];
@@ -2463,7 +2461,7 @@ void muc_room_stanza(struct worker *w, struct muc_room *r, struct arena *a,
 	if (!r->exists) {
 		/* section 6.? : a room that does not exist */
 		muc_bounce(w, st, "cancel", "item-not-found",
-			  "no such room");
+			   "no such room");
 		return;
 	}
 	if (strcmp(st->name, "message") == 0)
