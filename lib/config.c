@@ -708,6 +708,54 @@ const struct config_def config_defs[] = {
 	  "sent on entering) older than this many days are deleted (by "
 	  "worker 0, in small batches); 0 keeps them forever.  7, as "
 	  "Prosody's muc_log_expires_after" },
+	/* cluster/: several nodes serving one domain over NATS (issue 15,
+	 * docs/DESIGN.md "Cluster") */
+	{ "cluster.servers", CONFIG_TYPE_STRING, OFF(cluster_servers), "", 0,
+	  0, RESTART, "NATS servers this node connects to, separated by "
+	  "spaces or commas (nats://HOST:PORT, or tls://HOST:PORT for TLS); "
+	  "the first that answers is used, the others on failure.  \"\" "
+	  "(the default): no cluster, one node, as without NATS" },
+	{ "cluster.name", CONFIG_TYPE_STRING, OFF(cluster_name), "xmppd", 0, 0,
+	  RESTART, "Name of the cluster (letters, digits, '-' and '_', at "
+	  "most 32): the NATS subjects start with xmppd.NAME, so several "
+	  "clusters can share NATS servers; every node of one cluster has "
+	  "the same" },
+	{ "cluster.node", CONFIG_TYPE_STRING, OFF(cluster_node), "", 0, 0,
+	  RESTART, "This node's name, unique in the cluster (letters, "
+	  "digits, '-' and '_', at most 32); required with cluster.servers" },
+	{ "cluster.user", CONFIG_TYPE_STRING, OFF(cluster_user), "", 0, 0,
+	  RESTART, "User name for the NATS servers (with "
+	  "cluster.password_file); \"\": none" },
+	{ "cluster.password_file", CONFIG_TYPE_STRING,
+	  OFF(cluster_password_file), "", 0, 0, RESTART, "File whose first "
+	  "line is the password of cluster.user (kept out of this file, "
+	  "which is often world-readable)" },
+	{ "cluster.credentials", CONFIG_TYPE_STRING, OFF(cluster_credentials),
+	  "", 0, 0, RESTART, "A NATS credentials file (user JWT and NKey "
+	  "seed, as nsc writes it) instead of a user and password" },
+	{ "cluster.tls_ca", CONFIG_TYPE_STRING, OFF(cluster_tls_ca), "", 0, 0,
+	  RESTART, "CA certificates (PEM) the NATS servers' certificates are "
+	  "checked against, for tls:// servers; \"\": the system's" },
+	{ "cluster.tls_certificate", CONFIG_TYPE_STRING,
+	  OFF(cluster_tls_certificate), "", 0, 0, RESTART, "Client "
+	  "certificate chain (PEM) shown to NATS servers that ask for one" },
+	{ "cluster.tls_key", CONFIG_TYPE_STRING, OFF(cluster_tls_key), "", 0,
+	  0, RESTART, "Private key (PEM) of cluster.tls_certificate" },
+	{ "cluster.secret_file", CONFIG_TYPE_STRING, OFF(cluster_secret_file),
+	  "", 0, 0, RESTART, "File of at least 32 random bytes, the same on "
+	  "every node (for example head -c 64 /dev/urandom): the keys of "
+	  "server dialback (XEP-0185) and of SASL answers for unknown "
+	  "accounts come from it, so that any node can verify what another "
+	  "made; required with cluster.servers, readable by the daemon user "
+	  "only" },
+	{ "cluster.heartbeat_interval", CONFIG_TYPE_DURATION,
+	  OFF(cluster_heartbeat_interval), "1s", 100, 10000, RESTART,
+	  "How often this node tells the others it is alive" },
+	{ "cluster.node_timeout", CONFIG_TYPE_DURATION,
+	  OFF(cluster_node_timeout), "3s", 500, 600000, RESTART, "A node "
+	  "not heard from for this long is down: the others drop its "
+	  "sessions (their contacts get unavailable) and take over what it "
+	  "owned; at least twice cluster.heartbeat_interval" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 
@@ -1455,6 +1503,12 @@ static int check_paths(const struct config *cfg)
 		{ "pid_file", cfg->pid_file },
 		{ "log_file", cfg->log_file },
 		{ "control.socket", cfg->control_socket },
+		{ "cluster.password_file", cfg->cluster_password_file },
+		{ "cluster.credentials", cfg->cluster_credentials },
+		{ "cluster.tls_ca", cfg->cluster_tls_ca },
+		{ "cluster.tls_certificate", cfg->cluster_tls_certificate },
+		{ "cluster.tls_key", cfg->cluster_tls_key },
+		{ "cluster.secret_file", cfg->cluster_secret_file },
 	};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		const char *v = paths[i].value + strspn(paths[i].value, " \t");
@@ -1483,6 +1537,56 @@ static int check_muc(const struct config *cfg)
 	if (strlen(s) > 63)
 		return fail("'muc.service' is longer than a DNS label (63)");
 	return 0;
+}
+
+/* A cluster or node name: it goes into NATS subjects and JetStream
+ * key names, whose safe characters are these. */
+static int check_cluster_name(const char *key, const char *v)
+{
+	size_t n = strlen(v);
+	if (n == 0 || n > 32 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+				     "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				     "0123456789-_") != n)
+		return fail("'%s' is '%s': 1 to 32 letters, digits, '-' or "
+			    "'_'", key, v);
+	return 0;
+}
+
+static int check_cluster(const struct config *cfg)
+{
+	if (cfg->cluster_servers[strspn(cfg->cluster_servers, " \t,")] == '\0')
+		return 0;
+#ifndef HAVE_NATS
+	return fail("'cluster.servers' is set but this xmppd was built "
+		    "without NATS (configure --with-nats, libnats-dev)");
+#else
+	if (cfg->cluster_node[0] == '\0')
+		return fail("'cluster.servers' is set but 'cluster.node' is "
+			    "empty: give this node a name unique in the "
+			    "cluster");
+	if (check_cluster_name("cluster.node", cfg->cluster_node) < 0 ||
+	    check_cluster_name("cluster.name", cfg->cluster_name) < 0)
+		return -1;
+	if (cfg->cluster_secret_file[0] == '\0')
+		return fail("'cluster.servers' is set but "
+			    "'cluster.secret_file' is empty: every node needs "
+			    "the same secret (head -c 64 /dev/urandom > FILE)");
+	if (cfg->cluster_node_timeout < 2 * cfg->cluster_heartbeat_interval)
+		return fail("'cluster.node_timeout' must be at least twice "
+			    "'cluster.heartbeat_interval'");
+	if (cfg->cluster_credentials[0] != '\0' && cfg->cluster_user[0] != '\0')
+		return fail("'cluster.credentials' and 'cluster.user' are "
+			    "both set: give one");
+	if ((cfg->cluster_user[0] == '\0') !=
+	    (cfg->cluster_password_file[0] == '\0'))
+		return fail("'cluster.user' and 'cluster.password_file' go "
+			    "together");
+	if ((cfg->cluster_tls_certificate[0] == '\0') !=
+	    (cfg->cluster_tls_key[0] == '\0'))
+		return fail("'cluster.tls_certificate' and 'cluster.tls_key' "
+			    "go together");
+	return 0;
+#endif
 }
 
 static int check_s2s(const struct config *cfg)
@@ -1519,7 +1623,7 @@ static int check_all(const struct config *cfg)
 			    cfg->c2s_port);
 	if (check_http(cfg) < 0 || check_s2s_dial(cfg) < 0)
 		return -1;
-	if (check_s2s(cfg) < 0 || check_muc(cfg) < 0)
+	if (check_s2s(cfg) < 0 || check_muc(cfg) < 0 || check_cluster(cfg) < 0)
 		return -1;
 	/* The control socket takes privileged commands. */
 	if (cfg->control_mode & 0002)

@@ -228,6 +228,20 @@ struct config {
 	uint64_t muc_max_presence_bytes;        /* an occupant's presence */
 	unsigned muc_max_affiliations;  /* per room */
 	unsigned muc_archive_retention_days;    /* room archives; 0: forever */
+
+	/* cluster/ (issue 15) */
+	const char *cluster_servers;    /* NATS URLs; "": no cluster */
+	const char *cluster_name;       /* subject prefix xmppd.NAME */
+	const char *cluster_node;       /* this node's unique name */
+	const char *cluster_user;
+	const char *cluster_password_file;
+	const char *cluster_credentials;        /* NATS .creds file */
+	const char *cluster_tls_ca;
+	const char *cluster_tls_certificate;
+	const char *cluster_tls_key;
+	const char *cluster_secret_file;        /* shared dialback/SASL keys */
+	uint64_t cluster_heartbeat_interval;    /* ms */
+	uint64_t cluster_node_timeout;          /* ms */
 };
 
 struct config_def {

@@ -12,11 +12,12 @@ XMPPD_DEB_BUILD=(
 	libssl-dev libexpat1-dev libpq-dev libsodium-dev libidn11-dev
 	libhttp-parser-dev
 	libc-ares-dev
+	libnats-dev
 )
 # shellcheck disable=SC2034
 XMPPD_DEB_RUN=(
 	postgresql openssl procps adduser libhttp-parser2.9
-	libc-ares2
+	libc-ares2 libnats3.4
 )
 # What scripts/build-deb and scripts/test-deb need besides BUILD: the
 # packaging tools and the fresh Debian root of the package test.
@@ -36,6 +37,7 @@ XMPPD_DEB_TEST=(
 	profanity tmux
 	dnsmasq-base
 	prosody lua-unbound ejabberd util-linux
+	nats-server
 )
 
 # Prosody and ejabberd are there for the federation tests

@@ -289,6 +289,18 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "muc.max_presence_bytes", CONFIG_F_RELOADABLE },
 	{ "muc.max_affiliations", CONFIG_F_RELOADABLE },
 	{ "muc.archive_retention_days", CONFIG_F_RELOADABLE },
+	{ "cluster.servers", CONFIG_F_RESTART },
+	{ "cluster.name", CONFIG_F_RESTART },
+	{ "cluster.node", CONFIG_F_RESTART },
+	{ "cluster.user", CONFIG_F_RESTART },
+	{ "cluster.password_file", CONFIG_F_RESTART },
+	{ "cluster.credentials", CONFIG_F_RESTART },
+	{ "cluster.tls_ca", CONFIG_F_RESTART },
+	{ "cluster.tls_certificate", CONFIG_F_RESTART },
+	{ "cluster.tls_key", CONFIG_F_RESTART },
+	{ "cluster.secret_file", CONFIG_F_RESTART },
+	{ "cluster.heartbeat_interval", CONFIG_F_RESTART },
+	{ "cluster.node_timeout", CONFIG_F_RESTART },
 };
 
 Test(table, keys_and_flags_match_the_spec)
@@ -800,6 +812,56 @@ Test(check, cross_key_errors)
 	cr_expect_str_eq(CHECK_ERROR("muc.service=-muc"),
 			 "'muc.service' is '-muc': one DNS label of "
 			 "a-z, 0-9 and inner '-', or \"\"");
+}
+
+/* A cluster node needs a name, the shared secret, and consistent
+ * credentials; without cluster.servers none of it is asked for. */
+Test(check, cluster)
+{
+#define NATS "cluster.servers=nats://127.0.0.1:4222"
+#ifdef HAVE_NATS
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.secret_file=/k"),
+			 "'cluster.servers' is set but 'cluster.node' is empty: "
+			 "give this node a name unique in the cluster");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=a.b",
+				     "cluster.secret_file=/k"),
+			 "'cluster.node' is 'a.b': 1 to 32 letters, digits, "
+			 "'-' or '_'");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1",
+				     "cluster.name=", "cluster.secret_file=/k"),
+			 "'cluster.name' is '': 1 to 32 letters, digits, "
+			 "'-' or '_'");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1"),
+			 "'cluster.servers' is set but 'cluster.secret_file' "
+			 "is empty: every node needs the same secret "
+			 "(head -c 64 /dev/urandom > FILE)");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1",
+				     "cluster.secret_file=k"),
+			 "'cluster.secret_file' is 'k', a relative path: give "
+			 "an absolute one (the daemon works in /)");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1",
+				     "cluster.secret_file=/k",
+				     "cluster.node_timeout=1s"),
+			 "'cluster.node_timeout' must be at least twice "
+			 "'cluster.heartbeat_interval'");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1",
+				     "cluster.secret_file=/k",
+				     "cluster.user=xmppd"),
+			 "'cluster.user' and 'cluster.password_file' go "
+			 "together");
+	struct config *cfg = config_new();
+	const char *error = NULL;
+	set_ok(cfg, NATS);
+	set_ok(cfg, "cluster.node=node-1");
+	set_ok(cfg, "cluster.secret_file=/etc/xmppd/cluster.key");
+	cr_expect_eq(config_check(cfg, &error), 0, "%s", error);
+	config_free(&cfg);
+#else
+	cr_expect_str_eq(CHECK_ERROR(NATS), "'cluster.servers' is set but "
+			 "this xmppd was built without NATS (configure "
+			 "--with-nats, libnats-dev)");
+#endif
+#undef NATS
 }
 
 Test(check, bad_host_names)
