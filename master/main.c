@@ -13,6 +13,9 @@
 #include "../worker/worker.h"
 #include "../worker/dialback.h"
 #include "../db/db.h"
+#include "secret.h"
+
+#include <sodium.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -145,6 +148,28 @@ static void master_check_schema(const struct config *cfg)
 		log_fatal("database schema: %s", error);
 }
 
+/* The keys every worker uses for SASL answers to unknown accounts and
+ * for server dialback (XEP-0185): random per start on a single node;
+ * in a cluster derived from cluster.secret_file, so that every node
+ * makes the same (read as root, before privileges are dropped: the
+ * file may be readable by root only). */
+static void master_init_secrets(const struct config *cfg)
+{
+	unsigned char key[SECRET_KEY_BYTES];
+	char err[512];
+	if (cfg->cluster_servers[strspn(cfg->cluster_servers, " \t,")] == '\0') {
+		sasl_init_secret();
+		dialback_init_secret();
+		return;
+	}
+	if (secret_file_load(cfg->cluster_secret_file, key, err,
+			     sizeof(err)) < 0)
+		log_fatal("cluster.secret_file: %s", err);
+	sasl_seed_secret(key);
+	dialback_seed_secret(key);
+	sodium_memzero(key, sizeof(key));
+}
+
 /* Everything that must happen before the workers exist. */
 static void master_setup(struct master *m)
 {
@@ -153,6 +178,7 @@ static void master_setup(struct master *m)
 	if (master_pid_file_check(m->cfg->pid_file, &error) < 0)
 		log_fatal("%s", error);
 	master_check_schema(m->cfg);
+	master_init_secrets(m->cfg);
 	if (master_listen_all(m, &error) < 0)
 		log_fatal("%s", error);
 	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
@@ -181,8 +207,6 @@ static void master_setup(struct master *m)
 	m->pid_file_written = 1;
 	if (master_drop_privileges(m->cfg, &error) < 0)
 		log_fatal("%s", error);
-	sasl_init_secret();
-	dialback_init_secret();     /* XEP-0185 keys, all workers */
 }
 
 static void master_begin_stop(struct master *m)

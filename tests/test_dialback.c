@@ -17,6 +17,11 @@
 #include "arena.h"
 #include "worker/xml.h"
 #include "worker/dialback.h"
+#include "secret.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static void independent(const char *secret, const char *r, const char *o,
 			const char *id, char out[65])
@@ -70,6 +75,60 @@ Test(dialback, own_key_accepted_others_not)
 	/* the same secret gives the same key (every worker answers) */
 	cr_assert_eq(dialback_key("r.test", "o.test", "s1", other), 0);
 	cr_expect_str_eq(other, k);
+}
+
+static void write_file(const char *path, const void *data, size_t len,
+		       mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	cr_assert_geq(fd, 0, "%s", path);
+	cr_assert_eq(write(fd, data, len), (ssize_t)len);
+	cr_assert_eq(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+/* Two nodes of a cluster with the same cluster.secret_file make keys
+ * the other accepts; another file, or a node without one, does not. */
+Test(dialback, cluster_secret_file_shared_by_nodes)
+{
+	char dir[] = "/tmp/xmppd-secret-XXXXXX", a[64], b[64];
+	unsigned char key[SECRET_KEY_BYTES], bytes[64];
+	char k[DIALBACK_KEY_HEX + 1], err[256];
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(a, sizeof(a), "%s/a", dir);
+	snprintf(b, sizeof(b), "%s/b", dir);
+	randombytes_buf(bytes, sizeof(bytes));
+	write_file(a, bytes, sizeof(bytes), 0600);
+	cr_assert_eq(secret_file_load(a, key, err, sizeof(err)), 0, "%s", err);
+	dialback_seed_secret(key);      /* node 1 */
+	cr_assert_eq(dialback_key("r.test", "o.test", "s1", k), 0);
+	dialback_init_secret();         /* a random secret in between */
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s1", k), 0);
+	cr_assert_eq(secret_file_load(a, key, err, sizeof(err)), 0, "%s", err);
+	dialback_seed_secret(key);      /* node 2, same file */
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s1", k), 1);
+	bytes[0] ^= 1;                  /* another cluster's file */
+	write_file(b, bytes, sizeof(bytes), 0600);
+	cr_assert_eq(secret_file_load(b, key, err, sizeof(err)), 0, "%s", err);
+	dialback_seed_secret(key);
+	cr_expect_eq(dialback_key_ok("r.test", "o.test", "s1", k), 0);
+
+	/* refusals, each with its reason */
+	write_file(b, bytes, 31, 0600);
+	cr_expect_eq(secret_file_load(b, key, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "has 31 bytes: it needs 32 to 4096") != NULL,
+		  "%s", err);
+	write_file(b, bytes, sizeof(bytes), 0644);
+	cr_expect_eq(secret_file_load(b, key, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "readable by every local user") != NULL, "%s",
+		  err);
+	cr_expect_eq(secret_file_load(dir, key, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "not a regular file") != NULL, "%s", err);
+	unlink(b);
+	cr_expect_eq(secret_file_load(b, key, err, sizeof(err)), -1);
+	cr_expect(strstr(err, "No such file") != NULL, "%s", err);
+	unlink(a);
+	rmdir(dir);
 }
 
 static int parse(struct arena *a, const char *text, struct dialback_elem *d,

@@ -8,6 +8,7 @@
 #include "jid.h"
 #include "hmac.h"
 #include "arena.h"
+#include "secret.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -21,6 +22,13 @@ static int dialback_secret_ready;
 void dialback_init_secret(void)
 {
 	randombytes_buf(dialback_secret, sizeof(dialback_secret));
+	dialback_secret_ready = 1;
+}
+
+void dialback_seed_secret(const unsigned char key[SECRET_KEY_BYTES])
+{
+	secret_derive(key, "xmppd dialback v1", dialback_secret,
+		      sizeof(dialback_secret));
 	dialback_secret_ready = 1;
 }
 

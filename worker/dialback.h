@@ -28,6 +28,9 @@ struct arena;
  * secret behind every key, the same in all workers so that any of them
  * can answer for a key another made. */
 void dialback_init_secret(void);
+/* The key from the cluster's shared secret (lib/secret.h) instead: a
+ * key one node sent verifies on any other. */
+void dialback_seed_secret(const unsigned char key[32]);
 
 /* XEP-0185: hex(HMAC-SHA256(hex(SHA256(secret)), "R O ID")) into out
  * (DIALBACK_KEY_HEX + 1 bytes); 0 or -1. */

@@ -23,6 +23,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include "secret.h"
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -808,6 +809,13 @@ static void sasl_message(struct conn *c, const struct xml_node *n, int initial)
 void sasl_init_secret(void)
 {
 	randombytes_buf(sasl_unknown_secret, sizeof(sasl_unknown_secret));
+	sasl_secret_ready = 1;
+}
+
+void sasl_seed_secret(const unsigned char key[SECRET_KEY_BYTES])
+{
+	secret_derive(key, "xmppd sasl unknown-account v1",
+		      sasl_unknown_secret, sizeof(sasl_unknown_secret));
 	sasl_secret_ready = 1;
 }
 

@@ -406,6 +406,9 @@ int sasl_address_banned_tls(struct conn *c);
  * SCRAM salts, the same in every worker so that they cannot be told
  * apart from real accounts by asking two workers. */
 void sasl_init_secret(void);
+/* The same from the cluster's shared secret (lib/secret.h): every node
+ * answers an unknown account's SCRAM exchange alike. */
+void sasl_seed_secret(const unsigned char key[32]);
 
 /* bind.c */
 void bind_handle(struct conn *c, struct xml_node *n);
