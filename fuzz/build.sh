@@ -33,7 +33,7 @@ CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/
 # and the worker files that run without sockets).
 LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/compcfg.c
-	lib/hostport.c lib/secret.c
+	lib/hostport.c lib/secret.c cluster/dirwire.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
 	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
@@ -60,7 +60,7 @@ srcs_for() {
 # compile SRC (relative to top) with EXTRA flags into OBJ unless up to
 # date (the object is newer than the source and every header we have).
 newest_header=$(ls -t "$top"/lib/*.h "$top"/shm/*.h "$top"/worker/*.h \
-	"$top"/fuzz/*.h | head -n 1)
+	"$top"/fuzz/*.h "$top"/cluster/*.h | head -n 1)
 compile() {
 	src=$1 obj=$2 extra=$3
 	if [ -f "$obj" ] && [ "$obj" -nt "$top/$src" ] && [ "$obj" -nt "$newest_header" ] &&

@@ -275,3 +275,33 @@ for h in [b"5", b"+5", b" 5 ", b"\t\n+0005\r ", b"0", b"4294967295",
     sm_seeds[name] = b"\x04" + h
 for name, data in sm_seeds.items():
     write("sm", name, data)
+
+
+# ---- dirwire: a session directory batch (cluster/dirwire.h) -----------
+def dir_hdr(kind, seq, count, node=b"node-2", last=0, part=0,
+            inc=0x0102030405060708):
+    return (struct.pack("<IBBBBQQII", 0x58445231, 1, kind, last, len(node),
+                        inc, seq, part, count) + node)
+
+
+def dir_rec(op, jid, conn=7, gen=3, rslot=1, flags=1, avail=1, prio=0,
+            since=1765000000, caps=b""):
+    return (struct.pack("<BBBBhIIqHB", op, rslot, flags, avail, prio, conn,
+                        gen, since, len(jid), len(caps)) + jid + caps)
+
+
+A = b"alice@example.org/phone"
+B = b"bob@example.org/b\xc3\xbcro"
+dir_seeds = {
+    "events-one": dir_hdr(1, 1, 1) + dir_rec(1, A),
+    "events-set-del": dir_hdr(1, 41, 2) + dir_rec(1, A) + dir_rec(2, B, flags=0, avail=0),
+    "events-caps": dir_hdr(1, 9, 1) + dir_rec(1, A, caps=b"q07IKJEyjvHSyhy//CH0CxmKi8w="),
+    "snapshot": dir_hdr(2, 40, 2, last=1) + dir_rec(1, A, prio=-5) + dir_rec(1, B, avail=0),
+    "snapshot-del": dir_hdr(2, 40, 1, last=1) + dir_rec(2, A),
+    "unprepared": dir_hdr(1, 1, 1) + dir_rec(1, b"Alice@Example.org/phone"),
+    "count-high": dir_hdr(1, 1, 3) + dir_rec(1, A),
+    "trailing": dir_hdr(1, 1, 1) + dir_rec(1, A) + b"\x00",
+    "empty": dir_hdr(1, 1, 0),
+}
+for name, data in dir_seeds.items():
+    write("dirwire", name, data)
