@@ -305,3 +305,20 @@ dir_seeds = {
 }
 for name, data in dir_seeds.items():
     write("dirwire", name, data)
+
+
+# ---- relay: a frame batch or ack between nodes (cluster/relay.h) ------
+def relay_hdr(kind, seq, count, node=b"n1", inc=0x1111, peer=0x2222):
+    return (struct.pack("<IBBBBQQQII", 0x58464231, 1, kind, len(node), 0,
+                        inc, peer, seq, count, 0) + node)
+
+
+relay_seeds = {
+    "frames-one": relay_hdr(1, 1, 1) + frame(1, b"<message to='a@x/r'/>"),
+    "frames-two": relay_hdr(1, 7, 2) + frame(1, b"<message/>") + frame(2, b"<presence/>"),
+    "ack": relay_hdr(2, 41, 0),
+    "frames-more": relay_hdr(1, 1, 1) + frame(1, b"<message/>", flags=1),
+    "frames-short": relay_hdr(1, 1, 2) + frame(1, b"<message/>"),
+}
+for name, data in relay_seeds.items():
+    write("relay", name, data)
