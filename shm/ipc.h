@@ -17,6 +17,7 @@
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots */
+#define IPC_MAX_NODES 64            /* nodes of a cluster, this one too */
 #define IPC_JID_MAX 3071            /* RFC 7622: 1023 + 1 + 1023 + 1 + 1023 */
 #define IPC_JID_INLINE 184          /* full JIDs up to this fit in a record */
 

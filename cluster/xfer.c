@@ -1,0 +1,244 @@
+/*
+ * xfer.c - cross-node stanza traffic over relay pairs (xfer.h).
+ * Failure policy: a bad batch is dropped unacknowledged (its sender
+ * sends it again, and a peer that keeps sending bad ones is logged by
+ * the caller); a frame past the bound is refused to the caller, which
+ * bounces it; nothing is dropped without being handed back.
+ */
+#include "xfer.h"
+
+#include <string.h>
+
+void xfer_init(struct xfer *x, const char *self, uint64_t incarnation,
+	       size_t batch_max, size_t retain_max, int64_t resend_ms,
+	       const struct xfer_ops *ops)
+{
+	memset(x, 0, sizeof(*x));
+	memcpy(x->self, self, strnlen(self, RELAY_NODE_MAX));
+	x->self_incarnation = incarnation;
+	x->batch_max = batch_max;
+	x->retain_max = retain_max;
+	x->resend_ms = resend_ms;
+	x->ops = *ops;
+	for (unsigned i = 0; i < IPC_MAX_NODES; i++)
+		buf_init(&x->peers[i].batch, 0);
+}
+
+struct handback {
+	struct xfer *x;
+	unsigned node;
+};
+
+static void hand_back(void *ctx, const void *frame, size_t len)
+{
+	struct handback *h = ctx;
+	h->x->ops.undelivered(h->x->ops.ctx, h->node, frame, len);
+}
+
+static void batch_clear(struct xfer_peer *p)
+{
+	buf_free(&p->batch);
+	buf_init(&p->batch, 0);
+	p->batch_count = 0;
+}
+
+void xfer_free(struct xfer *x)
+{
+	for (unsigned i = 0; i < IPC_MAX_NODES; i++) {
+		relay_out_reset(&x->peers[i].out, 0, NULL, NULL);
+		buf_free(&x->peers[i].batch);
+	}
+}
+
+void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation)
+{
+	struct xfer_peer *p = &x->peers[node];
+	struct handback h = { x, node };
+	if (node == 0 || node >= IPC_MAX_NODES ||
+	    (p->known && p->out.peer_incarnation == incarnation))
+		return;
+	batch_clear(p);
+	if (p->known)
+		relay_out_reset(&p->out, incarnation, hand_back, &h);
+	else
+		relay_out_init(&p->out, incarnation, x->retain_max);
+	relay_in_reset(&p->in, incarnation);
+	p->known = true;
+	p->ack_due = false;
+}
+
+void xfer_peer_down(struct xfer *x, unsigned node)
+{
+	struct xfer_peer *p = &x->peers[node];
+	struct handback h = { x, node };
+	if (node == 0 || node >= IPC_MAX_NODES || !p->known)
+		return;
+	batch_clear(p);
+	relay_out_reset(&p->out, 0, hand_back, &h);
+	relay_in_reset(&p->in, 0);
+	p->known = false;
+	p->ack_due = false;
+}
+
+static int publish_from(struct xfer *x, unsigned node,
+			const struct relay_item *from, int64_t now_ms)
+{
+	struct xfer_peer *p = &x->peers[node];
+	struct relay_hdr h = {
+		.kind = RELAY_FRAMES, .incarnation = x->self_incarnation,
+		.peer_incarnation = p->out.peer_incarnation,
+	};
+	struct buf b;
+	int rc = 0;
+	(void)now_ms;
+	memcpy(h.node, x->self, sizeof(h.node));
+	while (from != NULL && rc == 0) {
+		uint32_t n = 0;
+		buf_init(&b, 0);
+		h.seq = from->seq;
+		if (relay_put_hdr(&b, &h) < 0) {
+			buf_free(&b);
+			return -1;
+		}
+		for (; from != NULL && (n == 0 || buf_used(&b) + from->len <=
+					x->batch_max); from = from->next, n++)
+			if (buf_append(&b, from->data, from->len) < 0)
+				break;
+		relay_set_count(&b, 0, n);
+		rc = x->ops.publish(x->ops.ctx, node, buf_head(&b),
+				    buf_used(&b));
+		p->batches_out++;
+		buf_free(&b);
+	}
+	return rc;
+}
+
+int xfer_send(struct xfer *x, unsigned node, const void *frame, size_t len,
+	      int64_t now_ms)
+{
+	struct xfer_peer *p;
+	uint64_t seq;
+	if (node == 0 || node >= IPC_MAX_NODES || !(p = &x->peers[node])->known)
+		return -1;
+	if (relay_out_add(&p->out, frame, len, now_ms, &seq) < 0) {
+		p->refused++;
+		return -1;
+	}
+	if (p->batch_count == 0)
+		p->batch_first = seq;
+	p->batch_count++;
+	return 0;
+}
+
+static void send_ack(struct xfer *x, unsigned node)
+{
+	struct xfer_peer *p = &x->peers[node];
+	struct relay_hdr h = {
+		.kind = RELAY_ACK, .incarnation = x->self_incarnation,
+		.peer_incarnation = p->in.peer_incarnation,
+		.seq = p->in.delivered,
+	};
+	struct buf b;
+	memcpy(h.node, x->self, sizeof(h.node));
+	buf_init(&b, 0);
+	if (relay_put_hdr(&b, &h) == 0)
+		x->ops.publish_ack(x->ops.ctx, node, buf_head(&b),
+				   buf_used(&b));
+	buf_free(&b);
+	p->ack_due = false;
+}
+
+void xfer_flush(struct xfer *x, int64_t now_ms)
+{
+	for (unsigned node = 1; node < IPC_MAX_NODES; node++) {
+		struct xfer_peer *p = &x->peers[node];
+		if (!p->known)
+			continue;
+		if (p->ack_due)
+			send_ack(x, node);
+		const struct relay_item *again =
+			relay_out_resend_due(&p->out, now_ms, x->resend_ms);
+		if (again != NULL) {
+			/* everything unacked goes again, this turn's
+			 * frames with it */
+			p->resent++;
+			publish_from(x, node, again, now_ms);
+		} else if (p->batch_count > 0) {
+			const struct relay_item *from = p->out.head;
+			while (from != NULL && from->seq < p->batch_first)
+				from = from->next;
+			publish_from(x, node, from, now_ms);
+		}
+		p->batch_count = 0;
+	}
+}
+
+static int receive_frames(struct xfer *x, unsigned from,
+			  struct relay_reader *r, const char **error_r)
+{
+	struct xfer_peer *p = &x->peers[from];
+	struct ipc_frame_header fh;
+	const void *f;
+	size_t flen;
+	uint32_t skip, i = 0;
+	int rc;
+	/* the whole batch must read before any of it is handed on */
+	struct relay_reader check = *r;
+	while ((rc = relay_read_next(&check, &fh, &f, &flen, error_r)) == 1)
+		;
+	if (rc < 0)
+		return -1;
+	switch (relay_in_verdict(&p->in, x->self_incarnation, &r->hdr,
+				 &skip)) {
+	case RELAY_NOT_FOR_US:
+	case RELAY_OTHER_RUN:
+		return 0;
+	case RELAY_DUPLICATE:
+		p->dups++;
+		p->ack_due = true;
+		return 0;
+	case RELAY_GAP:
+		p->gaps++;
+		p->ack_due = true;
+		return 0;
+	case RELAY_TAKE:
+		break;
+	}
+	p->batches_in++;
+	while (relay_read_next(r, &fh, &f, &flen, error_r) == 1) {
+		if (i++ < skip)
+			continue;
+		if (x->ops.deliver(x->ops.ctx, from, &fh, f, flen) < 0)
+			break;          /* the rest comes again */
+		p->in.delivered = r->hdr.seq + i - 1;
+	}
+	p->ack_due = true;
+	return 0;
+}
+
+int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
+		 size_t len, int64_t now_ms, const char **error_r)
+{
+	struct relay_reader r;
+	struct xfer_peer *p;
+	if (from_node == 0 || from_node >= IPC_MAX_NODES ||
+	    !(p = &x->peers[from_node])->known) {
+		*error_r = "from a node we do not follow";
+		return -1;
+	}
+	if (relay_read_begin(&r, data, len, error_r) < 0)
+		return -1;
+	if (r.hdr.kind == RELAY_ACK) {
+		if (r.hdr.peer_incarnation == x->self_incarnation &&
+		    r.hdr.incarnation == p->out.peer_incarnation)
+			relay_out_ack(&p->out, r.hdr.incarnation, r.hdr.seq,
+				      now_ms);
+		return 0;
+	}
+	return receive_frames(x, from_node, &r, error_r);
+}
+
+size_t xfer_kept_bytes(const struct xfer *x, unsigned node)
+{
+	return node < IPC_MAX_NODES ? x->peers[node].out.bytes : 0;
+}
