@@ -80,6 +80,16 @@ def _stop_all():
             print("clusterlab: cleanup: %s" % e)
 
 
+def _sigterm(signum, frame):
+    # make check's or a CI runner's SIGTERM: unwind, so that the finally
+    # blocks and atexit stop nats-server, xmppd and the namespaces
+    raise SystemExit(128 + signum)
+
+
+if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    signal.signal(signal.SIGTERM, _sigterm)
+
+
 class LabSkip(Exception):
     """This machine cannot run the lab (a missing program, not root)."""
 
@@ -489,6 +499,8 @@ class ClusterNode(harness.Server):
         """A clean stop (SIGTERM to the master), then SIGKILL to whatever
         of this node is still alive (a bridge that outlives its master
         would otherwise stay)."""
+        if getattr(self, "_frozen", None):
+            self.thaw()         # a stopped master would not see SIGTERM
         pids = set(self.pids()) | self._pids_seen
         try:
             super().stop()
@@ -806,8 +818,8 @@ class Lab:
     """NATS servers, one shared database and xmppd nodes, started in
     __enter__ and stopped, whatever happens, in __exit__.
 
-    nodes, nats: how many of each (nats=0 is allowed only without
-    netns; node i lists server i mod nats first); workers: per node;
+    nodes, nats: how many of each (nats >= 1; node i lists server
+    i mod nats first); workers: per node;
     overrides: config rows for every node (e.g. a longer node_timeout),
     node_overrides: {index: rows} for one; netns=True: node k and
     NATS server k run in namespace k of a NetnsLab (nats == nodes),
@@ -885,8 +897,9 @@ class Lab:
         self.nodes[0].add_user(jid, password)
 
     def client(self, i, user, password, resource=None):
-        """A harness.Client logged in (STARTTLS, SCRAM, bind) on node i;
-        closed with the lab."""
+        """A harness.Client logged in (STARTTLS, SCRAM, bind) on node i
+        as user (the localpart of an account add_user made); c.jid is
+        the bound full JID; closed with the lab."""
         c = self.nodes[i].connect()
         self.clients.append(c)
         c.jid = c.login(user, password, resource)
