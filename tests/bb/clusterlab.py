@@ -90,6 +90,10 @@ if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
     signal.signal(signal.SIGTERM, _sigterm)
 
 
+class NatsDied(AssertionError):
+    """A nats-server of the lab exited while the lab waited for it."""
+
+
 class LabSkip(Exception):
     """This machine cannot run the lab (a missing program, not root)."""
 
@@ -237,14 +241,17 @@ class NatsCluster:
         self.hosts = list(hosts or ["127.0.0.1"] * n)
         self.netns = list(netns or [None] * n)
         self.name = name or "lab%s" % secrets.token_hex(3)
-        self.client_ports = [free_port() for _ in range(n)]
-        self.route_ports = [free_port() for _ in range(n)]
-        self.http_ports = [free_port() for _ in range(n)]
+        self._pick_ports()
         self.procs = [None] * n
         self._logs = [None] * n
         for i in range(n):
             self._write_config(i)
         _LIVE.append(self)
+
+    def _pick_ports(self):
+        self.client_ports = [free_port() for _ in range(self.n)]
+        self.route_ports = [free_port() for _ in range(self.n)]
+        self.http_ports = [free_port() for _ in range(self.n)]
 
     def sname(self, i):
         return "s%d" % (i + 1)
@@ -373,12 +380,18 @@ class NatsCluster:
         return True, leader or self.sname(i)
 
     def wait_ready(self, timeout=30, which=None):
-        """Every running server (or those in which) routed to all the
-        others, with one meta leader known to all; returns the leader."""
+        """Every server (or those in which) routed to all the others,
+        with one meta leader known to all; returns the leader.  A server
+        that exits meanwhile raises NatsDied at once."""
         which = [i for i in (which if which is not None else range(self.n))]
         leaders = {}
 
         def check():
+            for i in which:
+                p = self.procs[i]
+                if p is not None and p.poll() is not None:
+                    raise NatsDied("%s exited (status %s); its log ends:\n%s" % (
+                        self.sname(i), p.returncode, _tail(self.log_path(i), 800)))
             for i in which:
                 ok, v = self.ready_state(i)
                 if not ok:
@@ -389,6 +402,25 @@ class NatsCluster:
             return True, None
         wait_until(check, timeout, "the NATS cluster", step=0.1)
         return leaders[which[0]]
+
+    def up(self, timeout=30, tries=3):
+        """start_all() and wait_ready().  A port free_port() chose can be
+        taken before nats-server binds it (tests run side by side): a
+        server that exits with "address already in use" gets the whole
+        cluster new ports and another try."""
+        for t in range(tries):
+            self.start_all()
+            try:
+                return self.wait_ready(timeout)
+            except NatsDied as e:
+                if t == tries - 1 or "address already in use" not in str(e):
+                    raise
+                print("clusterlab: a port was taken (%s): new ports"
+                      % str(e).split(";")[0])
+                self.stop_all()
+                self._pick_ports()
+                for i in range(self.n):
+                    self._write_config(i)
 
     def print_logs(self):
         for i in range(self.n):
@@ -873,7 +905,7 @@ class Lab:
         else:
             self.nats = NatsCluster(self.n_nats, dir=os.path.join(self.dir, "nats"),
                                     name=self.cluster_name)
-        self.nats.start_all()
+        self.nats.up()
         self.db = harness.Database()
         self.conninfo = (pg_socket_conninfo(self.db.conninfo) if self.use_netns
                          else self.db.conninfo)
@@ -886,7 +918,6 @@ class Lab:
                 netns=self.netns.ns[k] if self.netns else None,
                 heartbeat=self.heartbeat, node_timeout=self.node_timeout))
         self.nodes[0].ctl_config("db", "migrate")
-        self.nats.wait_ready()
         for node in self.nodes:
             node.start()
 

@@ -49,8 +49,7 @@ def test_nats_server_rejoins():
     """A server killed (SIGKILL) drops out of the others' routes; started
     again on the same ports and store it is routed to both again."""
     with NatsCluster(3) as nats:
-        nats.start_all()
-        nats.wait_ready(timeout=30)
+        nats.up()
         nats.kill(1)
         assert not nats.running(1)
         clusterlab.wait_until(
@@ -60,6 +59,25 @@ def test_nats_server_rejoins():
         nats.wait_ready(timeout=30)
         for i in range(3):
             assert nats.monitor(i, "routez")["num_routes"] == 2
+
+
+@skippable
+def test_nats_port_taken():
+    """A client port taken after the lab chose it (another test's): the
+    lab's up() sees that server exit and starts the cluster again on
+    new ports, which forms."""
+    with NatsCluster(3) as nats:
+        taken = nats.client_ports[1]
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", taken))
+            s.listen(1)
+            nats.up()
+        finally:
+            s.close()
+        assert taken not in nats.client_ports, (taken, nats.client_ports)
+        assert "address already in use" in clusterlab._tail(nats.log_path(1), 100000)
+        assert all(nats.monitor(i, "routez")["num_routes"] == 2 for i in range(3))
 
 
 def message_on_node(lab, i, a, b):
@@ -227,7 +245,7 @@ def test_netns_lab_nodes():
 
 if __name__ == "__main__":
     only = sys.argv[1:]
-    tests = [test_nats_cluster_forms, test_nats_server_rejoins,
+    tests = [test_nats_cluster_forms, test_nats_server_rejoins, test_nats_port_taken,
              test_nodes_serve_their_clients, test_kill9_freeze_restart,
              test_netns_partition_and_heal, test_netns_lab_nodes]
     run_tests([t for t in tests if not only or t.__name__ in only])
