@@ -204,6 +204,16 @@ def _run_state(pid):
         return None
 
 
+def _start_time(pid):
+    """Field 22 of /proc/PID/stat (clock ticks since boot): with the pid,
+    it names one process, never a later one that reuses the pid."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _signal_all(pids, sig):
     for p in pids:
         try:
@@ -490,7 +500,10 @@ class ClusterNode(harness.Server):
         super().__init__(workers=workers, overrides=o)
         self.running = False
         self._log_mark = 0
-        self._pids_seen = set()
+        # {pid: start time} of every process of this node seen so far:
+        # finds a child the master no longer parents (the master died)
+        # and never a stranger that took a dead one's pid
+        self._seen = {}
 
     def args(self):
         a = super().args()
@@ -524,7 +537,7 @@ class ClusterNode(harness.Server):
             harness.wait_for(lambda: self.log_text()[self._log_mark:].count(
                 "database link up") >= self.workers, what="%s: database links up"
                 % self.name)
-        self._pids_seen.update(self.pids())
+        self.pids()
         return self
 
     def stop(self):
@@ -533,13 +546,13 @@ class ClusterNode(harness.Server):
         would otherwise stay)."""
         if getattr(self, "_frozen", None):
             self.thaw()         # a stopped master would not see SIGTERM
-        pids = set(self.pids()) | self._pids_seen
+        self.pids()
         try:
             super().stop()
         finally:
-            _signal_all([p for p in pids if pid_alive(p)], signal.SIGKILL)
+            _signal_all(self._seen_alive(), signal.SIGKILL)
             self.running = False
-            self._pids_seen = set()
+            self._seen = {}
 
     def restart(self):
         """Stop if running, then start again on the same ports, config
@@ -554,7 +567,16 @@ class ClusterNode(harness.Server):
         """The master and every process below it."""
         if not self.master_pid or not pid_alive(self.master_pid):
             return []
-        return descendants(self.master_pid)
+        pids = descendants(self.master_pid)
+        for p in pids:
+            self._seen[p] = _start_time(p)
+        return pids
+
+    def _seen_alive(self):
+        """The processes of this node ever seen by pids() that are still
+        the same processes and alive."""
+        return [p for p, t in self._seen.items()
+                if t is not None and _start_time(p) == t and pid_alive(p)]
 
     def kill9(self, timeout=10):
         """SIGKILL every process of the node at once, the way a machine
@@ -563,7 +585,7 @@ class ClusterNode(harness.Server):
         SIGKILL all; waits until none is left."""
         stopped = set()
         for _ in range(20):
-            now = set(self.pids()) | {p for p in self._pids_seen if pid_alive(p)}
+            now = set(self.pids()) | set(self._seen_alive())
             new = now - stopped
             if not new:
                 break
@@ -582,7 +604,7 @@ class ClusterNode(harness.Server):
             self._stderr.close()
             self._stderr = None
         self.running = False
-        self._pids_seen = set()
+        self._seen = {}
         return sorted(stopped)
 
     def freeze(self):
