@@ -1,0 +1,277 @@
+"""Black-box tests of the cluster bridge (issue 15, slice 2).
+
+One nats-server (Debian's) on a free loopback port and two xmppd nodes
+on it, checked the way an operator sees them (`xmppctl cluster status
+--json`, the log) and a client does (its stream stays up):
+  - both nodes list each other up;
+  - kill -9 of one node's bridge alone: the master respawns it, the
+    other node sees a new incarnation of the same name and it is up; a
+    client of that node stays connected meanwhile;
+  - the NATS server killed and started again on the same port: both
+    links come back and both nodes list each other up, xmppd untouched;
+  - kill -9 of a whole node (master, workers, bridge): the other shows
+    it down within node_timeout + 2 s;
+  - a node stopped gracefully is down on the other at once ("left");
+  - a server without cluster.servers answers "no cluster".
+Skipped (passes, with a line saying so) without nats-server.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Client, Server, free_port, pid_alive, run_tests, wait_for  # noqa: E402
+
+HEARTBEAT = 0.5     # cluster.heartbeat_interval (s)
+TIMEOUT = 2.0       # cluster.node_timeout (s)
+PW = "cl0ster!"
+
+
+def nats_binary():
+    for p in (shutil.which("nats-server"), "/usr/sbin/nats-server",
+              "/usr/bin/nats-server"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+class Nats:
+    """One nats-server on 127.0.0.1:port (restartable on that port)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="xmppd-nats-")
+        self.proc = None
+
+    def start(self):
+        log = open(os.path.join(self.dir, "nats.log"), "ab")
+        self.proc = subprocess.Popen([nats_binary(), "-a", "127.0.0.1", "-p",
+                                      str(self.port)], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(self._listening, what="nats-server listening")
+        return self
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def close(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def secret_file():
+    fd, path = tempfile.mkstemp(prefix="xmppd-cluster-key-")
+    os.write(fd, os.urandom(64))
+    os.close(fd)
+    return path
+
+
+def node(name, nats, secret, users=()):
+    return Server(workers=2, db=True, users=users, overrides={
+        "cluster.servers": nats.url(),
+        "cluster.node": name,
+        "cluster.secret_file": secret,
+        "cluster.heartbeat_interval": "%dms" % (HEARTBEAT * 1000),
+        "cluster.node_timeout": "%dms" % (TIMEOUT * 1000),
+    })
+
+
+def cluster(s):
+    r = s.ctl("--json", "cluster", "status")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def node_of(st, name):
+    for n in st["nodes"]:
+        if n["name"] == name:
+            return n
+    return None
+
+
+def sees(s, name, state, incarnation=None):
+    """s lists node name in state (and that incarnation, if given)."""
+    st = cluster(s)
+    n = node_of(st, name)
+    if n is None or n["state"] != state:
+        return None
+    if incarnation is not None and n["incarnation"] != incarnation:
+        return None
+    return n
+
+
+def bridge_pid(s):
+    r = s.ctl("status")
+    for line in r.stdout.splitlines():
+        if line.startswith("bridge\t"):
+            d = dict(f.split("=", 1) for f in line.split("\t")[1:])
+            return int(d["pid"])
+    return 0
+
+
+def node_pids(s):
+    pids = [s.master_pid] + [p for p in s.worker_pids() if p > 0]
+    b = bridge_pid(s)
+    return pids + ([b] if b > 0 else [])
+
+
+def both_up(a, b):
+    return (cluster(a)["link"] == "up" and cluster(b)["link"] == "up" and
+            sees(a, "n2", "up") and sees(b, "n1", "up"))
+
+
+def ping(c, n):
+    c.send("<iq type='get' id='ping%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>" % n)
+    c.read_until("id='ping%d'" % n, timeout=5)
+
+
+def test_no_cluster():
+    with Server() as s:
+        r = s.ctl("cluster", "status")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "no cluster (cluster.servers is not set)\n", r.stdout
+        assert json.loads(s.ctl("--json", "cluster", "status").stdout) == {"enabled": False}
+        # no bridge row, no cluster figures
+        assert "bridge\t" not in s.ctl("status").stdout
+        assert "xmppd_cluster_" not in s.ctl("stats", "--openmetrics").stdout
+
+
+def check_two_up(n1, n2):
+    wait_for(lambda: both_up(n1, n2), timeout=10, what="n1 and n2 up on both")
+    st = cluster(n1)
+    assert st["enabled"] is True and st["cluster"] == "xmppd" and st["node"] == "n1", st
+    me = node_of(st, "n1")
+    assert me["state"] == "self" and me["workers"] == 2, st
+    assert me["incarnation"] == st["incarnation"] != "0000000000000000", st
+    assert node_of(st, "n2")["workers"] == 2, st
+    # the text form: header line and the table
+    text = n1.ctl("cluster", "status").stdout.splitlines()
+    assert text[0].startswith("cluster xmppd, node n1 (incarnation %s), NATS link up to nats://127.0.0.1:"
+                              % st["incarnation"]), text
+    assert text[1].split() == ["NODE", "STATE", "INCARNATION", "SESSIONS", "WORKERS",
+                               "HEARTBEAT_AGE"], text
+    assert text[2].split()[:2] == ["n1", "self"] and text[2].split()[-1] == "-", text
+    assert text[3].split()[:2] == ["n2", "up"] and text[3].endswith("s"), text
+    # status shows the bridge apart from the workers; metrics count nodes
+    assert bridge_pid(n1) > 0 and len(n1.status()["workers"]) == 2
+    om = n1.ctl("stats", "--openmetrics").stdout
+    assert "xmppd_cluster_link_up 1\n" in om, om
+    assert 'xmppd_cluster_nodes{state="up"} 1\n' in om, om
+    h = n1.ctl("health")
+    assert h.returncode == 0 and h.stdout.startswith("ready"), h.stdout
+
+
+def check_bridge_respawn(n1, n2, c):
+    """kill -9 of n2's bridge: respawned, a new incarnation on n1, the
+    client of n2 untouched."""
+    inc = node_of(cluster(n1), "n2")["incarnation"]
+    old = bridge_pid(n2)
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: bridge_pid(n2) not in (0, old), timeout=10, what="bridge respawned")
+    n = wait_for(lambda: (lambda x: x if x and x["incarnation"] != inc else None)(
+        sees(n1, "n2", "up")), timeout=10, what="n1 sees n2's new incarnation")
+    assert cluster(n2)["incarnation"] == n["incarnation"]
+    assert "node n2 restarted (new incarnation %s)" % n["incarnation"] in n1.log_text()
+    ping(c, 1)
+    # the bridge's death swept nothing: the client's session is listed
+    assert "alice@localhost/r1" in n2.ctl("sessions").stdout
+
+
+def check_nats_restart(nats, n1, n2):
+    r1 = cluster(n1)["reconnects"]
+    nats.kill()
+    wait_for(lambda: cluster(n1)["link"] == "down" and cluster(n2)["link"] == "down",
+             timeout=10, what="links down")
+    nats.start()
+    wait_for(lambda: both_up(n1, n2), timeout=15, what="links back, nodes up again")
+    assert cluster(n1)["reconnects"] > r1
+
+
+def check_kill_node(n1, n2):
+    """kill -9 of n2 whole: n1 shows it down within node_timeout + 2 s."""
+    pids = node_pids(n2)
+    assert len(pids) == 4, pids
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: sees(n1, "n2", "down"), timeout=TIMEOUT + 2, what="n2 down on n1")
+    took = time.monotonic() - t0
+    assert took >= TIMEOUT - HEARTBEAT - 0.2, took    # by silence, not by magic
+    assert "node n2 down: no heartbeat for" in n1.log_text()
+    wait_for(lambda: all(not pid_alive(p) for p in pids), what="n2 gone")
+
+
+def test_two_nodes():
+    if nats_binary() is None:
+        print("# skipped: no nats-server (apt-get install nats-server)")
+        return
+    nats = Nats().start()
+    secret = secret_file()
+    n1 = node("n1", nats, secret)
+    n2 = node("n2", nats, secret, users=[("alice@localhost", PW)])
+    n2b = None
+    try:
+        n1.start()
+        n2.start()
+        check_two_up(n1, n2)
+        c = Client(n2.port)
+        c.login("alice", PW, "r1")
+        ping(c, 0)
+        check_bridge_respawn(n1, n2, c)
+        check_nats_restart(nats, n1, n2)
+        ping(c, 2)
+        c.close()
+        check_kill_node(n1, n2)
+        n2.master_pid = None     # nothing left to stop
+        # the same name again: up on n1, then a graceful stop is "left"
+        n2b = node("n2", nats, secret)
+        n2b.start()
+        wait_for(lambda: sees(n1, "n2", "up"), timeout=10, what="n2 back")
+        n2b.stop()
+        wait_for(lambda: sees(n1, "n2", "down"), timeout=TIMEOUT - 0.5,
+                 what="n2 down at once after leaving")
+        assert "node n2 left" in n1.log_text()
+        for s in (n1, n2, n2b):
+            assert "another process claims" not in s.log_text()
+    except BaseException:
+        for s in (n1, n2, n2b):
+            if s is not None:
+                print("---- %s log (%s) ----" % (s.overrides["cluster.node"], s.log))
+                print(s.log_text()[-5000:])
+        raise
+    finally:
+        for s in (n1, n2, n2b):
+            if s is not None:
+                s.stop()
+        nats.close()
+        os.unlink(secret)
+    for s in (n1, n2, n2b):
+        s.check_stderr()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    tests = [test_no_cluster, test_two_nodes]
+    if len(sys.argv) > 1:
+        tests = [t for t in tests if t.__name__ in sys.argv[1:]]
+    run_tests(tests)
