@@ -35,7 +35,8 @@ LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/compcfg.c
 	lib/hostport.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
-	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c"
+	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c
+	shm/cluster.c cluster/hb.c cluster/table.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
@@ -60,6 +61,7 @@ srcs_for() {
 # compile SRC (relative to top) with EXTRA flags into OBJ unless up to
 # date (the object is newer than the source and every header we have).
 newest_header=$(ls -t "$top"/lib/*.h "$top"/shm/*.h "$top"/worker/*.h \
+	"$top"/cluster/*.h \
 	"$top"/fuzz/*.h | head -n 1)
 compile() {
 	src=$1 obj=$2 extra=$3

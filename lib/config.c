@@ -1539,6 +1539,7 @@ static int check_muc(const struct config *cfg)
 	return 0;
 }
 
+#ifdef HAVE_NATS
 /* A cluster or node name: it goes into NATS subjects and JetStream
  * key names, whose safe characters are these. */
 static int check_cluster_name(const char *key, const char *v)
@@ -1551,6 +1552,7 @@ static int check_cluster_name(const char *key, const char *v)
 			    "'_'", key, v);
 	return 0;
 }
+#endif
 
 bool config_cluster_on(const struct config *cfg)
 {
