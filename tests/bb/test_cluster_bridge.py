@@ -15,8 +15,10 @@ on it, checked the way an operator sees them (`xmppctl cluster status
   - a server without cluster.servers answers "no cluster".
 Skipped (passes, with a line saying so) without nats-server.
 """
+import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,9 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Client, Server, free_port, pid_alive, run_tests, wait_for  # noqa: E402
+from harness import SRCDIR, Client, Server, free_port, pid_alive, run_tests, wait_for  # noqa: E402
 
 HEARTBEAT = 0.5     # cluster.heartbeat_interval (s)
 TIMEOUT = 2.0       # cluster.node_timeout (s)
@@ -156,6 +159,40 @@ def test_no_cluster():
         assert "xmppd_cluster_" not in s.ctl("stats", "--openmetrics").stdout
 
 
+def metrics_doc():
+    """The cluster rows of docs/METRICS.md: {name as scraped: type}."""
+    out = {}
+    with open(os.path.join(SRCDIR, "docs", "METRICS.md")) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) != 4 or not cells[0].startswith("`xmppd_cluster_"):
+                continue
+            names = re.findall(r"`([a-z_]+)`", cells[0])
+            for n in names[1:]:     # `a_sent_total` / `_received_total`
+                names[names.index(n)] = names[0][:names[0].rfind("_", 0, len(names[0]) - 6)] + n
+            for n in names:
+                out[n] = cells[1]
+    return out
+
+
+def check_cluster_metrics(s):
+    """GET /metrics of a cluster node: every cluster family is a row of
+    docs/METRICS.md with its type and every row is shown; no worker
+    series for the bridge's slot; promtool (when there) finds nothing."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % s.http_port,
+                                  timeout=10).read().decode()
+    types = dict(re.findall(r"^# TYPE (xmppd_cluster_\S+) (\S+)$", text, re.M))
+    assert types == metrics_doc(), (types, metrics_doc())
+    assert 'worker="2"' not in text
+    assert "xmppd_workers 2\n" in text
+    promtool = shutil.which("promtool") or next(iter(sorted(glob.glob(
+        os.path.expanduser("~/.cache/xmppd-test/prometheus/*/usr/bin/promtool")))), None)
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+
+
 def check_two_up(n1, n2):
     wait_for(lambda: both_up(n1, n2), timeout=10, what="n1 and n2 up on both")
     st = cluster(n1)
@@ -177,6 +214,8 @@ def check_two_up(n1, n2):
     om = n1.ctl("stats", "--openmetrics").stdout
     assert "xmppd_cluster_link_up 1\n" in om, om
     assert 'xmppd_cluster_nodes{state="up"} 1\n' in om, om
+    assert "xmppd_cluster_heartbeats_received_total " in om, om
+    check_cluster_metrics(n1)
     h = n1.ctl("health")
     assert h.returncode == 0 and h.stdout.startswith("ready"), h.stdout
 
