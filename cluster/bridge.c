@@ -554,9 +554,14 @@ static void bridge_link_event(struct bridge *b, const struct bridge_ev *e)
 	case BRIDGE_EV_CLOSED:
 		bridge_set_link(b, 0, NULL);
 		b->closed = 1;
-		if (!b->stopping)
-			log_error("cluster: NATS connection closed");
-		break;
+		if (b->stopping)
+			break;
+		/* reconnects are endless, so this is libnats giving up (an
+		 * authorization refused for good, ...): a new bridge starts
+		 * from scratch, slowed by the master's crash back-off */
+		log_error("cluster: NATS connection closed: exiting to be "
+			  "restarted");
+		exit(1);
 	case BRIDGE_EV_ERROR:
 		log_warn("cluster: NATS: %s%s",
 			 natsStatus_GetText((natsStatus)e->status),

@@ -3,6 +3,8 @@
 One nats-server (Debian's) on a free loopback port and two xmppd nodes
 on it, checked the way an operator sees them (`xmppctl cluster status
 --json`, the log) and a client does (its stream stays up):
+  - a node started while NATS is down runs (link down) and connects
+    once NATS is there;
   - both nodes list each other up;
   - kill -9 of one node's bridge alone: the master respawns it, the
     other node sees a new incarnation of the same name and it is up; a
@@ -226,6 +228,14 @@ def check_bridge_respawn(n1, n2, c):
     inc = node_of(cluster(n1), "n2")["incarnation"]
     old = bridge_pid(n2)
     os.kill(old, signal.SIGKILL)
+    # started less than 10 s ago, it waits the crash back-off (2 s)
+    # before its respawn: meanwhile n2 is ready and says the bridge is
+    # missing, its link is down
+    if wait_for(lambda: bridge_pid(n2) == 0, timeout=5, what="bridge reaped"):
+        h = json.loads(n2.ctl("--json", "health").stdout)
+        if bridge_pid(n2) == 0:
+            assert h["ready"] is True and "cluster bridge is restarting" in h["reason"], h
+            assert cluster(n2)["link"] == "down"
     wait_for(lambda: bridge_pid(n2) not in (0, old), timeout=10, what="bridge respawned")
     n = wait_for(lambda: (lambda x: x if x and x["incarnation"] != inc else None)(
         sees(n1, "n2", "up")), timeout=10, what="n1 sees n2's new incarnation")
@@ -264,13 +274,24 @@ def test_two_nodes():
     if nats_binary() is None:
         print("# skipped: no nats-server (apt-get install nats-server)")
         return
-    nats = Nats().start()
+    nats = Nats()
     secret = secret_file()
     n1 = node("n1", nats, secret)
     n2 = node("n2", nats, secret, users=[("alice@localhost", PW)])
     n2b = None
     try:
+        # n1 starts while NATS is down: served, link down, then up
         n1.start()
+        st = cluster(n1)
+        assert st["link"] == "down" and [n["name"] for n in st["nodes"]] == ["n1"], st
+        # ready (its users are served), and the reason says what is missing
+        h = json.loads(n1.ctl("--json", "health").stdout)
+        assert h == {"ready": True, "reason": "ready (the NATS link is down: "
+                     "other nodes unreachable)"}, h
+        time.sleep(1.0)
+        assert bridge_pid(n1) > 0 and cluster(n1)["link"] == "down"
+        nats.start()
+        wait_for(lambda: cluster(n1)["link"] == "up", timeout=10, what="n1 link up")
         n2.start()
         check_two_up(n1, n2)
         c = Client(n2.port)
