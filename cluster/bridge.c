@@ -120,7 +120,9 @@ static void ring_push(uint8_t type, int32_t status, const void *data,
 	e->type = type;
 	e->status = status;
 	e->len = (uint32_t)len;
-	memcpy(e->data, data, len < BRIDGE_EV_DATA ? len : BRIDGE_EV_DATA);
+	if (len > 0)    /* an empty message may have no data pointer */
+		memcpy(e->data, data, len < BRIDGE_EV_DATA ? len :
+		       BRIDGE_EV_DATA);
 	ring.count++;
 	pthread_mutex_unlock(&ring.lock);
 	if (write(ring.wake_fd, &one, sizeof(one)) < 0) {
