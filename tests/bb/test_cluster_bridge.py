@@ -274,6 +274,10 @@ def check_two_up(n1, n2):
     assert 'xmppd_cluster_nodes{state="up"} 1\n' in om, om
     assert "xmppd_cluster_heartbeats_received_total " in om, om
     check_cluster_metrics(n1)
+    # the stats table still reads it: two worker columns, no bridge one
+    r = n1.ctl("stats")
+    assert r.returncode == 0 and "2 workers" in r.stdout, r.stdout + r.stderr
+    assert json.loads(n1.ctl("--json", "status").stdout)["bridge"]["pid"] == bridge_pid(n1)
     h = n1.ctl("health")
     assert h.returncode == 0 and h.stdout.startswith("ready"), h.stdout
 
