@@ -94,6 +94,8 @@ int ctl_user_command(const struct ctl_opts *opts, int argc, char **argv);
 int ctl_sessions_command(const struct ctl_opts *opts, int argc,
 			 char **argv);
 int ctl_kick_command(const struct ctl_opts *opts, int argc, char **argv);
+/* argv[0] is "cluster" (ctl/cluster.c). */
+int ctl_cluster_command(const struct ctl_opts *opts, int argc, char **argv);
 
 /* For user.c, given fd from ctl_open(path, true) (opened before
  * xmppctl may drop root for PostgreSQL, see user.c), or its negative

@@ -51,6 +51,9 @@ void ctl_usage(FILE *out)
 		"                      the figures of GET /metrics: a table (totals\n"
 		"                      and per worker), JSON, or the raw text\n"
 		"  health              ready, or why not (as GET /health)\n"
+		"  cluster status      the cluster: this node, its NATS link, every\n"
+		"                      node seen (state, incarnation, sessions,\n"
+		"                      workers, heartbeat age), or \"no cluster\"\n"
 		"commands (PostgreSQL, db.conninfo or -d CONNINFO):\n"
 		"  db migrate          create or upgrade the database schema\n"
 		"  db status           show the database schema version\n"
@@ -69,7 +72,8 @@ void ctl_usage(FILE *out)
 		"                      delete archived messages older than DATE\n"
 		"                      (YYYY-MM-DD or date and time; UTC)\n"
 		"  help                this text\n"
-		"--json: sessions, status, bans, health, user list and user show\n"
+		"--json: sessions, status, bans, health, cluster status, user list and\n"
+		"user show\n"
 		"print one JSON document.  Run as root, the PostgreSQL commands run\n"
 		"as the configured daemon 'user' (xmppd) unless db.conninfo names\n"
 		"another role (user=ROLE).\n"
@@ -253,6 +257,13 @@ static int ctl_status_command(const struct ctl_opts *opts, int argc,
 		ctl_json_line(&r, "master");
 		fputs(", \"workers\": ", stdout);
 		ctl_json_lines(&r, "worker");
+		/* the cluster bridge's row, when the cluster is on */
+		for (size_t i = 0; i < r.n; i++)
+			if (strncmp(r.lines[i], "bridge\t", 7) == 0) {
+				fputs(", \"bridge\": ", stdout);
+				ctl_json_line(&r, "bridge");
+				break;
+			}
 		fputs("}\n", stdout);
 		ctl_reply_free(&r);
 	}
@@ -373,6 +384,7 @@ static const struct {
 	{ "kick", ctl_kick_command },
 	{ "stats", ctl_stats_command },
 	{ "health", ctl_health_command },
+	{ "cluster", ctl_cluster_command },
 	{ "db", ctl_db_command },
 	{ "user", ctl_user_command },
 	{ "archive", ctl_archive_command },

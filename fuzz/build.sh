@@ -36,7 +36,8 @@ LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 	lib/hostport.c lib/secret.c cluster/dirwire.c cluster/relay.c
 	cluster/directory.c cluster/members.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
-	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c"
+	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c
+	shm/cluster.c cluster/hb.c cluster/table.c"
 # Per target: worker sources and fuzz/ helpers beside fuzz_<target>.c.
 srcs_for() {
 	case $1 in
@@ -61,7 +62,8 @@ srcs_for() {
 # compile SRC (relative to top) with EXTRA flags into OBJ unless up to
 # date (the object is newer than the source and every header we have).
 newest_header=$(ls -t "$top"/lib/*.h "$top"/shm/*.h "$top"/worker/*.h \
-	"$top"/fuzz/*.h "$top"/cluster/*.h | head -n 1)
+	"$top"/cluster/*.h \
+	"$top"/fuzz/*.h | head -n 1)
 compile() {
 	src=$1 obj=$2 extra=$3
 	if [ -f "$obj" ] && [ "$obj" -nt "$top/$src" ] && [ "$obj" -nt "$newest_header" ] &&

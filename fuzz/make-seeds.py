@@ -322,3 +322,27 @@ relay_seeds = {
 }
 for name, data in relay_seeds.items():
     write("relay", name, data)
+# ---- cluster_hb: op bytes; 0x48+ takes one 104-byte heartbeat ----------
+def heartbeat(node, inc, cluster=b"xmppd", flags=0, version=None, workers=2,
+              sessions=3, dir_seq=0):
+    return (b"XHB" + bytes([1, flags, len(node), len(cluster), 0]) +
+            struct.pack("<QIIQQ", inc, IPC_VERSION if version is None else version,
+                        workers, sessions, dir_seq) +
+            node.ljust(32, b"\0") + cluster.ljust(32, b"\0"))
+
+
+HB = 0x48
+write("cluster_hb", "join-suspect-down",
+      bytes([HB]) + heartbeat(b"n2", 1) + b"\x14\x14\x14")
+write("cluster_hb", "restart-leave",
+      bytes([HB]) + heartbeat(b"n2", 1) + bytes([HB]) + heartbeat(b"n2", 2) +
+      bytes([HB]) + heartbeat(b"n2", 2, flags=1) + b"\x01")
+write("cluster_hb", "incompatible",
+      bytes([HB]) + heartbeat(b"n3", 5, version=IPC_VERSION + 1) +
+      bytes([HB]) + heartbeat(b"n4", 6, cluster=b"other") + b"\x3f")
+write("cluster_hb", "claim-and-link-lost",
+      bytes([HB]) + heartbeat(b"self", 9) + bytes([HB]) +
+      heartbeat(b"a-b_C", 7) + b"\x3f\x3f")
+write("cluster_hb", "short", b"\x43XHB\x01\x00\x02\x05")
+write("cluster_hb", "many",
+      b"".join(bytes([HB]) + heartbeat(b"m%d" % i, i + 1) for i in range(70)))

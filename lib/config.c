@@ -1554,9 +1554,15 @@ static int check_cluster_name(const char *key, const char *v)
 }
 #endif
 
+bool config_cluster_on(const struct config *cfg)
+{
+	const char *s = cfg->cluster_servers;
+	return s != NULL && s[strspn(s, " \t,")] != '\0';
+}
+
 static int check_cluster(const struct config *cfg)
 {
-	if (cfg->cluster_servers[strspn(cfg->cluster_servers, " \t,")] == '\0')
+	if (!config_cluster_on(cfg))
 		return 0;
 #ifndef HAVE_NATS
 	return fail("'cluster.servers' is set but this xmppd was built "

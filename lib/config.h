@@ -11,6 +11,7 @@
 #ifndef XMPPD_CONFIG_H
 #define XMPPD_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -271,6 +272,9 @@ int config_parse_string(struct config *cfg, const char *name,
 int config_set(struct config *cfg, const char *keyval, const char **error_r);
 /* Cross-key checks (e.g. key without certificate). */
 int config_check(const struct config *cfg, const char **error_r);
+/* The cluster is on: cluster.servers has something besides separators
+ * (then the master runs the cluster bridge after the workers). */
+bool config_cluster_on(const struct config *cfg);
 
 const struct config_def *config_find(const char *name);
 /* The value of one setting, written back as text (into buf; a string

@@ -231,6 +231,22 @@ static void control_accept(struct master *m)
 	close(fd);
 }
 
+/* The cluster bridge's row: no clients, so no connection figures; the
+ * frames it took from the workers instead. */
+static void control_status_bridge(struct master *m, unsigned i,
+				  struct ipc_worker_stats *st,
+				  struct buf *out)
+{
+	buf_appendf(out, "bridge\tslot=%u\tpid=%d\trestarts=%u\t"
+		    "generation=%llu\tframes_in=%llu\tframes_out=%llu\t"
+		    "link=%s\n", i, (int)m->slots[i].pid, m->slots[i].restarts,
+		    (unsigned long long)METRIC_GET(st->config_gen),
+		    (unsigned long long)METRIC_GET(st->frames_in),
+		    (unsigned long long)METRIC_GET(st->frames_out),
+		    m->slots[i].pid > 0 &&
+		    METRIC_GET(m->shm.hdr->cluster.link_up) ? "up" : "down");
+}
+
 static void control_status(struct master *m, struct buf *out)
 {
 	uint32_t used, cap, rec, aused, acap, arec;
@@ -240,10 +256,14 @@ static void control_status(struct master *m, struct buf *out)
 		    "workers=%u\tsessions=%u\tcapacity=%u\taddresses=%u\t"
 		    "address_capacity=%u\tversion=%s\n",
 		    (int)getpid(), (long long)(time(NULL) - m->started),
-		    (unsigned long long)m->generation, m->nslots, used, cap,
+		    (unsigned long long)m->generation, m->nworkers, used, cap,
 		    aused, acap, PACKAGE_VERSION);
 	for (unsigned i = 0; i < m->nslots; i++) {
 		struct ipc_worker_stats *st = shm_worker_stats(&m->shm, i);
+		if (master_is_bridge(m, i)) {
+			control_status_bridge(m, i, st, out);
+			continue;
+		}
 		unsigned long long in = 0, sent = 0;
 		for (int k = 0; k < IPC_STANZA_KIND_MAX; k++) {
 			in += METRIC_GET(st->stanzas_in[k]);
@@ -450,7 +470,7 @@ static void control_sm_collect(struct master *m, struct control_walk *cw)
 {
 	if (m->shm.smstore == NULL)
 		return;
-	for (unsigned slot = 0; slot < m->nslots; slot++) {
+	for (unsigned slot = 0; slot < m->nworkers; slot++) {
 		cw->sm_slot = slot;
 		smstore_foreach_record(m->shm.smstore, slot, control_sm_record,
 				       cw);
@@ -810,9 +830,12 @@ static void control_command(struct master *m, struct control_client *c,
 	int priv = c->priv;
 	if (strcmp(line, "status") == 0 || strcmp(line, "workers") == 0) {
 		control_status(m, out);
+	} else if (strcmp(line, "cluster") == 0) {
+		master_cluster_status(m, out);
 	} else if (strcmp(line, "help") == 0) {
 		buf_appendf(out, "commands\tstatus\tworkers\treload\tstop\t"
-			    "bans\tunban\tsessions\tkick\tmetrics\thealth\thelp\n"
+			    "bans\tunban\tsessions\tkick\tmetrics\thealth\t"
+			    "cluster\thelp\n"
 			    "OK\n");
 	} else if (strcmp(line, "metrics") == 0 ||
 		   strcmp(line, "health") == 0) {

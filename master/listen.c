@@ -1,7 +1,8 @@
 /*
  * listen.c - binds every listener once per worker slot with SO_REUSEPORT
  * so that each worker accepts on its own sockets and a respawned worker
- * inherits its slot's sockets with their pending connections.
+ * inherits its slot's sockets with their pending connections.  The
+ * cluster bridge's slot (after the workers) gets none.
  * Failure policy: a bind error is fatal at start-up; an address family
  * the host lacks (no IPv6) is skipped with a warning.
  */
@@ -103,7 +104,8 @@ static int listen_add(struct master *m, const char *addr, unsigned port,
 	l->port = port;
 	l->direct_tls = direct_tls;
 	l->kind = kind;
-	for (unsigned s = 0; s < m->nslots; s++) {
+	/* worker slots only: the cluster bridge serves no clients */
+	for (unsigned s = 0; s < m->nworkers; s++) {
 		l->fds[s] = listen_one(&ss, len, m->cfg->backlog);
 		if (l->fds[s] >= 0)
 			continue;
@@ -169,7 +171,7 @@ int master_listen_all(struct master *m, const char **error_r)
 void master_listen_close_others(struct master *m, unsigned keep_slot)
 {
 	for (unsigned i = 0; i < m->nlisteners; i++)
-		for (unsigned s = 0; s < m->nslots; s++)
+		for (unsigned s = 0; s < m->nworkers; s++)
 			if (s != keep_slot)
 				close(m->listeners[i].fds[s]);
 }

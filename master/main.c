@@ -16,6 +16,7 @@
 #include "secret.h"
 
 #include <sodium.h>
+#include "../shm/cluster.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -89,15 +90,17 @@ static void parse_args(struct master *m, struct args *a, int argc,
 	}
 }
 
-static unsigned slots_from_config(const struct config *cfg)
+/* The worker count; one slot is kept for the cluster bridge. */
+static unsigned workers_from_config(const struct config *cfg)
 {
 	long n = cfg->workers;
+	long max = config_cluster_on(cfg) ? IPC_MAX_SLOTS - 1 : IPC_MAX_SLOTS;
 	if (n == 0)
 		n = sysconf(_SC_NPROCESSORS_ONLN);
 	if (n < 1)
 		n = 1;
-	if (n > IPC_MAX_SLOTS)
-		n = IPC_MAX_SLOTS;
+	if (n > max)
+		n = max;
 	return (unsigned)n;
 }
 
@@ -157,7 +160,7 @@ static void master_init_secrets(const struct config *cfg)
 {
 	unsigned char key[SECRET_KEY_BYTES];
 	char err[512];
-	if (cfg->cluster_servers[strspn(cfg->cluster_servers, " \t,")] == '\0') {
+	if (!config_cluster_on(cfg)) {
 		sasl_init_secret();
 		dialback_init_secret();
 		return;
@@ -174,7 +177,8 @@ static void master_init_secrets(const struct config *cfg)
 static void master_setup(struct master *m)
 {
 	const char *error;
-	m->nslots = slots_from_config(m->cfg);
+	m->nworkers = workers_from_config(m->cfg);
+	m->nslots = m->nworkers + (config_cluster_on(m->cfg) ? 1u : 0u);
 	if (master_pid_file_check(m->cfg->pid_file, &error) < 0)
 		log_fatal("%s", error);
 	master_check_schema(m->cfg);
@@ -184,12 +188,16 @@ static void master_setup(struct master *m)
 	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
 		       &error) < 0)
 		log_fatal("shared memory: %s", error);
+	m->shm.hdr->nworkers = m->nworkers;
+	if (config_cluster_on(m->cfg))
+		shm_cluster_setup(&m->shm.hdr->cluster, m->cfg->cluster_name,
+				  m->cfg->cluster_node, m->nworkers);
 	if (shm_create_throttle(&m->shm, m->cfg->sasl_throttle_table_size,
 				&error) < 0)
 		log_fatal("shared memory: %s", error);
 	if (shm_create_caps(&m->shm, m->cfg->caps_table_size, &error) < 0)
 		log_fatal("shared memory: %s", error);
-	if (shm_create_smstore(&m->shm, m->nslots,
+	if (shm_create_smstore(&m->shm, m->nworkers,
 			       m->cfg->sm_records_per_worker,
 			       m->cfg->sm_pool_bytes_per_worker, &error) < 0)
 		log_fatal("shared memory: %s", error);
@@ -232,8 +240,9 @@ static void master_stop_escalate(struct master *m, int64_t now)
 		return;
 	for (unsigned i = 0; i < m->nslots; i++) {
 		if (m->slots[i].pid > 0) {
-			log_warn("worker %u (pid %d) did not stop in time: "
-				 "SIGKILL", i, (int)m->slots[i].pid);
+			log_warn("%s (pid %d) did not stop in time: "
+				 "SIGKILL", master_slot_name(m, i),
+				 (int)m->slots[i].pid);
 			kill(m->slots[i].pid, SIGKILL);
 		}
 	}
@@ -382,8 +391,9 @@ int main(int argc, char **argv)
 	master_daemon_ready();
 	for (unsigned i = 0; i < m.nslots; i++)
 		master_spawn_worker(&m, i);
-	log_info("xmppd %s started: %u workers, config %s", PACKAGE_VERSION,
-		 m.nslots, m.config_path);
+	log_info("xmppd %s started: %u workers%s, config %s", PACKAGE_VERSION,
+		 m.nworkers, m.nslots > m.nworkers ? " and the cluster bridge" :
+		 "", m.config_path);
 	master_notify_systemd("READY=1");
 	m.watchdog_ms = master_watchdog_interval();
 	m.watchdog_next = time_now_ms();

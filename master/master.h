@@ -61,7 +61,9 @@ struct master {
 	int foreground;
 	int64_t started;        /* unix time */
 
-	unsigned nslots;
+	unsigned nworkers;      /* worker slots 0 .. nworkers-1 */
+	unsigned nslots;        /* nworkers, + 1 (the cluster bridge, slot
+				   nworkers) when the cluster is on */
 	struct master_slot slots[IPC_MAX_SLOTS];
 	struct listener listeners[MASTER_MAX_LISTENERS];
 	unsigned nlisteners;
@@ -105,6 +107,10 @@ void master_reap(struct master *m);
 void master_respawn_due(struct master *m, int64_t now_ms);
 int64_t master_next_respawn(const struct master *m);
 unsigned master_live_workers(const struct master *m);
+/* Slot i is the cluster bridge (not a worker). */
+int master_is_bridge(const struct master *m, unsigned slot);
+/* "worker 3" or "the cluster bridge", for log lines. */
+const char *master_slot_name(const struct master *m, unsigned slot);
 
 /* reload.c: 0 on success; *report_r is a malloc'd multi-line report */
 int master_reload(struct master *m, char **report_r);
@@ -123,6 +129,9 @@ int master_control_pollfds(struct master *m, void *pfds, unsigned max);
 void master_control_handle(struct master *m, int fd, short revents);
 /* Once a second or so: end sessions bound after a `kick ... watch`. */
 void master_control_tick(struct master *m, int64_t now_ms);
+
+/* cluster.c: the `cluster` control line's answer (docs/CONTROL.md) */
+void master_cluster_status(struct master *m, struct buf *out);
 
 /* daemon.c */
 /* Where a daemonized server logs when log_file is empty. */

@@ -8,6 +8,10 @@
  * session-table entries of resumable XEP-0198 sessions stay (no
  * unavailable presence for them) when the slot will be respawned: the
  * new worker adopts them from the journal (smstore.h).
+ * The cluster bridge's slot (after the workers) is respawned the same
+ * way but never swept: the session entries it stands for are other
+ * nodes' sessions, still true while its successor starts, and it owns
+ * no connections.
  */
 #include "master.h"
 #include "log.h"
@@ -19,6 +23,7 @@
 
 #include <sys/socket.h>
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -35,16 +40,32 @@ static int reap_find_slot(const struct master *m, pid_t pid)
 	return -1;
 }
 
-static void reap_log(unsigned slot, pid_t pid, int status)
+int master_is_bridge(const struct master *m, unsigned slot)
 {
+	return slot >= m->nworkers && slot < m->nslots;
+}
+
+const char *master_slot_name(const struct master *m, unsigned slot)
+{
+	static char name[32];
+	if (master_is_bridge(m, slot))
+		return "the cluster bridge";
+	snprintf(name, sizeof(name), "worker %u", slot);
+	return name;
+}
+
+static void reap_log(const struct master *m, unsigned slot, pid_t pid,
+		     int status)
+{
+	const char *who = master_slot_name(m, slot);
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		log_info("worker %u (pid %d) exited", slot, (int)pid);
+		log_info("%s (pid %d) exited", who, (int)pid);
 	else if (WIFEXITED(status))
-		log_error("worker %u (pid %d) exited with status %d", slot,
+		log_error("%s (pid %d) exited with status %d", who,
 			  (int)pid, WEXITSTATUS(status));
 	else if (WIFSIGNALED(status))
-		log_error("worker %u (pid %d) killed by signal %d (%s)%s",
-			  slot, (int)pid, WTERMSIG(status),
+		log_error("%s (pid %d) killed by signal %d (%s)%s",
+			  who, (int)pid, WTERMSIG(status),
 			  strsignal(WTERMSIG(status)),
 			  WCOREDUMP(status) ? ", core dumped" : "");
 }
@@ -60,8 +81,8 @@ static void reap_schedule(struct master *m, unsigned slot, int status,
 		s->delay_ms = s->delay_ms ? s->delay_ms * 2 : REAP_DELAY_MIN_MS;
 		if (s->delay_ms > REAP_DELAY_MAX_MS)
 			s->delay_ms = REAP_DELAY_MAX_MS;
-		log_warn("worker %u is dying at start: respawn in %lld ms",
-			 slot, (long long)s->delay_ms);
+		log_warn("%s is dying at start: respawn in %lld ms",
+			 master_slot_name(m, slot), (long long)s->delay_ms);
 	} else {
 		s->delay_ms = 0;
 	}
@@ -91,11 +112,12 @@ static int reap_keep(const struct session_info *info, void *ctx)
 }
 
 /* A live worker slot to do the dead one's last broadcasts, or the dead
- * slot itself (its queue outlives it; the respawn reads it). */
+ * slot itself (its queue outlives it; the respawn reads it).  Never the
+ * cluster bridge: it runs no presence code. */
 static int reap_pick_target(const struct master *m, unsigned dead)
 {
-	for (unsigned i = 1; i <= m->nslots; i++) {
-		unsigned s = (dead + i) % m->nslots;
+	for (unsigned i = 1; i <= m->nworkers; i++) {
+		unsigned s = (dead + i) % m->nworkers;
 		if (m->slots[s].pid > 0)
 			return (int)s;
 	}
@@ -125,6 +147,31 @@ static void reap_swept(const struct session_info *info, void *ctx)
 	buf_free(&out);
 }
 
+/* A dead worker's sessions and address counts (not the bridge's: see
+ * the header). */
+static void reap_sweep_worker(struct master *m, unsigned slot, int status)
+{
+	struct reap_sweep rs = { m, slot, reap_pick_target(m, slot), 0, 0 };
+	/* Kept only for a respawn that will adopt them. */
+	int respawn = !m->stopping && m->shm.smstore != NULL &&
+		      !(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+	/* Stopping: every contact is being disconnected, broadcast nothing
+	 * (a worker that missed shutdown_timeout can leave many rows). */
+	int swept = shm_session_sweep_slot_keep(m->shm.sessions,
+						(uint16_t)slot,
+						respawn ? reap_keep : NULL,
+						m->stopping ? NULL : reap_swept,
+						&rs);
+	if (swept > 0)
+		log_info("worker %u: swept %d sessions, w%d broadcasts %u "
+			 "unavailable", slot, swept, rs.target, rs.sent);
+	if (rs.kept > 0)
+		log_info("worker %u: kept %u resumable sessions for its "
+			 "respawn", slot, rs.kept);
+	/* Its connections are gone: they no longer count per address. */
+	shm_addr_sweep_slot(m->shm.addrs, (uint16_t)slot);
+}
+
 static void reap_one(struct master *m, pid_t pid, int status,
 		     const struct rusage *ru)
 {
@@ -133,7 +180,7 @@ static void reap_one(struct master *m, pid_t pid, int status,
 		return;
 	struct ipc_worker_stats *st = shm_worker_stats(&m->shm, (unsigned)slot);
 	uint64_t accepted = st->accepted;
-	reap_log((unsigned)slot, pid, status);
+	reap_log(m, (unsigned)slot, pid, status);
 	m->slots[slot].pid = 0;
 	/* The dead worker's CPU joins the slot's before pid is cleared: a
 	 * reader (shm/metrics.c) loads cpu_reaped_us before it reads
@@ -147,30 +194,13 @@ static void reap_one(struct master *m, pid_t pid, int status,
 	atomic_thread_fence(memory_order_release);
 	st->pid = 0;
 	metrics_reset_gauges(st);
-	struct reap_sweep rs = { m, (unsigned)slot,
-				 reap_pick_target(m, (unsigned)slot), 0, 0 };
-	/* Kept only for a respawn that will adopt them. */
-	int respawn = !m->stopping && m->shm.smstore != NULL &&
-		      !(WIFEXITED(status) && WEXITSTATUS(status) == 2);
-	/* Stopping: every contact is being disconnected, broadcast nothing
-	 * (a worker that missed shutdown_timeout can leave many rows). */
-	int swept = shm_session_sweep_slot_keep(m->shm.sessions,
-						(uint16_t)slot,
-						respawn ? reap_keep : NULL,
-						m->stopping ? NULL : reap_swept,
-						&rs);
-	if (swept > 0)
-		log_info("worker %d: swept %d sessions, w%d broadcasts %u "
-			 "unavailable", slot, swept, rs.target, rs.sent);
-	if (rs.kept > 0)
-		log_info("worker %d: kept %u resumable sessions for its "
-			 "respawn", slot, rs.kept);
-	/* Its connections are gone: they no longer count per address. */
-	shm_addr_sweep_slot(m->shm.addrs, (uint16_t)slot);
+	if (!master_is_bridge(m, (unsigned)slot))
+		reap_sweep_worker(m, (unsigned)slot, status);
 	if (m->stopping)
 		return;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
-		log_error("worker %d asked not to be respawned", slot);
+		log_error("%s asked not to be respawned",
+			  master_slot_name(m, (unsigned)slot));
 		return;
 	}
 	reap_schedule(m, (unsigned)slot, status, accepted);
@@ -194,8 +224,8 @@ void master_respawn_due(struct master *m, int64_t now_ms)
 			continue;
 		s->restarts++;
 		if (master_spawn_worker(m, i) == 0)
-			log_info("worker %u respawned (restart %u)", i,
-				 s->restarts);
+			log_info("%s respawned (restart %u)",
+				 master_slot_name(m, i), s->restarts);
 	}
 }
 

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "util.h"
 #include "../worker/worker.h"
+#include "../cluster/cluster.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -47,17 +48,27 @@ static _Noreturn void child_run(struct master *m, unsigned slot)
 	child_close_inherited(m, slot);
 	boot.slot = slot;
 	boot.nslots = m->nslots;
+	boot.nworkers = m->nworkers;
 	boot.cfg = m->cfg;
 	boot.shm = &m->shm;
 	boot.queues = &m->queues;
 	boot.channel = m->slots[slot].worker_channel;
 	boot.dead_fd = m->dead_pipe[0];
-	for (unsigned i = 0; i < m->nlisteners && i < WORKER_MAX_LISTEN; i++) {
+	for (unsigned i = 0; i < m->nlisteners && i < WORKER_MAX_LISTEN &&
+	     slot < m->nworkers; i++) {
 		boot.listen_fds[boot.nlisten] = m->listeners[i].fds[slot];
 		boot.listen_tls[boot.nlisten] = m->listeners[i].direct_tls;
 		boot.listen_kind[boot.nlisten] = m->listeners[i].kind;
 		boot.nlisten++;
 	}
+#ifdef HAVE_NATS
+	/* no listening sockets (master_listen_close_others closed them
+	 * all: none is the bridge's) */
+	if (master_is_bridge(m, slot)) {
+		boot.nlisten = 0;
+		cluster_bridge_main(&boot);
+	}
+#endif
 	worker_main(&boot);
 }
 
@@ -72,7 +83,7 @@ int master_spawn_worker(struct master *m, unsigned slot)
 	st->restarts = s->restarts;
 	pid_t pid = fork();
 	if (pid < 0) {
-		log_error("fork() for worker %u failed: %m", slot);
+		log_error("fork() for %s failed: %m", master_slot_name(m, slot));
 		s->respawn_at_ms = time_now_ms() + 1000;
 		return -1;
 	}
@@ -83,7 +94,7 @@ int master_spawn_worker(struct master *m, unsigned slot)
 	s->respawn_at_ms = 0;
 	st->pid = (int32_t)pid;
 	st->spawned_at = time(NULL);
-	log_debug("worker %u started, pid %d", slot, (int)pid);
+	log_debug("%s started, pid %d", master_slot_name(m, slot), (int)pid);
 	return 0;
 }
 

@@ -13,10 +13,11 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 15
+#define IPC_VERSION 16
 
 /* Hard limits. */
-#define IPC_MAX_SLOTS 64            /* worker slots */
+#define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
+				       bridge's, after them) */
 #define IPC_MAX_NODES 64            /* nodes of a cluster, this one too */
 #define IPC_JID_MAX 3071            /* RFC 7622: 1023 + 1 + 1023 + 1 + 1023 */
 #define IPC_JID_INLINE 184          /* full JIDs up to this fit in a record */
@@ -445,16 +446,82 @@ struct ipc_addr_table {
 	 *              struct ipc_addr_entry entries[capacity]; */
 };
 
+/* ---- cluster node table (written by the cluster bridge only, read by
+ * everyone; shm/cluster.h has the reader and writer helpers) ---------- */
+
+#define IPC_NODE_NAME 36            /* cluster.node / cluster.name (32) + NUL,
+				       rounded */
+#define IPC_CLUSTER_URL 128         /* the NATS server URL we are on */
+
+enum ipc_node_state {
+	IPC_NODE_FREE = 0,          /* entry unused */
+	IPC_NODE_SELF,              /* index 0: this node */
+	IPC_NODE_UP,                /* heartbeats arrive */
+	IPC_NODE_SUSPECT,           /* none for 2 heartbeat intervals */
+	IPC_NODE_DOWN,              /* none for cluster.node_timeout, it
+				       said it left, or our own link has been
+				       down that long */
+	IPC_NODE_INCOMPATIBLE,      /* another IPC_VERSION or cluster name */
+	IPC_NODE_STATE_MAX
+};
+
+/* One node.  The bridge is the single writer: it makes `seq` odd, writes
+ * the fields, then makes it even (a seqlock); readers copy the entry and
+ * retry while seq was odd or moved (shm_cluster_read_node).  An index
+ * stays the same node's for the master's lifetime (a node that comes
+ * back by the same name reuses it), so session entries may store it. */
+struct ipc_cluster_node {
+	_Atomic uint32_t seq;       /* seqlock: odd while being written */
+	uint32_t state;             /* enum ipc_node_state */
+	char name[IPC_NODE_NAME];   /* NUL-terminated; "" when FREE */
+	uint32_t workers;           /* its worker count */
+	uint64_t incarnation;       /* random per bridge start; 0: unknown */
+	int64_t last_hb_ms;         /* CLOCK_MONOTONIC ms of its last
+				       heartbeat (ours: of our last one sent) */
+	uint64_t sessions;          /* its bound resources (its heartbeat) */
+	uint64_t dir_seq;           /* its directory sequence (later slice) */
+	uint32_t ipc_version;       /* what its heartbeat said */
+	uint32_t restarts;          /* new incarnations seen of this name */
+};
+
+/* This node's view of the cluster.  `enabled`, `name` and nodes[0].name
+ * are filled by the master before forking; everything else by the
+ * bridge (counters: relaxed, one writer, as the worker counters). */
+struct ipc_cluster {
+	uint32_t enabled;           /* cluster.servers is set */
+	uint32_t pad0;
+	char name[IPC_NODE_NAME];   /* cluster.name */
+	_Atomic uint32_t link_up;   /* gauge: our NATS connection is up */
+	_Atomic uint32_t url_seq;   /* seqlock of server[] */
+	char server[IPC_CLUSTER_URL];   /* URL connected to (last one) */
+	_Atomic int64_t link_down_ms;   /* CLOCK_MONOTONIC ms the link went
+				       down (or the bridge started); 0 up */
+	_Atomic uint64_t reconnects;    /* times the link came back */
+	_Atomic uint64_t heartbeats_in; /* valid heartbeats of other nodes */
+	_Atomic uint64_t heartbeats_bad;/* refused: malformed, or too much */
+	_Atomic uint64_t msgs_in, msgs_out;   /* NATS messages */
+	_Atomic uint64_t bytes_in, bytes_out; /* their payload bytes */
+	_Atomic uint32_t nnodes;    /* entries ever used (high-water mark) */
+	uint32_t pad1;
+	struct ipc_cluster_node nodes[IPC_MAX_NODES];
+};
+
 /* The whole region the master maps before forking. */
 struct ipc_shm_header {
 	uint64_t magic;             /* IPC_SHM_MAGIC */
 	uint32_t version;           /* IPC_VERSION */
-	uint32_t nslots;            /* worker slots in use */
+	uint32_t nslots;            /* slots in use: the workers, then the
+				       cluster bridge when the cluster is on */
 	uint64_t size;              /* bytes of the whole mapping */
 	int64_t master_started;     /* unix time */
 	_Atomic int32_t master_pid;
 	_Atomic uint64_t config_gen;    /* master's current generation */
+	uint32_t nworkers;          /* worker slots: 0 .. nworkers-1; slot
+				       nworkers is the bridge when nslots is
+				       nworkers + 1 */
+	uint32_t pad0;
 	struct ipc_worker_stats workers[IPC_MAX_SLOTS];
+	struct ipc_cluster cluster;
 	/* followed (64-byte aligned) by struct ipc_session_table, then
 	 * (64-byte aligned) by struct ipc_addr_table */
 };

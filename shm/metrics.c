@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "shm.h"
 #include "smstore.h"
+#include "cluster.h"
 #include "util.h"
 
 #include <errno.h>
@@ -682,6 +683,86 @@ static void metrics_render_sm(struct metrics_ctx *m, struct shm_region *shm,
 	metrics_sample(m, "", pool);
 }
 
+/* The worker slots among nslots: the cluster bridge's slot (after the
+ * workers) has no clients, database link or journal, so the per-worker
+ * families leave it out (its figures are the cluster ones). */
+static unsigned metrics_nworkers(const struct shm_region *shm,
+				 unsigned nslots)
+{
+	unsigned n = shm->hdr->nworkers;
+	return n == 0 || n > nslots ? nslots : n;
+}
+
+static void metrics_render_nodes(struct metrics_ctx *m,
+				 const struct ipc_cluster *c)
+{
+	unsigned count[IPC_NODE_STATE_MAX] = { 0 };
+	static const uint32_t shown[] = { IPC_NODE_UP, IPC_NODE_SUSPECT,
+					  IPC_NODE_DOWN, IPC_NODE_INCOMPATIBLE };
+	uint32_t nn = atomic_load_explicit(&c->nnodes, memory_order_acquire);
+	char l[48];
+
+	for (unsigned i = 1; i < nn && i < IPC_MAX_NODES; i++) {
+		struct ipc_cluster_node n;
+		if (shm_cluster_read_node(c, i, &n) &&
+		    n.state < IPC_NODE_STATE_MAX)
+			count[n.state]++;
+	}
+	metrics_family(m, "xmppd_cluster_nodes", METRICS_GAUGE, NULL,
+		       "Other nodes of the cluster by state, as this node "
+		       "sees them (heartbeats).");
+	for (unsigned k = 0; k < ARRAY_SIZE(shown); k++) {
+		snprintf(l, sizeof(l), "state=\"%s\"",
+			 shm_cluster_state_name(shown[k]));
+		metrics_sample(m, l, count[shown[k]]);
+	}
+}
+
+/* Only with the cluster on: the bridge's link and traffic, the nodes. */
+static void metrics_render_cluster(struct metrics_ctx *m,
+				   struct shm_region *shm, unsigned nworkers,
+				   unsigned nslots)
+{
+	struct ipc_cluster *c = &shm->hdr->cluster;
+	if (!c->enabled || nslots <= nworkers)
+		return;
+	struct ipc_worker_stats *st = shm_worker_stats(shm, nworkers);
+	int running = METRIC_GET(st->pid) > 0;
+	metrics_family(m, "xmppd_cluster_bridge_up", METRICS_GAUGE, NULL,
+		       "1 when the cluster bridge process runs.");
+	metrics_sample(m, "", running);
+	metrics_family(m, "xmppd_cluster_bridge_restarts", METRICS_COUNTER,
+		       NULL, "Times the cluster bridge was started again.");
+	metrics_sample(m, "", METRIC_GET(st->restarts));
+	metrics_family(m, "xmppd_cluster_link_up", METRICS_GAUGE, NULL,
+		       "1 when this node's NATS connection is up.");
+	metrics_sample(m, "", running && METRIC_GET(c->link_up));
+	metrics_family(m, "xmppd_cluster_reconnects", METRICS_COUNTER, NULL,
+		       "Times the NATS connection came back after a loss.");
+	metrics_sample(m, "", METRIC_GET(c->reconnects));
+	metrics_family(m, "xmppd_cluster_heartbeats_received",
+		       METRICS_COUNTER, NULL, "Valid heartbeats of other "
+		       "nodes received.");
+	metrics_sample(m, "", METRIC_GET(c->heartbeats_in));
+	metrics_family(m, "xmppd_cluster_heartbeats_refused",
+		       METRICS_COUNTER, NULL, "Messages on the heartbeat "
+		       "subject that did not parse.");
+	metrics_sample(m, "", METRIC_GET(c->heartbeats_bad));
+	metrics_family(m, "xmppd_cluster_messages_sent", METRICS_COUNTER,
+		       NULL, "NATS messages published.");
+	metrics_sample(m, "", METRIC_GET(c->msgs_out));
+	metrics_family(m, "xmppd_cluster_messages_received", METRICS_COUNTER,
+		       NULL, "NATS messages received.");
+	metrics_sample(m, "", METRIC_GET(c->msgs_in));
+	metrics_family(m, "xmppd_cluster_sent_bytes", METRICS_COUNTER,
+		       "bytes", "Payload bytes of the NATS messages published.");
+	metrics_sample(m, "", METRIC_GET(c->bytes_out));
+	metrics_family(m, "xmppd_cluster_received_bytes", METRICS_COUNTER,
+		       "bytes", "Payload bytes of the NATS messages received.");
+	metrics_sample(m, "", METRIC_GET(c->bytes_in));
+	metrics_render_nodes(m, c);
+}
+
 int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
 		   enum metrics_format format)
 {
@@ -710,13 +791,15 @@ int metrics_render(struct shm_region *shm, unsigned nslots, struct buf *out,
 		       "+1 per reload).");
 	metrics_sample(&m, "", METRIC_GET(((struct ipc_shm_header *)hdr)
 					  ->config_gen));
+	unsigned nworkers = metrics_nworkers(shm, nslots);
 	metrics_family(&m, "xmppd_workers", METRICS_GAUGE, NULL,
 		       "Worker slots.");
-	metrics_sample(&m, "", nslots);
-	metrics_render_workers(&m, shm, nslots);
-	metrics_render_db(&m, shm, nslots);
-	metrics_render_process(&m, shm, nslots);
-	metrics_render_sm(&m, shm, nslots);
+	metrics_sample(&m, "", nworkers);
+	metrics_render_workers(&m, shm, nworkers);
+	metrics_render_db(&m, shm, nworkers);
+	metrics_render_process(&m, shm, nworkers);
+	metrics_render_sm(&m, shm, nworkers);
+	metrics_render_cluster(&m, shm, nworkers, nslots);
 	if (m.om)
 		metrics_out(&m, "# EOF\n");
 	return m.failed ? -1 : 0;
@@ -751,11 +834,12 @@ int metrics_health(struct shm_region *shm, unsigned nslots, char *reason,
 
 	if (nslots > IPC_MAX_SLOTS)
 		nslots = IPC_MAX_SLOTS;
+	unsigned nworkers = metrics_nworkers(shm, nslots);
 	if (!metrics_pid_alive(METRIC_GET(hdr->master_pid))) {
 		snprintf(reason, len, "the master process is gone");
 		return 0;
 	}
-	for (unsigned i = 0; i < nslots; i++) {
+	for (unsigned i = 0; i < nworkers; i++) {
 		struct ipc_worker_stats *st = shm_worker_stats(shm, i);
 		pid_t pid = METRIC_GET(st->pid);
 		int64_t hb = METRIC_GET(st->heartbeat_ms);
@@ -790,6 +874,17 @@ int metrics_health(struct shm_region *shm, unsigned nslots, char *reason,
 			return 0;
 		}
 	}
-	snprintf(reason, len, "ready");
+	/* local users are served without the cluster: ready, but say why
+	 * other nodes' users are out of reach */
+	if (hdr->cluster.enabled && nslots > nworkers &&
+	    !metrics_pid_alive(METRIC_GET(shm_worker_stats(shm, nworkers)
+					  ->pid)))
+		snprintf(reason, len, "ready (the cluster bridge is "
+			 "restarting: other nodes unreachable)");
+	else if (hdr->cluster.enabled && !METRIC_GET(hdr->cluster.link_up))
+		snprintf(reason, len, "ready (the NATS link is down: other "
+			 "nodes unreachable)");
+	else
+		snprintf(reason, len, "ready");
 	return 1;
 }

@@ -56,6 +56,7 @@ static void shm_fill_header(struct ipc_shm_header *hdr, unsigned nslots,
 	hdr->magic = IPC_SHM_MAGIC;
 	hdr->version = IPC_VERSION;
 	hdr->nslots = nslots;
+	hdr->nworkers = nslots;     /* the master lowers it for a bridge */
 	hdr->size = size;
 	hdr->master_started = (int64_t)time(NULL);
 	atomic_store(&hdr->master_pid, (int32_t)getpid());

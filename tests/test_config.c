@@ -864,6 +864,27 @@ Test(check, cluster)
 #undef NATS
 }
 
+/* The cluster is on only when cluster.servers names something: the
+ * master then runs the bridge slot, so separators alone must not. */
+Test(config, cluster_on)
+{
+	static const struct { const char *servers; bool on; } cases[] = {
+		{ "", false }, { " ", false }, { " ,\t, ", false },
+		{ "nats://127.0.0.1:4222", true },
+		{ ", nats://a:1 nats://b:2", true },
+	};
+	char kv[128];
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct config *cfg = config_new();
+		snprintf(kv, sizeof(kv), "cluster.servers=%s",
+			 cases[i].servers);
+		set_ok(cfg, kv);
+		cr_expect_eq(config_cluster_on(cfg), cases[i].on, "'%s'",
+			     cases[i].servers);
+		config_free(&cfg);
+	}
+}
+
 Test(check, bad_host_names)
 {
 	static const char *const bad[] = {

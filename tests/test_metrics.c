@@ -12,6 +12,8 @@
 #include "metrics.h"
 #include "shm.h"
 #include "util.h"
+#include "cluster.h"
+#include <stdio.h>
 
 static struct shm_region shm;
 
@@ -133,4 +135,67 @@ Test(metrics, health_reasons_in_order, .init = setup, .fini = teardown)
 	atomic_store(&shm.hdr->master_pid, 0);
 	cr_assert_eq(metrics_health(&shm, 2, why, sizeof(why)), 0);
 	cr_assert_str_eq(why, "the master process is gone");
+}
+
+/* A cluster node: 2 workers and the bridge in slot 2 (shm of 3 slots).
+ * The bridge is not a worker (no worker="2" series, not counted by
+ * health); the cluster families count the node table by state; health
+ * stays ready without the bridge or its link, and says so. */
+static void setup_cluster(void)
+{
+	const char *error = NULL;
+	cr_assert_eq(shm_create(&shm, 3, 64, &error), 0, "%s", error);
+	shm.hdr->nworkers = 2;
+	shm_cluster_setup(&shm.hdr->cluster, "xmppd", "n1", 2);
+}
+
+Test(metrics, cluster_node, .init = setup_cluster, .fini = teardown)
+{
+	struct ipc_cluster *c = &shm.hdr->cluster;
+	struct buf out;
+	char why[256];
+
+	METRIC_SET(shm_worker_stats(&shm, 2)->pid, (int32_t)getpid());
+	METRIC_SET(c->link_up, 1);
+	METRIC_SET(c->heartbeats_in, 5);
+	for (unsigned i = 1; i <= 3; i++) {
+		struct ipc_cluster_node *n = &c->nodes[i];
+		shm_cluster_write_begin(n);
+		snprintf(n->name, sizeof(n->name), "n%u", i + 1);
+		n->state = i == 3 ? IPC_NODE_DOWN : IPC_NODE_UP;
+		shm_cluster_write_end(n);
+	}
+	atomic_store(&c->nnodes, 4);
+	buf_init(&out, 0);
+	cr_assert_eq(metrics_render(&shm, 3, &out, METRICS_OPENMETRICS), 0);
+	buf_append(&out, "", 1);
+	const char *t = buf_head(&out);
+	cr_assert(strstr(t, "xmppd_workers 2\n") != NULL);
+	cr_assert(strstr(t, "worker=\"2\"") == NULL, "the bridge as a worker");
+	cr_assert(strstr(t, "xmppd_cluster_link_up 1\n") != NULL);
+	cr_assert(strstr(t, "xmppd_cluster_bridge_up 1\n") != NULL);
+	cr_assert(strstr(t, "xmppd_cluster_heartbeats_received_total 5\n"));
+	cr_assert(strstr(t, "xmppd_cluster_nodes{state=\"up\"} 2\n"));
+	cr_assert(strstr(t, "xmppd_cluster_nodes{state=\"down\"} 1\n"));
+	cr_assert(strstr(t, "xmppd_cluster_nodes{state=\"suspect\"} 0\n"));
+	buf_free(&out);
+
+	/* workers fine: ready; the bridge gone, or its link: still ready */
+	atomic_store(&shm.hdr->master_pid, (int32_t)getpid());
+	for (unsigned i = 0; i < 2; i++) {
+		struct ipc_worker_stats *w = shm_worker_stats(&shm, i);
+		METRIC_SET(w->pid, (int32_t)getpid());
+		METRIC_SET(w->heartbeat_ms, time_now_ms());
+		metrics_db_up(&w->db);
+	}
+	cr_assert_eq(metrics_health(&shm, 3, why, sizeof(why)), 1);
+	cr_assert_str_eq(why, "ready");
+	METRIC_SET(c->link_up, 0);
+	cr_assert_eq(metrics_health(&shm, 3, why, sizeof(why)), 1);
+	cr_assert_str_eq(why, "ready (the NATS link is down: other nodes "
+			 "unreachable)");
+	METRIC_SET(shm_worker_stats(&shm, 2)->pid, 0);
+	cr_assert_eq(metrics_health(&shm, 3, why, sizeof(why)), 1);
+	cr_assert_str_eq(why, "ready (the cluster bridge is restarting: "
+			 "other nodes unreachable)");
 }

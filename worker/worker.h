@@ -30,7 +30,9 @@ struct sasl;
 /* What the master hands a freshly forked worker. */
 struct worker_boot {
 	unsigned slot;
-	unsigned nslots;
+	unsigned nslots;        /* queues: the workers, then the cluster
+				   bridge when the cluster is on */
+	unsigned nworkers;      /* worker slots 0 .. nworkers-1 */
 	struct config *cfg;
 	struct shm_region *shm;
 	struct queue_set *queues;

@@ -1,0 +1,108 @@
+/*
+ * cluster.c - seqlock readers and writers of the cluster node table
+ * (cluster.h).  The bridge is the single writer of every entry, so the
+ * writer needs no lock: seq odd, fields, seq even, with release fences
+ * between; a reader copies between two acquire loads of seq.
+ * Failure policy: see cluster.h (a reader gives up after bounded tries).
+ */
+#include "cluster.h"
+
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SHM_CLUSTER_READ_TRIES 1000
+
+void shm_cluster_setup(struct ipc_cluster *c, const char *cluster_name,
+		       const char *node_name, unsigned nworkers)
+{
+	struct ipc_cluster_node *self = &c->nodes[0];
+
+	c->enabled = 1;
+	snprintf(c->name, sizeof(c->name), "%s", cluster_name);
+	shm_cluster_write_begin(self);
+	snprintf(self->name, sizeof(self->name), "%s", node_name);
+	self->state = IPC_NODE_SELF;
+	self->workers = nworkers;
+	self->ipc_version = IPC_VERSION;
+	shm_cluster_write_end(self);
+	atomic_store_explicit(&c->nnodes, 1, memory_order_release);
+}
+
+/* memcpy between the two loads: the fields are plain (not _Atomic) so
+ * that the entry is one copy; the fences order it against seq. */
+static int shm_cluster_copy(const _Atomic uint32_t *seq, void *dst,
+			    const void *src, size_t n)
+{
+	for (unsigned i = 0; i < SHM_CLUSTER_READ_TRIES; i++) {
+		uint32_t s1 = atomic_load_explicit(seq, memory_order_acquire);
+		if (s1 & 1u) {
+			sched_yield();
+			continue;
+		}
+		memcpy(dst, src, n);
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(seq, memory_order_relaxed) == s1)
+			return 1;
+	}
+	return 0;
+}
+
+int shm_cluster_read_node(const struct ipc_cluster *c, unsigned i,
+			  struct ipc_cluster_node *out)
+{
+	if (i >= IPC_MAX_NODES)
+		return 0;
+	const struct ipc_cluster_node *n = &c->nodes[i];
+	if (!shm_cluster_copy(&n->seq, out, n, sizeof(*out)))
+		return 0;
+	out->name[sizeof(out->name) - 1] = '\0';
+	return 1;
+}
+
+void shm_cluster_read_server(const struct ipc_cluster *c, char *buf,
+			     size_t size)
+{
+	char copy[IPC_CLUSTER_URL];
+	if (!shm_cluster_copy(&c->url_seq, copy, c->server, sizeof(copy)))
+		copy[0] = '\0';
+	copy[sizeof(copy) - 1] = '\0';
+	snprintf(buf, size, "%s", copy);
+}
+
+void shm_cluster_write_begin(struct ipc_cluster_node *n)
+{
+	uint32_t s = atomic_load_explicit(&n->seq, memory_order_relaxed);
+	/* a writer killed mid-update left it odd: keep it odd, not even */
+	atomic_store_explicit(&n->seq, s | 1u, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+}
+
+void shm_cluster_write_end(struct ipc_cluster_node *n)
+{
+	uint32_t s = atomic_load_explicit(&n->seq, memory_order_relaxed);
+	atomic_store_explicit(&n->seq, s + 1u, memory_order_release);
+}
+
+void shm_cluster_write_server(struct ipc_cluster *c, const char *url)
+{
+	uint32_t s = atomic_load_explicit(&c->url_seq, memory_order_relaxed);
+	atomic_store_explicit(&c->url_seq, s | 1u, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	snprintf(c->server, sizeof(c->server), "%s", url);
+	atomic_store_explicit(&c->url_seq, (s | 1u) + 1u,
+			      memory_order_release);
+}
+
+const char *shm_cluster_state_name(uint32_t state)
+{
+	switch (state) {
+	case IPC_NODE_SELF: return "self";
+	case IPC_NODE_UP: return "up";
+	case IPC_NODE_SUSPECT: return "suspect";
+	case IPC_NODE_DOWN: return "down";
+	case IPC_NODE_INCOMPATIBLE: return "incompatible";
+	default: return "free";
+	}
+}

@@ -1,0 +1,400 @@
+"""Black-box tests of the cluster bridge (issue 15, slice 2).
+
+One nats-server (Debian's) on a free loopback port and two xmppd nodes
+on it, checked the way an operator sees them (`xmppctl cluster status
+--json`, the log) and a client does (its stream stays up):
+  - a node started while NATS is down runs (link down) and connects
+    once NATS is there;
+  - both nodes list each other up;
+  - kill -9 of one node's bridge alone: the master respawns it, the
+    other node sees a new incarnation of the same name and it is up; a
+    client of that node stays connected meanwhile;
+  - the NATS server killed and started again on the same port: both
+    links come back and both nodes list each other up, xmppd untouched;
+  - kill -9 of a whole node (master, workers, bridge): the other shows
+    it down within node_timeout + 2 s;
+  - a node stopped gracefully is down on the other at once ("left");
+  - garbage on the heartbeat subject is refused and counted, a node of
+    another IPC version is listed incompatible and logged once, a second
+    process with our node name is logged;
+  - a server without cluster.servers answers "no cluster".
+Skipped (passes, with a line saying so) without nats-server.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import SRCDIR, Client, Server, free_port, pid_alive, run_tests, wait_for  # noqa: E402
+
+HEARTBEAT = 0.5     # cluster.heartbeat_interval (s)
+TIMEOUT = 2.0       # cluster.node_timeout (s)
+PW = "cl0ster!"
+
+
+def nats_binary():
+    for p in (shutil.which("nats-server"), "/usr/sbin/nats-server",
+              "/usr/bin/nats-server"):
+        if p and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+class Nats:
+    """One nats-server on 127.0.0.1:port (restartable on that port)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="xmppd-nats-")
+        self.proc = None
+
+    def start(self):
+        log = open(os.path.join(self.dir, "nats.log"), "ab")
+        self.proc = subprocess.Popen([nats_binary(), "-a", "127.0.0.1", "-p",
+                                      str(self.port)], stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(self._listening, what="nats-server listening")
+        return self
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def close(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def secret_file():
+    fd, path = tempfile.mkstemp(prefix="xmppd-cluster-key-")
+    os.write(fd, os.urandom(64))
+    os.close(fd)
+    return path
+
+
+def node(name, nats, secret, users=()):
+    return Server(workers=2, db=True, users=users, overrides={
+        "cluster.servers": nats.url(),
+        "cluster.node": name,
+        "cluster.secret_file": secret,
+        "cluster.heartbeat_interval": "%dms" % (HEARTBEAT * 1000),
+        "cluster.node_timeout": "%dms" % (TIMEOUT * 1000),
+    })
+
+
+def cluster(s):
+    r = s.ctl("--json", "cluster", "status")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def node_of(st, name):
+    for n in st["nodes"]:
+        if n["name"] == name:
+            return n
+    return None
+
+
+def sees(s, name, state, incarnation=None):
+    """s lists node name in state (and that incarnation, if given)."""
+    st = cluster(s)
+    n = node_of(st, name)
+    if n is None or n["state"] != state:
+        return None
+    if incarnation is not None and n["incarnation"] != incarnation:
+        return None
+    return n
+
+
+def bridge_pid(s):
+    r = s.ctl("status")
+    for line in r.stdout.splitlines():
+        if line.startswith("bridge\t"):
+            d = dict(f.split("=", 1) for f in line.split("\t")[1:])
+            return int(d["pid"])
+    return 0
+
+
+def node_pids(s):
+    pids = [s.master_pid] + [p for p in s.worker_pids() if p > 0]
+    b = bridge_pid(s)
+    return pids + ([b] if b > 0 else [])
+
+
+def both_up(a, b):
+    return (cluster(a)["link"] == "up" and cluster(b)["link"] == "up" and
+            sees(a, "n2", "up") and sees(b, "n1", "up"))
+
+
+def nats_publish(nats, subject, payloads):
+    """Publish raw payloads on subject with the plain NATS text protocol
+    (no client library): CONNECT, PUB..., PING, wait for PONG."""
+    sock = socket.create_connection(("127.0.0.1", nats.port), timeout=5)
+    try:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"INFO "), "no INFO from nats-server"
+        out = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+        for p in payloads:
+            out += b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(p), p)
+        sock.sendall(out + b"PING\r\n")
+        while True:
+            line = f.readline()
+            assert line, "nats-server closed"
+            if line.startswith(b"PONG"):
+                return
+            assert not line.startswith(b"-ERR"), line
+    finally:
+        sock.close()
+
+
+def heartbeat(node, inc, version, cluster=b"xmppd", workers=2, flags=0):
+    """A heartbeat record as cluster/hb.c lays it out."""
+    return (b"XHB" + bytes([1, flags, len(node), len(cluster), 0]) +
+            struct.pack("<QIIQQ", inc, version, workers, 0, 0) +
+            node.ljust(32, b"\0") + cluster.ljust(32, b"\0"))
+
+
+def ipc_version():
+    with open(os.path.join(SRCDIR, "shm", "ipc.h")) as f:
+        return int(re.search(r"^#define IPC_VERSION (\d+)", f.read(), re.M).group(1))
+
+
+def check_foreign_heartbeats(nats, n1):
+    """What else arrives on the heartbeat subject: garbage is refused and
+    counted, another version is listed incompatible and logged once, a
+    second process with our name is logged as a claim; n1 goes on."""
+    v = ipc_version()
+    nats_publish(nats, "xmppd.xmppd.hb", [
+        b"hello", b"XHB\x02" + b"\0" * 100,
+        heartbeat(b"n9", 77, v + 1), heartbeat(b"n9", 77, v + 1),
+        heartbeat(b"n1", 5, v)])
+    wait_for(lambda: sees(n1, "n9", "incompatible"), timeout=5, what="n9 incompatible")
+    om = n1.ctl("stats", "--openmetrics").stdout
+    assert "xmppd_cluster_heartbeats_refused_total 2\n" in om, om
+    assert 'xmppd_cluster_nodes{state="incompatible"} 1\n' in om, om
+    log = n1.log_text()
+    assert log.count("node n9 is incompatible: IPC version %d" % (v + 1)) == 1, log[-3000:]
+    assert "another process claims our node name n1 (incarnation 0000000000000005" in log
+    assert node_of(cluster(n1), "n1")["state"] == "self"
+
+
+def ping(c, n):
+    c.send("<iq type='get' id='ping%d' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>" % n)
+    c.read_until("id='ping%d'" % n, timeout=5)
+
+
+def test_no_cluster():
+    with Server() as s:
+        r = s.ctl("cluster", "status")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "no cluster (cluster.servers is not set)\n", r.stdout
+        assert json.loads(s.ctl("--json", "cluster", "status").stdout) == {"enabled": False}
+        # no bridge row, no cluster figures
+        assert "bridge\t" not in s.ctl("status").stdout
+        assert "xmppd_cluster_" not in s.ctl("stats", "--openmetrics").stdout
+
+
+def metrics_doc():
+    """The cluster rows of docs/METRICS.md: {name as scraped: type}."""
+    out = {}
+    with open(os.path.join(SRCDIR, "docs", "METRICS.md")) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) != 4 or not cells[0].startswith("`xmppd_cluster_"):
+                continue
+            names = re.findall(r"`([a-z_]+)`", cells[0])
+            for n in names[1:]:     # `a_sent_total` / `_received_total`
+                names[names.index(n)] = names[0][:names[0].rfind("_", 0, len(names[0]) - 6)] + n
+            for n in names:
+                out[n] = cells[1]
+    return out
+
+
+def check_cluster_metrics(s):
+    """GET /metrics of a cluster node: every cluster family is a row of
+    docs/METRICS.md with its type and every row is shown; no worker
+    series for the bridge's slot; promtool (when there) finds nothing."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % s.http_port,
+                                  timeout=10).read().decode()
+    types = dict(re.findall(r"^# TYPE (xmppd_cluster_\S+) (\S+)$", text, re.M))
+    assert types == metrics_doc(), (types, metrics_doc())
+    assert 'worker="2"' not in text
+    assert "xmppd_workers 2\n" in text
+    promtool = shutil.which("promtool") or next(iter(sorted(glob.glob(
+        os.path.expanduser("~/.cache/xmppd-test/prometheus/*/usr/bin/promtool")))), None)
+    if promtool:
+        r = subprocess.run([promtool, "check", "metrics"], input=text,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+
+
+def check_two_up(n1, n2):
+    wait_for(lambda: both_up(n1, n2), timeout=10, what="n1 and n2 up on both")
+    st = cluster(n1)
+    assert st["enabled"] is True and st["cluster"] == "xmppd" and st["node"] == "n1", st
+    me = node_of(st, "n1")
+    assert me["state"] == "self" and me["workers"] == 2, st
+    assert me["incarnation"] == st["incarnation"] != "0000000000000000", st
+    assert node_of(st, "n2")["workers"] == 2, st
+    # the text form: header line and the table
+    text = n1.ctl("cluster", "status").stdout.splitlines()
+    assert text[0].startswith("cluster xmppd, node n1 (incarnation %s), NATS link up to nats://127.0.0.1:"
+                              % st["incarnation"]), text
+    assert text[1].split() == ["NODE", "STATE", "INCARNATION", "SESSIONS", "WORKERS",
+                               "HEARTBEAT_AGE"], text
+    assert text[2].split()[:2] == ["n1", "self"] and text[2].split()[-1] == "-", text
+    assert text[3].split()[:2] == ["n2", "up"] and text[3].endswith("s"), text
+    # status shows the bridge apart from the workers; metrics count nodes
+    assert bridge_pid(n1) > 0 and len(n1.status()["workers"]) == 2
+    om = n1.ctl("stats", "--openmetrics").stdout
+    assert "xmppd_cluster_link_up 1\n" in om, om
+    assert 'xmppd_cluster_nodes{state="up"} 1\n' in om, om
+    assert "xmppd_cluster_heartbeats_received_total " in om, om
+    check_cluster_metrics(n1)
+    # the stats table still reads it: two worker columns, no bridge one
+    r = n1.ctl("stats")
+    assert r.returncode == 0 and "2 workers" in r.stdout, r.stdout + r.stderr
+    assert json.loads(n1.ctl("--json", "status").stdout)["bridge"]["pid"] == bridge_pid(n1)
+    h = n1.ctl("health")
+    assert h.returncode == 0 and h.stdout.startswith("ready"), h.stdout
+
+
+def check_bridge_respawn(n1, n2, c):
+    """kill -9 of n2's bridge: respawned, a new incarnation on n1, the
+    client of n2 untouched."""
+    inc = node_of(cluster(n1), "n2")["incarnation"]
+    old = bridge_pid(n2)
+    os.kill(old, signal.SIGKILL)
+    # started less than 10 s ago, it waits the crash back-off (2 s)
+    # before its respawn: meanwhile n2 is ready and says the bridge is
+    # missing, its link is down
+    if wait_for(lambda: bridge_pid(n2) == 0, timeout=5, what="bridge reaped"):
+        h = json.loads(n2.ctl("--json", "health").stdout)
+        if bridge_pid(n2) == 0:
+            assert h["ready"] is True and "cluster bridge is restarting" in h["reason"], h
+            assert cluster(n2)["link"] == "down"
+    wait_for(lambda: bridge_pid(n2) not in (0, old), timeout=10, what="bridge respawned")
+    n = wait_for(lambda: (lambda x: x if x and x["incarnation"] != inc else None)(
+        sees(n1, "n2", "up")), timeout=10, what="n1 sees n2's new incarnation")
+    assert cluster(n2)["incarnation"] == n["incarnation"]
+    assert "node n2 restarted (new incarnation %s)" % n["incarnation"] in n1.log_text()
+    ping(c, 1)
+    # the bridge's death swept nothing: the client's session is listed
+    assert "alice@localhost/r1" in n2.ctl("sessions").stdout
+
+
+def check_nats_restart(nats, n1, n2):
+    r1 = cluster(n1)["reconnects"]
+    nats.kill()
+    wait_for(lambda: cluster(n1)["link"] == "down" and cluster(n2)["link"] == "down",
+             timeout=10, what="links down")
+    nats.start()
+    wait_for(lambda: both_up(n1, n2), timeout=15, what="links back, nodes up again")
+    assert cluster(n1)["reconnects"] > r1
+
+
+def check_kill_node(n1, n2):
+    """kill -9 of n2 whole: n1 shows it down within node_timeout + 2 s."""
+    pids = node_pids(n2)
+    assert len(pids) == 4, pids
+    # the bridge first: one that outlives its master by a moment sees
+    # the dead-pipe and says goodbye, which is not what this tests
+    for p in reversed(pids):
+        os.kill(p, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_for(lambda: sees(n1, "n2", "down"), timeout=TIMEOUT + 2, what="n2 down on n1")
+    took = time.monotonic() - t0
+    assert took >= TIMEOUT - HEARTBEAT - 0.2, took    # by silence, not by magic
+    assert "node n2 down: no heartbeat for" in n1.log_text()
+    wait_for(lambda: all(not pid_alive(p) for p in pids), what="n2 gone")
+
+
+def test_two_nodes():
+    if nats_binary() is None:
+        print("# skipped: no nats-server (apt-get install nats-server)")
+        return
+    nats = Nats()
+    secret = secret_file()
+    n1 = node("n1", nats, secret)
+    n2 = node("n2", nats, secret, users=[("alice@localhost", PW)])
+    n2b = None
+    try:
+        # n1 starts while NATS is down: served, link down, then up
+        n1.start()
+        st = cluster(n1)
+        assert st["link"] == "down" and [n["name"] for n in st["nodes"]] == ["n1"], st
+        # ready (its users are served), and the reason says what is missing
+        h = json.loads(n1.ctl("--json", "health").stdout)
+        assert h == {"ready": True, "reason": "ready (the NATS link is down: "
+                     "other nodes unreachable)"}, h
+        time.sleep(1.0)
+        assert bridge_pid(n1) > 0 and cluster(n1)["link"] == "down"
+        nats.start()
+        wait_for(lambda: cluster(n1)["link"] == "up", timeout=10, what="n1 link up")
+        n2.start()
+        check_two_up(n1, n2)
+        check_foreign_heartbeats(nats, n1)
+        c = Client(n2.port)
+        c.login("alice", PW, "r1")
+        ping(c, 0)
+        check_bridge_respawn(n1, n2, c)
+        check_nats_restart(nats, n1, n2)
+        ping(c, 2)
+        c.close()
+        check_kill_node(n1, n2)
+        n2.master_pid = None     # nothing left to stop
+        # the same name again: up on n1, then a graceful stop is "left"
+        n2b = node("n2", nats, secret)
+        n2b.start()
+        wait_for(lambda: sees(n1, "n2", "up"), timeout=10, what="n2 back")
+        n2b.stop()
+        wait_for(lambda: sees(n1, "n2", "down"), timeout=TIMEOUT - 0.5,
+                 what="n2 down at once after leaving")
+        assert "node n2 left" in n1.log_text()
+        for s in (n2, n2b):
+            assert "another process claims" not in s.log_text()
+    except BaseException:
+        for s in (n1, n2, n2b):
+            if s is not None:
+                print("---- %s log (%s) ----" % (s.overrides["cluster.node"], s.log))
+                print(s.log_text()[-5000:])
+        raise
+    finally:
+        for s in (n1, n2, n2b):
+            if s is not None:
+                s.stop()
+        nats.close()
+        os.unlink(secret)
+    for s in (n1, n2, n2b):
+        s.check_stderr()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    tests = [test_no_cluster, test_two_nodes]
+    if len(sys.argv) > 1:
+        tests = [t for t in tests if t.__name__ in sys.argv[1:]]
+    run_tests(tests)
