@@ -1091,7 +1091,8 @@ static int verify_records(struct shm_table *t, uint8_t *lseen,
 			*error_r = "record lengths or long flag inconsistent";
 			return -1;
 		}
-		if (r->node >= IPC_MAX_NODES || (r->node == 0 && r->rslot != 0)) {
+		if (r->node >= IPC_MAX_NODES ||
+		    (r->node == 0 && r->rslot != 0)) {
 			*error_r = "record node fields out of range";
 			return -1;
 		}

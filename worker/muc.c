@@ -253,8 +253,9 @@ static int muc_fan_add(struct worker *w, const struct session_info *s,
 	return 0;
 }
 
-/* Where an occupant's session is: the cached place, or the table's
- * (0), or gone (-1). */
+/* Where an occupant's session is (slot, node, rslot, conn_id, gen of
+ * s; nothing else is filled from the cache): the cached place, or the
+ * table's (0), or gone (-1). */
 static int muc_fan_where(struct worker *w, const struct muc_dest *d,
 			 struct session_info *s)
 {
@@ -295,7 +296,6 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 			muc_send_one(w, text, len, d->jid, 1);
 			continue;
 		}
-		memset(&s, 0, sizeof(s));
 		if (muc_fan_where(w, d, &s) < 0) {
 			if (gone != NULL)
 				gone[ng] = i;
