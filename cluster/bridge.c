@@ -278,6 +278,10 @@ static void bridge_options(struct bridge *b)
 	snprintf(name, sizeof(name), "xmppd-%s", cfg->cluster_node);
 	if ((s = natsOptions_SetServers(b->opts, urls, n)) != NATS_OK)
 		bridge_config_error("cluster.servers", s);
+	/* in the order given: the operator lists the node's own (nearest)
+	 * server first; libnats would otherwise pick one at random */
+	if ((s = natsOptions_SetNoRandomize(b->opts, true)) != NATS_OK)
+		bridge_config_error("cluster.servers", s);
 	/* a server we cannot reach is retried every ~250 ms forever, the
 	 * first connect too (the bridge starts while NATS is down); pings
 	 * find a server that went silent without closing the socket */
@@ -371,6 +375,8 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 	if (b->q == NULL || b->epfd < 0 || ring.wake_fd < 0)
 		log_fatal("bridge set-up failed: %m");
 	queue_set_dispatch_flag(b->q, &b->stats->queue_dispatching);
+	/* frames to and from other nodes carry node fields (frame.c) */
+	queue_set_bridge(b->q, b->slot);
 	bridge_ep_add(b, b->channel, BRIDGE_TAG_CHANNEL);
 	bridge_ep_add(b, b->dead_fd, BRIDGE_TAG_DEAD);
 	bridge_ep_add(b, boot->queues->fds[b->slot].recv, BRIDGE_TAG_QUEUE);

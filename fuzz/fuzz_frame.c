@@ -9,6 +9,10 @@
  *  - each frame is read field by field with frame_get_* (the fields
  *    chosen by the frame's gen, 3 bits each); when frame_end() accepts,
  *    writing the same fields with frame_add_* gives the same bytes;
+ *  - slot 1 is also the cluster bridge's (queue_set_bridge): a frame
+ *    delivered with node fields comes from it, names a node below
+ *    IPC_MAX_NODES and a slot below IPC_MAX_SLOTS, and node 0 comes
+ *    with node_slot 0 (frame_check_route);
  *  - round-trip mode: payloads sent with queue_send from slot 1 (split
  *    into chunks when large) arrive at slot 0 whole, once, in order.
  * Input: byte 0 even = raw mode, odd = round trip.  The rest is
@@ -56,6 +60,8 @@ static void fuzz_init(void)
 		fprintf(stderr, "fuzz_frame: queue set-up failed\n");
 		abort();
 	}
+	queue_set_bridge(fuzz_rx, 1);
+	queue_set_bridge(fuzz_tx, 1);
 }
 
 /* Read the fields gen names; rewrite them; compare. */
@@ -72,6 +78,7 @@ static void check_fields(const struct ipc_frame_header *hdr,
 	buf_init(&out, 0);
 	frame_reader_init(&r, payload, len);
 	frame_begin(&w, &out, hdr->type, hdr->src_slot, hdr->conn_id, hdr->gen);
+	frame_set_node(&w, hdr->node, hdr->node_slot);
 	for (int i = 0; i < 10; i++, ops >>= 3) {
 		unsigned op = ops & 7;
 		uint8_t u8;
@@ -155,6 +162,11 @@ static void on_frame(const struct ipc_frame_header *hdr, const void *payload,
 		   hdr->src_slot);
 	FUZZ_CHECK(len == hdr->len && len <= IPC_FRAME_MAX,
 		   "length %zu (header %u)", len, hdr->len);
+	FUZZ_CHECK(hdr->node == 0 ? hdr->node_slot == 0 :
+		   hdr->src_slot == 1 && hdr->node < IPC_MAX_NODES &&
+		   hdr->node_slot < IPC_MAX_SLOTS,
+		   "node %u slot %u from slot %u delivered", hdr->node,
+		   hdr->node_slot, hdr->src_slot);
 	for (size_t i = 0; i < len; i++)    /* ASan: all of it is there */
 		sum += p[i];
 	(void)sum;

@@ -87,9 +87,11 @@ def ipc_version():
 IPC_VERSION = ipc_version()
 
 
-def frame(ftype, payload, src=1, flags=0, conn=7, gen=0x3fffffff):
-    return struct.pack("<BBBBIHHII", 0x58, IPC_VERSION, ftype, flags,
-                       len(payload), src, 0, conn, gen) + payload
+def frame(ftype, payload, src=1, flags=0, conn=7, gen=0x3fffffff, node=0,
+          node_slot=0):
+    return struct.pack("<BBBBIHBBII", 0x58, IPC_VERSION, ftype, flags,
+                       len(payload), src, node, node_slot, conn,
+                       gen) + payload
 
 
 def records(*recs):
@@ -121,6 +123,11 @@ write("frame", "raw-chunks", b"\x00" + records(
     frame(1, stanza[20:], gen=ops(6))))
 write("frame", "raw-bad-then-good", b"\x00" + records(
     frame(1, b"x", src=9), frame(1, stanza, gen=ops(6))))
+# slot 1 is the harness's cluster bridge: a frame from it may name a
+# node; the same from slot 0 (a local worker) is dropped
+write("frame", "raw-bridge-node", b"\x00" + records(
+    frame(1, stanza, node=3, node_slot=1, gen=ops(6)),
+    frame(1, stanza, src=0, node=3, node_slot=1, gen=ops(6))))
 write("frame", "raw-truncated", b"\x00" + records(frame(1, stanza)[:-3]))
 write("frame", "raw-empty-dgram", b"\x00" + records(b""))
 write("frame", "round-trip", b"\x01" + records(b"\x00\x00" + stanza,

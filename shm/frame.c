@@ -33,6 +33,18 @@ void frame_begin(struct frame_writer *w, struct buf *out, uint8_t type,
 	w->failed = buf_append(out, &hdr, sizeof(hdr)) < 0;
 }
 
+void frame_set_node(struct frame_writer *w, uint8_t node, uint8_t node_slot)
+{
+	char *hdr;
+
+	if (w->failed)
+		return;
+	/* the header is the writer's until frame_finish */
+	hdr = w->out->data + w->out->off + w->hdr_off;
+	hdr[offsetof(struct ipc_frame_header, node)] = (char)node;
+	hdr[offsetof(struct ipc_frame_header, node_slot)] = (char)node_slot;
+}
+
 static void frame_add(struct frame_writer *w, const void *p, size_t n)
 {
 	if (w->failed)
@@ -119,8 +131,6 @@ static const char *frame_check_header(const struct ipc_frame_header *hdr)
 		return "bad type";
 	if ((hdr->flags & ~IPC_FRAME_F_MORE) != 0)
 		return "unknown flags";
-	if (hdr->reserved != 0)
-		return "reserved field not zero";
 	if (hdr->len > IPC_FRAME_MAX)
 		return "oversized";
 	return NULL;
@@ -150,6 +160,30 @@ int frame_parse_header(const void *buf, size_t len,
 	*hdr_r = hdr;
 	*frame_size_r = IPC_FRAME_HDR_SIZE + (size_t)hdr.len;
 	return 0;
+}
+
+/* Only a frame that crosses the bridge's slot has a node to name:
+ * between two local workers a node would be a bug (it would make the
+ * receiver answer a session on another node that it never asked), and
+ * a node_slot without a node means nothing. */
+int frame_check_route(const struct ipc_frame_header *hdr, unsigned dst_slot,
+		      unsigned bridge_slot, const char **error_r)
+{
+	if (hdr->node == 0) {
+		if (hdr->node_slot == 0)
+			return 0;
+		*error_r = "node slot without a node";
+		return -1;
+	}
+	if (hdr->src_slot != bridge_slot && dst_slot != bridge_slot)
+		*error_r = "node fields on a frame between local workers";
+	else if (hdr->node >= IPC_MAX_NODES)
+		*error_r = "node index out of range";
+	else if (hdr->node_slot >= IPC_MAX_SLOTS)
+		*error_r = "node slot out of range";
+	else
+		return 0;
+	return -1;
 }
 
 void frame_reader_init(struct frame_reader *r, const void *payload,

@@ -24,6 +24,9 @@ struct frame_writer {
 
 void frame_begin(struct frame_writer *w, struct buf *out, uint8_t type,
 		 uint16_t src_slot, uint32_t conn_id, uint32_t gen);
+/* Name another node's session (or origin) in the header: node 0 is this
+ * node (frame_begin's default).  See frame_check_route for who may. */
+void frame_set_node(struct frame_writer *w, uint8_t node, uint8_t node_slot);
 void frame_add_u8(struct frame_writer *w, uint8_t v);
 void frame_add_u16(struct frame_writer *w, uint16_t v);
 void frame_add_u32(struct frame_writer *w, uint32_t v);
@@ -39,11 +42,23 @@ int frame_finish(struct frame_writer *w, const char **error_r);
 
 /* Validate the header at buf (len bytes available).  On success the
  * header is copied to hdr_r and the frame's total size (header+payload)
- * to frame_size_r.  Rejects bad magic/version/type/reserved, a payload
- * over IPC_FRAME_MAX, and a payload running past len (truncated). */
+ * to frame_size_r.  Rejects bad magic/version/type/flags, a payload
+ * over IPC_FRAME_MAX, and a payload running past len (truncated).  The
+ * node fields are checked by frame_check_route, which needs to know
+ * the destination. */
 int frame_parse_header(const void *buf, size_t len,
 		       struct ipc_frame_header *hdr_r, size_t *frame_size_r,
 		       const char **error_r);
+
+/* No cluster bridge (bridge_slot of frame_check_route). */
+#define FRAME_NO_BRIDGE 0xffffffffu
+/* The node fields of hdr, a frame from hdr->src_slot to dst_slot, where
+ * the cluster bridge is bridge_slot (FRAME_NO_BRIDGE: none).  The rule:
+ * node 0 (this node) needs node_slot 0; a node other than 0 is allowed
+ * only on a frame to or from the bridge slot, below IPC_MAX_NODES, with
+ * node_slot below IPC_MAX_SLOTS.  0, or -1 with error. */
+int frame_check_route(const struct ipc_frame_header *hdr, unsigned dst_slot,
+		      unsigned bridge_slot, const char **error_r);
 
 struct frame_reader {
 	const uint8_t *p;

@@ -98,7 +98,14 @@ struct ipc_frame_header {
 	uint8_t flags;              /* enum ipc_frame_flags */
 	uint32_t len;               /* payload bytes following this header */
 	uint16_t src_slot;          /* sending worker slot */
-	uint16_t reserved;          /* must be 0 */
+	/* Another node's session (issue 15): a frame to the cluster
+	 * bridge's slot names the destination node (its index in this
+	 * node's node table, 1 .. IPC_MAX_NODES - 1) and the worker slot
+	 * there, and conn_id/gen are that node's; a frame from the bridge
+	 * names the node and worker it came from.  0, 0: this node (the
+	 * only value between two local workers; frame_check_route). */
+	uint8_t node;
+	uint8_t node_slot;
 	uint32_t conn_id;           /* target connection id (0: none) */
 	uint32_t gen;               /* target connection generation */
 };
@@ -374,8 +381,12 @@ struct ipc_session {
 	int16_t priority;           /* presence priority */
 	uint8_t available;          /* has sent available presence */
 	uint8_t flags;              /* enum ipc_session_flags */
-	uint16_t caps_pad0;         /* unused (was caps_idx) */
-	uint32_t conn_id;           /* connection id within the slot */
+	uint8_t node;               /* 0: this node's session; else another
+				       node's (index in the node table):
+				       slot is then the cluster bridge's */
+	uint8_t rslot;              /* that node's worker slot (node 0: 0) */
+	uint32_t conn_id;           /* connection id within the slot (of
+				       rslot on node, for a remote entry) */
 	uint32_t gen;               /* connection generation */
 	_Atomic uint32_t caps;      /* (shm/caps.h entry + 1) << 16 | the
 				       low 16 bits of the entry's gen; 0: no

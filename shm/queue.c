@@ -63,6 +63,8 @@ struct queue_reasm {
 struct queue {
 	unsigned nslots;
 	unsigned my_slot;
+	unsigned bridge_slot;       /* the cluster bridge's, or
+				       FRAME_NO_BRIDGE (queue_set_bridge) */
 	unsigned outbox_max;        /* frames per destination */
 	size_t outbox_bytes;        /* bytes per destination */
 	int recv_fd;
@@ -158,6 +160,7 @@ struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
 	}
 	q->nslots = qs->nslots;
 	q->my_slot = my_slot;
+	q->bridge_slot = FRAME_NO_BRIDGE;
 	queue_set_limits(q, outbox_max_frames, outbox_max_bytes);
 	q->recv_fd = qs->fds[my_slot].recv;
 	for (unsigned i = 0; i < IPC_MAX_SLOTS; i++) {
@@ -175,6 +178,12 @@ void queue_set_limits(struct queue *q, unsigned outbox_max_frames,
 		QUEUE_OUTBOX_DEFAULT;
 	q->outbox_bytes = outbox_max_bytes != 0 ? outbox_max_bytes :
 		QUEUE_OUTBOX_BYTES_DEFAULT;
+}
+
+void queue_set_bridge(struct queue *q, unsigned bridge_slot)
+{
+	q->bridge_slot = bridge_slot < q->nslots ? bridge_slot :
+		FRAME_NO_BRIDGE;
 }
 
 void queue_free(struct queue **qp)
@@ -223,13 +232,18 @@ static int queue_over(const struct queue *q, const struct queue_dst *d,
 }
 
 static const char *queue_check_send(struct queue *q, unsigned dst_slot,
-				    uint8_t type, size_t len, size_t chunks)
+				    const struct ipc_frame_header *hdr,
+				    size_t len, size_t chunks)
 {
 	struct queue_dst *d;
 	size_t bytes = len + chunks * IPC_FRAME_HDR_SIZE;
+	uint8_t type = hdr->type;
+	const char *error;
 
 	if (dst_slot >= q->nslots)
 		return "bad destination slot";
+	if (frame_check_route(hdr, dst_slot, q->bridge_slot, &error) < 0)
+		return error;
 	if (type == 0 || type >= IPC_FRAME_TYPE_MAX)
 		return "bad frame type";
 	if (len > IPC_FRAME_MAX)
@@ -251,19 +265,33 @@ int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
 	       uint32_t conn_id, uint32_t gen, const void *payload,
 	       size_t len, const char **error_r)
 {
+	return queue_send_node(q, dst_slot, 0, 0, type, conn_id, gen,
+			       payload, len, error_r);
+}
+
+int queue_send_node(struct queue *q, unsigned dst_slot, uint8_t node,
+		    uint8_t node_slot, uint8_t type, uint32_t conn_id,
+		    uint32_t gen, const void *payload, size_t len,
+		    const char **error_r)
+{
 	size_t chunks = len == 0 ? 1 : (len + IPC_FRAG_MAX - 1) / IPC_FRAG_MAX;
 	const uint8_t *p = payload;
+	struct ipc_frame_header hdr = {
+		.type = type, .src_slot = (uint16_t)q->my_slot,
+		.node = node, .node_slot = node_slot,
+	};
 	struct frame_writer w;
 	struct buf *out;
 	size_t before, n;
 
-	if ((*error_r = queue_check_send(q, dst_slot, type, len, chunks)))
+	if ((*error_r = queue_check_send(q, dst_slot, &hdr, len, chunks)))
 		return -1;
 	out = &q->dst[dst_slot].out;
 	before = buf_used(out);
 	for (size_t i = 0; i < chunks; i++, p += n, len -= n) {
 		n = len < IPC_FRAG_MAX ? len : IPC_FRAG_MAX;
 		frame_begin(&w, out, type, (uint16_t)q->my_slot, conn_id, gen);
+		frame_set_node(&w, node, node_slot);
 		frame_add_raw(&w, p, n);
 		if (frame_finish(&w, error_r) < 0) {
 			/* all chunks or none: a lone head would never end */
@@ -397,7 +425,8 @@ static int queue_same_frame(const struct ipc_frame_header *a,
 			    const struct ipc_frame_header *b)
 {
 	return a->type == b->type && a->conn_id == b->conn_id &&
-		a->gen == b->gen;
+		a->gen == b->gen && a->node == b->node &&
+		a->node_slot == b->node_slot;
 }
 
 /* Drop a partial frame.  Its remaining chunks must not be taken for a
@@ -484,7 +513,7 @@ static int queue_parse_frame(struct queue *q, size_t off, size_t n,
 		*error_r = "bad source slot";
 		return -1;
 	}
-	return 0;
+	return frame_check_route(hdr_r, q->my_slot, q->bridge_slot, error_r);
 }
 
 static int queue_parse_dgram(struct queue *q, size_t n, queue_frame_cb *cb,

@@ -48,6 +48,11 @@ typedef void queue_frame_cb(const struct ipc_frame_header *hdr,
  * 4 MiB).  An empty outbox always takes one valid frame. */
 struct queue *queue_new(struct queue_set *qs, unsigned my_slot,
 			unsigned outbox_max_frames, size_t outbox_max_bytes);
+/* The cluster bridge's slot (an nslots beyond the workers'): only frames
+ * to or from it may carry node fields.  Until it is set, none may
+ * (frame_check_route).  Every process of a node with a cluster, the
+ * bridge included, sets it. */
+void queue_set_bridge(struct queue *q, unsigned bridge_slot);
 /* New bounds (config reload); frames already queued stay. */
 void queue_set_limits(struct queue *q, unsigned outbox_max_frames,
 		      size_t outbox_max_bytes);
@@ -64,6 +69,14 @@ void queue_free(struct queue **q);
 int queue_send(struct queue *q, unsigned dst_slot, uint8_t type,
 	       uint32_t conn_id, uint32_t gen, const void *payload,
 	       size_t len, const char **error_r);
+/* The same for a session on another node (issue 15): dst_slot is the
+ * cluster bridge's, node and node_slot name the node and its worker
+ * (frame_check_route: refused with node fields to any other slot, and
+ * node 0 needs node_slot 0, which is what queue_send sends). */
+int queue_send_node(struct queue *q, unsigned dst_slot, uint8_t node,
+		    uint8_t node_slot, uint8_t type, uint32_t conn_id,
+		    uint32_t gen, const void *payload, size_t len,
+		    const char **error_r);
 /* Send pending batches; frames that do not fit stay in the outbox.
  * Returns 1 when everything went out, 0 when some destination is full
  * (call again when queue_want_write() fds are writable), -1 on error. */

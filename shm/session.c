@@ -6,7 +6,10 @@
  * delete stores FREE before unlinking, so a locker that inherits the lock
  * from a dead process (EOWNERDEAD) rebuilds every list from state words.
  * Failure policy: bad input, a full table or pool answers -1 and an error
- * string; nothing here allocates in shared memory or grows.
+ * string; nothing here allocates in shared memory or grows.  Remote
+ * entries (other cluster nodes' sessions, session.h) share the chains,
+ * so every bare-JID walk and the F_SIBLING_CARBONS upkeep count them;
+ * the owner checks (rec_owned_by) and the slot sweeps skip them.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -326,6 +329,8 @@ static void rec_to_info(const struct shm_table *t,
 			const struct ipc_session *r, struct session_info *info)
 {
 	info->slot = r->slot;
+	info->node = r->node;
+	info->rslot = r->rslot;
 	info->conn_id = r->conn_id;
 	info->gen = r->gen;
 	info->priority = r->priority;
@@ -356,10 +361,14 @@ static void rec_set_flags(struct ipc_session *r, uint8_t flags)
 	__atomic_store_n(&r->flags, flags, __ATOMIC_RELAXED);
 }
 
+/* Owned by a local session: the owner API never touches a remote
+ * entry, whose conn_id/gen are another node's numbers (the bridge's
+ * slot could match them by chance). */
 static bool rec_owned_by(const struct ipc_session *r, uint16_t slot,
 			 uint32_t conn_id, uint32_t gen)
 {
-	return r->slot == slot && r->conn_id == conn_id && r->gen == gen;
+	return r->node == 0 && r->slot == slot && r->conn_id == conn_id &&
+	       r->gen == gen;
 }
 
 /* The link (bucket head or a record's next) that points at the record
@@ -458,6 +467,8 @@ static void rec_fill(struct ipc_session *r, const struct jid_key *k,
 	r->jid_len = (uint16_t)k->len;
 	r->bare_len = (uint16_t)k->bare_len;
 	r->slot = info->slot;
+	r->node = info->node;
+	r->rslot = info->node != 0 ? info->rslot : 0;
 	r->priority = info->priority;
 	r->available = info->available;
 	r->conn_id = info->conn_id;
@@ -551,7 +562,8 @@ static int refuse(enum session_refusal why, const char *error,
  * the bare JID's limits (a replacement keeps its count). */
 static int table_check_room(struct shm_table *t, const struct jid_key *k,
 			    const int32_t *old, unsigned max_per_bare,
-			    enum session_refusal *why_r, const char **error_r)
+			    bool long_share, enum session_refusal *why_r,
+			    const char **error_r)
 {
 	const struct ipc_session *o = old == NULL ? NULL : &t->recs[*old];
 	bool needs_long = k->len >= IPC_JID_INLINE &&
@@ -571,7 +583,7 @@ static int table_check_room(struct shm_table *t, const struct jid_key *k,
 		return refuse(SESSION_REFUSED_LONG,
 			      "session table long-JID pool full",
 			      why_r, error_r);
-	if (needs_long && longs >= long_share_of(t->hdr))
+	if (needs_long && long_share && longs >= long_share_of(t->hdr))
 		return refuse(SESSION_REFUSED_LONG,
 			      "account holds its share of the long-JID pool",
 			      why_r, error_r);
@@ -591,11 +603,16 @@ int shm_session_put_limited(struct shm_table *t,
 
 	if (why_r != NULL)
 		*why_r = SESSION_REFUSED_INVALID;
+	if (info->node != 0) {
+		*error_r = "a remote entry goes in with insert_remote";
+		return -1;
+	}
 	if (key_init(&k, info->jid, false, error_r) < 0 ||
 	    table_lock(t, error_r) < 0)
 		return -1;
 	link = table_find(t, &k);
-	if (table_check_room(t, &k, link, max_per_bare, why_r, error_r) < 0) {
+	if (table_check_room(t, &k, link, max_per_bare, true, why_r,
+			     error_r) < 0) {
 		table_unlock(t);
 		return -1;
 	}
@@ -789,10 +806,111 @@ int shm_session_del(struct shm_table *t, const char *full_jid,
 	return ret;
 }
 
+/* ---- remote entries ------------------------------------------------------ */
+
+static bool remote_node_ok(uint8_t node, const char **error_r)
+{
+	if (node != 0 && node < IPC_MAX_NODES)
+		return true;
+	*error_r = "remote entry with a bad node index";
+	return false;
+}
+
+int shm_session_insert_remote(struct shm_table *t,
+			      const struct session_info *info,
+			      struct session_info *old_r,
+			      const char **error_r)
+{
+	struct jid_key k;
+	int32_t *link;
+	int ret = 0;
+
+	if (!remote_node_ok(info->node, error_r) ||
+	    key_init(&k, info->jid, false, error_r) < 0 ||
+	    table_lock(t, error_r) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (link != NULL && t->recs[*link].node != info->node) {
+		/* held here or by a third node: not ours to replace */
+		if (old_r != NULL)
+			rec_to_info(t, &t->recs[*link], old_r);
+		table_unlock(t);
+		return 2;
+	}
+	if (table_check_room(t, &k, link, 0, false, NULL, error_r) < 0) {
+		table_unlock(t);
+		return -1;
+	}
+	if (link != NULL) {
+		if (old_r != NULL)
+			rec_to_info(t, &t->recs[*link], old_r);
+		table_unlink(t, link);
+		ret = 1;
+	}
+	table_insert(t, &k, info);
+	table_unlock(t);
+	return ret;
+}
+
+int shm_session_remove_remote(struct shm_table *t, uint8_t node,
+			      uint8_t rslot, const char *full_jid,
+			      uint32_t conn_id, uint32_t gen)
+{
+	const char *error;
+	struct jid_key k;
+	int32_t *link;
+	int ret = 0;
+
+	if (!remote_node_ok(node, &error) ||
+	    key_init(&k, full_jid, false, &error) < 0 ||
+	    table_lock(t, &error) < 0)
+		return -1;
+	link = table_find(t, &k);
+	if (link != NULL) {
+		const struct ipc_session *r = &t->recs[*link];
+
+		if (r->node == node && r->rslot == rslot &&
+		    r->conn_id == conn_id && r->gen == gen) {
+			table_unlink(t, link);
+			ret = 1;
+		}
+	}
+	table_unlock(t);
+	return ret;
+}
+
+/* Which records a batch takes: every one (a walk), a slot's local
+ * ones, or a node's. */
+enum batch_kind {
+	BATCH_ALL = 0,
+	BATCH_SLOT,
+	BATCH_NODE,
+};
+
+struct batch_match {
+	enum batch_kind kind;
+	unsigned value;             /* the slot or the node */
+};
+
+static bool batch_matches(const struct batch_match *m,
+			  const struct ipc_session *r)
+{
+	switch (m->kind) {
+	case BATCH_SLOT:
+		return r->node == 0 && r->slot == m->value;
+	case BATCH_NODE:
+		return r->node == m->value;
+	default:
+		return true;
+	}
+}
+
 /* One lock hold of a sweep or a walk: from *pos on, copy up to
- * SESSION_BATCH matching records to out (removing them when sweeping).
- * Returns the number copied; *pos ends at capacity when done. */
-static int table_batch(struct shm_table *t, uint32_t *pos, int sweep_slot,
+ * SESSION_BATCH matching records to out (removing them when sweeping:
+ * any kind but BATCH_ALL).  Returns the number copied; *pos ends at
+ * capacity when done. */
+static int table_batch(struct shm_table *t, uint32_t *pos,
+		       const struct batch_match *m,
 		       int (*keep)(const struct session_info *, void *),
 		       void *ctx, struct session_info *out)
 {
@@ -805,17 +923,35 @@ static int table_batch(struct shm_table *t, uint32_t *pos, int sweep_slot,
 		struct ipc_session *r = &t->recs[*pos];
 
 		if (atomic_load(&r->state) != IPC_SESSION_USED ||
-		    (sweep_slot >= 0 && r->slot != sweep_slot))
+		    !batch_matches(m, r))
 			continue;
 		rec_to_info(t, r, &out[n]);
 		if (keep != NULL && keep(&out[n], ctx))
 			continue;
 		n++;
-		if (sweep_slot >= 0)
+		if (m->kind != BATCH_ALL)
 			table_remove(t, (int32_t)*pos);
 	}
 	table_unlock(t);
 	return n;
+}
+
+/* Remove what m matches, batch by batch, calling cb for each. */
+static int table_sweep(struct shm_table *t, const struct batch_match *m,
+		       int (*keep)(const struct session_info *, void *),
+		       void (*cb)(const struct session_info *, void *),
+		       void *ctx)
+{
+	struct session_info batch[SESSION_BATCH];
+	uint32_t pos = 0;
+	int n, total = 0;
+
+	while ((n = table_batch(t, &pos, m, keep, ctx, batch)) > 0) {
+		for (int i = 0; i < n && cb != NULL; i++)
+			cb(&batch[i], ctx);
+		total += n;
+	}
+	return n < 0 && total == 0 ? -1 : total;
 }
 
 /* Batches keep the lock hold short and let callbacks call back into
@@ -833,16 +969,20 @@ int shm_session_sweep_slot_keep(struct shm_table *t, uint16_t slot,
 				void (*cb)(const struct session_info *, void *),
 				void *ctx)
 {
-	struct session_info batch[SESSION_BATCH];
-	uint32_t pos = 0;
-	int n, total = 0;
+	struct batch_match m = { BATCH_SLOT, slot };
 
-	while ((n = table_batch(t, &pos, slot, keep, ctx, batch)) > 0) {
-		for (int i = 0; i < n && cb != NULL; i++)
-			cb(&batch[i], ctx);
-		total += n;
-	}
-	return n < 0 && total == 0 ? -1 : total;
+	return table_sweep(t, &m, keep, cb, ctx);
+}
+
+int shm_session_sweep_node(struct shm_table *t, uint8_t node,
+			   void (*cb)(const struct session_info *, void *),
+			   void *ctx)
+{
+	struct batch_match m = { BATCH_NODE, node };
+
+	if (node == 0)
+		return -1;      /* this node's sessions go by slot */
+	return table_sweep(t, &m, NULL, cb, ctx);
 }
 
 /* Not a snapshot: entries added or removed during the walk may or may
@@ -855,7 +995,9 @@ int shm_session_foreach(struct shm_table *t,
 	uint32_t pos = 0;
 	int n, total = 0;
 
-	while ((n = table_batch(t, &pos, -1, NULL, NULL, batch)) > 0) {
+	struct batch_match all = { BATCH_ALL, 0 };
+
+	while ((n = table_batch(t, &pos, &all, NULL, NULL, batch)) > 0) {
 		for (int i = 0; i < n; i++) {
 			total++;
 			if (cb(&batch[i], ctx) != 0)
@@ -947,6 +1089,11 @@ static int verify_records(struct shm_table *t, uint8_t *lseen,
 		    r->bare_len == 0 || r->bare_len > r->jid_len ||
 		    is_long != (r->jid_long >= 0)) {
 			*error_r = "record lengths or long flag inconsistent";
+			return -1;
+		}
+		if (r->node >= IPC_MAX_NODES ||
+		    (r->node == 0 && r->rslot != 0)) {
+			*error_r = "record node fields out of range";
 			return -1;
 		}
 		if (!is_long) {

@@ -7,6 +7,15 @@
  * next locker rebuilds the free lists and hash chains from the records'
  * state words, so the table stays consistent.  Failure policy: a full
  * table or an over-long JID answers -1 with an error, never corrupts.
+ *
+ * Remote entries (issue 15): sessions of other cluster nodes, written
+ * only by this node's cluster bridge with the _remote functions; their
+ * slot is the bridge's, node/rslot say where they live, conn_id/gen are
+ * that node's.  Look-ups (get, list, foreach) return them like any
+ * other, so bare-JID rules, carbons and conflicts see the whole
+ * cluster.  The functions that take an owner (slot, conn_id, gen) --
+ * set_presence, set_flags, flags, touch, set_caps, del -- and the slot
+ * sweeps act on local entries (node 0) only.
  */
 #ifndef XMPPD_SESSION_H
 #define XMPPD_SESSION_H
@@ -18,7 +27,11 @@
 struct shm_table;   /* process-local handle over the shared area */
 
 struct session_info {
-	uint16_t slot;
+	uint16_t slot;              /* a local worker, or the cluster
+				       bridge's slot for a remote entry */
+	uint8_t node;               /* 0: this node; else the node table
+				       index of the node that holds it */
+	uint8_t rslot;              /* that node's worker slot (node 0: 0) */
 	uint32_t conn_id;
 	uint32_t gen;
 	int16_t priority;
@@ -59,7 +72,17 @@ enum session_refusal {
 				       or the bare JID holds its share */
 };
 
-/* Insert or replace the full JID in info->jid.  If a session with the
+/* The same session: slot, node, rslot, conn_id and gen all equal. */
+static inline int session_same(const struct session_info *a,
+			       const struct session_info *b)
+{
+	return a->slot == b->slot && a->node == b->node &&
+	       a->rslot == b->rslot && a->conn_id == b->conn_id &&
+	       a->gen == b->gen;
+}
+
+/* Insert or replace the full JID in info->jid (a local entry: info->node
+ * must be 0, else -1).  If a session with the
  * same full JID existed, it is replaced and copied to *old_r (when not
  * NULL) and 1 is returned; 0 for a new entry; -1 when full or invalid. */
 int shm_session_put(struct shm_table *t, const struct session_info *info,
@@ -124,8 +147,11 @@ void shm_session_set_caps(struct shm_table *t, int32_t index, uint16_t slot,
  * 0 absent or owned by another session, -1 error. */
 int shm_session_del(struct shm_table *t, const char *full_jid,
 		    uint16_t slot, uint32_t conn_id, uint32_t gen);
-/* Remove every entry of a slot; cb (may be NULL) sees each removed one
- * after the lock is released.  Returns the count removed. */
+/* Remove every local entry of a slot; cb (may be NULL) sees each
+ * removed one after the lock is released.  Returns the count removed.
+ * Remote entries are never swept by slot: the bridge's slot holds the
+ * other nodes' sessions, still true when the bridge dies (its respawn
+ * resyncs them); they go with shm_session_sweep_node. */
 int shm_session_sweep_slot(struct shm_table *t, uint16_t slot,
 			   void (*cb)(const struct session_info *, void *),
 			   void *ctx);
@@ -138,6 +164,33 @@ int shm_session_sweep_slot_keep(struct shm_table *t, uint16_t slot,
 					    void *),
 				void (*cb)(const struct session_info *, void *),
 				void *ctx);
+/* Enter another node's session (the cluster bridge, from that node's
+ * directory): info->jid, node (1 .. IPC_MAX_NODES - 1), rslot, conn_id,
+ * gen, priority, available, flags (F_CARBONS), since, and slot = the
+ * bridge's slot.  0 new entry; 1 replaced the same node's entry for
+ * that full JID (a later event of that node: presence, flags, or a new
+ * connection there), copied to old_r; 2 nothing changed: the JID is
+ * held by a local session or another node's, copied to old_r (a bind
+ * race between nodes, for the caller to settle); -1 error (bad JID or
+ * node, table or long-JID pool full).  The account and long-JID share
+ * limits are the holder's node's to apply, not ours: the directory
+ * mirrors what is, so only a full table refuses. */
+int shm_session_insert_remote(struct shm_table *t,
+			      const struct session_info *info,
+			      struct session_info *old_r,
+			      const char **error_r);
+/* Remove full_jid only if it is node's entry from (rslot, conn_id,
+ * gen): 1 removed, 0 absent or another session's (a stale event), -1
+ * error. */
+int shm_session_remove_remote(struct shm_table *t, uint8_t node,
+			      uint8_t rslot, const char *full_jid,
+			      uint32_t conn_id, uint32_t gen);
+/* Remove every entry of node (not 0); cb (may be NULL) sees each
+ * removed one (full JID, available: what the unavailable broadcast
+ * needs) after the lock is released.  Returns the count removed. */
+int shm_session_sweep_node(struct shm_table *t, uint8_t node,
+			   void (*cb)(const struct session_info *, void *),
+			   void *ctx);
 /* Entries in use, capacity, and recoveries after a dead lock holder. */
 void shm_session_usage(struct shm_table *t, uint32_t *used_r,
 		       uint32_t *capacity_r, uint32_t *recoveries_r);

@@ -232,7 +232,7 @@ Test(frame, oversized_len)
 	cr_assert_str_eq(parse_error(&hdr, IPC_FRAME_HDR_SIZE), "truncated");
 }
 
-Test(frame, bad_magic_version_type_flags_reserved)
+Test(frame, bad_magic_version_type_flags)
 {
 	struct ipc_frame_header hdr;
 
@@ -252,10 +252,98 @@ Test(frame, bad_magic_version_type_flags_reserved)
 	hdr = good_header(0);
 	hdr.flags = 0x02;
 	cr_assert_str_eq(parse_error(&hdr, IPC_FRAME_HDR_SIZE), "unknown flags");
-	hdr = good_header(0);
-	hdr.reserved = 1;
-	cr_assert_str_eq(parse_error(&hdr, IPC_FRAME_HDR_SIZE),
-			 "reserved field not zero");
+}
+
+/* ---- node fields (issue 15): who may name another node --------------- */
+
+/* Workers 0..2, the bridge at 3 (nworkers = 3, nslots = 4). */
+#define BRIDGE 3u
+
+static struct ipc_frame_header node_header(uint16_t src, uint8_t node,
+					   uint8_t node_slot)
+{
+	struct ipc_frame_header hdr = good_header(0);
+
+	hdr.src_slot = src;
+	hdr.node = node;
+	hdr.node_slot = node_slot;
+	return hdr;
+}
+
+static const char *route_error(uint16_t src, unsigned dst, uint8_t node,
+			       uint8_t node_slot, unsigned bridge)
+{
+	struct ipc_frame_header hdr = node_header(src, node, node_slot);
+	const char *error = NULL;
+
+	if (frame_check_route(&hdr, dst, bridge, &error) == 0)
+		return NULL;
+	cr_assert_not_null(error);
+	return error;
+}
+
+/* The header parser no longer judges the old reserved bytes: a frame
+ * naming a node parses, and the route check (which knows the
+ * destination) decides. */
+Test(frame, node_fields_parse_and_round_trip)
+{
+	struct ipc_frame_header hdr;
+	struct frame_writer w;
+	const char *error = NULL;
+	size_t size;
+
+	frame_begin(&w, &out, IPC_FRAME_STANZA, 1, 5, 6);
+	frame_set_node(&w, 7, 2);
+	frame_add_str(&w, "x");
+	cr_assert_eq(frame_finish(&w, &error), 0, "%s", error);
+	cr_assert_eq(frame_parse_header(buf_head(&out), buf_used(&out), &hdr,
+					&size, &error), 0, "%s", error);
+	cr_assert_eq(hdr.node, 7);
+	cr_assert_eq(hdr.node_slot, 2);
+	cr_assert_eq(hdr.src_slot, 1);
+	cr_assert_eq(hdr.conn_id, 5);
+	cr_assert_eq(hdr.gen, 6);
+}
+
+Test(frame, local_frames_carry_no_node)
+{
+	/* between two workers: only 0/0 */
+	cr_assert_null(route_error(0, 1, 0, 0, BRIDGE));
+	cr_assert_str_eq(route_error(0, 1, 1, 0, BRIDGE),
+			 "node fields on a frame between local workers");
+	cr_assert_str_eq(route_error(2, 0, 5, 1, BRIDGE),
+			 "node fields on a frame between local workers");
+	cr_assert_str_eq(route_error(1, 1, 0, 3, BRIDGE),
+			 "node slot without a node");
+	/* no bridge at all (no cluster): no slot may name a node, not even
+	 * the one a bridge would have */
+	cr_assert_str_eq(route_error(0, BRIDGE, 1, 0, FRAME_NO_BRIDGE),
+			 "node fields on a frame between local workers");
+	cr_assert_str_eq(route_error(BRIDGE, 0, 1, 0, FRAME_NO_BRIDGE),
+			 "node fields on a frame between local workers");
+	cr_assert_null(route_error(0, 1, 0, 0, FRAME_NO_BRIDGE));
+}
+
+Test(frame, bridge_frames_may_name_a_node)
+{
+	/* a worker to the bridge: the destination node and worker */
+	cr_assert_null(route_error(0, BRIDGE, 1, 0, BRIDGE));
+	cr_assert_null(route_error(2, BRIDGE, IPC_MAX_NODES - 1,
+				   IPC_MAX_SLOTS - 1, BRIDGE));
+	/* the bridge to a worker: the node and worker it came from */
+	cr_assert_null(route_error(BRIDGE, 1, 9, 4, BRIDGE));
+	/* the bridge's own frames (node 0) stay plain */
+	cr_assert_null(route_error(0, BRIDGE, 0, 0, BRIDGE));
+	cr_assert_null(route_error(BRIDGE, 2, 0, 0, BRIDGE));
+	cr_assert_str_eq(route_error(BRIDGE, 2, 0, 1, BRIDGE),
+			 "node slot without a node");
+	/* ranges: a node index the table cannot hold, a slot no node has */
+	cr_assert_str_eq(route_error(0, BRIDGE, IPC_MAX_NODES, 0, BRIDGE),
+			 "node index out of range");
+	cr_assert_str_eq(route_error(BRIDGE, 0, 0xff, 0, BRIDGE),
+			 "node index out of range");
+	cr_assert_str_eq(route_error(0, BRIDGE, 1, IPC_MAX_SLOTS, BRIDGE),
+			 "node slot out of range");
 }
 
 Test(frame, good_header_with_more_flag_accepted)

@@ -736,3 +736,146 @@ Test(queue, datagram_killing_two_readers_dropped)
 	cr_assert_eq(rx.conns[0], 3);
 	munmap((void *)flag, 4096);
 }
+
+/* ---- node fields (issue 15): slots 0 and 1 are workers, 2 the bridge */
+
+struct rx_node {
+	unsigned count;
+	struct ipc_frame_header last;
+	char text[32];
+};
+
+static void rx_node_cb(const struct ipc_frame_header *hdr,
+		       const void *payload, size_t len, void *ctx)
+{
+	struct rx_node *rx = ctx;
+
+	rx->count++;
+	rx->last = *hdr;
+	if (len < sizeof(rx->text)) {
+		memcpy(rx->text, payload, len);
+		rx->text[len] = '\0';
+	}
+}
+
+/* A raw frame naming a node, to slot 1. */
+static void raw_node_frame(struct buf *b, uint16_t src, uint32_t conn,
+			   uint8_t node, uint8_t node_slot, uint8_t flags,
+			   const char *text)
+{
+	size_t at = buf_used(b);
+	struct ipc_frame_header hdr;
+
+	raw_frame(b, IPC_FRAME_STANZA, src, conn, flags, text, strlen(text));
+	memcpy(&hdr, buf_head(b) + at, sizeof(hdr));
+	hdr.node = node;
+	hdr.node_slot = node_slot;
+	memcpy(b->data + b->off + at, &hdr, sizeof(hdr));
+}
+
+/* A worker's frame for another node's session reaches the bridge with
+ * the node and its worker in the header; the same to a local worker is
+ * refused at the sender. */
+Test(queue, send_node_to_bridge_only)
+{
+	struct queue *qb = queue_new(&qs, 2, 1000, 0);
+	struct rx_node rx = { 0 };
+	const char *error = NULL;
+
+	cr_assert_not_null(qb);
+	queue_set_bridge(q0, 2);
+	queue_set_bridge(qb, 2);
+	cr_assert_eq(queue_send_node(q0, 2, 5, 3, IPC_FRAME_STANZA, 11, 12,
+				     "hi", 2, &error), 0, "%s", error);
+	cr_assert_eq(queue_send_node(q0, 1, 5, 3, IPC_FRAME_STANZA, 11, 12,
+				     "no", 2, &error), -1);
+	cr_assert_str_eq(error, "node fields on a frame between local workers");
+	cr_assert_eq(queue_send_node(q0, 2, IPC_MAX_NODES, 0, IPC_FRAME_STANZA,
+				     1, 1, "no", 2, &error), -1);
+	cr_assert_str_eq(error, "node index out of range");
+	cr_assert_eq(queue_backlog(q0, 1), 0, "a refused frame was queued");
+	cr_assert_eq(queue_flush(q0), 1);
+	cr_assert_eq(queue_receive(qb, rx_node_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last.node, 5);
+	cr_assert_eq(rx.last.node_slot, 3);
+	cr_assert_eq(rx.last.src_slot, 0);
+	cr_assert_eq(rx.last.conn_id, 11);
+	cr_assert_eq(rx.last.gen, 12);
+	cr_assert_str_eq(rx.text, "hi");
+	/* plain queue_send is node 0 */
+	cr_assert_eq(queue_send(q0, 2, IPC_FRAME_STANZA, 1, 1, "x", 1,
+				&error), 0);
+	cr_assert_eq(queue_flush(q0), 1);
+	cr_assert_eq(queue_receive(qb, rx_node_cb, &rx, 0), 1);
+	cr_assert_eq(rx.last.node, 0);
+	cr_assert_eq(rx.last.node_slot, 0);
+	queue_free(&qb);
+}
+
+/* Without a bridge slot set (no cluster), a node on any frame is
+ * refused at the sender. */
+Test(queue, send_node_without_bridge_refused)
+{
+	const char *error = NULL;
+
+	cr_assert_eq(queue_send_node(q0, 2, 1, 0, IPC_FRAME_STANZA, 1, 1,
+				     "x", 1, &error), -1);
+	cr_assert_str_eq(error, "node fields on a frame between local workers");
+	cr_assert_eq(queue_backlog(q0, 2), 0);
+}
+
+/* The receiver applies the rule too: a local worker's frame naming a
+ * node is dropped (logged), the bridge's is delivered with its origin,
+ * and a worker that does not know the bridge drops both. */
+Test(queue, receiver_checks_node_fields)
+{
+	struct rx_node rx = { 0 };
+	struct buf b;
+
+	buf_init(&b, 0);
+	raw_node_frame(&b, 0, 1, 4, 0, 0, "forged");
+	raw_send(&b);
+	raw_node_frame(&b, 2, 2, 4, 1, 0, "bridged");
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_node_cb, &rx, 0), 0,
+		     "frames with a node delivered with no bridge known");
+	queue_set_bridge(q1, 2);
+	raw_node_frame(&b, 0, 1, 4, 0, 0, "forged");
+	raw_send(&b);
+	raw_node_frame(&b, 2, 2, 4, 1, 0, "bridged");
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_node_cb, &rx, 0), 1);
+	cr_assert_str_eq(rx.text, "bridged");
+	cr_assert_eq(rx.last.src_slot, 2);
+	cr_assert_eq(rx.last.node, 4);
+	cr_assert_eq(rx.last.node_slot, 1);
+	buf_free(&b);
+}
+
+/* The bridge relays frames of several nodes: a chunked frame's next
+ * chunk must come from the same origin, or the partial one is dropped
+ * rather than glued to another node's frame with the same ids. */
+Test(queue, reassembly_keeps_origins_apart)
+{
+	struct rx_node rx = { 0 };
+	struct buf b;
+
+	buf_init(&b, 0);
+	queue_set_bridge(q1, 2);
+	raw_node_frame(&b, 2, 7, 1, 0, IPC_FRAME_F_MORE, "head1");
+	raw_send(&b);
+	raw_node_frame(&b, 2, 7, 2, 0, 0, "whole2");
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_node_cb, &rx, 0), 1);
+	cr_assert_str_eq(rx.text, "whole2", "node 1's head was glued on");
+	cr_assert_eq(rx.last.node, 2);
+	/* a chunked frame from one origin is whole */
+	raw_node_frame(&b, 2, 8, 3, 1, IPC_FRAME_F_MORE, "ab");
+	raw_node_frame(&b, 2, 8, 3, 1, 0, "cd");
+	raw_send(&b);
+	cr_assert_eq(queue_receive(q1, rx_node_cb, &rx, 0), 1);
+	cr_assert_str_eq(rx.text, "abcd");
+	cr_assert_eq(rx.last.node, 3);
+	cr_assert_eq(rx.last.node_slot, 1);
+	buf_free(&b);
+}

@@ -1794,3 +1794,321 @@ Test(addr, shm_create_maps_the_table)
 	shm_destroy(&r);
 	cr_assert_null(r.addrs);
 }
+
+/* ---- remote entries (issue 15): other nodes' sessions ------------------- */
+
+/* Workers 0..2 and the cluster bridge at slot 3. */
+#define BRIDGE_SLOT 3
+
+static int put_remote(struct table_map *m, const char *jid, uint8_t node,
+		      uint8_t rslot, uint32_t conn_id, uint32_t gen,
+		      struct session_info *old_r)
+{
+	struct session_info info;
+	const char *error = NULL;
+	int ret;
+
+	info_set(&info, jid, BRIDGE_SLOT, conn_id, gen);
+	info.node = node;
+	info.rslot = rslot;
+	ret = shm_session_insert_remote(m->t, &info, old_r, &error);
+	if (ret < 0)
+		cr_assert_not_null(error);
+	return ret;
+}
+
+Test(session, remote_insert_lookup_remove)
+{
+	struct table_map m;
+	struct session_info got, old;
+	const char *j = "rita@example.org/phone";
+
+	table_open(&m, 64);
+	cr_assert_eq(put_remote(&m, j, 2, 1, 40, 3, NULL), 0);
+	cr_assert_eq(shm_session_get(m.t, j, &got), 1);
+	cr_assert_eq(got.slot, BRIDGE_SLOT);
+	cr_assert_eq(got.node, 2);
+	cr_assert_eq(got.rslot, 1);
+	cr_assert_eq(got.conn_id, 40);
+	cr_assert_eq(got.gen, 3);
+	cr_assert_eq(got.available, 1);
+	cr_assert_eq(got.since, 1700000000);
+	assert_verifies(&m);
+	/* a later event of the same node replaces it (here: a reconnect
+	 * to another of its workers) */
+	cr_assert_eq(put_remote(&m, j, 2, 0, 41, 3, &old), 1);
+	cr_assert_eq(old.conn_id, 40);
+	cr_assert_eq(old.rslot, 1);
+	cr_assert_eq(used_of(&m, NULL), 1);
+	/* a stale remove (the old connection, a wrong gen, another
+	 * worker or node) removes nothing */
+	cr_assert_eq(shm_session_remove_remote(m.t, 2, 1, j, 40, 3), 0);
+	cr_assert_eq(shm_session_remove_remote(m.t, 2, 0, j, 41, 4), 0);
+	cr_assert_eq(shm_session_remove_remote(m.t, 2, 1, j, 41, 3), 0);
+	cr_assert_eq(shm_session_remove_remote(m.t, 5, 0, j, 41, 3), 0);
+	cr_assert_eq(shm_session_get(m.t, j, &got), 1);
+	cr_assert_eq(got.conn_id, 41);
+	/* nor do the local owner calls, even from the bridge's slot with
+	 * the remote numbers */
+	cr_assert_eq(shm_session_del(m.t, j, BRIDGE_SLOT, 41, 3), 0);
+	cr_assert_eq(shm_session_set_presence(m.t, j, BRIDGE_SLOT, 41, 3, 5,
+					      0), 0);
+	cr_assert_eq(shm_session_set_flags(m.t, j, BRIDGE_SLOT, 41, 3, CARB,
+					   0), 0);
+	cr_assert_eq(shm_session_get(m.t, j, &got), 1);
+	cr_assert_eq(got.available, 1);
+	cr_assert_eq(got.flags, 0);
+	/* the right one does */
+	cr_assert_eq(shm_session_remove_remote(m.t, 2, 0, j, 41, 3), 1);
+	cr_assert_eq(shm_session_get(m.t, j, &got), 0);
+	cr_assert_eq(used_of(&m, NULL), 0);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, remote_insert_refuses_bad_node_and_local_holder)
+{
+	struct table_map m;
+	struct session_info info, old;
+	const char *error = NULL;
+	const char *j = "sam@example.org/desk";
+
+	table_open(&m, 64);
+	cr_assert_eq(put_remote(&m, j, 0, 0, 1, 1, NULL), -1, "node 0 taken");
+	cr_assert_eq(put_remote(&m, j, IPC_MAX_NODES, 0, 1, 1, NULL), -1);
+	/* a local put with a node is refused: remote entries have their
+	 * own door */
+	info_set(&info, j, 1, 1, 1);
+	info.node = 2;
+	cr_assert_eq(shm_session_put(m.t, &info, NULL, &error), -1);
+	cr_assert_eq(used_of(&m, NULL), 0);
+	/* held here: the remote event changes nothing, the holder is
+	 * reported for the caller to settle */
+	cr_assert_eq(put(&m, j, 1, 7, 1), 0);
+	cr_assert_eq(put_remote(&m, j, 2, 0, 9, 1, &old), 2);
+	cr_assert_eq(old.node, 0);
+	cr_assert_eq(old.slot, 1);
+	cr_assert_eq(old.conn_id, 7);
+	cr_assert_eq(shm_session_get(m.t, j, &info), 1);
+	cr_assert_eq(info.node, 0);
+	cr_assert_eq(info.conn_id, 7);
+	/* held by a third node: the same */
+	cr_assert_eq(shm_session_del(m.t, j, 1, 7, 1), 1);
+	cr_assert_eq(put_remote(&m, j, 4, 0, 9, 1, NULL), 0);
+	cr_assert_eq(put_remote(&m, j, 2, 0, 9, 1, &old), 2);
+	cr_assert_eq(old.node, 4);
+	cr_assert_eq(used_of(&m, NULL), 1);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+/* A bind here of a full JID a remote session holds replaces it and
+ * reports it (bind.c kicks it through the bridge), as with a holder on
+ * another worker: never two entries for one full JID. */
+Test(session, local_bind_replaces_remote_holder)
+{
+	struct table_map m;
+	struct session_info info, old;
+	const char *error = NULL;
+	const char *j = "tom@example.org/home";
+
+	table_open(&m, 64);
+	cr_assert_eq(put_remote(&m, j, 3, 2, 50, 7, NULL), 0);
+	info_set(&info, j, 1, 8, 1);
+	cr_assert_eq(shm_session_put(m.t, &info, &old, &error), 1);
+	cr_assert_eq(old.node, 3);
+	cr_assert_eq(old.rslot, 2);
+	cr_assert_eq(old.slot, BRIDGE_SLOT);
+	cr_assert_eq(old.conn_id, 50);
+	cr_assert_eq(old.gen, 7);
+	cr_assert_eq(used_of(&m, NULL), 1);
+	cr_assert_eq(shm_session_get(m.t, j, &info), 1);
+	cr_assert_eq(info.node, 0);
+	cr_assert_eq(info.slot, 1);
+	/* the account limit counts remote sessions too: the account is
+	 * one across the cluster */
+	cr_assert_eq(put_remote(&m, "tom@example.org/car", 2, 0, 1, 1, NULL),
+		     0);
+	info_set(&info, "tom@example.org/third", 0, 9, 1);
+	cr_assert_eq(shm_session_put_limited(m.t, &info, 2, NULL, NULL,
+					     &error), -1);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+Test(session, bare_jid_lists_local_and_remote)
+{
+	struct table_map m;
+	struct session_info out[8];
+	unsigned local = 0, remote = 0;
+
+	table_open(&m, 64);
+	cr_assert_eq(put(&m, "uma@example.org/a", 0, 1, 1), 0);
+	cr_assert_eq(put_remote(&m, "uma@example.org/b", 2, 1, 1, 1, NULL), 0);
+	cr_assert_eq(put(&m, "uma@example.org/c", 2, 1, 1), 0);
+	cr_assert_eq(put_remote(&m, "uma@example.org/d", 5, 0, 1, 1, NULL), 0);
+	cr_assert_eq(put_remote(&m, "umax@example.org/a", 2, 0, 2, 1, NULL),
+		     0);
+	int n = shm_session_list(m.t, "uma@example.org", out, 8);
+	cr_assert_eq(n, 4);
+	for (int i = 0; i < n; i++) {
+		if (out[i].node == 0) {
+			local++;
+			cr_assert_neq(out[i].slot, BRIDGE_SLOT);
+		} else {
+			remote++;
+			cr_assert_eq(out[i].slot, BRIDGE_SLOT);
+			cr_assert(strcmp(out[i].jid, "uma@example.org/b") == 0 ?
+				  out[i].node == 2 && out[i].rslot == 1 :
+				  out[i].node == 5 && out[i].rslot == 0,
+				  "%s: node %u rslot %u", out[i].jid,
+				  out[i].node, out[i].rslot);
+		}
+	}
+	cr_assert_eq(local, 2);
+	cr_assert_eq(remote, 2);
+	table_close(&m);
+}
+
+struct node_seen {
+	unsigned count, available;
+	unsigned bad;               /* a reported entry not of the node */
+	uint8_t node;
+};
+
+static void node_sweep_cb(const struct session_info *info, void *ctx)
+{
+	struct node_seen *s = ctx;
+
+	s->count++;
+	s->available += info->available;
+	if (info->node != s->node || info->jid[0] == '\0')
+		s->bad++;
+}
+
+/* A node's loss: exactly its entries go, each reported with its full
+ * JID and availability; other nodes' and local entries stay. */
+Test(session, sweep_node_removes_exactly_that_node)
+{
+	struct table_map m;
+	struct node_seen s = { .node = 2 };
+	char jid[64];
+	const char *error = NULL;
+
+	table_open(&m, 256);
+	for (unsigned i = 0; i < 40; i++) {    /* several internal batches */
+		struct session_info info;
+
+		snprintf(jid, sizeof(jid), "n2u%u@example.org/r", i);
+		info_set(&info, jid, BRIDGE_SLOT, i + 1, 1);
+		info.node = 2;
+		info.rslot = (uint8_t)(i % 3);
+		info.available = i % 4 != 0;
+		cr_assert_eq(shm_session_insert_remote(m.t, &info, NULL,
+						       &error), 0, "%s", error);
+	}
+	for (unsigned i = 0; i < 7; i++) {
+		snprintf(jid, sizeof(jid), "n3u%u@example.org/r", i);
+		cr_assert_eq(put_remote(&m, jid, 3, 0, i + 1, 1, NULL), 0);
+		snprintf(jid, sizeof(jid), "local%u@example.org/r", i);
+		cr_assert_eq(put(&m, jid, i % 3, i + 1, 1), 0);
+	}
+	cr_assert_eq(shm_session_sweep_node(m.t, 2, node_sweep_cb, &s), 40);
+	cr_assert_eq(s.count, 40);
+	cr_assert_eq(s.available, 30);
+	cr_assert_eq(s.bad, 0);
+	cr_assert_eq(used_of(&m, NULL), 14);
+	cr_assert_eq(shm_session_list(m.t, "n2u5@example.org", NULL, 0), 0);
+	cr_assert_eq(shm_session_list(m.t, "n3u5@example.org", NULL, 0), 1);
+	cr_assert_eq(shm_session_list(m.t, "local5@example.org", NULL, 0), 1);
+	assert_verifies(&m);
+	cr_assert_eq(shm_session_sweep_node(m.t, 2, NULL, NULL), 0);
+	cr_assert_eq(shm_session_sweep_node(m.t, 0, NULL, NULL), -1,
+		     "node 0 is this node: swept by slot");
+	cr_assert_eq(used_of(&m, NULL), 14);
+	table_close(&m);
+}
+
+/* The bridge's death is not its sessions' death: a sweep of its slot
+ * leaves the remote entries (the contract: the new bridge resyncs). */
+Test(session, sweep_slot_leaves_remote_entries)
+{
+	struct table_map m;
+
+	table_open(&m, 64);
+	cr_assert_eq(put_remote(&m, "vic@example.org/a", 2, 0, 1, 1, NULL), 0);
+	cr_assert_eq(put_remote(&m, "vic@example.org/b", 3, 1, 1, 1, NULL), 0);
+	cr_assert_eq(put(&m, "vic@example.org/c", 1, 1, 1), 0);
+	cr_assert_eq(shm_session_sweep_slot(m.t, BRIDGE_SLOT, NULL, NULL), 0);
+	cr_assert_eq(used_of(&m, NULL), 3);
+	cr_assert_eq(shm_session_sweep_slot(m.t, 1, NULL, NULL), 1);
+	cr_assert_eq(shm_session_list(m.t, "vic@example.org", NULL, 0), 2);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+/* XEP-0280: a remote session with carbons on makes the local ones
+ * siblings and the other way round, and its sweep clears that. */
+Test(session, sibling_carbons_across_nodes)
+{
+	struct table_map m;
+	struct session_info info;
+	const char *error = NULL;
+	const char *l = "wes@example.org/local", *r = "wes@example.org/remote",
+		   *r2 = "wes@example.org/remote2";
+
+	table_open(&m, 64);
+	cr_assert_eq(put(&m, l, 1, 1, 1), 0);
+	info_set(&info, r, BRIDGE_SLOT, 5, 1);
+	info.node = 2;
+	info.flags = CARB | SIB;        /* SIB is the table's own */
+	cr_assert_eq(shm_session_insert_remote(m.t, &info, NULL, &error), 0);
+	cr_assert_eq(flags_of(&m, r), CARB);
+	cr_assert_eq(flags_of(&m, l), SIB, "remote carbons not counted");
+	assert_verifies(&m);
+	/* the local one enables too: both have a sibling */
+	cr_assert_eq(shm_session_set_flags(m.t, l, 1, 1, 1, CARB, 0), 1);
+	cr_assert_eq(flags_of(&m, r), CARB | SIB);
+	cr_assert_eq(flags_of(&m, l), CARB | SIB);
+	/* a second remote one without carbons is a sibling at once */
+	cr_assert_eq(put_remote(&m, r2, 3, 0, 6, 1, NULL), 0);
+	cr_assert_eq(flags_of(&m, r2), SIB);
+	assert_verifies(&m);
+	/* the remote one turns carbons off (its node's event) */
+	info.flags = 0;
+	cr_assert_eq(shm_session_insert_remote(m.t, &info, NULL, &error), 1);
+	cr_assert_eq(flags_of(&m, l), CARB, "a gone sibling still counted");
+	cr_assert_eq(flags_of(&m, r), SIB);
+	/* the local one turns it off, then node 3 goes */
+	cr_assert_eq(shm_session_set_flags(m.t, l, 1, 1, 1, 0, CARB), 1);
+	cr_assert_eq(flags_of(&m, r), 0);
+	info.flags = CARB;
+	cr_assert_eq(shm_session_insert_remote(m.t, &info, NULL, &error), 1);
+	cr_assert_eq(flags_of(&m, l), SIB);
+	cr_assert_eq(shm_session_sweep_node(m.t, 2, NULL, NULL), 1);
+	cr_assert_eq(flags_of(&m, l), 0, "swept node's carbons still counted");
+	cr_assert_eq(flags_of(&m, r2), 0);
+	assert_verifies(&m);
+	table_close(&m);
+}
+
+/* verify catches node fields a bug could leave */
+Test(session, verify_checks_node_fields)
+{
+	struct table_map m;
+	const char *error = NULL;
+	struct ipc_session *r;
+
+	table_open(&m, 32);
+	cr_assert_eq(put(&m, "xia@example.org/a", 1, 1, 1), 0);
+	r = layout_find(&m, "xia@example.org/a");
+	cr_assert_not_null(r);
+	r->rslot = 2;                   /* a local entry with a remote slot */
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	r->rslot = 0;
+	r->node = IPC_MAX_NODES;
+	cr_assert_eq(shm_session_verify(m.t, &error), -1);
+	r->node = 0;
+	assert_verifies(&m);
+	table_close(&m);
+}

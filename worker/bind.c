@@ -42,9 +42,14 @@ void bind_kick(struct conn *c, const struct session_info *old)
 		}
 		return;
 	}
+	/* Another worker's session, or another node's (old->node != 0: the
+	 * full JID was held there, its directory entry is replaced here as
+	 * a local holder's would be, and the KICK goes to the cluster
+	 * bridge, which hands it to that node's worker: that stream ends
+	 * with <conflict/> like one kicked across workers). */
 	const char *error;
-	if (queue_send(c->w->q, old->slot, IPC_FRAME_KICK, old->conn_id,
-		       old->gen, reason, sizeof(reason) - 1, &error) < 0)
+	if (worker_send_session(c->w, old, IPC_FRAME_KICK, reason,
+				sizeof(reason) - 1, &error) < 0)
 		log_error("kick of %s on w%u failed: %s", old->jid, old->slot,
 			  error);
 }

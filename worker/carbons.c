@@ -155,8 +155,8 @@ static void carbons_send(struct worker *w, struct carbons_copy *k,
 		return;
 	}
 	if (s->slot != w->slot) {
-		if (queue_send(w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
-			       s->gen, buf_head(out), buf_used(out), &error) < 0)
+		if (worker_send_session(w, s, IPC_FRAME_STANZA, buf_head(out),
+					buf_used(out), &error) < 0)
 			log_info("carbon copy for %s on w%u not sent: %s",
 				 s->jid, s->slot, error);
 		return;
@@ -172,8 +172,7 @@ static int carbons_got(const struct session_info *s,
 		       const struct session_info *got, int ngot)
 {
 	for (int i = 0; i < ngot; i++)
-		if (s->slot == got[i].slot && s->conn_id == got[i].conn_id &&
-		    s->gen == got[i].gen)
+		if (session_same(s, &got[i]))
 			return 1;
 	return 0;
 }

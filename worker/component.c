@@ -433,9 +433,9 @@ int component_route(struct worker *w, struct xml_node *st,
 			conn_send(c, buf_head(&text), buf_used(&text));
 		else
 			comp_bounce(w, st, "cancel", "service-unavailable");
-	} else if (queue_send(w->q, s.slot, IPC_FRAME_COMPONENT, s.conn_id,
-			      s.gen, buf_head(&text), buf_used(&text),
-			      &error) < 0) {
+	} else if (worker_send_session(w, &s, IPC_FRAME_COMPONENT,
+				       buf_head(&text), buf_used(&text),
+				       &error) < 0) {
 		int full = strcmp(error, QUEUE_ERR_FULL) == 0;
 		log_info("to w%u: %s: <%s/> for component %s refused", s.slot,
 			 error, st->name, e->domain);

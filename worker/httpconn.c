@@ -362,7 +362,7 @@ void httpconn_handle(struct http_conn *hc, uint32_t events)
 /* Each worker takes its share of http.max_connections, rounded up. */
 static unsigned httpconn_limit(const struct worker *w)
 {
-	unsigned n = w->nslots > 0 ? w->nslots : 1;
+	unsigned n = w->nworkers > 0 ? w->nworkers : 1;
 	return (w->cfg->http_max_connections + n - 1) / n;
 }
 
@@ -394,7 +394,7 @@ static int httpconn_accept_one(struct worker *w, int lfd, int tls)
 		log_info("h%u %s: refused: %u HTTP connections open in this "
 			 "worker (http.max_connections = %u over %u workers)",
 			 hc->id, hc->peer_name, w->http_nconns,
-			 w->cfg->http_max_connections, w->nslots);
+			 w->cfg->http_max_connections, w->nworkers);
 		close(fd);
 		free(hc);
 		return 0;

@@ -130,8 +130,8 @@ static int mam_dest_send(struct mam_dest *d, const char *text, size_t len)
 			  CONN_MAM_RANGES] = c->out_total;
 		return 0;
 	}
-	if (queue_send(d->w->q, d->s.slot, IPC_FRAME_STANZA, d->s.conn_id,
-		       d->s.gen, text, len, &error) < 0) {
+	if (worker_send_session(d->w, &d->s, IPC_FRAME_STANZA, text, len,
+				&error) < 0) {
 		log_warn("archive results: %s", error);
 		d->gone = 1;
 		return -1;

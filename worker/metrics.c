@@ -37,7 +37,9 @@ static void metrics_http_health(struct worker *w,
 {
 	char reason[256];
 	(void)req;
-	int ready = metrics_health(w->shm, w->shm->hdr->nslots, reason,
+	/* readiness is the workers' (the cluster bridge serves no
+	 * client); the figures above cover every slot, bridge included */
+	int ready = metrics_health(w->shm, w->nworkers, reason,
 				   sizeof(reason));
 	resp->status = ready ? 200 : 503;
 	resp->content_type = "text/plain; charset=utf-8";

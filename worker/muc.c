@@ -39,6 +39,7 @@
  * a failed write is logged with the room and what was lost.
  */
 #include "muc_int.h"
+#include "muc_fan.h"
 #include "ext.h"
 #include "jid.h"
 #include "log.h"
@@ -66,7 +67,7 @@ unsigned muc_owner_slot(const struct worker *w, const char *room_bare)
 	uint32_t h = 2166136261u;
 	for (const char *p = room_bare; *p != '\0'; p++)
 		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
-	return w->nslots > 0 ? h % w->nslots : 0;
+	return w->nworkers > 0 ? h % w->nworkers : 0;
 }
 
 /* The depth of MUC handling on this worker (see muc_later below). */
@@ -178,43 +179,109 @@ void muc_send_one(struct worker *w, const char *text, size_t len,
 	/* straight to the session's worker, not parsed and routed again
 	 * (a newcomer gets every occupant's presence this way) */
 	if (!found || s.slot == w->slot ||
-	    queue_send(w->q, s.slot, IPC_FRAME_STANZA, s.conn_id, s.gen,
-		       buf_head(&out), buf_used(&out), &error) < 0)
+	    worker_send_session(w, &s, IPC_FRAME_STANZA, buf_head(&out),
+				buf_used(&out), &error) < 0)
 		muc_route_text(w, buf_head(&out), buf_used(&out));
 	buf_free(&out);
 }
 
-/* The frames being built, one per other worker (muc_fanout). */
-static struct buf muc_fan[IPC_MAX_SLOTS];
-static uint32_t muc_fan_count[IPC_MAX_SLOTS];
+/* The frames being built, one per other worker of the cluster
+ * (muc_fanout). */
+static struct muc_fan muc_fan;
 
 /* A fan-out frame is sent once its recipients take this much (a few
  * thousand JIDs), below IPC_FRAME_MAX with the text. */
 #define MUC_FANOUT_FLUSH (256u * 1024u)
+/* A frame buffer kept for the next stanza up to this size. */
+#define MUC_FANOUT_KEEP (512u * 1024u)
 
-static void muc_fan_send(struct worker *w, unsigned slot, size_t len)
+/* Send g's frame: to a local worker, or through the cluster bridge to
+ * a worker of another node (g->node, g->rslot in the header). */
+static void muc_fan_send(struct worker *w, struct muc_fan_group *g,
+			 size_t len)
 {
-	struct buf *f = &muc_fan[slot];
-	struct ipc_muc_fanout h = { (uint32_t)len, muc_fan_count[slot] };
+	struct buf *f = &g->frame;
+	struct ipc_muc_fanout h = { (uint32_t)len, g->count };
 	const char *error;
-	muc_fan_count[slot] = 0;
+	g->count = 0;
 	if (f->data == NULL || buf_used(f) < sizeof(h) + len) {
 		log_error("muc: fan-out of %u to w%u not sent: out of memory",
-			  h.count, slot);
-		buf_free(f);
+			  h.count, g->slot);
+		f->len = f->off = 0;
 		return;
 	}
 	memcpy(f->data + f->off, &h, sizeof(h));
 	if (buf_used(f) > IPC_FRAME_MAX ||
-	    queue_send(w->q, slot, IPC_FRAME_MUC_FANOUT, 0, 0, buf_head(f),
-		       buf_used(f), &error) < 0)
-		log_warn("muc: fan-out of %u to w%u not sent: %s", h.count,
-			 slot, buf_used(f) > IPC_FRAME_MAX ? "too large" :
-			 error);
-	if (f->cap > 512 * 1024)
-		buf_free(f);    /* one big room does not keep it */
-	else
+	    queue_send_node(w->q, g->slot, g->node, g->rslot,
+			    IPC_FRAME_MUC_FANOUT, 0, 0, buf_head(f),
+			    buf_used(f), &error) < 0)
+		log_warn("muc: fan-out of %u to w%u (node %u) not sent: %s",
+			 h.count, g->slot, g->node,
+			 buf_used(f) > IPC_FRAME_MAX ? "too large" : error);
+	f->len = f->off = 0;
+}
+
+/* Add recipient (s, jid) to its worker's frame; -1 when it has none (no
+ * memory): the caller sends it its own stanza. */
+static int muc_fan_add(struct worker *w, const struct session_info *s,
+		       const char *jid, const char *text, size_t len)
+{
+	struct muc_fan_group *g = muc_fan_group(&muc_fan, s->slot, s->node,
+						s->rslot);
+	if (g == NULL)
+		return -1;
+	struct buf *f = &g->frame;
+	if (g->count == 0) {
+		struct ipc_muc_fanout h = { (uint32_t)len, 0 };
 		f->len = f->off = 0;
+		buf_append(f, &h, sizeof(h));
+		buf_append(f, text, len);
+	}
+	struct ipc_muc_recipient rc = { s->conn_id, s->gen,
+					(uint32_t)strlen(jid) };
+	buf_append(f, &rc, sizeof(rc));
+	buf_append(f, jid, rc.jid_len);
+	g->count++;
+	/* a frame stays under IPC_FRAME_MAX: once its recipients (not the
+	 * text, which every frame carries once) pass MUC_FANOUT_FLUSH, or
+	 * the next could not fit, it goes and the next recipients start
+	 * another */
+	size_t recs = buf_used(f) - sizeof(struct ipc_muc_fanout) - len;
+	if (recs >= MUC_FANOUT_FLUSH ||
+	    buf_used(f) + sizeof(rc) + IPC_JID_MAX > IPC_FRAME_MAX)
+		muc_fan_send(w, g, len);
+	return 0;
+}
+
+/* Where an occupant's session is (slot, node, rslot, conn_id, gen of
+ * s; nothing else is filled from the cache): the cached place, or the
+ * table's (0), or gone (-1). */
+static int muc_fan_where(struct worker *w, const struct muc_dest *d,
+			 struct session_info *s)
+{
+	struct muc_sess *ms = d->sess;
+	if (ms != NULL && ms->where_ms != 0 &&
+	    w->now_ms - ms->where_ms < MUC_RECHECK_MS) {
+		s->slot = ms->slot;
+		s->node = ms->node;
+		s->rslot = ms->rslot;
+		s->conn_id = ms->conn_id;
+		s->gen = ms->gen;
+		return 0;
+	}
+	if (shm_session_get(w->shm->sessions, d->jid, s) != 1)
+		return -1;
+	if (ms != NULL) {
+		/* one look-up per session every few seconds, not one per
+		 * message: the table's lock is every worker's */
+		ms->slot = s->slot;
+		ms->node = s->node;
+		ms->rslot = s->rslot;
+		ms->conn_id = s->conn_id;
+		ms->gen = s->gen;
+		ms->where_ms = w->now_ms != 0 ? w->now_ms : 1;
+	}
+	return 0;
 }
 
 void muc_fanout(struct worker *w, const char *text, size_t len,
@@ -229,24 +296,11 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 			muc_send_one(w, text, len, d->jid, 1);
 			continue;
 		}
-		struct muc_sess *ms = d->sess;
-		if (ms != NULL && ms->where_ms != 0 &&
-		    w->now_ms - ms->where_ms < MUC_RECHECK_MS) {
-			s.slot = ms->slot;
-			s.conn_id = ms->conn_id;
-			s.gen = ms->gen;
-		} else if (shm_session_get(w->shm->sessions, d->jid, &s) != 1) {
+		if (muc_fan_where(w, d, &s) < 0) {
 			if (gone != NULL)
 				gone[ng] = i;
 			ng++;
 			continue;
-		} else if (ms != NULL) {
-			/* one look-up per session every few seconds, not one
-			 * per message: the table's lock is every worker's */
-			ms->slot = s.slot;
-			ms->conn_id = s.conn_id;
-			ms->gen = s.gen;
-			ms->where_ms = w->now_ms != 0 ? w->now_ms : 1;
 		}
 		if (s.slot >= w->nslots || s.slot >= IPC_MAX_SLOTS) {
 			/* a worker count that changed under the table */
@@ -256,37 +310,20 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 		if (s.slot == w->slot) {
 			if (muc_write_local(w, s.conn_id, s.gen, text, len,
 					    d->jid) < 0) {
-				if (ms != NULL)
-					ms->where_ms = 0;   /* look again */
+				if (d->sess != NULL)
+					d->sess->where_ms = 0;  /* look again */
 				muc_send_one(w, text, len, d->jid, 0);
 			}
 			continue;
 		}
-		struct buf *f = &muc_fan[s.slot];
-		if (muc_fan_count[s.slot] == 0) {
-			struct ipc_muc_fanout h = { (uint32_t)len, 0 };
-			f->len = f->off = 0;
-			buf_append(f, &h, sizeof(h));
-			buf_append(f, text, len);
-		}
-		struct ipc_muc_recipient rc = { s.conn_id, s.gen,
-						(uint32_t)strlen(d->jid) };
-		buf_append(f, &rc, sizeof(rc));
-		buf_append(f, d->jid, rc.jid_len);
-		muc_fan_count[s.slot]++;
-		/* a frame stays under IPC_FRAME_MAX: once its recipients
-		 * (not the text, which every frame carries once) pass
-		 * MUC_FANOUT_FLUSH, or the next could not fit, it goes and
-		 * the next recipients start another */
-		size_t recs = buf_used(f) - sizeof(struct ipc_muc_fanout) - len;
-		if (recs >= MUC_FANOUT_FLUSH ||
-		    buf_used(f) + sizeof(rc) + IPC_JID_MAX > IPC_FRAME_MAX)
-			muc_fan_send(w, s.slot, len);
+		/* another worker, here or on another node: one frame each */
+		if (muc_fan_add(w, &s, d->jid, text, len) < 0)
+			muc_send_one(w, text, len, d->jid, 0);
 	}
-	for (unsigned slot = 0; slot < w->nslots && slot < IPC_MAX_SLOTS;
-	     slot++)
-		if (muc_fan_count[slot] > 0)
-			muc_fan_send(w, slot, len);
+	for (unsigned i = 0; i < muc_fan.n; i++)
+		if (muc_fan.groups[i].count > 0)
+			muc_fan_send(w, &muc_fan.groups[i], len);
+	muc_fan_reset(&muc_fan, MUC_FANOUT_KEEP);
 	if (ngone != NULL)
 		*ngone = ng;
 }

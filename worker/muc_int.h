@@ -29,6 +29,7 @@ struct muc_sess {
 	int64_t where_ms;       /* 0: not looked up yet */
 	uint32_t conn_id, gen;
 	uint16_t slot;
+	uint8_t node, rslot;    /* another node's session (session.h) */
 };
 #define MUC_RECHECK_MS 5000
 

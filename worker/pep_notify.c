@@ -155,8 +155,8 @@ static void pn_send(struct worker *w, const struct session_info *s,
 {
 	const char *error;
 	if (s->slot != w->slot) {
-		if (queue_send(w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
-			       s->gen, text, len, &error) < 0)
+		if (worker_send_session(w, s, IPC_FRAME_STANZA, text, len,
+					&error) < 0)
 			log_info("pep: event to %s lost: %s", s->jid, error);
 		return;
 	}

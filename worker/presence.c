@@ -192,9 +192,9 @@ static void presence_probe_contact(struct pjob *j, const char *contact)
 		if (!res[i].available)
 			continue;
 		if (res[i].slot != w->slot) {
-			if (queue_send(w->q, res[i].slot, IPC_FRAME_PROBE,
-				       res[i].conn_id, res[i].gen, j->jid,
-				       strlen(j->jid), &error) < 0)
+			if (worker_send_session(w, &res[i], IPC_FRAME_PROBE,
+						j->jid, strlen(j->jid),
+						&error) < 0)
 				log_warn("probe to w%u: %s", res[i].slot, error);
 			continue;
 		}
@@ -933,9 +933,8 @@ void presence_current_to(struct worker *w, const char *bare, const char *to)
 		if (!res[i].available)
 			continue;
 		if (res[i].slot != w->slot) {
-			if (queue_send(w->q, res[i].slot, IPC_FRAME_PROBE,
-				       res[i].conn_id, res[i].gen, to,
-				       strlen(to), &error) < 0)
+			if (worker_send_session(w, &res[i], IPC_FRAME_PROBE,
+						to, strlen(to), &error) < 0)
 				log_warn("presence to %s via w%u: %s", to,
 					 res[i].slot, error);
 			continue;

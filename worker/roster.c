@@ -96,8 +96,9 @@ static void roster_push_one(struct worker *w, const char *full,
 	buf_init(&out, 0);
 	roster_push_text(w, &out, item_xml, ver);
 	if (s.slot != w->slot) {
-		if (queue_send(w->q, s.slot, IPC_FRAME_STANZA, s.conn_id, s.gen,
-			       buf_head(&out), buf_used(&out), &error) < 0)
+		if (worker_send_session(w, &s, IPC_FRAME_STANZA,
+					buf_head(&out), buf_used(&out),
+					&error) < 0)
 			log_warn("roster push to w%u: %s", s.slot, error);
 	} else {
 		struct conn *c = conn_lookup(w, s.conn_id, s.gen);

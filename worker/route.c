@@ -80,6 +80,23 @@ static const char *route_serialized(struct route *r, size_t *len_r)
 	return buf_head(&r->text);
 }
 
+int worker_send_session(struct worker *w, const struct session_info *s,
+			uint8_t type, const void *data, size_t len,
+			const char **error_r)
+{
+	/* node 0, rslot 0 for a local session: queue_send's header */
+	return queue_send_node(w->q, s->slot, s->node, s->rslot, type,
+			       s->conn_id, s->gen, data, len, error_r);
+}
+
+int worker_send_reply(struct worker *w, const struct ipc_frame_header *hdr,
+		      uint8_t type, uint32_t conn_id, uint32_t gen,
+		      const void *data, size_t len, const char **error_r)
+{
+	return queue_send_node(w->q, hdr->src_slot, hdr->node, hdr->node_slot,
+			       type, conn_id, gen, data, len, error_r);
+}
+
 /* A local session that is gone may have moved (XEP-0198 resumption):
  * 1 when an extension forwarded the stanza to where it is now. */
 static int route_moved(struct worker *w, const struct session_info *s,
@@ -117,8 +134,8 @@ static int route_to_session(struct route *r, const struct session_info *s)
 		if (ext_stanza_out_node(c, r->st, r->arena))
 			return 0;
 		conn_send(c, data, len);
-	} else if (queue_send(r->w->q, s->slot, IPC_FRAME_STANZA, s->conn_id,
-			      s->gen, data, len, &error) < 0) {
+	} else if (worker_send_session(r->w, s, IPC_FRAME_STANZA, data, len,
+				       &error) < 0) {
 		if (strcmp(error, QUEUE_ERR_FULL) == 0) {
 			log_info("to w%u: %s (queue.outbox_bytes): <%s/> for "
 				 "%s refused", s->slot, error, r->st->name,
@@ -180,8 +197,8 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 		    (skip_full != NULL && strcmp(s->jid, skip_full) == 0))
 			continue;
 		if (s->slot != w->slot) {
-			if (queue_send(w->q, s->slot, (uint8_t)frame_type,
-				       s->conn_id, s->gen, text, len, &error) < 0)
+			if (worker_send_session(w, s, (uint8_t)frame_type,
+						text, len, &error) < 0)
 				log_warn("to w%u: %s", s->slot, error);
 			continue;
 		}
@@ -228,8 +245,7 @@ static int route_is(const struct route *r, const char *type)
 
 static int route_skipped(const struct route *r, const struct session_info *s)
 {
-	return r->skip_valid && s->slot == r->skip.slot &&
-	       s->conn_id == r->skip.conn_id && s->gen == r->skip.gen;
+	return r->skip_valid && session_same(s, &r->skip);
 }
 
 /* The available resources of the bare JID (route_sessions: *n_r of them,

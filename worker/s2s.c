@@ -19,7 +19,7 @@ unsigned s2s_owner_slot(const struct worker *w, const char *remote)
 	uint32_t h = 2166136261u;
 	for (const char *p = remote; *p != '\0'; p++)
 		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
-	return w->nslots > 0 ? h % w->nslots : 0;
+	return w->nworkers > 0 ? h % w->nworkers : 0;
 }
 
 void s2s_accepted(struct conn *c)

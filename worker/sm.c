@@ -128,6 +128,8 @@ struct sm_conn {
 struct sm_fwd {
 	uint32_t old_id, old_gen;
 	uint16_t slot;
+	uint8_t node, rslot;    /* a taker on another node (through the
+				   bridge's slot), else 0 */
 	uint32_t id, gen;
 	int64_t until;
 	struct sm_ref ref;      /* GIVEN record, freed on SM_DONE */
@@ -552,8 +554,8 @@ static void sm_answer(struct conn *c)
 
 /* ---- forwarding frames of a moved session ------------------------------- */
 
-static void sm_fwd_add(const struct conn *o, uint16_t slot, uint32_t id,
-		       uint32_t gen, const struct sm_ref *ref)
+static void sm_fwd_add(const struct conn *o, const struct session_info *to,
+		       const struct sm_ref *ref)
 {
 	if (sm_nfwd == sm_fwd_cap) {
 		unsigned cap = sm_fwd_cap ? sm_fwd_cap * 2 : 16;
@@ -573,9 +575,11 @@ static void sm_fwd_add(const struct conn *o, uint16_t slot, uint32_t id,
 	memset(f, 0, sizeof(*f));
 	f->old_id = o->id;
 	f->old_gen = o->gen;
-	f->slot = slot;
-	f->id = id;
-	f->gen = gen;
+	f->slot = to->slot;
+	f->node = to->node;
+	f->rslot = to->rslot;
+	f->id = to->conn_id;
+	f->gen = to->gen;
 	f->until = o->w->now_ms + (int64_t)o->w->cfg->sm_forward_time;
 	if (ref != NULL) {
 		f->ref = *ref;
@@ -599,9 +603,9 @@ static int sm_conn_gone(struct worker *w, const struct ipc_frame_header *hdr,
 				   : NULL;
 	if (f == NULL)
 		return 0;
-	if (f->slot != w->slot) {
-		if (queue_send(w->q, f->slot, hdr->type, f->id, f->gen, payload,
-			       len, &error) < 0) {
+	if (f->slot != w->slot || f->node != 0) {
+		if (queue_send_node(w->q, f->slot, f->node, f->rslot, hdr->type,
+				    f->id, f->gen, payload, len, &error) < 0) {
 			log_warn("forward to w%u: %s", f->slot, error);
 			return 0;
 		}
@@ -676,8 +680,8 @@ static int sm_become(struct conn *n, struct sm_moving *m, uint16_t old_slot,
 	shm_session_set_presence(n->w->shm->sessions, n->jid,
 				 (uint16_t)n->w->slot, n->id, n->gen,
 				 n->priority, n->available);
-	if (r == 1 && !(old.slot == old_slot && old.conn_id == old_id &&
-			old.gen == old_gen)) {
+	if (r == 1 && !(old.node == 0 && old.slot == old_slot &&
+			old.conn_id == old_id && old.gen == old_gen)) {
 		/* a login bound this JID after the session was detached:
 		 * the later binding (this one) wins, as in bind.c */
 		log_info("c%u %s: %s resumed over a newer login (w%u c%u): "
@@ -724,15 +728,16 @@ static void sm_resumed(struct conn *n, uint32_t h)
 		sm_request(n);
 }
 
-/* O lets go of its session (moved to slot/id/gen; its struct sm_conn
- * was taken by the caller): no presence, no unbinding, nothing
- * rerouted; an open socket gets <conflict/> (section 5).  ref: a GIVEN
- * record to free on SM_DONE, or NULL. */
-static void sm_let_go(struct conn *o, uint16_t slot, uint32_t id,
-		      uint32_t gen, const struct sm_ref *ref)
+/* O lets go of its session (moved to `to`: its slot, node, rslot,
+ * conn_id and gen; its struct sm_conn was taken by the caller): no
+ * presence, no unbinding, nothing rerouted; an open socket gets
+ * <conflict/> (section 5).  ref: a GIVEN record to free on SM_DONE, or
+ * NULL. */
+static void sm_let_go(struct conn *o, const struct session_info *to,
+		      const struct sm_ref *ref)
 {
 	struct sm_conn *marker = calloc(1, sizeof(*marker));
-	sm_fwd_add(o, slot, id, gen, ref);
+	sm_fwd_add(o, to, ref);
 	if (marker != NULL)
 		marker->moved = 1;
 	o->out_journaled = 1;   /* what out holds is in the journal */
@@ -778,7 +783,9 @@ static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
 	s->detached_ms = 0;
 	s->r_pending = 0;
 	s->r_due = 0;
-	sm_let_go(o, (uint16_t)n->w->slot, n->id, n->gen, NULL);
+	struct session_info to = { .slot = (uint16_t)n->w->slot,
+				   .conn_id = n->id, .gen = n->gen };
+	sm_let_go(o, &to, NULL);
 	smstore_set_ids(sm_store(n->w), &s->ref, n->id, n->gen);
 	smstore_set_state(sm_store(n->w), &s->ref, SM_REC_ATTACHED, 0);
 	smstore_set_mech(sm_store(n->w), &s->ref, n->mech);
@@ -904,8 +911,8 @@ static void sm_give_fail(struct worker *w, const struct ipc_frame_header *hdr,
 	g.status = status;
 	g.h_in = h_in;
 	g.h_sent = h_sent;
-	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_GIVE, hdr->conn_id,
-		       hdr->gen, &g, sizeof(g), &error) < 0)
+	if (worker_send_reply(w, hdr, IPC_FRAME_SM_GIVE, hdr->conn_id,
+			      hdr->gen, &g, sizeof(g), &error) < 0)
 		log_warn("resumption: answer to w%u: %s", hdr->src_slot, error);
 }
 
@@ -1032,8 +1039,9 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		return;
 	}
 	smwire_give_set_counts(&out, 0, nd, b.n);
-	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_GIVE, hdr->conn_id,
-		       hdr->gen, buf_head(&out), buf_used(&out), &error) < 0) {
+	if (worker_send_reply(w, hdr, IPC_FRAME_SM_GIVE, hdr->conn_id,
+			      hdr->gen, buf_head(&out), buf_used(&out),
+			      &error) < 0) {
 		buf_free(&out);
 		log_warn("c%u %s: hand-over of %s to w%u: %s: kept here",
 			 o->id, o->peer, o->jid, hdr->src_slot, error);
@@ -1045,7 +1053,10 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 	smstore_set_state(sm_store(w), &s->ref, SM_REC_GIVEN, 0);
 	METRIC_DEC(w->stats->sessions);     /* counted by the new owner */
 	o->sm = NULL;
-	sm_let_go(o, hdr->src_slot, hdr->conn_id, hdr->gen, &s->ref);
+	struct session_info to = { .slot = hdr->src_slot, .node = hdr->node,
+				   .rslot = hdr->node_slot,
+				   .conn_id = hdr->conn_id, .gen = hdr->gen };
+	sm_let_go(o, &to, &s->ref);
 	free(s);
 }
 
@@ -1126,8 +1137,8 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 		if ((m.directed[m.ndirected] = strndup(item, l)) != NULL)
 			m.ndirected++;
 	/* DONE whatever happens next: the old owner frees its record */
-	if (queue_send(w->q, hdr->src_slot, IPC_FRAME_SM_DONE, g->old_id,
-		       g->old_gen, NULL, 0, &error) < 0)
+	if (worker_send_reply(w, hdr, IPC_FRAME_SM_DONE, g->old_id,
+			      g->old_gen, NULL, 0, &error) < 0)
 		log_warn("resumption: SM_DONE to w%u: %s (it frees the record "
 			 "after sm.forward_time)", hdr->src_slot, error);
 
@@ -1301,6 +1312,10 @@ static int sm_make_room(struct conn *c)
 		return 0;
 	n = shm_session_list(c->w->shm->sessions, bare, list, SM_ROOM_LIST);
 	for (int i = 0; i < n && i < SM_ROOM_LIST; i++) {
+		/* another node's session waits there, if at all: its node
+		 * makes room for its own logins */
+		if (list[i].node != 0)
+			continue;
 		int64_t t = smstore_detached_ms(st, list[i].slot,
 						list[i].conn_id, list[i].gen);
 		if (t > 0 && (best < 0 || t < best_ms)) {
@@ -1328,9 +1343,8 @@ static int sm_make_room(struct conn *c)
 		}
 	} else {
 		const char *error;
-		if (queue_send(c->w->q, v->slot, IPC_FRAME_KICK, v->conn_id,
-			       v->gen, SM_KICK_ROOM, sizeof(SM_KICK_ROOM) - 1,
-			       &error) < 0)
+		if (worker_send_session(c->w, v, IPC_FRAME_KICK, SM_KICK_ROOM,
+					sizeof(SM_KICK_ROOM) - 1, &error) < 0)
 			log_error("kick of %s on w%u failed: %s (it expires "
 				  "on its own)", v->jid, v->slot, error);
 	}

@@ -161,7 +161,7 @@ static int worker_orphan_cb(const struct session_info *info, void *ctx)
 {
 	struct worker_orphans *o = ctx;
 
-	if (info->slot != o->w->slot ||
+	if (info->node != 0 || info->slot != o->w->slot ||
 	    conn_lookup(o->w, info->conn_id, info->gen) != NULL)
 		return 0;
 	if (o->n == o->cap) {
@@ -229,6 +229,7 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	memcpy(w->listen_tls, b->listen_tls, sizeof(w->listen_tls));
 	memcpy(w->listen_kind, b->listen_kind, sizeof(w->listen_kind));
 	w->nslots = b->nslots;
+	w->nworkers = b->nworkers;
 	w->stats = shm_worker_stats(w->shm, w->slot);
 	metrics_self = w->stats;
 	/* gauges start from nothing; counters go on across respawns */
@@ -248,6 +249,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	if (w->epfd < 0 || w->q == NULL)
 		log_fatal("worker set-up failed: %m");
 	queue_set_dispatch_flag(w->q, &w->stats->queue_dispatching);
+	if (w->nslots > w->nworkers)
+		queue_set_bridge(w->q, w->nworkers);
 	const char *error;
 	if (ext_init(&error) < 0)
 		log_fatal("worker set-up failed: %s", error);

@@ -262,7 +262,11 @@ struct worker {
 	int listen_fds[WORKER_MAX_LISTEN];
 	int listen_tls[WORKER_MAX_LISTEN];
 	int listen_kind[WORKER_MAX_LISTEN];     /* enum listen_kind */
-	unsigned nslots;        /* worker processes (http.max_connections) */
+	unsigned nslots;        /* queue slots (nworkers, + 1: the cluster
+				   bridge's, slot nworkers, when on) */
+	unsigned nworkers;      /* worker processes: what owners hash
+				   over (rooms, s2s links), what shares
+				   http.max_connections */
 	struct http_conn *http_conns;   /* HTTP front's connections */
 	unsigned http_nconns;
 	int accept_paused;      /* EMFILE: listeners off until the timer */
@@ -420,6 +424,19 @@ void bind_release(struct conn *c);
  * here or on its worker. */
 struct session_info;
 void bind_kick(struct conn *c, const struct session_info *old);
+/* Send a frame to session s wherever it lives: another local worker's
+ * queue, or, for another node's session (s->node != 0), the cluster
+ * bridge's queue (s->slot) with s->node and s->rslot in the header;
+ * conn_id/gen are s's.  Every frame for a session record goes through
+ * here.  0, or -1 with error (QUEUE_ERR_FULL: bounce, do not store). */
+int worker_send_session(struct worker *w, const struct session_info *s,
+			uint8_t type, const void *data, size_t len,
+			const char **error_r);
+/* Answer the sender of frame hdr: its slot, and when it came through
+ * the cluster bridge, the node and worker it came from. */
+int worker_send_reply(struct worker *w, const struct ipc_frame_header *hdr,
+		      uint8_t type, uint32_t conn_id, uint32_t gen,
+		      const void *data, size_t len, const char **error_r);
 /* The client sent bytes: its session record's `active` second, written
  * at most once a second (conn.c's read path). */
 void bind_touch_slow(struct conn *c);
