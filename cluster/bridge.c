@@ -92,6 +92,12 @@ struct bridge {
 	struct queue *q;
 	int channel, dead_fd, epfd;
 	uint64_t incarnation;       /* random, per bridge start */
+	/* who we are and our timing, fixed for this bridge's life: the
+	 * names as the master put them in the node table at its start (a
+	 * reload's new cluster.* values are restart-only and must not
+	 * rename a running node) */
+	char node[CLUSTER_NAME_MAX + 1], cluster[CLUSTER_NAME_MAX + 1];
+	uint64_t interval_ms, timeout_ms;
 	char subj_hb[96];           /* xmppd.<cluster>.hb */
 	natsOptions *opts;
 	natsConnection *nc;
@@ -275,7 +281,7 @@ static void bridge_options(struct bridge *b)
 	if (s != NATS_OK)
 		log_fatal("cluster: natsOptions_Create: %s",
 			  natsStatus_GetText(s));
-	snprintf(name, sizeof(name), "xmppd-%s", cfg->cluster_node);
+	snprintf(name, sizeof(name), "xmppd-%s", b->node);
 	if ((s = natsOptions_SetServers(b->opts, urls, n)) != NATS_OK)
 		bridge_config_error("cluster.servers", s);
 	/* in the order given: the operator lists the node's own (nearest)
@@ -366,8 +372,11 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 	b->now_ms = time_now_ms();
 	while (b->incarnation == 0)
 		randombytes_buf(&b->incarnation, sizeof(b->incarnation));
-	snprintf(b->subj_hb, sizeof(b->subj_hb), "xmppd.%s.hb",
-		 b->cfg->cluster_name);
+	snprintf(b->node, sizeof(b->node), "%.32s", b->cl->nodes[0].name);
+	snprintf(b->cluster, sizeof(b->cluster), "%.32s", b->cl->name);
+	b->interval_ms = b->cfg->cluster_heartbeat_interval;
+	b->timeout_ms = b->cfg->cluster_node_timeout;
+	snprintf(b->subj_hb, sizeof(b->subj_hb), "xmppd.%s.hb", b->cluster);
 	b->q = queue_new(boot->queues, b->slot, b->cfg->queue_outbox_frames,
 			 (size_t)b->cfg->queue_outbox_bytes);
 	b->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -390,7 +399,7 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 		log_fatal("cluster: nats_Open: %s", natsStatus_GetText(s));
 	bridge_options(b);
 	log_info("cluster %s: node %s, incarnation %016llx, %u workers",
-		 b->cfg->cluster_name, b->cfg->cluster_node,
+		 b->cluster, b->node,
 		 (unsigned long long)b->incarnation, b->nworkers);
 	bridge_connect(b);
 }
@@ -415,8 +424,8 @@ static void bridge_publish_hb(struct bridge *b, int leaving)
 	uint8_t wire[CLUSTER_HB_SIZE];
 	struct ipc_cluster_node *self = &b->cl->nodes[0];
 
-	snprintf(hb.node, sizeof(hb.node), "%s", b->cfg->cluster_node);
-	snprintf(hb.cluster, sizeof(hb.cluster), "%s", b->cfg->cluster_name);
+	snprintf(hb.node, sizeof(hb.node), "%s", b->node);
+	snprintf(hb.cluster, sizeof(hb.cluster), "%s", b->cluster);
 	shm_cluster_write_begin(self);
 	self->incarnation = b->incarnation;
 	self->sessions = hb.sessions;
@@ -466,7 +475,7 @@ static void bridge_log_heard(struct bridge *b, enum cluster_event ev,
 		log_error("node %s is incompatible: IPC version %u, cluster "
 			  "'%s' (ours: %u, '%s'): ignored", hb->node,
 			  hb->ipc_version, hb->cluster, IPC_VERSION,
-			  b->cfg->cluster_name);
+			  b->cluster);
 		break;
 	case CLUSTER_EV_CLAIM:
 		if (bridge_rate_ok(b, &b->claim_logged_ms))
@@ -528,14 +537,14 @@ static void bridge_tick(struct bridge *b)
 {
 	int64_t down = METRIC_GET(b->cl->link_down_ms);
 	int lost = down != 0 &&
-		   b->now_ms - down > (int64_t)b->cfg->cluster_node_timeout;
-	cluster_table_tick(b->cl, b->now_ms, b->cfg->cluster_heartbeat_interval,
-			   b->cfg->cluster_node_timeout, lost, bridge_changed,
+		   b->now_ms - down > (int64_t)b->timeout_ms;
+	cluster_table_tick(b->cl, b->now_ms, b->interval_ms,
+			   b->timeout_ms, lost, bridge_changed,
 			   b);
 	if (b->now_ms >= b->next_hb_ms && !b->stopping) {
 		bridge_publish_hb(b, 0);
 		b->next_hb_ms = b->now_ms +
-			(int64_t)b->cfg->cluster_heartbeat_interval;
+			(int64_t)b->interval_ms;
 	}
 }
 
