@@ -21,9 +21,7 @@
  * link down in the table); bad heartbeats are counted and logged at
  * debug; anything else fatal exits 1 and the master respawns us.
  */
-#include "cluster.h"
-#include "../shm/cluster.h"
-#include "../worker/worker.h"
+#include "bridge_int.h"
 #include "log.h"
 #include "util.h"
 
@@ -43,27 +41,8 @@
 
 #define BRIDGE_MAX_SERVERS 16
 #define BRIDGE_RING 1024            /* events waiting for the main thread */
-#define BRIDGE_EV_DATA 256          /* message bytes kept (a heartbeat is
-				       104: a longer one is refused anyway) */
 #define BRIDGE_LOG_EVERY_MS 10000   /* rate of repeated error lines */
 #define BRIDGE_STOP_WAIT_MS 1500    /* drain before we close anyway */
-
-enum bridge_ev_type {
-	BRIDGE_EV_HB = 1,           /* a message on P.hb */
-	BRIDGE_EV_CONNECTED,        /* data: the server URL */
-	BRIDGE_EV_RECONNECTED,      /* data: the server URL */
-	BRIDGE_EV_DISCONNECTED,
-	BRIDGE_EV_CLOSED,
-	BRIDGE_EV_ERROR,            /* status: a natsStatus */
-};
-
-struct bridge_ev {
-	uint8_t type;               /* enum bridge_ev_type */
-	int32_t status;
-	uint32_t len;               /* bytes of the message (may exceed
-				       what data holds) */
-	uint8_t data[BRIDGE_EV_DATA];
-};
 
 /* What libnats threads hand to the main thread.  Full: dropped and
  * counted (heartbeats repeat; link events are re-read from
@@ -76,39 +55,6 @@ static struct {
 	struct bridge_ev ev[BRIDGE_RING];
 } ring = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake_fd = -1 };
 
-enum bridge_tag {
-	BRIDGE_TAG_CHANNEL = 1,
-	BRIDGE_TAG_DEAD,
-	BRIDGE_TAG_QUEUE,
-	BRIDGE_TAG_WAKE,
-};
-
-struct bridge {
-	unsigned slot, nworkers;
-	struct config *cfg;
-	struct shm_region *shm;
-	struct ipc_cluster *cl;
-	struct ipc_worker_stats *stats;
-	struct queue *q;
-	int channel, dead_fd, epfd;
-	uint64_t incarnation;       /* random, per bridge start */
-	/* who we are and our timing, fixed for this bridge's life: the
-	 * names as the master put them in the node table at its start (a
-	 * reload's new cluster.* values are restart-only and must not
-	 * rename a running node) */
-	char node[CLUSTER_NAME_MAX + 1], cluster[CLUSTER_NAME_MAX + 1];
-	uint64_t interval_ms, timeout_ms;
-	char subj_hb[96];           /* xmppd.<cluster>.hb */
-	natsOptions *opts;
-	natsConnection *nc;
-	natsSubscription *sub_hb;
-	int stopping;               /* QUIT or the master gone */
-	int closed;                 /* the connection's closed callback ran */
-	int64_t now_ms;
-	int64_t next_hb_ms;         /* our next heartbeat */
-	int64_t claim_logged_ms, full_logged_ms, bad_logged_ms;
-	uint64_t frames_dropped;    /* frames from workers (none expected) */
-};
 
 /* ---- libnats threads: the ring only ------------------------------------ */
 
@@ -125,6 +71,7 @@ static void ring_push(uint8_t type, int32_t status, const void *data,
 	struct bridge_ev *e = &ring.ev[(ring.head + ring.count) % BRIDGE_RING];
 	e->type = type;
 	e->status = status;
+	e->msg = NULL;
 	e->len = (uint32_t)len;
 	if (len > 0)    /* an empty message may have no data pointer */
 		memcpy(e->data, data, len < BRIDGE_EV_DATA ? len :
@@ -148,6 +95,34 @@ static int ring_pop(struct bridge_ev *out)
 	ring.count--;
 	pthread_mutex_unlock(&ring.lock);
 	return 1;
+}
+
+/* A routing message: the main thread takes it as it is (no copy) and
+ * destroys it.  A full ring drops it: what it carried comes again
+ * (frames are resent until acknowledged, a lost directory event shows
+ * as a gap and asks for a snapshot). */
+void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+		   void *closure)
+{
+	uint64_t one = 1;
+	(void)nc; (void)sub;
+	pthread_mutex_lock(&ring.lock);
+	if (ring.count == BRIDGE_RING) {
+		pthread_mutex_unlock(&ring.lock);
+		atomic_fetch_add(&ring.dropped, 1);
+		natsMsg_Destroy(msg);
+		return;
+	}
+	struct bridge_ev *e = &ring.ev[(ring.head + ring.count) % BRIDGE_RING];
+	e->type = BRIDGE_EV_MSG;
+	e->status = (int32_t)(intptr_t)closure;
+	e->msg = msg;
+	e->len = 0;
+	ring.count++;
+	pthread_mutex_unlock(&ring.lock);
+	if (write(ring.wake_fd, &one, sizeof(one)) < 0) {
+		/* the counter is already non-zero: the loop wakes anyway */
+	}
 }
 
 static void on_hb_msg(natsConnection *nc, natsSubscription *sub,
@@ -402,24 +377,20 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 		 b->cluster, b->node,
 		 (unsigned long long)b->incarnation, b->nworkers);
 	bridge_connect(b);
+	bridge_route_init(b);
 }
 
 /* ---- heartbeats and the node table ------------------------------------- */
 
-static uint64_t bridge_sessions(const struct bridge *b)
-{
-	uint64_t n = 0;
-	for (unsigned i = 0; i < b->nworkers; i++)
-		n += METRIC_GET(shm_worker_stats(b->shm, i)->sessions);
-	return n;
-}
 
 static void bridge_publish_hb(struct bridge *b, int leaving)
 {
 	struct cluster_hb hb = {
 		.flags = leaving ? CLUSTER_HB_F_LEAVING : 0,
 		.incarnation = b->incarnation, .ipc_version = IPC_VERSION,
-		.workers = b->nworkers, .sessions = bridge_sessions(b),
+		.workers = b->nworkers, .sessions = bridge_route_count(b),
+		.dir_seq = bridge_route_seq(b),
+		.dir_digest = bridge_route_digest(b),
 	};
 	uint8_t wire[CLUSTER_HB_SIZE];
 	struct ipc_cluster_node *self = &b->cl->nodes[0];
@@ -513,15 +484,22 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 		return;
 	}
 	METRIC_INC(b->cl->heartbeats_in);
-	bridge_log_heard(b, cluster_table_heard(b->cl, &hb, b->incarnation,
-						b->now_ms, &idx), &hb);
+	enum cluster_event ev = cluster_table_heard(b->cl, &hb,
+						    b->incarnation, b->now_ms,
+						    &idx);
+	bridge_log_heard(b, ev, &hb);
+	if (ev != CLUSTER_EV_FULL && ev != CLUSTER_EV_CLAIM &&
+	    ev != CLUSTER_EV_INCOMPATIBLE && idx != 0)
+		bridge_route_heard(b, idx, ev, &hb);
 }
 
 static void bridge_changed(unsigned index, enum cluster_event ev,
 			   const struct ipc_cluster_node *n, int64_t age_ms,
 			   void *ctx)
 {
-	(void)index; (void)ctx;
+	struct bridge *b = ctx;
+	if (ev == CLUSTER_EV_DOWN || ev == CLUSTER_EV_LINK_LOST)
+		bridge_route_down(b, index);
 	if (ev == CLUSTER_EV_SUSPECT)
 		log_info("node %s suspect: no heartbeat for %.1fs", n->name,
 			 (double)age_ms / 1000.0);
@@ -541,6 +519,7 @@ static void bridge_tick(struct bridge *b)
 	cluster_table_tick(b->cl, b->now_ms, b->interval_ms,
 			   b->timeout_ms, lost, bridge_changed,
 			   b);
+	bridge_route_tick(b);
 	if (b->now_ms >= b->next_hb_ms && !b->stopping) {
 		bridge_publish_hb(b, 0);
 		b->next_hb_ms = b->now_ms +
@@ -600,6 +579,9 @@ static void bridge_drain_ring(struct bridge *b)
 	while (ring_pop(&e)) {
 		if (e.type == BRIDGE_EV_HB)
 			bridge_heard(b, &e);
+		else if (e.type == BRIDGE_EV_MSG)
+			bridge_route_msg(b, (enum bridge_subject)e.status,
+					 e.msg);
 		else
 			bridge_link_event(b, &e);
 	}
@@ -609,11 +591,8 @@ static void bridge_frame(const struct ipc_frame_header *hdr,
 			 const void *payload, size_t len, void *ctx)
 {
 	struct bridge *b = ctx;
-	(void)payload;
 	METRIC_INC(b->stats->frames_in);
-	b->frames_dropped++;
-	log_debug("frame type %u (%zu bytes) from w%u dropped: no routing "
-		  "to other nodes yet", hdr->type, len, hdr->src_slot);
+	bridge_route_frame(b, hdr, payload, len);
 }
 
 static void bridge_apply_config(struct bridge *b, const struct ipc_cmd *cmd,
@@ -713,6 +692,7 @@ static _Noreturn void bridge_stop(struct bridge *b)
 		}
 	}
 	natsSubscription_Destroy(b->sub_hb);
+	bridge_route_stop(b);
 	natsConnection_Destroy(b->nc);
 	natsOptions_Destroy(b->opts);
 	nats_CloseAndWait(1000);

@@ -20,15 +20,17 @@ struct worker_boot;
 
 /* ---- heartbeat (hb.c) ---------------------------------------------------
  * Published on xmppd.<cluster>.hb every cluster.heartbeat_interval.
- * Fixed 104 bytes, little-endian:
+ * Fixed 112 bytes, little-endian:
  *   0  "XHB"            3  format (1)       4  flags (bit 0: leaving)
  *   5  node name length 6  cluster name length   7  0
  *   8  incarnation u64  16 IPC_VERSION u32  20 workers u32
  *   24 sessions u64     32 dir_seq u64
  *   40 node name (32 bytes, zero-padded)   72 cluster name (32, same)
+ *   104 dir_digest u64 (the XOR of its sessions' directory digests,
+ *       cluster/dirwire.h; sessions is their count)
  * A format other than 1 is refused: nodes of another format are older
  * or newer binaries, which the IPC_VERSION check would refuse anyway. */
-#define CLUSTER_HB_SIZE 104u
+#define CLUSTER_HB_SIZE 112u
 #define CLUSTER_HB_FORMAT 1u
 #define CLUSTER_NAME_MAX 32u
 
@@ -46,6 +48,7 @@ struct cluster_hb {
 	uint32_t workers;
 	uint64_t sessions;
 	uint64_t dir_seq;
+	uint64_t dir_digest;
 };
 
 /* hb into out (CLUSTER_HB_SIZE bytes).  Names longer than

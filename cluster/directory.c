@@ -17,6 +17,7 @@ struct dir_entry {
 	struct dir_entry *next;
 	uint64_t hash;
 	uint64_t digest;
+	uint32_t mark;              /* dir_local: the scan that saw it */
 	struct dir_rec rec;         /* jid and caps point into text */
 	char text[];
 };
@@ -106,14 +107,17 @@ static bool rec_equal(const struct dir_rec *a, const struct dir_rec *b)
 	       (a->caps_len == 0 || memcmp(a->caps, b->caps, a->caps_len) == 0);
 }
 
-/* The entry for rec's JID: rec now (SET).  1 changed, 0 equal, -1 out of
- * memory (the map is unchanged). */
-static int map_set(struct dir_map *m, const struct dir_rec *rec)
+/* The entry for rec's JID: rec now (SET), marked mark.  1 changed, 0
+ * equal, -1 out of memory (the map is unchanged). */
+static int map_set_mark(struct dir_map *m, const struct dir_rec *rec,
+			uint32_t mark)
 {
 	uint64_t hash = jid_hash(rec->jid, rec->jid_len);
 	struct dir_entry **pp = map_find(m, rec->jid, rec->jid_len, hash);
-	if (*pp != NULL && rec_equal(&(*pp)->rec, rec))
+	if (*pp != NULL && rec_equal(&(*pp)->rec, rec)) {
+		(*pp)->mark = mark;
 		return 0;
+	}
 	struct dir_entry *e = malloc(sizeof(*e) + rec->jid_len +
 				     rec->caps_len + 1);
 	if (e == NULL)
@@ -128,6 +132,7 @@ static int map_set(struct dir_map *m, const struct dir_rec *rec)
 	e->rec.jid = e->text;
 	e->rec.caps = rec->caps_len > 0 ? e->text + rec->jid_len : NULL;
 	e->digest = dir_rec_digest(&e->rec);
+	e->mark = mark;
 	if (*pp != NULL) {              /* replace in place */
 		struct dir_entry *old = *pp;
 		e->next = old->next;
@@ -142,6 +147,11 @@ static int map_set(struct dir_map *m, const struct dir_rec *rec)
 	if (m->count > m->nbuckets)
 		map_grow(m);
 	return 1;
+}
+
+static int map_set(struct dir_map *m, const struct dir_rec *rec)
+{
+	return map_set_mark(m, rec, 0);
 }
 
 /* Remove rec's JID if it is the same session (rslot, conn_id, gen). */
@@ -229,6 +239,24 @@ static enum dir_action ask(struct dir_peer *p)
 	p->next_part = 0;
 	p->mismatches = 0;
 	return DIR_ASK_SNAPSHOT;
+}
+
+void dir_peer_free(struct dir_peer *p)
+{
+	map_free(p->have);
+	p->have = NULL;
+	stop_sync(p);
+}
+
+bool dir_peer_holds(const struct dir_peer *p, const char *jid, size_t len,
+		    uint8_t rslot, uint32_t conn_id, uint32_t gen)
+{
+	if (p->have == NULL)
+		return false;
+	const struct dir_entry *e =
+		*map_find(p->have, jid, len, jid_hash(jid, len));
+	return e != NULL && e->rec.rslot == rslot && e->rec.conn_id == conn_id &&
+	       e->rec.gen == gen;
 }
 
 uint32_t dir_peer_count(const struct dir_peer *p)
@@ -495,15 +523,9 @@ void dir_local_free(struct dir_local *l)
 	buf_free(&l->out);
 }
 
-int dir_local_change(struct dir_local *l, const struct dir_rec *rec)
+/* Append rec to the events batch being filled. */
+static int local_event(struct dir_local *l, const struct dir_rec *rec)
 {
-	int rc;
-	if (rec->op == DIR_OP_SET)
-		rc = map_set(l->have, rec);
-	else
-		rc = map_del(l->have, rec) ? 1 : 0;
-	if (rc <= 0)
-		return rc;
 	if (l->out_count == 0) {
 		struct dir_batch_hdr h = {
 			.kind = DIR_KIND_EVENTS, .incarnation = l->incarnation,
@@ -520,6 +542,48 @@ int dir_local_change(struct dir_local *l, const struct dir_rec *rec)
 	l->seq++;
 	dir_set_count(&l->out, 0, ++l->out_count);
 	return 1;
+}
+
+int dir_local_change(struct dir_local *l, const struct dir_rec *rec)
+{
+	int rc;
+	if (rec->op == DIR_OP_SET)
+		rc = map_set_mark(l->have, rec, l->scan);
+	else
+		rc = map_del(l->have, rec) ? 1 : 0;
+	if (rc <= 0)
+		return rc;
+	return local_event(l, rec);
+}
+
+void dir_local_scan_begin(struct dir_local *l)
+{
+	l->scan++;
+}
+
+int dir_local_scan_end(struct dir_local *l)
+{
+	int rc = 0;
+	for (size_t i = 0; i < l->have->nbuckets; i++) {
+		struct dir_entry **pp = &l->have->buckets[i];
+		while (*pp != NULL) {
+			struct dir_entry *e = *pp;
+			if (e->mark == l->scan) {
+				pp = &e->next;
+				continue;
+			}
+			/* not in the table any more: it ended */
+			e->rec.op = DIR_OP_DEL;
+			e->rec.caps_len = 0;
+			if (local_event(l, &e->rec) < 0)
+				rc = -1;
+			*pp = e->next;
+			l->have->digest ^= e->digest;
+			l->have->count--;
+			free(e);
+		}
+	}
+	return rc;
 }
 
 bool dir_local_pending(const struct dir_local *l)

@@ -80,6 +80,12 @@ enum dir_action dir_peer_heartbeat(struct dir_peer *p,
 int dir_peer_batch(struct dir_peer *p, const struct dir_ops *ops,
 		   struct dir_reader *r, struct arena *a,
 		   enum dir_action *action_r, const char **error_r);
+/* Free what we hold of the node without touching the table (the
+ * bridge stops; the table keeps the entries). */
+void dir_peer_free(struct dir_peer *p);
+/* Whether we hold the node's session jid as (rslot, conn_id, gen). */
+bool dir_peer_holds(const struct dir_peer *p, const char *jid, size_t len,
+		    uint8_t rslot, uint32_t conn_id, uint32_t gen);
 /* Sessions of the node we hold, and their digest. */
 uint32_t dir_peer_count(const struct dir_peer *p);
 uint64_t dir_peer_digest(const struct dir_peer *p);
@@ -93,6 +99,7 @@ struct dir_local {
 	struct dir_map *have;
 	struct buf out;             /* the events batch being filled */
 	uint32_t out_count;
+	uint32_t scan;              /* the current scan's mark */
 };
 
 int dir_local_init(struct dir_local *l, const char *node,
@@ -104,6 +111,12 @@ void dir_local_free(struct dir_local *l);
  * DEL), -1 out of memory (the caller resyncs everyone: see
  * dir_local_snapshot). */
 int dir_local_change(struct dir_local *l, const struct dir_rec *rec);
+/* A full comparison with the session table: scan_begin, then a SET
+ * dir_local_change for each session the table holds, then scan_end,
+ * which ends (DEL) every session not set since scan_begin.  -1: out of
+ * memory (as dir_local_change). */
+void dir_local_scan_begin(struct dir_local *l);
+int dir_local_scan_end(struct dir_local *l);
 /* The events batch to publish (l->out, header included) if any: true,
  * and l->out is emptied by the next change after the caller sent it
  * (call dir_local_sent). */

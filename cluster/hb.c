@@ -61,6 +61,7 @@ void cluster_hb_encode(const struct cluster_hb *hb,
 	hb_put32(out + 20, hb->workers);
 	hb_put64(out + 24, hb->sessions);
 	hb_put64(out + 32, hb->dir_seq);
+	hb_put64(out + 104, hb->dir_digest);
 }
 
 /* The characters config.c allows in cluster.name and cluster.node. */
@@ -115,6 +116,7 @@ int cluster_hb_parse(const void *data, size_t len, struct cluster_hb *hb,
 	hb->workers = hb_get32(p + 20);
 	hb->sessions = hb_get64(p + 24);
 	hb->dir_seq = hb_get64(p + 32);
+	hb->dir_digest = hb_get64(p + 104);
 	if (hb->incarnation == 0) {
 		*error_r = "zero incarnation";
 		return -1;

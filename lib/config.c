@@ -751,6 +751,12 @@ const struct config_def config_defs[] = {
 	{ "cluster.heartbeat_interval", CONFIG_TYPE_DURATION,
 	  OFF(cluster_heartbeat_interval), "1s", 100, 10000, RESTART,
 	  "How often this node tells the others it is alive" },
+	{ "cluster.retain_bytes", CONFIG_TYPE_SIZE, OFF(cluster_retain_bytes),
+	  "64M", 1 << 20, 1ULL << 32, RESTART, "Stanzas sent to another "
+	  "node are kept until it acknowledges them, at most this many "
+	  "bytes per node; past it a stanza for that node is handled as "
+	  "undelivered (another resource, offline storage, or an error to "
+	  "its sender) until acknowledgements make room" },
 	{ "cluster.node_timeout", CONFIG_TYPE_DURATION,
 	  OFF(cluster_node_timeout), "3s", 500, 600000, RESTART, "A node "
 	  "not heard from for this long is down: the others drop its "

@@ -300,6 +300,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "cluster.tls_key", CONFIG_F_RESTART },
 	{ "cluster.secret_file", CONFIG_F_RESTART },
 	{ "cluster.heartbeat_interval", CONFIG_F_RESTART },
+	{ "cluster.retain_bytes", CONFIG_F_RESTART },
 	{ "cluster.node_timeout", CONFIG_F_RESTART },
 };
 

@@ -174,7 +174,8 @@ def heartbeat(node, inc, version, cluster=b"xmppd", workers=2, flags=0):
     """A heartbeat record as cluster/hb.c lays it out."""
     return (b"XHB" + bytes([1, flags, len(node), len(cluster), 0]) +
             struct.pack("<QIIQQ", inc, version, workers, 0, 0) +
-            node.ljust(32, b"\0") + cluster.ljust(32, b"\0"))
+            node.ljust(32, b"\0") + cluster.ljust(32, b"\0") +
+            struct.pack("<Q", 0))
 
 
 def ipc_version():

@@ -1,0 +1,122 @@
+/*
+ * bridge_int.h - the cluster bridge's own state, shared by bridge.c
+ * (the process, NATS, heartbeats) and bridge_route.c (the session
+ * directory and the stanza traffic between nodes).  Private to the
+ * bridge process.
+ */
+#ifndef XMPPD_BRIDGE_INT_H
+#define XMPPD_BRIDGE_INT_H
+
+#include "cluster.h"
+#include "directory.h"
+#include "xfer.h"
+#include "../shm/cluster.h"
+#include "../worker/worker.h"
+#include "arena.h"
+
+#include <nats/nats.h>
+
+#define BRIDGE_EV_DATA 256          /* message bytes kept (a heartbeat is
+				       112: a longer one is refused anyway) */
+
+enum bridge_ev_type {
+	BRIDGE_EV_HB = 1,           /* a message on P.hb */
+	BRIDGE_EV_CONNECTED,        /* data: the server URL */
+	BRIDGE_EV_RECONNECTED,      /* data: the server URL */
+	BRIDGE_EV_DISCONNECTED,
+	BRIDGE_EV_CLOSED,
+	BRIDGE_EV_ERROR,            /* status: a natsStatus */
+	BRIDGE_EV_MSG,              /* msg: a message on a routing subject
+				       (status: enum bridge_subject); the
+				       main thread destroys it */
+};
+
+struct bridge_ev {
+	uint8_t type;               /* enum bridge_ev_type */
+	int32_t status;
+	uint32_t len;               /* bytes of the message (may exceed
+				       what data holds) */
+	natsMsg *msg;
+	uint8_t data[BRIDGE_EV_DATA];
+};
+
+/* The routing subjects (bridge_route.c), P = xmppd.<cluster>. */
+enum bridge_subject {
+	BRIDGE_SUBJ_DIR = 1,        /* P.dir: every node's directory events */
+	BRIDGE_SUBJ_SYNC,           /* P.sync.<us>: a snapshot request */
+	BRIDGE_SUBJ_SNAP,           /* P.snap.<us>: snapshot parts for us */
+	BRIDGE_SUBJ_FRAMES,         /* P.n.<us>: frames for our workers */
+	BRIDGE_SUBJ_ACK,            /* P.ack.<us>: acks of what we sent */
+	BRIDGE_SUBJ_MAX
+};
+
+enum bridge_tag {
+	BRIDGE_TAG_CHANNEL = 1,
+	BRIDGE_TAG_DEAD,
+	BRIDGE_TAG_QUEUE,
+	BRIDGE_TAG_WAKE,
+};
+
+struct bridge {
+	unsigned slot, nworkers;
+	struct config *cfg;
+	struct shm_region *shm;
+	struct ipc_cluster *cl;
+	struct ipc_worker_stats *stats;
+	struct queue *q;
+	int channel, dead_fd, epfd;
+	uint64_t incarnation;       /* random, per bridge start */
+	/* who we are and our timing, fixed for this bridge's life: the
+	 * names as the master put them in the node table at its start (a
+	 * reload's new cluster.* values are restart-only and must not
+	 * rename a running node) */
+	char node[CLUSTER_NAME_MAX + 1], cluster[CLUSTER_NAME_MAX + 1];
+	uint64_t interval_ms, timeout_ms;
+	char subj_hb[96];           /* xmppd.<cluster>.hb */
+	natsOptions *opts;
+	natsConnection *nc;
+	natsSubscription *sub_hb;
+	int stopping;               /* QUIT or the master gone */
+	int closed;                 /* the connection's closed callback ran */
+	int64_t now_ms;
+	int64_t next_hb_ms;         /* our next heartbeat */
+	int64_t claim_logged_ms, full_logged_ms, bad_logged_ms;
+	uint64_t frames_dropped;    /* frames from workers not sent on */
+	/* bridge_route.c */
+	char prefix[64];            /* xmppd.<cluster> */
+	natsSubscription *subs[BRIDGE_SUBJ_MAX];
+	struct dir_local dir;       /* this node's sessions as told */
+	struct dir_peer peers[IPC_MAX_NODES];   /* by node table index */
+	int64_t asked_ms[IPC_MAX_NODES];        /* snapshot asked at */
+	struct xfer xfer;
+	struct arena scratch;
+	int64_t next_scan_ms;
+};
+
+/* bridge.c */
+void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+		   void *closure);
+
+/* bridge_route.c */
+/* Subscriptions and state, once b->nc exists. */
+void bridge_route_init(struct bridge *b);
+void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
+		      natsMsg *msg);
+/* A heartbeat of node idx was heard (after the node table took it). */
+void bridge_route_heard(struct bridge *b, unsigned idx,
+			enum cluster_event ev, const struct cluster_hb *hb);
+/* Node idx went down (or left): its sessions leave the table, what was
+ * on its way to it comes back. */
+void bridge_route_down(struct bridge *b, unsigned idx);
+/* A frame from one of our workers for a session on another node. */
+void bridge_route_frame(struct bridge *b, const struct ipc_frame_header *hdr,
+			const void *payload, size_t len);
+/* Each loop turn: our sessions' changes, batches, acks, resends. */
+void bridge_route_tick(struct bridge *b);
+/* What heartbeats say of our sessions: count, digest, last event. */
+uint32_t bridge_route_count(const struct bridge *b);
+uint64_t bridge_route_digest(const struct bridge *b);
+uint64_t bridge_route_seq(const struct bridge *b);
+void bridge_route_stop(struct bridge *b);
+
+#endif

@@ -1,0 +1,651 @@
+/*
+ * bridge_route.c - the bridge's part of "a session on another node is
+ * one more kind of another worker" (issue 15, docs/DESIGN.md
+ * "Cluster"): the session directory (directory.c) between this node's
+ * session table and the others', and the stanza frames between this
+ * node's workers and the others' (xfer.c).
+ *
+ * Our sessions: every ROUTE_SCAN_MS the bridge compares the session
+ * table's local entries with what it told the others, and publishes
+ * the differences as numbered events on P.dir (a scan catches every
+ * change, whoever made it: a worker, the master's sweep after a crash,
+ * a table rebuilt after a dead lock holder).  Their sessions: events
+ * and snapshots from each other node enter and leave our table as
+ * remote entries (slot = the bridge's, node = their index).
+ *
+ * Frames: a worker sends a frame for a remote entry to the bridge's
+ * slot with the node and its worker in the header; it goes out in that
+ * node's next batch, is kept until acknowledged, and comes back to the
+ * worker that sent it as undelivered if the node goes away first.
+ * Frames from other nodes go to the worker named in them.
+ *
+ * Failure policy: bad input from another node is dropped and logged at
+ * most every few seconds (it comes again, or a snapshot repairs it);
+ * a frame that cannot be sent is handed back as undelivered, never
+ * dropped; a full session table refuses a remote entry with a log line
+ * (its node's users are then unreachable from here until there is
+ * room, which the table's size setting governs).
+ */
+#include "bridge_int.h"
+#include "frame.h"
+#include "log.h"
+#include "queue.h"
+#include "session.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTE_SCAN_MS 100           /* our sessions vs the table */
+#define ROUTE_SNAP_PART (64u * 1024u)   /* bytes of a snapshot part */
+#define ROUTE_BATCH_MAX (256u * 1024u)  /* bytes of a frames batch */
+#define ROUTE_RESEND_MS 1000        /* unacknowledged this long: again */
+#define ROUTE_HELD_MAX (16u << 20)  /* events held during a snapshot */
+#define ROUTE_ASK_AGAIN_MS 2000     /* no snapshot this long: ask again */
+#define ROUTE_LOG_EVERY_MS 5000
+
+static int64_t route_logged_ms;
+
+static int route_log_ok(struct bridge *b)
+{
+	if (route_logged_ms != 0 &&
+	    b->now_ms - route_logged_ms < ROUTE_LOG_EVERY_MS)
+		return 0;
+	route_logged_ms = b->now_ms;
+	return 1;
+}
+
+/* The node table index of a node we hear from, or 0 (unknown, down,
+ * incompatible: its messages are dropped until its heartbeat says). */
+static unsigned route_node(const struct bridge *b, const char *name)
+{
+	unsigned n = METRIC_GET(b->cl->nnodes);
+	for (unsigned i = 1; i < n && i < IPC_MAX_NODES; i++) {
+		const struct ipc_cluster_node *e = &b->cl->nodes[i];
+		if ((e->state == IPC_NODE_UP || e->state == IPC_NODE_SUSPECT) &&
+		    strcmp(e->name, name) == 0)
+			return i;
+	}
+	return 0;
+}
+
+static void route_publish(struct bridge *b, const char *subject,
+			  const void *data, size_t len)
+{
+	natsStatus s = natsConnection_Publish(b->nc, subject, data, (int)len);
+	if (s == NATS_OK) {
+		METRIC_INC(b->cl->msgs_out);
+		METRIC_ADD(b->cl->bytes_out, len);
+	} else if (route_log_ok(b)) {
+		log_warn("cluster: publish %s (%zu bytes): %s", subject, len,
+			 natsStatus_GetText(s));
+	}
+}
+
+static void route_subject(const struct bridge *b, char *out, size_t size,
+			  const char *what, const char *node)
+{
+	snprintf(out, size, "%s.%s.%s", b->prefix, what, node);
+}
+
+/* ---- the session table, from the directory --------------------------- */
+
+static void route_info(struct session_info *info, unsigned node,
+		       const struct dir_rec *rec, unsigned bridge_slot)
+{
+	memset(info, 0, offsetof(struct session_info, jid));
+	info->slot = (uint16_t)bridge_slot;
+	info->node = (uint8_t)node;
+	info->rslot = rec->rslot;
+	info->conn_id = rec->conn_id;
+	info->gen = rec->gen;
+	info->priority = rec->priority;
+	info->available = rec->available;
+	info->flags = rec->flags;
+	info->since = rec->since;
+	memcpy(info->jid, rec->jid, rec->jid_len);
+	info->jid[rec->jid_len] = '\0';
+}
+
+static void route_table_set(void *ctx, unsigned node,
+			    const struct dir_rec *rec)
+{
+	struct bridge *b = ctx;
+	static struct session_info info, old;
+	const char *error = NULL;
+	route_info(&info, node, rec, b->slot);
+	int r = shm_session_insert_remote(b->shm->sessions, &info, &old,
+					  &error);
+	if (r < 0 && route_log_ok(b))
+		log_error("cluster: %s of node %s not entered: %s", info.jid,
+			  b->cl->nodes[node].name, error);
+	else if (r == 2 && route_log_ok(b))
+		log_warn("cluster: %s of node %s is held by %s%s here: "
+			 "not entered", info.jid, b->cl->nodes[node].name,
+			 old.node == 0 ? "a local session" : "node ",
+			 old.node == 0 ? "" : b->cl->nodes[old.node].name);
+}
+
+static void route_table_del(void *ctx, unsigned node,
+			    const struct dir_rec *rec)
+{
+	struct bridge *b = ctx;
+	char jid[IPC_JID_MAX + 1];
+	memcpy(jid, rec->jid, rec->jid_len);
+	jid[rec->jid_len] = '\0';
+	shm_session_remove_remote(b->shm->sessions, (uint8_t)node, rec->rslot,
+				  jid, rec->conn_id, rec->gen);
+}
+
+/* ---- our sessions, told to the others -------------------------------- */
+
+static int route_scan_one(const struct session_info *info, void *ctx)
+{
+	struct bridge *b = ctx;
+	if (info->node != 0 || info->slot >= b->nworkers)
+		return 0;       /* another node's, or not a worker's */
+	struct dir_rec rec = {
+		.op = DIR_OP_SET, .rslot = (uint8_t)info->slot,
+		.flags = info->flags & IPC_SESSION_F_CARBONS,
+		.available = info->available ? 1 : 0,
+		.priority = info->priority, .conn_id = info->conn_id,
+		.gen = info->gen, .since = info->since,
+		.jid_len = (uint16_t)strlen(info->jid), .jid = info->jid,
+	};
+	if (dir_local_change(&b->dir, &rec) < 0 && route_log_ok(b))
+		log_error("cluster: out of memory telling %s", info->jid);
+	return 0;
+}
+
+static void route_scan(struct bridge *b)
+{
+	char subject[128];
+	dir_local_scan_begin(&b->dir);
+	if (shm_session_foreach(b->shm->sessions, route_scan_one, b) < 0) {
+		/* an unreadable table: tell nothing rather than every
+		 * session ended */
+		b->dir.scan--;
+		return;
+	}
+	if (dir_local_scan_end(&b->dir) < 0 && route_log_ok(b))
+		log_error("cluster: out of memory telling session ends");
+	if (!dir_local_pending(&b->dir))
+		return;
+	snprintf(subject, sizeof(subject), "%s.dir", b->prefix);
+	route_publish(b, subject, buf_head(&b->dir.out),
+		      buf_used(&b->dir.out));
+	dir_local_sent(&b->dir);
+}
+
+struct route_snap {
+	struct bridge *b;
+	char subject[128];
+};
+
+static int route_snap_part(void *ctx, const void *part, size_t len)
+{
+	struct route_snap *s = ctx;
+	route_publish(s->b, s->subject, part, len);
+	return 0;
+}
+
+/* Someone asks for our sessions (payload: its node name). */
+static void route_sync_asked(struct bridge *b, const char *data, int len)
+{
+	char name[DIR_NODE_MAX + 1];
+	struct route_snap s = { .b = b };
+	if (len <= 0 || len > DIR_NODE_MAX)
+		return;
+	memcpy(name, data, (size_t)len);
+	name[len] = '\0';
+	if (route_node(b, name) == 0)
+		return;         /* not a node we know: its heartbeat first */
+	route_scan(b);          /* what is pending goes first */
+	route_subject(b, s.subject, sizeof(s.subject), "snap", name);
+	if (dir_local_snapshot(&b->dir, ROUTE_SNAP_PART, route_snap_part,
+			       &s) < 0 && route_log_ok(b))
+		log_error("cluster: snapshot for %s failed", name);
+}
+
+/* ---- their sessions --------------------------------------------------- */
+
+static void route_ask(struct bridge *b, unsigned idx)
+{
+	char subject[128];
+	const char *self = b->cfg->cluster_node;
+	route_subject(b, subject, sizeof(subject), "sync",
+		      b->cl->nodes[idx].name);
+	route_publish(b, subject, self, strlen(self));
+	b->asked_ms[idx] = b->now_ms;
+}
+
+static const struct dir_ops *route_ops(struct bridge *b)
+{
+	static struct dir_ops ops;
+	ops.ctx = b;
+	ops.set = route_table_set;
+	ops.del = route_table_del;
+	return &ops;
+}
+
+struct route_prune_ctx {
+	struct bridge *b;
+	unsigned idx;
+	unsigned n;
+	struct session_info *gone;      /* up to ROUTE_PRUNE_BATCH */
+};
+
+#define ROUTE_PRUNE_BATCH 64
+
+static int route_prune_one(const struct session_info *info, void *ctx)
+{
+	struct route_prune_ctx *p = ctx;
+	if (info->node != p->idx ||
+	    dir_peer_holds(&p->b->peers[p->idx], info->jid, strlen(info->jid),
+			   info->rslot, info->conn_id, info->gen))
+		return 0;
+	p->gone[p->n++] = *info;
+	return p->n == ROUTE_PRUNE_BATCH;
+}
+
+/* After a snapshot: entries of the node the snapshot does not hold are
+ * from before it (an earlier bridge of ours, an event lost): out. */
+static void route_prune(struct bridge *b, unsigned idx)
+{
+	static struct session_info gone[ROUTE_PRUNE_BATCH];
+	struct route_prune_ctx p = { b, idx, 0, gone };
+	unsigned total = 0;
+	do {
+		p.n = 0;
+		shm_session_foreach(b->shm->sessions, route_prune_one, &p);
+		for (unsigned i = 0; i < p.n; i++)
+			total += shm_session_remove_remote(
+				b->shm->sessions, (uint8_t)idx, gone[i].rslot,
+				gone[i].jid, gone[i].conn_id, gone[i].gen) == 1;
+	} while (p.n == ROUTE_PRUNE_BATCH);
+	if (total > 0)
+		log_info("cluster: %u stale sessions of node %s removed",
+			 total, b->cl->nodes[idx].name);
+}
+
+static void route_dir_batch(struct bridge *b, const void *data, size_t len)
+{
+	struct dir_reader r;
+	enum dir_action act = DIR_NOTHING;
+	const char *error = NULL;
+	unsigned idx;
+	if (dir_read_begin(&r, data, len, &error) < 0 ||
+	    (idx = route_node(b, r.hdr.node)) == 0) {
+		if (error != NULL && route_log_ok(b))
+			log_warn("cluster: directory batch refused: %s", error);
+		return;
+	}
+	uint64_t snapshots = b->peers[idx].snapshots;
+	if (dir_peer_batch(&b->peers[idx], route_ops(b), &r, &b->scratch,
+			   &act, &error) < 0 && route_log_ok(b))
+		log_warn("cluster: directory batch of %s refused: %s",
+			 r.hdr.node, error);
+	arena_reset(&b->scratch);
+	if (b->peers[idx].snapshots != snapshots)
+		route_prune(b, idx);
+	if (act == DIR_ASK_SNAPSHOT)
+		route_ask(b, idx);
+}
+
+/* The node with the lowest name among those up (and us) tells the
+ * contacts of a lost node's users: one node does it, whichever that
+ * is; two in a moment of disagreement send a second unavailable,
+ * which changes nothing for a client. */
+static int route_we_tell(const struct bridge *b)
+{
+	const char *self = b->cfg->cluster_node;
+	unsigned n = METRIC_GET(b->cl->nnodes);
+	for (unsigned i = 1; i < n && i < IPC_MAX_NODES; i++) {
+		const struct ipc_cluster_node *e = &b->cl->nodes[i];
+		if ((e->state == IPC_NODE_UP || e->state == IPC_NODE_SUSPECT) &&
+		    strcmp(e->name, self) < 0)
+			return 0;
+	}
+	return 1;
+}
+
+struct route_down_ctx {
+	struct bridge *b;
+	int tell;
+	unsigned told;
+};
+
+static uint32_t route_hash(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)s[i]) * 16777619u;
+	return h;
+}
+
+/* One of a lost node's sessions leaves our table; its contacts hear
+ * unavailable from one of our workers (the one its bare JID hashes to,
+ * IPC_FRAME_SWEPT as for a crashed worker's sessions). */
+static void route_down_del(void *ctx, unsigned node,
+			   const struct dir_rec *rec)
+{
+	struct route_down_ctx *d = ctx;
+	const char *error;
+	route_table_del(d->b, node, rec);
+	if (!d->tell || !rec->available)
+		return;
+	const char *slash = memchr(rec->jid, '/', rec->jid_len);
+	size_t bare = slash != NULL ? (size_t)(slash - rec->jid) : rec->jid_len;
+	unsigned w = route_hash(rec->jid, bare) % d->b->nworkers;
+	if (queue_send(d->b->q, w, IPC_FRAME_SWEPT, 0, 0, rec->jid,
+		       rec->jid_len, &error) < 0)
+		log_error("cluster: unavailable for %.*s not sent to w%u: %s",
+			  (int)rec->jid_len, rec->jid, w, error);
+	else
+		d->told++;
+}
+
+static void route_down_swept(const struct session_info *info, void *ctx)
+{
+	struct route_down_ctx *d = ctx;
+	const char *error;
+	if (!d->tell || !info->available)
+		return;
+	size_t len = strlen(info->jid), bare = strcspn(info->jid, "/");
+	unsigned w = route_hash(info->jid, bare) % d->b->nworkers;
+	if (queue_send(d->b->q, w, IPC_FRAME_SWEPT, 0, 0, info->jid, len,
+		       &error) == 0)
+		d->told++;
+}
+
+void bridge_route_down(struct bridge *b, unsigned idx)
+{
+	if (idx == 0 || idx >= IPC_MAX_NODES)
+		return;
+	struct route_down_ctx d = { b, route_we_tell(b), 0 };
+	struct dir_ops ops = { &d, NULL, route_down_del };
+	uint32_t had = dir_peer_count(&b->peers[idx]);
+	/* what was on its way there comes back first: by the time the
+	 * workers read it, the node's sessions are out of the table */
+	xfer_peer_down(&b->xfer, idx);
+	dir_peer_forget(&b->peers[idx], &ops);
+	/* what the directory did not know of: entries an earlier bridge of
+	 * ours entered, the node gone before its snapshot came */
+	shm_session_sweep_node(b->shm->sessions, (uint8_t)idx,
+			       route_down_swept, &d);
+	b->asked_ms[idx] = 0;
+	log_info("cluster: node %s's %u sessions left the table%s",
+		 b->cl->nodes[idx].name, had,
+		 d.tell ? " (we tell their contacts)" : "");
+}
+
+void bridge_route_heard(struct bridge *b, unsigned idx,
+			enum cluster_event ev, const struct cluster_hb *hb)
+{
+	struct dir_peer *p = &b->peers[idx];
+	if (ev == CLUSTER_EV_LEFT) {
+		bridge_route_down(b, idx);
+		return;
+	}
+	if (p->incarnation != 0 && p->incarnation != hb->incarnation) {
+		/* restarted within node_timeout: its old run is gone */
+		struct route_down_ctx d = { b, route_we_tell(b), 0 };
+		struct dir_ops ops = { &d, NULL, route_down_del };
+		xfer_peer_down(&b->xfer, idx);
+		dir_peer_forget(p, &ops);
+	}
+	xfer_peer_run(&b->xfer, idx, hb->incarnation);
+	enum dir_action act = dir_peer_heartbeat(p, route_ops(b),
+						 hb->incarnation, hb->dir_seq,
+						 (uint32_t)hb->sessions,
+						 hb->dir_digest);
+	if (act == DIR_ASK_SNAPSHOT ||
+	    (p->syncing && b->now_ms - b->asked_ms[idx] > ROUTE_ASK_AGAIN_MS))
+		route_ask(b, idx);
+}
+
+/* ---- frames ------------------------------------------------------------ */
+
+/* A frame that cannot reach its node goes back to the worker that sent
+ * it as undelivered: a stanza to a vanished session (conn 0: no
+ * session), which the worker routes by the bare JID's rules (another
+ * resource, offline storage, or an error to the sender).  Pushes and
+ * probes for sessions that are gone are dropped, as for a session that
+ * ended on this node. */
+static void route_handback(void *ctx, unsigned node, const void *frame,
+			      size_t len)
+{
+	struct bridge *b = ctx;
+	struct ipc_frame_header h;
+	size_t size;
+	const char *error;
+	(void)node;
+	if (frame_parse_header(frame, len, &h, &size, &error) < 0)
+		return;
+	if (h.type != IPC_FRAME_STANZA && h.type != IPC_FRAME_BARE_STANZA) {
+		log_debug("cluster: frame type %u for node %s dropped: the "
+			  "node is gone", h.type, b->cl->nodes[node].name);
+		return;
+	}
+	unsigned w = h.src_slot < b->nworkers ? h.src_slot : 0;
+	if (queue_send(b->q, w, h.type, 0, 0,
+		       (const char *)frame + IPC_FRAME_HDR_SIZE,
+		       len - IPC_FRAME_HDR_SIZE, &error) < 0)
+		log_error("cluster: undelivered stanza not handed back to "
+			  "w%u: %s", w, error);
+}
+
+void bridge_route_frame(struct bridge *b, const struct ipc_frame_header *hdr,
+			const void *payload, size_t len)
+{
+	unsigned char *f = malloc(IPC_FRAME_HDR_SIZE + len);
+	if (f == NULL) {
+		log_error("cluster: out of memory for a frame to node %u",
+			  hdr->node);
+		return;
+	}
+	struct ipc_frame_header h = *hdr;
+	h.len = (uint32_t)len;
+	h.flags = 0;
+	memcpy(f, &h, IPC_FRAME_HDR_SIZE);
+	memcpy(f + IPC_FRAME_HDR_SIZE, payload, len);
+	if (hdr->node == 0 ||
+	    xfer_send(&b->xfer, hdr->node, f, IPC_FRAME_HDR_SIZE + len,
+		      b->now_ms) < 0) {
+		b->frames_dropped++;
+		route_handback(b, hdr->node, f, IPC_FRAME_HDR_SIZE + len);
+	}
+	free(f);
+}
+
+static int route_publish_frames(void *ctx, unsigned node, const void *data,
+				size_t len)
+{
+	struct bridge *b = ctx;
+	char subject[128];
+	route_subject(b, subject, sizeof(subject), "n",
+		      b->cl->nodes[node].name);
+	route_publish(b, subject, data, len);
+	return 0;
+}
+
+static void route_publish_ack(void *ctx, unsigned node, const void *data,
+			      size_t len)
+{
+	struct bridge *b = ctx;
+	char subject[128];
+	route_subject(b, subject, sizeof(subject), "ack",
+		      b->cl->nodes[node].name);
+	route_publish(b, subject, data, len);
+}
+
+/* A frame from node from for one of our workers. */
+static int route_deliver(void *ctx, unsigned from,
+			 const struct ipc_frame_header *hdr, const void *frame,
+			 size_t len)
+{
+	struct bridge *b = ctx;
+	const char *error;
+	if (hdr->node_slot >= b->nworkers) {
+		if (route_log_ok(b))
+			log_warn("cluster: frame from %s for worker %u: we "
+				 "have %u", b->cl->nodes[from].name,
+				 hdr->node_slot, b->nworkers);
+		return 0;       /* acknowledged and dropped: it is wrong */
+	}
+	if (queue_send_node(b->q, hdr->node_slot, (uint8_t)from, 0, hdr->type,
+			    hdr->conn_id, hdr->gen,
+			    (const char *)frame + IPC_FRAME_HDR_SIZE,
+			    len - IPC_FRAME_HDR_SIZE, &error) < 0) {
+		if (strcmp(error, QUEUE_ERR_FULL) != 0 && route_log_ok(b))
+			log_warn("cluster: frame from %s not queued: %s",
+				 b->cl->nodes[from].name, error);
+		return -1;      /* comes again */
+	}
+	METRIC_INC(b->stats->frames_out);
+	return 0;
+}
+
+static void route_frames(struct bridge *b, const void *data, size_t len)
+{
+	struct relay_reader r;
+	const char *error = NULL;
+	unsigned idx;
+	if (relay_read_begin(&r, data, len, &error) < 0 ||
+	    (idx = route_node(b, r.hdr.node)) == 0) {
+		if (error != NULL && route_log_ok(b))
+			log_warn("cluster: frames batch refused: %s", error);
+		return;
+	}
+	if (xfer_receive(&b->xfer, idx, data, len, b->now_ms, &error) < 0 &&
+	    route_log_ok(b))
+		log_warn("cluster: frames batch of %s refused: %s", r.hdr.node,
+			 error);
+}
+
+/* ---- the bridge's calls ------------------------------------------------ */
+
+void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
+		      natsMsg *msg)
+{
+	const char *data = natsMsg_GetData(msg);
+	int len = natsMsg_GetDataLength(msg);
+	METRIC_INC(b->cl->msgs_in);
+	METRIC_ADD(b->cl->bytes_in, len > 0 ? (uint64_t)len : 0);
+	if (len <= 0 || data == NULL) {
+		natsMsg_Destroy(msg);
+		return;
+	}
+	switch (subject) {
+	case BRIDGE_SUBJ_DIR:
+	case BRIDGE_SUBJ_SNAP:
+		route_dir_batch(b, data, (size_t)len);
+		break;
+	case BRIDGE_SUBJ_SYNC:
+		route_sync_asked(b, data, len);
+		break;
+	case BRIDGE_SUBJ_FRAMES:
+	case BRIDGE_SUBJ_ACK:
+		route_frames(b, data, (size_t)len);
+		break;
+	default:
+		break;
+	}
+	natsMsg_Destroy(msg);
+}
+
+void bridge_route_tick(struct bridge *b)
+{
+	if (b->now_ms >= b->next_scan_ms) {
+		route_scan(b);
+		b->next_scan_ms = b->now_ms + ROUTE_SCAN_MS;
+	}
+	xfer_flush(&b->xfer, b->now_ms);
+}
+
+uint32_t bridge_route_count(const struct bridge *b)
+{
+	return dir_local_count(&b->dir);
+}
+
+uint64_t bridge_route_digest(const struct bridge *b)
+{
+	return dir_local_digest(&b->dir);
+}
+
+uint64_t bridge_route_seq(const struct bridge *b)
+{
+	return b->dir.seq;
+}
+
+static void route_subscribe(struct bridge *b, enum bridge_subject subj,
+			    const char *subject)
+{
+	natsStatus s = natsConnection_Subscribe(&b->subs[subj], b->nc, subject,
+						bridge_on_msg,
+						(void *)(intptr_t)subj);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(b->subs[subj], -1, -1);
+	if (s != NATS_OK)
+		log_fatal("cluster: subscribe(%s): %s", subject,
+			  natsStatus_GetText(s));
+}
+
+void bridge_route_init(struct bridge *b)
+{
+	static const struct {
+		enum bridge_subject subj;
+		const char *what;
+		int own;        /* .<our node> after it */
+	} subs[] = {
+		{ BRIDGE_SUBJ_DIR, "dir", 0 },
+		{ BRIDGE_SUBJ_SYNC, "sync", 1 },
+		{ BRIDGE_SUBJ_SNAP, "snap", 1 },
+		{ BRIDGE_SUBJ_FRAMES, "n", 1 },
+		{ BRIDGE_SUBJ_ACK, "ack", 1 },
+	};
+	struct xfer_ops ops = {
+		b, route_publish_frames, route_publish_ack, route_deliver,
+		route_handback,
+	};
+	char subject[128];
+	snprintf(b->prefix, sizeof(b->prefix), "xmppd.%s",
+		 b->cfg->cluster_name);
+	if (dir_local_init(&b->dir, b->cfg->cluster_node, b->incarnation) < 0)
+		log_fatal("cluster: out of memory");
+	for (unsigned i = 0; i < IPC_MAX_NODES; i++)
+		dir_peer_init(&b->peers[i], i, ROUTE_HELD_MAX);
+	xfer_init(&b->xfer, b->cfg->cluster_node, b->incarnation,
+		  ROUTE_BATCH_MAX, (size_t)b->cfg->cluster_retain_bytes,
+		  ROUTE_RESEND_MS, &ops);
+	arena_init(&b->scratch, 16384);
+	/* what the table holds of other nodes is from an earlier bridge of
+	 * ours: it stays (stanzas still reach those sessions) until each
+	 * node's first snapshot, which replaces it (route_pruned) */
+	for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+		if (subs[i].own)
+			route_subject(b, subject, sizeof(subject), subs[i].what,
+				      b->cfg->cluster_node);
+		else
+			snprintf(subject, sizeof(subject), "%s.%s", b->prefix,
+				 subs[i].what);
+		route_subscribe(b, subs[i].subj, subject);
+	}
+}
+
+void bridge_route_stop(struct bridge *b)
+{
+	for (unsigned i = 0; i < BRIDGE_SUBJ_MAX; i++)
+		if (b->subs[i] != NULL)
+			natsSubscription_Destroy(b->subs[i]);
+	xfer_free(&b->xfer);
+	dir_local_free(&b->dir);
+	/* the table keeps the other nodes' sessions: the next bridge's
+	 * snapshots replace them */
+	for (unsigned i = 0; i < IPC_MAX_NODES; i++)
+		dir_peer_free(&b->peers[i]);
+	arena_free(&b->scratch);
+}
