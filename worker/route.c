@@ -699,6 +699,13 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	    ext_conn_gone(w, hdr, payload, len))
 		return;
 	if (hdr->type == IPC_FRAME_KICK) {
+		/* from another node (through the bridge, hdr->node): the
+		 * new session's entry is in that node's table, and ours
+		 * still names c; it goes (owner-checked), so that the new
+		 * holder's directory entry can take its place here */
+		if (c != NULL && c->bound && c->jid != NULL && hdr->node != 0)
+			shm_session_del(w->shm->sessions, c->jid,
+					(uint16_t)w->slot, c->id, c->gen);
 		if (c != NULL) {
 			c->bound = 0;   /* its table entry is the new session's */
 			/* and so is its presence; but a detached XEP-0198

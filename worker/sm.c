@@ -124,6 +124,14 @@ struct sm_conn {
 	char id[SMSTORE_ID_MAX];    /* the previd the client holds */
 };
 
+/* Where a session went: its connection on a worker of this node, or
+ * of another node through the bridge's slot (node, rslot; else 0). */
+struct sm_dest {
+	uint16_t slot;
+	uint8_t node, rslot;
+	uint32_t id, gen;
+};
+
 /* Frames for a conn whose session moved go to where it is now. */
 struct sm_fwd {
 	uint32_t old_id, old_gen;
@@ -554,7 +562,7 @@ static void sm_answer(struct conn *c)
 
 /* ---- forwarding frames of a moved session ------------------------------- */
 
-static void sm_fwd_add(const struct conn *o, const struct session_info *to,
+static void sm_fwd_add(const struct conn *o, const struct sm_dest *to,
 		       const struct sm_ref *ref)
 {
 	if (sm_nfwd == sm_fwd_cap) {
@@ -578,7 +586,7 @@ static void sm_fwd_add(const struct conn *o, const struct session_info *to,
 	f->slot = to->slot;
 	f->node = to->node;
 	f->rslot = to->rslot;
-	f->id = to->conn_id;
+	f->id = to->id;
 	f->gen = to->gen;
 	f->until = o->w->now_ms + (int64_t)o->w->cfg->sm_forward_time;
 	if (ref != NULL) {
@@ -728,12 +736,11 @@ static void sm_resumed(struct conn *n, uint32_t h)
 		sm_request(n);
 }
 
-/* O lets go of its session (moved to `to`: its slot, node, rslot,
- * conn_id and gen; its struct sm_conn was taken by the caller): no
- * presence, no unbinding, nothing rerouted; an open socket gets
- * <conflict/> (section 5).  ref: a GIVEN record to free on SM_DONE, or
- * NULL. */
-static void sm_let_go(struct conn *o, const struct session_info *to,
+/* O lets go of its session (moved to `to`; its struct sm_conn was
+ * taken by the caller): no presence, no unbinding, nothing rerouted; an
+ * open socket gets <conflict/> (section 5).  ref: a GIVEN record to free
+ * on SM_DONE, or NULL. */
+static void sm_let_go(struct conn *o, const struct sm_dest *to,
 		      const struct sm_ref *ref)
 {
 	struct sm_conn *marker = calloc(1, sizeof(*marker));
@@ -783,8 +790,8 @@ static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
 	s->detached_ms = 0;
 	s->r_pending = 0;
 	s->r_due = 0;
-	struct session_info to = { .slot = (uint16_t)n->w->slot,
-				   .conn_id = n->id, .gen = n->gen };
+	struct sm_dest to = { .slot = (uint16_t)n->w->slot, .id = n->id,
+			      .gen = n->gen };
 	sm_let_go(o, &to, NULL);
 	smstore_set_ids(sm_store(n->w), &s->ref, n->id, n->gen);
 	smstore_set_state(sm_store(n->w), &s->ref, SM_REC_ATTACHED, 0);
@@ -1053,9 +1060,9 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 	smstore_set_state(sm_store(w), &s->ref, SM_REC_GIVEN, 0);
 	METRIC_DEC(w->stats->sessions);     /* counted by the new owner */
 	o->sm = NULL;
-	struct session_info to = { .slot = hdr->src_slot, .node = hdr->node,
-				   .rslot = hdr->node_slot,
-				   .conn_id = hdr->conn_id, .gen = hdr->gen };
+	struct sm_dest to = { .slot = hdr->src_slot, .node = hdr->node,
+			      .rslot = hdr->node_slot, .id = hdr->conn_id,
+			      .gen = hdr->gen };
 	sm_let_go(o, &to, &s->ref);
 	free(s);
 }
