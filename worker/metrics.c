@@ -39,7 +39,7 @@ static void metrics_http_health(struct worker *w,
 	(void)req;
 	/* readiness is the workers' (the cluster bridge serves no
 	 * client); the figures above cover every slot, bridge included */
-	int ready = metrics_health(w->shm, w->nworkers, reason,
+	int ready = metrics_health(w->shm, w->nslots, reason,
 				   sizeof(reason));
 	resp->status = ready ? 200 : 503;
 	resp->content_type = "text/plain; charset=utf-8";
