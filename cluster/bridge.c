@@ -713,7 +713,7 @@ _Noreturn void cluster_bridge_main(struct worker_boot *boot)
 	bridge_init(&b, boot);
 	for (;;) {
 		b.now_ms = time_now_ms();
-		int timeout = 250;
+		int timeout = b.queue_waiting ? 5 : 250;
 		if (b.next_hb_ms > b.now_ms && b.next_hb_ms - b.now_ms < timeout)
 			timeout = (int)(b.next_hb_ms - b.now_ms);
 		int n = epoll_wait(b.epfd, evs, 16, timeout);
@@ -730,5 +730,9 @@ _Noreturn void cluster_bridge_main(struct worker_boot *boot)
 		if (b.stopping)
 			bridge_stop(&b);
 		bridge_tick(&b);
+		/* frames for our workers (from other nodes, handed back):
+		 * a worker's socket full keeps them in the outbox, tried
+		 * again next turn, soon */
+		b.queue_waiting = queue_flush(b.q) == 0;
 	}
 }

@@ -91,6 +91,7 @@ struct bridge {
 	struct xfer xfer;
 	struct arena scratch;
 	int64_t next_scan_ms;
+	int queue_waiting;          /* frames for workers still in the outbox */
 };
 
 /* bridge.c */

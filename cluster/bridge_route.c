@@ -201,8 +201,10 @@ static void route_sync_asked(struct bridge *b, const char *data, int len)
 		return;
 	memcpy(name, data, (size_t)len);
 	name[len] = '\0';
-	if (route_node(b, name) == 0)
-		return;         /* not a node we know: its heartbeat first */
+	/* answered even before its heartbeat reached us: it heard ours */
+	if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		   "0123456789-_") != (size_t)len)
+		return;
 	route_scan(b);          /* what is pending goes first */
 	route_subject(b, s.subject, sizeof(s.subject), "snap", name);
 	if (dir_local_snapshot(&b->dir, ROUTE_SNAP_PART, route_snap_part,

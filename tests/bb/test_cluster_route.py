@@ -1,0 +1,66 @@
+"""Stanzas between users on different nodes of a cluster (issue 15
+slices 4-5: the session directory and the frames between nodes),
+three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
+
+  * every node's session list holds every session of the cluster;
+  * messages to full and to bare JIDs reach users on other nodes, in
+    both directions, stamped with the sender's full JID;
+  * a session that ends on one node leaves the others' lists.
+
+Exits 77 without nats-server (clusterlab's skips).  Needs
+XMPPD_TEST_PGCONN.
+"""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import run_tests  # noqa: E402
+from clusterlab import Lab, skippable, wait_until  # noqa: E402
+
+USERS = [("alice", "al1ce-pw"), ("bob", "b0b-pw"), ("carol", "car0l-pw")]
+
+
+def session_jids(node):
+    st = node.ctl("sessions", "--json")
+    out = getattr(st, "stdout", st)
+    return sorted(re.findall(r'"jid": "([^"]+)"', out))
+
+
+def message(a, b, to, body):
+    a.send("<message to='%s' type='chat'><body>%s</body></message>" % (to, body))
+    got = b.read_until("<message\\b[^>]*>(?:(?!</message>).)*<body>%s</body>.*?</message>"
+                       % re.escape(body), timeout=5)
+    assert "from='%s'" % a.jid in got, got
+
+
+@skippable
+def test_messages_across_nodes():
+    with Lab(nodes=3, nats=3) as lab:
+        for u, pw in USERS:
+            lab.add_user("%s@localhost" % u, pw)
+        lab.wait_converged(15)
+        cl = [lab.client(i, u, pw, "r%d" % i) for i, (u, pw) in enumerate(USERS)]
+        for c in cl:
+            c.send("<presence/>")
+        want = sorted(c.jid for c in cl)
+        for node in lab.nodes:
+            wait_until(lambda: (session_jids(node) == want,
+                                session_jids(node)), 10,
+                       "every node lists the cluster's three sessions")
+        for i, a in enumerate(cl):
+            for j, b in enumerate(cl):
+                if i == j:
+                    continue
+                message(a, b, b.jid, "full %d to %d" % (i, j))
+                message(a, b, b.jid.split("/")[0], "bare %d to %d" % (i, j))
+        cl[1].close()
+        rest = sorted([cl[0].jid, cl[2].jid])
+        for node in (lab.nodes[0], lab.nodes[2]):
+            wait_until(lambda: (session_jids(node) == rest,
+                                session_jids(node)), 10,
+                       "bob's session left the other nodes' lists")
+
+
+if __name__ == "__main__":
+    run_tests([test_messages_across_nodes])
