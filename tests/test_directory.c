@@ -392,3 +392,53 @@ Test(directory, converges_over_a_bad_link)
 	cr_expect_gt(w.asks, 3, "the link did lose batches");
 	world_free(&w);
 }
+
+/* A scan of the session table: sessions still there are not told
+ * again, changed ones are, and those no longer there end. */
+static struct dir_rec scan_rec(const char *jid, uint32_t conn, int avail)
+{
+	struct dir_rec r = {
+		.op = DIR_OP_SET, .rslot = 0, .available = (uint8_t)avail,
+		.conn_id = conn, .gen = 1, .since = 1765000000,
+		.jid_len = (uint16_t)strlen(jid), .jid = jid,
+	};
+	return r;
+}
+
+Test(directory, table_scan)
+{
+	struct world w;
+	world_init(&w, 11);
+	struct dir_rec a = scan_rec("a@x.org/1", 1, 1);
+	struct dir_rec b = scan_rec("b@x.org/1", 2, 1);
+	struct dir_rec c = scan_rec("c@x.org/1", 3, 0);
+	heartbeat(&w);
+	answer_snapshot(&w, 4096);
+	dir_local_scan_begin(&w.l);
+	change(&w, a);
+	change(&w, b);
+	cr_assert_eq(dir_local_scan_end(&w.l), 0);
+	publish(&w, false);
+	cr_expect_eq(w.t.n, 2);
+	uint64_t seq = w.l.seq;
+	/* the next scan: a unchanged, b gone, c new, then a changed */
+	dir_local_scan_begin(&w.l);
+	change(&w, a);
+	change(&w, c);
+	cr_assert_eq(dir_local_scan_end(&w.l), 0);
+	cr_expect_eq(w.l.seq, seq + 2, "c new and b ended: two events");
+	publish(&w, false);
+	expect_same(&w.l, &w.t, 2);
+	cr_expect_null(fake_find(&w.t, 2, "b@x.org/1", 9));
+	a.available = 0;
+	dir_local_scan_begin(&w.l);
+	change(&w, a);
+	change(&w, c);
+	cr_assert_eq(dir_local_scan_end(&w.l), 0);
+	cr_expect_eq(w.l.seq, seq + 3);
+	publish(&w, false);
+	expect_same(&w.l, &w.t, 2);
+	cr_expect_eq(fake_find(&w.t, 2, "a@x.org/1", 9)->rec.available, 0);
+	cr_expect_eq(heartbeat(&w), DIR_NOTHING);
+	world_free(&w);
+}
