@@ -498,7 +498,10 @@ static int route_deliver(void *ctx, unsigned from,
 				 hdr->node_slot, b->nworkers);
 		return 0;       /* acknowledged and dropped: it is wrong */
 	}
-	if (queue_send_node(b->q, hdr->node_slot, (uint8_t)from, 0, hdr->type,
+	/* node and node_slot now say where it came from: the worker's
+	 * reply (worker_send_reply) goes back there through us */
+	if (queue_send_node(b->q, hdr->node_slot, (uint8_t)from,
+			    (uint8_t)hdr->src_slot, hdr->type,
 			    hdr->conn_id, hdr->gen,
 			    (const char *)frame + IPC_FRAME_HDR_SIZE,
 			    len - IPC_FRAME_HDR_SIZE, &error) < 0) {
