@@ -91,6 +91,16 @@ struct bridge {
 	struct xfer xfer;
 	struct arena scratch;
 	int64_t next_scan_ms;
+	/* frames handed to each worker, in order, not yet said handled
+	 * (IPC_FRAME_SETTLED): what may be acknowledged (bridge_route.c) */
+	struct route_fifo {
+		struct route_pending {
+			uint8_t node;   /* 0: of a run no longer followed */
+			uint64_t seq;
+		} *v;
+		size_t cap, head, n;
+	} fifo[IPC_MAX_SLOTS];
+	uint32_t unsettled[IPC_MAX_NODES];
 	int queue_waiting;          /* frames for workers still in the outbox */
 };
 

@@ -49,6 +49,9 @@
 
 static int64_t route_logged_ms;
 
+static void route_settled(struct bridge *b, unsigned w, uint32_t n);
+static void route_unsettle_node(struct bridge *b, unsigned node);
+
 static int route_log_ok(struct bridge *b)
 {
 	if (route_logged_ms != 0 &&
@@ -373,6 +376,7 @@ void bridge_route_down(struct bridge *b, unsigned idx)
 	/* what was on its way there comes back first: by the time the
 	 * workers read it, the node's sessions are out of the table */
 	xfer_peer_down(&b->xfer, idx);
+	route_unsettle_node(b, idx);
 	dir_peer_forget(&b->peers[idx], &ops);
 	/* what the directory did not know of: entries an earlier bridge of
 	 * ours entered, the node gone before its snapshot came */
@@ -397,8 +401,12 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 		struct route_down_ctx d = { b, route_we_tell(b), 0 };
 		struct dir_ops ops = { &d, NULL, route_down_del };
 		xfer_peer_down(&b->xfer, idx);
+		route_unsettle_node(b, idx);
 		dir_peer_forget(p, &ops);
 	}
+	if (b->xfer.peers[idx].known &&
+	    b->xfer.peers[idx].in.peer_incarnation != hb->incarnation)
+		route_unsettle_node(b, idx);
 	xfer_peer_run(&b->xfer, idx, hb->incarnation);
 	enum dir_action act = dir_peer_heartbeat(p, route_ops(b),
 						 hb->incarnation, hb->dir_seq,
@@ -443,6 +451,14 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 void bridge_route_frame(struct bridge *b, const struct ipc_frame_header *hdr,
 			const void *payload, size_t len)
 {
+	if (hdr->type == IPC_FRAME_SETTLED) {
+		uint32_t n;
+		if (len == sizeof(n)) {
+			memcpy(&n, payload, sizeof(n));
+			route_settled(b, hdr->src_slot, n);
+		}
+		return;
+	}
 	unsigned char *f = malloc(IPC_FRAME_HDR_SIZE + len);
 	if (f == NULL) {
 		log_error("cluster: out of memory for a frame to node %u",
@@ -484,8 +500,94 @@ static void route_publish_ack(void *ctx, unsigned node, const void *data,
 	route_publish(b, subject, data, len);
 }
 
+/* ---- settlement: acknowledged once handled ----------------------------
+ * A frame from another node is acknowledged to its sender only when the
+ * worker it went to says it handled it (IPC_FRAME_SETTLED, once per
+ * loop turn, after the connections' writes): a node that dies with
+ * frames in its workers' queues has not acknowledged them, and their
+ * sender hands them back as undelivered.  Each worker takes its frames
+ * in order, so a FIFO per worker of (node, number) is enough; a node's
+ * acknowledgement is the number below its oldest frame still waiting
+ * at any worker. */
+
+static int fifo_push(struct route_fifo *f, unsigned node, uint64_t seq)
+{
+	if (f->n == f->cap) {
+		size_t cap = f->cap ? f->cap * 2 : 256;
+		struct route_pending *v = malloc(cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		for (size_t i = 0; i < f->n; i++)
+			v[i] = f->v[(f->head + i) % f->cap];
+		free(f->v);
+		f->v = v;
+		f->cap = cap;
+		f->head = 0;
+	}
+	f->v[(f->head + f->n) % f->cap] = (struct route_pending){
+		(uint8_t)node, seq };
+	f->n++;
+	return 0;
+}
+
+static void route_settle_node(struct bridge *b, unsigned node)
+{
+	uint64_t upto = xfer_delivered(&b->xfer, node);
+	if (b->unsettled[node] > 0) {
+		for (unsigned w = 0; w < b->nworkers; w++) {
+			struct route_fifo *f = &b->fifo[w];
+			for (size_t i = 0; i < f->n; i++) {
+				const struct route_pending *p =
+					&f->v[(f->head + i) % f->cap];
+				if (p->node != node)
+					continue;
+				if (p->seq - 1 < upto)
+					upto = p->seq - 1;
+				break;
+			}
+		}
+	}
+	xfer_settle(&b->xfer, node, upto);
+}
+
+/* Worker w handled n more of the frames we gave it. */
+static void route_settled(struct bridge *b, unsigned w, uint32_t n)
+{
+	bool touched[IPC_MAX_NODES] = { false };
+	struct route_fifo *f = &b->fifo[w];
+	if (w >= b->nworkers)
+		return;
+	while (n-- > 0 && f->n > 0) {
+		const struct route_pending *p = &f->v[f->head];
+		if (p->node != 0 && b->unsettled[p->node] > 0) {
+			b->unsettled[p->node]--;
+			touched[p->node] = true;
+		}
+		f->head = (f->head + 1) % f->cap;
+		f->n--;
+	}
+	for (unsigned node = 1; node < IPC_MAX_NODES; node++)
+		if (touched[node])
+			route_settle_node(b, node);
+}
+
+/* A new run of node, or none: what waits from the old one is no longer
+ * counted (the workers still handle it; its ack would mean nothing). */
+static void route_unsettle_node(struct bridge *b, unsigned node)
+{
+	for (unsigned w = 0; w < b->nworkers; w++) {
+		struct route_fifo *f = &b->fifo[w];
+		for (size_t i = 0; i < f->n; i++) {
+			struct route_pending *p = &f->v[(f->head + i) % f->cap];
+			if (p->node == node)
+				p->node = 0;
+		}
+	}
+	b->unsettled[node] = 0;
+}
+
 /* A frame from node from for one of our workers. */
-static int route_deliver(void *ctx, unsigned from,
+static int route_deliver(void *ctx, unsigned from, uint64_t seq,
 			 const struct ipc_frame_header *hdr, const void *frame,
 			 size_t len)
 {
@@ -511,7 +613,10 @@ static int route_deliver(void *ctx, unsigned from,
 		return -1;      /* comes again */
 	}
 	METRIC_INC(b->stats->frames_out);
-	return 0;
+	if (fifo_push(&b->fifo[hdr->node_slot], from, seq) < 0)
+		return 0;       /* out of memory: acknowledged as queued */
+	b->unsettled[from]++;
+	return 1;
 }
 
 static void route_frames(struct bridge *b, const void *data, size_t len)
@@ -562,10 +667,28 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 	natsMsg_Destroy(msg);
 }
 
+/* The traffic figures of each node we follow, for xmppctl and metrics. */
+static void route_figures(struct bridge *b)
+{
+	unsigned n = METRIC_GET(b->cl->nnodes);
+	for (unsigned i = 1; i < n && i < IPC_MAX_NODES; i++) {
+		struct ipc_cluster_node *e = &b->cl->nodes[i];
+		const struct xfer_peer *p = &b->xfer.peers[i];
+		shm_cluster_write_begin(e);
+		e->kept_bytes = p->out.bytes;
+		e->frames_out = p->frames_out;
+		e->frames_in = p->frames_in;
+		e->resent = p->resent;
+		e->directory = dir_peer_count(&b->peers[i]);
+		shm_cluster_write_end(e);
+	}
+}
+
 void bridge_route_tick(struct bridge *b)
 {
 	if (b->now_ms >= b->next_scan_ms) {
 		route_scan(b);
+		route_figures(b);
 		b->next_scan_ms = b->now_ms + ROUTE_SCAN_MS;
 	}
 	xfer_flush(&b->xfer, b->now_ms);
@@ -648,6 +771,8 @@ void bridge_route_stop(struct bridge *b)
 			natsSubscription_Destroy(b->subs[i]);
 	xfer_free(&b->xfer);
 	dir_local_free(&b->dir);
+	for (unsigned w = 0; w < IPC_MAX_SLOTS; w++)
+		free(b->fifo[w].v);
 	/* the table keeps the other nodes' sessions: the next bridge's
 	 * snapshots replace them */
 	for (unsigned i = 0; i < IPC_MAX_NODES; i++)

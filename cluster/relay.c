@@ -240,6 +240,7 @@ void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation)
 {
 	in->peer_incarnation = peer_incarnation;
 	in->delivered = 0;
+	in->settled = 0;
 }
 
 enum relay_verdict relay_in_verdict(struct relay_in *in,

@@ -109,6 +109,8 @@ const struct relay_item *relay_out_resend_due(struct relay_out *o,
 struct relay_in {
 	uint64_t peer_incarnation;  /* the sender's run we follow */
 	uint64_t delivered;         /* frames up to it were handed on */
+	uint64_t settled;           /* ... and up to it done with: what an
+				       ack says (<= delivered) */
 };
 
 enum relay_verdict {

@@ -127,6 +127,7 @@ int xfer_send(struct xfer *x, unsigned node, const void *frame, size_t len,
 	if (p->batch_count == 0)
 		p->batch_first = seq;
 	p->batch_count++;
+	p->frames_out++;
 	return 0;
 }
 
@@ -136,7 +137,7 @@ static void send_ack(struct xfer *x, unsigned node)
 	struct relay_hdr h = {
 		.kind = RELAY_ACK, .incarnation = x->self_incarnation,
 		.peer_incarnation = p->in.peer_incarnation,
-		.seq = p->in.delivered,
+		.seq = p->in.settled,
 	};
 	struct buf b;
 	memcpy(h.node, x->self, sizeof(h.node));
@@ -208,9 +209,14 @@ static int receive_frames(struct xfer *x, unsigned from,
 	while (relay_read_next(r, &fh, &f, &flen, error_r) == 1) {
 		if (i++ < skip)
 			continue;
-		if (x->ops.deliver(x->ops.ctx, from, &fh, f, flen) < 0)
+		uint64_t seq = r->hdr.seq + i - 1;
+		int d = x->ops.deliver(x->ops.ctx, from, seq, &fh, f, flen);
+		if (d < 0)
 			break;          /* the rest comes again */
-		p->in.delivered = r->hdr.seq + i - 1;
+		p->in.delivered = seq;
+		p->frames_in++;
+		if (d == 0 && p->in.settled == seq - 1)
+			p->in.settled = seq;
 	}
 	p->ack_due = true;
 	return 0;
@@ -236,6 +242,24 @@ int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 		return 0;
 	}
 	return receive_frames(x, from_node, &r, error_r);
+}
+
+void xfer_settle(struct xfer *x, unsigned node, uint64_t upto)
+{
+	struct xfer_peer *p;
+	if (node == 0 || node >= IPC_MAX_NODES || !(p = &x->peers[node])->known)
+		return;
+	if (upto > p->in.delivered)
+		upto = p->in.delivered;
+	if (upto > p->in.settled) {
+		p->in.settled = upto;
+		p->ack_due = true;
+	}
+}
+
+uint64_t xfer_delivered(const struct xfer *x, unsigned node)
+{
+	return node < IPC_MAX_NODES ? x->peers[node].in.delivered : 0;
 }
 
 size_t xfer_kept_bytes(const struct xfer *x, unsigned node)

@@ -31,9 +31,11 @@ struct xfer_ops {
 	/* an ack for node (P.ack.<name>) */
 	void (*publish_ack)(void *ctx, unsigned node, const void *data,
 			    size_t len);
-	/* a frame from node for our local slot hdr->node_slot: 0, or -1
-	 * (the queue is full: the frame comes again later) */
-	int (*deliver)(void *ctx, unsigned from_node,
+	/* frame number seq from node, for our local slot hdr->node_slot:
+	 * 0 handed on and done with (acknowledged now), 1 handed on, done
+	 * with later (the caller says when: xfer_settle), or -1 (the queue
+	 * is full: the frame comes again later) */
+	int (*deliver)(void *ctx, unsigned from_node, uint64_t seq,
 		       const struct ipc_frame_header *hdr, const void *frame,
 		       size_t len);
 	/* a frame we could not get to node (it went down or restarted
@@ -51,6 +53,7 @@ struct xfer_peer {
 	uint64_t batch_first;       /* the first one's number */
 	bool ack_due;
 	uint64_t batches_out, batches_in, resent, dups, gaps, refused;
+	uint64_t frames_out, frames_in;
 };
 
 struct xfer {
@@ -83,6 +86,12 @@ void xfer_flush(struct xfer *x, int64_t now_ms);
  * with *error_r: not well formed (dropped; the caller logs). */
 int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 		 size_t len, int64_t now_ms, const char **error_r);
+/* Frames of node up to upto are done with (written to their sessions,
+ * or routed on): the next ack says so.  Beyond what was handed on, or
+ * behind what was said, nothing changes. */
+void xfer_settle(struct xfer *x, unsigned node, uint64_t upto);
+/* Frames of node handed on (the highest number) and done with. */
+uint64_t xfer_delivered(const struct xfer *x, unsigned node);
 /* Bytes and frames kept for node (metrics, xmppctl). */
 size_t xfer_kept_bytes(const struct xfer *x, unsigned node);
 

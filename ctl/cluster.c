@@ -16,6 +16,8 @@
 struct ctl_node {
 	char name[CTL_FIELD], state[CTL_FIELD], inc[CTL_FIELD];
 	char sessions[CTL_FIELD], workers[CTL_FIELD], age[CTL_FIELD];
+	char directory[CTL_FIELD], kept[CTL_FIELD], fout[CTL_FIELD];
+	char fin[CTL_FIELD], resent[CTL_FIELD];
 };
 
 /* A field of line into buf (CTL_FIELD bytes), or the default. */
@@ -34,6 +36,11 @@ static void ctl_node_read(const char *line, struct ctl_node *n)
 	ctl_get(line, "sessions", n->sessions, "0");
 	ctl_get(line, "workers", n->workers, "0");
 	ctl_get(line, "heartbeat_age_ms", n->age, "0");
+	ctl_get(line, "directory", n->directory, "0");
+	ctl_get(line, "kept_bytes", n->kept, "0");
+	ctl_get(line, "frames_out", n->fout, "0");
+	ctl_get(line, "frames_in", n->fin, "0");
+	ctl_get(line, "resent", n->resent, "0");
 }
 
 /* The first line of kind, or NULL. */
@@ -127,6 +134,12 @@ static void ctl_cluster_json(const struct ctl_reply *r, const char *head)
 		ctl_json_member("sessions", n.sessions, 1, 0);
 		ctl_json_member("workers", n.workers, 1, 0);
 		ctl_json_member("heartbeat_age_ms", n.age, 1, 0);
+		/* the traffic with it (0 for this node itself) */
+		ctl_json_member("directory", n.directory, 1, 0);
+		ctl_json_member("kept_bytes", n.kept, 1, 0);
+		ctl_json_member("frames_sent", n.fout, 1, 0);
+		ctl_json_member("frames_received", n.fin, 1, 0);
+		ctl_json_member("resent", n.resent, 1, 0);
 		fputc('}', stdout);
 	}
 	fputs("]}\n", stdout);

@@ -39,12 +39,19 @@ static void cluster_node_line(struct master *m, unsigned i, int64_t now,
 		return;
 	int64_t age = i == 0 || n.last_hb_ms == 0 ? 0 : now - n.last_hb_ms;
 	buf_appendf(out, "node\tname=%s\tstate=%s\tincarnation=%016llx\t"
-		    "sessions=%llu\tworkers=%u\theartbeat_age_ms=%lld\n",
+		    "sessions=%llu\tworkers=%u\theartbeat_age_ms=%lld\t"
+		    "directory=%llu\tkept_bytes=%llu\tframes_out=%llu\t"
+		    "frames_in=%llu\tresent=%llu\n",
 		    n.name, shm_cluster_state_name(n.state),
 		    (unsigned long long)n.incarnation, (unsigned long long)
 		    (i == 0 ? cluster_local_sessions(m) : n.sessions),
 		    i == 0 ? m->nworkers : n.workers,
-		    (long long)(age < 0 ? 0 : age));
+		    (long long)(age < 0 ? 0 : age),
+		    (unsigned long long)n.directory,
+		    (unsigned long long)n.kept_bytes,
+		    (unsigned long long)n.frames_out,
+		    (unsigned long long)n.frames_in,
+		    (unsigned long long)n.resent);
 }
 
 void master_cluster_status(struct master *m, struct buf *out)

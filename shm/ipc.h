@@ -83,6 +83,12 @@ enum ipc_frame_type {
 				       that occupant's session was swept
 				       with its crashed worker, to the
 				       room's owner worker (muc.c) */
+	IPC_FRAME_SETTLED,          /* payload: u32, frames from other
+				       nodes a worker has handled since its
+				       last SETTLED (written to their
+				       sessions or routed on), to the
+				       cluster bridge, which acknowledges
+				       them to their senders (issue 15) */
 	IPC_FRAME_TYPE_MAX
 };
 
@@ -493,6 +499,12 @@ struct ipc_cluster_node {
 	uint64_t dir_seq;           /* its directory sequence (later slice) */
 	uint32_t ipc_version;       /* what its heartbeat said */
 	uint32_t restarts;          /* new incarnations seen of this name */
+	/* stanza traffic with it (cluster/xfer.c), others' entries only */
+	uint64_t kept_bytes;        /* sent, not acknowledged yet */
+	uint64_t frames_out;        /* frames sent to it */
+	uint64_t frames_in;         /* frames from it handed to workers */
+	uint64_t resent;            /* times acks stalled and all was resent */
+	uint64_t directory;         /* its sessions in our table */
 };
 
 /* This node's view of the cluster.  `enabled`, `name` and nodes[0].name

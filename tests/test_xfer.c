@@ -84,13 +84,14 @@ static void op_ack(void *ctx, unsigned node, const void *d, size_t len)
 	push(n->self, node, true, d, len);
 }
 
-static int op_deliver(void *ctx, unsigned from,
+static int op_deliver(void *ctx, unsigned from, uint64_t seq,
 		      const struct ipc_frame_header *h, const void *f,
 		      size_t len)
 {
 	struct node *n = ctx;
 	(void)f;
 	(void)len;
+	(void)seq;
 	if (n->refuse > 0) {
 		n->refuse--;
 		return -1;

@@ -476,6 +476,11 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 	struct worker *w = ctx;
 	METRIC_INC(w->stats->frames_in);
 	route_frame(w, hdr, payload, len);
+	/* another node's frame, through the bridge: it may acknowledge it
+	 * to its sender once we say it is handled (end of this turn,
+	 * after the connections' writes) */
+	if (hdr->node != 0 && hdr->src_slot == w->nworkers)
+		w->settled++;
 }
 
 static void worker_event(struct worker *w, struct epoll_event *ev)
@@ -580,6 +585,13 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		int d = ext_loop_turn(&w, w.now_ms);
 		if (d >= 0 && d < timeout)
 			timeout = d;
+		if (w.settled > 0) {
+			const char *error;
+			uint32_t count = w.settled;
+			if (queue_send(w.q, w.nworkers, IPC_FRAME_SETTLED, 0, 0,
+				       &count, sizeof(count), &error) == 0)
+				w.settled = 0;
+		}
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);

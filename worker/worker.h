@@ -267,6 +267,8 @@ struct worker {
 	unsigned nworkers;      /* worker processes: what owners hash
 				   over (rooms, s2s links), what shares
 				   http.max_connections */
+	uint32_t settled;       /* frames from other nodes handled this
+				   turn: told to the bridge at its end */
 	struct http_conn *http_conns;   /* HTTP front's connections */
 	unsigned http_nconns;
 	int accept_paused;      /* EMFILE: listeners off until the timer */

@@ -5,6 +5,9 @@ three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
   * every node's session list holds every session of the cluster;
   * messages to full and to bare JIDs reach users on other nodes, in
     both directions, stamped with the sender's full JID;
+  * every stanza sent to another node is acknowledged once handled
+    (`xmppctl cluster status --json`: nothing kept, frames counted both
+    ways, each node's directory holds the others' sessions);
   * a session that ends on one node leaves the others' lists.
 
 Exits 77 without nats-server (clusterlab's skips).  Needs
@@ -54,6 +57,18 @@ def test_messages_across_nodes():
                     continue
                 message(a, b, b.jid, "full %d to %d" % (i, j))
                 message(a, b, b.jid.split("/")[0], "bare %d to %d" % (i, j))
+        def settled(node):
+            st = node.cluster_status() or {}
+            others = [e for e in st.get("nodes", ()) if e.get("state") != "self"]
+            bad = [(e["name"], e.get("kept_bytes"), e.get("frames_sent"),
+                    e.get("frames_received"), e.get("directory"))
+                   for e in others
+                   if e.get("kept_bytes") != 0 or not e.get("frames_sent")
+                   or not e.get("frames_received") or e.get("directory") != 1]
+            return (len(others) == 2 and not bad, bad or others)
+        for node in lab.nodes:
+            wait_until(lambda: settled(node), 10,
+                       "all acknowledged, traffic counted, directories full")
         cl[1].close()
         rest = sorted([cl[0].jid, cl[2].jid])
         for node in (lab.nodes[0], lab.nodes[2]):
