@@ -113,6 +113,55 @@ static void route_info(struct session_info *info, unsigned node,
 	info->jid[rec->jid_len] = '\0';
 }
 
+/* Does session a (on node an) win over b (on node bn): the later bind
+ * (RFC 6120 section 7.7.2.2: the server ends the older session), the
+ * higher node name when they bound in the same second. */
+static int route_newer(const struct bridge *b, const struct session_info *x,
+		       unsigned xn, const struct session_info *y, unsigned yn)
+{
+	if (x->since != y->since)
+		return x->since > y->since;
+	const char *xname = xn == 0 ? b->cfg->cluster_node : b->cl->nodes[xn].name;
+	const char *yname = yn == 0 ? b->cfg->cluster_node : b->cl->nodes[yn].name;
+	return strcmp(xname, yname) > 0;
+}
+
+/* The same full JID bound on two nodes at once (each bind saw no
+ * holder: the events crossed).  Every node decides alike: the newer
+ * binding stays.  If it is the other node's, ours ends with
+ * <conflict/> and the entry becomes theirs; if ours, theirs is ignored
+ * here and ended there when our event reaches that node.  Two other
+ * nodes' sessions: the newer one's entry. */
+static void route_conflict(struct bridge *b, unsigned node,
+			   const struct session_info *info,
+			   const struct session_info *old)
+{
+	static const char reason[] = "conflict";
+	const char *error;
+	if (!route_newer(b, info, node, old, old->node))
+		return;         /* the holder stays; its node ends theirs */
+	if (old->node == 0) {
+		shm_session_del(b->shm->sessions, old->jid, old->slot,
+				old->conn_id, old->gen);
+		if (queue_send(b->q, old->slot, IPC_FRAME_KICK, old->conn_id,
+			       old->gen, reason, sizeof(reason) - 1,
+			       &error) < 0)
+			log_error("cluster: kick of %s on w%u failed: %s",
+				  old->jid, old->slot, error);
+		log_info("cluster: %s bound again on node %s: the session "
+			 "here ends (conflict)", old->jid,
+			 b->cl->nodes[node].name);
+	} else {
+		shm_session_remove_remote(b->shm->sessions, old->node,
+					  old->rslot, old->jid, old->conn_id,
+					  old->gen);
+	}
+	if (shm_session_insert_remote(b->shm->sessions, info, NULL,
+				      &error) != 0 && route_log_ok(b))
+		log_error("cluster: %s of node %s not entered after a "
+			  "conflict", info->jid, b->cl->nodes[node].name);
+}
+
 static void route_table_set(void *ctx, unsigned node,
 			    const struct dir_rec *rec)
 {
@@ -125,11 +174,8 @@ static void route_table_set(void *ctx, unsigned node,
 	if (r < 0 && route_log_ok(b))
 		log_error("cluster: %s of node %s not entered: %s", info.jid,
 			  b->cl->nodes[node].name, error);
-	else if (r == 2 && route_log_ok(b))
-		log_warn("cluster: %s of node %s is held by %s%s here: "
-			 "not entered", info.jid, b->cl->nodes[node].name,
-			 old.node == 0 ? "a local session" : "node ",
-			 old.node == 0 ? "" : b->cl->nodes[old.node].name);
+	else if (r == 2)
+		route_conflict(b, node, &info, &old);
 }
 
 static void route_table_del(void *ctx, unsigned node,

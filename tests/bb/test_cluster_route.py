@@ -8,14 +8,20 @@ three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
   * every stanza sent to another node is acknowledged once handled
     (`xmppctl cluster status --json`: nothing kept, frames counted both
     ways, each node's directory holds the others' sessions);
-  * a session that ends on one node leaves the others' lists.
+  * a session that ends on one node leaves the others' lists;
+  * the same full JID bound on two nodes that could not tell each
+    other (one bridge frozen for less than node_timeout): when they
+    can, exactly one of the two streams ends with <conflict/> and every
+    node lists one session for that JID.
 
 Exits 77 without nats-server (clusterlab's skips).  Needs
 XMPPD_TEST_PGCONN.
 """
 import os
 import re
+import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import run_tests  # noqa: E402
@@ -77,5 +83,36 @@ def test_messages_across_nodes():
                        "bob's session left the other nodes' lists")
 
 
+@skippable
+def test_same_jid_bound_on_two_nodes_at_once():
+    with Lab(nodes=2, nats=1, node_timeout="4s") as lab:
+        lab.add_user("alice@localhost", "al1ce-pw")
+        lab.wait_converged(15)
+        bridge = lab.nodes[0].bridge_pid()
+        os.kill(bridge, signal.SIGSTOP)     # n1 tells nothing, hears nothing
+        try:
+            a1 = lab.client(0, "alice", "al1ce-pw", "same")
+            a2 = lab.client(1, "alice", "al1ce-pw", "same")
+            assert a1.jid == a2.jid == "alice@localhost/same"
+            time.sleep(0.5)
+        finally:
+            os.kill(bridge, signal.SIGCONT)
+        ended = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not ended:
+            for c in (a1, a2):
+                try:
+                    c.read_until("conflict", timeout=0.2)
+                    ended.append(c)
+                except AssertionError:
+                    pass
+        assert len(ended) == 1, "%d streams ended with conflict" % len(ended)
+        for node in lab.nodes:
+            wait_until(lambda: (session_jids(node) == ["alice@localhost/same"],
+                                session_jids(node)), 10,
+                       "one session for the JID on every node")
+
+
 if __name__ == "__main__":
-    run_tests([test_messages_across_nodes])
+    run_tests([test_messages_across_nodes,
+               test_same_jid_bound_on_two_nodes_at_once])
