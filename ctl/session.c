@@ -49,7 +49,7 @@ static const char *ctl_prep_filter(struct arena *a, const char *arg,
 struct ctl_session_row {
 	char jid[3200];
 	char address[80];
-	char worker[16], tls[16], mech[32], since[32], idle[40];
+	char worker[48], tls[16], mech[32], since[32], idle[40];
 	char sm[48];     /* XEP-0198: -, on, resumable, detached Ns */
 };
 
@@ -65,6 +65,12 @@ static void ctl_session_row(const char *line, struct ctl_session_row *r)
 	snprintf(r->address, sizeof(r->address), strchr(addr, ':') ?
 		 "[%s]:%s" : "%s:%s", addr, port);
 	ctl_field(line, "worker", r->worker, sizeof(r->worker));
+	/* in a cluster: NODE/WORKER */
+	char node[40], w[16];
+	if (ctl_field(line, "node", node, sizeof(node))) {
+		snprintf(w, sizeof(w), "%.15s", r->worker);
+		snprintf(r->worker, sizeof(r->worker), "%.32s/%.14s", node, w);
+	}
 	ctl_field(line, "tls", r->tls, sizeof(r->tls));
 	ctl_field(line, "mechanism", r->mech, sizeof(r->mech));
 	since = ctl_field(line, "since", num, sizeof(num)) ?

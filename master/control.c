@@ -16,6 +16,7 @@
 #include "throttle.h"
 #include "util.h"
 #include "smstore.h"
+#include "../shm/cluster.h"
 #include "../worker/sm.h"
 
 #include <arpa/inet.h>
@@ -504,10 +505,20 @@ static int control_session_line(const struct session_info *s, void *ctx)
 		inet_ntop(s->peer_family == 4 ? AF_INET : AF_INET6,
 			  s->peer_addr, addr, sizeof(addr));
 	int64_t idle = cw->now - s->active;
-	char sm[48];
-	buf_appendf(cw->out, "session\tjid=%s\tworker=%u\taddress=%s\tport=%u\t"
+	char sm[48], node[IPC_NODE_NAME + 8] = "";
+	/* in a cluster, the node holding it; another node's session: its
+	 * worker there (the connection's facts are that node's) */
+	const struct ipc_cluster *c = cw->m != NULL ? &cw->m->shm.hdr->cluster
+						    : NULL;
+	if (c != NULL && c->enabled) {
+		struct ipc_cluster_node n;
+		snprintf(node, sizeof(node), "\tnode=%s",
+			 shm_cluster_read_node(c, s->node, &n) ? n.name : "?");
+	}
+	buf_appendf(cw->out, "session\tjid=%s%s\tworker=%u\taddress=%s\tport=%u\t"
 		    "tls=%s\tmechanism=%s\tsince=%lld\tidle=%lld\tsm=%s\n",
-		    s->jid, s->slot, addr, s->peer_port,
+		    s->jid, node, s->node != 0 ? s->rslot : s->slot, addr,
+		    s->peer_port,
 		    control_tls_name(s->tls_version),
 		    metrics_mech_name((enum ipc_mech)s->mech), (long long)s->since,
 		    (long long)(idle > 0 ? idle : 0),
@@ -521,7 +532,7 @@ static int control_session_line(const struct session_info *s, void *ctx)
 static void control_sessions(struct master *m, const char *filter,
 			     struct buf *out)
 {
-	struct control_walk cw = { .filter = filter, .out = out,
+	struct control_walk cw = { .filter = filter, .out = out, .m = m,
 				   .now = time(NULL), .now_ms = time_now_ms() };
 	control_sm_collect(m, &cw);
 	int r = shm_session_foreach(m->shm.sessions, control_session_line,
