@@ -700,14 +700,41 @@ static void metrics_render_nodes(struct metrics_ctx *m,
 	static const uint32_t shown[] = { IPC_NODE_UP, IPC_NODE_SUSPECT,
 					  IPC_NODE_DOWN, IPC_NODE_INCOMPATIBLE };
 	uint32_t nn = atomic_load_explicit(&c->nnodes, memory_order_acquire);
+	uint64_t dir = 0, kept = 0, fout = 0, fin = 0, resent = 0;
 	char l[48];
 
 	for (unsigned i = 1; i < nn && i < IPC_MAX_NODES; i++) {
 		struct ipc_cluster_node n;
-		if (shm_cluster_read_node(c, i, &n) &&
-		    n.state < IPC_NODE_STATE_MAX)
+		if (!shm_cluster_read_node(c, i, &n))
+			continue;
+		if (n.state < IPC_NODE_STATE_MAX)
 			count[n.state]++;
+		dir += n.directory;
+		kept += n.kept_bytes;
+		fout += n.frames_out;
+		fin += n.frames_in;
+		resent += n.resent;
 	}
+	metrics_family(m, "xmppd_cluster_directory_sessions", METRICS_GAUGE,
+		       NULL, "Other nodes' sessions in this node's session "
+		       "table (the directory).");
+	metrics_sample(m, "", dir);
+	metrics_family(m, "xmppd_cluster_unacknowledged_bytes", METRICS_GAUGE,
+		       NULL, "Bytes of stanzas sent to other nodes and kept "
+		       "until they acknowledge them.");
+	metrics_sample(m, "", kept);
+	metrics_family(m, "xmppd_cluster_frames_sent", METRICS_COUNTER, NULL,
+		       "Stanza frames sent to other nodes (since the bridge "
+		       "started).");
+	metrics_sample(m, "", fout);
+	metrics_family(m, "xmppd_cluster_frames_received", METRICS_COUNTER,
+		       NULL, "Stanza frames from other nodes handed to this "
+		       "node's workers (since the bridge started).");
+	metrics_sample(m, "", fin);
+	metrics_family(m, "xmppd_cluster_resends", METRICS_COUNTER, NULL,
+		       "Times acknowledgements stalled and every kept frame "
+		       "was sent to a node again.");
+	metrics_sample(m, "", resent);
 	metrics_family(m, "xmppd_cluster_nodes", METRICS_GAUGE, NULL,
 		       "Other nodes of the cluster by state, as this node "
 		       "sees them (heartbeats).");
