@@ -682,6 +682,12 @@ static void route_frames(struct bridge *b, const void *data, size_t len)
 			 error);
 }
 
+/* node started over its sequence to us (it had thought us gone) */
+static void route_in_reset(void *ctx, unsigned node)
+{
+	route_unsettle_node(ctx, node);
+}
+
 /* ---- the bridge's calls ------------------------------------------------ */
 
 void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
@@ -783,7 +789,7 @@ void bridge_route_init(struct bridge *b)
 	};
 	struct xfer_ops ops = {
 		b, route_publish_frames, route_publish_ack, route_deliver,
-		route_handback,
+		route_handback, route_in_reset,
 	};
 	char subject[128];
 	snprintf(b->prefix, sizeof(b->prefix), "xmppd.%s",

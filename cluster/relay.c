@@ -38,7 +38,7 @@ static uint64_t get_u64(const uint8_t *p)
 }
 
 /* magic u32, version u8, kind u8, name length u8, 0 u8, incarnation u64,
- * peer incarnation u64, seq u64, count u32, 0 u32, then the name. */
+ * peer incarnation u64, seq u64, count u32, stream u32, then the name. */
 int relay_put_hdr(struct buf *b, const struct relay_hdr *h)
 {
 	uint8_t f[RELAY_HDR_FIXED];
@@ -54,6 +54,7 @@ int relay_put_hdr(struct buf *b, const struct relay_hdr *h)
 	put_u64(f + 16, h->peer_incarnation);
 	put_u64(f + 24, h->seq);
 	put_u32(f + 32, h->count);
+	put_u32(f + 36, h->stream);
 	if (buf_append(b, f, sizeof(f)) < 0 || buf_append(b, h->node, n) < 0)
 		return -1;
 	return 0;
@@ -93,7 +94,7 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 	r->hdr.kind = p[5];
 	size_t n = p[6];
 	if ((r->hdr.kind != RELAY_FRAMES && r->hdr.kind != RELAY_ACK) ||
-	    p[7] != 0 || get_u32(p + 36) != 0) {
+	    p[7] != 0) {
 		*error_r = "unknown relay batch kind";
 		return -1;
 	}
@@ -107,6 +108,7 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 	r->hdr.peer_incarnation = get_u64(p + 16);
 	r->hdr.seq = get_u64(p + 24);
 	r->hdr.count = get_u32(p + 32);
+	r->hdr.stream = get_u32(p + 36);
 	size_t rest = len - RELAY_HDR_FIXED - n;
 	if ((r->hdr.kind == RELAY_ACK && (r->hdr.count != 0 || rest != 0)) ||
 	    r->hdr.count > rest / IPC_FRAME_HDR_SIZE) {
@@ -158,6 +160,7 @@ void relay_out_init(struct relay_out *o, uint64_t peer_incarnation,
 {
 	memset(o, 0, sizeof(*o));
 	o->peer_incarnation = peer_incarnation;
+	o->stream = 1;
 	o->next_seq = 1;
 	o->max_bytes = max_bytes;
 }
@@ -188,9 +191,10 @@ int relay_out_add(struct relay_out *o, const void *frame, size_t len,
 }
 
 int relay_out_ack(struct relay_out *o, uint64_t peer_incarnation,
-		  uint64_t upto, int64_t now_ms)
+		  uint32_t stream, uint64_t upto, int64_t now_ms)
 {
-	if (peer_incarnation != o->peer_incarnation || upto >= o->next_seq)
+	if (peer_incarnation != o->peer_incarnation || stream != o->stream ||
+	    upto >= o->next_seq)
 		return -1;
 	if (upto <= o->acked)
 		return 0;
@@ -213,6 +217,7 @@ void relay_out_reset(struct relay_out *o, uint64_t peer_incarnation,
 		     void *ctx)
 {
 	size_t max = o->max_bytes;
+	uint32_t stream = o->stream;
 	struct relay_item *it = o->head;
 	while (it != NULL) {
 		struct relay_item *next = it->next;
@@ -222,6 +227,7 @@ void relay_out_reset(struct relay_out *o, uint64_t peer_incarnation,
 		it = next;
 	}
 	relay_out_init(o, peer_incarnation, max);
+	o->stream = stream + 1;
 }
 
 const struct relay_item *relay_out_resend_due(struct relay_out *o,
@@ -239,6 +245,7 @@ const struct relay_item *relay_out_resend_due(struct relay_out *o,
 void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation)
 {
 	in->peer_incarnation = peer_incarnation;
+	in->stream = 0;
 	in->delivered = 0;
 	in->settled = 0;
 }
@@ -246,13 +253,21 @@ void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation)
 enum relay_verdict relay_in_verdict(struct relay_in *in,
 				    uint64_t self_incarnation,
 				    const struct relay_hdr *h,
-				    uint32_t *skip_r)
+				    uint32_t *skip_r, bool *restarted_r)
 {
 	*skip_r = 0;
+	*restarted_r = false;
 	if (h->peer_incarnation != self_incarnation)
 		return RELAY_NOT_FOR_US;
-	if (h->incarnation != in->peer_incarnation)
+	if (h->incarnation != in->peer_incarnation || h->stream < in->stream)
 		return RELAY_OTHER_RUN;
+	if (h->stream > in->stream) {
+		/* the sender started over (it thought us gone): so do we */
+		in->stream = h->stream;
+		in->delivered = 0;
+		in->settled = 0;
+		*restarted_r = true;
+	}
 	if (h->seq - 1 > in->delivered)
 		return RELAY_GAP;
 	uint64_t skip = in->delivered - (h->seq - 1);

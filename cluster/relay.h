@@ -42,6 +42,11 @@ struct relay_hdr {
 	uint64_t peer_incarnation;  /* the run of the receiver it means */
 	uint64_t seq;
 	uint32_t count;             /* frames that follow (ack: 0) */
+	uint32_t stream;            /* the sender's sequence for this peer,
+				       from 1, one more each time it starts
+				       over within its run (the peer went
+				       down or restarted in its view; the
+				       peer may not have noticed) */
 };
 
 int relay_put_hdr(struct buf *b, const struct relay_hdr *h);
@@ -74,6 +79,7 @@ struct relay_item {
 
 struct relay_out {
 	uint64_t peer_incarnation;  /* the run these frames are for */
+	uint32_t stream;            /* this sequence's number (relay_hdr) */
 	uint64_t next_seq;          /* the next frame's number (from 1) */
 	uint64_t acked;             /* every frame up to it was acked */
 	size_t bytes, max_bytes;    /* kept; the bound (cluster.retain_bytes) */
@@ -91,10 +97,10 @@ int relay_out_add(struct relay_out *o, const void *frame, size_t len,
 /* The peer has every frame up to upto: free them.  An ack beyond what
  * was sent, or for another run, is ignored (-1); 0 otherwise. */
 int relay_out_ack(struct relay_out *o, uint64_t peer_incarnation,
-		  uint64_t upto, int64_t now_ms);
+		  uint32_t stream, uint64_t upto, int64_t now_ms);
 /* Hand every frame still kept to each (oldest first), free them, and
- * start a new sequence for peer_incarnation (the peer restarted, or is
- * down: 0). */
+ * start a new sequence (stream + 1) for peer_incarnation (the peer
+ * restarted, or is down: 0). */
 void relay_out_reset(struct relay_out *o, uint64_t peer_incarnation,
 		     void (*each)(void *ctx, const void *frame, size_t len),
 		     void *ctx);
@@ -108,6 +114,7 @@ const struct relay_item *relay_out_resend_due(struct relay_out *o,
 
 struct relay_in {
 	uint64_t peer_incarnation;  /* the sender's run we follow */
+	uint32_t stream;            /* its sequence we follow */
 	uint64_t delivered;         /* frames up to it were handed on */
 	uint64_t settled;           /* ... and up to it done with: what an
 				       ack says (<= delivered) */
@@ -129,11 +136,13 @@ enum relay_verdict {
  * sequence starts again. */
 void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation);
 /* What to do with frames batch h from a peer; self_incarnation is this
- * node's run.  After handing frames on, the caller sets in->delivered
- * to the last one's number. */
+ * node's run.  A later stream of the peer's starts over (*restarted_r
+ * set: what was handed on of the earlier one is no longer counted); an
+ * earlier one is stale (RELAY_OTHER_RUN).  After handing frames on, the
+ * caller sets in->delivered to the last one's number. */
 enum relay_verdict relay_in_verdict(struct relay_in *in,
 				    uint64_t self_incarnation,
 				    const struct relay_hdr *h,
-				    uint32_t *skip_r);
+				    uint32_t *skip_r, bool *restarted_r);
 
 #endif

@@ -62,6 +62,9 @@ void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation)
 		relay_out_reset(&p->out, incarnation, hand_back, &h);
 	else
 		relay_out_init(&p->out, incarnation, x->retain_max);
+	/* a new sequence number even for a node we forgot: it may not
+	 * have forgotten us, and must see that we start over */
+	p->out.stream = ++p->streams;
 	relay_in_reset(&p->in, incarnation);
 	p->known = true;
 	p->ack_due = false;
@@ -87,6 +90,7 @@ static int publish_from(struct xfer *x, unsigned node,
 	struct relay_hdr h = {
 		.kind = RELAY_FRAMES, .incarnation = x->self_incarnation,
 		.peer_incarnation = p->out.peer_incarnation,
+		.stream = p->out.stream,
 	};
 	struct buf b;
 	int rc = 0;
@@ -137,7 +141,7 @@ static void send_ack(struct xfer *x, unsigned node)
 	struct relay_hdr h = {
 		.kind = RELAY_ACK, .incarnation = x->self_incarnation,
 		.peer_incarnation = p->in.peer_incarnation,
-		.seq = p->in.settled,
+		.seq = p->in.settled, .stream = p->in.stream,
 	};
 	struct buf b;
 	memcpy(h.node, x->self, sizeof(h.node));
@@ -182,6 +186,7 @@ static int receive_frames(struct xfer *x, unsigned from,
 	const void *f;
 	size_t flen;
 	uint32_t skip, i = 0;
+	bool restarted;
 	int rc;
 	/* the whole batch must read before any of it is handed on */
 	struct relay_reader check = *r;
@@ -189,8 +194,11 @@ static int receive_frames(struct xfer *x, unsigned from,
 		;
 	if (rc < 0)
 		return -1;
-	switch (relay_in_verdict(&p->in, x->self_incarnation, &r->hdr,
-				 &skip)) {
+	enum relay_verdict v = relay_in_verdict(&p->in, x->self_incarnation,
+						&r->hdr, &skip, &restarted);
+	if (restarted && x->ops.in_reset != NULL)
+		x->ops.in_reset(x->ops.ctx, from);
+	switch (v) {
 	case RELAY_NOT_FOR_US:
 	case RELAY_OTHER_RUN:
 		return 0;
@@ -237,8 +245,8 @@ int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 	if (r.hdr.kind == RELAY_ACK) {
 		if (r.hdr.peer_incarnation == x->self_incarnation &&
 		    r.hdr.incarnation == p->out.peer_incarnation)
-			relay_out_ack(&p->out, r.hdr.incarnation, r.hdr.seq,
-				      now_ms);
+			relay_out_ack(&p->out, r.hdr.incarnation,
+				      r.hdr.stream, r.hdr.seq, now_ms);
 		return 0;
 	}
 	return receive_frames(x, from_node, &r, error_r);

@@ -42,10 +42,16 @@ struct xfer_ops {
 	 * before acknowledging it): treat as for a vanished session */
 	void (*undelivered)(void *ctx, unsigned node, const void *frame,
 			    size_t len);
+	/* node started its sequence to us over (it thought us gone): what
+	 * was handed on of the earlier one is no longer to be settled
+	 * (may be NULL) */
+	void (*in_reset)(void *ctx, unsigned node);
 };
 
 struct xfer_peer {
 	bool known;                 /* we follow a run of this node */
+	uint32_t streams;           /* sequences started to it in this run
+				       of ours (the next is streams + 1) */
 	struct relay_out out;
 	struct relay_in in;
 	struct buf batch;           /* frames to publish this turn */

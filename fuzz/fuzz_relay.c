@@ -56,10 +56,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (r.hdr.kind == RELAY_FRAMES) {
 			struct relay_in in;
 			uint32_t skip;
+			bool restarted;
 			relay_in_reset(&in, r.hdr.incarnation);
+			in.stream = r.hdr.stream;
 			in.delivered = r.hdr.seq / 2 + 1;
 			if (relay_in_verdict(&in, r.hdr.peer_incarnation,
-					     &r.hdr, &skip) == RELAY_TAKE)
+					     &r.hdr, &skip, &restarted) ==
+			    RELAY_TAKE)
 				FUZZ_CHECK(skip < r.hdr.count, "skip %u of %u",
 					   skip, r.hdr.count);
 		}

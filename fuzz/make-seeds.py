@@ -317,7 +317,7 @@ for name, data in dir_seeds.items():
 # ---- relay: a frame batch or ack between nodes (cluster/relay.h) ------
 def relay_hdr(kind, seq, count, node=b"n1", inc=0x1111, peer=0x2222):
     return (struct.pack("<IBBBBQQQII", 0x58464231, 1, kind, len(node), 0,
-                        inc, peer, seq, count, 0) + node)
+                        inc, peer, seq, count, 1) + node)
 
 
 relay_seeds = {

@@ -33,6 +33,7 @@ static void hdr_init(struct relay_hdr *h, uint8_t kind, uint64_t seq)
 	h->incarnation = INC_A;
 	h->peer_incarnation = INC_B;
 	h->seq = seq;
+	h->stream = 1;
 }
 
 Test(relay, batch_round_trip)
@@ -162,13 +163,14 @@ Test(relay, sender_keeps_until_acked)
 	cr_expect_eq(seq, 2);
 	cr_expect_eq(relay_out_add(&o, "ccc", 3, 100, &seq), -1, "past 10");
 	cr_expect_eq(o.bytes, 8);
-	cr_expect_eq(relay_out_ack(&o, INC_A, 1, 200), -1, "another run");
-	cr_expect_eq(relay_out_ack(&o, INC_B, 3, 200), -1, "never sent");
+	cr_expect_eq(relay_out_ack(&o, INC_A, 1, 1, 200), -1, "another run");
+	cr_expect_eq(relay_out_ack(&o, INC_B, 2, 1, 200), -1, "another stream");
+	cr_expect_eq(relay_out_ack(&o, INC_B, 1, 3, 200), -1, "never sent");
 	cr_expect_eq(o.count, 2);
-	cr_expect_eq(relay_out_ack(&o, INC_B, 1, 200), 0);
+	cr_expect_eq(relay_out_ack(&o, INC_B, 1, 1, 200), 0);
 	cr_expect_eq(o.count, 1);
 	cr_expect_eq(o.bytes, 4);
-	cr_expect_eq(relay_out_ack(&o, INC_B, 0, 200), 0, "old ack: no-op");
+	cr_expect_eq(relay_out_ack(&o, INC_B, 1, 0, 200), 0, "old ack: no-op");
 	cr_expect_eq(o.count, 1);
 	cr_assert_eq(relay_out_add(&o, "cc", 2, 300, &seq), 0);
 	cr_expect_eq(seq, 3);
@@ -197,7 +199,7 @@ Test(relay, resend_when_acks_stall)
 	cr_assert_not_null(it);
 	cr_expect_eq(it->seq, 1);
 	cr_expect_null(relay_out_resend_due(&o, 6500, 1000), "one per period");
-	cr_expect_eq(relay_out_ack(&o, INC_B, 1, 6600), 0);
+	cr_expect_eq(relay_out_ack(&o, INC_B, 1, 1, 6600), 0);
 	cr_expect_null(relay_out_resend_due(&o, 9000, 1000), "all acked");
 	relay_out_reset(&o, 0, NULL, NULL);
 }
@@ -211,7 +213,9 @@ static enum relay_verdict verdict(struct relay_in *in, uint64_t inc,
 	h.incarnation = inc;
 	h.peer_incarnation = peer_inc;
 	h.count = count;
-	return relay_in_verdict(in, INC_B, &h, skip);
+	bool restarted;
+	h.stream = 1;
+	return relay_in_verdict(in, INC_B, &h, skip, &restarted);
 }
 
 Test(relay, receiver_order_rules)
@@ -286,8 +290,10 @@ Test(relay, lossy_link_delivers_each_frame_once_in_order)
 			const char *error;
 			cr_assert_eq(relay_read_begin(&r, buf_head(&b),
 						      buf_used(&b), &error), 0);
+			bool restarted;
 			enum relay_verdict v = relay_in_verdict(&in, INC_B,
-								&r.hdr, &skip);
+								&r.hdr, &skip,
+								&restarted);
 			for (uint32_t i = 0; relay_read_next(&r, &fh, &f, &flen,
 							     &error) == 1; i++) {
 				if (v != RELAY_TAKE || i < skip)
@@ -300,7 +306,8 @@ Test(relay, lossy_link_delivers_each_frame_once_in_order)
 			}
 			if (v != RELAY_NOT_FOR_US && v != RELAY_OTHER_RUN &&
 			    ++acks % 4 != 0)        /* some acks lost too */
-				relay_out_ack(&o, INC_B, in.delivered, now);
+				relay_out_ack(&o, INC_B, in.stream, in.delivered,
+					      now);
 		}
 		buf_free(&b);
 	}

@@ -125,7 +125,7 @@ static void setup(size_t retain_max)
 		struct node *n = &nodes[i];
 		char name[8];
 		struct xfer_ops ops = { n, op_publish, op_ack, op_deliver,
-					op_undelivered };
+					op_undelivered, NULL };
 		memset(n, 0, sizeof(*n));
 		n->net = &net;
 		n->self = i;
@@ -271,7 +271,7 @@ Test(xfer, restart_hands_back_and_starts_over)
 	step(now += 50);
 	/* node 2 restarts: a new xfer, a new incarnation */
 	struct xfer_ops ops = { &nodes[2], op_publish, op_ack, op_deliver,
-				op_undelivered };
+				op_undelivered, NULL };
 	xfer_free(&nodes[2].x);
 	xfer_init(&nodes[2].x, "n2", 2002, 2000, 1 << 20, 300, &ops);
 	xfer_peer_run(&nodes[2].x, 1, 1001);
@@ -299,5 +299,38 @@ Test(xfer, bounded)
 		ok += send_frame(1, 3, f, 0) == 0;
 	cr_expect(ok >= 2 && ok < 10, "%u kept of 10 in 200 bytes", ok);
 	cr_expect_leq(xfer_kept_bytes(&nodes[1].x, 3), 200);
+	teardown();
+}
+
+/* n1 thought n2 down (a partition n2 did not notice) and hears it again:
+ * n1 starts a new sequence; n2, which never forgot n1, must follow it
+ * rather than take the new frames for old ones (which would stall the
+ * link for good). */
+Test(xfer, one_sided_down_starts_over)
+{
+	setup(1 << 20);
+	int64_t now = 0;
+	for (unsigned f = 0; f < 20; f++)
+		send_frame(1, 2, f, now);
+	step(now);
+	step(now += 50);
+	step(now += 50);
+	cr_expect_eq(nodes[2].got[19], 1);
+	net.dead[2] = true;             /* n1's frames to n2 vanish */
+	for (unsigned f = 20; f < 25; f++)
+		send_frame(1, 2, f, now);
+	step(now += 50);
+	xfer_peer_down(&nodes[1].x, 2);   /* only n1 decides n2 is gone */
+	for (unsigned f = 20; f < 25; f++)
+		cr_expect_eq(nodes[1].undelivered[f], 1, "frame %u", f);
+	net.dead[2] = false;
+	xfer_peer_run(&nodes[1].x, 2, 1002);    /* heard again */
+	for (unsigned f = 25; f < 30; f++)
+		send_frame(1, 2, f, now);
+	for (unsigned k = 0; k < 4; k++)
+		step(now += 50);
+	for (unsigned f = 25; f < 30; f++)
+		cr_expect_eq(nodes[2].got[f], 1, "frame %u after the restart", f);
+	cr_expect_eq(xfer_kept_bytes(&nodes[1].x, 2), 0);
 	teardown();
 }
