@@ -47,6 +47,8 @@ enum bridge_subject {
 	BRIDGE_SUBJ_SNAP,           /* P.snap.<us>: snapshot parts for us */
 	BRIDGE_SUBJ_FRAMES,         /* P.n.<us>: frames for our workers */
 	BRIDGE_SUBJ_ACK,            /* P.ack.<us>: acks of what we sent */
+	BRIDGE_SUBJ_REANN,          /* P.reann.<us>: a node that had lost us
+				       asks for our users' presence again */
 	BRIDGE_SUBJ_MAX
 };
 
@@ -101,6 +103,8 @@ struct bridge {
 		size_t cap, head, n;
 	} fifo[IPC_MAX_SLOTS];
 	uint32_t unsettled[IPC_MAX_NODES];
+	uint8_t reann_due[IPC_MAX_NODES];       /* back: re-announce after
+						   its snapshot */
 	int queue_waiting;          /* frames for workers still in the outbox */
 };
 

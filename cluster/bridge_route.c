@@ -50,6 +50,7 @@
 static int64_t route_logged_ms;
 
 static void route_settled(struct bridge *b, unsigned w, uint32_t n);
+static void route_reannounce(struct bridge *b, unsigned idx);
 static void route_unsettle_node(struct bridge *b, unsigned node);
 
 static int route_log_ok(struct bridge *b)
@@ -340,8 +341,13 @@ static void route_dir_batch(struct bridge *b, const void *data, size_t len)
 		log_warn("cluster: directory batch of %s refused: %s",
 			 r.hdr.node, error);
 	arena_reset(&b->scratch);
-	if (b->peers[idx].snapshots != snapshots)
+	if (b->peers[idx].snapshots != snapshots) {
 		route_prune(b, idx);
+		if (b->reann_due[idx]) {
+			b->reann_due[idx] = 0;
+			route_reannounce(b, idx);
+		}
+	}
 	if (act == DIR_ASK_SNAPSHOT)
 		route_ask(b, idx);
 }
@@ -434,6 +440,23 @@ void bridge_route_down(struct bridge *b, unsigned idx)
 		 d.tell ? " (we tell their contacts)" : "");
 }
 
+/* A node we had marked down is back with the same run (a partition
+ * healed, our link came back): its users saw ours go unavailable and
+ * ours saw its users go.  Once its sessions are in our table again
+ * (its snapshot), our workers send their available sessions' presence
+ * again to the contacts we host; that node does the same for its users
+ * when it sees us back. */
+static void route_reannounce(struct bridge *b, unsigned idx)
+{
+	const char *error;
+	log_info("cluster: node %s is back: our users' presence goes to "
+		 "their contacts again", b->cl->nodes[idx].name);
+	for (unsigned w = 0; w < b->nworkers; w++)
+		if (queue_send(b->q, w, IPC_FRAME_REANNOUNCE, 0, 0, NULL, 0,
+			       &error) < 0)
+			log_warn("cluster: re-announce to w%u: %s", w, error);
+}
+
 void bridge_route_heard(struct bridge *b, unsigned idx,
 			enum cluster_event ev, const struct cluster_hb *hb)
 {
@@ -454,6 +477,16 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 	    b->xfer.peers[idx].in.peer_incarnation != hb->incarnation)
 		route_unsettle_node(b, idx);
 	xfer_peer_run(&b->xfer, idx, hb->incarnation);
+	if (ev == CLUSTER_EV_BACK) {
+		/* ours to its users once its sessions are in our table;
+		 * theirs to ours: we ask (it may never have lost us) */
+		char subject[128];
+		const char *self = b->cfg->cluster_node;
+		b->reann_due[idx] = 1;
+		route_subject(b, subject, sizeof(subject), "reann",
+			      b->cl->nodes[idx].name);
+		route_publish(b, subject, self, strlen(self));
+	}
 	enum dir_action act = dir_peer_heartbeat(p, route_ops(b),
 						 hb->incarnation, hb->dir_seq,
 						 (uint32_t)hb->sessions,
@@ -682,6 +715,24 @@ static void route_frames(struct bridge *b, const void *data, size_t len)
 			 error);
 }
 
+/* A node that had lost us asks for our users' presence again: now if
+ * its sessions are in our table, else after its snapshot. */
+static void route_reann_asked(struct bridge *b, const char *data, int len)
+{
+	char name[DIR_NODE_MAX + 1];
+	unsigned idx;
+	if (len <= 0 || len > DIR_NODE_MAX)
+		return;
+	memcpy(name, data, (size_t)len);
+	name[len] = '\0';
+	if ((idx = route_node(b, name)) == 0)
+		return;
+	if (b->peers[idx].synced && !b->peers[idx].syncing)
+		route_reannounce(b, idx);
+	else
+		b->reann_due[idx] = 1;
+}
+
 /* node started over its sequence to us (it had thought us gone) */
 static void route_in_reset(void *ctx, unsigned node)
 {
@@ -708,6 +759,9 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 		break;
 	case BRIDGE_SUBJ_SYNC:
 		route_sync_asked(b, data, len);
+		break;
+	case BRIDGE_SUBJ_REANN:
+		route_reann_asked(b, data, len);
 		break;
 	case BRIDGE_SUBJ_FRAMES:
 	case BRIDGE_SUBJ_ACK:
@@ -786,6 +840,7 @@ void bridge_route_init(struct bridge *b)
 		{ BRIDGE_SUBJ_SNAP, "snap", 1 },
 		{ BRIDGE_SUBJ_FRAMES, "n", 1 },
 		{ BRIDGE_SUBJ_ACK, "ack", 1 },
+		{ BRIDGE_SUBJ_REANN, "reann", 1 },
 	};
 	struct xfer_ops ops = {
 		b, route_publish_frames, route_publish_ack, route_deliver,

@@ -89,6 +89,10 @@ enum ipc_frame_type {
 				       sessions or routed on), to the
 				       cluster bridge, which acknowledges
 				       them to their senders (issue 15) */
+	IPC_FRAME_REANNOUNCE,       /* no payload: a node we had lost is
+				       back; the worker sends its available
+				       sessions' presence again to contacts
+				       we host, paced (from the bridge) */
 	IPC_FRAME_TYPE_MAX
 };
 

@@ -56,6 +56,9 @@ struct pjob {
 	int initial;            /* first available presence of the session */
 	int unavailable;
 	int remote_only;        /* stopping: only contacts we do not host */
+	int hosted_only;        /* again after a cluster heal: only
+				   contacts we host, not the account's own
+				   resources */
 	uint32_t conn_id, gen;  /* the session, for pending/offline */
 	char **directed;
 	unsigned ndirected;
@@ -279,6 +282,8 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 		int to = strcmp(sub, "to") == 0 || strcmp(sub, "both") == 0;
 		if (j->remote_only && !presence_remote(j->w, contact))
 			continue;
+		if (j->hosted_only && presence_remote(j->w, contact))
+			continue;
 		if (from) {
 			presence_send_to(j->w, j->text, contact, NULL);
 			presence_forget_directed(j, contact);
@@ -307,7 +312,7 @@ static void presence_broadcast(struct pjob *j)
 	/* Section 4.2.2: to all the account's available resources, the
 	 * one that sent it included -- but not a session that is going
 	 * away: its stream is closed or closing. */
-	if (!j->remote_only)
+	if (!j->remote_only && !j->hosted_only)
 		presence_send_to(j->w, j->text, j->bare,
 				 j->unavailable ? j->jid : NULL);
 	if (j->w->db == NULL ||
@@ -490,6 +495,20 @@ void presence_stop_broadcast(struct worker *w)
 	if (n > 0)
 		log_info("stopping: unavailable of %u sessions to their "
 			 "contacts on other servers and components", n);
+}
+
+void presence_reannounce(struct conn *c)
+{
+	if (c->kind != CONN_C2S || !c->bound || !c->available ||
+	    c->last_presence == NULL || c->closed || c->w->stopping)
+		return;
+	struct pjob *j = pjob_new(c->w, c->jid);
+	if (j == NULL || (j->text = strdup(c->last_presence)) == NULL) {
+		pjob_free(j);
+		return;
+	}
+	j->hosted_only = 1;
+	presence_broadcast(j);
 }
 
 void presence_swept(struct worker *w, const char *full_jid)

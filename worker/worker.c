@@ -470,11 +470,59 @@ static void worker_channel(struct worker *w)
 	w->stop_deadline_ms = time_now_ms();
 }
 
+#define WORKER_REANN_PER_TURN 64
+
+/* The sessions available now, to announce again over the next turns
+ * (several frames in a row: one list). */
+static void worker_reannounce_start(struct worker *w)
+{
+	size_t n = 0;
+	for (struct conn *c = w->conns; c != NULL; c = c->next)
+		n += c->kind == CONN_C2S && c->bound && c->available;
+	free(w->reann);
+	w->reann = n > 0 ? malloc(n * sizeof(*w->reann)) : NULL;
+	w->reann_n = w->reann_pos = 0;
+	if (w->reann == NULL)
+		return;
+	for (struct conn *c = w->conns; c != NULL && w->reann_n < n;
+	     c = c->next)
+		if (c->kind == CONN_C2S && c->bound && c->available)
+			w->reann[w->reann_n++] = (struct worker_reann){
+				c->id, c->gen };
+	log_info("a cluster node is back: the presence of %zu sessions goes "
+		 "to their contacts again", w->reann_n);
+}
+
+/* A few of them each turn (each one a roster query). */
+static int worker_reannounce_step(struct worker *w)
+{
+	unsigned done = 0;
+	while (w->reann_pos < w->reann_n && done < WORKER_REANN_PER_TURN) {
+		const struct worker_reann *r = &w->reann[w->reann_pos++];
+		struct conn *c = conn_lookup(w, r->conn_id, r->gen);
+		if (c != NULL) {
+			presence_reannounce(c);
+			done++;
+		}
+	}
+	if (w->reann_pos < w->reann_n)
+		return 1;
+	free(w->reann);
+	w->reann = NULL;
+	w->reann_n = w->reann_pos = 0;
+	return 0;
+}
+
 static void worker_frame(const struct ipc_frame_header *hdr,
 			 const void *payload, size_t len, void *ctx)
 {
 	struct worker *w = ctx;
 	METRIC_INC(w->stats->frames_in);
+	if (hdr->type == IPC_FRAME_REANNOUNCE) {
+		if (hdr->src_slot == w->nworkers)
+			worker_reannounce_start(w);
+		return;
+	}
 	route_frame(w, hdr, payload, len);
 	/* another node's frame, through the bridge: it may acknowledge it
 	 * to its sender once we say it is handled (end of this turn,
@@ -585,6 +633,8 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		int d = ext_loop_turn(&w, w.now_ms);
 		if (d >= 0 && d < timeout)
 			timeout = d;
+		if (w.reann != NULL && worker_reannounce_step(&w))
+			timeout = 0;
 		if (w.settled > 0) {
 			const char *error;
 			uint32_t count = w.settled;

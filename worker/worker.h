@@ -269,6 +269,11 @@ struct worker {
 				   http.max_connections */
 	uint32_t settled;       /* frames from other nodes handled this
 				   turn: told to the bridge at its end */
+	struct worker_reann {   /* sessions whose presence goes again
+				   (IPC_FRAME_REANNOUNCE), a few a turn */
+		uint32_t conn_id, gen;
+	} *reann;
+	size_t reann_n, reann_pos;
 	struct http_conn *http_conns;   /* HTTP front's connections */
 	unsigned http_nconns;
 	int accept_paused;      /* EMFILE: listeners off until the timer */
@@ -458,6 +463,11 @@ void presence_session_gone(struct conn *c);
  * contacts and directed-presence recipients we do not host (remote
  * servers, components); local ones get nothing (disconnected too). */
 void presence_stop_broadcast(struct worker *w);
+/* Cluster (issue 15): a node we had lost is back; the session's last
+ * presence goes again to its contacts we host (on any node), not to its
+ * own resources nor to other servers: those on the node that was gone
+ * saw it go unavailable (paced by the caller). */
+void presence_reannounce(struct conn *c);
 /* Swept session of a dead worker: broadcast its unavailable presence. */
 void presence_swept(struct worker *w, const char *full_jid);
 /* Send conn's last presence to `to` (a probe answer). */

@@ -113,6 +113,41 @@ def test_same_jid_bound_on_two_nodes_at_once():
                        "one session for the JID on every node")
 
 
+def befriend(lab, a, b):
+    """a and b (bare JIDs, local parts of accounts) subscribed both ways,
+    written in the shared database before they log in."""
+    for x, y in ((a, b), (b, a)):
+        lab.db.psql("INSERT INTO roster_items (account_id, contact, subscription) "
+                    "SELECT id, '%s@localhost', 'both' FROM accounts "
+                    "WHERE username = '%s'" % (y, x), lab.db.conninfo)
+
+
+@skippable
+def test_presence_again_after_a_frozen_node():
+    with Lab(nodes=3, nats=3) as lab:
+        lab.add_user("alice@localhost", "al1ce-pw")
+        lab.add_user("carol@localhost", "car0l-pw")
+        befriend(lab, "alice", "carol")
+        lab.wait_converged(15)
+        a = lab.client(0, "alice", "al1ce-pw", "a")
+        c = lab.client(2, "carol", "car0l-pw", "c")
+        a.send("<presence/>")
+        a.read_until("<presence[^>]*from='alice@localhost/a'", timeout=5)
+        time.sleep(0.5)     # alice's session is in n3's table
+        c.send("<presence><show>dnd</show></presence>")
+        a.read_until("<presence[^>]*from='carol@localhost/c'[^>]*>\\s*<show>dnd", timeout=5)
+        lab.nodes[2].freeze()
+        try:
+            a.read_until("<presence[^>]*from='carol@localhost/c'[^>]*type='unavailable'",
+                         timeout=15)
+        finally:
+            lab.nodes[2].thaw()
+        got = a.read_until("<presence[^>]*from='carol@localhost/c'[^>]*>\\s*<show>dnd",
+                           timeout=20)
+        assert "unavailable" not in got.split("<presence")[-1], got
+
+
 if __name__ == "__main__":
     run_tests([test_messages_across_nodes,
-               test_same_jid_bound_on_two_nodes_at_once])
+               test_same_jid_bound_on_two_nodes_at_once,
+               test_presence_again_after_a_frozen_node])
