@@ -89,6 +89,13 @@ enum ipc_frame_type {
 				       sessions or routed on), to the
 				       cluster bridge, which acknowledges
 				       them to their senders (issue 15) */
+	IPC_FRAME_PEP_EVENT,        /* a PEP event for the receiving node's
+				       sessions of one bare JID, whose caps
+				       only that node knows: u8 owner (the
+				       event is the account's own), u32
+				       head length, head, u32 tail length,
+				       tail, then "node\0bare"
+				       (pep_notify.c; conn 0) */
 	IPC_FRAME_REANNOUNCE,       /* no payload: a node we had lost is
 				       back; the worker sends its available
 				       sessions' presence again to contacts

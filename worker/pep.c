@@ -1321,6 +1321,7 @@ const struct ext pep_ext = {
 	.output_drained = pep_notify_drained,
 	.conn_free = pep_notify_conn_free,
 	.frame = pep_notify_last_frame,
+	.worker_frame = pep_notify_worker_frame,    /* issue 15 */
 	.session_save = pep_notify_session_save,       /* review 13b G8 */
 	.session_restore = pep_notify_session_restore,
 };

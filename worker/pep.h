@@ -122,6 +122,11 @@ void pep_notify_sub_prune(struct worker *w, const char *owner,
  * output drained; c's waiting jobs go with it */
 void pep_notify_drained(struct conn *c);
 /* IPC_FRAME_PEP_LAST (ext.h frame hook): c's last items of one owner. */
+/* IPC_FRAME_PEP_EVENT (another cluster node's event for our sessions
+ * of a bare JID): 1 when taken. */
+int pep_notify_worker_frame(struct worker *w,
+			    const struct ipc_frame_header *hdr,
+			    const char *payload, size_t len);
 int pep_notify_last_frame(struct conn *c, int type, const char *text,
 			  size_t len);
 void pep_notify_conn_free(struct conn *c);

@@ -177,26 +177,118 @@ static int pn_text(struct buf *b, const struct pn_event *e, const char *jid)
 	return buf_append(b, e->tail, e->tail_len);
 }
 
+/* e for bare's sessions on the cluster node of session s (issue 15):
+ * only that node knows its sessions' caps, so it picks the recipients
+ * itself (IPC_FRAME_PEP_EVENT to the worker of s there). */
+static void pn_to_node(struct worker *w, const struct pn_event *e,
+		       const char *bare, int owner,
+		       const struct session_info *s)
+{
+	struct buf b;
+	const char *error;
+	uint8_t o = owner ? 1 : 0;
+	uint32_t hl = (uint32_t)e->head_len, tl = (uint32_t)e->tail_len;
+	buf_init(&b, 0);
+	if (buf_append(&b, &o, 1) < 0 || buf_append(&b, &hl, 4) < 0 ||
+	    buf_append(&b, e->head, hl) < 0 || buf_append(&b, &tl, 4) < 0 ||
+	    buf_append(&b, e->tail, tl) < 0 ||
+	    buf_append(&b, e->node, strlen(e->node) + 1) < 0 ||
+	    buf_append(&b, bare, strlen(bare)) < 0 ||
+	    queue_send_node(w->q, s->slot, s->node, s->rslot,
+			    IPC_FRAME_PEP_EVENT, 0, 0, buf_head(&b),
+			    buf_used(&b), &error) < 0)
+		log_info("pep: event of %s for %s on another node lost",
+			 e->owner, bare);
+	buf_free(&b);
+}
+
 /* e to every available session of bare wanting e->node (and, unless
- * owner, with priority >= 0). */
-static void pn_to_bare(struct worker *w, const struct pn_event *e,
-		       const char *bare, int owner)
+ * owner, with priority >= 0); sessions on other cluster nodes through
+ * their node, once per node (local_only: we are that node). */
+static void pn_to_bare_opt(struct worker *w, const struct pn_event *e,
+			   const char *bare, int owner, int local_only)
 {
 	struct session_info *heap;
 	struct buf b;
+	uint64_t nodes_done = 0;
 	int n;
 	buf_init(&b, 0);
 	struct session_info *res = route_sessions(w, bare, &n, &heap);
 	for (int i = 0; i < n; i++) {
 		const struct session_info *s = &res[i];
-		if (!s->available || (!owner && s->priority < 0) ||
-		    !caps_session_wants(w, s, e->node))
+		if (!s->available || (!owner && s->priority < 0))
+			continue;
+		if (s->node != 0) {
+			if (local_only || s->node >= 64 ||
+			    (nodes_done & (1ull << s->node)))
+				continue;
+			nodes_done |= 1ull << s->node;
+			pn_to_node(w, e, bare, owner, s);
+			continue;
+		}
+		if (!caps_session_wants(w, s, e->node))
 			continue;
 		if (pn_text(&b, e, s->jid) == 0)
 			pn_send(w, s, buf_head(&b), buf_used(&b));
 	}
 	route_sessions_done(heap);
 	buf_free(&b);
+}
+
+static void pn_to_bare(struct worker *w, const struct pn_event *e,
+		       const char *bare, int owner)
+{
+	pn_to_bare_opt(w, e, bare, owner, 0);
+}
+
+/* IPC_FRAME_PEP_EVENT from another node's worker: the event to our
+ * sessions of the bare JID that want it. */
+int pep_notify_worker_frame(struct worker *w,
+			    const struct ipc_frame_header *hdr,
+			    const char *payload, size_t len)
+{
+	struct pn_event e = { .w = w };
+	uint32_t hl, tl;
+	size_t off = 0;
+	if (hdr->type != IPC_FRAME_PEP_EVENT)
+		return 0;
+	if (hdr->node == 0 || len < 9)
+		return 1;
+	int owner = payload[0] != 0;
+	memcpy(&hl, payload + 1, 4);
+	off = 5;
+	if (hl > len - off || len - off - hl < 4)
+		return 1;
+	const char *head = payload + off;
+	off += hl;
+	memcpy(&tl, payload + off, 4);
+	off += 4;
+	if (tl > len - off)
+		return 1;
+	const char *tail = payload + off;
+	off += tl;
+	const char *rest = payload + off;
+	size_t rest_len = len - off;
+	const char *nul = memchr(rest, '\0', rest_len);
+	if (nul == NULL || nul == rest || rest + rest_len - (nul + 1) == 0 ||
+	    (size_t)(rest + rest_len - (nul + 1)) > IPC_JID_MAX ||
+	    memchr(nul + 1, '\0', (size_t)(rest + rest_len - (nul + 1))))
+		return 1;
+	char bare[IPC_JID_MAX + 1];
+	size_t bl = (size_t)(rest + rest_len - (nul + 1));
+	memcpy(bare, nul + 1, bl);
+	bare[bl] = '\0';
+	e.node = strndup(rest, (size_t)(nul - rest));
+	e.head = strndup(head, hl);
+	e.tail = strndup(tail, tl);
+	e.head_len = hl;
+	e.tail_len = tl;
+	if (e.node != NULL && e.head != NULL && e.tail != NULL)
+		pn_to_bare_opt(w, &e, bare, owner, 1);
+	free(e.node);
+	free(e.head);
+	free(e.tail);
+	return 1;
 }
 
 static int pn_true(const char *v)

@@ -147,7 +147,61 @@ def test_presence_again_after_a_frozen_node():
         assert "unavailable" not in got.split("<presence")[-1], got
 
 
+TUNE_NS = "http://jabber.org/protocol/tune"
+CAPS_NODE = "http://example.org/cluster-test"
+
+
+def show_caps(c, features):
+    """c sends presence with XEP-0115 caps for features and answers its
+    server's disco#info query for them."""
+    import base64
+    import hashlib
+    feats = sorted(["http://jabber.org/protocol/disco#info"] + features)
+    ver = base64.b64encode(hashlib.sha1(
+        ("client/pc//T<" + "".join(f + "<" for f in feats)).encode()).digest()).decode()
+    c.send("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+           "node='%s' ver='%s'/></presence>" % (CAPS_NODE, ver))
+    q = c.read_until("<iq[^>]*type='get'[^>]*>.*?</iq>", timeout=10)
+    qid = re.search("id='([^']+)'", q).group(1)
+    frm = re.search("from='([^']+)'", q).group(1)
+    c.send("<iq type='result' id='%s' to='%s'><query xmlns='http://jabber.org/"
+           "protocol/disco#info' node='%s#%s'><identity category='client' "
+           "type='pc' name='T'/>%s</query></iq>"
+           % (qid, frm, CAPS_NODE, ver, "".join("<feature var='%s'/>" % f for f in feats)))
+
+
+@skippable
+def test_pep_event_to_a_contact_on_another_node():
+    with Lab(nodes=2, nats=1) as lab:
+        lab.add_user("alice@localhost", "al1ce-pw")
+        lab.add_user("bob@localhost", "b0b-pw")
+        befriend(lab, "alice", "bob")
+        lab.wait_converged(15)
+        a = lab.client(0, "alice", "al1ce-pw", "a")
+        b = lab.client(1, "bob", "b0b-pw", "b")
+        b2 = lab.client(1, "bob", "b0b-pw", "nocaps")
+        b2.send("<presence/>")
+        show_caps(b, [TUNE_NS + "+notify"])
+        a.send("<presence/>")
+        time.sleep(1.0)     # presence and caps settled, directories too
+        a.send("<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/"
+               "protocol/pubsub'><publish node='%s'><item id='t1'><tune "
+               "xmlns='%s'><artist>Yes</artist></tune></item></publish>"
+               "</pubsub></iq>" % (TUNE_NS, TUNE_NS))
+        a.read_until("<iq[^>]*id='p1'[^>]*type='result'|<iq[^>]*type='result'[^>]*id='p1'",
+                     timeout=5)
+        got = b.read_until("<message[^>]*from='alice@localhost'[^>]*type='headline'"
+                           ".*?<artist>Yes</artist>.*?</message>", timeout=10)
+        assert "to='bob@localhost/b'" in got, got
+        try:
+            extra = b2.read_until("<artist>Yes</artist>", timeout=1.5)
+        except AssertionError:
+            extra = None
+        assert extra is None, "a session without +notify caps got it: %r" % extra
+
+
 if __name__ == "__main__":
     run_tests([test_messages_across_nodes,
                test_same_jid_bound_on_two_nodes_at_once,
-               test_presence_again_after_a_frozen_node])
+               test_presence_again_after_a_frozen_node,
+               test_pep_event_to_a_contact_on_another_node])
