@@ -93,6 +93,8 @@ struct bridge {
 	struct xfer xfer;
 	struct arena scratch;
 	int64_t next_scan_ms;
+	int64_t last_scan_ms;
+	uint64_t scan_changes;      /* shm_session_changes at the last scan */
 	/* frames handed to each worker, in order, not yet said handled
 	 * (IPC_FRAME_SETTLED): what may be acknowledged (bridge_route.c) */
 	struct route_fifo {

@@ -40,6 +40,7 @@
 #include <string.h>
 
 #define ROUTE_SCAN_MS 100           /* our sessions vs the table */
+#define ROUTE_FULL_SCAN_MS 5000     /* ... even when nothing moved */
 #define ROUTE_SNAP_PART (64u * 1024u)   /* bytes of a snapshot part */
 #define ROUTE_BATCH_MAX (256u * 1024u)  /* bytes of a frames batch */
 #define ROUTE_RESEND_MS 1000        /* unacknowledged this long: again */
@@ -793,7 +794,15 @@ static void route_figures(struct bridge *b)
 void bridge_route_tick(struct bridge *b)
 {
 	if (b->now_ms >= b->next_scan_ms) {
-		route_scan(b);
+		/* a scan copies the whole table: only when a local session
+		 * changed (and every few seconds whatever the counter says) */
+		uint64_t changes = shm_session_changes(b->shm->sessions);
+		if (changes != b->scan_changes ||
+		    b->now_ms - b->last_scan_ms >= ROUTE_FULL_SCAN_MS) {
+			b->scan_changes = changes;
+			b->last_scan_ms = b->now_ms;
+			route_scan(b);
+		}
 		route_figures(b);
 		b->next_scan_ms = b->now_ms + ROUTE_SCAN_MS;
 	}

@@ -440,6 +440,9 @@ struct ipc_session_table {
 	int32_t free_head;          /* free record list */
 	int32_t long_free_head;     /* free long-JID list */
 	uint32_t recoveries;        /* times rebuilt after a dead lock holder */
+	_Atomic uint64_t local_changes; /* this node's sessions changed
+				       (bound, ended, presence, carbons):
+				       the cluster bridge scans only then */
 	/* followed by: int32_t buckets[nbuckets];
 	 *              struct ipc_session records[capacity];
 	 *              struct ipc_session_long longs[long_capacity]; */

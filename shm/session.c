@@ -592,6 +592,16 @@ static int table_check_room(struct shm_table *t, const struct jid_key *k,
 
 /* ---- API --------------------------------------------------------------- */
 
+/* A change the cluster bridge's scan must see (called with the lock
+ * held; one writer at a time). */
+static void table_local_changed(struct shm_table *t)
+{
+	atomic_store_explicit(&t->hdr->local_changes,
+			      atomic_load_explicit(&t->hdr->local_changes,
+						   memory_order_relaxed) + 1,
+			      memory_order_release);
+}
+
 int shm_session_put_limited(struct shm_table *t,
 			    const struct session_info *info,
 			    unsigned max_per_bare, struct session_info *old_r,
@@ -625,6 +635,7 @@ int shm_session_put_limited(struct shm_table *t,
 		ret = 1;
 	}
 	table_insert(t, &k, info);
+	table_local_changed(t);
 	table_unlock(t);
 	if (why_r != NULL)
 		*why_r = SESSION_REFUSED_NONE;
@@ -701,6 +712,7 @@ int shm_session_set_presence(struct shm_table *t, const char *full_jid,
 	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
 		t->recs[*link].priority = priority;
 		t->recs[*link].available = available;
+		table_local_changed(t);
 		ret = 1;
 	}
 	table_unlock(t);
@@ -729,6 +741,7 @@ int shm_session_set_flags(struct shm_table *t, const char *full_jid,
 		rec_set_flags(r, f);
 		if ((old ^ f) & IPC_SESSION_F_CARBONS)
 			rec_sync_carbons(t, r);
+		table_local_changed(t);
 		ret = 1;
 	}
 	table_unlock(t);
@@ -800,6 +813,7 @@ int shm_session_del(struct shm_table *t, const char *full_jid,
 	link = table_find(t, &k);
 	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
 		table_unlink(t, link);
+		table_local_changed(t);
 		ret = 1;
 	}
 	table_unlock(t);
@@ -905,6 +919,13 @@ static bool batch_matches(const struct batch_match *m,
 	}
 }
 
+uint64_t shm_session_changes(struct shm_table *t)
+{
+	return atomic_load_explicit(&t->hdr->local_changes,
+				    memory_order_acquire) +
+	       t->hdr->recoveries;
+}
+
 /* One lock hold of a sweep or a walk: from *pos on, copy up to
  * SESSION_BATCH matching records to out (removing them when sweeping:
  * any kind but BATCH_ALL).  Returns the number copied; *pos ends at
@@ -929,8 +950,10 @@ static int table_batch(struct shm_table *t, uint32_t *pos,
 		if (keep != NULL && keep(&out[n], ctx))
 			continue;
 		n++;
-		if (m->kind != BATCH_ALL)
+		if (m->kind != BATCH_ALL) {
 			table_remove(t, (int32_t)*pos);
+			table_local_changed(t);
+		}
 	}
 	table_unlock(t);
 	return n;

@@ -191,6 +191,11 @@ int shm_session_remove_remote(struct shm_table *t, uint8_t node,
 int shm_session_sweep_node(struct shm_table *t, uint8_t node,
 			   void (*cb)(const struct session_info *, void *),
 			   void *ctx);
+/* A number that moves whenever a local session is entered, ends, or
+ * changes presence or carbons (or the table is rebuilt): the cluster
+ * bridge compares this node's sessions with what it told the others
+ * only when it moved. */
+uint64_t shm_session_changes(struct shm_table *t);
 /* Entries in use, capacity, and recoveries after a dead lock holder. */
 void shm_session_usage(struct shm_table *t, uint32_t *used_r,
 		       uint32_t *capacity_r, uint32_t *recoveries_r);
