@@ -385,7 +385,8 @@ static uint32_t route_hash(const char *s, size_t n)
 }
 
 /* One of a lost node's sessions leaves our table; its contacts hear
- * unavailable from one of our workers (the one its bare JID hashes to,
+ * unavailable (whether or not we saw it available) from one of our
+ * workers (the one its bare JID hashes to,
  * IPC_FRAME_SWEPT as for a crashed worker's sessions). */
 static void route_down_del(void *ctx, unsigned node,
 			   const struct dir_rec *rec)
@@ -393,7 +394,11 @@ static void route_down_del(void *ctx, unsigned node,
 	struct route_down_ctx *d = ctx;
 	const char *error;
 	route_table_del(d->b, node, rec);
-	if (!d->tell || !rec->available)
+	/* available or not as far as we know: a presence change may not
+	 * have reached our table when the node died (stanzas travel faster
+	 * than its directory scan), and an unavailable from a resource a
+	 * contact never saw available changes nothing for it */
+	if (!d->tell)
 		return;
 	const char *slash = memchr(rec->jid, '/', rec->jid_len);
 	size_t bare = slash != NULL ? (size_t)(slash - rec->jid) : rec->jid_len;
@@ -410,7 +415,7 @@ static void route_down_swept(const struct session_info *info, void *ctx)
 {
 	struct route_down_ctx *d = ctx;
 	const char *error;
-	if (!d->tell || !info->available)
+	if (!d->tell)
 		return;
 	size_t len = strlen(info->jid), bare = strcspn(info->jid, "/");
 	unsigned w = route_hash(info->jid, bare) % d->b->nworkers;
@@ -502,7 +507,8 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 /* A frame that cannot reach its node goes back to the worker that sent
  * it as undelivered: a stanza to a vanished session (conn 0: no
  * session), which the worker routes by the bare JID's rules (another
- * resource, offline storage, or an error to the sender).  Pushes and
+ * resource, offline storage, or an error to the sender); a stanza for a
+ * component gets service-unavailable back to its sender.  Pushes and
  * probes for sessions that are gone are dropped, as for a session that
  * ended on this node. */
 static void route_handback(void *ctx, unsigned node, const void *frame,
@@ -515,7 +521,9 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 	(void)node;
 	if (frame_parse_header(frame, len, &h, &size, &error) < 0)
 		return;
-	if (h.type != IPC_FRAME_STANZA && h.type != IPC_FRAME_BARE_STANZA) {
+	/* a component's stanza bounces there (conn 0: not connected) */
+	if (h.type != IPC_FRAME_STANZA && h.type != IPC_FRAME_BARE_STANZA &&
+	    h.type != IPC_FRAME_COMPONENT) {
 		log_debug("cluster: frame type %u for node %s dropped: the "
 			  "node is gone", h.type, b->cl->nodes[node].name);
 		return;

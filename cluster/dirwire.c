@@ -170,7 +170,9 @@ static bool caps_ok(const char *s, size_t n)
 
 /* A session's JID as the sender's table holds it: a full JID with a
  * localpart, already in its prepared form (so every node compares the
- * same bytes), no NUL. */
+ * same bytes), no NUL; or a connected XEP-0114 component's entry
+ * (worker/component.c: "DOMAIN/xmppd-component-...", no localpart), so
+ * that stanzas for it reach it from any node. */
 static bool jid_ok(struct arena *a, const char *s, size_t n)
 {
 	struct jid j;
@@ -182,8 +184,9 @@ static bool jid_ok(struct arena *a, const char *s, size_t n)
 		return false;
 	memcpy(z, s, n);
 	z[n] = '\0';
-	if (jid_parse(a, z, &j, &error) < 0 || j.local == NULL ||
-	    j.resource == NULL)
+	if (jid_parse(a, z, &j, &error) < 0 || j.resource == NULL ||
+	    (j.local == NULL &&
+	     strncmp(j.resource, "xmppd-component-", 16) != 0))
 		return false;
 	const char *full = jid_full(a, &j);
 	return full != NULL && strcmp(full, z) == 0;

@@ -179,6 +179,7 @@ Test(dirwire, refusals)
 			 "bad directory record");
 	static const char *const bad_jids[] = {
 		"example.org/phone",            /* no localpart */
+		"gw.example.org/xmppd-compone", /* not a component's entry */
 		"alice@example.org",            /* no resource */
 		"Alice@example.org/phone",      /* not prepared */
 		"alice@EXAMPLE.org/phone",
@@ -187,12 +188,16 @@ Test(dirwire, refusals)
 	};
 	for (size_t i = 0; i < sizeof(bad_jids) / sizeof(bad_jids[0]); i++) {
 		struct dir_rec r = rec(DIR_OP_SET, bad_jids[i], 1, 1);
-		if (i == 5)
+		if (i == 6)
 			r.jid_len = 23;
 		cr_expect_str_eq(read_error(&r, 1, DIR_KIND_EVENTS, NULL),
 				 "bad JID or caps in a directory record",
 				 "%s", bad_jids[i]);
 	}
+	/* a component's entry (worker/component.c) travels */
+	struct dir_rec comp = rec(DIR_OP_SET, "gw.example.org/xmppd-component-0-7-1",
+				  7, 1);
+	cr_expect_str_eq(read_error(&comp, 1, DIR_KIND_EVENTS, NULL), "(none)");
 	one.caps = "abc def";
 	one.caps_len = 7;
 	cr_expect_str_eq(read_error(&one, 1, DIR_KIND_EVENTS, NULL),

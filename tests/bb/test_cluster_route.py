@@ -200,8 +200,49 @@ def test_pep_event_to_a_contact_on_another_node():
         assert extra is None, "a session without +notify caps got it: %r" % extra
 
 
+@skippable
+def test_component_on_one_node_reached_from_another():
+    import hashlib
+    import tempfile
+    from harness import Client, free_port
+    d = tempfile.mkdtemp(prefix="xmppd-comp-")
+    secrets = os.path.join(d, "components")
+    with open(secrets, "w") as f:
+        f.write("gw.localhost s3cr3t-gw\n")
+    os.chmod(secrets, 0o600)
+    ports = [free_port(), free_port()]
+    per_node = {k: {"component.secrets_file": secrets,
+                    "component.addresses": "127.0.0.1",
+                    "component.port": str(ports[k])} for k in range(2)}
+    with Lab(nodes=2, nats=1, node_overrides=per_node) as lab:
+        lab.add_user("bob@localhost", "b0b-pw")
+        lab.wait_converged(15)
+        comp = Client(ports[0])
+        comp.send("<stream:stream xmlns='jabber:component:accept' xmlns:stream="
+                  "'http://etherx.jabber.org/streams' to='gw.localhost'>")
+        head = comp.read_until("id='([0-9a-f]{32})'>")
+        sid = re.search("id='([0-9a-f]{32})'", head).group(1)
+        comp.send("<handshake>%s</handshake>"
+                  % hashlib.sha1((sid + "s3cr3t-gw").encode()).hexdigest())
+        comp.read_until("<handshake/>")
+        b = lab.client(1, "bob", "b0b-pw", "b")
+        time.sleep(0.5)     # the component's entry reaches n2
+        b.send("<message to='bot@gw.localhost' id='m1'><body>hi bot</body></message>")
+        got = comp.read_until("<message[^>]*>.*?</message>", timeout=5)
+        assert "from='bob@localhost/b'" in got and "hi bot" in got, got
+        comp.send("<message from='bot@gw.localhost/x' to='bob@localhost/b' id='c1'>"
+                  "<body>hello bob</body></message>")
+        b.read_until("<message from='bot@gw.localhost/x'[^>]*>.*?hello bob", timeout=5)
+        comp.close()
+        time.sleep(1.0)     # its entry leaves n2's table
+        b.send("<message to='bot@gw.localhost' id='m2'><body>still there?</body></message>")
+        err = b.read_until("<message[^>]*type='error'.*?</message>", timeout=5)
+        assert "service-unavailable" in err, err
+
+
 if __name__ == "__main__":
     run_tests([test_messages_across_nodes,
                test_same_jid_bound_on_two_nodes_at_once,
                test_presence_again_after_a_frozen_node,
-               test_pep_event_to_a_contact_on_another_node])
+               test_pep_event_to_a_contact_on_another_node,
+               test_component_on_one_node_reached_from_another])
