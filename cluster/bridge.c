@@ -263,6 +263,8 @@ static void bridge_options(struct bridge *b)
 	 * server first; libnats would otherwise pick one at random */
 	if ((s = natsOptions_SetNoRandomize(b->opts, true)) != NATS_OK)
 		bridge_config_error("cluster.servers", s);
+	if ((s = natsOptions_UseGlobalMessageDelivery(b->opts, true)) != NATS_OK)
+		bridge_config_error("message delivery", s);
 	/* a server we cannot reach is retried every ~250 ms forever, the
 	 * first connect too (the bridge starts while NATS is down); pings
 	 * find a server that went silent without closing the socket */
@@ -372,6 +374,12 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 	natsStatus s = nats_Open(-1);
 	if (s != NATS_OK)
 		log_fatal("cluster: nats_Open: %s", natsStatus_GetText(s));
+	/* one delivery thread for every subscription: messages reach the
+	 * ring in the order they arrived, so a node's directory event (a
+	 * session that just bound) comes before the stanza that session
+	 * sent right after (a reply to it must find it) */
+	if ((s = nats_SetMessageDeliveryPoolSize(1)) != NATS_OK)
+		log_fatal("cluster: delivery pool: %s", natsStatus_GetText(s));
 	bridge_options(b);
 	log_info("cluster %s: node %s, incarnation %016llx, %u workers",
 		 b->cluster, b->node,

@@ -801,16 +801,21 @@ static void route_figures(struct bridge *b)
 
 void bridge_route_tick(struct bridge *b)
 {
-	if (b->now_ms >= b->next_scan_ms) {
-		/* a scan copies the whole table: only when a local session
-		 * changed (and every few seconds whatever the counter says) */
-		uint64_t changes = shm_session_changes(b->shm->sessions);
-		if (changes != b->scan_changes ||
-		    b->now_ms - b->last_scan_ms >= ROUTE_FULL_SCAN_MS) {
-			b->scan_changes = changes;
-			b->last_scan_ms = b->now_ms;
-			route_scan(b);
-		}
+	/* a scan copies the whole table: only when a local session
+	 * changed, at most every ROUTE_SCAN_MS -- but at once when frames
+	 * are about to go: a session that just bound and sent something
+	 * must be in the other node's table before its stanza, or the
+	 * answer finds no session (and every few seconds regardless) */
+	uint64_t changes = shm_session_changes(b->shm->sessions);
+	int due = b->now_ms >= b->next_scan_ms;
+	if ((changes != b->scan_changes &&
+	     (due || xfer_pending(&b->xfer))) ||
+	    b->now_ms - b->last_scan_ms >= ROUTE_FULL_SCAN_MS) {
+		b->scan_changes = changes;
+		b->last_scan_ms = b->now_ms;
+		route_scan(b);
+	}
+	if (due) {
 		route_figures(b);
 		b->next_scan_ms = b->now_ms + ROUTE_SCAN_MS;
 	}

@@ -270,6 +270,14 @@ uint64_t xfer_delivered(const struct xfer *x, unsigned node)
 	return node < IPC_MAX_NODES ? x->peers[node].in.delivered : 0;
 }
 
+bool xfer_pending(const struct xfer *x)
+{
+	for (unsigned i = 1; i < IPC_MAX_NODES; i++)
+		if (x->peers[i].known && x->peers[i].batch_count > 0)
+			return true;
+	return false;
+}
+
 size_t xfer_kept_bytes(const struct xfer *x, unsigned node)
 {
 	return node < IPC_MAX_NODES ? x->peers[node].out.bytes : 0;

@@ -98,6 +98,8 @@ int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 void xfer_settle(struct xfer *x, unsigned node, uint64_t upto);
 /* Frames of node handed on (the highest number) and done with. */
 uint64_t xfer_delivered(const struct xfer *x, unsigned node);
+/* Frames waiting for the next xfer_flush (any peer). */
+bool xfer_pending(const struct xfer *x);
 /* Bytes and frames kept for node (metrics, xmppctl). */
 size_t xfer_kept_bytes(const struct xfer *x, unsigned node);
 
