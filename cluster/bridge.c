@@ -496,8 +496,11 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 						    b->incarnation, b->now_ms,
 						    &idx);
 	bridge_log_heard(b, ev, &hb);
-	if (ev != CLUSTER_EV_FULL && ev != CLUSTER_EV_CLAIM &&
-	    ev != CLUSTER_EV_INCOMPATIBLE && idx != 0)
+	if (ev == CLUSTER_EV_INCOMPATIBLE && idx != 0)
+		/* back with another build (a quick restart for an upgrade):
+		 * its old run is gone as surely as if it had gone down */
+		bridge_route_down(b, idx);
+	else if (ev != CLUSTER_EV_FULL && ev != CLUSTER_EV_CLAIM && idx != 0)
 		bridge_route_heard(b, idx, ev, &hb);
 }
 
@@ -519,8 +522,30 @@ static void bridge_changed(unsigned index, enum cluster_event ev,
 			 "longer than cluster.node_timeout", n->name);
 }
 
+/* The link's state from libnats itself, each tick: a connection event
+ * lost to a full ring must not leave us believing the link down (no
+ * heartbeats: the others would mark us down) or up. */
+static void bridge_poll_link(struct bridge *b)
+{
+	int up = natsConnection_Status(b->nc) == NATS_CONN_STATUS_CONNECTED;
+	if (up == (int)METRIC_GET(b->cl->link_up))
+		return;
+	if (up) {
+		char url[IPC_CLUSTER_URL] = "";
+		natsConnection_GetConnectedUrl(b->nc, url, sizeof(url));
+		bridge_set_link(b, 1, url);
+		b->next_hb_ms = b->now_ms;
+		log_info("cluster: link up to %s (its event was lost)", url);
+	} else {
+		bridge_set_link(b, 0, NULL);
+		log_warn("cluster: NATS link down (its event was lost)");
+	}
+}
+
 static void bridge_tick(struct bridge *b)
 {
+	if (b->nc != NULL && !b->closed)
+		bridge_poll_link(b);
 	int64_t down = METRIC_GET(b->cl->link_down_ms);
 	int lost = down != 0 &&
 		   b->now_ms - down > (int64_t)b->timeout_ms;

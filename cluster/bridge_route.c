@@ -287,41 +287,36 @@ static const struct dir_ops *route_ops(struct bridge *b)
 struct route_prune_ctx {
 	struct bridge *b;
 	unsigned idx;
-	unsigned n;
-	struct session_info *gone;      /* up to ROUTE_PRUNE_BATCH */
+	unsigned removed;
 };
 
-#define ROUTE_PRUNE_BATCH 64
-
-static int route_prune_one(const struct session_info *info, void *ctx)
+/* Stays: the snapshot holds it. */
+static int route_prune_keep(const struct session_info *info, void *ctx)
 {
 	struct route_prune_ctx *p = ctx;
-	if (info->node != p->idx ||
-	    dir_peer_holds(&p->b->peers[p->idx], info->jid, strlen(info->jid),
-			   info->rslot, info->conn_id, info->gen))
-		return 0;
-	p->gone[p->n++] = *info;
-	return p->n == ROUTE_PRUNE_BATCH;
+	return dir_peer_holds(&p->b->peers[p->idx], info->jid,
+			      strlen(info->jid), info->rslot, info->conn_id,
+			      info->gen);
+}
+
+static void route_prune_gone(const struct session_info *info, void *ctx)
+{
+	struct route_prune_ctx *p = ctx;
+	(void)info;
+	p->removed++;
 }
 
 /* After a snapshot: entries of the node the snapshot does not hold are
- * from before it (an earlier bridge of ours, an event lost): out. */
+ * from before it (an earlier bridge of ours, an event lost): out, in
+ * one pass over the table. */
 static void route_prune(struct bridge *b, unsigned idx)
 {
-	static struct session_info gone[ROUTE_PRUNE_BATCH];
-	struct route_prune_ctx p = { b, idx, 0, gone };
-	unsigned total = 0;
-	do {
-		p.n = 0;
-		shm_session_foreach(b->shm->sessions, route_prune_one, &p);
-		for (unsigned i = 0; i < p.n; i++)
-			total += shm_session_remove_remote(
-				b->shm->sessions, (uint8_t)idx, gone[i].rslot,
-				gone[i].jid, gone[i].conn_id, gone[i].gen) == 1;
-	} while (p.n == ROUTE_PRUNE_BATCH);
-	if (total > 0)
+	struct route_prune_ctx p = { b, idx, 0 };
+	shm_session_sweep_node_keep(b->shm->sessions, (uint8_t)idx,
+				    route_prune_keep, route_prune_gone, &p);
+	if (p.removed > 0)
 		log_info("cluster: %u stale sessions of node %s removed",
-			 total, b->cl->nodes[idx].name);
+			 p.removed, b->cl->nodes[idx].name);
 }
 
 static void route_dir_batch(struct bridge *b, const void *data, size_t len)
@@ -478,6 +473,8 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 		xfer_peer_down(&b->xfer, idx);
 		route_unsettle_node(b, idx);
 		dir_peer_forget(p, &ops);
+		shm_session_sweep_node(b->shm->sessions, (uint8_t)idx,
+				       route_down_swept, &d);
 	}
 	if (b->xfer.peers[idx].known &&
 	    b->xfer.peers[idx].in.peer_incarnation != hb->incarnation)
@@ -674,6 +671,27 @@ static void route_unsettle_node(struct bridge *b, unsigned node)
 	b->unsettled[node] = 0;
 }
 
+/* Frame types a node sends another: to sessions, rooms, components and
+ * XEP-0198 hand-overs.  The node's own (SWEPT, REANNOUNCE, SETTLED,
+ * federation links, tests) never come from the network: a NATS client
+ * that could publish them would run a worker's internal operations
+ * (send to other servers in our name, broadcast unavailable). */
+static int route_crosses(uint8_t type)
+{
+	switch (type) {
+	case IPC_FRAME_SWEPT:
+	case IPC_FRAME_TEST:
+	case IPC_FRAME_S2S_OUT:
+	case IPC_FRAME_S2S_VERIFY:
+	case IPC_FRAME_S2S_VERIFIED:
+	case IPC_FRAME_SETTLED:
+	case IPC_FRAME_REANNOUNCE:
+		return 0;
+	default:
+		return type > 0 && type < IPC_FRAME_TYPE_MAX;
+	}
+}
+
 /* A frame from node from for one of our workers. */
 static int route_deliver(void *ctx, unsigned from, uint64_t seq,
 			 const struct ipc_frame_header *hdr, const void *frame,
@@ -681,6 +699,13 @@ static int route_deliver(void *ctx, unsigned from, uint64_t seq,
 {
 	struct bridge *b = ctx;
 	const char *error;
+	if (!route_crosses(hdr->type)) {
+		if (route_log_ok(b))
+			log_warn("cluster: frame type %u from %s refused: it "
+				 "never crosses nodes", hdr->type,
+				 b->cl->nodes[from].name);
+		return 0;       /* acknowledged and dropped */
+	}
 	if (hdr->node_slot >= b->nworkers) {
 		if (route_log_ok(b))
 			log_warn("cluster: frame from %s for worker %u: we "

@@ -65,7 +65,11 @@ void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation)
 	/* a new sequence number even for a node we forgot: it may not
 	 * have forgotten us, and must see that we start over */
 	p->out.stream = ++p->streams;
-	relay_in_reset(&p->in, incarnation);
+	/* what we receive from it resets only with a new run of it: if it
+	 * never thought us gone, it goes on with its stream, and we must
+	 * go on taking it (a later stream of its own is followed anyway) */
+	if (p->in.peer_incarnation != incarnation)
+		relay_in_reset(&p->in, incarnation);
 	p->known = true;
 	p->ack_due = false;
 }
@@ -78,7 +82,7 @@ void xfer_peer_down(struct xfer *x, unsigned node)
 		return;
 	batch_clear(p);
 	relay_out_reset(&p->out, 0, hand_back, &h);
-	relay_in_reset(&p->in, 0);
+	/* p->in stays: the same run heard again goes on where it was */
 	p->known = false;
 	p->ack_due = false;
 }

@@ -1001,11 +1001,20 @@ int shm_session_sweep_node(struct shm_table *t, uint8_t node,
 			   void (*cb)(const struct session_info *, void *),
 			   void *ctx)
 {
+	return shm_session_sweep_node_keep(t, node, NULL, cb, ctx);
+}
+
+int shm_session_sweep_node_keep(struct shm_table *t, uint8_t node,
+				int (*keep)(const struct session_info *,
+					    void *),
+				void (*cb)(const struct session_info *, void *),
+				void *ctx)
+{
 	struct batch_match m = { BATCH_NODE, node };
 
 	if (node == 0)
 		return -1;      /* this node's sessions go by slot */
-	return table_sweep(t, &m, NULL, cb, ctx);
+	return table_sweep(t, &m, keep, cb, ctx);
 }
 
 /* Not a snapshot: entries added or removed during the walk may or may

@@ -191,6 +191,12 @@ int shm_session_remove_remote(struct shm_table *t, uint8_t node,
 int shm_session_sweep_node(struct shm_table *t, uint8_t node,
 			   void (*cb)(const struct session_info *, void *),
 			   void *ctx);
+/* The same, but entries keep() says 1 for stay (one pass). */
+int shm_session_sweep_node_keep(struct shm_table *t, uint8_t node,
+				int (*keep)(const struct session_info *,
+					    void *),
+				void (*cb)(const struct session_info *, void *),
+				void *ctx);
 /* A number that moves whenever a local session is entered, ends, or
  * changes presence or carbons (or the table is rebuilt): the cluster
  * bridge compares this node's sessions with what it told the others

@@ -316,6 +316,12 @@ Test(xfer, one_sided_down_starts_over)
 	step(now += 50);
 	step(now += 50);
 	cr_expect_eq(nodes[2].got[19], 1);
+	for (unsigned f = 90; f < 95; f++)     /* n2's stream to n1 moves */
+		send_frame(2, 1, f, now);
+	step(now += 50);
+	step(now += 50);
+	step(now += 50);
+	cr_expect_eq(nodes[1].got[94], 1);
 	net.dead[2] = true;             /* n1's frames to n2 vanish */
 	for (unsigned f = 20; f < 25; f++)
 		send_frame(1, 2, f, now);
@@ -332,5 +338,13 @@ Test(xfer, one_sided_down_starts_over)
 	for (unsigned f = 25; f < 30; f++)
 		cr_expect_eq(nodes[2].got[f], 1, "frame %u after the restart", f);
 	cr_expect_eq(xfer_kept_bytes(&nodes[1].x, 2), 0);
+	/* and back: n2 never noticed, it goes on with its stream to n1 */
+	for (unsigned f = 100; f < 105; f++)
+		send_frame(2, 1, f, now);
+	for (unsigned k = 0; k < 4; k++)
+		step(now += 50);
+	for (unsigned f = 100; f < 105; f++)
+		cr_expect_eq(nodes[1].got[f], 1, "frame %u back to n1", f);
+	cr_expect_eq(xfer_kept_bytes(&nodes[2].x, 1), 0);
 	teardown();
 }
