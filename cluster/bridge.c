@@ -399,6 +399,7 @@ static void bridge_publish_hb(struct bridge *b, int leaving)
 		.workers = b->nworkers, .sessions = bridge_route_count(b),
 		.dir_seq = bridge_route_seq(b),
 		.dir_digest = bridge_route_digest(b),
+		.node_run = b->cl->node_run,
 	};
 	uint8_t wire[CLUSTER_HB_SIZE];
 	struct ipc_cluster_node *self = &b->cl->nodes[0];

@@ -16,6 +16,8 @@
 
 #include <nats/nats.h>
 
+struct route_held;
+
 #define BRIDGE_EV_DATA 256          /* message bytes kept (a heartbeat is
 				       112: a longer one is refused anyway) */
 
@@ -107,7 +109,12 @@ struct bridge {
 	uint32_t unsettled[IPC_MAX_NODES];
 	uint8_t reann_due[IPC_MAX_NODES];       /* back: re-announce after
 						   its snapshot */
+	uint64_t peer_run[IPC_MAX_NODES];       /* its node run, last heard */
+	uint8_t peer_lost[IPC_MAX_NODES];       /* we marked it down */
 	int queue_waiting;          /* frames for workers still in the outbox */
+	int64_t started_ms;         /* this bridge's start */
+	struct route_held *held_head, *held_tail;   /* frames for nodes
+					   not heard yet (route_hold) */
 };
 
 /* bridge.c */

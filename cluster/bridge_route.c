@@ -430,6 +430,7 @@ void bridge_route_down(struct bridge *b, unsigned idx)
 	 * workers read it, the node's sessions are out of the table */
 	xfer_peer_down(&b->xfer, idx);
 	route_unsettle_node(b, idx);
+	b->peer_lost[idx] = 1;
 	dir_peer_forget(&b->peers[idx], &ops);
 	/* what the directory did not know of: entries an earlier bridge of
 	 * ours entered, the node gone before its snapshot came */
@@ -462,11 +463,26 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 			enum cluster_event ev, const struct cluster_hb *hb)
 {
 	struct dir_peer *p = &b->peers[idx];
+	uint64_t prev_run = b->peer_run[idx];
 	if (ev == CLUSTER_EV_LEFT) {
 		bridge_route_down(b, idx);
 		return;
 	}
-	if (p->incarnation != 0 && p->incarnation != hb->incarnation) {
+	b->peer_run[idx] = hb->node_run;
+	/* the same node run under a new incarnation: its bridge restarted,
+	 * its users are still connected */
+	int same_run = prev_run != 0 && prev_run == hb->node_run;
+	if (p->incarnation != 0 && p->incarnation != hb->incarnation &&
+	    same_run) {
+		/* we still hold its sessions: they stay; what we kept for
+		 * it goes to the new run; a snapshot brings the table up to
+		 * date by difference */
+		route_unsettle_node(b, idx);
+		xfer_peer_rerun(&b->xfer, idx, hb->incarnation, b->now_ms);
+		dir_peer_rebase(p, hb->incarnation);
+		log_info("cluster: node %s's bridge restarted: its sessions "
+			 "stay", b->cl->nodes[idx].name);
+	} else if (p->incarnation != 0 && p->incarnation != hb->incarnation) {
 		/* restarted within node_timeout: its old run is gone */
 		struct route_down_ctx d = { b, route_we_tell(b), 0 };
 		struct dir_ops ops = { &d, NULL, route_down_del };
@@ -480,7 +496,13 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 	    b->xfer.peers[idx].in.peer_incarnation != hb->incarnation)
 		route_unsettle_node(b, idx);
 	xfer_peer_run(&b->xfer, idx, hb->incarnation);
-	if (ev == CLUSTER_EV_BACK) {
+	/* we had marked it down (its sessions left our table, their
+	 * contacts were told), and it is the same node run: nobody logs in
+	 * again, so presence goes again both ways */
+	int revived = b->peer_lost[idx] && (ev == CLUSTER_EV_BACK ||
+					    same_run);
+	b->peer_lost[idx] = 0;
+	if (revived) {
 		/* ours to its users once its sessions are in our table;
 		 * theirs to ours: we ask (it may never have lost us) */
 		char subject[128];
@@ -515,8 +537,8 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 	struct ipc_frame_header h;
 	size_t size;
 	const char *error;
-	(void)node;
-	if (frame_parse_header(frame, len, &h, &size, &error) < 0)
+	if (frame_parse_header(frame, len, &h, &size, &error) < 0 ||
+	    node >= IPC_MAX_NODES)
 		return;
 	/* a component's stanza bounces there (conn 0: not connected) */
 	if (h.type != IPC_FRAME_STANZA && h.type != IPC_FRAME_BARE_STANZA &&
@@ -526,11 +548,67 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 		return;
 	}
 	unsigned w = h.src_slot < b->nworkers ? h.src_slot : 0;
-	if (queue_send(b->q, w, h.type, 0, 0,
-		       (const char *)frame + IPC_FRAME_HDR_SIZE,
-		       len - IPC_FRAME_HDR_SIZE, &error) < 0)
+	/* conn 0 and the node: the worker skips that node's sessions */
+	if (queue_send_node(b->q, w, (uint8_t)node, 0, h.type, 0, 0,
+			    (const char *)frame + IPC_FRAME_HDR_SIZE,
+			    len - IPC_FRAME_HDR_SIZE, &error) < 0)
 		log_error("cluster: undelivered stanza not handed back to "
 			  "w%u: %s", w, error);
+}
+
+/* A frame for node waits while this bridge is younger than
+ * node_timeout and the table (kept from the bridge before us) shows the
+ * node up: its first heartbeat is on its way. */
+static int route_waits(const struct bridge *b, unsigned node)
+{
+	const struct ipc_cluster_node *e = &b->cl->nodes[node];
+	return (e->state == IPC_NODE_UP || e->state == IPC_NODE_SUSPECT) &&
+	       b->now_ms - b->started_ms < (int64_t)b->cfg->cluster_node_timeout;
+}
+
+struct route_held {
+	struct route_held *next;
+	size_t len;
+	unsigned char *frame;
+};
+
+static int route_hold(struct bridge *b, unsigned char *f, size_t len)
+{
+	struct route_held *h = malloc(sizeof(*h));
+	if (h == NULL)
+		return -1;
+	h->next = NULL;
+	h->len = len;
+	h->frame = f;
+	if (b->held_tail != NULL)
+		b->held_tail->next = h;
+	else
+		b->held_head = h;
+	b->held_tail = h;
+	return 0;
+}
+
+/* Each tick: held frames go out once their node is heard, or back when
+ * it was not heard in time. */
+static void route_release(struct bridge *b)
+{
+	struct route_held **pp = &b->held_head, *h;
+	b->held_tail = NULL;
+	while ((h = *pp) != NULL) {
+		struct ipc_frame_header hdr;
+		memcpy(&hdr, h->frame, sizeof(hdr));
+		if (!b->xfer.peers[hdr.node].known && route_waits(b, hdr.node)) {
+			b->held_tail = h;
+			pp = &h->next;
+			continue;
+		}
+		if (xfer_send(&b->xfer, hdr.node, h->frame, h->len,
+			      b->now_ms) < 0)
+			route_handback(b, hdr.node, h->frame, h->len);
+		*pp = h->next;
+		free(h->frame);
+		free(h);
+	}
 }
 
 void bridge_route_frame(struct bridge *b, const struct ipc_frame_header *hdr,
@@ -555,6 +633,13 @@ void bridge_route_frame(struct bridge *b, const struct ipc_frame_header *hdr,
 	h.flags = 0;
 	memcpy(f, &h, IPC_FRAME_HDR_SIZE);
 	memcpy(f + IPC_FRAME_HDR_SIZE, payload, len);
+	if (hdr->node != 0 && !b->xfer.peers[hdr->node].known &&
+	    route_waits(b, hdr->node)) {
+		/* a node the table shows up whose heartbeat this (new)
+		 * bridge has not heard yet: the frame waits for it */
+		if (route_hold(b, f, IPC_FRAME_HDR_SIZE + len) == 0)
+			return;         /* f is kept */
+	}
 	if (hdr->node == 0 ||
 	    xfer_send(&b->xfer, hdr->node, f, IPC_FRAME_HDR_SIZE + len,
 		      b->now_ms) < 0) {
@@ -844,6 +929,8 @@ void bridge_route_tick(struct bridge *b)
 		route_figures(b);
 		b->next_scan_ms = b->now_ms + ROUTE_SCAN_MS;
 	}
+	if (b->held_head != NULL)
+		route_release(b);
 	xfer_flush(&b->xfer, b->now_ms);
 }
 
@@ -904,6 +991,20 @@ void bridge_route_init(struct bridge *b)
 		  ROUTE_BATCH_MAX, (size_t)b->cfg->cluster_retain_bytes,
 		  ROUTE_RESEND_MS, &ops);
 	arena_init(&b->scratch, 16384);
+	b->started_ms = b->now_ms;
+	/* the table is the bridge before us's: its heartbeat times are
+	 * as old as our respawn took; a node up then gets a whole
+	 * node_timeout to be heard by us before it counts as down */
+	unsigned nn = METRIC_GET(b->cl->nnodes);
+	for (unsigned i = 1; i < nn && i < IPC_MAX_NODES; i++) {
+		struct ipc_cluster_node *e = &b->cl->nodes[i];
+		if (e->state != IPC_NODE_UP && e->state != IPC_NODE_SUSPECT)
+			continue;
+		shm_cluster_write_begin(e);
+		e->last_hb_ms = b->now_ms;
+		e->state = IPC_NODE_UP;
+		shm_cluster_write_end(e);
+	}
 	/* what the table holds of other nodes is from an earlier bridge of
 	 * ours: it stays (stanzas still reach those sessions) until each
 	 * node's first snapshot, which replaces it (route_pruned) */
@@ -927,6 +1028,12 @@ void bridge_route_stop(struct bridge *b)
 	dir_local_free(&b->dir);
 	for (unsigned w = 0; w < IPC_MAX_SLOTS; w++)
 		free(b->fifo[w].v);
+	while (b->held_head != NULL) {
+		struct route_held *h = b->held_head;
+		b->held_head = h->next;
+		free(h->frame);
+		free(h);
+	}
 	/* the table keeps the other nodes' sessions: the next bridge's
 	 * snapshots replace them */
 	for (unsigned i = 0; i < IPC_MAX_NODES; i++)

@@ -20,7 +20,7 @@ struct worker_boot;
 
 /* ---- heartbeat (hb.c) ---------------------------------------------------
  * Published on xmppd.<cluster>.hb every cluster.heartbeat_interval.
- * Fixed 112 bytes, little-endian:
+ * Fixed 120 bytes, little-endian:
  *   0  "XHB"            3  format (1)       4  flags (bit 0: leaving)
  *   5  node name length 6  cluster name length   7  0
  *   8  incarnation u64  16 IPC_VERSION u32  20 workers u32
@@ -28,9 +28,11 @@ struct worker_boot;
  *   40 node name (32 bytes, zero-padded)   72 cluster name (32, same)
  *   104 dir_digest u64 (the XOR of its sessions' directory digests,
  *       cluster/dirwire.h; sessions is their count)
+ *   112 node_run u64 (the node's master's run: a new incarnation with
+ *       the same node_run is a bridge respawn, the sessions still there)
  * A format other than 1 is refused: nodes of another format are older
  * or newer binaries, which the IPC_VERSION check would refuse anyway. */
-#define CLUSTER_HB_SIZE 112u
+#define CLUSTER_HB_SIZE 120u
 #define CLUSTER_HB_FORMAT 1u
 #define CLUSTER_NAME_MAX 32u
 
@@ -49,6 +51,7 @@ struct cluster_hb {
 	uint64_t sessions;
 	uint64_t dir_seq;
 	uint64_t dir_digest;
+	uint64_t node_run;
 };
 
 /* hb into out (CLUSTER_HB_SIZE bytes).  Names longer than

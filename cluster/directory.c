@@ -241,6 +241,16 @@ static enum dir_action ask(struct dir_peer *p)
 	return DIR_ASK_SNAPSHOT;
 }
 
+void dir_peer_rebase(struct dir_peer *p, uint64_t incarnation)
+{
+	stop_sync(p);
+	p->incarnation = incarnation;
+	p->seq = 0;
+	p->synced = false;
+	p->mismatches = 0;
+	p->hb_seq = 0;
+}
+
 void dir_peer_free(struct dir_peer *p)
 {
 	map_free(p->have);

@@ -80,6 +80,10 @@ enum dir_action dir_peer_heartbeat(struct dir_peer *p,
 int dir_peer_batch(struct dir_peer *p, const struct dir_ops *ops,
 		   struct dir_reader *r, struct arena *a,
 		   enum dir_action *action_r, const char **error_r);
+/* The node's bridge restarted (a new incarnation, the same node run):
+ * its sessions are still there, so what we hold stays (and the table
+ * with it) and a snapshot of the new run is compared with it. */
+void dir_peer_rebase(struct dir_peer *p, uint64_t incarnation);
 /* Free what we hold of the node without touching the table (the
  * bridge stops; the table keeps the entries). */
 void dir_peer_free(struct dir_peer *p);

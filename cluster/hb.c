@@ -62,6 +62,7 @@ void cluster_hb_encode(const struct cluster_hb *hb,
 	hb_put64(out + 24, hb->sessions);
 	hb_put64(out + 32, hb->dir_seq);
 	hb_put64(out + 104, hb->dir_digest);
+	hb_put64(out + 112, hb->node_run);
 }
 
 /* The characters config.c allows in cluster.name and cluster.node. */
@@ -117,6 +118,7 @@ int cluster_hb_parse(const void *data, size_t len, struct cluster_hb *hb,
 	hb->sessions = hb_get64(p + 24);
 	hb->dir_seq = hb_get64(p + 32);
 	hb->dir_digest = hb_get64(p + 104);
+	hb->node_run = hb_get64(p + 112);
 	if (hb->incarnation == 0) {
 		*error_r = "zero incarnation";
 		return -1;

@@ -85,6 +85,7 @@ static void table_write(struct ipc_cluster_node *n,
 	n->sessions = hb->sessions;
 	n->dir_seq = hb->dir_seq;
 	n->ipc_version = hb->ipc_version;
+	n->node_run = hb->node_run;
 	shm_cluster_write_end(n);
 }
 

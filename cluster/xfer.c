@@ -74,6 +74,58 @@ void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation)
 	p->ack_due = false;
 }
 
+struct rerun {
+	struct xfer *x;
+	unsigned node;
+	struct buf frames;      /* [size_t len][bytes]... */
+};
+
+static void rerun_keep(void *ctx, const void *frame, size_t len)
+{
+	struct rerun *r = ctx;
+	size_t before = buf_used(&r->frames);
+	if (buf_append(&r->frames, &len, sizeof(len)) < 0 ||
+	    buf_append(&r->frames, frame, len) < 0) {
+		r->frames.len = r->frames.off + before;  /* drop the half */
+		r->x->ops.undelivered(r->x->ops.ctx, r->node, frame, len);
+	}
+}
+
+void xfer_peer_rerun(struct xfer *x, unsigned node, uint64_t incarnation,
+		     int64_t now_ms)
+{
+	struct xfer_peer *p;
+	struct rerun r;
+	if (node == 0 || node >= IPC_MAX_NODES || !(p = &x->peers[node])->known) {
+		xfer_peer_run(x, node, incarnation);
+		return;
+	}
+	r.x = x;
+	r.node = node;
+	buf_init(&r.frames, 0);
+	batch_clear(p);
+	relay_out_reset(&p->out, incarnation, rerun_keep, &r);
+	p->out.stream = ++p->streams;
+	relay_in_reset(&p->in, incarnation);
+	p->ack_due = false;
+	for (size_t off = 0; off + sizeof(size_t) <= buf_used(&r.frames);) {
+		size_t len;
+		uint64_t seq;
+		memcpy(&len, buf_head(&r.frames) + off, sizeof(len));
+		off += sizeof(len);
+		const char *f = buf_head(&r.frames) + off;
+		off += len;
+		if (relay_out_add(&p->out, f, len, now_ms, &seq) < 0) {
+			x->ops.undelivered(x->ops.ctx, node, f, len);
+			continue;
+		}
+		if (p->batch_count == 0)
+			p->batch_first = seq;
+		p->batch_count++;
+	}
+	buf_free(&r.frames);
+}
+
 void xfer_peer_down(struct xfer *x, unsigned node)
 {
 	struct xfer_peer *p = &x->peers[node];

@@ -79,6 +79,11 @@ void xfer_free(struct xfer *x);
 /* node's heartbeat announces run incarnation: a run other than the one
  * we follow hands back what the old one never acknowledged. */
 void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation);
+/* node's bridge restarted (new incarnation, the node's sessions still
+ * there): what is kept for it is sent again on a new stream to the new
+ * run rather than handed back. */
+void xfer_peer_rerun(struct xfer *x, unsigned node, uint64_t incarnation,
+		     int64_t now_ms);
 /* node is down: hand back everything kept for it; forget it. */
 void xfer_peer_down(struct xfer *x, unsigned node);
 /* A frame (header and payload) of a local worker for node.  0, or -1:

@@ -329,14 +329,14 @@ relay_seeds = {
 }
 for name, data in relay_seeds.items():
     write("relay", name, data)
-# ---- cluster_hb: op bytes; 0x48+ takes one 112-byte heartbeat ----------
+# ---- cluster_hb: op bytes; 0x48+ takes one 120-byte heartbeat ----------
 def heartbeat(node, inc, cluster=b"xmppd", flags=0, version=None, workers=2,
               sessions=3, dir_seq=0):
     return (b"XHB" + bytes([1, flags, len(node), len(cluster), 0]) +
             struct.pack("<QIIQQ", inc, IPC_VERSION if version is None else version,
                         workers, sessions, dir_seq) +
             node.ljust(32, b"\0") + cluster.ljust(32, b"\0") +
-            struct.pack("<Q", 0x0123456789abcdef))
+            struct.pack("<QQ", 0x0123456789abcdef, 7))
 
 
 HB = 0x48

@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sodium.h>
 #include <string.h>
 
 #define SHM_CLUSTER_READ_TRIES 1000
@@ -20,6 +21,8 @@ void shm_cluster_setup(struct ipc_cluster *c, const char *cluster_name,
 	struct ipc_cluster_node *self = &c->nodes[0];
 
 	c->enabled = 1;
+	while (c->node_run == 0)
+		randombytes_buf(&c->node_run, sizeof(c->node_run));
 	snprintf(c->name, sizeof(c->name), "%s", cluster_name);
 	shm_cluster_write_begin(self);
 	snprintf(self->name, sizeof(self->name), "%s", node_name);

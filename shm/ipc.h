@@ -513,6 +513,7 @@ struct ipc_cluster_node {
 	uint64_t dir_seq;           /* its directory sequence (later slice) */
 	uint32_t ipc_version;       /* what its heartbeat said */
 	uint32_t restarts;          /* new incarnations seen of this name */
+	uint64_t node_run;          /* its master's run (heartbeats) */
 	/* stanza traffic with it (cluster/xfer.c), others' entries only */
 	uint64_t kept_bytes;        /* sent, not acknowledged yet */
 	uint64_t frames_out;        /* frames sent to it */
@@ -527,6 +528,10 @@ struct ipc_cluster_node {
 struct ipc_cluster {
 	uint32_t enabled;           /* cluster.servers is set */
 	uint32_t pad0;
+	uint64_t node_run;          /* random, drawn by the master at start:
+				       the node's run, which outlives
+				       bridge respawns (a bridge's own run
+				       is its incarnation) */
 	char name[IPC_NODE_NAME];   /* cluster.name */
 	_Atomic uint32_t link_up;   /* gauge: our NATS connection is up */
 	_Atomic uint32_t url_seq;   /* seqlock of server[] */

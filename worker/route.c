@@ -61,6 +61,8 @@ struct route {
 	/* the session it came from, skipped when rerouting */
 	int skip_valid;
 	struct session_info skip;
+	uint8_t skip_node;      /* a cluster node it could not reach: its
+				   sessions are skipped too (0: none) */
 };
 
 static const char *route_serialized(struct route *r, size_t *len_r)
@@ -245,7 +247,8 @@ static int route_is(const struct route *r, const char *type)
 
 static int route_skipped(const struct route *r, const struct session_info *s)
 {
-	return r->skip_valid && session_same(s, &r->skip);
+	return (r->skip_valid && session_same(s, &r->skip)) ||
+	       (r->skip_node != 0 && s->node == r->skip_node);
 }
 
 /* The available resources of the bare JID (route_sessions: *n_r of them,
@@ -592,6 +595,12 @@ static int route_other_copy(struct route *r, const char *bare)
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len)
 {
+	return route_undelivered_node(w, conn_id, gen, 0, text, len);
+}
+
+int route_undelivered_node(struct worker *w, uint32_t conn_id, uint32_t gen,
+			   uint8_t node, const char *text, size_t len)
+{
 	struct arena a;
 	const char *error;
 	struct route r;
@@ -613,6 +622,7 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 	r.skip.slot = (uint16_t)w->slot;
 	r.skip.conn_id = conn_id;
 	r.skip.gen = gen;
+	r.skip_node = node;
 	/* A stale table entry goes (owner-checked), so that rerouting
 	 * cannot find it again. */
 	const char *to = xml_attr(st, "to");
@@ -672,10 +682,15 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
 		       const void *payload, size_t len)
 {
+	/* a stanza the cluster bridge hands back (conn 0, the node it
+	 * could not reach): that node's sessions are skipped, so the bare
+	 * JID's rules store it rather than pick them again */
+	uint8_t node = worker_frame_handback(w, hdr) ? hdr->node : 0;
 	/* behind what its connection gave back this turn, in order */
-	if (buf_used(&w->undelivered) > 0)
+	if (buf_used(&w->undelivered) > 0 && node == 0)
 		conn_undelivered(w, hdr->conn_id, hdr->gen, payload, len);
-	else if (route_undelivered(w, hdr->conn_id, hdr->gen, payload, len) < 0)
+	else if (route_undelivered_node(w, hdr->conn_id, hdr->gen, node,
+					payload, len) < 0)
 		log_error("frame for a gone connection unreadable");
 }
 

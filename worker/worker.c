@@ -527,7 +527,8 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 	/* another node's frame, through the bridge: it may acknowledge it
 	 * to its sender once we say it is handled (end of this turn,
 	 * after the connections' writes) */
-	if (hdr->node != 0 && hdr->src_slot == w->nworkers)
+	if (hdr->node != 0 && hdr->src_slot == w->nworkers &&
+	    !worker_frame_handback(w, hdr))
 		w->settled++;
 }
 

@@ -526,6 +526,20 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
  * (another resource, or offline storage), an IQ request is answered
  * service-unavailable, presence is dropped (a broadcast copy).  -1 if
  * text is no stanza. */
+/* The same for a stanza the cluster bridge hands back because node
+ * could not be reached: that node's sessions are not picked again. */
+int route_undelivered_node(struct worker *w, uint32_t conn_id, uint32_t gen,
+			   uint8_t node, const char *text, size_t len);
+/* A frame the cluster bridge hands back (a stanza for a node it could
+ * not reach: conn 0, hdr->node names the node). */
+static inline int worker_frame_handback(const struct worker *w,
+					const struct ipc_frame_header *hdr)
+{
+	return hdr->node != 0 && hdr->src_slot == w->nworkers &&
+	       hdr->conn_id == 0 && (hdr->type == IPC_FRAME_STANZA ||
+				     hdr->type == IPC_FRAME_BARE_STANZA ||
+				     hdr->type == IPC_FRAME_COMPONENT);
+}
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len);
 /* Serialize st (jabber:client default) for a recipient we do not host

@@ -175,7 +175,7 @@ def heartbeat(node, inc, version, cluster=b"xmppd", workers=2, flags=0):
     return (b"XHB" + bytes([1, flags, len(node), len(cluster), 0]) +
             struct.pack("<QIIQQ", inc, version, workers, 0, 0) +
             node.ljust(32, b"\0") + cluster.ljust(32, b"\0") +
-            struct.pack("<Q", 0))
+            struct.pack("<QQ", 0, 1))
 
 
 def ipc_version():

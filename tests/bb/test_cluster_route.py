@@ -240,9 +240,32 @@ def test_component_on_one_node_reached_from_another():
         assert "service-unavailable" in err, err
 
 
+@skippable
+def test_message_during_a_bridge_respawn():
+    with Lab(nodes=2, nats=1) as lab:
+        lab.add_user("alice@localhost", "al1ce-pw")
+        lab.add_user("bob@localhost", "b0b-pw")
+        lab.wait_converged(15)
+        a = lab.client(0, "alice", "al1ce-pw", "a")
+        b = lab.client(1, "bob", "b0b-pw", "b")
+        b.send("<presence/>")
+        time.sleep(0.5)
+        old = lab.nodes[0].bridge_pid()
+        os.kill(old, signal.SIGKILL)
+        a.send("<message to='bob@localhost/b' type='chat' id='r1'>"
+               "<body>through the respawn</body></message>")
+        got = b.read_until("<message[^>]*>.*?through the respawn.*?</message>",
+                           timeout=15)
+        assert "from='alice@localhost/a'" in got, got
+        assert "Offline Storage" not in got, got
+        wait_until(lambda: (lab.nodes[0].bridge_pid() not in (None, old),
+                            lab.nodes[0].bridge_pid()), 10, "a new bridge")
+
+
 if __name__ == "__main__":
     run_tests([test_messages_across_nodes,
                test_same_jid_bound_on_two_nodes_at_once,
                test_presence_again_after_a_frozen_node,
                test_pep_event_to_a_contact_on_another_node,
-               test_component_on_one_node_reached_from_another])
+               test_component_on_one_node_reached_from_another,
+               test_message_during_a_bridge_respawn])
