@@ -224,23 +224,34 @@ static void sm_previd_mac(const char *local, size_t local_len,
 	crypto_generichash_final(&st, mac, SM_PREVID_MAC);
 }
 
-/* The previd of <enabled id/>: smstore's id, and in a cluster this
- * node's tag and the MAC after a '.' (not in base64url's alphabet). */
-static void sm_previd_make(const struct worker *w, const char *local,
+/* A cluster previd: smstore's id, '.' (not in base64url's alphabet),
+ * then the node's tag and the MAC of both. */
+static void sm_previd_join(const char *local, size_t l,
+			   const uint8_t tag[SM_PREVID_TAG],
 			   char out[SM_PREVID_MAX])
 {
 	uint8_t bin[SM_PREVID_TAG + SM_PREVID_MAC];
+	memcpy(bin, tag, SM_PREVID_TAG);
+	sm_previd_mac(local, l, tag, bin + SM_PREVID_TAG);
+	memcpy(out, local, l);
+	out[l] = '.';
+	sodium_bin2base64(out + l + 1, SM_PREVID_MAX - l - 1, bin, sizeof(bin),
+			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+}
+
+/* The previd of <enabled id/>: smstore's id, and in a cluster this
+ * node's tag and the MAC. */
+static void sm_previd_make(const struct worker *w, const char *local,
+			   char out[SM_PREVID_MAX])
+{
+	uint8_t tag[SM_PREVID_TAG];
 	size_t l = strlen(local);
 	if (!sm_cluster(w) || l == 0) {
 		snprintf(out, SM_PREVID_MAX, "%s", local);
 		return;
 	}
-	sm_node_tag(w->cfg->cluster_node, bin);
-	sm_previd_mac(local, l, bin, bin + SM_PREVID_TAG);
-	memcpy(out, local, l);
-	out[l] = '.';
-	sodium_bin2base64(out + l + 1, SM_PREVID_MAX - l - 1, bin, sizeof(bin),
-			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	sm_node_tag(w->cfg->cluster_node, tag);
+	sm_previd_join(local, l, tag, out);
 }
 
 /* A previd the client sent: its smstore part into local (NUL-ended)
@@ -275,7 +286,7 @@ static int sm_previd_parse(const struct worker *w, const char *previd,
 	memcpy(tag, bin, SM_PREVID_TAG);
 	/* one spelling per previd (base64's unused bits) */
 	char again[SM_PREVID_MAX];
-	sm_previd_make(w, local, again);
+	sm_previd_join(local, l, tag, again);
 	return ok && strcmp(again + l, dot) == 0 ? 0 : -1;
 }
 
