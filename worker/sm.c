@@ -110,12 +110,10 @@ extern const struct ext sm_ext;
 #define SM_ROOM_LIST 64
 /* Workers of other nodes asked for one session at most. */
 #define SM_TAKE_MAX 8
-/* A previd's text: smstore's id, and in a cluster ".", then base64url
- * of the minting node's tag (4 bytes) and a MAC (8 bytes): 16 chars. */
-#define SM_PREVID_TAG 4u
-#define SM_PREVID_MAC 8u
-#define SM_PREVID_SUFFIX 16u
-#define SM_PREVID_MAX (SMSTORE_ID_MAX + 1 + SM_PREVID_SUFFIX + 1)
+/* A previd's text: smstore's id, and in a cluster the minting node's
+ * tag and a MAC (smwire.h). */
+#define SM_PREVID_TAG SMWIRE_PREVID_TAG
+#define SM_PREVID_MAX SMWIRE_PREVID_MAX
 
 struct sm_conn {
 	struct sm_ref ref;
@@ -168,6 +166,7 @@ static struct sm_fwd *sm_fwds;
 static unsigned sm_nfwd, sm_fwd_cap;
 
 _Static_assert(IPC_SM_EXT_WORDS >= EXT_MAX, "ipc_sm_give.words");
+_Static_assert(SECRET_KEY_BYTES == SMWIRE_KEY_BYTES, "previd key");
 
 static struct smstore *sm_store(const struct worker *w)
 {
@@ -204,90 +203,31 @@ static int sm_cluster(const struct worker *w)
 	return config_cluster_on(w->cfg) && sm_previd_keyed;
 }
 
-/* A node's tag in its previds: short, stable (from cluster.node), and
- * keyed, so that only the cluster's nodes make valid ones. */
-static void sm_node_tag(const char *name, uint8_t tag[SM_PREVID_TAG])
-{
-	crypto_generichash(tag, SM_PREVID_TAG, (const uint8_t *)name,
-			   strlen(name), sm_previd_key, sizeof(sm_previd_key));
-}
-
-static void sm_previd_mac(const char *local, size_t local_len,
-			  const uint8_t tag[SM_PREVID_TAG],
-			  uint8_t mac[SM_PREVID_MAC])
-{
-	crypto_generichash_state st;
-	crypto_generichash_init(&st, sm_previd_key, sizeof(sm_previd_key),
-				SM_PREVID_MAC);
-	crypto_generichash_update(&st, tag, SM_PREVID_TAG);
-	crypto_generichash_update(&st, (const uint8_t *)local, local_len);
-	crypto_generichash_final(&st, mac, SM_PREVID_MAC);
-}
-
-/* A cluster previd: smstore's id, '.' (not in base64url's alphabet),
- * then the node's tag and the MAC of both. */
-static void sm_previd_join(const char *local, size_t l,
-			   const uint8_t tag[SM_PREVID_TAG],
-			   char out[SM_PREVID_MAX])
-{
-	uint8_t bin[SM_PREVID_TAG + SM_PREVID_MAC];
-	memcpy(bin, tag, SM_PREVID_TAG);
-	sm_previd_mac(local, l, tag, bin + SM_PREVID_TAG);
-	memcpy(out, local, l);
-	out[l] = '.';
-	sodium_bin2base64(out + l + 1, SM_PREVID_MAX - l - 1, bin, sizeof(bin),
-			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-}
-
 /* The previd of <enabled id/>: smstore's id, and in a cluster this
- * node's tag and the MAC. */
+ * node's tag and the MAC (smwire.h). */
 static void sm_previd_make(const struct worker *w, const char *local,
 			   char out[SM_PREVID_MAX])
 {
 	uint8_t tag[SM_PREVID_TAG];
-	size_t l = strlen(local);
-	if (!sm_cluster(w) || l == 0) {
-		snprintf(out, SM_PREVID_MAX, "%s", local);
-		return;
+	if (sm_cluster(w)) {
+		smwire_node_tag(sm_previd_key, w->cfg->cluster_node, tag);
+		if (smwire_previd_join(sm_previd_key, local, tag, out) == 0)
+			return;
 	}
-	sm_node_tag(w->cfg->cluster_node, tag);
-	sm_previd_join(local, l, tag, out);
+	snprintf(out, SM_PREVID_MAX, "%s", local);
 }
 
-/* A previd the client sent: its smstore part into local (NUL-ended)
- * and the minting node's tag.  0 when it is well formed for this node
- * (a cluster previd whose MAC verifies, or a single node's), -1 when
- * not: forged, another cluster's, or from a node outside a cluster
- * while we are in one (and the reverse) -- item-not-found either way. */
+/* A previd the client sent: its smstore part into local and the
+ * minting node's tag.  0 when it is well formed for this node (a
+ * cluster previd whose MAC verifies, or a single node's), -1 when not:
+ * forged, another cluster's, or a single node's while we are in a
+ * cluster (and the reverse) -- item-not-found either way. */
 static int sm_previd_parse(const struct worker *w, const char *previd,
 			   char local[SMSTORE_ID_MAX],
 			   uint8_t tag[SM_PREVID_TAG])
 {
-	const char *dot = strchr(previd, '.');
-	uint8_t bin[SM_PREVID_TAG + SM_PREVID_MAC], mac[SM_PREVID_MAC];
-	size_t l = dot ? (size_t)(dot - previd) : strlen(previd), bl = 0;
-	int ok;
-	if (l == 0 || l >= SMSTORE_ID_MAX || (dot != NULL) != sm_cluster(w))
-		return -1;
-	memcpy(local, previd, l);
-	local[l] = '\0';
-	if (dot == NULL) {
-		memset(tag, 0, SM_PREVID_TAG);
-		return 0;
-	}
-	if (strlen(dot + 1) != SM_PREVID_SUFFIX ||
-	    sodium_base642bin(bin, sizeof(bin), dot + 1, SM_PREVID_SUFFIX,
-			      NULL, &bl, NULL,
-			      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-	    bl != sizeof(bin))
-		return -1;
-	sm_previd_mac(local, l, bin, mac);
-	ok = sodium_memcmp(mac, bin + SM_PREVID_TAG, SM_PREVID_MAC) == 0;
-	memcpy(tag, bin, SM_PREVID_TAG);
-	/* one spelling per previd (base64's unused bits) */
-	char again[SM_PREVID_MAX];
-	sm_previd_join(local, l, tag, again);
-	return ok && strcmp(again + l, dot) == 0 ? 0 : -1;
+	return smwire_previd_split(sm_cluster(w) ? sm_previd_key : NULL,
+				   previd, strlen(previd), local, tag);
 }
 
 /* The node table index of the node whose tag this is, up or suspect
@@ -304,7 +244,7 @@ static unsigned sm_tag_node(const struct worker *w,
 		    (e.state != IPC_NODE_UP && e.state != IPC_NODE_SUSPECT))
 			continue;
 		e.name[sizeof(e.name) - 1] = '\0';
-		sm_node_tag(e.name, t);
+		smwire_node_tag(sm_previd_key, e.name, t);
 		if (memcmp(t, tag, SM_PREVID_TAG) == 0)
 			return i;
 	}
