@@ -51,6 +51,21 @@
  * ends the session the expiry way (the stale table entry is removed
  * first so that rerouting cannot bounce between A and B).
  *
+ * Resumption on another node of a cluster (docs/DESIGN.md "Cluster"):
+ * the same frames, through the bridges (a frame from another node names
+ * its sender, so worker_send_reply answers it).  The previd then
+ * carries the minting node's tag and a MAC keyed from
+ * cluster.secret_file (smwire_previd_join), so every node tells a
+ * forgery at once; a previd not held here is asked of the worker that
+ * made it (on the node its tag names, if up) and of the other nodes'
+ * workers holding a session of the account in the directory (it may
+ * have moved since: XEP-0198 gives no new id), SM_TAKE_MAX at most; the
+ * first GIVE wins, and when every one said NOT_FOUND (or none answered
+ * in sm.handover_timeout: a dead node) the client gets
+ * <item-not-found/>.  The giver drops its own table entry as it gives
+ * to another node, so that the taker's, coming through the directory,
+ * is entered there.  A single node's previds are as before.
+ *
  * A KICK frame for O (a new login binding the same resource) is not
  * forwarded: if it reaches A before the TAKE, O ends and the resumption
  * fails with <item-not-found/>; after, the login bound first and N's
