@@ -5,9 +5,11 @@ slice 8), three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
     resumes on n3: <resumed/> with the right h, the unacknowledged
     stanzas (and the one sent while detached) come again once each, in
     order, and every node lists the session on n3 afterwards;
-  * the same previd, held by the client after the move, resumes the
-    session again on a third node (n2), and fails once the session is
-    closed (a clean close ends it: XEP-0198 section 5);
+  * the same previd, held by the client after the move (XEP-0198 gives
+    no new id at <resumed/>), resumes the session again on a third node
+    (n2), then, while that stream is still attached, on n1 (the old
+    stream gets <conflict/>), and fails on every node once the session
+    is closed (a clean close ends it: XEP-0198 section 5);
   * forged previds (a changed MAC, smstore's part alone) fail;
   * a journal of about 800 KB (more than a NATS batch of the bridge,
     less than a frame) crosses in one SM_GIVE;
@@ -147,6 +149,10 @@ def detached(node, n):
                10, "%s: a session detached" % node.name)
 
 
+def offline_rows(lab):
+    return lab.db.psql("SELECT stanza FROM offline_messages", conninfo=lab.db.conninfo)
+
+
 def forged(previd):
     """The same previd with one character of its MAC changed."""
     i = len(previd) - 2
@@ -229,16 +235,32 @@ def test_resume_on_another_node():
         assert more_ids(k, "m") == []
         wait_held_on(lab, jj, 1)
 
-        # a clean close ends the session: the previd is no longer good
+        # resumed again while attached (a client that lost its socket
+        # before the server did), back on n1, the node that made the
+        # id: n1 asks n2 (from the directory), the old stream gets
+        # <conflict/> (XEP-0198 section 5), as between two workers
         k.send("<a xmlns='%s' h='9'/>" % SM)
-        k.send("</stream:stream>")
-        k.read_all_until_close(timeout=5)
+        time.sleep(0.3)
+        z = connect(lab, 0)
+        authed(z, "juliet")
+        got = resume(z, smid, 9)
+        assert got == "<resumed xmlns='%s' h='2' previd='%s'/>" % (SM, smid), got
+        got = k.read_until("<stream:error>.*?</stream:stream>")
+        assert "<conflict " in got, got
+        wait_held_on(lab, jj, 0)
+        msg(r, jj, "m9")
+        assert read_ids(z, 1, "m") == ["m9"]
+
+        # a clean close ends the session: the previd is no longer good
+        z.send("<a xmlns='%s' h='10'/>" % SM)
+        z.send("</stream:stream>")
+        z.read_all_until_close(timeout=5)
         wait_until(lambda: (all(jj not in sessions(x) for x in lab.nodes), None),
                    10, "the closed session left every node's list")
         for i in (0, 1, 2):
             again = connect(lab, i)
             authed(again, "juliet")
-            assert resume(again, smid, 9) == failed("item-not-found"), i
+            assert resume(again, smid, 10) == failed("item-not-found"), i
         assert "<error" not in r.buf.decode()
 
 
@@ -300,13 +322,26 @@ def test_node_killed_item_not_found():
         got = resume(n, smid, 1, timeout=5)
         assert got == failed("item-not-found"), got
         assert time.monotonic() - t0 < 2
-        # the client binds anew; what was sent meanwhile is offline
+        # what was sent meanwhile is in offline storage (k2 came back
+        # from n2's bridge, k3 was routed by the bare JID after the
+        # sweep; the store is asynchronous: wait for both rows before
+        # the login that fetches them)
+        wait_until(lambda: (all("id='%s'" % k in offline_rows(lab) for k in ("k2", "k3")),
+                            offline_rows(lab)), 10, "k2 and k3 in offline storage")
+        # the client binds anew and gets them
         jid = n.bind("again")
         assert jid.startswith("juliet@localhost/"), jid
         n.send("<presence/>")
-        got = [n.read_until(msg_rx("k[23]"), timeout=20) for _ in range(2)]
+        got = []
+        end = time.monotonic() + 20
+        while len(got) < 2 and time.monotonic() < end:
+            try:
+                got.append(n.read_until(msg_rx("k[23]"), timeout=1))
+            except AssertionError as e:
+                if "closed" in str(e):
+                    raise
         ids = sorted(re.search("id='([^']+)'", g).group(1) for g in got)
-        assert ids == ["k2", "k3"], got
+        assert ids == ["k2", "k3"], "offline storage gave %s" % ids
         # from offline storage (XEP-0203 stamp), not routed live
         assert all("urn:xmpp:delay" in g for g in got), got
         assert "<error" not in r.buf.decode()
