@@ -108,7 +108,6 @@
 #include "util.h"
 
 #include <errno.h>
-#include <sodium.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1506,9 +1505,16 @@ static void sm_tick(struct worker *w, int64_t now)
 			 * before the end of the turn) */
 			conn_close(c);
 		} else if (s->take_deadline != 0 && now >= s->take_deadline) {
-			log_warn("c%u %s: resumption: w%u did not answer in "
-				 "time (sm.handover_timeout)", c->id, c->peer,
-				 s->take_slot);
+			if (s->take_node[0] == 0)
+				log_warn("c%u %s: resumption: w%u did not "
+					 "answer in time (sm.handover_timeout)",
+					 c->id, c->peer, s->take_slot);
+			else    /* a node died, or a frame was lost */
+				log_warn("c%u %s: resumption: %u of the %u "
+					 "workers of other nodes asked did not "
+					 "answer in time (sm.handover_timeout)",
+					 c->id, c->peer, s->take_pending,
+					 s->take_n);
 			c->sm = NULL;
 			free(s);
 			sm_failed(c, "item-not-found", 0, 0);
