@@ -244,8 +244,18 @@ static int sm_previd_parse(const struct worker *w, const char *previd,
 				   previd, strlen(previd), local, tag);
 }
 
-/* The node table index of the node whose tag this is, up or suspect
- * (a node taken for dead has no session to give), or 0. */
+/* Whether node i of the node table is up or suspect: a node taken for
+ * dead has no session to give (its entries are being swept). */
+static int sm_node_alive(const struct worker *w, unsigned i)
+{
+	struct ipc_cluster_node e;
+	return i > 0 && i < IPC_MAX_NODES &&
+	       shm_cluster_read_node(&w->shm->hdr->cluster, i, &e) &&
+	       (e.state == IPC_NODE_UP || e.state == IPC_NODE_SUSPECT);
+}
+
+/* The node table index of the node whose tag this is, up or suspect,
+ * or 0. */
 static unsigned sm_tag_node(const struct worker *w,
 			    const uint8_t tag[SM_PREVID_TAG])
 {
@@ -1028,7 +1038,7 @@ static unsigned sm_remote_holders(struct conn *n, const char *local,
 		return k;
 	int nl = shm_session_list(w->shm->sessions, bare, list, SM_ROOM_LIST);
 	for (int i = 0; i < nl && i < SM_ROOM_LIST; i++)
-		if (list[i].node != 0)
+		if (list[i].node != 0 && sm_node_alive(w, list[i].node))
 			sm_ask_add(to, &k, list[i].slot, list[i].node,
 				   list[i].rslot);
 	free(list);

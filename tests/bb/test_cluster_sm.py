@@ -314,8 +314,9 @@ def test_node_killed_item_not_found():
         assert got == failed("item-not-found"), got
         # sm.handover_timeout (5s) at most, plus the login
         assert took < 9, "resumption of a dead node's session took %.1fs" % took
-        wait_until(lambda: (lab.state_of(2, "n1") == "down", None),
-                   15, "n3 takes n1 for down")
+        wait_until(lambda: (lab.state_of(2, "n1") == "down" and
+                            jj not in sessions(lab.nodes[2]), None),
+                   15, "n3 takes n1 for down and drops its session")
         msg(r, jj, "k3")
         # now at once: the node's tag names a node that is down
         t0 = time.monotonic()
