@@ -57,8 +57,8 @@
  * carries the minting node's tag and a MAC keyed from
  * cluster.secret_file (smwire_previd_join), so every node tells a
  * forgery at once; a previd not held here is asked of the worker that
- * made it (on the node its tag names, if up) and of the other nodes'
- * workers holding a session of the account in the directory (it may
+ * made it (on the node its tag names, if up) and of the other live
+ * nodes' workers holding a session of the account in the directory (it may
  * have moved since: XEP-0198 gives no new id), SM_TAKE_MAX at most; the
  * first GIVE wins, and when every one said NOT_FOUND (or none answered
  * in sm.handover_timeout: a dead node) the client gets
