@@ -11,6 +11,12 @@
  *    bytes changed, is found only when it is exactly the id of a live
  *    resumable record, and then names that record; a freed record's id
  *    is not found;
+ *  - cluster previd (smwire_previd_split, the same inputs, issued ids
+ *    first made cluster previds when bit 7 of byte 2 is set): without
+ *    a key only a text without '.' is taken, as it is; with the key,
+ *    what is taken joins back (smwire_previd_join) to exactly the text,
+ *    and an unchanged cluster previd of an issued id gives that id and
+ *    the tag it was made with;
  *  - h: smwire_parse_h accepts exactly xs:unsignedInt (whitespace,
  *    '+', leading zeros, up to 4294967295), checked against a second,
  *    independent reading, and the value prints back as its digits.
@@ -206,19 +212,56 @@ static void fuzz_build(const uint8_t *p, size_t len)
 	buf_free(&b);
 }
 
+static const uint8_t fuzz_key[SMWIRE_KEY_BYTES] = "fuzz_sm previd key, 32 bytes...";
+static const uint8_t fuzz_tag[SMWIRE_PREVID_TAG] = { 1, 2, 3, 4 };
+
+/* The cluster form of any text: see the header. */
+static void fuzz_cluster_previd(const char *text, size_t n,
+				const char *issued, int unchanged)
+{
+	char local[SMSTORE_ID_MAX], again[SMWIRE_PREVID_MAX];
+	uint8_t tag[SMWIRE_PREVID_TAG];
+	int r = smwire_previd_split(NULL, text, n, local, tag);
+	int plain = n > 0 && n < SMSTORE_ID_MAX && memchr(text, '.', n) == NULL &&
+		    memchr(text, '\0', n) == NULL;
+	FUZZ_CHECK((r == 0) == plain, "single node previd of %zu bytes: %d", n,
+		   r);
+	if (r == 0)
+		FUZZ_CHECK(strlen(local) == n && memcmp(local, text, n) == 0,
+			   "single node previd changed");
+	r = smwire_previd_split(fuzz_key, text, n, local, tag);
+	if (r == 0) {
+		FUZZ_CHECK(smwire_previd_join(fuzz_key, local, tag, again) == 0 &&
+			   strlen(again) == n && memcmp(again, text, n) == 0,
+			   "cluster previd does not join back to its text");
+	}
+	if (unchanged && issued != NULL)
+		FUZZ_CHECK(r == 0 && strcmp(local, issued) == 0 &&
+			   memcmp(tag, fuzz_tag, sizeof(tag)) == 0,
+			   "issued cluster previd refused");
+}
+
 static void fuzz_previd(const uint8_t *p, size_t len)
 {
 	char text[256];
 	size_t n = len < sizeof(text) ? len : sizeof(text);
 	struct sm_ref ref;
-	int want = -1;
+	int want = -1, unchanged = 0;
+	const char *issued = NULL;
 
 	if (len >= 2 && (p[0] & 1)) {
 		/* an issued id (or the freed one), changed */
 		unsigned k = p[1] % (FUZZ_SM_IDS + 1);
 		const char *id = k < FUZZ_SM_IDS ? fuzz_ids[k] : fuzz_gone;
+		char joined[SMWIRE_PREVID_MAX];
+		if ((p[1] & 0x80) &&
+		    smwire_previd_join(fuzz_key, id, fuzz_tag, joined) == 0) {
+			issued = id;
+			id = joined;
+		}
 		n = strlen(id);
 		memcpy(text, id, n);
+		unchanged = len == 2;
 		for (size_t i = 2; i + 1 < len; i += 2) {
 			size_t at = p[i];
 			if (at < n)
@@ -234,6 +277,7 @@ static void fuzz_previd(const uint8_t *p, size_t len)
 	for (unsigned k = 0; k < FUZZ_SM_IDS; k++)
 		if (strlen(fuzz_ids[k]) == n && memcmp(fuzz_ids[k], text, n) == 0)
 			want = (int)k;
+	fuzz_cluster_previd(text, n, issued, unchanged);
 	int r = smstore_find(fuzz_st, text, n, &ref);
 	FUZZ_CHECK(r == (want >= 0), "previd of %zu bytes: found %d, an "
 		   "issued id: %d", n, r, want >= 0);

@@ -270,6 +270,13 @@ sm_seeds = {
     "previd-longer": b"\x03\x01\x02\x23\x41",
     "previd-shorter": b"\x03\x01\x00\xff\x00",
     "previd-case": b"\x03\x01\x01\x00\x20\x05\x20",
+    # cluster previds (byte 2 with bit 7: the issued id joined with a
+    # node tag and a MAC): unchanged, a MAC byte changed, the '.' gone,
+    # one character longer
+    "previd-cluster": b"\x03\x01\x80",
+    "previd-cluster-mac": b"\x03\x01\x81\x30\x01",
+    "previd-cluster-dot": b"\x03\x01\x82\x23\x01",
+    "previd-cluster-longer": b"\x03\x01\x80\x34\x41",
     "build": b"\x05" + bytes([len(PRES)]) + PRES + bytes([len(MSG)]) + MSG
              + b"\x03abc\x00",
 }

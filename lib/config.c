@@ -235,8 +235,9 @@ const struct config_def config_defs[] = {
 	  "more ends the stream with <policy-violation/> (a detached "
 	  "session ends: its stanzas go to offline storage)" },
 	{ "sm.handover_timeout", CONFIG_TYPE_DURATION, OFF(sm_handover_timeout),
-	  "5s", 100, 60000, RELOAD, "Wait for another worker to hand over "
-	  "a session being resumed; past it the client gets <failed/>" },
+	  "5s", 100, 60000, RELOAD, "Wait for another worker (of this node "
+	  "or, in a cluster, of another) to hand over a session being "
+	  "resumed; past it the client gets <failed/>" },
 	{ "sm.forward_time", CONFIG_TYPE_DURATION, OFF(sm_forward_time), "30s",
 	  1000, 600000, RELOAD, "How long stanzas still arriving for a "
 	  "resumed session's old connection are forwarded to the new one" },

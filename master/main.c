@@ -151,8 +151,9 @@ static void master_check_schema(const struct config *cfg)
 		log_fatal("database schema: %s", error);
 }
 
-/* The keys every worker uses for SASL answers to unknown accounts and
- * for server dialback (XEP-0185): random per start on a single node;
+/* The keys every worker uses for SASL answers to unknown accounts, for
+ * server dialback (XEP-0185) and, in a cluster, for XEP-0198 previds
+ * (verified on any node): random per start on a single node;
  * in a cluster derived from cluster.secret_file, so that every node
  * makes the same (read as root, before privileges are dropped: the
  * file may be readable by root only). */
@@ -170,6 +171,7 @@ static void master_init_secrets(const struct config *cfg)
 		log_fatal("cluster.secret_file: %s", err);
 	sasl_seed_secret(key);
 	dialback_seed_secret(key);
+	sm_seed_secret(key);
 	sodium_memzero(key, sizeof(key));
 }
 

@@ -1053,6 +1053,14 @@ static int sm_names(const struct ipc_sm_record *r, const struct sm_ref *idref)
 	       r->id_seq == idref->seq;
 }
 
+int smstore_id_names(const char *id, size_t id_len, struct sm_ref *ref_r)
+{
+	uint8_t token[IPC_SM_TOKEN];
+	int r = sm_id_decode(id, id_len, ref_r, token);
+	sodium_memzero(token, sizeof(token));
+	return r;
+}
+
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r)
 {

@@ -196,6 +196,11 @@ void smstore_close(struct smstore *s, const struct sm_ref *ref);
  * its new record answers), is not found. */
 int smstore_find(struct smstore *s, const char *id, size_t id_len,
 		 struct sm_ref *ref_r);
+/* What a previd text names (slot, index, use count) without looking at
+ * the store: 0, or -1 when the text is not a previd.  Added for the
+ * cluster (worker/sm.c): another node's previd names a worker there,
+ * whose record this node cannot read; only that node checks the token. */
+int smstore_id_names(const char *id, size_t id_len, struct sm_ref *ref_r);
 /* Added for adoption after a crash: the previd of a resumable record,
  * the very text the client holds (the one it was given at <enable/>,
  * also after the session moved: smstore_open_as).  -1 when ref no

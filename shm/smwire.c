@@ -11,6 +11,7 @@
 #include "smstore.h"
 #include "buf.h"
 
+#include <sodium.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -290,4 +291,79 @@ int smwire_done_decode(const void *p, size_t len, const char **error_r)
 {
 	(void)p;
 	return len == 0 ? 0 : smwire_fail("SM_DONE with a payload", error_r);
+}
+
+/* ---- previds in a cluster ---------------------------------------------- */
+
+void smwire_node_tag(const uint8_t key[SMWIRE_KEY_BYTES], const char *node,
+		     uint8_t tag[SMWIRE_PREVID_TAG])
+{
+	crypto_generichash(tag, SMWIRE_PREVID_TAG, (const uint8_t *)node,
+			   strlen(node), key, SMWIRE_KEY_BYTES);
+}
+
+static void previd_mac(const uint8_t *key, const char *local, size_t l,
+		       const uint8_t *tag, uint8_t mac[SMWIRE_PREVID_MAC])
+{
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, key, SMWIRE_KEY_BYTES, SMWIRE_PREVID_MAC);
+	crypto_generichash_update(&st, tag, SMWIRE_PREVID_TAG);
+	crypto_generichash_update(&st, (const uint8_t *)local, l);
+	crypto_generichash_final(&st, mac, SMWIRE_PREVID_MAC);
+}
+
+int smwire_previd_join(const uint8_t key[SMWIRE_KEY_BYTES], const char *local,
+		       const uint8_t tag[SMWIRE_PREVID_TAG],
+		       char out[SMWIRE_PREVID_MAX])
+{
+	uint8_t bin[SMWIRE_PREVID_TAG + SMWIRE_PREVID_MAC];
+	size_t l = strnlen(local, SMSTORE_ID_MAX);
+	if (l == 0 || l >= SMSTORE_ID_MAX)
+		return -1;
+	memcpy(bin, tag, SMWIRE_PREVID_TAG);
+	previd_mac(key, local, l, tag, bin + SMWIRE_PREVID_TAG);
+	memcpy(out, local, l);
+	out[l] = '.';
+	sodium_bin2base64(out + l + 1, SMWIRE_PREVID_MAX - l - 1, bin,
+			  sizeof(bin), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	return 0;
+}
+
+int smwire_previd_split(const uint8_t *key, const char *previd, size_t len,
+			char local[SMSTORE_ID_MAX],
+			uint8_t tag[SMWIRE_PREVID_TAG])
+{
+	uint8_t bin[SMWIRE_PREVID_TAG + SMWIRE_PREVID_MAC];
+	uint8_t mac[SMWIRE_PREVID_MAC];
+	char again[SMWIRE_PREVID_MAX];
+	const char *dot;
+	size_t l, bl = 0;
+
+	memset(tag, 0, SMWIRE_PREVID_TAG);
+	if (previd == NULL || len == 0 || memchr(previd, '\0', len) != NULL)
+		return -1;
+	dot = memchr(previd, '.', len);
+	l = dot ? (size_t)(dot - previd) : len;
+	/* a cluster's previd in a cluster, a single node's outside one */
+	if (l == 0 || l >= SMSTORE_ID_MAX || (dot != NULL) != (key != NULL))
+		return -1;
+	memcpy(local, previd, l);
+	local[l] = '\0';
+	if (key == NULL)
+		return 0;
+	if (len - l - 1 != SMWIRE_PREVID_SUFFIX ||
+	    sodium_base642bin(bin, sizeof(bin), dot + 1, SMWIRE_PREVID_SUFFIX,
+			      NULL, &bl, NULL,
+			      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+	    bl != sizeof(bin))
+		return -1;
+	previd_mac(key, local, l, bin, mac);
+	if (sodium_memcmp(mac, bin + SMWIRE_PREVID_TAG, SMWIRE_PREVID_MAC) != 0)
+		return -1;
+	/* one spelling per previd (base64's unused bits) */
+	smwire_previd_join(key, local, bin, again);
+	if (memcmp(again + l, dot, SMWIRE_PREVID_SUFFIX + 1) != 0)
+		return -1;
+	memcpy(tag, bin, SMWIRE_PREVID_TAG);
+	return 0;
 }

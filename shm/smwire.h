@@ -1,8 +1,9 @@
 /*
  * smwire.h - XEP-0198 wire formats as pure functions: the payloads of
  * the hand-over frames IPC_FRAME_SM_TAKE, SM_GIVE and SM_DONE (layout in
- * shm/ipc.h, "XEP-0198 hand-over frames"), and the h attribute of <a/>
- * and <resume/> (XEP-0198's xs:unsignedInt).
+ * shm/ipc.h, "XEP-0198 hand-over frames"), the h attribute of <a/>
+ * and <resume/> (XEP-0198's xs:unsignedInt), and a cluster's previd
+ * (smstore's id, the minting node's tag and a MAC).
  *
  * Bytes in, a decoded struct out: the decoders read within the payload
  * only and never allocate; what they return points into the payload.
@@ -21,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ipc.h"
+#include "smstore.h"
 
 struct buf;
 
@@ -95,6 +97,37 @@ void smwire_give_set_counts(struct buf *out, size_t at, uint32_t ndirected,
 /* Whole GIVE from a decoded one (what the fuzz harness re-encodes). */
 int smwire_give_encode(struct buf *out, const struct smwire_give *g,
 		       const char **error_r);
+
+/* ---- previds in a cluster ---------------------------------------------- */
+
+/* A single node's previd is smstore's id (smstore.h).  In a cluster it
+ * is smstore's id, '.', then base64url (no padding) of the minting
+ * node's tag and a MAC of tag and id, keyed with a key every node
+ * derives from cluster.secret_file: any node can tell a previd of its
+ * cluster (and which node made it) from a forgery before asking that
+ * node, which then checks the id's token against its record. */
+#define SMWIRE_KEY_BYTES 32u
+#define SMWIRE_PREVID_TAG 4u
+#define SMWIRE_PREVID_MAC 8u
+#define SMWIRE_PREVID_SUFFIX 16u    /* base64url of tag and MAC */
+#define SMWIRE_PREVID_MAX (SMSTORE_ID_MAX + 1 + SMWIRE_PREVID_SUFFIX + 1)
+
+/* A node's tag: short, stable (from cluster.node), keyed. */
+void smwire_node_tag(const uint8_t key[SMWIRE_KEY_BYTES], const char *node,
+		     uint8_t tag[SMWIRE_PREVID_TAG]);
+/* The cluster previd of smstore's id `local` made on the node of tag:
+ * 0, or -1 when local is empty or too long (SMSTORE_ID_MAX). */
+int smwire_previd_join(const uint8_t key[SMWIRE_KEY_BYTES], const char *local,
+		       const uint8_t tag[SMWIRE_PREVID_TAG],
+		       char out[SMWIRE_PREVID_MAX]);
+/* The text of <resume previd/> (len bytes, any): with key NULL (a
+ * single node) smstore's id as it is; with a key a cluster previd whose
+ * MAC verifies, spelt exactly as smwire_previd_join spells it.  0 with
+ * smstore's part in local (NUL-terminated) and the tag (zero without a
+ * key), or -1 (item-not-found). */
+int smwire_previd_split(const uint8_t *key, const char *previd, size_t len,
+			char local[SMSTORE_ID_MAX],
+			uint8_t tag[SMWIRE_PREVID_TAG]);
 
 /* ---- SM_DONE ----------------------------------------------------------- */
 

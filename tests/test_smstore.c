@@ -6,7 +6,9 @@
  * forged, stale: never found, never a crash), a writer killed in the
  * middle of each kind of change (a forked child stopped by the test
  * hook) then smstore_recover_slot() giving back exactly what was
- * published, the master's smstore_keeps(), and the usage figures.
+ * published, the master's smstore_keeps(), the usage figures, and a
+ * cluster's previds (shm/smwire.c: smstore's id with the minting node's
+ * tag and a MAC; another key, tag or MAC never verifies).
  * Forked children _exit() and carry an alarm().
  */
 #include <criterion/criterion.h>
@@ -21,6 +23,7 @@
 
 #include "ipc.h"
 #include "smstore.h"
+#include "smwire.h"
 
 #define TEST_TIMEOUT 120.
 TestSuite(smstore, .timeout = TEST_TIMEOUT);
@@ -576,6 +579,76 @@ Test(smstore, moved_session_keeps_its_id)
 	cr_assert_eq(smstore_find(m.s, id, strlen(id), &got), 0);
 	for (unsigned k = 0; k < 3; k++)
 		verify(&m, k);
+	smap_close(&m);
+}
+
+Test(smstore, cluster_previds)
+{
+	struct smap m;
+	struct sm_ref ref, names;
+	char id[SMSTORE_ID_MAX], local[SMSTORE_ID_MAX];
+	char cid[SMWIRE_PREVID_MAX], bad[SMWIRE_PREVID_MAX];
+	uint8_t key[SMWIRE_KEY_BYTES], other[SMWIRE_KEY_BYTES];
+	uint8_t t1[SMWIRE_PREVID_TAG], t2[SMWIRE_PREVID_TAG];
+	uint8_t tag[SMWIRE_PREVID_TAG];
+
+	memset(key, 0x11, sizeof(key));
+	memset(other, 0x22, sizeof(other));
+	smap_open(&m, 2, 8, 64 * 1024);
+	ref = open_rec(&m, 1, "a@b/c", 2, 1, id);
+	/* what the id names, read without the store's record */
+	cr_assert_eq(smstore_id_names(id, strlen(id), &names), 0);
+	cr_assert(names.slot == ref.slot && names.index == ref.index &&
+		  names.seq == ref.seq);
+	cr_assert_eq(smstore_id_names("garbage", 7, &names), -1);
+	/* tags: stable per name, keyed, different between nodes */
+	smwire_node_tag(key, "n1", t1);
+	smwire_node_tag(key, "n1", tag);
+	cr_assert_eq(memcmp(t1, tag, sizeof(tag)), 0);
+	smwire_node_tag(key, "n2", t2);
+	cr_assert_neq(memcmp(t1, t2, sizeof(t2)), 0);
+	smwire_node_tag(other, "n1", tag);
+	cr_assert_neq(memcmp(t1, tag, sizeof(tag)), 0);
+
+	cr_assert_eq(smwire_previd_join(key, id, t1, cid), 0);
+	cr_assert_eq(strlen(cid), strlen(id) + 1 + SMWIRE_PREVID_SUFFIX);
+	cr_assert_lt(strlen(cid), SMWIRE_PREVID_MAX);
+	/* any node with the key: smstore's part and the minting tag */
+	cr_assert_eq(smwire_previd_split(key, cid, strlen(cid), local, tag), 0);
+	cr_assert_str_eq(local, id);
+	cr_assert_eq(memcmp(tag, t1, sizeof(tag)), 0);
+	cr_assert_eq(smstore_find(m.s, local, strlen(local), &names), 1);
+	/* another cluster's key, no key, the bare id in a cluster */
+	cr_assert_eq(smwire_previd_split(other, cid, strlen(cid), local, tag), -1);
+	cr_assert_eq(smwire_previd_split(NULL, cid, strlen(cid), local, tag), -1);
+	cr_assert_eq(smwire_previd_split(key, id, strlen(id), local, tag), -1);
+	cr_assert_eq(smwire_previd_split(NULL, id, strlen(id), local, tag), 0);
+	cr_assert_str_eq(local, id);
+	/* each character changed (id, tag or MAC), one more, one less, a
+	 * NUL inside: refused */
+	for (size_t i = 0; i < strlen(cid); i++) {
+		if (cid[i] == '.')
+			continue;
+		memcpy(bad, cid, sizeof(bad));
+		bad[i] = bad[i] == 'A' ? 'B' : 'A';
+		cr_assert_eq(smwire_previd_split(key, bad, strlen(bad), local,
+						 tag), -1, "changed at %zu", i);
+	}
+	char longer[SMWIRE_PREVID_MAX + 1];
+	snprintf(longer, sizeof(longer), "%sA", cid);
+	cr_assert_eq(smwire_previd_split(key, longer, strlen(longer), local,
+					 tag), -1);
+	cr_assert_eq(smwire_previd_split(key, cid, strlen(cid) - 1, local, tag),
+		     -1);
+	memcpy(bad, cid, sizeof(bad));
+	bad[3] = '\0';
+	cr_assert_eq(smwire_previd_split(key, bad, strlen(cid), local, tag), -1);
+	/* a tag and MAC moved onto another id */
+	char id2[SMSTORE_ID_MAX];
+	open_rec(&m, 0, "d@b/e", 3, 1, id2);
+	memcpy(bad, id2, strlen(id2));
+	memcpy(bad + strlen(id2), cid + strlen(id), SMWIRE_PREVID_SUFFIX + 2);
+	cr_assert_eq(smwire_previd_split(key, bad, strlen(bad), local, tag), -1);
 	smap_close(&m);
 }
 

@@ -51,6 +51,21 @@
  * ends the session the expiry way (the stale table entry is removed
  * first so that rerouting cannot bounce between A and B).
  *
+ * Resumption on another node of a cluster (docs/DESIGN.md "Cluster"):
+ * the same frames, through the bridges (a frame from another node names
+ * its sender, so worker_send_reply answers it).  The previd then
+ * carries the minting node's tag and a MAC keyed from
+ * cluster.secret_file (smwire_previd_join), so every node tells a
+ * forgery at once; a previd not held here is asked of the worker that
+ * made it (on the node its tag names, if up) and of the other live
+ * nodes' workers holding a session of the account in the directory (it may
+ * have moved since: XEP-0198 gives no new id), SM_TAKE_MAX at most; the
+ * first GIVE wins, and when every one said NOT_FOUND (or none answered
+ * in sm.handover_timeout: a dead node) the client gets
+ * <item-not-found/>.  The giver drops its own table entry as it gives
+ * to another node, so that the taker's, coming through the directory,
+ * is entered there.  A single node's previds are as before.
+ *
  * A KICK frame for O (a new login binding the same resource) is not
  * forwarded: if it reaches A before the TAKE, O ends and the resumption
  * fails with <item-not-found/>; after, the login bound first and N's
@@ -86,6 +101,8 @@
 #include "ext.h"
 #include "config.h"
 #include "log.h"
+#include "secret.h"
+#include "../shm/cluster.h"
 #include "session.h"
 #include "stanza.h"
 #include "util.h"
@@ -102,6 +119,16 @@ extern const struct ext sm_ext;
 
 #define NS_STANZAS NS_STANZA_ERR
 
+/* Sessions of an account looked at, at most, for one that waits
+ * (sm_make_room) or that may hold a previd's session (sm_resume). */
+#define SM_ROOM_LIST 64
+/* Workers of other nodes asked for one session at most. */
+#define SM_TAKE_MAX 8
+/* A previd's text: smstore's id, and in a cluster the minting node's
+ * tag and a MAC (smwire.h). */
+#define SM_PREVID_TAG SMWIRE_PREVID_TAG
+#define SM_PREVID_MAX SMWIRE_PREVID_MAX
+
 struct sm_conn {
 	struct sm_ref ref;
 	int has_ref;            /* a record in the store is ours */
@@ -117,11 +144,16 @@ struct sm_conn {
 	uint32_t max_s;
 	uint64_t out_from;      /* out_total when the journal began */
 	int64_t detached_ms;    /* CLOCK_MONOTONIC ms, 0 attached */
-	/* <resume/> waiting for another worker's SM_GIVE */
+	/* <resume/> waiting for another worker's SM_GIVE: a worker of
+	 * this node (take_node 0, take_slot), or up to SM_TAKE_MAX workers
+	 * of other nodes (through the bridge), of which one at most holds
+	 * it; the others answer NOT_FOUND */
 	int64_t take_deadline;
 	uint32_t take_h;
 	uint16_t take_slot;
-	char id[SMSTORE_ID_MAX];    /* the previd the client holds */
+	uint8_t take_n, take_pending;
+	uint8_t take_node[SM_TAKE_MAX], take_rslot[SM_TAKE_MAX];
+	char id[SM_PREVID_MAX];     /* the previd the client holds */
 };
 
 /* Where a session went: its connection on a worker of this node, or
@@ -148,6 +180,7 @@ static struct sm_fwd *sm_fwds;
 static unsigned sm_nfwd, sm_fwd_cap;
 
 _Static_assert(IPC_SM_EXT_WORDS >= EXT_MAX, "ipc_sm_give.words");
+_Static_assert(SECRET_KEY_BYTES == SMWIRE_KEY_BYTES, "previd key");
 
 static struct smstore *sm_store(const struct worker *w)
 {
@@ -162,6 +195,84 @@ static unsigned sm_index(void)
 			if (ext_all[i] == &sm_ext)
 				idx = i;
 	return idx;
+}
+
+/* ---- previds across the nodes of a cluster ------------------------------ */
+
+/* The key of previd tags and MACs: derived from cluster.secret_file by
+ * the master before forking (sm_seed_secret), the same on every node,
+ * so that a previd one node made verifies on any other. */
+static unsigned char sm_previd_key[SECRET_KEY_BYTES];
+static int sm_previd_keyed;
+
+void sm_seed_secret(const unsigned char key[SECRET_KEY_BYTES])
+{
+	secret_derive(key, "xmppd sm previd v1", sm_previd_key,
+		      sizeof(sm_previd_key));
+	sm_previd_keyed = 1;
+}
+
+static int sm_cluster(const struct worker *w)
+{
+	return config_cluster_on(w->cfg) && sm_previd_keyed;
+}
+
+/* The previd of <enabled id/>: smstore's id, and in a cluster this
+ * node's tag and the MAC (smwire.h). */
+static void sm_previd_make(const struct worker *w, const char *local,
+			   char out[SM_PREVID_MAX])
+{
+	uint8_t tag[SM_PREVID_TAG];
+	if (sm_cluster(w)) {
+		smwire_node_tag(sm_previd_key, w->cfg->cluster_node, tag);
+		if (smwire_previd_join(sm_previd_key, local, tag, out) == 0)
+			return;
+	}
+	snprintf(out, SM_PREVID_MAX, "%s", local);
+}
+
+/* A previd the client sent: its smstore part into local and the
+ * minting node's tag.  0 when it is well formed for this node (a
+ * cluster previd whose MAC verifies, or a single node's), -1 when not:
+ * forged, another cluster's, or a single node's while we are in a
+ * cluster (and the reverse) -- item-not-found either way. */
+static int sm_previd_parse(const struct worker *w, const char *previd,
+			   char local[SMSTORE_ID_MAX],
+			   uint8_t tag[SM_PREVID_TAG])
+{
+	return smwire_previd_split(sm_cluster(w) ? sm_previd_key : NULL,
+				   previd, strlen(previd), local, tag);
+}
+
+/* Whether node i of the node table is up or suspect: a node taken for
+ * dead has no session to give (its entries are being swept). */
+static int sm_node_alive(const struct worker *w, unsigned i)
+{
+	struct ipc_cluster_node e;
+	return i > 0 && i < IPC_MAX_NODES &&
+	       shm_cluster_read_node(&w->shm->hdr->cluster, i, &e) &&
+	       (e.state == IPC_NODE_UP || e.state == IPC_NODE_SUSPECT);
+}
+
+/* The node table index of the node whose tag this is, up or suspect,
+ * or 0. */
+static unsigned sm_tag_node(const struct worker *w,
+			    const uint8_t tag[SM_PREVID_TAG])
+{
+	const struct ipc_cluster *cl = &w->shm->hdr->cluster;
+	unsigned n = METRIC_GET(cl->nnodes);
+	struct ipc_cluster_node e;
+	uint8_t t[SM_PREVID_TAG];
+	for (unsigned i = 1; i < n && i < IPC_MAX_NODES; i++) {
+		if (!shm_cluster_read_node(cl, i, &e) ||
+		    (e.state != IPC_NODE_UP && e.state != IPC_NODE_SUSPECT))
+			continue;
+		e.name[sizeof(e.name) - 1] = '\0';
+		smwire_node_tag(sm_previd_key, e.name, t);
+		if (memcmp(t, tag, SM_PREVID_TAG) == 0)
+			return i;
+	}
+	return 0;
 }
 
 /* ---- small writers ------------------------------------------------------ */
@@ -456,7 +567,7 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 	const char *resume = xml_attr(n, "resume");
 	const char *max = xml_attr(n, "max");
 	const char *error;
-	char id[SMSTORE_ID_MAX];
+	char id[SMSTORE_ID_MAX], previd[SM_PREVID_MAX];
 	struct sm_ref ref;
 	uint32_t max_s = c->w->cfg->sm_max_resume_s, want;
 	int resumable = resume != NULL && (strcmp(resume, "true") == 0 ||
@@ -494,7 +605,8 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 	s->resumable = resumable;
 	s->max_s = max_s;
 	s->out_from = c->out_total;
-	snprintf(s->id, sizeof(s->id), "%s", id);
+	sm_previd_make(c->w, id, previd);
+	snprintf(s->id, sizeof(s->id), "%s", previd);
 	c->sm = s;
 	smstore_set_mech(sm_store(c->w), &ref, c->mech);
 	sm_save_words(c);
@@ -504,7 +616,7 @@ static void sm_enable(struct conn *c, struct xml_node *n)
 	buf_init(&out, 0);
 	if (resumable) {
 		buf_appendf(&out, "<enabled xmlns='" NS_SM "' id='");
-		xml_escape(&out, id, strlen(id), 1);
+		xml_escape(&out, previd, strlen(previd), 1);
 		buf_appendf(&out, "' resume='true' max='%u'/>", max_s);
 	} else {
 		buf_appendf(&out, "<enabled xmlns='" NS_SM "'/>");
@@ -644,9 +756,11 @@ struct sm_moving {
 };
 
 /* N becomes the session: the JID, presence, the session-table entry
- * (replacing old_slot/old_id/old_gen's; any other holder is kicked). */
-static int sm_become(struct conn *n, struct sm_moving *m, uint16_t old_slot,
-		     uint32_t old_id, uint32_t old_gen)
+ * (replacing the old holder's: `old_at`'s slot, or its node and rslot
+ * when on another node, with conn_id and gen; any other holder is
+ * kicked). */
+static int sm_become(struct conn *n, struct sm_moving *m,
+		     const struct sm_dest *old_at)
 {
 	struct session_info info, old;
 	const char *error;
@@ -688,8 +802,11 @@ static int sm_become(struct conn *n, struct sm_moving *m, uint16_t old_slot,
 	shm_session_set_presence(n->w->shm->sessions, n->jid,
 				 (uint16_t)n->w->slot, n->id, n->gen,
 				 n->priority, n->available);
-	if (r == 1 && !(old.node == 0 && old.slot == old_slot &&
-			old.conn_id == old_id && old.gen == old_gen)) {
+	int same = old.node == old_at->node && old.conn_id == old_at->id &&
+		   old.gen == old_at->gen &&
+		   (old.node == 0 ? old.slot == old_at->slot
+				  : old.rslot == old_at->rslot);
+	if (r == 1 && !same) {
 		/* a login bound this JID after the session was detached:
 		 * the later binding (this one) wins, as in bind.c */
 		log_info("c%u %s: %s resumed over a newer login (w%u c%u): "
@@ -777,7 +894,9 @@ static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
 		  old.since : 0;
 	for (unsigned i = 0; i < ext_count; i++)
 		m.words[i] = ext_session_word(o, i);
-	if (sm_become(n, &m, (uint16_t)o->w->slot, o->id, o->gen) < 0) {
+	struct sm_dest was = { .slot = (uint16_t)o->w->slot, .id = o->id,
+			       .gen = o->gen };
+	if (sm_become(n, &m, &was) < 0) {
 		sm_failed(n, "internal-server-error", 0, 0);
 		return;
 	}
@@ -802,9 +921,135 @@ static void sm_resume_local(struct conn *n, struct conn *o, uint32_t h)
 
 /* ---- <resume/> ---------------------------------------------------------- */
 
+/* A worker asked for a session: of this node (node 0, slot), or of
+ * another node through the bridge's slot (node, rslot). */
+struct sm_ask {
+	uint16_t slot;
+	uint8_t node, rslot;
+};
+
+/* Ask the workers in `to` for the session `local` names (SM_TAKE):
+ * one holds it at most, and answers SM_GIVE with it; n waits until
+ * sm.handover_timeout.  When no frame can be sent, the client gets
+ * <failed/> at once. */
+static void sm_take(struct conn *n, const char *previd, const char *local,
+		    uint32_t h, const struct sm_ask *to, unsigned nto)
+{
+	char bare[IPC_JID_MAX + 1];
+	int bl = snprintf(bare, sizeof(bare), "%s@%s", n->user, n->domain);
+	struct smwire_take t = { h, local, strlen(local), bare,
+				 bl < 0 ? 0 : (size_t)bl };
+	struct buf out;
+	const char *error = "";
+	struct sm_conn *s = calloc(1, sizeof(*s));
+	buf_init(&out, 0);
+	if (s == NULL || bl < 0 || (size_t)bl >= sizeof(bare) ||
+	    smwire_take_encode(&out, &t, &error) < 0) {
+		buf_free(&out);
+		free(s);
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
+	for (unsigned i = 0; i < nto && s->take_n < SM_TAKE_MAX; i++) {
+		if (queue_send_node(n->w->q, to[i].slot, to[i].node,
+				    to[i].rslot, IPC_FRAME_SM_TAKE, n->id,
+				    n->gen, buf_head(&out), buf_used(&out),
+				    &error) < 0) {
+			log_warn("c%u %s: resumption: to w%u (node %u w%u): "
+				 "%s", n->id, n->peer, to[i].slot, to[i].node,
+				 to[i].rslot, error);
+			continue;
+		}
+		s->take_node[s->take_n] = to[i].node;
+		s->take_rslot[s->take_n] = to[i].rslot;
+		s->take_n++;
+	}
+	buf_free(&out);
+	if (s->take_n == 0) {
+		free(s);
+		sm_failed(n, "resource-constraint", 0, 0);
+		return;
+	}
+	snprintf(s->id, sizeof(s->id), "%s", previd);
+	s->take_h = h;
+	s->take_slot = to[0].slot;
+	s->take_pending = s->take_n;
+	s->take_deadline = n->w->now_ms +
+			   (int64_t)n->w->cfg->sm_handover_timeout;
+	if (s->take_deadline == 0)
+		s->take_deadline = 1;
+	n->sm = s;
+	if (to[0].node == 0)
+		log_info("c%u %s: resumption: asking w%u for the session",
+			 n->id, n->peer, to[0].slot);
+	else
+		log_info("c%u %s: resumption: asking %u worker(s) of other "
+			 "nodes for the session (first: node %u w%u)", n->id,
+			 n->peer, s->take_n, to[0].node, to[0].rslot);
+}
+
+/* 1 when the SM_GIVE of hdr answers n's SM_TAKE (from a worker asked). */
+static int sm_take_from(const struct sm_conn *s,
+			const struct ipc_frame_header *hdr)
+{
+	if (hdr->node == 0)
+		return s->take_n == 1 && s->take_node[0] == 0 &&
+		       s->take_slot == hdr->src_slot;
+	for (unsigned i = 0; i < s->take_n; i++)
+		if (s->take_node[i] == hdr->node &&
+		    s->take_rslot[i] == hdr->node_slot)
+			return 1;
+	return 0;
+}
+
+static void sm_ask_add(struct sm_ask *to, unsigned *k, uint16_t slot,
+		       uint8_t node, uint8_t rslot)
+{
+	for (unsigned i = 0; i < *k; i++)
+		if (to[i].node == node && to[i].rslot == rslot)
+			return;
+	if (*k < SM_TAKE_MAX)
+		to[(*k)++] = (struct sm_ask){ slot, node, rslot };
+}
+
+/* Who on other nodes may hold the session of a previd not held here:
+ * the worker that made it, on the node its tag names (if that node is
+ * up), and the workers of other nodes holding a session of the account
+ * (the session may have moved since: a detached session keeps its
+ * directory entry, so its holder is among them).  The count. */
+static unsigned sm_remote_holders(struct conn *n, const char *local,
+				  const uint8_t tag[SM_PREVID_TAG],
+				  struct sm_ask to[SM_TAKE_MAX])
+{
+	struct worker *w = n->w;
+	struct sm_ref names;
+	struct session_info *list;
+	char bare[IPC_JID_MAX + 1];
+	unsigned k = 0, idx = sm_tag_node(w, tag);
+	if (w->nslots <= w->nworkers)
+		return 0;       /* no bridge */
+	if (idx != 0 && smstore_id_names(local, strlen(local), &names) == 0 &&
+	    names.slot <= UINT8_MAX)
+		sm_ask_add(to, &k, (uint16_t)w->nworkers, (uint8_t)idx,
+			   (uint8_t)names.slot);
+	if ((size_t)snprintf(bare, sizeof(bare), "%s@%s", n->user,
+			     n->domain) >= sizeof(bare) ||
+	    (list = calloc(SM_ROOM_LIST, sizeof(*list))) == NULL)
+		return k;
+	int nl = shm_session_list(w->shm->sessions, bare, list, SM_ROOM_LIST);
+	for (int i = 0; i < nl && i < SM_ROOM_LIST; i++)
+		if (list[i].node != 0 && sm_node_alive(w, list[i].node))
+			sm_ask_add(to, &k, list[i].slot, list[i].node,
+				   list[i].rslot);
+	free(list);
+	return k;
+}
+
 static void sm_resume(struct conn *n, struct xml_node *x)
 {
 	const char *previd = xml_attr(x, "previd");
+	char local[SMSTORE_ID_MAX];
+	uint8_t tag[SM_PREVID_TAG];
 	struct sm_ref ref;
 	struct sm_state st;
 	uint32_t h;
@@ -824,7 +1069,20 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 		sm_failed(n, "bad-request", 0, 0);
 		return;
 	}
-	if (smstore_find(sm_store(n->w), previd, strlen(previd), &ref) != 1) {
+	if (sm_previd_parse(n->w, previd, local, tag) < 0) {
+		log_info("c%u %s: <resume/> with a previd no node of ours "
+			 "made", n->id, n->peer);
+		sm_failed(n, "item-not-found", 0, 0);
+		return;
+	}
+	if (smstore_find(sm_store(n->w), local, strlen(local), &ref) != 1) {
+		struct sm_ask to[SM_TAKE_MAX];
+		unsigned nto = sm_cluster(n->w) ?
+			       sm_remote_holders(n, local, tag, to) : 0;
+		if (nto > 0) {
+			sm_take(n, previd, local, h, to, nto);
+			return;
+		}
 		log_info("c%u %s: <resume/> of an unknown or expired session",
 			 n->id, n->peer);
 		sm_failed(n, "item-not-found", 0, 0);
@@ -832,43 +1090,8 @@ static void sm_resume(struct conn *n, struct xml_node *x)
 	}
 	if (ref.slot != n->w->slot) {
 		/* the owner hands it over (SM_TAKE / SM_GIVE) */
-		char bare[IPC_JID_MAX + 1];
-		int bl = snprintf(bare, sizeof(bare), "%s@%s", n->user,
-				  n->domain);
-		struct smwire_take t = { h, previd, strlen(previd), bare,
-					 bl < 0 ? 0 : (size_t)bl };
-		struct buf out;
-		const char *error;
-		struct sm_conn *s = calloc(1, sizeof(*s));
-		buf_init(&out, 0);
-		if (s == NULL || bl < 0 || (size_t)bl >= sizeof(bare) ||
-		    smwire_take_encode(&out, &t, &error) < 0) {
-			buf_free(&out);
-			free(s);
-			sm_failed(n, "item-not-found", 0, 0);
-			return;
-		}
-		int r = queue_send(n->w->q, ref.slot, IPC_FRAME_SM_TAKE, n->id,
-				   n->gen, buf_head(&out), buf_used(&out),
-				   &error);
-		buf_free(&out);
-		if (r < 0) {
-			log_warn("c%u %s: resumption: to w%u: %s", n->id,
-				 n->peer, ref.slot, error);
-			free(s);
-			sm_failed(n, "resource-constraint", 0, 0);
-			return;
-		}
-		snprintf(s->id, sizeof(s->id), "%s", previd);
-		s->take_h = h;
-		s->take_slot = ref.slot;
-		s->take_deadline = n->w->now_ms +
-				   (int64_t)n->w->cfg->sm_handover_timeout;
-		if (s->take_deadline == 0)
-			s->take_deadline = 1;
-		n->sm = s;
-		log_info("c%u %s: resumption: asking w%u for the session",
-			 n->id, n->peer, ref.slot);
+		struct sm_ask to = { ref.slot, 0, 0 };
+		sm_take(n, previd, local, h, &to, 1);
 		return;
 	}
 	struct conn *o = NULL;
@@ -1059,6 +1282,13 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		 o->id, o->peer, o->jid, hdr->src_slot, hdr->conn_id, b.n);
 	smstore_set_state(sm_store(w), &s->ref, SM_REC_GIVEN, 0);
 	METRIC_DEC(w->stats->sessions);     /* counted by the new owner */
+	if (hdr->node != 0)
+		/* the taker is on another node: our entry goes, so that
+		 * our directory tells the others (and the taker's entry,
+		 * coming back through it, is entered here); stanzas already
+		 * addressed to O are forwarded (sm_conn_gone) */
+		shm_session_del(w->shm->sessions, o->jid, (uint16_t)w->slot,
+				o->id, o->gen);
 	o->sm = NULL;
 	struct sm_dest to = { .slot = hdr->src_slot, .node = hdr->node,
 			      .rslot = hdr->node_slot, .id = hdr->conn_id,
@@ -1077,8 +1307,13 @@ static void sm_orphan(struct worker *w, const struct ipc_frame_header *hdr,
 	log_info("%s: handed over after its resumption was given up: "
 		 "ended, %u stanzas routed as undelivered", jid,
 		 g->head.nstanzas);
-	shm_session_del(w->shm->sessions, jid, hdr->src_slot, g->head.old_id,
-			g->head.old_gen);
+	if (hdr->node == 0)
+		shm_session_del(w->shm->sessions, jid, hdr->src_slot,
+				g->head.old_id, g->head.old_gen);
+	else    /* its node dropped its own entry as it gave */
+		shm_session_remove_remote(w->shm->sessions, hdr->node,
+					  hdr->node_slot, jid, g->head.old_id,
+					  g->head.old_gen);
 	if (g->head.available)
 		presence_swept(w, jid);
 	while (smwire_next(&p, &left, 4, &st, &l) == 1)
@@ -1095,11 +1330,11 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	struct conn *n = conn_lookup(w, hdr->conn_id, hdr->gen);
 	int waiting = n != NULL && !n->bound && n->sm != NULL &&
 		      n->sm->take_deadline != 0 && !n->want_close &&
-		      n->sm->take_slot == hdr->src_slot;
+		      sm_take_from(n->sm, hdr);
 	if (smwire_give_decode(p, len, &gv, &error) < 0) {
 		log_error("resumption: malformed SM_GIVE from w%u: %s",
 			  hdr->src_slot, error);
-		if (waiting) {
+		if (waiting && --n->sm->take_pending == 0) {
 			struct sm_conn *s = n->sm;
 			n->sm = NULL;
 			free(s);
@@ -1108,7 +1343,10 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 		return;
 	}
 	if (g->status != IPC_SM_GIVE_OK) {
-		if (!waiting)
+		/* not the holder (another node's worker asked on the
+		 * chance): the others may still answer */
+		if (!waiting || (g->status == IPC_SM_GIVE_NOT_FOUND &&
+				 --n->sm->take_pending > 0))
 			return;
 		struct sm_conn *s = n->sm;
 		n->sm = NULL;
@@ -1152,8 +1390,14 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	struct sm_ref ref;
 	int ok = waiting;
 	/* the record answers to the previd the client holds (the token of
-	 * <enabled id/>), and numbers on from the old owner's h_acked */
-	if (ok && (smstore_open_as(sm_store(w), w->slot, n->sm->id, jid, n->id,
+	 * <enabled id/>: smstore's part of it, verified at <resume/>), and
+	 * numbers on from the old owner's h_acked */
+	char local[SMSTORE_ID_MAX];
+	if (ok) {
+		size_t ll = strcspn(n->sm->id, ".");
+		snprintf(local, sizeof(local), "%.*s", (int)ll, n->sm->id);
+	}
+	if (ok && (smstore_open_as(sm_store(w), w->slot, local, jid, n->id,
 				   n->gen, 1, g->max_s, &ref, &error) < 0 ||
 		   smstore_set_h_acked(sm_store(w), &ref, g->h_acked) < 0)) {
 		log_warn("c%u %s: resumption of %s: %s", n->id, n->peer, jid,
@@ -1175,7 +1419,10 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 		}
 		count++;
 	}
-	if (ok && sm_become(n, &m, hdr->src_slot, g->old_id, g->old_gen) < 0) {
+	struct sm_dest was = { .slot = hdr->src_slot, .node = hdr->node,
+			       .rslot = hdr->node_slot, .id = g->old_id,
+			       .gen = g->old_gen };
+	if (ok && sm_become(n, &m, &was) < 0) {
 		smstore_close(sm_store(w), &ref);
 		ok = 0;
 	}
@@ -1268,9 +1515,16 @@ static void sm_tick(struct worker *w, int64_t now)
 			 * before the end of the turn) */
 			conn_close(c);
 		} else if (s->take_deadline != 0 && now >= s->take_deadline) {
-			log_warn("c%u %s: resumption: w%u did not answer in "
-				 "time (sm.handover_timeout)", c->id, c->peer,
-				 s->take_slot);
+			if (s->take_node[0] == 0)
+				log_warn("c%u %s: resumption: w%u did not "
+					 "answer in time (sm.handover_timeout)",
+					 c->id, c->peer, s->take_slot);
+			else    /* a node died, or a frame was lost */
+				log_warn("c%u %s: resumption: %u of the %u "
+					 "workers of other nodes asked did not "
+					 "answer in time (sm.handover_timeout)",
+					 c->id, c->peer, s->take_pending,
+					 s->take_n);
 			c->sm = NULL;
 			free(s);
 			sm_failed(c, "item-not-found", 0, 0);
@@ -1293,8 +1547,6 @@ static void sm_tick(struct worker *w, int64_t now)
 
 /* ---- the account's session limit ----------------------------------------- */
 
-/* Sessions of an account looked at, at most, for one that waits. */
-#define SM_ROOM_LIST 64
 
 /* c2s.max_sessions_per_account is reached as c binds: sessions that
  * wait for a <resume/> (detached, on any worker) would lock the account

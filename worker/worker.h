@@ -422,6 +422,11 @@ void sasl_init_secret(void);
 /* The same from the cluster's shared secret (lib/secret.h): every node
  * answers an unknown account's SCRAM exchange alike. */
 void sasl_seed_secret(const unsigned char key[32]);
+/* sm.c: in a cluster, the key of XEP-0198 previds from the cluster's
+ * shared secret, so that a previd made on one node verifies on any
+ * other (master, before forking; unset on a single node, whose previds
+ * carry no node and no MAC). */
+void sm_seed_secret(const unsigned char key[32]);
 
 /* bind.c */
 void bind_handle(struct conn *c, struct xml_node *n);
