@@ -187,8 +187,23 @@ static void route_table_del(void *ctx, unsigned node,
 	char jid[IPC_JID_MAX + 1];
 	memcpy(jid, rec->jid, rec->jid_len);
 	jid[rec->jid_len] = '\0';
-	shm_session_remove_remote(b->shm->sessions, (uint8_t)node, rec->rslot,
-				  jid, rec->conn_id, rec->gen);
+	if (shm_session_remove_remote(b->shm->sessions, (uint8_t)node,
+				      rec->rslot, jid, rec->conn_id,
+				      rec->gen) != 1)
+		return;
+	/* The JID moved between nodes (a resumption on another node, a
+	 * login there after a logout here): the new holder's event may
+	 * have come first and been refused while this entry held the JID
+	 * (route_table_set: 2); what we hold of it is entered now. */
+	unsigned n = METRIC_GET(b->cl->nnodes);
+	for (unsigned i = 1; i < n && i < IPC_MAX_NODES; i++) {
+		const struct dir_rec *other;
+		if (i == node || (other = dir_peer_find(&b->peers[i], jid,
+							rec->jid_len)) == NULL)
+			continue;
+		route_table_set(b, i, other);
+		break;
+	}
 }
 
 /* ---- our sessions, told to the others -------------------------------- */

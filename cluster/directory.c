@@ -269,6 +269,16 @@ bool dir_peer_holds(const struct dir_peer *p, const char *jid, size_t len,
 	       e->rec.gen == gen;
 }
 
+const struct dir_rec *dir_peer_find(const struct dir_peer *p, const char *jid,
+				    size_t len)
+{
+	if (p->have == NULL)
+		return NULL;
+	const struct dir_entry *e =
+		*map_find(p->have, jid, len, jid_hash(jid, len));
+	return e != NULL ? &e->rec : NULL;
+}
+
 uint32_t dir_peer_count(const struct dir_peer *p)
 {
 	return p->have != NULL ? p->have->count : 0;

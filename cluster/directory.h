@@ -90,6 +90,10 @@ void dir_peer_free(struct dir_peer *p);
 /* Whether we hold the node's session jid as (rslot, conn_id, gen). */
 bool dir_peer_holds(const struct dir_peer *p, const char *jid, size_t len,
 		    uint8_t rslot, uint32_t conn_id, uint32_t gen);
+/* The node's session jid as we hold it, or NULL (valid until the next
+ * change of what we hold of the node). */
+const struct dir_rec *dir_peer_find(const struct dir_peer *p, const char *jid,
+				    size_t len);
 /* Sessions of the node we hold, and their digest. */
 uint32_t dir_peer_count(const struct dir_peer *p);
 uint64_t dir_peer_digest(const struct dir_peer *p);
