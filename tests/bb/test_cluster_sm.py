@@ -121,13 +121,15 @@ def sessions(node):
     out = {}
     for row in rows:
         if isinstance(row, dict) and "jid" in row:
-            out[row["jid"]] = (int(row.get("worker", -1)), row.get("sm"))
+            # (the node holding it, its worker there, its XEP-0198 state)
+            out[row["jid"]] = (row.get("node"), int(row.get("worker", -1)),
+                               row.get("sm"))
     return out
 
 
 def wait_held_on(lab, jid, holder, timeout=10):
-    """Every running node lists jid: holder as a local session (a worker
-    slot) that is resumable, the others through the bridge's slot."""
+    """Every running node lists jid as held by node holder (its "node"
+    field), resumable there."""
     def check():
         for k, node in enumerate(lab.nodes):
             if not node.running:
@@ -135,10 +137,11 @@ def wait_held_on(lab, jid, holder, timeout=10):
             row = sessions(node).get(jid)
             if row is None:
                 return False, "%s does not list %s" % (node.name, jid)
-            if k == holder and not (row[0] < WORKERS and row[1] == "resumable"):
+            want = lab.nodes[holder].name
+            if row[0] != want or not 0 <= row[1] < WORKERS:
+                return False, "%s: %s is %r (not %s's)" % (node.name, jid, row, want)
+            if k == holder and row[2] != "resumable":
                 return False, "%s: %s is %r" % (node.name, jid, row)
-            if k != holder and row[0] != WORKERS:
-                return False, "%s: %s is %r (not the bridge's)" % (node.name, jid, row)
         return True, None
     wait_until(check, timeout, "%s listed on node %d everywhere" % (jid, holder))
 
