@@ -667,6 +667,22 @@ int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 	return 0;
 }
 
+/* Route a stanza a frame carries, as if it came from another worker's
+ * session (its 'from' is trusted: the sending worker stamped it). */
+static void route_frame_text(struct worker *w, const void *payload,
+			     size_t len)
+{
+	struct arena a;
+	const char *error;
+	arena_init(&a, 1024);
+	struct xml_node *st = stanza_parse(&a, payload, len, &error);
+	if (st != NULL)
+		route_stanza(w, &a, st);
+	else
+		log_warn("w%u: stanza frame unreadable: %s", w->slot, error);
+	arena_free(&a);
+}
+
 /* A frame for a connection this worker no longer has, or one that is
  * closing (unbound). */
 static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
@@ -692,6 +708,12 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	    (s2s_frame(w, hdr, payload, len) ||
 	     component_frame(w, hdr, payload, len)))
 		return;
+	if (hdr->type == IPC_FRAME_BARE_STANZA) {
+		/* a stanza for this node to route by its 'to' (another
+		 * node's answer to a probe from here, presence.c) */
+		route_frame_text(w, payload, len);
+		return;
+	}
 	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
 	/* the session moved (XEP-0198 resumption): forwarded for a while */
 	if ((c == NULL || !c->bound) && hdr->type != IPC_FRAME_KICK &&
@@ -735,7 +757,10 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 			return;
 		memcpy(to, payload, len);
 		to[len] = '\0';
-		presence_answer_probe(c, to);
+		if (hdr->node != 0)     /* the prober is on another node */
+			presence_answer_remote_probe(c, to, hdr);
+		else
+			presence_answer_probe(c, to);
 		return;
 	}
 	if (hdr->type != IPC_FRAME_STANZA) {

@@ -460,6 +460,8 @@ void presence_stop_broadcast(struct worker *w);
 void presence_swept(struct worker *w, const char *full_jid);
 /* Send conn's last presence to `to` (a probe answer). */
 void presence_answer_probe(struct conn *c, const char *to);
+void presence_answer_remote_probe(struct conn *c, const char *to,
+				  const struct ipc_frame_header *hdr);
 
 /* As if from_bare had sent `type` (unsubscribe, unsubscribed) to
  * to_bare: the contact side of RFC 6121 section 3 (roster removal). */
