@@ -605,11 +605,44 @@ def test_iq_to_full_jid_on_other_node():
                             "<service-unavailable xmlns='%s'/></error></iq>" % STANZAS))
 
 
+@skippable
+@checked
+def test_reply_to_a_fresh_session():
+    """A client that just logged in on n1 asks juliet's client on n2 at
+    once (XEP-0092 version, a chat message), as real clients do right
+    after login (disco, caps): juliet's immediate answers reach it, five
+    logins in a row.  The answers are routed on n2, to a full JID that
+    n2's directory may not know yet."""
+    with lab3() as lab:
+        add_users(lab)
+        lab.wait_converged(15)
+        j = on(lab, 1, "juliet", "j")
+        listed(lab, j)
+        j.drain(0.3)
+        for i in range(5):
+            r = on(lab, 0, "romeo", "fresh%d" % i, roster=False)
+            r.send("<iq to='juliet@localhost/j' type='get' id='v%d'>"
+                   "<query xmlns='jabber:iq:version'/></iq>" % i)
+            got = j.expect(re.compile("<iq [^>]*id='v%d'.*" % i, re.S))
+            j.send("<iq to='%s' type='result' id='v%d'><query xmlns='jabber:iq:version'>"
+                   "<name>Balcony</name><version>1.0</version></query></iq>" % (r.jid, i))
+            r.send("<message to='juliet@localhost/j' type='chat' id='q%d'><body>q</body></message>"
+                   % i)
+            j.expect(re.compile("<message [^>]*id='q%d'.*" % i, re.S))
+            j.send("<message to='%s' type='chat' id='a%d'><body>a</body></message>" % (r.jid, i))
+            got = r.expect(re.compile("<iq [^>]*id='v%d'.*" % i, re.S))
+            assert "type='result'" in got, got
+            r.expect(msg(r.jid, "a%d" % i, "juliet@localhost/j", "a"))
+            r.close()
+            j.drain(0.2)
+            j.q = [t for t in j.q if "type='error'" not in t[1]]
+
+
 if __name__ == "__main__":
     ALL = [test_subscription_across_nodes, test_broadcast_and_probes_two_nodes,
                test_directed_presence_across_nodes, test_roster_push_three_nodes,
                test_carbons_across_nodes, test_blocking_across_nodes,
                test_bare_jid_rules_across_nodes, test_resource_conflict_across_nodes,
                test_mam_both_archives, test_offline_storage_any_node,
-               test_iq_to_full_jid_on_other_node]
+               test_iq_to_full_jid_on_other_node, test_reply_to_a_fresh_session]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
