@@ -499,6 +499,63 @@ def test_resource_conflict_across_nodes():
         assert m and re.search(r'"worker": [01]\b', m.group(0)), st
 
 
+@skippable
+def test_conflict_race_across_nodes():
+    """Two clients bind juliet/x on n1 and n2 at the same moment (both
+    logged in up to the bind, then both bind): at most one keeps the
+    resource and every node lists the same single holder, whose stream
+    gets what is sent to juliet/x; the other's stream ends with
+    <conflict/> or it was given another resource."""
+    with lab3() as lab:
+        add_users(lab)
+        lab.wait_converged(15)
+        r = on(lab, 2, "romeo", "r")
+        listed(lab, r)
+        for round_ in range(3):
+            res = "x%d" % round_
+            cs = []
+            for i in (0, 1):
+                c = lab.nodes[i].connect()
+                lab.clients.append(c)
+                c.open()
+                c.starttls()
+                assert c.auth_scram("juliet", PW["juliet"]).startswith("<success"), i
+                c.open()
+                cs.append(c)
+            for c in cs:
+                c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                       "<resource>%s</resource></bind></iq>" % res)
+            jids = []
+            for c in cs:
+                got = c.read_until("<iq [^>]*id='b'.*?</iq>", timeout=5)
+                m = re.search("<jid>([^<]+)</jid>", got)
+                jids.append(m.group(1) if m else None)
+            full = "juliet@localhost/%s" % res
+            holders = []
+            for c in cs:
+                c.send("<presence/>")
+            time.sleep(2.0)     # the directory's events meet; the loser goes
+            for i, c in enumerate(cs):
+                if jids[i] != full:
+                    continue
+                if c.is_closed(0.5) or "<conflict " in c.buf.decode(errors="replace"):
+                    continue
+                holders.append(i)
+            assert len(holders) == 1, "round %d: %s bound %s, live holders %s" % (
+                round_, res, jids, holders)
+            for node in lab.nodes:
+                wait_until(lambda node=node: (session_jids(node).count(full) == 1,
+                                              session_jids(node)), 10,
+                           "%s lists %s once" % (node.name, full))
+            time.sleep(SETTLE)
+            r.send("<message to='%s' type='chat' id='cr%d'><body>race</body></message>"
+                   % (full, round_))
+            cs[holders[0]].read_until("<message [^>]*id='cr%d'" % round_, timeout=5)
+            for c in cs:
+                c.close()
+            listed(lab, r, gone=(full,))
+
+
 def mam_bodies(im, qid):
     """The bodies of the messages in im's archive (a XEP-0313 query)."""
     im.send("<iq type='set' id='%s'><query xmlns='%s' queryid='%s'/></iq>" % (qid, NS_MAM, qid))
@@ -644,5 +701,6 @@ if __name__ == "__main__":
                test_carbons_across_nodes, test_blocking_across_nodes,
                test_bare_jid_rules_across_nodes, test_resource_conflict_across_nodes,
                test_mam_both_archives, test_offline_storage_any_node,
-               test_iq_to_full_jid_on_other_node, test_reply_to_a_fresh_session]
+               test_iq_to_full_jid_on_other_node, test_reply_to_a_fresh_session,
+           test_conflict_race_across_nodes]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
