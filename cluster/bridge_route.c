@@ -563,8 +563,13 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 		return;
 	}
 	unsigned w = h.src_slot < b->nworkers ? h.src_slot : 0;
-	/* conn 0 and the node: the worker skips that node's sessions */
-	if (queue_send_node(b->q, w, (uint8_t)node, 0, h.type, 0, 0,
+	/* conn 0, IPC_GEN_HANDBACK and the node: the worker skips that
+	 * node's sessions; a stanza to route by its 'to' comes back as
+	 * undelivered too (routed again, it would come straight back) */
+	uint8_t type = h.type == IPC_FRAME_BARE_STANZA ? IPC_FRAME_STANZA :
+						       h.type;
+	if (queue_send_node(b->q, w, (uint8_t)node, 0, type, 0,
+			    node != 0 ? IPC_GEN_HANDBACK : 0,
 			    (const char *)frame + IPC_FRAME_HDR_SIZE,
 			    len - IPC_FRAME_HDR_SIZE, &error) < 0)
 		log_error("cluster: undelivered stanza not handed back to "

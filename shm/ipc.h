@@ -25,6 +25,10 @@
 /* ---- worker queue frames --------------------------------------------- */
 
 #define IPC_FRAME_MAGIC 0x58u       /* 'X' */
+/* The gen of a stanza the cluster bridge hands back to the worker that
+ * sent it (conn 0: no session; the header's node names the node it
+ * could not reach): no connection has this generation. */
+#define IPC_GEN_HANDBACK 0xffffffffu
 #define IPC_FRAME_HDR_SIZE 20u
 #define IPC_FRAME_MAX (1024u * 1024u)  /* one frame's payload, reassembled */
 #define IPC_DGRAM_MAX (64u * 1024u)    /* one datagram (a batch of frames) */

@@ -18,9 +18,10 @@
  *     sibling flag and when a sibling enables carbons (it tells every
  *     other session of the account: IPC_FRAME_CARBONS); the filter reads
  *     its own record's flags (no lock), drops the bit when no sibling
- *     has carbons any more, and otherwise lists the account once and
- *     sends <sent/><forwarded/> to the other carbons-enabled sessions,
- *     whether or not the sender has carbons enabled itself.
+ *     has carbons any more (one node only: in a cluster the bit is on
+ *     from bind, see carbons_watch), and otherwise lists the account
+ *     once and sends <sent/><forwarded/> to the other carbons-enabled
+ *     sessions, whether or not the sender has carbons enabled itself.
  * A sender whose account has no other carbons-enabled session costs one
  * test of its filter word per stanza; a recipient, one flag test.
  *
@@ -236,7 +237,10 @@ static int carbons_in(struct conn *c, struct xml_node *st)
 	if (strcmp(st->name, "message") != 0)
 		return 0;
 	if (!(carbons_self_flags(c) & IPC_SESSION_F_SIBLING_CARBONS)) {
-		ext_filter(c, &carbons_ext, 0);     /* until told again */
+		/* until told again; in a cluster nothing tells
+		 * (carbons_watch): the filter stays on */
+		if (!config_cluster_on(c->w->cfg))
+			ext_filter(c, &carbons_ext, 0);
 		return 0;
 	}
 	const char *to = xml_attr(st, "to");
@@ -254,10 +258,16 @@ static int carbons_in(struct conn *c, struct xml_node *st)
 }
 
 /* Run the sent-copy filter for c while its record says that another
- * session of the account has carbons. */
+ * session of the account has carbons.  In a cluster, always: a sibling
+ * on another node enters our table through the directory (the bridge,
+ * cluster/bridge_route.c), which sets our record's flag and tells no
+ * connection, and its IPC_FRAME_CARBONS finds no entry for us on its
+ * node when we bound there less than a directory scan ago; so the
+ * flag, read per message in carbons_in, decides alone. */
 static void carbons_watch(struct conn *c)
 {
-	if (carbons_self_flags(c) & IPC_SESSION_F_SIBLING_CARBONS)
+	if (config_cluster_on(c->w->cfg) ||
+	    (carbons_self_flags(c) & IPC_SESSION_F_SIBLING_CARBONS))
 		ext_filter(c, &carbons_ext, 1);
 }
 

@@ -349,6 +349,28 @@ void presence_answer_probe(struct conn *c, const char *to)
 	free(t);
 }
 
+/* A probe from a session of another cluster node (hdr names the node
+ * and the worker that sent it: the prober's own, at its initial
+ * presence).  The answer goes straight back to that worker, which
+ * routes it by its own table (route.c, IPC_FRAME_BARE_STANZA), instead
+ * of by ours: the prober logged in a moment ago, and our table learns
+ * of its session with the directory's next scan (~100 ms,
+ * cluster/bridge_route.c), often after its probes arrive; routed here,
+ * the answer would find no such full JID and be dropped (RFC 6121
+ * 8.5.3.2.3), and the user would see the contact offline. */
+void presence_answer_remote_probe(struct conn *c, const char *to,
+				  const struct ipc_frame_header *hdr)
+{
+	const char *error;
+	if (!c->bound || !c->available || c->last_presence == NULL)
+		return;
+	char *t = presence_with_to(c->last_presence, to);
+	if (t != NULL && worker_send_reply(c->w, hdr, IPC_FRAME_BARE_STANZA,
+					   0, 0, t, strlen(t), &error) < 0)
+		log_info("probe answer to %s not sent: %s", to, error);
+	free(t);
+}
+
 static char *presence_serialize(struct conn *c, struct xml_node *st)
 {
 	struct buf out;

@@ -63,7 +63,96 @@ struct route {
 	struct session_info skip;
 	uint8_t skip_node;      /* a cluster node it could not reach: its
 				   sessions are skipped too (0: none) */
+	/* routed here for another node (IPC_FRAME_BARE_STANZA): never
+	 * sent on to a sender seen from another node (route_to_peer) */
+	int no_peer;
 };
+
+/* ---- senders on other nodes (issue 15) ---------------------------------
+ * A session that logged in on another node a moment ago writes to one
+ * of ours before our table holds it: the bridge announces sessions at
+ * its next directory scan (cluster/bridge_route.c, every 100 ms), and
+ * the directory's events travel apart from the frames.  An answer to
+ * it (an IQ result, a reply, a probe's answer) would find no such full
+ * JID here and be dropped or stored offline.  So the full JIDs that
+ * stanzas from other nodes came from are kept a few seconds with the
+ * node and worker they came from; a full JID that is in no table but
+ * here goes back there as IPC_FRAME_BARE_STANZA, and that worker routes
+ * it by its own table (route_frame_text).  A fixed ring: an old entry
+ * is overwritten, which only brings back the delay it covered. */
+#define ROUTE_PEERS 64
+#define ROUTE_PEER_MS 5000
+#define ROUTE_PEER_JID 256      /* longer full JIDs are not kept */
+
+struct route_peer {
+	int64_t at_ms;
+	uint16_t src_slot;      /* the bridge's slot */
+	uint8_t node, node_slot;
+	char jid[ROUTE_PEER_JID];
+};
+
+static struct route_peer route_peers[ROUTE_PEERS];
+static unsigned route_peer_next;
+
+/* The 'from' of the first tag of a serialized stanza (xml_serialize
+ * writes attributes in single quotes), when it is a full JID without
+ * entities that fits. */
+static int route_peer_from(const char *text, size_t len, char *out)
+{
+	const char *end = memchr(text, '>', len), *p = text, *q;
+	if (end == NULL)
+		return -1;
+	while ((p = memchr(p, ' ', (size_t)(end - p))) != NULL) {
+		p++;
+		if ((size_t)(end - p) > 6 && memcmp(p, "from='", 6) == 0)
+			break;
+	}
+	if (p == NULL)
+		return -1;
+	p += 6;
+	q = memchr(p, '\'', (size_t)(end - p));
+	if (q == NULL || q - p >= ROUTE_PEER_JID || memchr(p, '&', (size_t)(q - p)) ||
+	    memchr(p, '/', (size_t)(q - p)) == NULL)
+		return -1;
+	memcpy(out, p, (size_t)(q - p));
+	out[q - p] = '\0';
+	return 0;
+}
+
+/* A stanza frame from another node: note its sender. */
+static void route_peer_note(const struct ipc_frame_header *hdr,
+			    const char *text, size_t len)
+{
+	char jid[ROUTE_PEER_JID];
+	struct route_peer *e = NULL;
+	if (hdr->node == 0 || route_peer_from(text, len, jid) < 0)
+		return;
+	for (unsigned i = 0; i < ROUTE_PEERS && e == NULL; i++)
+		if (route_peers[i].at_ms != 0 &&
+		    strcmp(route_peers[i].jid, jid) == 0)
+			e = &route_peers[i];
+	if (e == NULL) {
+		e = &route_peers[route_peer_next];
+		route_peer_next = (route_peer_next + 1) % ROUTE_PEERS;
+		memcpy(e->jid, jid, strlen(jid) + 1);
+	}
+	e->at_ms = time_now_ms();
+	e->src_slot = hdr->src_slot;
+	e->node = hdr->node;
+	e->node_slot = hdr->node_slot;
+}
+
+static const struct route_peer *route_peer_find(const char *full)
+{
+	int64_t now = time_now_ms();
+	for (unsigned i = 0; i < ROUTE_PEERS; i++) {
+		const struct route_peer *e = &route_peers[i];
+		if (e->at_ms != 0 && now - e->at_ms < ROUTE_PEER_MS &&
+		    strcmp(e->jid, full) == 0)
+			return e;
+	}
+	return NULL;
+}
 
 static const char *route_serialized(struct route *r, size_t *len_r)
 {
@@ -148,6 +237,27 @@ static int route_to_session(struct route *r, const struct session_info *s)
 		return -1;
 	}
 	return 0;
+}
+
+/* r's full JID is in no table here: 1 when it is a sender from another
+ * node seen a moment ago and the stanza went back to its node. */
+static int route_to_peer(struct route *r)
+{
+	const struct route_peer *e;
+	const char *data, *error;
+	size_t len;
+	if (r->no_peer || r->skip_valid || r->to_full == NULL ||
+	    (e = route_peer_find(r->to_full)) == NULL ||
+	    (data = route_serialized(r, &len)) == NULL)
+		return 0;
+	if (queue_send_node(r->w->q, e->src_slot, e->node, e->node_slot,
+			    IPC_FRAME_BARE_STANZA, 0, 0, data, len,
+			    &error) < 0) {
+		log_info("<%s/> for %s back to node %u: %s", r->st->name,
+			 r->to_full, e->node, error);
+		return 0;
+	}
+	return 1;
 }
 
 struct session_info *route_sessions(struct worker *w, const char *bare,
@@ -362,6 +472,8 @@ static void route_message(struct route *r, int to_full)
 			route_full(r);
 			return;
 		}
+	} else if (to_full && route_to_peer(r)) {
+		return;
 	}
 	/* Section 8.5.3.2.1: a full JID not online is treated as bare,
 	 * except groupchat (error), headline (silently ignored: it was
@@ -421,6 +533,8 @@ static void route_presence(struct route *r, int to_full)
 		if (shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
 		    !route_skipped(r, &s))
 			route_to_session(r, &s);
+		else
+			route_to_peer(r);
 		return;         /* section 8.5.3.2.3: else silently dropped */
 	}
 	res = route_resources(r, &n, &heap);
@@ -442,6 +556,8 @@ static void route_iq(struct route *r, int to_full)
 		if (shm_session_get(r->w->shm->sessions, r->to_full, &s) == 1 &&
 		    !route_skipped(r, &s))
 			rc = route_to_session(r, &s);
+		else if (route_to_peer(r))
+			return;
 		if (rc == ROUTE_FULL)
 			route_full(r);
 		else if (rc != 0)
@@ -677,6 +793,29 @@ int route_undelivered_node(struct worker *w, uint32_t conn_id, uint32_t gen,
 	return 0;
 }
 
+/* Route a stanza a frame carries, as if it came from another worker's
+ * session (its 'from' is trusted: the sending worker stamped it). */
+static void route_frame_text(struct worker *w, const void *payload,
+			     size_t len)
+{
+	struct arena a;
+	const char *error;
+	arena_init(&a, 1024);
+	struct xml_node *st = stanza_parse(&a, payload, len, &error);
+	if (st != NULL) {
+		struct route r;
+		memset(&r, 0, sizeof(r));
+		r.w = w;
+		r.arena = &a;
+		r.st = st;
+		r.no_peer = 1;  /* it came back from a peer: not again */
+		route_run(&r);
+	} else {
+		log_warn("w%u: stanza frame unreadable: %s", w->slot, error);
+	}
+	arena_free(&a);
+}
+
 /* A frame for a connection this worker no longer has, or one that is
  * closing (unbound). */
 static void route_gone(struct worker *w, const struct ipc_frame_header *hdr,
@@ -707,6 +846,12 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 	    (s2s_frame(w, hdr, payload, len) ||
 	     component_frame(w, hdr, payload, len)))
 		return;
+	if (hdr->type == IPC_FRAME_BARE_STANZA) {
+		/* a stanza for this node to route by its 'to' (another
+		 * node's answer to a probe from here, presence.c) */
+		route_frame_text(w, payload, len);
+		return;
+	}
 	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
 	/* the session moved (XEP-0198 resumption): forwarded for a while */
 	if ((c == NULL || !c->bound) && hdr->type != IPC_FRAME_KICK &&
@@ -750,7 +895,10 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 			return;
 		memcpy(to, payload, len);
 		to[len] = '\0';
-		presence_answer_probe(c, to);
+		if (hdr->node != 0)     /* the prober is on another node */
+			presence_answer_remote_probe(c, to, hdr);
+		else
+			presence_answer_probe(c, to);
 		return;
 	}
 	if (hdr->type != IPC_FRAME_STANZA) {
@@ -759,6 +907,7 @@ void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 			ext_frame(c, hdr->type, payload, len);
 		return;
 	}
+	route_peer_note(hdr, payload, len);
 	if (c != NULL && c->bound) {
 		if (!ext_stanza_out_text(c, payload, len))
 			conn_send(c, payload, len);

@@ -477,6 +477,8 @@ void presence_reannounce(struct conn *c);
 void presence_swept(struct worker *w, const char *full_jid);
 /* Send conn's last presence to `to` (a probe answer). */
 void presence_answer_probe(struct conn *c, const char *to);
+void presence_answer_remote_probe(struct conn *c, const char *to,
+				  const struct ipc_frame_header *hdr);
 
 /* As if from_bare had sent `type` (unsubscribe, unsubscribed) to
  * to_bare: the contact side of RFC 6121 section 3 (roster removal). */
@@ -541,9 +543,7 @@ static inline int worker_frame_handback(const struct worker *w,
 					const struct ipc_frame_header *hdr)
 {
 	return hdr->node != 0 && hdr->src_slot == w->nworkers &&
-	       hdr->conn_id == 0 && (hdr->type == IPC_FRAME_STANZA ||
-				     hdr->type == IPC_FRAME_BARE_STANZA ||
-				     hdr->type == IPC_FRAME_COMPONENT);
+	       hdr->conn_id == 0 && hdr->gen == IPC_GEN_HANDBACK;
 }
 int route_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *text, size_t len);
