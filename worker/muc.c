@@ -558,18 +558,28 @@ static const char muc_load_affs_sql[] =
 	"SELECT a.jid, a.affiliation, a.nick, a.reason FROM muc_affiliations a "
 	"JOIN muc_rooms r ON r.id = a.room_id "
 	"WHERE r.service = $1 AND r.name = $2";
-/* Rows of this node's earlier runs are stale (their sessions ended with
- * it).  Rows of other nodes' sessions are read: the session table says
- * which are still there (muc_room_loaded), and the others leave with
- * status 333 -- a node that left the cluster's occupants so. */
+/* One node: rows of an earlier run are stale (their sessions ended with
+ * it, and so did every occupant's). */
 static const char muc_load_occ_sql[] =
 	"WITH stale AS (DELETE FROM muc_occupants o USING muc_rooms r "
 	" WHERE r.id = o.room_id AND r.service = $1 AND r.name = $2 "
 	" AND o.node = $4 AND o.boot <> $3) "
-	"SELECT o.jid, o.nick, o.role, o.presence, o.node FROM muc_occupants o "
-	"JOIN muc_rooms r ON r.id = o.room_id "
+	"SELECT o.jid, o.nick, o.role, o.presence, o.node, false "
+	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
 	"WHERE r.service = $1 AND r.name = $2 "
 	"AND NOT (o.node = $4 AND o.boot <> $3) "
+	"ORDER BY o.nick";
+/* A cluster: every row is read, with whether its node's run is over (our
+ * earlier runs, or another node's run that muc_node_runs no longer
+ * has): the other occupants are alive and must see those leave
+ * (muc_loaded_node); the session table says which of the rest are
+ * still there (muc_room_loaded). */
+static const char muc_load_occ_cluster_sql[] =
+	"SELECT o.jid, o.nick, o.role, o.presence, o.node, "
+	" (o.node = $4 AND o.boot <> $3) OR o.boot IS DISTINCT FROM "
+	" (SELECT boot FROM muc_node_runs n WHERE n.node = o.node) "
+	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
+	"WHERE r.service = $1 AND r.name = $2 "
 	"ORDER BY o.nick";
 
 static void muc_replay(struct worker *w, struct muc_room *r);
@@ -670,13 +680,14 @@ static void muc_loaded_affs(void *ctx, const PGresult *res,
 	}
 }
 
-/* A session of a node that left the cluster: it leaves with 333 (a
- * technical problem, XEP-0045 7.14), not as a session that ended. */
+/* A session of a node that left the cluster, or of a run of a node that
+ * is over (it restarted): it leaves with 333 (removed for a technical
+ * problem), not as a session that ended. */
 static void muc_loaded_node(struct worker *w, struct muc_room *r,
-			    const char *jid, const char *node)
+			    const char *jid, const char *node, int run_over)
 {
-	if (muc_cluster_on(w) && node[0] != '\0' &&
-	    members_find(muc_members(w, NULL), node) < 0)
+	if (muc_cluster_on(w) &&
+	    (run_over || members_find(muc_members(w, NULL), node) < 0))
 		muc_room_gone(w, r, jid, 0);
 }
 
@@ -748,7 +759,8 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 			break;
 		}
 		o->last = o->nsess++;
-		muc_loaded_node(w, r, jid, PQgetvalue(res, i, 4));
+		muc_loaded_node(w, r, jid, PQgetvalue(res, i, 4),
+				strcmp(PQgetvalue(res, i, 5), "t") == 0);
 	}
 	r->state = MUC_READY;
 	/* the load's reference is held until the replay is done: leaving
@@ -770,7 +782,8 @@ static void muc_load(struct worker *w, struct muc_room *r)
 		     muc_loaded_room, r) < 0 ||
 	    db_query(w->db, muc_load_affs_sql, 2, params, NULL, NULL, 0,
 		     muc_loaded_affs, r) < 0 ||
-	    db_query(w->db, muc_load_occ_sql, 4, params, NULL, NULL, 0,
+	    db_query(w->db, muc_cluster_on(w) ? muc_load_occ_cluster_sql :
+		     muc_load_occ_sql, 4, params, NULL, NULL, 0,
 		     muc_loaded_occ, r) < 0) {
 		/* the answers that were queued still come: r stays until
 		 * then, out of the table */
@@ -1301,6 +1314,11 @@ static void muc_frame_gone(struct worker *w, const char *p, size_t len)
 		 * the cluster or restarted): 333, as muc_loaded_node */
 		unsigned si;
 		struct muc_occ *o = muc_room_by_jid(r, jid, &si);
+		struct session_info alive;
+		if (muc_cluster_on(w) && o != NULL && !o->remote &&
+		    shm_session_get(w->shm->sessions, jid, &alive) == 1 &&
+		    alive.node == o->sess[si].node)
+			return;     /* a stale row's nudge, the session lives */
 		muc_room_gone(w, r, jid, o == NULL || o->sess[si].node == 0);
 		muc_replay(w, r);
 	}
@@ -1507,6 +1525,14 @@ static const char muc_cleanup_sql[] =
 	"(SELECT 1 FROM muc_occupants o WHERE o.room_id = r.id AND "
 	" NOT (o.node = $2 AND o.boot <> $1)) "
 	"AND ($2 = '' OR r.id IN (SELECT room_id FROM o))";
+/* A cluster: the run is registered and nothing deleted.  The occupants
+ * of our earlier runs are in rooms whose other occupants are alive: the
+ * rooms' owners remove them so that those see them leave (the other
+ * nodes' bridges sweep our old run's sessions, and muc_check_orphans
+ * catches what that missed). */
+static const char muc_register_sql[] =
+	"INSERT INTO muc_node_runs (node, boot) VALUES ($2, $1) "
+	"ON CONFLICT (node) DO UPDATE SET boot = $1";
 
 /* Rooms with occupants on nodes no longer members (the nodes that
  * left): their new owners read them at once, so that the others see
@@ -1514,7 +1540,9 @@ static const char muc_cleanup_sql[] =
 static const char muc_orphans_sql[] =
 	"SELECT DISTINCT r.name || '@' || r.service, o.jid "
 	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
-	"WHERE o.node <> ALL($1::text[]) LIMIT 10000";
+	"LEFT JOIN muc_node_runs n ON n.node = o.node "
+	"WHERE o.node <> ALL($1::text[]) OR o.boot IS DISTINCT FROM n.boot "
+	"LIMIT 10000";
 
 static void muc_cleaned(void *ctx, const PGresult *res, const char *error)
 {
@@ -1528,6 +1556,10 @@ static void muc_cleaned(void *ctx, const PGresult *res, const char *error)
 
 static int muc_cleanup_done;
 static uint64_t muc_orphans_epoch;  /* the member list last looked at */
+static int64_t muc_orphans_again;   /* a second look at it, then (0: none) */
+#define MUC_ORPHANS_AGAIN_MS 5000   /* a restarted node registers its run
+				       about when its new run joins the
+				       list: what the first look missed */
 
 static void muc_orphans(void *ctx, const PGresult *res, const char *error)
 {
@@ -1557,20 +1589,24 @@ static void muc_orphans(void *ctx, const PGresult *res, const char *error)
 			 "told", PQntuples(res));
 }
 
-/* Worker 0: when the member list changed, the rooms that were on a
- * node that left and are now ours. */
-static void muc_check_orphans(struct worker *w)
+/* Worker 0: when the member list changed (and once more a little
+ * later), the rooms we own with occupants of a node that left or of a
+ * run that is over. */
+static void muc_check_orphans(struct worker *w, int64_t now_ms)
 {
 	uint64_t epoch;
 	char list[IPC_MAX_NODES * IPC_NODE_NAME + 4];
 	muc_members(w, &epoch);
-	if (epoch == 0 || epoch == muc_orphans_epoch ||
+	int again = muc_orphans_again != 0 && now_ms >= muc_orphans_again;
+	if (epoch == 0 || (epoch == muc_orphans_epoch && !again) ||
 	    muc_members_array(w, list, sizeof(list)) < 0)
 		return;
 	const char *params[1] = { list };
 	if (db_query(w->db, muc_orphans_sql, 1, params, NULL, NULL, 0,
-		     muc_orphans, w) == 0)
-		muc_orphans_epoch = epoch;
+		     muc_orphans, w) < 0)
+		return;
+	muc_orphans_again = again ? 0 : now_ms + MUC_ORPHANS_AGAIN_MS;
+	muc_orphans_epoch = epoch;
 }
 
 /* Rooms read and left empty (persistent ones; temporary ones went when
@@ -1660,13 +1696,14 @@ static void muc_tick(struct worker *w, int64_t now_ms)
 		return;
 	if (muc_cleanup_done) {
 		if (muc_cluster_on(w))
-			muc_check_orphans(w);
+			muc_check_orphans(w, now_ms);
 		return;
 	}
 	/* A respawned worker 0 does this again: the boot is the same,
 	 * only rows of another run go. */
 	const char *params[2] = { muc_boot(w), muc_node_self(w) };
-	if (db_query(w->db, muc_cleanup_sql, 2, params, NULL, NULL, 0,
+	if (db_query(w->db, muc_cluster_on(w) ? muc_register_sql :
+		     muc_cleanup_sql, 2, params, NULL, NULL, 0,
 		     muc_cleaned, NULL) == 0)
 		muc_cleanup_done = 1;
 }

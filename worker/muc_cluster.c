@@ -9,7 +9,8 @@
  * No owner is answered (the caller bounces resource-constraint, type
  * wait) while the cluster has no member list yet, while this node would
  * own the room but its lease is not renewed (the minority side of a
- * partition: another node is about to take the room over), and for
+ * partition: another node is about to take the room over) or the list
+ * does not have this run of it yet (a restart), and for
  * MUC_HANDOVER_MS after a member list moved the room between two live
  * nodes (the old owner may still be finishing what it accepted under
  * the old list, which it read up to one key-value round earlier).
@@ -101,6 +102,18 @@ static int muc_in_handover(const char *room, size_t len, int64_t now)
 	       members_find(&mc.cur, mc.prev.m[was].name) >= 0;
 }
 
+/* The list has this run of our node (our bridge's incarnation): a node
+ * that restarted under its name acts as owner only once the coordinator
+ * took its new run in, a round or two after its start, by when the
+ * directory snapshots of the other nodes' sessions have come (a room
+ * read before would take their occupants for gone). */
+static int muc_list_knows_us(const struct worker *w, const struct member *m)
+{
+	struct ipc_cluster_node self;
+	return shm_cluster_read_node(&w->shm->hdr->cluster, 0, &self) &&
+	       self.incarnation != 0 && self.incarnation == m->incarnation;
+}
+
 int muc_where(struct worker *w, const char *room, struct muc_where *r)
 {
 	uint32_t h = muc_room_hash(room);
@@ -118,7 +131,8 @@ int muc_where(struct worker *w, const char *room, struct muc_where *r)
 	int idx = muc_node_index(w, ms->m[o].name);
 	if (idx == 0) {
 		if (!shm_cluster_owner_ok(&w->shm->hdr->cluster, now,
-					  w->cfg->cluster_lease_time))
+					  w->cfg->cluster_lease_time) ||
+		    !muc_list_knows_us(w, &ms->m[o]))
 			return -1;      /* fenced: not ours to act on */
 		r->slot = w->nworkers > 0 ? h % w->nworkers : 0;
 		return 0;

@@ -16,6 +16,8 @@ the NATS key-value bucket), occupants on all three:
     again from PostgreSQL) and see the dead node's occupant leave with
     status 333 ("left due to a technical problem", XEP-0045 section
     7.14 / Table 5);
+  * the owner node restarted at once: its new run takes the room back,
+    the others stay in it and see the old run's occupant leave;
   * a partition of the owner node (network namespaces, root only): it
     stops answering for the room before another node takes over, so the
     room's archive holds every accepted message once, in one order.
@@ -349,6 +351,48 @@ def test_room_across_nodes_and_owner_killed():
         wait_members(lab, ["n1", "n2"], 5)
 
 
+@skippable
+def test_owner_node_restarts():
+    """The owner node killed and started again at once (back before the
+    others drop it from the member list): it takes its rooms back with
+    its new run, the occupants on the other nodes are still in them and
+    see its old run's occupant leave (333), and its user enters again."""
+    with Lab(nodes=3, nats=3, overrides=TIMING) as lab:
+        lab_users(lab)
+        lab.wait_converged(15)
+        wait_members(lab, ["n1", "n2", "n3"], 30)
+        rj = room_owned_by("n3", ["n1", "n2", "n3"], prefix="again")
+        a = lab.client(0, "alice", "al1ce-pw", "a")
+        b = lab.client(1, "bob", "b0b-pw", "b")
+        c = lab.client(2, "carol", "car0l-pw", "c")
+        wait_sessions(lab, [a, b, c])
+        join(a, rj, "Alice")
+        configure(a, rj, {"muc#roomconfig_persistentroom": "1"})
+        join(b, rj, "Bob")
+        join(c, rj, "Carol")
+        for x in (a, b):
+            expect(x, is_presence(rj, "Carol"), "Carol's presence")
+        lab.nodes[2].kill9()
+        lab.nodes[2].restart()
+        for x in (a, b):
+            st = expect(x, is_presence(rj, "Carol", "unavailable"), "Carol leaving",
+                        timeout=30)
+            assert "status code='333'" in st, st
+        say(a, rj, "after-restart", timeout=30)
+        one_copy(b, rj, "Alice", "after-restart")
+        for x in (a, b):
+            gone = [st for st in x.seen if is_presence(rj, "Alice", "unavailable")(st) or
+                    is_presence(rj, "Bob", "unavailable")(st)]
+            assert not gone, gone
+        c2 = lab.client(2, "carol", "car0l-pw", "c2")
+        wait_sessions(lab, [c2])
+        join(c2, rj, "Carol")
+        expect(a, is_presence(rj, "Carol"), "Carol back")
+        say(c2, rj, "carol-back")
+        one_copy(a, rj, "Carol", "carol-back")
+        one_copy(b, rj, "Carol", "carol-back")
+
+
 # The cut node's occupant runs inside that node's namespace (the test's
 # own clients reach the nodes through the hub, which the cut takes
 # away): it enters, says "joined", waits for "go" on stdin, then sends a
@@ -446,5 +490,6 @@ def test_partitioned_owner_stops_first():
 
 
 if __name__ == "__main__":
-    ALL = [test_room_across_nodes_and_owner_killed, test_partitioned_owner_stops_first]
+    ALL = [test_room_across_nodes_and_owner_killed, test_owner_node_restarts,
+           test_partitioned_owner_stops_first]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
