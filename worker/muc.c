@@ -576,8 +576,9 @@ static const char muc_load_occ_sql[] =
  * still there (muc_room_loaded). */
 static const char muc_load_occ_cluster_sql[] =
 	"SELECT o.jid, o.nick, o.role, o.presence, o.node, "
-	" (o.node = $4 AND o.boot <> $3) OR o.boot IS DISTINCT FROM "
-	" (SELECT boot FROM muc_node_runs n WHERE n.node = o.node) "
+	" (o.node = $4 AND o.boot <> $3) OR (o.boot <> 0 AND o.boot IS "
+	" DISTINCT FROM (SELECT boot FROM muc_node_runs n "
+	" WHERE n.node = o.node)) "
 	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
 	"WHERE r.service = $1 AND r.name = $2 "
 	"ORDER BY o.nick";
@@ -941,14 +942,19 @@ void muc_db_occupant_put(struct worker *w, struct muc_room *r,
 			  "ON CONFLICT (room_id, jid) DO UPDATE SET nick = $3, "
 			  "role = $4, presence = $5, boot = $6, node = $7", 7,
 			  params);
-	else
+	else {
+		/* 0: that node's run is not registered yet (it is starting):
+		 * the row is then judged by membership and the session
+		 * table only, never as "a run that is over" */
+		params[5] = node;
 		muc_write(w, r, "occupant", "INSERT INTO muc_occupants "
 			  "(room_id, jid, nick, role, presence, boot, node) "
 			  "VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT boot "
-			  "FROM muc_node_runs WHERE node = $7), $6), $7) "
+			  "FROM muc_node_runs WHERE node = $6), 0), $6) "
 			  "ON CONFLICT (room_id, jid) DO UPDATE SET nick = $3, "
 			  "role = $4, presence = $5, boot = EXCLUDED.boot, "
-			  "node = $7", 7, params);
+			  "node = $6", 6, params);
+	}
 }
 
 void muc_db_occupant_del(struct worker *w, struct muc_room *r,
@@ -1541,7 +1547,8 @@ static const char muc_orphans_sql[] =
 	"SELECT DISTINCT r.name || '@' || r.service, o.jid "
 	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
 	"LEFT JOIN muc_node_runs n ON n.node = o.node "
-	"WHERE o.node <> ALL($1::text[]) OR o.boot IS DISTINCT FROM n.boot "
+	"WHERE o.node <> ALL($1::text[]) OR "
+	" (o.boot <> 0 AND o.boot IS DISTINCT FROM n.boot) "
 	"LIMIT 10000";
 
 static void muc_cleaned(void *ctx, const PGresult *res, const char *error)

@@ -4,7 +4,9 @@
 -- An occupant row is written by the room's owner, which may be another
 -- node than the one holding the occupant's session.  Rows say which node
 -- holds the session (`node`; '' without a cluster) and that node's run
--- (`boot`, taken from muc_node_runs), so that a node starting again
+-- (`boot`, taken from muc_node_runs; 0 while that node has not
+-- registered its run yet: such a row is judged by the session table
+-- only), so that a node starting again
 -- removes only the occupants of its own earlier runs: the rows of the
 -- other nodes' sessions, alive, stay.  Occupants of a node that left the
 -- cluster are removed by their room's new owner (their sessions are no
