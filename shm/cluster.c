@@ -102,7 +102,7 @@ uint32_t shm_cluster_members_seq(const struct ipc_cluster *c)
 }
 
 int shm_cluster_read_members(const struct ipc_cluster *c,
-			     struct members *out)
+			     struct members *out, int64_t *changed_ms_r)
 {
 	static struct ipc_cluster_members copy;     /* 2.8 KB: not on the
 						       worker's stack */
@@ -111,6 +111,8 @@ int shm_cluster_read_members(const struct ipc_cluster *c,
 		return 0;
 	memset(out, 0, sizeof(*out));
 	out->epoch = copy.epoch;
+	if (changed_ms_r != NULL)
+		*changed_ms_r = copy.changed_ms;
 	for (uint32_t i = 0; i < copy.n && i < IPC_MAX_NODES &&
 	     i < MEMBERS_MAX; i++) {
 		snprintf(out->m[i].name, sizeof(out->m[i].name), "%.*s",
@@ -128,6 +130,8 @@ void shm_cluster_write_members(struct ipc_cluster *c,
 	uint32_t s = atomic_load_explicit(&m->seq, memory_order_relaxed);
 	atomic_store_explicit(&m->seq, s | 1u, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
+	if (m->epoch != ms->epoch || m->changed_ms == 0)
+		m->changed_ms = now_ms;
 	m->epoch = ms->epoch;
 	m->read_ms = now_ms;
 	m->n = 0;

@@ -44,9 +44,10 @@ struct members;
  * this value need not copy it again (even and unchanged). */
 uint32_t shm_cluster_members_seq(const struct ipc_cluster *c);
 /* 1 and a consistent copy of the member list (epoch 0, n 0: none read
- * yet); 0 when it stayed busy (its writer died mid-update). */
+ * yet), and when this node first read that epoch (changed_ms_r may be
+ * NULL); 0 when it stayed busy (its writer died mid-update). */
 int shm_cluster_read_members(const struct ipc_cluster *c,
-			     struct members *out);
+			     struct members *out, int64_t *changed_ms_r);
 /* The key-value thread: the list it just read. */
 void shm_cluster_write_members(struct ipc_cluster *c,
 			       const struct members *ms, int64_t now_ms);

@@ -503,6 +503,8 @@ struct ipc_cluster_members {
 	uint32_t n;                 /* members, names sorted */
 	uint64_t epoch;             /* 0: no list read yet */
 	int64_t read_ms;            /* CLOCK_MONOTONIC ms of that read */
+	int64_t changed_ms;         /* ... of the first read of this epoch
+				       (hand-over windows count from it) */
 	char names[IPC_MAX_NODES][IPC_NODE_NAME];
 	uint64_t incarnations[IPC_MAX_NODES];
 };

@@ -332,16 +332,23 @@ Test(cluster, members_published, .init = table_init)
 {
 	struct members ms = { .epoch = 7 }, out;
 	uint32_t seq0 = shm_cluster_members_seq(&cl);
-	cr_assert_eq(shm_cluster_read_members(&cl, &out), 1);
+	int64_t changed = -1;
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
 	cr_assert_eq(out.epoch, 0);     /* none read yet */
+	cr_assert_eq(changed, 0);
 	cr_assert_eq(out.n, 0);
 	members_add(&ms, "n2", 0x22);
 	members_add(&ms, "n1", 0x11);
 	shm_cluster_write_members(&cl, &ms, 1000);
 	cr_assert_neq(shm_cluster_members_seq(&cl), seq0);
 	cr_assert_eq(shm_cluster_members_seq(&cl) & 1u, 0);
-	cr_assert_eq(shm_cluster_read_members(&cl, &out), 1);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
 	cr_assert_eq(out.epoch, 7);
+	cr_assert_eq(changed, 1000);
+	/* read again (same epoch): the change time stays */
+	shm_cluster_write_members(&cl, &ms, 1500);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
+	cr_assert_eq(changed, 1000);
 	cr_assert_eq(out.n, 2);
 	cr_assert_str_eq(out.m[0].name, "n1");
 	cr_assert_eq(out.m[1].incarnation, 0x22);
@@ -352,12 +359,13 @@ Test(cluster, members_published, .init = table_init)
 	members_remove(&ms, "n2");
 	ms.epoch = 8;
 	shm_cluster_write_members(&cl, &ms, 2000);
-	cr_assert_eq(shm_cluster_read_members(&cl, &out), 1);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
 	cr_assert_eq(out.n, 1);
 	cr_assert_eq(out.epoch, 8);
+	cr_assert_eq(changed, 2000);
 	/* a writer killed mid-update: readers give up, never loop */
 	atomic_fetch_or(&cl.members.seq, 1u);
-	cr_assert_eq(shm_cluster_read_members(&cl, &out), 0);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, NULL), 0);
 }
 
 /* An owner acts only while its last renewal was sent less than the

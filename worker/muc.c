@@ -55,6 +55,7 @@
 #include "../db/db.h"
 #include "../cluster/members.h"
 #include "../shm/cluster.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -1267,8 +1268,90 @@ static void muc_service_stanza(struct worker *w, struct arena *a,
 	buf_free(&text);
 }
 
-/* An IPC_FRAME_MUC: a stanza for a room of this worker. */
-static void muc_frame_stanza(struct worker *w, const char *p, size_t len)
+/* ---- a stanza that overtook its sender's session ----------------------
+ *
+ * Another node's directory event announcing a session and that
+ * session's first stanza travel on two NATS subjects, delivered by two
+ * threads of our bridge: the stanza may come first (a client that enters
+ * its rooms right after logging in on another node).  The room would take
+ * the sender for gone.  Such a stanza waits here until the session is in
+ * the table, at most MUC_EARLY_MS (then it is handled anyway), and so do
+ * the sender's later ones, in order.  Looked at every tick (1 s). */
+#define MUC_EARLY_MAX 256
+#define MUC_EARLY_MS 3000
+
+struct muc_early {
+	char *text;
+	size_t len;
+	char *from;
+	int64_t since;
+};
+static struct muc_early muc_early[MUC_EARLY_MAX];
+static unsigned muc_nearly;
+
+static void muc_frame_stanza(struct worker *w, const char *p, size_t len,
+			     unsigned from_node, int retry);
+
+/* 1: the stanza from another node must wait (its sender unknown yet, or
+ * an earlier one of the same sender waits) and was kept. */
+static int muc_early_keep(struct worker *w, struct arena *a,
+			  const struct xml_node *st, const char *p, size_t len)
+{
+	const char *from = xml_attr(st, "from");
+	struct session_info s;
+	struct jid j;
+	const char *error;
+	int queued = 0;
+	if (from == NULL || jid_parse(a, from, &j, &error) < 0 ||
+	    j.resource == NULL || !stream_hosted(w, j.domain))
+		return 0;
+	for (unsigned i = 0; i < muc_nearly && !queued; i++)
+		queued = strcmp(muc_early[i].from, from) == 0;
+	if ((!queued && shm_session_get(w->shm->sessions, from, &s) == 1) ||
+	    muc_nearly == MUC_EARLY_MAX)
+		return 0;
+	struct muc_early *e = &muc_early[muc_nearly];
+	if ((e->text = malloc(len)) == NULL ||
+	    (e->from = strdup(from)) == NULL) {
+		free(e->text);
+		return 0;
+	}
+	memcpy(e->text, p, len);
+	e->len = len;
+	e->since = time_now_ms();
+	muc_nearly++;
+	return 1;
+}
+
+/* Each tick: what may go now goes, in arrival order. */
+static void muc_early_run(struct worker *w, int64_t now_ms)
+{
+	unsigned kept = 0;
+	struct session_info s;
+	for (unsigned i = 0; i < muc_nearly; i++) {
+		struct muc_early e = muc_early[i];
+		/* a sender whose earlier stanza still waits keeps waiting */
+		int wait = 0;
+		for (unsigned k = 0; k < kept && !wait; k++)
+			wait = strcmp(muc_early[k].from, e.from) == 0;
+		if (!wait && now_ms - e.since < MUC_EARLY_MS &&
+		    shm_session_get(w->shm->sessions, e.from, &s) != 1)
+			wait = 1;
+		if (wait) {
+			muc_early[kept++] = e;
+			continue;
+		}
+		muc_frame_stanza(w, e.text, e.len, 0, 1);
+		free(e.text);
+		free(e.from);
+	}
+	muc_nearly = kept;
+}
+
+/* An IPC_FRAME_MUC: a stanza for a room of this worker (from_node: the
+ * node it came from, 0 for ours). */
+static void muc_frame_stanza(struct worker *w, const char *p, size_t len,
+			     unsigned from_node, int retry)
 {
 	struct arena a;
 	const char *error;
@@ -1280,6 +1363,9 @@ static void muc_frame_stanza(struct worker *w, const char *p, size_t len)
 	if (t == NULL || jid_parse(&a, t, &to, &error) < 0 ||
 	    to.local == NULL || (room = jid_bare(&a, &to)) == NULL)
 		log_error("muc: stanza frame unreadable");
+	else if (muc_cluster_on(w) && from_node != 0 && !retry &&
+		 muc_where_here(w, room) && muc_early_keep(w, &a, st, p, len))
+		;       /* kept until its sender is known */
 	else if (muc_cluster_on(w) && !muc_where_here(w, room))
 		/* sent under another member list than ours, or we lost our
 		 * lease since: never passed on again (no loops between
@@ -1336,7 +1422,7 @@ static int muc_worker_frame(struct worker *w,
 {
 	switch (hdr->type) {
 	case IPC_FRAME_MUC:
-		muc_frame_stanza(w, payload, len);
+		muc_frame_stanza(w, payload, len, hdr->node, 0);
 		return 1;
 	case IPC_FRAME_MUC_FANOUT:
 		muc_frame_fanout(w, payload, len);
@@ -1551,9 +1637,11 @@ static const char muc_orphans_sql[] =
 	" (o.boot <> 0 AND o.boot IS DISTINCT FROM n.boot) "
 	"LIMIT 10000";
 
+/* ctx: NULL for the clean-up, non-NULL for a cluster's registration */
 static void muc_cleaned(void *ctx, const PGresult *res, const char *error)
 {
-	(void)ctx;
+	if (res != NULL && ctx != NULL)
+		return;         /* registered: nothing was removed */
 	if (res == NULL)
 		log_warn("muc: stale occupants not removed: %s", error);
 	else if (strtol(PQcmdTuples((PGresult *)res), NULL, 10) > 0)
@@ -1692,8 +1780,10 @@ static void muc_forget_moved(struct worker *w, int64_t now_ms)
 
 static void muc_tick(struct worker *w, int64_t now_ms)
 {
-	if (muc_cluster_on(w))
+	if (muc_cluster_on(w)) {
+		muc_early_run(w, now_ms);
 		muc_forget_moved(w, now_ms);
+	}
 	if (now_ms >= muc_next_sweep) {
 		muc_next_sweep = now_ms + 60000;
 		muc_sweep_idle(now_ms);
@@ -1711,7 +1801,7 @@ static void muc_tick(struct worker *w, int64_t now_ms)
 	const char *params[2] = { muc_boot(w), muc_node_self(w) };
 	if (db_query(w->db, muc_cluster_on(w) ? muc_register_sql :
 		     muc_cleanup_sql, 2, params, NULL, NULL, 0,
-		     muc_cleaned, NULL) == 0)
+		     muc_cleaned, muc_cluster_on(w) ? w : NULL) == 0)
 		muc_cleanup_done = 1;
 }
 

@@ -60,12 +60,15 @@ const struct members *muc_members(struct worker *w, uint64_t *epoch_r)
 	static struct members fresh;
 	struct ipc_cluster *c = &w->shm->hdr->cluster;
 	uint32_t seq = shm_cluster_members_seq(c);
+	int64_t changed;
 	if ((!mc.valid || seq != mc.seq) && (seq & 1u) == 0 &&
-	    shm_cluster_read_members(c, &fresh)) {
+	    shm_cluster_read_members(c, &fresh, &changed)) {
 		if (!mc.valid || fresh.epoch != mc.cur.epoch) {
+			/* the window counts from when the node read the new
+			 * list, not from when this worker first looked */
 			mc.prev = mc.cur;
 			mc.cur = fresh;
-			mc.changed_ms = mc.valid ? time_now_ms() : 0;
+			mc.changed_ms = mc.valid ? changed : 0;
 		}
 		mc.seq = seq;
 		mc.valid = 1;
