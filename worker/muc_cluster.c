@@ -143,8 +143,10 @@ int muc_where(struct worker *w, const char *room, struct muc_where *r)
 	struct ipc_cluster_node n;
 	if (idx < 0 || !shm_cluster_read_node(&w->shm->hdr->cluster,
 					       (unsigned)idx, &n) ||
-	    n.workers == 0 || n.state == IPC_NODE_DOWN)
-		return -1;      /* a member we have not heard from (yet) */
+	    n.workers == 0 ||
+	    (n.state != IPC_NODE_UP && n.state != IPC_NODE_SUSPECT))
+		return -1;      /* a member we do not hear (down, not yet, or
+				   of another version: never routed to) */
 	r->slot = w->nworkers;  /* the bridge's */
 	r->node = (uint8_t)idx;
 	r->rslot = (uint8_t)(h % n.workers);
