@@ -353,6 +353,7 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 	snprintf(b->cluster, sizeof(b->cluster), "%.32s", b->cl->name);
 	b->interval_ms = b->cfg->cluster_heartbeat_interval;
 	b->timeout_ms = b->cfg->cluster_node_timeout;
+	b->lease_ms = b->cfg->cluster_lease_time;
 	snprintf(b->subj_hb, sizeof(b->subj_hb), "xmppd.%s.hb", b->cluster);
 	b->q = queue_new(boot->queues, b->slot, b->cfg->queue_outbox_frames,
 			 (size_t)b->cfg->queue_outbox_bytes);
@@ -386,6 +387,7 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 		 (unsigned long long)b->incarnation, b->nworkers);
 	bridge_connect(b);
 	bridge_route_init(b);
+	bridge_kv_start(b);
 }
 
 /* ---- heartbeats and the node table ------------------------------------- */
@@ -713,6 +715,7 @@ static void bridge_event(struct bridge *b, const struct epoll_event *ev)
  * node_timeout; then drain (what we published goes out) and close. */
 static _Noreturn void bridge_stop(struct bridge *b)
 {
+	bridge_kv_stop();       /* its calls need the connection */
 	bridge_publish_hb(b, 1);
 	natsConnection_FlushTimeout(b->nc, 500);
 	if (natsConnection_DrainTimeout(b->nc, BRIDGE_STOP_WAIT_MS) == NATS_OK) {

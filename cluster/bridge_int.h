@@ -75,7 +75,7 @@ struct bridge {
 	 * reload's new cluster.* values are restart-only and must not
 	 * rename a running node) */
 	char node[CLUSTER_NAME_MAX + 1], cluster[CLUSTER_NAME_MAX + 1];
-	uint64_t interval_ms, timeout_ms;
+	uint64_t interval_ms, timeout_ms, lease_ms;
 	char subj_hb[96];           /* xmppd.<cluster>.hb */
 	natsOptions *opts;
 	natsConnection *nc;
@@ -120,6 +120,11 @@ struct bridge {
 /* bridge.c */
 void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 		   void *closure);
+
+/* kv.c: the key-value thread (lease, member list), started once b->nc
+ * exists, stopped before it goes. */
+void bridge_kv_start(struct bridge *b);
+void bridge_kv_stop(void);
 
 /* bridge_route.c */
 /* Subscriptions and state, once b->nc exists. */

@@ -557,7 +557,7 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 		return;
 	/* a component's stanza bounces there (conn 0: not connected) */
 	if (h.type != IPC_FRAME_STANZA && h.type != IPC_FRAME_BARE_STANZA &&
-	    h.type != IPC_FRAME_COMPONENT) {
+	    h.type != IPC_FRAME_COMPONENT && h.type != IPC_FRAME_MUC) {
 		log_debug("cluster: frame type %u for node %s dropped: the "
 			  "node is gone", h.type, b->cl->nodes[node].name);
 		return;
@@ -566,8 +566,11 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 	/* conn 0, IPC_GEN_HANDBACK and the node: the worker skips that
 	 * node's sessions; a stanza to route by its 'to' comes back as
 	 * undelivered too (routed again, it would come straight back) */
-	uint8_t type = h.type == IPC_FRAME_BARE_STANZA ? IPC_FRAME_STANZA :
-						       h.type;
+	/* a room's stanza for an owner node that went away: undelivered
+	 * too, routed again by the room's 'to' (the room's new owner, or
+	 * <resource-constraint/> until there is one: muc_cluster.c) */
+	uint8_t type = h.type == IPC_FRAME_BARE_STANZA ||
+		       h.type == IPC_FRAME_MUC ? IPC_FRAME_STANZA : h.type;
 	if (queue_send_node(b->q, w, (uint8_t)node, 0, type, 0,
 			    node != 0 ? IPC_GEN_HANDBACK : 0,
 			    (const char *)frame + IPC_FRAME_HDR_SIZE,

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 /* The schema version this binary knows (db/schema/NNN-*.sql). */
-#define DB_SCHEMA_VERSION 19
+#define DB_SCHEMA_VERSION 20
 
 struct db;
 

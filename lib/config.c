@@ -763,6 +763,14 @@ const struct config_def config_defs[] = {
 	  "not heard from for this long is down: the others drop its "
 	  "sessions (their contacts get unavailable) and take over what it "
 	  "owned; at least twice cluster.heartbeat_interval" },
+	{ "cluster.lease_time", CONFIG_TYPE_DURATION,
+	  OFF(cluster_lease_time), "5s", 1000, 600000, RESTART, "A node "
+	  "acts as the owner of group chat rooms only while it renewed its "
+	  "lease in the cluster's NATS key-value bucket within this time "
+	  "(the minority side of a partition cannot); another node takes "
+	  "over a lost node's rooms after cluster.node_timeout + this, so "
+	  "two owners never act at once.  At least twice "
+	  "cluster.heartbeat_interval" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 
@@ -1588,6 +1596,9 @@ static int check_cluster(const struct config *cfg)
 			    "the same secret (head -c 64 /dev/urandom > FILE)");
 	if (cfg->cluster_node_timeout < 2 * cfg->cluster_heartbeat_interval)
 		return fail("'cluster.node_timeout' must be at least twice "
+			    "'cluster.heartbeat_interval'");
+	if (cfg->cluster_lease_time < 2 * cfg->cluster_heartbeat_interval)
+		return fail("'cluster.lease_time' must be at least twice "
 			    "'cluster.heartbeat_interval'");
 	if (cfg->cluster_credentials[0] != '\0' && cfg->cluster_user[0] != '\0')
 		return fail("'cluster.credentials' and 'cluster.user' are "

@@ -243,6 +243,7 @@ struct config {
 	const char *cluster_secret_file;        /* shared dialback/SASL keys */
 	uint64_t cluster_heartbeat_interval;    /* ms */
 	uint64_t cluster_node_timeout;          /* ms */
+	uint64_t cluster_lease_time;    /* ms: owner fencing (cluster/kv.c) */
 	uint64_t cluster_retain_bytes;  /* unacknowledged, per node */
 };
 

@@ -6,6 +6,7 @@
  * Failure policy: see cluster.h (a reader gives up after bounded tries).
  */
 #include "cluster.h"
+#include "../cluster/members.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -96,6 +97,64 @@ void shm_cluster_write_server(struct ipc_cluster *c, const char *url)
 	snprintf(c->server, sizeof(c->server), "%s", url);
 	atomic_store_explicit(&c->url_seq, (s | 1u) + 1u,
 			      memory_order_release);
+}
+
+uint32_t shm_cluster_members_seq(const struct ipc_cluster *c)
+{
+	return atomic_load_explicit(&c->members.seq, memory_order_acquire);
+}
+
+int shm_cluster_read_members(const struct ipc_cluster *c,
+			     struct members *out, int64_t *changed_ms_r)
+{
+	static struct ipc_cluster_members copy;     /* 2.8 KB: not on the
+						       worker's stack */
+	if (!shm_cluster_copy(&c->members.seq, &copy, &c->members,
+			      sizeof(copy)))
+		return 0;
+	memset(out, 0, sizeof(*out));
+	out->epoch = copy.epoch;
+	if (changed_ms_r != NULL)
+		*changed_ms_r = copy.changed_ms;
+	for (uint32_t i = 0; i < copy.n && i < IPC_MAX_NODES &&
+	     i < MEMBERS_MAX; i++) {
+		snprintf(out->m[i].name, sizeof(out->m[i].name), "%.*s",
+			 MEMBERS_NAME_MAX, copy.names[i]);
+		out->m[i].incarnation = copy.incarnations[i];
+		out->n++;
+	}
+	return 1;
+}
+
+void shm_cluster_write_members(struct ipc_cluster *c,
+			       const struct members *ms, int64_t now_ms)
+{
+	struct ipc_cluster_members *m = &c->members;
+	uint32_t s = atomic_load_explicit(&m->seq, memory_order_relaxed);
+	atomic_store_explicit(&m->seq, s | 1u, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	if (m->epoch != ms->epoch || m->changed_ms == 0)
+		m->changed_ms = now_ms;
+	m->epoch = ms->epoch;
+	m->read_ms = now_ms;
+	m->n = 0;
+	memset(m->names, 0, sizeof(m->names));
+	for (unsigned i = 0; i < ms->n && i < IPC_MAX_NODES; i++) {
+		snprintf(m->names[i], sizeof(m->names[i]), "%s",
+			 ms->m[i].name);
+		m->incarnations[i] = ms->m[i].incarnation;
+		m->n++;
+	}
+	atomic_store_explicit(&m->seq, (s | 1u) + 1u, memory_order_release);
+}
+
+int shm_cluster_owner_ok(const struct ipc_cluster *c, int64_t now_ms,
+			 uint64_t lease_ms)
+{
+	int64_t at = atomic_load_explicit(&c->lease_ms, memory_order_acquire);
+	/* now before at: the renewal landed between our clock read and
+	 * this load, it is fresh */
+	return at != 0 && now_ms - at < (int64_t)lease_ms;
 }
 
 const char *shm_cluster_state_name(uint32_t state)

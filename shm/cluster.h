@@ -36,6 +36,27 @@ void shm_cluster_write_begin(struct ipc_cluster_node *n);
 void shm_cluster_write_end(struct ipc_cluster_node *n);
 void shm_cluster_write_server(struct ipc_cluster *c, const char *url);
 
+/* ---- ownership (cluster/kv.c writes, workers read) ---------------- */
+
+struct members;
+
+/* The member list's seqlock counter: a reader that cached the list at
+ * this value need not copy it again (even and unchanged). */
+uint32_t shm_cluster_members_seq(const struct ipc_cluster *c);
+/* 1 and a consistent copy of the member list (epoch 0, n 0: none read
+ * yet), and when this node first read that epoch (changed_ms_r may be
+ * NULL); 0 when it stayed busy (its writer died mid-update). */
+int shm_cluster_read_members(const struct ipc_cluster *c,
+			     struct members *out, int64_t *changed_ms_r);
+/* The key-value thread: the list it just read. */
+void shm_cluster_write_members(struct ipc_cluster *c,
+			       const struct members *ms, int64_t now_ms);
+/* May this node act as an owner now: its lease was renewed (the renewal
+ * sent) less than lease_ms ago.  Pure arithmetic on the shared value,
+ * so a stuck or dead key-value thread stops us by itself. */
+int shm_cluster_owner_ok(const struct ipc_cluster *c, int64_t now_ms,
+			 uint64_t lease_ms);
+
 /* "self", "up", "suspect", "down", "incompatible" ("free" for FREE). */
 const char *shm_cluster_state_name(uint32_t state);
 

@@ -526,6 +526,20 @@ struct ipc_cluster_node {
 	uint64_t directory;         /* its sessions in our table */
 };
 
+/* The member list (cluster/members.h) as last read from the key-value
+ * bucket: who owns what lives in one place (group chat rooms).  A
+ * seqlock as a node entry (shm_cluster_read_members). */
+struct ipc_cluster_members {
+	_Atomic uint32_t seq;       /* seqlock: odd while being written */
+	uint32_t n;                 /* members, names sorted */
+	uint64_t epoch;             /* 0: no list read yet */
+	int64_t read_ms;            /* CLOCK_MONOTONIC ms of that read */
+	int64_t changed_ms;         /* ... of the first read of this epoch
+				       (hand-over windows count from it) */
+	char names[IPC_MAX_NODES][IPC_NODE_NAME];
+	uint64_t incarnations[IPC_MAX_NODES];
+};
+
 /* This node's view of the cluster.  `enabled`, `name` and nodes[0].name
  * are filled by the master before forking; everything else by the
  * bridge (counters: relaxed, one writer, as the worker counters). */
@@ -550,6 +564,21 @@ struct ipc_cluster {
 	_Atomic uint32_t nnodes;    /* entries ever used (high-water mark) */
 	uint32_t pad1;
 	struct ipc_cluster_node nodes[IPC_MAX_NODES];
+	/* Ownership (cluster/kv.c, the bridge's key-value thread, is the
+	 * only writer; docs/DESIGN.md "Cluster"): */
+	_Atomic int64_t lease_ms;   /* CLOCK_MONOTONIC ms at which our last
+				       successful lease renewal was sent;
+				       0: never.  We act as an owner only
+				       while now - lease_ms < cluster.
+				       lease_time (shm_cluster_owner_ok) */
+	_Atomic uint32_t owner_ok;  /* gauge: that held at the last check
+				       (status and metrics; workers decide
+				       on lease_ms, so a stuck thread
+				       cannot leave it true) */
+	_Atomic uint32_t kv_up;     /* gauge: the bucket answered last time */
+	_Atomic uint64_t kv_errors; /* key-value calls that failed */
+	_Atomic uint64_t epoch_changes; /* member lists we wrote (coordinator) */
+	struct ipc_cluster_members members;
 };
 
 /* The whole region the master maps before forking. */

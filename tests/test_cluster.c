@@ -3,7 +3,8 @@
  * round trip, and every way a network message can be refused) and
  * cluster/table.c (a node's life in the table: joined, suspect, down,
  * back, restarted, left, incompatible once, our own name claimed, a full
- * table, our link lost), and for shm/cluster.c's seqlock reader.  Times
+ * table, our link lost), and for shm/cluster.c's seqlock reader, the
+ * member list it publishes and the owner fencing arithmetic.  Times
  * are passed in; nothing sleeps and no NATS server is needed.
  */
 #include <criterion/criterion.h>
@@ -15,6 +16,7 @@
 #include "ipc.h"
 #include "../cluster/cluster.h"
 #include "../shm/cluster.h"
+#include "../cluster/members.h"
 
 #define INTERVAL 1000
 #define TIMEOUT 3000
@@ -323,4 +325,58 @@ Test(cluster, seqlock_reader, .init = table_init)
 	cr_assert_str_eq(shm_cluster_state_name(IPC_NODE_SUSPECT), "suspect");
 	cr_assert_str_eq(shm_cluster_state_name(IPC_NODE_INCOMPATIBLE),
 			 "incompatible");
+}
+
+/* What the key-value thread publishes is what a worker reads, whole. */
+Test(cluster, members_published, .init = table_init)
+{
+	struct members ms = { .epoch = 7 }, out;
+	uint32_t seq0 = shm_cluster_members_seq(&cl);
+	int64_t changed = -1;
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
+	cr_assert_eq(out.epoch, 0);     /* none read yet */
+	cr_assert_eq(changed, 0);
+	cr_assert_eq(out.n, 0);
+	members_add(&ms, "n2", 0x22);
+	members_add(&ms, "n1", 0x11);
+	shm_cluster_write_members(&cl, &ms, 1000);
+	cr_assert_neq(shm_cluster_members_seq(&cl), seq0);
+	cr_assert_eq(shm_cluster_members_seq(&cl) & 1u, 0);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
+	cr_assert_eq(out.epoch, 7);
+	cr_assert_eq(changed, 1000);
+	/* read again (same epoch): the change time stays */
+	shm_cluster_write_members(&cl, &ms, 1500);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
+	cr_assert_eq(changed, 1000);
+	cr_assert_eq(out.n, 2);
+	cr_assert_str_eq(out.m[0].name, "n1");
+	cr_assert_eq(out.m[1].incarnation, 0x22);
+	/* the same owner as the writer computes */
+	cr_assert_eq(members_owner(&out, "r@conference.x", 14),
+		     members_owner(&ms, "r@conference.x", 14));
+	/* a smaller list replaces it entirely */
+	members_remove(&ms, "n2");
+	ms.epoch = 8;
+	shm_cluster_write_members(&cl, &ms, 2000);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, &changed), 1);
+	cr_assert_eq(out.n, 1);
+	cr_assert_eq(out.epoch, 8);
+	cr_assert_eq(changed, 2000);
+	/* a writer killed mid-update: readers give up, never loop */
+	atomic_fetch_or(&cl.members.seq, 1u);
+	cr_assert_eq(shm_cluster_read_members(&cl, &out, NULL), 0);
+}
+
+/* An owner acts only while its last renewal was sent less than the
+ * lease time ago; never before any renewal. */
+Test(cluster, owner_fencing, .init = table_init)
+{
+	cr_assert_eq(shm_cluster_owner_ok(&cl, 5000, 5000), 0);
+	atomic_store(&cl.lease_ms, 10000);
+	cr_assert_eq(shm_cluster_owner_ok(&cl, 10000, 5000), 1);
+	cr_assert_eq(shm_cluster_owner_ok(&cl, 14999, 5000), 1);
+	cr_assert_eq(shm_cluster_owner_ok(&cl, 15000, 5000), 0);
+	/* a clock read just before the renewal landed: fresh */
+	cr_assert_eq(shm_cluster_owner_ok(&cl, 9999, 5000), 1);
 }

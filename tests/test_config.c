@@ -302,6 +302,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "cluster.heartbeat_interval", CONFIG_F_RESTART },
 	{ "cluster.retain_bytes", CONFIG_F_RESTART },
 	{ "cluster.node_timeout", CONFIG_F_RESTART },
+	{ "cluster.lease_time", CONFIG_F_RESTART },
 };
 
 Test(table, keys_and_flags_match_the_spec)
@@ -844,6 +845,13 @@ Test(check, cluster)
 				     "cluster.secret_file=/k",
 				     "cluster.node_timeout=1s"),
 			 "'cluster.node_timeout' must be at least twice "
+			 "'cluster.heartbeat_interval'");
+	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1",
+				     "cluster.secret_file=/k",
+				     "cluster.heartbeat_interval=3s",
+				     "cluster.node_timeout=6s",
+				     "cluster.lease_time=5s"),
+			 "'cluster.lease_time' must be at least twice "
 			 "'cluster.heartbeat_interval'");
 	cr_expect_str_eq(CHECK_ERROR(NATS, "cluster.node=n1",
 				     "cluster.secret_file=/k",

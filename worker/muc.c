@@ -12,7 +12,10 @@
  * affiliations, configuration, subject) is in that worker's memory
  * only, so no lock is taken on the message path, and every change of a
  * room is made in one place in the order its stanzas arrived.
- * docs/DESIGN.md "Group chat" says why and what it costs.
+ * docs/DESIGN.md "Group chat" says why and what it costs.  With the
+ * cluster on, the room's owner worker is on the room's owner node
+ * (muc_cluster.c: the member list's rendezvous owner), reached through
+ * the cluster bridge; docs/DESIGN.md "Cluster" says how it moves.
  *
  * A room is read from PostgreSQL when the first stanza for it reaches
  * its owner (its row, affiliations and occupants, one pipelined round
@@ -50,6 +53,9 @@
 #include "session.h"
 #include "stanza.h"
 #include "../db/db.h"
+#include "../cluster/members.h"
+#include "../shm/cluster.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -64,10 +70,7 @@ extern const struct ext muc_ext;
 
 unsigned muc_owner_slot(const struct worker *w, const char *room_bare)
 {
-	uint32_t h = 2166136261u;
-	for (const char *p = room_bare; *p != '\0'; p++)
-		h = (h ^ (uint8_t)tolower((unsigned char)*p)) * 16777619u;
-	return w->nworkers > 0 ? h % w->nworkers : 0;
+	return w->nworkers > 0 ? muc_room_hash(room_bare) % w->nworkers : 0;
 }
 
 /* The depth of MUC handling on this worker (see muc_later below). */
@@ -556,14 +559,29 @@ static const char muc_load_affs_sql[] =
 	"SELECT a.jid, a.affiliation, a.nick, a.reason FROM muc_affiliations a "
 	"JOIN muc_rooms r ON r.id = a.room_id "
 	"WHERE r.service = $1 AND r.name = $2";
-/* Rows of an earlier run are stale (their sessions ended with it). */
+/* One node: rows of an earlier run are stale (their sessions ended with
+ * it, and so did every occupant's). */
 static const char muc_load_occ_sql[] =
 	"WITH stale AS (DELETE FROM muc_occupants o USING muc_rooms r "
 	" WHERE r.id = o.room_id AND r.service = $1 AND r.name = $2 "
-	" AND o.boot <> $3) "
-	"SELECT o.jid, o.nick, o.role, o.presence FROM muc_occupants o "
-	"JOIN muc_rooms r ON r.id = o.room_id "
-	"WHERE r.service = $1 AND r.name = $2 AND o.boot = $3 "
+	" AND o.node = $4 AND o.boot <> $3) "
+	"SELECT o.jid, o.nick, o.role, o.presence, o.node, false "
+	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
+	"WHERE r.service = $1 AND r.name = $2 "
+	"AND NOT (o.node = $4 AND o.boot <> $3) "
+	"ORDER BY o.nick";
+/* A cluster: every row is read, with whether its node's run is over (our
+ * earlier runs, or another node's run that muc_node_runs no longer
+ * has): the other occupants are alive and must see those leave
+ * (muc_loaded_node); the session table says which of the rest are
+ * still there (muc_room_loaded). */
+static const char muc_load_occ_cluster_sql[] =
+	"SELECT o.jid, o.nick, o.role, o.presence, o.node, "
+	" (o.node = $4 AND o.boot <> $3) OR (o.boot <> 0 AND o.boot IS "
+	" DISTINCT FROM (SELECT boot FROM muc_node_runs n "
+	" WHERE n.node = o.node)) "
+	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
+	"WHERE r.service = $1 AND r.name = $2 "
 	"ORDER BY o.nick";
 
 static void muc_replay(struct worker *w, struct muc_room *r);
@@ -664,6 +682,17 @@ static void muc_loaded_affs(void *ctx, const PGresult *res,
 	}
 }
 
+/* A session of a node that left the cluster, or of a run of a node that
+ * is over (it restarted): it leaves with 333 (removed for a technical
+ * problem), not as a session that ended. */
+static void muc_loaded_node(struct worker *w, struct muc_room *r,
+			    const char *jid, const char *node, int run_over)
+{
+	if (muc_cluster_on(w) &&
+	    (run_over || members_find(muc_members(w, NULL), node) < 0))
+		muc_room_gone(w, r, jid, 0);
+}
+
 static void muc_loaded_occ(void *ctx, const PGresult *res,
 			   const char *error)
 {
@@ -732,6 +761,8 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 			break;
 		}
 		o->last = o->nsess++;
+		muc_loaded_node(w, r, jid, PQgetvalue(res, i, 4),
+				strcmp(PQgetvalue(res, i, 5), "t") == 0);
 	}
 	r->state = MUC_READY;
 	/* the load's reference is held until the replay is done: leaving
@@ -745,15 +776,16 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 static void muc_load(struct worker *w, struct muc_room *r)
 {
 	char name[JID_PART_MAX + 1];
-	const char *params[3] = { r->service, muc_room_name(r, name, sizeof(name)),
-				  muc_boot(w) };
+	const char *params[4] = { r->service, muc_room_name(r, name, sizeof(name)),
+				  muc_boot(w), muc_node_self(w) };
 	r->state = MUC_LOADING;
 	if (muc_config_default(&r->cf, w->cfg) < 0 || w->db == NULL ||
 	    db_query(w->db, muc_load_room_sql, 2, params, NULL, NULL, 0,
 		     muc_loaded_room, r) < 0 ||
 	    db_query(w->db, muc_load_affs_sql, 2, params, NULL, NULL, 0,
 		     muc_loaded_affs, r) < 0 ||
-	    db_query(w->db, muc_load_occ_sql, 3, params, NULL, NULL, 0,
+	    db_query(w->db, muc_cluster_on(w) ? muc_load_occ_cluster_sql :
+		     muc_load_occ_sql, 4, params, NULL, NULL, 0,
 		     muc_loaded_occ, r) < 0) {
 		/* the answers that were queued still come: r stays until
 		 * then, out of the table */
@@ -898,12 +930,32 @@ void muc_db_occupant_put(struct worker *w, struct muc_room *r,
 	if (r->id == 0)
 		return;
 	muc_id_text(r, id, sizeof(id));
-	const char *params[6] = { id, s->jid, o->nick, muc_role_name(o->role),
-				  s->presence, muc_boot(w) };
-	muc_write(w, r, "occupant", "INSERT INTO muc_occupants (room_id, jid, "
-		  "nick, role, presence, boot) VALUES ($1, $2, $3, $4, $5, $6) "
-		  "ON CONFLICT (room_id, jid) DO UPDATE SET nick = $3, "
-		  "role = $4, presence = $5, boot = $6", 6, params);
+	const char *node = muc_node_of(w, s->jid);
+	const char *params[7] = { id, s->jid, o->nick, muc_role_name(o->role),
+				  s->presence, muc_boot(w), node };
+	/* the run is that of the node holding the session: ours, or the
+	 * one that node registered (muc_node_runs), so that its own
+	 * start-up clean-up recognizes the row */
+	if (strcmp(node, muc_node_self(w)) == 0)
+		muc_write(w, r, "occupant", "INSERT INTO muc_occupants "
+			  "(room_id, jid, nick, role, presence, boot, node) "
+			  "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+			  "ON CONFLICT (room_id, jid) DO UPDATE SET nick = $3, "
+			  "role = $4, presence = $5, boot = $6, node = $7", 7,
+			  params);
+	else {
+		/* 0: that node's run is not registered yet (it is starting):
+		 * the row is then judged by membership and the session
+		 * table only, never as "a run that is over" */
+		params[5] = node;
+		muc_write(w, r, "occupant", "INSERT INTO muc_occupants "
+			  "(room_id, jid, nick, role, presence, boot, node) "
+			  "VALUES ($1, $2, $3, $4, $5, COALESCE((SELECT boot "
+			  "FROM muc_node_runs WHERE node = $6), 0), $6) "
+			  "ON CONFLICT (room_id, jid) DO UPDATE SET nick = $3, "
+			  "role = $4, presence = $5, boot = EXCLUDED.boot, "
+			  "node = $6", 6, params);
+	}
 }
 
 void muc_db_occupant_del(struct worker *w, struct muc_room *r,
@@ -1187,26 +1239,119 @@ static void muc_service_stanza(struct worker *w, struct arena *a,
 	}
 	/* room names are compared as prepared (case-folded) */
 	const char *room = jid_bare(a, to);
+	struct muc_where where;
 	if (room == NULL)
 		return;
-	unsigned owner = muc_owner_slot(w, room);
-	if (owner == w->slot) {
+	if (muc_where(w, room, &where) < 0) {
+		/* a cluster without an owner for it now (starting, fenced,
+		 * handing over): the sender tries again (RFC 6120 8.3.3.18:
+		 * resource-constraint, type wait) */
+		log_info("muc %s: no owner node now: refused", room);
+		muc_bounce(w, st, "wait", "resource-constraint",
+			   "the room is moving to another node: try again");
+		return;
+	}
+	if (where.node == 0 && where.slot == w->slot) {
 		muc_owned(w, a, st, to, room);
 		return;
 	}
 	struct buf text;
 	buf_init(&text, xml_out_cap(w->cfg->max_stanza_size));
 	if (xml_serialize(&text, st, NS_CLIENT) < 0 ||
-	    queue_send(w->q, owner, IPC_FRAME_MUC, 0, 0, buf_head(&text),
-		       buf_used(&text), &error) < 0) {
-		log_info("muc %s: to w%u: refused", room, owner);
+	    queue_send_node(w->q, where.slot, where.node, where.rslot,
+			    IPC_FRAME_MUC, 0, 0, buf_head(&text),
+			    buf_used(&text), &error) < 0) {
+		log_info("muc %s: to w%u (node %u): refused", room,
+			 where.slot, where.node);
 		muc_bounce(w, st, "wait", "resource-constraint", NULL);
 	}
 	buf_free(&text);
 }
 
-/* An IPC_FRAME_MUC: a stanza for a room of this worker. */
-static void muc_frame_stanza(struct worker *w, const char *p, size_t len)
+/* ---- a stanza that overtook its sender's session ----------------------
+ *
+ * Another node's directory event announcing a session and that
+ * session's first stanza travel on two NATS subjects, delivered by two
+ * threads of our bridge: the stanza may come first (a client that enters
+ * its rooms right after logging in on another node).  The room would take
+ * the sender for gone.  Such a stanza waits here until the session is in
+ * the table, at most MUC_EARLY_MS (then it is handled anyway), and so do
+ * the sender's later ones, in order.  Looked at every tick (1 s). */
+#define MUC_EARLY_MAX 256
+#define MUC_EARLY_MS 3000
+
+struct muc_early {
+	char *text;
+	size_t len;
+	char *from;
+	int64_t since;
+};
+static struct muc_early muc_early[MUC_EARLY_MAX];
+static unsigned muc_nearly;
+
+static void muc_frame_stanza(struct worker *w, const char *p, size_t len,
+			     unsigned from_node, int retry);
+
+/* 1: the stanza from another node must wait (its sender unknown yet, or
+ * an earlier one of the same sender waits) and was kept. */
+static int muc_early_keep(struct worker *w, struct arena *a,
+			  const struct xml_node *st, const char *p, size_t len)
+{
+	const char *from = xml_attr(st, "from");
+	struct session_info s;
+	struct jid j;
+	const char *error;
+	int queued = 0;
+	if (from == NULL || jid_parse(a, from, &j, &error) < 0 ||
+	    j.resource == NULL || !stream_hosted(w, j.domain))
+		return 0;
+	for (unsigned i = 0; i < muc_nearly && !queued; i++)
+		queued = strcmp(muc_early[i].from, from) == 0;
+	if ((!queued && shm_session_get(w->shm->sessions, from, &s) == 1) ||
+	    muc_nearly == MUC_EARLY_MAX)
+		return 0;
+	struct muc_early *e = &muc_early[muc_nearly];
+	if ((e->text = malloc(len)) == NULL ||
+	    (e->from = strdup(from)) == NULL) {
+		free(e->text);
+		return 0;
+	}
+	memcpy(e->text, p, len);
+	e->len = len;
+	e->since = time_now_ms();
+	muc_nearly++;
+	return 1;
+}
+
+/* Each tick: what may go now goes, in arrival order. */
+static void muc_early_run(struct worker *w, int64_t now_ms)
+{
+	unsigned kept = 0;
+	struct session_info s;
+	for (unsigned i = 0; i < muc_nearly; i++) {
+		struct muc_early e = muc_early[i];
+		/* a sender whose earlier stanza still waits keeps waiting */
+		int wait = 0;
+		for (unsigned k = 0; k < kept && !wait; k++)
+			wait = strcmp(muc_early[k].from, e.from) == 0;
+		if (!wait && now_ms - e.since < MUC_EARLY_MS &&
+		    shm_session_get(w->shm->sessions, e.from, &s) != 1)
+			wait = 1;
+		if (wait) {
+			muc_early[kept++] = e;
+			continue;
+		}
+		muc_frame_stanza(w, e.text, e.len, 0, 1);
+		free(e.text);
+		free(e.from);
+	}
+	muc_nearly = kept;
+}
+
+/* An IPC_FRAME_MUC: a stanza for a room of this worker (from_node: the
+ * node it came from, 0 for ours). */
+static void muc_frame_stanza(struct worker *w, const char *p, size_t len,
+			     unsigned from_node, int retry)
 {
 	struct arena a;
 	const char *error;
@@ -1218,6 +1363,15 @@ static void muc_frame_stanza(struct worker *w, const char *p, size_t len)
 	if (t == NULL || jid_parse(&a, t, &to, &error) < 0 ||
 	    to.local == NULL || (room = jid_bare(&a, &to)) == NULL)
 		log_error("muc: stanza frame unreadable");
+	else if (muc_cluster_on(w) && from_node != 0 && !retry &&
+		 muc_where_here(w, room) && muc_early_keep(w, &a, st, p, len))
+		;       /* kept until its sender is known */
+	else if (muc_cluster_on(w) && !muc_where_here(w, room))
+		/* sent under another member list than ours, or we lost our
+		 * lease since: never passed on again (no loops between
+		 * nodes that disagree for a moment) */
+		muc_bounce(w, st, "wait", "resource-constraint",
+			   "the room is moving to another node: try again");
 	else
 		muc_owned(w, &a, st, &to, room);
 	arena_free(&a);
@@ -1235,6 +1389,8 @@ static void muc_frame_gone(struct worker *w, const char *p, size_t len)
 	room[z - p] = '\0';
 	memcpy(jid, z + 1, len - (size_t)(z - p) - 1);
 	jid[len - (size_t)(z - p) - 1] = '\0';
+	if (muc_cluster_on(w) && !muc_where_here(w, room))
+		return;         /* not ours now: its owner reads it anyway */
 	struct muc_room *r = muc_find(room);
 	if (r == NULL) {
 		/* not in memory (this worker was respawned: it died with
@@ -1246,7 +1402,16 @@ static void muc_frame_gone(struct worker *w, const char *p, size_t len)
 		return;
 	}
 	if (r->state == MUC_READY) {
-		muc_room_gone(w, r, jid, 1);
+		/* a session of another node, swept with that node (it left
+		 * the cluster or restarted): 333, as muc_loaded_node */
+		unsigned si;
+		struct muc_occ *o = muc_room_by_jid(r, jid, &si);
+		struct session_info alive;
+		if (muc_cluster_on(w) && o != NULL && !o->remote &&
+		    shm_session_get(w->shm->sessions, jid, &alive) == 1 &&
+		    alive.node == o->sess[si].node)
+			return;     /* a stale row's nudge, the session lives */
+		muc_room_gone(w, r, jid, o == NULL || o->sess[si].node == 0);
 		muc_replay(w, r);
 	}
 }
@@ -1257,7 +1422,7 @@ static int muc_worker_frame(struct worker *w,
 {
 	switch (hdr->type) {
 	case IPC_FRAME_MUC:
-		muc_frame_stanza(w, payload, len);
+		muc_frame_stanza(w, payload, len, hdr->node, 0);
 		return 1;
 	case IPC_FRAME_MUC_FANOUT:
 		muc_frame_fanout(w, payload, len);
@@ -1274,12 +1439,31 @@ static int muc_worker_frame(struct worker *w,
 
 static const char muc_swept_sql[] =
 	"SELECT r.name || '@' || r.service FROM muc_occupants o "
-	"JOIN muc_rooms r ON r.id = o.room_id WHERE o.jid = $1 AND o.boot = $2";
+	"JOIN muc_rooms r ON r.id = o.room_id WHERE o.jid = $1 "
+	"AND (o.node <> $3 OR o.boot = $2)";
 
 struct muc_swept {
 	struct worker *w;
 	char jid[1];
 };
+
+/* An occupant's exit ("room\0jid") to its room's owner, wherever that
+ * is; a room without an owner now learns it when its next owner reads
+ * it (the session is no longer in the table). */
+static void muc_send_gone(struct worker *w, const char *room,
+			  const char *p, size_t len, const char **error_r)
+{
+	struct muc_where where;
+	if (muc_where(w, room, &where) < 0)
+		return;
+	if (where.node == 0 && where.slot == w->slot)
+		muc_frame_gone(w, p, len);
+	else if (queue_send_node(w->q, where.slot, where.node, where.rslot,
+				 IPC_FRAME_MUC_GONE, 0, 0, p, len,
+				 error_r) < 0)
+		log_warn("muc %s: an exit not sent to w%u (node %u): %s",
+			 room, where.slot, where.node, *error_r);
+}
 
 static void muc_swept_rooms(void *ctx, const PGresult *res,
 			    const char *error)
@@ -1301,13 +1485,7 @@ static void muc_swept_rooms(void *ctx, const PGresult *res,
 		buf_init(&p, 0);
 		buf_append(&p, room, rl + 1);
 		buf_append(&p, s->jid, jl);
-		unsigned owner = muc_owner_slot(w, room);
-		if (owner == w->slot)
-			muc_frame_gone(w, buf_head(&p), buf_used(&p));
-		else if (queue_send(w->q, owner, IPC_FRAME_MUC_GONE, 0, 0,
-				    buf_head(&p), buf_used(&p), &qerr) < 0)
-			log_warn("muc %s: exit of %s not sent to w%u: %s",
-				 room, s->jid, owner, qerr);
+		muc_send_gone(w, room, buf_head(&p), buf_used(&p), &qerr);
 		buf_free(&p);
 	}
 	free(s);
@@ -1323,8 +1501,8 @@ static void muc_session_swept(struct worker *w, const char *jid)
 		return;
 	s->w = w;
 	memcpy(s->jid, jid, n + 1);
-	const char *params[2] = { jid, muc_boot(w) };
-	if (db_query(w->db, muc_swept_sql, 2, params, NULL, NULL, 0,
+	const char *params[3] = { jid, muc_boot(w), muc_node_self(w) };
+	if (db_query(w->db, muc_swept_sql, 3, params, NULL, NULL, 0,
 		     muc_swept_rooms, s) < 0) {
 		log_error("muc: rooms of %s (gone with its worker) not read: "
 			  "database unavailable", jid);
@@ -1422,17 +1600,48 @@ static void muc_service_iq(struct worker *w, struct arena *a,
 
 /* ---- start-up ----------------------------------------------------------- */
 
-/* Worker 0, once: occupants of an earlier run are gone (their sessions
- * ended with it), and so are the temporary rooms they kept. */
+/* Worker 0, once: this node's run is registered (rooms owned elsewhere
+ * write it into the rows of our sessions), and the occupants of this
+ * node's earlier runs are gone (their sessions ended with it), and so
+ * are the temporary rooms they kept.  Other nodes' occupants stay:
+ * their sessions live on.  Without a cluster the node is '' and this is
+ * "every earlier run"; in a cluster only the temporary rooms this
+ * clean-up emptied go (a room another node is creating has no
+ * occupant row yet). */
 static const char muc_cleanup_sql[] =
-	"WITH o AS (DELETE FROM muc_occupants WHERE boot <> $1) "
+	"WITH run AS (INSERT INTO muc_node_runs (node, boot) VALUES ($2, $1) "
+	" ON CONFLICT (node) DO UPDATE SET boot = $1), "
+	"o AS (DELETE FROM muc_occupants WHERE node = $2 AND boot <> $1 "
+	" RETURNING room_id) "
 	"DELETE FROM muc_rooms r WHERE NOT persistent AND NOT EXISTS "
 	"(SELECT 1 FROM muc_occupants o WHERE o.room_id = r.id AND "
-	" o.boot = $1)";
+	" NOT (o.node = $2 AND o.boot <> $1)) "
+	"AND ($2 = '' OR r.id IN (SELECT room_id FROM o))";
+/* A cluster: the run is registered and nothing deleted.  The occupants
+ * of our earlier runs are in rooms whose other occupants are alive: the
+ * rooms' owners remove them so that those see them leave (the other
+ * nodes' bridges sweep our old run's sessions, and muc_check_orphans
+ * catches what that missed). */
+static const char muc_register_sql[] =
+	"INSERT INTO muc_node_runs (node, boot) VALUES ($2, $1) "
+	"ON CONFLICT (node) DO UPDATE SET boot = $1";
 
+/* Rooms with occupants on nodes no longer members (the nodes that
+ * left): their new owners read them at once, so that the others see
+ * those occupants leave without waiting for the room's next stanza. */
+static const char muc_orphans_sql[] =
+	"SELECT DISTINCT r.name || '@' || r.service, o.jid "
+	"FROM muc_occupants o JOIN muc_rooms r ON r.id = o.room_id "
+	"LEFT JOIN muc_node_runs n ON n.node = o.node "
+	"WHERE o.node <> ALL($1::text[]) OR "
+	" (o.boot <> 0 AND o.boot IS DISTINCT FROM n.boot) "
+	"LIMIT 10000";
+
+/* ctx: NULL for the clean-up, non-NULL for a cluster's registration */
 static void muc_cleaned(void *ctx, const PGresult *res, const char *error)
 {
-	(void)ctx;
+	if (res != NULL && ctx != NULL)
+		return;         /* registered: nothing was removed */
 	if (res == NULL)
 		log_warn("muc: stale occupants not removed: %s", error);
 	else if (strtol(PQcmdTuples((PGresult *)res), NULL, 10) > 0)
@@ -1441,6 +1650,59 @@ static void muc_cleaned(void *ctx, const PGresult *res, const char *error)
 }
 
 static int muc_cleanup_done;
+static uint64_t muc_orphans_epoch;  /* the member list last looked at */
+static int64_t muc_orphans_again;   /* a second look at it, then (0: none) */
+#define MUC_ORPHANS_AGAIN_MS 5000   /* a restarted node registers its run
+				       about when its new run joins the
+				       list: what the first look missed */
+
+static void muc_orphans(void *ctx, const PGresult *res, const char *error)
+{
+	struct worker *w = ctx;
+	const char *qerr;
+	if (res == NULL) {
+		log_warn("muc: rooms of nodes that left not read: %s", error);
+		muc_orphans_epoch = 0;      /* again next tick */
+		return;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *room = PQgetvalue(res, i, 0);
+		const char *jid = PQgetvalue(res, i, 1);
+		struct muc_where where;
+		/* ours (this node's) only: every node does its own */
+		if (muc_where(w, room, &where) < 0 || where.node != 0)
+			continue;
+		struct buf p;
+		buf_init(&p, 0);
+		buf_append(&p, room, strlen(room) + 1);
+		buf_append(&p, jid, strlen(jid));
+		muc_send_gone(w, room, buf_head(&p), buf_used(&p), &qerr);
+		buf_free(&p);
+	}
+	if (PQntuples(res) > 0)
+		log_info("muc: %d occupants of nodes that left: their rooms "
+			 "told", PQntuples(res));
+}
+
+/* Worker 0: when the member list changed (and once more a little
+ * later), the rooms we own with occupants of a node that left or of a
+ * run that is over. */
+static void muc_check_orphans(struct worker *w, int64_t now_ms)
+{
+	uint64_t epoch;
+	char list[IPC_MAX_NODES * IPC_NODE_NAME + 4];
+	muc_members(w, &epoch);
+	int again = muc_orphans_again != 0 && now_ms >= muc_orphans_again;
+	if (epoch == 0 || (epoch == muc_orphans_epoch && !again) ||
+	    muc_members_array(w, list, sizeof(list)) < 0)
+		return;
+	const char *params[1] = { list };
+	if (db_query(w->db, muc_orphans_sql, 1, params, NULL, NULL, 0,
+		     muc_orphans, w) < 0)
+		return;
+	muc_orphans_again = again ? 0 : now_ms + MUC_ORPHANS_AGAIN_MS;
+	muc_orphans_epoch = epoch;
+}
 
 /* Rooms read and left empty (persistent ones; temporary ones went when
  * emptied) are forgotten after MUC_IDLE_MS: a worker's memory holds the
@@ -1472,20 +1734,74 @@ static void muc_sweep_idle(int64_t now_ms)
 			  muc_nrooms);
 }
 
+/* A new member list may have moved rooms this worker holds to another
+ * node: they are forgotten (everything of a room is in PostgreSQL), so
+ * that if one comes back it is read again, not served from a memory
+ * that missed what its other owner did.  All of them go when we lost
+ * our lease (another node may take them over meanwhile) or missed a
+ * list (an epoch skipped: a room may have been elsewhere in between).
+ * A room busy now (loading, stanzas waiting) is looked at again next
+ * tick. */
+static uint64_t muc_moved_epoch;
+
+static void muc_forget_moved(struct worker *w, int64_t now_ms)
+{
+	uint64_t epoch;
+	unsigned n = 0, busy = 0;
+	muc_members(w, &epoch);
+	int fenced = !shm_cluster_owner_ok(&w->shm->hdr->cluster, now_ms,
+					   w->cfg->cluster_lease_time);
+	if (epoch == muc_moved_epoch && (!fenced || muc_nrooms == 0))
+		return;
+	int all = fenced || (muc_moved_epoch != 0 &&
+			     epoch != muc_moved_epoch + 1);
+	for (unsigned h = 0; h < MUC_TABLE_SIZE; h++) {
+		struct muc_room *r = muc_table[h], *next;
+		for (; r != NULL; r = next) {
+			next = r->next;
+			if (!all && muc_where_here(w, r->jid))
+				continue;
+			if (r->state != MUC_READY || r->npend > 0 ||
+			    r->refs > 0) {
+				busy++;
+				continue;
+			}
+			muc_unlink(r);
+			n++;
+		}
+	}
+	if (n > 0)
+		log_info("muc: %u rooms forgotten (members epoch %llu%s)", n,
+			 (unsigned long long)epoch, fenced ?
+			 ", our lease lapsed" : "");
+	if (busy == 0)
+		muc_moved_epoch = epoch;
+}
+
 static void muc_tick(struct worker *w, int64_t now_ms)
 {
+	if (muc_cluster_on(w)) {
+		muc_early_run(w, now_ms);
+		muc_forget_moved(w, now_ms);
+	}
 	if (now_ms >= muc_next_sweep) {
 		muc_next_sweep = now_ms + 60000;
 		muc_sweep_idle(now_ms);
 	}
-	if (muc_cleanup_done || w->slot != 0 || w->db == NULL ||
-	    !db_is_up(w->db) || w->cfg->muc_service[0] == '\0')
+	if (w->slot != 0 || w->db == NULL || !db_is_up(w->db) ||
+	    w->cfg->muc_service[0] == '\0')
 		return;
+	if (muc_cleanup_done) {
+		if (muc_cluster_on(w))
+			muc_check_orphans(w, now_ms);
+		return;
+	}
 	/* A respawned worker 0 does this again: the boot is the same,
 	 * only rows of another run go. */
-	const char *params[1] = { muc_boot(w) };
-	if (db_query(w->db, muc_cleanup_sql, 1, params, NULL, NULL, 0,
-		     muc_cleaned, NULL) == 0)
+	const char *params[2] = { muc_boot(w), muc_node_self(w) };
+	if (db_query(w->db, muc_cluster_on(w) ? muc_register_sql :
+		     muc_cleanup_sql, 2, params, NULL, NULL, 0,
+		     muc_cleaned, muc_cluster_on(w) ? w : NULL) == 0)
 		muc_cleanup_done = 1;
 }
 
@@ -1500,7 +1816,8 @@ static const char *const muc_config_keys[] = {
 	"muc.archive_retention_days", NULL,
 };
 static const char *const muc_schema[] = { "018-muc.sql",
-					  "019-muc-archive.sql", NULL };
+					  "019-muc-archive.sql",
+					  "020-muc-node.sql", NULL };
 
 const struct ext muc_ext = {
 	.name = "muc",

@@ -479,6 +479,10 @@ static int muc_text_value(struct buf *out, const struct muc_config *cf,
 		return buf_appendf(out, "%s",
 				   muc_whois_words[cf->whois_anyone]);
 	case MK_MAX_USERS:
+		/* 0 is "none" (the service's limit): what the parser takes
+		 * back (a stored "0" was refused, and logged, at each read) */
+		if (cf->max_users == 0)
+			return buf_appendf(out, "none");
 		return buf_appendf(out, "%u", cf->max_users);
 	case MK_ROLES:
 		return muc_text_roles(out, *muc_roles_of(m, f));

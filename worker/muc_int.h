@@ -139,6 +139,33 @@ int muc_serves_domain(const struct worker *w, const char *domain);
 const char *muc_room_name(const struct muc_room *r, char *buf, size_t size);
 /* Boot id of this run of the server (muc_occupants.boot). */
 const char *muc_boot(const struct worker *w);
+
+/* ---- muc_cluster.c: the room's owner when several nodes serve it ---- */
+
+struct members;
+/* Where a room's stanzas go: a local worker (node 0, slot), or another
+ * node's worker (slot = the bridge's, node = its node table index,
+ * rslot = its worker there). */
+struct muc_where {
+	unsigned slot;
+	uint8_t node, rslot;
+};
+uint32_t muc_room_hash(const char *room_bare);
+int muc_cluster_on(const struct worker *w);
+/* 0 and *r; -1: no owner now (no member list yet, our lease lapsed
+ * while the room is ours, or a hand-over between live nodes): the
+ * caller answers resource-constraint (wait). */
+int muc_where(struct worker *w, const char *room, struct muc_where *r);
+/* The room is this worker's to act on now. */
+int muc_where_here(struct worker *w, const char *room);
+/* This node's name ("" without a cluster); the node holding jid's
+ * session (ours when it is not in the table). */
+const char *muc_node_self(const struct worker *w);
+const char *muc_node_of(struct worker *w, const char *jid);
+/* The member list (refreshed from shared memory); its epoch (0: none). */
+const struct members *muc_members(struct worker *w, uint64_t *epoch_r);
+/* The member names as a PostgreSQL text[] literal, "{n1,n2}". */
+int muc_members_array(struct worker *w, char *buf, size_t size);
 /* Send text (a stanza without 'to', from the room) to the given real
  * full JIDs: local sessions once per worker (IPC_FRAME_MUC_FANOUT),
  * remote ones through their servers.  Returns how many recipients
