@@ -116,6 +116,13 @@ static int bind_enter(struct conn *c, const char *full, int retry_long,
 	info.gen = c->gen;
 	info.since = time(NULL);
 	info.active = info.since;
+	/* taking the JID from another node's session: the other nodes
+	 * settle two holders by the later bind (cluster/bridge_route.c
+	 * route_newer, in seconds), so ours must be later than the one it
+	 * replaces even within the same second */
+	if (shm_session_get(c->w->shm->sessions, full, &old) == 1 &&
+	    old.node != 0 && old.since >= info.since)
+		info.since = old.since + 1;
 	bind_info_peer(c, &info);
 	int r = shm_session_put_limited(c->w->shm->sessions, &info, max,
 					&old, why_r, &error);
