@@ -17,6 +17,7 @@
 #include <nats/nats.h>
 
 struct route_held;
+struct route_later;
 
 #define BRIDGE_EV_DATA 256          /* message bytes kept (a heartbeat is
 				       112: a longer one is refused anyway) */
@@ -115,6 +116,8 @@ struct bridge {
 	int64_t started_ms;         /* this bridge's start */
 	struct route_held *held_head, *held_tail;   /* frames for nodes
 					   not heard yet (route_hold) */
+	struct route_later *later_head, *later_tail;    /* frames for our
+					   workers their outboxes refused */
 };
 
 /* bridge.c */

@@ -63,6 +63,71 @@ static int route_log_ok(struct bridge *b)
 	return 1;
 }
 
+/* ---- frames of our own for our workers, never dropped ------------------
+ * Hand-backs, unavailable broadcasts (SWEPT) and re-announces come in
+ * bursts (a node's loss hands back up to cluster.retain_bytes and one
+ * SWEPT per session at once): what a worker's outbox refuses waits here
+ * and is offered again each loop turn, in order. */
+struct route_later {
+	struct route_later *next;
+	unsigned dst;
+	uint8_t type, node;
+	uint32_t gen;
+	size_t len;
+	char data[];
+};
+
+static int route_to_worker(struct bridge *b, unsigned dst, uint8_t type,
+			   uint8_t node, uint32_t gen, const void *data,
+			   size_t len)
+{
+	const char *error;
+	if (b->later_head == NULL &&
+	    queue_send_node(b->q, dst, node, 0, type, 0, gen, data, len,
+			    &error) == 0)
+		return 0;
+	struct route_later *l = malloc(sizeof(*l) + len);
+	if (l == NULL) {
+		log_error("cluster: frame type %u for w%u lost: out of memory",
+			  type, dst);
+		return -1;
+	}
+	l->next = NULL;
+	l->dst = dst;
+	l->type = type;
+	l->node = node;
+	l->gen = gen;
+	l->len = len;
+	if (len > 0)
+		memcpy(l->data, data, len);
+	if (b->later_tail != NULL)
+		b->later_tail->next = l;
+	else
+		b->later_head = l;
+	b->later_tail = l;
+	return 0;
+}
+
+/* Each turn: what waits goes out while the outboxes take it. */
+static void route_later_flush(struct bridge *b)
+{
+	const char *error;
+	struct route_later *l;
+	while ((l = b->later_head) != NULL) {
+		if (queue_send_node(b->q, l->dst, l->node, 0, l->type, 0,
+				    l->gen, l->data, l->len, &error) < 0) {
+			if (strcmp(error, QUEUE_ERR_FULL) == 0)
+				return;         /* next turn */
+			log_error("cluster: frame type %u for w%u lost: %s",
+				  l->type, l->dst, error);
+		}
+		b->later_head = l->next;
+		if (b->later_head == NULL)
+			b->later_tail = NULL;
+		free(l);
+	}
+}
+
 /* The node table index of a node we hear from, or 0 (unknown, down,
  * incompatible: its messages are dropped until its heartbeat says). */
 static unsigned route_node(const struct bridge *b, const char *name)
@@ -402,7 +467,6 @@ static void route_down_del(void *ctx, unsigned node,
 			   const struct dir_rec *rec)
 {
 	struct route_down_ctx *d = ctx;
-	const char *error;
 	route_table_del(d->b, node, rec);
 	/* available or not as far as we know: a presence change may not
 	 * have reached our table when the node died (stanzas travel faster
@@ -413,24 +477,20 @@ static void route_down_del(void *ctx, unsigned node,
 	const char *slash = memchr(rec->jid, '/', rec->jid_len);
 	size_t bare = slash != NULL ? (size_t)(slash - rec->jid) : rec->jid_len;
 	unsigned w = route_hash(rec->jid, bare) % d->b->nworkers;
-	if (queue_send(d->b->q, w, IPC_FRAME_SWEPT, 0, 0, rec->jid,
-		       rec->jid_len, &error) < 0)
-		log_error("cluster: unavailable for %.*s not sent to w%u: %s",
-			  (int)rec->jid_len, rec->jid, w, error);
-	else
+	if (route_to_worker(d->b, w, IPC_FRAME_SWEPT, 0, 0, rec->jid,
+			    rec->jid_len) == 0)
 		d->told++;
 }
 
 static void route_down_swept(const struct session_info *info, void *ctx)
 {
 	struct route_down_ctx *d = ctx;
-	const char *error;
 	if (!d->tell)
 		return;
 	size_t len = strlen(info->jid), bare = strcspn(info->jid, "/");
 	unsigned w = route_hash(info->jid, bare) % d->b->nworkers;
-	if (queue_send(d->b->q, w, IPC_FRAME_SWEPT, 0, 0, info->jid, len,
-		       &error) == 0)
+	if (route_to_worker(d->b, w, IPC_FRAME_SWEPT, 0, 0, info->jid,
+			    len) == 0)
 		d->told++;
 }
 
@@ -465,13 +525,10 @@ void bridge_route_down(struct bridge *b, unsigned idx)
  * when it sees us back. */
 static void route_reannounce(struct bridge *b, unsigned idx)
 {
-	const char *error;
 	log_info("cluster: node %s is back: our users' presence goes to "
 		 "their contacts again", b->cl->nodes[idx].name);
 	for (unsigned w = 0; w < b->nworkers; w++)
-		if (queue_send(b->q, w, IPC_FRAME_REANNOUNCE, 0, 0, NULL, 0,
-			       &error) < 0)
-			log_warn("cluster: re-announce to w%u: %s", w, error);
+		route_to_worker(b, w, IPC_FRAME_REANNOUNCE, 0, 0, NULL, 0);
 }
 
 void bridge_route_heard(struct bridge *b, unsigned idx,
@@ -571,12 +628,10 @@ static void route_handback(void *ctx, unsigned node, const void *frame,
 	 * <resource-constraint/> until there is one: muc_cluster.c) */
 	uint8_t type = h.type == IPC_FRAME_BARE_STANZA ||
 		       h.type == IPC_FRAME_MUC ? IPC_FRAME_STANZA : h.type;
-	if (queue_send_node(b->q, w, (uint8_t)node, 0, type, 0,
-			    node != 0 ? IPC_GEN_HANDBACK : 0,
-			    (const char *)frame + IPC_FRAME_HDR_SIZE,
-			    len - IPC_FRAME_HDR_SIZE, &error) < 0)
-		log_error("cluster: undelivered stanza not handed back to "
-			  "w%u: %s", w, error);
+	route_to_worker(b, w, type, (uint8_t)node,
+			node != 0 ? IPC_GEN_HANDBACK : 0,
+			(const char *)frame + IPC_FRAME_HDR_SIZE,
+			len - IPC_FRAME_HDR_SIZE);
 }
 
 /* A frame for node waits while this bridge is younger than
@@ -954,6 +1009,8 @@ void bridge_route_tick(struct bridge *b)
 	}
 	if (b->held_head != NULL)
 		route_release(b);
+	if (b->later_head != NULL)
+		route_later_flush(b);
 	xfer_flush(&b->xfer, b->now_ms);
 }
 
@@ -1056,6 +1113,11 @@ void bridge_route_stop(struct bridge *b)
 		b->held_head = h->next;
 		free(h->frame);
 		free(h);
+	}
+	while (b->later_head != NULL) {
+		struct route_later *l = b->later_head;
+		b->later_head = l->next;
+		free(l);
 	}
 	/* the table keeps the other nodes' sessions: the next bridge's
 	 * snapshots replace them */
