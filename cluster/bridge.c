@@ -41,6 +41,8 @@
 
 #define BRIDGE_MAX_SERVERS 16
 #define BRIDGE_RING 1024            /* events waiting for the main thread */
+#define BRIDGE_RING_SPARE 128       /* of them, kept for heartbeats and
+				       link events */
 #define BRIDGE_LOG_EVERY_MS 10000   /* rate of repeated error lines */
 #define BRIDGE_STOP_WAIT_MS 1500    /* drain before we close anyway */
 
@@ -107,7 +109,10 @@ void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 	uint64_t one = 1;
 	(void)nc; (void)sub;
 	pthread_mutex_lock(&ring.lock);
-	if (ring.count == BRIDGE_RING) {
+	/* the last BRIDGE_RING_SPARE places are for heartbeats and link
+	 * events: a flood of routing messages (a snapshot, resends) must
+	 * not fake a dead node */
+	if (ring.count >= BRIDGE_RING - BRIDGE_RING_SPARE) {
 		pthread_mutex_unlock(&ring.lock);
 		atomic_fetch_add(&ring.dropped, 1);
 		natsMsg_Destroy(msg);

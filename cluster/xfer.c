@@ -139,8 +139,14 @@ void xfer_peer_down(struct xfer *x, unsigned node)
 	p->ack_due = false;
 }
 
+/* Batches one resend publishes at most: everything kept again each
+ * second would flood a receiver that is merely slow (and its event
+ * ring), and the rest follows once acks move. */
+#define XFER_RESEND_BATCHES 8
+
 static int publish_from(struct xfer *x, unsigned node,
-			const struct relay_item *from, int64_t now_ms)
+			const struct relay_item *from, int64_t now_ms,
+			unsigned max_batches)
 {
 	struct xfer_peer *p = &x->peers[node];
 	struct relay_hdr h = {
@@ -152,7 +158,7 @@ static int publish_from(struct xfer *x, unsigned node,
 	int rc = 0;
 	(void)now_ms;
 	memcpy(h.node, x->self, sizeof(h.node));
-	while (from != NULL && rc == 0) {
+	while (from != NULL && rc == 0 && max_batches-- > 0) {
 		uint32_t n = 0;
 		buf_init(&b, 0);
 		h.seq = from->seq;
@@ -220,15 +226,16 @@ void xfer_flush(struct xfer *x, int64_t now_ms)
 		const struct relay_item *again =
 			relay_out_resend_due(&p->out, now_ms, x->resend_ms);
 		if (again != NULL) {
-			/* everything unacked goes again, this turn's
-			 * frames with it */
+			/* the oldest unacked go again (a window of them) */
 			p->resent++;
-			publish_from(x, node, again, now_ms);
-		} else if (p->batch_count > 0) {
+			publish_from(x, node, again, now_ms,
+				     XFER_RESEND_BATCHES);
+		}
+		if (p->batch_count > 0) {       /* this turn's, as always */
 			const struct relay_item *from = p->out.head;
 			while (from != NULL && from->seq < p->batch_first)
 				from = from->next;
-			publish_from(x, node, from, now_ms);
+			publish_from(x, node, from, now_ms, UINT32_MAX);
 		}
 		p->batch_count = 0;
 	}
