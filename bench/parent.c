@@ -848,19 +848,20 @@ static size_t parent_csi_figures(const struct parent *p,
 }
 #undef FIG
 
-/* --watch: each group's CPU in the logins (online - idle) and per
- * delivered message (end - online: the server's own window), and its
+/* --watch: each group's CPU in the logins (online - idle), per
+ * delivered message (end - online: the server's own window), from
+ * online to loaded (the idle hold, or the sending) and in all, and its
  * memory at each point.  The keys live as long as the program. */
 static size_t parent_watch_figures(const struct parent *p,
 				   const struct totals *t, struct figure *f)
 {
-	static char keys[BENCH_MAX_WATCH][13][64];
-	const char *what[13] = {
+	static char keys[BENCH_MAX_WATCH][14][64];
+	const char *what[14] = {
 		"processes", "cpu_s_logins", "cpu_us_per_message",
 		"kernel_cpu_us_per_message", "cpu_s_run", "rss_idle_kb",
 		"rss_online_kb", "rss_loaded_kb", "pss_idle_kb",
 		"pss_online_kb", "pss_loaded_kb", "anon_idle_kb",
-		"anon_loaded_kb",
+		"anon_loaded_kb", "cpu_s_loaded",
 	};
 	size_t n = 0;
 	for (unsigned i = 0; i < p->o->n_watch; i++) {
@@ -871,7 +872,7 @@ static size_t parent_watch_figures(const struct parent *p,
 		bool msg = w[WATCH_ONLINE].valid && w[WATCH_END].valid &&
 			   t->delivered > 0;
 		double d = t->delivered ? (double)t->delivered : 1;
-		double v[13] = {
+		double v[14] = {
 			w[WATCH_END].nprocs,
 			w[WATCH_ONLINE].cpu_s - w[WATCH_IDLE].cpu_s,
 			(w[WATCH_END].cpu_s - w[WATCH_ONLINE].cpu_s) * 1e6 / d,
@@ -880,15 +881,17 @@ static size_t parent_watch_figures(const struct parent *p,
 			w[WATCH_IDLE].rss_kb, w[WATCH_ONLINE].rss_kb, ld->rss_kb,
 			w[WATCH_IDLE].pss_kb, w[WATCH_ONLINE].pss_kb, ld->pss_kb,
 			w[WATCH_IDLE].anon_kb, ld->anon_kb,
+			ld->cpu_s - w[WATCH_ONLINE].cpu_s,
 		};
-		int dec[13] = {
+		int dec[14] = {
 			w[WATCH_END].valid ? 0 : -1, on ? 3 : -1, msg ? 2 : -1,
 			msg ? 2 : -1, on && w[WATCH_END].valid ? 3 : -1,
 			on ? 0 : -1, on ? 0 : -1, on ? 0 : -1,
 			on ? 0 : -1, on ? 0 : -1, on ? 0 : -1,
 			on ? 0 : -1, on ? 0 : -1,
+			on && w[WATCH_LOADED].valid ? 3 : -1,
 		};
-		for (unsigned k = 0; k < 13; k++) {
+		for (unsigned k = 0; k < 14; k++) {
 			snprintf(keys[i][k], sizeof(keys[i][k]), "watch_%s_%s",
 				 p->o->watch[i].name, what[k]);
 			f[n++] = (struct figure){ keys[i][k], v[k], dec[k] };
