@@ -26,6 +26,16 @@ enum bench_mech {
 };
 
 #define BENCH_MAX_PIDS 64
+#define BENCH_MAX_WATCH 4
+#define BENCH_WATCH_NAME_MAX 16
+
+/* --watch NAME=P,..: other processes (another cluster node, the message
+ * bus) sampled at the server's sample points, their figures apart */
+struct bench_watch {
+	char name[BENCH_WATCH_NAME_MAX + 1];    /* [a-z0-9_], in the keys */
+	pid_t pids[BENCH_MAX_PIDS];             /* their children are added */
+	unsigned npids;
+};
 #define BENCH_RESOURCE "bench"
 
 struct bench_opts {
@@ -55,6 +65,7 @@ struct bench_opts {
 	double login_timeout;
 	double drain;                   /* longest wait for stragglers */
 	double quiet;                   /* no delivery this long ends drain */
+	double settle;                  /* pause after the logins */
 	bool sm;                        /* XEP-0198: <enable resume='true'/> */
 	bool storm;                     /* reconnect storm (implies sm) */
 	double storm_hold;              /* seconds detached before resuming */
@@ -72,6 +83,8 @@ struct bench_opts {
 	const char *partner_domain;     /* NULL: --domain */
 	pid_t partner_pids[BENCH_MAX_PIDS];     /* the partner server */
 	unsigned n_partner_pids;
+	struct bench_watch watch[BENCH_MAX_WATCH];
+	unsigned n_watch;
 	/* --pep K (pep.c): a presence-time PEP burst over a ring of K
 	 * mutual contacts; pep_setup: this run is the untimed roster pass */
 	unsigned pep_k;                 /* 0: off */
@@ -304,6 +317,11 @@ struct server_sample {
 	unsigned nprocs;
 	uint64_t rss_kb;        /* VmRSS summed over the processes */
 	uint64_t pss_kb;        /* Pss summed (shared pages counted once) */
+	uint64_t anon_kb;       /* Pss_Anon + Pss_Shmem summed: Pss without
+				   file pages (program and library code,
+				   shared with every other process that maps
+				   them, so it moves with the machine's
+				   other programs) */
 	double cpu_s;           /* utime + stime summed */
 	double sys_s;           /* stime alone: in the kernel */
 };
@@ -313,6 +331,9 @@ int procstat_sample(const struct bench_opts *o, struct server_sample *out);
 /* The same for the --partner-pids server. */
 int procstat_sample_partner(const struct bench_opts *o,
 			    struct server_sample *out);
+/* The same for one --watch group. */
+int procstat_sample_watch(const struct bench_watch *w,
+			  struct server_sample *out);
 uint64_t procstat_self_rss_kb(void);
 /* utime + stime of one process (0 if gone). */
 double procstat_pid_cpu_s(pid_t pid);

@@ -49,6 +49,9 @@ struct parent {
 	struct server_sample s_idle, s_online, s_loaded, s_end;
 	struct server_sample s_detached;        /* the storm, before resuming */
 	struct server_sample p_online, p_end;   /* --partner-pids */
+	/* --watch groups, at the server's points: idle, online, loaded
+	 * (after the idle hold or the sending), end */
+	struct server_sample watch[BENCH_MAX_WATCH][4];
 	double msg_seconds;             /* GO to the end of sending */
 	int64_t t_go;                   /* messages start */
 	bool storm_timed_out;
@@ -170,6 +173,14 @@ static void parent_sample(const struct bench_opts *o, struct server_sample *s)
 		procstat_sample(o, s);
 }
 
+enum { WATCH_IDLE, WATCH_ONLINE, WATCH_LOADED, WATCH_END };
+
+static void parent_sample_watch(struct parent *p, int point)
+{
+	for (unsigned i = 0; i < p->o->n_watch; i++)
+		procstat_sample_watch(&p->o->watch[i], &p->watch[i][point]);
+}
+
 static void parent_sample_partner(const struct bench_opts *o,
 				  struct server_sample *s)
 {
@@ -241,6 +252,7 @@ static void parent_messages(struct parent *p)
 		if (done && t_done == 0) {
 			t_done = t_change = now;
 			parent_sample(o, &p->s_loaded);
+			parent_sample_watch(p, WATCH_LOADED);
 		}
 		if (answered != last) {
 			last = answered;
@@ -251,8 +263,10 @@ static void parent_messages(struct parent *p)
 		    now >= t_end + (int64_t)(o->drain * 1e9))
 			break;
 	}
-	if (t_done == 0)
+	if (t_done == 0) {
 		parent_sample(o, &p->s_loaded);
+		parent_sample_watch(p, WATCH_LOADED);
+	}
 	p->msg_seconds = o->duration;
 }
 
@@ -834,6 +848,58 @@ static size_t parent_csi_figures(const struct parent *p,
 }
 #undef FIG
 
+/* --watch: each group's CPU in the logins (online - idle), per
+ * delivered message (end - online: the server's own window), from
+ * online to loaded (the idle hold, or the sending) and in all, and its
+ * memory at each point.  The keys live as long as the program. */
+static size_t parent_watch_figures(const struct parent *p,
+				   const struct totals *t, struct figure *f)
+{
+	static char keys[BENCH_MAX_WATCH][14][64];
+	const char *what[14] = {
+		"processes", "cpu_s_logins", "cpu_us_per_message",
+		"kernel_cpu_us_per_message", "cpu_s_run", "rss_idle_kb",
+		"rss_online_kb", "rss_loaded_kb", "pss_idle_kb",
+		"pss_online_kb", "pss_loaded_kb", "anon_idle_kb",
+		"anon_loaded_kb", "cpu_s_loaded",
+	};
+	size_t n = 0;
+	for (unsigned i = 0; i < p->o->n_watch; i++) {
+		const struct server_sample *w = p->watch[i];
+		const struct server_sample *ld = w[WATCH_LOADED].valid ?
+			&w[WATCH_LOADED] : &w[WATCH_ONLINE];
+		bool on = w[WATCH_IDLE].valid && w[WATCH_ONLINE].valid;
+		bool msg = w[WATCH_ONLINE].valid && w[WATCH_END].valid &&
+			   t->delivered > 0;
+		double d = t->delivered ? (double)t->delivered : 1;
+		double v[14] = {
+			w[WATCH_END].nprocs,
+			w[WATCH_ONLINE].cpu_s - w[WATCH_IDLE].cpu_s,
+			(w[WATCH_END].cpu_s - w[WATCH_ONLINE].cpu_s) * 1e6 / d,
+			(w[WATCH_END].sys_s - w[WATCH_ONLINE].sys_s) * 1e6 / d,
+			w[WATCH_END].cpu_s - w[WATCH_IDLE].cpu_s,
+			w[WATCH_IDLE].rss_kb, w[WATCH_ONLINE].rss_kb, ld->rss_kb,
+			w[WATCH_IDLE].pss_kb, w[WATCH_ONLINE].pss_kb, ld->pss_kb,
+			w[WATCH_IDLE].anon_kb, ld->anon_kb,
+			ld->cpu_s - w[WATCH_ONLINE].cpu_s,
+		};
+		int dec[14] = {
+			w[WATCH_END].valid ? 0 : -1, on ? 3 : -1, msg ? 2 : -1,
+			msg ? 2 : -1, on && w[WATCH_END].valid ? 3 : -1,
+			on ? 0 : -1, on ? 0 : -1, on ? 0 : -1,
+			on ? 0 : -1, on ? 0 : -1, on ? 0 : -1,
+			on ? 0 : -1, on ? 0 : -1,
+			on && w[WATCH_LOADED].valid ? 3 : -1,
+		};
+		for (unsigned k = 0; k < 14; k++) {
+			snprintf(keys[i][k], sizeof(keys[i][k]), "watch_%s_%s",
+				 p->o->watch[i].name, what[k]);
+			f[n++] = (struct figure){ keys[i][k], v[k], dec[k] };
+		}
+	}
+	return n;
+}
+
 static size_t parent_figures(const struct parent *p, const struct totals *t,
 			     struct figure *f)
 {
@@ -897,6 +963,8 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 	FIG("server_rss_online_kb", on->rss_kb, srv ? 0 : -1);
 	FIG("server_pss_idle_kb", idle->pss_kb, srv ? 0 : -1);
 	FIG("server_pss_loaded_kb", ld->pss_kb, srv ? 0 : -1);
+	FIG("server_anon_idle_kb", idle->anon_kb, srv ? 0 : -1);
+	FIG("server_anon_loaded_kb", ld->anon_kb, srv ? 0 : -1);
 	FIG("server_cpu_us_per_message", t->delivered ? (p->s_end.cpu_s -
 	    on->cpu_s) * 1e6 / (double)t->delivered : 0,
 	    srv && p->s_end.valid && t->delivered ? 2 : -1);
@@ -929,6 +997,7 @@ static size_t parent_figures(const struct parent *p, const struct totals *t,
 		n += parent_storm_figures(p, t, f + n);
 	if (p->o->csi || p->o->mix_presence > 0 || p->o->mix_chatstate > 0)
 		n += parent_csi_figures(p, t, f + n);
+	n += parent_watch_figures(p, t, f + n);
 #undef FIG
 	return n;
 }
@@ -1113,7 +1182,7 @@ static size_t parent_muc_figures(const struct parent *p,
 
 static void parent_print(const struct parent *p, const struct totals *t)
 {
-	struct figure f[128];
+	struct figure f[192];
 	size_t n = p->o->pep_k > 0 ? parent_pep_figures(p, t, f) :
 		   p->o->muc_rooms > 0 ? parent_muc_figures(p, t, f) :
 		   parent_figures(p, t, f);
@@ -1157,6 +1226,7 @@ int parent_run(const struct bench_opts *o)
 		bench_fatal("out of memory");
 	int64_t t_start = bench_now_ns();
 	parent_sample(o, &p.s_idle);
+	parent_sample_watch(&p, WATCH_IDLE);
 	parent_fork(&p);
 	for (bool all = false; !all;) {
 		parent_poll(&p, 100);
@@ -1164,8 +1234,14 @@ int parent_run(const struct bench_opts *o)
 		for (unsigned k = 0; k < p.nw; k++)
 			all &= p.w[k].ready;
 	}
+	/* --settle: the logins' consequences (another cluster node learning
+	 * of these sessions) belong to the logins, and a message must not
+	 * race them */
+	if (o->settle > 0)
+		parent_hold(&p, o->settle);
 	parent_sample(o, &p.s_online);
 	parent_sample_partner(o, &p.p_online);
+	parent_sample_watch(&p, WATCH_ONLINE);
 	parent_online_list(&p);
 	if (o->muc_rooms > 0)
 		parent_muc_joins(&p);
@@ -1174,6 +1250,7 @@ int parent_run(const struct bench_opts *o)
 	} else if (o->idle_hold > 0) {
 		parent_hold(&p, o->idle_hold);
 		parent_sample(o, &p.s_loaded);
+		parent_sample_watch(&p, WATCH_LOADED);
 	} else if (o->pep_k > 0) {
 		parent_pep(&p, t_start);
 	} else if (!o->login_only) {
@@ -1181,6 +1258,7 @@ int parent_run(const struct bench_opts *o)
 	}
 	parent_sample(o, &p.s_end);
 	parent_sample_partner(o, &p.p_end);
+	parent_sample_watch(&p, WATCH_END);
 	if (o->muc_rooms > 0 && o->history_joiners > 0)
 		parent_muc_history(&p);
 	parent_tell(&p, WIRE_STOP);

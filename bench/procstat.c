@@ -7,7 +7,8 @@
  * of the live processes (a worker that died takes its seconds with it).
  * Failure policy: a process that vanishes between the scan and the read
  * is skipped; no root at all makes the sample invalid.  With --pairs
- * and --partner-pids, the partner server is sampled apart.
+ * and --partner-pids, the partner server is sampled apart, and so is
+ * each --watch group (another cluster node, nats-server).
  */
 #include "bench.h"
 
@@ -126,11 +127,9 @@ static size_t procstat_scan(struct procstat_proc **out)
 	return n;
 }
 
-static int procstat_sample_roots(const struct bench_opts *o, bool partner,
-				 struct server_sample *out)
+static int procstat_sample_pids(const pid_t *roots, unsigned nroots,
+				struct server_sample *out)
 {
-	pid_t roots[BENCH_MAX_PIDS + 1];
-	unsigned nroots = procstat_roots(o, partner, roots);
 	struct procstat_proc *v;
 	*out = (struct server_sample){ 0 };
 	if (nroots == 0)
@@ -155,6 +154,8 @@ static int procstat_sample_roots(const struct bench_opts *o, bool partner,
 		out->rss_kb += procstat_field_kb(path, "\nVmRSS:");
 		snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)v[i].pid);
 		out->pss_kb += procstat_field_kb(path, "\nPss:");
+		out->anon_kb += procstat_field_kb(path, "\nPss_Anon:") +
+				procstat_field_kb(path, "\nPss_Shmem:");
 		out->cpu_s += (double)v[i].ticks / tick;
 		out->sys_s += (double)v[i].sys / tick;
 		out->nprocs++;
@@ -164,9 +165,23 @@ static int procstat_sample_roots(const struct bench_opts *o, bool partner,
 	return out->valid ? 0 : -1;
 }
 
+static int procstat_sample_roots(const struct bench_opts *o, bool partner,
+				 struct server_sample *out)
+{
+	pid_t roots[BENCH_MAX_PIDS + 1];
+	return procstat_sample_pids(roots, procstat_roots(o, partner, roots),
+				    out);
+}
+
 int procstat_sample(const struct bench_opts *o, struct server_sample *out)
 {
 	return procstat_sample_roots(o, false, out);
+}
+
+int procstat_sample_watch(const struct bench_watch *w,
+			  struct server_sample *out)
+{
+	return procstat_sample_pids(w->pids, w->npids, out);
 }
 
 int procstat_sample_partner(const struct bench_opts *o,

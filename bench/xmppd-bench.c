@@ -60,6 +60,9 @@ static void usage(FILE *f)
 "      --lost-file F         write 'sender seq recipient to_dropped' per loss\n"
 "      --login-timeout S     a login slower than this fails (30)\n"
 "      --drain S             longest wait for late messages (10)\n"
+"      --settle S            wait S seconds after the logins, before the\n"
+"                            online sample and the messages (a cluster's\n"
+"                            session directory reaching every node) (0)\n"
 "      --quiet S             end the wait after S without deliveries (1)\n"
 "      --sm                  XEP-0198: <enable resume='true'/> after bind,\n"
 "                            answer <r/> with <a h/>\n"
@@ -82,6 +85,9 @@ static void usage(FILE *f)
 "      --partner-domain D    ... for this domain (--domain): with another\n"
 "                            server, every message is a federated one\n"
 "      --partner-pids P,..   the partner server's pids (its CPU apart)\n"
+"      --watch NAME=P,..     other processes (and their children) sampled\n"
+"                            with the server: CPU and memory reported apart\n"
+"                            as watch_NAME_* (NAME: [a-z0-9_], up to 4)\n"
 "      --pep K               PEP burst (XEP-0163, OMEMO-style): client i is\n"
 "                            mutually subscribed with i+-1..i+-K/2 (mod N;\n"
 "                            K even, 2..62); logs in with XEP-0115 caps\n"
@@ -118,6 +124,7 @@ enum {
 	OPT_PARTNER_PIDS, OPT_PEP, OPT_PEP_PHASE, OPT_PEP_SETUP_TIMEOUT,
 	OPT_MUC_ROOMS, OPT_MUC_SERVICE, OPT_JOIN_RATE, OPT_JOIN_TIMEOUT,
 	OPT_HISTORY_JOINERS, OPT_HISTORY_STANZAS, OPT_HISTORY_JOIN_RATE,
+	OPT_WATCH, OPT_SETTLE,
 };
 
 static const struct option long_opts[] = {
@@ -159,6 +166,8 @@ static const struct option long_opts[] = {
 	{ "partner-port", required_argument, NULL, OPT_PARTNER_PORT },
 	{ "partner-domain", required_argument, NULL, OPT_PARTNER_DOMAIN },
 	{ "partner-pids", required_argument, NULL, OPT_PARTNER_PIDS },
+	{ "watch", required_argument, NULL, OPT_WATCH },
+	{ "settle", required_argument, NULL, OPT_SETTLE },
 	{ "pep", required_argument, NULL, OPT_PEP },
 	{ "pep-phase", required_argument, NULL, OPT_PEP_PHASE },
 	{ "pep-setup-timeout", required_argument, NULL, OPT_PEP_SETUP_TIMEOUT },
@@ -214,6 +223,30 @@ static void opt_pids(const char *name, pid_t *pids, unsigned *n,
 		pids[(*n)++] = (pid_t)opt_uint(name, t, 1u << 30);
 	}
 	free(copy);
+}
+
+/* --watch NAME=P,..: the name goes into figure keys, so it is short and
+ * plain; the same name twice would make two figures with one key. */
+static void opt_watch(struct bench_opts *o, const char *s)
+{
+	const char *eq = strchr(s, '=');
+	size_t len = eq ? (size_t)(eq - s) : 0;
+	if (o->n_watch == BENCH_MAX_WATCH)
+		bench_fatal("--watch: at most %d", BENCH_MAX_WATCH);
+	if (len == 0 || len > BENCH_WATCH_NAME_MAX ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_") != len)
+		bench_fatal("--watch NAME=P,..: NAME is 1 to %d of [a-z0-9_]",
+			    BENCH_WATCH_NAME_MAX);
+	struct bench_watch *w = &o->watch[o->n_watch];
+	memcpy(w->name, s, len);
+	w->name[len] = '\0';
+	for (unsigned i = 0; i < o->n_watch; i++)
+		if (strcmp(o->watch[i].name, w->name) == 0)
+			bench_fatal("--watch %s given twice", w->name);
+	opt_pids("watch", w->pids, &w->npids, eq + 1);
+	if (w->npids == 0)
+		bench_fatal("--watch %s: no pid", w->name);
+	o->n_watch++;
 }
 
 /* The pattern goes to snprintf: exactly one %d (flags and width allowed),
@@ -309,6 +342,8 @@ static void opt_parse(struct bench_opts *o, int argc, char **argv)
 				 &o->n_partner_pids, optarg);
 			o->pairs = true;
 			break;
+		case OPT_WATCH: opt_watch(o, optarg); break;
+		case OPT_SETTLE: o->settle = opt_double("settle", optarg); break;
 		case OPT_PEP: o->pep_k = opt_uint("pep", optarg, 62); break;
 		case OPT_PEP_PHASE:
 			if (!strcmp(optarg, "both"))

@@ -330,6 +330,35 @@ def test_pairs_one_server_exact():
         s.stop()
 
 
+def test_watch_groups():
+    """--watch NAME=PIDS (the cluster bench samples another node and
+    nats-server so): a group holding the server's own master reports
+    the server's process count and its memory at the same moments as
+    the server's figures; a bad or repeated name is a usage error."""
+    s = bench_server(20, workers=2)
+    try:
+        rc, r, out = bench(s, "--clients", "20", "--msg-rate", "50",
+                           "--duration", "2", "--pairs", "--settle", "0.5",
+                           "--watch", "same=%d" % s.master_pid,
+                           "--watch", "me=%d" % os.getpid())
+        assert rc == 0, out
+        assert r["messages_delivered"] == r["messages_sent"] == 100, out
+        assert r["watch_same_processes"] == r["server_processes"] == 3, out
+        for k in ("rss_idle_kb", "rss_loaded_kb", "pss_loaded_kb"):
+            w, srv = r["watch_same_" + k], r["server_" + k]
+            assert srv > 0 and abs(w - srv) <= srv / 10, (k, w, srv, out)
+        assert r["watch_same_anon_loaded_kb"] > 0, out
+        assert r["watch_me_processes"] >= 1, out     # this test, the tool
+        assert r["watch_me_rss_loaded_kb"] > 0, out
+        for bad in (["--watch", "Bad=1"], ["--watch", "a=1", "--watch",
+                                           "a=2"], ["--watch", "x="]):
+            p = subprocess.run([BENCH] + bad, capture_output=True,
+                               text=True, timeout=30)
+            assert p.returncode == 2 and "--watch" in p.stderr, (bad, p)
+    finally:
+        s.stop()
+
+
 def measure_federation(auth):
     """scripts/measure-federation, small: (exit status, output)."""
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -500,6 +529,7 @@ if __name__ == "__main__":
                test_bounces_are_errored, test_direct_tls_plain_idle_hold_sources,
                test_failures_reported, test_sm_messages_acknowledged,
                test_storm_resumes_every_session, test_pairs_partner_server,
-               test_pairs_one_server_exact, test_measure_federation_smoke,
+               test_pairs_one_server_exact, test_watch_groups,
+               test_measure_federation_smoke,
                test_pep_roster_pass, test_muc_joins_unanswered_fail,
                test_muc_exact_counts])
