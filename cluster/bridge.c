@@ -22,6 +22,7 @@
  * debug; anything else fatal exits 1 and the master respawns us.
  */
 #include "bridge_int.h"
+#include "secret.h"
 #include "log.h"
 #include "util.h"
 
@@ -424,11 +425,28 @@ static void bridge_publish_hb(struct bridge *b, int leaving)
 	if (!METRIC_GET(b->cl->link_up))
 		return;
 	cluster_hb_encode(&hb, wire);
-	if (natsConnection_Publish(b->nc, b->subj_hb, wire,
-				   (int)sizeof(wire)) == NATS_OK) {
-		METRIC_INC(b->cl->msgs_out);
-		METRIC_ADD(b->cl->bytes_out, sizeof(wire));
+	bridge_publish(b, b->subj_hb, wire, sizeof(wire));
+}
+
+natsStatus bridge_publish(struct bridge *b, const char *subject,
+			  const void *data, size_t len)
+{
+	unsigned char *m = malloc(len + SECRET_MAC_BYTES);
+	natsStatus s = NATS_NO_MEMORY;
+	if (m != NULL) {
+		memcpy(m, data, len);
+		if (secret_cluster_mac(subject, data, len, m + len) < 0)
+			s = NATS_ERR;   /* no key: the master always sets it */
+		else
+			s = natsConnection_Publish(b->nc, subject, m,
+						   (int)(len + SECRET_MAC_BYTES));
+		free(m);
 	}
+	if (s == NATS_OK) {
+		METRIC_INC(b->cl->msgs_out);
+		METRIC_ADD(b->cl->bytes_out, len + SECRET_MAC_BYTES);
+	}
+	return s;
 }
 
 static int bridge_rate_ok(struct bridge *b, int64_t *last_ms)
@@ -488,15 +506,20 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 	const char *error;
 	unsigned idx;
 
+	size_t plen = 0;
 	METRIC_INC(b->cl->msgs_in);
 	METRIC_ADD(b->cl->bytes_in, e->len);
-	if (e->len > BRIDGE_EV_DATA ||
-	    cluster_hb_parse(e->data, e->len, &hb, &error) < 0) {
+	if (e->len > BRIDGE_EV_DATA)
+		error = "too long";
+	else if (secret_cluster_check(b->subj_hb, e->data, e->len, &plen) < 0)
+		error = "not signed with cluster.secret_file's key";
+	else if (cluster_hb_parse(e->data, plen, &hb, &error) == 0)
+		error = NULL;
+	if (error != NULL) {
 		METRIC_INC(b->cl->heartbeats_bad);
 		if (bridge_rate_ok(b, &b->bad_logged_ms))
 			log_warn("cluster: heartbeat refused (%u bytes): %s",
-				 e->len, e->len > BRIDGE_EV_DATA ?
-				 "too long" : error);
+				 e->len, error);
 		return;
 	}
 	METRIC_INC(b->cl->heartbeats_in);

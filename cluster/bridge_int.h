@@ -121,6 +121,9 @@ struct bridge {
 };
 
 /* bridge.c */
+/* Publish data on subject with the cluster's MAC (lib/secret.h). */
+natsStatus bridge_publish(struct bridge *b, const char *subject,
+			  const void *data, size_t len);
 void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 		   void *closure);
 

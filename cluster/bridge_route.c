@@ -27,6 +27,7 @@
  * room, which the table's size setting governs).
  */
 #include "bridge_int.h"
+#include "secret.h"
 #include "frame.h"
 #include "log.h"
 #include "queue.h"
@@ -145,11 +146,8 @@ static unsigned route_node(const struct bridge *b, const char *name)
 static void route_publish(struct bridge *b, const char *subject,
 			  const void *data, size_t len)
 {
-	natsStatus s = natsConnection_Publish(b->nc, subject, data, (int)len);
-	if (s == NATS_OK) {
-		METRIC_INC(b->cl->msgs_out);
-		METRIC_ADD(b->cl->bytes_out, len);
-	} else if (route_log_ok(b)) {
+	natsStatus s = bridge_publish(b, subject, data, len);
+	if (s != NATS_OK && route_log_ok(b)) {
 		log_warn("cluster: publish %s (%zu bytes): %s", subject, len,
 			 natsStatus_GetText(s));
 	}
@@ -942,13 +940,23 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 		      natsMsg *msg)
 {
 	const char *data = natsMsg_GetData(msg);
-	int len = natsMsg_GetDataLength(msg);
+	int raw = natsMsg_GetDataLength(msg);
+	size_t plen;
 	METRIC_INC(b->cl->msgs_in);
-	METRIC_ADD(b->cl->bytes_in, len > 0 ? (uint64_t)len : 0);
-	if (len <= 0 || data == NULL) {
+	METRIC_ADD(b->cl->bytes_in, raw > 0 ? (uint64_t)raw : 0);
+	/* anything not made with the cluster's secret is not ours */
+	if (raw <= 0 || data == NULL ||
+	    secret_cluster_check(natsMsg_GetSubject(msg), data, (size_t)raw,
+				 &plen) < 0 || plen == 0) {
+		METRIC_INC(b->cl->msgs_refused);
+		if (route_log_ok(b))
+			log_warn("cluster: message on %s refused: not signed "
+				 "with cluster.secret_file's key",
+				 natsMsg_GetSubject(msg));
 		natsMsg_Destroy(msg);
 		return;
 	}
+	int len = (int)plen;
 	switch (subject) {
 	case BRIDGE_SUBJ_DIR:
 	case BRIDGE_SUBJ_SNAP:

@@ -67,6 +67,44 @@ int secret_file_load(const char *path, unsigned char key[SECRET_KEY_BYTES],
 	return 0;
 }
 
+static unsigned char cluster_key[SECRET_KEY_BYTES];
+static int cluster_key_set;
+
+void secret_cluster_seed(const unsigned char key[SECRET_KEY_BYTES])
+{
+	secret_derive(key, "xmppd cluster messages v1", cluster_key,
+		      sizeof(cluster_key));
+	cluster_key_set = 1;
+}
+
+int secret_cluster_mac(const char *subject, const void *data, size_t len,
+		       unsigned char mac[SECRET_MAC_BYTES])
+{
+	crypto_generichash_state st;
+	if (!cluster_key_set)
+		return -1;
+	crypto_generichash_init(&st, cluster_key, sizeof(cluster_key),
+				SECRET_MAC_BYTES);
+	crypto_generichash_update(&st, (const unsigned char *)subject,
+				  strlen(subject) + 1);     /* with its NUL */
+	crypto_generichash_update(&st, data, len);
+	crypto_generichash_final(&st, mac, SECRET_MAC_BYTES);
+	return 0;
+}
+
+int secret_cluster_check(const char *subject, const void *msg, size_t len,
+			 size_t *len_r)
+{
+	unsigned char mac[SECRET_MAC_BYTES];
+	if (len < SECRET_MAC_BYTES ||
+	    secret_cluster_mac(subject, msg, len - SECRET_MAC_BYTES, mac) < 0 ||
+	    sodium_memcmp(mac, (const unsigned char *)msg + len -
+			  SECRET_MAC_BYTES, SECRET_MAC_BYTES) != 0)
+		return -1;
+	*len_r = len - SECRET_MAC_BYTES;
+	return 0;
+}
+
 void secret_derive(const unsigned char key[SECRET_KEY_BYTES],
 		   const char *label, unsigned char *out, size_t outlen)
 {

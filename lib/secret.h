@@ -27,4 +27,23 @@ int secret_file_load(const char *path, unsigned char key[SECRET_KEY_BYTES],
 void secret_derive(const unsigned char key[SECRET_KEY_BYTES],
 		   const char *label, unsigned char *out, size_t outlen);
 
+/* ---- the cluster's messages on NATS (cluster/) ---------------------
+ * Every message a bridge publishes ends with a MAC of its subject and
+ * payload under a key derived from the file ("xmppd cluster messages
+ * v1"): a NATS client without the file cannot forge heartbeats,
+ * directory events or stanza frames.  (A recorded message can be
+ * replayed; the sequence numbers and incarnations in them make most
+ * replays stale.) */
+#define SECRET_MAC_BYTES 16
+
+/* Master, before forking: the messages' key from the file's key. */
+void secret_cluster_seed(const unsigned char key[SECRET_KEY_BYTES]);
+/* The MAC of (subject, data) into mac; 0, or -1 when no key was set. */
+int secret_cluster_mac(const char *subject, const void *data, size_t len,
+		       unsigned char mac[SECRET_MAC_BYTES]);
+/* A message as published (payload then MAC): its payload length in
+ * *len_r when the MAC is right, else -1. */
+int secret_cluster_check(const char *subject, const void *msg, size_t len,
+			 size_t *len_r);
+
 #endif

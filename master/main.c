@@ -172,6 +172,7 @@ static void master_init_secrets(const struct config *cfg)
 	sasl_seed_secret(key);
 	dialback_seed_secret(key);
 	sm_seed_secret(key);
+	secret_cluster_seed(key);   /* the bridge's messages on NATS */
 	sodium_memzero(key, sizeof(key));
 }
 

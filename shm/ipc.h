@@ -558,7 +558,10 @@ struct ipc_cluster {
 				       down (or the bridge started); 0 up */
 	_Atomic uint64_t reconnects;    /* times the link came back */
 	_Atomic uint64_t heartbeats_in; /* valid heartbeats of other nodes */
-	_Atomic uint64_t heartbeats_bad;/* refused: malformed, or too much */
+	_Atomic uint64_t heartbeats_bad;/* refused: malformed, unsigned, or
+				       too much */
+	_Atomic uint64_t msgs_refused;  /* routing messages not signed with
+				       the cluster's key (lib/secret.h) */
 	_Atomic uint64_t msgs_in, msgs_out;   /* NATS messages */
 	_Atomic uint64_t bytes_in, bytes_out; /* their payload bytes */
 	_Atomic uint32_t nnodes;    /* entries ever used (high-water mark) */

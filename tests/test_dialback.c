@@ -182,3 +182,33 @@ Test(dialback, parse)
 		cr_expect_eq(parse(&a, bad[i], &d, &error), -1, "%s", bad[i]);
 	arena_free(&a);
 }
+
+/* The cluster's messages on NATS (lib/secret.c): a node with the same
+ * secret file accepts what another signed; another subject, a changed
+ * byte, a cut message or another file's key do not pass. */
+Test(dialback, cluster_messages_signed)
+{
+	unsigned char key[SECRET_KEY_BYTES], msg[64 + SECRET_MAC_BYTES];
+	size_t len;
+	cr_expect_eq(secret_cluster_mac("s", "x", 1, msg), -1, "no key yet");
+	memset(key, 7, sizeof(key));
+	secret_cluster_seed(key);
+	memcpy(msg, "a directory batch", 17);
+	cr_assert_eq(secret_cluster_mac("xmppd.c.dir", msg, 17, msg + 17), 0);
+	cr_expect_eq(secret_cluster_check("xmppd.c.dir", msg,
+					  17 + SECRET_MAC_BYTES, &len), 0);
+	cr_expect_eq(len, 17);
+	cr_expect_eq(secret_cluster_check("xmppd.c.hb", msg,
+					  17 + SECRET_MAC_BYTES, &len), -1);
+	cr_expect_eq(secret_cluster_check("xmppd.c.dir", msg,
+					  16 + SECRET_MAC_BYTES, &len), -1);
+	cr_expect_eq(secret_cluster_check("xmppd.c.dir", msg, 10, &len), -1);
+	msg[3] ^= 1;
+	cr_expect_eq(secret_cluster_check("xmppd.c.dir", msg,
+					  17 + SECRET_MAC_BYTES, &len), -1);
+	msg[3] ^= 1;
+	key[0] = 8;
+	secret_cluster_seed(key);       /* another cluster's file */
+	cr_expect_eq(secret_cluster_check("xmppd.c.dir", msg,
+					  17 + SECRET_MAC_BYTES, &len), -1);
+}

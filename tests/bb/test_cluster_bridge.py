@@ -22,6 +22,7 @@ Skipped (passes, with a line saying so) without nats-server.
 """
 import glob
 import json
+import hashlib
 import os
 import re
 import shutil
@@ -178,23 +179,43 @@ def heartbeat(node, inc, version, cluster=b"xmppd", workers=2, flags=0):
             struct.pack("<QQ", 0, 1))
 
 
+def signed(secret, subject, payload):
+    """payload as a bridge publishes it: followed by the MAC of subject
+    and payload under the key lib/secret.c derives from the cluster's
+    secret file (BLAKE2b throughout)."""
+    with open(secret, "rb") as f:
+        file_key = hashlib.blake2b(f.read(), digest_size=32).digest()
+    key = hashlib.blake2b(b"xmppd cluster messages v1", key=file_key,
+                          digest_size=32).digest()
+    mac = hashlib.blake2b(subject.encode() + b"\0" + payload, key=key,
+                          digest_size=16).digest()
+    return payload + mac
+
+
 def ipc_version():
     with open(os.path.join(SRCDIR, "shm", "ipc.h")) as f:
         return int(re.search(r"^#define IPC_VERSION (\d+)", f.read(), re.M).group(1))
 
 
-def check_foreign_heartbeats(nats, n1):
+def check_foreign_heartbeats(nats, n1, secret):
     """What else arrives on the heartbeat subject: garbage is refused and
-    counted, another version is listed incompatible and logged once, a
-    second process with our name is logged as a claim; n1 goes on."""
+    counted, a heartbeat not signed with the cluster's secret is refused
+    (n8 never shows), another version is listed incompatible and logged
+    once, a second process with our name is logged as a claim; n1 goes
+    on."""
     v = ipc_version()
-    nats_publish(nats, "xmppd.xmppd.hb", [
-        b"hello", b"XHB\x02" + b"\0" * 100,
-        heartbeat(b"n9", 77, v + 1), heartbeat(b"n9", 77, v + 1),
-        heartbeat(b"n1", 5, v)])
+    subj = "xmppd.xmppd.hb"
+    nats_publish(nats, subj, [
+        signed(secret, subj, b"hello"),
+        signed(secret, subj, b"XHB\x02" + b"\0" * 100),
+        heartbeat(b"n8", 78, v),        # unsigned: a stranger on NATS
+        signed(secret, subj, heartbeat(b"n9", 77, v + 1)),
+        signed(secret, subj, heartbeat(b"n9", 77, v + 1)),
+        signed(secret, subj, heartbeat(b"n1", 5, v))])
     wait_for(lambda: sees(n1, "n9", "incompatible"), timeout=5, what="n9 incompatible")
+    assert not sees(n1, "n8", "up"), "an unsigned heartbeat was taken"
     om = n1.ctl("stats", "--openmetrics").stdout
-    assert "xmppd_cluster_heartbeats_refused_total 2\n" in om, om
+    assert "xmppd_cluster_heartbeats_refused_total 3\n" in om, om
     assert 'xmppd_cluster_nodes{state="incompatible"} 1\n' in om, om
     log = n1.log_text()
     assert log.count("node n9 is incompatible: IPC version %d" % (v + 1)) == 1, log[-3000:]
@@ -357,7 +378,7 @@ def test_two_nodes():
         wait_for(lambda: cluster(n1)["link"] == "up", timeout=10, what="n1 link up")
         n2.start()
         check_two_up(n1, n2)
-        check_foreign_heartbeats(nats, n1)
+        check_foreign_heartbeats(nats, n1, secret)
         c = Client(n2.port)
         c.login("alice", PW, "r1")
         ping(c, 0)
