@@ -7,44 +7,12 @@
 #include "dirwire.h"
 #include "ipc.h"
 #include "jid.h"
+#include "wire.h"
 
 #include <string.h>
 
 #define DIR_WIRE_VERSION 1u
 #define DIR_HDR_FIXED 32u           /* header bytes besides the name */
-
-static void put_u16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	put_u16(p, (uint16_t)v);
-	put_u16(p + 2, (uint16_t)(v >> 16));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	put_u32(p, (uint32_t)v);
-	put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint16_t get_u16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | (uint16_t)p[1] << 8);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return get_u16(p) | (uint32_t)get_u16(p + 2) << 16;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 /* Header: magic u32, version u8, kind u8, last u8, name length u8,
  * incarnation u64, seq u64, part u32, count u32, then the name. */
@@ -54,15 +22,15 @@ int dir_put_hdr(struct buf *b, const struct dir_batch_hdr *h)
 	size_t n = strnlen(h->node, sizeof(h->node));
 	if (n == 0 || n > DIR_NODE_MAX)
 		return -1;
-	put_u32(fixed, DIR_WIRE_MAGIC);
+	wire_put_u32(fixed, DIR_WIRE_MAGIC);
 	fixed[4] = DIR_WIRE_VERSION;
 	fixed[5] = h->kind;
 	fixed[6] = h->last;
 	fixed[7] = (uint8_t)n;
-	put_u64(fixed + 8, h->incarnation);
-	put_u64(fixed + 16, h->seq);
-	put_u32(fixed + 24, h->part);
-	put_u32(fixed + 28, h->count);
+	wire_put_u64(fixed + 8, h->incarnation);
+	wire_put_u64(fixed + 16, h->seq);
+	wire_put_u32(fixed + 24, h->part);
+	wire_put_u32(fixed + 28, h->count);
 	if (buf_append(b, fixed, sizeof(fixed)) < 0 ||
 	    buf_append(b, h->node, n) < 0)
 		return -1;
@@ -71,7 +39,7 @@ int dir_put_hdr(struct buf *b, const struct dir_batch_hdr *h)
 
 void dir_set_count(struct buf *b, size_t hdr_off, uint32_t count)
 {
-	put_u32((uint8_t *)b->data + hdr_off + 28, count);
+	wire_put_u32((uint8_t *)b->data + hdr_off + 28, count);
 }
 
 /* Record: op, rslot, flags, available (u8 each), priority i16, conn_id
@@ -87,11 +55,11 @@ int dir_put_rec(struct buf *b, const struct dir_rec *r)
 	fixed[1] = r->rslot;
 	fixed[2] = r->flags;
 	fixed[3] = r->available;
-	put_u16(fixed + 4, (uint16_t)r->priority);
-	put_u32(fixed + 6, r->conn_id);
-	put_u32(fixed + 10, r->gen);
-	put_u64(fixed + 14, (uint64_t)r->since);
-	put_u16(fixed + 22, r->jid_len);
+	wire_put_u16(fixed + 4, (uint16_t)r->priority);
+	wire_put_u32(fixed + 6, r->conn_id);
+	wire_put_u32(fixed + 10, r->gen);
+	wire_put_u64(fixed + 14, (uint64_t)r->since);
+	wire_put_u16(fixed + 22, r->jid_len);
 	fixed[24] = r->caps_len;
 	if (buf_append(b, fixed, sizeof(fixed)) < 0 ||
 	    buf_append(b, r->jid, r->jid_len) < 0 ||
@@ -100,25 +68,12 @@ int dir_put_rec(struct buf *b, const struct dir_rec *r)
 	return 0;
 }
 
-static bool name_ok(const uint8_t *s, size_t n)
-{
-	if (n == 0 || n > DIR_NODE_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') ||
-		      (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
-		      s[i] == '_'))
-			return false;
-	return true;
-}
-
 int dir_read_begin(struct dir_reader *r, const void *data, size_t len,
 		   const char **error_r)
 {
 	const uint8_t *p = data;
 	memset(r, 0, sizeof(*r));
-	if (len < DIR_HDR_FIXED || get_u32(p) != DIR_WIRE_MAGIC) {
+	if (len < DIR_HDR_FIXED || wire_get_u32(p) != DIR_WIRE_MAGIC) {
 		*error_r = "not a directory batch";
 		return -1;
 	}
@@ -134,16 +89,16 @@ int dir_read_begin(struct dir_reader *r, const void *data, size_t len,
 		return -1;
 	}
 	size_t n = p[7];
-	if (len < DIR_HDR_FIXED + n || !name_ok(p + DIR_HDR_FIXED, n)) {
+	if (len < DIR_HDR_FIXED + n || !wire_name_ok(p + DIR_HDR_FIXED, n)) {
 		*error_r = "bad node name in a directory batch";
 		return -1;
 	}
 	memcpy(r->hdr.node, p + DIR_HDR_FIXED, n);
 	r->hdr.node[n] = '\0';
-	r->hdr.incarnation = get_u64(p + 8);
-	r->hdr.seq = get_u64(p + 16);
-	r->hdr.part = get_u32(p + 24);
-	r->hdr.count = get_u32(p + 28);
+	r->hdr.incarnation = wire_get_u64(p + 8);
+	r->hdr.seq = wire_get_u64(p + 16);
+	r->hdr.part = wire_get_u32(p + 24);
+	r->hdr.count = wire_get_u32(p + 28);
 	/* each record takes at least DIR_REC_FIXED + 1 bytes */
 	if (r->hdr.count > (len - DIR_HDR_FIXED - n) / (DIR_REC_FIXED + 1)) {
 		*error_r = "directory batch shorter than its count";
@@ -212,11 +167,11 @@ int dir_read_next(struct dir_reader *r, struct arena *a, struct dir_rec *rec,
 	rec->rslot = p[1];
 	rec->flags = p[2];
 	rec->available = p[3];
-	rec->priority = (int16_t)get_u16(p + 4);
-	rec->conn_id = get_u32(p + 6);
-	rec->gen = get_u32(p + 10);
-	rec->since = (int64_t)get_u64(p + 14);
-	rec->jid_len = get_u16(p + 22);
+	rec->priority = (int16_t)wire_get_u16(p + 4);
+	rec->conn_id = wire_get_u32(p + 6);
+	rec->gen = wire_get_u32(p + 10);
+	rec->since = (int64_t)wire_get_u64(p + 14);
+	rec->jid_len = wire_get_u16(p + 22);
 	rec->caps_len = p[24];
 	if ((rec->op != DIR_OP_SET && rec->op != DIR_OP_DEL) ||
 	    rec->rslot >= IPC_MAX_SLOTS || rec->available > 1 ||
@@ -254,11 +209,11 @@ uint64_t dir_rec_digest(const struct dir_rec *rec)
 	fixed[1] = rec->rslot;
 	fixed[2] = rec->flags;
 	fixed[3] = rec->available;
-	put_u16(fixed + 4, (uint16_t)rec->priority);
-	put_u32(fixed + 6, rec->conn_id);
-	put_u32(fixed + 10, rec->gen);
-	put_u64(fixed + 14, (uint64_t)rec->since);
-	put_u16(fixed + 22, rec->jid_len);
+	wire_put_u16(fixed + 4, (uint16_t)rec->priority);
+	wire_put_u32(fixed + 6, rec->conn_id);
+	wire_put_u32(fixed + 10, rec->gen);
+	wire_put_u64(fixed + 14, (uint64_t)rec->since);
+	wire_put_u16(fixed + 22, rec->jid_len);
 	fixed[24] = rec->caps_len;
 	for (size_t i = 0; i < sizeof(fixed); i++)
 		h = (h ^ fixed[i]) * 0x100000001b3ull;

@@ -7,36 +7,9 @@
  * Failure policy: -1 and a static reason; the caller counts and logs.
  */
 #include "cluster.h"
+#include "wire.h"
 
 #include <string.h>
-
-static void hb_put64(uint8_t *p, uint64_t v)
-{
-	for (unsigned i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void hb_put32(uint8_t *p, uint32_t v)
-{
-	for (unsigned i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t hb_get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
-
-static uint32_t hb_get32(const uint8_t *p)
-{
-	uint32_t v = 0;
-	for (unsigned i = 0; i < 4; i++)
-		v |= (uint32_t)p[i] << (8 * i);
-	return v;
-}
 
 /* n bytes of name into a zero-padded field; returns the length used. */
 static uint8_t hb_put_name(uint8_t *field, const char *name)
@@ -56,28 +29,23 @@ void cluster_hb_encode(const struct cluster_hb *hb,
 	out[4] = hb->flags;
 	out[5] = hb_put_name(out + 40, hb->node);
 	out[6] = hb_put_name(out + 72, hb->cluster);
-	hb_put64(out + 8, hb->incarnation);
-	hb_put32(out + 16, hb->ipc_version);
-	hb_put32(out + 20, hb->workers);
-	hb_put64(out + 24, hb->sessions);
-	hb_put64(out + 32, hb->dir_seq);
-	hb_put64(out + 104, hb->dir_digest);
-	hb_put64(out + 112, hb->node_run);
+	wire_put_u64(out + 8, hb->incarnation);
+	wire_put_u32(out + 16, hb->ipc_version);
+	wire_put_u32(out + 20, hb->workers);
+	wire_put_u64(out + 24, hb->sessions);
+	wire_put_u64(out + 32, hb->dir_seq);
+	wire_put_u64(out + 104, hb->dir_digest);
+	wire_put_u64(out + 112, hb->node_run);
 }
 
 /* The characters config.c allows in cluster.name and cluster.node. */
-static int hb_name_char(uint8_t c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
 
 static int hb_get_name(const uint8_t *field, uint8_t len, char *out)
 {
 	if (len == 0 || len > CLUSTER_NAME_MAX)
 		return -1;
 	for (unsigned i = 0; i < CLUSTER_NAME_MAX; i++)
-		if (i < len ? !hb_name_char(field[i]) : field[i] != 0)
+		if (i < len ? !wire_name_char(field[i]) : field[i] != 0)
 			return -1;
 	memcpy(out, field, len);
 	out[len] = '\0';
@@ -112,13 +80,13 @@ int cluster_hb_parse(const void *data, size_t len, struct cluster_hb *hb,
 		return -1;
 	}
 	hb->flags = p[4];
-	hb->incarnation = hb_get64(p + 8);
-	hb->ipc_version = hb_get32(p + 16);
-	hb->workers = hb_get32(p + 20);
-	hb->sessions = hb_get64(p + 24);
-	hb->dir_seq = hb_get64(p + 32);
-	hb->dir_digest = hb_get64(p + 104);
-	hb->node_run = hb_get64(p + 112);
+	hb->incarnation = wire_get_u64(p + 8);
+	hb->ipc_version = wire_get_u32(p + 16);
+	hb->workers = wire_get_u32(p + 20);
+	hb->sessions = wire_get_u64(p + 24);
+	hb->dir_seq = wire_get_u64(p + 32);
+	hb->dir_digest = wire_get_u64(p + 104);
+	hb->node_run = wire_get_u64(p + 112);
 	if (hb->incarnation == 0) {
 		*error_r = "zero incarnation";
 		return -1;

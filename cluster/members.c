@@ -4,24 +4,12 @@
  * bridge reads and writes the key-value bucket and keeps the clocks.
  */
 #include "members.h"
+#include "wire.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static bool name_ok(const char *s, size_t n)
-{
-	if (n == 0 || n > MEMBERS_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') ||
-		      (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
-		      s[i] == '_'))
-			return false;
-	return true;
-}
 
 int members_format(const struct members *ms, char *out, size_t size)
 {
@@ -78,7 +66,7 @@ int members_parse(struct members *ms, const char *text, size_t len)
 		return -1;
 	while (p < end) {
 		const char *sp = memchr(p, ' ', (size_t)(end - p));
-		if (sp == NULL || !name_ok(p, (size_t)(sp - p)) ||
+		if (sp == NULL || !wire_name_ok(p, (size_t)(sp - p)) ||
 		    ms->n == MEMBERS_MAX)
 			return -1;
 		struct member *m = &ms->m[ms->n];
@@ -110,7 +98,7 @@ int members_add(struct members *ms, const char *name, uint64_t incarnation)
 		ms->m[i].incarnation = incarnation;
 		return 0;
 	}
-	if (ms->n == MEMBERS_MAX || !name_ok(name, strlen(name)))
+	if (ms->n == MEMBERS_MAX || !wire_name_ok(name, strlen(name)))
 		return -1;
 	unsigned at = 0;
 	while (at < ms->n && strcmp(ms->m[at].name, name) < 0)

@@ -7,35 +7,13 @@
  */
 #include "relay.h"
 #include "frame.h"
+#include "wire.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define RELAY_VERSION 1u
 #define RELAY_HDR_FIXED 40u
-
-static void put_u32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v)
-{
-	put_u32(p, (uint32_t)v);
-	put_u32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_u64(const uint8_t *p)
-{
-	return get_u32(p) | (uint64_t)get_u32(p + 4) << 32;
-}
 
 /* magic u32, version u8, kind u8, name length u8, 0 u8, incarnation u64,
  * peer incarnation u64, seq u64, count u32, stream u32, then the name. */
@@ -46,15 +24,15 @@ int relay_put_hdr(struct buf *b, const struct relay_hdr *h)
 	if (n == 0 || n > RELAY_NODE_MAX)
 		return -1;
 	memset(f, 0, sizeof(f));
-	put_u32(f, RELAY_MAGIC);
+	wire_put_u32(f, RELAY_MAGIC);
 	f[4] = RELAY_VERSION;
 	f[5] = h->kind;
 	f[6] = (uint8_t)n;
-	put_u64(f + 8, h->incarnation);
-	put_u64(f + 16, h->peer_incarnation);
-	put_u64(f + 24, h->seq);
-	put_u32(f + 32, h->count);
-	put_u32(f + 36, h->stream);
+	wire_put_u64(f + 8, h->incarnation);
+	wire_put_u64(f + 16, h->peer_incarnation);
+	wire_put_u64(f + 24, h->seq);
+	wire_put_u32(f + 32, h->count);
+	wire_put_u32(f + 36, h->stream);
 	if (buf_append(b, f, sizeof(f)) < 0 || buf_append(b, h->node, n) < 0)
 		return -1;
 	return 0;
@@ -62,20 +40,7 @@ int relay_put_hdr(struct buf *b, const struct relay_hdr *h)
 
 void relay_set_count(struct buf *b, size_t hdr_off, uint32_t count)
 {
-	put_u32((uint8_t *)b->data + hdr_off + 32, count);
-}
-
-static bool name_ok(const uint8_t *s, size_t n)
-{
-	if (n == 0 || n > RELAY_NODE_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') ||
-		      (s[i] >= 'A' && s[i] <= 'Z') ||
-		      (s[i] >= '0' && s[i] <= '9') || s[i] == '-' ||
-		      s[i] == '_'))
-			return false;
-	return true;
+	wire_put_u32((uint8_t *)b->data + hdr_off + 32, count);
 }
 
 int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
@@ -83,7 +48,7 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 {
 	const uint8_t *p = data;
 	memset(r, 0, sizeof(*r));
-	if (len < RELAY_HDR_FIXED || get_u32(p) != RELAY_MAGIC) {
+	if (len < RELAY_HDR_FIXED || wire_get_u32(p) != RELAY_MAGIC) {
 		*error_r = "not a relay batch";
 		return -1;
 	}
@@ -98,17 +63,17 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 		*error_r = "unknown relay batch kind";
 		return -1;
 	}
-	if (len < RELAY_HDR_FIXED + n || !name_ok(p + RELAY_HDR_FIXED, n)) {
+	if (len < RELAY_HDR_FIXED + n || !wire_name_ok(p + RELAY_HDR_FIXED, n)) {
 		*error_r = "bad node name in a relay batch";
 		return -1;
 	}
 	memcpy(r->hdr.node, p + RELAY_HDR_FIXED, n);
 	r->hdr.node[n] = '\0';
-	r->hdr.incarnation = get_u64(p + 8);
-	r->hdr.peer_incarnation = get_u64(p + 16);
-	r->hdr.seq = get_u64(p + 24);
-	r->hdr.count = get_u32(p + 32);
-	r->hdr.stream = get_u32(p + 36);
+	r->hdr.incarnation = wire_get_u64(p + 8);
+	r->hdr.peer_incarnation = wire_get_u64(p + 16);
+	r->hdr.seq = wire_get_u64(p + 24);
+	r->hdr.count = wire_get_u32(p + 32);
+	r->hdr.stream = wire_get_u32(p + 36);
 	size_t rest = len - RELAY_HDR_FIXED - n;
 	if ((r->hdr.kind == RELAY_ACK && (r->hdr.count != 0 || rest != 0)) ||
 	    r->hdr.count > rest / IPC_FRAME_HDR_SIZE) {
