@@ -93,6 +93,16 @@ static void ctl_cluster_text(const struct ctl_reply *r, const char *head)
 		printf("%-*s  %-8s %-16s  %8s  %7s  %s\n", width, n.name,
 		       n.state, n.inc, n.sessions, n.workers, age);
 	}
+	const char *mem = ctl_line_of(r, "members");
+	if (mem != NULL) {
+		char epoch[CTL_FIELD], owner[CTL_FIELD], names[4096] = "";
+		ctl_get(mem, "epoch", epoch, "0");
+		ctl_get(mem, "owner", owner, "no");
+		ctl_field(mem, "names", names, sizeof(names));
+		printf("members (epoch %s): %s; this node %s own rooms\n",
+		       epoch, names[0] ? names : "none yet",
+		       strcmp(owner, "yes") == 0 ? "may" : "may not");
+	}
 }
 
 static void ctl_json_member(const char *key, const char *value, int num,
@@ -120,6 +130,27 @@ static void ctl_cluster_json(const struct ctl_reply *r, const char *head)
 	for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
 		ctl_get(head, top[i].field, v, top[i].num ? "0" : "");
 		ctl_json_member(top[i].key, v, top[i].num, 0);
+	}
+	const char *mem = ctl_line_of(r, "members");
+	if (mem != NULL) {
+		char names[4096] = "", owner[CTL_FIELD];
+		ctl_get(mem, "epoch", v, "0");
+		ctl_json_member("epoch", v, 1, 0);
+		ctl_get(mem, "owner", owner, "no");
+		printf(", \"owner\": %s, \"members\": [",
+		       strcmp(owner, "yes") == 0 ? "true" : "false");
+		ctl_field(mem, "names", names, sizeof(names));
+		for (char *p = names, *q; *p != '\0'; p = q) {
+			q = p + strcspn(p, ",");
+			char sep = *q;
+			*q = '\0';
+			if (p != names)
+				fputs(", ", stdout);
+			ctl_json_string(stdout, p);
+			if (sep != '\0')
+				q++;
+		}
+		fputc(']', stdout);
 	}
 	fputs(", \"nodes\": [", stdout);
 	for (size_t i = 0; i < r->n; i++) {

@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "util.h"
 #include "../shm/cluster.h"
+#include "../cluster/members.h"
 
 #include <stdatomic.h>
 
@@ -75,6 +76,19 @@ void master_cluster_status(struct master *m, struct buf *out)
 		    0);
 	uint32_t nn = atomic_load_explicit(&c->nnodes, memory_order_acquire);
 	int64_t now = time_now_ms();
+	/* the member list (key-value bucket) and whether this node may act
+	 * as an owner now (its lease) */
+	static struct members ms;
+	if (shm_cluster_read_members(c, &ms, NULL)) {
+		buf_appendf(out, "members\tepoch=%llu\towner=%s\tnames=",
+			    (unsigned long long)ms.epoch,
+			    shm_cluster_owner_ok(c, now,
+						 m->cfg->cluster_lease_time) ?
+			    "yes" : "no");
+		for (unsigned i = 0; i < ms.n; i++)
+			buf_appendf(out, "%s%s", i ? "," : "", ms.m[i].name);
+		buf_appendf(out, "\n");
+	}
 	for (unsigned i = 0; i < nn && i < IPC_MAX_NODES; i++)
 		cluster_node_line(m, i, now, out);
 	buf_appendf(out, "OK\n");

@@ -75,6 +75,13 @@ def test_messages_across_nodes():
         for node in lab.nodes:
             wait_until(lambda: settled(node), 10,
                        "all acknowledged, traffic counted, directories full")
+        # the member list (rooms' owners) holds the three, and each node
+        # may own rooms (its lease is renewed)
+        for node in lab.nodes:
+            wait_until(lambda node=node: (
+                (node.cluster_status() or {}).get("members") == ["n1", "n2", "n3"]
+                and (node.cluster_status() or {}).get("owner") is True,
+                node.cluster_status()), 15, "the member list on every node")
         cl[1].close()
         rest = sorted([cl[0].jid, cl[2].jid])
         for node in (lab.nodes[0], lab.nodes[2]):
