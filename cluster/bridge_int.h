@@ -112,6 +112,10 @@ struct bridge {
 						   its snapshot */
 	uint64_t peer_run[IPC_MAX_NODES];       /* its node run, last heard */
 	uint8_t peer_lost[IPC_MAX_NODES];       /* we marked it down */
+	uint8_t reann_ask[IPC_MAX_NODES];       /* P.reann requests still to
+						   send (one per heartbeat) */
+	int64_t reann_done_ms[IPC_MAX_NODES];   /* our last re-announce
+						   asked by it */
 	int queue_waiting;          /* frames for workers still in the outbox */
 	int64_t started_ms;         /* this bridge's start */
 	struct route_held *held_head, *held_tail;   /* frames for nodes

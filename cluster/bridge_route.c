@@ -48,6 +48,8 @@
 #define ROUTE_HELD_MAX (16u << 20)  /* events held during a snapshot */
 #define ROUTE_ASK_AGAIN_MS 2000     /* no snapshot this long: ask again */
 #define ROUTE_LOG_EVERY_MS 5000
+#define ROUTE_REANN_ASKS 3          /* re-announce requests after a heal */
+#define ROUTE_REANN_QUIET_MS 10000  /* one re-announce per asker in this */
 
 static int64_t route_logged_ms;
 
@@ -574,10 +576,16 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 	b->peer_lost[idx] = 0;
 	if (revived) {
 		/* ours to its users once its sessions are in our table;
-		 * theirs to ours: we ask (it may never have lost us) */
+		 * theirs to ours: we ask (it may never have lost us), with
+		 * the next few heartbeats too (a request can be lost; it
+		 * answers one a few seconds) */
+		b->reann_due[idx] = 1;
+		b->reann_ask[idx] = ROUTE_REANN_ASKS;
+	}
+	if (b->reann_ask[idx] > 0) {
 		char subject[128];
 		const char *self = b->cfg->cluster_node;
-		b->reann_due[idx] = 1;
+		b->reann_ask[idx]--;
 		route_subject(b, subject, sizeof(subject), "reann",
 			      b->cl->nodes[idx].name);
 		route_publish(b, subject, self, strlen(self));
@@ -922,6 +930,11 @@ static void route_reann_asked(struct bridge *b, const char *data, int len)
 	name[len] = '\0';
 	if ((idx = route_node(b, name)) == 0)
 		return;
+	/* the asker repeats its request: one re-announce is enough */
+	if (b->reann_done_ms[idx] != 0 &&
+	    b->now_ms - b->reann_done_ms[idx] < ROUTE_REANN_QUIET_MS)
+		return;
+	b->reann_done_ms[idx] = b->now_ms;
 	if (b->peers[idx].synced && !b->peers[idx].syncing)
 		route_reannounce(b, idx);
 	else
