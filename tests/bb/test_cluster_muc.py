@@ -487,8 +487,17 @@ def test_partitioned_owner_stops_first():
             "the cut owner accepted after it stopped: %r" % lines
         assert all(l[2] == "resource-constraint" for l in lines if l[0] == "err"), lines
         lab.netns.heal(2)
-        time.sleep(3)
-        got = mam_bodies(a, rj, "qp")
+        # the NATS routes and JetStream come back (tens of seconds on a
+        # busy machine: the key-value reads time out meanwhile), the
+        # member list takes n3 back and the room moves again; until
+        # then the room answers resource-constraint, by design
+        lab.wait_converged(60)
+        for node in lab.nodes:     # each has read the list with n3 back
+            wait_until(lambda node=node: (
+                (node.cluster_status() or {}).get("members") == ["n1", "n2", "n3"],
+                (node.cluster_status() or {}).get("members")), 60,
+                "%s's member list with n3 back" % node.name)
+        got = mam_bodies(a, rj, "qp", timeout=60.0)
         assert len(got) == len(set(got)), "doubled: %r" % got
         # one order: the cut owner's messages all before the majority's
         assert got == ["before-cut"] + accepted_c + ["majority-1"], got
