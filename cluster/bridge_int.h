@@ -98,16 +98,22 @@ struct bridge {
 	int64_t next_scan_ms;
 	int64_t last_scan_ms;
 	uint64_t scan_changes;      /* shm_session_changes at the last scan */
-	/* frames handed to each worker, in order, not yet said handled
-	 * (IPC_FRAME_SETTLED): what may be acknowledged (bridge_route.c) */
+	/* frames handed to each worker, by token (the header's), from the
+	 * oldest the worker has not said it is done with (IPC_FRAME_SETTLED):
+	 * what may be acknowledged (bridge_route.c) */
 	struct route_fifo {
 		struct route_pending {
 			uint8_t node;   /* 0: of a run no longer followed */
+			uint8_t done;
 			uint64_t seq;
 		} *v;
 		size_t cap, head, n;
+		uint32_t head_token;    /* v[head]'s token */
+		uint32_t last_read;     /* the worker's last read, as told */
+		bool read_known;
 	} fifo[IPC_MAX_SLOTS];
-	uint32_t unsettled[IPC_MAX_NODES];
+	uint32_t unsettled[IPC_MAX_NODES];      /* entries not done with */
+	uint8_t settle_due[IPC_MAX_NODES];      /* ack to work out (flush) */
 	uint8_t reann_due[IPC_MAX_NODES];       /* back: re-announce after
 						   its snapshot */
 	uint64_t peer_run[IPC_MAX_NODES];       /* its node run, last heard */

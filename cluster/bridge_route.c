@@ -53,7 +53,8 @@
 
 static int64_t route_logged_ms;
 
-static void route_settled(struct bridge *b, unsigned w, uint32_t n);
+static void route_settled(struct bridge *b, unsigned w, const void *data,
+			  size_t len);
 static void route_reannounce(struct bridge *b, unsigned idx);
 static void route_unsettle_node(struct bridge *b, unsigned node);
 
@@ -699,11 +700,7 @@ void bridge_route_frame(struct bridge *b, const struct ipc_frame_header *hdr,
 			const void *payload, size_t len)
 {
 	if (hdr->type == IPC_FRAME_SETTLED) {
-		uint32_t n;
-		if (len == sizeof(n)) {
-			memcpy(&n, payload, sizeof(n));
-			route_settled(b, hdr->src_slot, n);
-		}
+		route_settled(b, hdr->src_slot, payload, len);
 		return;
 	}
 	unsigned char *f = malloc(IPC_FRAME_HDR_SIZE + len);
@@ -754,15 +751,20 @@ static void route_publish_ack(void *ctx, unsigned node, const void *data,
 	route_publish(b, subject, data, len);
 }
 
-/* ---- settlement: acknowledged once handled ----------------------------
+/* ---- settlement: acknowledged once done with --------------------------
  * A frame from another node is acknowledged to its sender only when the
- * worker it went to says it handled it (IPC_FRAME_SETTLED, once per
- * loop turn, after the connections' writes): a node that dies with
- * frames in its workers' queues has not acknowledged them, and their
- * sender hands them back as undelivered.  Each worker takes its frames
- * in order, so a FIFO per worker of (node, number) is enough; a node's
- * acknowledgement is the number below its oldest frame still waiting
- * at any worker. */
+ * worker it went to is done with it (worker/settle.h: written to the
+ * socket, acknowledged by an XEP-0198 client, or routed on): a node that
+ * dies with frames in its workers' queues, connections' output or
+ * journals has not acknowledged them, and their sender hands them back
+ * as undelivered.  Each frame given a worker carries a token (the
+ * header's), one more each time, from a random start per bridge run
+ * (a worker's tokens of an earlier bridge then name nothing here).  The
+ * worker says which tokens it is done with, in any order; the FIFO per
+ * worker frees its head as it gets done.  A node's ack is the number
+ * below its oldest frame not done with at any worker, and the holes
+ * beyond it (relay.h): one slow reader does not hold every later frame
+ * back. */
 
 static int fifo_push(struct route_fifo *f, unsigned node, uint64_t seq)
 {
@@ -779,50 +781,153 @@ static int fifo_push(struct route_fifo *f, unsigned node, uint64_t seq)
 		f->head = 0;
 	}
 	f->v[(f->head + f->n) % f->cap] = (struct route_pending){
-		(uint8_t)node, seq };
+		(uint8_t)node, 0, seq };
 	f->n++;
 	return 0;
 }
 
-static void route_settle_node(struct bridge *b, unsigned node)
+static struct route_pending *fifo_at(struct route_fifo *f, size_t i)
 {
-	uint64_t upto = xfer_delivered(&b->xfer, node);
-	if (b->unsettled[node] > 0) {
-		for (unsigned w = 0; w < b->nworkers; w++) {
-			struct route_fifo *f = &b->fifo[w];
-			for (size_t i = 0; i < f->n; i++) {
-				const struct route_pending *p =
-					&f->v[(f->head + i) % f->cap];
-				if (p->node != node)
-					continue;
-				if (p->seq - 1 < upto)
-					upto = p->seq - 1;
-				break;
-			}
-		}
-	}
-	xfer_settle(&b->xfer, node, upto);
+	return &f->v[(f->head + i) % f->cap];
 }
 
-/* Worker w handled n more of the frames we gave it. */
-static void route_settled(struct bridge *b, unsigned w, uint32_t n)
+/* The token the next frame for f gets (never 0: 0 is no token). */
+static uint32_t fifo_next_token(struct route_fifo *f)
 {
-	bool touched[IPC_MAX_NODES] = { false };
-	struct route_fifo *f = &b->fifo[w];
-	if (w >= b->nworkers)
-		return;
-	while (n-- > 0 && f->n > 0) {
-		const struct route_pending *p = &f->v[f->head];
+	return f->head_token + (uint32_t)f->n;
+}
+
+/* Entries i .. j-1 of f are done with. */
+static void fifo_mark(struct bridge *b, struct route_fifo *f, size_t i,
+		      size_t j)
+{
+	for (; i < j && i < f->n; i++) {
+		struct route_pending *p = fifo_at(f, i);
+		if (p->done)
+			continue;
+		p->done = 1;
 		if (p->node != 0 && b->unsettled[p->node] > 0) {
 			b->unsettled[p->node]--;
-			touched[p->node] = true;
+			b->settle_due[p->node] = 1;
 		}
+	}
+}
+
+/* Worker w's account (struct ipc_settled). */
+static void route_settled(struct bridge *b, unsigned w, const void *data,
+			  size_t len)
+{
+	struct ipc_settled h;
+	struct route_fifo *f;
+	if (w >= b->nworkers || len < sizeof(h))
+		return;
+	memcpy(&h, data, sizeof(h));
+	if (h.nranges > IPC_SETTLED_RANGES_MAX ||
+	    len != sizeof(h) + (size_t)h.nranges * 8u) {
+		if (route_log_ok(b))
+			log_warn("cluster: worker %u: malformed settlement", w);
+		return;
+	}
+	f = &b->fifo[w];
+	/* a new process in the slot: what the old one had read and held
+	 * died with it (its sessions were swept; the rest of its queue the
+	 * new one reads) */
+	if ((h.flags & IPC_SETTLED_FRESH) && f->read_known) {
+		uint32_t upto = f->last_read - f->head_token;
+		if (upto < f->n)
+			fifo_mark(b, f, 0, (size_t)upto + 1);
+		f->read_known = false;
+	}
+	if (h.flags & IPC_SETTLED_BASE) {
+		uint32_t upto = h.base - f->head_token;
+		if (upto <= f->n)
+			fifo_mark(b, f, 0, upto);
+		f->last_read = h.last;
+		f->read_known = true;
+	}
+	const unsigned char *r = (const unsigned char *)data + sizeof(h);
+	for (uint32_t k = 0; k < h.nranges; k++, r += 8) {
+		uint32_t from, to;
+		memcpy(&from, r, 4);
+		memcpy(&to, r + 4, 4);
+		uint32_t lo = from - f->head_token, hi = to - f->head_token;
+		if ((int32_t)lo < 0)
+			lo = 0;
+		if ((int32_t)hi < 0 || lo > hi)
+			continue;
+		fifo_mark(b, f, lo, (size_t)hi + 1);
+	}
+	while (f->n > 0 && fifo_at(f, 0)->done) {
 		f->head = (f->head + 1) % f->cap;
 		f->n--;
+		f->head_token++;
 	}
+}
+
+static int seq_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Frames of a node not done with, looked at per worker for an ack. */
+#define ROUTE_SACK_SCAN (4u * RELAY_SACK_MAX)
+
+/* Work out node's ack: the lowest frame not done with, the holes. */
+static void route_settle_node(struct bridge *b, unsigned node)
+{
+	uint64_t delivered = xfer_delivered(&b->xfer, node);
+	uint64_t limit = delivered;     /* what the holes may claim */
+	uint64_t *open = NULL;
+	size_t nopen = 0;
+	struct relay_range holes[RELAY_SACK_MAX];
+	uint32_t nholes = 0;
+	if (b->unsettled[node] > 0 &&
+	    (open = malloc(b->nworkers * ROUTE_SACK_SCAN *
+			   sizeof(*open))) == NULL)
+		return;         /* the next settlement tries again */
+	for (unsigned w = 0; b->unsettled[node] > 0 && w < b->nworkers; w++) {
+		struct route_fifo *f = &b->fifo[w];
+		size_t k = 0;
+		for (size_t i = 0; i < f->n; i++) {
+			const struct route_pending *p = fifo_at(f, i);
+			if (p->node != node || p->done)
+				continue;
+			if (k == ROUTE_SACK_SCAN) {
+				/* unseen beyond: claim nothing from it on */
+				if (p->seq - 1 < limit)
+					limit = p->seq - 1;
+				break;
+			}
+			open[nopen++] = p->seq;
+			k++;
+		}
+	}
+	qsort(open, nopen, sizeof(*open), seq_cmp);
+	uint64_t upto = nopen > 0 ? open[0] - 1 : delivered;
+	for (size_t i = 0; i < nopen && open[i] <= limit; i++) {
+		if (nholes > 0 && holes[nholes - 1].to + 1 == open[i]) {
+			holes[nholes - 1].to = open[i];
+			continue;
+		}
+		if (nholes == RELAY_SACK_MAX) {
+			limit = open[i] - 1;
+			break;
+		}
+		holes[nholes++] = (struct relay_range){ open[i], open[i] };
+	}
+	free(open);
+	xfer_settle(&b->xfer, node, upto, holes, nholes, limit);
+}
+
+/* Before the acks go: the nodes whose frames got done with. */
+static void route_settle_flush(struct bridge *b)
+{
 	for (unsigned node = 1; node < IPC_MAX_NODES; node++)
-		if (touched[node])
+		if (b->settle_due[node]) {
+			b->settle_due[node] = 0;
 			route_settle_node(b, node);
+		}
 }
 
 /* A new run of node, or none: what waits from the old one is no longer
@@ -838,6 +943,7 @@ static void route_unsettle_node(struct bridge *b, unsigned node)
 		}
 	}
 	b->unsettled[node] = 0;
+	b->settle_due[node] = 0;
 }
 
 /* Frame types a node sends another: to sessions, rooms, components and
@@ -884,19 +990,30 @@ static int route_deliver(void *ctx, unsigned from, uint64_t seq,
 	}
 	/* node and node_slot now say where it came from: the worker's
 	 * reply (worker_send_reply) goes back there through us */
-	if (queue_send_node(b->q, hdr->node_slot, (uint8_t)from,
-			    (uint8_t)hdr->src_slot, hdr->type,
-			    hdr->conn_id, hdr->gen,
-			    (const char *)frame + IPC_FRAME_HDR_SIZE,
-			    len - IPC_FRAME_HDR_SIZE, &error) < 0) {
+	struct route_fifo *f = &b->fifo[hdr->node_slot];
+	if (fifo_next_token(f) == 0) {          /* 0 is no token */
+		if (f->n == 0)
+			f->head_token = 1;
+		else if (fifo_push(f, 0, 0) == 0)
+			fifo_at(f, f->n - 1)->done = 1;
+		else
+			return -1;
+	}
+	uint32_t token = fifo_next_token(f);
+	if (fifo_push(f, from, seq) < 0)
+		return -1;      /* no memory now: the frame comes again */
+	if (queue_send_token(b->q, hdr->node_slot, (uint8_t)from,
+			     (uint8_t)hdr->src_slot, hdr->type,
+			     hdr->conn_id, hdr->gen, token,
+			     (const char *)frame + IPC_FRAME_HDR_SIZE,
+			     len - IPC_FRAME_HDR_SIZE, &error) < 0) {
+		f->n--;         /* not given: its token goes to the next */
 		if (strcmp(error, QUEUE_ERR_FULL) != 0 && route_log_ok(b))
 			log_warn("cluster: frame from %s not queued: %s",
 				 b->cl->nodes[from].name, error);
 		return -1;      /* comes again */
 	}
 	METRIC_INC(b->stats->frames_out);
-	if (fifo_push(&b->fifo[hdr->node_slot], from, seq) < 0)
-		return 0;       /* out of memory: acknowledged as queued */
 	b->unsettled[from]++;
 	return 1;
 }
@@ -1032,6 +1149,7 @@ void bridge_route_tick(struct bridge *b)
 		route_release(b);
 	if (b->later_head != NULL)
 		route_later_flush(b);
+	route_settle_flush(b);
 	xfer_flush(&b->xfer, b->now_ms);
 }
 
@@ -1092,6 +1210,12 @@ void bridge_route_init(struct bridge *b)
 		  ROUTE_BATCH_MAX, (size_t)b->cfg->cluster_retain_bytes,
 		  ROUTE_RESEND_MS, &ops);
 	arena_init(&b->scratch, 16384);
+	/* tokens start apart for each run of the bridge: what a worker
+	 * still holds of the previous run's names nothing in ours */
+	for (unsigned w = 0; w < IPC_MAX_SLOTS; w++)
+		b->fifo[w].head_token = (uint32_t)(b->incarnation >> 32) ^
+					(uint32_t)b->incarnation ^
+					(w * 0x9e3779b9u);
 	b->started_ms = b->now_ms;
 	/* the table is the bridge before us's: its heartbeat times are
 	 * as old as our respawn took; a node up then gets a whole

@@ -14,6 +14,7 @@
 
 #define RELAY_VERSION 1u
 #define RELAY_HDR_FIXED 40u
+#define RELAY_SACK_FIXED 16u        /* received, claim */
 
 /* magic u32, version u8, kind u8, name length u8, 0 u8, incarnation u64,
  * peer incarnation u64, seq u64, count u32, stream u32, then the name. */
@@ -75,8 +76,11 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 	r->hdr.count = wire_get_u32(p + 32);
 	r->hdr.stream = wire_get_u32(p + 36);
 	size_t rest = len - RELAY_HDR_FIXED - n;
-	if ((r->hdr.kind == RELAY_ACK && (r->hdr.count != 0 || rest != 0)) ||
-	    r->hdr.count > rest / IPC_FRAME_HDR_SIZE) {
+	if ((r->hdr.kind == RELAY_ACK &&
+	     (r->hdr.count > RELAY_SACK_MAX ||
+	      rest != RELAY_SACK_FIXED + (size_t)r->hdr.count * 16u)) ||
+	    (r->hdr.kind != RELAY_ACK &&
+	     r->hdr.count > rest / IPC_FRAME_HDR_SIZE)) {
 		*error_r = "relay batch length does not match its count";
 		return -1;
 	}
@@ -116,6 +120,54 @@ int relay_read_next(struct relay_reader *r, struct ipc_frame_header *hdr,
 	r->off += size;
 	r->left--;
 	return 1;
+}
+
+int relay_read_sack(const struct relay_reader *r, struct relay_sack *s,
+		    const char **error_r)
+{
+	const uint8_t *p = r->p + r->off;
+	uint64_t after;
+	memset(s, 0, sizeof(*s));
+	if (r->hdr.kind != RELAY_ACK) {
+		*error_r = "not an ack";
+		return -1;
+	}
+	s->received = wire_get_u64(p);
+	s->claim = wire_get_u64(p + 8);
+	s->nholes = r->hdr.count;
+	if (s->claim < r->hdr.seq || s->received < s->claim) {
+		*error_r = "ack claims below what it says done or arrived";
+		return -1;
+	}
+	after = r->hdr.seq;
+	for (uint32_t i = 0; i < s->nholes; i++) {
+		s->holes[i].from = wire_get_u64(p + 16 + 16 * (size_t)i);
+		s->holes[i].to = wire_get_u64(p + 24 + 16 * (size_t)i);
+		if (s->holes[i].from <= after ||
+		    s->holes[i].to < s->holes[i].from ||
+		    s->holes[i].to > s->claim) {
+			*error_r = "ack holes out of order";
+			return -1;
+		}
+		after = s->holes[i].to;
+	}
+	return 0;
+}
+
+int relay_put_sack(struct buf *b, const struct relay_sack *s)
+{
+	uint8_t f[16];
+	wire_put_u64(f, s->received);
+	wire_put_u64(f + 8, s->claim);
+	if (buf_append(b, f, sizeof(f)) < 0)
+		return -1;
+	for (uint32_t i = 0; i < s->nholes; i++) {
+		wire_put_u64(f, s->holes[i].from);
+		wire_put_u64(f + 8, s->holes[i].to);
+		if (buf_append(b, f, sizeof(f)) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* ---- sending side --------------------------------------------------- */
@@ -164,6 +216,8 @@ int relay_out_ack(struct relay_out *o, uint64_t peer_incarnation,
 	if (upto <= o->acked)
 		return 0;
 	o->acked = upto;
+	if (o->received < upto)
+		o->received = upto;
 	o->progress_ms = now_ms;
 	while (o->head != NULL && o->head->seq <= upto) {
 		struct relay_item *it = o->head;
@@ -174,6 +228,41 @@ int relay_out_ack(struct relay_out *o, uint64_t peer_incarnation,
 	}
 	if (o->head == NULL)
 		o->tail = NULL;
+	return 0;
+}
+
+int relay_out_sack(struct relay_out *o, uint64_t peer_incarnation,
+		   uint32_t stream, uint64_t upto, const struct relay_sack *s,
+		   int64_t now_ms)
+{
+	if (peer_incarnation != o->peer_incarnation || stream != o->stream ||
+	    upto >= o->next_seq || s->received >= o->next_seq)
+		return -1;
+	if (relay_out_ack(o, peer_incarnation, stream, upto, now_ms) < 0)
+		return -1;
+	if (s->received > o->received) {
+		o->received = s->received;
+		o->progress_ms = now_ms;
+	}
+	/* free what (seq, claim] says done with, the holes kept */
+	struct relay_item **pp = &o->head, *prev = NULL;
+	uint32_t h = 0;
+	while (*pp != NULL && (*pp)->seq <= s->claim) {
+		struct relay_item *it = *pp;
+		while (h < s->nholes && s->holes[h].to < it->seq)
+			h++;
+		if (h < s->nholes && s->holes[h].from <= it->seq) {
+			prev = it;
+			pp = &it->next;
+			continue;
+		}
+		*pp = it->next;
+		o->bytes -= it->len;
+		o->count--;
+		free(it);
+	}
+	if (*pp == NULL)
+		o->tail = prev;
 	return 0;
 }
 
@@ -199,10 +288,15 @@ const struct relay_item *relay_out_resend_due(struct relay_out *o,
 					      int64_t now_ms,
 					      int64_t resend_ms)
 {
-	if (o->head == NULL || now_ms - o->progress_ms < resend_ms)
+	const struct relay_item *it = o->head;
+	if (it == NULL || now_ms - o->progress_ms < resend_ms)
+		return NULL;
+	while (it != NULL && it->seq <= o->received)
+		it = it->next;      /* arrived: waits to be done with */
+	if (it == NULL)
 		return NULL;
 	o->progress_ms = now_ms;    /* the next resend one period later */
-	return o->head;
+	return it;
 }
 
 /* ---- receiving side ------------------------------------------------- */
@@ -213,6 +307,8 @@ void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation)
 	in->stream = 0;
 	in->delivered = 0;
 	in->settled = 0;
+	in->claim = 0;
+	in->nholes = 0;
 }
 
 enum relay_verdict relay_in_verdict(struct relay_in *in,
@@ -231,6 +327,8 @@ enum relay_verdict relay_in_verdict(struct relay_in *in,
 		in->stream = h->stream;
 		in->delivered = 0;
 		in->settled = 0;
+		in->claim = 0;
+		in->nholes = 0;
 		*restarted_r = true;
 	}
 	if (h->seq - 1 > in->delivered)

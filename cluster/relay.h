@@ -15,7 +15,11 @@
  * The wire: a batch header, then whole frames (struct ipc_frame_header
  * and payload, as on the local queues: the nodes run the same binary on
  * the same architecture, which the heartbeat checks).  An ack is a
- * header alone.
+ * header (seq: every frame up to it is done with), then what the
+ * receiver knows beyond it (struct relay_sack): the frames that arrived,
+ * and which of them it is still not done with -- a frame held for a
+ * slow reader or an XEP-0198 client's ack must not keep every later one
+ * unacknowledged (and resent) behind it.
  */
 #ifndef XMPPD_RELAY_H
 #define XMPPD_RELAY_H
@@ -32,7 +36,26 @@
 
 enum relay_kind {
 	RELAY_FRAMES = 1,           /* seq = the first frame's number */
-	RELAY_ACK = 2,              /* seq = every frame up to it arrived */
+	RELAY_ACK = 2,              /* seq = every frame up to it done with;
+				       count = holes (struct relay_sack) */
+};
+
+/* Holes an ack names at most. */
+#define RELAY_SACK_MAX 64u
+
+struct relay_range {
+	uint64_t from, to;          /* inclusive */
+};
+
+/* An ack's body: u64 received, u64 claim, then count holes (u64 from,
+ * u64 to), sorted, within (seq, claim]. */
+struct relay_sack {
+	uint64_t received;          /* every frame up to it arrived: never
+				       sent again */
+	uint64_t claim;             /* every frame in (seq, claim] is done
+				       with, but those in the holes */
+	uint32_t nholes;
+	struct relay_range holes[RELAY_SACK_MAX];
 };
 
 struct relay_hdr {
@@ -62,6 +85,13 @@ struct relay_reader {
 /* 0 with r->hdr, or -1 with *error_r. */
 int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 		     const char **error_r);
+/* An ack's body (r->hdr.kind RELAY_ACK): 0, or -1 with *error_r (holes
+ * out of order or outside (seq, claim], claim below seq, received below
+ * claim). */
+int relay_read_sack(const struct relay_reader *r, struct relay_sack *s,
+		    const char **error_r);
+/* Append an ack's body (count in the header must be s->nholes). */
+int relay_put_sack(struct buf *b, const struct relay_sack *s);
 /* The next frame (header checked as the local queues check it, no
  * F_MORE, the payload whole): 1, 0 at the exact end, -1 with *error_r. */
 int relay_read_next(struct relay_reader *r, struct ipc_frame_header *hdr,
@@ -82,6 +112,9 @@ struct relay_out {
 	uint32_t stream;            /* this sequence's number (relay_hdr) */
 	uint64_t next_seq;          /* the next frame's number (from 1) */
 	uint64_t acked;             /* every frame up to it was acked */
+	uint64_t received;          /* every frame up to it arrived (the
+				       kept ones wait to be done with, they
+				       are not sent again) */
 	size_t bytes, max_bytes;    /* kept; the bound (cluster.retain_bytes) */
 	unsigned count;
 	int64_t progress_ms;        /* when acked last moved */
@@ -98,14 +131,20 @@ int relay_out_add(struct relay_out *o, const void *frame, size_t len,
  * was sent, or for another run, is ignored (-1); 0 otherwise. */
 int relay_out_ack(struct relay_out *o, uint64_t peer_incarnation,
 		  uint32_t stream, uint64_t upto, int64_t now_ms);
+/* The same with an ack's body: frames it says are done with are freed
+ * out of order, frames it says arrived are not sent again. */
+int relay_out_sack(struct relay_out *o, uint64_t peer_incarnation,
+		   uint32_t stream, uint64_t upto, const struct relay_sack *s,
+		   int64_t now_ms);
 /* Hand every frame still kept to each (oldest first), free them, and
  * start a new sequence (stream + 1) for peer_incarnation (the peer
  * restarted, or is down: 0). */
 void relay_out_reset(struct relay_out *o, uint64_t peer_incarnation,
 		     void (*each)(void *ctx, const void *frame, size_t len),
 		     void *ctx);
-/* Frames to publish again: nothing acked for resend_ms while some are
- * waiting.  Returns the oldest unacked item (walk ->next), or NULL. */
+/* Frames to publish again: nothing acked for resend_ms while some that
+ * did not arrive are waiting.  Returns the oldest of those (walk
+ * ->next), or NULL. */
 const struct relay_item *relay_out_resend_due(struct relay_out *o,
 					      int64_t now_ms,
 					      int64_t resend_ms);
@@ -118,6 +157,11 @@ struct relay_in {
 	uint64_t delivered;         /* frames up to it were handed on */
 	uint64_t settled;           /* ... and up to it done with: what an
 				       ack says (<= delivered) */
+	/* beyond settled: done with up to claim (<= delivered) but for the
+	 * holes (xfer_settle) */
+	uint64_t claim;
+	uint32_t nholes;
+	struct relay_range holes[RELAY_SACK_MAX];
 };
 
 enum relay_verdict {

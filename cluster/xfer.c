@@ -200,15 +200,27 @@ int xfer_send(struct xfer *x, unsigned node, const void *frame, size_t len,
 static void send_ack(struct xfer *x, unsigned node)
 {
 	struct xfer_peer *p = &x->peers[node];
+	struct relay_sack sk = { .received = p->in.delivered };
+	/* what was settled since the holes were worked out moved settled
+	 * past them: only the holes still beyond it count */
+	if (p->in.claim > p->in.settled) {
+		sk.claim = p->in.claim;
+		for (uint32_t i = 0; i < p->in.nholes; i++)
+			if (p->in.holes[i].from > p->in.settled)
+				sk.holes[sk.nholes++] = p->in.holes[i];
+	} else {
+		sk.claim = p->in.settled;
+	}
 	struct relay_hdr h = {
 		.kind = RELAY_ACK, .incarnation = x->self_incarnation,
 		.peer_incarnation = p->in.peer_incarnation,
 		.seq = p->in.settled, .stream = p->in.stream,
+		.count = sk.nholes,
 	};
 	struct buf b;
 	memcpy(h.node, x->self, sizeof(h.node));
 	buf_init(&b, 0);
-	if (relay_put_hdr(&b, &h) == 0)
+	if (relay_put_hdr(&b, &h) == 0 && relay_put_sack(&b, &sk) == 0)
 		x->ops.publish_ack(x->ops.ctx, node, buf_head(&b),
 				   buf_used(&b));
 	buf_free(&b);
@@ -306,16 +318,21 @@ int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 	if (relay_read_begin(&r, data, len, error_r) < 0)
 		return -1;
 	if (r.hdr.kind == RELAY_ACK) {
+		struct relay_sack sk;
+		if (relay_read_sack(&r, &sk, error_r) < 0)
+			return -1;
 		if (r.hdr.peer_incarnation == x->self_incarnation &&
 		    r.hdr.incarnation == p->out.peer_incarnation)
-			relay_out_ack(&p->out, r.hdr.incarnation,
-				      r.hdr.stream, r.hdr.seq, now_ms);
+			relay_out_sack(&p->out, r.hdr.incarnation,
+				       r.hdr.stream, r.hdr.seq, &sk, now_ms);
 		return 0;
 	}
 	return receive_frames(x, from_node, &r, error_r);
 }
 
-void xfer_settle(struct xfer *x, unsigned node, uint64_t upto)
+void xfer_settle(struct xfer *x, unsigned node, uint64_t upto,
+		 const struct relay_range *holes, uint32_t nholes,
+		 uint64_t claim)
 {
 	struct xfer_peer *p;
 	if (node == 0 || node >= IPC_MAX_NODES || !(p = &x->peers[node])->known)
@@ -326,6 +343,35 @@ void xfer_settle(struct xfer *x, unsigned node, uint64_t upto)
 		p->in.settled = upto;
 		p->ack_due = true;
 	}
+	/* the holes: sorted, within (settled, claim], at most the bound;
+	 * past what can be told, claim stops before it */
+	if (claim > p->in.delivered)
+		claim = p->in.delivered;
+	uint32_t n = 0;
+	uint64_t after = p->in.settled;
+	for (uint32_t i = 0; i < nholes; i++) {
+		struct relay_range h = holes[i];
+		if (h.from > claim)
+			break;
+		if (h.from <= after || h.to < h.from) {
+			claim = after;          /* not consistent: none */
+			break;
+		}
+		if (n == RELAY_SACK_MAX) {
+			claim = h.from - 1;
+			break;
+		}
+		if (h.to > claim)
+			h.to = claim;
+		p->in.holes[n++] = h;
+		after = h.to;
+	}
+	if (claim < p->in.settled)
+		claim = p->in.settled;
+	if (claim != p->in.claim || n != p->in.nholes)
+		p->ack_due = true;
+	p->in.claim = claim;
+	p->in.nholes = n;
 }
 
 uint64_t xfer_delivered(const struct xfer *x, unsigned node)

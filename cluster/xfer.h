@@ -98,9 +98,14 @@ void xfer_flush(struct xfer *x, int64_t now_ms);
 int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 		 size_t len, int64_t now_ms, const char **error_r);
 /* Frames of node up to upto are done with (written to their sessions,
- * or routed on): the next ack says so.  Beyond what was handed on, or
- * behind what was said, nothing changes. */
-void xfer_settle(struct xfer *x, unsigned node, uint64_t upto);
+ * or routed on), and so are those in (upto, claim] but the holes
+ * (sorted ranges of frames still held; at most RELAY_SACK_MAX): the
+ * next ack says so.  Beyond what was handed on, or behind what was
+ * said, nothing changes; holes out of order end the list there (claim
+ * with it). */
+void xfer_settle(struct xfer *x, unsigned node, uint64_t upto,
+		 const struct relay_range *holes, uint32_t nholes,
+		 uint64_t claim);
 /* Frames of node handed on (the highest number) and done with. */
 uint64_t xfer_delivered(const struct xfer *x, unsigned node);
 /* Frames waiting for the next xfer_flush (any peer). */

@@ -33,6 +33,14 @@ void frame_begin(struct frame_writer *w, struct buf *out, uint8_t type,
 	w->failed = buf_append(out, &hdr, sizeof(hdr)) < 0;
 }
 
+void frame_set_token(struct frame_writer *w, uint32_t token)
+{
+	if (w->failed)
+		return;
+	memcpy(w->out->data + w->out->off + w->hdr_off +
+	       offsetof(struct ipc_frame_header, token), &token, sizeof(token));
+}
+
 void frame_set_node(struct frame_writer *w, uint8_t node, uint8_t node_slot)
 {
 	char *hdr;
@@ -169,6 +177,10 @@ int frame_parse_header(const void *buf, size_t len,
 int frame_check_route(const struct ipc_frame_header *hdr, unsigned dst_slot,
 		      unsigned bridge_slot, const char **error_r)
 {
+	if (hdr->token != 0 && (hdr->src_slot != bridge_slot || hdr->node == 0)) {
+		*error_r = "a token on a frame not from another node";
+		return -1;
+	}
 	if (hdr->node == 0) {
 		if (hdr->node_slot == 0)
 			return 0;

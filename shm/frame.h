@@ -27,6 +27,8 @@ void frame_begin(struct frame_writer *w, struct buf *out, uint8_t type,
 /* Name another node's session (or origin) in the header: node 0 is this
  * node (frame_begin's default).  See frame_check_route for who may. */
 void frame_set_node(struct frame_writer *w, uint8_t node, uint8_t node_slot);
+/* The bridge's token on a frame from another node (ipc.h). */
+void frame_set_token(struct frame_writer *w, uint32_t token);
 void frame_add_u8(struct frame_writer *w, uint8_t v);
 void frame_add_u16(struct frame_writer *w, uint16_t v);
 void frame_add_u32(struct frame_writer *w, uint32_t v);

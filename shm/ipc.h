@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 16
+#define IPC_VERSION 17
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
@@ -29,7 +29,7 @@
  * sent it (conn 0: no session; the header's node names the node it
  * could not reach): no connection has this generation. */
 #define IPC_GEN_HANDBACK 0xffffffffu
-#define IPC_FRAME_HDR_SIZE 20u
+#define IPC_FRAME_HDR_SIZE 24u
 #define IPC_FRAME_MAX (1024u * 1024u)  /* one frame's payload, reassembled */
 #define IPC_DGRAM_MAX (64u * 1024u)    /* one datagram (a batch of frames) */
 #define IPC_FRAG_MAX (IPC_DGRAM_MAX - IPC_FRAME_HDR_SIZE) /* payload per chunk */
@@ -87,10 +87,11 @@ enum ipc_frame_type {
 				       that occupant's session was swept
 				       with its crashed worker, to the
 				       room's owner worker (muc.c) */
-	IPC_FRAME_SETTLED,          /* payload: u32, frames from other
-				       nodes a worker has handled since its
-				       last SETTLED (written to their
-				       sessions or routed on), to the
+	IPC_FRAME_SETTLED,          /* payload: struct ipc_settled: which
+				       frames from other nodes (by token) a
+				       worker is done with (written to the
+				       socket, acknowledged by an XEP-0198
+				       client, or routed on), to the
 				       cluster bridge, which acknowledges
 				       them to their senders (issue 15) */
 	IPC_FRAME_PEP_EVENT,        /* a PEP event for the receiving node's
@@ -129,9 +130,29 @@ struct ipc_frame_header {
 	uint8_t node_slot;
 	uint32_t conn_id;           /* target connection id (0: none) */
 	uint32_t gen;               /* target connection generation */
+	/* A frame another node sent, as the bridge hands it to a worker:
+	 * its number among the bridge's frames to that worker, which the
+	 * worker names when it is done with it (IPC_FRAME_SETTLED,
+	 * worker/settle.c).  0 on every other frame (frame_check_route). */
+	uint32_t token;
 };
 _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
-	       "frame header must be 20 bytes");
+	       "frame header must be 24 bytes");
+
+/* IPC_FRAME_SETTLED: a worker's account of the tokens of the frames
+ * from other nodes it was given (worker/settle.c).  Every token before
+ * base is done with; so is each range [from, to] that follows (nranges
+ * pairs of u32).  last is the last token it read (0 with none read yet).
+ * IPC_SETTLED_FRESH: a worker just started: what its slot's previous
+ * process read and still held died with it (cluster/bridge_route.c). */
+enum { IPC_SETTLED_FRESH = 1, IPC_SETTLED_BASE = 2 };
+struct ipc_settled {
+	uint32_t flags;             /* IPC_SETTLED_*; BASE: base is valid */
+	uint32_t base;
+	uint32_t last;
+	uint32_t nranges;
+};
+#define IPC_SETTLED_RANGES_MAX 1024u
 
 /* IPC_FRAME_MUC_FANOUT: one stanza of a room for several sessions of
  * the receiving worker, written once per worker rather than once per

@@ -274,11 +274,20 @@ int queue_send_node(struct queue *q, unsigned dst_slot, uint8_t node,
 		    uint32_t gen, const void *payload, size_t len,
 		    const char **error_r)
 {
+	return queue_send_token(q, dst_slot, node, node_slot, type, conn_id,
+				gen, 0, payload, len, error_r);
+}
+
+int queue_send_token(struct queue *q, unsigned dst_slot, uint8_t node,
+		     uint8_t node_slot, uint8_t type, uint32_t conn_id,
+		     uint32_t gen, uint32_t token, const void *payload,
+		     size_t len, const char **error_r)
+{
 	size_t chunks = len == 0 ? 1 : (len + IPC_FRAG_MAX - 1) / IPC_FRAG_MAX;
 	const uint8_t *p = payload;
 	struct ipc_frame_header hdr = {
 		.type = type, .src_slot = (uint16_t)q->my_slot,
-		.node = node, .node_slot = node_slot,
+		.node = node, .node_slot = node_slot, .token = token,
 	};
 	struct frame_writer w;
 	struct buf *out;
@@ -292,6 +301,8 @@ int queue_send_node(struct queue *q, unsigned dst_slot, uint8_t node,
 		n = len < IPC_FRAG_MAX ? len : IPC_FRAG_MAX;
 		frame_begin(&w, out, type, (uint16_t)q->my_slot, conn_id, gen);
 		frame_set_node(&w, node, node_slot);
+		if (token != 0)
+			frame_set_token(&w, token);
 		frame_add_raw(&w, p, n);
 		if (frame_finish(&w, error_r) < 0) {
 			/* all chunks or none: a lone head would never end */

@@ -77,6 +77,12 @@ int queue_send_node(struct queue *q, unsigned dst_slot, uint8_t node,
 		    uint8_t node_slot, uint8_t type, uint32_t conn_id,
 		    uint32_t gen, const void *payload, size_t len,
 		    const char **error_r);
+/* The bridge handing a worker a frame from another node: the same,
+ * with its token (ipc.h, cluster/bridge_route.c). */
+int queue_send_token(struct queue *q, unsigned dst_slot, uint8_t node,
+		     uint8_t node_slot, uint8_t type, uint32_t conn_id,
+		     uint32_t gen, uint32_t token, const void *payload,
+		     size_t len, const char **error_r);
 /* Send pending batches; frames that do not fit stay in the outbox.
  * Returns 1 when everything went out, 0 when some destination is full
  * (call again when queue_want_write() fds are writable), -1 on error. */

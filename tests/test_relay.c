@@ -88,10 +88,14 @@ static const char *batch_error(void (*spoil)(struct buf *, size_t),
 	if (kind == RELAY_FRAMES) {
 		put_frame(&b, 7, "<message/>");
 		relay_set_count(&b, 0, 1);
+	} else {
+		struct relay_sack sk = { .received = 1, .claim = 1 };
+		cr_assert_eq(relay_put_sack(&b, &sk), 0);
 	}
 	if (spoil != NULL)
 		spoil(&b, frame_off);
-	if (relay_read_begin(&r, buf_head(&b), buf_used(&b), &error) == 0)
+	if (relay_read_begin(&r, buf_head(&b), buf_used(&b), &error) == 0 &&
+	    kind == RELAY_FRAMES)
 		while (relay_read_next(&r, &fh, &f, &flen, &error) == 1)
 			;
 	snprintf(msg, sizeof(msg), "%s", error != NULL ? error : "(none)");
@@ -314,4 +318,115 @@ Test(relay, lossy_link_delivers_each_frame_once_in_order)
 	cr_expect_eq(next_expected, 201, "every frame, once");
 	cr_expect_eq(o.count, 0, "nothing left unacknowledged");
 	relay_out_reset(&o, 0, NULL, NULL);
+}
+
+/* An ack with holes: the receiver still holds frames 3 and 6..7 (a slow
+ * reader, an XEP-0198 client that has not acknowledged them) and is done
+ * with the rest up to 9.  The sender frees the rest at once (its bound
+ * is not spent on frames it no longer needs), keeps the holes (a node
+ * lost now hands them back), and sends none of 1..10 again: they all
+ * arrived. */
+static void put_ack(struct buf *b, uint64_t seq, const struct relay_sack *sk)
+{
+	struct relay_hdr h;
+	hdr_init(&h, RELAY_ACK, seq);
+	h.count = sk->nholes;
+	cr_assert_eq(relay_put_hdr(b, &h), 0);
+	cr_assert_eq(relay_put_sack(b, sk), 0);
+}
+
+static unsigned kept_seqs(const struct relay_out *o, uint64_t *v)
+{
+	unsigned n = 0;
+	for (const struct relay_item *it = o->head; it != NULL; it = it->next)
+		v[n++] = it->seq;
+	return n;
+}
+
+Test(relay, sack_frees_out_of_order_and_keeps_holes)
+{
+	struct relay_out o;
+	struct buf fr, b;
+	struct relay_reader r;
+	struct relay_sack sk = { .received = 10, .claim = 9, .nholes = 2,
+				 .holes = { { 3, 3 }, { 6, 7 } } }, got;
+	const char *error = NULL;
+	uint64_t seq, v[16];
+	buf_init(&fr, 0);
+	put_frame(&fr, 1, "<message/>");
+	relay_out_init(&o, INC_B, 1 << 20);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(relay_out_add(&o, buf_head(&fr), buf_used(&fr), 0,
+					   &seq), 0);
+	buf_init(&b, 0);
+	put_ack(&b, 2, &sk);
+	cr_assert_eq(relay_read_begin(&r, buf_head(&b), buf_used(&b), &error),
+		     0, "%s", error);
+	cr_assert_eq(relay_read_sack(&r, &got, &error), 0, "%s", error);
+	cr_assert_eq(got.nholes, 2);
+	cr_assert_eq(got.holes[1].to, 7);
+	cr_assert_eq(relay_out_sack(&o, INC_B, 1, r.hdr.seq, &got, 100), 0);
+	unsigned n = kept_seqs(&o, v);
+	cr_assert_eq(n, 4, "kept %u", n);
+	cr_expect_eq(v[0], 3);
+	cr_expect_eq(v[1], 6);
+	cr_expect_eq(v[2], 7);
+	cr_expect_eq(v[3], 10);         /* beyond the claim: still kept */
+	cr_expect_eq(o.count, 4);
+	cr_expect_eq(o.bytes, 4 * buf_used(&fr));
+	/* all ten arrived: nothing is due again, however long it waits */
+	cr_expect_null(relay_out_resend_due(&o, 100000, 1000));
+	/* one more, never acknowledged as arrived: that one goes again */
+	cr_assert_eq(relay_out_add(&o, buf_head(&fr), buf_used(&fr), 100,
+				   &seq), 0);
+	const struct relay_item *again = relay_out_resend_due(&o, 200000, 1000);
+	cr_assert_not_null(again);
+	cr_expect_eq(again->seq, 11);
+	/* the holes done with later: a plain ack frees them in order */
+	cr_assert_eq(relay_out_ack(&o, INC_B, 1, 10, 300000), 0);
+	n = kept_seqs(&o, v);
+	cr_assert_eq(n, 1);
+	cr_expect_eq(v[0], 11);
+	cr_expect_eq(o.tail, o.head);
+	relay_out_reset(&o, 0, NULL, NULL);
+	buf_free(&b);
+	buf_free(&fr);
+}
+
+static const char *sack_error(const struct relay_sack *sk, uint64_t seq)
+{
+	static char msg[128];
+	struct buf b;
+	struct relay_reader r;
+	struct relay_sack got;
+	const char *error = NULL;
+	buf_init(&b, 0);
+	put_ack(&b, seq, sk);
+	if (relay_read_begin(&r, buf_head(&b), buf_used(&b), &error) == 0)
+		relay_read_sack(&r, &got, &error);
+	snprintf(msg, sizeof(msg), "%s", error != NULL ? error : "(none)");
+	buf_free(&b);
+	return msg;
+}
+
+Test(relay, sack_refusals)
+{
+	struct relay_sack ok = { .received = 9, .claim = 8, .nholes = 1,
+				 .holes = { { 4, 5 } } };
+	struct relay_sack low = { .received = 9, .claim = 1 };
+	struct relay_sack recv = { .received = 7, .claim = 8 };
+	struct relay_sack order = { .received = 9, .claim = 8, .nholes = 2,
+				    .holes = { { 5, 6 }, { 4, 4 } } };
+	struct relay_sack below = { .received = 9, .claim = 8, .nholes = 1,
+				    .holes = { { 2, 3 } } };
+	struct relay_sack beyond = { .received = 9, .claim = 8, .nholes = 1,
+				     .holes = { { 7, 9 } } };
+	cr_expect_str_eq(sack_error(&ok, 2), "(none)");
+	cr_expect_str_eq(sack_error(&low, 2),
+			 "ack claims below what it says done or arrived");
+	cr_expect_str_eq(sack_error(&recv, 2),
+			 "ack claims below what it says done or arrived");
+	cr_expect_str_eq(sack_error(&order, 2), "ack holes out of order");
+	cr_expect_str_eq(sack_error(&below, 3), "ack holes out of order");
+	cr_expect_str_eq(sack_error(&beyond, 2), "ack holes out of order");
 }

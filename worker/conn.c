@@ -445,6 +445,67 @@ static uint64_t conn_out_written(const struct conn *c)
 	return c->out_total - buf_used(&c->out);
 }
 
+/* ---- frames from other nodes held in out (settle.h) ----------------
+ * The node that sent a frame keeps it until we are done with it: for a
+ * connection without an XEP-0198 journal, until its bytes are written
+ * to the socket (not merely queued here: a node killed with them
+ * queued would lose them).  The journal's sessions hold in sm.c. */
+
+static void conn_hold_frame(struct conn *c)
+{
+	struct settle *st = &c->w->settle;
+	if (st->cur == 0 || c->out_journaled != 0)
+		return;
+	if (c->holds_head > 0 && c->holds_head == c->nholds) {
+		c->nholds = c->holds_head = 0;
+	}
+	if (c->nholds == c->holds_cap) {
+		if (c->holds_head > 0) {
+			memmove(c->holds, c->holds + c->holds_head,
+				(c->nholds - c->holds_head) * sizeof(*c->holds));
+			c->nholds -= c->holds_head;
+			c->holds_head = 0;
+		}
+	}
+	if (c->nholds == c->holds_cap) {
+		unsigned cap = c->holds_cap ? c->holds_cap * 2 : 8;
+		struct conn_hold *v = realloc(c->holds, cap * sizeof(*v));
+		if (v == NULL) {
+			log_warn("c%u %s: no memory to hold a frame until "
+				 "written: settled now", c->id, c->peer);
+			return;
+		}
+		c->holds = v;
+		c->holds_cap = cap;
+	}
+	struct conn_hold *h = &c->holds[c->nholds];
+	settle_hold(st, &h->h);
+	if (h->h.token == 0)
+		return;
+	h->end = c->out_total;
+	c->nholds++;
+}
+
+/* Written past them (the TLS layer's own buffer empty too): done. */
+static void conn_settle_written(struct conn *c)
+{
+	if (c->holds_head == c->nholds || tls13_out_pending(c))
+		return;
+	uint64_t written = conn_out_written(c);
+	while (c->holds_head < c->nholds &&
+	       c->holds[c->holds_head].end <= written)
+		settle_release(&c->w->settle, &c->holds[c->holds_head++].h);
+}
+
+/* The connection is closing: what it had not written was taken back and
+ * goes elsewhere (conn_take_back_all); all of it is done with here. */
+static void conn_settle_all(struct conn *c)
+{
+	while (c->holds_head < c->nholds)
+		settle_release(&c->w->settle, &c->holds[c->holds_head++].h);
+	c->nholds = c->holds_head = 0;
+}
+
 /* Ends in c->out_ends (sorted) that are <= at. */
 static unsigned conn_ends_upto(const struct conn *c, uint64_t at)
 {
@@ -515,6 +576,9 @@ struct conn_taken {
 static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 {
 	uint64_t written = conn_out_written(c);
+	/* the frames taken go elsewhere (conn_route_taken): done here */
+	while (c->nholds > c->holds_head && c->holds[c->nholds - 1].end > from)
+		settle_release(&c->w->settle, &c->holds[--c->nholds].h);
 	const char *start = buf_head(&c->out);
 	size_t n = (size_t)(c->out_total - from);
 
@@ -790,6 +854,7 @@ void conn_send(struct conn *c, const char *data, size_t len)
 		conn_mark_end(c);
 	}
 	c->out_total += len;
+	conn_hold_frame(c);
 	METRIC_ADD(c->w->stats->bytes_out, len);
 	conn_count_stanza(c->w->stats, data, len);
 	if (buf_used(&c->out) >= CONN_OUT_EAGER && !c->tls_handshaking) {
@@ -843,6 +908,7 @@ void conn_flush(struct conn *c)
 		return;
 	}
 	conn_update_events(c);
+	conn_settle_written(c);
 	if (buf_used(&c->out) > 0 || tls13_out_pending(c))
 		return;
 	EXT_RUN(output_drained, c);
@@ -994,6 +1060,7 @@ void conn_close(struct conn *c)
 	w->dead_list = c;
 	if (buf_used(&c->out) > 0)
 		conn_take_back_all(c);
+	conn_settle_all(c);
 	EXT_RUN(session_gone, c);
 }
 
@@ -1010,6 +1077,8 @@ void conn_reap_dead(struct worker *w)
 			stream_free(c);
 			buf_free(&c->out);
 			free(c->out_ends);
+			conn_settle_all(c);
+			free(c->holds);
 			free(c->user);
 			free(c->domain);
 			free(c->jid);

@@ -154,6 +154,14 @@ struct sm_conn {
 	uint8_t take_n, take_pending;
 	uint8_t take_node[SM_TAKE_MAX], take_rslot[SM_TAKE_MAX];
 	char id[SM_PREVID_MAX];     /* the previd the client holds */
+	/* frames from other nodes in the journal (worker/settle.h), by
+	 * their h: each done with once the client's h covers it, or the
+	 * journal is handed on or rerouted */
+	struct sm_hold {
+		uint32_t h;
+		struct settle_hold t;
+	} *holds;
+	unsigned nholds, holds_cap, holds_head;
 };
 
 /* Where a session went: its connection on a worker of this node, or
@@ -331,6 +339,64 @@ static int sm_same_account(const char *full, const char *user,
 	       full[ul + 1 + dl] == '/';
 }
 
+/* ---- frames from other nodes the journal holds (settle.h) -------------- */
+
+static void sm_hold_frame(struct worker *w, struct sm_conn *s)
+{
+	if (w->settle.cur == 0)
+		return;
+	if (s->holds_head > 0 && s->nholds == s->holds_cap) {
+		memmove(s->holds, s->holds + s->holds_head,
+			(s->nholds - s->holds_head) * sizeof(*s->holds));
+		s->nholds -= s->holds_head;
+		s->holds_head = 0;
+	}
+	if (s->nholds == s->holds_cap) {
+		unsigned cap = s->holds_cap ? s->holds_cap * 2 : 8;
+		struct sm_hold *v = realloc(s->holds, cap * sizeof(*v));
+		if (v == NULL) {
+			log_warn("stream management: no memory to hold a frame "
+				 "until acknowledged: settled now");
+			return;
+		}
+		s->holds = v;
+		s->holds_cap = cap;
+	}
+	struct sm_hold *h = &s->holds[s->nholds];
+	settle_hold(&w->settle, &h->t);
+	if (h->t.token == 0)
+		return;
+	h->h = s->h_sent;
+	s->nholds++;
+}
+
+/* The client has every stanza up to h. */
+static void sm_settle_acked(struct worker *w, struct sm_conn *s, uint32_t h)
+{
+	while (s->holds_head < s->nholds &&
+	       (int32_t)(s->holds[s->holds_head].h - h) <= 0)
+		settle_release(&w->settle, &s->holds[s->holds_head++].t);
+	if (s->holds_head == s->nholds)
+		s->nholds = s->holds_head = 0;
+}
+
+/* The journal went elsewhere (rerouted, handed over) or is gone. */
+static void sm_settle_all(struct worker *w, struct sm_conn *s)
+{
+	while (s->holds_head < s->nholds)
+		settle_release(&w->settle, &s->holds[s->holds_head++].t);
+	s->nholds = s->holds_head = 0;
+}
+
+static void sm_conn_free(struct worker *w, struct sm_conn *s)
+{
+	if (s == NULL)
+		return;
+	sm_settle_all(w, s);
+	free(s->holds);
+	free(s);
+}
+
 /* ---- the journal -------------------------------------------------------- */
 
 static void sm_save_words(struct conn *c)
@@ -378,6 +444,7 @@ static void sm_end(struct conn *c)
 	smstore_foreach_unacked(sm_store(c->w), &s->ref, sm_reroute_one, c);
 	smstore_close(sm_store(c->w), &s->ref);
 	s->has_ref = 0;
+	sm_settle_all(c->w, s);
 }
 
 /* ---- hooks -------------------------------------------------------------- */
@@ -504,6 +571,7 @@ static int sm_sent(struct conn *c, const char *data, size_t len)
 	if (s->r_due && !s->r_pending && !c->detached)
 		sm_request(c);
 	s->h_sent++;
+	sm_hold_frame(c->w, s);
 	if (!s->r_pending && unacked + 1 >= c->w->cfg->sm_max_unacked / 2)
 		s->r_due = 1;
 	return 0;
@@ -541,7 +609,7 @@ static void sm_gone(struct conn *c)
 
 static void sm_free(struct conn *c)
 {
-	free(c->sm);
+	sm_conn_free(c->w, c->sm);
 	c->sm = NULL;
 }
 
@@ -657,6 +725,7 @@ static void sm_ack(struct conn *c, struct xml_node *n)
 	}
 	s->h_acked = h;
 	s->r_pending = 0;
+	sm_settle_acked(c->w, s, h);
 }
 
 static void sm_answer(struct conn *c)
@@ -843,6 +912,7 @@ static void sm_resumed(struct conn *n, uint32_t h)
 	n->out_journaled = s->out_from ? s->out_from : 1;
 	smstore_ack(sm_store(n->w), &s->ref, h - s->base);
 	s->h_acked = h;
+	sm_settle_acked(n->w, s, h);
 	uint32_t again = s->h_sent - s->h_acked;
 	s->resending = 1;
 	smstore_foreach_unacked(sm_store(n->w), &s->ref, sm_resend_one, n);
@@ -1294,7 +1364,7 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 			      .rslot = hdr->node_slot, .id = hdr->conn_id,
 			      .gen = hdr->gen };
 	sm_let_go(o, &to, &s->ref);
-	free(s);
+	sm_conn_free(w, s);
 }
 
 /* A GIVE that nobody waits for any more: the session ends the way of

@@ -251,6 +251,8 @@ static void worker_init(struct worker *w, struct worker_boot *b)
 	queue_set_dispatch_flag(w->q, &w->stats->queue_dispatching);
 	if (w->nslots > w->nworkers)
 		queue_set_bridge(w->q, w->nworkers);
+	/* fresh: what this slot's previous process held died with it */
+	settle_init(&w->settle, w->nslots > w->nworkers);
 	const char *error;
 	if (ext_init(&error) < 0)
 		log_fatal("worker set-up failed: %s", error);
@@ -523,13 +525,28 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 			worker_reannounce_start(w);
 		return;
 	}
+	/* another node's frame, through the bridge: its sender keeps it
+	 * until we say we are done with it (settle.h) */
+	settle_begin(&w->settle, hdr->src_slot == w->nworkers &&
+				 hdr->node != 0 ? hdr->token : 0);
 	route_frame(w, hdr, payload, len);
-	/* another node's frame, through the bridge: it may acknowledge it
-	 * to its sender once we say it is handled (end of this turn,
-	 * after the connections' writes) */
-	if (hdr->node != 0 && hdr->src_slot == w->nworkers &&
-	    !worker_frame_handback(w, hdr))
-		w->settled++;
+	settle_end(&w->settle);
+}
+
+/* End of a turn: what we are done with, to the bridge. */
+static void worker_settle_report(struct worker *w)
+{
+	struct buf b;
+	size_t used;
+	const char *error;
+	if (!w->settle.dirty || w->nslots <= w->nworkers)
+		return;
+	buf_init(&b, 0);
+	if (settle_report(&w->settle, &b, &used) == 1 &&
+	    queue_send(w->q, w->nworkers, IPC_FRAME_SETTLED, 0, 0,
+		       buf_head(&b), buf_used(&b), &error) == 0)
+		settle_reported(&w->settle, used);
+	buf_free(&b);
 }
 
 static void worker_event(struct worker *w, struct epoll_event *ev)
@@ -636,13 +653,7 @@ _Noreturn void worker_main(struct worker_boot *boot)
 			timeout = d;
 		if (w.reann != NULL && worker_reannounce_step(&w))
 			timeout = 0;
-		if (w.settled > 0) {
-			const char *error;
-			uint32_t count = w.settled;
-			if (queue_send(w.q, w.nworkers, IPC_FRAME_SETTLED, 0, 0,
-				       &count, sizeof(count), &error) == 0)
-				w.settled = 0;
-		}
+		worker_settle_report(&w);
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);

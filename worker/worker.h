@@ -18,6 +18,7 @@
 #include "arena.h"
 #include "xml.h"
 #include "metrics.h"
+#include "settle.h"
 
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
@@ -115,6 +116,13 @@ struct conn {
 	uint64_t out_base;      /* start of the first piece in out */
 	uint64_t *out_ends;     /* ends of the pieces in out but the last */
 	unsigned out_nends, out_ends_cap;
+	/* frames from other nodes in out (settle.h), in order: each done
+	 * with once out is written past its end (conn_settle_written) */
+	struct conn_hold {
+		uint64_t end;
+		struct settle_hold h;
+	} *holds;
+	unsigned nholds, holds_cap, holds_head;
 	int out_shed;           /* over c2s.max_output_bytes: closing, and
 				 * what comes for it is routed elsewhere */
 	struct XML_ParserStruct *parser;
@@ -267,8 +275,9 @@ struct worker {
 	unsigned nworkers;      /* worker processes: what owners hash
 				   over (rooms, s2s links), what shares
 				   http.max_connections */
-	uint32_t settled;       /* frames from other nodes handled this
-				   turn: told to the bridge at its end */
+	struct settle settle;   /* frames from other nodes not yet done
+				   with (settle.h): told to the bridge at
+				   each turn's end */
 	struct worker_reann {   /* sessions whose presence goes again
 				   (IPC_FRAME_REANNOUNCE), a few a turn */
 		uint32_t conn_id, gen;

@@ -1,0 +1,207 @@
+/*
+ * test_settle.c - a worker's account of the frames other nodes sent it
+ * (worker/settle.c): a frame is done with when its last holder lets go,
+ * in any order; the report names every token before base as done and
+ * the ranges beyond it; a new bridge's numbering forgets the old holds.
+ */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "buf.h"
+#include "ipc.h"
+#include "worker/settle.h"
+
+struct report {
+	struct ipc_settled h;
+	uint32_t r[64][2];
+};
+
+/* The report, as the bridge would read it; 0 if nothing to say. */
+static int take_report(struct settle *s, struct report *out)
+{
+	struct buf b;
+	size_t used;
+	buf_init(&b, 0);
+	int rc = settle_report(s, &b, &used);
+	cr_assert_geq(rc, 0);
+	memset(out, 0, sizeof(*out));
+	if (rc == 1) {
+		cr_assert_geq(buf_used(&b), sizeof(out->h));
+		memcpy(out, buf_head(&b), buf_used(&b));
+		cr_assert_eq(buf_used(&b),
+			     sizeof(out->h) + out->h.nranges * 8u);
+		settle_reported(s, used);
+	}
+	buf_free(&b);
+	return rc;
+}
+
+/* A frame routed to nobody who keeps it is done with at once. */
+Test(settle, unheld_frames_are_done_at_once)
+{
+	struct settle s;
+	struct report r;
+	settle_init(&s, false);
+	for (uint32_t t = 100; t < 105; t++) {
+		settle_begin(&s, t);
+		settle_end(&s);
+	}
+	cr_assert_eq(settle_pending(&s), 0);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_BASE);
+	cr_expect_eq(r.h.base, 105);
+	cr_expect_eq(r.h.last, 104);
+	cr_expect_eq(r.h.nranges, 0);
+	cr_expect_eq(take_report(&s, &r), 0, "nothing new: no report");
+	settle_free(&s);
+}
+
+/* A slow reader holds frame 10; 11 and 12 go to readers that keep up.
+ * Base stays at 10, the report names 11..12 so that the sender frees
+ * them; once 10 is written, base moves past all three. */
+Test(settle, a_held_frame_does_not_hold_later_ones)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold slow, fast;
+	settle_init(&s, false);
+	settle_begin(&s, 10);
+	settle_hold(&s, &slow);
+	settle_end(&s);
+	cr_assert_eq(slow.token, 10);
+	settle_begin(&s, 11);
+	settle_hold(&s, &fast);
+	settle_end(&s);
+	settle_begin(&s, 12);
+	settle_end(&s);
+	cr_assert_eq(settle_pending(&s), 2);
+	settle_release(&s, &fast);
+	cr_assert_eq(fast.token, 0, "a released hold is cleared");
+	settle_release(&s, &fast);          /* twice: nothing more */
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 10);
+	cr_expect_eq(r.h.last, 12);
+	cr_assert_eq(r.h.nranges, 1);
+	cr_expect_eq(r.r[0][0], 11);
+	cr_expect_eq(r.r[0][1], 12);
+	settle_release(&s, &slow);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 13);
+	cr_expect_eq(r.h.nranges, 0);
+	cr_assert_eq(settle_pending(&s), 0);
+	settle_free(&s);
+}
+
+/* A frame for two holders (a room's stanza for two occupants) is done
+ * with when both let go. */
+Test(settle, every_holder_must_let_go)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold a, b;
+	settle_init(&s, false);
+	settle_begin(&s, 1);
+	settle_hold(&s, &a);
+	settle_hold(&s, &b);
+	settle_end(&s);
+	settle_release(&s, &a);
+	cr_assert_eq(settle_pending(&s), 1);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 1);
+	settle_release(&s, &b);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 2);
+	settle_free(&s);
+}
+
+/* A new worker process says so first (the bridge frees what its
+ * predecessor read); tokens it never saw (read by that predecessor) are
+ * skipped and reported done. */
+Test(settle, fresh_worker_and_skipped_tokens)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold h;
+	settle_init(&s, true);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH, "no base before a token");
+	settle_begin(&s, 50);
+	settle_hold(&s, &h);
+	settle_end(&s);
+	settle_begin(&s, 53);           /* 51, 52: not ours */
+	settle_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_BASE);
+	cr_expect_eq(r.h.base, 50);
+	cr_assert_eq(r.h.nranges, 1);
+	cr_expect_eq(r.r[0][0], 51);
+	cr_expect_eq(r.r[0][1], 53);
+	settle_release(&s, &h);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 54);
+	settle_free(&s);
+}
+
+/* A new bridge numbers from elsewhere: holds of the old numbering are
+ * ignored when released (they must not free a new frame that happens
+ * to carry the same number). */
+Test(settle, a_new_bridge_forgets_old_holds)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold old, now;
+	settle_init(&s, false);
+	settle_begin(&s, 7);
+	settle_hold(&s, &old);
+	settle_end(&s);
+	settle_begin(&s, 0x80000007u);      /* the new bridge's first */
+	settle_hold(&s, &now);
+	settle_end(&s);
+	settle_release(&s, &old);
+	cr_assert_eq(settle_pending(&s), 1);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 0x80000007u);
+	settle_release(&s, &now);
+	cr_assert_eq(settle_pending(&s), 0);
+	settle_free(&s);
+}
+
+/* Outside a frame from another node nothing is held. */
+Test(settle, no_frame_no_hold)
+{
+	struct settle s;
+	struct settle_hold h;
+	settle_init(&s, false);
+	settle_hold(&s, &h);
+	cr_expect_eq(h.token, 0);
+	settle_begin(&s, 0);            /* a local frame */
+	settle_hold(&s, &h);
+	cr_expect_eq(h.token, 0);
+	settle_end(&s);
+	settle_free(&s);
+}
+
+/* Tokens wrap after 2^32. */
+Test(settle, tokens_wrap)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold h;
+	settle_init(&s, false);
+	settle_begin(&s, 0xfffffffeu);
+	settle_hold(&s, &h);
+	settle_end(&s);
+	settle_begin(&s, 0xffffffffu);
+	settle_end(&s);
+	settle_begin(&s, 1);            /* the bridge skips 0 */
+	settle_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 0xfffffffeu);
+	cr_assert_eq(r.h.nranges, 1);
+	cr_expect_eq(r.r[0][0], 0xffffffffu);
+	cr_expect_eq(r.r[0][1], 1);
+	settle_release(&s, &h);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 2);
+	settle_free(&s);
+}

@@ -1,0 +1,274 @@
+/*
+ * settle.c - frames from other nodes, held until done with (settle.h).
+ *
+ * Tokens are u32 and compared by their difference (they wrap after
+ * 2^32 frames).  The ring holds a count of holds per token from base
+ * (the oldest not done with) to next (one past the last read); a frame
+ * whose count falls to 0 goes on the done list and, once at the head,
+ * moves base on.  The done list is what the next report names beyond
+ * base: the bridge frees those entries out of order, so one slow reader
+ * does not keep every later frame unacknowledged.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "ipc.h"
+#include "log.h"
+#include "settle.h"
+
+/* A token ahead of the next expected by less than this skips the ones
+ * between (read by this slot's previous process); any other is a new
+ * numbering (a new bridge). */
+#define SETTLE_SKIP_MAX (1u << 20)
+
+void settle_init(struct settle *s, bool fresh)
+{
+	memset(s, 0, sizeof(*s));
+	s->fresh = fresh;
+	s->dirty = fresh;
+}
+
+void settle_free(struct settle *s)
+{
+	free(s->refs);
+	free(s->done);
+	memset(s, 0, sizeof(*s));
+}
+
+static void done_add(struct settle *s, uint32_t from, uint32_t to)
+{
+	s->dirty = true;
+	if (s->ndone > 0 && s->done[s->ndone - 1].to + 1 == from) {
+		s->done[s->ndone - 1].to = to;
+		return;
+	}
+	if (s->ndone == s->done_cap) {
+		size_t cap = s->done_cap ? s->done_cap * 2 : 64;
+		struct settle_range *d = realloc(s->done, cap * sizeof(*d));
+		if (d == NULL) {
+			/* the range is said with base once it reaches it */
+			log_warn("cluster: no memory to list settled frames");
+			return;
+		}
+		s->done = d;
+		s->done_cap = cap;
+	}
+	s->done[s->ndone++] = (struct settle_range){ from, to };
+}
+
+static uint32_t *ref_at(struct settle *s, size_t i)
+{
+	return &s->refs[(s->head + i) % s->cap];
+}
+
+static int ring_push(struct settle *s, uint32_t refs)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 256;
+		uint32_t *v = malloc(cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		for (size_t i = 0; i < s->n; i++)
+			v[i] = *ref_at(s, i);
+		free(s->refs);
+		s->refs = v;
+		s->cap = cap;
+		s->head = 0;
+	}
+	*ref_at(s, s->n) = refs;
+	s->n++;
+	return 0;
+}
+
+/* The head's frames done with: base moves on. */
+static void ring_pop_done(struct settle *s)
+{
+	uint32_t before = s->base;
+	while (s->n > 0 && s->refs[s->head] == 0) {
+		s->head = (s->head + 1) % s->cap;
+		s->n--;
+		s->base++;
+	}
+	if (s->base != before)
+		s->dirty = true;
+}
+
+void settle_begin(struct settle *s, uint32_t token)
+{
+	s->cur = 0;
+	if (token == 0)
+		return;
+	if (!s->started) {
+		s->started = true;
+		s->base = s->next = token;
+	} else if (token != s->next) {
+		uint32_t skip = token - s->next;
+		if (skip < SETTLE_SKIP_MAX && s->n == 0) {
+			s->base = s->next = token;
+			s->dirty = true;
+		} else if (skip < SETTLE_SKIP_MAX) {
+			done_add(s, s->next, token - 1);
+			for (; s->next != token; s->next++)
+				if (ring_push(s, 0) < 0)
+					break;
+			if (s->next != token) {     /* out of memory */
+				s->n = 0;
+				s->base = s->next = token;
+			}
+		} else {
+			/* a new bridge numbers from elsewhere: what we hold
+			 * of the old one's it no longer waits for */
+			s->epoch++;
+			s->n = 0;
+			s->head = 0;
+			s->ndone = 0;
+			s->base = s->next = token;
+			s->dirty = true;
+		}
+	}
+	if (ring_push(s, 1) < 0) {
+		log_warn("cluster: no memory to hold frame %u: settled now",
+			 token);
+		s->next = token + 1;
+		if (s->n == 0)
+			s->base = s->next;
+		else
+			done_add(s, token, token);
+		s->dirty = true;
+		return;
+	}
+	s->next = token + 1;
+	s->cur = token;
+	s->dirty = true;            /* last read moved */
+}
+
+void settle_hold(struct settle *s, struct settle_hold *h)
+{
+	h->token = 0;
+	if (s->cur == 0)
+		return;
+	size_t i = (size_t)(s->cur - s->base);
+	if (i >= s->n)
+		return;
+	(*ref_at(s, i))++;
+	h->token = s->cur;
+	h->epoch = s->epoch;
+	s->held_total++;
+}
+
+static void release_token(struct settle *s, uint32_t token)
+{
+	size_t i = (size_t)(token - s->base);
+	if (i >= s->n)
+		return;         /* of a numbering before this one */
+	uint32_t *r = ref_at(s, i);
+	if (*r == 0 || --*r > 0)
+		return;
+	done_add(s, token, token);
+	ring_pop_done(s);
+}
+
+void settle_release(struct settle *s, struct settle_hold *h)
+{
+	if (h->token != 0 && h->epoch == s->epoch)
+		release_token(s, h->token);
+	h->token = 0;
+}
+
+void settle_end(struct settle *s)
+{
+	if (s->cur != 0)
+		release_token(s, s->cur);
+	s->cur = 0;
+}
+
+size_t settle_pending(const struct settle *s)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < s->n; i++)
+		if (s->refs[(s->head + i) % s->cap] != 0)
+			k++;
+	return k;
+}
+
+/* Ranges in order from base, adjacent ones merged, those wholly before
+ * base dropped (base says them). */
+static uint32_t sort_base;
+
+static int range_cmp(const void *a, const void *b)
+{
+	uint32_t x = ((const struct settle_range *)a)->from - sort_base;
+	uint32_t y = ((const struct settle_range *)b)->from - sort_base;
+	return x < y ? -1 : x > y;
+}
+
+static void done_normalize(struct settle *s)
+{
+	size_t k = 0;
+	if (s->ndone == 0)
+		return;
+	for (size_t i = 0; i < s->ndone; i++) {
+		struct settle_range r = s->done[i];
+		if (s->started && (int32_t)(r.to - s->base) < 0)
+			continue;
+		if (s->started && (int32_t)(r.from - s->base) < 0)
+			r.from = s->base;
+		s->done[k++] = r;
+	}
+	s->ndone = k;
+	sort_base = s->base;
+	qsort(s->done, s->ndone, sizeof(*s->done), range_cmp);
+	k = 0;
+	for (size_t i = 0; i < s->ndone; i++) {
+		if (k > 0 && s->done[k - 1].to + 1 == s->done[i].from) {
+			s->done[k - 1].to = s->done[i].to;
+			continue;
+		}
+		s->done[k++] = s->done[i];
+	}
+	s->ndone = k;
+}
+
+int settle_report(struct settle *s, struct buf *out, size_t *used_r)
+{
+	struct ipc_settled h = { 0 };
+	size_t k;
+	*used_r = 0;
+	if (!s->dirty)
+		return 0;
+	done_normalize(s);
+	if (s->fresh)
+		h.flags |= IPC_SETTLED_FRESH;
+	if (s->started) {
+		h.flags |= IPC_SETTLED_BASE;
+		h.base = s->base;
+		h.last = s->next - 1;
+	}
+	k = s->ndone < IPC_SETTLED_RANGES_MAX ? s->ndone
+					      : IPC_SETTLED_RANGES_MAX;
+	h.nranges = (uint32_t)k;
+	buf_consume(out, buf_used(out));
+	if (buf_append(out, &h, sizeof(h)) < 0)
+		return -1;
+	for (size_t i = 0; i < k; i++) {
+		uint32_t v[2] = { s->done[i].from, s->done[i].to };
+		if (buf_append(out, v, sizeof(v)) < 0)
+			return -1;
+	}
+	*used_r = k;
+	return 1;
+}
+
+void settle_reported(struct settle *s, size_t used)
+{
+	if (used > s->ndone)
+		used = s->ndone;
+	if (used > 0)
+		memmove(s->done, s->done + used,
+			(s->ndone - used) * sizeof(*s->done));
+	s->ndone -= used;
+	s->fresh = false;
+	s->dirty = s->ndone > 0;
+}
