@@ -903,7 +903,8 @@ static void route_settle_node(struct bridge *b, unsigned node)
 			k++;
 		}
 	}
-	qsort(open, nopen, sizeof(*open), seq_cmp);
+	if (nopen > 1)
+		qsort(open, nopen, sizeof(*open), seq_cmp);
 	uint64_t upto = nopen > 0 ? open[0] - 1 : delivered;
 	for (size_t i = 0; i < nopen && open[i] <= limit; i++) {
 		if (nholes > 0 && holes[nholes - 1].to + 1 == open[i]) {

@@ -275,17 +275,8 @@ def test_node_killed_slow_reader():
     romeo's socket); n2 is killed -9 with them waiting.  romeo's old
     stream is then read to EOF, he logs in on n3: every number is in
     one or the other.  A frame that n2 acknowledged when it was queued
-    to its worker, not once it was written to romeo's socket, is lost
-    here."""
-    # Known gap, not yet closed: a frame is acknowledged once its worker
-    # has handled it (conn_send), which for a slow reader means queued
-    # in the connection's output, not written; a node killed then loses
-    # it.  Closing it needs settlement on write (and, for XEP-0198
-    # sessions, on the client's ack): the next slice of issue 15.  The
-    # test stays as the check for that work.
-    if os.environ.get("XMPPD_TEST_KNOWN_GAPS") != "1":
-        raise LabSkip("settlement on write is not built yet (issue 15): "
-                      "set XMPPD_TEST_KNOWN_GAPS=1 to run it")
+    to its worker, not once it was written to romeo's socket, would be
+    lost here (worker/settle.h)."""
     total = 300
     pad = "x" * 3000
     with Lab(nodes=3, nats=3, overrides={"im.offline_quota": "2000"},

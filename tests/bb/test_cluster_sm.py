@@ -16,7 +16,11 @@ slice 8), three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
   * a session whose node is killed (kill -9) cannot be resumed:
     item-not-found within a bounded time, not a hang; the client binds
     anew, and the messages sent to the dead session meanwhile are in
-    offline storage.
+    offline storage;
+  * messages from another node that the client read but never
+    acknowledged (<a h/>) are not lost with its node: killed -9, they
+    come from offline storage at the next login, and those it did
+    acknowledge do not come twice.
 
 Exits 77 without nats-server (clusterlab's skips).  Needs
 XMPPD_TEST_PGCONN.
@@ -351,8 +355,53 @@ def test_node_killed_item_not_found():
         assert "<error" not in r.buf.decode()
 
 
+@skippable
+def test_node_killed_unacked_not_lost():
+    total, acked = 60, 20
+    with new_lab() as lab:
+        users(lab)
+        r = lab.client(0, "romeo", PW["romeo"], "garden")
+        j = connect(lab, 1)
+        authed(j, "juliet")
+        jj = j.bind("phone")
+        # available first (its own presence read), so that what comes
+        # after <enabled/> is the messages alone and h counts them
+        j.send("<presence/>")
+        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
+        j.send("<enable xmlns='%s' resume='true'/>" % SM)
+        j.read_until("<enabled [^>]*/>")
+        wait_held_on(lab, jj, 1)
+        for i in range(total):
+            msg(r, jj, "u%d" % i)
+        assert read_ids(j, total, "u") == ["u%d" % i for i in range(total)]
+        # the client acknowledges the first 20 only (a phone that went
+        # to sleep before its next <a/>)
+        j.send("<a xmlns='%s' h='%d'/>" % (SM, acked))
+        time.sleep(1.5)     # n2 tells n1 that those are done with
+        lab.nodes[1].kill9()
+        want = ["u%d" % i for i in range(acked, total)]
+        wait_until(lambda: (all("id='%s'" % k in offline_rows(lab) for k in want),
+                            offline_rows(lab)),
+                   lab.node_timeout_s + 15, "the unacknowledged messages in offline storage")
+        n = lab.client(2, "juliet", PW["juliet"], "again")
+        n.send("<presence/>")
+        got = []
+        while True:
+            try:
+                st = n.read_until(msg_rx("u[0-9]+"), timeout=3)
+            except AssertionError as e:
+                if "closed" in str(e):
+                    raise
+                break
+            assert "urn:xmpp:delay" in st, st
+            got.append(re.search("id='([^']+)'", st).group(1))
+        assert sorted(got, key=lambda k: int(k[1:])) == want, \
+            "offline storage gave %s, not u%d..u%d" % (got, acked, total - 1)
+        assert "<error" not in r.buf.decode()
+
+
 TESTS = [test_resume_on_another_node, test_large_journal_crosses,
-         test_node_killed_item_not_found]
+         test_node_killed_item_not_found, test_node_killed_unacked_not_lost]
 
 if __name__ == "__main__":
     run_tests([t for t in TESTS if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
