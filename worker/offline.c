@@ -41,11 +41,15 @@ struct offline_job {
 	const char *domain;     /* points into user's buffer */
 	char *text;             /* the message, serialized */
 	uint32_t conn_id, gen;  /* delivery: the session */
+	/* a frame from another node being stored: its sender keeps it
+	 * until the row is written (worker/settle.h) */
+	struct settle_hold hold;
 };
 
 static void offline_job_free(struct offline_job *j)
 {
 	if (j != NULL) {
+		settle_release(&j->w->settle, &j->hold);
 		free(j->user);
 		free(j->text);
 		free(j);
@@ -154,6 +158,8 @@ static void offline_store(struct worker *w, struct xml_node *st,
 	} else if (r < 0) {
 		offline_bounce(w, j->text, "wait", "internal-server-error");
 		offline_job_free(j);
+	} else {
+		settle_hold(&w->settle, &j->hold);  /* until offline_stored */
 	}
 }
 
