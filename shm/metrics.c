@@ -745,6 +745,43 @@ static void metrics_render_nodes(struct metrics_ctx *m,
 	}
 }
 
+/* The member list (key-value bucket) and this node's room ownership. */
+static void metrics_render_members(struct metrics_ctx *m,
+				   const struct ipc_cluster *c)
+{
+	const struct ipc_cluster_members *ms = &c->members;
+	uint64_t epoch = 0, n = 0;
+	for (int tries = 0; tries < 4; tries++) {   /* seqlock, as read */
+		uint32_t s0 = atomic_load_explicit(&ms->seq,
+						   memory_order_acquire);
+		if (s0 & 1)
+			continue;
+		epoch = ms->epoch;
+		n = ms->n;
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&ms->seq, memory_order_relaxed) == s0)
+			break;
+	}
+	metrics_family(m, "xmppd_cluster_member_epoch", METRICS_GAUGE, NULL,
+		       "Epoch of the cluster's member list last read (0: "
+		       "none read yet).");
+	metrics_sample(m, "", epoch);
+	metrics_family(m, "xmppd_cluster_members", METRICS_GAUGE, NULL,
+		       "Nodes in that member list (rooms are owned among "
+		       "them).");
+	metrics_sample(m, "", n);
+	metrics_family(m, "xmppd_cluster_owner", METRICS_GAUGE, NULL,
+		       "1 while this node's lease lets it own rooms (it "
+		       "renewed its lease in time at the last check).");
+	metrics_sample(m, "", METRIC_GET(c->owner_ok));
+	metrics_family(m, "xmppd_cluster_kv_up", METRICS_GAUGE, NULL,
+		       "1 when the key-value bucket answered last time.");
+	metrics_sample(m, "", METRIC_GET(c->kv_up));
+	metrics_family(m, "xmppd_cluster_kv_errors", METRICS_COUNTER, NULL,
+		       "Key-value calls that failed.");
+	metrics_sample(m, "", METRIC_GET(c->kv_errors));
+}
+
 /* Only with the cluster on: the bridge's link and traffic, the nodes. */
 static void metrics_render_cluster(struct metrics_ctx *m,
 				   struct shm_region *shm, unsigned nworkers,
@@ -792,6 +829,7 @@ static void metrics_render_cluster(struct metrics_ctx *m,
 	metrics_family(m, "xmppd_cluster_received_bytes", METRICS_COUNTER,
 		       "bytes", "Payload bytes of the NATS messages received.");
 	metrics_sample(m, "", METRIC_GET(c->bytes_in));
+	metrics_render_members(m, c);
 	metrics_render_nodes(m, c);
 }
 

@@ -13,6 +13,7 @@
 #include "shm.h"
 #include "util.h"
 #include "cluster.h"
+#include "cluster/members.h"
 #include <stdio.h>
 
 static struct shm_region shm;
@@ -166,6 +167,12 @@ Test(metrics, cluster_node, .init = setup_cluster, .fini = teardown)
 		shm_cluster_write_end(n);
 	}
 	atomic_store(&c->nnodes, 4);
+	/* a member list of three at epoch 7, this node's lease held */
+	struct members ms = { .epoch = 7, .n = 3 };
+	for (unsigned i = 0; i < 3; i++)
+		snprintf(ms.m[i].name, sizeof(ms.m[i].name), "n%u", i + 1);
+	shm_cluster_write_members(c, &ms, 1000);
+	METRIC_SET(c->owner_ok, 1);
 	buf_init(&out, 0);
 	cr_assert_eq(metrics_render(&shm, 3, &out, METRICS_OPENMETRICS), 0);
 	buf_append(&out, "", 1);
@@ -178,6 +185,9 @@ Test(metrics, cluster_node, .init = setup_cluster, .fini = teardown)
 	cr_assert(strstr(t, "xmppd_cluster_nodes{state=\"up\"} 2\n"));
 	cr_assert(strstr(t, "xmppd_cluster_nodes{state=\"down\"} 1\n"));
 	cr_assert(strstr(t, "xmppd_cluster_nodes{state=\"suspect\"} 0\n"));
+	cr_assert(strstr(t, "xmppd_cluster_member_epoch 7\n"), "%s", t);
+	cr_assert(strstr(t, "xmppd_cluster_members 3\n"));
+	cr_assert(strstr(t, "xmppd_cluster_owner 1\n"));
 	buf_free(&out);
 
 	/* workers fine: ready; the bridge gone, or its link: still ready */
