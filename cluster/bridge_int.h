@@ -9,6 +9,7 @@
 
 #include "cluster.h"
 #include "directory.h"
+#include "fence.h"
 #include "xfer.h"
 #include "../shm/cluster.h"
 #include "../worker/worker.h"
@@ -71,6 +72,9 @@ struct bridge {
 	struct queue *q;
 	int channel, dead_fd, epfd;
 	uint64_t incarnation;       /* random, per bridge start */
+	uint64_t run;               /* our start, wall-clock µs (fence.h) */
+	uint64_t pub_seq;           /* messages published, the last's seq */
+	struct fence fence;         /* the other nodes' runs and windows */
 	/* who we are and our timing, fixed for this bridge's life: the
 	 * names as the master put them in the node table at its start (a
 	 * reload's new cluster.* values are restart-only and must not
@@ -128,6 +132,13 @@ struct bridge {
 /* Publish data on subject with the cluster's MAC (lib/secret.h). */
 natsStatus bridge_publish(struct bridge *b, const char *subject,
 			  const void *data, size_t len);
+/* A message as received on subject: signed with the cluster's key and
+ * not a replay (fence.h).  0 with the payload's length and the
+ * sender's stamp; -1 with a static reason (counted and logged by the
+ * caller). */
+int bridge_open(struct bridge *b, const char *subject, const void *msg,
+		size_t len, size_t *payload_r, struct fence_stamp *st,
+		const char **error_r);
 void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 		   void *closure);
 

@@ -954,18 +954,23 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 {
 	const char *data = natsMsg_GetData(msg);
 	int raw = natsMsg_GetDataLength(msg);
-	size_t plen;
+	const char *error = "empty";
+	struct fence_stamp st;
+	size_t plen = 0;
 	METRIC_INC(b->cl->msgs_in);
 	METRIC_ADD(b->cl->bytes_in, raw > 0 ? (uint64_t)raw : 0);
-	/* anything not made with the cluster's secret is not ours */
+	/* anything not made with the cluster's secret is not ours, a copy
+	 * of something we took already is not news */
+	memset(&st, 0, sizeof(st));
 	if (raw <= 0 || data == NULL ||
-	    secret_cluster_check(natsMsg_GetSubject(msg), data, (size_t)raw,
-				 &plen) < 0 || plen == 0) {
+	    bridge_open(b, natsMsg_GetSubject(msg), data, (size_t)raw, &plen,
+			&st, &error) < 0 || plen == 0) {
 		METRIC_INC(b->cl->msgs_refused);
 		if (route_log_ok(b))
-			log_warn("cluster: message on %s refused: not signed "
-				 "with cluster.secret_file's key",
-				 natsMsg_GetSubject(msg));
+			log_warn("cluster: message on %s%s%s refused: %s",
+				 natsMsg_GetSubject(msg),
+				 st.node[0] ? " from " : "", st.node,
+				 error);
 		natsMsg_Destroy(msg);
 		return;
 	}
