@@ -120,6 +120,14 @@ struct bridge {
 						   send (one per heartbeat) */
 	int64_t reann_done_ms[IPC_MAX_NODES];   /* our last re-announce
 						   asked by it */
+	/* who asked us for a snapshot (P.sync), by name: it may not be in
+	 * the node table yet; one answer each cluster.sync_interval */
+	struct route_asker {
+		char node[CLUSTER_NAME_MAX + 1];
+		int64_t answered_ms;
+		uint8_t due;        /* asked again inside the interval */
+	} askers[IPC_MAX_NODES];
+	unsigned askers_due;
 	int queue_waiting;          /* frames for workers still in the outbox */
 	int64_t started_ms;         /* this bridge's start */
 	struct route_held *held_head, *held_tail;   /* frames for nodes
