@@ -538,6 +538,7 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 
 	size_t plen = 0;
 	struct fence_stamp st;
+	int replay = 0;
 	memset(&st, 0, sizeof(st));
 	METRIC_INC(b->cl->msgs_in);
 	METRIC_ADD(b->cl->bytes_in, e->len);
@@ -545,7 +546,7 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 		error = "too long";
 	else if (bridge_open(b, b->subj_hb, e->data, e->len, &plen, &st,
 			     &error) < 0)
-		;       /* error says why */
+		replay = st.node[0] != '\0';   /* signed: the fence's */
 	else if (cluster_hb_parse(e->data, plen, &hb, &error) < 0)
 		;
 	else if (strcmp(hb.node, st.node) != 0)
@@ -554,7 +555,10 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 		error = NULL;
 	if (error != NULL) {
 		METRIC_INC(b->cl->heartbeats_bad);
-		if (bridge_rate_ok(b, &b->bad_logged_ms))
+		/* a replay has a log line of its own: it is the sign that
+		 * someone on NATS records and replays */
+		if (bridge_rate_ok(b, replay ? &b->replay_logged_ms :
+				   &b->bad_logged_ms))
 			log_warn("cluster: heartbeat refused (%u bytes%s%s): %s",
 				 e->len, st.node[0] ? " from " : "", st.node,
 				 error);

@@ -90,6 +90,7 @@ struct bridge {
 	int64_t now_ms;
 	int64_t next_hb_ms;         /* our next heartbeat */
 	int64_t claim_logged_ms, full_logged_ms, bad_logged_ms;
+	int64_t replay_logged_ms;   /* refusals by the fence, logged apart */
 	uint64_t frames_dropped;    /* frames from workers not sent on */
 	/* bridge_route.c */
 	char prefix[64];            /* xmppd.<cluster> */
