@@ -47,6 +47,7 @@
 				       link events */
 #define BRIDGE_LOG_EVERY_MS 10000   /* rate of repeated error lines */
 #define BRIDGE_STOP_WAIT_MS 1500    /* drain before we close anyway */
+#define BRIDGE_FORGET_EVERY_MS 10000    /* a look for entries to free */
 
 /* What libnats threads hand to the main thread.  Full: dropped and
  * counted (heartbeats repeat; link events are re-read from
@@ -595,6 +596,22 @@ static void bridge_changed(unsigned index, enum cluster_event ev,
 			 "longer than cluster.node_timeout", n->name);
 }
 
+static int bridge_in_use(unsigned index, void *ctx)
+{
+	return bridge_route_refers(ctx, index);
+}
+
+static void bridge_forgotten(unsigned index, enum cluster_event ev,
+			     const struct ipc_cluster_node *n, int64_t age_ms,
+			     void *ctx)
+{
+	(void)ev;
+	log_info("node %s forgotten: not heard for %llds (cluster."
+		 "node_forget); its place in the node table is free",
+		 n->name, (long long)(age_ms / 1000));
+	bridge_route_forgot(ctx, index);
+}
+
 /* The link's state from libnats itself, each tick: a connection event
  * lost to a full ring must not leave us believing the link down (no
  * heartbeats: the others would mark us down) or up. */
@@ -626,6 +643,12 @@ static void bridge_tick(struct bridge *b)
 			   b->timeout_ms, lost, bridge_changed,
 			   b);
 	bridge_route_tick(b);
+	if (b->now_ms >= b->next_forget_ms) {
+		b->next_forget_ms = b->now_ms + BRIDGE_FORGET_EVERY_MS;
+		cluster_table_forget(b->cl, b->now_ms,
+				     b->cfg->cluster_node_forget,
+				     bridge_in_use, bridge_forgotten, b);
+	}
 	if (b->now_ms >= b->next_hb_ms && !b->stopping) {
 		bridge_publish_hb(b, 0);
 		b->next_hb_ms = b->now_ms +

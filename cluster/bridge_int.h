@@ -91,6 +91,7 @@ struct bridge {
 	int64_t next_hb_ms;         /* our next heartbeat */
 	int64_t claim_logged_ms, full_logged_ms, bad_logged_ms;
 	int64_t replay_logged_ms;   /* refusals by the fence, logged apart */
+	int64_t next_forget_ms;     /* next look for entries to free */
 	uint64_t frames_dropped;    /* frames from workers not sent on */
 	/* bridge_route.c */
 	char prefix[64];            /* xmppd.<cluster> */
@@ -177,5 +178,10 @@ uint32_t bridge_route_count(const struct bridge *b);
 uint64_t bridge_route_digest(const struct bridge *b);
 uint64_t bridge_route_seq(const struct bridge *b);
 void bridge_route_stop(struct bridge *b);
+/* Does anything of ours still name node table entry idx (its sessions
+ * in the table, frames kept, being settled, held or waiting)? */
+int bridge_route_refers(const struct bridge *b, unsigned idx);
+/* Entry idx was freed: what we kept by its index goes. */
+void bridge_route_forgot(struct bridge *b, unsigned idx);
 
 #endif

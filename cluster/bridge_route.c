@@ -1123,6 +1123,58 @@ uint64_t bridge_route_seq(const struct bridge *b)
 	return b->dir.seq;
 }
 
+/* ---- node-table entries freed (review 15 C10) --------------------------- */
+
+static int route_session_of(const struct session_info *info, void *ctx)
+{
+	return info->node == *(const unsigned *)ctx;
+}
+
+int bridge_route_refers(const struct bridge *b, unsigned idx)
+{
+	if (b->xfer.peers[idx].known || b->xfer.peers[idx].out.bytes != 0 ||
+	    b->unsettled[idx] != 0 || dir_peer_count(&b->peers[idx]) != 0 ||
+	    b->peers[idx].syncing)
+		return 1;
+	for (unsigned w = 0; w < IPC_MAX_SLOTS; w++) {
+		const struct route_fifo *f = &b->fifo[w];
+		for (size_t i = 0; i < f->n; i++)
+			if (f->v[(f->head + i) % f->cap].node == idx)
+				return 1;
+	}
+	for (const struct route_held *h = b->held_head; h != NULL; h = h->next)
+		if (h->len >= sizeof(struct ipc_frame_header) &&
+		    ((const struct ipc_frame_header *)(const void *)
+		     h->frame)->node == idx)
+			return 1;
+	for (const struct route_later *l = b->later_head; l != NULL;
+	     l = l->next)
+		if (l->node == idx)
+			return 1;
+	/* the session table last: one pass over it */
+	return shm_session_foreach(b->shm->sessions, route_session_of,
+				   &idx) != 0;
+}
+
+void bridge_route_forgot(struct bridge *b, unsigned idx)
+{
+	struct xfer_peer *x = &b->xfer.peers[idx];
+	/* what we knew of that node's run, so the next node given this
+	 * place starts as a stranger (its incarnation differs, so xfer
+	 * and the directory take it as a new run anyway) */
+	b->peer_run[idx] = 0;
+	b->peer_lost[idx] = 0;
+	b->reann_due[idx] = 0;
+	b->reann_ask[idx] = 0;
+	b->reann_done_ms[idx] = 0;
+	b->asked_ms[idx] = 0;
+	b->peers[idx].incarnation = 0;
+	b->peers[idx].snapshots = 0;
+	b->peers[idx].snaps_dropped = 0;
+	x->batches_out = x->batches_in = x->resent = x->dups = 0;
+	x->gaps = x->refused = x->frames_out = x->frames_in = 0;
+}
+
 static void route_subscribe(struct bridge *b, enum bridge_subject subj,
 			    const char *subject)
 {
