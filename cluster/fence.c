@@ -44,11 +44,17 @@ int fence_take(const uint8_t *msg, size_t len, struct fence_stamp *st,
 	st->node[n] = '\0';
 	st->run = wire_get_u64(f + 1);
 	st->seq = wire_get_u64(f + 9);
-	st->sent_ms = (int64_t)wire_get_u64(f + 17);
+	uint64_t sent = wire_get_u64(f + 17);
 	if (st->run == 0 || st->seq == 0) {
 		*error_r = "zero run or sequence in the replay stamp";
 		return -1;
 	}
+	/* a time a clock can show: the skew arithmetic cannot overflow */
+	if (sent > (uint64_t)INT64_MAX / 2) {
+		*error_r = "bad time in the replay stamp";
+		return -1;
+	}
+	st->sent_ms = (int64_t)sent;
 	*payload_r = len - FENCE_FIXED - n;
 	return 0;
 }
@@ -88,8 +94,9 @@ static struct fence_peer *fence_add(struct fence *f, const char *node)
 static int fence_clock_ok(const struct fence *f, const struct fence_stamp *st,
 			  int64_t now_ms)
 {
+	/* both in 0 .. INT64_MAX / 2 (fence_take, a real clock) */
 	int64_t d = st->sent_ms - now_ms;
-	return d <= f->skew_ms && -d <= f->skew_ms;
+	return d <= f->skew_ms && d >= -f->skew_ms;
 }
 
 /* seq within the run's window: a new top, or a place not taken yet. */

@@ -538,8 +538,88 @@ def test_two_nodes():
         shutil.rmtree(s.dir, ignore_errors=True)
 
 
+def nats_user(node, cluster="xmppd"):
+    """A NATS user of one node with the permissions docs/CLUSTER.md
+    recommends (section "NATS permissions per node")."""
+    return """{ user: xmppd-%(n)s, password: pw-%(n)s, permissions: {
+        publish: { allow: ["xmppd.%(c)s.hb", "xmppd.%(c)s.dir",
+                           "xmppd.%(c)s.*.*",
+                           "$KV.xmppd_%(c)s.lease.%(n)s",
+                           "$KV.xmppd_%(c)s.members",
+                           "$JS.API.INFO",
+                           "$JS.API.STREAM.INFO.KV_xmppd_%(c)s",
+                           "$JS.API.STREAM.CREATE.KV_xmppd_%(c)s",
+                           "$JS.API.STREAM.MSG.GET.KV_xmppd_%(c)s",
+                           "$JS.API.DIRECT.GET.KV_xmppd_%(c)s.>"] }
+        subscribe: { allow: ["xmppd.%(c)s.hb", "xmppd.%(c)s.dir",
+                             "xmppd.%(c)s.*.%(n)s", "_INBOX.>"] } } }""" % {
+        "n": node, "c": cluster}
+
+
+def test_nats_permissions():
+    """Each node its own NATS user, allowed only what docs/CLUSTER.md
+    lists (its own lease key, its own subjects to read): the nodes see
+    each other, the member list (JetStream key-value) is written and
+    read, and nats-server reports no permission violation."""
+    if nats_binary() is None:
+        print("# skipped: no nats-server (apt-get install nats-server)")
+        return
+    nats = Nats()
+    conf = os.path.join(nats.dir, "nats.conf")
+    with open(conf, "w") as f:
+        f.write("listen: 127.0.0.1:%d\njetstream { store_dir: %s }\n"
+                "accounts { XMPPD { jetstream: enabled\n users: [ %s, %s ] } }\n"
+                % (nats.port, os.path.join(nats.dir, "js"), nats_user("n1"),
+                   nats_user("n2")))
+    log = open(os.path.join(nats.dir, "nats.log"), "ab")
+    nats.proc = subprocess.Popen([nats_binary(), "-c", conf, "-D"],
+                                 stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    log.close()
+    wait_for(nats._listening, what="nats-server listening")
+    secret = secret_file()
+    nodes = []
+    try:
+        for name in ("n1", "n2"):
+            pwf = os.path.join(nats.dir, name + ".pw")
+            with open(pwf, "w") as f:
+                f.write("pw-%s\n" % name)
+            os.chmod(pwf, 0o600)
+            s = node(name, nats, secret)
+            s.overrides["cluster.user"] = "xmppd-" + name
+            s.overrides["cluster.password_file"] = pwf
+            nodes.append(s)
+            s.start()
+        n1, n2 = nodes
+        check_two_up(n1, n2)
+        wait_for(lambda: cluster(n1).get("members") == ["n1", "n2"] and
+                 cluster(n2).get("members") == ["n1", "n2"], timeout=20,
+                 what="the member list written and read by both")
+        time.sleep(2 * HEARTBEAT)
+        with open(os.path.join(nats.dir, "nats.log")) as f:
+            violations = [l for l in f if "Permissions Violation" in l]
+        assert not violations, violations[:5]
+        for s in nodes:
+            kv = [l for l in s.log_text().splitlines()
+                  if "key-value" in l and "has one replica" not in l]
+            assert not kv, kv[:5]
+    except BaseException:
+        for s in nodes:
+            print("---- %s log (%s) ----" % (s.overrides["cluster.node"], s.log))
+            print(s.log_text()[-5000:])
+        raise
+    finally:
+        for s in nodes:
+            s.stop()
+        nats.close()
+        os.unlink(secret)
+    for s in nodes:
+        s.check_stderr()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    tests = [test_no_cluster, test_two_nodes]
+    tests = [test_no_cluster, test_two_nodes, test_nats_permissions]
     if len(sys.argv) > 1:
         tests = [t for t in tests if t.__name__ in sys.argv[1:]]
     run_tests(tests)
