@@ -151,14 +151,17 @@ def both_up(a, b):
             sees(a, "n2", "up") and sees(b, "n1", "up"))
 
 
-def nats_publish(nats, subject, payloads):
+def nats_publish(nats, subject, payloads, user=None, password=None):
     """Publish raw payloads on subject with the plain NATS text protocol
     (no client library): CONNECT, PUB..., PING, wait for PONG."""
     sock = socket.create_connection(("127.0.0.1", nats.port), timeout=5)
     try:
         f = sock.makefile("rb")
         assert f.readline().startswith(b"INFO "), "no INFO from nats-server"
-        out = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+        auth = {"verbose": False, "pedantic": False}
+        if user is not None:
+            auth.update(user=user, **{"pass": password})
+        out = b"CONNECT " + json.dumps(auth).encode() + b"\r\n"
         for p in payloads:
             out += b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(p), p)
         sock.sendall(out + b"PING\r\n")
@@ -314,6 +317,29 @@ def check_replays(nats, n1, secret, rec):
     wait_for(lambda: hb_refused(n1) == before + 2, timeout=5,
              what="the old stamp refused")
     assert node_of(cluster(n1), "n7") is None
+
+
+def check_sync_rate(nats, n1, secret):
+    """Review 15 C10: five snapshot requests (P.sync, signed) from one
+    asker within a moment get one snapshot at once and one more after
+    cluster.sync_interval (2 s), not five."""
+    snaps = Recorder(nats, "xmppd.xmppd.snap.n6")
+    try:
+        time.sleep(0.2)         # the subscription is in place
+        subj = "xmppd.xmppd.sync.n1"
+        run = int(time.time() * 1e6)
+        nats_publish(nats, subj, [signed(secret, subj, b"n6", node=b"n6",
+                                         run=run, seq=k + 1)
+                                  for k in range(5)])
+        wait_for(lambda: len(snaps.msgs) >= 1, timeout=3, what="a snapshot")
+        time.sleep(1.0)
+        assert len(snaps.msgs) == 1, len(snaps.msgs)
+        wait_for(lambda: len(snaps.msgs) >= 2, timeout=3,
+                 what="the second, after the interval")
+        time.sleep(2.5)
+        assert len(snaps.msgs) == 2, len(snaps.msgs)
+    finally:
+        snaps.close()
 
 
 def check_old_farewell(nats, n1, secret, rec):
@@ -497,6 +523,7 @@ def test_two_nodes():
         check_foreign_heartbeats(nats, n1, secret)
         rec = Recorder(nats, "xmppd.xmppd.hb")
         check_replays(nats, n1, secret, rec)
+        check_sync_rate(nats, n1, secret)
         rec.close()     # the NATS restart below would cut it
         c = Client(n2.port)
         c.login("alice", PW, "r1")
@@ -560,7 +587,9 @@ def test_nats_permissions():
     """Each node its own NATS user, allowed only what docs/CLUSTER.md
     lists (its own lease key, its own subjects to read): the nodes see
     each other, the member list (JetStream key-value) is written and
-    read, and nats-server reports no permission violation."""
+    read, and nats-server reports no permission violation.  Then an
+    unsigned member list put in the bucket is refused (review 15
+    C10)."""
     if nats_binary() is None:
         print("# skipped: no nats-server (apt-get install nats-server)")
         return
@@ -599,10 +628,27 @@ def test_nats_permissions():
         with open(os.path.join(nats.dir, "nats.log")) as f:
             violations = [l for l in f if "Permissions Violation" in l]
         assert not violations, violations[:5]
+        kv_lines = {s: [l for l in s.log_text().splitlines()
+                        if "key-value" in l and "has one replica" not in l]
+                    for s in nodes}
         for s in nodes:
-            kv = [l for l in s.log_text().splitlines()
-                  if "key-value" in l and "has one replica" not in l]
-            assert not kv, kv[:5]
+            assert not kv_lines[s], kv_lines[s][:5]
+        # an unsigned member list put in the bucket (by a NATS user
+        # allowed to: n2's credentials, without the secret): refused by
+        # both with a log line, the list stays, the coordinator (n1)
+        # writes its own over it
+        epochs = n1.log_text().count("cluster: members epoch")
+        nats_publish(nats, "$KV.xmppd_xmppd.members",
+                     [b"epoch 99\nn9 0000000000000009\n"],
+                     user="xmppd-n2", password="pw-n2")
+        for s in nodes:
+            wait_for(lambda: "key-value members in xmppd_xmppd refused: "
+                     "not signed" in s.log_text(), timeout=5,
+                     what="the forged list refused")
+        wait_for(lambda: n1.log_text().count("cluster: members epoch") > epochs,
+                 timeout=5, what="the coordinator's list written again")
+        for s in nodes:
+            assert cluster(s).get("members") == ["n1", "n2"], cluster(s)
     except BaseException:
         for s in nodes:
             print("---- %s log (%s) ----" % (s.overrides["cluster.node"], s.log))
