@@ -22,6 +22,7 @@
  * debug; anything else fatal exits 1 and the master respawns us.
  */
 #include "bridge_int.h"
+#include "fence.h"
 #include "secret.h"
 #include "log.h"
 #include "util.h"
@@ -46,6 +47,7 @@
 				       link events */
 #define BRIDGE_LOG_EVERY_MS 10000   /* rate of repeated error lines */
 #define BRIDGE_STOP_WAIT_MS 1500    /* drain before we close anyway */
+#define BRIDGE_FORGET_EVERY_MS 10000    /* a look for entries to free */
 
 /* What libnats threads hand to the main thread.  Full: dropped and
  * counted (heartbeats repeat; link events are re-read from
@@ -355,6 +357,8 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 	b->now_ms = time_now_ms();
 	while (b->incarnation == 0)
 		randombytes_buf(&b->incarnation, sizeof(b->incarnation));
+	b->run = fence_wall_us();
+	fence_init(&b->fence, (int64_t)b->cfg->cluster_clock_skew);
 	snprintf(b->node, sizeof(b->node), "%.32s", b->cl->nodes[0].name);
 	snprintf(b->cluster, sizeof(b->cluster), "%.32s", b->cl->name);
 	b->interval_ms = b->cfg->cluster_heartbeat_interval;
@@ -428,25 +432,52 @@ static void bridge_publish_hb(struct bridge *b, int leaving)
 	bridge_publish(b, b->subj_hb, wire, sizeof(wire));
 }
 
+/* payload | replay stamp (fence.h) | MAC of subject, payload, stamp */
 natsStatus bridge_publish(struct bridge *b, const char *subject,
 			  const void *data, size_t len)
 {
-	unsigned char *m = malloc(len + SECRET_MAC_BYTES);
+	struct fence_stamp st = {
+		.run = b->run, .seq = ++b->pub_seq, .sent_ms = fence_wall_ms(),
+	};
+	unsigned char *m = malloc(len + FENCE_TRAILER_MAX + SECRET_MAC_BYTES);
 	natsStatus s = NATS_NO_MEMORY;
+	size_t n = 0;
 	if (m != NULL) {
+		memcpy(st.node, b->node, sizeof(st.node) - 1);
 		memcpy(m, data, len);
-		if (secret_cluster_mac(subject, data, len, m + len) < 0)
+		n = len + fence_put(m + len, &st);
+		if (secret_cluster_mac(subject, m, n, m + n) < 0)
 			s = NATS_ERR;   /* no key: the master always sets it */
 		else
 			s = natsConnection_Publish(b->nc, subject, m,
-						   (int)(len + SECRET_MAC_BYTES));
+						   (int)(n + SECRET_MAC_BYTES));
 		free(m);
 	}
 	if (s == NATS_OK) {
 		METRIC_INC(b->cl->msgs_out);
-		METRIC_ADD(b->cl->bytes_out, len + SECRET_MAC_BYTES);
+		METRIC_ADD(b->cl->bytes_out, n + SECRET_MAC_BYTES);
 	}
 	return s;
+}
+
+int bridge_open(struct bridge *b, const char *subject, const void *msg,
+		size_t len, size_t *payload_r, struct fence_stamp *st,
+		const char **error_r)
+{
+	size_t signed_len;
+	/* the MAC first: only a node of the cluster moves the fence */
+	if (secret_cluster_check(subject, msg, len, &signed_len) < 0) {
+		*error_r = "not signed with cluster.secret_file's key";
+		return -1;
+	}
+	if (fence_take(msg, signed_len, st, payload_r, error_r) < 0)
+		return -1;
+	enum fence_verdict v = fence_check(&b->fence, st, fence_wall_ms());
+	if (v != FENCE_OK) {
+		*error_r = fence_verdict_text(v);
+		return -1;
+	}
+	return 0;
 }
 
 static int bridge_rate_ok(struct bridge *b, int64_t *last_ms)
@@ -507,19 +538,31 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 	unsigned idx;
 
 	size_t plen = 0;
+	struct fence_stamp st;
+	int replay = 0;
+	memset(&st, 0, sizeof(st));
 	METRIC_INC(b->cl->msgs_in);
 	METRIC_ADD(b->cl->bytes_in, e->len);
 	if (e->len > BRIDGE_EV_DATA)
 		error = "too long";
-	else if (secret_cluster_check(b->subj_hb, e->data, e->len, &plen) < 0)
-		error = "not signed with cluster.secret_file's key";
-	else if (cluster_hb_parse(e->data, plen, &hb, &error) == 0)
+	else if (bridge_open(b, b->subj_hb, e->data, e->len, &plen, &st,
+			     &error) < 0)
+		replay = st.node[0] != '\0';   /* signed: the fence's */
+	else if (cluster_hb_parse(e->data, plen, &hb, &error) < 0)
+		;
+	else if (strcmp(hb.node, st.node) != 0)
+		error = "sent by another node than the one it names";
+	else
 		error = NULL;
 	if (error != NULL) {
 		METRIC_INC(b->cl->heartbeats_bad);
-		if (bridge_rate_ok(b, &b->bad_logged_ms))
-			log_warn("cluster: heartbeat refused (%u bytes): %s",
-				 e->len, error);
+		/* a replay has a log line of its own: it is the sign that
+		 * someone on NATS records and replays */
+		if (bridge_rate_ok(b, replay ? &b->replay_logged_ms :
+				   &b->bad_logged_ms))
+			log_warn("cluster: heartbeat refused (%u bytes%s%s): %s",
+				 e->len, st.node[0] ? " from " : "", st.node,
+				 error);
 		return;
 	}
 	METRIC_INC(b->cl->heartbeats_in);
@@ -553,6 +596,22 @@ static void bridge_changed(unsigned index, enum cluster_event ev,
 			 "longer than cluster.node_timeout", n->name);
 }
 
+static int bridge_in_use(unsigned index, void *ctx)
+{
+	return bridge_route_refers(ctx, index);
+}
+
+static void bridge_forgotten(unsigned index, enum cluster_event ev,
+			     const struct ipc_cluster_node *n, int64_t age_ms,
+			     void *ctx)
+{
+	(void)ev;
+	log_info("node %s forgotten: not heard for %llds (cluster."
+		 "node_forget); its place in the node table is free",
+		 n->name, (long long)(age_ms / 1000));
+	bridge_route_forgot(ctx, index);
+}
+
 /* The link's state from libnats itself, each tick: a connection event
  * lost to a full ring must not leave us believing the link down (no
  * heartbeats: the others would mark us down) or up. */
@@ -584,6 +643,12 @@ static void bridge_tick(struct bridge *b)
 			   b->timeout_ms, lost, bridge_changed,
 			   b);
 	bridge_route_tick(b);
+	if (b->now_ms >= b->next_forget_ms) {
+		b->next_forget_ms = b->now_ms + BRIDGE_FORGET_EVERY_MS;
+		cluster_table_forget(b->cl, b->now_ms,
+				     b->cfg->cluster_node_forget,
+				     bridge_in_use, bridge_forgotten, b);
+	}
 	if (b->now_ms >= b->next_hb_ms && !b->stopping) {
 		bridge_publish_hb(b, 0);
 		b->next_hb_ms = b->now_ms +

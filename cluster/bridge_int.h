@@ -9,6 +9,7 @@
 
 #include "cluster.h"
 #include "directory.h"
+#include "fence.h"
 #include "xfer.h"
 #include "../shm/cluster.h"
 #include "../worker/worker.h"
@@ -71,6 +72,9 @@ struct bridge {
 	struct queue *q;
 	int channel, dead_fd, epfd;
 	uint64_t incarnation;       /* random, per bridge start */
+	uint64_t run;               /* our start, wall-clock µs (fence.h) */
+	uint64_t pub_seq;           /* messages published, the last's seq */
+	struct fence fence;         /* the other nodes' runs and windows */
 	/* who we are and our timing, fixed for this bridge's life: the
 	 * names as the master put them in the node table at its start (a
 	 * reload's new cluster.* values are restart-only and must not
@@ -86,6 +90,8 @@ struct bridge {
 	int64_t now_ms;
 	int64_t next_hb_ms;         /* our next heartbeat */
 	int64_t claim_logged_ms, full_logged_ms, bad_logged_ms;
+	int64_t replay_logged_ms;   /* refusals by the fence, logged apart */
+	int64_t next_forget_ms;     /* next look for entries to free */
 	uint64_t frames_dropped;    /* frames from workers not sent on */
 	/* bridge_route.c */
 	char prefix[64];            /* xmppd.<cluster> */
@@ -122,6 +128,14 @@ struct bridge {
 						   send (one per heartbeat) */
 	int64_t reann_done_ms[IPC_MAX_NODES];   /* our last re-announce
 						   asked by it */
+	/* who asked us for a snapshot (P.sync), by name: it may not be in
+	 * the node table yet; one answer each cluster.sync_interval */
+	struct route_asker {
+		char node[CLUSTER_NAME_MAX + 1];
+		int64_t answered_ms;
+		uint8_t due;        /* asked again inside the interval */
+	} askers[IPC_MAX_NODES];
+	unsigned askers_due;
 	int queue_waiting;          /* frames for workers still in the outbox */
 	int64_t started_ms;         /* this bridge's start */
 	struct route_held *held_head, *held_tail;   /* frames for nodes
@@ -134,6 +148,13 @@ struct bridge {
 /* Publish data on subject with the cluster's MAC (lib/secret.h). */
 natsStatus bridge_publish(struct bridge *b, const char *subject,
 			  const void *data, size_t len);
+/* A message as received on subject: signed with the cluster's key and
+ * not a replay (fence.h).  0 with the payload's length and the
+ * sender's stamp; -1 with a static reason (counted and logged by the
+ * caller). */
+int bridge_open(struct bridge *b, const char *subject, const void *msg,
+		size_t len, size_t *payload_r, struct fence_stamp *st,
+		const char **error_r);
 void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
 		   void *closure);
 
@@ -163,5 +184,10 @@ uint32_t bridge_route_count(const struct bridge *b);
 uint64_t bridge_route_digest(const struct bridge *b);
 uint64_t bridge_route_seq(const struct bridge *b);
 void bridge_route_stop(struct bridge *b);
+/* Does anything of ours still name node table entry idx (its sessions
+ * in the table, frames kept, being settled, held or waiting)? */
+int bridge_route_refers(const struct bridge *b, unsigned idx);
+/* Entry idx was freed: what we kept by its index goes. */
+void bridge_route_forgot(struct bridge *b, unsigned idx);
 
 #endif

@@ -50,6 +50,8 @@
 #define ROUTE_LOG_EVERY_MS 5000
 #define ROUTE_REANN_ASKS 3          /* re-announce requests after a heal */
 #define ROUTE_REANN_QUIET_MS 10000  /* one re-announce per asker in this */
+#define ROUTE_SNAP_SLACK 1024       /* sessions a snapshot may hold beyond
+				       the count its heartbeat announced */
 
 static int64_t route_logged_ms;
 
@@ -324,24 +326,76 @@ static int route_snap_part(void *ctx, const void *part, size_t len)
 	return 0;
 }
 
-/* Someone asks for our sessions (payload: its node name). */
-static void route_sync_asked(struct bridge *b, const char *data, int len)
+static void route_snapshot_to(struct bridge *b, const char *name)
+{
+	struct route_snap s = { .b = b };
+	route_scan(b);          /* what is pending goes first */
+	route_subject(b, s.subject, sizeof(s.subject), "snap", name);
+	if (dir_local_snapshot(&b->dir, ROUTE_SNAP_PART, route_snap_part,
+			       &s) < 0 && route_log_ok(b))
+		log_error("cluster: snapshot for %s failed", name);
+}
+
+/* The asker's place: its own, a free one, else the one answered least
+ * lately (only nodes of the cluster can sign a request). */
+static struct route_asker *route_asker(struct bridge *b, const char *name)
+{
+	struct route_asker *old = &b->askers[0];
+	for (unsigned i = 0; i < IPC_MAX_NODES; i++) {
+		struct route_asker *a = &b->askers[i];
+		if (strcmp(a->node, name) == 0)
+			return a;
+		if (a->node[0] == '\0' || a->answered_ms < old->answered_ms)
+			old = a;
+	}
+	if (old->due)
+		b->askers_due--;
+	memset(old, 0, sizeof(*old));
+	snprintf(old->node, sizeof(old->node), "%s", name);
+	return old;
+}
+
+/* Someone asks for our sessions (payload: its node name, which must be
+ * the sender's).  A full snapshot costs us the whole directory: one a
+ * cluster.sync_interval per asker (review 15 C10), a request inside it
+ * answered when it ends (route_askers_due). */
+static void route_sync_asked(struct bridge *b, const char *data, int len,
+			     const struct fence_stamp *st)
 {
 	char name[DIR_NODE_MAX + 1];
-	struct route_snap s = { .b = b };
 	if (len <= 0 || len > DIR_NODE_MAX)
 		return;
 	memcpy(name, data, (size_t)len);
 	name[len] = '\0';
 	/* answered even before its heartbeat reached us: it heard ours */
 	if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-		   "0123456789-_") != (size_t)len)
+		   "0123456789-_") != (size_t)len || strcmp(name, st->node) != 0)
 		return;
-	route_scan(b);          /* what is pending goes first */
-	route_subject(b, s.subject, sizeof(s.subject), "snap", name);
-	if (dir_local_snapshot(&b->dir, ROUTE_SNAP_PART, route_snap_part,
-			       &s) < 0 && route_log_ok(b))
-		log_error("cluster: snapshot for %s failed", name);
+	struct route_asker *a = route_asker(b, name);
+	if (a->answered_ms != 0 && b->now_ms - a->answered_ms <
+	    (int64_t)b->cfg->cluster_sync_interval) {
+		if (!a->due)
+			b->askers_due++;
+		a->due = 1;
+		return;
+	}
+	a->answered_ms = b->now_ms;
+	route_snapshot_to(b, name);
+}
+
+/* The requests that came inside their interval, once it ended. */
+static void route_askers_due(struct bridge *b)
+{
+	for (unsigned i = 0; i < IPC_MAX_NODES && b->askers_due > 0; i++) {
+		struct route_asker *a = &b->askers[i];
+		if (!a->due || b->now_ms - a->answered_ms <
+		    (int64_t)b->cfg->cluster_sync_interval)
+			continue;
+		a->due = 0;
+		b->askers_due--;
+		a->answered_ms = b->now_ms;
+		route_snapshot_to(b, a->node);
+	}
 }
 
 /* ---- their sessions --------------------------------------------------- */
@@ -532,6 +586,16 @@ static void route_reannounce(struct bridge *b, unsigned idx)
 		route_to_worker(b, w, IPC_FRAME_REANNOUNCE, 0, 0, NULL, 0);
 }
 
+/* The sessions a snapshot of a node may hold: what its heartbeat
+ * announced, with room for those that logged in since (a quarter more
+ * and ROUTE_SNAP_SLACK), and never more than cluster.snapshot_max. */
+static uint32_t route_snap_bound(const struct bridge *b, uint64_t announced)
+{
+	uint64_t max = b->cfg->cluster_snapshot_max;
+	uint64_t bound = announced + announced / 4 + ROUTE_SNAP_SLACK;
+	return (uint32_t)(bound < max ? bound : max);
+}
+
 void bridge_route_heard(struct bridge *b, unsigned idx,
 			enum cluster_event ev, const struct cluster_hb *hb)
 {
@@ -591,6 +655,7 @@ void bridge_route_heard(struct bridge *b, unsigned idx,
 			      b->cl->nodes[idx].name);
 		route_publish(b, subject, self, strlen(self));
 	}
+	dir_peer_bound(p, route_snap_bound(b, hb->sessions));
 	enum dir_action act = dir_peer_heartbeat(p, route_ops(b),
 						 hb->incarnation, hb->dir_seq,
 						 (uint32_t)hb->sessions,
@@ -1038,7 +1103,8 @@ static void route_frames(struct bridge *b, const void *data, size_t len)
 
 /* A node that had lost us asks for our users' presence again: now if
  * its sessions are in our table, else after its snapshot. */
-static void route_reann_asked(struct bridge *b, const char *data, int len)
+static void route_reann_asked(struct bridge *b, const char *data, int len,
+			      const struct fence_stamp *st)
 {
 	char name[DIR_NODE_MAX + 1];
 	unsigned idx;
@@ -1046,7 +1112,7 @@ static void route_reann_asked(struct bridge *b, const char *data, int len)
 		return;
 	memcpy(name, data, (size_t)len);
 	name[len] = '\0';
-	if ((idx = route_node(b, name)) == 0)
+	if (strcmp(name, st->node) != 0 || (idx = route_node(b, name)) == 0)
 		return;
 	/* the asker repeats its request: one re-announce is enough */
 	if (b->reann_done_ms[idx] != 0 &&
@@ -1072,18 +1138,23 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 {
 	const char *data = natsMsg_GetData(msg);
 	int raw = natsMsg_GetDataLength(msg);
-	size_t plen;
+	const char *error = "empty";
+	struct fence_stamp st;
+	size_t plen = 0;
 	METRIC_INC(b->cl->msgs_in);
 	METRIC_ADD(b->cl->bytes_in, raw > 0 ? (uint64_t)raw : 0);
-	/* anything not made with the cluster's secret is not ours */
+	/* anything not made with the cluster's secret is not ours, a copy
+	 * of something we took already is not news */
+	memset(&st, 0, sizeof(st));
 	if (raw <= 0 || data == NULL ||
-	    secret_cluster_check(natsMsg_GetSubject(msg), data, (size_t)raw,
-				 &plen) < 0 || plen == 0) {
+	    bridge_open(b, natsMsg_GetSubject(msg), data, (size_t)raw, &plen,
+			&st, &error) < 0 || plen == 0) {
 		METRIC_INC(b->cl->msgs_refused);
 		if (route_log_ok(b))
-			log_warn("cluster: message on %s refused: not signed "
-				 "with cluster.secret_file's key",
-				 natsMsg_GetSubject(msg));
+			log_warn("cluster: message on %s%s%s refused: %s",
+				 natsMsg_GetSubject(msg),
+				 st.node[0] ? " from " : "", st.node,
+				 error);
 		natsMsg_Destroy(msg);
 		return;
 	}
@@ -1094,10 +1165,10 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 		route_dir_batch(b, data, (size_t)len);
 		break;
 	case BRIDGE_SUBJ_SYNC:
-		route_sync_asked(b, data, len);
+		route_sync_asked(b, data, len, &st);
 		break;
 	case BRIDGE_SUBJ_REANN:
-		route_reann_asked(b, data, len);
+		route_reann_asked(b, data, len, &st);
 		break;
 	case BRIDGE_SUBJ_FRAMES:
 	case BRIDGE_SUBJ_ACK:
@@ -1150,6 +1221,8 @@ void bridge_route_tick(struct bridge *b)
 		route_release(b);
 	if (b->later_head != NULL)
 		route_later_flush(b);
+	if (b->askers_due > 0)
+		route_askers_due(b);
 	route_settle_flush(b);
 	xfer_flush(&b->xfer, b->now_ms);
 }
@@ -1167,6 +1240,59 @@ uint64_t bridge_route_digest(const struct bridge *b)
 uint64_t bridge_route_seq(const struct bridge *b)
 {
 	return b->dir.seq;
+}
+
+/* ---- node-table entries freed (review 15 C10) --------------------------- */
+
+static int route_session_of(const struct session_info *info, void *ctx)
+{
+	return info->node == *(const unsigned *)ctx;
+}
+
+int bridge_route_refers(const struct bridge *b, unsigned idx)
+{
+	if (b->xfer.peers[idx].known || b->xfer.peers[idx].out.bytes != 0 ||
+	    b->unsettled[idx] != 0 || dir_peer_count(&b->peers[idx]) != 0 ||
+	    b->peers[idx].syncing)
+		return 1;
+	for (unsigned w = 0; w < IPC_MAX_SLOTS; w++) {
+		const struct route_fifo *f = &b->fifo[w];
+		for (size_t i = 0; i < f->n; i++)
+			if (f->v[(f->head + i) % f->cap].node == idx)
+				return 1;
+	}
+	for (const struct route_held *h = b->held_head; h != NULL; h = h->next)
+		if (h->len >= sizeof(struct ipc_frame_header) &&
+		    ((const struct ipc_frame_header *)(const void *)
+		     h->frame)->node == idx)
+			return 1;
+	for (const struct route_later *l = b->later_head; l != NULL;
+	     l = l->next)
+		if (l->node == idx)
+			return 1;
+	/* the session table last: one pass over it */
+	return shm_session_foreach(b->shm->sessions, route_session_of,
+				   &idx) != 0;
+}
+
+void bridge_route_forgot(struct bridge *b, unsigned idx)
+{
+	struct xfer_peer *x = &b->xfer.peers[idx];
+	/* what we knew of that node's run, so the next node given this
+	 * place starts as a stranger (its incarnation differs, so xfer
+	 * and the directory take it as a new run anyway) */
+	b->peer_run[idx] = 0;
+	b->peer_lost[idx] = 0;
+	b->settle_due[idx] = 0;
+	b->reann_due[idx] = 0;
+	b->reann_ask[idx] = 0;
+	b->reann_done_ms[idx] = 0;
+	b->asked_ms[idx] = 0;
+	b->peers[idx].incarnation = 0;
+	b->peers[idx].snapshots = 0;
+	b->peers[idx].snaps_dropped = 0;
+	x->batches_out = x->batches_in = x->resent = x->dups = 0;
+	x->gaps = x->refused = x->frames_out = x->frames_in = 0;
 }
 
 static void route_subscribe(struct bridge *b, enum bridge_subject subj,
@@ -1205,8 +1331,10 @@ void bridge_route_init(struct bridge *b)
 		 b->cfg->cluster_name);
 	if (dir_local_init(&b->dir, b->cfg->cluster_node, b->incarnation) < 0)
 		log_fatal("cluster: out of memory");
-	for (unsigned i = 0; i < IPC_MAX_NODES; i++)
+	for (unsigned i = 0; i < IPC_MAX_NODES; i++) {
 		dir_peer_init(&b->peers[i], i, ROUTE_HELD_MAX);
+		dir_peer_bound(&b->peers[i], b->cfg->cluster_snapshot_max);
+	}
 	xfer_init(&b->xfer, b->cfg->cluster_node, b->incarnation,
 		  ROUTE_BATCH_MAX, (size_t)b->cfg->cluster_retain_bytes,
 		  ROUTE_RESEND_MS, &ops);

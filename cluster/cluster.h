@@ -108,6 +108,19 @@ unsigned cluster_table_tick(struct ipc_cluster *c, int64_t now_ms,
 			    uint64_t interval_ms, uint64_t timeout_ms,
 			    int link_lost, cluster_change_cb *cb, void *ctx);
 
+/* Review 15 C10: entries of nodes gone for long are freed, or 63 names
+ * heard once would fill the table for good.  An entry DOWN or
+ * INCOMPATIBLE and not heard for forget_ms becomes FREE (name cleared)
+ * when in_use(index, ctx) says nothing refers to it any more (session
+ * records, frames kept or being settled: the bridge knows); forgotten
+ * gets each (may be NULL).  A FREE place is taken again only when the
+ * table is full (cluster_table_heard): an index stays one node's as
+ * long as there is room.  Returns how many were freed. */
+typedef int cluster_in_use_cb(unsigned index, void *ctx);
+unsigned cluster_table_forget(struct ipc_cluster *c, int64_t now_ms,
+			      uint64_t forget_ms, cluster_in_use_cb *in_use,
+			      cluster_change_cb *forgotten, void *ctx);
+
 /* ---- the bridge process (bridge.c, built with libnats) ------------------ */
 
 /* Runs the bridge in its slot; exits 0 after IPC_CMD_QUIT, 2 on a

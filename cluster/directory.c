@@ -197,6 +197,11 @@ void dir_peer_init(struct dir_peer *p, unsigned node, size_t held_max)
 	buf_init(&p->held, 0);
 }
 
+void dir_peer_bound(struct dir_peer *p, uint32_t max_sessions)
+{
+	p->snap_max = max_sessions;
+}
+
 struct each_del {
 	const struct dir_ops *ops;
 	unsigned node;
@@ -463,6 +468,20 @@ static int snapshot_done(struct dir_peer *p, const struct dir_ops *ops,
 	return rc;
 }
 
+/* Past snap_max: what we have of it goes, we stay syncing (asked
+ * again later by the caller), the rest of its parts are ignored. */
+static int snapshot_too_big(struct dir_peer *p, const char **error_r)
+{
+	map_free(p->incoming);
+	p->incoming = NULL;
+	p->next_part = DIR_PART_DROPPED;
+	p->snaps_dropped++;
+	*error_r = "snapshot holds more sessions than its node announced "
+		   "(heartbeat + margin, or cluster.snapshot_max): dropped, "
+		   "asked again later";
+	return -1;
+}
+
 static int snapshot_part(struct dir_peer *p, const struct dir_ops *ops,
 			 struct dir_reader *r, struct arena *a,
 			 enum dir_action *action_r, const char **error_r)
@@ -471,6 +490,8 @@ static int snapshot_part(struct dir_peer *p, const struct dir_ops *ops,
 	int rc;
 	if (!p->syncing || r->hdr.incarnation != p->incarnation)
 		return 0;               /* not asked for, or an old answer */
+	if (p->next_part == DIR_PART_DROPPED && r->hdr.part != 0)
+		return 0;               /* the rest of one we dropped */
 	if (r->hdr.part != p->next_part) {
 		if (r->hdr.part == 0) { /* an answer to a later request */
 			map_free(p->incoming);
@@ -499,6 +520,8 @@ static int snapshot_part(struct dir_peer *p, const struct dir_ops *ops,
 			break;
 		}
 		arena_reset(a);
+		if (p->snap_max != 0 && p->incoming->count > p->snap_max)
+			return snapshot_too_big(p, error_r);
 	}
 	if (rc < 0) {
 		*action_r = ask(p);

@@ -62,12 +62,25 @@ struct dir_peer {
 	uint64_t hb_seq;            /* the seq of its previous heartbeat */
 	unsigned mismatches;        /* heartbeats in a row that disagreed */
 	uint64_t snapshots;         /* snapshots applied (for metrics) */
+	uint32_t snap_max;          /* sessions a snapshot may hold (0: any;
+				       dir_peer_bound) */
+	uint64_t snaps_dropped;     /* snapshots past snap_max */
 };
+
+/* next_part of a snapshot dropped for its size: its other parts are
+ * ignored until a part 0 (the answer to our next request) */
+#define DIR_PART_DROPPED UINT32_MAX
 
 void dir_peer_init(struct dir_peer *p, unsigned node, size_t held_max);
 /* The node is down, or we stop following it: every session of it
  * leaves the table (ops->del each), and nothing is known of it. */
 void dir_peer_forget(struct dir_peer *p, const struct dir_ops *ops);
+/* The most sessions a snapshot of the node may hold (review 15 C10: an
+ * endless snapshot must not grow our memory without bound): one that
+ * passes it is dropped with an error, the node stays "syncing" and
+ * the caller asks again later (not at once: the same answer would
+ * come). */
+void dir_peer_bound(struct dir_peer *p, uint32_t max_sessions);
 /* Its heartbeat: its run, its last event's number, its sessions'
  * count and digest (XOR of dir_rec_digest). */
 enum dir_action dir_peer_heartbeat(struct dir_peer *p,

@@ -20,6 +20,8 @@
  */
 #include "bridge_int.h"
 #include "members.h"
+#include "fence.h"
+#include "secret.h"
 #include "log.h"
 #include "util.h"
 
@@ -43,6 +45,8 @@ struct kv_watch {
 	int64_t changed_ms;         /* our monotonic ms when rev last moved
 				       (or when we first looked) */
 	bool seen;                  /* the key exists */
+	bool has_last;              /* last: the renewal taken last */
+	struct lease_value last;
 };
 
 static struct kv {
@@ -53,11 +57,15 @@ static struct kv {
 	char bucket[64];
 	char lease_key[64];
 	uint64_t incarnation;
-	int64_t timeout_ms, lease_ms, round_ms;
+	int64_t timeout_ms, lease_ms, round_ms, skew_ms;
 	/* the thread's own */
 	jsCtx *js;
 	kvStore *kv;
 	uint64_t lease_rev;         /* our lease key's revision; 0: Put */
+	uint64_t lease_count;       /* our renewals */
+	bool members_bad;           /* the stored list was refused: the
+				       coordinator writes its own again */
+	int64_t refused_logged_ms;
 	struct members cur;         /* the list as last read */
 	uint64_t cur_rev;           /* its revision; 0: no key yet */
 	struct kv_watch watch[KV_WATCH_MAX];
@@ -117,6 +125,59 @@ static int kv_bucket(void)
 	return -1;
 }
 
+/* ---- signed values (members.h "the values as stored") ---------------- */
+
+#define KV_VALUE_MAX (MEMBERS_TEXT_MAX + SECRET_MAC_BYTES)
+
+#define KV_SUBJECT_MAX 160           /* kv.<bucket>.<key> */
+
+static void kv_mac_subject(const char *key, char *out, size_t size)
+{
+	snprintf(out, size, "kv.%s.%s", kv.bucket, key);
+}
+
+/* val then its MAC into out (KV_VALUE_MAX bytes); the length, or -1. */
+static int kv_seal(const char *key, const char *val, int len,
+		   unsigned char *out)
+{
+	char subject[KV_SUBJECT_MAX];
+	if (len < 0 || (size_t)len > MEMBERS_TEXT_MAX)
+		return -1;
+	kv_mac_subject(key, subject, sizeof(subject));
+	memcpy(out, val, (size_t)len);
+	if (secret_cluster_mac(subject, out, (size_t)len, out + len) < 0)
+		return -1;
+	return len + SECRET_MAC_BYTES;
+}
+
+/* A value read: its text's length when the MAC is right, else -1. */
+static int kv_unseal(const char *key, kvEntry *e, const char **text_r,
+		     size_t *len_r)
+{
+	char subject[KV_SUBJECT_MAX];
+	const void *data = kvEntry_Value(e);
+	int len = kvEntry_ValueLen(e);
+	kv_mac_subject(key, subject, sizeof(subject));
+	if (data == NULL || len <= 0 ||
+	    secret_cluster_check(subject, data, (size_t)len, len_r) < 0)
+		return -1;
+	*text_r = data;
+	return 0;
+}
+
+/* One line a KV_LOG_EVERY_MS: what we refused and why. */
+static void kv_refused(const char *key, const char *why)
+{
+	int64_t now = time_now_ms();
+	METRIC_INC(kv.cl->kv_errors);
+	if (kv.refused_logged_ms != 0 &&
+	    now - kv.refused_logged_ms < KV_LOG_EVERY_MS)
+		return;
+	kv.refused_logged_ms = now;
+	log_warn("cluster: key-value %s in %s refused: %s", key, kv.bucket,
+		 why);
+}
+
 /* Our lease: Update on the revision we wrote last (a compare-and-set: a
  * second process with our name shows as a failure), Put when we have
  * none.  The time published is when the renewal was sent, so the
@@ -124,17 +185,24 @@ static int kv_bucket(void)
  * longer than we keep acting. */
 static void kv_renew(void)
 {
-	char val[32];
+	char val[MEMBERS_LEASE_TEXT_MAX];
+	unsigned char sealed[KV_VALUE_MAX];
 	uint64_t rev = 0;
 	int64_t sent = time_now_ms();
 	natsStatus s;
-	int n = snprintf(val, sizeof(val), "%016llx",
-			 (unsigned long long)kv.incarnation);
+	struct lease_value lv = {
+		kv.incarnation, ++kv.lease_count, fence_wall_ms(),
+	};
+	int n = kv_seal(kv.lease_key, val, members_lease_format(&lv, val,
+							       sizeof(val)),
+			sealed);
+	if (n < 0)
+		return;         /* no key: the master always sets it */
 	if (kv.lease_rev != 0)
-		s = kvStore_Update(&rev, kv.kv, kv.lease_key, val, n,
+		s = kvStore_Update(&rev, kv.kv, kv.lease_key, sealed, n,
 				   kv.lease_rev);
 	else
-		s = kvStore_Put(&rev, kv.kv, kv.lease_key, val, n);
+		s = kvStore_Put(&rev, kv.kv, kv.lease_key, sealed, n);
 	if (s != NATS_OK) {
 		kv.lease_rev = 0;
 		kv_fail("lease renewal", s);
@@ -145,28 +213,42 @@ static void kv_renew(void)
 }
 
 /* The member list: 1 read (or absent: an empty list, revision 0), 0 on
- * an error (nothing decided this round). */
+ * an error (nothing decided this round).  A list not signed with the
+ * cluster's key, or older than the one we hold, is refused: we keep
+ * ours, and the coordinator writes its own over it. */
 static int kv_read_members(void)
 {
 	kvEntry *e = NULL;
+	struct members got;
+	const char *text = NULL;
+	size_t len = 0;
 	natsStatus s = kvStore_Get(&e, kv.kv, "members");
 	if (s == NATS_NOT_FOUND) {
 		memset(&kv.cur, 0, sizeof(kv.cur));
 		kv.cur_rev = 0;
+		kv.members_bad = false;
 		return 1;
 	}
 	if (s != NATS_OK) {
 		kv_fail("members read", s);
 		return 0;
 	}
-	kv.cur_rev = kvEntry_Revision(e);
-	if (members_parse(&kv.cur, kvEntry_Value(e),
-			  (size_t)kvEntry_ValueLen(e)) < 0) {
-		/* not ours to judge: the coordinator rewrites it */
-		log_error("cluster: the member list in %s is unreadable",
-			  kv.bucket);
-		memset(&kv.cur, 0, sizeof(kv.cur));
+	uint64_t rev = kvEntry_Revision(e);
+	kv.members_bad = true;
+	if (kv_unseal("members", e, &text, &len) < 0)
+		kv_refused("members", "not signed with cluster.secret_file's "
+			   "key");
+	else if (members_parse(&got, text, len) < 0)
+		kv_refused("members", "unreadable");
+	else if (kv.cur_rev != 0 && got.epoch < kv.cur.epoch)
+		kv_refused("members", "an older epoch than ours (put back)");
+	else {
+		kv.cur = got;
+		kv.members_bad = false;
 	}
+	/* the revision either way: the coordinator's compare-and-set is
+	 * on what is stored */
+	kv.cur_rev = rev;
 	kvEntry_Destroy(e);
 	shm_cluster_write_members(kv.cl, &kv.cur, time_now_ms());
 	return 1;
@@ -185,7 +267,34 @@ static struct kv_watch *kv_watch_of(const char *name)
 	return w;
 }
 
-/* Read one node's lease key; its clock moves when its revision does. */
+/* A lease value written by its node, and a renewal newer than the last
+ * we took (not one put back): its clock may move. */
+static bool kv_lease_taken(struct kv_watch *w, const char *key, kvEntry *e)
+{
+	struct lease_value v;
+	const char *text = NULL;
+	size_t len = 0;
+	if (kv_unseal(key, e, &text, &len) < 0) {
+		kv_refused(key, "not signed with cluster.secret_file's key");
+		return false;
+	}
+	if (members_lease_parse(&v, text, len) < 0) {
+		kv_refused(key, "unreadable");
+		return false;
+	}
+	if (!members_lease_fresh(w->has_last ? &w->last : NULL, &v,
+				 fence_wall_ms(), kv.skew_ms)) {
+		kv_refused(key, "not a new renewal (put back, or sent longer "
+			   "ago than cluster.clock_skew)");
+		return false;
+	}
+	w->last = v;
+	w->has_last = true;
+	return true;
+}
+
+/* Read one node's lease key; its clock moves when its revision does
+ * (with a signed, new renewal in it). */
 static void kv_look(struct kv_watch *w, int64_t now)
 {
 	char key[64];
@@ -201,12 +310,14 @@ static void kv_look(struct kv_watch *w, int64_t now)
 		return;
 	}
 	uint64_t rev = kvEntry_Revision(e);
-	kvEntry_Destroy(e);
 	if (!w->seen || rev != w->rev) {
 		w->rev = rev;
-		w->changed_ms = now;
-		w->seen = true;
+		if (kv_lease_taken(w, key, e)) {
+			w->changed_ms = now;
+			w->seen = true;
+		}
 	}
+	kvEntry_Destroy(e);
 }
 
 /* Every node of the table and every member: their views. */
@@ -266,26 +377,34 @@ static void kv_coordinate(int64_t now)
 	uint64_t rev = 0;
 	natsStatus s;
 	unsigned nv = kv_views(views, now);
+	unsigned char sealed[KV_VALUE_MAX];
 	if (!shm_cluster_owner_ok(kv.cl, time_now_ms(),
 				  (uint64_t)kv.lease_ms) ||
-	    !members_is_coordinator(&kv.cur, views, nv, kv.node) ||
-	    !members_next(&kv.cur, views, nv, now, kv.timeout_ms, kv.lease_ms,
-			  &next))
+	    !members_is_coordinator(&kv.cur, views, nv, kv.node))
 		return;
-	int len = members_format(&next, text, sizeof(text));
+	if (!members_next(&kv.cur, views, nv, now, kv.timeout_ms, kv.lease_ms,
+			  &next)) {
+		if (!kv.members_bad)
+			return;
+		next = kv.cur;  /* ours again over what we refused */
+	}
+	int len = kv_seal("members", text, members_format(&next, text,
+							  sizeof(text)),
+			  sealed);
 	if (len < 0)
 		return;
 	if (kv.cur_rev != 0)
-		s = kvStore_Update(&rev, kv.kv, "members", text, len,
+		s = kvStore_Update(&rev, kv.kv, "members", sealed, len,
 				   kv.cur_rev);
 	else
-		s = kvStore_Create(&rev, kv.kv, "members", text, len);
+		s = kvStore_Create(&rev, kv.kv, "members", sealed, len);
 	if (s != NATS_OK) {
 		kv_fail("members write", s);
 		return;
 	}
 	kv.cur = next;
 	kv.cur_rev = rev;
+	kv.members_bad = false;
 	METRIC_INC(kv.cl->epoch_changes);
 	shm_cluster_write_members(kv.cl, &kv.cur, time_now_ms());
 	kv_log_members(&kv.cur);
@@ -344,6 +463,7 @@ void bridge_kv_start(struct bridge *b)
 	snprintf(kv.lease_key, sizeof(kv.lease_key), "lease.%s", b->node);
 	kv.timeout_ms = (int64_t)b->timeout_ms;
 	kv.lease_ms = (int64_t)b->lease_ms;
+	kv.skew_ms = (int64_t)b->cfg->cluster_clock_skew;
 	kv.round_ms = KV_ROUND_MS;
 	if (kv.round_ms > kv.lease_ms / 3)
 		kv.round_ms = kv.lease_ms / 3;  /* a few tries per lease */

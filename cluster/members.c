@@ -55,6 +55,37 @@ static int parse_u64(const char **p, const char *end, int base, char stop,
 	return 0;
 }
 
+int members_lease_format(const struct lease_value *v, char *out, size_t size)
+{
+	int n = snprintf(out, size, "%016" PRIx64 " %" PRIu64 " %" PRId64
+			 "\n", v->incarnation, v->count, v->sent_ms);
+	return n < 0 || (size_t)n >= size ? -1 : n;
+}
+
+int members_lease_parse(struct lease_value *v, const char *text, size_t len)
+{
+	const char *p = text, *end = text + len;
+	uint64_t sent;
+	memset(v, 0, sizeof(*v));
+	if (parse_u64(&p, end, 16, ' ', &v->incarnation) < 0 ||
+	    parse_u64(&p, end, 10, ' ', &v->count) < 0 ||
+	    parse_u64(&p, end, 10, '\n', &sent) < 0 || p != end ||
+	    sent > (uint64_t)INT64_MAX || v->count == 0)
+		return -1;
+	v->sent_ms = (int64_t)sent;
+	return 0;
+}
+
+bool members_lease_fresh(const struct lease_value *prev,
+			 const struct lease_value *v, int64_t now_ms,
+			 int64_t skew_ms)
+{
+	if (v->sent_ms < now_ms - skew_ms || v->sent_ms > now_ms + skew_ms)
+		return false;
+	return prev == NULL || prev->incarnation != v->incarnation ||
+	       v->count > prev->count;
+}
+
 int members_parse(struct members *ms, const char *text, size_t len)
 {
 	const char *p = text, *end = text + len;

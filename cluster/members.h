@@ -47,6 +47,35 @@ int members_format(const struct members *ms, char *out, size_t size);
 /* Parse a value written by members_format; anything else is -1. */
 int members_parse(struct members *ms, const char *text, size_t len);
 
+/* ---- the values as stored (review 15 C10) ---------------------------
+ * Anyone allowed on the NATS account could write the bucket: every
+ * value ends with the cluster's MAC (lib/secret.h) over "kv.<bucket>.
+ * <key>" and the value (cluster/kv.c), checked before it is read; an
+ * unsigned value is refused with a log line.  A lease value also says
+ * which renewal it is and when it was sent, so a recorded renewal put
+ * back (to keep a dead node "renewing") is refused: one not newer than
+ * the last taken of that run, or sent longer ago than
+ * cluster.clock_skew (the one place two machines' clocks are compared,
+ * with that much slack). */
+#define MEMBERS_LEASE_TEXT_MAX 64
+
+struct lease_value {
+	uint64_t incarnation;       /* the node's bridge run */
+	uint64_t count;             /* renewals by that run, from 1 */
+	int64_t sent_ms;            /* wall clock of the writer */
+};
+
+/* "INCARNATION-HEX COUNT SENT_MS\n"; the length written, or -1. */
+int members_lease_format(const struct lease_value *v, char *out,
+			 size_t size);
+int members_lease_parse(struct lease_value *v, const char *text,
+			size_t len);
+/* A renewal to take: prev (NULL: none taken yet) is the last taken of
+ * that key; now_ms our wall clock. */
+bool members_lease_fresh(const struct lease_value *prev,
+			 const struct lease_value *v, int64_t now_ms,
+			 int64_t skew_ms);
+
 /* Index of name in ms, or -1. */
 int members_find(const struct members *ms, const char *name);
 /* Add (or update the run of) / remove a member; keeps the order.  0, or

@@ -5,12 +5,14 @@
  * ipc_cluster (the bridge is the single writer; each entry is written
  * inside shm_cluster_write_begin/end), so the unit tests drive them
  * with a private struct and a fake clock.
- * Failure policy: nothing fails; a 65th node is not added (FULL).
+ * Failure policy: nothing fails; a 65th node is not added (FULL) unless
+ * the entry of a node gone for cluster.node_forget was freed.
  */
 #include "cluster.h"
 #include "../shm/cluster.h"
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +34,15 @@ static int table_find(const struct ipc_cluster *c, const char *name)
 	uint32_t n = atomic_load_explicit(&c->nnodes, memory_order_relaxed);
 	for (uint32_t i = 1; i < n && i < IPC_MAX_NODES; i++)
 		if (strcmp(c->nodes[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A FREE entry (cluster_table_forget), or -1. */
+static int table_free_place(const struct ipc_cluster *c)
+{
+	for (uint32_t i = 1; i < IPC_MAX_NODES; i++)
+		if (c->nodes[i].state == IPC_NODE_FREE)
 			return (int)i;
 	return -1;
 }
@@ -105,15 +116,20 @@ enum cluster_event cluster_table_heard(struct ipc_cluster *c,
 	if (i < 0) {
 		uint32_t n = atomic_load_explicit(&c->nnodes,
 						  memory_order_relaxed);
-		if (n >= IPC_MAX_NODES)
+		int freed = n >= IPC_MAX_NODES ? table_free_place(c) : -1;
+		if (n >= IPC_MAX_NODES && freed < 0)
 			return CLUSTER_EV_FULL;
+		if (freed > 0)
+			n = (uint32_t)freed;
 		uint32_t state = table_compatible(c, hb) ?
 			((hb->flags & CLUSTER_HB_F_LEAVING) ? IPC_NODE_DOWN :
 			 IPC_NODE_UP) : IPC_NODE_INCOMPATIBLE;
 		table_write(&c->nodes[n], hb, state, now_ms, 0);
 		/* published after the entry: a reader of nnodes sees it
 		 * whole (its seq is even again) */
-		atomic_store_explicit(&c->nnodes, n + 1, memory_order_release);
+		if (freed < 0)
+			atomic_store_explicit(&c->nnodes, n + 1,
+					      memory_order_release);
 		*index_r = n;
 		if (state == IPC_NODE_INCOMPATIBLE)
 			return CLUSTER_EV_INCOMPATIBLE;
@@ -157,4 +173,31 @@ unsigned cluster_table_tick(struct ipc_cluster *c, int64_t now_ms,
 			cb(i, ev, n, age, ctx);
 	}
 	return changed;
+}
+
+unsigned cluster_table_forget(struct ipc_cluster *c, int64_t now_ms,
+			      uint64_t forget_ms, cluster_in_use_cb *in_use,
+			      cluster_change_cb *forgotten, void *ctx)
+{
+	uint32_t nn = atomic_load_explicit(&c->nnodes, memory_order_relaxed);
+	unsigned freed = 0;
+	for (uint32_t i = 1; i < nn && i < IPC_MAX_NODES; i++) {
+		struct ipc_cluster_node *n = &c->nodes[i];
+		int64_t age = now_ms - n->last_hb_ms;
+		if ((n->state != IPC_NODE_DOWN &&
+		     n->state != IPC_NODE_INCOMPATIBLE) ||
+		    age < (int64_t)forget_ms ||
+		    (in_use != NULL && in_use(i, ctx)))
+			continue;
+		if (forgotten != NULL)
+			forgotten(i, CLUSTER_EV_NONE, n, age, ctx);
+		shm_cluster_write_begin(n);
+		/* every field but the seqlock: a reader sees a FREE entry
+		 * with no name, never half of the old node */
+		memset((char *)n + offsetof(struct ipc_cluster_node, state), 0,
+		       sizeof(*n) - offsetof(struct ipc_cluster_node, state));
+		shm_cluster_write_end(n);
+		freed++;
+	}
+	return freed;
 }

@@ -34,6 +34,7 @@ CFLAGS_ALL="-std=gnu11 -g -O1 -D_GNU_SOURCE $WARN $SAN -I$top -I$top/lib -I$top/
 LIB_SRCS="lib/log.c lib/util.c lib/arena.c lib/buf.c lib/config.c
 	lib/base64.c lib/scram.c lib/hmac.c lib/jid.c lib/cidr.c lib/compcfg.c
 	lib/hostport.c lib/secret.c cluster/dirwire.c cluster/relay.c
+	cluster/fence.c
 	cluster/directory.c cluster/members.c
 	shm/frame.c shm/queue.c shm/metrics.c shm/shm.c shm/session.c
 	shm/addr.c shm/throttle.c shm/smstore.c shm/smwire.c shm/caps.c

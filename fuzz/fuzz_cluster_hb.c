@@ -8,10 +8,13 @@
  *    non-zero incarnation and a worker count a node can have;
  *  - whatever arrives, the table keeps its shape: entry 0 is us (SELF,
  *    our name), entries 1..nnodes-1 have distinct non-empty names and a
- *    known state, nnodes never passes IPC_MAX_NODES, and a tick only
- *    moves UP/SUSPECT nodes.
+ *    known state (or are FREE with no name), nnodes never passes
+ *    IPC_MAX_NODES, a tick only moves UP/SUSPECT nodes, and forgetting
+ *    (cluster.node_forget) frees only DOWN/INCOMPATIBLE ones.
  * Input: records, each one op byte then its bytes.  op < 0x40: a tick,
- * the clock advancing op * 50 ms, our link lost when op is odd.  op >=
+ * the clock advancing op * 50 ms, our link lost when op is odd; then,
+ * when op & 2, entries silent for FUZZ_FORGET are forgotten (those
+ * with an index divisible by 3 count as still in use).  op >=
  * 0x40: a message of CLUSTER_HB_SIZE bytes (op >= 0x48) or of
  * (op - 0x40) * 13 bytes (0..91), or what is left of the input.
  */
@@ -25,6 +28,7 @@
 #define FUZZ_INTERVAL 1000
 #define FUZZ_TIMEOUT 3000
 #define FUZZ_SELF_INC 0x5e1f5e1f5e1f5e1full
+#define FUZZ_FORGET 6000
 
 static struct ipc_cluster fuzz_cl;
 
@@ -78,6 +82,10 @@ static void check_table(void)
 		   strcmp(fuzz_cl.nodes[0].name, "self") == 0, "entry 0");
 	for (uint32_t i = 1; i < n; i++) {
 		const struct ipc_cluster_node *e = &fuzz_cl.nodes[i];
+		if (e->state == IPC_NODE_FREE) {
+			FUZZ_CHECK(e->name[0] == '\0', "free entry %u named", i);
+			continue;
+		}
 		FUZZ_CHECK(e->state >= IPC_NODE_UP &&
 			   e->state < IPC_NODE_STATE_MAX, "state %u", e->state);
 		FUZZ_CHECK(valid_name(e->name), "entry %u name", i);
@@ -86,6 +94,27 @@ static void check_table(void)
 			FUZZ_CHECK(strcmp(fuzz_cl.nodes[j].name, e->name) != 0,
 				   "entries %u and %u both '%s'", j, i, e->name);
 	}
+}
+
+static int in_use(unsigned index, void *ctx)
+{
+	(void)ctx;
+	return index % 3 == 0;
+}
+
+static void forget(int64_t now)
+{
+	uint32_t before[IPC_MAX_NODES];
+	uint32_t n = atomic_load(&fuzz_cl.nnodes);
+	for (uint32_t i = 0; i < n; i++)
+		before[i] = fuzz_cl.nodes[i].state;
+	cluster_table_forget(&fuzz_cl, now, FUZZ_FORGET, in_use, NULL, NULL);
+	for (uint32_t i = 1; i < n; i++)
+		FUZZ_CHECK(fuzz_cl.nodes[i].state == before[i] ||
+			   ((before[i] == IPC_NODE_DOWN ||
+			     before[i] == IPC_NODE_INCOMPATIBLE) &&
+			    i % 3 != 0),
+			   "forget freed entry %u in state %u", i, before[i]);
 }
 
 static void tick(unsigned op, int64_t now)
@@ -115,6 +144,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (op < 0x40) {
 			now += (int64_t)op * 50;
 			tick(op, now);
+			if (op & 2)
+				forget(now);
 		} else {
 			size_t want = op >= 0x48 ? CLUSTER_HB_SIZE :
 				(size_t)(op - 0x40) * 13;

@@ -361,3 +361,35 @@ write("cluster_hb", "claim-and-link-lost",
 write("cluster_hb", "short", b"\x43XHB\x01\x00\x02\x05")
 write("cluster_hb", "many",
       b"".join(bytes([HB]) + heartbeat(b"m%d" % i, i + 1) for i in range(70)))
+# a forgotten node: down (two ticks past the timeout), then silent long
+# enough to be freed (op & 2 forgets), and a new name taking a place
+write("cluster_hb", "forget",
+      bytes([HB]) + heartbeat(b"n2", 1) + b"\x3e\x3e\x3e\x3e" +
+      bytes([HB]) + heartbeat(b"n5", 3) + b"\x02")
+write("cluster_hb", "full-then-forget",
+      b"".join(bytes([HB]) + heartbeat(b"m%d" % i, i + 1) for i in range(63)) +
+      b"\x3e" * 4 + bytes([HB]) + heartbeat(b"late", 99))
+
+
+# ---- cluster_fence: op < 0x40 moves the clock, else (op - 0x40) bytes --
+def fence_stamp(node, run, seq, sent_ms):
+    return node + bytes([len(node)]) + struct.pack("<QQQ", run, seq, sent_ms)
+
+
+NOW = 1800000000000
+def fenced(payload, *stamp):
+    m = payload + fence_stamp(*stamp)
+    return bytes([0x40 + len(m)]) + m
+
+
+write("cluster_fence", "fresh-and-replay",
+      fenced(b"sync", b"n2", 5, 1, NOW) + fenced(b"sync", b"n2", 5, 1, NOW) +
+      fenced(b"", b"n2", 5, 2, NOW))
+write("cluster_fence", "reorder-restart",
+      fenced(b"x", b"n2", 5, 10, NOW) + fenced(b"x", b"n2", 5, 8, NOW) +
+      fenced(b"x", b"n2", 9, 1, NOW) + fenced(b"x", b"n2", 5, 11, NOW))
+write("cluster_fence", "old-clock",
+      fenced(b"hb", b"n3", 5, 1, NOW - 3600000) + b"\x3f" +
+      fenced(b"hb", b"a-b_C", 5, 1, NOW + 63000))
+write("cluster_fence", "bad-names",
+      fenced(b"", b"n.2", 1, 1, NOW) + bytes([0x40 + 25]) + b"\0" * 25)

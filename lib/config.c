@@ -771,6 +771,26 @@ const struct config_def config_defs[] = {
 	  "over a lost node's rooms after cluster.node_timeout + this, so "
 	  "two owners never act at once.  At least twice "
 	  "cluster.heartbeat_interval" },
+	{ "cluster.clock_skew", CONFIG_TYPE_DURATION,
+	  OFF(cluster_clock_skew), "1m", 1000, 3600000, RESTART, "The "
+	  "first message of another node's run (after it or this node "
+	  "started) is taken only when its time stamp is within this of "
+	  "this node's clock: a message recorded earlier and replayed on "
+	  "NATS is refused.  Keep the nodes' clocks in step (NTP)" },
+	{ "cluster.sync_interval", CONFIG_TYPE_DURATION,
+	  OFF(cluster_sync_interval), "2s", 100, 600000, RESTART, "A node "
+	  "sends another its full session list (a snapshot, when it joins "
+	  "or has missed changes) at most once in this time; a request "
+	  "inside it is answered when it ends" },
+	{ "cluster.snapshot_max", CONFIG_TYPE_UINT, OFF(cluster_snapshot_max),
+	  "4000000", 1000, 100000000, RESTART, "Sessions a snapshot from "
+	  "another node may hold, at most (besides: no more than the "
+	  "node's heartbeat announced, with a margin); past it the "
+	  "snapshot is dropped and asked for again later" },
+	{ "cluster.node_forget", CONFIG_TYPE_DURATION,
+	  OFF(cluster_node_forget), "1h", 60000, 31536000000ULL, RESTART,
+	  "A node down (or incompatible) for this long is forgotten: its "
+	  "place in the node table (64 places) is freed for another" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -245,6 +245,10 @@ struct config {
 	uint64_t cluster_node_timeout;          /* ms */
 	uint64_t cluster_lease_time;    /* ms: owner fencing (cluster/kv.c) */
 	uint64_t cluster_retain_bytes;  /* unacknowledged, per node */
+	uint64_t cluster_clock_skew;    /* ms: a new run's first message */
+	uint64_t cluster_sync_interval; /* ms: snapshots to one asker */
+	unsigned cluster_snapshot_max;  /* sessions in one node's snapshot */
+	uint64_t cluster_node_forget;   /* ms: a DOWN entry is freed */
 };
 
 struct config_def {

@@ -72,7 +72,7 @@ static int cluster_key_set;
 
 void secret_cluster_seed(const unsigned char key[SECRET_KEY_BYTES])
 {
-	secret_derive(key, "xmppd cluster messages v1", cluster_key,
+	secret_derive(key, "xmppd cluster messages v2", cluster_key,
 		      sizeof(cluster_key));
 	cluster_key_set = 1;
 }

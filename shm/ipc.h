@@ -524,8 +524,11 @@ enum ipc_node_state {
 /* One node.  The bridge is the single writer: it makes `seq` odd, writes
  * the fields, then makes it even (a seqlock); readers copy the entry and
  * retry while seq was odd or moved (shm_cluster_read_node).  An index
- * stays the same node's for the master's lifetime (a node that comes
- * back by the same name reuses it), so session entries may store it. */
+ * stays the same node's (a node that comes back by the same name reuses
+ * it), so session entries may store it, until the node has been down
+ * for cluster.node_forget and nothing refers to it any more: then the
+ * entry is FREE, and taken by another node only when the table is full
+ * (cluster/table.c cluster_table_forget). */
 struct ipc_cluster_node {
 	_Atomic uint32_t seq;       /* seqlock: odd while being written */
 	uint32_t state;             /* enum ipc_node_state */

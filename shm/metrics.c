@@ -810,12 +810,13 @@ static void metrics_render_cluster(struct metrics_ctx *m,
 	metrics_sample(m, "", METRIC_GET(c->heartbeats_in));
 	metrics_family(m, "xmppd_cluster_heartbeats_refused",
 		       METRICS_COUNTER, NULL, "Messages on the heartbeat "
-		       "subject not signed with the cluster's key or that "
-		       "did not parse.");
+		       "subject not signed with the cluster's key, replayed, "
+		       "or that did not parse.");
 	metrics_sample(m, "", METRIC_GET(c->heartbeats_bad));
 	metrics_family(m, "xmppd_cluster_messages_refused",
 		       METRICS_COUNTER, NULL, "Routing messages (directory, "
-		       "stanzas, acks) not signed with the cluster's key.");
+		       "stanzas, acks) not signed with the cluster's key, or "
+		       "replayed.");
 	metrics_sample(m, "", METRIC_GET(c->msgs_refused));
 	metrics_family(m, "xmppd_cluster_messages_sent", METRICS_COUNTER,
 		       NULL, "NATS messages published.");

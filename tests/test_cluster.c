@@ -283,6 +283,82 @@ Test(cluster, full_table, .init = table_init)
 	cr_assert_eq(i, 5);
 }
 
+/* Review 15 C10: names heard once (63 of them) do not fill the table
+ * for good.  An entry down for cluster.node_forget is freed, not
+ * sooner, not while something still names its index; a freed place is
+ * taken by a new name only once the table is full. */
+static unsigned busy_index;
+
+static int busy(unsigned index, void *ctx)
+{
+	(void)ctx;
+	return index == busy_index;
+}
+
+#define FORGET 3600000
+
+Test(cluster, forget_down_entries, .init = table_init)
+{
+	char name[16];
+	unsigned i;
+	struct changes ch = { 0 };
+	for (unsigned k = 1; k < IPC_MAX_NODES; k++) {
+		snprintf(name, sizeof(name), "m%u", k);
+		struct cluster_hb h = hb_of(name, k);
+		cr_assert_eq(cluster_table_heard(&cl, &h, 1, 1000, &i),
+			     CLUSTER_EV_JOINED);
+	}
+	struct cluster_hb extra = hb_of("extra", 5);
+	cr_assert_eq(cluster_table_heard(&cl, &extra, 1, 1000, &i),
+		     CLUSTER_EV_FULL);
+	/* m7 and m9 stop; everyone else goes on */
+	int64_t now = 1000;
+	for (; now < 1000 + FORGET + 5000; now += 1000) {
+		for (unsigned k = 1; k < IPC_MAX_NODES; k++) {
+			if (k == 7 || k == 9)
+				continue;
+			snprintf(name, sizeof(name), "m%u", k);
+			struct cluster_hb h = hb_of(name, k);
+			cluster_table_heard(&cl, &h, 1, now, &i);
+		}
+		cluster_table_tick(&cl, now, INTERVAL, TIMEOUT, 0, NULL, NULL);
+		if (now == 1000 + FORGET - 1000)
+			/* down for less than node_forget: kept */
+			cr_assert_eq(cluster_table_forget(&cl, now, FORGET, busy,
+							  NULL, NULL), 0);
+	}
+	cr_assert_eq(state_of(7), IPC_NODE_DOWN);
+	busy_index = 9;         /* its sessions are still in our table */
+	cr_assert_eq(cluster_table_forget(&cl, now, FORGET, busy, record,
+					  &ch), 1);
+	cr_expect_eq(ch.n, 1);
+	cr_expect_eq(ch.index[0], 7);
+	struct ipc_cluster_node n;
+	cr_assert(shm_cluster_read_node(&cl, 7, &n));
+	cr_expect_eq(n.state, IPC_NODE_FREE);
+	cr_expect_str_eq(n.name, "");
+	cr_expect_eq(n.incarnation, 0);
+	cr_expect_eq(state_of(9), IPC_NODE_DOWN);
+	/* the full table takes a new name in the freed place */
+	cr_assert_eq(cluster_table_heard(&cl, &extra, 1, now, &i),
+		     CLUSTER_EV_JOINED);
+	cr_expect_eq(i, 7);
+	cr_expect_eq(atomic_load(&cl.nnodes), IPC_MAX_NODES);
+	cr_assert(shm_cluster_read_node(&cl, 7, &n));
+	cr_expect_str_eq(n.name, "extra");
+	cr_expect_eq(n.restarts, 0, "nothing of m7 carried over");
+	/* m7 again: no room until m9 is freed too */
+	struct cluster_hb m7 = hb_of("m7", 77);
+	cr_expect_eq(cluster_table_heard(&cl, &m7, 1, now, &i),
+		     CLUSTER_EV_FULL);
+	busy_index = 0;
+	cr_assert_eq(cluster_table_forget(&cl, now, FORGET, busy, NULL, NULL),
+		     1);
+	cr_expect_eq(cluster_table_heard(&cl, &m7, 1, now, &i),
+		     CLUSTER_EV_JOINED);
+	cr_expect_eq(i, 9);
+}
+
 Test(cluster, link_lost, .init = table_init)
 {
 	struct cluster_hb a = hb_of("a", 1), b = hb_of("b", 2);

@@ -303,6 +303,10 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "cluster.retain_bytes", CONFIG_F_RESTART },
 	{ "cluster.node_timeout", CONFIG_F_RESTART },
 	{ "cluster.lease_time", CONFIG_F_RESTART },
+	{ "cluster.clock_skew", CONFIG_F_RESTART },
+	{ "cluster.sync_interval", CONFIG_F_RESTART },
+	{ "cluster.snapshot_max", CONFIG_F_RESTART },
+	{ "cluster.node_forget", CONFIG_F_RESTART },
 };
 
 Test(table, keys_and_flags_match_the_spec)

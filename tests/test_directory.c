@@ -442,3 +442,51 @@ Test(directory, table_scan)
 	cr_expect_eq(heartbeat(&w), DIR_NOTHING);
 	world_free(&w);
 }
+
+/* Review 15 C10: a snapshot holding more sessions than the bound is
+ * dropped part-way (our memory does not grow with it), its other parts
+ * are ignored, nothing reaches the table, and no request goes out at
+ * once (the same answer would come); the next snapshot within the
+ * bound is applied. */
+static unsigned too_big_refused;
+
+static int emit_part_lenient(void *ctx, const void *part, size_t len)
+{
+	struct world *w = ctx;
+	struct dir_reader r;
+	enum dir_action act;
+	const char *error = NULL;
+	cr_assert_eq(dir_read_begin(&r, part, len, &error), 0, "%s", error);
+	if (dir_peer_batch(&w->p, &w->ops, &r, &w->a, &act, &error) < 0) {
+		cr_expect_not_null(strstr(error, "dropped"), "%s", error);
+		too_big_refused++;
+	}
+	arena_reset(&w->a);
+	if (act == DIR_ASK_SNAPSHOT)
+		w->asks++;
+	return 0;
+}
+
+Test(directory, snapshot_past_its_bound_is_dropped)
+{
+	struct world w;
+	world_init(&w, 77);
+	for (unsigned i = 0; i < 40; i++)
+		change(&w, session(i, DIR_OP_SET, 100 + i, 1));
+	dir_local_sent(&w.l);
+	cr_expect_eq(heartbeat(&w), DIR_ASK_SNAPSHOT);
+	dir_peer_bound(&w.p, 10);
+	cr_assert_eq(dir_local_snapshot(&w.l, 200, emit_part_lenient, &w), 0);
+	cr_expect_eq(too_big_refused, 1, "refused once, the rest ignored");
+	cr_expect_eq(w.t.n, 0, "nothing of it in the table");
+	cr_expect_null(w.p.incoming, "what was received is freed");
+	cr_expect(w.p.syncing, "still waiting for a snapshot");
+	cr_expect_eq(w.p.snaps_dropped, 1);
+	cr_expect_eq(w.asks, 1, "no request at once");
+	/* asked again later, within the bound now */
+	dir_peer_bound(&w.p, 50);
+	answer_snapshot(&w, 200);
+	expect_same(&w.l, &w.t, 2);
+	cr_expect_eq(w.t.n, 40);
+	world_free(&w);
+}

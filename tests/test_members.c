@@ -158,3 +158,43 @@ Test(members, join_and_new_run)
 	struct member_view late = view("n5", 0x5, true, 1000);
 	cr_expect(!members_next(&ms2, &late, 1, 6000, 3000, 5000, &next));
 }
+
+/* Review 15 C10: a lease value reads back; a recorded renewal put back
+ * later is not a renewal (an older count of the same run, or sent
+ * longer ago than the allowed clock skew); a new run starts its own
+ * count. */
+Test(members, lease_value_and_replays)
+{
+	struct lease_value v = { 0xabcdef0123456789ull, 7, 1800000000000LL };
+	struct lease_value back, prev;
+	char text[MEMBERS_LEASE_TEXT_MAX];
+	int n = members_lease_format(&v, text, sizeof(text));
+	cr_assert_gt(n, 0);
+	cr_expect_str_eq(text, "abcdef0123456789 7 1800000000000\n");
+	cr_assert_eq(members_lease_parse(&back, text, (size_t)n), 0);
+	cr_expect_eq(back.incarnation, v.incarnation);
+	cr_expect_eq(back.count, 7);
+	cr_expect_eq(back.sent_ms, v.sent_ms);
+	cr_expect_lt(members_lease_parse(&back, text, (size_t)n - 1), 0);
+	cr_expect_lt(members_lease_parse(&back, "abcdef0123456789 0 1\n",
+					 21), 0);
+	cr_expect_lt(members_lease_parse(&back, "0123 7 1\n", 9), 0);
+	cr_expect_lt(members_lease_parse(&back, "abcdef0123456789 7 -1\n",
+					 22), 0);
+
+	int64_t now = v.sent_ms + 500;
+	cr_expect(members_lease_fresh(NULL, &v, now, 60000));
+	prev = v;
+	cr_expect(!members_lease_fresh(&prev, &v, now, 60000),
+		  "the same renewal again");
+	v.count = 6;
+	cr_expect(!members_lease_fresh(&prev, &v, now, 60000),
+		  "an earlier renewal");
+	v.count = 8;
+	cr_expect(members_lease_fresh(&prev, &v, now, 60000));
+	cr_expect(!members_lease_fresh(NULL, &v, now + 61000, 60000),
+		  "recorded a minute ago, to a reader that knew nothing");
+	v.incarnation = 0x1111;
+	v.count = 1;
+	cr_expect(members_lease_fresh(&prev, &v, now, 60000), "a new run");
+}

@@ -32,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -150,14 +151,17 @@ def both_up(a, b):
             sees(a, "n2", "up") and sees(b, "n1", "up"))
 
 
-def nats_publish(nats, subject, payloads):
+def nats_publish(nats, subject, payloads, user=None, password=None):
     """Publish raw payloads on subject with the plain NATS text protocol
     (no client library): CONNECT, PUB..., PING, wait for PONG."""
     sock = socket.create_connection(("127.0.0.1", nats.port), timeout=5)
     try:
         f = sock.makefile("rb")
         assert f.readline().startswith(b"INFO "), "no INFO from nats-server"
-        out = b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+        auth = {"verbose": False, "pedantic": False}
+        if user is not None:
+            auth.update(user=user, **{"pass": password})
+        out = b"CONNECT " + json.dumps(auth).encode() + b"\r\n"
         for p in payloads:
             out += b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(p), p)
         sock.sendall(out + b"PING\r\n")
@@ -179,17 +183,80 @@ def heartbeat(node, inc, version, cluster=b"xmppd", workers=2, flags=0):
             struct.pack("<QQ", 0, 1))
 
 
-def signed(secret, subject, payload):
-    """payload as a bridge publishes it: followed by the MAC of subject
-    and payload under the key lib/secret.c derives from the cluster's
-    secret file (BLAKE2b throughout)."""
+def stamp(node, run, seq, sent_ms):
+    """The replay stamp cluster/fence.c puts after a payload."""
+    return node + bytes([len(node)]) + struct.pack("<QQQ", run, seq, sent_ms)
+
+
+def signed(secret, subject, payload, node=b"n9", run=None, seq=1,
+           sent_ms=None):
+    """payload as a bridge publishes it: its replay stamp (by default a
+    fresh run of node n9, now), then the MAC of subject, payload and
+    stamp under the key lib/secret.c derives from the cluster's secret
+    file (BLAKE2b throughout)."""
+    now = int(time.time() * 1000)
+    payload += stamp(node, run or now * 1000 + seq, seq,
+                     now if sent_ms is None else sent_ms)
     with open(secret, "rb") as f:
         file_key = hashlib.blake2b(f.read(), digest_size=32).digest()
-    key = hashlib.blake2b(b"xmppd cluster messages v1", key=file_key,
+    key = hashlib.blake2b(b"xmppd cluster messages v2", key=file_key,
                           digest_size=32).digest()
     mac = hashlib.blake2b(subject.encode() + b"\0" + payload, key=key,
                           digest_size=16).digest()
     return payload + mac
+
+
+class Recorder:
+    """A plain NATS subscriber recording what is published on a subject
+    (as someone allowed on the NATS account could)."""
+
+    def __init__(self, nats, subject):
+        self.msgs = []
+        self.sock = socket.create_connection(("127.0.0.1", nats.port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        assert self.f.readline().startswith(b"INFO ")
+        self.sock.sendall(b'CONNECT {"verbose":false}\r\nSUB %s 1\r\nPING\r\n'
+                          % subject.encode())
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while True:
+                line = self.f.readline()
+                if not line:
+                    return
+                if line.startswith(b"PING"):
+                    self.sock.sendall(b"PONG\r\n")
+                elif line.startswith(b"MSG "):
+                    size = int(line.split()[-1])
+                    data = self.f.read(size + 2)[:size]
+                    with self.lock:
+                        self.msgs.append(data)
+        except (OSError, ValueError):
+            return
+
+    def of(self, node, leaving=None):
+        """Heartbeats recorded of node (only its farewells, or only the
+        others, when leaving is given)."""
+        with self.lock:
+            msgs = list(self.msgs)
+        out = []
+        for m in msgs:
+            if len(m) < 120 or m[:3] != b"XHB" or m[40:40 + m[5]] != node:
+                continue
+            if leaving is None or bool(m[4] & 1) == leaving:
+                out.append(m)
+        return out
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(timeout=5)
 
 
 def ipc_version():
@@ -206,12 +273,12 @@ def check_foreign_heartbeats(nats, n1, secret):
     v = ipc_version()
     subj = "xmppd.xmppd.hb"
     nats_publish(nats, subj, [
-        signed(secret, subj, b"hello"),
-        signed(secret, subj, b"XHB\x02" + b"\0" * 100),
+        signed(secret, subj, b"hello", seq=1),
+        signed(secret, subj, b"XHB\x02" + b"\0" * 100, seq=2),
         heartbeat(b"n8", 78, v),        # unsigned: a stranger on NATS
-        signed(secret, subj, heartbeat(b"n9", 77, v + 1)),
-        signed(secret, subj, heartbeat(b"n9", 77, v + 1)),
-        signed(secret, subj, heartbeat(b"n1", 5, v))])
+        signed(secret, subj, heartbeat(b"n9", 77, v + 1), seq=3),
+        signed(secret, subj, heartbeat(b"n9", 77, v + 1), seq=4),
+        signed(secret, subj, heartbeat(b"n1", 5, v), node=b"n1")])
     wait_for(lambda: sees(n1, "n9", "incompatible"), timeout=5, what="n9 incompatible")
     assert not sees(n1, "n8", "up"), "an unsigned heartbeat was taken"
     om = n1.ctl("stats", "--openmetrics").stdout
@@ -221,6 +288,81 @@ def check_foreign_heartbeats(nats, n1, secret):
     assert log.count("node n9 is incompatible: IPC version %d" % (v + 1)) == 1, log[-3000:]
     assert "another process claims our node name n1 (incarnation 0000000000000005" in log
     assert node_of(cluster(n1), "n1")["state"] == "self"
+
+
+def hb_refused(s):
+    om = s.ctl("stats", "--openmetrics").stdout
+    m = re.search(r"^xmppd_cluster_heartbeats_refused_total (\d+)$", om, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def check_replays(nats, n1, secret, rec):
+    """Review 15 C10: a heartbeat of n2 recorded off NATS and published
+    again is refused (n1 counts and logs it, n2 stays up); a signed
+    message of a run n1 never heard, stamped an hour ago, is refused
+    (n7 never shows; its log line falls in the same 10 s as the first
+    and is left out)."""
+    subj = "xmppd.xmppd.hb"
+    wait_for(lambda: rec.of(b"n2"), timeout=5, what="a heartbeat of n2 recorded")
+    before = hb_refused(n1)
+    nats_publish(nats, subj, [rec.of(b"n2")[0]])
+    wait_for(lambda: hb_refused(n1) == before + 1, timeout=5,
+             what="the copy refused")
+    assert sees(n1, "n2", "up")
+    log = n1.log_text()
+    assert "from n2): a copy of a message taken already (replayed)" in log, log[-3000:]
+    hour_ago = int(time.time() * 1000) - 3600 * 1000
+    nats_publish(nats, subj, [signed(secret, subj, heartbeat(b"n7", 70, ipc_version()),
+                                     node=b"n7", sent_ms=hour_ago)])
+    wait_for(lambda: hb_refused(n1) == before + 2, timeout=5,
+             what="the old stamp refused")
+    assert node_of(cluster(n1), "n7") is None
+
+
+def check_sync_rate(nats, n1, secret):
+    """Review 15 C10: five snapshot requests (P.sync, signed) from one
+    asker within a moment get one snapshot at once and one more after
+    cluster.sync_interval (2 s), not five."""
+    snaps = Recorder(nats, "xmppd.xmppd.snap.n6")
+    try:
+        time.sleep(0.2)         # the subscription is in place
+        subj = "xmppd.xmppd.sync.n1"
+        run = int(time.time() * 1e6)
+        nats_publish(nats, subj, [signed(secret, subj, b"n6", node=b"n6",
+                                         run=run, seq=k + 1)
+                                  for k in range(5)])
+        wait_for(lambda: len(snaps.msgs) >= 1, timeout=3, what="a snapshot")
+        time.sleep(1.0)
+        assert len(snaps.msgs) == 1, len(snaps.msgs)
+        wait_for(lambda: len(snaps.msgs) >= 2, timeout=3,
+                 what="the second, after the interval")
+        time.sleep(2.5)
+        assert len(snaps.msgs) == 2, len(snaps.msgs)
+    finally:
+        snaps.close()
+
+
+def check_old_farewell(nats, n1, secret, rec):
+    """n2's "leaving" heartbeat, recorded when it stopped, published
+    again once n2 is back (a new run): n1 refuses it, n2 stays up."""
+    wait_for(lambda: rec.of(b"n2", leaving=True), timeout=5,
+             what="n2's farewell recorded")
+    farewell = rec.of(b"n2", leaving=True)
+    n2c = node("n2", nats, secret)
+    try:
+        n2c.start()
+        wait_for(lambda: sees(n1, "n2", "up"), timeout=10, what="n2 back")
+        before = hb_refused(n1)
+        nats_publish(nats, "xmppd.xmppd.hb", farewell[-1:])
+        wait_for(lambda: hb_refused(n1) == before + 1, timeout=5,
+                 what="the old farewell refused")
+        time.sleep(HEARTBEAT * 2)
+        assert sees(n1, "n2", "up"), cluster(n1)
+        assert n1.log_text().count("node n2 left") == 1
+    finally:
+        n2c.stop()
+    n2c.check_stderr()
+    shutil.rmtree(n2c.dir, ignore_errors=True)
 
 
 def ping(c, n):
@@ -379,6 +521,10 @@ def test_two_nodes():
         n2.start()
         check_two_up(n1, n2)
         check_foreign_heartbeats(nats, n1, secret)
+        rec = Recorder(nats, "xmppd.xmppd.hb")
+        check_replays(nats, n1, secret, rec)
+        check_sync_rate(nats, n1, secret)
+        rec.close()     # the NATS restart below would cut it
         c = Client(n2.port)
         c.login("alice", PW, "r1")
         ping(c, 0)
@@ -392,10 +538,14 @@ def test_two_nodes():
         n2b = node("n2", nats, secret)
         n2b.start()
         wait_for(lambda: sees(n1, "n2", "up"), timeout=10, what="n2 back")
+        rec = Recorder(nats, "xmppd.xmppd.hb")
+        wait_for(lambda: rec.of(b"n2"), timeout=5, what="recording n2")
         n2b.stop()
         wait_for(lambda: sees(n1, "n2", "down"), timeout=TIMEOUT - 0.5,
                  what="n2 down at once after leaving")
         assert "node n2 left" in n1.log_text()
+        check_old_farewell(nats, n1, secret, rec)
+        rec.close()
         for s in (n2, n2b):
             assert "another process claims" not in s.log_text()
     except BaseException:
@@ -415,8 +565,107 @@ def test_two_nodes():
         shutil.rmtree(s.dir, ignore_errors=True)
 
 
+def nats_user(node, cluster="xmppd"):
+    """A NATS user of one node with the permissions docs/CLUSTER.md
+    recommends (section "NATS permissions per node")."""
+    return """{ user: xmppd-%(n)s, password: pw-%(n)s, permissions: {
+        publish: { allow: ["xmppd.%(c)s.hb", "xmppd.%(c)s.dir",
+                           "xmppd.%(c)s.*.*",
+                           "$KV.xmppd_%(c)s.lease.%(n)s",
+                           "$KV.xmppd_%(c)s.members",
+                           "$JS.API.INFO",
+                           "$JS.API.STREAM.INFO.KV_xmppd_%(c)s",
+                           "$JS.API.STREAM.CREATE.KV_xmppd_%(c)s",
+                           "$JS.API.STREAM.MSG.GET.KV_xmppd_%(c)s",
+                           "$JS.API.DIRECT.GET.KV_xmppd_%(c)s.>"] }
+        subscribe: { allow: ["xmppd.%(c)s.hb", "xmppd.%(c)s.dir",
+                             "xmppd.%(c)s.*.%(n)s", "_INBOX.>"] } } }""" % {
+        "n": node, "c": cluster}
+
+
+def test_nats_permissions():
+    """Each node its own NATS user, allowed only what docs/CLUSTER.md
+    lists (its own lease key, its own subjects to read): the nodes see
+    each other, the member list (JetStream key-value) is written and
+    read, and nats-server reports no permission violation.  Then an
+    unsigned member list put in the bucket is refused (review 15
+    C10)."""
+    if nats_binary() is None:
+        print("# skipped: no nats-server (apt-get install nats-server)")
+        return
+    nats = Nats()
+    conf = os.path.join(nats.dir, "nats.conf")
+    with open(conf, "w") as f:
+        f.write("listen: 127.0.0.1:%d\njetstream { store_dir: %s }\n"
+                "accounts { XMPPD { jetstream: enabled\n users: [ %s, %s ] } }\n"
+                % (nats.port, os.path.join(nats.dir, "js"), nats_user("n1"),
+                   nats_user("n2")))
+    log = open(os.path.join(nats.dir, "nats.log"), "ab")
+    nats.proc = subprocess.Popen([nats_binary(), "-c", conf, "-D"],
+                                 stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    log.close()
+    wait_for(nats._listening, what="nats-server listening")
+    secret = secret_file()
+    nodes = []
+    try:
+        for name in ("n1", "n2"):
+            pwf = os.path.join(nats.dir, name + ".pw")
+            with open(pwf, "w") as f:
+                f.write("pw-%s\n" % name)
+            os.chmod(pwf, 0o600)
+            s = node(name, nats, secret)
+            s.overrides["cluster.user"] = "xmppd-" + name
+            s.overrides["cluster.password_file"] = pwf
+            nodes.append(s)
+            s.start()
+        n1, n2 = nodes
+        check_two_up(n1, n2)
+        wait_for(lambda: cluster(n1).get("members") == ["n1", "n2"] and
+                 cluster(n2).get("members") == ["n1", "n2"], timeout=20,
+                 what="the member list written and read by both")
+        time.sleep(2 * HEARTBEAT)
+        with open(os.path.join(nats.dir, "nats.log")) as f:
+            violations = [l for l in f if "Permissions Violation" in l]
+        assert not violations, violations[:5]
+        kv_lines = {s: [l for l in s.log_text().splitlines()
+                        if "key-value" in l and "has one replica" not in l]
+                    for s in nodes}
+        for s in nodes:
+            assert not kv_lines[s], kv_lines[s][:5]
+        # an unsigned member list put in the bucket (by a NATS user
+        # allowed to: n2's credentials, without the secret): refused by
+        # both with a log line, the list stays, the coordinator (n1)
+        # writes its own over it
+        epochs = n1.log_text().count("cluster: members epoch")
+        nats_publish(nats, "$KV.xmppd_xmppd.members",
+                     [b"epoch 99\nn9 0000000000000009\n"],
+                     user="xmppd-n2", password="pw-n2")
+        for s in nodes:
+            wait_for(lambda: "key-value members in xmppd_xmppd refused: "
+                     "not signed" in s.log_text(), timeout=5,
+                     what="the forged list refused")
+        wait_for(lambda: n1.log_text().count("cluster: members epoch") > epochs,
+                 timeout=5, what="the coordinator's list written again")
+        for s in nodes:
+            assert cluster(s).get("members") == ["n1", "n2"], cluster(s)
+    except BaseException:
+        for s in nodes:
+            print("---- %s log (%s) ----" % (s.overrides["cluster.node"], s.log))
+            print(s.log_text()[-5000:])
+        raise
+    finally:
+        for s in nodes:
+            s.stop()
+        nats.close()
+        os.unlink(secret)
+    for s in nodes:
+        s.check_stderr()
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    tests = [test_no_cluster, test_two_nodes]
+    tests = [test_no_cluster, test_two_nodes, test_nats_permissions]
     if len(sys.argv) > 1:
         tests = [t for t in tests if t.__name__ in sys.argv[1:]]
     run_tests(tests)
