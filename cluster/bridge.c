@@ -24,6 +24,7 @@
 #include "bridge_int.h"
 #include "fence.h"
 #include "secret.h"
+#include "channel.h"
 #include "log.h"
 #include "util.h"
 
@@ -727,55 +728,32 @@ static void bridge_frame(const struct ipc_frame_header *hdr,
 static void bridge_apply_config(struct bridge *b, const struct ipc_cmd *cmd,
 				const char *text, size_t len)
 {
-	const char *error;
-	struct config *cfg = config_new();
-	char *copy = strndup(text, len);
-	if (copy == NULL ||
-	    config_parse_string(cfg, "reload", copy, &error) < 0) {
-		log_error("config generation %llu refused: %s",
-			  (unsigned long long)cmd->generation,
-			  copy ? error : "out of memory");
-		config_free(&cfg);
-		free(copy);
+	struct config *cfg = channel_config(cmd, text, len);
+	if (cfg == NULL)
 		return;
-	}
-	free(copy);
 	/* every cluster.* setting is restart-only: only logging and the
 	 * generation change here */
-	cfg->generation = cmd->generation;
 	config_free(&b->cfg);
 	b->cfg = cfg;
-	log_set_level((enum log_level)cfg->log_level);
-	if (log_open(cfg->log_file) < 0)
-		log_error("open(%s) failed: %m", cfg->log_file);
 	METRIC_SET(b->stats->config_gen, cfg->generation);
+}
+
+static void bridge_cmd(const struct ipc_cmd *cmd, const char *payload,
+		       void *ctx)
+{
+	struct bridge *b = ctx;
+	if (cmd->type == IPC_CMD_QUIT)
+		b->stopping = 1;
+	else if (cmd->type == IPC_CMD_CONFIG)
+		bridge_apply_config(b, cmd, payload, cmd->len);
+	else if (cmd->type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
+		log_error("reopen(%s) failed: %m", b->cfg->log_file);
 }
 
 static void bridge_channel(struct bridge *b)
 {
-	static char msg[sizeof(struct ipc_cmd) + IPC_CMD_PAYLOAD_MAX];
-	struct ipc_cmd cmd;
-	ssize_t n;
-	while ((n = recv(b->channel, msg, sizeof(msg), MSG_DONTWAIT)) != 0) {
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n < 0)
-			break;
-		memcpy(&cmd, msg, (size_t)n < sizeof(cmd) ? (size_t)n :
-		       sizeof(cmd));
-		if ((size_t)n < sizeof(cmd) || cmd.version != IPC_VERSION ||
-		    cmd.len != (size_t)n - sizeof(cmd)) {
-			log_error("bad command from the master (%zd bytes)", n);
-			continue;
-		}
-		if (cmd.type == IPC_CMD_QUIT)
-			b->stopping = 1;
-		else if (cmd.type == IPC_CMD_CONFIG)
-			bridge_apply_config(b, &cmd, msg + sizeof(cmd), cmd.len);
-		else if (cmd.type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
-			log_error("reopen(%s) failed: %m", b->cfg->log_file);
-	}
-	log_error("master channel closed: exiting");
+	if (channel_read(b->channel, bridge_cmd, b) == 0)
+		return;
 	epoll_ctl(b->epfd, EPOLL_CTL_DEL, b->channel, NULL);
 	b->stopping = 1;
 }

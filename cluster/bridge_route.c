@@ -1199,6 +1199,10 @@ static void route_figures(struct bridge *b)
 
 void bridge_route_tick(struct bridge *b)
 {
+	/* held frames first: released, they are frames about to go, and
+	 * the scan below must then come before them too */
+	if (b->held_head != NULL)
+		route_release(b);
 	/* a scan copies the whole table: only when a local session
 	 * changed, at most every ROUTE_SCAN_MS -- but at once when frames
 	 * are about to go: a session that just bound and sent something
@@ -1217,8 +1221,6 @@ void bridge_route_tick(struct bridge *b)
 		route_figures(b);
 		b->next_scan_ms = b->now_ms + ROUTE_SCAN_MS;
 	}
-	if (b->held_head != NULL)
-		route_release(b);
 	if (b->later_head != NULL)
 		route_later_flush(b);
 	if (b->askers_due > 0)

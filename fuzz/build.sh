@@ -53,6 +53,8 @@ srcs_for() {
 	caps) echo "worker/caps.c worker/xml.c" ;;
 	pep_compat) echo "worker/pep_compat_form.c worker/xml.c" ;;
 	muc_config) echo "worker/muc_form.c worker/xml.c" ;;
+	muc_fanout) echo "worker/muc_fan.c" ;;
+	pep_event) echo "worker/pep_wire.c" ;;
 	s2s) echo "worker/s2s.c worker/s2s_in.c worker/component.c worker/stream.c
 		worker/stanza.c worker/dialback.c worker/xml.c worker/store.c
 		lib/certid.c fuzz/xmlcheck.c fuzz/stubs.c" ;;

@@ -393,3 +393,45 @@ write("cluster_fence", "old-clock",
       fenced(b"hb", b"a-b_C", 5, 1, NOW + 63000))
 write("cluster_fence", "bad-names",
       fenced(b"", b"n.2", 1, 1, NOW) + bytes([0x40 + 25]) + b"\0" * 25)
+
+
+# ---- pep_event: IPC_FRAME_PEP_EVENT's payload (worker/pep_wire.h) -----
+def pep_event(owner, head, tail, node, bare):
+    return (bytes([owner]) + struct.pack("<I", len(head)) + head +
+            struct.pack("<I", len(tail)) + tail + node + b"\0" + bare)
+
+
+PEP_HEAD = b"<message from='juliet@x' to='"
+PEP_TAIL = (b"' type='headline' id='pep-1'><event xmlns='http://jabber.org/"
+            b"protocol/pubsub#event'><items node='urn:xmpp:tune'><item id='1'/>"
+            b"</items></event></message>")
+write("pep_event", "tune", pep_event(0, PEP_HEAD, PEP_TAIL, b"urn:xmpp:tune",
+                                      b"romeo@x"))
+write("pep_event", "own", pep_event(1, PEP_HEAD, PEP_TAIL,
+                                     b"urn:xmpp:avatar:metadata", b"juliet@x"))
+write("pep_event", "nul-in-head", pep_event(0, b"<message\0to='", PEP_TAIL,
+                                             b"n", b"romeo@x"))
+write("pep_event", "full-jid", pep_event(0, PEP_HEAD, PEP_TAIL, b"n",
+                                          b"romeo@x/r"))
+write("pep_event", "short", pep_event(0, PEP_HEAD, PEP_TAIL, b"n", b"")[:20])
+
+
+# ---- muc_fanout: IPC_FRAME_MUC_FANOUT's payload (shm/ipc.h) -----------
+def muc_fanout(text, rcpts, count=None):
+    out = struct.pack("<II", len(text), len(rcpts) if count is None else count)
+    out += text
+    for conn, gen, jid in rcpts:
+        out += struct.pack("<III", conn, gen, len(jid)) + jid
+    return out
+
+
+MUC_TEXT = (b"<message from='room@muc.x/nick' type='groupchat' id='m1'>"
+            b"<body>hi</body></message>")
+write("muc_fanout", "one", muc_fanout(MUC_TEXT, [(1, 1, b"a@x/r")]))
+write("muc_fanout", "three", muc_fanout(
+    b"<presence from='room@muc.x/n'/>",
+    [(1, 1, b"a@x/r"), (2, 7, b"b@x/phone"), (9, 3, b"c@y/\xc3\xa9")]))
+write("muc_fanout", "count-past-end", muc_fanout(MUC_TEXT, [(1, 1, b"a@x/r")],
+                                                 count=2))
+write("muc_fanout", "nul-in-jid", muc_fanout(MUC_TEXT, [(1, 1, b"a@x\0/r")]))
+write("muc_fanout", "trailing", muc_fanout(MUC_TEXT, [(1, 1, b"a@x/r")]) + b"x")

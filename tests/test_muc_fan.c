@@ -124,3 +124,87 @@ Test(muc_fan, many_destinations)
 	struct muc_fan_group *g = muc_fan_group(&fan, BRIDGE, 7, 3);
 	cr_assert_eq(g->count, 1, "an existing group made anew");
 }
+
+/* ---- the frame's bytes: what a worker writes, the receiver reads ---- */
+
+static const char text[] = "<message from='room@muc.x/nick' type='groupchat'>"
+			   "<body>hi</body></message>";
+
+/* Three recipients written, the frame taken: it reads back to the same
+ * text and the same recipients, in order, and the group starts over. */
+Test(muc_fan, frame_reads_back_what_was_put)
+{
+	const char *jids[] = { "a@x/1", "b@x/phone", "c@x/r" };
+	struct muc_fan_group *g = muc_fan_group(&fan, 1, 0, 0);
+	struct muc_fan_reader r;
+	struct muc_fan_rcpt rc;
+	const char *error = NULL;
+	size_t len;
+
+	for (uint32_t i = 0; i < 3; i++)
+		cr_assert_eq(muc_fan_put(g, text, strlen(text), 10 + i, 20 + i,
+					 jids[i], strlen(jids[i])), 0);
+	const char *f = muc_fan_take(g, &len);
+	cr_assert_not_null(f);
+	cr_assert_eq(g->count, 0);
+	cr_assert_eq(muc_fan_read(&r, f, len, &error), 0, "%s", error);
+	cr_assert_eq(r.count, 3);
+	cr_assert_eq(r.text_len, strlen(text));
+	cr_assert_eq(memcmp(r.text, text, r.text_len), 0);
+	for (uint32_t i = 0; i < 3; i++) {
+		cr_assert_eq(muc_fan_next(&r, &rc), 1);
+		cr_assert_eq(rc.conn_id, 10 + i);
+		cr_assert_eq(rc.gen, 20 + i);
+		cr_assert_str_eq(rc.jid, jids[i]);
+	}
+	cr_assert_eq(muc_fan_next(&r, &rc), 0);
+
+	/* the next stanza's frame holds only its own recipient */
+	cr_assert_eq(muc_fan_put(g, text, strlen(text), 1, 1, "d@x/r", 5), 0);
+	f = muc_fan_take(g, &len);
+	cr_assert_eq(muc_fan_read(&r, f, len, &error), 0, "%s", error);
+	cr_assert_eq(r.count, 1);
+}
+
+/* A frame that is not whole is refused before any recipient is read: a
+ * recipient cut, a JID with a NUL (it would reach a client cut short),
+ * trailing bytes, no recipients. */
+Test(muc_fan, broken_frames_are_refused_whole)
+{
+	struct muc_fan_group *g = muc_fan_group(&fan, 1, 0, 0);
+	struct muc_fan_reader r;
+	const char *error;
+	size_t len;
+	char bad[512];
+
+	cr_assert_eq(muc_fan_put(g, text, strlen(text), 1, 1, "a@x/1", 5), 0);
+	cr_assert_eq(muc_fan_put(g, text, strlen(text), 2, 2, "b@x/1", 5), 0);
+	const char *f = muc_fan_take(g, &len);
+	cr_assert_leq(len + 1, sizeof(bad));
+	memcpy(bad, f, len);
+
+	for (size_t cut = 0; cut < len; cut++) {
+		error = NULL;
+		cr_assert_eq(muc_fan_read(&r, bad, cut, &error), -1,
+			     "%zu of %zu bytes read", cut, len);
+		cr_assert_not_null(error);
+	}
+	bad[len] = 'x';
+	cr_assert_eq(muc_fan_read(&r, bad, len + 1, &error), -1);
+	cr_assert_str_eq(error, "bytes after the last recipient");
+	bad[len - 2] = '\0';            /* in the last JID */
+	cr_assert_eq(muc_fan_read(&r, bad, len, &error), -1);
+	cr_assert_str_eq(error, "bad recipient JID");
+
+	struct ipc_muc_fanout h = { (uint32_t)strlen(text), 0 };
+	memcpy(bad, &h, sizeof(h));
+	memcpy(bad + sizeof(h), text, h.text_len);
+	cr_assert_eq(muc_fan_read(&r, bad, sizeof(h) + h.text_len, &error),
+		     -1);
+	cr_assert_str_eq(error, "no recipients");
+
+	/* nor does the writer take what the reader would refuse */
+	cr_assert_eq(muc_fan_put(g, text, strlen(text), 1, 1, "a\0b", 3), -1);
+	cr_assert_eq(muc_fan_put(g, "x", 1, 1, 1, "a@x/1", 5), -1);
+	cr_assert_eq(muc_fan_put(g, text, strlen(text), 1, 1, "", 0), -1);
+}

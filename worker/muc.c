@@ -200,28 +200,23 @@ static struct muc_fan muc_fan;
 
 /* Send g's frame: to a local worker, or through the cluster bridge to
  * a worker of another node (g->node, g->rslot in the header). */
-static void muc_fan_send(struct worker *w, struct muc_fan_group *g,
-			 size_t len)
+static void muc_fan_send(struct worker *w, struct muc_fan_group *g)
 {
-	struct buf *f = &g->frame;
-	struct ipc_muc_fanout h = { (uint32_t)len, g->count };
+	uint32_t count = g->count;
+	size_t len;
 	const char *error;
-	g->count = 0;
-	if (f->data == NULL || buf_used(f) < sizeof(h) + len) {
+	const char *f = muc_fan_take(g, &len);
+	if (f == NULL) {
 		log_error("muc: fan-out of %u to w%u not sent: out of memory",
-			  h.count, g->slot);
-		f->len = f->off = 0;
+			  count, g->slot);
 		return;
 	}
-	memcpy(f->data + f->off, &h, sizeof(h));
-	if (buf_used(f) > IPC_FRAME_MAX ||
+	if (len > IPC_FRAME_MAX ||
 	    queue_send_node(w->q, g->slot, g->node, g->rslot,
-			    IPC_FRAME_MUC_FANOUT, 0, 0, buf_head(f),
-			    buf_used(f), &error) < 0)
+			    IPC_FRAME_MUC_FANOUT, 0, 0, f, len, &error) < 0)
 		log_warn("muc: fan-out of %u to w%u (node %u) not sent: %s",
-			 h.count, g->slot, g->node,
-			 buf_used(f) > IPC_FRAME_MAX ? "too large" : error);
-	f->len = f->off = 0;
+			 count, g->slot, g->node,
+			 len > IPC_FRAME_MAX ? "too large" : error);
 }
 
 /* Add recipient (s, jid) to its worker's frame; -1 when it has none (no
@@ -231,28 +226,19 @@ static int muc_fan_add(struct worker *w, const struct session_info *s,
 {
 	struct muc_fan_group *g = muc_fan_group(&muc_fan, s->slot, s->node,
 						s->rslot);
-	if (g == NULL)
+	if (g == NULL || muc_fan_put(g, text, len, s->conn_id, s->gen, jid,
+				     strlen(jid)) < 0)
 		return -1;
-	struct buf *f = &g->frame;
-	if (g->count == 0) {
-		struct ipc_muc_fanout h = { (uint32_t)len, 0 };
-		f->len = f->off = 0;
-		buf_append(f, &h, sizeof(h));
-		buf_append(f, text, len);
-	}
-	struct ipc_muc_recipient rc = { s->conn_id, s->gen,
-					(uint32_t)strlen(jid) };
-	buf_append(f, &rc, sizeof(rc));
-	buf_append(f, jid, rc.jid_len);
-	g->count++;
 	/* a frame stays under IPC_FRAME_MAX: once its recipients (not the
 	 * text, which every frame carries once) pass MUC_FANOUT_FLUSH, or
 	 * the next could not fit, it goes and the next recipients start
 	 * another */
+	struct buf *f = &g->frame;
 	size_t recs = buf_used(f) - sizeof(struct ipc_muc_fanout) - len;
 	if (recs >= MUC_FANOUT_FLUSH ||
-	    buf_used(f) + sizeof(rc) + IPC_JID_MAX > IPC_FRAME_MAX)
-		muc_fan_send(w, g, len);
+	    buf_used(f) + sizeof(struct ipc_muc_recipient) + IPC_JID_MAX >
+	    IPC_FRAME_MAX)
+		muc_fan_send(w, g);
 	return 0;
 }
 
@@ -325,7 +311,7 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
 	}
 	for (unsigned i = 0; i < muc_fan.n; i++)
 		if (muc_fan.groups[i].count > 0)
-			muc_fan_send(w, &muc_fan.groups[i], len);
+			muc_fan_send(w, &muc_fan.groups[i]);
 	muc_fan_reset(&muc_fan, MUC_FANOUT_KEEP);
 	if (ngone != NULL)
 		*ngone = ng;
@@ -337,37 +323,23 @@ void muc_fanout(struct worker *w, const char *text, size_t len,
  * the room). */
 static void muc_frame_fanout(struct worker *w, const char *p, size_t len)
 {
-	struct ipc_muc_fanout h;
-	char jid[IPC_JID_MAX + 1];
-	if (len < sizeof(h))
-		goto bad;
-	memcpy(&h, p, sizeof(h));
-	if (h.text_len == 0 || h.text_len > len - sizeof(h))
-		goto bad;
-	const char *text = p + sizeof(h);
-	size_t off = sizeof(h) + h.text_len;
-	for (uint32_t i = 0; i < h.count; i++) {
-		struct ipc_muc_recipient rc;
-		if (len - off < sizeof(rc))
-			goto bad;
-		memcpy(&rc, p + off, sizeof(rc));
-		off += sizeof(rc);
-		if (rc.jid_len == 0 || rc.jid_len > IPC_JID_MAX ||
-		    rc.jid_len > len - off)
-			goto bad;
-		memcpy(jid, p + off, rc.jid_len);
-		jid[rc.jid_len] = '\0';
-		off += rc.jid_len;
+	struct muc_fan_reader r;
+	struct muc_fan_rcpt rc;
+	const char *error;
+	if (muc_fan_read(&r, p, len, &error) < 0) {
+		/* every worker of the cluster writes them: our bug */
+		log_error("muc: fan-out frame (%zu bytes) refused: %s", len,
+			  error);
+		muc_settle_later(w);
+		return;
+	}
+	while (muc_fan_next(&r, &rc) == 1) {
 		muc_depth++;    /* rooms wait while these are written */
-		if (muc_write_local(w, rc.conn_id, rc.gen, text, h.text_len,
-				    jid) < 0)
-			muc_send_one(w, text, h.text_len, jid, 0);
+		if (muc_write_local(w, rc.conn_id, rc.gen, r.text, r.text_len,
+				    rc.jid) < 0)
+			muc_send_one(w, r.text, r.text_len, rc.jid, 0);
 		muc_depth--;
 	}
-	muc_settle_later(w);
-	return;
-bad:
-	log_error("muc: fan-out frame malformed (%zu bytes)", len);
 	muc_settle_later(w);
 }
 

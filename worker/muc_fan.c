@@ -86,3 +86,118 @@ void muc_fan_free(struct muc_fan *f)
 	free(f->groups);
 	memset(f, 0, sizeof(*f));
 }
+
+/* ---- the frame's bytes (shm/ipc.h: IPC_FRAME_MUC_FANOUT) --------------- */
+
+static int muc_fan_text_ok(const char *text, size_t len)
+{
+	return len > 0 && len <= UINT32_MAX && text[0] == '<' &&
+	       memchr(text, '\0', len) == NULL;
+}
+
+static int muc_fan_jid_ok(const char *jid, size_t len)
+{
+	return len > 0 && len <= IPC_JID_MAX && memchr(jid, '\0', len) == NULL;
+}
+
+int muc_fan_put(struct muc_fan_group *g, const char *text, size_t text_len,
+		uint32_t conn_id, uint32_t gen, const char *jid,
+		size_t jid_len)
+{
+	struct buf *f = &g->frame;
+	if (!muc_fan_text_ok(text, text_len) || !muc_fan_jid_ok(jid, jid_len))
+		return -1;
+	if (g->count == 0) {
+		struct ipc_muc_fanout h = { (uint32_t)text_len, 0 };
+		f->len = f->off = 0;
+		g->failed = buf_append(f, &h, sizeof(h)) < 0 ||
+			    buf_append(f, text, text_len) < 0;
+	}
+	struct ipc_muc_recipient rc = { conn_id, gen, (uint32_t)jid_len };
+	if (buf_append(f, &rc, sizeof(rc)) < 0 ||
+	    buf_append(f, jid, jid_len) < 0)
+		g->failed = 1;
+	g->count++;
+	return 0;
+}
+
+const char *muc_fan_take(struct muc_fan_group *g, size_t *len_r)
+{
+	struct buf *f = &g->frame;
+	struct ipc_muc_fanout h;
+	int ok = !g->failed && g->count > 0 && buf_used(f) >= sizeof(h);
+	if (ok) {
+		memcpy(&h, buf_head(f), sizeof(h));
+		h.count = g->count;
+		memcpy(f->data + f->off, &h, sizeof(h));
+		*len_r = buf_used(f);
+	}
+	/* the bytes stay until the group's next put (which starts over:
+	 * count 0) or reset */
+	g->count = 0;
+	g->failed = 0;
+	return ok ? buf_head(f) : NULL;
+}
+
+int muc_fan_read(struct muc_fan_reader *r, const void *payload, size_t len,
+		 const char **error_r)
+{
+	const char *p = payload;
+	struct ipc_muc_fanout h;
+	size_t off = sizeof(h);
+	memset(r, 0, sizeof(*r));
+	if (len < sizeof(h)) {
+		*error_r = "shorter than its header";
+		return -1;
+	}
+	memcpy(&h, p, sizeof(h));
+	if (h.text_len > len - off ||
+	    !muc_fan_text_ok(p + off, h.text_len)) {
+		*error_r = "bad text";
+		return -1;
+	}
+	off += h.text_len;
+	if (h.count == 0) {
+		*error_r = "no recipients";
+		return -1;
+	}
+	for (uint32_t i = 0; i < h.count; i++) {
+		struct ipc_muc_recipient rc;
+		if (len - off < sizeof(rc)) {
+			*error_r = "recipients cut short";
+			return -1;
+		}
+		memcpy(&rc, p + off, sizeof(rc));
+		off += sizeof(rc);
+		if (rc.jid_len > len - off || !muc_fan_jid_ok(p + off,
+							      rc.jid_len)) {
+			*error_r = "bad recipient JID";
+			return -1;
+		}
+		off += rc.jid_len;
+	}
+	if (off != len) {
+		*error_r = "bytes after the last recipient";
+		return -1;
+	}
+	r->text = p + sizeof(h);
+	r->text_len = h.text_len;
+	r->count = r->left = h.count;
+	r->next = r->text + h.text_len;
+	return 0;
+}
+
+int muc_fan_next(struct muc_fan_reader *r, struct muc_fan_rcpt *out)
+{
+	struct ipc_muc_recipient rc;
+	if (r->left == 0)
+		return 0;
+	memcpy(&rc, r->next, sizeof(rc));
+	out->conn_id = rc.conn_id;
+	out->gen = rc.gen;
+	memcpy(out->jid, r->next + sizeof(rc), rc.jid_len);
+	out->jid[rc.jid_len] = '\0';
+	r->next += sizeof(rc) + rc.jid_len;
+	r->left--;
+	return 1;
+}

@@ -58,6 +58,7 @@
 #include "log.h"
 #include "pep.h"
 #include "pubsub.h"
+#include "pep_wire.h"
 #include "server.h"
 #include "stanza.h"
 
@@ -186,14 +187,14 @@ static void pn_to_node(struct worker *w, const struct pn_event *e,
 {
 	struct buf b;
 	const char *error;
-	uint8_t o = owner ? 1 : 0;
-	uint32_t hl = (uint32_t)e->head_len, tl = (uint32_t)e->tail_len;
+	struct pep_wire_event pw = {
+		.owner = owner, .head = e->head, .head_len = e->head_len,
+		.tail = e->tail, .tail_len = e->tail_len, .node = e->node,
+		.node_len = strlen(e->node), .bare = bare,
+		.bare_len = strlen(bare),
+	};
 	buf_init(&b, 0);
-	if (buf_append(&b, &o, 1) < 0 || buf_append(&b, &hl, 4) < 0 ||
-	    buf_append(&b, e->head, hl) < 0 || buf_append(&b, &tl, 4) < 0 ||
-	    buf_append(&b, e->tail, tl) < 0 ||
-	    buf_append(&b, e->node, strlen(e->node) + 1) < 0 ||
-	    buf_append(&b, bare, strlen(bare)) < 0 ||
+	if (pep_wire_put(&b, &pw) < 0 ||
 	    queue_send_node(w->q, s->slot, s->node, s->rslot,
 			    IPC_FRAME_PEP_EVENT, 0, 0, buf_head(&b),
 			    buf_used(&b), &error) < 0)
@@ -248,43 +249,27 @@ int pep_notify_worker_frame(struct worker *w,
 			    const char *payload, size_t len)
 {
 	struct pn_event e = { .w = w };
-	uint32_t hl, tl;
-	size_t off = 0;
+	struct pep_wire_event pw;
+	char bare[IPC_JID_MAX + 1];
+	const char *error;
 	if (hdr->type != IPC_FRAME_PEP_EVENT)
 		return 0;
-	if (hdr->node == 0 || len < 9)
+	if (hdr->node == 0)
+		return 1;       /* only ever from another node */
+	if (pep_wire_read(&pw, payload, len, &error) < 0) {
+		log_warn("pep: event from node %u refused: %s", hdr->node,
+			 error);
 		return 1;
-	int owner = payload[0] != 0;
-	memcpy(&hl, payload + 1, 4);
-	off = 5;
-	if (hl > len - off || len - off - hl < 4)
-		return 1;
-	const char *head = payload + off;
-	off += hl;
-	memcpy(&tl, payload + off, 4);
-	off += 4;
-	if (tl > len - off)
-		return 1;
-	const char *tail = payload + off;
-	off += tl;
-	const char *rest = payload + off;
-	size_t rest_len = len - off;
-	const char *nul = memchr(rest, '\0', rest_len);
-	if (nul == NULL || nul == rest || rest + rest_len - (nul + 1) == 0 ||
-	    (size_t)(rest + rest_len - (nul + 1)) > IPC_JID_MAX ||
-	    memchr(nul + 1, '\0', (size_t)(rest + rest_len - (nul + 1))))
-		return 1;
-	char bare[IPC_JID_MAX + 1];
-	size_t bl = (size_t)(rest + rest_len - (nul + 1));
-	memcpy(bare, nul + 1, bl);
-	bare[bl] = '\0';
-	e.node = strndup(rest, (size_t)(nul - rest));
-	e.head = strndup(head, hl);
-	e.tail = strndup(tail, tl);
-	e.head_len = hl;
-	e.tail_len = tl;
+	}
+	memcpy(bare, pw.bare, pw.bare_len);
+	bare[pw.bare_len] = '\0';
+	e.node = strndup(pw.node, pw.node_len);
+	e.head = strndup(pw.head, pw.head_len);
+	e.tail = strndup(pw.tail, pw.tail_len);
+	e.head_len = pw.head_len;
+	e.tail_len = pw.tail_len;
 	if (e.node != NULL && e.head != NULL && e.tail != NULL)
-		pn_to_bare_opt(w, &e, bare, owner, 1);
+		pn_to_bare_opt(w, &e, bare, pw.owner, 1);
 	free(e.node);
 	free(e.head);
 	free(e.tail);

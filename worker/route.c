@@ -70,16 +70,30 @@ struct route {
 
 /* ---- senders on other nodes (issue 15) ---------------------------------
  * A session that logged in on another node a moment ago writes to one
- * of ours before our table holds it: the bridge announces sessions at
- * its next directory scan (cluster/bridge_route.c, every 100 ms), and
- * the directory's events travel apart from the frames.  An answer to
- * it (an IQ result, a reply, a probe's answer) would find no such full
- * JID here and be dropped or stored offline.  So the full JIDs that
- * stanzas from other nodes came from are kept a few seconds with the
- * node and worker they came from; a full JID that is in no table but
- * here goes back there as IPC_FRAME_BARE_STANZA, and that worker routes
- * it by its own table (route_frame_text).  A fixed ring: an old entry
- * is overwritten, which only brings back the delay it covered. */
+ * of ours: an answer to it (an IQ result, a reply, a probe's answer)
+ * must find its full JID in our table, or it is dropped (IQ result) or
+ * stored offline.  Normally the bridges see to it: the sender's bridge
+ * scans its table before it publishes frames whenever a local session
+ * changed, and ours takes NATS messages in arrival order through one
+ * delivery thread (cluster/bridge_route.c bridge_route_tick, commit
+ * e18f051), so the directory event is in our table before the stanza
+ * reaches a worker.  (tests/bb/test_cluster_im.py test_reply_to_a_fresh_
+ * session passes with this ring switched off: checked in h-misc.)
+ *
+ * What this ring still covers is the time our copy of that node's
+ * directory is not following its events: while a snapshot of it is
+ * being received (cluster/directory.c holds its events until the
+ * snapshot is whole, but its frames are delivered at once: when it
+ * starts or restarts, after a partition or a freeze heals, after a
+ * digest mismatch), and after an event lost on the way (a full bridge
+ * ring, a NATS slow consumer) until the next heartbeats show the gap.
+ * So the full JIDs that stanzas from other nodes came from are kept a
+ * few seconds with the node and worker they came from; a full JID that
+ * is in no table but here goes back there as IPC_FRAME_BARE_STANZA, and
+ * that worker routes it by its own table (route_frame_text).  A fixed
+ * ring: an old entry is overwritten, which only brings back the delay
+ * it covered.  It can go once frames from a node wait while its
+ * directory is being resynced. */
 #define ROUTE_PEERS 64
 #define ROUTE_PEER_MS 5000
 #define ROUTE_PEER_JID 256      /* longer full JIDs are not kept */

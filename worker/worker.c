@@ -13,6 +13,7 @@
 #include "log.h"
 #include "util.h"
 #include "frame.h"
+#include "channel.h"
 #include "metrics.h"
 #include "tls.h"
 #include "http.h"
@@ -409,25 +410,11 @@ static int worker_stop_done(struct worker *w)
 static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 				const char *text, size_t len)
 {
-	const char *error;
-	struct config *cfg = config_new();
-	char *copy = strndup(text, len);
-	if (copy == NULL ||
-	    config_parse_string(cfg, "reload", copy, &error) < 0) {
-		log_error("config generation %llu refused: %s",
-			  (unsigned long long)cmd->generation,
-			  copy ? error : "out of memory");
-		config_free(&cfg);
-		free(copy);
+	struct config *cfg = channel_config(cmd, text, len);
+	if (cfg == NULL)
 		return;
-	}
-	free(copy);
-	cfg->generation = cmd->generation;
 	config_free(&w->cfg);
 	w->cfg = cfg;
-	log_set_level((enum log_level)cfg->log_level);
-	if (log_open(cfg->log_file) < 0)
-		log_error("open(%s) failed: %m", cfg->log_file);
 	METRIC_SET(w->stats->config_gen, cfg->generation);
 	worker_tls_context(w);
 	db_set_conninfo(w->db, cfg->db_conninfo);
@@ -439,32 +426,24 @@ static void worker_apply_config(struct worker *w, const struct ipc_cmd *cmd,
 		  (unsigned long long)cfg->generation);
 }
 
+static void worker_cmd(const struct ipc_cmd *cmd, const char *payload,
+		       void *ctx)
+{
+	struct worker *w = ctx;
+	if (cmd->type == IPC_CMD_QUIT)
+		worker_begin_stop(w);
+	else if (cmd->type == IPC_CMD_CONFIG)
+		worker_apply_config(w, cmd, payload, cmd->len);
+	else if (cmd->type == IPC_CMD_KICK)
+		bind_admin_kick(w, payload, cmd->len);
+	else if (cmd->type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
+		log_error("reopen(%s) failed: %m", w->cfg->log_file);
+}
+
 static void worker_channel(struct worker *w)
 {
-	static char msg[sizeof(struct ipc_cmd) + IPC_CMD_PAYLOAD_MAX];
-	struct ipc_cmd cmd;
-	ssize_t n;
-	while ((n = recv(w->channel, msg, sizeof(msg), MSG_DONTWAIT)) != 0) {
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		if (n < 0)
-			break;
-		memcpy(&cmd, msg, (size_t)n < sizeof(cmd) ? (size_t)n : sizeof(cmd));
-		if ((size_t)n < sizeof(cmd) || cmd.version != IPC_VERSION ||
-		    cmd.len != (size_t)n - sizeof(cmd)) {
-			log_error("bad command from the master (%zd bytes)", n);
-			continue;
-		}
-		if (cmd.type == IPC_CMD_QUIT)
-			worker_begin_stop(w);
-		else if (cmd.type == IPC_CMD_CONFIG)
-			worker_apply_config(w, &cmd, msg + sizeof(cmd), cmd.len);
-		else if (cmd.type == IPC_CMD_KICK)
-			bind_admin_kick(w, msg + sizeof(cmd), cmd.len);
-		else if (cmd.type == IPC_CMD_REOPEN_LOG && log_reopen() < 0)
-			log_error("reopen(%s) failed: %m", w->cfg->log_file);
-	}
-	log_error("master channel closed: exiting");
+	if (channel_read(w->channel, worker_cmd, w) == 0)
+		return;
 	/* level-triggered: a closed channel would wake every turn of the
 	 * drain */
 	epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->channel, NULL);
