@@ -17,6 +17,13 @@
  * compare-and-set) is counted, logged at most every 10 s, and tried
  * again next round; the lease is then not renewed, so after
  * cluster.lease_time this node stops acting as an owner by itself.
+ * A failed renewal of ours also restarts the clocks by which, as the
+ * coordinator, we judge the others' leases: what failed for us failed
+ * for their renewals too (a JetStream leader election takes no writes
+ * while reads from the replicas go on), and a member is dropped only
+ * for a lease that stood still while the store took writes.  Failed
+ * reads do not count: during a partition some time out on the majority
+ * side too (requests the cut replica was to answer), the store working.
  */
 #include "bridge_int.h"
 #include "members.h"
@@ -63,6 +70,9 @@ static struct kv {
 	struct kv_watch watch[KV_WATCH_MAX];
 	unsigned nwatch;
 	int64_t logged_ms;
+	int64_t failed_ms;          /* when our lease renewal last failed
+				       (or the thread started): the others'
+				       leases are judged from then on */
 	pthread_t thread;
 	int running;
 	_Atomic int stop;
@@ -137,6 +147,7 @@ static void kv_renew(void)
 		s = kvStore_Put(&rev, kv.kv, kv.lease_key, val, n);
 	if (s != NATS_OK) {
 		kv.lease_rev = 0;
+		kv.failed_ms = time_now_ms();
 		kv_fail("lease renewal", s);
 		return;
 	}
@@ -230,6 +241,7 @@ static unsigned kv_views(struct member_view *views, int64_t now)
 		snprintf(v->name, sizeof(v->name), "%s", w->name);
 		v->lease_seen = w->seen;
 		v->lease_changed_ms = w->changed_ms;
+		v->judged_from_ms = kv.failed_ms;
 		for (uint32_t k = 0; k < nn && k < IPC_MAX_NODES; k++) {
 			if (!shm_cluster_read_node(kv.cl, k, &n) ||
 			    strcmp(n.name, w->name) != 0)
@@ -295,6 +307,7 @@ static void kv_round(void)
 {
 	int64_t now = time_now_ms();
 	if (kv_bucket() < 0) {
+		kv.failed_ms = now;
 		METRIC_SET(kv.cl->kv_up, 0u);
 		return;
 	}
@@ -345,6 +358,7 @@ void bridge_kv_start(struct bridge *b)
 	kv.timeout_ms = (int64_t)b->timeout_ms;
 	kv.lease_ms = (int64_t)b->lease_ms;
 	kv.round_ms = KV_ROUND_MS;
+	kv.failed_ms = time_now_ms();
 	if (kv.round_ms > kv.lease_ms / 3)
 		kv.round_ms = kv.lease_ms / 3;  /* a few tries per lease */
 	/* a new bridge starts without a lease: the last one's stays
