@@ -446,16 +446,6 @@ def test_partitioned_owner_stops_first():
     import subprocess
     if os.geteuid() != 0:
         raise LabSkip("partitions need root (network namespaces)")
-    # Known gap: on a busy machine (two CI runs) the room taken over after
-    # the cut once refused alice, an occupant on the majority side, with
-    # not-acceptable ("only occupants may send"), and once stayed in its
-    # hand-over past the archive query's patience.  The fencing itself
-    # held each time (one order, nothing doubled); the takeover of a
-    # partitioned owner's occupants is the first thing to fix next
-    # (docs/plans/issue15-cluster.md).  Runs with XMPPD_TEST_KNOWN_GAPS=1.
-    if os.environ.get("XMPPD_TEST_KNOWN_GAPS") != "1":
-        raise LabSkip("a partitioned owner's takeover is not reliable under "
-                      "load yet (issue 15): set XMPPD_TEST_KNOWN_GAPS=1")
     with Lab(nodes=3, nats=3, netns=True, overrides=TIMING) as lab:
         lab_users(lab)
         lab.wait_converged(20)
@@ -497,6 +487,7 @@ def test_partitioned_owner_stops_first():
             "the cut owner accepted after it stopped: %r" % lines
         assert all(l[2] == "resource-constraint" for l in lines if l[0] == "err"), lines
         lab.netns.heal(2)
+        healed = time.monotonic()
         # the NATS routes and JetStream come back (tens of seconds on a
         # busy machine: the key-value reads time out meanwhile), the
         # member list takes n3 back and the room moves again; until
@@ -507,10 +498,18 @@ def test_partitioned_owner_stops_first():
                 (node.cluster_status() or {}).get("members") == ["n1", "n2", "n3"],
                 (node.cluster_status() or {}).get("members")), 60,
                 "%s's member list with n3 back" % node.name)
-        got = mam_bodies(a, rj, "qp", timeout=60.0)
+        print("# n3 in every member list again %.1fs after the heal"
+              % (time.monotonic() - healed))
+        # the room went back to n3, which reads it again: alice (whose
+        # session n3 lost with n1 during the cut) is still in it
+        say(a, rj, "after-heal", timeout=60)
+        print("# the room answered alice %.1fs after the heal"
+              % (time.monotonic() - healed))
+        got = mam_bodies(a, rj, "qp", timeout=30.0)
         assert len(got) == len(set(got)), "doubled: %r" % got
         # one order: the cut owner's messages all before the majority's
-        assert got == ["before-cut"] + accepted_c + ["majority-1"], got
+        assert got == ["before-cut"] + accepted_c + ["majority-1",
+                                                     "after-heal"], got
 
 
 if __name__ == "__main__":
