@@ -442,7 +442,12 @@ def test_partitioned_owner_stops_first():
     node_timeout + lease_time from the lease's last change).  Messages
     are sent on both sides meanwhile: the room's archive (PostgreSQL,
     which both sides still reach) holds each accepted one once, the cut
-    side's all before the majority's: one order, never two owners."""
+    side's all before the majority's: one order, never two owners.  The
+    majority's occupant stays in the room throughout: the cut owner lost
+    her session with her node's heartbeats, which does not say she left
+    (it used to write her out, and the majority's owner then refused
+    her with not-acceptable); after the heal the room, back on n3, still
+    has her."""
     import subprocess
     if os.geteuid() != 0:
         raise LabSkip("partitions need root (network namespaces)")
