@@ -614,10 +614,10 @@ void muc_room_leave_gone(struct worker *w, struct muc_room *r)
 	if (left > 0)
 		log_info("muc %s: %u occupant sessions gone (ended, or "
 			 "their server bounced): they left", r->jid, left);
-	if (kept > 0)
-		log_info("muc %s: %u occupant sessions of nodes we do not "
-			 "hear kept (they go when the member list drops "
-			 "their node)", r->jid, kept);
+	if (kept > 0)       /* each fan-out finds them again: debug */
+		log_debug("muc %s: %u occupant sessions of nodes we do not "
+			  "hear kept (they go when the member list drops "
+			  "their node)", r->jid, kept);
 	if (!r->dead)
 		muc_maybe_empty(w, r);
 }
