@@ -11,7 +11,9 @@
  * workers only through the shared memory it writes (the member list
  * under its seqlock, our lease time and gauges as atomics) and the
  * connection handle it was given; it reads the node table like any
- * reader.  Nothing here touches struct bridge.
+ * reader.  Nothing here touches struct bridge.  Keys are read from the
+ * bucket stream's leader (kv_get), never from whichever replica answers
+ * first: one catching up after a heal would give an old list.
  *
  * Failure policy: a call that fails (no quorum, NATS down, a lost
  * compare-and-set) is counted, logged at most every 10 s, and tried
@@ -58,6 +60,7 @@ static struct kv {
 	struct ipc_cluster *cl;
 	char node[MEMBERS_NAME_MAX + 1];
 	char bucket[64];
+	char stream[72];            /* KV_<bucket>: the bucket's stream */
 	char lease_key[64];
 	uint64_t incarnation;
 	int64_t timeout_ms, lease_ms, round_ms;
@@ -155,12 +158,38 @@ static void kv_renew(void)
 	atomic_store_explicit(&kv.cl->lease_ms, sent, memory_order_release);
 }
 
+/* The last value of key (*m_r, its sequence is the key's revision),
+ * read from the stream's leader: kvStore_Get asks any replica (a direct
+ * get), and one catching up after a heal answers with what it had -- an
+ * old member list, under which a node whose lease just came back would
+ * own rooms the others moved, or a lease revision that looks as if it
+ * had stood still, for which the coordinator would drop a live member.
+ * NATS_NOT_FOUND: no such key (or deleted). */
+static natsStatus kv_get(const char *key, natsMsg **m_r)
+{
+	char subj[160];
+	const char *op = NULL;
+	jsErrCode jerr = 0;
+	*m_r = NULL;
+	snprintf(subj, sizeof(subj), "$KV.%s.%s", kv.bucket, key);
+	natsStatus s = js_GetLastMsg(m_r, kv.js, kv.stream, subj, NULL, &jerr);
+	if (s != NATS_OK)
+		return jerr == JSNoMessageFoundErr ? NATS_NOT_FOUND : s;
+	if (natsMsgHeader_Get(*m_r, "KV-Operation", &op) == NATS_OK &&
+	    op != NULL) {
+		natsMsg_Destroy(*m_r);      /* a delete or purge marker */
+		*m_r = NULL;
+		return NATS_NOT_FOUND;
+	}
+	return NATS_OK;
+}
+
 /* The member list: 1 read (or absent: an empty list, revision 0), 0 on
  * an error (nothing decided this round). */
 static int kv_read_members(void)
 {
-	kvEntry *e = NULL;
-	natsStatus s = kvStore_Get(&e, kv.kv, "members");
+	natsMsg *e = NULL;
+	natsStatus s = kv_get("members", &e);
 	if (s == NATS_NOT_FOUND) {
 		memset(&kv.cur, 0, sizeof(kv.cur));
 		kv.cur_rev = 0;
@@ -170,15 +199,15 @@ static int kv_read_members(void)
 		kv_fail("members read", s);
 		return 0;
 	}
-	kv.cur_rev = kvEntry_Revision(e);
-	if (members_parse(&kv.cur, kvEntry_Value(e),
-			  (size_t)kvEntry_ValueLen(e)) < 0) {
+	kv.cur_rev = natsMsg_GetSequence(e);
+	if (members_parse(&kv.cur, natsMsg_GetData(e),
+			  (size_t)natsMsg_GetDataLength(e)) < 0) {
 		/* not ours to judge: the coordinator rewrites it */
 		log_error("cluster: the member list in %s is unreadable",
 			  kv.bucket);
 		memset(&kv.cur, 0, sizeof(kv.cur));
 	}
-	kvEntry_Destroy(e);
+	natsMsg_Destroy(e);
 	shm_cluster_write_members(kv.cl, &kv.cur, time_now_ms());
 	return 1;
 }
@@ -200,9 +229,9 @@ static struct kv_watch *kv_watch_of(const char *name)
 static void kv_look(struct kv_watch *w, int64_t now)
 {
 	char key[64];
-	kvEntry *e = NULL;
+	natsMsg *e = NULL;
 	snprintf(key, sizeof(key), "lease.%s", w->name);
-	natsStatus s = kvStore_Get(&e, kv.kv, key);
+	natsStatus s = kv_get(key, &e);
 	if (s == NATS_NOT_FOUND) {
 		w->seen = false;
 		return;
@@ -211,8 +240,8 @@ static void kv_look(struct kv_watch *w, int64_t now)
 		kv_fail("lease read", s);
 		return;
 	}
-	uint64_t rev = kvEntry_Revision(e);
-	kvEntry_Destroy(e);
+	uint64_t rev = natsMsg_GetSequence(e);
+	natsMsg_Destroy(e);
 	if (!w->seen || rev != w->rev) {
 		w->rev = rev;
 		w->changed_ms = now;
@@ -354,6 +383,7 @@ void bridge_kv_start(struct bridge *b)
 	kv.incarnation = b->incarnation;
 	snprintf(kv.node, sizeof(kv.node), "%s", b->node);
 	snprintf(kv.bucket, sizeof(kv.bucket), "xmppd_%s", b->cluster);
+	snprintf(kv.stream, sizeof(kv.stream), "KV_%s", kv.bucket);
 	snprintf(kv.lease_key, sizeof(kv.lease_key), "lease.%s", b->node);
 	kv.timeout_ms = (int64_t)b->timeout_ms;
 	kv.lease_ms = (int64_t)b->lease_ms;
