@@ -73,6 +73,7 @@ static struct kv {
 	struct kv_watch watch[KV_WATCH_MAX];
 	unsigned nwatch;
 	int64_t logged_ms;
+	int64_t started_ms;         /* the thread's start (monotonic) */
 	int64_t failed_ms;          /* when our lease renewal last failed
 				       (or the thread started): the others'
 				       leases are judged from then on */
@@ -150,7 +151,7 @@ static void kv_renew(void)
 		s = kvStore_Put(&rev, kv.kv, kv.lease_key, val, n);
 	if (s != NATS_OK) {
 		kv.lease_rev = 0;
-		kv.failed_ms = time_now_ms();
+		kv.started_ms = kv.failed_ms = time_now_ms();
 		kv_fail("lease renewal", s);
 		return;
 	}
@@ -307,6 +308,14 @@ static void kv_coordinate(int64_t now)
 	uint64_t rev = 0;
 	natsStatus s;
 	unsigned nv = kv_views(views, now);
+	/* for node_timeout after our start we may not have heard the
+	 * nodes that are up (a heartbeat a second): a restarted node
+	 * would take itself for the lowest one up and write its new run
+	 * into the list at once, and own rooms before the others' session
+	 * snapshots reach it (their occupants' sessions not in our table:
+	 * the room's presence to them would go nowhere) */
+	if (now - kv.started_ms < kv.timeout_ms)
+		return;
 	if (!shm_cluster_owner_ok(kv.cl, time_now_ms(),
 				  (uint64_t)kv.lease_ms) ||
 	    !members_is_coordinator(&kv.cur, views, nv, kv.node) ||
@@ -388,7 +397,7 @@ void bridge_kv_start(struct bridge *b)
 	kv.timeout_ms = (int64_t)b->timeout_ms;
 	kv.lease_ms = (int64_t)b->lease_ms;
 	kv.round_ms = KV_ROUND_MS;
-	kv.failed_ms = time_now_ms();
+	kv.started_ms = kv.failed_ms = time_now_ms();
 	if (kv.round_ms > kv.lease_ms / 3)
 		kv.round_ms = kv.lease_ms / 3;  /* a few tries per lease */
 	/* a new bridge starts without a lease: the last one's stays
