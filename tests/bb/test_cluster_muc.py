@@ -185,21 +185,29 @@ def say(c, rj, body, timeout=20.0):
     """A groupchat message, sent again while the room answers
     resource-constraint (no owner now) or nothing within 3 s (a frame
     to an owner node that died on the way is dropped by the bridge, see
-    NOTES); returns when c got its echo."""
+    NOTES); returns when c got its echo.  Each attempt has its own id,
+    as a client keeps them: a late error to an earlier attempt (a frame
+    handed back after a cut) must not pass for the answer to a later
+    one that the room accepted.  c.said[body] records the attempts."""
     deadline = time.monotonic() + timeout
+    tries = c.__dict__.setdefault("said", {}).setdefault(body, [])
     while True:
+        sid = body if not tries else "%s.%d" % (body, len(tries))
         c.send("<message to='%s' type='groupchat' id='%s'><body>%s</body></message>"
-               % (rj, body, body))
+               % (rj, sid, body))
         try:
             st = expect(c, lambda s: s.startswith("<message") and
-                        ("<body>%s</body>" % body in s or
-                         ("type='error'" in s and "id='%s'" % body in s)),
+                        (("<body>%s</body>" % body in s and "type='error'" not in s) or
+                         ("type='error'" in s and "id='%s'" % sid in s)),
                         "echo of %s" % body, timeout=3.0)
         except AssertionError:
-            assert time.monotonic() < deadline, "%s: no echo" % body
+            tries.append("none")
+            assert time.monotonic() < deadline, "%s: no echo (%s)" % (body, tries)
             continue
         if "type='error'" not in st:
+            tries.append("ok")
             return st
+        tries.append("err")
         assert "resource-constraint" in st, st
         assert time.monotonic() < deadline, "%s not accepted: %s" % (body, st)
         time.sleep(0.5)
@@ -478,6 +486,7 @@ def test_partitioned_owner_stops_first():
             # the majority side: the room comes back there
             say(a, rj, "majority-1", timeout=45)
             took = time.monotonic() - cut
+            print("# alice's attempts: %s" % " ".join(a.said["majority-1"]))
             out = inside.communicate(timeout=30)[0].split("\n")
         finally:
             if inside.poll() is None:
@@ -514,7 +523,8 @@ def test_partitioned_owner_stops_first():
         print("# the room answered alice %.1fs after the heal"
               % (time.monotonic() - healed))
         got = mam_bodies(a, rj, "qp", timeout=30.0)
-        assert len(got) == len(set(got)), "doubled: %r" % got
+        assert len(got) == len(set(got)), "doubled: %r (alice's attempts: %r)" % (
+            got, getattr(a, "said", {}))
         # one order: the cut owner's messages all before the majority's
         assert got == ["before-cut"] + accepted_c + ["majority-1",
                                                      "after-heal"], got
