@@ -11,12 +11,21 @@
  * workers only through the shared memory it writes (the member list
  * under its seqlock, our lease time and gauges as atomics) and the
  * connection handle it was given; it reads the node table like any
- * reader.  Nothing here touches struct bridge.
+ * reader.  Nothing here touches struct bridge.  Keys are read from the
+ * bucket stream's leader (kv_get), never from whichever replica answers
+ * first: one catching up after a heal would give an old list.
  *
  * Failure policy: a call that fails (no quorum, NATS down, a lost
  * compare-and-set) is counted, logged at most every 10 s, and tried
  * again next round; the lease is then not renewed, so after
  * cluster.lease_time this node stops acting as an owner by itself.
+ * A failed renewal of ours also restarts the clocks by which, as the
+ * coordinator, we judge the others' leases: what failed for us failed
+ * for their renewals too (a JetStream leader election takes no writes
+ * while reads from the replicas go on), and a member is dropped only
+ * for a lease that stood still while the store took writes.  Failed
+ * reads do not count: during a partition some time out on the majority
+ * side too (requests the cut replica was to answer), the store working.
  */
 #include "bridge_int.h"
 #include "members.h"
@@ -55,6 +64,7 @@ static struct kv {
 	struct ipc_cluster *cl;
 	char node[MEMBERS_NAME_MAX + 1];
 	char bucket[64];
+	char stream[72];            /* KV_<bucket>: the bucket's stream */
 	char lease_key[64];
 	uint64_t incarnation;
 	int64_t timeout_ms, lease_ms, round_ms, skew_ms;
@@ -71,6 +81,10 @@ static struct kv {
 	struct kv_watch watch[KV_WATCH_MAX];
 	unsigned nwatch;
 	int64_t logged_ms;
+	int64_t started_ms;         /* the thread's start (monotonic) */
+	int64_t failed_ms;          /* when our lease renewal last failed
+				       (or the thread started): the others'
+				       leases are judged from then on */
 	pthread_t thread;
 	int running;
 	_Atomic int stop;
@@ -151,12 +165,12 @@ static int kv_seal(const char *key, const char *val, int len,
 }
 
 /* A value read: its text's length when the MAC is right, else -1. */
-static int kv_unseal(const char *key, kvEntry *e, const char **text_r,
+static int kv_unseal(const char *key, natsMsg *e, const char **text_r,
 		     size_t *len_r)
 {
 	char subject[KV_SUBJECT_MAX];
-	const void *data = kvEntry_Value(e);
-	int len = kvEntry_ValueLen(e);
+	const void *data = natsMsg_GetData(e);
+	int len = natsMsg_GetDataLength(e);
 	kv_mac_subject(key, subject, sizeof(subject));
 	if (data == NULL || len <= 0 ||
 	    secret_cluster_check(subject, data, (size_t)len, len_r) < 0)
@@ -205,11 +219,38 @@ static void kv_renew(void)
 		s = kvStore_Put(&rev, kv.kv, kv.lease_key, sealed, n);
 	if (s != NATS_OK) {
 		kv.lease_rev = 0;
+		kv.started_ms = kv.failed_ms = time_now_ms();
 		kv_fail("lease renewal", s);
 		return;
 	}
 	kv.lease_rev = rev;
 	atomic_store_explicit(&kv.cl->lease_ms, sent, memory_order_release);
+}
+
+/* The last value of key (*m_r, its sequence is the key's revision),
+ * read from the stream's leader: kvStore_Get asks any replica (a direct
+ * get), and one catching up after a heal answers with what it had -- an
+ * old member list, under which a node whose lease just came back would
+ * own rooms the others moved, or a lease revision that looks as if it
+ * had stood still, for which the coordinator would drop a live member.
+ * NATS_NOT_FOUND: no such key (or deleted). */
+static natsStatus kv_get(const char *key, natsMsg **m_r)
+{
+	char subj[160];
+	const char *op = NULL;
+	jsErrCode jerr = 0;
+	*m_r = NULL;
+	snprintf(subj, sizeof(subj), "$KV.%s.%s", kv.bucket, key);
+	natsStatus s = js_GetLastMsg(m_r, kv.js, kv.stream, subj, NULL, &jerr);
+	if (s != NATS_OK)
+		return jerr == JSNoMessageFoundErr ? NATS_NOT_FOUND : s;
+	if (natsMsgHeader_Get(*m_r, "KV-Operation", &op) == NATS_OK &&
+	    op != NULL) {
+		natsMsg_Destroy(*m_r);      /* a delete or purge marker */
+		*m_r = NULL;
+		return NATS_NOT_FOUND;
+	}
+	return NATS_OK;
 }
 
 /* The member list: 1 read (or absent: an empty list, revision 0), 0 on
@@ -218,11 +259,11 @@ static void kv_renew(void)
  * ours, and the coordinator writes its own over it. */
 static int kv_read_members(void)
 {
-	kvEntry *e = NULL;
+	natsMsg *e = NULL;
 	struct members got;
 	const char *text = NULL;
 	size_t len = 0;
-	natsStatus s = kvStore_Get(&e, kv.kv, "members");
+	natsStatus s = kv_get("members", &e);
 	if (s == NATS_NOT_FOUND) {
 		memset(&kv.cur, 0, sizeof(kv.cur));
 		kv.cur_rev = 0;
@@ -233,7 +274,7 @@ static int kv_read_members(void)
 		kv_fail("members read", s);
 		return 0;
 	}
-	uint64_t rev = kvEntry_Revision(e);
+	uint64_t rev = natsMsg_GetSequence(e);
 	kv.members_bad = true;
 	if (kv_unseal("members", e, &text, &len) < 0)
 		kv_refused("members", "not signed with cluster.secret_file's "
@@ -249,7 +290,7 @@ static int kv_read_members(void)
 	/* the revision either way: the coordinator's compare-and-set is
 	 * on what is stored */
 	kv.cur_rev = rev;
-	kvEntry_Destroy(e);
+	natsMsg_Destroy(e);
 	shm_cluster_write_members(kv.cl, &kv.cur, time_now_ms());
 	return 1;
 }
@@ -269,7 +310,7 @@ static struct kv_watch *kv_watch_of(const char *name)
 
 /* A lease value written by its node, and a renewal newer than the last
  * we took (not one put back): its clock may move. */
-static bool kv_lease_taken(struct kv_watch *w, const char *key, kvEntry *e)
+static bool kv_lease_taken(struct kv_watch *w, const char *key, natsMsg *e)
 {
 	struct lease_value v;
 	const char *text = NULL;
@@ -298,9 +339,9 @@ static bool kv_lease_taken(struct kv_watch *w, const char *key, kvEntry *e)
 static void kv_look(struct kv_watch *w, int64_t now)
 {
 	char key[64];
-	kvEntry *e = NULL;
+	natsMsg *e = NULL;
 	snprintf(key, sizeof(key), "lease.%s", w->name);
-	natsStatus s = kvStore_Get(&e, kv.kv, key);
+	natsStatus s = kv_get(key, &e);
 	if (s == NATS_NOT_FOUND) {
 		w->seen = false;
 		return;
@@ -309,7 +350,7 @@ static void kv_look(struct kv_watch *w, int64_t now)
 		kv_fail("lease read", s);
 		return;
 	}
-	uint64_t rev = kvEntry_Revision(e);
+	uint64_t rev = natsMsg_GetSequence(e);
 	if (!w->seen || rev != w->rev) {
 		w->rev = rev;
 		if (kv_lease_taken(w, key, e)) {
@@ -317,7 +358,7 @@ static void kv_look(struct kv_watch *w, int64_t now)
 			w->seen = true;
 		}
 	}
-	kvEntry_Destroy(e);
+	natsMsg_Destroy(e);
 }
 
 /* Every node of the table and every member: their views. */
@@ -341,6 +382,7 @@ static unsigned kv_views(struct member_view *views, int64_t now)
 		snprintf(v->name, sizeof(v->name), "%s", w->name);
 		v->lease_seen = w->seen;
 		v->lease_changed_ms = w->changed_ms;
+		v->judged_from_ms = kv.failed_ms;
 		for (uint32_t k = 0; k < nn && k < IPC_MAX_NODES; k++) {
 			if (!shm_cluster_read_node(kv.cl, k, &n) ||
 			    strcmp(n.name, w->name) != 0)
@@ -378,6 +420,14 @@ static void kv_coordinate(int64_t now)
 	natsStatus s;
 	unsigned nv = kv_views(views, now);
 	unsigned char sealed[KV_VALUE_MAX];
+	/* for node_timeout after our start we may not have heard the
+	 * nodes that are up (a heartbeat a second): a restarted node
+	 * would take itself for the lowest one up and write its new run
+	 * into the list at once, and own rooms before the others' session
+	 * snapshots reach it (their occupants' sessions not in our table:
+	 * the room's presence to them would go nowhere) */
+	if (now - kv.started_ms < kv.timeout_ms)
+		return;
 	if (!shm_cluster_owner_ok(kv.cl, time_now_ms(),
 				  (uint64_t)kv.lease_ms) ||
 	    !members_is_coordinator(&kv.cur, views, nv, kv.node))
@@ -414,6 +464,7 @@ static void kv_round(void)
 {
 	int64_t now = time_now_ms();
 	if (kv_bucket() < 0) {
+		kv.failed_ms = now;
 		METRIC_SET(kv.cl->kv_up, 0u);
 		return;
 	}
@@ -460,11 +511,13 @@ void bridge_kv_start(struct bridge *b)
 	kv.incarnation = b->incarnation;
 	snprintf(kv.node, sizeof(kv.node), "%s", b->node);
 	snprintf(kv.bucket, sizeof(kv.bucket), "xmppd_%s", b->cluster);
+	snprintf(kv.stream, sizeof(kv.stream), "KV_%s", kv.bucket);
 	snprintf(kv.lease_key, sizeof(kv.lease_key), "lease.%s", b->node);
 	kv.timeout_ms = (int64_t)b->timeout_ms;
 	kv.lease_ms = (int64_t)b->lease_ms;
 	kv.skew_ms = (int64_t)b->cfg->cluster_clock_skew;
 	kv.round_ms = KV_ROUND_MS;
+	kv.started_ms = kv.failed_ms = time_now_ms();
 	if (kv.round_ms > kv.lease_ms / 3)
 		kv.round_ms = kv.lease_ms / 3;  /* a few tries per lease */
 	/* a new bridge starts without a lease: the last one's stays

@@ -209,17 +209,25 @@ bool members_next(const struct members *current,
 {
 	bool changed = false;
 	*next = *current;
-	/* leave: a member whose lease stood still long enough.  The caller
-	 * gives a view of every member, its lease clock started when it
-	 * began watching (a member it has no view of is not judged). */
+	/* leave: a member whose lease stood still long enough while the
+	 * key-value store took writes (a JetStream leader election stops
+	 * every renewal, ours too, while reads from the replicas go on:
+	 * measured after a partition and after its heal; a clock that ran
+	 * through it would drop every member, the coordinator included).
+	 * The caller gives a view of every member, its lease clock started
+	 * when it began watching (a member it has no view of is not
+	 * judged). */
 	for (unsigned i = 0; i < current->n; i++) {
 		const struct member *m = &current->m[i];
 		const struct member_view *v = NULL;
 		for (unsigned k = 0; k < nviews; k++)
 			if (strcmp(views[k].name, m->name) == 0)
 				v = &views[k];
-		if (v == NULL || !v->lease_seen ||
-		    now_ms - v->lease_changed_ms <= node_timeout_ms + lease_ms)
+		if (v == NULL || !v->lease_seen)
+			continue;
+		int64_t from = v->lease_changed_ms > v->judged_from_ms ?
+			       v->lease_changed_ms : v->judged_from_ms;
+		if (now_ms - from <= node_timeout_ms + lease_ms)
 			continue;
 		members_remove(next, m->name);
 		changed = true;

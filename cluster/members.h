@@ -97,6 +97,12 @@ struct member_view {
 	bool lease_seen;            /* its lease key exists */
 	int64_t lease_changed_ms;   /* our monotonic ms when its lease key's
 				       revision last changed */
+	int64_t judged_from_ms;     /* our monotonic ms from which a lease
+				       standing still counts against it
+				       (0: from lease_changed_ms): the
+				       last time our own lease renewal
+				       failed, when nobody's may have gone
+				       through either */
 };
 
 /* Is self the coordinator: the lowest name among the members it sees up
@@ -106,7 +112,8 @@ bool members_is_coordinator(const struct members *ms,
 			    const char *self);
 /* The next member list: nodes up with a lease join (or update their
  * run); members whose lease has not changed for node_timeout_ms +
- * lease_ms leave.  next = current with those changes and epoch + 1 when
+ * lease_ms, counted from the later of lease_changed_ms and
+ * judged_from_ms, leave.  next = current with those changes and epoch + 1 when
  * anything changed; returns true then. */
 bool members_next(const struct members *current,
 		  const struct member_view *views, unsigned nviews,

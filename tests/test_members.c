@@ -137,6 +137,29 @@ Test(members, leave_only_after_timeout_plus_lease)
 		  members_find(&next, "n3") >= 0);
 }
 
+/* A key-value outage (a JetStream leader election: our own calls fail,
+ * nobody's renewal goes through) does not count against anyone: after
+ * it, every lease looks as old as the outage is long, the coordinator's
+ * own too; without the rule every member would leave at once. */
+Test(members, outage_does_not_count)
+{
+	struct members ms = three(), next;
+	struct member_view v[3] = {
+		view("n1", 0x11, true, 1000), view("n2", 0x22, true, 1000),
+		view("n3", 0x33, true, 1000),
+	};
+	for (unsigned i = 0; i < 3; i++)
+		v[i].judged_from_ms = 20000;    /* our calls failed till then */
+	cr_expect(!members_next(&ms, v, 3, 21000, 3000, 5000, &next));
+	cr_expect(!members_next(&ms, v, 3, 28000, 3000, 5000, &next));
+	/* a member still silent node_timeout + lease after the store came
+	 * back leaves; the ones that renewed meanwhile stay */
+	v[0].lease_changed_ms = v[1].lease_changed_ms = 27000;
+	cr_expect(members_next(&ms, v, 3, 28001, 3000, 5000, &next));
+	cr_expect_eq(next.n, 2);
+	cr_expect_eq(members_find(&next, "n3"), -1);
+}
+
 Test(members, join_and_new_run)
 {
 	struct members ms = three(), next;

@@ -263,6 +263,8 @@ static int muc_fan_where(struct worker *w, const struct muc_dest *d,
 	if (ms != NULL) {
 		/* one look-up per session every few seconds, not one per
 		 * message: the table's lock is every worker's */
+		if (ms->where_ms == 0 || ms->node != s->node)
+			muc_home_set(w, ms->home, s->node);
 		ms->slot = s->slot;
 		ms->node = s->node;
 		ms->rslot = s->rslot;
@@ -662,7 +664,7 @@ static void muc_loaded_node(struct worker *w, struct muc_room *r,
 {
 	if (muc_cluster_on(w) &&
 	    (run_over || members_find(muc_members(w, NULL), node) < 0))
-		muc_room_gone(w, r, jid, 0);
+		muc_room_gone(w, r, jid, MUC_GONE_LEFT);
 }
 
 static void muc_loaded_occ(void *ctx, const PGresult *res,
@@ -732,6 +734,8 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 			free(m[o->nsess].presence);
 			break;
 		}
+		snprintf(m[o->nsess].home, sizeof(m[o->nsess].home), "%s",
+			 PQgetvalue(res, i, 4));
 		o->last = o->nsess++;
 		muc_loaded_node(w, r, jid, PQgetvalue(res, i, 4),
 				strcmp(PQgetvalue(res, i, 5), "t") == 0);
@@ -902,7 +906,7 @@ void muc_db_occupant_put(struct worker *w, struct muc_room *r,
 	if (r->id == 0)
 		return;
 	muc_id_text(r, id, sizeof(id));
-	const char *node = muc_node_of(w, s->jid);
+	const char *node = muc_node_of(w, s->jid, s->home);
 	const char *params[7] = { id, s->jid, o->nick, muc_role_name(o->role),
 				  s->presence, muc_boot(w), node };
 	/* the run is that of the node holding the session: ours, or the

@@ -14,6 +14,15 @@
  * MUC_HANDOVER_MS after a member list moved the room between two live
  * nodes (the old owner may still be finishing what it accepted under
  * the old list, which it read up to one key-value round earlier).
+ *
+ * An occupant session missing from the session table is taken for
+ * ended only when the table can know (muc_absence_known): a member
+ * node we do not hear (a partition: its sessions were swept from our
+ * table, they may well live on the other side) keeps its occupants
+ * until the member list drops it; the room's owner after that removes
+ * them (333).  Otherwise an owner cut off with a minority would write
+ * the majority's occupants out of PostgreSQL before its lease lapsed,
+ * and the majority's next owner would read a room without them.
  * Failure policy: nothing here fails; an unreadable list is "no owner".
  */
 #include "muc_int.h"
@@ -160,19 +169,51 @@ int muc_where_here(struct worker *w, const char *room)
 	       r.slot == w->slot;
 }
 
-const char *muc_node_of(struct worker *w, const char *jid)
+void muc_home_set(struct worker *w, char *home, unsigned node)
+{
+	struct ipc_cluster_node n;
+	if (!muc_cluster_on(w))
+		home[0] = '\0';
+	else if (node == 0)
+		snprintf(home, IPC_NODE_NAME, "%s", muc_node_self(w));
+	else if (node < IPC_MAX_NODES &&
+		 shm_cluster_read_node(&w->shm->hdr->cluster, node, &n))
+		snprintf(home, IPC_NODE_NAME, "%s", n.name);
+}
+
+const char *muc_node_of(struct worker *w, const char *jid,
+			const char *home)
 {
 	static char name[IPC_NODE_NAME];
 	struct session_info s;
-	struct ipc_cluster_node n;
 	if (!muc_cluster_on(w))
 		return "";
-	if (shm_session_get(w->shm->sessions, jid, &s) == 1 && s.node != 0 &&
-	    shm_cluster_read_node(&w->shm->hdr->cluster, s.node, &n)) {
-		snprintf(name, sizeof(name), "%s", n.name);
+	if (shm_session_get(w->shm->sessions, jid, &s) == 1) {
+		snprintf(name, sizeof(name), "%s", muc_node_self(w));
+		muc_home_set(w, name, s.node);
 		return name;
 	}
-	return muc_node_self(w);
+	/* out of the table: where it was, not here (a row rewritten
+	 * meanwhile must not turn a cut-off node's occupant into ours) */
+	return home != NULL && home[0] != '\0' ? home : muc_node_self(w);
+}
+
+int muc_absence_known(struct worker *w, const char *home)
+{
+	struct ipc_cluster_node n;
+	if (!muc_cluster_on(w) || strcmp(home, muc_node_self(w)) == 0)
+		return 1;       /* our own table is the truth */
+	if (members_find(muc_members(w, NULL), home) < 0)
+		return 1;       /* left the cluster (or a row of no node) */
+	int idx = muc_node_index(w, home);
+	/* heard, and its directory complete in our table (the count its
+	 * heartbeat gives is the count we hold: not while a snapshot is
+	 * awaited after a heal or a restart) */
+	return idx > 0 &&
+	       shm_cluster_read_node(&w->shm->hdr->cluster, (unsigned)idx,
+				     &n) &&
+	       (n.state == IPC_NODE_UP || n.state == IPC_NODE_SUSPECT) &&
+	       n.directory == n.sessions;
 }
 
 int muc_members_array(struct worker *w, char *buf, size_t size)

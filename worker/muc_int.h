@@ -30,6 +30,11 @@ struct muc_sess {
 	uint32_t conn_id, gen;
 	uint16_t slot;
 	uint8_t node, rslot;    /* another node's session (session.h) */
+	/* the node holding the session (cluster.node; "" without a
+	 * cluster), set when it enters or the room is read: once the
+	 * session is out of the table, whether that says it ended
+	 * (muc_absence_known) depends on which node held it */
+	char home[IPC_NODE_NAME];
 };
 #define MUC_RECHECK_MS 5000
 
@@ -159,9 +164,19 @@ int muc_where(struct worker *w, const char *room, struct muc_where *r);
 /* The room is this worker's to act on now. */
 int muc_where_here(struct worker *w, const char *room);
 /* This node's name ("" without a cluster); the node holding jid's
- * session (ours when it is not in the table). */
+ * session (when it is not in the table: home if set, else ours). */
 const char *muc_node_self(const struct worker *w);
-const char *muc_node_of(struct worker *w, const char *jid);
+const char *muc_node_of(struct worker *w, const char *jid,
+			const char *home);
+/* home (IPC_NODE_NAME bytes) := the name of node table entry node (0:
+ * ours; "" without a cluster; unchanged for an unreadable entry). */
+void muc_home_set(struct worker *w, char *home, unsigned node);
+/* A session of node home (muc_sess.home) that is not in the session
+ * table: 1 when that says it ended (our node; a node no longer in the
+ * member list; a node we hear whose sessions we all have), 0 when we
+ * cannot tell (a member we do not hear now: cut off or dying, not yet
+ * out of the list -- its occupants stay until the list drops it). */
+int muc_absence_known(struct worker *w, const char *home);
 /* The member list (refreshed from shared memory); its epoch (0: none). */
 const struct members *muc_members(struct worker *w, uint64_t *epoch_r);
 /* The member names as a PostgreSQL text[] literal, "{n1,n2}". */
@@ -233,9 +248,13 @@ void muc_room_stanza(struct worker *w, struct muc_room *r, struct arena *a,
 /* A session of r is gone: it ended (swept with its worker, or found
  * missing from the session table; ended 1: it leaves as at a
  * disconnection) or its server bounced what the room sent it (ended 0:
- * it leaves with status 333).  Noted; it leaves when the room settles,
- * after the stanza being handled (no occupant is freed under a caller
- * that holds it). */
+ * it leaves with status 333), or its node left the cluster or its run
+ * is over (MUC_GONE_LEFT: 333, whatever our heartbeats say of that
+ * node).  Noted; it leaves when the room settles, after the stanza
+ * being handled (no occupant is freed under a caller that holds it).
+ * A session that is only missing from the table stays while
+ * muc_absence_known cannot tell (its node cut off, still a member). */
+#define MUC_GONE_LEFT 2
 void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid,
 		   int ended);
 /* The noted sessions leave (muc.c's settling, room busy). */

@@ -550,7 +550,8 @@ static void muc_exit(struct worker *w, struct muc_room *r, struct muc_occ *o,
 void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid,
 		   int ended)
 {
-	/* each entry is "E" (ended) or "X" (an error), then the JID */
+	/* each entry is "E" (ended), "X" (an error) or "L" (its node left
+	 * the cluster or its run is over), then the JID */
 	(void)w;
 	for (unsigned i = 0; i < r->ngone; i++)
 		if (strcmp(r->gone[i] + 1, jid) == 0)
@@ -562,7 +563,7 @@ void muc_room_gone(struct worker *w, struct muc_room *r, const char *jid,
 	r->gone = m;
 	if ((m[r->ngone] = malloc(n + 2)) == NULL)
 		return;
-	m[r->ngone][0] = ended ? 'E' : 'X';
+	m[r->ngone][0] = ended == MUC_GONE_LEFT ? 'L' : ended ? 'E' : 'X';
 	memcpy(m[r->ngone] + 1, jid, n + 1);
 	r->ngone++;
 }
@@ -571,7 +572,7 @@ void muc_room_leave_gone(struct worker *w, struct muc_room *r)
 {
 	static const unsigned c333[] = { 333 };
 	char **gone = r->gone;
-	unsigned n = r->ngone, left = 0;
+	unsigned n = r->ngone, left = 0, kept = 0;
 	r->gone = NULL;
 	r->ngone = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -584,6 +585,16 @@ void muc_room_leave_gone(struct worker *w, struct muc_room *r)
 		if (o != NULL && gone[i][0] == 'E' && !o->remote &&
 		    shm_session_get(w->shm->sessions, gone[i] + 1, &now) == 1)
 			o = NULL;
+		/* a session of a member node we do not hear now stays: the
+		 * table lost it with its node (a partition), not because it
+		 * ended; when the member list drops that node, the room's
+		 * owner then removes it (muc_loaded_node, MUC_GONE) */
+		if (o != NULL && !o->remote && gone[i][0] != 'L' &&
+		    shm_session_get(w->shm->sessions, gone[i] + 1, &now) != 1 &&
+		    !muc_absence_known(w, o->sess[si].home)) {
+			o = NULL;
+			kept++;
+		}
 		/* a session that ended without a word (its worker
 		 * crashed, it is no longer in the session table) leaves as
 		 * at a disconnection; one whose server bounced what the room
@@ -603,6 +614,10 @@ void muc_room_leave_gone(struct worker *w, struct muc_room *r)
 	if (left > 0)
 		log_info("muc %s: %u occupant sessions gone (ended, or "
 			 "their server bounced): they left", r->jid, left);
+	if (kept > 0)       /* each fan-out finds them again: debug */
+		log_debug("muc %s: %u occupant sessions of nodes we do not "
+			  "hear kept (they go when the member list drops "
+			  "their node)", r->jid, kept);
 	if (!r->dead)
 		muc_maybe_empty(w, r);
 }
@@ -908,6 +923,8 @@ static void muc_enter(struct worker *w, struct muc_room *r,
 			muc_occ_remove(r, o);
 		return;
 	}
+	snprintf(m[o->nsess].home, sizeof(m[o->nsess].home), "%s",
+		 muc_node_of(w, from, NULL));
 	o->last = o->nsess++;
 	/* 1: the others, to the newcomer (section 7.2.3) */
 	muc_send_occupants(w, r, o, from);
