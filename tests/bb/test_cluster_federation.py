@@ -34,6 +34,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 
@@ -88,7 +89,7 @@ class FedCluster:
 
 
 @contextlib.contextmanager
-def fed_cluster(secure, workers=1):
+def fed_cluster(secure, workers=1, node_timeout="2s"):
     """The federation lab (DNS, CA, Prosody with dave) and the cluster
     lab (3 NATS, 3 nodes serving xmppd.test with anna, bert, cleo and
     erin), started and converged; everything stopped at the end."""
@@ -116,7 +117,7 @@ def fed_cluster(secure, workers=1):
                         "s2s.port": str(ports[k])} for k in range(3)}
         with clusterlab.Lab(nodes=3, nats=3, workers=workers,
                             overrides=overrides, node_overrides=per_node,
-                            addrs=addrs) as cl:
+                            addrs=addrs, node_timeout=node_timeout) as cl:
             for name, pw in PW.items():
                 cl.add_user("%s@%s" % (name, DOMAIN), pw)
             cl.wait_converged(20)
@@ -348,6 +349,54 @@ def test_node_killed():
         run_async(scenario(), timeout=240)
 
 
+@clusterlab.skippable
+def test_message_before_directory():
+    """A message from dave that reaches a node before its directory knows
+    erin's fresh session (made certain here: the bridge of erin's node is
+    stopped, SIGSTOP, for 1.5 s around her login, so no directory event
+    leaves it) is stored offline by that node -- and reaches erin in her
+    current session within seconds (im.offline_recheck, worker/
+    offline.c), with its XEP-0203 delay, not only at her next login."""
+    with fed_cluster(True, node_timeout="6s") as lab:
+        async def scenario():
+            anna = await lab.user(0, "anna").online()
+            d = await lab.dave().online()
+            users = [anna, d]
+            try:
+                await listed(lab, anna)
+                await says(d, anna, "hello")
+                p_node = await wait_stream(lab, 10, "Prosody's stream")
+                k = [i for i in range(3) if i != p_node][0]
+                if k == 0:
+                    k = [i for i in range(3) if i not in (p_node, 0)][0]
+                node = lab.cl.nodes[k]
+                bridge = node.bridge_pid()
+                assert bridge, "no bridge pid for %s" % node.name
+                os.kill(bridge, signal.SIGSTOP)
+                try:
+                    e = await lab.user(k, "erin").online()
+                    users.append(e)
+                    # her initial presence handled (its copy back to
+                    # her), and its read of the storage done: nothing
+                    await e.until(lambda: [p for p in e.presences
+                                           if p["from"] == e.boundjid], 10,
+                                  "her own available presence")
+                    await asyncio.sleep(0.3)
+                    d.send_message(mto="erin@" + DOMAIN, mbody="early",
+                                   mtype="chat")
+                    await asyncio.sleep(1.5)
+                finally:
+                    os.kill(bridge, signal.SIGCONT)
+                m = await e.next_message(15)
+                assert m["body"] == "early" and m["from"] == d.boundjid, m
+                # it was stored (the proof that the race was made):
+                # XEP-0203 delay from the offline storage
+                assert "urn:xmpp:delay" in str(m), m
+            finally:
+                await offline_all(*users)
+        run_async(scenario(), timeout=180)
+
+
 if __name__ == "__main__":
     missing = [p for p, ok in (("nats-server", clusterlab.NATS_SERVER),
                                ("prosody", shutil.which("prosody")))
@@ -361,5 +410,6 @@ if __name__ == "__main__":
               flush=True)
         sys.exit(77)
     ALL = [test_three_nodes_external, test_three_nodes_dialback,
-           test_subscription_other_node, test_node_killed]
+           test_subscription_other_node, test_node_killed,
+           test_message_before_directory]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
