@@ -129,10 +129,12 @@ def fed_cluster(secure, workers=1, node_timeout="2s"):
 # The session directory reaches the other nodes within a scan (every
 # 100 ms, cluster/bridge_route.c) plus NATS: measured here 0.1-0.25 s
 # after a bind.  A stanza for a bare JID that reaches another node
-# before that finds no session and goes to offline storage (delivered
-# at the next login, not now), so a test lets the directory settle
-# after a login before the remote side writes, as test_cluster_im.py's
-# listed() does.
+# before that finds no session and goes to offline storage, from where
+# im.offline_recheck brings it ~2 s later with a <delay/>
+# (test_message_before_directory); the other tests let the directory
+# settle after a login before the remote side writes, as
+# test_cluster_im.py's listed() does, so that what they see is the
+# live path.
 SETTLE = 0.6
 
 
