@@ -14,7 +14,8 @@ certificate for xmppd.test from the lab CA (EXTERNAL) or self-signed
 What a user would notice, each test its own labs:
   * users on n1, n2 and n3 each get a message from a Prosody user and
     each answer reaches him -- with certificates (SASL EXTERNAL both
-    ways) and with dialback.  With dialback, Prosody verifies every
+    ways) and with dialback; with dialback against ejabberd 23.01 too
+    (skipped when it is not installed).  With dialback, Prosody verifies every
     node's key over its one stream to xmppd.test, which lands on one
     node: the keys of the other two are verified by a node that did not
     make them (the shared secret), and the logs show it;
@@ -41,11 +42,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import free_port, run_tests  # noqa: E402
 import clusterlab  # noqa: E402
-from fedlab import (Lab, ProsodyServer, User, befriend,  # noqa: E402
-                    run_async)
+from fedlab import (Lab, ProsodyServer, EjabberdServer, User,  # noqa: E402
+                    befriend, run_async)
 
 DOMAIN = "xmppd.test"
-PDOMAIN = "prosody.test"
 PW = {"anna": "4nna-pw", "bert": "b3rt-pw", "cleo": "cl3o-pw",
       "erin": "3rin-pw"}
 DAVE_PW = "d4ve-pw"
@@ -89,8 +89,9 @@ class FedCluster:
 
 
 @contextlib.contextmanager
-def fed_cluster(secure, workers=1, node_timeout="2s"):
-    """The federation lab (DNS, CA, Prosody with dave) and the cluster
+def fed_cluster(secure, workers=1, node_timeout="2s", anchor=ProsodyServer):
+    """The federation lab (DNS, CA, Prosody -- or anchor, for its
+    domain <kind>.test -- with dave) and the cluster
     lab (3 NATS, 3 nodes serving xmppd.test with anna, bert, cleo and
     erin), started and converged; everything stopped at the end."""
     with Lab() as fed:
@@ -100,10 +101,13 @@ def fed_cluster(secure, workers=1, node_timeout="2s"):
         # one certificate per node, as separate machines would have:
         # "full" (dNSName, SRV-ID, XmppAddr; Prosody takes XmppAddr) or
         # self-signed, which nobody trusts: dialback
-        certs = [fed.cert(DOMAIN, "full" if secure else "self")
-                 for _ in range(3)]
-        p = ProsodyServer(fed, PDOMAIN, secure=secure,
-                          users=[("dave", DAVE_PW)])
+        # (ejabberd 23.01 crashes on an XmppAddr: "srv" for it, see
+        # fedlab's docstring)
+        kind = "self" if not secure else (
+            "full" if anchor is ProsodyServer else "srv")
+        certs = [fed.cert(DOMAIN, kind) for _ in range(3)]
+        p = anchor(fed, "%s.test" % anchor.kind, secure=secure,
+                   users=[("dave", DAVE_PW)])
         fed.start()             # the DNS first: its address is known now
         overrides = {
             "hosts": DOMAIN,
@@ -187,10 +191,10 @@ def out_links(lab, mech):
     return [k for k, n in enumerate(lab.cl.nodes) if rx.search(n.log_text())]
 
 
-def one_node_each_way(secure):
-    """anna on n1, bert on n2, cleo on n3 and dave on Prosody exchange
-    messages both ways; returns the lab's logs."""
-    with fed_cluster(secure) as lab:
+def one_node_each_way(secure, anchor=ProsodyServer):
+    """anna on n1, bert on n2, cleo on n3 and dave on Prosody (or
+    anchor) exchange messages both ways; returns the lab's logs."""
+    with fed_cluster(secure, anchor=anchor) as lab:
         async def scenario():
             us = [await lab.user(k, n).online()
                   for k, n in enumerate(("anna", "bert", "cleo"))]
@@ -220,6 +224,30 @@ def test_three_nodes_external():
     assert "Initiating dialback" not in plog, plog[-3000:]
     assert plog.count("Incoming s2s connection xmppd.test->prosody.test "
                       "complete") >= 3, plog[-3000:]
+
+
+@clusterlab.skippable
+def test_three_nodes_ejabberd_dialback():
+    """The same with ejabberd 23.01 and dialback: users on all three
+    nodes talk with dave@ejabberd.test both ways; ejabberd accepts each
+    node's stream by dialback (it verifies each key on a connection of
+    its own to xmppd.test, through SRV: whichever node it reaches) and
+    every node's key is found valid, none invalid."""
+    if shutil.which("ejabberdctl") is None:
+        print("# skip: ejabberd is not installed")
+        return
+    elog, xlogs, ins = one_node_each_way(False, anchor=EjabberdServer)
+    up = [k for k, x in enumerate(xlogs) if re.search(
+        r"s2s xmppd\.test -> ejabberd\.test \S+: up \(dialback, TLS", x)]
+    assert up == [0, 1, 2], (up, elog[-3000:])
+    valid = sum(len(re.findall(r"dialback key for xmppd\.test -> "
+                               r"ejabberd\.test \(stream [^)]*\) is valid", x))
+                for x in xlogs)
+    assert valid >= 3 and not any("is invalid" in x for x in xlogs), valid
+    assert len(re.findall(r"Accepted inbound s2s dialback authentication "
+                          r"xmppd\.test -> ejabberd\.test", elog)) >= 3, elog[-3000:]
+    assert "Accepted outbound s2s dialback authentication ejabberd.test " \
+        "-> xmppd.test" in elog, elog[-3000:]
 
 
 @clusterlab.skippable
@@ -412,6 +440,7 @@ if __name__ == "__main__":
               flush=True)
         sys.exit(77)
     ALL = [test_three_nodes_external, test_three_nodes_dialback,
+           test_three_nodes_ejabberd_dialback,
            test_subscription_other_node, test_node_killed,
            test_message_before_directory]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
