@@ -201,6 +201,11 @@ const struct config_def config_defs[] = {
 	{ "im.offline_quota", CONFIG_TYPE_UINT, OFF(offline_quota), "1000",
 	  0, 1000000, RELOAD,
 	  "Offline messages kept per account (XEP-0160); 0 disables storage" },
+	{ "im.offline_recheck", CONFIG_TYPE_DURATION, OFF(offline_recheck),
+	  "2s", 0, 60000, RELOAD, "In a cluster: offline storage is read "
+	  "again this long after an initial presence, for what another "
+	  "node stored before its session directory knew the session; "
+	  "0: never" },
 	/* worker/roster.c */
 	{ "im.roster_max_items", CONFIG_TYPE_UINT, OFF(roster_max_items),
 	  "1000", 1, 100000, RELOAD, "Contacts per roster" },

@@ -15,6 +15,13 @@
  * Stored rows are read by store_read_stanza() (store.h); a row that does
  * not read back is logged with its id at error level and moved to
  * offline_unreadable for the operator, never deleted unread.
+ * In a cluster, a node stores a message when its session directory
+ * holds no available resource of the account, and the directory
+ * learns of a session on another node a scan later (0.1-0.25 s, see
+ * cluster/bridge_route.c): a message arriving there meanwhile is
+ * stored after this session's first fetch.  So in a cluster the
+ * storage is read again im.offline_recheck after an initial presence
+ * (rows after those already handed out), from the once-a-second tick.
  * Failure policy: a message that cannot be stored is answered with an
  * error to its sender (service-unavailable when the account is unknown or
  * full, internal-server-error/wait when the database is unavailable,
@@ -482,6 +489,63 @@ static void offline_deliver(struct conn *c)
 	offline_fetch(c);
 }
 
+/* ---- a second look, in a cluster -------------------------------------
+ * Sessions to look at again, in the order of their due times (one
+ * delay for all, so appending keeps the order); a ring per worker.
+ * When it is full the newest is not remembered: that session's
+ * late-stored messages wait for its next login, as without the
+ * recheck (logged, at most every few seconds). */
+#define OFFLINE_RECHECK_MAX 4096
+
+static struct offline_recheck {
+	uint32_t conn_id, gen;
+	int64_t due_ms;
+} offline_rechecks[OFFLINE_RECHECK_MAX];
+static unsigned offline_recheck_head, offline_recheck_n;
+static int64_t offline_recheck_logged_ms;
+
+static void offline_recheck_add(struct conn *c)
+{
+	const struct config *cfg = c->w->cfg;
+	int64_t now = time_now_ms();
+	if (!config_cluster_on(cfg) || cfg->offline_recheck == 0)
+		return;
+	if (offline_recheck_n == OFFLINE_RECHECK_MAX) {
+		if (now - offline_recheck_logged_ms >= 5000) {
+			offline_recheck_logged_ms = now;
+			log_info("c%u: offline storage not read again (%u "
+				 "logins waiting for it already)", c->id,
+				 OFFLINE_RECHECK_MAX);
+		}
+		return;
+	}
+	struct offline_recheck *r = &offline_rechecks[
+		(offline_recheck_head + offline_recheck_n++) %
+		OFFLINE_RECHECK_MAX];
+	r->conn_id = c->id;
+	r->gen = c->gen;
+	r->due_ms = now + (int64_t)cfg->offline_recheck;
+}
+
+static void offline_tick(struct worker *w, int64_t now_ms)
+{
+	while (offline_recheck_n > 0) {
+		struct offline_recheck *r =
+			&offline_rechecks[offline_recheck_head];
+		if (r->due_ms > now_ms)
+			break;
+		offline_recheck_head = (offline_recheck_head + 1) %
+				       OFFLINE_RECHECK_MAX;
+		offline_recheck_n--;
+		/* still there, bound and available: unavailable since
+		 * means its next initial presence fetches anyway */
+		struct conn *c = conn_lookup(w, r->conn_id, r->gen);
+		if (c != NULL && c->bound && !c->closed && !c->want_close &&
+		    c->available && c->priority >= 0)
+			offline_deliver(c);
+	}
+}
+
 /* ---- the extension (ext.h) ------------------------------------------- */
 
 /* Section 8.5.2.2.1: chat and normal for an account with no resource
@@ -499,8 +563,10 @@ static void offline_presence(struct conn *c, const struct xml_node *st,
 			     int initial)
 {
 	(void)st;
-	if (initial && c->priority >= 0)
+	if (initial && c->priority >= 0) {
 		offline_deliver(c);
+		offline_recheck_add(c);
+	}
 }
 
 static void offline_drained(struct conn *c)
@@ -527,7 +593,9 @@ static void offline_free(struct conn *c)
 }
 
 static const char *const offline_disco[] = { "msgoffline", NULL };
-static const char *const offline_config[] = { "im.offline_quota", NULL };
+static const char *const offline_config[] = {
+	"im.offline_quota", "im.offline_recheck", NULL,
+};
 static const char *const offline_schema[] = {
 	"002-im.sql", "004-offline-unreadable.sql", NULL,
 };
@@ -543,4 +611,5 @@ const struct ext offline_ext = {
 	.taken_back = offline_taken,
 	.session_gone = offline_gone,
 	.conn_free = offline_free,
+	.tick = offline_tick,
 };

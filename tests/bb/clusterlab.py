@@ -877,13 +877,19 @@ class Lab:
     overrides: config rows for every node (e.g. a longer node_timeout),
     node_overrides: {index: rows} for one; netns=True: node k and
     NATS server k run in namespace k of a NetnsLab (nats == nodes),
-    clients reach them from the root side."""
+    clients reach them from the root side; addrs: without netns, the
+    address node k's listeners bind (each on a loopback address of its
+    own, as the federation lab places servers: its DNS names them),
+    default 127.0.0.1 for all."""
 
     def __init__(self, nodes=3, nats=3, workers=2, overrides=None,
                  node_overrides=None, netns=False, heartbeat="500ms",
-                 node_timeout="2s"):
+                 node_timeout="2s", addrs=None):
         if netns and nats != nodes:
             raise ValueError("netns: one NATS server per node")
+        if addrs is not None and (netns or len(addrs) != nodes):
+            raise ValueError("addrs: one per node, and not with netns")
+        self.addrs = list(addrs) if addrs is not None else None
         self.dir = tempfile.mkdtemp(prefix="xmppd-clusterlab-")
         self.cluster_name = "t" + secrets.token_hex(4)
         self.secret_file = os.path.join(self.dir, "cluster.key")
@@ -936,7 +942,8 @@ class Lab:
             o.update(self.node_overrides.get(k, {}))
             self.nodes.append(ClusterNode(
                 self, k, workers=self.workers, overrides=o,
-                addr=self.netns.addr(k) if self.netns else "127.0.0.1",
+                addr=(self.netns.addr(k) if self.netns else
+                      self.addrs[k] if self.addrs else "127.0.0.1"),
                 netns=self.netns.ns[k] if self.netns else None,
                 heartbeat=self.heartbeat, node_timeout=self.node_timeout))
         self.nodes[0].ctl_config("db", "migrate")

@@ -13,13 +13,16 @@ certificates from a CA made for the lab.
         ...  p.addr, p.c2s_port, p.s2s_port, p.log_text(), x (harness.Server)
 
 Addresses: every lab draws its own 127.A.B.0/24 (A from the pid, B at
-random), server i gets 127.A.B.(10+i), the lab's DNS (LABDNS) is on
-127.A.B.1 port 53; parallel labs do not collide.
+random), each server (or address a test asks for: new_addr()) gets the
+next of 127.A.B.10, .11, ...; the lab's DNS (LABDNS) is on 127.A.B.1
+port 53; parallel labs do not collide.
 Ports: each server's s2s listener is on a free port of its address; the
 lab's DNS (tests/bb/dnslab.py, dnsmasq) has for every domain D
     _xmpp-server._tcp.D  SRV 0 0 PORT xmpp.D
     xmpp.D and D         A   ADDR
-and nothing else: every name under "test" without a record is NXDOMAIN,
+(a domain served by several nodes, lab.records(D, targets): one SRV
+record per node, xmppK.D each, D naming them all) and nothing else:
+every name under "test" without a record is NXDOMAIN,
 nothing is forwarded, nothing reaches the real internet.
 
 How each server is made to use that DNS without touching /etc:
@@ -141,6 +144,7 @@ class Lab:
         self.net = "127.%d.%d" % (16 + os.getpid() % 200,
                                   random.randint(1, 254))
         self.servers = []
+        self._naddr = 0             # addresses new_addr() gave out
         # The DNS listens on port 53 of the lab's own .1 address (root:
         # the anchors need that for getaddrinfo, see EjabberdServer).
         self.dns_addr = "%s.1" % self.net
@@ -158,7 +162,11 @@ class Lab:
     # ---- addresses and DNS ------------------------------------------------
 
     def new_addr(self):
-        return "%s.%d" % (self.net, 10 + len(self.servers))
+        """The next unused address of the lab's /24 (from .10 on): each
+        server's, or each node of a cluster the test places itself
+        (records())."""
+        self._naddr += 1
+        return "%s.%d" % (self.net, 9 + self._naddr)
 
     def add(self, server):
         """Called by each server's constructor: its DNS records."""
@@ -174,10 +182,25 @@ class Lab:
     def record(self, domain, addr, port):
         """The records of a domain with no server of the lab behind it
         (a server that is down, or a socket the test holds)."""
-        self.dns.srv("_xmpp-server._tcp.%s" % domain, "xmpp.%s" % domain,
-                     port, prio=0, weight=0)
-        self.dns.host("xmpp.%s" % domain, addr)
-        self.dns.host(domain, addr)
+        self.records(domain, [(addr, port)])
+
+    def records(self, domain, targets):
+        """The records of a domain served from several places, targets
+        [(addr, port), ...] (the nodes of a cluster, which the test
+        starts itself): one _xmpp-server._tcp SRV record per target,
+        all of priority 0 and weight 0 (RFC 2782: the client may pick
+        any, and tries the next when one fails), target k (from 1)
+        named xmppK.D with its A record, and D's A records naming every
+        address.  One target keeps the single-server names (xmpp.D)."""
+        if self.started:
+            raise AssertionError("lab already started: DNS records are fixed")
+        for k, (addr, port) in enumerate(targets):
+            name = ("xmpp.%s" % domain if len(targets) == 1
+                    else "xmpp%d.%s" % (k + 1, domain))
+            self.dns.srv("_xmpp-server._tcp.%s" % domain, name, port,
+                         prio=0, weight=0)
+            self.dns.host(name, addr)
+            self.dns.host(domain, addr)
 
     @property
     def dns_port(self):
