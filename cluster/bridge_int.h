@@ -120,6 +120,19 @@ struct bridge {
 	} fifo[IPC_MAX_SLOTS];
 	uint32_t unsettled[IPC_MAX_NODES];      /* entries not done with */
 	uint8_t settle_due[IPC_MAX_NODES];      /* ack to work out (flush) */
+	/* per node, its frames not done with, by number (what the ack's
+	 * holes are made of; bridge_route.c) */
+	struct route_openlist {
+		struct route_open {
+			uint64_t seq;
+			int64_t since_ms;
+			uint32_t token;
+			uint16_t w;
+		} *v;
+		size_t n, cap;
+	} open[IPC_MAX_NODES];
+	uint64_t forced;            /* held frames acknowledged anyway */
+	int64_t next_expiry_ms;
 	uint8_t reann_due[IPC_MAX_NODES];       /* back: re-announce after
 						   its snapshot */
 	uint64_t peer_run[IPC_MAX_NODES];       /* its node run, last heard */

@@ -582,8 +582,10 @@ static void route_reannounce(struct bridge *b, unsigned idx)
 {
 	log_info("cluster: node %s is back: our users' presence goes to "
 		 "their contacts again", b->cl->nodes[idx].name);
+	/* to its users' sessions only: nobody else lost ours */
 	for (unsigned w = 0; w < b->nworkers; w++)
-		route_to_worker(b, w, IPC_FRAME_REANNOUNCE, 0, 0, NULL, 0);
+		route_to_worker(b, w, IPC_FRAME_REANNOUNCE, (uint8_t)idx, 0,
+				NULL, 0);
 }
 
 /* The sessions a snapshot of a node may hold: what its heartbeat
@@ -862,6 +864,44 @@ static uint32_t fifo_next_token(struct route_fifo *f)
 	return f->head_token + (uint32_t)f->n;
 }
 
+/* ---- node's frames not done with, by number (the ack's holes) ---- */
+
+static int open_add(struct bridge *b, unsigned node, uint64_t seq,
+		    unsigned w, uint32_t token)
+{
+	struct route_openlist *l = &b->open[node];
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct route_open *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		l->v = v;
+		l->cap = cap;
+	}
+	/* a node's numbers come in order: appended, the list stays sorted */
+	l->v[l->n++] = (struct route_open){ seq, b->now_ms, token,
+					    (uint16_t)w };
+	return 0;
+}
+
+static void open_remove(struct bridge *b, unsigned node, uint64_t seq)
+{
+	struct route_openlist *l = &b->open[node];
+	size_t lo = 0, hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (l->v[mid].seq < seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < l->n && l->v[lo].seq == seq) {
+		memmove(&l->v[lo], &l->v[lo + 1],
+			(l->n - lo - 1) * sizeof(*l->v));
+		l->n--;
+	}
+}
+
 /* Entries i .. j-1 of f are done with. */
 static void fifo_mark(struct bridge *b, struct route_fifo *f, size_t i,
 		      size_t j)
@@ -874,7 +914,17 @@ static void fifo_mark(struct bridge *b, struct route_fifo *f, size_t i,
 		if (p->node != 0 && b->unsettled[p->node] > 0) {
 			b->unsettled[p->node]--;
 			b->settle_due[p->node] = 1;
+			open_remove(b, p->node, p->seq);
 		}
+	}
+}
+
+static void fifo_pop(struct route_fifo *f)
+{
+	while (f->n > 0 && fifo_at(f, 0)->done) {
+		f->head = (f->head + 1) % f->cap;
+		f->n--;
+		f->head_token++;
 	}
 }
 
@@ -922,73 +972,84 @@ static void route_settled(struct bridge *b, unsigned w, const void *data,
 			continue;
 		fifo_mark(b, f, lo, (size_t)hi + 1);
 	}
-	while (f->n > 0 && fifo_at(f, 0)->done) {
-		f->head = (f->head + 1) % f->cap;
-		f->n--;
-		f->head_token++;
-	}
+	fifo_pop(f);
 }
 
-static int seq_cmp(const void *a, const void *b)
+/* Ranges of consecutive numbers in node's list. */
+static size_t open_ranges(const struct route_openlist *l)
 {
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
+	size_t r = 0;
+	for (size_t i = 0; i < l->n; i++)
+		if (i == 0 || l->v[i].seq != l->v[i - 1].seq + 1)
+			r++;
+	return r;
 }
 
-/* Frames of a node not done with, looked at per worker for an ack. */
-#define ROUTE_SACK_SCAN (4u * RELAY_SACK_MAX)
+/* The oldest frame of node not done with is, from now on: a client that
+ * neither reads nor acknowledges for cluster.hold_time, or more held
+ * ranges than an ack can name, must not make its sender keep every
+ * stanza for this node (cluster.retain_bytes, then refusals) nor our
+ * FIFOs grow without end. */
+static void open_force_oldest(struct bridge *b, unsigned node)
+{
+	const struct route_open e = b->open[node].v[0];
+	struct route_fifo *f = &b->fifo[e.w];
+	uint32_t i = e.token - f->head_token;
+	if (i < f->n && fifo_at(f, i)->node == node &&
+	    fifo_at(f, i)->seq == e.seq) {
+		fifo_mark(b, f, i, (size_t)i + 1);
+		fifo_pop(f);
+	} else {
+		open_remove(b, node, e.seq);    /* not in the FIFO: a bug */
+	}
+	b->forced++;
+}
 
 /* Work out node's ack: the lowest frame not done with, the holes. */
 static void route_settle_node(struct bridge *b, unsigned node)
 {
-	uint64_t delivered = xfer_delivered(&b->xfer, node);
-	uint64_t limit = delivered;     /* what the holes may claim */
-	uint64_t *open = NULL;
-	size_t nopen = 0;
+	struct route_openlist *l = &b->open[node];
+	int64_t old = b->now_ms - (int64_t)b->cfg->cluster_hold_time;
+	uint64_t forced = b->forced;
 	struct relay_range holes[RELAY_SACK_MAX];
 	uint32_t nholes = 0;
-	if (b->unsettled[node] > 0 &&
-	    (open = malloc(b->nworkers * ROUTE_SACK_SCAN *
-			   sizeof(*open))) == NULL)
-		return;         /* the next settlement tries again */
-	for (unsigned w = 0; b->unsettled[node] > 0 && w < b->nworkers; w++) {
-		struct route_fifo *f = &b->fifo[w];
-		size_t k = 0;
-		for (size_t i = 0; i < f->n; i++) {
-			const struct route_pending *p = fifo_at(f, i);
-			if (p->node != node || p->done)
-				continue;
-			if (k == ROUTE_SACK_SCAN) {
-				/* unseen beyond: claim nothing from it on */
-				if (p->seq - 1 < limit)
-					limit = p->seq - 1;
-				break;
-			}
-			open[nopen++] = p->seq;
-			k++;
-		}
-	}
-	if (nopen > 1)
-		qsort(open, nopen, sizeof(*open), seq_cmp);
-	uint64_t upto = nopen > 0 ? open[0] - 1 : delivered;
-	for (size_t i = 0; i < nopen && open[i] <= limit; i++) {
-		if (nholes > 0 && holes[nholes - 1].to + 1 == open[i]) {
-			holes[nholes - 1].to = open[i];
+	while (l->n > 0 && l->v[0].since_ms <= old)
+		open_force_oldest(b, node);
+	for (size_t r = open_ranges(l); r > RELAY_SACK_MAX && l->n > 0;
+	     r = open_ranges(l))
+		open_force_oldest(b, node);
+	if (b->forced != forced && route_log_ok(b))
+		log_info("cluster: %llu frames from %s held past cluster."
+			 "hold_time or past the ack's %u ranges: acknowledged "
+			 "anyway (%llu so far)",
+			 (unsigned long long)(b->forced - forced),
+			 b->cl->nodes[node].name, RELAY_SACK_MAX,
+			 (unsigned long long)b->forced);
+	uint64_t delivered = xfer_delivered(&b->xfer, node);
+	uint64_t upto = l->n > 0 ? l->v[0].seq - 1 : delivered;
+	for (size_t i = 0; i < l->n; i++) {
+		if (nholes > 0 && holes[nholes - 1].to + 1 == l->v[i].seq) {
+			holes[nholes - 1].to = l->v[i].seq;
 			continue;
 		}
-		if (nholes == RELAY_SACK_MAX) {
-			limit = open[i] - 1;
-			break;
-		}
-		holes[nholes++] = (struct relay_range){ open[i], open[i] };
+		holes[nholes++] = (struct relay_range){ l->v[i].seq,
+							l->v[i].seq };
 	}
-	free(open);
-	xfer_settle(&b->xfer, node, upto, holes, nholes, limit);
+	xfer_settle(&b->xfer, node, upto, holes, nholes, delivered);
 }
 
 /* Before the acks go: the nodes whose frames got done with. */
 static void route_settle_flush(struct bridge *b)
 {
+	/* a held frame's time runs out with nothing else happening */
+	if (b->now_ms >= b->next_expiry_ms) {
+		b->next_expiry_ms = b->now_ms + 1000;
+		int64_t old = b->now_ms - (int64_t)b->cfg->cluster_hold_time;
+		for (unsigned node = 1; node < IPC_MAX_NODES; node++)
+			if (b->open[node].n > 0 &&
+			    b->open[node].v[0].since_ms <= old)
+				b->settle_due[node] = 1;
+	}
 	for (unsigned node = 1; node < IPC_MAX_NODES; node++)
 		if (b->settle_due[node]) {
 			b->settle_due[node] = 0;
@@ -1010,6 +1071,7 @@ static void route_unsettle_node(struct bridge *b, unsigned node)
 	}
 	b->unsettled[node] = 0;
 	b->settle_due[node] = 0;
+	b->open[node].n = 0;
 }
 
 /* Frame types a node sends another: to sessions, rooms, components and
@@ -1080,6 +1142,12 @@ static int route_deliver(void *ctx, unsigned from, uint64_t seq,
 		return -1;      /* comes again */
 	}
 	METRIC_INC(b->stats->frames_out);
+	if (open_add(b, from, seq, hdr->node_slot, token) < 0) {
+		/* no memory to list it: done with as queued (before) */
+		fifo_at(f, f->n - 1)->done = 1;
+		fifo_pop(f);
+		return 0;
+	}
 	b->unsettled[from]++;
 	return 1;
 }
@@ -1286,6 +1354,7 @@ void bridge_route_forgot(struct bridge *b, unsigned idx)
 	b->peer_run[idx] = 0;
 	b->peer_lost[idx] = 0;
 	b->settle_due[idx] = 0;
+	b->open[idx].n = 0;
 	b->reann_due[idx] = 0;
 	b->reann_ask[idx] = 0;
 	b->reann_done_ms[idx] = 0;
@@ -1384,6 +1453,8 @@ void bridge_route_stop(struct bridge *b)
 	dir_local_free(&b->dir);
 	for (unsigned w = 0; w < IPC_MAX_SLOTS; w++)
 		free(b->fifo[w].v);
+	for (unsigned n = 0; n < IPC_MAX_NODES; n++)
+		free(b->open[n].v);
 	while (b->held_head != NULL) {
 		struct route_held *h = b->held_head;
 		b->held_head = h->next;

@@ -41,7 +41,7 @@ enum relay_kind {
 };
 
 /* Holes an ack names at most. */
-#define RELAY_SACK_MAX 64u
+#define RELAY_SACK_MAX 256u
 
 struct relay_range {
 	uint64_t from, to;          /* inclusive */

@@ -796,6 +796,14 @@ const struct config_def config_defs[] = {
 	  OFF(cluster_node_forget), "1h", 60000, 31536000000ULL, RESTART,
 	  "A node down (or incompatible) for this long is forgotten: its "
 	  "place in the node table (64 places) is freed for another" },
+	{ "cluster.hold_time", CONFIG_TYPE_DURATION,
+	  OFF(cluster_hold_time), "5m", 1000, 86400000, RESTART,
+	  "A stanza from another node is acknowledged to it once written "
+	  "to the client's socket or acknowledged by an XEP-0198 client; "
+	  "one still held after this long (a client that neither reads "
+	  "nor acknowledges) is acknowledged anyway, so that its sender "
+	  "stops keeping it: a node lost after that loses it with its "
+	  "journal.  Past 256 held ranges per node the oldest are too" },
 };
 const size_t config_defs_count = ARRAY_SIZE(config_defs);
 

@@ -250,6 +250,8 @@ struct config {
 	uint64_t cluster_sync_interval; /* ms: snapshots to one asker */
 	unsigned cluster_snapshot_max;  /* sessions in one node's snapshot */
 	uint64_t cluster_node_forget;   /* ms: a DOWN entry is freed */
+	uint64_t cluster_hold_time;     /* ms: a held frame acknowledged
+					   anyway (cluster/bridge_route.c) */
 };
 
 struct config_def {

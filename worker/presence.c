@@ -59,6 +59,8 @@ struct pjob {
 	int hosted_only;        /* again after a cluster heal: only
 				   contacts we host, not the account's own
 				   resources */
+	uint8_t only_node;      /* ... and only their sessions on this
+				   cluster node (0: any) */
 	uint32_t conn_id, gen;  /* the session, for pending/offline */
 	char **directed;
 	unsigned ndirected;
@@ -284,7 +286,13 @@ static void presence_roster_rows(void *ctx, const PGresult *res,
 			continue;
 		if (j->hosted_only && presence_remote(j->w, contact))
 			continue;
-		if (from) {
+		if (from && j->only_node != 0) {
+			char *t = presence_with_to(j->text, contact);
+			if (t != NULL)
+				route_to_resources_on(j->w, contact, t,
+						      strlen(t), j->only_node);
+			free(t);
+		} else if (from) {
 			presence_send_to(j->w, j->text, contact, NULL);
 			presence_forget_directed(j, contact);
 		}
@@ -519,7 +527,7 @@ void presence_stop_broadcast(struct worker *w)
 			 "contacts on other servers and components", n);
 }
 
-void presence_reannounce(struct conn *c)
+void presence_reannounce(struct conn *c, uint8_t node)
 {
 	if (c->kind != CONN_C2S || !c->bound || !c->available ||
 	    c->last_presence == NULL || c->closed || c->w->stopping)
@@ -530,6 +538,7 @@ void presence_reannounce(struct conn *c)
 		return;
 	}
 	j->hosted_only = 1;
+	j->only_node = node;
 	presence_broadcast(j);
 }
 

@@ -309,9 +309,11 @@ void route_sessions_done(struct session_info *heap)
 	free(heap);
 }
 
-void route_to_resources(struct worker *w, const char *bare, const char *text,
-			size_t len, int frame_type, int only_available,
-			const char *skip_full)
+/* Node 0 in `on`: any node. */
+static void route_to_resources_of(struct worker *w, const char *bare,
+				  const char *text, size_t len, int frame_type,
+				  int only_available, const char *skip_full,
+				  uint8_t on)
 {
 	struct session_info *heap;
 	const char *error;
@@ -320,7 +322,8 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 	for (int i = 0; i < n; i++) {
 		const struct session_info *s = &res[i];
 		if ((only_available && !s->available) ||
-		    (skip_full != NULL && strcmp(s->jid, skip_full) == 0))
+		    (skip_full != NULL && strcmp(s->jid, skip_full) == 0) ||
+		    (on != 0 && s->node != on))
 			continue;
 		if (s->slot != w->slot) {
 			if (worker_send_session(w, s, (uint8_t)frame_type,
@@ -340,6 +343,21 @@ void route_to_resources(struct worker *w, const char *bare, const char *text,
 			conn_send(c, text, len);
 	}
 	route_sessions_done(heap);
+}
+
+void route_to_resources(struct worker *w, const char *bare, const char *text,
+			size_t len, int frame_type, int only_available,
+			const char *skip_full)
+{
+	route_to_resources_of(w, bare, text, len, frame_type, only_available,
+			      skip_full, 0);
+}
+
+void route_to_resources_on(struct worker *w, const char *bare,
+			   const char *text, size_t len, uint8_t node)
+{
+	route_to_resources_of(w, bare, text, len, IPC_FRAME_STANZA, 1, NULL,
+			      node);
 }
 
 /* Send the error reply for r's stanza back towards its sender. */

@@ -455,9 +455,11 @@ static void worker_channel(struct worker *w)
 
 /* The sessions available now, to announce again over the next turns
  * (several frames in a row: one list). */
-static void worker_reannounce_start(struct worker *w)
+static void worker_reannounce_start(struct worker *w, uint8_t node)
 {
 	size_t n = 0;
+	/* another node back while one run goes: this run goes to both */
+	w->reann_node = w->reann != NULL && w->reann_node != node ? 0 : node;
 	for (struct conn *c = w->conns; c != NULL; c = c->next)
 		n += c->kind == CONN_C2S && c->bound && c->available;
 	free(w->reann);
@@ -482,7 +484,7 @@ static int worker_reannounce_step(struct worker *w)
 		const struct worker_reann *r = &w->reann[w->reann_pos++];
 		struct conn *c = conn_lookup(w, r->conn_id, r->gen);
 		if (c != NULL) {
-			presence_reannounce(c);
+			presence_reannounce(c, w->reann_node);
 			done++;
 		}
 	}
@@ -501,7 +503,7 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 	METRIC_INC(w->stats->frames_in);
 	if (hdr->type == IPC_FRAME_REANNOUNCE) {
 		if (hdr->src_slot == w->nworkers)
-			worker_reannounce_start(w);
+			worker_reannounce_start(w, hdr->node);
 		return;
 	}
 	/* another node's frame, through the bridge: its sender keeps it

@@ -283,6 +283,7 @@ struct worker {
 		uint32_t conn_id, gen;
 	} *reann;
 	size_t reann_n, reann_pos;
+	uint8_t reann_node;     /* the node they go to (0: every node) */
 	struct http_conn *http_conns;   /* HTTP front's connections */
 	unsigned http_nconns;
 	int accept_paused;      /* EMFILE: listeners off until the timer */
@@ -477,11 +478,12 @@ void presence_session_gone(struct conn *c);
  * contacts and directed-presence recipients we do not host (remote
  * servers, components); local ones get nothing (disconnected too). */
 void presence_stop_broadcast(struct worker *w);
-/* Cluster (issue 15): a node we had lost is back; the session's last
- * presence goes again to its contacts we host (on any node), not to its
- * own resources nor to other servers: those on the node that was gone
- * saw it go unavailable (paced by the caller). */
-void presence_reannounce(struct conn *c);
+/* Cluster (issue 15): node `node` (an index of the node table; 0: any)
+ * had lost us and is back; the session's last presence goes again to
+ * its contacts we host whose sessions are on that node, not to its own
+ * resources nor to other servers: those on the node that was gone saw
+ * it go unavailable, nobody else did (paced by the caller). */
+void presence_reannounce(struct conn *c, uint8_t node);
 /* Swept session of a dead worker: broadcast its unavailable presence. */
 void presence_swept(struct worker *w, const char *full_jid);
 /* Send conn's last presence to `to` (a probe answer). */
@@ -534,6 +536,10 @@ void route_sessions_done(struct session_info *heap);
 void route_to_resources(struct worker *w, const char *bare, const char *text,
 			size_t len, int frame_type, int only_available,
 			const char *skip_full);
+/* The same, to the available resources on cluster node `node` only (an
+ * index of the node table, not 0). */
+void route_to_resources_on(struct worker *w, const char *bare,
+			   const char *text, size_t len, uint8_t node);
 void route_from_client(struct conn *c, struct xml_node *stanza);
 void route_frame(struct worker *w, const struct ipc_frame_header *hdr,
 		 const void *payload, size_t len);

@@ -20,7 +20,10 @@ slice 8), three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
   * messages from another node that the client read but never
     acknowledged (<a h/>) are not lost with its node: killed -9, they
     come from offline storage at the next login, and those it did
-    acknowledge do not come twice.
+    acknowledge do not come twice;
+  * such held messages do not make the sending node keep the others
+    sent after them (the ack names the held ones), and after
+    cluster.hold_time they are acknowledged anyway (nothing kept).
 
 Exits 77 without nats-server (clusterlab's skips).  Needs
 XMPPD_TEST_PGCONN.
@@ -400,8 +403,61 @@ def test_node_killed_unacked_not_lost():
         assert "<error" not in r.buf.decode()
 
 
+def kept_for(node, name):
+    st = node.cluster_status() or {}
+    for e in st.get("nodes", ()):
+        if e.get("name") == name:
+            return e.get("kept_bytes")
+    return None
+
+
+@skippable
+def test_held_frames_kept_alone():
+    total = 40
+    with Lab(nodes=3, nats=3, workers=WORKERS,
+             overrides={"sm.max_unacked_bytes": "1008K",
+                        "cluster.hold_time": "6s"}) as lab:
+        users(lab)
+        r = lab.client(0, "romeo", PW["romeo"], "garden")
+        phone = connect(lab, 1)
+        authed(phone, "juliet")
+        jp = phone.bind("phone")
+        phone.send("<presence/>")
+        phone.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jp))
+        phone.send("<enable xmlns='%s' resume='true'/>" % SM)
+        phone.read_until("<enabled [^>]*/>")
+        desk = lab.client(1, "juliet", PW["juliet"], "desk")
+        wait_held_on(lab, jp, 1)
+        wait_until(lambda: (desk.jid in sessions(lab.nodes[0]), None), 10,
+                   "n1 knows juliet's desk")
+        big = "d" * 2000
+        # small ones to the phone (which never acknowledges), big ones
+        # to the desk (which reads them), interleaved
+        for i in range(total):
+            if i % 2 == 0:
+                msg(r, jp, "p%d" % i)
+            else:
+                msg(r, desk.jid, "d%d" % i, big)
+        assert read_ids(phone, total // 2, "p") == ["p%d" % i for i in range(0, total, 2)]
+        assert read_ids(desk, total // 2, "d") == ["d%d" % i for i in range(1, total, 2)]
+        # n1 keeps the phone's (a few hundred bytes each) and none of
+        # the desk's 2 KB ones sent after them
+        n2 = lab.nodes[1].name
+        wait_until(lambda: (kept_for(lab.nodes[0], n2) is not None and
+                            0 < kept_for(lab.nodes[0], n2) < 8000,
+                            kept_for(lab.nodes[0], n2)), 5,
+                   "n1 keeping only the phone's messages")
+        # cluster.hold_time later: acknowledged anyway, nothing kept
+        wait_until(lambda: (kept_for(lab.nodes[0], n2) == 0,
+                            kept_for(lab.nodes[0], n2)), 15,
+                   "the held messages acknowledged after cluster.hold_time")
+        assert "held past cluster.hold_time" in lab.nodes[1].log_text()
+        assert "<error" not in r.buf.decode()
+
+
 TESTS = [test_resume_on_another_node, test_large_journal_crosses,
-         test_node_killed_item_not_found, test_node_killed_unacked_not_lost]
+         test_node_killed_item_not_found, test_node_killed_unacked_not_lost,
+         test_held_frames_kept_alone]
 
 if __name__ == "__main__":
     run_tests([t for t in TESTS if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
