@@ -1018,13 +1018,17 @@ static void route_settle_node(struct bridge *b, unsigned node)
 	for (size_t r = open_ranges(l); r > RELAY_SACK_MAX && l->n > 0;
 	     r = open_ranges(l))
 		open_force_oldest(b, node);
-	if (b->forced != forced && route_log_ok(b))
+	static int64_t logged_ms;
+	if (b->forced != forced && (logged_ms == 0 ||
+				    b->now_ms - logged_ms >= ROUTE_LOG_EVERY_MS)) {
+		logged_ms = b->now_ms;
 		log_info("cluster: %llu frames from %s held past cluster."
 			 "hold_time or past the ack's %u ranges: acknowledged "
 			 "anyway (%llu so far)",
 			 (unsigned long long)(b->forced - forced),
 			 b->cl->nodes[node].name, RELAY_SACK_MAX,
 			 (unsigned long long)b->forced);
+	}
 	uint64_t delivered = xfer_delivered(&b->xfer, node);
 	uint64_t upto = l->n > 0 ? l->v[0].seq - 1 : delivered;
 	for (size_t i = 0; i < l->n; i++) {
