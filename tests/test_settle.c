@@ -205,3 +205,37 @@ Test(settle, tokens_wrap)
 	cr_expect_eq(r.h.base, 2);
 	settle_free(&s);
 }
+
+/* A stanza taken back (a connection closed before writing it) keeps its
+ * frame held until it is routed again; what routing it takes (offline
+ * storage's write) holds the same frame. */
+Test(settle, routed_again_under_its_frame)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold out, moved, stored;
+	settle_init(&s, false);
+	settle_begin(&s, 9);
+	settle_hold(&s, &out);          /* in a connection's output */
+	settle_end(&s);
+	moved = out;                    /* taken back: the hold moves */
+	out.token = 0;
+	uint32_t was = settle_enter(&s, &moved);
+	settle_hold(&s, &stored);       /* the offline row being written */
+	settle_leave(&s, was);
+	cr_expect_eq(s.cur, 0);
+	cr_expect_eq(stored.token, 9);
+	settle_release(&s, &moved);
+	cr_assert_eq(settle_pending(&s), 1, "held until the row is written");
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 9);
+	settle_release(&s, &stored);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 10);
+	/* a hold of an older numbering enters nothing */
+	struct settle_hold stale = { 9, s.epoch + 1 };
+	was = settle_enter(&s, &stale);
+	cr_expect_eq(s.cur, 0);
+	settle_leave(&s, was);
+	settle_free(&s);
+}

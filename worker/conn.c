@@ -568,6 +568,8 @@ struct conn_taken {
 	size_t *ends;           /* end of each piece in text */
 	size_t n;
 	uint64_t from;          /* out_total offset of text's start */
+	struct conn_hold *holds;    /* frames from other nodes among them */
+	unsigned nholds;
 };
 
 /* Take the pieces of out in [from, out_total) (from is where a piece
@@ -576,9 +578,22 @@ struct conn_taken {
 static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 {
 	uint64_t written = conn_out_written(c);
-	/* the frames taken go elsewhere (conn_route_taken): done here */
-	while (c->nholds > c->holds_head && c->holds[c->nholds - 1].end > from)
-		settle_release(&c->w->settle, &c->holds[--c->nholds].h);
+	/* the frames taken go elsewhere, held on (conn_route_taken) */
+	unsigned k = c->nholds;
+	while (k > c->holds_head && c->holds[k - 1].end > from)
+		k--;
+	t->holds = NULL;
+	t->nholds = 0;
+	if (k < c->nholds &&
+	    (t->holds = malloc((c->nholds - k) * sizeof(*t->holds))) != NULL) {
+		memcpy(t->holds, c->holds + k,
+		       (c->nholds - k) * sizeof(*t->holds));
+		t->nholds = c->nholds - k;
+	} else {
+		for (unsigned i = k; i < c->nholds; i++)
+			settle_release(&c->w->settle, &c->holds[i].h);
+	}
+	c->nholds = k;
 	const char *start = buf_head(&c->out);
 	size_t n = (size_t)(c->out_total - from);
 
@@ -626,20 +641,37 @@ struct conn_undelivered {
 	uint32_t conn_id;
 	uint32_t gen;
 	uint32_t len;
+	/* another node's frame: its sender keeps it until routed again
+	 * (offline storage holds it on until its row is written) */
+	struct settle_hold hold;
 };
 
-void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
-		      const char *data, size_t len)
+void conn_undelivered_held(struct worker *w, uint32_t conn_id, uint32_t gen,
+			   const char *data, size_t len,
+			   struct settle_hold *held)
 {
-	struct conn_undelivered h = { conn_id, gen, (uint32_t)len };
+	struct conn_undelivered h = { conn_id, gen, (uint32_t)len, { 0, 0 } };
 	size_t at = w->undelivered.len;
+	if (held != NULL && held->token != 0) {
+		h.hold = *held;
+		held->token = 0;
+	} else {
+		settle_hold(&w->settle, &h.hold);
+	}
 	if (len > UINT32_MAX ||
 	    buf_append(&w->undelivered, &h, sizeof(h)) < 0 ||
 	    buf_append(&w->undelivered, data, len) < 0) {
 		w->undelivered.len = at;
+		settle_release(&w->settle, &h.hold);
 		log_error("c%u: no memory to reroute %zu bytes: stanza lost",
 			  conn_id, len);
 	}
+}
+
+void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
+		      const char *data, size_t len)
+{
+	conn_undelivered_held(w, conn_id, gen, data, len, NULL);
 }
 
 /* Rounds per loop turn: routing may end more slow readers, whose
@@ -657,10 +689,13 @@ int conn_route_undelivered(struct worker *w)
 			struct conn_undelivered h;
 			memcpy(&h, buf_head(&list), sizeof(h));
 			buf_consume(&list, sizeof(h));
+			uint32_t was = settle_enter(&w->settle, &h.hold);
 			if (route_undelivered(w, h.conn_id, h.gen,
 					      buf_head(&list), h.len) < 0)
 				log_debug("c%u: stream data not written: "
 					  "dropped", h.conn_id);
+			settle_leave(&w->settle, was);
+			settle_release(&w->settle, &h.hold);
 			buf_consume(&list, h.len);
 		}
 		buf_free(&list);
@@ -673,7 +708,15 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			     const char *data, size_t len)
 {
 	size_t pieces = 0, kept = 0, journaled = 0;
+	unsigned hk = 0;
 	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
+		/* the hold of the frame this piece is, if any (both in order
+		 * of their ends) */
+		struct settle_hold *held = NULL;
+		while (hk < t->nholds && t->holds[hk].end < t->from + t->ends[i])
+			settle_release(&c->w->settle, &t->holds[hk++].h);
+		if (hk < t->nholds && t->holds[hk].end == t->from + t->ends[i])
+			held = &t->holds[hk++].h;
 		/* in a journal (XEP-0198): rerouted from there, once, when
 		 * the session ends (an offline message's row goes then too,
 		 * as written: the journal's copy is stored again) */
@@ -694,10 +737,16 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			pieces++;
 			continue;
 		}
-		conn_undelivered(c->w, c->id, c->gen,
-				 buf_head(&t->text) + from, t->ends[i] - from);
+		conn_undelivered_held(c->w, c->id, c->gen,
+				      buf_head(&t->text) + from,
+				      t->ends[i] - from, held);
 		pieces++;
 	}
+	/* journaled, kept or s2s pieces' holds: done here (the journal
+	 * holds its own) */
+	for (unsigned i = 0; i < t->nholds; i++)
+		settle_release(&c->w->settle, &t->holds[i].h);
+	free(t->holds);
 	if (data != NULL) {
 		conn_undelivered(c->w, c->id, c->gen, data, len);
 		pieces++;

@@ -184,6 +184,21 @@ void settle_end(struct settle *s)
 	s->cur = 0;
 }
 
+uint32_t settle_enter(struct settle *s, const struct settle_hold *h)
+{
+	uint32_t was = s->cur;
+	s->cur = 0;
+	if (h->token != 0 && h->epoch == s->epoch &&
+	    (size_t)(h->token - s->base) < s->n)
+		s->cur = h->token;
+	return was;
+}
+
+void settle_leave(struct settle *s, uint32_t was)
+{
+	s->cur = was;
+}
+
 size_t settle_pending(const struct settle *s)
 {
 	size_t k = 0;

@@ -67,6 +67,11 @@ void settle_end(struct settle *s);
 void settle_hold(struct settle *s, struct settle_hold *h);
 /* Done with what h kept; h is cleared.  A cleared h is a no-op. */
 void settle_release(struct settle *s, struct settle_hold *h);
+/* Route again, later, what h keeps (a stanza taken back to be routed
+ * elsewhere): holds taken meanwhile are on its frame.  Returns the
+ * frame that was being routed, for settle_leave. */
+uint32_t settle_enter(struct settle *s, const struct settle_hold *h);
+void settle_leave(struct settle *s, uint32_t was);
 /* Tokens read and not done with (xmppctl, tests). */
 size_t settle_pending(const struct settle *s);
 /* The IPC_FRAME_SETTLED payload (struct ipc_settled and ranges, at most

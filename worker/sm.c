@@ -341,7 +341,15 @@ static int sm_same_account(const char *full, const char *user,
 
 /* ---- frames from other nodes the journal holds (settle.h) -------------- */
 
+static void sm_hold_h(struct worker *w, struct sm_conn *s, uint32_t h);
+
 static void sm_hold_frame(struct worker *w, struct sm_conn *s)
+{
+	sm_hold_h(w, s, s->h_sent);
+}
+
+/* The frame being routed is in the journal as stanza h. */
+static void sm_hold_h(struct worker *w, struct sm_conn *s, uint32_t h)
 {
 	if (w->settle.cur == 0)
 		return;
@@ -362,11 +370,11 @@ static void sm_hold_frame(struct worker *w, struct sm_conn *s)
 		s->holds = v;
 		s->holds_cap = cap;
 	}
-	struct sm_hold *h = &s->holds[s->nholds];
-	settle_hold(&w->settle, &h->t);
-	if (h->t.token == 0)
+	struct sm_hold *e = &s->holds[s->nholds];
+	settle_hold(&w->settle, &e->t);
+	if (e->t.token == 0)
 		return;
-	h->h = s->h_sent;
+	e->h = h;
 	s->nholds++;
 }
 
@@ -424,8 +432,17 @@ static int sm_reroute_one(uint32_t seq, const char *data, size_t len,
 			  void *ctx)
 {
 	struct conn *c = ctx;
-	(void)seq;
-	conn_undelivered(c->w, c->id, c->gen, data, len);
+	struct sm_conn *s = c->sm;
+	/* a frame from another node the journal held: held on until it is
+	 * routed again (its h is the store's number plus base) */
+	struct settle_hold *held = NULL;
+	uint32_t h = seq + s->base;
+	while (s->holds_head < s->nholds &&
+	       (int32_t)(s->holds[s->holds_head].h - h) < 0)
+		settle_release(&c->w->settle, &s->holds[s->holds_head++].t);
+	if (s->holds_head < s->nholds && s->holds[s->holds_head].h == h)
+		held = &s->holds[s->holds_head++].t;
+	conn_undelivered_held(c->w, c->id, c->gen, data, len, held);
 	return 0;
 }
 
@@ -1522,6 +1539,10 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	s->h_acked = g->h_acked;
 	s->h_sent = g->h_acked + count;
 	s->take_deadline = 0;
+	/* a journal from another node: its node keeps the SM_GIVE frame
+	 * until the client acknowledges what is in it here */
+	for (uint32_t i = 1; i <= count; i++)
+		sm_hold_h(w, s, g->h_acked + i);
 	smstore_set_h_in(sm_store(w), &ref, s->h_in);
 	smstore_set_mech(sm_store(w), &ref, n->mech);
 	ext_filter(n, &sm_ext, 1);

@@ -359,6 +359,12 @@ void conn_update_events(struct conn *c);
 void conn_flush_all(struct worker *w);
 /* A stanza that did not reach connection conn_id: queued, and routed
  * by conn_route_undelivered() (never inside conn_send/conn_close). */
+/* The same for a stanza of a frame from another node that something
+ * held (settle.h): the hold moves with it (h is cleared) until it is
+ * routed again.  conn_undelivered holds the frame being routed now. */
+void conn_undelivered_held(struct worker *w, uint32_t conn_id, uint32_t gen,
+			   const char *data, size_t len,
+			   struct settle_hold *h);
 void conn_undelivered(struct worker *w, uint32_t conn_id, uint32_t gen,
 		      const char *data, size_t len);
 /* Route what was queued (route_undelivered); 1 when some is left for
