@@ -237,6 +237,12 @@ def mam_bodies(c, rj, qid, timeout=20.0):
             if st.startswith("<iq"):
                 break
             out += re.findall(r"<body>([^<]*)</body>", st)
+            # kept for a failure's report: which attempt (the message's
+            # id) each archived copy is, and its archive id
+            c.__dict__.setdefault("mam_raw", []).append(
+                (re.findall(r"<message [^>]*id='([^']*)'", st),
+                 re.findall(r"<result [^>]*id='([^']*)'", st),
+                 re.findall(r"<body>([^<]*)</body>", st)))
         if "type='result'" in st:
             return out
         assert "resource-constraint" in st and time.monotonic() < deadline, st
@@ -523,8 +529,8 @@ def test_partitioned_owner_stops_first():
         print("# the room answered alice %.1fs after the heal"
               % (time.monotonic() - healed))
         got = mam_bodies(a, rj, "qp", timeout=30.0)
-        assert len(got) == len(set(got)), "doubled: %r (alice's attempts: %r)" % (
-            got, getattr(a, "said", {}))
+        assert len(got) == len(set(got)), "doubled: %r (alice's attempts: %r; archive: %r)" % (
+            got, getattr(a, "said", {}), getattr(a, "mam_raw", []))
         # one order: the cut owner's messages all before the majority's
         assert got == ["before-cut"] + accepted_c + ["majority-1",
                                                      "after-heal"], got
