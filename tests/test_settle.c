@@ -239,3 +239,36 @@ Test(settle, routed_again_under_its_frame)
 	settle_leave(&s, was);
 	settle_free(&s);
 }
+
+/* A keeper's list (a connection's output): holds by end offset, done
+ * with from the oldest as the socket takes them; the ones taken back
+ * (past an offset) split off to be routed again. */
+Test(settle, keeper_list)
+{
+	struct settle s;
+	struct settle_list l = { 0 }, taken;
+	struct settle_held *e;
+	settle_init(&s, false);
+	for (uint32_t t = 1; t <= 4; t++) {
+		settle_begin(&s, t);
+		settle_list_hold(&s, &l, 100 * t);      /* ends 100..400 */
+		settle_end(&s);
+	}
+	settle_list_hold(&s, &l, 500);              /* no frame: nothing */
+	cr_assert_eq(settle_pending(&s), 4);
+	/* 250 bytes written: frames 1 and 2 done */
+	while ((e = settle_list_first(&l)) != NULL && e->key <= 250)
+		settle_list_release_first(&s, &l);
+	cr_assert_eq(settle_pending(&s), 2);
+	/* taken back from 300 on: frame 4 moves, frame 3 stays */
+	settle_list_split(&l, 300, &taken);
+	cr_assert_eq(taken.n, 1);
+	cr_expect_eq(taken.v[0].key, 400);
+	cr_expect_eq(taken.v[0].h.token, 4);
+	settle_list_release_all(&s, &l);
+	cr_assert_eq(settle_pending(&s), 1, "the taken one still held");
+	settle_list_free(&s, &taken);
+	cr_assert_eq(settle_pending(&s), 0);
+	settle_list_free(&s, &l);
+	settle_free(&s);
+}

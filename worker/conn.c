@@ -453,57 +453,19 @@ static uint64_t conn_out_written(const struct conn *c)
 
 static void conn_hold_frame(struct conn *c)
 {
-	struct settle *st = &c->w->settle;
-	if (st->cur == 0 || c->out_journaled != 0)
-		return;
-	if (c->holds_head > 0 && c->holds_head == c->nholds) {
-		c->nholds = c->holds_head = 0;
-	}
-	if (c->nholds == c->holds_cap) {
-		if (c->holds_head > 0) {
-			memmove(c->holds, c->holds + c->holds_head,
-				(c->nholds - c->holds_head) * sizeof(*c->holds));
-			c->nholds -= c->holds_head;
-			c->holds_head = 0;
-		}
-	}
-	if (c->nholds == c->holds_cap) {
-		unsigned cap = c->holds_cap ? c->holds_cap * 2 : 8;
-		struct conn_hold *v = realloc(c->holds, cap * sizeof(*v));
-		if (v == NULL) {
-			log_warn("c%u %s: no memory to hold a frame until "
-				 "written: settled now", c->id, c->peer);
-			return;
-		}
-		c->holds = v;
-		c->holds_cap = cap;
-	}
-	struct conn_hold *h = &c->holds[c->nholds];
-	settle_hold(st, &h->h);
-	if (h->h.token == 0)
-		return;
-	h->end = c->out_total;
-	c->nholds++;
+	if (c->out_journaled == 0)
+		settle_list_hold(&c->w->settle, &c->holds, c->out_total);
 }
 
 /* Written past them (the TLS layer's own buffer empty too): done. */
 static void conn_settle_written(struct conn *c)
 {
-	if (c->holds_head == c->nholds || tls13_out_pending(c))
+	struct settle_held *e = settle_list_first(&c->holds);
+	if (e == NULL || tls13_out_pending(c))
 		return;
 	uint64_t written = conn_out_written(c);
-	while (c->holds_head < c->nholds &&
-	       c->holds[c->holds_head].end <= written)
-		settle_release(&c->w->settle, &c->holds[c->holds_head++].h);
-}
-
-/* The connection is closing: what it had not written was taken back and
- * goes elsewhere (conn_take_back_all); all of it is done with here. */
-static void conn_settle_all(struct conn *c)
-{
-	while (c->holds_head < c->nholds)
-		settle_release(&c->w->settle, &c->holds[c->holds_head++].h);
-	c->nholds = c->holds_head = 0;
+	for (; e != NULL && e->key <= written; e = settle_list_first(&c->holds))
+		settle_list_release_first(&c->w->settle, &c->holds);
 }
 
 /* Ends in c->out_ends (sorted) that are <= at. */
@@ -568,8 +530,7 @@ struct conn_taken {
 	size_t *ends;           /* end of each piece in text */
 	size_t n;
 	uint64_t from;          /* out_total offset of text's start */
-	struct conn_hold *holds;    /* frames from other nodes among them */
-	unsigned nholds;
+	struct settle_list holds;   /* frames from other nodes among them */
 };
 
 /* Take the pieces of out in [from, out_total) (from is where a piece
@@ -579,21 +540,7 @@ static void conn_take(struct conn *c, uint64_t from, struct conn_taken *t)
 {
 	uint64_t written = conn_out_written(c);
 	/* the frames taken go elsewhere, held on (conn_route_taken) */
-	unsigned k = c->nholds;
-	while (k > c->holds_head && c->holds[k - 1].end > from)
-		k--;
-	t->holds = NULL;
-	t->nholds = 0;
-	if (k < c->nholds &&
-	    (t->holds = malloc((c->nholds - k) * sizeof(*t->holds))) != NULL) {
-		memcpy(t->holds, c->holds + k,
-		       (c->nholds - k) * sizeof(*t->holds));
-		t->nholds = c->nholds - k;
-	} else {
-		for (unsigned i = k; i < c->nholds; i++)
-			settle_release(&c->w->settle, &c->holds[i].h);
-	}
-	c->nholds = k;
+	settle_list_split(&c->holds, from, &t->holds);
 	const char *start = buf_head(&c->out);
 	size_t n = (size_t)(c->out_total - from);
 
@@ -708,15 +655,17 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			     const char *data, size_t len)
 {
 	size_t pieces = 0, kept = 0, journaled = 0;
-	unsigned hk = 0;
 	for (size_t i = 0, from = 0; i < t->n; from = t->ends[i], i++) {
 		/* the hold of the frame this piece is, if any (both in order
 		 * of their ends) */
 		struct settle_hold *held = NULL;
-		while (hk < t->nholds && t->holds[hk].end < t->from + t->ends[i])
-			settle_release(&c->w->settle, &t->holds[hk++].h);
-		if (hk < t->nholds && t->holds[hk].end == t->from + t->ends[i])
-			held = &t->holds[hk++].h;
+		struct settle_held *e;
+		while ((e = settle_list_first(&t->holds)) != NULL &&
+		       e->key < t->from + t->ends[i])
+			settle_list_release_first(&c->w->settle, &t->holds);
+		if (e != NULL && e->key == t->from + t->ends[i])
+			held = &e->h;   /* moved with the piece (or released
+					   below, for the pieces not routed) */
 		/* in a journal (XEP-0198): rerouted from there, once, when
 		 * the session ends (an offline message's row goes then too,
 		 * as written: the journal's copy is stored again) */
@@ -744,9 +693,7 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 	}
 	/* journaled, kept or s2s pieces' holds: done here (the journal
 	 * holds its own) */
-	for (unsigned i = 0; i < t->nholds; i++)
-		settle_release(&c->w->settle, &t->holds[i].h);
-	free(t->holds);
+	settle_list_free(&c->w->settle, &t->holds);
 	if (data != NULL) {
 		conn_undelivered(c->w, c->id, c->gen, data, len);
 		pieces++;
@@ -1109,7 +1056,7 @@ void conn_close(struct conn *c)
 	w->dead_list = c;
 	if (buf_used(&c->out) > 0)
 		conn_take_back_all(c);
-	conn_settle_all(c);
+	settle_list_release_all(&w->settle, &c->holds);
 	EXT_RUN(session_gone, c);
 }
 
@@ -1126,8 +1073,7 @@ void conn_reap_dead(struct worker *w)
 			stream_free(c);
 			buf_free(&c->out);
 			free(c->out_ends);
-			conn_settle_all(c);
-			free(c->holds);
+			settle_list_free(&w->settle, &c->holds);
 			free(c->user);
 			free(c->domain);
 			free(c->jid);

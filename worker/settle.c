@@ -184,6 +184,85 @@ void settle_end(struct settle *s)
 	s->cur = 0;
 }
 
+/* ---- a keeper's holds ---------------------------------------------- */
+
+void settle_list_hold(struct settle *s, struct settle_list *l, uint64_t key)
+{
+	if (s->cur == 0)
+		return;
+	if (l->head > 0 && l->n == l->cap) {    /* room at the front */
+		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
+		l->n -= l->head;
+		l->head = 0;
+	}
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? l->cap * 2 : 8;
+		struct settle_held *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL) {
+			log_warn("cluster: no memory to hold a frame until "
+				 "done with: settled now");
+			return;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	struct settle_held *e = &l->v[l->n];
+	settle_hold(s, &e->h);
+	if (e->h.token == 0)
+		return;
+	e->key = key;
+	l->n++;
+}
+
+struct settle_held *settle_list_first(struct settle_list *l)
+{
+	return l->head < l->n ? &l->v[l->head] : NULL;
+}
+
+void settle_list_release_first(struct settle *s, struct settle_list *l)
+{
+	if (l->head >= l->n)
+		return;
+	settle_release(s, &l->v[l->head++].h);
+	if (l->head == l->n)
+		l->n = l->head = 0;
+}
+
+void settle_list_split(struct settle_list *l, uint64_t above,
+		       struct settle_list *out)
+{
+	unsigned k = l->n;
+	memset(out, 0, sizeof(*out));
+	while (k > l->head && l->v[k - 1].key > above)
+		k--;
+	if (k == l->n)
+		return;
+	out->v = malloc((l->n - k) * sizeof(*out->v));
+	if (out->v != NULL) {
+		memcpy(out->v, l->v + k, (l->n - k) * sizeof(*out->v));
+		out->n = out->cap = l->n - k;
+		l->n = k;
+		return;
+	}
+	/* no memory to carry them: they stay here (released with the
+	 * rest, once the caller is done: the stanzas go elsewhere) */
+	log_warn("cluster: no memory to carry holds: settled now");
+}
+
+void settle_list_release_all(struct settle *s, struct settle_list *l)
+{
+	while (l->head < l->n)
+		settle_release(s, &l->v[l->head++].h);
+	l->n = l->head = 0;
+}
+
+void settle_list_free(struct settle *s, struct settle_list *l)
+{
+	settle_list_release_all(s, l);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
 uint32_t settle_enter(struct settle *s, const struct settle_hold *h)
 {
 	uint32_t was = s->cur;

@@ -67,6 +67,31 @@ void settle_end(struct settle *s);
 void settle_hold(struct settle *s, struct settle_hold *h);
 /* Done with what h kept; h is cleared.  A cleared h is a no-op. */
 void settle_release(struct settle *s, struct settle_hold *h);
+/* The holds of one keeper in the order of their keys (a connection's
+ * output offsets, an XEP-0198 journal's h): released from the oldest
+ * as the keeper gets done with them. */
+struct settle_held {
+	uint64_t key;
+	struct settle_hold h;
+};
+struct settle_list {
+	struct settle_held *v;
+	unsigned n, cap, head;  /* live entries: v[head .. n-1] */
+};
+
+/* Hold the frame being routed, if any, under key (the largest yet). */
+void settle_list_hold(struct settle *s, struct settle_list *l, uint64_t key);
+/* The oldest hold, or NULL. */
+struct settle_held *settle_list_first(struct settle_list *l);
+/* Release the oldest (a no-op on a hold moved away: its token 0). */
+void settle_list_release_first(struct settle *s, struct settle_list *l);
+/* Move the holds with a key above `above` to *out (a new list). */
+void settle_list_split(struct settle_list *l, uint64_t above,
+		       struct settle_list *out);
+void settle_list_release_all(struct settle *s, struct settle_list *l);
+/* Release all and free the list's memory. */
+void settle_list_free(struct settle *s, struct settle_list *l);
+
 /* Route again, later, what h keeps (a stanza taken back to be routed
  * elsewhere): holds taken meanwhile are on its frame.  Returns the
  * frame that was being routed, for settle_leave. */

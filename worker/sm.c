@@ -154,14 +154,10 @@ struct sm_conn {
 	uint8_t take_n, take_pending;
 	uint8_t take_node[SM_TAKE_MAX], take_rslot[SM_TAKE_MAX];
 	char id[SM_PREVID_MAX];     /* the previd the client holds */
-	/* frames from other nodes in the journal (worker/settle.h), by
-	 * their h: each done with once the client's h covers it, or the
+	/* frames from other nodes in the journal (worker/settle.h), keyed
+	 * by their h: each done with once the client's h covers it, or the
 	 * journal is handed on or rerouted */
-	struct sm_hold {
-		uint32_t h;
-		struct settle_hold t;
-	} *holds;
-	unsigned nholds, holds_cap, holds_head;
+	struct settle_list holds;
 };
 
 /* Where a session went: its connection on a worker of this node, or
@@ -341,67 +337,27 @@ static int sm_same_account(const char *full, const char *user,
 
 /* ---- frames from other nodes the journal holds (settle.h) -------------- */
 
-static void sm_hold_h(struct worker *w, struct sm_conn *s, uint32_t h);
-
-static void sm_hold_frame(struct worker *w, struct sm_conn *s)
-{
-	sm_hold_h(w, s, s->h_sent);
-}
-
 /* The frame being routed is in the journal as stanza h. */
 static void sm_hold_h(struct worker *w, struct sm_conn *s, uint32_t h)
 {
-	if (w->settle.cur == 0)
-		return;
-	if (s->holds_head > 0 && s->nholds == s->holds_cap) {
-		memmove(s->holds, s->holds + s->holds_head,
-			(s->nholds - s->holds_head) * sizeof(*s->holds));
-		s->nholds -= s->holds_head;
-		s->holds_head = 0;
-	}
-	if (s->nholds == s->holds_cap) {
-		unsigned cap = s->holds_cap ? s->holds_cap * 2 : 8;
-		struct sm_hold *v = realloc(s->holds, cap * sizeof(*v));
-		if (v == NULL) {
-			log_warn("stream management: no memory to hold a frame "
-				 "until acknowledged: settled now");
-			return;
-		}
-		s->holds = v;
-		s->holds_cap = cap;
-	}
-	struct sm_hold *e = &s->holds[s->nholds];
-	settle_hold(&w->settle, &e->t);
-	if (e->t.token == 0)
-		return;
-	e->h = h;
-	s->nholds++;
+	settle_list_hold(&w->settle, &s->holds, h);
 }
 
-/* The client has every stanza up to h. */
+/* The client has every stanza up to h (h wraps: compared as a
+ * difference). */
 static void sm_settle_acked(struct worker *w, struct sm_conn *s, uint32_t h)
 {
-	while (s->holds_head < s->nholds &&
-	       (int32_t)(s->holds[s->holds_head].h - h) <= 0)
-		settle_release(&w->settle, &s->holds[s->holds_head++].t);
-	if (s->holds_head == s->nholds)
-		s->nholds = s->holds_head = 0;
-}
-
-/* The journal went elsewhere (rerouted, handed over) or is gone. */
-static void sm_settle_all(struct worker *w, struct sm_conn *s)
-{
-	while (s->holds_head < s->nholds)
-		settle_release(&w->settle, &s->holds[s->holds_head++].t);
-	s->nholds = s->holds_head = 0;
+	struct settle_held *e;
+	while ((e = settle_list_first(&s->holds)) != NULL &&
+	       (int32_t)((uint32_t)e->key - h) <= 0)
+		settle_list_release_first(&w->settle, &s->holds);
 }
 
 static void sm_conn_free(struct worker *w, struct sm_conn *s)
 {
 	if (s == NULL)
 		return;
-	sm_settle_all(w, s);
-	free(s->holds);
+	settle_list_free(&w->settle, &s->holds);
 	free(s);
 }
 
@@ -435,14 +391,14 @@ static int sm_reroute_one(uint32_t seq, const char *data, size_t len,
 	struct sm_conn *s = c->sm;
 	/* a frame from another node the journal held: held on until it is
 	 * routed again (its h is the store's number plus base) */
-	struct settle_hold *held = NULL;
+	struct settle_held *e;
 	uint32_t h = seq + s->base;
-	while (s->holds_head < s->nholds &&
-	       (int32_t)(s->holds[s->holds_head].h - h) < 0)
-		settle_release(&c->w->settle, &s->holds[s->holds_head++].t);
-	if (s->holds_head < s->nholds && s->holds[s->holds_head].h == h)
-		held = &s->holds[s->holds_head++].t;
-	conn_undelivered_held(c->w, c->id, c->gen, data, len, held);
+	sm_settle_acked(c->w, s, h - 1);
+	e = settle_list_first(&s->holds);
+	conn_undelivered_held(c->w, c->id, c->gen, data, len,
+			      e != NULL && (uint32_t)e->key == h ? &e->h : NULL);
+	if (e != NULL && (uint32_t)e->key == h)
+		settle_list_release_first(&c->w->settle, &s->holds);
 	return 0;
 }
 
@@ -461,7 +417,7 @@ static void sm_end(struct conn *c)
 	smstore_foreach_unacked(sm_store(c->w), &s->ref, sm_reroute_one, c);
 	smstore_close(sm_store(c->w), &s->ref);
 	s->has_ref = 0;
-	sm_settle_all(c->w, s);
+	settle_list_release_all(&c->w->settle, &s->holds);
 }
 
 /* ---- hooks -------------------------------------------------------------- */
@@ -588,7 +544,7 @@ static int sm_sent(struct conn *c, const char *data, size_t len)
 	if (s->r_due && !s->r_pending && !c->detached)
 		sm_request(c);
 	s->h_sent++;
-	sm_hold_frame(c->w, s);
+	sm_hold_h(c->w, s, s->h_sent);
 	if (!s->r_pending && unacked + 1 >= c->w->cfg->sm_max_unacked / 2)
 		s->r_due = 1;
 	return 0;

@@ -116,13 +116,9 @@ struct conn {
 	uint64_t out_base;      /* start of the first piece in out */
 	uint64_t *out_ends;     /* ends of the pieces in out but the last */
 	unsigned out_nends, out_ends_cap;
-	/* frames from other nodes in out (settle.h), in order: each done
-	 * with once out is written past its end (conn_settle_written) */
-	struct conn_hold {
-		uint64_t end;
-		struct settle_hold h;
-	} *holds;
-	unsigned nholds, holds_cap, holds_head;
+	/* frames from other nodes in out (settle.h), keyed by their end
+	 * offset: each done with once out is written past it */
+	struct settle_list holds;
 	int out_shed;           /* over c2s.max_output_bytes: closing, and
 				 * what comes for it is routed elsewhere */
 	struct XML_ParserStruct *parser;
