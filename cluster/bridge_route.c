@@ -288,10 +288,17 @@ static void route_scan_walk(struct bridge *b, bool walk)
 {
 	char subject[128];
 	const char *error = NULL;
+	uint64_t lapped = b->feed.lapped;
 	if (dir_feed_update(&b->feed, &b->dir, b->shm->sessions, walk,
 			    &error) < 0 && route_log_ok(b))
 		log_error("cluster: telling our sessions: %s (the next "
 			  "look walks the table)", error);
+	if (b->feed.lapped != lapped && route_log_ok(b))
+		log_info("cluster: the session change log lapped the bridge "
+			 "(%u entries, cluster.change_log): walked the table "
+			 "(%" PRIu64 " times so far)",
+			 shm_session_log_size(b->shm->sessions),
+			 b->feed.lapped);
 	if (!dir_local_pending(&b->dir))
 		return;
 	snprintf(subject, sizeof(subject), "%s.dir", b->prefix);

@@ -123,8 +123,10 @@ static int feed_log(struct dir_feed *f, struct dir_local *l,
 			return -1;
 		}
 	}
-	if (n < 0)
-		return feed_walk(f, l, t, error_r);     /* lost changes */
+	if (n < 0) {                    /* lost changes */
+		f->lapped++;
+		return feed_walk(f, l, t, error_r);
+	}
 	return 0;
 }
 

@@ -25,6 +25,7 @@ struct dir_feed {
 				       (the bridge's own slot is not told) */
 	uint64_t walks;             /* full walks made (figures, tests) */
 	uint64_t logged;            /* log entries read */
+	uint64_t lapped;            /* walks because the log lost changes */
 	struct session_info info;   /* a record being read (3 KiB) */
 };
 

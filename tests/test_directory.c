@@ -765,6 +765,8 @@ Test(directory, change_log_lapped_falls_back_to_a_walk)
 	cr_expect_gt(w.f.walks, 20, "only %llu walks",
 		     (unsigned long long)w.f.walks);
 	cr_expect_lt(w.f.walks, 400, "never read the log");
+	cr_expect_eq(w.f.lapped, w.f.walks - 1, "each walk but the first "
+		     "was for a lapped log");
 	feed_close(&w);
 }
 
