@@ -45,8 +45,9 @@
 #define ROUTE_SCAN_MS 100           /* our sessions vs the table */
 /* A full walk of the table regardless of the log: a safety net only
  * (the log and a walk give the same result, tests/test_directory.c);
- * at 4,000,000 slots a walk costs the bridge about 13 ms, so once a
- * minute is 0.02% of its core where every 5 s was 0.3%. */
+ * at 4,000,000 slots a walk costs the bridge 30-50 ms (bench/dirfeed),
+ * so once a minute is under 0.1% of its core where every 5 s was 0.7%
+ * (docs/PERFORMANCE.md "The change log instead of the scan"). */
 #define ROUTE_FULL_SCAN_MS 60000
 #define ROUTE_SNAP_PART (64u * 1024u)   /* bytes of a snapshot part */
 #define ROUTE_BATCH_MAX (256u * 1024u)  /* bytes of a frames batch */
