@@ -20,10 +20,8 @@
 #include "cluster/dirfeed.h"
 #include "session.h"
 
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- a fake session table: (node, JID) -> record --------------------- */
