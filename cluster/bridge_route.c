@@ -295,9 +295,10 @@ static void route_scan_walk(struct bridge *b, bool walk)
 		log_error("cluster: telling our sessions: %s (the next "
 			  "look walks the table)", error);
 	if (b->feed.lapped != lapped && route_log_ok(b))
-		log_info("cluster: the session change log lapped the bridge "
-			 "(%u entries, cluster.change_log): walked the table "
-			 "(%" PRIu64 " times so far)",
+		log_info("cluster: the session change log lost changes "
+			 "(more than its %u entries, cluster.change_log, "
+			 "between two reads, or a table rebuilt): walked the "
+			 "table (%" PRIu64 " times so far)",
 			 shm_session_log_size(b->shm->sessions),
 			 b->feed.lapped);
 	if (!dir_local_pending(&b->dir))

@@ -25,7 +25,8 @@ struct dir_feed {
 				       (the bridge's own slot is not told) */
 	uint64_t walks;             /* full walks made (figures, tests) */
 	uint64_t logged;            /* log entries read */
-	uint64_t lapped;            /* walks because the log lost changes */
+	uint64_t lapped;            /* walks because the log lost changes
+				       (lapped, or the table rebuilt) */
 	struct session_info info;   /* a record being read (3 KiB) */
 };
 
