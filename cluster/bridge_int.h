@@ -9,6 +9,7 @@
 
 #include "cluster.h"
 #include "directory.h"
+#include "dirfeed.h"
 #include "fence.h"
 #include "xfer.h"
 #include "../shm/cluster.h"
@@ -97,12 +98,13 @@ struct bridge {
 	char prefix[64];            /* xmppd.<cluster> */
 	natsSubscription *subs[BRIDGE_SUBJ_MAX];
 	struct dir_local dir;       /* this node's sessions as told */
+	struct dir_feed feed;       /* the table's change log into dir */
 	struct dir_peer peers[IPC_MAX_NODES];   /* by node table index */
 	int64_t asked_ms[IPC_MAX_NODES];        /* snapshot asked at */
 	struct xfer xfer;
 	struct arena scratch;
 	int64_t next_scan_ms;
-	int64_t last_scan_ms;
+	int64_t last_scan_ms;       /* the last full walk of the table */
 	uint64_t scan_changes;      /* shm_session_changes at the last scan */
 	/* frames handed to each worker, by token (the header's), from the
 	 * oldest the worker has not said it is done with (IPC_FRAME_SETTLED):

@@ -5,11 +5,13 @@
  * session table and the others', and the stanza frames between this
  * node's workers and the others' (xfer.c).
  *
- * Our sessions: every ROUTE_SCAN_MS the bridge compares the session
- * table's local entries with what it told the others, and publishes
- * the differences as numbered events on P.dir (a scan catches every
- * change, whoever made it: a worker, the master's sweep after a crash,
- * a table rebuilt after a dead lock holder).  Their sessions: events
+ * Our sessions: every ROUTE_SCAN_MS the bridge reads the records the
+ * session table's change log names (dirfeed.c), compares them with
+ * what it told the others, and publishes the differences as numbered
+ * events on P.dir (the log is written under the table's lock by
+ * whoever changes a local session: a worker, the master's sweep after
+ * a crash; a table rebuilt after a dead lock holder, or a log that
+ * lapped the bridge, costs one full walk).  Their sessions: events
  * and snapshots from each other node enter and leave our table as
  * remote entries (slot = the bridge's, node = their index).
  *
@@ -41,7 +43,12 @@
 #include <string.h>
 
 #define ROUTE_SCAN_MS 100           /* our sessions vs the table */
-#define ROUTE_FULL_SCAN_MS 5000     /* ... even when nothing moved */
+/* A full walk of the table regardless of the log: a safety net only
+ * (the log and a walk give the same result, tests/test_directory.c);
+ * at 4,000,000 slots a walk costs the bridge 30-50 ms (bench/dirfeed),
+ * so once a minute is under 0.1% of its core where every 5 s was 0.7%
+ * (docs/PERFORMANCE.md "The change log instead of the scan"). */
+#define ROUTE_FULL_SCAN_MS 60000
 #define ROUTE_SNAP_PART (64u * 1024u)   /* bytes of a snapshot part */
 #define ROUTE_BATCH_MAX (256u * 1024u)  /* bytes of a frames batch */
 #define ROUTE_RESEND_MS 1000        /* unacknowledged this long: again */
@@ -276,42 +283,35 @@ static void route_table_del(void *ctx, unsigned node,
 
 /* ---- our sessions, told to the others -------------------------------- */
 
-static int route_scan_one(const struct session_info *info, void *ctx)
-{
-	struct bridge *b = ctx;
-	if (info->node != 0 || info->slot >= b->nworkers)
-		return 0;       /* another node's, or not a worker's */
-	struct dir_rec rec = {
-		.op = DIR_OP_SET, .rslot = (uint8_t)info->slot,
-		.flags = info->flags & IPC_SESSION_F_CARBONS,
-		.available = info->available ? 1 : 0,
-		.priority = info->priority, .conn_id = info->conn_id,
-		.gen = info->gen, .since = info->since,
-		.jid_len = (uint16_t)strlen(info->jid), .jid = info->jid,
-	};
-	if (dir_local_change(&b->dir, &rec) < 0 && route_log_ok(b))
-		log_error("cluster: out of memory telling %s", info->jid);
-	return 0;
-}
-
-static void route_scan(struct bridge *b)
+/* What changed in our sessions, told: from the table's change log, or
+ * a full walk (walk, or when the log cannot say). */
+static void route_scan_walk(struct bridge *b, bool walk)
 {
 	char subject[128];
-	dir_local_scan_begin(&b->dir);
-	if (shm_session_foreach(b->shm->sessions, route_scan_one, b) < 0) {
-		/* an unreadable table: tell nothing rather than every
-		 * session ended */
-		b->dir.scan--;
-		return;
-	}
-	if (dir_local_scan_end(&b->dir) < 0 && route_log_ok(b))
-		log_error("cluster: out of memory telling session ends");
+	const char *error = NULL;
+	uint64_t lapped = b->feed.lapped;
+	if (dir_feed_update(&b->feed, &b->dir, b->shm->sessions, walk,
+			    &error) < 0 && route_log_ok(b))
+		log_error("cluster: telling our sessions: %s (the next "
+			  "look walks the table)", error);
+	if (b->feed.lapped != lapped && route_log_ok(b))
+		log_info("cluster: the session change log lost changes "
+			 "(more than its %u entries, cluster.change_log, "
+			 "between two reads, or a table rebuilt): walked the "
+			 "table (%" PRIu64 " times so far)",
+			 shm_session_log_size(b->shm->sessions),
+			 b->feed.lapped);
 	if (!dir_local_pending(&b->dir))
 		return;
 	snprintf(subject, sizeof(subject), "%s.dir", b->prefix);
 	route_publish(b, subject, buf_head(&b->dir.out),
 		      buf_used(&b->dir.out));
 	dir_local_sent(&b->dir);
+}
+
+static void route_scan(struct bridge *b)
+{
+	route_scan_walk(b, false);
 }
 
 struct route_snap {
@@ -1272,22 +1272,24 @@ static void route_figures(struct bridge *b)
 void bridge_route_tick(struct bridge *b)
 {
 	/* held frames first: released, they are frames about to go, and
-	 * the scan below must then come before them too */
+	 * the directory's changes below must then come before them too */
 	if (b->held_head != NULL)
 		route_release(b);
-	/* a scan copies the whole table: only when a local session
-	 * changed, at most every ROUTE_SCAN_MS -- but at once when frames
-	 * are about to go: a session that just bound and sent something
-	 * must be in the other node's table before its stanza, or the
-	 * answer finds no session (and every few seconds regardless) */
+	/* our sessions' changes, from the change log: only when a local
+	 * session changed, at most every ROUTE_SCAN_MS (events batch up)
+	 * -- but at once when frames are about to go: a session that just
+	 * bound and sent something must be in the other node's table
+	 * before its stanza, or the answer finds no session; and a full
+	 * walk once in ROUTE_FULL_SCAN_MS regardless */
 	uint64_t changes = shm_session_changes(b->shm->sessions);
 	int due = b->now_ms >= b->next_scan_ms;
+	bool walk = b->now_ms - b->last_scan_ms >= ROUTE_FULL_SCAN_MS;
 	if ((changes != b->scan_changes &&
-	     (due || xfer_pending(&b->xfer))) ||
-	    b->now_ms - b->last_scan_ms >= ROUTE_FULL_SCAN_MS) {
+	     (due || xfer_pending(&b->xfer))) || walk) {
 		b->scan_changes = changes;
-		b->last_scan_ms = b->now_ms;
-		route_scan(b);
+		if (walk)
+			b->last_scan_ms = b->now_ms;
+		route_scan_walk(b, walk);
 	}
 	if (due) {
 		route_figures(b);
@@ -1406,6 +1408,7 @@ void bridge_route_init(struct bridge *b)
 		 b->cfg->cluster_name);
 	if (dir_local_init(&b->dir, b->cfg->cluster_node, b->incarnation) < 0)
 		log_fatal("cluster: out of memory");
+	dir_feed_init(&b->feed, b->nworkers);
 	for (unsigned i = 0; i < IPC_MAX_NODES; i++) {
 		dir_peer_init(&b->peers[i], i, ROUTE_HELD_MAX);
 		dir_peer_bound(&b->peers[i], b->cfg->cluster_snapshot_max);

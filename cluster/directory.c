@@ -18,6 +18,8 @@ struct dir_entry {
 	uint64_t hash;
 	uint64_t digest;
 	uint32_t mark;              /* dir_local: the scan that saw it */
+	int32_t index;              /* dir_local: its session table record
+				       (l->at[index] is this), or -1 */
 	struct dir_rec rec;         /* jid and caps point into text */
 	char text[];
 };
@@ -107,15 +109,18 @@ static bool rec_equal(const struct dir_rec *a, const struct dir_rec *b)
 	       (a->caps_len == 0 || memcmp(a->caps, b->caps, a->caps_len) == 0);
 }
 
-/* The entry for rec's JID: rec now (SET), marked mark.  1 changed, 0
- * equal, -1 out of memory (the map is unchanged). */
+/* The entry for rec's JID: rec now (SET), marked mark, *e_r (may be
+ * NULL) the entry (a replacement keeps the old one's index).  1
+ * changed, 0 equal, -1 out of memory (the map is unchanged). */
 static int map_set_mark(struct dir_map *m, const struct dir_rec *rec,
-			uint32_t mark)
+			uint32_t mark, struct dir_entry **e_r)
 {
 	uint64_t hash = jid_hash(rec->jid, rec->jid_len);
 	struct dir_entry **pp = map_find(m, rec->jid, rec->jid_len, hash);
 	if (*pp != NULL && rec_equal(&(*pp)->rec, rec)) {
 		(*pp)->mark = mark;
+		if (e_r != NULL)
+			*e_r = *pp;
 		return 0;
 	}
 	struct dir_entry *e = malloc(sizeof(*e) + rec->jid_len +
@@ -133,8 +138,10 @@ static int map_set_mark(struct dir_map *m, const struct dir_rec *rec,
 	e->rec.caps = rec->caps_len > 0 ? e->text + rec->jid_len : NULL;
 	e->digest = dir_rec_digest(&e->rec);
 	e->mark = mark;
+	e->index = -1;
 	if (*pp != NULL) {              /* replace in place */
 		struct dir_entry *old = *pp;
+		e->index = old->index;
 		e->next = old->next;
 		m->digest ^= old->digest;
 		free(old);
@@ -146,12 +153,14 @@ static int map_set_mark(struct dir_map *m, const struct dir_rec *rec,
 	m->digest ^= e->digest;
 	if (m->count > m->nbuckets)
 		map_grow(m);
+	if (e_r != NULL)
+		*e_r = e;
 	return 1;
 }
 
 static int map_set(struct dir_map *m, const struct dir_rec *rec)
 {
-	return map_set_mark(m, rec, 0);
+	return map_set_mark(m, rec, 0, NULL);
 }
 
 /* Remove rec's JID if it is the same session (rslot, conn_id, gen). */
@@ -170,8 +179,7 @@ static bool map_del(struct dir_map *m, const struct dir_rec *rec)
 	return true;
 }
 
-static const struct dir_entry *map_get(struct dir_map *m,
-				       const struct dir_rec *rec)
+static struct dir_entry *map_get(struct dir_map *m, const struct dir_rec *rec)
 {
 	return *map_find(m, rec->jid, rec->jid_len,
 			 jid_hash(rec->jid, rec->jid_len));
@@ -563,6 +571,9 @@ void dir_local_free(struct dir_local *l)
 {
 	map_free(l->have);
 	l->have = NULL;
+	free(l->at);
+	l->at = NULL;
+	l->at_len = 0;
 	buf_free(&l->out);
 }
 
@@ -587,26 +598,124 @@ static int local_event(struct dir_local *l, const struct dir_rec *rec)
 	return 1;
 }
 
+/* e is no longer known at its record (it moved, or ends). */
+static void local_unindex(struct dir_local *l, struct dir_entry *e)
+{
+	if (e->index >= 0 && (size_t)e->index < l->at_len &&
+	    l->at[e->index] == e)
+		l->at[e->index] = NULL;
+	e->index = -1;
+}
+
 int dir_local_change(struct dir_local *l, const struct dir_rec *rec)
 {
+	struct dir_entry *e;
 	int rc;
-	if (rec->op == DIR_OP_SET)
-		rc = map_set_mark(l->have, rec, l->scan);
-	else
+	if (rec->op == DIR_OP_SET) {
+		rc = map_set_mark(l->have, rec, l->scan, &e);
+		if (rc == 1 && e->index >= 0)   /* the old one was freed */
+			l->at[e->index] = e;
+	} else {
+		e = map_get(l->have, rec);
+		if (e != NULL && e->rec.rslot == rec->rslot &&
+		    e->rec.conn_id == rec->conn_id && e->rec.gen == rec->gen)
+			local_unindex(l, e);
 		rc = map_del(l->have, rec) ? 1 : 0;
+	}
 	if (rc <= 0)
 		return rc;
 	return local_event(l, rec);
 }
 
+/* at[] covers index (doubling, at least 1024). */
+static int local_at_room(struct dir_local *l, int32_t index)
+{
+	size_t n = l->at_len > 0 ? l->at_len : 1024;
+	if ((size_t)index < l->at_len)
+		return 0;
+	while (n <= (size_t)index)
+		n *= 2;
+	struct dir_entry **at = realloc(l->at, n * sizeof(*at));
+	if (at == NULL)
+		return -1;
+	memset(at + l->at_len, 0, (n - l->at_len) * sizeof(*at));
+	l->at = at;
+	l->at_len = n;
+	return 0;
+}
+
+/* Tell e's end (DEL) and forget it. */
+static int local_drop(struct dir_local *l, struct dir_entry *e)
+{
+	struct dir_entry **pp = map_find(l->have, e->rec.jid, e->rec.jid_len,
+					 e->hash);
+	local_unindex(l, e);
+	e->rec.op = DIR_OP_DEL;
+	e->rec.caps_len = 0;
+	int rc = local_event(l, &e->rec);
+	*pp = e->next;
+	l->have->digest ^= e->digest;
+	l->have->count--;
+	free(e);
+	return rc;
+}
+
+int dir_local_change_at(struct dir_local *l, const struct dir_rec *rec,
+			int32_t index)
+{
+	struct dir_entry *e, *old;
+	int rc = 0;
+	if (index < 0 || rec->op != DIR_OP_SET)
+		return dir_local_change(l, rec);
+	if (local_at_room(l, index) < 0)
+		return -1;
+	old = l->at[index];
+	if (old != NULL && (old->rec.jid_len != rec->jid_len ||
+			    memcmp(old->rec.jid, rec->jid, rec->jid_len) != 0)) {
+		/* another session holds the record now: old ended (a
+		 * scan leaves that to scan_end, in case old is further on) */
+		if (l->scanning)
+			local_unindex(l, old);
+		else if (local_drop(l, old) < 0)
+			rc = -1;
+	}
+	e = map_get(l->have, rec);
+	if (e != NULL && e->index != index)
+		local_unindex(l, e);    /* moved here from another record */
+	int set = map_set_mark(l->have, rec, l->scan, &e);
+	if (set < 0)
+		return -1;
+	e->index = index;
+	l->at[index] = e;
+	if (set == 1 && local_event(l, rec) < 0)
+		return -1;
+	return rc < 0 ? -1 : set;
+}
+
+int dir_local_gone_at(struct dir_local *l, int32_t index)
+{
+	if (index < 0 || (size_t)index >= l->at_len || l->at[index] == NULL)
+		return 0;
+	return local_drop(l, l->at[index]) < 0 ? -1 : 1;
+}
+
 void dir_local_scan_begin(struct dir_local *l)
 {
 	l->scan++;
+	l->scanning = true;
+}
+
+void dir_local_scan_abort(struct dir_local *l)
+{
+	/* the mark is not taken back: entries it marked must not count
+	 * as seen by the next scan */
+	l->scanning = false;
 }
 
 int dir_local_scan_end(struct dir_local *l)
 {
 	int rc = 0;
+	l->scanning = false;
 	for (size_t i = 0; i < l->have->nbuckets; i++) {
 		struct dir_entry **pp = &l->have->buckets[i];
 		while (*pp != NULL) {
@@ -616,6 +725,7 @@ int dir_local_scan_end(struct dir_local *l)
 				continue;
 			}
 			/* not in the table any more: it ended */
+			local_unindex(l, e);
 			e->rec.op = DIR_OP_DEL;
 			e->rec.caps_len = 0;
 			if (local_event(l, &e->rec) < 0)

@@ -30,6 +30,7 @@
 #include "dirwire.h"
 
 struct dir_map;
+struct dir_entry;
 
 /* How the directory changes this node's session table. */
 struct dir_ops {
@@ -121,6 +122,12 @@ struct dir_local {
 	struct buf out;             /* the events batch being filled */
 	uint32_t out_count;
 	uint32_t scan;              /* the current scan's mark */
+	bool scanning;              /* between scan_begin and scan_end */
+	struct dir_entry **at;      /* by session table record: the entry
+				       last seen there (dir_local_change_at),
+				       so a record that changed tells what
+				       ended there */
+	size_t at_len;
 };
 
 int dir_local_init(struct dir_local *l, const char *node,
@@ -132,12 +139,24 @@ void dir_local_free(struct dir_local *l);
  * DEL), -1 out of memory (the caller resyncs everyone: see
  * dir_local_snapshot). */
 int dir_local_change(struct dir_local *l, const struct dir_rec *rec);
+/* The same for a session seen at record index of the session table
+ * (rec->op SET): what we last saw at that record, if another full JID,
+ * ended (DEL; during a scan, left to scan_end, as it may be further
+ * on), and rec's JID seen at another record moved here.  index < 0:
+ * dir_local_change. */
+int dir_local_change_at(struct dir_local *l, const struct dir_rec *rec,
+			int32_t index);
+/* Record index holds none of our sessions now: what we last saw there
+ * ended (DEL).  1 told, 0 nothing known there, -1 out of memory. */
+int dir_local_gone_at(struct dir_local *l, int32_t index);
 /* A full comparison with the session table: scan_begin, then a SET
  * dir_local_change for each session the table holds, then scan_end,
  * which ends (DEL) every session not set since scan_begin.  -1: out of
  * memory (as dir_local_change). */
 void dir_local_scan_begin(struct dir_local *l);
 int dir_local_scan_end(struct dir_local *l);
+/* A scan that could not finish: nothing ends for it. */
+void dir_local_scan_abort(struct dir_local *l);
 /* The events batch to publish (l->out, header included) if any: true,
  * and l->out is emptied by the next change after the caller sent it
  * (call dir_local_sent). */

@@ -792,6 +792,18 @@ const struct config_def config_defs[] = {
 	  "another node may hold, at most (besides: no more than the "
 	  "node's heartbeat announced, with a margin); past it the "
 	  "snapshot is dropped and asked for again later" },
+	/* shm/session.c: the ring of changed session records the bridge
+	 * reads instead of walking the whole table (8 bytes an entry).
+	 * Sized by bursts, not by the table: it must hold the local
+	 * changes of one bridge turn (100 ms); a burst past it (a worker
+	 * of 100,000 sessions swept) costs one full walk, as before. */
+	{ "cluster.change_log", CONFIG_TYPE_UINT, OFF(cluster_change_log),
+	  "65536", 1024, 16777216, RESTART, "Entries of the shared session "
+	  "table's change log (rounded up to a power of two, 8 bytes each, "
+	  "allocated only with cluster.servers): the local session changes "
+	  "the cluster bridge reads instead of walking the whole table; "
+	  "more changes than this between two of its reads (every 100 ms) "
+	  "cost one full walk of the table" },
 	{ "cluster.node_forget", CONFIG_TYPE_DURATION,
 	  OFF(cluster_node_forget), "1h", 60000, 31536000000ULL, RESTART,
 	  "A node down (or incompatible) for this long is forgotten: its "

@@ -249,6 +249,8 @@ struct config {
 	uint64_t cluster_clock_skew;    /* ms: a new run's first message */
 	uint64_t cluster_sync_interval; /* ms: snapshots to one asker */
 	unsigned cluster_snapshot_max;  /* sessions in one node's snapshot */
+	unsigned cluster_change_log;    /* entries of the session table's
+					   change log (shm/session.h) */
 	uint64_t cluster_node_forget;   /* ms: a DOWN entry is freed */
 	uint64_t cluster_hold_time;     /* ms: a held frame acknowledged
 					   anyway (cluster/bridge_route.c) */

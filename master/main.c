@@ -188,8 +188,10 @@ static void master_setup(struct master *m)
 	master_init_secrets(m->cfg);
 	if (master_listen_all(m, &error) < 0)
 		log_fatal("%s", error);
-	if (shm_create(&m->shm, m->nslots, m->cfg->session_table_size,
-		       &error) < 0)
+	/* the change log is the cluster bridge's: no cost without it */
+	if (shm_create_log(&m->shm, m->nslots, m->cfg->session_table_size,
+			   config_cluster_on(m->cfg) ?
+			   m->cfg->cluster_change_log : 0, &error) < 0)
 		log_fatal("shared memory: %s", error);
 	m->shm.hdr->nworkers = m->nworkers;
 	if (config_cluster_on(m->cfg))

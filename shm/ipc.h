@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 17
+#define IPC_VERSION 18
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
@@ -468,10 +468,28 @@ struct ipc_session_table {
 	_Atomic uint64_t local_changes; /* this node's sessions changed
 				       (bound, ended, presence, carbons):
 				       the cluster bridge scans only then */
+	uint32_t log_size;          /* change log entries: a power of two,
+				       0 without the cluster (no log) */
+	uint32_t log_pad;
+	_Atomic uint64_t log_head;  /* changes logged since init: entry
+				       log_head - 1 is the latest */
 	/* followed by: int32_t buckets[nbuckets];
 	 *              struct ipc_session records[capacity];
-	 *              struct ipc_session_long longs[long_capacity]; */
+	 *              struct ipc_session_long longs[long_capacity];
+	 *              (8-aligned) _Atomic uint64_t log[log_size]; */
 };
+
+/* The change log (cluster only): a ring of the record indices whose
+ * local session was entered, replaced, ended or changed presence or
+ * carbons, appended under the table lock (one writer at a time) and
+ * read without it by the cluster bridge, which then copies only those
+ * records instead of the whole table.  An entry is one word, so a
+ * reader never sees half of one: the record index in the low
+ * IPC_SESSION_LOG_INDEX_BITS, above it the low bits of its position +
+ * 1 in the log (its tag), so an entry already overwritten by a later
+ * lap is told from the one the reader expected.  Remote entries
+ * (written by the bridge itself) are not logged. */
+#define IPC_SESSION_LOG_INDEX_BITS 22u
 
 /* Open client connections of one address on one worker slot.  The
  * per-address limit sums an address's entries (at most one per slot, all

@@ -44,8 +44,15 @@ struct shm_table {
 	int32_t *buckets;
 	struct ipc_session *recs;
 	struct ipc_session_long *longs;
+	_Atomic uint64_t *log;          /* the change log, NULL: none */
 	uint32_t mask;                  /* nbuckets - 1 */
 };
+
+/* A log entry: the index below, its tag (position + 1) above. */
+#define LOG_INDEX_MASK ((1u << IPC_SESSION_LOG_INDEX_BITS) - 1u)
+#define LOG_TAG_MASK (UINT64_MAX >> IPC_SESSION_LOG_INDEX_BITS)
+_Static_assert(SESSION_CAPACITY_MAX <= (1u << IPC_SESSION_LOG_INDEX_BITS),
+	       "every record index fits in a log entry");
 
 /* A validated JID: its length, bare part and hash. */
 struct jid_key {
@@ -124,15 +131,47 @@ static int key_init(struct jid_key *k, const char *jid, bool bare_only,
 	return 0;
 }
 
-size_t shm_session_size(uint32_t capacity)
+/* The log's entries for a request: a power of two, 0 for none, and
+ * UINT32_MAX when too large. */
+static uint32_t log_size_for(uint32_t entries)
 {
-	if (capacity == 0 || capacity > SESSION_CAPACITY_MAX)
+	uint32_t n = 1;
+
+	if (entries == 0)
 		return 0;
-	return sizeof(struct ipc_session_table) +
+	if (entries > SHM_SESSION_LOG_MAX)
+		return UINT32_MAX;
+	while (n < entries)
+		n <<= 1;
+	return n;
+}
+
+/* Where the log starts: after the long pool, whose 3,076-byte entries
+ * leave it 4-aligned only. */
+static size_t log_offset_for(uint32_t capacity)
+{
+	size_t n = sizeof(struct ipc_session_table) +
 		(size_t)nbuckets_for(capacity) * sizeof(int32_t) +
 		(size_t)capacity * sizeof(struct ipc_session) +
 		(size_t)long_capacity_for(capacity) *
 		sizeof(struct ipc_session_long);
+
+	return (n + 7) & ~(size_t)7;
+}
+
+size_t shm_session_size_log(uint32_t capacity, uint32_t log_entries)
+{
+	uint32_t log_size = log_size_for(log_entries);
+
+	if (capacity == 0 || capacity > SESSION_CAPACITY_MAX ||
+	    log_size == UINT32_MAX)
+		return 0;
+	return log_offset_for(capacity) + (size_t)log_size * sizeof(uint64_t);
+}
+
+size_t shm_session_size(uint32_t capacity)
+{
+	return shm_session_size_log(capacity, 0);
 }
 
 static void table_map(struct shm_table *t, struct ipc_session_table *hdr)
@@ -141,6 +180,8 @@ static void table_map(struct shm_table *t, struct ipc_session_table *hdr)
 	t->buckets = (int32_t *)(hdr + 1);
 	t->recs = (struct ipc_session *)(t->buckets + hdr->nbuckets);
 	t->longs = (struct ipc_session_long *)(t->recs + hdr->capacity);
+	t->log = hdr->log_size == 0 ? NULL : (_Atomic uint64_t *)
+		((char *)hdr + log_offset_for(hdr->capacity));
 	t->mask = hdr->nbuckets - 1;
 }
 
@@ -168,9 +209,15 @@ static void table_reset_lists(struct shm_table *t)
 int shm_session_init(void *mem, size_t size, uint32_t capacity,
 		     const char **error_r)
 {
+	return shm_session_init_log(mem, size, capacity, 0, error_r);
+}
+
+int shm_session_init_log(void *mem, size_t size, uint32_t capacity,
+			 uint32_t log_entries, const char **error_r)
+{
 	struct ipc_session_table *hdr = mem;
 	struct shm_table t;
-	size_t need = shm_session_size(capacity);
+	size_t need = shm_session_size_log(capacity, log_entries);
 
 	if (need == 0) {
 		*error_r = "session table capacity out of range";
@@ -185,12 +232,15 @@ int shm_session_init(void *mem, size_t size, uint32_t capacity,
 	hdr->capacity = capacity;
 	hdr->long_capacity = long_capacity_for(capacity);
 	hdr->nbuckets = nbuckets_for(capacity);
+	hdr->log_size = log_size_for(log_entries);
 	if (shm_mutex_init(&hdr->lock) < 0) {
 		*error_r = "session table mutex init failed";
 		return -1;
 	}
 	table_map(&t, hdr);
 	memset(t.recs, 0, (size_t)capacity * sizeof(*t.recs));
+	if (t.log != NULL)
+		memset((void *)t.log, 0, hdr->log_size * sizeof(*t.log));
 	table_reset_lists(&t);
 	/* Last, so a half-built table never passes attach's check. */
 	hdr->magic = IPC_SHM_MAGIC;
@@ -208,7 +258,8 @@ struct shm_table *shm_session_attach(void *mem, const char **error_r)
 	}
 	if (shm_session_size(hdr->capacity) == 0 ||
 	    hdr->nbuckets != nbuckets_for(hdr->capacity) ||
-	    hdr->long_capacity != long_capacity_for(hdr->capacity)) {
+	    hdr->long_capacity != long_capacity_for(hdr->capacity) ||
+	    log_size_for(hdr->log_size) != hdr->log_size) {
 		*error_r = "session table header is inconsistent";
 		return NULL;
 	}
@@ -305,7 +356,9 @@ static int table_lock(struct shm_table *t, const char **error_r)
 		return -1;
 	}
 	table_rebuild(t);
-	t->hdr->recoveries++;
+	/* atomic: the change log's reader loads it without the lock */
+	__atomic_store_n(&t->hdr->recoveries, t->hdr->recoveries + 1,
+			 __ATOMIC_RELEASE);
 	pthread_mutex_consistent(&t->hdr->lock);
 	log_warn("session table: lock holder died, lists rebuilt (%u in use)",
 		 t->hdr->used);
@@ -490,8 +543,8 @@ static void rec_fill(struct ipc_session *r, const struct jid_key *k,
 /* Claim a record (and a long entry if needed), fill it, then publish:
  * state USED with release order, so a record seen USED is whole.  The
  * caller has checked both free lists. */
-static void table_insert(struct shm_table *t, const struct jid_key *k,
-			 const struct session_info *info)
+static int32_t table_insert(struct shm_table *t, const struct jid_key *k,
+			    const struct session_info *info)
 {
 	struct ipc_session_table *hdr = t->hdr;
 	int32_t idx = hdr->free_head;
@@ -517,6 +570,7 @@ static void table_insert(struct shm_table *t, const struct jid_key *k,
 	t->buckets[k->hash & t->mask] = idx;
 	hdr->used++;
 	rec_sync_carbons(t, r);
+	return idx;
 }
 
 /* Sessions and long-JID entries of k's bare JID.  Lock held.  Every
@@ -592,14 +646,26 @@ static int table_check_room(struct shm_table *t, const struct jid_key *k,
 
 /* ---- API --------------------------------------------------------------- */
 
-/* A change the cluster bridge's scan must see (called with the lock
- * held; one writer at a time). */
-static void table_local_changed(struct shm_table *t)
+/* A change of local record idx the cluster bridge must see (called
+ * with the lock held: one writer at a time, so plain increments; the
+ * release stores publish the entry before the head that covers it). */
+static void table_local_changed(struct shm_table *t, int32_t idx)
 {
-	atomic_store_explicit(&t->hdr->local_changes,
-			      atomic_load_explicit(&t->hdr->local_changes,
+	struct ipc_session_table *hdr = t->hdr;
+
+	atomic_store_explicit(&hdr->local_changes,
+			      atomic_load_explicit(&hdr->local_changes,
 						   memory_order_relaxed) + 1,
 			      memory_order_release);
+	if (t->log == NULL)
+		return;
+	uint64_t pos = atomic_load_explicit(&hdr->log_head,
+					    memory_order_relaxed);
+	atomic_store_explicit(&t->log[pos & (hdr->log_size - 1)],
+			      ((pos + 1) & LOG_TAG_MASK) <<
+			      IPC_SESSION_LOG_INDEX_BITS | (uint32_t)idx,
+			      memory_order_release);
+	atomic_store_explicit(&hdr->log_head, pos + 1, memory_order_release);
 }
 
 int shm_session_put_limited(struct shm_table *t,
@@ -608,7 +674,7 @@ int shm_session_put_limited(struct shm_table *t,
 			    enum session_refusal *why_r, const char **error_r)
 {
 	struct jid_key k;
-	int32_t *link;
+	int32_t *link, old_idx = -1, new_idx;
 	int ret = 0;
 
 	if (why_r != NULL)
@@ -629,13 +695,18 @@ int shm_session_put_limited(struct shm_table *t,
 	if (link != NULL) {
 		/* Remove, then insert: no moment where a record is USED
 		 * with half old and half new owner fields. */
+		old_idx = *link;
 		if (old_r != NULL)
-			rec_to_info(t, &t->recs[*link], old_r);
+			rec_to_info(t, &t->recs[old_idx], old_r);
 		table_unlink(t, link);
 		ret = 1;
 	}
-	table_insert(t, &k, info);
-	table_local_changed(t);
+	new_idx = table_insert(t, &k, info);
+	/* the freed record is the next taken, so one entry says both,
+	 * unless a remote entry's record was replaced */
+	if (old_idx >= 0 && old_idx != new_idx)
+		table_local_changed(t, old_idx);
+	table_local_changed(t, new_idx);
 	table_unlock(t);
 	if (why_r != NULL)
 		*why_r = SESSION_REFUSED_NONE;
@@ -712,7 +783,7 @@ int shm_session_set_presence(struct shm_table *t, const char *full_jid,
 	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
 		t->recs[*link].priority = priority;
 		t->recs[*link].available = available;
-		table_local_changed(t);
+		table_local_changed(t, *link);
 		ret = 1;
 	}
 	table_unlock(t);
@@ -741,7 +812,7 @@ int shm_session_set_flags(struct shm_table *t, const char *full_jid,
 		rec_set_flags(r, f);
 		if ((old ^ f) & IPC_SESSION_F_CARBONS)
 			rec_sync_carbons(t, r);
-		table_local_changed(t);
+		table_local_changed(t, *link);
 		ret = 1;
 	}
 	table_unlock(t);
@@ -812,8 +883,10 @@ int shm_session_del(struct shm_table *t, const char *full_jid,
 		return -1;
 	link = table_find(t, &k);
 	if (link != NULL && rec_owned_by(&t->recs[*link], slot, conn_id, gen)) {
+		int32_t idx = *link;
+
 		table_unlink(t, link);
-		table_local_changed(t);
+		table_local_changed(t, idx);
 		ret = 1;
 	}
 	table_unlock(t);
@@ -926,6 +999,71 @@ uint64_t shm_session_changes(struct shm_table *t)
 	       t->hdr->recoveries;
 }
 
+/* ---- the change log ------------------------------------------------------ */
+
+uint32_t shm_session_log_size(struct shm_table *t)
+{
+	return t->hdr->log_size;
+}
+
+static uint32_t table_recoveries(struct shm_table *t)
+{
+	return __atomic_load_n(&t->hdr->recoveries, __ATOMIC_ACQUIRE);
+}
+
+/* Recoveries first: a rebuild after this is seen by the next read. */
+int shm_session_log_start(struct shm_table *t, struct shm_session_cursor *c)
+{
+	c->recoveries = table_recoveries(t);
+	c->pos = atomic_load_explicit(&t->hdr->log_head, memory_order_acquire);
+	return t->log != NULL ? 0 : -1;
+}
+
+/* No lock: the head's acquire load makes every entry below it visible,
+ * and each entry's tag says whether a writer has lapped it since. */
+int shm_session_log_read(struct shm_table *t, struct shm_session_cursor *c,
+			 int32_t *out, unsigned max)
+{
+	uint64_t head, size = t->hdr->log_size, n;
+
+	if (t->log == NULL || table_recoveries(t) != c->recoveries)
+		return -1;
+	head = atomic_load_explicit(&t->hdr->log_head, memory_order_acquire);
+	if (head < c->pos || head - c->pos > size)
+		return -1;
+	n = head - c->pos < max ? head - c->pos : max;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t pos = c->pos + i;
+		uint64_t e = atomic_load_explicit(&t->log[pos & (size - 1)],
+						  memory_order_acquire);
+
+		if (e >> IPC_SESSION_LOG_INDEX_BITS != ((pos + 1) & LOG_TAG_MASK) ||
+		    (e & LOG_INDEX_MASK) >= t->hdr->capacity)
+			return -1;      /* overwritten while we read */
+		out[i] = (int32_t)(e & LOG_INDEX_MASK);
+	}
+	c->pos += n;
+	return (int)n;
+}
+
+int shm_session_at(struct shm_table *t, int32_t index,
+		   struct session_info *info_r)
+{
+	const char *error;
+	int ret = 0;
+
+	if (index < 0 || (uint32_t)index >= t->hdr->capacity)
+		return 0;
+	if (table_lock(t, &error) < 0)
+		return -1;
+	if (atomic_load(&t->recs[index].state) == IPC_SESSION_USED) {
+		rec_to_info(t, &t->recs[index], info_r);
+		ret = 1;
+	}
+	table_unlock(t);
+	return ret;
+}
+
 /* One lock hold of a sweep or a walk: from *pos on, copy up to
  * SESSION_BATCH matching records to out (removing them when sweeping:
  * any kind but BATCH_ALL).  Returns the number copied; *pos ends at
@@ -951,8 +1089,11 @@ static int table_batch(struct shm_table *t, uint32_t *pos,
 			continue;
 		n++;
 		if (m->kind != BATCH_ALL) {
+			bool local = r->node == 0;
+
 			table_remove(t, (int32_t)*pos);
-			table_local_changed(t);
+			if (local)      /* a node's sweep is the bridge's own */
+				table_local_changed(t, (int32_t)*pos);
 		}
 	}
 	table_unlock(t);

@@ -53,11 +53,17 @@ struct session_info {
 	char jid[IPC_JID_MAX + 1];  /* full JID */
 };
 
-/* Bytes needed for a table of `capacity` records. */
+/* Bytes needed for a table of `capacity` records (no change log). */
 size_t shm_session_size(uint32_t capacity);
+/* The same with a change log of log_entries (rounded up to a power of
+ * two, at most SHM_SESSION_LOG_MAX; 0: no log). */
+size_t shm_session_size_log(uint32_t capacity, uint32_t log_entries);
 /* Initialise a table in mem (size from shm_session_size). */
 int shm_session_init(void *mem, size_t size, uint32_t capacity,
 		     const char **error_r);
+/* The same with a change log (size from shm_session_size_log). */
+int shm_session_init_log(void *mem, size_t size, uint32_t capacity,
+			 uint32_t log_entries, const char **error_r);
 /* Open a handle on an initialised table (checks magic/version). */
 struct shm_table *shm_session_attach(void *mem, const char **error_r);
 void shm_session_detach(struct shm_table **t);
@@ -202,6 +208,38 @@ int shm_session_sweep_node_keep(struct shm_table *t, uint8_t node,
  * bridge compares this node's sessions with what it told the others
  * only when it moved. */
 uint64_t shm_session_changes(struct shm_table *t);
+
+/* ---- the change log (ipc.h): what the cluster bridge reads instead of
+ * walking the whole table --------------------------------------------- */
+
+#define SHM_SESSION_LOG_MAX (1u << 24)
+
+/* Where a reader of the log is. */
+struct shm_session_cursor {
+	uint64_t pos;               /* the next entry to read */
+	uint32_t recoveries;        /* the table's, when the reader began */
+};
+
+/* Begin reading at the log's head, before a full walk of the table:
+ * every change made from here on (during the walk too) is read after
+ * it.  0, or -1 when the table has no log. */
+int shm_session_log_start(struct shm_table *t,
+			  struct shm_session_cursor *c);
+/* Up to max record indices changed since c (in the order of the
+ * changes; one index may come several times), c moved past them:
+ * returns how many (0: nothing new), or -1 when changes were lost to
+ * the reader -- the ring lapped it, or the table was rebuilt after a
+ * dead lock holder (whose last change may not be logged) -- and it
+ * must start again (shm_session_log_start, then a full walk). */
+int shm_session_log_read(struct shm_table *t, struct shm_session_cursor *c,
+			 int32_t *out, unsigned max);
+/* Record index as it is now: 1 USED (copied to info_r), 0 free or out
+ * of range, -1 the lock failed. */
+int shm_session_at(struct shm_table *t, int32_t index,
+		   struct session_info *info_r);
+/* Entries of the log (0: none). */
+uint32_t shm_session_log_size(struct shm_table *t);
+
 /* Entries in use, capacity, and recoveries after a dead lock holder. */
 void shm_session_usage(struct shm_table *t, uint32_t *used_r,
 		       uint32_t *capacity_r, uint32_t *recoveries_r);

@@ -65,7 +65,13 @@ static void shm_fill_header(struct ipc_shm_header *hdr, unsigned nslots,
 int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	       const char **error_r)
 {
-	size_t table_size = shm_session_size(capacity);
+	return shm_create_log(r, nslots, capacity, 0, error_r);
+}
+
+int shm_create_log(struct shm_region *r, unsigned nslots, uint32_t capacity,
+		   uint32_t log_entries, const char **error_r)
+{
+	size_t table_size = shm_session_size_log(capacity, log_entries);
 	uint32_t addr_capacity = capacity * SHM_ADDR_PER_SESSION;
 	size_t addr_size = shm_addr_size(addr_capacity);
 	size_t addr_offset = shm_align(shm_table_offset() + table_size);
@@ -88,8 +94,9 @@ int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 		return -1;
 	}
 	shm_fill_header(base, nslots, size);
-	if (shm_session_init((char *)base + shm_table_offset(), table_size,
-			     capacity, error_r) < 0 ||
+	if (shm_session_init_log((char *)base + shm_table_offset(),
+				 table_size, capacity, log_entries,
+				 error_r) < 0 ||
 	    shm_addr_init((char *)base + addr_offset, addr_size,
 			  addr_capacity, error_r) < 0 ||
 	    shm_attach_parts(r, base, addr_offset, error_r) < 0) {

@@ -43,6 +43,10 @@ struct shm_region {
 
 int shm_create(struct shm_region *r, unsigned nslots, uint32_t capacity,
 	       const char **error_r);
+/* The same, the session table with a change log of log_entries (the
+ * cluster's cluster.change_log; 0: none, as shm_create). */
+int shm_create_log(struct shm_region *r, unsigned nslots, uint32_t capacity,
+		   uint32_t log_entries, const char **error_r);
 /* Map the login-failure table (throttle.h) as a second shared mapping;
  * the master calls it after shm_create, before forking. */
 int shm_create_throttle(struct shm_region *r, uint32_t capacity,

@@ -3,7 +3,10 @@
  * directory.c): a follower's session table ends equal to what the
  * followed node holds, however the events between them are lost,
  * repeated or cut by a restart, and a snapshot changes only what
- * differs.
+ * differs; and this node's sessions told from the session table's
+ * change log (cluster/dirfeed.c) end where a full walk of the table
+ * ends, whatever changed the table, however often, and by how many
+ * processes at once.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -14,6 +17,12 @@
 #include "buf.h"
 #include "ipc.h"
 #include "cluster/directory.h"
+#include "cluster/dirfeed.h"
+#include "session.h"
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* ---- a fake session table: (node, JID) -> record --------------------- */
 
@@ -21,7 +30,7 @@
 
 struct fake_row {
 	unsigned node;
-	char jid[64];
+	char jid[256];              /* long JIDs too (the table's pool) */
 	struct dir_rec rec;
 };
 
@@ -489,4 +498,320 @@ Test(directory, snapshot_past_its_bound_is_dropped)
 	expect_same(&w.l, &w.t, 2);
 	cr_expect_eq(w.t.n, 40);
 	world_free(&w);
+}
+
+/* ---- the change log against a full walk (cluster/dirfeed.c) --------- */
+
+/* Workers 0..2; slot 3 is the bridge's (its local entries, like a
+ * component's stand-in, are not told). */
+#define FEED_WORKERS 3
+#define FEED_CAPACITY 256
+#define FEED_JIDS 96
+
+struct feed_world {
+	void *mem;
+	size_t size;
+	struct shm_table *t;
+	struct dir_feed f;          /* log-driven */
+	struct dir_local l;
+	struct dir_peer p;          /* another node following l */
+	struct fake_table ft;
+	struct dir_ops ops;
+	struct arena a;
+	uint64_t rnd;
+};
+
+static void feed_open(struct feed_world *w, uint32_t log_entries)
+{
+	const char *error = NULL;
+	memset(w, 0, sizeof(*w));
+	w->size = shm_session_size_log(FEED_CAPACITY, log_entries);
+	cr_assert_gt(w->size, 0);
+	w->mem = mmap(NULL, w->size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(w->mem != MAP_FAILED);
+	cr_assert_eq(shm_session_init_log(w->mem, w->size, FEED_CAPACITY,
+					  log_entries, &error), 0, "%s", error);
+	w->t = shm_session_attach(w->mem, &error);
+	cr_assert_not_null(w->t, "%s", error);
+	dir_feed_init(&w->f, FEED_WORKERS);
+	cr_assert_eq(dir_local_init(&w->l, "n2", 21), 0);
+	dir_peer_init(&w->p, 2, 16 << 20);
+	w->ops.ctx = &w->ft;
+	w->ops.set = fake_set;
+	w->ops.del = fake_del;
+	arena_init(&w->a, 8192);
+	w->rnd = 0x9e3779b97f4a7c15ull;
+}
+
+static void feed_close(struct feed_world *w)
+{
+	dir_peer_forget(&w->p, &w->ops);
+	dir_local_free(&w->l);
+	arena_free(&w->a);
+	shm_session_detach(&w->t);
+	munmap(w->mem, w->size);
+}
+
+static uint32_t feed_rand(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return (uint32_t)(*s >> 11);
+}
+
+/* The log-driven directory's events reach the follower. */
+static void feed_publish(struct feed_world *w)
+{
+	struct dir_reader r;
+	enum dir_action act;
+	const char *error = NULL;
+	if (!dir_local_pending(&w->l))
+		return;
+	cr_assert_eq(dir_read_begin(&r, buf_head(&w->l.out),
+				    buf_used(&w->l.out), &error), 0, "%s", error);
+	cr_assert_geq(dir_peer_batch(&w->p, &w->ops, &r, &w->a, &act, &error),
+		      0, "%s", error);
+	cr_assert_eq(act, DIR_NOTHING, "the follower lost an event");
+	arena_reset(&w->a);
+	dir_local_sent(&w->l);
+}
+
+/* The follower starts from a snapshot of the (empty) directory. */
+static int feed_part(void *ctx, const void *part, size_t len)
+{
+	struct feed_world *w = ctx;
+	struct dir_reader r;
+	enum dir_action act;
+	const char *error = NULL;
+	cr_assert_eq(dir_read_begin(&r, part, len, &error), 0, "%s", error);
+	cr_assert_geq(dir_peer_batch(&w->p, &w->ops, &r, &w->a, &act, &error),
+		      0, "%s", error);
+	arena_reset(&w->a);
+	return 0;
+}
+
+static void feed_start(struct feed_world *w)
+{
+	const char *error = NULL;
+	cr_assert_eq(dir_feed_update(&w->f, &w->l, w->t, false, &error), 0,
+		     "%s", error);
+	cr_assert_eq(w->f.walks, 1, "the first update walks");
+	cr_assert_eq(dir_peer_heartbeat(&w->p, &w->ops, w->l.incarnation,
+					w->l.seq, dir_local_count(&w->l),
+					dir_local_digest(&w->l)),
+		     DIR_ASK_SNAPSHOT);
+	cr_assert_eq(dir_local_snapshot(&w->l, 4096, feed_part, w), 0);
+	dir_local_sent(&w->l);
+}
+
+/* A fresh full walk of the table (what the old code did each time)
+ * and the log-driven directory, and what the follower holds from its
+ * events, are the same sessions with the same states. */
+static void feed_expect_walk(struct feed_world *w)
+{
+	struct dir_feed wf;
+	struct dir_local wl;
+	const char *error = NULL;
+	dir_feed_init(&wf, FEED_WORKERS);
+	cr_assert_eq(dir_local_init(&wl, "n2", 99), 0);
+	cr_assert_eq(dir_feed_update(&wf, &wl, w->t, true, &error), 0, "%s",
+		     error);
+	cr_assert_eq(dir_local_count(&w->l), dir_local_count(&wl),
+		     "log %u sessions, walk %u", dir_local_count(&w->l),
+		     dir_local_count(&wl));
+	cr_assert_eq(dir_local_digest(&w->l), dir_local_digest(&wl),
+		     "same count, other states");
+	cr_assert_eq(dir_peer_count(&w->p), dir_local_count(&wl));
+	cr_assert_eq(dir_peer_digest(&w->p), dir_local_digest(&wl));
+	expect_same(&wl, &w->ft, 2);
+	dir_local_free(&wl);
+}
+
+static void feed_jid(char *jid, size_t size, uint32_t i)
+{
+	/* 12 accounts, several resources each (carbons siblings), a few
+	 * long JIDs (the long pool) */
+	if (i % 23 == 0)
+		snprintf(jid, size, "u%u@example.org/%0200u", i % 12, i);
+	else
+		snprintf(jid, size, "u%u@example.org/r%u", i % 12, i);
+}
+
+/* One random change of the table, as workers, the master's sweep and
+ * the bridge (remote entries) make them.  strict: alone on the table,
+ * so an owner's change must succeed (processes at once race). */
+static void feed_op(struct feed_world *w, uint32_t *conn, bool strict)
+{
+	struct session_info info, got;
+	const char *error = NULL;
+	char jid[300];
+	uint32_t r = feed_rand(&w->rnd);
+	feed_jid(jid, sizeof(jid), r % FEED_JIDS);
+	bool held = shm_session_get(w->t, jid, &got) == 1;
+	bool mine = held && got.node == 0;
+	switch ((r >> 8) % 16) {
+	case 0: case 1: case 2: case 3: case 4:     /* bind, or a takeover */
+		memset(&info, 0, sizeof(info));
+		snprintf(info.jid, sizeof(info.jid), "%s", jid);
+		info.slot = (uint16_t)((r >> 12) % (FEED_WORKERS + 1));
+		info.conn_id = ++*conn;
+		info.gen = 1 + (r >> 14) % 2;
+		info.since = 1765000000 + (r >> 16) % 100;
+		info.available = (r >> 20) & 1;
+		info.flags = (r >> 21) & 1 ? IPC_SESSION_F_CARBONS : 0;
+		(void)shm_session_put(w->t, &info, NULL, &error);
+		break;
+	case 5: case 6:                             /* logout */
+		if (mine)
+			cr_assert(shm_session_del(w->t, jid, got.slot,
+						  got.conn_id, got.gen) == 1 ||
+				  !strict);
+		break;
+	case 7: case 8: case 9:                     /* presence */
+		if (mine)
+			cr_assert(shm_session_set_presence(
+				w->t, jid, got.slot, got.conn_id, got.gen,
+				(int16_t)((r >> 12) % 7 - 3), (r >> 16) & 1) == 1 ||
+				  !strict);
+		break;
+	case 10: case 11:                           /* carbons */
+		if (mine)
+			cr_assert(shm_session_set_flags(
+				w->t, jid, got.slot, got.conn_id, got.gen,
+				(r >> 12) & 1 ? IPC_SESSION_F_CARBONS : 0,
+				(r >> 12) & 1 ? 0 : IPC_SESSION_F_CARBONS) == 1 ||
+				  !strict);
+		break;
+	case 12:                                    /* a worker crashed */
+		if ((r >> 12) % 8 == 0)
+			(void)shm_session_sweep_slot(w->t, (uint16_t)((r >> 16)
+					       % FEED_WORKERS), NULL, NULL);
+		break;
+	case 13: case 14:                           /* another node's */
+		memset(&info, 0, sizeof(info));
+		snprintf(info.jid, sizeof(info.jid), "%s", jid);
+		info.slot = FEED_WORKERS;
+		info.node = (uint8_t)(1 + (r >> 12) % 2);
+		info.rslot = (uint8_t)((r >> 14) % 2);
+		info.conn_id = ++*conn;
+		info.gen = 1;
+		(void)shm_session_insert_remote(w->t, &info, NULL, &error);
+		break;
+	default:
+		if (held && !mine)
+			(void)shm_session_remove_remote(w->t, got.node,
+							got.rslot, jid,
+							got.conn_id, got.gen);
+		else if ((r >> 12) % 4 == 0)            /* a node lost */
+			(void)shm_session_sweep_node(w->t, 1, NULL, NULL);
+		break;
+	}
+}
+
+/* Thousands of random changes, read from the log in bursts of 1 to 40:
+ * after each burst the log-driven directory, and the other node that
+ * applied its events, equal a full walk; the log never lost a change,
+ * so only the first update walked. */
+Test(directory, change_log_equals_a_walk)
+{
+	struct feed_world w;
+	const char *error = NULL;
+	uint32_t conn = 0;
+	feed_open(&w, 4096);
+	feed_start(&w);
+	for (int round = 0; round < 800; round++) {
+		uint32_t n = 1 + feed_rand(&w.rnd) % 40;
+		for (uint32_t i = 0; i < n; i++)
+			feed_op(&w, &conn, true);
+		cr_assert_eq(dir_feed_update(&w.f, &w.l, w.t, false, &error), 0,
+			     "%s", error);
+		feed_publish(&w);
+		feed_expect_walk(&w);
+	}
+	cr_expect_eq(w.f.walks, 1, "%llu walks: the log lost changes",
+		     (unsigned long long)w.f.walks);
+	cr_expect_gt(w.f.logged, 10000);
+	cr_expect_gt(dir_local_count(&w.l), 10, "the table was not empty");
+	/* the periodic walk on top of the log changes nothing */
+	uint64_t seq = w.l.seq;
+	cr_assert_eq(dir_feed_update(&w.f, &w.l, w.t, true, &error), 0);
+	cr_expect_eq(w.l.seq, seq, "a walk after the log found a difference");
+	cr_assert_eq(shm_session_verify(w.t, &error), 0, "%s", error);
+	feed_close(&w);
+}
+
+/* A log of 8 entries laps the reader often: each time it walks, and
+ * the result is the same. */
+Test(directory, change_log_lapped_falls_back_to_a_walk)
+{
+	struct feed_world w;
+	const char *error = NULL;
+	uint32_t conn = 0;
+	feed_open(&w, 8);
+	feed_start(&w);
+	for (int round = 0; round < 400; round++) {
+		uint32_t n = 1 + feed_rand(&w.rnd) % 20;
+		for (uint32_t i = 0; i < n; i++)
+			feed_op(&w, &conn, true);
+		cr_assert_eq(dir_feed_update(&w.f, &w.l, w.t, false, &error), 0,
+			     "%s", error);
+		feed_publish(&w);
+		feed_expect_walk(&w);
+	}
+	cr_expect_gt(w.f.walks, 20, "only %llu walks",
+		     (unsigned long long)w.f.walks);
+	cr_expect_lt(w.f.walks, 400, "never read the log");
+	cr_expect_eq(w.f.lapped, w.f.walks - 1, "each walk but the first "
+		     "was for a lapped log");
+	feed_close(&w);
+}
+
+/* Workers are separate processes changing the table at once while the
+ * bridge reads the log: when they stop, one more read makes the
+ * directory (and its follower) equal a full walk. */
+Test(directory, change_log_with_writers_at_once)
+{
+	struct feed_world w;
+	const char *error = NULL;
+	pid_t pids[3];
+	uint32_t conn = 0;
+	feed_open(&w, 1024);
+	feed_start(&w);
+	for (int c = 0; c < 3; c++) {
+		pids[c] = fork();
+		cr_assert_geq(pids[c], 0);
+		if (pids[c] == 0) {
+			uint32_t cconn = (uint32_t)(c + 1) << 24;
+			alarm(60);
+			w.rnd ^= (uint64_t)(c + 1) * 0x2545f4914f6cdd1dull;
+			for (int i = 0; i < 20000; i++)
+				feed_op(&w, &cconn, false);
+			_exit(0);
+		}
+	}
+	int running = 3;
+	while (running > 0) {
+		cr_assert_eq(dir_feed_update(&w.f, &w.l, w.t, false, &error), 0,
+			     "%s", error);
+		feed_publish(&w);
+		for (int c = 0; c < 3; c++) {
+			int st;
+			if (pids[c] > 0 && waitpid(pids[c], &st, WNOHANG) ==
+			    pids[c]) {
+				cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+				pids[c] = 0;
+				running--;
+			}
+		}
+		usleep(1000);
+	}
+	(void)conn;
+	cr_assert_eq(dir_feed_update(&w.f, &w.l, w.t, false, &error), 0);
+	feed_publish(&w);
+	feed_expect_walk(&w);
+	cr_expect_gt(w.f.logged, 1000);
+	cr_assert_eq(shm_session_verify(w.t, &error), 0, "%s", error);
+	feed_close(&w);
 }

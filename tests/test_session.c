@@ -2112,3 +2112,156 @@ Test(session, verify_checks_node_fields)
 	assert_verifies(&m);
 	table_close(&m);
 }
+
+/* ---- the change log (cluster only) ------------------------------------ */
+
+static void table_open_log(struct table_map *m, uint32_t capacity,
+			   uint32_t log_entries)
+{
+	const char *error = NULL;
+
+	m->size = shm_session_size_log(capacity, log_entries);
+	cr_assert(m->size > 0);
+	m->mem = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	cr_assert(m->mem != MAP_FAILED);
+	cr_assert_eq(shm_session_init_log(m->mem, m->size, capacity,
+					  log_entries, &error), 0,
+		     "init: %s", error);
+	m->t = shm_session_attach(m->mem, &error);
+	cr_assert_not_null(m->t, "attach: %s", error);
+	m->hdr = m->mem;
+}
+
+static int32_t index_of(struct table_map *m, const char *jid)
+{
+	struct session_info got;
+
+	cr_assert_eq(shm_session_get(m->t, jid, &got), 1, "%s", jid);
+	return got.index;
+}
+
+/* Read everything new; -1 if the log says the reader lost changes. */
+static int log_all(struct table_map *m, struct shm_session_cursor *c,
+		   int32_t *out, unsigned max)
+{
+	return shm_session_log_read(m->t, c, out, max);
+}
+
+Test(session, change_log_sizes)
+{
+	struct table_map m;
+
+	cr_assert_eq(shm_session_size_log(100, 0), shm_session_size(100));
+	cr_assert_gt(shm_session_size_log(100, 5), shm_session_size(100));
+	cr_assert_eq(shm_session_size_log(100, SHM_SESSION_LOG_MAX + 1), 0);
+	table_open_log(&m, 100, 5);
+	cr_assert_eq(shm_session_log_size(m.t), 8, "rounded up to a power of 2");
+	cr_assert_eq((uintptr_t)m.hdr % 8, 0);
+	table_close(&m);
+	/* no log: a reader is told so and walks */
+	struct shm_session_cursor c;
+	int32_t out[4];
+	table_open(&m, 16);
+	cr_assert_eq(shm_session_log_start(m.t, &c), -1);
+	cr_assert_eq(put(&m, "a@example.org/r", 1, 1, 1), 0);
+	cr_assert_eq(log_all(&m, &c, out, 4), -1);
+	table_close(&m);
+}
+
+/* Each local change names its record, in order; the bridge's own
+ * remote entries and a node's sweep are not logged. */
+Test(session, change_log_names_local_changes)
+{
+	struct table_map m;
+	struct shm_session_cursor c;
+	struct session_info got;
+	int32_t out[32], a, b;
+
+	table_open_log(&m, 64, 64);
+	cr_assert_eq(shm_session_log_start(m.t, &c), 0);
+	cr_assert_eq(log_all(&m, &c, out, 32), 0, "nothing yet");
+	cr_assert_eq(put(&m, "ann@example.org/a", 1, 1, 1), 0);
+	cr_assert_eq(put(&m, "bob@example.org/b", 2, 2, 1), 0);
+	a = index_of(&m, "ann@example.org/a");
+	b = index_of(&m, "bob@example.org/b");
+	cr_assert_eq(shm_session_set_presence(m.t, "ann@example.org/a", 1, 1, 1,
+					      5, 1), 1);
+	cr_assert_eq(shm_session_set_flags(m.t, "bob@example.org/b", 2, 2, 1,
+					   IPC_SESSION_F_CARBONS, 0), 1);
+	/* a presence change by another owner changes nothing: no entry */
+	cr_assert_eq(shm_session_set_presence(m.t, "ann@example.org/a", 9, 9, 9,
+					      5, 1), 0);
+	cr_assert_eq(put_remote(&m, "rem@example.org/x", 2, 1, 7, 1, NULL), 0);
+	cr_assert_eq(shm_session_remove_remote(m.t, 2, 1, "rem@example.org/x",
+					       7, 1), 1);
+	cr_assert_eq(put_remote(&m, "rem2@example.org/x", 3, 1, 8, 1, NULL), 0);
+	cr_assert_eq(shm_session_sweep_node(m.t, 3, NULL, NULL), 1);
+	cr_assert_eq(shm_session_del(m.t, "ann@example.org/a", 1, 1, 1), 1);
+	cr_assert_eq(shm_session_sweep_slot(m.t, 2, NULL, NULL), 1);
+	int32_t want[] = { a, b, a, b, a, b };
+	cr_assert_eq(log_all(&m, &c, out, 32), 6);
+	for (unsigned i = 0; i < 6; i++)
+		cr_expect_eq(out[i], want[i], "entry %u: %d, not %d", i,
+			     out[i], want[i]);
+	cr_assert_eq(shm_session_at(m.t, a, &got), 0, "ann's record is free");
+	cr_assert_eq(log_all(&m, &c, out, 32), 0);
+	/* a replacement by another connection of the same full JID */
+	cr_assert_eq(put(&m, "cy@example.org/c", 1, 3, 1), 0);
+	cr_assert_eq(put(&m, "cy@example.org/c", 2, 4, 1), 1);
+	cr_assert_eq(log_all(&m, &c, out, 1), 1, "max is kept");
+	cr_assert_eq(log_all(&m, &c, out, 32), 1);
+	cr_assert_eq(shm_session_at(m.t, out[0], &got), 1);
+	cr_expect_str_eq(got.jid, "cy@example.org/c");
+	cr_expect_eq(got.conn_id, 4);
+	table_close(&m);
+}
+
+/* A reader the ring lapped is told, not handed overwritten entries,
+ * and starts again at the head. */
+Test(session, change_log_lapped_reader_starts_again)
+{
+	struct table_map m;
+	struct shm_session_cursor c;
+	int32_t out[16];
+	char jid[64];
+
+	table_open_log(&m, 64, 4);
+	cr_assert_eq(shm_session_log_start(m.t, &c), 0);
+	for (int i = 0; i < 4; i++) {
+		snprintf(jid, sizeof(jid), "u%d@example.org/r", i);
+		cr_assert_eq(put(&m, jid, 1, (uint32_t)i, 1), 0);
+	}
+	cr_assert_eq(log_all(&m, &c, out, 2), 2, "a full ring is still read");
+	for (int i = 4; i < 7; i++) {
+		snprintf(jid, sizeof(jid), "u%d@example.org/r", i);
+		cr_assert_eq(put(&m, jid, 1, (uint32_t)i, 1), 0);
+	}
+	cr_assert_eq(log_all(&m, &c, out, 16), -1, "lapped by one");
+	cr_assert_eq(shm_session_log_start(m.t, &c), 0);
+	cr_assert_eq(log_all(&m, &c, out, 16), 0);
+	cr_assert_eq(put(&m, "late@example.org/r", 1, 99, 1), 0);
+	cr_assert_eq(log_all(&m, &c, out, 16), 1);
+	cr_expect_eq(out[0], index_of(&m, "late@example.org/r"));
+	table_close(&m);
+}
+
+/* A lock holder killed mid-change may have changed a record without
+ * logging it: the table's rebuild makes every reader start again. */
+Test(session, change_log_after_a_dead_lock_holder)
+{
+	struct table_map m;
+	struct shm_session_cursor c;
+	int32_t out[16];
+
+	table_open_log(&m, 64, 64);
+	cr_assert_eq(put(&m, "a@example.org/r", 1, 1, 1), 0);
+	cr_assert_eq(shm_session_log_start(m.t, &c), 0);
+	kill_inside_insert(&m, "victim@example.org/r");
+	cr_assert(child_run(other_process_works, &m));
+	cr_assert_eq(log_all(&m, &c, out, 16), -1);
+	cr_assert_eq(shm_session_log_start(m.t, &c), 0);
+	cr_assert_eq(put(&m, "b@example.org/r", 1, 2, 1), 0);
+	cr_assert_eq(log_all(&m, &c, out, 16), 1);
+	table_close(&m);
+}

@@ -261,6 +261,38 @@ def test_partition_heals():
         assert {n: sts[n]["incarnation"] for n in NAMES} == incs, (incs, sts)
 
 
+@skippable
+def test_workers_killed_their_sessions_leave_every_directory():
+    """kill -9 of every worker of n1 while four clients are logged in
+    there: the master sweeps their sessions out of n1's table (the
+    sweep writes the table's change log; no worker tells anything), and
+    n2's directory of n1 empties; a client that logs in on n1 after the
+    respawn shows in n2's directory again (the log still read)."""
+    need_bridge()
+    with Lab(nodes=2, nats=1) as lab:
+        lab.wait_converged(20)
+        lab.add_user("kate@localhost", "k4te-pw")
+        n1 = lab.nodes[0]
+
+        def n2_holds(count):
+            def check():
+                e = entry(lab.status(1), "n1") or {}
+                return e.get("directory") == count, e
+            return check
+        for k in range(4):
+            lab.client(0, "kate", "k4te-pw", "w%d" % k)
+        wait_until(n2_holds(4), 10, "n2's directory of n1 to hold 4")
+        old = sorted(n1.worker_pids())
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(n2_holds(0), 10, "n2's directory of n1 to empty")
+        wait_until(lambda: (n1.status_ok() and
+                            not set(n1.worker_pids()) & set(old),
+                            n1.worker_pids()), 20, "n1's workers respawned")
+        lab.client(0, "kate", "k4te-pw", "back")
+        wait_until(n2_holds(1), 10, "n2's directory of n1 to hold the new one")
+
+
 if __name__ == "__main__":
     # The whole file waits for the bridge: say SKIP to the test driver
     # (exit 77, as test_prometheus.py) rather than six silent passes.
@@ -272,5 +304,6 @@ if __name__ == "__main__":
         sys.exit(77)
     only = sys.argv[1:]
     tests = [test_converged, test_local_nats_first, test_node_killed_and_restarted, test_bridge_killed_alone,
-             test_node_frozen_and_thawed, test_nats_server_restart, test_partition_heals]
+             test_node_frozen_and_thawed, test_nats_server_restart, test_partition_heals,
+             test_workers_killed_their_sessions_leave_every_directory]
     run_tests([t for t in tests if not only or t.__name__ in only])
