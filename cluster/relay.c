@@ -59,8 +59,8 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 	}
 	r->hdr.kind = p[5];
 	size_t n = p[6];
-	if ((r->hdr.kind != RELAY_FRAMES && r->hdr.kind != RELAY_ACK) ||
-	    p[7] != 0) {
+	if ((r->hdr.kind != RELAY_FRAMES && r->hdr.kind != RELAY_ACK &&
+	     r->hdr.kind != RELAY_REFUSED) || p[7] != 0) {
 		*error_r = "unknown relay batch kind";
 		return -1;
 	}
@@ -76,10 +76,11 @@ int relay_read_begin(struct relay_reader *r, const void *data, size_t len,
 	r->hdr.count = wire_get_u32(p + 32);
 	r->hdr.stream = wire_get_u32(p + 36);
 	size_t rest = len - RELAY_HDR_FIXED - n;
-	if ((r->hdr.kind == RELAY_ACK &&
-	     (r->hdr.count > RELAY_SACK_MAX ||
-	      rest != RELAY_SACK_FIXED + (size_t)r->hdr.count * 16u)) ||
-	    (r->hdr.kind != RELAY_ACK &&
+	/* a refusal is an ack with the same body */
+	bool ack = r->hdr.kind != RELAY_FRAMES;
+	if ((ack && (r->hdr.count > RELAY_SACK_MAX ||
+		     rest != RELAY_SACK_FIXED + (size_t)r->hdr.count * 16u)) ||
+	    (!ack &&
 	     r->hdr.count > rest / IPC_FRAME_HDR_SIZE)) {
 		*error_r = "relay batch length does not match its count";
 		return -1;
@@ -128,7 +129,7 @@ int relay_read_sack(const struct relay_reader *r, struct relay_sack *s,
 	const uint8_t *p = r->p + r->off;
 	uint64_t after;
 	memset(s, 0, sizeof(*s));
-	if (r->hdr.kind != RELAY_ACK) {
+	if (r->hdr.kind != RELAY_ACK && r->hdr.kind != RELAY_REFUSED) {
 		*error_r = "not an ack";
 		return -1;
 	}
@@ -309,6 +310,7 @@ void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation)
 	in->settled = 0;
 	in->claim = 0;
 	in->nholes = 0;
+	in->refusing = false;
 }
 
 enum relay_verdict relay_in_verdict(struct relay_in *in,
@@ -323,13 +325,22 @@ enum relay_verdict relay_in_verdict(struct relay_in *in,
 	if (h->incarnation != in->peer_incarnation || h->stream < in->stream)
 		return RELAY_OTHER_RUN;
 	if (h->stream > in->stream) {
-		/* the sender started over (it thought us gone): so do we */
+		/* the sender started over (it thought us gone): so do we;
+		 * refusing while we followed none of its streams, this one
+		 * may be the one it handed back: refused too (a sender on
+		 * it starts another, which we take) */
+		bool unknown = in->refusing && in->stream == 0;
 		in->stream = h->stream;
 		in->delivered = 0;
 		in->settled = 0;
 		in->claim = 0;
 		in->nholes = 0;
 		*restarted_r = true;
+		if (unknown)
+			return RELAY_REFUSED_STREAM;
+		in->refusing = false;
+	} else if (in->refusing) {
+		return RELAY_REFUSED_STREAM;
 	}
 	if (h->seq - 1 > in->delivered)
 		return RELAY_GAP;

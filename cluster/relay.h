@@ -38,6 +38,12 @@ enum relay_kind {
 	RELAY_FRAMES = 1,           /* seq = the first frame's number */
 	RELAY_ACK = 2,              /* seq = every frame up to it done with;
 				       count = holes (struct relay_sack) */
+	RELAY_REFUSED = 3,          /* an ack (the same body) that also says:
+				       frames of this stream after
+				       `received` were refused, because we
+				       thought the sender gone (it may have
+				       handed them back): start a new
+				       stream with them (xfer.c) */
 };
 
 /* Holes an ack names at most. */
@@ -162,6 +168,12 @@ struct relay_in {
 	uint64_t claim;
 	uint32_t nholes;
 	struct relay_range holes[RELAY_SACK_MAX];
+	/* we thought the sender gone since we last took its stream: it may
+	 * have thought us gone too and handed back what it kept for us,
+	 * while NATS still holds copies (a route's TCP buffer across a
+	 * partition delivers them after the heal): frames of that stream
+	 * are refused until it starts a new one */
+	bool refusing;
 };
 
 enum relay_verdict {
@@ -174,6 +186,9 @@ enum relay_verdict {
 	RELAY_OTHER_RUN,            /* from a run of the peer other than
 				       the one its heartbeats announce:
 				       drop, no ack */
+	RELAY_REFUSED_STREAM,       /* of the stream we stopped taking
+				       (in->refusing): drop, answer
+				       RELAY_REFUSED */
 };
 
 /* Follow run peer_incarnation of the peer (from its heartbeat): its
@@ -181,8 +196,9 @@ enum relay_verdict {
 void relay_in_reset(struct relay_in *in, uint64_t peer_incarnation);
 /* What to do with frames batch h from a peer; self_incarnation is this
  * node's run.  A later stream of the peer's starts over (*restarted_r
- * set: what was handed on of the earlier one is no longer counted); an
- * earlier one is stale (RELAY_OTHER_RUN).  After handing frames on, the
+ * set: what was handed on of the earlier one is no longer counted, and
+ * refusing ends); an earlier one is stale (RELAY_OTHER_RUN); the one
+ * followed while refusing is RELAY_REFUSED_STREAM.  After handing frames on, the
  * caller sets in->delivered to the last one's number. */
 enum relay_verdict relay_in_verdict(struct relay_in *in,
 				    uint64_t self_incarnation,

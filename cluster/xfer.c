@@ -66,12 +66,14 @@ void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation)
 	 * have forgotten us, and must see that we start over */
 	p->out.stream = ++p->streams;
 	/* what we receive from it resets only with a new run of it: if it
-	 * never thought us gone, it goes on with its stream, and we must
-	 * go on taking it (a later stream of its own is followed anyway) */
+	 * never thought us gone, it goes on with its stream, which we
+	 * refuse if we thought it gone (xfer_peer_down): it sends that
+	 * again on a new one, which we follow as any later stream */
 	if (p->in.peer_incarnation != incarnation)
 		relay_in_reset(&p->in, incarnation);
 	p->known = true;
 	p->ack_due = false;
+	p->refuse_due = false;
 }
 
 struct rerun {
@@ -91,23 +93,19 @@ static void rerun_keep(void *ctx, const void *frame, size_t len)
 	}
 }
 
-void xfer_peer_rerun(struct xfer *x, unsigned node, uint64_t incarnation,
+/* What is kept for node goes out again on a new stream (to run
+ * incarnation), numbered from 1 in the same order. */
+static void restream(struct xfer *x, unsigned node, uint64_t incarnation,
 		     int64_t now_ms)
 {
-	struct xfer_peer *p;
+	struct xfer_peer *p = &x->peers[node];
 	struct rerun r;
-	if (node == 0 || node >= IPC_MAX_NODES || !(p = &x->peers[node])->known) {
-		xfer_peer_run(x, node, incarnation);
-		return;
-	}
 	r.x = x;
 	r.node = node;
 	buf_init(&r.frames, 0);
 	batch_clear(p);
 	relay_out_reset(&p->out, incarnation, rerun_keep, &r);
 	p->out.stream = ++p->streams;
-	relay_in_reset(&p->in, incarnation);
-	p->ack_due = false;
 	for (size_t off = 0; off + sizeof(size_t) <= buf_used(&r.frames);) {
 		size_t len;
 		uint64_t seq;
@@ -126,6 +124,40 @@ void xfer_peer_rerun(struct xfer *x, unsigned node, uint64_t incarnation,
 	buf_free(&r.frames);
 }
 
+void xfer_peer_rerun(struct xfer *x, unsigned node, uint64_t incarnation,
+		     int64_t now_ms)
+{
+	struct xfer_peer *p;
+	if (node == 0 || node >= IPC_MAX_NODES || !(p = &x->peers[node])->known) {
+		xfer_peer_run(x, node, incarnation);
+		return;
+	}
+	restream(x, node, incarnation, now_ms);
+	relay_in_reset(&p->in, incarnation);
+	p->ack_due = false;
+	p->refuse_due = false;
+}
+
+/* The peer refused our stream from after s->received (it thought us
+ * gone meanwhile, and cannot tell what we handed back then from what
+ * we still keep).  What arrived is done with as far as we can know:
+ * the peer no longer settles that stream (it got those frames, and
+ * holds any it has not written yet until it writes them; only its
+ * death before that loses them, the price of a one-sided DOWN).  The
+ * rest goes again on a new stream, which it takes. */
+static void refused(struct xfer *x, unsigned node, const struct relay_hdr *h,
+		    const struct relay_sack *s, int64_t now_ms)
+{
+	struct xfer_peer *p = &x->peers[node];
+	if (h->stream != p->out.stream ||
+	    relay_out_sack(&p->out, h->incarnation, h->stream, h->seq, s,
+			   now_ms) < 0 ||
+	    relay_out_ack(&p->out, h->incarnation, h->stream, s->received,
+			  now_ms) < 0)
+		return;         /* a stream we left already: nothing to do */
+	restream(x, node, p->out.peer_incarnation, now_ms);
+}
+
 void xfer_peer_down(struct xfer *x, unsigned node)
 {
 	struct xfer_peer *p = &x->peers[node];
@@ -134,9 +166,17 @@ void xfer_peer_down(struct xfer *x, unsigned node)
 		return;
 	batch_clear(p);
 	relay_out_reset(&p->out, 0, hand_back, &h);
-	/* p->in stays: the same run heard again goes on where it was */
+	/* p->in stays (the same run heard again goes on where it was), but
+	 * its current stream is refused: if it thought us gone too, it
+	 * handed back what it kept for us, and copies NATS still holds
+	 * (the TCP buffer of a route across a partition) would reach our
+	 * workers after the sender answered them (an error, offline
+	 * storage): a room message then stored twice.  A sender that did
+	 * not think us gone sends the same again on a new stream. */
+	p->in.refusing = true;
 	p->known = false;
 	p->ack_due = false;
+	p->refuse_due = false;
 }
 
 /* Batches one resend publishes at most: everything kept again each
@@ -197,7 +237,7 @@ int xfer_send(struct xfer *x, unsigned node, const void *frame, size_t len,
 	return 0;
 }
 
-static void send_ack(struct xfer *x, unsigned node)
+static void send_ack(struct xfer *x, unsigned node, enum relay_kind kind)
 {
 	struct xfer_peer *p = &x->peers[node];
 	struct relay_sack sk = { .received = p->in.delivered };
@@ -212,7 +252,7 @@ static void send_ack(struct xfer *x, unsigned node)
 		sk.claim = p->in.settled;
 	}
 	struct relay_hdr h = {
-		.kind = RELAY_ACK, .incarnation = x->self_incarnation,
+		.kind = (uint8_t)kind, .incarnation = x->self_incarnation,
 		.peer_incarnation = p->in.peer_incarnation,
 		.seq = p->in.settled, .stream = p->in.stream,
 		.count = sk.nholes,
@@ -225,6 +265,8 @@ static void send_ack(struct xfer *x, unsigned node)
 				   buf_used(&b));
 	buf_free(&b);
 	p->ack_due = false;
+	if (kind == RELAY_REFUSED)
+		p->refuse_due = false;
 }
 
 void xfer_flush(struct xfer *x, int64_t now_ms)
@@ -233,8 +275,10 @@ void xfer_flush(struct xfer *x, int64_t now_ms)
 		struct xfer_peer *p = &x->peers[node];
 		if (!p->known)
 			continue;
-		if (p->ack_due)
-			send_ack(x, node);
+		if (p->refuse_due)      /* an ack too */
+			send_ack(x, node, RELAY_REFUSED);
+		else if (p->ack_due)
+			send_ack(x, node, RELAY_ACK);
 		const struct relay_item *again =
 			relay_out_resend_due(&p->out, now_ms, x->resend_ms);
 		if (again != NULL) {
@@ -285,6 +329,9 @@ static int receive_frames(struct xfer *x, unsigned from,
 		p->gaps++;
 		p->ack_due = true;
 		return 0;
+	case RELAY_REFUSED_STREAM:
+		p->refuse_due = true;
+		return 0;
 	case RELAY_TAKE:
 		break;
 	}
@@ -317,12 +364,16 @@ int xfer_receive(struct xfer *x, unsigned from_node, const void *data,
 	}
 	if (relay_read_begin(&r, data, len, error_r) < 0)
 		return -1;
-	if (r.hdr.kind == RELAY_ACK) {
+	if (r.hdr.kind != RELAY_FRAMES) {
 		struct relay_sack sk;
 		if (relay_read_sack(&r, &sk, error_r) < 0)
 			return -1;
-		if (r.hdr.peer_incarnation == x->self_incarnation &&
-		    r.hdr.incarnation == p->out.peer_incarnation)
+		if (r.hdr.peer_incarnation != x->self_incarnation ||
+		    r.hdr.incarnation != p->out.peer_incarnation)
+			return 0;       /* for another run of ours or its */
+		if (r.hdr.kind == RELAY_REFUSED)
+			refused(x, from_node, &r.hdr, &sk, now_ms);
+		else
 			relay_out_sack(&p->out, r.hdr.incarnation,
 				       r.hdr.stream, r.hdr.seq, &sk, now_ms);
 		return 0;

@@ -58,6 +58,7 @@ struct xfer_peer {
 	uint32_t batch_count;
 	uint64_t batch_first;       /* the first one's number */
 	bool ack_due;
+	bool refuse_due;            /* answer its stream with RELAY_REFUSED */
 	uint64_t batches_out, batches_in, resent, dups, gaps, refused;
 	uint64_t frames_out, frames_in;
 };
@@ -84,7 +85,10 @@ void xfer_peer_run(struct xfer *x, unsigned node, uint64_t incarnation);
  * run rather than handed back. */
 void xfer_peer_rerun(struct xfer *x, unsigned node, uint64_t incarnation,
 		     int64_t now_ms);
-/* node is down: hand back everything kept for it; forget it. */
+/* node is down: hand back everything kept for it; forget it.  What it
+ * sent us on the stream we followed is refused from now on (it may
+ * have handed that back to its senders when it thought us gone): it
+ * sends what it still keeps again on a new stream (RELAY_REFUSED). */
 void xfer_peer_down(struct xfer *x, unsigned node);
 /* A frame (header and payload) of a local worker for node.  0, or -1:
  * node unknown or down, or its bound reached (the caller bounces it). */

@@ -60,6 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			relay_in_reset(&in, r.hdr.incarnation);
 			in.stream = r.hdr.stream;
 			in.delivered = r.hdr.seq / 2 + 1;
+			/* and, for odd numbers, a node that thought the
+			 * sender gone (its stream refused) */
+			in.refusing = (r.hdr.seq & 1) != 0;
 			if (relay_in_verdict(&in, r.hdr.peer_incarnation,
 					     &r.hdr, &skip, &restarted) ==
 			    RELAY_TAKE)

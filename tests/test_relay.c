@@ -105,7 +105,7 @@ static const char *batch_error(void (*spoil)(struct buf *, size_t),
 
 static void magic(struct buf *b, size_t o) { (void)o; b->data[1] ^= 1; }
 static void version(struct buf *b, size_t o) { (void)o; b->data[4] = 9; }
-static void kind3(struct buf *b, size_t o) { (void)o; b->data[5] = 3; }
+static void kind4(struct buf *b, size_t o) { (void)o; b->data[5] = 4; }
 static void name(struct buf *b, size_t o) { (void)o; b->data[40] = '/'; }
 static void count2(struct buf *b, size_t o) { (void)o; relay_set_count(b, 0, 2); }
 static void count0(struct buf *b, size_t o) { (void)o; relay_set_count(b, 0, 0); }
@@ -122,7 +122,7 @@ Test(relay, refusals)
 	cr_expect_str_eq(batch_error(magic, RELAY_FRAMES), "not a relay batch");
 	cr_expect_str_eq(batch_error(version, RELAY_FRAMES),
 			 "relay batch of another version");
-	cr_expect_str_eq(batch_error(kind3, RELAY_FRAMES),
+	cr_expect_str_eq(batch_error(kind4, RELAY_FRAMES),
 			 "unknown relay batch kind");
 	cr_expect_str_eq(batch_error(name, RELAY_FRAMES),
 			 "bad node name in a relay batch");
@@ -237,6 +237,34 @@ Test(relay, receiver_order_rules)
 	cr_expect_eq(verdict(&in, INC_A, INC_A, 4, 1, &skip), RELAY_NOT_FOR_US);
 	cr_expect_eq(verdict(&in, INC_B, INC_B, 4, 1, &skip), RELAY_OTHER_RUN);
 	cr_expect_eq(verdict(&in, INC_A, INC_B, 4, 1, &skip), RELAY_TAKE);
+	/* we thought the sender gone: its stream is refused, even what
+	 * follows on (it may have handed that back), until a new one */
+	in.delivered = 5;
+	in.refusing = true;
+	cr_expect_eq(verdict(&in, INC_A, INC_B, 6, 1, &skip),
+		     RELAY_REFUSED_STREAM);
+	struct relay_hdr h;
+	bool restarted;
+	hdr_init(&h, RELAY_FRAMES, 1);
+	h.incarnation = INC_A;
+	h.peer_incarnation = INC_B;
+	h.count = 1;
+	h.stream = 2;
+	cr_expect_eq(relay_in_verdict(&in, INC_B, &h, &skip, &restarted),
+		     RELAY_TAKE);
+	cr_expect(restarted);
+	cr_expect_not(in.refusing);
+	/* refusing before any stream was followed: the first one seen may
+	 * be the handed-back one, refused too; the one after is taken */
+	relay_in_reset(&in, INC_A);
+	in.refusing = true;
+	cr_expect_eq(relay_in_verdict(&in, INC_B, &h, &skip, &restarted),
+		     RELAY_REFUSED_STREAM);
+	cr_expect_eq(in.stream, 2);
+	h.stream = 3;
+	cr_expect_eq(relay_in_verdict(&in, INC_B, &h, &skip, &restarted),
+		     RELAY_TAKE);
+	cr_expect_not(in.refusing);
 }
 
 /* A link that loses every third batch and repeats every fifth: with
