@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 18
+#define IPC_VERSION 19
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
