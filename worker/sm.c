@@ -178,6 +178,11 @@ struct sm_fwd {
 	int64_t until;
 	struct sm_ref ref;      /* GIVEN record, freed on SM_DONE */
 	int ref_open;
+	/* frames from other nodes the handed journal held (settle.h):
+	 * tokens are this worker's, so the taker cannot hold them; they
+	 * stay held here for sm.forward_time, long enough for the client's
+	 * first <a/> on its new stream, in the common case */
+	struct settle_list holds;
 };
 
 static struct sm_fwd *sm_fwds;
@@ -1337,6 +1342,11 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 			      .rslot = hdr->node_slot, .id = hdr->conn_id,
 			      .gen = hdr->gen };
 	sm_let_go(o, &to, &s->ref);
+	struct sm_fwd *f = sm_fwd_find(o->id, o->gen);
+	if (f != NULL) {
+		f->holds = s->holds;
+		memset(&s->holds, 0, sizeof(s->holds));
+	}
 	sm_conn_free(w, s);
 }
 
@@ -1588,6 +1598,7 @@ static void sm_tick(struct worker *w, int64_t now)
 				 "record is freed", f->slot, f->id);
 			smstore_close(sm_store(w), &f->ref);
 		}
+		settle_list_free(&w->settle, &f->holds);
 		sm_fwds[i] = sm_fwds[--sm_nfwd];
 	}
 }
