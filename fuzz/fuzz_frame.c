@@ -79,6 +79,7 @@ static void check_fields(const struct ipc_frame_header *hdr,
 	frame_reader_init(&r, payload, len);
 	frame_begin(&w, &out, hdr->type, hdr->src_slot, hdr->conn_id, hdr->gen);
 	frame_set_node(&w, hdr->node, hdr->node_slot);
+	frame_set_token(&w, hdr->token);
 	for (int i = 0; i < 10; i++, ops >>= 3) {
 		unsigned op = ops & 7;
 		uint8_t u8;
