@@ -34,6 +34,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (relay_read_begin(&r, data, size, &error) < 0)
 		return 0;
+	if (r.hdr.kind == RELAY_ACK || r.hdr.kind == RELAY_REFUSED) {
+		/* an ack's body: refused with a reason, or holes in order
+		 * within (seq, claim], claim <= received, and canonical */
+		struct relay_sack sk;
+		if (relay_read_sack(&r, &sk, &error) < 0) {
+			FUZZ_CHECK(error != NULL && error[0] != '\0',
+				   "no reason");
+			return 0;
+		}
+		FUZZ_CHECK(sk.nholes == r.hdr.count &&
+			   sk.nholes <= RELAY_SACK_MAX, "holes %u", sk.nholes);
+		FUZZ_CHECK(r.hdr.seq <= sk.claim && sk.claim <= sk.received,
+			   "claim out of range");
+		uint64_t after = r.hdr.seq;
+		for (uint32_t i = 0; i < sk.nholes; i++) {
+			FUZZ_CHECK(sk.holes[i].from > after &&
+				   sk.holes[i].from <= sk.holes[i].to &&
+				   sk.holes[i].to <= sk.claim,
+				   "hole %u out of order", i);
+			after = sk.holes[i].to;
+		}
+		buf_init(&out, 0);
+		FUZZ_CHECK(relay_put_hdr(&out, &r.hdr) == 0 &&
+			   relay_put_sack(&out, &sk) == 0 &&
+			   buf_used(&out) == size &&
+			   memcmp(buf_head(&out), data, size) == 0,
+			   "ack not canonical");
+		buf_free(&out);
+		return 0;
+	}
 	buf_init(&out, 0);
 	FUZZ_CHECK(relay_put_hdr(&out, &r.hdr) == 0, "header rewrite");
 	while ((rc = relay_read_next(&r, &fh, &f, &flen, &error)) == 1) {

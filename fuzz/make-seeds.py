@@ -330,7 +330,13 @@ def relay_hdr(kind, seq, count, node=b"n1", inc=0x1111, peer=0x2222):
 relay_seeds = {
     "frames-one": relay_hdr(1, 1, 1) + frame(1, b"<message to='a@x/r'/>"),
     "frames-two": relay_hdr(1, 7, 2) + frame(1, b"<message/>") + frame(2, b"<presence/>"),
-    "ack": relay_hdr(2, 41, 0),
+    # acks: received, claim, then (from, to) holes within (seq, claim]
+    "ack": relay_hdr(2, 41, 0) + struct.pack("<QQ", 45, 41),
+    "ack-holes": relay_hdr(2, 41, 2) + struct.pack("<QQQQQQ", 60, 58, 43, 43,
+                                                   50, 52),
+    "ack-holes-unordered": relay_hdr(2, 41, 2) + struct.pack(
+        "<QQQQQQ", 60, 58, 50, 52, 43, 43),
+    "refused": relay_hdr(3, 41, 0) + struct.pack("<QQ", 41, 41),
     "frames-more": relay_hdr(1, 1, 1) + frame(1, b"<message/>", flags=1),
     "frames-short": relay_hdr(1, 1, 2) + frame(1, b"<message/>"),
 }
