@@ -1015,9 +1015,12 @@ static void route_settle_node(struct bridge *b, unsigned node)
 	uint32_t nholes = 0;
 	while (l->n > 0 && l->v[0].since_ms <= old)
 		open_force_oldest(b, node);
-	for (size_t r = open_ranges(l); r > RELAY_SACK_MAX && l->n > 0;
-	     r = open_ranges(l))
+	/* forcing the oldest ends a range only when it stood alone */
+	for (size_t r = open_ranges(l); r > RELAY_SACK_MAX && l->n > 0;) {
+		bool alone = l->n == 1 || l->v[1].seq != l->v[0].seq + 1;
 		open_force_oldest(b, node);
+		r -= alone;
+	}
 	static int64_t logged_ms;
 	if (b->forced != forced && (logged_ms == 0 ||
 				    b->now_ms - logged_ms >= ROUTE_LOG_EVERY_MS)) {
