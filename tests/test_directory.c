@@ -811,7 +811,10 @@ Test(directory, change_log_with_writers_at_once)
 	cr_assert_eq(dir_feed_update(&w.f, &w.l, w.t, false, &error), 0);
 	feed_publish(&w);
 	feed_expect_walk(&w);
-	cr_expect_gt(w.f.logged, 1000);
+	/* how many reads went by the log rather than a walk after a lap
+	 * depends on scheduling (a loaded machine laps the 1,024-entry
+	 * ring more): the equality above is what must hold */
+	cr_expect_gt(w.f.logged, 0);
 	cr_assert_eq(shm_session_verify(w.t, &error), 0, "%s", error);
 	feed_close(&w);
 }
