@@ -1096,6 +1096,7 @@ static int route_crosses(uint8_t type)
 	case IPC_FRAME_S2S_VERIFIED:
 	case IPC_FRAME_SETTLED:
 	case IPC_FRAME_REANNOUNCE:
+	case IPC_FRAME_LENT_DONE:
 		return 0;
 	default:
 		return type > 0 && type < IPC_FRAME_TYPE_MAX;

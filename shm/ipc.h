@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 19
+#define IPC_VERSION 20
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
@@ -105,6 +105,12 @@ enum ipc_frame_type {
 				       back; the worker sends its available
 				       sessions' presence again to contacts
 				       we host, paced (from the bridge) */
+	IPC_FRAME_LENT_DONE,        /* payload: u32 lend ids: frames the
+				       receiving worker lent the sender
+				       (the header token of a frame
+				       between two local workers) that
+				       the sender is done with
+				       (worker/settle.h, issue 15) */
 	IPC_FRAME_TYPE_MAX
 };
 
@@ -133,7 +139,10 @@ struct ipc_frame_header {
 	/* A frame another node sent, as the bridge hands it to a worker:
 	 * its number among the bridge's frames to that worker, which the
 	 * worker names when it is done with it (IPC_FRAME_SETTLED,
-	 * worker/settle.c).  0 on every other frame (frame_check_route). */
+	 * worker/settle.c).  Between two local workers: a lend id, for a
+	 * frame from another node the sender hands on and keeps held
+	 * until the receiver says it is done with it (IPC_FRAME_LENT_DONE,
+	 * settle.h).  0 on every other frame (frame_check_route). */
 	uint32_t token;
 };
 _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,

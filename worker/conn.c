@@ -636,7 +636,8 @@ int conn_route_undelivered(struct worker *w)
 			struct conn_undelivered h;
 			memcpy(&h, buf_head(&list), sizeof(h));
 			buf_consume(&list, sizeof(h));
-			uint32_t was = settle_enter(&w->settle, &h.hold);
+			struct settle_at was = settle_enter(&w->settle,
+							  &h.hold);
 			if (route_undelivered(w, h.conn_id, h.gen,
 					      buf_head(&list), h.len) < 0)
 				log_debug("c%u: stream data not written: "
