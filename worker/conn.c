@@ -681,9 +681,10 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			continue;
 		}
 		/* an outgoing s2s link's: once more over a new link,
-		 * then bounced (s2s_out.c) */
+		 * then bounced (s2s_out.c), held on meanwhile */
 		if (s2s_taken_back(c, buf_head(&t->text) + from,
-				   t->ends[i] - from, t->from + t->ends[i])) {
+				   t->ends[i] - from, t->from + t->ends[i],
+				   held)) {
 			pieces++;
 			continue;
 		}
@@ -692,8 +693,8 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 				      t->ends[i] - from, held);
 		pieces++;
 	}
-	/* journaled, kept or s2s pieces' holds: done here (the journal
-	 * holds its own) */
+	/* journaled or kept pieces' holds: done here (the journal holds
+	 * its own; the s2s route-back list took its pieces') */
 	settle_list_free(&c->w->settle, &t->holds);
 	if (data != NULL) {
 		conn_undelivered(c->w, c->id, c->gen, data, len);

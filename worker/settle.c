@@ -473,6 +473,19 @@ void settle_returned(struct settle *s, uint16_t slot, uint32_t id)
 		lent_release(s, e);
 }
 
+void settle_lend_undo(struct settle *s, uint32_t id, struct settle_list *l)
+{
+	struct settle_lent *e = lent_find(s, id);
+	if (e == NULL)
+		return;
+	if (l != NULL && settle_list_first(l) == NULL) {
+		free(l->v);
+		*l = e->holds;
+		memset(&e->holds, 0, sizeof(e->holds));
+	}
+	lent_release(s, e);
+}
+
 size_t settle_lent_expire(struct settle *s, int64_t now_ms, int64_t max_ms)
 {
 	size_t k = 0;

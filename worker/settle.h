@@ -153,8 +153,11 @@ uint32_t settle_lend(struct settle *s, uint16_t slot, int64_t now_ms);
  * none, or no memory: l keeps them). */
 uint32_t settle_lend_list(struct settle *s, uint16_t slot,
 			  struct settle_list *l, int64_t now_ms);
-/* slot is done with id (or the frame never left: slot is ours). */
+/* slot is done with id. */
 void settle_returned(struct settle *s, uint16_t slot, uint32_t id);
+/* The frame never left (the send failed): a list's holds go back to l,
+ * a single frame's are released (l NULL). */
+void settle_lend_undo(struct settle *s, uint32_t id, struct settle_list *l);
 /* Let go of lends older than max_ms: how many. */
 size_t settle_lent_expire(struct settle *s, int64_t now_ms, int64_t max_ms);
 /* Lends not returned (tests, xmppctl). */

@@ -178,10 +178,11 @@ struct sm_fwd {
 	int64_t until;
 	struct sm_ref ref;      /* GIVEN record, freed on SM_DONE */
 	int ref_open;
-	/* frames from other nodes the handed journal held (settle.h):
-	 * tokens are this worker's, so the taker cannot hold them; they
-	 * stay held here for sm.forward_time, long enough for the client's
-	 * first <a/> on its new stream, in the common case */
+	/* frames from other nodes the journal held, handed to another
+	 * node (settle.h): that node holds the SM_GIVE frame itself
+	 * until its client acknowledges; ours stay held here for
+	 * sm.forward_time as well (a taker of this node borrows them
+	 * instead: settle_lend_list) */
 	struct settle_list holds;
 };
 
@@ -1317,9 +1318,21 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		return;
 	}
 	smwire_give_set_counts(&out, 0, nd, b.n);
-	if (worker_send_reply(w, hdr, IPC_FRAME_SM_GIVE, hdr->conn_id,
-			      hdr->gen, buf_head(&out), buf_used(&out),
-			      &error) < 0) {
+	/* a taker on this node cannot hold our tokens: the journal's
+	 * frames from other nodes are lent to it, held here until the
+	 * client has acknowledged them there (settle.h); a taker on
+	 * another node holds the SM_GIVE frame itself */
+	uint32_t lend = hdr->node == 0 ?
+			settle_lend_list(&w->settle, hdr->src_slot, &s->holds,
+					 w->now_ms) : 0;
+	if ((hdr->node == 0 ?
+	     queue_send_token(w->q, hdr->src_slot, 0, 0, IPC_FRAME_SM_GIVE,
+			      hdr->conn_id, hdr->gen, lend, buf_head(&out),
+			      buf_used(&out), &error) :
+	     worker_send_reply(w, hdr, IPC_FRAME_SM_GIVE, hdr->conn_id,
+			       hdr->gen, buf_head(&out), buf_used(&out),
+			       &error)) < 0) {
+		settle_lend_undo(&w->settle, lend, &s->holds);
 		buf_free(&out);
 		log_warn("c%u %s: hand-over of %s to w%u: %s: kept here",
 			 o->id, o->peer, o->jid, hdr->src_slot, error);
