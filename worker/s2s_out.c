@@ -1563,16 +1563,13 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 	}
 	/* another node's frame stays held by this worker until the
 	 * owner is done with it (a link being set up can take seconds):
-	 * lent (settle.h) */
-	uint32_t lend = remote_owner ?
-			settle_lend(&w->settle, (uint16_t)slot, w->now_ms) : 0;
+	 * lent (worker_send_node, settle.h) */
 	if (!remote_owner) {
 		out_enqueue(w, local, to_domain, buf_head(&text) + off,
 			    buf_used(&text) - off, 0);
-	} else if (queue_send_token(w->q, slot, 0, 0, IPC_FRAME_S2S_OUT, 0, 0,
-				    lend, buf_head(&text), buf_used(&text),
+	} else if (worker_send_node(w, slot, 0, 0, IPC_FRAME_S2S_OUT, 0, 0,
+				    buf_head(&text), buf_used(&text),
 				    &error) < 0) {
-		settle_lend_undo(&w->settle, lend, NULL);
 		log_info("s2s %s -> %s: to w%u: %s: stanza refused", local,
 			 to_domain, slot, error);
 		out_bounce_text(w, buf_head(&text) + off,
