@@ -946,11 +946,21 @@ static void route_settled(struct bridge *b, unsigned w, const void *data,
 	f = &b->fifo[w];
 	/* a new process in the slot: what the old one had read and held
 	 * died with it (its sessions were swept; the rest of its queue the
-	 * new one reads) */
+	 * new one reads), but for what the XEP-0198 journals it adopted
+	 * hold: inside the adopted span [base, last] only the ranges are
+	 * done with (a span not of this numbering: all, as before) */
 	if ((h.flags & IPC_SETTLED_FRESH) && f->read_known) {
 		uint32_t upto = f->last_read - f->head_token;
-		if (upto < f->n)
+		uint32_t lo = h.base - f->head_token, hi = h.last - f->head_token;
+		bool adopted = (h.flags & IPC_SETTLED_ADOPTED) &&
+			       (h.flags & IPC_SETTLED_BASE) && lo <= hi &&
+			       hi <= upto && upto < f->n;
+		if (adopted) {
+			fifo_mark(b, f, 0, lo);
+			fifo_mark(b, f, (size_t)hi + 1, (size_t)upto + 1);
+		} else if (upto < f->n) {
 			fifo_mark(b, f, 0, (size_t)upto + 1);
+		}
 		f->read_known = false;
 	}
 	if (h.flags & IPC_SETTLED_BASE) {

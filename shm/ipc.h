@@ -154,7 +154,11 @@ _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
  * pairs of u32).  last is the last token it read (0 with none read yet).
  * IPC_SETTLED_FRESH: a worker just started: what its slot's previous
  * process read and still held died with it (cluster/bridge_route.c). */
-enum { IPC_SETTLED_FRESH = 1, IPC_SETTLED_BASE = 2 };
+/* IPC_SETTLED_ADOPTED (with FRESH and BASE): the new process adopted
+ * XEP-0198 journals holding some of what the old one read: of the old
+ * reads only those outside [base, last] and the ranges inside are done
+ * with. */
+enum { IPC_SETTLED_FRESH = 1, IPC_SETTLED_BASE = 2, IPC_SETTLED_ADOPTED = 4 };
 struct ipc_settled {
 	uint32_t flags;             /* IPC_SETTLED_*; BASE: base is valid */
 	uint32_t base;
@@ -701,7 +705,7 @@ struct ipc_throttle_table {
 
 #define IPC_SM_MAGIC 0x584d5050534d4a4eull   /* "XMPPSMJN" */
 #define IPC_SM_BLOCK 256u           /* bytes of one pool block */
-#define IPC_SM_BLOCK_DATA (IPC_SM_BLOCK - 8u)   /* its payload */
+#define IPC_SM_BLOCK_DATA (IPC_SM_BLOCK - 12u)  /* its payload */
 #define IPC_SM_TOKEN 16u            /* random bytes of a previd */
 #define IPC_SM_EXT_WORDS 32u        /* saved words: ext.h EXT_MAX */
 
@@ -719,6 +723,10 @@ struct ipc_sm_block {
 				       free blocks: next free block */
 	uint16_t len;               /* payload bytes in this block */
 	uint16_t flags;             /* enum ipc_sm_block_flags */
+	/* a stanza's first block: the settlement token of the frame from
+	 * another node it came in (worker/settle.h), so that a worker
+	 * adopting the journal after a crash holds that frame on; 0 none */
+	uint32_t token;
 	char data[IPC_SM_BLOCK_DATA];
 };
 _Static_assert(sizeof(struct ipc_sm_block) == IPC_SM_BLOCK, "sm block");

@@ -401,3 +401,64 @@ Test(settle, borrowed_lent_on)
 	buf_free(&b);
 	settle_free(&mid);
 }
+
+/* A respawned worker adopting its predecessor's XEP-0198 journals holds
+ * the frames from other nodes they keep: its first report names the
+ * adopted span (FRESH, ADOPTED) and, inside it, only what nobody holds;
+ * a hold released while others are still being adopted does not free
+ * the span's head early; later tokens go on from the span. */
+Test(settle, adopted_journals_hold_their_frames)
+{
+	struct settle s;
+	struct report r;
+	struct settle_list a = { 0 }, b = { 0 };
+	settle_init(&s, true);
+	settle_adopt_span(&s, 14);
+	settle_adopt_span(&s, 10);
+	settle_adopt_span(&s, 12);
+	settle_adopt_begin(&s);
+	settle_adopt_hold(&s, &a, 1, 10);
+	settle_adopt_hold(&s, &a, 2, 12);
+	settle_list_release_first(&s, &a);      /* 10: rerouted at once */
+	settle_adopt_hold(&s, &b, 7, 10);       /* another journal's 10 */
+	settle_adopt_hold(&s, &b, 8, 14);
+	settle_adopt_end(&s);
+	cr_assert_eq(settle_pending(&s), 3, "10 (b), 12 (a), 14 (b)");
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH | IPC_SETTLED_ADOPTED |
+				IPC_SETTLED_BASE);
+	cr_expect_eq(r.h.base, 10);
+	cr_expect_eq(r.h.last, 14);
+	cr_assert_eq(r.h.nranges, 2);
+	cr_expect_eq(r.r[0][0], 11);
+	cr_expect_eq(r.r[0][1], 11);
+	cr_expect_eq(r.r[1][0], 13);
+	cr_expect_eq(r.r[1][1], 13);
+	/* the client acknowledges b's; then a's ends */
+	settle_list_release_all(&s, &b);
+	settle_list_release_all(&s, &a);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_BASE, "fresh once");
+	cr_expect_eq(r.h.base, 15);
+	/* the new process's own frames follow */
+	settle_begin(&s, 20);
+	settle_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 21);
+	settle_list_free(&s, &a);
+	settle_list_free(&s, &b);
+	settle_free(&s);
+}
+
+/* Nothing adopted: a plain fresh report. */
+Test(settle, nothing_adopted)
+{
+	struct settle s;
+	struct report r;
+	settle_init(&s, true);
+	settle_adopt_begin(&s);
+	settle_adopt_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH);
+	settle_free(&s);
+}

@@ -197,10 +197,95 @@ static void release_token(struct settle *s, uint32_t token)
 	if (i >= s->n)
 		return;         /* of a numbering before this one */
 	uint32_t *r = ref_at(s, i);
-	if (*r == 0 || --*r > 0)
-		return;
+	if (*r == 0 || --*r > 0 || s->adopting)
+		return;         /* adopting: another journal may hold it yet
+				   (settle_adopt_end says what is done) */
 	done_add(s, token, token);
 	ring_pop_done(s);
+}
+
+uint32_t settle_token(const struct settle *s)
+{
+	return s->cur_borrow != 0 ? 0 : s->cur;
+}
+
+/* ---- adoption ------------------------------------------------------------ */
+
+void settle_adopt_span(struct settle *s, uint32_t token)
+{
+	if (token == 0)
+		return;
+	if (!s->adopt_any) {
+		s->adopt_any = true;
+		s->adopt_lo = s->adopt_hi = token;
+		return;
+	}
+	if ((int32_t)(token - s->adopt_lo) < 0)
+		s->adopt_lo = token;
+	if ((int32_t)(token - s->adopt_hi) > 0)
+		s->adopt_hi = token;
+}
+
+void settle_adopt_begin(struct settle *s)
+{
+	uint32_t span = s->adopt_hi - s->adopt_lo + 1;
+	if (!s->adopt_any || s->started)
+		return;
+	if (span > SETTLE_SKIP_MAX) {
+		log_warn("cluster: adopted journals name frames %u apart: "
+			 "not held", span);
+		return;
+	}
+	s->started = true;
+	s->base = s->next = s->adopt_lo;
+	for (uint32_t k = 0; k < span; k++) {
+		if (ring_push(s, 0) < 0) {
+			log_warn("cluster: no memory to hold adopted frames");
+			s->n = 0;
+			s->started = false;
+			return;
+		}
+	}
+	s->next = s->adopt_hi + 1;
+	s->adopting = true;
+}
+
+void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
+		       uint32_t token)
+{
+	size_t i = (size_t)(token - s->base);
+	if (!s->adopting || token == 0 || i >= s->n)
+		return;
+	if (l->head > 0 && l->n == l->cap) {
+		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
+		l->n -= l->head;
+		l->head = 0;
+	}
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? l->cap * 2 : 8;
+		struct settle_held *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return;         /* done with, as before adoption held */
+		l->v = v;
+		l->cap = cap;
+	}
+	(*ref_at(s, i))++;
+	s->held_total++;
+	l->v[l->n++] = (struct settle_held){ key, { token, s->epoch } };
+}
+
+void settle_adopt_end(struct settle *s)
+{
+	if (!s->adopting)
+		return;
+	s->adopting = false;
+	for (size_t i = 0; i < s->n; i++)
+		if (*ref_at(s, i) == 0)
+			done_add(s, s->base + (uint32_t)i, s->base + (uint32_t)i);
+	s->adopted_report = true;
+	s->dirty = true;
+	/* base stays at the span's start for the first report: the bridge
+	 * reads the adopted span from it (ring_pop_done after it) */
 }
 
 /* Tell slot, at the end of this turn, that we are done with id. */
@@ -612,6 +697,8 @@ int settle_report(struct settle *s, struct buf *out, size_t *used_r)
 	done_normalize(s);
 	if (s->fresh)
 		h.flags |= IPC_SETTLED_FRESH;
+	if (s->adopted_report)
+		h.flags |= IPC_SETTLED_ADOPTED;
 	if (s->started) {
 		h.flags |= IPC_SETTLED_BASE;
 		h.base = s->base;
@@ -642,4 +729,9 @@ void settle_reported(struct settle *s, size_t used)
 	s->ndone -= used;
 	s->fresh = false;
 	s->dirty = s->ndone > 0;
+	if (s->adopted_report) {
+		s->adopted_report = false;
+		ring_pop_done(s);
+		s->dirty = true;        /* the new base */
+	}
 }

@@ -77,6 +77,9 @@ struct settle {
 	struct settle_range *done;
 	size_t ndone, done_cap;
 	uint64_t held_total;    /* holds ever taken (tests, metrics) */
+	/* adoption of a dead predecessor's journals (settle_adopt_*) */
+	bool adopt_any, adopting, adopted_report;
+	uint32_t adopt_lo, adopt_hi;
 	/* lent to other workers, in the order of their ids */
 	struct settle_lent *lent;
 	size_t nlent, lent_cap, lent_live;
@@ -167,6 +170,27 @@ void settle_begin_borrowed(struct settle *s, uint16_t slot, uint32_t id);
 /* The lend ids of one lender done with, for IPC_FRAME_LENT_DONE: 1 with
  * *slot_r and out (u32 ids) set, 0 none left. */
 int settle_returns(struct settle *s, uint16_t *slot_r, struct buf *out);
+/* The token of the frame being routed if it is one of ours (not a
+ * borrowed one), else 0: what an XEP-0198 journal keeps with the
+ * stanza, for adoption. */
+uint32_t settle_token(const struct settle *s);
+
+/* ---- adoption --------------------------------------------------------
+ * A respawned worker adopts its predecessor's XEP-0198 journals
+ * (sm_adopt), whose stanzas may be frames from other nodes that the
+ * bridge still keeps for the dead process.  Before it reads anything:
+ * settle_adopt_span for every token the journals carry, then
+ * settle_adopt_begin, settle_adopt_hold for each as its session is
+ * adopted (into the journal's keeper list), and settle_adopt_end.  The
+ * first report then says FRESH and ADOPTED with base .. last the
+ * adopted span: the bridge frees what the old process read outside it,
+ * and inside it what the report's ranges name (nobody holds them). */
+void settle_adopt_span(struct settle *s, uint32_t token);
+void settle_adopt_begin(struct settle *s);
+void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
+		       uint32_t token);
+void settle_adopt_end(struct settle *s);
+
 /* Tokens read and not done with (xmppctl, tests). */
 size_t settle_pending(const struct settle *s);
 /* The IPC_FRAME_SETTLED payload (struct ipc_settled and ranges, at most

@@ -126,6 +126,14 @@ static void worker_tls_context(struct worker *w)
 
 /* ---- adoption of a dead predecessor's XEP-0198 sessions -------------- */
 
+static int worker_adopt_span(const struct sm_ref *ref,
+			     const struct sm_state *st, void *ctx)
+{
+	(void)st;
+	sm_adopt_span(ctx, ref);
+	return 0;
+}
+
 static int worker_adopt_one(const struct sm_ref *ref,
 			    const struct sm_state *st, void *ctx)
 {
@@ -194,8 +202,18 @@ static void worker_adopt(struct worker *w)
 	if (records > 0) {
 		log_info("adopting %u stream-management sessions of the "
 			 "previous worker", records);
+		/* frames from other nodes in their journals stay held:
+		 * named first, held as each session is adopted (settle.h) */
+		smstore_foreach_record(w->shm->smstore, w->slot,
+				       worker_adopt_span, w);
+		settle_adopt_begin(&w->settle);
 		smstore_foreach_record(w->shm->smstore, w->slot,
 				       worker_adopt_one, w);
+		settle_adopt_end(&w->settle);
+		if (w->settle.held_total > 0)
+			log_info("cluster: %llu stanzas of adopted journals "
+				 "hold frames from other nodes",
+				 (unsigned long long)w->settle.held_total);
 	}
 	if (w->gen <= 1)
 		return;

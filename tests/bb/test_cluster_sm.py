@@ -29,7 +29,10 @@ slice 8), three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
     not only for sm.forward_time: killed -9 long after, the node's
     unacknowledged messages come from offline storage;
   * messages an inactive client's CSI queue (XEP-0352) keeps on its
-    node are held too: killed -9, they come from offline storage.
+    node are held too: killed -9, they come from offline storage;
+  * so are the unacknowledged messages of a journal that a respawned
+    worker adopted after its predecessor was killed: the node killed
+    -9 afterwards, they come from offline storage.
 
 Exits 77 without nats-server (clusterlab's skips).  Needs
 XMPPD_TEST_PGCONN.
@@ -567,10 +570,54 @@ def test_node_killed_csi_held_not_lost():
         assert "<error" not in r.buf.decode()
 
 
+def worker_pid(node, slot):
+    st = node.status() or {"workers": []}
+    for w in st["workers"]:
+        if w.get("slot") == slot and w.get("pid", 0) > 0:
+            return w["pid"]
+    return None
+
+
+@skippable
+def test_adopted_journal_held():
+    """A worker killed -9 with a journal of 20 unacknowledged messages
+    from another node: its successor adopts the journal (detached,
+    resumable) and holds those messages' frames on (worker/settle.h
+    adoption), so the node killed -9 afterwards gives them back to
+    their sending node, which stores them offline."""
+    total = 20
+    with new_lab() as lab:
+        users(lab)
+        r = lab.client(0, "romeo", PW["romeo"], "garden")
+        j = connect(lab, 1)
+        authed(j, "juliet")
+        jj = j.bind("phone")
+        j.send("<presence/>")
+        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
+        j.send("<enable xmlns='%s' resume='true'/>" % SM)
+        j.read_until("<enabled [^>]*/>")
+        wait_held_on(lab, jj, 1)
+        want = ["a%d" % i for i in range(total)]
+        for i in range(total):
+            msg(r, jj, "a%d" % i)
+        assert read_ids(j, total, "a") == want
+        slot = sessions(lab.nodes[1])[jj][1]
+        pid = worker_pid(lab.nodes[1], slot)
+        assert pid, "juliet's worker"
+        os.kill(pid, 9)
+        wait_until(lambda: ("adopted after a crash" in lab.nodes[1].log_text(),
+                            None), 20, "the journal adopted")
+        assert "stanzas of adopted journals hold frames" in \
+            lab.nodes[1].log_text()
+        time.sleep(1.5)     # the new worker's first reports are out
+        offline_after_kill(lab, 1, want, "again")
+        assert "<error" not in r.buf.decode()
+
+
 TESTS = [test_resume_on_another_node, test_large_journal_crosses,
          test_node_killed_item_not_found, test_node_killed_unacked_not_lost,
          test_held_frames_kept_alone, test_handed_journal_held_until_acked,
-         test_node_killed_csi_held_not_lost]
+         test_node_killed_csi_held_not_lost, test_adopted_journal_held]
 
 if __name__ == "__main__":
     run_tests([t for t in TESTS if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
