@@ -467,17 +467,19 @@ static struct settle_lent *lent_find(struct settle *s, uint32_t id)
 	return NULL;
 }
 
-/* Drop returned entries: from the front at once, the rest once they
- * are most of the array. */
+/* Drop returned entries once they are most of the array (each
+ * compaction copies the live ones, paid for by as many returns; lookups
+ * skip the dead by their flag). */
 static void lent_compact(struct settle *s)
 {
-	size_t k = 0;
-	while (k < s->nlent && !s->lent[k].live)
-		k++;
-	if (k == 0 && s->nlent - s->lent_live <= s->lent_live)
+	if (s->lent_live == 0) {
+		s->nlent = 0;
+		return;
+	}
+	if (s->nlent - s->lent_live <= s->lent_live)
 		return;
 	size_t out = 0;
-	for (size_t i = k; i < s->nlent; i++)
+	for (size_t i = 0; i < s->nlent; i++)
 		if (s->lent[i].live)
 			s->lent[out++] = s->lent[i];
 	s->nlent = out;
