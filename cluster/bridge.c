@@ -790,6 +790,7 @@ static void bridge_drain_ring(struct bridge *b)
 		/* more parts: the next turn comes at once (eventfd set) */
 	}
 	uint64_t lost = atomic_load(&ring.snap_dropped);
+	METRIC_SET(b->cl->snap_dropped, lost);
 	if (lost != b->snap_dropped_seen &&
 	    bridge_rate_ok(b, &b->snap_logged_ms)) {
 		log_warn("cluster: %llu snapshot parts dropped (over "

@@ -294,6 +294,9 @@ static void route_scan_walk(struct bridge *b, bool walk)
 			    &error) < 0 && route_log_ok(b))
 		log_error("cluster: telling our sessions: %s (the next "
 			  "look walks the table)", error);
+	METRIC_SET(b->cl->dir_walks, b->feed.walks);
+	METRIC_SET(b->cl->dir_logged, b->feed.logged);
+	METRIC_SET(b->cl->dir_lapped, b->feed.lapped);
 	if (b->feed.lapped != lapped && route_log_ok(b))
 		log_info("cluster: the session change log lost changes "
 			 "(more than its %u entries, cluster.change_log, "

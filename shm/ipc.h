@@ -636,6 +636,13 @@ struct ipc_cluster {
 	_Atomic uint32_t kv_up;     /* gauge: the bucket answered last time */
 	_Atomic uint64_t kv_errors; /* key-value calls that failed */
 	_Atomic uint64_t epoch_changes; /* member lists we wrote (coordinator) */
+	/* How the bridge learns this node's session changes (cluster/
+	 * dirfeed.c): full walks of the table, change-log entries read,
+	 * and walks because the log lost changes (cluster.change_log too
+	 * small for a burst); snapshot parts from other nodes dropped
+	 * (over cluster.snapshot_queue).  Counters of the bridge's run. */
+	_Atomic uint64_t dir_walks, dir_logged, dir_lapped;
+	_Atomic uint64_t snap_dropped;
 	struct ipc_cluster_members members;
 };
 
