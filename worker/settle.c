@@ -209,6 +209,25 @@ uint32_t settle_token(const struct settle *s)
 	return s->cur_borrow != 0 ? 0 : s->cur;
 }
 
+/* Room for one more entry at the end of l: 0, or -1 without memory. */
+static int list_room(struct settle_list *l)
+{
+	if (l->head > 0 && l->n == l->cap) {    /* room at the front */
+		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
+		l->n -= l->head;
+		l->head = 0;
+	}
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? l->cap * 2 : 8;
+		struct settle_held *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return -1;
+		l->v = v;
+		l->cap = cap;
+	}
+	return 0;
+}
+
 /* ---- adoption ------------------------------------------------------------ */
 
 void settle_adopt_span(struct settle *s, uint32_t token)
@@ -256,19 +275,8 @@ void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
 	size_t i = (size_t)(token - s->base);
 	if (!s->adopting || token == 0 || i >= s->n)
 		return;
-	if (l->head > 0 && l->n == l->cap) {
-		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
-		l->n -= l->head;
-		l->head = 0;
-	}
-	if (l->n == l->cap) {
-		unsigned cap = l->cap ? l->cap * 2 : 8;
-		struct settle_held *v = realloc(l->v, cap * sizeof(*v));
-		if (v == NULL)
-			return;         /* done with, as before adoption held */
-		l->v = v;
-		l->cap = cap;
-	}
+	if (list_room(l) < 0)
+		return;         /* done with, as before adoption held */
 	(*ref_at(s, i))++;
 	s->held_total++;
 	l->v[l->n++] = (struct settle_held){ key, { token, s->epoch } };
@@ -348,21 +356,10 @@ void settle_list_hold(struct settle *s, struct settle_list *l, uint64_t key)
 {
 	if (!settle_routing(s))
 		return;
-	if (l->head > 0 && l->n == l->cap) {    /* room at the front */
-		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
-		l->n -= l->head;
-		l->head = 0;
-	}
-	if (l->n == l->cap) {
-		unsigned cap = l->cap ? l->cap * 2 : 8;
-		struct settle_held *v = realloc(l->v, cap * sizeof(*v));
-		if (v == NULL) {
-			log_warn("cluster: no memory to hold a frame until "
-				 "done with: settled now");
-			return;
-		}
-		l->v = v;
-		l->cap = cap;
+	if (list_room(l) < 0) {
+		log_warn("cluster: no memory to hold a frame until done with: "
+			 "settled now");
+		return;
 	}
 	struct settle_held *e = &l->v[l->n];
 	settle_hold(s, &e->h);
