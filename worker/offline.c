@@ -621,7 +621,7 @@ static void offline_watch_add(struct worker *w, const char *bare)
 {
 	const struct config *cfg = w->cfg;
 	uint32_t h = offline_hash(bare);
-	int64_t until = time_now_ms() + (int64_t)cfg->offline_watch;
+	int64_t now = time_now_ms(), until = now + (int64_t)cfg->offline_watch;
 	for (unsigned i = 0; i < offline_nwatch; i++) {
 		if (offline_watches[i].hash == h &&
 		    strcmp(offline_watches[i].bare, bare) == 0) {
@@ -630,8 +630,8 @@ static void offline_watch_add(struct worker *w, const char *bare)
 		}
 	}
 	if (offline_nwatch >= cfg->offline_watch_max) {
-		if (until - offline_watch_logged_ms >= 5000) {
-			offline_watch_logged_ms = until;
+		if (now - offline_watch_logged_ms >= 5000) {
+			offline_watch_logged_ms = now;
 			log_info("offline message for %s: not watched for a late "
 				 "session (%u accounts watched already, "
 				 "im.offline_watch_max)", bare, offline_nwatch);
