@@ -521,6 +521,14 @@ STORE_WAITING = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND "
 OFFLINE_COUNT = "SELECT count(*) FROM offline_messages"
 
 
+def nudges(s):
+    """xmppd_offline_nudges_total over the workers (xmppctl stats)."""
+    r = s.ctl("stats", "--openmetrics")
+    text = getattr(r, "stdout", r)
+    return sum(int(v) for v in re.findall(
+        r"^xmppd_offline_nudges_total\{[^}]*\} (\d+)$", text, re.M))
+
+
 def login_on(s, worker, user, resource):
     c = connect_on(s, worker)
     return c, c.login(user, PASSWORDS[user], resource=resource)
@@ -575,6 +583,7 @@ def test_offline_store_after_login_read():
         wait_for(lambda: sql(s, OFFLINE_COUNT) == "0", what="the row removed")
         assert re.search(r"juliet@localhost/balcony told to read its offline "
                          r"storage again\n", s.log_text())
+        assert nudges(s) == 1
 
 
 def test_offline_nudge_for_gone_session():
