@@ -91,6 +91,8 @@ struct bridge {
 	int64_t now_ms;
 	int64_t next_hb_ms;         /* our next heartbeat */
 	int64_t claim_logged_ms, full_logged_ms, bad_logged_ms;
+	uint64_t snap_dropped_seen;     /* snapshot parts dropped, logged */
+	int64_t snap_logged_ms;
 	int64_t replay_logged_ms;   /* refusals by the fence, logged apart */
 	int64_t next_forget_ms;     /* next look for entries to free */
 	uint64_t frames_dropped;    /* frames from workers not sent on */

@@ -294,6 +294,9 @@ static void route_scan_walk(struct bridge *b, bool walk)
 			    &error) < 0 && route_log_ok(b))
 		log_error("cluster: telling our sessions: %s (the next "
 			  "look walks the table)", error);
+	METRIC_SET(b->cl->dir_walks, b->feed.walks);
+	METRIC_SET(b->cl->dir_logged, b->feed.logged);
+	METRIC_SET(b->cl->dir_lapped, b->feed.lapped);
 	if (b->feed.lapped != lapped && route_log_ok(b))
 		log_info("cluster: the session change log lost changes "
 			 "(more than its %u entries, cluster.change_log, "
@@ -946,11 +949,21 @@ static void route_settled(struct bridge *b, unsigned w, const void *data,
 	f = &b->fifo[w];
 	/* a new process in the slot: what the old one had read and held
 	 * died with it (its sessions were swept; the rest of its queue the
-	 * new one reads) */
+	 * new one reads), but for what the XEP-0198 journals it adopted
+	 * hold: inside the adopted span [base, last] only the ranges are
+	 * done with (a span not of this numbering: all, as before) */
 	if ((h.flags & IPC_SETTLED_FRESH) && f->read_known) {
 		uint32_t upto = f->last_read - f->head_token;
-		if (upto < f->n)
+		uint32_t lo = h.base - f->head_token, hi = h.last - f->head_token;
+		bool adopted = (h.flags & IPC_SETTLED_ADOPTED) &&
+			       (h.flags & IPC_SETTLED_BASE) && lo <= hi &&
+			       hi <= upto && upto < f->n;
+		if (adopted) {
+			fifo_mark(b, f, 0, lo);
+			fifo_mark(b, f, (size_t)hi + 1, (size_t)upto + 1);
+		} else if (upto < f->n) {
 			fifo_mark(b, f, 0, (size_t)upto + 1);
+		}
 		f->read_known = false;
 	}
 	if (h.flags & IPC_SETTLED_BASE) {
@@ -1096,6 +1109,7 @@ static int route_crosses(uint8_t type)
 	case IPC_FRAME_S2S_VERIFIED:
 	case IPC_FRAME_SETTLED:
 	case IPC_FRAME_REANNOUNCE:
+	case IPC_FRAME_LENT_DONE:
 		return 0;
 	default:
 		return type > 0 && type < IPC_FRAME_TYPE_MAX;

@@ -103,6 +103,18 @@ static void ctl_cluster_text(const struct ctl_reply *r, const char *head)
 		       epoch, names[0] ? names : "none yet",
 		       strcmp(owner, "yes") == 0 ? "may" : "may not");
 	}
+	const char *feed = ctl_line_of(r, "feed");
+	if (feed != NULL) {
+		char walks[CTL_FIELD], logged[CTL_FIELD], lapped[CTL_FIELD];
+		char dropped[CTL_FIELD];
+		ctl_get(feed, "walks", walks, "0");
+		ctl_get(feed, "logged", logged, "0");
+		ctl_get(feed, "lapped", lapped, "0");
+		ctl_get(feed, "snapshot_parts_dropped", dropped, "0");
+		printf("our sessions told from %s change-log entries and %s "
+		       "table walks (%s because the log lapped); %s snapshot "
+		       "parts dropped\n", logged, walks, lapped, dropped);
+	}
 }
 
 static void ctl_json_member(const char *key, const char *value, int num,
@@ -151,6 +163,19 @@ static void ctl_cluster_json(const struct ctl_reply *r, const char *head)
 				q++;
 		}
 		fputc(']', stdout);
+	}
+	const char *feed = ctl_line_of(r, "feed");
+	if (feed != NULL) {
+		static const struct { const char *key, *field; } f[] = {
+			{ "feed_walks", "walks" },
+			{ "feed_log_reads", "logged" },
+			{ "feed_log_lapped", "lapped" },
+			{ "snapshot_parts_dropped", "snapshot_parts_dropped" },
+		};
+		for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+			ctl_get(feed, f[i].field, v, "0");
+			ctl_json_member(f[i].key, v, 1, 0);
+		}
 	}
 	fputs(", \"nodes\": [", stdout);
 	for (size_t i = 0; i < r->n; i++) {

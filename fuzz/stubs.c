@@ -278,9 +278,9 @@ void s2s_out_close_links(struct worker *w)
 }
 
 int s2s_out_taken(struct conn *c, const char *text, size_t len,
-		  uint64_t end)
+		  uint64_t end, struct settle_hold *held)
 {
-	(void)c; (void)text; (void)len; (void)end;
+	(void)c; (void)text; (void)len; (void)end; (void)held;
 	return 0;
 }
 

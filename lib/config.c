@@ -797,6 +797,11 @@ const struct config_def config_defs[] = {
 	  "another node may hold, at most (besides: no more than the "
 	  "node's heartbeat announced, with a margin); past it the "
 	  "snapshot is dropped and asked for again later" },
+	{ "cluster.snapshot_queue", CONFIG_TYPE_SIZE,
+	  OFF(cluster_snapshot_queue), "512M", 1 << 20, 1ULL << 36, RESTART,
+	  "Bytes of snapshot parts from other nodes waiting to be read, at "
+	  "most (a node of a million sessions sends about 60 MB at once); "
+	  "past it a part is dropped and its snapshot asked for again" },
 	/* shm/session.c: the ring of changed session records the bridge
 	 * reads instead of walking the whole table (8 bytes an entry).
 	 * Sized by bursts, not by the table: it must hold the local

@@ -250,6 +250,7 @@ struct config {
 	uint64_t cluster_clock_skew;    /* ms: a new run's first message */
 	uint64_t cluster_sync_interval; /* ms: snapshots to one asker */
 	unsigned cluster_snapshot_max;  /* sessions in one node's snapshot */
+	uint64_t cluster_snapshot_queue;        /* snapshot bytes waiting */
 	unsigned cluster_change_log;    /* entries of the session table's
 					   change log (shm/session.h) */
 	uint64_t cluster_node_forget;   /* ms: a DOWN entry is freed */

@@ -89,6 +89,13 @@ void master_cluster_status(struct master *m, struct buf *out)
 			buf_appendf(out, "%s%s", i ? "," : "", ms.m[i].name);
 		buf_appendf(out, "\n");
 	}
+	/* how our own changes are read (dirfeed.c), and snapshots lost */
+	buf_appendf(out, "feed\twalks=%llu\tlogged=%llu\tlapped=%llu\t"
+		    "snapshot_parts_dropped=%llu\n",
+		    (unsigned long long)METRIC_GET(c->dir_walks),
+		    (unsigned long long)METRIC_GET(c->dir_logged),
+		    (unsigned long long)METRIC_GET(c->dir_lapped),
+		    (unsigned long long)METRIC_GET(c->snap_dropped));
 	for (unsigned i = 0; i < nn && i < IPC_MAX_NODES; i++)
 		cluster_node_line(m, i, now, out);
 	buf_appendf(out, "OK\n");

@@ -177,7 +177,12 @@ int frame_parse_header(const void *buf, size_t len,
 int frame_check_route(const struct ipc_frame_header *hdr, unsigned dst_slot,
 		      unsigned bridge_slot, const char **error_r)
 {
-	if (hdr->token != 0 && (hdr->src_slot != bridge_slot || hdr->node == 0)) {
+	/* a token: another node's frame, from the bridge, or a lend
+	 * between two local workers (settle.h) */
+	if (hdr->token != 0 &&
+	    !(hdr->src_slot == bridge_slot && hdr->node != 0) &&
+	    !(hdr->src_slot != bridge_slot && dst_slot != bridge_slot &&
+	      hdr->node == 0)) {
 		*error_r = "a token on a frame not from another node";
 		return -1;
 	}

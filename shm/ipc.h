@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 20
+#define IPC_VERSION 21
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
@@ -105,6 +105,12 @@ enum ipc_frame_type {
 				       back; the worker sends its available
 				       sessions' presence again to contacts
 				       we host, paced (from the bridge) */
+	IPC_FRAME_LENT_DONE,        /* payload: u32 lend ids: frames the
+				       receiving worker lent the sender
+				       (the header token of a frame
+				       between two local workers) that
+				       the sender is done with
+				       (worker/settle.h, issue 15) */
 	IPC_FRAME_OFFLINE_NUDGE,    /* no payload: a message for the account
 				       of conn_id/gen was stored offline
 				       after its session had read the
@@ -138,7 +144,10 @@ struct ipc_frame_header {
 	/* A frame another node sent, as the bridge hands it to a worker:
 	 * its number among the bridge's frames to that worker, which the
 	 * worker names when it is done with it (IPC_FRAME_SETTLED,
-	 * worker/settle.c).  0 on every other frame (frame_check_route). */
+	 * worker/settle.c).  Between two local workers: a lend id, for a
+	 * frame from another node the sender hands on and keeps held
+	 * until the receiver says it is done with it (IPC_FRAME_LENT_DONE,
+	 * settle.h).  0 on every other frame (frame_check_route). */
 	uint32_t token;
 };
 _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
@@ -150,7 +159,11 @@ _Static_assert(sizeof(struct ipc_frame_header) == IPC_FRAME_HDR_SIZE,
  * pairs of u32).  last is the last token it read (0 with none read yet).
  * IPC_SETTLED_FRESH: a worker just started: what its slot's previous
  * process read and still held died with it (cluster/bridge_route.c). */
-enum { IPC_SETTLED_FRESH = 1, IPC_SETTLED_BASE = 2 };
+/* IPC_SETTLED_ADOPTED (with FRESH and BASE): the new process adopted
+ * XEP-0198 journals holding some of what the old one read: of the old
+ * reads only those outside [base, last] and the ranges inside are done
+ * with. */
+enum { IPC_SETTLED_FRESH = 1, IPC_SETTLED_BASE = 2, IPC_SETTLED_ADOPTED = 4 };
 struct ipc_settled {
 	uint32_t flags;             /* IPC_SETTLED_*; BASE: base is valid */
 	uint32_t base;
@@ -630,6 +643,13 @@ struct ipc_cluster {
 	_Atomic uint32_t kv_up;     /* gauge: the bucket answered last time */
 	_Atomic uint64_t kv_errors; /* key-value calls that failed */
 	_Atomic uint64_t epoch_changes; /* member lists we wrote (coordinator) */
+	/* How the bridge learns this node's session changes (cluster/
+	 * dirfeed.c): full walks of the table, change-log entries read,
+	 * and walks because the log lost changes (cluster.change_log too
+	 * small for a burst); snapshot parts from other nodes dropped
+	 * (over cluster.snapshot_queue).  Counters of the bridge's run. */
+	_Atomic uint64_t dir_walks, dir_logged, dir_lapped;
+	_Atomic uint64_t snap_dropped;
 	struct ipc_cluster_members members;
 };
 
@@ -699,7 +719,7 @@ struct ipc_throttle_table {
 
 #define IPC_SM_MAGIC 0x584d5050534d4a4eull   /* "XMPPSMJN" */
 #define IPC_SM_BLOCK 256u           /* bytes of one pool block */
-#define IPC_SM_BLOCK_DATA (IPC_SM_BLOCK - 8u)   /* its payload */
+#define IPC_SM_BLOCK_DATA (IPC_SM_BLOCK - 12u)  /* its payload */
 #define IPC_SM_TOKEN 16u            /* random bytes of a previd */
 #define IPC_SM_EXT_WORDS 32u        /* saved words: ext.h EXT_MAX */
 
@@ -717,6 +737,10 @@ struct ipc_sm_block {
 				       free blocks: next free block */
 	uint16_t len;               /* payload bytes in this block */
 	uint16_t flags;             /* enum ipc_sm_block_flags */
+	/* a stanza's first block: the settlement token of the frame from
+	 * another node it came in (worker/settle.h), so that a worker
+	 * adopting the journal after a crash holds that frame on; 0 none */
+	uint32_t token;
 	char data[IPC_SM_BLOCK_DATA];
 };
 _Static_assert(sizeof(struct ipc_sm_block) == IPC_SM_BLOCK, "sm block");

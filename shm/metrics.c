@@ -786,6 +786,31 @@ static void metrics_render_members(struct metrics_ctx *m,
 	metrics_sample(m, "", METRIC_GET(c->kv_errors));
 }
 
+/* How the bridge reads this node's session changes (cluster/dirfeed.c)
+ * and what it lost of other nodes' snapshots. */
+static void metrics_render_feed(struct metrics_ctx *m,
+				const struct ipc_cluster *c)
+{
+	metrics_family(m, "xmppd_cluster_directory_walks", METRICS_COUNTER,
+		       NULL, "Full walks of the session table by the bridge "
+		       "(its start, a lapped change log, a safety net a "
+		       "minute).");
+	metrics_sample(m, "", METRIC_GET(c->dir_walks));
+	metrics_family(m, "xmppd_cluster_directory_log_reads", METRICS_COUNTER,
+		       NULL, "Session change-log entries the bridge read.");
+	metrics_sample(m, "", METRIC_GET(c->dir_logged));
+	metrics_family(m, "xmppd_cluster_directory_log_lapped",
+		       METRICS_COUNTER, NULL, "Walks because the change log "
+		       "lost changes (raise cluster.change_log when it "
+		       "grows).");
+	metrics_sample(m, "", METRIC_GET(c->dir_lapped));
+	metrics_family(m, "xmppd_cluster_snapshot_parts_dropped",
+		       METRICS_COUNTER, NULL, "Snapshot parts from other "
+		       "nodes dropped over cluster.snapshot_queue (that "
+		       "snapshot is asked for again).");
+	metrics_sample(m, "", METRIC_GET(c->snap_dropped));
+}
+
 /* Only with the cluster on: the bridge's link and traffic, the nodes. */
 static void metrics_render_cluster(struct metrics_ctx *m,
 				   struct shm_region *shm, unsigned nworkers,
@@ -835,6 +860,7 @@ static void metrics_render_cluster(struct metrics_ctx *m,
 		       "bytes", "Payload bytes of the NATS messages received.");
 	metrics_sample(m, "", METRIC_GET(c->bytes_in));
 	metrics_render_members(m, c);
+	metrics_render_feed(m, c);
 	metrics_render_nodes(m, c);
 }
 

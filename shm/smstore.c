@@ -303,7 +303,8 @@ static void sm_block_give(struct smstore *s, unsigned slot, int32_t i)
 /* Write len bytes into a new chain (the last block flagged, its next
  * -1).  -1 when the pool has not that many blocks free: nothing taken. */
 static int sm_chain_write(struct smstore *s, unsigned slot, const char *data,
-			  size_t len, int32_t *first_r, int32_t *last_r)
+			  size_t len, uint32_t token, int32_t *first_r,
+			  int32_t *last_r)
 {
 	struct ipc_sm_slot *sl = &s->hdr->slots[slot];
 	struct ipc_sm_block *b = sm_blocks(s, slot);
@@ -321,6 +322,7 @@ static int sm_chain_write(struct smstore *s, unsigned slot, const char *data,
 		memcpy(b[i].data, data, n);
 		b[i].len = (uint16_t)n;
 		b[i].flags = k + 1 == need ? IPC_SM_BLOCK_F_LAST : 0;
+		b[i].token = k == 0 ? token : 0;
 		b[i].next = -1;
 		if (prev >= 0)
 			b[prev].next = i;
@@ -748,6 +750,13 @@ static uint64_t sm_cost(const struct ipc_sm_pub *q)
 int smstore_append(struct smstore *s, const struct sm_ref *ref,
 		   const char *data, size_t len, const char **error_r)
 {
+	return smstore_append_token(s, ref, data, len, 0, error_r);
+}
+
+int smstore_append_token(struct smstore *s, const struct sm_ref *ref,
+			 const char *data, size_t len, uint32_t token,
+			 const char **error_r)
+{
 	struct ipc_sm_record *r = sm_rec(s, ref);
 	struct ipc_sm_pub q;
 	int32_t first, last;
@@ -764,7 +773,7 @@ int smstore_append(struct smstore *s, const struct sm_ref *ref,
 	    atomic_load_explicit(&s->hdr->max_bytes, memory_order_relaxed))
 		return sm_fail("too many unacknowledged bytes "
 			       "(sm.max_unacked_bytes)", error_r);
-	if (sm_chain_write(s, ref->slot, data, len, &first, &last) < 0)
+	if (sm_chain_write(s, ref->slot, data, len, token, &first, &last) < 0)
 		return sm_fail("stream management pool full "
 			       "(sm.pool_bytes_per_worker)", error_r);
 	if (q.tail >= 0)
@@ -858,7 +867,7 @@ int smstore_set_presence(struct smstore *s, const struct sm_ref *ref,
 	    atomic_load_explicit(&s->hdr->max_bytes, memory_order_relaxed))
 		return sm_fail("presence over the session's bound "
 			       "(sm.max_unacked_bytes)", error_r);
-	if (len > 0 && sm_chain_write(s, ref->slot, presence, len, &first,
+	if (len > 0 && sm_chain_write(s, ref->slot, presence, len, 0, &first,
 				      &last) < 0)
 		return sm_fail("stream management pool full "
 			       "(sm.pool_bytes_per_worker)", error_r);
@@ -1182,6 +1191,41 @@ static long sm_stanza_len(struct smstore *s, unsigned slot, int32_t i)
 	if (sm_chain_walk(s, slot, i, 1, NULL, false, &bytes, NULL) < 0)
 		return -1;
 	return (long)bytes;
+}
+
+int smstore_foreach_tokens(struct smstore *s, const struct sm_ref *ref,
+			   int (*cb)(uint32_t seq, uint32_t token, void *ctx),
+			   void *ctx)
+{
+	struct ipc_sm_record *r = sm_rec(s, ref);
+	struct ipc_sm_block *b = sm_blocks(s, ref->slot);
+	uint32_t hwm = atomic_load(&s->hdr->slots[ref->slot].blk_hwm);
+	struct ipc_sm_pub q;
+	int32_t i;
+	int ret = 0;
+
+	if (r == NULL)
+		return -1;
+	q = *sm_pub(r);
+	i = q.head;
+	for (uint32_t k = 0; k < q.unacked && ret == 0; k++) {
+		uint32_t token;
+		/* the first block's token, then on to the chain's end */
+		if (i < 0 || (uint32_t)i >= hwm || hwm > s->hdr->blocks)
+			return -1;
+		token = b[i].token;
+		for (uint32_t n = 0;; n++) {
+			if (i < 0 || (uint32_t)i >= hwm || n > s->hdr->blocks)
+				return -1;
+			bool last = b[i].flags & IPC_SM_BLOCK_F_LAST;
+			i = b[i].next;
+			if (last)
+				break;
+		}
+		if (token != 0)
+			ret = cb(q.h_acked + k + 1, token, ctx);
+	}
+	return ret;
 }
 
 int smstore_foreach_unacked(struct smstore *s, const struct sm_ref *ref,

@@ -147,6 +147,11 @@ int smstore_open_as(struct smstore *s, unsigned slot, const char *id,
  * caller ends the session: nothing was appended). */
 int smstore_append(struct smstore *s, const struct sm_ref *ref,
 		   const char *data, size_t len, const char **error_r);
+/* The same, for a stanza of a frame from another node: its settlement
+ * token is kept with it (worker/settle.h; 0 none). */
+int smstore_append_token(struct smstore *s, const struct sm_ref *ref,
+			 const char *data, size_t len, uint32_t token,
+			 const char **error_r);
 /* The client acknowledged h (<a h/>): stanzas up to h are freed.
  * 0, or -1 when h is beyond h_sent (handled-count-too-high; nothing
  * changed).  Counters are modulo 2^32 (XEP-0198 section 4). */
@@ -222,6 +227,12 @@ int smstore_foreach_unacked(struct smstore *s, const struct sm_ref *ref,
 			    int (*cb)(uint32_t seq, const char *data,
 				      size_t len, void *ctx),
 			    void *ctx);
+/* The unacknowledged stanzas that carry a token, oldest first: cb with
+ * each one's sequence number and token (0 to go on).  -1 when the
+ * chain does not walk. */
+int smstore_foreach_tokens(struct smstore *s, const struct sm_ref *ref,
+			   int (*cb)(uint32_t seq, uint32_t token, void *ctx),
+			   void *ctx);
 /* Each record of a slot that is not FREE (adoption by a respawned
  * worker, xmppctl).  cb as above. */
 int smstore_foreach_record(struct smstore *s, unsigned slot,

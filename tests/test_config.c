@@ -308,6 +308,7 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "cluster.clock_skew", CONFIG_F_RESTART },
 	{ "cluster.sync_interval", CONFIG_F_RESTART },
 	{ "cluster.snapshot_max", CONFIG_F_RESTART },
+	{ "cluster.snapshot_queue", CONFIG_F_RESTART },
 	{ "cluster.change_log", CONFIG_F_RESTART },
 	{ "cluster.node_forget", CONFIG_F_RESTART },
 	{ "cluster.hold_time", CONFIG_F_RESTART },

@@ -220,7 +220,7 @@ Test(settle, routed_again_under_its_frame)
 	settle_end(&s);
 	moved = out;                    /* taken back: the hold moves */
 	out.token = 0;
-	uint32_t was = settle_enter(&s, &moved);
+	struct settle_at was = settle_enter(&s, &moved);
 	settle_hold(&s, &stored);       /* the offline row being written */
 	settle_leave(&s, was);
 	cr_expect_eq(s.cur, 0);
@@ -270,5 +270,195 @@ Test(settle, keeper_list)
 	settle_list_free(&s, &taken);
 	cr_assert_eq(settle_pending(&s), 0);
 	settle_list_free(&s, &l);
+	settle_free(&s);
+}
+
+/* A frame handed to another worker of this node (an s2s link's owner,
+ * an XEP-0198 journal handed over) stays held by its giver, under a
+ * lend id, until the taker says it is done with it; the taker's holds
+ * (a stanza waiting for its link, written later) are on the borrowed
+ * frame, and its return names the id. */
+Test(settle, lent_frame_held_until_returned)
+{
+	struct settle giver, taker;
+	struct report r;
+	struct settle_hold waiting;
+	struct buf b;
+	uint16_t slot;
+	settle_init(&giver, false);
+	settle_init(&taker, false);
+	buf_init(&b, 0);
+	settle_begin(&giver, 7);
+	uint32_t id = settle_lend(&giver, 2, 1000);
+	settle_end(&giver);
+	cr_assert_neq(id, 0);
+	cr_assert_eq(settle_pending(&giver), 1, "held while lent");
+	cr_assert_eq(settle_lent_pending(&giver), 1);
+	/* the taker routes it and keeps it (a link not up yet) */
+	settle_begin_borrowed(&taker, 1, id);
+	settle_hold(&taker, &waiting);
+	settle_end(&taker);
+	cr_assert_neq(waiting.token, 0);
+	cr_assert_eq(settle_returns(&taker, &slot, &b), 0, "still held");
+	/* written later under the same frame: a second hold, then the
+	 * first goes; done only when the last goes */
+	struct settle_hold written;
+	struct settle_at was = settle_enter(&taker, &waiting);
+	settle_hold(&taker, &written);
+	settle_leave(&taker, was);
+	settle_release(&taker, &waiting);
+	cr_assert_eq(settle_returns(&taker, &slot, &b), 0);
+	settle_release(&taker, &written);
+	cr_assert_eq(settle_returns(&taker, &slot, &b), 1);
+	cr_expect_eq(slot, 1);
+	cr_assert_eq(buf_used(&b), sizeof(uint32_t));
+	uint32_t got;
+	memcpy(&got, buf_head(&b), sizeof(got));
+	cr_expect_eq(got, id);
+	/* a return from another slot, or for another id, is ignored */
+	settle_returned(&giver, 3, id);
+	settle_returned(&giver, 2, id + 1);
+	cr_assert_eq(settle_pending(&giver), 1);
+	settle_returned(&giver, 2, id);
+	cr_assert_eq(settle_pending(&giver), 0);
+	cr_assert_eq(settle_lent_pending(&giver), 0);
+	cr_assert_eq(take_report(&giver, &r), 1);
+	cr_expect_eq(r.h.base, 8);
+	buf_free(&b);
+	settle_free(&giver);
+	settle_free(&taker);
+}
+
+/* Nothing routed: nothing to lend (a local stanza handed on holds
+ * nothing and costs no return). */
+Test(settle, nothing_to_lend)
+{
+	struct settle s;
+	settle_init(&s, false);
+	cr_expect_eq(settle_lend(&s, 1, 0), 0);
+	settle_begin(&s, 0);
+	cr_expect_eq(settle_lend(&s, 1, 0), 0);
+	settle_end(&s);
+	cr_expect_eq(settle_lent_pending(&s), 0);
+	settle_free(&s);
+}
+
+/* A journal's holds lent whole (one id for all), returned out of order
+ * with other lends; a lend never returned (the taker died) goes after
+ * the bound. */
+Test(settle, lent_lists_and_expiry)
+{
+	struct settle s;
+	struct settle_list l = { 0 };
+	settle_init(&s, false);
+	for (uint32_t t = 1; t <= 3; t++) {
+		settle_begin(&s, t);
+		settle_list_hold(&s, &l, t);
+		settle_end(&s);
+	}
+	uint32_t a = settle_lend_list(&s, 4, &l, 0);
+	cr_assert_neq(a, 0);
+	cr_assert_eq(settle_list_first(&l), NULL, "moved");
+	settle_begin(&s, 4);
+	uint32_t b = settle_lend(&s, 5, 10);
+	settle_end(&s);
+	settle_begin(&s, 5);
+	uint32_t c = settle_lend(&s, 4, 20);
+	settle_end(&s);
+	cr_assert_eq(settle_pending(&s), 5);
+	settle_returned(&s, 5, b);
+	cr_assert_eq(settle_pending(&s), 4);
+	cr_assert_eq(settle_lent_expire(&s, 1000, 995), 1, "a, the oldest");
+	cr_assert_eq(settle_pending(&s), 1);
+	settle_returned(&s, 4, a);      /* late: nothing left to release */
+	settle_returned(&s, 4, c);
+	cr_assert_eq(settle_pending(&s), 0);
+	cr_assert_eq(settle_lent_pending(&s), 0);
+	cr_assert_eq(settle_list_first(&l), NULL);
+	settle_free(&s);
+}
+
+/* A borrowed frame lent on again (a chain of two takers) is returned
+ * to the first giver only once the second taker is done. */
+Test(settle, borrowed_lent_on)
+{
+	struct settle mid;
+	struct buf b;
+	uint16_t slot;
+	settle_init(&mid, false);
+	buf_init(&b, 0);
+	settle_begin_borrowed(&mid, 1, 77);
+	uint32_t id = settle_lend(&mid, 3, 0);
+	settle_end(&mid);
+	cr_assert_neq(id, 0);
+	cr_assert_eq(settle_returns(&mid, &slot, &b), 0, "lent on");
+	settle_returned(&mid, 3, id);
+	cr_assert_eq(settle_returns(&mid, &slot, &b), 1);
+	cr_expect_eq(slot, 1);
+	uint32_t got;
+	memcpy(&got, buf_head(&b), sizeof(got));
+	cr_expect_eq(got, 77);
+	buf_free(&b);
+	settle_free(&mid);
+}
+
+/* A respawned worker adopting its predecessor's XEP-0198 journals holds
+ * the frames from other nodes they keep: its first report names the
+ * adopted span (FRESH, ADOPTED) and, inside it, only what nobody holds;
+ * a hold released while others are still being adopted does not free
+ * the span's head early; later tokens go on from the span. */
+Test(settle, adopted_journals_hold_their_frames)
+{
+	struct settle s;
+	struct report r;
+	struct settle_list a = { 0 }, b = { 0 };
+	settle_init(&s, true);
+	settle_adopt_span(&s, 14);
+	settle_adopt_span(&s, 10);
+	settle_adopt_span(&s, 12);
+	settle_adopt_begin(&s);
+	settle_adopt_hold(&s, &a, 1, 10);
+	settle_adopt_hold(&s, &a, 2, 12);
+	settle_list_release_first(&s, &a);      /* 10: rerouted at once */
+	settle_adopt_hold(&s, &b, 7, 10);       /* another journal's 10 */
+	settle_adopt_hold(&s, &b, 8, 14);
+	settle_adopt_end(&s);
+	cr_assert_eq(settle_pending(&s), 3, "10 (b), 12 (a), 14 (b)");
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH | IPC_SETTLED_ADOPTED |
+				IPC_SETTLED_BASE);
+	cr_expect_eq(r.h.base, 10);
+	cr_expect_eq(r.h.last, 14);
+	cr_assert_eq(r.h.nranges, 2);
+	cr_expect_eq(r.r[0][0], 11);
+	cr_expect_eq(r.r[0][1], 11);
+	cr_expect_eq(r.r[1][0], 13);
+	cr_expect_eq(r.r[1][1], 13);
+	/* the client acknowledges b's; then a's ends */
+	settle_list_release_all(&s, &b);
+	settle_list_release_all(&s, &a);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_BASE, "fresh once");
+	cr_expect_eq(r.h.base, 15);
+	/* the new process's own frames follow */
+	settle_begin(&s, 20);
+	settle_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 21);
+	settle_list_free(&s, &a);
+	settle_list_free(&s, &b);
+	settle_free(&s);
+}
+
+/* Nothing adopted: a plain fresh report. */
+Test(settle, nothing_adopted)
+{
+	struct settle s;
+	struct report r;
+	settle_init(&s, true);
+	settle_adopt_begin(&s);
+	settle_adopt_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH);
 	settle_free(&s);
 }

@@ -636,7 +636,8 @@ int conn_route_undelivered(struct worker *w)
 			struct conn_undelivered h;
 			memcpy(&h, buf_head(&list), sizeof(h));
 			buf_consume(&list, sizeof(h));
-			uint32_t was = settle_enter(&w->settle, &h.hold);
+			struct settle_at was = settle_enter(&w->settle,
+							  &h.hold);
 			if (route_undelivered(w, h.conn_id, h.gen,
 					      buf_head(&list), h.len) < 0)
 				log_debug("c%u: stream data not written: "
@@ -680,9 +681,10 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 			continue;
 		}
 		/* an outgoing s2s link's: once more over a new link,
-		 * then bounced (s2s_out.c) */
+		 * then bounced (s2s_out.c), held on meanwhile */
 		if (s2s_taken_back(c, buf_head(&t->text) + from,
-				   t->ends[i] - from, t->from + t->ends[i])) {
+				   t->ends[i] - from, t->from + t->ends[i],
+				   held)) {
 			pieces++;
 			continue;
 		}
@@ -691,8 +693,8 @@ static void conn_route_taken(struct conn *c, struct conn_taken *t,
 				      t->ends[i] - from, held);
 		pieces++;
 	}
-	/* journaled, kept or s2s pieces' holds: done here (the journal
-	 * holds its own) */
+	/* journaled or kept pieces' holds: done here (the journal holds
+	 * its own; the s2s route-back list took its pieces') */
 	settle_list_free(&c->w->settle, &t->holds);
 	if (data != NULL) {
 		conn_undelivered(c->w, c->id, c->gen, data, len);

@@ -39,6 +39,10 @@
  * stanzas held and writes spared: a merged presence never written, and
  * a batch of n held stanzas written as one write (n - 1, or n when it
  * goes out ahead of a stanza that is written at once anyway).
+ * In a cluster, a held stanza that came from another node keeps that
+ * frame held (worker/settle.h) until it is written or routed elsewhere:
+ * this node killed with it queued, the sending node routes it again
+ * (offline storage), rather than losing it.
  * Failure policy: no memory to hold a stanza writes it at once.
  */
 #include "worker.h"
@@ -58,6 +62,9 @@ struct csi_held {
 	char *text;             /* NULL: merged away */
 	size_t len;
 	char *from;             /* presence: its sender (merge key), else NULL */
+	/* a frame from another node: its sender keeps it until this
+	 * stanza is written or routed elsewhere (worker/settle.h) */
+	struct settle_hold hold;
 };
 
 /* ---- what may wait ------------------------------------------------- */
@@ -124,8 +131,9 @@ static int csi_may_wait(const struct xml_node *st, const char **merge_r)
 
 /* ---- holding and flushing --------------------------------------------- */
 
-static void csi_entry_free(struct csi_held *h)
+static void csi_entry_free(struct worker *w, struct csi_held *h)
 {
+	settle_release(&w->settle, &h->hold);
 	free(h->text);
 	free(h->from);
 	h->text = h->from = NULL;
@@ -144,17 +152,22 @@ static void csi_flush(struct conn *c, int ahead)
 	c->csi_held = NULL;
 	c->csi_nheld = c->csi_held_cap = c->csi_live = 0;
 	c->csi_bytes = 0;
+	struct worker *w = c->w;
 	for (unsigned i = 0; i < n; i++) {
 		if (held[i].text != NULL) {
+			/* under its frame: the output holds it on */
+			struct settle_at was = settle_enter(&w->settle,
+							    &held[i].hold);
 			conn_send(c, held[i].text, held[i].len);
+			settle_leave(&w->settle, was);
 			written++;
 		}
-		csi_entry_free(&held[i]);
+		csi_entry_free(w, &held[i]);
 	}
 	free(held);
 	if (written > 0)
-		METRIC_ADD(c->w->stats->csi_spared, ahead ? written
-							  : written - 1);
+		METRIC_ADD(w->stats->csi_spared, ahead ? written
+						       : written - 1);
 }
 
 /* Merge: an earlier presence from the same sender is dropped. */
@@ -166,7 +179,7 @@ static void csi_merge(struct conn *c, const char *from)
 		    strcmp(h->from, from) == 0) {
 			c->csi_bytes -= h->len;
 			c->csi_live--;
-			csi_entry_free(h);
+			csi_entry_free(c->w, h);    /* superseded */
 			METRIC_INC(c->w->stats->csi_spared);
 			return;         /* at most one was held */
 		}
@@ -207,10 +220,12 @@ static int csi_hold(struct conn *c, const struct xml_node *st,
 	struct csi_held *h = &c->csi_held[c->csi_nheld];
 	h->text = malloc(len);
 	h->from = from != NULL ? strdup(from) : NULL;
+	h->hold = (struct settle_hold){ 0, 0 };
 	if (h->text == NULL || (from != NULL && h->from == NULL)) {
-		csi_entry_free(h);
+		csi_entry_free(c->w, h);
 		return -1;
 	}
+	settle_hold(&c->w->settle, &h->hold);
 	memcpy(h->text, text, len);
 	h->len = len;
 	c->csi_nheld++;
@@ -290,7 +305,7 @@ static void csi_features(struct conn *c, struct buf *out)
 static void csi_clear(struct conn *c)
 {
 	for (unsigned i = 0; i < c->csi_nheld; i++)
-		csi_entry_free(&c->csi_held[i]);
+		csi_entry_free(c->w, &c->csi_held[i]);
 	free(c->csi_held);
 	c->csi_held = NULL;
 	c->csi_nheld = c->csi_held_cap = c->csi_live = 0;
@@ -306,7 +321,8 @@ static void csi_gone(struct conn *c)
 		struct csi_held *h = &c->csi_held[i];
 		if (h->text == NULL)
 			continue;
-		conn_undelivered(c->w, c->id, c->gen, h->text, h->len);
+		conn_undelivered_held(c->w, c->id, c->gen, h->text, h->len,
+				      &h->hold);
 		n++;
 	}
 	if (n > 0)

@@ -212,8 +212,8 @@ static void muc_fan_send(struct worker *w, struct muc_fan_group *g)
 		return;
 	}
 	if (len > IPC_FRAME_MAX ||
-	    queue_send_node(w->q, g->slot, g->node, g->rslot,
-			    IPC_FRAME_MUC_FANOUT, 0, 0, f, len, &error) < 0)
+	    worker_send_node(w, g->slot, g->node, g->rslot,
+			     IPC_FRAME_MUC_FANOUT, 0, 0, f, len, &error) < 0)
 		log_warn("muc: fan-out of %u to w%u (node %u) not sent: %s",
 			 count, g->slot, g->node,
 			 len > IPC_FRAME_MAX ? "too large" : error);
@@ -1234,9 +1234,9 @@ static void muc_service_stanza(struct worker *w, struct arena *a,
 	struct buf text;
 	buf_init(&text, xml_out_cap(w->cfg->max_stanza_size));
 	if (xml_serialize(&text, st, NS_CLIENT) < 0 ||
-	    queue_send_node(w->q, where.slot, where.node, where.rslot,
-			    IPC_FRAME_MUC, 0, 0, buf_head(&text),
-			    buf_used(&text), &error) < 0) {
+	    worker_send_node(w, where.slot, where.node, where.rslot,
+			     IPC_FRAME_MUC, 0, 0, buf_head(&text),
+			     buf_used(&text), &error) < 0) {
 		log_info("muc %s: to w%u (node %u): refused", room,
 			 where.slot, where.node);
 		muc_bounce(w, st, "wait", "resource-constraint", NULL);

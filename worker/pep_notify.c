@@ -195,9 +195,9 @@ static void pn_to_node(struct worker *w, const struct pn_event *e,
 	};
 	buf_init(&b, 0);
 	if (pep_wire_put(&b, &pw) < 0 ||
-	    queue_send_node(w->q, s->slot, s->node, s->rslot,
-			    IPC_FRAME_PEP_EVENT, 0, 0, buf_head(&b),
-			    buf_used(&b), &error) < 0)
+	    worker_send_node(w, s->slot, s->node, s->rslot,
+			     IPC_FRAME_PEP_EVENT, 0, 0, buf_head(&b),
+			     buf_used(&b), &error) < 0)
 		log_info("pep: event of %s for %s on another node lost",
 			 e->owner, bare);
 	buf_free(&b);

@@ -185,13 +185,29 @@ static const char *route_serialized(struct route *r, size_t *len_r)
 	return buf_head(&r->text);
 }
 
+int worker_send_node(struct worker *w, unsigned slot, uint8_t node,
+		     uint8_t rslot, uint8_t type, uint32_t conn_id,
+		     uint32_t gen, const void *data, size_t len,
+		     const char **error_r)
+{
+	/* another node's frame handed to another worker of ours: lent,
+	 * so that it stays held until that worker is done with it */
+	uint32_t lend = node == 0 && slot != w->slot && slot < w->nworkers ?
+			settle_lend(&w->settle, (uint16_t)slot, w->now_ms) : 0;
+	int r = queue_send_token(w->q, slot, node, rslot, type, conn_id, gen,
+				 lend, data, len, error_r);
+	if (r < 0 && lend != 0)
+		settle_lend_undo(&w->settle, lend, NULL);
+	return r;
+}
+
 int worker_send_session(struct worker *w, const struct session_info *s,
 			uint8_t type, const void *data, size_t len,
 			const char **error_r)
 {
 	/* node 0, rslot 0 for a local session: queue_send's header */
-	return queue_send_node(w->q, s->slot, s->node, s->rslot, type,
-			       s->conn_id, s->gen, data, len, error_r);
+	return worker_send_node(w, s->slot, s->node, s->rslot, type,
+				s->conn_id, s->gen, data, len, error_r);
 }
 
 int worker_send_reply(struct worker *w, const struct ipc_frame_header *hdr,

@@ -103,9 +103,10 @@ int s2s_init(struct worker *w)
 }
 
 int s2s_taken_back(struct conn *c, const char *text, size_t len,
-		   uint64_t end)
+		   uint64_t end, struct settle_hold *held)
 {
-	return c->kind == CONN_S2S_OUT ? s2s_out_taken(c, text, len, end) : 0;
+	return c->kind == CONN_S2S_OUT ?
+	       s2s_out_taken(c, text, len, end, held) : 0;
 }
 
 void s2s_close_links(struct worker *w)

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct settle_hold;
+
 struct worker;
 struct conn;
 struct xml_node;
@@ -51,9 +53,11 @@ void s2s_tls_done(struct conn *c, SSL *ssl);
  * takes it back when the link closes): routed again once over a new
  * link, or bounced if it already was; 1 when taken (stream elements are
  * dropped), 0 for another kind of connection.  end: c->out_total where
- * the piece ended.  Never routes inside the call (conn_close). */
+ * the piece ended.  held: the hold of another node's frame the piece
+ * is (settle.h), moved with it when taken (NULL: none).  Never routes
+ * inside the call (conn_close). */
 int s2s_taken_back(struct conn *c, const char *text, size_t len,
-		   uint64_t end);
+		   uint64_t end, struct settle_hold *held);
 /* An outgoing link's output drained (conn_flush): it writes what
  * waited for room. */
 void s2s_drained(struct conn *c);

@@ -16,6 +16,7 @@ struct conn;
 struct xml_node;
 struct ipc_frame_header;
 struct ssl_st;
+struct settle_hold;
 
 #define NS_DIALBACK "jabber:server:dialback"
 #define NS_DIALBACK_FEATURE "urn:xmpp:features:dialback"
@@ -62,7 +63,7 @@ void s2s_out_tick(struct worker *w, int64_t now_ms);
 void s2s_out_shutdown(struct worker *w);
 void s2s_out_close_links(struct worker *w);
 int s2s_out_taken(struct conn *c, const char *text, size_t len,
-		  uint64_t end);
+		  uint64_t end, struct settle_hold *held);
 unsigned s2s_out_busy(const struct worker *w);
 /* The connection's output drained: queued stanzas, XEP-0198 <r/>. */
 void s2s_out_drained(struct conn *c);

@@ -68,6 +68,9 @@ struct s2s_pend {
 	struct s2s_pend *next;
 	size_t len;
 	int retried;            /* taken back once from a link that died */
+	/* a frame from another node: its sender keeps it until the stanza
+	 * is written, bounced or routed on (worker/settle.h) */
+	struct settle_hold hold;
 	char text[];
 };
 
@@ -79,6 +82,7 @@ struct s2s_back {
 	char local[256], remote[256];
 	const char *cond;       /* NULL: retry; else bounce with it */
 	size_t len;
+	struct settle_hold hold;        /* as s2s_pend's */
 	char text[];
 };
 
@@ -293,6 +297,7 @@ static struct s2s_pend *out_pend_new(const char *text, size_t len,
 	memcpy(p->text, text, len);
 	p->len = len;
 	p->retried = retried;
+	p->hold = (struct settle_hold){ 0, 0 };
 	p->next = NULL;
 	return p;
 }
@@ -400,7 +405,13 @@ static void out_pump(struct s2s_link *l, int force)
 			l->tail = NULL;
 		l->pending_bytes -= p->len;
 		l->npending--;
+		/* written under its frame: the connection holds it on until
+		 * the socket takes it (conn.c) */
+		struct settle *st = &l->c->w->settle;
+		struct settle_at was = settle_enter(st, &p->hold);
 		out_write(l, p->text, p->len, p->retried);
+		settle_leave(st, was);
+		settle_release(st, &p->hold);
 		free(p);
 	}
 }
@@ -438,6 +449,7 @@ static void out_free(struct s2s_link *l)
 	while (l->head != NULL) {
 		struct s2s_pend *p = l->head;
 		l->head = p->next;
+		settle_release(&s2s_out_worker->settle, &p->hold);
 		free(p);
 	}
 	if (l->dial != NULL)
@@ -449,14 +461,23 @@ static void out_free(struct s2s_link *l)
 /* Taken back or unacknowledged, routed at the next tick. */
 static struct s2s_back *out_back_head, **out_back_tail = &out_back_head;
 
+/* held: the frame's hold, moved (NULL: none). */
 static void out_back_add(const char *local, const char *remote,
-			 const char *text, size_t len, const char *cond)
+			 const char *text, size_t len, const char *cond,
+			 struct settle_hold *held)
 {
 	struct s2s_back *b = malloc(sizeof(*b) + len);
 	if (b == NULL) {
 		log_error("s2s %s -> %s: no memory to route a stanza again: "
 			  "lost", local, remote);
+		if (held != NULL)
+			settle_release(&s2s_out_worker->settle, held);
 		return;
+	}
+	b->hold = (struct settle_hold){ 0, 0 };
+	if (held != NULL) {
+		b->hold = *held;
+		held->token = 0;
 	}
 	snprintf(b->local, sizeof(b->local), "%s", local);
 	snprintf(b->remote, sizeof(b->remote), "%s", remote);
@@ -544,7 +565,7 @@ static void out_end(struct worker *w, struct s2s_link *l, const char *cond)
 	for (struct s2s_pend *p = l->head, *next; p != NULL; p = next) {
 		next = p->next;
 		out_back_add(l->local, l->remote, p->text, p->len,
-			     p->retried ? cond : NULL);
+			     p->retried ? cond : NULL, &p->hold);
 		free(p);
 	}
 	l->head = l->tail = NULL;
@@ -688,7 +709,10 @@ static void out_fail(struct worker *w, struct s2s_link *l, const char *cond,
 	out_free(l);
 	while (p != NULL) {
 		struct s2s_pend *next = p->next;
+		struct settle_at was = settle_enter(&w->settle, &p->hold);
 		out_bounce_text(w, p->text, p->len, type, cond);
+		settle_leave(&w->settle, was);
+		settle_release(&w->settle, &p->hold);
 		free(p);
 		p = next;
 	}
@@ -847,6 +871,9 @@ static void out_enqueue(struct worker *w, const char *local,
 		carrier->ncarried++;
 		fresh = 0;
 	}
+	/* the frame being routed, if from another node, is kept by its
+	 * sender until this stanza leaves the queue (out_pump, out_fail) */
+	settle_hold(&w->settle, &p->hold);
 	if (l->tail != NULL)
 		l->tail->next = p;
 	else
@@ -1377,7 +1404,7 @@ void s2s_out_gone(struct conn *c)
 			 sc->local, sc->remote, sc->ucount);
 		for (struct s2s_pend *p = sc->uhead; p != NULL; p = p->next)
 			out_back_add(sc->local, sc->remote, p->text, p->len,
-				     p->retried ? sc->cond : NULL);
+				     p->retried ? sc->cond : NULL, NULL);
 		out_journal_free(sc);
 	}
 	sc->sm_handed = sc->sm_on;
@@ -1409,7 +1436,7 @@ void s2s_out_free(struct conn *c)
 }
 
 int s2s_out_taken(struct conn *c, const char *text, size_t len,
-		  uint64_t end)
+		  uint64_t end, struct settle_hold *held)
 {
 	struct s2s_conn *sc = c->s2s;
 	if (sc == NULL || sc->local[0] == '\0')
@@ -1428,7 +1455,7 @@ int s2s_out_taken(struct conn *c, const char *text, size_t len,
 	out_back_add(sc->local, sc->remote, text, len,
 		     retried ? (sc->cond != NULL ? sc->cond
 						 : "remote-server-not-found")
-			     : NULL);
+			     : NULL, held);
 	return 1;
 }
 
@@ -1475,6 +1502,8 @@ static void out_route_back(struct worker *w)
 	out_back_tail = &out_back_head;
 	while (b != NULL) {
 		struct s2s_back *next = b->next;
+		/* routed again under its frame's hold */
+		struct settle_at was = settle_enter(&w->settle, &b->hold);
 		if (b->cond == NULL) {
 			char local[S2S_DOMAIN_MAX + 1];
 			out_enqueue(w, out_text_local(b, local), b->remote,
@@ -1488,6 +1517,8 @@ static void out_route_back(struct worker *w)
 					out_error_type(b->cond), b->cond);
 			bounced++;
 		}
+		settle_leave(&w->settle, was);
+		settle_release(&w->settle, &b->hold);
 		free(b);
 		b = next;
 	}
@@ -1530,11 +1561,15 @@ int s2s_out_route(struct worker *w, struct xml_node *st, const char *to_domain)
 		buf_free(&text);
 		return -1;
 	}
+	/* another node's frame stays held by this worker until the
+	 * owner is done with it (a link being set up can take seconds):
+	 * lent (worker_send_node, settle.h) */
 	if (!remote_owner) {
 		out_enqueue(w, local, to_domain, buf_head(&text) + off,
 			    buf_used(&text) - off, 0);
-	} else if (queue_send(w->q, slot, IPC_FRAME_S2S_OUT, 0, 0,
-			      buf_head(&text), buf_used(&text), &error) < 0) {
+	} else if (worker_send_node(w, slot, 0, 0, IPC_FRAME_S2S_OUT, 0, 0,
+				    buf_head(&text), buf_used(&text),
+				    &error) < 0) {
 		log_info("s2s %s -> %s: to w%u: %s: stanza refused", local,
 			 to_domain, slot, error);
 		out_bounce_text(w, buf_head(&text) + off,

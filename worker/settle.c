@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "ipc.h"
@@ -23,15 +24,39 @@
  * numbering (a new bridge). */
 #define SETTLE_SKIP_MAX (1u << 20)
 
+/* What a borrowed hold's epoch says (settle_hold): its token is the
+ * borrowed frame's index + 1, not a token of ours. */
+#define SETTLE_BORROWED UINT32_MAX
+
+struct settle_lent {
+	uint32_t id;
+	uint16_t slot;
+	bool live;              /* false: returned (removed lazily) */
+	int64_t since_ms;
+	struct settle_list holds;
+};
+
+/* Returns per IPC_FRAME_LENT_DONE frame. */
+#define SETTLE_RETURNS_MAX 16384u
+
 void settle_init(struct settle *s, bool fresh)
 {
 	memset(s, 0, sizeof(*s));
 	s->fresh = fresh;
 	s->dirty = fresh;
+	/* lend ids from a start of their own per process, so that a late
+	 * return meant for this slot's previous process names no lend of
+	 * ours (or, at worst, lets one go early) */
+	s->next_lend = (uint32_t)getpid() * 2654435761u;
 }
 
 void settle_free(struct settle *s)
 {
+	for (size_t i = 0; i < s->nlent; i++)
+		free(s->lent[i].holds.v);
+	free(s->lent);
+	free(s->borrow);
+	free(s->ret);
 	free(s->refs);
 	free(s->done);
 	memset(s, 0, sizeof(*s));
@@ -98,6 +123,7 @@ static void ring_pop_done(struct settle *s)
 void settle_begin(struct settle *s, uint32_t token)
 {
 	s->cur = 0;
+	s->cur_borrow = 0;
 	if (token == 0)
 		return;
 	if (!s->started) {
@@ -147,6 +173,13 @@ void settle_begin(struct settle *s, uint32_t token)
 void settle_hold(struct settle *s, struct settle_hold *h)
 {
 	h->token = 0;
+	if (s->cur_borrow != 0) {
+		s->borrow[s->cur_borrow - 1].refs++;
+		h->token = s->cur_borrow;
+		h->epoch = SETTLE_BORROWED;
+		s->held_total++;
+		return;
+	}
 	if (s->cur == 0)
 		return;
 	size_t i = (size_t)(s->cur - s->base);
@@ -164,31 +197,156 @@ static void release_token(struct settle *s, uint32_t token)
 	if (i >= s->n)
 		return;         /* of a numbering before this one */
 	uint32_t *r = ref_at(s, i);
-	if (*r == 0 || --*r > 0)
-		return;
+	if (*r == 0 || --*r > 0 || s->adopting)
+		return;         /* adopting: another journal may hold it yet
+				   (settle_adopt_end says what is done) */
 	done_add(s, token, token);
 	ring_pop_done(s);
 }
 
+uint32_t settle_token(const struct settle *s)
+{
+	return s->cur_borrow != 0 ? 0 : s->cur;
+}
+
+/* ---- adoption ------------------------------------------------------------ */
+
+void settle_adopt_span(struct settle *s, uint32_t token)
+{
+	if (token == 0)
+		return;
+	if (!s->adopt_any) {
+		s->adopt_any = true;
+		s->adopt_lo = s->adopt_hi = token;
+		return;
+	}
+	if ((int32_t)(token - s->adopt_lo) < 0)
+		s->adopt_lo = token;
+	if ((int32_t)(token - s->adopt_hi) > 0)
+		s->adopt_hi = token;
+}
+
+void settle_adopt_begin(struct settle *s)
+{
+	uint32_t span = s->adopt_hi - s->adopt_lo + 1;
+	if (!s->adopt_any || s->started)
+		return;
+	if (span > SETTLE_SKIP_MAX) {
+		log_warn("cluster: adopted journals name frames %u apart: "
+			 "not held", span);
+		return;
+	}
+	s->started = true;
+	s->base = s->next = s->adopt_lo;
+	for (uint32_t k = 0; k < span; k++) {
+		if (ring_push(s, 0) < 0) {
+			log_warn("cluster: no memory to hold adopted frames");
+			s->n = 0;
+			s->started = false;
+			return;
+		}
+	}
+	s->next = s->adopt_hi + 1;
+	s->adopting = true;
+}
+
+void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
+		       uint32_t token)
+{
+	size_t i = (size_t)(token - s->base);
+	if (!s->adopting || token == 0 || i >= s->n)
+		return;
+	if (l->head > 0 && l->n == l->cap) {
+		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
+		l->n -= l->head;
+		l->head = 0;
+	}
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? l->cap * 2 : 8;
+		struct settle_held *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return;         /* done with, as before adoption held */
+		l->v = v;
+		l->cap = cap;
+	}
+	(*ref_at(s, i))++;
+	s->held_total++;
+	l->v[l->n++] = (struct settle_held){ key, { token, s->epoch } };
+}
+
+void settle_adopt_end(struct settle *s)
+{
+	if (!s->adopting)
+		return;
+	s->adopting = false;
+	for (size_t i = 0; i < s->n; i++)
+		if (*ref_at(s, i) == 0)
+			done_add(s, s->base + (uint32_t)i, s->base + (uint32_t)i);
+	s->adopted_report = true;
+	s->dirty = true;
+	/* base stays at the span's start for the first report: the bridge
+	 * reads the adopted span from it (ring_pop_done after it) */
+}
+
+/* Tell slot, at the end of this turn, that we are done with id. */
+static void settle_return_now(struct settle *s, uint16_t slot, uint32_t id)
+{
+	if (s->nret == s->ret_cap) {
+		size_t cap = s->ret_cap ? s->ret_cap * 2 : 64;
+		struct settle_return *r = realloc(s->ret, cap * sizeof(*r));
+		if (r == NULL) {
+			log_warn("cluster: no memory to return a frame to w%u: "
+				 "it lets go after cluster.hold_time", slot);
+			return;
+		}
+		s->ret = r;
+		s->ret_cap = cap;
+	}
+	s->ret[s->nret++] = (struct settle_return){ slot, id };
+}
+
+static void borrow_release(struct settle *s, uint32_t i1)
+{
+	if (i1 == 0 || i1 > s->nborrow)
+		return;
+	struct settle_borrow *b = &s->borrow[i1 - 1];
+	if (b->refs == 0 || --b->refs > 0)
+		return;
+	/* done with: its lender is told; the entry is free again */
+	settle_return_now(s, b->slot, b->id);
+	b->next_free = s->borrow_free;
+	s->borrow_free = i1;
+}
+
 void settle_release(struct settle *s, struct settle_hold *h)
 {
-	if (h->token != 0 && h->epoch == s->epoch)
+	if (h->token != 0 && h->epoch == SETTLE_BORROWED)
+		borrow_release(s, h->token);
+	else if (h->token != 0 && h->epoch == s->epoch)
 		release_token(s, h->token);
 	h->token = 0;
 }
 
 void settle_end(struct settle *s)
 {
-	if (s->cur != 0)
+	if (s->cur_borrow != 0)
+		borrow_release(s, s->cur_borrow);
+	else if (s->cur != 0)
 		release_token(s, s->cur);
 	s->cur = 0;
+	s->cur_borrow = 0;
+}
+
+bool settle_routing(const struct settle *s)
+{
+	return s->cur != 0 || s->cur_borrow != 0;
 }
 
 /* ---- a keeper's holds ---------------------------------------------- */
 
 void settle_list_hold(struct settle *s, struct settle_list *l, uint64_t key)
 {
-	if (s->cur == 0)
+	if (!settle_routing(s))
 		return;
 	if (l->head > 0 && l->n == l->cap) {    /* room at the front */
 		memmove(l->v, l->v + l->head, (l->n - l->head) * sizeof(*l->v));
@@ -263,19 +421,225 @@ void settle_list_free(struct settle *s, struct settle_list *l)
 	memset(l, 0, sizeof(*l));
 }
 
-uint32_t settle_enter(struct settle *s, const struct settle_hold *h)
+struct settle_at settle_enter(struct settle *s, const struct settle_hold *h)
 {
-	uint32_t was = s->cur;
+	struct settle_at was = { s->cur, s->cur_borrow };
 	s->cur = 0;
-	if (h->token != 0 && h->epoch == s->epoch &&
-	    (size_t)(h->token - s->base) < s->n)
+	s->cur_borrow = 0;
+	if (h->token == 0)
+		return was;
+	if (h->epoch == SETTLE_BORROWED) {
+		if (h->token <= s->nborrow && s->borrow[h->token - 1].refs > 0)
+			s->cur_borrow = h->token;
+	} else if (h->epoch == s->epoch &&
+		   (size_t)(h->token - s->base) < s->n) {
 		s->cur = h->token;
+	}
 	return was;
 }
 
-void settle_leave(struct settle *s, uint32_t was)
+void settle_leave(struct settle *s, struct settle_at was)
 {
-	s->cur = was;
+	s->cur = was.cur;
+	s->cur_borrow = was.borrow;
+}
+
+/* ---- lending ----------------------------------------------------------- */
+
+/* The lent entry with id, or NULL (ids grow from the first entry's, so
+ * their distance from it orders them). */
+static struct settle_lent *lent_find(struct settle *s, uint32_t id)
+{
+	size_t lo = 0, hi = s->nlent;
+	if (s->nlent == 0)
+		return NULL;
+	uint32_t first = s->lent[0].id, d = id - first;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		uint32_t m = s->lent[mid].id - first;
+		if (m == d)
+			return s->lent[mid].live ? &s->lent[mid] : NULL;
+		if (m < d)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* Drop returned entries once they are most of the array (each
+ * compaction copies the live ones, paid for by as many returns; lookups
+ * skip the dead by their flag). */
+static void lent_compact(struct settle *s)
+{
+	if (s->lent_live == 0) {
+		s->nlent = 0;
+		return;
+	}
+	if (s->nlent - s->lent_live <= s->lent_live)
+		return;
+	size_t out = 0;
+	for (size_t i = 0; i < s->nlent; i++)
+		if (s->lent[i].live)
+			s->lent[out++] = s->lent[i];
+	s->nlent = out;
+}
+
+static void lent_release(struct settle *s, struct settle_lent *e)
+{
+	settle_list_free(s, &e->holds);
+	e->live = false;
+	s->lent_live--;
+	lent_compact(s);
+}
+
+static struct settle_lent *lent_new(struct settle *s, uint16_t slot,
+				    int64_t now_ms)
+{
+	if (s->nlent == s->lent_cap) {
+		size_t cap = s->lent_cap ? s->lent_cap * 2 : 16;
+		struct settle_lent *v = realloc(s->lent, cap * sizeof(*v));
+		if (v == NULL)
+			return NULL;
+		s->lent = v;
+		s->lent_cap = cap;
+	}
+	if (++s->next_lend == 0)
+		s->next_lend = 1;       /* 0 is no token */
+	struct settle_lent *e = &s->lent[s->nlent];
+	memset(e, 0, sizeof(*e));
+	e->id = s->next_lend;
+	e->slot = slot;
+	e->live = true;
+	e->since_ms = now_ms;
+	return e;
+}
+
+uint32_t settle_lend(struct settle *s, uint16_t slot, int64_t now_ms)
+{
+	if (!settle_routing(s))
+		return 0;
+	struct settle_lent *e = lent_new(s, slot, now_ms);
+	if (e == NULL) {
+		log_warn("cluster: no memory to lend a frame to w%u: settled "
+			 "as handed on", slot);
+		return 0;
+	}
+	settle_list_hold(s, &e->holds, 0);
+	if (e->holds.n == 0) {
+		free(e->holds.v);
+		return 0;
+	}
+	s->nlent++;
+	s->lent_live++;
+	return e->id;
+}
+
+uint32_t settle_lend_list(struct settle *s, uint16_t slot,
+			  struct settle_list *l, int64_t now_ms)
+{
+	if (settle_list_first(l) == NULL)
+		return 0;
+	struct settle_lent *e = lent_new(s, slot, now_ms);
+	if (e == NULL) {
+		log_warn("cluster: no memory to lend frames to w%u: kept "
+			 "until they time out", slot);
+		return 0;
+	}
+	e->holds = *l;
+	memset(l, 0, sizeof(*l));
+	s->nlent++;
+	s->lent_live++;
+	return e->id;
+}
+
+void settle_returned(struct settle *s, uint16_t slot, uint32_t id)
+{
+	struct settle_lent *e = lent_find(s, id);
+	if (e != NULL && e->slot == slot)
+		lent_release(s, e);
+}
+
+void settle_lend_undo(struct settle *s, uint32_t id, struct settle_list *l)
+{
+	struct settle_lent *e = lent_find(s, id);
+	if (e == NULL)
+		return;
+	if (l != NULL && settle_list_first(l) == NULL) {
+		free(l->v);
+		*l = e->holds;
+		memset(&e->holds, 0, sizeof(e->holds));
+	}
+	lent_release(s, e);
+}
+
+size_t settle_lent_expire(struct settle *s, int64_t now_ms, int64_t max_ms)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < s->nlent; i++) {
+		struct settle_lent *e = &s->lent[i];
+		if (!e->live || now_ms - e->since_ms < max_ms)
+			continue;
+		settle_list_free(s, &e->holds);
+		e->live = false;
+		s->lent_live--;
+		k++;
+	}
+	if (k > 0)
+		lent_compact(s);
+	return k;
+}
+
+size_t settle_lent_pending(const struct settle *s)
+{
+	return s->lent_live;
+}
+
+void settle_begin_borrowed(struct settle *s, uint16_t slot, uint32_t id)
+{
+	s->cur = 0;
+	s->cur_borrow = 0;
+	uint32_t i1 = s->borrow_free;
+	if (i1 != 0) {
+		s->borrow_free = s->borrow[i1 - 1].next_free;
+	} else {
+		if (s->nborrow == s->borrow_cap) {
+			size_t cap = s->borrow_cap ? s->borrow_cap * 2 : 16;
+			struct settle_borrow *v = realloc(s->borrow,
+							  cap * sizeof(*v));
+			if (v == NULL) {
+				log_warn("cluster: no memory to hold a frame "
+					 "from w%u: done with once routed",
+					 slot);
+				settle_return_now(s, slot, id);
+				return;
+			}
+			s->borrow = v;
+			s->borrow_cap = cap;
+		}
+		i1 = (uint32_t)++s->nborrow;
+	}
+	s->borrow[i1 - 1] = (struct settle_borrow){ slot, id, 1, 0 };
+	s->cur_borrow = i1;
+}
+
+int settle_returns(struct settle *s, uint16_t *slot_r, struct buf *out)
+{
+	size_t k = 0, n = 0;
+	buf_consume(out, buf_used(out));
+	if (s->nret == 0)
+		return 0;
+	*slot_r = s->ret[0].slot;
+	for (size_t i = 0; i < s->nret; i++) {
+		if (s->ret[i].slot == *slot_r && n < SETTLE_RETURNS_MAX &&
+		    buf_append(out, &s->ret[i].id, sizeof(uint32_t)) == 0) {
+			n++;
+			continue;
+		}
+		s->ret[k++] = s->ret[i];
+	}
+	s->nret = k;
+	return n > 0;
 }
 
 size_t settle_pending(const struct settle *s)
@@ -335,6 +699,8 @@ int settle_report(struct settle *s, struct buf *out, size_t *used_r)
 	done_normalize(s);
 	if (s->fresh)
 		h.flags |= IPC_SETTLED_FRESH;
+	if (s->adopted_report)
+		h.flags |= IPC_SETTLED_ADOPTED;
 	if (s->started) {
 		h.flags |= IPC_SETTLED_BASE;
 		h.base = s->base;
@@ -365,4 +731,9 @@ void settle_reported(struct settle *s, size_t used)
 	s->ndone -= used;
 	s->fresh = false;
 	s->dirty = s->ndone > 0;
+	if (s->adopted_report) {
+		s->adopted_report = false;
+		ring_pop_done(s);
+		s->dirty = true;        /* the new base */
+	}
 }

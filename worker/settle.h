@@ -40,8 +40,30 @@ struct settle_range {
 	uint32_t from, to;
 };
 
+/* A frame this worker handed another worker of this node, held here
+ * until that worker says it is done with it (settle_lend). */
+struct settle_lent;
+/* A frame another worker of this node lent us (settle_begin_borrowed). */
+struct settle_borrow {
+	uint16_t slot;          /* the lender */
+	uint32_t id;            /* its lend id (the frame's token) */
+	uint32_t refs;          /* 0: a free entry */
+	uint32_t next_free;     /* free list: index + 1, 0 ends it */
+};
+struct settle_return {
+	uint16_t slot;
+	uint32_t id;
+};
+
+/* Where routing is: the frame being routed (a token of ours, or a
+ * borrowed frame's index + 1), saved by settle_enter. */
+struct settle_at {
+	uint32_t cur, borrow;
+};
+
 struct settle {
 	uint32_t cur;           /* token of the frame being routed, or 0 */
+	uint32_t cur_borrow;    /* or the borrowed frame's index + 1 */
 	bool started;           /* a token was seen (base, next valid) */
 	bool fresh;             /* report IPC_SETTLED_FRESH (a new worker) */
 	bool dirty;             /* something to report */
@@ -55,6 +77,20 @@ struct settle {
 	struct settle_range *done;
 	size_t ndone, done_cap;
 	uint64_t held_total;    /* holds ever taken (tests, metrics) */
+	/* adoption of a dead predecessor's journals (settle_adopt_*) */
+	bool adopt_any, adopting, adopted_report;
+	uint32_t adopt_lo, adopt_hi;
+	/* lent to other workers, in the order of their ids */
+	struct settle_lent *lent;
+	size_t nlent, lent_cap, lent_live;
+	uint32_t next_lend;
+	/* borrowed from other workers; free entries chained */
+	struct settle_borrow *borrow;
+	size_t nborrow, borrow_cap;
+	uint32_t borrow_free;
+	/* borrowed frames done with, to tell their lenders */
+	struct settle_return *ret;
+	size_t nret, ret_cap;
 };
 
 void settle_init(struct settle *s, bool fresh);
@@ -95,8 +131,66 @@ void settle_list_free(struct settle *s, struct settle_list *l);
 /* Route again, later, what h keeps (a stanza taken back to be routed
  * elsewhere): holds taken meanwhile are on its frame.  Returns the
  * frame that was being routed, for settle_leave. */
-uint32_t settle_enter(struct settle *s, const struct settle_hold *h);
-void settle_leave(struct settle *s, uint32_t was);
+struct settle_at settle_enter(struct settle *s, const struct settle_hold *h);
+void settle_leave(struct settle *s, struct settle_at was);
+/* A frame is being routed (one of ours or a borrowed one). */
+bool settle_routing(const struct settle *s);
+
+/* ---- lending to another worker of this node ----------------------------
+ * Tokens are per worker: a frame from another node that one worker
+ * hands another (a stanza for the owner of an outgoing s2s link, an
+ * XEP-0198 journal handed over) cannot be held by the taker under the
+ * giver's token.  So the giver lends it: it keeps a hold under a lend
+ * id, which the frame to the taker carries in its header's token field
+ * (between two local workers; frame_check_route); the taker routes that
+ * frame as a borrowed one (holds taken meanwhile are on it), and when
+ * its last hold goes it tells the giver (IPC_FRAME_LENT_DONE, ids, once
+ * per loop turn), which releases its hold.  A taker that dies with the
+ * frame never answers: the giver lets go after cluster.hold_time, the
+ * bridge's own bound for a held frame (settle_lent_expire). */
+
+/* Lend the frame being routed to slot: its id for the frame's token,
+ * or 0 (nothing being routed, or no memory: then nothing is held). */
+uint32_t settle_lend(struct settle *s, uint16_t slot, int64_t now_ms);
+/* Lend the holds of l (moved: l is left empty): an id, or 0 (l had
+ * none, or no memory: l keeps them). */
+uint32_t settle_lend_list(struct settle *s, uint16_t slot,
+			  struct settle_list *l, int64_t now_ms);
+/* slot is done with id. */
+void settle_returned(struct settle *s, uint16_t slot, uint32_t id);
+/* The frame never left (the send failed): a list's holds go back to l,
+ * a single frame's are released (l NULL). */
+void settle_lend_undo(struct settle *s, uint32_t id, struct settle_list *l);
+/* Let go of lends older than max_ms: how many. */
+size_t settle_lent_expire(struct settle *s, int64_t now_ms, int64_t max_ms);
+/* Lends not returned (tests, xmppctl). */
+size_t settle_lent_pending(const struct settle *s);
+/* Route a frame slot lent us with id (instead of settle_begin). */
+void settle_begin_borrowed(struct settle *s, uint16_t slot, uint32_t id);
+/* The lend ids of one lender done with, for IPC_FRAME_LENT_DONE: 1 with
+ * *slot_r and out (u32 ids) set, 0 none left. */
+int settle_returns(struct settle *s, uint16_t *slot_r, struct buf *out);
+/* The token of the frame being routed if it is one of ours (not a
+ * borrowed one), else 0: what an XEP-0198 journal keeps with the
+ * stanza, for adoption. */
+uint32_t settle_token(const struct settle *s);
+
+/* ---- adoption --------------------------------------------------------
+ * A respawned worker adopts its predecessor's XEP-0198 journals
+ * (sm_adopt), whose stanzas may be frames from other nodes that the
+ * bridge still keeps for the dead process.  Before it reads anything:
+ * settle_adopt_span for every token the journals carry, then
+ * settle_adopt_begin, settle_adopt_hold for each as its session is
+ * adopted (into the journal's keeper list), and settle_adopt_end.  The
+ * first report then says FRESH and ADOPTED with base .. last the
+ * adopted span: the bridge frees what the old process read outside it,
+ * and inside it what the report's ranges name (nobody holds them). */
+void settle_adopt_span(struct settle *s, uint32_t token);
+void settle_adopt_begin(struct settle *s);
+void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
+		       uint32_t token);
+void settle_adopt_end(struct settle *s);
+
 /* Tokens read and not done with (xmppctl, tests). */
 size_t settle_pending(const struct settle *s);
 /* The IPC_FRAME_SETTLED payload (struct ipc_settled and ranges, at most

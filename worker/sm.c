@@ -178,10 +178,11 @@ struct sm_fwd {
 	int64_t until;
 	struct sm_ref ref;      /* GIVEN record, freed on SM_DONE */
 	int ref_open;
-	/* frames from other nodes the handed journal held (settle.h):
-	 * tokens are this worker's, so the taker cannot hold them; they
-	 * stay held here for sm.forward_time, long enough for the client's
-	 * first <a/> on its new stream, in the common case */
+	/* frames from other nodes the journal held, handed to another
+	 * node (settle.h): that node holds the SM_GIVE frame itself
+	 * until its client acknowledges; ours stay held here for
+	 * sm.forward_time as well (a taker of this node borrows them
+	 * instead: settle_lend_list) */
 	struct settle_list holds;
 };
 
@@ -533,8 +534,10 @@ static int sm_sent(struct conn *c, const char *data, size_t len)
 		return -1;
 	}
 	/* a full pool: the largest journals go first, a few at most */
-	for (int i = 0; (r = smstore_append(sm_store(c->w), &s->ref, data, len,
-					    &error)) < 0 &&
+	/* with the token of another node's frame: a worker adopting the
+	 * journal after a crash holds it on (settle.h) */
+	for (int i = 0; (r = smstore_append_token(sm_store(c->w), &s->ref,
+			data, len, settle_token(&c->w->settle), &error)) < 0 &&
 	     i < 8 && strstr(error, "sm.pool_bytes_per_worker") != NULL &&
 	     sm_evict_largest(c); i++)
 		;
@@ -771,8 +774,8 @@ static int sm_conn_gone(struct worker *w, const struct ipc_frame_header *hdr,
 	if (f == NULL)
 		return 0;
 	if (f->slot != w->slot || f->node != 0) {
-		if (queue_send_node(w->q, f->slot, f->node, f->rslot, hdr->type,
-				    f->id, f->gen, payload, len, &error) < 0) {
+		if (worker_send_node(w, f->slot, f->node, f->rslot, hdr->type,
+				     f->id, f->gen, payload, len, &error) < 0) {
 			log_warn("forward to w%u: %s", f->slot, error);
 			return 0;
 		}
@@ -1317,9 +1320,21 @@ static void sm_on_take(struct worker *w, const struct ipc_frame_header *hdr,
 		return;
 	}
 	smwire_give_set_counts(&out, 0, nd, b.n);
-	if (worker_send_reply(w, hdr, IPC_FRAME_SM_GIVE, hdr->conn_id,
-			      hdr->gen, buf_head(&out), buf_used(&out),
-			      &error) < 0) {
+	/* a taker on this node cannot hold our tokens: the journal's
+	 * frames from other nodes are lent to it, held here until the
+	 * client has acknowledged them there (settle.h); a taker on
+	 * another node holds the SM_GIVE frame itself */
+	uint32_t lend = hdr->node == 0 ?
+			settle_lend_list(&w->settle, hdr->src_slot, &s->holds,
+					 w->now_ms) : 0;
+	if ((hdr->node == 0 ?
+	     queue_send_token(w->q, hdr->src_slot, 0, 0, IPC_FRAME_SM_GIVE,
+			      hdr->conn_id, hdr->gen, lend, buf_head(&out),
+			      buf_used(&out), &error) :
+	     worker_send_reply(w, hdr, IPC_FRAME_SM_GIVE, hdr->conn_id,
+			       hdr->gen, buf_head(&out), buf_used(&out),
+			       &error)) < 0) {
+		settle_lend_undo(&w->settle, lend, &s->holds);
 		buf_free(&out);
 		log_warn("c%u %s: hand-over of %s to w%u: %s: kept here",
 			 o->id, o->peer, o->jid, hdr->src_slot, error);
@@ -1463,7 +1478,8 @@ static void sm_on_give(struct worker *w, const struct ipc_frame_header *hdr,
 	const char *sq = gv.stanzas;
 	size_t sl = gv.stanzas_len;
 	while (ok && smwire_next(&sq, &sl, 4, &item, &l) == 1) {
-		if (smstore_append(sm_store(w), &ref, item, l, &error) < 0) {
+		if (smstore_append_token(sm_store(w), &ref, item, l,
+					 settle_token(&w->settle), &error) < 0) {
 			log_warn("c%u %s: resumption of %s: journal: %s",
 				 n->id, n->peer, jid, error);
 			smstore_close(sm_store(w), &ref);
@@ -1692,6 +1708,32 @@ static void sm_nonza(struct conn *c, struct xml_node *n)
 
 /* ---- adoption and xmppctl ----------------------------------------------- */
 
+static int sm_adopt_span_one(uint32_t seq, uint32_t token, void *ctx)
+{
+	(void)seq;
+	settle_adopt_span(ctx, token);
+	return 0;
+}
+
+void sm_adopt_span(struct worker *w, const struct sm_ref *ref)
+{
+	smstore_foreach_tokens(sm_store(w), ref, sm_adopt_span_one,
+			       &w->settle);
+}
+
+struct sm_adopt_ctx {
+	struct worker *w;
+	struct sm_conn *s;
+};
+
+static int sm_adopt_hold_one(uint32_t seq, uint32_t token, void *ctx)
+{
+	struct sm_adopt_ctx *a = ctx;
+	settle_adopt_hold(&a->w->settle, &a->s->holds, seq + a->s->base,
+			  token);
+	return 0;
+}
+
 int sm_adopt(struct worker *w, const struct sm_ref *ref,
 	     const struct sm_state *st)
 {
@@ -1716,6 +1758,9 @@ int sm_adopt(struct worker *w, const struct sm_ref *ref,
 		  st->ext_words[sm_index()] : 0;
 	s->h_acked = st->h_acked + s->base;
 	s->h_sent = st->h_sent + s->base;
+	/* frames from other nodes in the journal: held on (settle.h) */
+	struct sm_adopt_ctx actx = { w, s };
+	smstore_foreach_tokens(store, ref, sm_adopt_hold_one, &actx);
 	c->user = strndup(st->jid, (size_t)(at - st->jid));
 	c->domain = strndup(at + 1, (size_t)(slash - at - 1));
 	c->jid = strdup(st->jid);

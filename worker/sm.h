@@ -15,6 +15,10 @@
 const char *sm_describe(const struct sm_state *st, int64_t now_ms,
 			char *out, size_t cap);
 
+/* Before adopting: name the frames from other nodes the record's
+ * journal holds (settle_adopt_span). */
+void sm_adopt_span(struct worker *w, const struct sm_ref *ref);
+
 /*
  * The detached-conn constructor, for the adoption of a dead worker's
  * records (the respawned worker of the same slot, after

@@ -126,6 +126,14 @@ static void worker_tls_context(struct worker *w)
 
 /* ---- adoption of a dead predecessor's XEP-0198 sessions -------------- */
 
+static int worker_adopt_span(const struct sm_ref *ref,
+			     const struct sm_state *st, void *ctx)
+{
+	(void)st;
+	sm_adopt_span(ctx, ref);
+	return 0;
+}
+
 static int worker_adopt_one(const struct sm_ref *ref,
 			    const struct sm_state *st, void *ctx)
 {
@@ -194,8 +202,18 @@ static void worker_adopt(struct worker *w)
 	if (records > 0) {
 		log_info("adopting %u stream-management sessions of the "
 			 "previous worker", records);
+		/* frames from other nodes in their journals stay held:
+		 * named first, held as each session is adopted (settle.h) */
+		smstore_foreach_record(w->shm->smstore, w->slot,
+				       worker_adopt_span, w);
+		settle_adopt_begin(&w->settle);
 		smstore_foreach_record(w->shm->smstore, w->slot,
 				       worker_adopt_one, w);
+		settle_adopt_end(&w->settle);
+		if (w->settle.held_total > 0)
+			log_info("cluster: %llu stanzas of adopted journals "
+				 "hold frames from other nodes",
+				 (unsigned long long)w->settle.held_total);
 	}
 	if (w->gen <= 1)
 		return;
@@ -496,6 +514,10 @@ static int worker_reannounce_step(struct worker *w)
 	return 0;
 }
 
+static void worker_lent_done(struct worker *w,
+			     const struct ipc_frame_header *hdr,
+			     const void *payload, size_t len);
+
 static void worker_frame(const struct ipc_frame_header *hdr,
 			 const void *payload, size_t len, void *ctx)
 {
@@ -506,12 +528,66 @@ static void worker_frame(const struct ipc_frame_header *hdr,
 			worker_reannounce_start(w, hdr->node);
 		return;
 	}
+	if (hdr->type == IPC_FRAME_LENT_DONE) {
+		worker_lent_done(w, hdr, payload, len);
+		return;
+	}
 	/* another node's frame, through the bridge: its sender keeps it
-	 * until we say we are done with it (settle.h) */
-	settle_begin(&w->settle, hdr->src_slot == w->nworkers &&
-				 hdr->node != 0 ? hdr->token : 0);
+	 * until we say we are done with it; or one another worker of
+	 * ours lent us, which keeps it so (settle.h) */
+	if (hdr->token != 0 && hdr->src_slot < w->nworkers && hdr->node == 0)
+		settle_begin_borrowed(&w->settle, hdr->src_slot, hdr->token);
+	else
+		settle_begin(&w->settle, hdr->src_slot == w->nworkers &&
+					 hdr->node != 0 ? hdr->token : 0);
 	route_frame(w, hdr, payload, len);
 	settle_end(&w->settle);
+}
+
+/* Another worker is done with frames we lent it (settle.h). */
+static void worker_lent_done(struct worker *w,
+			     const struct ipc_frame_header *hdr,
+			     const void *payload, size_t len)
+{
+	const unsigned char *p = payload;
+	if (hdr->src_slot >= w->nworkers || hdr->node != 0 ||
+	    len % sizeof(uint32_t) != 0) {
+		log_error("IPC_FRAME_LENT_DONE from slot %u: %zu bytes: "
+			  "dropped", hdr->src_slot, len);
+		return;
+	}
+	for (size_t i = 0; i < len; i += sizeof(uint32_t)) {
+		uint32_t id;
+		memcpy(&id, p + i, sizeof(id));
+		settle_returned(&w->settle, hdr->src_slot, id);
+	}
+}
+
+/* Lends no answer came for: the taker died with them, or a client
+ * holds them past the bridge's own bound (cluster.hold_time). */
+static void worker_lent_expire(struct worker *w, int64_t now)
+{
+	size_t n = settle_lent_expire(&w->settle, now,
+				      (int64_t)w->cfg->cluster_hold_time);
+	if (n > 0)
+		log_warn("cluster: %zu frames lent to other workers not "
+			 "returned within cluster.hold_time: let go", n);
+}
+
+/* The frames lent us that we are done with, to their lenders. */
+static void worker_lent_report(struct worker *w)
+{
+	struct buf b;
+	uint16_t slot;
+	const char *error;
+	buf_init(&b, 0);
+	while (settle_returns(&w->settle, &slot, &b) == 1)
+		if (queue_send(w->q, slot, IPC_FRAME_LENT_DONE, 0, 0,
+			       buf_head(&b), buf_used(&b), &error) < 0)
+			log_warn("cluster: return of %zu lent frames to w%u: "
+				 "%s: it lets go after cluster.hold_time",
+				 buf_used(&b) / sizeof(uint32_t), slot, error);
+	buf_free(&b);
 }
 
 /* End of a turn: what we are done with, to the bridge. */
@@ -587,6 +663,7 @@ static int worker_timers(struct worker *w, int64_t now)
 		httpconn_timeouts(w, now);
 		EXT_RUN(tick, w, now);
 		s2s_tick(w, now);
+		worker_lent_expire(w, now);
 		next_sweep = now + 1000;
 	}
 	return timeout;
@@ -635,6 +712,8 @@ _Noreturn void worker_main(struct worker_boot *boot)
 		if (w.reann != NULL && worker_reannounce_step(&w))
 			timeout = 0;
 		worker_settle_report(&w);
+		if (w.settle.nret > 0)
+			worker_lent_report(&w);
 		queue_flush(w.q);
 		conn_reap_dead(&w);
 		httpconn_reap(&w);

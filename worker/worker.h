@@ -454,6 +454,13 @@ void bind_kick(struct conn *c, const struct session_info *old);
  * bridge's queue (s->slot) with s->node and s->rslot in the header;
  * conn_id/gen are s's.  Every frame for a session record goes through
  * here.  0, or -1 with error (QUEUE_ERR_FULL: bounce, do not store). */
+/* Send a frame to slot (node, rslot: through the bridge, else 0): a
+ * frame from another node being routed is lent to a local worker
+ * (settle.h).  0, or -1 with error. */
+int worker_send_node(struct worker *w, unsigned slot, uint8_t node,
+		     uint8_t rslot, uint8_t type, uint32_t conn_id,
+		     uint32_t gen, const void *data, size_t len,
+		     const char **error_r);
 int worker_send_session(struct worker *w, const struct session_info *s,
 			uint8_t type, const void *data, size_t len,
 			const char **error_r);

@@ -84,7 +84,8 @@ def test_converged():
     lists n1..n3 (itself as self, the others up) with the incarnation
     each gives itself (16 hex digits), the cluster's name, link up to
     its own NATS server; a client on n1 shows as one session of n1 in
-    every node's table."""
+    every node's table, which n1's bridge learnt from its change log
+    (xmppctl cluster status: feed_log_reads)."""
     need_bridge()
     with Lab(nodes=3, nats=3) as lab:
         sts = lab.wait_converged(20)
@@ -104,6 +105,12 @@ def test_converged():
         wait_until(lambda: (all((entry(lab.status(i), "n1") or {}).get("sessions") == 1
                                 for i in range(3)), [lab.status(i) for i in range(3)]),
                    10, "every node to count n1's one session")
+        # n1's bridge walked its table once at its start and read the
+        # login from the change log, not by another walk; nothing of
+        # the snapshots it received was dropped
+        st = lab.status(0)
+        assert st["feed_walks"] >= 1 and st["feed_log_reads"] >= 1, st
+        assert st["snapshot_parts_dropped"] == 0, st
 
 
 @skippable

@@ -23,7 +23,16 @@ slice 8), three xmppd nodes on three NATS servers (tests/bb/clusterlab.py):
     acknowledge do not come twice;
   * such held messages do not make the sending node keep the others
     sent after them (the ack names the held ones), and after
-    cluster.hold_time they are acknowledged anyway (nothing kept).
+    cluster.hold_time they are acknowledged anyway (nothing kept);
+  * a journal handed to another worker of the same node (a resumption
+    there) keeps its messages held until the client acknowledges them,
+    not only for sm.forward_time: killed -9 long after, the node's
+    unacknowledged messages come from offline storage;
+  * messages an inactive client's CSI queue (XEP-0352) keeps on its
+    node are held too: killed -9, they come from offline storage;
+  * so are the unacknowledged messages of a journal that a respawned
+    worker adopted after its predecessor was killed: the node killed
+    -9 afterwards, they come from offline storage.
 
 Exits 77 without nats-server (clusterlab's skips).  Needs
 XMPPD_TEST_PGCONN.
@@ -455,9 +464,160 @@ def test_held_frames_kept_alone():
         assert "<error" not in r.buf.decode()
 
 
+def listed_everywhere(lab, jid, timeout=10):
+    wait_until(lambda: (all(jid in sessions(n) for n in lab.nodes if n.running),
+                        None), timeout, "%s listed on every node" % jid)
+
+
+def offline_after_kill(lab, node, want, resource):
+    """Kill node -9; every id of want reaches offline storage; juliet,
+    logging in on another node, gets exactly those (with a delay)."""
+    lab.nodes[node].kill9()
+    wait_until(lambda: (all("id='%s'" % k in offline_rows(lab) for k in want),
+                        offline_rows(lab)),
+               lab.node_timeout_s + 15, "the held messages in offline storage")
+    other = 2 if node != 2 else 0
+    n = lab.client(other, "juliet", PW["juliet"], resource)
+    n.send("<presence/>")
+    got = []
+    while True:
+        try:
+            st = n.read_until(msg_rx("[a-z][0-9]+"), timeout=3)
+        except AssertionError as e:
+            if "closed" in str(e):
+                raise
+            break
+        assert "urn:xmpp:delay" in st, st
+        got.append(re.search("id='([^']+)'", st).group(1))
+    assert sorted(got, key=lambda k: int(k[1:])) == want, \
+        "offline storage gave %s, not %s" % (got, want)
+
+
+@skippable
+def test_handed_journal_held_until_acked():
+    """A resumption on another worker of the same node: tokens are per
+    worker, so the old worker lends the journal's frames to the new one
+    (worker/settle.h) and keeps them held until the client acknowledges
+    there.  sm.forward_time is 2 s here: the kill comes well after it,
+    when a hold for forward_time alone would have let them go."""
+    total = 20
+    with Lab(nodes=3, nats=3, workers=WORKERS,
+             overrides={"sm.max_unacked_bytes": "1008K",
+                        "sm.forward_time": "2s"}) as lab:
+        users(lab)
+        r = lab.client(0, "romeo", PW["romeo"], "garden")
+        j = connect(lab, 1)
+        authed(j, "juliet")
+        jj = j.bind("phone")
+        j.send("<presence/>")
+        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
+        j.send("<enable xmlns='%s' resume='true'/>" % SM)
+        got = j.read_until("<enabled [^>]*/>")
+        previd = re.search("id='([^']+)'", got).group(1)
+        wait_held_on(lab, jj, 1)
+        first = sessions(lab.nodes[1])[jj][1]
+        want = ["h%d" % i for i in range(total)]
+        for i in range(total):
+            msg(r, jj, "h%d" % i)
+        assert read_ids(j, total, "h") == want
+        # resumed (h 0: nothing acknowledged) until a connection lands
+        # on the other worker of n2 (SO_REUSEPORT picks it)
+        moved = False
+        for _ in range(16):
+            k = connect(lab, 1)
+            authed(k, "juliet")
+            got = resume(k, previd, 0)
+            assert got.startswith("<resumed "), got
+            assert read_ids(k, total, "h") == want
+            wait_held_on(lab, jj, 1)
+            if sessions(lab.nodes[1])[jj][1] != first:
+                moved = True
+                break
+        assert moved, "no resumption landed on n2's other worker"
+        assert re.search("handed over to w%d" % (1 - first),
+                         lab.nodes[1].log_text()), "not handed between workers"
+        time.sleep(4)       # sm.forward_time (2 s) and more
+        offline_after_kill(lab, 1, want, "again")
+        assert "<error" not in r.buf.decode()
+
+
+@skippable
+def test_node_killed_csi_held_not_lost():
+    """Receipts for an inactive client (XEP-0352: nothing it has to see
+    now) wait in its node's CSI queue; that node holds their frames
+    until written, so killed -9 with them queued, the sending node gets
+    them back and stores them offline."""
+    total = 30
+    with new_lab() as lab:
+        users(lab)
+        r = lab.client(0, "romeo", PW["romeo"], "garden")
+        j = connect(lab, 1)
+        authed(j, "juliet")
+        jj = j.bind("phone")
+        j.send("<presence/>")
+        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
+        j.send("<inactive xmlns='urn:xmpp:csi:0'/>")
+        listed_everywhere(lab, jj)
+        time.sleep(0.6)     # her availability follows the bind
+        want = ["c%d" % i for i in range(total)]
+        for i in range(total):
+            r.send("<message to='%s' id='c%d' type='chat'><received "
+                   "xmlns='urn:xmpp:receipts' id='m%d'/></message>"
+                   % (jj, i, i))
+        assert more_ids(j, "c", 1.5) == [], "CSI wrote them at once"
+        time.sleep(1.0)     # n2 would have told n1 by now if done
+        offline_after_kill(lab, 1, want, "again")
+        assert "<error" not in r.buf.decode()
+
+
+def worker_pid(node, slot):
+    st = node.status() or {"workers": []}
+    for w in st["workers"]:
+        if w.get("slot") == slot and w.get("pid", 0) > 0:
+            return w["pid"]
+    return None
+
+
+@skippable
+def test_adopted_journal_held():
+    """A worker killed -9 with a journal of 20 unacknowledged messages
+    from another node: its successor adopts the journal (detached,
+    resumable) and holds those messages' frames on (worker/settle.h
+    adoption), so the node killed -9 afterwards gives them back to
+    their sending node, which stores them offline."""
+    total = 20
+    with new_lab() as lab:
+        users(lab)
+        r = lab.client(0, "romeo", PW["romeo"], "garden")
+        j = connect(lab, 1)
+        authed(j, "juliet")
+        jj = j.bind("phone")
+        j.send("<presence/>")
+        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
+        j.send("<enable xmlns='%s' resume='true'/>" % SM)
+        j.read_until("<enabled [^>]*/>")
+        wait_held_on(lab, jj, 1)
+        want = ["a%d" % i for i in range(total)]
+        for i in range(total):
+            msg(r, jj, "a%d" % i)
+        assert read_ids(j, total, "a") == want
+        slot = sessions(lab.nodes[1])[jj][1]
+        pid = worker_pid(lab.nodes[1], slot)
+        assert pid, "juliet's worker"
+        os.kill(pid, 9)
+        wait_until(lambda: ("adopted after a crash" in lab.nodes[1].log_text(),
+                            None), 20, "the journal adopted")
+        assert "stanzas of adopted journals hold frames" in \
+            lab.nodes[1].log_text()
+        time.sleep(1.5)     # the new worker's first reports are out
+        offline_after_kill(lab, 1, want, "again")
+        assert "<error" not in r.buf.decode()
+
+
 TESTS = [test_resume_on_another_node, test_large_journal_crosses,
          test_node_killed_item_not_found, test_node_killed_unacked_not_lost,
-         test_held_frames_kept_alone]
+         test_held_frames_kept_alone, test_handed_journal_held_until_acked,
+         test_node_killed_csi_held_not_lost, test_adopted_journal_held]
 
 if __name__ == "__main__":
     run_tests([t for t in TESTS if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
