@@ -201,11 +201,16 @@ const struct config_def config_defs[] = {
 	{ "im.offline_quota", CONFIG_TYPE_UINT, OFF(offline_quota), "1000",
 	  0, 1000000, RELOAD,
 	  "Offline messages kept per account (XEP-0160); 0 disables storage" },
-	{ "im.offline_recheck", CONFIG_TYPE_DURATION, OFF(offline_recheck),
-	  "2s", 0, 60000, RELOAD, "In a cluster: offline storage is read "
-	  "again this long after an initial presence, for what another "
-	  "node stored before its session directory knew the session; "
-	  "0: never" },
+	{ "im.offline_watch", CONFIG_TYPE_DURATION, OFF(offline_watch),
+	  "10s", 0, 600000, RELOAD, "In a cluster: how long a worker "
+	  "watches an account it stored a message for while no session "
+	  "of it was known, to tell the first session that appears (one "
+	  "on another node the session directory had not shown yet) to "
+	  "read its offline storage again; 0: never" },
+	{ "im.offline_watch_max", CONFIG_TYPE_UINT, OFF(offline_watch_max),
+	  "4096", 1, 1000000, RELOAD, "Accounts one worker watches at once "
+	  "(im.offline_watch); past it a late-stored message waits for "
+	  "the account's next login (logged)" },
 	/* worker/roster.c */
 	{ "im.roster_max_items", CONFIG_TYPE_UINT, OFF(roster_max_items),
 	  "1000", 1, 100000, RELOAD, "Contacts per roster" },

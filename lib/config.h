@@ -97,7 +97,8 @@ struct config {
 	/* instant messaging: the extensions' settings (worker/ext.h; grouped
 	 * as in config.c), then presence's */
 	unsigned offline_quota;
-	uint64_t offline_recheck;       /* ms; 0: never (cluster only) */
+	uint64_t offline_watch;         /* ms; 0: never (cluster only) */
+	unsigned offline_watch_max;     /* accounts watched per worker */
 	unsigned roster_max_items;
 	unsigned roster_max_groups;     /* groups on one roster item */
 	unsigned blocklist_max_items;

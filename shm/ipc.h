@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <pthread.h>
 
-#define IPC_VERSION 20
+#define IPC_VERSION 21
 
 /* Hard limits. */
 #define IPC_MAX_SLOTS 64            /* worker slots (and the cluster
@@ -111,6 +111,11 @@ enum ipc_frame_type {
 				       between two local workers) that
 				       the sender is done with
 				       (worker/settle.h, issue 15) */
+	IPC_FRAME_OFFLINE_NUDGE,    /* no payload: a message for the account
+				       of conn_id/gen was stored offline
+				       after its session had read the
+				       storage; it reads it again
+				       (worker/offline.c; crosses nodes) */
 	IPC_FRAME_TYPE_MAX
 };
 
@@ -403,6 +408,8 @@ struct ipc_worker_stats {
 	_Atomic uint64_t caps_queries;  /* XEP-0115 disco#info queries sent */
 	_Atomic uint64_t caps_verified; /* answers whose hash matched */
 	_Atomic uint64_t caps_mismatch; /* answers that did not: not cached */
+	_Atomic uint64_t offline_nudges;    /* sessions told to read offline
+					   storage again (offline.c) */
 };
 
 enum ipc_session_state {

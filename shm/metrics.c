@@ -589,6 +589,10 @@ static void metrics_render_workers(struct metrics_ctx *m,
 	metrics_family(m, "xmppd_offline_delivered_messages", METRICS_COUNTER,
 		       NULL, "Stored messages delivered.");
 	METRICS_PER_WORKER(m, shm, nslots, offline_delivered);
+	metrics_family(m, "xmppd_offline_nudges", METRICS_COUNTER, NULL,
+		       "Sessions told to read offline storage again: a message "
+		       "for them was stored after they had read it.");
+	METRICS_PER_WORKER(m, shm, nslots, offline_nudges);
 	metrics_family(m, "xmppd_csi_held_stanzas", METRICS_COUNTER, NULL,
 		       "Stanzas held for inactive clients (XEP-0352).");
 	METRICS_PER_WORKER(m, shm, nslots, csi_held);

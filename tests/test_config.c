@@ -183,7 +183,8 @@ static const struct { const char *name; unsigned flag; } expected_keys[] = {
 	{ "sasl.throttle_table_size", CONFIG_F_RESTART },
 	{ "sasl.scram_iterations", CONFIG_F_RELOADABLE },
 	{ "im.offline_quota", CONFIG_F_RELOADABLE },
-	{ "im.offline_recheck", CONFIG_F_RELOADABLE },
+	{ "im.offline_watch", CONFIG_F_RELOADABLE },
+	{ "im.offline_watch_max", CONFIG_F_RELOADABLE },
 	{ "im.roster_max_items", CONFIG_F_RELOADABLE },
 	{ "im.roster_max_groups", CONFIG_F_RELOADABLE },
 	{ "im.blocklist_max_items", CONFIG_F_RELOADABLE },
@@ -383,7 +384,8 @@ Test(defaults, match_the_spec_tls_and_below)
 	cr_expect_eq(cfg->sasl_max_failures, 3);
 	cr_expect_eq(cfg->scram_iterations, 4096);
 	cr_expect_eq(cfg->offline_quota, 1000);
-	cr_expect_eq(cfg->offline_recheck, 2000);
+	cr_expect_eq(cfg->offline_watch, 10000);
+	cr_expect_eq(cfg->offline_watch_max, 4096);
 	cr_expect_eq(cfg->roster_max_items, 1000);
 	cr_expect_eq(cfg->roster_max_groups, 100);
 	cr_expect_eq(cfg->blocklist_max_items, 1000);

@@ -15,13 +15,25 @@
  * Stored rows are read by store_read_stanza() (store.h); a row that does
  * not read back is logged with its id at error level and moved to
  * offline_unreadable for the operator, never deleted unread.
- * In a cluster, a node stores a message when its session directory
- * holds no available resource of the account, and the directory
- * learns of a session on another node a scan later (0.1-0.25 s, see
- * cluster/bridge_route.c): a message arriving there meanwhile is
- * stored after this session's first fetch.  So in a cluster the
- * storage is read again im.offline_recheck after an initial presence
- * (rows after those already handed out), from the once-a-second tick.
+ * A message can be stored after its account's session read the
+ * storage: the decision to store was taken when no available resource
+ * was in the session table, and meanwhile the account logged in -- on
+ * another worker (the INSERT commits after the new session's first
+ * fetch) or, in a cluster, on another node, which this node's table
+ * shows only a directory scan later (0.1-0.25 s, cluster/
+ * bridge_route.c).  The row would wait for the next login.  So the
+ * storing side looks again once the row is committed (offline_stored):
+ * the account's best available resource with priority >= 0 in the
+ * shared session table (local or another node's) gets a nudge
+ * (IPC_FRAME_OFFLINE_NUDGE) and reads the storage again, rows after
+ * those already handed out (a fetch in flight is followed by one
+ * more).  One shared-memory lookup per stored message; nothing on the
+ * login path.  In a cluster an account with no such resource at
+ * commit time is watched for im.offline_watch (a bounded list per
+ * worker, im.offline_watch_max; looked up again every tick) for a
+ * session the directory shows late; on a single node the table is
+ * right at once, so no watch.  Past the bound, or a directory later
+ * than the watch, the message waits for the next login, as before.
  * Failure policy: a message that cannot be stored is answered with an
  * error to its sender (service-unavailable when the account is unknown or
  * full, internal-server-error/wait when the database is unavailable,
@@ -34,6 +46,7 @@
 #include "jid.h"
 #include "log.h"
 #include "server.h"
+#include "session.h"
 #include "stanza.h"
 #include "store.h"
 #include "util.h"
@@ -107,6 +120,9 @@ static const char offline_store_sql[] =
 	"RETURNING id) SELECT (SELECT acc FROM a) IS NOT NULL, "
 	"(SELECT id FROM ins)";
 
+static void offline_late_look(struct worker *w, const char *user,
+			      const char *domain);
+
 static void offline_stored(void *ctx, const PGresult *res, const char *error)
 {
 	struct offline_job *j = ctx;
@@ -122,6 +138,7 @@ static void offline_stored(void *ctx, const PGresult *res, const char *error)
 		offline_bounce(j->w, j->text, "cancel", "service-unavailable");
 	} else {
 		METRIC_INC(j->w->stats->offline_stored);
+		offline_late_look(j->w, j->user, j->domain);
 	}
 	offline_job_free(j);
 }
@@ -357,6 +374,8 @@ static void offline_remove(struct conn *c, int gone, const char *bad,
 	buf_free(&done);
 }
 
+static void offline_fetch(struct conn *c);
+
 static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 {
 	struct offline_job *j = ctx;
@@ -365,13 +384,24 @@ static void offline_fetched(void *ctx, const PGresult *res, const char *error)
 	if (res == NULL)
 		log_warn("offline messages of %s@%s: %s", j->user, j->domain,
 			 error);
-	if (c != NULL)
+	int again = 0;
+	if (c != NULL) {
 		c->offline_fetching = 0;
-	if (c != NULL && n == 0 && res != NULL && c->offline_count > 0)
+		again = c->offline_again;
+		c->offline_again = 0;
+	}
+	if (c != NULL && n == 0 && res != NULL && c->offline_count > 0 &&
+	    !again)
 		log_info("c%u: %u offline messages delivered", c->id,
 			 c->offline_count);
 	if (c == NULL || !c->bound || c->want_close || c->out_shed || n == 0) {
 		offline_job_free(j);
+		/* a nudge came while this read was on its way: its row may
+		 * have committed after the read began (rows here set
+		 * offline_pending below, whose fetch comes later anyway) */
+		if (again && res != NULL && c != NULL && c->bound &&
+		    !c->closed && !c->want_close && !c->out_shed)
+			offline_fetch(c);
 		return;
 	}
 	/* Array literals: unreadable ids and their reasons. */
@@ -489,61 +519,208 @@ static void offline_deliver(struct conn *c)
 	offline_fetch(c);
 }
 
-/* ---- a second look, in a cluster -------------------------------------
- * Sessions to look at again, in the order of their due times (one
- * delay for all, so appending keeps the order); a ring per worker.
- * When it is full the newest is not remembered: that session's
- * late-stored messages wait for its next login, as without the
- * recheck (logged, at most every few seconds). */
-#define OFFLINE_RECHECK_MAX 4096
+/* ---- a row stored after its session read the storage ----------------
+ * (see the header comment) */
 
-static struct offline_recheck {
-	uint32_t conn_id, gen;
-	int64_t due_ms;
-} offline_rechecks[OFFLINE_RECHECK_MAX];
-static unsigned offline_recheck_head, offline_recheck_n;
-static int64_t offline_recheck_logged_ms;
-
-static void offline_recheck_add(struct conn *c)
+/* A message for c's account was stored after c read the storage (or
+ * may have been): read it again, unless c takes no stored messages now
+ * (its next initial presence reads the storage).  A detached XEP-0198
+ * session has no socket to write them to: the row waits for the
+ * account's next initial presence. */
+static void offline_nudged(struct conn *c)
 {
-	const struct config *cfg = c->w->cfg;
-	int64_t now = time_now_ms();
-	if (!config_cluster_on(cfg) || cfg->offline_recheck == 0)
+	if (c->closed || c->want_close || c->out_shed || c->detached ||
+	    !c->available || c->priority < 0)
 		return;
-	if (offline_recheck_n == OFFLINE_RECHECK_MAX) {
-		if (now - offline_recheck_logged_ms >= 5000) {
-			offline_recheck_logged_ms = now;
-			log_info("c%u: offline storage not read again (%u "
-				 "logins waiting for it already)", c->id,
-				 OFFLINE_RECHECK_MAX);
+	if (c->offline_fetching) {
+		/* that read may have begun before the row committed */
+		log_debug("c%u: nudged during a read of its offline storage: "
+			  "one more read after it", c->id);
+		c->offline_again = 1;
+	} else {
+		offline_deliver(c);     /* or the pending one reads it */
+	}
+}
+
+/* The resource a bare-JID message would go to now: available, priority
+ * >= 0, the highest (on a tie the newest: the login most likely to have
+ * raced the store).  1 and *out set, or 0.  O(the account's sessions):
+ * one hash chain of the shared table (shm_session_list). */
+static int offline_target(struct worker *w, const char *bare,
+			  struct session_info *out)
+{
+	struct session_info *heap;
+	int n, best = -1;
+	struct session_info *res = route_sessions(w, bare, &n, &heap);
+	for (int i = 0; i < n; i++) {
+		const struct session_info *s = &res[i];
+		if (!s->available || s->priority < 0)
+			continue;
+		if (best < 0 || s->priority > res[best].priority ||
+		    (s->priority == res[best].priority &&
+		     s->since > res[best].since))
+			best = i;
+	}
+	if (best >= 0)
+		*out = res[best];
+	route_sessions_done(heap);
+	return best >= 0;
+}
+
+/* Tell session s (here, on another worker, or on another node through
+ * the bridge) to read its storage again. */
+static void offline_nudge(struct worker *w, const struct session_info *s)
+{
+	const char *error;
+	METRIC_INC(w->stats->offline_nudges);
+	log_debug("%s told to read its offline storage again%s", s->jid,
+		  s->node ? " (on another node)" : "");
+	if (s->node == 0 && s->slot == w->slot) {
+		struct conn *c = conn_lookup(w, s->conn_id, s->gen);
+		if (c != NULL && c->bound)
+			offline_nudged(c);
+		return;
+	}
+	if (worker_send_session(w, s, IPC_FRAME_OFFLINE_NUDGE, "", 0,
+				&error) < 0)
+		log_info("offline nudge for %s not sent (%s): the message "
+			 "waits for its next login", s->jid, error);
+}
+
+/* Accounts watched in a cluster: the bare JID, a hash of it (compared
+ * first) and until when.  One entry per account, in no order: a store
+ * for a watched account moves its deadline; the tick walks them all.
+ * Grown up to im.offline_watch_max. */
+struct offline_watch {
+	char *bare;
+	uint32_t hash;
+	int64_t until_ms;
+};
+static struct offline_watch *offline_watches;
+static unsigned offline_nwatch, offline_watch_cap;
+static int64_t offline_watch_logged_ms;
+
+static uint32_t offline_hash(const char *s)
+{
+	uint32_t h = 2166136261u;       /* FNV-1a */
+	for (; *s != '\0'; s++)
+		h = (h ^ (uint8_t)*s) * 16777619u;
+	return h;
+}
+
+static void offline_watch_drop(unsigned i)
+{
+	free(offline_watches[i].bare);
+	offline_watches[i] = offline_watches[--offline_nwatch];
+}
+
+/* Watch bare (or move its deadline).  Past im.offline_watch_max the
+ * account is not watched: its message waits for the next login
+ * (logged at most every few seconds). */
+static void offline_watch_add(struct worker *w, const char *bare)
+{
+	const struct config *cfg = w->cfg;
+	uint32_t h = offline_hash(bare);
+	int64_t now = time_now_ms(), until = now + (int64_t)cfg->offline_watch;
+	for (unsigned i = 0; i < offline_nwatch; i++) {
+		if (offline_watches[i].hash == h &&
+		    strcmp(offline_watches[i].bare, bare) == 0) {
+			offline_watches[i].until_ms = until;
+			return;
+		}
+	}
+	if (offline_nwatch >= cfg->offline_watch_max) {
+		if (now - offline_watch_logged_ms >= 5000) {
+			offline_watch_logged_ms = now;
+			log_info("offline message for %s: not watched for a late "
+				 "session (%u accounts watched already, "
+				 "im.offline_watch_max)", bare, offline_nwatch);
 		}
 		return;
 	}
-	struct offline_recheck *r = &offline_rechecks[
-		(offline_recheck_head + offline_recheck_n++) %
-		OFFLINE_RECHECK_MAX];
-	r->conn_id = c->id;
-	r->gen = c->gen;
-	r->due_ms = now + (int64_t)cfg->offline_recheck;
+	if (offline_nwatch == offline_watch_cap) {
+		unsigned cap = offline_watch_cap ? offline_watch_cap * 2 : 64;
+		struct offline_watch *n = realloc(offline_watches,
+						  cap * sizeof(*n));
+		if (n == NULL)
+			return;
+		offline_watches = n;
+		offline_watch_cap = cap;
+	}
+	char *copy = strdup(bare);
+	if (copy == NULL)
+		return;
+	offline_watches[offline_nwatch++] = (struct offline_watch){
+		.bare = copy, .hash = h, .until_ms = until,
+	};
 }
 
+/* The row of user@domain is committed: if a resource that would have
+ * read the storage at its initial presence is there now, it may have
+ * read before the row committed -- nudge it (a nudge too many costs a
+ * query that finds nothing).  Else, in a cluster only, watch the
+ * account: another node's session may not be in our table yet.  On a
+ * single node the table is written in the same turn as the session's
+ * initial presence, before its read: no resource now means its read
+ * comes after the commit. */
+static void offline_late_look(struct worker *w, const char *user,
+			      const char *domain)
+{
+	char bare[IPC_JID_MAX + 1];
+	struct session_info s;
+	int len = snprintf(bare, sizeof(bare), "%s@%s", user, domain);
+	if (len < 0 || (size_t)len >= sizeof(bare))
+		return;
+	if (offline_target(w, bare, &s))
+		offline_nudge(w, &s);
+	else if (config_cluster_on(w->cfg) && w->cfg->offline_watch > 0)
+		offline_watch_add(w, bare);
+}
+
+/* Once a second: each watched account's first available resource gets
+ * a nudge and the account is no longer watched; so does one whose time
+ * is up. */
 static void offline_tick(struct worker *w, int64_t now_ms)
 {
-	while (offline_recheck_n > 0) {
-		struct offline_recheck *r =
-			&offline_rechecks[offline_recheck_head];
-		if (r->due_ms > now_ms)
-			break;
-		offline_recheck_head = (offline_recheck_head + 1) %
-				       OFFLINE_RECHECK_MAX;
-		offline_recheck_n--;
-		/* still there, bound and available: unavailable since
-		 * means its next initial presence fetches anyway */
-		struct conn *c = conn_lookup(w, r->conn_id, r->gen);
-		if (c != NULL && c->bound && !c->closed && !c->want_close &&
-		    c->available && c->priority >= 0)
-			offline_deliver(c);
+	struct session_info s;
+	unsigned i = 0;
+	if (w->cfg->offline_watch == 0) {
+		while (offline_nwatch > 0)
+			offline_watch_drop(offline_nwatch - 1);
+		return;
 	}
+	while (i < offline_nwatch) {
+		struct offline_watch *e = &offline_watches[i];
+		if (offline_target(w, e->bare, &s)) {
+			offline_nudge(w, &s);
+			offline_watch_drop(i);
+		} else if (e->until_ms <= now_ms) {
+			offline_watch_drop(i);
+		} else {
+			i++;
+		}
+	}
+}
+
+/* IPC_FRAME_OFFLINE_NUDGE from another worker or node.  A session gone
+ * meanwhile: 0, so that route_frame forwards the frame where the
+ * session moved (XEP-0198) or drops it; the row stays stored. */
+static int offline_worker_frame(struct worker *w,
+				const struct ipc_frame_header *hdr,
+				const char *payload, size_t len)
+{
+	(void)payload;
+	(void)len;
+	if (hdr->type != IPC_FRAME_OFFLINE_NUDGE)
+		return 0;
+	struct conn *c = conn_lookup(w, hdr->conn_id, hdr->gen);
+	if (c == NULL || !c->bound) {
+		log_debug("offline nudge for c%u (gen %u): no such session",
+			  hdr->conn_id, hdr->gen);
+		return 0;
+	}
+	offline_nudged(c);
+	return 1;
 }
 
 /* ---- the extension (ext.h) ------------------------------------------- */
@@ -563,10 +740,8 @@ static void offline_presence(struct conn *c, const struct xml_node *st,
 			     int initial)
 {
 	(void)st;
-	if (initial && c->priority >= 0) {
+	if (initial && c->priority >= 0)
 		offline_deliver(c);
-		offline_recheck_add(c);
-	}
 }
 
 static void offline_drained(struct conn *c)
@@ -594,7 +769,7 @@ static void offline_free(struct conn *c)
 
 static const char *const offline_disco[] = { "msgoffline", NULL };
 static const char *const offline_config[] = {
-	"im.offline_quota", "im.offline_recheck", NULL,
+	"im.offline_quota", "im.offline_watch", "im.offline_watch_max", NULL,
 };
 static const char *const offline_schema[] = {
 	"002-im.sql", "004-offline-unreadable.sql", NULL,
@@ -612,4 +787,5 @@ const struct ext offline_ext = {
 	.session_gone = offline_gone,
 	.conn_free = offline_free,
 	.tick = offline_tick,
+	.worker_frame = offline_worker_frame,
 };

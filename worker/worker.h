@@ -204,6 +204,7 @@ struct conn {
 	 * out has drained, so a backlog never fills out. */
 	int offline_fetching;   /* offline messages on their way */
 	int offline_pending;    /* more may be stored: fetch once drained */
+	int offline_again;      /* nudged during a fetch: one more after it */
 	long long offline_after;    /* last stored id handled */
 	unsigned offline_count;     /* delivered (for the log) */
 	struct offline_sent *offline_sent;  /* rows put in out, not removed */

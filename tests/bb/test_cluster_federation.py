@@ -133,8 +133,10 @@ def fed_cluster(secure, workers=1, node_timeout="2s", anchor=ProsodyServer):
 # The session directory reaches the other nodes within a scan (every
 # 100 ms, cluster/bridge_route.c) plus NATS: measured here 0.1-0.25 s
 # after a bind.  A stanza for a bare JID that reaches another node
-# before that finds no session and goes to offline storage, from where
-# im.offline_recheck brings it ~2 s later with a <delay/>
+# before that finds no session and goes to offline storage; the storing
+# worker watches the account (im.offline_watch) and, once its directory
+# shows her session, nudges it to read the storage again: the message
+# comes a second or so later with a <delay/>
 # (test_message_before_directory); the other tests let the directory
 # settle after a login before the remote side writes, as
 # test_cluster_im.py's listed() does, so that what they see is the
@@ -387,8 +389,12 @@ def test_message_before_directory():
     erin's fresh session (made certain here: the bridge of erin's node is
     stopped, SIGSTOP, for 1.5 s around her login, so no directory event
     leaves it) is stored offline by that node -- and reaches erin in her
-    current session within seconds (im.offline_recheck, worker/
-    offline.c), with its XEP-0203 delay, not only at her next login."""
+    current session within seconds, with its XEP-0203 delay, not only at
+    her next login: the storing worker found no session of hers when the
+    row committed, so it watched her account (im.offline_watch,
+    worker/offline.c), and once its directory showed her session it sent
+    that session a nudge (IPC_FRAME_OFFLINE_NUDGE) through both bridges;
+    her worker read the storage again."""
     with fed_cluster(True, node_timeout="6s") as lab:
         async def scenario():
             anna = await lab.user(0, "anna").online()
@@ -424,6 +430,13 @@ def test_message_before_directory():
                 # it was stored (the proof that the race was made):
                 # XEP-0203 delay from the offline storage
                 assert "urn:xmpp:delay" in str(m), m
+                # and brought by a nudge from the node that stored it
+                nudged = re.compile(
+                    r"%s told to read its offline storage again \(on "
+                    r"another node\)\n" % re.escape(str(e.boundjid)))
+                assert [n.name for n in lab.cl.nodes
+                        if nudged.search(n.log_text())], \
+                    "no node logged a nudge for %s" % e.boundjid
             finally:
                 await offline_all(*users)
         run_async(scenario(), timeout=180)

@@ -16,7 +16,9 @@ test_carbons.py, test_blocking.py, test_mam.py) assert on one node:
   * RFC 6121 8.5.2 bare-JID messages over resources on two nodes;
   * RFC 6120 7.7.2.2 resource conflict across nodes;
   * XEP-0313: both archives hold a message between nodes;
-  * XEP-0160 offline storage delivered at a login on another node;
+  * XEP-0160 offline storage delivered at a login on another node; a
+    message stored before the directory showed the login reaches that
+    session (im.offline_watch), within im.offline_watch_max;
   * an IQ to a full JID on another node answered back.
 
 Users and passwords are imlib's.  Exits 77 without nats-server
@@ -24,6 +26,7 @@ Users and passwords are imlib's.  Exits 77 without nats-server
 """
 import os
 import re
+import signal
 import sys
 import time
 
@@ -632,6 +635,65 @@ def test_offline_storage_any_node():
         no_message(j, 0.8)
 
 
+OFFLINE_DELAY = ("<delay xmlns='urn:xmpp:delay' from='localhost' "
+                 "stamp='[^']+'>Offline Storage</delay>")
+
+
+@skippable
+@checked
+def test_offline_watch_bounded():
+    """juliet and nurse log in on n2 while n2's bridge is stopped
+    (SIGSTOP), so n1's directory does not show them; romeo on n1 writes
+    to both: n1 stores both messages.  Its worker watches juliet's
+    account (im.offline_watch) and, once n2's bridge runs again and the
+    directory shows her session, nudges it: she gets the message in this
+    session, with its <delay/>.  With im.offline_watch_max = 1 nurse's
+    account is not watched (logged): her message waits for her next
+    login, which gets it."""
+    with Lab(nodes=3, nats=3, workers=1, node_timeout="6s",
+             overrides={"im.offline_watch_max": "1"}) as lab:
+        add_users(lab)
+        lab.wait_converged(15)
+        r = on(lab, 0, "romeo", "r")
+        listed(lab, r)
+        bridge = lab.nodes[1].bridge_pid()
+        assert bridge, "no bridge pid for n2"
+        os.kill(bridge, signal.SIGSTOP)
+        try:
+            j = on(lab, 1, "juliet", "j")
+            n = on(lab, 1, "nurse", "n")
+            for x in (j, n):
+                # after her initial presence's read of the storage, on
+                # the same database link: that read found nothing
+                assert "type='result'" in x.roster_get()
+            r.send("<message to='juliet@localhost' type='chat' id='w1'>"
+                   "<body>one</body></message>")
+            r.send("<message to='nurse@localhost' type='chat' id='w2'>"
+                   "<body>two</body></message>")
+            wait_until(lambda: (re.search(
+                r"offline message for nurse@localhost: not watched for a "
+                r"late session \(1 accounts watched already, "
+                r"im.offline_watch_max\)\n", lab.nodes[0].log_text()),
+                "n1's log"), 10, "nurse's account not watched")
+            no_message(j, 0.2)
+        finally:
+            os.kill(bridge, signal.SIGCONT)
+        j.expect(re.compile(re.escape(
+            "<message to='juliet@localhost' type='chat' id='w1' "
+            "from='romeo@localhost/r'><body>one</body>") + OFFLINE_DELAY
+            + "</message>"), timeout=10)
+        # by then n1's directory shows nurse too (the same scan of n2's
+        # table carried both logins) and ticks went by: no nudge for her
+        no_message(n, 2.5)
+        n.close()
+        listed(lab, r, j, gone=("nurse@localhost/n",))
+        n = on(lab, 2, "nurse", "again")
+        n.expect(re.compile(re.escape(
+            "<message to='nurse@localhost' type='chat' id='w2' "
+            "from='romeo@localhost/r'><body>two</body>") + OFFLINE_DELAY
+            + "</message>"), timeout=10)
+
+
 @skippable
 @checked
 def test_iq_to_full_jid_on_other_node():
@@ -706,6 +768,7 @@ if __name__ == "__main__":
                test_carbons_across_nodes, test_blocking_across_nodes,
                test_bare_jid_rules_across_nodes, test_resource_conflict_across_nodes,
                test_mam_both_archives, test_offline_storage_any_node,
+               test_offline_watch_bounded,
                test_iq_to_full_jid_on_other_node, test_reply_to_a_fresh_session,
            test_conflict_race_across_nodes]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (Client, Server, pid_alive, run_tests, stanza_id_rx,  # noqa: E402
                      wait_for)
 from test_pgdown import PgProxy, pg_target, proxied_server, running  # noqa: E402
+from imlib import connect_on  # noqa: E402
 
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 USERS = [("juliet@localhost", "r0m30!"), ("romeo@localhost", "jul13t?"),
@@ -513,6 +514,174 @@ def test_offline_late_commit_kept():
         wait_for(lambda: sql(s, count % "early") == "0", what="'early' removed")
 
 
+# ---- a message stored after the recipient's login read the storage ------
+
+STORE_WAITING = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+                 "relation = 'offline_messages'::regclass")
+OFFLINE_COUNT = "SELECT count(*) FROM offline_messages"
+
+
+def nudges(s):
+    """xmppd_offline_nudges_total over the workers (xmppctl stats)."""
+    r = s.ctl("stats", "--openmetrics")
+    text = getattr(r, "stdout", r)
+    return sum(int(v) for v in re.findall(
+        r"^xmppd_offline_nudges_total\{[^}]*\} (\d+)$", text, re.M))
+
+
+def login_on(s, worker, user, resource):
+    c = connect_on(s, worker)
+    return c, c.login(user, PASSWORDS[user], resource=resource)
+
+
+def store_held(s, lock, sender, body_id):
+    """Hold every INSERT into offline_messages (SHARE mode: reads go
+    through) and have sender write to juliet, who is offline: the store
+    waits on the lock."""
+    assert lock.ask("BEGIN; LOCK offline_messages IN SHARE MODE; "
+                    "SELECT 1;") == "1"
+    sender.send("<message to='juliet@localhost' type='chat' id='%s'>"
+                "<body>late</body></message>" % body_id)
+    wait_for(lambda: sql(s, STORE_WAITING) == "1", what="the store waiting")
+
+
+def juliet_read_storage(s):
+    """juliet logs in on worker 1, initial presence: her read of the
+    storage is answered before her roster get, which worker 1's database
+    link sends after it (one link, answered in order): the read found
+    nothing."""
+    j, jj = login_on(s, 1, "juliet", "balcony")
+    j.send("<presence/>")
+    got = iq(j, "<query xmlns='jabber:iq:roster'/>", "r1", "get")
+    assert "type='result'" in got, got
+    assert b"<message" not in j.buf, j.buf
+    return j, jj
+
+
+def test_offline_store_after_login_read():
+    """romeo (worker 0) writes to juliet while she is offline; the row
+    commits only after juliet logged in on worker 1 and her initial
+    presence read the storage (the INSERT held by a table lock that lets
+    reads through).  The storing worker finds her session once the row
+    is committed and nudges it: she gets the message in this session,
+    with its XEP-0203 delay, and the row goes -- not at her next login."""
+    with Server(workers=2, users=USERS) as s:
+        r, jr = login_on(s, 0, "romeo", "orchard")
+        lock = Psql(s)
+        try:
+            store_held(s, lock, r, "late1")
+            j, jj = juliet_read_storage(s)
+            assert lock.ask("COMMIT; SELECT 1;") == "1"
+        finally:
+            lock.close()
+        j.read_until("<message to='juliet@localhost' type='chat' id='late1' "
+                     "from='%s'><body>late</body>%s<delay xmlns='urn:xmpp:"
+                     "delay' from='localhost' stamp='[^']+'>Offline Storage"
+                     "</delay></message>"
+                     % (re.escape(jr), stanza_id_rx("juliet@localhost")),
+                     timeout=10)
+        wait_for(lambda: sql(s, OFFLINE_COUNT) == "0", what="the row removed")
+        assert re.search(r"juliet@localhost/balcony told to read its offline "
+                         r"storage again\n", s.log_text())
+        assert nudges(s) == 1
+
+
+def test_offline_nudge_for_gone_session():
+    """The same race, but juliet's session is gone when the nudge reaches
+    its worker (worker 1 stopped, SIGSTOP, while her connection closes
+    and the row commits; the table still listed her, so worker 0 sent
+    the nudge): the nudge finds no session and does nothing else --
+    worker 1 runs on, the row stays, and her next login gets it."""
+    with Server(workers=2, users=USERS) as s:
+        r, jr = login_on(s, 0, "romeo", "orchard")
+        lock = Psql(s)
+        w1 = s.worker_pids()[1]
+        stopped = False
+        try:
+            store_held(s, lock, r, "late2")
+            j, jj = juliet_read_storage(s)
+            os.kill(w1, signal.SIGSTOP)
+            stopped = True
+            j.close()
+            assert lock.ask("COMMIT; SELECT 1;") == "1"
+            wait_for(lambda: re.search(
+                r"juliet@localhost/balcony told to read its offline storage "
+                r"again\n", s.log_text()), what="the nudge sent")
+        finally:
+            if stopped:
+                os.kill(w1, signal.SIGCONT)
+            lock.close()
+        wait_for(lambda: re.search(r"offline nudge for c\d+ \(gen \d+\): no "
+                                   r"such session\n", s.log_text()),
+                 what="the nudge dropped")
+        assert s.worker_pids()[1] == w1
+        assert sql(s, OFFLINE_COUNT) == "1"
+        j2, _ = login(s, "juliet", "window")
+        j2.send("<presence/>")
+        j2.read_until("<message to='juliet@localhost' type='chat' id='late2' "
+                      "from='%s'><body>late</body>" % re.escape(jr))
+        wait_for(lambda: sql(s, OFFLINE_COUNT) == "0", what="the row removed")
+
+
+# xmppd_account_id as a test makes it for the next test: the read of
+# juliet's offline storage (the only query with a window over the rows)
+# waits, once it runs, for advisory lock 4242 -- after its snapshot is
+# taken.  VOLATILE: the planner does not call it while planning; it is
+# called per row, so a row of another account must be there to read.
+HELD_READ = """CREATE OR REPLACE FUNCTION xmppd_account_id(p_user text,
+  p_domain text) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $f$
+BEGIN
+  IF p_user = 'juliet' AND current_query() LIKE '%OVER (ORDER BY id)%' THEN
+    PERFORM pg_advisory_lock_shared(4242);
+    PERFORM pg_advisory_unlock_shared(4242);
+  END IF;
+  RETURN (SELECT id FROM accounts WHERE username = p_user
+          AND domain = p_domain);
+END $f$"""
+READ_WAITING = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+                "locktype = 'advisory'")
+
+
+def test_offline_nudge_during_read():
+    """The nudge reaches juliet's session while her first read of the
+    storage is still running, a read whose snapshot was taken before the
+    row committed (it waits inside the database, after its snapshot, until
+    the nudge was handled): the session reads once more after it, and she
+    gets the message in this session -- the nudge is not lost."""
+    with Server(workers=2, users=USERS) as s:
+        r, jr = login_on(s, 0, "romeo", "orchard")
+        sql(s, "INSERT INTO offline_messages (account_id, sender, stanza) "
+               "VALUES (xmppd_account_id('nurse', 'localhost'), "
+               "'romeo@localhost/x', $q$<message to='nurse@localhost' "
+               "from='romeo@localhost/x'><body>x</body></message>$q$)")
+        sql(s, HELD_READ)
+        lock = Psql(s)
+        hold = Psql(s)
+        try:
+            store_held(s, lock, r, "late3")
+            assert hold.ask("SELECT pg_advisory_lock(4242), 1;") == "|1"
+            j, jj = login_on(s, 1, "juliet", "balcony")
+            j.send("<presence/>")
+            wait_for(lambda: sql(s, READ_WAITING) == "1",
+                     what="her read waiting, its snapshot taken")
+            assert lock.ask("COMMIT; SELECT 1;") == "1"
+            wait_for(lambda: re.search(
+                r"c\d+: nudged during a read of its offline storage: one "
+                r"more read after it\n", s.log_text()),
+                what="the nudge handled during the read")
+            assert hold.ask("SELECT pg_advisory_unlock(4242);") == "t"
+        finally:
+            lock.close()
+            hold.close()
+        j.read_until("<message to='juliet@localhost' type='chat' id='late3' "
+                     "from='%s'><body>late</body>%s<delay xmlns='urn:xmpp:"
+                     "delay' from='localhost' stamp='[^']+'>Offline Storage"
+                     "</delay></message>"
+                     % (re.escape(jr), stanza_id_rx("juliet@localhost")),
+                     timeout=10)
+        wait_for(lambda: sql(s, OFFLINE_COUNT) == "1", what="her row removed")
+
+
 if __name__ == "__main__":
     run_tests([test_vcard_set_get, test_vcard_missing,
                test_vcard_forbidden_and_limits, test_private_round_trip,
@@ -522,4 +691,7 @@ if __name__ == "__main__":
                test_survives_restart, test_database_down,
                test_offline_unreadable_kept,
                test_stored_xml_unreadable_answered,
-               test_offline_late_commit_kept])
+               test_offline_late_commit_kept,
+               test_offline_store_after_login_read,
+               test_offline_nudge_for_gone_session,
+               test_offline_nudge_during_read])
