@@ -885,7 +885,8 @@ def check_snapshot_queue(nats, n1, secret):
         assert directory_of(n1, "n7") < 48000
         line = [l for l in n1.log_text().splitlines()
                 if "snapshot parts dropped" in l][0]
-        print("# n7's snapshot of %d bytes: %s" % (size, line[line.index("cluster:"):]))
+        print("# n7's snapshot of %d bytes: %s (%d requests so far)"
+              % (size, line[line.index("cluster:"):], len(asks.msgs)))
     finally:
         fake.stop()
         asks.close()
