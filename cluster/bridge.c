@@ -425,6 +425,7 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 		randombytes_buf(&b->incarnation, sizeof(b->incarnation));
 	b->run = fence_wall_us();
 	fence_init(&b->fence, (int64_t)b->cfg->cluster_clock_skew);
+	fence_init(&b->snap_fence, (int64_t)b->cfg->cluster_clock_skew);
 	snprintf(b->node, sizeof(b->node), "%.32s", b->cl->nodes[0].name);
 	snprintf(b->cluster, sizeof(b->cluster), "%.32s", b->cl->name);
 	b->interval_ms = b->cfg->cluster_heartbeat_interval;
@@ -527,7 +528,7 @@ natsStatus bridge_publish(struct bridge *b, const char *subject,
 	return s;
 }
 
-int bridge_open(struct bridge *b, const char *subject, const void *msg,
+int bridge_open(struct fence *f, const char *subject, const void *msg,
 		size_t len, size_t *payload_r, struct fence_stamp *st,
 		const char **error_r)
 {
@@ -539,7 +540,7 @@ int bridge_open(struct bridge *b, const char *subject, const void *msg,
 	}
 	if (fence_take(msg, signed_len, st, payload_r, error_r) < 0)
 		return -1;
-	enum fence_verdict v = fence_check(&b->fence, st, fence_wall_ms());
+	enum fence_verdict v = fence_check(f, st, fence_wall_ms());
 	if (v != FENCE_OK) {
 		*error_r = fence_verdict_text(v);
 		return -1;
@@ -612,8 +613,8 @@ static void bridge_heard(struct bridge *b, const struct bridge_ev *e)
 	METRIC_ADD(b->cl->bytes_in, e->len);
 	if (e->len > BRIDGE_EV_DATA)
 		error = "too long";
-	else if (bridge_open(b, b->subj_hb, e->data, e->len, &plen, &st,
-			     &error) < 0)
+	else if (bridge_open(&b->fence, b->subj_hb, e->data, e->len, &plen,
+			     &st, &error) < 0)
 		replay = st.node[0] != '\0';   /* signed: the fence's */
 	else if (cluster_hb_parse(e->data, plen, &hb, &error) < 0)
 		;

@@ -76,6 +76,12 @@ struct bridge {
 	uint64_t run;               /* our start, wall-clock µs (fence.h) */
 	uint64_t pub_seq;           /* messages published, the last's seq */
 	struct fence fence;         /* the other nodes' runs and windows */
+	/* snapshot parts' own: they wait apart and are read after what
+	 * the node sent later (bridge.c ring), whose sequence would have
+	 * moved the window past them (a part refused as a replay, the
+	 * snapshot lost); the MAC covers the subject, so nothing else can
+	 * pass this fence */
+	struct fence snap_fence;
 	/* who we are and our timing, fixed for this bridge's life: the
 	 * names as the master put them in the node table at its start (a
 	 * reload's new cluster.* values are restart-only and must not
@@ -166,10 +172,10 @@ struct bridge {
 natsStatus bridge_publish(struct bridge *b, const char *subject,
 			  const void *data, size_t len);
 /* A message as received on subject: signed with the cluster's key and
- * not a replay (fence.h).  0 with the payload's length and the
- * sender's stamp; -1 with a static reason (counted and logged by the
- * caller). */
-int bridge_open(struct bridge *b, const char *subject, const void *msg,
+ * not a replay (fence.h; f: the bridge's fence, or its snap_fence for
+ * snapshot parts).  0 with the payload's length and the sender's
+ * stamp; -1 with a static reason (counted and logged by the caller). */
+int bridge_open(struct fence *f, const char *subject, const void *msg,
 		size_t len, size_t *payload_r, struct fence_stamp *st,
 		const char **error_r);
 void bridge_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,

@@ -1236,8 +1236,9 @@ void bridge_route_msg(struct bridge *b, enum bridge_subject subject,
 	 * of something we took already is not news */
 	memset(&st, 0, sizeof(st));
 	if (raw <= 0 || data == NULL ||
-	    bridge_open(b, natsMsg_GetSubject(msg), data, (size_t)raw, &plen,
-			&st, &error) < 0 || plen == 0) {
+	    bridge_open(subject == BRIDGE_SUBJ_SNAP ? &b->snap_fence :
+			&b->fence, natsMsg_GetSubject(msg), data, (size_t)raw,
+			&plen, &st, &error) < 0 || plen == 0) {
 		METRIC_INC(b->cl->msgs_refused);
 		if (route_log_ok(b))
 			log_warn("cluster: message on %s%s%s refused: %s",
