@@ -954,13 +954,20 @@ static void route_settled(struct bridge *b, unsigned w, const void *data,
 	 * done with (a span not of this numbering: all, as before) */
 	if ((h.flags & IPC_SETTLED_FRESH) && f->read_known) {
 		uint32_t upto = f->last_read - f->head_token;
-		uint32_t lo = h.base - f->head_token, hi = h.last - f->head_token;
+		/* the span as distances from our head: its start may be
+		 * behind it (those frames were forced already), its end
+		 * past the old process's last report (read in the turn it
+		 * died in, or by the new one before this report) */
+		int32_t lo = (int32_t)(h.base - f->head_token);
+		int32_t hi = (int32_t)(h.last - f->head_token);
 		bool adopted = (h.flags & IPC_SETTLED_ADOPTED) &&
-			       (h.flags & IPC_SETTLED_BASE) && lo <= hi &&
-			       hi <= upto && upto < f->n;
+			       (h.flags & IPC_SETTLED_BASE) && hi >= 0 &&
+			       (size_t)hi < f->n && lo <= hi;
 		if (adopted) {
-			fifo_mark(b, f, 0, lo);
-			fifo_mark(b, f, (size_t)hi + 1, (size_t)upto + 1);
+			fifo_mark(b, f, 0, lo > 0 ? (size_t)lo : 0);
+			if (upto < f->n && upto > (uint32_t)hi)
+				fifo_mark(b, f, (size_t)hi + 1,
+					  (size_t)upto + 1);
 		} else if (upto < f->n) {
 			fifo_mark(b, f, 0, (size_t)upto + 1);
 		}

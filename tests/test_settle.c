@@ -462,3 +462,49 @@ Test(settle, nothing_adopted)
 	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH);
 	settle_free(&s);
 }
+
+/* The datagram the previous process died in comes again (shm/queue.c
+ * gives the new process one more go at it): its tokens are behind the
+ * adopted span's end.  They are routed under their own token, held on
+ * where the ring still has them, and the adopted holds stay (before,
+ * a token behind looked like a new bridge's numbering and every
+ * adopted hold was dropped). */
+Test(settle, redispatched_datagram_after_adoption)
+{
+	struct settle s;
+	struct report r;
+	struct settle_list j = { 0 };
+	struct settle_hold again;
+	settle_init(&s, true);
+	settle_adopt_span(&s, 10);
+	settle_adopt_span(&s, 14);
+	settle_adopt_begin(&s);
+	settle_adopt_hold(&s, &j, 1, 10);
+	settle_adopt_hold(&s, &j, 2, 14);
+	settle_adopt_end(&s);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.flags, IPC_SETTLED_FRESH | IPC_SETTLED_ADOPTED |
+				IPC_SETTLED_BASE);
+	settle_begin(&s, 13);           /* once more: journaled again */
+	settle_hold(&s, &again);
+	settle_end(&s);
+	cr_expect_eq(again.token, 13);
+	settle_begin(&s, 14);
+	settle_end(&s);
+	cr_assert_eq(settle_pending(&s), 3, "10, 13, 14 held");
+	settle_begin(&s, 15);           /* then the queue goes on */
+	settle_end(&s);
+	settle_list_release_all(&s, &j);
+	settle_release(&s, &again);
+	cr_assert_eq(settle_pending(&s), 0);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, 16);
+	/* past the first forward read, a token far behind is a new
+	 * bridge's numbering again */
+	uint32_t epoch = s.epoch;
+	settle_begin(&s, 3);
+	settle_end(&s);
+	cr_expect_eq(s.epoch, epoch + 1);
+	settle_list_free(&s, &j);
+	settle_free(&s);
+}

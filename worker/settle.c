@@ -44,6 +44,7 @@ void settle_init(struct settle *s, bool fresh)
 	memset(s, 0, sizeof(*s));
 	s->fresh = fresh;
 	s->dirty = fresh;
+	s->behind_ok = true;
 	/* lend ids from a start of their own per process, so that a late
 	 * return meant for this slot's previous process names no lend of
 	 * ours (or, at worst, lets one go early) */
@@ -143,6 +144,18 @@ void settle_begin(struct settle *s, uint32_t token)
 				s->n = 0;
 				s->base = s->next = token;
 			}
+		} else if (s->behind_ok && s->next - token <= SETTLE_SKIP_MAX) {
+			/* behind: the datagram this slot's previous process
+			 * died in, handed to us once more (shm/queue.c) after
+			 * we adopted its journals: routed under its token,
+			 * held on if it is still in the ring, else (done with
+			 * already) under none */
+			size_t i = (size_t)(token - s->base);
+			if (i < s->n) {
+				(*ref_at(s, i))++;
+				s->cur = token;
+			}
+			return;
 		} else {
 			/* a new bridge numbers from elsewhere: what we hold
 			 * of the old one's it no longer waits for */
@@ -154,6 +167,7 @@ void settle_begin(struct settle *s, uint32_t token)
 			s->dirty = true;
 		}
 	}
+	s->behind_ok = false;
 	if (ring_push(s, 1) < 0) {
 		log_warn("cluster: no memory to hold frame %u: settled now",
 			 token);
@@ -618,6 +632,18 @@ void settle_begin_borrowed(struct settle *s, uint16_t slot, uint32_t id)
 	}
 	s->borrow[i1 - 1] = (struct settle_borrow){ slot, id, 1, 0 };
 	s->cur_borrow = i1;
+}
+
+void settle_returns_again(struct settle *s, uint16_t slot,
+			  const struct buf *ids)
+{
+	const unsigned char *p = (const unsigned char *)buf_head(ids);
+	for (size_t i = 0; i + sizeof(uint32_t) <= buf_used(ids);
+	     i += sizeof(uint32_t)) {
+		uint32_t id;
+		memcpy(&id, p + i, sizeof(id));
+		settle_return_now(s, slot, id);
+	}
 }
 
 int settle_returns(struct settle *s, uint16_t *slot_r, struct buf *out)

@@ -79,6 +79,8 @@ struct settle {
 	uint64_t held_total;    /* holds ever taken (tests, metrics) */
 	/* adoption of a dead predecessor's journals (settle_adopt_*) */
 	bool adopt_any, adopting, adopted_report;
+	bool behind_ok;         /* nothing read ahead yet: a token behind
+				   is the re-dispatched datagram */
 	uint32_t adopt_lo, adopt_hi;
 	/* lent to other workers, in the order of their ids */
 	struct settle_lent *lent;
@@ -170,6 +172,9 @@ void settle_begin_borrowed(struct settle *s, uint16_t slot, uint32_t id);
 /* The lend ids of one lender done with, for IPC_FRAME_LENT_DONE: 1 with
  * *slot_r and out (u32 ids) set, 0 none left. */
 int settle_returns(struct settle *s, uint16_t *slot_r, struct buf *out);
+/* Those ids could not be sent: kept for the next settle_returns. */
+void settle_returns_again(struct settle *s, uint16_t slot,
+			  const struct buf *ids);
 /* The token of the frame being routed if it is one of ours (not a
  * borrowed one), else 0: what an XEP-0198 journal keeps with the
  * stanza, for adoption. */

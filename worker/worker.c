@@ -126,6 +126,8 @@ static void worker_tls_context(struct worker *w)
 
 /* ---- adoption of a dead predecessor's XEP-0198 sessions -------------- */
 
+static void worker_settle_report(struct worker *w);
+
 static int worker_adopt_span(const struct sm_ref *ref,
 			     const struct sm_state *st, void *ctx)
 {
@@ -214,6 +216,10 @@ static void worker_adopt(struct worker *w)
 			log_info("cluster: %llu stanzas of adopted journals "
 				 "hold frames from other nodes",
 				 (unsigned long long)w->settle.held_total);
+		/* the adopted span goes to the bridge before anything is
+		 * read: what this process reads comes after it */
+		worker_settle_report(w);
+		queue_flush(w->q);
 	}
 	if (w->gen <= 1)
 		return;
@@ -581,12 +587,17 @@ static void worker_lent_report(struct worker *w)
 	uint16_t slot;
 	const char *error;
 	buf_init(&b, 0);
-	while (settle_returns(&w->settle, &slot, &b) == 1)
+	while (settle_returns(&w->settle, &slot, &b) == 1) {
 		if (queue_send(w->q, slot, IPC_FRAME_LENT_DONE, 0, 0,
-			       buf_head(&b), buf_used(&b), &error) < 0)
-			log_warn("cluster: return of %zu lent frames to w%u: "
-				 "%s: it lets go after cluster.hold_time",
-				 buf_used(&b) / sizeof(uint32_t), slot, error);
+			       buf_head(&b), buf_used(&b), &error) == 0)
+			continue;
+		/* its outbox is full: kept for the next turn */
+		log_debug("cluster: return of %zu lent frames to w%u: %s: "
+			  "next turn", buf_used(&b) / sizeof(uint32_t), slot,
+			  error);
+		settle_returns_again(&w->settle, slot, &b);
+		break;
+	}
 	buf_free(&b);
 }
 

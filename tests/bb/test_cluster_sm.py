@@ -584,7 +584,9 @@ def test_adopted_journal_held():
     from another node: its successor adopts the journal (detached,
     resumable) and holds those messages' frames on (worker/settle.h
     adoption), so the node killed -9 afterwards gives them back to
-    their sending node, which stores them offline."""
+    their sending node, which stores them offline.  Ten more sent while
+    the worker was stopped, before the kill, are read by the successor
+    in its first turn and held as well."""
     total = 20
     with new_lab() as lab:
         users(lab)
@@ -604,6 +606,14 @@ def test_adopted_journal_held():
         slot = sessions(lab.nodes[1])[jj][1]
         pid = worker_pid(lab.nodes[1], slot)
         assert pid, "juliet's worker"
+        # more come while the worker is stopped: queued for it, read by
+        # its successor right after the adoption (its first turn)
+        os.kill(pid, 19)
+        more = ["a%d" % i for i in range(total, total + 10)]
+        for k in more:
+            msg(r, jj, k)
+        time.sleep(1.0)
+        want += more
         os.kill(pid, 9)
         wait_until(lambda: ("adopted after a crash" in lab.nodes[1].log_text(),
                             None), 20, "the journal adopted")
