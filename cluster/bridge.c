@@ -74,6 +74,8 @@ static struct {
 } ring = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake_fd = -1 };
 
 #define BRIDGE_SNAP_PER_TURN 8
+#define BRIDGE_SNAP_COST 512    /* bytes a queued part counts beyond its
+				   payload */
 
 
 /* ---- libnats threads: the ring only ------------------------------------ */
@@ -126,7 +128,11 @@ static int ring_pop(struct bridge_ev *out)
  * sees the gap and asks again. */
 static int snap_push(natsMsg *msg)
 {
-	size_t len = (size_t)natsMsg_GetDataLength(msg);
+	/* each one costs its natsMsg and a place too: charged at least
+	 * BRIDGE_SNAP_COST, so that tiny messages (anyone who may publish
+	 * on the subject: signatures are checked when read) cannot queue
+	 * hundreds of millions */
+	size_t len = (size_t)natsMsg_GetDataLength(msg) + BRIDGE_SNAP_COST;
 	if (ring.snap_bytes + len > ring.snap_max)
 		return -1;
 	if (ring.snap_n == ring.snap_cap) {
@@ -155,7 +161,8 @@ static natsMsg *snap_pop(void)
 		m = ring.snap[ring.snap_head];
 		ring.snap_head = (ring.snap_head + 1) % ring.snap_cap;
 		ring.snap_n--;
-		ring.snap_bytes -= (size_t)natsMsg_GetDataLength(m);
+		ring.snap_bytes -= (size_t)natsMsg_GetDataLength(m) +
+				   BRIDGE_SNAP_COST;
 	}
 	pthread_mutex_unlock(&ring.lock);
 	return m;

@@ -508,3 +508,32 @@ Test(settle, redispatched_datagram_after_adoption)
 	settle_list_free(&s, &j);
 	settle_free(&s);
 }
+
+/* One frame held for hours (an inactive client's queue, a client that
+ * never acknowledges) must not keep a place in the ring for every later
+ * frame: past 2^18 of them the oldest is let go, counted, and its
+ * holder's late release changes nothing. */
+Test(settle, ring_bounded_by_the_oldest_hold)
+{
+	struct settle s;
+	struct report r;
+	struct settle_hold old;
+	settle_init(&s, false);
+	settle_begin(&s, 1);
+	settle_hold(&s, &old);
+	settle_end(&s);
+	for (uint32_t t = 2; t <= (1u << 18); t++) {
+		settle_begin(&s, t);
+		settle_end(&s);
+	}
+	cr_assert_eq(s.forced, 0, "2^18 places: all kept so far");
+	settle_begin(&s, (1u << 18) + 1);
+	settle_end(&s);
+	cr_expect_eq(s.forced, 1);
+	cr_expect_eq(settle_pending(&s), 0);
+	cr_assert_eq(take_report(&s, &r), 1);
+	cr_expect_eq(r.h.base, (1u << 18) + 2);
+	settle_release(&s, &old);
+	cr_expect_eq(settle_pending(&s), 0);
+	settle_free(&s);
+}

@@ -39,10 +39,11 @@
  * stanzas held and writes spared: a merged presence never written, and
  * a batch of n held stanzas written as one write (n - 1, or n when it
  * goes out ahead of a stanza that is written at once anyway).
- * In a cluster, a held stanza that came from another node keeps that
- * frame held (worker/settle.h) until it is written or routed elsewhere:
- * this node killed with it queued, the sending node routes it again
- * (offline storage), rather than losing it.
+ * In a cluster, a held chat or normal message that came from another
+ * node keeps that frame held (worker/settle.h) until it is written or
+ * routed elsewhere: this node killed with it queued, the sending node
+ * routes it again (offline storage), rather than losing it.  Presence
+ * is not held: handed back, it would be dropped anyway.
  * Failure policy: no memory to hold a stanza writes it at once.
  */
 #include "worker.h"
@@ -186,6 +187,21 @@ static void csi_merge(struct conn *c, const char *from)
 	}
 }
 
+/* Whether another node's frame is worth holding while st waits here:
+ * a message of type chat or normal, which, handed back by a dead node,
+ * goes to another resource or offline storage.  Presence and headline
+ * or groupchat messages to a full JID whose session is gone are
+ * dropped (RFC 6121 8.5.3.2), so holding them would save nothing and
+ * only keep the sender's frame, and the bridge's list of held frames,
+ * longer (an inactive client can stay so for hours). */
+static int csi_worth_holding(const struct xml_node *st)
+{
+	const char *type = xml_attr(st, "type");
+	return strcmp(st->name, "message") == 0 &&
+	       (type == NULL || strcmp(type, "chat") == 0 ||
+		strcmp(type, "normal") == 0);
+}
+
 /* Hold text (st parsed from it); 0, or -1 when it must go at once. */
 static int csi_hold(struct conn *c, const struct xml_node *st,
 		    const char *text, size_t len)
@@ -225,9 +241,10 @@ static int csi_hold(struct conn *c, const struct xml_node *st,
 		csi_entry_free(c->w, h);
 		return -1;
 	}
-	settle_hold(&c->w->settle, &h->hold);
 	memcpy(h->text, text, len);
 	h->len = len;
+	if (csi_worth_holding(st))
+		settle_hold(&c->w->settle, &h->hold);
 	c->csi_nheld++;
 	c->csi_live++;
 	c->csi_bytes += len;

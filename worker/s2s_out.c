@@ -313,6 +313,9 @@ static void out_journal(struct s2s_conn *sc, const char *text, size_t len,
 			  sc->local, sc->remote);
 		return;
 	}
+	/* another node's frame (written under it, out_pump): held until
+	 * the peer's <a h/> covers it, or routed again with it */
+	settle_hold(&s2s_out_worker->settle, &p->hold);
 	if (sc->utail != NULL)
 		sc->utail->next = p;
 	else
@@ -327,6 +330,7 @@ static void out_journal_free(struct s2s_conn *sc)
 	while (sc->uhead != NULL) {
 		struct s2s_pend *p = sc->uhead;
 		sc->uhead = p->next;
+		settle_release(&s2s_out_worker->settle, &p->hold);
 		free(p);
 	}
 	sc->utail = NULL;
@@ -1294,6 +1298,7 @@ static void out_sm(struct conn *c, struct s2s_conn *sc,
 				sc->utail = NULL;
 			sc->ubytes -= p->len;
 			sc->ucount--;
+			settle_release(&s2s_out_worker->settle, &p->hold);
 			free(p);
 		}
 		sc->sm_acked = h;
@@ -1404,7 +1409,7 @@ void s2s_out_gone(struct conn *c)
 			 sc->local, sc->remote, sc->ucount);
 		for (struct s2s_pend *p = sc->uhead; p != NULL; p = p->next)
 			out_back_add(sc->local, sc->remote, p->text, p->len,
-				     p->retried ? sc->cond : NULL, NULL);
+				     p->retried ? sc->cond : NULL, &p->hold);
 		out_journal_free(sc);
 	}
 	sc->sm_handed = sc->sm_on;

@@ -89,8 +89,30 @@ static uint32_t *ref_at(struct settle *s, size_t i)
 	return &s->refs[(s->head + i) % s->cap];
 }
 
+/* Tokens from the oldest held to the last read, at most: one frame
+ * held for hours (a client that neither reads nor acknowledges) would
+ * otherwise keep a place for every later frame.  Past it the oldest is
+ * let go (the bridge let go of it after cluster.hold_time anyway; its
+ * holder's release is then ignored, as for a token below base).  1 MiB
+ * of the ring, a minute of 4,000 frames a second. */
+#define SETTLE_RING_MAX (1u << 18)
+
+static void ring_pop_done(struct settle *s);
+
+static void ring_force_head(struct settle *s)
+{
+	s->head = (s->head + 1) % s->cap;
+	s->n--;
+	s->base++;
+	s->forced++;
+	s->dirty = true;
+	ring_pop_done(s);
+}
+
 static int ring_push(struct settle *s, uint32_t refs)
 {
+	if (s->n >= SETTLE_RING_MAX && !s->adopting)
+		ring_force_head(s);
 	if (s->n == s->cap) {
 		size_t cap = s->cap ? s->cap * 2 : 256;
 		uint32_t *v = malloc(cap * sizeof(*v));

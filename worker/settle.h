@@ -77,6 +77,7 @@ struct settle {
 	struct settle_range *done;
 	size_t ndone, done_cap;
 	uint64_t held_total;    /* holds ever taken (tests, metrics) */
+	uint64_t forced;        /* frames let go at SETTLE_RING_MAX */
 	/* adoption of a dead predecessor's journals (settle_adopt_*) */
 	bool adopt_any, adopting, adopted_report;
 	bool behind_ok;         /* nothing read ahead yet: a token behind

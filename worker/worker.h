@@ -272,6 +272,7 @@ struct worker {
 	unsigned nworkers;      /* worker processes: what owners hash
 				   over (rooms, s2s links), what shares
 				   http.max_connections */
+	uint64_t settle_forced_logged;  /* settle.forced, logged */
 	struct settle settle;   /* frames from other nodes not yet done
 				   with (settle.h): told to the bridge at
 				   each turn's end */
