@@ -25,7 +25,12 @@ What a user would notice, each test its own labs:
     her login on the third node seen by him;
   * kill -9 of the node holding Prosody's stream: Prosody's user still
     reaches the users of the two other nodes (Prosody connects again,
-    through SRV, to a surviving node), and they still reach him.
+    through SRV, to a surviving node), and they still reach him;
+  * kill -9 of a room's owner node while its copy of a message for a
+    Prosody occupant waits for a link to Prosody being set up: the
+    message is not lost silently (the sender's node gets it back and
+    its user is told to try again, or the occupant gets it), the
+    occupant gets it in the end and is still in the room.
 Every wait is bounded.  Exits 77 without nats-server or Prosody.  Needs
 XMPPD_TEST_PGCONN and root (Prosody runs as its own user; the lab's DNS
 is on port 53 of a lab address).
