@@ -445,13 +445,28 @@ def test_message_before_directory():
 
 # ---- a room's copy for a remote occupant, waiting for an s2s link -------
 
-def _room_owned(owner, then, members=("n1", "n2", "n3")):
+def _fnv(text):
+    """FNV-1a of the lower-cased text: the worker a room (worker/muc_
+    cluster.c muc_room_hash) or a remote domain's links (worker/s2s.c
+    s2s_owner_slot) belong to, modulo the node's workers."""
+    h = 2166136261
+    for b in text.lower().encode():
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h
+
+
+def _room_owned(owner, then, workers, members=("n1", "n2", "n3")):
     """A room JID of MUC whose owner is node `owner`, and `then` once
-    `owner` left the member list (test_cluster_muc's rendezvous)."""
+    `owner` left the member list (test_cluster_muc's rendezvous); with
+    several workers, on another worker than the links to prosody.test
+    (the room's copy for Prosody is handed to that worker)."""
     rest = [m for m in members if m != owner]
+    link = _fnv("prosody.test") % workers
     for i in range(1000):
         rj = "hold%d@%s" % (i, MUC)
-        if owner_of(rj, list(members)) == owner and owner_of(rj, rest) == then:
+        if owner_of(rj, list(members)) == owner and \
+                owner_of(rj, rest) == then and \
+                (workers == 1 or _fnv(rj) % workers != link):
             return rj
     raise AssertionError("no room name for %s then %s" % (owner, then))
 
@@ -472,8 +487,7 @@ class RoomUser(Occupant):
 HOLD_LEASE = "3s"
 
 
-@clusterlab.skippable
-def test_room_copy_waiting_for_link_survives_owner_kill():
+def room_copy_waiting(workers):
     """Dialback.  A room on n3 (its rendezvous owner), anna of n1 and
     dave of Prosody in it.  n3's link to Prosody closes idle
     (s2s.out_idle_timeout 1 s), Prosody is frozen (SIGSTOP: a new TCP
@@ -495,10 +509,10 @@ def test_room_copy_waiting_for_link_survives_owner_kill():
     NOTES-h-s2shold.md)."""
     more = {"s2s.out_idle_timeout": "1s", "s2s.link_timeout": "60s",
             "cluster.lease_time": HOLD_LEASE}
-    with fed_cluster(False, more=more) as lab:
+    with fed_cluster(False, more=more, workers=workers) as lab:
         cl = lab.cl
         wait_members(cl, ["n1", "n2", "n3"], 30)
-        rj = _room_owned("n3", "n2")
+        rj = _room_owned("n3", "n2", workers)
         x = cl.nodes[2]
         prosody = lab.prosody
 
@@ -624,6 +638,21 @@ def test_room_copy_waiting_for_link_survives_owner_kill():
         run_async(scenario(), timeout=240)
 
 
+
+@clusterlab.skippable
+def test_room_copy_waiting_for_link_survives_owner_kill():
+    """One worker per node: the room's worker owns the link to Prosody;
+    its queue holds the frame (out_enqueue)."""
+    room_copy_waiting(1)
+
+
+@clusterlab.skippable
+def test_room_copy_lent_to_link_worker_survives_owner_kill():
+    """Two workers per node, the room on the one that does not own the
+    links to Prosody: the room's worker lends the frame to the link's
+    worker (worker_send_node), whose queue holds it."""
+    room_copy_waiting(2)
+
 if __name__ == "__main__":
     missing = [p for p, ok in (("nats-server", clusterlab.NATS_SERVER),
                                ("prosody", shutil.which("prosody")))
@@ -640,5 +669,6 @@ if __name__ == "__main__":
            test_three_nodes_ejabberd_dialback,
            test_subscription_other_node, test_node_killed,
            test_message_before_directory,
-           test_room_copy_waiting_for_link_survives_owner_kill]
+           test_room_copy_waiting_for_link_survives_owner_kill,
+           test_room_copy_lent_to_link_worker_survives_owner_kill]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
