@@ -734,9 +734,21 @@ static void muc_loaded_occ(void *ctx, const PGresult *res,
 			free(m[o->nsess].presence);
 			break;
 		}
-		snprintf(m[o->nsess].home, sizeof(m[o->nsess].home), "%s",
-			 PQgetvalue(res, i, 4));
 		o->last = o->nsess++;
+		if (o->remote) {
+			/* another server's user: no node of ours holds its
+			 * session, its row only names the owner that wrote
+			 * it.  That node's exit ends nothing: kept, and the
+			 * row is ours now (home "": this node), so that
+			 * nobody takes it for an occupant of a node that
+			 * left (muc_check_orphans) */
+			if (muc_cluster_on(w) &&
+			    strcmp(PQgetvalue(res, i, 4), muc_node_self(w)))
+				muc_db_occupant_put(w, r, o, &o->sess[o->last]);
+			continue;
+		}
+		snprintf(o->sess[o->last].home, sizeof(o->sess[o->last].home),
+			 "%s", PQgetvalue(res, i, 4));
 		muc_loaded_node(w, r, jid, PQgetvalue(res, i, 4),
 				strcmp(PQgetvalue(res, i, 5), "t") == 0);
 	}
@@ -1387,6 +1399,10 @@ static void muc_frame_gone(struct worker *w, const char *p, size_t len)
 		    shm_session_get(w->shm->sessions, jid, &alive) == 1 &&
 		    alive.node == o->sess[si].node)
 			return;     /* a stale row's nudge, the session lives */
+		if (o != NULL && o->remote)
+			return;     /* another server's user: no node of ours
+				       held it (its row named the owner that
+				       wrote it, muc_loaded_occ) */
 		muc_room_gone(w, r, jid, o == NULL || o->sess[si].node == 0);
 		muc_replay(w, r);
 	}

@@ -25,7 +25,12 @@ What a user would notice, each test its own labs:
     her login on the third node seen by him;
   * kill -9 of the node holding Prosody's stream: Prosody's user still
     reaches the users of the two other nodes (Prosody connects again,
-    through SRV, to a surviving node), and they still reach him.
+    through SRV, to a surviving node), and they still reach him;
+  * kill -9 of a room's owner node while its copy of a message for a
+    Prosody occupant waits for a link to Prosody being set up: the
+    message is not lost silently (the sender's node gets it back and
+    its user is told to try again, or the occupant gets it), the
+    occupant gets it in the end and is still in the room.
 Every wait is bounded.  Exits 77 without nats-server or Prosody.  Needs
 XMPPD_TEST_PGCONN and root (Prosody runs as its own user; the lab's DNS
 is on port 53 of a lab address).
@@ -44,8 +49,12 @@ from harness import free_port, run_tests  # noqa: E402
 import clusterlab  # noqa: E402
 from fedlab import (Lab, ProsodyServer, EjabberdServer, User,  # noqa: E402
                     befriend, run_async)
+from test_cluster_muc import owner_of, wait_members  # noqa: E402
+from test_muc_fedlab import (Occupant, ROOMCONFIG,  # noqa: E402
+                             join as muc_join)
 
 DOMAIN = "xmppd.test"
+MUC = "conference." + DOMAIN
 PW = {"anna": "4nna-pw", "bert": "b3rt-pw", "cleo": "cl3o-pw",
       "erin": "3rin-pw"}
 DAVE_PW = "d4ve-pw"
@@ -89,15 +98,19 @@ class FedCluster:
 
 
 @contextlib.contextmanager
-def fed_cluster(secure, workers=1, node_timeout="2s", anchor=ProsodyServer):
+def fed_cluster(secure, workers=1, node_timeout="2s", anchor=ProsodyServer,
+                more=None):
     """The federation lab (DNS, CA, Prosody -- or anchor, for its
     domain <kind>.test -- with dave) and the cluster
     lab (3 NATS, 3 nodes serving xmppd.test with anna, bert, cleo and
-    erin), started and converged; everything stopped at the end."""
+    erin), started and converged; everything stopped at the end.  The
+    group chat service's domain (MUC) has the nodes' SRV records too;
+    more: further settings for every node."""
     with Lab() as fed:
         addrs = [fed.new_addr() for _ in range(3)]
         ports = [free_port() for _ in range(3)]
         fed.records(DOMAIN, list(zip(addrs, ports)))
+        fed.records(MUC, list(zip(addrs, ports)))
         # one certificate per node, as separate machines would have:
         # "full" (dNSName, SRV-ID, XmppAddr; Prosody takes XmppAddr) or
         # self-signed, which nobody trusts: dialback
@@ -116,6 +129,7 @@ def fed_cluster(secure, workers=1, node_timeout="2s", anchor=ProsodyServer):
             "s2s.auth": "pkix" if secure else "dialback",
             "s2s.dns_servers": fed.dns.server,
         }
+        overrides.update(more or {})
         per_node = {k: {"tls.certificate": certs[k][0],
                         "tls.key": certs[k][1],
                         "s2s.port": str(ports[k])} for k in range(3)}
@@ -442,6 +456,216 @@ def test_message_before_directory():
         run_async(scenario(), timeout=180)
 
 
+# ---- a room's copy for a remote occupant, waiting for an s2s link -------
+
+def _fnv(text):
+    """FNV-1a of the lower-cased text: the worker a room (worker/muc_
+    cluster.c muc_room_hash) or a remote domain's links (worker/s2s.c
+    s2s_owner_slot) belong to, modulo the node's workers."""
+    h = 2166136261
+    for b in text.lower().encode():
+        h = ((h ^ b) * 16777619) & 0xffffffff
+    return h
+
+
+def _room_owned(owner, then, workers, members=("n1", "n2", "n3")):
+    """A room JID of MUC whose owner is node `owner`, and `then` once
+    `owner` left the member list (test_cluster_muc's rendezvous); with
+    several workers, on another worker than the links to prosody.test
+    (the room's copy for Prosody is handed to that worker)."""
+    rest = [m for m in members if m != owner]
+    link = _fnv("prosody.test") % workers
+    for i in range(1000):
+        rj = "hold%d@%s" % (i, MUC)
+        if owner_of(rj, list(members)) == owner and \
+                owner_of(rj, rest) == then and \
+                (workers == 1 or _fnv(rj) % workers != link):
+            return rj
+    raise AssertionError("no room name for %s then %s" % (owner, then))
+
+
+class RoomUser(Occupant):
+    """An occupant that also records the errors it gets."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.errors = []
+        self.add_event_handler("message_error", self._on_err)
+
+    def _on_err(self, m):
+        self.errors.append(m)
+        self.changed.set()
+
+
+HOLD_LEASE = "3s"
+
+
+def room_copy_waiting(workers):
+    """Dialback.  A room on n3 (its rendezvous owner), anna of n1 and
+    dave of Prosody in it.  n3's link to Prosody closes idle
+    (s2s.out_idle_timeout 1 s), Prosody is frozen (SIGSTOP: a new TCP
+    connection is accepted by its kernel, the stream never answers, so
+    n3's new link waits in its set-up, s2s.link_timeout 60 s), anna
+    says something: n3 fans it out, and the copy for dave waits in that
+    link's queue.  n3 is killed -9.  The copy must not be lost
+    silently: anna's message came to n3 as a frame from n1, which n3
+    acknowledges only once the copy leaves the queue (worker/s2s_out.c
+    out_enqueue holds the frame, worker/settle.h), so n1 gets it back
+    when n3 is DOWN, and routes it again by the room's JID: the room's
+    next owner takes it, or (n3 still a member, no owner yet) anna gets
+    an error for it (resource-constraint, wait) and sends it again, as
+    a client does, until n2 takes it.  n2's copy for dave waits for its
+    own link to the frozen Prosody; Prosody is thawed: dave gets
+    anna's message (at least once: twice is allowed, a node that dies
+    after writing may have its frames sent again) and is still in the
+    room.  Without the hold anna gets no error and dave nothing (checked:
+    NOTES-h-s2shold.md)."""
+    more = {"s2s.out_idle_timeout": "1s", "s2s.link_timeout": "60s",
+            "cluster.lease_time": HOLD_LEASE}
+    with fed_cluster(False, more=more, workers=workers) as lab:
+        cl = lab.cl
+        wait_members(cl, ["n1", "n2", "n3"], 30)
+        rj = _room_owned("n3", "n2", workers)
+        x = cl.nodes[2]
+        prosody = lab.prosody
+
+        async def scenario():
+            anna = await RoomUser(lab.views[0], "anna", PW["anna"], rj).online()
+            dave = await RoomUser(prosody, "dave", DAVE_PW, rj).online()
+            users = [anna, dave]
+            frozen = False
+            try:
+                await listed(lab, anna)
+                pres, _, _, _ = await muc_join(anna, "Anna", maxstanzas=0)
+                assert 201 in pres["muc"]["status_codes"], pres
+                form = anna["xep_0004"].make_form(ftype="submit")
+                form.add_field(var="FORM_TYPE", value=ROOMCONFIG, ftype="hidden")
+                await anna["xep_0045"].set_room_config(rj, form)
+                await muc_join(dave, "Dave", maxstanzas=0)
+                await anna.until(lambda: anna.sees("Dave"), 20,
+                                 "dave's presence in the room")
+                # the path works: n1 -> n3 (the room) -> n3's link -> dave
+                anna.send_message(mto=rj, mbody="first", mtype="groupchat")
+                await dave.until(lambda: "first" in dave.said("Anna"), 20,
+                                 "anna's first message at dave")
+                # n3's link to Prosody closes idle
+                idle = re.compile(r"s2s %s -> prosody\.test: idle: closed"
+                                  % re.escape(MUC))
+                before = len(idle.findall(x.log_text()))
+                deadline = time.monotonic() + 15
+                while len(idle.findall(x.log_text())) <= before:
+                    assert time.monotonic() < deadline, \
+                        "n3's link to Prosody did not close idle"
+                    await asyncio.sleep(0.2)
+                connecting = re.compile(r"s2s %s -> prosody\.test: connecting"
+                                        % re.escape(MUC))
+                c0 = len(connecting.findall(x.log_text()))
+                os.killpg(prosody.proc.pid, signal.SIGSTOP)
+                frozen = True
+                msg = anna.make_message(mto=rj, mbody="held", mtype="groupchat")
+                msg["id"] = "held-1"
+                msg.send()
+                # n3 took it (anna's own copy comes back from the room)
+                # and its new link to Prosody is being set up
+                await anna.until(lambda: "held" in anna.said("Anna"), 20,
+                                 "anna's message reflected by n3")
+                deadline = time.monotonic() + 10
+                while len(connecting.findall(x.log_text())) <= c0:
+                    assert time.monotonic() < deadline, \
+                        "n3 did not start a link to Prosody"
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)
+                x.kill9()
+                y = cl.nodes[1]
+                y0 = len(connecting.findall(y.log_text()))
+
+                def echoes():       # anna's copies of it from the room
+                    return anna.said("Anna").count("held")
+
+                def refused():
+                    return [e for e in anna.errors
+                            if e["id"].startswith("held-")]
+
+                def got():
+                    return "held" in dave.said("Anna")
+
+                def kicked():
+                    return [str(p) for p in dave.sees("Dave", "unavailable")]
+                # Not lost silently (Prosody still frozen): n1 gets the
+                # frame back once n3 is DOWN and routes it again: the
+                # room's next owner takes it (a second copy to anna), or
+                # anna is told it was not taken (n3 is still a member:
+                # no owner yet)
+                await anna.until(lambda: echoes() > 1 or refused(),
+                                 cl.node_timeout_s + 10,
+                                 "anna's message again from the room, or an "
+                                 "error for it (else lost silently)")
+                # each refusal is a wait (RFC 6120 8.3.3.18): she sends
+                # it again, as a client does, until the room (now on
+                # n2) takes it
+                tries = 1
+                deadline = time.monotonic() + 30
+                while echoes() < 2:
+                    errs = refused()
+                    for e in errs:
+                        assert e["error"]["type"] == "wait" and \
+                            e["error"]["condition"] == "resource-constraint", e
+                    if len(errs) >= tries:
+                        assert time.monotonic() < deadline, \
+                            "the room never took anna's message: %r" % errs
+                        await asyncio.sleep(0.5)
+                        tries += 1
+                        m = anna.make_message(mto=rj, mbody="held",
+                                              mtype="groupchat")
+                        m["id"] = "held-%d" % tries
+                        m.send()
+                    await anna.until(lambda: echoes() > 1 or
+                                     len(refused()) >= tries,
+                                     max(1, deadline - time.monotonic()),
+                                     "anna's message taken by the room "
+                                     "(attempt %d)" % tries)
+                # n2's copy for dave waits for its own link to Prosody,
+                # being set up; then Prosody is thawed
+                deadline = time.monotonic() + 10
+                while len(connecting.findall(y.log_text())) <= y0:
+                    assert time.monotonic() < deadline, \
+                        "n2 did not start a link to Prosody"
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(1.0)
+                assert not got()
+                os.killpg(prosody.proc.pid, signal.SIGCONT)
+                frozen = False
+                await dave.until(lambda: got() or kicked(), 30,
+                                 "anna's message at dave")
+                # and dave is still in the room: its owner's death cost
+                # him nothing (no exit, 333 or other)
+                assert not kicked(), "dave was removed from the room " \
+                    "when its node died: %r" % kicked()
+                print("# dave got it %d time(s); anna sent it %d time(s), "
+                      "%d refused" % (dave.said("Anna").count("held"), tries,
+                                      len(refused())))
+            finally:
+                if frozen:
+                    os.killpg(prosody.proc.pid, signal.SIGCONT)
+                await offline_all(*users)
+        run_async(scenario(), timeout=240)
+
+
+
+@clusterlab.skippable
+def test_room_copy_waiting_for_link_survives_owner_kill():
+    """One worker per node: the room's worker owns the link to Prosody;
+    its queue holds the frame (out_enqueue)."""
+    room_copy_waiting(1)
+
+
+@clusterlab.skippable
+def test_room_copy_lent_to_link_worker_survives_owner_kill():
+    """Two workers per node, the room on the one that does not own the
+    links to Prosody: the room's worker lends the frame to the link's
+    worker (worker_send_node), whose queue holds it."""
+    room_copy_waiting(2)
+
 if __name__ == "__main__":
     missing = [p for p, ok in (("nats-server", clusterlab.NATS_SERVER),
                                ("prosody", shutil.which("prosody")))
@@ -457,5 +681,7 @@ if __name__ == "__main__":
     ALL = [test_three_nodes_external, test_three_nodes_dialback,
            test_three_nodes_ejabberd_dialback,
            test_subscription_other_node, test_node_killed,
-           test_message_before_directory]
+           test_message_before_directory,
+           test_room_copy_waiting_for_link_survives_owner_kill,
+           test_room_copy_lent_to_link_worker_survives_owner_kill]
     run_tests([t for t in ALL if len(sys.argv) < 2 or t.__name__ in sys.argv[1:]])
