@@ -433,6 +433,7 @@ static void bridge_init(struct bridge *b, struct worker_boot *boot)
 	b->run = fence_wall_us();
 	fence_init(&b->fence, (int64_t)b->cfg->cluster_clock_skew);
 	fence_init(&b->snap_fence, (int64_t)b->cfg->cluster_clock_skew);
+	b->snap_fence.clock_always = 1;   /* REVIEW-lend2 N5 */
 	snprintf(b->node, sizeof(b->node), "%.32s", b->cl->nodes[0].name);
 	snprintf(b->cluster, sizeof(b->cluster), "%.32s", b->cl->name);
 	b->interval_ms = b->cfg->cluster_heartbeat_interval;

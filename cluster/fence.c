@@ -121,6 +121,8 @@ enum fence_verdict fence_check(struct fence *f, const struct fence_stamp *st,
 	struct fence_peer *p = fence_find(f, st->node);
 	if (p != NULL && st->run < p->run)
 		return FENCE_OLD_RUN;
+	if (f->clock_always && !fence_clock_ok(f, st, now_ms))
+		return FENCE_CLOCK;
 	if (p == NULL || st->run > p->run) {
 		if (!fence_clock_ok(f, st, now_ms))
 			return FENCE_CLOCK;

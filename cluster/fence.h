@@ -52,6 +52,11 @@ struct fence {
 	struct fence_peer p[FENCE_PEERS];
 	unsigned n;
 	int64_t skew_ms;            /* cluster.clock_skew */
+	/* every message's stamp within skew_ms of our clock, not only a
+	 * new run's: for a subject whose messages a sender numbers in a
+	 * window we may never see whole (snapshot parts, some dropped at
+	 * a full queue), so that a recorded one is not good for ever */
+	int clock_always;
 };
 
 enum fence_verdict {

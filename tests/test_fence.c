@@ -169,3 +169,20 @@ Test(fence, the_envelope_a_flipped_bit_is_refused)
 	/* the same message on another node's subject */
 	cr_expect_lt(secret_cluster_check("xmppd.c.sync.c", msg, n, &slen), 0);
 }
+
+/* The snapshot subject's fence checks every message's stamp, not only
+ * a new run's: a part never taken (dropped at a full queue) and
+ * recorded off NATS is refused once it is older than the skew, where
+ * the window alone would take it as fresh (review REVIEW-lend2 N5). */
+Test(fence, clock_always_refuses_an_old_part_of_a_known_run)
+{
+	fence_init(&f, SKEW);
+	f.clock_always = 1;
+	cr_expect_eq(hear("a", 100, 1, NOW), FENCE_OK);
+	cr_expect_eq(hear("a", 100, 3, NOW - SKEW - 1), FENCE_CLOCK);
+	cr_expect_eq(hear("a", 100, 3, NOW), FENCE_OK);
+	fence_init(&f, SKEW);
+	cr_expect_eq(hear("a", 100, 1, NOW), FENCE_OK);
+	cr_expect_eq(hear("a", 100, 3, NOW - SKEW - 1), FENCE_OK,
+		     "without it, only a new run's stamp is checked");
+}

@@ -56,6 +56,7 @@ void settle_free(struct settle *s)
 	for (size_t i = 0; i < s->nlent; i++)
 		free(s->lent[i].holds.v);
 	free(s->lent);
+	free(s->marks);
 	free(s->borrow);
 	free(s->ret);
 	free(s->refs);
@@ -89,13 +90,12 @@ static uint32_t *ref_at(struct settle *s, size_t i)
 	return &s->refs[(s->head + i) % s->cap];
 }
 
-/* Tokens from the oldest held to the last read, at most: one frame
- * held for hours (a client that neither reads nor acknowledges) would
- * otherwise keep a place for every later frame.  Past it the oldest is
- * let go (the bridge let go of it after cluster.hold_time anyway; its
- * holder's release is then ignored, as for a token below base).  1 MiB
- * of the ring, a minute of 4,000 frames a second. */
-#define SETTLE_RING_MAX (1u << 18)
+/* Tokens from the oldest held to the last read, at most: a hard bound
+ * under settle_tick's (which lets go of what was read more than
+ * cluster.hold_time ago): 16 MiB of the ring, 17 minutes of 4,000
+ * frames a second.  Past it the oldest is let go; its holder's release
+ * is then ignored, as for a token below base. */
+#define SETTLE_RING_MAX (1u << 22)
 
 static void ring_pop_done(struct settle *s);
 
@@ -185,6 +185,7 @@ void settle_begin(struct settle *s, uint32_t token)
 			s->n = 0;
 			s->head = 0;
 			s->ndone = 0;
+			s->nmarks = 0;      /* of the old numbering */
 			s->base = s->next = token;
 			s->dirty = true;
 		}
@@ -293,16 +294,17 @@ void settle_adopt_begin(struct settle *s)
 	}
 	s->started = true;
 	s->base = s->next = s->adopt_lo;
+	s->adopting = true;     /* no bound lets the span's head go */
 	for (uint32_t k = 0; k < span; k++) {
 		if (ring_push(s, 0) < 0) {
 			log_warn("cluster: no memory to hold adopted frames");
 			s->n = 0;
 			s->started = false;
+			s->adopting = false;
 			return;
 		}
 	}
 	s->next = s->adopt_hi + 1;
-	s->adopting = true;
 }
 
 void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
@@ -685,6 +687,40 @@ int settle_returns(struct settle *s, uint16_t *slot_r, struct buf *out)
 	}
 	s->nret = k;
 	return n > 0;
+}
+
+size_t settle_tick(struct settle *s, int64_t now_ms, int64_t hold_ms)
+{
+	size_t forced = 0, k = 0;
+	if (!s->started || s->adopting)
+		return 0;
+	if (s->nmarks == 0 || s->marks[s->nmarks - 1].token != s->next) {
+		if (s->nmarks == s->marks_cap) {
+			size_t cap = s->marks_cap ? s->marks_cap * 2 : 64;
+			struct settle_mark *m = realloc(s->marks,
+							cap * sizeof(*m));
+			if (m == NULL)
+				return 0;       /* the next second */
+			s->marks = m;
+			s->marks_cap = cap;
+		}
+		s->marks[s->nmarks++] = (struct settle_mark){ s->next, now_ms };
+	}
+	/* the newest mark at least hold_ms old: every token before it was
+	 * read before now - hold_ms */
+	while (k < s->nmarks && now_ms - s->marks[k].ms >= hold_ms)
+		k++;
+	if (k == 0)
+		return 0;
+	uint32_t limit = s->marks[k - 1].token;
+	memmove(s->marks, s->marks + (k - 1),
+		(s->nmarks - (k - 1)) * sizeof(*s->marks));
+	s->nmarks -= k - 1;
+	while (s->n > 0 && (int32_t)(limit - s->base) > 0) {
+		ring_force_head(s);
+		forced++;
+	}
+	return forced;
 }
 
 size_t settle_pending(const struct settle *s)

@@ -77,7 +77,15 @@ struct settle {
 	struct settle_range *done;
 	size_t ndone, done_cap;
 	uint64_t held_total;    /* holds ever taken (tests, metrics) */
-	uint64_t forced;        /* frames let go at SETTLE_RING_MAX */
+	uint64_t forced;        /* held frames let go (settle_tick, or the
+				   ring's hard bound) */
+	/* when tokens were read, coarsely: the next token once a second
+	 * (settle_tick), oldest first */
+	struct settle_mark {
+		uint32_t token;
+		int64_t ms;
+	} *marks;
+	size_t nmarks, marks_cap;
 	/* adoption of a dead predecessor's journals (settle_adopt_*) */
 	bool adopt_any, adopting, adopted_report;
 	bool behind_ok;         /* nothing read ahead yet: a token behind
@@ -196,6 +204,13 @@ void settle_adopt_begin(struct settle *s);
 void settle_adopt_hold(struct settle *s, struct settle_list *l, uint64_t key,
 		       uint32_t token);
 void settle_adopt_end(struct settle *s);
+
+/* Once a second: frames read more than hold_ms ago and still held are
+ * let go (counted in forced), as the bridge lets go of them after
+ * cluster.hold_time: a client that neither reads nor acknowledges
+ * must not keep a place in the ring for every frame read after its
+ * own.  Returns how many were let go. */
+size_t settle_tick(struct settle *s, int64_t now_ms, int64_t hold_ms);
 
 /* Tokens read and not done with (xmppctl, tests). */
 size_t settle_pending(const struct settle *s);

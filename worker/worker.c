@@ -573,11 +573,12 @@ static void worker_lent_done(struct worker *w,
  * holds them past the bridge's own bound (cluster.hold_time). */
 static void worker_lent_expire(struct worker *w, int64_t now)
 {
+	settle_tick(&w->settle, now, (int64_t)w->cfg->cluster_hold_time);
 	if (w->settle.forced != w->settle_forced_logged) {
 		log_warn("cluster: %llu frames from other nodes let go while "
-			 "still held (a holder kept the oldest past %u later "
-			 "frames)", (unsigned long long)(w->settle.forced -
-			 w->settle_forced_logged), 1u << 18);
+			 "still held, past cluster.hold_time (a client that "
+			 "neither reads nor acknowledges)", (unsigned long long)
+			 (w->settle.forced - w->settle_forced_logged));
 		w->settle_forced_logged = w->settle.forced;
 	}
 	size_t n = settle_lent_expire(&w->settle, now,
