@@ -390,25 +390,8 @@ def test_node_killed_unacked_not_lost():
         # to sleep before its next <a/>)
         j.send("<a xmlns='%s' h='%d'/>" % (SM, acked))
         time.sleep(1.5)     # n2 tells n1 that those are done with
-        lab.nodes[1].kill9()
         want = ["u%d" % i for i in range(acked, total)]
-        wait_until(lambda: (all("id='%s'" % k in offline_rows(lab) for k in want),
-                            offline_rows(lab)),
-                   lab.node_timeout_s + 15, "the unacknowledged messages in offline storage")
-        n = lab.client(2, "juliet", PW["juliet"], "again")
-        n.send("<presence/>")
-        got = []
-        while True:
-            try:
-                st = n.read_until(msg_rx("u[0-9]+"), timeout=3)
-            except AssertionError as e:
-                if "closed" in str(e):
-                    raise
-                break
-            assert "urn:xmpp:delay" in st, st
-            got.append(re.search("id='([^']+)'", st).group(1))
-        assert sorted(got, key=lambda k: int(k[1:])) == want, \
-            "offline storage gave %s, not u%d..u%d" % (got, acked, total - 1)
+        offline_after_kill(lab, 1, want, "again")
         assert "<error" not in r.buf.decode()
 
 
