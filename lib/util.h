@@ -13,6 +13,8 @@
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
+/* FNV-1a of a NUL-terminated string (in-memory tables, never stored). */
+uint32_t fnv1a(const char *s);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 /* Free *p and set it to NULL. */

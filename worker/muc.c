@@ -353,10 +353,7 @@ static unsigned muc_nrooms;
 
 static unsigned muc_hash(const char *jid)
 {
-	uint32_t h = 2166136261u;
-	for (const char *p = jid; *p != '\0'; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	return h % MUC_TABLE_SIZE;
+	return fnv1a(jid) % MUC_TABLE_SIZE;
 }
 
 /* Rooms are handled one stanza at a time per worker, not only per room:

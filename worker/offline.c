@@ -600,14 +600,6 @@ static struct offline_watch *offline_watches;
 static unsigned offline_nwatch, offline_watch_cap;
 static int64_t offline_watch_logged_ms;
 
-static uint32_t offline_hash(const char *s)
-{
-	uint32_t h = 2166136261u;       /* FNV-1a */
-	for (; *s != '\0'; s++)
-		h = (h ^ (uint8_t)*s) * 16777619u;
-	return h;
-}
-
 static void offline_watch_drop(unsigned i)
 {
 	free(offline_watches[i].bare);
@@ -620,7 +612,7 @@ static void offline_watch_drop(unsigned i)
 static void offline_watch_add(struct worker *w, const char *bare)
 {
 	const struct config *cfg = w->cfg;
-	uint32_t h = offline_hash(bare);
+	uint32_t h = fnv1a(bare);
 	int64_t now = time_now_ms(), until = now + (int64_t)cfg->offline_watch;
 	for (unsigned i = 0; i < offline_nwatch; i++) {
 		if (offline_watches[i].hash == h &&
