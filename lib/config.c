@@ -208,7 +208,7 @@ const struct config_def config_defs[] = {
 	  "on another node the session directory had not shown yet) to "
 	  "read its offline storage again; 0: never" },
 	{ "im.offline_watch_max", CONFIG_TYPE_UINT, OFF(offline_watch_max),
-	  "4096", 1, 1000000, RELOAD, "Accounts one worker watches at once "
+	  "4096", 1, 65536, RELOAD, "Accounts one worker watches at once "
 	  "(im.offline_watch); past it a late-stored message waits for "
 	  "the account's next login (logged)" },
 	/* worker/roster.c */
