@@ -569,9 +569,10 @@ static void worker_lent_done(struct worker *w,
 	}
 }
 
-/* Lends no answer came for: the taker died with them, or a client
- * holds them past the bridge's own bound (cluster.hold_time). */
-static void worker_lent_expire(struct worker *w, int64_t now)
+/* Once a second, as the bridge after cluster.hold_time: frames held
+ * that long are let go (a client that neither reads nor acknowledges),
+ * and so are lends no answer came for (the taker died with them). */
+static void worker_settle_tick(struct worker *w, int64_t now)
 {
 	settle_tick(&w->settle, now, (int64_t)w->cfg->cluster_hold_time);
 	if (w->settle.forced != w->settle_forced_logged) {
@@ -682,7 +683,7 @@ static int worker_timers(struct worker *w, int64_t now)
 		httpconn_timeouts(w, now);
 		EXT_RUN(tick, w, now);
 		s2s_tick(w, now);
-		worker_lent_expire(w, now);
+		worker_settle_tick(w, now);
 		next_sweep = now + 1000;
 	}
 	return timeout;
