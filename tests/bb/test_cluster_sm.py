@@ -85,6 +85,20 @@ def sm_login(lab, i, user, resource):
     return c, jid, m.group(1)
 
 
+def available_sm_login(lab, i, user, resource):
+    """Like sm_login, but available first (its own presence read), so
+    that what comes after <enabled/> is the messages alone and h counts
+    them."""
+    c = connect(lab, i)
+    authed(c, user)
+    jid = c.bind(resource)
+    c.send("<presence/>")
+    c.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jid))
+    c.send("<enable xmlns='%s' resume='true'/>" % SM)
+    got = c.read_until("<enabled [^>]*/>")
+    return c, jid, re.search("id='([^']+)'", got).group(1)
+
+
 def resume(c, previd, h, timeout=None):
     c.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (SM, previd, h))
     return c.read_until("<resumed [^>]*/>|<failed .*?</failed>|"
@@ -373,15 +387,7 @@ def test_node_killed_unacked_not_lost():
     with new_lab() as lab:
         users(lab)
         r = lab.client(0, "romeo", PW["romeo"], "garden")
-        j = connect(lab, 1)
-        authed(j, "juliet")
-        jj = j.bind("phone")
-        # available first (its own presence read), so that what comes
-        # after <enabled/> is the messages alone and h counts them
-        j.send("<presence/>")
-        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
-        j.send("<enable xmlns='%s' resume='true'/>" % SM)
-        j.read_until("<enabled [^>]*/>")
+        j, jj, previd = available_sm_login(lab, 1, "juliet", "phone")
         wait_held_on(lab, jj, 1)
         for i in range(total):
             msg(r, jj, "u%d" % i)
@@ -411,13 +417,7 @@ def test_held_frames_kept_alone():
                         "cluster.hold_time": "6s"}) as lab:
         users(lab)
         r = lab.client(0, "romeo", PW["romeo"], "garden")
-        phone = connect(lab, 1)
-        authed(phone, "juliet")
-        jp = phone.bind("phone")
-        phone.send("<presence/>")
-        phone.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jp))
-        phone.send("<enable xmlns='%s' resume='true'/>" % SM)
-        phone.read_until("<enabled [^>]*/>")
+        phone, jp, _ = available_sm_login(lab, 1, "juliet", "phone")
         desk = lab.client(1, "juliet", PW["juliet"], "desk")
         wait_held_on(lab, jp, 1)
         wait_until(lambda: (desk.jid in sessions(lab.nodes[0]), None), 10,
@@ -489,14 +489,7 @@ def test_handed_journal_held_until_acked():
                         "sm.forward_time": "2s"}) as lab:
         users(lab)
         r = lab.client(0, "romeo", PW["romeo"], "garden")
-        j = connect(lab, 1)
-        authed(j, "juliet")
-        jj = j.bind("phone")
-        j.send("<presence/>")
-        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
-        j.send("<enable xmlns='%s' resume='true'/>" % SM)
-        got = j.read_until("<enabled [^>]*/>")
-        previd = re.search("id='([^']+)'", got).group(1)
+        j, jj, previd = available_sm_login(lab, 1, "juliet", "phone")
         wait_held_on(lab, jj, 1)
         first = sessions(lab.nodes[1])[jj][1]
         want = ["h%d" % i for i in range(total)]
@@ -574,13 +567,7 @@ def test_adopted_journal_held():
     with new_lab() as lab:
         users(lab)
         r = lab.client(0, "romeo", PW["romeo"], "garden")
-        j = connect(lab, 1)
-        authed(j, "juliet")
-        jj = j.bind("phone")
-        j.send("<presence/>")
-        j.read_until("<presence [^>]*from='%s'[^>]*/?>" % re.escape(jj))
-        j.send("<enable xmlns='%s' resume='true'/>" % SM)
-        j.read_until("<enabled [^>]*/>")
+        j, jj, previd = available_sm_login(lab, 1, "juliet", "phone")
         wait_held_on(lab, jj, 1)
         want = ["a%d" % i for i in range(total)]
         for i in range(total):
